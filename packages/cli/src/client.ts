@@ -1,0 +1,49 @@
+/*
+ * The CLI side of the control socket: one request, one response, clear errors
+ * when the daemon is not there or the socket is not ours to use.
+ */
+import { createConnection } from 'node:net';
+import { VswitchError } from './errors.js';
+
+const TIMEOUT_MS = 10_000;
+
+export function request(path: string, cmd: string, args: Record<string, unknown> = {}): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(path);
+    let buf = '';
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new VswitchError('ETIMEDOUT', `no answer from the daemon on ${path} within ${TIMEOUT_MS / 1000} s`));
+    }, TIMEOUT_MS);
+    sock.setEncoding('utf8');
+    sock.on('connect', () => sock.write(JSON.stringify({ id: 1, cmd, args }) + '\n'));
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      sock.end();
+      const res = JSON.parse(buf.slice(0, nl)) as { ok: boolean; result?: unknown; error?: { code: string; message: string } };
+      if (res.ok) resolve(res.result);
+      else reject(new VswitchError(res.error?.code ?? 'EINTERNAL', res.error?.message ?? 'unknown error'));
+    });
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(connectError(path, e));
+    });
+  });
+}
+
+function connectError(path: string, e: NodeJS.ErrnoException): VswitchError {
+  switch (e.code) {
+    case 'ENOENT':
+      return new VswitchError('ENOTRUNNING', `daemon not running: no control socket at ${path}`);
+    case 'ECONNREFUSED':
+      return new VswitchError('ENOTRUNNING', `daemon not running: nothing listens on ${path}`);
+    case 'EACCES':
+    case 'EPERM':
+      return new VswitchError('EACCES', `permission denied on control socket ${path}`);
+    default:
+      return new VswitchError(e.code ?? 'EIO', `cannot reach the daemon on ${path}: ${e.message}`);
+  }
+}

@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { defaultConfig, parseConfig } from './config.js';
+
+const F = '/etc/vswitch/test.yaml';
+
+function errorOf(text: string): string {
+  try {
+    parseConfig(text, F);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  throw new Error('expected a config error');
+}
+
+describe('config', () => {
+  it('the built-in default is one empty bridge br0', () => {
+    const c = defaultConfig();
+    expect(Object.keys(c.bridges)).toEqual(['br0']);
+    expect(c.bridges.br0).toMatchObject({ ageing: 300, maxMacs: 8192, ports: {}, fdb: [] });
+    expect(c.control.mode).toBe('0600');
+  });
+
+  it('accepts every port and VLAN form and fills defaults', () => {
+    const c = parseConfig(`
+bridges:
+  br0:
+    ageing: 60
+    ports:
+      vm1: { type: tap, vlan: { mode: access, vid: 10 } }
+      up0: { type: attach, vlan: { mode: trunk, allowed: [10, 20], native: 1 } }
+      vm2:
+        type: tap
+        persistent: true
+        maxMacs: 4
+        vlan: { mode: hybrid, vlans: [{ vid: 10, pvid: true, untagged: true }, { vid: 30 }] }
+    fdb:
+      - { mac: "02:00:00:00:00:01", port: vm1, vlan: 10 }
+`, F);
+    expect(c.bridges.br0.ageing).toBe(60);
+    expect(c.bridges.br0.ports.vm1).toEqual({ type: 'tap', persistent: false, maxMacs: 0, vlan: { mode: 'access', vid: 10 } });
+    expect(c.bridges.br0.ports.up0.vlan).toEqual({ mode: 'trunk', allowed: [10, 20], native: 1 });
+    expect(c.bridges.br0.ports.vm2.maxMacs).toBe(4);
+  });
+
+  it('names file, key path and line for a value out of range', () => {
+    const msg = errorOf(`bridges:
+  br0:
+    ports:
+      vm1:
+        type: tap
+        vlan:
+          mode: access
+          vid: 5000
+`);
+    expect(msg).toBe(`${F}: bridges.br0.ports.vm1.vlan.vid (line 8): must be 1-4094`);
+  });
+
+  it('reports unknown keys, bad enums, missing fields and cross references', () => {
+    expect(errorOf('bridges:\n  br0:\n    agening: 3\n')).toMatch(/bridges\.br0 \(line 3\): unknown key agening/);
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { type: veth }\n')).toMatch(/bridges\.br0\.ports\.vm1\.type \(line 4\): must be tap or attach/);
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { vlan: { mode: access, vid: 3 } }\n')).toMatch(/bridges\.br0\.ports\.vm1\.type \(line 4\): must be tap or attach/);
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { type: tap, vlan: { mode: tagged } }\n')).toMatch(/bridges\.br0\.ports\.vm1\.vlan\.mode \(line 4\): must have mode/);
+    expect(errorOf('bridges:\n  br0:\n    fdb:\n      - { mac: "02:00:00:00:00:01", port: nope }\n')).toMatch(/bridges\.br0\.fdb\.0\.port \(line 4\): no port nope in bridge br0/);
+    expect(errorOf('bridges:\n  br0:\n    fdb:\n      - { mac: "zz", port: a }\n')).toMatch(/bridges\.br0\.fdb\.0\.mac \(line 4\): must be a MAC address/);
+    expect(errorOf('bridges:\n  a:\n    ports: { vm1: { type: tap } }\n  b:\n    ports: { vm1: { type: tap } }\n'))
+      .toMatch(/bridges\.b\.ports\.vm1 \(line 5\): port is already in bridge a/);
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      waytoolonginterfacename: { type: tap }\n')).toMatch(/bridges\.br0\.ports\.waytoolonginterfacename.*interface name/);
+    expect(errorOf('control:\n  mode: 644x\n')).toMatch(/control\.mode \(line 2\): must be an octal mode/);
+  });
+
+  it('reports YAML syntax errors with line and column', () => {
+    expect(errorOf('bridges:\n  br0: {\n')).toMatch(new RegExp(`^${F}: line \\d+, column \\d+: `));
+    expect(errorOf('bridges:\n  br0: {}\n  br0: {}\n')).toMatch(/line 3, column 3: Map keys must be unique/);
+  });
+});

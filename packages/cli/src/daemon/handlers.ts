@@ -1,0 +1,140 @@
+/*
+ * Control-socket commands: each takes the JSON `args` of a request, checks them, and
+ * calls the service. Results are plain JSON; the CLI renders tables from the same data.
+ */
+import { DROP_REASONS, formatMac, type Bridge, type Port, type VlanSpec } from '@vswitch/switch';
+import { VswitchError } from '../errors.js';
+import type { Vswitch } from './service.js';
+
+type Args = Record<string, unknown>;
+export type Handler = (sw: Vswitch, a: Args) => unknown;
+
+function str(a: Args, key: string): string {
+  const v = a[key];
+  if (typeof v !== 'string' || v === '') throw new VswitchError('EINVAL', `missing argument: ${key}`);
+  return v;
+}
+function optStr(a: Args, key: string): string | undefined {
+  return a[key] === undefined ? undefined : str(a, key);
+}
+function num(a: Args, key: string): number {
+  const v = a[key];
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new VswitchError('EINVAL', `argument ${key} must be a number`);
+  return v;
+}
+function optNum(a: Args, key: string): number | undefined {
+  return a[key] === undefined ? undefined : num(a, key);
+}
+
+export function portView(p: Port): Record<string, unknown> {
+  return {
+    name: p.name,
+    kind: p.kind,
+    state: p.up ? 'up' : 'down',
+    ...(p.up ? {} : { downReason: p.downReason }),
+    vlan: { mode: p.vlan.mode(), pvid: p.vlan.pvid, members: p.vlan.members() },
+    ...p.io.describe(),
+  };
+}
+
+export function bridgeView(br: Bridge): Record<string, unknown> {
+  return {
+    name: br.name,
+    ageing: br.fdb.ageingSec,
+    maxMacs: br.fdb.maxEntries,
+    macs: br.fdb.size,
+    ports: [...br.ports.values()].map(portView),
+  };
+}
+
+function statsView(br: Bridge): Record<string, unknown> {
+  return {
+    name: br.name,
+    fdb: { size: br.fdb.size, ...br.fdb.counters },
+    forwarding: { ...br.counters },
+    eventsSuppressed: br.eventsSuppressed,
+    ports: [...br.ports.values()].map((p) => ({
+      name: p.name, state: p.up ? 'up' : 'down', downEvents: p.downEvents, macs: br.fdb.portCount(p.id),
+      ...p.counters(),
+    })),
+  };
+}
+
+function bridges(sw: Vswitch, name: string | undefined): Bridge[] {
+  return name === undefined ? [...sw.bridges.values()] : [sw.bridge(name)];
+}
+
+function fdbView(br: Bridge, now: number): Record<string, unknown>[] {
+  return br.fdb.entries()
+    .sort((a, b) => a.vid - b.vid || a.mac - b.mac)
+    .map((e) => ({
+      bridge: br.name,
+      mac: formatMac(e.mac),
+      vlan: e.vid,
+      port: br.portName(e.port),
+      static: e.isStatic,
+      ...(e.isStatic ? {} : { ageSec: Math.max(0, Math.round((now - e.updated) / 100) / 10) }),
+    }));
+}
+
+export const handlers: Record<string, Handler> = {
+  ping: () => ({ pid: process.pid, version: '0.1.0' }),
+
+  addbr: (sw, a) => {
+    sw.addBridge(str(a, 'bridge'));
+    return null;
+  },
+  delbr: (sw, a) => {
+    sw.delBridge(str(a, 'bridge'));
+    return null;
+  },
+  addif: (sw, a) => {
+    const vlan = a.vlan as VlanSpec | undefined;
+    sw.addPort(str(a, 'bridge'), str(a, 'ifname'), {
+      type: a.attach === true ? 'attach' : 'tap',
+      persistent: a.persistent === true,
+      vlan,
+      maxMacs: optNum(a, 'maxMacs'),
+    });
+    return portView(sw.bridge(str(a, 'bridge')).port(str(a, 'ifname'))!);
+  },
+  delif: (sw, a) => {
+    sw.delPort(str(a, 'bridge'), str(a, 'ifname'));
+    return null;
+  },
+  show: (sw, a) => bridges(sw, optStr(a, 'bridge')).map(bridgeView),
+  showmacs: (sw, a) => fdbView(sw.bridge(str(a, 'bridge')), performance.now()),
+  setageing: (sw, a) => ({ ageing: sw.setAgeing(str(a, 'bridge'), num(a, 'seconds')) }),
+
+  'vlan.add': (sw, a) => {
+    sw.vlanAdd(str(a, 'ifname'), num(a, 'from'), num(a, 'to'), { pvid: a.pvid === true, untagged: a.untagged === true });
+    return null;
+  },
+  'vlan.del': (sw, a) => {
+    sw.vlanDel(str(a, 'ifname'), num(a, 'from'), num(a, 'to'));
+    return null;
+  },
+  'vlan.show': (sw, a) => {
+    const only = optStr(a, 'ifname');
+    const brs = only === undefined ? [...sw.bridges.values()] : [sw.bridgeOf(only)];
+    return brs.flatMap((br) => [...br.ports.values()]
+      .filter((p) => only === undefined || p.name === only)
+      .map((p) => ({ bridge: br.name, port: p.name, mode: p.vlan.mode(), pvid: p.vlan.pvid, vlans: p.vlan.members() })));
+  },
+
+  'fdb.add': (sw, a) => {
+    sw.fdbAdd(str(a, 'mac'), str(a, 'ifname'), optNum(a, 'vlan'));
+    return null;
+  },
+  'fdb.del': (sw, a) => {
+    sw.fdbDel(str(a, 'mac'), str(a, 'ifname'), optNum(a, 'vlan'));
+    return null;
+  },
+  'fdb.show': (sw, a) => {
+    const now = performance.now();
+    return bridges(sw, optStr(a, 'bridge')).flatMap((br) => fdbView(br, now));
+  },
+
+  stats: (sw, a) => bridges(sw, optStr(a, 'bridge')).map(statsView),
+  'drop.reasons': () => DROP_REASONS,
+};

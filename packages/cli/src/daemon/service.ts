@@ -1,0 +1,206 @@
+/*
+ * The daemon's state: named bridges and their ports, built from the config file and
+ * changed by control-socket commands. It composes @vswitch/switch pieces and owns
+ * the rules that span bridges (a port name belongs to at most one bridge). Every
+ * command validates fully before it changes anything, so a refused command leaves
+ * the running state exactly as it was.
+ */
+import {
+  Bridge, type BridgeEvent, checkVid, formatMac, parseMac, type PortIo,
+  VlanPolicy, type VlanSpec, VlanPolicyError,
+} from '@vswitch/switch';
+import { AttachIo, TapIo } from '@vswitch/switch/ports';
+import type { Config, PortConfig } from '../config.js';
+import { VswitchError } from '../errors.js';
+import type { Logger } from './log.js';
+
+export interface AddPortSpec {
+  type: 'tap' | 'attach';
+  persistent?: boolean;
+  vlan?: VlanSpec;
+  maxMacs?: number;
+}
+
+export class Vswitch {
+  readonly bridges = new Map<string, Bridge>();
+  /** Port name -> bridge name. */
+  readonly #owner = new Map<string, string>();
+  readonly #specs = new Map<string, AddPortSpec>();
+
+  constructor(private readonly log: Logger) {}
+
+  /** Builds everything in `cfg`; on any failure undoes what it built and throws. */
+  apply(cfg: Config): void {
+    try {
+      for (const [bname, b] of Object.entries(cfg.bridges)) {
+        this.addBridge(bname, { ageing: b.ageing, maxMacs: b.maxMacs });
+        for (const [pname, p] of Object.entries(b.ports)) {
+          this.addPort(bname, pname, portSpec(p), `bridges.${bname}.ports.${pname}`);
+        }
+        for (const f of b.fdb) this.fdbAdd(f.mac, f.port, f.vlan);
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  close(): void {
+    for (const name of [...this.bridges.keys()]) this.delBridge(name);
+  }
+
+  addBridge(name: string, opts: { ageing?: number; maxMacs?: number } = {}): Bridge {
+    if (this.bridges.has(name)) throw new VswitchError('EEXIST', `bridge ${name} already exists`);
+    if (!/^[A-Za-z0-9_.:-]{1,32}$/.test(name)) throw new VswitchError('EINVAL', `bad bridge name '${name}'`);
+    const br = new Bridge(name, {
+      ageingSec: opts.ageing,
+      maxEntries: opts.maxMacs,
+      onEvent: (e: BridgeEvent) => this.log[e.event === 'port_down' ? 'warn' : 'info'](e, e.event),
+    });
+    br.start();
+    this.bridges.set(name, br);
+    this.log.info({ event: 'bridge_added', bridge: name }, 'bridge_added');
+    return br;
+  }
+
+  delBridge(name: string): void {
+    const br = this.bridge(name);
+    for (const p of br.ports.keys()) {
+      this.#owner.delete(p);
+      this.#specs.delete(p);
+    }
+    br.close();
+    this.bridges.delete(name);
+    this.log.info({ event: 'bridge_deleted', bridge: name }, 'bridge_deleted');
+  }
+
+  bridge(name: string): Bridge {
+    const br = this.bridges.get(name);
+    if (br === undefined) throw new VswitchError('ENOENT', `no such bridge: ${name}`);
+    return br;
+  }
+
+  addPort(bname: string, ifname: string, spec: AddPortSpec, where = ''): void {
+    const br = this.bridge(bname);
+    const other = this.#owner.get(ifname);
+    if (other !== undefined) {
+      throw new VswitchError('EEXIST', other === bname
+        ? `${ifname} is already a port of bridge ${bname}`
+        : `${ifname} is already a port of another bridge (${other})`);
+    }
+    if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(ifname)) throw new VswitchError('EINVAL', `bad interface name '${ifname}' (1-15 characters)`);
+    const vlan = spec.vlan ? policyFrom(spec.vlan) : VlanPolicy.defaultAccess();
+    let io: PortIo;
+    try {
+      io = spec.type === 'attach' ? new AttachIo(ifname) : new TapIo(ifname, { persistent: spec.persistent });
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'EIO';
+      const what = spec.type === 'attach' ? `cannot attach ${ifname}` : `cannot open TAP ${ifname}`;
+      throw new VswitchError(code, `${where ? where + ': ' : ''}${what}: ${(e as Error).message}`);
+    }
+    try {
+      br.addPort(ifname, io, { vlan, maxMacs: spec.maxMacs });
+    } catch (e) {
+      io.close();
+      throw e;
+    }
+    this.#owner.set(ifname, bname);
+    this.#specs.set(ifname, spec);
+    this.log.info({ event: 'port_added', bridge: bname, port: ifname, type: spec.type, vlan: vlan.toSpec() }, 'port_added');
+  }
+
+  delPort(bname: string, ifname: string): void {
+    const br = this.bridge(bname);
+    if (br.port(ifname) === undefined) throw new VswitchError('ENOENT', `${ifname} is not a port of bridge ${bname}`);
+    br.removePort(ifname);
+    this.#owner.delete(ifname);
+    this.#specs.delete(ifname);
+    this.log.info({ event: 'port_removed', bridge: bname, port: ifname }, 'port_removed');
+  }
+
+  /** The bridge holding port `ifname`. */
+  bridgeOf(ifname: string): Bridge {
+    const b = this.#owner.get(ifname);
+    if (b === undefined) throw new VswitchError('ENOENT', `no such port: ${ifname}`);
+    return this.bridge(b);
+  }
+
+  setAgeing(bname: string, seconds: number): number {
+    if (!Number.isFinite(seconds) || seconds < 0 || seconds > 1_000_000) {
+      throw new VswitchError('EINVAL', `ageing time must be 0-1000000 seconds, got ${seconds}`);
+    }
+    return this.bridge(bname).fdb.setAgeing(seconds);
+  }
+
+  vlanAdd(ifname: string, from: number, to: number, opts: { pvid?: boolean; untagged?: boolean }): void {
+    const br = this.bridgeOf(ifname);
+    checkRange(from, to);
+    if (opts.pvid && from !== to) throw new VswitchError('EINVAL', 'pvid cannot be set on a VID range');
+    for (let v = from; v <= to; v++) br.vlanAdd(ifname, v, opts);
+    this.log.info({ event: 'vlan_changed', port: ifname, add: [from, to], ...opts }, 'vlan_changed');
+  }
+
+  vlanDel(ifname: string, from: number, to: number): void {
+    const br = this.bridgeOf(ifname);
+    checkRange(from, to);
+    let n = 0;
+    for (let v = from; v <= to; v++) if (br.vlanDel(ifname, v)) n++;
+    if (n === 0) throw new VswitchError('ENOENT', `${ifname} is not a member of VLAN ${from === to ? from : `${from}-${to}`}`);
+    this.log.info({ event: 'vlan_changed', port: ifname, del: [from, to] }, 'vlan_changed');
+  }
+
+  fdbAdd(macText: string, ifname: string, vlan?: number): void {
+    const mac = needMac(macText);
+    const br = this.bridgeOf(ifname);
+    const vid = vlan ?? br.port(ifname)!.vlan.pvid;
+    if (vid === 0) throw new VswitchError('EINVAL', `${ifname} has no PVID: give the VLAN`);
+    if (mac === 0 || Math.floor(mac / 0x10000000000) & 1) throw new VswitchError('EINVAL', `${macText} is not a unicast MAC`);
+    wrapVlan(() => checkVid(vid));
+    br.addStatic(mac, ifname, vid);
+  }
+
+  fdbDel(macText: string, ifname: string, vlan?: number): void {
+    const mac = needMac(macText);
+    const br = this.bridgeOf(ifname);
+    const port = br.port(ifname)!;
+    const vids = vlan !== undefined ? [vlan] : port.vlan.members().map((m) => m.vid);
+    let n = 0;
+    for (const vid of vids) if (br.fdb.lookup(vid, mac) === port.id && br.fdb.delete(vid, mac)) n++;
+    if (n === 0) throw new VswitchError('ENOENT', `no entry for ${formatMac(mac)} on ${ifname}${vlan !== undefined ? ` in VLAN ${vlan}` : ''}`);
+  }
+
+  portSpec(ifname: string): AddPortSpec | undefined {
+    return this.#specs.get(ifname);
+  }
+}
+
+function portSpec(p: PortConfig): AddPortSpec {
+  return { type: p.type, persistent: p.persistent, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs };
+}
+
+function policyFrom(spec: VlanSpec): VlanPolicy {
+  return wrapVlan(() => VlanPolicy.from(spec));
+}
+
+function wrapVlan<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof VlanPolicyError) throw new VswitchError('EINVAL', e.message);
+    throw e;
+  }
+}
+
+function checkRange(from: number, to: number): void {
+  wrapVlan(() => {
+    checkVid(from);
+    checkVid(to);
+  });
+  if (to < from) throw new VswitchError('EINVAL', `bad VID range ${from}-${to}`);
+}
+
+function needMac(text: string): number {
+  const mac = parseMac(text);
+  if (mac < 0) throw new VswitchError('EINVAL', `bad MAC address '${text}'`);
+  return mac;
+}

@@ -1,0 +1,251 @@
+/*
+ * A bridge: ports, one MAC table, and the pipeline that joins them
+ *   port -> ingress (admit, classify VLAN) -> learn -> forward (unicast / flood) -> egress -> port.
+ * Everything per frame is synchronous from the buffer the frame arrived in, and
+ * allocates nothing: per-frame decisions live in one reused FrameMeta, tag edits
+ * in one 16-byte scratch header.
+ *
+ * Control-plane changes (ports, VLANs, static MACs, ageing) take effect at once and
+ * touch only what they name; flood lists are rebuilt on each such change.
+ *
+ * Events (port down, MAC moved, MAC limit reached) go to `onEvent` for logging,
+ * bounded to EVENT_BUDGET_PER_SEC per bridge so that a flapping MAC or a flood of
+ * refused MACs can never produce a log line per frame; the rest are counted in
+ * `eventsSuppressed`.
+ */
+import { Drop } from './drop.js';
+import { Fdb, FDB_DEFAULTS, Learn } from './fdb.js';
+import { forward, type ForwardCounters } from './forward.js';
+import { admit, ADMIT, learnRefusal, newFrameMeta } from './ingress.js';
+import { Port, type PortIo, type PortRx } from './port.js';
+import { formatMac } from './wire/ethernet.js';
+import { VID_MAX } from './wire/vlan.js';
+import { VlanPolicy } from './vlan.js';
+
+export const EVENT_BUDGET_PER_SEC = 20;
+const SWEEP_MS = 1000;
+
+export type BridgeEvent =
+  | { event: 'port_down'; bridge: string; port: string; reason: string }
+  | { event: 'mac_moved'; bridge: string; vlan: number; mac: string; port: string }
+  | { event: 'mac_limit'; bridge: string; port: string; vlan: number; mac: string; limit: number }
+  | { event: 'mac_aged'; bridge: string; count: number };
+
+export interface BridgeOptions {
+  ageingSec?: number;
+  maxEntries?: number;
+  /** Milliseconds, monotonic; tests pass a fake clock. */
+  clock?: () => number;
+  onEvent?: (e: BridgeEvent) => void;
+}
+
+export interface PortOptions {
+  vlan?: VlanPolicy;
+  /** Dynamic MAC limit for this port; 0 or absent = none. */
+  maxMacs?: number;
+}
+
+export class BridgeError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+export class Bridge {
+  readonly fdb: Fdb;
+  readonly counters: ForwardCounters = { floodedGroup: 0, floodedUnknown: 0, forwarded: 0 };
+  eventsSuppressed = 0;
+
+  readonly #ports = new Map<string, Port>();
+  readonly #byId: (Port | undefined)[] = [];
+  #floodLists: (Port[] | undefined)[] = new Array(VID_MAX + 1);
+  readonly #meta = newFrameMeta();
+  readonly #scratch = new Uint8Array(16);
+  readonly #clock: () => number;
+  readonly #onEvent: (e: BridgeEvent) => void;
+  #eventBudget = EVENT_BUDGET_PER_SEC;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(readonly name: string, opts: BridgeOptions = {}) {
+    this.fdb = new Fdb({ ageingSec: opts.ageingSec ?? FDB_DEFAULTS.ageingSec, maxEntries: opts.maxEntries });
+    this.#clock = opts.clock ?? (() => performance.now());
+    this.#onEvent = opts.onEvent ?? (() => {});
+  }
+
+  /** Starts the ageing sweep. Not needed in tests that drive `sweep(now)` themselves. */
+  start(): void {
+    this.#timer ??= setInterval(() => this.sweep(this.#clock()), SWEEP_MS);
+    this.#timer.unref();
+  }
+
+  /** Ages out MAC entries and refills the event budget; returns the number aged. */
+  sweep(now: number): number {
+    this.#eventBudget = EVENT_BUDGET_PER_SEC;
+    const n = this.fdb.expire(now);
+    if (n > 0) this.#emit({ event: 'mac_aged', bridge: this.name, count: n });
+    return n;
+  }
+
+  /** Removes every port (closing their devices) and stops timers. */
+  close(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    for (const name of [...this.#ports.keys()]) this.removePort(name);
+  }
+
+  get ports(): ReadonlyMap<string, Port> { return this.#ports; }
+  port(name: string): Port | undefined { return this.#ports.get(name); }
+
+  addPort(name: string, io: PortIo, opts: PortOptions = {}): Port {
+    if (this.#ports.has(name)) throw new BridgeError('EEXIST', `port ${name} is already in bridge ${this.name}`);
+    let id = this.#byId.indexOf(undefined);
+    if (id < 0) id = this.#byId.length;
+    const port = new Port(id, name, io, opts.vlan ?? VlanPolicy.defaultAccess());
+    this.#byId[id] = port;
+    this.#ports.set(name, port);
+    this.fdb.setPortLimit(id, opts.maxMacs ?? 0);
+    this.#rebuildFloodLists();
+    try {
+      io.start(this.#rxFor(port));
+    } catch (e) {
+      this.#forget(port);
+      throw e;
+    }
+    return port;
+  }
+
+  /** Removes a port and everything it held: its device, its MAC entries (static too), its flood slots. */
+  removePort(name: string): void {
+    const port = this.#ports.get(name);
+    if (port === undefined) throw new BridgeError('ENOENT', `no port ${name} in bridge ${this.name}`);
+    port.up = false;
+    this.#forget(port);
+    port.io.close();
+  }
+
+  setPortMaxMacs(name: string, max: number): void {
+    this.fdb.setPortLimit(this.#need(name).id, max);
+  }
+
+  /** Replaces a port's VLAN policy; MAC entries in VLANs it leaves are flushed. */
+  setPortVlan(name: string, policy: VlanPolicy): void {
+    const port = this.#need(name);
+    const before = port.vlan.members().map((m) => m.vid);
+    port.vlan.assign(policy);
+    for (const vid of before) if (!port.vlan.isMember(vid)) this.fdb.flushPort(port.id, { vid, includeStatic: true });
+    this.#rebuildFloodLists();
+  }
+
+  vlanAdd(name: string, vid: number, opts: { pvid?: boolean; untagged?: boolean }): void {
+    this.#need(name).vlan.add(vid, opts);
+    this.#rebuildFloodLists();
+  }
+
+  vlanDel(name: string, vid: number): boolean {
+    const port = this.#need(name);
+    const existed = port.vlan.del(vid);
+    if (existed) {
+      this.fdb.flushPort(port.id, { vid, includeStatic: true });
+      this.#rebuildFloodLists();
+    }
+    return existed;
+  }
+
+  addStatic(mac: number, portName: string, vid: number): void {
+    const port = this.#need(portName);
+    if (!port.vlan.isMember(vid)) {
+      throw new BridgeError('EVLAN', `port ${portName} is not a member of VLAN ${vid}`);
+    }
+    this.fdb.addStatic(vid, mac, port.id);
+  }
+
+  portName(id: number): string {
+    return this.#byId[id]?.name ?? `#${id}`;
+  }
+
+  /** The fast path for one frame. */
+  receive(port: Port, buf: Uint8Array, off: number, len: number, now: number): void {
+    port.rxFrames++;
+    port.rxBytes += len;
+    if (!port.up) return;
+    const meta = this.#meta;
+    let r = admit(port, buf, off, len, meta);
+    if (r !== ADMIT) {
+      port.drops[r]++;
+      return;
+    }
+    const l = this.fdb.learn(meta.vid, meta.src, port.id, now);
+    if (l < 0) {
+      r = learnRefusal(l);
+      if (r !== ADMIT) {
+        port.drops[r]++;
+        if (r === Drop.port_mac_limit) this.#limitEvent(port);
+        return;
+      }
+    } else if (l === Learn.MOVED) {
+      this.#emit({ event: 'mac_moved', bridge: this.name, vlan: meta.vid, mac: formatMac(meta.src), port: port.name });
+    }
+    forward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#scratch, this.counters);
+  }
+
+  /** The port turned unusable (device deleted, fatal I/O error). */
+  portGone(port: Port, why: string): void {
+    if (!port.up) return;
+    port.up = false;
+    port.downReason = why;
+    port.downEvents++;
+    this.fdb.flushPort(port.id);
+    this.#emit({ event: 'port_down', bridge: this.name, port: port.name, reason: why }, true);
+  }
+
+  #rxFor(port: Port): PortRx {
+    return {
+      batch: (buf, offs, lens, count) => {
+        const now = this.#clock();
+        for (let i = 0; i < count; i++) this.receive(port, buf, offs[i], lens[i], now);
+      },
+      frame: (buf, off, len) => this.receive(port, buf, off, len, this.#clock()),
+      gone: (_errno, why) => this.portGone(port, why),
+    };
+  }
+
+  #need(name: string): Port {
+    const p = this.#ports.get(name);
+    if (p === undefined) throw new BridgeError('ENOENT', `no port ${name} in bridge ${this.name}`);
+    return p;
+  }
+
+  #forget(port: Port): void {
+    this.fdb.flushPort(port.id, { includeStatic: true });
+    this.fdb.setPortLimit(port.id, 0);
+    this.#ports.delete(port.name);
+    this.#byId[port.id] = undefined;
+    this.#rebuildFloodLists();
+  }
+
+  #rebuildFloodLists(): void {
+    const lists: (Port[] | undefined)[] = new Array(VID_MAX + 1);
+    for (const p of this.#ports.values()) {
+      for (const m of p.vlan.members()) (lists[m.vid] ??= []).push(p);
+    }
+    this.#floodLists = lists;
+  }
+
+  #limitEvent(port: Port): void {
+    this.#emit({
+      event: 'mac_limit', bridge: this.name, port: port.name, vlan: this.#meta.vid,
+      mac: formatMac(this.#meta.src), limit: this.fdb.portLimit(port.id),
+    });
+  }
+
+  #emit(e: BridgeEvent, always = false): void {
+    if (!always) {
+      if (this.#eventBudget <= 0) {
+        this.eventsSuppressed++;
+        return;
+      }
+      this.#eventBudget--;
+    }
+    this.#onEvent(e);
+  }
+}

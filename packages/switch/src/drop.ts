@@ -1,0 +1,28 @@
+/*
+ * Why a frame was dropped: a closed set. Each reason is an index into a port's
+ * drop counters and, as its name, the `reason` label of vswitch_port_drops_total.
+ * Keep README.md ("Drop reasons") in step when adding one.
+ */
+export const DROP_REASONS = [
+  'malformed',             // shorter than an Ethernet header, or a truncated 802.1Q tag
+  'bad_src_mac',           // source MAC is multicast/broadcast or all zeros
+  'link_local',            // 01:80:C2:00:00:0X control frame a bridge must not forward
+  'vlan_tagged_on_access', // tagged (or double-tagged) frame on a port with no tagged VLANs
+  'vlan_not_allowed',      // VID not a member of the ingress port
+  'vlan_no_pvid',          // untagged/priority-tagged frame on a port without a PVID
+  'vlan_reserved',         // VID 4095
+  'port_mac_limit',        // new source MAC on a port at its MAC limit
+  'static_mac_conflict',   // source MAC statically bound to another port
+  'dst_on_ingress',        // destination learned on the port the frame came from
+  'egress_filtered',       // destination port is no longer a member of the VLAN
+  'port_down',             // destination port is down
+  'tx_error',              // the kernel refused the write (link down, queue full, device gone)
+] as const;
+
+export type DropReason = (typeof DROP_REASONS)[number];
+
+export const Drop: { readonly [K in DropReason]: number } = Object.freeze(
+  Object.fromEntries(DROP_REASONS.map((r, i) => [r, i])) as { [K in DropReason]: number },
+);
+
+export const DROP_REASON_COUNT = DROP_REASONS.length;

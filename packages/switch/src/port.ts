@@ -1,0 +1,80 @@
+/*
+ * A switch port: one endpoint (a TAP the daemon owns, an attached interface, later
+ * the router or a socket) behind one small interface. The bridge never knows
+ * which kind it talks to.
+ *
+ * Data flows one way: the port's I/O delivers received batches to its `PortRx`
+ * (the bridge's ingress for that port), and the bridge's egress calls `send`/`send2`.
+ * Counters are plain numbers bumped on the fast path and read on demand.
+ *
+ * States: 'up' forwards; 'down' (the device vanished or failed: `downReason` says
+ * why) neither receives nor is sent to, and keeps its config until `delif`.
+ */
+import { DROP_REASON_COUNT, DROP_REASONS, type DropReason } from './drop.js';
+import { VlanPolicy } from './vlan.js';
+
+export type PortKind = 'tap' | 'attach' | 'router' | 'socket';
+
+/** Where a port delivers what it receives. */
+export interface PortRx {
+  /** `count` frames at buf[offs[i] .. offs[i]+lens[i]); consume synchronously. */
+  batch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number): void;
+  /** One frame (ports that do not read in batches, such as the router). */
+  frame(buf: Uint8Array, off: number, len: number): void;
+  /** The device is gone or broken; `errno` is positive. */
+  gone(errno: number, why: string): void;
+}
+
+/** The I/O side of a port: what the bridge needs from a device. */
+export interface PortIo {
+  readonly kind: PortKind;
+  /** Begin delivering frames; called once when the port joins a bridge. */
+  start(rx: PortRx): void;
+  /** Write one frame; returns bytes written or a negative errno. Never throws for I/O. */
+  send(buf: Uint8Array, off: number, len: number): number;
+  /** Write a+b as one frame (tag insert/strip without copying the frame). */
+  send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
+  /** Release everything (fd, device unless persistent). Idempotent. */
+  close(): void;
+  /** Facts for `show` (device name, persistence, ifindex ...). */
+  describe(): Record<string, string | number | boolean>;
+}
+
+export interface PortCountersSnapshot {
+  rxFrames: number;
+  rxBytes: number;
+  txFrames: number;
+  txBytes: number;
+  drops: Partial<Record<DropReason, number>>;
+}
+
+export class Port {
+  up = true;
+  downReason = '';
+  rxFrames = 0;
+  rxBytes = 0;
+  txFrames = 0;
+  txBytes = 0;
+  /** Indexed by Drop[reason]; ingress drops count on the ingress port, tx errors on the egress port. */
+  readonly drops = new Float64Array(DROP_REASON_COUNT);
+  /** Times the port went down (device gone, write/read failure). */
+  downEvents = 0;
+
+  constructor(
+    /** Bridge-local id, the FDB's port number. */
+    readonly id: number,
+    readonly name: string,
+    readonly io: PortIo,
+    readonly vlan: VlanPolicy = VlanPolicy.defaultAccess(),
+  ) {}
+
+  get kind(): PortKind { return this.io.kind; }
+
+  counters(): PortCountersSnapshot {
+    const drops: Partial<Record<DropReason, number>> = {};
+    DROP_REASONS.forEach((r, i) => {
+      if (this.drops[i] > 0) drops[r] = this.drops[i];
+    });
+    return { rxFrames: this.rxFrames, rxBytes: this.rxBytes, txFrames: this.txFrames, txBytes: this.txBytes, drops };
+  }
+}

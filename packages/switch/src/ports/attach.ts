@@ -1,0 +1,67 @@
+/*
+ * An existing interface joined to the switch through an AF_PACKET socket: a
+ * physical NIC as the bridged uplink, a veth end, or a TAP whose fd a hypervisor
+ * holds. The socket is promiscuous and ignores its own transmissions; the addon
+ * restores VLAN tags the kernel moved into metadata and segments GSO frames, so
+ * this port delivers wire-format frames like any other.
+ *
+ * Why AF_PACKET rather than libpcap (`cap`): see packages/netdev/README.md.
+ *
+ * A link going down reports ENETDOWN once and the socket keeps its binding, so
+ * polling resumes; the port goes down only when the interface is gone (its
+ * ifindex no longer resolves to the same device).
+ */
+import * as netdev from '@vswitch/netdev';
+import type { PortIo, PortRx } from '../port.js';
+import { ENETDOWN, errnoName } from './errno.js';
+
+export class AttachIo implements PortIo {
+  readonly kind = 'attach' as const;
+  readonly ifindex: number;
+  readonly #handle: number;
+  #closed = false;
+  /** ENETDOWN reports (link went down while attached). */
+  linkDownEvents = 0;
+
+  constructor(readonly ifname: string) {
+    const info = netdev.openPacket(ifname);
+    this.#handle = info.handle;
+    this.ifindex = info.ifindex;
+  }
+
+  start(rx: PortRx): void {
+    const ring = netdev.ring();
+    const onBatch = (count: number): void => {
+      if (count >= 0) {
+        rx.batch(ring.arena, ring.offs, ring.lens, count);
+        return;
+      }
+      const errno = -count;
+      if (errno === ENETDOWN && !this.#closed && netdev.ifIndex(this.ifname) === this.ifindex) {
+        this.linkDownEvents++;
+        netdev.start(this.#handle, onBatch);
+        return;
+      }
+      rx.gone(errno, `interface ${this.ifname} gone (${errnoName(errno)})`);
+    };
+    netdev.start(this.#handle, onBatch);
+  }
+
+  send(buf: Uint8Array, off: number, len: number): number {
+    return netdev.send(this.#handle, buf, off, len);
+  }
+
+  send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    return netdev.send2(this.#handle, a, aoff, alen, b, boff, blen);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    netdev.close(this.#handle);
+  }
+
+  describe(): Record<string, string | number | boolean> {
+    return { ifname: this.ifname, ifindex: this.ifindex };
+  }
+}
