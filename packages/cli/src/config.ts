@@ -26,6 +26,9 @@ const VlanSpec = z.discriminatedUnion('mode', [
 const PortSchema = z.strictObject({
   type: z.enum(['tap', 'attach'], { error: 'must be tap or attach' }),
   persistent: z.boolean().default(false),
+  /** tap only: uid/gid allowed to open the device (TUNSETOWNER/TUNSETGROUP), e.g. for an unprivileged QEMU. */
+  owner: z.number().int().min(0).optional(),
+  group: z.number().int().min(0).optional(),
   vlan: VlanSpec.optional(),
   maxMacs: z.number().int().min(0).max(1_000_000).default(0),
 });

@@ -17,6 +17,8 @@ import type { Logger } from './log.js';
 export interface AddPortSpec {
   type: 'tap' | 'attach';
   persistent?: boolean;
+  owner?: number;
+  group?: number;
   vlan?: VlanSpec;
   maxMacs?: number;
 }
@@ -92,7 +94,7 @@ export class Vswitch {
     const vlan = spec.vlan ? policyFrom(spec.vlan) : VlanPolicy.defaultAccess();
     let io: PortIo;
     try {
-      io = spec.type === 'attach' ? new AttachIo(ifname) : new TapIo(ifname, { persistent: spec.persistent });
+      io = spec.type === 'attach' ? new AttachIo(ifname) : new TapIo(ifname, { persistent: spec.persistent, owner: spec.owner, group: spec.group });
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'EIO';
       const what = spec.type === 'attach' ? `cannot attach ${ifname}` : `cannot open TAP ${ifname}`;
@@ -175,7 +177,7 @@ export class Vswitch {
 }
 
 function portSpec(p: PortConfig): AddPortSpec {
-  return { type: p.type, persistent: p.persistent, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs };
+  return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs };
 }
 
 function policyFrom(spec: VlanSpec): VlanPolicy {
