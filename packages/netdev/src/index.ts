@@ -37,7 +37,11 @@ export const RING_BYTES = 4 * 1024 * 1024;
 export const RING_MAX_FRAMES = 256;
 
 export interface Ring {
-  /** The shared receive arena; frames are `arena.subarray(offs[i], offs[i] + lens[i])`. */
+  /**
+   * The shared receive arena; frames are `arena.subarray(offs[i], offs[i] + lens[i])`.
+   * Each frame gets a 64-byte-aligned slot; AF_PACKET frames start 4 bytes into it
+   * unless a VLAN tag was restored into that room.
+   */
   readonly arena: Buffer;
   readonly offs: Int32Array;
   readonly lens: Int32Array;
@@ -49,7 +53,11 @@ export interface TapOptions {
   /** uid/gid allowed to open it (TUNSETOWNER/TUNSETGROUP), for persistent TAPs. */
   owner?: number;
   group?: number;
-  /** Reserved for the offload work (IFF_VNET_HDR); must be false for now. */
+  /**
+   * Reserved for the offload work: sets IFF_VNET_HDR and TUNSETVNETHDRSZ 12, so every
+   * read and write carries a 12-byte virtio_net_hdr that this package passes through
+   * uninterpreted (no TUNSETOFFLOAD, so the kernel sends no GSO frames). Keep false.
+   */
   vnetHdr?: boolean;
 }
 

@@ -7,21 +7,18 @@
  *
  * Why AF_PACKET rather than libpcap (`cap`): see packages/netdev/README.md.
  *
- * A link going down reports ENETDOWN once and the socket keeps its binding, so
- * polling resumes; the port goes down only when the interface is gone (its
- * ifindex no longer resolves to the same device).
+ * A link going down and up is absorbed by the addon (the socket keeps its binding);
+ * the port goes down only when the interface is deleted or leaves the namespace.
  */
 import * as netdev from '@vswitch/netdev';
 import type { PortIo, PortRx } from '../port.js';
-import { ENETDOWN, errnoName } from './errno.js';
+import { errnoName } from './errno.js';
 
 export class AttachIo implements PortIo {
   readonly kind = 'attach' as const;
   readonly ifindex: number;
   readonly #handle: number;
   #closed = false;
-  /** ENETDOWN reports (link went down while attached). */
-  linkDownEvents = 0;
 
   constructor(readonly ifname: string) {
     const info = netdev.openPacket(ifname);
@@ -31,20 +28,10 @@ export class AttachIo implements PortIo {
 
   start(rx: PortRx): void {
     const ring = netdev.ring();
-    const onBatch = (count: number): void => {
-      if (count >= 0) {
-        rx.batch(ring.arena, ring.offs, ring.lens, count);
-        return;
-      }
-      const errno = -count;
-      if (errno === ENETDOWN && !this.#closed && netdev.ifIndex(this.ifname) === this.ifindex) {
-        this.linkDownEvents++;
-        netdev.start(this.#handle, onBatch);
-        return;
-      }
-      rx.gone(errno, `interface ${this.ifname} gone (${errnoName(errno)})`);
-    };
-    netdev.start(this.#handle, onBatch);
+    netdev.start(this.#handle, (count) => {
+      if (count >= 0) rx.batch(ring.arena, ring.offs, ring.lens, count);
+      else rx.gone(-count, `interface ${this.ifname} gone (${errnoName(-count)})`);
+    });
   }
 
   send(buf: Uint8Array, off: number, len: number): number {

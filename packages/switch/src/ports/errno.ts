@@ -6,5 +6,3 @@ const names = new Map<number, string>(Object.entries(constants.errno).map(([k, v
 export function errnoName(errno: number): string {
   return names.get(errno) ?? `errno ${errno}`;
 }
-
-export const ENETDOWN = constants.errno.ENETDOWN;

@@ -1,0 +1,16 @@
+{
+  "targets": [
+    {
+      "target_name": "netdev",
+      "sources": [
+        "native/addon.c",
+        "native/tap.c",
+        "native/packet.c",
+        "native/gso.c",
+        "native/link.c"
+      ],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "cflags_c": ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]
+    }
+  ]
+}

@@ -1,0 +1,803 @@
+/*
+ * N-API glue: per-environment state, the handle table, the shared receive ring,
+ * and the poll loop that turns "fd readable" into one JS call per batch.
+ *
+ * Why it is shaped this way:
+ * - Handles are small integers indexing a table, so the per-frame JS -> C calls
+ *   (send/send2) pass plain numbers and do no object unwrapping. Ids are handed
+ *   out round-robin, so a stale id from a closed handle is very unlikely to name
+ *   a new device by accident and usually fails loudly instead.
+ * - State is per napi_env (instance data), not global: a worker thread loading
+ *   the addon gets its own table and ring, and teardown closes exactly what that
+ *   environment opened (async cleanup hook, because uv handles close async).
+ * - One ring per environment: the JS callback consumes a batch synchronously
+ *   before the next read, so one arena serves every handle and idle ports cost no
+ *   receive memory.
+ * - libuv polls level-triggered: we drain until EAGAIN (or the ring is full) and
+ *   simply get called again next loop turn for whatever is left.
+ * - napi_make_callback needs an object receiver (the global); a throwing callback
+ *   is routed to napi_fatal_exception so it surfaces as 'uncaughtException'
+ *   instead of leaving an exception pending that makes every later N-API call fail.
+ * No allocation happens on the read or write path.
+ */
+#include "netdev.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <net/if.h>
+
+#include <node_api.h>
+#include <uv.h>
+
+enum { KIND_TAP = 1, KIND_PACKET = 2 };
+
+typedef struct nd_state nd_state;
+
+typedef struct nd_handle {
+  uv_poll_t poll; /* first, so the uv callbacks can cast back */
+  nd_state *st;
+  int id;
+  int fd;
+  int kind;
+  bool vnet;        /* packet socket with PACKET_VNET_HDR: writes need a header */
+  bool poll_inited; /* uv_poll_init done: must be uv_close()d, freed in its callback */
+  bool polling;
+  uint32_t gen;     /* bumped by start/stop/close, so on_poll notices JS changing its mind */
+  int deferred;     /* errno to report from the deferred-error timer (dead packet socket) */
+  napi_ref cb;
+  napi_async_context actx;
+} nd_handle;
+
+struct nd_state {
+  napi_env env;
+  uv_loop_t *loop;
+  nd_handle **table;
+  int next_id;
+  /* The ring. */
+  napi_ref ring_ref;
+  uint8_t *arena;
+  size_t arena_start; /* first 64-byte-aligned offset */
+  int32_t *offs, *lens;
+  nd_gso gso;
+  nd_stats stats;
+  uv_timer_t deferred_timer;
+  bool timer_inited;
+  /* Teardown. */
+  napi_async_cleanup_hook_handle cleanup;
+  int closing; /* uv handles still closing during teardown */
+};
+
+/* ---------- errors ---------- */
+
+static const char *errno_code(int e) {
+  const char *n = strerrorname_np(e);
+  return n ? n : "EUNKNOWN";
+}
+
+/* Throw Error("<op> <what>: <strerror>") with code = errno name, errno = -e, syscall = op. */
+static void throw_errno(napi_env env, const char *op, const char *what, int e) {
+  char msg[256];
+  napi_value m, c, err, num, sys;
+  snprintf(msg, sizeof msg, "%s%s%s: %s", op, what && *what ? " " : "", what ? what : "", strerror(e));
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+  napi_create_string_utf8(env, errno_code(e), NAPI_AUTO_LENGTH, &c);
+  napi_create_error(env, c, m, &err);
+  napi_create_int32(env, -e, &num);
+  napi_set_named_property(env, err, "errno", num);
+  napi_create_string_utf8(env, op, NAPI_AUTO_LENGTH, &sys);
+  napi_set_named_property(env, err, "syscall", sys);
+  napi_throw(env, err);
+}
+
+#define CHECK(call)                                                         \
+  do {                                                                      \
+    if ((call) != napi_ok) {                                                \
+      bool pending_ = false;                                                \
+      napi_is_exception_pending(env, &pending_);                            \
+      if (!pending_) napi_throw_error(env, NULL, "netdev: " #call " failed"); \
+      return NULL;                                                          \
+    }                                                                       \
+  } while (0)
+
+static nd_state *get_state(napi_env env) {
+  void *p = NULL;
+  napi_get_instance_data(env, &p);
+  return p;
+}
+
+/* Integer argument in [lo, hi]; throws TypeError/RangeError (code ERR_*) on misuse. */
+static bool arg_int(napi_env env, napi_value v, const char *name, double lo, double hi, int64_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) {
+    char m[96];
+    snprintf(m, sizeof m, "netdev: %s must be a number", name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", m);
+    return false;
+  }
+  if (!(d >= lo && d <= hi) || d != (double)(int64_t)d) {
+    char m[128];
+    snprintf(m, sizeof m, "netdev: %s must be an integer in [%.0f, %.0f], got %g", name, lo, hi, d);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", m);
+    return false;
+  }
+  *out = (int64_t)d;
+  return true;
+}
+
+static bool arg_string(napi_env env, napi_value v, const char *name, char *buf, size_t cap) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
+    char m[96];
+    snprintf(m, sizeof m, "netdev: %s must be a string", name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", m);
+    return false;
+  }
+  if (len >= cap) {
+    char m[128];
+    snprintf(m, sizeof m, "netdev: %s too long (%zu bytes, max %zu)", name, len, cap - 1);
+    napi_value c, msg, err;
+    napi_create_string_utf8(env, "EINVAL", NAPI_AUTO_LENGTH, &c);
+    napi_create_string_utf8(env, m, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, c, msg, &err);
+    napi_throw(env, err);
+    return false;
+  }
+  napi_get_value_string_utf8(env, v, buf, cap, &len);
+  return true;
+}
+
+/* Byte view of a Uint8Array/Buffer (byteOffset already applied by N-API). */
+static bool arg_bytes(napi_env env, napi_value v, const char *name, uint8_t **data, size_t *len) {
+  bool is;
+  napi_typedarray_type t;
+  void *p;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, v, &t, len, &p, NULL, NULL) != napi_ok ||
+      (t != napi_uint8_array && t != napi_uint8_clamped_array && t != napi_int8_array)) {
+    char m[96];
+    snprintf(m, sizeof m, "netdev: %s must be a Uint8Array or Buffer", name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", m);
+    return false;
+  }
+  *data = p;
+  return true;
+}
+
+static nd_handle *arg_handle(napi_env env, nd_state *st, napi_value v) {
+  int64_t id;
+  if (!arg_int(env, v, "handle", -2147483648.0, 2147483647.0, &id)) return NULL;
+  if (id >= 0 && id < ND_MAX_HANDLES && st->table[id]) return st->table[id];
+  char m[96];
+  snprintf(m, sizeof m, "netdev: handle %lld is not open", (long long)id);
+  napi_throw_error(env, "EBADF", m);
+  return NULL;
+}
+
+/* ---------- ring ---------- */
+
+static napi_value make_ring(napi_env env, nd_state *st) {
+  napi_value obj, arena, ab_o, ab_l, offs, lens;
+  void *a, *po, *pl;
+  if (st->ring_ref) {
+    CHECK(napi_get_reference_value(env, st->ring_ref, &obj));
+    return obj;
+  }
+  CHECK(napi_create_buffer(env, ND_RING_BYTES, &a, &arena));
+  CHECK(napi_create_arraybuffer(env, ND_RING_MAX_FRAMES * sizeof(int32_t), &po, &ab_o));
+  CHECK(napi_create_arraybuffer(env, ND_RING_MAX_FRAMES * sizeof(int32_t), &pl, &ab_l));
+  CHECK(napi_create_typedarray(env, napi_int32_array, ND_RING_MAX_FRAMES, ab_o, 0, &offs));
+  CHECK(napi_create_typedarray(env, napi_int32_array, ND_RING_MAX_FRAMES, ab_l, 0, &lens));
+  CHECK(napi_create_object(env, &obj));
+  CHECK(napi_set_named_property(env, obj, "arena", arena));
+  CHECK(napi_set_named_property(env, obj, "offs", offs));
+  CHECK(napi_set_named_property(env, obj, "lens", lens));
+  CHECK(napi_object_freeze(env, obj));
+  /* A strong reference for the life of the environment keeps the memory valid. */
+  CHECK(napi_create_reference(env, obj, 1, &st->ring_ref));
+  st->arena = a;
+  st->arena_start = (ND_ALIGN - ((uintptr_t)a % ND_ALIGN)) % ND_ALIGN;
+  st->offs = po;
+  st->lens = pl;
+  return obj;
+}
+
+static napi_value js_ring(napi_env env, napi_callback_info info) {
+  return make_ring(env, get_state(env));
+}
+
+static void ring_out(nd_state *st, nd_out *o) {
+  o->base = st->arena;
+  o->cap = ND_RING_BYTES;
+  o->pos = st->arena_start;
+  o->offs = st->offs;
+  o->lens = st->lens;
+  o->n = 0;
+  o->max = ND_RING_MAX_FRAMES;
+}
+
+/* ---------- handle table ---------- */
+
+static nd_handle *handle_new(napi_env env, nd_state *st, int fd, int kind) {
+  for (int i = 0; i < ND_MAX_HANDLES; i++) {
+    int id = (st->next_id + i) % ND_MAX_HANDLES;
+    if (st->table[id]) continue;
+    nd_handle *h = calloc(1, sizeof *h);
+    if (!h) break;
+    h->st = st;
+    h->id = id;
+    h->fd = fd;
+    h->kind = kind;
+    st->table[id] = h;
+    st->next_id = (id + 1) % ND_MAX_HANDLES;
+    return h;
+  }
+  throw_errno(env, "netdev: handle table", NULL, EMFILE);
+  return NULL;
+}
+
+static void on_closed(uv_handle_t *p) { free(p); }
+
+/* Stop polling, close the fd, drop the JS refs, and retire the id. */
+static void handle_close(napi_env env, nd_handle *h) {
+  nd_state *st = h->st;
+  st->table[h->id] = NULL;
+  h->gen++;
+  h->deferred = 0;
+  if (h->polling) uv_poll_stop(&h->poll);
+  h->polling = false;
+  /* uv_poll_stop already removed the fd from epoll, so closing it now is safe. */
+  close(h->fd);
+  h->fd = -1;
+  if (h->cb) napi_delete_reference(env, h->cb);
+  if (h->actx) napi_async_destroy(env, h->actx);
+  h->cb = NULL;
+  h->actx = NULL;
+  if (h->poll_inited) uv_close((uv_handle_t *)&h->poll, on_closed);
+  else free(h);
+}
+
+/* ---------- calling JS ---------- */
+
+static void call_js(nd_handle *h, int32_t arg) {
+  napi_env env = h->st->env;
+  napi_handle_scope scope;
+  napi_value cb, global, argv, result;
+  if (!h->cb) return;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  if (napi_get_reference_value(env, h->cb, &cb) == napi_ok && cb &&
+      napi_get_global(env, &global) == napi_ok && napi_create_int32(env, arg, &argv) == napi_ok) {
+    napi_make_callback(env, h->actx, global, cb, 1, &argv, &result);
+  }
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) {
+    napi_value exc;
+    napi_get_and_clear_last_exception(env, &exc);
+    napi_fatal_exception(env, exc);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* Polling stopped for good (until JS calls start again): tell JS why. */
+static void fail_handle(nd_handle *h, int err) {
+  if (h->polling) uv_poll_stop(&h->poll);
+  h->polling = false;
+  h->gen++;
+  call_js(h, -err);
+}
+
+/* ---------- polling ---------- */
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  nd_handle *h = (nd_handle *)p;
+  nd_state *st = h->st;
+  uint32_t gen = h->gen;
+  int fatal = 0;
+  bool first = true;
+
+  /* POLLERR: libuv has already stopped the watcher. The reads below surface
+   * the real error (EBADFD for a deleted TAP, ENETDOWN on a packet socket). */
+  if (status < 0) h->polling = false;
+
+  for (;;) {
+    nd_out o;
+    ring_out(st, &o);
+    if (h->kind == KIND_TAP) {
+      nd_tap_drain(h->fd, &o, &st->stats, &fatal);
+    } else {
+      /* Finish a super-frame that did not fit the previous batch before reading
+       * more, so segments stay in order. Only the first pass reads the fd: the
+       * loop exists to flush one super-frame, not to starve other handles. */
+      if (st->gso.active) nd_gso_emit(&st->gso, &o, &st->stats);
+      if (!st->gso.active && first) nd_packet_drain(h->fd, &o, &st->gso, &st->stats, &fatal);
+    }
+    first = false;
+    if (o.n > 0) {
+      st->stats.rx_batches++;
+      call_js(h, o.n);
+      if (h->gen != gen) break; /* JS stopped, restarted or closed this handle */
+    }
+    if (!st->gso.active || fatal) break;
+  }
+  if (st->gso.active) {
+    /* Handle stopped mid-super-frame: the rest cannot be delivered in order. */
+    st->gso.active = false;
+    st->stats.gso_dropped++;
+  }
+  if (h->gen != gen) return;
+
+  if (fatal) {
+    fail_handle(h, fatal);
+    return;
+  }
+  if (status < 0) {
+    int err = 0;
+    socklen_t el = sizeof err;
+    /* POLLERR without a read error: a packet socket whose error we consumed, or
+     * a TAP that lost its device between poll and read. */
+    if (h->kind == KIND_PACKET) {
+      getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+      if (!nd_packet_bound(h->fd)) { fail_handle(h, err ? err : ENETDOWN); return; }
+      if (err == ENETDOWN) st->stats.link_down++;
+    } else {
+      fail_handle(h, EBADFD);
+      return;
+    }
+    /* Transient (link went down and the socket is still bound): keep polling. */
+    int r = uv_poll_start(&h->poll, UV_READABLE, on_poll);
+    if (r < 0) fail_handle(h, -r);
+    else h->polling = true;
+  }
+}
+
+/* Errors that must reach JS asynchronously (start on a dead packet socket). */
+static void on_deferred(uv_timer_t *t) {
+  nd_state *st = t->data;
+  for (int i = 0; i < ND_MAX_HANDLES; i++) {
+    nd_handle *h = st->table[i];
+    if (!h || !h->deferred) continue;
+    int e = h->deferred;
+    h->deferred = 0;
+    call_js(h, -e);
+  }
+}
+
+static napi_value js_start(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_valuetype t;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  nd_handle *h = arg_handle(env, st, argv[0]);
+  if (!h) return NULL;
+  if (argc < 2 || napi_typeof(env, argv[1], &t) != napi_ok || t != napi_function) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: start callback must be a function");
+    return NULL;
+  }
+  if (!make_ring(env, st)) return NULL;
+  if (h->cb) napi_delete_reference(env, h->cb);
+  h->cb = NULL;
+  CHECK(napi_create_reference(env, argv[1], 1, &h->cb));
+  if (!h->actx) {
+    napi_value name;
+    CHECK(napi_create_string_utf8(env, "vswitch.netdev", NAPI_AUTO_LENGTH, &name));
+    CHECK(napi_async_init(env, NULL, name, &h->actx));
+  }
+  h->gen++;
+
+  if (h->kind == KIND_PACKET && !nd_packet_bound(h->fd)) {
+    /* The device is gone; polling would wait forever. Report it like any
+     * other loss, from the loop, never synchronously inside start(). */
+    if (h->polling) uv_poll_stop(&h->poll);
+    h->polling = false;
+    h->deferred = ENODEV;
+    if (!st->timer_inited) {
+      uv_timer_init(st->loop, &st->deferred_timer);
+      st->deferred_timer.data = st;
+      st->timer_inited = true;
+    }
+    uv_timer_start(&st->deferred_timer, on_deferred, 0, 0);
+    return NULL;
+  }
+  if (!h->poll_inited) {
+    int r = uv_poll_init(st->loop, &h->poll, h->fd);
+    if (r < 0) { throw_errno(env, "uv_poll_init", NULL, -r); return NULL; }
+    h->poll_inited = true;
+  }
+  if (!h->polling) {
+    int r = uv_poll_start(&h->poll, UV_READABLE, on_poll);
+    if (r < 0) { throw_errno(env, "uv_poll_start", NULL, -r); return NULL; }
+    h->polling = true;
+  }
+  return NULL;
+}
+
+static napi_value js_stop(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  nd_handle *h = arg_handle(env, st, argc ? argv[0] : NULL);
+  if (!h) return NULL;
+  if (h->polling) uv_poll_stop(&h->poll);
+  h->polling = false;
+  h->deferred = 0;
+  h->gen++;
+  return NULL;
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  nd_handle *h = arg_handle(env, st, argc ? argv[0] : NULL);
+  if (!h) return NULL;
+  handle_close(env, h);
+  return NULL;
+}
+
+/* ---------- open ---------- */
+
+static napi_value triple(napi_env env, int a, int b, napi_value c) {
+  napi_value arr, va, vb;
+  CHECK(napi_create_array_with_length(env, 3, &arr));
+  CHECK(napi_create_int32(env, a, &va));
+  CHECK(napi_create_int32(env, b, &vb));
+  CHECK(napi_set_element(env, arr, 0, va));
+  CHECK(napi_set_element(env, arr, 1, vb));
+  CHECK(napi_set_element(env, arr, 2, c));
+  return arr;
+}
+
+static napi_value js_open_tap(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 4;
+  napi_value argv[4];
+  char name[IFNAMSIZ], kname[IFNAMSIZ];
+  int64_t flags, owner, group;
+  const char *op;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: openTap(name, flags, owner, group)"); return NULL; }
+  if (!arg_string(env, argv[0], "interface name", name, sizeof name)) return NULL;
+  if (!arg_int(env, argv[1], "flags", 0, ND_TAP_PERSIST | ND_TAP_VNET_HDR, &flags)) return NULL;
+  if (!arg_int(env, argv[2], "owner", -1, 4294967294.0, &owner)) return NULL;
+  if (!arg_int(env, argv[3], "group", -1, 4294967294.0, &group)) return NULL;
+  int fd = nd_tap_open(name, (int)flags, (long)owner, (long)group, kname, &op);
+  if (fd < 0) { throw_errno(env, op, name, -fd); return NULL; }
+  nd_handle *h = handle_new(env, st, fd, KIND_TAP);
+  if (!h) { close(fd); return NULL; }
+  napi_value vname;
+  if (napi_create_string_utf8(env, kname, NAPI_AUTO_LENGTH, &vname) != napi_ok) { handle_close(env, h); return NULL; }
+  return triple(env, h->id, fd, vname);
+}
+
+static napi_value js_set_persist(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 2;
+  napi_value argv[2];
+  bool on;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  nd_handle *h = arg_handle(env, st, argc ? argv[0] : NULL);
+  if (!h) return NULL;
+  if (argc < 2 || napi_get_value_bool(env, argv[1], &on) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setPersist(handle, on: boolean)");
+    return NULL;
+  }
+  if (h->kind != KIND_TAP) { throw_errno(env, "TUNSETPERSIST", "(not a TAP handle)", EINVAL); return NULL; }
+  int e = nd_tap_set_persist(h->fd, on);
+  if (e < 0) throw_errno(env, "TUNSETPERSIST", NULL, -e);
+  return NULL;
+}
+
+static napi_value js_open_packet(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 1;
+  napi_value argv[1];
+  char name[IFNAMSIZ];
+  const char *op;
+  int ifindex = 0;
+  bool vnet = false;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_string(env, argc ? argv[0] : NULL, "interface name", name, sizeof name)) return NULL;
+  if (!st->gso.buf) {
+    st->gso.buf = malloc(ND_READ_MAX);
+    if (!st->gso.buf) { throw_errno(env, "malloc", NULL, ENOMEM); return NULL; }
+  }
+  int fd = nd_packet_open(name, &ifindex, &vnet, &op);
+  if (fd < 0) { throw_errno(env, op, name, -fd); return NULL; }
+  nd_handle *h = handle_new(env, st, fd, KIND_PACKET);
+  if (!h) { close(fd); return NULL; }
+  h->vnet = vnet;
+  napi_value vidx;
+  if (napi_create_int32(env, ifindex, &vidx) != napi_ok) { handle_close(env, h); return NULL; }
+  return triple(env, h->id, fd, vidx);
+}
+
+/* ---------- write ---------- */
+
+static napi_value send_result(napi_env env, nd_state *st, ssize_t r, size_t frame, bool vnet) {
+  napi_value v;
+  int32_t out;
+  if (r < 0) {
+    out = -errno;
+    st->stats.tx_errors++;
+  } else {
+    /* Report frame bytes: packet_snd does not count the vnet header it consumed,
+     * but do not depend on that. */
+    out = (int32_t)(vnet && (size_t)r == frame + ND_VNET_HDR_LEN ? frame : (size_t)r);
+    st->stats.tx_frames++;
+  }
+  napi_create_int32(env, out, &v);
+  return v;
+}
+
+static bool arg_range(napi_env env, napi_value voff, napi_value vlen, size_t total, size_t *off, size_t *len) {
+  int64_t o, l;
+  if (!arg_int(env, voff, "offset", 0, 2147483647.0, &o) || !arg_int(env, vlen, "length", 0, 2147483647.0, &l))
+    return false;
+  if ((size_t)o > total || (size_t)l > total - (size_t)o) {
+    char m[128];
+    snprintf(m, sizeof m, "netdev: range [%lld, %lld) outside a %zu-byte array", (long long)o, (long long)(o + l), total);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", m);
+    return false;
+  }
+  *off = (size_t)o;
+  *len = (size_t)l;
+  return true;
+}
+
+static const uint8_t zero_vnet[ND_VNET_HDR_LEN];
+
+static ssize_t do_writev(int fd, struct iovec *iov, int n) {
+  ssize_t r;
+  do r = writev(fd, iov, n); while (r < 0 && errno == EINTR);
+  return r;
+}
+
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 4, total, off, len;
+  napi_value argv[4];
+  uint8_t *p;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: send(handle, buf, off, len)"); return NULL; }
+  nd_handle *h = arg_handle(env, st, argv[0]);
+  if (!h || !arg_bytes(env, argv[1], "buf", &p, &total) || !arg_range(env, argv[2], argv[3], total, &off, &len))
+    return NULL;
+  struct iovec iov[2];
+  int n = 0;
+  if (h->vnet) iov[n++] = (struct iovec){ (void *)zero_vnet, ND_VNET_HDR_LEN };
+  iov[n++] = (struct iovec){ p + off, len };
+  return send_result(env, st, do_writev(h->fd, iov, n), len, h->vnet);
+}
+
+static napi_value js_send2(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 7, ta, tb, aoff, alen, boff, blen;
+  napi_value argv[7];
+  uint8_t *a, *b;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 7) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: send2(handle, a, aoff, alen, b, boff, blen)");
+    return NULL;
+  }
+  nd_handle *h = arg_handle(env, st, argv[0]);
+  if (!h || !arg_bytes(env, argv[1], "a", &a, &ta) || !arg_range(env, argv[2], argv[3], ta, &aoff, &alen) ||
+      !arg_bytes(env, argv[4], "b", &b, &tb) || !arg_range(env, argv[5], argv[6], tb, &boff, &blen))
+    return NULL;
+  struct iovec iov[3];
+  int n = 0;
+  if (h->vnet) iov[n++] = (struct iovec){ (void *)zero_vnet, ND_VNET_HDR_LEN };
+  iov[n++] = (struct iovec){ a + aoff, alen };
+  iov[n++] = (struct iovec){ b + boff, blen };
+  return send_result(env, st, do_writev(h->fd, iov, n), alen + blen, h->vnet);
+}
+
+/* ---------- links ---------- */
+
+static napi_value js_set_link_up(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char name[IFNAMSIZ];
+  bool up;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (!arg_string(env, argc ? argv[0] : NULL, "interface name", name, sizeof name)) return NULL;
+  if (argc < 2 || napi_get_value_bool(env, argv[1], &up) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setLinkUp(name, up: boolean)");
+    return NULL;
+  }
+  int e = nd_link_set_up(name, up);
+  if (e < 0) throw_errno(env, "SIOCSIFFLAGS", name, -e);
+  return NULL;
+}
+
+static napi_value js_if_index(napi_env env, napi_callback_info info) {
+  size_t argc = 1, len;
+  napi_value argv[1], v;
+  char name[64];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: ifIndex(name: string)");
+    return NULL;
+  }
+  unsigned idx = len < IFNAMSIZ ? if_nametoindex(name) : 0;
+  CHECK(napi_create_uint32(env, idx, &v));
+  return v;
+}
+
+/* ---------- stats ---------- */
+
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  napi_value o, v;
+  const nd_stats *s = &st->stats;
+  struct { const char *k; uint64_t v; } f[] = {
+    { "rxBatches", s->rx_batches },     { "rxFrames", s->rx_frames },
+    { "rxBytes", s->rx_bytes },         { "rxTruncated", s->rx_truncated },
+    { "rxDropped", s->rx_dropped },     { "gsoSegmented", s->gso_segmented },
+    { "gsoSegments", s->gso_segments }, { "gsoDropped", s->gso_dropped },
+    { "csumFilled", s->csum_filled },   { "vlanRestored", s->vlan_restored },
+    { "linkDown", s->link_down },       { "txFrames", s->tx_frames },
+    { "txErrors", s->tx_errors },
+  };
+  CHECK(napi_create_object(env, &o));
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+    CHECK(napi_create_double(env, (double)f[i].v, &v));
+    CHECK(napi_set_named_property(env, o, f[i].k, v));
+  }
+  return o;
+}
+
+/* ---------- test export ---------- */
+
+/*
+ * segmentForTest(vnetHdr, frame, vlanTci = -1, vlanTpid = 0x8100): run one frame
+ * through exactly the receive-side fix-ups (segmentation, checksum completion,
+ * tag re-insertion) and return the resulting frames as Buffers ([] = dropped).
+ * Uses a private arena so it never disturbs the live ring.
+ */
+static napi_value js_segment_for_test(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 4, hl, fl;
+  napi_value argv[4], arr;
+  uint8_t *hdr, *frame;
+  int64_t tci = -1, tpid = 0x8100;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: segmentForTest(vnetHdr, frame)"); return NULL; }
+  if (!arg_bytes(env, argv[0], "vnetHdr", &hdr, &hl) || !arg_bytes(env, argv[1], "frame", &frame, &fl)) return NULL;
+  if (argc > 2 && !arg_int(env, argv[2], "vlanTci", -1, 65535, &tci)) return NULL;
+  if (argc > 3 && !arg_int(env, argv[3], "vlanTpid", 0, 65535, &tpid)) return NULL;
+  if (hl != ND_VNET_HDR_LEN || fl > ND_READ_MAX) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "netdev: vnetHdr must be 10 bytes and frame at most 65664");
+    return NULL;
+  }
+  nd_vnet v;
+  nd_vlan vlan = { tci >= 0, (uint16_t)tpid, (uint16_t)(tci < 0 ? 0 : tci) };
+  nd_vnet_decode(&v, hdr);
+
+  const size_t cap = 1u << 20;
+  uint8_t *arena = malloc(cap), *gbuf = malloc(ND_READ_MAX);
+  int32_t *offs = malloc(ND_RING_MAX_FRAMES * sizeof(int32_t)), *lens = malloc(ND_RING_MAX_FRAMES * sizeof(int32_t));
+  napi_value result = NULL;
+  nd_gso g;
+  memset(&g, 0, sizeof g);
+  g.buf = gbuf;
+  uint32_t count = 0;
+  if (!arena || !gbuf || !offs || !lens) { napi_throw_error(env, "ENOMEM", "netdev: out of memory"); goto out; }
+  if (napi_create_array(env, &arr) != napi_ok) goto out;
+
+  nd_out o = { arena, cap, 0, offs, lens, 0, ND_RING_MAX_FRAMES };
+  if (v.gso_type != VNET_GSO_NONE) {
+    if (nd_gso_prepare(&g, frame, fl, &v, &vlan) < 0) { st->stats.gso_dropped++; result = arr; goto out; }
+    st->stats.gso_segmented++;
+  } else {
+    if (fl < 14) { st->stats.rx_dropped++; result = arr; goto out; }
+    memcpy(arena + ND_VLAN_RESERVE, frame, fl);
+    if (v.flags & VNET_F_NEEDS_CSUM) {
+      if (nd_csum_complete(arena + ND_VLAN_RESERVE, fl, &v) < 0) { st->stats.rx_dropped++; result = arr; goto out; }
+      st->stats.csum_filled++;
+    }
+    nd_out_commit(&o, 0, fl, &vlan, &st->stats);
+  }
+  for (;;) {
+    if (g.active) nd_gso_emit(&g, &o, &st->stats);
+    for (int i = 0; i < o.n; i++) {
+      napi_value b;
+      void *d;
+      if (napi_create_buffer_copy(env, (size_t)o.lens[i], arena + o.offs[i], &d, &b) != napi_ok ||
+          napi_set_element(env, arr, count++, b) != napi_ok) goto out;
+    }
+    if (!g.active) break;
+    o.n = 0;
+    o.pos = 0;
+  }
+  result = arr;
+out:
+  free(arena); free(gbuf); free(offs); free(lens);
+  return result;
+}
+
+/* ---------- lifecycle ---------- */
+
+static void teardown_step(nd_state *st) {
+  if (--st->closing > 0) return;
+  napi_remove_async_cleanup_hook(st->cleanup);
+  free(st->gso.buf);
+  free(st->table);
+  free(st);
+}
+
+static void on_teardown_closed(uv_handle_t *p) {
+  nd_state *st = ((nd_handle *)p)->st;
+  free(p);
+  teardown_step(st);
+}
+
+static void on_timer_closed(uv_handle_t *t) { teardown_step(t->data); }
+
+/* Environment teardown (worker exit, process exit): close what this env opened. */
+static void on_env_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
+  nd_state *st = arg;
+  st->closing = 1;
+  for (int i = 0; i < ND_MAX_HANDLES; i++) {
+    nd_handle *h = st->table[i];
+    if (!h) continue;
+    st->table[i] = NULL;
+    if (h->polling) uv_poll_stop(&h->poll);
+    close(h->fd);
+    if (h->poll_inited) {
+      st->closing++;
+      uv_close((uv_handle_t *)&h->poll, on_teardown_closed);
+    } else {
+      free(h);
+    }
+  }
+  if (st->timer_inited) {
+    st->closing++;
+    uv_close((uv_handle_t *)&st->deferred_timer, on_timer_closed);
+  }
+  teardown_step(st);
+}
+
+NAPI_MODULE_INIT() {
+  nd_state *st = calloc(1, sizeof *st);
+  if (!st || !(st->table = calloc(ND_MAX_HANDLES, sizeof *st->table))) {
+    free(st);
+    napi_throw_error(env, "ENOMEM", "netdev: out of memory");
+    return NULL;
+  }
+  st->env = env;
+  if (napi_get_uv_event_loop(env, &st->loop) != napi_ok ||
+      napi_set_instance_data(env, st, NULL, NULL) != napi_ok ||
+      napi_add_async_cleanup_hook(env, on_env_cleanup, st, &st->cleanup) != napi_ok) {
+    free(st->table);
+    free(st);
+    napi_throw_error(env, NULL, "netdev: environment setup failed");
+    return NULL;
+  }
+
+  napi_property_descriptor props[] = {
+#define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
+    FN("ring", js_ring),
+    FN("openTap", js_open_tap),
+    FN("setPersist", js_set_persist),
+    FN("openPacket", js_open_packet),
+    FN("start", js_start),
+    FN("stop", js_stop),
+    FN("send", js_send),
+    FN("send2", js_send2),
+    FN("close", js_close),
+    FN("setLinkUp", js_set_link_up),
+    FN("ifIndex", js_if_index),
+    FN("stats", js_stats),
+    FN("segmentForTest", js_segment_for_test),
+#undef FN
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  return exports;
+}

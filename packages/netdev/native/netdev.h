@@ -1,0 +1,143 @@
+/*
+ * Shared declarations for the netdev addon. The split is by concern so each file
+ * can be read (and reasoned about for memory safety) on its own:
+ *   addon.c   N-API glue, per-environment state, handle table, ring, polling
+ *   tap.c     TUN/TAP open and the TAP read loop
+ *   packet.c  AF_PACKET open and the packet read loop (auxdata, vnet header)
+ *   gso.c     software segmentation, checksum completion, VLAN re-insertion
+ *   link.c    interface flags and indexes
+ * Only addon.c talks to N-API; the rest are plain syscalls and byte work, which
+ * is what lets gso.c be exercised from a test export without a device.
+ */
+#ifndef NETDEV_H
+#define NETDEV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ND_RING_BYTES (4u * 1024u * 1024u)
+#define ND_RING_MAX_FRAMES 256
+#define ND_MAX_HANDLES 65536
+
+/* Frames start on cache-line boundaries in the arena (see nd_out). */
+#define ND_ALIGN 64u
+#define ND_ALIGN_UP(x) (((x) + (ND_ALIGN - 1)) & ~(size_t)(ND_ALIGN - 1))
+
+/*
+ * Largest frame one read may return. A TAP's MTU can be 65535 and the frame adds
+ * the Ethernet header (and the 12-byte vnet header when TAP_VNET_HDR is used);
+ * a packet socket's GSO super-frame is bounded by the 16-bit IP length plus L2
+ * headers. Anything that fills the whole buffer is treated as truncated.
+ */
+#define ND_READ_MAX (65536u + 128u)
+
+/* Bytes kept free in front of each packet-socket frame for a restored 802.1Q tag. */
+#define ND_VLAN_RESERVE 4u
+
+#define ND_VNET_HDR_LEN 10u
+
+/* virtio_net_hdr values, spelled out: older uapi headers lack GSO_UDP_L4. */
+#define VNET_F_NEEDS_CSUM 1
+#define VNET_GSO_NONE 0
+#define VNET_GSO_TCPV4 1
+#define VNET_GSO_UDP 3
+#define VNET_GSO_TCPV6 4
+#define VNET_GSO_UDP_L4 5
+#define VNET_GSO_ECN 0x80
+
+typedef struct nd_stats {
+  uint64_t rx_batches;    /* JS callbacks with count > 0 */
+  uint64_t rx_frames;     /* frames handed to JS (segments count individually) */
+  uint64_t rx_bytes;
+  uint64_t rx_truncated;  /* frames larger than ND_READ_MAX, dropped */
+  uint64_t rx_dropped;    /* runts, bad checksum offsets, kernel-side vnet errors */
+  uint64_t gso_segmented; /* super-frames segmented */
+  uint64_t gso_segments;  /* segments produced from them */
+  uint64_t gso_dropped;   /* super-frames we could not (or would not) segment */
+  uint64_t csum_filled;   /* CHECKSUM_PARTIAL frames completed in software */
+  uint64_t vlan_restored; /* frames whose stripped 802.1Q/802.1ad tag was put back */
+  uint64_t link_down;     /* transient ENETDOWN on a packet socket (link down, not gone) */
+  uint64_t tx_frames;
+  uint64_t tx_errors;
+} nd_stats;
+
+/*
+ * Where received frames go: a byte arena plus parallel offset/length arrays.
+ * Offsets are relative to `base`, which is what JS indexes.
+ */
+typedef struct nd_out {
+  uint8_t *base;
+  size_t cap;
+  size_t pos; /* first free byte */
+  int32_t *offs;
+  int32_t *lens;
+  int n;
+  int max;
+} nd_out;
+
+/* A tag the kernel moved out of the frame into packet metadata. */
+typedef struct nd_vlan {
+  bool present;
+  uint16_t tpid;
+  uint16_t tci;
+} nd_vlan;
+
+/* virtio_net_hdr, decoded to host order (it is little-endian on the wire). */
+typedef struct nd_vnet {
+  uint8_t flags;
+  uint8_t gso_type;
+  uint16_t hdr_len;
+  uint16_t gso_size;
+  uint16_t csum_start;
+  uint16_t csum_offset;
+} nd_vnet;
+
+void nd_vnet_decode(nd_vnet *v, const uint8_t raw[ND_VNET_HDR_LEN]);
+
+/*
+ * A super-frame being cut into segments. It lives in its own buffer because the
+ * segments are larger in total than the super-frame and so cannot be written
+ * over it, and because one super-frame may need more than one ring batch.
+ */
+typedef struct nd_gso {
+  uint8_t *buf; /* ND_READ_MAX bytes, allocated once */
+  bool active;
+  nd_vlan vlan;
+  bool v6, udp;
+  size_t l3, l4, hdrlen, paylen, gso_size;
+  uint32_t nseg, idx;
+  uint32_t seq;     /* TCP sequence number of the first payload byte */
+  uint16_t ip_id;   /* IPv4 ID of the first segment */
+  uint64_t pseudo;  /* pseudo-header sum without the L4 length */
+} nd_gso;
+
+/* gso.c */
+int nd_gso_prepare(nd_gso *g, const uint8_t *frame, size_t len, const nd_vnet *v, const nd_vlan *vlan);
+int nd_gso_emit(nd_gso *g, nd_out *o, nd_stats *s);
+int nd_csum_complete(uint8_t *frame, size_t len, const nd_vnet *v);
+bool nd_out_commit(nd_out *o, size_t slot, size_t len, const nd_vlan *vlan, nd_stats *s);
+uint64_t nd_csum_add(uint64_t sum, const uint8_t *p, size_t n);
+uint16_t nd_csum_fold(uint64_t sum);
+
+/*
+ * Read loops. Each drains one fd into `o` until EAGAIN, the frame limit, or the
+ * arena can no longer take a maximal read. Return the number of frames added;
+ * *fatal is set to an errno when the device is gone (0 otherwise).
+ */
+int nd_tap_drain(int fd, nd_out *o, nd_stats *s, int *fatal);
+int nd_packet_drain(int fd, nd_out *o, nd_gso *g, nd_stats *s, int *fatal);
+
+/* Open helpers return an fd, or -errno with *op naming the failed step. */
+int nd_tap_open(const char *name, int flags, long owner, long group, char kname[16], const char **op);
+int nd_tap_set_persist(int fd, bool on);
+int nd_packet_open(const char *ifname, int *ifindex, bool *vnet, const char **op);
+bool nd_packet_bound(int fd);
+
+/* link.c */
+int nd_link_set_up(const char *name, bool up);
+
+#define ND_TAP_PERSIST 1
+#define ND_TAP_VNET_HDR 2
+
+#endif
