@@ -52,7 +52,7 @@ bridges:
           mode: access
           vid: 5000
 `);
-    expect(msg).toBe(`${F}: bridges.br0.ports.vm1.vlan.vid (line 8): must be 1-4094`);
+    expect(msg).toBe(`${F}: bridges.br0.ports.vm1.vlan.vid (line 8): must be 1-4094, got 5000`);
   });
 
   it('reports unknown keys, bad enums, missing fields and cross references', () => {

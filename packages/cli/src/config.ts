@@ -9,7 +9,8 @@ import { z } from 'zod';
 import { parseMac } from '@vswitch/switch';
 import { VswitchError } from './errors.js';
 
-const Vid = z.number({ error: 'must be a VLAN ID (1-4094)' }).int('must be an integer VLAN ID').min(1, 'must be 1-4094').max(4094, 'must be 1-4094');
+const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
+const Vid = z.number({ error: 'must be a VLAN ID (1-4094)' }).int('must be an integer VLAN ID').min(1, vidRange).max(4094, vidRange);
 const IfName = z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, 'must be an interface name: 1-15 characters, no spaces or slashes');
 const BridgeName = z.string().regex(/^[A-Za-z0-9_.:-]{1,32}$/, 'must be a bridge name: 1-32 of A-Z a-z 0-9 _ . : -');
 const Mac = z.string().refine((s) => parseMac(s) >= 0, 'must be a MAC address like 02:00:00:00:00:01');
@@ -45,6 +46,10 @@ export const ConfigSchema = z.strictObject({
     socket: z.string().min(1).optional(),
     mode: z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0600"').default('0600'),
   }).default({ mode: '0600' }),
+  metrics: z.strictObject({
+    /** host:port for the Prometheus endpoint (/metrics, /healthz); "" or "off" disables it. */
+    listen: z.string().regex(/^(off|)$|^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/, 'must be host:port (e.g. 127.0.0.1:9464) or "off"').default('127.0.0.1:9464'),
+  }).default({ listen: '127.0.0.1:9464' }),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   }).default({ level: 'info' }),

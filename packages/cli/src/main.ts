@@ -105,8 +105,15 @@ program.command('daemon')
   .description('run the switch daemon in the foreground')
   .option('--config <file>', 'YAML config file (default: built-in config, one empty bridge br0)')
   .option('--log-level <level>', 'trace, debug, info, warn, error')
-  .action(async (o: { config?: string; logLevel?: 'info' }) => {
-    await runDaemon({ config: o.config, socket: program.opts().socket, logLevel: o.logLevel });
+  .option('--metrics <host:port>', 'Prometheus endpoint (default from config: 127.0.0.1:9464; "off" disables)')
+  .action(async (o: { config?: string; logLevel?: 'info'; metrics?: string }) => {
+    await runDaemon({ config: o.config, socket: program.opts().socket, logLevel: o.logLevel, metricsListen: o.metrics });
+  });
+
+program.command('reload').description('re-read the daemon\'s config file and apply the difference (as SIGHUP)')
+  .action(async () => {
+    const r = await call('reload') as { changes: string[] };
+    process.stdout.write(r.changes.length ? r.changes.map((c) => `${c}\n`).join('') : 'no changes\n');
   });
 
 program.command('addbr').argument('<bridge>').description('create a bridge')

@@ -4,9 +4,11 @@
  * non-persistent TAPs removed with their fds, socket unlinked).
  */
 import { unlinkSync } from 'node:fs';
+import * as netdev from '@vswitch/netdev';
 import { type Config, defaultConfig, loadConfig } from '../config.js';
 import { VswitchError } from '../errors.js';
 import { listenControl } from './control.js';
+import { startMetrics, type MetricsServer } from './metrics.js';
 import { handlers } from './handlers.js';
 import { type LogLevel, makeLogger } from './log.js';
 import { Vswitch } from './service.js';
@@ -17,6 +19,8 @@ export interface DaemonOptions {
   config?: string;
   socket?: string;
   logLevel?: LogLevel;
+  /** Overrides metrics.listen from the config ("off" disables). */
+  metricsListen?: string;
 }
 
 export async function runDaemon(opts: DaemonOptions): Promise<void> {
@@ -25,9 +29,26 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const socketPath = opts.socket ?? process.env.VSWITCH_SOCKET ?? cfg.control.socket ?? DEFAULT_SOCKET;
   const sw = new Vswitch(log);
   sw.apply(cfg);
+  // Re-reads the config file and applies the difference; a bad file changes nothing.
+  const reload = (): { changes: string[] } => {
+    if (!opts.config) throw new VswitchError('EINVAL', 'the daemon runs on the built-in config: nothing to reload');
+    try {
+      const next = loadConfig(opts.config);
+      const changes = sw.reload(next, (ifname) => netdev.ifIndex(ifname) > 0);
+      if (!opts.logLevel && log.level !== next.log.level) {
+        log.level = next.log.level;
+        changes.push(`log level ${next.log.level}`);
+      }
+      return { changes };
+    } catch (e) {
+      log.error({ event: 'config_refused', err: (e as Error).message }, 'config_refused');
+      throw e;
+    }
+  };
   let server;
   try {
     server = await listenControl(socketPath, parseInt(cfg.control.mode, 8), (cmd, args) => {
+      if (cmd === 'reload') return reload();
       const h = handlers[cmd];
       if (h === undefined) throw new VswitchError('EINVAL', `unknown command: ${cmd}`);
       return h(sw, args);
@@ -36,18 +57,35 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     sw.close();
     throw e;
   }
+  let metrics: MetricsServer | undefined;
+  const listen = opts.metricsListen ?? cfg.metrics.listen;
+  if (listen !== '' && listen !== 'off') {
+    try {
+      metrics = await startMetrics(sw, listen, log);
+    } catch (e) {
+      server.close();
+      sw.close();
+      throw new VswitchError('EADDRINUSE', `metrics: cannot listen on ${listen}: ${(e as Error).message}`);
+    }
+  }
   log.info({ event: 'daemon_started', config: opts.config ?? '(built-in default)', socket: socketPath, bridges: [...sw.bridges.keys()] }, 'daemon_started');
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ event: 'daemon_stopping', signal }, 'daemon_stopping');
       server.close();
+      metrics?.close();
       try {
         unlinkSync(socketPath);
       } catch { /* already gone */ }
       sw.close();
       resolve();
     };
+    process.on('SIGHUP', () => {
+      try {
+        reload();
+      } catch { /* logged; the running state stays */ }
+    });
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });

@@ -47,6 +47,96 @@ export class Vswitch {
     }
   }
 
+  /**
+   * Makes the running state match `cfg`, touching only what differs: unchanged ports
+   * keep their devices, MAC entries and counters; a VLAN or limit change is applied
+   * in place; a port whose kind or persistence changed is recreated. Removals run
+   * first so a port may move between bridges. Interfaces to attach are checked
+   * before anything changes. Returns what was done.
+   */
+  reload(cfg: Config, exists: (ifname: string) => boolean): string[] {
+    for (const [bname, b] of Object.entries(cfg.bridges)) {
+      for (const [pname, p] of Object.entries(b.ports)) {
+        const running = this.#owner.get(pname);
+        if (p.type === 'attach' && running === undefined && !exists(pname)) {
+          throw new VswitchError('ENODEV', `bridges.${bname}.ports.${pname}: no interface ${pname} to attach`);
+        }
+      }
+    }
+    const done: string[] = [];
+    // 1. Remove bridges and ports that are gone or must be recreated.
+    for (const [bname, br] of [...this.bridges]) {
+      const want = cfg.bridges[bname];
+      if (want === undefined) {
+        this.delBridge(bname);
+        done.push(`delbr ${bname}`);
+        continue;
+      }
+      for (const pname of [...br.ports.keys()]) {
+        const wantPort = want.ports[pname];
+        const have = this.#specs.get(pname);
+        if (wantPort === undefined || have === undefined || !samePortKind(have, portSpec(wantPort))) {
+          this.delPort(bname, pname);
+          done.push(`delif ${bname} ${pname}`);
+        }
+      }
+    }
+    // 2. Add or update.
+    for (const [bname, b] of Object.entries(cfg.bridges)) {
+      let br = this.bridges.get(bname);
+      if (br === undefined) {
+        br = this.addBridge(bname, { ageing: b.ageing, maxMacs: b.maxMacs });
+        done.push(`addbr ${bname}`);
+      } else {
+        if (br.fdb.ageingSec !== b.ageing) {
+          br.fdb.setAgeing(b.ageing);
+          done.push(`setageing ${bname} ${b.ageing}`);
+        }
+        if (br.fdb.maxEntries !== b.maxMacs) {
+          br.fdb.setMaxEntries(b.maxMacs);
+          done.push(`maxmacs ${bname} ${b.maxMacs}`);
+        }
+      }
+      for (const [pname, p] of Object.entries(b.ports)) {
+        const spec = portSpec(p);
+        const port = br.port(pname);
+        if (port === undefined) {
+          this.addPort(bname, pname, spec, `bridges.${bname}.ports.${pname}`);
+          done.push(`addif ${bname} ${pname}`);
+          continue;
+        }
+        const policy = spec.vlan ? policyFrom(spec.vlan) : VlanPolicy.defaultAccess();
+        if (JSON.stringify(policy.members()) !== JSON.stringify(port.vlan.members()) || policy.pvid !== port.vlan.pvid) {
+          br.setPortVlan(pname, policy);
+          done.push(`vlan ${pname} ${JSON.stringify(policy.toSpec())}`);
+        }
+        if ((this.#specs.get(pname)?.maxMacs ?? 0) !== (spec.maxMacs ?? 0)) {
+          br.setPortMaxMacs(pname, spec.maxMacs ?? 0);
+          done.push(`maxmacs ${pname} ${spec.maxMacs ?? 0}`);
+        }
+        this.#specs.set(pname, spec);
+      }
+      // Static entries: the file's set replaces the running set.
+      const want = new Set(b.fdb.map((f) => `${f.vlan ?? br!.port(f.port)!.vlan.pvid}/${parseMac(f.mac)}/${f.port}`));
+      for (const e of br.fdb.entries()) {
+        if (e.isStatic && !want.has(`${e.vid}/${e.mac}/${br.portName(e.port)}`)) {
+          br.fdb.delete(e.vid, e.mac);
+          done.push(`fdb del ${formatMac(e.mac)} vlan ${e.vid}`);
+        }
+      }
+      for (const f of b.fdb) {
+        const vid = f.vlan ?? br.port(f.port)!.vlan.pvid;
+        const e = br.fdb.get(vid, parseMac(f.mac));
+        if (e === undefined || !e.isStatic || br.portName(e.port) !== f.port) {
+          this.fdbAdd(f.mac, f.port, f.vlan);
+          done.push(`fdb add ${f.mac} dev ${f.port} vlan ${vid}`);
+        }
+      }
+    }
+    this.log.info({ event: 'config_applied', changes: done }, 'config_applied');
+    return done;
+  }
+
   close(): void {
     for (const name of [...this.bridges.keys()]) this.delBridge(name);
   }
@@ -178,6 +268,10 @@ export class Vswitch {
 
 function portSpec(p: PortConfig): AddPortSpec {
   return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs };
+}
+
+function samePortKind(a: AddPortSpec, b: AddPortSpec): boolean {
+  return a.type === b.type && (a.persistent ?? false) === (b.persistent ?? false) && a.owner === b.owner && a.group === b.group;
 }
 
 function policyFrom(spec: VlanSpec): VlanPolicy {

@@ -1,0 +1,319 @@
+/*
+ * The Prometheus endpoint: GET /metrics (text exposition format 0.0.4) and
+ * GET /healthz on `metrics.listen` (default 127.0.0.1:9464, `--metrics`).
+ *
+ * Nothing here runs per frame. The data plane keeps plain numbers (Port.rxFrames,
+ * Port.drops[], Fdb.counters, Bridge.counters ...); every metric below is a
+ * prom-client metric whose `collect()` runs at scrape time, clears the metric and
+ * refills it from the current numbers of the bridges and ports that exist now.
+ * So a removed port's or bridge's series disappear at the next scrape, and a port
+ * re-added under the same name starts again from 0, which Prometheus' rate()
+ * treats as a counter reset.
+ *
+ * Labels: `bridge`; `port` is the interface name (the TAP or attached device, as
+ * node_exporter's `device`); every per-port series also carries the port's `kind`
+ * (tap, attach, ...) so that any two per-port metrics join without `on(...)`.
+ * Drop reasons are the closed set of DROP_REASONS (README "Drop reasons"); each
+ * port exports all of them, zeros included, so a series never appears late.
+ *
+ * Process metrics are prom-client's defaults under their standard names
+ * (process_cpu_seconds_total, process_resident_memory_bytes, nodejs_*), without
+ * a prefix, so that stock dashboards and alerts work on them; only the three
+ * gauges prom-client misnames *_total are left out (see below).
+ *
+ * Each daemon has its own Registry (never prom-client's global one).
+ */
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { DROP_REASONS, type Bridge, type Port } from '@vswitch/switch';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { Logger } from './log.js';
+import type { Vswitch } from './service.js';
+
+export interface MetricsServer {
+  close(): void;
+}
+
+/** host:port, host may be a name, an IPv4 address or a bracketed IPv6 address. */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?)\]|([A-Za-z0-9_.-]+)):(\d{1,5})$/.exec(listen.trim());
+  if (m === null) throw new Error(`bad listen address '${listen}': expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new Error(`bad listen address '${listen}': port ${port} out of range`);
+  return { host: m[1] ?? m[2], port };
+}
+
+export const VERSION: string = readVersion();
+
+function readVersion(): string {
+  try {
+    // src/daemon/metrics.ts and dist/daemon/metrics.js both sit two levels below the package.
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+type Labels = Record<string, string | number>;
+type Emit = (labels: Labels, value: number) => void;
+
+interface PortRef {
+  bridge: Bridge;
+  port: Port;
+  /** bridge, port, kind */
+  labels: { bridge: string; port: string; kind: string };
+}
+
+const PORT_LABELS = ['bridge', 'port', 'kind'] as const;
+
+/** The interface name of a port: its device's name when it has one, else the port name. */
+function portLabel(port: Port): string {
+  try {
+    const ifname = port.io.describe().ifname;
+    if (typeof ifname === 'string' && ifname !== '') return ifname;
+  } catch { /* a closed device may refuse; the port name is the interface name anyway */ }
+  return port.name;
+}
+
+/**
+ * A Registry holding every vswitch metric for `sw` plus the default process metrics.
+ * Exported for unit tests; startMetrics serves it over HTTP.
+ */
+export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: boolean } = {}): Registry {
+  const reg = new Registry();
+  if (opts.defaultMetrics ?? true) {
+    collectDefaultMetrics({ register: reg });
+    // prom-client exports these three as gauges named *_total, which breaks the
+    // naming rules (promtool check metrics refuses them); their per-type siblings
+    // (nodejs_active_handles{type} ...) stay, and sum() of those gives the same.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+      reg.removeSingleMetric(name);
+    }
+  }
+
+  const ports = (): PortRef[] => {
+    const out: PortRef[] = [];
+    for (const br of sw.bridges.values()) {
+      for (const port of br.ports.values()) {
+        out.push({ bridge: br, port, labels: { bridge: br.name, port: portLabel(port), kind: port.kind } });
+      }
+    }
+    return out;
+  };
+  const bridges = (): Bridge[] => [...sw.bridges.values()];
+
+  /** A counter refilled from the source numbers at each scrape (never incremented elsewhere). */
+  const counter = (name: string, help: string, labelNames: readonly string[], fill: (emit: Emit) => void): void => {
+    new Counter({
+      name, help, labelNames, registers: [reg],
+      collect() {
+        this.reset();
+        fill((labels, value) => this.inc(labels, value));
+      },
+    });
+  };
+  const gauge = (name: string, help: string, labelNames: readonly string[], fill: (emit: Emit) => void): void => {
+    new Gauge({
+      name, help, labelNames, registers: [reg],
+      collect() {
+        this.reset();
+        fill((labels, value) => this.set(labels, value));
+      },
+    });
+  };
+  const perPort = (name: string, help: string, value: (p: Port, br: Bridge) => number): void => {
+    counter(name, help, PORT_LABELS, (emit) => {
+      for (const r of ports()) emit(r.labels, value(r.port, r.bridge));
+    });
+  };
+  const perBridge = (name: string, help: string, value: (br: Bridge) => number, type: 'counter' | 'gauge' = 'counter'): void => {
+    (type === 'counter' ? counter : gauge)(name, help, ['bridge'], (emit) => {
+      for (const br of bridges()) emit({ bridge: br.name }, value(br));
+    });
+  };
+
+  gauge('vswitch_info', 'Always 1; the version label is the running vswitch version.', ['version'], (emit) => {
+    emit({ version: VERSION }, 1);
+  });
+
+  /* ---------- per port ---------- */
+  perPort('vswitch_port_rx_frames_total',
+    'Frames read from the port\'s device, before admission (frames later dropped are included).',
+    (p) => p.rxFrames);
+  perPort('vswitch_port_rx_bytes_total',
+    'Bytes of the frames counted in vswitch_port_rx_frames_total (Ethernet header and payload, no FCS).',
+    (p) => p.rxBytes);
+  perPort('vswitch_port_tx_frames_total',
+    'Frames written to the port\'s device (frames the kernel refused count as drops with reason tx_error instead).',
+    (p) => p.txFrames);
+  perPort('vswitch_port_tx_bytes_total',
+    'Bytes of the frames counted in vswitch_port_tx_frames_total, as written (after VLAN tag insertion or removal).',
+    (p) => p.txBytes);
+  counter('vswitch_port_drops_total',
+    'Frames dropped, by reason (a closed set: malformed, bad_src_mac, link_local, vlan_tagged_on_access, '
+    + 'vlan_not_allowed, vlan_no_pvid, vlan_reserved, port_mac_limit, static_mac_conflict, dst_on_ingress, '
+    + 'egress_filtered, port_down, tx_error; see the README "Drop reasons"). Ingress reasons count on the port the '
+    + 'frame came from; egress_filtered, port_down and tx_error on the port it was to leave by. Every reason is exported, zeros included.',
+    [...PORT_LABELS, 'reason'], (emit) => {
+      for (const r of ports()) {
+        const d = r.port.drops;
+        for (let i = 0; i < DROP_REASONS.length; i++) emit({ ...r.labels, reason: DROP_REASONS[i] }, d[i]);
+      }
+    });
+  gauge('vswitch_port_up',
+    '1 if the port forwards; 0 if it is down (its device vanished or failed) and waits for delif or its device.',
+    PORT_LABELS, (emit) => {
+      for (const r of ports()) emit(r.labels, r.port.up ? 1 : 0);
+    });
+  perPort('vswitch_port_down_events_total',
+    'Times the port went down (device deleted, fatal read or write error).',
+    (p) => p.downEvents);
+  gauge('vswitch_port_macs',
+    'Dynamic (learned) MAC table entries currently pointing at the port, all VLANs; static entries are not counted.',
+    PORT_LABELS, (emit) => {
+      for (const r of ports()) emit(r.labels, r.bridge.fdb.portCount(r.port.id));
+    });
+  gauge('vswitch_port_max_macs',
+    'Per-port limit on learned MACs (port security); only ports that have a limit export it.',
+    PORT_LABELS, (emit) => {
+      for (const r of ports()) {
+        const limit = r.bridge.fdb.portLimit(r.port.id);
+        if (limit > 0) emit(r.labels, limit);
+      }
+    });
+
+  /* ---------- per bridge ---------- */
+  perBridge('vswitch_bridge_macs',
+    'Entries in the bridge\'s MAC table (learned and static, all VLANs).',
+    (br) => br.fdb.size, 'gauge');
+  perBridge('vswitch_bridge_max_macs',
+    'Limit on learned entries in the bridge\'s MAC table (static entries do not count); at the limit a new MAC evicts an old one.',
+    (br) => br.fdb.maxEntries, 'gauge');
+  perBridge('vswitch_bridge_mac_ageing_seconds',
+    'Idle time after which a learned MAC is forgotten; 0 disables learning (every unicast frame floods).',
+    (br) => br.fdb.ageingSec, 'gauge');
+  perBridge('vswitch_bridge_mac_learned_total',
+    'MAC table entries created by learning a new source MAC.',
+    (br) => br.fdb.counters.learned);
+  perBridge('vswitch_bridge_mac_moved_total',
+    'Learned MACs seen on another port than their entry\'s and re-pointed there (VM migrated, cable moved, or a loop).',
+    (br) => br.fdb.counters.moved);
+  perBridge('vswitch_bridge_mac_aged_total',
+    'Learned MACs removed because no frame came from them within the ageing time.',
+    (br) => br.fdb.counters.aged);
+  perBridge('vswitch_bridge_mac_evicted_total',
+    'Learned MACs evicted to make room because the table was at vswitch_bridge_max_macs.',
+    (br) => br.fdb.counters.evicted);
+  counter('vswitch_bridge_mac_refused_total',
+    'Source MACs not learned, by reason: port_limit (port at its MAC limit), static (MAC statically bound to another port), '
+    + 'table_full (table full and nothing to evict). port_limit and static refusals also drop the frame '
+    + '(vswitch_port_drops_total reasons port_mac_limit and static_mac_conflict).',
+    ['bridge', 'reason'], (emit) => {
+      for (const br of bridges()) {
+        const c = br.fdb.counters;
+        emit({ bridge: br.name, reason: 'port_limit' }, c.refusedPortLimit);
+        emit({ bridge: br.name, reason: 'static' }, c.refusedStatic);
+        emit({ bridge: br.name, reason: 'table_full' }, c.refusedFull);
+      }
+    });
+  counter('vswitch_bridge_flooded_frames_total',
+    'Frames flooded to every other member port of their VLAN, by kind: group (broadcast or multicast destination) '
+    + 'or unknown_unicast (destination MAC not in the table). Counted once per frame, not per copy.',
+    ['bridge', 'kind'], (emit) => {
+      for (const br of bridges()) {
+        emit({ bridge: br.name, kind: 'group' }, br.counters.floodedGroup);
+        emit({ bridge: br.name, kind: 'unknown_unicast' }, br.counters.floodedUnknown);
+      }
+    });
+  perBridge('vswitch_bridge_forwarded_frames_total',
+    'Frames sent to the one port their (known) unicast destination MAC was learned on.',
+    (br) => br.counters.forwarded);
+  perBridge('vswitch_bridge_log_events_suppressed_total',
+    'Events (MAC moved, MAC limit reached, MACs aged) not logged because the bridge\'s log budget (20 per second) was spent.',
+    (br) => br.eventsSuppressed);
+
+  return reg;
+}
+
+/**
+ * Serves `sw`'s metrics on `listen` (host:port). Resolves once listening, rejects
+ * if the address is bad or cannot be bound.
+ */
+export async function startMetrics(sw: Vswitch, listen: string, log: Logger): Promise<MetricsServer> {
+  const { host, port } = parseListen(listen);
+  const reg = createMetricsRegistry(sw);
+  let closing = false;
+
+  const send = (res: ServerResponse, code: number, body: string, headers: Record<string, string> = {}): void => {
+    res.writeHead(code, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), ...headers });
+    res.end(res.req.method === 'HEAD' ? undefined : body);
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    let path: string;
+    try {
+      path = new URL(req.url ?? '/', 'http://x').pathname;
+    } catch {
+      send(res, 400, 'bad request\n');
+      return;
+    }
+    if (path !== '/metrics' && path !== '/healthz') {
+      send(res, 404, 'not found: try /metrics or /healthz\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      send(res, 405, 'method not allowed\n', { Allow: 'GET, HEAD' });
+      return;
+    }
+    if (path === '/healthz') {
+      if (closing) send(res, 503, 'stopping\n');
+      else send(res, 200, 'ok\n');
+      return;
+    }
+    try {
+      const body = await reg.metrics();
+      send(res, 200, body, { 'Content-Type': reg.contentType });
+    } catch (e) {
+      log.error({ event: 'metrics_error', err: (e as Error).message }, 'metrics_error');
+      send(res, 500, `cannot collect metrics: ${(e as Error).message}\n`);
+    }
+  };
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      log.error({ event: 'metrics_error', err: (e as Error).message }, 'metrics_error');
+      if (!res.headersSent) send(res, 500, 'internal error\n');
+      else res.destroy();
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (e: Error): void => {
+      server.close();
+      reject(e);
+    };
+    server.once('error', onError);
+    server.listen({ host, port }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  server.on('error', (e) => log.error({ event: 'metrics_error', err: e.message }, 'metrics_error'));
+
+  const addr = server.address() as AddressInfo;
+  const shown = addr.family === 'IPv6' ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`;
+  log.info({ event: 'metrics_listening', listen: shown, url: `http://${shown}/metrics` }, 'metrics_listening');
+
+  return {
+    close(): void {
+      if (closing) return;
+      closing = true;
+      server.close();
+      // Prometheus keeps its connection alive; do not let it hold the daemon's exit.
+      server.closeAllConnections();
+      reg.clear();
+    },
+  };
+}

@@ -1,0 +1,277 @@
+/*
+ * The CLI contract (packages/cli/README.md): verbs against a real daemon, JSON
+ * views that parse, and errors that are one line on stderr with a non-zero exit
+ * (1 for errors, 2 for usage errors): unknown bridge, port already in another
+ * bridge, VID out of range, daemon not running, no permission on the socket, a
+ * broken or malformed config file (file, key path and line named).
+ */
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  Daemon, type CliResult, allObjects, findPort, macEntries, runCli, startDaemon,
+} from './helpers/daemon.js';
+import { cleanup, ifname, sh, tempDir, trackLink } from './helpers/run.js';
+import { linkExists } from './helpers/vm.js';
+
+const P1 = ifname('p1');
+const P2 = ifname('p2');
+const NOBODY = 'setpriv --reuid=nobody --regid=nogroup --clear-groups';
+
+/** One line on stderr, nothing on stdout, the given exit code. */
+function expectOneLineError(r: CliResult, code: number | 'nonzero', what: string): string {
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
+  expect(lines.length, `${what}: stderr must be exactly one line, got:\n${r.stderr}`).toBe(1);
+  if (code === 'nonzero') expect(r.code, `${what}: exit status`).not.toBe(0);
+  else expect(r.code, `${what}: exit status (stderr: ${r.stderr.trim()})`).toBe(code);
+  expect(r.stdout.trim(), `${what}: stdout`).toBe('');
+  return lines[0];
+}
+
+describe('vswitch CLI against a running daemon', () => {
+  let d: Daemon;
+
+  beforeAll(async () => {
+    d = await startDaemon({
+      bridges: {
+        br0: { ports: { [P1]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } },
+        br1: { ports: { [P2]: { type: 'tap' } } },
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await d?.stop();
+    await cleanup();
+  });
+
+  it('show --json parses and lists bridges, ports, states and VLAN modes', async () => {
+    const r = await d.ok(['show'], { json: true });
+    const names = allObjects(r.json).filter((o) => Array.isArray(o.ports)).map((o) => o.name);
+    expect(names.sort()).toEqual(['br0', 'br1']);
+    const p1 = findPort(r.json, P1);
+    expect(p1?.state).toBe('up');
+    expect(JSON.stringify(p1)).toMatch(/"access"/);
+    const one = await d.ok(['show', 'br1'], { json: true });
+    expect(allObjects(one.json).filter((o) => Array.isArray(o.ports)).map((o) => o.name)).toEqual(['br1']);
+    // Plain output works too and names the port.
+    const plain = await d.ok(['show']);
+    expect(plain.stdout).toContain(P1);
+    // The TAPs exist in the root namespace and are up.
+    expect(await linkExists(P1)).toBe(true);
+  });
+
+  it('--socket works as well as VSWITCH_SOCKET', async () => {
+    const r = await runCli(['show', '--json'], { socket: d.socket, socketFlag: true });
+    expect(r.code, r.stderr).toBe(0);
+    expect(() => JSON.parse(r.stdout)).not.toThrow();
+  });
+
+  it('the control socket is created with mode 0600', () => {
+    expect((statSync(d.socket).mode & 0o777).toString(8)).toBe('600');
+  });
+
+  it('unknown bridge: one line, exit 1', async () => {
+    const line = expectOneLineError(await d.cli(['addif', 'nosuch', ifname('x')]), 1, 'addif nosuch');
+    expect(line).toMatch(/nosuch/);
+    expect(await linkExists(ifname('x')), 'no TAP may be left behind').toBe(false);
+    expectOneLineError(await d.cli(['showmacs', 'nosuch']), 1, 'showmacs nosuch');
+    expectOneLineError(await d.cli(['delbr', 'nosuch']), 1, 'delbr nosuch');
+  });
+
+  it('port already in another bridge: one line, exit 1, nothing changed', async () => {
+    const line = expectOneLineError(await d.cli(['addif', 'br1', P1]), 1, 'addif br1 P1 (P1 is in br0)');
+    expect(line).toContain(P1);
+    const show = (await d.ok(['show'], { json: true })).json;
+    const br1 = allObjects(show).find((o) => o.name === 'br1' && Array.isArray(o.ports));
+    expect(br1.ports.map((p: any) => p.name)).toEqual([P2]);
+    expect(findPort(show, P1)?.state).toBe('up');
+    // Same bridge twice is an error too.
+    expectOneLineError(await d.cli(['addif', 'br0', P1]), 1, 'addif br0 P1 again');
+  });
+
+  it('VID out of range: one line, non-zero exit, membership unchanged', async () => {
+    for (const vid of ['5000', '4095', '0']) {
+      const line = expectOneLineError(await d.cli(['vlan', 'add', 'dev', P1, 'vid', vid]), 'nonzero', `vlan add vid ${vid}`);
+      expect(line).toMatch(new RegExp(`${vid}|1-4094|range`));
+    }
+    expectOneLineError(await d.cli(['addif', 'br0', ifname('x'), '--vlan', '5000']), 'nonzero', 'addif --vlan 5000');
+    expect(await linkExists(ifname('x'))).toBe(false);
+    const vs = (await d.ok(['vlan', 'show', 'dev', P1], { json: true })).json;
+    expect(allObjects(vs).filter((o) => typeof o.vid === 'number').map((o) => o.vid)).toEqual([10]);
+  });
+
+  it('usage errors exit 2', async () => {
+    expect((await d.cli(['frobnicate'])).code).toBe(2);
+    expect((await d.cli(['addif', 'br0'])).code).toBe(2);
+    expect((await d.cli(['vlan', 'add', 'dev', P1])).code).toBe(2);
+    expect((await d.cli(['setageing', 'br0', 'soon'])).code).toBe(2);
+  });
+
+  it('daemon not running: one line, exit 1', async () => {
+    const sock = join(tempDir('nosock'), 'none.sock');
+    const line = expectOneLineError(await runCli(['show'], { socket: sock }), 1, 'show with no daemon');
+    expect(line).toContain(sock);
+    expect(line).toMatch(/not running|no such|ENOENT|connect/i);
+    // A socket file nobody listens on (a daemon that died without unlinking).
+    const stale = join(tempDir('stale'), 'stale.sock');
+    await sh(`/usr/bin/python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('${stale}')"`);
+    const r2 = await runCli(['show'], { socket: stale });
+    expectOneLineError(r2, 1, 'show on a stale socket');
+  });
+
+  it('no permission on the socket: one line, exit 1, as user nobody', async () => {
+    const r = await d.cli(['show'], { asUser: NOBODY });
+    const line = expectOneLineError(r, 1, 'show as nobody');
+    expect(line).toMatch(/permission|EACCES/i);
+  });
+
+  it('addbr / delbr', async () => {
+    await d.ok(['addbr', 'br9']);
+    let names = allObjects((await d.ok(['show'], { json: true })).json).filter((o) => Array.isArray(o.ports)).map((o) => o.name);
+    expect(names).toContain('br9');
+    expectOneLineError(await d.cli(['addbr', 'br9']), 1, 'addbr existing');
+    const port = ifname('p9');
+    trackLink(port);
+    await d.ok(['addif', 'br9', port, '--vlan', '9']);
+    expect(await linkExists(port)).toBe(true);
+    await d.ok(['delbr', 'br9']);
+    names = allObjects((await d.ok(['show'], { json: true })).json).filter((o) => Array.isArray(o.ports)).map((o) => o.name);
+    expect(names).not.toContain('br9');
+    // delbr closes its ports: the non-persistent TAP is gone.
+    expect(await linkExists(port)).toBe(false);
+    expectOneLineError(await d.cli(['delbr', 'br9']), 1, 'delbr again');
+    // The port name is free again.
+    await d.ok(['addif', 'br1', port]);
+    await d.ok(['delif', 'br1', port]);
+  });
+
+  it('setageing', async () => {
+    await d.ok(['setageing', 'br0', '17']);
+    const br0 = allObjects((await d.ok(['show', 'br0'], { json: true })).json).find((o) => o.name === 'br0');
+    const ageing = Object.entries(br0).find(([k]) => /age?ing/i.test(k))?.[1];
+    expect(ageing, JSON.stringify(br0)).toBe(17);
+    expectOneLineError(await d.cli(['setageing', 'nosuch', '10']), 1, 'setageing nosuch');
+    expect((await d.cli(['setageing', 'br0', '-5'])).code).not.toBe(0);
+  });
+
+  it('fdb add / show / del', async () => {
+    const mac = '02:00:00:aa:bb:01';
+    await d.ok(['fdb', 'add', mac, 'dev', P1, 'vlan', '10']);
+    // Without vlan: the port's PVID (10).
+    const mac2 = '02:00:00:aa:bb:02';
+    await d.ok(['fdb', 'add', mac2, 'dev', P1]);
+    let all = macEntries((await d.ok(['fdb', 'show'], { json: true })).json);
+    expect(all.filter((e) => e.mac === mac).map((e) => [e.port, e.vlan, e.raw.static])).toEqual([[P1, 10, true]]);
+    expect(all.filter((e) => e.mac === mac2).map((e) => [e.port, e.vlan])).toEqual([[P1, 10]]);
+    // Also in showmacs br0 and fdb show br br0, not in br br1.
+    expect(macEntries((await d.ok(['showmacs', 'br0'], { json: true })).json).some((e) => e.mac === mac)).toBe(true);
+    expect(macEntries((await d.ok(['fdb', 'show', 'br', 'br0'], { json: true })).json).some((e) => e.mac === mac)).toBe(true);
+    expect(macEntries((await d.ok(['fdb', 'show', 'br', 'br1'], { json: true })).json).some((e) => e.mac === mac)).toBe(false);
+    // A VLAN the port is not in: error.
+    expectOneLineError(await d.cli(['fdb', 'add', '02:00:00:aa:bb:03', 'dev', P1, 'vlan', '20']), 1, 'fdb add in a foreign VLAN');
+    expectOneLineError(await d.cli(['fdb', 'add', 'zz:00:00:aa:bb:03', 'dev', P1]), 'nonzero', 'fdb add bad MAC');
+    expectOneLineError(await d.cli(['fdb', 'add', '02:00:00:aa:bb:03', 'dev', ifname('none')]), 1, 'fdb add unknown port');
+    await d.ok(['fdb', 'del', mac, 'dev', P1, 'vlan', '10']);
+    await d.ok(['fdb', 'del', mac2, 'dev', P1]);
+    all = macEntries((await d.ok(['fdb', 'show'], { json: true })).json);
+    expect(all.filter((e) => e.mac === mac || e.mac === mac2)).toEqual([]);
+    expectOneLineError(await d.cli(['fdb', 'del', mac, 'dev', P1, 'vlan', '10']), 1, 'fdb del of a missing entry');
+  });
+
+  it('stats --json has per-port counters and drops', async () => {
+    const s = (await d.ok(['stats'], { json: true })).json;
+    const p1 = findPort(s, P1);
+    for (const k of ['rxFrames', 'rxBytes', 'txFrames', 'txBytes']) expect(typeof p1?.[k], `${k} in ${JSON.stringify(p1)}`).toBe('number');
+    expect(typeof p1.drops).toBe('object');
+  });
+
+  it('the daemon is still alive after all these errors', async () => {
+    expect(d.alive()).toBe(true);
+    await d.ok(['show']);
+  });
+});
+
+describe('vswitch daemon with a bad config', () => {
+  afterAll(cleanup);
+
+  async function failingStart(text: string): Promise<{ d: Daemon; lines: string[] }> {
+    const d = await startDaemon(null, { configText: text, noWait: true });
+    const exited = await d.waitExit(10_000);
+    if (!exited) await d.stop();
+    expect(exited, 'daemon must exit on a bad config').toBe(true);
+    expect(d.exitCode, `exit code (log: ${d.logText()})`).not.toBe(0);
+    expect(d.exitCode).not.toBeNull();
+    return { d, lines: d.logs.map((l) => l.raw) };
+  }
+
+  it('an invalid value: the error names the file, the key path and the line', async () => {
+    const port = ifname('vm1');
+    trackLink(port);
+    const text = [
+      'bridges:',               // 1
+      '  br0:',                 // 2
+      '    ageing: 300',        // 3
+      '    ports:',             // 4
+      `      ${port}:`,         // 5
+      '        type: tap',      // 6
+      '        vlan:',          // 7
+      '          mode: access', // 8
+      '          vid: 5000',    // 9
+      '',
+    ].join('\n');
+    const { d, lines } = await failingStart(text);
+    const line = lines.find((l) => l.includes(d.configFile));
+    expect(line, `a line naming ${d.configFile}:\n${lines.join('\n')}`).toBeDefined();
+    expect(line).toContain(`bridges.br0.ports.${port}.vlan.vid`);
+    expect(line).toMatch(/\bline 9\b/);
+    expect(line).toMatch(/5000/);
+    expect(await linkExists(port), 'no TAP created from a rejected config').toBe(false);
+  });
+
+  it('an unknown key and a wrong type are named with their path and line', async () => {
+    const port = ifname('vm2');
+    trackLink(port);
+    const text = [
+      'bridges:',                 // 1
+      '  br0:',                   // 2
+      '    ageing: soon',         // 3
+      '    ports:',               // 4
+      `      ${port}:`,           // 5
+      '        type: tapp',       // 6
+      '',
+    ].join('\n');
+    const { d, lines } = await failingStart(text);
+    const all = lines.join('\n');
+    expect(all).toContain(d.configFile);
+    // At least the first problem is reported with key path and line.
+    const ageing = lines.find((l) => l.includes('bridges.br0.ageing'));
+    const type = lines.find((l) => l.includes(`bridges.br0.ports.${port}.type`));
+    expect(ageing ?? type, `key path in:\n${all}`).toBeDefined();
+    if (ageing) expect(ageing).toMatch(/\bline 3\b/);
+    if (type) expect(type).toMatch(/\bline 6\b/);
+    expect(await linkExists(port)).toBe(false);
+  });
+
+  it('malformed YAML: exits non-zero naming the file and a line', async () => {
+    const text = [
+      'bridges:',            // 1
+      '  br0:',              // 2
+      '    ports: [a, b',    // 3: unclosed flow sequence
+      '    ageing: 10',      // 4
+      '',
+    ].join('\n');
+    const { d, lines } = await failingStart(text);
+    const line = lines.find((l) => l.includes(d.configFile));
+    expect(line, `a line naming ${d.configFile}:\n${lines.join('\n')}`).toBeDefined();
+    expect(line).toMatch(/\bline [345]\b/);
+  });
+
+  it('a config file that does not exist: exits non-zero naming it', async () => {
+    const dir = tempDir('nocfg');
+    const missing = join(dir, 'missing.yaml');
+    const r = await runCli(['daemon', '--config', missing, '--socket', join(dir, 's.sock')], { timeoutMs: 10_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(missing);
+  });
+});
