@@ -45,6 +45,16 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       throw e;
     }
   };
+  let metrics: MetricsServer | undefined;
+  const listen = opts.metricsListen ?? cfg.metrics.listen;
+  if (listen !== '' && listen !== 'off') {
+    try {
+      metrics = await startMetrics(sw, listen, log);
+    } catch (e) {
+      sw.close();
+      throw new VswitchError('EADDRINUSE', `metrics: cannot listen on ${listen}: ${(e as Error).message}`);
+    }
+  }
   let server;
   try {
     server = await listenControl(socketPath, parseInt(cfg.control.mode, 8), (cmd, args) => {
@@ -54,19 +64,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       return h(sw, args);
     }, log);
   } catch (e) {
+    metrics?.close();
     sw.close();
     throw e;
-  }
-  let metrics: MetricsServer | undefined;
-  const listen = opts.metricsListen ?? cfg.metrics.listen;
-  if (listen !== '' && listen !== 'off') {
-    try {
-      metrics = await startMetrics(sw, listen, log);
-    } catch (e) {
-      server.close();
-      sw.close();
-      throw new VswitchError('EADDRINUSE', `metrics: cannot listen on ${listen}: ${(e as Error).message}`);
-    }
   }
   log.info({ event: 'daemon_started', config: opts.config ?? '(built-in default)', socket: socketPath, bridges: [...sw.bridges.keys()] }, 'daemon_started');
 
