@@ -70,8 +70,7 @@ describe('two switches joined by a trunk', () => {
   let link: string[] = [];
 
   it('carries VLAN 10, VLAN 20 and the native VLAN across, tagged as configured', async () => {
-    // Both ends: the daemons send with PACKET_QDISC_BYPASS, so a capture on an end sees
-    // what arrives there (from the other host), not what its own daemon sends.
+    // Both ends of the link are captured, so each direction is seen wherever it is sent from.
     link = await captureBoth(async () => {
       expect(await pingUntil(a10.ns, b10.ip), 'VLAN 10: a10 -> b10').toBe(true);
       expect(await pingUntil(a20.ns, b20.ip), 'VLAN 20: a20 -> b20').toBe(true);

@@ -6,9 +6,14 @@
  *   (normal on veths and with GRO) arrive as if complete and are forwarded broken.
  * - PACKET_AUXDATA: the kernel strips 802.1Q/802.1ad tags into metadata before
  *   packet taps see the frame; auxdata is the only way to get them back.
- * - PACKET_IGNORE_OUTGOING: otherwise every frame we inject comes back to us as
- *   received, which a learning switch would take as the MAC moving ports.
- * - PACKET_QDISC_BYPASS: the switch is the queue; the qdisc only adds latency.
+ * - PACKET_IGNORE_OUTGOING: the kernel already hides a socket's own sends from
+ *   it; this hides the *host's* transmissions on the interface. Frames the switch
+ *   sends out of a packet socket never reach the host's own stack (no loopback), so
+ *   forwarding the host's frames to VMs would carry only half of any conversation;
+ *   a host that must talk to its VMs gets a port of its own (a TAP).
+ * - No PACKET_QDISC_BYPASS: frames go through the interface's qdisc, so tcpdump on
+ *   the interface shows what the switch sends and tc shaping applies; bypassing
+ *   saves little next to the syscall itself.
  * The socket is created with protocol 0 and only bound with ETH_P_ALL, so it
  * never sees frames of other interfaces between socket() and bind().
  */
@@ -46,11 +51,9 @@ int nd_packet_open(const char *ifname, int *ifindex, bool *vnet, const char **op
   if ((e = set_int(fd, SOL_PACKET, PACKET_AUXDATA, 1)) < 0) goto fail;
   *op = "PACKET_VNET_HDR";
   if ((e = set_int(fd, SOL_PACKET, PACKET_VNET_HDR, 1)) < 0) goto fail;
-  /* No fallback: without it we would learn our own injections (kernel >= 4.20). */
+  /* No fallback (kernel >= 4.20): without it the host's egress would be switched. */
   *op = "PACKET_IGNORE_OUTGOING";
   if ((e = set_int(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)) < 0) goto fail;
-  *op = "PACKET_QDISC_BYPASS";
-  if ((e = set_int(fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1)) < 0) goto fail;
   *op = "SO_RCVBUF";
   if (set_int(fd, SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20) < 0 &&
       (e = set_int(fd, SOL_SOCKET, SO_RCVBUF, 8 << 20)) < 0) goto fail;

@@ -759,3 +759,32 @@ describe('counters', () => {
     expect(t.br.fdb.counters.learned).toBe(1);
   });
 });
+
+describe('re-entrant ports', () => {
+  it('a frame a port sends while the bridge is forwarding waits until the current frame is done', () => {
+    // Trunks around an access port, so the nested frame's per-frame state (untagged,
+    // PCP 0) differs from the outer one's (tagged, PCP 5).
+    const { io, send, out } = rig({ a: TRUNK([10]), r: ACCESS(10), c: TRUNK([10]) });
+    // "r" answers every broadcast at once, from inside its send(), as the router does.
+    const reply = untagged(A, D);
+    const origSend2 = io.r.send2.bind(io.r);
+    let answered = false;
+    io.r.send2 = (a, aoff, alen, b, boff, blen) => {
+      const n = origSend2(a, aoff, alen, b, boff, blen);
+      if (!answered) {
+        answered = true;
+        io.r.rx.frame(reply, 0, reply.length);
+      }
+      return n;
+    };
+    const bcast = tagged(BCAST, A, 0xa000 | 10);
+    send('a', bcast);
+    const o = out();
+    // The flood reached both other ports correctly, untouched by the reply...
+    expect(o.r).toEqual([untagged(BCAST, A)]);
+    expect(o.c[0]).toEqual(bcast);
+    // ...and the reply, forwarded afterwards, went to its destination only, tagged for the trunk.
+    expect(o.a.map((f) => Uint8Array.from(f))).toEqual([tagged(A, D, 10)]);
+    expect(o.c.length).toBe(1);
+  });
+});

@@ -8,6 +8,11 @@
  * Control-plane changes (ports, VLANs, static MACs, ageing) take effect at once and
  * touch only what they name; flood lists are rebuilt on each such change.
  *
+ * Re-entrancy: an in-process port (the router) may answer a frame while the bridge
+ * is still forwarding it, perhaps in the middle of a flood. Such a frame is copied
+ * and forwarded right after the current one finishes, never nested inside it: the
+ * per-frame state is shared. At most MAX_DEFERRED wait; more are dropped and counted.
+ *
  * Events (port down, MAC moved, MAC limit reached) go to `onEvent` for logging,
  * bounded to EVENT_BUDGET_PER_SEC per bridge so that a flapping MAC or a flood of
  * refused MACs can never produce a log line per frame; the rest are counted in
@@ -23,6 +28,7 @@ import { VID_MAX } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
 
 export const EVENT_BUDGET_PER_SEC = 20;
+export const MAX_DEFERRED = 1024;
 const SWEEP_MS = 1000;
 
 export type BridgeEvent =
@@ -55,6 +61,8 @@ export class Bridge {
   readonly fdb: Fdb;
   readonly counters: ForwardCounters = { floodedGroup: 0, floodedUnknown: 0, forwarded: 0 };
   eventsSuppressed = 0;
+  /** Frames re-entering the bridge from a port while it was forwarding, dropped because too many waited. */
+  deferredDropped = 0;
 
   readonly #ports = new Map<string, Port>();
   readonly #byId: (Port | undefined)[] = [];
@@ -65,6 +73,8 @@ export class Bridge {
   readonly #onEvent: (e: BridgeEvent) => void;
   #eventBudget = EVENT_BUDGET_PER_SEC;
   #timer: NodeJS.Timeout | undefined;
+  #depth = 0;
+  #deferred: { port: Port; frame: Buffer }[] = [];
 
   constructor(readonly name: string, opts: BridgeOptions = {}) {
     this.fdb = new Fdb({ ageingSec: opts.ageingSec ?? FDB_DEFAULTS.ageingSec, maxEntries: opts.maxEntries });
@@ -165,6 +175,20 @@ export class Bridge {
 
   /** The fast path for one frame. */
   receive(port: Port, buf: Uint8Array, off: number, len: number, now: number): void {
+    if (this.#depth > 0) {
+      this.#defer(port, buf, off, len);
+      return;
+    }
+    this.#depth++;
+    try {
+      this.#receive(port, buf, off, len, now);
+    } finally {
+      this.#depth--;
+    }
+    if (this.#deferred.length > 0) this.#drainDeferred(now);
+  }
+
+  #receive(port: Port, buf: Uint8Array, off: number, len: number, now: number): void {
     port.rxFrames++;
     port.rxBytes += len;
     if (!port.up) return;
@@ -186,6 +210,28 @@ export class Bridge {
       this.#emit({ event: 'mac_moved', bridge: this.name, vlan: meta.vid, mac: formatMac(meta.src), port: port.name });
     }
     forward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#scratch, this.counters);
+  }
+
+  #defer(port: Port, buf: Uint8Array, off: number, len: number): void {
+    if (this.#deferred.length >= MAX_DEFERRED) {
+      this.deferredDropped++;
+      return;
+    }
+    this.#deferred.push({ port, frame: Buffer.from(buf.subarray(off, off + len)) });
+  }
+
+  #drainDeferred(now: number): void {
+    // Frames forwarded here may defer more; the loop takes them too, in order.
+    for (let i = 0; i < this.#deferred.length; i++) {
+      const d = this.#deferred[i];
+      this.#depth++;
+      try {
+        this.#receive(d.port, d.frame, 0, d.frame.length, now);
+      } finally {
+        this.#depth--;
+      }
+    }
+    this.#deferred.length = 0;
   }
 
   /** The port turned unusable (device deleted, fatal I/O error). */
