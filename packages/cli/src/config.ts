@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
-import { parseMac } from '@vswitch/switch';
+import { parseIp4, parseMac } from '@vswitch/switch';
 import { VswitchError } from './errors.js';
 
 const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
@@ -41,7 +41,66 @@ const BridgeSchema = z.strictObject({
   fdb: z.array(z.strictObject({ mac: Mac, port: IfName, vlan: Vid.optional() })).default([]),
 });
 
+const Ip4 = z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 10.0.10.1');
+const Cidr = z.string().refine((s) => parseCidr(s) !== undefined, 'must be an address with a prefix length, like 10.0.10.1/24');
+const IpRange = z.string().refine((s) => parseIpRange(s) !== undefined, 'must be a range of addresses like 10.0.10.100-10.0.10.199');
+const NetName = z.string().regex(/^[A-Za-z0-9_.:-]{1,15}$/, 'must be a network name: 1-15 of A-Z a-z 0-9 _ . : -');
+const Port16 = z.number().int().min(1).max(65535);
+
+const DhcpSchema = z.strictObject({
+  pool: z.array(IpRange).min(1, 'needs at least one range'),
+  leaseTime: z.number().int().min(60).max(31_536_000).default(3600),
+  dns: z.array(Ip4).default([]),
+  domain: z.string().regex(/^[A-Za-z0-9.-]{1,253}$/, 'must be a domain name').optional(),
+  mtu: z.number().int().min(576).max(65535).optional(),
+  routes: z.array(z.strictObject({ to: Cidr, via: Ip4 })).default([]),
+  reservations: z.array(z.strictObject({ mac: Mac, ip: Ip4, hostname: z.string().optional() })).default([]),
+  maxLeasesPerPort: z.number().int().min(1).optional(),
+});
+
+const RouterNetworkSchema = z.strictObject({
+  bridge: BridgeName,
+  vlan: Vid,
+  /** The gateway's address and the network's prefix. */
+  address: Cidr,
+  mac: Mac.optional(),
+  dhcp: DhcpSchema.optional(),
+});
+
+const ForwardSchema = z.strictObject({
+  proto: z.enum(['tcp', 'udp'], { error: 'must be tcp or udp' }),
+  /** A public port or a range "8000-8010" on the uplink address. */
+  port: z.union([Port16, z.string().regex(/^\d{1,5}-\d{1,5}$/, 'must be a port or a range like 8000-8010')]),
+  /** Inside host and (first) port: "10.0.10.50:80". */
+  to: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/, 'must be IP:port, like 10.0.10.50:80'),
+});
+
+const RouterSchema = z.strictObject({
+  uplink: z.strictObject({
+    interface: IfName,
+    /** The router's own address on the uplink segment (the host's stack is not touched). */
+    address: Cidr,
+    gateway: Ip4.optional(),
+    mac: Mac.optional(),
+  }).optional(),
+  nat: z.strictObject({
+    portRange: z.tuple([Port16, Port16]).default([1024, 65535]),
+    maxSessions: z.number().int().min(1).max(10_000_000).default(65536),
+    maxSessionsPerHost: z.number().int().min(1).max(10_000_000).default(4096),
+    udpTimeout: z.number().int().min(120, 'must be at least 120 s (RFC 4787)').default(300),
+    tcpEstablishedTimeout: z.number().int().min(7440, 'must be at least 7440 s (RFC 5382)').default(7440),
+    tcpTransitoryTimeout: z.number().int().min(1).default(240),
+    icmpTimeout: z.number().int().min(1).default(60),
+  }).default({ portRange: [1024, 65535], maxSessions: 65536, maxSessionsPerHost: 4096, udpTimeout: 300, tcpEstablishedTimeout: 7440, tcpTransitoryTimeout: 240, icmpTimeout: 60 }),
+  forwards: z.array(ForwardSchema).default([]),
+  /** Pairs of this router's networks that may route to each other (default: none). */
+  interconnect: z.array(z.tuple([NetName, NetName])).default([]),
+  networks: z.record(NetName, RouterNetworkSchema),
+});
+
 export const ConfigSchema = z.strictObject({
+  /** Leases and runtime port forwards live here. */
+  stateDir: z.string().min(1).default('/var/lib/vswitch'),
   control: z.strictObject({
     socket: z.string().min(1).optional(),
     mode: z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0600"').default('0600'),
@@ -54,6 +113,7 @@ export const ConfigSchema = z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   }).default({ level: 'info' }),
   bridges: z.record(BridgeName, BridgeSchema).default({}),
+  routers: z.record(BridgeName, RouterSchema).default({}),
 }).superRefine((cfg, ctx) => {
   const owner = new Map<string, string>();
   for (const [bname, br] of Object.entries(cfg.bridges)) {
@@ -74,9 +134,72 @@ export const ConfigSchema = z.strictObject({
       }
     });
   }
+  const issue = (path: (string | number)[], message: string): void => ctx.addIssue({ code: 'custom', path, message });
+  for (const [rname, r] of Object.entries(cfg.routers)) {
+    const subnets: [string, number, number][] = [];
+    for (const [nname, n] of Object.entries(r.networks)) {
+      const at = ['routers', rname, 'networks', nname];
+      if (!(n.bridge in cfg.bridges)) issue([...at, 'bridge'], `no bridge ${n.bridge}`);
+      const other = owner.get(nname);
+      if (other !== undefined) issue(at, `the name ${nname} is already a port of bridge ${other}`);
+      owner.set(nname, n.bridge);
+      const c = parseCidr(n.address)!;
+      if (c.prefix > 30) issue([...at, 'address'], 'prefix must be /30 or shorter');
+      const net = maskOf(c.ip, c.prefix);
+      subnets.push([nname, net, c.prefix]);
+      n.dhcp?.pool.forEach((range, i) => {
+        const [lo, hi] = parseIpRange(range)!;
+        if (maskOf(lo, c.prefix) !== net || maskOf(hi, c.prefix) !== net) issue([...at, 'dhcp', 'pool', i], `must lie inside ${n.address}`);
+      });
+      n.dhcp?.reservations.forEach((res, i) => {
+        if (maskOf(parseIp4(res.ip), c.prefix) !== net) issue([...at, 'dhcp', 'reservations', i, 'ip'], `must lie inside ${n.address}`);
+      });
+    }
+    for (let i = 0; i < subnets.length; i++) {
+      for (let j = i + 1; j < subnets.length; j++) {
+        const p = Math.min(subnets[i][2], subnets[j][2]);
+        if (maskOf(subnets[i][1], p) === maskOf(subnets[j][1], p)) {
+          issue(['routers', rname, 'networks', subnets[j][0], 'address'], `overlaps network ${subnets[i][0]}`);
+        }
+      }
+    }
+    r.interconnect.forEach((pair, i) => pair.forEach((n, k) => {
+      if (!(n in r.networks)) issue(['routers', rname, 'interconnect', i, k], `no network ${n} in router ${rname}`);
+    }));
+    if (r.nat.portRange[0] > r.nat.portRange[1]) issue(['routers', rname, 'nat', 'portRange'], 'must be [low, high]');
+    r.forwards.forEach((f, i) => {
+      if (r.uplink === undefined) issue(['routers', rname, 'forwards', i], 'port forwards need an uplink');
+      const ip = parseIp4(f.to.split(':')[0]);
+      if (ip < 0 || !subnets.some(([, net, p]) => maskOf(ip, p) === net)) issue(['routers', rname, 'forwards', i, 'to'], 'must be an address inside one of the router\'s networks');
+    });
+  }
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
+export type RouterConfig = z.infer<typeof RouterSchema>;
+export type RouterNetworkConfig = z.infer<typeof RouterNetworkSchema>;
+
+/** "10.0.10.1/24" -> {ip, prefix}, or undefined. */
+export function parseCidr(text: string): { ip: number; prefix: number } | undefined {
+  const m = /^([\d.]+)\/(\d{1,2})$/.exec(text.trim());
+  if (!m) return undefined;
+  const ip = parseIp4(m[1]);
+  const prefix = Number(m[2]);
+  return ip < 0 || prefix > 32 ? undefined : { ip, prefix };
+}
+
+/** "10.0.10.100-10.0.10.199" -> [lo, hi], or undefined. */
+export function parseIpRange(text: string): [number, number] | undefined {
+  const [a, b, ...rest] = text.split('-');
+  if (b === undefined || rest.length > 0) return undefined;
+  const lo = parseIp4(a);
+  const hi = parseIp4(b);
+  return lo < 0 || hi < 0 || hi < lo ? undefined : [lo, hi];
+}
+
+export function maskOf(ip: number, prefix: number): number {
+  return prefix === 0 ? 0 : (ip & ((0xffffffff << (32 - prefix)) >>> 0)) >>> 0;
+}
 export type PortConfig = z.infer<typeof PortSchema>;
 export type BridgeConfig = z.infer<typeof BridgeSchema>;
 

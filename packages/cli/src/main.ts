@@ -208,6 +208,46 @@ fdb.command('show').argument('[words...]').usage('[br BRIDGE] [--json]').addOpti
       rows.map((r: any) => `${r.mac} dev ${r.port} vlan ${r.vlan} master ${r.bridge}${r.static ? ' static' : ''}\n`).join(''));
   });
 
+program.command('router').description('routers (NAT mode)')
+  .command('show').argument('[router]').addOption(json).description('networks, uplink and counters of the routers')
+  .action(async (router: string | undefined, o: { json?: boolean }) => {
+    print(await call('router.show', { router }), o.json === true, (rs) => rs.map((r: any) =>
+      `router ${r.name}: uplink ${r.uplink ? `${r.uplink.interface} ${r.uplink.address} (${r.uplink.mac}) gateway ${r.uplink.gateway || '-'} ${r.uplink.state}` : 'none'}\n` +
+      table(['network', 'vlan', 'address', 'dhcp'], r.networks.map((n: any) => [n.name, n.vlan, n.address, n.dhcp ? 'yes' : 'no']))).join('\n'));
+  });
+
+program.command('dhcp').description('DHCP server')
+  .command('leases').option('--network <name>', 'only this network').addOption(json).description('leases and offers')
+  .action(async (o: { network?: string; json?: boolean }) => {
+    print(await call('dhcp.leases', { network: o.network }), o.json === true, (rows) => table(
+      ['network', 'ip', 'mac', 'state', 'hostname', 'expires in'],
+      rows.map((l: any) => [l.network, l.ip, l.mac, l.state, l.hostname || '-', `${l.expiresInSec}s`])));
+  });
+
+const nat = program.command('nat').description('NAT sessions and port forwards');
+nat.command('sessions').option('--router <name>').addOption(json).description('active NAPT sessions')
+  .action(async (o: { router?: string; json?: boolean }) => {
+    print(await call('nat.sessions', { router: o.router }), o.json === true, (rows) => table(
+      ['proto', 'inside', 'public port', 'remote', 'state', 'idle', 'expires in'],
+      rows.map((s: any) => [s.proto, s.inside, s.publicPort, s.remote, s.state, `${s.idleSec}s`, `${s.expiresInSec}s`])));
+  });
+const fwd = nat.command('forward').description('port forwards from the uplink address to inside hosts');
+fwd.command('add').argument('<proto>', 'tcp or udp').argument('<public>', 'public port or range, e.g. 8080 or 8000-8010')
+  .argument('<inside>', 'inside IP[:port], e.g. 10.0.10.50:80').option('--router <name>')
+  .action(async (proto: string, pub: string, inside: string, o: { router?: string }) => {
+    await call('nat.forward.add', { router: o.router, proto, public: pub, inside });
+  });
+fwd.command('del').argument('<proto>').argument('<public>').option('--router <name>')
+  .action(async (proto: string, pub: string, o: { router?: string }) => {
+    await call('nat.forward.del', { router: o.router, proto, public: pub });
+  });
+fwd.command('show').option('--router <name>').addOption(json)
+  .action(async (o: { router?: string; json?: boolean }) => {
+    print(await call('nat.forward.show', { router: o.router }), o.json === true, (rows) => table(
+      ['router', 'proto', 'public', 'inside', 'source'],
+      rows.map((f: any) => [f.router, f.proto, f.public, f.inside, f.source])));
+  });
+
 program.command('stats').argument('[bridge]').addOption(json).description('per-port counters and drops; MAC table counters')
   .action(async (bridge: string | undefined, o: { json?: boolean }) => {
     print(await call('stats', { bridge }), o.json === true, (brs) => brs.map((b: any) =>

@@ -1,1 +1,11 @@
-export {};
+export * from './router.js';
+export * from './network.js';
+export * from './uplink.js';
+export * from './arp-cache.js';
+export * from './state-file.js';
+export * from './dhcp/server.js';
+export * from './dhcp/leases.js';
+export * from './dhcp/wire.js';
+export * from './napt/translate.js';
+export * from './napt/table.js';
+export * from './napt/forwards.js';

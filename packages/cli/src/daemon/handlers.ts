@@ -4,6 +4,8 @@
  */
 import { DROP_REASONS, formatMac, type Bridge, type Port, type VlanSpec } from '@vswitch/switch';
 import { VswitchError } from '../errors.js';
+import { formatIp4 } from '@vswitch/switch';
+import type { ManagedRouter } from './routers.js';
 import type { Vswitch } from './service.js';
 
 type Args = Record<string, unknown>;
@@ -77,6 +79,32 @@ function fdbView(br: Bridge, now: number): Record<string, unknown>[] {
     }));
 }
 
+/** The named router, or the only one when no name is given. */
+function pickRouter(sw: Vswitch, name: string | undefined): ManagedRouter {
+  if (name !== undefined) return sw.router(name);
+  if (sw.routers.size === 1) return [...sw.routers.values()][0];
+  throw new VswitchError(sw.routers.size === 0 ? 'ENOENT' : 'EINVAL',
+    sw.routers.size === 0 ? 'no router is configured' : `several routers: name one (${[...sw.routers.keys()].join(', ')})`);
+}
+
+function routers(sw: Vswitch, name: string | undefined): ManagedRouter[] {
+  return name === undefined ? [...sw.routers.values()] : [sw.router(name)];
+}
+
+function routerView(mr: ManagedRouter): Record<string, unknown> {
+  const r = mr.router;
+  return {
+    name: mr.name,
+    uplink: r.uplink?.describe() ?? null,
+    networks: [...r.networks.values()].map((n) => ({
+      name: n.name, vlan: n.opts.vlan, address: `${formatIp4(n.ip)}/${n.opts.prefix}`, dhcp: n.opts.dhcp !== undefined,
+      counters: { ...n.counters },
+    })),
+    counters: { ...r.counters },
+    nat: r.napt ? { ...r.napt.table.stats() } : null,
+  };
+}
+
 export const handlers: Record<string, Handler> = {
   ping: () => ({ pid: process.pid, version: '0.1.0' }),
 
@@ -134,6 +162,46 @@ export const handlers: Record<string, Handler> = {
     const now = performance.now();
     return bridges(sw, optStr(a, 'bridge')).flatMap((br) => fdbView(br, now));
   },
+
+  'router.show': (sw, a) => routers(sw, optStr(a, 'router')).map(routerView),
+  'dhcp.leases': (sw, a) => {
+    const only = optStr(a, 'network');
+    const now = Date.now();
+    const out: Record<string, unknown>[] = [];
+    for (const mr of sw.routers.values()) {
+      for (const n of mr.router.networks.values()) {
+        if (only !== undefined && n.name !== only) continue;
+        for (const l of n.opts.dhcp?.leases(now) ?? []) {
+          out.push({
+            router: mr.name, network: n.name, ip: formatIp4(l.ip), mac: formatMac(l.mac), state: l.state,
+            hostname: l.hostname ?? '', clientId: l.clientId ?? '', port: l.port ?? '',
+            expiresAt: new Date(l.expiresAt).toISOString(), expiresInSec: Math.max(0, Math.round((l.expiresAt - now) / 1000)),
+          });
+        }
+      }
+    }
+    if (only !== undefined && !out.length && ![...sw.routers.values()].some((r) => r.router.networks.has(only))) {
+      throw new VswitchError('ENOENT', `no such network: ${only}`);
+    }
+    return out;
+  },
+  'nat.sessions': (sw, a) => routers(sw, optStr(a, 'router')).flatMap((mr) =>
+    (mr.router.napt?.table.sessions(performance.now()) ?? []).map((s) => ({ router: mr.name, ...s }))),
+  'nat.forward.add': (sw, a) => {
+    const mr = pickRouter(sw, optStr(a, 'router'));
+    mr.addForward({ proto: str(a, 'proto'), public: str(a, 'public'), inside: str(a, 'inside') });
+    return mr.forwardsView();
+  },
+  'nat.forward.del': (sw, a) => {
+    const mr = pickRouter(sw, optStr(a, 'router'));
+    const proto = str(a, 'proto');
+    if (proto !== 'tcp' && proto !== 'udp') throw new VswitchError('EINVAL', `protocol must be tcp or udp, got ${proto}`);
+    const m = /^(\d+)(?:-(\d+))?$/.exec(str(a, 'public'));
+    if (!m) throw new VswitchError('EINVAL', `bad public port '${str(a, 'public')}'`);
+    mr.delForward(proto, Number(m[1]), Number(m[2] ?? m[1]));
+    return null;
+  },
+  'nat.forward.show': (sw, a) => routers(sw, optStr(a, 'router')).flatMap((mr) => mr.forwardsView()),
 
   stats: (sw, a) => bridges(sw, optStr(a, 'bridge')).map(statsView),
   'drop.reasons': () => DROP_REASONS,

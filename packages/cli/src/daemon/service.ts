@@ -10,7 +10,8 @@ import {
   VlanPolicy, type VlanSpec, VlanPolicyError,
 } from '@vswitch/switch';
 import { AttachIo, TapIo } from '@vswitch/switch/ports';
-import type { Config, PortConfig } from '../config.js';
+import type { Config, PortConfig, RouterConfig } from '../config.js';
+import { ManagedRouter } from './routers.js';
 import { VswitchError } from '../errors.js';
 import type { Logger } from './log.js';
 
@@ -28,6 +29,9 @@ export class Vswitch {
   /** Port name -> bridge name. */
   readonly #owner = new Map<string, string>();
   readonly #specs = new Map<string, AddPortSpec>();
+  readonly routers = new Map<string, ManagedRouter>();
+  /** Router config as applied, to tell on reload whether a router changed. */
+  readonly #routerConfigs = new Map<string, string>();
 
   constructor(private readonly log: Logger) {}
 
@@ -41,6 +45,7 @@ export class Vswitch {
         }
         for (const f of b.fdb) this.fdbAdd(f.mac, f.port, f.vlan);
       }
+      for (const [rname, r] of Object.entries(cfg.routers)) this.addRouter(rname, r, cfg.stateDir);
     } catch (e) {
       this.close();
       throw e;
@@ -64,7 +69,15 @@ export class Vswitch {
       }
     }
     const done: string[] = [];
-    // 1. Remove bridges and ports that are gone or must be recreated.
+    // 0. Routers whose section changed are rebuilt (leases are in the state directory;
+    //    their NAT sessions are lost). Unchanged routers are not touched.
+    for (const rname of [...this.routers.keys()]) {
+      const want = cfg.routers[rname];
+      if (want === undefined || JSON.stringify(want) !== this.#routerConfigs.get(rname)) {
+        this.delRouter(rname);
+        done.push(`delrouter ${rname}`);
+      }
+    }
     for (const [bname, br] of [...this.bridges]) {
       const want = cfg.bridges[bname];
       if (want === undefined) {
@@ -73,6 +86,7 @@ export class Vswitch {
         continue;
       }
       for (const pname of [...br.ports.keys()]) {
+        if (this.routerOfNetwork(pname) !== undefined) continue;
         const wantPort = want.ports[pname];
         const have = this.#specs.get(pname);
         if (wantPort === undefined || have === undefined || !samePortKind(have, portSpec(wantPort))) {
@@ -133,12 +147,69 @@ export class Vswitch {
         }
       }
     }
+    for (const [rname, r] of Object.entries(cfg.routers)) {
+      if (!this.routers.has(rname)) {
+        this.addRouter(rname, r, cfg.stateDir);
+        done.push(`addrouter ${rname}`);
+      }
+    }
     this.log.info({ event: 'config_applied', changes: done }, 'config_applied');
     return done;
   }
 
   close(): void {
+    for (const name of [...this.routers.keys()]) this.delRouter(name);
     for (const name of [...this.bridges.keys()]) this.delBridge(name);
+  }
+
+  addRouter(name: string, rc: RouterConfig, stateDir: string): ManagedRouter {
+    if (this.routers.has(name)) throw new VswitchError('EEXIST', `router ${name} already exists`);
+    const added: [string, string][] = [];
+    let mr: ManagedRouter;
+    try {
+      mr = new ManagedRouter(name, rc, stateDir, (b) => this.bridge(b), (bname, pname, net, vlan) => {
+        if (this.#owner.has(pname)) throw new VswitchError('EEXIST', `routers.${name}.networks.${pname}: ${pname} is already a port`);
+        this.bridge(bname).addPort(pname, net, { vlan });
+        this.#owner.set(pname, bname);
+        added.push([bname, pname]);
+      });
+      mr.start();
+    } catch (e) {
+      for (const [bname, pname] of added) {
+        this.bridge(bname).removePort(pname);
+        this.#owner.delete(pname);
+      }
+      throw e;
+    }
+    this.routers.set(name, mr);
+    this.#routerConfigs.set(name, JSON.stringify(rc));
+    this.log.info({ event: 'router_added', router: name, networks: [...mr.router.networks.keys()], uplink: mr.router.uplink?.describe() }, 'router_added');
+    return mr;
+  }
+
+  delRouter(name: string): void {
+    const mr = this.router(name);
+    mr.close();
+    for (const net of mr.router.networks.keys()) {
+      const bname = this.#owner.get(net);
+      if (bname !== undefined) this.bridges.get(bname)?.removePort(net);
+      this.#owner.delete(net);
+    }
+    this.routers.delete(name);
+    this.#routerConfigs.delete(name);
+    this.log.info({ event: 'router_deleted', router: name }, 'router_deleted');
+  }
+
+  router(name: string): ManagedRouter {
+    const r = this.routers.get(name);
+    if (r === undefined) throw new VswitchError('ENOENT', `no such router: ${name}`);
+    return r;
+  }
+
+  /** The router owning network port `name`, if any. */
+  routerOfNetwork(name: string): ManagedRouter | undefined {
+    for (const r of this.routers.values()) if (r.router.networks.has(name)) return r;
+    return undefined;
   }
 
   addBridge(name: string, opts: { ageing?: number; maxMacs?: number } = {}): Bridge {
@@ -157,6 +228,10 @@ export class Vswitch {
 
   delBridge(name: string): void {
     const br = this.bridge(name);
+    for (const p of br.ports.keys()) {
+      const r = this.routerOfNetwork(p);
+      if (r !== undefined) throw new VswitchError('EBUSY', `bridge ${name} carries network ${p} of router ${r.name}`);
+    }
     for (const p of br.ports.keys()) {
       this.#owner.delete(p);
       this.#specs.delete(p);
@@ -204,6 +279,8 @@ export class Vswitch {
   delPort(bname: string, ifname: string): void {
     const br = this.bridge(bname);
     if (br.port(ifname) === undefined) throw new VswitchError('ENOENT', `${ifname} is not a port of bridge ${bname}`);
+    const r = this.routerOfNetwork(ifname);
+    if (r !== undefined) throw new VswitchError('EBUSY', `${ifname} is network ${ifname} of router ${r.name}; change the router in the config`);
     br.removePort(ifname);
     this.#owner.delete(ifname);
     this.#specs.delete(ifname);

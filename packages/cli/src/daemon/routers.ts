@@ -1,0 +1,163 @@
+/*
+ * Routers from config: each network becomes a RouterNetwork port on its bridge
+ * (an access port in its VLAN, as a VM would be), with a DHCP server whose leases
+ * live in the state directory; the uplink and NAPT come from the router's own
+ * section. Port forwards from the config are fixed; forwards added at runtime are
+ * kept in `forwards-<router>.json` in the state directory and come back at start.
+ */
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import {
+  DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, deserializeForwards, ensureStateDir, formatForward,
+  parseForward, readStateFile, serializeForwards, writeStateFile, type PortForward,
+} from '@vswitch/nat';
+import { type Bridge, VlanPolicy, parseIp4, parseMac } from '@vswitch/switch';
+import { type RouterConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
+import { VswitchError } from '../errors.js';
+
+/** A stable locally administered MAC for a name: the same after every restart, so guests' ARP caches stay right. */
+export function stableMac(name: string): number {
+  const h = createHash('sha256').update(`vswitch:${name}`).digest();
+  return 0x020000000000 + h.readUIntBE(0, 5);
+}
+
+export class ManagedRouter {
+  readonly router: Router;
+  /** Forwards added at runtime (persisted); config forwards are not in here. */
+  readonly runtimeForwards: PortForward[] = [];
+  readonly #configForwards = new Set<string>();
+  readonly #forwardsFile: string;
+
+  constructor(
+    readonly name: string,
+    rc: RouterConfig,
+    readonly stateDir: string,
+    bridgeOf: (name: string) => Bridge,
+    addPort: (bridge: string, name: string, net: RouterNetwork, vlan: VlanPolicy) => void,
+  ) {
+    ensureStateDir(stateDir);
+    this.#forwardsFile = join(stateDir, `forwards-${name}.json`);
+    const clock = (): number => performance.now();
+    const up = rc.uplink ? parseCidr(rc.uplink.address)! : undefined;
+    this.router = new Router({
+      name,
+      clock,
+      uplink: rc.uplink && up ? {
+        ifname: rc.uplink.interface,
+        mac: rc.uplink.mac ? parseMac(rc.uplink.mac) : stableMac(`${name}/uplink`),
+        address: up.ip,
+        prefix: up.prefix,
+        gateway: rc.uplink.gateway ? parseIp4(rc.uplink.gateway) : 0,
+      } : undefined,
+      napt: {
+        portRange: { lo: rc.nat.portRange[0], hi: rc.nat.portRange[1] },
+        maxSessions: rc.nat.maxSessions,
+        maxSessionsPerHost: rc.nat.maxSessionsPerHost,
+        udpTimeoutSec: rc.nat.udpTimeout,
+        tcpEstablishedTimeoutSec: rc.nat.tcpEstablishedTimeout,
+        tcpTransitoryTimeoutSec: rc.nat.tcpTransitoryTimeout,
+        icmpTimeoutSec: rc.nat.icmpTimeout,
+      },
+      interconnect: rc.interconnect,
+    });
+    for (const [nname, n] of Object.entries(rc.networks)) {
+      const c = parseCidr(n.address)!;
+      const br = bridgeOf(n.bridge);
+      const now = Date.now();
+      const dhcp = n.dhcp ? new DhcpServer({
+        name: nname,
+        serverIp: c.ip,
+        subnet: maskOf(c.ip, c.prefix),
+        prefixLen: c.prefix,
+        pools: n.dhcp.pool.map((r) => parseIpRange(r)!),
+        reservations: n.dhcp.reservations.map((r) => ({ mac: parseMac(r.mac), ip: parseIp4(r.ip), hostname: r.hostname })),
+        leaseTimeSec: n.dhcp.leaseTime,
+        router: c.ip,
+        dns: n.dhcp.dns.map(parseIp4),
+        domain: n.dhcp.domain,
+        mtu: n.dhcp.mtu,
+        routes: n.dhcp.routes.map((r) => {
+          const to = parseCidr(r.to)!;
+          return { dest: maskOf(to.ip, to.prefix), prefixLen: to.prefix, gateway: parseIp4(r.via) };
+        }),
+        maxLeasesPerPort: n.dhcp.maxLeasesPerPort,
+      }, LeaseStore.open(stateDir, nname, now), now) : undefined;
+      const net = new RouterNetwork({
+        name: nname,
+        vlan: n.vlan,
+        gatewayIp: c.ip,
+        prefix: c.prefix,
+        mac: n.mac ? parseMac(n.mac) : stableMac(`${name}/${nname}`),
+        clock,
+        dhcp,
+        portOf: (mac) => {
+          const id = br.fdb.lookup(n.vlan, mac);
+          return id < 0 ? '' : br.portName(id);
+        },
+      });
+      addPort(n.bridge, nname, net, VlanPolicy.from({ mode: 'access', vid: n.vlan }));
+      this.router.addNetwork(net);
+    }
+    const forwards = this.router.napt?.forwards ?? new Forwards();
+    for (const f of rc.forwards) {
+      const pf = forwards.add(parseForward({ proto: f.proto, public: f.port, inside: f.to }));
+      this.#configForwards.add(key(pf));
+    }
+    for (const f of deserializeForwards(readStateFile(this.#forwardsFile) ?? '{"version":1,"forwards":[]}')) {
+      this.runtimeForwards.push(forwards.add(f));
+    }
+  }
+
+  start(): void {
+    this.router.start();
+  }
+
+  close(): void {
+    this.router.close();
+  }
+
+  addForward(rec: { proto: string; public: string | number; inside: string }): PortForward {
+    const napt = this.#napt();
+    const inside = parseForward(rec);
+    if (this.router.networkFor(inside.insideIp) === undefined) {
+      throw new VswitchError('EINVAL', `${rec.inside} is not inside any network of router ${this.name}`);
+    }
+    const f = napt.forwards.add(inside);
+    this.runtimeForwards.push(f);
+    this.#save();
+    return f;
+  }
+
+  delForward(proto: 'tcp' | 'udp', lo: number, hi: number): PortForward {
+    const napt = this.#napt();
+    const found = napt.forwards.list().find((f) => f.proto === proto && f.publicLo === lo && f.publicHi === hi);
+    if (found === undefined) throw new VswitchError('ENOENT', `no ${proto} forward for public port ${lo === hi ? lo : `${lo}-${hi}`}`);
+    if (this.#configForwards.has(key(found))) {
+      throw new VswitchError('EPERM', `the ${proto} forward of port ${lo === hi ? lo : `${lo}-${hi}`} is defined in the config file; change it there`);
+    }
+    const f = napt.forwards.del(proto, lo, hi);
+    this.runtimeForwards.splice(this.runtimeForwards.findIndex((x) => key(x) === key(f)), 1);
+    this.#save();
+    return f;
+  }
+
+  forwardsView(): Record<string, unknown>[] {
+    return (this.router.napt?.forwards.list() ?? []).map((f) => ({
+      router: this.name, ...formatForward(f), source: this.#configForwards.has(key(f)) ? 'config' : 'runtime',
+    }));
+  }
+
+  #napt(): NonNullable<Router['napt']> {
+    const napt = this.router.napt;
+    if (napt === undefined) throw new VswitchError('EINVAL', `router ${this.name} has no uplink, so no NAT`);
+    return napt;
+  }
+
+  #save(): void {
+    writeStateFile(this.#forwardsFile, serializeForwards(this.runtimeForwards));
+  }
+}
+
+function key(f: PortForward): string {
+  return `${f.proto}/${f.publicLo}-${f.publicHi}`;
+}

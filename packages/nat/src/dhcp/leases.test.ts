@@ -1,0 +1,225 @@
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { parseIp4 } from '@vswitch/switch';
+import { LEASE_FILE_VERSION, LeaseFileError, LeaseStore, clientKey, leaseFilePath } from './leases.js';
+import { DhcpServer, type DhcpResult, type DhcpServerConfig } from './server.js';
+import { BOOTREQUEST, DhcpMsg, DhcpWriter, Opt } from './wire.js';
+
+const ip = (s: string): number => parseIp4(s);
+const T0 = Date.UTC(2025, 0, 1);
+const SERVER = ip('10.0.10.1');
+
+let dir: string;
+beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'vswitch-leases-')); });
+afterEach(() => { rmSync(dir, { recursive: true, force: true }); });
+
+const config: DhcpServerConfig = {
+  name: 'net10', serverIp: SERVER, subnet: ip('10.0.10.0'), prefixLen: 24,
+  pools: [[ip('10.0.10.100'), ip('10.0.10.109')]],
+};
+
+function msg(type: number, mac: number, o: { requested?: number; serverId?: number; ciaddr?: number; clientId?: number[]; hostname?: string } = {}): Uint8Array {
+  const buf = new Uint8Array(400);
+  const w = new DhcpWriter(buf);
+  w.header({ op: BOOTREQUEST, xid: 7, flags: 0, ciaddr: o.ciaddr ?? 0, yiaddr: 0, siaddr: 0, giaddr: 0, chaddr: mac });
+  w.u8(Opt.MESSAGE_TYPE, type);
+  if (o.clientId) w.option(Opt.CLIENT_ID, o.clientId);
+  if (o.requested !== undefined) w.u32(Opt.REQUESTED_IP, o.requested);
+  if (o.serverId !== undefined) w.u32(Opt.SERVER_ID, o.serverId);
+  if (o.hostname !== undefined) w.text(Opt.HOSTNAME, o.hostname);
+  return buf.subarray(0, w.finish());
+}
+
+function send(s: DhcpServer, now: number, m: Uint8Array): DhcpResult {
+  return s.handle(m, 0, m.length, new Uint8Array(600), 0, { now });
+}
+
+function dora(s: DhcpServer, now: number, mac: number, extra: { clientId?: number[]; hostname?: string } = {}): number {
+  const offer = send(s, now, msg(DhcpMsg.DISCOVER, mac, extra));
+  if (typeof offer === 'string') throw new Error(offer);
+  const ack = send(s, now, msg(DhcpMsg.REQUEST, mac, { requested: offer.yiaddr, serverId: SERVER, ...extra }));
+  if (typeof ack === 'string' || ack.type !== DhcpMsg.ACK) throw new Error('no ACK');
+  return ack.yiaddr;
+}
+
+describe('LeaseStore', () => {
+  it('persists leases with wall-clock expiry and a version, and loads them back', () => {
+    const s = LeaseStore.open(dir, 'net10', T0);
+    expect(s.path).toBe(join(dir, 'leases-net10.json'));
+    s.set({ ip: ip('10.0.10.100'), mac: 0x525400000001, clientId: '01525400000001', hostname: 'a', expiresAt: T0 + 3600_000, port: 'tap0' });
+    s.set({ ip: ip('10.0.10.101'), mac: 0x525400000002, expiresAt: T0 + 60_000 });
+    s.commit();
+    expect(s.writes).toBe(1);
+    s.commit(); // nothing changed: no write
+    expect(s.writes).toBe(1);
+    const doc = JSON.parse(readFileSync(s.path!, 'utf8'));
+    expect(doc.version).toBe(LEASE_FILE_VERSION);
+    expect(doc.network).toBe('net10');
+    expect(doc.leases[0]).toEqual({ ip: '10.0.10.100', mac: '52:54:00:00:00:01', clientId: '01525400000001', hostname: 'a', expiresAt: T0 + 3600_000, port: 'tap0' });
+    expect((lstatSync(s.path!).mode & 0o777).toString(8)).toBe('600');
+
+    const again = LeaseStore.open(dir, 'net10', T0 + 1000);
+    expect([...again.values()]).toEqual([...s.values()]);
+    expect(again.get(clientKey(0x525400000001, '01525400000001'))?.ip).toBe(ip('10.0.10.100'));
+    expect(again.byIp(ip('10.0.10.101'))?.mac).toBe(0x525400000002);
+    // expired at load: dropped, and the file catches up at the next commit
+    const later = LeaseStore.open(dir, 'net10', T0 + 60_000);
+    expect(later.size).toBe(1);
+    expect(later.dirty).toBe(true);
+    later.commit();
+    expect(JSON.parse(readFileSync(s.path!, 'utf8')).leases).toHaveLength(1);
+  });
+
+  it('keeps one address per client and one client per address', () => {
+    const s = LeaseStore.inMemory();
+    s.set({ ip: 1, mac: 0xa, expiresAt: 10 });
+    s.set({ ip: 2, mac: 0xa, expiresAt: 10 }); // the client moved
+    expect(s.byIp(1)).toBeUndefined();
+    s.set({ ip: 2, mac: 0xb, expiresAt: 10 }); // the address went to another client
+    expect(s.get(clientKey(0xa, undefined))).toBeUndefined();
+    expect(s.size).toBe(1);
+    expect(s.delete(clientKey(0xb, undefined))?.ip).toBe(2);
+    expect(s.byIp(2)).toBeUndefined();
+    s.commit(); // in memory: no file, no throw
+    expect(s.writes).toBe(0);
+  });
+
+  it('starts empty when there is no file, creating the state directory', () => {
+    const sub = join(dir, 'state');
+    const s = LeaseStore.open(sub, 'net10', T0);
+    expect(s.size).toBe(0);
+    expect(lstatSync(sub).isDirectory()).toBe(true);
+  });
+
+  it('refuses unsafe network names', () => {
+    expect(() => leaseFilePath(dir, '../x')).toThrow(/invalid DHCP network name/);
+    expect(() => leaseFilePath(dir, '')).toThrow();
+    expect(leaseFilePath(dir, 'vlan-10')).toBe(join(dir, 'leases-vlan-10.json'));
+  });
+});
+
+describe('untrusted lease files refuse to start, naming the file', () => {
+  const path = (): string => join(dir, 'leases-net10.json');
+  const expectRefusal = (pattern: RegExp): void => {
+    let err: unknown;
+    try { LeaseStore.open(dir, 'net10', T0); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(LeaseFileError);
+    expect((err as LeaseFileError).path).toBe(path());
+    expect((err as Error).message).toContain(path());
+    expect((err as Error).message).toMatch(pattern);
+  };
+  const good = { ip: '10.0.10.100', mac: '52:54:00:00:00:01', expiresAt: T0 + 1000 };
+  const file = (leases: unknown[], extra: Record<string, unknown> = {}): void => {
+    writeFileSync(path(), JSON.stringify({ version: 1, network: 'net10', leases, ...extra }));
+  };
+
+  it('a symlink', () => {
+    const target = join(dir, 'elsewhere.json');
+    writeFileSync(target, JSON.stringify({ version: 1, network: 'net10', leases: [] }));
+    symlinkSync(target, path());
+    expectRefusal(/symlink/);
+  });
+  it('a directory in its place', () => {
+    mkdirSync(path());
+    expectRefusal(/not a regular file/);
+  });
+  it('corrupt JSON (a torn or edited file)', () => {
+    writeFileSync(path(), '{"version":1,"network":"net10","leases":[{"ip":');
+    expectRefusal(/not valid JSON/);
+  });
+  it('an unknown version', () => {
+    file([], { version: 2 });
+    expectRefusal(/unsupported version 2/);
+  });
+  it('another network\'s file', () => {
+    file([], { network: 'net20' });
+    expectRefusal(/belongs to network "net20"/);
+  });
+  it('not an object, or leases not an array', () => {
+    writeFileSync(path(), '[]');
+    expectRefusal(/not a JSON object/);
+    file([], { leases: {} });
+    expectRefusal(/"leases" is not an array/);
+  });
+  it('a malformed lease, by index', () => {
+    file([good, { ...good, ip: '10.0.10.300', mac: '52:54:00:00:00:02' }]);
+    expectRefusal(/lease #1: bad ip/);
+    file([{ ...good, mac: 'zz' }]);
+    expectRefusal(/lease #0: bad mac/);
+    file([{ ...good, expiresAt: 'soon' }]);
+    expectRefusal(/bad expiresAt/);
+    file([{ ...good, clientId: 'xyz' }]);
+    expectRefusal(/bad clientId/);
+  });
+  it('two leases for one address or one client', () => {
+    file([good, { ...good, mac: '52:54:00:00:00:02' }]);
+    expectRefusal(/a second lease for 10.0.10.100/);
+    file([good, { ...good, ip: '10.0.10.101' }]);
+    expectRefusal(/a second lease for client hw:525400000001/);
+  });
+});
+
+describe('leases survive a restart', () => {
+  it('a new server on the same state directory keeps every client\'s address', () => {
+    const macs = [0x525400000001, 0x525400000002, 0x525400000003];
+    const store = LeaseStore.open(dir, 'net10', T0);
+    const s1 = new DhcpServer(config, store, T0);
+    const got = macs.map((mac, i) => dora(s1, T0, mac, i === 0 ? { clientId: [1, 0x52, 0x54, 0, 0, 0, 1], hostname: 'vm1' } : {}));
+    expect(new Set(got).size).toBe(3);
+    expect(store.writes).toBe(3); // one write per grant, before each ACK
+    // a renewal is written too
+    expect(typeof send(s1, T0 + 1800_000, msg(DhcpMsg.REQUEST, macs[1], { ciaddr: got[1] }))).toBe('object');
+    expect(store.writes).toBe(4);
+
+    // "restart": everything in memory is gone, offers included
+    const now = T0 + 2000_000;
+    const s2 = new DhcpServer(config, LeaseStore.open(dir, 'net10', now), now);
+    expect(s2.leases(now).map((l) => [l.ip, l.mac, l.hostname])).toEqual([
+      [got[0], macs[0], 'vm1'], [got[1], macs[1], undefined], [got[2], macs[2], undefined],
+    ]);
+    // INIT-REBOOT after the restart: ACK with the same address (client 0 by its client id)
+    for (const [i, mac] of macs.entries()) {
+      const r = send(s2, now, msg(DhcpMsg.REQUEST, mac, { requested: got[i], ...(i === 0 ? { clientId: [1, 0x52, 0x54, 0, 0, 0, 1] } : {}) }));
+      expect(typeof r === 'object' && r.type).toBe(DhcpMsg.ACK);
+    }
+    // a new client gets none of them; a re-discovering client gets its own
+    const fresh = dora(s2, now, 0x525400000009);
+    expect(got).not.toContain(fresh);
+    const again = send(s2, now, msg(DhcpMsg.DISCOVER, macs[2]));
+    expect(typeof again === 'object' && again.yiaddr).toBe(got[2]);
+  });
+
+  it('a released lease is gone after a restart; an expired one too', () => {
+    const store = LeaseStore.open(dir, 'net10', T0);
+    const s1 = new DhcpServer({ ...config, leaseTimeSec: 600 }, store, T0);
+    const a = dora(s1, T0, 0x525400000001);
+    dora(s1, T0 + 300_000, 0x525400000002);
+    expect(send(s1, T0, msg(DhcpMsg.RELEASE, 0x525400000001, { ciaddr: a }))).toBe('handled');
+    const now = T0 + 700_000; // the first grant would have expired anyway; the second is live
+    const s2 = new DhcpServer(config, LeaseStore.open(dir, 'net10', now), now);
+    expect(s2.leases(now).map((l) => l.mac)).toEqual([0x525400000002]);
+  });
+
+  it('no ACK when the lease cannot be written', () => {
+    const store = LeaseStore.open(dir, 'net10', T0);
+    const s = new DhcpServer(config, store, T0);
+    dora(s, T0, 0x525400000001);
+    // the file is replaced by a directory: rename over it fails
+    unlinkSync(store.path!);
+    mkdirSync(store.path!);
+    const offer = send(s, T0, msg(DhcpMsg.DISCOVER, 0x525400000002));
+    expect(typeof offer).toBe('object');
+    const r = send(s, T0, msg(DhcpMsg.REQUEST, 0x525400000002, { requested: (offer as { yiaddr: number }).yiaddr, serverId: SERVER }));
+    expect(r).toBe('store_error');
+    expect(s.counters.dropped.store_error).toBe(1);
+    expect(s.counters.storeErrors).toBe(1);
+    expect(s.counters.acks).toBe(1);
+    // once the disk is fixed, the retried REQUEST is granted
+    rmSync(store.path!, { recursive: true });
+    const ok = send(s, T0, msg(DhcpMsg.REQUEST, 0x525400000002, { requested: (offer as { yiaddr: number }).yiaddr, serverId: SERVER }));
+    expect(typeof ok === 'object' && ok.type).toBe(DhcpMsg.ACK);
+    expect(JSON.parse(readFileSync(store.path!, 'utf8')).leases).toHaveLength(2);
+  });
+});

@@ -1,0 +1,203 @@
+/*
+ * A router: its networks (one per VLAN, each a port on a bridge), an optional
+ * uplink, and NAPT between them. It decides where an IPv4 packet that is not for
+ * the gateway itself goes:
+ * - to another network of this router, if the config lets those two networks
+ *   route between each other (default: isolated; refused with ICMP "communication
+ *   administratively prohibited", as a firewall would answer);
+ * - else out of the uplink through NAPT;
+ * - else nowhere: ICMP network unreachable.
+ * TTL is decremented on every routed packet; at 1 the sender gets ICMP time exceeded.
+ *
+ * From the uplink, packets for the public address go through NAPT's inbound side
+ * to the inside host's network. Echo requests to the public address are answered.
+ *
+ * One timer (1 s) drives NAPT expiry and DHCP lease expiry.
+ */
+import {
+  ETH_HLEN, ICMP_TYPE, IPPROTO, checksum, formatIp4, ip4Dst, ip4HeaderLen, ip4Src, readMac, write16, write32,
+} from '@vswitch/switch';
+import { icmpErrorFrame } from './frames.js';
+import { type RouterNetwork } from './network.js';
+import { Napt, NaptResult, ip4DecrementTtl } from './napt/translate.js';
+import type { NaptTableOptions } from './napt/table.js';
+import { Uplink, type UplinkOptions } from './uplink.js';
+
+export interface RouterOptions {
+  name: string;
+  /** Monotonic ms (NAPT timeouts, ARP). */
+  clock: () => number;
+  /** Wall-clock ms (DHCP leases). */
+  wallClock?: () => number;
+  uplink?: Omit<UplinkOptions, 'clock'>;
+  napt?: NaptTableOptions;
+  /** Pairs of network names that may route to each other. */
+  interconnect?: [string, string][];
+}
+
+export interface RouterCounters {
+  routedBetween: number;
+  toUplink: number;
+  fromUplink: number;
+  hairpinned: number;
+  prohibited: number;
+  noRoute: number;
+  ttlExceeded: number;
+  naptDropped: number;
+}
+
+export class Router {
+  readonly networks = new Map<string, RouterNetwork>();
+  readonly uplink: Uplink | undefined;
+  readonly napt: Napt | undefined;
+  readonly counters: RouterCounters = {
+    routedBetween: 0, toUplink: 0, fromUplink: 0, hairpinned: 0, prohibited: 0, noRoute: 0, ttlExceeded: 0, naptDropped: 0,
+  };
+  readonly #pairs = new Set<string>();
+  readonly #icmp = Buffer.alloc(600);
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(readonly opts: RouterOptions) {
+    for (const [a, b] of opts.interconnect ?? []) {
+      this.#pairs.add(`${a}\0${b}`);
+      this.#pairs.add(`${b}\0${a}`);
+    }
+    if (opts.uplink) {
+      this.uplink = new Uplink({ ...opts.uplink, clock: opts.clock });
+      this.napt = new Napt({ publicIp: opts.uplink.address, table: opts.napt });
+      this.uplink.onIp = (buf, ipOff, ipLen) => this.#fromUplink(buf, ipOff, ipLen);
+    }
+  }
+
+  get name(): string { return this.opts.name; }
+
+  addNetwork(net: RouterNetwork): void {
+    this.networks.set(net.name, net);
+    net.route = (from, buf, ipOff, ipLen) => this.#route(from, buf, ipOff, ipLen);
+  }
+
+  start(): void {
+    this.uplink?.start();
+    this.#timer ??= setInterval(() => this.tick(), 1000);
+    this.#timer.unref();
+  }
+
+  /** Expiry of NAPT sessions and DHCP leases; called every second. */
+  tick(): void {
+    this.napt?.table.expire(this.opts.clock());
+    const wall = (this.opts.wallClock ?? Date.now)();
+    for (const net of this.networks.values()) net.opts.dhcp?.expire(wall);
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    this.uplink?.close();
+  }
+
+  networkFor(ip: number): RouterNetwork | undefined {
+    for (const net of this.networks.values()) if (net.contains(ip)) return net;
+    return undefined;
+  }
+
+  #route(from: RouterNetwork, buf: Uint8Array, ipOff: number, ipLen: number): void {
+    const dst = ip4Dst(buf, ipOff);
+    const to = this.networkFor(dst);
+    if (to !== undefined) {
+      if (!this.#pairs.has(`${from.name}\0${to.name}`)) {
+        this.counters.prohibited++;
+        this.#icmpBack(from, buf, ipOff, ICMP_TYPE.DEST_UNREACH, 13);
+        return;
+      }
+      if (!ip4DecrementTtl(buf, ipOff)) {
+        this.counters.ttlExceeded++;
+        this.#icmpBack(from, buf, ipOff, ICMP_TYPE.TIME_EXCEEDED, 0);
+        return;
+      }
+      this.counters.routedBetween++;
+      to.sendIp(buf, ipOff, ipLen, dst);
+      return;
+    }
+    const napt = this.napt;
+    const uplink = this.uplink;
+    if (napt === undefined || uplink === undefined) {
+      this.counters.noRoute++;
+      this.#icmpBack(from, buf, ipOff, ICMP_TYPE.DEST_UNREACH, 0);
+      return;
+    }
+    if (!ip4DecrementTtl(buf, ipOff)) {
+      this.counters.ttlExceeded++;
+      this.#icmpBack(from, buf, ipOff, ICMP_TYPE.TIME_EXCEEDED, 0);
+      return;
+    }
+    const r = napt.outbound(buf, ipOff, this.opts.clock());
+    if (r === NaptResult.ok) {
+      this.counters.toUplink++;
+      uplink.sendIp(buf, ipOff, ipLen, dst);
+    } else if (r === NaptResult.hairpin) {
+      const inside = this.networkFor(napt.insideIp);
+      if (inside === undefined) {
+        this.counters.noRoute++;
+        return;
+      }
+      this.counters.hairpinned++;
+      inside.sendIp(buf, ipOff, ipLen, napt.insideIp);
+    } else if (r === NaptResult.local) {
+      this.#echoReply(buf, ipOff, ipLen, (b, o, l) => from.sendIp(b, o, l, ip4Dst(b, o)));
+    } else {
+      this.counters.naptDropped++;
+    }
+  }
+
+  #fromUplink(buf: Uint8Array, ipOff: number, ipLen: number): void {
+    const napt = this.napt!;
+    const r = napt.inbound(buf, ipOff, this.opts.clock());
+    if (r === NaptResult.ok) {
+      const net = this.networkFor(napt.insideIp);
+      if (net === undefined || !ip4DecrementTtl(buf, ipOff)) {
+        this.counters.noRoute++;
+        return;
+      }
+      this.counters.fromUplink++;
+      net.sendIp(buf, ipOff, ipLen, napt.insideIp);
+    } else if (r === NaptResult.local) {
+      this.#echoReply(buf, ipOff, ipLen, (b, o, l) => this.uplink!.sendIp(b, o, l, ip4Dst(b, o)));
+    } else {
+      this.counters.naptDropped++;
+    }
+  }
+
+  /** Turns an ICMP echo request around in place and sends it back the way it came. */
+  #echoReply(buf: Uint8Array, ipOff: number, ipLen: number, send: (b: Uint8Array, o: number, l: number) => void): void {
+    const hl = ip4HeaderLen(buf, ipOff);
+    if (buf[ipOff + 9] !== IPPROTO.ICMP || buf[ipOff + hl] !== ICMP_TYPE.ECHO_REQUEST) return;
+    const src = ip4Src(buf, ipOff);
+    const dst = ip4Dst(buf, ipOff);
+    write32(buf, ipOff + 12, dst);
+    write32(buf, ipOff + 16, src);
+    buf[ipOff + 8] = 64;
+    write16(buf, ipOff + 10, 0);
+    write16(buf, ipOff + 10, checksum(buf, ipOff, hl));
+    buf[ipOff + hl] = ICMP_TYPE.ECHO_REPLY;
+    write16(buf, ipOff + hl + 2, 0);
+    write16(buf, ipOff + hl + 2, checksum(buf, ipOff + hl, ipLen - hl));
+    send(buf, ipOff, ipLen);
+  }
+
+  #icmpBack(from: RouterNetwork, buf: Uint8Array, ipOff: number, type: number, code: number): void {
+    // Never answer an ICMP error with one (RFC 1122 3.2.2).
+    if (buf[ipOff + 9] === IPPROTO.ICMP && buf[ipOff + ip4HeaderLen(buf, ipOff)] !== ICMP_TYPE.ECHO_REQUEST) return;
+    const srcMac = readMac(buf, ipOff - ETH_HLEN + 6);
+    const n = icmpErrorFrame(this.#icmp, srcMac, from.mac, from.ip, type, code, buf, ipOff);
+    from.emit(this.#icmp, 0, n);
+  }
+
+  describe(): Record<string, unknown> {
+    return {
+      name: this.name,
+      uplink: this.uplink?.describe(),
+      networks: [...this.networks.values()].map((n) => ({ name: n.name, ...n.describe() })),
+      publicAddress: this.uplink ? formatIp4(this.uplink.ip) : undefined,
+    };
+  }
+}
