@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { parseIp4 } from '@vswitch/switch';
 import { LeaseStore } from './leases.js';
 import {
-  DhcpConfigError, DhcpServer, asNetworkHandler, sanitizeHostname, type DhcpReply, type DhcpResult, type DhcpServerConfig,
+  DhcpConfigError, DhcpServer, sanitizeHostname, type DhcpReply, type DhcpResult, type DhcpServerConfig,
 } from './server.js';
 import {
   BOOTREPLY, BOOTREQUEST, DhcpMsg, DhcpWriter, FLAG_BROADCAST, Opt, decodeClasslessRoutes, parseDhcp, type DhcpMessage,
@@ -626,26 +626,6 @@ describe('invariants under random client behaviour (fast-check)', () => {
         }
       }
     }), { numRuns: 300 });
-  });
-});
-
-describe('asNetworkHandler (the shape network.ts calls)', () => {
-  it('maps replies so that "ciaddr, else broadcast, else yiaddr" gives RFC 2131 4.1 addressing', () => {
-    const b = new Bench(baseConfig({ maxLeasesPerPort: 1 }));
-    const h = asNetworkHandler(b.server);
-    const out = new Uint8Array(600);
-    const call = (r: Req, port = '') => { const m = request(r); return h.handle(m, m.length, out, { port }, b.now); };
-    const offer = call({ type: DhcpMsg.DISCOVER, mac: MAC_A });
-    expect(offer).toMatchObject({ yiaddr: ip('10.0.10.100'), ciaddr: 0, chaddr: MAC_A, broadcast: false });
-    expect(offer!.len).toBeGreaterThanOrEqual(300);
-    expect(call({ type: DhcpMsg.REQUEST, mac: MAC_A, requested: ip('10.0.10.100'), serverId: SERVER })).toMatchObject({ yiaddr: ip('10.0.10.100') });
-    expect(call({ type: DhcpMsg.REQUEST, mac: MAC_A, ciaddr: ip('10.0.10.100') })).toMatchObject({ ciaddr: ip('10.0.10.100'), broadcast: false });
-    // a NAK to a renewing client: broadcast, ciaddr hidden
-    expect(call({ type: DhcpMsg.REQUEST, mac: MAC_B, ciaddr: ip('10.0.10.100') })).toMatchObject({ ciaddr: 0, broadcast: true, yiaddr: 0 });
-    expect(call({ type: DhcpMsg.RELEASE, mac: MAC_C, ciaddr: ip('10.0.10.100') })).toBeNull();
-    // '' is "port unknown": not a shared port at its limit
-    expect(call({ type: DhcpMsg.DISCOVER, mac: MAC_C })).not.toBeNull();
-    expect(call({ type: DhcpMsg.DISCOVER, mac: 0x525400000004 })).not.toBeNull();
   });
 });
 
