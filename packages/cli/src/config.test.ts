@@ -13,11 +13,15 @@ function errorOf(text: string): string {
 }
 
 describe('config', () => {
-  it('the built-in default is one empty bridge br0', () => {
+  it('the built-in default is a NAT lab: bridge br0, router r0 with VLAN 10 and 20 networks', () => {
     const c = defaultConfig();
     expect(Object.keys(c.bridges)).toEqual(['br0']);
     expect(c.bridges.br0).toMatchObject({ ageing: 300, maxMacs: 8192, ports: {}, fdb: [] });
     expect(c.control.mode).toBe('0600');
+    expect(c.routers.r0.uplink).toMatchObject({ interface: 'vswup0', address: '172.31.255.2/24' });
+    expect(Object.entries(c.routers.r0.networks).map(([n, v]) => [n, v.vlan, v.address])).toEqual([
+      ['net10', 10, '10.0.10.1/24'], ['net20', 20, '10.0.20.1/24'],
+    ]);
   });
 
   it('accepts every port and VLAN form and fills defaults', () => {

@@ -1,7 +1,7 @@
 /*
  * The config file: YAML, validated with a schema. Every error names the file, the
  * key path and the line, and nothing is applied unless the whole file is valid.
- * The built-in default (no --config) is one empty bridge, br0.
+ * The built-in default (no --config) is the lab of DEFAULT_CONFIG_YAML.
  */
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
@@ -203,9 +203,27 @@ export function maskOf(ip: number, prefix: number): number {
 export type PortConfig = z.infer<typeof PortSchema>;
 export type BridgeConfig = z.infer<typeof BridgeSchema>;
 
-export const DEFAULT_CONFIG_YAML = `# vswitch built-in default: one bridge, no ports (add them with 'vswitch addif').
+export const DEFAULT_CONFIG_YAML = `# vswitch built-in default: a lab in NAT mode.
+# One bridge; a router with two VLAN networks, each with a DHCP server, and NAT
+# to an uplink interface "vswup0" whenever it exists (the demo lab creates it as
+# a veth to an "internet" namespace). VMs join with: vswitch addif br0 NAME --vlan 10
+stateDir: /var/lib/vswitch
 bridges:
   br0: {}
+routers:
+  r0:
+    uplink: { interface: vswup0, address: 172.31.255.2/24, gateway: 172.31.255.1 }
+    networks:
+      net10:
+        bridge: br0
+        vlan: 10
+        address: 10.0.10.1/24
+        dhcp: { pool: ["10.0.10.100-10.0.10.199"], domain: vlan10.lab }
+      net20:
+        bridge: br0
+        vlan: 20
+        address: 10.0.20.1/24
+        dhcp: { pool: ["10.0.20.100-10.0.20.199"], domain: vlan20.lab }
 `;
 
 export class ConfigError extends VswitchError {

@@ -103,11 +103,12 @@ function need(w: Record<string, string | true>, key: string, usage: string): str
 
 program.command('daemon')
   .description('run the switch daemon in the foreground')
-  .option('--config <file>', 'YAML config file (default: built-in config, one empty bridge br0)')
+  .option('--config <file>', 'YAML config file (default: the built-in NAT lab config; see packages/cli/README.md)')
+  .option('--state-dir <dir>', 'where leases and runtime port forwards are kept (default from config: /var/lib/vswitch)')
   .option('--log-level <level>', 'trace, debug, info, warn, error')
   .option('--metrics <host:port>', 'Prometheus endpoint (default from config: 127.0.0.1:9464; "off" disables)')
-  .action(async (o: { config?: string; logLevel?: 'info'; metrics?: string }) => {
-    await runDaemon({ config: o.config, socket: program.opts().socket, logLevel: o.logLevel, metricsListen: o.metrics });
+  .action(async (o: { config?: string; logLevel?: 'info'; metrics?: string; stateDir?: string }) => {
+    await runDaemon({ config: o.config, socket: program.opts().socket, logLevel: o.logLevel, metricsListen: o.metrics, stateDir: o.stateDir });
   });
 
 program.command('reload').description('re-read the daemon\'s config file and apply the difference (as SIGHUP)')

@@ -12,7 +12,8 @@
  * From the uplink, packets for the public address go through NAPT's inbound side
  * to the inside host's network. Echo requests to the public address are answered.
  *
- * One timer (1 s) drives NAPT expiry and DHCP lease expiry.
+ * One timer (1 s) drives NAPT expiry, DHCP lease expiry, and re-attaching an
+ * uplink whose interface is missing or was lost.
  */
 import {
   ETH_HLEN, ICMP_TYPE, IPPROTO, checksum, formatIp4, ip4Dst, ip4HeaderLen, ip4Src, readMac, write16, write32,
@@ -84,6 +85,7 @@ export class Router {
 
   /** Expiry of NAPT sessions and DHCP leases; called every second. */
   tick(): void {
+    this.uplink?.poll();
     this.napt?.table.expire(this.opts.clock());
     const wall = (this.opts.wallClock ?? Date.now)();
     for (const net of this.networks.values()) net.opts.dhcp?.expire(wall);

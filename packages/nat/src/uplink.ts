@@ -8,7 +8,13 @@
  * destination itself when it is on the uplink subnet), and announces itself with a
  * gratuitous ARP when it comes up. IPv4 packets addressed to it go to `onIp`
  * (NAPT's inbound side), translated in place in the receive ring.
+ *
+ * The interface need not exist when the daemon starts, and may vanish and come
+ * back (a NIC reset, a veth recreated): `poll()`, called every second by the
+ * router, attaches whenever it is there and not yet attached; the uplink is
+ * 'waiting' meanwhile, and every attach is announced with a gratuitous ARP.
  */
+import * as netdev from '@vswitch/netdev';
 import {
   ARP_REPLY, ARP_REQUEST, ETH_HLEN, IPV4_OK, MAC_BROADCAST, type PortRx, arpOper, arpSha, arpSpa, arpTpa,
   checkArp, checkIpv4, etherType, formatIp4, formatMac, ip4Dst, ip4TotalLen, readMac,
@@ -42,7 +48,10 @@ export class Uplink {
   readonly counters: UplinkCounters = { rxFrames: 0, txFrames: 0, txErrors: 0, arpReplies: 0, ignored: 0, malformed: 0, noRoute: 0 };
   readonly mask: number;
   up = false;
-  downReason = '';
+  downReason = 'not started';
+  /** Times the interface was attached, and lost. */
+  attaches = 0;
+  downEvents = 0;
   /** IPv4 packets addressed to the uplink address: buf[ipOff..ipOff+ipLen), with room for a header before. */
   onIp: (buf: Uint8Array, ipOff: number, ipLen: number) => void = () => {};
   #io: AttachIo | undefined;
@@ -55,8 +64,26 @@ export class Uplink {
 
   get ip(): number { return this.opts.address; }
 
+  /** Attaches now if the interface exists; otherwise `poll()` keeps trying. */
   start(): void {
-    const io = new AttachIo(this.opts.ifname);
+    this.poll();
+  }
+
+  /** Attaches the interface if it is present and we are not attached. Returns whether up. */
+  poll(): boolean {
+    if (this.up) return true;
+    if (netdev.ifIndex(this.opts.ifname) === 0) {
+      this.downReason = `waiting for interface ${this.opts.ifname}`;
+      return false;
+    }
+    this.#io?.close();
+    let io: AttachIo;
+    try {
+      io = new AttachIo(this.opts.ifname);
+    } catch (e) {
+      this.downReason = `cannot attach ${this.opts.ifname}: ${(e as Error).message}`;
+      return false;
+    }
     this.#io = io;
     const rx: PortRx = {
       batch: (buf, offs, lens, count) => {
@@ -66,11 +93,15 @@ export class Uplink {
       gone: (_errno, why) => {
         this.up = false;
         this.downReason = why;
+        this.downEvents++;
       },
     };
     io.start(rx);
     this.up = true;
+    this.downReason = '';
+    this.attaches++;
     this.announce();
+    return true;
   }
 
   close(): void {

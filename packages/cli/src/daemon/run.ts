@@ -21,10 +21,13 @@ export interface DaemonOptions {
   logLevel?: LogLevel;
   /** Overrides metrics.listen from the config ("off" disables). */
   metricsListen?: string;
+  /** Overrides stateDir from the config. */
+  stateDir?: string;
 }
 
 export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const cfg: Config = opts.config ? loadConfig(opts.config) : defaultConfig();
+  if (opts.stateDir) cfg.stateDir = opts.stateDir;
   const log = makeLogger(opts.logLevel ?? cfg.log.level);
   const socketPath = opts.socket ?? process.env.VSWITCH_SOCKET ?? cfg.control.socket ?? DEFAULT_SOCKET;
   const sw = new Vswitch(log);
@@ -34,6 +37,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     if (!opts.config) throw new VswitchError('EINVAL', 'the daemon runs on the built-in config: nothing to reload');
     try {
       const next = loadConfig(opts.config);
+      if (opts.stateDir) next.stateDir = opts.stateDir;
       const changes = sw.reload(next, (ifname) => netdev.ifIndex(ifname) > 0);
       if (!opts.logLevel && log.level !== next.log.level) {
         log.level = next.log.level;

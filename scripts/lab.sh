@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The demo lab, on the daemon's built-in default config (NAT mode):
+#
+#   vm1 ─┐ VLAN 10 (DHCP 10.0.10.0/24) ─┐
+#   vm2 ─┘                               ├─ router r0 ── uplink vswup0 ══ veth ══ "internet" ns
+#   vm3 ── VLAN 20 (DHCP 10.0.20.0/24) ─┘    (NAT)       172.31.255.2          172.31.255.1, web server
+#
+# The VMs are network namespaces on TAP ports of bridge br0 and get their
+# addresses by DHCP (busybox udhcpc). Then: same-VLAN VMs reach each other,
+# other-VLAN ones do not, a VM fetches the web page through NAT, and the switch's
+# views are printed. Runs until Ctrl-C, or for --duration SECONDS (0: exit after
+# the checks), and removes everything it created. Exit status 0 iff all checks passed.
+# Expects a built tree (scripts/demo.sh runs setup first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=-1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration="$2"; shift 2 ;;
+    --duration=*) duration="${1#*=}"; shift ;;
+    *) echo "usage: lab.sh [--duration SECONDS]" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "lab: must run as root (it creates TAP devices and network namespaces)" >&2; exit 1; }
+if ip link show vswup0 >/dev/null 2>&1; then
+  echo "lab: an interface vswup0 exists already (another lab running?); the built-in config's uplink is vswup0" >&2
+  exit 1
+fi
+
+run=$(head -c2 /dev/urandom | od -An -tx1 | tr -d ' \n')
+dir=$(mktemp -d "/tmp/vswitch-lab.$run.XXXX")
+export VSWITCH_SOCKET="$dir/vswitch.sock"
+vswitch() { node packages/cli/dist/main.js "$@"; }
+metrics=127.0.0.1:9464
+if ss -Hltn "sport = :9464" | grep -q .; then metrics=127.0.0.1:$((20000 + 0x$run % 20000)); fi
+inet="l$run-inet"
+daemon_pid=""; web_pid=""
+
+cleanup() {
+  set +e
+  [ -n "$web_pid" ] && kill "$web_pid" 2>/dev/null
+  [ -n "$daemon_pid" ] && kill -TERM "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+  for ns in "l$run-vm1" "l$run-vm2" "l$run-vm3" "$inet"; do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
+    ip netns del "$ns" 2>/dev/null
+  done
+  ip link del vswup0 2>/dev/null
+  rm -rf "$dir"
+  echo "lab: cleaned up"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== the \"internet\": namespace $inet, 172.31.255.1/24, web server on port 80"
+ip netns add "$inet"
+ip link add vswup0 type veth peer name up1 netns "$inet"
+ip link set vswup0 up
+ip -n "$inet" link set lo up
+ip -n "$inet" link set up1 up
+ip -n "$inet" addr add 172.31.255.1/24 dev up1
+mkdir -p "$dir/www" && echo "hello from the internet namespace" > "$dir/www/index.html"
+ip netns exec "$inet" busybox httpd -f -p 172.31.255.1:80 -h "$dir/www" &
+web_pid=$!
+
+echo "== vswitch daemon on the built-in default config (metrics on http://$metrics/metrics)"
+node packages/cli/dist/main.js daemon --state-dir "$dir/state" --metrics "$metrics" 2>"$dir/daemon.log" &
+daemon_pid=$!
+for _ in $(seq 100); do vswitch show >/dev/null 2>&1 && break; sleep 0.1; done
+vswitch show >/dev/null || { cat "$dir/daemon.log"; exit 1; }
+
+# udhcpc has no default script here: this one applies the lease and records it.
+cat > "$dir/udhcpc.sh" <<'SCRIPT'
+#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    echo "$ip" > "$LEASE_FILE" ;;
+esac
+SCRIPT
+chmod +x "$dir/udhcpc.sh"
+
+vm() { # vm N VLAN
+  local ns="l$run-vm$1" tap="l$run-t$1"
+  vswitch addif br0 "$tap" --vlan "$2"
+  ip netns add "$ns"
+  ip link set "$tap" netns "$ns"
+  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link set "$tap" up
+  LEASE_FILE="$dir/vm$1.ip" ip netns exec "$ns" busybox udhcpc -i "$tap" -n -q -t 5 -T 1 -s "$dir/udhcpc.sh" >/dev/null 2>&1 || true
+  printf '   vm%s (VLAN %s): %s\n' "$1" "$2" "$(cat "$dir/vm$1.ip" 2>/dev/null || echo 'no DHCP lease')"
+}
+echo "== three VMs get addresses by DHCP"
+vm 1 10
+vm 2 10
+vm 3 20
+ip_of() { cat "$dir/vm$1.ip" 2>/dev/null || echo 0.0.0.0; }
+
+ok=0
+check() { # check DESCRIPTION EXPECTED COMMAND...
+  local what="$1" want="$2"; shift 2
+  if "$@" >/dev/null 2>&1; then got=yes; else got=no; fi
+  printf '   %-52s %-3s (expected %s)\n' "$what" "$got" "$want"
+  [ "$got" = "$want" ] || ok=1
+}
+echo "== checks"
+check "vm1 has a VLAN 10 address" yes grep -q '^10\.0\.10\.' "$dir/vm1.ip"
+check "vm3 has a VLAN 20 address" yes grep -q '^10\.0\.20\.' "$dir/vm3.ip"
+check "vm1 -> vm2 (same VLAN)" yes ip netns exec "l$run-vm1" busybox ping -c 2 -W 1 "$(ip_of 2)"
+check "vm1 -> vm3 (other VLAN)" no ip netns exec "l$run-vm1" busybox ping -c 2 -W 1 "$(ip_of 3)"
+check "vm1 -> its gateway 10.0.10.1" yes ip netns exec "l$run-vm1" busybox ping -c 2 -W 1 10.0.10.1
+check "vm3 -> internet host 172.31.255.1 (through NAT)" yes ip netns exec "l$run-vm3" busybox ping -c 2 -W 1 172.31.255.1
+page=$(ip netns exec "l$run-vm1" timeout 5 busybox wget -q -O - http://172.31.255.1/ 2>/dev/null || true)  # (busybox 1.35 wget -T segfaults)
+check "vm1 fetches http://172.31.255.1/ through NAT" yes test "$page" = "hello from the internet namespace"
+echo "   page: $page"
+
+echo "== vswitch show";           vswitch show
+echo "== vswitch dhcp leases";    vswitch dhcp leases
+echo "== vswitch nat sessions";   vswitch nat sessions
+echo "== vswitch router show";    vswitch router show
+echo "== metrics: curl http://$metrics/metrics   (control socket: VSWITCH_SOCKET=$VSWITCH_SOCKET)"
+if [ $ok = 0 ]; then echo "lab: all checks passed"; else echo "lab: SOME CHECKS FAILED"; fi
+
+if [ "$duration" -gt 0 ]; then
+  echo "== running for $duration s"; sleep "$duration"
+elif [ "$duration" -lt 0 ]; then
+  echo "== running; Ctrl-C to stop"; while :; do sleep 3600; done
+fi
+exit $ok
