@@ -19,6 +19,12 @@ describe('demo lab (scripts/lab.sh, run by npm run demo)', () => {
     expect(out).toMatch(/bridge name\s+macs\s+port/);
     expect(out).toMatch(/net10\s+10\.0\.10\.\d+\s+[0-9a-f:]{17}\s+bound/);
     expect(out).toMatch(/metrics: curl http:\/\/127\.0\.0\.1:\d+\/metrics/);
+    // Router series from the live daemon: two leases on VLAN 10, one on VLAN 20, the uplink up.
+    expect(out).toMatch(/^vswitch_dhcp_active_leases\{router="r0",network="net10",vlan="10"\} 2$/m);
+    expect(out).toMatch(/^vswitch_dhcp_active_leases\{router="r0",network="net20",vlan="20"\} 1$/m);
+    expect(out).toMatch(/^vswitch_dhcp_messages_total\{router="r0",network="net10",vlan="10",type="ack"\} [2-9]/m);
+    expect(out).toMatch(/^vswitch_router_uplink_up\{router="r0",interface="vswup0"\} 1$/m);
+    expect(out).toMatch(/^vswitch_nat_sessions\{router="r0",proto="tcp"\} [1-9]/m);
     expect(out).toContain('lab: cleaned up');
     const left = await shr('ip -br link show vswup0; ip netns list');
     expect(left.stdout).not.toMatch(/vswup0|l[0-9a-f]{4}-(vm\d|inet)/);

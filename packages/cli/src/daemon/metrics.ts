@@ -27,7 +27,9 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DROP_REASONS, type Bridge, type Port } from '@vswitch/switch';
+import { DHCP_REASONS, NAPT_RESULTS, type RouterNetwork } from '@vswitch/nat';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import type { ManagedRouter } from './routers.js';
 import type { Logger } from './log.js';
 import type { Vswitch } from './service.js';
 
@@ -233,6 +235,93 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
   perBridge('vswitch_bridge_log_events_suppressed_total',
     'Events (MAC moved, MAC limit reached, MACs aged) not logged because the bridge\'s log budget (20 per second) was spent.',
     (br) => br.eventsSuppressed);
+
+  /* ---------- routers (NAT mode): absent when no router is configured ---------- */
+  const routerList = (): ManagedRouter[] => [...sw.routers.values()];
+  const networks = (): { mr: ManagedRouter; net: RouterNetwork; labels: Labels }[] => routerList().flatMap((mr) =>
+    [...mr.router.networks.values()].map((net) => ({ mr, net, labels: { router: mr.name, network: net.name, vlan: net.opts.vlan } })));
+  const NET_LABELS = ['router', 'network', 'vlan'];
+
+  counter('vswitch_dhcp_messages_total',
+    'DHCP messages by type: received (discover, request, decline, release, inform) and sent (offer, ack, nak).',
+    [...NET_LABELS, 'type'], (emit) => {
+      for (const { net, labels } of networks()) {
+        const c = net.opts.dhcp?.counters;
+        if (c === undefined) continue;
+        for (const [type, v] of [['discover', c.discovers], ['offer', c.offers], ['request', c.requests], ['ack', c.acks],
+          ['nak', c.naks], ['decline', c.declines], ['release', c.releases], ['inform', c.informs]] as const) {
+          emit({ ...labels, type }, v);
+        }
+      }
+    });
+  counter('vswitch_dhcp_dropped_total',
+    `DHCP requests not answered, by reason (${DHCP_REASONS.join(', ')}). pool_exhausted and port_limit are the starvation signals.`,
+    [...NET_LABELS, 'reason'], (emit) => {
+      for (const { net, labels } of networks()) {
+        const c = net.opts.dhcp?.counters;
+        if (c !== undefined) for (const reason of DHCP_REASONS) emit({ ...labels, reason }, c.dropped[reason]);
+      }
+    });
+  gauge('vswitch_dhcp_active_leases', 'Bound DHCP leases that have not expired.', NET_LABELS, (emit) => {
+    const now = Date.now();
+    for (const { net, labels } of networks()) {
+      const d = net.opts.dhcp;
+      if (d !== undefined) emit(labels, d.leases(now).filter((l) => l.state === 'bound').length);
+    }
+  });
+  gauge('vswitch_dhcp_pool_size', 'Addresses in the network\'s DHCP pools (reservations not included).', NET_LABELS, (emit) => {
+    for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.poolSize);
+  });
+  counter('vswitch_router_packets_total',
+    'IPv4 packets the router routed, by path: between (network to network), to_uplink and from_uplink (through NAPT), '
+    + 'hairpin; and refused: prohibited (networks not interconnected), no_route, ttl_exceeded, nat_dropped (see vswitch_nat_packets_total).',
+    ['router', 'path'], (emit) => {
+      for (const mr of routerList()) {
+        const c = mr.router.counters;
+        for (const [path, v] of [['between', c.routedBetween], ['to_uplink', c.toUplink], ['from_uplink', c.fromUplink],
+          ['hairpin', c.hairpinned], ['prohibited', c.prohibited], ['no_route', c.noRoute], ['ttl_exceeded', c.ttlExceeded],
+          ['nat_dropped', c.naptDropped]] as const) {
+          emit({ router: mr.name, path }, v);
+        }
+      }
+    });
+  gauge('vswitch_router_uplink_up', '1 while the router\'s uplink interface is attached, 0 while it is missing or lost.',
+    ['router', 'interface'], (emit) => {
+      for (const mr of routerList()) {
+        const u = mr.router.uplink;
+        if (u !== undefined) emit({ router: mr.name, interface: u.opts.ifname }, u.up ? 1 : 0);
+      }
+    });
+  const napts = (): ManagedRouter[] => routerList().filter((mr) => mr.router.napt !== undefined);
+  gauge('vswitch_nat_sessions', 'Active NAPT sessions by protocol.', ['router', 'proto'], (emit) => {
+    for (const mr of napts()) {
+      const b = mr.router.napt!.table.stats().byProto;
+      for (const proto of ['tcp', 'udp', 'icmp'] as const) emit({ router: mr.name, proto }, b[proto]);
+    }
+  });
+  counter('vswitch_nat_sessions_created_total', 'NAPT sessions created.', ['router'], (emit) => {
+    for (const mr of napts()) emit({ router: mr.name }, mr.router.napt!.table.stats().created);
+  });
+  counter('vswitch_nat_sessions_expired_total', 'NAPT sessions removed after their idle timeout.', ['router'], (emit) => {
+    for (const mr of napts()) emit({ router: mr.name }, mr.router.napt!.table.stats().expired);
+  });
+  counter('vswitch_nat_sessions_refused_total',
+    'New flows refused, by reason: table_full (maxSessions), host_limit (maxSessionsPerHost), no_port (public ports exhausted).',
+    ['router', 'reason'], (emit) => {
+      for (const mr of napts()) {
+        const r = mr.router.napt!.table.stats().refused;
+        for (const reason of ['table_full', 'host_limit', 'no_port'] as const) emit({ router: mr.name, reason }, r[reason]);
+      }
+    });
+  counter('vswitch_nat_packets_total',
+    'Packets through NAPT by result: ok and hairpin are translated, local is for the router itself, every other result is '
+    + `a drop reason (${NAPT_RESULTS.slice(3).join(', ')}).`,
+    ['router', 'result'], (emit) => {
+      for (const mr of napts()) {
+        const counts = mr.router.napt!.counts;
+        for (let i = 0; i < NAPT_RESULTS.length; i++) emit({ router: mr.name, result: NAPT_RESULTS[i] }, counts[i]);
+      }
+    });
 
   return reg;
 }

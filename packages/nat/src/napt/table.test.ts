@@ -460,3 +460,19 @@ describe('expiry model (fast-check)', () => {
     }), { numRuns: 300 });
   });
 });
+
+describe('sessions by protocol (for metrics)', () => {
+  it('counts live sessions per protocol through creation, expiry and flush', () => {
+    const t = new NaptTable();
+    open(t, TCP, VM1, 40000, R1, 443);
+    open(t, UDP, VM1, 5000, R1, 53);
+    open(t, UDP, VM2, 5000, R2, 53);
+    open(t, ICMP, VM2, 7, R1, 0);
+    expect(t.stats().byProto).toEqual({ tcp: 1, udp: 2, icmp: 1 });
+    // ICMP (60 s) and a SYN-only TCP session (240 s) expire before UDP (300 s).
+    t.expire(T0 + 250 * SEC);
+    expect(t.stats().byProto).toEqual({ tcp: 0, udp: 2, icmp: 0 });
+    t.flushAll();
+    expect(t.stats().byProto).toEqual({ tcp: 0, udp: 0, icmp: 0 });
+  });
+});

@@ -319,6 +319,7 @@ export interface NaptSessionView {
 
 export interface NaptTableStats {
   sessions: number;
+  byProto: Record<NaptProto, number>;
   mappings: number;
   hosts: number;
   created: number;
@@ -338,6 +339,8 @@ export class NaptTable {
   #ranges: PortRange[];
   #timeoutMs: { udp: number; est: number; trans: number; icmp: number };
   #sessions = 0;
+  /** Live sessions per protocol index (tcp, udp, icmp). */
+  readonly #byProto = [0, 0, 0];
   #mappings = 0;
   #created = 0;
   #expired = 0;
@@ -375,6 +378,7 @@ export class NaptTable {
   stats(): NaptTableStats {
     return {
       sessions: this.#sessions, mappings: this.#mappings, hosts: this.#hosts.size,
+      byProto: { tcp: this.#byProto[0], udp: this.#byProto[1], icmp: this.#byProto[2] },
       created: this.#created, expired: this.#expired, flushed: this.#flushed, refused: { ...this.refused },
     };
   }
@@ -461,6 +465,7 @@ export class NaptTable {
     }
     m.host.sessions++;
     this.#sessions++;
+    this.#byProto[m.proto]++;
     this.#created++;
     s.expiresAt = now + (m.proto === 0 ? this.#timeoutMs.trans : m.proto === 1 ? this.#timeoutMs.udp : this.#timeoutMs.icmp);
     this.#push(s, s.expiresAt);
@@ -594,6 +599,7 @@ export class NaptTable {
     this.#heapS.length = 0;
     this.#heapK.length = 0;
     this.#sessions = 0;
+    this.#byProto.fill(0);
     this.#mappings = 0;
     this.#flushed += n;
     return n;
@@ -693,6 +699,7 @@ export class NaptTable {
     m.sessions--;
     m.host.sessions--;
     this.#sessions--;
+    this.#byProto[m.proto]--;
     if (m.sessions === 0) {
       const h = m.host;
       h.maps[m.proto].delete(m.insidePort);
