@@ -16,7 +16,7 @@
  */
 import {
   ARP_REPLY, ARP_REQUEST, ETH_HLEN, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx,
-  arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, checksum, etherType, formatIp4,
+  arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, checksum, etherType, formatIp4, formatMac,
   ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, ip4TotalLen, readMac, udpDport, write16, write32,
 } from '@vswitch/switch';
 import { ArpCache } from './arp-cache.js';
@@ -38,7 +38,13 @@ export interface NetworkOptions {
   dhcp?: DhcpServer;
   /** Which bridge port a MAC was learned on, for per-port DHCP policy. */
   portOf?: (mac: number) => string;
+  /** Lease granted or refused; the router bounds how many reach the log. */
+  onEvent?: (e: NetworkEvent) => void;
 }
+
+export type NetworkEvent =
+  | { event: 'dhcp_ack'; network: string; ip: string; mac: string; port: string }
+  | { event: 'dhcp_nak'; network: string; mac: string; port: string };
 
 export interface NetworkCounters {
   rxFrames: number;
@@ -249,7 +255,12 @@ export class RouterNetwork implements PortIo {
     if (typeof r === 'string') return; // handled silently, or refused (counted by the server)
     // The server resolved RFC 2131 4.1 addressing (unicast to ciaddr, broadcast, or yiaddr at chaddr).
     const n = udpFrame(this.#out, r.dstMac, this.mac, this.ip, r.dstIp, 67, 68, this.#dhcpOut, r.payloadLen);
-    if (r.type === DhcpMsg.ACK && r.yiaddr !== 0) this.arp.learn(r.yiaddr, r.chaddr);
+    if (r.type === DhcpMsg.ACK && r.yiaddr !== 0) {
+      this.arp.learn(r.yiaddr, r.chaddr);
+      this.opts.onEvent?.({ event: 'dhcp_ack', network: this.name, ip: formatIp4(r.yiaddr), mac: formatMac(r.chaddr), port: port ?? '' });
+    } else if (r.type === DhcpMsg.NAK) {
+      this.opts.onEvent?.({ event: 'dhcp_nak', network: this.name, mac: formatMac(r.chaddr), port: port ?? '' });
+    }
     this.counters.dhcpReplies++;
     this.emit(this.#out, 0, n);
   }

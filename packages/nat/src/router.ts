@@ -19,7 +19,7 @@ import {
   ETH_HLEN, ICMP_TYPE, IPPROTO, checksum, formatIp4, ip4Dst, ip4HeaderLen, ip4Src, readMac, write16, write32,
 } from '@vswitch/switch';
 import { icmpErrorFrame } from './frames.js';
-import { type RouterNetwork } from './network.js';
+import { type NetworkEvent, type RouterNetwork } from './network.js';
 import { Napt, NaptResult, ip4DecrementTtl } from './napt/translate.js';
 import type { NaptTableOptions } from './napt/table.js';
 import { Uplink, type UplinkOptions } from './uplink.js';
@@ -34,7 +34,13 @@ export interface RouterOptions {
   napt?: NaptTableOptions;
   /** Pairs of network names that may route to each other. */
   interconnect?: [string, string][];
+  /** Events worth a log line (leases granted, leases expired); at most EVENT_BUDGET_PER_SEC a second. */
+  onEvent?: (e: RouterEvent) => void;
 }
+
+export type RouterEvent = NetworkEvent | { event: 'dhcp_expired'; network: string; count: number } | { event: 'events_suppressed'; count: number };
+
+export const ROUTER_EVENT_BUDGET_PER_SEC = 20;
 
 export interface RouterCounters {
   routedBetween: number;
@@ -56,6 +62,8 @@ export class Router {
   };
   readonly #pairs = new Set<string>();
   readonly #icmp = Buffer.alloc(600);
+  #eventBudget = ROUTER_EVENT_BUDGET_PER_SEC;
+  #suppressed = 0;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(readonly opts: RouterOptions) {
@@ -74,6 +82,7 @@ export class Router {
 
   addNetwork(net: RouterNetwork): void {
     this.networks.set(net.name, net);
+    net.opts.onEvent = (e) => this.#event(e);
     net.route = (from, buf, ipOff, ipLen) => this.#route(from, buf, ipOff, ipLen);
   }
 
@@ -88,7 +97,22 @@ export class Router {
     this.uplink?.poll();
     this.napt?.table.expire(this.opts.clock());
     const wall = (this.opts.wallClock ?? Date.now)();
-    for (const net of this.networks.values()) net.opts.dhcp?.expire(wall);
+    for (const net of this.networks.values()) {
+      const n = net.opts.dhcp?.expire(wall) ?? 0;
+      if (n > 0) this.#event({ event: 'dhcp_expired', network: net.name, count: n });
+    }
+    if (this.#suppressed > 0) this.opts.onEvent?.({ event: 'events_suppressed', count: this.#suppressed });
+    this.#suppressed = 0;
+    this.#eventBudget = ROUTER_EVENT_BUDGET_PER_SEC;
+  }
+
+  #event(e: RouterEvent): void {
+    if (this.#eventBudget <= 0) {
+      this.#suppressed++;
+      return;
+    }
+    this.#eventBudget--;
+    this.opts.onEvent?.(e);
   }
 
   close(): void {

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
   DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, deserializeForwards, ensureStateDir, formatForward,
-  parseForward, readStateFile, serializeForwards, writeStateFile, type PortForward,
+  parseForward, readStateFile, serializeForwards, writeStateFile, type PortForward, type RouterEvent,
 } from '@vswitch/nat';
 import { type Bridge, VlanPolicy, parseIp4, parseMac } from '@vswitch/switch';
 import { type RouterConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
@@ -34,6 +34,7 @@ export class ManagedRouter {
     readonly stateDir: string,
     bridgeOf: (name: string) => Bridge,
     addPort: (bridge: string, name: string, net: RouterNetwork, vlan: VlanPolicy) => void,
+    onEvent: (e: RouterEvent) => void = () => {},
   ) {
     ensureStateDir(stateDir);
     this.#forwardsFile = join(stateDir, `forwards-${name}.json`);
@@ -59,6 +60,7 @@ export class ManagedRouter {
         icmpTimeoutSec: rc.nat.icmpTimeout,
       },
       interconnect: rc.interconnect,
+      onEvent: (e) => onEvent(e),
     });
     for (const [nname, n] of Object.entries(rc.networks)) {
       const c = parseCidr(n.address)!;

@@ -172,7 +172,7 @@ export class Vswitch {
         this.bridge(bname).addPort(pname, net, { vlan });
         this.#owner.set(pname, bname);
         added.push([bname, pname]);
-      });
+      }, (e) => this.log.info({ router: name, ...e }, e.event));
       mr.start();
     } catch (e) {
       for (const [bname, pname] of added) {
