@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PNPM_VERSION=12.4.2
-APT_PACKAGES=(iproute2 tcpdump python3-scapy busybox iperf3 socat ethtool util-linux procps make g++ python3 prometheus isc-dhcp-client dhcpcd-base)
+APT_PACKAGES=(iproute2 tcpdump python3-scapy busybox iperf3 socat ethtool util-linux procps make g++ python3 prometheus isc-dhcp-client dhcpcd-base dnsmasq-base)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
