@@ -61,8 +61,8 @@ bridges:
 
   it('reports unknown keys, bad enums, missing fields and cross references', () => {
     expect(errorOf('bridges:\n  br0:\n    agening: 3\n')).toMatch(/bridges\.br0 \(line 3\): unknown key agening/);
-    expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { type: veth }\n')).toMatch(/bridges\.br0\.ports\.vm1\.type \(line 4\): must be tap or attach/);
-    expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { vlan: { mode: access, vid: 3 } }\n')).toMatch(/bridges\.br0\.ports\.vm1\.type \(line 4\): must be tap or attach/);
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { type: veth }\n')).toMatch(/bridges\.br0\.ports\.vm1\.type \(line 4\): must be tap, attach or socket/);
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { vlan: { mode: access, vid: 3 } }\n')).toMatch(/bridges\.br0\.ports\.vm1\.type \(line 4\): must be tap, attach or socket/);
     expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { type: tap, vlan: { mode: tagged } }\n')).toMatch(/bridges\.br0\.ports\.vm1\.vlan\.mode \(line 4\): must have mode/);
     expect(errorOf('bridges:\n  br0:\n    fdb:\n      - { mac: "02:00:00:00:00:01", port: nope }\n')).toMatch(/bridges\.br0\.fdb\.0\.port \(line 4\): no port nope in bridge br0/);
     expect(errorOf('bridges:\n  br0:\n    fdb:\n      - { mac: "zz", port: a }\n')).toMatch(/bridges\.br0\.fdb\.0\.mac \(line 4\): must be a MAC address/);

@@ -25,11 +25,28 @@ const VlanSpec = z.discriminatedUnion('mode', [
 ], { error: 'must have mode: access, trunk or hybrid' });
 
 const PortSchema = z.strictObject({
-  type: z.enum(['tap', 'attach'], { error: 'must be tap or attach' }),
+  type: z.enum(['tap', 'attach', 'socket'], { error: 'must be tap, attach or socket' }),
   persistent: z.boolean().default(false),
-  /** tap only: uid/gid allowed to open the device (TUNSETOWNER/TUNSETGROUP), e.g. for an unprivileged QEMU. */
+  /**
+   * tap: uid/gid allowed to open the device (TUNSETOWNER/TUNSETGROUP); socket: owner
+   * and group of the socket file. E.g. for an unprivileged QEMU.
+   */
   owner: z.number().int().min(0).optional(),
   group: z.number().int().min(0).optional(),
+  /** socket only: the Unix socket the daemon listens on for the VM (QEMU -netdev stream). */
+  path: z.string().min(1).max(107, 'must be at most 107 bytes (sun_path)').regex(/^\//, 'must be an absolute path').optional(),
+  /** socket only: mode of the socket file (default "0600"). */
+  mode: z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0600"').optional(),
+  /**
+   * socket only: the daemon connects to `path`, where QEMU listens (-netdev stream,server=on),
+   * and reconnects after either side restarts; default false: the daemon listens.
+   */
+  connect: z.boolean().optional(),
+  /**
+   * tap: guest offloads (virtio-net header, TSO, checksum); attach: GSO frames
+   * received whole rather than segmented on receive. Absent = on.
+   */
+  offload: z.boolean().optional(),
   vlan: VlanSpec.optional(),
   maxMacs: z.number().int().min(0).max(1_000_000).default(0),
 });
@@ -78,10 +95,17 @@ const ForwardSchema = z.strictObject({
 const RouterSchema = z.strictObject({
   uplink: z.strictObject({
     interface: IfName,
-    /** The router's own address on the uplink segment (the host's stack is not touched). */
-    address: Cidr,
+    /**
+     * The router's own address on the uplink segment (the host's stack is not
+     * touched), or "dhcp": obtained by the router's own DHCP client on the uplink,
+     * gateway included (option 3).
+     */
+    address: z.string().refine((s) => s === 'dhcp' || parseCidr(s) !== undefined,
+      'must be "dhcp" or an address with a prefix length, like 198.51.100.2/24'),
     gateway: Ip4.optional(),
     mac: Mac.optional(),
+    /** address: dhcp only: the hostname sent to the DHCP server (option 12). */
+    hostname: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/, 'must be a hostname label: letters, digits and -, at most 63').optional(),
   }).optional(),
   nat: z.strictObject({
     portRange: z.tuple([Port16, Port16]).default([1024, 65535]),
@@ -116,6 +140,7 @@ export const ConfigSchema = z.strictObject({
   routers: z.record(BridgeName, RouterSchema).default({}),
 }).superRefine((cfg, ctx) => {
   const owner = new Map<string, string>();
+  const socketPaths = new Map<string, string>();
   for (const [bname, br] of Object.entries(cfg.bridges)) {
     for (const pname of Object.keys(br.ports)) {
       const other = owner.get(pname);
@@ -123,6 +148,26 @@ export const ConfigSchema = z.strictObject({
         ctx.addIssue({ code: 'custom', path: ['bridges', bname, 'ports', pname], message: `port is already in bridge ${other}` });
       }
       owner.set(pname, bname);
+      const port = br.ports[pname];
+      const at = ['bridges', bname, 'ports', pname];
+      if (port.type === 'socket') {
+        if (port.path === undefined) ctx.addIssue({ code: 'custom', path: [...at, 'path'], message: 'is required for a socket port' });
+        if (port.persistent) ctx.addIssue({ code: 'custom', path: [...at, 'persistent'], message: 'applies to tap ports only (a socket port is listened on again at start)' });
+        if (port.connect === true) {
+          for (const k of ['mode', 'owner', 'group'] as const) {
+            if (port[k] !== undefined) ctx.addIssue({ code: 'custom', path: [...at, k], message: 'applies to a listening socket port only (with connect: true the socket file is QEMU\'s)' });
+          }
+        }
+        if (port.path !== undefined) {
+          const other = socketPaths.get(port.path);
+          if (other !== undefined) ctx.addIssue({ code: 'custom', path: [...at, 'path'], message: `is already the socket of port ${other}` });
+          socketPaths.set(port.path, pname);
+        }
+      } else {
+        if (port.path !== undefined) ctx.addIssue({ code: 'custom', path: [...at, 'path'], message: 'applies to socket ports only' });
+        if (port.mode !== undefined) ctx.addIssue({ code: 'custom', path: [...at, 'mode'], message: 'applies to socket ports only' });
+        if (port.connect !== undefined) ctx.addIssue({ code: 'custom', path: [...at, 'connect'], message: 'applies to socket ports only' });
+      }
       const v = br.ports[pname].vlan;
       if (v?.mode === 'hybrid' && v.vlans.filter((x) => x.pvid).length > 1) {
         ctx.addIssue({ code: 'custom', path: ['bridges', bname, 'ports', pname, 'vlan', 'vlans'], message: 'at most one VLAN may be the pvid' });
@@ -166,6 +211,12 @@ export const ConfigSchema = z.strictObject({
     r.interconnect.forEach((pair, i) => pair.forEach((n, k) => {
       if (!(n in r.networks)) issue(['routers', rname, 'interconnect', i, k], `no network ${n} in router ${rname}`);
     }));
+    if (r.uplink?.address === 'dhcp' && r.uplink.gateway !== undefined) {
+      issue(['routers', rname, 'uplink', 'gateway'], 'with address: dhcp the gateway comes from the DHCP server (option 3); remove it');
+    }
+    if (r.uplink !== undefined && r.uplink.address !== 'dhcp' && r.uplink.hostname !== undefined) {
+      issue(['routers', rname, 'uplink', 'hostname'], 'is sent to a DHCP server: only with address: dhcp');
+    }
     if (r.nat.portRange[0] > r.nat.portRange[1]) issue(['routers', rname, 'nat', 'portRange'], 'must be [low, high]');
     r.forwards.forEach((f, i) => {
       if (r.uplink === undefined) issue(['routers', rname, 'forwards', i], 'port forwards need an uplink');

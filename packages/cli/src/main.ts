@@ -3,6 +3,7 @@
  * `vswitch`: the daemon and the brctl/bridge(8)-style verbs that talk to it.
  * Exit status: 0 ok, 1 error (one line on stderr), 2 usage error.
  */
+import { resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import Table from 'cli-table3';
 import { request } from './client.js';
@@ -123,9 +124,33 @@ program.command('addbr').argument('<bridge>').description('create a bridge')
 program.command('delbr').argument('<bridge>').description('delete a bridge and its ports')
   .action(async (bridge: string) => { await call('delbr', { bridge }); });
 
+/**
+ * `--socket` is both the program's control-socket option and addif's port socket, and
+ * commander hands every occurrence to the program. For addif they are told apart by
+ * position: before the subcommand the control socket, after it the port's socket.
+ */
+function splitSocketArgs(argv: string[], sub: string): { control?: string; port?: string } {
+  const out: { control?: string; port?: string } = {};
+  let afterSub = false;
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') break;
+    let v: string | undefined;
+    if (a === '--socket') v = argv[++i];
+    else if (a.startsWith('--socket=')) v = a.slice('--socket='.length);
+    else if (!afterSub && a === sub) afterSub = true;
+    if (v !== undefined) out[afterSub ? 'port' : 'control'] = v;
+  }
+  return out;
+}
+
 program.command('addif').argument('<bridge>').argument('<ifname>')
-  .description('add a port: a TAP the daemon creates, or an existing interface with --attach')
+  .description('add a port: a TAP the daemon creates, an existing interface with --attach, or a QEMU socket with --socket')
   .option('--attach', 'attach an existing interface (NIC, veth, hypervisor TAP) via AF_PACKET')
+  .option('--socket <path>', 'a socket port: listen on this Unix socket for a VM (QEMU -netdev stream,addr.type=unix,addr.path=PATH); '
+    + 'the control socket then goes before addif or in VSWITCH_SOCKET')
+  .option('--mode <octal>', 'socket port: mode of the socket file (default 0600)')
+  .option('--connect', 'socket port: connect to PATH where QEMU listens (-netdev stream,server=on,...) and reconnect after restarts')
   .option('--persistent', 'TAP: keep the device when the daemon exits')
   .option('--vlan <vid>', 'access port in this VLAN')
   .option('--trunk <vids>', 'trunk port carrying these VLANs tagged (e.g. 10,20,100-110)')
@@ -141,7 +166,14 @@ program.command('addif').argument('<bridge>').argument('<ifname>')
         : undefined;
     const maxMacs = o.maxMacs !== undefined ? Number(o.maxMacs) : undefined;
     if (maxMacs !== undefined && !(Number.isInteger(maxMacs) && maxMacs >= 0)) throw new UsageError('--max-macs must be a non-negative integer');
-    await call('addif', { bridge, ifname, attach: o.attach === true, persistent: o.persistent === true, vlan, maxMacs });
+    const sockets = splitSocketArgs(process.argv, 'addif');
+    if (o.mode !== undefined && sockets.port === undefined) throw new UsageError('--mode needs --socket');
+    if (o.connect !== undefined && sockets.port === undefined) throw new UsageError('--connect needs --socket');
+    if (o.connect !== undefined && o.mode !== undefined) throw new UsageError('--connect and --mode exclude each other (the socket file is QEMU\'s)');
+    if (sockets.port !== undefined && (o.attach !== undefined || o.persistent !== undefined)) throw new UsageError('--socket excludes --attach and --persistent');
+    const control = sockets.control ?? process.env.VSWITCH_SOCKET ?? DEFAULT_SOCKET;
+    const socket = sockets.port !== undefined ? resolve(sockets.port) : undefined;
+    await request(control, 'addif', { bridge, ifname, attach: o.attach === true, persistent: o.persistent === true, vlan, maxMacs, socket, mode: o.mode, connect: o.connect === true });
   });
 
 program.command('delif').argument('<bridge>').argument('<ifname>').description('remove a port')

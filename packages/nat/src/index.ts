@@ -4,6 +4,7 @@ export * from './uplink.js';
 export * from './arp-cache.js';
 export * from './state-file.js';
 export * from './dhcp/server.js';
+export * from './dhcp/client.js';
 export * from './dhcp/leases.js';
 export * from './dhcp/wire.js';
 export * from './napt/translate.js';

@@ -17,7 +17,7 @@
 import {
   ARP_REPLY, ARP_REQUEST, ETH_HLEN, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx,
   arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, checksum, etherType, formatIp4, formatMac,
-  ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, ip4TotalLen, readMac, udpDport, write16, write32,
+  ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, ip4TotalLen, readMac, udpDport, udpLen, write16, write32,
 } from '@vswitch/switch';
 import { ArpCache } from './arp-cache.js';
 import { arpFrame, udpFrame, writeEth } from './frames.js';
@@ -210,7 +210,8 @@ export class RouterNetwork implements PortIo {
         this.counters.ignored++;
         return;
       }
-      if (proto === IPPROTO.UDP && checkUdp(f, l4, l4len) && udpDport(f, l4) === 67) this.#onDhcp(f, l4, l4len);
+      // The DHCP message is the UDP datagram's payload: UDP Length bounds it, not the IPv4 payload.
+      if (proto === IPPROTO.UDP && checkUdp(f, l4, l4len) && udpDport(f, l4) === 67) this.#onDhcp(f, l4, udpLen(f, l4));
       else if (dst === this.ip && proto === IPPROTO.ICMP && checkIcmp(l4len) && f[l4] === ICMP_TYPE.ECHO_REQUEST) this.#echoReply(f, ip, total);
       else this.counters.ignored++;
       return;
@@ -242,7 +243,7 @@ export class RouterNetwork implements PortIo {
     this.emit(f, 0, ETH_HLEN + total);
   }
 
-  #onDhcp(f: Uint8Array, l4: number, l4len: number): void {
+  #onDhcp(f: Uint8Array, l4: number, ulen: number): void {
     const dhcp = this.opts.dhcp;
     if (dhcp === undefined) {
       this.counters.ignored++;
@@ -251,7 +252,7 @@ export class RouterNetwork implements PortIo {
     this.counters.dhcpRequests++;
     const port = this.opts.portOf?.(readMac(f, 6)) || undefined;
     const now = (this.opts.wallClock ?? Date.now)();
-    const r = dhcp.handle(f, l4 + 8, l4len - 8, this.#dhcpOut, 0, { now, port });
+    const r = dhcp.handle(f, l4 + 8, ulen - 8, this.#dhcpOut, 0, { now, port });
     if (typeof r === 'string') return; // handled silently, or refused (counted by the server)
     // The server resolved RFC 2131 4.1 addressing (unicast to ciaddr, broadcast, or yiaddr at chaddr).
     const n = udpFrame(this.#out, r.dstMac, this.mac, this.ip, r.dstIp, 67, 68, this.#dhcpOut, r.payloadLen);

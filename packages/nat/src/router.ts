@@ -12,17 +12,18 @@
  * From the uplink, packets for the public address go through NAPT's inbound side
  * to the inside host's network. Echo requests to the public address are answered.
  *
- * One timer (1 s) drives NAPT expiry, DHCP lease expiry, and re-attaching an
- * uplink whose interface is missing or was lost.
+ * One timer (1 s) drives NAPT expiry, DHCP lease expiry, re-attaching an
+ * uplink whose interface is missing or was lost, and the uplink's own DHCP client
+ * (whose address becomes NAPT's public address when bound, 0 when lost).
  */
 import {
-  ETH_HLEN, ICMP_TYPE, IPPROTO, checksum, formatIp4, ip4Dst, ip4HeaderLen, ip4Src, readMac, write16, write32,
+  ETH_HLEN, ICMP_TYPE, IPPROTO, checksum, formatIp4, ip4Dst, ip4HeaderLen, ip4Src, ip4TotalLen, readMac, write16, write32,
 } from '@vswitch/switch';
 import { icmpErrorFrame } from './frames.js';
 import { type NetworkEvent, type RouterNetwork } from './network.js';
 import { Napt, NaptResult, ip4DecrementTtl } from './napt/translate.js';
 import type { NaptTableOptions } from './napt/table.js';
-import { Uplink, type UplinkOptions } from './uplink.js';
+import { Uplink, type UplinkEvent, type UplinkOptions } from './uplink.js';
 
 export interface RouterOptions {
   name: string;
@@ -30,7 +31,7 @@ export interface RouterOptions {
   clock: () => number;
   /** Wall-clock ms (DHCP leases). */
   wallClock?: () => number;
-  uplink?: Omit<UplinkOptions, 'clock'>;
+  uplink?: Omit<UplinkOptions, 'clock' | 'wallClock'>;
   napt?: NaptTableOptions;
   /** Pairs of network names that may route to each other. */
   interconnect?: [string, string][];
@@ -38,7 +39,7 @@ export interface RouterOptions {
   onEvent?: (e: RouterEvent) => void;
 }
 
-export type RouterEvent = NetworkEvent | { event: 'dhcp_expired'; network: string; count: number } | { event: 'events_suppressed'; count: number };
+export type RouterEvent = NetworkEvent | UplinkEvent | { event: 'dhcp_expired'; network: string; count: number } | { event: 'events_suppressed'; count: number };
 
 export const ROUTER_EVENT_BUDGET_PER_SEC = 20;
 
@@ -72,9 +73,13 @@ export class Router {
       this.#pairs.add(`${b}\0${a}`);
     }
     if (opts.uplink) {
-      this.uplink = new Uplink({ ...opts.uplink, clock: opts.clock });
-      this.napt = new Napt({ publicIp: opts.uplink.address, table: opts.napt });
+      this.uplink = new Uplink({ ...opts.uplink, clock: opts.clock, wallClock: opts.wallClock });
+      // With DHCP the uplink has no address yet (0: NAPT counts no_public_address until it is bound).
+      const napt = new Napt({ publicIp: this.uplink.ip, table: opts.napt });
+      this.napt = napt;
       this.uplink.onIp = (buf, ipOff, ipLen) => this.#fromUplink(buf, ipOff, ipLen);
+      this.uplink.onAddress = (ip) => { napt.publicIp = ip; };
+      this.uplink.onEvent = (e) => this.#event(e);
     }
   }
 
@@ -94,7 +99,7 @@ export class Router {
 
   /** Expiry of NAPT sessions and DHCP leases; called every second. */
   tick(): void {
-    this.uplink?.poll();
+    this.uplink?.tick();
     this.napt?.table.expire(this.opts.clock());
     const wall = (this.opts.wallClock ?? Date.now)();
     for (const net of this.networks.values()) {
@@ -211,8 +216,12 @@ export class Router {
   }
 
   #icmpBack(from: RouterNetwork, buf: Uint8Array, ipOff: number, type: number, code: number): void {
-    // Never answer an ICMP error with one (RFC 1122 3.2.2).
-    if (buf[ipOff + 9] === IPPROTO.ICMP && buf[ipOff + ip4HeaderLen(buf, ipOff)] !== ICMP_TYPE.ECHO_REQUEST) return;
+    // Never answer an ICMP error with one (RFC 1122 3.2.2); an ICMP packet too short
+    // to carry a type is not answered either (its "type" would be foreign bytes).
+    if (buf[ipOff + 9] === IPPROTO.ICMP) {
+      const hl = ip4HeaderLen(buf, ipOff);
+      if (ip4TotalLen(buf, ipOff) <= hl || buf[ipOff + hl] !== ICMP_TYPE.ECHO_REQUEST) return;
+    }
     const srcMac = readMac(buf, ipOff - ETH_HLEN + 6);
     const n = icmpErrorFrame(this.#icmp, srcMac, from.mac, from.ip, type, code, buf, ipOff);
     from.emit(this.#icmp, 0, n);
@@ -223,7 +232,7 @@ export class Router {
       name: this.name,
       uplink: this.uplink?.describe(),
       networks: [...this.networks.values()].map((n) => ({ name: n.name, ...n.describe() })),
-      publicAddress: this.uplink ? formatIp4(this.uplink.ip) : undefined,
+      publicAddress: this.uplink ? (this.uplink.ip ? formatIp4(this.uplink.ip) : '') : undefined,
     };
   }
 }

@@ -13,24 +13,68 @@
  * back (a NIC reset, a veth recreated): `poll()`, called every second by the
  * router, attaches whenever it is there and not yet attached; the uplink is
  * 'waiting' meanwhile, and every attach is announced with a gratuitous ARP.
+ *
+ * The address is static (address, prefix, gateway from the config) or, with
+ * `dhcp`, obtained by the DHCP client of dhcp/client.ts, whose actions this class
+ * carries out: while it has no address the uplink sends DHCP from 0.0.0.0 to the
+ * broadcast address, takes UDP 67 -> 68 replies addressed to its MAC or to
+ * broadcast (whatever their IP destination: yiaddr before it has one), answers no
+ * ARP, and NAPT has no public address (`no_public_address`). When bound it takes
+ * address, prefix and gateway (option 3) from the lease, tells `onAddress` (NAPT's
+ * publicIp), announces itself with a gratuitous ARP and persists the lease
+ * (`dhcp.save`); when the lease is lost the address goes back to 0. Renewals go
+ * unicast to the server through sendIp (resolved by ARP like any next hop). The
+ * first retransmission is after 2 s (RFC 2131 says 4 s) for a quick start; then
+ * 4, 8, ... 64 s. Every attach (the first, and after the interface came back)
+ * calls the client's linkUp: DISCOVER/REQUEST now, or renew a held lease now.
  */
 import * as netdev from '@vswitch/netdev';
 import {
-  ARP_REPLY, ARP_REQUEST, ETH_HLEN, IPV4_OK, MAC_BROADCAST, type PortRx, arpOper, arpSha, arpSpa, arpTpa,
-  checkArp, checkIpv4, etherType, formatIp4, formatMac, ip4Dst, ip4TotalLen, readMac,
+  ARP_REPLY, ARP_REQUEST, ETH_HLEN, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortRx, arpOper, arpSha, arpSpa, arpTpa,
+  checkArp, checkIpv4, checkUdp, etherType, formatIp4, formatMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4TotalLen,
+  readMac, udpDport, udpLen, udpSport,
 } from '@vswitch/switch';
 import { AttachIo } from '@vswitch/switch/ports';
 import { ArpCache } from './arp-cache.js';
-import { arpFrame, writeEth } from './frames.js';
+import { arpFrame, udpFrame, writeEth } from './frames.js';
+import { DhcpClient, type DhcpClientAction, type DhcpClientLease, type DhcpClientOptions } from './dhcp/client.js';
+import { parseDhcp } from './dhcp/wire.js';
+
+/** The uplink's own DHCP client. */
+export interface UplinkDhcpOptions {
+  /** Option 12. */
+  hostname?: string;
+  /** The lease persisted by the previous run: INIT-REBOOT asks for its address again. */
+  previous?: DhcpClientLease;
+  /** Persists the lease (null: forget it). A throw is counted (`dhcpSaveErrors`), not fatal. */
+  save?: (lease: DhcpClientLease | null) => void;
+  /** Retransmission tuning (tests); defaults: first retry 2 s, then RFC 2131's doubling to 64 s. */
+  client?: Pick<DhcpClientOptions, 'firstRetransmitMs' | 'maxRetransmitMs' | 'jitterMs' | 'requestTries' | 'rebootTimeoutMs' |
+    'minRenewRetransmitMs' | 'nakDelayMs' | 'random'>;
+}
+
+export type UplinkEvent =
+  | { event: 'uplink_address'; source: 'dhcp'; address: string; gateway: string; server: string; leaseSec: number; renewed: boolean }
+  | { event: 'uplink_address_lost'; source: 'dhcp'; address: string; reason: string }
+  | { event: 'uplink_dhcp_save_failed'; error: string };
+
+const DHCP_SERVER_PORT = 67;
+const DHCP_CLIENT_PORT = 68;
+const UPLINK_DHCP_FIRST_RETRANSMIT_MS = 2000;
 
 export interface UplinkOptions {
   ifname: string;
   mac: number;
+  /** Static address and prefix; ignored (0) with `dhcp`. */
   address: number;
   prefix: number;
-  /** Default gateway on the uplink segment; 0 = only the uplink subnet is reachable. */
+  /** Default gateway on the uplink segment; 0 = only the uplink subnet is reachable. With `dhcp`: from option 3. */
   gateway: number;
   clock: () => number;
+  /** Wall-clock ms for DHCP lease times (default Date.now). */
+  wallClock?: () => number;
+  /** Obtain address, prefix and gateway by DHCP on the uplink. */
+  dhcp?: UplinkDhcpOptions;
 }
 
 export interface UplinkCounters {
@@ -41,12 +85,19 @@ export interface UplinkCounters {
   ignored: number;
   malformed: number;
   noRoute: number;
+  /** DHCP replies (UDP 67 -> 68) that parseDhcp refused. */
+  dhcpMalformed: number;
+  dhcpSaveErrors: number;
 }
 
 export class Uplink {
   readonly arp: ArpCache;
-  readonly counters: UplinkCounters = { rxFrames: 0, txFrames: 0, txErrors: 0, arpReplies: 0, ignored: 0, malformed: 0, noRoute: 0 };
-  readonly mask: number;
+  readonly counters: UplinkCounters = {
+    rxFrames: 0, txFrames: 0, txErrors: 0, arpReplies: 0, ignored: 0, malformed: 0, noRoute: 0, dhcpMalformed: 0, dhcpSaveErrors: 0,
+  };
+  mask: number;
+  /** The DHCP client, when the address is obtained by DHCP. */
+  readonly dhcp: DhcpClient | undefined;
   up = false;
   downReason = 'not started';
   /** Times the interface was attached, and lost. */
@@ -54,15 +105,33 @@ export class Uplink {
   downEvents = 0;
   /** IPv4 packets addressed to the uplink address: buf[ipOff..ipOff+ipLen), with room for a header before. */
   onIp: (buf: Uint8Array, ipOff: number, ipLen: number) => void = () => {};
+  /** The address changed (DHCP bound, renewed to another, or lost: 0). */
+  onAddress: (ip: number) => void = () => {};
+  onEvent: (e: UplinkEvent) => void = () => {};
   #io: AttachIo | undefined;
   readonly #out = Buffer.alloc(128);
+  readonly #dhcpOut = Buffer.alloc(1600);
+  #ip: number;
+  #prefix: number;
+  #gateway: number;
+  readonly #wall: () => number;
 
   constructor(readonly opts: UplinkOptions) {
-    this.mask = opts.prefix === 0 ? 0 : (0xffffffff << (32 - opts.prefix)) >>> 0;
+    this.#wall = opts.wallClock ?? Date.now;
+    const d = opts.dhcp;
+    this.#ip = d ? 0 : opts.address;
+    this.#prefix = d ? 0 : opts.prefix;
+    this.#gateway = d ? 0 : opts.gateway;
+    this.mask = prefixMask(this.#prefix);
     this.arp = new ArpCache(opts.clock);
+    this.dhcp = d ? new DhcpClient({
+      mac: opts.mac, hostname: d.hostname, previous: d.previous, firstRetransmitMs: UPLINK_DHCP_FIRST_RETRANSMIT_MS, ...d.client,
+    }) : undefined;
   }
 
-  get ip(): number { return this.opts.address; }
+  get ip(): number { return this.#ip; }
+  get prefix(): number { return this.#prefix; }
+  get gateway(): number { return this.#gateway; }
 
   /** Attaches now if the interface exists; otherwise `poll()` keeps trying. */
   start(): void {
@@ -101,7 +170,14 @@ export class Uplink {
     this.downReason = '';
     this.attaches++;
     this.announce();
+    if (this.dhcp) this.#dhcpRun(this.dhcp.linkUp(this.#wall()));
     return true;
+  }
+
+  /** Called every second by the router: attach if needed, then the DHCP client's timers. */
+  tick(): void {
+    this.poll();
+    if (this.dhcp) this.#dhcpRun(this.dhcp.tick(this.#wall()));
   }
 
   close(): void {
@@ -112,20 +188,23 @@ export class Uplink {
 
   /** Gratuitous ARP: tells the segment (and switches on it) where our address lives. */
   announce(): void {
+    if (this.ip === 0) return;
     const n = arpFrame(this.#out, ARP_REQUEST, MAC_BROADCAST, this.opts.mac, this.ip, 0, this.ip);
     this.#send(this.#out, 0, n);
   }
 
-  describe(): Record<string, string | number | boolean> {
+  describe(): Record<string, unknown> {
     return {
-      interface: this.opts.ifname, mac: formatMac(this.opts.mac), address: `${formatIp4(this.ip)}/${this.opts.prefix}`,
-      gateway: this.opts.gateway ? formatIp4(this.opts.gateway) : '', state: this.up ? 'up' : `down (${this.downReason})`,
+      interface: this.opts.ifname, mac: formatMac(this.opts.mac), address: this.ip ? `${formatIp4(this.ip)}/${this.#prefix}` : '',
+      gateway: this.#gateway ? formatIp4(this.#gateway) : '', state: this.up ? 'up' : `down (${this.downReason})`,
+      addressSource: this.dhcp ? 'dhcp' : 'static',
+      ...(this.dhcp ? { dhcp: this.dhcp.describe(this.#wall()) } : {}),
     };
   }
 
   /** Sends buf[ipOff..ipOff+ipLen) towards `dst`; ETH_HLEN bytes before ipOff are overwritten. */
   sendIp(buf: Uint8Array, ipOff: number, ipLen: number, dst: number): void {
-    const nextHop = ((dst & this.mask) >>> 0) === ((this.ip & this.mask) >>> 0) ? dst : this.opts.gateway;
+    const nextHop = ((dst & this.mask) >>> 0) === ((this.ip & this.mask) >>> 0) ? dst : this.#gateway;
     if (nextHop === 0) {
       this.counters.noRoute++;
       return;
@@ -162,13 +241,15 @@ export class Uplink {
     if (dst !== this.opts.mac && dst !== MAC_BROADCAST) return; // promiscuous socket: others' traffic
     const type = etherType(buf, off);
     if (type === 0x0806) this.#onArp(buf, off + ETH_HLEN, len - ETH_HLEN);
-    else if (type === 0x0800 && dst === this.opts.mac) {
+    else if (type === 0x0800 && (dst === this.opts.mac || this.dhcp !== undefined)) {
       const ip = off + ETH_HLEN;
       if (checkIpv4(buf, ip, len - ETH_HLEN) !== IPV4_OK) {
         this.counters.malformed++;
         return;
       }
-      if (ip4Dst(buf, ip) !== this.ip) {
+      // DHCP replies: to our MAC or broadcast, any IP destination (yiaddr, broadcast, our address).
+      if (this.dhcp !== undefined && buf[ip + 9] === IPPROTO.UDP && this.#dhcpInput(buf, ip)) return;
+      if (dst !== this.opts.mac || this.ip === 0 || ip4Dst(buf, ip) !== this.ip) {
         this.counters.ignored++;
         return;
       }
@@ -185,16 +266,82 @@ export class Uplink {
     const spa = arpSpa(buf, a);
     const sha = arpSha(buf, a);
     const tpa = arpTpa(buf, a);
-    if (spa !== 0 && spa !== this.ip && (tpa === this.ip || oper === ARP_REPLY || this.arp.lookup(spa) !== undefined)) {
+    const mine = this.ip !== 0 && tpa === this.ip;
+    if (spa !== 0 && spa !== this.ip && (mine || oper === ARP_REPLY || this.arp.lookup(spa) !== undefined)) {
       for (const pending of this.arp.learn(spa, sha)) {
         writeEth(pending, sha, this.opts.mac, 0x0800);
         this.#send(pending, 0, pending.length);
       }
     }
-    if (oper === ARP_REQUEST && tpa === this.ip && spa !== this.ip) {
+    if (oper === ARP_REQUEST && mine && spa !== this.ip) {
       const n = arpFrame(this.#out, ARP_REPLY, sha, this.opts.mac, this.ip, sha, spa);
       this.counters.arpReplies++;
       this.#send(this.#out, 0, n);
     }
   }
+
+  /** A UDP 67 -> 68 datagram is the DHCP client's (true: consumed). */
+  #dhcpInput(buf: Uint8Array, ip: number): boolean {
+    if (ip4IsFragment(buf, ip)) return false;
+    const hl = ip4HeaderLen(buf, ip);
+    const udp = ip + hl;
+    const l4len = ip4TotalLen(buf, ip) - hl;
+    if (!checkUdp(buf, udp, l4len) || udpDport(buf, udp) !== DHCP_CLIENT_PORT || udpSport(buf, udp) !== DHCP_SERVER_PORT) return false;
+    // The UDP checksum is not verified: frames from a veth peer may carry a partial one (checksum offload).
+    const m = parseDhcp(buf, udp + 8, udpLen(buf, udp) - 8);
+    if (typeof m === 'number') this.counters.dhcpMalformed++;
+    else this.#dhcpRun(this.dhcp!.receive(m, this.#wall()));
+    return true;
+  }
+
+  #dhcpRun(actions: DhcpClientAction[]): void {
+    for (const a of actions) {
+      switch (a.kind) {
+        case 'send': {
+          const n = udpFrame(this.#dhcpOut, MAC_BROADCAST, this.opts.mac, a.srcIp, a.dstIp, DHCP_CLIENT_PORT, DHCP_SERVER_PORT,
+            a.payload, a.payload.length);
+          if (a.broadcast) this.#send(this.#dhcpOut, 0, n);
+          else this.sendIp(this.#dhcpOut, ETH_HLEN, n - ETH_HLEN, a.dstIp);
+          break;
+        }
+        case 'bound': {
+          const l = a.lease;
+          const changed = l.ip !== this.#ip;
+          this.#ip = l.ip;
+          this.#prefix = l.prefix;
+          this.mask = prefixMask(l.prefix);
+          this.#gateway = l.router;
+          this.onEvent({
+            event: 'uplink_address', source: 'dhcp', address: `${formatIp4(l.ip)}/${l.prefix}`,
+            gateway: l.router ? formatIp4(l.router) : '', server: formatIp4(l.serverId), leaseSec: l.leaseSec, renewed: !changed,
+          });
+          if (changed) {
+            this.onAddress(l.ip);
+            this.announce();
+          }
+          break;
+        }
+        case 'lost':
+          this.onEvent({ event: 'uplink_address_lost', source: 'dhcp', address: formatIp4(a.ip), reason: a.reason });
+          this.#ip = 0;
+          this.#prefix = 0;
+          this.mask = 0;
+          this.#gateway = 0;
+          this.onAddress(0);
+          break;
+        case 'persist':
+          try {
+            this.opts.dhcp?.save?.(a.lease);
+          } catch (e) {
+            this.counters.dhcpSaveErrors++;
+            this.onEvent({ event: 'uplink_dhcp_save_failed', error: (e as Error).message });
+          }
+          break;
+      }
+    }
+  }
+}
+
+function prefixMask(prefix: number): number {
+  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
 }

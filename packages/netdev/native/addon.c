@@ -43,7 +43,8 @@ typedef struct nd_handle {
   int id;
   int fd;
   int kind;
-  bool vnet;        /* packet socket with PACKET_VNET_HDR: writes need a header */
+  bool vnet;        /* every read and write carries a virtio_net_hdr (PACKET_VNET_HDR, IFF_VNET_HDR) */
+  bool keep_gso;    /* packet socket: deliver GSO / checksum-partial frames whole, with their header */
   bool poll_inited; /* uv_poll_init done: must be uv_close()d, freed in its callback */
   bool polling;
   uint32_t gen;     /* bumped by start/stop/close, so on_poll notices JS changing its mind */
@@ -63,6 +64,11 @@ struct nd_state {
   size_t arena_start; /* first 64-byte-aligned offset */
   int32_t *offs, *lens;
   nd_gso gso;
+  /* The transmit scratch area (`segment`), and its own segmentation state. */
+  napi_ref tx_ref;
+  uint8_t *tx_arena;
+  int32_t *tx_offs, *tx_lens;
+  nd_gso tx_gso;
   nd_stats stats;
   uv_timer_t deferred_timer;
   bool timer_inited;
@@ -307,13 +313,13 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     nd_out o;
     ring_out(st, &o);
     if (h->kind == KIND_TAP) {
-      nd_tap_drain(h->fd, &o, &st->stats, &fatal);
+      nd_tap_drain(h->fd, h->vnet, &o, &st->stats, &fatal);
     } else {
       /* Finish a super-frame that did not fit the previous batch before reading
        * more, so segments stay in order. Only the first pass reads the fd: the
        * loop exists to flush one super-frame, not to starve other handles. */
       if (st->gso.active) nd_gso_emit(&st->gso, &o, &st->stats);
-      if (!st->gso.active && first) nd_packet_drain(h->fd, &o, &st->gso, &st->stats, &fatal);
+      if (!st->gso.active && first) nd_packet_drain(h->fd, h->keep_gso, &o, &st->gso, &st->stats, &fatal);
     }
     first = false;
     if (o.n > 0) {
@@ -471,6 +477,7 @@ static napi_value js_open_tap(napi_env env, napi_callback_info info) {
   if (fd < 0) { throw_errno(env, op, name, -fd); return NULL; }
   nd_handle *h = handle_new(env, st, fd, KIND_TAP);
   if (!h) { close(fd); return NULL; }
+  h->vnet = (flags & ND_TAP_VNET_HDR) != 0;
   napi_value vname;
   if (napi_create_string_utf8(env, kname, NAPI_AUTO_LENGTH, &vname) != napi_ok) { handle_close(env, h); return NULL; }
   return triple(env, h->id, fd, vname);
@@ -496,14 +503,16 @@ static napi_value js_set_persist(napi_env env, napi_callback_info info) {
 
 static napi_value js_open_packet(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
   char name[IFNAMSIZ];
   const char *op;
   int ifindex = 0;
+  int64_t flags = 0;
   bool vnet = false;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (!arg_string(env, argc ? argv[0] : NULL, "interface name", name, sizeof name)) return NULL;
+  if (argc > 1 && !arg_int(env, argv[1], "flags", 0, ND_PACKET_KEEP_GSO, &flags)) return NULL;
   if (!st->gso.buf) {
     st->gso.buf = malloc(ND_READ_MAX);
     if (!st->gso.buf) { throw_errno(env, "malloc", NULL, ENOMEM); return NULL; }
@@ -513,6 +522,7 @@ static napi_value js_open_packet(napi_env env, napi_callback_info info) {
   nd_handle *h = handle_new(env, st, fd, KIND_PACKET);
   if (!h) { close(fd); return NULL; }
   h->vnet = vnet;
+  h->keep_gso = (flags & ND_PACKET_KEEP_GSO) != 0;
   napi_value vidx;
   if (napi_create_int32(env, ifindex, &vidx) != napi_ok) { handle_close(env, h); return NULL; }
   return triple(env, h->id, fd, vidx);
@@ -598,6 +608,129 @@ static napi_value js_send2(napi_env env, napi_callback_info info) {
   return send_result(env, st, do_writev(h->fd, iov, n), alen + blen, h->vnet);
 }
 
+/*
+ * sendVnet(handle, buf, off, len): the frame is buf[off, off+len) and its
+ * virtio_net_hdr sits right before it, at buf[off-10, off) (the ring's layout,
+ * or a scratch header). A device that speaks the header gets both in one piece;
+ * the kernel then passes GSO on or segments, and fills in checksums. A device
+ * that does not can only take a header that asks for nothing: a frame that
+ * still needs segmentation or a checksum is refused with -EINVAL (the caller
+ * completes it first with `segment`).
+ */
+static bool vnet_needs_work(const uint8_t *hdr) { return (hdr[0] & VNET_F_NEEDS_CSUM) || hdr[1] != VNET_GSO_NONE; }
+
+static bool arg_hdr_room(napi_env env, size_t off) {
+  if (off >= ND_VNET_HDR_LEN) return true;
+  napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "netdev: the virtio_net_hdr must fit before the frame (offset >= 10)");
+  return false;
+}
+
+static napi_value js_send_vnet(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 4, total, off, len;
+  napi_value argv[4];
+  uint8_t *p;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: sendVnet(handle, buf, off, len)"); return NULL; }
+  nd_handle *h = arg_handle(env, st, argv[0]);
+  if (!h || !arg_bytes(env, argv[1], "buf", &p, &total) || !arg_range(env, argv[2], argv[3], total, &off, &len) ||
+      !arg_hdr_room(env, off))
+    return NULL;
+  struct iovec iov;
+  if (h->vnet) {
+    iov = (struct iovec){ p + off - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + len };
+  } else {
+    if (vnet_needs_work(p + off - ND_VNET_HDR_LEN)) { errno = EINVAL; return send_result(env, st, -1, len, false); }
+    iov = (struct iovec){ p + off, len };
+  }
+  return send_result(env, st, do_writev(h->fd, &iov, 1), len, h->vnet);
+}
+
+/* send2Vnet(handle, a, aoff, alen, b, boff, blen): as send2, with the header at a[aoff-10, aoff). */
+static napi_value js_send2_vnet(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 7, ta, tb, aoff, alen, boff, blen;
+  napi_value argv[7];
+  uint8_t *a, *b;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 7) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: send2Vnet(handle, a, aoff, alen, b, boff, blen)");
+    return NULL;
+  }
+  nd_handle *h = arg_handle(env, st, argv[0]);
+  if (!h || !arg_bytes(env, argv[1], "a", &a, &ta) || !arg_range(env, argv[2], argv[3], ta, &aoff, &alen) ||
+      !arg_hdr_room(env, aoff) ||
+      !arg_bytes(env, argv[4], "b", &b, &tb) || !arg_range(env, argv[5], argv[6], tb, &boff, &blen))
+    return NULL;
+  struct iovec iov[2];
+  if (h->vnet) {
+    iov[0] = (struct iovec){ a + aoff - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + alen };
+  } else {
+    if (vnet_needs_work(a + aoff - ND_VNET_HDR_LEN)) { errno = EINVAL; return send_result(env, st, -1, alen + blen, false); }
+    iov[0] = (struct iovec){ a + aoff, alen };
+  }
+  iov[1] = (struct iovec){ b + boff, blen };
+  return send_result(env, st, do_writev(h->fd, iov, 2), alen + blen, h->vnet);
+}
+
+/* ---------- transmit-side completion (segment) ---------- */
+
+static napi_value make_tx_scratch(napi_env env, nd_state *st) {
+  napi_value obj, arena, ab_o, ab_l, offs, lens;
+  void *a, *po, *pl;
+  if (st->tx_ref) {
+    CHECK(napi_get_reference_value(env, st->tx_ref, &obj));
+    return obj;
+  }
+  if (!st->tx_gso.buf) {
+    st->tx_gso.buf = malloc(ND_READ_MAX);
+    if (!st->tx_gso.buf) { throw_errno(env, "malloc", NULL, ENOMEM); return NULL; }
+  }
+  CHECK(napi_create_buffer(env, ND_TX_SCRATCH_BYTES, &a, &arena));
+  CHECK(napi_create_arraybuffer(env, ND_TX_SCRATCH_FRAMES * sizeof(int32_t), &po, &ab_o));
+  CHECK(napi_create_arraybuffer(env, ND_TX_SCRATCH_FRAMES * sizeof(int32_t), &pl, &ab_l));
+  CHECK(napi_create_typedarray(env, napi_int32_array, ND_TX_SCRATCH_FRAMES, ab_o, 0, &offs));
+  CHECK(napi_create_typedarray(env, napi_int32_array, ND_TX_SCRATCH_FRAMES, ab_l, 0, &lens));
+  CHECK(napi_create_object(env, &obj));
+  CHECK(napi_set_named_property(env, obj, "arena", arena));
+  CHECK(napi_set_named_property(env, obj, "offs", offs));
+  CHECK(napi_set_named_property(env, obj, "lens", lens));
+  CHECK(napi_object_freeze(env, obj));
+  CHECK(napi_create_reference(env, obj, 1, &st->tx_ref));
+  st->tx_arena = a;
+  st->tx_offs = po;
+  st->tx_lens = pl;
+  return obj;
+}
+
+static napi_value js_tx_scratch(napi_env env, napi_callback_info info) {
+  return make_tx_scratch(env, get_state(env));
+}
+
+/*
+ * segment(buf, off, len): the frame at buf[off, off+len), with its
+ * virtio_net_hdr at buf[off-10, off), made into complete frames in the transmit
+ * scratch area (txScratch()): GSO segments with full checksums, or a copy with
+ * its checksum filled in. Returns how many (from index 0), or -1 when it cannot
+ * be completed. The source is not written. The next call overwrites the area.
+ */
+static napi_value js_segment(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 3, total, off, len;
+  napi_value argv[3], v;
+  uint8_t *p;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: segment(buf, off, len)"); return NULL; }
+  if (!arg_bytes(env, argv[0], "buf", &p, &total) || !arg_range(env, argv[1], argv[2], total, &off, &len) ||
+      !arg_hdr_room(env, off))
+    return NULL;
+  if (!st->tx_ref && !make_tx_scratch(env, st)) return NULL;
+  nd_out o = { st->tx_arena, ND_TX_SCRATCH_BYTES, 0, st->tx_offs, st->tx_lens, 0, ND_TX_SCRATCH_FRAMES };
+  int n = nd_tx_complete(&st->tx_gso, p + off - ND_VNET_HDR_LEN, p + off, len, &o, &st->stats);
+  CHECK(napi_create_int32(env, n, &v));
+  return v;
+}
+
 /* ---------- links ---------- */
 
 static napi_value js_set_link_up(napi_env env, napi_callback_info info) {
@@ -642,8 +775,10 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     { "rxDropped", s->rx_dropped },     { "gsoSegmented", s->gso_segmented },
     { "gsoSegments", s->gso_segments }, { "gsoDropped", s->gso_dropped },
     { "csumFilled", s->csum_filled },   { "vlanRestored", s->vlan_restored },
-    { "linkDown", s->link_down },       { "txFrames", s->tx_frames },
-    { "txErrors", s->tx_errors },
+    { "linkDown", s->link_down },       { "rxOffloaded", s->rx_offloaded },       { "txFrames", s->tx_frames },
+    { "txErrors", s->tx_errors },         { "txGsoSegmented", s->tx_gso_segmented },
+    { "txGsoSegments", s->tx_gso_segments }, { "txGsoDropped", s->tx_gso_dropped },
+    { "txCsumFilled", s->tx_csum_filled },
   };
   CHECK(napi_create_object(env, &o));
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
@@ -697,9 +832,9 @@ static napi_value js_segment_for_test(napi_env env, napi_callback_info info) {
     st->stats.gso_segmented++;
   } else {
     if (fl < 14) { st->stats.rx_dropped++; result = arr; goto out; }
-    memcpy(arena + ND_VLAN_RESERVE, frame, fl);
+    memcpy(arena + ND_RX_HEADROOM, frame, fl);
     if (v.flags & VNET_F_NEEDS_CSUM) {
-      if (nd_csum_complete(arena + ND_VLAN_RESERVE, fl, &v) < 0) { st->stats.rx_dropped++; result = arr; goto out; }
+      if (nd_csum_complete(arena + ND_RX_HEADROOM, fl, &v) < 0) { st->stats.rx_dropped++; result = arr; goto out; }
       st->stats.csum_filled++;
     }
     nd_out_commit(&o, 0, fl, &vlan, &st->stats);
@@ -728,6 +863,7 @@ static void teardown_step(nd_state *st) {
   if (--st->closing > 0) return;
   napi_remove_async_cleanup_hook(st->cleanup);
   free(st->gso.buf);
+  free(st->tx_gso.buf);
   free(st->table);
   free(st);
 }
@@ -791,6 +927,10 @@ NAPI_MODULE_INIT() {
     FN("stop", js_stop),
     FN("send", js_send),
     FN("send2", js_send2),
+    FN("sendVnet", js_send_vnet),
+    FN("send2Vnet", js_send2_vnet),
+    FN("txScratch", js_tx_scratch),
+    FN("segment", js_segment),
     FN("close", js_close),
     FN("setLinkUp", js_set_link_up),
     FN("ifIndex", js_if_index),

@@ -87,24 +87,26 @@ int nd_csum_complete(uint8_t *frame, size_t len, const nd_vnet *v) {
 }
 
 /*
- * Place a frame that was written at slot+ND_VLAN_RESERVE: if the kernel stripped
- * a tag into metadata, slide the 12 MAC bytes back into the reserve and write the
- * tag after them, so the frame starts at `slot`; otherwise it starts after the
- * reserve. The tag goes in last because csum_start and the GSO offsets are
- * relative to the untagged frame.
+ * Place a frame that was written at slot+ND_RX_HEADROOM: if the kernel stripped
+ * a tag into metadata, slide the 12 MAC bytes back into the tag reserve and write
+ * the tag after them; otherwise the frame starts where it was written. The tag
+ * goes in last because csum_start and the GSO offsets are relative to the
+ * untagged frame. The ND_VNET_HDR_LEN bytes in front of the frame are zeroed:
+ * what we deliver is complete (see "every frame has a header" in netdev.h).
  */
 bool nd_out_commit(nd_out *o, size_t slot, size_t len, const nd_vlan *vlan, nd_stats *s) {
-  size_t start = slot + ND_VLAN_RESERVE;
+  size_t start = slot + ND_RX_HEADROOM;
   if (len < ETH_HLEN_) return false;
   if (vlan && vlan->present) {
-    uint8_t *f = o->base + slot;
+    uint8_t *f = o->base + start - ND_VLAN_RESERVE;
     memmove(f, f + ND_VLAN_RESERVE, 12);
     wr16(f + 12, vlan->tpid);
     wr16(f + 14, vlan->tci);
-    start = slot;
+    start -= ND_VLAN_RESERVE;
     len += ND_VLAN_RESERVE;
     s->vlan_restored++;
   }
+  memset(o->base + start - ND_VNET_HDR_LEN, 0, ND_VNET_HDR_LEN);
   o->offs[o->n] = (int32_t)start;
   o->lens[o->n] = (int32_t)len;
   o->n++;
@@ -252,12 +254,56 @@ int nd_gso_emit(nd_gso *g, nd_out *o, nd_stats *s) {
     size_t off = (size_t)g->idx * g->gso_size;
     size_t seglen = g->paylen - off < g->gso_size ? g->paylen - off : g->gso_size;
     size_t slot = ND_ALIGN_UP(o->pos);
-    if (slot > o->cap || o->cap - slot < ND_VLAN_RESERVE + g->hdrlen + seglen) break;
-    size_t flen = build_segment(g, o->base + slot + ND_VLAN_RESERVE);
+    if (slot > o->cap || o->cap - slot < ND_RX_HEADROOM + g->hdrlen + seglen) break;
+    size_t flen = build_segment(g, o->base + slot + ND_RX_HEADROOM);
     nd_out_commit(o, slot, flen, &g->vlan, s);
     s->gso_segments++;
     n++;
     if (++g->idx >= g->nseg) g->active = false;
   }
   return n;
+}
+
+/*
+ * Transmit side: a frame that carries a virtio_net_hdr asking for work (a GSO
+ * super-frame, or a checksum-partial frame) must leave through a port that
+ * cannot take the header. Make the complete frames it stands for in `o` (the
+ * transmit scratch area, emptied by the caller): segments with full checksums,
+ * or a copy with its checksum filled in. The source bytes are never written:
+ * they are the shared receive ring, and a flood may still send them elsewhere
+ * with their header. All or nothing: returns the frame count, or -1 (counted)
+ * when the frame cannot be completed or its segments do not all fit.
+ */
+int nd_tx_complete(nd_gso *g, const uint8_t *hdr, const uint8_t *f, size_t len, nd_out *o, nd_stats *s) {
+  nd_vnet v;
+  nd_stats tmp;
+  memset(&tmp, 0, sizeof tmp);
+  nd_vnet_decode(&v, hdr);
+  if (len < ETH_HLEN_ || len > ND_READ_MAX) { s->tx_gso_dropped++; return -1; }
+  if (v.gso_type != VNET_GSO_NONE) {
+    if (nd_gso_prepare(g, f, len, &v, NULL) < 0 || g->nseg > (uint32_t)(o->max - o->n)) {
+      g->active = false;
+      s->tx_gso_dropped++;
+      return -1;
+    }
+    nd_gso_emit(g, o, &tmp);
+    if (g->active) { /* out of bytes: a pathological gso_size */
+      g->active = false;
+      s->tx_gso_dropped++;
+      return -1;
+    }
+    s->tx_gso_segmented++;
+    s->tx_gso_segments += tmp.gso_segments;
+    return o->n;
+  }
+  size_t slot = ND_ALIGN_UP(o->pos);
+  if (o->n >= o->max || slot > o->cap || o->cap - slot < ND_RX_HEADROOM + len) { s->tx_gso_dropped++; return -1; }
+  uint8_t *dst = o->base + slot + ND_RX_HEADROOM;
+  memcpy(dst, f, len);
+  if (v.flags & VNET_F_NEEDS_CSUM) {
+    if (nd_csum_complete(dst, len, &v) < 0) { s->tx_gso_dropped++; return -1; }
+    s->tx_csum_filled++;
+  }
+  nd_out_commit(o, slot, len, NULL, &tmp);
+  return o->n;
 }

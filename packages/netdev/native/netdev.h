@@ -35,7 +35,27 @@
 /* Bytes kept free in front of each packet-socket frame for a restored 802.1Q tag. */
 #define ND_VLAN_RESERVE 4u
 
+/*
+ * struct virtio_net_hdr without num_buffers: the layout of PACKET_VNET_HDR, and
+ * of a TAP after TUNSETVNETHDRSZ 10, so both kinds of device share one format.
+ */
 #define ND_VNET_HDR_LEN 10u
+
+/*
+ * Every frame in the ring is preceded by its virtio_net_hdr (all zero when the
+ * frame is complete), so a frame can be written to an offload-capable device as
+ * one contiguous piece. Packet-socket frames need the tag reserve on top.
+ */
+#define ND_RX_HEADROOM (ND_VNET_HDR_LEN + ND_VLAN_RESERVE)
+
+/*
+ * The transmit-side scratch area where `segment` leaves the frames it made from
+ * a GSO super-frame or a checksum-partial frame, for a port that cannot take
+ * them. A 64 KB super-frame at the smallest MSS Linux uses (48 bytes) makes
+ * about 1400 segments of one 128-byte slot each; anything beyond is refused.
+ */
+#define ND_TX_SCRATCH_BYTES (1024u * 1024u)
+#define ND_TX_SCRATCH_FRAMES 2048
 
 /* virtio_net_hdr values, spelled out: older uapi headers lack GSO_UDP_L4. */
 #define VNET_F_NEEDS_CSUM 1
@@ -58,8 +78,13 @@ typedef struct nd_stats {
   uint64_t csum_filled;   /* CHECKSUM_PARTIAL frames completed in software */
   uint64_t vlan_restored; /* frames whose stripped 802.1Q/802.1ad tag was put back */
   uint64_t link_down;     /* transient ENETDOWN on a packet socket (link down, not gone) */
+  uint64_t rx_offloaded;  /* packet-socket GSO / checksum-partial frames delivered whole, with their header */
   uint64_t tx_frames;
   uint64_t tx_errors;
+  uint64_t tx_gso_segmented; /* super-frames segmented for a port without offloads */
+  uint64_t tx_gso_segments;
+  uint64_t tx_gso_dropped;   /* ... refused: unparseable, UFO, or too many segments */
+  uint64_t tx_csum_filled;   /* checksum-partial frames completed for such a port */
 } nd_stats;
 
 /*
@@ -117,6 +142,7 @@ int nd_gso_prepare(nd_gso *g, const uint8_t *frame, size_t len, const nd_vnet *v
 int nd_gso_emit(nd_gso *g, nd_out *o, nd_stats *s);
 int nd_csum_complete(uint8_t *frame, size_t len, const nd_vnet *v);
 bool nd_out_commit(nd_out *o, size_t slot, size_t len, const nd_vlan *vlan, nd_stats *s);
+int nd_tx_complete(nd_gso *g, const uint8_t *hdr, const uint8_t *frame, size_t len, nd_out *o, nd_stats *s);
 uint64_t nd_csum_add(uint64_t sum, const uint8_t *p, size_t n);
 uint16_t nd_csum_fold(uint64_t sum);
 
@@ -125,8 +151,8 @@ uint16_t nd_csum_fold(uint64_t sum);
  * arena can no longer take a maximal read. Return the number of frames added;
  * *fatal is set to an errno when the device is gone (0 otherwise).
  */
-int nd_tap_drain(int fd, nd_out *o, nd_stats *s, int *fatal);
-int nd_packet_drain(int fd, nd_out *o, nd_gso *g, nd_stats *s, int *fatal);
+int nd_tap_drain(int fd, bool vnet, nd_out *o, nd_stats *s, int *fatal);
+int nd_packet_drain(int fd, bool keep_gso, nd_out *o, nd_gso *g, nd_stats *s, int *fatal);
 
 /* Open helpers return an fd, or -errno with *op naming the failed step. */
 int nd_tap_open(const char *name, int flags, long owner, long group, char kname[16], const char **op);
@@ -139,5 +165,6 @@ int nd_link_set_up(const char *name, bool up);
 
 #define ND_TAP_PERSIST 1
 #define ND_TAP_VNET_HDR 2
+#define ND_PACKET_KEEP_GSO 1
 
 #endif

@@ -115,21 +115,33 @@ static void parse_aux(struct msghdr *msg, nd_vlan *vlan) {
   }
 }
 
+/* Little-endian u16 field of a virtio_net_hdr, moved by `delta` (a tag put in front of it). */
+static void vnet_shift(uint8_t *p, int delta) {
+  int v = (p[0] | p[1] << 8) + delta;
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+}
+
 /*
- * recvmsg per frame, straight into the arena after a 4-byte tag reserve. A GSO
+ * recvmsg per frame, straight into the arena after the headroom (room for the
+ * frame's zeroed vnet header and a restored tag). A GSO
  * super-frame is copied to g->buf and segmented from there into the arena; if
  * its segments do not all fit, g stays active and we stop so the caller can hand
  * the batch to JS and continue with an empty ring (see addon.c on_poll).
+ *
+ * With keep_gso (a bridge port, whose egress can segment for the ports that need
+ * it), GSO super-frames and checksum-partial frames are delivered whole instead,
+ * with the kernel's header in front; a restored tag moves its offsets by 4.
  */
-int nd_packet_drain(int fd, nd_out *o, nd_gso *g, nd_stats *s, int *fatal) {
+int nd_packet_drain(int fd, bool keep_gso, nd_out *o, nd_gso *g, nd_stats *s, int *fatal) {
   int n0 = o->n;
   /* Bounds the loop even when every recvmsg returns a skippable error. */
   int budget = 2 * ND_RING_MAX_FRAMES;
   *fatal = 0;
   while (o->n < o->max && budget-- > 0) {
     size_t slot = ND_ALIGN_UP(o->pos);
-    if (slot > o->cap || o->cap - slot < ND_VLAN_RESERVE + ND_READ_MAX) break;
-    uint8_t *f = o->base + slot + ND_VLAN_RESERVE;
+    if (slot > o->cap || o->cap - slot < ND_RX_HEADROOM + ND_READ_MAX) break;
+    uint8_t *f = o->base + slot + ND_RX_HEADROOM;
     uint8_t vh[ND_VNET_HDR_LEN];
     union {
       struct cmsghdr align;
@@ -164,6 +176,17 @@ int nd_packet_drain(int fd, nd_out *o, nd_gso *g, nd_stats *s, int *fatal) {
     parse_aux(&msg, &vlan);
     nd_vnet_decode(&v, vh);
 
+    if (keep_gso && (v.gso_type != VNET_GSO_NONE || (v.flags & VNET_F_NEEDS_CSUM))) {
+      if (!nd_out_commit(o, slot, len, &vlan, s)) { s->rx_dropped++; continue; }
+      uint8_t *h = o->base + o->offs[o->n - 1] - ND_VNET_HDR_LEN;
+      memcpy(h, vh, ND_VNET_HDR_LEN);
+      if (vlan.present) {
+        if (v.hdr_len) vnet_shift(h + 2, ND_VLAN_RESERVE);
+        if (v.flags & VNET_F_NEEDS_CSUM) vnet_shift(h + 6, ND_VLAN_RESERVE);
+      }
+      s->rx_offloaded++;
+      continue;
+    }
     if (v.gso_type != VNET_GSO_NONE) {
       if (nd_gso_prepare(g, f, len, &v, &vlan) < 0) { s->gso_dropped++; continue; }
       s->gso_segmented++;

@@ -33,11 +33,23 @@ int nd_tap_open(const char *name, int flags, long owner, long group, char kname[
   memcpy(kname, ifr.ifr_name, IFNAMSIZ);
   kname[IFNAMSIZ - 1] = 0;
 
+  /*
+   * Offloads: with the virtio-net header the kernel may hand us GSO super-frames
+   * (up to 64 KB) and checksum-partial frames, and TUNSETOFFLOAD tells it which
+   * (this turns on TSO and tx-checksumming on the device's side). Without the
+   * header the offloads are reset explicitly: a persistent TAP keeps the flags of
+   * an earlier open, and GSO frames without a header would be unusable.
+   * TUNSETOFFLOAD takes its flags by value; TUNSETVNETHDRSZ by pointer.
+   */
   if (flags & ND_TAP_VNET_HDR) {
-    /* 12 = virtio_net_hdr_mrg_rxbuf, the layout the offload work will use. */
-    int sz = 12;
+    int sz = (int)ND_VNET_HDR_LEN; /* the PACKET_VNET_HDR layout: one format for every port */
     *op = "TUNSETVNETHDRSZ";
     if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) goto fail;
+    *op = "TUNSETOFFLOAD";
+    if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)) < 0) goto fail;
+  } else {
+    *op = "TUNSETOFFLOAD";
+    if (ioctl(fd, TUNSETOFFLOAD, 0UL) < 0) goto fail;
   }
   if (owner >= 0) {
     *op = "TUNSETOWNER";
@@ -68,16 +80,22 @@ int nd_tap_set_persist(int fd, bool on) {
 
 /*
  * One read() per frame straight into the arena: a TAP has no batched read, and
- * reading in place avoids a copy. Before each read the arena must have room for
- * a maximal frame, else we stop and let the level-triggered poll bring us back.
+ * reading in place avoids a copy. With IFF_VNET_HDR the kernel writes the 10-byte
+ * header and the frame contiguously, which is exactly the ring's layout (header
+ * right before the frame); without it the frame lands after a zeroed header.
+ * Before each read the arena must have room for a maximal frame, else we stop
+ * and let the level-triggered poll bring us back.
  */
-int nd_tap_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
+int nd_tap_drain(int fd, bool vnet, nd_out *o, nd_stats *s, int *fatal) {
   int added = 0;
+  const size_t hl = ND_VNET_HDR_LEN;
   *fatal = 0;
   while (o->n < o->max) {
     size_t slot = ND_ALIGN_UP(o->pos);
-    if (slot > o->cap || o->cap - slot < ND_READ_MAX) break;
-    ssize_t r = read(fd, o->base + slot, ND_READ_MAX);
+    if (slot > o->cap || o->cap - slot < hl + ND_READ_MAX) break;
+    uint8_t *p = o->base + slot;
+    if (!vnet) memset(p, 0, hl);
+    ssize_t r = vnet ? read(fd, p, ND_READ_MAX) : read(fd, p + hl, ND_READ_MAX);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
@@ -85,13 +103,14 @@ int nd_tap_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
       break;
     }
     if ((size_t)r >= ND_READ_MAX) { s->rx_truncated++; continue; }
-    if (r < 14) { s->rx_dropped++; continue; }
-    o->offs[o->n] = (int32_t)slot;
-    o->lens[o->n] = (int32_t)r;
+    size_t len = vnet ? ((size_t)r >= hl ? (size_t)r - hl : 0) : (size_t)r;
+    if (len < 14) { s->rx_dropped++; continue; }
+    o->offs[o->n] = (int32_t)(slot + hl);
+    o->lens[o->n] = (int32_t)len;
     o->n++;
-    o->pos = slot + (size_t)r;
+    o->pos = slot + hl + len;
     s->rx_frames++;
-    s->rx_bytes += (uint64_t)r;
+    s->rx_bytes += (uint64_t)len;
     added++;
   }
   return added;

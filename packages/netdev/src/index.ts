@@ -17,9 +17,20 @@
  *   (PACKET_AUXDATA) are put back into the frame, and GSO super-frames / checksum-
  *   partial frames (PACKET_VNET_HDR) are segmented and checksummed in C, so JS only
  *   ever sees complete, wire-format Ethernet frames.
+ * - Every frame in the ring is preceded by its 10-byte virtio_net_hdr, at
+ *   `arena[offs[i] - VNET_HDR_LEN, offs[i])`: what a TAP opened with `vnetHdr` read
+ *   with the frame (a GSO super-frame of up to 64 KB, or a checksum-partial frame, as
+ *   the kernel describes it), and all zeros for frames that are already complete
+ *   (TAPs without `vnetHdr`, AF_PACKET after its fix-ups below).
  * - Writes are synchronous and return the byte count or a negative errno. `send2`
  *   writes two pieces as one frame (writev), which is how egress inserts or strips an
- *   802.1Q tag without copying the frame.
+ *   802.1Q tag without copying the frame. A device that speaks the header (a TAP with
+ *   `vnetHdr`, every AF_PACKET socket) gets an all-zero one in front of `send`/`send2`
+ *   frames; `sendVnet`/`send2Vnet` pass the frame's own header, written with the frame
+ *   as one piece, so GSO super-frames and checksum-partial frames travel on intact.
+ * - A frame whose header still asks for work (GSO, NEEDS_CSUM) must not reach a device
+ *   without the header; `segment` makes the complete frames it stands for in a
+ *   preallocated transmit scratch area (`txScratch()`).
  * - A callback invoked with a negative count means the device is gone or broken
  *   (-errno, e.g. -EBADFD after `ip link del` of a TAP, -ENETDOWN/-ENODEV for a
  *   packet socket whose interface vanished). Polling has stopped; the owner decides.
@@ -35,6 +46,12 @@ const require = createRequire(import.meta.url);
 
 export const RING_BYTES = 4 * 1024 * 1024;
 export const RING_MAX_FRAMES = 256;
+/** Size of the virtio_net_hdr in front of every ring frame (and taken by sendVnet). */
+export const VNET_HDR_LEN = 10;
+/** virtio_net_hdr.flags: the L4 checksum is partial (csum_start/csum_offset). */
+export const VNET_F_NEEDS_CSUM = 1;
+export const TX_SCRATCH_BYTES = 1024 * 1024;
+export const TX_SCRATCH_FRAMES = 2048;
 
 export interface Ring {
   /**
@@ -54,9 +71,11 @@ export interface TapOptions {
   owner?: number;
   group?: number;
   /**
-   * Reserved for the offload work: sets IFF_VNET_HDR and TUNSETVNETHDRSZ 12, so every
-   * read and write carries a 12-byte virtio_net_hdr that this package passes through
-   * uninterpreted (no TUNSETOFFLOAD, so the kernel sends no GSO frames). Keep false.
+   * Guest offloads: IFF_VNET_HDR with a 10-byte header (TUNSETVNETHDRSZ 10, the
+   * PACKET_VNET_HDR layout) and TUNSETOFFLOAD(CSUM|TSO4|TSO6|TSO_ECN), so the
+   * kernel side gets TSO and tx-checksumming and reads return GSO super-frames and
+   * checksum-partial frames, described by the header in front of each ring frame.
+   * Without it the device's offloads are reset (TUNSETOFFLOAD 0).
    */
   vnetHdr?: boolean;
 }
@@ -66,6 +85,17 @@ export interface TapInfo {
   fd: number;
   /** The kernel's name (the requested one, or the one it chose for "tap%d"). */
   name: string;
+}
+
+export interface PacketOptions {
+  /**
+   * Deliver GSO super-frames and checksum-partial frames whole, with the kernel's
+   * virtio_net_hdr in front (offsets moved by 4 when a stripped tag is restored),
+   * instead of segmenting and checksumming them here. For a bridge port, whose
+   * egress completes them for devices that need it; a consumer that parses frames
+   * itself (the router's uplink) leaves this off and gets complete frames.
+   */
+  keepGso?: boolean;
 }
 
 export interface PacketInfo {
@@ -95,9 +125,25 @@ export interface Stats {
   vlanRestored: number;
   /** Transient ENETDOWN on a packet socket (link down while bound). */
   linkDown: number;
+  /** Packet-socket GSO / checksum-partial frames delivered whole (`keepGso`). */
+  rxOffloaded: number;
   txFrames: number;
   /** Writes that returned a negative errno. */
   txErrors: number;
+  /** `segment`: super-frames cut for a device without offloads, and the segments made. */
+  txGsoSegmented: number;
+  txGsoSegments: number;
+  /** `segment`: frames that could not be completed (unparseable, UFO, too many segments). */
+  txGsoDropped: number;
+  /** `segment`: checksum-partial frames completed. */
+  txCsumFilled: number;
+}
+
+/** Where `segment` leaves its frames: `arena[offs[i], offs[i] + lens[i])` for i < count. */
+export interface TxScratch {
+  readonly arena: Buffer;
+  readonly offs: Int32Array;
+  readonly lens: Int32Array;
 }
 
 /** errno values the callbacks and `send` return (negated) that callers act on. */
@@ -116,11 +162,15 @@ interface Native {
   ring(): Ring;
   openTap(name: string, flags: number, owner: number, group: number): [number, number, string];
   setPersist(handle: number, on: boolean): void;
-  openPacket(ifname: string): [number, number, number];
+  openPacket(ifname: string, flags?: number): [number, number, number];
   start(handle: number, onBatch: (count: number) => void): void;
   stop(handle: number): void;
   send(handle: number, buf: Uint8Array, off: number, len: number): number;
   send2(handle: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
+  sendVnet(handle: number, buf: Uint8Array, off: number, len: number): number;
+  send2Vnet(handle: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
+  txScratch(): TxScratch;
+  segment(buf: Uint8Array, off: number, len: number): number;
   close(handle: number): void;
   setLinkUp(name: string, up: boolean): void;
   ifIndex(name: string): number;
@@ -145,8 +195,10 @@ export function openTap(name: string, opts: TapOptions = {}): TapInfo {
   return { handle, fd, name: kname };
 }
 
-export function openPacket(ifname: string): PacketInfo {
-  const [handle, fd, ifindex] = native.openPacket(ifname);
+export const PACKET_KEEP_GSO = 1;
+
+export function openPacket(ifname: string, opts: PacketOptions = {}): PacketInfo {
+  const [handle, fd, ifindex] = native.openPacket(ifname, opts.keepGso ? PACKET_KEEP_GSO : 0);
   return { handle, fd, ifindex };
 }
 
@@ -155,6 +207,21 @@ export const start: Native['start'] = native.start;
 export const stop: Native['stop'] = native.stop;
 export const send: Native['send'] = native.send;
 export const send2: Native['send2'] = native.send2;
+/**
+ * Writes buf[off, off+len) with the virtio_net_hdr at buf[off-10, off) as one piece.
+ * A device without the header takes it only if the header asks for nothing (else -EINVAL).
+ */
+export const sendVnet: Native['sendVnet'] = native.sendVnet;
+/** send2 with the frame's header at a[aoff-10, aoff) (a scratch header with adjusted offsets). */
+export const send2Vnet: Native['send2Vnet'] = native.send2Vnet;
+/** The transmit scratch area `segment` writes into; one per process (per worker). */
+export const txScratch: Native['txScratch'] = native.txScratch;
+/**
+ * Completes the frame at buf[off, off+len) (header at buf[off-10, off)) into txScratch():
+ * GSO segments with full checksums, or a copy with its checksum filled in. Returns the
+ * number of frames, or -1 if it cannot be completed. Never writes the source.
+ */
+export const segment: Native['segment'] = native.segment;
 export const close: Native['close'] = native.close;
 export const setLinkUp: Native['setLinkUp'] = native.setLinkUp;
 export const ifIndex: Native['ifIndex'] = native.ifIndex;

@@ -359,7 +359,7 @@ describe('TAP', () => {
     linksMade.delete(name);
   });
 
-  it('vnetHdr (reserved) is passed through as IFF_VNET_HDR', () => {
+  it('vnetHdr sets IFF_VNET_HDR', () => {
     const t = track(nd.openTap(`nd${ID}n`, { vnetHdr: true }));
     expect(Number(readFileSync(`/sys/class/net/${t.name}/tun_flags`, 'utf8').trim()) & 0x4000).toBe(0x4000);
     closeHandle(t.handle);
@@ -958,4 +958,165 @@ describe('segmentForTest: software GSO, checksum completion, tag re-insertion', 
       { numRuns: 3000 },
     );
   });
+});
+
+// ---------- guest offloads: vnetHdr TAPs, sendVnet, segment ----------
+
+describe('offloads: vnetHdr TAPs, sendVnet, segment', () => {
+  /** `ethtool -k` of a device in the root namespace, as feature -> on/off. */
+  function features(dev: string): Record<string, string> {
+    const out = execFileSync('ethtool', ['-k', dev], { encoding: 'utf8' });
+    return Object.fromEntries(out.split('\n').map((l) => /^([a-z0-9-]+): (on|off)/.exec(l)).filter((m) => m !== null).map((m) => [m![1], m![2]]));
+  }
+
+  it('vnetHdr turns on TSO and tx-checksumming on the device; without it they are off, even on a persistent TAP opened before with them', () => {
+    const name = `nd${ID}o`;
+    const a = track(nd.openTap(name, { vnetHdr: true, persist: true }));
+    linksMade.add(name);
+    expect(Number(readFileSync(`/sys/class/net/${name}/tun_flags`, 'utf8').trim()) & 0x4000).toBe(0x4000);
+    let k = features(name);
+    expect(k['tcp-segmentation-offload']).toBe('on');
+    expect(k['tx-checksumming']).toBe('on');
+    closeHandle(a.handle);
+    const b = track(nd.openTap(name));
+    k = features(name);
+    expect(k['tcp-segmentation-offload']).toBe('off');
+    expect(k['tx-checksumming']).toBe('off');
+    nd.setPersist(b.handle, false);
+    closeHandle(b.handle);
+    linksMade.delete(name);
+  });
+
+  it('a vnetHdr TAP delivers the kernel\'s header before each frame: a UDP send from its netns arrives checksum-partial', async () => {
+    const ns = `nd${ID}v`;
+    addNetns(ns);
+    const tap = track(nd.openTap(`nd${ID}w`, { vnetHdr: true }));
+    ip('link', 'set', tap.name, 'netns', ns);
+    ip('-n', ns, 'addr', 'add', '10.202.0.1/24', 'dev', tap.name);
+    ip('-n', ns, 'link', 'set', tap.name, 'up');
+    ip('-n', ns, 'neigh', 'add', '10.202.0.2', 'lladdr', '02:00:5e:00:00:09', 'dev', tap.name);
+    const ring = nd.ring();
+    const seen: { hdr: Buffer; frame: Buffer }[] = [];
+    nd.start(tap.handle, (n) => {
+      for (let i = 0; i < n; i++) {
+        seen.push({
+          hdr: Buffer.from(ring.arena.subarray(ring.offs[i] - nd.VNET_HDR_LEN, ring.offs[i])),
+          frame: Buffer.from(ring.arena.subarray(ring.offs[i], ring.offs[i] + ring.lens[i])),
+        });
+      }
+    });
+    await py(ns, 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x"*100, ("10.202.0.2", 9))');
+    await waitFor(() => seen.some((s) => s.frame.readUInt16BE(12) === 0x0800 && s.frame[23] === 17), 'the UDP frame');
+    const u = seen.find((s) => s.frame.readUInt16BE(12) === 0x0800 && s.frame[23] === 17)!;
+    expect(u.hdr[0] & nd.VNET_F_NEEDS_CSUM).toBe(nd.VNET_F_NEEDS_CSUM);
+    expect(u.hdr.readUInt16LE(6)).toBe(34); // csum_start: the UDP header
+    expect(u.hdr.readUInt16LE(8)).toBe(6); // csum_offset: the UDP checksum field
+    expect(checksumsOk(u.frame)).toBe(false); // partial until someone completes it
+    expect(nd.segment(Buffer.concat([u.hdr, u.frame]), nd.VNET_HDR_LEN, u.frame.length)).toBe(1);
+    const sc = nd.txScratch();
+    expect(checksumsOk(Buffer.from(sc.arena.subarray(sc.offs[0], sc.offs[0] + sc.lens[0])))).toBe(true);
+    closeHandle(tap.handle);
+    delNetns(ns);
+  }, 30000);
+
+  it('sendVnet / send2Vnet: the header must fit before the frame; a device without it refuses a header that asks for work', () => {
+    const t = track(nd.openTap(`nd${ID}x`));
+    const buf = Buffer.alloc(100);
+    expect(() => nd.sendVnet(t.handle, buf, 5, 60)).toThrow(RangeError);
+    expect(() => nd.send2Vnet(t.handle, buf, 9, 12, buf, 40, 40)).toThrow(RangeError);
+    expect(() => nd.segment(buf, 0, 60)).toThrow(RangeError);
+    const before = nd.stats();
+    buf[10 - 10] = nd.VNET_F_NEEDS_CSUM;
+    expect(nd.sendVnet(t.handle, buf, 10, 60)).toBe(-22);
+    expect(nd.send2Vnet(t.handle, buf, 10, 12, buf, 40, 40)).toBe(-22);
+    expect(nd.stats().txErrors - before.txErrors).toBe(2);
+    closeHandle(t.handle);
+  });
+
+  it('segment: a TCP super-frame becomes MSS segments in txScratch with valid checksums; the source is untouched', () => {
+    const s = tcpSuper(false, pattern(5000), PSH | ACK);
+    const buf = Buffer.concat([Buffer.alloc(3), vnet({ type: 1, hdrLen: s.hdrLen, gso: 1000, cstart: s.l4, coff: 16 }), s.frame]);
+    const copy = Buffer.from(buf);
+    const before = nd.stats();
+    const n = nd.segment(buf, 13, s.frame.length);
+    expect(n).toBe(5);
+    expect(buf.equals(copy)).toBe(true);
+    const sc = nd.txScratch();
+    const segs = Array.from({ length: n }, (_, i) => Buffer.from(sc.arena.subarray(sc.offs[i], sc.offs[i] + sc.lens[i])));
+    expect(segs.map((f) => f.length)).toEqual(Array(5).fill(s.hdrLen + 1000));
+    expect(segs.every(checksumsOk)).toBe(true);
+    expect(Buffer.concat(segs.map((f) => f.subarray(s.hdrLen)))).toEqual(s.payload);
+    // Each made frame has a zeroed header in front of it too.
+    expect(sc.arena.subarray(sc.offs[0] - nd.VNET_HDR_LEN, sc.offs[0])).toEqual(Buffer.alloc(nd.VNET_HDR_LEN));
+    const after = nd.stats();
+    expect(after.txGsoSegmented - before.txGsoSegmented).toBe(1);
+    expect(after.txGsoSegments - before.txGsoSegments).toBe(5);
+  });
+
+  it('segment refuses what it cannot complete (UFO, too many segments, bad offsets) and counts it', () => {
+    const u = udpSuper(false, pattern(3000));
+    const before = nd.stats();
+    const ufo = Buffer.concat([vnet({ type: 3, gso: 1000, cstart: u.l4, coff: 6 }), u.frame]);
+    expect(nd.segment(ufo, 10, u.frame.length)).toBe(-1);
+    const s = tcpSuper(false, pattern(60000), ACK);
+    const tiny = Buffer.concat([vnet({ type: 1, gso: 8, cstart: s.l4, coff: 16 }), s.frame]); // 7500 segments
+    expect(nd.segment(tiny, 10, s.frame.length)).toBe(-1);
+    const bad = Buffer.concat([vnet({ type: 0, cstart: 5000, coff: 6 }), u.frame]);
+    expect(nd.segment(bad, 10, u.frame.length)).toBe(-1);
+    expect(nd.stats().txGsoDropped - before.txGsoDropped).toBe(3);
+  });
+});
+
+describe('AF_PACKET with keepGso: super-frames arrive whole with their header', () => {
+  it('a UDP_SEGMENT send from the netns arrives as one frame behind a UDP_L4 GSO header, and segment() completes it', async () => {
+    const ns = `nd${ID}k`;
+    const v0 = `nd${ID}k0`;
+    const v1 = `nd${ID}k1`;
+    addNetns(ns);
+    ip('link', 'add', v0, 'type', 'veth', 'peer', 'name', v1);
+    linksMade.add(v0);
+    ip('link', 'set', v1, 'netns', ns);
+    ip('-n', ns, 'addr', 'add', '10.203.0.1/24', 'dev', v1);
+    ip('-n', ns, 'link', 'set', v1, 'up');
+    ip('-n', ns, 'neigh', 'replace', '10.203.0.2', 'lladdr', '02:00:5e:00:01:03', 'dev', v1);
+    const pk = track(nd.openPacket(v0, { keepGso: true }));
+    const ring = nd.ring();
+    const seen: { hdr: Buffer; frame: Buffer }[] = [];
+    nd.start(pk.handle, (n) => {
+      for (let i = 0; i < n; i++) {
+        seen.push({
+          hdr: Buffer.from(ring.arena.subarray(ring.offs[i] - nd.VNET_HDR_LEN, ring.offs[i])),
+          frame: Buffer.from(ring.arena.subarray(ring.offs[i], ring.offs[i] + ring.lens[i])),
+        });
+      }
+    });
+    const before = nd.stats();
+    await py(ns, `
+import socket
+data = bytes(((i * 7 + (i >> 8)) & 255) for i in range(10240))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_UDP, 103, 1000)  # UDP_SEGMENT
+s.sendto(data, ('10.203.0.2', 9997))
+`);
+    const mine = () => seen.filter((s) => s.frame.readUInt16BE(12) === 0x0800 && s.frame[23] === 17 && s.frame.readUInt16BE(36) === 9997);
+    await waitFor(() => mine().length >= 1, 'the super-frame');
+    await sleep(50);
+    const got = mine();
+    expect(got).toHaveLength(1);
+    const { hdr, frame } = got[0];
+    expect(frame.length).toBe(14 + 20 + 8 + 10240);
+    expect(hdr[1] & 0x7f).toBe(5); // VIRTIO_NET_HDR_GSO_UDP_L4
+    expect(hdr.readUInt16LE(4)).toBe(1000); // gso_size
+    expect(hdr[0] & nd.VNET_F_NEEDS_CSUM).toBe(nd.VNET_F_NEEDS_CSUM);
+    expect(hdr.readUInt16LE(6)).toBe(34);
+    expect(nd.stats().rxOffloaded - before.rxOffloaded).toBeGreaterThanOrEqual(1);
+    const n = nd.segment(Buffer.concat([hdr, frame]), nd.VNET_HDR_LEN, frame.length);
+    expect(n).toBe(11);
+    const sc = nd.txScratch();
+    for (let i = 0; i < n; i++) expect(checksumsOk(Buffer.from(sc.arena.subarray(sc.offs[i], sc.offs[i] + sc.lens[i])))).toBe(true);
+    closeHandle(pk.handle);
+    ip('link', 'del', v0);
+    linksMade.delete(v0);
+    delNetns(ns);
+  }, 20000);
 });

@@ -3,7 +3,8 @@
  *   port -> ingress (admit, classify VLAN) -> learn -> forward (unicast / flood) -> egress -> port.
  * Everything per frame is synchronous from the buffer the frame arrived in, and
  * allocates nothing: per-frame decisions live in one reused FrameMeta, tag edits
- * in one 16-byte scratch header.
+ * in one scratch header (virtio_net_hdr + tagged Ethernet header). A frame's
+ * virtio_net_hdr, when its port delivers one, travels with it to egress (port.ts).
  *
  * Control-plane changes (ports, VLANs, static MACs, ageing) take effect at once and
  * touch only what they name; flood lists are rebuilt on each such change.
@@ -20,9 +21,10 @@
  */
 import { Drop } from './drop.js';
 import { Fdb, FDB_DEFAULTS, Learn } from './fdb.js';
+import { EGRESS_SCRATCH_BYTES } from './egress.js';
 import { forward, type ForwardCounters } from './forward.js';
-import { admit, ADMIT, learnRefusal, newFrameMeta } from './ingress.js';
-import { Port, type PortIo, type PortRx } from './port.js';
+import { admit, ADMIT, learnRefusal, newFrameMeta, setOffloadMeta } from './ingress.js';
+import { Port, type PortIo, type PortRx, VNET_HDR_LEN } from './port.js';
 import { formatMac } from './wire/ethernet.js';
 import { VID_MAX } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
@@ -68,13 +70,13 @@ export class Bridge {
   readonly #byId: (Port | undefined)[] = [];
   #floodLists: (Port[] | undefined)[] = new Array(VID_MAX + 1);
   readonly #meta = newFrameMeta();
-  readonly #scratch = new Uint8Array(16);
+  readonly #scratch = new Uint8Array(EGRESS_SCRATCH_BYTES);
   readonly #clock: () => number;
   readonly #onEvent: (e: BridgeEvent) => void;
   #eventBudget = EVENT_BUDGET_PER_SEC;
   #timer: NodeJS.Timeout | undefined;
   #depth = 0;
-  #deferred: { port: Port; frame: Buffer }[] = [];
+  #deferred: { port: Port; frame: Buffer; hdr: number }[] = [];
 
   constructor(readonly name: string, opts: BridgeOptions = {}) {
     this.fdb = new Fdb({ ageingSec: opts.ageingSec ?? FDB_DEFAULTS.ageingSec, maxEntries: opts.maxEntries });
@@ -173,26 +175,30 @@ export class Bridge {
     return this.#byId[id]?.name ?? `#${id}`;
   }
 
-  /** The fast path for one frame. */
-  receive(port: Port, buf: Uint8Array, off: number, len: number, now: number): void {
+  /**
+   * The fast path for one frame. `hdr` is VNET_HDR_LEN when the frame's
+   * virtio_net_hdr is at buf[off-hdr, off), else 0.
+   */
+  receive(port: Port, buf: Uint8Array, off: number, len: number, now: number, hdr = 0): void {
     if (this.#depth > 0) {
-      this.#defer(port, buf, off, len);
+      this.#defer(port, buf, off, len, hdr);
       return;
     }
     this.#depth++;
     try {
-      this.#receive(port, buf, off, len, now);
+      this.#receive(port, buf, off, len, now, hdr);
     } finally {
       this.#depth--;
     }
     if (this.#deferred.length > 0) this.#drainDeferred(now);
   }
 
-  #receive(port: Port, buf: Uint8Array, off: number, len: number, now: number): void {
+  #receive(port: Port, buf: Uint8Array, off: number, len: number, now: number, hdr: number): void {
     port.rxFrames++;
     port.rxBytes += len;
     if (!port.up) return;
     const meta = this.#meta;
+    setOffloadMeta(meta, buf, off, hdr);
     let r = admit(port, buf, off, len, meta);
     if (r !== ADMIT) {
       port.drops[r]++;
@@ -212,12 +218,12 @@ export class Bridge {
     forward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#scratch, this.counters);
   }
 
-  #defer(port: Port, buf: Uint8Array, off: number, len: number): void {
+  #defer(port: Port, buf: Uint8Array, off: number, len: number, hdr: number): void {
     if (this.#deferred.length >= MAX_DEFERRED) {
       this.deferredDropped++;
       return;
     }
-    this.#deferred.push({ port, frame: Buffer.from(buf.subarray(off, off + len)) });
+    this.#deferred.push({ port, frame: Buffer.from(buf.subarray(off - hdr, off + len)), hdr });
   }
 
   #drainDeferred(now: number): void {
@@ -226,7 +232,7 @@ export class Bridge {
       const d = this.#deferred[i];
       this.#depth++;
       try {
-        this.#receive(d.port, d.frame, 0, d.frame.length, now);
+        this.#receive(d.port, d.frame, d.hdr, d.frame.length - d.hdr, now, d.hdr);
       } finally {
         this.#depth--;
       }
@@ -246,9 +252,10 @@ export class Bridge {
 
   #rxFor(port: Port): PortRx {
     return {
-      batch: (buf, offs, lens, count) => {
+      batch: (buf, offs, lens, count, vnet) => {
         const now = this.#clock();
-        for (let i = 0; i < count; i++) this.receive(port, buf, offs[i], lens[i], now);
+        const hdr = vnet === true ? VNET_HDR_LEN : 0;
+        for (let i = 0; i < count; i++) this.receive(port, buf, offs[i], lens[i], now, hdr);
       },
       frame: (buf, off, len) => this.receive(port, buf, off, len, this.#clock()),
       gone: (_errno, why) => this.portGone(port, why),

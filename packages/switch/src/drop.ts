@@ -16,7 +16,8 @@ export const DROP_REASONS = [
   'dst_on_ingress',        // destination learned on the port the frame came from
   'egress_filtered',       // destination port is no longer a member of the VLAN
   'port_down',             // destination port is down
-  'tx_error',              // the kernel refused the write (link down, queue full, device gone)
+  'tx_error',              // the kernel refused the write (queue full, device gone), or a frame could not be completed
+  'link_down',             // the device's link is down (a TAP whose guest side is not up yet: EIO; ENETDOWN)
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];

@@ -3,40 +3,165 @@
  * from the buffer it arrived in; inserting or stripping a tag writes two pieces
  * (a 12- or 16-byte header, then the rest) as one frame through writev, so no
  * frame is copied. The egress port's policy decides tagged or untagged per VID.
+ *
+ * Offloads (see port.ts): a frame may carry a virtio_net_hdr at buf[off-10, off).
+ * - To a port that takes the header, the frame goes whole with it: one contiguous
+ *   piece when no tag changes; when a tag is inserted or stripped, a scratch copy
+ *   of the header has csum_start and hdr_len moved by +4/-4 (the offsets count from
+ *   the first byte of the frame), written in front of the new Ethernet header. The
+ *   received bytes are never edited: a flood sends them to other ports too.
+ * - To a port that does not, a frame whose header asks for work (GSO, partial
+ *   checksum) is first made into complete frames by the segmenter (the native
+ *   gso.c, registered by the port I/O module) in its own scratch area, once per
+ *   frame even when flooding; each segment then takes the ordinary path. A frame
+ *   that cannot be completed is dropped (tx_error on that port; the addon counts
+ *   why). Complete frames with a header are sent without it.
  */
 import { Drop } from './drop.js';
 import type { FrameMeta } from './ingress.js';
-import type { Port } from './port.js';
-import { tci, tciVid, writeTaggedHeader } from './wire/vlan.js';
+import { type Port, VNET_HDR_LEN } from './port.js';
+import { tci, tciVid } from './wire/vlan.js';
+
+/** Makes complete frames of a frame with a virtio_net_hdr that asks for work. */
+export interface Segmenter {
+  /** Frames into arena at offs[i]/lens[i]; returns how many, or -1 if it cannot. Never writes buf. */
+  segment(buf: Uint8Array, off: number, len: number): number;
+  readonly arena: Uint8Array;
+  readonly offs: Int32Array;
+  readonly lens: Int32Array;
+}
+
+let segmenter: Segmenter | undefined;
+
+/** Installed by the native port I/O (ports/); without one, partial frames to non-offload ports are dropped. */
+export function setSegmenter(s: Segmenter | undefined): void {
+  segmenter = s;
+}
+
+/** Bytes the bridge's scratch must have: a header, then a tagged Ethernet header. */
+export const EGRESS_SCRATCH_BYTES = 32;
+/** Where the Ethernet header starts in the scratch (the vnet header goes before it). */
+const EH = VNET_HDR_LEN;
 
 export function egress(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta, scratch: Uint8Array): void {
   if (!port.up) {
     port.drops[Drop.port_down]++;
     return;
   }
-  const vid = meta.vid;
-  const policy = port.vlan;
-  if (!policy.isMember(vid)) {
+  if (!port.vlan.isMember(meta.vid)) {
     port.drops[Drop.egress_filtered]++;
     return;
   }
   let r: number;
-  if (policy.isUntagged(vid)) {
-    r = meta.tagLen === 0
-      ? port.io.send(buf, off, len)
-      : port.io.send2(buf, off, 12, buf, off + 16, len - 16);
-  } else if (meta.tagLen === 4 && tciVid(tci(buf, off)) === vid) {
-    // Already carries this VID: PCP and DEI survive trunk to trunk untouched.
-    r = port.io.send(buf, off, len);
+  if (meta.hdr !== 0 && port.offload) {
+    r = sendWithHeader(port, buf, off, len, meta, scratch);
+  } else if (meta.partial) {
+    egressCompleted(port, buf, off, len, meta, scratch);
+    return;
   } else {
-    writeTaggedHeader(scratch, buf, off, meta.prio | vid);
-    const rest = off + 12 + meta.tagLen;
-    r = port.io.send2(scratch, 0, 16, buf, rest, len - 12 - meta.tagLen);
+    r = sendPlain(port, buf, off, len, meta, scratch);
   }
   if (r < 0) {
-    port.drops[Drop.tx_error]++;
+    port.drops[txDrop(r)]++;
     return;
   }
   port.txFrames++;
   port.txBytes += r;
+}
+
+const EIO = -5;
+const ENETDOWN = -100;
+
+/** A refused write: a link that is down (EIO from a TAP whose guest side is not up) is not an error. */
+function txDrop(r: number): number {
+  return r === EIO || r === ENETDOWN ? Drop.link_down : Drop.tx_error;
+}
+
+/** A complete frame (no header), tag edits through a 16-byte scratch header. */
+function sendPlain(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta, s: Uint8Array): number {
+  const vid = meta.vid;
+  const io = port.io;
+  if (port.vlan.isUntagged(vid)) {
+    return meta.tagLen === 0 ? io.send(buf, off, len) : io.send2(buf, off, 12, buf, off + 16, len - 16);
+  }
+  if (meta.tagLen === 4 && tciVid(tci(buf, off)) === vid) {
+    // Already carries this VID: PCP and DEI survive trunk to trunk untouched.
+    return io.send(buf, off, len);
+  }
+  writeTagged(s, buf, off, meta.prio | vid);
+  const rest = off + 12 + meta.tagLen;
+  return io.send2(s, EH, 16, buf, rest, len - 12 - meta.tagLen);
+}
+
+/** The frame with its header, to a port that takes it. */
+function sendWithHeader(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta, s: Uint8Array): number {
+  const vid = meta.vid;
+  const io = port.io;
+  if (port.vlan.isUntagged(vid)) {
+    if (meta.tagLen === 0) return io.sendVnet!(buf, off, len);
+    copyHeader(s, buf, off - VNET_HDR_LEN, -4);
+    for (let i = 0; i < 12; i++) s[EH + i] = buf[off + i];
+    return io.send2Vnet!(s, EH, 12, buf, off + 16, len - 16);
+  }
+  if (meta.tagLen === 4 && tciVid(tci(buf, off)) === vid) return io.sendVnet!(buf, off, len);
+  copyHeader(s, buf, off - VNET_HDR_LEN, 4 - meta.tagLen);
+  writeTagged(s, buf, off, meta.prio | vid);
+  const rest = off + 12 + meta.tagLen;
+  return io.send2Vnet!(s, EH, 16, buf, rest, len - 12 - meta.tagLen);
+}
+
+/** The complete frames a partial one stands for, each through the ordinary path. */
+function egressCompleted(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta, s: Uint8Array): void {
+  const sg = segmenter;
+  let n = meta.segs;
+  if (n < 0 && sg !== undefined) {
+    n = sg.segment(buf, off, len);
+    meta.segs = n;
+  }
+  if (sg === undefined || n <= 0) {
+    port.drops[Drop.tx_error]++;
+    return;
+  }
+  const arena = sg.arena;
+  const offs = sg.offs;
+  const lens = sg.lens;
+  for (let i = 0; i < n; i++) {
+    const r = sendPlain(port, arena, offs[i], lens[i], meta, s);
+    if (r < 0) {
+      port.drops[txDrop(r)]++;
+      continue;
+    }
+    port.txFrames++;
+    port.txBytes += r;
+  }
+}
+
+/** dst/src MACs of the frame and an 802.1Q tag, at s[EH, EH+16). */
+function writeTagged(s: Uint8Array, buf: Uint8Array, off: number, tciValue: number): void {
+  for (let i = 0; i < 12; i++) s[EH + i] = buf[off + i];
+  s[EH + 12] = 0x81;
+  s[EH + 13] = 0x00;
+  s[EH + 14] = tciValue >>> 8;
+  s[EH + 15] = tciValue & 0xff;
+}
+
+/**
+ * Copies the virtio_net_hdr at src[at, at+10) to s[0, 10), moving its offsets by
+ * `delta` bytes (the tag inserted before them, or stripped). Little-endian fields:
+ * flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+ */
+export function copyHeader(s: Uint8Array, src: Uint8Array, at: number, delta: number): void {
+  for (let i = 0; i < VNET_HDR_LEN; i++) s[i] = src[at + i];
+  if (delta === 0) return;
+  const hdrLen = s[2] | (s[3] << 8);
+  if (hdrLen !== 0) {
+    const v = Math.max(0, hdrLen + delta);
+    s[2] = v & 0xff;
+    s[3] = v >>> 8;
+  }
+  if ((s[0] & 1) !== 0) {
+    const v = Math.max(0, (s[6] | (s[7] << 8)) + delta);
+    s[6] = v & 0xff;
+    s[7] = v >>> 8;
+  }
 }

@@ -29,10 +29,24 @@ export interface FrameMeta {
   tagLen: number;
   /** Source MAC, as learned. */
   src: number;
+  /** VNET_HDR_LEN if the frame's virtio_net_hdr is at buf[off-hdr, off), else 0 (a complete frame). */
+  hdr: number;
+  /** The header asks for work (GSO or a partial checksum): only offload ports may get the bytes as they are. */
+  partial: boolean;
+  /** Egress's cache for a flood: frames `segment` made of this one (-1: not yet). */
+  segs: number;
 }
 
 export function newFrameMeta(): FrameMeta {
-  return { vid: 0, prio: 0, tagLen: 0, src: 0 };
+  return { vid: 0, prio: 0, tagLen: 0, src: 0, hdr: 0, partial: false, segs: -1 };
+}
+
+/** Fills in what the frame's virtio_net_hdr (if any) means for egress. */
+export function setOffloadMeta(meta: FrameMeta, buf: Uint8Array, off: number, hdr: number): void {
+  meta.hdr = hdr;
+  // flags & NEEDS_CSUM, or any gso_type (virtio_net_hdr is flags, gso_type, ...).
+  meta.partial = hdr !== 0 && ((buf[off - hdr] & 1) | buf[off - hdr + 1]) !== 0;
+  meta.segs = -1;
 }
 
 export function admit(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta): number {

@@ -7,6 +7,13 @@
  * (the bridge's ingress for that port), and the bridge's egress calls `send`/`send2`.
  * Counters are plain numbers bumped on the fast path and read on demand.
  *
+ * Offloads: a frame may travel with a 10-byte virtio_net_hdr right before its first
+ * byte (a GSO super-frame of up to 64 KB, or a frame whose L4 checksum is partial).
+ * A port whose device speaks that header (`offload`: a TAP opened with the vnet
+ * header, an AF_PACKET socket) is sent such frames whole through `sendVnet`/
+ * `send2Vnet`; every other port (the router, sockets) only ever gets complete
+ * frames: egress segments and checksums for it (see egress.ts).
+ *
  * States: 'up' forwards; 'down' (the device vanished or failed: `downReason` says
  * why) neither receives nor is sent to, and keeps its config until `delif`.
  */
@@ -17,8 +24,12 @@ export type PortKind = 'tap' | 'attach' | 'router' | 'socket';
 
 /** Where a port delivers what it receives. */
 export interface PortRx {
-  /** `count` frames at buf[offs[i] .. offs[i]+lens[i]); consume synchronously. */
-  batch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number): void;
+  /**
+   * `count` frames at buf[offs[i] .. offs[i]+lens[i]); consume synchronously. With
+   * `vnet`, each frame's virtio_net_hdr is at buf[offs[i]-VNET_HDR_LEN .. offs[i])
+   * (all zero for a complete frame); without it the frames are complete.
+   */
+  batch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, vnet?: boolean): void;
   /** One frame (ports that do not read in batches, such as the router). */
   frame(buf: Uint8Array, off: number, len: number): void;
   /** The device is gone or broken; `errno` is positive. */
@@ -34,6 +45,16 @@ export interface PortIo {
   send(buf: Uint8Array, off: number, len: number): number;
   /** Write a+b as one frame (tag insert/strip without copying the frame). */
   send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
+  /**
+   * The device takes frames with a virtio_net_hdr (GSO, checksum-partial) through
+   * sendVnet/send2Vnet, which must then exist. Absent or false: only complete frames,
+   * through send/send2.
+   */
+  readonly offload?: boolean;
+  /** Write the frame buf[off, off+len) with its virtio_net_hdr at buf[off-VNET_HDR_LEN, off), in one piece. */
+  sendVnet?(buf: Uint8Array, off: number, len: number): number;
+  /** send2 with the frame's virtio_net_hdr at a[aoff-VNET_HDR_LEN, aoff). */
+  send2Vnet?(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
   /** Release everything (fd, device unless persistent). Idempotent. */
   close(): void;
   /** Facts for `show` (device name, persistence, ifindex ...). */
@@ -48,8 +69,13 @@ export interface PortCountersSnapshot {
   drops: Partial<Record<DropReason, number>>;
 }
 
+/** Size of the virtio_net_hdr that may precede a frame (struct virtio_net_hdr, no num_buffers). */
+export const VNET_HDR_LEN = 10;
+
 export class Port {
   up = true;
+  /** The device takes frames with a virtio_net_hdr (see PortIo.offload); fixed at creation. */
+  readonly offload: boolean;
   downReason = '';
   rxFrames = 0;
   rxBytes = 0;
@@ -66,7 +92,9 @@ export class Port {
     readonly name: string,
     readonly io: PortIo,
     readonly vlan: VlanPolicy = VlanPolicy.defaultAccess(),
-  ) {}
+  ) {
+    this.offload = io.offload === true && typeof io.sendVnet === 'function' && typeof io.send2Vnet === 'function';
+  }
 
   get kind(): PortKind { return this.io.kind; }
 

@@ -118,8 +118,17 @@ export const handlers: Record<string, Handler> = {
   },
   addif: (sw, a) => {
     const vlan = a.vlan as VlanSpec | undefined;
+    const path = optStr(a, 'socket');
+    const mode = optStr(a, 'mode');
+    if (path !== undefined && (!path.startsWith('/') || Buffer.byteLength(path) > 107)) {
+      throw new VswitchError('EINVAL', `socket path must be absolute and at most 107 bytes: ${path}`);
+    }
+    if (mode !== undefined && !/^0?[0-7]{3}$/.test(mode)) throw new VswitchError('EINVAL', `bad socket mode '${mode}' (octal, such as 0660)`);
+    if (path !== undefined && (a.attach === true || a.persistent === true)) throw new VswitchError('EINVAL', 'a socket port is neither attached nor persistent');
+    if (a.connect === true && (path === undefined || mode !== undefined)) throw new VswitchError('EINVAL', 'connect needs a socket path and takes no mode');
     sw.addPort(str(a, 'bridge'), str(a, 'ifname'), {
-      type: a.attach === true ? 'attach' : 'tap',
+      type: path !== undefined ? 'socket' : a.attach === true ? 'attach' : 'tap',
+      ...(path !== undefined ? { path, mode, connect: a.connect === true } : {}),
       persistent: a.persistent === true,
       vlan,
       maxMacs: optNum(a, 'maxMacs'),

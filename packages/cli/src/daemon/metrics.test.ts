@@ -1,6 +1,6 @@
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Drop, type PortIo, type PortRx } from '@vswitch/switch';
+import { Drop, DROP_REASONS, type PortIo, type PortRx } from '@vswitch/switch';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createMetricsRegistry, parseListen, startMetrics, type MetricsServer, VERSION } from './metrics.js';
@@ -74,7 +74,7 @@ describe('metrics registry', () => {
     expect(s.get(`vswitch_port_drops_total{${pa},reason="bad_src_mac"}`)).toBe(1);
     expect(s.get(`vswitch_port_drops_total{${pa},reason="malformed"}`)).toBe(0);
     expect(s.get(`vswitch_port_drops_total{${pb},reason="tx_error"}`)).toBe(2);
-    expect([...s.keys()].filter((k) => k.startsWith('vswitch_port_drops_total{')).length).toBe(2 * 13);
+    expect([...s.keys()].filter((k) => k.startsWith('vswitch_port_drops_total{')).length).toBe(2 * DROP_REASONS.length);
     expect(s.get(`vswitch_port_up{${pa}}`)).toBe(1);
     expect(s.get(`vswitch_port_macs{${pa}}`)).toBe(1);
     expect(s.get(`vswitch_port_max_macs{${pb}}`)).toBe(5);

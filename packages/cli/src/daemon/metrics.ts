@@ -148,7 +148,7 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
     'Bytes of the frames counted in vswitch_port_rx_frames_total (Ethernet header and payload, no FCS).',
     (p) => p.rxBytes);
   perPort('vswitch_port_tx_frames_total',
-    'Frames written to the port\'s device (frames the kernel refused count as drops with reason tx_error instead).',
+    'Frames written to the port\'s device (frames the kernel refused count as drops with reason tx_error or link_down instead).',
     (p) => p.txFrames);
   perPort('vswitch_port_tx_bytes_total',
     'Bytes of the frames counted in vswitch_port_tx_frames_total, as written (after VLAN tag insertion or removal).',
@@ -156,8 +156,8 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
   counter('vswitch_port_drops_total',
     'Frames dropped, by reason (a closed set: malformed, bad_src_mac, link_local, vlan_tagged_on_access, '
     + 'vlan_not_allowed, vlan_no_pvid, vlan_reserved, port_mac_limit, static_mac_conflict, dst_on_ingress, '
-    + 'egress_filtered, port_down, tx_error; see the README "Drop reasons"). Ingress reasons count on the port the '
-    + 'frame came from; egress_filtered, port_down and tx_error on the port it was to leave by. Every reason is exported, zeros included.',
+    + 'egress_filtered, port_down, tx_error, link_down; see the README "Drop reasons"). Ingress reasons count on the port the '
+    + 'frame came from; egress_filtered, port_down, tx_error and link_down on the port it was to leave by. Every reason is exported, zeros included.',
     [...PORT_LABELS, 'reason'], (emit) => {
       for (const r of ports()) {
         const d = r.port.drops;

@@ -4,12 +4,15 @@
  * live in the state directory; the uplink and NAPT come from the router's own
  * section. Port forwards from the config are fixed; forwards added at runtime are
  * kept in `forwards-<router>.json` in the state directory and come back at start.
+ * An uplink with `address: dhcp` keeps its last lease in `uplink-<router>.json`
+ * there, so that after a restart it asks for the same address (INIT-REBOOT).
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
-  DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, deserializeForwards, ensureStateDir, formatForward,
-  parseForward, readStateFile, serializeForwards, writeStateFile, type PortForward, type RouterEvent,
+  DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, clientLeaseFileName, deserializeForwards, ensureStateDir, formatForward,
+  parseClientLease, parseForward, readStateFile, serializeClientLease, serializeForwards, writeStateFile, type PortForward,
+  type RouterEvent, type UplinkDhcpOptions,
 } from '@vswitch/nat';
 import { type Bridge, VlanPolicy, parseIp4, parseMac } from '@vswitch/switch';
 import { type RouterConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
@@ -39,16 +42,28 @@ export class ManagedRouter {
     ensureStateDir(stateDir);
     this.#forwardsFile = join(stateDir, `forwards-${name}.json`);
     const clock = (): number => performance.now();
-    const up = rc.uplink ? parseCidr(rc.uplink.address)! : undefined;
+    const dhcpUplink = rc.uplink?.address === 'dhcp';
+    const up = rc.uplink && !dhcpUplink ? parseCidr(rc.uplink.address)! : undefined;
+    const uplinkMac = rc.uplink?.mac ? parseMac(rc.uplink.mac) : stableMac(`${name}/uplink`);
+    let dhcp: UplinkDhcpOptions | undefined;
+    if (rc.uplink && dhcpUplink) {
+      const leaseFile = join(stateDir, clientLeaseFileName(name));
+      dhcp = {
+        hostname: rc.uplink.hostname,
+        previous: parseClientLease(readStateFile(leaseFile), uplinkMac),
+        save: (lease) => writeStateFile(leaseFile, lease ? serializeClientLease(uplinkMac, lease) : '{}\n'),
+      };
+    }
     this.router = new Router({
       name,
       clock,
-      uplink: rc.uplink && up ? {
+      uplink: rc.uplink ? {
         ifname: rc.uplink.interface,
-        mac: rc.uplink.mac ? parseMac(rc.uplink.mac) : stableMac(`${name}/uplink`),
-        address: up.ip,
-        prefix: up.prefix,
+        mac: uplinkMac,
+        address: up?.ip ?? 0,
+        prefix: up?.prefix ?? 0,
         gateway: rc.uplink.gateway ? parseIp4(rc.uplink.gateway) : 0,
+        dhcp,
       } : undefined,
       napt: {
         portRange: { lo: rc.nat.portRange[0], hi: rc.nat.portRange[1] },

@@ -6,18 +6,26 @@
  * the running state exactly as it was.
  */
 import {
-  Bridge, type BridgeEvent, checkVid, formatMac, parseMac, type PortIo,
+  Bridge, type BridgeEvent, checkVid, formatMac, parseMac, type Port, type PortIo,
   VlanPolicy, type VlanSpec, VlanPolicyError,
 } from '@vswitch/switch';
-import { AttachIo, TapIo } from '@vswitch/switch/ports';
+import { AttachIo, SocketIo, TapIo } from '@vswitch/switch/ports';
+import { resolve } from 'node:path';
 import type { Config, PortConfig, RouterConfig } from '../config.js';
 import { ManagedRouter } from './routers.js';
 import { VswitchError } from '../errors.js';
 import type { Logger } from './log.js';
 
 export interface AddPortSpec {
-  type: 'tap' | 'attach';
+  type: 'tap' | 'attach' | 'socket';
+  /** socket only: the Unix socket to listen on, and its file mode (octal text, default "0600"). */
+  path?: string;
+  mode?: string;
+  /** socket only: connect to `path` (QEMU listens) instead of listening. */
+  connect?: boolean;
   persistent?: boolean;
+  /** tap, attach: offloads (default on): GSO frames travel with their virtio-net header. */
+  offload?: boolean;
   owner?: number;
   group?: number;
   vlan?: VlanSpec;
@@ -258,22 +266,57 @@ export class Vswitch {
     if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(ifname)) throw new VswitchError('EINVAL', `bad interface name '${ifname}' (1-15 characters)`);
     const vlan = spec.vlan ? policyFrom(spec.vlan) : VlanPolicy.defaultAccess();
     let io: PortIo;
+    let port: Port | undefined;
     try {
-      io = spec.type === 'attach' ? new AttachIo(ifname) : new TapIo(ifname, { persistent: spec.persistent, owner: spec.owner, group: spec.group });
+      if (spec.type === 'socket') {
+        if (spec.path === undefined) throw new VswitchError('EINVAL', 'a socket port needs a path');
+        for (const [name, other] of this.#specs) {
+          if (other.type === 'socket' && other.path !== undefined && resolve(other.path) === resolve(spec.path)) {
+            throw new VswitchError('EEXIST', `it is already the socket of port ${name}`);
+          }
+        }
+        io = new SocketIo(ifname, {
+          path: spec.path, connect: spec.connect, mode: parseInt(spec.mode ?? '0600', 8), owner: spec.owner, group: spec.group,
+          onLink: (up, why) => { if (port !== undefined) this.#socketLink(br, port, up, why); },
+        });
+      } else {
+        io = spec.type === 'attach' ? new AttachIo(ifname, { keepGso: spec.offload ?? true }) : new TapIo(ifname, { persistent: spec.persistent, owner: spec.owner, group: spec.group, offload: spec.offload });
+      }
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'EIO';
-      const what = spec.type === 'attach' ? `cannot attach ${ifname}` : `cannot open TAP ${ifname}`;
+      const what = spec.type === 'attach' ? `cannot attach ${ifname}` : spec.type === 'socket' ? `cannot ${spec.connect ? 'use' : 'listen on'} socket ${spec.path}` : `cannot open TAP ${ifname}`;
       throw new VswitchError(code, `${where ? where + ': ' : ''}${what}: ${(e as Error).message}`);
     }
     try {
-      br.addPort(ifname, io, { vlan, maxMacs: spec.maxMacs });
+      port = br.addPort(ifname, io, { vlan, maxMacs: spec.maxMacs });
     } catch (e) {
       io.close();
       throw e;
     }
+    if (io instanceof SocketIo && !io.connected) {
+      // Link down until a VM connects (not an event: nothing went wrong).
+      port.up = false;
+      port.downReason = 'no client connected';
+    }
     this.#owner.set(ifname, bname);
     this.#specs.set(ifname, spec);
-    this.log.info({ event: 'port_added', bridge: bname, port: ifname, type: spec.type, vlan: vlan.toSpec() }, 'port_added');
+    this.log.info({ event: 'port_added', bridge: bname, port: ifname, type: spec.type, vlan: vlan.toSpec(), ...(spec.type === 'socket' ? { path: spec.path, role: spec.connect ? 'connect' : 'listen' } : {}) }, 'port_added');
+  }
+
+  /**
+   * A socket port's client came or went. Down is the bridge's port-down (MAC entries
+   * flushed, port_down logged); up is set here, as the bridge has no link-up yet.
+   */
+  #socketLink(br: Bridge, port: Port, up: boolean, why: string): void {
+    if (br.port(port.name) !== port) return;
+    if (!up) {
+      br.portGone(port, why);
+      return;
+    }
+    if (port.up) return;
+    port.up = true;
+    port.downReason = '';
+    this.log.info({ event: 'port_up', bridge: br.name, port: port.name, reason: why }, 'port_up');
   }
 
   delPort(bname: string, ifname: string): void {
@@ -344,11 +387,12 @@ export class Vswitch {
 }
 
 function portSpec(p: PortConfig): AddPortSpec {
-  return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs };
+  return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, offload: p.offload, path: p.path, mode: p.mode, connect: p.connect, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs };
 }
 
 function samePortKind(a: AddPortSpec, b: AddPortSpec): boolean {
-  return a.type === b.type && (a.persistent ?? false) === (b.persistent ?? false) && a.owner === b.owner && a.group === b.group;
+  return a.type === b.type && (a.persistent ?? false) === (b.persistent ?? false) && a.owner === b.owner && a.group === b.group && (a.offload ?? true) === (b.offload ?? true)
+    && a.path === b.path && parseInt(a.mode ?? '0600', 8) === parseInt(b.mode ?? '0600', 8) && (a.connect ?? false) === (b.connect ?? false);
 }
 
 function policyFrom(spec: VlanSpec): VlanPolicy {

@@ -2,4 +2,5 @@
 // (and its tests) never needs the addon built.
 export * from './tap.js';
 export * from './attach.js';
+export * from './socket.js';
 export * from './errno.js';

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# NAT throughput: a VM behind vswitch's router (TAP port, VLAN 10 network, NAPT to
+# an uplink veth) against pasta (userspace NAT, as ../shared/bench/anchors.sh runs
+# it), interleaved, iperf3 one stream each way. "up" = VM -> internet (pasta:
+# namespace -> host), "down" = internet -> VM (pasta: host -> namespace).
+# Target (issue 5): vswitch >= 1.0x pasta in each direction.
+# Usage: bash bench/scale/nat.sh [ROUNDS] [SECONDS]   (root; needs iperf3, jq, pasta)
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+rounds=${1:-3} secs=${2:-5}
+[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
+for t in iperf3 jq pasta; do command -v $t >/dev/null || { echo "missing $t (bench/run.sh installs it)" >&2; exit 1; }; done
+id=$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
+VM="bn${id}vm" INET="bn${id}in" HOST="bn${id}h" UP="bn${id}up" TAP="bn${id}t"
+dir=$(mktemp -d "/tmp/vswitch-nat.XXXXXX")
+pids=()
+down() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  pids=()
+  ip link del "$UP" 2>/dev/null
+  for n in "$VM" "$INET" "$HOST"; do ip netns del "$n" 2>/dev/null; done
+}
+trap 'down; rm -rf "$dir"' EXIT
+ns_add() { ip netns add "$1"; ip -n "$1" link set lo up; ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; }
+ticks() { local s=0 p; for p in "$@"; do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $s; }
+
+# iperf3 CLIENT_NS SERVER_NS SERVER_IP [-R] -> "gbps cpu_s"
+measure() {
+  local cns=$1 sns=$2 sip=$3 rev=${4:-} j c0 c1
+  ip netns exec "$sns" iperf3 -s -1 -B "$sip" -p 5301 >/dev/null 2>&1 &
+  local srv=$!
+  for _ in $(seq 50); do ip netns exec "$sns" ss -Hltn 'sport = :5301' | grep -q . && break; sleep 0.1; done
+  c0=$(ticks "${pids[@]}")
+  j=$(timeout $((secs + 15)) ip netns exec "$cns" iperf3 -c "$sip" -p 5301 -t "$secs" $rev -J 2>/dev/null)
+  c1=$(ticks "${pids[@]}")
+  kill $srv 2>/dev/null; wait $srv 2>/dev/null
+  printf '%s %s\n' "$(jq -r '(.end.sum_received.bits_per_second // 0) / 1e9' <<<"$j")" "$(awk -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", c/hz}')"
+}
+
+ours_up() {
+  ns_add "$VM"; ns_add "$INET"
+  ip link add "$UP" type veth peer name "${UP}i" netns "$INET"
+  sysctl -qw "net.ipv6.conf.$UP.disable_ipv6=1"; ip link set "$UP" up
+  ip -n "$INET" addr add 198.51.100.1/24 dev "${UP}i"; ip -n "$INET" link set "${UP}i" up
+  cat > "$dir/c.yaml" <<YAML
+stateDir: $dir/state
+bridges:
+  br0:
+    ports:
+      $TAP: { type: tap, vlan: { mode: access, vid: 10 } }
+routers:
+  r0:
+    uplink: { interface: $UP, address: 198.51.100.2/24, gateway: 198.51.100.1 }
+    networks:
+      net10: { bridge: br0, vlan: 10, address: 10.64.10.1/24 }
+YAML
+  node "$repo/packages/cli/dist/main.js" daemon --config "$dir/c.yaml" --socket "$dir/s" --metrics off \
+    --state-dir "$dir/state" --log-level warn >>"$dir/log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do ip link show "$TAP" >/dev/null 2>&1 && break; sleep 0.1; done
+  ip link set "$TAP" netns "$VM"
+  ip -n "$VM" addr add 10.64.10.11/24 dev "$TAP"; ip -n "$VM" link set "$TAP" up; ip -n "$VM" route add default via 10.64.10.1
+  for _ in $(seq 50); do ip netns exec "$VM" busybox ping -c 1 -W 1 198.51.100.1 >/dev/null 2>&1 && return 0; sleep 0.2; done
+  return 1
+}
+pasta_up() {
+  ns_add "$HOST"; ns_add "$VM"
+  ip -n "$HOST" link add "${HOST}0" type veth peer name "${HOST}1"
+  ip -n "$HOST" addr add 10.77.9.1/24 dev "${HOST}0"
+  ip -n "$HOST" link set "${HOST}0" up; ip -n "$HOST" link set "${HOST}1" up
+  ip -n "$HOST" route add default via 10.77.9.254 dev "${HOST}0"
+  ip netns exec "$HOST" pasta --config-net --netns "$VM" --runas 0 -I "${VM}p" -a 10.77.9.2 -n 24 -g 10.77.9.254 \
+    -4 -t none -u none -T none -U none -f -q -P "$dir/pasta.pid" -l "$dir/pasta.log" </dev/null >>"$dir/log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do ip -n "$VM" -4 addr show dev "${VM}p" 2>/dev/null | grep -q 10.77.9.2 && return 0; sleep 0.1; done
+  return 1
+}
+
+out=$dir/raw.tsv
+for r in $(seq "$rounds"); do
+  if ours_up; then
+    read -r g c <<<"$(measure "$VM" "$INET" 198.51.100.1)"; printf 'ours\tup\t%s\t%s\n' "$g" "$c" >>"$out"
+    read -r g c <<<"$(measure "$VM" "$INET" 198.51.100.1 -R)"; printf 'ours\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
+  else echo "round $r: vswitch NAT setup failed (see $dir/log)" >&2; fi
+  down
+  if pasta_up; then
+    read -r g c <<<"$(measure "$VM" "$HOST" 10.77.9.1)"; printf 'pasta\tup\t%s\t%s\n' "$g" "$c" >>"$out"
+    read -r g c <<<"$(measure "$VM" "$HOST" 10.77.9.1 -R)"; printf 'pasta\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
+  else echo "round $r: pasta setup failed" >&2; fi
+  down
+  echo "round $r done" >&2
+done
+python3 - "$out" <<'PY'
+import sys, statistics as st
+v = {}
+for line in open(sys.argv[1]):
+    t, d, g, c = line.split()
+    v.setdefault((t, d), []).append((float(g), float(c)))
+print('| direction | vswitch Gbit/s | vswitch CPU s | pasta Gbit/s | pasta CPU s | ratio vswitch/pasta |')
+print('|---|---|---|---|---|---|')
+for d in ('up', 'down'):
+    o = v.get(('ours', d), []); p = v.get(('pasta', d), [])
+    og = st.median(x[0] for x in o) if o else 0; pg = st.median(x[0] for x in p) if p else 0
+    oc = st.median(x[1] for x in o) if o else 0; pc = st.median(x[1] for x in p) if p else 0
+    print(f'| {d} | {og:.2f} | {oc:.2f} | {pg:.2f} | {pc:.2f} | {og / pg if pg else 0:.2f}x |')
+print('(medians over rounds; up = VM -> internet, down = internet -> VM)')
+PY
