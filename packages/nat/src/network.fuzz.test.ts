@@ -85,6 +85,7 @@ function rig() {
       batch: () => { throw new Error('a router network emits frames one by one'); },
       frame: (buf, off, len) => { out.push({ net: name, frame: buf.slice(off, off + len) }); },
       gone: () => { throw new Error('a router network never goes away'); },
+      link: () => { throw new Error('a router network has no link to lose'); },
     };
     net.start(rx);
     router.addNetwork(net);

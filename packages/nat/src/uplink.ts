@@ -164,6 +164,7 @@ export class Uplink {
         this.downReason = why;
         this.downEvents++;
       },
+      link: () => {}, // packet sockets report only a vanished interface (gone)
     };
     io.start(rx);
     this.up = true;

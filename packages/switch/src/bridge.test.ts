@@ -788,3 +788,30 @@ describe('re-entrant ports', () => {
     expect(o.c.length).toBe(1);
   });
 });
+
+describe('link down and up', () => {
+  it('a port whose link starts down forwards nothing until it comes up, and is flushed when it goes down again', () => {
+    const { br, io, send, out, events } = rig({ a: ACCESS(10), b: ACCESS(10) });
+    const c = new TestIo();
+    Object.defineProperty(c, 'linkUp', { value: false });
+    const port = br.addPort('c', c, { vlan: VlanPolicy.from(ACCESS(10)) });
+    expect(port.up).toBe(false);
+    expect(port.downReason).toBe('link down');
+    expect(events).toEqual([]); // starting down is not an event
+    send('a', untagged(BCAST, A));
+    expect(c.take()).toEqual([]);
+    c.rx.link(true, 'client connected');
+    expect(port.up).toBe(true);
+    expect(events.at(-1)).toEqual({ event: 'port_up', bridge: 'br0', port: 'c', reason: 'client connected' });
+    c.inject(untagged(A, C));
+    expect(out().a).toHaveLength(1);
+    expect(br.fdb.lookup(10, C)).toBe(port.id);
+    c.rx.link(false, 'client disconnected');
+    expect(port.up).toBe(false);
+    expect(br.fdb.lookup(10, C)).toBe(-1);
+    expect(events.at(-1)).toMatchObject({ event: 'port_down', port: 'c', reason: 'client disconnected' });
+    send('a', untagged(BCAST, A));
+    expect(c.take()).toEqual([]);
+    expect(io.b.take()).toHaveLength(1);
+  });
+});

@@ -35,6 +35,7 @@ const SWEEP_MS = 1000;
 
 export type BridgeEvent =
   | { event: 'port_down'; bridge: string; port: string; reason: string }
+  | { event: 'port_up'; bridge: string; port: string; reason: string }
   | { event: 'mac_moved'; bridge: string; vlan: number; mac: string; port: string }
   | { event: 'mac_limit'; bridge: string; port: string; vlan: number; mac: string; limit: number }
   | { event: 'mac_aged'; bridge: string; count: number };
@@ -122,6 +123,11 @@ export class Bridge {
     } catch (e) {
       this.#forget(port);
       throw e;
+    }
+    if (io.linkUp === false) {
+      // Down from the start (no client yet): not an event, nothing went wrong.
+      port.up = false;
+      port.downReason = io.linkDownReason ?? 'link down';
     }
     return port;
   }
@@ -240,7 +246,15 @@ export class Bridge {
     this.#deferred.length = 0;
   }
 
-  /** The port turned unusable (device deleted, fatal I/O error). */
+  /** The port's link came back (a client reconnected); it forwards again. */
+  portUp(port: Port, why: string): void {
+    if (port.up || this.#byId[port.id] !== port) return;
+    port.up = true;
+    port.downReason = '';
+    this.#emit({ event: 'port_up', bridge: this.name, port: port.name, reason: why }, true);
+  }
+
+  /** The port turned unusable (device deleted, fatal I/O error), or its link went down. */
   portGone(port: Port, why: string): void {
     if (!port.up) return;
     port.up = false;
@@ -259,6 +273,7 @@ export class Bridge {
       },
       frame: (buf, off, len) => this.receive(port, buf, off, len, this.#clock()),
       gone: (_errno, why) => this.portGone(port, why),
+      link: (up, why) => (up ? this.portUp(port, why) : this.portGone(port, why)),
     };
   }
 

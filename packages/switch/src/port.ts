@@ -34,6 +34,8 @@ export interface PortRx {
   frame(buf: Uint8Array, off: number, len: number): void;
   /** The device is gone or broken; `errno` is positive. */
   gone(errno: number, why: string): void;
+  /** The link went down or came back (a VM disconnected from a socket port, and reconnected). */
+  link(up: boolean, why: string): void;
 }
 
 /** The I/O side of a port: what the bridge needs from a device. */
@@ -57,6 +59,9 @@ export interface PortIo {
   send2Vnet?(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
   /** Release everything (fd, device unless persistent). Idempotent. */
   close(): void;
+  /** False when the port starts with its link down (a socket port with no client yet), and why. */
+  readonly linkUp?: boolean;
+  readonly linkDownReason?: string;
   /** Facts for `show` (device name, persistence, ifindex ...). */
   describe(): Record<string, string | number | boolean>;
 }

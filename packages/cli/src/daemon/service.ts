@@ -6,7 +6,7 @@
  * the running state exactly as it was.
  */
 import {
-  Bridge, type BridgeEvent, checkVid, formatMac, parseMac, type Port, type PortIo,
+  Bridge, type BridgeEvent, checkVid, formatMac, parseMac, type PortIo,
   VlanPolicy, type VlanSpec, VlanPolicyError,
 } from '@vswitch/switch';
 import { AttachIo, SocketIo, TapIo } from '@vswitch/switch/ports';
@@ -266,7 +266,6 @@ export class Vswitch {
     if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(ifname)) throw new VswitchError('EINVAL', `bad interface name '${ifname}' (1-15 characters)`);
     const vlan = spec.vlan ? policyFrom(spec.vlan) : VlanPolicy.defaultAccess();
     let io: PortIo;
-    let port: Port | undefined;
     try {
       if (spec.type === 'socket') {
         if (spec.path === undefined) throw new VswitchError('EINVAL', 'a socket port needs a path');
@@ -277,7 +276,6 @@ export class Vswitch {
         }
         io = new SocketIo(ifname, {
           path: spec.path, connect: spec.connect, mode: parseInt(spec.mode ?? '0600', 8), owner: spec.owner, group: spec.group,
-          onLink: (up, why) => { if (port !== undefined) this.#socketLink(br, port, up, why); },
         });
       } else {
         io = spec.type === 'attach' ? new AttachIo(ifname, { keepGso: spec.offload ?? true }) : new TapIo(ifname, { persistent: spec.persistent, owner: spec.owner, group: spec.group, offload: spec.offload });
@@ -288,35 +286,14 @@ export class Vswitch {
       throw new VswitchError(code, `${where ? where + ': ' : ''}${what}: ${(e as Error).message}`);
     }
     try {
-      port = br.addPort(ifname, io, { vlan, maxMacs: spec.maxMacs });
+      br.addPort(ifname, io, { vlan, maxMacs: spec.maxMacs });
     } catch (e) {
       io.close();
       throw e;
     }
-    if (io instanceof SocketIo && !io.connected) {
-      // Link down until a VM connects (not an event: nothing went wrong).
-      port.up = false;
-      port.downReason = 'no client connected';
-    }
     this.#owner.set(ifname, bname);
     this.#specs.set(ifname, spec);
     this.log.info({ event: 'port_added', bridge: bname, port: ifname, type: spec.type, vlan: vlan.toSpec(), ...(spec.type === 'socket' ? { path: spec.path, role: spec.connect ? 'connect' : 'listen' } : {}) }, 'port_added');
-  }
-
-  /**
-   * A socket port's client came or went. Down is the bridge's port-down (MAC entries
-   * flushed, port_down logged); up is set here, as the bridge has no link-up yet.
-   */
-  #socketLink(br: Bridge, port: Port, up: boolean, why: string): void {
-    if (br.port(port.name) !== port) return;
-    if (!up) {
-      br.portGone(port, why);
-      return;
-    }
-    if (port.up) return;
-    port.up = true;
-    port.downReason = '';
-    this.log.info({ event: 'port_up', bridge: br.name, port: port.name, reason: why }, 'port_up');
   }
 
   delPort(bname: string, ifname: string): void {

@@ -150,8 +150,12 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 class RxLog implements PortRx {
   frames: number[][] = [];
   gones: string[] = [];
+  links: string[] = [];
   gone(_errno: number, why: string): void {
     this.gones.push(why);
+  }
+  link(up: boolean, why: string): void {
+    this.links.push(`${up ? 'up' : 'down'}: ${why}`);
   }
   batch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number): void {
     for (let i = 0; i < count; i++) this.frames.push([...buf.subarray(offs[i], offs[i] + lens[i])]);
@@ -201,12 +205,11 @@ describe('SocketIo', () => {
   });
   let n = 0;
   const mk = (opts: Partial<ConstructorParameters<typeof SocketIo>[1]> = {}): { io: SocketIo; rx: RxLog; links: string[] } => {
-    const links: string[] = [];
-    const io = new SocketIo('s', { path: join(dir, `p${n++}.sock`), onLink: (up, why) => links.push(`${up ? 'up' : 'down'}: ${why}`), ...opts });
+    const io = new SocketIo('s', { path: join(dir, `p${n++}.sock`), ...opts });
     open.push(io);
     const rx = new RxLog();
     io.start(rx);
-    return { io, rx, links };
+    return { io, rx, links: rx.links };
   };
   const client = (path: string): Client => {
     const c = new Client(path);
@@ -387,9 +390,9 @@ describe('SocketIo, connect role (QEMU listens: server=on)', () => {
 
   it('connects when the peer appears, exchanges frames, and reconnects after the peer drops it', async () => {
     const path = join(dir, 'qemu-server.sock');
-    const links: string[] = [];
     const rx = new RxLog();
-    const io = new SocketIo('c', { path, connect: true, onLink: (up, why) => links.push(`${up ? 'up' : 'down'}: ${why}`) });
+    const links = rx.links;
+    const io = new SocketIo('c', { path, connect: true });
     open.push(io);
     io.start(rx);
     expect(io.describe()).toMatchObject({ role: 'connect', connected: false });

@@ -25,10 +25,10 @@
  * preallocated buffer. A length of 0 or above SOCKET_MAX_FRAME closes that client
  * and is counted (`badFrames`); the daemon and the listening socket carry on.
  *
- * Link state: with no client the port is "link down". The bridge today has only a
- * permanent down (`PortRx.gone`), so link changes go to `onLink` (the daemon maps
- * them onto the bridge's port state); frames sent while no client is connected are
- * refused (-ENOTCONN) and counted (`txNoClient`).
+ * Link state: with no client the port is "link down" (`linkUp` false at start,
+ * then `PortRx.link` on every connect and disconnect: the bridge flushes the port's
+ * MACs and stops sending to it while down); frames sent while no client is
+ * connected are refused (-ENOTCONN) and counted (`txNoClient`).
  *
  * Sending: a frame is copied with its length header into a preallocated transmit
  * buffer, and the buffer is handed to the socket once per event-loop turn (one
@@ -188,8 +188,6 @@ export interface SocketPortOptions {
   group?: number;
   /** Transmit buffer bytes: the most a client that does not read can hold (default SOCKET_TX_BUFFER). */
   txBufferBytes?: number;
-  /** A client connected (up) or went away (down). Never called after close(). */
-  onLink?: (up: boolean, why: string) => void;
 }
 
 export interface SocketPortCounters {
@@ -224,7 +222,6 @@ export class SocketIo implements PortIo {
   #retryMs = RETRY_MIN_MS;
   #retryTimer: NodeJS.Timeout | undefined;
   readonly #deframer = new StreamDeframer();
-  readonly #onLink: (up: boolean, why: string) => void;
   #rx: PortRx | undefined;
   #client: Socket | undefined;
   /** Why the current client is being closed by us (bad frame), for the link-down reason. */
@@ -246,7 +243,6 @@ export class SocketIo implements PortIo {
     const path = resolve(opts.path);
     this.path = path;
     this.mode = opts.mode ?? 0o600;
-    this.#onLink = opts.onLink ?? (() => {});
     this.#tx = Buffer.allocUnsafe(Math.max(opts.txBufferBytes ?? SOCKET_TX_BUFFER, 4 + SOCKET_MAX_FRAME));
     if (Buffer.byteLength(path) > SUN_PATH_MAX) {
       throw new SocketPortError('ENAMETOOLONG', `socket path ${path} is longer than ${SUN_PATH_MAX} bytes`);
@@ -288,6 +284,12 @@ export class SocketIo implements PortIo {
   get connected(): boolean {
     return this.#client !== undefined && this.#closeWhy === '';
   }
+
+  get linkUp(): boolean {
+    return this.connected;
+  }
+
+  readonly linkDownReason = 'no client connected';
 
   start(rx: PortRx): void {
     this.#rx = rx;
@@ -389,9 +391,9 @@ export class SocketIo implements PortIo {
       this.counters.disconnects++;
       const why = this.#closeWhy || 'client disconnected';
       this.#closeWhy = '';
-      if (!this.#closed) this.#onLink(false, why);
+      if (!this.#closed) this.#rx?.link(false, why);
     });
-    this.#onLink(true, 'client connected');
+    this.#rx?.link(true, 'client connected');
   }
 
   #queue(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
