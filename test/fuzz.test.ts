@@ -250,6 +250,7 @@ describe('a live daemon under 20,000+ malformed frames', () => {
   beforeAll(async () => {
     metricsPort = await freePort();
     const access10 = { type: 'tap', vlan: { mode: 'access', vid: 10 } };
+    const staticVm = { ...access10, guard: { dhcp: false, ipSource: false } };
     d = await startDaemon({
       stateDir: tempDir('state'),
       metrics: { listen: `127.0.0.1:${metricsPort}` },
@@ -257,7 +258,8 @@ describe('a live daemon under 20,000+ malformed frames', () => {
         br0: {
           maxMacs: 1024,
           ports: {
-            [T.fz]: access10, [T.v1]: access10, [T.v2]: access10, [T.dc]: access10,
+            // Static addresses in a VLAN with a router DHCP server: the guards (on by default there) are turned off.
+            [T.fz]: staticVm, [T.v1]: staticVm, [T.v2]: staticVm, [T.dc]: access10,
             [T.tr]: { type: 'tap', vlan: { mode: 'trunk', allowed: [20], native: 10 } },
           },
         },

@@ -107,7 +107,9 @@ describe('a QEMU guest on a socket port', () => {
       bridges: {
         [BR]: {
           ports: {
-            [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } },
+            // A namespace VM with a static address (not leased): the anti-spoofing
+            // guards that a router network's VLAN turns on by default would drop it.
+            [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 }, guard: { dhcp: false, ipSource: false } },
             qemu0: { type: 'socket', path: sockPath, connect: true, vlan: { mode: 'access', vid: 10 } },
             qemu1: { type: 'socket', path: sock1Path, vlan: { mode: 'access', vid: 20 } },
           },

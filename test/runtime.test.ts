@@ -3,7 +3,8 @@
  * for the whole file; meanwhile ports are added (`addif`), moved to another VLAN
  * (`vlan add` / `vlan del`), removed (`delif`), and TAPs are deleted out from under
  * the daemon (`ip netns del`, `ip link del`). The running ping may lose at most 2
- * replies in all; the daemon stays up and reports the vanished ports down.
+ * replies in all; the daemon stays up, reports the vanished ports down (port_down)
+ * and recreates their TAPs in its own namespace (port_up, see faults.test.ts).
  * Last, SIGTERM shuts the daemon down cleanly.
  */
 import { existsSync } from 'node:fs';
@@ -92,29 +93,39 @@ describe('runtime changes while traffic flows', () => {
     expect(r.code).not.toBe(0);
   });
 
-  it('a TAP deleted under the daemon (netns deleted) turns its port down; the rest forwards', async () => {
+  it('a TAP deleted under the daemon (netns deleted) turns its port down, is recreated; the rest forwards', async () => {
+    const ups = d.logsMatching('port_up').length;
     await sh(`ip netns del ${vm3.ns}`);
     untrackNamespace(vm3.ns);
-    await waitFor('vm3 port down in show --json', async () => portState(await portOf(T.vm3)) === 'down', { timeoutMs: 10_000 });
-    expect(d.alive(), 'daemon alive').toBe(true);
     const line = await d.waitForLog('port_down');
     expect(line.raw).toContain(T.vm3);
+    expect(d.alive(), 'daemon alive').toBe(true);
+    // The daemon recreates the TAP in its own namespace and the port comes back up.
+    await waitFor('a port_up log line for vm3', () => d.logsMatching('port_up').slice(ups).some((l) => l.raw.includes(T.vm3)), { timeoutMs: 10_000 });
+    await waitFor('vm3 TAP back in the root namespace', () => linkExists(T.vm3));
+    const p = await portOf(T.vm3);
+    expect(portState(p), JSON.stringify(p)).toBe('up');
+    expect(p.recreated, JSON.stringify(p)).toBe(1);
     expect(await ping(vm1.ns, vm2.ip, { count: 3 }), 'vm1 -> vm2 after the deletion').toBe(true);
     expect(await ping(vm2.ns, vm1.ip, { count: 3 }), 'vm2 -> vm1 after the deletion').toBe(true);
-    // The down port can still be removed cleanly.
+    // The port (and its recreated TAP) can still be removed cleanly.
     await d.ok(['delif', BR, T.vm3]);
     expect(await portOf(T.vm3)).toBeUndefined();
+    await waitFor('the recreated vm3 TAP removed by delif', async () => !(await linkExists(T.vm3)));
   });
 
-  it('a TAP deleted under the daemon (ip link del in its netns) turns its port down', async () => {
+  it('a TAP deleted under the daemon (ip link del in its netns) turns its port down, then is recreated', async () => {
     await d.ok(['addif', BR, T.vm5, '--vlan', '10']);
     vm5 = await makeVm('vm5', T.vm5, '10.10.0.5/24');
     expect(await pingUntil(vm5.ns, vm1.ip), 'new vm5 -> vm1').toBe(true);
     const before = d.logsMatching('port_down').length;
+    const ups = d.logsMatching('port_up').length;
     await nsExec(vm5.ns, `ip link del ${T.vm5}`);
-    await waitFor('vm5 port down', async () => portState(await portOf(T.vm5)) === 'down', { timeoutMs: 10_000 });
-    await waitFor('a second port_down log line', () => d.logsMatching('port_down').length > before);
+    await waitFor('a second port_down log line', () => d.logsMatching('port_down').length > before, { timeoutMs: 10_000 });
     expect(d.logsMatching('port_down').at(-1)!.raw).toContain(T.vm5);
+    await waitFor('a port_up log line for vm5', () => d.logsMatching('port_up').slice(ups).some((l) => l.raw.includes(T.vm5)), { timeoutMs: 10_000 });
+    await waitFor('vm5 TAP back in the root namespace', () => linkExists(T.vm5));
+    expect(portState(await portOf(T.vm5))).toBe('up');
     expect(d.alive()).toBe(true);
     expect(await ping(vm2.ns, vm1.ip, { count: 2 })).toBe(true);
   });
@@ -134,5 +145,6 @@ describe('runtime changes while traffic flows', () => {
     expect(r.code, `exit code (signal ${r.signal})`).toBe(0);
     expect(existsSync(d.socket), 'socket unlinked').toBe(false);
     await waitFor('vm1/vm2 TAPs removed', async () => !(await linkExists(T.vm1, vm1.ns)) && !(await linkExists(T.vm2, vm2.ns)), { timeoutMs: 5000 });
+    await waitFor('the recreated vm5 TAP removed', async () => !(await linkExists(T.vm5)), { timeoutMs: 5000 });
   });
 });

@@ -49,6 +49,22 @@ const PortSchema = z.strictObject({
   offload: z.boolean().optional(),
   vlan: VlanSpec.optional(),
   maxMacs: z.number().int().min(0).max(1_000_000).default(0),
+  /** Flooded frames (broadcast, multicast, unknown unicast) per second this port may send; absent = no limit. */
+  stormControl: z.strictObject({ pps: z.number().int().min(1).max(100_000_000) }).optional(),
+  /**
+   * Anti-spoofing. Default: both guards on for tap/socket access ports whose VLAN has
+   * a router network with DHCP on this bridge, off for every other port (attach
+   * uplinks, trunks, ports of VLANs without a router DHCP server). A key given here wins.
+   * `bindings`: MAC/IP pairs the port may send from besides its DHCP leases.
+   */
+  guard: z.strictObject({
+    dhcp: z.boolean().optional(),
+    ipSource: z.boolean().optional(),
+    bindings: z.array(z.strictObject({
+      mac: Mac,
+      ip: z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 10.0.10.50'),
+    })).default([]),
+  }).optional(),
 });
 
 const BridgeSchema = z.strictObject({

@@ -38,6 +38,11 @@ export interface NetworkOptions {
   dhcp?: DhcpServer;
   /** Which bridge port a MAC was learned on, for per-port DHCP policy. */
   portOf?: (mac: number) => string;
+  /**
+   * A lease was ACKed to `mac` on bridge port `port` (portOf; '' if unknown) until
+   * `expiresAt` (wall-clock ms): the daemon binds it in that port's IP source guard.
+   */
+  onLease?: (port: string, mac: number, ip: number, expiresAt: number) => void;
   /** Lease granted or refused; the router bounds how many reach the log. */
   onEvent?: (e: NetworkEvent) => void;
 }
@@ -258,6 +263,10 @@ export class RouterNetwork implements PortIo {
     const n = udpFrame(this.#out, r.dstMac, this.mac, this.ip, r.dstIp, 67, 68, this.#dhcpOut, r.payloadLen);
     if (r.type === DhcpMsg.ACK && r.yiaddr !== 0) {
       this.arp.learn(r.yiaddr, r.chaddr);
+      if (this.opts.onLease !== undefined) {
+        const lease = dhcp.lease(r.chaddr, r.yiaddr);
+        this.opts.onLease(lease?.port ?? port ?? '', r.chaddr, r.yiaddr, lease?.expiresAt ?? now);
+      }
       this.opts.onEvent?.({ event: 'dhcp_ack', network: this.name, ip: formatIp4(r.yiaddr), mac: formatMac(r.chaddr), port: port ?? '' });
     } else if (r.type === DhcpMsg.NAK) {
       this.opts.onEvent?.({ event: 'dhcp_nak', network: this.name, mac: formatMac(r.chaddr), port: port ?? '' });

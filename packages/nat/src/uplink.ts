@@ -154,6 +154,9 @@ export class Uplink {
       return false;
     }
     this.#io = io;
+    // Attached again: the neighbours may have changed (a veth recreated has a new
+    // peer MAC), so forget what ARP learnt and ask again.
+    if (this.attaches > 0) for (const e of this.arp.entries()) this.arp.forget(e.ip);
     const rx: PortRx = {
       batch: (buf, offs, lens, count) => {
         for (let i = 0; i < count; i++) this.#input(buf, offs[i], lens[i]);

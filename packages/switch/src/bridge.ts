@@ -1,6 +1,7 @@
 /*
  * A bridge: ports, one MAC table, and the pipeline that joins them
- *   port -> ingress (admit, classify VLAN) -> learn -> forward (unicast / flood) -> egress -> port.
+ *   port -> ingress (admit, classify VLAN) -> guards (anti-spoofing, guard.ts) -> learn
+ *        -> forward (unicast / flood, storm control) -> egress -> port.
  * Everything per frame is synchronous from the buffer the frame arrived in, and
  * allocates nothing: per-frame decisions live in one reused FrameMeta, tag edits
  * in one scratch header (virtio_net_hdr + tagged Ethernet header). A frame's
@@ -26,6 +27,7 @@ import { forward, type ForwardCounters } from './forward.js';
 import { admit, ADMIT, learnRefusal, newFrameMeta, setOffloadMeta } from './ingress.js';
 import { Port, type PortIo, type PortRx, VNET_HDR_LEN } from './port.js';
 import { formatMac } from './wire/ethernet.js';
+import { ADMIT_GUARD, guardCheck } from './guard.js';
 import { VID_MAX } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
 
@@ -52,6 +54,10 @@ export interface PortOptions {
   vlan?: VlanPolicy;
   /** Dynamic MAC limit for this port; 0 or absent = none. */
   maxMacs?: number;
+  /** Flooded frames per second this port may send (guard.ts); 0 or absent = no limit. */
+  stormPps?: number;
+  /** Anti-spoofing guards (guard.ts); absent = off. */
+  guard?: { dhcp?: boolean; ipSource?: boolean };
 }
 
 export class BridgeError extends Error {
@@ -117,6 +123,8 @@ export class Bridge {
     this.#byId[id] = port;
     this.#ports.set(name, port);
     this.fdb.setPortLimit(id, opts.maxMacs ?? 0);
+    port.storm.set(opts.stormPps ?? 0, this.#clock());
+    if (opts.guard !== undefined) port.guard.set(opts.guard);
     this.#rebuildFloodLists();
     try {
       io.start(this.#rxFor(port));
@@ -143,6 +151,16 @@ export class Bridge {
 
   setPortMaxMacs(name: string, max: number): void {
     this.fdb.setPortLimit(this.#need(name).id, max);
+  }
+
+  /** Sets a port's storm-control rate (flooded frames per second; 0 = off). */
+  setPortStorm(name: string, pps: number): void {
+    this.#need(name).storm.set(pps, this.#clock());
+  }
+
+  /** Turns a port's anti-spoofing guards on or off; bindings are kept. */
+  setPortGuard(name: string, opts: { dhcp?: boolean; ipSource?: boolean }): void {
+    this.#need(name).guard.set(opts);
   }
 
   /** Replaces a port's VLAN policy; MAC entries in VLANs it leaves are flushed. */
@@ -210,6 +228,13 @@ export class Bridge {
       port.drops[r]++;
       return;
     }
+    if (port.guard.active) {
+      r = guardCheck(port.guard, buf, off, len, meta.tagLen, meta.src);
+      if (r !== ADMIT_GUARD) {
+        port.drops[r]++;
+        return;
+      }
+    }
     const l = this.fdb.learn(meta.vid, meta.src, port.id, now);
     if (l < 0) {
       r = learnRefusal(l);
@@ -221,7 +246,7 @@ export class Bridge {
     } else if (l === Learn.MOVED) {
       this.#emit({ event: 'mac_moved', bridge: this.name, vlan: meta.vid, mac: formatMac(meta.src), port: port.name });
     }
-    forward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#scratch, this.counters);
+    forward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#scratch, this.counters, now);
   }
 
   #defer(port: Port, buf: Uint8Array, off: number, len: number, hdr: number): void {

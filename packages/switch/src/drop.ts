@@ -18,6 +18,10 @@ export const DROP_REASONS = [
   'port_down',             // destination port is down
   'tx_error',              // the kernel refused the write (queue full, device gone), or a frame could not be completed
   'link_down',             // the device's link is down (a TAP whose guest side is not up yet: EIO; ENETDOWN)
+  'storm_control',         // flooded frame (group or unknown unicast) over the port's stormControl pps
+  'dhcp_guard',            // DHCP server message (UDP 67 -> 68) from a port with the DHCP guard
+  'ip_source_guard',       // IPv4 whose source MAC/IP is not bound to the port (leased or configured)
+  'arp_spoof',             // ARP whose sender MAC/IP is not bound to the port, or whose SHA is not the source MAC
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];

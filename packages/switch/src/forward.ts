@@ -5,6 +5,10 @@
  * destination learned on the ingress port itself is dropped (the two hosts share
  * that segment, as Linux and OVS do).
  *
+ * Storm control: a port with a stormControl rate spends one token of its bucket
+ * (guard.ts) per frame it floods; with none left the frame is dropped
+ * ('storm_control'). Known unicast never spends tokens.
+ *
  * Flood lists are precomputed per VID by the bridge (rebuilt on any port or VLAN
  * change), so flooding in a bridge of 256 ports walks only the VLAN's members.
  */
@@ -35,6 +39,7 @@ export function forward(
   meta: FrameMeta,
   scratch: Uint8Array,
   c: ForwardCounters,
+  now = 0,
 ): void {
   if ((buf[off] & 1) === 0) {
     const to = fdb.lookup(meta.vid, dstMac(buf, off));
@@ -50,8 +55,16 @@ export function forward(
         return;
       }
     }
+    if (inPort.storm.pps > 0 && !inPort.storm.take(now)) {
+      inPort.drops[Drop.storm_control]++;
+      return;
+    }
     c.floodedUnknown++;
   } else {
+    if (inPort.storm.pps > 0 && !inPort.storm.take(now)) {
+      inPort.drops[Drop.storm_control]++;
+      return;
+    }
     c.floodedGroup++;
   }
   for (let i = 0; i < floodList.length; i++) {

@@ -8,6 +8,7 @@ export * from './ingress.js';
 export * from './egress.js';
 export * from './forward.js';
 export * from './bridge.js';
+export * from './guard.js';
 export * from './wire/checksum.js';
 export * from './wire/ipv4.js';
 export * from './wire/arp.js';

@@ -19,6 +19,7 @@
  */
 import { DROP_REASON_COUNT, DROP_REASONS, type DropReason } from './drop.js';
 import { VlanPolicy } from './vlan.js';
+import { PortGuard, StormBucket } from './guard.js';
 
 export type PortKind = 'tap' | 'attach' | 'router' | 'socket';
 
@@ -90,6 +91,10 @@ export class Port {
   readonly drops = new Float64Array(DROP_REASON_COUNT);
   /** Times the port went down (device gone, write/read failure). */
   downEvents = 0;
+  /** Anti-spoofing (guard.ts); inactive by default. */
+  readonly guard = new PortGuard();
+  /** Storm control for flooded frames this port sends (guard.ts); pps 0 = off. */
+  readonly storm = new StormBucket();
 
   constructor(
     /** Bridge-local id, the FDB's port number. */

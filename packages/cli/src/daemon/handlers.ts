@@ -35,6 +35,8 @@ export function portView(p: Port): Record<string, unknown> {
     state: p.up ? 'up' : 'down',
     ...(p.up ? {} : { downReason: p.downReason }),
     vlan: { mode: p.vlan.mode(), pvid: p.vlan.pvid, members: p.vlan.members() },
+    ...(p.storm.pps > 0 ? { stormControl: { pps: p.storm.pps } } : {}),
+    ...(p.guard.active ? { guard: { dhcp: p.guard.dhcp, ipSource: p.guard.ipSource, bindings: p.guard.leased.size + p.guard.configured.size } } : {}),
     ...p.io.describe(),
   };
 }

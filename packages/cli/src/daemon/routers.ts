@@ -38,6 +38,11 @@ export class ManagedRouter {
     bridgeOf: (name: string) => Bridge,
     addPort: (bridge: string, name: string, net: RouterNetwork, vlan: VlanPolicy) => void,
     onEvent: (e: RouterEvent) => void = () => {},
+    /** IP source guard bindings: a lease ACKed on a port, and a lease gone (see guards.ts). */
+    leases?: {
+      bound(port: string, mac: number, ip: number): void;
+      gone(port: string | undefined, mac: number, ip: number): void;
+    },
   ) {
     ensureStateDir(stateDir);
     this.#forwardsFile = join(stateDir, `forwards-${name}.json`);
@@ -98,6 +103,7 @@ export class ManagedRouter {
           return { dest: maskOf(to.ip, to.prefix), prefixLen: to.prefix, gateway: parseIp4(r.via) };
         }),
         maxLeasesPerPort: n.dhcp.maxLeasesPerPort,
+        onRemove: leases ? (l) => leases.gone(l.port, l.mac, l.ip) : undefined,
       }, LeaseStore.open(stateDir, nname, now), now) : undefined;
       const net = new RouterNetwork({
         name: nname,
@@ -111,6 +117,7 @@ export class ManagedRouter {
           const id = br.fdb.lookup(n.vlan, mac);
           return id < 0 ? '' : br.portName(id);
         },
+        onLease: leases ? (port, mac, ip) => leases.bound(port, mac, ip) : undefined,
       });
       addPort(n.bridge, nname, net, VlanPolicy.from({ mode: 'access', vid: n.vlan }));
       this.router.addNetwork(net);

@@ -13,6 +13,7 @@ import { AttachIo, SocketIo, TapIo } from '@vswitch/switch/ports';
 import { resolve } from 'node:path';
 import type { Config, PortConfig, RouterConfig } from '../config.js';
 import { ManagedRouter } from './routers.js';
+import { applyGuard, leaseBound, leaseGone, type GuardSpec } from './guards.js';
 import { VswitchError } from '../errors.js';
 import type { Logger } from './log.js';
 
@@ -30,6 +31,10 @@ export interface AddPortSpec {
   group?: number;
   vlan?: VlanSpec;
   maxMacs?: number;
+  /** Storm control: flooded frames per second (absent = none). */
+  stormPps?: number;
+  /** Anti-spoofing; absent keys take the default (guards.ts). */
+  guard?: GuardSpec;
 }
 
 export class Vswitch {
@@ -136,6 +141,10 @@ export class Vswitch {
           br.setPortMaxMacs(pname, spec.maxMacs ?? 0);
           done.push(`maxmacs ${pname} ${spec.maxMacs ?? 0}`);
         }
+        if ((this.#specs.get(pname)?.stormPps ?? 0) !== (spec.stormPps ?? 0)) {
+          br.setPortStorm(pname, spec.stormPps ?? 0);
+          done.push(`stormcontrol ${pname} ${spec.stormPps ?? 0}`);
+        }
         this.#specs.set(pname, spec);
       }
       // Static entries: the file's set replaces the running set.
@@ -161,6 +170,7 @@ export class Vswitch {
         done.push(`addrouter ${rname}`);
       }
     }
+    this.#applyGuards();
     this.log.info({ event: 'config_applied', changes: done }, 'config_applied');
     return done;
   }
@@ -180,7 +190,10 @@ export class Vswitch {
         this.bridge(bname).addPort(pname, net, { vlan });
         this.#owner.set(pname, bname);
         added.push([bname, pname]);
-      }, (e) => this.log.info({ router: name, ...e }, e.event));
+      }, (e) => this.log.info({ router: name, ...e }, e.event), {
+        bound: (port, mac, ip) => leaseBound(this.bridges.values(), port, mac, ip),
+        gone: (port, mac, ip) => leaseGone(this.bridges.values(), port, mac, ip),
+      });
       mr.start();
     } catch (e) {
       for (const [bname, pname] of added) {
@@ -191,6 +204,7 @@ export class Vswitch {
     }
     this.routers.set(name, mr);
     this.#routerConfigs.set(name, JSON.stringify(rc));
+    this.#applyGuards();
     this.log.info({ event: 'router_added', router: name, networks: [...mr.router.networks.keys()], uplink: mr.router.uplink?.describe() }, 'router_added');
     return mr;
   }
@@ -205,6 +219,7 @@ export class Vswitch {
     }
     this.routers.delete(name);
     this.#routerConfigs.delete(name);
+    this.#applyGuards();
     this.log.info({ event: 'router_deleted', router: name }, 'router_deleted');
   }
 
@@ -278,7 +293,7 @@ export class Vswitch {
           path: spec.path, connect: spec.connect, mode: parseInt(spec.mode ?? '0600', 8), owner: spec.owner, group: spec.group,
         });
       } else {
-        io = spec.type === 'attach' ? new AttachIo(ifname, { keepGso: spec.offload ?? true }) : new TapIo(ifname, { persistent: spec.persistent, owner: spec.owner, group: spec.group, offload: spec.offload });
+        io = spec.type === 'attach' ? new AttachIo(ifname, { keepGso: spec.offload ?? true, reattach: true }) : new TapIo(ifname, { persistent: spec.persistent, owner: spec.owner, group: spec.group, offload: spec.offload });
       }
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'EIO';
@@ -286,13 +301,14 @@ export class Vswitch {
       throw new VswitchError(code, `${where ? where + ': ' : ''}${what}: ${(e as Error).message}`);
     }
     try {
-      br.addPort(ifname, io, { vlan, maxMacs: spec.maxMacs });
+      br.addPort(ifname, io, { vlan, maxMacs: spec.maxMacs, stormPps: spec.stormPps });
     } catch (e) {
       io.close();
       throw e;
     }
     this.#owner.set(ifname, bname);
     this.#specs.set(ifname, spec);
+    this.#applyGuard(ifname);
     this.log.info({ event: 'port_added', bridge: bname, port: ifname, type: spec.type, vlan: vlan.toSpec(), ...(spec.type === 'socket' ? { path: spec.path, role: spec.connect ? 'connect' : 'listen' } : {}) }, 'port_added');
   }
 
@@ -326,6 +342,7 @@ export class Vswitch {
     checkRange(from, to);
     if (opts.pvid && from !== to) throw new VswitchError('EINVAL', 'pvid cannot be set on a VID range');
     for (let v = from; v <= to; v++) br.vlanAdd(ifname, v, opts);
+    this.#applyGuard(ifname);
     this.log.info({ event: 'vlan_changed', port: ifname, add: [from, to], ...opts }, 'vlan_changed');
   }
 
@@ -335,6 +352,7 @@ export class Vswitch {
     let n = 0;
     for (let v = from; v <= to; v++) if (br.vlanDel(ifname, v)) n++;
     if (n === 0) throw new VswitchError('ENOENT', `${ifname} is not a member of VLAN ${from === to ? from : `${from}-${to}`}`);
+    this.#applyGuard(ifname);
     this.log.info({ event: 'vlan_changed', port: ifname, del: [from, to] }, 'vlan_changed');
   }
 
@@ -358,13 +376,27 @@ export class Vswitch {
     if (n === 0) throw new VswitchError('ENOENT', `no entry for ${formatMac(mac)} on ${ifname}${vlan !== undefined ? ` in VLAN ${vlan}` : ''}`);
   }
 
+  /** Sets a port's anti-spoofing guards and bindings from its spec, the routers and the leases (guards.ts). */
+  #applyGuard(ifname: string): void {
+    const spec = this.#specs.get(ifname);
+    const bname = this.#owner.get(ifname);
+    const br = bname === undefined ? undefined : this.bridges.get(bname);
+    const port = br?.port(ifname);
+    if (spec === undefined || br === undefined || port === undefined) return;
+    applyGuard(br, port, spec, this.routers.values());
+  }
+
+  #applyGuards(): void {
+    for (const name of this.#specs.keys()) this.#applyGuard(name);
+  }
+
   portSpec(ifname: string): AddPortSpec | undefined {
     return this.#specs.get(ifname);
   }
 }
 
 function portSpec(p: PortConfig): AddPortSpec {
-  return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, offload: p.offload, path: p.path, mode: p.mode, connect: p.connect, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs };
+  return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, offload: p.offload, path: p.path, mode: p.mode, connect: p.connect, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs, stormPps: p.stormControl?.pps, guard: p.guard };
 }
 
 function samePortKind(a: AddPortSpec, b: AddPortSpec): boolean {

@@ -120,6 +120,8 @@ export interface DhcpServerConfig {
   /** Option 121 (RFC 3442), sent to clients that request it. */
   routes?: readonly ClasslessRoute[];
   maxLeasesPerPort?: number;
+  /** A bound lease went away (release, decline, expiry): the daemon unbinds it from the port's IP source guard. */
+  onRemove?: (lease: { ip: number; mac: number; port?: string }) => void;
   offerHoldSec?: number;
   declineHoldSec?: number;
 }
@@ -390,12 +392,19 @@ export class DhcpServer {
       const key = clientKey(l.mac, l.clientId);
       this.#store.delete(key);
       this.#remember(key, l.ip);
+      this.#cfg.onRemove?.(l);
       n++;
     }
     if (gone.length > 0) {
       try { this.#store.commit(); } catch { this.counters.storeErrors++; }
     }
     return n;
+  }
+
+  /** The bound lease of `mac` on `ip`, if any (its port and expiry). */
+  lease(mac: number, ip: number): { port?: string; expiresAt: number } | undefined {
+    const l = this.#store.byIp(ip);
+    return l !== undefined && l.mac === mac ? l : undefined;
   }
 
   /** The earliest expiry of anything held (ms), or Infinity: when to call expire() next. */
@@ -506,6 +515,7 @@ export class DhcpServer {
     if (lease !== undefined && lease.ip === ip) {
       this.#store.delete(c.key);
       this.#commit();
+      this.#cfg.onRemove?.(lease);
     }
     // Someone else uses this address: pointing the client back at it would only repeat the conflict.
     if (this.#remembered.get(c.key) === ip) this.#remembered.delete(c.key);
@@ -521,6 +531,7 @@ export class DhcpServer {
     this.#store.delete(c.key);
     this.#remember(c.key, lease.ip);
     this.#commit();
+    this.#cfg.onRemove?.(lease);
     return 'handled';
   }
 

@@ -9,6 +9,10 @@
  *
  * A link going down and up is absorbed by the addon (the socket keeps its binding);
  * the port goes down only when the interface is deleted or leaves the namespace.
+ * With `reattach` (bridge ports) it then reports its link down and looks for an
+ * interface of that name every second (recover.ts); when one exists again it
+ * reopens the socket with the same options and reports the link up. Without it
+ * (the router's uplink, which polls for itself) it reports the port gone.
  *
  * Offloads: the socket takes frames with their virtio_net_hdr on transmit
  * (PACKET_VNET_HDR), so a VM's GSO super-frame leaves whole and the kernel passes it
@@ -21,57 +25,132 @@ import * as netdev from '@vswitch/netdev';
 import type { PortIo, PortRx } from '../port.js';
 import { errnoName } from './errno.js';
 import { installNativeSegmenter } from './segment.js';
+import { REATTACH_POLL_MS, Retrier, recoveringText } from './recover.js';
+
+const ENETDOWN = 100;
 
 export interface AttachPortOptions {
   /** Receive GSO / checksum-partial frames whole, with their header (default false). */
   keepGso?: boolean;
+  /** When the interface vanishes, report link down and reattach when it is back (default false). */
+  reattach?: boolean;
 }
 
 export class AttachIo implements PortIo {
   readonly kind = 'attach' as const;
   readonly offload = true;
-  readonly ifindex: number;
-  readonly #handle: number;
+  #ifindex: number;
+  #handle: number;
+  /** Times the socket was reopened after the interface came back. */
+  reattached = 0;
+  readonly #opts: AttachPortOptions;
+  readonly #recover: Retrier;
+  #rx: PortRx | undefined;
+  #watch: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(readonly ifname: string, opts: AttachPortOptions = {}) {
     installNativeSegmenter();
+    this.#opts = opts;
     const info = netdev.openPacket(ifname, { keepGso: opts.keepGso });
     this.#handle = info.handle;
-    this.ifindex = info.ifindex;
+    this.#ifindex = info.ifindex;
+    this.#recover = new Retrier(() => this.#reattach(), () => REATTACH_POLL_MS);
   }
 
+  get ifindex(): number { return this.#ifindex; }
+
   start(rx: PortRx): void {
+    this.#rx = rx;
+    this.#read();
+    // The addon reports a vanished interface from the socket's error, but a deletion
+    // racing a read can leave the socket unbound with no error left to report (the
+    // kernel raises it at NETDEV_DOWN, unbinds at NETDEV_UNREGISTER). So once a second
+    // check that an interface of that name with our ifindex still exists.
+    this.#watch = setInterval(() => {
+      if (this.#handle >= 0 && netdev.ifIndex(this.ifname) !== this.#ifindex) {
+        netdev.stop(this.#handle);
+        this.#lost(19 /* ENODEV */);
+      }
+    }, REATTACH_POLL_MS);
+    this.#watch.unref();
+  }
+
+  #read(): void {
+    const h = this.#handle;
     const ring = netdev.ring();
-    netdev.start(this.#handle, (count) => {
+    const rx = this.#rx!;
+    netdev.start(h, (count) => {
+      if (h !== this.#handle) return;
       if (count >= 0) rx.batch(ring.arena, ring.offs, ring.lens, count, true);
-      else rx.gone(-count, `interface ${this.ifname} gone (${errnoName(-count)})`);
+      else this.#lost(-count);
     });
   }
 
+  #lost(errno: number): void {
+    const why = `interface ${this.ifname} gone (${errnoName(errno)})`;
+    if (this.#opts.reattach !== true) {
+      if (this.#watch !== undefined) clearInterval(this.#watch);
+      this.#watch = undefined;
+      this.#rx!.gone(errno, why);
+      return;
+    }
+    netdev.close(this.#handle);
+    this.#handle = -1;
+    this.#rx!.link(false, `${why}; waiting for it to come back`);
+    this.#recover.begin();
+  }
+
+  #reattach(): true | string {
+    if (this.#closed) return true;
+    if (netdev.ifIndex(this.ifname) === 0) return `no interface ${this.ifname}`;
+    let info: netdev.PacketInfo;
+    try {
+      info = netdev.openPacket(this.ifname, { keepGso: this.#opts.keepGso });
+    } catch (e) {
+      return (e as Error).message;
+    }
+    this.#handle = info.handle;
+    this.#ifindex = info.ifindex;
+    this.reattached++;
+    this.#read();
+    this.#rx!.link(true, 'interface back');
+    return true;
+  }
+
   send(buf: Uint8Array, off: number, len: number): number {
+    if (this.#handle < 0) return -ENETDOWN;
     return netdev.send(this.#handle, buf, off, len);
   }
 
   send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    if (this.#handle < 0) return -ENETDOWN;
     return netdev.send2(this.#handle, a, aoff, alen, b, boff, blen);
   }
 
   sendVnet(buf: Uint8Array, off: number, len: number): number {
+    if (this.#handle < 0) return -ENETDOWN;
     return netdev.sendVnet(this.#handle, buf, off, len);
   }
 
   send2Vnet(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    if (this.#handle < 0) return -ENETDOWN;
     return netdev.send2Vnet(this.#handle, a, aoff, alen, b, boff, blen);
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    netdev.close(this.#handle);
+    if (this.#watch !== undefined) clearInterval(this.#watch);
+    this.#recover.cancel();
+    if (this.#handle >= 0) netdev.close(this.#handle);
+    this.#handle = -1;
   }
 
   describe(): Record<string, string | number | boolean> {
-    return { ifname: this.ifname, ifindex: this.ifindex };
+    const d: Record<string, string | number | boolean> = { ifname: this.ifname, ifindex: this.#ifindex };
+    if (this.reattached > 0) d.reattached = this.reattached;
+    if (this.#recover.active) d.recovering = recoveringText(this.#recover, `waiting for ${this.ifname}`);
+    return d;
   }
 }

@@ -5,7 +5,12 @@
  * (the fd stays valid across the move).
  *
  * Lifecycle: deleting the device (or its namespace) surfaces as a read error; the
- * port then goes down and stays in the bridge until `delif`. Closing the port
+ * port then goes down (link down, reason in `show`) and the daemon recreates the
+ * TAP (same name and options, in its own namespace) at once, retrying after 1 s,
+ * 2 s ... up to 30 s if that fails (the name taken, say); see recover.ts. Once it
+ * exists again the port comes back up, and the hypervisor (or the lab) moves or
+ * opens the new device as it did the first. `recreate: false` keeps the old
+ * behaviour: the port stays down until `delif`. Closing the port
  * deletes a non-persistent TAP (the kernel does, when the last fd closes) and
  * keeps a persistent one, which is what lets the daemon restart under a VM.
  *
@@ -19,6 +24,9 @@ import * as netdev from '@vswitch/netdev';
 import type { PortIo, PortRx } from '../port.js';
 import { errnoName } from './errno.js';
 import { installNativeSegmenter } from './segment.js';
+import { Retrier, backoffMs, nextStreak, recoveringText } from './recover.js';
+
+const ENETDOWN = 100;
 
 export interface TapPortOptions {
   persistent?: boolean;
@@ -26,56 +34,118 @@ export interface TapPortOptions {
   group?: number;
   /** Guest offloads through the virtio-net header (default true). */
   offload?: boolean;
+  /** Recreate the device when it is deleted from under the daemon (default true). */
+  recreate?: boolean;
 }
 
 export class TapIo implements PortIo {
   readonly kind = 'tap' as const;
   readonly ifname: string;
   readonly offload: boolean;
-  readonly #handle: number;
+  /** Times the device was recreated after it vanished. */
+  recreated = 0;
+  #handle: number;
   readonly #persistent: boolean;
+  readonly #opts: TapPortOptions;
+  readonly #recover: Retrier;
+  #rx: PortRx | undefined;
+  #recoveredAt = -Infinity;
+  #streak = 0;
   #closed = false;
 
   constructor(name: string, opts: TapPortOptions = {}) {
     this.offload = opts.offload ?? true;
+    this.#opts = opts;
     installNativeSegmenter();
-    const info = netdev.openTap(name, { persist: opts.persistent, owner: opts.owner, group: opts.group, vnetHdr: this.offload });
+    const info = this.#open(name);
     this.#handle = info.handle;
     this.ifname = info.name;
     this.#persistent = opts.persistent ?? false;
+    this.#recover = new Retrier(() => this.#recreate(), (n) => backoffMs(n));
+  }
+
+  #open(name: string): netdev.TapInfo {
+    const o = this.#opts;
+    return netdev.openTap(name, { persist: o.persistent, owner: o.owner, group: o.group, vnetHdr: this.offload });
   }
 
   start(rx: PortRx): void {
+    this.#rx = rx;
+    this.#read();
+  }
+
+  #read(): void {
+    const h = this.#handle;
     const ring = netdev.ring();
-    netdev.start(this.#handle, (count) => {
+    const rx = this.#rx!;
+    netdev.start(h, (count) => {
+      if (h !== this.#handle) return;
       if (count >= 0) rx.batch(ring.arena, ring.offs, ring.lens, count, true);
-      else rx.gone(-count, `TAP read failed (${errnoName(-count)}): device deleted?`);
+      else this.#lost(-count);
     });
   }
 
+  #lost(errno: number): void {
+    const why = `TAP read failed (${errnoName(errno)}): device deleted?`;
+    if (this.#opts.recreate === false) {
+      this.#rx!.gone(errno, why);
+      return;
+    }
+    netdev.close(this.#handle);
+    this.#handle = -1;
+    this.#rx!.link(false, `${why} recreating it`);
+    this.#streak = nextStreak(this.#streak, Date.now() - this.#recoveredAt);
+    this.#recover.begin(this.#streak);
+  }
+
+  #recreate(): true | string {
+    if (this.#closed) return true;
+    let info: netdev.TapInfo;
+    try {
+      info = this.#open(this.ifname);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    this.#handle = info.handle;
+    this.recreated++;
+    this.#recoveredAt = Date.now();
+    this.#read();
+    this.#rx!.link(true, 'TAP recreated');
+    return true;
+  }
+
   send(buf: Uint8Array, off: number, len: number): number {
+    if (this.#handle < 0) return -ENETDOWN;
     return netdev.send(this.#handle, buf, off, len);
   }
 
   send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    if (this.#handle < 0) return -ENETDOWN;
     return netdev.send2(this.#handle, a, aoff, alen, b, boff, blen);
   }
 
   sendVnet(buf: Uint8Array, off: number, len: number): number {
+    if (this.#handle < 0) return -ENETDOWN;
     return netdev.sendVnet(this.#handle, buf, off, len);
   }
 
   send2Vnet(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    if (this.#handle < 0) return -ENETDOWN;
     return netdev.send2Vnet(this.#handle, a, aoff, alen, b, boff, blen);
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    netdev.close(this.#handle);
+    this.#recover.cancel();
+    if (this.#handle >= 0) netdev.close(this.#handle);
+    this.#handle = -1;
   }
 
   describe(): Record<string, string | number | boolean> {
-    return { ifname: this.ifname, persistent: this.#persistent, offload: this.offload };
+    const d: Record<string, string | number | boolean> = { ifname: this.ifname, persistent: this.#persistent, offload: this.offload };
+    if (this.recreated > 0) d.recreated = this.recreated;
+    if (this.#recover.active) d.recovering = recoveringText(this.#recover, 'recreating the TAP');
+    return d;
   }
 }
