@@ -24,10 +24,9 @@
 import * as netdev from '@vswitch/netdev';
 import type { PortIo, PortRx } from '../port.js';
 import { errnoName } from './errno.js';
+import { HandleIo } from './handle-io.js';
 import { installNativeSegmenter } from './segment.js';
 import { REATTACH_POLL_MS, Retrier, recoveringText } from './recover.js';
-
-const ENETDOWN = 100;
 
 export interface AttachPortOptions {
   /** Receive GSO / checksum-partial frames whole, with their header (default false). */
@@ -36,24 +35,21 @@ export interface AttachPortOptions {
   reattach?: boolean;
 }
 
-export class AttachIo implements PortIo {
+export class AttachIo extends HandleIo implements PortIo {
   readonly kind = 'attach' as const;
   readonly offload = true;
   #ifindex: number;
-  #handle: number;
   /** Times the socket was reopened after the interface came back. */
   reattached = 0;
   readonly #opts: AttachPortOptions;
   readonly #recover: Retrier;
-  #rx: PortRx | undefined;
   #watch: NodeJS.Timeout | undefined;
-  #closed = false;
 
   constructor(readonly ifname: string, opts: AttachPortOptions = {}) {
     installNativeSegmenter();
-    this.#opts = opts;
     const info = netdev.openPacket(ifname, { keepGso: opts.keepGso });
-    this.#handle = info.handle;
+    super(info.handle);
+    this.#opts = opts;
     this.#ifindex = info.ifindex;
     this.#recover = new Retrier(() => this.#reattach(), () => REATTACH_POLL_MS);
   }
@@ -61,48 +57,36 @@ export class AttachIo implements PortIo {
   get ifindex(): number { return this.#ifindex; }
 
   start(rx: PortRx): void {
-    this.#rx = rx;
-    this.#read();
+    this.rx = rx;
+    this.read();
     // The addon reports a vanished interface from the socket's error, but a deletion
     // racing a read can leave the socket unbound with no error left to report (the
     // kernel raises it at NETDEV_DOWN, unbinds at NETDEV_UNREGISTER). So once a second
     // check that an interface of that name with our ifindex still exists.
     this.#watch = setInterval(() => {
-      if (this.#handle >= 0 && netdev.ifIndex(this.ifname) !== this.#ifindex) {
-        netdev.stop(this.#handle);
-        this.#lost(19 /* ENODEV */);
+      if (this.handle >= 0 && netdev.ifIndex(this.ifname) !== this.#ifindex) {
+        netdev.stop(this.handle);
+        this.lost(19 /* ENODEV */);
       }
     }, REATTACH_POLL_MS);
     this.#watch.unref();
   }
 
-  #read(): void {
-    const h = this.#handle;
-    const ring = netdev.ring();
-    const rx = this.#rx!;
-    netdev.start(h, (count) => {
-      if (h !== this.#handle) return;
-      if (count >= 0) rx.batch(ring.arena, ring.offs, ring.lens, count, true);
-      else this.#lost(-count);
-    });
-  }
-
-  #lost(errno: number): void {
+  protected lost(errno: number): void {
     const why = `interface ${this.ifname} gone (${errnoName(errno)})`;
     if (this.#opts.reattach !== true) {
       if (this.#watch !== undefined) clearInterval(this.#watch);
       this.#watch = undefined;
-      this.#rx!.gone(errno, why);
+      this.rx!.gone(errno, why);
       return;
     }
-    netdev.close(this.#handle);
-    this.#handle = -1;
-    this.#rx!.link(false, `${why}; waiting for it to come back`);
+    this.closeHandle();
+    this.rx!.link(false, `${why}; waiting for it to come back`);
     this.#recover.begin();
   }
 
   #reattach(): true | string {
-    if (this.#closed) return true;
+    if (this.closed) return true;
     if (netdev.ifIndex(this.ifname) === 0) return `no interface ${this.ifname}`;
     let info: netdev.PacketInfo;
     try {
@@ -110,41 +94,20 @@ export class AttachIo implements PortIo {
     } catch (e) {
       return (e as Error).message;
     }
-    this.#handle = info.handle;
+    this.handle = info.handle;
     this.#ifindex = info.ifindex;
     this.reattached++;
-    this.#read();
-    this.#rx!.link(true, 'interface back');
+    this.read();
+    this.rx!.link(true, 'interface back');
     return true;
   }
 
-  send(buf: Uint8Array, off: number, len: number): number {
-    if (this.#handle < 0) return -ENETDOWN;
-    return netdev.send(this.#handle, buf, off, len);
-  }
-
-  send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
-    if (this.#handle < 0) return -ENETDOWN;
-    return netdev.send2(this.#handle, a, aoff, alen, b, boff, blen);
-  }
-
-  sendVnet(buf: Uint8Array, off: number, len: number): number {
-    if (this.#handle < 0) return -ENETDOWN;
-    return netdev.sendVnet(this.#handle, buf, off, len);
-  }
-
-  send2Vnet(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
-    if (this.#handle < 0) return -ENETDOWN;
-    return netdev.send2Vnet(this.#handle, a, aoff, alen, b, boff, blen);
-  }
-
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.closed) return;
+    this.closed = true;
     if (this.#watch !== undefined) clearInterval(this.#watch);
     this.#recover.cancel();
-    if (this.#handle >= 0) netdev.close(this.#handle);
-    this.#handle = -1;
+    this.closeHandle();
   }
 
   describe(): Record<string, string | number | boolean> {

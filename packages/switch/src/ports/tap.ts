@@ -23,10 +23,9 @@
 import * as netdev from '@vswitch/netdev';
 import type { PortIo, PortRx } from '../port.js';
 import { errnoName } from './errno.js';
+import { HandleIo } from './handle-io.js';
 import { installNativeSegmenter } from './segment.js';
 import { Retrier, backoffMs, nextStreak, recoveringText } from './recover.js';
-
-const ENETDOWN = 100;
 
 export interface TapPortOptions {
   persistent?: boolean;
@@ -38,108 +37,68 @@ export interface TapPortOptions {
   recreate?: boolean;
 }
 
-export class TapIo implements PortIo {
+export class TapIo extends HandleIo implements PortIo {
   readonly kind = 'tap' as const;
   readonly ifname: string;
   readonly offload: boolean;
   /** Times the device was recreated after it vanished. */
   recreated = 0;
-  #handle: number;
   readonly #persistent: boolean;
   readonly #opts: TapPortOptions;
   readonly #recover: Retrier;
-  #rx: PortRx | undefined;
   #recoveredAt = -Infinity;
   #streak = 0;
-  #closed = false;
 
   constructor(name: string, opts: TapPortOptions = {}) {
-    this.offload = opts.offload ?? true;
-    this.#opts = opts;
     installNativeSegmenter();
-    const info = this.#open(name);
-    this.#handle = info.handle;
+    const offload = opts.offload ?? true;
+    const info = openTap(name, opts, offload);
+    super(info.handle);
+    this.offload = offload;
+    this.#opts = opts;
     this.ifname = info.name;
     this.#persistent = opts.persistent ?? false;
     this.#recover = new Retrier(() => this.#recreate(), (n) => backoffMs(n));
   }
 
-  #open(name: string): netdev.TapInfo {
-    const o = this.#opts;
-    return netdev.openTap(name, { persist: o.persistent, owner: o.owner, group: o.group, vnetHdr: this.offload });
-  }
-
   start(rx: PortRx): void {
-    this.#rx = rx;
-    this.#read();
+    this.rx = rx;
+    this.read();
   }
 
-  #read(): void {
-    const h = this.#handle;
-    const ring = netdev.ring();
-    const rx = this.#rx!;
-    netdev.start(h, (count) => {
-      if (h !== this.#handle) return;
-      if (count >= 0) rx.batch(ring.arena, ring.offs, ring.lens, count, true);
-      else this.#lost(-count);
-    });
-  }
-
-  #lost(errno: number): void {
+  protected lost(errno: number): void {
     const why = `TAP read failed (${errnoName(errno)}): device deleted?`;
     if (this.#opts.recreate === false) {
-      this.#rx!.gone(errno, why);
+      this.rx!.gone(errno, why);
       return;
     }
-    netdev.close(this.#handle);
-    this.#handle = -1;
-    this.#rx!.link(false, `${why} recreating it`);
+    this.closeHandle();
+    this.rx!.link(false, `${why} recreating it`);
     this.#streak = nextStreak(this.#streak, Date.now() - this.#recoveredAt);
     this.#recover.begin(this.#streak);
   }
 
   #recreate(): true | string {
-    if (this.#closed) return true;
+    if (this.closed) return true;
     let info: netdev.TapInfo;
     try {
-      info = this.#open(this.ifname);
+      info = openTap(this.ifname, this.#opts, this.offload);
     } catch (e) {
       return (e as Error).message;
     }
-    this.#handle = info.handle;
+    this.handle = info.handle;
     this.recreated++;
     this.#recoveredAt = Date.now();
-    this.#read();
-    this.#rx!.link(true, 'TAP recreated');
+    this.read();
+    this.rx!.link(true, 'TAP recreated');
     return true;
   }
 
-  send(buf: Uint8Array, off: number, len: number): number {
-    if (this.#handle < 0) return -ENETDOWN;
-    return netdev.send(this.#handle, buf, off, len);
-  }
-
-  send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
-    if (this.#handle < 0) return -ENETDOWN;
-    return netdev.send2(this.#handle, a, aoff, alen, b, boff, blen);
-  }
-
-  sendVnet(buf: Uint8Array, off: number, len: number): number {
-    if (this.#handle < 0) return -ENETDOWN;
-    return netdev.sendVnet(this.#handle, buf, off, len);
-  }
-
-  send2Vnet(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
-    if (this.#handle < 0) return -ENETDOWN;
-    return netdev.send2Vnet(this.#handle, a, aoff, alen, b, boff, blen);
-  }
-
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.closed) return;
+    this.closed = true;
     this.#recover.cancel();
-    if (this.#handle >= 0) netdev.close(this.#handle);
-    this.#handle = -1;
+    this.closeHandle();
   }
 
   describe(): Record<string, string | number | boolean> {
@@ -148,4 +107,8 @@ export class TapIo implements PortIo {
     if (this.#recover.active) d.recovering = recoveringText(this.#recover, 'recreating the TAP');
     return d;
   }
+}
+
+function openTap(name: string, o: TapPortOptions, offload: boolean): netdev.TapInfo {
+  return netdev.openTap(name, { persist: o.persistent, owner: o.owner, group: o.group, vnetHdr: offload });
 }

@@ -1,0 +1,61 @@
+/*
+ * What TAP and attached ports share: a netdev handle that may be closed and
+ * reopened while the port lives (a TAP recreated, an interface back), the read loop
+ * that hands the shared receive ring to the bridge one batch at a time, and the
+ * writes. While there is no handle (-1), writes report ENETDOWN, which egress counts
+ * as `link_down`.
+ */
+import * as netdev from '@vswitch/netdev';
+import type { PortRx } from '../port.js';
+
+const ENETDOWN = 100;
+
+export abstract class HandleIo {
+  protected handle: number;
+  protected rx: PortRx | undefined;
+  protected closed = false;
+
+  protected constructor(handle: number) {
+    this.handle = handle;
+  }
+
+  /** The handle's device failed or vanished (`errno` positive). */
+  protected abstract lost(errno: number): void;
+
+  /** Starts reading the current handle; batches of a replaced handle are ignored. */
+  protected read(): void {
+    const h = this.handle;
+    const ring = netdev.ring();
+    const rx = this.rx!;
+    netdev.start(h, (count) => {
+      if (h !== this.handle) return;
+      if (count >= 0) rx.batch(ring.arena, ring.offs, ring.lens, count, true);
+      else this.lost(-count);
+    });
+  }
+
+  protected closeHandle(): void {
+    if (this.handle >= 0) netdev.close(this.handle);
+    this.handle = -1;
+  }
+
+  send(buf: Uint8Array, off: number, len: number): number {
+    if (this.handle < 0) return -ENETDOWN;
+    return netdev.send(this.handle, buf, off, len);
+  }
+
+  send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    if (this.handle < 0) return -ENETDOWN;
+    return netdev.send2(this.handle, a, aoff, alen, b, boff, blen);
+  }
+
+  sendVnet(buf: Uint8Array, off: number, len: number): number {
+    if (this.handle < 0) return -ENETDOWN;
+    return netdev.sendVnet(this.handle, buf, off, len);
+  }
+
+  send2Vnet(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    if (this.handle < 0) return -ENETDOWN;
+    return netdev.send2Vnet(this.handle, a, aoff, alen, b, boff, blen);
+  }
+}
