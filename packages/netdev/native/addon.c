@@ -185,25 +185,37 @@ static nd_handle *arg_handle(napi_env env, nd_state *st, napi_value v) {
 
 /* ---------- ring ---------- */
 
-static napi_value make_ring(napi_env env, nd_state *st) {
+/*
+ * {arena, offs, lens}: a Buffer and two Int32Arrays of `frames` entries, frozen and
+ * held by a strong reference for the life of the environment, since the native side
+ * keeps raw pointers into them. Used for the receive ring and the transmit scratch.
+ */
+static napi_value make_frame_area(napi_env env, size_t bytes, size_t frames, napi_ref *ref,
+                                  void **arena_p, void **offs_p, void **lens_p) {
   napi_value obj, arena, ab_o, ab_l, offs, lens;
-  void *a, *po, *pl;
-  if (st->ring_ref) {
-    CHECK(napi_get_reference_value(env, st->ring_ref, &obj));
-    return obj;
-  }
-  CHECK(napi_create_buffer(env, ND_RING_BYTES, &a, &arena));
-  CHECK(napi_create_arraybuffer(env, ND_RING_MAX_FRAMES * sizeof(int32_t), &po, &ab_o));
-  CHECK(napi_create_arraybuffer(env, ND_RING_MAX_FRAMES * sizeof(int32_t), &pl, &ab_l));
-  CHECK(napi_create_typedarray(env, napi_int32_array, ND_RING_MAX_FRAMES, ab_o, 0, &offs));
-  CHECK(napi_create_typedarray(env, napi_int32_array, ND_RING_MAX_FRAMES, ab_l, 0, &lens));
+  CHECK(napi_create_buffer(env, bytes, arena_p, &arena));
+  CHECK(napi_create_arraybuffer(env, frames * sizeof(int32_t), offs_p, &ab_o));
+  CHECK(napi_create_arraybuffer(env, frames * sizeof(int32_t), lens_p, &ab_l));
+  CHECK(napi_create_typedarray(env, napi_int32_array, frames, ab_o, 0, &offs));
+  CHECK(napi_create_typedarray(env, napi_int32_array, frames, ab_l, 0, &lens));
   CHECK(napi_create_object(env, &obj));
   CHECK(napi_set_named_property(env, obj, "arena", arena));
   CHECK(napi_set_named_property(env, obj, "offs", offs));
   CHECK(napi_set_named_property(env, obj, "lens", lens));
   CHECK(napi_object_freeze(env, obj));
-  /* A strong reference for the life of the environment keeps the memory valid. */
-  CHECK(napi_create_reference(env, obj, 1, &st->ring_ref));
+  CHECK(napi_create_reference(env, obj, 1, ref));
+  return obj;
+}
+
+static napi_value make_ring(napi_env env, nd_state *st) {
+  napi_value obj;
+  void *a, *po, *pl;
+  if (st->ring_ref) {
+    CHECK(napi_get_reference_value(env, st->ring_ref, &obj));
+    return obj;
+  }
+  obj = make_frame_area(env, ND_RING_BYTES, ND_RING_MAX_FRAMES, &st->ring_ref, &a, &po, &pl);
+  if (!obj) return NULL;
   st->arena = a;
   st->arena_start = (ND_ALIGN - ((uintptr_t)a % ND_ALIGN)) % ND_ALIGN;
   st->offs = po;
@@ -676,7 +688,7 @@ static napi_value js_send2_vnet(napi_env env, napi_callback_info info) {
 /* ---------- transmit-side completion (segment) ---------- */
 
 static napi_value make_tx_scratch(napi_env env, nd_state *st) {
-  napi_value obj, arena, ab_o, ab_l, offs, lens;
+  napi_value obj;
   void *a, *po, *pl;
   if (st->tx_ref) {
     CHECK(napi_get_reference_value(env, st->tx_ref, &obj));
@@ -686,17 +698,8 @@ static napi_value make_tx_scratch(napi_env env, nd_state *st) {
     st->tx_gso.buf = malloc(ND_READ_MAX);
     if (!st->tx_gso.buf) { throw_errno(env, "malloc", NULL, ENOMEM); return NULL; }
   }
-  CHECK(napi_create_buffer(env, ND_TX_SCRATCH_BYTES, &a, &arena));
-  CHECK(napi_create_arraybuffer(env, ND_TX_SCRATCH_FRAMES * sizeof(int32_t), &po, &ab_o));
-  CHECK(napi_create_arraybuffer(env, ND_TX_SCRATCH_FRAMES * sizeof(int32_t), &pl, &ab_l));
-  CHECK(napi_create_typedarray(env, napi_int32_array, ND_TX_SCRATCH_FRAMES, ab_o, 0, &offs));
-  CHECK(napi_create_typedarray(env, napi_int32_array, ND_TX_SCRATCH_FRAMES, ab_l, 0, &lens));
-  CHECK(napi_create_object(env, &obj));
-  CHECK(napi_set_named_property(env, obj, "arena", arena));
-  CHECK(napi_set_named_property(env, obj, "offs", offs));
-  CHECK(napi_set_named_property(env, obj, "lens", lens));
-  CHECK(napi_object_freeze(env, obj));
-  CHECK(napi_create_reference(env, obj, 1, &st->tx_ref));
+  obj = make_frame_area(env, ND_TX_SCRATCH_BYTES, ND_TX_SCRATCH_FRAMES, &st->tx_ref, &a, &po, &pl);
+  if (!obj) return NULL;
   st->tx_arena = a;
   st->tx_offs = po;
   st->tx_lens = pl;
