@@ -26,7 +26,7 @@ import { EGRESS_SCRATCH_BYTES } from './egress.js';
 import { forward, type ForwardCounters } from './forward.js';
 import { admit, ADMIT, learnRefusal, newFrameMeta, setOffloadMeta } from './ingress.js';
 import { Port, type PortIo, type PortRx, VNET_HDR_LEN } from './port.js';
-import { formatMac } from './wire/ethernet.js';
+import { ETH, formatMac } from './wire/ethernet.js';
 import { ADMIT_GUARD, guardCheck } from './guard.js';
 import { VID_MAX } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
@@ -235,7 +235,7 @@ export class Bridge {
         return;
       }
     }
-    const l = this.fdb.learn(meta.vid, meta.src, port.id, now);
+    const l = this.fdb.learnAt(meta.vid, buf, off + ETH.SRC, port.id, now);
     if (l < 0) {
       r = learnRefusal(l);
       if (r !== ADMIT) {

@@ -29,9 +29,36 @@
  * Moves: a MAC seen on another port is re-pointed (a VM migrated, or a cable moved)
  * and counted in `moved`.
  *
- * Cost: lookup and refresh are one Map.get on a per-VLAN map, no allocation. An
- * entry object is allocated only when a MAC is first learned.
+ * Layout, and why: per VLAN, a Map keyed by a 30-bit small integer (a Smi) mixed
+ * from the MAC's two 24-bit halves (`keyOf`), whose value heads a chain of the
+ * entries with that key (`chain`; two MACs share a key with odds ~1e-9 per pair,
+ * so chains are almost always one entry long). A 48-bit MAC as a Map key is a double, not a Smi:
+ * V8 boxes it in a 16-byte HeapNumber on every get, two per frame (learn, then
+ * lookup), which was all the forwarding path allocated. Here the MAC is split into
+ * its halves as soon as it arrives and only Smis go further, so the table
+ * allocates nothing per frame. The mix is seeded per process: with the key a fixed
+ * function of the MAC (say its low 24 bits), a guest could flood source MACs that
+ * all share one key and make every learn walk a chain thousands of entries long.
+ * Chosen over a Map per VLAN keyed by the low half holding Maps keyed by the high
+ * half (two gets per lookup and a Map per entry: in a micro-benchmark of the bare
+ * layouts with 100,000 MACs, 260 vs 107 ns per random lookup, 301 vs 117 bytes per
+ * entry).
+ *
+ * The callers' side: `lookup(vid, mac)` and `learn(vid, mac, ...)` take the MAC
+ * as a number (a double), and a double passed to a call that the caller's
+ * optimizer does not inline is boxed at the call; V8 decides that by a bytecode
+ * budget per optimized function, so it varies with the caller's size and history.
+ * `lookupAt` and `learnAt` read the MAC from the frame instead and box nothing
+ * either way. Measured (bench/scale/fdb-alloc.mjs, bench/README.md "Allocation
+ * check"): the bridge pipeline 32 bytes per frame before; 0 to 32 after, by run,
+ * with lookup/learn; 0 with lookupAt/learnAt.
+ *
+ * Cost: lookup and refresh are one Map.get with a Smi key on a per-VLAN map and
+ * one or two compares; no allocation in the table. An entry object is allocated
+ * only when a MAC is first learned.
  */
+
+import { readMac } from './wire/ethernet.js';
 
 export const FDB_DEFAULTS = Object.freeze({ ageingSec: 300, maxEntries: 8192 });
 export const FDB_LIMITS = Object.freeze({ ageingSecMax: 1_000_000, maxEntriesMin: 1, maxEntriesMax: 1_000_000 });
@@ -65,10 +92,54 @@ export interface FdbCounters {
   refusedFull: number;
 }
 
+/** The table's entry: an FdbEntry with its MAC split into two small integers and the link to the next entry of its key. */
+class Node implements FdbEntry {
+  /** The next entry of this VLAN with the same key (rare: keys collide with odds ~1e-9 per pair). */
+  chain: Node | undefined = undefined;
+  constructor(
+    readonly vid: number,
+    readonly mac: number,
+    public port: number,
+    public updated: number,
+    readonly isStatic: boolean,
+    /** The MAC's low and high 24 bits. */
+    readonly lo: number,
+    readonly hi: number,
+  ) {}
+}
+
+// The MAC as two small integers: its low and high 24 bits.
+const LO = 0xffffff;
+const HI = 0x1000000;
+
+// Per-process seeds of the key mix (so no one can pick MACs that share a key).
+const SEED_LO = (Math.random() * 0x100000000) | 0;
+const SEED_HI = (Math.random() * 0x100000000) | 0;
+
+/**
+ * The Map key of a MAC given as its low and high 24 bits: a small integer in
+ * [0, 2^30), a Smi on every V8 build (31-bit Smis under pointer compression), so
+ * Map.get boxes nothing. Each half is multiplied by an odd constant after a
+ * seeded xor, and the top 30 bits of their xor are kept (a product's low bits
+ * depend only on its inputs' low bits).
+ */
+function keyOf(lo: number, hi: number): number {
+  return (Math.imul(lo ^ SEED_LO, 0x9e3779b1) ^ Math.imul(hi ^ SEED_HI, 0x85ebca6b)) >>> 2;
+}
+
+/** The entry for (lo, hi) in one VLAN's map, if any. Takes Smis only: a call that is not inlined boxes nothing. */
+function find(t: Map<number, Node> | undefined, lo: number, hi: number): Node | undefined {
+  if (t === undefined) return undefined;
+  let e = t.get(keyOf(lo, hi));
+  while (e !== undefined && (e.lo !== lo || e.hi !== hi)) e = e.chain;
+  return e;
+}
+
 export class Fdb {
-  #byVid: (Map<number, FdbEntry> | undefined)[] = new Array(4096);
+  /** Per VID: key (keyOf) -> the first entry with that key; the others chain through `chain`. */
+  #byVid: (Map<number, Node> | undefined)[] = new Array(4096);
   /** Dynamic entries of each port, in learning order (oldest first): eviction and per-port counts. */
-  #dynamicByPort = new Map<number, Set<FdbEntry>>();
+  #dynamicByPort = new Map<number, Set<Node>>();
   #portLimit = new Map<number, number>();
   #size = 0;
   #staticCount = 0;
@@ -110,73 +181,64 @@ export class Fdb {
 
   /** The port for (vid, mac), or -1. Callers do not look up group addresses. */
   lookup(vid: number, mac: number): number {
-    const t = this.#byVid[vid];
-    if (t === undefined) return -1;
-    const e = t.get(mac);
+    // Per frame. The MAC (a double) is split into Smis at once and passed on as
+    // such: a double passed to a call that is not inlined is boxed, 16 bytes.
+    const e = find(this.#byVid[vid], mac & LO, (mac / HI) | 0);
     return e === undefined ? -1 : e.port;
   }
 
   get(vid: number, mac: number): FdbEntry | undefined {
-    return this.#byVid[vid]?.get(mac);
+    const e = find(this.#byVid[vid], mac & LO, (mac / HI) | 0);
+    // The halves of a number that is not a MAC (-1, 2^48, 1.5) name some MAC: not this one.
+    return e !== undefined && e.mac === mac ? e : undefined;
   }
 
   learn(vid: number, mac: number, port: number, now: number): number {
-    let t = this.#byVid[vid];
-    const e = t?.get(mac);
-    if (e !== undefined) {
-      if (e.port === port) {
-        e.updated = now;
-        return Learn.REFRESHED;
-      }
-      if (e.isStatic) {
-        this.counters.refusedStatic++;
-        return Learn.REFUSED_STATIC;
-      }
-      if (this.#atPortLimit(port)) {
-        this.counters.refusedPortLimit++;
-        return Learn.REFUSED_PORT_LIMIT;
-      }
-      this.#dynamicByPort.get(e.port)?.delete(e);
-      e.port = port;
+    // Per frame: as lookup, and the refresh is done here; the rest is #learnSlow.
+    const e = find(this.#byVid[vid], mac & LO, (mac / HI) | 0);
+    if (e !== undefined && e.port === port) {
       e.updated = now;
-      this.#portSet(port).add(e);
-      this.counters.moved++;
-      return Learn.MOVED;
+      return Learn.REFRESHED;
     }
-    if (this.#ageingMs === 0) return Learn.DISABLED;
-    if (this.#atPortLimit(port)) {
-      this.counters.refusedPortLimit++;
-      return Learn.REFUSED_PORT_LIMIT;
+    return this.#learnSlow(vid, mac, port, now, e);
+  }
+
+  /**
+   * lookup() of the MAC at buf[off..off+6) (a frame's destination: off is the
+   * frame's start). Nothing on this path is a double, so nothing is boxed even
+   * when the caller's optimizer does not inline the call; lookup(vid, mac) boxes
+   * `mac` in that case (16 bytes), which happens when the caller has used up its
+   * inlining budget.
+   */
+  lookupAt(vid: number, buf: Uint8Array, off: number): number {
+    const e = find(this.#byVid[vid], (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5],
+      (buf[off] << 16) | (buf[off + 1] << 8) | buf[off + 2]);
+    return e === undefined ? -1 : e.port;
+  }
+
+  /** learn() of the MAC at buf[off..off+6) (a frame's source: off is the frame's start + 6); see lookupAt. */
+  learnAt(vid: number, buf: Uint8Array, off: number, port: number, now: number): number {
+    const e = find(this.#byVid[vid], (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5],
+      (buf[off] << 16) | (buf[off + 1] << 8) | buf[off + 2]);
+    if (e !== undefined && e.port === port) {
+      e.updated = now;
+      return Learn.REFRESHED;
     }
-    if (this.#size - this.#staticCount >= this.#maxEntries && !this.#evictOne()) {
-      this.counters.refusedFull++;
-      return Learn.REFUSED_FULL;
-    }
-    // Re-read: eviction may have emptied (and dropped) this VLAN's map.
-    t = this.#byVid[vid];
-    if (t === undefined) t = this.#byVid[vid] = new Map();
-    const entry: FdbEntry = { vid, mac, port, updated: now, isStatic: false };
-    t.set(mac, entry);
-    this.#portSet(port).add(entry);
-    this.#size++;
-    this.counters.learned++;
-    return Learn.NEW;
+    return this.#learnSlow(vid, readMac(buf, off), port, now, e);
   }
 
   /** Adds or replaces a static entry. Static entries are not bounded by maxEntries. */
   addStatic(vid: number, mac: number, port: number): void {
-    const old = this.#byVid[vid]?.get(mac);
+    if (!Number.isInteger(mac) || mac < 0 || mac > 0xffffffffffff) throw new RangeError(`not a 48-bit MAC: ${mac}`);
+    const old = this.get(vid, mac) as Node | undefined;
     if (old !== undefined) this.#remove(old);
-    let t = this.#byVid[vid];
-    if (t === undefined) t = this.#byVid[vid] = new Map();
-    t.set(mac, { vid, mac, port, updated: 0, isStatic: true });
-    this.#size++;
+    this.#insert(new Node(vid, mac, port, 0, true, mac & LO, (mac / HI) | 0));
     this.#staticCount++;
   }
 
   /** Removes the entry for (vid, mac), static or dynamic. Returns whether one existed. */
   delete(vid: number, mac: number): boolean {
-    const e = this.#byVid[vid]?.get(mac);
+    const e = this.get(vid, mac) as Node | undefined;
     if (e === undefined) return false;
     this.#remove(e);
     return true;
@@ -205,7 +267,7 @@ export class Fdb {
    */
   flushPort(port: number, opts: { includeStatic?: boolean; vid?: number } = {}): number {
     let n = 0;
-    for (const e of this.entries()) {
+    for (const e of this.#nodes()) {
       if (e.port !== port) continue;
       if (e.isStatic && !opts.includeStatic) continue;
       if (opts.vid !== undefined && e.vid !== opts.vid) continue;
@@ -217,9 +279,60 @@ export class Fdb {
 
   /** Every entry (a snapshot, safe to modify the table while iterating). */
   entries(): FdbEntry[] {
-    const out: FdbEntry[] = [];
-    for (const t of this.#byVid) if (t !== undefined) for (const e of t.values()) out.push(e);
+    return this.#nodes();
+  }
+
+  #nodes(): Node[] {
+    const out: Node[] = [];
+    for (const t of this.#byVid) {
+      if (t === undefined) continue;
+      for (const head of t.values()) for (let e: Node | undefined = head; e !== undefined; e = e.chain) out.push(e);
+    }
     return out;
+  }
+
+  /** learn() for a MAC that is new, or seen on another port than its entry's. */
+  #learnSlow(vid: number, mac: number, port: number, now: number, e: Node | undefined): number {
+    if (e !== undefined) {
+      if (e.isStatic) {
+        this.counters.refusedStatic++;
+        return Learn.REFUSED_STATIC;
+      }
+      if (this.#atPortLimit(port)) {
+        this.counters.refusedPortLimit++;
+        return Learn.REFUSED_PORT_LIMIT;
+      }
+      this.#dynamicByPort.get(e.port)?.delete(e);
+      e.port = port;
+      e.updated = now;
+      this.#portSet(port).add(e);
+      this.counters.moved++;
+      return Learn.MOVED;
+    }
+    if (this.#ageingMs === 0) return Learn.DISABLED;
+    if (this.#atPortLimit(port)) {
+      this.counters.refusedPortLimit++;
+      return Learn.REFUSED_PORT_LIMIT;
+    }
+    if (this.#size - this.#staticCount >= this.#maxEntries && !this.#evictOne()) {
+      this.counters.refusedFull++;
+      return Learn.REFUSED_FULL;
+    }
+    const entry = new Node(vid, mac, port, now, false, mac & LO, (mac / HI) | 0);
+    this.#insert(entry);
+    this.#portSet(port).add(entry);
+    this.counters.learned++;
+    return Learn.NEW;
+  }
+
+  /** Links a new entry (whose (vid, mac) is not in the table) at the head of its key's chain. */
+  #insert(e: Node): void {
+    let t = this.#byVid[e.vid];
+    if (t === undefined) t = this.#byVid[e.vid] = new Map();
+    const key = keyOf(e.lo, e.hi);
+    e.chain = t.get(key);
+    t.set(key, e);
+    this.#size++;
   }
 
   #atPortLimit(port: number): boolean {
@@ -227,7 +340,7 @@ export class Fdb {
     return limit !== undefined && this.portCount(port) >= limit;
   }
 
-  #portSet(port: number): Set<FdbEntry> {
+  #portSet(port: number): Set<Node> {
     let s = this.#dynamicByPort.get(port);
     if (s === undefined) {
       s = new Set();
@@ -236,10 +349,21 @@ export class Fdb {
     return s;
   }
 
-  #remove(e: FdbEntry): void {
+  #remove(e: Node): void {
     const t = this.#byVid[e.vid];
-    if (t === undefined || t.get(e.mac) !== e) return;
-    t.delete(e.mac);
+    if (t === undefined) return;
+    const key = keyOf(e.lo, e.hi);
+    const head = t.get(key);
+    if (head === e) {
+      if (e.chain === undefined) t.delete(key);
+      else t.set(key, e.chain);
+    } else {
+      let p = head;
+      while (p !== undefined && p.chain !== e) p = p.chain;
+      if (p === undefined) return; // not in the table (already removed)
+      p.chain = e.chain;
+    }
+    e.chain = undefined;
     if (t.size === 0) this.#byVid[e.vid] = undefined;
     this.#size--;
     if (e.isStatic) this.#staticCount--;
@@ -248,10 +372,10 @@ export class Fdb {
 
   /** Evicts the oldest-learned dynamic entry of the port holding the most. */
   #evictOne(): boolean {
-    let busiest: Set<FdbEntry> | undefined;
+    let busiest: Set<Node> | undefined;
     for (const s of this.#dynamicByPort.values()) if (busiest === undefined || s.size > busiest.size) busiest = s;
     if (busiest === undefined || busiest.size === 0) return false;
-    const victim = busiest.values().next().value as FdbEntry;
+    const victim = busiest.values().next().value as Node;
     this.#remove(victim);
     this.counters.evicted++;
     return true;

@@ -17,7 +17,6 @@ import { egress } from './egress.js';
 import type { Fdb } from './fdb.js';
 import type { FrameMeta } from './ingress.js';
 import type { Port } from './port.js';
-import { dstMac } from './wire/ethernet.js';
 
 export interface ForwardCounters {
   /** Frames flooded because the destination was a group address. */
@@ -42,7 +41,7 @@ export function forward(
   now = 0,
 ): void {
   if ((buf[off] & 1) === 0) {
-    const to = fdb.lookup(meta.vid, dstMac(buf, off));
+    const to = fdb.lookupAt(meta.vid, buf, off);
     if (to >= 0) {
       if (to === inPort.id) {
         inPort.drops[Drop.dst_on_ingress]++;
