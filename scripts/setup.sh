@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PNPM_VERSION=12.4.2
 # busybox-static, not busybox: the two conflict, and the QEMU test builds its guest's
 # initramfs from the static one. qemu-system-x86 + linux-image-cloud-amd64: the real-VM test.
-APT_PACKAGES=(iproute2 tcpdump python3-scapy busybox-static iperf3 socat ethtool util-linux procps make g++ python3 prometheus isc-dhcp-client dhcpcd-base dnsmasq-base qemu-system-x86 linux-image-cloud-amd64)
+APT_PACKAGES=(iproute2 curl tcpdump python3-scapy busybox-static iperf3 socat ethtool util-linux procps make g++ python3 prometheus isc-dhcp-client dhcpcd-base dnsmasq-base qemu-system-x86 linux-image-cloud-amd64)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

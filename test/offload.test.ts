@@ -6,8 +6,10 @@
  *   vm3:      a TAP with `offload: false`: it must get MTU-sized, complete frames,
  *             so the switch segments vm1's super-frames for it;
  *   net10:    router r0's network (10.62.10.1/24), NAT to an uplink veth whose
- *             other end is an "internet" namespace: the router takes complete
- *             frames only, so vm1's super-frames are segmented for it as well;
+ *             other end is an "internet" namespace: the router takes super-frames
+ *             with their header (an offload port), translates them once and sends
+ *             them on whole, up through the uplink's packet socket and down into
+ *             the bridge, which hands them to vm1's TAP as they are;
  *   trunk:    one end of a veth pair, attached as a trunk (VLAN 10 tagged); the
  *             other end is a trunk of bridge br1, whose vm4 is in VLAN 10 too. A
  *             super-frame to vm4 gets a tag (+4 on its header's offsets), crosses
@@ -16,13 +18,14 @@
  * Shown: ethtool -k in the VMs; an iperf3 run vm1 -> vm2 whose frames across
  * vm1's port average more than 10 KB; 8 MiB transfers (sha256 checked) vm1 -> vm3,
  * vm1 <-> internet through NAT, with no drops on the ports that needed the
- * software fallback, and vm1 <-> vm4 across the tagged veth in super-frames.
+ * software fallback, and vm1 <-> vm4 across the tagged veth in super-frames; a 64 MiB
+ * download internet -> vm1 through NAT, intact, in super-frames at vm1's interface.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Daemon, RX_BYTES, RX_FRAMES, dropCount, findPort, num, startDaemon } from './helpers/daemon.js';
+import { Daemon, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES, dropCount, findPort, num, startDaemon } from './helpers/daemon.js';
 import { makeInternet, type Internet } from './helpers/inet.js';
 import { addVeth, cleanup, ifname, nsExec, nsExecR, q, sh, sleep, tempDir, waitFor } from './helpers/run.js';
 import { Background, makeVm, pingUntil, type Vm } from './helpers/vm.js';
@@ -35,6 +38,7 @@ const GW = '10.62.10.1';
 const PUB = '198.51.100.2';
 const INET = '198.51.100.1';
 const SIZE = 8 * 1024 * 1024;
+const BIG = 64 * 1024 * 1024;
 
 async function waitListening(ns: string, port: number): Promise<void> {
   await waitFor(`tcp port ${port} listening in ${ns}`, async () => new RegExp(`:${port}\\s`).test(await nsExec(ns, 'ss -Hltn')), {
@@ -142,10 +146,13 @@ describe('guest offloads: TSO from the VMs, super-frames between TAPs, segmentat
     }
   });
 
-  /** socat transfer of the payload; `send` is the side with the file. */
-  async function transfer(sendNs: string, recvNs: string, listenOn: 'sender' | 'receiver', ip: string, port: number): Promise<void> {
+  /** socat transfer of the payload (or `file`, `size` bytes hashing to `hash`); `send` is the side with the file. */
+  async function transfer(
+    sendNs: string, recvNs: string, listenOn: 'sender' | 'receiver', ip: string, port: number,
+    file = { path: payload, size: SIZE, hash: payloadHash },
+  ): Promise<void> {
     const out = join(dir, `recv-${port}.bin`);
-    const sendCmd = (addr: string) => `socat -u OPEN:${q(payload)} ${addr}`;
+    const sendCmd = (addr: string) => `socat -u OPEN:${q(file.path)} ${addr}`;
     const recvCmd = (addr: string) => `socat -u ${addr} OPEN:${q(out)},creat,trunc`;
     const [srvNs, srvCmd, cliNs, cliCmd] = listenOn === 'receiver'
       ? [recvNs, recvCmd(`TCP-LISTEN:${port},reuseaddr`), sendNs, sendCmd(`TCP:${ip}:${port},connect-timeout=5`)]
@@ -157,8 +164,8 @@ describe('guest offloads: TSO from the VMs, super-frames between TAPs, segmentat
       expect(r.code, `socat client: ${r.stderr}`).toBe(0);
       for (let i = 0; i < 100 && server.proc.exitCode === null; i++) await sleep(100);
       expect(server.proc.exitCode, `socat server: ${server.err}`).toBe(0);
-      expect(Number((await sh(`stat -c %s ${q(out)}`)).trim())).toBe(SIZE);
-      expect(await sha256File(out)).toBe(payloadHash);
+      expect(Number((await sh(`stat -c %s ${q(out)}`)).trim())).toBe(file.size);
+      expect(await sha256File(out)).toBe(file.hash);
     } finally {
       await server.stop();
     }
@@ -188,19 +195,57 @@ describe('guest offloads: TSO from the VMs, super-frames between TAPs, segmentat
     expect(rx, 'bytes per frame received on the trunk (vm4 -> vm1 data)').toBeGreaterThan(10_000);
   });
 
-  it('through the router and NAT: 8 MiB vm1 -> internet (super-frames segmented for the router) and internet -> vm1, intact', async () => {
+  it('through the router and NAT: 8 MiB vm1 -> internet (super-frames through the router whole) and internet -> vm1, intact', async () => {
     expect(await pingUntil(vm1.ns, INET), 'vm1 -> internet').toBe(true);
-    const p0 = findPort(await stats(), T.vm1);
+    const s0 = await stats();
+    const p0 = findPort(s0, T.vm1);
     await transfer(vm1.ns, inet.ns, 'receiver', INET, 5401);
     const s = await stats();
     const p1 = findPort(s, T.vm1);
     const avg = (num(p1, ...RX_BYTES)! - num(p0, ...RX_BYTES)!) / (num(p1, ...RX_FRAMES)! - num(p0, ...RX_FRAMES)!);
     expect(avg, 'bytes per frame from vm1 during the upload').toBeGreaterThan(10_000);
     expect(dropCount(findPort(s, 'net10'), 'tx_error')).toBe(0);
+    // The bridge handed the router vm1's super-frames whole (net10 is an offload port).
+    const r0 = findPort(s0, 'net10');
+    const r1 = findPort(s, 'net10');
+    const toRouter = (num(r1, ...TX_BYTES)! - num(r0, ...TX_BYTES)!) / (num(r1, ...TX_FRAMES)! - num(r0, ...TX_FRAMES)!);
+    expect(toRouter, 'bytes per frame the bridge sent to the router during the upload').toBeGreaterThan(10_000);
     await transfer(inet.ns, vm1.ns, 'sender', INET, 5402);
     const r = (await d.ok(['router', 'show', 'r0'], { json: true })).json;
     const router = Array.isArray(r) ? r[0] : r;
     expect(JSON.stringify(router?.networks ?? router)).not.toMatch(/"malformed":[1-9]/);
+    expect(d.alive()).toBe(true);
+  });
+
+  it('NAT download: 64 MiB internet -> vm1 intact, arriving at vm1 in GSO super-frames (router and uplink keep them whole)', async () => {
+    const bytes = Buffer.allocUnsafe(BIG);
+    for (let o = 0; o < BIG; o += 4 * 1024 * 1024) randomBytes(4 * 1024 * 1024).copy(bytes, o);
+    const big = { path: join(dir, 'big.bin'), size: BIG, hash: createHash('sha256').update(bytes).digest('hex') };
+    writeFileSync(big.path, bytes);
+    const linkRx = async (): Promise<{ packets: number; bytes: number }> => {
+      const j = JSON.parse(await nsExec(vm1.ns, `ip -s -j link show dev ${q(vm1.ifname)}`));
+      return { packets: Number(j[0].stats64.rx.packets), bytes: Number(j[0].stats64.rx.bytes) };
+    };
+    const perFrame = (a: unknown, b: unknown, bytes: string[], frames: string[]): number =>
+      (num(b, ...bytes)! - num(a, ...bytes)!) / (num(b, ...frames)! - num(a, ...frames)!);
+    const l0 = await linkRx();
+    const s0 = await stats();
+    await transfer(inet.ns, vm1.ns, 'sender', INET, 5403, big);
+    const l1 = await linkRx();
+    const s1 = await stats();
+    // vm1's TAP counts what the daemon wrote into it: one packet per super-frame.
+    const linkAvg = (l1.bytes - l0.bytes) / (l1.packets - l0.packets);
+    const portAvg = perFrame(findPort(s0, T.vm1), findPort(s1, T.vm1), TX_BYTES, TX_FRAMES);
+    const routerAvg = perFrame(findPort(s0, 'net10'), findPort(s1, 'net10'), RX_BYTES, RX_FRAMES);
+    console.log(`NAT download 64 MiB: ${Math.round(linkAvg)} bytes/packet received by vm1's interface, ` +
+      `${Math.round(portAvg)} bytes/frame sent on its port, ${Math.round(routerAvg)} bytes/frame from the router`);
+    expect(linkAvg, 'bytes per packet received by vm1 interface').toBeGreaterThan(1514);
+    expect(portAvg, 'bytes per frame the switch sent to vm1').toBeGreaterThan(1514);
+    expect(routerAvg, 'bytes per frame the router emitted into the bridge').toBeGreaterThan(1514);
+    expect(dropCount(findPort(s1, T.vm1), 'tx_error')).toBe(0);
+    const r = (await d.ok(['router', 'show', 'r0'], { json: true })).json;
+    const router = Array.isArray(r) ? r[0] : r;
+    expect(JSON.stringify(router)).not.toMatch(/"(malformed|offloadDropped)":[1-9]/);
     expect(d.alive()).toBe(true);
   });
 });

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # NAT throughput: a VM behind vswitch's router (TAP port, VLAN 10 network, NAPT to
-# an uplink veth) against pasta (userspace NAT, as ../shared/bench/anchors.sh runs
-# it), interleaved, iperf3 one stream each way. "up" = VM -> internet (pasta:
+# an uplink veth), the same router with a host uplink (sockets of the host, issue
+# 8), and pasta (userspace NAT, as ../shared/bench/anchors.sh runs it), interleaved,
+# iperf3 one stream each way. "up" = VM -> internet (pasta:
 # namespace -> host), "down" = internet -> VM (pasta: host -> namespace).
 # Target (issue 5): vswitch >= 1.0x pasta in each direction.
 # Usage: bash bench/scale/nat.sh [ROUNDS] [SECONDS]   (root; needs iperf3, jq, pasta)
@@ -65,6 +66,34 @@ YAML
   for _ in $(seq 50); do ip netns exec "$VM" busybox ping -c 1 -W 1 198.51.100.1 >/dev/null 2>&1 && return 0; sleep 0.2; done
   return 1
 }
+# vswitch's router with a host uplink (issue 8): the daemon runs in HOST, as pasta
+# does, and the VM's flows leave as sockets of HOST to its own address 10.77.9.1.
+host_up() {
+  ns_add "$HOST"; ns_add "$VM"
+  ip -n "$HOST" link add "${HOST}0" type veth peer name "${HOST}1"
+  ip -n "$HOST" addr add 10.77.9.1/24 dev "${HOST}0"
+  ip -n "$HOST" link set "${HOST}0" up; ip -n "$HOST" link set "${HOST}1" up
+  cat > "$dir/h.yaml" <<YAML
+stateDir: $dir/state-h
+bridges:
+  br0:
+    ports:
+      $TAP: { type: tap, vlan: { mode: access, vid: 10 } }
+routers:
+  r0:
+    uplink: { kind: host, dns: [10.77.9.1] }
+    networks:
+      net10: { bridge: br0, vlan: 10, address: 10.64.10.1/24 }
+YAML
+  ip netns exec "$HOST" node "$repo/packages/cli/dist/main.js" daemon --config "$dir/h.yaml" --socket "$dir/sh" --metrics off \
+    --state-dir "$dir/state-h" --log-level warn >>"$dir/log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do ip -n "$HOST" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.1; done
+  ip -n "$HOST" link set "$TAP" netns "$VM"
+  ip -n "$VM" addr add 10.64.10.11/24 dev "$TAP"; ip -n "$VM" link set "$TAP" up; ip -n "$VM" route add default via 10.64.10.1
+  for _ in $(seq 50); do ip netns exec "$VM" busybox ping -c 1 -W 1 10.77.9.1 >/dev/null 2>&1 && return 0; sleep 0.2; done
+  return 1
+}
 pasta_up() {
   ns_add "$HOST"; ns_add "$VM"
   ip -n "$HOST" link add "${HOST}0" type veth peer name "${HOST}1"
@@ -85,6 +114,11 @@ for r in $(seq "$rounds"); do
     read -r g c <<<"$(measure "$VM" "$INET" 198.51.100.1 -R)"; printf 'ours\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
   else echo "round $r: vswitch NAT setup failed (see $dir/log)" >&2; fi
   down
+  if host_up; then
+    read -r g c <<<"$(measure "$VM" "$HOST" 10.77.9.1)"; printf 'host\tup\t%s\t%s\n' "$g" "$c" >>"$out"
+    read -r g c <<<"$(measure "$VM" "$HOST" 10.77.9.1 -R)"; printf 'host\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
+  else echo "round $r: vswitch host-NAT setup failed (see $dir/log)" >&2; fi
+  down
   if pasta_up; then
     read -r g c <<<"$(measure "$VM" "$HOST" 10.77.9.1)"; printf 'pasta\tup\t%s\t%s\n' "$g" "$c" >>"$out"
     read -r g c <<<"$(measure "$VM" "$HOST" 10.77.9.1 -R)"; printf 'pasta\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
@@ -98,12 +132,14 @@ v = {}
 for line in open(sys.argv[1]):
     t, d, g, c = line.split()
     v.setdefault((t, d), []).append((float(g), float(c)))
-print('| direction | vswitch Gbit/s | vswitch CPU s | pasta Gbit/s | pasta CPU s | ratio vswitch/pasta |')
-print('|---|---|---|---|---|---|')
+med = lambda xs, i: st.median(x[i] for x in xs) if xs else 0
+print('| direction | router NAT Gbit/s | CPU s | host NAT Gbit/s | CPU s | pasta Gbit/s | CPU s | router/pasta | host/pasta |')
+print('|---|---|---|---|---|---|---|---|---|')
 for d in ('up', 'down'):
-    o = v.get(('ours', d), []); p = v.get(('pasta', d), [])
-    og = st.median(x[0] for x in o) if o else 0; pg = st.median(x[0] for x in p) if p else 0
-    oc = st.median(x[1] for x in o) if o else 0; pc = st.median(x[1] for x in p) if p else 0
-    print(f'| {d} | {og:.2f} | {oc:.2f} | {pg:.2f} | {pc:.2f} | {og / pg if pg else 0:.2f}x |')
-print('(medians over rounds; up = VM -> internet, down = internet -> VM)')
+    o = v.get(('ours', d), []); h = v.get(('host', d), []); p = v.get(('pasta', d), [])
+    pg = med(p, 0)
+    r = lambda x: f'{med(x, 0) / pg:.2f}x' if pg else '-'
+    print(f'| {d} | {med(o, 0):.2f} | {med(o, 1):.2f} | {med(h, 0):.2f} | {med(h, 1):.2f} | {pg:.2f} | {med(p, 1):.2f} | {r(o)} | {r(h)} |')
+print('(medians over rounds; up = VM -> internet, down = internet -> VM; router NAT: uplink interface, NAPT;'
+      ' host NAT: uplink kind host, sockets of the host, as pasta)')
 PY

@@ -172,6 +172,10 @@ export interface StartOptions {
   noWait?: boolean;
   /** Socket directory mode (default 0755 so other users reach the socket itself). */
   dirMode?: number;
+  /** Run the daemon in this network namespace (its TAPs appear there; the control socket is a file, reachable from anywhere). */
+  netns?: string;
+  /** A command prefix the daemon runs under, e.g. ['setpriv', '--bounding-set', '-net_raw', '--']. */
+  wrap?: string[];
 }
 
 /** Starts `vswitch daemon --config FILE --socket SOCK` and waits until `show --json` answers. */
@@ -189,7 +193,11 @@ export async function startDaemon(config: unknown, opts: StartOptions = {}): Pro
   const env = { ...process.env };
   delete env.VSWITCH_SOCKET;
   // SIGTERM if the test process dies: the daemon then removes its TAPs and socket itself.
-  const proc = spawnTracked(process.execPath, [MAIN_JS, 'daemon', '--config', configFile, '--socket', socket, ...(opts.args ?? [])], {
+  const argv = [MAIN_JS, 'daemon', '--config', configFile, '--socket', socket, ...(opts.args ?? [])];
+  // `ip netns exec` execs the command, so the tracked pid is the daemon's own.
+  const full = [...(opts.wrap ?? []), process.execPath, ...argv];
+  const [cmd, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, ...full]] : [full[0], full.slice(1)];
+  const proc = spawnTracked(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env,
     cwd: dir,

@@ -47,19 +47,19 @@ export type ClientKind = 'udhcpc' | 'dhclient' | 'dhcpcd';
  * makeDhcpVm('u1', tap): netns `${PREFIX}-u1`, IPv6 off, the TAP moved in (with
  * `mac` set first when given) and up, no address.
  */
-export async function makeDhcpVm(name: string, tap: string, mac?: string): Promise<DhcpVm> {
-  await waitLink(tap);
+export async function makeDhcpVm(name: string, tap: string, mac?: string, fromNs?: string): Promise<DhcpVm> {
+  await waitLink(tap, fromNs);
   const ns = nsname(name);
   await addNamespace(ns);
   await quietNamespace(ns);
   const vm: DhcpVm = { name, ns, ifname: tap, mac: '', dir: tempDir(name) };
-  await tapIntoVm(vm, mac);
+  await tapIntoVm(vm, mac, fromNs);
   return vm;
 }
 
-/** Moves the VM's TAP (back) into its namespace, sets `mac` if given, and brings it up. */
-export async function tapIntoVm(vm: DhcpVm, mac?: string): Promise<void> {
-  await sh(`ip link set ${q(vm.ifname)} netns ${q(vm.ns)}`);
+/** Moves the VM's TAP (back) into its namespace (from `fromNs`, default the root one), sets `mac` if given, and brings it up. */
+export async function tapIntoVm(vm: DhcpVm, mac?: string, fromNs?: string): Promise<void> {
+  await sh(`ip ${fromNs ? `-n ${q(fromNs)} ` : ''}link set ${q(vm.ifname)} netns ${q(vm.ns)}`);
   await nsExec(vm.ns, [
     `sysctl -qw net.ipv6.conf.${vm.ifname}.disable_ipv6=1 2>/dev/null`,
     mac ? `ip link set dev ${q(vm.ifname)} address ${q(mac)}` : 'true',

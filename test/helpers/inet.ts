@@ -10,9 +10,7 @@
  * prints each peer, and a client on a connected socket that tells a reply from a
  * timeout and from ECONNREFUSED (an ICMP port unreachable that reached it).
  */
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { addNamespace, addVeth, ifname, nsExec, nsname, q, sh, tempDir } from './run.js';
+import { addNamespace, addVeth, ifname, nsExec, nsname, q, sh, toolFile } from './run.js';
 import { quietNamespace } from './vm.js';
 
 export interface Internet {
@@ -74,15 +72,9 @@ else:
         print('timeout')
 `;
 
-let toolPath: string | undefined;
-
 /** Path of the UDP tool: `python3 TOOL serve PORT` / `python3 TOOL send HOST PORT [SPORT [MSG [TIMEOUT]]]`. */
 export function udpTool(): string {
-  if (toolPath === undefined) {
-    toolPath = join(tempDir('udp'), 'udp.py');
-    writeFileSync(toolPath, UDP_TOOL);
-  }
-  return toolPath;
+  return toolFile('udp.py', UDP_TOOL);
 }
 
 /** Sends one datagram from `ns` on a connected socket: 'reply <msg>', 'timeout' or 'refused'. */

@@ -94,6 +94,19 @@ export function tempDir(tag = 'tmp'): string {
   return d;
 }
 
+const tools = new Map<string, string>();
+
+/** A script written once per run into a temp dir (python tools of the tests); its path. */
+export function toolFile(name: string, text: string): string {
+  let path = tools.get(name);
+  if (path === undefined) {
+    path = join(tempDir('tool'), name);
+    writeFileSync(path, text);
+    tools.set(name, path);
+  }
+  return path;
+}
+
 /** Runs `bash -c cmd`; never throws (except on spawn failure). */
 export function shr(cmd: string, opts: ShOptions = {}): Promise<ShResult> {
   const timeoutMs = opts.timeoutMs ?? 20_000;

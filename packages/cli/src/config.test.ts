@@ -119,3 +119,29 @@ bridges:
       .toMatch(/must be tap, attach or socket/);
   });
 });
+
+describe('config: host uplink (NAT through the host\'s own address)', () => {
+  const NET = '    networks:\n      net10: { bridge: br0, vlan: 10, address: 10.0.10.1/24 }\n';
+  const head = 'bridges:\n  br0: {}\nrouters:\n  r0:\n';
+
+  it('accepts kind host with resolvers, resolv.conf, icmp and a listen address, and keeps interface uplinks as they were', () => {
+    const c = parseConfig(`${head}    uplink: { kind: host, dns: [192.0.2.53], icmp: false, listen: 127.0.0.1 }\n${NET}`, F);
+    expect(c.routers.r0.uplink).toEqual({ kind: 'host', dns: ['192.0.2.53'], icmp: false, listen: '127.0.0.1' });
+    const r = parseConfig(`${head}    uplink: { kind: host, resolvConf: /run/resolv.conf }\n    forwards: [{ proto: tcp, port: 2222, to: "10.0.10.5:22" }]\n${NET}`, F);
+    expect(r.routers.r0.uplink?.resolvConf).toBe('/run/resolv.conf');
+    const i = parseConfig(`${head}    uplink: { interface: eth1, address: 198.51.100.2/24 }\n${NET}`, F);
+    expect(i.routers.r0.uplink).toMatchObject({ kind: 'interface', interface: 'eth1' });
+  });
+
+  it('names the key and line of a key that does not fit the uplink kind', () => {
+    expect(errorOf(`${head}    uplink: { kind: host, interface: eth1 }\n${NET}`))
+      .toBe(`${F}: routers.r0.uplink.interface (line 5): is for kind: interface; a host uplink has no interface or address of its own`);
+    expect(errorOf(`${head}    uplink: { kind: host, address: dhcp }\n${NET}`)).toMatch(/routers\.r0\.uplink\.address \(line 5\): is for kind: interface/);
+    expect(errorOf(`${head}    uplink: { interface: eth1, address: 198.51.100.2/24, dns: [192.0.2.53] }\n${NET}`))
+      .toMatch(/routers\.r0\.uplink\.dns \(line 5\): is for kind: host/);
+    expect(errorOf(`${head}    uplink: { address: 198.51.100.2/24 }\n${NET}`)).toMatch(/routers\.r0\.uplink\.interface \(line 5\): is required/);
+    expect(errorOf(`${head}    uplink: { interface: eth1 }\n${NET}`)).toMatch(/routers\.r0\.uplink\.address \(line 5\): is required/);
+    expect(errorOf(`${head}    uplink: { kind: cloud }\n${NET}`)).toMatch(/routers\.r0\.uplink\.kind \(line 5\): must be interface or host/);
+    expect(errorOf(`${head}    uplink: { kind: host, dns: [resolver] }\n${NET}`)).toMatch(/routers\.r0\.uplink\.dns\.0 \(line 5\): must be an IPv4 address/);
+  });
+});

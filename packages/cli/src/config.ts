@@ -110,14 +110,28 @@ const ForwardSchema = z.strictObject({
 
 const RouterSchema = z.strictObject({
   uplink: z.strictObject({
-    interface: IfName,
+    /**
+     * interface (default): the router is a host of its own on an existing
+     * interface, with its own MAC and address. host: no interface; flows leave
+     * through sockets of the host's own stack, with the host's address (issue 8).
+     */
+    kind: z.enum(['interface', 'host'], { error: 'must be interface or host' }).default('interface'),
+    interface: IfName.optional(),
     /**
      * The router's own address on the uplink segment (the host's stack is not
      * touched), or "dhcp": obtained by the router's own DHCP client on the uplink,
      * gateway included (option 3).
      */
     address: z.string().refine((s) => s === 'dhcp' || parseCidr(s) !== undefined,
-      'must be "dhcp" or an address with a prefix length, like 198.51.100.2/24'),
+      'must be "dhcp" or an address with a prefix length, like 198.51.100.2/24').optional(),
+    /** kind host: the resolvers the gateway's DNS forwarder asks (default: the nameservers of resolvConf). */
+    dns: z.array(Ip4).optional(),
+    /** kind host: where the resolvers are read from when `dns` is not given. */
+    resolvConf: z.string().min(1).optional(),
+    /** kind host: ICMP echo through a raw socket (needs CAP_NET_RAW). */
+    icmp: z.boolean().optional(),
+    /** kind host: the host address port forwards listen on (default 0.0.0.0: all). */
+    listen: Ip4.optional(),
     gateway: Ip4.optional(),
     mac: Mac.optional(),
     /** address: dhcp only: the hostname sent to the DHCP server (option 12). */
@@ -227,6 +241,18 @@ export const ConfigSchema = z.strictObject({
     r.interconnect.forEach((pair, i) => pair.forEach((n, k) => {
       if (!(n in r.networks)) issue(['routers', rname, 'interconnect', i, k], `no network ${n} in router ${rname}`);
     }));
+    const up = ['routers', rname, 'uplink'];
+    if (r.uplink?.kind === 'host') {
+      for (const k of ['interface', 'address', 'gateway', 'mac', 'hostname'] as const) {
+        if (r.uplink[k] !== undefined) issue([...up, k], 'is for kind: interface; a host uplink has no interface or address of its own');
+      }
+    } else if (r.uplink !== undefined) {
+      if (r.uplink.interface === undefined) issue([...up, 'interface'], 'is required (or kind: host for NAT through the host\'s own address)');
+      if (r.uplink.address === undefined) issue([...up, 'address'], 'is required: an address with a prefix length, or "dhcp"');
+      for (const k of ['dns', 'resolvConf', 'icmp', 'listen'] as const) {
+        if (r.uplink[k] !== undefined) issue([...up, k], 'is for kind: host');
+      }
+    }
     if (r.uplink?.address === 'dhcp' && r.uplink.gateway !== undefined) {
       issue(['routers', rname, 'uplink', 'gateway'], 'with address: dhcp the gateway comes from the DHCP server (option 3); remove it');
     }

@@ -245,7 +245,8 @@ program.command('router').description('routers (NAT mode)')
   .command('show').argument('[router]').addOption(json).description('networks, uplink and counters of the routers')
   .action(async (router: string | undefined, o: { json?: boolean }) => {
     print(await call('router.show', { router }), o.json === true, (rs) => rs.map((r: any) =>
-      `router ${r.name}: uplink ${r.uplink ? `${r.uplink.interface} ${r.uplink.address} (${r.uplink.mac}) gateway ${r.uplink.gateway || '-'} ${r.uplink.state}` : 'none'}\n` +
+      `router ${r.name}: uplink ${r.uplink?.kind === 'host' ? `host (the host's own address; DNS via ${r.uplink.resolver || 'no resolver'}; ICMP ${r.uplink.icmp})`
+        : r.uplink ? `${r.uplink.interface} ${r.uplink.address} (${r.uplink.mac}) gateway ${r.uplink.gateway || '-'} ${r.uplink.state}` : 'none'}\n` +
       table(['network', 'vlan', 'address', 'dhcp'], r.networks.map((n: any) => [n.name, n.vlan, n.address, n.dhcp ? 'yes' : 'no']))).join('\n'));
   });
 
@@ -262,7 +263,7 @@ nat.command('sessions').option('--router <name>').addOption(json).description('a
   .action(async (o: { router?: string; json?: boolean }) => {
     print(await call('nat.sessions', { router: o.router }), o.json === true, (rows) => table(
       ['proto', 'inside', 'public port', 'remote', 'state', 'idle', 'expires in'],
-      rows.map((s: any) => [s.proto, s.inside, s.publicPort, s.remote, s.state, `${s.idleSec}s`, `${s.expiresInSec}s`])));
+      rows.map((s: any) => [s.proto, s.inside, s.publicPort, s.remote, s.state, `${s.idleSec}s`, s.expiresInSec === undefined ? '-' : `${s.expiresInSec}s`])));
   });
 const fwd = nat.command('forward').description('port forwards from the uplink address to inside hosts');
 fwd.command('add').argument('<proto>', 'tcp or udp').argument('<public>', 'public port or range, e.g. 8080 or 8000-8010')
@@ -277,8 +278,8 @@ fwd.command('del').argument('<proto>').argument('<public>').option('--router <na
 fwd.command('show').option('--router <name>').addOption(json)
   .action(async (o: { router?: string; json?: boolean }) => {
     print(await call('nat.forward.show', { router: o.router }), o.json === true, (rows) => table(
-      ['router', 'proto', 'public', 'inside', 'source'],
-      rows.map((f: any) => [f.router, f.proto, f.public, f.inside, f.source])));
+      ['router', 'proto', 'public', 'inside', 'source', 'listen'],
+      rows.map((f: any) => [f.router, f.proto, f.public, f.inside, f.source, f.listen === undefined ? '-' : `${f.listen} ${f.state}`])));
   });
 
 program.command('stats').argument('[bridge]').addOption(json).description('per-port counters and drops; MAC table counters')

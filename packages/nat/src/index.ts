@@ -10,3 +10,5 @@ export * from './dhcp/wire.js';
 export * from './napt/translate.js';
 export * from './napt/table.js';
 export * from './napt/forwards.js';
+export * from './host/types.js';
+export * from './host/nat.js';

@@ -465,7 +465,7 @@ describe('router networks under random frames (fast-check)', () => {
           for (const [r, g] of [[a, 0x00], [b, 0xff]] as const) {
             const buf = new Uint8Array(f.length + 40).fill(g);
             buf.set(f, 20);
-            r.router.uplink!.onIp(buf, 34, read16(f, 16));
+            r.router.uplink!.onIp(buf, 34, read16(f, 16), false);
           }
         } else {
           seen.frames++;

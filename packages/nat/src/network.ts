@@ -13,15 +13,26 @@
  * a flood, so a frame arriving here is copied first (the bridge may still send the
  * same bytes to other ports, and NAPT rewrites in place). Answers go straight back
  * into the bridge, which holds them until its current frame is done.
+ *
+ * Offloads: the port takes frames with their virtio_net_hdr (`offload`, sendVnet),
+ * so a VM's GSO super-frames and checksum-partial frames arrive whole; the header is
+ * copied in front of the frame (VNET_HDR_LEN bytes of room in the receive buffer).
+ * Routed, such a packet keeps its header when vnet.ts finds it of the one shape NAPT
+ * can update (TCP/UDP, partial checksum at its place), and is emitted into the
+ * bridge with it (`rx.batch(..., vnet)`), which sends it whole to offload ports and
+ * segments it for the others. Frames for the gateway itself get their checksum
+ * completed first; a GSO frame to the gateway is dropped (`offloadDropped`).
  */
 import {
   ARP_REPLY, ARP_REQUEST, ETH_HLEN, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx,
   arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, checksum, etherType, formatIp4, formatMac,
   ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, ip4TotalLen, readMac, udpDport, udpLen, write16, write32,
+  VNET_HDR_LEN,
 } from '@vswitch/switch';
 import { ArpCache } from './arp-cache.js';
 import { arpFrame, udpFrame, writeEth } from './frames.js';
 import { DhcpMsg } from './dhcp/wire.js';
+import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetComplete, vnetGso, vnetPrepare, vnetWork } from './vnet.js';
 import type { DhcpServer } from './dhcp/server.js';
 
 export const MAX_FRAME = 65536 + 64;
@@ -61,23 +72,47 @@ export interface NetworkCounters {
   routed: number;
   ignored: number;
   malformed: number;
+  /** Frames whose virtio_net_hdr could not be honoured: GSO to the gateway, GSO of a shape NAPT cannot update. */
+  offloadDropped: number;
 }
 
-export type RouteFn = (from: RouterNetwork, buf: Uint8Array, ipOff: number, ipLen: number) => void;
+/**
+ * Where a network hands a packet that is not for the gateway. With `vnet`, its
+ * virtio_net_hdr is at buf[ipOff-ETH_HLEN-VNET_HDR_LEN, ipOff-ETH_HLEN) and its L4
+ * checksum is partial at the standard place (vnet.ts); without it the packet is complete.
+ */
+export type RouteFn = (from: RouterNetwork, buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean) => void;
+
+/** Where a frame goes in the receive buffer: its virtio_net_hdr fits before it. */
+const IN_OFF = VNET_HDR_LEN;
 
 export class RouterNetwork implements PortIo {
   readonly kind = 'router' as const;
+  readonly offload = true;
   readonly arp: ArpCache;
   readonly counters: NetworkCounters = {
     rxFrames: 0, txFrames: 0, arpReplies: 0, icmpEchoReplies: 0, dhcpRequests: 0, dhcpReplies: 0, routed: 0, ignored: 0, malformed: 0,
+    offloadDropped: 0,
   };
   readonly mask: number;
   readonly network: number;
   readonly broadcast: number;
   route: RouteFn = () => {};
+  /**
+   * TCP, and UDP other than DHCP, addressed to the gateway itself: the router's
+   * host NAT takes them (its DNS forwarder, replies to host port forwards); unset,
+   * they are ignored.
+   */
+  local: RouteFn | undefined;
 
   #rx: PortRx | undefined;
-  readonly #in = Buffer.alloc(MAX_FRAME);
+  /** The received frame at IN_OFF, its virtio_net_hdr (if any) before it. */
+  readonly #in = Buffer.alloc(IN_OFF + MAX_FRAME);
+  /** The received frame, indexed from its first byte (what the local handlers read). */
+  readonly #frame = this.#in.subarray(IN_OFF);
+  /** One-frame batch for emitting a frame with its header. */
+  readonly #offs = new Int32Array(1);
+  readonly #lens = new Int32Array(1);
   readonly #out = Buffer.alloc(2048);
   readonly #dhcpOut = Buffer.alloc(1500);
 
@@ -102,16 +137,31 @@ export class RouterNetwork implements PortIo {
 
   send(buf: Uint8Array, off: number, len: number): number {
     if (len > MAX_FRAME) return len;
-    this.#in.set(buf.subarray(off, off + len), 0);
-    this.#input(len);
+    this.#in.set(buf.subarray(off, off + len), IN_OFF);
+    this.#input(len, false);
     return len;
   }
 
   send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
     if (alen + blen > MAX_FRAME) return alen + blen;
-    this.#in.set(a.subarray(aoff, aoff + alen), 0);
-    this.#in.set(b.subarray(boff, boff + blen), alen);
-    this.#input(alen + blen);
+    this.#in.set(a.subarray(aoff, aoff + alen), IN_OFF);
+    this.#in.set(b.subarray(boff, boff + blen), IN_OFF + alen);
+    this.#input(alen + blen, false);
+    return alen + blen;
+  }
+
+  sendVnet(buf: Uint8Array, off: number, len: number): number {
+    if (len > MAX_FRAME) return len;
+    this.#in.set(buf.subarray(off - VNET_HDR_LEN, off + len), IN_OFF - VNET_HDR_LEN);
+    this.#input(len, vnetWork(this.#in, IN_OFF - VNET_HDR_LEN));
+    return len;
+  }
+
+  send2Vnet(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    if (alen + blen > MAX_FRAME) return alen + blen;
+    this.#in.set(a.subarray(aoff - VNET_HDR_LEN, aoff + alen), IN_OFF - VNET_HDR_LEN);
+    this.#in.set(b.subarray(boff, boff + blen), IN_OFF + alen);
+    this.#input(alen + blen, vnetWork(this.#in, IN_OFF - VNET_HDR_LEN));
     return alen + blen;
   }
 
@@ -125,20 +175,20 @@ export class RouterNetwork implements PortIo {
 
   /**
    * Sends the IPv4 packet at buf[ipOff..ipOff+ipLen) to `nextHop` on this network;
-   * there must be ETH_HLEN bytes of room before ipOff. Resolves the MAC by ARP,
-   * holding a copy of the packet meanwhile.
+   * there must be ETH_HLEN bytes of room before ipOff, and with `vnet` the packet's
+   * virtio_net_hdr before those. Resolves the MAC by ARP, holding a copy of the
+   * packet meanwhile (with its header, see vnet.ts `holdCopy`).
    */
-  sendIp(buf: Uint8Array, ipOff: number, ipLen: number, nextHop: number): void {
+  sendIp(buf: Uint8Array, ipOff: number, ipLen: number, nextHop: number, vnet = false): void {
     const frameOff = ipOff - ETH_HLEN;
     const mac = this.arp.lookup(nextHop);
     if (mac === undefined) {
-      const copy = Buffer.allocUnsafe(ETH_HLEN + ipLen);
-      copy.set(buf.subarray(frameOff, ipOff + ipLen));
-      if (this.arp.hold(nextHop, copy)) this.#arpRequest(nextHop);
+      if (this.arp.hold(nextHop, holdCopy(buf, frameOff, ETH_HLEN + ipLen, vnet))) this.#arpRequest(nextHop);
       return;
     }
     writeEth(buf, mac, this.mac, 0x0800, frameOff);
-    this.emit(buf, frameOff, ETH_HLEN + ipLen);
+    if (vnet) this.emitVnet(buf, frameOff, ETH_HLEN + ipLen);
+    else this.emit(buf, frameOff, ETH_HLEN + ipLen);
   }
 
   /** Sends a frame into the bridge. */
@@ -149,9 +199,27 @@ export class RouterNetwork implements PortIo {
     rx.frame(buf, off, len);
   }
 
-  #input(len: number): void {
+  /** Sends a frame with its virtio_net_hdr at buf[off-VNET_HDR_LEN, off) into the bridge. */
+  emitVnet(buf: Uint8Array, off: number, len: number): void {
+    const rx = this.#rx;
+    if (rx === undefined) return;
+    this.counters.txFrames++;
+    this.#offs[0] = off;
+    this.#lens[0] = len;
+    rx.batch(buf, this.#offs, this.#lens, 1, true);
+  }
+
+  /** A held copy (holdCopy) whose next hop resolved to `mac`. */
+  #emitHeld(copy: Uint8Array, mac: number): void {
+    writeEth(copy, mac, this.mac, 0x0800, VNET_HDR_LEN);
+    if (vnetWork(copy, 0)) this.emitVnet(copy, VNET_HDR_LEN, copy.length - VNET_HDR_LEN);
+    else this.emit(copy, VNET_HDR_LEN, copy.length - VNET_HDR_LEN);
+  }
+
+  /** The frame at #in[IN_OFF, IN_OFF+len); `vnet`: its header asks for work. */
+  #input(len: number, vnet: boolean): void {
     this.counters.rxFrames++;
-    const f = this.#in;
+    const f = this.#frame;
     if (len < ETH_HLEN) {
       this.counters.malformed++;
       return;
@@ -168,7 +236,7 @@ export class RouterNetwork implements PortIo {
     }
     const type = etherType(f, 0);
     if (type === 0x0806) this.#onArp(f, len);
-    else if (type === 0x0800) this.#onIpv4(f, len);
+    else if (type === 0x0800) this.#onIpv4(f, len, vnet);
     else this.counters.ignored++;
   }
 
@@ -184,10 +252,7 @@ export class RouterNetwork implements PortIo {
     const tpa = arpTpa(f, a);
     // Learn senders in our subnet that talk to us (RFC 826 merge rule, limited to us).
     if (spa !== 0 && this.contains(spa) && spa !== this.ip && (tpa === this.ip || oper === ARP_REPLY)) {
-      for (const pending of this.arp.learn(spa, sha)) {
-        writeEth(pending, sha, this.mac, 0x0800);
-        this.emit(pending, 0, pending.length);
-      }
+      for (const pending of this.arp.learn(spa, sha)) this.#emitHeld(pending, sha);
     }
     if (oper === ARP_REQUEST && tpa === this.ip) {
       const n = arpFrame(this.#out, ARP_REPLY, sha, this.mac, this.ip, sha, spa);
@@ -198,7 +263,7 @@ export class RouterNetwork implements PortIo {
     }
   }
 
-  #onIpv4(f: Uint8Array, len: number): void {
+  #onIpv4(f: Uint8Array, len: number, vnet: boolean): void {
     const ip = ETH_HLEN;
     if (checkIpv4(f, ip, len - ip) !== IPV4_OK) {
       this.counters.malformed++;
@@ -215,6 +280,11 @@ export class RouterNetwork implements PortIo {
         this.counters.ignored++;
         return;
       }
+      if (dst === this.ip && this.local !== undefined && (proto === IPPROTO.TCP || (proto === IPPROTO.UDP && !(l4len >= 4 && udpDport(f, l4) === 67)))) {
+        this.#hand(this.local, f, ip, total, vnet);
+        return;
+      }
+      if (vnet && !this.#completeLocal(ETH_HLEN + total)) return;
       // The DHCP message is the UDP datagram's payload: UDP Length bounds it, not the IPv4 payload.
       if (proto === IPPROTO.UDP && checkUdp(f, l4, l4len) && udpDport(f, l4) === 67) this.#onDhcp(f, l4, udpLen(f, l4));
       else if (dst === this.ip && proto === IPPROTO.ICMP && checkIcmp(l4len) && f[l4] === ICMP_TYPE.ECHO_REQUEST) this.#echoReply(f, ip, total);
@@ -227,7 +297,34 @@ export class RouterNetwork implements PortIo {
       return;
     }
     this.counters.routed++;
-    this.route(this, f, ip, total);
+    this.#hand(this.route, f, ip, total, vnet);
+  }
+
+  /** Hands an IPv4 packet on, with its virtio_net_hdr kept when it has a usable one (vnet.ts). */
+  #hand(to: RouteFn, f: Uint8Array, ip: number, total: number, vnet: boolean): void {
+    let partial = false;
+    if (vnet) {
+      const v = vnetPrepare(this.#in, IN_OFF + ip, total);
+      if (v === VNET_DROP) {
+        this.counters.offloadDropped++;
+        return;
+      }
+      partial = v === VNET_PARTIAL;
+    }
+    to(this, this.#in, IN_OFF + ip, total, partial);
+  }
+
+  /** A frame for the gateway whose header asks for work: complete its checksum, or drop a GSO frame (counted). */
+  #completeLocal(len: number): boolean {
+    if (vnetGso(this.#in, IN_OFF - VNET_HDR_LEN)) {
+      this.counters.offloadDropped++;
+      return false;
+    }
+    if (!vnetComplete(this.#in, IN_OFF, len)) {
+      this.counters.malformed++;
+      return false;
+    }
+    return true;
   }
 
   #echoReply(f: Uint8Array, ip: number, total: number): void {

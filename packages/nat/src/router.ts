@@ -9,8 +9,19 @@
  * - else nowhere: ICMP network unreachable.
  * TTL is decremented on every routed packet; at 1 the sender gets ICMP time exceeded.
  *
+ * With a host uplink (`host`, host/nat.ts) there is no interface and no NAPT:
+ * what would leave through the uplink goes to the host NAT, which turns each flow
+ * into a socket of the host, and what it hands back is sent to the VM's network.
+ *
  * From the uplink, packets for the public address go through NAPT's inbound side
  * to the inside host's network. Echo requests to the public address are answered.
+ *
+ * A packet may carry a virtio_net_hdr (`vnet`: a GSO super-frame or a
+ * checksum-partial packet, TCP/UDP with the checksum at its place, see vnet.ts),
+ * from a VM or from the uplink. It is routed and translated once, NAPT updating its
+ * partial checksum, and leaves whole with its header whichever way it goes; what
+ * the router answers itself (echo replies, ICMP errors, which quote only the
+ * header and 8 bytes that are there) is complete.
  *
  * One timer (1 s) drives NAPT expiry, DHCP lease expiry, re-attaching an
  * uplink whose interface is missing or was lost, and the uplink's own DHCP client
@@ -24,6 +35,7 @@ import { type NetworkEvent, type RouterNetwork } from './network.js';
 import { Napt, NaptResult, ip4DecrementTtl } from './napt/translate.js';
 import type { NaptTableOptions } from './napt/table.js';
 import { Uplink, type UplinkEvent, type UplinkOptions } from './uplink.js';
+import { HostNat, type HostNatOptions } from './host/nat.js';
 
 export interface RouterOptions {
   name: string;
@@ -32,6 +44,11 @@ export interface RouterOptions {
   /** Wall-clock ms (DHCP leases). */
   wallClock?: () => number;
   uplink?: Omit<UplinkOptions, 'clock' | 'wallClock'>;
+  /**
+   * NAT through the host's own address (host/nat.ts) instead of an uplink
+   * interface: flows leave as sockets of the host. `mtu`: the networks' MTU (1500).
+   */
+  host?: Omit<HostNatOptions, 'clock' | 'gso' | 'mtu' | 'isGateway' | 'gatewayFor'> & { mtu?: number };
   napt?: NaptTableOptions;
   /** Pairs of network names that may route to each other. */
   interconnect?: [string, string][];
@@ -39,7 +56,10 @@ export interface RouterOptions {
   onEvent?: (e: RouterEvent) => void;
 }
 
-export type RouterEvent = NetworkEvent | UplinkEvent | { event: 'dhcp_expired'; network: string; count: number } | { event: 'events_suppressed'; count: number };
+/** Host NAT events (host/*.ts): resolvers changed or failed, ICMP unavailable, a forward that cannot listen... */
+export type HostNatEvent = { event: `dns_${string}` | `icmp_${string}` | `forward_${string}` | `tcp_${string}` | `udp_${string}`; [k: string]: unknown };
+
+export type RouterEvent = NetworkEvent | UplinkEvent | HostNatEvent | { event: 'dhcp_expired'; network: string; count: number } | { event: 'events_suppressed'; count: number };
 
 export const ROUTER_EVENT_BUDGET_PER_SEC = 20;
 
@@ -52,6 +72,9 @@ export interface RouterCounters {
   noRoute: number;
   ttlExceeded: number;
   naptDropped: number;
+  /** To and from the host NAT's sockets. */
+  toHost: number;
+  fromHost: number;
 }
 
 export class Router {
@@ -60,7 +83,9 @@ export class Router {
   readonly napt: Napt | undefined;
   readonly counters: RouterCounters = {
     routedBetween: 0, toUplink: 0, fromUplink: 0, hairpinned: 0, prohibited: 0, noRoute: 0, ttlExceeded: 0, naptDropped: 0,
+    toHost: 0, fromHost: 0,
   };
+  readonly host: HostNat | undefined;
   readonly #pairs = new Set<string>();
   readonly #icmp = Buffer.alloc(600);
   #eventBudget = ROUTER_EVENT_BUDGET_PER_SEC;
@@ -77,9 +102,30 @@ export class Router {
       // With DHCP the uplink has no address yet (0: NAPT counts no_public_address until it is bound).
       const napt = new Napt({ publicIp: this.uplink.ip, table: opts.napt });
       this.napt = napt;
-      this.uplink.onIp = (buf, ipOff, ipLen) => this.#fromUplink(buf, ipOff, ipLen);
+      this.uplink.onIp = (buf, ipOff, ipLen, vnet) => this.#fromUplink(buf, ipOff, ipLen, vnet);
       this.uplink.onAddress = (ip) => { napt.publicIp = ip; };
       this.uplink.onEvent = (e) => this.#event(e);
+    } else if (opts.host) {
+      const { mtu = 1500, ...host } = opts.host;
+      this.host = new HostNat({
+        ...host,
+        clock: opts.clock,
+        mtu,
+        // Router networks are offload ports: TCP towards the VMs goes as 64 KB super-frames.
+        gso: true,
+        isGateway: (ip) => { for (const n of this.networks.values()) if (n.ip === ip) return true; return false; },
+        gatewayFor: (ip) => this.networkFor(ip)?.ip ?? 0,
+        onEvent: (e) => this.#event(e as RouterEvent),
+      }, (buf, ipOff, ipLen, vnet) => {
+        const dst = ip4Dst(buf, ipOff);
+        const net = this.networkFor(dst);
+        if (net === undefined) {
+          this.counters.noRoute++;
+          return;
+        }
+        this.counters.fromHost++;
+        net.sendIp(buf, ipOff, ipLen, dst, vnet);
+      });
     }
   }
 
@@ -88,11 +134,14 @@ export class Router {
   addNetwork(net: RouterNetwork): void {
     this.networks.set(net.name, net);
     net.opts.onEvent = (e) => this.#event(e);
-    net.route = (from, buf, ipOff, ipLen) => this.#route(from, buf, ipOff, ipLen);
+    net.route = (from, buf, ipOff, ipLen, vnet) => this.#route(from, buf, ipOff, ipLen, vnet);
+    const host = this.host;
+    if (host !== undefined) net.local = (_from, buf, ipOff, ipLen, vnet) => host.fromVm(buf, ipOff, ipLen, vnet);
   }
 
   start(): void {
     this.uplink?.start();
+    this.host?.start();
     this.#timer ??= setInterval(() => this.tick(), 1000);
     this.#timer.unref();
   }
@@ -101,6 +150,7 @@ export class Router {
   tick(): void {
     this.uplink?.tick();
     this.napt?.table.expire(this.opts.clock());
+    this.host?.tick(this.opts.clock());
     const wall = (this.opts.wallClock ?? Date.now)();
     for (const net of this.networks.values()) {
       const n = net.opts.dhcp?.expire(wall) ?? 0;
@@ -124,6 +174,7 @@ export class Router {
     clearInterval(this.#timer);
     this.#timer = undefined;
     this.uplink?.close();
+    this.host?.close();
   }
 
   networkFor(ip: number): RouterNetwork | undefined {
@@ -131,7 +182,8 @@ export class Router {
     return undefined;
   }
 
-  #route(from: RouterNetwork, buf: Uint8Array, ipOff: number, ipLen: number): void {
+  /** `vnet`: the packet's virtio_net_hdr is before its Ethernet header and its checksum is partial (RouteFn). */
+  #route(from: RouterNetwork, buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean): void {
     const dst = ip4Dst(buf, ipOff);
     const to = this.networkFor(dst);
     if (to !== undefined) {
@@ -146,7 +198,18 @@ export class Router {
         return;
       }
       this.counters.routedBetween++;
-      to.sendIp(buf, ipOff, ipLen, dst);
+      to.sendIp(buf, ipOff, ipLen, dst, vnet);
+      return;
+    }
+    const host = this.host;
+    if (host !== undefined) {
+      if (!ip4DecrementTtl(buf, ipOff)) {
+        this.counters.ttlExceeded++;
+        this.#icmpBack(from, buf, ipOff, ICMP_TYPE.TIME_EXCEEDED, 0);
+        return;
+      }
+      this.counters.toHost++;
+      host.fromVm(buf, ipOff, ipLen, vnet);
       return;
     }
     const napt = this.napt;
@@ -161,10 +224,10 @@ export class Router {
       this.#icmpBack(from, buf, ipOff, ICMP_TYPE.TIME_EXCEEDED, 0);
       return;
     }
-    const r = napt.outbound(buf, ipOff, this.opts.clock());
+    const r = napt.outbound(buf, ipOff, this.opts.clock(), vnet);
     if (r === NaptResult.ok) {
       this.counters.toUplink++;
-      uplink.sendIp(buf, ipOff, ipLen, dst);
+      uplink.sendIp(buf, ipOff, ipLen, dst, vnet);
     } else if (r === NaptResult.hairpin) {
       const inside = this.networkFor(napt.insideIp);
       if (inside === undefined) {
@@ -172,17 +235,17 @@ export class Router {
         return;
       }
       this.counters.hairpinned++;
-      inside.sendIp(buf, ipOff, ipLen, napt.insideIp);
+      inside.sendIp(buf, ipOff, ipLen, napt.insideIp, vnet);
     } else if (r === NaptResult.local) {
-      this.#echoReply(buf, ipOff, ipLen, (b, o, l) => from.sendIp(b, o, l, ip4Dst(b, o)));
+      this.#echoReply(buf, ipOff, ipLen, (b, o, l) => from.sendIp(b, o, l, ip4Dst(b, o), false));
     } else {
       this.counters.naptDropped++;
     }
   }
 
-  #fromUplink(buf: Uint8Array, ipOff: number, ipLen: number): void {
+  #fromUplink(buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean): void {
     const napt = this.napt!;
-    const r = napt.inbound(buf, ipOff, this.opts.clock());
+    const r = napt.inbound(buf, ipOff, this.opts.clock(), vnet);
     if (r === NaptResult.ok) {
       const net = this.networkFor(napt.insideIp);
       if (net === undefined || !ip4DecrementTtl(buf, ipOff)) {
@@ -190,15 +253,15 @@ export class Router {
         return;
       }
       this.counters.fromUplink++;
-      net.sendIp(buf, ipOff, ipLen, napt.insideIp);
+      net.sendIp(buf, ipOff, ipLen, napt.insideIp, vnet);
     } else if (r === NaptResult.local) {
-      this.#echoReply(buf, ipOff, ipLen, (b, o, l) => this.uplink!.sendIp(b, o, l, ip4Dst(b, o)));
+      this.#echoReply(buf, ipOff, ipLen, (b, o, l) => this.uplink!.sendIp(b, o, l, ip4Dst(b, o), false));
     } else {
       this.counters.naptDropped++;
     }
   }
 
-  /** Turns an ICMP echo request around in place and sends it back the way it came. */
+  /** Turns an ICMP echo request around in place (complete checksums) and sends it back the way it came. */
   #echoReply(buf: Uint8Array, ipOff: number, ipLen: number, send: (b: Uint8Array, o: number, l: number) => void): void {
     const hl = ip4HeaderLen(buf, ipOff);
     if (buf[ipOff + 9] !== IPPROTO.ICMP || buf[ipOff + hl] !== ICMP_TYPE.ECHO_REQUEST) return;

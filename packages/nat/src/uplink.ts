@@ -9,6 +9,14 @@
  * gratuitous ARP when it comes up. IPv4 packets addressed to it go to `onIp`
  * (NAPT's inbound side), translated in place in the receive ring.
  *
+ * Offloads: the packet socket keeps GSO (`keepGso`), so the internet side's GSO
+ * super-frames and checksum-partial frames arrive whole with their virtio_net_hdr;
+ * vnet.ts decides whether one goes on with it (TCP/UDP with the partial checksum at
+ * its place: `onIp`'s `vnet`, NAPT updates it as partial) or is completed here
+ * first. `sendIp` with `vnet` writes such a packet out whole with its header
+ * (sendVnet), so a VM's super-frame leaves as one and the kernel segments it, if
+ * at all, for the NIC.
+ *
  * The interface need not exist when the daemon starts, and may vanish and come
  * back (a NIC reset, a veth recreated): `poll()`, called every second by the
  * router, attaches whenever it is there and not yet attached; the uplink is
@@ -32,11 +40,12 @@ import * as netdev from '@vswitch/netdev';
 import {
   ARP_REPLY, ARP_REQUEST, ETH_HLEN, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortRx, arpOper, arpSha, arpSpa, arpTpa,
   checkArp, checkIpv4, checkUdp, etherType, formatIp4, formatMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4TotalLen,
-  readMac, udpDport, udpLen, udpSport,
+  readMac, udpDport, udpLen, udpSport, VNET_HDR_LEN,
 } from '@vswitch/switch';
 import { AttachIo } from '@vswitch/switch/ports';
 import { ArpCache } from './arp-cache.js';
 import { arpFrame, udpFrame, writeEth } from './frames.js';
+import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetPrepare, vnetWork } from './vnet.js';
 import { DhcpClient, type DhcpClientAction, type DhcpClientLease, type DhcpClientOptions } from './dhcp/client.js';
 import { parseDhcp } from './dhcp/wire.js';
 
@@ -88,12 +97,15 @@ export interface UplinkCounters {
   /** DHCP replies (UDP 67 -> 68) that parseDhcp refused. */
   dhcpMalformed: number;
   dhcpSaveErrors: number;
+  /** GSO frames whose virtio_net_hdr NAPT cannot honour (vnet.ts), dropped. */
+  offloadDropped: number;
 }
 
 export class Uplink {
   readonly arp: ArpCache;
   readonly counters: UplinkCounters = {
     rxFrames: 0, txFrames: 0, txErrors: 0, arpReplies: 0, ignored: 0, malformed: 0, noRoute: 0, dhcpMalformed: 0, dhcpSaveErrors: 0,
+    offloadDropped: 0,
   };
   mask: number;
   /** The DHCP client, when the address is obtained by DHCP. */
@@ -103,8 +115,13 @@ export class Uplink {
   /** Times the interface was attached, and lost. */
   attaches = 0;
   downEvents = 0;
-  /** IPv4 packets addressed to the uplink address: buf[ipOff..ipOff+ipLen), with room for a header before. */
-  onIp: (buf: Uint8Array, ipOff: number, ipLen: number) => void = () => {};
+  /**
+   * IPv4 packets addressed to the uplink address: buf[ipOff..ipOff+ipLen), with room
+   * for a header before. With `vnet` the packet's virtio_net_hdr is at
+   * buf[ipOff-ETH_HLEN-VNET_HDR_LEN, ipOff-ETH_HLEN) and its L4 checksum is partial
+   * (vnet.ts); without it the packet is complete.
+   */
+  onIp: (buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean) => void = () => {};
   /** The address changed (DHCP bound, renewed to another, or lost: 0). */
   onAddress: (ip: number) => void = () => {};
   onEvent: (e: UplinkEvent) => void = () => {};
@@ -148,7 +165,7 @@ export class Uplink {
     this.#io?.close();
     let io: AttachIo;
     try {
-      io = new AttachIo(this.opts.ifname);
+      io = new AttachIo(this.opts.ifname, { keepGso: true });
     } catch (e) {
       this.downReason = `cannot attach ${this.opts.ifname}: ${(e as Error).message}`;
       return false;
@@ -158,10 +175,11 @@ export class Uplink {
     // peer MAC), so forget what ARP learnt and ask again.
     if (this.attaches > 0) for (const e of this.arp.entries()) this.arp.forget(e.ip);
     const rx: PortRx = {
-      batch: (buf, offs, lens, count) => {
-        for (let i = 0; i < count; i++) this.#input(buf, offs[i], lens[i]);
+      batch: (buf, offs, lens, count, vnet) => {
+        const hdr = vnet === true;
+        for (let i = 0; i < count; i++) this.#input(buf, offs[i], lens[i], hdr);
       },
-      frame: (buf, off, len) => this.#input(buf, off, len),
+      frame: (buf, off, len) => this.#input(buf, off, len, false),
       gone: (_errno, why) => {
         this.up = false;
         this.downReason = why;
@@ -206,8 +224,12 @@ export class Uplink {
     };
   }
 
-  /** Sends buf[ipOff..ipOff+ipLen) towards `dst`; ETH_HLEN bytes before ipOff are overwritten. */
-  sendIp(buf: Uint8Array, ipOff: number, ipLen: number, dst: number): void {
+  /**
+   * Sends buf[ipOff..ipOff+ipLen) towards `dst`; ETH_HLEN bytes before ipOff are
+   * overwritten. With `vnet`, the packet's virtio_net_hdr is before those and goes
+   * out with it.
+   */
+  sendIp(buf: Uint8Array, ipOff: number, ipLen: number, dst: number, vnet = false): void {
     const nextHop = ((dst & this.mask) >>> 0) === ((this.ip & this.mask) >>> 0) ? dst : this.#gateway;
     if (nextHop === 0) {
       this.counters.noRoute++;
@@ -216,16 +238,15 @@ export class Uplink {
     const frameOff = ipOff - ETH_HLEN;
     const mac = this.arp.lookup(nextHop);
     if (mac === undefined) {
-      const copy = Buffer.allocUnsafe(ETH_HLEN + ipLen);
-      copy.set(buf.subarray(frameOff, ipOff + ipLen));
-      if (this.arp.hold(nextHop, copy)) {
+      if (this.arp.hold(nextHop, holdCopy(buf, frameOff, ETH_HLEN + ipLen, vnet))) {
         const n = arpFrame(this.#out, ARP_REQUEST, MAC_BROADCAST, this.opts.mac, this.ip, 0, nextHop);
         this.#send(this.#out, 0, n);
       }
       return;
     }
     writeEth(buf, mac, this.opts.mac, 0x0800, frameOff);
-    this.#send(buf, frameOff, ETH_HLEN + ipLen);
+    if (vnet) this.#sendVnet(buf, frameOff, ETH_HLEN + ipLen);
+    else this.#send(buf, frameOff, ETH_HLEN + ipLen);
   }
 
   #send(buf: Uint8Array, off: number, len: number): void {
@@ -235,7 +256,16 @@ export class Uplink {
     else this.counters.txFrames++;
   }
 
-  #input(buf: Uint8Array, off: number, len: number): void {
+  /** The frame with its virtio_net_hdr at buf[off-VNET_HDR_LEN, off), whole (the packet socket speaks the header). */
+  #sendVnet(buf: Uint8Array, off: number, len: number): void {
+    const io = this.#io;
+    if (io === undefined) return;
+    if (io.sendVnet(buf, off, len) < 0) this.counters.txErrors++;
+    else this.counters.txFrames++;
+  }
+
+  /** `hdr`: the frame's virtio_net_hdr is at buf[off-VNET_HDR_LEN, off). */
+  #input(buf: Uint8Array, off: number, len: number, hdr: boolean): void {
     this.counters.rxFrames++;
     if (len < ETH_HLEN) {
       this.counters.malformed++;
@@ -257,7 +287,17 @@ export class Uplink {
         this.counters.ignored++;
         return;
       }
-      this.onIp(buf, ip, ip4TotalLen(buf, ip));
+      const total = ip4TotalLen(buf, ip);
+      let partial = false;
+      if (hdr && vnetWork(buf, off - VNET_HDR_LEN)) {
+        const v = vnetPrepare(buf, ip, total);
+        if (v === VNET_DROP) {
+          this.counters.offloadDropped++;
+          return;
+        }
+        partial = v === VNET_PARTIAL;
+      }
+      this.onIp(buf, ip, total, partial);
     } else this.counters.ignored++;
   }
 
@@ -273,8 +313,10 @@ export class Uplink {
     const mine = this.ip !== 0 && tpa === this.ip;
     if (spa !== 0 && spa !== this.ip && (mine || oper === ARP_REPLY || this.arp.lookup(spa) !== undefined)) {
       for (const pending of this.arp.learn(spa, sha)) {
-        writeEth(pending, sha, this.opts.mac, 0x0800);
-        this.#send(pending, 0, pending.length);
+        // A held copy: header, then the frame (vnet.ts holdCopy).
+        writeEth(pending, sha, this.opts.mac, 0x0800, VNET_HDR_LEN);
+        if (vnetWork(pending, 0)) this.#sendVnet(pending, VNET_HDR_LEN, pending.length - VNET_HDR_LEN);
+        else this.#send(pending, VNET_HDR_LEN, pending.length - VNET_HDR_LEN);
       }
     }
     if (oper === ARP_REQUEST && mine && spa !== this.ip) {

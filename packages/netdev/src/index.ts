@@ -92,8 +92,8 @@ export interface PacketOptions {
    * Deliver GSO super-frames and checksum-partial frames whole, with the kernel's
    * virtio_net_hdr in front (offsets moved by 4 when a stripped tag is restored),
    * instead of segmenting and checksumming them here. For a bridge port, whose
-   * egress completes them for devices that need it; a consumer that parses frames
-   * itself (the router's uplink) leaves this off and gets complete frames.
+   * egress completes them for devices that need it, or the router's uplink, which
+   * NATs them whole. Off: complete frames only.
    */
   keepGso?: boolean;
 }

@@ -10,9 +10,10 @@
  * Offloads: a frame may travel with a 10-byte virtio_net_hdr right before its first
  * byte (a GSO super-frame of up to 64 KB, or a frame whose L4 checksum is partial).
  * A port whose device speaks that header (`offload`: a TAP opened with the vnet
- * header, an AF_PACKET socket) is sent such frames whole through `sendVnet`/
- * `send2Vnet`; every other port (the router, sockets) only ever gets complete
- * frames: egress segments and checksums for it (see egress.ts).
+ * header, an AF_PACKET socket, the router's networks, which NAT them whole) is sent
+ * such frames whole through `sendVnet`/`send2Vnet`; every other port (sockets, TAPs
+ * with `offload: false`) only ever gets complete frames: egress segments and
+ * checksums for it (see egress.ts).
  *
  * States: 'up' forwards; 'down' (the device vanished or failed: `downReason` says
  * why) neither receives nor is sent to, and keeps its config until `delif`.

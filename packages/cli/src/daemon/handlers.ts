@@ -97,13 +97,14 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
   const r = mr.router;
   return {
     name: mr.name,
-    uplink: r.uplink?.describe() ?? null,
+    uplink: r.uplink?.describe() ?? r.host?.describe() ?? null,
     networks: [...r.networks.values()].map((n) => ({
       name: n.name, vlan: n.opts.vlan, address: `${formatIp4(n.ip)}/${n.opts.prefix}`, dhcp: n.opts.dhcp !== undefined,
       counters: { ...n.counters },
     })),
     counters: { ...r.counters },
     nat: r.napt ? { ...r.napt.table.stats() } : null,
+    hostNat: r.host ? r.host.stats() : null,
   };
 }
 
@@ -196,8 +197,13 @@ export const handlers: Record<string, Handler> = {
     }
     return out;
   },
-  'nat.sessions': (sw, a) => routers(sw, optStr(a, 'router')).flatMap((mr) =>
-    (mr.router.napt?.table.sessions(performance.now()) ?? []).map((s) => ({ router: mr.name, ...s }))),
+  'nat.sessions': (sw, a) => routers(sw, optStr(a, 'router')).flatMap((mr): Record<string, unknown>[] => {
+    const now = performance.now();
+    const host = mr.router.host;
+    // Host NAT sessions have no public port of their own: the host socket's local address stands for it.
+    if (host !== undefined) return host.sessions(now).map((s) => ({ router: mr.name, ...s, publicPort: s.outside, idleSec: Math.round(s.idleMs / 1000) }));
+    return (mr.router.napt?.table.sessions(now) ?? []).map((s) => ({ router: mr.name, ...s }));
+  }),
   'nat.forward.add': (sw, a) => {
     const mr = pickRouter(sw, optStr(a, 'router'));
     mr.addForward({ proto: str(a, 'proto'), public: str(a, 'public'), inside: str(a, 'inside') });

@@ -27,7 +27,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DROP_REASONS, type Bridge, type Port } from '@vswitch/switch';
-import { DHCP_REASONS, NAPT_RESULTS, type RouterNetwork } from '@vswitch/nat';
+import { DHCP_REASONS, NAPT_RESULTS, type HostNat, type RouterNetwork } from '@vswitch/nat';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ManagedRouter } from './routers.js';
 import type { Logger } from './log.js';
@@ -274,11 +274,13 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
   });
   counter('vswitch_router_packets_total',
     'IPv4 packets the router routed, by path: between (network to network), to_uplink and from_uplink (through NAPT), '
+    + 'to_host and from_host (through the host-socket NAT), '
     + 'hairpin; and refused: prohibited (networks not interconnected), no_route, ttl_exceeded, nat_dropped (see vswitch_nat_packets_total).',
     ['router', 'path'], (emit) => {
       for (const mr of routerList()) {
         const c = mr.router.counters;
         for (const [path, v] of [['between', c.routedBetween], ['to_uplink', c.toUplink], ['from_uplink', c.fromUplink],
+          ['to_host', c.toHost], ['from_host', c.fromHost],
           ['hairpin', c.hairpinned], ['prohibited', c.prohibited], ['no_route', c.noRoute], ['ttl_exceeded', c.ttlExceeded],
           ['nat_dropped', c.naptDropped]] as const) {
           emit({ router: mr.name, path }, v);
@@ -323,8 +325,74 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
       }
     });
 
+  // NAT through the host's own address (uplink kind host): absent for other routers.
+  const hosts = (): [ManagedRouter, HostNat][] => routerList().flatMap((mr) => (mr.router.host ? [[mr, mr.router.host] as [ManagedRouter, HostNat]] : []));
+  const engines = (h: HostNat) => [['tcp', h.tcp.counters], ['udp', h.udp.counters], ['icmp', h.icmp.counters]] as const;
+  gauge('vswitch_host_nat_sessions', 'Host-socket NAT sessions (TCP connections, UDP mappings, ICMP echo ids) now open.', ['router'], (emit) => {
+    for (const [mr, h] of hosts()) emit({ router: mr.name }, h.budget.total);
+  });
+  counter('vswitch_host_nat_sessions_opened_total', 'Host-socket NAT sessions opened (port forwards included).', ['router', 'proto'], (emit) => {
+    for (const [mr, h] of hosts()) for (const [proto, c] of engines(h)) emit({ router: mr.name, proto }, c.opened);
+  });
+  counter('vswitch_host_nat_sessions_refused_total',
+    'New host-socket NAT flows refused, by reason: table_full (nat.maxSessions), host_limit (nat.maxSessionsPerHost).',
+    ['router', 'reason'], (emit) => {
+      for (const [mr, h] of hosts()) {
+        emit({ router: mr.name, reason: 'table_full' }, h.budget.refusedGlobal);
+        emit({ router: mr.name, reason: 'host_limit' }, h.budget.refusedPerHost);
+      }
+    });
+  counter('vswitch_host_nat_packets_total', 'Packets through the host-socket NAT, by protocol and direction (to_host: from a VM; to_vm).',
+    ['router', 'proto', 'direction'], (emit) => {
+      for (const [mr, h] of hosts()) {
+        emit({ router: mr.name, proto: 'tcp', direction: 'to_host' }, h.tcp.counters.segmentsFromVm);
+        emit({ router: mr.name, proto: 'tcp', direction: 'to_vm' }, h.tcp.counters.framesToVm);
+        for (const proto of ['udp', 'icmp'] as const) {
+          emit({ router: mr.name, proto, direction: 'to_host' }, h[proto].counters.toHost);
+          emit({ router: mr.name, proto, direction: 'to_vm' }, h[proto].counters.toVm);
+        }
+      }
+    });
+  counter('vswitch_host_nat_tcp_bytes_total', 'TCP payload bytes spliced: to_host (written to host sockets), to_vm (acknowledged by the VMs).',
+    ['router', 'direction'], (emit) => {
+      for (const [mr, h] of hosts()) {
+        emit({ router: mr.name, direction: 'to_host' }, h.tcp.counters.bytesToHost);
+        emit({ router: mr.name, direction: 'to_vm' }, h.tcp.counters.bytesToVm);
+      }
+    });
+  counter('vswitch_host_nat_tcp_retransmits_total', 'TCP segments sent to VMs again (timeouts and fast retransmits).', ['router'], (emit) => {
+    for (const [mr, h] of hosts()) emit({ router: mr.name }, h.tcp.counters.retransmits);
+  });
+  counter('vswitch_host_nat_dropped_total',
+    'Packets the host-socket NAT dropped, by protocol (ip: before any engine) and reason (the engines\' counters, snake_case).',
+    ['router', 'proto', 'reason'], (emit) => {
+      for (const [mr, h] of hosts()) {
+        for (const [reason, v] of Object.entries(h.counters)) emit({ router: mr.name, proto: 'ip', reason: snake(reason) }, v);
+        for (const [proto, c] of engines(h)) {
+          for (const reason of HOST_DROP_COUNTERS[proto]) emit({ router: mr.name, proto, reason: snake(reason) }, (c as unknown as Record<string, number>)[reason] ?? 0);
+        }
+      }
+    });
+  gauge('vswitch_host_nat_icmp_available', '1 while ICMP echo goes through the raw socket; 0 when it could not be opened (no CAP_NET_RAW) or is off.',
+    ['router'], (emit) => {
+      for (const [mr, h] of hosts()) emit({ router: mr.name }, h.describe().icmp === 'on' ? 1 : 0);
+    });
+  gauge('vswitch_host_nat_forward_listening', '1 while a host port forward listens on its host port, 0 while it could not bind.',
+    ['router', 'proto', 'listen'], (emit) => {
+      for (const [mr, h] of hosts()) for (const l of h.listeners()) emit({ router: mr.name, proto: l.proto, listen: l.listen }, l.state === 'listening' ? 1 : 0);
+    });
+
   return reg;
 }
+
+/** Engine counters that count dropped packets (the rest count traffic or sessions). */
+const HOST_DROP_COUNTERS = {
+  tcp: ['badChecksum', 'noSession', 'malformed', 'outOfOrder', 'beyondWindow'],
+  udp: ['badChecksum', 'malformed', 'fragment', 'tooBig', 'filtered', 'conflict', 'sendErrors'],
+  icmp: ['badChecksum', 'malformed', 'fragment', 'notEcho', 'unavailable', 'queueFull', 'filtered', 'truncated', 'sendErrors'],
+} as const;
+
+const snake = (s: string): string => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 /**
  * Serves `sw`'s metrics on `listen` (host:port). Resolves once listening, rejects

@@ -47,14 +47,16 @@ export class ManagedRouter {
     ensureStateDir(stateDir);
     this.#forwardsFile = join(stateDir, `forwards-${name}.json`);
     const clock = (): number => performance.now();
-    const dhcpUplink = rc.uplink?.address === 'dhcp';
-    const up = rc.uplink && !dhcpUplink ? parseCidr(rc.uplink.address)! : undefined;
+    const host = rc.uplink?.kind === 'host' ? rc.uplink : undefined;
+    const ifUplink = rc.uplink?.kind === 'host' ? undefined : rc.uplink;
+    const dhcpUplink = ifUplink?.address === 'dhcp';
+    const up = ifUplink?.address !== undefined && !dhcpUplink ? parseCidr(ifUplink.address)! : undefined;
     const uplinkMac = rc.uplink?.mac ? parseMac(rc.uplink.mac) : stableMac(`${name}/uplink`);
     let dhcp: UplinkDhcpOptions | undefined;
-    if (rc.uplink && dhcpUplink) {
+    if (ifUplink && dhcpUplink) {
       const leaseFile = join(stateDir, clientLeaseFileName(name));
       dhcp = {
-        hostname: rc.uplink.hostname,
+        hostname: ifUplink.hostname,
         previous: parseClientLease(readStateFile(leaseFile), uplinkMac),
         save: (lease) => writeStateFile(leaseFile, lease ? serializeClientLease(uplinkMac, lease) : '{}\n'),
       };
@@ -62,12 +64,12 @@ export class ManagedRouter {
     this.router = new Router({
       name,
       clock,
-      uplink: rc.uplink ? {
-        ifname: rc.uplink.interface,
+      uplink: ifUplink ? {
+        ifname: ifUplink.interface!,
         mac: uplinkMac,
         address: up?.ip ?? 0,
         prefix: up?.prefix ?? 0,
-        gateway: rc.uplink.gateway ? parseIp4(rc.uplink.gateway) : 0,
+        gateway: ifUplink.gateway ? parseIp4(ifUplink.gateway) : 0,
         dhcp,
       } : undefined,
       napt: {
@@ -79,6 +81,16 @@ export class ManagedRouter {
         tcpTransitoryTimeoutSec: rc.nat.tcpTransitoryTimeout,
         icmpTimeoutSec: rc.nat.icmpTimeout,
       },
+      host: host ? {
+        dns: host.dns?.map(parseIp4),
+        resolvConf: host.resolvConf,
+        icmp: host.icmp,
+        listen: host.listen,
+        budget: { maxSessions: rc.nat.maxSessions, maxPerHost: rc.nat.maxSessionsPerHost },
+        udpIdleTimeoutMs: rc.nat.udpTimeout * 1000,
+        // TCP's MSS and UDP/ICMP fragmentation towards the VMs: the smallest MTU their DHCP hands out.
+        mtu: Math.min(...Object.values(rc.networks).map((n) => n.dhcp?.mtu ?? 1500)),
+      } : undefined,
       interconnect: rc.interconnect,
       onEvent: (e) => onEvent(e),
     });
@@ -95,7 +107,8 @@ export class ManagedRouter {
         reservations: n.dhcp.reservations.map((r) => ({ mac: parseMac(r.mac), ip: parseIp4(r.ip), hostname: r.hostname })),
         leaseTimeSec: n.dhcp.leaseTime,
         router: c.ip,
-        dns: n.dhcp.dns.map(parseIp4),
+        // A host uplink's gateway forwards DNS to the host's resolvers: the default DNS server.
+        dns: n.dhcp.dns.length === 0 && host ? [c.ip] : n.dhcp.dns.map(parseIp4),
         domain: n.dhcp.domain,
         mtu: n.dhcp.mtu,
         routes: n.dhcp.routes.map((r) => {
@@ -122,7 +135,7 @@ export class ManagedRouter {
       addPort(n.bridge, nname, net, VlanPolicy.from({ mode: 'access', vid: n.vlan }));
       this.router.addNetwork(net);
     }
-    const forwards = this.router.napt?.forwards ?? new Forwards();
+    const forwards = this.router.napt?.forwards ?? this.router.host?.forwards ?? new Forwards();
     for (const f of rc.forwards) {
       const pf = forwards.add(parseForward({ proto: f.proto, public: f.port, inside: f.to }));
       this.#configForwards.add(key(pf));
@@ -141,7 +154,7 @@ export class ManagedRouter {
   }
 
   addForward(rec: { proto: string; public: string | number; inside: string }): PortForward {
-    const napt = this.#napt();
+    const napt = this.#napt()!;
     const inside = parseForward(rec);
     if (this.router.networkFor(inside.insideIp) === undefined) {
       throw new VswitchError('EINVAL', `${rec.inside} is not inside any network of router ${this.name}`);
@@ -153,7 +166,7 @@ export class ManagedRouter {
   }
 
   delForward(proto: 'tcp' | 'udp', lo: number, hi: number): PortForward {
-    const napt = this.#napt();
+    const napt = this.#napt()!;
     const found = napt.forwards.list().find((f) => f.proto === proto && f.publicLo === lo && f.publicHi === hi);
     if (found === undefined) throw new VswitchError('ENOENT', `no ${proto} forward for public port ${lo === hi ? lo : `${lo}-${hi}`}`);
     if (this.#configForwards.has(key(found))) {
@@ -166,15 +179,24 @@ export class ManagedRouter {
   }
 
   forwardsView(): Record<string, unknown>[] {
-    return (this.router.napt?.forwards.list() ?? []).map((f) => ({
-      router: this.name, ...formatForward(f), source: this.#configForwards.has(key(f)) ? 'config' : 'runtime',
-    }));
+    const host = this.router.host;
+    const listeners = host?.listeners();
+    return (this.#napt(false)?.forwards.list() ?? []).map((f) => {
+      const row: Record<string, unknown> = { router: this.name, ...formatForward(f), source: this.#configForwards.has(key(f)) ? 'config' : 'runtime' };
+      if (listeners !== undefined) {
+        const mine = listeners.filter((l) => l.proto === f.proto && Number(l.listen.split(':').pop()) >= f.publicLo && Number(l.listen.split(':').pop()) <= f.publicHi);
+        row.listen = mine.map((l) => l.listen).join(',');
+        row.state = [...new Set(mine.map((l) => l.state))].join(',');
+      }
+      return row;
+    });
   }
 
-  #napt(): NonNullable<Router['napt']> {
-    const napt = this.router.napt;
-    if (napt === undefined) throw new VswitchError('EINVAL', `router ${this.name} has no uplink, so no NAT`);
-    return napt;
+  /** Where the forwards live: NAPT's (interface uplink) or the host NAT's. */
+  #napt(required = true): { forwards: Forwards } | undefined {
+    const f = this.router.napt ?? this.router.host;
+    if (f === undefined && required) throw new VswitchError('EINVAL', `router ${this.name} has no uplink, so no NAT`);
+    return f;
   }
 
   #save(): void {

@@ -190,7 +190,11 @@ export class Vswitch {
         this.bridge(bname).addPort(pname, net, { vlan });
         this.#owner.set(pname, bname);
         added.push([bname, pname]);
-      }, (e) => this.log.info({ router: name, ...e }, e.event), {
+      }, (e) => {
+        // What an operator must act on (ICMP without CAP_NET_RAW, no resolver, a forward that cannot listen) is a warning.
+        if (/_unavailable$|_failed$|^dns_no_resolver$|^forward_error$/.test(e.event)) this.log.warn({ router: name, ...e }, e.event);
+        else this.log.info({ router: name, ...e }, e.event);
+      }, {
         bound: (port, mac, ip) => leaseBound(this.bridges.values(), port, mac, ip),
         gone: (port, mac, ip) => leaseGone(this.bridges.values(), port, mac, ip),
       });

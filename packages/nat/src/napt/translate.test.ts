@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { segmentForTest } from '@vswitch/netdev';
 import { checkIpv4, parseIp4 } from '@vswitch/switch';
 import { parseForward } from './forwards.js';
 import { ip4DecrementTtl, Napt, NAPT_RESULTS, naptDropped, NaptResult, type NaptResultName } from './translate.js';
@@ -152,12 +153,12 @@ function guardsIntact(buf: Uint8Array, off: number, len: number): boolean {
 interface Run { r: NaptResultName; out: Uint8Array; insideIp: number }
 
 /** Places the packet between guard bytes (an Ethernet header's worth before, padding after), translates, checks the guards. */
-function run(napt: Napt, dir: 'out' | 'in', pkt: Uint8Array, now = T0): Run {
+function run(napt: Napt, dir: 'out' | 'in', pkt: Uint8Array, now = T0, partial = false): Run {
   const buf = new Uint8Array(LEAD + pkt.length + TAIL).fill(GUARD);
   buf.set(pkt, LEAD);
   expect(checkIpv4(buf, LEAD, pkt.length + TAIL)).toBe(0);
   napt.insideIp = 0;
-  const code = dir === 'out' ? napt.outbound(buf, LEAD, now) : napt.inbound(buf, LEAD, now);
+  const code = dir === 'out' ? napt.outbound(buf, LEAD, now, partial) : napt.inbound(buf, LEAD, now, partial);
   expect(guardsIntact(buf, LEAD, pkt.length)).toBe(true);
   return { r: NAPT_RESULTS[code], out: buf.slice(LEAD, LEAD + pkt.length), insideIp: napt.insideIp };
 }
@@ -722,5 +723,198 @@ describe('properties', () => {
         }
       },
     ), { numRuns: 3000 });
+  });
+});
+
+// ---- Checksum-partial packets (virtio-net offload: CHECKSUM_PARTIAL, GSO) ----
+
+/** Offset of the L4 checksum field in an IPv4 TCP/UDP packet. */
+const csumAt = (p: Uint8Array): number => (p[0] & 0x0f) * 4 + (p[9] === 6 ? 16 : 6);
+
+/** The packet as a stack with checksum offload hands it over: the L4 field holds the folded pseudo-header sum, not complemented. */
+function asPartial(p: Uint8Array): Uint8Array {
+  const q = p.slice();
+  const hl = (q[0] & 0x0f) * 4;
+  w16(q, csumAt(q), onesSum(q, 0, 0, pseudo(r32(q, 12), r32(q, 16), q[9], r16(q, 2) - hl)));
+  return q;
+}
+
+/** What a device does with a partial packet: sums from csum_start (the L4 header) to the end, complemented; 0 is sent as 0xffff. */
+function completed(p: Uint8Array): Uint8Array {
+  const q = p.slice();
+  const c = cksum(q, (q[0] & 0x0f) * 4, r16(q, 2));
+  w16(q, csumAt(q), c === 0 ? 0xffff : c);
+  return q;
+}
+
+/** The same packet, TCP's checksum 0 and 0xffff taken as the one value they are (an incremental update may give either). */
+function expectSamePacket(got: Uint8Array, want: Uint8Array): void {
+  const a = got.slice();
+  const b = want.slice();
+  if (a[9] === 6) for (const q of [a, b]) if (r16(q, csumAt(q)) === 0) w16(q, csumAt(q), 0xffff);
+  expect([...a]).toEqual([...b]);
+}
+
+/** Two NAPTs fed the same packets, one complete and one partial: results agree and the completed partial packet is the complete one. */
+function twins(table: NaptTableOptions = {}) {
+  const full = mk(table);
+  const part = mk(table);
+  return {
+    full, part,
+    step(dir: 'out' | 'in', pkt: Uint8Array, result: NaptResultName = 'ok'): Run {
+      const x = run(full, dir, pkt);
+      const y = run(part, dir, asPartial(pkt), T0, true);
+      expect(x.r).toBe(result);
+      expect(y.r).toBe(result);
+      expect(y.insideIp).toBe(x.insideIp);
+      expectSamePacket(completed(y.out), x.out);
+      expect(badChecksums(completed(y.out))).toEqual([]);
+      return y;
+    },
+  };
+}
+
+describe('checksum-partial packets (CHECKSUM_PARTIAL, GSO)', () => {
+  it('TCP: both ways, a replaced port, and hairpinned, completed they equal the complete translation', () => {
+    const t = twins({ portRange: { lo: 30000, hi: 30099 } });
+    t.step('out', tcpPkt({ src: A, dst: R, sport: 30050, dport: 443, flags: SYN }));
+    t.step('in', tcpPkt({ src: R, dst: PUB, sport: 443, dport: 30050, flags: SYN | ACK }));
+    t.step('out', tcpPkt({ src: A, dst: R, sport: 30050, dport: 443, flags: ACK, payload: [1, 2, 3, 4, 5] }, { options: [1, 1, 1, 0] }));
+    t.step('in', tcpPkt({ src: R, dst: PUB, sport: 443, dport: 30050, flags: ACK | PSH, payload: [9, 8, 7] }));
+    // B takes the same inside port: its public port is another one, a port change NAPT must leave out of a partial sum.
+    const y = t.step('out', tcpPkt({ src: B, dst: R, sport: 30050, dport: 443, flags: SYN }));
+    const pubPort = r16(y.out, 20);
+    expect(pubPort).not.toBe(30050);
+    const z = t.step('in', tcpPkt({ src: R, dst: PUB, sport: 443, dport: pubPort, flags: SYN | ACK, payload: [1] }));
+    expect(z.insideIp).toBe(B);
+    expect(r16(z.out, 22)).toBe(30050);
+    for (const n of [t.full, t.part]) n.forwards.add(parseForward({ proto: 'tcp', public: '8080', inside: '10.0.10.3:80' }));
+    t.step('out', tcpPkt({ src: A, dst: PUB, sport: 41001, dport: 8080, flags: SYN, payload: [1, 2, 3] }), 'hairpin');
+  });
+
+  it('UDP: both ways and a replaced port; a partial sum of 0 is a sum, not "no checksum"', () => {
+    const t = twins({ portRange: { lo: 30000, hi: 30099 } });
+    t.step('out', udpPkt({ src: A, dst: R, sport: 30050, dport: 53, payload: [1, 2, 3, 4, 5] }));
+    t.step('in', udpPkt({ src: R, dst: PUB, sport: 53, dport: 30050, payload: [7] }));
+    const y = t.step('out', udpPkt({ src: B, dst: R, sport: 30050, dport: 53 }));
+    const pubPort = r16(y.out, 20);
+    expect(pubPort).not.toBe(30050);
+    expect(t.step('in', udpPkt({ src: R, dst: PUB, sport: 53, dport: pubPort, payload: [] })).insideIp).toBe(B);
+    // A partial field of 0 (a pseudo-header sum that folds to 0 is impossible, but the field is a sum all the same).
+    const n = mk();
+    const p = asPartial(udpPkt({ src: A, dst: R, sport: 53001, dport: 53 }));
+    w16(p, 26, 0);
+    const x = run(n, 'out', p, T0, true);
+    expect(x.r).toBe('ok');
+    expect(r16(x.out, 26)).not.toBe(0); // updated for the address change
+  });
+
+  it('any TCP/UDP flow, out and back: partial then completed equals complete (property)', () => {
+    fc.assert(fc.property(
+      fc.constantFrom(6, 17), insideIp, port, remoteIp, port, fc.uint8Array({ maxLength: 41 }),
+      (proto, src, sport, dst, dport, payload) => {
+        const t = twins({ portRange: { lo: 1024, hi: 65535 } });
+        const pay = [...payload];
+        const y = t.step('out', proto === 6
+          ? tcpPkt({ src, dst, sport, dport, flags: SYN, payload: pay })
+          : udpPkt({ src, dst, sport, dport, payload: pay }));
+        const pub = r16(y.out, 20);
+        t.step('in', proto === 6
+          ? tcpPkt({ src: dst, dst: PUB, sport: dport, dport: pub, flags: SYN | ACK, payload: pay })
+          : udpPkt({ src: dst, dst: PUB, sport: dport, dport: pub, payload: pay }));
+      },
+    ), { numRuns: 300 });
+  });
+
+  it('ICMP errors whose checksum is partial are refused (their checksum cannot be verified)', () => {
+    const n = mk();
+    const sent = run(n, 'out', udpPkt({ src: A, dst: R, sport: 53000, dport: 53 })).out;
+    expect(run(n, 'in', errPkt(3, 3, RT, PUB, sent), T0, true).r).toBe('bad_checksum');
+    expect(run(n, 'in', errPkt(3, 3, RT, PUB, sent)).r).toBe('ok');
+  });
+});
+
+describe('partial packets completed by the addon (netdev segmentForTest: the AF_PACKET receive fix-ups, gso.c)', () => {
+  const MSS = 1448;
+
+  /** virtio_net_hdr: NEEDS_CSUM at the L4 checksum; GSO type and size when given. */
+  function vnetHdr(p: Uint8Array, gsoType = 0, gsoSize = 0): Buffer {
+    const h = Buffer.alloc(10);
+    h[0] = 1;
+    h[1] = gsoType;
+    h.writeUInt16LE(gsoType ? 14 + (p[0] & 0x0f) * 4 + (p[9] === 6 ? (p[(p[0] & 0x0f) * 4 + 12] >> 4) * 4 : 8) : 0, 2);
+    h.writeUInt16LE(gsoSize, 4);
+    h.writeUInt16LE(14 + (p[0] & 0x0f) * 4, 6);
+    h.writeUInt16LE(p[9] === 6 ? 16 : 6, 8);
+    return h;
+  }
+  const eth = (p: Uint8Array): Buffer =>
+    Buffer.concat([Buffer.from([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]), Buffer.from(p)]);
+  const bigPayload = (n: number): number[] => Array.from({ length: n }, (_, i) => (i * 7 + (i >> 8)) & 0xff);
+
+  it('a partial packet (no GSO), translated both ways with a replaced port, completes to valid checksums', () => {
+    for (const proto of [6, 17]) {
+      const n = mk({ portRange: { lo: 30000, hi: 30099 } });
+      run(n, 'out', proto === 6 ? tcpPkt({ src: A, dst: R, sport: 30050, dport: 80, flags: SYN }) : udpPkt({ src: A, dst: R, sport: 30050, dport: 80 }));
+      const out = proto === 6
+        ? tcpPkt({ src: B, dst: R, sport: 30050, dport: 80, flags: SYN, payload: bigPayload(999) })
+        : udpPkt({ src: B, dst: R, sport: 30050, dport: 80, payload: bigPayload(999) });
+      const x = run(n, 'out', asPartial(out), T0, true);
+      expect(x.r).toBe('ok');
+      const pub = r16(x.out, 20);
+      expect(pub).not.toBe(30050);
+      const segs = segmentForTest(vnetHdr(x.out), eth(x.out));
+      expect(segs.length).toBe(1);
+      expect(badChecksums(segs[0].subarray(14))).toEqual([]);
+      const back = proto === 6
+        ? tcpPkt({ src: R, dst: PUB, sport: 80, dport: pub, flags: SYN | ACK, payload: bigPayload(1001) })
+        : udpPkt({ src: R, dst: PUB, sport: 80, dport: pub, payload: bigPayload(1001) });
+      const y = run(n, 'in', asPartial(back), T0, true);
+      expect(y.r).toBe('ok');
+      expect(y.insideIp).toBe(B);
+      const segs2 = segmentForTest(vnetHdr(y.out), eth(y.out));
+      expect(segs2.length).toBe(1);
+      expect(badChecksums(segs2[0].subarray(14))).toEqual([]);
+      expect(r16(segs2[0], 14 + 22)).toBe(30050);
+    }
+  });
+
+  it('a TCPv4 GSO super-frame translated both ways is cut into segments with valid checksums and the translated endpoints', () => {
+    const n = mk({ portRange: { lo: 30000, hi: 30099 } });
+    run(n, 'out', tcpPkt({ src: A, dst: R, sport: 30050, dport: 443, flags: SYN }));
+    run(n, 'out', tcpPkt({ src: B, dst: R, sport: 30050, dport: 443, flags: SYN }));
+    const payload = bigPayload(20_000);
+    const up = run(n, 'out', asPartial(tcpPkt({ src: B, dst: R, sport: 30050, dport: 443, flags: ACK | PSH, payload })), T0, true);
+    expect(up.r).toBe('ok');
+    const pub = r16(up.out, 20);
+    expect(pub).not.toBe(30050);
+    const down = run(n, 'in', asPartial(tcpPkt({ src: R, dst: PUB, sport: 443, dport: pub, flags: ACK | PSH, payload }, { options: [1, 1, 1, 0] })), T0, true);
+    expect(down.r).toBe('ok');
+    for (const [p, src, sport, dst, dport] of [[up.out, PUB, pub, R, 443], [down.out, R, 443, B, 30050]] as const) {
+      const segs = segmentForTest(vnetHdr(p, 1, MSS), eth(p));
+      expect(segs.length).toBe(Math.ceil(payload.length / MSS));
+      const data: number[] = [];
+      for (const f of segs) {
+        const q = f.subarray(14);
+        expect(badChecksums(q)).toEqual([]);
+        expect(f.length).toBeLessThanOrEqual(14 + (q[0] & 0x0f) * 4 + 20 + MSS);
+        expect([r32(q, 12), r16(q, (q[0] & 0x0f) * 4), r32(q, 16), r16(q, (q[0] & 0x0f) * 4 + 2)]).toEqual([src, sport, dst, dport]);
+        data.push(...q.subarray((q[0] & 0x0f) * 4 + 20));
+      }
+      expect(data).toEqual(payload);
+    }
+  });
+
+  it('a UDP GSO (USO) super-frame translated outbound is cut into datagrams with valid checksums', () => {
+    const n = mk();
+    const payload = bigPayload(5000);
+    const x = run(n, 'out', asPartial(udpPkt({ src: A, dst: R, sport: 5000, dport: 443, payload })), T0, true);
+    expect(x.r).toBe('ok');
+    const segs = segmentForTest(vnetHdr(x.out, 5, 1200), eth(x.out));
+    expect(segs.length).toBe(5);
+    for (const f of segs) {
+      expect(badChecksums(f.subarray(14))).toEqual([]);
+      expect(r32(f, 14 + 12)).toBe(PUB);
+    }
   });
 });

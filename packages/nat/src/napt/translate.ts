@@ -24,17 +24,27 @@
  * buffer; nothing past Total Length is read or written here, so Ethernet padding
  * is left alone); the caller routes, decrements TTL (`ip4DecrementTtl` below, with
  * its incremental checksum) and answers time-exceeded itself; it calls
- * `table.expire(now)` about once a second. Checksums are assumed complete: frames
- * from our own TAP ports arrive with full checksums for now (no
- * CHECKSUM_PARTIAL / virtio-net offload, where the L4 field would hold only the
- * pseudo-header sum; if offload is ever enabled, the TAP port must complete the
- * checksum before NAPT, because the incremental update preserves whatever the
- * field holds).
+ * `table.expire(now)` about once a second.
  *
- * Checksums: the IPv4 header checksum for the changed address; the TCP/UDP
- * checksum for the address (pseudo header) and the port; a UDP checksum of 0 means
- * "none" and stays 0, and a computed 0 is sent as 0xffff (RFC 768); the ICMP
- * checksum for the echo id (ICMP has no pseudo header).
+ * Checksums, complete (`partial` false): the IPv4 header checksum for the changed
+ * address; the TCP/UDP checksum for the address (pseudo header) and the port; a
+ * UDP checksum of 0 means "none" and stays 0, and a computed 0 is sent as 0xffff
+ * (RFC 768); the ICMP checksum for the echo id (ICMP has no pseudo header).
+ *
+ * Checksums, partial (`partial` true: the packet travels with a virtio_net_hdr
+ * whose NEEDS_CSUM flag is set, csum_start at the L4 header and csum_offset at its
+ * checksum field; a GSO super-frame, or one packet whose checksum a device or the
+ * segmenter completes later; the caller checks that layout, see ../vnet.ts). The
+ * L4 field then holds the folded pseudo-header sum, not complemented (Linux:
+ * th->check = ~tcp_v4_check(len, saddr, daddr, 0)), and whoever completes it sums
+ * everything from csum_start on. So an address change (pseudo header) updates the
+ * field in the opposite sense of RFC 1624's update of a complete checksum
+ * (csumReplace32(field, new, old)), a port or echo id change does not touch it (it
+ * lies in the summed bytes), and a UDP field of 0 is a sum like any other, not
+ * "none". The IPv4 header checksum is complete in such packets too (GSO copies the
+ * header to every segment and recomputes it) and is updated as always. An ICMP
+ * error with a partial checksum cannot have its checksum verified (REQ-3 below)
+ * and is refused as `bad_checksum`: the caller completes those first.
  *
  * ICMP errors (destination unreachable 3, time exceeded 11, parameter problem 12)
  * are translated when the packet they quote belongs to a session (RFC 5508
@@ -167,14 +177,16 @@ export class Napt {
     return Object.fromEntries(NAPT_RESULTS.map((r, i) => [r, this.counts[i]])) as Record<NaptResultName, number>;
   }
 
-  outbound(buf: Uint8Array, off: number, now: number): number {
-    const r = this.#outbound(buf, off, now);
+  /** `partial`: the L4 checksum is CHECKSUM_PARTIAL (see the header comment). */
+  outbound(buf: Uint8Array, off: number, now: number, partial = false): number {
+    const r = this.#outbound(buf, off, now, partial);
     this.counts[r]++;
     return r;
   }
 
-  inbound(buf: Uint8Array, off: number, now: number): number {
-    const r = this.#inbound(buf, off, now);
+  /** `partial`: the L4 checksum is CHECKSUM_PARTIAL (see the header comment). */
+  inbound(buf: Uint8Array, off: number, now: number, partial = false): number {
+    const r = this.#inbound(buf, off, now, partial);
     this.counts[r]++;
     return r;
   }
@@ -185,7 +197,7 @@ export class Napt {
     if (event === 'add') this.table.flushInside(proto, f.insideIp, f.insideLo, f.insideLo + (f.publicHi - f.publicLo));
   }
 
-  #outbound(buf: Uint8Array, off: number, now: number): number {
+  #outbound(buf: Uint8Array, off: number, now: number, partial: boolean): number {
     const pub = this.#publicIp;
     if (pub === 0) return R.no_public_address;
     if ((read16(buf, off + IP4.FRAG) & 0x3fff) !== 0) return R.fragment;
@@ -215,6 +227,7 @@ export class Napt {
         sport = read16(buf, l4 + 4);
         dport = 0;
       } else if (isIcmpError(type)) {
+        if (partial) return R.bad_checksum;
         return this.#outboundIcmpError(buf, off, l4, l4len, src, dst, now);
       } else {
         return R.unsupported_icmp;
@@ -236,14 +249,14 @@ export class Napt {
 
     write32(buf, off + IP4.SRC, pub);
     write16(buf, off + IP4.CSUM, csumReplace32(read16(buf, off + IP4.CSUM), src, pub));
-    rewriteL4(buf, l4, proto, src, pub, sport, m.publicPort, true);
+    rewriteL4(buf, l4, proto, src, pub, sport, m.publicPort, true, partial);
 
     if (dst !== pub) return R.ok;
-    const r = this.#inbound(buf, off, now);
+    const r = this.#inbound(buf, off, now, partial);
     return r === R.ok ? R.hairpin : r;
   }
 
-  #inbound(buf: Uint8Array, off: number, now: number): number {
+  #inbound(buf: Uint8Array, off: number, now: number, partial: boolean): number {
     const pub = this.#publicIp;
     if (pub === 0) return R.no_public_address;
     const dst = readI32(buf, off + IP4.DST);
@@ -273,6 +286,7 @@ export class Napt {
         sport = 0;
         dport = read16(buf, l4 + 4);
       } else if (isIcmpError(type)) {
+        if (partial) return R.bad_checksum;
         return this.#inboundIcmpError(buf, off, l4, l4len);
       } else if (type === ICMP_TYPE.ECHO_REQUEST) {
         return R.local;
@@ -309,7 +323,7 @@ export class Napt {
     const inside = target.ipKey;
     write32(buf, off + IP4.DST, inside);
     write16(buf, off + IP4.CSUM, csumReplace32(read16(buf, off + IP4.CSUM), pub, inside));
-    rewriteL4(buf, l4, proto, pub, inside, dport, target.insidePort, false);
+    rewriteL4(buf, l4, proto, pub, inside, dport, target.insidePort, false, partial);
     this.insideIp = target.insideIp;
     return R.ok;
   }
@@ -371,7 +385,7 @@ export class Napt {
 
     rewriteQuote(buf, off, l4, e, el4, el4len, eproto, IP4.SRC, IP4.DST, src, pub, el4 + 2, insidePort, m.publicPort);
     if (dst !== pub) return R.ok;
-    const r = this.#inbound(buf, off, now);
+    const r = this.#inbound(buf, off, now, false);
     return r === R.ok ? R.hairpin : r;
   }
 }
@@ -445,26 +459,30 @@ function rewriteQuote(
 /**
  * Rewrites the L4 port/id of a translated packet and its checksum: the source
  * port (`isSource`) or the destination port; the address change enters TCP/UDP
- * through the pseudo header, ICMP has none.
+ * through the pseudo header, ICMP has none. With `partial` the field holds the
+ * pseudo-header sum (see the header comment): only the address enters it, in the
+ * opposite sense.
  */
 function rewriteL4(
   buf: Uint8Array, l4: number, proto: number, oldIp: number, newIp: number,
-  oldPort: number, newPort: number, isSource: boolean,
+  oldPort: number, newPort: number, isSource: boolean, partial: boolean,
 ): void {
   if (proto === P_TCP) {
     write16(buf, l4 + (isSource ? TCP.SPORT : TCP.DPORT), newPort);
     const cs = read16(buf, l4 + TCP.CSUM);
-    write16(buf, l4 + TCP.CSUM, csumReplace16(csumReplace32(cs, oldIp, newIp), oldPort, newPort));
+    write16(buf, l4 + TCP.CSUM, partial ? csumReplace32(cs, newIp, oldIp) : csumReplace16(csumReplace32(cs, oldIp, newIp), oldPort, newPort));
   } else if (proto === P_UDP) {
     write16(buf, l4 + (isSource ? UDP.SPORT : UDP.DPORT), newPort);
     const cs = read16(buf, l4 + UDP.CSUM);
-    if (cs !== 0) {
+    if (partial) {
+      write16(buf, l4 + UDP.CSUM, csumReplace32(cs, newIp, oldIp));
+    } else if (cs !== 0) {
       const n = csumReplace16(csumReplace32(cs, oldIp, newIp), oldPort, newPort);
       write16(buf, l4 + UDP.CSUM, n === 0 ? 0xffff : n);
     }
   } else {
     write16(buf, l4 + 4, newPort);
-    write16(buf, l4 + 2, csumReplace16(read16(buf, l4 + 2), oldPort, newPort));
+    if (!partial) write16(buf, l4 + 2, csumReplace16(read16(buf, l4 + 2), oldPort, newPort));
   }
 }
 

@@ -18,8 +18,9 @@
  * (PACKET_VNET_HDR), so a VM's GSO super-frame leaves whole and the kernel passes it
  * on to a GSO-capable device (a veth) or segments it for the NIC. On receive, with
  * `keepGso` (bridge ports), GSO and checksum-partial frames arrive whole with their
- * header too, and egress completes them only for ports that need it; without it
- * (the router's uplink, which parses frames) the addon delivers complete frames.
+ * header too, and egress completes them only for ports that need it (the router's
+ * uplink asks for it as well, and NATs them whole); without it the addon delivers
+ * complete frames.
  */
 import * as netdev from '@vswitch/netdev';
 import type { PortIo, PortRx } from '../port.js';

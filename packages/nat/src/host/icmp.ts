@@ -1,0 +1,480 @@
+/*
+ * ICMP echo of the host-socket NAT: a VM's pings leave through one raw ICMP socket
+ * of the host (the raw-socket package; CAP_NET_RAW). Node has no ICMP sockets, and
+ * raw-socket opens SOCK_RAW only, so the unprivileged ping sockets of Linux
+ * (SOCK_DGRAM, net.ipv4.ping_group_range) are out of reach.
+ *
+ * Model. A *mapping* is one (VM address, echo identifier): its requests leave with
+ * an identifier unique among live mappings (the VM's own when free, as the NAPT
+ * preserves ports, else the next free one), so two VMs pinging with the same
+ * identifier (iputils ping sends its pid, and containers' pids are small and
+ * alike) are told apart by the replies. It remembers the addresses it pinged (a
+ * few, oldest out): a reply must carry our identifier *and* come from one of
+ * them, since the raw socket sees every ICMP packet of the host, other programs'
+ * pings included. Their identifiers may still collide with ours (the kernel
+ * assigns ping-socket identifiers without knowing ours): a reply of theirs from
+ * an address our VM pings too reaches the VM as a stray echo, which ping ignores.
+ * Mappings idle out after 60 s in tick(), each holding one session of the shared
+ * budget; the 65536 identifiers bound the table too.
+ *
+ * What comes back is matched and turned around: echo replies (checksum verified,
+ * identifier restored, checksum updated), and the errors that quote one of our
+ * requests (destination unreachable, time exceeded, parameter problem): the quote
+ * is translated back (source = the VM, the VM's identifier, both quoted checksums
+ * updated incrementally; RFC 5508) so `ping` reports "unreachable" and
+ * `traceroute -I`/`mtr` work, for which the VM's TTL is passed on (IP_TTL, set
+ * before each send when it changes). A reply keeps its TTL, so the VM sees the
+ * real hop distance. The socket's ICMP_FILTER keeps all other types (the host's
+ * own echo requests...) in the kernel. Everything the raw socket delivers is
+ * checked before it is read.
+ *
+ * Nothing from a VM is trusted: IPv4 header, fragments (dropped, `fragment`), ICMP
+ * length and checksum; other ICMP from VMs (timestamps, errors about inbound
+ * traffic, which never came through a socket of ours) is counted and dropped.
+ *
+ * Without the socket (no CAP_NET_RAW, or the addon not built) the router still
+ * works: start() returns false and reports `icmp_unavailable` once, and echo
+ * requests are counted `unavailable`. The addon is loaded in start(), not at
+ * import, so a missing build cannot take the rest of the NAT down with it. Its
+ * sends are queued until the socket is writable; a request is therefore copied
+ * (once) into a Buffer of its own, and the queue is bounded (`maxPending`).
+ * raw-socket polls on libuv's default loop: HostIcmp runs on the main thread.
+ */
+import { createRequire } from 'node:module';
+import {
+  IPPROTO, IPV4_OK, checkIcmp, checkIpv4, csumReplace16, csumReplace32, fold, formatIp4, ip4Dst, ip4HeaderLen,
+  ip4IsFragment, ip4Proto, ip4Src, ip4TotalLen, read16, read32, sum16, write16, write32, checksum,
+} from '@vswitch/switch';
+import { HOST_HEADROOM, type HostBudget, type HostSession, type ToVm } from './types.js';
+import { clampMtu, sendIp4, writeIp4 } from './udp.js';
+
+export const ICMP_IDLE_TIMEOUT_MS = 60_000;
+/** Addresses one mapping admits replies from (ping pings one; a script reusing an id, a few). */
+export const ICMP_MAX_REMOTES = 16;
+export const ICMP_MAX_PENDING = 1024;
+
+// Linux socket option numbers (raw-socket exports some, not SOL_RAW).
+const IPPROTO_IP = 0;
+const IP_TTL = 2;
+const SOL_RAW = 255;
+const ICMP_FILTER = 1;
+const T_ECHO_REPLY = 0;
+const T_DEST_UNREACH = 3;
+const T_ECHO_REQUEST = 8;
+const T_TIME_EXCEEDED = 11;
+const T_PARAMETER_PROBLEM = 12;
+/** ICMP_FILTER is a mask of the types *dropped*: all but replies and the errors we translate. */
+const ICMP_FILTER_MASK = ~((1 << T_ECHO_REPLY) | (1 << T_DEST_UNREACH) | (1 << T_TIME_EXCEEDED) | (1 << T_PARAMETER_PROBLEM)) >>> 0;
+
+/** The part of raw-socket's Socket that HostIcmp uses (injectable for tests). */
+export interface RawIcmpSocket {
+  /** 'message' (packet with its IPv4 header: Buffer, source: string), 'error' (Error), 'close'. */
+  on(event: string, listener: (...args: any[]) => void): unknown;
+  send(
+    buf: Buffer, off: number, len: number, address: string,
+    before: () => void, after: (err: Error | null, bytes: number) => void,
+  ): unknown;
+  setOption(level: number, option: number, value: number): void;
+  close(): unknown;
+}
+
+export interface HostIcmpOptions {
+  /** Monotonic ms. */
+  clock: () => number;
+  toVm: ToVm;
+  budget: HostBudget;
+  /** Idle timeout of a mapping (default 60_000). */
+  idleTimeoutMs?: number;
+  /** The VMs' MTU: larger packets towards a VM are fragmented (default 65535: never). */
+  mtu?: number;
+  /** Echo requests queued in the raw socket at most (default 1024); more are dropped (`queueFull`). */
+  maxPending?: number;
+  /** Opens the raw ICMP socket; throws when it cannot (default: raw-socket, IPv4, ICMP). */
+  createSocket?: () => RawIcmpSocket;
+  onEvent?: (e: { event: string; [k: string]: unknown }) => void;
+}
+
+export interface HostIcmpCounters {
+  opened: number;
+  expired: number;
+  /** Budget refusals. */
+  refused: number;
+  /** No identifier free (65536 live mappings). */
+  idsExhausted: number;
+  /** Echo requests sent. */
+  toHost: number;
+  /** Packets sent to VMs (echo replies and errors; fragments count one each). */
+  toVm: number;
+  /** ICMP errors about our requests, translated to a VM. */
+  errorsToVm: number;
+  sendErrors: number;
+  socketErrors: number;
+  badChecksum: number;
+  malformed: number;
+  fragment: number;
+  /** ICMP from VMs other than echo requests. */
+  notEcho: number;
+  /** Echo requests while there is no raw socket. */
+  unavailable: number;
+  queueFull: number;
+  /** Replies and errors with no mapping of ours (other programs' pings). */
+  notOurs: number;
+  /** Ours by identifier, but from an address the mapping did not ping. */
+  filtered: number;
+  /** Packets from the raw socket shorter than they claim. */
+  truncated: number;
+}
+
+class EchoMapping {
+  tx = 0;
+  rx = 0;
+  lastRemote = 0;
+  readonly remotes = new Set<number>();
+  constructor(readonly key: number, readonly vmIp: number, readonly vmId: number, readonly outId: number, public last: number) {}
+}
+
+function openRawIcmp(): RawIcmpSocket {
+  const raw = createRequire(import.meta.url)('raw-socket') as typeof import('raw-socket');
+  // 64 KiB: the receive buffer bounds the packets we see whole (reassembled replies to big pings).
+  return raw.createSocket({ protocol: raw.Protocol.ICMP, addressFamily: raw.AddressFamily.IPv4, bufferSize: 65536 });
+}
+
+export class HostIcmp {
+  readonly counters: HostIcmpCounters = {
+    opened: 0, expired: 0, refused: 0, idsExhausted: 0, toHost: 0, toVm: 0, errorsToVm: 0, sendErrors: 0, socketErrors: 0,
+    badChecksum: 0, malformed: 0, fragment: 0, notEcho: 0, unavailable: 0, queueFull: 0, notOurs: 0, filtered: 0, truncated: 0,
+  };
+  #socket: RawIcmpSocket | undefined;
+  #reported = false;
+  #closed = false;
+  /** vmIp*65536 + VM identifier -> mapping. */
+  readonly #byKey = new Map<number, EchoMapping>();
+  /** Outside identifier -> mapping. */
+  readonly #byOut: (EchoMapping | undefined)[] = new Array(65536).fill(undefined);
+  #cursor = 0;
+  #pending = 0;
+  /** The IP_TTL the socket has now (-1: the system default). */
+  #ttl = -1;
+  #ipId = 0;
+  readonly #frame = Buffer.alloc(HOST_HEADROOM + 65535);
+  readonly #idle: number;
+  readonly #mtu: number;
+  readonly #maxPending: number;
+
+  constructor(readonly opts: HostIcmpOptions) {
+    this.#idle = positive(opts.idleTimeoutMs, ICMP_IDLE_TIMEOUT_MS);
+    this.#mtu = clampMtu(opts.mtu);
+    this.#maxPending = Math.max(1, Math.floor(positive(opts.maxPending, ICMP_MAX_PENDING)));
+  }
+
+  /** Is the raw socket open? */
+  get available(): boolean {
+    return this.#socket !== undefined;
+  }
+
+  /**
+   * Opens the raw ICMP socket. False, and `icmp_unavailable` reported once, when it
+   * cannot (no CAP_NET_RAW, addon missing): echo requests are then dropped (`unavailable`).
+   */
+  start(): boolean {
+    if (this.#socket !== undefined) return true;
+    if (this.#closed) return false;
+    let sock: RawIcmpSocket;
+    try {
+      sock = (this.opts.createSocket ?? openRawIcmp)();
+    } catch (e) {
+      this.#unavailable((e as Error).message);
+      return false;
+    }
+    this.#ttl = -1;
+    try {
+      sock.setOption(SOL_RAW, ICMP_FILTER, ICMP_FILTER_MASK);
+    } catch {
+      // Without the filter every ICMP packet of the host wakes us; #fromHost sorts them.
+    }
+    sock.on('message', (b: Buffer) => this.#fromHost(b));
+    sock.on('error', () => {
+      this.counters.socketErrors++;
+    });
+    sock.on('close', () => {
+      // raw-socket closes the socket itself after a poll error.
+      if (this.#socket !== sock) return;
+      this.#socket = undefined;
+      this.#unavailable('the raw ICMP socket closed');
+    });
+    this.#socket = sock;
+    return true;
+  }
+
+  /** An ICMP packet from a VM to somewhere outside: echo requests are sent, the rest dropped. */
+  fromVm(buf: Uint8Array, ipOff: number, ipLen: number): void {
+    const c = this.counters;
+    if (checkIpv4(buf, ipOff, ipLen) !== IPV4_OK || ip4Proto(buf, ipOff) !== IPPROTO.ICMP) {
+      c.malformed++;
+      return;
+    }
+    if (ip4IsFragment(buf, ipOff)) {
+      c.fragment++;
+      return;
+    }
+    const hl = ip4HeaderLen(buf, ipOff);
+    const icmp = ipOff + hl;
+    const ilen = ip4TotalLen(buf, ipOff) - hl;
+    if (!checkIcmp(ilen)) {
+      c.malformed++;
+      return;
+    }
+    if (buf[icmp] !== T_ECHO_REQUEST) {
+      c.notEcho++;
+      return;
+    }
+    if (fold(sum16(buf, icmp, ilen)) !== 0xffff) {
+      c.badChecksum++;
+      return;
+    }
+    const sock = this.#socket;
+    if (sock === undefined) {
+      c.unavailable++;
+      return;
+    }
+    if (this.#pending >= this.#maxPending) {
+      c.queueFull++;
+      return;
+    }
+    const src = ip4Src(buf, ipOff);
+    const dst = ip4Dst(buf, ipOff);
+    const vmId = read16(buf, icmp + 4);
+    const now = this.opts.clock();
+    const key = src * 65536 + vmId;
+    let m = this.#byKey.get(key);
+    if (m === undefined) {
+      m = this.#open(key, src, vmId, now);
+      if (m === undefined) return;
+    }
+    const rem = m.remotes;
+    if (!rem.has(dst)) {
+      if (rem.size >= ICMP_MAX_REMOTES) rem.delete(rem.values().next().value!);
+      rem.add(dst);
+    }
+    m.last = now;
+    m.tx += ilen - 8;
+    m.lastRemote = dst;
+
+    // The socket queues the request until it is writable: it gets a copy of its own.
+    const out = Buffer.allocUnsafe(ilen);
+    out.set(buf.subarray(icmp, icmp + ilen));
+    if (m.outId !== vmId) {
+      write16(out, 4, m.outId);
+      write16(out, 2, csumReplace16(read16(out, 2), vmId, m.outId));
+    }
+    const ttl = Math.max(1, buf[ipOff + 8]);
+    let done = false;
+    const after = (err: Error | null): void => {
+      if (done) return;
+      done = true;
+      this.#pending--;
+      if (err) c.sendErrors++;
+    };
+    this.#pending++;
+    c.toHost++;
+    try {
+      sock.send(out, 0, ilen, formatIp4(dst), () => this.#setTtl(sock, ttl), after);
+    } catch (e) {
+      after(e as Error);
+    }
+  }
+
+  sessions(now: number): HostSession[] {
+    const out: HostSession[] = [];
+    for (const m of this.#byKey.values()) {
+      out.push({
+        proto: 'icmp', direction: 'out', inside: `${formatIp4(m.vmIp)}:${m.vmId}`, remote: formatIp4(m.lastRemote),
+        outside: `0.0.0.0:${m.outId}`, state: 'active', idleMs: Math.max(0, now - m.last), txBytes: m.tx, rxBytes: m.rx,
+      });
+    }
+    return out;
+  }
+
+  /** About once a second: closes idle mappings. */
+  tick(now: number): void {
+    for (const m of this.#byKey.values()) {
+      if (now - m.last >= this.#idle) {
+        this.counters.expired++;
+        this.#drop(m);
+      }
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    const sock = this.#socket;
+    this.#socket = undefined;
+    if (sock !== undefined) {
+      try {
+        sock.close();
+      } catch {
+        // already closed
+      }
+    }
+    for (const m of this.#byKey.values()) this.#drop(m);
+  }
+
+  #unavailable(error: string): void {
+    if (this.#reported) return;
+    this.#reported = true;
+    this.opts.onEvent?.({ event: 'icmp_unavailable', error });
+  }
+
+  #setTtl(sock: RawIcmpSocket, ttl: number): void {
+    if (ttl === this.#ttl) return;
+    try {
+      sock.setOption(IPPROTO_IP, IP_TTL, ttl);
+      this.#ttl = ttl;
+    } catch {
+      this.counters.socketErrors++;
+    }
+  }
+
+  #open(key: number, vmIp: number, vmId: number, now: number): EchoMapping | undefined {
+    if (!this.opts.budget.take(vmIp)) {
+      this.counters.refused++;
+      return undefined;
+    }
+    const outId = this.#allocId(vmId);
+    if (outId < 0) {
+      this.opts.budget.release(vmIp);
+      this.counters.idsExhausted++;
+      return undefined;
+    }
+    const m = new EchoMapping(key, vmIp, vmId, outId, now);
+    this.#byKey.set(key, m);
+    this.#byOut[outId] = m;
+    this.counters.opened++;
+    return m;
+  }
+
+  #allocId(preferred: number): number {
+    if (this.#byOut[preferred] === undefined) return preferred;
+    for (let i = 0; i < 65536; i++) {
+      const id = (this.#cursor + i) & 0xffff;
+      if (this.#byOut[id] === undefined) {
+        this.#cursor = (id + 1) & 0xffff;
+        return id;
+      }
+    }
+    return -1;
+  }
+
+  #drop(m: EchoMapping): void {
+    if (this.#byKey.get(m.key) !== m) return;
+    this.#byKey.delete(m.key);
+    if (this.#byOut[m.outId] === m) this.#byOut[m.outId] = undefined;
+    this.opts.budget.release(m.vmIp);
+  }
+
+  /** A packet from the raw socket (IPv4 header included; a view of raw-socket's shared buffer). */
+  #fromHost(b: Buffer): void {
+    const c = this.counters;
+    if (this.#closed) return;
+    if (b.length < 20 || b[0] >>> 4 !== 4) {
+      c.truncated++;
+      return;
+    }
+    const hl = (b[0] & 0x0f) * 4;
+    const total = read16(b, 2);
+    if (hl < 20 || total < hl + 8 || total > b.length) {
+      c.truncated++;
+      return;
+    }
+    if (b[9] !== IPPROTO.ICMP) return;
+    const type = b[hl];
+    if (type === T_ECHO_REPLY) this.#echoReply(b, hl, total);
+    else if (type === T_DEST_UNREACH || type === T_TIME_EXCEEDED || type === T_PARAMETER_PROBLEM) this.#error(b, hl, total);
+  }
+
+  #echoReply(b: Buffer, hl: number, total: number): void {
+    const c = this.counters;
+    const outId = read16(b, hl + 4);
+    const m = this.#byOut[outId];
+    if (m === undefined) {
+      c.notOurs++;
+      return;
+    }
+    const from = read32(b, 12);
+    if (!m.remotes.has(from)) {
+      c.filtered++;
+      return;
+    }
+    const ilen = total - hl;
+    if (fold(sum16(b, hl, ilen)) !== 0xffff) {
+      c.badChecksum++;
+      return;
+    }
+    const f = this.#frame;
+    const ip = HOST_HEADROOM;
+    const icmp = ip + 20;
+    f.set(b.subarray(hl, total), icmp);
+    if (m.vmId !== outId) {
+      write16(f, icmp + 4, m.vmId);
+      write16(f, icmp + 2, csumReplace16(read16(f, icmp + 2), outId, m.vmId));
+    }
+    m.last = this.opts.clock();
+    m.rx += ilen - 8;
+    this.#emit(f, ip, 20 + ilen, Math.max(1, b[8]), from, m.vmIp);
+  }
+
+  /** An ICMP error: ours if it quotes one of our echo requests (RFC 5508: translate the quote back). */
+  #error(b: Buffer, hl: number, total: number): void {
+    const c = this.counters;
+    const e = hl;
+    const q = e + 8;
+    // The quote: an IPv4 header and at least the 8 bytes of the echo header (RFC 792).
+    if (total < q + 20 + 8 || b[q] >>> 4 !== 4) return;
+    const qhl = (b[q] & 0x0f) * 4;
+    if (qhl < 20 || q + qhl + 8 > total || b[q + 9] !== IPPROTO.ICMP || b[q + qhl] !== T_ECHO_REQUEST) return;
+    const qi = q + qhl;
+    const outId = read16(b, qi + 4);
+    const m = this.#byOut[outId];
+    if (m === undefined) {
+      c.notOurs++;
+      return;
+    }
+    if (!m.remotes.has(read32(b, q + 16))) {
+      c.filtered++;
+      return;
+    }
+    const ilen = total - e;
+    if (fold(sum16(b, e, ilen)) !== 0xffff) {
+      c.badChecksum++;
+      return;
+    }
+    const f = this.#frame;
+    const ip = HOST_HEADROOM;
+    const fe = ip + 20;
+    f.set(b.subarray(e, total), fe);
+    const fq = fe + 8;
+    const fqi = fq + qhl;
+    // The quoted request as the VM sent it: its source and identifier, checksums updated (not recomputed).
+    const hostSrc = read32(f, fq + 12);
+    write32(f, fq + 12, m.vmIp);
+    write16(f, fq + 10, csumReplace32(read16(f, fq + 10), hostSrc, m.vmIp));
+    if (m.vmId !== outId) {
+      write16(f, fqi + 4, m.vmId);
+      write16(f, fqi + 2, csumReplace16(read16(f, fqi + 2), outId, m.vmId));
+    }
+    write16(f, fe + 2, 0);
+    write16(f, fe + 2, checksum(f, fe, ilen));
+    c.errorsToVm++;
+    this.#emit(f, ip, 20 + ilen, Math.max(1, b[8]), read32(b, 12), m.vmIp);
+  }
+
+  #emit(f: Buffer, ip: number, len: number, ttl: number, src: number, dst: number): void {
+    this.#ipId = (this.#ipId + 1) & 0xffff;
+    writeIp4(f, ip, len, this.#ipId, 0, ttl, IPPROTO.ICMP, src, dst);
+    this.counters.toVm += sendIp4(this.opts.toVm, f, ip, len, this.#mtu);
+  }
+}
+
+function positive(v: number | undefined, dflt: number): number {
+  return v !== undefined && Number.isFinite(v) && v > 0 ? v : dflt;
+}

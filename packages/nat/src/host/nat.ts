@@ -1,0 +1,308 @@
+/*
+ * NAT through the host's own address: the `host` uplink of a router. There is no
+ * interface and no address of the router's own on the outside; every flow a VM
+ * opens to somewhere outside its networks becomes an ordinary socket of the host
+ * (as passt/pasta and libslirp do), so the host's routing, firewall and source
+ * address apply, and no privilege beyond CAP_NET_RAW (ICMP echo) is needed.
+ *
+ * This module dispatches a VM's packets to the protocol engines and maps the few
+ * addresses that mean something special:
+ * - TCP -> tcp.ts (the router terminates the VM's connection and splices it to a
+ *   connected host socket), UDP -> udp.ts (one host socket per VM source
+ *   address and port), ICMP echo -> icmp.ts (raw ICMP socket);
+ * - the gateway address, port 53 (UDP and TCP): the DNS forwarder: the query goes
+ *   to the host's resolver (dns.ts: /etc/resolv.conf, or the config's list), and
+ *   the answer comes back from the gateway; other traffic to the gateway is not
+ *   forwarded anywhere (the router answers ARP, ping and DHCP there itself);
+ * - loopback (127/8), 0/8, multicast and broadcast destinations from a VM are
+ *   martians: dropped and counted, never handed to a host socket, so a VM cannot
+ *   reach the host's loopback-only services by naming them;
+ * - port forwards: the daemon listens on host ports (TCP: net.Server, UDP:
+ *   udp.ts's forward sockets) and opens flows into the VM; a client on the host
+ *   itself (a loopback source) appears to the VM as coming from its gateway,
+ *   since a VM cannot answer a loopback address.
+ *
+ * One budget (types.ts) bounds the sessions of all three protocols per VM and in
+ * total; refusals are counted. Everything here is off the per-frame fast path of
+ * the switch: a VM's packets reach it only after the router decided they leave.
+ */
+import net from 'node:net';
+import { IPPROTO, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, read16 } from '@vswitch/switch';
+import { HostBudget, type HostBudgetOptions, type HostSession, type ToVm } from './types.js';
+import { HostTcp } from './tcp.js';
+import { HostUdp } from './udp.js';
+import { HostIcmp } from './icmp.js';
+import { Resolvers } from './dns.js';
+import { Forwards, type PortForward } from '../napt/forwards.js';
+
+export interface HostNatOptions {
+  /** Monotonic ms. */
+  clock: () => number;
+  budget?: Partial<HostBudgetOptions>;
+  /** DNS servers the gateway forwards to; absent: the nameservers of `resolvConf`. */
+  dns?: number[];
+  /** Default /etc/resolv.conf. */
+  resolvConf?: string;
+  /** The router's networks take GSO super-frames (their bridge port has offload). */
+  gso: boolean;
+  /** The VMs' MTU (MSS towards them is 40 less; UDP/ICMP packets towards them are fragmented to it). */
+  mtu: number;
+  /** ICMP echo through a raw socket (default true). */
+  icmp?: boolean;
+  /** Is this one of the router's gateway addresses? */
+  isGateway: (ip: number) => boolean;
+  /** The gateway address of the network that holds `vmIp` (source of port forwards from host-local clients). */
+  gatewayFor: (vmIp: number) => number;
+  onEvent?: (e: { event: string; [k: string]: unknown }) => void;
+  /** The rules of the port forwards (shared with the daemon, which persists them). */
+  forwards?: Forwards;
+  /** Host address the forwards listen on (default 0.0.0.0). */
+  listen?: string;
+  /** Udp idle timeout (ms), for tests. */
+  udpIdleTimeoutMs?: number;
+}
+
+export interface HostNatCounters {
+  martian: number;
+  fragment: number;
+  toGatewayIgnored: number;
+  noResolver: number;
+  otherProto: number;
+}
+
+const BIND_RETRIES = 10;
+const BIND_RETRY_MS = 300;
+
+interface Listener {
+  proto: 'tcp' | 'udp';
+  port: number;
+  insideIp: number;
+  insidePort: number;
+  state: string;
+  server?: net.Server;
+}
+
+export class HostNat {
+  readonly budget: HostBudget;
+  readonly tcp: HostTcp;
+  readonly udp: HostUdp;
+  readonly icmp: HostIcmp;
+  readonly counters: HostNatCounters = { martian: 0, fragment: 0, toGatewayIgnored: 0, noResolver: 0, otherProto: 0 };
+  /** The resolvers the gateway forwards DNS to (config list, or resolv.conf, re-read when it changes; failover). */
+  readonly resolvers: Resolvers;
+  /** Port forwards: the router's rules (napt/forwards.ts: ranges, conflicts, persistence), listened on here. */
+  readonly forwards: Forwards;
+  readonly #listeners = new Map<string, Listener>();
+  readonly #listen: string;
+  readonly #unsubscribe: () => void;
+  #icmpUp = false;
+
+  constructor(readonly opts: HostNatOptions, toVm: ToVm) {
+    this.budget = new HostBudget(opts.budget);
+    const onEvent = opts.onEvent;
+    this.resolvers = new Resolvers({ clock: opts.clock, servers: opts.dns, path: opts.resolvConf, onEvent });
+    this.tcp = new HostTcp({
+      clock: opts.clock, toVm, gso: opts.gso, mss: opts.mtu - 40, budget: this.budget, onEvent,
+      connect: (ip, port, onread) => this.#connect(ip, port, onread),
+    });
+    this.udp = new HostUdp({
+      clock: opts.clock, toVm, budget: this.budget, onEvent, idleTimeoutMs: opts.udpIdleTimeoutMs, mtu: opts.mtu, redirects: this.resolvers,
+    });
+    this.icmp = new HostIcmp({ clock: opts.clock, toVm, budget: this.budget, onEvent, mtu: opts.mtu });
+    this.#listen = opts.listen ?? '0.0.0.0';
+    this.forwards = opts.forwards ?? new Forwards();
+    this.#unsubscribe = this.forwards.subscribe((event, f) => this.#onForward(event, f));
+    for (const f of this.forwards.list()) this.#onForward('add', f);
+  }
+
+  start(): void {
+    if (this.opts.icmp !== false) this.#icmpUp = this.icmp.start();
+  }
+
+  describe(): Record<string, unknown> {
+    return {
+      kind: 'host',
+      resolver: this.resolvers.current() === 0 ? '' : formatIp4(this.resolvers.current()),
+      icmp: this.opts.icmp === false ? 'off' : this.#icmpUp ? 'on' : 'unavailable',
+      listen: this.#listen,
+    };
+  }
+
+  /** Counters for `router show` and the metrics: sessions, refusals, and each engine's own. */
+  stats(): Record<string, unknown> {
+    return {
+      sessions: this.budget.total,
+      refused: { table_full: this.budget.refusedGlobal, host_limit: this.budget.refusedPerHost },
+      dropped: { ...this.counters },
+      tcp: { ...this.tcp.counters },
+      udp: { ...this.udp.counters },
+      icmp: { ...this.icmp.counters },
+    };
+  }
+
+  /** An IPv4 packet from a VM for somewhere outside the router's networks, or for a gateway address. */
+  fromVm(buf: Uint8Array, ipOff: number, ipLen: number, partial: boolean): void {
+    const dst = ip4Dst(buf, ipOff);
+    const top = dst >>> 24;
+    if (top === 127 || top === 0 || top >= 224) {
+      this.counters.martian++;
+      return;
+    }
+    if (ip4IsFragment(buf, ipOff)) {
+      this.counters.fragment++;
+      return;
+    }
+    const proto = ip4Proto(buf, ipOff);
+    if (this.opts.isGateway(dst)) {
+      // For the gateway: its DNS forwarder, TCP (port 53, or a session a host port
+      // forward opened from a host-local client, which the VM sees as the gateway;
+      // anything else is refused by the engine) and UDP replies to such forwards.
+      const l4 = ipOff + ip4HeaderLen(buf, ipOff);
+      if ((proto !== IPPROTO.UDP && proto !== IPPROTO.TCP) || ipLen < l4 - ipOff + 4) {
+        this.counters.toGatewayIgnored++;
+        return;
+      }
+      const dport = read16(buf, l4 + 2);
+      if (proto === IPPROTO.TCP) {
+        this.tcp.fromVm(buf, ipOff, ipLen, partial);
+        return;
+      }
+      if (dport === 53) {
+        const resolver = this.resolvers.current();
+        if (resolver === 0) this.counters.noResolver++;
+        else this.udp.fromVm(buf, ipOff, ipLen, { ip: resolver, port: 53 }, partial);
+      } else if (this.udp.isForwardReply(ip4Src(buf, ipOff), read16(buf, l4), dst, dport)) {
+        this.udp.fromVm(buf, ipOff, ipLen, undefined, partial);
+      } else {
+        this.counters.toGatewayIgnored++;
+      }
+      return;
+    }
+    if (proto === IPPROTO.TCP) this.tcp.fromVm(buf, ipOff, ipLen, partial);
+    else if (proto === IPPROTO.UDP) this.udp.fromVm(buf, ipOff, ipLen, undefined, partial);
+    else if (proto === IPPROTO.ICMP) this.icmp.fromVm(buf, ipOff, ipLen);
+    else this.counters.otherProto++;
+  }
+
+  /**
+   * TCP's host connect: the gateway's port 53 is the current resolver (refused
+   * there: fail over); any other port of the gateway is closed (the VM gets a RST),
+   * since the gateway is this router, not a host behind it. `onread` (the engine's)
+   * makes the socket read straight into the engine's frame blocks.
+   */
+  #connect(ip: number, port: number, onread: net.OnReadOpts): net.Socket {
+    if (this.opts.isGateway(ip)) {
+      const resolver = port === 53 ? this.resolvers.current() : 0;
+      if (resolver === 0) return refusedSocket();
+      const sock = net.connect({ host: formatIp4(resolver), port, noDelay: true, allowHalfOpen: true, onread });
+      sock.once('error', (e: NodeJS.ErrnoException) => { if (e.code === 'ECONNREFUSED') this.resolvers.failed(resolver); });
+      return sock;
+    }
+    return net.connect({ host: formatIp4(ip), port, noDelay: true, allowHalfOpen: true, onread });
+  }
+
+  tick(now: number): void {
+    this.resolvers.tick(now);
+    this.tcp.tick(now);
+    this.udp.tick(now);
+    this.icmp.tick(now);
+  }
+
+  sessions(now: number): HostSession[] {
+    return [...this.tcp.sessions(now), ...this.udp.sessions(now), ...this.icmp.sessions(now)];
+  }
+
+  /**
+   * Port forwards as the listening sockets see them: one listener per public port
+   * of every rule ("8000-8009" listens on ten ports); `error` while the port could
+   * not be bound (EADDRINUSE, EACCES...), retried by nothing but a re-add.
+   */
+  listeners(): { proto: 'tcp' | 'udp'; listen: string; to: string; state: string }[] {
+    return [...this.#listeners.values()].map((l) => ({
+      proto: l.proto, listen: `${this.#listen}:${l.port}`, to: `${formatIp4(l.insideIp)}:${l.insidePort}`, state: l.state,
+    }));
+  }
+
+  #onForward(event: 'add' | 'del', f: PortForward): void {
+    for (let p = f.publicLo; p <= f.publicHi; p++) {
+      const key = `${f.proto}/${p}`;
+      if (event === 'del') {
+        const l = this.#listeners.get(key);
+        this.#listeners.delete(key);
+        if (l?.server !== undefined) l.server.close();
+        else if (l !== undefined && f.proto === 'udp') this.udp.removeForward(this.#listen, p);
+        continue;
+      }
+      const l: Listener = { proto: f.proto, port: p, insideIp: f.insideIp, insidePort: f.insideLo + (p - f.publicLo), state: 'binding' };
+      this.#listeners.set(key, l);
+      this.#tryBind(key, l, 0);
+    }
+  }
+
+  /**
+   * Binds, retrying EADDRINUSE for a few seconds: a reload that re-creates the
+   * router binds before the old listener's close has run.
+   */
+  #tryBind(key: string, l: Listener, attempt: number): void {
+    this.#bind(l).then(() => {
+      if (this.#listeners.get(key) === l) l.state = 'listening';
+      else this.#unbind(l);
+    }, (e: NodeJS.ErrnoException) => {
+      l.server = undefined;
+      if (this.#listeners.get(key) !== l) return;
+      if (e.code === 'EADDRINUSE' && attempt < BIND_RETRIES) {
+        setTimeout(() => { if (this.#listeners.get(key) === l) this.#tryBind(key, l, attempt + 1); }, BIND_RETRY_MS).unref();
+        return;
+      }
+      l.state = `error: ${e.code ?? e.message}`;
+      this.opts.onEvent?.({ event: 'forward_listen_failed', proto: l.proto, listen: `${this.#listen}:${l.port}`, error: e.code ?? e.message });
+    });
+  }
+
+  async #bind(l: Listener): Promise<void> {
+    const seenAs = (remote: number): number => (remote >>> 24 === 127 ? this.opts.gatewayFor(l.insideIp) : remote);
+    if (l.proto === 'udp') {
+      await this.udp.addForward({ address: this.#listen, port: l.port, vmIp: l.insideIp, vmPort: l.insidePort, seenAs });
+      return;
+    }
+    const server = net.createServer({ noDelay: true, pauseOnConnect: true, allowHalfOpen: true }, (sock) => {
+      const raw = sock.remoteAddress ?? '';
+      const remote = parseIp4(raw.startsWith('::ffff:') ? raw.slice(7) : raw);
+      if (remote < 0) {
+        sock.destroy();
+        return;
+      }
+      this.tcp.accept(sock, l.insideIp, l.insidePort, seenAs(remote), sock.remotePort ?? 0);
+    });
+    l.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: this.#listen, port: l.port, exclusive: true }, () => {
+        server.off('error', reject);
+        server.on('error', (e) => this.opts.onEvent?.({ event: 'forward_error', proto: 'tcp', listen: `${this.#listen}:${l.port}`, error: e.message }));
+        resolve();
+      });
+    });
+  }
+
+  #unbind(l: Listener): void {
+    if (l.server !== undefined) l.server.close();
+    else if (l.proto === 'udp') this.udp.removeForward(this.#listen, l.port);
+  }
+
+  close(): void {
+    this.#unsubscribe();
+    for (const l of this.#listeners.values()) this.#unbind(l);
+    this.#listeners.clear();
+    this.tcp.close();
+    this.udp.close();
+    this.icmp.close();
+  }
+}
+
+/** A socket that fails like a connect to a closed port, for destinations we refuse ourselves. */
+function refusedSocket(): net.Socket {
+  const sock = new net.Socket();
+  process.nextTick(() => sock.destroy(Object.assign(new Error('connection refused'), { code: 'ECONNREFUSED', errno: -111, syscall: 'connect' })));
+  return sock;
+}

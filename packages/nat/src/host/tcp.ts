@@ -1,0 +1,1909 @@
+/*
+ * TCP of the host-socket NAT: the router terminates each TCP connection a VM
+ * opens to somewhere outside and splices it to an ordinary connected socket of
+ * the host (as passt/pasta and libslirp do). Towards the VM this module is a
+ * small TCP endpoint of its own; towards the outside it is Node's net.Socket, so
+ * the host's kernel does the Internet-facing TCP (congestion control, SACK, PMTU).
+ * Port forwards are the same splice opened from the other end (`accept`): a
+ * client connected to a host port, and we open a connection to the VM for it.
+ *
+ * Model. Sessions are keyed by the four numbers the VM sees (its address and port,
+ * the remote address and port), two levels of Maps on numeric keys (ip*65536+port)
+ * and a one-entry cache for back-to-back segments of one flow: no strings per
+ * packet. Each session has a send queue of frame blocks (below), and one timer.
+ *
+ * Policies, and why:
+ * - The VM's SYN is answered only once the host connect succeeded, so what the
+ *   VM sees is what the outside did: SYN-ACK, or a RST for a refusal, or ICMP
+ *   unreachable (net or host) quoting its SYN for everything else. SYN
+ *   retransmissions meanwhile are absorbed (the connect is under way).
+ * - Flow control is back-pressure passed through, both ways. The window we
+ *   announce is what the host socket still takes before `rcvLimit` bytes wait in
+ *   its user-space buffer; it never shrinks (RFC 7323 2.4), and an ACK reopens it
+ *   on 'drain'. Data from the host is queued only up to a cap (the VM's window,
+ *   clamped to sndCapMin..sndCapMax): beyond it the socket is paused, so the
+ *   kernel's receive buffer and the remote's window absorb a slow VM, not our heap.
+ *   A zero window from the VM stops us; the persist timer probes it (an ACK one
+ *   byte left of snd_una, as Linux does) at backed-off intervals, without giving
+ *   up while the VM answers. A FIN waits for one byte of window, as in Linux.
+ * - Loss towards the VM exists: a TAP drops frames when its backlog is full. So
+ *   there is a retransmission timer (RFC 6298, 200 ms floor: a local link),
+ *   go-back-N from the first unacknowledged byte on a timeout, fast retransmit on
+ *   three duplicate ACKs with NewReno partial-ACK recovery, and a Reno congestion
+ *   window so a 4 MiB window is not dumped into a 1000-frame backlog at once. No
+ *   SACK and no timestamps (not announced): on a lossless-but-for-overflow link
+ *   they buy little. Out-of-order data from the VM is dropped with a duplicate ACK
+ *   (the VM's own fast retransmit repairs it); data beyond the window is trimmed.
+ * - Offloads: with `gso`, host data goes out as GSO super-frames of up to 64 KB
+ *   (and every data frame as checksum-partial), the way Linux hands TCP to a
+ *   virtio NIC, so a frame costs one header build per 64 KB. Without, each frame
+ *   is at most one MSS with complete checksums.
+ * - No copy of host data here: the sockets we connect are created with Node's
+ *   `onread`, so the kernel's read lands in a block from the engine's pool, at
+ *   the payload offset of the frame it becomes (the room for the virtio_net_hdr,
+ *   Ethernet, IPv4 and TCP headers is in front). Sending writes the headers
+ *   there and hands the block itself to toVm; a frame that starts inside a block
+ *   borrows the 64 bytes before it and puts them back after toVm (which consumes
+ *   synchronously). The blocks are the retransmission store and return to the
+ *   pool once acknowledged: steady traffic allocates nothing, and reads cost no
+ *   64 KiB buffer each. Full blocks hold a multiple of the MSS, so a block is one
+ *   GSO frame; a frame that would span two blocks stops at the first one's end,
+ *   or, with less than an MSS there, is copied (rare; counted). Accepted sockets
+ *   (port forwards) cannot take `onread`: their 'data' chunks are queued as they
+ *   are, and each frame is copied from them into the engine's frame buffer.
+ * - Timers: one setTimeout per session, unref'd, armed lazily: a deadline that
+ *   moves later (every ACK restarts the RTO) does not touch the timer, which
+ *   re-arms itself for the remainder when it fires early. An idle session has no
+ *   armed timer; `tick` (about 1 Hz) does idle expiry and reaping.
+ * - ACKs for in-order data are coalesced per batch (a microtask after the
+ *   router's synchronous batch), together with a corked socket write, so a batch
+ *   of segments becomes one writev and one ACK carrying the window after it. Data
+ *   the VM's ACKs make room for goes in that microtask too: once for the batch,
+ *   and outside the bridge's handling of the VM's frame (the bridge copies frames
+ *   sent from inside it). In the other direction, the socket's reads are sent at
+ *   the end of the poll phase that made them (setImmediate): several 64 KiB reads
+ *   make full 64 KB frames instead of a frame and a runt each, and no Nagle-style
+ *   hold-back delays a reply's last segment.
+ * - Closing: the VM's FIN half-closes the host socket (sock.end(); the VM keeps
+ *   receiving), the host's 'end' becomes our FIN after all queued data. A RST
+ *   either way resets the other side (resetAndDestroy towards the host). Once
+ *   both FINs are acknowledged the session lingers briefly (TIME_WAIT, absorbing
+ *   a retransmitted FIN) until its socket has closed. Give-up after
+ *   `maxRetransmits` timeouts of the same data, and idle expiry (established 2 h,
+ *   half-closed or closing 60 s, handshakes 75 s), reset both sides.
+ * - The budget (types.ts) is taken when a session is created and released
+ *   exactly once when it leaves the table, whatever the path: a VM flooding SYNs
+ *   gets RSTs once its share is used, and cannot exhaust the host's sockets.
+ * - Untrusted input: every length is checked before use, SYN with FIN or RST is
+ *   dropped, sequence numbers are compared mod 2^32 ((a - b) | 0), RSTs are
+ *   accepted only at the exact expected sequence number (RFC 5961: a challenge
+ *   ACK for one merely in the window). Nothing a VM sends can throw.
+ * Not supported: IPv6, urgent data (delivered inline), ECN (not negotiated),
+ * TCP Fast Open (data on a SYN is ignored and retransmitted by the VM).
+ *
+ * Cost (tcp.bench.ts, loopback, 2-core dev VM under load): 2-3.5 us of engine
+ * time per 1460-byte segment from the VM (checksum verified, copied, written);
+ * 2.1-3.3 us per one-MSS frame to the VM including the socket read, and 30-58 us
+ * per 64 KB GSO frame (with 'data' chunks, as before onread: 2.0-3.9 and 36-80
+ * us). The checksums use tcp-sum.ts (32 bits a step). Through the real daemon
+ * (an iperf3 download into a VM's TAP, 64 KB GSO frames), onread and the output
+ * moved out of the bridge's receive took the daemon from about 118 to about 44
+ * CPU ticks (10 ms) per GB, and from 8.1 to 16.4 Gbit/s (means of 9 runs).
+ */
+import type net from 'node:net';
+import { connect as netConnect } from 'node:net';
+import { randomFillSync } from 'node:crypto';
+import { ETH_HLEN, fold, formatIp4, pseudoSum, read16, read32, sum16, write16, write32 } from '@vswitch/switch';
+import { type HostBudget, type HostSession, type ToVm, HOST_HEADROOM } from './types.js';
+import { onesSum } from './tcp-sum.js';
+
+export interface HostTcpTuning {
+  /**
+   * Bytes the host socket may hold unsent before our window to the VM closes.
+   * Keep it well above the socket's writableHighWaterMark (16 KiB): the window
+   * reopens on 'drain', which only comes after a write() returned false.
+   */
+  rcvLimit: number;
+  /** Our window scale shift, announced when the VM offers window scaling. */
+  wscale: number;
+  /** Host data queued towards the VM before the socket is paused: the VM's window clamped to [min, max]. */
+  sndCapMin: number;
+  sndCapMax: number;
+  rtoInitMs: number;
+  rtoMinMs: number;
+  rtoMaxMs: number;
+  /** Timeouts of the same data before both sides are reset. */
+  maxRetransmits: number;
+  /** Timeouts of our SYN or SYN-ACK before giving up. */
+  maxSynRetransmits: number;
+  idleEstablishedMs: number;
+  idleClosingMs: number;
+  idleSynMs: number;
+  /** TIME_WAIT linger once both FINs are acknowledged. */
+  lingerMs: number;
+}
+
+export const HOST_TCP_TUNING: HostTcpTuning = {
+  rcvLimit: 4 << 20,
+  wscale: 7,
+  sndCapMin: 256 << 10,
+  sndCapMax: 4 << 20,
+  rtoInitMs: 200,
+  rtoMinMs: 200,
+  rtoMaxMs: 60_000,
+  maxRetransmits: 15,
+  maxSynRetransmits: 6,
+  idleEstablishedMs: 2 * 3600_000,
+  idleClosingMs: 60_000,
+  idleSynMs: 75_000,
+  lingerMs: 2_000,
+};
+
+export interface HostTcpOptions {
+  /** Monotonic ms. */
+  clock: () => number;
+  toVm: ToVm;
+  /** toVm takes GSO super-frames and checksum-partial packets with a vnet header. */
+  gso: boolean;
+  /** MSS we announce to and use towards the VM (network MTU - 40). */
+  mss: number;
+  budget: HostBudget;
+  /**
+   * Opens the host socket for a VM's connection (default net.connect). Pass
+   * `onread` to the socket (net.connect({ ..., onread })): it then reads straight
+   * into the engine's frame blocks, and the payload of an in-order frame is never
+   * copied here. A socket without it works too (its 'data' chunks are copied). The
+   * socket is made half-open capable (allowHalfOpen) by this module.
+   */
+  connect?: (dstIp: number, dstPort: number, onread: net.OnReadOpts) => net.Socket;
+  /** Rare events only (connect errors other than refusals, retransmission give-ups). */
+  onEvent?: (e: { event: string; [k: string]: unknown }) => void;
+  /** Timers and limits; defaults HOST_TCP_TUNING (tests shorten them). */
+  tuning?: Partial<HostTcpTuning>;
+}
+
+export interface HostTcpCounters {
+  /** Sessions created (both directions). */
+  opened: number;
+  /** Refused by the budget (a RST to the VM, or the forwarded client closed). */
+  refused: number;
+  /** Host connects that failed (RST or ICMP unreachable to the VM). */
+  connectFailed: number;
+  /** Sessions ended by a reset, either way (VM RST, host error, give-up, idle expiry). */
+  resets: number;
+  /** Segments sent again (timeouts and fast retransmits). */
+  retransmits: number;
+  fastRetransmits: number;
+  /** Sessions given up after maxRetransmits timeouts. */
+  timeouts: number;
+  /** Sessions reset by idle expiry. */
+  expired: number;
+  badChecksum: number;
+  /** Segments for no session (answered with a RST unless a RST). */
+  noSession: number;
+  /** Segments that do not parse, or carry impossible flags. */
+  malformed: number;
+  /** Out-of-order data segments from the VM (dropped, duplicate ACK). */
+  outOfOrder: number;
+  /** Segments trimmed at our window's right edge. */
+  beyondWindow: number;
+  /** Sessions now in the table (each holds one budget unit). */
+  active: number;
+  /** Port forward connections handed to accept(). */
+  forwarded: number;
+  /** Port forward connections the VM refused (RST) or never answered. */
+  forwardFailed: number;
+  segmentsFromVm: number;
+  framesToVm: number;
+  bytesToHost: number;
+  /** Payload bytes acknowledged by the VMs. */
+  bytesToVm: number;
+  windowProbes: number;
+  rstSent: number;
+  icmpSent: number;
+  /** Host sockets paused because the VM did not take their data. */
+  pauses: number;
+  /**
+   * Data frames whose payload was copied into the engine's frame buffer: those
+   * from sockets without onread (port forwards), and the rare one that spans two
+   * blocks. The others go from the block the host socket read into.
+   */
+  framesCopied: number;
+  /** Frame blocks allocated (reused from a pool after that; steady traffic allocates none). */
+  blocks: number;
+}
+
+// Phases of a session.
+const CONNECTING = 0; // out: host connect under way, the VM's SYN unanswered
+const SYN_SENT = 1; //   in: our SYN sent to the VM
+const SYN_RCVD = 2; //   out: our SYN-ACK sent to the VM
+const OPEN = 3; //       synchronized; FIN states by flags
+const TIME_WAIT = 4; //  both FINs acknowledged, lingering
+const DEAD = 5; //       out of the table
+
+// Timer kinds.
+const T_NONE = 0;
+const T_RTO = 1;
+const T_PERSIST = 2;
+
+const FIN = 0x01;
+const SYN = 0x02;
+const RST = 0x04;
+const PSH = 0x08;
+const ACK = 0x10;
+
+const IP_OFF = HOST_HEADROOM;
+const MAX_IP = 65535;
+/** GSO frames carry at most this many segments (segmenters size their scratch for it). */
+const GSO_MAX_SEGS = 64;
+/** A VM's MSS below this is raised to it (a tiny MSS only multiplies our work). */
+const MSS_FLOOR = 64;
+const DEFAULT_VM_MSS = 536;
+
+const SOCK_NONE = 0;
+const SOCK_DESTROY = 1;
+const SOCK_RESET = 2;
+
+/** Where a block's payload starts: room for the virtio_net_hdr, Ethernet, IPv4 and TCP headers of its frame. */
+const BLOCK_HDR = HOST_HEADROOM + 40;
+/** The most payload one frame carries (IPv4 total length 65535, a TCP header without options). */
+const BLOCK_DATA = MAX_IP - 40;
+/** Bytes of a small block: a session's first read, and trickles. */
+const BLOCK_SMALL = 4096;
+/**
+ * Free blocks an engine keeps at most (64 KB large, 4 KB small); more go to the
+ * GC. Those not taken during a whole tick (about a second) go too.
+ */
+const POOL_LARGE = 256;
+const POOL_SMALL = 1024;
+
+/**
+ * Host data at buf[start, start+fill). A pooled block is a frame in the making:
+ * start is BLOCK_HDR, the room for the frame's headers, so that a frame
+ * starting at its first byte is sent from it as it is; `cap` (<= the buffer's
+ * room) is a multiple of the session's MSS where it fits, so that full blocks
+ * make full-sized frames. Otherwise it is a socket's 'data' chunk (start 0, no
+ * room: frames are copied from it).
+ */
+class Block {
+  fill = 0;
+  cap = 0;
+
+  constructor(readonly buf: Buffer, readonly start: number, readonly large: boolean, readonly pooled: boolean) {}
+}
+
+/** The engine's free blocks, reused as they are (no zeroing). */
+class BlockPool {
+  readonly #large: Block[] = [];
+  readonly #small: Block[] = [];
+  /** The fewest free blocks since the last trim: that many were not needed. */
+  #lowLarge = 0;
+  #lowSmall = 0;
+
+  constructor(readonly counters: { blocks: number }) {}
+
+  take(large: boolean): Block {
+    const list = large ? this.#large : this.#small;
+    const b = list.pop();
+    if (b === undefined) {
+      this.counters.blocks++;
+      return new Block(Buffer.allocUnsafeSlow(large ? BLOCK_HDR + BLOCK_DATA : BLOCK_SMALL), BLOCK_HDR, large, true);
+    }
+    if (large) {
+      if (list.length < this.#lowLarge) this.#lowLarge = list.length;
+    } else if (list.length < this.#lowSmall) {
+      this.#lowSmall = list.length;
+    }
+    return b;
+  }
+
+  give(b: Block): void {
+    if (b.large) {
+      if (this.#large.length < POOL_LARGE) this.#large.push(b);
+    } else if (this.#small.length < POOL_SMALL) {
+      this.#small.push(b);
+    }
+  }
+
+  /** Lets go of the blocks that stayed free since the last call. */
+  trim(): void {
+    this.#large.length -= this.#lowLarge;
+    this.#small.length -= this.#lowSmall;
+    this.#lowLarge = this.#large.length;
+    this.#lowSmall = this.#small.length;
+  }
+}
+
+/**
+ * Host data not yet acknowledged by the VM, in blocks (the retransmission store),
+ * consumed from the front as ACKs arrive and given back to the pool when done
+ * with. A socket created with our `onread` reads straight into the rest of the
+ * last block (`target`, `commit`); the chunks of a socket that emits 'data' are
+ * queued as they are (`append`: no room for headers in them, so frames are
+ * copied from them, as before onread). A cursor remembers the last position
+ * sought, so that sending in order never walks the block list.
+ *
+ * Which block the next read goes to: a session starts with a small block; a read
+ * that fills its target means more is waiting, and the next goes to a large one;
+ * a short read into a large block with nothing else queued (a trickle: the VM
+ * took everything before) goes back to small ones, so that a quiet session holds
+ * 4 KB, not 64. Otherwise reads go on filling the block while at least an MSS of
+ * it is left.
+ */
+class SendQueue {
+  /** From index head on: data is [headOff, fill) of the first block and [0, fill) of the others. */
+  readonly blocks: (Block | undefined)[] = [];
+  head = 0;
+  headOff = 0;
+  bytes = 0;
+  #mss: number;
+  #smallCap: number;
+  // Cursor: queue position #cPos is payload offset #cOff of blocks[#cIdx].
+  #cIdx = 0;
+  #cOff = 0;
+  #cPos = 0;
+  /** The block the socket reads into (onread), from its fill to its cap. */
+  #rb: Block | undefined = undefined;
+  #rLen = 0;
+  /** After a commit: 0 keep reading into #rb, 1 a new large block, 2 a new small one. */
+  #next = 0;
+
+  constructor(readonly pool: BlockPool, mss: number) {
+    this.#mss = mss;
+    this.#smallCap = Math.floor((BLOCK_SMALL - BLOCK_HDR) / mss) * mss;
+  }
+
+  set mss(mss: number) {
+    this.#mss = mss;
+    this.#smallCap = Math.floor((BLOCK_SMALL - BLOCK_HDR) / mss) * mss;
+  }
+
+  /** The block at the cursor and the payload offset there (after seek). */
+  get curBlock(): Block { return this.blocks[this.#cIdx] as Block; }
+  get curOff(): number { return this.#cOff; }
+
+  #newBlock(large: boolean): Block {
+    if (!large && this.#smallCap === 0) large = true;
+    const b = this.pool.take(large);
+    b.fill = 0;
+    b.cap = large ? Math.floor(BLOCK_DATA / this.#mss) * this.#mss : this.#smallCap;
+    this.blocks.push(b);
+    return b;
+  }
+
+  /** onread's buffer(): where the socket's next read goes. Never empty. */
+  target(): Uint8Array {
+    let b = this.#rb;
+    if (b === undefined || this.#next !== 0 || b.cap - b.fill <= 0) {
+      b = this.#newBlock(b === undefined ? false : this.#next === 1);
+      this.#rb = b;
+      this.#next = 0;
+      this.#trim();
+    }
+    this.#rLen = b.cap - b.fill;
+    return b.buf.subarray(BLOCK_HDR + b.fill, BLOCK_HDR + b.cap);
+  }
+
+  /** onread's callback: n bytes were read into the target. */
+  commit(n: number): void {
+    const b = this.#rb;
+    if (b === undefined) return;
+    b.fill += n;
+    this.bytes += n;
+    if (n >= this.#rLen) this.#next = 1;
+    else if (b.large && n < this.#smallCap && this.bytes === n) this.#next = 2;
+    else if (b.cap - b.fill < this.#mss) this.#next = b.large ? 1 : 2;
+    else this.#next = 0;
+  }
+
+  /** A 'data' chunk (Node's own buffer, never reused by Node). */
+  append(chunk: Buffer): void {
+    const n = chunk.length;
+    if (n === 0) return;
+    const b = new Block(chunk, 0, false, false);
+    b.fill = n;
+    b.cap = n;
+    this.blocks.push(b);
+    this.bytes += n;
+  }
+
+  /** Drops n (<= bytes) bytes from the front. */
+  consume(n: number): void {
+    this.bytes -= n;
+    this.#cPos -= n;
+    this.headOff += n;
+    this.#trim();
+  }
+
+  /**
+   * Normalizes the front (headOff beyond the first block's data moves on), giving
+   * back the blocks that are done with: all but the one the socket reads into.
+   */
+  #trim(): void {
+    const blocks = this.blocks;
+    while (this.head < blocks.length) {
+      const b = blocks[this.head] as Block;
+      if (this.headOff < b.fill || b === this.#rb) break;
+      this.headOff -= b.fill;
+      blocks[this.head++] = undefined;
+      if (b.pooled) this.pool.give(b);
+    }
+    if (this.head === blocks.length) {
+      blocks.length = 0;
+      this.head = 0;
+    } else if (this.head >= 32 && this.head * 2 >= blocks.length) {
+      // Many 'data' chunks: compacted now and then, not shifted one by one.
+      blocks.splice(0, this.head);
+      this.#cIdx -= this.head;
+      this.head = 0;
+    }
+    if (this.#cPos <= 0 || this.#cIdx < this.head) this.#rewind();
+  }
+
+  /** Everything back to the pool: the socket must not read any more (destroyed, or at EOF). */
+  clear(): void {
+    for (let i = this.head; i < this.blocks.length; i++) {
+      const b = this.blocks[i] as Block;
+      if (b.pooled) this.pool.give(b);
+    }
+    this.blocks.length = 0;
+    this.head = 0;
+    this.#rb = undefined;
+    this.headOff = 0;
+    this.bytes = 0;
+    this.#rewind();
+  }
+
+  #rewind(): void {
+    this.#cIdx = this.head;
+    this.#cOff = this.headOff;
+    this.#cPos = 0;
+  }
+
+  /**
+   * Moves the cursor to queue position pos (< bytes) and returns how many bytes
+   * from there lie in the same block.
+   */
+  seek(pos: number): number {
+    if (pos < this.#cPos) this.#rewind();
+    const blocks = this.blocks;
+    let idx = this.#cIdx;
+    let off = this.#cOff;
+    let p = this.#cPos;
+    for (;;) {
+      const left = (blocks[idx] as Block).fill - off;
+      if (pos - p < left || idx + 1 === blocks.length) {
+        off += pos - p;
+        p = pos;
+        break;
+      }
+      p += left;
+      idx++;
+      off = 0;
+    }
+    this.#cIdx = idx;
+    this.#cOff = off;
+    this.#cPos = p;
+    return (blocks[idx] as Block).fill - off;
+  }
+
+  /** Copies queue bytes [pos, pos+len) to dst at `at` (a frame from 'data' chunks, or one that spans blocks). */
+  copy(pos: number, len: number, dst: Buffer, at: number): void {
+    this.seek(pos);
+    const blocks = this.blocks;
+    let idx = this.#cIdx;
+    let off = this.#cOff;
+    while (len > 0) {
+      const b = blocks[idx] as Block;
+      const left = b.fill - off;
+      const n = len < left ? len : left;
+      b.buf.copy(dst, at, b.start + off, b.start + off + n);
+      at += n;
+      len -= n;
+      idx++;
+      off = 0;
+    }
+  }
+}
+
+class Conn {
+  phase = CONNECTING;
+  outside = '';
+  // VM -> host (our receive side).
+  irs = 0;
+  rcvNxt = 0;
+  /** Right edge of the window we last announced (never moves left). */
+  rcvEdge = 0;
+  /** Our window scale shift (0 when the VM did not offer scaling). */
+  rcvWs = 0;
+  /** Largest window this session can announce. */
+  rcvMax = 65535;
+  vmFin = false;
+  // Host -> VM (our send side).
+  sndUna: number;
+  sndNxt: number;
+  sndMax: number;
+  sndWnd = 0;
+  sndWl1 = 0;
+  sndWl2 = 0;
+  sndWs = 0;
+  vmWs = -1;
+  mss = DEFAULT_VM_MSS;
+  gsoMax = DEFAULT_VM_MSS;
+  hostEof = false;
+  finAcked = false;
+  /** Our FIN went out before the VM's (closing rather than last_ack). */
+  closedFirst = false;
+  cwnd = 0;
+  ssthresh = 0x7fffffff;
+  dupAcks = 0;
+  inRecovery = false;
+  recover = 0;
+  srtt = -1;
+  rttvar = 0;
+  rto: number;
+  retx = 0;
+  rttOn = false;
+  rttSeq = 0;
+  rttAt = 0;
+  // Timer.
+  timer: NodeJS.Timeout | undefined = undefined;
+  timerDue = 0;
+  deadline = 0;
+  kind = T_NONE;
+  persistMs = 0;
+  // Socket.
+  paused = false;
+  corked = false;
+  flushQueued = false;
+  /** #output due at the end of the batch (the VM's ACKs opened room). */
+  sendQueued = false;
+  outputQueued = false;
+  ackPending = false;
+  sockClosed = false;
+  released = false;
+  // Bookkeeping.
+  readonly created: number;
+  lastSeen: number;
+  since = 0;
+  txBytes = 0;
+  rxBytes = 0;
+  /** The VM's SYN: IP header + 8 bytes, for an ICMP error while connecting. */
+  quote: Buffer | undefined = undefined;
+  onTimer: () => void = () => {};
+
+  constructor(
+    readonly out: boolean,
+    readonly vmIp: number,
+    readonly vmPort: number,
+    readonly ip: number,
+    readonly port: number,
+    readonly k1: number,
+    readonly k2: number,
+    readonly sock: net.Socket,
+    readonly q: SendQueue,
+    readonly iss: number,
+    now: number,
+    rto: number,
+  ) {
+    this.sndUna = iss;
+    this.sndNxt = iss;
+    this.sndMax = iss;
+    this.rto = rto;
+    this.created = now;
+    this.lastSeen = now;
+  }
+
+  stateName(): string {
+    switch (this.phase) {
+      case CONNECTING:
+      case SYN_SENT:
+        return 'syn_sent';
+      case SYN_RCVD:
+        return 'syn_received';
+      case OPEN:
+        if (!this.vmFin) return this.hostEof ? 'fin_wait' : 'established';
+        if (!this.hostEof) return 'close_wait';
+        return this.closedFirst ? 'closing' : 'last_ack';
+      case TIME_WAIT:
+        return 'time_wait';
+      default:
+        return 'closed';
+    }
+  }
+}
+
+const seqGt = (a: number, b: number): boolean => ((a - b) | 0) > 0;
+
+/** RST to the socket's peer where it is TCP (resetAndDestroy throws for other handles). */
+function resetSocket(s: net.Socket): void {
+  if (s.destroyed) return;
+  try {
+    s.resetAndDestroy();
+  } catch {
+    s.destroy();
+  }
+}
+
+export class HostTcp {
+  readonly counters: HostTcpCounters = {
+    opened: 0, refused: 0, connectFailed: 0, resets: 0, retransmits: 0, fastRetransmits: 0, timeouts: 0, expired: 0,
+    badChecksum: 0, noSession: 0, malformed: 0, outOfOrder: 0, beyondWindow: 0, active: 0, forwarded: 0, forwardFailed: 0,
+    segmentsFromVm: 0, framesToVm: 0, bytesToHost: 0, bytesToVm: 0, windowProbes: 0, rstSent: 0, icmpSent: 0, pauses: 0,
+    framesCopied: 0, blocks: 0,
+  };
+  readonly tuning: HostTcpTuning;
+
+  readonly #clock: () => number;
+  readonly #toVm: ToVm;
+  readonly #gso: boolean;
+  readonly #mss: number;
+  readonly #budget: HostBudget;
+  readonly #connect: (dstIp: number, dstPort: number, onread: net.OnReadOpts) => net.Socket;
+  readonly #onEvent: ((e: { event: string; [k: string]: unknown }) => void) | undefined;
+  /** vmIp*65536+vmPort -> (remoteIp*65536+remotePort -> session). */
+  readonly #table = new Map<number, Map<number, Conn>>();
+  #lastK1 = -1;
+  #lastK2 = -1;
+  #last: Conn | undefined = undefined;
+  readonly #out = Buffer.alloc(HOST_HEADROOM + MAX_IP);
+  /** The bytes a frame's headers cover when it is sent from inside a block (restored after toVm). */
+  readonly #save = Buffer.alloc(BLOCK_HDR);
+  readonly #pool = new BlockPool(this.counters);
+  #ipId = 0;
+  readonly #isn = new Uint32Array(64);
+  #isnNext = 64;
+  #flushList: Conn[] = [];
+  #flushSpare: Conn[] = [];
+  #flushScheduled = false;
+  #outputList: Conn[] = [];
+  #outputSpare: Conn[] = [];
+  #outputScheduled = false;
+  #closed = false;
+
+  // The segment being processed (fromVm), parsed once.
+  #src = 0;
+  #dst = 0;
+  #sport = 0;
+  #dport = 0;
+  #seq = 0;
+  #ack = 0;
+  #flags = 0;
+  #win = 0;
+  #poff = 0;
+  #plen = 0;
+  #optMss = 0;
+  #optWs = -1;
+
+  constructor(opts: HostTcpOptions) {
+    this.#clock = opts.clock;
+    this.#toVm = opts.toVm;
+    this.#gso = opts.gso;
+    this.#mss = Math.max(MSS_FLOOR, Math.min(opts.mss || 1460, MAX_IP - 40));
+    this.#budget = opts.budget;
+    this.#connect = opts.connect
+      ?? ((ip, port, onread) => netConnect({ host: formatIp4(ip), port, noDelay: true, allowHalfOpen: true, onread }));
+    this.#onEvent = opts.onEvent;
+    this.tuning = { ...HOST_TCP_TUNING, ...opts.tuning };
+  }
+
+  // ---- VM -> us ----
+
+  fromVm(buf: Uint8Array, ipOff: number, ipLen: number, csumPartial: boolean): void {
+    const ctr = this.counters;
+    ctr.segmentsFromVm++;
+    if (this.#closed || !this.#parse(buf, ipOff, ipLen, csumPartial)) return;
+    const flags = this.#flags;
+    const k1 = this.#src * 65536 + this.#sport;
+    const k2 = this.#dst * 65536 + this.#dport;
+    let c: Conn | undefined;
+    if (k1 === this.#lastK1 && k2 === this.#lastK2) c = this.#last;
+    else {
+      c = this.#table.get(k1)?.get(k2);
+      if (c !== undefined) {
+        this.#lastK1 = k1;
+        this.#lastK2 = k2;
+        this.#last = c;
+      }
+    }
+    if (c === undefined) {
+      if (flags & RST) return; // never answer a RST
+      if ((flags & (SYN | ACK)) === SYN) {
+        this.#open(buf, ipOff, k1, k2);
+        return;
+      }
+      ctr.noSession++;
+      this.#rstReply();
+      return;
+    }
+    c.lastSeen = this.#clock();
+    switch (c.phase) {
+      case CONNECTING: this.#inConnecting(c, buf, ipOff); break;
+      case SYN_SENT: this.#inSynSent(c); break;
+      case SYN_RCVD: this.#inSynRcvd(c, buf, ipOff, k1, k2); break;
+      case OPEN: this.#inOpen(c, buf); break;
+      case TIME_WAIT: this.#inTimeWait(c, buf, ipOff, k1, k2); break;
+      default: break;
+    }
+  }
+
+  /** Validates and reads the segment into the #fields; false (counted) to drop it. */
+  #parse(buf: Uint8Array, ipOff: number, ipLen: number, csumPartial: boolean): boolean {
+    const ctr = this.counters;
+    if (!(ipOff >= 0) || !(ipLen >= 40) || ipOff + ipLen > buf.length) {
+      ctr.malformed++;
+      return false;
+    }
+    const vi = buf[ipOff];
+    const ihl = (vi & 0x0f) * 4;
+    const total = read16(buf, ipOff + 2);
+    if (vi >>> 4 !== 4 || ihl < 20 || total > ipLen || total < ihl + 20 || buf[ipOff + 9] !== 6
+      || (read16(buf, ipOff + 6) & 0x3fff) !== 0) {
+      ctr.malformed++;
+      return false;
+    }
+    const th = ipOff + ihl;
+    const tl = total - ihl;
+    const thl = (buf[th + 12] >>> 4) * 4;
+    if (thl < 20 || thl > tl) {
+      ctr.malformed++;
+      return false;
+    }
+    const src = read32(buf, ipOff + 12);
+    const dst = read32(buf, ipOff + 16);
+    if (!csumPartial && onesSum(buf, th, tl, pseudoSum(src, dst, 6, tl)) !== 0xffff) {
+      ctr.badChecksum++;
+      return false;
+    }
+    const flags = buf[th + 13];
+    const sport = read16(buf, th);
+    const dport = read16(buf, th + 2);
+    if (((flags & SYN) !== 0 && (flags & (FIN | RST)) !== 0) || sport === 0 || dport === 0) {
+      ctr.malformed++;
+      return false;
+    }
+    this.#src = src;
+    this.#dst = dst;
+    this.#sport = sport;
+    this.#dport = dport;
+    this.#seq = read32(buf, th + 4);
+    this.#ack = read32(buf, th + 8);
+    this.#flags = flags;
+    this.#win = read16(buf, th + 14);
+    this.#poff = th + thl;
+    this.#plen = tl - thl;
+    if (flags & SYN) this.#parseOptions(buf, th + 20, th + thl);
+    return true;
+  }
+
+  /** MSS and window scale from a SYN's options; anything else (SACK-permitted, timestamps) is ignored. */
+  #parseOptions(buf: Uint8Array, p: number, end: number): void {
+    this.#optMss = 0;
+    this.#optWs = -1;
+    while (p < end) {
+      const kind = buf[p];
+      if (kind === 0) break;
+      if (kind === 1) {
+        p++;
+        continue;
+      }
+      if (p + 1 >= end) break;
+      const len = buf[p + 1];
+      if (len < 2 || p + len > end) break;
+      if (kind === 2 && len === 4) this.#optMss = read16(buf, p + 2);
+      else if (kind === 3 && len === 3) this.#optWs = Math.min(buf[p + 2], 14);
+      p += len;
+    }
+  }
+
+  /** A SYN for no session: take the budget, connect the host socket, answer when it is connected. */
+  #open(buf: Uint8Array, ipOff: number, k1: number, k2: number): void {
+    const ctr = this.counters;
+    const vmIp = this.#src;
+    if (!this.#budget.take(vmIp)) {
+      ctr.refused++;
+      this.#rstReply();
+      return;
+    }
+    const dst = this.#dst;
+    const dport = this.#dport;
+    // The socket reads into q's blocks; its first buffer is asked for inside connect.
+    const q = new SendQueue(this.#pool, this.#vmMss());
+    let conn: Conn | undefined;
+    const onread: net.OnReadOpts = {
+      buffer: () => q.target(),
+      callback: (n: number): boolean => {
+        if (conn !== undefined) return this.#onRead(conn, n);
+        q.commit(n); // cannot happen: no read before connect returns
+        return true;
+      },
+    };
+    let sock: net.Socket;
+    try {
+      sock = this.#connect(dst, dport, onread);
+    } catch {
+      q.clear();
+      this.#budget.release(vmIp);
+      ctr.connectFailed++;
+      this.#rstReply();
+      return;
+    }
+    const now = this.#clock();
+    const c = new Conn(true, vmIp, this.#sport, dst, dport, k1, k2, sock, q, this.#newIsn(), now, this.tuning.rtoInitMs);
+    conn = c;
+    this.#synOptions(c);
+    c.quote = this.#quote(buf, ipOff);
+    this.#insert(c);
+    this.#attach(c);
+    // Already connected (a socket handed over by a custom `connect`): no 'connect' will come.
+    if (!sock.pending && !sock.destroyed) queueMicrotask(() => this.#onConnect(c));
+    else sock.once('connect', () => this.#onConnect(c));
+  }
+
+  /** Records the VM's SYN (initial sequence, window, options). */
+  #synOptions(c: Conn): void {
+    c.irs = this.#seq;
+    c.rcvNxt = (this.#seq + 1) >>> 0;
+    c.rcvEdge = c.rcvNxt;
+    c.vmWs = this.#optWs;
+    c.mss = this.#vmMss();
+    c.q.mss = c.mss;
+    c.sndWnd = this.#win; // never scaled in a SYN
+  }
+
+  /** The MSS towards the VM for the SYN in #fields: the smaller of its and ours. */
+  #vmMss(): number {
+    const vmMss = this.#optMss > 0 ? this.#optMss : DEFAULT_VM_MSS;
+    return Math.max(MSS_FLOOR, Math.min(this.#mss, vmMss));
+  }
+
+  #quote(buf: Uint8Array, ipOff: number): Buffer {
+    const ihl = (buf[ipOff] & 0x0f) * 4;
+    const q = Buffer.allocUnsafe(ihl + 8);
+    q.set(buf.subarray(ipOff, ipOff + ihl + 8));
+    return q;
+  }
+
+  #inConnecting(c: Conn, buf: Uint8Array, ipOff: number): void {
+    const f = this.#flags;
+    if (f & RST) {
+      // The VM gave up on its connect.
+      if (this.#seq === c.rcvNxt) this.#abort(c, false, SOCK_DESTROY);
+      return;
+    }
+    if ((f & (SYN | ACK)) === SYN) {
+      // A retransmission is absorbed; a new ISN (the VM restarted its connect) replaces the old one.
+      if (this.#seq !== c.irs) {
+        this.#synOptions(c);
+        c.quote = this.#quote(buf, ipOff);
+      }
+    }
+  }
+
+  /** Port forward: our SYN is out; the VM answers SYN-ACK or RST. */
+  #inSynSent(c: Conn): void {
+    const f = this.#flags;
+    const ack = this.#ack;
+    if (f & ACK) {
+      if (ack !== c.sndNxt) {
+        if (!(f & RST)) this.#ctl(this.#dst, this.#dport, this.#src, this.#sport, ack, 0, RST);
+        return;
+      }
+      if (f & RST) {
+        this.counters.forwardFailed++;
+        this.#abort(c, false, SOCK_RESET);
+        return;
+      }
+      if ((f & SYN) === 0) return;
+      this.#synOptions(c);
+      c.sndUna = c.sndNxt;
+      c.sndWl1 = this.#seq;
+      c.sndWl2 = ack;
+      this.#established(c);
+      this.#sendAck(c);
+      c.sock.resume();
+      this.#outputSoon(c);
+    }
+    // A bare SYN (simultaneous open) or anything else: dropped; our SYN is retransmitted.
+  }
+
+  #inSynRcvd(c: Conn, buf: Uint8Array, ipOff: number, k1: number, k2: number): void {
+    const f = this.#flags;
+    if (f & RST) {
+      if (this.#seq === c.rcvNxt) this.#abort(c, false, SOCK_RESET);
+      return;
+    }
+    if (f & SYN) {
+      if ((f & ACK) === 0 && this.#seq === c.irs) this.#sendSyn(c); // our SYN-ACK was lost
+      else if ((f & ACK) === 0) {
+        // A new ISN: the VM started over. Start over with it.
+        this.#abort(c, false, SOCK_RESET);
+        this.#open(buf, ipOff, k1, k2);
+      } else this.#sendAck(c);
+      return;
+    }
+    if ((f & ACK) === 0) return;
+    if (this.#ack !== c.sndNxt) {
+      this.#ctl(this.#dst, this.#dport, this.#src, this.#sport, this.#ack, 0, RST);
+      return;
+    }
+    c.sndUna = c.sndNxt;
+    this.#established(c);
+    c.sndWnd = this.#win << c.sndWs;
+    c.sndWl1 = this.#seq;
+    c.sndWl2 = this.#ack;
+    this.#inOpen(c, buf);
+    if (c.phase === OPEN) this.#outputSoon(c);
+  }
+
+  #established(c: Conn): void {
+    c.phase = OPEN;
+    c.quote = undefined;
+    c.retx = 0;
+    this.#disarm(c);
+    if (c.vmWs >= 0) {
+      c.sndWs = c.vmWs;
+      c.rcvWs = this.tuning.wscale;
+    } else {
+      c.sndWs = 0;
+      c.rcvWs = 0;
+    }
+    c.rcvMax = Math.min(this.tuning.rcvLimit, 65535 * 2 ** c.rcvWs);
+    c.cwnd = Math.max(10 * c.mss, 65536);
+    const segs = Math.min(GSO_MAX_SEGS, Math.floor((MAX_IP - 40) / c.mss));
+    c.gsoMax = Math.max(1, segs) * c.mss;
+  }
+
+  #inOpen(c: Conn, buf: Uint8Array): void {
+    const f = this.#flags;
+    const seq = this.#seq;
+    if (f & RST) {
+      // RFC 5961 3.2: exactly rcv_nxt resets; elsewhere in the window, a challenge ACK.
+      if (seq === c.rcvNxt) {
+        this.#abort(c, false, SOCK_RESET);
+      } else if (seqGt(seq, c.rcvNxt) && !seqGt(seq, c.rcvEdge)) {
+        this.#sendAck(c);
+      }
+      return;
+    }
+    if (f & SYN) {
+      this.#sendAck(c); // RFC 5961 4.2: challenge ACK
+      return;
+    }
+    if ((f & ACK) === 0) return;
+    let off = this.#poff;
+    let len = this.#plen;
+    let fin = f & FIN;
+    const d = (c.rcvNxt - seq) | 0;
+    if (d > 0) {
+      if (d >= len + fin) {
+        // Old: a duplicate, a retransmitted FIN, a keepalive or zero-window probe. Tell
+        // where we are. A retransmission's ACK field is news (a retransmitted FIN may
+        // be the only segment acknowledging ours); a bare probe's is not.
+        if (len + fin > 0) this.#onAck(c, seq);
+        if (c.phase === OPEN || c.phase === TIME_WAIT) this.#sendAck(c);
+        return;
+      }
+      off += d;
+      len -= d;
+    } else if (d < 0) {
+      // Future data: something before it was lost. Use its ACK, drop the data.
+      if (!this.#onAck(c, seq)) return;
+      if (len + fin > 0) {
+        this.counters.outOfOrder++;
+        this.#sendAck(c);
+      }
+      return;
+    }
+    const room = (c.rcvEdge - c.rcvNxt) | 0;
+    let trimmed = false;
+    if (len > room) {
+      len = room > 0 ? room : 0;
+      fin = 0;
+      trimmed = true;
+      this.counters.beyondWindow++;
+    }
+    if (!this.#onAck(c, seq)) return;
+    if (c.phase !== OPEN) return;
+    if (len > 0) {
+      if (c.vmFin) {
+        // Data after the VM's FIN: impossible from a sane peer.
+        this.counters.malformed++;
+        return;
+      }
+      this.#deliver(c, buf, off, len);
+    }
+    if (fin) {
+      c.rcvNxt = (c.rcvNxt + 1) >>> 0;
+      c.vmFin = true;
+      if (c.corked) c.corked = false; // end() uncorks
+      if (!c.sock.destroyed) c.sock.end();
+      this.#sendAck(c);
+      if (c.finAcked) this.#timeWait(c);
+      return;
+    }
+    if (trimmed) this.#sendAck(c);
+  }
+
+  #inTimeWait(c: Conn, buf: Uint8Array, ipOff: number, k1: number, k2: number): void {
+    const f = this.#flags;
+    if (f & RST) return;
+    if ((f & (SYN | ACK)) === SYN) {
+      // A new connection on the same four numbers: the old one is over.
+      this.#finish(c, SOCK_DESTROY);
+      this.#open(buf, ipOff, k1, k2);
+      return;
+    }
+    if (this.#plen > 0 || (f & FIN)) this.#sendAck(c);
+  }
+
+  /**
+   * The ACK field and window of a segment in OPEN. False when the segment must
+   * be dropped (it acknowledges what we never sent) or the session ended.
+   */
+  #onAck(c: Conn, seq: number): boolean {
+    const ack = this.#ack;
+    const acked = (ack - c.sndUna) | 0;
+    const outstanding = (c.sndMax - c.sndUna) | 0;
+    if (acked > outstanding) {
+      this.#sendAck(c);
+      return false;
+    }
+    if (acked < 0) return true; // an old ACK: the data in it may still be good
+    const wnd = this.#win << c.sndWs;
+    let wndChanged = false;
+    if (seqGt(seq, c.sndWl1) || (seq === c.sndWl1 && ((ack - c.sndWl2) | 0) >= 0)) {
+      wndChanged = wnd !== c.sndWnd;
+      c.sndWnd = wnd;
+      c.sndWl1 = seq;
+      c.sndWl2 = ack;
+    }
+    if (acked > 0) {
+      this.#newAck(c, ack, acked);
+      if (c.phase !== OPEN) return false;
+    }
+    if (c.sndWnd === 0 && c.sndNxt !== c.sndUna) {
+      // A shut window with our data beyond it: the VM dropped that data (it shrank
+      // its window, or it was lost). It goes again once the window opens; probe
+      // meanwhile. snd_max stays: an ACK for data the VM did keep remains valid.
+      c.sndNxt = c.sndUna;
+      c.rttOn = false;
+      c.inRecovery = false;
+      c.dupAcks = 0;
+      this.#disarm(c);
+      this.#updateTimer(c, this.#clock());
+      return true;
+    }
+    if (acked === 0 && c.sndNxt !== c.sndUna && !wndChanged && this.#plen === 0 && (this.#flags & FIN) === 0) {
+      // A duplicate ACK (RFC 5681 definition).
+      if (++c.dupAcks === 3 && !c.inRecovery) {
+        const flight = (c.sndMax - c.sndUna) | 0;
+        c.ssthresh = Math.max(flight >>> 1, 2 * c.mss);
+        c.cwnd = c.ssthresh;
+        c.inRecovery = true;
+        c.recover = c.sndMax;
+        this.counters.fastRetransmits++;
+        this.#retransmitHead(c);
+      }
+      return true;
+    }
+    if (wndChanged || acked > 0) this.#outputSoon(c);
+    return true;
+  }
+
+  /** `acked` (> 0) new bytes acknowledged. */
+  #newAck(c: Conn, ack: number, acked: number): void {
+    const now = this.#clock();
+    let data = acked;
+    if (data > c.q.bytes) {
+      // Our FIN is acknowledged too.
+      data = c.q.bytes;
+      c.finAcked = true;
+    }
+    if (data > 0) {
+      c.q.consume(data);
+      c.rxBytes += data;
+      this.counters.bytesToVm += data;
+    }
+    c.sndUna = ack;
+    if (seqGt(ack, c.sndNxt)) c.sndNxt = ack;
+    c.retx = 0;
+    c.dupAcks = 0;
+    if (c.rttOn && ((ack - c.rttSeq) | 0) >= 0) {
+      c.rttOn = false;
+      this.#rttSample(c, now - c.rttAt);
+    }
+    // Congestion window: slow start by bytes acked (RFC 3465 without the limit:
+    // this link's only congestion is a TAP backlog), then Reno's additive increase.
+    if (c.inRecovery) {
+      if (((ack - c.recover) | 0) >= 0) {
+        c.inRecovery = false;
+        c.cwnd = c.ssthresh;
+      } else {
+        this.#retransmitHead(c); // NewReno partial ACK: the next hole
+      }
+    } else if (c.cwnd < c.ssthresh) {
+      c.cwnd += acked;
+    } else {
+      c.cwnd += Math.max(1, Math.floor((c.mss * acked) / c.cwnd));
+    }
+    if (c.cwnd > 64 << 20) c.cwnd = 64 << 20;
+    // RFC 6298 5.3: restart the timer for what is still outstanding.
+    this.#disarm(c);
+    if (c.paused && c.q.bytes <= this.#sndCap(c) >>> 1) {
+      c.paused = false;
+      if (!c.sock.destroyed) c.sock.resume();
+    }
+    if (c.finAcked) {
+      if (c.vmFin) this.#timeWait(c);
+      return;
+    }
+    this.#updateTimer(c, now);
+  }
+
+  #rttSample(c: Conn, r: number): void {
+    if (r < 0) r = 0;
+    if (c.srtt < 0) {
+      c.srtt = r;
+      c.rttvar = r / 2;
+    } else {
+      c.rttvar = 0.75 * c.rttvar + 0.25 * Math.abs(c.srtt - r);
+      c.srtt = 0.875 * c.srtt + 0.125 * r;
+    }
+    const t = this.tuning;
+    c.rto = Math.min(t.rtoMaxMs, Math.max(t.rtoMinMs, c.srtt + Math.max(1, 4 * c.rttvar)));
+  }
+
+  /** In-order data to the host socket (copied: the VM's buffer is reused); the ACK follows at the end of the batch. */
+  #deliver(c: Conn, buf: Uint8Array, off: number, len: number): void {
+    const sock = c.sock;
+    c.rcvNxt = (c.rcvNxt + len) >>> 0;
+    c.txBytes += len;
+    this.counters.bytesToHost += len;
+    if (sock.destroyed || sock.writableEnded) return;
+    const b = Buffer.allocUnsafe(len);
+    b.set(buf.subarray(off, off + len));
+    if (!c.corked) {
+      sock.cork();
+      c.corked = true;
+    }
+    c.ackPending = true;
+    this.#queueFlush(c);
+    sock.write(b);
+  }
+
+  #queueFlush(c: Conn): void {
+    if (c.flushQueued) return;
+    c.flushQueued = true;
+    this.#flushList.push(c);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(this.#flush);
+    }
+  }
+
+  /**
+   * Data the VM's ACKs made room for goes at the end of the batch: once for all
+   * the batch's ACKs, and outside the router's handling of the VM's frame (a
+   * frame sent from inside it is copied by the bridge, which defers re-entrant
+   * frames). Its data frames carry the ACK the batch's data needs.
+   */
+  #outputSoon(c: Conn): void {
+    c.sendQueued = true;
+    this.#queueFlush(c);
+  }
+
+  /** End of a batch: data due, one writev per socket, one ACK per session with the window after it. */
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    const list = this.#flushList;
+    this.#flushList = this.#flushSpare;
+    for (let i = 0; i < list.length; i++) {
+      const c = list[i];
+      c.flushQueued = false;
+      if (c.phase === DEAD) continue;
+      if (c.sendQueued) {
+        c.sendQueued = false;
+        this.#output(c);
+      }
+      if (c.corked) {
+        c.corked = false;
+        if (!c.sock.destroyed) c.sock.uncork();
+      }
+      if (c.ackPending && c.phase === OPEN) this.#sendAck(c);
+    }
+    list.length = 0;
+    this.#flushSpare = list;
+  };
+
+  // ---- Host socket events ----
+
+  #attach(c: Conn): void {
+    const sock = c.sock;
+    sock.allowHalfOpen = true;
+    sock.on('data', (chunk: Buffer) => this.#onData(c, chunk));
+    sock.on('end', () => this.#onEnd(c));
+    sock.on('drain', () => this.#onDrain(c));
+    sock.on('error', (e: NodeJS.ErrnoException) => this.#onError(c, e));
+    sock.on('close', (hadError: boolean) => this.#onClose(c, hadError));
+  }
+
+  #onConnect(c: Conn): void {
+    if (c.phase !== CONNECTING) return;
+    c.outside = `${c.sock.localAddress ?? ''}:${c.sock.localPort ?? ''}`;
+    c.phase = SYN_RCVD;
+    c.sndNxt = (c.iss + 1) >>> 0;
+    c.sndMax = c.sndNxt;
+    this.#sendSyn(c);
+    this.#arm(c, T_RTO, this.#clock() + c.rto);
+  }
+
+  /** A read into c's blocks (onread); false pauses the socket. */
+  #onRead(c: Conn, n: number): boolean {
+    c.q.commit(n);
+    if (c.phase === DEAD || c.phase === TIME_WAIT) return true;
+    return this.#hostData(c);
+  }
+
+  /** A chunk from a socket without onread (port forwards): queued as it is. */
+  #onData(c: Conn, chunk: Buffer): void {
+    if (c.phase === DEAD || c.phase === TIME_WAIT) return;
+    c.q.append(chunk);
+    if (!this.#hostData(c)) c.sock.pause();
+  }
+
+  /** New data in c's queue; false when the socket must pause (the queue is over its cap). */
+  #hostData(c: Conn): boolean {
+    c.lastSeen = this.#clock();
+    // Sent at the end of this poll phase: the reads made together make full frames.
+    if (!c.outputQueued) {
+      c.outputQueued = true;
+      this.#outputList.push(c);
+      if (!this.#outputScheduled) {
+        this.#outputScheduled = true;
+        setImmediate(this.#flushOutput);
+      }
+    }
+    if (c.q.bytes <= this.#sndCap(c)) return true;
+    if (!c.paused) {
+      c.paused = true;
+      this.counters.pauses++;
+    }
+    return false;
+  }
+
+  readonly #flushOutput = (): void => {
+    this.#outputScheduled = false;
+    const list = this.#outputList;
+    this.#outputList = this.#outputSpare;
+    for (let i = 0; i < list.length; i++) {
+      const c = list[i];
+      c.outputQueued = false;
+      this.#output(c);
+    }
+    list.length = 0;
+    this.#outputSpare = list;
+  };
+
+  #onEnd(c: Conn): void {
+    if (c.phase === DEAD || c.hostEof) return;
+    c.hostEof = true;
+    if (!c.vmFin) c.closedFirst = true;
+    this.#output(c);
+  }
+
+  #onDrain(c: Conn): void {
+    if (c.phase !== OPEN || c.vmFin) return;
+    // Space reopened: announce it unless the VM already has at least half of it.
+    if (((c.rcvEdge - c.rcvNxt) | 0) < c.rcvMax >>> 1) this.#sendAck(c);
+  }
+
+  #onError(c: Conn, e: NodeJS.ErrnoException): void {
+    if (c.phase === DEAD) return;
+    if (c.phase === CONNECTING) {
+      this.#connectFailed(c, e.code ?? '');
+      return;
+    }
+    if (c.phase === TIME_WAIT) {
+      this.#finish(c, SOCK_DESTROY);
+      return;
+    }
+    if (c.phase === SYN_SENT) this.counters.forwardFailed++;
+    this.#abort(c, true, SOCK_DESTROY);
+  }
+
+  #onClose(c: Conn, hadError: boolean): void {
+    c.sockClosed = true;
+    if (c.phase === DEAD || c.phase === TIME_WAIT || hadError) return;
+    if (c.phase === CONNECTING) {
+      this.#connectFailed(c, 'ECONNABORTED');
+      return;
+    }
+    // Closed under us before both directions finished: the VM must not wait for it.
+    if (!(c.hostEof && c.vmFin)) {
+      if (c.phase === SYN_SENT) this.counters.forwardFailed++;
+      this.#abort(c, true, SOCK_NONE);
+    }
+  }
+
+  /** ECONNREFUSED: a RST, as the remote's own would be; anything else: ICMP unreachable. */
+  #connectFailed(c: Conn, code: string): void {
+    const ctr = this.counters;
+    ctr.connectFailed++;
+    if (code === 'ECONNREFUSED') {
+      this.#ctl(c.ip, c.port, c.vmIp, c.vmPort, 0, c.rcvNxt, RST | ACK);
+    } else {
+      if (c.quote !== undefined) this.#icmpUnreach(c.vmIp, c.ip, code === 'ENETUNREACH' ? 0 : 1, c.quote);
+      this.#onEvent?.({
+        event: 'tcp_connect_failed', inside: `${formatIp4(c.vmIp)}:${c.vmPort}`, remote: `${formatIp4(c.ip)}:${c.port}`, error: code,
+      });
+    }
+    this.#finish(c, SOCK_DESTROY);
+  }
+
+  /** The most host data we queue for this session before pausing the socket. */
+  #sndCap(c: Conn): number {
+    const t = this.tuning;
+    const w = c.sndWnd;
+    return w < t.sndCapMin ? t.sndCapMin : w > t.sndCapMax ? t.sndCapMax : w;
+  }
+
+  // ---- Sending to the VM ----
+
+  /** Sends what the VM's window and the congestion window allow; FIN after the last byte. */
+  #output(c: Conn): void {
+    if (c.phase !== OPEN) return;
+    let now = -1;
+    for (;;) {
+      const flight = (c.sndNxt - c.sndUna) | 0;
+      const qb = c.q.bytes;
+      if (flight > qb) break; // our FIN is out
+      const avail = qb - flight;
+      const usable = (c.sndWnd < c.cwnd ? c.sndWnd : c.cwnd) - flight;
+      if (avail === 0) {
+        // The FIN takes one byte of window, as in Linux (which drops a FIN at a zero window).
+        if (c.hostEof && !c.finAcked && usable >= 1) {
+          const seq = c.sndNxt;
+          c.sndNxt = (seq + 1) >>> 0;
+          if (seqGt(c.sndNxt, c.sndMax)) c.sndMax = c.sndNxt;
+          this.#seg(c, FIN | ACK, seq, 0, 0);
+        }
+        break;
+      }
+      if (usable <= 0) break;
+      let len = avail < usable ? avail : usable;
+      const max = this.#gso ? c.gsoMax : c.mss;
+      if (len > max) len = max;
+      // A frame goes from the block its data is in: one that would run into the next
+      // block ends with this one, or, if less than an MSS is left in it, is a copy of
+      // one MSS across the two (rare: blocks end at MSS multiples). Frames from
+      // 'data' chunks are copies anyway, across chunks as they come.
+      const contig = c.q.seek(flight);
+      if (contig < len && c.q.curBlock.pooled) len = contig >= c.mss ? contig : Math.min(len, c.mss);
+      // Sender-side silly window avoidance: a runt only when nothing is in flight to bring a bigger window.
+      if (len < c.mss && len < avail && flight > 0) break;
+      let flags = ACK;
+      if (len === avail) {
+        flags |= PSH;
+        if (c.hostEof && len <= c.mss && len < usable) flags |= FIN;
+      }
+      const seq = c.sndNxt;
+      if (seq === c.sndMax && !c.rttOn) {
+        if (now < 0) now = this.#clock();
+        c.rttOn = true;
+        c.rttSeq = (seq + len) >>> 0;
+        c.rttAt = now;
+      }
+      c.sndNxt = (seq + len + (flags & FIN)) >>> 0;
+      if (seqGt(c.sndNxt, c.sndMax)) c.sndMax = c.sndNxt;
+      this.#seg(c, flags, seq, flight, len);
+      if (flags & FIN) break;
+    }
+    this.#updateTimer(c, now < 0 ? this.#clock() : now);
+  }
+
+  /** RTO while anything is in flight, the persist timer while a zero window holds data back. */
+  #updateTimer(c: Conn, now: number): void {
+    if (c.phase !== OPEN) return;
+    if (c.sndNxt !== c.sndUna) {
+      if (c.kind !== T_RTO) this.#arm(c, T_RTO, now + c.rto);
+    } else if (c.q.bytes > 0 || (c.hostEof && !c.finAcked)) {
+      if (c.kind !== T_PERSIST) {
+        c.persistMs = c.rto;
+        this.#arm(c, T_PERSIST, now + c.persistMs);
+      }
+    } else if (c.kind !== T_NONE) {
+      this.#disarm(c);
+    }
+  }
+
+  /** One segment again from snd_una (fast retransmit, NewReno partial ACK). */
+  #retransmitHead(c: Conn): void {
+    const qb = c.q.bytes;
+    const len = qb < c.mss ? qb : c.mss;
+    let flags = ACK;
+    if (len === qb) {
+      flags |= PSH;
+      if (c.hostEof && (c.sndMax - c.sndUna) >>> 0 === qb + 1) flags |= FIN;
+    }
+    if (len === 0 && (flags & FIN) === 0) return;
+    c.rttOn = false;
+    this.counters.retransmits++;
+    this.#seg(c, flags, c.sndUna, 0, len);
+  }
+
+  #sendAck(c: Conn): void {
+    this.#seg(c, ACK, c.sndNxt, 0, 0);
+  }
+
+  /** SYN (port forward) or SYN-ACK, with our MSS and, when it applies, window scale. */
+  #sendSyn(c: Conn): void {
+    this.#seg(c, c.out ? SYN | ACK : SYN, c.iss, 0, 0);
+  }
+
+  #sendRst(c: Conn): void {
+    if (c.phase === SYN_SENT) this.#ctl(c.ip, c.port, c.vmIp, c.vmPort, c.sndNxt, 0, RST);
+    else this.#ctl(c.ip, c.port, c.vmIp, c.vmPort, c.sndNxt, c.rcvNxt, RST | ACK);
+  }
+
+  /** Our receive window field for c (scaled), never moving the right edge left. */
+  #window(c: Conn): number {
+    const ws = c.rcvWs;
+    let avail = c.rcvMax - c.sock.writableLength;
+    if (avail < 0) avail = 0;
+    let f = avail >>> ws;
+    if (f > 65535) f = 65535;
+    const open = (c.rcvEdge - c.rcvNxt) | 0;
+    if (open > 0 && f << ws < open) {
+      f = (open + (1 << ws) - 1) >>> ws;
+      if (f > 65535) f = 65535;
+    }
+    const edge = (c.rcvNxt + (f << ws)) >>> 0;
+    if (seqGt(edge, c.rcvEdge)) c.rcvEdge = edge;
+    return f;
+  }
+
+  /**
+   * Builds and sends one segment of session c: payload = queue bytes [qpos,
+   * qpos+len). Data frames go as GSO/checksum-partial with `gso`, else complete.
+   * A payload within one block is sent from the block, the headers written in
+   * front of it (and the bytes they cover put back after toVm, which consumes the
+   * frame synchronously); one that spans blocks is copied.
+   */
+  #seg(c: Conn, flags: number, seq: number, qpos: number, len: number): void {
+    if (len > 0) {
+      const q = c.q;
+      const contig = q.seek(qpos);
+      const blk = q.curBlock;
+      if (contig >= len && blk.pooled) {
+        const p = BLOCK_HDR + q.curOff;
+        if (p === BLOCK_HDR) {
+          this.#dataSeg(c, flags, seq, blk.buf, p - 40, len);
+          return;
+        }
+        // Inside the block: the headers go over the data before p, kept aside meanwhile.
+        const b = blk.buf;
+        const save = this.#save;
+        const from = p - BLOCK_HDR;
+        for (let i = 0; i < BLOCK_HDR; i++) save[i] = b[from + i];
+        try {
+          this.#dataSeg(c, flags, seq, b, p - 40, len);
+        } finally {
+          for (let i = 0; i < BLOCK_HDR; i++) b[from + i] = save[i];
+        }
+        return;
+      }
+      q.copy(qpos, len, this.#out, IP_OFF + 40);
+      this.counters.framesCopied++;
+      this.#dataSeg(c, flags, seq, this.#out, IP_OFF, len);
+      return;
+    }
+    const b = this.#out;
+    const th = IP_OFF + 20;
+    let thl = 20;
+    let win: number;
+    if (flags & SYN) {
+      // MSS, then window scale: offered in our SYN, answered in our SYN-ACK only if the VM offered it.
+      b[th + 20] = 2;
+      b[th + 21] = 4;
+      write16(b, th + 22, this.#mss);
+      thl = 24;
+      if (!c.out || c.vmWs >= 0) {
+        b[th + 24] = 1;
+        b[th + 25] = 3;
+        b[th + 26] = 3;
+        b[th + 27] = this.tuning.wscale;
+        thl = 28;
+      }
+      win = Math.min(65535, this.tuning.rcvLimit);
+      if (c.out) c.rcvEdge = (c.rcvNxt + win) >>> 0;
+    } else {
+      win = this.#window(c);
+    }
+    this.#tcpHeader(c, b, th, thl, flags, seq, win);
+    this.#emitTcp(b, IP_OFF, c.ip, c.vmIp, thl, 0, 0);
+  }
+
+  /** A data segment whose payload is already at b[ip+40, ip+40+len). */
+  #dataSeg(c: Conn, flags: number, seq: number, b: Buffer, ip: number, len: number): void {
+    this.#tcpHeader(c, b, ip + 20, 20, flags, seq, this.#window(c));
+    this.#emitTcp(b, ip, c.ip, c.vmIp, 20, len, this.#gso ? c.mss : 0);
+  }
+
+  #tcpHeader(c: Conn, b: Buffer, th: number, thl: number, flags: number, seq: number, win: number): void {
+    write16(b, th, c.port);
+    write16(b, th + 2, c.vmPort);
+    write32(b, th + 4, seq);
+    write32(b, th + 8, flags & ACK ? c.rcvNxt : 0);
+    b[th + 12] = (thl >>> 2) << 4;
+    b[th + 13] = flags;
+    write16(b, th + 14, win);
+    b[th + 16] = 0;
+    b[th + 17] = 0;
+    b[th + 18] = 0;
+    b[th + 19] = 0;
+    c.ackPending = false;
+  }
+
+  /** A control segment outside any session state (RSTs). */
+  #ctl(src: number, sport: number, dst: number, dport: number, seq: number, ack: number, flags: number): void {
+    const b = this.#out;
+    const th = IP_OFF + 20;
+    write16(b, th, sport);
+    write16(b, th + 2, dport);
+    write32(b, th + 4, seq);
+    write32(b, th + 8, ack);
+    b[th + 12] = 5 << 4;
+    b[th + 13] = flags;
+    write16(b, th + 14, 0);
+    write32(b, th + 16, 0);
+    if (flags & RST) this.counters.rstSent++;
+    this.#emitTcp(b, IP_OFF, src, dst, 20, 0, 0);
+  }
+
+  /** RFC 793 reset for a segment that belongs to nothing (the one in #fields). */
+  #rstReply(): void {
+    const f = this.#flags;
+    if (f & ACK) {
+      this.#ctl(this.#dst, this.#dport, this.#src, this.#sport, this.#ack, 0, RST);
+    } else {
+      const ack = (this.#seq + this.#plen + (f & SYN ? 1 : 0) + (f & FIN)) >>> 0;
+      this.#ctl(this.#dst, this.#dport, this.#src, this.#sport, 0, ack, RST | ACK);
+    }
+  }
+
+  /**
+   * IPv4 header and checksums for the TCP segment already at b[ip+20] (thl header
+   * bytes, len payload bytes), then toVm. gsoMss > 0: checksum-partial with a
+   * virtio_net_hdr (GSO TCPv4 when the payload exceeds one segment) in the
+   * HOST_HEADROOM before ip.
+   */
+  #emitTcp(b: Buffer, ip: number, src: number, dst: number, thl: number, len: number, gsoMss: number): void {
+    const th = ip + 20;
+    const tl = thl + len;
+    const total = 20 + tl;
+    b[ip] = 0x45;
+    b[ip + 1] = 0;
+    write16(b, ip + 2, total);
+    write16(b, ip + 4, this.#ipId);
+    this.#ipId = (this.#ipId + 1) & 0xffff;
+    b[ip + 6] = 0x40; // DF
+    b[ip + 7] = 0;
+    b[ip + 8] = 64;
+    b[ip + 9] = 6;
+    b[ip + 10] = 0;
+    b[ip + 11] = 0;
+    write32(b, ip + 12, src);
+    write32(b, ip + 16, dst);
+    write16(b, ip + 10, ~fold(sum16(b, ip, 20)) & 0xffff);
+    const pseudo = pseudoSum(src, dst, 6, tl);
+    this.counters.framesToVm++;
+    if (gsoMss > 0) {
+      // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not complemented.
+      write16(b, th + 16, fold(pseudo));
+      const v = ip - HOST_HEADROOM;
+      const gso = len > gsoMss;
+      const hdrLen = ETH_HLEN + 20 + thl;
+      b[v] = 1; // VIRTIO_NET_HDR_F_NEEDS_CSUM
+      b[v + 1] = gso ? 1 : 0; // VIRTIO_NET_HDR_GSO_TCPV4 / NONE
+      b[v + 2] = hdrLen & 0xff;
+      b[v + 3] = hdrLen >>> 8;
+      b[v + 4] = gso ? gsoMss & 0xff : 0;
+      b[v + 5] = gso ? gsoMss >>> 8 : 0;
+      b[v + 6] = ETH_HLEN + 20; // csum_start
+      b[v + 7] = 0;
+      b[v + 8] = 16; // csum_offset
+      b[v + 9] = 0;
+      this.#toVm(b, ip, total, true);
+    } else {
+      write16(b, th + 16, ~onesSum(b, th, tl, pseudo) & 0xffff);
+      this.#toVm(b, ip, total, false);
+    }
+  }
+
+  /** ICMP destination unreachable from `from` to the VM, quoting its SYN. */
+  #icmpUnreach(vmIp: number, from: number, code: number, quote: Buffer): void {
+    const b = this.#out;
+    const ip = IP_OFF;
+    const ic = ip + 20;
+    const n = 8 + quote.length;
+    b[ic] = 3;
+    b[ic + 1] = code;
+    write16(b, ic + 2, 0);
+    write32(b, ic + 4, 0);
+    quote.copy(b, ic + 8);
+    write16(b, ic + 2, ~fold(sum16(b, ic, n)) & 0xffff);
+    b[ip] = 0x45;
+    b[ip + 1] = 0;
+    write16(b, ip + 2, 20 + n);
+    write16(b, ip + 4, this.#ipId);
+    this.#ipId = (this.#ipId + 1) & 0xffff;
+    write16(b, ip + 6, 0);
+    b[ip + 8] = 64;
+    b[ip + 9] = 1;
+    write16(b, ip + 10, 0);
+    write32(b, ip + 12, from);
+    write32(b, ip + 16, vmIp);
+    write16(b, ip + 10, ~fold(sum16(b, ip, 20)) & 0xffff);
+    this.counters.icmpSent++;
+    this.counters.framesToVm++;
+    this.#toVm(b, ip, 20 + n, false);
+  }
+
+  // ---- Timers ----
+
+  #arm(c: Conn, kind: number, at: number): void {
+    c.kind = kind;
+    c.deadline = at;
+    if (c.timer !== undefined) {
+      if (at >= c.timerDue) return; // fires early, re-arms for the rest
+      clearTimeout(c.timer);
+    }
+    c.timerDue = at;
+    c.timer = setTimeout(c.onTimer, Math.max(1, at - this.#clock()));
+    c.timer.unref();
+  }
+
+  #disarm(c: Conn): void {
+    c.kind = T_NONE;
+    c.deadline = 0;
+  }
+
+  #onTimer(c: Conn): void {
+    c.timer = undefined;
+    if (c.phase === DEAD || c.kind === T_NONE) return;
+    const now = this.#clock();
+    // Due when the clock says so, or when this timer was armed for this very deadline.
+    if (c.deadline > now && c.deadline > c.timerDue) {
+      c.timerDue = c.deadline;
+      c.timer = setTimeout(c.onTimer, Math.max(1, c.deadline - now));
+      c.timer.unref();
+      return;
+    }
+    const kind = c.kind;
+    this.#disarm(c);
+    if (kind === T_RTO) this.#onRto(c, now);
+    else this.#onPersist(c, now);
+  }
+
+  #onRto(c: Conn, now: number): void {
+    const t = this.tuning;
+    if (c.phase === SYN_SENT || c.phase === SYN_RCVD) {
+      if (++c.retx > t.maxSynRetransmits) {
+        if (c.phase === SYN_SENT) this.counters.forwardFailed++;
+        this.counters.timeouts++;
+        this.#abort(c, true, SOCK_RESET);
+        return;
+      }
+      c.rto = Math.min(c.rto * 2, t.rtoMaxMs);
+      this.counters.retransmits++;
+      this.#sendSyn(c);
+      this.#arm(c, T_RTO, now + c.rto);
+      return;
+    }
+    if (c.phase !== OPEN || c.sndMax === c.sndUna) return;
+    if (c.sndWnd === 0) {
+      // Nothing fits a shut window: probe it instead (no give-up while the VM answers).
+      c.sndNxt = c.sndUna;
+      c.rttOn = false;
+      this.#updateTimer(c, now);
+      return;
+    }
+    if (++c.retx > t.maxRetransmits) {
+      this.counters.timeouts++;
+      this.#onEvent?.({
+        event: 'tcp_give_up', inside: `${formatIp4(c.vmIp)}:${c.vmPort}`, remote: `${formatIp4(c.ip)}:${c.port}`, retransmits: c.retx - 1,
+      });
+      this.#abort(c, true, SOCK_RESET);
+      return;
+    }
+    // Go-back-N from snd_una, with the congestion window back to a loss window.
+    const flight = (c.sndMax - c.sndUna) | 0;
+    c.rto = Math.min(c.rto * 2, t.rtoMaxMs);
+    c.ssthresh = Math.max(flight >>> 1, 2 * c.mss);
+    c.cwnd = 2 * c.mss;
+    c.inRecovery = false;
+    c.dupAcks = 0;
+    c.rttOn = false;
+    c.sndNxt = c.sndUna;
+    this.counters.retransmits++;
+    this.#output(c);
+  }
+
+  /** Zero window: an ACK one byte left of snd_una makes the VM say its window. */
+  #onPersist(c: Conn, now: number): void {
+    if (c.phase !== OPEN) return;
+    if (c.sndWnd > 0) {
+      this.#output(c);
+      return;
+    }
+    if (c.q.bytes === 0 && !(c.hostEof && !c.finAcked)) return;
+    this.counters.windowProbes++;
+    this.#seg(c, ACK, (c.sndUna - 1) >>> 0, 0, 0);
+    c.persistMs = Math.min(c.persistMs * 2, this.tuning.rtoMaxMs);
+    this.#arm(c, T_PERSIST, now + c.persistMs);
+  }
+
+  // ---- Sessions ----
+
+  #newIsn(): number {
+    if (this.#isnNext >= this.#isn.length) {
+      randomFillSync(this.#isn);
+      this.#isnNext = 0;
+    }
+    return this.#isn[this.#isnNext++];
+  }
+
+  #insert(c: Conn): void {
+    let inner = this.#table.get(c.k1);
+    if (inner === undefined) {
+      inner = new Map();
+      this.#table.set(c.k1, inner);
+    }
+    inner.set(c.k2, c);
+    c.onTimer = () => this.#onTimer(c);
+    this.counters.opened++;
+    this.counters.active++;
+  }
+
+  #timeWait(c: Conn): void {
+    c.phase = TIME_WAIT;
+    c.since = this.#clock();
+    c.q.clear();
+    this.#disarm(c);
+  }
+
+  /** Ends c with a RST to the VM (rstVm) and the host socket destroyed or reset. */
+  #abort(c: Conn, rstVm: boolean, sock: number): void {
+    if (c.phase === DEAD) return;
+    if (rstVm && c.phase !== CONNECTING && c.phase !== TIME_WAIT) this.#sendRst(c);
+    this.counters.resets++;
+    this.#finish(c, sock);
+  }
+
+  /** Out of the table: timer, socket, budget (exactly once). */
+  #finish(c: Conn, sock: number): void {
+    if (c.phase === DEAD) return;
+    c.phase = DEAD;
+    c.kind = T_NONE;
+    if (c.timer !== undefined) {
+      clearTimeout(c.timer);
+      c.timer = undefined;
+    }
+    const inner = this.#table.get(c.k1);
+    if (inner !== undefined && inner.get(c.k2) === c) {
+      inner.delete(c.k2);
+      if (inner.size === 0) this.#table.delete(c.k1);
+    }
+    if (this.#last === c) {
+      this.#last = undefined;
+      this.#lastK1 = -1;
+      this.#lastK2 = -1;
+    }
+    c.quote = undefined;
+    if (!c.released) {
+      c.released = true;
+      this.#budget.release(c.vmIp);
+      this.counters.active--;
+    }
+    const s = c.sock;
+    if (sock === SOCK_RESET) resetSocket(s);
+    else if (sock !== SOCK_NONE && !s.destroyed) s.destroy();
+    // After the socket: a destroyed socket reads no more into the blocks given back.
+    c.q.clear();
+  }
+
+  accept(sock: net.Socket, vmIp: number, vmPort: number, remoteIp: number, remotePort: number): void {
+    const ctr = this.counters;
+    ctr.forwarded++;
+    const k1 = vmIp * 65536 + vmPort;
+    const k2 = remoteIp * 65536 + remotePort;
+    const old = this.#table.get(k1)?.get(k2);
+    if (old !== undefined && old.phase === TIME_WAIT) this.#finish(old, SOCK_DESTROY);
+    if (this.#closed || sock.destroyed || vmPort <= 0 || remotePort <= 0 || this.#table.get(k1)?.has(k2)) {
+      ctr.forwardFailed++;
+      resetSocket(sock);
+      return;
+    }
+    if (!this.#budget.take(vmIp)) {
+      ctr.refused++;
+      resetSocket(sock); // the client sees a refusal, not an empty reply
+      return;
+    }
+    sock.pause();
+    const q = new SendQueue(this.#pool, this.#mss);
+    const c = new Conn(false, vmIp, vmPort, remoteIp, remotePort, k1, k2, sock, q, this.#newIsn(), this.#clock(), this.tuning.rtoInitMs);
+    c.phase = SYN_SENT;
+    c.outside = `${sock.localAddress ?? ''}:${sock.localPort ?? ''}`;
+    c.sndNxt = (c.iss + 1) >>> 0;
+    c.sndMax = c.sndNxt;
+    this.#insert(c);
+    this.#attach(c);
+    this.#sendSyn(c);
+    this.#arm(c, T_RTO, this.#clock() + c.rto);
+  }
+
+  sessions(now: number): HostSession[] {
+    const list: HostSession[] = [];
+    for (const inner of this.#table.values()) {
+      for (const c of inner.values()) {
+        list.push({
+          proto: 'tcp',
+          direction: c.out ? 'out' : 'in',
+          inside: `${formatIp4(c.vmIp)}:${c.vmPort}`,
+          remote: `${formatIp4(c.ip)}:${c.port}`,
+          outside: c.outside,
+          state: c.stateName(),
+          idleMs: Math.max(0, now - c.lastSeen),
+          txBytes: c.txBytes,
+          rxBytes: c.rxBytes,
+        });
+      }
+    }
+    return list;
+  }
+
+  tick(now: number): void {
+    this.#pool.trim();
+    const t = this.tuning;
+    for (const inner of this.#table.values()) {
+      for (const c of inner.values()) {
+        const idle = now - c.lastSeen;
+        switch (c.phase) {
+          case CONNECTING:
+            // The kernel would try for 2 minutes; the VM gave up long before.
+            if (now - c.created > t.idleSynMs) this.#connectFailed(c, 'ETIMEDOUT');
+            break;
+          case SYN_SENT:
+          case SYN_RCVD:
+            if (now - c.created > t.idleSynMs) {
+              this.counters.expired++;
+              this.#abort(c, true, SOCK_RESET);
+            }
+            break;
+          case OPEN:
+            if (idle > (c.vmFin || c.hostEof ? t.idleClosingMs : t.idleEstablishedMs)) {
+              this.counters.expired++;
+              this.#abort(c, true, SOCK_RESET);
+            }
+            break;
+          case TIME_WAIT: {
+            const age = now - c.since;
+            if (((c.sockClosed || c.sock.destroyed) && age >= t.lingerMs) || age > t.idleClosingMs) this.#finish(c, SOCK_DESTROY);
+            break;
+          }
+          default:
+            break;
+        }
+      }
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const inner of [...this.#table.values()]) {
+      for (const c of [...inner.values()]) this.#finish(c, SOCK_DESTROY);
+    }
+    this.#table.clear();
+  }
+}

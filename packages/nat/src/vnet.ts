@@ -1,0 +1,107 @@
+/*
+ * Frames that reach the router with a virtio_net_hdr (see port.ts in
+ * @vswitch/switch): GSO super-frames of up to 64 KB and checksum-partial frames,
+ * from VMs' TAPs through the bridge and from the uplink's packet socket. The
+ * router translates their headers once and lets them travel on whole with the
+ * header; the device (a TAP, a veth), the kernel or the segmenter (gso.c) makes
+ * the wire frames and completes the L4 checksum later.
+ *
+ * The header is at buf[frameOff-VNET_HDR_LEN, frameOff), little-endian fields:
+ * flags (bit 0 NEEDS_CSUM), gso_type, hdr_len, gso_size, csum_start, csum_offset
+ * (both from the first byte of the Ethernet header).
+ *
+ * What the router forwards with its header is one shape only, checked here: IPv4
+ * TCP or UDP with NEEDS_CSUM, csum_start at the L4 header and csum_offset at its
+ * checksum field (what Linux produces), GSO type absent or matching the protocol
+ * (TCPV4, UDP_L4). NAPT can then update the field as a partial sum (napt/
+ * translate.ts). A frame that is not partial, or partial elsewhere (an odd
+ * csum_start, ICMP), is completed here in JS and goes on as a complete one; a GSO
+ * frame of any other shape is dropped (a guest's broken header: nothing the router
+ * could segment correctly).
+ */
+import { ETH_HLEN, IPPROTO, VNET_HDR_LEN, checksum, write16 } from '@vswitch/switch';
+
+export const VNET_F_NEEDS_CSUM = 1;
+const GSO_TCPV4 = 1;
+const GSO_UDP_L4 = 5;
+const GSO_ECN = 0x80;
+
+/** vnetPrepare: forward without the header (it asked for nothing, or the checksum was completed here). */
+export const VNET_COMPLETE = 0;
+/** vnetPrepare: forward with the header; the L4 checksum is partial at its standard place. */
+export const VNET_PARTIAL = 1;
+/** vnetPrepare: drop (a GSO frame the router cannot forward correctly). */
+export const VNET_DROP = -1;
+
+const le16 = (b: Uint8Array, o: number): number => b[o] | (b[o + 1] << 8);
+
+/** The header at buf[h, h+VNET_HDR_LEN) asks for work: a partial checksum or GSO. */
+export function vnetWork(buf: Uint8Array, h: number): boolean {
+  return ((buf[h] & VNET_F_NEEDS_CSUM) | buf[h + 1]) !== 0;
+}
+
+/** The header asks for GSO (segmentation). */
+export function vnetGso(buf: Uint8Array, h: number): boolean {
+  return buf[h + 1] !== 0;
+}
+
+/**
+ * Completes the partial checksum of the frame buf[frameOff, frameOff+len) as a
+ * device would (sum from csum_start to the end, complemented, 0 sent as 0xffff) and
+ * clears NEEDS_CSUM. For a frame without GSO; `len` should end at the IPv4 Total
+ * Length (no Ethernet padding). False if the header's offsets do not fit the frame.
+ */
+export function vnetComplete(buf: Uint8Array, frameOff: number, len: number): boolean {
+  const h = frameOff - VNET_HDR_LEN;
+  if ((buf[h] & VNET_F_NEEDS_CSUM) === 0) return true;
+  const start = le16(buf, h + 6);
+  const at = le16(buf, h + 8);
+  if (start >= len || at + 2 > len - start) return false;
+  const c = checksum(buf, frameOff + start, len - start);
+  write16(buf, frameOff + start + at, c === 0 ? 0xffff : c);
+  buf[h] &= ~VNET_F_NEEDS_CSUM;
+  return true;
+}
+
+/**
+ * Decides how the IPv4 packet buf[ipOff, ipOff+ipLen) (passed checkIpv4; its
+ * Ethernet header at ipOff-ETH_HLEN, untagged, and its virtio_net_hdr before that)
+ * is forwarded: VNET_COMPLETE, VNET_PARTIAL or VNET_DROP (see the header comment).
+ * May complete the checksum in place.
+ */
+export function vnetPrepare(buf: Uint8Array, ipOff: number, ipLen: number): number {
+  const frameOff = ipOff - ETH_HLEN;
+  const h = frameOff - VNET_HDR_LEN;
+  const flags = buf[h];
+  const gsoType = buf[h + 1];
+  if ((flags & VNET_F_NEEDS_CSUM) === 0 && gsoType === 0) return VNET_COMPLETE;
+  const proto = buf[ipOff + 9];
+  const l4 = ETH_HLEN + (buf[ipOff] & 0x0f) * 4;
+  const standard = (flags & VNET_F_NEEDS_CSUM) !== 0 && le16(buf, h + 6) === l4 &&
+    ((proto === IPPROTO.TCP && le16(buf, h + 8) === 16) || (proto === IPPROTO.UDP && le16(buf, h + 8) === 6));
+  if (gsoType !== 0) {
+    const gso = gsoType & ~GSO_ECN;
+    if (!standard) return VNET_DROP;
+    return (gso === GSO_TCPV4 && proto === IPPROTO.TCP) || (gso === GSO_UDP_L4 && proto === IPPROTO.UDP) ? VNET_PARTIAL : VNET_DROP;
+  }
+  if (standard) return VNET_PARTIAL;
+  return vnetComplete(buf, frameOff, ETH_HLEN + ipLen) ? VNET_COMPLETE : VNET_DROP;
+}
+
+/**
+ * A copy of the frame buf[frameOff, frameOff+len) to hold while its next hop
+ * resolves: VNET_HDR_LEN bytes of header, then the frame. With `vnet` the frame's
+ * own header (at frameOff-VNET_HDR_LEN) comes along, so a GSO super-frame is held
+ * as one and released whole; otherwise the header is zeros (a complete frame).
+ * The ARP cache bounds what is held (arp-cache.ts: frames per address, bytes in all).
+ */
+export function holdCopy(buf: Uint8Array, frameOff: number, len: number, vnet: boolean): Buffer {
+  const copy = Buffer.allocUnsafe(VNET_HDR_LEN + len);
+  if (vnet) {
+    copy.set(buf.subarray(frameOff - VNET_HDR_LEN, frameOff + len));
+  } else {
+    copy.fill(0, 0, VNET_HDR_LEN);
+    copy.set(buf.subarray(frameOff, frameOff + len), VNET_HDR_LEN);
+  }
+  return copy;
+}
