@@ -14,10 +14,20 @@
  *   before the next read, so one arena serves every handle and idle ports cost no
  *   receive memory.
  * - libuv polls level-triggered: we drain until EAGAIN (or the ring is full) and
- *   simply get called again next loop turn for whatever is left.
- * - napi_make_callback needs an object receiver (the global); a throwing callback
- *   is routed to napi_fatal_exception so it surfaces as 'uncaughtException'
- *   instead of leaving an exception pending that makes every later N-API call fail.
+ *   simply get called again next loop turn for whatever is left. The handles a
+ *   batch wrote to are read right after it (follow-up reads, on_poll), because a
+ *   write runs the receiving stack and its reply is usually queued already.
+ * - JS is called with napi_call_function in a handle scope, not napi_make_callback:
+ *   no async context (async_hooks) and no tick/microtask checkpoint per batch. Ticks
+ *   and microtasks a batch queues run at the end of the loop turn's poll phase, when
+ *   Node's check phase closes its own callback scope (before setImmediate callbacks).
+ *   On a wakeup from idle, make_callback's extra work cost 4-18 us per ping (cold
+ *   caches).
+ *   A throwing callback is routed to napi_fatal_exception so it surfaces as
+ *   'uncaughtException' instead of leaving an exception pending that makes every
+ *   later N-API call fail.
+ * - The batch's read time is left in the ring (ring().time), so JS gets it without a
+ *   call: performance.now() is a native call and an allocation per batch.
  * No allocation happens on the read or write path.
  */
 #include "netdev.h"
@@ -27,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <net/if.h>
 
@@ -50,7 +61,6 @@ typedef struct nd_handle {
   uint32_t gen;     /* bumped by start/stop/close, so on_poll notices JS changing its mind */
   int deferred;     /* errno to report from the deferred-error timer (dead packet socket) */
   napi_ref cb;
-  napi_async_context actx;
 } nd_handle;
 
 struct nd_state {
@@ -63,6 +73,7 @@ struct nd_state {
   uint8_t *arena;
   size_t arena_start; /* first 64-byte-aligned offset */
   int32_t *offs, *lens;
+  double *time; /* ring().time[0]: when the current batch was read (CLOCK_MONOTONIC ms) */
   nd_gso gso;
   /* The transmit scratch area (`segment`), and its own segmentation state. */
   napi_ref tx_ref;
@@ -70,6 +81,10 @@ struct nd_state {
   int32_t *tx_offs, *tx_lens;
   nd_gso tx_gso;
   nd_stats stats;
+  /* Follow-up reads (see on_poll): the handles written during a batch's callback. */
+  nd_handle *cur;   /* the handle whose batch callback is running, NULL outside one */
+  int wrote[ND_FOLLOW_MAX];
+  int nwrote;       /* -1: more than ND_FOLLOW_MAX handles written (a flood): no follow-ups */
   uv_timer_t deferred_timer;
   bool timer_inited;
   /* Teardown. */
@@ -183,16 +198,25 @@ static nd_handle *arg_handle(napi_env env, nd_state *st, napi_value v) {
   return NULL;
 }
 
+/* CLOCK_MONOTONIC in milliseconds (the clock of uv_hrtime, performance.now()). */
+static double monotonic_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 /* ---------- ring ---------- */
 
 /*
  * {arena, offs, lens}: a Buffer and two Int32Arrays of `frames` entries, frozen and
  * held by a strong reference for the life of the environment, since the native side
  * keeps raw pointers into them. Used for the receive ring and the transmit scratch.
+ * With time_p, also `time`: a Float64Array of one element (the receive ring's batch
+ * time).
  */
 static napi_value make_frame_area(napi_env env, size_t bytes, size_t frames, napi_ref *ref,
-                                  void **arena_p, void **offs_p, void **lens_p) {
-  napi_value obj, arena, ab_o, ab_l, offs, lens;
+                                  void **arena_p, void **offs_p, void **lens_p, void **time_p) {
+  napi_value obj, arena, ab_o, ab_l, offs, lens, ab_t, time;
   CHECK(napi_create_buffer(env, bytes, arena_p, &arena));
   CHECK(napi_create_arraybuffer(env, frames * sizeof(int32_t), offs_p, &ab_o));
   CHECK(napi_create_arraybuffer(env, frames * sizeof(int32_t), lens_p, &ab_l));
@@ -202,6 +226,11 @@ static napi_value make_frame_area(napi_env env, size_t bytes, size_t frames, nap
   CHECK(napi_set_named_property(env, obj, "arena", arena));
   CHECK(napi_set_named_property(env, obj, "offs", offs));
   CHECK(napi_set_named_property(env, obj, "lens", lens));
+  if (time_p) {
+    CHECK(napi_create_arraybuffer(env, sizeof(double), time_p, &ab_t));
+    CHECK(napi_create_typedarray(env, napi_float64_array, 1, ab_t, 0, &time));
+    CHECK(napi_set_named_property(env, obj, "time", time));
+  }
   CHECK(napi_object_freeze(env, obj));
   CHECK(napi_create_reference(env, obj, 1, ref));
   return obj;
@@ -209,22 +238,29 @@ static napi_value make_frame_area(napi_env env, size_t bytes, size_t frames, nap
 
 static napi_value make_ring(napi_env env, nd_state *st) {
   napi_value obj;
-  void *a, *po, *pl;
+  void *a, *po, *pl, *pt;
   if (st->ring_ref) {
     CHECK(napi_get_reference_value(env, st->ring_ref, &obj));
     return obj;
   }
-  obj = make_frame_area(env, ND_RING_BYTES, ND_RING_MAX_FRAMES, &st->ring_ref, &a, &po, &pl);
+  obj = make_frame_area(env, ND_RING_BYTES, ND_RING_MAX_FRAMES, &st->ring_ref, &a, &po, &pl, &pt);
   if (!obj) return NULL;
   st->arena = a;
   st->arena_start = (ND_ALIGN - ((uintptr_t)a % ND_ALIGN)) % ND_ALIGN;
   st->offs = po;
   st->lens = pl;
+  st->time = pt;
   return obj;
 }
 
 static napi_value js_ring(napi_env env, napi_callback_info info) {
   return make_ring(env, get_state(env));
+}
+
+static napi_value js_monotonic_ms(napi_env env, napi_callback_info info) {
+  napi_value v;
+  CHECK(napi_create_double(env, monotonic_ms(), &v));
+  return v;
 }
 
 static void ring_out(nd_state *st, nd_out *o) {
@@ -271,9 +307,7 @@ static void handle_close(napi_env env, nd_handle *h) {
   close(h->fd);
   h->fd = -1;
   if (h->cb) napi_delete_reference(env, h->cb);
-  if (h->actx) napi_async_destroy(env, h->actx);
   h->cb = NULL;
-  h->actx = NULL;
   if (h->poll_inited) uv_close((uv_handle_t *)&h->poll, on_closed);
   else free(h);
 }
@@ -283,15 +317,16 @@ static void handle_close(napi_env env, nd_handle *h) {
 static void call_js(nd_handle *h, int32_t arg) {
   napi_env env = h->st->env;
   napi_handle_scope scope;
-  napi_value cb, global, argv, result;
+  napi_value cb, recv, argv, result;
   if (!h->cb) return;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_status s = napi_generic_failure;
   if (napi_get_reference_value(env, h->cb, &cb) == napi_ok && cb &&
-      napi_get_global(env, &global) == napi_ok && napi_create_int32(env, arg, &argv) == napi_ok) {
-    napi_make_callback(env, h->actx, global, cb, 1, &argv, &result);
+      napi_get_undefined(env, &recv) == napi_ok && napi_create_int32(env, arg, &argv) == napi_ok) {
+    s = napi_call_function(env, recv, cb, 1, &argv, &result);
   }
   bool pending = false;
-  napi_is_exception_pending(env, &pending);
+  if (s != napi_ok) napi_is_exception_pending(env, &pending);
   if (pending) {
     napi_value exc;
     napi_get_and_clear_last_exception(env, &exc);
@@ -310,8 +345,10 @@ static void fail_handle(nd_handle *h, int err) {
 
 /* ---------- polling ---------- */
 
-static void on_poll(uv_poll_t *p, int status, int events) {
-  nd_handle *h = (nd_handle *)p;
+static void on_poll(uv_poll_t *p, int status, int events);
+
+/* Read what h has (until EAGAIN, or the ring is full) and hand it to JS. */
+static void service(nd_handle *h, int status) {
   nd_state *st = h->st;
   uint32_t gen = h->gen;
   int fatal = 0;
@@ -336,6 +373,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     first = false;
     if (o.n > 0) {
       st->stats.rx_batches++;
+      st->time[0] = monotonic_ms();
       call_js(h, o.n);
       if (h->gen != gen) break; /* JS stopped, restarted or closed this handle */
     }
@@ -372,6 +410,28 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   }
 }
 
+/*
+ * A handle is readable. After its batch, the handles that batch wrote to are read
+ * at once, in the same loop turn (follow-up reads): writing to a TAP or a veth runs
+ * the receiving stack in our context, so a reply (an ICMP echo reply, a TCP ACK) is
+ * usually already queued there when the write returns. Reading it now saves a loop
+ * turn per round trip (epoll, Node's check and timer phases); if nothing is there the
+ * cost is one read that returns EAGAIN. Only one level (a follow-up's own writes are
+ * not followed), at most ND_FOLLOW_MAX handles, and none after a flood to more.
+ */
+static void on_poll(uv_poll_t *p, int status, int events) {
+  nd_handle *h = (nd_handle *)p;
+  nd_state *st = h->st;
+  st->cur = h;
+  st->nwrote = 0;
+  service(h, status);
+  st->cur = NULL;
+  for (int i = 0; i < st->nwrote; i++) {
+    nd_handle *w = st->table[st->wrote[i]];
+    if (w && w->polling) service(w, 0);
+  }
+}
+
 /* Errors that must reach JS asynchronously (start on a dead packet socket). */
 static void on_deferred(uv_timer_t *t) {
   nd_state *st = t->data;
@@ -400,11 +460,6 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   if (h->cb) napi_delete_reference(env, h->cb);
   h->cb = NULL;
   CHECK(napi_create_reference(env, argv[1], 1, &h->cb));
-  if (!h->actx) {
-    napi_value name;
-    CHECK(napi_create_string_utf8(env, "vswitch.netdev", NAPI_AUTO_LENGTH, &name));
-    CHECK(napi_async_init(env, NULL, name, &h->actx));
-  }
   h->gen++;
 
   if (h->kind == KIND_PACKET && !nd_packet_bound(h->fd)) {
@@ -542,6 +597,15 @@ static napi_value js_open_packet(napi_env env, napi_callback_info info) {
 
 /* ---------- write ---------- */
 
+/* A batch's callback wrote to h: remember it for a follow-up read (on_poll). */
+static void note_write(nd_state *st, nd_handle *h) {
+  if (!st->cur || h == st->cur || st->nwrote < 0) return;
+  for (int i = 0; i < st->nwrote; i++)
+    if (st->wrote[i] == h->id) return;
+  if (st->nwrote == ND_FOLLOW_MAX) st->nwrote = -1;
+  else st->wrote[st->nwrote++] = h->id;
+}
+
 static napi_value send_result(napi_env env, nd_state *st, ssize_t r, size_t frame, bool vnet) {
   napi_value v;
   int32_t out;
@@ -595,7 +659,9 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   int n = 0;
   if (h->vnet) iov[n++] = (struct iovec){ (void *)zero_vnet, ND_VNET_HDR_LEN };
   iov[n++] = (struct iovec){ p + off, len };
-  return send_result(env, st, do_writev(h->fd, iov, n), len, h->vnet);
+  ssize_t r = do_writev(h->fd, iov, n);
+  if (r >= 0) note_write(st, h);
+  return send_result(env, st, r, len, h->vnet);
 }
 
 static napi_value js_send2(napi_env env, napi_callback_info info) {
@@ -617,7 +683,9 @@ static napi_value js_send2(napi_env env, napi_callback_info info) {
   if (h->vnet) iov[n++] = (struct iovec){ (void *)zero_vnet, ND_VNET_HDR_LEN };
   iov[n++] = (struct iovec){ a + aoff, alen };
   iov[n++] = (struct iovec){ b + boff, blen };
-  return send_result(env, st, do_writev(h->fd, iov, n), alen + blen, h->vnet);
+  ssize_t r = do_writev(h->fd, iov, n);
+  if (r >= 0) note_write(st, h);
+  return send_result(env, st, r, alen + blen, h->vnet);
 }
 
 /*
@@ -655,7 +723,9 @@ static napi_value js_send_vnet(napi_env env, napi_callback_info info) {
     if (vnet_needs_work(p + off - ND_VNET_HDR_LEN)) { errno = EINVAL; return send_result(env, st, -1, len, false); }
     iov = (struct iovec){ p + off, len };
   }
-  return send_result(env, st, do_writev(h->fd, &iov, 1), len, h->vnet);
+  ssize_t r = do_writev(h->fd, &iov, 1);
+  if (r >= 0) note_write(st, h);
+  return send_result(env, st, r, len, h->vnet);
 }
 
 /* send2Vnet(handle, a, aoff, alen, b, boff, blen): as send2, with the header at a[aoff-10, aoff). */
@@ -682,7 +752,9 @@ static napi_value js_send2_vnet(napi_env env, napi_callback_info info) {
     iov[0] = (struct iovec){ a + aoff, alen };
   }
   iov[1] = (struct iovec){ b + boff, blen };
-  return send_result(env, st, do_writev(h->fd, iov, 2), alen + blen, h->vnet);
+  ssize_t r = do_writev(h->fd, iov, 2);
+  if (r >= 0) note_write(st, h);
+  return send_result(env, st, r, alen + blen, h->vnet);
 }
 
 /* ---------- transmit-side completion (segment) ---------- */
@@ -698,7 +770,7 @@ static napi_value make_tx_scratch(napi_env env, nd_state *st) {
     st->tx_gso.buf = malloc(ND_READ_MAX);
     if (!st->tx_gso.buf) { throw_errno(env, "malloc", NULL, ENOMEM); return NULL; }
   }
-  obj = make_frame_area(env, ND_TX_SCRATCH_BYTES, ND_TX_SCRATCH_FRAMES, &st->tx_ref, &a, &po, &pl);
+  obj = make_frame_area(env, ND_TX_SCRATCH_BYTES, ND_TX_SCRATCH_FRAMES, &st->tx_ref, &a, &po, &pl, NULL);
   if (!obj) return NULL;
   st->tx_arena = a;
   st->tx_offs = po;
@@ -923,6 +995,7 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
 #define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
     FN("ring", js_ring),
+    FN("monotonicMs", js_monotonic_ms),
     FN("openTap", js_open_tap),
     FN("setPersist", js_set_persist),
     FN("openPacket", js_open_packet),

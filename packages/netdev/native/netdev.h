@@ -19,6 +19,7 @@
 #define ND_RING_BYTES (4u * 1024u * 1024u)
 #define ND_RING_MAX_FRAMES 256
 #define ND_MAX_HANDLES 65536
+#define ND_FOLLOW_MAX 4 /* follow-up reads per batch (addon.c, on_poll) */
 
 /* Frames start on cache-line boundaries in the arena (see nd_out). */
 #define ND_ALIGN 64u

@@ -390,6 +390,61 @@ describe('TAP', () => {
     linksMade.delete(name);
   }, 20000);
 
+  it('a reply to a frame written in a batch is read in the same loop turn; ticks and microtasks run before immediates', async () => {
+    // Two TAPs in two namespaces, as a bridge's ports: A's ARP request is written to
+    // B; B's stack answers while the write runs, and the follow-up read of B delivers
+    // the answer before the loop moves on (before a setImmediate queued in A's batch).
+    const na = `nd${ID}fa`, nb = `nd${ID}fb`;
+    addNetns(na);
+    addNetns(nb);
+    const a = track(nd.openTap(`nd${ID}fa`));
+    const b = track(nd.openTap(`nd${ID}fb`));
+    ip('link', 'set', a.name, 'netns', na);
+    ip('link', 'set', b.name, 'netns', nb);
+    ip('-n', na, 'addr', 'add', '10.203.0.1/24', 'dev', a.name);
+    ip('-n', na, 'link', 'set', a.name, 'up');
+    ip('-n', nb, 'addr', 'add', '10.203.0.2/24', 'dev', b.name);
+    ip('-n', nb, 'link', 'set', b.name, 'up');
+    const ring = nd.ring();
+    const order: string[] = [];
+    const times: number[] = [];
+    let forwarded = false;
+    nd.start(a.handle, (n) => {
+      times.push(ring.time[0], nd.monotonicMs(), performance.now() - nd.PERF_NOW_OFFSET);
+      for (let i = 0; i < n; i++) {
+        const off = ring.offs[i];
+        if (forwarded || ring.arena.readUInt16BE(off + 12) !== 0x0806 || ring.arena.readUInt16BE(off + 20) !== 1) continue;
+        forwarded = true;
+        expect(nd.send(b.handle, ring.arena, off, ring.lens[i])).toBe(ring.lens[i]);
+        setImmediate(() => order.push('immediate'));
+        process.nextTick(() => order.push('tick'));
+        queueMicrotask(() => order.push('microtask'));
+      }
+    });
+    nd.start(b.handle, (n) => {
+      for (let i = 0; i < n; i++) {
+        const off = ring.offs[i];
+        if (ring.arena.readUInt16BE(off + 12) === 0x0806 && ring.arena.readUInt16BE(off + 20) === 2) order.push('reply');
+      }
+    });
+    // The ping fails (nobody forwards B's answer back); its ARP request is what we need.
+    await execFileP('ip', ['netns', 'exec', na, 'busybox', 'ping', '-c', '1', '-W', '1', '10.203.0.2']).catch(() => {});
+    await waitFor(() => order.includes('immediate'), 'the batch and its immediate');
+    expect(order).toEqual(['reply', 'tick', 'microtask', 'immediate']);
+    // ring().time[0]: the batch's read time on monotonicMs()'s clock, set before the call;
+    // with PERF_NOW_OFFSET it is performance.now().
+    expect(times.length).toBeGreaterThan(0);
+    for (let i = 0; i < times.length; i += 3) {
+      expect(times[i]).toBeLessThanOrEqual(times[i + 1]);
+      expect(times[i + 1] - times[i]).toBeLessThan(100);
+      expect(Math.abs(times[i + 2] - times[i + 1])).toBeLessThan(5);
+    }
+    closeHandle(a.handle);
+    closeHandle(b.handle);
+    delNetns(na);
+    delNetns(nb);
+  }, 20000);
+
   it('a callback that throws surfaces as uncaughtException and later batches still arrive', async () => {
     // In a child process so the deliberate uncaught exceptions do not hit vitest.
     const x0 = `nd${ID}x0`, x1 = `nd${ID}x1`;

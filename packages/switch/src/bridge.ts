@@ -79,6 +79,8 @@ export class Bridge {
   readonly #meta = newFrameMeta();
   readonly #scratch = new Uint8Array(EGRESS_SCRATCH_BYTES);
   readonly #clock: () => number;
+  /** The default clock (performance.now()), on which ports report batch times (PortRx.batch `at`). */
+  readonly #portTime: boolean;
   readonly #onEvent: (e: BridgeEvent) => void;
   #eventBudget = EVENT_BUDGET_PER_SEC;
   #timer: NodeJS.Timeout | undefined;
@@ -88,6 +90,7 @@ export class Bridge {
   constructor(readonly name: string, opts: BridgeOptions = {}) {
     this.fdb = new Fdb({ ageingSec: opts.ageingSec ?? FDB_DEFAULTS.ageingSec, maxEntries: opts.maxEntries });
     this.#clock = opts.clock ?? (() => performance.now());
+    this.#portTime = opts.clock === undefined;
     this.#onEvent = opts.onEvent ?? (() => {});
   }
 
@@ -291,8 +294,8 @@ export class Bridge {
 
   #rxFor(port: Port): PortRx {
     return {
-      batch: (buf, offs, lens, count, vnet) => {
-        const now = this.#clock();
+      batch: (buf, offs, lens, count, vnet, at) => {
+        const now = at !== undefined && this.#portTime ? at : this.#clock();
         const hdr = vnet === true ? VNET_HDR_LEN : 0;
         for (let i = 0; i < count; i++) this.receive(port, buf, offs[i], lens[i], now, hdr);
       },

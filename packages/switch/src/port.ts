@@ -29,9 +29,11 @@ export interface PortRx {
   /**
    * `count` frames at buf[offs[i] .. offs[i]+lens[i]); consume synchronously. With
    * `vnet`, each frame's virtio_net_hdr is at buf[offs[i]-VNET_HDR_LEN .. offs[i])
-   * (all zero for a complete frame); without it the frames are complete.
+   * (all zero for a complete frame); without it the frames are complete. `at`: when
+   * they were read, in ms on performance.now()'s clock, from ports that know it
+   * without a call (the netdev read loop); the bridge reads its clock otherwise.
    */
-  batch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, vnet?: boolean): void;
+  batch(buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, vnet?: boolean, at?: number): void;
   /** One frame (ports that do not read in batches, such as the router). */
   frame(buf: Uint8Array, off: number, len: number): void;
   /** The device is gone or broken; `errno` is positive. */

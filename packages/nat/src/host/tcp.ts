@@ -56,7 +56,8 @@
  *   re-arms itself for the remainder when it fires early. An idle session has no
  *   armed timer; `tick` (about 1 Hz) does idle expiry and reaping.
  * - ACKs for in-order data are coalesced per batch (a microtask after the
- *   router's synchronous batch), together with a corked socket write, so a batch
+ *   router's synchronous batch; it runs once the batch has returned, by the end of
+ *   the loop turn's poll phase), together with a corked socket write, so a batch
  *   of segments becomes one writev and one ACK carrying the window after it. Data
  *   the VM's ACKs make room for goes in that microtask too: once for the batch,
  *   and outside the bridge's handling of the VM's frame (the bridge copies frames

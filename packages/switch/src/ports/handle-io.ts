@@ -26,10 +26,12 @@ export abstract class HandleIo {
   protected read(): void {
     const h = this.handle;
     const ring = netdev.ring();
+    const time = ring.time;
+    const offset = netdev.PERF_NOW_OFFSET;
     const rx = this.rx!;
     netdev.start(h, (count) => {
       if (h !== this.handle) return;
-      if (count >= 0) rx.batch(ring.arena, ring.offs, ring.lens, count, true);
+      if (count >= 0) rx.batch(ring.arena, ring.offs, ring.lens, count, true, time[0] + offset);
       else this.lost(-count);
     });
   }
