@@ -22,12 +22,11 @@
  * gateway; a new DHCP client gets a lease.
  */
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, dropCount, findPort, num, RX_FRAMES, startDaemon } from './helpers/daemon.js';
 import { makeDhcpVm, udhcpcOnce, type DhcpVm } from './helpers/dhcp.js';
-import { cleanup, ifname, nsExec, q, tempDir } from './helpers/run.js';
+import { cleanup, freePort, ifname, nsExec, q, tempDir } from './helpers/run.js';
 import { PYTHON } from './helpers/scapy.js';
 import { makeVm, pingUntil, type Vm } from './helpers/vm.js';
 
@@ -41,17 +40,6 @@ const MIN_DELIVERED = 20_000;
 /** Every port object of a `stats --json` view. */
 function findPorts(view: any[]): any[] {
   return view.flatMap((b: any) => b.ports ?? []);
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', resolve);
-  });
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 /*

@@ -11,7 +11,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon } from './helpers/daemon.js';
-import { cleanup, ifname, nsExecR, shr, sleep, spawnTracked, tempDir, waitFor } from './helpers/run.js';
+import { cleanup, freePort, ifname, nsExecR, shr, sleep, spawnTracked, tempDir, waitFor } from './helpers/run.js';
 import { makeVm, pingUntil, type Vm } from './helpers/vm.js';
 
 const BR = 'br0';
@@ -23,17 +23,6 @@ const DROP_REASONS = [
 ];
 /** busybox ping's default echo request: 14 Ethernet + 20 IPv4 + 8 ICMP + 56 data. */
 const ECHO_FRAME_BYTES = 98;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', resolve);
-  });
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 interface Sample { name: string; labels: Record<string, string>; value: number }
 

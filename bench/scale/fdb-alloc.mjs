@@ -16,6 +16,7 @@ import { PerformanceObserver, constants, performance } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
+import { BATCH, loadedBridge } from './bridge-load.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const dist = process.env.VSWITCH_SWITCH_DIST ?? path.join(here, '../../packages/switch/dist');
@@ -23,8 +24,6 @@ const { Bridge, Fdb } = await import(pathToFileURL(path.join(dist, 'index.js')).
 
 const FRAMES = Number(process.argv[2] ?? 4_000_000);
 const ROUNDS = Number(process.argv[3] ?? 5);
-const BATCH = 64;
-const HDR = 10;
 
 // ---- minor GCs, from the gc performance entries ----
 const minor = [];
@@ -49,43 +48,8 @@ function bytesPer(fn, runs, calls) {
 }
 
 // ---- 1. the bridge pipeline ----
-class Sink {
-  kind = 'tap';
-  offload = true;
-  frames = 0;
-  start(rx) { this.rx = rx; }
-  send(_b, _o, len) { this.frames++; return len; }
-  send2(_a, _ao, al, _b, _bo, bl) { this.frames++; return al + bl; }
-  sendVnet(_b, _o, len) { this.frames++; return len; }
-  send2Vnet(_a, _ao, al, _b, _bo, bl) { this.frames++; return al + bl; }
-  close() {}
-  describe() { return {}; }
-}
-
-function macBytes(buf, off, mac) {
-  for (let i = 5; i >= 0; i--) { buf[off + i] = mac % 256; mac = Math.floor(mac / 256); }
-}
-
 async function pipeline(entries) {
-  const br = new Bridge('b', { maxEntries: entries + 1000, ageingSec: 3600, clock: () => 1000 });
-  const a = new Sink(), b = new Sink(), c = new Sink();
-  br.addPort('a', a); br.addPort('b', b); br.addPort('c', c);
-  const A = 0x020000000001, B = 0x020000000002;
-  const one = new Uint8Array(HDR + 60);
-  const offs = new Int32Array([HDR]), lens = new Int32Array([60]);
-  one[HDR + 12] = 0x08;
-  macBytes(one, HDR, 0xffffffffffff);
-  for (let i = 0; i < entries - 2; i++) { macBytes(one, HDR + 6, 0x060000000000 + i); c.rx.batch(one, offs, lens, 1, true); }
-  macBytes(one, HDR + 6, B); b.rx.batch(one, offs, lens, 1, true);
-  const len = 106, slot = 128;
-  const buf = new Uint8Array(BATCH * slot);
-  const bo = new Int32Array(BATCH), bl = new Int32Array(BATCH);
-  for (let i = 0; i < BATCH; i++) {
-    const o = i * slot + HDR;
-    macBytes(buf, o, B); macBytes(buf, o + 6, A); buf[o + 12] = 0x08;
-    bo[i] = o; bl[i] = len;
-  }
-  const batch = () => a.rx.batch(buf, bo, bl, BATCH, true);
+  const { batch } = loadedBridge(Bridge, entries);
   for (let i = 0; i < 2000; i++) batch(); // warm up (JIT)
   const bytes = bytesPer(batch, 30, 200) / BATCH; // 12,800 frames a run
   globalThis.gc?.();

@@ -40,6 +40,24 @@ measure() {
   printf '%s %s\n' "$(jq -r '(.end.sum_received.bits_per_second // 0) / 1e9' <<<"$j")" "$(awk -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", c/hz}')"
 }
 
+# The daemon's TAP (in namespace $1, "" = root) moved into the VM, addressed, default
+# route via the router; waits until the VM pings $2.
+vm_plug() {
+  local from=${1:+-n $1}
+  for _ in $(seq 100); do ip $from link show "$TAP" >/dev/null 2>&1 && break; sleep 0.1; done
+  ip $from link set "$TAP" netns "$VM"
+  ip -n "$VM" addr add 10.64.10.11/24 dev "$TAP"; ip -n "$VM" link set "$TAP" up; ip -n "$VM" route add default via 10.64.10.1
+  for _ in $(seq 50); do ip netns exec "$VM" busybox ping -c 1 -W 1 "$2" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  return 1
+}
+# pasta's "host" (and the host uplink's): HOST with 10.77.9.1/24 on a veth, and the VM namespace.
+host_ns() {
+  ns_add "$HOST"; ns_add "$VM"
+  ip -n "$HOST" link add "${HOST}0" type veth peer name "${HOST}1"
+  ip -n "$HOST" addr add 10.77.9.1/24 dev "${HOST}0"
+  ip -n "$HOST" link set "${HOST}0" up; ip -n "$HOST" link set "${HOST}1" up
+}
+
 ours_up() {
   ns_add "$VM"; ns_add "$INET"
   ip link add "$UP" type veth peer name "${UP}i" netns "$INET"
@@ -60,19 +78,12 @@ YAML
   node "$repo/packages/cli/dist/main.js" daemon --config "$dir/c.yaml" --socket "$dir/s" --metrics off \
     --state-dir "$dir/state" --log-level warn >>"$dir/log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 100); do ip link show "$TAP" >/dev/null 2>&1 && break; sleep 0.1; done
-  ip link set "$TAP" netns "$VM"
-  ip -n "$VM" addr add 10.64.10.11/24 dev "$TAP"; ip -n "$VM" link set "$TAP" up; ip -n "$VM" route add default via 10.64.10.1
-  for _ in $(seq 50); do ip netns exec "$VM" busybox ping -c 1 -W 1 198.51.100.1 >/dev/null 2>&1 && return 0; sleep 0.2; done
-  return 1
+  vm_plug "" 198.51.100.1
 }
 # vswitch's router with a host uplink (issue 8): the daemon runs in HOST, as pasta
 # does, and the VM's flows leave as sockets of HOST to its own address 10.77.9.1.
 host_up() {
-  ns_add "$HOST"; ns_add "$VM"
-  ip -n "$HOST" link add "${HOST}0" type veth peer name "${HOST}1"
-  ip -n "$HOST" addr add 10.77.9.1/24 dev "${HOST}0"
-  ip -n "$HOST" link set "${HOST}0" up; ip -n "$HOST" link set "${HOST}1" up
+  host_ns
   cat > "$dir/h.yaml" <<YAML
 stateDir: $dir/state-h
 bridges:
@@ -88,17 +99,10 @@ YAML
   ip netns exec "$HOST" node "$repo/packages/cli/dist/main.js" daemon --config "$dir/h.yaml" --socket "$dir/sh" --metrics off \
     --state-dir "$dir/state-h" --log-level warn >>"$dir/log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 100); do ip -n "$HOST" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.1; done
-  ip -n "$HOST" link set "$TAP" netns "$VM"
-  ip -n "$VM" addr add 10.64.10.11/24 dev "$TAP"; ip -n "$VM" link set "$TAP" up; ip -n "$VM" route add default via 10.64.10.1
-  for _ in $(seq 50); do ip netns exec "$VM" busybox ping -c 1 -W 1 10.77.9.1 >/dev/null 2>&1 && return 0; sleep 0.2; done
-  return 1
+  vm_plug "$HOST" 10.77.9.1
 }
 pasta_up() {
-  ns_add "$HOST"; ns_add "$VM"
-  ip -n "$HOST" link add "${HOST}0" type veth peer name "${HOST}1"
-  ip -n "$HOST" addr add 10.77.9.1/24 dev "${HOST}0"
-  ip -n "$HOST" link set "${HOST}0" up; ip -n "$HOST" link set "${HOST}1" up
+  host_ns
   ip -n "$HOST" route add default via 10.77.9.254 dev "${HOST}0"
   ip netns exec "$HOST" pasta --config-net --netns "$VM" --runas 0 -I "${VM}p" -a 10.77.9.2 -n 24 -g 10.77.9.254 \
     -4 -t none -u none -T none -U none -f -q -P "$dir/pasta.pid" -l "$dir/pasta.log" </dev/null >>"$dir/log" 2>&1 &

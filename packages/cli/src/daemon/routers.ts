@@ -184,7 +184,7 @@ export class ManagedRouter {
     return (this.#napt(false)?.forwards.list() ?? []).map((f) => {
       const row: Record<string, unknown> = { router: this.name, ...formatForward(f), source: this.#configForwards.has(key(f)) ? 'config' : 'runtime' };
       if (listeners !== undefined) {
-        const mine = listeners.filter((l) => l.proto === f.proto && Number(l.listen.split(':').pop()) >= f.publicLo && Number(l.listen.split(':').pop()) <= f.publicHi);
+        const mine = listeners.filter((l) => l.proto === f.proto && l.port >= f.publicLo && l.port <= f.publicHi);
         row.listen = mine.map((l) => l.listen).join(',');
         row.state = [...new Set(mine.map((l) => l.state))].join(',');
       }

@@ -217,9 +217,9 @@ export class HostNat {
    * of every rule ("8000-8009" listens on ten ports); `error` while the port could
    * not be bound (EADDRINUSE, EACCES...), retried by nothing but a re-add.
    */
-  listeners(): { proto: 'tcp' | 'udp'; listen: string; to: string; state: string }[] {
+  listeners(): { proto: 'tcp' | 'udp'; port: number; listen: string; to: string; state: string }[] {
     return [...this.#listeners.values()].map((l) => ({
-      proto: l.proto, listen: `${this.#listen}:${l.port}`, to: `${formatIp4(l.insideIp)}:${l.insidePort}`, state: l.state,
+      proto: l.proto, port: l.port, listen: `${this.#listen}:${l.port}`, to: `${formatIp4(l.insideIp)}:${l.insidePort}`, state: l.state,
     }));
   }
 
@@ -229,8 +229,7 @@ export class HostNat {
       if (event === 'del') {
         const l = this.#listeners.get(key);
         this.#listeners.delete(key);
-        if (l?.server !== undefined) l.server.close();
-        else if (l !== undefined && f.proto === 'udp') this.udp.removeForward(this.#listen, p);
+        if (l !== undefined) this.#unbind(l);
         continue;
       }
       const l: Listener = { proto: f.proto, port: p, insideIp: f.insideIp, insidePort: f.insideLo + (p - f.publicLo), state: 'binding' };
