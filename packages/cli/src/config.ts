@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
 import { parseIp4, parseMac } from '@vswitch/switch';
+import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
 
 const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
@@ -108,6 +109,8 @@ const ForwardSchema = z.strictObject({
   to: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/, 'must be IP:port, like 10.0.10.50:80'),
 });
 
+const Pps = z.number().int('must be a whole number of packets per second').min(0, 'must be 0 (off) or more packets per second').max(1_000_000);
+
 const RouterSchema = z.strictObject({
   uplink: z.strictObject({
     /**
@@ -141,11 +144,24 @@ const RouterSchema = z.strictObject({
     portRange: z.tuple([Port16, Port16]).default([1024, 65535]),
     maxSessions: z.number().int().min(1).max(10_000_000).default(65536),
     maxSessionsPerHost: z.number().int().min(1).max(10_000_000).default(4096),
+    /** Sessions opened from one bridge port, whatever addresses it uses (default: maxSessionsPerHost). */
+    maxSessionsPerPort: z.number().int().min(1).max(10_000_000).optional(),
     udpTimeout: z.number().int().min(120, 'must be at least 120 s (RFC 4787)').default(300),
     tcpEstablishedTimeout: z.number().int().min(7440, 'must be at least 7440 s (RFC 5382)').default(7440),
     tcpTransitoryTimeout: z.number().int().min(1).default(240),
     icmpTimeout: z.number().int().min(1).default(60),
   }).default({ portRange: [1024, 65535], maxSessions: 65536, maxSessionsPerHost: 4096, udpTimeout: 300, tcpEstablishedTimeout: 7440, tcpTransitoryTimeout: 240, icmpTimeout: 60 }),
+  /**
+   * Per bridge port rate limits, in packets per second (0 = off), on what a VM
+   * makes the router do itself (limits.ts in @vswitch/nat); applied in place on reload.
+   */
+  limits: z.strictObject({
+    dhcp: Pps.default(RATE_LIMIT_DEFAULTS.dhcp),
+    arp: Pps.default(RATE_LIMIT_DEFAULTS.arp),
+    icmp: Pps.default(RATE_LIMIT_DEFAULTS.icmp),
+    dns: Pps.default(RATE_LIMIT_DEFAULTS.dns),
+    icmpErrors: Pps.default(RATE_LIMIT_DEFAULTS.icmpErrors),
+  }).default({ ...RATE_LIMIT_DEFAULTS }),
   forwards: z.array(ForwardSchema).default([]),
   /** Pairs of this router's networks that may route to each other (default: none). */
   interconnect: z.array(z.tuple([NetName, NetName])).default([]),

@@ -247,8 +247,22 @@ program.command('router').description('routers (NAT mode)')
     print(await call('router.show', { router }), o.json === true, (rs) => rs.map((r: any) =>
       `router ${r.name}: uplink ${r.uplink?.kind === 'host' ? `host (the host's own address; DNS via ${r.uplink.resolver || 'no resolver'}; ICMP ${r.uplink.icmp})`
         : r.uplink ? `${r.uplink.interface} ${r.uplink.address} (${r.uplink.mac}) gateway ${r.uplink.gateway || '-'} ${r.uplink.state}` : 'none'}\n` +
-      table(['network', 'vlan', 'address', 'dhcp'], r.networks.map((n: any) => [n.name, n.vlan, n.address, n.dhcp ? 'yes' : 'no']))).join('\n'));
+      table(['network', 'vlan', 'address', 'dhcp'], r.networks.map((n: any) => [n.name, n.vlan, n.address, n.dhcp ? 'yes' : 'no'])) +
+      limitsText(r)).join('\n'));
   });
+
+/** `router show`: the per-port rate limits, and the ports they dropped frames of. */
+function limitsText(r: any): string {
+  const l = r.limits;
+  if (!l) return '';
+  const rate = (v: number): string => (v > 0 ? `${v}/s` : 'off');
+  let out = `limits per port: dhcp ${rate(l.dhcp)}, arp ${rate(l.arp)}, icmp ${rate(l.icmp)}, dns ${rate(l.dns)}, icmp errors ${rate(l.icmpErrors)}\n`;
+  const rows = r.networks.flatMap((n: any) => (n.rateLimited?.ports ?? []).map((p: any) => [
+    n.name, p.port || '-', ...['dhcp', 'arp', 'icmp', 'dns', 'icmp_errors'].map((k) => p.dropped[k]), p.limited.join(',') || '-',
+  ]));
+  if (rows.length > 0) out += `rate-limited drops:\n${table(['network', 'port', 'dhcp', 'arp', 'icmp', 'dns', 'icmp errors', 'limited now'], rows)}`;
+  return out;
+}
 
 program.command('dhcp').description('DHCP server')
   .command('leases').option('--network <name>', 'only this network').addOption(json).description('leases and offers')

@@ -12,3 +12,4 @@ export * from './napt/table.js';
 export * from './napt/forwards.js';
 export * from './host/types.js';
 export * from './host/nat.js';
+export * from './limits.js';

@@ -9,6 +9,13 @@
  *   another network, NAPT to the uplink, or an ICMP error.
  * Everything else is ignored and counted.
  *
+ * What the gateway does itself on a VM's behalf (ARP for it, echo replies, DHCP,
+ * DNS to the host NAT's forwarder, and the ICMP errors router.ts sends) spends a
+ * token of the sending bridge port's bucket first (limits.ts, `limit`): one check
+ * at each entry point; a frame without a token is dropped and counted
+ * (`rateLimited`). Frames that pass through (routed, or flooded to us and ignored)
+ * are not limited.
+ *
  * The bridge calls `send` while it is forwarding a frame, perhaps in the middle of
  * a flood, so a frame arriving here is copied first (the bridge may still send the
  * same bytes to other ports, and NAPT rewrites in place). Answers go straight back
@@ -34,6 +41,7 @@ import { arpFrame, udpFrame, writeEth } from './frames.js';
 import { DhcpMsg } from './dhcp/wire.js';
 import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetComplete, vnetGso, vnetPrepare, vnetWork } from './vnet.js';
 import type { DhcpServer } from './dhcp/server.js';
+import { LIMIT, RateLimiter, type RateLimitEvent, type RateLimits } from './limits.js';
 
 export const MAX_FRAME = 65536 + 64;
 
@@ -56,11 +64,14 @@ export interface NetworkOptions {
   onLease?: (port: string, mac: number, ip: number, expiresAt: number) => void;
   /** Lease granted or refused; the router bounds how many reach the log. */
   onEvent?: (e: NetworkEvent) => void;
+  /** Per-port rate limits (limits.ts); absent: none (the daemon's config has the defaults). */
+  limits?: Partial<RateLimits>;
 }
 
 export type NetworkEvent =
   | { event: 'dhcp_ack'; network: string; ip: string; mac: string; port: string }
-  | { event: 'dhcp_nak'; network: string; mac: string; port: string };
+  | { event: 'dhcp_nak'; network: string; mac: string; port: string }
+  | (RateLimitEvent & { network: string });
 
 export interface NetworkCounters {
   rxFrames: number;
@@ -74,6 +85,8 @@ export interface NetworkCounters {
   malformed: number;
   /** Frames whose virtio_net_hdr could not be honoured: GSO to the gateway, GSO of a shape NAPT cannot update. */
   offloadDropped: number;
+  /** Frames dropped by the per-port rate limits (by port and kind: `limiter`). */
+  rateLimited: number;
 }
 
 /**
@@ -92,8 +105,10 @@ export class RouterNetwork implements PortIo {
   readonly arp: ArpCache;
   readonly counters: NetworkCounters = {
     rxFrames: 0, txFrames: 0, arpReplies: 0, icmpEchoReplies: 0, dhcpRequests: 0, dhcpReplies: 0, routed: 0, ignored: 0, malformed: 0,
-    offloadDropped: 0,
+    offloadDropped: 0, rateLimited: 0,
   };
+  /** Per-port token buckets on the work this network does for a VM (limits.ts). */
+  readonly limiter: RateLimiter;
   readonly mask: number;
   readonly network: number;
   readonly broadcast: number;
@@ -121,6 +136,7 @@ export class RouterNetwork implements PortIo {
     this.network = (opts.gatewayIp & this.mask) >>> 0;
     this.broadcast = (this.network | ~this.mask) >>> 0;
     this.arp = new ArpCache(opts.clock);
+    this.limiter = new RateLimiter(opts.limits, (e) => this.opts.onEvent?.({ ...e, network: this.name }));
   }
 
   get name(): string { return this.opts.name; }
@@ -129,6 +145,25 @@ export class RouterNetwork implements PortIo {
 
   contains(ip: number): boolean {
     return ((ip & this.mask) >>> 0) === this.network;
+  }
+
+  /** The bridge port `srcMac` was learned on ('' when unknown). */
+  portOfMac(srcMac: number): string {
+    return this.opts.portOf?.(srcMac) ?? '';
+  }
+
+  /** The bridge port of the packet at buf[ipOff...), its Ethernet header before it (NAT's per-port budgets). */
+  portAt(buf: Uint8Array, ipOff: number): string {
+    return this.portOfMac(readMac(buf, ipOff - ETH_HLEN + 6));
+  }
+
+  /** Takes a token of `kind` (LIMIT) for the port `srcMac` came from; false: drop it (counted). */
+  limit(kind: number, srcMac: number): boolean {
+    const l = this.limiter;
+    if (l.pps[kind] === 0) return true;
+    if (l.allow(kind, this.portOfMac(srcMac), this.opts.clock())) return true;
+    this.counters.rateLimited++;
+    return false;
   }
 
   start(rx: PortRx): void {
@@ -250,6 +285,8 @@ export class RouterNetwork implements PortIo {
     const spa = arpSpa(f, a);
     const sha = arpSha(f, a);
     const tpa = arpTpa(f, a);
+    // Limited: what we act on (a request for us, a reply); a VM's ARP for its neighbours is not.
+    if ((oper === ARP_REQUEST ? tpa === this.ip : oper === ARP_REPLY) && !this.limit(LIMIT.arp, readMac(f, 6))) return;
     // Learn senders in our subnet that talk to us (RFC 826 merge rule, limited to us).
     if (spa !== 0 && this.contains(spa) && spa !== this.ip && (tpa === this.ip || oper === ARP_REPLY)) {
       for (const pending of this.arp.learn(spa, sha)) this.#emitHeld(pending, sha);
@@ -281,14 +318,19 @@ export class RouterNetwork implements PortIo {
         return;
       }
       if (dst === this.ip && this.local !== undefined && (proto === IPPROTO.TCP || (proto === IPPROTO.UDP && !(l4len >= 4 && udpDport(f, l4) === 67)))) {
+        if (dnsQuery(f, l4, l4len, proto) && !this.limit(LIMIT.dns, readMac(f, 6))) return;
         this.#hand(this.local, f, ip, total, vnet);
         return;
       }
       if (vnet && !this.#completeLocal(ETH_HLEN + total)) return;
       // The DHCP message is the UDP datagram's payload: UDP Length bounds it, not the IPv4 payload.
-      if (proto === IPPROTO.UDP && checkUdp(f, l4, l4len) && udpDport(f, l4) === 67) this.#onDhcp(f, l4, udpLen(f, l4));
-      else if (dst === this.ip && proto === IPPROTO.ICMP && checkIcmp(l4len) && f[l4] === ICMP_TYPE.ECHO_REQUEST) this.#echoReply(f, ip, total);
-      else this.counters.ignored++;
+      if (proto === IPPROTO.UDP && checkUdp(f, l4, l4len) && udpDport(f, l4) === 67) {
+        if (this.limit(LIMIT.dhcp, readMac(f, 6))) this.#onDhcp(f, l4, udpLen(f, l4));
+      } else if (dst === this.ip && proto === IPPROTO.ICMP && checkIcmp(l4len) && f[l4] === ICMP_TYPE.ECHO_REQUEST) {
+        if (this.limit(LIMIT.icmp, readMac(f, 6))) this.#echoReply(f, ip, total);
+      } else {
+        this.counters.ignored++;
+      }
       return;
     }
     if (this.contains(dst)) {
@@ -376,4 +418,13 @@ export class RouterNetwork implements PortIo {
     const n = arpFrame(this.#out, ARP_REQUEST, MAC_BROADCAST, this.mac, this.ip, 0, target);
     this.emit(this.#out, 0, n);
   }
+}
+
+/**
+ * A DNS query for the gateway's forwarder (host/dns.ts): a UDP datagram to port
+ * 53, or a TCP SYN to port 53 (a new connection; its segments are TCP NAT's work).
+ */
+function dnsQuery(f: Uint8Array, l4: number, l4len: number, proto: number): boolean {
+  if (l4len < 4 || udpDport(f, l4) !== 53) return false;
+  return proto === IPPROTO.UDP || (l4len >= 14 && (f[l4 + 13] & 0x12) === 0x02);
 }

@@ -8,6 +8,10 @@
  * - else out of the uplink through NAPT;
  * - else nowhere: ICMP network unreachable.
  * TTL is decremented on every routed packet; at 1 the sender gets ICMP time exceeded.
+ * The ICMP errors the router sends spend a token of the sending port's
+ * `icmpErrors` bucket first (limits.ts; Linux rate-limits its own the same way,
+ * icmp_ratelimit): without one the packet is dropped and counted as before, but
+ * not answered. The per-port limits of all networks are set with `setLimits`.
  *
  * With a host uplink (`host`, host/nat.ts) there is no interface and no NAPT:
  * what would leave through the uplink goes to the host NAT, which turns each flow
@@ -36,6 +40,7 @@ import { Napt, NaptResult, ip4DecrementTtl } from './napt/translate.js';
 import type { NaptTableOptions } from './napt/table.js';
 import { Uplink, type UplinkEvent, type UplinkOptions } from './uplink.js';
 import { HostNat, type HostNatOptions } from './host/nat.js';
+import { LIMIT, type RateLimits } from './limits.js';
 
 export interface RouterOptions {
   name: string;
@@ -52,6 +57,8 @@ export interface RouterOptions {
   napt?: NaptTableOptions;
   /** Pairs of network names that may route to each other. */
   interconnect?: [string, string][];
+  /** Per-port rate limits of every network (limits.ts); absent: the networks' own (none by default). */
+  limits?: Partial<RateLimits>;
   /** Events worth a log line (leases granted, leases expired); at most EVENT_BUDGET_PER_SEC a second. */
   onEvent?: (e: RouterEvent) => void;
 }
@@ -133,10 +140,23 @@ export class Router {
 
   addNetwork(net: RouterNetwork): void {
     this.networks.set(net.name, net);
+    if (this.opts.limits !== undefined) net.limiter.set(this.opts.limits);
     net.opts.onEvent = (e) => this.#event(e);
     net.route = (from, buf, ipOff, ipLen, vnet) => this.#route(from, buf, ipOff, ipLen, vnet);
     const host = this.host;
-    if (host !== undefined) net.local = (_from, buf, ipOff, ipLen, vnet) => host.fromVm(buf, ipOff, ipLen, vnet);
+    if (host !== undefined) net.local = (from, buf, ipOff, ipLen, vnet) => host.fromVm(buf, ipOff, ipLen, vnet, from);
+  }
+
+  /** New per-port rate limits for every network, in place (config reload); counters are kept. */
+  setLimits(limits: Partial<RateLimits>): void {
+    this.opts.limits = { ...limits };
+    for (const net of this.networks.values()) net.limiter.set(limits);
+  }
+
+  /** The per-port rate limits as applied (of the first network; setLimits keeps them equal). */
+  get limits(): RateLimits | undefined {
+    for (const net of this.networks.values()) return net.limiter.limits;
+    return undefined;
   }
 
   start(): void {
@@ -151,6 +171,7 @@ export class Router {
     this.uplink?.tick();
     this.napt?.table.expire(this.opts.clock());
     this.host?.tick(this.opts.clock());
+    for (const net of this.networks.values()) net.limiter.tick(this.opts.clock());
     const wall = (this.opts.wallClock ?? Date.now)();
     for (const net of this.networks.values()) {
       const n = net.opts.dhcp?.expire(wall) ?? 0;
@@ -209,7 +230,7 @@ export class Router {
         return;
       }
       this.counters.toHost++;
-      host.fromVm(buf, ipOff, ipLen, vnet);
+      host.fromVm(buf, ipOff, ipLen, vnet, from);
       return;
     }
     const napt = this.napt;
@@ -224,7 +245,7 @@ export class Router {
       this.#icmpBack(from, buf, ipOff, ICMP_TYPE.TIME_EXCEEDED, 0);
       return;
     }
-    const r = napt.outbound(buf, ipOff, this.opts.clock(), vnet);
+    const r = napt.outbound(buf, ipOff, this.opts.clock(), vnet, from);
     if (r === NaptResult.ok) {
       this.counters.toUplink++;
       uplink.sendIp(buf, ipOff, ipLen, dst, vnet);
@@ -237,7 +258,7 @@ export class Router {
       this.counters.hairpinned++;
       inside.sendIp(buf, ipOff, ipLen, napt.insideIp, vnet);
     } else if (r === NaptResult.local) {
-      this.#echoReply(buf, ipOff, ipLen, (b, o, l) => from.sendIp(b, o, l, ip4Dst(b, o), false));
+      if (from.limit(LIMIT.icmp, readMac(buf, ipOff - ETH_HLEN + 6))) this.#echoReply(buf, ipOff, ipLen, (b, o, l) => from.sendIp(b, o, l, ip4Dst(b, o), false));
     } else {
       this.counters.naptDropped++;
     }
@@ -286,6 +307,7 @@ export class Router {
       if (ip4TotalLen(buf, ipOff) <= hl || buf[ipOff + hl] !== ICMP_TYPE.ECHO_REQUEST) return;
     }
     const srcMac = readMac(buf, ipOff - ETH_HLEN + 6);
+    if (!from.limit(LIMIT.icmpErrors, srcMac)) return;
     const n = icmpErrorFrame(this.#icmp, srcMac, from.mac, from.ip, type, code, buf, ipOff);
     from.emit(this.#icmp, 0, n);
   }
@@ -296,6 +318,7 @@ export class Router {
       uplink: this.uplink?.describe(),
       networks: [...this.networks.values()].map((n) => ({ name: n.name, ...n.describe() })),
       publicAddress: this.uplink ? (this.uplink.ip ? formatIp4(this.uplink.ip) : '') : undefined,
+      limits: this.limits,
     };
   }
 }

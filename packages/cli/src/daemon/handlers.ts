@@ -95,15 +95,19 @@ function routers(sw: Vswitch, name: string | undefined): ManagedRouter[] {
 
 function routerView(mr: ManagedRouter): Record<string, unknown> {
   const r = mr.router;
+  const now = performance.now();
   return {
     name: mr.name,
     uplink: r.uplink?.describe() ?? r.host?.describe() ?? null,
+    /** Per bridge port, packets per second (0 = off). */
+    limits: r.limits ?? null,
     networks: [...r.networks.values()].map((n) => ({
       name: n.name, vlan: n.opts.vlan, address: `${formatIp4(n.ip)}/${n.opts.prefix}`, dhcp: n.opts.dhcp !== undefined,
       counters: { ...n.counters },
+      rateLimited: { ...n.limiter.totals(), ports: n.limiter.view(now) },
     })),
     counters: { ...r.counters },
-    nat: r.napt ? { ...r.napt.table.stats() } : null,
+    nat: r.napt ? { ...r.napt.table.stats(), maxSessionsPerPort: r.napt.table.config.maxSessionsPerPort, ports: r.napt.table.portCounts() } : null,
     hostNat: r.host ? r.host.stats() : null,
   };
 }

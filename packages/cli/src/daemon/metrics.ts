@@ -27,7 +27,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DROP_REASONS, type Bridge, type Port } from '@vswitch/switch';
-import { DHCP_REASONS, NAPT_RESULTS, type HostNat, type RouterNetwork } from '@vswitch/nat';
+import { DHCP_REASONS, LIMIT_KINDS, NAPT_RESULTS, REFUSE_REASONS, type HostNat, type RouterNetwork } from '@vswitch/nat';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ManagedRouter } from './routers.js';
 import type { Logger } from './log.js';
@@ -287,6 +287,33 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
         }
       }
     });
+  gauge('vswitch_router_rate_limit_pps',
+    'Per bridge port rate limit of the router, by kind (the closed set of rate-limit reasons: '
+    + `${LIMIT_KINDS.join(', ')}), in packets per second; 0 = off.`,
+    ['router', 'kind'], (emit) => {
+      for (const mr of routerList()) {
+        const l = mr.router.limits;
+        if (l === undefined) continue;
+        const v = [l.dhcp, l.arp, l.icmp, l.dns, l.icmpErrors];
+        for (let k = 0; k < LIMIT_KINDS.length; k++) emit({ router: mr.name, kind: LIMIT_KINDS[k] }, v[k]);
+      }
+    });
+  counter('vswitch_router_rate_limited_total',
+    'Frames a VM sent that the router dropped by its per-port rate limits, by bridge port and kind '
+    + `(${LIMIT_KINDS.join(', ')}). Every port of the network's VLAN is listed, zeros included; port="" is sources the MAC table did not know.`,
+    [...NET_LABELS, 'port', 'kind'], (emit) => {
+      for (const { net, labels } of networks()) {
+        const br = [...sw.bridges.values()].find((b) => b.ports.get(net.name)?.io === net);
+        const ports = new Set<string>();
+        for (const p of br?.ports.values() ?? []) if (p.io !== net && p.vlan.isMember(net.opts.vlan)) ports.add(p.name);
+        // Sources of no port (learning off) and the overflow entry, once they dropped something.
+        for (const v of net.limiter.view(0)) if (!br?.ports.has(v.port)) ports.add(v.port);
+        for (const port of ports) {
+          const d = net.limiter.dropsOf(port);
+          for (let k = 0; k < LIMIT_KINDS.length; k++) emit({ ...labels, port, kind: LIMIT_KINDS[k] }, d === undefined ? 0 : d[k]);
+        }
+      }
+    });
   gauge('vswitch_router_uplink_up', '1 while the router\'s uplink interface is attached, 0 while it is missing or lost.',
     ['router', 'interface'], (emit) => {
       for (const mr of routerList()) {
@@ -308,11 +335,12 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
     for (const mr of napts()) emit({ router: mr.name }, mr.router.napt!.table.stats().expired);
   });
   counter('vswitch_nat_sessions_refused_total',
-    'New flows refused, by reason: table_full (maxSessions), host_limit (maxSessionsPerHost), no_port (public ports exhausted).',
+    'New flows refused, by reason: table_full (maxSessions), host_limit (maxSessionsPerHost), port_limit (maxSessionsPerPort), '
+    + 'no_port (public ports exhausted).',
     ['router', 'reason'], (emit) => {
       for (const mr of napts()) {
         const r = mr.router.napt!.table.stats().refused;
-        for (const reason of ['table_full', 'host_limit', 'no_port'] as const) emit({ router: mr.name, reason }, r[reason]);
+        for (const reason of REFUSE_REASONS) emit({ router: mr.name, reason }, r[reason]);
       }
     });
   counter('vswitch_nat_packets_total',
@@ -335,11 +363,13 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
     for (const [mr, h] of hosts()) for (const [proto, c] of engines(h)) emit({ router: mr.name, proto }, c.opened);
   });
   counter('vswitch_host_nat_sessions_refused_total',
-    'New host-socket NAT flows refused, by reason: table_full (nat.maxSessions), host_limit (nat.maxSessionsPerHost).',
+    'New host-socket NAT flows refused, by reason: table_full (nat.maxSessions), host_limit (nat.maxSessionsPerHost), '
+    + 'port_limit (nat.maxSessionsPerPort).',
     ['router', 'reason'], (emit) => {
       for (const [mr, h] of hosts()) {
         emit({ router: mr.name, reason: 'table_full' }, h.budget.refusedGlobal);
         emit({ router: mr.name, reason: 'host_limit' }, h.budget.refusedPerHost);
+        emit({ router: mr.name, reason: 'port_limit' }, h.budget.refusedPerPort);
       }
     });
   counter('vswitch_host_nat_packets_total', 'Packets through the host-socket NAT, by protocol and direction (to_host: from a VM; to_vm).',

@@ -76,6 +76,7 @@ export class ManagedRouter {
         portRange: { lo: rc.nat.portRange[0], hi: rc.nat.portRange[1] },
         maxSessions: rc.nat.maxSessions,
         maxSessionsPerHost: rc.nat.maxSessionsPerHost,
+        maxSessionsPerPort: rc.nat.maxSessionsPerPort ?? rc.nat.maxSessionsPerHost,
         udpTimeoutSec: rc.nat.udpTimeout,
         tcpEstablishedTimeoutSec: rc.nat.tcpEstablishedTimeout,
         tcpTransitoryTimeoutSec: rc.nat.tcpTransitoryTimeout,
@@ -86,12 +87,13 @@ export class ManagedRouter {
         resolvConf: host.resolvConf,
         icmp: host.icmp,
         listen: host.listen,
-        budget: { maxSessions: rc.nat.maxSessions, maxPerHost: rc.nat.maxSessionsPerHost },
+        budget: { maxSessions: rc.nat.maxSessions, maxPerHost: rc.nat.maxSessionsPerHost, maxPerPort: rc.nat.maxSessionsPerPort ?? rc.nat.maxSessionsPerHost },
         udpIdleTimeoutMs: rc.nat.udpTimeout * 1000,
         // TCP's MSS and UDP/ICMP fragmentation towards the VMs: the smallest MTU their DHCP hands out.
         mtu: Math.min(...Object.values(rc.networks).map((n) => n.dhcp?.mtu ?? 1500)),
       } : undefined,
       interconnect: rc.interconnect,
+      limits: rc.limits,
       onEvent: (e) => onEvent(e),
     });
     for (const [nname, n] of Object.entries(rc.networks)) {

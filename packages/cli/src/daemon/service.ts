@@ -86,7 +86,15 @@ export class Vswitch {
     //    their NAT sessions are lost). Unchanged routers are not touched.
     for (const rname of [...this.routers.keys()]) {
       const want = cfg.routers[rname];
-      if (want === undefined || JSON.stringify(want) !== this.#routerConfigs.get(rname)) {
+      const have = this.#routerConfigs.get(rname);
+      if (want === undefined || JSON.stringify(want) !== have) {
+        if (want !== undefined && have !== undefined && onlyLimitsDiffer(want, have)) {
+          // Rate limits change in place: sessions, leases and counters stay.
+          this.routers.get(rname)!.router.setLimits(want.limits);
+          this.#routerConfigs.set(rname, JSON.stringify(want));
+          done.push(`limits ${rname} ${JSON.stringify(want.limits)}`);
+          continue;
+        }
         this.delRouter(rname);
         done.push(`delrouter ${rname}`);
       }
@@ -192,7 +200,7 @@ export class Vswitch {
         added.push([bname, pname]);
       }, (e) => {
         // What an operator must act on (ICMP without CAP_NET_RAW, no resolver, a forward that cannot listen) is a warning.
-        if (/_unavailable$|_failed$|^dns_no_resolver$|^forward_error$/.test(e.event)) this.log.warn({ router: name, ...e }, e.event);
+        if (/_unavailable$|_failed$|^dns_no_resolver$|^forward_error$|^rate_limited$/.test(e.event)) this.log.warn({ router: name, ...e }, e.event);
         else this.log.info({ router: name, ...e }, e.event);
       }, {
         bound: (port, mac, ip) => leaseBound(this.bridges.values(), port, mac, ip),
@@ -433,4 +441,9 @@ function needMac(text: string): number {
   const mac = parseMac(text);
   if (mac < 0) throw new VswitchError('EINVAL', `bad MAC address '${text}'`);
   return mac;
+}
+
+/** A router's new section differs from the applied one (JSON) in `limits` only. */
+function onlyLimitsDiffer(want: RouterConfig, have: string): boolean {
+  return JSON.stringify({ ...want, limits: undefined }) === JSON.stringify({ ...(JSON.parse(have) as RouterConfig), limits: undefined });
 }

@@ -130,6 +130,8 @@ class EchoMapping {
   rx = 0;
   lastRemote = 0;
   readonly remotes = new Set<number>();
+  /** The bridge port its budget unit is charged to (HostBudget.take). */
+  bridgePort = '';
   constructor(readonly key: number, readonly vmIp: number, readonly vmId: number, readonly outId: number, public last: number) {}
 }
 
@@ -336,17 +338,19 @@ export class HostIcmp {
   }
 
   #open(key: number, vmIp: number, vmId: number, now: number): EchoMapping | undefined {
-    if (!this.opts.budget.take(vmIp)) {
+    const port = this.opts.budget.take(vmIp);
+    if (port === null) {
       this.counters.refused++;
       return undefined;
     }
     const outId = this.#allocId(vmId);
     if (outId < 0) {
-      this.opts.budget.release(vmIp);
+      this.opts.budget.release(vmIp, port);
       this.counters.idsExhausted++;
       return undefined;
     }
     const m = new EchoMapping(key, vmIp, vmId, outId, now);
+    m.bridgePort = port;
     this.#byKey.set(key, m);
     this.#byOut[outId] = m;
     this.counters.opened++;
@@ -369,7 +373,7 @@ export class HostIcmp {
     if (this.#byKey.get(m.key) !== m) return;
     this.#byKey.delete(m.key);
     if (this.#byOut[m.outId] === m) this.#byOut[m.outId] = undefined;
-    this.opts.budget.release(m.vmIp);
+    this.opts.budget.release(m.vmIp, m.bridgePort);
   }
 
   /** A packet from the raw socket (IPv4 header included; a view of raw-socket's shared buffer). */

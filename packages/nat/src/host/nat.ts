@@ -22,8 +22,10 @@
  *   itself (a loopback source) appears to the VM as coming from its gateway,
  *   since a VM cannot answer a loopback address.
  *
- * One budget (types.ts) bounds the sessions of all three protocols per VM and in
- * total; refusals are counted. Everything here is off the per-frame fast path of
+ * One budget (types.ts) bounds the sessions of all three protocols per VM address,
+ * per bridge port (the port of the packet that opens a session, `from`) and in
+ * total; refusals are counted. DNS queries to the gateway are rate-limited per
+ * port before they get here (network.ts, limits.ts). Everything here is off the per-frame fast path of
  * the switch: a VM's packets reach it only after the router decided they leave.
  */
 import net from 'node:net';
@@ -34,6 +36,7 @@ import { HostUdp } from './udp.js';
 import { HostIcmp } from './icmp.js';
 import { Resolvers } from './dns.js';
 import { Forwards, type PortForward } from '../napt/forwards.js';
+import type { PacketPort } from '../napt/translate.js';
 
 export interface HostNatOptions {
   /** Monotonic ms. */
@@ -132,7 +135,9 @@ export class HostNat {
   stats(): Record<string, unknown> {
     return {
       sessions: this.budget.total,
-      refused: { table_full: this.budget.refusedGlobal, host_limit: this.budget.refusedPerHost },
+      refused: { table_full: this.budget.refusedGlobal, host_limit: this.budget.refusedPerHost, port_limit: this.budget.refusedPerPort },
+      maxSessionsPerPort: this.budget.opts.maxPerPort,
+      ports: this.budget.portCounts(),
       dropped: { ...this.counters },
       tcp: { ...this.tcp.counters },
       udp: { ...this.udp.counters },
@@ -140,8 +145,18 @@ export class HostNat {
     };
   }
 
-  /** An IPv4 packet from a VM for somewhere outside the router's networks, or for a gateway address. */
-  fromVm(buf: Uint8Array, ipOff: number, ipLen: number, partial: boolean): void {
+  /**
+   * An IPv4 packet from a VM for somewhere outside the router's networks, or for a
+   * gateway address; `from` tells its bridge port, asked only if it opens a session.
+   */
+  fromVm(buf: Uint8Array, ipOff: number, ipLen: number, partial: boolean, from?: PacketPort): void {
+    this.budget.from(from, buf, ipOff);
+    this.#fromVm(buf, ipOff, ipLen, partial);
+    // Sessions opened later from the outside (host port forwards) charge no port.
+    this.budget.from(undefined);
+  }
+
+  #fromVm(buf: Uint8Array, ipOff: number, ipLen: number, partial: boolean): void {
     const dst = ip4Dst(buf, ipOff);
     const top = dst >>> 24;
     if (top === 127 || top === 0 || top >= 224) {

@@ -510,6 +510,8 @@ class SendQueue {
 class Conn {
   phase = CONNECTING;
   outside = '';
+  /** The bridge port its budget unit is charged to (HostBudget.take). */
+  bridgePort = '';
   // VM -> host (our receive side).
   irs = 0;
   rcvNxt = 0;
@@ -801,7 +803,8 @@ export class HostTcp {
   #open(buf: Uint8Array, ipOff: number, k1: number, k2: number): void {
     const ctr = this.counters;
     const vmIp = this.#src;
-    if (!this.#budget.take(vmIp)) {
+    const port = this.#budget.take(vmIp);
+    if (port === null) {
       ctr.refused++;
       this.#rstReply();
       return;
@@ -824,13 +827,14 @@ export class HostTcp {
       sock = this.#connect(dst, dport, onread);
     } catch {
       q.clear();
-      this.#budget.release(vmIp);
+      this.#budget.release(vmIp, port);
       ctr.connectFailed++;
       this.#rstReply();
       return;
     }
     const now = this.#clock();
     const c = new Conn(true, vmIp, this.#sport, dst, dport, k1, k2, sock, q, this.#newIsn(), now, this.tuning.rtoInitMs);
+    c.bridgePort = port;
     conn = c;
     this.#synOptions(c);
     c.quote = this.#quote(buf, ipOff);
@@ -1804,7 +1808,7 @@ export class HostTcp {
     c.quote = undefined;
     if (!c.released) {
       c.released = true;
-      this.#budget.release(c.vmIp);
+      this.#budget.release(c.vmIp, c.bridgePort);
       this.counters.active--;
     }
     const s = c.sock;
@@ -1826,7 +1830,8 @@ export class HostTcp {
       resetSocket(sock);
       return;
     }
-    if (!this.#budget.take(vmIp)) {
+    // From the outside: the budget charges no bridge port (take returns '').
+    if (this.#budget.take(vmIp) === null) {
       ctr.refused++;
       resetSocket(sock); // the client sees a refusal, not an empty reply
       return;

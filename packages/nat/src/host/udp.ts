@@ -134,6 +134,8 @@ class Mapping {
   lastRemote = 0;
   dnsOnly = true;
   sendCb!: (err: Error | null) => void;
+  /** The bridge port its budget unit is charged to (HostBudget.take). */
+  bridgePort = '';
 
   constructor(readonly key: number, readonly vmIp: number, readonly vmPort: number, public last: number) {}
 }
@@ -391,11 +393,13 @@ export class HostUdp {
   }
 
   #open(vmKey: number, vmIp: number, vmPort: number, now: number): Mapping | undefined {
-    if (!this.opts.budget.take(vmIp)) {
+    const port = this.opts.budget.take(vmIp);
+    if (port === null) {
       this.counters.refused++;
       return undefined;
     }
     const m = new Mapping(vmKey, vmIp, vmPort, now);
+    m.bridgePort = port;
     m.sendCb = (err) => {
       if (err) this.counters.sendErrors++;
     };
@@ -403,7 +407,7 @@ export class HostUdp {
     try {
       sock = dgram.createSocket({ type: 'udp4' });
     } catch (e) {
-      this.opts.budget.release(vmIp);
+      this.opts.budget.release(vmIp, port);
       this.counters.socketErrors++;
       this.opts.onEvent?.({ event: 'udp_socket_error', inside: `${formatIp4(vmIp)}:${vmPort}`, error: (e as Error).message });
       return undefined;
@@ -477,7 +481,8 @@ export class HostUdp {
         this.counters.conflict++;
         return;
       }
-      if (!this.opts.budget.take(f.vmIp)) {
+      // From the outside: the budget charges no bridge port.
+      if (this.opts.budget.take(f.vmIp) === null) {
         this.counters.refused++;
         return;
       }
@@ -525,7 +530,7 @@ export class HostUdp {
     if (m.closed) return;
     m.closed = true;
     this.#out.delete(m.key);
-    this.opts.budget.release(m.vmIp);
+    this.opts.budget.release(m.vmIp, m.bridgePort);
     try {
       m.socket.close();
     } catch {

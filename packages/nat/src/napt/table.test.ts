@@ -33,7 +33,7 @@ describe('configuration', () => {
     expect(t.config).toEqual({
       portRange: { lo: 1024, hi: 65535 }, icmpIdRange: { lo: 0, hi: 65535 },
       udpTimeoutSec: 300, tcpEstablishedTimeoutSec: 7440, tcpTransitoryTimeoutSec: 240, icmpTimeoutSec: 60,
-      maxSessions: 100_000, maxSessionsPerHost: 8192,
+      maxSessions: 100_000, maxSessionsPerHost: 8192, maxSessionsPerPort: 8192,
     });
     expect(NAPT_TABLE_DEFAULTS.tcpEstablishedTimeoutSec).toBe(2 * 3600 + 4 * 60);
   });
@@ -173,7 +173,7 @@ describe('limits', () => {
     open(t, UDP, VM2, 1000, R1, 53);
     expect(t.open(UDP, VM2, 1001, R1, 53, T0)).toBe('table_full');
     expect(t.open(UDP, VM1, 1000, R2, 53, T0)).toBe('table_full');
-    expect(t.refused).toEqual({ table_full: 2, host_limit: 0, no_port: 0 });
+    expect(t.refused).toEqual({ table_full: 2, host_limit: 0, port_limit: 0, no_port: 0 });
     // Established flows go on.
     expect(t.lookupOut(UDP, VM1, 1000, R1, 53)).toBeDefined();
   });
@@ -185,9 +185,92 @@ describe('limits', () => {
     expect(t.open(TCP, VM1, 1001, R1, 80, T0)).toBe('host_limit');
     expect(t.open(UDP, VM1, 1001, R1, 53, T0)).toBe('host_limit');
     expect(typeof t.open(TCP, VM2, 1000, R1, 80, T0)).toBe('object');
-    expect(t.stats().refused).toEqual({ table_full: 0, host_limit: 2, no_port: 0 });
+    expect(t.stats().refused).toEqual({ table_full: 0, host_limit: 2, port_limit: 0, no_port: 0 });
     t.expire(T0 + 240 * SEC);
     expect(typeof t.open(TCP, VM1, 1001, R1, 80, T0 + 240 * SEC)).toBe('object');
+  });
+});
+
+describe('per-port limit (issue 12: leases must not multiply the per-host limit)', () => {
+  const VM3 = ip('10.0.10.4');
+
+  it('defaults to the per-host limit', () => {
+    expect(new NaptTable({ seed: 1, maxSessionsPerHost: 7 }).config.maxSessionsPerPort).toBe(7);
+    expect(new NaptTable({ seed: 1, maxSessionsPerHost: 7, maxSessionsPerPort: 3 }).config.maxSessionsPerPort).toBe(3);
+  });
+
+  it('counts the sessions of every address a port uses, refuses past it as port_limit, other ports unaffected', () => {
+    const t = new NaptTable({ seed: 1, maxSessionsPerHost: 3, maxSessionsPerPort: 4 });
+    for (let p = 0; p < 3; p++) expect(typeof t.open(UDP, VM1, 1000 + p, R1, 53, T0, -1, 'tap1')).toBe('object');
+    expect(t.open(UDP, VM1, 2000, R1, 53, T0, -1, 'tap1')).toBe('host_limit');
+    // A second address on the same port gets only what the port has left.
+    expect(typeof t.open(UDP, VM2, 1000, R1, 53, T0, -1, 'tap1')).toBe('object');
+    expect(t.open(UDP, VM2, 1001, R1, 53, T0, -1, 'tap1')).toBe('port_limit');
+    expect(t.open(TCP, VM2, 1001, R2, 80, T0, -1, 'tap1')).toBe('port_limit');
+    expect(t.portSessions('tap1')).toBe(4);
+    // Another port is not affected; sessions without a port are not counted per port.
+    for (let p = 0; p < 3; p++) expect(typeof t.open(UDP, VM3, 1000 + p, R1, 53, T0, -1, 'tap2')).toBe('object');
+    expect(t.portSessions('tap2')).toBe(3);
+    expect(t.refused).toEqual({ table_full: 0, host_limit: 1, port_limit: 2, no_port: 0 });
+    expect(t.portCounts()).toEqual({ tap1: 4, tap2: 3 });
+    // Expiry gives the port its budget back.
+    t.expire(T0 + 301 * SEC);
+    expect(t.portCounts()).toEqual({});
+    expect(typeof t.open(UDP, VM2, 1001, R1, 53, T0 + 301 * SEC, -1, 'tap1')).toBe('object');
+    expect(t.portSessions('tap1')).toBe(1);
+  });
+
+  it('a new remote on a mapping counts against the port that made it; forward sessions count against none', () => {
+    const t = new NaptTable({ seed: 1, maxSessionsPerPort: 2 });
+    const s = open(t, UDP, VM1, 5000, R1, 3478);
+    expect(s.port).toBe('');
+    const a = t.open(UDP, VM2, 5000, R1, 3478, T0, -1, 'tap1');
+    if (typeof a === 'string') throw new Error(a);
+    expect(a.mapping.port).toBe('tap1');
+    // The remote answers from another port (inbound: the caller gives no port).
+    const b = t.open(UDP, VM2, 5000, R1, 3479, T0);
+    expect(typeof b === 'object' && b.port).toBe('tap1');
+    expect(t.open(UDP, VM2, 5000, R1, 3480, T0)).toBe('port_limit');
+    // Port forward sessions (publicPort given, from the outside): no port.
+    for (let i = 0; i < 3; i++) expect(typeof t.open(TCP, VM2, 22, R2, 40000 + i, T0, 2222)).toBe('object');
+    expect(t.portSessions('tap1')).toBe(2);
+    // Removing sessions by any path gives the budget back.
+    t.flushHost(VM2);
+    expect(t.portSessions('tap1')).toBe(0);
+    open(t, UDP, VM2, 6000, R1, 53);
+    t.open(UDP, VM2, 6001, R1, 53, T0, -1, 'tap1');
+    t.flushAll();
+    expect(t.portCounts()).toEqual({});
+  });
+
+  it('the per-port counts always equal the live sessions per port (random opens, expiry and flushes)', () => {
+    fc.assert(fc.property(
+      fc.array(fc.record({
+        op: fc.constantFrom('open', 'open', 'open', 'expire', 'flushHost', 'flushInside'),
+        host: fc.integer({ min: 0, max: 3 }), port: fc.constantFrom('', 'a', 'b'), iport: fc.integer({ min: 1000, max: 1003 }),
+        remote: fc.integer({ min: 0, max: 2 }), dt: fc.integer({ min: 0, max: 400 }),
+      }), { maxLength: 80 }),
+      (ops) => {
+        const t = new NaptTable({ seed: 3, maxSessionsPerHost: 5, maxSessionsPerPort: 6 });
+        const live: NaptSession[] = [];
+        let now = T0;
+        for (const o of ops) {
+          now += o.dt * SEC;
+          const inside = VM1 + o.host;
+          if (o.op === 'open') {
+            if (t.lookupOut(UDP, inside, o.iport, R1 + o.remote, 53) !== undefined) continue;
+            const s = t.open(UDP, inside, o.iport, R1 + o.remote, 53, now, -1, o.port);
+            if (typeof s === 'object') live.push(s);
+          } else if (o.op === 'expire') t.expire(now);
+          else if (o.op === 'flushHost') t.flushHost(inside);
+          else t.flushInside(UDP, inside, o.iport, o.iport);
+          const want: Record<string, number> = {};
+          for (const s of live) if (s.alive && s.port !== '') want[s.port] = (want[s.port] ?? 0) + 1;
+          expect(t.portCounts()).toEqual(want);
+          for (const p of ['a', 'b']) expect(t.portSessions(p)).toBeLessThanOrEqual(6);
+        }
+      },
+    ), { numRuns: 200 });
   });
 });
 

@@ -66,12 +66,19 @@
  * remote can only shorten a session to the transitory timeout, which its own
  * traffic keeps refreshing. UDP and ICMP sessions have the one state `open`.
  *
- * Limits: `maxSessions` over the table (default 100,000) and `maxSessionsPerHost`
+ * Limits: `maxSessions` over the table (default 100,000), `maxSessionsPerHost`
  * per inside IP (default 8192; port-forward sessions count against their inside
- * host, so a SYN flood at one forward cannot fill the table). Past a limit the new
- * flow is refused, never evicted for: the refusal is returned as a value
- * ('table_full', 'host_limit', or 'no_port' when the range is exhausted) and
- * counted in `refused`; established flows are unaffected.
+ * host, so a SYN flood at one forward cannot fill the table), and
+ * `maxSessionsPerPort` per bridge port the flow came from (default: the per-host
+ * limit), so a VM holding many addresses (several leases, or guards off) cannot
+ * multiply the per-host limit. The port is the caller's (`open`'s `port`: the
+ * port of the packet that opens the session, looked up only then, never per
+ * packet); it stays with the session. Sessions opened from the outside (port
+ * forwards) have no port and count against their host only; a new remote of an
+ * ordinary mapping counts against the port that made the mapping. Past a limit
+ * the new flow is refused, never evicted for: the refusal is returned as a value
+ * ('table_full', 'host_limit', 'port_limit', or 'no_port' when the range is
+ * exhausted) and counted in `refused`; established flows are unaffected.
  *
  * Expiry: each session has `expiresAt`; refreshing it is a field write. A binary
  * heap ordered by the deadline a session had when it was queued gives `expire(now)`
@@ -150,6 +157,8 @@ export interface NaptTableOptions {
   icmpTimeoutSec?: number;
   maxSessions?: number;
   maxSessionsPerHost?: number;
+  /** Sessions opened from one bridge port (default: maxSessionsPerHost). */
+  maxSessionsPerPort?: number;
   /** Seed of the port-probe start (tests use it for repeatable choices). */
   seed?: number;
   /** Public ports the allocator must not hand out (port forwards). */
@@ -166,6 +175,7 @@ export interface NaptTableConfig {
   readonly icmpTimeoutSec: number;
   readonly maxSessions: number;
   readonly maxSessionsPerHost: number;
+  readonly maxSessionsPerPort: number;
 }
 
 export interface PortReservation {
@@ -190,7 +200,8 @@ const S_FIN_WAIT = 2;
 const S_CLOSED = 3;
 const S_OPEN = 4;
 
-export type RefuseReason = 'table_full' | 'host_limit' | 'no_port';
+export type RefuseReason = 'table_full' | 'host_limit' | 'port_limit' | 'no_port';
+export const REFUSE_REASONS: readonly RefuseReason[] = ['table_full', 'host_limit', 'port_limit', 'no_port'];
 
 /** Direction of a packet relative to the session: from the inside host, or to it. */
 export const DIR_OUT = 0;
@@ -230,6 +241,8 @@ export class NaptMapping {
     /** Made for a port forward: inbound traffic from any remote opens a session. */
     readonly forwarded: boolean,
     readonly host: NaptHost,
+    /** The bridge port whose packet made it ('' for none: made from the outside). */
+    readonly port: string = '',
   ) {
     this.ipKey = insideIp | 0;
   }
@@ -283,6 +296,8 @@ export class NaptSession {
     remoteIp: number,
     readonly remotePort: number,
     now: number,
+    /** The bridge port charged for it ('' for none). */
+    readonly port: string = '',
   ) {
     this.remoteKey = remoteIp | 0;
     this.remoteIp = remoteIp >>> 0;
@@ -332,9 +347,11 @@ export class NaptTable {
   readonly config: NaptTableConfig;
   /** Set by whoever owns the port forwards; consulted only when a port is allocated. */
   reservation: PortReservation | undefined;
-  readonly refused: Record<RefuseReason, number> = { table_full: 0, host_limit: 0, no_port: 0 };
+  readonly refused: Record<RefuseReason, number> = { table_full: 0, host_limit: 0, port_limit: 0, no_port: 0 };
 
   #hosts = new Map<number, NaptHost>();
+  /** Live sessions per bridge port (sessions with a port only). */
+  readonly #perPort = new Map<string, number>();
   #byPublic: (NaptMapping | undefined)[][] = [newPortArray(), newPortArray(), newPortArray()];
   #ranges: PortRange[];
   #timeoutMs: { udp: number; est: number; trans: number; icmp: number };
@@ -361,10 +378,11 @@ export class NaptTable {
     const icmp = clampInt(opts.icmpTimeoutSec, d.icmpTimeoutSec, L.icmpTimeoutSecMin, L.timeoutSecMax);
     const maxSessions = clampInt(opts.maxSessions, d.maxSessions, 1, L.maxSessionsMax);
     const maxSessionsPerHost = clampInt(opts.maxSessionsPerHost, d.maxSessionsPerHost, 1, maxSessions);
+    const maxSessionsPerPort = clampInt(opts.maxSessionsPerPort, maxSessionsPerHost, 1, maxSessions);
     this.config = Object.freeze({
       portRange: Object.freeze(portRange), icmpIdRange: Object.freeze(icmpIdRange),
       udpTimeoutSec: udp, tcpEstablishedTimeoutSec: est, tcpTransitoryTimeoutSec: trans, icmpTimeoutSec: icmp,
-      maxSessions, maxSessionsPerHost,
+      maxSessions, maxSessionsPerHost, maxSessionsPerPort,
     });
     this.#ranges = [portRange, portRange, icmpIdRange];
     this.#timeoutMs = { udp: udp * 1000, est: est * 1000, trans: trans * 1000, icmp: icmp * 1000 };
@@ -374,6 +392,12 @@ export class NaptTable {
 
   get size(): number { return this.#sessions; }
   get mappingCount(): number { return this.#mappings; }
+
+  /** Live sessions charged to bridge port `port`. */
+  portSessions(port: string): number { return this.#perPort.get(port) ?? 0; }
+
+  /** Live sessions per bridge port (ports with sessions only), for `router show`. */
+  portCounts(): Record<string, number> { return Object.fromEntries(this.#perPort); }
 
   stats(): NaptTableStats {
     return {
@@ -417,11 +441,14 @@ export class NaptTable {
    * existing mapping or a new one. `publicPort` >= 0 asks for that public port (a
    * port forward's; the mapping is then marked forwarded); an existing mapping of
    * the endpoint on another port is dropped first, the forward wins. The caller has
-   * checked that no session exists yet. Refusals are values and are counted.
+   * checked that no session exists yet. `port`: the bridge port the opening packet
+   * came from, charged against maxSessionsPerPort; '' for a packet from the
+   * outside: then the mapping's port is charged, unless it is a forward's.
+   * Refusals are values and are counted.
    */
   open(
     proto: number, insideIp: number, insidePort: number,
-    remoteIp: number, remotePort: number, now: number, publicPort = -1,
+    remoteIp: number, remotePort: number, now: number, publicPort = -1, port = '',
   ): NaptSession | RefuseReason {
     const pi = protoIndex(proto);
     if (pi < 0) throw new RangeError(`NAPT has no mappings for IP protocol ${proto}`);
@@ -429,29 +456,32 @@ export class NaptTable {
     let host = this.#hosts.get(insideIp | 0);
     if (host !== undefined && host.sessions >= this.config.maxSessionsPerHost) return this.#refuse('host_limit');
     let m = host?.maps[pi].get(insidePort);
+    if (port === '' && m !== undefined && !m.forwarded && publicPort < 0) port = m.port;
+    if (port !== '' && (this.#perPort.get(port) ?? 0) >= this.config.maxSessionsPerPort) return this.#refuse('port_limit');
     if (m !== undefined && publicPort >= 0 && m.publicPort !== publicPort) {
       this.#dropMapping(m);
       m = undefined;
     }
     if (m === undefined) {
-      let port = publicPort;
-      if (port >= 0) {
-        const holder = this.#byPublic[pi][port];
+      let pub = publicPort;
+      if (pub >= 0) {
+        const holder = this.#byPublic[pi][pub];
         if (holder !== undefined) this.#dropMapping(holder);
       } else {
-        port = this.#allocate(pi, insidePort);
-        if (port < 0) return this.#refuse('no_port');
+        pub = this.#allocate(pi, insidePort);
+        if (pub < 0) return this.#refuse('no_port');
       }
       if (host === undefined || !this.#hosts.has(insideIp | 0)) {
         host = new NaptHost(insideIp >>> 0);
         this.#hosts.set(insideIp | 0, host);
       }
-      m = new NaptMapping(pi, insideIp >>> 0, insidePort, port, publicPort >= 0, host);
+      m = new NaptMapping(pi, insideIp >>> 0, insidePort, pub, publicPort >= 0, host, port);
       host.maps[pi].set(insidePort, m);
-      this.#byPublic[pi][port] = m;
+      this.#byPublic[pi][pub] = m;
       this.#mappings++;
     }
-    const s = new NaptSession(m, remoteIp, remotePort, now);
+    const s = new NaptSession(m, remoteIp, remotePort, now, port);
+    if (port !== '') this.#perPort.set(port, (this.#perPort.get(port) ?? 0) + 1);
     s.next = m.head;
     if (m.head !== undefined) m.head.prev = s;
     m.head = s;
@@ -595,6 +625,7 @@ export class NaptTable {
     const n = this.#sessions;
     for (const h of this.#hosts.values()) for (const map of h.maps) for (const m of map.values()) forEachSession(m, (s) => { s.alive = false; });
     this.#hosts.clear();
+    this.#perPort.clear();
     for (const arr of this.#byPublic) arr.fill(undefined);
     this.#heapS.length = 0;
     this.#heapK.length = 0;
@@ -710,6 +741,11 @@ export class NaptTable {
     if (m.last === s) m.last = undefined;
     m.sessions--;
     m.host.sessions--;
+    if (s.port !== '') {
+      const n = this.#perPort.get(s.port) ?? 0;
+      if (n <= 1) this.#perPort.delete(s.port);
+      else this.#perPort.set(s.port, n - 1);
+    }
     this.#sessions--;
     this.#byProto[m.proto]--;
     if (m.sessions === 0) {

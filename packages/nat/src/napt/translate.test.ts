@@ -559,7 +559,29 @@ describe('drops and housekeeping', () => {
     expect(run(m, 'out', udpPkt({ src: A, dst: R, sport: 1, dport: 53 })).r).toBe('ok');
     expect(run(m, 'out', udpPkt({ src: B, dst: R, sport: 1, dport: 53 })).r).toBe('no_port');
     expect([n.countOf('ok'), n.countOf('host_limit'), n.countOf('table_full'), m.countOf('no_port')]).toEqual([2, 1, 1, 1]);
-    expect(n.table.refused).toEqual({ table_full: 1, host_limit: 1, no_port: 0 });
+    expect(n.table.refused).toEqual({ table_full: 1, host_limit: 1, port_limit: 0, no_port: 0 });
+  });
+
+  it('charges the packet\'s bridge port when it opens a session, and asks for it only then (port_limit)', () => {
+    const n = mk({ maxSessionsPerHost: 10, maxSessionsPerPort: 2 });
+    let asked = 0;
+    const from = { portAt: (buf: Uint8Array, ipOff: number): string => { asked++; expect(ipOff).toBe(LEAD); return buf.length > 0 ? 'tap1' : ''; } };
+    const out = (pkt: Uint8Array): NaptResultName => {
+      const buf = new Uint8Array(LEAD + pkt.length + TAIL).fill(GUARD);
+      buf.set(pkt, LEAD);
+      return NAPT_RESULTS[n.outbound(buf, LEAD, T0, false, from)];
+    };
+    expect(out(udpPkt({ src: A, dst: R, sport: 1000, dport: 53 }))).toBe('ok');
+    expect(asked).toBe(1);
+    for (let i = 0; i < 5; i++) expect(out(udpPkt({ src: A, dst: R, sport: 1000, dport: 53 }))).toBe('ok');
+    expect(asked, 'packets of an existing session do not look the port up').toBe(1);
+    // A second address on the same port: one more session, then the port is full.
+    expect(out(udpPkt({ src: B, dst: R, sport: 1000, dport: 53 }))).toBe('ok');
+    expect(out(udpPkt({ src: B, dst: R, sport: 1001, dport: 53 }))).toBe('port_limit');
+    expect(n.countOf('port_limit')).toBe(1);
+    expect(n.table.refused.port_limit).toBe(1);
+    // Without a port (the caller cannot tell), only the per-host limit applies.
+    expect(run(n, 'out', udpPkt({ src: B, dst: R, sport: 1002, dport: 53 })).r).toBe('ok');
   });
 
   it('result names and codes are one closed set', () => {

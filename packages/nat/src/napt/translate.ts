@@ -5,7 +5,7 @@
  * (forwards.ts).
  *
  * Entry points, one packet at a time, `now` in ms of the router clock:
- * - `outbound(buf, off, now)`: a packet from an inside host to beyond the router.
+ * - `outbound(buf, off, now, partial, from)`: a packet from an inside host to beyond the router.
  *   Source IP/port (TCP, UDP) or echo id (ICMP echo request) become the public
  *   address and the mapping's public port. Result `ok`: send it on the uplink.
  *   Result `hairpin` (RFC 4787 REQ-9, RFC 5382 REQ-8): it was addressed to the
@@ -109,6 +109,7 @@ export const NAPT_RESULTS = [
   'table_full',        // new flow refused: the table is at maxSessions
   'host_limit',        // new flow refused: the inside host is at maxSessionsPerHost
   'no_port',           // new flow refused: no free public port in the range
+  'port_limit',        // new flow refused: the bridge port it came from is at maxSessionsPerPort
 ] as const;
 
 export type NaptResultName = (typeof NAPT_RESULTS)[number];
@@ -126,6 +127,15 @@ export interface NaptOptions {
   /** A table, or the options to make one. */
   table?: NaptTable | NaptTableOptions;
   forwards?: Forwards;
+}
+
+/**
+ * Where an inside packet came from: the bridge port, for the table's per-port
+ * limit. Asked only when the packet opens a session, never per packet of one.
+ */
+export interface PacketPort {
+  /** The bridge port of the IPv4 packet at buf[ipOff...) ('' when unknown). */
+  portAt(buf: Uint8Array, ipOff: number): string;
 }
 
 const R = NaptResult;
@@ -177,9 +187,12 @@ export class Napt {
     return Object.fromEntries(NAPT_RESULTS.map((r, i) => [r, this.counts[i]])) as Record<NaptResultName, number>;
   }
 
-  /** `partial`: the L4 checksum is CHECKSUM_PARTIAL (see the header comment). */
-  outbound(buf: Uint8Array, off: number, now: number, partial = false): number {
-    const r = this.#outbound(buf, off, now, partial);
+  /**
+   * `partial`: the L4 checksum is CHECKSUM_PARTIAL (see the header comment);
+   * `from`: the packet's bridge port, charged when it opens a session.
+   */
+  outbound(buf: Uint8Array, off: number, now: number, partial = false, from?: PacketPort): number {
+    const r = this.#outbound(buf, off, now, partial, from);
     this.counts[r]++;
     return r;
   }
@@ -197,7 +210,7 @@ export class Napt {
     if (event === 'add') this.table.flushInside(proto, f.insideIp, f.insideLo, f.insideLo + (f.publicHi - f.publicLo));
   }
 
-  #outbound(buf: Uint8Array, off: number, now: number, partial: boolean): number {
+  #outbound(buf: Uint8Array, off: number, now: number, partial: boolean, from: PacketPort | undefined): number {
     const pub = this.#publicIp;
     if (pub === 0) return R.no_public_address;
     if ((read16(buf, off + IP4.FRAG) & 0x3fff) !== 0) return R.fragment;
@@ -240,7 +253,7 @@ export class Napt {
     if (s === undefined) {
       if (proto === P_TCP && (flags & (TCP_FLAG.SYN | TCP_FLAG.ACK | TCP_FLAG.RST)) !== TCP_FLAG.SYN) return R.tcp_not_syn;
       const fwd = proto === P_ICMP ? -1 : this.forwards.publicFor(proto, src, sport);
-      const o = this.table.open(proto, src, sport, dst, dport, now, fwd);
+      const o = this.table.open(proto, src, sport, dst, dport, now, fwd, from === undefined ? '' : from.portAt(buf, off));
       if (typeof o === 'string') return R[o];
       s = o;
     }
