@@ -6,6 +6,9 @@
  * connection (tcp.ts, connected to the resolver). So VMs get the host's own
  * resolver, whatever it is, loopback stubs included (systemd-resolved's
  * 127.0.0.53, Docker's 127.0.0.11), which a VM could never reach by naming it.
+ * Each query costs the daemon a datagram (or a connection) to the resolver, so
+ * queries to gateway:53 are rate-limited per bridge port before they get here
+ * (network.ts, `limits.dns` of limits.ts: UDP datagrams and TCP SYNs).
  *
  * The resolvers are the host's, read as glibc reads them: `nameserver` lines of
  * /etc/resolv.conf, at most MAXNS (3), in order; IPv6 servers are skipped (the
