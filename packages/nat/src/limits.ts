@@ -28,6 +28,13 @@
  * once (`rate_limited`, the router bounds its log lines), and again when it has
  * been quiet for QUIET_MS (`rate_limit_ended`, with the episode's drops). An
  * entry unused for IDLE_MS is forgotten by tick(): a removed port's entry goes.
+ *
+ * Cost (limits.bench.ts; Node 20 on the 2-core dev VM, 64 ports under a flood):
+ * 74 ns per check under vitest bench, 43-50 ns run by plain node, no allocation;
+ * a kind that is off returns before the lookup. The caller adds its MAC table
+ * lookup and a clock read: well under a microsecond per limited control frame,
+ * where answering it (an echo reply or a DHCP ACK written to a TAP) costs
+ * microseconds and more. Forwarded frames never reach a check.
  */
 
 /** The kinds, in index order: also the `kind` label of the metrics and the closed set of reasons. */
