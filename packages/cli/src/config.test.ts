@@ -46,6 +46,23 @@ bridges:
     expect(c.bridges.br0.ports.vm2.maxMacs).toBe(4);
   });
 
+  it('router rate limits: the defaults when absent, 0 = off, partial sections filled; bad values name their key', () => {
+    const base = `bridges: { br0: {} }
+routers:
+  r0:
+    networks: { net10: { bridge: br0, vlan: 10, address: 10.0.10.1/24 } }
+`;
+    const c = parseConfig(base, F);
+    expect(c.routers.r0.limits).toEqual({ dhcp: 10, arp: 100, icmp: 200, dns: 200, icmpErrors: 50 });
+    expect(c.routers.r0.nat.maxSessionsPerPort).toBeUndefined();
+    const d = parseConfig(`${base}    limits: { icmp: 0, dhcp: 3 }\n    nat: { maxSessionsPerHost: 100, maxSessionsPerPort: 300 }\n`, F);
+    expect(d.routers.r0.limits).toEqual({ dhcp: 3, arp: 100, icmp: 0, dns: 200, icmpErrors: 50 });
+    expect(d.routers.r0.nat).toMatchObject({ maxSessionsPerHost: 100, maxSessionsPerPort: 300 });
+    expect(errorOf(`${base}    limits: { arp: -1 }\n`)).toBe(`${F}: routers.r0.limits.arp (line 5): must be 0 (off) or more packets per second`);
+    expect(errorOf(`${base}    limits: { dns: 2.5 }\n`)).toMatch(/routers\.r0\.limits\.dns .*whole number/);
+    expect(errorOf(`${base}    limits: { ipv6: 3 }\n`)).toMatch(/routers\.r0\.limits/);
+  });
+
   it('names file, key path and line for a value out of range', () => {
     const msg = errorOf(`bridges:
   br0:
