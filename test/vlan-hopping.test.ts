@@ -88,7 +88,10 @@ describe('no VLAN hopping from an access port', () => {
     expect(l3.filter((l) => l.includes(vm1.mac)), 'vm3 (VLAN 20) saw frames from vm1').toEqual([]);
     expect(lFar.filter((l) => l.includes(vm1.mac)), 'the trunk carried frames from vm1').toEqual([]);
     expect(lFar.filter((l) => /vlan 20/.test(l)), 'the trunk carried VLAN 20 frames').toEqual([]);
-    expect(l2.filter((l) => l.includes(vm1.mac)), 'vm2 saw tagged frames from vm1').toEqual([]);
+    // vm2 shares VLAN 10 with vm1, so its kernel may refresh its ARP entry for vm1 meanwhile: only
+    // the crafted frames count (all of them are about vm3's address, or still carry a tag).
+    const crafted = (l: string): boolean => l.includes(vm1.mac) && (l.includes(vm3.ip) || /vlan \d|802\.1/.test(l));
+    expect(l2.filter(crafted), 'vm2 saw tagged frames from vm1').toEqual([]);
 
     const stats = (await d.ok(['stats', BR], { json: true })).json;
     const after = dropCount(findPort(stats, T.vm1), 'vlan_tagged_on_access');
