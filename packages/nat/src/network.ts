@@ -7,7 +7,8 @@
  * - IPv4 to the gateway: ICMP echo is answered, UDP 67 goes to the DHCP server;
  * - IPv4 to elsewhere: handed to the router (`route`), which decides between
  *   another network, NAPT to the uplink, or an ICMP error.
- * Everything else is ignored and counted.
+ * Everything else is ignored and counted. When its router starts, the gateway
+ * announces itself with a gratuitous ARP (`announce`).
  *
  * What the gateway does itself on a VM's behalf (ARP for it, echo replies, DHCP,
  * DNS to the host NAT's forwarder, and the ICMP errors router.ts sends) spends a
@@ -224,6 +225,15 @@ export class RouterNetwork implements PortIo {
     writeEth(buf, mac, this.mac, 0x0800, frameOff);
     if (vnet) this.emitVnet(buf, frameOff, ETH_HLEN + ipLen);
     else this.emit(buf, frameOff, ETH_HLEN + ipLen);
+  }
+
+  /**
+   * Gratuitous ARP for the gateway (as the uplink's announce): guests' ARP caches
+   * take its MAC at once, also when that MAC changed across a restart or upgrade.
+   */
+  announce(): void {
+    const n = arpFrame(this.#out, ARP_REQUEST, MAC_BROADCAST, this.mac, this.ip, 0, this.ip);
+    this.emit(this.#out, 0, n);
   }
 
   /** Sends a frame into the bridge. */

@@ -7,7 +7,6 @@
  * An uplink with `address: dhcp` keeps its last lease in `uplink-<router>.json`
  * there, so that after a restart it asks for the same address (INIT-REBOOT).
  */
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
   DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, clientLeaseFileName, deserializeForwards, ensureStateDir, formatForward,
@@ -17,11 +16,18 @@ import {
 import { type Bridge, VlanPolicy, parseIp4, parseMac } from '@vswitch/switch';
 import { type RouterConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
 import { VswitchError } from '../errors.js';
+import { hostKey, macFor } from './machine-id.js';
 
-/** A stable locally administered MAC for a name: the same after every restart, so guests' ARP caches stay right. */
-export function stableMac(name: string): number {
-  const h = createHash('sha256').update(`vswitch:${name}`).digest();
-  return 0x020000000000 + h.readUIntBE(0, 5);
+/**
+ * The MAC of a router's uplink (`R/uplink`) or gateway (`R/NETWORK`) when the config
+ * gives none: a hash of the host's machine id (keyed, see machine-id.ts) and the
+ * name, so it is the same after every restart (guests' and neighbours' ARP caches
+ * stay right) and differs between hosts whose routers have the same names. The
+ * gateways take the machine id too: a bridge may be trunked to other hosts, and two
+ * gateways with one MAC in a VLAN would pull each other's traffic.
+ */
+export function stableMac(stateDir: string, name: string): number {
+  return macFor(hostKey(stateDir).key, name);
 }
 
 export class ManagedRouter {
@@ -51,7 +57,7 @@ export class ManagedRouter {
     const ifUplink = rc.uplink?.kind === 'host' ? undefined : rc.uplink;
     const dhcpUplink = ifUplink?.address === 'dhcp';
     const up = ifUplink?.address !== undefined && !dhcpUplink ? parseCidr(ifUplink.address)! : undefined;
-    const uplinkMac = rc.uplink?.mac ? parseMac(rc.uplink.mac) : stableMac(`${name}/uplink`);
+    const uplinkMac = rc.uplink?.mac ? parseMac(rc.uplink.mac) : stableMac(stateDir, `${name}/uplink`);
     let dhcp: UplinkDhcpOptions | undefined;
     if (ifUplink && dhcpUplink) {
       const leaseFile = join(stateDir, clientLeaseFileName(name));
@@ -125,7 +131,7 @@ export class ManagedRouter {
         vlan: n.vlan,
         gatewayIp: c.ip,
         prefix: c.prefix,
-        mac: n.mac ? parseMac(n.mac) : stableMac(`${name}/${nname}`),
+        mac: n.mac ? parseMac(n.mac) : stableMac(stateDir, `${name}/${nname}`),
         clock,
         dhcp,
         portOf: (mac) => {
@@ -149,6 +155,7 @@ export class ManagedRouter {
 
   start(): void {
     this.router.start();
+    for (const net of this.router.networks.values()) net.announce();
   }
 
   close(): void {
