@@ -1,20 +1,38 @@
 /*
  * The CLI side of the control socket: one request, one response, clear errors
- * when the daemon is not there or the socket is not ours to use.
+ * when the daemon is not there or the socket is not ours to use. A refusal because
+ * the daemon has its maximum of control connections open (EAGAIN) is retried
+ * within the same 10 s budget, so parallel scripts wait rather than fail.
  */
 import { createConnection } from 'node:net';
 import { VswitchError } from './errors.js';
 
 const TIMEOUT_MS = 10_000;
 
-export function request(path: string, cmd: string, args: Record<string, unknown> = {}): Promise<unknown> {
+export async function request(path: string, cmd: string, args: Record<string, unknown> = {}): Promise<unknown> {
+  const deadline = Date.now() + TIMEOUT_MS;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await once(path, cmd, args, deadline);
+    } catch (e) {
+      // The daemon refused the connection over its control.maxConnections (EAGAIN, sent before it read anything),
+      // or closed it before our request was written (EPIPE: not delivered): try again shortly.
+      const code = (e as VswitchError).code;
+      const again = code === 'EAGAIN' || (code === 'EPIPE' && attempt < 3);
+      if (!again || Date.now() + 100 >= deadline) throw e;
+      await new Promise((r) => setTimeout(r, 20 + Math.random() * 80));
+    }
+  }
+}
+
+function once(path: string, cmd: string, args: Record<string, unknown>, deadline: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const sock = createConnection(path);
     let buf = '';
     const timer = setTimeout(() => {
       sock.destroy();
       reject(new VswitchError('ETIMEDOUT', `no answer from the daemon on ${path} within ${TIMEOUT_MS / 1000} s`));
-    }, TIMEOUT_MS);
+    }, Math.max(0, deadline - Date.now()));
     sock.setEncoding('utf8');
     sock.on('connect', () => sock.write(JSON.stringify({ id: 1, cmd, args }) + '\n'));
     sock.on('data', (chunk: string) => {
