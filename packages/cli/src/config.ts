@@ -92,6 +92,9 @@ const DhcpSchema = z.strictObject({
   maxLeasesPerPort: z.number().int().min(1).optional(),
 });
 
+/** A duration in seconds for the servers' timeouts. */
+const Seconds = z.number().min(0.1).max(3600);
+
 const RouterNetworkSchema = z.strictObject({
   bridge: BridgeName,
   vlan: Vid,
@@ -174,11 +177,26 @@ export const ConfigSchema = z.strictObject({
   control: z.strictObject({
     socket: z.string().min(1).optional(),
     mode: z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0600"').default('0600'),
-  }).default({ mode: '0600' }),
+    /** Connections open at once; one more gets EAGAIN (the CLI retries). */
+    maxConnections: z.number().int().min(1).max(65536).default(64),
+    /** Longest request line; a longer one gets E2BIG and its connection is closed. */
+    maxRequestBytes: z.number().int().min(1024).max(16 << 20).default(65536),
+  }).default({ mode: '0600', maxConnections: 64, maxRequestBytes: 65536 }),
   metrics: z.strictObject({
     /** host:port for the Prometheus endpoint (/metrics, /healthz); "" or "off" disables it. */
     listen: z.string().regex(/^(off|)$|^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/, 'must be host:port (e.g. 127.0.0.1:9464) or "off"').default('127.0.0.1:9464'),
-  }).default({ listen: '127.0.0.1:9464' }),
+    /** Connections open at once; more are closed on accept and counted. */
+    maxConnections: z.number().int().min(1).max(65536).default(64),
+    /** Seconds without a byte either way before a connection is closed (also the keep-alive timeout). */
+    idleTimeout: Seconds.default(10),
+    /** Seconds for a request's headers to arrive whole. */
+    headersTimeout: Seconds.default(5),
+    /** Seconds for the whole request to arrive. */
+    requestTimeout: Seconds.default(10),
+    /** Seconds a render is served to later scrapes; 0: every scrape renders, unless one is running. */
+    cacheInterval: z.number().min(0).max(60).default(1),
+  }).refine((m) => m.headersTimeout <= m.requestTimeout, { path: ['headersTimeout'], message: 'must not exceed requestTimeout' })
+    .default({ listen: '127.0.0.1:9464', maxConnections: 64, idleTimeout: 10, headersTimeout: 5, requestTimeout: 10, cacheInterval: 1 }),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   }).default({ level: 'info' }),

@@ -1,16 +1,19 @@
 /*
- * `vswitch daemon`: load and validate the config, build the bridges, open the
- * control socket, run until SIGTERM/SIGINT, then tear down cleanly (ports closed,
- * non-persistent TAPs removed with their fds, socket unlinked).
+ * `vswitch daemon`: load and validate the config, check that the control socket's
+ * path is free (or a stale socket of ours) before building anything, build the
+ * bridges and routers, serve metrics, open the control socket, run until
+ * SIGTERM/SIGINT, then tear down cleanly (ports closed, non-persistent TAPs removed
+ * with their fds, socket unlinked). A reload also applies the servers' limits.
  */
-import { unlinkSync } from 'node:fs';
+import { readFileSync, unlinkSync } from 'node:fs';
 import * as netdev from '@vswitch/netdev';
 import { type Config, defaultConfig, loadConfig } from '../config.js';
 import { VswitchError } from '../errors.js';
-import { listenControl } from './control.js';
-import { startMetrics, type MetricsServer } from './metrics.js';
+import { type ControlLimits, type ControlServer, listenControl, lookupCommand, prepareControlPath } from './control.js';
+import { startMetrics, type MetricsLimits, type MetricsServer } from './metrics.js';
 import { handlers } from './handlers.js';
 import { type LogLevel, makeLogger } from './log.js';
+import { hostKey } from './machine-id.js';
 import { Vswitch } from './service.js';
 
 export const DEFAULT_SOCKET = '/run/vswitch/vswitch.sock';
@@ -30,8 +33,17 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   if (opts.stateDir) cfg.stateDir = opts.stateDir;
   const log = makeLogger(opts.logLevel ?? cfg.log.level);
   const socketPath = opts.socket ?? process.env.VSWITCH_SOCKET ?? cfg.control.socket ?? DEFAULT_SOCKET;
+  // Refused before anything is built: a second daemon must not touch the first one's TAPs.
+  await prepareControlPath(socketPath);
   const sw = new Vswitch(log);
   sw.apply(cfg);
+  if (sw.routers.size > 0) {
+    const k = hostKey(cfg.stateDir);
+    (k.created ? log.warn.bind(log) : log.info.bind(log))(
+      { event: 'host_id', source: k.source, ...(k.reason ? { reason: k.reason } : {}), created: k.created }, 'host_id');
+  }
+  let metrics: MetricsServer | undefined;
+  let control: ControlServer | undefined;
   // Re-reads the config file and applies the difference; a bad file changes nothing.
   const reload = (): { changes: string[] } => {
     if (!opts.config) throw new VswitchError('EINVAL', 'the daemon runs on the built-in config: nothing to reload');
@@ -39,6 +51,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       const next = loadConfig(opts.config);
       if (opts.stateDir) next.stateDir = opts.stateDir;
       const changes = sw.reload(next, (ifname) => netdev.ifIndex(ifname) > 0);
+      changes.push(...metrics?.configure(metricsLimits(next)) ?? [], ...control?.configure(controlLimits(next)) ?? []);
       if (!opts.logLevel && log.level !== next.log.level) {
         log.level = next.log.level;
         changes.push(`log level ${next.log.level}`);
@@ -49,30 +62,32 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       throw e;
     }
   };
-  let metrics: MetricsServer | undefined;
   const listen = opts.metricsListen ?? cfg.metrics.listen;
   if (listen !== '' && listen !== 'off') {
     try {
-      metrics = await startMetrics(sw, listen, log);
+      metrics = await startMetrics(sw, listen, log, { limits: metricsLimits(cfg), control: () => control?.stats });
     } catch (e) {
       sw.close();
       throw new VswitchError('EADDRINUSE', `metrics: cannot listen on ${listen}: ${(e as Error).message}`);
     }
   }
-  let server;
+  let server: ControlServer;
   try {
-    server = await listenControl(socketPath, parseInt(cfg.control.mode, 8), (cmd, args) => {
+    server = control = await listenControl(socketPath, parseInt(cfg.control.mode, 8), (cmd, args) => {
       if (cmd === 'reload') return reload();
-      const h = handlers[cmd];
+      const h = lookupCommand(handlers, cmd);
       if (h === undefined) throw new VswitchError('EINVAL', `unknown command: ${cmd}`);
       return h(sw, args);
-    }, log);
+    }, log, controlLimits(cfg));
   } catch (e) {
     metrics?.close();
     sw.close();
     throw e;
   }
-  log.info({ event: 'daemon_started', config: opts.config ?? '(built-in default)', socket: socketPath, bridges: [...sw.bridges.keys()] }, 'daemon_started');
+  log.info({
+    event: 'daemon_started', config: opts.config ?? '(built-in default)', socket: socketPath, bridges: [...sw.bridges.keys()],
+    fdLimit: fdLimit(), control: controlLimits(cfg),
+  }, 'daemon_started');
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
@@ -94,4 +109,23 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
   log.info({ event: 'daemon_stopped' }, 'daemon_stopped');
+}
+
+function metricsLimits(cfg: Config): MetricsLimits {
+  const { maxConnections, idleTimeout, headersTimeout, requestTimeout, cacheInterval } = cfg.metrics;
+  return { maxConnections, idleTimeout, headersTimeout, requestTimeout, cacheInterval };
+}
+
+function controlLimits(cfg: Config): ControlLimits {
+  return { maxConnections: cfg.control.maxConnections, maxRequestBytes: cfg.control.maxRequestBytes };
+}
+
+/** The open-files limit the daemon runs with (Node raises the soft limit to the hard one at start). */
+function fdLimit(): number | string {
+  try {
+    const m = /^Max open files\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m === null ? 'unknown' : m[1] === 'unlimited' ? m[1] : Number(m[1]);
+  } catch {
+    return 'unknown';
+  }
 }
