@@ -84,10 +84,15 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     sw.close();
     throw e;
   }
+  const limit = fdLimit();
   log.info({
     event: 'daemon_started', config: opts.config ?? '(built-in default)', socket: socketPath, bridges: [...sw.bridges.keys()],
-    fdLimit: fdLimit(), control: controlLimits(cfg),
+    fdLimit: limit, control: controlLimits(cfg),
   }, 'daemon_started');
+  const needed = fdsNeeded(cfg, metrics !== undefined);
+  if (typeof limit === 'number' && limit < needed) {
+    log.warn({ event: 'fd_limit_low', fdLimit: limit, needed }, 'fd_limit_low');
+  }
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
@@ -118,6 +123,18 @@ function metricsLimits(cfg: Config): MetricsLimits {
 
 function controlLimits(cfg: Config): ControlLimits {
   return { maxConnections: cfg.control.maxConnections, maxRequestBytes: cfg.control.maxRequestBytes };
+}
+
+/**
+ * File descriptors the config can use at once: a device or socket per port, a
+ * socket per host-NAT session (uplink kind host), the servers' connection limits,
+ * and some for state files, the uplinks and Node itself. README "Limits".
+ */
+function fdsNeeded(cfg: Config, metrics: boolean): number {
+  let n = 64 + cfg.control.maxConnections + (metrics ? cfg.metrics.maxConnections : 0);
+  for (const b of Object.values(cfg.bridges)) n += Object.keys(b.ports).length * 2;
+  for (const r of Object.values(cfg.routers)) n += 2 + (r.uplink?.kind === 'host' ? r.nat.maxSessions : 0);
+  return n;
 }
 
 /** The open-files limit the daemon runs with (Node raises the soft limit to the hard one at start). */
