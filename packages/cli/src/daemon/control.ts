@@ -196,7 +196,7 @@ function serve(sock: Socket, dispatch: Dispatch, log: Logger, limits: ControlLim
 
   /** Answers buffered requests until none is complete or the client stops reading its replies. */
   const pump = (): void => {
-    while (!done) {
+    while (!done && !sock.destroyed) {
       if (sock.writableNeedDrain) {
         if (!paused) {
           paused = true;
@@ -225,7 +225,7 @@ function serve(sock: Socket, dispatch: Dispatch, log: Logger, limits: ControlLim
       sock.write(JSON.stringify(handle(line, dispatch, log)) + '\n');
     }
     // The client closed its side and every whole request it sent is answered: close ours.
-    if (ended && !done) {
+    if (ended && !done && !sock.destroyed) {
       done = true;
       sock.end();
     }
