@@ -111,6 +111,8 @@ describe('Prometheus metrics of the running daemon', () => {
     const r = await nsExecR(vm1.ns, `busybox ping -c 100 -i 0.01 -W 2 ${vm2.ip}`, { timeoutMs: 20_000 });
     const received = Number(/(\d+) packets received/.exec(r.stdout)?.[1] ?? 0);
     expect(received, `ping output:\n${r.stdout}${r.stderr}`).toBe(100);
+    // Scrapes within metrics.cacheInterval (1 s) of a render get its text: past it, this one renders.
+    await sleep(1100);
     const after = await scrape(base);
 
     for (const vm of [vm1, vm2]) {

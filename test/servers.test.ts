@@ -192,6 +192,7 @@ describe('bounded metrics server and control socket', () => {
       return { renders: sample(t, 'vswitch_metrics_renders_total'), cached: sample(t, 'vswitch_metrics_scrapes_total{source="cache"}') };
     };
     const before = await renders();
+    await sleep(1100); // the 500 must render for themselves, not reuse `before`'s text
     const agent = new Agent({ keepAlive: true, maxSockets: 32 });
     const t0 = performance.now();
     let res;

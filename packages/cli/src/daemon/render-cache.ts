@@ -11,6 +11,8 @@
  *   `intervalMs` from the moment it finished.
  * A failed render is not cached: its waiters get the error, the next scrape tries
  * again. An interval of 0 still shares a running render between concurrent scrapes.
+ * `clear()` drops the cached text: the daemon calls it after each command that
+ * changes the switch, so an operator's change shows at the next scrape.
  */
 
 export interface Rendered {

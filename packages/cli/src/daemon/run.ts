@@ -18,6 +18,12 @@ import { Vswitch } from './service.js';
 
 export const DEFAULT_SOCKET = '/run/vswitch/vswitch.sock';
 
+/** Commands that change nothing: every other one (new ones too) makes the next scrape render afresh. */
+const READ_ONLY_COMMANDS = new Set([
+  'ping', 'show', 'showmacs', 'stats', 'drop.reasons', 'vlan.show', 'fdb.show', 'router.show', 'dhcp.leases', 'nat.sessions',
+  'nat.forward.show',
+]);
+
 export interface DaemonOptions {
   config?: string;
   socket?: string;
@@ -74,10 +80,15 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   let server: ControlServer;
   try {
     server = control = await listenControl(socketPath, parseInt(cfg.control.mode, 8), (cmd, args) => {
-      if (cmd === 'reload') return reload();
-      const h = lookupCommand(handlers, cmd);
-      if (h === undefined) throw new VswitchError('EINVAL', `unknown command: ${cmd}`);
-      return h(sw, args);
+      try {
+        if (cmd === 'reload') return reload();
+        const h = lookupCommand(handlers, cmd);
+        if (h === undefined) throw new VswitchError('EINVAL', `unknown command: ${cmd}`);
+        return h(sw, args);
+      } finally {
+        // A change made by the operator shows at the next scrape, not a cache interval later.
+        if (!READ_ONLY_COMMANDS.has(cmd)) metrics?.cache.clear();
+      }
     }, log, controlLimits(cfg));
   } catch (e) {
     metrics?.close();
@@ -109,6 +120,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       try {
         reload();
       } catch { /* logged; the running state stays */ }
+      metrics?.cache.clear();
     });
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
