@@ -89,7 +89,12 @@ const DhcpSchema = z.strictObject({
   mtu: z.number().int().min(576).max(65535).optional(),
   routes: z.array(z.strictObject({ to: Cidr, via: Ip4 })).default([]),
   reservations: z.array(z.strictObject({ mac: Mac, ip: Ip4, hostname: z.string().optional() })).default([]),
-  maxLeasesPerPort: z.number().int().min(1).optional(),
+  /**
+   * Leases + offers one bridge port may hold. Absent: 4 on guarded ports (VM ports,
+   * see `guard`), no cap on others (trunks, attach uplinks); a number: that cap on
+   * every port; 0: no cap anywhere.
+   */
+  maxLeasesPerPort: z.number().int().min(0).max(65536).optional(),
 });
 
 /** A duration in seconds for the servers' timeouts. */

@@ -241,13 +241,22 @@ fdb.command('show').argument('[words...]').usage('[br BRIDGE] [--json]').addOpti
       rows.map((r: any) => `${r.mac} dev ${r.port} vlan ${r.vlan} master ${r.bridge}${r.static ? ' static' : ''}\n`).join(''));
   });
 
+/** "yes, 4 leases/guarded port" from a network's dhcpPolicy (router show). */
+function dhcpCell(p: any): string {
+  const cap = p?.maxLeasesPerPort;
+  if (cap === undefined) return 'yes';
+  if (cap.guarded === null && cap.unguarded === null) return 'yes, no lease cap';
+  if (cap.unguarded === null) return `yes, ${cap.guarded} leases/guarded port`;
+  return `yes, ${cap.guarded} leases/port`;
+}
+
 program.command('router').description('routers (NAT mode)')
   .command('show').argument('[router]').addOption(json).description('networks, uplink and counters of the routers')
   .action(async (router: string | undefined, o: { json?: boolean }) => {
     print(await call('router.show', { router }), o.json === true, (rs) => rs.map((r: any) =>
       `router ${r.name}: uplink ${r.uplink?.kind === 'host' ? `host (the host's own address; DNS via ${r.uplink.resolver || 'no resolver'}; ICMP ${r.uplink.icmp})`
         : r.uplink ? `${r.uplink.interface} ${r.uplink.address} (${r.uplink.mac}) gateway ${r.uplink.gateway || '-'} ${r.uplink.state}` : 'none'}\n` +
-      table(['network', 'vlan', 'address', 'dhcp'], r.networks.map((n: any) => [n.name, n.vlan, n.address, n.dhcp ? 'yes' : 'no'])) +
+      table(['network', 'vlan', 'address', 'dhcp'], r.networks.map((n: any) => [n.name, n.vlan, n.address, n.dhcp ? dhcpCell(n.dhcpPolicy) : 'no'])) +
       limitsText(r)).join('\n'));
   });
 

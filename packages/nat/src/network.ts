@@ -4,7 +4,11 @@
  * and forwards to it as to any VM. What it does with a frame:
  * - ARP: answers requests for the gateway address; learns from requests and
  *   replies that involve it (the ARP cache holds packets waiting for an answer);
- * - IPv4 to the gateway: ICMP echo is answered, UDP 67 goes to the DHCP server;
+ * - IPv4 to the gateway: ICMP echo is answered, UDP 67 goes to the DHCP server,
+ *   with the bridge port the frame came from (`portOf` its source MAC, which the
+ *   bridge learned just before), that port's guard state and the frame's source
+ *   MAC (the server's port rules, dhcp/server.ts); its replies go back at once,
+ *   except ACKs, which it hands back (`deliver`) once their lease is on disk;
  * - IPv4 to elsewhere: handed to the router (`route`), which decides between
  *   another network, NAPT to the uplink, or an ICMP error.
  * Everything else is ignored and counted. When its router starts, the gateway
@@ -41,8 +45,11 @@ import { ArpCache } from './arp-cache.js';
 import { arpFrame, udpFrame, writeEth } from './frames.js';
 import { DhcpMsg } from './dhcp/wire.js';
 import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetComplete, vnetGso, vnetPrepare, vnetWork } from './vnet.js';
-import type { DhcpServer } from './dhcp/server.js';
+import type { DhcpContext, DhcpPorts, DhcpReply, DhcpServer } from './dhcp/server.js';
 import { LIMIT, RateLimiter, type RateLimitEvent, type RateLimits } from './limits.js';
+
+/** At most one log line per this many ms about failing lease-file writes (the rest are counted in it). */
+export const STORE_WARN_INTERVAL_MS = 10_000;
 
 export const MAX_FRAME = 65536 + 64;
 
@@ -58,6 +65,8 @@ export interface NetworkOptions {
   dhcp?: DhcpServer;
   /** Which bridge port a MAC was learned on, for per-port DHCP policy. */
   portOf?: (mac: number) => string;
+  /** Guard state and liveness of bridge ports (by name), for the DHCP server's port rules. */
+  ports?: DhcpPorts;
   /**
    * A lease was ACKed to `mac` on bridge port `port` (portOf; '' if unknown) until
    * `expiresAt` (wall-clock ms): the daemon binds it in that port's IP source guard.
@@ -72,7 +81,9 @@ export interface NetworkOptions {
 export type NetworkEvent =
   | { event: 'dhcp_ack'; network: string; ip: string; mac: string; port: string }
   | { event: 'dhcp_nak'; network: string; mac: string; port: string }
-  | (RateLimitEvent & { network: string });
+  | (RateLimitEvent & { network: string })
+  /** Lease-file writes fail (no ACKs meanwhile): the first at once, then at most one per STORE_WARN_INTERVAL_MS. */
+  | { event: 'dhcp_store_failed'; network: string; error: string; failures: number };
 
 export interface NetworkCounters {
   rxFrames: number;
@@ -131,6 +142,10 @@ export class RouterNetwork implements PortIo {
   readonly #lens = new Int32Array(1);
   readonly #out = Buffer.alloc(2048);
   readonly #dhcpOut = Buffer.alloc(1500);
+  /** Reused for every request: the server reads it during `handle` only. */
+  readonly #dhcpCtx: DhcpContext = { now: 0 };
+  #storeFailures = 0;
+  #storeWarnAt = -Infinity;
 
   constructor(readonly opts: NetworkOptions) {
     this.mask = opts.prefix === 0 ? 0 : (0xffffffff << (32 - opts.prefix)) >>> 0;
@@ -138,6 +153,11 @@ export class RouterNetwork implements PortIo {
     this.broadcast = (this.network | ~this.mask) >>> 0;
     this.arp = new ArpCache(opts.clock);
     this.limiter = new RateLimiter(opts.limits, (e) => this.opts.onEvent?.({ ...e, network: this.name }));
+    this.#dhcpCtx.ports = opts.ports;
+    opts.dhcp?.attach({
+      deliver: (r, payload) => this.#sendDhcp(r, payload, undefined),
+      storeFailed: (err) => this.#storeFailed(err),
+    });
   }
 
   get name(): string { return this.opts.name; }
@@ -404,24 +424,46 @@ export class RouterNetwork implements PortIo {
       return;
     }
     this.counters.dhcpRequests++;
-    const port = this.opts.portOf?.(readMac(f, 6)) || undefined;
-    const now = (this.opts.wallClock ?? Date.now)();
-    const r = dhcp.handle(f, l4 + 8, ulen - 8, this.#dhcpOut, 0, { now, port });
-    if (typeof r === 'string') return; // handled silently, or refused (counted by the server)
-    // The server resolved RFC 2131 4.1 addressing (unicast to ciaddr, broadcast, or yiaddr at chaddr).
-    const n = udpFrame(this.#out, r.dstMac, this.mac, this.ip, r.dstIp, 67, 68, this.#dhcpOut, r.payloadLen);
+    const src = readMac(f, 6);
+    const port = this.portOfMac(src) || undefined;
+    const ctx = this.#dhcpCtx;
+    ctx.now = (this.opts.wallClock ?? Date.now)();
+    ctx.port = port;
+    ctx.srcMac = src;
+    ctx.guarded = port !== undefined && this.opts.ports?.guarded(port) === true;
+    const r = dhcp.handle(f, l4 + 8, ulen - 8, this.#dhcpOut, 0, ctx);
+    // handled silently, refused (counted by the server), or an ACK held until its lease is on disk
+    if (typeof r === 'string') return;
+    this.#sendDhcp(r, this.#dhcpOut, port);
+  }
+
+  /**
+   * Sends a server reply whose DHCP message is at payload[0, r.payloadLen); the
+   * server resolved RFC 2131 4.1 addressing (unicast to ciaddr, broadcast, yiaddr
+   * at chaddr, a NAK to the requester). An ACK also binds the lease on its port.
+   */
+  #sendDhcp(r: DhcpReply, payload: Uint8Array, port: string | undefined): void {
+    const n = udpFrame(this.#out, r.dstMac, this.mac, this.ip, r.dstIp, 67, 68, payload, r.payloadLen);
     if (r.type === DhcpMsg.ACK && r.yiaddr !== 0) {
       this.arp.learn(r.yiaddr, r.chaddr);
-      if (this.opts.onLease !== undefined) {
-        const lease = dhcp.lease(r.chaddr, r.yiaddr);
-        this.opts.onLease(lease?.port ?? port ?? '', r.chaddr, r.yiaddr, lease?.expiresAt ?? now);
-      }
-      this.opts.onEvent?.({ event: 'dhcp_ack', network: this.name, ip: formatIp4(r.yiaddr), mac: formatMac(r.chaddr), port: port ?? '' });
+      const lease = this.opts.dhcp?.lease(r.chaddr, r.yiaddr);
+      const at = lease?.port ?? port ?? '';
+      this.opts.onLease?.(at, r.chaddr, r.yiaddr, lease?.expiresAt ?? (this.opts.wallClock ?? Date.now)());
+      this.opts.onEvent?.({ event: 'dhcp_ack', network: this.name, ip: formatIp4(r.yiaddr), mac: formatMac(r.chaddr), port: at });
     } else if (r.type === DhcpMsg.NAK) {
       this.opts.onEvent?.({ event: 'dhcp_nak', network: this.name, mac: formatMac(r.chaddr), port: port ?? '' });
     }
     this.counters.dhcpReplies++;
     this.emit(this.#out, 0, n);
+  }
+
+  #storeFailed(err: Error): void {
+    this.#storeFailures++;
+    const now = this.opts.clock();
+    if (now - this.#storeWarnAt < STORE_WARN_INTERVAL_MS) return;
+    this.#storeWarnAt = now;
+    this.opts.onEvent?.({ event: 'dhcp_store_failed', network: this.name, error: err.message, failures: this.#storeFailures });
+    this.#storeFailures = 0;
   }
 
   #arpRequest(target: number): void {

@@ -33,7 +33,7 @@ const VM1 = 0x525400000001;
 const VM2 = 0x525400000002;
 
 /** Ethernet + IPv4 + UDP 68 -> 67 carrying a DHCP client message. */
-function dhcpFrame(mac: number, type: number, opts: { ciaddr?: number; requested?: number; serverId?: number } = {}): Uint8Array {
+function dhcpFrame(mac: number, type: number, opts: { ciaddr?: number; requested?: number; serverId?: number; ipSrc?: number } = {}): Uint8Array {
   const d = new Uint8Array(600);
   const w = new DhcpWriter(d);
   w.header({ op: BOOTREQUEST, xid: 0x77, flags: 0, ciaddr: opts.ciaddr ?? 0, yiaddr: 0, siaddr: 0, giaddr: 0, chaddr: mac });
@@ -50,7 +50,7 @@ function dhcpFrame(mac: number, type: number, opts: { ciaddr?: number; requested
   const total = 20 + 8 + dlen;
   f[ip + 2] = total >> 8; f[ip + 3] = total & 0xff;
   f[ip + 8] = 64; f[ip + 9] = 17;
-  const src = opts.ciaddr ?? 0;
+  const src = opts.ipSrc ?? opts.ciaddr ?? 0;
   for (let i = 0; i < 4; i++) { f[ip + 12 + i] = (src >>> (24 - 8 * i)) & 0xff; f[ip + 16 + i] = 0xff; }
   const c = checksum(f, ip, 20);
   f[ip + 10] = c >> 8; f[ip + 11] = c & 0xff;
@@ -148,8 +148,9 @@ describe('config keys', () => {
 });
 
 describe('lease bindings', () => {
-  it('an ACK binds the lease on the requesting port; release unbinds it; restart rebuilds from the lease file', () => {
+  it('an ACK binds the lease on the requesting port once it is on disk; release unbinds it; restart rebuilds from the lease file', async () => {
     const t = setup();
+    const dhcp = t.sw.router('r1').router.networks.get('net10')!.opts.dhcp!;
     const vm = add(t, 'vm1', 'tap');
     const vm2 = add(t, 'vm2', 'tap');
     for (const p of [vm, vm2]) applyGuard(t.br, p.port, { type: 'tap' }, t.sw.routers.values());
@@ -159,6 +160,9 @@ describe('lease bindings', () => {
     expect(offered).toBeGreaterThan(0);
     expect(vm.port.guard.leased.size).toBe(0);
     vm.io.inject(dhcpFrame(VM1, DhcpMsg.REQUEST, { requested: offered, serverId: gw }));
+    // group commit: neither the ACK nor the binding before the lease file holds the lease
+    expect(vm.port.guard.leased.size).toBe(0);
+    await dhcp.flush();
     expect(lastYiaddr(vm.io)).toBe(offered);
     expect(vm.port.guard.leased.get(offered)).toBe(VM1);
     expect(vm2.port.guard.leased.size).toBe(0);
@@ -167,6 +171,7 @@ describe('lease bindings', () => {
     vm2.io.inject(dhcpFrame(VM2, DhcpMsg.DISCOVER));
     const offered2 = lastYiaddr(vm2.io);
     vm2.io.inject(dhcpFrame(VM2, DhcpMsg.REQUEST, { requested: offered2, serverId: gw }));
+    await dhcp.flush();
     expect(vm2.port.guard.leased.get(offered2)).toBe(VM2);
 
     // Seeding from the server's leases (what a restart does).
@@ -181,7 +186,43 @@ describe('lease bindings', () => {
     expect(vm2.port.guard.leased.size).toBe(1);
   });
 
-  it('expiry unbinds', () => {
+  it('a spoofed REQUEST or RELEASE from another guarded port leaves the lease and its binding where they are; NAKs reach the spoofer only', async () => {
+    const t = setup();
+    const vm = add(t, 'vm1', 'tap');
+    const vm2 = add(t, 'vm2', 'tap');
+    for (const p of [vm, vm2]) applyGuard(t.br, p.port, { type: 'tap' }, t.sw.routers.values());
+    const dhcp = t.sw.router('r1').router.networks.get('net10')!.opts.dhcp!;
+    const gw = parseIp4('10.0.10.1');
+    vm2.io.inject(dhcpFrame(VM2, DhcpMsg.DISCOVER));
+    const a = lastYiaddr(vm2.io);
+    vm2.io.inject(dhcpFrame(VM2, DhcpMsg.REQUEST, { requested: a, serverId: gw }));
+    await dhcp.flush();
+    expect(vm2.port.guard.leased.get(a)).toBe(VM2);
+    const seen = [vm.io.sent.length, vm2.io.sent.length];
+    // vm1 sends as vm2 (source MAC and chaddr): INIT-REBOOT for vm2's address, then a RELEASE of it
+    // from 0.0.0.0 (from vm2's address the IP source guard would already drop it)
+    vm.io.inject(dhcpFrame(VM2, DhcpMsg.REQUEST, { requested: a }));
+    vm.io.inject(dhcpFrame(VM2, DhcpMsg.RELEASE, { ciaddr: a, serverId: gw, ipSrc: 0 }));
+    // vm1 with its own source MAC and vm2's chaddr: refused before anything else
+    const mismatch = dhcpFrame(VM2, DhcpMsg.REQUEST, { requested: a });
+    writeMac(mismatch, 6, VM1);
+    vm.io.inject(mismatch);
+    await dhcp.flush();
+    expect(dhcp.counters.nakReasons.not_owner).toBe(1);
+    expect(dhcp.counters.dropped.not_owner).toBe(1);
+    expect(dhcp.counters.dropped.chaddr_mismatch).toBe(1);
+    expect(dhcp.leases(Date.now())).toMatchObject([{ ip: a, mac: VM2, port: 'vm2', state: 'bound' }]);
+    expect(vm2.port.guard.leased.get(a)).toBe(VM2);
+    expect(vm.port.guard.leased.size).toBe(0);
+    // one NAK, in a frame to the requester's MAC, which the bridge learned on vm1's port: vm2 got nothing
+    const fromServer = (f: Uint8Array): boolean => f[12] === 0x08 && f[13] === 0 && f[23] === 17 && f[34] === 0 && f[35] === 67;
+    const toVm1 = vm.io.sent.slice(seen[0]).filter(fromServer);
+    expect(toVm1).toHaveLength(1);
+    expect([...toVm1[0].subarray(0, 6)]).toEqual([0x52, 0x54, 0, 0, 0, 2]);
+    expect(vm2.io.sent.slice(seen[1]).filter(fromServer)).toEqual([]);
+  });
+
+  it('expiry unbinds', async () => {
     const t = setup();
     const vm = add(t, 'vm1', 'tap');
     applyGuard(t.br, vm.port, { type: 'tap' }, t.sw.routers.values());
@@ -189,6 +230,7 @@ describe('lease bindings', () => {
     vm.io.inject(dhcpFrame(VM1, DhcpMsg.DISCOVER));
     const offered = lastYiaddr(vm.io);
     vm.io.inject(dhcpFrame(VM1, DhcpMsg.REQUEST, { requested: offered, serverId: gw }));
+    await t.sw.router('r1').router.networks.get('net10')!.opts.dhcp!.flush();
     expect(vm.port.guard.leased.size).toBe(1);
     t.sw.router('r1').router.networks.get('net10')!.opts.dhcp!.expire(Date.now() + 3600_000 + 1);
     expect(vm.port.guard.leased.size).toBe(0);

@@ -103,6 +103,7 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
     limits: r.limits ?? null,
     networks: [...r.networks.values()].map((n) => ({
       name: n.name, vlan: n.opts.vlan, address: `${formatIp4(n.ip)}/${n.opts.prefix}`, dhcp: n.opts.dhcp !== undefined,
+      ...(n.opts.dhcp !== undefined ? { dhcpPolicy: n.opts.dhcp.policy() } : {}),
       counters: { ...n.counters },
       rateLimited: { ...n.limiter.totals(), ports: n.limiter.view(now) },
     })),

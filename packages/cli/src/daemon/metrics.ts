@@ -272,6 +272,33 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
         if (c !== undefined) for (const reason of DHCP_REASONS) emit({ ...labels, reason }, c.dropped[reason]);
       }
     });
+  counter('vswitch_dhcp_naks_total',
+    `DHCPNAKs sent, by reason (${DHCP_REASONS.join(', ')}). not_owner: a client asked for a lease that belongs to another port or MAC.`,
+    [...NET_LABELS, 'reason'], (emit) => {
+      for (const { net, labels } of networks()) {
+        const c = net.opts.dhcp?.counters;
+        if (c !== undefined) for (const reason of DHCP_REASONS) emit({ ...labels, reason }, c.nakReasons[reason]);
+      }
+    });
+  counter('vswitch_dhcp_offers_reclaimed_total',
+    'Offers withdrawn from a port at its maxLeasesPerPort cap to make room for another client of the same port.',
+    NET_LABELS, (emit) => {
+      for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.counters.offersReclaimed);
+    });
+  counter('vswitch_dhcp_lease_writes_total',
+    'Lease-file writes (each a write, two fsyncs and a rename, off the event loop). Group commit: one write covers every '
+    + 'grant, renewal and release since the previous one, so it grows far slower than ACKs under load.',
+    NET_LABELS, (emit) => {
+      for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.leaseWrites);
+    });
+  counter('vswitch_dhcp_lease_write_errors_total',
+    'Lease-file writes that failed (disk full, I/O error): the ACKs they covered were not sent (reason store_error).',
+    NET_LABELS, (emit) => {
+      for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.counters.storeErrors);
+    });
+  gauge('vswitch_dhcp_pending_acks', 'ACKs waiting for the lease-file write that makes their lease durable.', NET_LABELS, (emit) => {
+    for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.pendingAcks);
+  });
   gauge('vswitch_dhcp_active_leases', 'Bound DHCP leases that have not expired.', NET_LABELS, (emit) => {
     const now = Date.now();
     for (const { net, labels } of networks()) {

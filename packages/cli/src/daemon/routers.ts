@@ -6,12 +6,16 @@
  * kept in `forwards-<router>.json` in the state directory and come back at start.
  * An uplink with `address: dhcp` keeps its last lease in `uplink-<router>.json`
  * there, so that after a restart it asks for the same address (INIT-REBOOT).
+ * A DHCP server learns from the bridge which port a request came from, whether
+ * that port is guarded and whether a lease's port is still up (dhcp/server.ts:
+ * leases belong to (port, MAC)). Closing a router writes its lease files before
+ * anything else (a store reopened by a reload must read everything).
  */
 import { join } from 'node:path';
 import {
   DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, clientLeaseFileName, deserializeForwards, ensureStateDir, formatForward,
-  parseClientLease, parseForward, readStateFile, serializeClientLease, serializeForwards, writeStateFile, type PortForward,
-  type RouterEvent, type UplinkDhcpOptions,
+  parseClientLease, parseForward, readStateFile, removeStaleTemps, serializeClientLease, serializeForwards, writeStateFile,
+  type DhcpPorts, type PortForward, type RouterEvent, type UplinkDhcpOptions,
 } from '@vswitch/nat';
 import { type Bridge, VlanPolicy, parseIp4, parseMac } from '@vswitch/switch';
 import { type RouterConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
@@ -51,6 +55,8 @@ export class ManagedRouter {
     },
   ) {
     ensureStateDir(stateDir);
+    // Temp files a crashed daemon left between write and rename (ours, of writes in flight, stay).
+    removeStaleTemps(stateDir);
     this.#forwardsFile = join(stateDir, `forwards-${name}.json`);
     const clock = (): number => performance.now();
     const host = rc.uplink?.kind === 'host' ? rc.uplink : undefined;
@@ -106,6 +112,10 @@ export class ManagedRouter {
       const c = parseCidr(n.address)!;
       const br = bridgeOf(n.bridge);
       const now = Date.now();
+      const ports: DhcpPorts = {
+        guarded: (p) => br.port(p)?.guard.active === true,
+        live: (p) => br.port(p)?.up === true,
+      };
       const dhcp = n.dhcp ? new DhcpServer({
         name: nname,
         serverIp: c.ip,
@@ -138,6 +148,7 @@ export class ManagedRouter {
           const id = br.fdb.lookup(n.vlan, mac);
           return id < 0 ? '' : br.portName(id);
         },
+        ports,
         onLease: leases ? (port, mac, ip) => leases.bound(port, mac, ip) : undefined,
       });
       addPort(n.bridge, nname, net, VlanPolicy.from({ mode: 'access', vid: n.vlan }));
@@ -159,6 +170,7 @@ export class ManagedRouter {
   }
 
   close(): void {
+    for (const net of this.router.networks.values()) net.opts.dhcp?.close();
     this.router.close();
   }
 

@@ -453,24 +453,36 @@ describe('DhcpClient: INIT-REBOOT from a persisted lease', () => {
     }
   });
 
-  it('a restarted client gets the same address back from our own DhcpServer (INIT-REBOOT -> ACK)', () => {
+  it('a restarted client gets the same address back from our own DhcpServer (INIT-REBOOT -> ACK)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'uplink-srv-'));
     try {
+      const store = LeaseStore.open(dir, 'wan', T0);
       const server = new DhcpServer({
         name: 'wan', serverIp: SERVER, subnet: ip('198.51.100.0'), prefixLen: 24,
         pools: [[ip('198.51.100.50'), ip('198.51.100.99')]], leaseTimeSec: 600,
-      }, LeaseStore.open(dir, 'wan', T0), T0);
+      }, store, T0);
+      // ACKs wait for the lease file (group commit): the server hands them over here.
+      const delivered: Uint8Array[] = [];
+      server.attach({ deliver: (_r, payload) => delivered.push(payload) });
       const out = new Uint8Array(1500);
-      const exchange = (c: DhcpClient, acts: DhcpClientAction[], now: number): DhcpClientAction[] => {
+      const exchange = async (c: DhcpClient, acts: DhcpClientAction[], now: number): Promise<DhcpClientAction[]> => {
         const s = only(acts);
         const res = server.handle(s.payload, 0, s.payload.length, out, 0, { now });
-        if (typeof res === 'string') throw new Error(`server dropped it: ${res}`);
-        const m = parseDhcp(out, 0, res.payloadLen);
+        let reply: Uint8Array;
+        if (res === 'pending') {
+          await store.flush();
+          reply = delivered.shift()!;
+        } else if (typeof res === 'string') {
+          throw new Error(`server dropped it: ${res}`);
+        } else {
+          reply = out.subarray(0, res.payloadLen);
+        }
+        const m = parseDhcp(reply, 0, reply.length);
         if (typeof m === 'number') throw new Error('bad server reply');
         return c.receive(m, now);
       };
       const first = client();
-      const acked = exchange(first, exchange(first, first.tick(T0), T0), T0);
+      const acked = await exchange(first, await exchange(first, first.tick(T0), T0), T0);
       const lease = (acked.find((a) => a.kind === 'persist') as any).lease as DhcpClientLease;
       expect(first.state).toBe('bound');
       expect(lease.serverId).toBe(SERVER);
@@ -479,7 +491,7 @@ describe('DhcpClient: INIT-REBOOT from a persisted lease', () => {
       const second = client({ previous: parseClientLease(text, MAC), random: rng(99) });
       const acts = second.tick(T0 + 60 * S);
       expect(parsed(only(acts)).requestedIp).toBe(lease.ip);
-      exchange(second, acts, T0 + 60 * S);
+      await exchange(second, acts, T0 + 60 * S);
       expect(second.state).toBe('bound');
       expect(second.ip).toBe(lease.ip);
       expect(second.counters.discovers).toBe(0);

@@ -1,25 +1,35 @@
 /*
- * The lease store of one DHCP network: the bound leases, in memory (by client key
- * and by address) and in one JSON file in the state directory,
+ * The lease store of one DHCP network: the bound leases, in memory (by client key,
+ * by address and by port) and in one JSON file in the state directory,
  * `leases-<network>.json`, written atomically by state-file.ts (temp file, fsync,
  * rename, fsync of the directory).
  *
  * What is persisted: bound leases only, with absolute wall-clock expiry times (ms
  * since the epoch), so a lease read after a restart expires when the client
- * believes it does. Offers (30 s) and declined addresses (minutes) live in the
+ * believes it does. Offers (seconds) and declined addresses (minutes) live in the
  * server's memory only: after a restart a client in the middle of DORA starts
  * again, and a declined address may be offered once more and declined again.
  *
- * Durability policy: never lose a grant. The server changes the store, then calls
- * `commit()` synchronously and sends the ACK only if it returned; a crash after
- * the ACK therefore always finds the lease on disk, and an address cannot be
- * handed to a second client after a restart. Renewals are written too: a renewal
- * left unwritten would expire early after a restart and free an address its
- * client still uses. The cost is one synchronous write + two fsyncs per ACK or
- * RELEASE/DECLINE (about a millisecond on an SSD, tens on a slow disk), which
- * blocks the event loop for that time. With the default hour-long lease a client
- * renews every 30 minutes, so even a few thousand clients mean about one write a
- * second; batching is not worth the risk.
+ * Durability policy: never lose a grant, never stall forwarding for it. Group
+ * commit: every change (`set`, `delete`) bumps `version`; `commit()` asks for a
+ * write covering every change so far and returns that version. Writes run off the
+ * event loop (writeStateFileAsync: data and fsyncs in libuv's threadpool), one at a
+ * time: a write starts at once when the store is idle, and the changes made while
+ * it is in flight all go into the next one, which starts no sooner than
+ * `intervalMs` (LEASE_WRITE_INTERVAL_MS) after the previous one started. So a
+ * renewal flood costs at most 1000 / intervalMs writes a second, whatever its
+ * rate, and a lone grant is not delayed. `durableVersion` is what the file holds;
+ * the server holds each ACK until the version of its grant is durable (server.ts)
+ * and sends none when the write covering it failed, so a crash after an ACK always
+ * finds the lease on disk, and an address cannot be handed to a second client after
+ * a restart. Renewals are written too: a renewal left unwritten would expire early
+ * after a restart and free an address its client still uses. A failed write is
+ * retried by the next commit (the server commits at least once a second while the
+ * store is dirty); RELEASE and DECLINE do not wait for their write.
+ *
+ * `close()` writes what is left synchronously (a store closes when its router is
+ * deleted or the daemon stops, and a store reopened on the same file right after,
+ * by a reload, must read everything), superseding a write still in flight.
  *
  * Loading: expired leases are dropped. A file that cannot be trusted (symlink,
  * not a regular file, bad JSON, unknown version, another network's file, a
@@ -34,9 +44,11 @@
  */
 import { join } from 'node:path';
 import { formatIp4, formatMac, parseIp4, parseMac } from '@vswitch/switch';
-import { ensureStateDir, readStateFile, writeStateFile } from '../state-file.js';
+import { ensureStateDir, readStateFile, writeStateFile, writeStateFileAsync } from '../state-file.js';
 
 export const LEASE_FILE_VERSION = 1;
+/** Least time between the starts of two lease-file writes of one network (group commit window). */
+export const LEASE_WRITE_INTERVAL_MS = 50;
 
 export interface Lease {
   ip: number;
@@ -48,7 +60,7 @@ export interface Lease {
   hostname?: string;
   /** Wall-clock expiry, ms since the epoch. */
   expiresAt: number;
-  /** The router port the client was seen on (for per-port limits). */
+  /** The bridge port the lease belongs to (with `mac`): per-port limits and the ownership rule (server.ts). */
   port?: string;
 }
 
@@ -82,12 +94,36 @@ interface LeaseJson {
   port?: string;
 }
 
+interface Waiter {
+  version: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
 export class LeaseStore {
   readonly #byKey = new Map<string, Lease>();
   readonly #byIp = new Map<number, string>();
-  #dirty = false;
-  /** File writes done (for tests and metrics). */
+  readonly #byPort = new Map<string, Set<string>>();
+  /** Changes made so far. */
+  #version = 0;
+  /** The newest version the file is known to hold (all of them for a store in memory). */
+  #durable = 0;
+  #writing = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #lastStart = -Infinity;
+  #closed = false;
+  #waiters: Waiter[] = [];
+  /** File writes done, and failed (for metrics and tests). */
   writes = 0;
+  writeErrors = 0;
+  /** Least ms between the starts of two writes. */
+  intervalMs = LEASE_WRITE_INTERVAL_MS;
+  /**
+   * A write ended: `ok` with the file now holding every change up to `version`, or
+   * failed (changes up to `version` are not known to be on disk; they stay in memory
+   * and the next commit writes them).
+   */
+  onSettled: ((ok: boolean, version: number, err?: Error) => void) | undefined;
 
   private constructor(readonly network: string, readonly path: string | undefined) {}
 
@@ -132,16 +168,20 @@ export class LeaseStore {
       if (store.#byKey.has(key)) throw new LeaseFileError(path, `lease #${i}: a second lease for client ${key}`);
       if (store.#byIp.has(lease.ip)) throw new LeaseFileError(path, `lease #${i}: a second lease for ${formatIp4(lease.ip)}`);
       if (lease.expiresAt <= now) { dropped++; return; }
-      store.#byKey.set(key, lease);
-      store.#byIp.set(lease.ip, key);
+      store.#index(key, lease);
     });
     // Expired ones are gone from memory; the file catches up at the next commit.
-    store.#dirty = dropped > 0;
+    if (dropped > 0) store.#version++;
     return store;
   }
 
   get size(): number { return this.#byKey.size; }
-  get dirty(): boolean { return this.#dirty; }
+  /** Changes not yet known to be on disk. */
+  get dirty(): boolean { return this.#version > this.#durable; }
+  get version(): number { return this.#version; }
+  get durableVersion(): number { return this.#durable; }
+  /** A write is in flight or scheduled. */
+  get busy(): boolean { return this.#writing || this.#timer !== undefined; }
 
   get(key: string): Lease | undefined { return this.#byKey.get(key); }
 
@@ -149,6 +189,9 @@ export class LeaseStore {
     const key = this.#byIp.get(ip);
     return key === undefined ? undefined : this.#byKey.get(key);
   }
+
+  /** Keys of the leases recorded on `port` (expired ones not yet swept included). */
+  keysOnPort(port: string): ReadonlySet<string> | undefined { return this.#byPort.get(port); }
 
   values(): IterableIterator<Lease> { return this.#byKey.values(); }
 
@@ -160,31 +203,56 @@ export class LeaseStore {
   set(lease: Lease): void {
     const key = leaseKey(lease);
     const prev = this.#byKey.get(key);
-    if (prev !== undefined && prev.ip !== lease.ip) this.#byIp.delete(prev.ip);
+    if (prev !== undefined) this.#unindex(key, prev);
     const holder = this.#byIp.get(lease.ip);
-    if (holder !== undefined && holder !== key) this.#byKey.delete(holder);
-    this.#byKey.set(key, { ...lease });
-    this.#byIp.set(lease.ip, key);
-    this.#dirty = true;
+    if (holder !== undefined && holder !== key) this.#unindex(holder, this.#byKey.get(holder)!);
+    this.#index(key, { ...lease });
+    this.#version++;
   }
 
   delete(key: string): Lease | undefined {
     const l = this.#byKey.get(key);
     if (l === undefined) return undefined;
-    this.#byKey.delete(key);
-    this.#byIp.delete(l.ip);
-    this.#dirty = true;
+    this.#unindex(key, l);
+    this.#version++;
     return l;
   }
 
-  /** Writes the file if anything changed since the last commit. Synchronous; throws on I/O errors (state stays dirty). */
-  commit(): void {
-    if (!this.#dirty) return;
-    if (this.path !== undefined) {
-      writeStateFile(this.path, this.serialize());
-      this.writes++;
+  /**
+   * Asks for a write covering every change so far and returns its version (see the
+   * header); for a store in memory, or with nothing new, that version is durable at once.
+   */
+  commit(): number {
+    const v = this.#version;
+    if (v === this.#durable) return v;
+    if (this.path === undefined) {
+      this.#settle(true, v);
+      return v;
     }
-    this.#dirty = false;
+    if (this.#closed) {
+      try { this.#writeSync(); } catch { /* reported to onSettled */ }
+      return v;
+    }
+    this.#schedule();
+    return v;
+  }
+
+  /** Resolves once every change made so far is on disk; rejects if the write covering them fails. */
+  flush(): Promise<void> {
+    const v = this.commit();
+    if (v <= this.#durable) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#waiters.push({ version: v, resolve, reject }));
+  }
+
+  /**
+   * Writes what is left, synchronously, superseding a write in flight; later
+   * commits write synchronously too. Throws if that write fails (after telling onSettled).
+   */
+  close(): void {
+    this.#closed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.dirty && this.path !== undefined) this.#writeSync();
   }
 
   serialize(): string {
@@ -198,6 +266,87 @@ export class LeaseStore {
         return j;
       });
     return JSON.stringify({ version: LEASE_FILE_VERSION, network: this.network, leases }, null, 2) + '\n';
+  }
+
+  #index(key: string, l: Lease): void {
+    this.#byKey.set(key, l);
+    this.#byIp.set(l.ip, key);
+    if (l.port !== undefined) {
+      let s = this.#byPort.get(l.port);
+      if (s === undefined) this.#byPort.set(l.port, s = new Set());
+      s.add(key);
+    }
+  }
+
+  #unindex(key: string, l: Lease): void {
+    this.#byKey.delete(key);
+    if (this.#byIp.get(l.ip) === key) this.#byIp.delete(l.ip);
+    if (l.port !== undefined) {
+      const s = this.#byPort.get(l.port);
+      s?.delete(key);
+      if (s?.size === 0) this.#byPort.delete(l.port);
+    }
+  }
+
+  #schedule(): void {
+    if (this.#writing || this.#timer !== undefined) return;
+    const wait = this.#lastStart + this.intervalMs - performance.now();
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.#write();
+    }, wait > 0 ? wait : 0);
+  }
+
+  async #write(): Promise<void> {
+    if (this.#closed || !this.dirty) return;
+    this.#writing = true;
+    this.#lastStart = performance.now();
+    const v = this.#version;
+    let ok = false;
+    let err: Error | undefined;
+    try {
+      ok = await writeStateFileAsync(this.path!, this.serialize());
+    } catch (e) {
+      err = e as Error;
+    }
+    this.#writing = false;
+    if (err !== undefined) {
+      this.writeErrors++;
+      this.#settle(false, v, err);
+    } else if (ok) {
+      this.writes++;
+      this.#settle(true, v);
+    } // else superseded by close()'s synchronous write, which settled for it
+    // Changes made while it was in flight: the next write (after a failure only
+    // for those, so that a broken disk is tried once per burst, not in a loop).
+    if (!this.#closed && this.#version > v) this.#schedule();
+  }
+
+  #writeSync(): void {
+    const v = this.#version;
+    try {
+      writeStateFile(this.path!, this.serialize());
+    } catch (e) {
+      this.writeErrors++;
+      this.#settle(false, v, e as Error);
+      throw e;
+    }
+    this.writes++;
+    this.#settle(true, v);
+  }
+
+  #settle(ok: boolean, v: number, err?: Error): void {
+    if (ok && v > this.#durable) this.#durable = v;
+    if (this.#waiters.length > 0) {
+      const keep: Waiter[] = [];
+      for (const w of this.#waiters) {
+        if (w.version > v) keep.push(w);
+        else if (ok) w.resolve();
+        else w.reject(err ?? new Error('lease file write failed'));
+      }
+      this.#waiters = keep;
+    }
+    this.onSettled?.(ok, v, err);
   }
 }
 

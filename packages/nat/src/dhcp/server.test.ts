@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { parseIp4 } from '@vswitch/switch';
 import { LeaseStore } from './leases.js';
 import {
-  DhcpConfigError, DhcpServer, sanitizeHostname, type DhcpReply, type DhcpResult, type DhcpServerConfig,
+  DHCP_DEFAULTS, DhcpConfigError, DhcpServer, sanitizeHostname, type DhcpContext, type DhcpPorts, type DhcpReply, type DhcpResult,
+  type DhcpServerConfig,
 } from './server.js';
 import {
   BOOTREPLY, BOOTREQUEST, DhcpMsg, DhcpWriter, FLAG_BROADCAST, Opt, decodeClasslessRoutes, parseDhcp, type DhcpMessage,
@@ -13,6 +14,8 @@ const ip = (s: string): number => parseIp4(s);
 const T0 = Date.UTC(2025, 0, 1);
 const SERVER = ip('10.0.10.1');
 const RESERVED_MAC = 0x525400000099;
+/** How long an offer is held (ms). */
+const HOLD = DHCP_DEFAULTS.offerHoldSec * 1000;
 
 const baseConfig = (over: Partial<DhcpServerConfig> = {}): DhcpServerConfig => ({
   name: 'net10',
@@ -72,6 +75,28 @@ class Bench {
   send(r: Req, port?: string): DhcpResult {
     const b = request(r);
     return this.server.handle(b, 0, b.length, this.out, 42, { now: this.now, port });
+  }
+
+  /** A request as the router network hands it over: from `port` (guarded per `ports`), in a frame from `src` (default chaddr). */
+  from(port: string, r: Req, src = r.mac): DhcpResult {
+    const b = request(r);
+    const ctx: DhcpContext = { now: this.now, port, srcMac: src, guarded: this.ports.guarded(port), ports: this.ports };
+    return this.server.handle(b, 0, b.length, this.out, 42, ctx);
+  }
+
+  /** Bridge ports for `from`: names starting with "vm" are guarded; `down` ones are gone or down. */
+  readonly down = new Set<string>();
+  readonly ports: DhcpPorts = {
+    guarded: (p) => p.startsWith('vm'),
+    live: (p) => !this.down.has(p),
+  };
+
+  /** DORA through `from`. */
+  doraFrom(port: string, mac: number, extra: Partial<Req> = {}): number {
+    const offer = this.reply(this.from(port, { type: DhcpMsg.DISCOVER, mac, ...extra }));
+    const ack = this.reply(this.from(port, { type: DhcpMsg.REQUEST, mac, requested: offer.d.yiaddr, serverId: SERVER, ...extra }));
+    expect(ack.m.messageType).toBe(DhcpMsg.ACK);
+    return ack.d.yiaddr;
   }
 
   /** The reply parsed back, asserting there is one. */
@@ -213,7 +238,7 @@ describe('REQUEST states (RFC 2131 4.3.2)', () => {
     expect(b.reply(b.send({ type: DhcpMsg.DISCOVER, mac: MAC_B })).d.yiaddr).toBe(o);
   });
 
-  it('SELECTING an address offered to another client is NAKed, broadcast', () => {
+  it('SELECTING an address offered to another client is NAKed, to 255.255.255.255 in a frame to the requester only', () => {
     const b = new Bench();
     const oa = b.reply(b.send({ type: DhcpMsg.DISCOVER, mac: MAC_A })).d.yiaddr;
     const ob = b.reply(b.send({ type: DhcpMsg.DISCOVER, mac: MAC_B })).d.yiaddr;
@@ -222,6 +247,8 @@ describe('REQUEST states (RFC 2131 4.3.2)', () => {
     expect(nak.d.type).toBe(DhcpMsg.NAK);
     expect(nak.d.yiaddr).toBe(0);
     expect(nak.d.broadcast).toBe(true);
+    expect(nak.d.dstIp).toBe(0xffffffff);
+    expect(nak.d.dstMac).toBe(MAC_B);
     expect(nak.m.serverId).toBe(SERVER);
     expect(nak.m.has(Opt.LEASE_TIME)).toBe(false);
     expect(b.server.counters.nakReasons.address_taken).toBe(1);
@@ -374,7 +401,7 @@ describe('pool exhaustion and offers', () => {
   it('an offer is not handed out twice while held, and is free again after the hold', () => {
     const b = new Bench(baseConfig({ pools: [[ip('10.0.10.100'), ip('10.0.10.100')]] }));
     const oa = b.reply(b.send({ type: DhcpMsg.DISCOVER, mac: MAC_A })).d.yiaddr;
-    b.now += 29_000;
+    b.now += HOLD - 1000;
     expect(b.send({ type: DhcpMsg.DISCOVER, mac: MAC_B })).toBe('pool_exhausted');
     expect(b.server.leases(b.now)).toMatchObject([{ ip: oa, mac: MAC_A, state: 'offered' }]);
     b.now += 2_000;
@@ -468,8 +495,8 @@ describe('expiry with a fake clock', () => {
     const b = new Bench(baseConfig({ leaseTimeSec: 600 }));
     const a = b.dora(MAC_A);
     b.reply(b.send({ type: DhcpMsg.DISCOVER, mac: MAC_B }));
-    expect(b.server.nextExpiry()).toBe(T0 + 30_000);
-    b.now += 30_000;
+    expect(b.server.nextExpiry()).toBe(T0 + HOLD);
+    b.now += HOLD;
     expect(b.server.expire(b.now)).toBe(1);
     expect(b.server.leases(b.now).map((l) => l.state)).toEqual(['bound']);
     expect(b.server.nextExpiry()).toBe(T0 + 600_000);
@@ -527,6 +554,153 @@ describe('per-port lease limit', () => {
     expect(b.dora(MAC_C, {}, 'vm2')).toBeGreaterThan(0);
     expect(b.dora(RESERVED_MAC, {}, 'vm1')).toBe(ip('10.0.10.50'));
     expect(b.server.leases(b.now).find((l) => l.mac === MAC_C)?.port).toBe('vm2');
+  });
+});
+
+describe('leases bound to the port and the frame (guarded ports)', () => {
+  const VM1 = 'vm1';
+  const VM2 = 'vm2';
+  const CID_B = [1, 0x52, 0x54, 0, 0, 0, 2];
+
+  it('chaddr must be the frame\'s source MAC on a guarded port; unguarded ports are not checked', () => {
+    const b = new Bench();
+    expect(b.from(VM1, { type: DhcpMsg.DISCOVER, mac: MAC_B }, MAC_A)).toBe('chaddr_mismatch');
+    expect(b.from(VM1, { type: DhcpMsg.REQUEST, mac: MAC_B, requested: ip('10.0.10.150'), serverId: SERVER }, MAC_A)).toBe('chaddr_mismatch');
+    expect(b.from(VM1, { type: DhcpMsg.RELEASE, mac: MAC_B, ciaddr: ip('10.0.10.150') }, MAC_A)).toBe('chaddr_mismatch');
+    expect(b.server.counters.dropped.chaddr_mismatch).toBe(3);
+    expect(b.reply(b.from('trunk0', { type: DhcpMsg.DISCOVER, mac: MAC_B }, MAC_A)).d.type).toBe(DhcpMsg.OFFER);
+  });
+
+  it('a spoofed REQUEST from another port (victim\'s chaddr, client id and address, from 0.0.0.0) is NAKed to the requester; the victim keeps its lease', () => {
+    const b = new Bench();
+    const a = b.doraFrom(VM2, MAC_B, { clientId: CID_B });
+    const spoof = (r: Req): DhcpResult => b.from(VM1, { mac: MAC_B, clientId: CID_B, ...r });
+    // INIT-REBOOT, SELECTING, RENEWING: all NAKed as not the owner, to the frame's source only
+    for (const r of [
+      { type: DhcpMsg.REQUEST, requested: a },
+      { type: DhcpMsg.REQUEST, requested: a, serverId: SERVER },
+      { type: DhcpMsg.REQUEST, ciaddr: a },
+    ]) {
+      const nak = b.reply(spoof(r));
+      expect(nak.d.type).toBe(DhcpMsg.NAK);
+      expect(nak.d.dstMac).toBe(MAC_B); // the frame's source: the spoofer (its port is where the bridge learned it)
+    }
+    expect(b.server.counters.nakReasons.not_owner).toBe(3);
+    // DISCOVER, RELEASE, DECLINE: silence, counted
+    expect(spoof({ type: DhcpMsg.DISCOVER })).toBe('not_owner');
+    expect(spoof({ type: DhcpMsg.RELEASE, ciaddr: a, serverId: SERVER })).toBe('not_owner');
+    expect(spoof({ type: DhcpMsg.DECLINE, requested: a, serverId: SERVER })).toBe('not_owner');
+    // REQUEST naming another server: silence too, and the victim's offer/lease untouched
+    expect(spoof({ type: DhcpMsg.REQUEST, requested: a, serverId: ip('10.0.10.2') })).toBe('not_owner');
+    expect(b.server.counters.dropped.not_owner).toBe(4);
+    const [l] = b.server.leases(b.now);
+    expect(l).toMatchObject({ ip: a, mac: MAC_B, port: VM2, state: 'bound' });
+    // the victim still renews from its own port
+    expect(b.reply(b.from(VM2, { type: DhcpMsg.REQUEST, mac: MAC_B, clientId: CID_B, ciaddr: a })).d.type).toBe(DhcpMsg.ACK);
+    expect(b.server.leases(b.now).filter((x) => x.state === 'declined')).toEqual([]);
+  });
+
+  it('the client id alone is not an identity: the same client id with another MAC on the same port is refused too', () => {
+    const b = new Bench();
+    const a = b.doraFrom(VM2, MAC_B, { clientId: CID_B });
+    expect(b.reply(b.from(VM2, { type: DhcpMsg.REQUEST, mac: MAC_C, clientId: CID_B, ciaddr: a })).d.type).toBe(DhcpMsg.NAK);
+    expect(b.server.leases(b.now)[0]).toMatchObject({ mac: MAC_B, port: VM2 });
+  });
+
+  it('a lease on a guarded port is protected from unguarded ports as well; between unguarded ports clients move freely', () => {
+    const b = new Bench();
+    const a = b.doraFrom(VM2, MAC_B);
+    expect(b.reply(b.from('trunk0', { type: DhcpMsg.REQUEST, mac: MAC_B, ciaddr: a })).d.type).toBe(DhcpMsg.NAK);
+    const t = b.doraFrom('trunk0', MAC_C);
+    expect(b.reply(b.from('trunk1', { type: DhcpMsg.REQUEST, mac: MAC_C, ciaddr: t })).d.type).toBe(DhcpMsg.ACK);
+    expect(b.server.leases(b.now).find((l) => l.mac === MAC_C)?.port).toBe('trunk1');
+  });
+
+  it('takeover: a VM that moved gets its lease on the new port once the old port is gone or down, never before', () => {
+    const b = new Bench();
+    const a = b.doraFrom(VM2, MAC_B, { clientId: CID_B });
+    const renew = (): DhcpResult => b.from('vm9', { type: DhcpMsg.REQUEST, mac: MAC_B, clientId: CID_B, ciaddr: a });
+    expect(b.reply(renew()).d.type).toBe(DhcpMsg.NAK);
+    b.down.add(VM2); // the old TAP was removed (live migration done)
+    const ack = b.reply(renew());
+    expect(ack.d.type).toBe(DhcpMsg.ACK);
+    expect(ack.d.yiaddr).toBe(a);
+    expect(b.server.leases(b.now)[0]).toMatchObject({ ip: a, mac: MAC_B, port: 'vm9' });
+    // the old port comes back up: the lease is vm9's now, and vm2 may not take it back while vm9 is up
+    b.down.delete(VM2);
+    expect(b.reply(b.from(VM2, { type: DhcpMsg.REQUEST, mac: MAC_B, clientId: CID_B, ciaddr: a })).d.type).toBe(DhcpMsg.NAK);
+  });
+
+  it('an offer belongs to its port too: a spoofed DISCOVER or REQUEST from another port does not take it over', () => {
+    const b = new Bench();
+    const o = b.reply(b.from(VM2, { type: DhcpMsg.DISCOVER, mac: MAC_B })).d.yiaddr;
+    expect(b.from(VM1, { type: DhcpMsg.DISCOVER, mac: MAC_B })).toBe('not_owner');
+    expect(b.reply(b.from(VM1, { type: DhcpMsg.REQUEST, mac: MAC_B, requested: o, serverId: SERVER })).d.type).toBe(DhcpMsg.NAK);
+    expect(b.reply(b.from(VM2, { type: DhcpMsg.REQUEST, mac: MAC_B, requested: o, serverId: SERVER })).d.type).toBe(DhcpMsg.ACK);
+  });
+
+  it('guarded ports get 4 leases + offers by default, unguarded ones no cap; a configured cap applies to all, 0 to none', () => {
+    const b = new Bench();
+    for (let i = 0; i < 4; i++) b.doraFrom(VM1, MAC_A + 0x100 + i);
+    expect(b.from(VM1, { type: DhcpMsg.DISCOVER, mac: MAC_A + 0x200 })).toBe('port_limit');
+    expect(b.reply(b.from(VM1, { type: DhcpMsg.REQUEST, mac: MAC_A + 0x200, requested: ip('10.0.10.150'), serverId: SERVER })).d.type).toBe(DhcpMsg.NAK);
+    for (let i = 0; i < 10; i++) b.doraFrom('trunk0', MAC_A + 0x300 + i);
+    expect(b.server.policy().maxLeasesPerPort).toEqual({ guarded: 4, unguarded: null });
+
+    const c = new Bench(baseConfig({ maxLeasesPerPort: 2 }));
+    c.doraFrom('trunk0', MAC_A);
+    c.doraFrom('trunk0', MAC_B);
+    expect(c.from('trunk0', { type: DhcpMsg.DISCOVER, mac: MAC_C })).toBe('port_limit');
+    expect(c.server.policy().maxLeasesPerPort).toEqual({ guarded: 2, unguarded: 2 });
+
+    const d = new Bench(baseConfig({ maxLeasesPerPort: 0 }));
+    for (let i = 0; i < 6; i++) d.doraFrom(VM1, MAC_A + 0x100 + i);
+    expect(d.server.policy().maxLeasesPerPort).toEqual({ guarded: null, unguarded: null });
+  });
+
+  it('a DISCOVER flood with random client ids holds at most 4 offers on its port, and a real client on that port still gets a lease', () => {
+    const b = new Bench(baseConfig({ pools: [[ip('10.0.10.100'), ip('10.0.10.119')]] }));
+    // a neighbour with a lease on vm2 is never touched
+    const n = b.doraFrom(VM2, MAC_B);
+    for (let i = 0; i < 440; i++) {
+      const r = b.from(VM1, { type: DhcpMsg.DISCOVER, mac: MAC_A, clientId: [0xff, i >> 8, i & 0xff, 7] });
+      expect(typeof r === 'object' && r.type).toBe(DhcpMsg.OFFER);
+    }
+    const onVm1 = b.server.leases(b.now).filter((l) => l.port === VM1);
+    expect(onVm1.length).toBe(4);
+    expect(onVm1.every((l) => l.state === 'offered')).toBe(true);
+    expect(b.server.counters.offersReclaimed).toBe(436);
+    // the real client on the flooding port (its own MAC, no client id) gets an offer and a lease
+    const real = b.doraFrom(VM1, MAC_A);
+    expect(real).toBeGreaterThan(0);
+    // and one on another port too; the neighbour keeps its lease
+    expect(b.doraFrom('vm3', MAC_C)).toBeGreaterThan(0);
+    expect(b.server.leases(b.now).find((l) => l.mac === MAC_B)).toMatchObject({ ip: n, port: VM2, state: 'bound' });
+  });
+
+  it('SELECTING REQUESTs for invented chaddrs bind at most 4 leases on their port; other ports are unaffected', () => {
+    const b = new Bench(baseConfig({ pools: [[ip('10.0.10.100'), ip('10.0.10.119')]] }));
+    let acks = 0;
+    for (let i = 0; i < 100; i++) {
+      const mac = 0x020000000100 + i;
+      const r = b.from(VM1, { type: DhcpMsg.REQUEST, mac, requested: ip('10.0.10.100') + (i % 20), serverId: SERVER });
+      if (typeof r === 'object' && r.type === DhcpMsg.ACK) acks++;
+    }
+    expect(acks).toBe(4);
+    expect(b.server.counters.nakReasons.port_limit).toBeGreaterThan(50);
+    expect(b.doraFrom(VM2, MAC_B)).toBeGreaterThan(0);
+  });
+
+  it('a reservation is exempt from the cap', () => {
+    const b = new Bench();
+    for (let i = 0; i < 4; i++) b.doraFrom(VM1, MAC_A + 0x100 + i);
+    expect(b.doraFrom(VM1, RESERVED_MAC)).toBe(ip('10.0.10.50'));
+  });
+
+  it('INFORM is answered whoever asks', () => {
+    const b = new Bench();
+    b.doraFrom(VM2, MAC_B);
+    expect(b.reply(b.from(VM1, { type: DhcpMsg.INFORM, mac: MAC_B, ciaddr: ip('10.0.10.77') })).d.type).toBe(DhcpMsg.ACK);
   });
 });
 

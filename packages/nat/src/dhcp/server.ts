@@ -9,11 +9,13 @@
  * stepped backwards lengthens leases, stepped forwards shortens them; both are
  * tolerable for DHCP, a restart forgetting leases is not.
  *
- * What it owns: the offers (in memory, held OFFER_HOLD 30 s so that a second
- * client is not offered the same address while the first decides), the declined
- * addresses (held 10 min), a bounded memory of the last address of clients whose
- * lease ended (so that they get it back), and the bound leases through the
- * LeaseStore (leases.ts), which persists them.
+ * What it owns: the offers (in memory, held 5 s so that a second client is not
+ * offered the same address while the first decides: clients REQUEST within
+ * milliseconds, and a REQUEST after the hold is still granted if the address is
+ * free), the declined addresses (held 10 min), a bounded memory of the last
+ * address of clients whose lease ended (so that they get it back), the bound
+ * leases through the LeaseStore (leases.ts), which persists them, and the ACKs
+ * waiting for their lease to be on disk.
  *
  * Client identity: option 61 when present, else chaddr (RFC 2131 §4.2); option 61
  * is echoed unchanged in every reply, NAK included (RFC 6842). A static
@@ -22,8 +24,8 @@
  * not even when the pool is exhausted.
  *
  * Lease state, per client (the `state` of the leases view):
- *   (none)   --DISCOVER, address found-->           offered   (hold 30 s)
- *   offered  --REQUEST with our server id-->         bound     (committed before the ACK)
+ *   (none)   --DISCOVER, address found-->           offered   (hold 5 s)
+ *   offered  --REQUEST with our server id-->         bound     (ACKed once on disk)
  *   offered  --REQUEST naming another server, or the hold ends--> (none)
  *   bound    --REQUEST: INIT-REBOOT, RENEWING, REBINDING--> bound (expiry = now + lease time)
  *   bound    --RELEASE, or expiry-->                 (none)    (address remembered for the client)
@@ -63,16 +65,46 @@
  * client's option 57 (else 576 bytes, RFC 2131 §2) minus IP/UDP headers; an
  * optional option that does not fit is left out, a required one drops the reply.
  *
- * Hardening: `maxLeasesPerPort` caps the leases + offers of clients first seen on
- * one port, so a VM inventing chaddrs cannot drain the pool for everyone; clients
- * with a reservation are exempt. Relayed requests (giaddr set) are dropped: the
- * server serves only its own VLAN. Nothing in `handle` throws for any input; every
- * silent outcome is a counted reason.
+ * Durable ACKs (group commit, leases.ts): a grant changes the lease in memory at
+ * once (so no one else is offered the address) and asks the store for a write;
+ * its ACK is then held (`handle` returns 'pending') and handed to the sink
+ * (`attach`) once the write covering it is on disk, or dropped ('store_error')
+ * if that write failed: no ACK, and no IP source guard binding, without a durable
+ * lease. A held ACK whose lease ended meanwhile (RELEASE, DECLINE) is dropped
+ * ('lease_gone'). At most 64 ACKs wait per address and 4096 per network; past
+ * that the oldest goes ('ack_backlog'). NAK, OFFER and INFORM are sent at once.
+ *
+ * Ports, and who owns a lease. The caller tells the port a request came in on
+ * (`ctx.port`, the bridge port its Ethernet source was learned on), the frame's
+ * source MAC, whether that port is guarded (the switch's DHCP/IP source guard:
+ * a VM port), and how to ask the same of other ports (`ctx.ports`). A lease, and
+ * an offer, belong to (port, chaddr). On a guarded port:
+ * - chaddr must be the frame's source MAC ('chaddr_mismatch'), so a VM cannot
+ *   speak for another MAC without also sending as it;
+ * - a client whose lease or offer belongs to another (port, MAC) is refused:
+ *   DISCOVER, RELEASE and DECLINE silently, REQUEST with a NAK ('not_owner'). The
+ *   owner's lease, binding and offer are untouched. Takeover (a VM that moved:
+ *   live migration, a port re-plugged) is allowed only when the owning port no
+ *   longer exists or is down (`ports.live`), never while it is up. The same rule
+ *   protects a lease owned on a guarded port from requests on unguarded ones;
+ *   between two unguarded ports (trunks, uplinks) a client may move freely, as before.
+ * - leases + live offers per port are capped (`maxLeasesPerPort`, default 4 on
+ *   guarded ports, none on others; a configured value applies to every port, 0
+ *   turns it off). Offers count against the port that asked; a port at its cap
+ *   withdraws its own oldest offer to another client ('offersReclaimed') to make
+ *   room, so a real client on a flooding port still gets its lease while other
+ *   ports are never touched; only when the port's cap is all bound leases is a new
+ *   client refused ('port_limit'). Clients with a reservation are exempt.
+ * NAKs go to the requester only: IPv4 255.255.255.255 (RFC 2131 §4.1) in an
+ * Ethernet frame to the requester's MAC, never a broadcast to the whole VLAN.
+ *
+ * Hardening: relayed requests (giaddr set) are dropped: the server serves only
+ * its own VLAN. Nothing in `handle` throws for any input; every silent outcome is
+ * a counted reason.
  *
  * Limits: the pool scan is linear (a pool is capped at 65536 addresses, so a
  * DISCOVER into an exhausted pool costs at most that many map lookups); option
- * overload (52) is not read (see wire.ts); chaddr is not compared with the
- * Ethernet source (the caller may).
+ * overload (52) is not read (see wire.ts).
  */
 import { formatIp4 } from '@vswitch/switch';
 import {
@@ -84,13 +116,18 @@ import { clientKey, type Lease, type LeaseStore } from './leases.js';
 export const DHCP_DEFAULTS = {
   leaseTimeSec: 3600,
   /** How long an offered address is kept for the client it was offered to. */
-  offerHoldSec: 30,
+  offerHoldSec: 5,
   /** How long a declined address is kept out of the pool. */
   declineHoldSec: 600,
   /** Clients whose last address is remembered after release/expiry. */
   rememberMax: 4096,
   /** Largest pool (sum of ranges), bounding the allocation scan. */
   maxPoolSize: 65536,
+  /** Leases + offers per guarded port when `maxLeasesPerPort` is not configured. */
+  guardedMaxLeasesPerPort: 4,
+  /** ACKs waiting for the lease file, per address and per network. */
+  pendingPerAddress: 64,
+  pendingMax: 4096,
 } as const;
 
 export interface DhcpReservation {
@@ -119,6 +156,10 @@ export interface DhcpServerConfig {
   mtu?: number;
   /** Option 121 (RFC 3442), sent to clients that request it. */
   routes?: readonly ClasslessRoute[];
+  /**
+   * Leases + offers per port. Absent: DHCP_DEFAULTS.guardedMaxLeasesPerPort on
+   * guarded ports, no cap elsewhere; a number: that cap on every port; 0: none.
+   */
   maxLeasesPerPort?: number;
   /** A bound lease went away (release, decline, expiry): the daemon unbinds it from the port's IP source guard. */
   onRemove?: (lease: { ip: number; mac: number; port?: string }) => void;
@@ -133,8 +174,30 @@ export class DhcpConfigError extends Error {
 export interface DhcpContext {
   /** Wall-clock ms (Date.now()). */
   now: number;
-  /** The router port the request came in on, for `maxLeasesPerPort`. */
+  /** The bridge port the request came in on: leases and offers are recorded on it. */
   port?: string;
+  /** The Ethernet source MAC of the request's frame: NAKs go there; on a guarded port chaddr must be it. */
+  srcMac?: number;
+  /** `port` is guarded (a VM port): chaddr checked, ownership enforced, the default per-port cap. */
+  guarded?: boolean;
+  /** Facts about the ports leases are owned by; absent, every owning port counts as unguarded and up. */
+  ports?: DhcpPorts;
+}
+
+/** What the ownership rule asks about a lease's port (the caller's bridge). */
+export interface DhcpPorts {
+  /** The port's switch guard is active. */
+  guarded(port: string): boolean;
+  /** The port exists and is up (a lease on a port that is gone or down may be taken over). */
+  live(port: string): boolean;
+}
+
+/** Where held ACKs go once their lease is on disk, and what the server has to report. */
+export interface DhcpSink {
+  /** Send `reply`; `payload` is the DHCP message (UDP payload), a copy the sink may keep. */
+  deliver(reply: DhcpReply, payload: Uint8Array): void;
+  /** A lease-file write failed (every failure; the sink bounds how often it logs). */
+  storeFailed?(err: Error): void;
 }
 
 /** What the caller needs to send the reply (RFC 2131 §4.1). */
@@ -147,7 +210,10 @@ export interface DhcpReply {
   /** ciaddr of the request (0 if none). */
   ciaddr: number;
   chaddr: number;
-  /** Send to 255.255.255.255 / ff:ff:ff:ff:ff:ff: a NAK, or a client without an address that set the broadcast flag. */
+  /**
+   * Send to IPv4 255.255.255.255: a NAK (in a frame to the requester's MAC only), or
+   * a client without an address that set the broadcast flag (Ethernet broadcast).
+   */
   broadcast: boolean;
   /** The resolved destination: ciaddr if set, else broadcast, else yiaddr (at chaddr). */
   dstIp: number;
@@ -174,6 +240,10 @@ export const DHCP_REASONS = [
   'not_allowed',      // requested address is not one we may give this client
   'no_room',          // the reply does not fit the caller's buffer
   'store_error',      // the lease could not be written: no ACK without a durable lease
+  'chaddr_mismatch',  // guarded port: chaddr is not the frame's Ethernet source
+  'not_owner',        // the client's lease or offer belongs to another port or MAC, whose port is up
+  'lease_gone',       // a held ACK whose lease ended (release, decline) before it was on disk
+  'ack_backlog',      // too many ACKs waiting for the lease file: the oldest is dropped
 ] as const;
 export type DhcpReason = (typeof DHCP_REASONS)[number];
 
@@ -190,12 +260,17 @@ export interface DhcpCounters {
   dropped: Record<DhcpReason, number>;
   /** NAKs by reason. */
   nakReasons: Record<DhcpReason, number>;
-  /** Failed lease-file writes (also counted in dropped.store_error when an ACK was withheld). */
+  /** Failed lease-file writes (an ACK they held is counted in dropped.store_error). */
   storeErrors: number;
+  /** Offers withdrawn to make room on a port at its cap. */
+  offersReclaimed: number;
 }
 
-/** `handle` without a reply: 'handled' (RELEASE, DECLINE) or the reason it was dropped. */
-export type DhcpNoReply = 'handled' | DhcpReason;
+/**
+ * `handle` without a reply now: 'handled' (RELEASE, DECLINE), 'pending' (an ACK
+ * held until its lease is on disk, then given to the sink), or why it was dropped.
+ */
+export type DhcpNoReply = 'handled' | 'pending' | DhcpReason;
 export type DhcpResult = DhcpReply | DhcpNoReply;
 
 export type DhcpLeaseState = 'bound' | 'offered' | 'declined';
@@ -229,6 +304,17 @@ interface Client {
   clientIdBytes?: Uint8Array;
   hostname?: string;
   port?: string;
+  /** The frame's source MAC (else chaddr): where a NAK goes. */
+  replyMac: number;
+  guarded: boolean;
+}
+
+/** An ACK waiting for the lease-file write of `version`. */
+interface HeldAck {
+  key: string;
+  version: number;
+  reply: DhcpReply;
+  payload: Uint8Array;
 }
 
 const BROADCAST_IP = 0xffffffff;
@@ -241,7 +327,7 @@ function zeroReasons(): Record<DhcpReason, number> {
 export function newDhcpCounters(): DhcpCounters {
   return {
     discovers: 0, offers: 0, requests: 0, acks: 0, naks: 0, declines: 0, releases: 0, informs: 0,
-    dropped: zeroReasons(), nakReasons: zeroReasons(), storeErrors: 0,
+    dropped: zeroReasons(), nakReasons: zeroReasons(), storeErrors: 0, offersReclaimed: 0,
   };
 }
 
@@ -272,6 +358,13 @@ export class DhcpServer {
   readonly #resByIp = new Map<number, DhcpReservation>();
   readonly #offers = new Map<string, Offer>();
   readonly #offeredIps = new Map<number, string>();
+  /** Offer keys by the port that asked, oldest first. */
+  readonly #offersByPort = new Map<string, Set<string>>();
+  /** ACKs waiting for their lease write, in version order. */
+  #held: HeldAck[] = [];
+  readonly #heldPerIp = new Map<number, number>();
+  #sink: DhcpSink | undefined;
+  #closed = false;
   readonly #declined = new Map<number, number>();
   readonly #remembered = new Map<string, number>();
   /** Index into the flattened pool of the last address handed out. */
@@ -332,7 +425,7 @@ export class DhcpServer {
       this.#routes121 = encodeClasslessRoutes(routes);
       if (this.#routes121.length > 255) bad('classless static routes do not fit one option (255 bytes)');
     }
-    if (c.maxLeasesPerPort !== undefined && (!Number.isInteger(c.maxLeasesPerPort) || c.maxLeasesPerPort < 1)) bad('maxLeasesPerPort must be a positive integer');
+    if (c.maxLeasesPerPort !== undefined && (!Number.isInteger(c.maxLeasesPerPort) || c.maxLeasesPerPort < 0)) bad('maxLeasesPerPort must be an integer >= 0');
 
     for (const l of [...store.values()]) {
       const res = this.#resByIp.get(l.ip);
@@ -340,16 +433,48 @@ export class DhcpServer {
         (res !== undefined ? res.mac === l.mac : this.#inPool(l.ip) && !this.#resByMac.has(l.mac));
       if (!ok || l.expiresAt <= now) store.delete(clientKey(l.mac, l.clientId));
     }
-    try {
-      store.commit();
-    } catch {
-      // The next grant retries the write and withholds its ACK if it fails again.
-      this.counters.storeErrors++;
-    }
+    store.onSettled = (ok, version, err) => this.#settled(ok, version, err);
+    store.commit();
   }
 
   get config(): Readonly<DhcpServerConfig> { return this.#cfg; }
   get poolSize(): number { return this.#poolSize; }
+  /** Lease-file writes done (group commit: far fewer than the grants they cover). */
+  get leaseWrites(): number { return this.#store.writes; }
+  /** ACKs waiting for their lease to be on disk. */
+  get pendingAcks(): number { return this.#held.length; }
+
+  /** Resolves once every lease change so far is on disk and the ACKs it held are sent (tests, tools). */
+  flush(): Promise<void> {
+    return this.#store.flush();
+  }
+
+  /** Where held ACKs go once durable (the router network), and where store failures are reported. */
+  attach(sink: DhcpSink): void {
+    this.#sink = sink;
+  }
+
+  /** The per-port caps in force, for `router show`: null = none. */
+  policy(): { maxLeasesPerPort: { guarded: number | null; unguarded: number | null }; offerHoldSec: number } {
+    const max = this.#cfg.maxLeasesPerPort;
+    const cap = (guarded: boolean): number | null => {
+      const n = max ?? (guarded ? DHCP_DEFAULTS.guardedMaxLeasesPerPort : 0);
+      return n === 0 ? null : n;
+    };
+    return { maxLeasesPerPort: { guarded: cap(true), unguarded: cap(false) }, offerHoldSec: this.#offerHoldMs / 1000 };
+  }
+
+  /**
+   * Writes what the lease file still lacks, synchronously, and sends the ACKs that
+   * were waiting for it (or drops them if it fails): the router is going away.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#store.close();
+    } catch { /* counted and reported through #settled */ }
+  }
 
   /**
    * One request: buf[off..off+len) is the UDP payload. A reply is written at
@@ -362,12 +487,20 @@ export class DhcpServer {
     const mac = m.chaddr;
     if (mac === 0 || Math.floor(mac / 0x10000000000) & 1) return this.#drop('bad_chaddr');
     if (m.giaddr !== 0) return this.#drop('relayed');
+    const guarded = ctx.guarded === true && ctx.port !== undefined;
+    if (guarded && ctx.srcMac !== undefined && ctx.srcMac !== mac) return this.#drop('chaddr_mismatch');
     const clientId = m.clientId;
     const client: Client = {
       key: clientKey(mac, clientId), mac, clientId, clientIdBytes: m.clientIdBytes,
-      hostname: sanitizeHostname(m.hostname), port: ctx.port,
+      hostname: sanitizeHostname(m.hostname), port: ctx.port, replyMac: ctx.srcMac ?? mac, guarded,
     };
     const now = ctx.now;
+    if (m.messageType !== DhcpMsg.INFORM && this.#foreign(client, now, ctx.ports)) {
+      this.#counted(m.messageType);
+      // A REQUEST to our server gets its NAK (to the requester only); the rest, silence.
+      const toUs = m.messageType === DhcpMsg.REQUEST && (m.serverId === undefined || m.serverId === this.#cfg.serverIp);
+      return toUs ? this.#nak(m, client, 'not_owner', out, outOff) : this.#drop('not_owner');
+    }
     switch (m.messageType) {
       case DhcpMsg.DISCOVER: return this.#discover(m, client, now, out, outOff);
       case DhcpMsg.REQUEST: return this.#request(m, client, now, out, outOff);
@@ -395,9 +528,8 @@ export class DhcpServer {
       this.#cfg.onRemove?.(l);
       n++;
     }
-    if (gone.length > 0) {
-      try { this.#store.commit(); } catch { this.counters.storeErrors++; }
-    }
+    // Expired leases, and a write that failed earlier (retried once a second while it keeps failing).
+    if (this.#store.dirty && !this.#store.busy) this.#store.commit();
     return n;
   }
 
@@ -456,7 +588,12 @@ export class DhcpServer {
     const offer: Offer = { ip, mac: c.mac, until: now + this.#offerHoldMs };
     if (c.clientId !== undefined) offer.clientId = c.clientId;
     if (c.hostname !== undefined) offer.hostname = c.hostname;
-    if (c.port !== undefined) offer.port = c.port;
+    if (c.port !== undefined) {
+      offer.port = c.port;
+      let keys = this.#offersByPort.get(c.port);
+      if (keys === undefined) this.#offersByPort.set(c.port, keys = new Set());
+      keys.add(c.key);
+    }
     this.#offers.set(c.key, offer);
     this.#offeredIps.set(ip, c.key);
     const r = this.#reply(m, c, DhcpMsg.OFFER, ip, out, outOff);
@@ -514,7 +651,7 @@ export class DhcpServer {
     this.#declined.set(ip, now + this.#declineHoldMs);
     if (lease !== undefined && lease.ip === ip) {
       this.#store.delete(c.key);
-      this.#commit();
+      this.#store.commit(); // not waited for: the next write covers it
       this.#cfg.onRemove?.(lease);
     }
     // Someone else uses this address: pointing the client back at it would only repeat the conflict.
@@ -530,14 +667,16 @@ export class DhcpServer {
     if (lease === undefined || lease.ip !== m.ciaddr) return this.#drop('no_record');
     this.#store.delete(c.key);
     this.#remember(c.key, lease.ip);
-    this.#commit();
+    this.#store.commit(); // not waited for: the next write covers it
     this.#cfg.onRemove?.(lease);
     return 'handled';
   }
 
   #inform(m: DhcpMessage, c: Client, out: Uint8Array, outOff: number): DhcpResult {
     this.counters.informs++;
-    return this.#reply(m, c, DhcpMsg.ACK, 0, out, outOff);
+    const r = this.#reply(m, c, DhcpMsg.ACK, 0, out, outOff);
+    if (typeof r !== 'string') this.counters.acks++;
+    return r;
   }
 
   // --- decisions --------------------------------------------------------------
@@ -550,7 +689,7 @@ export class DhcpServer {
       if (ip !== undefined && this.#usable(ip, c, now)) return ip;
     }
     // From here on the client would take an address it does not hold yet.
-    if (this.#atPortLimit(c, now)) return 'port_limit';
+    if (!this.#makeRoom(c, now)) return 'port_limit';
     for (const ip of [m.requestedIp, this.#remembered.get(c.key)]) {
       if (ip !== undefined && this.#usable(ip, c, now)) return ip;
     }
@@ -565,7 +704,8 @@ export class DhcpServer {
     }
     const existing = this.#store.get(c.key);
     const hasOffer = this.#offers.get(c.key)?.ip === ip;
-    if ((existing === undefined || existing.expiresAt <= now) && !hasOffer && this.#atPortLimit(c, now)) {
+    const holds = existing !== undefined && existing.expiresAt > now && existing.port === c.port;
+    if (!holds && !hasOffer && !this.#makeRoom(c, now)) {
       return this.#nak(m, c, 'port_limit', out, outOff);
     }
     const lease: Lease = { ip, mac: c.mac, expiresAt: now + this.#leaseMs };
@@ -579,8 +719,17 @@ export class DhcpServer {
     if (otherOffer !== undefined) this.#dropOffer(otherOffer); // expired, or #usable would have said no
     this.#store.set(lease);
     this.#remembered.delete(c.key);
-    if (!this.#commit()) return this.#drop('store_error');
-    return this.#reply(m, c, DhcpMsg.ACK, ip, out, outOff);
+    const version = this.#store.commit();
+    const r = this.#reply(m, c, DhcpMsg.ACK, ip, out, outOff);
+    if (typeof r === 'string') return r;
+    if (version <= this.#store.durableVersion) {
+      this.counters.acks++;
+      return r;
+    }
+    // A store that is not writing now will not write this version: its write failed.
+    if (!this.#store.busy) return this.#drop('store_error');
+    this.#hold(c.key, version, r, out.slice(outOff, outOff + r.payloadLen));
+    return 'pending';
   }
 
   /** May `ip` be given to client `c` now? */
@@ -630,15 +779,64 @@ export class DhcpServer {
     return this.#remembered.get(c.key);
   }
 
-  #atPortLimit(c: Client, now: number): boolean {
-    const max = this.#cfg.maxLeasesPerPort;
-    if (max === undefined || c.port === undefined || this.#resByMac.has(c.mac)) return false;
+  /**
+   * Is the client's lease or offer someone else's (see the header: another port or
+   * MAC, a guarded side, and the owning port still there and up)?
+   */
+  #foreign(c: Client, now: number, ports: DhcpPorts | undefined): boolean {
+    const l = this.#store.get(c.key);
+    if (l !== undefined && l.expiresAt > now && this.#ownedElsewhere(l.port, l.mac, c, ports)) return true;
+    const o = this.#offers.get(c.key);
+    return o !== undefined && o.until > now && this.#ownedElsewhere(o.port, o.mac, c, ports);
+  }
+
+  #ownedElsewhere(port: string | undefined, mac: number, c: Client, ports: DhcpPorts | undefined): boolean {
+    if (port === c.port && mac === c.mac) return false;
+    if (port === undefined) return false; // recorded without a port: no owner to protect
+    if (!c.guarded && ports?.guarded(port) !== true) return false; // trunks, uplinks: clients move freely
+    return ports?.live(port) ?? true;
+  }
+
+  /** The cap on leases + offers for the client's port, or 0 for none. */
+  #portCap(c: Client): number {
+    if (c.port === undefined || this.#resByMac.has(c.mac)) return 0;
+    return this.#cfg.maxLeasesPerPort ?? (c.guarded ? DHCP_DEFAULTS.guardedMaxLeasesPerPort : 0);
+  }
+
+  /** Live leases and offers of other clients on `port` (a client's own lease and re-offer count once). */
+  #heldOn(port: string, except: string, now: number): number {
     let n = 0;
-    for (const l of this.#store.values()) {
-      if (l.port === c.port && l.expiresAt > now && clientKey(l.mac, l.clientId) !== c.key) n++;
+    for (const key of this.#store.keysOnPort(port) ?? []) {
+      if (key !== except && (this.#store.get(key)?.expiresAt ?? 0) > now) n++;
     }
-    for (const [key, o] of this.#offers) if (o.port === c.port && o.until > now && key !== c.key) n++;
-    return n >= max;
+    for (const key of this.#offersByPort.get(port) ?? []) {
+      if (key === except || (this.#offers.get(key)?.until ?? 0) <= now) continue;
+      const l = this.#store.get(key);
+      if (l === undefined || l.expiresAt <= now || l.port !== port) n++;
+    }
+    return n;
+  }
+
+  /**
+   * May the client take one more address on its port? At the cap, the port's own
+   * oldest offers to other clients are withdrawn to make room; bound leases never are.
+   */
+  #makeRoom(c: Client, now: number): boolean {
+    const cap = this.#portCap(c);
+    if (cap === 0) return true;
+    const port = c.port!;
+    if (this.#heldOn(port, c.key, now) < cap) return true;
+    for (const key of [...(this.#offersByPort.get(port) ?? [])]) {
+      if (key === c.key) continue;
+      const l = this.#store.get(key);
+      if (l !== undefined && l.expiresAt > now && l.port === port) continue; // a bound client's re-offer: not what fills the port
+      const live = (this.#offers.get(key)?.until ?? 0) > now;
+      this.#dropOffer(key);
+      if (!live) continue;
+      this.counters.offersReclaimed++;
+      if (this.#heldOn(port, c.key, now) < cap) return true;
+    }
+    return false;
   }
 
   #nextFree(c: Client, now: number): number | undefined {
@@ -703,28 +901,74 @@ export class DhcpServer {
     if (c.clientIdBytes !== undefined) ok = ok && w.option(Opt.CLIENT_ID, c.clientIdBytes);
     if (!ok) return this.#drop('no_room');
     const payloadLen = w.finish();
-    if (type === DhcpMsg.ACK) this.counters.acks++;
     if (nak) this.counters.naks++;
-    // RFC 2131 §4.1 with giaddr 0: NAK broadcast; ciaddr set -> unicast there; else
-    // broadcast if the client asked or has no address to be reached at, else yiaddr at chaddr.
+    // RFC 2131 §4.1 with giaddr 0: NAK to 255.255.255.255, but in a frame to the
+    // requester alone (the VLAN has no business seeing it); ciaddr set -> unicast
+    // there; else broadcast if the client asked or has no address to be reached at,
+    // else yiaddr at chaddr.
     const broadcast = nak || (m.ciaddr === 0 && ((m.flags & FLAG_BROADCAST) !== 0 || yiaddr === 0));
     const dstIp = broadcast ? BROADCAST_IP : m.ciaddr !== 0 ? m.ciaddr : yiaddr;
-    return {
-      type, payloadLen, yiaddr, ciaddr: m.ciaddr, chaddr: c.mac, broadcast,
-      dstIp, dstMac: broadcast ? BROADCAST_MAC : c.mac, srcIp: cfg.serverIp,
-    };
+    const dstMac = nak ? c.replyMac : broadcast ? BROADCAST_MAC : c.mac;
+    return { type, payloadLen, yiaddr, ciaddr: m.ciaddr, chaddr: c.mac, broadcast, dstIp, dstMac, srcIp: cfg.serverIp };
   }
 
   // --- state helpers ----------------------------------------------------------
 
-  #commit(): boolean {
-    try {
-      this.#store.commit();
-      return true;
-    } catch {
-      this.counters.storeErrors++;
-      return false;
+  /** Queues an ACK until the lease write of `version` settles (bounded: see the header). */
+  #hold(key: string, version: number, reply: DhcpReply, payload: Uint8Array): void {
+    const ip = reply.yiaddr;
+    const n = this.#heldPerIp.get(ip) ?? 0;
+    if (n >= DHCP_DEFAULTS.pendingPerAddress || this.#held.length >= DHCP_DEFAULTS.pendingMax) {
+      const i = n >= DHCP_DEFAULTS.pendingPerAddress ? this.#held.findIndex((h) => h.reply.yiaddr === ip) : 0;
+      this.#unheld(this.#held.splice(i, 1)[0]);
+      this.#drop('ack_backlog');
     }
+    this.#held.push({ key, version, reply, payload });
+    this.#heldPerIp.set(ip, (this.#heldPerIp.get(ip) ?? 0) + 1);
+  }
+
+  #unheld(h: HeldAck): void {
+    const n = (this.#heldPerIp.get(h.reply.yiaddr) ?? 1) - 1;
+    if (n > 0) this.#heldPerIp.set(h.reply.yiaddr, n);
+    else this.#heldPerIp.delete(h.reply.yiaddr);
+  }
+
+  /** The lease store finished a write (of every change up to `version`), or failed it. */
+  #settled(ok: boolean, version: number, err?: Error): void {
+    if (!ok) {
+      this.counters.storeErrors++;
+      this.#sink?.storeFailed?.(err ?? new Error('lease file write failed'));
+    }
+    const q = this.#held;
+    let i = 0;
+    while (i < q.length && q[i].version <= version) i++;
+    if (i === 0) return;
+    const done = q.slice(0, i);
+    this.#held = q.slice(i);
+    for (const h of done) {
+      this.#unheld(h);
+      if (!ok) {
+        this.#drop('store_error');
+        continue;
+      }
+      const l = this.#store.get(h.key);
+      if (l === undefined || l.ip !== h.reply.yiaddr || l.mac !== h.reply.chaddr) {
+        this.#drop('lease_gone');
+        continue;
+      }
+      this.counters.acks++;
+      this.#sink?.deliver(h.reply, h.payload);
+    }
+  }
+
+  /** Counts a received message by type (for requests refused before their handler). */
+  #counted(type: number | undefined): void {
+    const c = this.counters;
+    if (type === DhcpMsg.DISCOVER) c.discovers++;
+    else if (type === DhcpMsg.REQUEST) c.requests++;
+    else if (type === DhcpMsg.DECLINE) c.declines++;
+    else if (type === DhcpMsg.RELEASE) c.releases++;
+    else if (type === DhcpMsg.INFORM) c.informs++;
   }
 
   #dropOffer(key: string): void {
@@ -732,6 +976,11 @@ export class DhcpServer {
     if (o === undefined) return;
     this.#offers.delete(key);
     if (this.#offeredIps.get(o.ip) === key) this.#offeredIps.delete(o.ip);
+    if (o.port !== undefined) {
+      const keys = this.#offersByPort.get(o.port);
+      keys?.delete(key);
+      if (keys?.size === 0) this.#offersByPort.delete(o.port);
+    }
   }
 
   #remember(key: string, ip: number): void {
