@@ -203,6 +203,18 @@ export class LeaseStore {
   set(lease: Lease): void {
     const key = leaseKey(lease);
     const prev = this.#byKey.get(key);
+    if (prev !== undefined && prev.ip === lease.ip && prev.port === lease.port) {
+      // A renewal: same address and port, the indexes stay (the common case under load).
+      // (The key fixes clientId.)
+      prev.mac = lease.mac;
+      prev.expiresAt = lease.expiresAt;
+      if (lease.hostname !== prev.hostname) {
+        if (lease.hostname === undefined) delete prev.hostname;
+        else prev.hostname = lease.hostname;
+      }
+      this.#version++;
+      return;
+    }
     if (prev !== undefined) this.#unindex(key, prev);
     const holder = this.#byIp.get(lease.ip);
     if (holder !== undefined && holder !== key) this.#unindex(holder, this.#byKey.get(holder)!);

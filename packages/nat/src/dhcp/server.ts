@@ -72,7 +72,9 @@
  * if that write failed: no ACK, and no IP source guard binding, without a durable
  * lease. A held ACK whose lease ended meanwhile (RELEASE, DECLINE) is dropped
  * ('lease_gone'). At most 64 ACKs wait per address and 4096 per network; past
- * that the oldest goes ('ack_backlog'). NAK, OFFER and INFORM are sent at once.
+ * that a REQUEST is dropped before any work ('ack_backlog': a client pipelining
+ * that many is flooding, and the held ACKs go out with the next write). NAK,
+ * OFFER and INFORM are sent at once.
  *
  * Ports, and who owns a lease. The caller tells the port a request came in on
  * (`ctx.port`, the bridge port its Ethernet source was learned on), the frame's
@@ -243,7 +245,7 @@ export const DHCP_REASONS = [
   'chaddr_mismatch',  // guarded port: chaddr is not the frame's Ethernet source
   'not_owner',        // the client's lease or offer belongs to another port or MAC, whose port is up
   'lease_gone',       // a held ACK whose lease ended (release, decline) before it was on disk
-  'ack_backlog',      // too many ACKs waiting for the lease file: the oldest is dropped
+  'ack_backlog',      // too many ACKs already wait for the lease file (64 per address, 4096 per network)
 ] as const;
 export type DhcpReason = (typeof DHCP_REASONS)[number];
 
@@ -698,6 +700,7 @@ export class DhcpServer {
 
   /** Binds `ip` to the client and ACKs, or NAKs why not. */
   #grant(m: DhcpMessage, c: Client, ip: number, now: number, out: Uint8Array, outOff: number): DhcpResult {
+    if (!this.#roomToHold(ip)) return this.#drop('ack_backlog');
     if (!this.#usable(ip, c, now)) {
       const why = this.#whyNot(ip, c, now);
       return this.#nak(m, c, why, out, outOff);
@@ -728,7 +731,10 @@ export class DhcpServer {
     }
     // A store that is not writing now will not write this version: its write failed.
     if (!this.#store.busy) return this.#drop('store_error');
-    this.#hold(c.key, version, r, out.slice(outOff, outOff + r.payloadLen));
+    // A copy: `out` is the caller's, reused for the next request (and Buffer#slice would not copy).
+    const payload = new Uint8Array(r.payloadLen);
+    payload.set(out.subarray(outOff, outOff + r.payloadLen));
+    this.#hold(c.key, version, r, payload);
     return 'pending';
   }
 
@@ -914,15 +920,19 @@ export class DhcpServer {
 
   // --- state helpers ----------------------------------------------------------
 
-  /** Queues an ACK until the lease write of `version` settles (bounded: see the header). */
+  /**
+   * Is there room to hold one more ACK for `ip`? Checked before a grant does any
+   * work: past the bound the newest request is the one dropped, since the held ones
+   * are those the write in flight will release first (dropping the oldest instead
+   * would, under a flood, drop every ACK just before its write completed).
+   */
+  #roomToHold(ip: number): boolean {
+    return (this.#heldPerIp.get(ip) ?? 0) < DHCP_DEFAULTS.pendingPerAddress && this.#held.length < DHCP_DEFAULTS.pendingMax;
+  }
+
+  /** Queues an ACK until the lease write of `version` settles (#roomToHold said yes). */
   #hold(key: string, version: number, reply: DhcpReply, payload: Uint8Array): void {
     const ip = reply.yiaddr;
-    const n = this.#heldPerIp.get(ip) ?? 0;
-    if (n >= DHCP_DEFAULTS.pendingPerAddress || this.#held.length >= DHCP_DEFAULTS.pendingMax) {
-      const i = n >= DHCP_DEFAULTS.pendingPerAddress ? this.#held.findIndex((h) => h.reply.yiaddr === ip) : 0;
-      this.#unheld(this.#held.splice(i, 1)[0]);
-      this.#drop('ack_backlog');
-    }
     this.#held.push({ key, version, reply, payload });
     this.#heldPerIp.set(ip, (this.#heldPerIp.get(ip) ?? 0) + 1);
   }
