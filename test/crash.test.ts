@@ -8,10 +8,13 @@
  * busybox udhcpc and two runtime port forwards are added; then a fifth VM runs a
  * raw-socket client doing DORA for 20 chaddrs round after round (every ACK a lease
  * file write), a third udhcpc client is bound, and the daemon is SIGKILLed right
- * after that ACK, among the storm's. A new daemon on the same config and state
- * directory (the TAPs handed back to the root namespace for its start, as the
- * daemon reopens a persistent TAP by name there) lists every lease any client was
- * ACKed before the kill and every runtime forward; a fourth udhcpc client is given
+ * after that ACK, among the storm's (its port is unguarded: it speaks for 20
+ * chaddrs from one MAC, which a guarded VM port refuses). A new daemon on the same
+ * config and state directory (the TAPs handed back to the root namespace for its
+ * start, as the daemon reopens a persistent TAP by name there) removes the temp
+ * files a kill between write and rename leaves, lists every lease any client was
+ * ACKed before the kill (an ACK waits for the group commit that makes its lease
+ * durable) and every runtime forward; a fourth udhcpc client is given
  * none of the leased addresses (the server's next-fit cursor starts over at the
  * pool's first address, which is leased); each leased client asking again gets its
  * own address; the VMs reach the gateway through the same TAPs, and a forward
@@ -203,11 +206,15 @@ describe('kill -9 and a restart keep every DHCP lease and every runtime port for
     expect(lstatSync(d.socket).isSocket()).toBe(true);
   }, 60_000);
 
-  it('a new daemon lists every lease and every runtime forward', async () => {
+  it('a new daemon lists every lease and every runtime forward, and removes the temp files a crash left', async () => {
+    // What a kill between a temp file's write and its rename leaves behind (state-file.ts names).
+    const stale = [`.leases-net10.json.${d.proc.pid}.tmp`, `.forwards-r0.json.${d.proc.pid}.7.tmp`];
+    for (const f of stale) writeFileSync(join(stateDir, f), '{"torn":');
     // The daemon re-opens a persistent TAP by name in the root namespace: hand the
     // VMs' TAPs back there for the start (as a hypervisor's TAPs live), then into the VMs again.
     for (const vm of Object.values(vms)) await tapToRoot(vm);
     d = await restartDaemon(d);
+    expect(readdirSync(stateDir).filter((f) => f.endsWith('.tmp')), 'stale temp files after the restart').toEqual([]);
     for (const vm of Object.values(vms)) {
       const mac = vm.mac;
       await tapIntoVm(vm);
