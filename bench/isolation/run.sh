@@ -91,6 +91,7 @@ sleep 0.5
 sample() { curl -s --max-time 20 "$metrics" | awk -v n="$1" '$1 ~ "^"n"\\{" && $1 ~ /type="ack"|vswitch_dhcp_lease_writes_total/ {s += $2} END {print s + 0}'; }
 
 out=$dir/raw.tsv
+: >"$dir/load"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); daemon $main_js" >&2
 for r in $(seq "$rounds"); do
   for ph in $phases; do
