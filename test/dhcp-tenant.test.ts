@@ -4,8 +4,10 @@
  * four VM ports, no DHCP options beyond the defaults) and four VM namespaces on
  * TAPs that take real leases with busybox udhcpc. vm1 is the attacker (scapy and a
  * raw AF_PACKET socket), vm2 the victim, vm3 a neighbour and observer, vm4 a VM
- * that renews its own lease flat out. What each test catches in the old code
- * (main before this change):
+ * that renews its own lease flat out. The per-port DHCP rate limit (10/s by
+ * default, rate-limits.test.ts) is off here, so that every attack frame reaches
+ * the server: these tests are about what the server does with them. What each
+ * test catches in the old code (main before this change):
  * (a) lease hijack: one broadcast REQUEST from vm1 with vm2's chaddr, client id
  *     and address (from 0.0.0.0, Ethernet source vm2's MAC or vm1's own) was ACKed
  *     and moved vm2's lease and IP source guard binding to vm1's port: vm1 saw the
@@ -177,6 +179,7 @@ describe('DHCP under a hostile tenant: hijack, release, starvation, NAK storms, 
       bridges: { [BR]: { ports: Object.fromEntries(Object.values(T).map((t) => [t, access])) } },
       routers: {
         [NET.router]: {
+          limits: { dhcp: 0 },
           networks: {
             [NET.network]: { bridge: BR, vlan: 10, address: `${GW}/24`, dhcp: { pool: [`${ip4(POOL.lo)}-${ip4(POOL.hi)}`], leaseTime: 600 } },
           },
