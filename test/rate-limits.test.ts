@@ -399,6 +399,10 @@ describe('the NAT session limit holds per bridge port (issue 12)', () => {
   }
 
   it(`host NAT: a port with two addresses gets ${PER_PORT} sessions, not 2 x ${PER_HOST}; refused as port_limit; another port still opens flows`, async () => {
+    // The DNS test's forwarder sessions of vm a expire 10 s after it (UDP_DNS_IDLE_TIMEOUT_MS):
+    // one expiring in the middle of this test would make the counts below off by one.
+    await waitFor('vm a\'s earlier host NAT sessions to expire', async () => ((await routerShow('r0')).hostNat.ports?.[T.a] ?? 0) === 0,
+      { timeoutMs: 30_000, intervalMs: 500 });
     await twoAddressFlood(vm.a, [net10(21), net10(22)], S_IP);
     const h = (await routerShow('r0')).hostNat;
     console.log(`[rate-limits] host NAT: sessions ${h.sessions}, per port ${JSON.stringify(h.ports)}, refused ${JSON.stringify(h.refused)}`);
