@@ -175,7 +175,7 @@ describe('DHCP under a hostile tenant: hijack, release, starvation, NAK storms, 
     const access = { type: 'tap', vlan: { mode: 'access', vid: 10 } };
     d = await startDaemon({
       stateDir: tempDir('state'),
-      metrics: { listen: metricsAddr },
+      metrics: { listen: metricsAddr, cacheInterval: 0 }, // every scrape fresh: the tests compare before and after
       bridges: { [BR]: { ports: Object.fromEntries(Object.values(T).map((t) => [t, access])) } },
       routers: {
         [NET.router]: {
