@@ -4,7 +4,6 @@
  * non-persistent TAPs removed with their fds, socket unlinked).
  */
 import { unlinkSync } from 'node:fs';
-import * as netdev from '@vswitch/netdev';
 import { type Config, defaultConfig, loadConfig } from '../config.js';
 import { VswitchError } from '../errors.js';
 import { listenControl } from './control.js';
@@ -32,13 +31,14 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const socketPath = opts.socket ?? process.env.VSWITCH_SOCKET ?? cfg.control.socket ?? DEFAULT_SOCKET;
   const sw = new Vswitch(log);
   sw.apply(cfg);
-  // Re-reads the config file and applies the difference; a bad file changes nothing.
+  // Re-reads the config file and applies what it changed since the last one, as one
+  // transaction: a bad file, or one whose new parts cannot be prepared, changes nothing.
   const reload = (): { changes: string[] } => {
     if (!opts.config) throw new VswitchError('EINVAL', 'the daemon runs on the built-in config: nothing to reload');
     try {
       const next = loadConfig(opts.config);
       if (opts.stateDir) next.stateDir = opts.stateDir;
-      const changes = sw.reload(next, (ifname) => netdev.ifIndex(ifname) > 0);
+      const changes = sw.reload(next);
       if (!opts.logLevel && log.level !== next.log.level) {
         log.level = next.log.level;
         changes.push(`log level ${next.log.level}`);
