@@ -58,6 +58,8 @@ export class ManagedRouter {
   #rc: RouterConfig;
   readonly #leases: LeaseHooks | undefined;
   readonly #onEvent: (e: RouterEvent) => void;
+  /** The rules: NAPT's, the host NAT's, or (no uplink) a table of their own that nothing reads. */
+  readonly #forwards: Forwards;
 
   constructor(
     readonly name: string,
@@ -146,6 +148,7 @@ export class ManagedRouter {
       this.router.addNetwork(net);
     }
     const forwards = this.router.napt?.forwards ?? this.router.host?.forwards ?? new Forwards();
+    this.#forwards = forwards;
     for (const f of rc.forwards) {
       const pf = forwards.add(parseForward({ proto: f.proto, public: f.port, inside: f.to }));
       this.#configForwards.add(key(pf));
@@ -293,9 +296,7 @@ export class ManagedRouter {
 
   #editForwards(prev: RouterConfig, rc: RouterConfig): string[] {
     const done: string[] = [];
-    const napt = this.#napt(false);
-    if (napt === undefined) return done;
-    const forwards = napt.forwards;
+    const forwards = this.#forwards;
     const parse = (f: RouterConfig['forwards'][number]): PortForward => parseForward({ proto: f.proto, public: f.port, inside: f.to });
     const want = rc.forwards.map(parse);
     const wantKeys = new Set(want.map(fwdId));

@@ -109,7 +109,7 @@ export class Vswitch {
    * All or nothing; returns what was done.
    */
   reload(cfg: Config): string[] {
-    if (cfg.stateDir !== this.#file.stateDir && this.#stateDir !== undefined && cfg.stateDir !== this.#stateDir) {
+    if (this.#stateDir !== undefined && cfg.stateDir !== this.#stateDir) {
       this.log.warn({ event: 'config_restart_needed', key: 'stateDir', running: this.#stateDir, file: cfg.stateDir }, 'config_restart_needed');
     }
     const { desired, overlay, notes } = effective(cfg, this.#overlay);
