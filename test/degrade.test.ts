@@ -107,37 +107,47 @@ describe('a corrupt lease file disables only its network\'s DHCP server', () => 
   });
 });
 
-describe('forwards: a bad file disables only the runtime forwards; a forward that cannot be kept leaves no listener', () => {
-  const TAP = ifname('gf');
-  const P_CONF = 18080;
-  const P_OK = 18081;
-  const P_FULL = 18082;
-  let H: string;
+/**
+ * A daemon in its own namespace (the "host") with a host uplink, whose state
+ * directory is a 256 KiB tmpfs private to the daemon's mount namespace (gone with
+ * it), holding `files` before the start.
+ */
+async function hostDaemon(tap: string, files: Record<string, string>): Promise<{ d: Daemon; H: string; dir: string }> {
+  trackLink(tap);
+  const dir = join(tempDir('gfwd'), 'state');
+  const H = nsname(`g${tap.slice(-2)}`);
+  await addNamespace(H);
+  await quietNamespace(H);
+  const put = Object.entries(files).map(([name, text]) => `printf %s ${q(text)} > ${dir}/${name}`).join(' && ') || 'true';
+  const wrap = ['unshare', '-m', '--propagation', 'private', '--', 'sh', '-c',
+    `mkdir -p ${dir} && mount -t tmpfs -o size=256k,mode=0700 tmpfs ${dir} && ${put} && exec "$@"`, 'sh'];
+  const d = await startDaemon({
+    stateDir: dir,
+    bridges: { br0: { ports: { [tap]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
+    routers: {
+      r0: {
+        uplink: { kind: 'host', dns: ['192.0.2.53'], icmp: false },
+        forwards: [{ proto: 'tcp', port: P_CONF, to: '10.78.10.50:80' }],
+        networks: { n10: { bridge: 'br0', vlan: 10, address: '10.78.10.1/24' } },
+      },
+    },
+  }, { netns: H, wrap });
+  return { d, H, dir };
+}
+
+const P_CONF = 18080;
+const P_OK = 18081;
+const P_FULL = 18082;
+
+describe('forwards: a file that cannot be read disables only the runtime forwards', () => {
   let d: Daemon;
+  let H: string;
   let DIR: string;
   const inMounts = (cmd: string): Promise<string> => sh(`nsenter -t ${d.proc.pid} -m -n sh -c ${q(cmd)}`);
   const listening = async (port: number): Promise<boolean> => new RegExp(`:${port}\\s`).test(await nsExec(H, 'ss -Hltn'));
 
   beforeAll(async () => {
-    trackLink(TAP);
-    DIR = join(tempDir('gfwd'), 'state');
-    H = nsname('gh');
-    await addNamespace(H);
-    await quietNamespace(H);
-    // The state directory is a 256 KiB tmpfs private to the daemon's mount namespace (gone with it), holding a bad forwards file.
-    const wrap = ['unshare', '-m', '--propagation', 'private', '--', 'sh', '-c',
-      `mkdir -p ${DIR} && mount -t tmpfs -o size=256k,mode=0700 tmpfs ${DIR} && printf '{"version":1,"forwards":[' > ${DIR}/forwards-r0.json && exec "$@"`, 'sh'];
-    d = await startDaemon({
-      stateDir: DIR,
-      bridges: { br0: { ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
-      routers: {
-        r0: {
-          uplink: { kind: 'host', dns: ['192.0.2.53'], icmp: false },
-          forwards: [{ proto: 'tcp', port: P_CONF, to: '10.78.10.50:80' }],
-          networks: { n10: { bridge: 'br0', vlan: 10, address: '10.78.10.1/24' } },
-        },
-      },
-    }, { netns: H, wrap });
+    ({ d, H, dir: DIR } = await hostDaemon(ifname('gf'), { 'forwards-r0.json': '{"version":1,"forwards":[' }));
   }, 60_000);
 
   afterAll(async () => {
@@ -145,7 +155,7 @@ describe('forwards: a bad file disables only the runtime forwards; a forward tha
     await cleanup();
   });
 
-  it('a forwards file that cannot be read: the config forward listens, runtime ones are refused, router show and the log say why', async () => {
+  it('the config forward listens, runtime ones are refused, router show and the log say why', async () => {
     expect(d.alive()).toBe(true);
     expect(d.logsMatching('forwards_failed')[0]?.obj?.file).toBe(`${DIR}/forwards-r0.json`);
     const r = (await d.ok(['router', 'show', 'r0'], { json: true })).json[0];
@@ -164,18 +174,37 @@ describe('forwards: a bad file disables only the runtime forwards; a forward tha
     await d.ok(['nat', 'forward', 'add', 'tcp', String(P_OK), '10.78.10.50:81']);
     await waitFor('the runtime forward to listen', () => listening(P_OK));
   });
+});
 
-  it('a forward that cannot be persisted (state directory full) is refused and leaves no listener and no rule', async () => {
+describe('a forward or a bridge that cannot be persisted is refused and leaves nothing behind', () => {
+  let d: Daemon;
+  let H: string;
+  let DIR: string;
+  const inMounts = (cmd: string): Promise<string> => sh(`nsenter -t ${d.proc.pid} -m -n sh -c ${q(cmd)}`);
+  const listening = async (port: number): Promise<boolean> => new RegExp(`:${port}\\s`).test(await nsExec(H, 'ss -Hltn'));
+
+  beforeAll(async () => {
+    ({ d, H, dir: DIR } = await hostDaemon(ifname('gp'), {}));
+  }, 60_000);
+
+  afterAll(async () => {
+    await d?.stop();
+    await cleanup();
+  });
+
+  it('state directory full: nat forward add is refused with no listener and no rule; addbr is refused with no bridge', async () => {
+    await d.ok(['nat', 'forward', 'add', 'tcp', String(P_OK), '10.78.10.50:81']);
+    await waitFor('the runtime forward to listen', () => listening(P_OK));
     await inMounts(`dd if=/dev/zero of=${DIR}/fill bs=4k 2>/dev/null; true`);
     const add = await d.cli(['nat', 'forward', 'add', 'tcp', String(P_FULL), '10.78.10.50:82']);
     expect(add.code).toBe(1);
-    expect(add.stderr).toMatch(/cannot keep the forward in .*forwards-r0\.json: .*ENOSPC.*it was not added/);
+    expect(add.stderr).toMatch(/ENOSPC/);
     await sleep(1500);
     expect(await listening(P_FULL), 'no listener left behind').toBe(false);
+    expect(add.stderr).toMatch(/cannot keep the forward in .*forwards-r0\.json: .*it was not added/);
     expect(await listening(P_OK)).toBe(true);
     const rows = (await d.ok(['nat', 'forward', 'show'], { json: true })).json;
     expect(rows.map((f: any) => f.public).sort()).toEqual([String(P_CONF), String(P_OK)]);
-    // A runtime bridge cannot be kept either: refused, nothing made.
     const br = await d.cli(['addbr', 'brfull']);
     expect(br.code).toBe(1);
     expect(br.stderr).toMatch(/cannot keep the change in .*runtime\.json: .*ENOSPC.*nothing was changed/);
