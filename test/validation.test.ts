@@ -7,10 +7,10 @@
  *   - a config with two DHCP servers on one bridge and VLAN (two routers, or two
  *     networks of one router) is refused at start and at reload, with the key path.
  * Each refusal leaves the running state and runtime.json as they were. On main,
- * `addif br0 lo --attach`, the uplink, `-evil`, `a:b`, `..`, `a b` (which then
- * failed in the kernel, after the fact) and the two-server files were accepted; the
- * case of an interface already attached to another bridge was refused on main too
- * and stays here as a guard of the same rule.
+ * `addif br0 lo --attach`, the uplink, `-evil` (a TAP "-evil" was made) and the
+ * two-server files were accepted; `a:b` and `..` passed the name check and failed
+ * only in the kernel (TUNSETIFF: EINVAL). `a b` and an interface already attached to
+ * another bridge were refused on main too: they stay here as guards of the same rules.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
