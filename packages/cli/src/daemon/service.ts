@@ -586,7 +586,8 @@ export class Vswitch {
     this.#desired = next;
     this.#overlay = overlay;
     if (file !== undefined) this.#file = file;
-    this.#applyGuards();
+    // Guards depend on ports, their VLANs and the routers' DHCP networks: re-applied when one of those changed.
+    if (plan.portsAdd.length + plan.portsSet.length + rDel.length + rNew.length + rRebuild.size + rEdit.size > 0) this.#applyGuards();
     // A reload or start that dropped runtime entries (the file won) writes them out; failing that, the next start drops them again.
     if (mode !== 'cli' && changedOverlay && this.#stateDir !== undefined) {
       try {

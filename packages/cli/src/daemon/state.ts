@@ -422,6 +422,7 @@ export function planChanges(prev: Desired, next: Desired, failed: ReadonlySet<st
     if (old === undefined) p.bridgesAdd.push(name);
     else if (old.ageing !== b.ageing || old.maxMacs !== b.maxMacs) p.bridgesSet.push(name);
   }
+  const bridgesGone = new Set(p.bridgesDel);
   for (const [name, old] of prev.ports) {
     const now = next.ports.get(name);
     if (now === undefined) {
@@ -429,7 +430,7 @@ export function planChanges(prev: Desired, next: Desired, failed: ReadonlySet<st
     } else if (failed.has(name)) {
       p.portsAdd.push(name);
       p.retry.add(name);
-    } else if (old.bridge !== now.bridge || !samePortKind(old.spec, now.spec) || p.bridgesDel.includes(old.bridge)) {
+    } else if (old.bridge !== now.bridge || !samePortKind(old.spec, now.spec) || bridgesGone.has(old.bridge)) {
       p.portsDel.push(name);
       p.portsAdd.push(name);
       p.recreate.add(name);
@@ -439,9 +440,10 @@ export function planChanges(prev: Desired, next: Desired, failed: ReadonlySet<st
   }
   for (const name of next.ports.keys()) if (!prev.ports.has(name)) p.portsAdd.push(name);
   const opened = new Set(p.portsAdd);
+  const closed = new Set(p.portsDel);
   for (const [key, f] of prev.fdb) {
     const now = next.fdb.get(key);
-    if ((now === undefined || now.port !== f.port) && !p.portsDel.includes(f.port) && !failed.has(f.port)) p.fdbDel.push(f);
+    if ((now === undefined || now.port !== f.port) && !closed.has(f.port) && !failed.has(f.port)) p.fdbDel.push(f);
   }
   for (const [key, f] of next.fdb) {
     const old = prev.fdb.get(key);
