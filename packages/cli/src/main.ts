@@ -182,12 +182,12 @@ program.command('delif').argument('<bridge>').argument('<ifname>').description('
 program.command('show').argument('[bridge]').addOption(json).description('show bridges and their ports')
   .action(async (bridge: string | undefined, o: { json?: boolean }) => {
     const data = await call('show', { bridge }) as any[];
-    print(data, o.json === true, (brs) => table(['bridge name', 'macs', 'from', 'port', 'kind', 'state', 'vlan', 'port from'],
+    print(data, o.json === true, (brs) => table(['bridge name', 'macs', 'port', 'kind', 'state', 'vlan', 'from', 'bridge from'],
       brs.flatMap((b: any) => [
         ...(b.ports.length === 0 && !b.failed?.length ? [{ name: '', kind: '', state: '', vlan: null }] : b.ports),
         ...(b.failed ?? []).map((f: any) => ({ name: f.name, kind: '', state: `failed (${f.reason})`, vlan: null, source: f.source })),
-      ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', i === 0 ? from(b) : '', p.name, p.kind,
-        p.state === 'down' ? `down (${p.downReason})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.name ? from(p) : '']))));
+      ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
+        p.state === 'down' ? `down (${p.downReason})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.name ? from(p) : '', i === 0 ? from(b) : '']))));
   });
 
 /** "config", "runtime" (the CLI), or "config, vlan: runtime" for a file object whose settings the CLI changed. */
