@@ -186,14 +186,23 @@ export async function startDaemon(config: unknown, opts: StartOptions = {}): Pro
   const socket = join(dir, 'vswitch.sock');
   const configFile = join(dir, 'vswitch.yaml');
   // Several daemons run at once in some tests: no metrics listener unless a test asks for one.
-  const withDefaults = config !== null && typeof config === 'object' && !('metrics' in config)
+  let withDefaults = config !== null && typeof config === 'object' && !('metrics' in config)
     ? { ...(config as object), metrics: { listen: 'off' } }
     : config;
+  // Each daemon keeps its leases and runtime state (runtime.json) in its own dir, never in /var/lib/vswitch,
+  // where one test's runtime ports would come back in the next test's daemon. In the file, so a restart finds it.
+  const stateArgs: string[] = [];
+  if (withDefaults !== null && typeof withDefaults === 'object' && !('stateDir' in withDefaults)) {
+    withDefaults = { ...(withDefaults as object), stateDir: join(dir, 'state') };
+  }
+  if (opts.configText !== undefined && !/^stateDir:/m.test(opts.configText) && !(opts.args ?? []).includes('--state-dir')) {
+    stateArgs.push('--state-dir', join(dir, 'state'));
+  }
   writeFileSync(configFile, opts.configText ?? toYaml(withDefaults));
   const env = { ...process.env };
   delete env.VSWITCH_SOCKET;
   // SIGTERM if the test process dies: the daemon then removes its TAPs and socket itself.
-  const argv = [MAIN_JS, 'daemon', '--config', configFile, '--socket', socket, ...(opts.args ?? [])];
+  const argv = [MAIN_JS, 'daemon', '--config', configFile, '--socket', socket, ...stateArgs, ...(opts.args ?? [])];
   // `ip netns exec` execs the command, so the tracked pid is the daemon's own.
   const full = [...(opts.wrap ?? []), process.execPath, ...argv];
   const [cmd, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, ...full]] : [full[0], full.slice(1)];

@@ -175,3 +175,34 @@ describe('config: host uplink (NAT through the host\'s own address)', () => {
     expect(errorOf(`${head}    uplink: { kind: host, dns: [resolver] }\n${NET}`)).toMatch(/routers\.r0\.uplink\.dns\.0 \(line 5\): must be an IPv4 address/);
   });
 });
+
+// Issue 12 validation gaps: on main these files were accepted (two DHCP servers on one VLAN,
+// an uplink also attached to a bridge, names with ':' or a leading '-', "." and "..").
+describe('config: validation (one DHCP server per VLAN, uplinks, interface names)', () => {
+  const net = (name: string, vlan: number, third: number, dhcp = true): string =>
+    `      ${name}: { bridge: br0, vlan: ${vlan}, address: 10.0.${third}.1/24${dhcp ? `, dhcp: { pool: ["10.0.${third}.100-10.0.${third}.110"] }` : ''} }\n`;
+
+  it('refuses two DHCP servers on one bridge and VLAN, with the key path of the second', () => {
+    expect(errorOf(`bridges:\n  br0: {}\nrouters:\n  r0:\n    networks:\n${net('n1', 10, 1)}  r1:\n    networks:\n${net('n2', 10, 2)}`))
+      .toBe(`${F}: routers.r1.networks.n2.dhcp (line 9): VLAN 10 of bridge br0 already has a DHCP server (routers.r0.networks.n1); one per VLAN`);
+    expect(errorOf(`bridges:\n  br0: {}\nrouters:\n  r0:\n    networks:\n${net('n1', 10, 1)}${net('n2', 10, 2)}`))
+      .toMatch(/routers\.r0\.networks\.n2\.dhcp \(line 7\): VLAN 10 of bridge br0 already has a DHCP server/);
+    // Without DHCP, or on another VLAN, two networks are fine.
+    parseConfig(`bridges:\n  br0: {}\nrouters:\n  r0:\n    networks:\n${net('n1', 10, 1)}${net('n2', 10, 2, false)}${net('n3', 20, 3)}`, F);
+  });
+
+  it('refuses attaching a router\'s uplink interface to a bridge', () => {
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      eth1: { type: attach }\nrouters:\n  r0:\n    uplink: { interface: eth1, address: 192.0.2.2/24 }\n'
+      + `    networks:\n${net('n1', 10, 1)}`)).toMatch(/bridges\.br0\.ports\.eth1 \(line 4\): is the uplink interface of router r0/);
+  });
+
+  it('interface names as the kernel takes them (dev_valid_name), and no leading "-"', () => {
+    for (const bad of ['-tap', 'a:b', '..', '.', 'a/b', '"a b"', 'sixteen-bytes-xx']) {
+      expect(errorOf(`bridges:\n  br0:\n    ports:\n      ${bad}: { type: tap }\n`), bad).toMatch(/must be an interface name/);
+    }
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      -tap: { type: tap }\n')).toMatch(/no leading "-"/);
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      a:b: { type: tap }\n')).toMatch(/no "\/", ":" or whitespace/);
+    const c = parseConfig('bridges:\n  br0:\n    ports:\n      vm.1@x_y-z: { type: tap }\n      fifteen-bytes-x: { type: tap }\n', F);
+    expect(Object.keys(c.bridges.br0.ports)).toEqual(['vm.1@x_y-z', 'fifteen-bytes-x']);
+  });
+});

@@ -12,7 +12,10 @@ import { VswitchError } from './errors.js';
 
 const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
 const Vid = z.number({ error: 'must be a VLAN ID (1-4094)' }).int('must be an integer VLAN ID').min(1, vidRange).max(4094, vidRange);
-const IfName = z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, 'must be an interface name: 1-15 characters, no spaces or slashes');
+const IfName = z.string().superRefine((s, ctx) => {
+  const why = checkIfName(s);
+  if (why !== undefined) ctx.addIssue({ code: 'custom', message: `must be an interface name: ${why}` });
+});
 const BridgeName = z.string().regex(/^[A-Za-z0-9_.:-]{1,32}$/, 'must be a bridge name: 1-32 of A-Z a-z 0-9 _ . : -');
 const Mac = z.string().refine((s) => parseMac(s) >= 0, 'must be a MAC address like 02:00:00:00:00:01');
 
@@ -249,6 +252,27 @@ export const ConfigSchema = z.strictObject({
     });
   }
   const issue = (path: (string | number)[], message: string): void => ctx.addIssue({ code: 'custom', path, message });
+  // One DHCP server per (bridge, VLAN): two would hand out the same addresses.
+  const dhcpServer = new Map<string, string>();
+  for (const [rname, r] of Object.entries(cfg.routers)) {
+    for (const [nname, n] of Object.entries(r.networks)) {
+      if (n.dhcp === undefined) continue;
+      const key = `${n.bridge}/${n.vlan}`;
+      const other = dhcpServer.get(key);
+      if (other !== undefined) issue(['routers', rname, 'networks', nname, 'dhcp'], `VLAN ${n.vlan} of bridge ${n.bridge} already has a DHCP server (${other}); one per VLAN`);
+      else dhcpServer.set(key, `routers.${rname}.networks.${nname}`);
+    }
+  }
+  // A router's uplink is the router's: attaching it to a bridge as well would switch the router's own traffic.
+  const uplinks = new Map<string, string>();
+  for (const [rname, r] of Object.entries(cfg.routers)) {
+    if (r.uplink?.kind !== 'host' && r.uplink?.interface !== undefined) uplinks.set(r.uplink.interface, rname);
+  }
+  for (const [bname, br] of Object.entries(cfg.bridges)) {
+    for (const [pname, p] of Object.entries(br.ports)) {
+      if (p.type === 'attach' && uplinks.has(pname)) issue(['bridges', bname, 'ports', pname], `is the uplink interface of router ${uplinks.get(pname)}`);
+    }
+  }
   for (const [rname, r] of Object.entries(cfg.routers)) {
     const subnets: [string, number, number][] = [];
     for (const [nname, n] of Object.entries(r.networks)) {
@@ -308,6 +332,22 @@ export const ConfigSchema = z.strictObject({
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
+
+/**
+ * Why `name` cannot be an interface name, or undefined: the kernel's
+ * dev_valid_name (as iproute2's check_ifname mirrors it: 1-15 bytes, not "." or
+ * "..", no "/", ":" or whitespace), no control characters, and no leading "-",
+ * which ip(8) and every other tool would read as an option.
+ */
+export function checkIfName(name: string): string | undefined {
+  const n = Buffer.byteLength(name);
+  if (n === 0 || n > 15) return '1-15 bytes';
+  if (name === '.' || name === '..') return 'not "." or ".."';
+  if (/[/:\s]/.test(name)) return 'no "/", ":" or whitespace';
+  if (/[\x00-\x1f\x7f]/.test(name)) return 'no control characters';
+  if (name.startsWith('-')) return 'no leading "-" (it would read as an option)';
+  return undefined;
+}
 export type RouterConfig = z.infer<typeof RouterSchema>;
 export type RouterNetworkConfig = z.infer<typeof RouterNetworkSchema>;
 

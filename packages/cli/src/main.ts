@@ -182,11 +182,20 @@ program.command('delif').argument('<bridge>').argument('<ifname>').description('
 program.command('show').argument('[bridge]').addOption(json).description('show bridges and their ports')
   .action(async (bridge: string | undefined, o: { json?: boolean }) => {
     const data = await call('show', { bridge }) as any[];
-    print(data, o.json === true, (brs) => table(['bridge name', 'macs', 'port', 'kind', 'state', 'vlan'],
-      brs.flatMap((b: any) => (b.ports.length === 0 ? [{ name: '', kind: '', state: '', vlan: null }] : b.ports)
-        .map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
-          p.state === 'down' ? `down (${p.downReason})` : p.state, p.vlan ? vlanSummary(p.vlan) : '']))));
+    print(data, o.json === true, (brs) => table(['bridge name', 'macs', 'port', 'kind', 'state', 'vlan', 'from', 'bridge from'],
+      brs.flatMap((b: any) => [
+        ...(b.ports.length === 0 && !b.failed?.length ? [{ name: '', kind: '', state: '', vlan: null }] : b.ports),
+        ...(b.failed ?? []).map((f: any) => ({ name: f.name, kind: '', state: `failed (${f.reason})`, vlan: null, source: f.source })),
+      ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
+        p.state === 'down' ? `down (${p.downReason})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.name ? from(p) : '', i === 0 ? from(b) : '']))));
   });
+
+/** "config", "runtime" (the CLI), or "config, vlan: runtime" for a file object whose settings the CLI changed. */
+function from(o: { source?: string; overrides?: string[]; router?: string }): string {
+  if (o.router !== undefined) return `router ${o.router}`;
+  if (o.source === undefined) return '';
+  return o.overrides?.length ? `${o.source}, ${o.overrides.join(', ')}: runtime` : o.source;
+}
 
 program.command('showmacs').argument('<bridge>').addOption(json).description('show the MAC table')
   .action(async (bridge: string, o: { json?: boolean }) => {
@@ -256,7 +265,8 @@ program.command('router').description('routers (NAT mode)')
     print(await call('router.show', { router }), o.json === true, (rs) => rs.map((r: any) =>
       `router ${r.name}: uplink ${r.uplink?.kind === 'host' ? `host (the host's own address; DNS via ${r.uplink.resolver || 'no resolver'}; ICMP ${r.uplink.icmp})`
         : r.uplink ? `${r.uplink.interface} ${r.uplink.address} (${r.uplink.mac}) gateway ${r.uplink.gateway || '-'} ${r.uplink.state}` : 'none'}\n` +
-      table(['network', 'vlan', 'address', 'dhcp'], r.networks.map((n: any) => [n.name, n.vlan, n.address, n.dhcp ? dhcpCell(n.dhcpPolicy) : 'no'])) +
+      (r.forwards && r.forwards !== 'ok' ? `forwards: ${r.forwards}\n` : '') +
+      table(['network', 'vlan', 'address', 'dhcp', 'state'], r.networks.map((n: any) => [n.name, n.vlan, n.address, n.dhcp ? dhcpCell(n.dhcpPolicy) : 'no', n.state ?? 'ok'])) +
       limitsText(r)).join('\n'));
   });
 
@@ -273,12 +283,25 @@ function limitsText(r: any): string {
   return out;
 }
 
-program.command('dhcp').description('DHCP server')
-  .command('leases').option('--network <name>', 'only this network').addOption(json).description('leases and offers')
+const dhcp = program.command('dhcp').description('DHCP server');
+dhcp.command('leases').option('--network <name>', 'only this network').addOption(json).description('leases and offers')
   .action(async (o: { network?: string; json?: boolean }) => {
     print(await call('dhcp.leases', { network: o.network }), o.json === true, (rows) => table(
       ['network', 'ip', 'mac', 'state', 'hostname', 'expires in'],
       rows.map((l: any) => [l.network, l.ip, l.mac, l.state, l.hostname || '-', `${l.expiresInSec}s`])));
+  });
+const reservation = dhcp.command('reservation').description('static DHCP reservations (MAC -> address), kept across restarts');
+reservation.command('add').argument('<network>').argument('<mac>').argument('<ip>').option('--hostname <name>', 'sent as option 12')
+  .description('reserve IP for MAC in NETWORK; refused if the address is leased to another client or outside the network')
+  .action(async (network: string, mac: string, ip: string, o: { hostname?: string }) => {
+    await call('dhcp.reservation.add', { network, mac, ip, hostname: o.hostname });
+  });
+reservation.command('del').argument('<network>').argument('<mac>').description('remove the reservation of MAC in NETWORK')
+  .action(async (network: string, mac: string) => { await call('dhcp.reservation.del', { network, mac }); });
+reservation.command('show').option('--network <name>', 'only this network').addOption(json).description('reservations, with their source (config or runtime)')
+  .action(async (o: { network?: string; json?: boolean }) => {
+    print(await call('dhcp.reservation.show', { network: o.network }), o.json === true, (rows) => table(
+      ['network', 'mac', 'ip', 'hostname', 'from'], rows.map((r: any) => [r.network, r.mac, r.ip, r.hostname ?? '-', r.source])));
   });
 
 const nat = program.command('nat').description('NAT sessions and port forwards');

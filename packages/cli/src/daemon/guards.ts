@@ -25,11 +25,15 @@ export interface GuardSpec {
   bindings?: { mac: string; ip: string }[];
 }
 
-/** Does a router network with DHCP serve VLAN `vid` on bridge `br`? */
+/**
+ * Does a router network with DHCP serve VLAN `vid` on bridge `br`? A network whose
+ * DHCP server is disabled by a bad lease file counts: its ports stay guarded
+ * (fail closed) rather than open to spoofing while the leases are unknown.
+ */
 export function dhcpServed(routers: Iterable<ManagedRouter>, br: Bridge, vid: number): boolean {
   for (const mr of routers) {
     for (const net of mr.router.networks.values()) {
-      if (net.opts.dhcp !== undefined && net.opts.vlan === vid && br.port(net.name)?.io === net) return true;
+      if ((net.opts.dhcp !== undefined || mr.dhcpFailed.has(net.name)) && net.opts.vlan === vid && br.port(net.name)?.io === net) return true;
     }
   }
   return false;

@@ -41,13 +41,27 @@ export function portView(p: Port): Record<string, unknown> {
   };
 }
 
-export function bridgeView(br: Bridge): Record<string, unknown> {
+/**
+ * A bridge with its ports; `source`: "config" (the config file) or "runtime" (the
+ * CLI, kept in the state directory), `overrides`: file settings the CLI changed;
+ * `failed`: ports wanted but not running (retried at the next reload).
+ */
+export function bridgeView(br: Bridge, sw?: Vswitch): Record<string, unknown> {
+  const src = sw?.bridgeSource(br.name);
   return {
     name: br.name,
+    ...(src !== undefined ? { source: src.source, overrides: src.overrides } : {}),
     ageing: br.fdb.ageingSec,
     maxMacs: br.fdb.maxEntries,
     macs: br.fdb.size,
-    ports: [...br.ports.values()].map(portView),
+    ports: [...br.ports.values()].map((p) => {
+      const v = portView(p);
+      const ps = sw?.portSource(p.name);
+      const mr = sw?.routerOfNetwork(p.name);
+      if (mr !== undefined) return { ...v, source: 'config', overrides: [], router: mr.name };
+      return ps === undefined ? v : { ...v, source: ps.source, overrides: ps.overrides };
+    }),
+    ...(sw !== undefined ? { failed: sw.failedPorts(br.name) } : {}),
   };
 }
 
@@ -68,7 +82,7 @@ function bridges(sw: Vswitch, name: string | undefined): Bridge[] {
   return name === undefined ? [...sw.bridges.values()] : [sw.bridge(name)];
 }
 
-function fdbView(br: Bridge, now: number): Record<string, unknown>[] {
+function fdbView(sw: Vswitch, br: Bridge, now: number): Record<string, unknown>[] {
   return br.fdb.entries()
     .sort((a, b) => a.vid - b.vid || a.mac - b.mac)
     .map((e) => ({
@@ -77,7 +91,7 @@ function fdbView(br: Bridge, now: number): Record<string, unknown>[] {
       vlan: e.vid,
       port: br.portName(e.port),
       static: e.isStatic,
-      ...(e.isStatic ? {} : { ageSec: Math.max(0, Math.round((now - e.updated) / 100) / 10) }),
+      ...(e.isStatic ? { source: sw.fdbSource(br.name, e.vid, e.mac) ?? 'runtime' } : { ageSec: Math.max(0, Math.round((now - e.updated) / 100) / 10) }),
     }));
 }
 
@@ -101,12 +115,18 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
     uplink: r.uplink?.describe() ?? r.host?.describe() ?? null,
     /** Per bridge port, packets per second (0 = off). */
     limits: r.limits ?? null,
-    networks: [...r.networks.values()].map((n) => ({
-      name: n.name, vlan: n.opts.vlan, address: `${formatIp4(n.ip)}/${n.opts.prefix}`, dhcp: n.opts.dhcp !== undefined,
-      ...(n.opts.dhcp !== undefined ? { dhcpPolicy: n.opts.dhcp.policy() } : {}),
-      counters: { ...n.counters },
-      rateLimited: { ...n.limiter.totals(), ports: n.limiter.view(now) },
-    })),
+    // state: "ok", or "dhcp failed: <why>" (its DHCP server disabled by a lease file that cannot be trusted).
+    networks: [...r.networks.values()].map((n) => {
+      const failed = mr.dhcpFailed.get(n.name);
+      return {
+        name: n.name, vlan: n.opts.vlan, address: `${formatIp4(n.ip)}/${n.opts.prefix}`, dhcp: n.opts.dhcp !== undefined,
+        state: failed === undefined ? 'ok' : `dhcp failed: ${failed}`,
+        ...(n.opts.dhcp !== undefined ? { dhcpPolicy: n.opts.dhcp.policy() } : {}),
+        counters: { ...n.counters },
+        rateLimited: { ...n.limiter.totals(), ports: n.limiter.view(now) },
+      };
+    }),
+    forwards: mr.forwardsFailed === undefined ? 'ok' : `failed: ${mr.forwardsFailed}`,
     counters: { ...r.counters },
     nat: r.napt ? { ...r.napt.table.stats(), maxSessionsPerPort: r.napt.table.config.maxSessionsPerPort, ports: r.napt.table.portCounts() } : null,
     hostNat: r.host ? r.host.stats() : null,
@@ -147,8 +167,8 @@ export const handlers: Record<string, Handler> = {
     sw.delPort(str(a, 'bridge'), str(a, 'ifname'));
     return null;
   },
-  show: (sw, a) => bridges(sw, optStr(a, 'bridge')).map(bridgeView),
-  showmacs: (sw, a) => fdbView(sw.bridge(str(a, 'bridge')), performance.now()),
+  show: (sw, a) => bridges(sw, optStr(a, 'bridge')).map((br) => bridgeView(br, sw)),
+  showmacs: (sw, a) => fdbView(sw, sw.bridge(str(a, 'bridge')), performance.now()),
   setageing: (sw, a) => ({ ageing: sw.setAgeing(str(a, 'bridge'), num(a, 'seconds')) }),
 
   'vlan.add': (sw, a) => {
@@ -177,7 +197,7 @@ export const handlers: Record<string, Handler> = {
   },
   'fdb.show': (sw, a) => {
     const now = performance.now();
-    return bridges(sw, optStr(a, 'bridge')).flatMap((br) => fdbView(br, now));
+    return bridges(sw, optStr(a, 'bridge')).flatMap((br) => fdbView(sw, br, now));
   },
 
   'router.show': (sw, a) => routers(sw, optStr(a, 'router')).map(routerView),
@@ -224,6 +244,16 @@ export const handlers: Record<string, Handler> = {
     return null;
   },
   'nat.forward.show': (sw, a) => routers(sw, optStr(a, 'router')).flatMap((mr) => mr.forwardsView()),
+
+  'dhcp.reservation.add': (sw, a) => {
+    sw.reservationAdd(str(a, 'network'), str(a, 'mac'), str(a, 'ip'), optStr(a, 'hostname'));
+    return sw.reservations(str(a, 'network'));
+  },
+  'dhcp.reservation.del': (sw, a) => {
+    sw.reservationDel(str(a, 'network'), str(a, 'mac'));
+    return null;
+  },
+  'dhcp.reservation.show': (sw, a) => sw.reservations(optStr(a, 'network')),
 
   stats: (sw, a) => bridges(sw, optStr(a, 'bridge')).map(statsView),
   'drop.reasons': () => DROP_REASONS,

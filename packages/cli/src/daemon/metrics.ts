@@ -358,6 +358,17 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
         if (u !== undefined) emit({ router: mr.name, interface: u.opts.ifname }, u.up ? 1 : 0);
       }
     });
+  gauge('vswitch_router_failed',
+    '1 while a part of the router is disabled after an error (component dhcp: the network\'s lease file cannot be trusted, '
+    + 'its DHCP server is off; component forwards: the runtime forwards file cannot be read), else 0. Retried by every reload.',
+    ['router', 'network', 'component'], (emit) => {
+      for (const mr of routerList()) {
+        for (const [nname, n] of Object.entries(mr.config.networks)) {
+          if (n.dhcp !== undefined) emit({ router: mr.name, network: nname, component: 'dhcp' }, mr.dhcpFailed.has(nname) ? 1 : 0);
+        }
+        emit({ router: mr.name, network: '', component: 'forwards' }, mr.forwardsFailed !== undefined ? 1 : 0);
+      }
+    });
   const napts = (): ManagedRouter[] => routerList().filter((mr) => mr.router.napt !== undefined);
   gauge('vswitch_nat_sessions', 'Active NAPT sessions by protocol.', ['router', 'proto'], (emit) => {
     for (const mr of napts()) {

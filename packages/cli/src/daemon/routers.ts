@@ -6,21 +6,38 @@
  * kept in `forwards-<router>.json` in the state directory and come back at start.
  * An uplink with `address: dhcp` keeps its last lease in `uplink-<router>.json`
  * there, so that after a restart it asks for the same address (INIT-REBOOT).
+ *
  * A DHCP server learns from the bridge which port a request came from, whether
  * that port is guarded and whether a lease's port is still up (dhcp/server.ts:
  * leases belong to (port, MAC)). Closing a router writes its lease files before
  * anything else (a store reopened by a reload must read everything).
+ *
+ * Degrade, don't die: a lease file that cannot be trusted (leases.ts
+ * LeaseFileError: corrupt, symlinked...) disables that network's DHCP server only
+ * (`dhcpFailed`): the gateway keeps routing for hosts that have addresses, no
+ * address is handed out twice, and guarded ports of that VLAN stay guarded
+ * (guards.ts counts the network as served, so they fail closed). A forwards file
+ * that cannot be read disables the runtime forwards only (`forwardsFailed`): the
+ * config's forwards still work, `nat forward add|del` is refused rather than
+ * overwrite the file. Both are logged, shown in `router show`, exported as
+ * vswitch_router_failed, and retried by every reload.
+ *
+ * Edits in place (`checkEdit` validates, `edit` applies; service.ts decides what
+ * needs a rebuild, state.ts routerDiff): DHCP sections (options, pools,
+ * reservations, lease time, maxLeasesPerPort; a DHCP server added or removed),
+ * the config's forwards and the per-port rate limits. Leases, NAT sessions and counters stay.
  */
 import { join } from 'node:path';
 import {
-  DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, clientLeaseFileName, deserializeForwards, ensureStateDir, formatForward,
-  parseClientLease, parseForward, readStateFile, removeStaleTemps, serializeClientLease, serializeForwards, writeStateFile,
-  type DhcpPorts, type PortForward, type RouterEvent, type UplinkDhcpOptions,
+  DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, clientLeaseFileName, deserializeForwards, describeForward, ensureStateDir, formatForward,
+  forwardInsideHi, parseClientLease, parseForward, readStateFile, removeStaleTemps, serializeClientLease, serializeForwards, writeStateFile,
+  type DhcpPorts, type DhcpServerConfig, type PortForward, type RouterEvent, type UplinkDhcpOptions,
 } from '@vswitch/nat';
 import { type Bridge, VlanPolicy, parseIp4, parseMac } from '@vswitch/switch';
-import { type RouterConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
+import { type RouterConfig, type RouterNetworkConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
 import { VswitchError } from '../errors.js';
 import { hostKey, macFor } from './machine-id.js';
+import type { RouterEdit } from './state.js';
 
 /**
  * The MAC of a router's uplink (`R/uplink`) or gateway (`R/NETWORK`) when the config
@@ -34,12 +51,26 @@ export function stableMac(stateDir: string, name: string): number {
   return macFor(hostKey(stateDir).key, name);
 }
 
+export interface LeaseHooks {
+  bound(port: string, mac: number, ip: number): void;
+  gone(port: string | undefined, mac: number, ip: number): void;
+}
+
 export class ManagedRouter {
   readonly router: Router;
   /** Forwards added at runtime (persisted); config forwards are not in here. */
   readonly runtimeForwards: PortForward[] = [];
   readonly #configForwards = new Set<string>();
   readonly #forwardsFile: string;
+  /** Networks whose DHCP server is disabled because its lease file could not be opened: why. */
+  readonly dhcpFailed = new Map<string, string>();
+  /** Why the runtime forwards file could not be read (runtime forwards disabled), or undefined. */
+  forwardsFailed: string | undefined;
+  #rc: RouterConfig;
+  readonly #leases: LeaseHooks | undefined;
+  readonly #onEvent: (e: RouterEvent) => void;
+  /** The rules: NAPT's, the host NAT's, or (no uplink) a table of their own that nothing reads. */
+  readonly #forwards: Forwards;
 
   constructor(
     readonly name: string,
@@ -49,14 +80,14 @@ export class ManagedRouter {
     addPort: (bridge: string, name: string, net: RouterNetwork, vlan: VlanPolicy) => void,
     onEvent: (e: RouterEvent) => void = () => {},
     /** IP source guard bindings: a lease ACKed on a port, and a lease gone (see guards.ts). */
-    leases?: {
-      bound(port: string, mac: number, ip: number): void;
-      gone(port: string | undefined, mac: number, ip: number): void;
-    },
+    leases?: LeaseHooks,
   ) {
     ensureStateDir(stateDir);
     // Temp files a crashed daemon left between write and rename (ours, of writes in flight, stay).
     removeStaleTemps(stateDir);
+    this.#rc = rc;
+    this.#leases = leases;
+    this.#onEvent = onEvent;
     this.#forwardsFile = join(stateDir, `forwards-${name}.json`);
     const clock = (): number => performance.now();
     const host = rc.uplink?.kind === 'host' ? rc.uplink : undefined;
@@ -111,31 +142,11 @@ export class ManagedRouter {
     for (const [nname, n] of Object.entries(rc.networks)) {
       const c = parseCidr(n.address)!;
       const br = bridgeOf(n.bridge);
-      const now = Date.now();
       const ports: DhcpPorts = {
         guarded: (p) => br.port(p)?.guard.active === true,
         live: (p) => br.port(p)?.up === true,
       };
-      const dhcp = n.dhcp ? new DhcpServer({
-        name: nname,
-        serverIp: c.ip,
-        subnet: maskOf(c.ip, c.prefix),
-        prefixLen: c.prefix,
-        pools: n.dhcp.pool.map((r) => parseIpRange(r)!),
-        reservations: n.dhcp.reservations.map((r) => ({ mac: parseMac(r.mac), ip: parseIp4(r.ip), hostname: r.hostname })),
-        leaseTimeSec: n.dhcp.leaseTime,
-        router: c.ip,
-        // A host uplink's gateway forwards DNS to the host's resolvers: the default DNS server.
-        dns: n.dhcp.dns.length === 0 && host ? [c.ip] : n.dhcp.dns.map(parseIp4),
-        domain: n.dhcp.domain,
-        mtu: n.dhcp.mtu,
-        routes: n.dhcp.routes.map((r) => {
-          const to = parseCidr(r.to)!;
-          return { dest: maskOf(to.ip, to.prefix), prefixLen: to.prefix, gateway: parseIp4(r.via) };
-        }),
-        maxLeasesPerPort: n.dhcp.maxLeasesPerPort,
-        onRemove: leases ? (l) => leases.gone(l.port, l.mac, l.ip) : undefined,
-      }, LeaseStore.open(stateDir, nname, now), now) : undefined;
+      const dhcp = this.#openDhcp(nname, n);
       const net = new RouterNetwork({
         name: nname,
         vlan: n.vlan,
@@ -155,13 +166,185 @@ export class ManagedRouter {
       this.router.addNetwork(net);
     }
     const forwards = this.router.napt?.forwards ?? this.router.host?.forwards ?? new Forwards();
+    this.#forwards = forwards;
     for (const f of rc.forwards) {
       const pf = forwards.add(parseForward({ proto: f.proto, public: f.port, inside: f.to }));
       this.#configForwards.add(key(pf));
     }
-    for (const f of deserializeForwards(readStateFile(this.#forwardsFile) ?? '{"version":1,"forwards":[]}')) {
-      this.runtimeForwards.push(forwards.add(f));
+    this.#loadRuntimeForwards(forwards);
+  }
+
+  /** The router config as applied (effective: the file's, with the CLI's DHCP reservations). */
+  get config(): RouterConfig { return this.#rc; }
+
+  /** What is disabled, for the log at start: one record per failed part. */
+  failures(): { event: string; network?: string; file?: string; error: string }[] {
+    return [
+      ...[...this.dhcpFailed].map(([network, error]) => ({ event: 'dhcp_failed', network, error })),
+      ...(this.forwardsFailed !== undefined ? [{ event: 'forwards_failed', file: this.#forwardsFile, error: this.forwardsFailed }] : []),
+    ];
+  }
+
+  /** The DHCP server config of network `nname` from its config section. */
+  #dhcpConfig(nname: string, n: RouterNetworkConfig): DhcpServerConfig {
+    const c = parseCidr(n.address)!;
+    const d = n.dhcp!;
+    const leases = this.#leases;
+    return {
+      name: nname,
+      serverIp: c.ip,
+      subnet: maskOf(c.ip, c.prefix),
+      prefixLen: c.prefix,
+      pools: d.pool.map((r) => parseIpRange(r)!),
+      reservations: d.reservations.map((r) => ({ mac: parseMac(r.mac), ip: parseIp4(r.ip), hostname: r.hostname })),
+      leaseTimeSec: d.leaseTime,
+      router: c.ip,
+      // A host uplink's gateway forwards DNS to the host's resolvers: the default DNS server.
+      dns: d.dns.length === 0 && this.#rc.uplink?.kind === 'host' ? [c.ip] : d.dns.map(parseIp4),
+      domain: d.domain,
+      mtu: d.mtu,
+      routes: d.routes.map((r) => {
+        const to = parseCidr(r.to)!;
+        return { dest: maskOf(to.ip, to.prefix), prefixLen: to.prefix, gateway: parseIp4(r.via) };
+      }),
+      maxLeasesPerPort: d.maxLeasesPerPort,
+      onRemove: leases ? (l) => leases.gone(l.port, l.mac, l.ip) : undefined,
+    };
+  }
+
+  /**
+   * The network's DHCP server, or undefined: none configured, or its lease file
+   * cannot be trusted (then `dhcpFailed` says why). A bad config still throws.
+   */
+  #openDhcp(nname: string, n: RouterNetworkConfig): DhcpServer | undefined {
+    this.dhcpFailed.delete(nname);
+    if (n.dhcp === undefined) return undefined;
+    const cfg = this.#dhcpConfig(nname, n);
+    const now = Date.now();
+    let store: LeaseStore;
+    try {
+      store = LeaseStore.open(this.stateDir, nname, now);
+    } catch (e) {
+      this.dhcpFailed.set(nname, (e as Error).message);
+      return undefined;
     }
+    return new DhcpServer(cfg, store, now);
+  }
+
+  /** Reads forwards-<router>.json; a file that cannot be read disables the runtime forwards only. */
+  #loadRuntimeForwards(forwards: Forwards): void {
+    this.forwardsFailed = undefined;
+    let list: PortForward[];
+    try {
+      list = deserializeForwards(readStateFile(this.#forwardsFile) ?? '{"version":1,"forwards":[]}');
+    } catch (e) {
+      this.forwardsFailed = `${this.#forwardsFile}: ${(e as Error).message}`;
+      return;
+    }
+    let dropped = false;
+    for (const f of list) {
+      // The config file wins over a runtime forward it now overlaps.
+      const rule = [...forwards.list()].find((c) => this.#configForwards.has(key(c)) && overlaps(c, f));
+      if (rule !== undefined) {
+        this.#onEvent({ event: 'forward_dropped', forward: describeForward(f), reason: `overlaps ${describeForward(rule)} of the config file` } as unknown as RouterEvent);
+        dropped = true;
+        continue;
+      }
+      try {
+        this.runtimeForwards.push(forwards.add(f));
+      } catch (e) {
+        this.#onEvent({ event: 'forward_dropped', forward: describeForward(f), reason: (e as Error).message } as unknown as RouterEvent);
+        dropped = true;
+      }
+    }
+    if (dropped) this.#trySave();
+  }
+
+  /** Throws if `edit(rc, e)` would fail; changes nothing. */
+  checkEdit(rc: RouterConfig, e: RouterEdit): void {
+    const now = Date.now();
+    for (const nname of e.dhcp) {
+      const n = rc.networks[nname];
+      if (n?.dhcp !== undefined) new DhcpServer(this.#dhcpConfig(nname, n), LeaseStore.inMemory(nname), now);
+    }
+    if (e.forwards) {
+      const scratch = new Forwards();
+      for (const f of rc.forwards) scratch.add(parseForward({ proto: f.proto, public: f.port, inside: f.to }));
+    }
+  }
+
+  /** Applies DHCP and forward changes in place (checked by checkEdit); returns what was done. */
+  edit(rc: RouterConfig, e: RouterEdit): string[] {
+    const done: string[] = [];
+    const prev = this.#rc;
+    this.#rc = rc;
+    const now = Date.now();
+    for (const nname of e.dhcp) {
+      const net = this.router.networks.get(nname);
+      const n = rc.networks[nname];
+      if (net === undefined || n === undefined) continue;
+      const server = net.opts.dhcp;
+      if (n.dhcp === undefined) {
+        server?.close();
+        net.opts.dhcp = undefined;
+        this.dhcpFailed.delete(nname);
+        done.push(`dhcp off ${this.name}/${nname}`);
+      } else if (server !== undefined) {
+        server.reconfigure(this.#dhcpConfig(nname, n), now);
+        done.push(`dhcp ${this.name}/${nname} (in place: leases kept)`);
+      } else {
+        const was = this.dhcpFailed.get(nname);
+        net.opts.dhcp = this.#openDhcp(nname, n);
+        const why = this.dhcpFailed.get(nname);
+        if (why !== undefined) {
+          this.#onEvent({ event: 'dhcp_failed', network: nname, error: why } as unknown as RouterEvent);
+          if (was === undefined) done.push(`dhcp ${this.name}/${nname} failed: ${why}`);
+        } else {
+          done.push(`dhcp on ${this.name}/${nname}`);
+        }
+      }
+    }
+    if (e.forwards) done.push(...this.#editForwards(prev, rc));
+    if (e.limits) {
+      // Rate limits change in place: sessions, leases and counters stay.
+      this.router.setLimits(rc.limits);
+      done.push(`limits ${this.name} ${JSON.stringify(rc.limits)}`);
+    }
+    return done;
+  }
+
+  #editForwards(prev: RouterConfig, rc: RouterConfig): string[] {
+    const done: string[] = [];
+    const forwards = this.#forwards;
+    const parse = (f: RouterConfig['forwards'][number]): PortForward => parseForward({ proto: f.proto, public: f.port, inside: f.to });
+    const want = rc.forwards.map(parse);
+    const wantKeys = new Set(want.map(fwdId));
+    for (const f of prev.forwards.map(parse)) {
+      if (wantKeys.has(fwdId(f))) continue;
+      forwards.del(f.proto, f.publicLo, f.publicHi);
+      this.#configForwards.delete(key(f));
+      done.push(`forward del ${describeForward(f)}`);
+    }
+    const have = new Set(prev.forwards.map(parse).map(fwdId));
+    let dropped = false;
+    for (const f of want) {
+      if (have.has(fwdId(f))) continue;
+      for (const r of [...this.runtimeForwards]) {
+        if (!overlaps(r, f)) continue;
+        forwards.del(r.proto, r.publicLo, r.publicHi);
+        this.runtimeForwards.splice(this.runtimeForwards.indexOf(r), 1);
+        dropped = true;
+        done.push(`forward del ${describeForward(r)} (runtime; the config file's ${describeForward(f)} overlaps it)`);
+      }
+      this.#configForwards.add(key(forwards.add(f)));
+      done.push(`forward add ${describeForward(f)}`);
+    }
+    if (dropped) this.#trySave();
+    if (this.forwardsFailed !== undefined) {
+      this.#loadRuntimeForwards(forwards);
+      done.push(this.forwardsFailed === undefined ? `forwards file of ${this.name} read again` : `forwards file of ${this.name} still failed: ${this.forwardsFailed}`);
+    }
+    return done;
   }
 
   start(): void {
@@ -169,34 +352,66 @@ export class ManagedRouter {
     for (const net of this.router.networks.values()) net.announce();
   }
 
+  /** Writes every lease file now: a rebuild of this router opens them again (see LeaseStore.sync). */
+  syncLeases(): void {
+    for (const net of this.router.networks.values()) net.opts.dhcp?.sync();
+  }
+
+  /** Closes a router that never served (a refused reload prepared it): its lease files stay the live router's. */
+  discard(): void {
+    for (const net of this.router.networks.values()) net.opts.dhcp?.discard();
+    this.router.close();
+  }
+
   close(): void {
     for (const net of this.router.networks.values()) net.opts.dhcp?.close();
     this.router.close();
   }
 
+  /** Adds a runtime forward and keeps it; one that cannot be kept is taken back (no rule, no listener stays) and refused. */
   addForward(rec: { proto: string; public: string | number; inside: string }): PortForward {
     const napt = this.#napt()!;
+    this.#forwardsUsable();
     const inside = parseForward(rec);
     if (this.router.networkFor(inside.insideIp) === undefined) {
       throw new VswitchError('EINVAL', `${rec.inside} is not inside any network of router ${this.name}`);
     }
     const f = napt.forwards.add(inside);
     this.runtimeForwards.push(f);
-    this.#save();
+    try {
+      this.#save();
+    } catch (e) {
+      napt.forwards.del(f.proto, f.publicLo, f.publicHi);
+      this.runtimeForwards.pop();
+      throw new VswitchError('ESTATE', `cannot keep the forward in ${this.#forwardsFile}: ${(e as Error).message}; it was not added`);
+    }
     return f;
   }
 
+  /** Removes a runtime forward once the file without it is written; if that fails, nothing changes. */
   delForward(proto: 'tcp' | 'udp', lo: number, hi: number): PortForward {
     const napt = this.#napt()!;
+    this.#forwardsUsable();
     const found = napt.forwards.list().find((f) => f.proto === proto && f.publicLo === lo && f.publicHi === hi);
     if (found === undefined) throw new VswitchError('ENOENT', `no ${proto} forward for public port ${lo === hi ? lo : `${lo}-${hi}`}`);
     if (this.#configForwards.has(key(found))) {
       throw new VswitchError('EPERM', `the ${proto} forward of port ${lo === hi ? lo : `${lo}-${hi}`} is defined in the config file; change it there`);
     }
+    const rest = this.runtimeForwards.filter((x) => key(x) !== key(found));
+    try {
+      writeStateFile(this.#forwardsFile, serializeForwards(rest));
+    } catch (e) {
+      throw new VswitchError('ESTATE', `cannot keep the change in ${this.#forwardsFile}: ${(e as Error).message}; the forward stays`);
+    }
     const f = napt.forwards.del(proto, lo, hi);
-    this.runtimeForwards.splice(this.runtimeForwards.findIndex((x) => key(x) === key(f)), 1);
-    this.#save();
+    this.runtimeForwards.splice(0, this.runtimeForwards.length, ...rest);
     return f;
+  }
+
+  #forwardsUsable(): void {
+    if (this.forwardsFailed !== undefined) {
+      throw new VswitchError('EIO', `runtime forwards of router ${this.name} are disabled: ${this.forwardsFailed}; move the file aside and reload`);
+    }
   }
 
   forwardsView(): Record<string, unknown>[] {
@@ -223,8 +438,27 @@ export class ManagedRouter {
   #save(): void {
     writeStateFile(this.#forwardsFile, serializeForwards(this.runtimeForwards));
   }
+
+  #trySave(): void {
+    try {
+      this.#save();
+    } catch (e) {
+      this.#onEvent({ event: 'forward_save_failed', file: this.#forwardsFile, error: (e as Error).message } as unknown as RouterEvent);
+    }
+  }
 }
 
 function key(f: PortForward): string {
   return `${f.proto}/${f.publicLo}-${f.publicHi}`;
+}
+
+function fwdId(f: PortForward): string {
+  return `${key(f)}>${f.insideIp}:${f.insideLo}`;
+}
+
+/** Would `a` and `b` conflict (napt/forwards.ts): overlapping public ranges, or overlapping inside ranges of one host. */
+function overlaps(a: PortForward, b: PortForward): boolean {
+  if (a.proto !== b.proto) return false;
+  if (a.publicLo <= b.publicHi && b.publicLo <= a.publicHi) return true;
+  return a.insideIp === b.insideIp && a.insideLo <= forwardInsideHi(b) && b.insideLo <= forwardInsideHi(a);
 }

@@ -6,7 +6,6 @@
  * with their fds, socket unlinked). A reload also applies the servers' limits.
  */
 import { readFileSync, unlinkSync } from 'node:fs';
-import * as netdev from '@vswitch/netdev';
 import { type Config, defaultConfig, loadConfig } from '../config.js';
 import { VswitchError } from '../errors.js';
 import { type ControlLimits, type ControlServer, listenControl, lookupCommand, prepareControlPath } from './control.js';
@@ -21,7 +20,7 @@ export const DEFAULT_SOCKET = '/run/vswitch/vswitch.sock';
 /** Commands that change nothing: every other one (new ones too) makes the next scrape render afresh. */
 const READ_ONLY_COMMANDS = new Set([
   'ping', 'show', 'showmacs', 'stats', 'drop.reasons', 'vlan.show', 'fdb.show', 'router.show', 'dhcp.leases', 'nat.sessions',
-  'nat.forward.show',
+  'nat.forward.show', 'dhcp.reservation.show',
 ]);
 
 export interface DaemonOptions {
@@ -50,13 +49,14 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   }
   let metrics: MetricsServer | undefined;
   let control: ControlServer | undefined;
-  // Re-reads the config file and applies the difference; a bad file changes nothing.
+  // Re-reads the config file and applies what it changed since the last one, as one
+  // transaction: a bad file, or one whose new parts cannot be prepared, changes nothing.
   const reload = (): { changes: string[] } => {
     if (!opts.config) throw new VswitchError('EINVAL', 'the daemon runs on the built-in config: nothing to reload');
     try {
       const next = loadConfig(opts.config);
       if (opts.stateDir) next.stateDir = opts.stateDir;
-      const changes = sw.reload(next, (ifname) => netdev.ifIndex(ifname) > 0);
+      const changes = sw.reload(next);
       changes.push(...metrics?.configure(metricsLimits(next)) ?? [], ...control?.configure(controlLimits(next)) ?? []);
       if (!opts.logLevel && log.level !== next.log.level) {
         log.level = next.log.level;

@@ -1,19 +1,42 @@
 /*
- * The daemon's state: named bridges and their ports, built from the config file and
- * changed by control-socket commands. It composes @vswitch/switch pieces and owns
- * the rules that span bridges (a port name belongs to at most one bridge). Every
- * command validates fully before it changes anything, so a refused command leaves
- * the running state exactly as it was.
+ * The daemon's state: named bridges, their ports and the routers, built from the
+ * config file plus the runtime overlay (state.ts: what the CLI changed, kept in the
+ * state directory) and changed by control-socket commands and reloads. It owns the
+ * rules that span bridges (a port name belongs to at most one bridge, an interface
+ * is attached once, never loopback or a router's uplink).
+ *
+ * Every change, a CLI command, a reload or the start itself, is one transaction
+ * (`#transition`) from the running state to the one state.ts computes:
+ *   1. prepare what is new: bridges, TAPs opened, interfaces attached, sockets
+ *      bound, routers built (lease files read), in-place router edits validated;
+ *      nothing running is touched, and on any failure what was prepared is closed
+ *      and the error says that nothing was changed;
+ *   2. a CLI change is written to runtime.json before it takes effect (a change
+ *      that cannot be kept is not made);
+ *   3. swap: removals first (so a port may move between bridges), then additions
+ *      and in-place edits, which cannot fail any more.
+ * Only what differs is touched: unchanged ports keep their devices, MAC entries
+ * and counters; a port's VLANs and limits change in place; a port whose kind
+ * changes (type, persistence, owner, offloads, socket path/role) is closed and
+ * opened anew, the one step done during the swap (a same-named device cannot be
+ * opened twice): if that fails, the port is left failed, logged and retried.
+ * Runtime ports that cannot be restored at start are failed the same way, never fatal.
  */
 import {
-  Bridge, type BridgeEvent, checkVid, formatMac, parseMac, type PortIo,
+  Bridge, type BridgeEvent, checkVid, formatMac, parseIp4, parseMac, type PortIo,
   VlanPolicy, type VlanSpec, VlanPolicyError,
 } from '@vswitch/switch';
 import { AttachIo, SocketIo, TapIo } from '@vswitch/switch/ports';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { Config, PortConfig, RouterConfig } from '../config.js';
+import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterConfig } from '../config.js';
 import { ManagedRouter } from './routers.js';
 import { applyGuard, leaseBound, leaseGone, type GuardSpec } from './guards.js';
+import {
+  BRIDGE_DEFAULTS, type Desired, type DesiredPort, type Overlay, type RouterEdit, canonSpec, canonVlan, effective, emptyDesired,
+  emptyOverlay, fdbKey, fileValue, loadOverlay, overlaySize, planChanges, reservationProblem, resKey, routerDiff, runtimeFile,
+  same, saveOverlay, withEntry, withoutEntries,
+} from './state.js';
 import { VswitchError } from '../errors.js';
 import type { Logger } from './log.js';
 
@@ -37,243 +60,139 @@ export interface AddPortSpec {
   guard?: GuardSpec;
 }
 
+type Mode = 'start' | 'reload' | 'cli';
+
+/** A router network's port, built with its router and placed on its bridge at the swap. */
+interface NetPort { bridge: string; name: string; net: PortIo; vlan: VlanPolicy }
+
 export class Vswitch {
   readonly bridges = new Map<string, Bridge>();
-  /** Port name -> bridge name. */
+  /** Port name -> bridge name (running ports). */
   readonly #owner = new Map<string, string>();
   readonly #specs = new Map<string, AddPortSpec>();
   readonly routers = new Map<string, ManagedRouter>();
-  /** Router config as applied, to tell on reload whether a router changed. */
-  readonly #routerConfigs = new Map<string, string>();
+  /** The config file as last applied: a reload compares the new file with this one, not with the running state. */
+  #file: Config = ConfigSchema.parse({});
+  #overlay: Overlay = emptyOverlay();
+  #desired: Desired = emptyDesired();
+  /** Ports wanted but not running (could not be opened): why. Retried on reload. */
+  readonly #failed = new Map<string, string>();
+  /** Where runtime.json lives; undefined: changes are not kept (tests building a switch by hand). */
+  #stateDir: string | undefined;
 
   constructor(private readonly log: Logger) {}
 
-  /** Builds everything in `cfg`; on any failure undoes what it built and throws. */
+  /** Starts from `cfg` and the runtime state kept in its state directory; on a failure of the file's objects undoes everything and throws. */
   apply(cfg: Config): void {
+    this.#stateDir = cfg.stateDir;
+    const loaded = loadOverlay(cfg.stateDir);
+    if (loaded.error !== undefined) {
+      this.log.error({ event: 'runtime_state_failed', error: loaded.error, movedTo: loaded.movedTo },
+        'runtime_state_failed: starting from the config file alone; the bad file was moved aside');
+    }
+    const { desired, overlay, notes } = effective(cfg, loaded.overlay);
+    for (const note of notes) this.log.warn({ event: 'runtime_state_adjusted', note }, 'runtime_state_adjusted');
+    const restored = overlaySize(overlay);
+    this.#file = cfg;
     try {
-      for (const [bname, b] of Object.entries(cfg.bridges)) {
-        this.addBridge(bname, { ageing: b.ageing, maxMacs: b.maxMacs });
-        for (const [pname, p] of Object.entries(b.ports)) {
-          this.addPort(bname, pname, portSpec(p), `bridges.${bname}.ports.${pname}`);
-        }
-        for (const f of b.fdb) this.fdbAdd(f.mac, f.port, f.vlan);
-      }
-      for (const [rname, r] of Object.entries(cfg.routers)) this.addRouter(rname, r, cfg.stateDir);
+      this.#transition(desired, overlay, 'start');
     } catch (e) {
       this.close();
       throw e;
     }
+    if (restored > 0) this.log.info({ event: 'runtime_state_restored', file: runtimeFile(cfg.stateDir), entries: restored }, 'runtime_state_restored');
   }
 
   /**
-   * Makes the running state match `cfg`, touching only what differs: unchanged ports
-   * keep their devices, MAC entries and counters; a VLAN or limit change is applied
-   * in place; a port whose kind or persistence changed is recreated. Removals run
-   * first so a port may move between bridges. Interfaces to attach are checked
-   * before anything changes. Returns what was done.
+   * Applies a new config file: what the file changed since the last one, and
+   * nothing else (runtime changes stay unless the file changed the same setting).
+   * All or nothing; returns what was done.
    */
-  reload(cfg: Config, exists: (ifname: string) => boolean): string[] {
-    for (const [bname, b] of Object.entries(cfg.bridges)) {
-      for (const [pname, p] of Object.entries(b.ports)) {
-        const running = this.#owner.get(pname);
-        if (p.type === 'attach' && running === undefined && !exists(pname)) {
-          throw new VswitchError('ENODEV', `bridges.${bname}.ports.${pname}: no interface ${pname} to attach`);
-        }
-      }
+  reload(cfg: Config): string[] {
+    if (this.#stateDir !== undefined && cfg.stateDir !== this.#stateDir) {
+      this.log.warn({ event: 'config_restart_needed', key: 'stateDir', running: this.#stateDir, file: cfg.stateDir }, 'config_restart_needed');
     }
-    const done: string[] = [];
-    // 0. Routers whose section changed are rebuilt (leases are in the state directory;
-    //    their NAT sessions are lost). Unchanged routers are not touched.
-    for (const rname of [...this.routers.keys()]) {
-      const want = cfg.routers[rname];
-      const have = this.#routerConfigs.get(rname);
-      if (want === undefined || JSON.stringify(want) !== have) {
-        if (want !== undefined && have !== undefined && onlyLimitsDiffer(want, have)) {
-          // Rate limits change in place: sessions, leases and counters stay.
-          this.routers.get(rname)!.router.setLimits(want.limits);
-          this.#routerConfigs.set(rname, JSON.stringify(want));
-          done.push(`limits ${rname} ${JSON.stringify(want.limits)}`);
-          continue;
-        }
-        this.delRouter(rname);
-        done.push(`delrouter ${rname}`);
-      }
+    const { desired, overlay, notes } = effective(cfg, this.#overlay);
+    const done = this.#transition(desired, overlay, 'reload', cfg);
+    for (const note of notes) {
+      this.log.warn({ event: 'runtime_state_adjusted', note }, 'runtime_state_adjusted');
+      done.push(`runtime: ${note}`);
     }
-    for (const [bname, br] of [...this.bridges]) {
-      const want = cfg.bridges[bname];
-      if (want === undefined) {
-        this.delBridge(bname);
-        done.push(`delbr ${bname}`);
-        continue;
-      }
-      for (const pname of [...br.ports.keys()]) {
-        if (this.routerOfNetwork(pname) !== undefined) continue;
-        const wantPort = want.ports[pname];
-        const have = this.#specs.get(pname);
-        if (wantPort === undefined || have === undefined || !samePortKind(have, portSpec(wantPort))) {
-          this.delPort(bname, pname);
-          done.push(`delif ${bname} ${pname}`);
-        }
-      }
-    }
-    // 2. Add or update.
-    for (const [bname, b] of Object.entries(cfg.bridges)) {
-      let br = this.bridges.get(bname);
-      if (br === undefined) {
-        br = this.addBridge(bname, { ageing: b.ageing, maxMacs: b.maxMacs });
-        done.push(`addbr ${bname}`);
-      } else {
-        if (br.fdb.ageingSec !== b.ageing) {
-          br.fdb.setAgeing(b.ageing);
-          done.push(`setageing ${bname} ${b.ageing}`);
-        }
-        if (br.fdb.maxEntries !== b.maxMacs) {
-          br.fdb.setMaxEntries(b.maxMacs);
-          done.push(`maxmacs ${bname} ${b.maxMacs}`);
-        }
-      }
-      for (const [pname, p] of Object.entries(b.ports)) {
-        const spec = portSpec(p);
-        const port = br.port(pname);
-        if (port === undefined) {
-          this.addPort(bname, pname, spec, `bridges.${bname}.ports.${pname}`);
-          done.push(`addif ${bname} ${pname}`);
-          continue;
-        }
-        const policy = spec.vlan ? policyFrom(spec.vlan) : VlanPolicy.defaultAccess();
-        if (JSON.stringify(policy.members()) !== JSON.stringify(port.vlan.members()) || policy.pvid !== port.vlan.pvid) {
-          br.setPortVlan(pname, policy);
-          done.push(`vlan ${pname} ${JSON.stringify(policy.toSpec())}`);
-        }
-        if ((this.#specs.get(pname)?.maxMacs ?? 0) !== (spec.maxMacs ?? 0)) {
-          br.setPortMaxMacs(pname, spec.maxMacs ?? 0);
-          done.push(`maxmacs ${pname} ${spec.maxMacs ?? 0}`);
-        }
-        if ((this.#specs.get(pname)?.stormPps ?? 0) !== (spec.stormPps ?? 0)) {
-          br.setPortStorm(pname, spec.stormPps ?? 0);
-          done.push(`stormcontrol ${pname} ${spec.stormPps ?? 0}`);
-        }
-        this.#specs.set(pname, spec);
-      }
-      // Static entries: the file's set replaces the running set.
-      const want = new Set(b.fdb.map((f) => `${f.vlan ?? br!.port(f.port)!.vlan.pvid}/${parseMac(f.mac)}/${f.port}`));
-      for (const e of br.fdb.entries()) {
-        if (e.isStatic && !want.has(`${e.vid}/${e.mac}/${br.portName(e.port)}`)) {
-          br.fdb.delete(e.vid, e.mac);
-          done.push(`fdb del ${formatMac(e.mac)} vlan ${e.vid}`);
-        }
-      }
-      for (const f of b.fdb) {
-        const vid = f.vlan ?? br.port(f.port)!.vlan.pvid;
-        const e = br.fdb.get(vid, parseMac(f.mac));
-        if (e === undefined || !e.isStatic || br.portName(e.port) !== f.port) {
-          this.fdbAdd(f.mac, f.port, f.vlan);
-          done.push(`fdb add ${f.mac} dev ${f.port} vlan ${vid}`);
-        }
-      }
-    }
-    for (const [rname, r] of Object.entries(cfg.routers)) {
-      if (!this.routers.has(rname)) {
-        this.addRouter(rname, r, cfg.stateDir);
-        done.push(`addrouter ${rname}`);
-      }
-    }
-    this.#applyGuards();
     this.log.info({ event: 'config_applied', changes: done }, 'config_applied');
     return done;
   }
 
   close(): void {
-    for (const name of [...this.routers.keys()]) this.delRouter(name);
-    for (const name of [...this.bridges.keys()]) this.delBridge(name);
-  }
-
-  addRouter(name: string, rc: RouterConfig, stateDir: string): ManagedRouter {
-    if (this.routers.has(name)) throw new VswitchError('EEXIST', `router ${name} already exists`);
-    const added: [string, string][] = [];
-    let mr: ManagedRouter;
-    try {
-      mr = new ManagedRouter(name, rc, stateDir, (b) => this.bridge(b), (bname, pname, net, vlan) => {
-        if (this.#owner.has(pname)) throw new VswitchError('EEXIST', `routers.${name}.networks.${pname}: ${pname} is already a port`);
-        this.bridge(bname).addPort(pname, net, { vlan });
-        this.#owner.set(pname, bname);
-        added.push([bname, pname]);
-      }, (e) => {
-        // What an operator must act on (ICMP without CAP_NET_RAW, no resolver, a forward that cannot listen) is a warning.
-        if (/_unavailable$|_failed$|^dns_no_resolver$|^forward_error$|^rate_limited$/.test(e.event)) this.log.warn({ router: name, ...e }, e.event);
-        else this.log.info({ router: name, ...e }, e.event);
-      }, {
-        bound: (port, mac, ip) => leaseBound(this.bridges.values(), port, mac, ip),
-        gone: (port, mac, ip) => leaseGone(this.bridges.values(), port, mac, ip),
-      });
-      mr.start();
-    } catch (e) {
-      for (const [bname, pname] of added) {
-        this.bridge(bname).removePort(pname);
-        this.#owner.delete(pname);
+    for (const name of [...this.routers.keys()]) this.#dropRouter(name);
+    for (const name of [...this.bridges.keys()]) {
+      const br = this.bridges.get(name)!;
+      for (const p of br.ports.keys()) {
+        this.#owner.delete(p);
+        this.#specs.delete(p);
       }
-      throw e;
+      br.close();
+      this.bridges.delete(name);
     }
-    this.routers.set(name, mr);
-    this.#routerConfigs.set(name, JSON.stringify(rc));
-    this.#applyGuards();
-    this.log.info({ event: 'router_added', router: name, networks: [...mr.router.networks.keys()], uplink: mr.router.uplink?.describe() }, 'router_added');
-    return mr;
   }
 
-  delRouter(name: string): void {
-    const mr = this.router(name);
-    mr.close();
-    for (const net of mr.router.networks.keys()) {
-      const bname = this.#owner.get(net);
-      if (bname !== undefined) this.bridges.get(bname)?.removePort(net);
-      this.#owner.delete(net);
-    }
-    this.routers.delete(name);
-    this.#routerConfigs.delete(name);
-    this.#applyGuards();
-    this.log.info({ event: 'router_deleted', router: name }, 'router_deleted');
+  /* ---------- views ---------- */
+
+  /** Where a bridge, port or static entry comes from: the config file or the CLI, and which file settings the CLI overrides. */
+  bridgeSource(name: string): { source: string; overrides: string[] } {
+    const b = this.#desired.bridges.get(name);
+    return { source: b?.source ?? 'runtime', overrides: b?.overrides ?? [] };
   }
 
-  router(name: string): ManagedRouter {
-    const r = this.routers.get(name);
-    if (r === undefined) throw new VswitchError('ENOENT', `no such router: ${name}`);
-    return r;
+  portSource(name: string): { source: string; overrides: string[] } | undefined {
+    const p = this.#desired.ports.get(name);
+    return p === undefined ? undefined : { source: p.source, overrides: p.overrides };
   }
 
-  /** The router owning network port `name`, if any. */
-  routerOfNetwork(name: string): ManagedRouter | undefined {
-    for (const r of this.routers.values()) if (r.router.networks.has(name)) return r;
-    return undefined;
+  fdbSource(bridge: string, vid: number, mac: number): string | undefined {
+    return this.#desired.fdb.get(fdbKey(bridge, vid, formatMac(mac)))?.source;
   }
+
+  /** Ports wanted on `bridge` that are not running, and why. */
+  failedPorts(bridge: string): { name: string; reason: string; source: string }[] {
+    return [...this.#failed].filter(([n]) => this.#desired.ports.get(n)?.bridge === bridge)
+      .map(([name, reason]) => ({ name, reason, source: this.#desired.ports.get(name)!.source }));
+  }
+
+  reservations(network?: string): { network: string; mac: string; ip: string; hostname?: string; source: string }[] {
+    if (network !== undefined) this.#dhcpNetwork(network);
+    return [...this.#desired.reservations.values()].filter((r) => network === undefined || r.network === network)
+      .map((r) => ({ network: r.network, mac: r.mac, ip: r.ip, ...(r.hostname !== undefined ? { hostname: r.hostname } : {}), source: r.source }));
+  }
+
+  /* ---------- CLI changes: each one edits the overlay, then one transaction makes it so ---------- */
 
   addBridge(name: string, opts: { ageing?: number; maxMacs?: number } = {}): Bridge {
-    if (this.bridges.has(name)) throw new VswitchError('EEXIST', `bridge ${name} already exists`);
+    if (this.#desired.bridges.has(name)) throw new VswitchError('EEXIST', `bridge ${name} already exists`);
     if (!/^[A-Za-z0-9_.:-]{1,32}$/.test(name)) throw new VswitchError('EINVAL', `bad bridge name '${name}'`);
-    const br = new Bridge(name, {
-      ageingSec: opts.ageing,
-      maxEntries: opts.maxMacs,
-      onEvent: (e: BridgeEvent) => this.log[e.event === 'port_down' ? 'warn' : 'info'](e, e.event),
-    });
-    br.start();
-    this.bridges.set(name, br);
-    this.log.info({ event: 'bridge_added', bridge: name }, 'bridge_added');
-    return br;
+    // A file bridge deleted by delbr comes back as the file's (its ports stay deleted: each has its own entry).
+    const file = fileValue(this.#file, 'bridges', name);
+    const value = file ?? { ageing: opts.ageing ?? BRIDGE_DEFAULTS.ageing, maxMacs: opts.maxMacs ?? BRIDGE_DEFAULTS.maxMacs };
+    this.#change(withEntry(this.#overlay, this.#file, 'bridges', name, value), (d) => d.bridges.has(name));
+    return this.bridge(name);
   }
 
   delBridge(name: string): void {
-    const br = this.bridge(name);
-    for (const p of br.ports.keys()) {
-      const r = this.routerOfNetwork(p);
-      if (r !== undefined) throw new VswitchError('EBUSY', `bridge ${name} carries network ${p} of router ${r.name}`);
+    const b = this.#desired.bridges.get(name);
+    if (b === undefined) throw new VswitchError('ENOENT', `no such bridge: ${name}`);
+    for (const r of this.routers.values()) {
+      for (const [nname, n] of Object.entries(r.config.networks)) {
+        if (n.bridge === name) throw new VswitchError('EBUSY', `bridge ${name} carries network ${nname} of router ${r.name}`);
+      }
     }
-    for (const p of br.ports.keys()) {
-      this.#owner.delete(p);
-      this.#specs.delete(p);
+    let ov = withEntry(this.#overlay, this.#file, 'bridges', name, null);
+    ov = withEntry(ov, this.#file, 'ageing', name, fileValue(this.#file, 'ageing', name));
+    for (const [pname, p] of this.#desired.ports) {
+      if (p.bridge !== name) continue;
+      ov = withEntry(ov, this.#file, 'ports', pname, null);
+      ov = withEntry(ov, this.#file, 'vlans', pname, fileValue(this.#file, 'vlans', pname));
     }
-    br.close();
-    this.bridges.delete(name);
-    this.log.info({ event: 'bridge_deleted', bridge: name }, 'bridge_deleted');
+    ov = withoutEntries(ov, 'fdb', (k) => k.startsWith(`${name}/`));
+    this.#change(ov, (d) => !d.bridges.has(name));
   }
 
   bridge(name: string): Bridge {
@@ -282,56 +201,51 @@ export class Vswitch {
     return br;
   }
 
-  addPort(bname: string, ifname: string, spec: AddPortSpec, where = ''): void {
-    const br = this.bridge(bname);
-    const other = this.#owner.get(ifname);
+  addPort(bname: string, ifname: string, spec: AddPortSpec): void {
+    if (!this.#desired.bridges.has(bname)) throw new VswitchError('ENOENT', `no such bridge: ${bname}`);
+    const other = this.#desired.ports.get(ifname)?.bridge;
     if (other !== undefined) {
       throw new VswitchError('EEXIST', other === bname
         ? `${ifname} is already a port of bridge ${bname}`
         : `${ifname} is already a port of another bridge (${other})`);
     }
-    if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(ifname)) throw new VswitchError('EINVAL', `bad interface name '${ifname}' (1-15 characters)`);
-    const vlan = spec.vlan ? policyFrom(spec.vlan) : VlanPolicy.defaultAccess();
-    let io: PortIo;
-    try {
-      if (spec.type === 'socket') {
-        if (spec.path === undefined) throw new VswitchError('EINVAL', 'a socket port needs a path');
-        for (const [name, other] of this.#specs) {
-          if (other.type === 'socket' && other.path !== undefined && resolve(other.path) === resolve(spec.path)) {
-            throw new VswitchError('EEXIST', `it is already the socket of port ${name}`);
-          }
+    const bad = checkIfName(ifname);
+    if (bad !== undefined) throw new VswitchError('EINVAL', `bad interface name '${ifname}': ${bad}`);
+    for (const r of this.#desired.routers.values()) {
+      if (ifname in r.networks) throw new VswitchError('EEXIST', `${ifname} is a network of a router`);
+    }
+    if (spec.type === 'socket') {
+      if (spec.path === undefined) throw new VswitchError('EINVAL', 'a socket port needs a path');
+      for (const [name, p] of this.#desired.ports) {
+        if (p.spec.type === 'socket' && p.spec.path !== undefined && resolve(p.spec.path) === resolve(spec.path)) {
+          throw new VswitchError('EEXIST', `it is already the socket of port ${name}`);
         }
-        io = new SocketIo(ifname, {
-          path: spec.path, connect: spec.connect, mode: parseInt(spec.mode ?? '0600', 8), owner: spec.owner, group: spec.group,
-        });
-      } else {
-        io = spec.type === 'attach' ? new AttachIo(ifname, { keepGso: spec.offload ?? true, reattach: true }) : new TapIo(ifname, { persistent: spec.persistent, owner: spec.owner, group: spec.group, offload: spec.offload });
       }
-    } catch (e) {
-      const code = (e as { code?: string }).code ?? 'EIO';
-      const what = spec.type === 'attach' ? `cannot attach ${ifname}` : spec.type === 'socket' ? `cannot ${spec.connect ? 'use' : 'listen on'} socket ${spec.path}` : `cannot open TAP ${ifname}`;
-      throw new VswitchError(code, `${where ? where + ': ' : ''}${what}: ${(e as Error).message}`);
     }
-    try {
-      br.addPort(ifname, io, { vlan, maxMacs: spec.maxMacs, stormPps: spec.stormPps });
-    } catch (e) {
-      io.close();
-      throw e;
-    }
-    this.#owner.set(ifname, bname);
-    this.#specs.set(ifname, spec);
-    this.#applyGuard(ifname);
-    this.log.info({ event: 'port_added', bridge: bname, port: ifname, type: spec.type, vlan: vlan.toSpec(), ...(spec.type === 'socket' ? { path: spec.path, role: spec.connect ? 'connect' : 'listen' } : {}) }, 'port_added');
+    wrapVlan(() => (spec.vlan ? VlanPolicy.from(spec.vlan) : undefined));
+    let ov = withEntry(this.#overlay, this.#file, 'ports', ifname, { bridge: bname, spec: canonSpec(spec) });
+    ov = withEntry(ov, this.#file, 'vlans', ifname, fileValue(this.#file, 'vlans', ifname));
+    this.#change(ov, (d) => d.ports.get(ifname)?.bridge === bname);
   }
 
   delPort(bname: string, ifname: string): void {
-    const br = this.bridge(bname);
-    if (br.port(ifname) === undefined) throw new VswitchError('ENOENT', `${ifname} is not a port of bridge ${bname}`);
-    const r = this.routerOfNetwork(ifname);
-    if (r !== undefined) throw new VswitchError('EBUSY', `${ifname} is network ${ifname} of router ${r.name}; change the router in the config`);
-    br.removePort(ifname);
-    this.#owner.delete(ifname);
-    this.#specs.delete(ifname);
+    const p = this.#desired.ports.get(ifname);
+    if (p === undefined || p.bridge !== bname) {
+      if (this.routerOfNetwork(ifname) !== undefined && this.#owner.get(ifname) === bname) {
+        throw new VswitchError('EBUSY', `${ifname} is network ${ifname} of router ${this.routerOfNetwork(ifname)!.name}; change the router in the config`);
+      }
+      const br = this.bridge(bname);
+      if (br.port(ifname) === undefined) throw new VswitchError('ENOENT', `${ifname} is not a port of bridge ${bname}`);
+      // A port put on the bridge by hand (unit tests), outside the model.
+      br.removePort(ifname);
+      this.#owner.delete(ifname);
+      this.#specs.delete(ifname);
+      return;
+    }
+    let ov = withEntry(this.#overlay, this.#file, 'ports', ifname, null);
+    ov = withEntry(ov, this.#file, 'vlans', ifname, fileValue(this.#file, 'vlans', ifname));
+    ov = withoutEntries(ov, 'fdb', (_k, e) => e.value === ifname);
+    this.#change(ov, (d) => !d.ports.has(ifname));
     this.log.info({ event: 'port_removed', bridge: bname, port: ifname }, 'port_removed');
   }
 
@@ -346,46 +260,491 @@ export class Vswitch {
     if (!Number.isFinite(seconds) || seconds < 0 || seconds > 1_000_000) {
       throw new VswitchError('EINVAL', `ageing time must be 0-1000000 seconds, got ${seconds}`);
     }
-    return this.bridge(bname).fdb.setAgeing(seconds);
+    const b = this.#desired.bridges.get(bname);
+    if (b === undefined) throw new VswitchError('ENOENT', `no such bridge: ${bname}`);
+    const ov = b.source === 'config'
+      ? withEntry(this.#overlay, this.#file, 'ageing', bname, seconds)
+      : withEntry(this.#overlay, this.#file, 'bridges', bname, { ageing: seconds, maxMacs: b.maxMacs });
+    this.#change(ov, (d) => d.bridges.get(bname)?.ageing === seconds);
+    return this.bridge(bname).fdb.ageingSec;
   }
 
   vlanAdd(ifname: string, from: number, to: number, opts: { pvid?: boolean; untagged?: boolean }): void {
-    const br = this.bridgeOf(ifname);
     checkRange(from, to);
     if (opts.pvid && from !== to) throw new VswitchError('EINVAL', 'pvid cannot be set on a VID range');
-    for (let v = from; v <= to; v++) br.vlanAdd(ifname, v, opts);
-    this.#applyGuard(ifname);
+    const policy = this.#policyOf(ifname);
+    for (let v = from; v <= to; v++) wrapVlan(() => policy.add(v, opts));
+    this.#setVlan(ifname, policy);
     this.log.info({ event: 'vlan_changed', port: ifname, add: [from, to], ...opts }, 'vlan_changed');
   }
 
   vlanDel(ifname: string, from: number, to: number): void {
-    const br = this.bridgeOf(ifname);
     checkRange(from, to);
+    const policy = this.#policyOf(ifname);
     let n = 0;
-    for (let v = from; v <= to; v++) if (br.vlanDel(ifname, v)) n++;
+    for (let v = from; v <= to; v++) if (policy.del(v)) n++;
     if (n === 0) throw new VswitchError('ENOENT', `${ifname} is not a member of VLAN ${from === to ? from : `${from}-${to}`}`);
-    this.#applyGuard(ifname);
+    this.#setVlan(ifname, policy);
     this.log.info({ event: 'vlan_changed', port: ifname, del: [from, to] }, 'vlan_changed');
   }
 
   fdbAdd(macText: string, ifname: string, vlan?: number): void {
     const mac = needMac(macText);
-    const br = this.bridgeOf(ifname);
-    const vid = vlan ?? br.port(ifname)!.vlan.pvid;
+    const p = this.#portOf(ifname);
+    const vid = vlan ?? VlanPolicy.from(p.spec.vlan ?? canonVlan(undefined)).pvid;
     if (vid === 0) throw new VswitchError('EINVAL', `${ifname} has no PVID: give the VLAN`);
     if (mac === 0 || Math.floor(mac / 0x10000000000) & 1) throw new VswitchError('EINVAL', `${macText} is not a unicast MAC`);
     wrapVlan(() => checkVid(vid));
-    br.addStatic(mac, ifname, vid);
+    if (!VlanPolicy.from(p.spec.vlan ?? canonVlan(undefined)).isMember(vid)) throw new VswitchError('EVLAN', `port ${ifname} is not a member of VLAN ${vid}`);
+    const key = fdbKey(p.bridge, vid, formatMac(mac));
+    this.#change(withEntry(this.#overlay, this.#file, 'fdb', key, ifname), (d) => d.fdb.get(key)?.port === ifname);
   }
 
+  /** Removes the entries of `mac` on `ifname` (in `vlan`, or every VLAN of the port): static ones for good, learned ones from the table. */
   fdbDel(macText: string, ifname: string, vlan?: number): void {
     const mac = needMac(macText);
+    const p = this.#portOf(ifname);
     const br = this.bridgeOf(ifname);
     const port = br.port(ifname)!;
     const vids = vlan !== undefined ? [vlan] : port.vlan.members().map((m) => m.vid);
-    let n = 0;
-    for (const vid of vids) if (br.fdb.lookup(vid, mac) === port.id && br.fdb.delete(vid, mac)) n++;
-    if (n === 0) throw new VswitchError('ENOENT', `no entry for ${formatMac(mac)} on ${ifname}${vlan !== undefined ? ` in VLAN ${vlan}` : ''}`);
+    let ov = this.#overlay;
+    const statics: string[] = [];
+    let learned = 0;
+    for (const vid of vids) {
+      const key = fdbKey(p.bridge, vid, formatMac(mac));
+      if (this.#desired.fdb.get(key)?.port === ifname) {
+        ov = withEntry(ov, this.#file, 'fdb', key, null);
+        statics.push(key);
+      } else {
+        const e = br.fdb.get(vid, mac);
+        if (e !== undefined && !e.isStatic && e.port === port.id && br.fdb.delete(vid, mac)) learned++;
+      }
+    }
+    if (statics.length === 0 && learned === 0) {
+      throw new VswitchError('ENOENT', `no entry for ${formatMac(mac)} on ${ifname}${vlan !== undefined ? ` in VLAN ${vlan}` : ''}`);
+    }
+    if (statics.length > 0) this.#change(ov, (d) => statics.every((k) => !d.fdb.has(k)));
+  }
+
+  /** Adds a DHCP reservation to a network at runtime (kept in runtime.json, applied in place: leases and sessions stay). */
+  reservationAdd(network: string, macText: string, ipText: string, hostname?: string): void {
+    const { mr, cidr } = this.#dhcpNetwork(network);
+    const mac = needMac(macText);
+    if (mac === 0 || Math.floor(mac / 0x10000000000) & 1) throw new VswitchError('EINVAL', `${macText} is not a unicast MAC`);
+    if (hostname !== undefined && !/^[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?$/.test(hostname)) {
+      throw new VswitchError('EINVAL', `bad hostname '${hostname}' (letters, digits, . and -, at most 63)`);
+    }
+    const problem = reservationProblem(cidr, ipText);
+    if (problem !== undefined) throw new VswitchError('EINVAL', `cannot reserve ${ipText} in ${network}: ${problem}`);
+    const ip = parseIp4(ipText);
+    const ipText4 = ipText.trim();
+    for (const r of this.#desired.reservations.values()) {
+      if (r.network !== network) continue;
+      if (parseMac(r.mac) === mac) throw new VswitchError('EEXIST', `${formatMac(mac)} already has a reservation in ${network} (${r.ip}, from the ${r.source === 'config' ? 'config file' : 'CLI'}); delete it first`);
+      if (parseIp4(r.ip) === ip) throw new VswitchError('EEXIST', `${ipText4} is already reserved in ${network} for ${r.mac}`);
+    }
+    const failed = mr.dhcpFailed.get(network);
+    if (failed !== undefined) throw new VswitchError('EIO', `the DHCP server of ${network} is disabled (${failed}): its leases are unknown, so no reservation can be checked`);
+    const now = Date.now();
+    for (const l of mr.router.networks.get(network)?.opts.dhcp?.leases(now) ?? []) {
+      if (l.ip === ip && l.state !== 'declined' && l.mac !== mac) {
+        throw new VswitchError('EBUSY', `${ipText4} is ${l.state === 'bound' ? 'leased' : 'offered'} to ${formatMac(l.mac)}`
+          + `${l.port ? ` on port ${l.port}` : ''} until ${new Date(l.expiresAt).toISOString()}; reserve it once that lease has ended`);
+      }
+    }
+    const key = resKey(network, formatMac(mac));
+    const value = { ip: ipText4, ...(hostname !== undefined ? { hostname } : {}) };
+    this.#change(withEntry(this.#overlay, this.#file, 'reservations', key, value), (d) => d.reservations.get(key)?.ip === ipText4);
+  }
+
+  reservationDel(network: string, macText: string): void {
+    this.#dhcpNetwork(network);
+    const mac = needMac(macText);
+    const key = resKey(network, formatMac(mac));
+    if (!this.#desired.reservations.has(key)) throw new VswitchError('ENOENT', `no reservation for ${formatMac(mac)} in ${network}`);
+    this.#change(withEntry(this.#overlay, this.#file, 'reservations', key, null), (d) => !d.reservations.has(key));
+  }
+
+  /**
+   * A router built straight from `rc`, outside the config model (unit tests, which
+   * assemble a switch by hand). The daemon's routers come from apply/reload.
+   */
+  addRouter(name: string, rc: RouterConfig, stateDir: string): ManagedRouter {
+    if (this.routers.has(name)) throw new VswitchError('EEXIST', `router ${name} already exists`);
+    const built = this.#buildRouter(name, rc, stateDir, (b) => this.bridge(b));
+    this.#placeRouter(name, built);
+    this.#desired.routers.set(name, rc);
+    this.#file = { ...this.#file, routers: { ...this.#file.routers, [name]: rc } };
+    this.#applyGuards();
+    return built.mr;
+  }
+
+  router(name: string): ManagedRouter {
+    const r = this.routers.get(name);
+    if (r === undefined) throw new VswitchError('ENOENT', `no such router: ${name}`);
+    return r;
+  }
+
+  /** The router owning network port `name`, if any. */
+  routerOfNetwork(name: string): ManagedRouter | undefined {
+    for (const r of this.routers.values()) if (r.router.networks.has(name)) return r;
+    return undefined;
+  }
+
+  portSpec(ifname: string): AddPortSpec | undefined {
+    return this.#specs.get(ifname);
+  }
+
+  /* ---------- the transaction ---------- */
+
+  /** Makes `overlay` the runtime state (kept first), or throws with nothing changed. */
+  #change(overlay: Overlay, check: (d: Desired) => boolean): void {
+    const { desired, overlay: clean, notes } = effective(this.#file, overlay);
+    if (!check(desired)) throw new VswitchError('EINVAL', `the change cannot apply: ${notes.join('; ') || 'refused by the config file'}`);
+    this.#transition(desired, clean, 'cli');
+  }
+
+  #transition(next: Desired, overlay: Overlay, mode: Mode, file?: Config): string[] {
+    const prev = this.#desired;
+    const plan = planChanges(prev, next, new Set(this.#failed.keys()));
+    const done: string[] = [];
+    const stateDir = this.#stateDir ?? (file ?? this.#file).stateDir;
+
+    // Routers: gone, new, rebuilt, or edited in place.
+    const rDel: string[] = [];
+    const rNew: string[] = [];
+    const rRebuild = new Map<string, string>();
+    const rEdit = new Map<string, RouterEdit>();
+    for (const name of this.routers.keys()) if (!next.routers.has(name)) rDel.push(name);
+    for (const [name, rc] of next.routers) {
+      const mr = this.routers.get(name);
+      if (mr === undefined) {
+        rNew.push(name);
+        continue;
+      }
+      const e = routerDiff(mr.config, rc);
+      // Ports of its networks' bridges changing do not matter; its networks' bridges going away do.
+      const lostBridge = Object.values(rc.networks).find((n) => plan.bridgesDel.includes(n.bridge));
+      if (e.rebuild !== undefined || lostBridge) {
+        rRebuild.set(name, e.rebuild ?? `bridge ${lostBridge!.bridge}`);
+        continue;
+      }
+      if (mode === 'reload') {
+        // A reload retries what failed (a lease or forwards file moved aside by the operator), changed or not.
+        for (const n of mr.dhcpFailed.keys()) if (!e.dhcp.includes(n)) e.dhcp.push(n);
+        if (mr.forwardsFailed !== undefined) e.forwards = true;
+      }
+      if (e.dhcp.length > 0 || e.forwards || e.limits) rEdit.set(name, e);
+    }
+
+    // 1. Prepare.
+    const newBridges = new Map<string, Bridge>();
+    const ios = new Map<string, PortIo>();
+    const failedNow = new Map<string, string>();
+    const built = new Map<string, { mr: ManagedRouter; ports: NetPort[] }>();
+    const dropPrepared = (): void => {
+      for (const io of ios.values()) io.close();
+      for (const b of built.values()) b.mr.discard();
+      for (const br of newBridges.values()) br.close();
+    };
+    try {
+      for (const name of plan.bridgesAdd) newBridges.set(name, this.#newBridge(name, next.bridges.get(name)!));
+      for (const name of plan.portsAdd) {
+        if (plan.recreate.has(name)) continue;
+        const d = next.ports.get(name)!;
+        try {
+          ios.set(name, this.#openIo(name, d, next));
+        } catch (e) {
+          const tolerant = (mode === 'start' && d.source === 'runtime') || plan.retry.has(name);
+          if (!tolerant) throw e;
+          failedNow.set(name, (e as Error).message);
+        }
+      }
+      const bridgeFor = (b: string): Bridge => newBridges.get(b) ?? this.bridge(b);
+      // The routers built next read lease files the running ones may still be writing (group commit).
+      if (rNew.length + rRebuild.size > 0) for (const mr of this.routers.values()) mr.syncLeases();
+      for (const name of [...rNew, ...rRebuild.keys()]) built.set(name, this.#buildRouter(name, next.routers.get(name)!, stateDir, bridgeFor));
+      for (const [name, e] of rEdit) this.routers.get(name)!.checkEdit(next.routers.get(name)!, e);
+    } catch (e) {
+      dropPrepared();
+      const err = e as Error & { code?: string };
+      throw new VswitchError(typeof err.code === 'string' ? err.code : 'EINVAL', `${err.message}${mode === 'start' ? '' : '; nothing was changed'}`);
+    }
+
+    // 2. Keep a CLI change before it takes effect.
+    if (mode === 'cli' && this.#stateDir !== undefined) {
+      try {
+        saveOverlay(this.#stateDir, overlay);
+      } catch (e) {
+        dropPrepared();
+        this.log.error({ event: 'runtime_state_save_failed', file: runtimeFile(this.#stateDir), error: (e as Error).message }, 'runtime_state_save_failed');
+        throw new VswitchError('ESTATE', `cannot keep the change in ${runtimeFile(this.#stateDir)}: ${(e as Error).message}; nothing was changed`);
+      }
+    }
+
+    // 3. Swap. Routers leaving first: their network ports leave the bridges.
+    for (const name of rDel) {
+      this.#dropRouter(name);
+      done.push(`delrouter ${name}`);
+    }
+    for (const [name, why] of rRebuild) {
+      this.#dropRouter(name);
+      done.push(`rebuild router ${name} (${why} changed)`);
+    }
+    for (const f of plan.fdbDel) {
+      const br = this.bridges.get(f.bridge);
+      const e = br?.fdb.get(f.vid, parseMac(f.mac));
+      if (br !== undefined && e !== undefined && e.isStatic && br.portName(e.port) === f.port) br.fdb.delete(f.vid, parseMac(f.mac));
+      done.push(`fdb del ${f.mac} dev ${f.port} vlan ${f.vid}`);
+    }
+    for (const name of plan.portsDel) {
+      const bname = this.#owner.get(name);
+      if (bname !== undefined) {
+        this.bridges.get(bname)?.removePort(name);
+        done.push(`delif ${bname} ${name}`);
+      }
+      this.#owner.delete(name);
+      this.#specs.delete(name);
+      this.#failed.delete(name);
+    }
+    for (const name of plan.bridgesDel) {
+      const br = this.bridges.get(name);
+      if (br !== undefined) {
+        for (const p of br.ports.keys()) {
+          this.#owner.delete(p);
+          this.#specs.delete(p);
+        }
+        br.close();
+      }
+      this.bridges.delete(name);
+      done.push(`delbr ${name}`);
+      this.log.info({ event: 'bridge_deleted', bridge: name }, 'bridge_deleted');
+    }
+    for (const [name, br] of newBridges) {
+      br.start();
+      this.bridges.set(name, br);
+      done.push(`addbr ${name}`);
+      this.log.info({ event: 'bridge_added', bridge: name }, 'bridge_added');
+    }
+    for (const name of plan.bridgesSet) {
+      const br = this.bridges.get(name)!;
+      const want = next.bridges.get(name)!;
+      if (br.fdb.ageingSec !== want.ageing) {
+        br.fdb.setAgeing(want.ageing);
+        done.push(`setageing ${name} ${want.ageing}`);
+      }
+      if (br.fdb.maxEntries !== want.maxMacs) {
+        br.fdb.setMaxEntries(want.maxMacs);
+        done.push(`maxmacs ${name} ${want.maxMacs}`);
+      }
+    }
+    for (const name of plan.portsAdd) {
+      const d = next.ports.get(name)!;
+      let io = ios.get(name);
+      if (plan.recreate.has(name)) {
+        try {
+          io = this.#openIo(name, d, next);
+        } catch (e) {
+          failedNow.set(name, (e as Error).message);
+        }
+      }
+      if (io === undefined) continue;
+      try {
+        this.#attachPort(d.bridge, name, io, d.spec);
+        done.push(`addif ${d.bridge} ${name}`);
+      } catch (e) {
+        io.close();
+        failedNow.set(name, (e as Error).message);
+      }
+    }
+    for (const name of plan.portsSet) {
+      const before = prev.ports.get(name)!.spec;
+      const after = next.ports.get(name)!.spec;
+      done.push(...this.#updatePort(name, before, after));
+    }
+    for (const f of plan.fdbAdd) {
+      const br = this.bridges.get(f.bridge);
+      if (br === undefined || br.port(f.port) === undefined) continue;
+      try {
+        br.addStatic(parseMac(f.mac), f.port, f.vid);
+        done.push(`fdb add ${f.mac} dev ${f.port} vlan ${f.vid}`);
+      } catch (e) {
+        this.log.warn({ event: 'fdb_failed', bridge: f.bridge, mac: f.mac, port: f.port, vlan: f.vid, error: (e as Error).message }, 'fdb_failed');
+      }
+    }
+    for (const [name, b] of built) {
+      this.#placeRouter(name, b);
+      if (!rRebuild.has(name)) done.push(`addrouter ${name}`);
+    }
+    for (const [name, e] of rEdit) done.push(...this.routers.get(name)!.edit(next.routers.get(name)!, e));
+
+    for (const [name, why] of failedNow) {
+      this.#failed.set(name, why);
+      this.log.error({ event: 'port_failed', port: name, bridge: next.ports.get(name)?.bridge, error: why }, 'port_failed: kept in the state, retried at the next reload');
+      done.push(`failed ${name}: ${why}`);
+    }
+    for (const name of [...this.#failed.keys()]) if (!next.ports.has(name)) this.#failed.delete(name);
+    const changedOverlay = !same(overlay, this.#overlay);
+    this.#desired = next;
+    this.#overlay = overlay;
+    if (file !== undefined) this.#file = file;
+    // Guards depend on ports, their VLANs and the routers' DHCP networks: re-applied when one of those changed.
+    if (plan.portsAdd.length + plan.portsSet.length + rDel.length + rNew.length + rRebuild.size + rEdit.size > 0) this.#applyGuards();
+    // A reload or start that dropped runtime entries (the file won) writes them out; failing that, the next start drops them again.
+    if (mode !== 'cli' && changedOverlay && this.#stateDir !== undefined) {
+      try {
+        saveOverlay(this.#stateDir, overlay);
+      } catch (e) {
+        this.log.warn({ event: 'runtime_state_save_failed', file: runtimeFile(this.#stateDir), error: (e as Error).message }, 'runtime_state_save_failed');
+      }
+    }
+    return done;
+  }
+
+  #newBridge(name: string, b: { ageing: number; maxMacs: number }): Bridge {
+    return new Bridge(name, {
+      ageingSec: b.ageing,
+      maxEntries: b.maxMacs,
+      onEvent: (e: BridgeEvent) => this.log[e.event === 'port_down' ? 'warn' : 'info'](e, e.event),
+    });
+  }
+
+  /** Opens a port's device (not yet on its bridge); throws a VswitchError saying where and why. */
+  #openIo(ifname: string, d: DesiredPort, next: Desired): PortIo {
+    const spec = d.spec;
+    const where = d.source === 'config' ? `bridges.${d.bridge}.ports.${ifname}: ` : `runtime port ${ifname}: `;
+    const bad = checkIfName(ifname);
+    if (bad !== undefined) throw new VswitchError('EINVAL', `${where}bad interface name '${ifname}': ${bad}`);
+    if (spec.type === 'attach') {
+      for (const [rname, rc] of next.routers) {
+        if (rc.uplink?.kind !== 'host' && rc.uplink?.interface === ifname) {
+          throw new VswitchError('EBUSY', `${where}${ifname} is the uplink of router ${rname}; attaching it too would bridge the router's own traffic`);
+        }
+      }
+      if (isLoopback(ifname)) throw new VswitchError('EINVAL', `${where}${ifname} is a loopback interface: attached, every frame sent to it would come back`);
+    }
+    try {
+      if (spec.type === 'socket') {
+        return new SocketIo(ifname, {
+          path: spec.path!, connect: spec.connect, mode: parseInt(spec.mode ?? '0600', 8), owner: spec.owner, group: spec.group,
+        });
+      }
+      return spec.type === 'attach'
+        ? new AttachIo(ifname, { keepGso: spec.offload ?? true, reattach: true })
+        : new TapIo(ifname, { persistent: spec.persistent, owner: spec.owner, group: spec.group, offload: spec.offload });
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'EIO';
+      const what = spec.type === 'attach' ? `cannot attach ${ifname}` : spec.type === 'socket' ? `cannot ${spec.connect ? 'use' : 'listen on'} socket ${spec.path}` : `cannot open TAP ${ifname}`;
+      throw new VswitchError(code, `${where}${what}: ${(e as Error).message}`);
+    }
+  }
+
+  #attachPort(bname: string, ifname: string, io: PortIo, spec: AddPortSpec): void {
+    const br = this.bridge(bname);
+    const vlan = spec.vlan ? policyFrom(spec.vlan) : VlanPolicy.defaultAccess();
+    br.addPort(ifname, io, { vlan, maxMacs: spec.maxMacs, stormPps: spec.stormPps });
+    this.#owner.set(ifname, bname);
+    this.#specs.set(ifname, spec);
+    this.#applyGuard(ifname);
+    this.log.info({ event: 'port_added', bridge: bname, port: ifname, type: spec.type, vlan: vlan.toSpec(), ...(spec.type === 'socket' ? { path: spec.path, role: spec.connect ? 'connect' : 'listen' } : {}) }, 'port_added');
+  }
+
+  /** In-place changes of a running port: VLANs, MAC limit, storm control, guards. */
+  #updatePort(name: string, before: AddPortSpec, after: AddPortSpec): string[] {
+    const done: string[] = [];
+    const bname = this.#owner.get(name);
+    if (bname === undefined) return done;
+    const br = this.bridge(bname);
+    if (!same(canonVlan(before.vlan), canonVlan(after.vlan))) {
+      const policy = policyFrom(after.vlan ?? canonVlan(undefined));
+      br.setPortVlan(name, policy);
+      done.push(`vlan ${name} ${JSON.stringify(policy.toSpec())}`);
+    }
+    if ((before.maxMacs ?? 0) !== (after.maxMacs ?? 0)) {
+      br.setPortMaxMacs(name, after.maxMacs ?? 0);
+      done.push(`maxmacs ${name} ${after.maxMacs ?? 0}`);
+    }
+    if ((before.stormPps ?? 0) !== (after.stormPps ?? 0)) {
+      br.setPortStorm(name, after.stormPps ?? 0);
+      done.push(`stormcontrol ${name} ${after.stormPps ?? 0}`);
+    }
+    if (!same(before.guard, after.guard)) done.push(`guard ${name}`);
+    this.#specs.set(name, after);
+    return done;
+  }
+
+  #buildRouter(name: string, rc: RouterConfig, stateDir: string, bridgeOf: (b: string) => Bridge): { mr: ManagedRouter; ports: NetPort[] } {
+    const ports: NetPort[] = [];
+    const mr = new ManagedRouter(name, rc, stateDir, bridgeOf, (bname, pname, net, vlan) => {
+      ports.push({ bridge: bname, name: pname, net, vlan });
+    }, (e) => {
+      // What an operator must act on (ICMP without CAP_NET_RAW, no resolver, a forward that cannot listen) is a warning.
+      if (/_unavailable$|_failed$|_dropped$|^dns_no_resolver$|^forward_error$|^rate_limited$/.test(e.event)) this.log.warn({ router: name, ...e }, e.event);
+      else this.log.info({ router: name, ...e }, e.event);
+    }, {
+      bound: (port, mac, ip) => leaseBound(this.bridges.values(), port, mac, ip),
+      gone: (port, mac, ip) => leaseGone(this.bridges.values(), port, mac, ip),
+    });
+    // Its networks' names are no port's: the schema refuses such a file, effective() drops such runtime ports.
+    return { mr, ports };
+  }
+
+  #placeRouter(name: string, b: { mr: ManagedRouter; ports: NetPort[] }): void {
+    const mr = b.mr;
+    for (const p of b.ports) {
+      this.bridge(p.bridge).addPort(p.name, p.net, { vlan: p.vlan });
+      this.#owner.set(p.name, p.bridge);
+    }
+    mr.start();
+    this.routers.set(name, mr);
+    for (const f of mr.failures()) this.log.error({ router: name, ...f }, `${f.event}: ${f.error}`);
+    this.log.info({ event: 'router_added', router: name, networks: [...mr.router.networks.keys()], uplink: mr.router.uplink?.describe() }, 'router_added');
+  }
+
+  #dropRouter(name: string): void {
+    const mr = this.router(name);
+    mr.close();
+    for (const net of mr.router.networks.keys()) {
+      const bname = this.#owner.get(net);
+      if (bname !== undefined) this.bridges.get(bname)?.removePort(net);
+      this.#owner.delete(net);
+    }
+    this.routers.delete(name);
+    this.log.info({ event: 'router_deleted', router: name }, 'router_deleted');
+  }
+
+  /* ---------- helpers ---------- */
+
+  #portOf(ifname: string): DesiredPort {
+    const p = this.#desired.ports.get(ifname);
+    if (p === undefined || !this.#owner.has(ifname)) {
+      if (this.routerOfNetwork(ifname) !== undefined) throw new VswitchError('EBUSY', `${ifname} is a router network; it is changed in the config file`);
+      throw new VswitchError('ENOENT', `no such port: ${ifname}`);
+    }
+    return p;
+  }
+
+  #policyOf(ifname: string): VlanPolicy {
+    return policyFrom(this.#portOf(ifname).spec.vlan ?? canonVlan(undefined));
+  }
+
+  #setVlan(ifname: string, policy: VlanPolicy): void {
+    const p = this.#portOf(ifname);
+    const spec = policy.toSpec();
+    const ov = p.source === 'config'
+      ? withEntry(this.#overlay, this.#file, 'vlans', ifname, spec)
+      : withEntry(this.#overlay, this.#file, 'ports', ifname, { bridge: p.bridge, spec: { ...p.spec, vlan: spec } });
+    this.#change(ov, (d) => same(d.ports.get(ifname)?.spec.vlan, spec));
+  }
+
+  #dhcpNetwork(network: string): { mr: ManagedRouter; cidr: string } {
+    for (const [rname, rc] of this.#desired.routers) {
+      const n = rc.networks[network];
+      if (n === undefined) continue;
+      if (n.dhcp === undefined) throw new VswitchError('EINVAL', `network ${network} of router ${rname} has no DHCP server`);
+      return { mr: this.router(rname), cidr: n.address };
+    }
+    throw new VswitchError('ENOENT', `no such network: ${network}`);
   }
 
   /** Sets a port's anti-spoofing guards and bindings from its spec, the routers and the leases (guards.ts). */
@@ -401,19 +760,19 @@ export class Vswitch {
   #applyGuards(): void {
     for (const name of this.#specs.keys()) this.#applyGuard(name);
   }
-
-  portSpec(ifname: string): AddPortSpec | undefined {
-    return this.#specs.get(ifname);
-  }
 }
 
-function portSpec(p: PortConfig): AddPortSpec {
+export function portSpec(p: PortConfig): AddPortSpec {
   return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, offload: p.offload, path: p.path, mode: p.mode, connect: p.connect, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs, stormPps: p.stormControl?.pps, guard: p.guard };
 }
 
-function samePortKind(a: AddPortSpec, b: AddPortSpec): boolean {
-  return a.type === b.type && (a.persistent ?? false) === (b.persistent ?? false) && a.owner === b.owner && a.group === b.group && (a.offload ?? true) === (b.offload ?? true)
-    && a.path === b.path && parseInt(a.mode ?? '0600', 8) === parseInt(b.mode ?? '0600', 8) && (a.connect ?? false) === (b.connect ?? false);
+/** IFF_LOOPBACK in the interface's flags (sysfs), as ip-link(8) reports LOOPBACK. */
+function isLoopback(ifname: string): boolean {
+  try {
+    return (parseInt(readFileSync(`/sys/class/net/${ifname}/flags`, 'utf8').trim(), 16) & 0x8) !== 0;
+  } catch {
+    return false;
+  }
 }
 
 function policyFrom(spec: VlanSpec): VlanPolicy {
@@ -441,9 +800,4 @@ function needMac(text: string): number {
   const mac = parseMac(text);
   if (mac < 0) throw new VswitchError('EINVAL', `bad MAC address '${text}'`);
   return mac;
-}
-
-/** A router's new section differs from the applied one (JSON) in `limits` only. */
-function onlyLimitsDiffer(want: RouterConfig, have: string): boolean {
-  return JSON.stringify({ ...want, limits: undefined }) === JSON.stringify({ ...(JSON.parse(have) as RouterConfig), limits: undefined });
 }

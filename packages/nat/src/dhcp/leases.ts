@@ -262,6 +262,22 @@ export class LeaseStore {
    */
   close(): void {
     this.#closed = true;
+    this.sync();
+  }
+
+  /** Closes without writing: a store a refused reload opened must not overwrite the live one's file. */
+  discard(): void {
+    this.#closed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /**
+   * Writes what is left now, synchronously (superseding a write in flight), and
+   * stays open: a reload about to open this file again in a new store must find
+   * every change on disk. Throws if that write fails.
+   */
+  sync(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.dirty && this.path !== undefined) this.#writeSync();
@@ -328,10 +344,12 @@ export class LeaseStore {
     } else if (ok) {
       this.writes++;
       this.#settle(true, v);
-    } // else superseded by close()'s synchronous write, which settled for it
+    } // else superseded by a synchronous write of the path (ours settled for it)
     // Changes made while it was in flight: the next write (after a failure only
     // for those, so that a broken disk is tried once per burst, not in a loop).
-    if (!this.#closed && this.#version > v) this.#schedule();
+    // Superseded by another store's write of the same path (a reload's): write ours again.
+    const superseded = err === undefined && !ok && this.#durable < v;
+    if (!this.#closed && (this.#version > v || superseded)) this.#schedule();
   }
 
   #writeSync(): void {

@@ -113,7 +113,7 @@ import {
   BOOTREPLY, BOOTREQUEST, DHCP_DEFAULT_MAX_MESSAGE, DhcpMsg, DhcpWriter, FLAG_BROADCAST, IP_UDP_HLEN, Opt,
   encodeClasslessRoutes, parseDhcp, type ClasslessRoute, type DhcpMessage,
 } from './wire.js';
-import { clientKey, type Lease, type LeaseStore } from './leases.js';
+import { LeaseStore, clientKey, type Lease } from './leases.js';
 
 export const DHCP_DEFAULTS = {
   leaseTimeSec: 3600,
@@ -345,17 +345,17 @@ const prefixMask = (len: number): number => (len === 0 ? 0 : (0xffffffff << (32 
 export class DhcpServer {
   readonly counters: DhcpCounters = newDhcpCounters();
 
-  readonly #cfg: DhcpServerConfig;
+  #cfg: DhcpServerConfig;
   readonly #store: LeaseStore;
   readonly #mask: number;
   readonly #broadcastIp: number;
   readonly #ranges: Array<readonly [number, number]>;
-  readonly #poolSize: number;
-  readonly #leaseMs: number;
-  readonly #offerHoldMs: number;
-  readonly #declineHoldMs: number;
-  readonly #router: number;
-  readonly #routes121: Uint8Array | undefined;
+  #poolSize: number;
+  #leaseMs: number;
+  #offerHoldMs: number;
+  #declineHoldMs: number;
+  #router: number;
+  #routes121: Uint8Array | undefined;
   readonly #resByMac = new Map<number, DhcpReservation>();
   readonly #resByIp = new Map<number, DhcpReservation>();
   readonly #offers = new Map<string, Offer>();
@@ -470,6 +470,17 @@ export class DhcpServer {
    * Writes what the lease file still lacks, synchronously, and sends the ACKs that
    * were waiting for it (or drops them if it fails): the router is going away.
    */
+  /** Writes the lease file now (LeaseStore.sync): before a reload opens it in a new server. Throws if that fails. */
+  sync(): void {
+    if (!this.#closed) this.#store.sync();
+  }
+
+  /** Closes without writing and without sending what is held (a server a refused reload prepared). */
+  discard(): void {
+    this.#closed = true;
+    this.#store.discard();
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -1019,5 +1030,43 @@ export class DhcpServer {
   #inPool(ip: number): boolean {
     for (const [s, e] of this.#ranges) if (ip >= s && ip <= e) return true;
     return false;
+  }
+
+  // --- reconfiguration in place (issue 12: reload and `dhcp reservation`) ----
+  // Kept apart from the rest: it only swaps the config-derived fields above.
+
+  /**
+   * Applies a new config without losing state: leases, offers, declined and
+   * remembered addresses and counters stay. The subnet and the server address are
+   * fixed (the daemon rebuilds the network for those). The config is validated
+   * whole first, by the constructor on a scratch store (DhcpConfigError, nothing
+   * changed). Unlike at construction, no lease is dropped: one the new config no
+   * longer allows (outside the new pools, or on an address now reserved for another
+   * client) stays until it expires or its client moves on (its renewal is NAKed,
+   * RFC 2131 4.3.2), so its address is given to no one else meanwhile. Offers the
+   * new config does not allow are withdrawn.
+   */
+  reconfigure(config: DhcpServerConfig, now: number): void {
+    const c = this.#cfg;
+    if (config.subnet !== c.subnet || config.prefixLen !== c.prefixLen || config.serverIp !== c.serverIp) {
+      throw new DhcpConfigError(`DHCP network ${c.name}: the subnet and server address cannot change in place`);
+    }
+    const next = new DhcpServer(config, LeaseStore.inMemory(config.name), now);
+    this.#cfg = next.#cfg;
+    this.#ranges.splice(0, this.#ranges.length, ...next.#ranges);
+    this.#poolSize = next.#poolSize;
+    this.#leaseMs = next.#leaseMs;
+    this.#offerHoldMs = next.#offerHoldMs;
+    this.#declineHoldMs = next.#declineHoldMs;
+    this.#router = next.#router;
+    this.#routes121 = next.#routes121;
+    this.#resByMac.clear();
+    for (const [k, v] of next.#resByMac) this.#resByMac.set(k, v);
+    this.#resByIp.clear();
+    for (const [k, v] of next.#resByIp) this.#resByIp.set(k, v);
+    if (this.#cursor >= this.#poolSize) this.#cursor = -1;
+    for (const [key, o] of [...this.#offers]) {
+      if (!this.#usable(o.ip, { key, mac: o.mac }, now)) this.#dropOffer(key);
+    }
   }
 }

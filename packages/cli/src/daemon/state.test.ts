@@ -1,0 +1,278 @@
+/*
+ * The runtime-state model (state.ts): the overlay of CLI changes over the config
+ * file, the one conflict rule (an entry whose base the file changed is dropped),
+ * the plan from one running state to the next, router edits in place vs rebuilds,
+ * and runtime.json parsing. On main none of this exists: CLI changes were lost at
+ * restart and a reload compared the file with the running state.
+ */
+import { describe, expect, it } from 'vitest';
+import { mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigSchema, type Config } from '../config.js';
+import {
+  canonSpec, effective, emptyDesired, emptyOverlay, fdbKey, loadOverlay, parseOverlay, planChanges, rebase, resKey, routerDiff,
+  saveOverlay, serializeOverlay, withEntry, type Overlay,
+} from './state.js';
+
+function cfg(extra: Record<string, unknown> = {}): Config {
+  return ConfigSchema.parse({
+    bridges: {
+      br0: {
+        ports: {
+          vm1: { type: 'tap', vlan: { mode: 'access', vid: 10 } },
+          vm2: { type: 'tap', vlan: { mode: 'access', vid: 10 } },
+        },
+        fdb: [{ mac: '02:00:00:00:00:01', port: 'vm1' }],
+      },
+    },
+    routers: {
+      r0: {
+        networks: {
+          net10: {
+            bridge: 'br0', vlan: 10, address: '10.0.10.1/24',
+            dhcp: { pool: ['10.0.10.100-10.0.10.199'], reservations: [{ mac: '02:00:00:00:00:50', ip: '10.0.10.50' }] },
+          },
+        },
+      },
+    },
+    ...extra,
+  });
+}
+
+/** The same file with one change made by `edit` to its raw object. */
+function edited(edit: (raw: any) => void): Config {
+  const raw: any = {
+    bridges: {
+      br0: {
+        ports: { vm1: { type: 'tap', vlan: { mode: 'access', vid: 10 } }, vm2: { type: 'tap', vlan: { mode: 'access', vid: 10 } } },
+        fdb: [{ mac: '02:00:00:00:00:01', port: 'vm1' }],
+      },
+    },
+    routers: {
+      r0: {
+        networks: {
+          net10: {
+            bridge: 'br0', vlan: 10, address: '10.0.10.1/24',
+            dhcp: { pool: ['10.0.10.100-10.0.10.199'], reservations: [{ mac: '02:00:00:00:00:50', ip: '10.0.10.50' }] },
+          },
+        },
+      },
+    },
+  };
+  edit(raw);
+  return ConfigSchema.parse(raw);
+}
+
+const tap = (vid: number) => canonSpec({ type: 'tap', vlan: { mode: 'access', vid } });
+
+describe('effective running state = file + overlay', () => {
+  it('an empty overlay gives the file, every object from "config"', () => {
+    const { desired, notes } = effective(cfg(), emptyOverlay());
+    expect([...desired.bridges.keys()]).toEqual(['br0']);
+    expect(desired.bridges.get('br0')!.source).toBe('config');
+    expect([...desired.ports.keys()]).toEqual(['vm1', 'vm2']);
+    expect([...desired.fdb.values()]).toEqual([{ bridge: 'br0', vid: 10, mac: '02:00:00:00:00:01', port: 'vm1', source: 'config' }]);
+    expect([...desired.reservations.values()].map((r) => [r.mac, r.ip, r.source])).toEqual([['02:00:00:00:00:50', '10.0.10.50', 'config']]);
+    expect(notes).toEqual([]);
+  });
+
+  it('runtime bridges, ports, VLANs, static entries, ageing and reservations apply with their source', () => {
+    const f = cfg();
+    let ov = withEntry(emptyOverlay(), f, 'bridges', 'br9', { ageing: 60, maxMacs: 100 });
+    ov = withEntry(ov, f, 'ports', 'vm9', { bridge: 'br9', spec: tap(20) });
+    ov = withEntry(ov, f, 'vlans', 'vm2', { mode: 'access', vid: 30 });
+    ov = withEntry(ov, f, 'ageing', 'br0', 17);
+    ov = withEntry(ov, f, 'fdb', fdbKey('br9', 20, '02:00:00:00:00:09'), 'vm9');
+    ov = withEntry(ov, f, 'reservations', resKey('net10', '02:00:00:00:00:51'), { ip: '10.0.10.51', hostname: 'web' });
+    const { desired, notes } = effective(f, ov);
+    expect(notes).toEqual([]);
+    expect(desired.bridges.get('br9')).toMatchObject({ ageing: 60, maxMacs: 100, source: 'runtime' });
+    expect(desired.bridges.get('br0')).toMatchObject({ ageing: 17, source: 'config', overrides: ['ageing'] });
+    expect(desired.ports.get('vm9')).toMatchObject({ bridge: 'br9', source: 'runtime' });
+    expect(desired.ports.get('vm2')).toMatchObject({ source: 'config', overrides: ['vlan'], spec: { vlan: { mode: 'access', vid: 30 } } });
+    expect(desired.fdb.get(fdbKey('br9', 20, '02:00:00:00:00:09'))).toMatchObject({ port: 'vm9', source: 'runtime' });
+    expect(desired.routers.get('r0')!.networks.net10.dhcp!.reservations).toEqual([
+      { mac: '02:00:00:00:00:50', ip: '10.0.10.50' },
+      { mac: '02:00:00:00:00:51', ip: '10.0.10.51', hostname: 'web' },
+    ]);
+  });
+
+  it('delbr/delif/fdb del of file objects are tombstones; a change back to the file\'s value leaves no entry', () => {
+    const f = cfg();
+    let ov = withEntry(emptyOverlay(), f, 'ports', 'vm2', null);
+    ov = withEntry(ov, f, 'fdb', fdbKey('br0', 10, '02:00:00:00:00:01'), null);
+    expect(effective(f, ov).desired.ports.has('vm2')).toBe(false);
+    expect(effective(f, ov).desired.fdb.size).toBe(0);
+    // Reverted: addif with the file's spec, fdb add of the file's entry, setageing to the file's value.
+    ov = withEntry(ov, f, 'ports', 'vm2', { bridge: 'br0', spec: tap(10) });
+    ov = withEntry(ov, f, 'fdb', fdbKey('br0', 10, '02:00:00:00:00:01'), 'vm1');
+    ov = withEntry(ov, f, 'ageing', 'br0', 300);
+    expect(serializeOverlay(ov)).toBe(serializeOverlay(emptyOverlay()));
+    expect(effective(f, ov).desired.ports.get('vm2')!.source).toBe('config');
+  });
+
+  it('the file changing a setting the CLI changed wins; settings it did not change keep the CLI\'s', () => {
+    const f = cfg();
+    let ov = withEntry(emptyOverlay(), f, 'vlans', 'vm1', { mode: 'access', vid: 30 });
+    ov = withEntry(ov, f, 'vlans', 'vm2', { mode: 'access', vid: 40 });
+    ov = withEntry(ov, f, 'ageing', 'br0', 17);
+    const f2 = edited((raw) => { raw.bridges.br0.ports.vm1.vlan.vid = 20; });
+    const r = rebase(ov, f2);
+    expect(Object.keys(r.overlay.vlans)).toEqual(['vm2']);
+    expect(r.notes.join()).toMatch(/vlans vm1: the config file changed it/);
+    const { desired } = effective(f2, ov);
+    expect(desired.ports.get('vm1')!.spec.vlan).toEqual({ mode: 'access', vid: 20 });
+    expect(desired.ports.get('vm2')!.spec.vlan).toEqual({ mode: 'access', vid: 40 });
+    expect(desired.bridges.get('br0')!.ageing).toBe(17);
+  });
+
+  it('the file defining an object the CLI made adopts it; a file edit brings back an object delif removed', () => {
+    const f = cfg();
+    let ov = withEntry(emptyOverlay(), f, 'ports', 'vm9', { bridge: 'br0', spec: tap(10) });
+    ov = withEntry(ov, f, 'ports', 'vm2', null);
+    const f2 = edited((raw) => {
+      raw.bridges.br0.ports.vm9 = { type: 'tap', vlan: { mode: 'access', vid: 10 }, maxMacs: 4 };
+      raw.bridges.br0.ports.vm2.maxMacs = 8;
+    });
+    const { desired, overlay } = effective(f2, ov);
+    expect(desired.ports.get('vm9')).toMatchObject({ source: 'config', spec: { maxMacs: 4 } });
+    expect(desired.ports.get('vm2')).toMatchObject({ source: 'config', spec: { maxMacs: 8 } });
+    expect(overlay.ports).toEqual({});
+    // The file unchanged: the tombstone holds.
+    expect(effective(f, ov).desired.ports.has('vm2')).toBe(false);
+  });
+
+  it('drops what cannot apply any more, with a note: a port without its bridge, an entry out of its VLAN, a clashing reservation', () => {
+    const f = cfg();
+    let ov = withEntry(emptyOverlay(), f, 'bridges', 'br9', { ageing: 300, maxMacs: 8192 });
+    ov = withEntry(ov, f, 'ports', 'vm9', { bridge: 'br9', spec: tap(20) });
+    ov = withEntry(ov, f, 'fdb', fdbKey('br0', 30, '02:00:00:00:00:07'), 'vm1');
+    ov = withEntry(ov, f, 'reservations', resKey('net10', '02:00:00:00:00:52'), { ip: '10.0.10.52' });
+    ov = withEntry(ov, f, 'ports', 'net10', { bridge: 'br0', spec: tap(10) });
+    ov = withEntry(ov, f, 'bridges', 'br9', null);
+    const f2 = edited((raw) => { raw.routers.r0.networks.net10.dhcp.reservations.push({ mac: '02:00:00:00:00:53', ip: '10.0.10.52' }); });
+    const { desired, overlay, notes } = effective(f2, ov);
+    expect(desired.ports.has('vm9')).toBe(false);
+    expect(desired.ports.has('net10')).toBe(false);
+    expect(desired.fdb.has(fdbKey('br0', 30, '02:00:00:00:00:07'))).toBe(false);
+    expect(desired.reservations.get(resKey('net10', '02:00:00:00:00:52'))).toBeUndefined();
+    expect(notes.join('\n')).toMatch(/vm9: dropped, its bridge br9 is gone/);
+    expect(notes.join('\n')).toMatch(/net10: dropped, the name is a network of router r0/);
+    expect(notes.join('\n')).toMatch(/10\.0\.10\.52 is reserved for 02:00:00:00:00:53/);
+    expect(overlay.ports).toEqual({});
+    expect(overlay.fdb).toEqual({});
+    expect(overlay.reservations).toEqual({});
+  });
+
+  it('a bridge a router network of the file sits on cannot stay deleted', () => {
+    const f = cfg();
+    const ov = withEntry(emptyOverlay(), f, 'bridges', 'br0', null);
+    const { desired, notes } = effective(f, ov);
+    expect(desired.bridges.has('br0')).toBe(true);
+    expect(notes.join()).toMatch(/router network/);
+  });
+});
+
+describe('planChanges: only what differs', () => {
+  it('the same state twice: nothing to do (a reload of an unchanged file touches nothing)', () => {
+    const f = cfg();
+    const ov = withEntry(withEntry(emptyOverlay(), f, 'ports', 'vm9', { bridge: 'br0', spec: tap(10) }), f, 'vlans', 'vm1', { mode: 'access', vid: 20 });
+    const a = effective(f, ov).desired;
+    const b = effective(f, ov).desired;
+    const p = planChanges(a, b);
+    expect([p.bridgesAdd, p.bridgesDel, p.bridgesSet, p.portsAdd, p.portsDel, p.portsSet, p.fdbAdd, p.fdbDel].flat()).toEqual([]);
+  });
+
+  it('VLAN changes in place, kind changes recreate, removed and failed ports', () => {
+    const f = cfg();
+    const a = effective(f, emptyOverlay()).desired;
+    let ov = withEntry(emptyOverlay(), f, 'vlans', 'vm1', { mode: 'access', vid: 20 });
+    ov = withEntry(ov, f, 'ports', 'vm2', { bridge: 'br0', spec: canonSpec({ type: 'tap', persistent: true, vlan: { mode: 'access', vid: 10 } }) });
+    ov = withEntry(ov, f, 'ports', 'vm9', { bridge: 'br0', spec: tap(10) });
+    const b = effective(f, ov).desired;
+    const p = planChanges(a, b);
+    expect(p.portsSet).toEqual(['vm1']);
+    expect(p.portsDel).toEqual(['vm2']);
+    expect(p.portsAdd.sort()).toEqual(['vm2', 'vm9']);
+    expect([...p.recreate]).toEqual(['vm2']);
+    // vm1 left VLAN 10: its static entry goes.
+    expect(p.fdbDel.map((x) => x.port)).toEqual(['vm1']);
+    // A port that failed is opened again when still wanted, not "removed".
+    const q = planChanges(b, b, new Set(['vm9']));
+    expect(q.portsAdd).toEqual(['vm9']);
+    expect([...q.retry]).toEqual(['vm9']);
+    expect(q.portsDel).toEqual([]);
+  });
+
+  it('from nothing: every bridge, port and entry is added (the start)', () => {
+    const p = planChanges(emptyDesired(), effective(cfg(), emptyOverlay()).desired);
+    expect(p.bridgesAdd).toEqual(['br0']);
+    expect(p.portsAdd).toEqual(['vm1', 'vm2']);
+    expect(p.fdbAdd).toHaveLength(1);
+  });
+});
+
+describe('routerDiff: in place or rebuilt', () => {
+  const base = cfg().routers.r0;
+  const with_ = (edit: (raw: any) => void) => edited(edit).routers.r0;
+
+  it('DHCP options, pools, reservations, lease time, limits, forwards and rate limits change in place', () => {
+    expect(routerDiff(base, base)).toEqual({ dhcp: [], forwards: false, limits: false });
+    expect(routerDiff(base, with_((raw) => { raw.routers.r0.limits = { arp: 5 }; }))).toEqual({ dhcp: [], forwards: false, limits: true });
+    const r = with_((raw) => {
+      Object.assign(raw.routers.r0.networks.net10.dhcp, { dns: ['192.0.2.53'], leaseTime: 600, maxLeasesPerPort: 2, pool: ['10.0.10.100-10.0.10.220'] });
+    });
+    expect(routerDiff(base, r)).toEqual({ dhcp: ['net10'], forwards: false, limits: false });
+    const f = with_((raw) => {
+      raw.routers.r0.uplink = { interface: 'eth1', address: '192.0.2.2/24' };
+      raw.routers.r0.forwards = [{ proto: 'tcp', port: 80, to: '10.0.10.5:80' }];
+    });
+    const f2 = with_((raw) => {
+      raw.routers.r0.uplink = { interface: 'eth1', address: '192.0.2.2/24' };
+      raw.routers.r0.forwards = [{ proto: 'tcp', port: 81, to: '10.0.10.5:80' }];
+    });
+    expect(routerDiff(f, f2)).toEqual({ dhcp: [], forwards: true, limits: false });
+  });
+
+  it('uplink, NAT limits, interconnect, networks and a network\'s bridge/VLAN/address rebuild', () => {
+    expect(routerDiff(base, with_((raw) => { raw.routers.r0.uplink = { interface: 'eth1', address: 'dhcp' }; })).rebuild).toBe('uplink');
+    expect(routerDiff(base, with_((raw) => { raw.routers.r0.nat = { maxSessions: 10 }; })).rebuild).toBe('nat');
+    expect(routerDiff(base, with_((raw) => { raw.routers.r0.networks.net10.vlan = 11; })).rebuild).toBe('networks.net10.vlan');
+    expect(routerDiff(base, with_((raw) => { raw.routers.r0.networks.net10.address = '10.0.11.1/24'; raw.routers.r0.networks.net10.dhcp = undefined; })).rebuild)
+      .toBe('networks.net10.address');
+    expect(routerDiff(base, with_((raw) => { raw.routers.r0.networks.net11 = { bridge: 'br0', vlan: 11, address: '10.0.11.1/24' }; })).rebuild).toBe('networks');
+  });
+});
+
+describe('runtime.json', () => {
+  it('round-trips, and refuses what it cannot trust', () => {
+    const f = cfg();
+    let ov: Overlay = withEntry(emptyOverlay(), f, 'bridges', 'br9', { ageing: 60, maxMacs: 100 });
+    ov = withEntry(ov, f, 'ports', 'vm2', null);
+    ov = withEntry(ov, f, 'fdb', fdbKey('br0', 10, '02:00:00:00:00:09'), 'vm2');
+    expect(serializeOverlay(parseOverlay(serializeOverlay(ov)))).toBe(serializeOverlay(ov));
+    expect(() => parseOverlay('{')).toThrow(/not valid JSON/);
+    expect(() => parseOverlay('{"version":2}')).toThrow(/unsupported version 2/);
+    expect(() => parseOverlay('{"version":1,"ports":{"a":{"value":{"bridge":"b","spec":{"type":"nic"}},"base":null}}}')).toThrow(/ports a: bad port/);
+    expect(() => parseOverlay('{"version":1,"fdb":{"br0/5000/02:00:00:00:00:01":{"value":"a","base":null}}}')).toThrow(/bad key/);
+    expect(() => parseOverlay('{"version":1,"vlans":{"a":{"value":{"mode":"access","vid":9999},"base":null}}}')).toThrow(/bad VLAN/);
+  });
+
+  it('a bad or symlinked file is moved aside and the start goes on from the file alone', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vsw-state-'));
+    writeFileSync(join(dir, 'runtime.json'), '{"version":1,"ports":');
+    const r = loadOverlay(dir);
+    expect(r.error).toMatch(/runtime\.json: not valid JSON/);
+    expect(serializeOverlay(r.overlay)).toBe(serializeOverlay(emptyOverlay()));
+    expect(readdirSync(dir).some((n) => n.startsWith('runtime.json.bad-'))).toBe(true);
+    const target = join(mkdtempSync(join(tmpdir(), 'vsw-target-')), 'x.json');
+    writeFileSync(target, 'precious');
+    symlinkSync(target, join(dir, 'runtime.json'));
+    expect(loadOverlay(dir).error).toMatch(/symlink/);
+    expect(readFileSync(target, 'utf8')).toBe('precious');
+    const ov = withEntry(emptyOverlay(), cfg(), 'bridges', 'br9', { ageing: 60, maxMacs: 100 });
+    saveOverlay(dir, ov);
+    expect(serializeOverlay(loadOverlay(dir).overlay)).toBe(serializeOverlay(ov));
+  });
+});

@@ -1,0 +1,609 @@
+/*
+ * Runtime state: what the CLI changed, kept in the state directory
+ * (`runtime.json`, written atomically by state-file.ts) so that it comes back after
+ * a restart, and the model that combines it with the config file. Pure: no I/O
+ * besides load/save at the bottom, no daemon objects; service.ts executes what
+ * this module decides.
+ *
+ * Model: running state = the config file's objects + a runtime overlay. The
+ * overlay holds one entry per object or setting the CLI made differ from the file:
+ *   bridges       a bridge made by `addbr` (its settings), or a file bridge removed by `delbr` (null)
+ *   ageing        a file bridge's ageing set by `setageing`
+ *   ports         a port made by `addif` (bridge and spec), or a file port removed by `delif` (null)
+ *   vlans         a file port's VLAN membership after `vlan add|del` (the whole membership)
+ *   fdb           a static entry made by `fdb add` (its port), or a file entry removed by `fdb del` (null),
+ *                 keyed bridge/VID/MAC
+ *   reservations  a DHCP reservation made by `dhcp reservation add`, or a file one removed (null), keyed network/MAC
+ * (Runtime port forwards keep their own file, forwards-<router>.json, see routers.ts.)
+ *
+ * Every entry also records `base`: the file's value of the same thing when the
+ * entry was made (null: the file did not have it). One rule settles every
+ * conflict: when the file's current value differs from an entry's base, the file
+ * changed that setting since, and the file wins: the entry is dropped, at start and
+ * at reload alike. So:
+ *   - the file later defines an object the CLI made (a bridge, a port, a
+ *     reservation): the file's definition applies and the object becomes the
+ *     file's (a port whose kind is unchanged keeps its device: the VM stays up);
+ *   - `delbr`/`delif` of a file object keeps it deleted across reloads and
+ *     restarts until the file changes that object (then it comes back as the file
+ *     says); `addbr`/`addif` with the file's definition brings it back as the file's;
+ *     `delbr` also deletes the bridge's ports (each one's own entry), as the kernel's
+ *     bridge does, so `addbr` of a deleted file bridge brings it back empty;
+ *   - a CLI change reverted (back to the file's value) leaves no entry.
+ * An entry that can no longer apply (a port whose bridge the file removed, a static
+ * entry whose VLAN the port left, a reservation outside its network's new subnet,
+ * a runtime port named like a router network) is dropped too, with a note for the log.
+ */
+import { VlanPolicy, type VlanSpec, formatMac, parseIp4, parseMac } from '@vswitch/switch';
+import { ensureStateDir, readStateFile, writeStateFile } from '@vswitch/nat';
+import { renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Config, type RouterConfig, maskOf, parseCidr } from '../config.js';
+import { type AddPortSpec, portSpec } from './service.js';
+
+export const RUNTIME_FILE = 'runtime.json';
+export const RUNTIME_VERSION = 1;
+
+export type Source = 'config' | 'runtime';
+export interface BridgeSettings { ageing: number; maxMacs: number }
+export interface PortDef { bridge: string; spec: AddPortSpec }
+export interface ReservationDef { ip: string; hostname?: string }
+export interface Entry<T> { value: T; base: unknown }
+
+export interface Overlay {
+  bridges: Record<string, Entry<BridgeSettings | null>>;
+  ageing: Record<string, Entry<number>>;
+  ports: Record<string, Entry<PortDef | null>>;
+  vlans: Record<string, Entry<VlanSpec>>;
+  fdb: Record<string, Entry<string | null>>;
+  reservations: Record<string, Entry<ReservationDef | null>>;
+}
+export type Kind = keyof Overlay;
+export const KINDS: readonly Kind[] = ['bridges', 'ageing', 'ports', 'vlans', 'fdb', 'reservations'];
+
+export const BRIDGE_DEFAULTS: BridgeSettings = { ageing: 300, maxMacs: 8192 };
+
+export function emptyOverlay(): Overlay {
+  return { bridges: {}, ageing: {}, ports: {}, vlans: {}, fdb: {}, reservations: {} };
+}
+
+export function overlaySize(ov: Overlay): number {
+  return KINDS.reduce((n, k) => n + Object.keys(ov[k]).length, 0);
+}
+
+/* ---------- canonical values: one spelling per meaning, so "equal" means equal ---------- */
+
+/** JSON with sorted keys and no undefined members. */
+export function stable(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(stable);
+  if (v !== null && typeof v === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(v).sort()) {
+      const x = (v as Record<string, unknown>)[k];
+      if (x !== undefined) out[k] = stable(x);
+    }
+    return out;
+  }
+  return v;
+}
+
+export function same(a: unknown, b: unknown): boolean {
+  return JSON.stringify(stable(a ?? null)) === JSON.stringify(stable(b ?? null));
+}
+
+export function canonVlan(spec: VlanSpec | undefined): VlanSpec {
+  return (spec === undefined ? VlanPolicy.defaultAccess() : VlanPolicy.from(spec)).toSpec();
+}
+
+/** A port spec with defaults spelled out: persistent false, offload true, maxMacs 0, mode "0NNN", VLAN canonical. */
+export function canonSpec(s: AddPortSpec): AddPortSpec {
+  const out = stable({
+    ...s,
+    persistent: s.type === 'socket' ? undefined : s.persistent ?? false,
+    offload: s.type === 'socket' ? undefined : s.offload ?? true,
+    maxMacs: s.maxMacs ?? 0,
+    mode: s.mode === undefined ? undefined : s.mode.padStart(4, '0'),
+    connect: s.type === 'socket' ? s.connect ?? false : undefined,
+    vlan: canonVlan(s.vlan),
+  }) as AddPortSpec;
+  return out;
+}
+
+/** The fields a port cannot change in place: a difference recreates it (closes its device, opens a new one). */
+export const PORT_KIND_KEYS = ['type', 'persistent', 'owner', 'group', 'offload', 'path', 'mode', 'connect'] as const;
+
+export function samePortKind(a: AddPortSpec, b: AddPortSpec): boolean {
+  const ca = canonSpec(a) as unknown as Record<string, unknown>;
+  const cb = canonSpec(b) as unknown as Record<string, unknown>;
+  return PORT_KIND_KEYS.every((k) => same(ca[k], cb[k]));
+}
+
+export function fdbKey(bridge: string, vid: number, mac: string): string {
+  return `${bridge}/${vid}/${formatMac(parseMac(mac))}`;
+}
+
+export function resKey(network: string, mac: string): string {
+  return `${network}/${formatMac(parseMac(mac))}`;
+}
+
+/* ---------- the file's value of each kind of entry ---------- */
+
+function filePort(file: Config, name: string): { bridge: string; spec: AddPortSpec } | undefined {
+  for (const [bname, b] of Object.entries(file.bridges)) {
+    const p = b.ports[name];
+    if (p !== undefined) return { bridge: bname, spec: canonSpec(portSpec(p)) };
+  }
+  return undefined;
+}
+
+function fileNetwork(file: Config, name: string): { router: string; net: RouterConfig['networks'][string] } | undefined {
+  for (const [rname, r] of Object.entries(file.routers)) {
+    const n = r.networks[name];
+    if (n !== undefined) return { router: rname, net: n };
+  }
+  return undefined;
+}
+
+/** Static entries of a file bridge, keyed as the overlay keys them (VID: the entry's, else the file port's PVID). */
+function fileFdb(file: Config, bname: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const b = file.bridges[bname];
+  if (b === undefined) return out;
+  for (const f of b.fdb) {
+    const p = b.ports[f.port];
+    const vid = f.vlan ?? (p === undefined ? 0 : VlanPolicy.from(canonVlan(p.vlan as VlanSpec | undefined)).pvid);
+    out.set(fdbKey(bname, vid, f.mac), f.port);
+  }
+  return out;
+}
+
+export function fileValue(file: Config, kind: Kind, key: string): unknown {
+  switch (kind) {
+    case 'bridges': {
+      const b = file.bridges[key];
+      return b === undefined ? null : { ageing: b.ageing, maxMacs: b.maxMacs };
+    }
+    case 'ageing':
+      return file.bridges[key]?.ageing ?? null;
+    case 'ports':
+      return filePort(file, key) ?? null;
+    case 'vlans': {
+      const p = filePort(file, key);
+      return p === undefined ? null : p.spec.vlan;
+    }
+    case 'fdb':
+      return fileFdb(file, key.split('/')[0]).get(key) ?? null;
+    case 'reservations': {
+      const [network, mac] = key.split('/');
+      const r = fileNetwork(file, network)?.net.dhcp?.reservations.find((x) => parseMac(x.mac) === parseMac(mac));
+      return r === undefined ? null : stable({ ip: r.ip, hostname: r.hostname });
+    }
+  }
+}
+
+/**
+ * The overlay with entry kind/key set to `value` (copy on write): kept with the
+ * file's current value as its base, or removed when `value` is the file's value.
+ */
+export function withEntry(ov: Overlay, file: Config, kind: Kind, key: string, value: unknown): Overlay {
+  const out = { ...ov, [kind]: { ...ov[kind] } } as Overlay;
+  const base = fileValue(file, kind, key);
+  const section = out[kind] as Record<string, Entry<unknown>>;
+  if (same(value, base)) delete section[key];
+  else section[key] = { value: stable(value), base: stable(base) };
+  return out;
+}
+
+export function withoutEntries(ov: Overlay, kind: Kind, drop: (key: string, e: Entry<unknown>) => boolean): Overlay {
+  const section = ov[kind] as Record<string, Entry<unknown>>;
+  const keep = Object.entries(section).filter(([k, e]) => !drop(k, e));
+  if (keep.length === Object.keys(section).length) return ov;
+  return { ...ov, [kind]: Object.fromEntries(keep) } as Overlay;
+}
+
+/** Drops the entries whose base no longer matches the file (the file changed that setting: it wins) or whose value now equals it. */
+export function rebase(ov: Overlay, file: Config): { overlay: Overlay; notes: string[] } {
+  const notes: string[] = [];
+  const out = emptyOverlay();
+  for (const kind of KINDS) {
+    for (const [key, e] of Object.entries(ov[kind] as Record<string, Entry<unknown>>)) {
+      const now = fileValue(file, kind, key);
+      if (!same(now, e.base)) {
+        notes.push(`${kind} ${key}: the config file changed it since the CLI did; the file's ${now === null ? 'removal' : 'value'} applies`);
+        continue;
+      }
+      if (same(now, e.value)) continue;
+      (out[kind] as Record<string, Entry<unknown>>)[key] = e;
+    }
+  }
+  return { overlay: out, notes };
+}
+
+/* ---------- the running state the daemon aims at ---------- */
+
+export interface DesiredBridge extends BridgeSettings { source: Source; overrides: string[] }
+export interface DesiredPort extends PortDef { source: Source; overrides: string[] }
+export interface DesiredFdb { bridge: string; vid: number; mac: string; port: string; source: Source }
+export interface DesiredReservation { network: string; mac: string; ip: string; hostname?: string; source: Source }
+
+export interface Desired {
+  bridges: Map<string, DesiredBridge>;
+  ports: Map<string, DesiredPort>;
+  /** Static MAC entries by fdbKey. */
+  fdb: Map<string, DesiredFdb>;
+  /** The file's routers, each network's DHCP reservations being the effective ones (file + CLI). */
+  routers: Map<string, RouterConfig>;
+  reservations: Map<string, DesiredReservation>;
+}
+
+export function emptyDesired(): Desired {
+  return { bridges: new Map(), ports: new Map(), fdb: new Map(), routers: new Map(), reservations: new Map() };
+}
+
+/**
+ * The running state for `file` and `ov`: the overlay rebased on the file, cleaned
+ * of entries that cannot apply, and notes saying what was dropped and why.
+ */
+export function effective(file: Config, ovIn: Overlay): { desired: Desired; overlay: Overlay; notes: string[] } {
+  const rb = rebase(ovIn, file);
+  const notes = rb.notes;
+  let ov = rb.overlay;
+  const d = emptyDesired();
+  const networks = new Map<string, { router: string; bridge: string }>();
+  for (const [rname, r] of Object.entries(file.routers)) {
+    for (const [nname, n] of Object.entries(r.networks)) networks.set(nname, { router: rname, bridge: n.bridge });
+  }
+  const neededBridges = new Set([...networks.values()].map((n) => n.bridge));
+
+  // Bridges.
+  for (const [name, b] of Object.entries(file.bridges)) {
+    d.bridges.set(name, { ageing: b.ageing, maxMacs: b.maxMacs, source: 'config', overrides: [] });
+  }
+  for (const [name, e] of Object.entries(ov.ageing)) {
+    const b = d.bridges.get(name);
+    if (b !== undefined) {
+      b.ageing = e.value;
+      b.overrides.push('ageing');
+    }
+  }
+  for (const [name, e] of Object.entries(ov.bridges)) {
+    if (e.value === null) {
+      if (neededBridges.has(name)) {
+        notes.push(`bridge ${name}: a router network of the config file is on it; it is not deleted`);
+        ov = withoutEntries(ov, 'bridges', (k) => k === name);
+        continue;
+      }
+      d.bridges.delete(name);
+    } else {
+      d.bridges.set(name, { ...e.value, source: 'runtime', overrides: [] });
+    }
+  }
+
+  // Ports.
+  for (const [bname, b] of Object.entries(file.bridges)) {
+    for (const [pname, p] of Object.entries(b.ports)) {
+      d.ports.set(pname, { bridge: bname, spec: canonSpec(portSpec(p)), source: 'config', overrides: [] });
+    }
+  }
+  for (const [name, e] of Object.entries(ov.vlans)) {
+    const p = d.ports.get(name);
+    if (p !== undefined) {
+      p.spec = { ...p.spec, vlan: e.value };
+      p.overrides.push('vlan');
+    }
+  }
+  for (const [name, e] of Object.entries(ov.ports)) {
+    if (e.value === null) d.ports.delete(name);
+    else d.ports.set(name, { bridge: e.value.bridge, spec: canonSpec(e.value.spec), source: 'runtime', overrides: [] });
+  }
+  for (const [name, p] of [...d.ports]) {
+    const why = !d.bridges.has(p.bridge) ? `its bridge ${p.bridge} is gone`
+      : networks.has(name) ? `the name is a network of router ${networks.get(name)!.router} in the config file` : undefined;
+    if (why === undefined) continue;
+    d.ports.delete(name);
+    if (p.source === 'runtime') {
+      notes.push(`port ${name}: dropped, ${why}`);
+      ov = withoutEntries(ov, 'ports', (k) => k === name);
+    }
+  }
+
+  // Static MAC entries.
+  for (const bname of Object.keys(file.bridges)) {
+    for (const [key, port] of fileFdb(file, bname)) {
+      const [, vid, mac] = key.split('/');
+      d.fdb.set(key, { bridge: bname, vid: Number(vid), mac, port, source: 'config' });
+    }
+  }
+  for (const [key, e] of Object.entries(ov.fdb)) {
+    const [bridge, vid, mac] = key.split('/');
+    if (e.value === null) d.fdb.delete(key);
+    else d.fdb.set(key, { bridge, vid: Number(vid), mac, port: e.value, source: 'runtime' });
+  }
+  for (const [key, f] of [...d.fdb]) {
+    const p = d.ports.get(f.port);
+    if (p !== undefined && p.bridge === f.bridge && VlanPolicy.from(p.spec.vlan ?? canonVlan(undefined)).isMember(f.vid)) continue;
+    d.fdb.delete(key);
+    if (f.source === 'runtime') {
+      notes.push(`fdb ${f.mac} vlan ${f.vid}: dropped, port ${f.port} is not in VLAN ${f.vid} of bridge ${f.bridge}`);
+      ov = withoutEntries(ov, 'fdb', (k) => k === key);
+    }
+  }
+
+  // DHCP reservations: the file's first, then the CLI's that still fit.
+  const resOf = new Map<string, DesiredReservation[]>();
+  for (const [nname] of networks) {
+    const n = fileNetwork(file, nname)!.net;
+    const list = (n.dhcp?.reservations ?? []).map((r): DesiredReservation => ({
+      network: nname, mac: formatMac(parseMac(r.mac)), ip: r.ip, hostname: r.hostname, source: 'config',
+    }));
+    resOf.set(nname, list);
+  }
+  for (const [key, e] of Object.entries(ov.reservations)) {
+    const [nname, mac] = key.split('/');
+    const list = resOf.get(nname);
+    const drop = (why: string): void => {
+      notes.push(`reservation ${mac} in ${nname}: dropped, ${why}`);
+      ov = withoutEntries(ov, 'reservations', (k) => k === key);
+    };
+    if (list === undefined) { drop('no such network in the config file'); continue; }
+    const i = list.findIndex((r) => parseMac(r.mac) === parseMac(mac));
+    if (e.value === null) {
+      if (i >= 0) list.splice(i, 1);
+      continue;
+    }
+    const net = fileNetwork(file, nname)!.net;
+    if (net.dhcp === undefined) { drop('the network has no DHCP server'); continue; }
+    const why = reservationProblem(net.address, e.value.ip);
+    if (why !== undefined) { drop(why); continue; }
+    const other = list.find((r) => r.ip === e.value!.ip && parseMac(r.mac) !== parseMac(mac));
+    if (other !== undefined) { drop(`${e.value.ip} is reserved for ${other.mac}`); continue; }
+    const r: DesiredReservation = { network: nname, mac: formatMac(parseMac(mac)), ip: e.value.ip, hostname: e.value.hostname, source: 'runtime' };
+    if (i >= 0) list[i] = r;
+    else list.push(r);
+  }
+  for (const list of resOf.values()) for (const r of list) d.reservations.set(resKey(r.network, r.mac), r);
+
+  for (const [rname, r] of Object.entries(file.routers)) {
+    const rc = structuredClone(r);
+    for (const [nname, n] of Object.entries(rc.networks)) {
+      if (n.dhcp !== undefined) {
+        n.dhcp.reservations = (resOf.get(nname) ?? []).map((x) => stable({ mac: x.mac, ip: x.ip, hostname: x.hostname }) as typeof n.dhcp.reservations[number]);
+      }
+    }
+    d.routers.set(rname, rc);
+  }
+  return { desired: d, overlay: ov, notes };
+}
+
+/** Why `ip` cannot be reserved in a network with gateway/prefix `cidr`, or undefined. */
+export function reservationProblem(cidr: string, ipText: string): string | undefined {
+  const c = parseCidr(cidr)!;
+  const ip = parseIp4(ipText);
+  if (ip < 0) return `${ipText} is not an IPv4 address`;
+  const net = maskOf(c.ip, c.prefix);
+  const bcast = (net | ~((0xffffffff << (32 - c.prefix)) >>> 0)) >>> 0;
+  if (maskOf(ip, c.prefix) !== net) return `${ipText} is outside the network ${cidr}`;
+  if (ip === c.ip) return `${ipText} is the gateway's own address`;
+  if (ip === net || ip === bcast) return `${ipText} is the network's ${ip === net ? 'network' : 'broadcast'} address`;
+  return undefined;
+}
+
+/* ---------- from one running state to another ---------- */
+
+export interface Plan {
+  bridgesDel: string[];
+  bridgesAdd: string[];
+  /** Bridges whose ageing or MAC table size changes. */
+  bridgesSet: string[];
+  /** Ports removed, recreated ones included (closed first, then opened anew). */
+  portsDel: string[];
+  /** Ports opened: new, recreated (`recreate`), or retried after they failed (`retry`). */
+  portsAdd: string[];
+  recreate: Set<string>;
+  retry: Set<string>;
+  /** Ports changed in place (VLANs, limits, guards): the device and its counters stay. */
+  portsSet: string[];
+  fdbDel: DesiredFdb[];
+  fdbAdd: DesiredFdb[];
+}
+
+/**
+ * What changes from `prev` to `next` (bridges, ports, static entries; routers are
+ * compared by routerDiff). `failed`: ports of `prev` that are not running (they
+ * could not be opened): they are opened again if `next` still wants them.
+ */
+export function planChanges(prev: Desired, next: Desired, failed: ReadonlySet<string> = new Set()): Plan {
+  const p: Plan = {
+    bridgesDel: [], bridgesAdd: [], bridgesSet: [], portsDel: [], portsAdd: [], recreate: new Set(), retry: new Set(), portsSet: [], fdbDel: [], fdbAdd: [],
+  };
+  for (const name of prev.bridges.keys()) if (!next.bridges.has(name)) p.bridgesDel.push(name);
+  for (const [name, b] of next.bridges) {
+    const old = prev.bridges.get(name);
+    if (old === undefined) p.bridgesAdd.push(name);
+    else if (old.ageing !== b.ageing || old.maxMacs !== b.maxMacs) p.bridgesSet.push(name);
+  }
+  const bridgesGone = new Set(p.bridgesDel);
+  for (const [name, old] of prev.ports) {
+    const now = next.ports.get(name);
+    if (now === undefined) {
+      if (!failed.has(name)) p.portsDel.push(name);
+    } else if (failed.has(name)) {
+      p.portsAdd.push(name);
+      p.retry.add(name);
+    } else if (old.bridge !== now.bridge || !samePortKind(old.spec, now.spec) || bridgesGone.has(old.bridge)) {
+      p.portsDel.push(name);
+      p.portsAdd.push(name);
+      p.recreate.add(name);
+    } else if (!same(old.spec, now.spec)) {
+      p.portsSet.push(name);
+    }
+  }
+  for (const name of next.ports.keys()) if (!prev.ports.has(name)) p.portsAdd.push(name);
+  const opened = new Set(p.portsAdd);
+  const closed = new Set(p.portsDel);
+  for (const [key, f] of prev.fdb) {
+    const now = next.fdb.get(key);
+    if ((now === undefined || now.port !== f.port) && !closed.has(f.port) && !failed.has(f.port)) p.fdbDel.push(f);
+  }
+  for (const [key, f] of next.fdb) {
+    const old = prev.fdb.get(key);
+    if (old === undefined || old.port !== f.port || opened.has(f.port)) p.fdbAdd.push(f);
+  }
+  return p;
+}
+
+export interface RouterEdit {
+  /** Why the router must be rebuilt (its NAT sessions and counters are lost), or undefined: edited in place. */
+  rebuild?: string;
+  /** Networks whose DHCP section changed (options, pools, reservations, lease time, limits; added or removed). */
+  dhcp: string[];
+  forwards: boolean;
+  /** The per-port rate limits (`limits`). */
+  limits: boolean;
+}
+
+/** Per network, what only a rebuild can change. */
+const NETWORK_FIXED = ['bridge', 'vlan', 'address', 'mac'];
+
+/**
+ * How a router goes from `a` to `b`: in place (DHCP of its networks, its forwards,
+ * its per-port rate limits) or rebuilt (uplink, NAT limits, interconnect, the set of networks, a network's
+ * bridge/VLAN/address/MAC, the MTU a host uplink uses, any key not known here).
+ */
+export function routerDiff(a: RouterConfig, b: RouterConfig): RouterEdit {
+  const e: RouterEdit = { dhcp: [], forwards: !same(a.forwards, b.forwards), limits: !same(a.limits, b.limits) };
+  const rest = (r: RouterConfig): Record<string, unknown> => {
+    const { forwards: _f, networks: _n, limits: _l, ...others } = r;
+    return others;
+  };
+  const ra = rest(a);
+  const rb = rest(b);
+  for (const k of new Set([...Object.keys(ra), ...Object.keys(rb)])) {
+    if (!same(ra[k], rb[k])) return { ...e, rebuild: k };
+  }
+  const na = Object.keys(a.networks).sort();
+  const nb = Object.keys(b.networks).sort();
+  if (!same(na, nb)) return { ...e, rebuild: 'networks' };
+  for (const name of na) {
+    const x = a.networks[name] as Record<string, unknown>;
+    const y = b.networks[name] as Record<string, unknown>;
+    for (const k of new Set([...Object.keys(x), ...Object.keys(y)])) {
+      if (k === 'dhcp') continue;
+      if (!same(x[k], y[k])) return { ...e, rebuild: `networks.${name}.${k}` };
+    }
+    if (!same(x.dhcp, y.dhcp)) e.dhcp.push(name);
+  }
+  // A host uplink sizes TCP segments to the VMs by the smallest MTU its DHCP hands out (routers.ts).
+  const mtu = (r: RouterConfig): number => Math.min(...Object.values(r.networks).map((n) => n.dhcp?.mtu ?? 1500));
+  if (b.uplink?.kind === 'host' && mtu(a) !== mtu(b)) return { ...e, rebuild: 'dhcp.mtu (host uplink MSS)' };
+  return e;
+}
+
+/* ---------- the file ---------- */
+
+export class RuntimeStateError extends Error {
+  readonly code = 'ESTATE';
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/** Parses runtime.json; throws RuntimeStateError naming what is wrong. */
+export function parseOverlay(text: string): Overlay {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new RuntimeStateError(`not valid JSON (${(e as Error).message})`);
+  }
+  if (!isRecord(doc)) throw new RuntimeStateError('not a JSON object');
+  if (doc.version !== RUNTIME_VERSION) throw new RuntimeStateError(`unsupported version ${JSON.stringify(doc.version)} (expected ${RUNTIME_VERSION})`);
+  const ov = emptyOverlay();
+  for (const kind of KINDS) {
+    const section = doc[kind] ?? {};
+    if (!isRecord(section)) throw new RuntimeStateError(`"${kind}" is not an object`);
+    for (const [key, e] of Object.entries(section)) {
+      if (!isRecord(e) || !('value' in e) || !('base' in e)) throw new RuntimeStateError(`${kind} ${key}: not an entry {value, base}`);
+      const why = checkEntry(kind, key, e.value);
+      if (why !== undefined) throw new RuntimeStateError(`${kind} ${key}: ${why}`);
+      (ov[kind] as Record<string, Entry<unknown>>)[key] = { value: e.value, base: e.base };
+    }
+  }
+  return ov;
+}
+
+const NAME = /^[^/\s]{1,32}$/;
+const int = (v: unknown, lo: number, hi: number): boolean => Number.isInteger(v) && (v as number) >= lo && (v as number) <= hi;
+
+function checkVlan(v: unknown): string | undefined {
+  try {
+    VlanPolicy.from(v as VlanSpec);
+    return isRecord(v) && ['access', 'trunk', 'hybrid'].includes(v.mode as string) ? undefined : 'bad VLAN spec';
+  } catch (e) {
+    return `bad VLAN spec: ${(e as Error).message}`;
+  }
+}
+
+function checkEntry(kind: Kind, key: string, v: unknown): string | undefined {
+  switch (kind) {
+    case 'bridges':
+      if (!NAME.test(key)) return 'bad bridge name';
+      return v === null || (isRecord(v) && int(v.ageing, 0, 1_000_000) && int(v.maxMacs, 1, 1_000_000)) ? undefined : 'bad bridge settings';
+    case 'ageing':
+      return int(v, 0, 1_000_000) ? undefined : 'bad ageing';
+    case 'ports':
+      if (!NAME.test(key)) return 'bad port name';
+      if (v === null) return undefined;
+      if (!isRecord(v) || typeof v.bridge !== 'string' || !isRecord(v.spec) || !['tap', 'attach', 'socket'].includes(v.spec.type as string)) return 'bad port';
+      return v.spec.vlan === undefined ? undefined : checkVlan(v.spec.vlan);
+    case 'vlans':
+      return checkVlan(v);
+    case 'fdb': {
+      const [b, vid, mac, ...rest] = key.split('/');
+      if (rest.length || !b || !int(Number(vid), 1, 4094) || parseMac(mac ?? '') < 0) return 'bad key (bridge/VID/MAC)';
+      return v === null || typeof v === 'string' ? undefined : 'bad port';
+    }
+    case 'reservations': {
+      const [n, mac, ...rest] = key.split('/');
+      if (rest.length || !n || parseMac(mac ?? '') < 0) return 'bad key (network/MAC)';
+      if (v === null) return undefined;
+      return isRecord(v) && typeof v.ip === 'string' && parseIp4(v.ip) >= 0 && (v.hostname === undefined || typeof v.hostname === 'string') ? undefined : 'bad reservation';
+    }
+  }
+}
+
+export function serializeOverlay(ov: Overlay): string {
+  return JSON.stringify({ version: RUNTIME_VERSION, ...(stable(ov) as object) }, null, 2) + '\n';
+}
+
+export function runtimeFile(stateDir: string): string {
+  return join(stateDir, RUNTIME_FILE);
+}
+
+/**
+ * Loads the overlay. A file that cannot be trusted (symlink, not a regular file,
+ * bad JSON or content) is renamed aside to `runtime.json.bad-<ms>` (kept for the
+ * operator) and the daemon starts from the config file alone; `error` says why.
+ */
+export function loadOverlay(stateDir: string): { overlay: Overlay; error?: string; movedTo?: string } {
+  ensureStateDir(stateDir);
+  const path = runtimeFile(stateDir);
+  try {
+    const text = readStateFile(path);
+    return { overlay: text === undefined ? emptyOverlay() : parseOverlay(text) };
+  } catch (e) {
+    const movedTo = `${path}.bad-${Date.now()}`;
+    try {
+      renameSync(path, movedTo);
+    } catch {
+      return { overlay: emptyOverlay(), error: `${path}: ${(e as Error).message}` };
+    }
+    return { overlay: emptyOverlay(), error: `${path}: ${(e as Error).message}`, movedTo };
+  }
+}
+
+export function saveOverlay(stateDir: string, ov: Overlay): void {
+  ensureStateDir(stateDir);
+  writeStateFile(runtimeFile(stateDir), serializeOverlay(ov));
+}
