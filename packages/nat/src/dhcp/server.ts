@@ -750,7 +750,7 @@ export class DhcpServer {
   }
 
   /** May `ip` be given to client `c` now? */
-  #usable(ip: number, c: Client, now: number): boolean {
+  #usable(ip: number, c: Pick<Client, 'key' | 'mac'>, now: number): boolean {
     if (!this.#inSubnet(ip) || this.#special(ip)) return false;
     const res = this.#resByIp.get(ip);
     if (res !== undefined) {
