@@ -361,4 +361,38 @@ describe('group commit', () => {
     // a store reopened on the file (a reload) sees everything
     expect(LeaseStore.open(dir, 'net10', T0).size).toBe(2);
   });
+
+  it('a reload: sync() writes before a second store opens the file; a store that never served is discarded without writing', async () => {
+    const store = LeaseStore.open(dir, 'net10', T0);
+    const s = server(store);
+    const y = (send(s, T0, msg(DhcpMsg.DISCOVER, 0x525400000001)) as { yiaddr: number }).yiaddr;
+    expect(send(s, T0, msg(DhcpMsg.REQUEST, 0x525400000001, { requested: y, serverId: SERVER }))).toBe('pending');
+    s.sync(); // the reload's prepare step, before it builds the new router
+    expect(delivered.get(s)!.splice(0).map((r) => r.yiaddr)).toEqual([y]);
+    // a prepared server under a config that drops the lease (pool moved), then the reload is refused
+    const prepared = LeaseStore.open(dir, 'net10', T0);
+    expect(prepared.size).toBe(1);
+    const moved = new DhcpServer({ ...config, pools: [[ip('10.0.10.200'), ip('10.0.10.209')]] }, prepared, T0);
+    expect(prepared.size).toBe(0);
+    moved.discard();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(LeaseStore.open(dir, 'net10', T0).size).toBe(1); // the live server's lease is still on disk
+    // the live server goes on: later grants are written and ACKed
+    const y2 = await dora(s, store, T0, 0x525400000002);
+    expect(LeaseStore.open(dir, 'net10', T0).byIp(y2)?.mac).toBe(0x525400000002);
+  });
+
+  it('a write superseded by another store\'s write of the same file is written again, and its ACK still goes out', async () => {
+    const a = LeaseStore.open(dir, 'net10', T0);
+    const s = server(a);
+    const y = (send(s, T0, msg(DhcpMsg.DISCOVER, 0x525400000001)) as { yiaddr: number }).yiaddr;
+    expect(send(s, T0, msg(DhcpMsg.REQUEST, 0x525400000001, { requested: y, serverId: SERVER }))).toBe('pending');
+    await new Promise((r) => setImmediate(r)); // a's write starts
+    const b = LeaseStore.open(dir, 'net10', T0);
+    b.set({ ip: ip('10.0.10.105'), mac: 0x525400000009, expiresAt: T0 + 3600_000 });
+    b.close(); // a synchronous write of the same path supersedes a's write in flight
+    await a.flush();
+    expect(delivered.get(s)!.map((r) => r.yiaddr)).toEqual([y]);
+    expect(LeaseStore.open(dir, 'net10', T0).byIp(y)?.mac).toBe(0x525400000001);
+  });
 });
