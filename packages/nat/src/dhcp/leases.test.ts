@@ -387,7 +387,9 @@ describe('group commit', () => {
     const s = server(a);
     const y = (send(s, T0, msg(DhcpMsg.DISCOVER, 0x525400000001)) as { yiaddr: number }).yiaddr;
     expect(send(s, T0, msg(DhcpMsg.REQUEST, 0x525400000001, { requested: y, serverId: SERVER }))).toBe('pending');
-    await new Promise((r) => setImmediate(r)); // a's write starts
+    // a's write starts in its timer (due first); this timer runs right after it, before the write's I/O completes
+    await new Promise((r) => setTimeout(r, 1));
+    expect(a.busy).toBe(true);
     const b = LeaseStore.open(dir, 'net10', T0);
     b.set({ ip: ip('10.0.10.105'), mac: 0x525400000009, expiresAt: T0 + 3600_000 });
     b.close(); // a synchronous write of the same path supersedes a's write in flight
