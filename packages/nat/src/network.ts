@@ -154,7 +154,23 @@ export class RouterNetwork implements PortIo {
     this.arp = new ArpCache(opts.clock);
     this.limiter = new RateLimiter(opts.limits, (e) => this.opts.onEvent?.({ ...e, network: this.name }));
     this.#dhcpCtx.ports = opts.ports;
-    opts.dhcp?.attach({
+    this.#attachDhcp(opts.dhcp);
+  }
+
+  /**
+   * Replaces the network's DHCP server (a reload that turns DHCP on or off, or
+   * retries a lease file that failed); the old one is closed, writing what it holds.
+   */
+  setDhcp(dhcp: DhcpServer | undefined): void {
+    if (this.opts.dhcp === dhcp) return;
+    this.opts.dhcp?.close();
+    this.opts.dhcp = dhcp;
+    this.#attachDhcp(dhcp);
+  }
+
+  /** ACKs held for their lease write leave through this network once it is on disk. */
+  #attachDhcp(dhcp: DhcpServer | undefined): void {
+    dhcp?.attach({
       deliver: (r, payload) => this.#sendDhcp(r, payload, undefined),
       storeFailed: (err) => this.#storeFailed(err),
     });

@@ -285,8 +285,7 @@ export class ManagedRouter {
       if (net === undefined || n === undefined) continue;
       const server = net.opts.dhcp;
       if (n.dhcp === undefined) {
-        server?.close();
-        net.opts.dhcp = undefined;
+        net.setDhcp(undefined);
         this.dhcpFailed.delete(nname);
         done.push(`dhcp off ${this.name}/${nname}`);
       } else if (server !== undefined) {
@@ -294,7 +293,7 @@ export class ManagedRouter {
         done.push(`dhcp ${this.name}/${nname} (in place: leases kept)`);
       } else {
         const was = this.dhcpFailed.get(nname);
-        net.opts.dhcp = this.#openDhcp(nname, n);
+        net.setDhcp(this.#openDhcp(nname, n));
         const why = this.dhcpFailed.get(nname);
         if (why !== undefined) {
           this.#onEvent({ event: 'dhcp_failed', network: nname, error: why } as unknown as RouterEvent);
