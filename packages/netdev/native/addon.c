@@ -645,49 +645,6 @@ static ssize_t do_writev(int fd, struct iovec *iov, int n) {
   return r;
 }
 
-static napi_value js_send(napi_env env, napi_callback_info info) {
-  nd_state *st = get_state(env);
-  size_t argc = 4, total, off, len;
-  napi_value argv[4];
-  uint8_t *p;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: send(handle, buf, off, len)"); return NULL; }
-  nd_handle *h = arg_handle(env, st, argv[0]);
-  if (!h || !arg_bytes(env, argv[1], "buf", &p, &total) || !arg_range(env, argv[2], argv[3], total, &off, &len))
-    return NULL;
-  struct iovec iov[2];
-  int n = 0;
-  if (h->vnet) iov[n++] = (struct iovec){ (void *)zero_vnet, ND_VNET_HDR_LEN };
-  iov[n++] = (struct iovec){ p + off, len };
-  ssize_t r = do_writev(h->fd, iov, n);
-  if (r >= 0) note_write(st, h);
-  return send_result(env, st, r, len, h->vnet);
-}
-
-static napi_value js_send2(napi_env env, napi_callback_info info) {
-  nd_state *st = get_state(env);
-  size_t argc = 7, ta, tb, aoff, alen, boff, blen;
-  napi_value argv[7];
-  uint8_t *a, *b;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 7) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: send2(handle, a, aoff, alen, b, boff, blen)");
-    return NULL;
-  }
-  nd_handle *h = arg_handle(env, st, argv[0]);
-  if (!h || !arg_bytes(env, argv[1], "a", &a, &ta) || !arg_range(env, argv[2], argv[3], ta, &aoff, &alen) ||
-      !arg_bytes(env, argv[4], "b", &b, &tb) || !arg_range(env, argv[5], argv[6], tb, &boff, &blen))
-    return NULL;
-  struct iovec iov[3];
-  int n = 0;
-  if (h->vnet) iov[n++] = (struct iovec){ (void *)zero_vnet, ND_VNET_HDR_LEN };
-  iov[n++] = (struct iovec){ a + aoff, alen };
-  iov[n++] = (struct iovec){ b + boff, blen };
-  ssize_t r = do_writev(h->fd, iov, n);
-  if (r >= 0) note_write(st, h);
-  return send_result(env, st, r, alen + blen, h->vnet);
-}
-
 /*
  * sendVnet(handle, buf, off, len): the frame is buf[off, off+len) and its
  * virtio_net_hdr sits right before it, at buf[off-10, off) (the ring's layout,
@@ -695,7 +652,8 @@ static napi_value js_send2(napi_env env, napi_callback_info info) {
  * the kernel then passes GSO on or segments, and fills in checksums. A device
  * that does not can only take a header that asks for nothing: a frame that
  * still needs segmentation or a checksum is refused with -EINVAL (the caller
- * completes it first with `segment`).
+ * completes it first with `segment`). send and send2 take complete frames and
+ * give a device that speaks the header a zeroed one.
  */
 static bool vnet_needs_work(const uint8_t *hdr) { return (hdr[0] & VNET_F_NEEDS_CSUM) || hdr[1] != VNET_GSO_NONE; }
 
@@ -705,56 +663,61 @@ static bool arg_hdr_room(napi_env env, size_t off) {
   return false;
 }
 
-static napi_value js_send_vnet(napi_env env, napi_callback_info info) {
+/*
+ * The four send functions in one: (handle, then `parts` (bytes, off, len) triples,
+ * written as one frame), arguments checked in order so each call throws the first
+ * misuse; `hdr_before`: the first part's virtio_net_hdr is in the caller's array
+ * before it (sendVnet, send2Vnet) rather than implied zero (send, send2).
+ */
+static napi_value send_parts(napi_env env, napi_callback_info info, int parts, bool hdr_before, const char *usage) {
+  static const char *const names[2][2] = { { "buf", NULL }, { "a", "b" } };
   nd_state *st = get_state(env);
-  size_t argc = 4, total, off, len;
-  napi_value argv[4];
-  uint8_t *p;
+  size_t argc = 7, total, off[2], len[2], frame = 0;
+  napi_value argv[7];
+  uint8_t *p[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: sendVnet(handle, buf, off, len)"); return NULL; }
+  if (argc < (size_t)(1 + 3 * parts)) { napi_throw_type_error(env, "ERR_MISSING_ARGS", usage); return NULL; }
   nd_handle *h = arg_handle(env, st, argv[0]);
-  if (!h || !arg_bytes(env, argv[1], "buf", &p, &total) || !arg_range(env, argv[2], argv[3], total, &off, &len) ||
-      !arg_hdr_room(env, off))
-    return NULL;
-  struct iovec iov;
-  if (h->vnet) {
-    iov = (struct iovec){ p + off - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + len };
-  } else {
-    if (vnet_needs_work(p + off - ND_VNET_HDR_LEN)) { errno = EINVAL; return send_result(env, st, -1, len, false); }
-    iov = (struct iovec){ p + off, len };
+  if (!h) return NULL;
+  for (int i = 0; i < parts; i++) {
+    napi_value *v = argv + 1 + 3 * i;
+    if (!arg_bytes(env, v[0], names[parts - 1][i], &p[i], &total) || !arg_range(env, v[1], v[2], total, &off[i], &len[i]))
+      return NULL;
+    if (i == 0 && hdr_before && !arg_hdr_room(env, off[0])) return NULL;
+    frame += len[i];
   }
-  ssize_t r = do_writev(h->fd, &iov, 1);
+  struct iovec iov[3];
+  int n = 0;
+  if (!hdr_before) {
+    if (h->vnet) iov[n++] = (struct iovec){ (void *)zero_vnet, ND_VNET_HDR_LEN };
+    iov[n++] = (struct iovec){ p[0] + off[0], len[0] };
+  } else if (h->vnet) {
+    iov[n++] = (struct iovec){ p[0] + off[0] - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + len[0] };
+  } else {
+    if (vnet_needs_work(p[0] + off[0] - ND_VNET_HDR_LEN)) { errno = EINVAL; return send_result(env, st, -1, frame, false); }
+    iov[n++] = (struct iovec){ p[0] + off[0], len[0] };
+  }
+  if (parts == 2) iov[n++] = (struct iovec){ p[1] + off[1], len[1] };
+  ssize_t r = do_writev(h->fd, iov, n);
   if (r >= 0) note_write(st, h);
-  return send_result(env, st, r, len, h->vnet);
+  return send_result(env, st, r, frame, h->vnet);
+}
+
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  return send_parts(env, info, 1, false, "netdev: send(handle, buf, off, len)");
+}
+
+static napi_value js_send2(napi_env env, napi_callback_info info) {
+  return send_parts(env, info, 2, false, "netdev: send2(handle, a, aoff, alen, b, boff, blen)");
+}
+
+static napi_value js_send_vnet(napi_env env, napi_callback_info info) {
+  return send_parts(env, info, 1, true, "netdev: sendVnet(handle, buf, off, len)");
 }
 
 /* send2Vnet(handle, a, aoff, alen, b, boff, blen): as send2, with the header at a[aoff-10, aoff). */
 static napi_value js_send2_vnet(napi_env env, napi_callback_info info) {
-  nd_state *st = get_state(env);
-  size_t argc = 7, ta, tb, aoff, alen, boff, blen;
-  napi_value argv[7];
-  uint8_t *a, *b;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 7) {
-    napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: send2Vnet(handle, a, aoff, alen, b, boff, blen)");
-    return NULL;
-  }
-  nd_handle *h = arg_handle(env, st, argv[0]);
-  if (!h || !arg_bytes(env, argv[1], "a", &a, &ta) || !arg_range(env, argv[2], argv[3], ta, &aoff, &alen) ||
-      !arg_hdr_room(env, aoff) ||
-      !arg_bytes(env, argv[4], "b", &b, &tb) || !arg_range(env, argv[5], argv[6], tb, &boff, &blen))
-    return NULL;
-  struct iovec iov[2];
-  if (h->vnet) {
-    iov[0] = (struct iovec){ a + aoff - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + alen };
-  } else {
-    if (vnet_needs_work(a + aoff - ND_VNET_HDR_LEN)) { errno = EINVAL; return send_result(env, st, -1, alen + blen, false); }
-    iov[0] = (struct iovec){ a + aoff, alen };
-  }
-  iov[1] = (struct iovec){ b + boff, blen };
-  ssize_t r = do_writev(h->fd, iov, 2);
-  if (r >= 0) note_write(st, h);
-  return send_result(env, st, r, alen + blen, h->vnet);
+  return send_parts(env, info, 2, true, "netdev: send2Vnet(handle, a, aoff, alen, b, boff, blen)");
 }
 
 /* ---------- transmit-side completion (segment) ---------- */

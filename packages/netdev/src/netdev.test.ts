@@ -260,6 +260,58 @@ describe('API', () => {
     expect(nd.ifIndex(t.name)).toBe(0); // not persistent: gone with the fd
   });
 
+  it('send, send2, sendVnet, send2Vnet: each misuse throws its own error, the first in argument order', () => {
+    const t = track(nd.openTap(`nd${ID}s`));
+    const h = t.handle;
+    const buf = Buffer.alloc(64);
+    const thrown = (fn: () => unknown): string => {
+      try { fn(); } catch (e) { const x = e as Error & { code?: string }; return `${x.constructor.name} ${x.code}: ${x.message}`; }
+      return 'no error';
+    };
+    const call = nd as unknown as Record<string, (...a: unknown[]) => number>;
+    const usage: Record<string, string> = {
+      send: 'send(handle, buf, off, len)', sendVnet: 'sendVnet(handle, buf, off, len)',
+      send2: 'send2(handle, a, aoff, alen, b, boff, blen)', send2Vnet: 'send2Vnet(handle, a, aoff, alen, b, boff, blen)',
+    };
+    for (const [fn, u] of Object.entries(usage)) {
+      const two = fn.startsWith('send2');
+      const off = fn.endsWith('Vnet') ? 10 : 0;
+      const first = two ? 'a' : 'buf';
+      const args = (over: Record<number, unknown>): unknown[] => {
+        const a: unknown[] = two ? [h, buf, off, 20, buf, 30, 20] : [h, buf, off, 20];
+        for (const [i, v] of Object.entries(over)) a[Number(i)] = v;
+        return a;
+      };
+      const go = (a: unknown[]) => thrown(() => call[fn](...a));
+      expect(go(args({}).slice(0, two ? 6 : 3))).toBe(`TypeError ERR_MISSING_ARGS: netdev: ${u}`);
+      expect(go(args({ 0: 'x' }))).toBe('TypeError ERR_INVALID_ARG_TYPE: netdev: handle must be a number');
+      expect(go(args({ 0: 9999, 1: 'x' }))).toBe('Error EBADF: netdev: handle 9999 is not open');
+      expect(go(args({ 1: [1, 2] }))).toBe(`TypeError ERR_INVALID_ARG_TYPE: netdev: ${first} must be a Uint8Array or Buffer`);
+      expect(go(args({ 1: new Float64Array(8) }))).toBe(`TypeError ERR_INVALID_ARG_TYPE: netdev: ${first} must be a Uint8Array or Buffer`);
+      expect(go(args({ 2: 1.5 }))).toBe('RangeError ERR_OUT_OF_RANGE: netdev: offset must be an integer in [0, 2147483647], got 1.5');
+      expect(go(args({ 2: 'x' }))).toBe('TypeError ERR_INVALID_ARG_TYPE: netdev: offset must be a number');
+      expect(go(args({ 3: -1 }))).toBe('RangeError ERR_OUT_OF_RANGE: netdev: length must be an integer in [0, 2147483647], got -1');
+      expect(go(args({ 2: 50, 3: 20 }))).toBe('RangeError ERR_OUT_OF_RANGE: netdev: range [50, 70) outside a 64-byte array');
+      if (off > 0) {
+        expect(go(args({ 2: 9, 4: 'x' }))).toBe('RangeError ERR_OUT_OF_RANGE: netdev: the virtio_net_hdr must fit before the frame (offset >= 10)');
+      }
+      if (two) {
+        expect(go(args({ 4: 'x', 5: -1 }))).toBe('TypeError ERR_INVALID_ARG_TYPE: netdev: b must be a Uint8Array or Buffer');
+        expect(go(args({ 5: 60, 6: 5 }))).toBe('RangeError ERR_OUT_OF_RANGE: netdev: range [60, 65) outside a 64-byte array');
+        expect(go(args({ 6: 1e10 }))).toBe('RangeError ERR_OUT_OF_RANGE: netdev: length must be an integer in [0, 2147483647], got 1e+10');
+      }
+      expect(go(args({}))).toBe('no error');
+    }
+    // A header that asks for work, to a device without headers: -EINVAL, counted, but only once the arguments pass.
+    const before = nd.stats();
+    buf[0] = nd.VNET_F_NEEDS_CSUM;
+    expect(thrown(() => nd.send2Vnet(h, buf, 10, 20, buf, 60, 5))).toBe('RangeError ERR_OUT_OF_RANGE: netdev: range [60, 65) outside a 64-byte array');
+    expect(nd.sendVnet(h, buf, 10, 20)).toBe(-22);
+    expect(nd.send2Vnet(h, buf, 10, 20, buf, 30, 20)).toBe(-22);
+    expect(nd.stats().txErrors - before.txErrors).toBe(2);
+    closeHandle(h);
+  });
+
   it('a name template lets the kernel choose, and the chosen name is returned', () => {
     const t = track(nd.openTap(`nd${ID}q%d`));
     expect(t.name).toMatch(new RegExp(`^nd${ID}q\\d+$`));
