@@ -11,6 +11,7 @@
  * Ageing: a dynamic entry not refreshed for `ageingMs` is removed by `expire(now)`,
  * which the bridge calls once a second (Linux and OVS default: 300 s). Ageing 0
  * disables learning: every unicast frame floods, the bridge behaves as a hub.
+ * expire() costs what it ages, not the table's size (see "The ageing list").
  *
  * Static entries (`fdb add`) never age, are never evicted, and never move: a frame
  * from another port with that source MAC is refused (STATIC_CONFLICT), which is what
@@ -22,6 +23,15 @@
  *   (OVS's "fair" eviction). A guest flooding random source MACs thereby evicts its
  *   own entries, not its neighbours': the neighbours' traffic keeps being unicast
  *   instead of being flooded to the attacker, which is the goal of a MAC flood.
+ *   "Oldest-learned": a refresh does not make an entry younger; a move makes it the
+ *   newest of its new port. Of ports holding equally many, the one that first held
+ *   a dynamic entry loses. Each port keeps its dynamic entries on a list in learning
+ *   order, and the ports sit in a binary heap by count, as OVS keeps per-port lists
+ *   and a heap of ports by entry count (its lists are by last use; ours stay by
+ *   learning, which is what this table has always done and its tests pin): the
+ *   victim is the head of the top port's list, found without looking at other
+ *   ports; the heap is re-ordered (O(log ports)) when a port gains or loses an
+ *   entry, never on a refresh.
  * - Optional per-port `limit` (0 = none): a port at its limit cannot add a new MAC
  *   (nor move one in); the caller drops such frames ('port_mac_limit'), as port
  *   security's "restrict" mode does. Refreshing existing entries is unaffected.
@@ -53,9 +63,37 @@
  * check"): the bridge pipeline 32 bytes per frame before; 0 to 32 after, by run,
  * with lookup/learn; 0 with lookupAt/learnAt.
  *
- * Cost: lookup and refresh are one Map.get with a Smi key on a per-VLAN map and
- * one or two compares; no allocation in the table. An entry object is allocated
- * only when a MAC is first learned.
+ * The ageing list, and why this way: every dynamic entry is on one doubly linked
+ * list (links in the entry: nothing is allocated to keep it) ordered by `filed`,
+ * the second (counted from the table's first filing) in which the entry took its
+ * place: learned, moved, or re-filed by a refresh. Invariants: `filed` never
+ * decreases along the list, and the start of an entry's `filed` second is no later
+ * than its `updated`. So every entry with updated <= deadline was filed in or
+ * before the deadline's second and lies in the list's head; expire() walks from
+ * the oldest end and stops at the first entry filed after that second. It ages
+ * what is due and passes over the live entries it meets: those filed in the
+ * deadline's second, and those refreshed within #refileMs of their filing (below).
+ * Open vSwitch moves an entry to the list's tail on every update (lib/mac-learning.c),
+ * which is fine where learning runs per flow setup; here it runs per frame, and a
+ * move touches two other entries (two cache misses in a large table). So a refresh
+ * only writes `updated`, and moves the entry to the newest end only when it was
+ * filed #refileMs (1/16 of the ageing time, at least 1 s) ago or more: at most once
+ * per 19 s for a MAC that sends steadily, with the default 300 s. The price: an entry
+ * refreshed within #refileMs of its filing and then silent is passed over by the
+ * sweeps of the last #refileMs of its life (about 19 with the defaults). Frames of
+ * several ports carry their own read times and are not handled exactly in that order,
+ * so `now` can step back a little: filing then goes in after the last entry filed in
+ * the same second or before (a short walk back), and a refresh older than the entry's
+ * filing re-files it, which keeps both invariants for any clock; ageing stays exact
+ * to the millisecond (fdb.lru.test.ts checks it against a plain full-scan model).
+ * `filed` is a small integer so it sits in the entry: a double would be a separate
+ * box, one more cache miss per refresh.
+ *
+ * Cost: lookup is one Map.get with a Smi key on a per-VLAN map and one or two
+ * compares; a refresh adds a write and a compare of `filed`, and a move on the
+ * ageing list at most once per #refileMs; no allocation in the table. An entry
+ * object is allocated only when a MAC is first learned. expire() is O(what it
+ * examines), eviction O(log ports).
  */
 
 import { readMac } from './wire/ethernet.js';
@@ -92,10 +130,22 @@ export interface FdbCounters {
   refusedFull: number;
 }
 
-/** The table's entry: an FdbEntry with its MAC split into two small integers and the link to the next entry of its key. */
+/** The table's entry: an FdbEntry with its MAC split into two small integers, and its links. */
 class Node implements FdbEntry {
   /** The next entry of this VLAN with the same key (rare: keys collide with odds ~1e-9 per pair). */
   chain: Node | undefined = undefined;
+  /** Neighbours on the ageing list (dynamic entries only). */
+  older: Node | undefined = undefined;
+  newer: Node | undefined = undefined;
+  /**
+   * The second (of the table's epoch) in which the entry took its place on the
+   * ageing list; its start is <= updated. A small integer, so it sits in the entry
+   * itself: a double would be a separate box, one more cache miss per refresh.
+   */
+  filed = 0;
+  /** Neighbours on its port's list (dynamic entries only). */
+  portOlder: Node | undefined = undefined;
+  portNewer: Node | undefined = undefined;
   constructor(
     readonly vid: number,
     readonly mac: number,
@@ -111,6 +161,9 @@ class Node implements FdbEntry {
 // The MAC as two small integers: its low and high 24 bits.
 const LO = 0xffffff;
 const HI = 0x1000000;
+
+/** The least time an entry stays where it was filed before a refresh moves it (see refileMs). */
+const REFILE_MIN_MS = 1000;
 
 // Per-process seeds of the key mix (so no one can pick MACs that share a key).
 const SEED_LO = (Math.random() * 0x100000000) | 0;
@@ -138,29 +191,42 @@ function find(t: Map<number, Node> | undefined, lo: number, hi: number): Node | 
 export class Fdb {
   /** Per VID: key (keyOf) -> the first entry with that key; the others chain through `chain`. */
   #byVid: (Map<number, Node> | undefined)[] = new Array(4096);
-  /** Dynamic entries of each port, in learning order (oldest first): eviction and per-port counts. */
-  #dynamicByPort = new Map<number, Set<Node>>();
+  /** The ageing list: every dynamic entry, by `filed`, oldest first (see the module comment). */
+  #oldest: Node | undefined = undefined;
+  #newest: Node | undefined = undefined;
+  /** Each port's dynamic entries in learning order, by port id; records are kept for good (see PortMacs.seq). */
+  #ports = new Map<number, PortMacs>();
+  /** The records of #ports as a binary heap, busiest first (`busier`): the eviction choice. */
+  #heap: PortMacs[] = [];
   #portLimit = new Map<number, number>();
   #size = 0;
   #staticCount = 0;
   #ageingMs: number;
+  #refileMs: number;
+  /** The clock's value at the table's first filing; `filed` counts seconds from it. */
+  #epoch = Number.NaN;
   #maxEntries: number;
+  #sweepVisited = 0;
   readonly counters: FdbCounters = {
     learned: 0, moved: 0, aged: 0, evicted: 0, refusedPortLimit: 0, refusedStatic: 0, refusedFull: 0,
   };
 
   constructor(opts: { ageingSec?: number; maxEntries?: number } = {}) {
     this.#ageingMs = clampAgeing(opts.ageingSec ?? FDB_DEFAULTS.ageingSec) * 1000;
+    this.#refileMs = refileMs(this.#ageingMs);
     this.#maxEntries = clampMax(opts.maxEntries ?? FDB_DEFAULTS.maxEntries);
   }
 
   get size(): number { return this.#size; }
   get ageingSec(): number { return this.#ageingMs / 1000; }
   get maxEntries(): number { return this.#maxEntries; }
+  /** How many entries the last expire() examined: those it aged and those it passed over (seen since they were filed). */
+  get sweepVisited(): number { return this.#sweepVisited; }
 
   /** Returns the applied (clamped) value. Existing entries keep their last-seen time. */
   setAgeing(sec: number): number {
     this.#ageingMs = clampAgeing(sec) * 1000;
+    this.#refileMs = refileMs(this.#ageingMs);
     return this.#ageingMs / 1000;
   }
 
@@ -177,7 +243,7 @@ export class Fdb {
   }
 
   portLimit(port: number): number { return this.#portLimit.get(port) ?? 0; }
-  portCount(port: number): number { return this.#dynamicByPort.get(port)?.size ?? 0; }
+  portCount(port: number): number { return this.#ports.get(port)?.count ?? 0; }
 
   /** The port for (vid, mac), or -1. Callers do not look up group addresses. */
   lookup(vid: number, mac: number): number {
@@ -197,7 +263,7 @@ export class Fdb {
     // Per frame: as lookup, and the refresh is done here; the rest is #learnSlow.
     const e = find(this.#byVid[vid], mac & LO, (mac / HI) | 0);
     if (e !== undefined && e.port === port) {
-      e.updated = now;
+      this.#refresh(e, now);
       return Learn.REFRESHED;
     }
     return this.#learnSlow(vid, mac, port, now, e);
@@ -221,7 +287,7 @@ export class Fdb {
     const e = find(this.#byVid[vid], (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5],
       (buf[off] << 16) | (buf[off + 1] << 8) | buf[off + 2]);
     if (e !== undefined && e.port === port) {
-      e.updated = now;
+      this.#refresh(e, now);
       return Learn.REFRESHED;
     }
     return this.#learnSlow(vid, readMac(buf, off), port, now, e);
@@ -244,19 +310,27 @@ export class Fdb {
     return true;
   }
 
-  /** Removes expired dynamic entries; returns how many. */
+  /**
+   * Removes expired dynamic entries; returns how many. Walks the ageing list from
+   * its oldest end and stops at the first entry filed after the deadline: no
+   * entry behind it can be older (the module comment says why).
+   */
   expire(now: number): number {
-    if (this.#size === this.#staticCount) return 0;
     const deadline = now - this.#ageingMs;
+    const last = Math.floor((deadline - this.#epoch) / 1000); // the last second whose filings may be due
     let n = 0;
-    for (const set of this.#dynamicByPort.values()) {
-      for (const e of set) {
-        if (e.updated <= deadline) {
-          this.#remove(e);
-          n++;
-        }
+    let visited = 0;
+    let e = this.#oldest;
+    while (e !== undefined && e.filed <= last) {
+      const next = e.newer;
+      visited++;
+      if (e.updated <= deadline) {
+        this.#remove(e);
+        n++;
       }
+      e = next;
     }
+    this.#sweepVisited = visited;
     this.counters.aged += n;
     return n;
   }
@@ -267,12 +341,23 @@ export class Fdb {
    */
   flushPort(port: number, opts: { includeStatic?: boolean; vid?: number } = {}): number {
     let n = 0;
-    for (const e of this.#nodes()) {
-      if (e.port !== port) continue;
-      if (e.isStatic && !opts.includeStatic) continue;
-      if (opts.vid !== undefined && e.vid !== opts.vid) continue;
-      this.#remove(e);
-      n++;
+    const p = this.#ports.get(port);
+    for (let e = p?.oldest; e !== undefined;) {
+      const next = e.portNewer;
+      if (opts.vid === undefined || e.vid === opts.vid) {
+        this.#remove(e);
+        n++;
+      }
+      e = next;
+    }
+    // Static entries are on no list: only a walk of the table finds them.
+    if (opts.includeStatic && this.#staticCount > 0) {
+      for (const e of this.#nodes()) {
+        if (!e.isStatic || e.port !== port) continue;
+        if (opts.vid !== undefined && e.vid !== opts.vid) continue;
+        this.#remove(e);
+        n++;
+      }
     }
     return n;
   }
@@ -291,6 +376,20 @@ export class Fdb {
     return out;
   }
 
+  /**
+   * A frame from a known MAC on its own port. Per frame, so it writes `updated`
+   * and moves the entry on the ageing list only when it was filed #refileMs ago
+   * or more, or the clock stepped back past its filing (filed <= updated must hold).
+   */
+  #refresh(e: Node, now: number): void {
+    e.updated = now;
+    const age = now - this.#epoch - e.filed * 1000;
+    if ((age >= this.#refileMs || age < 0) && !e.isStatic) {
+      this.#unfile(e);
+      this.#file(e, now);
+    }
+  }
+
   /** learn() for a MAC that is new, or seen on another port than its entry's. */
   #learnSlow(vid: number, mac: number, port: number, now: number, e: Node | undefined): number {
     if (e !== undefined) {
@@ -302,10 +401,12 @@ export class Fdb {
         this.counters.refusedPortLimit++;
         return Learn.REFUSED_PORT_LIMIT;
       }
-      this.#dynamicByPort.get(e.port)?.delete(e);
+      this.#leavePort(e);
       e.port = port;
       e.updated = now;
-      this.#portSet(port).add(e);
+      this.#joinPort(e);
+      this.#unfile(e);
+      this.#file(e, now);
       this.counters.moved++;
       return Learn.MOVED;
     }
@@ -320,7 +421,8 @@ export class Fdb {
     }
     const entry = new Node(vid, mac, port, now, false, mac & LO, (mac / HI) | 0);
     this.#insert(entry);
-    this.#portSet(port).add(entry);
+    this.#joinPort(entry);
+    this.#file(entry, now);
     this.counters.learned++;
     return Learn.NEW;
   }
@@ -340,15 +442,6 @@ export class Fdb {
     return limit !== undefined && this.portCount(port) >= limit;
   }
 
-  #portSet(port: number): Set<Node> {
-    let s = this.#dynamicByPort.get(port);
-    if (s === undefined) {
-      s = new Set();
-      this.#dynamicByPort.set(port, s);
-    }
-    return s;
-  }
-
   #remove(e: Node): void {
     const t = this.#byVid[e.vid];
     if (t === undefined) return;
@@ -366,20 +459,140 @@ export class Fdb {
     e.chain = undefined;
     if (t.size === 0) this.#byVid[e.vid] = undefined;
     this.#size--;
-    if (e.isStatic) this.#staticCount--;
-    else this.#dynamicByPort.get(e.port)?.delete(e);
+    if (e.isStatic) {
+      this.#staticCount--;
+    } else {
+      this.#unfile(e);
+      this.#leavePort(e);
+    }
   }
 
   /** Evicts the oldest-learned dynamic entry of the port holding the most. */
   #evictOne(): boolean {
-    let busiest: Set<Node> | undefined;
-    for (const s of this.#dynamicByPort.values()) if (busiest === undefined || s.size > busiest.size) busiest = s;
-    if (busiest === undefined || busiest.size === 0) return false;
-    const victim = busiest.values().next().value as Node;
-    this.#remove(victim);
+    const busiest = this.#heap[0];
+    if (busiest === undefined || busiest.oldest === undefined) return false;
+    this.#remove(busiest.oldest);
     this.counters.evicted++;
     return true;
   }
+
+  // ---- the ageing list ----
+
+  /**
+   * Links `e` into the ageing list, filed at `now`: at the newest end, or, when the
+   * clock has stepped back (frames of several ports are not handled exactly in the
+   * order they were read), after the last entry filed no later than `now`.
+   */
+  #file(e: Node, now: number): void {
+    if (this.#oldest === undefined) this.#epoch = now;
+    const sec = Math.floor((now - this.#epoch) / 1000);
+    e.filed = sec;
+    let before = this.#newest;
+    while (before !== undefined && before.filed > sec) before = before.older;
+    const after = before === undefined ? this.#oldest : before.newer;
+    e.older = before;
+    e.newer = after;
+    if (before === undefined) this.#oldest = e;
+    else before.newer = e;
+    if (after === undefined) this.#newest = e;
+    else after.older = e;
+  }
+
+  #unfile(e: Node): void {
+    const { older, newer } = e;
+    if (older === undefined) this.#oldest = newer;
+    else older.newer = newer;
+    if (newer === undefined) this.#newest = older;
+    else newer.older = older;
+    e.older = e.newer = undefined;
+  }
+
+  // ---- the per-port lists and the heap of ports ----
+
+  /** Appends a dynamic entry to its port's list (it is that port's newest-learned). */
+  #joinPort(e: Node): void {
+    let p = this.#ports.get(e.port);
+    if (p === undefined) {
+      p = new PortMacs(this.#ports.size, this.#heap.length);
+      this.#ports.set(e.port, p);
+      this.#heap.push(p);
+    }
+    e.portOlder = p.newest;
+    e.portNewer = undefined;
+    if (p.newest === undefined) p.oldest = e;
+    else p.newest.portNewer = e;
+    p.newest = e;
+    p.count++;
+    this.#heapUp(p);
+  }
+
+  #leavePort(e: Node): void {
+    const p = this.#ports.get(e.port);
+    if (p === undefined) return;
+    const { portOlder, portNewer } = e;
+    if (portOlder === undefined) p.oldest = portNewer;
+    else portOlder.portNewer = portNewer;
+    if (portNewer === undefined) p.newest = portOlder;
+    else portNewer.portOlder = portOlder;
+    e.portOlder = e.portNewer = undefined;
+    p.count--;
+    this.#heapDown(p);
+  }
+
+  #heapUp(p: PortMacs): void {
+    const h = this.#heap;
+    let i = p.heapAt;
+    while (i > 0) {
+      const j = (i - 1) >> 1;
+      const q = h[j];
+      if (!busier(p, q)) break;
+      h[i] = q;
+      q.heapAt = i;
+      i = j;
+    }
+    h[i] = p;
+    p.heapAt = i;
+  }
+
+  #heapDown(p: PortMacs): void {
+    const h = this.#heap;
+    const n = h.length;
+    let i = p.heapAt;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && busier(h[c + 1], h[c])) c++;
+      const q = h[c];
+      if (!busier(q, p)) break;
+      h[i] = q;
+      q.heapAt = i;
+      i = c;
+    }
+    h[i] = p;
+    p.heapAt = i;
+  }
+}
+
+/** One port's dynamic entries, oldest-learned first, and its place in the heap of ports. */
+class PortMacs {
+  oldest: Node | undefined = undefined;
+  newest: Node | undefined = undefined;
+  count = 0;
+  constructor(
+    /** Order of first learning on this port: breaks ties, as the earlier scan of ports in insertion order did. */
+    readonly seq: number,
+    public heapAt: number,
+  ) {}
+}
+
+/** The eviction order of ports: more dynamic entries first; of equal ones, the port recorded first. */
+function busier(a: PortMacs, b: PortMacs): boolean {
+  return a.count > b.count || (a.count === b.count && a.seq < b.seq);
+}
+
+/** How long a refreshed entry stays where it was filed on the ageing list (see the module comment). */
+function refileMs(ageingMs: number): number {
+  return Math.max(REFILE_MIN_MS, ageingMs / 16);
 }
 
 function clampAgeing(sec: number): number {
