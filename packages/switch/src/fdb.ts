@@ -130,32 +130,45 @@ export interface FdbCounters {
   refusedFull: number;
 }
 
-/** The table's entry: an FdbEntry with its MAC split into two small integers, and its links. */
+/**
+ * The table's entry: an FdbEntry with its MAC split into two small integers, and
+ * its links. V8 lays fields out in declaration order: the ones a frame reads
+ * (lo, hi, port, updated, filed) come first, side by side, and the list links,
+ * which only learning, moves and the sweep touch, last.
+ */
 class Node implements FdbEntry {
-  /** The next entry of this VLAN with the same key (rare: keys collide with odds ~1e-9 per pair). */
-  chain: Node | undefined = undefined;
-  /** Neighbours on the ageing list (dynamic entries only). */
-  older: Node | undefined = undefined;
-  newer: Node | undefined = undefined;
+  /** The MAC's low and high 24 bits. */
+  readonly lo: number;
+  readonly hi: number;
+  port: number;
+  updated: number;
   /**
    * The second (of the table's epoch) in which the entry took its place on the
    * ageing list; its start is <= updated. A small integer, so it sits in the entry
    * itself: a double would be a separate box, one more cache miss per refresh.
    */
   filed = 0;
+  /** The next entry of this VLAN with the same key (rare: keys collide with odds ~1e-9 per pair). */
+  chain: Node | undefined = undefined;
+  readonly vid: number;
+  readonly mac: number;
+  readonly isStatic: boolean;
+  /** Neighbours on the ageing list (dynamic entries only). */
+  older: Node | undefined = undefined;
+  newer: Node | undefined = undefined;
   /** Neighbours on its port's list (dynamic entries only). */
   portOlder: Node | undefined = undefined;
   portNewer: Node | undefined = undefined;
-  constructor(
-    readonly vid: number,
-    readonly mac: number,
-    public port: number,
-    public updated: number,
-    readonly isStatic: boolean,
-    /** The MAC's low and high 24 bits. */
-    readonly lo: number,
-    readonly hi: number,
-  ) {}
+
+  constructor(vid: number, mac: number, port: number, updated: number, isStatic: boolean, lo: number, hi: number) {
+    this.lo = lo;
+    this.hi = hi;
+    this.port = port;
+    this.updated = updated;
+    this.vid = vid;
+    this.mac = mac;
+    this.isStatic = isStatic;
+  }
 }
 
 // The MAC as two small integers: its low and high 24 bits.
