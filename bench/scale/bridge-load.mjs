@@ -2,6 +2,10 @@
 // ports, the MAC table filled to `entries`, and a batch of BATCH frames A -> B
 // (known unicast, 106 bytes like trafgen's) in ring layout with a zeroed
 // virtio_net_hdr in front of each, as from a TAP.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
 export const BATCH = 64;
 const HDR = 10;
 
@@ -46,3 +50,41 @@ export function loadedBridge(Bridge, entries) {
   }
   return { br, sinkB: b, batch: () => a.rx.batch(buf, bo, bl, BATCH, true) };
 }
+
+/**
+ * The builds of @vswitch/switch to compare: VSWITCH_SWITCH_DIST=DIR[,DIR...] (e.g. a
+ * copy of packages/switch/dist saved before a change, then this tree's), else this
+ * tree's. Each { label, dir, mod }; labels are "before"/"after" for two, else the directory.
+ */
+export async function switchBuilds() {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const dirs = (process.env.VSWITCH_SWITCH_DIST ?? path.join(here, '../../packages/switch/dist')).split(',');
+  const labels = dirs.length === 2 ? ['before', 'after'] : dirs;
+  return Promise.all(dirs.map(async (dir, i) => ({
+    label: labels[i], dir, mod: await import(pathToFileURL(path.join(path.resolve(dir), 'index.js')).href),
+  })));
+}
+
+/**
+ * Runs the calling script once per build and round, each in a child process with
+ * VSWITCH_BENCH_CHILD=1 and VSWITCH_SWITCH_DIST set to that one build, builds
+ * alternating round by round (a fresh heap each: large tables of several builds
+ * in one heap skew each other's timings by tens of percent). Each child prints one
+ * JSON line; returns them per build, in round order.
+ */
+export function inChildren(scriptUrl, args, builds, rounds) {
+  const out = builds.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, b] of builds.entries()) {
+      const c = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(scriptUrl), ...args], {
+        env: { ...process.env, VSWITCH_SWITCH_DIST: b.dir, VSWITCH_BENCH_CHILD: '1' }, encoding: 'utf8',
+      });
+      if (c.status !== 0) throw new Error(`${b.label}: exit ${c.status}: ${c.stderr}`);
+      out[i].push(JSON.parse(c.stdout.trim().split('\n').pop()));
+    }
+  }
+  return out;
+}
+
+/** True in a child started by inChildren. */
+export const isChild = process.env.VSWITCH_BENCH_CHILD === '1';

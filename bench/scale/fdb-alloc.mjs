@@ -14,13 +14,9 @@
 // (e.g. a copy of packages/switch/dist saved before a change).
 import { PerformanceObserver, constants, performance } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import path from 'node:path';
-import { BATCH, loadedBridge } from './bridge-load.mjs';
+import { BATCH, loadedBridge, switchBuilds } from './bridge-load.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const dist = process.env.VSWITCH_SWITCH_DIST ?? path.join(here, '../../packages/switch/dist');
-const { Bridge, Fdb } = await import(pathToFileURL(path.join(dist, 'index.js')).href);
+const [{ dir: dist, mod: { Bridge, Fdb } }] = await switchBuilds();
 
 const FRAMES = Number(process.argv[2] ?? 4_000_000);
 const ROUNDS = Number(process.argv[3] ?? 5);
