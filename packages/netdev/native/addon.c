@@ -199,6 +199,19 @@ static nd_handle *arg_handle(napi_env env, nd_state *st, napi_value v) {
 }
 
 /* CLOCK_MONOTONIC in milliseconds (the clock of uv_hrtime, performance.now()). */
+/* A call's arguments (up to *argc) and the open handle its first names; throws and returns NULL otherwise. */
+static nd_handle *handle_call(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+  CHECK(napi_get_cb_info(env, info, argc, argv, NULL, NULL));
+  return arg_handle(env, get_state(env), *argc ? argv[0] : NULL);
+}
+
+/* handle_call for a call that takes the handle alone. */
+static nd_handle *handle_of(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  return handle_call(env, info, &argc, argv);
+}
+
 static double monotonic_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -210,16 +223,22 @@ static double monotonic_ms(void) {
 /*
  * {arena, offs, lens}: a Buffer and two Int32Arrays of `frames` entries, frozen and
  * held by a strong reference for the life of the environment, since the native side
- * keeps raw pointers into them. Used for the receive ring and the transmit scratch.
- * With time_p, also `time`: a Float64Array of one element (the receive ring's batch
- * time).
+ * keeps raw pointers into them (stored through the *_p arguments once it exists).
+ * Used for the receive ring and the transmit scratch; made on first use, the same
+ * object after. With time_p, also `time`: a Float64Array of one element (the
+ * receive ring's batch time).
  */
 static napi_value make_frame_area(napi_env env, size_t bytes, size_t frames, napi_ref *ref,
-                                  void **arena_p, void **offs_p, void **lens_p, void **time_p) {
+                                  uint8_t **arena_p, int32_t **offs_p, int32_t **lens_p, double **time_p) {
   napi_value obj, arena, ab_o, ab_l, offs, lens, ab_t, time;
-  CHECK(napi_create_buffer(env, bytes, arena_p, &arena));
-  CHECK(napi_create_arraybuffer(env, frames * sizeof(int32_t), offs_p, &ab_o));
-  CHECK(napi_create_arraybuffer(env, frames * sizeof(int32_t), lens_p, &ab_l));
+  void *a, *po, *pl, *pt = NULL;
+  if (*ref) {
+    CHECK(napi_get_reference_value(env, *ref, &obj));
+    return obj;
+  }
+  CHECK(napi_create_buffer(env, bytes, &a, &arena));
+  CHECK(napi_create_arraybuffer(env, frames * sizeof(int32_t), &po, &ab_o));
+  CHECK(napi_create_arraybuffer(env, frames * sizeof(int32_t), &pl, &ab_l));
   CHECK(napi_create_typedarray(env, napi_int32_array, frames, ab_o, 0, &offs));
   CHECK(napi_create_typedarray(env, napi_int32_array, frames, ab_l, 0, &lens));
   CHECK(napi_create_object(env, &obj));
@@ -227,29 +246,23 @@ static napi_value make_frame_area(napi_env env, size_t bytes, size_t frames, nap
   CHECK(napi_set_named_property(env, obj, "offs", offs));
   CHECK(napi_set_named_property(env, obj, "lens", lens));
   if (time_p) {
-    CHECK(napi_create_arraybuffer(env, sizeof(double), time_p, &ab_t));
+    CHECK(napi_create_arraybuffer(env, sizeof(double), &pt, &ab_t));
     CHECK(napi_create_typedarray(env, napi_float64_array, 1, ab_t, 0, &time));
     CHECK(napi_set_named_property(env, obj, "time", time));
   }
   CHECK(napi_object_freeze(env, obj));
   CHECK(napi_create_reference(env, obj, 1, ref));
+  *arena_p = a;
+  *offs_p = po;
+  *lens_p = pl;
+  if (time_p) *time_p = pt;
   return obj;
 }
 
 static napi_value make_ring(napi_env env, nd_state *st) {
-  napi_value obj;
-  void *a, *po, *pl, *pt;
-  if (st->ring_ref) {
-    CHECK(napi_get_reference_value(env, st->ring_ref, &obj));
-    return obj;
-  }
-  obj = make_frame_area(env, ND_RING_BYTES, ND_RING_MAX_FRAMES, &st->ring_ref, &a, &po, &pl, &pt);
-  if (!obj) return NULL;
-  st->arena = a;
-  st->arena_start = (ND_ALIGN - ((uintptr_t)a % ND_ALIGN)) % ND_ALIGN;
-  st->offs = po;
-  st->lens = pl;
-  st->time = pt;
+  napi_value obj = make_frame_area(env, ND_RING_BYTES, ND_RING_MAX_FRAMES, &st->ring_ref, &st->arena, &st->offs,
+                                   &st->lens, &st->time);
+  if (obj) st->arena_start = (ND_ALIGN - ((uintptr_t)st->arena % ND_ALIGN)) % ND_ALIGN;
   return obj;
 }
 
@@ -449,8 +462,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   napi_valuetype t;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  nd_handle *h = arg_handle(env, st, argv[0]);
+  nd_handle *h = handle_call(env, info, &argc, argv);
   if (!h) return NULL;
   if (argc < 2 || napi_typeof(env, argv[1], &t) != napi_ok || t != napi_function) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: start callback must be a function");
@@ -490,11 +502,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_stop(napi_env env, napi_callback_info info) {
-  nd_state *st = get_state(env);
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  nd_handle *h = arg_handle(env, st, argc ? argv[0] : NULL);
+  nd_handle *h = handle_of(env, info);
   if (!h) return NULL;
   if (h->polling) uv_poll_stop(&h->poll);
   h->polling = false;
@@ -504,11 +512,7 @@ static napi_value js_stop(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  nd_state *st = get_state(env);
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  nd_handle *h = arg_handle(env, st, argc ? argv[0] : NULL);
+  nd_handle *h = handle_of(env, info);
   if (!h) return NULL;
   handle_close(env, h);
   return NULL;
@@ -551,12 +555,10 @@ static napi_value js_open_tap(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_set_persist(napi_env env, napi_callback_info info) {
-  nd_state *st = get_state(env);
   size_t argc = 2;
   napi_value argv[2];
   bool on;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  nd_handle *h = arg_handle(env, st, argc ? argv[0] : NULL);
+  nd_handle *h = handle_call(env, info, &argc, argv);
   if (!h) return NULL;
   if (argc < 2 || napi_get_value_bool(env, argv[1], &on) != napi_ok) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setPersist(handle, on: boolean)");
@@ -723,22 +725,12 @@ static napi_value js_send2_vnet(napi_env env, napi_callback_info info) {
 /* ---------- transmit-side completion (segment) ---------- */
 
 static napi_value make_tx_scratch(napi_env env, nd_state *st) {
-  napi_value obj;
-  void *a, *po, *pl;
-  if (st->tx_ref) {
-    CHECK(napi_get_reference_value(env, st->tx_ref, &obj));
-    return obj;
-  }
-  if (!st->tx_gso.buf) {
+  if (!st->tx_ref && !st->tx_gso.buf) {
     st->tx_gso.buf = malloc(ND_READ_MAX);
     if (!st->tx_gso.buf) { throw_errno(env, "malloc", NULL, ENOMEM); return NULL; }
   }
-  obj = make_frame_area(env, ND_TX_SCRATCH_BYTES, ND_TX_SCRATCH_FRAMES, &st->tx_ref, &a, &po, &pl, NULL);
-  if (!obj) return NULL;
-  st->tx_arena = a;
-  st->tx_offs = po;
-  st->tx_lens = pl;
-  return obj;
+  return make_frame_area(env, ND_TX_SCRATCH_BYTES, ND_TX_SCRATCH_FRAMES, &st->tx_ref, &st->tx_arena, &st->tx_offs,
+                         &st->tx_lens, NULL);
 }
 
 static napi_value js_tx_scratch(napi_env env, napi_callback_info info) {
