@@ -132,27 +132,14 @@ export interface FdbCounters {
 
 /**
  * The table's entry: an FdbEntry with its MAC split into two small integers, and
- * its links. V8 lays fields out in declaration order: the ones a frame reads
- * (lo, hi, port, updated, filed) come first, side by side, and the list links,
- * which only learning, moves and the sweep touch, last.
+ * its links. V8 lays fields out in the order they are defined (parameter
+ * properties first, in order): the ones a frame reads (lo, hi, port, updated,
+ * filed) come first, side by side, and the list links, which only learning,
+ * moves and the sweep touch, last.
  */
 class Node implements FdbEntry {
-  /** The MAC's low and high 24 bits. */
-  readonly lo: number;
-  readonly hi: number;
-  port: number;
-  updated: number;
-  /**
-   * The second (of the table's epoch) in which the entry took its place on the
-   * ageing list; its start is <= updated. A small integer, so it sits in the entry
-   * itself: a double would be a separate box, one more cache miss per refresh.
-   */
-  filed = 0;
   /** The next entry of this VLAN with the same key (rare: keys collide with odds ~1e-9 per pair). */
   chain: Node | undefined = undefined;
-  readonly vid: number;
-  readonly mac: number;
-  readonly isStatic: boolean;
   /** Neighbours on the ageing list (dynamic entries only). */
   older: Node | undefined = undefined;
   newer: Node | undefined = undefined;
@@ -160,15 +147,22 @@ class Node implements FdbEntry {
   portOlder: Node | undefined = undefined;
   portNewer: Node | undefined = undefined;
 
-  constructor(vid: number, mac: number, port: number, updated: number, isStatic: boolean, lo: number, hi: number) {
-    this.lo = lo;
-    this.hi = hi;
-    this.port = port;
-    this.updated = updated;
-    this.vid = vid;
-    this.mac = mac;
-    this.isStatic = isStatic;
-  }
+  constructor(
+    /** The MAC's low and high 24 bits. */
+    readonly lo: number,
+    readonly hi: number,
+    public port: number,
+    public updated: number,
+    /**
+     * The second (of the table's epoch) in which the entry took its place on the
+     * ageing list; its start is <= updated. A small integer, so it sits in the entry
+     * itself: a double would be a separate box, one more cache miss per refresh.
+     */
+    public filed: number,
+    readonly vid: number,
+    readonly mac: number,
+    readonly isStatic: boolean,
+  ) {}
 }
 
 // The MAC as two small integers: its low and high 24 bits.
@@ -311,7 +305,7 @@ export class Fdb {
     if (!Number.isInteger(mac) || mac < 0 || mac > 0xffffffffffff) throw new RangeError(`not a 48-bit MAC: ${mac}`);
     const old = this.get(vid, mac) as Node | undefined;
     if (old !== undefined) this.#remove(old);
-    this.#insert(new Node(vid, mac, port, 0, true, mac & LO, (mac / HI) | 0));
+    this.#insert(new Node(mac & LO, (mac / HI) | 0, port, 0, 0, vid, mac, true));
     this.#staticCount++;
   }
 
@@ -432,7 +426,7 @@ export class Fdb {
       this.counters.refusedFull++;
       return Learn.REFUSED_FULL;
     }
-    const entry = new Node(vid, mac, port, now, false, mac & LO, (mac / HI) | 0);
+    const entry = new Node(mac & LO, (mac / HI) | 0, port, now, 0, vid, mac, false);
     this.#insert(entry);
     this.#joinPort(entry);
     this.#file(entry, now);
