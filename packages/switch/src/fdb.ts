@@ -199,8 +199,7 @@ export class Fdb {
   /** Per VID: key (keyOf) -> the first entry with that key; the others chain through `chain`. */
   #byVid: (Map<number, Node> | undefined)[] = new Array(4096);
   /** The ageing list: every dynamic entry, by `filed`, oldest first (see the module comment). */
-  #oldest: Node | undefined = undefined;
-  #newest: Node | undefined = undefined;
+  #age = new Ends();
   /** Each port's dynamic entries in learning order, by port id; records are kept for good (see PortMacs.seq). */
   #ports = new Map<number, PortMacs>();
   /** The records of #ports as a binary heap, busiest first (`busier`): the eviction choice. */
@@ -327,7 +326,7 @@ export class Fdb {
     const last = Math.floor((deadline - this.#epoch) / 1000); // the last second whose filings may be due
     let n = 0;
     let visited = 0;
-    let e = this.#oldest;
+    let e = this.#age.oldest;
     while (e !== undefined && e.filed <= last) {
       const next = e.newer;
       visited++;
@@ -491,27 +490,16 @@ export class Fdb {
    * order they were read), after the last entry filed no later than `now`.
    */
   #file(e: Node, now: number): void {
-    if (this.#oldest === undefined) this.#epoch = now;
+    if (this.#age.oldest === undefined) this.#epoch = now;
     const sec = Math.floor((now - this.#epoch) / 1000);
     e.filed = sec;
-    let before = this.#newest;
+    let before = this.#age.newest;
     while (before !== undefined && before.filed > sec) before = before.older;
-    const after = before === undefined ? this.#oldest : before.newer;
-    e.older = before;
-    e.newer = after;
-    if (before === undefined) this.#oldest = e;
-    else before.newer = e;
-    if (after === undefined) this.#newest = e;
-    else after.older = e;
+    linkAfter(this.#age, e, before, 'older', 'newer');
   }
 
   #unfile(e: Node): void {
-    const { older, newer } = e;
-    if (older === undefined) this.#oldest = newer;
-    else older.newer = newer;
-    if (newer === undefined) this.#newest = older;
-    else newer.older = older;
-    e.older = e.newer = undefined;
+    unlink(this.#age, e, 'older', 'newer');
   }
 
   // ---- the per-port lists and the heap of ports ----
@@ -524,72 +512,87 @@ export class Fdb {
       this.#ports.set(e.port, p);
       this.#heap.push(p);
     }
-    e.portOlder = p.newest;
-    e.portNewer = undefined;
-    if (p.newest === undefined) p.oldest = e;
-    else p.newest.portNewer = e;
-    p.newest = e;
+    linkAfter(p, e, p.newest, 'portOlder', 'portNewer');
     p.count++;
-    this.#heapUp(p);
+    this.#reheap(p);
   }
 
   #leavePort(e: Node): void {
     const p = this.#ports.get(e.port);
     if (p === undefined) return;
-    const { portOlder, portNewer } = e;
-    if (portOlder === undefined) p.oldest = portNewer;
-    else portOlder.portNewer = portNewer;
-    if (portNewer === undefined) p.newest = portOlder;
-    else portNewer.portOlder = portOlder;
-    e.portOlder = e.portNewer = undefined;
+    unlink(p, e, 'portOlder', 'portNewer');
     p.count--;
-    this.#heapDown(p);
+    this.#reheap(p);
   }
 
-  #heapUp(p: PortMacs): void {
+  /** Moves p to its place in the heap of ports after its count changed by one, either way. */
+  #reheap(p: PortMacs): void {
     const h = this.#heap;
-    let i = p.heapAt;
-    while (i > 0) {
-      const j = (i - 1) >> 1;
-      const q = h[j];
-      if (!busier(p, q)) break;
-      h[i] = q;
-      q.heapAt = i;
-      i = j;
-    }
-    h[i] = p;
-    p.heapAt = i;
-  }
-
-  #heapDown(p: PortMacs): void {
-    const h = this.#heap;
-    const n = h.length;
     let i = p.heapAt;
     for (;;) {
-      let c = 2 * i + 1;
-      if (c >= n) break;
-      if (c + 1 < n && busier(h[c + 1], h[c])) c++;
-      const q = h[c];
-      if (!busier(q, p)) break;
-      h[i] = q;
-      q.heapAt = i;
-      i = c;
+      // Up past a parent it is now busier than, else down past its busiest child if that is busier.
+      let next = -1;
+      if (i > 0 && busier(p, h[(i - 1) >> 1])) {
+        next = (i - 1) >> 1;
+      } else {
+        let c = 2 * i + 1;
+        if (c + 1 < h.length && busier(h[c + 1], h[c])) c++;
+        if (c < h.length && busier(h[c], p)) next = c;
+      }
+      if (next < 0) break;
+      h[i] = h[next];
+      h[i].heapAt = i;
+      i = next;
     }
     h[i] = p;
     p.heapAt = i;
   }
 }
 
-/** One port's dynamic entries, oldest-learned first, and its place in the heap of ports. */
-class PortMacs {
+/**
+ * The ends of an intrusive doubly linked list of entries: the ageing list, or one
+ * port's list. An entry is on both at once, so each list has its own pair of link
+ * fields in Node, named by the callers of linkAfter and unlink.
+ */
+class Ends {
   oldest: Node | undefined = undefined;
   newest: Node | undefined = undefined;
+}
+
+type Older = 'older' | 'portOlder';
+type Newer = 'newer' | 'portNewer';
+
+/** Links `e` into the list right after `before` (at the oldest end if undefined). */
+function linkAfter(list: Ends, e: Node, before: Node | undefined, older: Older, newer: Newer): void {
+  const after = before === undefined ? list.oldest : before[newer];
+  e[older] = before;
+  e[newer] = after;
+  if (before === undefined) list.oldest = e;
+  else before[newer] = e;
+  if (after === undefined) list.newest = e;
+  else after[older] = e;
+}
+
+function unlink(list: Ends, e: Node, older: Older, newer: Newer): void {
+  const o = e[older];
+  const n = e[newer];
+  if (o === undefined) list.oldest = n;
+  else o[newer] = n;
+  if (n === undefined) list.newest = o;
+  else n[older] = o;
+  e[older] = e[newer] = undefined;
+}
+
+/** One port's dynamic entries, oldest-learned first, and its place in the heap of ports. */
+class PortMacs extends Ends {
   count = 0;
   constructor(
     /** Order of first learning on this port: breaks ties, as the earlier scan of ports in insertion order did. */
     readonly seq: number,
     public heapAt: number,
-  ) {}
+  ) {
+    super();
+  }
 }
 
 /** The eviction order of ports: more dynamic entries first; of equal ones, the port recorded first. */
