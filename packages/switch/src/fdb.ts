@@ -199,7 +199,8 @@ export class Fdb {
   /** Per VID: key (keyOf) -> the first entry with that key; the others chain through `chain`. */
   #byVid: (Map<number, Node> | undefined)[] = new Array(4096);
   /** The ageing list: every dynamic entry, by `filed`, oldest first (see the module comment). */
-  #age = new Ends();
+  #oldest: Node | undefined = undefined;
+  #newest: Node | undefined = undefined;
   /** Each port's dynamic entries in learning order, by port id; records are kept for good (see PortMacs.seq). */
   #ports = new Map<number, PortMacs>();
   /** The records of #ports as a binary heap, busiest first (`busier`): the eviction choice. */
@@ -326,7 +327,7 @@ export class Fdb {
     const last = Math.floor((deadline - this.#epoch) / 1000); // the last second whose filings may be due
     let n = 0;
     let visited = 0;
-    let e = this.#age.oldest;
+    let e = this.#oldest;
     while (e !== undefined && e.filed <= last) {
       const next = e.newer;
       visited++;
@@ -490,16 +491,32 @@ export class Fdb {
    * order they were read), after the last entry filed no later than `now`.
    */
   #file(e: Node, now: number): void {
-    if (this.#age.oldest === undefined) this.#epoch = now;
+    if (this.#oldest === undefined) this.#epoch = now;
     const sec = Math.floor((now - this.#epoch) / 1000);
     e.filed = sec;
-    let before = this.#age.newest;
+    let before = this.#newest;
     while (before !== undefined && before.filed > sec) before = before.older;
-    linkAfter(this.#age, e, before, 'older', 'newer');
+    const after = before === undefined ? this.#oldest : before.newer;
+    e.older = before;
+    e.newer = after;
+    if (before === undefined) this.#oldest = e;
+    else before.newer = e;
+    if (after === undefined) this.#newest = e;
+    else after.older = e;
   }
 
+  /**
+   * The port lists are linked the same way, through their own fields, in #joinPort
+   * and #leavePort. One pair of functions taking the link fields' names served both
+   * lists in a trial, and re-filing measured 1.45x slower (keyed property access).
+   */
   #unfile(e: Node): void {
-    unlink(this.#age, e, 'older', 'newer');
+    const { older, newer } = e;
+    if (older === undefined) this.#oldest = newer;
+    else older.newer = newer;
+    if (newer === undefined) this.#newest = older;
+    else newer.older = older;
+    e.older = e.newer = undefined;
   }
 
   // ---- the per-port lists and the heap of ports ----
@@ -512,7 +529,11 @@ export class Fdb {
       this.#ports.set(e.port, p);
       this.#heap.push(p);
     }
-    linkAfter(p, e, p.newest, 'portOlder', 'portNewer');
+    e.portOlder = p.newest;
+    e.portNewer = undefined;
+    if (p.newest === undefined) p.oldest = e;
+    else p.newest.portNewer = e;
+    p.newest = e;
     p.count++;
     this.#reheap(p);
   }
@@ -520,7 +541,12 @@ export class Fdb {
   #leavePort(e: Node): void {
     const p = this.#ports.get(e.port);
     if (p === undefined) return;
-    unlink(p, e, 'portOlder', 'portNewer');
+    const { portOlder, portNewer } = e;
+    if (portOlder === undefined) p.oldest = portNewer;
+    else portOlder.portNewer = portNewer;
+    if (portNewer === undefined) p.newest = portOlder;
+    else portNewer.portOlder = portOlder;
+    e.portOlder = e.portNewer = undefined;
     p.count--;
     this.#reheap(p);
   }
@@ -549,50 +575,16 @@ export class Fdb {
   }
 }
 
-/**
- * The ends of an intrusive doubly linked list of entries: the ageing list, or one
- * port's list. An entry is on both at once, so each list has its own pair of link
- * fields in Node, named by the callers of linkAfter and unlink.
- */
-class Ends {
+/** One port's dynamic entries, oldest-learned first, and its place in the heap of ports. */
+class PortMacs {
   oldest: Node | undefined = undefined;
   newest: Node | undefined = undefined;
-}
-
-type Older = 'older' | 'portOlder';
-type Newer = 'newer' | 'portNewer';
-
-/** Links `e` into the list right after `before` (at the oldest end if undefined). */
-function linkAfter(list: Ends, e: Node, before: Node | undefined, older: Older, newer: Newer): void {
-  const after = before === undefined ? list.oldest : before[newer];
-  e[older] = before;
-  e[newer] = after;
-  if (before === undefined) list.oldest = e;
-  else before[newer] = e;
-  if (after === undefined) list.newest = e;
-  else after[older] = e;
-}
-
-function unlink(list: Ends, e: Node, older: Older, newer: Newer): void {
-  const o = e[older];
-  const n = e[newer];
-  if (o === undefined) list.oldest = n;
-  else o[newer] = n;
-  if (n === undefined) list.newest = o;
-  else n[older] = o;
-  e[older] = e[newer] = undefined;
-}
-
-/** One port's dynamic entries, oldest-learned first, and its place in the heap of ports. */
-class PortMacs extends Ends {
   count = 0;
   constructor(
     /** Order of first learning on this port: breaks ties, as the earlier scan of ports in insertion order did. */
     readonly seq: number,
     public heapAt: number,
-  ) {
-    super();
-  }
+  ) {}
 }
 
 /** The eviction order of ports: more dynamic entries first; of equal ones, the port recorded first. */
