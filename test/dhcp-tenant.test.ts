@@ -29,11 +29,17 @@
  *     on the forwarding loop (no `vswitch_dhcp_lease_writes_total` either). Now
  *     ACKs wait for a group commit off the loop: writes << ACKs, and vm2 <-> vm3
  *     pings go on during the flood.
+ * (f) MAC hijack: frames from vm1 with vm2's MAC as their source that the IP
+ *     source guard lets through (a DHCP DISCOVER from 0.0.0.0, IPv6, any other
+ *     ethertype) moved vm2's MAC to vm1's port, and vm3's traffic to vm2 went to
+ *     vm1 until vm2 spoke again. Now vm2's lease pins its MAC to its port
+ *     (`bound_mac_conflict`): vm1 sees none of it and vm3 loses no ping. In (a) and
+ *     (b) the same pin stops the frames with vm2's source MAC at the bridge.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Daemon, startDaemon } from './helpers/daemon.js';
+import { Daemon, dropCount, findPort, macEntries, startDaemon } from './helpers/daemon.js';
 import { type DhcpVm, leaseOf, leases, makeDhcpVm, udhcpcOnce } from './helpers/dhcp.js';
 import { PREFIX, cleanup, freePort, ifname, nsExec, nsExecR, q, sleep, tempDir } from './helpers/run.js';
 import { ping, tcpdump } from './helpers/vm.js';
@@ -54,6 +60,7 @@ const NET = { router: 'r1', network: 'net10', vlan: '10' };
  *   starve  N_REQ N_DISC POOL_LO                                N SELECTING REQUESTs (random chaddr), N DISCOVERs (random client id)
  *   naks    GW_MAC OTHER_IP N                                   N unicast REQUESTs without a lease (wrong subnet; another's address)
  *   renew   MY_IP GW_MAC SECONDS                                RENEWING REQUESTs for our own lease, flat out
+ *   spoof   VICTIM_MAC SECONDS                                  frames with the victim's source MAC: DHCP DISCOVER, IPv6, 0x88b5
  * Prints the number of frames sent.
  */
 const ATTACK_PY = String.raw`
@@ -117,6 +124,19 @@ elif mode == 'naks':
             m = msg(own, gwmac, '0.0.0.0', gw, own, [('message-type', 'request')], ciaddr=other)
         send(m); n += 1
         time.sleep(0.02)
+elif mode == 'spoof':
+    vmac, secs = args[0], float(args[1])
+    bc6 = '33:33:00:00:00:01'
+    frames = [
+        msg(vmac, BC, '0.0.0.0', '255.255.255.255', vmac, [('message-type', 'discover')]),
+        mb(bc6) + mb(vmac) + b'\x86\xdd' + bytes(40),
+        mb(BC) + mb(vmac) + b'\x88\xb5' + b'vswitch-test' + bytes(34),
+    ]
+    end = time.time() + secs
+    while time.time() < end:
+        for f in frames:
+            send(f); n += 1
+        time.sleep(0.005)
 elif mode == 'renew':
     myip, gwmac, secs = args[0], args[1], float(args[2])
     m = msg(own, gwmac, myip, gw, own, [('message-type', 'request'), ('client_id', b'\x01' + mb(own))], ciaddr=myip)
@@ -150,7 +170,8 @@ describe('DHCP under a hostile tenant: hijack, release, starvation, NAK storms, 
 
   const scrape = async (): Promise<string> => (await fetch(`${base}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
   const dropped = async (reason: string): Promise<number> => metric(await scrape(), 'vswitch_dhcp_dropped_total', { ...NET, reason }) ?? 0;
-  const naks = async (reason: string): Promise<number> => metric(await scrape(), 'vswitch_dhcp_naks_total', { ...NET, reason }) ?? 0;
+  const portDrops = async (port: string, reason: string): Promise<number> =>
+    dropCount(findPort((await d.ok(['stats', BR], { json: true })).json, port), reason);
   const attack = async (who: string, mode: string, args: (string | number)[], timeoutMs = 60_000): Promise<number> =>
     Number((await nsExec(vm[who].ns, [PYTHON, tool, vm[who].ifname, mode, GW, ...args].map((x) => q(String(x))).join(' '), { timeoutMs })).trim());
   const lease = async (k: string): Promise<string> => {
@@ -211,7 +232,7 @@ describe('DHCP under a hostile tenant: hijack, release, starvation, NAK storms, 
 
   it('(a) a spoofed REQUEST from vm1 with vm2\'s chaddr, client id and address: vm1 gets no ACK, vm2 keeps lease, port and connectivity', async () => {
     const mismatch0 = await dropped('chaddr_mismatch');
-    const owner0 = await naks('not_owner');
+    const pinned0 = await portDrops(T.vm1, 'bound_mac_conflict');
     const cap = await tcpdump(vm.vm1.ns, T.vm1, '-vv udp src port 67');
     let sent = 0;
     try {
@@ -224,17 +245,19 @@ describe('DHCP under a hostile tenant: hijack, release, starvation, NAK storms, 
     const seen = cap.lines.join('\n');
     expect(seen, 'vm1 was ACKed nothing').not.toMatch(/DHCP-Message[^\n]*: ACK/);
     expect(await dropped('chaddr_mismatch') - mismatch0, 'REQUESTs whose chaddr is not the frame source').toBe(9);
-    expect(await naks('not_owner') - owner0, 'REQUESTs as vm2 from vm1\'s port, NAKed').toBeGreaterThanOrEqual(6);
+    expect(await portDrops(T.vm1, 'bound_mac_conflict') - pinned0, 'REQUESTs with vm2\'s source MAC from vm1\'s port').toBe(9);
     await victimIntact();
   });
 
   it('(b) a spoofed RELEASE and DECLINE of vm2\'s address from vm1 change nothing', async () => {
-    const owner0 = await dropped('not_owner');
+    const mismatch0 = await dropped('chaddr_mismatch');
+    const pinned0 = await portDrops(T.vm1, 'bound_mac_conflict');
     await attack('vm1', 'release', [vm.vm2.mac, victim.ip, victim.clientId, gwMac, 'victim']);
     await attack('vm1', 'release', [vm.vm2.mac, victim.ip, victim.clientId, gwMac, 'own']);
     await sleep(300);
     await victimIntact();
-    expect(await dropped('not_owner') - owner0).toBe(6);
+    expect(await portDrops(T.vm1, 'bound_mac_conflict') - pinned0, 'with vm2\'s source MAC: stopped at the bridge').toBe(6);
+    expect(await dropped('chaddr_mismatch') - mismatch0, 'with vm1\'s own: refused by the server').toBe(6);
     // no declined address either
     expect((await leases(d)).filter((l) => l.state === 'declined')).toEqual([]);
   });
@@ -305,5 +328,32 @@ describe('DHCP under a hostile tenant: hijack, release, starvation, NAK storms, 
     expect(d.alive()).toBe(true);
     // the flooder still holds its lease, on its port
     expect(await leaseOf(d, vm.vm4.mac)).toMatchObject({ ip: ip4v, state: 'bound', port: T.vm4 });
+  });
+
+  it('(f) frames from vm1 with vm2\'s source MAC (DHCP from 0.0.0.0, IPv6, another ethertype) do not move vm2\'s MAC: vm3\'s pings reach vm2, not vm1', async () => {
+    const row3 = await leaseOf(d, vm.vm3.mac);
+    if (row3?.state !== 'bound') await lease('vm3');
+    expect(await ping(vm.vm3.ns, victim.ip), 'vm3 -> vm2').toBe(true);
+    const pinned0 = await portDrops(T.vm1, 'bound_mac_conflict');
+    const stolen = await tcpdump(vm.vm1.ns, T.vm1, `icmp and dst host ${victim.ip}`);
+    const pinging = nsExecR(vm.vm3.ns, `busybox ping -c 100 -i 0.02 -W 2 ${victim.ip}`, { timeoutMs: 30_000 });
+    let sent = 0;
+    try {
+      sent = await attack('vm1', 'spoof', [vm.vm2.mac, 2]);
+    } finally {
+      await pinging;
+      await stolen.stop(300);
+    }
+    const pr = await pinging;
+    const replies = Number(/(\d+) packets received/.exec(pr.stdout)?.[1] ?? 0);
+    const pinned = await portDrops(T.vm1, 'bound_mac_conflict') - pinned0;
+    console.log(`MAC spoof: ${sent} frames as vm2 from vm1, ${pinned} dropped (bound_mac_conflict); vm3 -> vm2 ${replies}/100; vm1 saw ${stolen.lines.length} of vm3's pings`);
+    expect(sent).toBeGreaterThan(100);
+    expect(pinned, 'every spoofed frame stopped at the bridge').toBe(sent);
+    expect(stolen.lines, 'vm1 saw none of vm3\'s pings to vm2').toEqual([]);
+    expect(replies, pr.stdout).toBeGreaterThanOrEqual(98);
+    const macs = macEntries((await d.ok(['showmacs', BR], { json: true })).json).filter((m) => m.mac === vm.vm2.mac.toLowerCase());
+    expect(macs.map((m) => m.port)).toEqual([T.vm2]);
+    await victimIntact();
   });
 });

@@ -332,7 +332,7 @@ program.command('stats').argument('[bridge]').addOption(json).description('per-p
   .action(async (bridge: string | undefined, o: { json?: boolean }) => {
     print(await call('stats', { bridge }), o.json === true, (brs) => brs.map((b: any) =>
       `bridge ${b.name}: macs ${b.fdb.size} learned ${b.fdb.learned} moved ${b.fdb.moved} aged ${b.fdb.aged} evicted ${b.fdb.evicted}` +
-      ` refused ${b.fdb.refusedPortLimit + b.fdb.refusedStatic + b.fdb.refusedFull}` +
+      ` refused ${b.fdb.refusedPortLimit + b.fdb.refusedStatic + b.fdb.refusedFull + (b.fdb.refusedBound ?? 0)}` +
       ` flooded ${b.forwarding.floodedGroup + b.forwarding.floodedUnknown} forwarded ${b.forwarding.forwarded}\n` +
       table(['port', 'state', 'macs', 'rx frames', 'rx bytes', 'tx frames', 'tx bytes', 'drops'], b.ports.map((p: any) => [
         p.name, p.state, p.macs, p.rxFrames, p.rxBytes, p.txFrames, p.txBytes,

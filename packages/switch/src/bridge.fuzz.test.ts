@@ -29,7 +29,7 @@ const RUNS = Number(process.env.FUZZ_RUNS ?? 400);
 const INGRESS_REASONS: DropReason[] = [
   'malformed', 'bad_src_mac', 'link_local', 'vlan_tagged_on_access', 'vlan_not_allowed', 'vlan_no_pvid',
   'vlan_reserved', 'port_mac_limit', 'static_mac_conflict', 'dst_on_ingress',
-  'storm_control', 'dhcp_guard', 'ip_source_guard', 'arp_spoof',
+  'storm_control', 'dhcp_guard', 'ip_source_guard', 'arp_spoof', 'bound_mac_conflict',
 ];
 const EGRESS_REASONS: DropReason[] = ['egress_filtered', 'port_down', 'tx_error', 'link_down'];
 it('the drop reasons are all classified as ingress or egress here', () => {

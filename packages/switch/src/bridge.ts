@@ -27,7 +27,7 @@ import { forward, type ForwardCounters } from './forward.js';
 import { admit, ADMIT, learnRefusal, newFrameMeta, setOffloadMeta } from './ingress.js';
 import { Port, type PortIo, type PortRx, VNET_HDR_LEN } from './port.js';
 import { ETH, formatMac } from './wire/ethernet.js';
-import { ADMIT_GUARD, guardCheck } from './guard.js';
+import { ADMIT_GUARD, MacOwners, guardCheck } from './guard.js';
 import { VID_MAX } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
 
@@ -86,9 +86,18 @@ export class Bridge {
   #timer: NodeJS.Timeout | undefined;
   #depth = 0;
   #deferred: { port: Port; frame: Buffer; hdr: number }[] = [];
+  /** Which ports hold which MACs by their guards' bindings. */
+  readonly macOwners = new MacOwners();
+  /** A binding pins its MAC only while its port is up and guarded (a migrated VM takes its MAC along once the old port goes). */
+  readonly #pins = (id: number): boolean => {
+    const p = this.#byId[id];
+    return p !== undefined && p.up && p.guard.active;
+  };
 
   constructor(readonly name: string, opts: BridgeOptions = {}) {
     this.fdb = new Fdb({ ageingSec: opts.ageingSec ?? FDB_DEFAULTS.ageingSec, maxEntries: opts.maxEntries });
+    // A MAC bound to a guarded port pins it there while that port is up (guard.ts, fdb.ts "Bound MACs").
+    this.fdb.boundElsewhere = (mac, port) => this.macOwners.elsewhere(mac, port, this.#pins);
     this.#clock = opts.clock ?? (() => performance.now());
     this.#portTime = opts.clock === undefined;
     this.#onEvent = opts.onEvent ?? (() => {});
@@ -124,6 +133,7 @@ export class Bridge {
     if (id < 0) id = this.#byId.length;
     const port = new Port(id, name, io, opts.vlan ?? VlanPolicy.defaultAccess());
     this.#byId[id] = port;
+    port.guard.attach(this.macOwners, id);
     this.#ports.set(name, port);
     this.fdb.setPortLimit(id, opts.maxMacs ?? 0);
     port.storm.set(opts.stormPps ?? 0, this.#clock());
@@ -312,6 +322,7 @@ export class Bridge {
   }
 
   #forget(port: Port): void {
+    port.guard.detach();
     this.fdb.flushPort(port.id, { includeStatic: true });
     this.fdb.setPortLimit(port.id, 0);
     this.#ports.delete(port.name);

@@ -22,6 +22,7 @@ export const DROP_REASONS = [
   'dhcp_guard',            // DHCP server message (UDP 67 -> 68) from a port with the DHCP guard
   'ip_source_guard',       // IPv4 whose source MAC/IP is not bound to the port (leased or configured)
   'arp_spoof',             // ARP whose sender MAC/IP is not bound to the port, or whose SHA is not the source MAC
+  'bound_mac_conflict',    // source MAC held by a binding (DHCP lease, configured) of another live guarded port
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];

@@ -160,7 +160,7 @@ class Model {
   /** Ports in the order they first held a dynamic entry. */
   portOrder: number[] = [];
   limits = new Map<number, number>();
-  counters: FdbCounters = { learned: 0, moved: 0, aged: 0, evicted: 0, refusedPortLimit: 0, refusedStatic: 0, refusedFull: 0 };
+  counters: FdbCounters = { learned: 0, moved: 0, aged: 0, evicted: 0, refusedPortLimit: 0, refusedStatic: 0, refusedFull: 0, refusedBound: 0 };
   seq = 0;
   constructor(public ageingMs: number, public max: number) {}
 

@@ -21,7 +21,7 @@ describe('defaults and limits', () => {
     expect(f.size).toBe(0);
     expect(f.entries()).toEqual([]);
     expect(f.counters).toEqual({
-      learned: 0, moved: 0, aged: 0, evicted: 0, refusedPortLimit: 0, refusedStatic: 0, refusedFull: 0,
+      learned: 0, moved: 0, aged: 0, evicted: 0, refusedPortLimit: 0, refusedStatic: 0, refusedFull: 0, refusedBound: 0,
     });
   });
 

@@ -39,6 +39,14 @@
  * Moves: a MAC seen on another port is re-pointed (a VM migrated, or a cable moved)
  * and counted in `moved`.
  *
+ * Bound MACs (`boundElsewhere`, set by the bridge): a MAC that another live port
+ * holds by a binding (a DHCP lease or a configured binding of a guarded port,
+ * guard.ts MacOwners) is neither learned nor moved in from any other port
+ * (REFUSED_BOUND): otherwise one frame with a neighbour's MAC as its source (a DHCP
+ * DISCOVER from 0.0.0.0, an IPv6 frame: what the IP source guard lets through)
+ * would steal the neighbour's traffic until it sent again. Asked only when a frame
+ * would add or move an entry, never on a refresh.
+ *
  * Layout, and why: per VLAN, a Map keyed by a 30-bit small integer (a Smi) mixed
  * from the MAC's two 24-bit halves (`keyOf`), whose value heads a chain of the
  * entries with that key (`chain`; two MACs share a key with odds ~1e-9 per pair,
@@ -109,6 +117,7 @@ export const Learn = Object.freeze({
   REFUSED_STATIC: -2,
   REFUSED_FULL: -3,
   DISABLED: -4,
+  REFUSED_BOUND: -5,
 });
 
 export interface FdbEntry {
@@ -128,6 +137,8 @@ export interface FdbCounters {
   refusedPortLimit: number;
   refusedStatic: number;
   refusedFull: number;
+  /** New or moving MACs refused because another live port holds them by a binding. */
+  refusedBound: number;
 }
 
 /**
@@ -215,8 +226,10 @@ export class Fdb {
   #maxEntries: number;
   #sweepVisited = 0;
   readonly counters: FdbCounters = {
-    learned: 0, moved: 0, aged: 0, evicted: 0, refusedPortLimit: 0, refusedStatic: 0, refusedFull: 0,
+    learned: 0, moved: 0, aged: 0, evicted: 0, refusedPortLimit: 0, refusedStatic: 0, refusedFull: 0, refusedBound: 0,
   };
+  /** Does another live port than `port` hold `mac` by a binding? (see "Bound MACs"; unset: none do) */
+  boundElsewhere: ((mac: number, port: number) => boolean) | undefined = undefined;
 
   constructor(opts: { ageingSec?: number; maxEntries?: number } = {}) {
     this.#ageingMs = clampAgeing(opts.ageingSec ?? FDB_DEFAULTS.ageingSec) * 1000;
@@ -404,6 +417,7 @@ export class Fdb {
         this.counters.refusedStatic++;
         return Learn.REFUSED_STATIC;
       }
+      if (this.#bound(mac, port)) return Learn.REFUSED_BOUND;
       if (this.#atPortLimit(port)) {
         this.counters.refusedPortLimit++;
         return Learn.REFUSED_PORT_LIMIT;
@@ -418,6 +432,7 @@ export class Fdb {
       return Learn.MOVED;
     }
     if (this.#ageingMs === 0) return Learn.DISABLED;
+    if (this.#bound(mac, port)) return Learn.REFUSED_BOUND;
     if (this.#atPortLimit(port)) {
       this.counters.refusedPortLimit++;
       return Learn.REFUSED_PORT_LIMIT;
@@ -432,6 +447,13 @@ export class Fdb {
     this.#file(entry, now);
     this.counters.learned++;
     return Learn.NEW;
+  }
+
+  #bound(mac: number, port: number): boolean {
+    const f = this.boundElsewhere;
+    if (f === undefined || !f(mac, port)) return false;
+    this.counters.refusedBound++;
+    return true;
   }
 
   /** Links a new entry (whose (vid, mac) is not in the table) at the head of its key's chain. */

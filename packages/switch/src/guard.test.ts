@@ -284,3 +284,89 @@ describe('guardCheck', () => {
   });
 });
 
+
+describe('bound MACs (a binding pins its MAC to its port)', () => {
+  const guarded = { guard: { dhcp: true, ipSource: true } };
+  /** A non-IPv4 frame (IPv6 ethertype, zero payload): what the IP source guard lets through. */
+  const ipv6From = (src: number): Uint8Array => {
+    const f = new Uint8Array(60);
+    writeMac(f, 0, BCAST);
+    writeMac(f, 6, src);
+    put16(f, 12, 0x86dd);
+    return f;
+  };
+
+  it('a MAC leased on one port is neither learned nor moved from another, whatever the ethertype; counted', () => {
+    const t = rig({ vm1: guarded, vm2: guarded, up: {} });
+    t.port.vm2.guard.leased.set(IP_B, B);
+    t.send('vm2', ipv4(BCAST, B, IP_B, IP_GW));
+    expect(t.br.fdb.lookup(10, B)).toBe(t.port.vm2.id);
+    // from a guarded neighbour (DHCP from 0.0.0.0 passes the IP source guard) and from an unguarded port
+    t.send('vm1', ipv4(BCAST, B, 0, 0xffffffff, 68, 67));
+    t.send('vm1', ipv6From(B));
+    t.send('up', ipv6From(B));
+    expect(t.br.fdb.lookup(10, B)).toBe(t.port.vm2.id);
+    expect(t.drops('vm1').bound_mac_conflict).toBe(2);
+    expect(t.drops('up').bound_mac_conflict).toBe(1);
+    expect(t.br.fdb.counters.refusedBound).toBe(3);
+    expect(t.got('vm2')).toBe(0);
+    // before it is learned at all (aged out): not learned elsewhere either
+    t.br.fdb.delete(10, B);
+    t.send('vm1', ipv6From(B));
+    expect(t.br.fdb.lookup(10, B)).toBe(-1);
+    expect(t.drops('vm1').bound_mac_conflict).toBe(3);
+  });
+
+  it('configured bindings pin too; the owner port itself refreshes and relearns freely', () => {
+    const t = rig({ vm1: guarded, vm2: { guard: { dhcp: true, ipSource: true } } });
+    t.port.vm2.guard.configured.set(IP_B, B);
+    t.send('vm2', ipv6From(B));
+    t.send('vm2', ipv6From(B));
+    t.send('vm1', ipv6From(B));
+    expect(t.br.fdb.lookup(10, B)).toBe(t.port.vm2.id);
+    expect(t.drops('vm2').bound_mac_conflict).toBeUndefined();
+    expect(t.drops('vm1').bound_mac_conflict).toBe(1);
+  });
+
+  it('the pin holds only while the owner is up and guarded, and goes with the binding (a migrated VM takes its MAC along)', () => {
+    const t = rig({ vm1: guarded, vm2: guarded });
+    t.port.vm2.guard.leased.set(IP_B, B);
+    t.send('vm1', ipv6From(B));
+    expect(t.drops('vm1').bound_mac_conflict).toBe(1);
+    t.port.vm2.up = false; // the old TAP went away
+    t.send('vm1', ipv6From(B));
+    expect(t.br.fdb.lookup(10, B)).toBe(t.port.vm1.id);
+    t.port.vm2.up = true;
+    t.br.fdb.delete(10, B);
+    t.br.setPortGuard('vm2', { dhcp: false, ipSource: false });
+    t.send('vm1', ipv6From(B));
+    expect(t.br.fdb.lookup(10, B)).toBe(t.port.vm1.id);
+    t.br.setPortGuard('vm2', { dhcp: true, ipSource: true });
+    t.br.fdb.delete(10, B);
+    t.port.vm2.guard.leased.delete(IP_B); // released or expired
+    t.send('vm1', ipv6From(B));
+    expect(t.br.fdb.lookup(10, B)).toBe(t.port.vm1.id);
+    expect(t.drops('vm1').bound_mac_conflict).toBe(1);
+  });
+
+  it('the index follows set, replace, delete, clear and the port leaving the bridge', () => {
+    const t = rig({ vm1: guarded, vm2: guarded });
+    const g = t.port.vm2.guard;
+    const owners = t.br.macOwners;
+    g.leased.set(IP_A, A);
+    g.configured.set(IP_B, A); // one MAC, two bindings
+    expect(owners.holders(A)).toEqual([t.port.vm2.id]);
+    g.leased.set(IP_A, B); // replaced: A still held by the configured binding
+    expect(owners.holders(A)).toEqual([t.port.vm2.id]);
+    expect(owners.holders(B)).toEqual([t.port.vm2.id]);
+    g.configured.clear();
+    expect(owners.holders(A)).toEqual([]);
+    g.leased.delete(IP_A);
+    expect(owners.holders(B)).toEqual([]);
+    g.leased.set(IP_A, A);
+    t.br.removePort('vm2');
+    expect(owners.holders(A)).toEqual([]);
+    t.send('vm1', ipv6From(A));
+    expect(t.br.fdb.lookup(10, A)).toBe(t.port.vm1.id);
+  });
+});

@@ -22,11 +22,84 @@
  * port (added on ACK, removed on release, decline or expiry by the daemon) and the
  * port's configured ones. The check is one Map lookup per IPv4/ARP frame on a
  * guarded port; an unguarded port pays one boolean test.
+ *
+ * A binding also pins its MAC to the port (MacOwners, the MAC table's
+ * `boundElsewhere`): while the port is up and guarded, no other port can learn or
+ * move that MAC (fdb.ts "Bound MACs", 'bound_mac_conflict'). The IP source guard
+ * alone would let a neighbour's MAC through as the source of a DHCP DISCOVER from
+ * 0.0.0.0 or of any non-IPv4 frame, and the MAC table would then send the
+ * neighbour's traffic to the spoofer until the neighbour spoke again. The binding
+ * maps keep the index: every set, delete and clear updates it.
  */
 import { Drop } from './drop.js';
 import { readMac } from './wire/ethernet.js';
 
 export const ADMIT_GUARD = -1;
+
+/**
+ * Which ports hold a MAC by a binding (per bridge): mac -> port id -> bindings.
+ * Bindings of a port with two addresses for one MAC count twice.
+ */
+export class MacOwners {
+  readonly #byMac = new Map<number, Map<number, number>>();
+
+  add(mac: number, port: number): void {
+    let ports = this.#byMac.get(mac);
+    if (ports === undefined) this.#byMac.set(mac, ports = new Map());
+    ports.set(port, (ports.get(port) ?? 0) + 1);
+  }
+
+  remove(mac: number, port: number): void {
+    const ports = this.#byMac.get(mac);
+    const n = ports?.get(port);
+    if (ports === undefined || n === undefined) return;
+    if (n > 1) ports.set(port, n - 1);
+    else if (ports.delete(port) && ports.size === 0) this.#byMac.delete(mac);
+  }
+
+  /** Does a port other than `port` that `live` accepts hold `mac`? */
+  elsewhere(mac: number, port: number, live: (port: number) => boolean): boolean {
+    const ports = this.#byMac.get(mac);
+    if (ports === undefined) return false;
+    for (const p of ports.keys()) if (p !== port && live(p)) return true;
+    return false;
+  }
+
+  /** The ports holding `mac` (tests, views). */
+  holders(mac: number): number[] {
+    return [...(this.#byMac.get(mac)?.keys() ?? [])];
+  }
+}
+
+/** ip -> mac bindings that report every MAC they gain or lose (to keep MacOwners right). */
+export class BindingMap extends Map<number, number> {
+  constructor(private readonly changed: (mac: number, delta: 1 | -1) => void) {
+    super();
+  }
+
+  override set(ip: number, mac: number): this {
+    const prev = super.get(ip);
+    if (prev === mac) return this;
+    super.set(ip, mac);
+    if (prev !== undefined) this.changed(prev, -1);
+    this.changed(mac, 1);
+    return this;
+  }
+
+  override delete(ip: number): boolean {
+    const prev = super.get(ip);
+    if (prev === undefined) return false;
+    super.delete(ip);
+    this.changed(prev, -1);
+    return true;
+  }
+
+  override clear(): void {
+    const macs = [...super.values()];
+    super.clear();
+    for (const mac of macs) this.changed(mac, -1);
+  }
+}
 
 export class PortGuard {
   /** Either guard on: the only field the fast path reads for an unguarded port. */
@@ -34,9 +107,11 @@ export class PortGuard {
   dhcp = false;
   ipSource = false;
   /** Leased bindings: ip -> mac. */
-  readonly leased = new Map<number, number>();
+  readonly leased = new BindingMap((mac, d) => this.#count(mac, d));
   /** Configured bindings: ip -> mac. */
-  readonly configured = new Map<number, number>();
+  readonly configured = new BindingMap((mac, d) => this.#count(mac, d));
+  #owners: MacOwners | undefined;
+  #port = -1;
 
   set(opts: { dhcp?: boolean; ipSource?: boolean }): void {
     this.dhcp = opts.dhcp === true;
@@ -46,6 +121,31 @@ export class PortGuard {
 
   bound(ip: number, mac: number): boolean {
     return this.leased.get(ip) === mac || this.configured.get(ip) === mac;
+  }
+
+  /** Counts this port's bindings, as port `port`, in its bridge's `owners` (the bridge adds the port). */
+  attach(owners: MacOwners, port: number): void {
+    this.detach();
+    this.#owners = owners;
+    this.#port = port;
+    for (const mac of this.leased.values()) owners.add(mac, port);
+    for (const mac of this.configured.values()) owners.add(mac, port);
+  }
+
+  /** The port left its bridge: its bindings pin nothing any more. */
+  detach(): void {
+    const owners = this.#owners;
+    if (owners === undefined) return;
+    for (const mac of this.leased.values()) owners.remove(mac, this.#port);
+    for (const mac of this.configured.values()) owners.remove(mac, this.#port);
+    this.#owners = undefined;
+  }
+
+  #count(mac: number, delta: 1 | -1): void {
+    const owners = this.#owners;
+    if (owners === undefined) return;
+    if (delta > 0) owners.add(mac, this.#port);
+    else owners.remove(mac, this.#port);
   }
 }
 

@@ -103,5 +103,6 @@ function classifyUntagged(pvid: number, meta: FrameMeta): number {
 export function learnRefusal(r: number): number {
   if (r === Learn.REFUSED_PORT_LIMIT) return Drop.port_mac_limit;
   if (r === Learn.REFUSED_STATIC) return Drop.static_mac_conflict;
+  if (r === Learn.REFUSED_BOUND) return Drop.bound_mac_conflict;
   return ADMIT;
 }

@@ -220,13 +220,15 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
     (br) => br.fdb.counters.evicted);
   counter('vswitch_bridge_mac_refused_total',
     'Source MACs not learned, by reason: port_limit (port at its MAC limit), static (MAC statically bound to another port), '
-    + 'table_full (table full and nothing to evict). port_limit and static refusals also drop the frame '
-    + '(vswitch_port_drops_total reasons port_mac_limit and static_mac_conflict).',
+    + 'bound (MAC held by a DHCP lease or configured binding of another live guarded port), '
+    + 'table_full (table full and nothing to evict). port_limit, static and bound refusals also drop the frame '
+    + '(vswitch_port_drops_total reasons port_mac_limit, static_mac_conflict and bound_mac_conflict).',
     ['bridge', 'reason'], (emit) => {
       for (const br of bridges()) {
         const c = br.fdb.counters;
         emit({ bridge: br.name, reason: 'port_limit' }, c.refusedPortLimit);
         emit({ bridge: br.name, reason: 'static' }, c.refusedStatic);
+        emit({ bridge: br.name, reason: 'bound' }, c.refusedBound);
         emit({ bridge: br.name, reason: 'table_full' }, c.refusedFull);
       }
     });
