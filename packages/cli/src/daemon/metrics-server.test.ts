@@ -4,7 +4,8 @@
  * header size limit, one render for 500 concurrent scrapes, limits changed at
  * runtime, and the server's own counters in the exposition. On the old code there
  * was no limit, no idle timeout (an idle connection stayed open for good), and every
- * scrape rendered.
+ * scrape rendered. The server runs in its worker thread: the counters are fetched
+ * from it (stats()), and configure() is applied once sync() resolves.
  */
 import { Agent, request } from 'node:http';
 import { connect, type Socket } from 'node:net';
@@ -14,8 +15,8 @@ import { DEFAULT_METRICS_LIMITS, type MetricsLimits, type MetricsServer, startMe
 import { Vswitch } from './service.js';
 
 const log = pino({ level: 'silent' });
-const open: { close(): void }[] = [];
-afterEach(() => { for (const o of open.splice(0)) o.close(); });
+const open: { close(): void | Promise<void> }[] = [];
+afterEach(async () => { await Promise.all(open.splice(0).map((o) => o.close())); });
 
 async function serve(limits: Partial<MetricsLimits> = {}): Promise<{ m: MetricsServer; port: number; sw: Vswitch }> {
   const sw = new Vswitch(log);
@@ -62,7 +63,7 @@ describe('metrics server bounds', () => {
       new Promise<number[]>((r) => setTimeout(() => r([]), 2000)),
     ]);
     expect(refused).toHaveLength(6);
-    expect(m.stats).toMatchObject({ connections: 4, refused: 6 });
+    expect(await m.stats()).toMatchObject({ connections: 4, refused: 6 });
     for (const c of clients.slice(0, 4)) c.sock.destroy();
     await Promise.all(clients.slice(0, 4).map((c) => c.closedAt));
     await new Promise((r) => setTimeout(r, 50));
@@ -87,7 +88,7 @@ describe('metrics server bounds', () => {
     }
     expect(silent.data).toMatch(/^HTTP\/1\.1 408 /);
     expect(slow.data).toMatch(/^HTTP\/1\.1 408 /);
-    expect(m.stats.closed.request_timeout).toBe(2);
+    expect((await m.stats()).closed.request_timeout).toBe(2);
   });
 
   it('an idle keep-alive connection is closed after idleTimeout', async () => {
@@ -98,7 +99,7 @@ describe('metrics server bounds', () => {
     expect(c.data).toMatch(/^HTTP\/1\.1 200 /);
     // Node keeps the socket 1 s past the advertised keep-alive timeout.
     expect(at).toBeLessThan(3000);
-    expect(m.stats.closed.idle_timeout).toBe(1);
+    expect((await m.stats()).closed.idle_timeout).toBe(1);
   });
 
   it('headers over 8 KiB get 431; a malformed request 400; other methods 405', async () => {
@@ -111,7 +112,7 @@ describe('metrics server bounds', () => {
     bad.sock.write('BLAH\r\n\r\n');
     await bad.closedAt;
     expect(bad.data).toMatch(/^HTTP\/1\.1 400 /);
-    expect(m.stats.closed).toMatchObject({ header_too_large: 1, bad_request: 1 });
+    expect((await m.stats()).closed).toMatchObject({ header_too_large: 1, bad_request: 1 });
     for (const method of ['POST', 'PUT', 'DELETE', 'OPTIONS']) expect((await get(port, '/metrics', { method })).status).toBe(405);
   });
 
@@ -123,11 +124,12 @@ describe('metrics server bounds', () => {
     const res = await Promise.all(Array.from({ length: 500 }, () => get(port, '/metrics', { agent })));
     expect(res.every((r) => r.status === 200 && r.body.includes('vswitch_info{version=') && r.body.endsWith('\n'))).toBe(true);
     expect(new Set(res.map((r) => r.body)).size).toBe(1);
-    expect(m.cache.stats.renders).toBe(1);
-    expect(m.cache.stats.cached).toBe(499);
-    expect(m.stats.refused).toBe(0);
+    const s = await m.stats();
+    expect(s.cache.renders).toBe(1);
+    expect(s.cache.cached).toBe(499);
+    expect(s.refused).toBe(0);
     // The counters as the next render sees them.
-    m.cache.clear();
+    await m.clearCache();
     const text = (await get(port, '/metrics')).body;
     expect(sample(text, 'vswitch_metrics_scrapes_total{source="cache"}')).toBe(499);
     expect(sample(text, 'vswitch_metrics_scrapes_total{source="render"}')).toBe(1);
@@ -139,16 +141,17 @@ describe('metrics server bounds', () => {
     expect(m.configure({ ...DEFAULT_METRICS_LIMITS, maxConnections: 1, cacheInterval: 0 })).toEqual([
       'metrics.maxConnections 64 -> 1', 'metrics.cacheInterval 1 -> 0',
     ]);
+    await m.sync(); // the worker has the new limits
     const hold = raw(port);
     await new Promise((r) => hold.sock.once('connect', r));
     const second = raw(port);
     await second.closedAt;
-    expect(m.stats.refused).toBe(1);
+    expect((await m.stats()).refused).toBe(1);
     hold.sock.destroy();
     await hold.closedAt;
     await new Promise((r) => setTimeout(r, 50));
     await get(port, '/metrics');
     await get(port, '/metrics');
-    expect(m.cache.stats.renders).toBe(2);
+    expect((await m.stats()).cache.renders).toBe(2);
   });
 });

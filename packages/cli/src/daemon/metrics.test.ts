@@ -149,7 +149,7 @@ function http(port: number, method: string, path: string): Promise<{ status: num
 
 describe('startMetrics', () => {
   let server: MetricsServer | undefined;
-  afterEach(() => { server?.close(); server = undefined; });
+  afterEach(async () => { await server?.close(); server = undefined; });
 
   it('serves /metrics and /healthz, 404 and 405 otherwise', async () => {
     const { sw } = makeSwitch();
@@ -166,7 +166,7 @@ describe('startMetrics', () => {
     expect(p.status).toBe(405);
     expect(p.headers.allow).toBe('GET, HEAD');
     expect((await http(port, 'HEAD', '/metrics')).status).toBe(200);
-    server.close();
+    await server.close();
     server = undefined;
     await expect(http(port, 'GET', '/healthz')).rejects.toThrow(/ECONNREFUSED/);
     sw.close();

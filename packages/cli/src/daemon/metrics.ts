@@ -31,21 +31,18 @@
  * vswitch_metrics_* and vswitch_control_*.
  */
 import { readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import { DROP_REASONS, type Bridge, type Port } from '@vswitch/switch';
 import { DHCP_REASONS, LIMIT_KINDS, NAPT_RESULTS, REFUSE_REASONS, type HostNat, type RouterNetwork } from '@vswitch/nat';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ControlStats } from './control.js';
 import type { ManagedRouter } from './routers.js';
 import type { Logger } from './log.js';
-import { RenderCache } from './render-cache.js';
-import { LogThrottle } from './throttle.js';
+import {
+  cacheStats, DEFAULT_METRICS_LIMITS, MAX_HEADER_BYTES, METRICS_CLOSE_REASONS, MetricsWorker,
+  type MetricsCloseReason, type MetricsLimits, type RenderStats, type WorkerStats,
+} from './metrics-worker.js';
+import type { RenderCacheStats } from './render-cache.js';
 import type { Vswitch } from './service.js';
-
-export interface MetricsServer {
-  close(): void;
-}
 
 /** host:port, host may be a name, an IPv4 address or a bracketed IPv6 address. */
 export function parseListen(listen: string): { host: string; port: number } {
@@ -474,33 +471,7 @@ const HOST_DROP_COUNTERS = {
 
 const snake = (s: string): string => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
-/**
- * The server's own bounds, in seconds where they are times (config `metrics.*`).
- * Changing them at runtime (reload) applies to new connections and requests.
- */
-export interface MetricsLimits {
-  /** Connections open at once; one more is closed at once and counted. */
-  maxConnections: number;
-  /** A connection without a byte in either direction for this long is closed (before, between and during requests). */
-  idleTimeout: number;
-  /** The request's headers must be complete this long after it began. */
-  headersTimeout: number;
-  /** The whole request must be received this long after it began. */
-  requestTimeout: number;
-  /** Scrapes within this long of the last render get its text (see render-cache.ts). */
-  cacheInterval: number;
-}
-
-export const DEFAULT_METRICS_LIMITS: MetricsLimits = {
-  maxConnections: 64, idleTimeout: 10, headersTimeout: 5, requestTimeout: 10, cacheInterval: 1,
-};
-
-/** Request line and headers together; a scrape sends a few hundred bytes. Over it: 431 and closed. */
-export const MAX_HEADER_BYTES = 8192;
-
-/** Why the server closed a connection itself (a closed set, README "Metrics"). */
-export const METRICS_CLOSE_REASONS = ['idle_timeout', 'request_timeout', 'header_too_large', 'bad_request'] as const;
-export type MetricsCloseReason = (typeof METRICS_CLOSE_REASONS)[number];
+export { DEFAULT_METRICS_LIMITS, MAX_HEADER_BYTES, METRICS_CLOSE_REASONS, type MetricsCloseReason, type MetricsLimits } from './metrics-worker.js';
 
 export interface MetricsServerStats {
   /** Connections open now. */
@@ -508,182 +479,95 @@ export interface MetricsServerStats {
   /** Connections closed at once because maxConnections were open. */
   refused: number;
   closed: Record<MetricsCloseReason, number>;
+  /** Renders (main thread) and scrapes by source (worker). */
+  cache: RenderCacheStats;
 }
 
 export interface MetricsServer {
   /** host:port it listens on (the port chosen when the config said 0). */
   readonly address: string;
   readonly limits: MetricsLimits;
-  readonly stats: MetricsServerStats;
-  readonly cache: RenderCache;
-  /** New limits; returns what changed, for the reload report. */
+  /** The server's counters now: the worker's (a message round trip) and the renders. */
+  stats(): Promise<MetricsServerStats>;
+  /** Drops the cached text, so the next scrape renders; resolves once the worker has. */
+  clearCache(): Promise<void>;
+  /** New limits; returns what changed, for the reload report. The worker applies them in order with every other message. */
   configure(limits: MetricsLimits): string[];
-  close(): void;
+  /** Resolves once the worker has handled every message sent before (tests: limits applied). */
+  sync(): Promise<void>;
+  /** Stops listening and closes every connection; resolves once the worker thread has exited. */
+  close(): Promise<void>;
 }
 
 export interface StartMetricsOptions {
   limits?: MetricsLimits;
   /** The control socket's counters, exported with the server's own (absent until it listens). */
   control?: () => ControlStats | undefined;
+  /** Tests: how long /healthz waits for the main loop (default HEALTH_TIMEOUT_MS). */
+  healthTimeoutMs?: number;
 }
 
 /**
- * Serves `sw`'s metrics on `listen` (host:port). Resolves once listening, rejects
- * if the address is bad or cannot be bound.
+ * Serves `sw`'s metrics on `listen` (host:port) from a worker thread
+ * (metrics-worker.ts). Resolves once listening, rejects if the address is bad or
+ * cannot be bound (the listen error's own message: EADDRINUSE ...).
  *
- * Bounds (the server shares the forwarding loop and the daemon's fds with every
- * VM): at most `maxConnections` connections, more are closed on accept (Node's
- * maxConnections, counted on 'drop' and logged at most every 10 s); idle, header
- * and request timeouts; headers of at most MAX_HEADER_BYTES; only GET and HEAD on
- * /metrics and /healthz; and one render per `cacheInterval` however many scrapes.
+ * Bounds (the connections' fds are the daemon's): at most `maxConnections`
+ * connections, more are closed on accept (counted, logged at most every 10 s);
+ * idle, header and request timeouts; headers of at most MAX_HEADER_BYTES; only GET
+ * and HEAD on /metrics and /healthz; and one render per `cacheInterval` however
+ * many scrapes, the only work scrapes cause on this thread.
  */
 export async function startMetrics(sw: Vswitch, listen: string, log: Logger, opts: StartMetricsOptions = {}): Promise<MetricsServer> {
   const { host, port } = parseListen(listen);
   const limits: MetricsLimits = { ...(opts.limits ?? DEFAULT_METRICS_LIMITS) };
   const reg = createMetricsRegistry(sw);
-  const cache = new RenderCache(() => reg.metrics(), limits.cacheInterval * 1000);
-  const stats: MetricsServerStats = {
-    connections: 0, refused: 0, closed: { idle_timeout: 0, request_timeout: 0, header_too_large: 0, bad_request: 0 },
-  };
-  registerServerMetrics(reg, limits, stats, cache, opts.control);
-  let closing = false;
-
-  const send = (res: ServerResponse, code: number, body: string, headers: Record<string, string> = {}): void => {
-    res.writeHead(code, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), ...headers });
-    res.end(res.req.method === 'HEAD' ? undefined : body);
-  };
-
-  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    let path: string;
-    try {
-      path = new URL(req.url ?? '/', 'http://x').pathname;
-    } catch {
-      send(res, 400, 'bad request\n');
-      return;
-    }
-    if (path !== '/metrics' && path !== '/healthz') {
-      send(res, 404, 'not found: try /metrics or /healthz\n');
-      return;
-    }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      send(res, 405, 'method not allowed\n', { Allow: 'GET, HEAD' });
-      return;
-    }
-    if (path === '/healthz') {
-      if (closing) send(res, 503, 'stopping\n');
-      else send(res, 200, 'ok\n');
-      return;
-    }
-    try {
-      const { text } = await cache.get();
-      if (res.destroyed) return;
-      send(res, 200, text, { 'Content-Type': reg.contentType });
-    } catch (e) {
-      log.error({ event: 'metrics_error', err: (e as Error).message }, 'metrics_error');
-      if (!res.destroyed) send(res, 500, `cannot collect metrics: ${(e as Error).message}\n`);
-    }
-  };
-
-  const server = createServer({
-    maxHeaderSize: MAX_HEADER_BYTES,
-    headersTimeout: limits.headersTimeout * 1000,
-    requestTimeout: limits.requestTimeout * 1000,
-    keepAliveTimeout: limits.idleTimeout * 1000,
-    // How often headersTimeout and requestTimeout are checked (Node's default: 30 s).
-    connectionsCheckingInterval: 1000,
-  }, (req, res) => {
-    handle(req, res).catch((e: unknown) => {
-      log.error({ event: 'metrics_error', err: (e as Error).message }, 'metrics_error');
-      if (!res.headersSent) send(res, 500, 'internal error\n');
-      else res.destroy();
-    });
+  let worker: MetricsWorker | undefined;
+  registerServerMetrics(reg, limits, () => worker, opts.control);
+  worker = await MetricsWorker.start({
+    host, port, limits, contentType: reg.contentType, render: () => reg.metrics(), log, healthTimeoutMs: opts.healthTimeoutMs,
   });
-  server.maxConnections = limits.maxConnections;
-  // Any phase: before the first request, while one is read or written, between keep-alive requests.
-  server.timeout = limits.idleTimeout * 1000;
-  server.on('timeout', (sock: Socket) => {
-    stats.closed.idle_timeout++;
-    sock.destroy();
-  });
-  server.on('connection', (sock: Socket) => {
-    stats.connections++;
-    sock.once('close', () => stats.connections--);
-  });
-  const refusedLog = new LogThrottle((count) => log.warn(
-    { event: 'metrics_connections_refused', count, limit: limits.maxConnections, open: stats.connections },
-    'metrics_connections_refused'));
-  server.on('drop', () => {
-    stats.refused++;
-    refusedLog.hit();
-  });
-  // Replaces Node's default answer to a bad or late request (same status codes), to count it.
-  server.on('clientError', (err: NodeJS.ErrnoException, sock: Socket) => {
-    const reason: MetricsCloseReason | undefined = err.code === 'HPE_HEADER_OVERFLOW' ? 'header_too_large'
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request_timeout'
-        : err.code === 'ECONNRESET' || err.code === 'EPIPE' ? undefined : 'bad_request';
-    if (reason !== undefined) {
-      stats.closed[reason]++;
-      if (sock.writable && sock.bytesWritten === 0) {
-        const status = reason === 'header_too_large' ? '431 Request Header Fields Too Large'
-          : reason === 'request_timeout' ? '408 Request Timeout' : '400 Bad Request';
-        sock.write(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-      }
-    }
-    sock.destroy();
-  });
-
-  await new Promise<void>((resolve, reject) => {
-    const onError = (e: Error): void => {
-      server.close();
-      reject(e);
-    };
-    server.once('error', onError);
-    server.listen({ host, port }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-  server.on('error', (e) => log.error({ event: 'metrics_error', err: e.message }, 'metrics_error'));
-
-  const addr = server.address() as AddressInfo;
-  const shown = addr.family === 'IPv6' ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`;
-  log.info({ event: 'metrics_listening', listen: shown, url: `http://${shown}/metrics`, ...limits, maxHeaderBytes: MAX_HEADER_BYTES }, 'metrics_listening');
+  const w = worker;
+  log.info({ event: 'metrics_listening', listen: w.address, url: `http://${w.address}/metrics`, ...limits, maxHeaderBytes: MAX_HEADER_BYTES }, 'metrics_listening');
 
   return {
-    address: shown,
+    get address() { return w.address; },
     limits,
-    stats,
-    cache,
+    async stats(): Promise<MetricsServerStats> {
+      const s = await w.currentStats();
+      return { connections: s.connections, refused: s.refused, closed: s.closed, cache: cacheStats(w.render, s) };
+    },
+    clearCache: () => w.clear(),
     configure(next: MetricsLimits): string[] {
       const changes: string[] = [];
       for (const k of Object.keys(DEFAULT_METRICS_LIMITS) as (keyof MetricsLimits)[]) {
         if (limits[k] !== next[k]) changes.push(`metrics.${k} ${limits[k]} -> ${next[k]}`);
         limits[k] = next[k];
       }
-      server.maxConnections = limits.maxConnections;
-      server.timeout = limits.idleTimeout * 1000;
-      server.keepAliveTimeout = limits.idleTimeout * 1000;
-      server.headersTimeout = limits.headersTimeout * 1000;
-      server.requestTimeout = limits.requestTimeout * 1000;
-      cache.intervalMs = limits.cacheInterval * 1000;
+      w.configure(limits);
       return changes;
     },
-    close(): void {
-      if (closing) return;
-      closing = true;
-      server.close();
-      // Prometheus keeps its connection alive; do not let it hold the daemon's exit.
-      server.closeAllConnections();
-      refusedLog.flush();
+    sync: () => w.sync(),
+    async close(): Promise<void> {
+      await w.close();
       reg.clear();
     },
   };
 }
 
-/** The server's own counters (and the control socket's), read at render time like every other metric. */
+/**
+ * The server's own counters (and the control socket's), read at render time like
+ * every other metric. The worker's (connections, refusals, closes, scrapes) are
+ * those it sent with this render's request: current but for the scrapes that
+ * arrive while the render runs; renders are counted here, where they run.
+ */
 function registerServerMetrics(
-  reg: Registry, limits: MetricsLimits, stats: MetricsServerStats, cache: RenderCache, control: (() => ControlStats | undefined) | undefined,
+  reg: Registry, limits: MetricsLimits, worker: () => MetricsWorker | undefined, control: (() => ControlStats | undefined) | undefined,
 ): void {
+  const w = (fill: (s: WorkerStats, r: RenderStats, emit: Emit) => void) => (emit: Emit): void => {
+    const mw = worker();
+    if (mw !== undefined) fill(mw.stats, mw.render, emit);
+  };
   const metric = (type: 'counter' | 'gauge', name: string, help: string, labelNames: string[], fill: (emit: Emit) => void): void => {
     if (type === 'counter') {
       new Counter({ name, help, labelNames, registers: [reg], collect() { this.reset(); fill((l, v) => this.inc(l, v)); } });
@@ -691,23 +575,23 @@ function registerServerMetrics(
       new Gauge({ name, help, labelNames, registers: [reg], collect() { this.reset(); fill((l, v) => this.set(l, v)); } });
     }
   };
-  metric('gauge', 'vswitch_metrics_connections', 'HTTP connections open to this metrics endpoint.', [], (emit) => emit({}, stats.connections));
+  metric('gauge', 'vswitch_metrics_connections', 'HTTP connections open to this metrics endpoint.', [], w((s, _r, emit) => emit({}, s.connections)));
   metric('gauge', 'vswitch_metrics_max_connections', 'metrics.maxConnections: connections over it are closed at once.', [], (emit) => emit({}, limits.maxConnections));
   metric('counter', 'vswitch_metrics_connections_refused_total',
-    'Connections closed at once because metrics.maxConnections were open.', [], (emit) => emit({}, stats.refused));
+    'Connections closed at once because metrics.maxConnections were open.', [], w((s, _r, emit) => emit({}, s.refused)));
   metric('counter', 'vswitch_metrics_connections_closed_total',
-    `Connections the server closed itself, by reason (${METRICS_CLOSE_REASONS.join(', ')}).`, ['reason'], (emit) => {
-      for (const reason of METRICS_CLOSE_REASONS) emit({ reason }, stats.closed[reason]);
-    });
+    `Connections the server closed itself, by reason (${METRICS_CLOSE_REASONS.join(', ')}).`, ['reason'], w((s, _r, emit) => {
+      for (const reason of METRICS_CLOSE_REASONS) emit({ reason }, s.closed[reason]);
+    }));
   metric('counter', 'vswitch_metrics_renders_total', 'Times the exposition was rendered (at most one per metrics.cacheInterval).', [],
-    (emit) => emit({}, cache.stats.renders));
-  metric('gauge', 'vswitch_metrics_render_seconds', 'How long the last finished render took.', [], (emit) => emit({}, cache.stats.lastRenderMs / 1000));
+    w((_s, r, emit) => emit({}, r.renders)));
+  metric('gauge', 'vswitch_metrics_render_seconds', 'How long the last finished render took.', [], w((_s, r, emit) => emit({}, r.lastRenderMs / 1000)));
   metric('counter', 'vswitch_metrics_scrapes_total',
     'Scrapes of /metrics answered, by source: render (this scrape rendered) or cache (the text of a render shared or cached).',
-    ['source'], (emit) => {
-      emit({ source: 'render' }, cache.stats.rendered);
-      emit({ source: 'cache' }, cache.stats.cached);
-    });
+    ['source'], w((s, _r, emit) => {
+      emit({ source: 'render' }, s.rendered);
+      emit({ source: 'cache' }, s.cached);
+    }));
   const ctl = (fill: (c: ControlStats, emit: Emit) => void) => (emit: Emit): void => {
     const c = control?.();
     if (c !== undefined) fill(c, emit);

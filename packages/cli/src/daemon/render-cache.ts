@@ -13,6 +13,11 @@
  * again. An interval of 0 still shares a running render between concurrent scrapes.
  * `clear()` drops the cached text: the daemon calls it after each command that
  * changes the switch, so an operator's change shows at the next scrape.
+ *
+ * The cache lives in the metrics worker thread, whose render asks the main thread
+ * for the text (metrics-worker.ts). The worker runs this class from its source
+ * text (Function.prototype.toString), so it must stay self-contained: no imports,
+ * nothing from this module's scope, only globals (performance).
  */
 
 export interface Rendered {

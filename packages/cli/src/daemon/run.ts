@@ -3,7 +3,8 @@
  * path is free (or a stale socket of ours) before building anything, build the
  * bridges and routers, serve metrics, open the control socket, run until
  * SIGTERM/SIGINT, then tear down cleanly (ports closed, non-persistent TAPs removed
- * with their fds, socket unlinked). A reload also applies the servers' limits.
+ * with their fds, socket unlinked, the metrics worker thread gone). A reload also
+ * applies the servers' limits.
  */
 import { readFileSync, unlinkSync } from 'node:fs';
 import { type Config, defaultConfig, loadConfig } from '../config.js';
@@ -86,12 +87,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         if (h === undefined) throw new VswitchError('EINVAL', `unknown command: ${cmd}`);
         return h(sw, args);
       } finally {
-        // A change made by the operator shows at the next scrape, not a cache interval later.
-        if (!READ_ONLY_COMMANDS.has(cmd)) metrics?.cache.clear();
+        // A change made by the operator shows at the next scrape, not a cache interval later (a message to
+        // the metrics worker, which it handles before any scrape the operator's next command can send).
+        if (!READ_ONLY_COMMANDS.has(cmd)) void metrics?.clearCache();
       }
     }, log, controlLimits(cfg));
   } catch (e) {
-    metrics?.close();
+    await metrics?.close();
     sw.close();
     throw e;
   }
@@ -109,18 +111,19 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     const stop = (signal: string): void => {
       log.info({ event: 'daemon_stopping', signal }, 'daemon_stopping');
       server.close();
-      metrics?.close();
+      const metricsClosed = metrics?.close();
       try {
         unlinkSync(socketPath);
       } catch { /* already gone */ }
       sw.close();
-      resolve();
+      // The metrics worker thread exits once its connections are closed; stopped means no thread left.
+      void Promise.resolve(metricsClosed).then(() => resolve());
     };
     process.on('SIGHUP', () => {
       try {
         reload();
       } catch { /* logged; the running state stays */ }
-      metrics?.cache.clear();
+      void metrics?.clearCache();
     });
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
@@ -139,8 +142,10 @@ function controlLimits(cfg: Config): ControlLimits {
 
 /**
  * File descriptors the config can use at once: a device or socket per port, a
- * socket per host-NAT session (uplink kind host), the servers' connection limits,
- * and some for state files, the uplinks and Node itself. README "Limits".
+ * socket per host-NAT session (uplink kind host), the servers' connection limits
+ * (the metrics worker thread's connections are this process's fds like any other),
+ * and some for state files, the uplinks and Node itself (its threads, the metrics
+ * worker's event loop included). README "Limits".
  */
 function fdsNeeded(cfg: Config, metrics: boolean): number {
   let n = 64 + cfg.control.maxConnections + (metrics ? cfg.metrics.maxConnections : 0);

@@ -4,6 +4,10 @@
  * once, the others of the window are counted and logged as one line at its end
  * (`count` = occurrences since the previous line). A flood of refused connections
  * thus costs the log one line per window, and none is lost from the count.
+ *
+ * The metrics worker thread runs this class from its source text
+ * (metrics-worker.ts): it must stay self-contained (no imports, nothing from this
+ * module's scope, only globals).
  */
 
 export class LogThrottle {
