@@ -26,7 +26,7 @@ describe('config', () => {
 
   it('the servers\' limits: defaults, partial sections, and bad values with their key path', () => {
     const c = defaultConfig();
-    expect(c.metrics).toEqual({ listen: '127.0.0.1:9464', maxConnections: 64, idleTimeout: 10, headersTimeout: 5, requestTimeout: 10, cacheInterval: 1 });
+    expect(c.metrics).toEqual({ listen: '127.0.0.1:9464', maxConnections: 64, idleTimeout: 10, headersTimeout: 5, requestTimeout: 10, cacheInterval: 1, workerNice: 10 });
     expect(c.control).toEqual({ mode: '0600', maxConnections: 64, maxRequestBytes: 65536 });
     const p = parseConfig('metrics: { listen: off, cacheInterval: 0 }\ncontrol: { maxConnections: 4 }\n', F);
     expect(p.metrics).toMatchObject({ listen: 'off', maxConnections: 64, cacheInterval: 0, idleTimeout: 10 });
@@ -34,6 +34,8 @@ describe('config', () => {
     expect(errorOf('metrics: { headersTimeout: 20 }\n')).toMatch(/metrics\.headersTimeout .*must not exceed requestTimeout/);
     expect(errorOf('metrics: { maxConnections: 0 }\n')).toMatch(/metrics\.maxConnections/);
     expect(errorOf('metrics: { idleTimeout: 0 }\n')).toMatch(/metrics\.idleTimeout/);
+    expect(errorOf('metrics: { workerNice: -1 }\n')).toMatch(/metrics\.workerNice .*never gets more of the CPU than the data plane/);
+    expect(errorOf('metrics: { workerNice: 20 }\n')).toMatch(/metrics\.workerNice/);
     expect(errorOf('control: { maxRequestBytes: 10 }\n')).toMatch(/control\.maxRequestBytes/);
   });
 

@@ -203,8 +203,10 @@ export const ConfigSchema = z.strictObject({
     requestTimeout: Seconds.default(10),
     /** Seconds a render is served to later scrapes; 0: every scrape renders, unless one is running. */
     cacheInterval: z.number().min(0).max(60).default(1),
+    /** Nice value of the server's thread (0 = the data plane's, up to 19): the data plane gets the CPU first. */
+    workerNice: z.number().int().min(0, 'must be 0 to 19: the server never gets more of the CPU than the data plane').max(19).default(10),
   }).refine((m) => m.headersTimeout <= m.requestTimeout, { path: ['headersTimeout'], message: 'must not exceed requestTimeout' })
-    .default({ listen: '127.0.0.1:9464', maxConnections: 64, idleTimeout: 10, headersTimeout: 5, requestTimeout: 10, cacheInterval: 1 }),
+    .default({ listen: '127.0.0.1:9464', maxConnections: 64, idleTimeout: 10, headersTimeout: 5, requestTimeout: 10, cacheInterval: 1, workerNice: 10 }),
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   }).default({ level: 'info' }),

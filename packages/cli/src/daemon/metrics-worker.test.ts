@@ -11,6 +11,7 @@
  * On the old code there was no worker: a blocked main loop answered nothing, and
  * /healthz said 200 whatever the data plane's loop did.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect, createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -94,7 +95,7 @@ describe('metrics worker protocol', () => {
     const first = Array.from({ length: 50 }, () => get(port, '/metrics'));
     await expect.poll(() => renders.length).toBe(1);
     // Every other scrape reached the worker and waits for that same render.
-    await expect.poll(async () => (await w.currentStats()).connections).toBe(50);
+    await expect.poll(async () => (await w.currentStats()).waiting).toBe(50);
     expect(renders).toHaveLength(1);
     renders[0].resolve('text 1\n');
     const res = await Promise.all(first);
@@ -128,18 +129,19 @@ describe('metrics worker protocol', () => {
   });
 
   it('a failed render is a 500 for its scrapes, logged once, and not cached', async () => {
-    let fail = true;
-    const { port, lines } = await start(async () => {
-      if (fail) throw new Error('boom');
-      return 'ok\n';
-    }, { cacheInterval: 60 });
-    const r = await Promise.all([get(port, '/metrics'), get(port, '/metrics')]);
+    let failing: Deferred | undefined = deferred();
+    const { w, port, lines } = await start(() => failing?.promise ?? Promise.resolve('ok\n'), { cacheInterval: 60 });
+    const both = Promise.all([get(port, '/metrics'), get(port, '/metrics')]);
+    await expect.poll(async () => (await w.currentStats()).waiting).toBe(2);
+    failing.reject(new Error('boom'));
+    const r = await both;
     expect(r.map((x) => x.status)).toEqual([500, 500]);
     expect(r[0].body).toBe('cannot collect metrics: boom\n');
     expect(lines.filter((l) => l.event === 'metrics_error')).toHaveLength(1);
     expect(lines.find((l) => l.event === 'metrics_error')).toMatchObject({ level: 50, err: 'boom' });
-    fail = false;
+    failing = undefined;
     expect(await get(port, '/metrics')).toEqual({ status: 200, body: 'ok\n' });
+    expect(w.render).toMatchObject({ renders: 2, renderErrors: 1 });
   });
 
   it('/healthz: 200 while the main loop answers (one ping for many), 503 while it is stuck, 200 again after', async () => {
@@ -199,6 +201,20 @@ describe('metrics worker protocol', () => {
     expect(w.address).toBe(`127.0.0.1:${port}`);
     expect(await get(port, '/healthz')).toEqual({ status: 200, body: 'ok\n' });
     expect(await get(port, '/metrics')).toEqual({ status: 200, body: 'x\n' });
+  });
+
+  it('the worker thread runs at metrics.workerNice, changed by configure()', async () => {
+    const niceOf = (tid: string): number => Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ')[16]);
+    const before = new Set(readdirSync('/proc/self/task'));
+    const { w } = await start(async () => 'x\n', { workerNice: 7 });
+    await w.sync();
+    const mine = readdirSync('/proc/self/task').filter((t) => !before.has(t) && niceOf(t) === 7);
+    expect(mine).toHaveLength(1);
+    expect(niceOf(String(process.pid))).toBe(0);
+    w.configure({ ...DEFAULT_METRICS_LIMITS, workerNice: 12 });
+    await w.sync();
+    expect(niceOf(mine[0])).toBe(12);
+    expect(niceOf(String(process.pid))).toBe(0);
   });
 
   // start() rejects only once the thread has exited (its 'exit' event): no thread is left behind.

@@ -72,6 +72,7 @@
  * them; metrics-worker.test.ts runs them for real.
  */
 import type * as Http from 'node:http';
+import type * as Os from 'node:os';
 import type { AddressInfo, Socket } from 'node:net';
 import { Worker, type MessagePort } from 'node:worker_threads';
 import type { Logger } from './log.js';
@@ -93,10 +94,15 @@ export interface MetricsLimits {
   requestTimeout: number;
   /** Scrapes within this long of the last render get its text (see render-cache.ts). */
   cacheInterval: number;
+  /**
+   * The server thread's nice value, 0 (the data plane's) to 19: on a busy machine the
+   * kernel gives the data plane's thread the CPU first, and the scrapes what is left.
+   */
+  workerNice: number;
 }
 
 export const DEFAULT_METRICS_LIMITS: MetricsLimits = {
-  maxConnections: 64, idleTimeout: 10, headersTimeout: 5, requestTimeout: 10, cacheInterval: 1,
+  maxConnections: 64, idleTimeout: 10, headersTimeout: 5, requestTimeout: 10, cacheInterval: 1, workerNice: 10,
 };
 
 /** Request line and headers together; a scrape sends a few hundred bytes. Over it: 431 and closed. */
@@ -125,6 +131,8 @@ export interface WorkerStats {
   /** Render requests sent to the main thread, and those that failed. */
   requests: number;
   requestErrors: number;
+  /** Scrapes waiting for a render now. */
+  waiting: number;
 }
 
 /** What the worker starts with (workerData: structured-cloned, so plain data only). */
@@ -164,15 +172,25 @@ export type ToWorker =
  * worker (see the header), so it may use only its parameters and globals.
  */
 function serve(
-  http: typeof Http, port: MessagePort, init: WorkerInit,
+  http: typeof Http, os: typeof Os, port: MessagePort, init: WorkerInit,
   RenderCacheClass: typeof RenderCache, LogThrottleClass: typeof LogThrottle,
 ): void {
   const post = (m: FromWorker): void => port.postMessage(m);
   const log = (level: LogLevel, obj: Record<string, unknown>): void => post({ t: 'log', level, obj, msg: String(obj.event) });
   const limits: MetricsLimits = { ...init.limits };
+  const renice = (nice: number): void => {
+    try {
+      // Pid 0: this thread only (on Linux a nice value belongs to a thread, not to the process).
+      if (os.getPriority(0) !== nice) os.setPriority(0, nice);
+    } catch (e) {
+      // Lowering it again (a reload from 10 to 0) needs CAP_SYS_NICE.
+      log('warn', { event: 'metrics_worker_nice_failed', nice, err: (e as Error).message });
+    }
+  };
+  renice(limits.workerNice);
   const closed = {} as Record<MetricsCloseReason, number>;
   for (const r of init.closeReasons) closed[r] = 0;
-  const counts = { connections: 0, refused: 0, requests: 0, requestErrors: 0 };
+  const counts = { connections: 0, refused: 0, requests: 0, requestErrors: 0, waiting: 0 };
   let closing = false;
 
   /* ---------- renders: one request outstanding, answered by the main thread ---------- */
@@ -191,6 +209,7 @@ function serve(
   const snapshot = (): WorkerStats => ({
     connections: counts.connections, refused: counts.refused, closed: { ...closed },
     rendered: cache.stats.rendered, cached: cache.stats.cached, requests: counts.requests, requestErrors: counts.requestErrors,
+    waiting: counts.waiting,
   });
 
   /* ---------- /healthz: is the main loop alive? ---------- */
@@ -225,9 +244,19 @@ function serve(
   };
 
   /* ---------- HTTP ---------- */
-  const send = (res: Http.ServerResponse, code: number, body: string, headers: Record<string, string> = {}): void => {
+  const send = (res: Http.ServerResponse, code: number, body: string | Buffer, headers: Record<string, string> = {}): void => {
     res.writeHead(code, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), ...headers });
     res.end(res.req.method === 'HEAD' ? undefined : body);
+  };
+  // The text of the last render, encoded once for every scrape it answers (not once per scrape).
+  let memoText = '';
+  let memoBytes = Buffer.alloc(0);
+  const bytesOf = (text: string): Buffer => {
+    if (text !== memoText) {
+      memoText = text;
+      memoBytes = Buffer.from(text);
+    }
+    return memoBytes;
   };
 
   const handle = async (req: Http.IncomingMessage, res: Http.ServerResponse): Promise<void> => {
@@ -258,13 +287,16 @@ function serve(
       else send(res, 503, `stalled: the daemon's main loop did not answer within ${init.healthTimeoutMs / 1000} s\n`);
       return;
     }
+    counts.waiting++;
     try {
       const { text } = await cache.get();
       if (res.destroyed) return;
-      send(res, 200, text, { 'Content-Type': init.contentType });
+      send(res, 200, bytesOf(text), { 'Content-Type': init.contentType });
     } catch (e) {
       // The main thread logged the render's error where it happened.
       if (!res.destroyed) send(res, closing ? 503 : 500, closing ? 'stopping\n' : `cannot collect metrics: ${(e as Error).message}\n`);
+    } finally {
+      counts.waiting--;
     }
   };
 
@@ -355,6 +387,7 @@ function serve(
         server.headersTimeout = limits.headersTimeout * 1000;
         server.requestTimeout = limits.requestTimeout * 1000;
         cache.intervalMs = limits.cacheInterval * 1000;
+        renice(limits.workerNice);
         return;
       case 'clear':
         cache.clear();
@@ -390,7 +423,7 @@ let source: string | undefined;
 function workerSource(): string {
   source ??= `'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
-(${serve.toString()})(require('node:http'), parentPort, workerData, ${RenderCache.toString()}, ${LogThrottle.toString()});
+(${serve.toString()})(require('node:http'), require('node:os'), parentPort, workerData, ${RenderCache.toString()}, ${LogThrottle.toString()});
 `;
   return source;
 }
@@ -604,7 +637,7 @@ export class MetricsWorker {
 function emptyStats(): WorkerStats {
   return {
     connections: 0, refused: 0, closed: { idle_timeout: 0, request_timeout: 0, header_too_large: 0, bad_request: 0 },
-    rendered: 0, cached: 0, requests: 0, requestErrors: 0,
+    rendered: 0, cached: 0, requests: 0, requestErrors: 0, waiting: 0,
   };
 }
 

@@ -132,8 +132,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
 }
 
 function metricsLimits(cfg: Config): MetricsLimits {
-  const { maxConnections, idleTimeout, headersTimeout, requestTimeout, cacheInterval } = cfg.metrics;
-  return { maxConnections, idleTimeout, headersTimeout, requestTimeout, cacheInterval };
+  const { maxConnections, idleTimeout, headersTimeout, requestTimeout, cacheInterval, workerNice } = cfg.metrics;
+  return { maxConnections, idleTimeout, headersTimeout, requestTimeout, cacheInterval, workerNice };
 }
 
 function controlLimits(cfg: Config): ControlLimits {
