@@ -9,6 +9,11 @@
  *   Old code: fd limit reached; the CLI gets EPIPE; /healthz and leases fail.
  * - 500 concurrent scrapes: every one gets a valid exposition and they cost about
  *   one render (vswitch_metrics_renders_total). Old code: one render each, no counter.
+ * - The metrics server runs in its own thread: with the daemon's main thread (the
+ *   data plane's loop) frozen by ptrace, /metrics still answers from the cache and
+ *   /healthz answers 503 "stalled" within ~2 s; thawed, 200 again; SIGTERM then
+ *   ends the daemon, worker thread included, with exit code 0. Old code: both
+ *   requests hung while the main thread was frozen.
  * - A control client that pipelines `show` flat out and never reads: the daemon's
  *   RSS (/proc/PID/status VmRSS) stays bounded and other clients are served.
  *   Old code: every reply buffered (hundreds of MB).
@@ -38,6 +43,7 @@ import { Daemon, runCli, startDaemon } from './helpers/daemon.js';
 import { makeDhcpVm, udhcpcOnce } from './helpers/dhcp.js';
 import { PREFIX, addNamespace, addVeth, cleanup, freePort, ifname, nsExec, nsname, sh, sleep, tempDir, waitFor } from './helpers/run.js';
 import { quietNamespace, tcpdump } from './helpers/vm.js';
+import { freezeThread } from './helpers/freeze.js';
 
 const X = 20 + (parseInt(PREFIX.slice(1), 16) % 200);
 const BR = 'br0';
@@ -286,6 +292,51 @@ describe('bounded metrics server and control socket', () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain('metrics.headersTimeout');
     expect(bad.stderr).toContain('must not exceed requestTimeout');
+  });
+});
+
+describe('the metrics server in its own thread', () => {
+  let d: Daemon;
+  let port: number;
+  beforeAll(async () => {
+    port = await freePort();
+    // A long cache interval: the text rendered before the freeze is still fresh during it.
+    d = await startDaemon({ stateDir: tempDir('mw'), metrics: { listen: `127.0.0.1:${port}`, cacheInterval: 30 }, bridges: { [BR]: {} } });
+    await d.waitForLog('metrics_listening');
+  });
+  afterAll(async () => {
+    await d?.stop();
+    await cleanup();
+  });
+
+  it('the main thread frozen: /metrics from the cache, /healthz 503; thawed: 200; SIGTERM ends every thread', async () => {
+    const before = await httpGet(port, '/metrics');
+    expect(before.status).toBe(200);
+    expect(await httpGet(port, '/healthz')).toEqual({ status: 200, body: 'ok\n' });
+    const frozen = await freezeThread(d.proc.pid!);
+    let metrics: { status: number; body: string };
+    let health: { status: number; body: string };
+    let healthMs: number;
+    try {
+      metrics = await httpGet(port, '/metrics', false, 5000);
+      await sleep(300); // past the 250 ms in which the last answered ping still counts
+      const t0 = performance.now();
+      health = await httpGet(port, '/healthz', false, 6000);
+      healthMs = performance.now() - t0;
+    } finally {
+      await frozen.thaw();
+    }
+    // Served by the worker thread while the data plane's loop could not run.
+    expect(metrics.status).toBe(200);
+    expect(metrics.body).toBe(before.body);
+    expect(health).toEqual({ status: 503, body: "stalled: the daemon's main loop did not answer within 2 s\n" });
+    expect(healthMs).toBeGreaterThanOrEqual(1900);
+    console.log(`main thread frozen: /healthz answered 503 after ${healthMs.toFixed(0)} ms`);
+    await waitFor('/healthz 200 after the thaw', async () => (await httpGet(port, '/healthz')).status === 200, { timeoutMs: 5000 });
+
+    const r = await d.stop();
+    expect(r, d.logText().slice(-2000)).toEqual({ code: 0, signal: null, killed: false });
+    expect(d.logsMatching('daemon_stopped')).toHaveLength(1);
   });
 });
 
