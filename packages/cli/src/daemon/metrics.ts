@@ -23,12 +23,15 @@
  *
  * Each daemon has its own Registry (never prom-client's global one).
  *
- * Serving (startMetrics): the endpoint shares the forwarding loop and the daemon's
- * file descriptors with every VM, so it is bounded: a connection limit (more are
- * closed on accept), idle, header and request timeouts, small headers, and at most
- * one render per `metrics.cacheInterval` however many scrapes arrive
- * (render-cache.ts). Its own counters, and the control socket's, are exported as
- * vswitch_metrics_* and vswitch_control_*.
+ * Serving (startMetrics): the HTTP server runs in a worker thread
+ * (metrics-worker.ts), so scrapes never hold the forwarding loop; the registry
+ * stays here, with the data plane it reads, and renders when the worker asks: at
+ * most once per `metrics.cacheInterval` however many scrapes arrive
+ * (render-cache.ts, in the worker). The server shares the daemon's file
+ * descriptors with every VM, so it is bounded: a connection limit (more are closed
+ * on accept), idle, header and request timeouts, small headers. Its own counters
+ * (sent by the worker with each render request), and the control socket's, are
+ * exported as vswitch_metrics_* and vswitch_control_*.
  */
 import { readFileSync } from 'node:fs';
 import { DROP_REASONS, type Bridge, type Port } from '@vswitch/switch';
