@@ -217,6 +217,20 @@ describe('metrics worker protocol', () => {
     expect(niceOf(String(process.pid))).toBe(0);
   });
 
+  it('a restart that cannot listen is logged and tried again later', async () => {
+    const { w, port, lines } = await start(async () => 'x\n');
+    await w.worker!.terminate();
+    // The address is taken before the restart (1 s later) can bind it.
+    const squatter = createServer();
+    await new Promise<void>((r) => squatter.listen(port, '127.0.0.1', r));
+    const exits = () => lines.filter((l) => l.event === 'metrics_worker_exited');
+    await expect.poll(() => exits().length, { timeout: 5000 }).toBe(2);
+    expect(exits()[1]).toMatchObject({ level: 50, err: `listen EADDRINUSE: address already in use 127.0.0.1:${port}`, restartInMs: 2000 });
+    await new Promise((r) => squatter.close(r));
+    await expect.poll(() => lines.some((l) => l.event === 'metrics_listening' && l.restarted === true), { timeout: 5000 }).toBe(true);
+    expect(await get(port, '/healthz')).toEqual({ status: 200, body: 'ok\n' });
+  });
+
   // start() rejects only once the thread has exited (its 'exit' event): no thread is left behind.
   it('start() rejects with the listen error, and leaves no thread', async () => {
     const taken = createServer();

@@ -560,7 +560,13 @@ export class MetricsWorker {
       const port = Number(/:(\d+)$/.exec(this.address)?.[1] ?? this.#opts.port);
       this.#spawn(port).then(() => {
         this.#opts.log.info({ event: 'metrics_listening', listen: this.address, restarted: true }, 'metrics_listening');
-      }, () => { /* its exit handler logged it and tries again later */ });
+      }, (e: unknown) => {
+        if (this.#closing) return;
+        const restartInMs = this.#restartMs;
+        this.#restartMs = Math.min(this.#restartMs * 2, RESTART_MAX_MS);
+        this.#opts.log.error({ event: 'metrics_worker_exited', err: (e as Error).message, restartInMs }, 'metrics_worker_exited');
+        this.#restartLater(restartInMs);
+      });
     }, ms);
     this.#restartTimer.unref();
   }
