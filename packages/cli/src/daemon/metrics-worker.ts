@@ -52,6 +52,13 @@
  * the cached text if it is fresh, else waits for the render (the connection's idle
  * timeout bounds the wait).
  *
+ * Its CPU: the worker's work grows with the scrapers (hundreds of connections a
+ * second cost it a good part of a core, mostly the kernel's TCP), and on a small
+ * machine that CPU is the data plane's. So the worker lowers its own thread's
+ * priority to metrics.workerNice (default 10; Linux keeps a nice value per thread,
+ * the main thread stays at 0): when both want the CPU, the kernel runs the data
+ * plane's thread first and the scrapes get what is left.
+ *
  * If the worker dies (it should not: every handler catches), the daemon logs
  * metrics_worker_exited and starts a new one on the same address after a backoff
  * (1 s, doubling to 30 s); the worker's counters start again from 0, which
