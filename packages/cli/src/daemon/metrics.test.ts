@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { Drop, DROP_REASONS, type PortIo, type PortRx } from '@vswitch/switch';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createMetricsRegistry, parseListen, startMetrics, type MetricsServer, VERSION } from './metrics.js';
+import { createMetricsRegistry, parseListen, renderSliced, startMetrics, type MetricsServer, VERSION } from './metrics.js';
 import { Vswitch } from './service.js';
 
 const log = pino({ level: 'silent' });
@@ -103,6 +103,21 @@ describe('metrics registry', () => {
     const s4 = await reg.metrics();
     expect(s4).not.toContain('bridge="br0"');
     expect(s4).toContain('vswitch_info{');
+    sw.close();
+  });
+
+  it('renderSliced: the same text as Registry.metrics(), with the event loop let in between metrics', async () => {
+    const { sw } = makeSwitch();
+    const reg = createMetricsRegistry(sw, { defaultMetrics: false });
+    let turns = 0;
+    const tick = (): void => { turns++; if (turns < 1000) setImmediate(tick); };
+    setImmediate(tick);
+    const sliced = await renderSliced(reg);
+    const seen = turns;
+    expect(sliced).toBe(await reg.metrics());
+    // One turn of the loop per metric (Registry.metrics() alone runs in one: microtasks only).
+    expect(seen).toBeGreaterThanOrEqual(reg.getMetricsAsArray().length - 1);
+    turns = 1000;
     sw.close();
   });
 
