@@ -2,14 +2,15 @@
 // .cpuprofile per thread): the gaps between two consecutive "(idle)" samples, i.e. how
 // long the thread's event loop went without waiting for I/O. For the daemon's main
 // thread that is how long a frame arriving on a TAP could wait for its read.
-// Usage: node bench/isolation/busy.mjs FILE.cpuprofile [TOP]
+// Usage: node bench/isolation/busy.mjs FILE.cpuprofile [TOP [FROM TO]]
 // Prints the sampling interval, the thread's busy share, the gap percentiles and the TOP
-// longest gaps with the functions (self time) that filled them.
+// longest gaps with the functions (self time) that filled them. FROM TO: only the samples
+// between FROM and TO seconds after the profile began (e.g. leave out start and shutdown).
 import { readFileSync } from 'node:fs';
 
-const [file, topArg = '5'] = process.argv.slice(2);
+const [file, topArg = '5', fromArg, toArg] = process.argv.slice(2);
 if (!file) {
-  console.error('usage: node busy.mjs FILE.cpuprofile [TOP]');
+  console.error('usage: node busy.mjs FILE.cpuprofile [TOP [FROM TO]]');
   process.exit(2);
 }
 const p = JSON.parse(readFileSync(file, 'utf8'));
@@ -23,11 +24,17 @@ const times = [];
 let t = p.startTime;
 for (const d of p.timeDeltas) times.push((t += d));
 const idle = (i) => byId.get(p.samples[i]).callFrame.functionName === '(idle)';
+const from = fromArg === undefined ? -Infinity : p.startTime + Number(fromArg) * 1e6;
+const to = toArg === undefined ? Infinity : p.startTime + Number(toArg) * 1e6;
+const inWindow = (i) => times[i] >= from && times[i] <= to;
 
 const gaps = []; // { ms, from, to } between idle samples (indices)
 let last = -1;
 let busy = 0;
+let n = 0;
 for (let i = 0; i < p.samples.length; i++) {
+  if (!inWindow(i)) continue;
+  n++;
   if (!idle(i)) {
     busy++;
     continue;
@@ -37,9 +44,10 @@ for (let i = 0; i < p.samples.length; i++) {
 }
 const ms = gaps.map((g) => g.ms).sort((a, b) => a - b);
 const pct = (q) => (ms.length ? ms[Math.min(ms.length - 1, Math.round((q / 100) * (ms.length - 1)))] : 0);
-const span = (p.endTime - p.startTime) / 1e6;
-const interval = p.timeDeltas.length ? (span * 1e6) / p.timeDeltas.length : 0;
-console.log(`${file}: ${span.toFixed(1)} s, ${p.samples.length} samples (~${interval.toFixed(0)} µs apart), busy ${((100 * busy) / p.samples.length).toFixed(1)} %`);
+const span = (Math.min(p.endTime, to) - Math.max(p.startTime, from)) / 1e6;
+const interval = n ? (span * 1e6) / n : 0;
+const window = fromArg === undefined ? '' : ` (${fromArg}-${toArg} s after its start)`;
+console.log(`${file}${window}: ${span.toFixed(1)} s, ${n} samples (~${interval.toFixed(0)} µs apart), busy ${((100 * busy) / n).toFixed(1)} %`);
 console.log(`busy stretches: ${gaps.length}; p50 ${pct(50).toFixed(1)} ms, p99 ${pct(99).toFixed(1)} ms, p99.9 ${pct(99.9).toFixed(1)} ms, max ${pct(100).toFixed(1)} ms`);
 for (const g of [...gaps].sort((a, b) => b.ms - a.ms).slice(0, Number(topArg))) {
   const self = new Map();
