@@ -14,7 +14,8 @@
  *   rendered text (RenderCache), its counters (connections, refused, closed by
  *   reason, scrapes by source) and the rate-limited "connections refused" warning;
  * - the main thread: the data plane and its counters, hence the render (prom-client
- *   reads the ports, bridges and routers in their own thread: a render cannot move),
+ *   reads the ports, bridges and routers in their own thread: a render cannot move;
+ *   it runs one metric at a time, metrics.ts renderSliced, so TAP reads go on between),
  *   the logger (the worker's log lines are posted to it: one log stream, the same
  *   pino JSON lines as before), and the limits (reload).
  *
@@ -22,10 +23,9 @@
  * them in order):
  *   worker -> main: listening {address} | listen_error {message, code}
  *                   render {id, stats}   the cache needs a text; `stats` are the
- *                                        worker's counters now, which the render
- *                                        exports (so they are as of the render's
- *                                        request: the exposition never shows the
- *                                        scrapes of the render it is)
+ *                                        worker's counters now, which this render
+ *                                        exports (the scrapes that wait for it
+ *                                        show in the next one)
  *                   ping                 /healthz wants to know the main loop runs
  *                   log {level, obj, msg}
  *                   reply {id, stats?}   to sync/stats/clear
