@@ -17,4 +17,6 @@ for line in open(sys.argv[1]):
     prev_end = start + dur
 gaps.sort()
 q = lambda p: gaps[min(len(gaps) - 1, int(round(p / 100 * (len(gaps) - 1))))]
-print(f"{len(gaps)} polls; work between polls: p50 {q(50):.3f} ms, p99 {q(99):.3f} ms, p99.9 {q(99.9):.3f} ms, max {gaps[-1]:.3f} ms; top {[round(g, 2) for g in gaps[-6:]]}")
+over = lambda ms: [g for g in gaps if g > ms]
+print(f"{len(gaps)} polls; work between polls: p50 {q(50):.3f} ms, p99 {q(99):.3f} ms, max {gaps[-1]:.3f} ms; "
+      f"over 5 ms: {len(over(5))} ({sum(over(5)):.0f} ms in all), over 20 ms: {len(over(20))}; longest {[round(g, 1) for g in gaps[-6:]]}")
