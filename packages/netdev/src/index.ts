@@ -50,10 +50,8 @@ const require = createRequire(import.meta.url);
 
 export const RING_BYTES = 4 * 1024 * 1024;
 export const RING_MAX_FRAMES = 256;
-/** Size of the virtio_net_hdr in front of every ring frame (and taken by sendVnet). */
-export const VNET_HDR_LEN = 10;
-/** virtio_net_hdr.flags: the L4 checksum is partial (csum_start/csum_offset). */
-export const VNET_F_NEEDS_CSUM = 1;
+/** The virtio_net_hdr in front of every ring frame (and taken by sendVnet): vnet.ts. */
+export { VNET_HDR_LEN, VNET_F_NEEDS_CSUM } from './vnet.js';
 export const TX_SCRATCH_BYTES = 1024 * 1024;
 export const TX_SCRATCH_FRAMES = 2048;
 

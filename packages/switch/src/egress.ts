@@ -4,7 +4,7 @@
  * (a 12- or 16-byte header, then the rest) as one frame through writev, so no
  * frame is copied. The egress port's policy decides tagged or untagged per VID.
  *
- * Offloads (see port.ts): a frame may carry a virtio_net_hdr at buf[off-10, off).
+ * Offloads (see port.ts): a frame may carry a virtio_net_hdr at buf[off-VNET_HDR_LEN, off).
  * - To a port that takes the header, the frame goes whole with it: one contiguous
  *   piece when no tag changes; when a tag is inserted or stripped, a scratch copy
  *   of the header has csum_start and hdr_len moved by +4/-4 (the offsets count from
@@ -19,8 +19,9 @@
  */
 import { Drop } from './drop.js';
 import type { FrameMeta } from './ingress.js';
-import { type Port, VNET_HDR_LEN } from './port.js';
-import { tci, tciVid } from './wire/vlan.js';
+import type { Port } from './port.js';
+import { tci, tciVid, writeTaggedHeader } from './wire/vlan.js';
+import { copyVnetHeader, VNET_HDR_LEN } from './wire/vnet.js';
 
 /** Makes complete frames of a frame with a virtio_net_hdr that asks for work. */
 export interface Segmenter {
@@ -88,7 +89,7 @@ function sendPlain(port: Port, buf: Uint8Array, off: number, len: number, meta: 
     // Already carries this VID: PCP and DEI survive trunk to trunk untouched.
     return io.send(buf, off, len);
   }
-  writeTagged(s, buf, off, meta.prio | vid);
+  writeTaggedHeader(s, buf, off, meta.prio | vid, EH);
   const rest = off + 12 + meta.tagLen;
   return io.send2(s, EH, 16, buf, rest, len - 12 - meta.tagLen);
 }
@@ -99,13 +100,13 @@ function sendWithHeader(port: Port, buf: Uint8Array, off: number, len: number, m
   const io = port.io;
   if (port.vlan.isUntagged(vid)) {
     if (meta.tagLen === 0) return io.sendVnet!(buf, off, len);
-    copyHeader(s, buf, off - VNET_HDR_LEN, -4);
+    copyVnetHeader(s, buf, off - VNET_HDR_LEN, -4);
     for (let i = 0; i < 12; i++) s[EH + i] = buf[off + i];
     return io.send2Vnet!(s, EH, 12, buf, off + 16, len - 16);
   }
   if (meta.tagLen === 4 && tciVid(tci(buf, off)) === vid) return io.sendVnet!(buf, off, len);
-  copyHeader(s, buf, off - VNET_HDR_LEN, 4 - meta.tagLen);
-  writeTagged(s, buf, off, meta.prio | vid);
+  copyVnetHeader(s, buf, off - VNET_HDR_LEN, 4 - meta.tagLen);
+  writeTaggedHeader(s, buf, off, meta.prio | vid, EH);
   const rest = off + 12 + meta.tagLen;
   return io.send2Vnet!(s, EH, 16, buf, rest, len - 12 - meta.tagLen);
 }
@@ -133,35 +134,5 @@ function egressCompleted(port: Port, buf: Uint8Array, off: number, len: number, 
     }
     port.txFrames++;
     port.txBytes += r;
-  }
-}
-
-/** dst/src MACs of the frame and an 802.1Q tag, at s[EH, EH+16). */
-function writeTagged(s: Uint8Array, buf: Uint8Array, off: number, tciValue: number): void {
-  for (let i = 0; i < 12; i++) s[EH + i] = buf[off + i];
-  s[EH + 12] = 0x81;
-  s[EH + 13] = 0x00;
-  s[EH + 14] = tciValue >>> 8;
-  s[EH + 15] = tciValue & 0xff;
-}
-
-/**
- * Copies the virtio_net_hdr at src[at, at+10) to s[0, 10), moving its offsets by
- * `delta` bytes (the tag inserted before them, or stripped). Little-endian fields:
- * flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
- */
-export function copyHeader(s: Uint8Array, src: Uint8Array, at: number, delta: number): void {
-  for (let i = 0; i < VNET_HDR_LEN; i++) s[i] = src[at + i];
-  if (delta === 0) return;
-  const hdrLen = s[2] | (s[3] << 8);
-  if (hdrLen !== 0) {
-    const v = Math.max(0, hdrLen + delta);
-    s[2] = v & 0xff;
-    s[3] = v >>> 8;
-  }
-  if ((s[0] & 1) !== 0) {
-    const v = Math.max(0, (s[6] | (s[7] << 8)) + delta);
-    s[6] = v & 0xff;
-    s[7] = v >>> 8;
   }
 }

@@ -370,3 +370,22 @@ describe('bound MACs (a binding pins its MAC to its port)', () => {
     expect(t.br.fdb.lookup(10, A)).toBe(t.port.vm1.id);
   });
 });
+
+describe('ARP hardware type', () => {
+  // The guard judges the sender pair of IPv4 ARP with 6-byte MACs whatever its
+  // hardware type: Linux learns from IEEE 802 (6) as from Ethernet (1) ARP on an
+  // Ethernet device, so checking htype would only drop a bound sender's ARP.
+  it('judges ARP with another hardware type by its sender pair', () => {
+    const t = rig({ vm: { guard: { ipSource: true } }, other: {} });
+    t.port.vm.guard.leased.set(IP_A, A);
+    const bound = arp(BCAST, A, 1, A, IP_A, IP_GW);
+    bound[15] = 6; // htype IEEE 802
+    t.send('vm', bound);
+    expect(t.got('other')).toBe(1);
+    const spoof = arp(BCAST, A, 2, A, IP_GW, IP_GW);
+    spoof[15] = 6;
+    t.send('vm', spoof);
+    expect(t.got('other')).toBe(0);
+    expect(t.drops('vm').arp_spoof).toBe(1);
+  });
+});

@@ -17,7 +17,10 @@
  *   and SHA must be the frame's source MAC ('arp_spoof'). Allowed without a
  *   binding, so that clients can get a lease: IPv4 from 0.0.0.0 to UDP 67 from 68
  *   (DHCP client), and ARP with sender IP 0.0.0.0 (RFC 5227 probes) whose SHA is
- *   the source MAC. Other ethertypes (IPv6 included) are not checked.
+ *   the source MAC. ARP that is not for IPv4 with 6-byte MACs (ptype, hlen, plen)
+ *   or is truncated is 'arp_spoof'; the hardware type is not checked (Linux takes
+ *   1 and 6 on Ethernet, and the sender pair is checked either way). Other
+ *   ethertypes (IPv6 included) are not checked.
  * Bindings are ip -> mac: leases the router's DHCP server ACKed to a client on the
  * port (added on ACK, removed on release, decline or expiry by the daemon) and the
  * port's configured ones. The check is one Map lookup per IPv4/ARP frame on a
@@ -32,7 +35,10 @@
  * maps keep the index: every set, delete and clear updates it.
  */
 import { Drop } from './drop.js';
-import { readMac } from './wire/ethernet.js';
+import { arpSha, arpSpa, checkArpIpv4 } from './wire/arp.js';
+import { ETH_HLEN, ETHERTYPE, etherType } from './wire/ethernet.js';
+import { IP4_MIN_HLEN, IPPROTO, ip4FragOffset, ip4HeaderLen, ip4Proto, ip4Src, ip4Version } from './wire/ipv4.js';
+import { UDP, udpDport, udpSport } from './wire/l4.js';
 
 export const ADMIT_GUARD = -1;
 
@@ -178,8 +184,9 @@ export class StormBucket {
   }
 }
 
-const rd16 = (b: Uint8Array, o: number): number => (b[o] << 8) | b[o + 1];
-const rd32 = (b: Uint8Array, o: number): number => ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
+/** DHCP's UDP ports (RFC 2131 4.1). */
+const DHCP_SERVER_PORT = 67;
+const DHCP_CLIENT_PORT = 68;
 
 /**
  * The guards' verdict on a frame already admitted: ADMIT_GUARD or a Drop index.
@@ -187,36 +194,38 @@ const rd32 = (b: Uint8Array, o: number): number => ((b[o] << 24) | (b[o + 1] << 
  * `src` its source MAC.
  */
 export function guardCheck(g: PortGuard, buf: Uint8Array, off: number, len: number, tagLen: number, src: number): number {
-  const l3 = off + 14 + tagLen;
+  const l3 = off + ETH_HLEN + tagLen;
   const end = off + len;
   if (l3 > end) return ADMIT_GUARD;
-  const type = rd16(buf, l3 - 2);
-  if (type === 0x0800) {
-    if (l3 + 20 > end || buf[l3] >> 4 !== 4) return g.ipSource ? Drop.ip_source_guard : ADMIT_GUARD;
-    const ihl = (buf[l3] & 0x0f) * 4;
-    const proto = buf[l3 + 9];
-    const firstFragment = (rd16(buf, l3 + 6) & 0x1fff) === 0;
+  // The EtherType right before L3: the tag's inner type when there is a tag.
+  const type = etherType(buf, off + tagLen);
+  if (type === ETHERTYPE.IPV4) {
+    if (l3 + IP4_MIN_HLEN > end || ip4Version(buf, l3) !== 4) return g.ipSource ? Drop.ip_source_guard : ADMIT_GUARD;
+    const ihl = ip4HeaderLen(buf, l3);
     const l4 = l3 + ihl;
     let sport = -1;
     let dport = -1;
-    if (proto === 17 && firstFragment && ihl >= 20 && l4 + 4 <= end) {
-      sport = rd16(buf, l4);
-      dport = rd16(buf, l4 + 2);
+    // The ports, when the first fragment of a UDP datagram holds them.
+    if (ip4Proto(buf, l3) === IPPROTO.UDP && ip4FragOffset(buf, l3) === 0 && ihl >= IP4_MIN_HLEN && l4 + UDP.LEN <= end) {
+      sport = udpSport(buf, l4);
+      dport = udpDport(buf, l4);
     }
-    if (g.dhcp && sport === 67 && dport === 68) return Drop.dhcp_guard;
+    if (g.dhcp && sport === DHCP_SERVER_PORT && dport === DHCP_CLIENT_PORT) return Drop.dhcp_guard;
     if (g.ipSource) {
-      const sip = rd32(buf, l3 + 12);
-      if (sip === 0) return sport === 68 && dport === 67 ? ADMIT_GUARD : Drop.ip_source_guard;
+      const sip = ip4Src(buf, l3);
+      if (sip === 0) return sport === DHCP_CLIENT_PORT && dport === DHCP_SERVER_PORT ? ADMIT_GUARD : Drop.ip_source_guard;
       if (!g.bound(sip, src)) return Drop.ip_source_guard;
     }
     return ADMIT_GUARD;
   }
-  if (type === 0x0806 && g.ipSource) {
-    // Ethernet/IPv4 ARP: htype 1, ptype 0x0800, hlen 6, plen 4; sha at 8, spa at 14.
-    if (l3 + 28 > end || rd16(buf, l3 + 2) !== 0x0800 || buf[l3 + 4] !== 6 || buf[l3 + 5] !== 4) return Drop.arp_spoof;
-    const sha = readMac(buf, l3 + 8);
+  if (type === ETHERTYPE.ARP && g.ipSource) {
+    // ARP for IPv4 with 6-byte hardware addresses, whatever its hardware type: Linux
+    // takes IEEE 802 (6) as well as Ethernet (1) on an Ethernet device, and either
+    // way the sender pair read here is the one a neighbour would learn.
+    if (!checkArpIpv4(buf, l3, end - l3)) return Drop.arp_spoof;
+    const sha = arpSha(buf, l3);
     if (sha !== src) return Drop.arp_spoof;
-    const spa = rd32(buf, l3 + 14);
+    const spa = arpSpa(buf, l3);
     if (spa === 0) return ADMIT_GUARD;
     return g.bound(spa, sha) ? ADMIT_GUARD : Drop.arp_spoof;
   }

@@ -16,6 +16,7 @@ import { ETH, ETH_HLEN, ETHERTYPE, etherType, linkLocalGroup, readMac } from './
 import { innerType, isTagTpid, tci, tciPrio, tciVid, VID_RESERVED, VLAN_TAGGED_HLEN } from './wire/vlan.js';
 import { Learn } from './fdb.js';
 import type { Port } from './port.js';
+import { vnetWork } from './wire/vnet.js';
 
 export const ADMIT = -1;
 
@@ -44,8 +45,7 @@ export function newFrameMeta(): FrameMeta {
 /** Fills in what the frame's virtio_net_hdr (if any) means for egress. */
 export function setOffloadMeta(meta: FrameMeta, buf: Uint8Array, off: number, hdr: number): void {
   meta.hdr = hdr;
-  // flags & NEEDS_CSUM, or any gso_type (virtio_net_hdr is flags, gso_type, ...).
-  meta.partial = hdr !== 0 && ((buf[off - hdr] & 1) | buf[off - hdr + 1]) !== 0;
+  meta.partial = hdr !== 0 && vnetWork(buf, off - hdr);
   meta.segs = -1;
 }
 

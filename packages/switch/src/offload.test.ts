@@ -8,8 +8,9 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as netdev from '@vswitch/netdev';
 import { Bridge } from './bridge.js';
-import { copyHeader, type Segmenter, setSegmenter } from './egress.js';
-import { type Port, type PortIo, type PortKind, type PortRx, VNET_HDR_LEN } from './port.js';
+import { type Segmenter, setSegmenter } from './egress.js';
+import type { Port, PortIo, PortKind, PortRx } from './port.js';
+import { copyVnetHeader as copyHeader, VNET_HDR_LEN } from './wire/vnet.js';
 import { installNativeSegmenter } from './ports/segment.js';
 import { VlanPolicy, type VlanSpec } from './vlan.js';
 import { checksum, fold, pseudoSum } from './wire/checksum.js';

@@ -7,7 +7,7 @@
  * (the bridge's ingress for that port), and the bridge's egress calls `send`/`send2`.
  * Counters are plain numbers bumped on the fast path and read on demand.
  *
- * Offloads: a frame may travel with a 10-byte virtio_net_hdr right before its first
+ * Offloads: a frame may travel with a virtio_net_hdr (wire/vnet.ts) right before its first
  * byte (a GSO super-frame of up to 64 KB, or a frame whose L4 checksum is partial).
  * A port whose device speaks that header (`offload`: a TAP opened with the vnet
  * header, an AF_PACKET socket, the router's networks, which NAT them whole) is sent
@@ -77,9 +77,6 @@ export interface PortCountersSnapshot {
   txBytes: number;
   drops: Partial<Record<DropReason, number>>;
 }
-
-/** Size of the virtio_net_hdr that may precede a frame (struct virtio_net_hdr, no num_buffers). */
-export const VNET_HDR_LEN = 10;
 
 export class Port {
   up = true;

@@ -43,19 +43,3 @@ export function csumReplace16(csum: number, old: number, now: number): number {
 export function csumReplace32(csum: number, old: number, now: number): number {
   return csumReplace16(csumReplace16(csum, old >>> 16, now >>> 16), old & 0xffff, now & 0xffff);
 }
-
-export const read16 = (buf: Uint8Array, off: number): number => (buf[off] << 8) | buf[off + 1];
-export const read32 = (buf: Uint8Array, off: number): number =>
-  ((buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) >>> 0;
-
-export function write16(buf: Uint8Array, off: number, v: number): void {
-  buf[off] = (v >>> 8) & 0xff;
-  buf[off + 1] = v & 0xff;
-}
-
-export function write32(buf: Uint8Array, off: number, v: number): void {
-  buf[off] = v >>> 24;
-  buf[off + 1] = (v >>> 16) & 0xff;
-  buf[off + 2] = (v >>> 8) & 0xff;
-  buf[off + 3] = v & 0xff;
-}

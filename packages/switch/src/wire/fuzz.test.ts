@@ -18,8 +18,9 @@ vi.setConfig({ testTimeout: 120_000 });
 import {
   arpOper, arpSha, arpSpa, arpTha, arpTpa, ARP_LEN, checkArp, writeArp,
 } from './arp.js';
+import { read16, read32, write16, write32 } from './bytes.js';
 import {
-  checksum, csumReplace16, csumReplace32, finish, fold, pseudoSum, read16, read32, sum16, write16, write32,
+  checksum, csumReplace16, csumReplace32, finish, fold, pseudoSum, sum16,
 } from './checksum.js';
 import {
   dstMac, etherType, ETH_HLEN, ETHERTYPE, isGroupAt, linkLocalGroup, readMac, srcMac, writeMac,

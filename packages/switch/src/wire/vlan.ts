@@ -23,11 +23,14 @@ export const tciPrio = (t: number): number => t & 0xf000;
 export const innerType = (buf: Uint8Array, off: number): number =>
   (buf[off + VLAN.INNER_TYPE] << 8) | buf[off + VLAN.INNER_TYPE + 1];
 
-/** Write dst/src from `frame` and a C-tag with `tciValue` into hdr[0..16). */
-export function writeTaggedHeader(hdr: Uint8Array, frame: Uint8Array, off: number, tciValue: number): void {
-  for (let i = 0; i < 12; i++) hdr[i] = frame[off + i];
-  hdr[12] = 0x81;
-  hdr[13] = 0x00;
-  hdr[14] = tciValue >>> 8;
-  hdr[15] = tciValue & 0xff;
+/**
+ * Writes dst/src from the frame at `off` and a C-tag with `tciValue` into
+ * hdr[at, at+16): the header egress sends in front of the rest of a frame it tags.
+ */
+export function writeTaggedHeader(hdr: Uint8Array, frame: Uint8Array, off: number, tciValue: number, at = 0): void {
+  for (let i = 0; i < VLAN.TPID; i++) hdr[at + i] = frame[off + i];
+  hdr[at + VLAN.TPID] = ETHERTYPE.VLAN >>> 8;
+  hdr[at + VLAN.TPID + 1] = ETHERTYPE.VLAN & 0xff;
+  hdr[at + VLAN.TCI] = tciValue >>> 8;
+  hdr[at + VLAN.TCI + 1] = tciValue & 0xff;
 }
