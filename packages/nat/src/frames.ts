@@ -2,21 +2,22 @@
  * Builders for the frames the router originates: ARP requests and replies, ICMP
  * echo replies and errors, UDP datagrams (DHCP). Each writes a complete Ethernet
  * frame into a caller buffer and returns its length; every byte is written, every
- * checksum computed.
+ * checksum computed. The header bytes themselves are the wire views' (@vswitch/switch).
  */
 import {
-  ARP_LEN, ETH_HLEN, ICMP_HLEN, IPPROTO, UDP_HLEN, checksum, finish, ip4HeaderLen, ip4TotalLen,
-  pseudoSum, sum16, write16, writeArp, writeIpv4Header, writeMac,
+  ARP_LEN, ETH, ETH_HLEN, ETHERTYPE, ICMP, ICMP_TYPE, IP4, IP4_MIN_HLEN, IPPROTO, UDP_HLEN, ip4Dst, ip4HeaderLen, ip4Src,
+  ip4TotalLen, ip4UpdateChecksum, checksum, write16, write32, writeArp, writeIcmpError, writeIpv4Header, writeMac,
+  writeUdpHeader,
 } from '@vswitch/switch';
 
 export function writeEth(buf: Uint8Array, dst: number, src: number, type: number, off = 0): void {
-  writeMac(buf, off, dst);
-  writeMac(buf, off + 6, src);
-  write16(buf, off + 12, type);
+  writeMac(buf, off + ETH.DST, dst);
+  writeMac(buf, off + ETH.SRC, src);
+  write16(buf, off + ETH.TYPE, type);
 }
 
 export function arpFrame(buf: Uint8Array, oper: number, ethDst: number, sha: number, spa: number, tha: number, tpa: number): number {
-  writeEth(buf, ethDst, sha, 0x0806);
+  writeEth(buf, ethDst, sha, ETHERTYPE.ARP);
   writeArp(buf, ETH_HLEN, oper, sha, spa, tha, tpa);
   buf.fill(0, ETH_HLEN + ARP_LEN, 60);
   return 60;
@@ -28,17 +29,11 @@ export function udpFrame(
   sport: number, dport: number, payload: Uint8Array, plen: number,
 ): number {
   const ip = ETH_HLEN;
-  const udp = ip + 20;
-  writeEth(buf, ethDst, ethSrc, 0x0800);
-  writeIpv4Header(buf, ip, { totalLen: 20 + UDP_HLEN + plen, proto: IPPROTO.UDP, src, dst, ttl: 64 });
-  write16(buf, udp, sport);
-  write16(buf, udp + 2, dport);
-  write16(buf, udp + 4, UDP_HLEN + plen);
-  write16(buf, udp + 6, 0);
+  const udp = ip + IP4_MIN_HLEN;
+  writeEth(buf, ethDst, ethSrc, ETHERTYPE.IPV4);
+  writeIpv4Header(buf, ip, { totalLen: IP4_MIN_HLEN + UDP_HLEN + plen, proto: IPPROTO.UDP, src, dst, ttl: 64 });
   buf.set(payload.subarray(0, plen), udp + UDP_HLEN);
-  let c = checksum(buf, udp, UDP_HLEN + plen, pseudoSum(src, dst, IPPROTO.UDP, UDP_HLEN + plen));
-  if (c === 0) c = 0xffff;
-  write16(buf, udp + 6, c);
+  writeUdpHeader(buf, udp, sport, dport, plen, src, dst);
   return udp + UDP_HLEN + plen;
 }
 
@@ -52,16 +47,28 @@ export function icmpErrorFrame(
 ): number {
   const quoted = Math.min(ip4HeaderLen(pkt, ipOff) + 8, ip4TotalLen(pkt, ipOff));
   const ip = ETH_HLEN;
-  const icmp = ip + 20;
-  const origSrc = ((pkt[ipOff + 12] << 24) | (pkt[ipOff + 13] << 16) | (pkt[ipOff + 14] << 8) | pkt[ipOff + 15]) >>> 0;
-  writeEth(buf, ethDst, ethSrc, 0x0800);
-  writeIpv4Header(buf, ip, { totalLen: 20 + ICMP_HLEN + quoted, proto: IPPROTO.ICMP, src, dst: origSrc, ttl: 64 });
-  buf[icmp] = type;
-  buf[icmp + 1] = code;
-  write16(buf, icmp + 2, 0);
-  write16(buf, icmp + 4, 0);
-  write16(buf, icmp + 6, mtu);
-  buf.set(pkt.subarray(ipOff, ipOff + quoted), icmp + ICMP_HLEN);
-  write16(buf, icmp + 2, finish(sum16(buf, icmp, ICMP_HLEN + quoted)));
-  return icmp + ICMP_HLEN + quoted;
+  const icmp = ip + IP4_MIN_HLEN;
+  writeEth(buf, ethDst, ethSrc, ETHERTYPE.IPV4);
+  const n = writeIcmpError(buf, icmp, type, code, mtu, pkt, ipOff, quoted);
+  writeIpv4Header(buf, ip, { totalLen: IP4_MIN_HLEN + n, proto: IPPROTO.ICMP, src, dst: ip4Src(pkt, ipOff), ttl: 64 });
+  return icmp + n;
+}
+
+/**
+ * Turns the ICMP echo request at buf[ipOff, ipOff+ipLen) around in place into its
+ * reply: addresses swapped, TTL 64, type echo reply, both checksums recomputed
+ * (complete). The caller checked it is an echo request and sends it back.
+ */
+export function echoReplyInPlace(buf: Uint8Array, ipOff: number, ipLen: number): void {
+  const hl = ip4HeaderLen(buf, ipOff);
+  const src = ip4Src(buf, ipOff);
+  const dst = ip4Dst(buf, ipOff);
+  write32(buf, ipOff + IP4.SRC, dst);
+  write32(buf, ipOff + IP4.DST, src);
+  buf[ipOff + IP4.TTL] = 64;
+  ip4UpdateChecksum(buf, ipOff);
+  const l4 = ipOff + hl;
+  buf[l4 + ICMP.TYPE] = ICMP_TYPE.ECHO_REPLY;
+  write16(buf, l4 + ICMP.CSUM, 0);
+  write16(buf, l4 + ICMP.CSUM, checksum(buf, l4, ipLen - hl));
 }

@@ -36,15 +36,15 @@
  * completed first; a GSO frame to the gateway is dropped (`offloadDropped`).
  */
 import {
-  ARP_REPLY, ARP_REQUEST, ETH_HLEN, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx,
-  arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, checksum, etherType, formatIp4, formatMac,
-  ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, ip4TotalLen, readMac, udpDport, udpLen, write16, write32,
-  VNET_HDR_LEN,
+  ARP_REPLY, ARP_REQUEST, ETH_HLEN, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
+  TCP_FLAG, arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, dstMac, etherType, formatIp4,
+  formatMac, icmpType, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4TotalLen, isGroupAt, srcMac, tcpFlags, udpDport,
+  udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork,
 } from '@vswitch/switch';
 import { ArpCache } from './arp-cache.js';
-import { arpFrame, udpFrame, writeEth } from './frames.js';
+import { arpFrame, echoReplyInPlace, udpFrame, writeEth } from './frames.js';
 import { DhcpMsg } from './dhcp/wire.js';
-import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetComplete, vnetGso, vnetPrepare, vnetWork } from './vnet.js';
+import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetComplete, vnetPrepare } from './vnet.js';
 import type { DhcpContext, DhcpPorts, DhcpReply, DhcpServer } from './dhcp/server.js';
 import { LIMIT, RateLimiter, type RateLimitEvent, type RateLimits } from './limits.js';
 
@@ -191,7 +191,7 @@ export class RouterNetwork implements PortIo {
 
   /** The bridge port of the packet at buf[ipOff...), its Ethernet header before it (NAT's per-port budgets). */
   portAt(buf: Uint8Array, ipOff: number): string {
-    return this.portOfMac(readMac(buf, ipOff - ETH_HLEN + 6));
+    return this.portOfMac(srcMac(buf, ipOff - ETH_HLEN));
   }
 
   /** Takes a token of `kind` (LIMIT) for the port `srcMac` came from; false: drop it (counted). */
@@ -258,7 +258,7 @@ export class RouterNetwork implements PortIo {
       if (this.arp.hold(nextHop, holdCopy(buf, frameOff, ETH_HLEN + ipLen, vnet))) this.#arpRequest(nextHop);
       return;
     }
-    writeEth(buf, mac, this.mac, 0x0800, frameOff);
+    writeEth(buf, mac, this.mac, ETHERTYPE.IPV4, frameOff);
     if (vnet) this.emitVnet(buf, frameOff, ETH_HLEN + ipLen);
     else this.emit(buf, frameOff, ETH_HLEN + ipLen);
   }
@@ -292,7 +292,7 @@ export class RouterNetwork implements PortIo {
 
   /** A held copy (holdCopy) whose next hop resolved to `mac`. */
   #emitHeld(copy: Uint8Array, mac: number): void {
-    writeEth(copy, mac, this.mac, 0x0800, VNET_HDR_LEN);
+    writeEth(copy, mac, this.mac, ETHERTYPE.IPV4, VNET_HDR_LEN);
     if (vnetWork(copy, 0)) this.emitVnet(copy, VNET_HDR_LEN, copy.length - VNET_HDR_LEN);
     else this.emit(copy, VNET_HDR_LEN, copy.length - VNET_HDR_LEN);
   }
@@ -306,18 +306,18 @@ export class RouterNetwork implements PortIo {
       return;
     }
     // Ours: to our MAC or broadcast. Other unicast reaches us only by flooding.
-    if ((f[0] & 1) === 0) {
-      if (readMac(f, 0) !== this.mac) {
+    if (!isGroupAt(f, 0)) {
+      if (dstMac(f, 0) !== this.mac) {
         this.counters.ignored++;
         return;
       }
-    } else if (readMac(f, 0) !== MAC_BROADCAST) {
+    } else if (dstMac(f, 0) !== MAC_BROADCAST) {
       this.counters.ignored++;
       return;
     }
     const type = etherType(f, 0);
-    if (type === 0x0806) this.#onArp(f, len);
-    else if (type === 0x0800) this.#onIpv4(f, len, vnet);
+    if (type === ETHERTYPE.ARP) this.#onArp(f, len);
+    else if (type === ETHERTYPE.IPV4) this.#onIpv4(f, len, vnet);
     else this.counters.ignored++;
   }
 
@@ -332,7 +332,7 @@ export class RouterNetwork implements PortIo {
     const sha = arpSha(f, a);
     const tpa = arpTpa(f, a);
     // Limited: what we act on (a request for us, a reply); a VM's ARP for its neighbours is not.
-    if ((oper === ARP_REQUEST ? tpa === this.ip : oper === ARP_REPLY) && !this.limit(LIMIT.arp, readMac(f, 6))) return;
+    if ((oper === ARP_REQUEST ? tpa === this.ip : oper === ARP_REPLY) && !this.limit(LIMIT.arp, srcMac(f, 0))) return;
     // Learn senders in our subnet that talk to us (RFC 826 merge rule, limited to us).
     if (spa !== 0 && this.contains(spa) && spa !== this.ip && (tpa === this.ip || oper === ARP_REPLY)) {
       for (const pending of this.arp.learn(spa, sha)) this.#emitHeld(pending, sha);
@@ -364,16 +364,16 @@ export class RouterNetwork implements PortIo {
         return;
       }
       if (dst === this.ip && this.local !== undefined && (proto === IPPROTO.TCP || (proto === IPPROTO.UDP && !(l4len >= 4 && udpDport(f, l4) === 67)))) {
-        if (dnsQuery(f, l4, l4len, proto) && !this.limit(LIMIT.dns, readMac(f, 6))) return;
+        if (dnsQuery(f, l4, l4len, proto) && !this.limit(LIMIT.dns, srcMac(f, 0))) return;
         this.#hand(this.local, f, ip, total, vnet);
         return;
       }
       if (vnet && !this.#completeLocal(ETH_HLEN + total)) return;
       // The DHCP message is the UDP datagram's payload: UDP Length bounds it, not the IPv4 payload.
       if (proto === IPPROTO.UDP && checkUdp(f, l4, l4len) && udpDport(f, l4) === 67) {
-        if (this.limit(LIMIT.dhcp, readMac(f, 6))) this.#onDhcp(f, l4, udpLen(f, l4));
-      } else if (dst === this.ip && proto === IPPROTO.ICMP && checkIcmp(l4len) && f[l4] === ICMP_TYPE.ECHO_REQUEST) {
-        if (this.limit(LIMIT.icmp, readMac(f, 6))) this.#echoReply(f, ip, total);
+        if (this.limit(LIMIT.dhcp, srcMac(f, 0))) this.#onDhcp(f, l4, udpLen(f, l4));
+      } else if (dst === this.ip && proto === IPPROTO.ICMP && checkIcmp(l4len) && icmpType(f, l4) === ICMP_TYPE.ECHO_REQUEST) {
+        if (this.limit(LIMIT.icmp, srcMac(f, 0))) this.#echoReply(f, ip, total);
       } else {
         this.counters.ignored++;
       }
@@ -415,20 +415,10 @@ export class RouterNetwork implements PortIo {
     return true;
   }
 
+  /** An echo request to the gateway (its destination), turned around in our private copy. */
   #echoReply(f: Uint8Array, ip: number, total: number): void {
-    const src = ip4Src(f, ip);
-    const l4 = ip + ip4HeaderLen(f, ip);
-    // Turn the request around in our private copy: swap addresses, type 0, new checksums.
-    const sha = readMac(f, 6);
-    writeEth(f, sha, this.mac, 0x0800);
-    write32(f, ip + 12, this.ip);
-    write32(f, ip + 16, src);
-    f[ip + 8] = 64;
-    write16(f, ip + 10, 0);
-    write16(f, ip + 10, checksum(f, ip, ip4HeaderLen(f, ip)));
-    f[l4] = ICMP_TYPE.ECHO_REPLY;
-    write16(f, l4 + 2, 0);
-    write16(f, l4 + 2, checksum(f, l4, total - (l4 - ip)));
+    writeEth(f, srcMac(f, 0), this.mac, ETHERTYPE.IPV4);
+    echoReplyInPlace(f, ip, total);
     this.counters.icmpEchoReplies++;
     this.emit(f, 0, ETH_HLEN + total);
   }
@@ -440,7 +430,7 @@ export class RouterNetwork implements PortIo {
       return;
     }
     this.counters.dhcpRequests++;
-    const src = readMac(f, 6);
+    const src = srcMac(f, 0);
     const port = this.portOfMac(src) || undefined;
     const ctx = this.#dhcpCtx;
     ctx.now = (this.opts.wallClock ?? Date.now)();
@@ -493,6 +483,8 @@ export class RouterNetwork implements PortIo {
  * 53, or a TCP SYN to port 53 (a new connection; its segments are TCP NAT's work).
  */
 function dnsQuery(f: Uint8Array, l4: number, l4len: number, proto: number): boolean {
-  if (l4len < 4 || udpDport(f, l4) !== 53) return false;
-  return proto === IPPROTO.UDP || (l4len >= 14 && (f[l4 + 13] & 0x12) === 0x02);
+  // The destination port is at the same place in TCP and UDP.
+  if (l4len < UDP.LEN || udpDport(f, l4) !== 53) return false;
+  return proto === IPPROTO.UDP ||
+    (l4len > TCP.FLAGS && (tcpFlags(f, l4) & (TCP_FLAG.SYN | TCP_FLAG.ACK)) === TCP_FLAG.SYN);
 }

@@ -32,9 +32,9 @@
  * (whose address becomes NAPT's public address when bound, 0 when lost).
  */
 import {
-  ETH_HLEN, ICMP_TYPE, IPPROTO, checksum, formatIp4, ip4Dst, ip4HeaderLen, ip4Src, ip4TotalLen, readMac, write16, write32,
+  ETH_HLEN, ICMP_TYPE, IPPROTO, formatIp4, icmpType, ip4Dst, ip4HeaderLen, ip4Proto, ip4TotalLen, srcMac,
 } from '@vswitch/switch';
-import { icmpErrorFrame } from './frames.js';
+import { echoReplyInPlace, icmpErrorFrame } from './frames.js';
 import { type NetworkEvent, type RouterNetwork } from './network.js';
 import { Napt, NaptResult, ip4DecrementTtl } from './napt/translate.js';
 import type { NaptTableOptions } from './napt/table.js';
@@ -258,7 +258,7 @@ export class Router {
       this.counters.hairpinned++;
       inside.sendIp(buf, ipOff, ipLen, napt.insideIp, vnet);
     } else if (r === NaptResult.local) {
-      if (from.limit(LIMIT.icmp, readMac(buf, ipOff - ETH_HLEN + 6))) this.#echoReply(buf, ipOff, ipLen, (b, o, l) => from.sendIp(b, o, l, ip4Dst(b, o), false));
+      if (from.limit(LIMIT.icmp, srcMac(buf, ipOff - ETH_HLEN))) this.#echoReply(buf, ipOff, ipLen, (b, o, l) => from.sendIp(b, o, l, ip4Dst(b, o), false));
     } else {
       this.counters.naptDropped++;
     }
@@ -284,31 +284,21 @@ export class Router {
 
   /** Turns an ICMP echo request around in place (complete checksums) and sends it back the way it came. */
   #echoReply(buf: Uint8Array, ipOff: number, ipLen: number, send: (b: Uint8Array, o: number, l: number) => void): void {
-    const hl = ip4HeaderLen(buf, ipOff);
-    if (buf[ipOff + 9] !== IPPROTO.ICMP || buf[ipOff + hl] !== ICMP_TYPE.ECHO_REQUEST) return;
-    const src = ip4Src(buf, ipOff);
-    const dst = ip4Dst(buf, ipOff);
-    write32(buf, ipOff + 12, dst);
-    write32(buf, ipOff + 16, src);
-    buf[ipOff + 8] = 64;
-    write16(buf, ipOff + 10, 0);
-    write16(buf, ipOff + 10, checksum(buf, ipOff, hl));
-    buf[ipOff + hl] = ICMP_TYPE.ECHO_REPLY;
-    write16(buf, ipOff + hl + 2, 0);
-    write16(buf, ipOff + hl + 2, checksum(buf, ipOff + hl, ipLen - hl));
+    if (ip4Proto(buf, ipOff) !== IPPROTO.ICMP || icmpType(buf, ipOff + ip4HeaderLen(buf, ipOff)) !== ICMP_TYPE.ECHO_REQUEST) return;
+    echoReplyInPlace(buf, ipOff, ipLen);
     send(buf, ipOff, ipLen);
   }
 
   #icmpBack(from: RouterNetwork, buf: Uint8Array, ipOff: number, type: number, code: number): void {
     // Never answer an ICMP error with one (RFC 1122 3.2.2); an ICMP packet too short
     // to carry a type is not answered either (its "type" would be foreign bytes).
-    if (buf[ipOff + 9] === IPPROTO.ICMP) {
+    if (ip4Proto(buf, ipOff) === IPPROTO.ICMP) {
       const hl = ip4HeaderLen(buf, ipOff);
-      if (ip4TotalLen(buf, ipOff) <= hl || buf[ipOff + hl] !== ICMP_TYPE.ECHO_REQUEST) return;
+      if (ip4TotalLen(buf, ipOff) <= hl || icmpType(buf, ipOff + hl) !== ICMP_TYPE.ECHO_REQUEST) return;
     }
-    const srcMac = readMac(buf, ipOff - ETH_HLEN + 6);
-    if (!from.limit(LIMIT.icmpErrors, srcMac)) return;
-    const n = icmpErrorFrame(this.#icmp, srcMac, from.mac, from.ip, type, code, buf, ipOff);
+    const sender = srcMac(buf, ipOff - ETH_HLEN);
+    if (!from.limit(LIMIT.icmpErrors, sender)) return;
+    const n = icmpErrorFrame(this.#icmp, sender, from.mac, from.ip, type, code, buf, ipOff);
     from.emit(this.#icmp, 0, n);
   }
 

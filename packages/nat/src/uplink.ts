@@ -39,13 +39,13 @@
 import * as netdev from '@vswitch/netdev';
 import {
   ARP_REPLY, ARP_REQUEST, ETH_HLEN, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortRx, arpOper, arpSha, arpSpa, arpTpa,
-  checkArp, checkIpv4, checkUdp, etherType, formatIp4, formatMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4TotalLen,
-  readMac, udpDport, udpLen, udpSport, VNET_HDR_LEN,
+  checkArp, checkIpv4, checkUdp, dstMac, etherType, formatIp4, formatMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto,
+  ip4TotalLen, udpDport, udpLen, udpSport, VNET_HDR_LEN, vnetWork,
 } from '@vswitch/switch';
 import { AttachIo } from '@vswitch/switch/ports';
 import { ArpCache } from './arp-cache.js';
 import { arpFrame, udpFrame, writeEth } from './frames.js';
-import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetPrepare, vnetWork } from './vnet.js';
+import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetPrepare } from './vnet.js';
 import { DhcpClient, type DhcpClientAction, type DhcpClientLease, type DhcpClientOptions } from './dhcp/client.js';
 import { parseDhcp } from './dhcp/wire.js';
 
@@ -271,7 +271,7 @@ export class Uplink {
       this.counters.malformed++;
       return;
     }
-    const dst = readMac(buf, off);
+    const dst = dstMac(buf, off);
     if (dst !== this.opts.mac && dst !== MAC_BROADCAST) return; // promiscuous socket: others' traffic
     const type = etherType(buf, off);
     if (type === 0x0806) this.#onArp(buf, off + ETH_HLEN, len - ETH_HLEN);
@@ -282,7 +282,7 @@ export class Uplink {
         return;
       }
       // DHCP replies: to our MAC or broadcast, any IP destination (yiaddr, broadcast, our address).
-      if (this.dhcp !== undefined && buf[ip + 9] === IPPROTO.UDP && this.#dhcpInput(buf, ip)) return;
+      if (this.dhcp !== undefined && ip4Proto(buf, ip) === IPPROTO.UDP && this.#dhcpInput(buf, ip)) return;
       if (dst !== this.opts.mac || this.ip === 0 || ip4Dst(buf, ip) !== this.ip) {
         this.counters.ignored++;
         return;

@@ -6,9 +6,8 @@
  * header; the device (a TAP, a veth), the kernel or the segmenter (gso.c) makes
  * the wire frames and completes the L4 checksum later.
  *
- * The header is at buf[frameOff-VNET_HDR_LEN, frameOff), little-endian fields:
- * flags (bit 0 NEEDS_CSUM), gso_type, hdr_len, gso_size, csum_start, csum_offset
- * (both from the first byte of the Ethernet header).
+ * The header is at buf[frameOff-VNET_HDR_LEN, frameOff); its fields are read and
+ * written through the wire view (@vswitch/switch wire/vnet.ts).
  *
  * What the router forwards with its header is one shape only, checked here: IPv4
  * TCP or UDP with NEEDS_CSUM, csum_start at the L4 header and csum_offset at its
@@ -19,12 +18,10 @@
  * frame of any other shape is dropped (a guest's broken header: nothing the router
  * could segment correctly).
  */
-import { ETH_HLEN, IPPROTO, VNET_HDR_LEN, checksum, write16 } from '@vswitch/switch';
-
-export const VNET_F_NEEDS_CSUM = 1;
-const GSO_TCPV4 = 1;
-const GSO_UDP_L4 = 5;
-const GSO_ECN = 0x80;
+import {
+  ETH_HLEN, IPPROTO, TCP, UDP, VNET_GSO, VNET_HDR_LEN, checksum, ip4HeaderLen, ip4Proto, vnetClearNeedsCsum, vnetCsumOffset,
+  vnetCsumStart, vnetGsoType, vnetNeedsCsum, write16,
+} from '@vswitch/switch';
 
 /** vnetPrepare: forward without the header (it asked for nothing, or the checksum was completed here). */
 export const VNET_COMPLETE = 0;
@@ -32,18 +29,6 @@ export const VNET_COMPLETE = 0;
 export const VNET_PARTIAL = 1;
 /** vnetPrepare: drop (a GSO frame the router cannot forward correctly). */
 export const VNET_DROP = -1;
-
-const le16 = (b: Uint8Array, o: number): number => b[o] | (b[o + 1] << 8);
-
-/** The header at buf[h, h+VNET_HDR_LEN) asks for work: a partial checksum or GSO. */
-export function vnetWork(buf: Uint8Array, h: number): boolean {
-  return ((buf[h] & VNET_F_NEEDS_CSUM) | buf[h + 1]) !== 0;
-}
-
-/** The header asks for GSO (segmentation). */
-export function vnetGso(buf: Uint8Array, h: number): boolean {
-  return buf[h + 1] !== 0;
-}
 
 /**
  * Completes the partial checksum of the frame buf[frameOff, frameOff+len) as a
@@ -53,13 +38,13 @@ export function vnetGso(buf: Uint8Array, h: number): boolean {
  */
 export function vnetComplete(buf: Uint8Array, frameOff: number, len: number): boolean {
   const h = frameOff - VNET_HDR_LEN;
-  if ((buf[h] & VNET_F_NEEDS_CSUM) === 0) return true;
-  const start = le16(buf, h + 6);
-  const at = le16(buf, h + 8);
+  if (!vnetNeedsCsum(buf, h)) return true;
+  const start = vnetCsumStart(buf, h);
+  const at = vnetCsumOffset(buf, h);
   if (start >= len || at + 2 > len - start) return false;
   const c = checksum(buf, frameOff + start, len - start);
   write16(buf, frameOff + start + at, c === 0 ? 0xffff : c);
-  buf[h] &= ~VNET_F_NEEDS_CSUM;
+  vnetClearNeedsCsum(buf, h);
   return true;
 }
 
@@ -72,17 +57,18 @@ export function vnetComplete(buf: Uint8Array, frameOff: number, len: number): bo
 export function vnetPrepare(buf: Uint8Array, ipOff: number, ipLen: number): number {
   const frameOff = ipOff - ETH_HLEN;
   const h = frameOff - VNET_HDR_LEN;
-  const flags = buf[h];
-  const gsoType = buf[h + 1];
-  if ((flags & VNET_F_NEEDS_CSUM) === 0 && gsoType === 0) return VNET_COMPLETE;
-  const proto = buf[ipOff + 9];
-  const l4 = ETH_HLEN + (buf[ipOff] & 0x0f) * 4;
-  const standard = (flags & VNET_F_NEEDS_CSUM) !== 0 && le16(buf, h + 6) === l4 &&
-    ((proto === IPPROTO.TCP && le16(buf, h + 8) === 16) || (proto === IPPROTO.UDP && le16(buf, h + 8) === 6));
-  if (gsoType !== 0) {
-    const gso = gsoType & ~GSO_ECN;
+  const needsCsum = vnetNeedsCsum(buf, h);
+  const gsoType = vnetGsoType(buf, h);
+  if (!needsCsum && gsoType === VNET_GSO.NONE) return VNET_COMPLETE;
+  const proto = ip4Proto(buf, ipOff);
+  const l4 = ETH_HLEN + ip4HeaderLen(buf, ipOff);
+  const csumOffset = vnetCsumOffset(buf, h);
+  const standard = needsCsum && vnetCsumStart(buf, h) === l4 &&
+    ((proto === IPPROTO.TCP && csumOffset === TCP.CSUM) || (proto === IPPROTO.UDP && csumOffset === UDP.CSUM));
+  if (gsoType !== VNET_GSO.NONE) {
+    const gso = gsoType & ~VNET_GSO.ECN;
     if (!standard) return VNET_DROP;
-    return (gso === GSO_TCPV4 && proto === IPPROTO.TCP) || (gso === GSO_UDP_L4 && proto === IPPROTO.UDP) ? VNET_PARTIAL : VNET_DROP;
+    return (gso === VNET_GSO.TCPV4 && proto === IPPROTO.TCP) || (gso === VNET_GSO.UDP_L4 && proto === IPPROTO.UDP) ? VNET_PARTIAL : VNET_DROP;
   }
   if (standard) return VNET_PARTIAL;
   return vnetComplete(buf, frameOff, ETH_HLEN + ipLen) ? VNET_COMPLETE : VNET_DROP;
