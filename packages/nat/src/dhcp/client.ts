@@ -68,7 +68,7 @@
  * writes it with `serializeClientLease` into `uplink-<router>.json` in the state
  * directory; `parseClientLease` reads it back for the next start (`previous`).
  */
-import { formatIp4, formatMac, parseIp4 } from '@vswitch/switch';
+import { formatIp4, formatMac, parseIp4, read32 } from '@vswitch/switch';
 import {
   BOOTREPLY, BOOTREQUEST, DHCP_DEFAULT_MAX_MESSAGE, DhcpMsg, DhcpWriter, HTYPE_ETHERNET, IP_UDP_HLEN, Opt, type DhcpMessage,
 } from './wire.js';
@@ -522,22 +522,22 @@ export class DhcpClient {
   #leaseFrom(msg: DhcpMessage, now: number): DhcpClientLease {
     const ip = msg.yiaddr;
     const maskOpt = msg.option(Opt.SUBNET_MASK);
-    let prefix = maskOpt?.length === 4 ? maskPrefix(u32(maskOpt, 0)) : -1;
+    let prefix = maskOpt?.length === 4 ? maskPrefix(read32(maskOpt, 0)) : -1;
     if (prefix < 0 || prefix > 30) prefix = classfulPrefix(ip);
     const routers = ipList(msg.option(Opt.ROUTER));
     const dns = ipList(msg.option(Opt.DNS));
     const prev = this.#lease;
     const leaseOpt = msg.option(Opt.LEASE_TIME);
-    let leaseSec = leaseOpt?.length === 4 ? u32(leaseOpt, 0) : (prev?.leaseSec ?? DHCP_CLIENT_DEFAULTS.defaultLeaseSec);
+    let leaseSec = leaseOpt?.length === 4 ? read32(leaseOpt, 0) : (prev?.leaseSec ?? DHCP_CLIENT_DEFAULTS.defaultLeaseSec);
     if (leaseSec === 0) leaseSec = 1;
     let t1Sec = 0;
     let t2Sec = 0;
     if (leaseSec !== INFINITE_LEASE) {
       const t1o = msg.option(Opt.RENEWAL_TIME);
       const t2o = msg.option(Opt.REBINDING_TIME);
-      t2Sec = t2o?.length === 4 ? u32(t2o, 0) : 0;
+      t2Sec = t2o?.length === 4 ? read32(t2o, 0) : 0;
       if (!(t2Sec > 0 && t2Sec < leaseSec)) t2Sec = leaseSec * 0.875;
-      t1Sec = t1o?.length === 4 ? u32(t1o, 0) : 0;
+      t1Sec = t1o?.length === 4 ? read32(t1o, 0) : 0;
       if (!(t1Sec > 0 && t1Sec < t2Sec)) t1Sec = Math.min(leaseSec * 0.5, t2Sec);
     }
     return {
@@ -548,14 +548,11 @@ export class DhcpClient {
   }
 }
 
-function u32(v: Uint8Array, p: number): number {
-  return ((v[p] << 24) | (v[p + 1] << 16) | (v[p + 2] << 8) | v[p + 3]) >>> 0;
-}
 
 function ipList(v: Uint8Array | undefined): number[] {
   if (v === undefined || v.length === 0 || v.length % 4 !== 0) return [];
   const out: number[] = [];
-  for (let p = 0; p < v.length; p += 4) out.push(u32(v, p));
+  for (let p = 0; p < v.length; p += 4) out.push(read32(v, p));
   return out;
 }
 

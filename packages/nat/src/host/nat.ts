@@ -29,7 +29,9 @@
  * the switch: a VM's packets reach it only after the router decided they leave.
  */
 import net from 'node:net';
-import { IPPROTO, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, read16 } from '@vswitch/switch';
+import {
+  IPPROTO, UDP, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
+} from '@vswitch/switch';
 import { HostBudget, type HostBudgetOptions, type HostSession, type ToVm } from './types.js';
 import { HostTcp } from './tcp.js';
 import { HostUdp } from './udp.js';
@@ -173,11 +175,12 @@ export class HostNat {
       // forward opened from a host-local client, which the VM sees as the gateway;
       // anything else is refused by the engine) and UDP replies to such forwards.
       const l4 = ipOff + ip4HeaderLen(buf, ipOff);
-      if ((proto !== IPPROTO.UDP && proto !== IPPROTO.TCP) || ipLen < l4 - ipOff + 4) {
+      if ((proto !== IPPROTO.UDP && proto !== IPPROTO.TCP) || ipLen < l4 - ipOff + UDP.LEN) {
         this.counters.toGatewayIgnored++;
         return;
       }
-      const dport = read16(buf, l4 + 2);
+      // Ports are at the same places in TCP and UDP.
+      const dport = udpDport(buf, l4);
       if (proto === IPPROTO.TCP) {
         this.tcp.fromVm(buf, ipOff, ipLen, partial);
         return;
@@ -186,7 +189,7 @@ export class HostNat {
         const resolver = this.resolvers.current();
         if (resolver === 0) this.counters.noResolver++;
         else this.udp.fromVm(buf, ipOff, ipLen, { ip: resolver, port: 53 }, partial);
-      } else if (this.udp.isForwardReply(ip4Src(buf, ipOff), read16(buf, l4), dst, dport)) {
+      } else if (this.udp.isForwardReply(ip4Src(buf, ipOff), udpSport(buf, l4), dst, dport)) {
         this.udp.fromVm(buf, ipOff, ipLen, undefined, partial);
       } else {
         this.counters.toGatewayIgnored++;

@@ -6,6 +6,7 @@
  * kept in two small-integer accumulators so the loop stays in int32 arithmetic.
  * Measured 2.3x faster than checksum.ts's sum16 on 1480 bytes (0.57 vs 1.3 us).
  */
+import { read16 } from '@vswitch/switch';
 
 // Views of the two buffers in use (the router's receive buffer and the engine's
 // transmit buffer alternate segment by segment), most recent first.
@@ -38,7 +39,7 @@ export function onesSum(b: Uint8Array, off: number, len: number, initial: number
   }
   let r = off + (len & ~3);
   if (len & 2) {
-    lo += (b[r] << 8) | b[r + 1];
+    lo += read16(b, r);
     r += 2;
   }
   if (len & 1) lo += b[r] << 8;

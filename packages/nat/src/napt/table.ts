@@ -121,7 +121,7 @@
  * while a TCP session's timeout changes with its state. A Map with int32 keys and
  * the expiry heap above do the job with no allocation per packet.
  */
-import { formatIp4 } from '@vswitch/switch';
+import { TCP_FLAG, formatIp4 } from '@vswitch/switch';
 
 export const NAPT_TABLE_DEFAULTS = Object.freeze({
   portRange: Object.freeze({ lo: 1024, hi: 65535 }),
@@ -207,10 +207,7 @@ export const REFUSE_REASONS: readonly RefuseReason[] = ['table_full', 'host_limi
 export const DIR_OUT = 0;
 export const DIR_IN = 1;
 
-const FIN = 0x01;
-const SYN = 0x02;
-const RST = 0x04;
-const ACK = 0x10;
+const { FIN, SYN, RST, ACK } = TCP_FLAG;
 // Bits of NaptSession.seen: one per (flag, direction); IN = OUT << 1.
 const SEEN_SYN_OUT = 0x01;
 const SEEN_ACK_OUT = 0x04;

@@ -86,8 +86,9 @@
  * inbound packet (figures in table.ts).
  */
 import {
-  csumReplace16, csumReplace32, fold, read16, sum16, write16, write32,
-  checkIcmp, checkTcp, checkUdp, ICMP_TYPE, IP4, TCP, TCP_FLAG, UDP,
+  csumReplace16, csumReplace32, fold, read16, readI32, sum16, write16, write32,
+  checkIcmp, checkTcp, checkUdp, ICMP, ICMP_TYPE, IP4, icmpId, icmpType, ip4FragOffset, ip4HeaderLen, ip4Version, TCP,
+  TCP_FLAG, UDP,
 } from '@vswitch/switch';
 import { DIR_IN, DIR_OUT, NaptTable, type NaptTableOptions, type NaptMapping, type NaptSession } from './table.js';
 import { Forwards, type PortForward } from './forwards.js';
@@ -144,7 +145,7 @@ const P_TCP = 6;
 const P_UDP = 17;
 
 const isIcmpError = (type: number): boolean =>
-  type === ICMP_TYPE.DEST_UNREACH || type === ICMP_TYPE.TIME_EXCEEDED || type === 12;
+  type === ICMP_TYPE.DEST_UNREACH || type === ICMP_TYPE.TIME_EXCEEDED || type === ICMP_TYPE.PARAMETER_PROBLEM;
 
 export class Napt {
   readonly table: NaptTable;
@@ -214,7 +215,7 @@ export class Napt {
     const pub = this.#publicIp;
     if (pub === 0) return R.no_public_address;
     if ((read16(buf, off + IP4.FRAG) & 0x3fff) !== 0) return R.fragment;
-    const hl = (buf[off] & 0x0f) * 4;
+    const hl = ip4HeaderLen(buf, off);
     const l4 = off + hl;
     const l4len = read16(buf, off + IP4.LEN) - hl;
     const proto = buf[off + IP4.PROTO];
@@ -234,10 +235,10 @@ export class Napt {
       dport = read16(buf, l4 + UDP.DPORT);
     } else if (proto === P_ICMP) {
       if (!checkIcmp(l4len)) return R.malformed;
-      const type = buf[l4];
+      const type = icmpType(buf, l4);
       if (type === ICMP_TYPE.ECHO_REQUEST) {
         if (dst === pub) return R.local;
-        sport = read16(buf, l4 + 4);
+        sport = icmpId(buf, l4);
         dport = 0;
       } else if (isIcmpError(type)) {
         if (partial) return R.bad_checksum;
@@ -275,7 +276,7 @@ export class Napt {
     const dst = readI32(buf, off + IP4.DST);
     if (dst !== pub) return R.not_public;
     if ((read16(buf, off + IP4.FRAG) & 0x3fff) !== 0) return R.fragment;
-    const hl = (buf[off] & 0x0f) * 4;
+    const hl = ip4HeaderLen(buf, off);
     const l4 = off + hl;
     const l4len = read16(buf, off + IP4.LEN) - hl;
     const proto = buf[off + IP4.PROTO];
@@ -294,10 +295,10 @@ export class Napt {
       dport = read16(buf, l4 + UDP.DPORT);
     } else if (proto === P_ICMP) {
       if (!checkIcmp(l4len)) return R.malformed;
-      const type = buf[l4];
+      const type = icmpType(buf, l4);
       if (type === ICMP_TYPE.ECHO_REPLY) {
         sport = 0;
-        dport = read16(buf, l4 + 4);
+        dport = icmpId(buf, l4);
       } else if (isIcmpError(type)) {
         if (partial) return R.bad_checksum;
         return this.#inboundIcmpError(buf, off, l4, l4len);
@@ -351,18 +352,19 @@ export class Napt {
     if (e < 0) return -e;
     const pub = this.#publicIp;
     const eproto = buf[e + IP4.PROTO];
-    const el4 = e + (buf[e] & 0x0f) * 4;
+    const el4 = e + ip4HeaderLen(buf, e);
     const el4len = l4 + l4len - el4;
     if (readI32(buf, e + IP4.SRC) !== pub) return R.no_session;
     const remote = readI32(buf, e + IP4.DST);
     let portPos: number;
     let remotePort: number;
     if (eproto === P_TCP || eproto === P_UDP) {
-      portPos = el4;
-      remotePort = read16(buf, el4 + 2);
+      // Ports are at the same places in TCP and UDP.
+      portPos = el4 + UDP.SPORT;
+      remotePort = read16(buf, el4 + UDP.DPORT);
     } else if (eproto === P_ICMP) {
-      if (buf[el4] !== ICMP_TYPE.ECHO_REQUEST) return R.unsupported_icmp;
-      portPos = el4 + 4;
+      if (icmpType(buf, el4) !== ICMP_TYPE.ECHO_REQUEST) return R.unsupported_icmp;
+      portPos = el4 + ICMP.ID;
       remotePort = 0;
     } else {
       return R.unsupported_proto;
@@ -387,24 +389,22 @@ export class Napt {
     if (e < 0) return -e;
     const pub = this.#publicIp;
     const eproto = buf[e + IP4.PROTO];
-    const el4 = e + (buf[e] & 0x0f) * 4;
+    const el4 = e + ip4HeaderLen(buf, e);
     const el4len = l4 + l4len - el4;
     // Inbound echo requests are never translated, so only TCP/UDP quotes can match.
     if (eproto !== P_TCP && eproto !== P_UDP) return eproto === P_ICMP ? R.no_session : R.unsupported_proto;
     if (readI32(buf, e + IP4.DST) !== src) return R.no_session;
-    const insidePort = read16(buf, el4 + 2);
+    // Ports are at the same places in TCP and UDP.
+    const insidePort = read16(buf, el4 + UDP.DPORT);
     const m: NaptMapping | undefined = this.table.mappingByInside(eproto, src, insidePort);
-    if (m === undefined || m.find(readI32(buf, e + IP4.SRC), read16(buf, el4)) === undefined) return R.no_session;
+    if (m === undefined || m.find(readI32(buf, e + IP4.SRC), read16(buf, el4 + UDP.SPORT)) === undefined) return R.no_session;
 
-    rewriteQuote(buf, off, l4, e, el4, el4len, eproto, IP4.SRC, IP4.DST, src, pub, el4 + 2, insidePort, m.publicPort);
+    rewriteQuote(buf, off, l4, e, el4, el4len, eproto, IP4.SRC, IP4.DST, src, pub, el4 + UDP.DPORT, insidePort, m.publicPort);
     if (dst !== pub) return R.ok;
     const r = this.#inbound(buf, off, now, false);
     return r === R.ok ? R.hairpin : r;
   }
 }
-
-/** An IPv4 address as an int32: unlike read32's unsigned form it never needs a heap number. */
-const readI32 = (b: Uint8Array, o: number): number => (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3];
 
 /**
  * Checks the packet quoted by an ICMP error at l4: returns its offset, or minus a
@@ -418,11 +418,11 @@ function quote(buf: Uint8Array, l4: number, l4len: number): number {
   const e = l4 + 8;
   const elen = l4len - 8;
   if (elen < 20 + 8) return -R.malformed;
-  if (buf[e] >>> 4 !== 4) return -R.malformed;
-  const ehl = (buf[e] & 0x0f) * 4;
+  if (ip4Version(buf, e) !== 4) return -R.malformed;
+  const ehl = ip4HeaderLen(buf, e);
   if (ehl < 20 || ehl + 8 > elen) return -R.malformed;
   if (fold(sum16(buf, l4, l4len)) !== 0xffff || fold(sum16(buf, e, ehl)) !== 0xffff) return -R.bad_checksum;
-  if ((read16(buf, e + IP4.FRAG) & 0x1fff) !== 0) return -R.fragment;
+  if (ip4FragOffset(buf, e) !== 0) return -R.fragment;
   return e;
 }
 
@@ -442,7 +442,7 @@ function rewriteQuote(
   write32(buf, off + outerField, newIp);
   write16(buf, off + IP4.CSUM, csumReplace32(read16(buf, off + IP4.CSUM), oldIp, newIp));
 
-  let ic = read16(buf, l4 + 2);
+  let ic = read16(buf, l4 + ICMP.CSUM);
   const ecs = read16(buf, e + IP4.CSUM);
   const ecsNew = csumReplace32(ecs, oldIp, newIp);
   write32(buf, e + quoteField, newIp);
@@ -455,7 +455,7 @@ function rewriteQuote(
   let csPos = -1;
   if (eproto === P_TCP) csPos = el4len >= TCP.CSUM + 2 ? el4 + TCP.CSUM : -1;
   else if (eproto === P_UDP) csPos = el4 + UDP.CSUM;
-  else csPos = el4 + 2;
+  else csPos = el4 + ICMP.CSUM;
   if (csPos >= 0) {
     const cs = read16(buf, csPos);
     if (!(eproto === P_UDP && cs === 0)) {
@@ -466,7 +466,7 @@ function rewriteQuote(
       ic = csumReplace16(ic, cs, n);
     }
   }
-  write16(buf, l4 + 2, ic);
+  write16(buf, l4 + ICMP.CSUM, ic);
 }
 
 /**
@@ -494,8 +494,8 @@ function rewriteL4(
       write16(buf, l4 + UDP.CSUM, n === 0 ? 0xffff : n);
     }
   } else {
-    write16(buf, l4 + 4, newPort);
-    if (!partial) write16(buf, l4 + 2, csumReplace16(read16(buf, l4 + 2), oldPort, newPort));
+    write16(buf, l4 + ICMP.ID, newPort);
+    if (!partial) write16(buf, l4 + ICMP.CSUM, csumReplace16(read16(buf, l4 + ICMP.CSUM), oldPort, newPort));
   }
 }
 
