@@ -42,11 +42,12 @@
  */
 import { createRequire } from 'node:module';
 import {
-  IPPROTO, IPV4_OK, checkIcmp, checkIpv4, csumReplace16, csumReplace32, fold, formatIp4, ip4Dst, ip4HeaderLen,
-  ip4IsFragment, ip4Proto, ip4Src, ip4TotalLen, read16, read32, sum16, write16, write32, checksum,
+  ICMP, ICMP_HLEN, ICMP_TYPE, IP4, IP4_MIN_HLEN, IPPROTO, IPV4_OK, checkIcmp, checkIpv4, checksum, csumReplace16,
+  csumReplace32, fold, formatIp4, icmpChecksum, icmpId, icmpType, ip4Checksum, ip4Dst, ip4HeaderLen, ip4IsFragment,
+  ip4Proto, ip4Src, ip4TotalLen, ip4Ttl, ip4Version, sum16, write16, write32, writeIp4,
 } from '@vswitch/switch';
+import { clampMtu, sendIp4 } from './fragment.js';
 import { HOST_HEADROOM, type HostBudget, type HostSession, type ToVm } from './types.js';
-import { clampMtu, sendIp4, writeIp4 } from './udp.js';
 
 export const ICMP_IDLE_TIMEOUT_MS = 60_000;
 /** Addresses one mapping admits replies from (ping pings one; a script reusing an id, a few). */
@@ -58,13 +59,9 @@ const IPPROTO_IP = 0;
 const IP_TTL = 2;
 const SOL_RAW = 255;
 const ICMP_FILTER = 1;
-const T_ECHO_REPLY = 0;
-const T_DEST_UNREACH = 3;
-const T_ECHO_REQUEST = 8;
-const T_TIME_EXCEEDED = 11;
-const T_PARAMETER_PROBLEM = 12;
+const { ECHO_REPLY, DEST_UNREACH, ECHO_REQUEST, TIME_EXCEEDED, PARAMETER_PROBLEM } = ICMP_TYPE;
 /** ICMP_FILTER is a mask of the types *dropped*: all but replies and the errors we translate. */
-const ICMP_FILTER_MASK = ~((1 << T_ECHO_REPLY) | (1 << T_DEST_UNREACH) | (1 << T_TIME_EXCEEDED) | (1 << T_PARAMETER_PROBLEM)) >>> 0;
+const ICMP_FILTER_MASK = ~((1 << ECHO_REPLY) | (1 << DEST_UNREACH) | (1 << TIME_EXCEEDED) | (1 << PARAMETER_PROBLEM)) >>> 0;
 
 /** The part of raw-socket's Socket that HostIcmp uses (injectable for tests). */
 export interface RawIcmpSocket {
@@ -226,7 +223,7 @@ export class HostIcmp {
       c.malformed++;
       return;
     }
-    if (buf[icmp] !== T_ECHO_REQUEST) {
+    if (icmpType(buf, icmp) !== ECHO_REQUEST) {
       c.notEcho++;
       return;
     }
@@ -245,7 +242,7 @@ export class HostIcmp {
     }
     const src = ip4Src(buf, ipOff);
     const dst = ip4Dst(buf, ipOff);
-    const vmId = read16(buf, icmp + 4);
+    const vmId = icmpId(buf, icmp);
     const now = this.opts.clock();
     const key = src * 65536 + vmId;
     let m = this.#byKey.get(key);
@@ -259,17 +256,17 @@ export class HostIcmp {
       rem.add(dst);
     }
     m.last = now;
-    m.tx += ilen - 8;
+    m.tx += ilen - ICMP_HLEN;
     m.lastRemote = dst;
 
     // The socket queues the request until it is writable: it gets a copy of its own.
     const out = Buffer.allocUnsafe(ilen);
     out.set(buf.subarray(icmp, icmp + ilen));
     if (m.outId !== vmId) {
-      write16(out, 4, m.outId);
-      write16(out, 2, csumReplace16(read16(out, 2), vmId, m.outId));
+      write16(out, ICMP.ID, m.outId);
+      write16(out, ICMP.CSUM, csumReplace16(icmpChecksum(out, 0), vmId, m.outId));
     }
-    const ttl = Math.max(1, buf[ipOff + 8]);
+    const ttl = Math.max(1, ip4Ttl(buf, ipOff));
     let done = false;
     const after = (err: Error | null): void => {
       if (done) return;
@@ -380,31 +377,32 @@ export class HostIcmp {
   #fromHost(b: Buffer): void {
     const c = this.counters;
     if (this.#closed) return;
-    if (b.length < 20 || b[0] >>> 4 !== 4) {
+    // Its header checksum was the kernel's to verify.
+    if (checkIpv4(b, 0, b.length, false) !== IPV4_OK) {
       c.truncated++;
       return;
     }
-    const hl = (b[0] & 0x0f) * 4;
-    const total = read16(b, 2);
-    if (hl < 20 || total < hl + 8 || total > b.length) {
+    const hl = ip4HeaderLen(b, 0);
+    const total = ip4TotalLen(b, 0);
+    if (total < hl + ICMP_HLEN) {
       c.truncated++;
       return;
     }
-    if (b[9] !== IPPROTO.ICMP) return;
-    const type = b[hl];
-    if (type === T_ECHO_REPLY) this.#echoReply(b, hl, total);
-    else if (type === T_DEST_UNREACH || type === T_TIME_EXCEEDED || type === T_PARAMETER_PROBLEM) this.#error(b, hl, total);
+    if (ip4Proto(b, 0) !== IPPROTO.ICMP) return;
+    const type = icmpType(b, hl);
+    if (type === ECHO_REPLY) this.#echoReply(b, hl, total);
+    else if (type === DEST_UNREACH || type === TIME_EXCEEDED || type === PARAMETER_PROBLEM) this.#error(b, hl, total);
   }
 
   #echoReply(b: Buffer, hl: number, total: number): void {
     const c = this.counters;
-    const outId = read16(b, hl + 4);
+    const outId = icmpId(b, hl);
     const m = this.#byOut[outId];
     if (m === undefined) {
       c.notOurs++;
       return;
     }
-    const from = read32(b, 12);
+    const from = ip4Src(b, 0);
     if (!m.remotes.has(from)) {
       c.filtered++;
       return;
@@ -416,34 +414,34 @@ export class HostIcmp {
     }
     const f = this.#frame;
     const ip = HOST_HEADROOM;
-    const icmp = ip + 20;
+    const icmp = ip + IP4_MIN_HLEN;
     f.set(b.subarray(hl, total), icmp);
     if (m.vmId !== outId) {
-      write16(f, icmp + 4, m.vmId);
-      write16(f, icmp + 2, csumReplace16(read16(f, icmp + 2), outId, m.vmId));
+      write16(f, icmp + ICMP.ID, m.vmId);
+      write16(f, icmp + ICMP.CSUM, csumReplace16(icmpChecksum(f, icmp), outId, m.vmId));
     }
     m.last = this.opts.clock();
-    m.rx += ilen - 8;
-    this.#emit(f, ip, 20 + ilen, Math.max(1, b[8]), from, m.vmIp);
+    m.rx += ilen - ICMP_HLEN;
+    this.#emit(f, ip, IP4_MIN_HLEN + ilen, Math.max(1, ip4Ttl(b, 0)), from, m.vmIp);
   }
 
   /** An ICMP error: ours if it quotes one of our echo requests (RFC 5508: translate the quote back). */
   #error(b: Buffer, hl: number, total: number): void {
     const c = this.counters;
     const e = hl;
-    const q = e + 8;
+    const q = e + ICMP_HLEN;
     // The quote: an IPv4 header and at least the 8 bytes of the echo header (RFC 792).
-    if (total < q + 20 + 8 || b[q] >>> 4 !== 4) return;
-    const qhl = (b[q] & 0x0f) * 4;
-    if (qhl < 20 || q + qhl + 8 > total || b[q + 9] !== IPPROTO.ICMP || b[q + qhl] !== T_ECHO_REQUEST) return;
+    if (total < q + IP4_MIN_HLEN + ICMP_HLEN || ip4Version(b, q) !== 4) return;
+    const qhl = ip4HeaderLen(b, q);
+    if (qhl < IP4_MIN_HLEN || q + qhl + ICMP_HLEN > total || ip4Proto(b, q) !== IPPROTO.ICMP || icmpType(b, q + qhl) !== ECHO_REQUEST) return;
     const qi = q + qhl;
-    const outId = read16(b, qi + 4);
+    const outId = icmpId(b, qi);
     const m = this.#byOut[outId];
     if (m === undefined) {
       c.notOurs++;
       return;
     }
-    if (!m.remotes.has(read32(b, q + 16))) {
+    if (!m.remotes.has(ip4Dst(b, q))) {
       c.filtered++;
       return;
     }
@@ -454,22 +452,22 @@ export class HostIcmp {
     }
     const f = this.#frame;
     const ip = HOST_HEADROOM;
-    const fe = ip + 20;
+    const fe = ip + IP4_MIN_HLEN;
     f.set(b.subarray(e, total), fe);
-    const fq = fe + 8;
+    const fq = fe + ICMP_HLEN;
     const fqi = fq + qhl;
     // The quoted request as the VM sent it: its source and identifier, checksums updated (not recomputed).
-    const hostSrc = read32(f, fq + 12);
-    write32(f, fq + 12, m.vmIp);
-    write16(f, fq + 10, csumReplace32(read16(f, fq + 10), hostSrc, m.vmIp));
+    const hostSrc = ip4Src(f, fq);
+    write32(f, fq + IP4.SRC, m.vmIp);
+    write16(f, fq + IP4.CSUM, csumReplace32(ip4Checksum(f, fq), hostSrc, m.vmIp));
     if (m.vmId !== outId) {
-      write16(f, fqi + 4, m.vmId);
-      write16(f, fqi + 2, csumReplace16(read16(f, fqi + 2), outId, m.vmId));
+      write16(f, fqi + ICMP.ID, m.vmId);
+      write16(f, fqi + ICMP.CSUM, csumReplace16(icmpChecksum(f, fqi), outId, m.vmId));
     }
-    write16(f, fe + 2, 0);
-    write16(f, fe + 2, checksum(f, fe, ilen));
+    write16(f, fe + ICMP.CSUM, 0);
+    write16(f, fe + ICMP.CSUM, checksum(f, fe, ilen));
     c.errorsToVm++;
-    this.#emit(f, ip, 20 + ilen, Math.max(1, b[8]), read32(b, 12), m.vmIp);
+    this.#emit(f, ip, IP4_MIN_HLEN + ilen, Math.max(1, ip4Ttl(b, 0)), ip4Src(b, 0), m.vmIp);
   }
 
   #emit(f: Buffer, ip: number, len: number, ttl: number, src: number, dst: number): void {

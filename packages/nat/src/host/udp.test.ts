@@ -1,10 +1,11 @@
 import dgram from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  IPPROTO, IPV4_OK, checkIpv4, fold, formatIp4, parseIp4, pseudoSum, read16, sum16, write16, writeIpv4Header,
+  IPPROTO, IPV4_OK, checkIpv4, fold, formatIp4, parseIp4, pseudoSum, read16, sum16, write16, writeIp4, writeIpv4Header,
 } from '@vswitch/switch';
+import { sendIp4 } from './fragment.js';
 import { HOST_HEADROOM, HostBudget } from './types.js';
-import { HostUdp, ip4FromString, sendIp4, writeIp4, type HostUdpOptions } from './udp.js';
+import { HostUdp, ip4FromString, type HostUdpOptions } from './udp.js';
 
 const ip = (s: string): number => parseIp4(s);
 const VM = ip('10.0.0.5');

@@ -41,7 +41,7 @@
  * copied once, into that buffer. What the VM sends is copied once too, into the
  * Buffer dgram sends from (dgram may hold it until the socket is bound or
  * writable, and the router reuses its own). A packet larger than the VM's MTU
- * (`mtu`, the network's; default: no limit) is sent as IPv4 fragments in place,
+ * (`mtu`, the network's; default: no limit) is sent as IPv4 fragments in place (fragment.ts),
  * since the host reassembled what the remote fragmented, and a DNS answer over
  * 1472 bytes must still reach a VM on a 1500-byte network. Datagrams from a VM
  * that are fragments are dropped (`fragment`): there is no reassembly, as in the
@@ -52,9 +52,10 @@
  */
 import dgram from 'node:dgram';
 import {
-  IPPROTO, IPV4_OK, checkIpv4, checkUdp, finish, fold, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto,
-  ip4Src, ip4TotalLen, pseudoSum, read32, sum16, udpChecksum, udpDport, udpLen, udpSport, write16, write32,
+  IP4_MIN_HLEN, IPPROTO, IPV4_OK, UDP_HLEN, checkIpv4, checkUdp, fold, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment,
+  ip4Proto, ip4Src, ip4TotalLen, pseudoSum, sum16, udpChecksum, udpDport, udpLen, udpSport, writeIp4, writeUdpHeader,
 } from '@vswitch/switch';
+import { clampMtu, sendIp4 } from './fragment.js';
 import { HOST_HEADROOM, type HostBudget, type HostSession, type ToVm } from './types.js';
 
 export const UDP_IDLE_TIMEOUT_MS = 180_000;
@@ -63,7 +64,6 @@ export const UDP_MAX_REMOTES = 1024;
 /** Redirect entries a mapping keeps (resolvers it was sent to, across failovers). */
 const MAX_REDIRECTS = 8;
 const IP_MAXPACKET = 65535;
-const MIN_MTU = 68;
 
 /** Told about the datagrams sent with `to` (the DNS forwarder) and their answers: dns.ts's Resolvers. */
 export interface RedirectObserver {
@@ -237,10 +237,10 @@ export class HostUdp {
       if (s !== undefined) {
         const f = s.fwd;
         s.last = now;
-        s.tx += ulen - 8;
+        s.tx += ulen - UDP_HLEN;
         c.toHost++;
         try {
-          f.socket.send(Buffer.from(buf.subarray(u + 8, u + ulen)), s.rPort, s.rAddr, f.sendCb);
+          f.socket.send(Buffer.from(buf.subarray(u + UDP_HLEN, u + ulen)), s.rPort, s.rAddr, f.sendCb);
         } catch {
           c.sendErrors++;
         }
@@ -254,7 +254,7 @@ export class HostUdp {
       if (m === undefined) return;
     }
     m.last = now;
-    m.tx += ulen - 8;
+    m.tx += ulen - UDP_HLEN;
     m.lastRemote = dstKey;
     if (dport !== 53) m.dnsOnly = false;
     if (to === undefined) {
@@ -273,7 +273,7 @@ export class HostUdp {
     }
     c.toHost++;
     try {
-      m.socket.send(Buffer.from(buf.subarray(u + 8, u + ulen)), realPort, formatIp4(realIp), m.sendCb);
+      m.socket.send(Buffer.from(buf.subarray(u + UDP_HLEN, u + ulen)), realPort, formatIp4(realIp), m.sendCb);
     } catch {
       c.sendErrors++;
     }
@@ -503,22 +503,16 @@ export class HostUdp {
   /** Builds IPv4/UDP around `payload` in the frame buffer (its one copy) and hands it to the VM. */
   #toVm(src: number, sport: number, dst: number, dport: number, payload: Buffer): void {
     const plen = payload.length;
-    const total = 20 + 8 + plen;
+    const total = IP4_MIN_HLEN + UDP_HLEN + plen;
     if (total > IP_MAXPACKET) {
       this.counters.tooBig++;
       return;
     }
     const f = this.#frame;
     const ip = HOST_HEADROOM;
-    const u = ip + 20;
-    f.set(payload, u + 8);
-    write16(f, u, sport);
-    write16(f, u + 2, dport);
-    write16(f, u + 4, 8 + plen);
-    write16(f, u + 6, 0);
-    let cs = finish(sum16(f, u, 8 + plen, pseudoSum(src, dst, IPPROTO.UDP, 8 + plen)));
-    if (cs === 0) cs = 0xffff;
-    write16(f, u + 6, cs);
+    const u = ip + IP4_MIN_HLEN;
+    f.set(payload, u + UDP_HLEN);
+    writeUdpHeader(f, u, sport, dport, plen, src, dst);
     this.#ipId = (this.#ipId + 1) & 0xffff;
     writeIp4(f, ip, total, this.#ipId, 0, 64, IPPROTO.UDP, src, dst);
     const n = sendIp4(this.opts.toVm, f, ip, total, this.#mtu);
@@ -566,54 +560,6 @@ export class HostUdp {
   }
 }
 
-/**
- * Hands the IPv4 packet buf[ipOff, ipOff+ipLen) (a 20-byte header without options,
- * as the engines build it) to the VM, as fragments of at most `mtu` bytes when it is
- * larger. The fragments are cut in place: each one's header (and the router's
- * Ethernet header before it) overwrites the tail of the previous fragment, which
- * toVm has consumed already. Returns the number of packets sent.
- */
-export function sendIp4(toVm: ToVm, buf: Buffer, ipOff: number, ipLen: number, mtu: number): number {
-  if (ipLen <= mtu) {
-    toVm(buf, ipOff, ipLen, false);
-    return 1;
-  }
-  const id = (buf[ipOff + 4] << 8) | buf[ipOff + 5];
-  const ttl = buf[ipOff + 8];
-  const proto = buf[ipOff + 9];
-  const src = read32(buf, ipOff + 12);
-  const dst = read32(buf, ipOff + 16);
-  const dataLen = ipLen - 20;
-  const chunk = (mtu - 20) & ~7;
-  let n = 0;
-  for (let o = 0; o < dataLen; o += chunk) {
-    const len = Math.min(chunk, dataLen - o);
-    const more = o + len < dataLen ? 0x2000 : 0;
-    const h = ipOff + o; // the 20 bytes before this fragment's data
-    writeIp4(buf, h, 20 + len, id, more | (o >>> 3), ttl, proto, src, dst);
-    toVm(buf, h, 20 + len, false);
-    n++;
-  }
-  return n;
-}
-
-/** A 20-byte IPv4 header with its checksum; `frag` is the flags and fragment offset word. */
-export function writeIp4(
-  buf: Uint8Array, off: number, totalLen: number, id: number, frag: number, ttl: number, proto: number, src: number, dst: number,
-): void {
-  buf[off] = 0x45;
-  buf[off + 1] = 0;
-  write16(buf, off + 2, totalLen);
-  write16(buf, off + 4, id);
-  write16(buf, off + 6, frag);
-  buf[off + 8] = ttl;
-  buf[off + 9] = proto;
-  write16(buf, off + 10, 0);
-  write32(buf, off + 12, src);
-  write32(buf, off + 16, dst);
-  write16(buf, off + 10, finish(sum16(buf, off, 20)));
-}
-
 /** "a.b.c.d" -> unsigned int, -1 for anything else (rinfo addresses: no regex on the packet path). */
 export function ip4FromString(s: string): number {
   let v = 0;
@@ -638,11 +584,6 @@ export function ip4FromString(s: string): number {
   }
   if (dots !== 3 || digits === 0) return -1;
   return v * 256 + part;
-}
-
-export function clampMtu(mtu: number | undefined): number {
-  if (mtu === undefined || !Number.isFinite(mtu)) return IP_MAXPACKET;
-  return Math.max(MIN_MTU, Math.min(IP_MAXPACKET, Math.floor(mtu)));
 }
 
 function endpoint(key: number): string {
