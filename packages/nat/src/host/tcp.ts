@@ -40,17 +40,14 @@
  *   is at most one MSS with complete checksums.
  * - No copy of host data here: the sockets we connect are created with Node's
  *   `onread`, so the kernel's read lands in a block from the engine's pool, at
- *   the payload offset of the frame it becomes (the room for the virtio_net_hdr,
- *   Ethernet, IPv4 and TCP headers is in front). Sending writes the headers
- *   there and hands the block itself to toVm; a frame that starts inside a block
- *   borrows the 64 bytes before it and puts them back after toVm (which consumes
- *   synchronously). The blocks are the retransmission store and return to the
- *   pool once acknowledged: steady traffic allocates nothing, and reads cost no
- *   64 KiB buffer each. Full blocks hold a multiple of the MSS, so a block is one
- *   GSO frame; a frame that would span two blocks stops at the first one's end,
- *   or, with less than an MSS there, is copied (rare; counted). Accepted sockets
- *   (port forwards) cannot take `onread`: their 'data' chunks are queued as they
- *   are, and each frame is copied from them into the engine's frame buffer.
+ *   the payload offset of the frame it becomes (tcp-queue.ts). Sending writes
+ *   the headers in front of it and hands the block itself to toVm; a frame that
+ *   starts inside a block borrows the BLOCK_HDR bytes before it and puts them
+ *   back after toVm (which consumes synchronously). A frame that would span two
+ *   blocks stops at the first one's end, or, with less than an MSS there, is
+ *   copied (rare; counted). Accepted sockets (port forwards) cannot take
+ *   `onread`: their 'data' chunks are queued as they are, and each frame is
+ *   copied from them into the engine's frame buffer.
  * - Timers: one setTimeout per session, unref'd, armed lazily: a deadline that
  *   moves later (every ACK restarts the RTO) does not touch the timer, which
  *   re-arms itself for the remainder when it fires early. An idle session has no
@@ -82,6 +79,12 @@
  * Not supported: IPv6, urgent data (delivered inline), ECN (not negotiated),
  * TCP Fast Open (data on a SYN is ignored and retransmitted by the VM).
  *
+ * Files, as passt splits tcp.c / tcp_buf.c / tcp_conn.h: tcp-queue.ts (frame
+ * blocks, their pool, the send queue), tcp-conn.ts (the connection record and
+ * its phases), this file (the engine: segments from the VM, the host sockets'
+ * events, segments to the VM, timers, the session table). Headers are read and
+ * written through the wire views of @vswitch/switch.
+ *
  * Cost (tcp.bench.ts, loopback, 2-core dev VM under load): 2-3.5 us of engine
  * time per 1460-byte segment from the VM (checksum verified, copied, written);
  * 2.1-3.3 us per one-MSS frame to the VM including the socket read, and 30-58 us
@@ -94,9 +97,18 @@
 import type net from 'node:net';
 import { connect as netConnect } from 'node:net';
 import { randomFillSync } from 'node:crypto';
-import { ETH_HLEN, fold, formatIp4, pseudoSum, read16, read32, sum16, write16, write32 } from '@vswitch/switch';
+import {
+  ETH_HLEN, ICMP_TYPE, IP4_DF, IP4_MIN_HLEN, IPPROTO, IPV4_OK, TCP, TCP_FLAG, TCP_MIN_HLEN, type TcpSynOptions, VNET_F_NEEDS_CSUM,
+  VNET_GSO, checkIpv4, checkTcp, fold, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, ip4TotalLen,
+  pseudoSum, tcpAck, tcpDport, tcpFlags, tcpHeaderLen, tcpSeq, tcpSport, tcpSynOptions, tcpWindow, write16,
+  writeIcmpError, writeIp4, writeTcpHeader, writeTcpSynOptions, writeVnet,
+} from '@vswitch/switch';
 import { type HostBudget, type HostSession, type ToVm, HOST_HEADROOM } from './types.js';
 import { onesSum } from './tcp-sum.js';
+import { BLOCK_HDR, BlockPool, IP_MAXPACKET, SendQueue, TCP_IP_HLEN } from './tcp-queue.js';
+import {
+  CONNECTING, Conn, DEAD, DEFAULT_VM_MSS, OPEN, SYN_RCVD, SYN_SENT, T_NONE, T_PERSIST, T_RTO, TIME_WAIT, seqGt,
+} from './tcp-conn.js';
 
 export interface HostTcpTuning {
   /**
@@ -214,409 +226,19 @@ export interface HostTcpCounters {
   blocks: number;
 }
 
-// Phases of a session.
-const CONNECTING = 0; // out: host connect under way, the VM's SYN unanswered
-const SYN_SENT = 1; //   in: our SYN sent to the VM
-const SYN_RCVD = 2; //   out: our SYN-ACK sent to the VM
-const OPEN = 3; //       synchronized; FIN states by flags
-const TIME_WAIT = 4; //  both FINs acknowledged, lingering
-const DEAD = 5; //       out of the table
-
-// Timer kinds.
-const T_NONE = 0;
-const T_RTO = 1;
-const T_PERSIST = 2;
-
-const FIN = 0x01;
-const SYN = 0x02;
-const RST = 0x04;
-const PSH = 0x08;
-const ACK = 0x10;
+const { FIN, SYN, RST, PSH, ACK } = TCP_FLAG;
 
 const IP_OFF = HOST_HEADROOM;
-const MAX_IP = 65535;
 /** GSO frames carry at most this many segments (segmenters size their scratch for it). */
 const GSO_MAX_SEGS = 64;
 /** A VM's MSS below this is raised to it (a tiny MSS only multiplies our work). */
 const MSS_FLOOR = 64;
-const DEFAULT_VM_MSS = 536;
+/** RFC 792: an ICMP error quotes the IPv4 header and the first 8 bytes of its payload. */
+const QUOTE_DATA = 8;
 
 const SOCK_NONE = 0;
 const SOCK_DESTROY = 1;
 const SOCK_RESET = 2;
-
-/** Where a block's payload starts: room for the virtio_net_hdr, Ethernet, IPv4 and TCP headers of its frame. */
-const BLOCK_HDR = HOST_HEADROOM + 40;
-/** The most payload one frame carries (IPv4 total length 65535, a TCP header without options). */
-const BLOCK_DATA = MAX_IP - 40;
-/** Bytes of a small block: a session's first read, and trickles. */
-const BLOCK_SMALL = 4096;
-/**
- * Free blocks an engine keeps at most (64 KB large, 4 KB small); more go to the
- * GC. Those not taken during a whole tick (about a second) go too.
- */
-const POOL_LARGE = 256;
-const POOL_SMALL = 1024;
-
-/**
- * Host data at buf[start, start+fill). A pooled block is a frame in the making:
- * start is BLOCK_HDR, the room for the frame's headers, so that a frame
- * starting at its first byte is sent from it as it is; `cap` (<= the buffer's
- * room) is a multiple of the session's MSS where it fits, so that full blocks
- * make full-sized frames. Otherwise it is a socket's 'data' chunk (start 0, no
- * room: frames are copied from it).
- */
-class Block {
-  fill = 0;
-  cap = 0;
-
-  constructor(readonly buf: Buffer, readonly start: number, readonly large: boolean, readonly pooled: boolean) {}
-}
-
-/** The engine's free blocks, reused as they are (no zeroing). */
-class BlockPool {
-  readonly #large: Block[] = [];
-  readonly #small: Block[] = [];
-  /** The fewest free blocks since the last trim: that many were not needed. */
-  #lowLarge = 0;
-  #lowSmall = 0;
-
-  constructor(readonly counters: { blocks: number }) {}
-
-  take(large: boolean): Block {
-    const list = large ? this.#large : this.#small;
-    const b = list.pop();
-    if (b === undefined) {
-      this.counters.blocks++;
-      return new Block(Buffer.allocUnsafeSlow(large ? BLOCK_HDR + BLOCK_DATA : BLOCK_SMALL), BLOCK_HDR, large, true);
-    }
-    if (large) {
-      if (list.length < this.#lowLarge) this.#lowLarge = list.length;
-    } else if (list.length < this.#lowSmall) {
-      this.#lowSmall = list.length;
-    }
-    return b;
-  }
-
-  give(b: Block): void {
-    if (b.large) {
-      if (this.#large.length < POOL_LARGE) this.#large.push(b);
-    } else if (this.#small.length < POOL_SMALL) {
-      this.#small.push(b);
-    }
-  }
-
-  /** Lets go of the blocks that stayed free since the last call. */
-  trim(): void {
-    this.#large.length -= this.#lowLarge;
-    this.#small.length -= this.#lowSmall;
-    this.#lowLarge = this.#large.length;
-    this.#lowSmall = this.#small.length;
-  }
-}
-
-/**
- * Host data not yet acknowledged by the VM, in blocks (the retransmission store),
- * consumed from the front as ACKs arrive and given back to the pool when done
- * with. A socket created with our `onread` reads straight into the rest of the
- * last block (`target`, `commit`); the chunks of a socket that emits 'data' are
- * queued as they are (`append`: no room for headers in them, so frames are
- * copied from them, as before onread). A cursor remembers the last position
- * sought, so that sending in order never walks the block list.
- *
- * Which block the next read goes to: a session starts with a small block; a read
- * that fills its target means more is waiting, and the next goes to a large one;
- * a short read into a large block with nothing else queued (a trickle: the VM
- * took everything before) goes back to small ones, so that a quiet session holds
- * 4 KB, not 64. Otherwise reads go on filling the block while at least an MSS of
- * it is left.
- */
-class SendQueue {
-  /** From index head on: data is [headOff, fill) of the first block and [0, fill) of the others. */
-  readonly blocks: (Block | undefined)[] = [];
-  head = 0;
-  headOff = 0;
-  bytes = 0;
-  #mss: number;
-  #smallCap: number;
-  // Cursor: queue position #cPos is payload offset #cOff of blocks[#cIdx].
-  #cIdx = 0;
-  #cOff = 0;
-  #cPos = 0;
-  /** The block the socket reads into (onread), from its fill to its cap. */
-  #rb: Block | undefined = undefined;
-  #rLen = 0;
-  /** After a commit: 0 keep reading into #rb, 1 a new large block, 2 a new small one. */
-  #next = 0;
-
-  constructor(readonly pool: BlockPool, mss: number) {
-    this.#mss = mss;
-    this.#smallCap = Math.floor((BLOCK_SMALL - BLOCK_HDR) / mss) * mss;
-  }
-
-  set mss(mss: number) {
-    this.#mss = mss;
-    this.#smallCap = Math.floor((BLOCK_SMALL - BLOCK_HDR) / mss) * mss;
-  }
-
-  /** The block at the cursor and the payload offset there (after seek). */
-  get curBlock(): Block { return this.blocks[this.#cIdx] as Block; }
-  get curOff(): number { return this.#cOff; }
-
-  #newBlock(large: boolean): Block {
-    if (!large && this.#smallCap === 0) large = true;
-    const b = this.pool.take(large);
-    b.fill = 0;
-    b.cap = large ? Math.floor(BLOCK_DATA / this.#mss) * this.#mss : this.#smallCap;
-    this.blocks.push(b);
-    return b;
-  }
-
-  /** onread's buffer(): where the socket's next read goes. Never empty. */
-  target(): Uint8Array {
-    let b = this.#rb;
-    if (b === undefined || this.#next !== 0 || b.cap - b.fill <= 0) {
-      b = this.#newBlock(b === undefined ? false : this.#next === 1);
-      this.#rb = b;
-      this.#next = 0;
-      this.#trim();
-    }
-    this.#rLen = b.cap - b.fill;
-    return b.buf.subarray(BLOCK_HDR + b.fill, BLOCK_HDR + b.cap);
-  }
-
-  /** onread's callback: n bytes were read into the target. */
-  commit(n: number): void {
-    const b = this.#rb;
-    if (b === undefined) return;
-    b.fill += n;
-    this.bytes += n;
-    if (n >= this.#rLen) this.#next = 1;
-    else if (b.large && n < this.#smallCap && this.bytes === n) this.#next = 2;
-    else if (b.cap - b.fill < this.#mss) this.#next = b.large ? 1 : 2;
-    else this.#next = 0;
-  }
-
-  /** A 'data' chunk (Node's own buffer, never reused by Node). */
-  append(chunk: Buffer): void {
-    const n = chunk.length;
-    if (n === 0) return;
-    const b = new Block(chunk, 0, false, false);
-    b.fill = n;
-    b.cap = n;
-    this.blocks.push(b);
-    this.bytes += n;
-  }
-
-  /** Drops n (<= bytes) bytes from the front. */
-  consume(n: number): void {
-    this.bytes -= n;
-    this.#cPos -= n;
-    this.headOff += n;
-    this.#trim();
-  }
-
-  /**
-   * Normalizes the front (headOff beyond the first block's data moves on), giving
-   * back the blocks that are done with: all but the one the socket reads into.
-   */
-  #trim(): void {
-    const blocks = this.blocks;
-    while (this.head < blocks.length) {
-      const b = blocks[this.head] as Block;
-      if (this.headOff < b.fill || b === this.#rb) break;
-      this.headOff -= b.fill;
-      blocks[this.head++] = undefined;
-      if (b.pooled) this.pool.give(b);
-    }
-    if (this.head === blocks.length) {
-      blocks.length = 0;
-      this.head = 0;
-    } else if (this.head >= 32 && this.head * 2 >= blocks.length) {
-      // Many 'data' chunks: compacted now and then, not shifted one by one.
-      blocks.splice(0, this.head);
-      this.#cIdx -= this.head;
-      this.head = 0;
-    }
-    if (this.#cPos <= 0 || this.#cIdx < this.head) this.#rewind();
-  }
-
-  /** Everything back to the pool: the socket must not read any more (destroyed, or at EOF). */
-  clear(): void {
-    for (let i = this.head; i < this.blocks.length; i++) {
-      const b = this.blocks[i] as Block;
-      if (b.pooled) this.pool.give(b);
-    }
-    this.blocks.length = 0;
-    this.head = 0;
-    this.#rb = undefined;
-    this.headOff = 0;
-    this.bytes = 0;
-    this.#rewind();
-  }
-
-  #rewind(): void {
-    this.#cIdx = this.head;
-    this.#cOff = this.headOff;
-    this.#cPos = 0;
-  }
-
-  /**
-   * Moves the cursor to queue position pos (< bytes) and returns how many bytes
-   * from there lie in the same block.
-   */
-  seek(pos: number): number {
-    if (pos < this.#cPos) this.#rewind();
-    const blocks = this.blocks;
-    let idx = this.#cIdx;
-    let off = this.#cOff;
-    let p = this.#cPos;
-    for (;;) {
-      const left = (blocks[idx] as Block).fill - off;
-      if (pos - p < left || idx + 1 === blocks.length) {
-        off += pos - p;
-        p = pos;
-        break;
-      }
-      p += left;
-      idx++;
-      off = 0;
-    }
-    this.#cIdx = idx;
-    this.#cOff = off;
-    this.#cPos = p;
-    return (blocks[idx] as Block).fill - off;
-  }
-
-  /** Copies queue bytes [pos, pos+len) to dst at `at` (a frame from 'data' chunks, or one that spans blocks). */
-  copy(pos: number, len: number, dst: Buffer, at: number): void {
-    this.seek(pos);
-    const blocks = this.blocks;
-    let idx = this.#cIdx;
-    let off = this.#cOff;
-    while (len > 0) {
-      const b = blocks[idx] as Block;
-      const left = b.fill - off;
-      const n = len < left ? len : left;
-      b.buf.copy(dst, at, b.start + off, b.start + off + n);
-      at += n;
-      len -= n;
-      idx++;
-      off = 0;
-    }
-  }
-}
-
-class Conn {
-  phase = CONNECTING;
-  outside = '';
-  /** The bridge port its budget unit is charged to (HostBudget.take). */
-  bridgePort = '';
-  // VM -> host (our receive side).
-  irs = 0;
-  rcvNxt = 0;
-  /** Right edge of the window we last announced (never moves left). */
-  rcvEdge = 0;
-  /** Our window scale shift (0 when the VM did not offer scaling). */
-  rcvWs = 0;
-  /** Largest window this session can announce. */
-  rcvMax = 65535;
-  vmFin = false;
-  // Host -> VM (our send side).
-  sndUna: number;
-  sndNxt: number;
-  sndMax: number;
-  sndWnd = 0;
-  sndWl1 = 0;
-  sndWl2 = 0;
-  sndWs = 0;
-  vmWs = -1;
-  mss = DEFAULT_VM_MSS;
-  gsoMax = DEFAULT_VM_MSS;
-  hostEof = false;
-  finAcked = false;
-  /** Our FIN went out before the VM's (closing rather than last_ack). */
-  closedFirst = false;
-  cwnd = 0;
-  ssthresh = 0x7fffffff;
-  dupAcks = 0;
-  inRecovery = false;
-  recover = 0;
-  srtt = -1;
-  rttvar = 0;
-  rto: number;
-  retx = 0;
-  rttOn = false;
-  rttSeq = 0;
-  rttAt = 0;
-  // Timer.
-  timer: NodeJS.Timeout | undefined = undefined;
-  timerDue = 0;
-  deadline = 0;
-  kind = T_NONE;
-  persistMs = 0;
-  // Socket.
-  paused = false;
-  corked = false;
-  flushQueued = false;
-  /** #output due at the end of the batch (the VM's ACKs opened room). */
-  sendQueued = false;
-  outputQueued = false;
-  ackPending = false;
-  sockClosed = false;
-  released = false;
-  // Bookkeeping.
-  readonly created: number;
-  lastSeen: number;
-  since = 0;
-  txBytes = 0;
-  rxBytes = 0;
-  /** The VM's SYN: IP header + 8 bytes, for an ICMP error while connecting. */
-  quote: Buffer | undefined = undefined;
-  onTimer: () => void = () => {};
-
-  constructor(
-    readonly out: boolean,
-    readonly vmIp: number,
-    readonly vmPort: number,
-    readonly ip: number,
-    readonly port: number,
-    readonly k1: number,
-    readonly k2: number,
-    readonly sock: net.Socket,
-    readonly q: SendQueue,
-    readonly iss: number,
-    now: number,
-    rto: number,
-  ) {
-    this.sndUna = iss;
-    this.sndNxt = iss;
-    this.sndMax = iss;
-    this.rto = rto;
-    this.created = now;
-    this.lastSeen = now;
-  }
-
-  stateName(): string {
-    switch (this.phase) {
-      case CONNECTING:
-      case SYN_SENT:
-        return 'syn_sent';
-      case SYN_RCVD:
-        return 'syn_received';
-      case OPEN:
-        if (!this.vmFin) return this.hostEof ? 'fin_wait' : 'established';
-        if (!this.hostEof) return 'close_wait';
-        return this.closedFirst ? 'closing' : 'last_ack';
-      case TIME_WAIT:
-        return 'time_wait';
-      default:
-        return 'closed';
-    }
-  }
-}
-
-const seqGt = (a: number, b: number): boolean => ((a - b) | 0) > 0;
 
 /** RST to the socket's peer where it is TCP (resetAndDestroy throws for other handles). */
 function resetSocket(s: net.Socket): void {
@@ -649,7 +271,7 @@ export class HostTcp {
   #lastK1 = -1;
   #lastK2 = -1;
   #last: Conn | undefined = undefined;
-  readonly #out = Buffer.alloc(HOST_HEADROOM + MAX_IP);
+  readonly #out = Buffer.alloc(HOST_HEADROOM + IP_MAXPACKET);
   /** The bytes a frame's headers cover when it is sent from inside a block (restored after toVm). */
   readonly #save = Buffer.alloc(BLOCK_HDR);
   readonly #pool = new BlockPool(this.counters);
@@ -675,14 +297,14 @@ export class HostTcp {
   #win = 0;
   #poff = 0;
   #plen = 0;
-  #optMss = 0;
-  #optWs = -1;
+  /** The options of the last SYN parsed. */
+  readonly #opt: TcpSynOptions = { mss: 0, wscale: -1 };
 
   constructor(opts: HostTcpOptions) {
     this.#clock = opts.clock;
     this.#toVm = opts.toVm;
     this.#gso = opts.gso;
-    this.#mss = Math.max(MSS_FLOOR, Math.min(opts.mss || 1460, MAX_IP - 40));
+    this.#mss = Math.max(MSS_FLOOR, Math.min(opts.mss || 1460, IP_MAXPACKET - TCP_IP_HLEN));
     this.#budget = opts.budget;
     this.#connect = opts.connect
       ?? ((ip, port, onread) => netConnect({ host: formatIp4(ip), port, noDelay: true, allowHalfOpen: true, onread }));
@@ -733,34 +355,32 @@ export class HostTcp {
   /** Validates and reads the segment into the #fields; false (counted) to drop it. */
   #parse(buf: Uint8Array, ipOff: number, ipLen: number, csumPartial: boolean): boolean {
     const ctr = this.counters;
-    if (!(ipOff >= 0) || !(ipLen >= 40) || ipOff + ipLen > buf.length) {
+    if (!(ipOff >= 0) || !(ipLen >= TCP_IP_HLEN) || ipOff + ipLen > buf.length) {
       ctr.malformed++;
       return false;
     }
-    const vi = buf[ipOff];
-    const ihl = (vi & 0x0f) * 4;
-    const total = read16(buf, ipOff + 2);
-    if (vi >>> 4 !== 4 || ihl < 20 || total > ipLen || total < ihl + 20 || buf[ipOff + 9] !== 6
-      || (read16(buf, ipOff + 6) & 0x3fff) !== 0) {
+    // The header checksum is not verified again: the router did (network.ts).
+    if (checkIpv4(buf, ipOff, ipLen, false) !== IPV4_OK || ip4Proto(buf, ipOff) !== IPPROTO.TCP || ip4IsFragment(buf, ipOff)) {
       ctr.malformed++;
       return false;
     }
+    const ihl = ip4HeaderLen(buf, ipOff);
     const th = ipOff + ihl;
-    const tl = total - ihl;
-    const thl = (buf[th + 12] >>> 4) * 4;
-    if (thl < 20 || thl > tl) {
+    const tl = ip4TotalLen(buf, ipOff) - ihl;
+    if (!checkTcp(buf, th, tl)) {
       ctr.malformed++;
       return false;
     }
-    const src = read32(buf, ipOff + 12);
-    const dst = read32(buf, ipOff + 16);
-    if (!csumPartial && onesSum(buf, th, tl, pseudoSum(src, dst, 6, tl)) !== 0xffff) {
+    const thl = tcpHeaderLen(buf, th);
+    const src = ip4Src(buf, ipOff);
+    const dst = ip4Dst(buf, ipOff);
+    if (!csumPartial && onesSum(buf, th, tl, pseudoSum(src, dst, IPPROTO.TCP, tl)) !== 0xffff) {
       ctr.badChecksum++;
       return false;
     }
-    const flags = buf[th + 13];
-    const sport = read16(buf, th);
-    const dport = read16(buf, th + 2);
+    const flags = tcpFlags(buf, th);
+    const sport = tcpSport(buf, th);
+    const dport = tcpDport(buf, th);
     if (((flags & SYN) !== 0 && (flags & (FIN | RST)) !== 0) || sport === 0 || dport === 0) {
       ctr.malformed++;
       return false;
@@ -769,34 +389,15 @@ export class HostTcp {
     this.#dst = dst;
     this.#sport = sport;
     this.#dport = dport;
-    this.#seq = read32(buf, th + 4);
-    this.#ack = read32(buf, th + 8);
+    this.#seq = tcpSeq(buf, th);
+    this.#ack = tcpAck(buf, th);
     this.#flags = flags;
-    this.#win = read16(buf, th + 14);
+    this.#win = tcpWindow(buf, th);
     this.#poff = th + thl;
     this.#plen = tl - thl;
-    if (flags & SYN) this.#parseOptions(buf, th + 20, th + thl);
+    // MSS and window scale; anything else (SACK-permitted, timestamps) is ignored.
+    if (flags & SYN) tcpSynOptions(buf, th, thl, this.#opt);
     return true;
-  }
-
-  /** MSS and window scale from a SYN's options; anything else (SACK-permitted, timestamps) is ignored. */
-  #parseOptions(buf: Uint8Array, p: number, end: number): void {
-    this.#optMss = 0;
-    this.#optWs = -1;
-    while (p < end) {
-      const kind = buf[p];
-      if (kind === 0) break;
-      if (kind === 1) {
-        p++;
-        continue;
-      }
-      if (p + 1 >= end) break;
-      const len = buf[p + 1];
-      if (len < 2 || p + len > end) break;
-      if (kind === 2 && len === 4) this.#optMss = read16(buf, p + 2);
-      else if (kind === 3 && len === 3) this.#optWs = Math.min(buf[p + 2], 14);
-      p += len;
-    }
   }
 
   /** A SYN for no session: take the budget, connect the host socket, answer when it is connected. */
@@ -850,7 +451,7 @@ export class HostTcp {
     c.irs = this.#seq;
     c.rcvNxt = (this.#seq + 1) >>> 0;
     c.rcvEdge = c.rcvNxt;
-    c.vmWs = this.#optWs;
+    c.vmWs = this.#opt.wscale;
     c.mss = this.#vmMss();
     c.q.mss = c.mss;
     c.sndWnd = this.#win; // never scaled in a SYN
@@ -858,14 +459,14 @@ export class HostTcp {
 
   /** The MSS towards the VM for the SYN in #fields: the smaller of its and ours. */
   #vmMss(): number {
-    const vmMss = this.#optMss > 0 ? this.#optMss : DEFAULT_VM_MSS;
+    const vmMss = this.#opt.mss > 0 ? this.#opt.mss : DEFAULT_VM_MSS;
     return Math.max(MSS_FLOOR, Math.min(this.#mss, vmMss));
   }
 
   #quote(buf: Uint8Array, ipOff: number): Buffer {
-    const ihl = (buf[ipOff] & 0x0f) * 4;
-    const q = Buffer.allocUnsafe(ihl + 8);
-    q.set(buf.subarray(ipOff, ipOff + ihl + 8));
+    const n = ip4HeaderLen(buf, ipOff) + QUOTE_DATA;
+    const q = Buffer.allocUnsafe(n);
+    q.set(buf.subarray(ipOff, ipOff + n));
     return q;
   }
 
@@ -955,7 +556,7 @@ export class HostTcp {
     }
     c.rcvMax = Math.min(this.tuning.rcvLimit, 65535 * 2 ** c.rcvWs);
     c.cwnd = Math.max(10 * c.mss, 65536);
-    const segs = Math.min(GSO_MAX_SEGS, Math.floor((MAX_IP - 40) / c.mss));
+    const segs = Math.min(GSO_MAX_SEGS, Math.floor((IP_MAXPACKET - TCP_IP_HLEN) / c.mss));
     c.gsoMax = Math.max(1, segs) * c.mss;
   }
 
@@ -1483,7 +1084,7 @@ export class HostTcp {
       if (contig >= len && blk.pooled) {
         const p = BLOCK_HDR + q.curOff;
         if (p === BLOCK_HDR) {
-          this.#dataSeg(c, flags, seq, blk.buf, p - 40, len);
+          this.#dataSeg(c, flags, seq, blk.buf, p - TCP_IP_HLEN, len);
           return;
         }
         // Inside the block: the headers go over the data before p, kept aside meanwhile.
@@ -1492,34 +1093,24 @@ export class HostTcp {
         const from = p - BLOCK_HDR;
         for (let i = 0; i < BLOCK_HDR; i++) save[i] = b[from + i];
         try {
-          this.#dataSeg(c, flags, seq, b, p - 40, len);
+          this.#dataSeg(c, flags, seq, b, p - TCP_IP_HLEN, len);
         } finally {
           for (let i = 0; i < BLOCK_HDR; i++) b[from + i] = save[i];
         }
         return;
       }
-      q.copy(qpos, len, this.#out, IP_OFF + 40);
+      q.copy(qpos, len, this.#out, IP_OFF + TCP_IP_HLEN);
       this.counters.framesCopied++;
       this.#dataSeg(c, flags, seq, this.#out, IP_OFF, len);
       return;
     }
     const b = this.#out;
-    const th = IP_OFF + 20;
-    let thl = 20;
+    const th = IP_OFF + IP4_MIN_HLEN;
+    let thl = TCP_MIN_HLEN;
     let win: number;
     if (flags & SYN) {
       // MSS, then window scale: offered in our SYN, answered in our SYN-ACK only if the VM offered it.
-      b[th + 20] = 2;
-      b[th + 21] = 4;
-      write16(b, th + 22, this.#mss);
-      thl = 24;
-      if (!c.out || c.vmWs >= 0) {
-        b[th + 24] = 1;
-        b[th + 25] = 3;
-        b[th + 26] = 3;
-        b[th + 27] = this.tuning.wscale;
-        thl = 28;
-      }
+      thl += writeTcpSynOptions(b, th + TCP_MIN_HLEN, this.#mss, !c.out || c.vmWs >= 0 ? this.tuning.wscale : -1);
       win = Math.min(65535, this.tuning.rcvLimit);
       if (c.out) c.rcvEdge = (c.rcvNxt + win) >>> 0;
     } else {
@@ -1529,41 +1120,23 @@ export class HostTcp {
     this.#emitTcp(b, IP_OFF, c.ip, c.vmIp, thl, 0, 0);
   }
 
-  /** A data segment whose payload is already at b[ip+40, ip+40+len). */
+  /** A data segment whose payload is already at b[ip+TCP_IP_HLEN, ip+TCP_IP_HLEN+len). */
   #dataSeg(c: Conn, flags: number, seq: number, b: Buffer, ip: number, len: number): void {
-    this.#tcpHeader(c, b, ip + 20, 20, flags, seq, this.#window(c));
-    this.#emitTcp(b, ip, c.ip, c.vmIp, 20, len, this.#gso ? c.mss : 0);
+    this.#tcpHeader(c, b, ip + IP4_MIN_HLEN, TCP_MIN_HLEN, flags, seq, this.#window(c));
+    this.#emitTcp(b, ip, c.ip, c.vmIp, TCP_MIN_HLEN, len, this.#gso ? c.mss : 0);
   }
 
   #tcpHeader(c: Conn, b: Buffer, th: number, thl: number, flags: number, seq: number, win: number): void {
-    write16(b, th, c.port);
-    write16(b, th + 2, c.vmPort);
-    write32(b, th + 4, seq);
-    write32(b, th + 8, flags & ACK ? c.rcvNxt : 0);
-    b[th + 12] = (thl >>> 2) << 4;
-    b[th + 13] = flags;
-    write16(b, th + 14, win);
-    b[th + 16] = 0;
-    b[th + 17] = 0;
-    b[th + 18] = 0;
-    b[th + 19] = 0;
+    writeTcpHeader(b, th, c.port, c.vmPort, seq, flags & ACK ? c.rcvNxt : 0, thl, flags, win);
     c.ackPending = false;
   }
 
   /** A control segment outside any session state (RSTs). */
   #ctl(src: number, sport: number, dst: number, dport: number, seq: number, ack: number, flags: number): void {
     const b = this.#out;
-    const th = IP_OFF + 20;
-    write16(b, th, sport);
-    write16(b, th + 2, dport);
-    write32(b, th + 4, seq);
-    write32(b, th + 8, ack);
-    b[th + 12] = 5 << 4;
-    b[th + 13] = flags;
-    write16(b, th + 14, 0);
-    write32(b, th + 16, 0);
+    writeTcpHeader(b, IP_OFF + IP4_MIN_HLEN, sport, dport, seq, ack, TCP_MIN_HLEN, flags, 0);
     if (flags & RST) this.counters.rstSent++;
-    this.#emitTcp(b, IP_OFF, src, dst, 20, 0, 0);
+    this.#emitTcp(b, IP_OFF, src, dst, TCP_MIN_HLEN, 0, 0);
   }
 
   /** RFC 793 reset for a segment that belongs to nothing (the one in #fields). */
@@ -1578,50 +1151,28 @@ export class HostTcp {
   }
 
   /**
-   * IPv4 header and checksums for the TCP segment already at b[ip+20] (thl header
-   * bytes, len payload bytes), then toVm. gsoMss > 0: checksum-partial with a
-   * virtio_net_hdr (GSO TCPv4 when the payload exceeds one segment) in the
+   * IPv4 header and checksums for the TCP segment already at b[ip+IP4_MIN_HLEN]
+   * (thl header bytes, len payload bytes), then toVm. gsoMss > 0: checksum-partial
+   * with a virtio_net_hdr (GSO TCPv4 when the payload exceeds one segment) in the
    * HOST_HEADROOM before ip.
    */
   #emitTcp(b: Buffer, ip: number, src: number, dst: number, thl: number, len: number, gsoMss: number): void {
-    const th = ip + 20;
+    const th = ip + IP4_MIN_HLEN;
     const tl = thl + len;
-    const total = 20 + tl;
-    b[ip] = 0x45;
-    b[ip + 1] = 0;
-    write16(b, ip + 2, total);
-    write16(b, ip + 4, this.#ipId);
+    const total = IP4_MIN_HLEN + tl;
+    writeIp4(b, ip, total, this.#ipId, IP4_DF, 64, IPPROTO.TCP, src, dst);
     this.#ipId = (this.#ipId + 1) & 0xffff;
-    b[ip + 6] = 0x40; // DF
-    b[ip + 7] = 0;
-    b[ip + 8] = 64;
-    b[ip + 9] = 6;
-    b[ip + 10] = 0;
-    b[ip + 11] = 0;
-    write32(b, ip + 12, src);
-    write32(b, ip + 16, dst);
-    write16(b, ip + 10, ~fold(sum16(b, ip, 20)) & 0xffff);
-    const pseudo = pseudoSum(src, dst, 6, tl);
+    const pseudo = pseudoSum(src, dst, IPPROTO.TCP, tl);
     this.counters.framesToVm++;
     if (gsoMss > 0) {
       // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not complemented.
-      write16(b, th + 16, fold(pseudo));
-      const v = ip - HOST_HEADROOM;
+      write16(b, th + TCP.CSUM, fold(pseudo));
       const gso = len > gsoMss;
-      const hdrLen = ETH_HLEN + 20 + thl;
-      b[v] = 1; // VIRTIO_NET_HDR_F_NEEDS_CSUM
-      b[v + 1] = gso ? 1 : 0; // VIRTIO_NET_HDR_GSO_TCPV4 / NONE
-      b[v + 2] = hdrLen & 0xff;
-      b[v + 3] = hdrLen >>> 8;
-      b[v + 4] = gso ? gsoMss & 0xff : 0;
-      b[v + 5] = gso ? gsoMss >>> 8 : 0;
-      b[v + 6] = ETH_HLEN + 20; // csum_start
-      b[v + 7] = 0;
-      b[v + 8] = 16; // csum_offset
-      b[v + 9] = 0;
+      writeVnet(b, ip - HOST_HEADROOM, VNET_F_NEEDS_CSUM, gso ? VNET_GSO.TCPV4 : VNET_GSO.NONE, ETH_HLEN + IP4_MIN_HLEN + thl,
+        gso ? gsoMss : 0, ETH_HLEN + IP4_MIN_HLEN, TCP.CSUM);
       this.#toVm(b, ip, total, true);
     } else {
-      write16(b, th + 16, ~onesSum(b, th, tl, pseudo) & 0xffff);
+      write16(b, th + TCP.CSUM, ~onesSum(b, th, tl, pseudo) & 0xffff);
       this.#toVm(b, ip, total, false);
     }
   }
@@ -1630,29 +1181,12 @@ export class HostTcp {
   #icmpUnreach(vmIp: number, from: number, code: number, quote: Buffer): void {
     const b = this.#out;
     const ip = IP_OFF;
-    const ic = ip + 20;
-    const n = 8 + quote.length;
-    b[ic] = 3;
-    b[ic + 1] = code;
-    write16(b, ic + 2, 0);
-    write32(b, ic + 4, 0);
-    quote.copy(b, ic + 8);
-    write16(b, ic + 2, ~fold(sum16(b, ic, n)) & 0xffff);
-    b[ip] = 0x45;
-    b[ip + 1] = 0;
-    write16(b, ip + 2, 20 + n);
-    write16(b, ip + 4, this.#ipId);
+    const n = writeIcmpError(b, ip + IP4_MIN_HLEN, ICMP_TYPE.DEST_UNREACH, code, 0, quote, 0, quote.length);
+    writeIp4(b, ip, IP4_MIN_HLEN + n, this.#ipId, 0, 64, IPPROTO.ICMP, from, vmIp);
     this.#ipId = (this.#ipId + 1) & 0xffff;
-    write16(b, ip + 6, 0);
-    b[ip + 8] = 64;
-    b[ip + 9] = 1;
-    write16(b, ip + 10, 0);
-    write32(b, ip + 12, from);
-    write32(b, ip + 16, vmIp);
-    write16(b, ip + 10, ~fold(sum16(b, ip, 20)) & 0xffff);
     this.counters.icmpSent++;
     this.counters.framesToVm++;
-    this.#toVm(b, ip, 20 + n, false);
+    this.#toVm(b, ip, IP4_MIN_HLEN + n, false);
   }
 
   // ---- Timers ----
