@@ -46,6 +46,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { constants as osc } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { PortIo, PortRx } from '../port.js';
+import { read32, write32 } from '../wire/bytes.js';
 
 /** Largest frame accepted or sent: a 65535-byte IP packet + Ethernet header + one 802.1Q tag. */
 export const SOCKET_MAX_FRAME = 65535 + 18;
@@ -114,7 +115,7 @@ export class StreamDeframer {
       while (this.#hdrHave < 4 && i < end) this.#hdr[this.#hdrHave++] = chunk[i++];
       if (this.#hdrHave < 4) return true;
       this.#hdrHave = 0;
-      const len = ((this.#hdr[0] << 24) | (this.#hdr[1] << 16) | (this.#hdr[2] << 8) | this.#hdr[3]) >>> 0;
+      const len = read32(this.#hdr, 0);
       if (len === 0 || len > this.maxFrame) return this.#bad(len);
       if (end - i >= len) {
         sink.frame(chunk, i, len);
@@ -140,7 +141,7 @@ export class StreamDeframer {
     const lens = this.#lens;
     let n = 0;
     while (end - i >= 4) {
-      const len = ((chunk[i] << 24) | (chunk[i + 1] << 16) | (chunk[i + 2] << 8) | chunk[i + 3]) >>> 0;
+      const len = read32(chunk, i);
       if (len === 0 || len > this.maxFrame) {
         if (n > 0) sink.batch(chunk, offs, lens, n);
         return this.#bad(len);
@@ -421,10 +422,7 @@ export class SocketIo implements PortIo {
         return -EAGAIN;
       }
     }
-    tx[at] = len >>> 24;
-    tx[at + 1] = (len >>> 16) & 0xff;
-    tx[at + 2] = (len >>> 8) & 0xff;
-    tx[at + 3] = len & 0xff;
+    write32(tx, at, len);
     tx.set(a.subarray(aoff, aoff + alen), at + 4);
     if (blen > 0) tx.set(b.subarray(boff, boff + blen), at + 4 + alen);
     this.#tail = at + 4 + len;
