@@ -6,10 +6,9 @@
  * the engine's buffer, so no fragment is copied. TCP needs none of this: its
  * segments are sized to the VM's MSS.
  */
-import { IP4_MF, IP4_MIN_HLEN, ip4Dst, ip4Id, ip4Proto, ip4Src, ip4Ttl, writeIp4 } from '@vswitch/switch';
+import { IP4_MAX_LEN, IP4_MF, IP4_MIN_HLEN, ip4Dst, ip4Id, ip4Proto, ip4Src, ip4Ttl, writeIp4 } from '@vswitch/switch';
 import type { ToVm } from './types.js';
 
-const IP_MAXPACKET = 65535;
 /** The smallest MTU an IPv4 host must take (RFC 791). */
 const MIN_MTU = 68;
 
@@ -46,6 +45,6 @@ export function sendIp4(toVm: ToVm, buf: Buffer, ipOff: number, ipLen: number, m
 
 /** The `mtu` option of an engine: 65535 (never fragment) when unset, else within [68, 65535]. */
 export function clampMtu(mtu: number | undefined): number {
-  if (mtu === undefined || !Number.isFinite(mtu)) return IP_MAXPACKET;
-  return Math.max(MIN_MTU, Math.min(IP_MAXPACKET, Math.floor(mtu)));
+  if (mtu === undefined || !Number.isFinite(mtu)) return IP4_MAX_LEN;
+  return Math.max(MIN_MTU, Math.min(IP4_MAX_LEN, Math.floor(mtu)));
 }

@@ -42,7 +42,7 @@
  */
 import { createRequire } from 'node:module';
 import {
-  ICMP, ICMP_HLEN, ICMP_TYPE, IP4, IP4_MIN_HLEN, IPPROTO, IPV4_OK, checkIcmp, checkIpv4, checksum, csumReplace16,
+  ICMP, ICMP_HLEN, ICMP_TYPE, IP4, IP4_MAX_LEN, IP4_MIN_HLEN, IPPROTO, IPV4_OK, checkIcmp, checkIpv4, checksum, csumReplace16,
   csumReplace32, fold, formatIp4, icmpChecksum, icmpId, icmpType, ip4Checksum, ip4Dst, ip4HeaderLen, ip4IsFragment,
   ip4Proto, ip4Src, ip4TotalLen, ip4Ttl, ip4Version, sum16, write16, write32, writeIp4,
 } from '@vswitch/switch';
@@ -155,7 +155,7 @@ export class HostIcmp {
   /** The IP_TTL the socket has now (-1: the system default). */
   #ttl = -1;
   #ipId = 0;
-  readonly #frame = Buffer.alloc(HOST_HEADROOM + 65535);
+  readonly #frame = Buffer.alloc(HOST_HEADROOM + IP4_MAX_LEN);
   readonly #idle: number;
   readonly #mtu: number;
   readonly #maxPending: number;

@@ -6,8 +6,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  BLOCK_DATA, BLOCK_HDR, BLOCK_SMALL, Block, BlockPool, IP_MAXPACKET, POOL_LARGE, POOL_SMALL, SendQueue, TCP_IP_HLEN,
+  BLOCK_DATA, BLOCK_HDR, BLOCK_SMALL, Block, BlockPool, POOL_LARGE, POOL_SMALL, SendQueue, TCP_IP_HLEN,
 } from './tcp-queue.js';
+import { IP4_MAX_LEN } from '@vswitch/switch';
 import { HOST_HEADROOM } from './types.js';
 
 const MSS = 1460;
@@ -37,7 +38,7 @@ describe('layout', () => {
   it('leaves room for the virtio_net_hdr, Ethernet, IPv4 and TCP headers before a block payload', () => {
     expect(TCP_IP_HLEN).toBe(40);
     expect(BLOCK_HDR).toBe(HOST_HEADROOM + 40);
-    expect(BLOCK_DATA).toBe(IP_MAXPACKET - 40);
+    expect(BLOCK_DATA).toBe(IP4_MAX_LEN - 40);
   });
 });
 

@@ -18,18 +18,16 @@
  * offsets into the queue (0 = the first byte not yet acknowledged), and the
  * engine (tcp.ts) maps sequence numbers to them. Tested alone (tcp-queue.test.ts).
  */
-import { IP4_MIN_HLEN, TCP_MIN_HLEN } from '@vswitch/switch';
+import { IP4_MAX_LEN, IP4_MIN_HLEN, TCP_MIN_HLEN } from '@vswitch/switch';
 import { HOST_HEADROOM } from './types.js';
 
 /** IPv4 and TCP headers without options: what a data frame carries before its payload. */
 export const TCP_IP_HLEN = IP4_MIN_HLEN + TCP_MIN_HLEN;
-/** The largest IPv4 packet (Total Length is 16 bits). */
-export const IP_MAXPACKET = 65535;
 
 /** Where a block's payload starts: room for the virtio_net_hdr, Ethernet, IPv4 and TCP headers of its frame. */
 export const BLOCK_HDR = HOST_HEADROOM + TCP_IP_HLEN;
 /** The most payload one frame carries (IPv4 total length 65535, a TCP header without options). */
-export const BLOCK_DATA = IP_MAXPACKET - TCP_IP_HLEN;
+export const BLOCK_DATA = IP4_MAX_LEN - TCP_IP_HLEN;
 /** Bytes of a small block: a session's first read, and trickles. */
 export const BLOCK_SMALL = 4096;
 /**

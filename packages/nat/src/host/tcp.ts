@@ -98,14 +98,14 @@ import type net from 'node:net';
 import { connect as netConnect } from 'node:net';
 import { randomFillSync } from 'node:crypto';
 import {
-  ETH_HLEN, ICMP_TYPE, IP4_DF, IP4_MIN_HLEN, IPPROTO, IPV4_OK, TCP, TCP_FLAG, TCP_MIN_HLEN, type TcpSynOptions, VNET_F_NEEDS_CSUM,
+  ETH_HLEN, ICMP_TYPE, IP4_DF, IP4_MAX_LEN, IP4_MIN_HLEN, IPPROTO, IPV4_OK, TCP, TCP_FLAG, TCP_MIN_HLEN, type TcpSynOptions, VNET_F_NEEDS_CSUM,
   VNET_GSO, checkIpv4, checkTcp, fold, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, ip4TotalLen,
   pseudoSum, tcpAck, tcpDport, tcpFlags, tcpHeaderLen, tcpSeq, tcpSport, tcpSynOptions, tcpWindow, write16,
   writeIcmpError, writeIp4, writeTcpHeader, writeTcpSynOptions, writeVnet,
 } from '@vswitch/switch';
 import { type HostBudget, type HostSession, type ToVm, HOST_HEADROOM } from './types.js';
 import { onesSum } from './tcp-sum.js';
-import { BLOCK_HDR, BlockPool, IP_MAXPACKET, SendQueue, TCP_IP_HLEN } from './tcp-queue.js';
+import { BLOCK_HDR, BlockPool, SendQueue, TCP_IP_HLEN } from './tcp-queue.js';
 import {
   CONNECTING, Conn, DEAD, DEFAULT_VM_MSS, OPEN, SYN_RCVD, SYN_SENT, T_NONE, T_PERSIST, T_RTO, TIME_WAIT, seqGt,
 } from './tcp-conn.js';
@@ -236,9 +236,8 @@ const MSS_FLOOR = 64;
 /** RFC 792: an ICMP error quotes the IPv4 header and the first 8 bytes of its payload. */
 const QUOTE_DATA = 8;
 
-const SOCK_NONE = 0;
-const SOCK_DESTROY = 1;
-const SOCK_RESET = 2;
+/** What ending a session does to its host socket: nothing, destroy it, or reset it (RST to the peer). */
+const SOCK = { NONE: 0, DESTROY: 1, RESET: 2 } as const;
 
 /** RST to the socket's peer where it is TCP (resetAndDestroy throws for other handles). */
 function resetSocket(s: net.Socket): void {
@@ -271,7 +270,7 @@ export class HostTcp {
   #lastK1 = -1;
   #lastK2 = -1;
   #last: Conn | undefined = undefined;
-  readonly #out = Buffer.alloc(HOST_HEADROOM + IP_MAXPACKET);
+  readonly #out = Buffer.alloc(HOST_HEADROOM + IP4_MAX_LEN);
   /** The bytes a frame's headers cover when it is sent from inside a block (restored after toVm). */
   readonly #save = Buffer.alloc(BLOCK_HDR);
   readonly #pool = new BlockPool(this.counters);
@@ -304,7 +303,7 @@ export class HostTcp {
     this.#clock = opts.clock;
     this.#toVm = opts.toVm;
     this.#gso = opts.gso;
-    this.#mss = Math.max(MSS_FLOOR, Math.min(opts.mss || 1460, IP_MAXPACKET - TCP_IP_HLEN));
+    this.#mss = Math.max(MSS_FLOOR, Math.min(opts.mss || 1460, IP4_MAX_LEN - TCP_IP_HLEN));
     this.#budget = opts.budget;
     this.#connect = opts.connect
       ?? ((ip, port, onread) => netConnect({ host: formatIp4(ip), port, noDelay: true, allowHalfOpen: true, onread }));
@@ -474,7 +473,7 @@ export class HostTcp {
     const f = this.#flags;
     if (f & RST) {
       // The VM gave up on its connect.
-      if (this.#seq === c.rcvNxt) this.#abort(c, false, SOCK_DESTROY);
+      if (this.#seq === c.rcvNxt) this.#abort(c, false, SOCK.DESTROY);
       return;
     }
     if ((f & (SYN | ACK)) === SYN) {
@@ -497,7 +496,7 @@ export class HostTcp {
       }
       if (f & RST) {
         this.counters.forwardFailed++;
-        this.#abort(c, false, SOCK_RESET);
+        this.#abort(c, false, SOCK.RESET);
         return;
       }
       if ((f & SYN) === 0) return;
@@ -516,14 +515,14 @@ export class HostTcp {
   #inSynRcvd(c: Conn, buf: Uint8Array, ipOff: number, k1: number, k2: number): void {
     const f = this.#flags;
     if (f & RST) {
-      if (this.#seq === c.rcvNxt) this.#abort(c, false, SOCK_RESET);
+      if (this.#seq === c.rcvNxt) this.#abort(c, false, SOCK.RESET);
       return;
     }
     if (f & SYN) {
       if ((f & ACK) === 0 && this.#seq === c.irs) this.#sendSyn(c); // our SYN-ACK was lost
       else if ((f & ACK) === 0) {
         // A new ISN: the VM started over. Start over with it.
-        this.#abort(c, false, SOCK_RESET);
+        this.#abort(c, false, SOCK.RESET);
         this.#open(buf, ipOff, k1, k2);
       } else this.#sendAck(c);
       return;
@@ -556,7 +555,7 @@ export class HostTcp {
     }
     c.rcvMax = Math.min(this.tuning.rcvLimit, 65535 * 2 ** c.rcvWs);
     c.cwnd = Math.max(10 * c.mss, 65536);
-    const segs = Math.min(GSO_MAX_SEGS, Math.floor((IP_MAXPACKET - TCP_IP_HLEN) / c.mss));
+    const segs = Math.min(GSO_MAX_SEGS, Math.floor((IP4_MAX_LEN - TCP_IP_HLEN) / c.mss));
     c.gsoMax = Math.max(1, segs) * c.mss;
   }
 
@@ -566,7 +565,7 @@ export class HostTcp {
     if (f & RST) {
       // RFC 5961 3.2: exactly rcv_nxt resets; elsewhere in the window, a challenge ACK.
       if (seq === c.rcvNxt) {
-        this.#abort(c, false, SOCK_RESET);
+        this.#abort(c, false, SOCK.RESET);
       } else if (seqGt(seq, c.rcvNxt) && !seqGt(seq, c.rcvEdge)) {
         this.#sendAck(c);
       }
@@ -636,7 +635,7 @@ export class HostTcp {
     if (f & RST) return;
     if ((f & (SYN | ACK)) === SYN) {
       // A new connection on the same four numbers: the old one is over.
-      this.#finish(c, SOCK_DESTROY);
+      this.#finish(c, SOCK.DESTROY);
       this.#open(buf, ipOff, k1, k2);
       return;
     }
@@ -911,11 +910,11 @@ export class HostTcp {
       return;
     }
     if (c.phase === TIME_WAIT) {
-      this.#finish(c, SOCK_DESTROY);
+      this.#finish(c, SOCK.DESTROY);
       return;
     }
     if (c.phase === SYN_SENT) this.counters.forwardFailed++;
-    this.#abort(c, true, SOCK_DESTROY);
+    this.#abort(c, true, SOCK.DESTROY);
   }
 
   #onClose(c: Conn, hadError: boolean): void {
@@ -928,7 +927,7 @@ export class HostTcp {
     // Closed under us before both directions finished: the VM must not wait for it.
     if (!(c.hostEof && c.vmFin)) {
       if (c.phase === SYN_SENT) this.counters.forwardFailed++;
-      this.#abort(c, true, SOCK_NONE);
+      this.#abort(c, true, SOCK.NONE);
     }
   }
 
@@ -944,7 +943,7 @@ export class HostTcp {
         event: 'tcp_connect_failed', inside: `${formatIp4(c.vmIp)}:${c.vmPort}`, remote: `${formatIp4(c.ip)}:${c.port}`, error: code,
       });
     }
-    this.#finish(c, SOCK_DESTROY);
+    this.#finish(c, SOCK.DESTROY);
   }
 
   /** The most host data we queue for this session before pausing the socket. */
@@ -1231,7 +1230,7 @@ export class HostTcp {
       if (++c.retx > t.maxSynRetransmits) {
         if (c.phase === SYN_SENT) this.counters.forwardFailed++;
         this.counters.timeouts++;
-        this.#abort(c, true, SOCK_RESET);
+        this.#abort(c, true, SOCK.RESET);
         return;
       }
       c.rto = Math.min(c.rto * 2, t.rtoMaxMs);
@@ -1253,7 +1252,7 @@ export class HostTcp {
       this.#onEvent?.({
         event: 'tcp_give_up', inside: `${formatIp4(c.vmIp)}:${c.vmPort}`, remote: `${formatIp4(c.ip)}:${c.port}`, retransmits: c.retx - 1,
       });
-      this.#abort(c, true, SOCK_RESET);
+      this.#abort(c, true, SOCK.RESET);
       return;
     }
     // Go-back-N from snd_una, with the congestion window back to a loss window.
@@ -1346,8 +1345,8 @@ export class HostTcp {
       this.counters.active--;
     }
     const s = c.sock;
-    if (sock === SOCK_RESET) resetSocket(s);
-    else if (sock !== SOCK_NONE && !s.destroyed) s.destroy();
+    if (sock === SOCK.RESET) resetSocket(s);
+    else if (sock !== SOCK.NONE && !s.destroyed) s.destroy();
     // After the socket: a destroyed socket reads no more into the blocks given back.
     c.q.clear();
   }
@@ -1358,7 +1357,7 @@ export class HostTcp {
     const k1 = vmIp * 65536 + vmPort;
     const k2 = remoteIp * 65536 + remotePort;
     const old = this.#table.get(k1)?.get(k2);
-    if (old !== undefined && old.phase === TIME_WAIT) this.#finish(old, SOCK_DESTROY);
+    if (old !== undefined && old.phase === TIME_WAIT) this.#finish(old, SOCK.DESTROY);
     if (this.#closed || sock.destroyed || vmPort <= 0 || remotePort <= 0 || this.#table.get(k1)?.has(k2)) {
       ctr.forwardFailed++;
       resetSocket(sock);
@@ -1418,18 +1417,18 @@ export class HostTcp {
           case SYN_RCVD:
             if (now - c.created > t.idleSynMs) {
               this.counters.expired++;
-              this.#abort(c, true, SOCK_RESET);
+              this.#abort(c, true, SOCK.RESET);
             }
             break;
           case OPEN:
             if (idle > (c.vmFin || c.hostEof ? t.idleClosingMs : t.idleEstablishedMs)) {
               this.counters.expired++;
-              this.#abort(c, true, SOCK_RESET);
+              this.#abort(c, true, SOCK.RESET);
             }
             break;
           case TIME_WAIT: {
             const age = now - c.since;
-            if (((c.sockClosed || c.sock.destroyed) && age >= t.lingerMs) || age > t.idleClosingMs) this.#finish(c, SOCK_DESTROY);
+            if (((c.sockClosed || c.sock.destroyed) && age >= t.lingerMs) || age > t.idleClosingMs) this.#finish(c, SOCK.DESTROY);
             break;
           }
           default:
@@ -1442,7 +1441,7 @@ export class HostTcp {
   close(): void {
     this.#closed = true;
     for (const inner of [...this.#table.values()]) {
-      for (const c of [...inner.values()]) this.#finish(c, SOCK_DESTROY);
+      for (const c of [...inner.values()]) this.#finish(c, SOCK.DESTROY);
     }
     this.#table.clear();
   }

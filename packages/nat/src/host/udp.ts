@@ -52,7 +52,7 @@
  */
 import dgram from 'node:dgram';
 import {
-  IP4_MIN_HLEN, IPPROTO, IPV4_OK, UDP_HLEN, checkIpv4, checkUdp, fold, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment,
+  IP4_MAX_LEN, IP4_MIN_HLEN, IPPROTO, IPV4_OK, UDP_HLEN, checkIpv4, checkUdp, fold, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment,
   ip4Proto, ip4Src, ip4TotalLen, pseudoSum, sum16, udpChecksum, udpDport, udpLen, udpSport, writeIp4, writeUdpHeader,
 } from '@vswitch/switch';
 import { clampMtu, sendIp4 } from './fragment.js';
@@ -63,7 +63,6 @@ export const UDP_DNS_IDLE_TIMEOUT_MS = 10_000;
 export const UDP_MAX_REMOTES = 1024;
 /** Redirect entries a mapping keeps (resolvers it was sent to, across failovers). */
 const MAX_REDIRECTS = 8;
-const IP_MAXPACKET = 65535;
 
 /** Told about the datagrams sent with `to` (the DNS forwarder) and their answers: dns.ts's Resolvers. */
 export interface RedirectObserver {
@@ -174,7 +173,7 @@ export class HostUdp {
   readonly #forwards = new Map<string, Forward>();
   /** VM endpoint -> (remote as the VM sees it -> forward session): where the VM's answers go. */
   readonly #inByVm = new Map<number, Map<number, InSession>>();
-  readonly #frame = Buffer.alloc(HOST_HEADROOM + IP_MAXPACKET);
+  readonly #frame = Buffer.alloc(HOST_HEADROOM + IP4_MAX_LEN);
   readonly #idle: number;
   readonly #dnsIdle: number;
   readonly #maxRemotes: number;
@@ -504,7 +503,7 @@ export class HostUdp {
   #toVm(src: number, sport: number, dst: number, dport: number, payload: Buffer): void {
     const plen = payload.length;
     const total = IP4_MIN_HLEN + UDP_HLEN + plen;
-    if (total > IP_MAXPACKET) {
+    if (total > IP4_MAX_LEN) {
       this.counters.tooBig++;
       return;
     }

@@ -10,6 +10,8 @@ import { finish, fold, sum16 } from './checksum.js';
 
 export const IP4 = { VER_IHL: 0, TOS: 1, LEN: 2, ID: 4, FRAG: 6, TTL: 8, PROTO: 9, CSUM: 10, SRC: 12, DST: 16 } as const;
 export const IP4_MIN_HLEN = 20;
+/** The largest IPv4 packet: Total Length is 16 bits. */
+export const IP4_MAX_LEN = 65535;
 export const IPPROTO = { ICMP: 1, TCP: 6, UDP: 17 } as const;
 /** Flag bits of the FRAG word (the rest is the fragment offset in 8-byte units). */
 export const IP4_DF = 0x4000;

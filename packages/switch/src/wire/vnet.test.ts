@@ -12,11 +12,12 @@ import {
  */
 const TSO = Uint8Array.from([0x01, 0x01, 0x36, 0x00, 0xa8, 0x05, 0x22, 0x00, 0x10, 0x00]);
 
-function at(off: number, bytes: Uint8Array): Uint8Array {
-  const buf = new Uint8Array(off + bytes.length + 8).fill(0xa5);
-  buf.set(bytes, off);
+/** The captured header at `off` of a 0xa5-filled buffer, 8 guard bytes after it. */
+const tsoAt = (off: number): Uint8Array => {
+  const buf = new Uint8Array(off + VNET_HDR_LEN + 8).fill(0xa5);
+  buf.set(TSO, off);
   return buf;
-}
+};
 
 describe('virtio_net_hdr layout', () => {
   it('is struct virtio_net_hdr without num_buffers, as netdev configures its devices', () => {
@@ -29,7 +30,7 @@ describe('virtio_net_hdr layout', () => {
 
 describe('accessors over (buf, h)', () => {
   it('read the little-endian fields of a captured header at a non-zero offset', () => {
-    const buf = at(7, TSO);
+    const buf = tsoAt(7);
     expect(vnetFlags(buf, 7)).toBe(VNET_F_NEEDS_CSUM);
     expect(vnetGsoType(buf, 7)).toBe(VNET_GSO.TCPV4);
     expect(vnetHdrLen(buf, 7)).toBe(54);
@@ -56,7 +57,7 @@ describe('accessors over (buf, h)', () => {
   });
 
   it('vnetClearNeedsCsum clears that bit only', () => {
-    const buf = at(3, TSO);
+    const buf = tsoAt(3);
     buf[3] |= 0x02;
     vnetClearNeedsCsum(buf, 3);
     expect(vnetFlags(buf, 3)).toBe(0x02);
@@ -86,7 +87,7 @@ describe('writeVnet', () => {
 
 describe('copyVnetHeader', () => {
   it('copies as it is with delta 0, and never writes the source', () => {
-    const src = at(9, TSO);
+    const src = tsoAt(9);
     const copy = Uint8Array.from(src);
     const s = new Uint8Array(VNET_HDR_LEN + 4).fill(0xa5);
     copyVnetHeader(s, src, 9, 0);
