@@ -43,6 +43,10 @@ export function setSegmenter(s: Segmenter | undefined): void {
 export const EGRESS_SCRATCH_BYTES = 32;
 /** Where the Ethernet header starts in the scratch (the vnet header goes before it). */
 const EH = VNET_HDR_LEN;
+// Called per frame through module constants: an imported binding is checked on
+// every use (about 1 ns; see ingress.ts).
+const tagHeader = writeTaggedHeader;
+const copyHeader = copyVnetHeader;
 
 export function egress(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta, scratch: Uint8Array): void {
   if (!port.up) {
@@ -89,7 +93,7 @@ function sendPlain(port: Port, buf: Uint8Array, off: number, len: number, meta: 
     // Already carries this VID: PCP and DEI survive trunk to trunk untouched.
     return io.send(buf, off, len);
   }
-  writeTaggedHeader(s, buf, off, meta.prio | vid, EH);
+  tagHeader(s, buf, off, meta.prio | vid, EH);
   const rest = off + 12 + meta.tagLen;
   return io.send2(s, EH, 16, buf, rest, len - 12 - meta.tagLen);
 }
@@ -100,13 +104,13 @@ function sendWithHeader(port: Port, buf: Uint8Array, off: number, len: number, m
   const io = port.io;
   if (port.vlan.isUntagged(vid)) {
     if (meta.tagLen === 0) return io.sendVnet!(buf, off, len);
-    copyVnetHeader(s, buf, off - VNET_HDR_LEN, -4);
+    copyHeader(s, buf, off - EH, -4);
     for (let i = 0; i < 12; i++) s[EH + i] = buf[off + i];
     return io.send2Vnet!(s, EH, 12, buf, off + 16, len - 16);
   }
   if (meta.tagLen === 4 && tciVid(tci(buf, off)) === vid) return io.sendVnet!(buf, off, len);
-  copyVnetHeader(s, buf, off - VNET_HDR_LEN, 4 - meta.tagLen);
-  writeTaggedHeader(s, buf, off, meta.prio | vid, EH);
+  copyHeader(s, buf, off - EH, 4 - meta.tagLen);
+  tagHeader(s, buf, off, meta.prio | vid, EH);
   const rest = off + 12 + meta.tagLen;
   return io.send2Vnet!(s, EH, 16, buf, rest, len - 12 - meta.tagLen);
 }
