@@ -22,20 +22,27 @@ import { IP4_MAX_LEN, IP4_MIN_HLEN, TCP_MIN_HLEN } from '@vswitch/switch';
 import { HOST_HEADROOM } from './types.js';
 
 /** IPv4 and TCP headers without options: what a data frame carries before its payload. */
-export const TCP_IP_HLEN = IP4_MIN_HLEN + TCP_MIN_HLEN;
-
+const HDRS = IP4_MIN_HLEN + TCP_MIN_HLEN;
 /** Where a block's payload starts: room for the virtio_net_hdr, Ethernet, IPv4 and TCP headers of its frame. */
-export const BLOCK_HDR = HOST_HEADROOM + TCP_IP_HLEN;
+const HDR = HOST_HEADROOM + HDRS;
 /** The most payload one frame carries (IPv4 total length 65535, a TCP header without options). */
-export const BLOCK_DATA = IP4_MAX_LEN - TCP_IP_HLEN;
+const DATA = IP4_MAX_LEN - HDRS;
 /** Bytes of a small block: a session's first read, and trickles. */
-export const BLOCK_SMALL = 4096;
+const SMALL = 4096;
 /**
  * Free blocks an engine keeps at most (64 KB large, 4 KB small); more go to the
  * GC. Those not taken during a whole tick (about a second) go too.
  */
-export const POOL_LARGE = 256;
-export const POOL_SMALL = 1024;
+const LARGE_KEPT = 256;
+const SMALL_KEPT = 1024;
+// The code reads the module constants above; these are their public names (an
+// exported binding costs a check at every use: @vswitch/switch wire/bytes.ts).
+export const TCP_IP_HLEN = HDRS;
+export const BLOCK_HDR = HDR;
+export const BLOCK_DATA = DATA;
+export const BLOCK_SMALL = SMALL;
+export const POOL_LARGE = LARGE_KEPT;
+export const POOL_SMALL = SMALL_KEPT;
 
 /**
  * Host data at buf[start, start+fill). A pooled block is a frame in the making:
@@ -67,7 +74,7 @@ export class BlockPool {
     const b = list.pop();
     if (b === undefined) {
       this.counters.blocks++;
-      return new Block(Buffer.allocUnsafeSlow(large ? BLOCK_HDR + BLOCK_DATA : BLOCK_SMALL), BLOCK_HDR, large, true);
+      return new Block(Buffer.allocUnsafeSlow(large ? HDR + DATA : SMALL), HDR, large, true);
     }
     if (large) {
       if (list.length < this.#lowLarge) this.#lowLarge = list.length;
@@ -79,8 +86,8 @@ export class BlockPool {
 
   give(b: Block): void {
     if (b.large) {
-      if (this.#large.length < POOL_LARGE) this.#large.push(b);
-    } else if (this.#small.length < POOL_SMALL) {
+      if (this.#large.length < LARGE_KEPT) this.#large.push(b);
+    } else if (this.#small.length < SMALL_KEPT) {
       this.#small.push(b);
     }
   }
@@ -130,12 +137,12 @@ export class SendQueue {
 
   constructor(readonly pool: BlockPool, mss: number) {
     this.#mss = mss;
-    this.#smallCap = Math.floor((BLOCK_SMALL - BLOCK_HDR) / mss) * mss;
+    this.#smallCap = Math.floor((SMALL - HDR) / mss) * mss;
   }
 
   set mss(mss: number) {
     this.#mss = mss;
-    this.#smallCap = Math.floor((BLOCK_SMALL - BLOCK_HDR) / mss) * mss;
+    this.#smallCap = Math.floor((SMALL - HDR) / mss) * mss;
   }
 
   /** The block at the cursor and the payload offset there (after seek). */
@@ -146,7 +153,7 @@ export class SendQueue {
     if (!large && this.#smallCap === 0) large = true;
     const b = this.pool.take(large);
     b.fill = 0;
-    b.cap = large ? Math.floor(BLOCK_DATA / this.#mss) * this.#mss : this.#smallCap;
+    b.cap = large ? Math.floor(DATA / this.#mss) * this.#mss : this.#smallCap;
     this.blocks.push(b);
     return b;
   }
@@ -161,7 +168,7 @@ export class SendQueue {
       this.#trim();
     }
     this.#rLen = b.cap - b.fill;
-    return b.buf.subarray(BLOCK_HDR + b.fill, BLOCK_HDR + b.cap);
+    return b.buf.subarray(HDR + b.fill, HDR + b.cap);
   }
 
   /** onread's callback: n bytes were read into the target. */

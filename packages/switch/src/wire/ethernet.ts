@@ -4,7 +4,9 @@
  * MAC table lookup is a Map<number> get with no string or Buffer per frame.
  * Callers check `len >= ETH_HLEN` once at ingress; the accessors trust the bytes.
  */
-export const ETH = { DST: 0, SRC: 6, TYPE: 12, PAYLOAD: 14 } as const;
+const F = { DST: 0, SRC: 6, TYPE: 12, PAYLOAD: 14 } as const;
+/** The header's offsets (module-local as F for the accessors: bytes.ts says why). */
+export const ETH = F;
 export const ETH_HLEN = 14;
 export const ETH_ALEN = 6;
 
@@ -34,9 +36,9 @@ export function writeMac(buf: Uint8Array, off: number, mac: number): void {
   buf[off + 5] = lo & 0xff;
 }
 
-export const dstMac = (buf: Uint8Array, off: number): number => readMac(buf, off + ETH.DST);
-export const srcMac = (buf: Uint8Array, off: number): number => readMac(buf, off + ETH.SRC);
-export const etherType = (buf: Uint8Array, off: number): number => (buf[off + ETH.TYPE] << 8) | buf[off + ETH.TYPE + 1];
+export const dstMac = (buf: Uint8Array, off: number): number => readMac(buf, off + F.DST);
+export const srcMac = (buf: Uint8Array, off: number): number => readMac(buf, off + F.SRC);
+export const etherType = (buf: Uint8Array, off: number): number => (buf[off + F.TYPE] << 8) | buf[off + F.TYPE + 1];
 
 /** Group bit of the first octet: multicast and broadcast. */
 export const isGroupAt = (buf: Uint8Array, off: number): boolean => (buf[off] & 1) === 1;

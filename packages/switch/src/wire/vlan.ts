@@ -7,36 +7,33 @@
  */
 import { ETHERTYPE } from './ethernet.js';
 
-export const VLAN = { TPID: 12, TCI: 14, INNER_TYPE: 16 } as const;
+const F = { TPID: 12, TCI: 14, INNER_TYPE: 16 } as const;
+/** The tag's offsets from the frame's first byte (module-local as F: bytes.ts says why). */
+export const VLAN = F;
 export const VLAN_HLEN = 4;
 export const VLAN_TAGGED_HLEN = 18;
 export const VID_MAX = 4094;
 export const VID_RESERVED = 4095;
 
-export const isTagTpid = (type: number): boolean =>
-  type === ETHERTYPE.VLAN || type === ETHERTYPE.QINQ || type === ETHERTYPE.QINQ_OLD;
+const { VLAN: C_TAG, QINQ: S_TAG, QINQ_OLD: OLD_TAG } = ETHERTYPE;
 
-export const tci = (buf: Uint8Array, off: number): number => (buf[off + VLAN.TCI] << 8) | buf[off + VLAN.TCI + 1];
+export const isTagTpid = (type: number): boolean => type === C_TAG || type === S_TAG || type === OLD_TAG;
+
+export const tci = (buf: Uint8Array, off: number): number => (buf[off + F.TCI] << 8) | buf[off + F.TCI + 1];
 export const tciVid = (t: number): number => t & 0x0fff;
 /** PCP and DEI, the top four bits of the TCI, kept in place. */
 export const tciPrio = (t: number): number => t & 0xf000;
 export const innerType = (buf: Uint8Array, off: number): number =>
-  (buf[off + VLAN.INNER_TYPE] << 8) | buf[off + VLAN.INNER_TYPE + 1];
-
-// For writeTaggedHeader, on egress's path for every frame it tags: module constants,
-// not the exported table's properties (about 1 ns a load there, see vnet.ts).
-const TPID_AT = VLAN.TPID;
-const TCI_AT = VLAN.TCI;
-const C_TAG = ETHERTYPE.VLAN;
+  (buf[off + F.INNER_TYPE] << 8) | buf[off + F.INNER_TYPE + 1];
 
 /**
  * Writes dst/src from the frame at `off` and a C-tag with `tciValue` into
  * hdr[at, at+16): the header egress sends in front of the rest of a frame it tags.
  */
 export function writeTaggedHeader(hdr: Uint8Array, frame: Uint8Array, off: number, tciValue: number, at = 0): void {
-  for (let i = 0; i < TPID_AT; i++) hdr[at + i] = frame[off + i];
-  hdr[at + TPID_AT] = C_TAG >>> 8;
-  hdr[at + TPID_AT + 1] = C_TAG & 0xff;
-  hdr[at + TCI_AT] = tciValue >>> 8;
-  hdr[at + TCI_AT + 1] = tciValue & 0xff;
+  for (let i = 0; i < F.TPID; i++) hdr[at + i] = frame[off + i];
+  hdr[at + F.TPID] = C_TAG >>> 8;
+  hdr[at + F.TPID + 1] = C_TAG & 0xff;
+  hdr[at + F.TCI] = tciValue >>> 8;
+  hdr[at + F.TCI + 1] = tciValue & 0xff;
 }
