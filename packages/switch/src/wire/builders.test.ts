@@ -1,5 +1,5 @@
 /*
- * The header writers of ipv4.ts and l4.ts (and the ARP check the guard uses):
+ * The header writers of ipv4.ts and l4.ts, readTcpSegment, and the ARP check the guard uses:
  * each writes every byte of its header into a 0xa5-filled buffer at a non-zero
  * offset and nothing else, reads back through the views, and its checksum
  * verifies.
@@ -14,9 +14,9 @@ import {
   ip4TotalLen, ip4Ttl, ip4UpdateChecksum, ip4Version, IPPROTO, IPV4_OK, writeIp4, writeIpv4Header,
 } from './ipv4.js';
 import {
-  checkTcp, checkUdp, icmpChecksum, icmpCode, icmpType, ICMP_HLEN, ICMP_TYPE, TCP, TCP_FLAG, tcpAck, tcpDport, tcpFlags,
-  tcpHeaderLen, tcpSeq, tcpSport, tcpSynOptions, tcpWindow, udpChecksum, udpDport, udpLen, udpSport, writeIcmpError,
-  writeTcpHeader, writeTcpSynOptions, writeUdpHeader,
+  checkTcp, checkUdp, icmpChecksum, icmpCode, icmpType, ICMP_HLEN, ICMP_TYPE, readTcpSegment, TCP, TCP_FLAG, tcpAck, tcpDport,
+  tcpFlags, tcpHeaderLen, tcpSeq, tcpSport, tcpSynOptions, tcpWindow, udpChecksum, udpDport, udpLen, udpSport,
+  writeIcmpError, writeTcpHeader, writeTcpSynOptions, writeUdpHeader,
 } from './l4.js';
 
 const SRC = 0x0a00000a; // 10.0.0.10
@@ -179,5 +179,42 @@ describe('checkArpIpv4 and checkArp', () => {
     expect(checkArpIpv4(buf, 3, 28)).toBe(true);
     buf[3 + ARP.PLEN] = 16;
     expect(checkArpIpv4(buf, 3, 28)).toBe(false);
+  });
+});
+
+describe('readTcpSegment', () => {
+  const seg = (): import('./l4.js').TcpSegment =>
+    ({ src: -1, dst: -1, sport: -1, dport: -1, seq: -1, ack: -1, flags: -1, win: -1, off: -1, len: -1, hlen: -1 });
+  /** IPv4 + TCP (24-byte header: an MSS option) + 5 payload bytes at offset 6 of a 0xa5-filled buffer, with padding after. */
+  function packet(): Uint8Array {
+    const buf = new Uint8Array(6 + 20 + 24 + 5 + 10).fill(0xa5);
+    writeIp4(buf, 6, 49, 1, IP4_DF, 64, IPPROTO.TCP, SRC, DST);
+    writeTcpHeader(buf, 26, 40000, 80, 0x11223344, 0x55667788, 24, TCP_FLAG.SYN, 29200);
+    writeTcpSynOptions(buf, 46, 1460, -1);
+    return buf;
+  }
+
+  it('reads every field of a segment, sized by Total Length (not the padding)', () => {
+    const s = seg();
+    expect(readTcpSegment(packet(), 6, 59, s)).toBe(true);
+    expect(s).toEqual({ src: SRC, dst: DST, sport: 40000, dport: 80, seq: 0x11223344, ack: 0x55667788, flags: 0x02, win: 29200,
+      off: 26, len: 29, hlen: 24 });
+  });
+
+  it('refuses what is not one whole TCP segment; leaves the IPv4 header checksum to the caller', () => {
+    const s = seg();
+    const bad = (edit: (b: Uint8Array) => void, len = 59): boolean => {
+      const b = packet();
+      edit(b);
+      return readTcpSegment(b, 6, len, s);
+    };
+    expect(bad(() => {}, 48)).toBe(false); // Total Length beyond the buffer
+    expect(bad((b) => { b[6 + IP4.PROTO] = IPPROTO.UDP; })).toBe(false);
+    expect(bad((b) => { b[6 + IP4.FRAG] = 0x20; })).toBe(false); // more fragments
+    expect(bad((b) => { b[6 + IP4.FRAG + 1] = 1; })).toBe(false); // a later fragment
+    expect(bad((b) => { b[26 + TCP.DOFF] = 4 << 4; })).toBe(false); // data offset below 20
+    expect(bad((b) => { b[26 + TCP.DOFF] = 8 << 4; })).toBe(false); // beyond the segment
+    expect(bad((b) => { b[6 + IP4.VER_IHL] = 0x65; })).toBe(false);
+    expect(bad((b) => { b[6 + IP4.CSUM] ^= 0xff; })).toBe(true);
   });
 });
