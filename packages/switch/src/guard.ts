@@ -35,10 +35,22 @@
  * maps keep the index: every set, delete and clear updates it.
  */
 import { Drop } from './drop.js';
-import { arpSha, arpSpa, checkArpIpv4 } from './wire/arp.js';
-import { ETH_HLEN, ETHERTYPE, etherType } from './wire/ethernet.js';
-import { IP4_MIN_HLEN, IPPROTO, ip4FragOffset, ip4HeaderLen, ip4Proto, ip4Src, ip4Version } from './wire/ipv4.js';
-import { UDP, udpDport, udpSport } from './wire/l4.js';
+import * as arp from './wire/arp.js';
+import * as ethernet from './wire/ethernet.js';
+import * as ipv4 from './wire/ipv4.js';
+import * as l4 from './wire/l4.js';
+
+// guardCheck reads frames through the wire views as module constants, not imported
+// bindings (a check at every use: wire/bytes.ts says why).
+const { arpSha, arpSpa, checkArpIpv4 } = arp;
+const { etherType, ETH_HLEN } = ethernet;
+const { ip4FragOffset, ip4HeaderLen, ip4Proto, ip4Src, ip4Version, IP4_MIN_HLEN } = ipv4;
+const { udpDport, udpSport } = l4;
+const T_IPV4 = ethernet.ETHERTYPE.IPV4;
+const T_ARP = ethernet.ETHERTYPE.ARP;
+const P_UDP = ipv4.IPPROTO.UDP;
+/** The UDP ports are inside the frame when the length field's offset is. */
+const UDP_PORTS = l4.UDP.LEN;
 
 export const ADMIT_GUARD = -1;
 
@@ -199,16 +211,16 @@ export function guardCheck(g: PortGuard, buf: Uint8Array, off: number, len: numb
   if (l3 > end) return ADMIT_GUARD;
   // The EtherType right before L3: the tag's inner type when there is a tag.
   const type = etherType(buf, off + tagLen);
-  if (type === ETHERTYPE.IPV4) {
+  if (type === T_IPV4) {
     if (l3 + IP4_MIN_HLEN > end || ip4Version(buf, l3) !== 4) return g.ipSource ? Drop.ip_source_guard : ADMIT_GUARD;
     const ihl = ip4HeaderLen(buf, l3);
-    const l4 = l3 + ihl;
+    const l4Off = l3 + ihl;
     let sport = -1;
     let dport = -1;
     // The ports, when the first fragment of a UDP datagram holds them.
-    if (ip4Proto(buf, l3) === IPPROTO.UDP && ip4FragOffset(buf, l3) === 0 && ihl >= IP4_MIN_HLEN && l4 + UDP.LEN <= end) {
-      sport = udpSport(buf, l4);
-      dport = udpDport(buf, l4);
+    if (ip4Proto(buf, l3) === P_UDP && ip4FragOffset(buf, l3) === 0 && ihl >= IP4_MIN_HLEN && l4Off + UDP_PORTS <= end) {
+      sport = udpSport(buf, l4Off);
+      dport = udpDport(buf, l4Off);
     }
     if (g.dhcp && sport === DHCP_SERVER_PORT && dport === DHCP_CLIENT_PORT) return Drop.dhcp_guard;
     if (g.ipSource) {
@@ -218,7 +230,7 @@ export function guardCheck(g: PortGuard, buf: Uint8Array, off: number, len: numb
     }
     return ADMIT_GUARD;
   }
-  if (type === ETHERTYPE.ARP && g.ipSource) {
+  if (type === T_ARP && g.ipSource) {
     // ARP for IPv4 with 6-byte hardware addresses, whatever its hardware type: Linux
     // takes IEEE 802 (6) as well as Ethernet (1) on an Ethernet device, and either
     // way the sender pair read here is the one a neighbour would learn.
