@@ -570,6 +570,28 @@ static napi_value js_set_persist(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* notify(path, text): sd_notify's datagram (notify.c). Not on any frame path: strings are copied freely. */
+static napi_value js_notify(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char path[110];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: notify(path, text)"); return NULL; }
+  if (!arg_string(env, argv[0], "notify socket path", path, sizeof path)) return NULL;
+  size_t len;
+  if (napi_get_value_string_utf8(env, argv[1], NULL, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: notify text must be a string");
+    return NULL;
+  }
+  char *text = malloc(len + 1);
+  if (!text) { throw_errno(env, "notify", path, ENOMEM); return NULL; }
+  napi_get_value_string_utf8(env, argv[1], text, len + 1, &len);
+  int e = nd_notify(path, text, len);
+  free(text);
+  if (e < 0) throw_errno(env, "sendto", path, -e);
+  return NULL;
+}
+
 static napi_value js_open_packet(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
   size_t argc = 2;
@@ -953,6 +975,7 @@ NAPI_MODULE_INIT() {
     FN("monotonicMs", js_monotonic_ms),
     FN("openTap", js_open_tap),
     FN("setPersist", js_set_persist),
+    FN("notify", js_notify),
     FN("openPacket", js_open_packet),
     FN("start", js_start),
     FN("stop", js_stop),

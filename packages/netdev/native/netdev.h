@@ -158,6 +158,9 @@ int nd_packet_drain(int fd, bool keep_gso, nd_out *o, nd_gso *g, nd_stats *s, in
 /* Open helpers return an fd, or -errno with *op naming the failed step. */
 int nd_tap_open(const char *name, int flags, long owner, long group, char kname[16], const char **op);
 int nd_tap_set_persist(int fd, bool on);
+
+/* notify.c: one datagram `text` to the AF_UNIX socket `path` ("/..." or "@abstract"), as sd_notify(3). 0 or -errno. */
+int nd_notify(const char *path, const char *text, size_t len);
 int nd_packet_open(const char *ifname, int *ifindex, bool *vnet, const char **op);
 bool nd_packet_bound(int fd);
 

@@ -172,6 +172,7 @@ interface Native {
   monotonicMs(): number;
   openTap(name: string, flags: number, owner: number, group: number): [number, number, string];
   setPersist(handle: number, on: boolean): void;
+  notify(path: string, text: string): void;
   openPacket(ifname: string, flags?: number): [number, number, number];
   start(handle: number, onBatch: (count: number) => void): void;
   stop(handle: number): void;
@@ -236,6 +237,12 @@ export function openPacket(ifname: string, opts: PacketOptions = {}): PacketInfo
 }
 
 export const setPersist: Native['setPersist'] = native.setPersist;
+/**
+ * sd_notify(3) without libsystemd: sends `text` ("READY=1", "STATUS=...", lines
+ * joined by \n) as one datagram to the AF_UNIX socket `path`, as $NOTIFY_SOCKET
+ * names it (a path, or "@name" for the abstract namespace). Throws with the errno.
+ */
+export const notify: Native['notify'] = native.notify;
 export const start: Native['start'] = native.start;
 export const stop: Native['stop'] = native.stop;
 export const send: Native['send'] = native.send;
