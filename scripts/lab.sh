@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo lab, on the daemon's built-in default config (NAT mode):
+# The demo lab, on its own config scripts/lab.yaml (NAT mode):
 #
 #   vm1 ─┐ VLAN 10 (DHCP 10.0.10.0/24) ─┐
 #   vm2 ─┘                               ├─ router r0 ── uplink vswup0 ══ veth ══ "internet" ns
@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "lab: must run as root (it creates TAP devices and network namespaces)" >&2; exit 1; }
 if ip link show vswup0 >/dev/null 2>&1; then
-  echo "lab: an interface vswup0 exists already (another lab running?); the built-in config's uplink is vswup0" >&2
+  echo "lab: an interface vswup0 exists already (another lab running?); the lab config's uplink is vswup0" >&2
   exit 1
 fi
 
@@ -63,8 +63,8 @@ mkdir -p "$dir/www" && echo "hello from the internet namespace" > "$dir/www/inde
 ip netns exec "$inet" busybox httpd -f -p 172.31.255.1:80 -h "$dir/www" &
 web_pid=$!
 
-echo "== vswitch daemon on the built-in default config (metrics on http://$metrics/metrics)"
-node packages/cli/dist/main.js daemon --state-dir "$dir/state" --metrics "$metrics" 2>"$dir/daemon.log" &
+echo "== vswitch daemon --config scripts/lab.yaml (metrics on http://$metrics/metrics)"
+node packages/cli/dist/main.js daemon --config scripts/lab.yaml --state-dir "$dir/state" --metrics "$metrics" 2>"$dir/daemon.log" &
 daemon_pid=$!
 for _ in $(seq 100); do vswitch show >/dev/null 2>&1 && break; sleep 0.1; done
 vswitch show >/dev/null || { cat "$dir/daemon.log"; exit 1; }

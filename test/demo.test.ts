@@ -1,17 +1,19 @@
 /*
  * The README's demo runs here as it does for a user (minus the install step, which
- * the test command has done): the lab on the built-in default config must pass all
+ * the test command has done): the lab on its own config (scripts/lab.yaml, named
+ * with --config: the daemon's built-in default is one empty bridge) must pass all
  * of its own checks, print the switch's views, and leave nothing behind.
  */
 import { describe, expect, it } from 'vitest';
 import { REPO, shr } from './helpers/run.js';
 
 describe('demo lab (scripts/lab.sh, run by npm run demo)', () => {
-  it('passes its checks on the built-in config, prints the views, and cleans up', async () => {
+  it('passes its checks on scripts/lab.yaml, prints the views, and cleans up', async () => {
     const r = await shr(`bash ${REPO}/scripts/lab.sh --duration 0`, { timeoutMs: 90_000, cwd: REPO });
     const out = r.stdout + r.stderr;
     expect(r.code, out).toBe(0);
     expect(out).toContain('lab: all checks passed');
+    expect(out).toContain('vswitch daemon --config scripts/lab.yaml');
     expect(out).toMatch(/vm1 \(VLAN 10\): 10\.0\.10\.\d+/);
     expect(out).toMatch(/vm3 \(VLAN 20\): 10\.0\.20\.\d+/);
     expect(out).toMatch(/vm1 -> vm3 \(other VLAN\)\s+no\s+\(expected no\)/);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { defaultConfig, parseConfig } from './config.js';
+import { fileURLToPath } from 'node:url';
+import { defaultConfig, loadConfig, parseConfig } from './config.js';
 
 const F = '/etc/vswitch/test.yaml';
 
@@ -13,11 +14,18 @@ function errorOf(text: string): string {
 }
 
 describe('config', () => {
-  it('the built-in default is a NAT lab: bridge br0, router r0 with VLAN 10 and 20 networks', () => {
+  it('the built-in default is one empty bridge br0: no router, no uplink, nothing attached', () => {
     const c = defaultConfig();
     expect(Object.keys(c.bridges)).toEqual(['br0']);
     expect(c.bridges.br0).toMatchObject({ ageing: 300, maxMacs: 8192, ports: {}, fdb: [] });
     expect(c.control.mode).toBe('0600');
+    expect(c.routers).toEqual({});
+  });
+
+  it('the demo lab\'s config (scripts/lab.yaml) is a NAT lab: bridge br0, router r0 with VLAN 10 and 20 networks', () => {
+    const c = loadConfig(fileURLToPath(new URL('../../../scripts/lab.yaml', import.meta.url)));
+    expect(Object.keys(c.bridges)).toEqual(['br0']);
+    expect(c.bridges.br0).toMatchObject({ ageing: 300, maxMacs: 8192, ports: {}, fdb: [] });
     expect(c.routers.r0.uplink).toMatchObject({ interface: 'vswup0', address: '172.31.255.2/24' });
     expect(Object.entries(c.routers.r0.networks).map(([n, v]) => [n, v.vlan, v.address])).toEqual([
       ['net10', 10, '10.0.10.1/24'], ['net20', 20, '10.0.20.1/24'],

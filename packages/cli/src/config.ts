@@ -1,7 +1,7 @@
 /*
  * The config file: YAML, validated with a schema. Every error names the file, the
  * key path and the line, and nothing is applied unless the whole file is valid.
- * The built-in default (no --config) is the lab of DEFAULT_CONFIG_YAML.
+ * The built-in default (no --config) is DEFAULT_CONFIG_YAML: one empty bridge br0.
  */
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
@@ -100,6 +100,9 @@ const DhcpSchema = z.strictObject({
   maxLeasesPerPort: z.number().int().min(0).max(65536).optional(),
 });
 
+/** `metrics.listen` and `--metrics`: host:port, or "off" (or "") for none. */
+export const METRICS_LISTEN = /^(off|)$|^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/;
+
 /** A duration in seconds for the servers' timeouts. */
 const Seconds = z.number().min(0.1).max(3600);
 
@@ -192,7 +195,7 @@ export const ConfigSchema = z.strictObject({
   }).default({ mode: '0600', maxConnections: 64, maxRequestBytes: 65536 }),
   metrics: z.strictObject({
     /** host:port for the Prometheus endpoint (/metrics, /healthz); "" or "off" disables it. */
-    listen: z.string().regex(/^(off|)$|^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/, 'must be host:port (e.g. 127.0.0.1:9464) or "off"').default('127.0.0.1:9464'),
+    listen: z.string().regex(METRICS_LISTEN, 'must be host:port (e.g. 127.0.0.1:9464) or "off"').default('127.0.0.1:9464'),
     /** Connections open at once; more are closed on accept and counted. */
     maxConnections: z.number().int().min(1).max(65536).default(64),
     /** Seconds without a byte either way before a connection is closed (also the keep-alive timeout). */
@@ -377,27 +380,15 @@ export function maskOf(ip: number, prefix: number): number {
 export type PortConfig = z.infer<typeof PortSchema>;
 export type BridgeConfig = z.infer<typeof BridgeSchema>;
 
-export const DEFAULT_CONFIG_YAML = `# vswitch built-in default: a lab in NAT mode.
-# One bridge; a router with two VLAN networks, each with a DHCP server, and NAT
-# to an uplink interface "vswup0" whenever it exists (the demo lab creates it as
-# a veth to an "internet" namespace). VMs join with: vswitch addif br0 NAME --vlan 10
+/**
+ * `vswitch daemon` without --config: one empty bridge br0, as brctl users start;
+ * no router, no uplink, nothing attached. The demo lab has its own file (scripts/lab.yaml).
+ */
+export const DEFAULT_CONFIG_YAML = `# vswitch built-in default: one empty bridge. Ports join with
+#   vswitch addif br0 NAME [--vlan VID]
 stateDir: /var/lib/vswitch
 bridges:
   br0: {}
-routers:
-  r0:
-    uplink: { interface: vswup0, address: 172.31.255.2/24, gateway: 172.31.255.1 }
-    networks:
-      net10:
-        bridge: br0
-        vlan: 10
-        address: 10.0.10.1/24
-        dhcp: { pool: ["10.0.10.100-10.0.10.199"], domain: vlan10.lab }
-      net20:
-        bridge: br0
-        vlan: 20
-        address: 10.0.20.1/24
-        dhcp: { pool: ["10.0.20.100-10.0.20.199"], domain: vlan20.lab }
 `;
 
 export class ConfigError extends VswitchError {
