@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { ConfigSchema, type Config } from '../config.js';
 import {
   canonSpec, effective, emptyDesired, emptyOverlay, fdbKey, loadOverlay, parseOverlay, planChanges, rebase, resKey, routerDiff,
-  saveOverlay, serializeOverlay, withEntry, type Overlay,
+  saveOverlay, serializeOverlay, settingKey, withEntry, type Overlay,
 } from './state.js';
 
 function cfg(extra: Record<string, unknown> = {}): Config {
@@ -174,6 +174,85 @@ describe('effective running state = file + overlay', () => {
   });
 });
 
+describe('port options (port set): settings entries over the file\'s port', () => {
+  const withGuardFile = (): Config => cfg({
+    bridges: {
+      br0: {
+        ports: {
+          vm1: { type: 'tap', vlan: { mode: 'access', vid: 10 }, guard: { ipSource: true, bindings: [{ mac: '02:00:00:00:00:09', ip: '10.0.10.9' }] } },
+          vm2: { type: 'tap', vlan: { mode: 'access', vid: 10 }, maxMacs: 4 },
+        },
+      },
+    },
+  });
+
+  it('apply to a file port in place (no recreate, persistence included), listed as overrides, the guard\'s bindings kept', () => {
+    const f = withGuardFile();
+    const a = effective(f, emptyOverlay()).desired;
+    let ov = withEntry(emptyOverlay(), f, 'settings', settingKey('vm1', 'guard'), { dhcp: true, ipSource: false });
+    ov = withEntry(ov, f, 'settings', settingKey('vm1', 'storm'), 500);
+    ov = withEntry(ov, f, 'settings', settingKey('vm2', 'maxMacs'), 16);
+    ov = withEntry(ov, f, 'settings', settingKey('vm2', 'persistent'), true);
+    const b = effective(f, ov).desired;
+    expect(b.ports.get('vm1')!.spec).toMatchObject({ stormPps: 500, guard: { dhcp: true, ipSource: false, bindings: [{ mac: '02:00:00:00:00:09', ip: '10.0.10.9' }] } });
+    expect(b.ports.get('vm1')!.overrides.sort()).toEqual(['guard', 'storm']);
+    expect(b.ports.get('vm2')!.spec).toMatchObject({ maxMacs: 16, persistent: true });
+    expect(b.ports.get('vm2')!.source).toBe('config');
+    const p = planChanges(a, b);
+    expect(p.portsSet.sort()).toEqual(['vm1', 'vm2']);
+    expect([...p.recreate, ...p.portsAdd, ...p.portsDel]).toEqual([]);
+  });
+
+  it('a value equal to the file\'s leaves no entry; storm 0 and guard default are the file\'s when it has none', () => {
+    const f = withGuardFile();
+    let ov = withEntry(emptyOverlay(), f, 'settings', settingKey('vm2', 'maxMacs'), 4);
+    ov = withEntry(ov, f, 'settings', settingKey('vm2', 'storm'), 0);
+    ov = withEntry(ov, f, 'settings', settingKey('vm2', 'guard'), {});
+    ov = withEntry(ov, f, 'settings', settingKey('vm1', 'guard'), { ipSource: true });
+    expect(ov.settings).toEqual({});
+  });
+
+  it('the file changing the same setting wins; another setting the CLI changed stays; a reload of the same file changes nothing', () => {
+    const f = withGuardFile();
+    let ov = withEntry(emptyOverlay(), f, 'settings', settingKey('vm2', 'maxMacs'), 16);
+    ov = withEntry(ov, f, 'settings', settingKey('vm2', 'storm'), 100);
+    const same = effective(f, ov);
+    expect(Object.keys(same.overlay.settings).sort()).toEqual(['vm2/maxMacs', 'vm2/storm']);
+    expect(same.notes).toEqual([]);
+    const p = planChanges(same.desired, effective(f, same.overlay).desired);
+    expect([p.portsSet, p.portsAdd, p.portsDel].flat()).toEqual([]);
+    const f2 = cfg({ bridges: { br0: { ports: { ...withGuardFile().bridges.br0.ports, vm2: { type: 'tap', vlan: { mode: 'access', vid: 10 }, maxMacs: 8 } } } } });
+    const r = effective(f2, ov);
+    expect(r.desired.ports.get('vm2')!.spec).toMatchObject({ maxMacs: 8, stormPps: 100 });
+    expect(Object.keys(r.overlay.settings)).toEqual(['vm2/storm']);
+    expect(r.notes.join()).toMatch(/settings vm2\/maxMacs: the config file changed it/);
+    // The file removing the port drops its settings too.
+    const f3 = cfg({ bridges: { br0: { ports: { vm1: withGuardFile().bridges.br0.ports.vm1 } } } });
+    expect(effective(f3, ov).overlay.settings).toEqual({});
+  });
+
+  it('runtime.json keeps them, and refuses bad ones', () => {
+    const f = withGuardFile();
+    let ov = withEntry(emptyOverlay(), f, 'settings', settingKey('vm1', 'guard'), { dhcp: false, ipSource: false });
+    ov = withEntry(ov, f, 'settings', settingKey('vm2', 'persistent'), true);
+    expect(parseOverlay(serializeOverlay(ov))).toEqual(ov);
+    const bad = (value: unknown, key = 'vm1/storm'): string => {
+      try {
+        parseOverlay(JSON.stringify({ version: 1, settings: { [key]: { value, base: null } } }));
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return 'accepted';
+    };
+    expect(bad(-1)).toMatch(/storm/);
+    expect(bad({ dhcp: 'yes' }, 'vm1/guard')).toMatch(/guard/);
+    expect(bad(1, 'vm1/colour')).toMatch(/unknown port setting/);
+    expect(bad(1, 'vm1')).toMatch(/unknown port setting/);
+    // An older runtime.json without the section still loads.
+    expect(parseOverlay(JSON.stringify({ version: 1, ports: {} })).settings).toEqual({});
+  });
+});
+
 describe('planChanges: only what differs', () => {
   it('the same state twice: nothing to do (a reload of an unchanged file touches nothing)', () => {
     const f = cfg();
@@ -188,7 +267,7 @@ describe('planChanges: only what differs', () => {
     const f = cfg();
     const a = effective(f, emptyOverlay()).desired;
     let ov = withEntry(emptyOverlay(), f, 'vlans', 'vm1', { mode: 'access', vid: 20 });
-    ov = withEntry(ov, f, 'ports', 'vm2', { bridge: 'br0', spec: canonSpec({ type: 'tap', persistent: true, vlan: { mode: 'access', vid: 10 } }) });
+    ov = withEntry(ov, f, 'ports', 'vm2', { bridge: 'br0', spec: canonSpec({ type: 'tap', offload: false, vlan: { mode: 'access', vid: 10 } }) });
     ov = withEntry(ov, f, 'ports', 'vm9', { bridge: 'br0', spec: tap(10) });
     const b = effective(f, ov).desired;
     const p = planChanges(a, b);

@@ -11,6 +11,9 @@
  *   ageing        a file bridge's ageing set by `setageing`
  *   ports         a port made by `addif` (bridge and spec), or a file port removed by `delif` (null)
  *   vlans         a file port's VLAN membership after `vlan add|del` (the whole membership)
+ *   settings      a file port's option after `port set`, keyed port/setting: guard (the
+ *                 DHCP and IP source guard switches; the file's bindings stay), storm
+ *                 (storm control pps, 0 = off), maxMacs, persistent (TAPs)
  *   fdb           a static entry made by `fdb add` (its port), or a file entry removed by `fdb del` (null),
  *                 keyed bridge/VID/MAC
  *   reservations  a DHCP reservation made by `dhcp reservation add`, or a file one removed (null), keyed network/MAC
@@ -55,16 +58,51 @@ export interface Overlay {
   ageing: Record<string, Entry<number>>;
   ports: Record<string, Entry<PortDef | null>>;
   vlans: Record<string, Entry<VlanSpec>>;
+  settings: Record<string, Entry<unknown>>;
   fdb: Record<string, Entry<string | null>>;
   reservations: Record<string, Entry<ReservationDef | null>>;
 }
 export type Kind = keyof Overlay;
-export const KINDS: readonly Kind[] = ['bridges', 'ageing', 'ports', 'vlans', 'fdb', 'reservations'];
+export const KINDS: readonly Kind[] = ['bridges', 'ageing', 'ports', 'vlans', 'settings', 'fdb', 'reservations'];
+
+/** The port options `port set` changes (README "Port options at runtime"). */
+export const PORT_SETTINGS = ['guard', 'storm', 'maxMacs', 'persistent'] as const;
+export type PortSetting = typeof PORT_SETTINGS[number];
+/** The guard switches of `port set PORT guard ...`; an absent key takes the default (guards.ts). */
+export interface GuardSwitches { dhcp?: boolean; ipSource?: boolean }
+
+/** A port option's value in `spec`, canonical (the overlay's `settings` entries hold these). */
+export function settingOf(spec: AddPortSpec, setting: PortSetting): unknown {
+  switch (setting) {
+    case 'guard': return stable({ dhcp: spec.guard?.dhcp, ipSource: spec.guard?.ipSource });
+    case 'storm': return spec.stormPps ?? 0;
+    case 'maxMacs': return spec.maxMacs ?? 0;
+    case 'persistent': return spec.persistent ?? false;
+  }
+}
+
+/** `spec` with a port option set (the guard's configured bindings are kept). */
+export function withSetting(spec: AddPortSpec, setting: PortSetting, value: unknown): AddPortSpec {
+  switch (setting) {
+    case 'guard': {
+      const g = value as GuardSwitches;
+      const guard = stable({ ...spec.guard, dhcp: g.dhcp, ipSource: g.ipSource }) as AddPortSpec['guard'];
+      return stable({ ...spec, guard: Object.keys(guard!).length > 0 ? guard : undefined }) as AddPortSpec;
+    }
+    case 'storm': return stable({ ...spec, stormPps: (value as number) > 0 ? value : undefined }) as AddPortSpec;
+    case 'maxMacs': return { ...spec, maxMacs: value as number };
+    case 'persistent': return { ...spec, persistent: value as boolean };
+  }
+}
+
+export function settingKey(port: string, setting: PortSetting): string {
+  return `${port}/${setting}`;
+}
 
 export const BRIDGE_DEFAULTS: BridgeSettings = { ageing: 300, maxMacs: 8192 };
 
 export function emptyOverlay(): Overlay {
-  return { bridges: {}, ageing: {}, ports: {}, vlans: {}, fdb: {}, reservations: {} };
+  return { bridges: {}, ageing: {}, ports: {}, vlans: {}, settings: {}, fdb: {}, reservations: {} };
 }
 
 export function overlaySize(ov: Overlay): number {
@@ -109,8 +147,11 @@ export function canonSpec(s: AddPortSpec): AddPortSpec {
   return out;
 }
 
-/** The fields a port cannot change in place: a difference recreates it (closes its device, opens a new one). */
-export const PORT_KIND_KEYS = ['type', 'persistent', 'owner', 'group', 'offload', 'path', 'mode', 'connect'] as const;
+/**
+ * The fields a port cannot change in place: a difference recreates it (closes its
+ * device, opens a new one). Persistence is not one: TUNSETPERSIST on the open TAP.
+ */
+export const PORT_KIND_KEYS = ['type', 'owner', 'group', 'offload', 'path', 'mode', 'connect'] as const;
 
 export function samePortKind(a: AddPortSpec, b: AddPortSpec): boolean {
   const ca = canonSpec(a) as unknown as Record<string, unknown>;
@@ -170,6 +211,11 @@ export function fileValue(file: Config, kind: Kind, key: string): unknown {
     case 'vlans': {
       const p = filePort(file, key);
       return p === undefined ? null : p.spec.vlan;
+    }
+    case 'settings': {
+      const [name, setting] = key.split('/');
+      const p = filePort(file, name);
+      return p === undefined || !(PORT_SETTINGS as readonly string[]).includes(setting) ? null : settingOf(p.spec, setting as PortSetting);
     }
     case 'fdb':
       return fileFdb(file, key.split('/')[0]).get(key) ?? null;
@@ -290,6 +336,14 @@ export function effective(file: Config, ovIn: Overlay): { desired: Desired; over
     if (p !== undefined) {
       p.spec = { ...p.spec, vlan: e.value };
       p.overrides.push('vlan');
+    }
+  }
+  for (const [key, e] of Object.entries(ov.settings)) {
+    const [name, setting] = key.split('/');
+    const p = d.ports.get(name);
+    if (p !== undefined) {
+      p.spec = withSetting(p.spec, setting as PortSetting, e.value);
+      p.overrides.push(setting);
     }
   }
   for (const [name, e] of Object.entries(ov.ports)) {
@@ -559,6 +613,18 @@ function checkEntry(kind: Kind, key: string, v: unknown): string | undefined {
       return v.spec.vlan === undefined ? undefined : checkVlan(v.spec.vlan);
     case 'vlans':
       return checkVlan(v);
+    case 'settings': {
+      const [port, setting, ...rest] = key.split('/');
+      if (rest.length || !port || !NAME.test(port)) return 'bad key (port/setting)';
+      switch (setting) {
+        case 'guard':
+          return isRecord(v) && Object.entries(v).every(([k, x]) => (k === 'dhcp' || k === 'ipSource') && typeof x === 'boolean') ? undefined : 'bad guard switches';
+        case 'storm': return int(v, 0, 100_000_000) ? undefined : 'bad storm control rate';
+        case 'maxMacs': return int(v, 0, 1_000_000) ? undefined : 'bad MAC limit';
+        case 'persistent': return typeof v === 'boolean' ? undefined : 'bad persistence';
+        default: return `unknown port setting ${JSON.stringify(setting)}`;
+      }
+    }
     case 'fdb': {
       const [b, vid, mac, ...rest] = key.split('/');
       if (rest.length || !b || !int(Number(vid), 1, 4094) || parseMac(mac ?? '') < 0) return 'bad key (bridge/VID/MAC)';

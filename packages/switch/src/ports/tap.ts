@@ -43,7 +43,7 @@ export class TapIo extends HandleIo implements PortIo {
   readonly offload: boolean;
   /** Times the device was recreated after it vanished. */
   recreated = 0;
-  readonly #persistent: boolean;
+  #persistent: boolean;
   readonly #opts: TapPortOptions;
   readonly #recover: Retrier;
   #recoveredAt = -Infinity;
@@ -55,7 +55,7 @@ export class TapIo extends HandleIo implements PortIo {
     const info = openTap(name, opts, offload);
     super(info.handle);
     this.offload = offload;
-    this.#opts = opts;
+    this.#opts = { ...opts };
     this.ifname = info.name;
     this.#persistent = opts.persistent ?? false;
     this.#recover = new Retrier(() => this.#recreate(), (n) => backoffMs(n));
@@ -92,6 +92,17 @@ export class TapIo extends HandleIo implements PortIo {
     this.read();
     this.rx!.link(true, 'TAP recreated');
     return true;
+  }
+
+  /**
+   * Keeps the device after the daemon closes it (or not), in place: TUNSETPERSIST on
+   * the open fd, so the VM's NIC stays. While the device is being recreated there is
+   * no fd: the recreated one gets the new setting.
+   */
+  setPersistent(on: boolean): void {
+    if (this.handle >= 0) netdev.setPersist(this.handle, on);
+    this.#persistent = on;
+    this.#opts.persistent = on;
   }
 
   close(): void {
