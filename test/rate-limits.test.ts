@@ -384,7 +384,7 @@ describe('per-port rate limits on the router\'s own work (issue 12)', () => {
     expect(text).toMatch(new RegExp(`net10\\s+${T.a}\\s+\\d+\\s+\\d+`));
     const lines = d.logsMatching('rate_limited').filter((l) => l.obj?.event === 'rate_limited' && l.obj.port === T.a);
     expect([...new Set(lines.map((l) => l.obj.kind))].sort()).toEqual(['arp', 'dhcp', 'dns', 'icmp', 'icmp_errors']);
-    expect(lines.every((l) => l.obj.level === 40 && l.obj.router === 'r0' && l.obj.network === 'net10')).toBe(true);
+    expect(lines.every((l) => l.obj.level === 'warn' && l.obj.router === 'r0' && l.obj.network === 'net10')).toBe(true);
   });
 });
 
