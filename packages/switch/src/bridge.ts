@@ -18,7 +18,8 @@
  * Events (port down, MAC moved, MAC limit reached) go to `onEvent` for logging,
  * bounded to EVENT_BUDGET_PER_SEC per bridge so that a flapping MAC or a flood of
  * refused MACs can never produce a log line per frame; the rest are counted in
- * `eventsSuppressed`.
+ * `eventsSuppressed`. New MAC entries go to `onLearn` only while it is set (the
+ * daemon sets it while a `vswitch monitor` client watches, and bounds it itself).
  */
 import { Drop } from './drop.js';
 import { Fdb, FDB_DEFAULTS, Learn } from './fdb.js';
@@ -87,6 +88,11 @@ export class Bridge {
   #timer: NodeJS.Timeout | undefined;
   #depth = 0;
   #deferred: { port: Port; frame: Buffer; hdr: number }[] = [];
+  /**
+   * Each MAC the table learns anew (not a refresh, not a move: those are `mac_moved`
+   * events), while set. Unset, a learning frame pays one comparison.
+   */
+  onLearn: ((vid: number, mac: number, port: Port) => void) | undefined = undefined;
   /** Which ports hold which MACs by their guards' bindings. */
   readonly macOwners = new MacOwners();
   /** A binding pins its MAC only while its port is up and guarded (a migrated VM takes its MAC along once the old port goes). */
@@ -259,6 +265,8 @@ export class Bridge {
       }
     } else if (l === Learn.MOVED) {
       this.#emit({ event: 'mac_moved', bridge: this.name, vlan: meta.vid, mac: formatMac(meta.src), port: port.name });
+    } else if (l === Learn.NEW && this.onLearn !== undefined) {
+      this.onLearn(meta.vid, meta.src, port);
     }
     forward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#scratch, this.counters, now);
   }

@@ -23,6 +23,10 @@
  * Commands are looked up as own properties of the handler table only
  * (`lookupCommand`): "constructor" or "__proto__" are unknown commands, not
  * Object.prototype's members.
+ *
+ * Streams: a command may answer with a `Stream` (`monitor`): the connection gets its
+ * `ok` reply, then belongs to the stream (events written by monitor.ts, which bounds
+ * what it queues); nothing more is read from it as requests.
  */
 import { chmodSync, lstatSync, mkdirSync, unlinkSync, type Stats } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
@@ -33,6 +37,11 @@ import type { Logger } from './log.js';
 import { LogThrottle } from './throttle.js';
 
 export type Dispatch = (cmd: string, args: Record<string, unknown>) => unknown;
+
+/** A command's answer that turns the connection into an event stream: `attach` gets the socket after the `ok` reply. */
+export class Stream {
+  constructor(readonly attach: (sock: Socket) => void) {}
+}
 
 export interface ControlLimits {
   maxConnections: number;
@@ -222,7 +231,19 @@ function serve(sock: Socket, dispatch: Dispatch, log: Logger, limits: ControlLim
       }
       if (line.trim() === '') continue;
       stats.requests++;
-      sock.write(JSON.stringify(handle(line, dispatch, log)) + '\n');
+      const res = handle(line, dispatch, log);
+      if (res.result instanceof Stream) {
+        done = true;
+        sock.write(JSON.stringify({ ...res, result: null }) + '\n');
+        // What the client sends from now on is not read as requests; its close ends the stream.
+        sock.removeAllListeners('data');
+        sock.resume();
+        sock.on('data', () => {});
+        sock.on('end', () => sock.end());
+        res.result.attach(sock);
+        return;
+      }
+      sock.write(JSON.stringify(res) + '\n');
     }
     // The client closed its side and every whole request it sent is answered: close ours.
     if (ended && !done && !sock.destroyed) {
@@ -242,7 +263,7 @@ function serve(sock: Socket, dispatch: Dispatch, log: Logger, limits: ControlLim
   });
 }
 
-function handle(line: string, dispatch: Dispatch, log: Logger): unknown {
+function handle(line: string, dispatch: Dispatch, log: Logger): { id: unknown; ok: boolean; result?: unknown; error?: unknown } {
   let id: unknown = null;
   try {
     const req: unknown = JSON.parse(line);
