@@ -5,8 +5,10 @@
 import { DROP_REASONS, formatMac, type Bridge, type Port, type VlanSpec } from '@vswitch/switch';
 import { VswitchError } from '../errors.js';
 import { formatIp4 } from '@vswitch/switch';
+import { VERSION } from '../version.js';
+import { Stream } from './control.js';
 import type { ManagedRouter } from './routers.js';
-import type { Vswitch } from './service.js';
+import type { PortSettings, Vswitch } from './service.js';
 
 type Args = Record<string, unknown>;
 export type Handler = (sw: Vswitch, a: Args) => unknown;
@@ -28,7 +30,7 @@ function optNum(a: Args, key: string): number | undefined {
   return a[key] === undefined ? undefined : num(a, key);
 }
 
-export function portView(p: Port): Record<string, unknown> {
+export function portView(p: Port, maxMacs?: number): Record<string, unknown> {
   return {
     name: p.name,
     kind: p.kind,
@@ -37,6 +39,7 @@ export function portView(p: Port): Record<string, unknown> {
     vlan: { mode: p.vlan.mode(), pvid: p.vlan.pvid, members: p.vlan.members() },
     ...(p.storm.pps > 0 ? { stormControl: { pps: p.storm.pps } } : {}),
     ...(p.guard.active ? { guard: { dhcp: p.guard.dhcp, ipSource: p.guard.ipSource, bindings: p.guard.leased.size + p.guard.configured.size } } : {}),
+    ...(maxMacs !== undefined && maxMacs > 0 ? { maxMacs } : {}),
     ...p.io.describe(),
   };
 }
@@ -55,7 +58,7 @@ export function bridgeView(br: Bridge, sw?: Vswitch): Record<string, unknown> {
     maxMacs: br.fdb.maxEntries,
     macs: br.fdb.size,
     ports: [...br.ports.values()].map((p) => {
-      const v = portView(p);
+      const v = portView(p, br.fdb.portLimit(p.id));
       const ps = sw?.portSource(p.name);
       const mr = sw?.routerOfNetwork(p.name);
       if (mr !== undefined) return { ...v, source: 'config', overrides: [], router: mr.name };
@@ -133,8 +136,16 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
   };
 }
 
+/** `port set PORT guard MODE`: the guard switches each mode sets (default: the policy of guards.ts decides). */
+const GUARD_MODES: Record<string, { dhcp?: boolean; ipSource?: boolean }> = {
+  on: { dhcp: true, ipSource: true },
+  off: { dhcp: false, ipSource: false },
+  'dhcp-only': { dhcp: true, ipSource: false },
+  default: {},
+};
+
 export const handlers: Record<string, Handler> = {
-  ping: () => ({ pid: process.pid, version: '0.1.0' }),
+  ping: () => ({ pid: process.pid, version: VERSION }),
 
   addbr: (sw, a) => {
     sw.addBridge(str(a, 'bridge'));
@@ -161,7 +172,9 @@ export const handlers: Record<string, Handler> = {
       vlan,
       maxMacs: optNum(a, 'maxMacs'),
     });
-    return portView(sw.bridge(str(a, 'bridge')).port(str(a, 'ifname'))!);
+    const br = sw.bridge(str(a, 'bridge'));
+    const p = br.port(str(a, 'ifname'))!;
+    return portView(p, br.fdb.portLimit(p.id));
   },
   delif: (sw, a) => {
     sw.delPort(str(a, 'bridge'), str(a, 'ifname'));
@@ -171,9 +184,27 @@ export const handlers: Record<string, Handler> = {
   showmacs: (sw, a) => fdbView(sw, sw.bridge(str(a, 'bridge')), performance.now()),
   setageing: (sw, a) => ({ ageing: sw.setAgeing(str(a, 'bridge'), num(a, 'seconds')) }),
 
-  'vlan.add': (sw, a) => {
-    sw.vlanAdd(str(a, 'ifname'), num(a, 'from'), num(a, 'to'), { pvid: a.pvid === true, untagged: a.untagged === true });
-    return null;
+  'vlan.add': (sw, a) => sw.vlanAdd(str(a, 'ifname'), num(a, 'from'), num(a, 'to'), { pvid: a.pvid === true, untagged: a.untagged === true, force: a.force === true }),
+  /** args: ifname, and any of guard ("on", "off", "dhcp-only", "default"), storm (pps, 0 = off), maxMacs, persistent. */
+  'port.set': (sw, a) => {
+    const set: PortSettings = {};
+    const guard = optStr(a, 'guard');
+    if (guard !== undefined) {
+      const g = GUARD_MODES[guard];
+      if (g === undefined || !Object.hasOwn(GUARD_MODES, guard)) throw new VswitchError('EINVAL', `guard must be ${Object.keys(GUARD_MODES).join(', ')}; got ${guard}`);
+      set.guard = g;
+    }
+    set.stormPps = optNum(a, 'storm');
+    set.maxMacs = optNum(a, 'maxMacs');
+    if (a.persistent !== undefined) {
+      if (typeof a.persistent !== 'boolean') throw new VswitchError('EINVAL', 'argument persistent must be true or false');
+      set.persistent = a.persistent;
+    }
+    const ifname = str(a, 'ifname');
+    sw.portSet(ifname, set);
+    const br = sw.bridgeOf(ifname);
+    const p = br.port(ifname)!;
+    return portView(p, br.fdb.portLimit(p.id));
   },
   'vlan.del': (sw, a) => {
     sw.vlanDel(str(a, 'ifname'), num(a, 'from'), num(a, 'to'));
@@ -195,6 +226,9 @@ export const handlers: Record<string, Handler> = {
     sw.fdbDel(str(a, 'mac'), str(a, 'ifname'), optNum(a, 'vlan'));
     return null;
   },
+  'fdb.flush': (sw, a) => sw.fdbFlush({
+    bridge: optStr(a, 'bridge'), port: optStr(a, 'ifname'), vlan: optNum(a, 'vlan'), dynamicOnly: a.dynamic === true,
+  }),
   'fdb.show': (sw, a) => {
     const now = performance.now();
     return bridges(sw, optStr(a, 'bridge')).flatMap((br) => fdbView(sw, br, now));
@@ -256,5 +290,8 @@ export const handlers: Record<string, Handler> = {
   'dhcp.reservation.show': (sw, a) => sw.reservations(optStr(a, 'network')),
 
   stats: (sw, a) => bridges(sw, optStr(a, 'bridge')).map(statsView),
+  /** The connection becomes a stream of events (monitor.ts); the `ok` reply comes first. */
+  monitor: (sw) => new Stream((sock) => { sw.monitor.subscribe(sock); }),
+  'monitor.stats': (sw) => sw.monitor.stats(),
   'drop.reasons': () => DROP_REASONS,
 };

@@ -5,23 +5,31 @@
  * SIGTERM/SIGINT, then tear down cleanly (ports closed, non-persistent TAPs removed
  * with their fds, socket unlinked, the metrics worker thread gone). A reload also
  * applies the servers' limits.
+ *
+ * Under systemd (Type=notify, $NOTIFY_SOCKET set) the daemon says READY=1 once the
+ * control socket answers, the bridges and routers are built and the metrics
+ * endpoint listens (so `systemctl start` returns when `vswitch show` works and
+ * units ordered after it find their ports), RELOADING=1 ... READY=1 around a reload,
+ * STOPPING=1 when it begins to shut down, and a STATUS= line with what runs.
  */
 import { readFileSync, unlinkSync } from 'node:fs';
 import { type Config, defaultConfig, loadConfig } from '../config.js';
 import { VswitchError } from '../errors.js';
+import { DEFAULT_SOCKET } from '../client.js';
+import { notify as sendNotify } from '@vswitch/netdev';
 import { type ControlLimits, type ControlServer, listenControl, lookupCommand, prepareControlPath } from './control.js';
 import { startMetrics, type MetricsLimits, type MetricsServer } from './metrics.js';
 import { handlers } from './handlers.js';
-import { type LogLevel, makeLogger } from './log.js';
+import { type Logger, type LogLevel, makeLogger } from './log.js';
 import { hostKey } from './machine-id.js';
 import { Vswitch } from './service.js';
 
-export const DEFAULT_SOCKET = '/run/vswitch/vswitch.sock';
+export { DEFAULT_SOCKET };
 
 /** Commands that change nothing: every other one (new ones too) makes the next scrape render afresh. */
 const READ_ONLY_COMMANDS = new Set([
   'ping', 'show', 'showmacs', 'stats', 'drop.reasons', 'vlan.show', 'fdb.show', 'router.show', 'dhcp.leases', 'nat.sessions',
-  'nat.forward.show', 'dhcp.reservation.show',
+  'nat.forward.show', 'dhcp.reservation.show', 'monitor', 'monitor.stats',
 ]);
 
 export interface DaemonOptions {
@@ -54,6 +62,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   // transaction: a bad file, or one whose new parts cannot be prepared, changes nothing.
   const reload = (): { changes: string[] } => {
     if (!opts.config) throw new VswitchError('EINVAL', 'the daemon runs on the built-in config: nothing to reload');
+    notify(log, 'RELOADING=1');
     try {
       const next = loadConfig(opts.config);
       if (opts.stateDir) next.stateDir = opts.stateDir;
@@ -63,10 +72,15 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         log.level = next.log.level;
         changes.push(`log level ${next.log.level}`);
       }
+      sw.monitor.emit({ event: 'config_applied', changes });
       return { changes };
     } catch (e) {
       log.error({ event: 'config_refused', err: (e as Error).message }, 'config_refused');
+      sw.monitor.emit({ event: 'config_refused', error: (e as Error).message });
       throw e;
+    } finally {
+      // A refused reload leaves the daemon running as it was: ready either way.
+      notify(log, `READY=1\nSTATUS=${status(sw)}`);
     }
   };
   const listen = opts.metricsListen ?? cfg.metrics.listen;
@@ -106,9 +120,12 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   if (typeof limit === 'number' && limit < needed) {
     log.warn({ event: 'fd_limit_low', fdLimit: limit, needed }, 'fd_limit_low');
   }
+  // Bridges and routers built, metrics listening, control socket answering: ready.
+  notify(log, `READY=1\nSTATUS=${status(sw)}\nMAINPID=${process.pid}`);
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
+      notify(log, `STOPPING=1\nSTATUS=stopping (${signal})`);
       log.info({ event: 'daemon_stopping', signal }, 'daemon_stopping');
       server.close();
       const metricsClosed = metrics?.close();
@@ -129,6 +146,28 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
   log.info({ event: 'daemon_stopped' }, 'daemon_stopped');
+}
+
+/**
+ * sd_notify: `state` to $NOTIFY_SOCKET when systemd runs us as Type=notify; nothing
+ * otherwise. A failure is logged, never fatal (the service manager then sees no
+ * READY and says so).
+ */
+function notify(log: Logger, state: string): void {
+  const path = process.env.NOTIFY_SOCKET;
+  if (path === undefined || path === '') return;
+  try {
+    sendNotify(path, state);
+  } catch (e) {
+    log.warn({ event: 'notify_failed', socket: path, error: (e as Error).message }, 'notify_failed');
+  }
+}
+
+/** The STATUS= line systemctl status shows. */
+function status(sw: Vswitch): string {
+  const ports = [...sw.bridges.values()].reduce((n, b) => n + b.ports.size, 0);
+  return `${sw.bridges.size} bridge${sw.bridges.size === 1 ? '' : 's'}, ${ports} port${ports === 1 ? '' : 's'}, `
+    + `${sw.routers.size} router${sw.routers.size === 1 ? '' : 's'}`;
 }
 
 function metricsLimits(cfg: Config): MetricsLimits {

@@ -21,6 +21,9 @@
  * opened anew, the one step done during the swap (a same-named device cannot be
  * opened twice): if that fails, the port is left failed, logged and retried.
  * Runtime ports that cannot be restored at start are failed the same way, never fatal.
+ *
+ * Events worth watching (ports, MACs, leases, uplinks) also go to `monitor`
+ * (monitor.ts), the hub `vswitch monitor` clients subscribe to.
  */
 import {
   Bridge, type BridgeEvent, checkVid, formatMac, parseIp4, parseMac, type PortIo,
@@ -31,11 +34,12 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterConfig } from '../config.js';
 import { ManagedRouter } from './routers.js';
-import { applyGuard, leaseBound, leaseGone, type GuardSpec } from './guards.js';
+import { applyGuard, dhcpServed, leaseBound, leaseGone, type GuardSpec } from './guards.js';
+import { EventBudget, LEARN_BUDGET_PER_SEC, Monitor, type MonitorEvent } from './monitor.js';
 import {
-  BRIDGE_DEFAULTS, type Desired, type DesiredPort, type Overlay, type RouterEdit, canonSpec, canonVlan, effective, emptyDesired,
-  emptyOverlay, fdbKey, fileValue, loadOverlay, overlaySize, planChanges, reservationProblem, resKey, routerDiff, runtimeFile,
-  same, saveOverlay, withEntry, withoutEntries,
+  BRIDGE_DEFAULTS, type Desired, type DesiredPort, type GuardSwitches, type Overlay, type PortSetting, type RouterEdit, canonSpec,
+  canonVlan, effective, emptyDesired, emptyOverlay, fdbKey, fileValue, loadOverlay, overlaySize, planChanges, reservationProblem,
+  resKey, routerDiff, runtimeFile, same, saveOverlay, settingKey, settingOf, withEntry, withSetting, withoutEntries,
 } from './state.js';
 import { VswitchError } from '../errors.js';
 import type { Logger } from './log.js';
@@ -62,6 +66,14 @@ export interface AddPortSpec {
 
 type Mode = 'start' | 'reload' | 'cli';
 
+/** What `port set` changes; absent: unchanged. */
+export interface PortSettings {
+  guard?: GuardSwitches;
+  stormPps?: number;
+  maxMacs?: number;
+  persistent?: boolean;
+}
+
 /** A router network's port, built with its router and placed on its bridge at the swap. */
 interface NetPort { bridge: string; name: string; net: PortIo; vlan: VlanPolicy }
 
@@ -79,8 +91,19 @@ export class Vswitch {
   readonly #failed = new Map<string, string>();
   /** Where runtime.json lives; undefined: changes are not kept (tests building a switch by hand). */
   #stateDir: string | undefined;
+  /** Live events for `vswitch monitor` clients. */
+  readonly monitor = new Monitor();
+  /** Learned-MAC events per bridge (monitor.ts LEARN_BUDGET_PER_SEC). */
+  readonly #learnBudget = new Map<string, EventBudget>();
+  /** Each router uplink's state at the last tick, for uplink_up/uplink_down events. */
+  readonly #uplinkUp = new Map<string, boolean>();
+  #ticker: NodeJS.Timeout | undefined;
 
-  constructor(private readonly log: Logger) {}
+  constructor(private readonly log: Logger) {
+    this.monitor.onActive = (on) => {
+      for (const br of this.bridges.values()) this.#watchLearning(br, on);
+    };
+  }
 
   /** Starts from `cfg` and the runtime state kept in its state directory; on a failure of the file's objects undoes everything and throws. */
   apply(cfg: Config): void {
@@ -94,6 +117,8 @@ export class Vswitch {
     for (const note of notes) this.log.warn({ event: 'runtime_state_adjusted', note }, 'runtime_state_adjusted');
     const restored = overlaySize(overlay);
     this.#file = cfg;
+    this.#ticker ??= setInterval(() => this.#tick(), 1000);
+    this.#ticker.unref();
     try {
       this.#transition(desired, overlay, 'start');
     } catch (e) {
@@ -123,6 +148,8 @@ export class Vswitch {
   }
 
   close(): void {
+    clearInterval(this.#ticker);
+    this.#ticker = undefined;
     for (const name of [...this.routers.keys()]) this.#dropRouter(name);
     for (const name of [...this.bridges.keys()]) {
       const br = this.bridges.get(name)!;
@@ -179,10 +206,14 @@ export class Vswitch {
   delBridge(name: string): void {
     const b = this.#desired.bridges.get(name);
     if (b === undefined) throw new VswitchError('ENOENT', `no such bridge: ${name}`);
-    for (const r of this.routers.values()) {
-      for (const [nname, n] of Object.entries(r.config.networks)) {
-        if (n.bridge === name) throw new VswitchError('EBUSY', `bridge ${name} carries network ${nname} of router ${r.name}`);
-      }
+    const nets = [...this.routers.values()].flatMap((r) => Object.entries(r.config.networks)
+      .filter(([, n]) => n.bridge === name).map(([nname]) => ({ router: r.name, network: nname })));
+    if (nets.length > 0) {
+      const byRouter = [...new Set(nets.map((n) => n.router))].map((r) =>
+        `${nets.filter((n) => n.router === r).map((n) => `routers.${r}.networks.${n.network}`).join(', ')}`);
+      throw new VswitchError('EBUSY', `bridge ${name} carries router network${nets.length > 1 ? 's' : ''} `
+        + `${nets.map((n) => `${n.network} (router ${n.router})`).join(', ')}: remove ${byRouter.join(', ')} from the config file `
+        + `(or move ${nets.length > 1 ? 'them' : 'it'} to another bridge) and run vswitch reload first`);
     }
     let ov = withEntry(this.#overlay, this.#file, 'bridges', name, null);
     ov = withEntry(ov, this.#file, 'ageing', name, fileValue(this.#file, 'ageing', name));
@@ -190,6 +221,7 @@ export class Vswitch {
       if (p.bridge !== name) continue;
       ov = withEntry(ov, this.#file, 'ports', pname, null);
       ov = withEntry(ov, this.#file, 'vlans', pname, fileValue(this.#file, 'vlans', pname));
+      ov = withoutEntries(ov, 'settings', (k) => k.startsWith(`${pname}/`));
     }
     ov = withoutEntries(ov, 'fdb', (k) => k.startsWith(`${name}/`));
     this.#change(ov, (d) => !d.bridges.has(name));
@@ -225,6 +257,7 @@ export class Vswitch {
     wrapVlan(() => (spec.vlan ? VlanPolicy.from(spec.vlan) : undefined));
     let ov = withEntry(this.#overlay, this.#file, 'ports', ifname, { bridge: bname, spec: canonSpec(spec) });
     ov = withEntry(ov, this.#file, 'vlans', ifname, fileValue(this.#file, 'vlans', ifname));
+    ov = withoutEntries(ov, 'settings', (k) => k.startsWith(`${ifname}/`));
     this.#change(ov, (d) => d.ports.get(ifname)?.bridge === bname);
   }
 
@@ -244,9 +277,9 @@ export class Vswitch {
     }
     let ov = withEntry(this.#overlay, this.#file, 'ports', ifname, null);
     ov = withEntry(ov, this.#file, 'vlans', ifname, fileValue(this.#file, 'vlans', ifname));
+    ov = withoutEntries(ov, 'settings', (k) => k.startsWith(`${ifname}/`));
     ov = withoutEntries(ov, 'fdb', (_k, e) => e.value === ifname);
     this.#change(ov, (d) => !d.ports.has(ifname));
-    this.log.info({ event: 'port_removed', bridge: bname, port: ifname }, 'port_removed');
   }
 
   /** The bridge holding port `ifname`. */
@@ -269,13 +302,121 @@ export class Vswitch {
     return this.bridge(bname).fdb.ageingSec;
   }
 
-  vlanAdd(ifname: string, from: number, to: number, opts: { pvid?: boolean; untagged?: boolean }): void {
+  /**
+   * Adds VLAN membership, as `bridge vlan add`. A change that does more than add a
+   * VLAN to what the port carries (moves its PVID, so its untagged traffic, a VM's,
+   * lands in another VLAN; or turns its default guards off, as a guarded access port
+   * becoming hybrid does) is refused unless `force`; forced, the consequences are
+   * logged and returned.
+   */
+  vlanAdd(ifname: string, from: number, to: number, opts: { pvid?: boolean; untagged?: boolean; force?: boolean }): { warnings: string[] } {
     checkRange(from, to);
     if (opts.pvid && from !== to) throw new VswitchError('EINVAL', 'pvid cannot be set on a VID range');
+    const before = this.#policyOf(ifname);
     const policy = this.#policyOf(ifname);
-    for (let v = from; v <= to; v++) wrapVlan(() => policy.add(v, opts));
+    for (let v = from; v <= to; v++) wrapVlan(() => policy.add(v, { pvid: opts.pvid, untagged: opts.untagged }));
+    const warnings = this.#vlanConsequences(ifname, before, policy);
+    if (warnings.length > 0 && opts.force !== true) {
+      throw new VswitchError('EPERM', `vlan add on ${ifname} would ${warnings.join(', and ')}; nothing was changed `
+        + '(add --force to do it anyway, or choose another port)');
+    }
     this.#setVlan(ifname, policy);
-    this.log.info({ event: 'vlan_changed', port: ifname, add: [from, to], ...opts }, 'vlan_changed');
+    this.log.info({ event: 'vlan_changed', port: ifname, add: [from, to], pvid: opts.pvid, untagged: opts.untagged }, 'vlan_changed');
+    if (warnings.length > 0) this.log.warn({ event: 'vlan_change_forced', port: ifname, consequences: warnings }, 'vlan_change_forced');
+    return { warnings };
+  }
+
+  /** What going from `before` to `after` does to port `ifname` beyond adding VLANs: PVID moved, guards switched off. */
+  #vlanConsequences(ifname: string, before: VlanPolicy, after: VlanPolicy): string[] {
+    const out: string[] = [];
+    if (before.pvid !== 0 && after.pvid !== before.pvid) {
+      out.push(`move its PVID from VLAN ${before.pvid} to ${after.pvid || 'none'} (its untagged frames, a VM's traffic, would go to ${after.pvid ? `VLAN ${after.pvid}` : 'no VLAN'})`);
+    }
+    if (before.mode() !== after.mode()) out.push(`turn the ${before.mode()} port into a ${after.mode()} port`);
+    const port = this.bridgeOf(ifname).port(ifname);
+    const spec = this.#specs.get(ifname);
+    if (port !== undefined && spec !== undefined && port.guard.active) {
+      const vm = (spec.type === 'tap' || spec.type === 'socket') && !after.acceptsTagged && after.pvid !== 0;
+      const dflt = vm && dhcpServed(this.routers.values(), this.bridgeOf(ifname), after.pvid);
+      const dhcp = spec.guard?.dhcp ?? dflt;
+      const ipSource = spec.guard?.ipSource ?? dflt;
+      const off = [port.guard.dhcp && !dhcp ? 'DHCP guard' : '', port.guard.ipSource && !ipSource ? 'IP source guard' : ''].filter(Boolean);
+      if (off.length > 0) out.push(`switch its ${off.join(' and ')} off (on by default only for access ports of a VLAN with a router DHCP server; vswitch port set ${ifname} guard on keeps them)`);
+    }
+    return out;
+  }
+
+  /**
+   * `port set`: the port's guards, storm control, MAC limit and TAP persistence, in
+   * place (the device, its MAC entries and counters stay), kept like every CLI change:
+   * for a file port as overlay entries over the file's values, for a runtime port in
+   * its definition.
+   */
+  portSet(ifname: string, set: PortSettings): void {
+    const p = this.#portOf(ifname);
+    const want: [PortSetting, unknown][] = [];
+    if (set.guard !== undefined) want.push(['guard', stableGuard(set.guard)]);
+    if (set.stormPps !== undefined) {
+      if (!Number.isInteger(set.stormPps) || set.stormPps < 0 || set.stormPps > 100_000_000) {
+        throw new VswitchError('EINVAL', `storm control must be 0 (off) to 100000000 frames per second, got ${set.stormPps}`);
+      }
+      want.push(['storm', set.stormPps]);
+    }
+    if (set.maxMacs !== undefined) {
+      if (!Number.isInteger(set.maxMacs) || set.maxMacs < 0 || set.maxMacs > 1_000_000) {
+        throw new VswitchError('EINVAL', `MAC limit must be 0 (none) to 1000000, got ${set.maxMacs}`);
+      }
+      want.push(['maxMacs', set.maxMacs]);
+    }
+    if (set.persistent !== undefined) {
+      if (p.spec.type !== 'tap') throw new VswitchError('EINVAL', `${ifname} is a ${p.spec.type} port: only TAPs are persistent or not`);
+      want.push(['persistent', set.persistent]);
+    }
+    if (want.length === 0) throw new VswitchError('EINVAL', 'nothing to set (guard, storm, max-macs, persistent)');
+    let ov = this.#overlay;
+    if (p.source === 'config') {
+      for (const [k, v] of want) ov = withEntry(ov, this.#file, 'settings', settingKey(ifname, k), v);
+    } else {
+      let spec = p.spec;
+      for (const [k, v] of want) spec = withSetting(spec, k, v);
+      ov = withEntry(ov, this.#file, 'ports', ifname, { bridge: p.bridge, spec });
+    }
+    this.#change(ov, (d) => {
+      const now = d.ports.get(ifname);
+      return now !== undefined && want.every(([k, v]) => same(settingOf(now.spec, k), v));
+    });
+    this.log.info({ event: 'port_set', port: ifname, ...Object.fromEntries(want) }, 'port_set');
+  }
+
+  /**
+   * `fdb flush`: removes learned entries, and unless `dynamicOnly` static ones too
+   * (kept removed, as `fdb del`), of one bridge, port and/or VLAN; returns how many.
+   */
+  fdbFlush(sel: { bridge?: string; port?: string; vlan?: number; dynamicOnly?: boolean }): { learned: number; static: number } {
+    if (sel.vlan !== undefined) wrapVlan(() => checkVid(sel.vlan!));
+    if (sel.bridge !== undefined) this.bridge(sel.bridge);
+    if (sel.port !== undefined) {
+      const b = this.bridgeOf(sel.port).name;
+      if (sel.bridge !== undefined && sel.bridge !== b) throw new VswitchError('ENOENT', `${sel.port} is not a port of bridge ${sel.bridge}`);
+    }
+    const brs = sel.port !== undefined ? [this.bridgeOf(sel.port)] : sel.bridge !== undefined ? [this.bridge(sel.bridge)] : [...this.bridges.values()];
+    let learned = 0;
+    for (const br of brs) {
+      for (const e of br.fdb.entries()) {
+        if (e.isStatic || (sel.vlan !== undefined && e.vid !== sel.vlan)) continue;
+        if (sel.port !== undefined && br.portName(e.port) !== sel.port) continue;
+        if (br.fdb.delete(e.vid, e.mac)) learned++;
+      }
+    }
+    const statics = sel.dynamicOnly ? [] : [...this.#desired.fdb.entries()].filter(([, f]) =>
+      brs.some((b) => b.name === f.bridge) && (sel.port === undefined || f.port === sel.port) && (sel.vlan === undefined || f.vid === sel.vlan));
+    if (statics.length > 0) {
+      let ov = this.#overlay;
+      for (const [key] of statics) ov = withEntry(ov, this.#file, 'fdb', key, null);
+      this.#change(ov, (d) => statics.every(([k]) => !d.fdb.has(k)));
+    }
+    this.log.info({ event: 'fdb_flushed', ...sel, learned, static: statics.length }, 'fdb_flushed');
+    return { learned, static: statics.length };
   }
 
   vlanDel(ifname: string, from: number, to: number): void {
@@ -502,6 +643,7 @@ export class Vswitch {
       if (bname !== undefined) {
         this.bridges.get(bname)?.removePort(name);
         done.push(`delif ${bname} ${name}`);
+        if (!plan.recreate.has(name)) this.#note('info', { event: 'port_removed', bridge: bname, port: name });
       }
       this.#owner.delete(name);
       this.#specs.delete(name);
@@ -518,13 +660,13 @@ export class Vswitch {
       }
       this.bridges.delete(name);
       done.push(`delbr ${name}`);
-      this.log.info({ event: 'bridge_deleted', bridge: name }, 'bridge_deleted');
+      this.#note('info', { event: 'bridge_deleted', bridge: name });
     }
     for (const [name, br] of newBridges) {
       br.start();
       this.bridges.set(name, br);
       done.push(`addbr ${name}`);
-      this.log.info({ event: 'bridge_added', bridge: name }, 'bridge_added');
+      this.#note('info', { event: 'bridge_added', bridge: name });
     }
     for (const name of plan.bridgesSet) {
       const br = this.bridges.get(name)!;
@@ -580,7 +722,7 @@ export class Vswitch {
 
     for (const [name, why] of failedNow) {
       this.#failed.set(name, why);
-      this.log.error({ event: 'port_failed', port: name, bridge: next.ports.get(name)?.bridge, error: why }, 'port_failed: kept in the state, retried at the next reload');
+      this.#note('error', { event: 'port_failed', port: name, bridge: next.ports.get(name)?.bridge, error: why }, 'port_failed: kept in the state, retried at the next reload');
       done.push(`failed ${name}: ${why}`);
     }
     for (const name of [...this.#failed.keys()]) if (!next.ports.has(name)) this.#failed.delete(name);
@@ -602,11 +744,59 @@ export class Vswitch {
   }
 
   #newBridge(name: string, b: { ageing: number; maxMacs: number }): Bridge {
-    return new Bridge(name, {
+    const br = new Bridge(name, {
       ageingSec: b.ageing,
       maxEntries: b.maxMacs,
-      onEvent: (e: BridgeEvent) => this.log[e.event === 'port_down' ? 'warn' : 'info'](e, e.event),
+      onEvent: (e: BridgeEvent) => {
+        this.log[e.event === 'port_down' ? 'warn' : 'info'](e, e.event);
+        this.monitor.emit(e);
+      },
     });
+    this.#watchLearning(br, this.monitor.active);
+    return br;
+  }
+
+  /** Learned MACs become monitor events while a client watches, within the bridge's budget. */
+  #watchLearning(br: Bridge, on: boolean): void {
+    if (!on) {
+      br.onLearn = undefined;
+      return;
+    }
+    let budget = this.#learnBudget.get(br.name);
+    if (budget === undefined) this.#learnBudget.set(br.name, budget = new EventBudget(LEARN_BUDGET_PER_SEC));
+    const b = budget;
+    br.onLearn = (vid, mac, port) => {
+      if (b.take()) this.monitor.emit({ event: 'mac_learned', bridge: br.name, vlan: vid, mac: formatMac(mac), port: port.name });
+    };
+  }
+
+  /** Logs an event and hands it to the monitor. */
+  #note(level: 'info' | 'warn' | 'error', e: MonitorEvent, msg: string = e.event): void {
+    this.log[level](e, msg);
+    this.monitor.emit(e);
+  }
+
+  /** Every second: the learned-MAC budgets' refusals, and uplinks that went up or down. */
+  #tick(): void {
+    for (const [name, b] of this.#learnBudget) {
+      const n = b.tick();
+      if (n > 0) {
+        this.monitor.suppressed(n);
+        this.monitor.emit({ event: 'events_suppressed', kind: 'mac_learned', bridge: name, count: n });
+      }
+      if (!this.bridges.has(name)) this.#learnBudget.delete(name);
+    }
+    for (const [name, mr] of this.routers) {
+      const up = mr.router.uplink;
+      if (up === undefined) continue;
+      const was = this.#uplinkUp.get(name);
+      this.#uplinkUp.set(name, up.up);
+      if (was === undefined || was === up.up) continue;
+      this.monitor.emit(up.up
+        ? { event: 'uplink_up', router: name, interface: up.opts.ifname }
+        : { event: 'uplink_down', router: name, interface: up.opts.ifname, reason: up.downReason });
+    }
+    for (const name of this.#uplinkUp.keys()) if (!this.routers.has(name)) this.#uplinkUp.delete(name);
   }
 
   /** Opens a port's device (not yet on its bridge); throws a VswitchError saying where and why. */
@@ -635,6 +825,11 @@ export class Vswitch {
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'EIO';
       const what = spec.type === 'attach' ? `cannot attach ${ifname}` : spec.type === 'socket' ? `cannot ${spec.connect ? 'use' : 'listen on'} socket ${spec.path}` : `cannot open TAP ${ifname}`;
+      // TUNSETIFF says EINVAL for a name another kind of device has: say which, and what to do.
+      const other = spec.type === 'tap' ? nonTapKind(ifname) : undefined;
+      if (other !== undefined) {
+        throw new VswitchError('EEXIST', `${where}${what}: ${ifname} exists and is not a TAP (${other}): use --attach to add an existing interface as a port`);
+      }
       throw new VswitchError(code, `${where}${what}: ${(e as Error).message}`);
     }
   }
@@ -646,7 +841,7 @@ export class Vswitch {
     this.#owner.set(ifname, bname);
     this.#specs.set(ifname, spec);
     this.#applyGuard(ifname);
-    this.log.info({ event: 'port_added', bridge: bname, port: ifname, type: spec.type, vlan: vlan.toSpec(), ...(spec.type === 'socket' ? { path: spec.path, role: spec.connect ? 'connect' : 'listen' } : {}) }, 'port_added');
+    this.#note('info', { event: 'port_added', bridge: bname, port: ifname, type: spec.type, vlan: vlan.toSpec(), ...(spec.type === 'socket' ? { path: spec.path, role: spec.connect ? 'connect' : 'listen' } : {}) });
   }
 
   /** In-place changes of a running port: VLANs, MAC limit, storm control, guards. */
@@ -669,6 +864,15 @@ export class Vswitch {
       done.push(`stormcontrol ${name} ${after.stormPps ?? 0}`);
     }
     if (!same(before.guard, after.guard)) done.push(`guard ${name}`);
+    if ((before.persistent ?? false) !== (after.persistent ?? false)) {
+      const io = br.port(name)?.io;
+      try {
+        if (io instanceof TapIo) io.setPersistent(after.persistent ?? false);
+        done.push(`persistent ${name} ${after.persistent ? 'on' : 'off'}`);
+      } catch (e) {
+        this.log.error({ event: 'port_persist_failed', port: name, error: (e as Error).message }, 'port_persist_failed');
+      }
+    }
     this.#specs.set(name, after);
     return done;
   }
@@ -681,6 +885,7 @@ export class Vswitch {
       // What an operator must act on (ICMP without CAP_NET_RAW, no resolver, a forward that cannot listen) is a warning.
       if (/_unavailable$|_failed$|_dropped$|^dns_no_resolver$|^forward_error$|^rate_limited$/.test(e.event)) this.log.warn({ router: name, ...e }, e.event);
       else this.log.info({ router: name, ...e }, e.event);
+      this.monitor.emit({ router: name, ...e } as MonitorEvent);
     }, {
       bound: (port, mac, ip) => leaseBound(this.bridges.values(), port, mac, ip),
       gone: (port, mac, ip) => leaseGone(this.bridges.values(), port, mac, ip),
@@ -764,6 +969,38 @@ export class Vswitch {
 
 export function portSpec(p: PortConfig): AddPortSpec {
   return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, offload: p.offload, path: p.path, mode: p.mode, connect: p.connect, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs, stormPps: p.stormControl?.pps, guard: p.guard };
+}
+
+/** The guard switches in their stored form: absent keys (the default) left out. */
+function stableGuard(g: GuardSwitches): GuardSwitches {
+  return { ...(g.dhcp !== undefined ? { dhcp: g.dhcp } : {}), ...(g.ipSource !== undefined ? { ipSource: g.ipSource } : {}) };
+}
+
+/**
+ * What an existing interface `ifname` is when it is not a TUN/TAP device (sysfs:
+ * a TUN/TAP has tun_flags), e.g. "a veth" or "a bridge"; undefined when there is
+ * no such interface or it is a TAP.
+ */
+function nonTapKind(ifname: string): string | undefined {
+  const dir = `/sys/class/net/${ifname}`;
+  try {
+    readFileSync(`${dir}/type`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    readFileSync(`${dir}/tun_flags`, 'utf8');
+    return undefined;
+  } catch { /* not a TUN/TAP */ }
+  try {
+    const m = /^DEVTYPE=(.+)$/m.exec(readFileSync(`${dir}/uevent`, 'utf8'));
+    if (m) return `a ${m[1]}`;
+  } catch { /* no uevent */ }
+  try {
+    readFileSync(`${dir}/device/uevent`, 'utf8');
+    return 'a NIC';
+  } catch { /* virtual */ }
+  return 'an interface of another kind';
 }
 
 /** IFF_LOOPBACK in the interface's flags (sysfs), as ip-link(8) reports LOOPBACK. */
