@@ -3,9 +3,13 @@
  * when the daemon is not there or the socket is not ours to use. A refusal because
  * the daemon has its maximum of control connections open (EAGAIN) is retried
  * within the same 10 s budget, so parallel scripts wait rather than fail.
+ * `stream` is the long-lived kind (`monitor`): one request, its reply, then one
+ * event per line until the daemon or the user ends it.
  */
 import { createConnection } from 'node:net';
 import { VswitchError } from './errors.js';
+
+export const DEFAULT_SOCKET = '/run/vswitch/vswitch.sock';
 
 const TIMEOUT_MS = 10_000;
 
@@ -64,4 +68,52 @@ function connectError(path: string, e: NodeJS.ErrnoException): VswitchError {
     default:
       return new VswitchError(e.code ?? 'EIO', `cannot reach the daemon on ${path}: ${e.message}`);
   }
+}
+
+/**
+ * Sends `cmd` and hands every line after its `ok` reply to `onLine` until the
+ * daemon closes the connection (resolves) or SIGINT/SIGTERM (resolves). A refused
+ * request rejects as `request` does.
+ */
+export function stream(path: string, cmd: string, args: Record<string, unknown>, onLine: (line: string) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(path);
+    let buf = '';
+    let answered = false;
+    const stop = (): void => {
+      sock.destroy();
+      resolve();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    const done = (e?: Error): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      if (e) reject(e);
+      else resolve();
+    };
+    sock.setEncoding('utf8');
+    sock.on('connect', () => sock.write(JSON.stringify({ id: 1, cmd, args }) + '\n'));
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!answered) {
+          answered = true;
+          const res = JSON.parse(line) as { ok: boolean; error?: { code: string; message: string } };
+          if (!res.ok) {
+            sock.destroy();
+            done(new VswitchError(res.error?.code ?? 'EINTERNAL', res.error?.message ?? 'unknown error'));
+            return;
+          }
+          continue;
+        }
+        onLine(line);
+      }
+    });
+    sock.on('error', (e: NodeJS.ErrnoException) => done(answered ? undefined : connectError(path, e)));
+    sock.on('close', () => done());
+  });
 }

@@ -1,0 +1,576 @@
+/*
+ * The `vswitch` command line: the daemon and the brctl/bridge(8)-style verbs that
+ * talk to it, defined once here with commander. Everything that describes the
+ * commands is derived from these definitions: `--help`, the shell completions and
+ * the man page (docs.ts), and the verb table of packages/cli/README.md is checked
+ * against them (cli.test.ts). bridge(8)-style keyword arguments (`dev X vid 10
+ * pvid`) are declared with `keywords()` so that parser, completion and man page
+ * share one grammar.
+ *
+ * Exit status: 0 ok, 1 error (one line on stderr), 2 usage error (commander's own,
+ * and UsageError from the checks below).
+ */
+import { resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import Table from 'cli-table3';
+import { DEFAULT_SOCKET, request, stream } from './client.js';
+import { loadConfig, METRICS_LISTEN } from './config.js';
+import { VERSION } from './version.js';
+import { LOG_LEVELS } from './daemon/log.js';
+
+export { DEFAULT_SOCKET };
+
+export class UsageError extends Error {}
+
+/** A keyword grammar: words followed by a value (with a placeholder, or a closed set of choices), and bare words. */
+export interface KeywordSpec {
+  values: Record<string, { name: string; choices?: string[]; complete?: Completion }>;
+  flags: string[];
+}
+
+/** What a shell may offer for an argument: names the daemon knows, files, or nothing. */
+export type Completion = 'bridges' | 'ports' | 'routers' | 'networks' | 'file' | 'none';
+
+const KEYWORDS = new WeakMap<Command, KeywordSpec>();
+const ARG_COMPLETION = new WeakMap<Command, Completion[]>();
+const OPTION_COMPLETION = new WeakMap<Option, Completion>();
+
+export function keywordsOf(cmd: Command): KeywordSpec | undefined {
+  return KEYWORDS.get(cmd);
+}
+export function argCompletion(cmd: Command): Completion[] {
+  return ARG_COMPLETION.get(cmd) ?? [];
+}
+export function optionCompletion(opt: Option): Completion | undefined {
+  return OPTION_COMPLETION.get(opt);
+}
+
+function keywords(cmd: Command, spec: KeywordSpec): Command {
+  KEYWORDS.set(cmd, spec);
+  return cmd;
+}
+function completes(cmd: Command, ...kinds: Completion[]): Command {
+  ARG_COMPLETION.set(cmd, kinds);
+  return cmd;
+}
+function opt(flags: string, description: string, complete?: Completion): Option {
+  const o = new Option(flags, description);
+  if (complete !== undefined) OPTION_COMPLETION.set(o, complete);
+  return o;
+}
+const json = (): Option => new Option('-j, --json', 'machine-readable output (JSON)');
+
+/** bridge(8)-style keyword arguments: `dev X vid 10-20 pvid untagged`. */
+export function words(list: string[], spec: KeywordSpec): Record<string, string | true> {
+  const out: Record<string, string | true> = {};
+  for (let i = 0; i < list.length; i++) {
+    const w = list[i];
+    if (Object.hasOwn(spec.values, w)) {
+      if (i + 1 >= list.length) throw new UsageError(`'${w}' needs a value (${spec.values[w].name})`);
+      const v = list[++i];
+      const choices = spec.values[w].choices;
+      if (choices !== undefined && !choices.includes(v)) throw new UsageError(`'${w}' takes ${choices.join(', ')}; got '${v}'`);
+      out[w] = v;
+    } else if (spec.flags.includes(w)) {
+      out[w] = true;
+    } else {
+      throw new UsageError(`unexpected '${w}'`);
+    }
+  }
+  return out;
+}
+
+function need(w: Record<string, string | true>, key: string, usage: string): string {
+  const v = w[key];
+  if (typeof v !== 'string') throw new UsageError(`missing '${key}': usage: ${usage}`);
+  return v;
+}
+
+function print(data: unknown, asJson: boolean, render: (d: any) => string): void {
+  process.stdout.write(asJson ? JSON.stringify(data, null, 2) + '\n' : render(data));
+}
+
+function table(head: string[], rows: (string | number)[][]): string {
+  const t = new Table({
+    head,
+    style: { head: [], border: [], compact: true, 'padding-left': 0, 'padding-right': 2 },
+    chars: {
+      top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '',
+      'bottom-right': '', left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '',
+    },
+  });
+  t.push(...rows.map((r) => r.map(String)));
+  return t.toString().split('\n').map((l) => l.trimEnd()).join('\n') + '\n';
+}
+
+function vlanSummary(v: { mode: string; pvid: number; members: { vid: number; untagged: boolean }[] }): string {
+  const tagged = v.members.filter((m) => !m.untagged).map((m) => m.vid);
+  const untagged = v.members.filter((m) => m.untagged).map((m) => m.vid);
+  if (v.mode === 'access') return `access ${v.pvid}`;
+  if (v.mode === 'trunk') return `trunk ${compact(tagged)}${v.pvid ? ` native ${v.pvid}` : ''}`;
+  return `hybrid tagged ${compact(tagged) || '-'} untagged ${compact(untagged) || '-'} pvid ${v.pvid || '-'}`;
+}
+
+/** [1,2,3,7] -> "1-3,7" */
+function compact(vids: number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < vids.length;) {
+    let j = i;
+    while (j + 1 < vids.length && vids[j + 1] === vids[j] + 1) j++;
+    out.push(i === j ? `${vids[i]}` : `${vids[i]}-${vids[j]}`);
+    i = j + 1;
+  }
+  return out.join(',');
+}
+
+/** `show`'s options column: guards, storm control, MAC limit, persistence. */
+export function portOptions(p: any): string {
+  const out: string[] = [];
+  if (p.guard) out.push(p.guard.dhcp && p.guard.ipSource ? 'guard' : p.guard.dhcp ? 'guard dhcp-only' : 'guard ip-only');
+  if (p.stormControl) out.push(`storm ${p.stormControl.pps}/s`);
+  if (p.maxMacs) out.push(`max-macs ${p.maxMacs}`);
+  if (p.persistent === true) out.push('persistent');
+  return out.join(', ') || '-';
+}
+
+function parseVid(s: string): number {
+  if (!/^\d+$/.test(s)) throw new UsageError(`bad VLAN ID '${s}'`);
+  return Number(s);
+}
+
+function parseVidRange(s: string): [number, number] {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(s);
+  if (!m) throw new UsageError(`bad VID or range '${s}' (expected VID or VID-VID)`);
+  return [Number(m[1]), Number(m[2] ?? m[1])];
+}
+
+function parseVidList(s: string): number[] {
+  return s.split(',').flatMap((part) => {
+    const [a, b] = parseVidRange(part);
+    const out = [];
+    for (let v = a; v <= b && out.length <= 4096; v++) out.push(v);
+    return out;
+  });
+}
+
+function parseCount(s: string, what: string, off?: string): number {
+  if (off !== undefined && s === off) return 0;
+  if (!/^\d+$/.test(s)) throw new UsageError(`bad ${what} '${s}' (a whole number${off !== undefined ? ` or ${off}` : ''})`);
+  return Number(s);
+}
+
+/**
+ * `--socket` is both the program's control-socket option and addif's port socket, and
+ * commander hands every occurrence to the program. For addif they are told apart by
+ * position: before the subcommand the control socket, after it the port's socket.
+ */
+function splitSocketArgs(argv: string[], sub: string): { control?: string; port?: string } {
+  const out: { control?: string; port?: string } = {};
+  let afterSub = false;
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') break;
+    let v: string | undefined;
+    if (a === '--socket') v = argv[++i];
+    else if (a.startsWith('--socket=')) v = a.slice('--socket='.length);
+    else if (!afterSub && a === sub) afterSub = true;
+    if (v !== undefined) out[afterSub ? 'port' : 'control'] = v;
+  }
+  return out;
+}
+
+/** "yes, 4 leases/guarded port" from a network's dhcpPolicy (router show). */
+function dhcpCell(p: any): string {
+  const cap = p?.maxLeasesPerPort;
+  if (cap === undefined) return 'yes';
+  if (cap.guarded === null && cap.unguarded === null) return 'yes, no lease cap';
+  if (cap.unguarded === null) return `yes, ${cap.guarded} leases/guarded port`;
+  return `yes, ${cap.guarded} leases/port`;
+}
+
+/** `router show`: the per-port rate limits, and the ports they dropped frames of. */
+function limitsText(r: any): string {
+  const l = r.limits;
+  if (!l) return '';
+  const rate = (v: number): string => (v > 0 ? `${v}/s` : 'off');
+  let out = `limits per port: dhcp ${rate(l.dhcp)}, arp ${rate(l.arp)}, icmp ${rate(l.icmp)}, dns ${rate(l.dns)}, icmp errors ${rate(l.icmpErrors)}\n`;
+  const rows = r.networks.flatMap((n: any) => (n.rateLimited?.ports ?? []).map((p: any) => [
+    n.name, p.port || '-', ...['dhcp', 'arp', 'icmp', 'dns', 'icmp_errors'].map((k) => p.dropped[k]), p.limited.join(',') || '-',
+  ]));
+  if (rows.length > 0) out += `rate-limited drops:\n${table(['network', 'port', 'dhcp', 'arp', 'icmp', 'dns', 'icmp errors', 'limited now'], rows)}`;
+  return out;
+}
+
+/** "config", "runtime" (the CLI), or "config, vlan: runtime" for a file object whose settings the CLI changed. */
+function from(o: { source?: string; overrides?: string[]; router?: string }): string {
+  if (o.router !== undefined) return `router ${o.router}`;
+  if (o.source === undefined) return '';
+  return o.overrides?.length ? `${o.source}, ${o.overrides.join(', ')}: runtime` : o.source;
+}
+
+/** One line of `vswitch monitor` for an event, as `bridge monitor` prints them. */
+export function monitorLine(e: any): string {
+  const t = typeof e.time === 'string' ? e.time.slice(11, 23) : '';
+  const at = (r: any): string => (r.router !== undefined ? ` (${r.router}${r.network ? `/${r.network}` : ''})` : r.bridge !== undefined ? ` (${r.bridge})` : '');
+  let text: string;
+  switch (e.event) {
+    case 'mac_learned': text = `mac ${e.mac} vlan ${e.vlan} learned on ${e.port}`; break;
+    case 'mac_moved': text = `mac ${e.mac} vlan ${e.vlan} moved to ${e.port}`; break;
+    case 'mac_aged': text = `${e.count} mac entr${e.count === 1 ? 'y' : 'ies'} aged out`; break;
+    case 'mac_limit': text = `port ${e.port} at its MAC limit ${e.limit}: ${e.mac} vlan ${e.vlan} refused`; break;
+    case 'port_up': text = `port ${e.port} up (${e.reason})`; break;
+    case 'port_down': text = `port ${e.port} down (${e.reason})`; break;
+    case 'port_added': text = `port ${e.port} added (${e.type})`; break;
+    case 'port_removed': text = `port ${e.port} removed`; break;
+    case 'port_failed': text = `port ${e.port} failed: ${e.error}`; break;
+    case 'bridge_added': text = `bridge ${e.bridge} added`; break;
+    case 'bridge_deleted': text = `bridge ${e.bridge} deleted`; break;
+    case 'dhcp_ack': text = `lease ${e.ip} granted to ${e.mac}${e.port ? ` on ${e.port}` : ''}`; break;
+    case 'dhcp_nak': text = `NAK to ${e.mac}${e.port ? ` on ${e.port}` : ''}`; break;
+    case 'dhcp_expired': text = `${e.count} lease${e.count === 1 ? '' : 's'} expired`; break;
+    case 'uplink_up': text = `uplink ${e.interface} up`; break;
+    case 'uplink_down': text = `uplink ${e.interface} down (${e.reason})`; break;
+    case 'config_applied': text = `reload applied: ${e.changes.length ? e.changes.join('; ') : 'no changes'}`; break;
+    case 'config_refused': text = `reload refused: ${e.error}`; break;
+    case 'events_dropped': text = `${e.count} events dropped (${e.reason})`; break;
+    case 'events_suppressed': text = `${e.count} ${e.kind} events not shown (over ${e.kind === 'mac_learned' ? 'the per-second budget' : 'budget'})`; break;
+    default: {
+      const { time: _t, event: _e, router: _r, network: _n, bridge: _b, ...rest } = e;
+      text = `${e.event}${Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : ''}`;
+    }
+  }
+  return `${t ? `[${t}] ` : ''}${text}${at(e)}\n`;
+}
+
+export interface ProgramHooks {
+  /** Runs the daemon (main.ts wires it to daemon/run.ts, so that building the program loads no daemon code). */
+  daemon?: (o: { config?: string; socket?: string; logLevel?: string; metricsListen?: string; stateDir?: string }) => Promise<void>;
+  argv?: string[];
+}
+
+/** The whole command tree. */
+export function buildProgram(hooks: ProgramHooks = {}): Command {
+  const program = new Command('vswitch')
+    .description('userspace virtual switch and router: learning L2 bridges with 802.1Q VLANs over TAP, attached and socket ports, '
+      + 'routers with DHCP and NAT; the daemon and the brctl/bridge(8)-style commands that drive it over its control socket')
+    .version(`vswitch ${VERSION}`, '-V, --version', 'print the version and exit')
+    .addOption(opt('--socket <path>', `control socket (env VSWITCH_SOCKET, default ${DEFAULT_SOCKET})`, 'file'))
+    .addOption(json())
+    .helpOption('-h, --help', 'show help for a command')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  program.helpCommand('help [command]', 'show help for a command');
+
+  const argv = (): string[] => hooks.argv ?? process.argv;
+  const socketPath = (): string => program.opts().socket ?? process.env.VSWITCH_SOCKET ?? DEFAULT_SOCKET;
+  const call = (cmd: string, args: Record<string, unknown> = {}): Promise<unknown> => request(socketPath(), cmd, args);
+  // -j/--json is the program's (commander gives a subcommand's occurrence to the program too): iproute2's `ip -j`.
+  const asJson = (): boolean => program.opts().json === true;
+
+  program.command('daemon')
+    .description('run the switch daemon in the foreground (logs on stderr; SIGHUP reloads, SIGTERM stops)')
+    .addOption(opt('--config <file>', 'YAML config file (default: built in, one empty bridge br0)', 'file'))
+    .addOption(opt('--state-dir <dir>', 'where leases, runtime state and forwards are kept (default from config: /var/lib/vswitch)', 'file'))
+    .addOption(new Option('--log-level <level>', 'log level (default from config: info)').choices(LOG_LEVELS))
+    .addOption(opt('--metrics <host:port>', 'Prometheus endpoint (default from config: 127.0.0.1:9464; "off" disables)', 'none'))
+    .action(async (o: { config?: string; logLevel?: string; metrics?: string; stateDir?: string }) => {
+      if (o.metrics !== undefined && !METRICS_LISTEN.test(o.metrics)) throw new UsageError(`--metrics must be HOST:PORT or off, got '${o.metrics}'`);
+      if (hooks.daemon === undefined) throw new Error('no daemon in this build of the program');
+      await hooks.daemon({ config: o.config, socket: program.opts().socket, logLevel: o.logLevel, metricsListen: o.metrics, stateDir: o.stateDir });
+    });
+
+  program.command('reload').description('re-read the daemon\'s config file and apply the difference (as SIGHUP); exit 1 if it is refused')
+    .action(async () => {
+      const r = await call('reload') as { changes: string[] };
+      process.stdout.write(r.changes.length ? r.changes.map((c) => `${c}\n`).join('') : 'no changes\n');
+    });
+
+  const config = program.command('config').description('the config file');
+  completes(config.command('check').argument('<file>', 'YAML config file')
+    .description('validate a config file without a daemon (as nginx -t): exit 0 if the daemon would accept it, 1 with its errors if not'), 'file')
+    .action((file: string) => {
+      const c = loadConfig(file);
+      const ports = Object.values(c.bridges).reduce((n, b) => n + Object.keys(b.ports).length, 0);
+      const nets = Object.values(c.routers).reduce((n, r) => n + Object.keys(r.networks).length, 0);
+      process.stdout.write(`${file}: ok (${Object.keys(c.bridges).length} bridges, ${ports} ports, `
+        + `${Object.keys(c.routers).length} routers, ${nets} networks)\n`);
+    });
+
+  completes(program.command('addbr').argument('<bridge>').description('create a bridge'), 'none')
+    .action(async (bridge: string) => { await call('addbr', { bridge }); });
+
+  completes(program.command('delbr').argument('<bridge>').description('delete a bridge and its ports (a bridge carrying router networks is refused)'), 'bridges')
+    .action(async (bridge: string) => { await call('delbr', { bridge }); });
+
+  completes(program.command('addif').argument('<bridge>').argument('<ifname>'), 'bridges', 'none')
+    .description('add a port: a TAP the daemon creates, an existing interface with --attach, or a QEMU socket with --socket')
+    .option('--attach', 'attach an existing interface (NIC, veth, hypervisor TAP) via AF_PACKET')
+    .addOption(opt('--socket <path>', 'a socket port: listen on this Unix socket for a VM (QEMU -netdev stream,addr.type=unix,addr.path=PATH); '
+      + 'the control socket then goes before addif or in VSWITCH_SOCKET', 'file'))
+    .option('--mode <octal>', 'socket port: mode of the socket file (default 0600)')
+    .option('--connect', 'socket port: connect to PATH where QEMU listens (-netdev stream,server=on,...) and reconnect after restarts')
+    .option('--persistent', 'TAP: keep the device when the daemon exits')
+    .option('--vlan <vid>', 'access port in this VLAN')
+    .option('--trunk <vids>', 'trunk port carrying these VLANs tagged (e.g. 10,20,100-110)')
+    .option('--native <vid>', 'trunk: native VLAN, untagged')
+    .option('--max-macs <n>', 'limit of MAC addresses learned on this port')
+    .action(async (bridge: string, ifname: string, o: Record<string, string | true | undefined>) => {
+      if (o.vlan !== undefined && o.trunk !== undefined) throw new UsageError('--vlan and --trunk exclude each other');
+      if (o.native !== undefined && o.trunk === undefined) throw new UsageError('--native needs --trunk');
+      const vlan = o.vlan !== undefined
+        ? { mode: 'access', vid: parseVid(o.vlan as string) }
+        : o.trunk !== undefined
+          ? { mode: 'trunk', allowed: parseVidList(o.trunk as string), ...(o.native !== undefined ? { native: parseVid(o.native as string) } : {}) }
+          : undefined;
+      const maxMacs = o.maxMacs !== undefined ? Number(o.maxMacs) : undefined;
+      if (maxMacs !== undefined && !(Number.isInteger(maxMacs) && maxMacs >= 0)) throw new UsageError('--max-macs must be a non-negative integer');
+      const sockets = splitSocketArgs(argv(), 'addif');
+      if (o.mode !== undefined && sockets.port === undefined) throw new UsageError('--mode needs --socket');
+      if (o.connect !== undefined && sockets.port === undefined) throw new UsageError('--connect needs --socket');
+      if (o.connect !== undefined && o.mode !== undefined) throw new UsageError('--connect and --mode exclude each other (the socket file is QEMU\'s)');
+      if (sockets.port !== undefined && (o.attach !== undefined || o.persistent !== undefined)) throw new UsageError('--socket excludes --attach and --persistent');
+      const control = sockets.control ?? process.env.VSWITCH_SOCKET ?? DEFAULT_SOCKET;
+      const socket = sockets.port !== undefined ? resolve(sockets.port) : undefined;
+      await request(control, 'addif', { bridge, ifname, attach: o.attach === true, persistent: o.persistent === true, vlan, maxMacs, socket, mode: o.mode, connect: o.connect === true });
+    });
+
+  completes(program.command('delif').argument('<bridge>').argument('<ifname>').description('remove a port and everything it held'), 'bridges', 'ports')
+    .action(async (bridge: string, ifname: string) => { await call('delif', { bridge, ifname }); });
+
+  completes(program.command('show').argument('[bridge]').addOption(json())
+    .description('show bridges and their ports: state, VLANs, options (guard, storm, max-macs, persistent) and where each comes from'), 'bridges')
+    .action(async (bridge: string | undefined) => {
+      const data = await call('show', { bridge }) as any[];
+      print(data, asJson(), (brs) => table(['bridge name', 'macs', 'port', 'kind', 'state', 'vlan', 'options', 'from', 'bridge from'],
+        brs.flatMap((b: any) => [
+          ...(b.ports.length === 0 && !b.failed?.length ? [{ name: '', kind: '', state: '', vlan: null, empty: true }] : b.ports),
+          ...(b.failed ?? []).map((f: any) => ({ name: f.name, kind: '', state: `failed (${f.reason})`, vlan: null, source: f.source, empty: true })),
+        ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
+          p.state === 'down' ? `down (${p.downReason})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.empty ? '' : portOptions(p),
+          p.name ? from(p) : '', i === 0 ? from(b) : '']))));
+    });
+
+  completes(program.command('showmacs').argument('<bridge>').addOption(json()).description('show the MAC table of a bridge'), 'bridges')
+    .action(async (bridge: string) => {
+      print(await call('showmacs', { bridge }), asJson(), (rows) => table(['port', 'vlan', 'mac addr', 'static', 'ageing timer'],
+        rows.map((r: any) => [r.port, r.vlan, r.mac, r.static ? 'yes' : 'no', r.static ? '' : r.ageSec.toFixed(1)])));
+    });
+
+  completes(program.command('setageing').argument('<bridge>').argument('<seconds>').description('set the MAC ageing time (0: no learning, flood everything)'), 'bridges', 'none')
+    .action(async (bridge: string, seconds: string) => {
+      if (!/^\d+(\.\d+)?$/.test(seconds)) throw new UsageError(`bad ageing time '${seconds}'`);
+      await call('setageing', { bridge, seconds: Number(seconds) });
+    });
+
+  const port = program.command('port').description('port options at runtime (kept across restarts, as every change)');
+  const portSetKw: KeywordSpec = {
+    values: {
+      guard: { name: 'on|off|dhcp-only|default', choices: ['on', 'off', 'dhcp-only', 'default'] },
+      storm: { name: 'PPS|off' },
+      'max-macs': { name: 'N' },
+      persistent: { name: 'on|off', choices: ['on', 'off'] },
+    },
+    flags: [],
+  };
+  completes(keywords(port.command('set').argument('<ifname>').argument('<words...>')
+    .usage('IFNAME [guard on|off|dhcp-only|default] [storm PPS|off] [max-macs N] [persistent on|off]')
+    .description('change a port in place (device, MAC entries and counters stay): anti-spoofing guards (DHCP guard and IP source guard; '
+      + 'default: the policy), storm control (flooded frames per second), MAC limit (0: none), TAP persistence'), portSetKw), 'ports')
+    .action(async (ifname: string, list: string[]) => {
+      const w = words(list, portSetKw);
+      const args: Record<string, unknown> = { ifname };
+      if (w.guard !== undefined) args.guard = w.guard;
+      if (w.storm !== undefined) args.storm = parseCount(w.storm as string, 'storm rate', 'off');
+      if (w['max-macs'] !== undefined) args.maxMacs = parseCount(w['max-macs'] as string, 'MAC limit');
+      if (w.persistent !== undefined) args.persistent = w.persistent === 'on';
+      if (Object.keys(args).length === 1) throw new UsageError('nothing to set: guard, storm, max-macs or persistent');
+      await call('port.set', args);
+    });
+
+  const vlan = program.command('vlan').description('VLAN membership of ports, as bridge(8) vlan');
+  const vlanAddKw: KeywordSpec = { values: { dev: { name: 'IFNAME', complete: 'ports' }, vid: { name: 'VID[-VID]' } }, flags: ['pvid', 'untagged'] };
+  keywords(vlan.command('add').argument('<words...>').usage('dev IFNAME vid VID[-VID] [pvid] [untagged] [--force]')
+    .description('add VLAN membership; a change that would move the PVID of a port or switch its default guards off is refused without --force'), vlanAddKw)
+    .option('--force', 'do it even if the port\'s untagged traffic moves to another VLAN or its guards go off (the consequences are printed)')
+    .action(async (list: string[], o: { force?: boolean }) => {
+      const w = words(list, vlanAddKw);
+      const usage = 'vlan add dev IFNAME vid VID[-VID] [pvid] [untagged] [--force]';
+      const [lo, hi] = parseVidRange(need(w, 'vid', usage));
+      const r = await call('vlan.add', { ifname: need(w, 'dev', usage), from: lo, to: hi, pvid: w.pvid === true, untagged: w.untagged === true, force: o.force === true }) as { warnings?: string[] } | null;
+      for (const warning of r?.warnings ?? []) process.stderr.write(`vswitch: warning: done with --force: ${warning}\n`);
+    });
+  const vlanDelKw: KeywordSpec = { values: { dev: { name: 'IFNAME', complete: 'ports' }, vid: { name: 'VID[-VID]' } }, flags: [] };
+  keywords(vlan.command('del').argument('<words...>').usage('dev IFNAME vid VID[-VID]').description('remove VLAN membership'), vlanDelKw)
+    .action(async (list: string[]) => {
+      const w = words(list, vlanDelKw);
+      const usage = 'vlan del dev IFNAME vid VID[-VID]';
+      const [lo, hi] = parseVidRange(need(w, 'vid', usage));
+      await call('vlan.del', { ifname: need(w, 'dev', usage), from: lo, to: hi });
+    });
+  const vlanShowKw: KeywordSpec = { values: { dev: { name: 'IFNAME', complete: 'ports' } }, flags: [] };
+  keywords(vlan.command('show').argument('[words...]').usage('[dev IFNAME] [--json]').addOption(json()).description('VLAN memberships per port'), vlanShowKw)
+    .action(async (list: string[]) => {
+      const w = words(list, vlanShowKw);
+      print(await call('vlan.show', { ifname: w.dev }), asJson(), (rows) => table(['port', 'vlan-id', 'flags'],
+        rows.flatMap((r: any) => r.vlans.map((v: any, i: number) => [i === 0 ? r.port : '', v.vid,
+          [v.pvid ? 'PVID' : '', v.untagged ? 'Egress Untagged' : ''].filter(Boolean).join(' ')]))));
+    });
+
+  const fdb = program.command('fdb').description('MAC table entries, as bridge(8) fdb');
+  const fdbAddKw: KeywordSpec = { values: { dev: { name: 'IFNAME', complete: 'ports' }, vlan: { name: 'VID' } }, flags: ['static', 'permanent', 'master'] };
+  keywords(fdb.command('add').argument('<mac>').argument('<words...>').usage('MAC dev IFNAME [vlan VID]')
+    .description('add a static entry (VLAN defaults to the port\'s PVID); it never ages or moves'), fdbAddKw)
+    .action(async (mac: string, list: string[]) => {
+      const w = words(list, fdbAddKw);
+      await call('fdb.add', { mac, ifname: need(w, 'dev', 'fdb add MAC dev IFNAME [vlan VID]'), vlan: w.vlan ? parseVid(w.vlan as string) : undefined });
+    });
+  const fdbDelKw: KeywordSpec = { values: { dev: { name: 'IFNAME', complete: 'ports' }, vlan: { name: 'VID' } }, flags: ['master'] };
+  keywords(fdb.command('del').argument('<mac>').argument('<words...>').usage('MAC dev IFNAME [vlan VID]')
+    .description('remove an entry, static or learned'), fdbDelKw)
+    .action(async (mac: string, list: string[]) => {
+      const w = words(list, fdbDelKw);
+      await call('fdb.del', { mac, ifname: need(w, 'dev', 'fdb del MAC dev IFNAME [vlan VID]'), vlan: w.vlan ? parseVid(w.vlan as string) : undefined });
+    });
+  const fdbFlushKw: KeywordSpec = {
+    values: { br: { name: 'BRIDGE', complete: 'bridges' }, dev: { name: 'IFNAME', complete: 'ports' }, vlan: { name: 'VID' } },
+    flags: ['dynamic'],
+  };
+  keywords(fdb.command('flush').argument('[words...]').usage('[br BRIDGE] [dev IFNAME] [vlan VID] [dynamic]')
+    .description('remove the entries of a bridge, port and/or VLAN (all when none is named): learned ones, and static ones '
+      + '(kept removed, as fdb del) unless dynamic'), fdbFlushKw)
+    .action(async (list: string[]) => {
+      const w = words(list, fdbFlushKw);
+      const r = await call('fdb.flush', {
+        bridge: w.br, ifname: w.dev, vlan: w.vlan !== undefined ? parseVid(w.vlan as string) : undefined, dynamic: w.dynamic === true,
+      }) as { learned: number; static: number };
+      print(r, asJson(), (x) => `flushed ${x.learned + x.static} entries (${x.learned} learned, ${x.static} static)\n`);
+    });
+  const fdbShowKw: KeywordSpec = { values: { br: { name: 'BRIDGE', complete: 'bridges' } }, flags: [] };
+  keywords(fdb.command('show').argument('[words...]').usage('[br BRIDGE] [--json]').addOption(json())
+    .description('all entries, static and learned'), fdbShowKw)
+    .action(async (list: string[]) => {
+      const w = words(list, fdbShowKw);
+      print(await call('fdb.show', { bridge: w.br }), asJson(), (rows) =>
+        rows.map((r: any) => `${r.mac} dev ${r.port} vlan ${r.vlan} master ${r.bridge}${r.static ? ' static' : ''}\n`).join(''));
+    });
+
+  program.command('monitor').addOption(json())
+    .description('print the daemon\'s events as they happen (MACs learned/moved/aged, ports, leases, uplinks, reloads) until interrupted')
+    .option('--stats', 'print the monitor clients the daemon serves and the events each missed, then exit')
+    .action(async (o: { stats?: boolean }) => {
+      if (o.stats) {
+        print(await call('monitor.stats'), asJson(), (s) => `events ${s.events}, dropped ${s.dropped}, suppressed ${s.suppressed}\n`
+          + table(['client', 'sent', 'dropped', 'pending bytes'], s.clients.map((c: any) => [c.id, c.sent, c.dropped, c.pending])));
+        return;
+      }
+      await stream(socketPath(), 'monitor', {}, (line) => {
+        if (asJson()) process.stdout.write(`${line}\n`);
+        else process.stdout.write(monitorLine(JSON.parse(line)));
+      });
+    });
+
+  const router = program.command('router').description('routers (NAT mode)');
+  completes(router.command('show').argument('[router]').addOption(json()).description('networks, uplink, limits and counters of the routers'), 'routers')
+    .action(async (name: string | undefined) => {
+      print(await call('router.show', { router: name }), asJson(), (rs) => rs.map((r: any) =>
+        `router ${r.name}: uplink ${r.uplink?.kind === 'host' ? `host (the host's own address; DNS via ${r.uplink.resolver || 'no resolver'}; ICMP ${r.uplink.icmp})`
+          : r.uplink ? `${r.uplink.interface} ${r.uplink.address} (${r.uplink.mac}) gateway ${r.uplink.gateway || '-'} ${r.uplink.state}` : 'none'}\n` +
+        (r.forwards && r.forwards !== 'ok' ? `forwards: ${r.forwards}\n` : '') +
+        table(['network', 'vlan', 'address', 'dhcp', 'state'], r.networks.map((n: any) => [n.name, n.vlan, n.address, n.dhcp ? dhcpCell(n.dhcpPolicy) : 'no', n.state ?? 'ok'])) +
+        limitsText(r)).join('\n'));
+    });
+
+  const dhcp = program.command('dhcp').description('the routers\' DHCP servers');
+  dhcp.command('leases').addOption(opt('--network <name>', 'only this network', 'networks')).addOption(json()).description('leases and offers')
+    .action(async (o: { network?: string }) => {
+      print(await call('dhcp.leases', { network: o.network }), asJson(), (rows) => table(
+        ['network', 'ip', 'mac', 'state', 'hostname', 'expires in'],
+        rows.map((l: any) => [l.network, l.ip, l.mac, l.state, l.hostname || '-', `${l.expiresInSec}s`])));
+    });
+  const reservation = dhcp.command('reservation').description('static DHCP reservations (MAC -> address), kept across restarts');
+  completes(reservation.command('add').argument('<network>').argument('<mac>').argument('<ip>').option('--hostname <name>', 'sent as option 12')
+    .description('reserve IP for MAC in NETWORK; refused if the address is leased to another client or outside the network'), 'networks', 'none', 'none')
+    .action(async (network: string, mac: string, ip: string, o: { hostname?: string }) => {
+      await call('dhcp.reservation.add', { network, mac, ip, hostname: o.hostname });
+    });
+  completes(reservation.command('del').argument('<network>').argument('<mac>').description('remove the reservation of MAC in NETWORK'), 'networks', 'none')
+    .action(async (network: string, mac: string) => { await call('dhcp.reservation.del', { network, mac }); });
+  reservation.command('show').addOption(opt('--network <name>', 'only this network', 'networks')).addOption(json())
+    .description('reservations, with their source (config or runtime)')
+    .action(async (o: { network?: string }) => {
+      print(await call('dhcp.reservation.show', { network: o.network }), asJson(), (rows) => table(
+        ['network', 'mac', 'ip', 'hostname', 'from'], rows.map((r: any) => [r.network, r.mac, r.ip, r.hostname ?? '-', r.source])));
+    });
+
+  const nat = program.command('nat').description('NAT sessions and port forwards');
+  nat.command('sessions').addOption(opt('--router <name>', 'only this router', 'routers')).addOption(json()).description('active NAPT sessions')
+    .action(async (o: { router?: string }) => {
+      print(await call('nat.sessions', { router: o.router }), asJson(), (rows) => table(
+        ['proto', 'inside', 'public port', 'remote', 'state', 'idle', 'expires in'],
+        rows.map((s: any) => [s.proto, s.inside, s.publicPort, s.remote, s.state, `${s.idleSec}s`, s.expiresInSec === undefined ? '-' : `${s.expiresInSec}s`])));
+    });
+  const fwd = nat.command('forward').description('port forwards from the uplink address to inside hosts');
+  fwd.command('add').argument('<proto>', 'tcp or udp').argument('<public>', 'public port or range, e.g. 8080 or 8000-8010')
+    .argument('<inside>', 'inside IP[:port], e.g. 10.0.10.50:80').addOption(opt('--router <name>', 'the router (needed when there are several)', 'routers'))
+    .description('add a port forward at runtime (kept in the state directory)')
+    .action(async (proto: string, pub: string, inside: string, o: { router?: string }) => {
+      await call('nat.forward.add', { router: o.router, proto, public: pub, inside });
+    });
+  fwd.command('del').argument('<proto>', 'tcp or udp').argument('<public>', 'public port or range')
+    .addOption(opt('--router <name>', 'the router (needed when there are several)', 'routers'))
+    .description('remove a runtime forward (config forwards are changed in the file)')
+    .action(async (proto: string, pub: string, o: { router?: string }) => {
+      await call('nat.forward.del', { router: o.router, proto, public: pub });
+    });
+  fwd.command('show').addOption(opt('--router <name>', 'only this router', 'routers')).addOption(json())
+    .description('forwards, with their source (config or runtime) and listening state')
+    .action(async (o: { router?: string }) => {
+      print(await call('nat.forward.show', { router: o.router }), asJson(), (rows) => table(
+        ['router', 'proto', 'public', 'inside', 'source', 'listen'],
+        rows.map((f: any) => [f.router, f.proto, f.public, f.inside, f.source, f.listen === undefined ? '-' : `${f.listen} ${f.state}`])));
+    });
+
+  completes(program.command('stats').argument('[bridge]').addOption(json()).description('per-port counters and drops by reason; MAC table counters'), 'bridges')
+    .action(async (bridge: string | undefined) => {
+      print(await call('stats', { bridge }), asJson(), (brs) => brs.map((b: any) =>
+        `bridge ${b.name}: macs ${b.fdb.size} learned ${b.fdb.learned} moved ${b.fdb.moved} aged ${b.fdb.aged} evicted ${b.fdb.evicted}` +
+        ` refused ${b.fdb.refusedPortLimit + b.fdb.refusedStatic + b.fdb.refusedFull + (b.fdb.refusedBound ?? 0)}` +
+        ` flooded ${b.forwarding.floodedGroup + b.forwarding.floodedUnknown} forwarded ${b.forwarding.forwarded}\n` +
+        table(['port', 'state', 'macs', 'rx frames', 'rx bytes', 'tx frames', 'tx bytes', 'drops'], b.ports.map((p: any) => [
+          p.name, p.state, p.macs, p.rxFrames, p.rxBytes, p.txFrames, p.txBytes,
+          Object.entries(p.drops).map(([k, v]) => `${k}=${v}`).join(' ') || '-',
+        ]))).join('\n'));
+    });
+
+  program.command('completion').argument('<shell>', 'bash or zsh')
+    .description('print the shell completion script (scripts/setup.sh installs both)')
+    .action(async (shell: string) => {
+      const docs = await import('./docs.js');
+      if (shell === 'bash') process.stdout.write(docs.bashCompletion(program));
+      else if (shell === 'zsh') process.stdout.write(docs.zshCompletion(program));
+      else throw new UsageError(`no completion for '${shell}' (bash or zsh)`);
+    });
+  program.command('manpage').description('print the vswitch(8) man page (roff; scripts/setup.sh installs it)')
+    .action(async () => {
+      const docs = await import('./docs.js');
+      process.stdout.write(docs.manPage(program));
+    });
+  // Used by the completion scripts: names the running daemon knows, one a line; nothing (and exit 0) when it is not there.
+  program.command('__complete', { hidden: true }).argument('<kind>')
+    .action(async (kind: string) => {
+      try {
+        process.stdout.write((await completionNames(call, kind)).map((n) => `${n}\n`).join(''));
+      } catch { /* no daemon: nothing to offer */ }
+    });
+  return program;
+}
+
+async function completionNames(call: (cmd: string, args?: Record<string, unknown>) => Promise<unknown>, kind: string): Promise<string[]> {
+  switch (kind) {
+    case 'bridges': return (await call('show') as any[]).map((b) => b.name);
+    case 'ports': return (await call('show') as any[]).flatMap((b) => b.ports.filter((p: any) => p.router === undefined).map((p: any) => p.name));
+    case 'routers': return (await call('router.show') as any[]).map((r) => r.name);
+    case 'networks': return (await call('router.show') as any[]).flatMap((r) => r.networks.map((n: any) => n.name));
+    default: return [];
+  }
+}
