@@ -1,0 +1,118 @@
+/*
+ * The command definitions (cli.ts) as the operator meets them: every command and
+ * subcommand has a description, --version and -V print the version, the
+ * bridge(8)-style keyword grammar refuses what it does not know, and the verb
+ * table of packages/cli/README.md lists exactly the commands there are, each with
+ * every flag and keyword it takes (so the README cannot fall behind the code).
+ */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { buildProgram, monitorLine, portOptions, UsageError, words } from './cli.js';
+import { commandTree, leafCommands } from './docs.js';
+import { VERSION } from './version.js';
+
+const README = fileURLToPath(new URL('../README.md', import.meta.url));
+
+describe('command definitions', () => {
+  it('every command and subcommand has a description, and every option and argument with a description says something', () => {
+    const missing = commandTree(buildProgram()).filter((n) => n.cmd.description().trim().length < 8).map((n) => n.path || '(program)');
+    expect(missing).toEqual([]);
+    for (const n of commandTree(buildProgram())) {
+      for (const o of n.cmd.options) expect(o.description.trim(), `${n.path} ${o.flags}`).not.toBe('');
+    }
+  });
+
+  it('--version and -V print "vswitch VERSION" (the package.json version) and exit 0', async () => {
+    const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as { version: string };
+    expect(VERSION).toBe(pkg.version);
+    for (const flag of ['--version', '-V']) {
+      const p = buildProgram();
+      let out = '';
+      p.configureOutput({ writeOut: (s) => { out += s; } });
+      const e = await p.parseAsync(['node', 'vswitch', flag]).then(() => undefined, (x: unknown) => x as { exitCode: number });
+      expect(e?.exitCode, flag).toBe(0);
+      expect(out.trim()).toBe(`vswitch ${pkg.version}`);
+    }
+  });
+
+  it('usage errors are commander errors or UsageErrors (exit 2): a bad --log-level choice, an unknown keyword', async () => {
+    const p = buildProgram();
+    p.configureOutput({ writeErr: () => {} });
+    const e = await p.parseAsync(['node', 'vswitch', 'daemon', '--log-level', 'verbose']).then(() => undefined, (x: unknown) => x as { code: string });
+    expect(e?.code).toBe('commander.invalidArgument');
+    expect(() => words(['dev', 'x', 'colour', 'red'], { values: { dev: { name: 'IFNAME' } }, flags: [] })).toThrow(UsageError);
+    expect(() => words(['dev'], { values: { dev: { name: 'IFNAME' } }, flags: [] })).toThrow(/needs a value/);
+    expect(() => words(['guard', 'maybe'], { values: { guard: { name: 'on|off', choices: ['on', 'off'] } }, flags: [] })).toThrow(/takes on, off/);
+    expect(words(['dev', 'x', 'pvid'], { values: { dev: { name: 'IFNAME' } }, flags: ['pvid'] })).toEqual({ dev: 'x', pvid: true });
+    // A keyword named like an Object.prototype member is not a keyword.
+    expect(() => words(['constructor', 'x'], { values: { dev: { name: 'IFNAME' } }, flags: [] })).toThrow(/unexpected/);
+  });
+});
+
+describe('packages/cli/README.md verb table', () => {
+  /** The table rows: first cell's code spans and the whole row text. */
+  function rows(): { verbs: string[]; text: string }[] {
+    const text = readFileSync(README, 'utf8');
+    const section = text.slice(text.indexOf('## CLI'), text.indexOf('## Control protocol'));
+    return section.split('\n').filter((l) => l.startsWith('| `')).map((l) => {
+      const first = l.split(' | ')[0];
+      return { verbs: [...first.matchAll(/`([^`]+)`/g)].map((m) => m[1]), text: l };
+    });
+  }
+
+  /** A row names a command when one of its code spans starts with the command's path. */
+  const rowOf = (path: string): { verbs: string[]; text: string } | undefined =>
+    rows().find((r) => r.verbs.some((v) => v === path || v.startsWith(`${path} `)));
+
+  it('has a row for every command, listing every flag and keyword it takes', () => {
+    const problems: string[] = [];
+    for (const n of leafCommands(buildProgram())) {
+      if (n.path === 'help') continue;
+      const row = rowOf(n.path);
+      if (row === undefined) {
+        problems.push(`no row for ${n.path}`);
+        continue;
+      }
+      for (const o of n.cmd.options) {
+        if (o.long === '--json') {
+          if (!/--json|-j\b/.test(row.text)) problems.push(`${n.path}: --json missing`);
+        } else if (!row.text.includes(o.long!)) problems.push(`${n.path}: ${o.long} missing`);
+      }
+      for (const k of [...Object.keys(n.keywords?.values ?? {}), ...(n.keywords?.flags ?? [])]) {
+        if (['static', 'permanent', 'master'].includes(k)) continue; // bridge(8) words accepted and ignored
+        if (!new RegExp(`\\b${k}\\b`).test(row.text)) problems.push(`${n.path}: keyword ${k} missing`);
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it('names no command that does not exist', () => {
+    const paths = new Set(leafCommands(buildProgram()).map((n) => n.path));
+    const unknown = rows().flatMap((r) => r.verbs).filter((v) => {
+      const ws = v.split(' ');
+      // The longest prefix of the span that is a command path.
+      for (let i = ws.length; i > 0; i--) if (paths.has(ws.slice(0, i).join(' '))) return false;
+      return true;
+    });
+    expect(unknown).toEqual([]);
+  });
+});
+
+describe('views', () => {
+  it('show: the options column tells guards, storm control, MAC limit and persistence', () => {
+    expect(portOptions({})).toBe('-');
+    expect(portOptions({ guard: { dhcp: true, ipSource: true }, stormControl: { pps: 100 }, maxMacs: 4, persistent: true }))
+      .toBe('guard, storm 100/s, max-macs 4, persistent');
+    expect(portOptions({ guard: { dhcp: true, ipSource: false } })).toBe('guard dhcp-only');
+  });
+
+  it('monitor: one line per event, as bridge monitor prints them', () => {
+    expect(monitorLine({ time: '2025-01-01T10:00:00.123Z', event: 'mac_learned', bridge: 'br0', vlan: 10, mac: '02:00:00:00:00:01', port: 'vm1' }))
+      .toBe('[10:00:00.123] mac 02:00:00:00:00:01 vlan 10 learned on vm1 (br0)\n');
+    expect(monitorLine({ event: 'dhcp_ack', router: 'r0', network: 'net10', ip: '10.0.10.100', mac: '02:00:00:00:00:01', port: 'vm1' }))
+      .toBe('lease 10.0.10.100 granted to 02:00:00:00:00:01 on vm1 (r0/net10)\n');
+    expect(monitorLine({ event: 'config_refused', error: 'bad' })).toBe('reload refused: bad\n');
+    expect(monitorLine({ event: 'something_new', router: 'r0', x: 1 })).toBe('something_new {"x":1} (r0)\n');
+  });
+});
