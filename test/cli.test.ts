@@ -4,15 +4,22 @@
  * (1 for errors, 2 for usage errors): unknown bridge, port already in another
  * bridge, VID out of range, daemon not running, no permission on the socket, a
  * broken or malformed config file (file, key path and line named).
+ *
+ * The operator's habits (issue 18; each failed on main): --version/-V, -j for
+ * --json, a bad --log-level or --metrics is a usage error (exit 2), every group
+ * has a description in --help, addif of an existing non-TAP says to use --attach
+ * (main: "TUNSETIFF: Invalid argument"), delbr names every router network on the
+ * bridge, fdb flush (by bridge, port, VLAN, learned only), vlan add refusing a PVID
+ * move without --force, and config check with the daemon's own error text.
  */
-import { statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  Daemon, type CliResult, allObjects, findPort, macEntries, runCli, startDaemon,
+  Daemon, type CliResult, allObjects, findPort, macEntries, runCli, startDaemon, toYaml,
 } from './helpers/daemon.js';
-import { cleanup, ifname, sh, tempDir, trackLink } from './helpers/run.js';
-import { linkExists } from './helpers/vm.js';
+import { REPO, addVeth, cleanup, ifname, sh, tempDir, trackLink } from './helpers/run.js';
+import { linkExists, makeVm, pingUntil } from './helpers/vm.js';
 
 const P1 = ifname('p1');
 const P2 = ifname('p2');
@@ -273,5 +280,168 @@ describe('vswitch daemon with a bad config', () => {
     const r = await runCli(['daemon', '--config', missing, '--socket', join(dir, 's.sock')], { timeoutMs: 10_000 });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain(missing);
+  });
+});
+
+describe('the operator\'s habits: version, -j, usage errors, help, hints, fdb flush, vlan add --force, config check', () => {
+  let d: Daemon;
+  const A = ifname('ha');
+  const B = ifname('hb');
+  const VETH = ifname('hv');
+
+  beforeAll(async () => {
+    [A, B].forEach(trackLink);
+    d = await startDaemon({
+      bridges: {
+        br0: { ports: { [A]: { type: 'tap', vlan: { mode: 'access', vid: 10 } }, [B]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } },
+        brn: {},
+      },
+      routers: {
+        r0: {
+          networks: {
+            net10: { bridge: 'br0', vlan: 10, address: '10.74.10.1/24', dhcp: { pool: ['10.74.10.100-10.74.10.120'] } },
+            n51: { bridge: 'brn', vlan: 51, address: '10.74.51.1/24' },
+            n52: { bridge: 'brn', vlan: 52, address: '10.74.52.1/24' },
+          },
+        },
+      },
+    });
+  });
+  afterAll(async () => {
+    await d?.stop();
+    await cleanup();
+  });
+
+  it('--version and -V print the version and exit 0 (main: unknown option, exit 2, full help)', async () => {
+    const pkg = JSON.parse(readFileSync(`${REPO}/packages/cli/package.json`, 'utf8'));
+    for (const flag of ['--version', '-V']) {
+      const r = await runCli([flag]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.trim()).toBe(`vswitch ${pkg.version}`);
+    }
+  });
+
+  it('-j is --json, before or after the verb', async () => {
+    for (const args of [['show', '-j'], ['-j', 'show'], ['vlan', 'show', '-j'], ['-j', 'fdb', 'show']]) {
+      const r = await d.cli(args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+      expect(() => JSON.parse(r.stdout), args.join(' ')).not.toThrow();
+    }
+  });
+
+  it('usage errors exit 2: a bad --log-level (main: exit 1), a bad --metrics, an unknown fdb flush word', async () => {
+    const dir = tempDir('usage');
+    const r = await runCli(['daemon', '--log-level', 'verbose', '--socket', `${dir}/s.sock`], { timeoutMs: 10_000 });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/verbose.*Allowed choices are trace, debug, info, warn, error, fatal/);
+    const m = await runCli(['daemon', '--metrics', 'everywhere', '--socket', `${dir}/s.sock`], { timeoutMs: 10_000 });
+    expect(m.code, m.stderr).toBe(2);
+    expect((await d.cli(['fdb', 'flush', 'colour', 'red'])).code).toBe(2);
+    expect((await d.cli(['vlan', 'add', 'dev', A, 'vid', '30', 'sideways'])).code).toBe(2);
+  });
+
+  it('--help describes every group and its subcommands (main: vlan and fdb had none)', async () => {
+    const top = (await runCli(['--help'])).stdout;
+    for (const verb of ['vlan', 'fdb', 'port', 'monitor', 'config', 'router', 'dhcp', 'nat']) {
+      expect(top, verb).toMatch(new RegExp(`^  ${verb}\\b.*\\S\\s{2,}\\S`, 'm'));
+    }
+    for (const group of ['vlan', 'fdb', 'nat forward', 'dhcp reservation', 'port', 'config']) {
+      const h = await runCli([...group.split(' '), '--help']);
+      expect(h.code).toBe(0);
+      const cmds = h.stdout.slice(h.stdout.indexOf('Commands:')).split('\n').slice(1).filter((l) => /^  \S/.test(l));
+      expect(cmds.length, group).toBeGreaterThan(0);
+      for (const l of cmds) expect(l, `${group}: ${l}`).toMatch(/^  \S.*\s{2,}\S/);
+    }
+  });
+
+  it('addif of an existing non-TAP interface says so and to use --attach (main: TUNSETIFF: Invalid argument)', async () => {
+    await addVeth(VETH, ifname('hvp'));
+    const r = await d.cli(['addif', 'br0', VETH]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(new RegExp(`${VETH} exists and is not a TAP: use --attach`));
+    expect(findPort(await d.showJson(), VETH)).toBeUndefined();
+    expect(await linkExists(VETH), 'the veth is untouched').toBe(true);
+    await d.ok(['addif', 'br0', VETH, '--attach']);
+    await d.ok(['delif', 'br0', VETH]);
+  });
+
+  it('delbr of a bridge carrying router networks names each and where to remove it', async () => {
+    const r = await d.cli(['delbr', 'brn']);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/bridge brn carries router networks n51 \(router r0\), n52 \(router r0\)/);
+    expect(r.stderr).toMatch(/routers\.r0\.networks\.n51, routers\.r0\.networks\.n52 from the config file/);
+    expect((await d.showJson()).map((b: any) => b.name)).toContain('brn');
+  });
+
+  it('fdb flush: learned entries of a port only with dynamic, static ones too without, by VLAN and bridge, kept after a reload', async () => {
+    const va = await makeVm('ha', A, '10.74.10.11/24');
+    const vb = await makeVm('hb', B, '10.74.10.12/24');
+    await d.ok(['port', 'set', A, 'guard', 'off']);
+    await d.ok(['port', 'set', B, 'guard', 'off']);
+    expect(await pingUntil(va.ns, vb.ip)).toBe(true);
+    const macs = async (): Promise<{ mac: string; port: string; vlan: number; raw: any }[]> => macEntries((await d.ok(['showmacs', 'br0'], { json: true })).json);
+    await d.ok(['fdb', 'add', '02:00:00:00:74:01', 'dev', A]);
+    expect((await macs()).filter((e) => e.port === A).map((e) => e.mac).sort()).toEqual(['02:00:00:00:74:01', va.mac]);
+    let r = await d.ok(['fdb', 'flush', 'dev', A, 'dynamic']);
+    expect(r.stdout).toMatch(/flushed 1 entries \(1 learned, 0 static\)/);
+    expect((await macs()).filter((e) => e.port === A).map((e) => e.mac)).toEqual(['02:00:00:00:74:01']);
+    expect((await macs()).some((e) => e.port === B && e.mac === vb.mac), 'the other port keeps its entry').toBe(true);
+    r = await d.ok(['fdb', 'flush', 'br', 'br0', 'vlan', '10'], { json: true });
+    expect(r.json.static).toBe(1);
+    expect((await macs()).filter((e) => e.port === A || e.port === B).filter((e) => e.raw.static || e.mac === vb.mac)).toEqual([]);
+    // The static entry stays flushed (kept in runtime.json) across a reload of the unchanged file.
+    await d.ok(['reload']);
+    expect((await macs()).some((e) => e.mac === '02:00:00:00:74:01')).toBe(false);
+    expect((await d.cli(['fdb', 'flush', 'dev', ifname('none')])).code).toBe(1);
+    expect((await d.cli(['fdb', 'flush', 'vlan', '5000'])).code).toBe(1);
+  });
+
+  it('vlan add that moves an access port\'s PVID and switches its guards off: refused without --force, done and warned with it', async () => {
+    await d.ok(['port', 'set', A, 'guard', 'default']);
+    const before = (await d.ok(['vlan', 'show', 'dev', A], { json: true })).json;
+    const r = await d.cli(['vlan', 'add', 'dev', A, 'vid', '30', 'pvid', 'untagged']);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/would move its PVID from VLAN 10 to 30/);
+    expect(r.stderr).toMatch(/turn the access port into a hybrid port/);
+    expect(r.stderr).toMatch(/switch its DHCP guard and IP source guard off/);
+    expect(r.stderr).toMatch(/nothing was changed \(add --force/);
+    expect((await d.ok(['vlan', 'show', 'dev', A], { json: true })).json).toEqual(before);
+    // A tagged VLAN added to a guarded access port turns it hybrid and its guards off: refused too.
+    expect((await d.cli(['vlan', 'add', 'dev', A, 'vid', '31'])).code).toBe(1);
+    const f = await d.cli(['vlan', 'add', 'dev', A, 'vid', '30', 'pvid', 'untagged', '--force']);
+    expect(f.code, f.stderr).toBe(0);
+    expect(f.stderr).toMatch(/^vswitch: warning: done with --force: move its PVID from VLAN 10 to 30/m);
+    const p = findPort(await d.showJson(), A);
+    expect(p.vlan).toMatchObject({ mode: 'hybrid', pvid: 30 });
+    expect(p.guard).toBeUndefined();
+    expect(d.logsMatching('vlan_change_forced').length).toBe(1);
+    // A change that moves nothing is done without a word.
+    const plain = await d.cli(['vlan', 'add', 'dev', A, 'vid', '40']);
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stderr).toBe('');
+  });
+
+  it('config check: exit 0 with a summary for a good file, 1 with the daemon\'s own error text for a bad one, no daemon needed', async () => {
+    const ok = await runCli(['config', 'check', d.configFile], { socket: '/nonexistent/none.sock' });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/: ok \(2 bridges, 2 ports, 1 routers, 3 networks\)/);
+    const dir = tempDir('chk');
+    const bad = `${dir}/bad.yaml`;
+    writeFileSync(bad, toYaml({ bridges: { br0: { ports: { [ifname('x')]: { type: 'tap', vlan: { mode: 'access', vid: 5000 } } } } } }));
+    const c = await runCli(['config', 'check', bad]);
+    expect(c.code).toBe(1);
+    const daemon = await runCli(['daemon', '--config', bad, '--socket', `${dir}/s.sock`, '--state-dir', `${dir}/state`], { timeoutMs: 10_000 });
+    expect(daemon.code).toBe(1);
+    expect(c.stderr).toBe(daemon.stderr);
+    expect(c.stderr).toMatch(/bad\.yaml: bridges\.br0\.ports\.\S+\.vlan\.vid \(line \d+\): must be 1-4094, got 5000/);
+    const missing = await runCli(['config', 'check', `${dir}/none.yaml`]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/none\.yaml: cannot read config file/);
+    expect((await runCli(['config', 'check'])).code).toBe(2);
+    // The shipped configs pass.
+    for (const f of ['docker/vswitch.yaml', 'scripts/lab.yaml']) expect((await runCli(['config', 'check', `${REPO}/${f}`])).code, f).toBe(0);
   });
 });

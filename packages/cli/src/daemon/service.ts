@@ -828,7 +828,7 @@ export class Vswitch {
       // TUNSETIFF says EINVAL for a name another kind of device has: say which, and what to do.
       const other = spec.type === 'tap' ? nonTapKind(ifname) : undefined;
       if (other !== undefined) {
-        throw new VswitchError('EEXIST', `${where}${what}: ${ifname} exists and is not a TAP (${other}): use --attach to add an existing interface as a port`);
+        throw new VswitchError('EEXIST', `${where}${what}: ${ifname} exists and is not a TAP${other ? ` (${other})` : ''}: use --attach to add an existing interface as a port`);
       }
       throw new VswitchError(code, `${where}${what}: ${(e as Error).message}`);
     }
@@ -978,8 +978,9 @@ function stableGuard(g: GuardSwitches): GuardSwitches {
 
 /**
  * What an existing interface `ifname` is when it is not a TUN/TAP device (sysfs:
- * a TUN/TAP has tun_flags), e.g. "a veth" or "a bridge"; undefined when there is
- * no such interface or it is a TAP.
+ * a TUN/TAP has tun_flags): "a bridge", "a vlan" (uevent DEVTYPE), "a NIC" (a
+ * device behind it), or "" when sysfs does not say (a veth); undefined when there
+ * is no such interface or it is a TAP.
  */
 function nonTapKind(ifname: string): string | undefined {
   const dir = `/sys/class/net/${ifname}`;
@@ -1000,7 +1001,7 @@ function nonTapKind(ifname: string): string | undefined {
     readFileSync(`${dir}/device/uevent`, 'utf8');
     return 'a NIC';
   } catch { /* virtual */ }
-  return 'an interface of another kind';
+  return '';
 }
 
 /** IFF_LOOPBACK in the interface's flags (sysfs), as ip-link(8) reports LOOPBACK. */
