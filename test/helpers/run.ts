@@ -11,7 +11,7 @@
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -109,10 +109,10 @@ export async function freePort(): Promise<number> {
 
 const tools = new Map<string, string>();
 
-/** A script written once per run into a temp dir (python tools of the tests); its path. */
+/** A script written once per run into a temp dir (python tools of the tests); its path. Written again after a cleanup removed it. */
 export function toolFile(name: string, text: string): string {
   let path = tools.get(name);
-  if (path === undefined) {
+  if (path === undefined || !existsSync(path)) {
     path = join(tempDir('tool'), name);
     writeFileSync(path, text);
     tools.set(name, path);

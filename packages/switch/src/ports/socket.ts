@@ -14,7 +14,8 @@
  *    a restarted daemon reconnects at once: the hitless restart for any QEMU >= 7.2.
  *
  * Listening: the socket file is created under umask 0177 (never briefly open to
- * others), then chowned/chmoded to the configured owner/group/mode (default 0600).
+ * others), then given the configured mode (default 0600) and owner/group, in that
+ * order (chmod of a file that is no longer ours would need CAP_FOWNER).
  * A socket file left by a crashed daemon is replaced; one that a live process
  * still answers on is refused, and so is a path that exists and is not a socket.
  *
@@ -271,8 +272,10 @@ export class SocketIo implements PortIo {
       throw bindError(path);
     }
     try {
-      if (opts.owner !== undefined || opts.group !== undefined) chownSync(path, opts.owner ?? -1, opts.group ?? -1);
+      // Mode first, while the file is still ours: once chowned to another user, changing its mode takes
+      // CAP_FOWNER, which the daemon does not need otherwise (the systemd unit keeps CAP_CHOWN only).
       chmodSync(path, this.mode);
+      if (opts.owner !== undefined || opts.group !== undefined) chownSync(path, opts.owner ?? -1, opts.group ?? -1);
       this.#ino = statSync(path).ino;
     } catch (e) {
       server.close();
