@@ -215,6 +215,44 @@ function arpRequestFrame(srcMac: Buffer, srcIp: Buffer, targetIp: Buffer): Buffe
 
 // ---------- API basics and errors ----------
 
+describe('notify (sd_notify\'s datagram)', () => {
+  /** A python receiver on an AF_UNIX datagram socket: prints the first datagram and exits. */
+  async function receive(path: string, send: () => void): Promise<string> {
+    const py = spawn(PY, ['-c', [
+      'import socket, sys',
+      's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+      "p = sys.argv[1]",
+      "s.bind('\\0' + p[1:] if p.startswith('@') else p)",
+      "print('ready', flush=True)",
+      "sys.stdout.write(s.recv(65536).decode()); sys.stdout.flush()",
+    ].join('\n'), path], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    py.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    await new Promise<void>((resolve) => {
+      const t = setInterval(() => { if (out.startsWith('ready\n')) { clearInterval(t); resolve(); } }, 10);
+    });
+    send();
+    await new Promise((r) => py.once('exit', r));
+    return out.slice('ready\n'.length);
+  }
+
+  it('sends one datagram to a path or an abstract name', async () => {
+    const dir = execFileSync('mktemp', ['-d'], { encoding: 'utf8' }).trim();
+    const text = 'READY=1\nSTATUS=2 bridges, 3 ports';
+    expect(await receive(`${dir}/n.sock`, () => nd.notify(`${dir}/n.sock`, text))).toBe(text);
+    const name = `@nd${ID}-notify`;
+    expect(await receive(name, () => nd.notify(name, 'STOPPING=1'))).toBe('STOPPING=1');
+    execFileSync('rm', ['-rf', dir]);
+  });
+
+  it('errors: no listener, a relative path, a path too long', () => {
+    expect(errCode(() => nd.notify(`/nonexistent/nd${ID}`, 'READY=1'))).toBe('ENOENT');
+    expect(errCode(() => nd.notify('relative.sock', 'READY=1'))).toBe('EAFNOSUPPORT');
+    expect(errCode(() => nd.notify(`/${'x'.repeat(120)}`, 'READY=1'))).toBe('EINVAL');
+    expect(errCode(() => nd.notify(`@nd${ID}-nobody`, 'READY=1'))).toBe('ECONNREFUSED');
+  });
+});
+
 describe('API', () => {
   it('ring() is one 4 MiB arena with 256-entry offs/lens, the same object every time', () => {
     const r = nd.ring();
