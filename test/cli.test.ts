@@ -9,8 +9,9 @@
  * --json, a bad --log-level or --metrics is a usage error (exit 2), every group
  * has a description in --help, addif of an existing non-TAP says to use --attach
  * (main: "TUNSETIFF: Invalid argument"), delbr names every router network on the
- * bridge, fdb flush (by bridge, port, VLAN, learned only), vlan add refusing a PVID
- * move without --force, and config check with the daemon's own error text.
+ * bridge, fdb flush (by bridge, port, VLAN, learned only), vlan add refusing to
+ * switch a guarded port's guards off without --force and saying when it moves a PVID,
+ * and config check with the daemon's own error text.
  */
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -398,28 +399,44 @@ describe('the operator\'s habits: version, -j, usage errors, help, hints, fdb fl
     expect((await d.cli(['fdb', 'flush', 'vlan', '5000'])).code).toBe(1);
   });
 
-  it('vlan add that moves an access port\'s PVID and switches its guards off: refused without --force, done and warned with it', async () => {
+  it('vlan add: switching a guarded port\'s guards off is refused without --force; a PVID move is done and said', async () => {
     await d.ok(['port', 'set', A, 'guard', 'default']);
     const before = (await d.ok(['vlan', 'show', 'dev', A], { json: true })).json;
+    // The README example of main: on a guarded access port it moved the VM's traffic to VLAN 30 and opened the port to spoofing.
     const r = await d.cli(['vlan', 'add', 'dev', A, 'vid', '30', 'pvid', 'untagged']);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/would move its PVID from VLAN 10 to 30/);
-    expect(r.stderr).toMatch(/turn the access port into a hybrid port/);
-    expect(r.stderr).toMatch(/switch its DHCP guard and IP source guard off/);
-    expect(r.stderr).toMatch(/nothing was changed \(add --force/);
+    expect(r.stderr).toMatch(/its DHCP guard and IP source guard go off/);
+    expect(r.stderr).toMatch(/its PVID moves from VLAN 10 to 30/);
+    expect(r.stderr).toMatch(/the access port becomes a hybrid port/);
+    expect(r.stderr).toMatch(/refused, nothing was changed \(vswitch port set \S+ guard on first keeps the guards; --force/);
     expect((await d.ok(['vlan', 'show', 'dev', A], { json: true })).json).toEqual(before);
-    // A tagged VLAN added to a guarded access port turns it hybrid and its guards off: refused too.
+    // A tagged VLAN added to a guarded access port turns it trunk and its guards off: refused too.
     expect((await d.cli(['vlan', 'add', 'dev', A, 'vid', '31'])).code).toBe(1);
+    // Forced: done, every consequence printed and logged.
     const f = await d.cli(['vlan', 'add', 'dev', A, 'vid', '30', 'pvid', 'untagged', '--force']);
     expect(f.code, f.stderr).toBe(0);
-    expect(f.stderr).toMatch(/^vswitch: warning: done with --force: move its PVID from VLAN 10 to 30/m);
-    const p = findPort(await d.showJson(), A);
+    expect(f.stderr).toMatch(new RegExp(`^vswitch: warning: vlan add on ${A}: its DHCP guard and IP source guard go off`, 'm'));
+    expect(f.stderr).toMatch(new RegExp(`^vswitch: warning: vlan add on ${A}: its PVID moves from VLAN 10 to 30`, 'm'));
+    let p = findPort(await d.showJson(), A);
     expect(p.vlan).toMatchObject({ mode: 'hybrid', pvid: 30 });
     expect(p.guard).toBeUndefined();
-    expect(d.logsMatching('vlan_change_forced').length).toBe(1);
-    // A change that moves nothing is done without a word.
-    const plain = await d.cli(['vlan', 'add', 'dev', A, 'vid', '40']);
+    expect(d.logsMatching('vlan_change_side_effects').filter((l) => l.obj.forced === true).length).toBe(1);
+    // Back to an access port in VLAN 10 (bridge(8)'s move: the new PVID, then the old VLAN out): no guard goes off
+    // (they come back on), so it is done without --force, and the PVID move is said.
+    const back = await d.cli(['vlan', 'add', 'dev', A, 'vid', '10', 'pvid', 'untagged']);
+    expect(back.code, back.stderr).toBe(0);
+    expect(back.stderr).toMatch(/warning: vlan add on \S+: its PVID moves from VLAN 30 to 10/);
+    await d.ok(['vlan', 'del', 'dev', A, 'vid', '30']);
+    p = findPort(await d.showJson(), A);
+    expect(p.vlan).toMatchObject({ mode: 'access', pvid: 10 });
+    expect(p.guard).toMatchObject({ dhcp: true, ipSource: true });
+    // On an unguarded port a PVID move is done and said; adding a VLAN that changes nothing else is silent.
+    await d.ok(['port', 'set', B, 'guard', 'off']);
+    const moved = await d.cli(['vlan', 'add', 'dev', B, 'vid', '12', 'pvid', 'untagged']);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(moved.stderr).toMatch(/its PVID moves from VLAN 10 to 12/);
+    const plain = await d.cli(['vlan', 'add', 'dev', B, 'vid', '40']);
     expect(plain.code, plain.stderr).toBe(0);
     expect(plain.stderr).toBe('');
   });

@@ -69,7 +69,9 @@ describe('runtime state: kept across reloads and restarts, shown with its source
     vm2 = await makeVm('sr2', T.r2, '10.72.0.2/24');
     expect(await pingUntil(vm1.ns, vm2.ip)).toBe(true);
     await d.ok(['addif', 'br0', T.r3, '--vlan', '10', '--max-macs', '7']);
-    await d.ok(['vlan', 'add', 'dev', T.f2, 'vid', '30']);
+    // f2 is a guarded VM port (VLAN 10 has the router's DHCP): a tagged VLAN makes it a trunk and turns its guards
+    // off, which vlan add refuses without --force (issue 18).
+    await d.ok(['vlan', 'add', 'dev', T.f2, 'vid', '30', '--force']);
     await d.ok(['fdb', 'add', FDB_MAC, 'dev', T.r3, 'vlan', '10']);
     await d.ok(['setageing', 'br0', '77']);
     await d.ok(['dhcp', 'reservation', 'add', 'net10', RES_MAC, '10.71.10.50', '--hostname', 'res']);

@@ -390,14 +390,15 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
   const vlan = program.command('vlan').description('VLAN membership of ports, as bridge(8) vlan');
   const vlanAddKw: KeywordSpec = { values: { dev: { name: 'IFNAME', complete: 'ports' }, vid: { name: 'VID[-VID]' } }, flags: ['pvid', 'untagged'] };
   keywords(vlan.command('add').argument('<words...>').usage('dev IFNAME vid VID[-VID] [pvid] [untagged] [--force]')
-    .description('add VLAN membership; a change that would move the PVID of a port or switch its default guards off is refused without --force'), vlanAddKw)
-    .option('--force', 'do it even if the port\'s untagged traffic moves to another VLAN or its guards go off (the consequences are printed)')
+    .description('add VLAN membership (as bridge vlan add); a PVID move or a mode change is done and said (stderr), '
+      + 'switching a port\'s anti-spoofing guards off is refused without --force'), vlanAddKw)
+    .option('--force', 'do it even if the port\'s anti-spoofing guards go off (what it changes is printed as warnings)')
     .action(async (list: string[], o: { force?: boolean }) => {
       const w = words(list, vlanAddKw);
       const usage = 'vlan add dev IFNAME vid VID[-VID] [pvid] [untagged] [--force]';
       const [lo, hi] = parseVidRange(need(w, 'vid', usage));
       const r = await call('vlan.add', { ifname: need(w, 'dev', usage), from: lo, to: hi, pvid: w.pvid === true, untagged: w.untagged === true, force: o.force === true }) as { warnings?: string[] } | null;
-      for (const warning of r?.warnings ?? []) process.stderr.write(`vswitch: warning: done with --force: ${warning}\n`);
+      for (const warning of r?.warnings ?? []) process.stderr.write(`vswitch: warning: vlan add on ${need(w, 'dev', usage)}: ${warning}\n`);
     });
   const vlanDelKw: KeywordSpec = { values: { dev: { name: 'IFNAME', complete: 'ports' }, vid: { name: 'VID[-VID]' } }, flags: [] };
   keywords(vlan.command('del').argument('<words...>').usage('dev IFNAME vid VID[-VID]').description('remove VLAN membership'), vlanDelKw)

@@ -303,11 +303,13 @@ export class Vswitch {
   }
 
   /**
-   * Adds VLAN membership, as `bridge vlan add`. A change that does more than add a
-   * VLAN to what the port carries (moves its PVID, so its untagged traffic, a VM's,
-   * lands in another VLAN; or turns its default guards off, as a guarded access port
-   * becoming hybrid does) is refused unless `force`; forced, the consequences are
-   * logged and returned.
+   * Adds VLAN membership, as `bridge vlan add`, telling what it does beyond adding a
+   * VLAN. A change that switches a port's anti-spoofing guards off (a guarded access
+   * port turning trunk or hybrid, or its PVID leaving the router's DHCP VLAN) is
+   * refused unless `force`: it opens a tenant port to spoofing, which the operator
+   * must ask for. A PVID move or a mode change that keeps the guards is done (it is
+   * what `pvid` asks for, and the way bridge(8) moves an access port to another
+   * VLAN) and returned as warnings; both kinds are logged.
    */
   vlanAdd(ifname: string, from: number, to: number, opts: { pvid?: boolean; untagged?: boolean; force?: boolean }): { warnings: string[] } {
     checkRange(from, to);
@@ -315,24 +317,31 @@ export class Vswitch {
     const before = this.#policyOf(ifname);
     const policy = this.#policyOf(ifname);
     for (let v = from; v <= to; v++) wrapVlan(() => policy.add(v, { pvid: opts.pvid, untagged: opts.untagged }));
-    const warnings = this.#vlanConsequences(ifname, before, policy);
-    if (warnings.length > 0 && opts.force !== true) {
-      throw new VswitchError('EPERM', `vlan add on ${ifname} would ${warnings.join(', and ')}; nothing was changed `
-        + '(add --force to do it anyway, or choose another port)');
+    const { refuse, warn } = this.#vlanConsequences(ifname, before, policy);
+    if (refuse.length > 0 && opts.force !== true) {
+      throw new VswitchError('EPERM', `vlan add on ${ifname}: ${[...refuse, ...warn].join('; ')}; refused, nothing was changed `
+        + `(vswitch port set ${ifname} guard on first keeps the guards; --force does it without them)`);
     }
     this.#setVlan(ifname, policy);
     this.log.info({ event: 'vlan_changed', port: ifname, add: [from, to], pvid: opts.pvid, untagged: opts.untagged }, 'vlan_changed');
-    if (warnings.length > 0) this.log.warn({ event: 'vlan_change_forced', port: ifname, consequences: warnings }, 'vlan_change_forced');
+    const warnings = [...refuse, ...warn];
+    if (warnings.length > 0) {
+      this.log.warn({ event: 'vlan_change_side_effects', port: ifname, forced: refuse.length > 0, consequences: warnings }, 'vlan_change_side_effects');
+    }
     return { warnings };
   }
 
-  /** What going from `before` to `after` does to port `ifname` beyond adding VLANs: PVID moved, guards switched off. */
-  #vlanConsequences(ifname: string, before: VlanPolicy, after: VlanPolicy): string[] {
-    const out: string[] = [];
+  /**
+   * What going from `before` to `after` does to port `ifname` beyond adding VLANs:
+   * `refuse`, its default guards going off; `warn`, its PVID moving, its mode changing.
+   */
+  #vlanConsequences(ifname: string, before: VlanPolicy, after: VlanPolicy): { refuse: string[]; warn: string[] } {
+    const refuse: string[] = [];
+    const warn: string[] = [];
     if (before.pvid !== 0 && after.pvid !== before.pvid) {
-      out.push(`move its PVID from VLAN ${before.pvid} to ${after.pvid || 'none'} (its untagged frames, a VM's traffic, would go to ${after.pvid ? `VLAN ${after.pvid}` : 'no VLAN'})`);
+      warn.push(`its PVID moves from VLAN ${before.pvid} to ${after.pvid || 'none'} (its untagged frames, a VM's traffic, go to ${after.pvid ? `VLAN ${after.pvid}` : 'no VLAN'})`);
     }
-    if (before.mode() !== after.mode()) out.push(`turn the ${before.mode()} port into a ${after.mode()} port`);
+    if (before.mode() !== after.mode()) warn.push(`the ${before.mode()} port becomes a ${after.mode()} port`);
     const port = this.bridgeOf(ifname).port(ifname);
     const spec = this.#specs.get(ifname);
     if (port !== undefined && spec !== undefined && port.guard.active) {
@@ -341,9 +350,9 @@ export class Vswitch {
       const dhcp = spec.guard?.dhcp ?? dflt;
       const ipSource = spec.guard?.ipSource ?? dflt;
       const off = [port.guard.dhcp && !dhcp ? 'DHCP guard' : '', port.guard.ipSource && !ipSource ? 'IP source guard' : ''].filter(Boolean);
-      if (off.length > 0) out.push(`switch its ${off.join(' and ')} off (on by default only for access ports of a VLAN with a router DHCP server; vswitch port set ${ifname} guard on keeps them)`);
+      if (off.length > 0) refuse.push(`its ${off.join(' and ')} go off (on by default only for access ports of a VLAN with a router DHCP server)`);
     }
-    return out;
+    return { refuse, warn };
   }
 
   /**
