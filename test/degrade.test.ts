@@ -71,7 +71,7 @@ describe('a corrupt lease file disables only its network\'s DHCP server', () => 
   it('the daemon runs; the log, router show and the metric name the network and the file', async () => {
     expect(d.alive()).toBe(true);
     const line = d.logsMatching('dhcp_failed')[0];
-    expect(line?.obj).toMatchObject({ level: 50, router: 'r0', network: 'n20' });
+    expect(line?.obj).toMatchObject({ level: 'error', router: 'r0', network: 'n20' });
     expect(line.obj.error).toContain(bad());
     const r = (await d.ok(['router', 'show', 'r0'], { json: true })).json[0];
     expect(r.networks.find((n: any) => n.name === 'n10')).toMatchObject({ state: 'ok', dhcp: true });

@@ -187,7 +187,7 @@ describe('bounded metrics server and control socket', () => {
     const warns = d.logsMatching('metrics_connections_refused');
     expect(warns.length, 'refusals logged').toBeGreaterThanOrEqual(1);
     expect(warns.length, 'at most one line per 10 s').toBeLessThanOrEqual(4);
-    expect(warns[0].obj).toMatchObject({ level: 40, limit: 64 });
+    expect(warns[0].obj).toMatchObject({ level: 'warn', limit: 64 });
     expect(d.logsMatching('daemon_started')[0].obj).toMatchObject({ fdLimit: 1024 });
   });
 
@@ -381,7 +381,7 @@ describe('the control socket path at start', () => {
     const d = await startDaemon({ stateDir: join(dir, 'state3'), metrics: { listen: `127.0.0.1:${await freePort()}` }, bridges: { [BR]: {} } },
       { wrap: ['prlimit', '--nofile=150:150', '--'] });
     try {
-      expect((await d.waitForLog('fd_limit_low')).obj).toMatchObject({ level: 40, fdLimit: 150, needed: 64 + 64 + 64 });
+      expect((await d.waitForLog('fd_limit_low')).obj).toMatchObject({ level: 'warn', fdLimit: 150, needed: 64 + 64 + 64 });
     } finally {
       await d.stop();
     }
@@ -481,11 +481,11 @@ describe('unique router MACs', () => {
     const c = await macs(fresh, undefined);
     await c.d.stop();
     expect(readFileSync(join(fresh, 'machine-id'), 'utf8')).toMatch(/^[0-9a-f]{32}\n$/);
-    expect(c.d.logsMatching('host_id')[0].obj).toMatchObject({ level: 40, created: true, source: join(fresh, 'machine-id') });
+    expect(c.d.logsMatching('host_id')[0].obj).toMatchObject({ level: 'warn', created: true, source: join(fresh, 'machine-id') });
     const c2 = await macs(fresh, undefined);
     await c2.d.stop();
     expect(c2.uplink).toBe(c.uplink);
-    expect(c2.d.logsMatching('host_id')[0].obj).toMatchObject({ level: 30, created: false });
+    expect(c2.d.logsMatching('host_id')[0].obj).toMatchObject({ level: 'info', created: false });
     expect([a.uplink, b.uplink]).not.toContain(c.uplink);
 
     // The config's MAC wins.
