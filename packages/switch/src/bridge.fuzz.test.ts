@@ -30,8 +30,9 @@ const INGRESS_REASONS: DropReason[] = [
   'malformed', 'bad_src_mac', 'link_local', 'vlan_tagged_on_access', 'vlan_not_allowed', 'vlan_no_pvid',
   'vlan_reserved', 'port_mac_limit', 'static_mac_conflict', 'dst_on_ingress',
   'storm_control', 'dhcp_guard', 'ip_source_guard', 'arp_spoof', 'bound_mac_conflict',
+  'bpdu_guard', 'bpdu_invalid', 'loop_blocked', 'ingress_rate',
 ];
-const EGRESS_REASONS: DropReason[] = ['egress_filtered', 'port_down', 'tx_error', 'link_down'];
+const EGRESS_REASONS: DropReason[] = ['egress_filtered', 'port_down', 'tx_error', 'link_down', 'port_shut', 'egress_rate'];
 it('the drop reasons are all classified as ingress or egress here', () => {
   expect([...INGRESS_REASONS, ...EGRESS_REASONS].sort()).toEqual([...DROP_REASONS].sort());
 });
@@ -92,8 +93,8 @@ class FuzzIo implements PortIo {
 
 const ACCESS = (vid: number): VlanSpec => ({ mode: 'access', vid });
 
-const PORTS: Record<string, { spec: VlanSpec; fail?: number; maxMacs?: number }> = {
-  a1: { spec: ACCESS(10) },
+const PORTS: Record<string, { spec: VlanSpec; fail?: number; maxMacs?: number; bpduGuard?: boolean; police?: boolean }> = {
+  a1: { spec: ACCESS(10), bpduGuard: true, police: true },
   a2: { spec: ACCESS(10), maxMacs: 3 },
   a3: { spec: ACCESS(20) },
   t1: { spec: { mode: 'trunk', allowed: [10, 20, 30], native: 1 } },
@@ -115,7 +116,10 @@ function rig() {
   const port: Record<string, Port> = {};
   for (const [name, p] of Object.entries(PORTS)) {
     io[name] = new FuzzIo(name, log, p.fail);
-    port[name] = br.addPort(name, io[name], { vlan: VlanPolicy.from(p.spec), maxMacs: p.maxMacs });
+    port[name] = br.addPort(name, io[name], {
+      vlan: VlanPolicy.from(p.spec), maxMacs: p.maxMacs, bpduGuard: p.bpduGuard,
+      ingressRate: p.police ? { rate: 8_000, burst: 1500, pps: 20 } : undefined,
+    });
   }
   br.addStatic(STATIC_MAC, 'a1', 10);
   br.addStatic(STATIC_MAC + 1, 'd1', 20);

@@ -15,6 +15,11 @@
  * and forwarded right after the current one finishes, never nested inside it: the
  * per-frame state is shared. At most MAX_DEFERRED wait; more are dropped and counted.
  *
+ * Loop protection and rate limits (gate.ts, loop.ts, police.ts): before admission a
+ * port's gate (one test when it has none) may drop the frame: the port is shut, the
+ * frame is a BPDU on a guarded port, or over the ingress rate; a MAC move may block
+ * a loop port (loop.ts). Egress skips shut ports and writes through the shaper.
+ *
  * Events (port down, MAC moved, MAC limit reached) go to `onEvent` for logging,
  * bounded to EVENT_BUDGET_PER_SEC per bridge so that a flapping MAC or a flood of
  * refused MACs can never produce a log line per frame; the rest are counted in
@@ -23,7 +28,7 @@
  */
 import { Drop } from './drop.js';
 import { Fdb, FDB_DEFAULTS, Learn } from './fdb.js';
-import { EGRESS_SCRATCH_BYTES } from './egress.js';
+import { EGRESS_SCRATCH_BYTES, txDrop } from './egress.js';
 import { forward, type ForwardCounters } from './forward.js';
 import { admit, ADMIT, learnRefusal, newFrameMeta, setOffloadMeta } from './ingress.js';
 import { Port, type PortIo, type PortRx } from './port.js';
@@ -32,6 +37,9 @@ import { ETH, formatMac } from './wire/ethernet.js';
 import { ADMIT_GUARD, MacOwners, guardCheck } from './guard.js';
 import { VID_MAX } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
+import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
+import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
+import { Policer, Shaper, type RateSpec } from './police.js';
 
 export const EVENT_BUDGET_PER_SEC = 20;
 export const MAX_DEFERRED = 1024;
@@ -42,7 +50,8 @@ export type BridgeEvent =
   | { event: 'port_up'; bridge: string; port: string; reason: string }
   | { event: 'mac_moved'; bridge: string; vlan: number; mac: string; port: string }
   | { event: 'mac_limit'; bridge: string; port: string; vlan: number; mac: string; limit: number }
-  | { event: 'mac_aged'; bridge: string; count: number };
+  | { event: 'mac_aged'; bridge: string; count: number }
+  | (LoopEvent & { bridge: string });
 
 export interface BridgeOptions {
   ageingSec?: number;
@@ -60,6 +69,11 @@ export interface PortOptions {
   stormPps?: number;
   /** Anti-spoofing guards (guard.ts); absent = off. */
   guard?: { dhcp?: boolean; ipSource?: boolean };
+  /** BPDU guard (loop.ts); absent = off. */
+  bpduGuard?: boolean;
+  /** Ingress policing and egress shaping (police.ts); absent = none. */
+  ingressRate?: RateSpec;
+  egressRate?: RateSpec;
 }
 
 export class BridgeError extends Error {
@@ -84,6 +98,8 @@ export class Bridge {
   /** The default clock (performance.now()), on which ports report batch times (PortRx.batch `at`). */
   readonly #portTime: boolean;
   readonly #onEvent: (e: BridgeEvent) => void;
+  /** BPDU guard and MAC-flap loop detection (loop.ts): settings and shut ports. */
+  readonly loop: LoopGuard;
   #eventBudget = EVENT_BUDGET_PER_SEC;
   #timer: NodeJS.Timeout | undefined;
   #depth = 0;
@@ -108,6 +124,7 @@ export class Bridge {
     this.#clock = opts.clock ?? (() => performance.now());
     this.#portTime = opts.clock === undefined;
     this.#onEvent = opts.onEvent ?? (() => {});
+    this.loop = new LoopGuard((e) => this.#emit({ ...e, bridge: this.name } as BridgeEvent, true), formatMac);
   }
 
   /** Starts the ageing sweep. Not needed in tests that drive `sweep(now)` themselves. */
@@ -119,6 +136,7 @@ export class Bridge {
   /** Ages out MAC entries and refills the event budget; returns the number aged. */
   sweep(now: number): number {
     this.#eventBudget = EVENT_BUDGET_PER_SEC;
+    this.loop.sweep(this.#ports.values(), now);
     const n = this.fdb.expire(now);
     if (n > 0) this.#emit({ event: 'mac_aged', bridge: this.name, count: n });
     return n;
@@ -145,6 +163,8 @@ export class Bridge {
     this.fdb.setPortLimit(id, opts.maxMacs ?? 0);
     port.storm.set(opts.stormPps ?? 0, this.#clock());
     if (opts.guard !== undefined) port.guard.set(opts.guard);
+    port.bpduGuard = opts.bpduGuard === true;
+    this.#setRates(port, opts.ingressRate, opts.egressRate);
     this.#rebuildFloodLists();
     try {
       io.start(this.#rxFor(port));
@@ -181,6 +201,45 @@ export class Bridge {
   /** Turns a port's anti-spoofing guards on or off; bindings are kept. */
   setPortGuard(name: string, opts: { dhcp?: boolean; ipSource?: boolean }): void {
     this.#need(name).guard.set(opts);
+  }
+
+  /** Turns a port's BPDU guard on or off (a port it shut stays shut until its time is up, or recoverPort). */
+  setPortBpduGuard(name: string, on: boolean): void {
+    const p = this.#need(name);
+    p.bpduGuard = on;
+    updateGate(p);
+  }
+
+  /**
+   * Sets a port's rate limits; `null` removes one, `undefined` leaves it. A new
+   * egress rate drops what waited in the old shaper's queue.
+   */
+  setPortRate(name: string, ingress: RateSpec | null | undefined, egress: RateSpec | null | undefined): void {
+    const p = this.#need(name);
+    this.#setRates(p, ingress === undefined ? p.police?.spec : ingress ?? undefined, egress === undefined ? p.shaper?.spec : egress ?? undefined,
+      ingress !== undefined, egress !== undefined);
+  }
+
+  /** Loop detection and BPDU guard timing for the whole bridge (loop.ts). */
+  setLoopProtection(s: Partial<LoopSettings>): LoopSettings {
+    this.loop.set(s);
+    return this.loop.settings();
+  }
+
+  /** Opens a port shut by loop protection now; false if it was not shut. */
+  recoverPort(name: string): boolean {
+    return this.loop.recover(this.#need(name));
+  }
+
+  #setRates(p: Port, ingress: RateSpec | undefined, egress: RateSpec | undefined, newIn = true, newOut = true): void {
+    const now = this.#clock();
+    if (newIn) p.police = ingress === undefined ? undefined : new Policer(ingress, now);
+    if (newOut) {
+      p.shaper?.close();
+      p.shaper = egress === undefined ? undefined : new Shaper(egress, p.io, now, (r) => { p.drops[txDrop(r)]++; }, this.#clock);
+      p.tx = p.shaper ?? p.io;
+    }
+    updateGate(p);
   }
 
   /** Replaces a port's VLAN policy; MAC entries in VLANs it leaves are flushed. */
@@ -241,9 +300,19 @@ export class Bridge {
     port.rxFrames++;
     port.rxBytes += len;
     if (!port.up) return;
+    let r: number;
+    const g = port.gate;
+    if (g !== 0 && (g !== GATE_BPDU || buf[off] === 0x01)) {
+      // Shut, a BPDU on a guarded port, or over the ingress rate (gate.ts).
+      r = gateIn(this.loop, port, buf, off, len, now);
+      if (r !== GATE_PASS) {
+        port.drops[r]++;
+        return;
+      }
+    }
     const meta = this.#meta;
     setOffloadMeta(meta, buf, off, hdr);
-    let r = admit(port, buf, off, len, meta);
+    r = admit(port, buf, off, len, meta);
     if (r !== ADMIT) {
       port.drops[r]++;
       return;
@@ -264,7 +333,15 @@ export class Bridge {
         return;
       }
     } else if (l === Learn.MOVED) {
-      this.#emit({ event: 'mac_moved', bridge: this.name, vlan: meta.vid, mac: formatMac(meta.src), port: port.name });
+      const loop = this.loop;
+      if (loop.flapMoves > 0 && this.fdb.lastMove.flaps > loop.flapMoves && loop.flap(this.fdb, this.#byId, port, meta.vid, meta.src, now)) {
+        // A loop (loop.ts): this port is the one blocked.
+        port.drops[Drop.loop_blocked]++;
+        return;
+      }
+      // In a loop every frame is a move: the event is built only when the budget lets it be logged.
+      if (this.#eventBudget > 0) this.#emit({ event: 'mac_moved', bridge: this.name, vlan: meta.vid, mac: formatMac(meta.src), port: port.name });
+      else this.eventsSuppressed++;
     } else if (l === Learn.NEW && this.onLearn !== undefined) {
       this.onLearn(meta.vid, meta.src, port);
     }
@@ -332,6 +409,8 @@ export class Bridge {
 
   #forget(port: Port): void {
     port.guard.detach();
+    this.loop.forget(port);
+    port.shaper?.close();
     this.fdb.flushPort(port.id, { includeStatic: true });
     this.fdb.setPortLimit(port.id, 0);
     this.#ports.delete(port.name);

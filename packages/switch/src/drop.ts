@@ -23,6 +23,12 @@ export const DROP_REASONS = [
   'ip_source_guard',       // IPv4 whose source MAC/IP is not bound to the port (leased or configured)
   'arp_spoof',             // ARP whose sender MAC/IP is not bound to the port, or whose SHA is not the source MAC
   'bound_mac_conflict',    // source MAC held by a binding (DHCP lease, configured) of another live guarded port
+  'bpdu_guard',            // STP BPDU on a port with the BPDU guard, and every frame it sends while shut for it (loop.ts)
+  'bpdu_invalid',          // frame to the bridge group address 01:80:C2:00:00:00 on a BPDU-guarded port that is no BPDU
+  'loop_blocked',          // frame from a port blocked by MAC-flap loop detection (loop.ts)
+  'port_shut',             // destination port shut by loop protection (BPDU guard or loop detection)
+  'ingress_rate',          // over the port's ingress policer (police.ts)
+  'egress_rate',           // over the port's egress rate with its shaping queue full (police.ts)
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];

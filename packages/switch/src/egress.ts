@@ -22,6 +22,7 @@ import type { FrameMeta } from './ingress.js';
 import type { Port } from './port.js';
 import { tci, tciVid, writeTaggedHeader } from './wire/vlan.js';
 import { copyVnetHeader, VNET_HDR_LEN } from './wire/vnet.js';
+import { E_RATE } from './police.js';
 
 /** Makes complete frames of a frame with a virtio_net_hdr that asks for work. */
 export interface Segmenter {
@@ -53,6 +54,11 @@ export function egress(port: Port, buf: Uint8Array, off: number, len: number, me
     port.drops[Drop.port_down]++;
     return;
   }
+  if (port.shut !== 0) {
+    // Shut by loop protection (loop.ts): nothing leaves by it.
+    port.drops[Drop.port_shut]++;
+    return;
+  }
   if (!port.vlan.isMember(meta.vid)) {
     port.drops[Drop.egress_filtered]++;
     return;
@@ -77,15 +83,15 @@ export function egress(port: Port, buf: Uint8Array, off: number, len: number, me
 const EIO = -5;
 const ENETDOWN = -100;
 
-/** A refused write: a link that is down (EIO from a TAP whose guest side is not up) is not an error. */
-function txDrop(r: number): number {
-  return r === EIO || r === ENETDOWN ? Drop.link_down : Drop.tx_error;
+/** A refused write: a link that is down (EIO from a TAP whose guest side is not up) is not an error; E_RATE: the shaper's queue is full. */
+export function txDrop(r: number): number {
+  return r === EIO || r === ENETDOWN ? Drop.link_down : r === E_RATE ? Drop.egress_rate : Drop.tx_error;
 }
 
 /** A complete frame (no header), tag edits through a 16-byte scratch header. */
 function sendPlain(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta, s: Uint8Array): number {
   const vid = meta.vid;
-  const io = port.io;
+  const io = port.tx; // the device, or its shaper (police.ts)
   if (port.vlan.isUntagged(vid)) {
     return meta.tagLen === 0 ? io.send(buf, off, len) : io.send2(buf, off, 12, buf, off + 16, len - 16);
   }
@@ -101,7 +107,7 @@ function sendPlain(port: Port, buf: Uint8Array, off: number, len: number, meta: 
 /** The frame with its header, to a port that takes it. */
 function sendWithHeader(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta, s: Uint8Array): number {
   const vid = meta.vid;
-  const io = port.io;
+  const io = port.tx;
   if (port.vlan.isUntagged(vid)) {
     if (meta.tagLen === 0) return io.sendVnet!(buf, off, len);
     copyHeader(s, buf, off - EH, -4);

@@ -37,7 +37,13 @@
  *   security's "restrict" mode does. Refreshing existing entries is unaffected.
  *
  * Moves: a MAC seen on another port is re-pointed (a VM migrated, or a cable moved)
- * and counted in `moved`.
+ * and counted in `moved`. Each move also updates the entry's flap record, for loop
+ * detection (loop.ts): `home`, the last port the MAC stayed on for FLAP_WINDOW_MS
+ * without moving, and `flaps`, its moves in a window of FLAP_WINDOW_MS opened by
+ * the first of them (windows opened before `flapEpoch` are void: the bridge sets it
+ * when it blocks a port, so MACs that flapped through that loop start counting
+ * anew). The move just made is left in `lastMove` (plain numbers, nothing
+ * allocated): only moves pay for this, never a frame of a MAC that stays put.
  *
  * Bound MACs (`boundElsewhere`, set by the bridge): a MAC that another live port
  * holds by a binding (a DHCP lease or a configured binding of a guarded port,
@@ -120,6 +126,18 @@ export const Learn = Object.freeze({
   REFUSED_BOUND: -5,
 });
 
+/** The window in which a MAC's moves are counted, and how long it must stay on a port for that port to be its home. */
+export const FLAP_WINDOW_MS = 1000;
+
+/** The move learn() just made (Learn.MOVED): what loop detection reads. */
+export interface LastMove {
+  /** The port the MAC left, and its home (see the module comment). */
+  from: number;
+  home: number;
+  /** Moves in the entry's current window, this one included. */
+  flaps: number;
+}
+
 export interface FdbEntry {
   readonly vid: number;
   readonly mac: number;
@@ -157,6 +175,11 @@ class Node implements FdbEntry {
   /** Neighbours on its port's list (dynamic entries only). */
   portOlder: Node | undefined = undefined;
   portNewer: Node | undefined = undefined;
+  /** The flap record (moves only): home port, time of the last move, start and count of the window. */
+  home: number;
+  movedAt = Number.NEGATIVE_INFINITY;
+  flapSince = Number.NEGATIVE_INFINITY;
+  flaps = 0;
 
   constructor(
     /** The MAC's low and high 24 bits. */
@@ -173,7 +196,9 @@ class Node implements FdbEntry {
     readonly vid: number,
     readonly mac: number,
     readonly isStatic: boolean,
-  ) {}
+  ) {
+    this.home = port;
+  }
 }
 
 // The MAC as two small integers: its low and high 24 bits.
@@ -228,6 +253,10 @@ export class Fdb {
   readonly counters: FdbCounters = {
     learned: 0, moved: 0, aged: 0, evicted: 0, refusedPortLimit: 0, refusedStatic: 0, refusedFull: 0, refusedBound: 0,
   };
+  /** The last move (valid right after learn() returned Learn.MOVED). */
+  readonly lastMove: LastMove = { from: -1, home: -1, flaps: 0 };
+  /** Flap windows opened before this time are void (see "Moves"). */
+  flapEpoch = Number.NEGATIVE_INFINITY;
   /** Does another live port than `port` hold `mac` by a binding? (see "Bound MACs"; unset: none do) */
   boundElsewhere: ((mac: number, port: number) => boolean) | undefined = undefined;
 
@@ -422,6 +451,7 @@ export class Fdb {
         this.counters.refusedPortLimit++;
         return Learn.REFUSED_PORT_LIMIT;
       }
+      this.#flapped(e, now);
       this.#leavePort(e);
       e.port = port;
       e.updated = now;
@@ -447,6 +477,21 @@ export class Fdb {
     this.#file(entry, now);
     this.counters.learned++;
     return Learn.NEW;
+  }
+
+  /** Updates the entry's flap record for the move it is about to make and leaves it in lastMove. */
+  #flapped(e: Node, now: number): void {
+    if (now - e.movedAt >= FLAP_WINDOW_MS) e.home = e.port;
+    if (now - e.flapSince >= FLAP_WINDOW_MS || e.flapSince < this.flapEpoch) {
+      e.flapSince = now;
+      e.flaps = 0;
+    }
+    e.flaps++;
+    e.movedAt = now;
+    const m = this.lastMove;
+    m.from = e.port;
+    m.home = e.home;
+    m.flaps = e.flaps;
   }
 
   #bound(mac: number, port: number): boolean {

@@ -15,3 +15,7 @@ export * from './wire/vnet.js';
 export * from './wire/ipv4.js';
 export * from './wire/arp.js';
 export * from './wire/l4.js';
+export * from './gate.js';
+export * from './loop.js';
+export * from './police.js';
+export * from './wire/stp.js';

@@ -21,6 +21,7 @@
 import { DROP_REASON_COUNT, DROP_REASONS, type DropReason } from './drop.js';
 import { VlanPolicy } from './vlan.js';
 import { PortGuard, StormBucket } from './guard.js';
+import type { Policer, Shaper } from './police.js';
 
 export type PortKind = 'tap' | 'attach' | 'router' | 'socket';
 
@@ -70,6 +71,9 @@ export interface PortIo {
   describe(): Record<string, string | number | boolean>;
 }
 
+/** What egress writes through: the port's device, or its shaper (police.ts). */
+export type PortTx = Pick<PortIo, 'send' | 'send2' | 'sendVnet' | 'send2Vnet'>;
+
 export interface PortCountersSnapshot {
   rxFrames: number;
   rxBytes: number;
@@ -95,6 +99,23 @@ export class Port {
   readonly guard = new PortGuard();
   /** Storm control for flooded frames this port sends (guard.ts); pps 0 = off. */
   readonly storm = new StormBucket();
+  /** Loop protection and rate limits in force (gate.ts GATE_* bits); 0: none, one test per frame. */
+  gate = 0;
+  /** Shut by loop protection (loop.ts): the Drop index its frames count under (bpdu_guard, loop_blocked; frames to it: port_shut), else 0; since/until when (bridge clock, ms). */
+  shut = 0;
+  shutAt = 0;
+  shutUntil = 0;
+  /** The shut reason's drop count when it shut (the recovery log says how many the episode dropped). */
+  shutDrops = 0;
+  /** BPDU guard on (loop.ts); times it shut the port, times loop detection blocked it. */
+  bpduGuard = false;
+  bpduShutdowns = 0;
+  loopBlocks = 0;
+  /** Ingress policer and egress shaper (police.ts); undefined: no limit. */
+  police: Policer | undefined = undefined;
+  shaper: Shaper | undefined = undefined;
+  /** Where egress writes: `io`, or `shaper` when the port has an egress rate. */
+  tx: PortTx;
 
   constructor(
     /** Bridge-local id, the FDB's port number. */
@@ -104,6 +125,7 @@ export class Port {
     readonly vlan: VlanPolicy = VlanPolicy.defaultAccess(),
   ) {
     this.offload = io.offload === true && typeof io.sendVnet === 'function' && typeof io.send2Vnet === 'function';
+    this.tx = io;
   }
 
   get kind(): PortKind { return this.io.kind; }
