@@ -130,6 +130,7 @@ export function portOptions(p: any): string {
   if (p.stormControl) out.push(`storm ${p.stormControl.pps}/s`);
   if (p.maxMacs) out.push(`max-macs ${p.maxMacs}`);
   if (p.persistent === true) out.push('persistent');
+  if (p.limits) out.push(p.limits); // rate limits: "in 100mbit/1mb, out 50mbit/256kb"
   return out.join(', ') || '-';
 }
 
@@ -346,7 +347,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
           ...(b.ports.length === 0 && !b.failed?.length ? [{ name: '', kind: '', state: '', vlan: null, empty: true }] : b.ports),
           ...(b.failed ?? []).map((f: any) => ({ name: f.name, kind: '', state: `failed (${f.reason})`, vlan: null, source: f.source, empty: true })),
         ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
-          p.state === 'down' ? `down (${p.downReason})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.empty ? '' : portOptions(p),
+          p.state === 'down' ? `down (${p.downReason})` : p.blocked ? `shut (${p.blocked})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.empty ? '' : portOptions(p),
           p.name ? from(p) : '', i === 0 ? from(b) : '']))));
     });
 

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
-import { parseIp4, parseMac } from '@vswitch/switch';
+import { LOOP_LIMITS, parseIp4, parseMac, parseRate, parseSize, RATE_LIMITS } from '@vswitch/switch';
 import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
 
@@ -27,6 +27,32 @@ const VlanSpec = z.discriminatedUnion('mode', [
     vlans: z.array(z.strictObject({ vid: Vid, pvid: z.boolean().optional(), untagged: z.boolean().optional() })),
   }),
 ], { error: 'must have mode: access, trunk or hybrid' });
+
+/** A rate as tc writes it ("100mbit", "1gbit"), or bits per second. */
+const Rate = z.union([z.string(), z.number()]).superRefine((v, ctx) => {
+  try {
+    parseRate(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+  }
+});
+/** A size as tc writes it ("1mb", "64k"), or bytes. */
+const Size = z.union([z.string(), z.number()]).superRefine((v, ctx) => {
+  try {
+    parseSize(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+  }
+});
+/** Ingress policing: rate, burst (default: 100 ms at the rate, at least 64 KiB), optional packets per second. */
+const IngressRate = z.strictObject({
+  rate: Rate,
+  burst: Size.optional(),
+  pps: z.number().int().min(1).max(RATE_LIMITS.maxPps).optional(),
+});
+/** Egress shaping toward the port's device: rate and burst. */
+const EgressRate = z.strictObject({ rate: Rate, burst: Size.optional() });
+const HoldSec = z.number().int().min(LOOP_LIMITS.holdSecMin).max(LOOP_LIMITS.holdSecMax);
 
 const PortSchema = z.strictObject({
   type: z.enum(['tap', 'attach', 'socket'], { error: 'must be tap, attach or socket' }),
@@ -69,12 +95,23 @@ const PortSchema = z.strictObject({
       ip: z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 10.0.10.50'),
     })).default([]),
   }).optional(),
+  /** BPDU guard: a port that receives an STP BPDU is shut for the bridge's loopProtection.bpduRecovery. Default: on for tap and socket ports, off for attach ports. */
+  bpduGuard: z.boolean().optional(),
+  /** Per-port rate limits: policing what the port sends, shaping what it is sent. */
+  ingressRate: IngressRate.optional(),
+  egressRate: EgressRate.optional(),
 });
 
 const BridgeSchema = z.strictObject({
   ageing: z.number().int().min(0).max(1_000_000).default(300),
   maxMacs: z.number().int().min(1).max(1_000_000).default(8192),
   ports: z.record(IfName, PortSchema).default({}),
+  /** Loop protection: MAC-flap detection (moves of one MAC in a second above which its loop port is blocked, 0 = off; hold in seconds) and BPDU guard recovery (seconds). */
+  loopProtection: z.strictObject({
+    macFlapMoves: z.number().int().min(0).max(LOOP_LIMITS.flapMovesMax).optional(),
+    macFlapHold: HoldSec.optional(),
+    bpduRecovery: HoldSec.optional(),
+  }).optional(),
   fdb: z.array(z.strictObject({ mac: Mac, port: IfName, vlan: Vid.optional() })).default([]),
 });
 

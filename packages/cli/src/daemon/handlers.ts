@@ -9,6 +9,7 @@ import { VERSION } from '../version.js';
 import { Stream } from './control.js';
 import type { ManagedRouter } from './routers.js';
 import type { PortSettings, Vswitch } from './service.js';
+import { trafficView, type TrafficSet } from './traffic.js';
 
 type Args = Record<string, unknown>;
 export type Handler = (sw: Vswitch, a: Args) => unknown;
@@ -40,6 +41,7 @@ export function portView(p: Port, maxMacs?: number): Record<string, unknown> {
     ...(p.storm.pps > 0 ? { stormControl: { pps: p.storm.pps } } : {}),
     ...(p.guard.active ? { guard: { dhcp: p.guard.dhcp, ipSource: p.guard.ipSource, bindings: p.guard.leased.size + p.guard.configured.size } } : {}),
     ...(maxMacs !== undefined && maxMacs > 0 ? { maxMacs } : {}),
+    ...trafficView(p),
     ...p.io.describe(),
   };
 }
@@ -57,6 +59,7 @@ export function bridgeView(br: Bridge, sw?: Vswitch): Record<string, unknown> {
     ageing: br.fdb.ageingSec,
     maxMacs: br.fdb.maxEntries,
     macs: br.fdb.size,
+    loopProtection: br.loop.settings(),
     ports: [...br.ports.values()].map((p) => {
       const v = portView(p, br.fdb.portLimit(p.id));
       const ps = sw?.portSource(p.name);
@@ -181,6 +184,34 @@ export const handlers: Record<string, Handler> = {
     return null;
   },
   show: (sw, a) => bridges(sw, optStr(a, 'bridge')).map((br) => bridgeView(br, sw)),
+  /**
+   * args: ifname, and any of bpduGuard (boolean), ingressRate ("100mbit" or "off") with
+   * ingressBurst ("1mb") and ingressPps, egressRate with egressBurst. The verb
+   * `port set PORT ingress-rate R burst B` will call this.
+   */
+  'port.traffic': (sw, a) => {
+    const set: TrafficSet = {};
+    if (a.bpduGuard !== undefined) {
+      if (typeof a.bpduGuard !== 'boolean') throw new VswitchError('EINVAL', 'argument bpduGuard must be true or false');
+      set.bpduGuard = a.bpduGuard;
+    }
+    for (const k of ['ingressRate', 'ingressBurst', 'egressRate', 'egressBurst'] as const) {
+      const v = a[k];
+      if (v === undefined) continue;
+      if (typeof v !== 'string' && typeof v !== 'number') throw new VswitchError('EINVAL', `argument ${k} must be a string such as "100mbit" or a number`);
+      set[k] = v;
+    }
+    set.ingressPps = optNum(a, 'ingressPps');
+    const ifname = str(a, 'ifname');
+    const changed = sw.portTraffic(ifname, set);
+    return { changed, port: portView(sw.bridgeOf(ifname).port(ifname)!) };
+  },
+  /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds). */
+  'bridge.loop': (sw, a) => sw.bridgeLoop(str(a, 'bridge'), {
+    macFlapMoves: optNum(a, 'macFlapMoves'), macFlapHold: optNum(a, 'macFlapHold'), bpduRecovery: optNum(a, 'bpduRecovery'),
+  }),
+  /** args: ifname. Opens a port shut by the BPDU guard or loop detection before its time. */
+  'port.recover': (sw, a) => ({ recovered: sw.recoverPort(str(a, 'ifname')) }),
   showmacs: (sw, a) => fdbView(sw, sw.bridge(str(a, 'bridge')), performance.now()),
   setageing: (sw, a) => ({ ageing: sw.setAgeing(str(a, 'bridge'), num(a, 'seconds')) }),
 

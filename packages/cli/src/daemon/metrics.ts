@@ -46,6 +46,7 @@ import {
 } from './metrics-worker.js';
 import type { RenderCacheStats } from './render-cache.js';
 import type { Vswitch } from './service.js';
+import { SHUT_REASONS, shutReasonOf } from './traffic.js';
 
 /** host:port, host may be a name, an IPv4 address or a bracketed IPv6 address. */
 export function parseListen(listen: string): { host: string; port: number } {
@@ -164,10 +165,9 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
     'Bytes of the frames counted in vswitch_port_tx_frames_total, as written (after VLAN tag insertion or removal).',
     (p) => p.txBytes);
   counter('vswitch_port_drops_total',
-    'Frames dropped, by reason (a closed set: malformed, bad_src_mac, link_local, vlan_tagged_on_access, '
-    + 'vlan_not_allowed, vlan_no_pvid, vlan_reserved, port_mac_limit, static_mac_conflict, dst_on_ingress, '
-    + 'egress_filtered, port_down, tx_error, link_down; see the README "Drop reasons"). Ingress reasons count on the port the '
-    + 'frame came from; egress_filtered, port_down, tx_error and link_down on the port it was to leave by. Every reason is exported, zeros included.',
+    'Frames dropped, by reason (a closed set, see the README "Drop reasons"). Ingress reasons count on the port the '
+    + 'frame came from; egress_filtered, port_down, port_shut, egress_rate, tx_error and link_down on the port it was to leave by. '
+    + 'Every reason is exported, zeros included.',
     [...PORT_LABELS, 'reason'], (emit) => {
       for (const r of ports()) {
         const d = r.port.drops;
@@ -194,6 +194,49 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
         const limit = r.bridge.fdb.portLimit(r.port.id);
         if (limit > 0) emit(r.labels, limit);
       }
+    });
+
+  gauge('vswitch_port_shut',
+    '1 while loop protection holds the port shut (frames in and out dropped), by reason: bpdu_guard (it received an STP BPDU) '
+    + 'or loop (MAC-flap loop detection blocked it); 0 otherwise.',
+    [...PORT_LABELS, 'reason'], (emit) => {
+      for (const r of ports()) {
+        const why = shutReasonOf(r.port);
+        for (const reason of SHUT_REASONS) emit({ ...r.labels, reason }, why === reason ? 1 : 0);
+      }
+    });
+  gauge('vswitch_port_shut_remaining_seconds',
+    'Seconds until a shut port comes back (only ports shut now).',
+    PORT_LABELS, (emit) => {
+      const now = performance.now();
+      for (const r of ports()) if (r.port.shut !== 0) emit(r.labels, Math.max(0, (r.port.shutUntil - now) / 1000));
+    });
+  counter('vswitch_port_shutdowns_total',
+    'Times loop protection shut the port, by reason: bpdu_guard, loop.',
+    [...PORT_LABELS, 'reason'], (emit) => {
+      for (const r of ports()) {
+        emit({ ...r.labels, reason: 'bpdu_guard' }, r.port.bpduShutdowns);
+        emit({ ...r.labels, reason: 'loop' }, r.port.loopBlocks);
+      }
+    });
+  gauge('vswitch_port_bpdu_guard',
+    '1 if the port has the BPDU guard on.',
+    PORT_LABELS, (emit) => {
+      for (const r of ports()) emit(r.labels, r.port.bpduGuard ? 1 : 0);
+    });
+  gauge('vswitch_port_rate_limit_bits_per_second',
+    'Configured per-port rate limits, by direction: ingress (policed, what the port sends) and egress (shaped, what it is sent); '
+    + 'only ports with a limit export it. Excess: vswitch_port_drops_total reasons ingress_rate and egress_rate.',
+    [...PORT_LABELS, 'direction'], (emit) => {
+      for (const r of ports()) {
+        if (r.port.police !== undefined) emit({ ...r.labels, direction: 'ingress' }, r.port.police.spec.rate);
+        if (r.port.shaper !== undefined) emit({ ...r.labels, direction: 'egress' }, r.port.shaper.spec.rate);
+      }
+    });
+  gauge('vswitch_port_egress_queue_frames',
+    'Frames waiting in the egress shaper\'s queue (ports with an egress rate).',
+    PORT_LABELS, (emit) => {
+      for (const r of ports()) if (r.port.shaper !== undefined) emit(r.labels, r.port.shaper.backlog);
     });
 
   /* ---------- per bridge ---------- */
@@ -244,6 +287,17 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
   perBridge('vswitch_bridge_forwarded_frames_total',
     'Frames sent to the one port their (known) unicast destination MAC was learned on.',
     (br) => br.counters.forwarded);
+  gauge('vswitch_bridge_loop_protection',
+    'Loop protection settings: setting = mac_flap_moves (moves of one MAC in a second above which its loop port is blocked; 0: off), '
+    + 'mac_flap_hold_seconds, bpdu_recovery_seconds.',
+    ['bridge', 'setting'], (emit) => {
+      for (const br of bridges()) {
+        const l = br.loop.settings();
+        emit({ bridge: br.name, setting: 'mac_flap_moves' }, l.flapMoves);
+        emit({ bridge: br.name, setting: 'mac_flap_hold_seconds' }, l.flapHoldSec);
+        emit({ bridge: br.name, setting: 'bpdu_recovery_seconds' }, l.bpduRecoverySec);
+      }
+    });
   perBridge('vswitch_bridge_log_events_suppressed_total',
     'Events (MAC moved, MAC limit reached, MACs aged) not logged because the bridge\'s log budget (20 per second) was spent.',
     (br) => br.eventsSuppressed);

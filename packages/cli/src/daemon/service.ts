@@ -36,6 +36,7 @@ import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterCon
 import { ManagedRouter } from './routers.js';
 import { applyGuard, dhcpServed, leaseBound, leaseGone, type GuardSpec } from './guards.js';
 import { EventBudget, LEARN_BUDGET_PER_SEC, Monitor, type MonitorEvent } from './monitor.js';
+import { applyTrafficSet, bpduGuardOf, checkLoop, type LoopConf, loopSettings, type RateConf, rateSpec, type TrafficSet } from './traffic.js';
 import {
   BRIDGE_DEFAULTS, type Desired, type DesiredPort, type GuardSwitches, type Overlay, type PortSetting, type RouterEdit, canonSpec,
   canonVlan, effective, emptyDesired, emptyOverlay, fdbKey, fileValue, loadOverlay, overlaySize, planChanges, reservationProblem,
@@ -62,6 +63,10 @@ export interface AddPortSpec {
   stormPps?: number;
   /** Anti-spoofing; absent keys take the default (guards.ts). */
   guard?: GuardSpec;
+  /** BPDU guard (absent: on for tap and socket ports, traffic.ts) and rate limits (absent: none). */
+  bpduGuard?: boolean;
+  ingressRate?: RateConf;
+  egressRate?: RateConf;
 }
 
 type Mode = 'start' | 'reload' | 'cli';
@@ -287,6 +292,36 @@ export class Vswitch {
     const b = this.#owner.get(ifname);
     if (b === undefined) throw new VswitchError('ENOENT', `no such port: ${ifname}`);
     return this.bridge(b);
+  }
+
+  /**
+   * Control command port.traffic: a running port's BPDU guard and rate limits, in
+   * place; not kept across restarts yet (traffic.ts says why and what wins).
+   */
+  portTraffic(ifname: string, set: TrafficSet): Record<string, unknown> {
+    const br = this.bridgeOf(ifname);
+    const p = br.port(ifname);
+    if (p === undefined) throw new VswitchError('ENOENT', `no such port: ${ifname}`);
+    const changed = applyTrafficSet(br, p, set);
+    this.log.info({ event: 'port_traffic_set', bridge: br.name, port: ifname, ...changed }, 'port_traffic_set');
+    return changed;
+  }
+
+  /** Control command bridge.loop: a bridge's loop detection and BPDU recovery times, in place (as portTraffic). */
+  bridgeLoop(bname: string, c: LoopConf): Record<string, unknown> {
+    checkLoop(c);
+    const br = this.bridge(bname);
+    const cur = br.loop.settings();
+    const s = br.setLoopProtection({
+      flapMoves: c.macFlapMoves ?? cur.flapMoves, flapHoldSec: c.macFlapHold ?? cur.flapHoldSec, bpduRecoverySec: c.bpduRecovery ?? cur.bpduRecoverySec,
+    });
+    this.log.info({ event: 'bridge_loop_set', bridge: bname, ...s }, 'bridge_loop_set');
+    return { ...s };
+  }
+
+  /** Control command port.recover: opens a port shut by loop protection now. */
+  recoverPort(ifname: string): boolean {
+    return this.bridgeOf(ifname).recoverPort(ifname);
   }
 
   setAgeing(bname: string, seconds: number): number {
@@ -688,6 +723,10 @@ export class Vswitch {
         br.fdb.setMaxEntries(want.maxMacs);
         done.push(`maxmacs ${name} ${want.maxMacs}`);
       }
+      if (!same(prev.bridges.get(name)?.loop, want.loop)) {
+        br.setLoopProtection(loopSettings(want.loop));
+        done.push(`loopprotection ${name} ${JSON.stringify(br.loop.settings())}`);
+      }
     }
     for (const name of plan.portsAdd) {
       const d = next.ports.get(name)!;
@@ -752,15 +791,16 @@ export class Vswitch {
     return done;
   }
 
-  #newBridge(name: string, b: { ageing: number; maxMacs: number }): Bridge {
+  #newBridge(name: string, b: { ageing: number; maxMacs: number; loop?: LoopConf }): Bridge {
     const br = new Bridge(name, {
       ageingSec: b.ageing,
       maxEntries: b.maxMacs,
       onEvent: (e: BridgeEvent) => {
-        this.log[e.event === 'port_down' ? 'warn' : 'info'](e, e.event);
+        this.log[e.event === 'port_down' || e.event === 'port_shut' ? 'warn' : 'info'](e, e.event);
         this.monitor.emit(e);
       },
     });
+    br.setLoopProtection(loopSettings(b.loop));
     this.#watchLearning(br, this.monitor.active);
     return br;
   }
@@ -846,7 +886,11 @@ export class Vswitch {
   #attachPort(bname: string, ifname: string, io: PortIo, spec: AddPortSpec): void {
     const br = this.bridge(bname);
     const vlan = spec.vlan ? policyFrom(spec.vlan) : VlanPolicy.defaultAccess();
-    br.addPort(ifname, io, { vlan, maxMacs: spec.maxMacs, stormPps: spec.stormPps });
+    br.addPort(ifname, io, {
+      vlan, maxMacs: spec.maxMacs, stormPps: spec.stormPps, bpduGuard: bpduGuardOf(spec.type, spec.bpduGuard),
+      ingressRate: spec.ingressRate && rateSpec(spec.ingressRate, `${ifname}: ingressRate`),
+      egressRate: spec.egressRate && rateSpec(spec.egressRate, `${ifname}: egressRate`),
+    });
     this.#owner.set(ifname, bname);
     this.#specs.set(ifname, spec);
     this.#applyGuard(ifname);
@@ -881,6 +925,18 @@ export class Vswitch {
       } catch (e) {
         this.log.error({ event: 'port_persist_failed', port: name, error: (e as Error).message }, 'port_persist_failed');
       }
+    }
+    if (before.bpduGuard !== after.bpduGuard) {
+      br.setPortBpduGuard(name, bpduGuardOf(after.type, after.bpduGuard));
+      done.push(`bpduguard ${name} ${bpduGuardOf(after.type, after.bpduGuard) ? 'on' : 'off'}`);
+    }
+    const inChanged = !same(before.ingressRate, after.ingressRate);
+    const outChanged = !same(before.egressRate, after.egressRate);
+    if (inChanged || outChanged) {
+      br.setPortRate(name,
+        inChanged ? (after.ingressRate ? rateSpec(after.ingressRate, `${name}: ingressRate`) : null) : undefined,
+        outChanged ? (after.egressRate ? rateSpec(after.egressRate, `${name}: egressRate`) : null) : undefined);
+      done.push(`rate ${name}`);
     }
     this.#specs.set(name, after);
     return done;
@@ -977,7 +1033,7 @@ export class Vswitch {
 }
 
 export function portSpec(p: PortConfig): AddPortSpec {
-  return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, offload: p.offload, path: p.path, mode: p.mode, connect: p.connect, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs, stormPps: p.stormControl?.pps, guard: p.guard };
+  return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, offload: p.offload, path: p.path, mode: p.mode, connect: p.connect, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs, stormPps: p.stormControl?.pps, guard: p.guard, bpduGuard: p.bpduGuard, ingressRate: p.ingressRate, egressRate: p.egressRate };
 }
 
 /** The guard switches in their stored form: absent keys (the default) left out. */

@@ -43,6 +43,7 @@ import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Config, type RouterConfig, maskOf, parseCidr } from '../config.js';
 import { type AddPortSpec, portSpec } from './service.js';
+import type { LoopConf } from './traffic.js';
 
 export const RUNTIME_FILE = 'runtime.json';
 export const RUNTIME_VERSION = 1;
@@ -267,7 +268,8 @@ export function rebase(ov: Overlay, file: Config): { overlay: Overlay; notes: st
 
 /* ---------- the running state the daemon aims at ---------- */
 
-export interface DesiredBridge extends BridgeSettings { source: Source; overrides: string[] }
+/** `loop`: the file's loopProtection (absent: the defaults, traffic.ts); runtime bridges have none. */
+export interface DesiredBridge extends BridgeSettings { source: Source; overrides: string[]; loop?: LoopConf }
 export interface DesiredPort extends PortDef { source: Source; overrides: string[] }
 export interface DesiredFdb { bridge: string; vid: number; mac: string; port: string; source: Source }
 export interface DesiredReservation { network: string; mac: string; ip: string; hostname?: string; source: Source }
@@ -303,7 +305,7 @@ export function effective(file: Config, ovIn: Overlay): { desired: Desired; over
 
   // Bridges.
   for (const [name, b] of Object.entries(file.bridges)) {
-    d.bridges.set(name, { ageing: b.ageing, maxMacs: b.maxMacs, source: 'config', overrides: [] });
+    d.bridges.set(name, { ageing: b.ageing, maxMacs: b.maxMacs, loop: b.loopProtection, source: 'config', overrides: [] });
   }
   for (const [name, e] of Object.entries(ov.ageing)) {
     const b = d.bridges.get(name);
@@ -474,7 +476,7 @@ export function planChanges(prev: Desired, next: Desired, failed: ReadonlySet<st
   for (const [name, b] of next.bridges) {
     const old = prev.bridges.get(name);
     if (old === undefined) p.bridgesAdd.push(name);
-    else if (old.ageing !== b.ageing || old.maxMacs !== b.maxMacs) p.bridgesSet.push(name);
+    else if (old.ageing !== b.ageing || old.maxMacs !== b.maxMacs || !same(old.loop, b.loop)) p.bridgesSet.push(name);
   }
   const bridgesGone = new Set(p.bridgesDel);
   for (const [name, old] of prev.ports) {

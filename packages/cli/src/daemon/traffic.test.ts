@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../config.js';
+import { bpduGuardOf, checkLoop, loopSettings, rateSpec } from './traffic.js';
+
+const F = '/etc/vswitch/test.yaml';
+function errorOf(text: string): string {
+  try {
+    parseConfig(text, F);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  throw new Error('expected a config error');
+}
+
+describe('loop protection and rate limits: config and defaults', () => {
+  it('takes rates and bursts as tc writes them, with the key path and line in every error', () => {
+    const c = parseConfig([
+      'bridges:',
+      '  br0:',
+      '    loopProtection: { macFlapMoves: 5, macFlapHold: 10, bpduRecovery: 60 }',
+      '    ports:',
+      '      vm1: { type: tap, bpduGuard: false, ingressRate: { rate: 100mbit, burst: 1mb, pps: 20000 }, egressRate: { rate: 1gbit } }',
+      '',
+    ].join('\n'), F);
+    expect(c.bridges.br0.loopProtection).toEqual({ macFlapMoves: 5, macFlapHold: 10, bpduRecovery: 60 });
+    expect(c.bridges.br0.ports.vm1).toMatchObject({ bpduGuard: false, ingressRate: { rate: '100mbit', burst: '1mb', pps: 20000 } });
+    const port = (extra: string): string => errorOf(`bridges:\n  br0:\n    ports:\n      vm1: { type: tap, ${extra} }\n`);
+    expect(port('ingressRate: { rate: 100furlongs }')).toMatch(/bridges\.br0\.ports\.vm1\.ingressRate\.rate \(line 4\): bad rate '100furlongs'/);
+    expect(port('ingressRate: { rate: 2tbit }')).toMatch(/ingressRate\.rate .*out of range: 8kbit to 1tbit/);
+    expect(port('egressRate: { rate: 10mbit, burst: 100 }')).toMatch(/egressRate\.burst .*out of range: 1500 bytes to 1gb/);
+    expect(port('egressRate: { rate: 10mbit, pps: 5 }')).toMatch(/egressRate/);
+    expect(port('ingressRate: { rate: 10mbit, pps: 0 }')).toMatch(/ingressRate\.pps/);
+    expect(port('bpduGuard: maybe')).toMatch(/bpduGuard/);
+    expect(errorOf('bridges:\n  br0:\n    loopProtection: { macFlapHold: 0 }\n')).toMatch(/br0\.loopProtection\.macFlapHold/);
+    expect(errorOf('bridges:\n  br0:\n    loopProtection: { macFlapMoves: -1 }\n')).toMatch(/macFlapMoves/);
+    expect(errorOf('bridges:\n  br0:\n    loopProtection: { flap: 3 }\n')).toMatch(/loopProtection/);
+  });
+
+  it('BPDU guard is on for VM ports (tap, socket), off for attach ports, unless the config says', () => {
+    expect(bpduGuardOf('tap', undefined)).toBe(true);
+    expect(bpduGuardOf('socket', undefined)).toBe(true);
+    expect(bpduGuardOf('attach', undefined)).toBe(false);
+    expect(bpduGuardOf('tap', false)).toBe(false);
+    expect(bpduGuardOf('attach', true)).toBe(true);
+  });
+
+  it('fills in bursts and defaults, and refuses bad control values clearly', () => {
+    expect(rateSpec({ rate: '100mbit' }, 'x')).toEqual({ rate: 100e6, burst: 1_250_000 });
+    expect(rateSpec({ rate: '1mbit' }, 'x')).toEqual({ rate: 1e6, burst: 65536 });
+    expect(rateSpec({ rate: '10mbit', burst: '64k', pps: 100 }, 'x')).toEqual({ rate: 10e6, burst: 65536, pps: 100 });
+    expect(() => rateSpec({ rate: 'lots' }, 'ingress-rate')).toThrow(/^ingress-rate: bad rate 'lots'/);
+    expect(() => rateSpec({ rate: '1mbit', pps: 1.5 }, 'ingress-rate')).toThrow(/pps must be/);
+    expect(loopSettings(undefined)).toEqual({ flapMoves: 10, flapHoldSec: 30, bpduRecoverySec: 300 });
+    expect(loopSettings({ macFlapMoves: 0 })).toEqual({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 300 });
+    expect(() => checkLoop({ macFlapHold: 0 })).toThrow(/macFlapHold must be 1-86400 seconds, got 0/);
+    expect(() => checkLoop({ macFlapMoves: 2.5 })).toThrow(/macFlapMoves/);
+    expect(() => checkLoop({ bpduRecovery: 1e9 })).toThrow(/bpduRecovery/);
+  });
+});
