@@ -190,7 +190,7 @@ describe('BPDU guard', () => {
     await scapy(vms.vm4.ns, vms.vm4.ifname, BPDU());
     const shut = await waitFor('port_shut bpdu_guard', () => d.logs.find((l) => l.obj?.event === 'port_shut' && l.obj.reason === 'bpdu_guard'), { timeoutMs: 3000 });
     expect(shut.obj).toMatchObject({ port: names.vm4, holdSec: RECOVERY });
-    expect(shut.obj.level).toBe(40); // warn
+    expect(shut.obj.level).toBe('warn');
     const p = await port(names.vm4);
     expect(p.bpduGuard).toBe(true);
     expect(p.shut).toMatchObject({ reason: 'bpdu_guard' });
