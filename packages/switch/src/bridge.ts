@@ -1,11 +1,13 @@
 /*
  * A bridge: ports, one MAC table, and the pipeline that joins them
- *   port -> ingress (admit, classify VLAN) -> guards (anti-spoofing, guard.ts) -> learn
- *        -> forward (unicast / flood, storm control) -> egress -> port.
- * Everything per frame is synchronous from the buffer the frame arrived in, and
- * allocates nothing: per-frame decisions live in one reused FrameMeta, tag edits
- * in one scratch header (virtio_net_hdr + tagged Ethernet header). A frame's
- * virtio_net_hdr, when its port delivers one, travels with it to egress (port.ts).
+ *   port -> ingress (admit, classify VLAN, guards, learn: ingress.ts)
+ *        -> forward (unicast / flood, storm control, canEgress: forward.ts) -> egress -> port,
+ * as Linux's br_handle_frame_finish. Everything per frame is synchronous from the
+ * buffer the frame arrived in, and allocates nothing: per-frame decisions live in
+ * one reused FrameMeta, tag edits in one scratch header (virtio_net_hdr + tagged
+ * Ethernet header). A frame's virtio_net_hdr, when its port delivers one, travels
+ * with it to egress (port.ts); a frame whose header asks for work is completed for
+ * ports without offload by the bridge's `segmenter` (BridgeOptions, egress.ts).
  *
  * Control-plane changes (ports, VLANs, static MACs, ageing) take effect at once and
  * touch only what they name; flood lists are rebuilt on each such change.
@@ -18,7 +20,8 @@
  * Loop protection and rate limits (gate.ts, loop.ts, police.ts): before admission a
  * port's gate (one test when it has none) may drop the frame: the port is shut, the
  * frame is a BPDU on a guarded port, or over the ingress rate; a MAC move may block
- * a loop port (loop.ts). Egress skips shut ports and writes through the shaper.
+ * a loop port (loop.ts). canEgress (forward.ts) refuses shut ports; egress writes
+ * through the shaper.
  *
  * Events (port down, MAC moved, MAC limit reached) go to `onEvent` for logging,
  * bounded to EVENT_BUDGET_PER_SEC per bridge so that a flapping MAC or a flood of
@@ -28,13 +31,13 @@
  */
 import { Drop } from './drop.js';
 import { Fdb, FDB_DEFAULTS, Learn } from './fdb.js';
-import { EGRESS_SCRATCH_BYTES, txDrop } from './egress.js';
+import { type Egress, newEgress, type Segmenter, txDrop } from './egress.js';
 import { forward, type ForwardCounters } from './forward.js';
-import { admit, ADMIT, learnRefusal, newFrameMeta, setOffloadMeta } from './ingress.js';
+import { ADMIT, ingress, newFrameMeta, setOffloadMeta } from './ingress.js';
 import { Port, type PortIo, type PortRx } from './port.js';
 import { VNET_HDR_LEN } from './wire/vnet.js';
-import { ETH, formatMac } from './wire/ethernet.js';
-import { ADMIT_GUARD, MacOwners, guardCheck } from './guard.js';
+import { formatMac } from './wire/ethernet.js';
+import { MacOwners } from './guard.js';
 import { VID_MAX } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
 import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
@@ -59,13 +62,20 @@ export interface BridgeOptions {
   /** Milliseconds, monotonic; tests pass a fake clock. */
   clock?: () => number;
   onEvent?: (e: BridgeEvent) => void;
+  /**
+   * Makes complete frames of those whose virtio_net_hdr asks for work (GSO, partial
+   * checksum) for ports that cannot take the header (egress.ts). The daemon passes
+   * the addon's (ports/segment.ts); absent, such frames to such ports are dropped
+   * as tx_error.
+   */
+  segmenter?: Segmenter;
 }
 
 export interface PortOptions {
   vlan?: VlanPolicy;
   /** Dynamic MAC limit for this port; 0 or absent = none. */
   maxMacs?: number;
-  /** Flooded frames per second this port may send (guard.ts); 0 or absent = no limit. */
+  /** Flooded frames per second this port may send (forward.ts); 0 or absent = no limit. */
   stormPps?: number;
   /** Anti-spoofing guards (guard.ts); absent = off. */
   guard?: { dhcp?: boolean; ipSource?: boolean };
@@ -93,7 +103,7 @@ export class Bridge {
   readonly #byId: (Port | undefined)[] = [];
   #floodLists: (Port[] | undefined)[] = new Array(VID_MAX + 1);
   readonly #meta = newFrameMeta();
-  readonly #scratch = new Uint8Array(EGRESS_SCRATCH_BYTES);
+  readonly #egress: Egress;
   readonly #clock: () => number;
   /** The default clock (performance.now()), on which ports report batch times (PortRx.batch `at`). */
   readonly #portTime: boolean;
@@ -125,6 +135,7 @@ export class Bridge {
     this.#portTime = opts.clock === undefined;
     this.#onEvent = opts.onEvent ?? (() => {});
     this.loop = new LoopGuard((e) => this.#emit({ ...e, bridge: this.name } as BridgeEvent, true), formatMac);
+    this.#egress = newEgress(opts.segmenter);
   }
 
   /** Starts the ageing sweep. Not needed in tests that drive `sweep(now)` themselves. */
@@ -312,27 +323,14 @@ export class Bridge {
     }
     const meta = this.#meta;
     setOffloadMeta(meta, buf, off, hdr);
-    r = admit(port, buf, off, len, meta);
+    r = ingress(port, this.fdb, buf, off, len, now, meta);
     if (r !== ADMIT) {
       port.drops[r]++;
+      if (r === Drop.port_mac_limit) this.#limitEvent(port);
       return;
     }
-    if (port.guard.active) {
-      r = guardCheck(port.guard, buf, off, len, meta.tagLen, meta.src);
-      if (r !== ADMIT_GUARD) {
-        port.drops[r]++;
-        return;
-      }
-    }
-    const l = this.fdb.learnAt(meta.vid, buf, off + ETH.SRC, port.id, now);
-    if (l < 0) {
-      r = learnRefusal(l);
-      if (r !== ADMIT) {
-        port.drops[r]++;
-        if (r === Drop.port_mac_limit) this.#limitEvent(port);
-        return;
-      }
-    } else if (l === Learn.MOVED) {
+    const l = meta.learned;
+    if (l === Learn.MOVED) {
       const loop = this.loop;
       if (loop.flapMoves > 0 && this.fdb.lastMove.flaps > loop.flapMoves && loop.flap(this.fdb, this.#byId, port, meta.vid, meta.src, now)) {
         // A loop (loop.ts): this port is the one blocked.
@@ -345,7 +343,7 @@ export class Bridge {
     } else if (l === Learn.NEW && this.onLearn !== undefined) {
       this.onLearn(meta.vid, meta.src, port);
     }
-    forward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#scratch, this.counters, now);
+    forward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#egress, this.counters, now);
   }
 
   #defer(port: Port, buf: Uint8Array, off: number, len: number, hdr: number): void {

@@ -1,5 +1,6 @@
 /*
- * Egress: the last step, and the only place tag bytes change. The frame is sent
+ * Egress: the last step, and the only place tag bytes change. Forward has already
+ * decided that the port may send the frame (canEgress, forward.ts). The frame is sent
  * from the buffer it arrived in; inserting or stripping a tag writes two pieces
  * (a 12- or 16-byte header, then the rest) as one frame through writev, so no
  * frame is copied. The egress port's policy decides tagged or untagged per VID.
@@ -11,11 +12,12 @@
  *   the first byte of the frame), written in front of the new Ethernet header. The
  *   received bytes are never edited: a flood sends them to other ports too.
  * - To a port that does not, a frame whose header asks for work (GSO, partial
- *   checksum) is first made into complete frames by the segmenter (the native
- *   gso.c, registered by the port I/O module) in its own scratch area, once per
- *   frame even when flooding; each segment then takes the ordinary path. A frame
- *   that cannot be completed is dropped (tx_error on that port; the addon counts
- *   why). Complete frames with a header are sent without it.
+ *   checksum) is first made into complete frames by the bridge's segmenter (the
+ *   daemon gives every bridge the addon's gso.c: ports/segment.ts) in its own
+ *   scratch area, once per frame even when flooding; each segment then takes the
+ *   ordinary path. A frame that cannot be completed, or any such frame in a bridge
+ *   given no segmenter, is dropped (tx_error on that port; the addon counts why).
+ *   Complete frames with a header are sent without it.
  */
 import { Drop } from './drop.js';
 import type { FrameMeta } from './ingress.js';
@@ -33,15 +35,20 @@ export interface Segmenter {
   readonly lens: Int32Array;
 }
 
-let segmenter: Segmenter | undefined;
-
-/** Installed by the native port I/O (ports/); without one, partial frames to non-offload ports are dropped. */
-export function setSegmenter(s: Segmenter | undefined): void {
-  segmenter = s;
-}
-
 /** Bytes the bridge's scratch must have: a header, then a tagged Ethernet header. */
 export const EGRESS_SCRATCH_BYTES = 32;
+
+/** A bridge's egress state, made once: the scratch for tag edits and how it completes partial frames. */
+export interface Egress {
+  readonly scratch: Uint8Array;
+  /** Absent: partial frames to ports without offload are dropped (tx_error). */
+  readonly segmenter: Segmenter | undefined;
+}
+
+export function newEgress(segmenter?: Segmenter): Egress {
+  return { scratch: new Uint8Array(EGRESS_SCRATCH_BYTES), segmenter };
+}
+
 /** Where the Ethernet header starts in the scratch (the vnet header goes before it). */
 const EH = VNET_HDR_LEN;
 // Called per frame through module constants: an imported binding is checked on
@@ -49,25 +56,14 @@ const EH = VNET_HDR_LEN;
 const tagHeader = writeTaggedHeader;
 const copyHeader = copyVnetHeader;
 
-export function egress(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta, scratch: Uint8Array): void {
-  if (!port.up) {
-    port.drops[Drop.port_down]++;
-    return;
-  }
-  if (port.shut !== 0) {
-    // Shut by loop protection (loop.ts): nothing leaves by it.
-    port.drops[Drop.port_shut]++;
-    return;
-  }
-  if (!port.vlan.isMember(meta.vid)) {
-    port.drops[Drop.egress_filtered]++;
-    return;
-  }
+/** Sends the frame out of `port`, which canEgress admitted. */
+export function egress(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta, out: Egress): void {
+  const scratch = out.scratch;
   let r: number;
   if (meta.hdr !== 0 && port.offload) {
     r = sendWithHeader(port, buf, off, len, meta, scratch);
   } else if (meta.partial) {
-    egressCompleted(port, buf, off, len, meta, scratch);
+    egressCompleted(port, buf, off, len, meta, out);
     return;
   } else {
     r = sendPlain(port, buf, off, len, meta, scratch);
@@ -122,8 +118,9 @@ function sendWithHeader(port: Port, buf: Uint8Array, off: number, len: number, m
 }
 
 /** The complete frames a partial one stands for, each through the ordinary path. */
-function egressCompleted(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta, s: Uint8Array): void {
-  const sg = segmenter;
+function egressCompleted(port: Port, buf: Uint8Array, off: number, len: number, meta: FrameMeta, out: Egress): void {
+  const sg = out.segmenter;
+  const s = out.scratch;
   let n = meta.segs;
   if (n < 0 && sg !== undefined) {
     n = sg.segment(buf, off, len);

@@ -1,21 +1,25 @@
 /*
  * Forwarding decision: which ports get a copy. Group destinations and unknown
- * unicast flood to the up ports that are members of the frame's VLAN, never back
- * to the ingress port; a known unicast destination goes to its one port, and a
- * destination learned on the ingress port itself is dropped (the two hosts share
- * that segment, as Linux and OVS do).
+ * unicast flood to the VLAN's members; a known unicast destination goes to its one
+ * port. Either way a port gets the frame only if `canEgress` admits it (as Linux's
+ * should_deliver): not the port it came from, up, not shut by loop protection
+ * (loop.ts), a member of the frame's VLAN. A unicast frame refused there is counted
+ * on its destination port (a destination learned on the ingress port itself is
+ * 'dst_on_ingress': the two hosts share that segment, as Linux and OVS do); a flood
+ * skips the ingress port and ports that are down without counting, and counts the
+ * other refusals (a shut port's 'port_shut') as unicast does.
  *
- * Storm control: a port with a stormControl rate spends one token of its bucket
- * (guard.ts) per frame it floods; with none left the frame is dropped
+ * Storm control: a port with a stormControl rate spends one token of its
+ * StormBucket per frame it floods; with none left the frame is dropped
  * ('storm_control'). Known unicast never spends tokens.
  *
  * Flood lists are precomputed per VID by the bridge (rebuilt on any port or VLAN
  * change), so flooding in a bridge of 256 ports walks only the VLAN's members.
  */
 import { Drop } from './drop.js';
-import { egress } from './egress.js';
+import { egress, type Egress } from './egress.js';
 import type { Fdb } from './fdb.js';
-import type { FrameMeta } from './ingress.js';
+import { ADMIT, type FrameMeta } from './ingress.js';
 import type { Port } from './port.js';
 
 export interface ForwardCounters {
@@ -27,6 +31,52 @@ export interface ForwardCounters {
   forwarded: number;
 }
 
+/**
+ * Storm-control state of a port: a token bucket of `pps` tokens (one second's worth
+ * is the burst) for the frames it floods, refilled lazily from the bridge clock
+ * (`now` of the frame's batch), so it needs no timer and allocates nothing.
+ */
+export class StormBucket {
+  /** 0 = off. */
+  pps = 0;
+  tokens = 0;
+  last = 0;
+
+  set(pps: number, now: number): void {
+    this.pps = pps > 0 ? pps : 0;
+    this.tokens = this.pps;
+    this.last = now;
+  }
+
+  /** Takes a token for one flooded frame; false when the bucket is empty. */
+  take(now: number): boolean {
+    const dt = now - this.last;
+    if (dt > 0) {
+      this.last = now;
+      const t = this.tokens + (dt * this.pps) / 1000;
+      this.tokens = t > this.pps ? this.pps : t;
+    }
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return true;
+    }
+    return false;
+  }
+}
+
+// Called per frame through a module constant: an imported binding is checked on
+// every use (see ingress.ts).
+const send = egress;
+
+/** Whether `port` may send a frame of VLAN `vid` that came in on `inPort`: ADMIT, or the Drop index saying why not. */
+export function canEgress(port: Port, inPort: Port, vid: number): number {
+  if (port === inPort) return Drop.dst_on_ingress;
+  if (!port.up) return Drop.port_down;
+  if (port.shut !== 0) return Drop.port_shut;
+  if (!port.vlan.isMember(vid)) return Drop.egress_filtered;
+  return ADMIT;
+}
+
 export function forward(
   fdb: Fdb,
   ports: readonly (Port | undefined)[],
@@ -36,38 +86,37 @@ export function forward(
   off: number,
   len: number,
   meta: FrameMeta,
-  scratch: Uint8Array,
+  out: Egress,
   c: ForwardCounters,
   now = 0,
 ): void {
-  if ((buf[off] & 1) === 0) {
+  const group = (buf[off] & 1) !== 0;
+  if (!group) {
     const to = fdb.lookupAt(meta.vid, buf, off);
-    if (to >= 0) {
-      if (to === inPort.id) {
-        inPort.drops[Drop.dst_on_ingress]++;
-        return;
-      }
-      const p = ports[to];
-      if (p !== undefined) {
-        c.forwarded++;
-        egress(p, buf, off, len, meta, scratch);
-        return;
-      }
-    }
-    if (inPort.storm.pps > 0 && !inPort.storm.take(now)) {
-      inPort.drops[Drop.storm_control]++;
+    const p = to >= 0 ? ports[to] : undefined;
+    if (p !== undefined) {
+      const r = canEgress(p, inPort, meta.vid);
+      // `forwarded` counts the decision: a frame for a host on its own segment was
+      // not forwarded; one for a port that is down or left the VLAN was, and is
+      // counted as dropped there.
+      if (r !== Drop.dst_on_ingress) c.forwarded++;
+      if (r === ADMIT) send(p, buf, off, len, meta, out);
+      else p.drops[r]++;
       return;
     }
-    c.floodedUnknown++;
-  } else {
-    if (inPort.storm.pps > 0 && !inPort.storm.take(now)) {
-      inPort.drops[Drop.storm_control]++;
-      return;
-    }
-    c.floodedGroup++;
   }
+  const storm = inPort.storm;
+  if (storm.pps > 0 && !storm.take(now)) {
+    inPort.drops[Drop.storm_control]++;
+    return;
+  }
+  if (group) c.floodedGroup++;
+  else c.floodedUnknown++;
+  const vid = meta.vid;
   for (let i = 0; i < floodList.length; i++) {
     const p = floodList[i];
-    if (p !== inPort && p.up) egress(p, buf, off, len, meta, scratch);
+    const r = canEgress(p, inPort, vid);
+    if (r === ADMIT) send(p, buf, off, len, meta, out);
+    else if (r !== Drop.dst_on_ingress && r !== Drop.port_down) p.drops[r]++;
   }
 }

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { Bridge, type PortOptions } from './bridge.js';
 import type { DropReason } from './drop.js';
-import { StormBucket, guardCheck, PortGuard, ADMIT_GUARD } from './guard.js';
+import { guardCheck, PortGuard, ADMIT_GUARD } from './guard.js';
+import { StormBucket } from './forward.js';
 import { Drop } from './drop.js';
 import type { Port, PortIo, PortKind, PortRx } from './port.js';
 import { VlanPolicy, type VlanSpec } from './vlan.js';

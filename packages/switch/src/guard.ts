@@ -1,14 +1,9 @@
 /*
- * Tenant protection on ingress, per port: storm control and anti-spoofing.
+ * Tenant protection on ingress, per port: anti-spoofing (storm control, which
+ * limits what the port floods, is forward.ts's StormBucket).
  *
- * Storm control: a token bucket of `pps` tokens (one second's worth is the burst)
- * for the frames a port sends that the bridge floods (group destinations and
- * unknown unicast). It is refilled lazily from the bridge clock (`now` of the
- * frame's batch), so it needs no timer and allocates nothing; a flooded frame
- * without a token is dropped ('storm_control'). Known unicast is never limited.
- *
- * Anti-spoofing (checked after VLAN admission, before learning, so a refused frame
- * teaches the MAC table nothing):
+ * The guards are checked by ingress after VLAN admission, before learning, so a
+ * refused frame teaches the MAC table nothing:
  * - DHCP guard: IPv4 UDP 67 -> 68 (a DHCP server's reply), untagged or inside one
  *   802.1Q tag, is dropped ('dhcp_guard'). Only the router's own network port,
  *   which is never guarded, answers DHCP.
@@ -164,35 +159,6 @@ export class PortGuard {
     if (owners === undefined) return;
     if (delta > 0) owners.add(mac, this.#port);
     else owners.remove(mac, this.#port);
-  }
-}
-
-/** Storm-control state of a port: a token bucket in frames. */
-export class StormBucket {
-  /** 0 = off. */
-  pps = 0;
-  tokens = 0;
-  last = 0;
-
-  set(pps: number, now: number): void {
-    this.pps = pps > 0 ? pps : 0;
-    this.tokens = this.pps;
-    this.last = now;
-  }
-
-  /** Takes a token for one flooded frame; false when the bucket is empty. */
-  take(now: number): boolean {
-    const dt = now - this.last;
-    if (dt > 0) {
-      this.last = now;
-      const t = this.tokens + (dt * this.pps) / 1000;
-      this.tokens = t > this.pps ? this.pps : t;
-    }
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
-      return true;
-    }
-    return false;
   }
 }
 

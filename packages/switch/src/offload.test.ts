@@ -3,15 +3,15 @@
  * travels with it to ports that take it (adjusted when a tag is inserted or
  * stripped, never edited in the receive buffer), and a GSO or checksum-partial
  * frame leaving through a port that cannot take the header is made into complete
- * frames by the native segmenter (gso.c) first.
+ * frames by the bridge's segmenter (the native gso.c) first.
  */
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as netdev from '@vswitch/netdev';
 import { Bridge } from './bridge.js';
-import { type Segmenter, setSegmenter } from './egress.js';
+import type { Segmenter } from './egress.js';
 import type { Port, PortIo, PortKind, PortRx } from './port.js';
 import { copyVnetHeader as copyHeader, VNET_HDR_LEN } from './wire/vnet.js';
-import { installNativeSegmenter } from './ports/segment.js';
+import { nativeSegmenter } from './ports/segment.js';
 import { VlanPolicy, type VlanSpec } from './vlan.js';
 import { checksum, fold, pseudoSum } from './wire/checksum.js';
 import { writeMac } from './wire/ethernet.js';
@@ -163,8 +163,9 @@ function checkComplete(f: Uint8Array, l3: number): Uint8Array {
   return f.subarray(l4 + (f[l4 + 12] >> 4) * 4);
 }
 
-function rig(ports: Record<string, { vlan: VlanSpec; offload: boolean }>) {
-  const br = new Bridge('br0', { clock: () => 1000 });
+/** A bridge of in-memory ports; `segmenter` null: the bridge is given none. */
+function rig(ports: Record<string, { vlan: VlanSpec; offload: boolean }>, segmenter: Segmenter | null = nativeSegmenter()) {
+  const br = new Bridge('br0', { clock: () => 1000, segmenter: segmenter ?? undefined });
   const io: Record<string, OffIo> = {};
   const port: Record<string, Port> = {};
   for (const [name, p] of Object.entries(ports)) {
@@ -187,9 +188,6 @@ function learn(r: ReturnType<typeof rig>, at: Record<string, [number, number | u
 }
 
 // ---------------------------------------------------------------------------
-
-beforeAll(() => installNativeSegmenter());
-afterEach(() => setSegmenter(nativeSegmenter(() => {})));
 
 describe('copyHeader', () => {
   it('moves csum_start and hdr_len by the tag delta, leaves the rest', () => {
@@ -324,8 +322,7 @@ describe('software segmentation for ports without offload', () => {
       v1: { vlan: ACCESS(10), offload: true },
       p1: { vlan: ACCESS(10), offload: false },
       p2: { vlan: ACCESS(10), offload: false },
-    });
-    setSegmenter(nativeSegmenter(() => calls++));
+    }, countingSegmenter(() => calls++));
     const m = tcpFrame(B, A, 9000); // B unknown: flooded
     r.io.src.inject([{ hdr: m.hdr, frame: m.frame }]);
     expect(calls).toBe(1);
@@ -367,17 +364,34 @@ describe('software segmentation for ports without offload', () => {
   });
 
   it('without a segmenter, partial frames to plain ports are dropped, not sent broken', () => {
-    setSegmenter(undefined);
-    const r = rig({ src: { vlan: ACCESS(10), offload: true }, p: { vlan: ACCESS(10), offload: false } });
+    const r = rig({ src: { vlan: ACCESS(10), offload: true }, p: { vlan: ACCESS(10), offload: false } }, null);
     const m = tcpFrame(B, A, 3000);
     r.io.src.inject([{ hdr: m.hdr, frame: m.frame }]);
     expect(r.io.p.take()).toEqual([]);
     expect(r.port.p.counters().drops.tx_error).toBe(1);
   });
+
+  it('the segmenter is the bridge\'s: one given none drops while one given it segments, in the same process', () => {
+    // Before, egress read a module-global segmenter that constructing a TAP or attach
+    // port installed: a bridge whose partial frames came only from the router (host
+    // NAT's GSO frames) to socket ports counted them all as tx_error until some
+    // other bridge opened a native port, and then segmented them.
+    const ports = { router: { vlan: ACCESS(10), offload: true }, sock: { vlan: ACCESS(10), offload: false } };
+    const bare = rig(ports, null);
+    const given = rig(ports);
+    for (const r of [bare, given, bare]) {
+      const m = tcpFrame(B, A, 3000);
+      r.io.router.inject([{ hdr: m.hdr, frame: m.frame }]);
+    }
+    expect(bare.io.sock.take()).toEqual([]);
+    expect(bare.port.sock.counters().drops.tx_error).toBe(2);
+    expect(given.io.sock.take()).toHaveLength(Math.ceil(3000 / MSS));
+    expect(given.port.sock.counters().drops.tx_error).toBeUndefined();
+  });
 });
 
-/** The native segmenter (as ports/segment.ts installs it), counting calls. */
-function nativeSegmenter(onCall: () => void): Segmenter {
+/** The native segmenter (as ports/segment.ts gives it), counting calls. */
+function countingSegmenter(onCall: () => void): Segmenter {
   const sc = netdev.txScratch();
   return {
     arena: sc.arena, offs: sc.offs, lens: sc.lens,

@@ -20,7 +20,8 @@
  */
 import { DROP_REASON_COUNT, DROP_REASONS, type DropReason } from './drop.js';
 import { VlanPolicy } from './vlan.js';
-import { PortGuard, StormBucket } from './guard.js';
+import { StormBucket } from './forward.js';
+import { PortGuard } from './guard.js';
 import type { Policer, Shaper } from './police.js';
 
 export type PortKind = 'tap' | 'attach' | 'router' | 'socket';
@@ -97,7 +98,7 @@ export class Port {
   downEvents = 0;
   /** Anti-spoofing (guard.ts); inactive by default. */
   readonly guard = new PortGuard();
-  /** Storm control for flooded frames this port sends (guard.ts); pps 0 = off. */
+  /** Storm control for flooded frames this port sends (forward.ts); pps 0 = off. */
   readonly storm = new StormBucket();
   /** Loop protection and rate limits in force (gate.ts GATE_* bits); 0: none, one test per frame. */
   gate = 0;

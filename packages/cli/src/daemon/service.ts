@@ -29,7 +29,7 @@ import {
   Bridge, type BridgeEvent, checkVid, formatMac, parseIp4, parseMac, type PortIo,
   VlanPolicy, type VlanSpec, VlanPolicyError,
 } from '@vswitch/switch';
-import { AttachIo, SocketIo, TapIo } from '@vswitch/switch/ports';
+import { AttachIo, nativeSegmenter, SocketIo, TapIo } from '@vswitch/switch/ports';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterConfig } from '../config.js';
@@ -795,6 +795,8 @@ export class Vswitch {
     const br = new Bridge(name, {
       ageingSec: b.ageing,
       maxEntries: b.maxMacs,
+      // Every bridge: the router's host NAT sends GSO frames too, into bridges without native ports.
+      segmenter: nativeSegmenter(),
       onEvent: (e: BridgeEvent) => {
         this.log[e.event === 'port_down' || e.event === 'port_shut' ? 'warn' : 'info'](e, e.event);
         this.monitor.emit(e);

@@ -26,7 +26,6 @@ import * as netdev from '@vswitch/netdev';
 import type { PortIo, PortRx } from '../port.js';
 import { errnoName } from './errno.js';
 import { HandleIo } from './handle-io.js';
-import { installNativeSegmenter } from './segment.js';
 import { REATTACH_POLL_MS, Retrier, recoveringText } from './recover.js';
 
 export interface AttachPortOptions {
@@ -47,7 +46,6 @@ export class AttachIo extends HandleIo implements PortIo {
   #watch: NodeJS.Timeout | undefined;
 
   constructor(readonly ifname: string, opts: AttachPortOptions = {}) {
-    installNativeSegmenter();
     const info = netdev.openPacket(ifname, { keepGso: opts.keepGso });
     super(info.handle);
     this.#opts = opts;

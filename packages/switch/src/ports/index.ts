@@ -4,3 +4,4 @@ export * from './tap.js';
 export * from './attach.js';
 export * from './socket.js';
 export * from './errno.js';
+export * from './segment.js';

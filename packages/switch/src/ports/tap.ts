@@ -24,7 +24,6 @@ import * as netdev from '@vswitch/netdev';
 import type { PortIo, PortRx } from '../port.js';
 import { errnoName } from './errno.js';
 import { HandleIo } from './handle-io.js';
-import { installNativeSegmenter } from './segment.js';
 import { Retrier, backoffMs, nextStreak, recoveringText } from './recover.js';
 
 export interface TapPortOptions {
@@ -50,7 +49,6 @@ export class TapIo extends HandleIo implements PortIo {
   #streak = 0;
 
   constructor(name: string, opts: TapPortOptions = {}) {
-    installNativeSegmenter();
     const offload = opts.offload ?? true;
     const info = openTap(name, opts, offload);
     super(info.handle);
