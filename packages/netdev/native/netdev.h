@@ -27,7 +27,7 @@
 
 /*
  * Largest frame one read may return. A TAP's MTU can be 65535 and the frame adds
- * the Ethernet header (and the 12-byte vnet header when TAP_VNET_HDR is used);
+ * the Ethernet header (and the 10-byte vnet header, ND_VNET_HDR_LEN, when TAP_VNET_HDR is used);
  * a packet socket's GSO super-frame is bounded by the 16-bit IP length plus L2
  * headers. Anything that fills the whole buffer is treated as truncated.
  */

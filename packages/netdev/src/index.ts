@@ -18,14 +18,17 @@
  *   write returns). Callbacks are plain calls (no async context): ticks and
  *   microtasks they queue run at the end of the loop turn's poll phase.
  * - AF_PACKET specifics are hidden: VLAN tags the kernel stripped into metadata
- *   (PACKET_AUXDATA) are put back into the frame, and GSO super-frames / checksum-
- *   partial frames (PACKET_VNET_HDR) are segmented and checksummed in C, so JS only
- *   ever sees complete, wire-format Ethernet frames.
+ *   (PACKET_AUXDATA) are put back into the frame, so JS sees wire-format Ethernet
+ *   frames. GSO super-frames / checksum-partial frames (PACKET_VNET_HDR) arrive whole
+ *   with their header when the socket was opened with `keepGso` (bridge ports, the
+ *   router's uplink); without it they are segmented and checksummed in C and JS
+ *   sees only complete frames.
  * - Every frame in the ring is preceded by its 10-byte virtio_net_hdr, at
- *   `arena[offs[i] - VNET_HDR_LEN, offs[i])`: what a TAP opened with `vnetHdr` read
- *   with the frame (a GSO super-frame of up to 64 KB, or a checksum-partial frame, as
- *   the kernel describes it), and all zeros for frames that are already complete
- *   (TAPs without `vnetHdr`, AF_PACKET after its fix-ups below).
+ *   `arena[offs[i] - VNET_HDR_LEN, offs[i])`: what a TAP opened with `vnetHdr` or a
+ *   `keepGso` socket read with the frame (a GSO super-frame of up to 64 KB, or a
+ *   checksum-partial frame, as the kernel describes it), and all zeros for frames
+ *   that are already complete (every frame of a TAP without `vnetHdr` or of a socket
+ *   without `keepGso`).
  * - Writes are synchronous and return the byte count or a negative errno. `send2`
  *   writes two pieces as one frame (writev), which is how egress inserts or strips an
  *   802.1Q tag without copying the frame. A device that speaks the header (a TAP with

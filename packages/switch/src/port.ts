@@ -1,7 +1,8 @@
 /*
- * A switch port: one endpoint (a TAP the daemon owns, an attached interface, later
- * the router or a socket) behind one small interface. The bridge never knows
- * which kind it talks to.
+ * A switch port: one endpoint (a TAP the daemon owns, an interface attached through
+ * AF_PACKET, a Unix socket a VM connects through, a network of a router in the same
+ * process) behind one small interface, PortIo. The bridge never knows which kind
+ * it talks to.
  *
  * Data flows one way: the port's I/O delivers received batches to its `PortRx`
  * (the bridge's ingress for that port), and the bridge's egress calls `send`/`send2`.
@@ -15,8 +16,10 @@
  * with `offload: false`) only ever gets complete frames: egress segments and
  * checksums for it (see egress.ts).
  *
- * States: 'up' forwards; 'down' (the device vanished or failed: `downReason` says
- * why) neither receives nor is sent to, and keeps its config until `delif`.
+ * States: 'up' forwards; 'down' (the device vanished or failed, or its link is down:
+ * a socket port without a client, an attached interface gone until it is back;
+ * `downReason` says why) neither receives nor is sent to, keeps its config until
+ * `delif`, and comes back up when its I/O reports the link up.
  */
 import { DROP_REASON_COUNT, DROP_REASONS, type DropReason } from './drop.js';
 import { VlanPolicy } from './vlan.js';

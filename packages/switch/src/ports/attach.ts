@@ -2,8 +2,8 @@
  * An existing interface joined to the switch through an AF_PACKET socket: a
  * physical NIC as the bridged uplink, a veth end, or a TAP whose fd a hypervisor
  * holds. The socket is promiscuous and ignores its own transmissions; the addon
- * restores VLAN tags the kernel moved into metadata and segments GSO frames, so
- * this port delivers wire-format frames like any other.
+ * restores VLAN tags the kernel moved into metadata, so this port delivers
+ * wire-format frames like any other (GSO frames: see Offloads below).
  *
  * Why AF_PACKET rather than libpcap (`cap`): see packages/netdev/README.md.
  *

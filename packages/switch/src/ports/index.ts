@@ -1,5 +1,8 @@
-// Port I/O over the native addon; kept apart from the pure core so that the core
-// (and its tests) never needs the addon built.
+// The port I/O of devices: TAPs and attached interfaces over the native addon, socket
+// ports over Node's net (Unix stream sockets), and the addon's segmenter the daemon
+// gives its bridges. Kept apart from the pure core (bridge, ingress, forward, egress)
+// so that the core and its tests never need the addon built; the router's port is
+// in @vswitch/nat.
 export * from './tap.js';
 export * from './attach.js';
 export * from './socket.js';
