@@ -537,7 +537,8 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       print(await call('stats', { bridge }), asJson(), (brs) => brs.map((b: any) =>
         `bridge ${b.name}: macs ${b.fdb.size} learned ${b.fdb.learned} moved ${b.fdb.moved} aged ${b.fdb.aged} evicted ${b.fdb.evicted}` +
         ` refused ${b.fdb.refusedPortLimit + b.fdb.refusedStatic + b.fdb.refusedFull + (b.fdb.refusedBound ?? 0)}` +
-        ` flooded ${b.forwarding.floodedGroup + b.forwarding.floodedUnknown} forwarded ${b.forwarding.forwarded}\n` +
+        ` flooded ${b.forwarding.floodedGroup + b.forwarding.floodedUnknown} forwarded ${b.forwarding.forwarded}` +
+        (b.deferredDropped > 0 ? ` deferred-dropped ${b.deferredDropped}` : '') + '\n' +
         table(['port', 'state', 'macs', 'rx frames', 'rx bytes', 'tx frames', 'tx bytes', 'drops'], b.ports.map((p: any) => [
           p.name, p.state, p.macs, p.rxFrames, p.rxBytes, p.txFrames, p.txBytes,
           Object.entries(p.drops).map(([k, v]) => `${k}=${v}`).join(' ') || '-',

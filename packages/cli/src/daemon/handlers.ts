@@ -77,6 +77,7 @@ function statsView(br: Bridge): Record<string, unknown> {
     fdb: { size: br.fdb.size, ...br.fdb.counters },
     forwarding: { ...br.counters },
     eventsSuppressed: br.eventsSuppressed,
+    deferredDropped: br.deferredDropped,
     ports: [...br.ports.values()].map((p) => ({
       name: p.name, state: p.up ? 'up' : 'down', downEvents: p.downEvents, macs: br.fdb.portCount(p.id),
       ...p.counters(),

@@ -1,8 +1,9 @@
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Drop, DROP_REASONS, type PortIo, type PortRx } from '@vswitch/switch';
+import { Drop, DROP_REASONS, MAX_DEFERRED, type PortIo, type PortRx } from '@vswitch/switch';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { handlers } from './handlers.js';
 import { createMetricsRegistry, parseListen, renderSliced, startMetrics, type MetricsServer, VERSION } from './metrics.js';
 import { Vswitch } from './service.js';
 
@@ -103,6 +104,29 @@ describe('metrics registry', () => {
     const s4 = await reg.metrics();
     expect(s4).not.toContain('bridge="br0"');
     expect(s4).toContain('vswitch_info{');
+    sw.close();
+  });
+
+  it('frames dropped because too many waited behind the one being forwarded reach metrics and stats', async () => {
+    const { sw, a, b } = makeSwitch();
+    const reg = createMetricsRegistry(sw, { defaultMetrics: false });
+    const R = 0x0200000000aa;
+    const answer = frame(0xffffffffffff, R);
+    // tapb answers its first frame as a router port may, from inside send(): these wait, and past MAX_DEFERRED are dropped.
+    let answered = false;
+    b.send = (_b, _o, len) => {
+      if (!answered) {
+        answered = true;
+        for (let i = 0; i < MAX_DEFERRED + 3; i++) b.rx!.frame(answer, 0, 60);
+      }
+      return len;
+    };
+    a.rx!.frame(frame(0xffffffffffff, 0x020000000001), 0, 60);
+    expect(sw.bridge('br0').deferredDropped).toBe(3);
+    const s = parse(await reg.metrics());
+    expect(s.get('vswitch_bridge_deferred_dropped_total{bridge="br0"}')).toBe(3);
+    const stats = handlers.stats(sw, {}) as { name: string; deferredDropped: number }[];
+    expect(stats.find((x) => x.name === 'br0')?.deferredDropped).toBe(3);
     sw.close();
   });
 

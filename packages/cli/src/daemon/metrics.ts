@@ -301,6 +301,10 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
   perBridge('vswitch_bridge_log_events_suppressed_total',
     'Events (MAC moved, MAC limit reached, MACs aged) not logged because the bridge\'s log budget (20 per second) was spent.',
     (br) => br.eventsSuppressed);
+  perBridge('vswitch_bridge_deferred_dropped_total',
+    'Frames a port of the bridge (a router) sent into it while it was forwarding another frame, dropped because '
+    + '1024 such frames were already waiting to be forwarded after it.',
+    (br) => br.deferredDropped);
 
   /* ---------- routers (NAT mode): absent when no router is configured ---------- */
   const routerList = (): ManagedRouter[] => [...sw.routers.values()];
