@@ -44,6 +44,14 @@ import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
 import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
 import { Policer, Shaper, type RateSpec } from './police.js';
 
+// The per-frame pipeline through module constants: an imported binding is checked
+// on every use (see ingress.ts).
+const offloadMeta = setOffloadMeta;
+const runIngress = ingress;
+const runForward = forward;
+const MOVED = Learn.MOVED;
+const NEW = Learn.NEW;
+
 export const EVENT_BUDGET_PER_SEC = 20;
 export const MAX_DEFERRED = 1024;
 const SWEEP_MS = 1000;
@@ -322,15 +330,15 @@ export class Bridge {
       }
     }
     const meta = this.#meta;
-    setOffloadMeta(meta, buf, off, hdr);
-    r = ingress(port, this.fdb, buf, off, len, now, meta);
+    offloadMeta(meta, buf, off, hdr);
+    r = runIngress(port, this.fdb, buf, off, len, now, meta);
     if (r !== ADMIT) {
       port.drops[r]++;
       if (r === Drop.port_mac_limit) this.#limitEvent(port);
       return;
     }
     const l = meta.learned;
-    if (l === Learn.MOVED) {
+    if (l === MOVED) {
       const loop = this.loop;
       if (loop.flapMoves > 0 && this.fdb.lastMove.flaps > loop.flapMoves && loop.flap(this.fdb, this.#byId, port, meta.vid, meta.src, now)) {
         // A loop (loop.ts): this port is the one blocked.
@@ -340,10 +348,10 @@ export class Bridge {
       // In a loop every frame is a move: the event is built only when the budget lets it be logged.
       if (this.#eventBudget > 0) this.#emit({ event: 'mac_moved', bridge: this.name, vlan: meta.vid, mac: formatMac(meta.src), port: port.name });
       else this.eventsSuppressed++;
-    } else if (l === Learn.NEW && this.onLearn !== undefined) {
+    } else if (l === NEW && this.onLearn !== undefined) {
       this.onLearn(meta.vid, meta.src, port);
     }
-    forward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#egress, this.counters, now);
+    runForward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#egress, this.counters, now);
   }
 
   #defer(port: Port, buf: Uint8Array, off: number, len: number, hdr: number): void {

@@ -64,17 +64,22 @@ export class StormBucket {
   }
 }
 
-// Called per frame through a module constant: an imported binding is checked on
+// Used per frame through module constants: an imported binding is checked on
 // every use (see ingress.ts).
 const send = egress;
+const OK = ADMIT;
+const DST_ON_INGRESS = Drop.dst_on_ingress;
+const PORT_DOWN = Drop.port_down;
+const PORT_SHUT = Drop.port_shut;
+const EGRESS_FILTERED = Drop.egress_filtered;
 
 /** Whether `port` may send a frame of VLAN `vid` that came in on `inPort`: ADMIT, or the Drop index saying why not. */
 export function canEgress(port: Port, inPort: Port, vid: number): number {
-  if (port === inPort) return Drop.dst_on_ingress;
-  if (!port.up) return Drop.port_down;
-  if (port.shut !== 0) return Drop.port_shut;
-  if (!port.vlan.isMember(vid)) return Drop.egress_filtered;
-  return ADMIT;
+  if (port === inPort) return DST_ON_INGRESS;
+  if (!port.up) return PORT_DOWN;
+  if (port.shut !== 0) return PORT_SHUT;
+  if (!port.vlan.isMember(vid)) return EGRESS_FILTERED;
+  return OK;
 }
 
 export function forward(
@@ -99,8 +104,8 @@ export function forward(
       // `forwarded` counts the decision: a frame for a host on its own segment was
       // not forwarded; one for a port that is down or left the VLAN was, and is
       // counted as dropped there.
-      if (r !== Drop.dst_on_ingress) c.forwarded++;
-      if (r === ADMIT) send(p, buf, off, len, meta, out);
+      if (r !== DST_ON_INGRESS) c.forwarded++;
+      if (r === OK) send(p, buf, off, len, meta, out);
       else p.drops[r]++;
       return;
     }
@@ -116,7 +121,7 @@ export function forward(
   for (let i = 0; i < floodList.length; i++) {
     const p = floodList[i];
     const r = canEgress(p, inPort, vid);
-    if (r === ADMIT) send(p, buf, off, len, meta, out);
-    else if (r !== Drop.dst_on_ingress && r !== Drop.port_down) p.drops[r]++;
+    if (r === OK) send(p, buf, off, len, meta, out);
+    else if (r !== DST_ON_INGRESS && r !== PORT_DOWN) p.drops[r]++;
   }
 }
