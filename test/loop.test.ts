@@ -33,7 +33,7 @@ let metricsPort: number;
 const vms: Record<string, Vm> = {};
 const loopNs = nsname('loop');
 
-/** One control-socket request (the CLI verb for these commands comes with `port set`). */
+/** One control-socket request (the CLI verbs, port set / bridge set / port recover: traffic-set.test.ts). */
 function control(cmd: string, args: Record<string, unknown>): Promise<any> {
   return new Promise((resolve, reject) => {
     const s = createConnection(d.socket);

@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { buildProgram, monitorLine, portOptions, UsageError, words } from './cli.js';
+import { buildProgram, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
 import { commandTree, leafCommands } from './docs.js';
 import { VERSION } from './version.js';
 
@@ -47,6 +47,37 @@ describe('command definitions', () => {
     expect(words(['dev', 'x', 'pvid'], { values: { dev: { name: 'IFNAME' } }, flags: ['pvid'] })).toEqual({ dev: 'x', pvid: true });
     // A keyword named like an Object.prototype member is not a keyword.
     expect(() => words(['constructor', 'x'], { values: { dev: { name: 'IFNAME' } }, flags: [] })).toThrow(/unexpected/);
+  });
+});
+
+describe('port set words', () => {
+  it('burst and pps go with the rate before them; rates and sizes as tc; off lifts a limit', () => {
+    expect(portSetArgs(['ingress-rate', '100mbit', 'burst', '1mb', 'pps', '20000', 'egress-rate', '50mbit', 'burst', '256k', 'bpdu-guard', 'off']))
+      .toEqual({ ingressRate: '100mbit', ingressBurst: '1mb', ingressPps: 20000, egressRate: '50mbit', egressBurst: '256k', bpduGuard: false });
+    expect(portSetArgs(['egress-rate', 'off', 'storm', '100', 'ingress-rate', '1gbit'])).toEqual({ egressRate: 'off', storm: 100, ingressRate: '1gbit' });
+    expect(portSetArgs(['guard', 'on', 'max-macs', '4', 'persistent', 'off'])).toEqual({ guard: 'on', maxMacs: 4, persistent: false });
+  });
+
+  it('refuses what does not fit as usage errors', () => {
+    const bad: [string[], RegExp][] = [
+      [[], /nothing to set/],
+      [['burst', '1mb'], /burst' goes right after/],
+      [['ingress-rate', '10mbit', 'guard', 'on', 'burst', '1mb'], /burst' goes right after/],
+      [['ingress-rate', 'off', 'burst', '1mb'], /burst' goes right after/],
+      [['egress-rate', '10mbit', 'pps', '100'], /pps' goes right after the ingress-rate/],
+      [['ingress-rate', '10mbit', 'pps', '0'], /at least 1/],
+      [['ingress-rate', '10 furlongs'], /ingress-rate 10 furlongs: bad rate/],
+      [['ingress-rate', '2tbit'], /out of range/],
+      [['egress-rate', '10mbit', 'burst', '10'], /burst 10: burst 10 is out of range/],
+      [['ingress-rate', '10mbit', 'ingress-rate', '20mbit'], /given twice/],
+      [['ingress-rate', '10mbit', 'burst', '1mb', 'burst', '2mb'], /given twice for ingress-rate/],
+      [['bpdu-guard', 'maybe'], /takes on, off/],
+      [['egress-rate'], /needs a value/],
+    ];
+    for (const [list, msg] of bad) {
+      expect(() => portSetArgs(list), list.join(' ')).toThrow(UsageError);
+      expect(() => portSetArgs(list), list.join(' ')).toThrow(msg);
+    }
   });
 });
 
@@ -105,6 +136,13 @@ describe('views', () => {
     expect(portOptions({ guard: { dhcp: true, ipSource: true }, stormControl: { pps: 100 }, maxMacs: 4, persistent: true }))
       .toBe('guard, storm 100/s, max-macs 4, persistent');
     expect(portOptions({ guard: { dhcp: true, ipSource: false } })).toBe('guard dhcp-only');
+    expect(portOptions({ bpduGuard: true, limits: 'in 100mbit/1mb, out 50mbit/256kb' })).toBe('bpdu-guard, in 100mbit/1mb, out 50mbit/256kb');
+    expect(portOptions({ bpduGuard: false })).toBe('-');
+  });
+
+  it('show: a bridge\'s loop protection column', () => {
+    expect(loopText({ flapMoves: 10, flapHoldSec: 30, bpduRecoverySec: 300 })).toBe('mac-flap 10/s hold 30s, bpdu-recovery 300s');
+    expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 })).toBe('mac-flap off, bpdu-recovery 60s');
   });
 
   it('monitor: one line per event, as bridge monitor prints them', () => {

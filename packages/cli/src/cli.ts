@@ -17,6 +17,7 @@ import { DEFAULT_SOCKET, request, stream } from './client.js';
 import { loadConfig, METRICS_LISTEN } from './config.js';
 import { VERSION } from './version.js';
 import { LOG_LEVELS } from './daemon/log.js';
+import { parseRate, parseSize } from '@vswitch/switch';
 
 export { DEFAULT_SOCKET };
 
@@ -123,15 +124,91 @@ function compact(vids: number[]): string {
   return out.join(',');
 }
 
-/** `show`'s options column: guards, storm control, MAC limit, persistence. */
+/** `show`'s options column: guards, storm control, MAC limit, persistence, BPDU guard, rate limits. */
 export function portOptions(p: any): string {
   const out: string[] = [];
   if (p.guard) out.push(p.guard.dhcp && p.guard.ipSource ? 'guard' : p.guard.dhcp ? 'guard dhcp-only' : 'guard ip-only');
   if (p.stormControl) out.push(`storm ${p.stormControl.pps}/s`);
   if (p.maxMacs) out.push(`max-macs ${p.maxMacs}`);
   if (p.persistent === true) out.push('persistent');
+  if (p.bpduGuard === true) out.push('bpdu-guard');
   if (p.limits) out.push(p.limits); // rate limits: "in 100mbit/1mb, out 50mbit/256kb"
   return out.join(', ') || '-';
+}
+
+/** `port set`'s words; burst and pps are read by portSetArgs, after the rate they go with. */
+export const PORT_SET_WORDS: KeywordSpec = {
+  values: {
+    guard: { name: 'on|off|dhcp-only|default', choices: ['on', 'off', 'dhcp-only', 'default'] },
+    storm: { name: 'PPS|off' },
+    'max-macs': { name: 'N' },
+    persistent: { name: 'on|off', choices: ['on', 'off'] },
+    'bpdu-guard': { name: 'on|off', choices: ['on', 'off'] },
+    'ingress-rate': { name: 'RATE|off' },
+    'egress-rate': { name: 'RATE|off' },
+    burst: { name: 'SIZE' },
+    pps: { name: 'N' },
+  },
+  flags: [],
+};
+
+/**
+ * `port set`'s words as port.set's arguments. `burst` and `pps` belong to the rate just
+ * before them (`ingress-rate 100mbit burst 1mb pps 20000 egress-rate 50mbit burst 256k`,
+ * as tc writes a rate and its burst together); rates and sizes are checked here, so a
+ * typo is a usage error (exit 2) before anything is sent.
+ */
+export function portSetArgs(list: string[]): Record<string, unknown> {
+  const args: Record<string, unknown> = {};
+  const seen = new Set<string>();
+  let rate: 'ingress' | 'egress' | undefined;
+  for (let i = 0; i < list.length; i += 2) {
+    const w = list[i];
+    const one = words(list.slice(i, i + 2), PORT_SET_WORDS);
+    const v = one[w] as string;
+    const key = w === 'burst' || w === 'pps' ? `${rate}-${w}` : w;
+    if (seen.has(key)) throw new UsageError(`'${w}' given twice${rate && (w === 'burst' || w === 'pps') ? ` for ${rate}-rate` : ''}`);
+    seen.add(key);
+    const usage = (x: () => unknown): void => {
+      try {
+        x();
+      } catch (e) {
+        throw new UsageError(`${w} ${v}: ${(e as Error).message}`);
+      }
+    };
+    switch (w) {
+      case 'guard': args.guard = v; break;
+      case 'storm': args.storm = parseCount(v, 'storm rate', 'off'); break;
+      case 'max-macs': args.maxMacs = parseCount(v, 'MAC limit'); break;
+      case 'persistent': args.persistent = v === 'on'; break;
+      case 'bpdu-guard': args.bpduGuard = v === 'on'; break;
+      case 'ingress-rate':
+      case 'egress-rate':
+        if (v !== 'off') usage(() => parseRate(v));
+        args[w === 'ingress-rate' ? 'ingressRate' : 'egressRate'] = v;
+        rate = v === 'off' ? undefined : w === 'ingress-rate' ? 'ingress' : 'egress';
+        continue;
+      case 'burst':
+        if (rate === undefined) throw new UsageError('\'burst\' goes right after the ingress-rate or egress-rate it is for (not after off)');
+        usage(() => parseSize(v));
+        args[`${rate}Burst`] = v;
+        continue;
+      case 'pps':
+        if (rate !== 'ingress') throw new UsageError('\'pps\' goes right after the ingress-rate it is for (egress shaping is in bits per second)');
+        args.ingressPps = parseCount(v, 'packets per second');
+        if (args.ingressPps === 0) throw new UsageError('pps must be at least 1 (leave it out for no packet limit)');
+        continue;
+    }
+    rate = undefined;
+  }
+  if (Object.keys(args).length === 0) throw new UsageError('nothing to set: guard, storm, max-macs, persistent, bpdu-guard, ingress-rate or egress-rate');
+  return args;
+}
+
+/** `show`'s loop protection column of a bridge. */
+export function loopText(l: { flapMoves: number; flapHoldSec: number; bpduRecoverySec: number } | undefined): string {
+  if (l === undefined) return '';
+  return `${l.flapMoves > 0 ? `mac-flap ${l.flapMoves}/s hold ${l.flapHoldSec}s` : 'mac-flap off'}, bpdu-recovery ${l.bpduRecoverySec}s`;
 }
 
 function parseVid(s: string): number {
@@ -339,16 +416,17 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
     .action(async (bridge: string, ifname: string) => { await call('delif', { bridge, ifname }); });
 
   completes(program.command('show').argument('[bridge]').addOption(json())
-    .description('show bridges and their ports: state, VLANs, options (guard, storm, max-macs, persistent) and where each comes from'), 'bridges')
+    .description('show bridges and their ports: state, VLANs, options (guard, storm, max-macs, persistent, bpdu-guard, rate limits), '
+      + 'where each comes from, and each bridge\'s loop protection'), 'bridges')
     .action(async (bridge: string | undefined) => {
       const data = await call('show', { bridge }) as any[];
-      print(data, asJson(), (brs) => table(['bridge name', 'macs', 'port', 'kind', 'state', 'vlan', 'options', 'from', 'bridge from'],
+      print(data, asJson(), (brs) => table(['bridge name', 'macs', 'port', 'kind', 'state', 'vlan', 'options', 'from', 'bridge from', 'loop protection'],
         brs.flatMap((b: any) => [
           ...(b.ports.length === 0 && !b.failed?.length ? [{ name: '', kind: '', state: '', vlan: null, empty: true }] : b.ports),
           ...(b.failed ?? []).map((f: any) => ({ name: f.name, kind: '', state: `failed (${f.reason})`, vlan: null, source: f.source, empty: true })),
         ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
           p.state === 'down' ? `down (${p.downReason})` : p.blocked ? `shut (${p.blocked})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.empty ? '' : portOptions(p),
-          p.name ? from(p) : '', i === 0 ? from(b) : '']))));
+          p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection) : '']))));
     });
 
   completes(program.command('showmacs').argument('<bridge>').addOption(json()).description('show the MAC table of a bridge'), 'bridges')
@@ -363,29 +441,40 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       await call('setageing', { bridge, seconds: Number(seconds) });
     });
 
-  const port = program.command('port').description('port options at runtime (kept across restarts, as every change)');
-  const portSetKw: KeywordSpec = {
-    values: {
-      guard: { name: 'on|off|dhcp-only|default', choices: ['on', 'off', 'dhcp-only', 'default'] },
-      storm: { name: 'PPS|off' },
-      'max-macs': { name: 'N' },
-      persistent: { name: 'on|off', choices: ['on', 'off'] },
-    },
+  const port = program.command('port').description('port options at runtime (kept across restarts, as every change), and opening a shut port');
+  completes(keywords(port.command('set').argument('<ifname>').argument('<words...>')
+    .usage('IFNAME [guard on|off|dhcp-only|default] [storm PPS|off] [max-macs N] [persistent on|off] [bpdu-guard on|off] '
+      + '[ingress-rate RATE|off [burst SIZE] [pps N]] [egress-rate RATE|off [burst SIZE]]')
+    .description('change a port in place (device, MAC entries and counters stay): anti-spoofing guards (DHCP guard and IP source guard; '
+      + 'default: the policy), storm control (flooded frames per second), MAC limit (0: none), TAP persistence, BPDU guard, '
+      + 'ingress policing and egress shaping (rates and sizes as tc: 100mbit, 1mb; burst and pps go with the rate before them)'), PORT_SET_WORDS), 'ports')
+    .action(async (ifname: string, list: string[]) => {
+      await call('port.set', { ifname, ...portSetArgs(list) });
+    });
+  completes(port.command('recover').argument('<ifname>')
+    .description('open a port shut by the BPDU guard or loop detection now, before its recovery time'), 'ports')
+    .action(async (ifname: string) => {
+      const r = await call('port.recover', { ifname }) as { recovered: boolean };
+      process.stdout.write(r.recovered ? `${ifname} opened\n` : `${ifname} was not shut\n`);
+    });
+
+  const bridge = program.command('bridge').description('bridge options at runtime (kept across restarts, as every change)');
+  const bridgeSetKw: KeywordSpec = {
+    values: { 'mac-flap-moves': { name: 'N|off' }, 'mac-flap-hold': { name: 'SECONDS' }, 'bpdu-recovery': { name: 'SECONDS' } },
     flags: [],
   };
-  completes(keywords(port.command('set').argument('<ifname>').argument('<words...>')
-    .usage('IFNAME [guard on|off|dhcp-only|default] [storm PPS|off] [max-macs N] [persistent on|off]')
-    .description('change a port in place (device, MAC entries and counters stay): anti-spoofing guards (DHCP guard and IP source guard; '
-      + 'default: the policy), storm control (flooded frames per second), MAC limit (0: none), TAP persistence'), portSetKw), 'ports')
-    .action(async (ifname: string, list: string[]) => {
-      const w = words(list, portSetKw);
-      const args: Record<string, unknown> = { ifname };
-      if (w.guard !== undefined) args.guard = w.guard;
-      if (w.storm !== undefined) args.storm = parseCount(w.storm as string, 'storm rate', 'off');
-      if (w['max-macs'] !== undefined) args.maxMacs = parseCount(w['max-macs'] as string, 'MAC limit');
-      if (w.persistent !== undefined) args.persistent = w.persistent === 'on';
-      if (Object.keys(args).length === 1) throw new UsageError('nothing to set: guard, storm, max-macs or persistent');
-      await call('port.set', args);
+  completes(keywords(bridge.command('set').argument('<bridge>').argument('<words...>')
+    .usage('BRIDGE [mac-flap-moves N|off] [mac-flap-hold SECONDS] [bpdu-recovery SECONDS]')
+    .description('change a bridge\'s loop protection in place: MAC-flap loop detection (moves of one MAC in a second above which '
+      + 'its loop port is blocked; off: no detection) and how long it stays blocked, how long a port shut by the BPDU guard stays shut'), bridgeSetKw), 'bridges')
+    .action(async (name: string, list: string[]) => {
+      const w = words(list, bridgeSetKw);
+      const args: Record<string, unknown> = { bridge: name };
+      if (w['mac-flap-moves'] !== undefined) args.macFlapMoves = parseCount(w['mac-flap-moves'] as string, 'MAC-flap moves', 'off');
+      if (w['mac-flap-hold'] !== undefined) args.macFlapHold = parseCount(w['mac-flap-hold'] as string, 'hold time');
+      if (w['bpdu-recovery'] !== undefined) args.bpduRecovery = parseCount(w['bpdu-recovery'] as string, 'recovery time');
+      if (Object.keys(args).length === 1) throw new UsageError('nothing to set: mac-flap-moves, mac-flap-hold or bpdu-recovery');
+      await call('bridge.loop', args);
     });
 
   const vlan = program.command('vlan').description('VLAN membership of ports, as bridge(8) vlan');

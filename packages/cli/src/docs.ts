@@ -309,6 +309,8 @@ export function manPage(program: Command): string {
     roff('vswitch addbr br1'),
     roff('vswitch addif br0 vm1 --vlan 10'),
     roff('vswitch port set vm1 storm 1000 max-macs 4'),
+    roff('vswitch port set vm1 ingress-rate 100mbit burst 1mb egress-rate 50mbit'),
+    roff('vswitch port recover vm1'),
     roff('vswitch fdb flush dev vm1 dynamic'),
     roff('vswitch monitor'),
     roff('vswitch config check /etc/vswitch/vswitch.yaml'),

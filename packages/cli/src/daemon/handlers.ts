@@ -9,7 +9,7 @@ import { VERSION } from '../version.js';
 import { Stream } from './control.js';
 import type { ManagedRouter } from './routers.js';
 import type { PortSettings, Vswitch } from './service.js';
-import { trafficView, type TrafficSet } from './traffic.js';
+import { trafficSettings, trafficView, type TrafficSet } from './traffic.js';
 
 type Args = Record<string, unknown>;
 export type Handler = (sw: Vswitch, a: Args) => unknown;
@@ -140,6 +140,23 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
   };
 }
 
+/** port.set's and port.traffic's BPDU guard and rate arguments, their types checked (values: traffic.ts). */
+function trafficArgs(a: Args): TrafficSet {
+  const set: TrafficSet = {};
+  if (a.bpduGuard !== undefined) {
+    if (typeof a.bpduGuard !== 'boolean') throw new VswitchError('EINVAL', 'argument bpduGuard must be true or false');
+    set.bpduGuard = a.bpduGuard;
+  }
+  for (const k of ['ingressRate', 'ingressBurst', 'egressRate', 'egressBurst'] as const) {
+    const v = a[k];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' && typeof v !== 'number') throw new VswitchError('EINVAL', `argument ${k} must be a string such as "100mbit" or a number`);
+    set[k] = v;
+  }
+  set.ingressPps = optNum(a, 'ingressPps');
+  return set;
+}
+
 /** `port set PORT guard MODE`: the guard switches each mode sets (default: the policy of guards.ts decides). */
 const GUARD_MODES: Record<string, { dhcp?: boolean; ipSource?: boolean }> = {
   on: { dhcp: true, ipSource: true },
@@ -187,24 +204,12 @@ export const handlers: Record<string, Handler> = {
   show: (sw, a) => bridges(sw, optStr(a, 'bridge')).map((br) => bridgeView(br, sw)),
   /**
    * args: ifname, and any of bpduGuard (boolean), ingressRate ("100mbit" or "off") with
-   * ingressBurst ("1mb") and ingressPps, egressRate with egressBurst. The verb
-   * `port set PORT ingress-rate R burst B` will call this.
+   * ingressBurst ("1mb") and ingressPps, egressRate with egressBurst. As port.set with
+   * only these (kept the same way); returns what changed and the port.
    */
   'port.traffic': (sw, a) => {
-    const set: TrafficSet = {};
-    if (a.bpduGuard !== undefined) {
-      if (typeof a.bpduGuard !== 'boolean') throw new VswitchError('EINVAL', 'argument bpduGuard must be true or false');
-      set.bpduGuard = a.bpduGuard;
-    }
-    for (const k of ['ingressRate', 'ingressBurst', 'egressRate', 'egressBurst'] as const) {
-      const v = a[k];
-      if (v === undefined) continue;
-      if (typeof v !== 'string' && typeof v !== 'number') throw new VswitchError('EINVAL', `argument ${k} must be a string such as "100mbit" or a number`);
-      set[k] = v;
-    }
-    set.ingressPps = optNum(a, 'ingressPps');
     const ifname = str(a, 'ifname');
-    const changed = sw.portTraffic(ifname, set);
+    const changed = sw.portTraffic(ifname, trafficArgs(a));
     return { changed, port: portView(sw.bridgeOf(ifname).port(ifname)!) };
   },
   /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds). */
@@ -217,9 +222,12 @@ export const handlers: Record<string, Handler> = {
   setageing: (sw, a) => ({ ageing: sw.setAgeing(str(a, 'bridge'), num(a, 'seconds')) }),
 
   'vlan.add': (sw, a) => sw.vlanAdd(str(a, 'ifname'), num(a, 'from'), num(a, 'to'), { pvid: a.pvid === true, untagged: a.untagged === true, force: a.force === true }),
-  /** args: ifname, and any of guard ("on", "off", "dhcp-only", "default"), storm (pps, 0 = off), maxMacs, persistent. */
+  /**
+   * args: ifname, and any of guard ("on", "off", "dhcp-only", "default"), storm (pps, 0 = off), maxMacs, persistent,
+   * and port.traffic's bpduGuard, ingressRate (ingressBurst, ingressPps), egressRate (egressBurst).
+   */
   'port.set': (sw, a) => {
-    const set: PortSettings = {};
+    const set: PortSettings = trafficSettings(trafficArgs(a));
     const guard = optStr(a, 'guard');
     if (guard !== undefined) {
       const g = GUARD_MODES[guard];

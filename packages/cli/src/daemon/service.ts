@@ -36,11 +36,14 @@ import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterCon
 import { ManagedRouter } from './routers.js';
 import { applyGuard, dhcpServed, leaseBound, leaseGone, type GuardSpec } from './guards.js';
 import { EventBudget, LEARN_BUDGET_PER_SEC, Monitor, type MonitorEvent } from './monitor.js';
-import { applyTrafficSet, bpduGuardOf, checkLoop, type LoopConf, loopSettings, type RateConf, rateSpec, type TrafficSet } from './traffic.js';
+import {
+  bpduGuardOf, checkLoop, LOOP_KEYS, type LoopConf, loopConf, loopSettings, type RateConf, rateSpec, rateText, type RateValue,
+  type TrafficSet, trafficSettings,
+} from './traffic.js';
 import {
   BRIDGE_DEFAULTS, type Desired, type DesiredPort, type GuardSwitches, type Overlay, type PortSetting, type RouterEdit, canonSpec,
   canonVlan, effective, emptyDesired, emptyOverlay, fdbKey, fileValue, loadOverlay, overlaySize, planChanges, reservationProblem,
-  resKey, routerDiff, runtimeFile, same, saveOverlay, settingKey, settingOf, withEntry, withSetting, withoutEntries,
+  loopKey, resKey, routerDiff, runtimeFile, same, saveOverlay, settingKey, settingOf, withEntry, withSetting, withoutEntries,
 } from './state.js';
 import { VswitchError } from '../errors.js';
 import type { Logger } from './log.js';
@@ -77,6 +80,9 @@ export interface PortSettings {
   stormPps?: number;
   maxMacs?: number;
   persistent?: boolean;
+  bpduGuard?: boolean;
+  ingressRate?: RateValue;
+  egressRate?: RateValue;
 }
 
 /** A router network's port, built with its router and placed on its bridge at the swap. */
@@ -228,6 +234,7 @@ export class Vswitch {
       ov = withEntry(ov, this.#file, 'vlans', pname, fileValue(this.#file, 'vlans', pname));
       ov = withoutEntries(ov, 'settings', (k) => k.startsWith(`${pname}/`));
     }
+    ov = withoutEntries(ov, 'loop', (k) => k.startsWith(`${name}/`));
     ov = withoutEntries(ov, 'fdb', (k) => k.startsWith(`${name}/`));
     this.#change(ov, (d) => !d.bridges.has(name));
   }
@@ -295,26 +302,38 @@ export class Vswitch {
   }
 
   /**
-   * Control command port.traffic: a running port's BPDU guard and rate limits, in
-   * place; not kept across restarts yet (traffic.ts says why and what wins).
+   * Control command port.traffic: a port's BPDU guard and rate limits in the words of
+   * the control socket (rates as text, burst and pps beside), done as `port set`.
    */
   portTraffic(ifname: string, set: TrafficSet): Record<string, unknown> {
-    const br = this.bridgeOf(ifname);
-    const p = br.port(ifname);
-    if (p === undefined) throw new VswitchError('ENOENT', `no such port: ${ifname}`);
-    const changed = applyTrafficSet(br, p, set);
-    this.log.info({ event: 'port_traffic_set', bridge: br.name, port: ifname, ...changed }, 'port_traffic_set');
-    return changed;
+    const s = trafficSettings(set);
+    this.portSet(ifname, s);
+    return Object.fromEntries(Object.entries(s).map(([k, v]) => [k, k === 'bpduGuard' ? v : rateText(v as RateValue)]));
   }
 
-  /** Control command bridge.loop: a bridge's loop detection and BPDU recovery times, in place (as portTraffic). */
+  /**
+   * `bridge set` (control command bridge.loop): a bridge's loop detection and BPDU
+   * recovery times, in place, kept like every CLI change: for a file bridge as
+   * overlay entries over the file's values, for a runtime bridge in its definition.
+   */
   bridgeLoop(bname: string, c: LoopConf): Record<string, unknown> {
     checkLoop(c);
-    const br = this.bridge(bname);
-    const cur = br.loop.settings();
-    const s = br.setLoopProtection({
-      flapMoves: c.macFlapMoves ?? cur.flapMoves, flapHoldSec: c.macFlapHold ?? cur.flapHoldSec, bpduRecoverySec: c.bpduRecovery ?? cur.bpduRecoverySec,
+    const b = this.#desired.bridges.get(bname);
+    if (b === undefined || !this.bridges.has(bname)) throw new VswitchError('ENOENT', `no such bridge: ${bname}`);
+    const want = LOOP_KEYS.filter((k) => c[k] !== undefined).map((k) => [k, c[k]!] as const);
+    if (want.length === 0) throw new VswitchError('EINVAL', 'nothing to set (macFlapMoves, macFlapHold, bpduRecovery)');
+    let ov = this.#overlay;
+    if (b.source === 'config') {
+      for (const [k, v] of want) ov = withEntry(ov, this.#file, 'loop', loopKey(bname, k), v);
+    } else {
+      const loop = { ...loopConf(b.loop), ...Object.fromEntries(want) };
+      ov = withEntry(ov, this.#file, 'bridges', bname, { ageing: b.ageing, maxMacs: b.maxMacs, loop });
+    }
+    this.#change(ov, (d) => {
+      const now = d.bridges.get(bname);
+      return now !== undefined && want.every(([k, v]) => loopConf(now.loop)[k] === v);
     });
+    const s = this.bridge(bname).loop.settings();
     this.log.info({ event: 'bridge_loop_set', bridge: bname, ...s }, 'bridge_loop_set');
     return { ...s };
   }
@@ -332,7 +351,7 @@ export class Vswitch {
     if (b === undefined) throw new VswitchError('ENOENT', `no such bridge: ${bname}`);
     const ov = b.source === 'config'
       ? withEntry(this.#overlay, this.#file, 'ageing', bname, seconds)
-      : withEntry(this.#overlay, this.#file, 'bridges', bname, { ageing: seconds, maxMacs: b.maxMacs });
+      : withEntry(this.#overlay, this.#file, 'bridges', bname, { ageing: seconds, maxMacs: b.maxMacs, loop: b.loop });
     this.#change(ov, (d) => d.bridges.get(bname)?.ageing === seconds);
     return this.bridge(bname).fdb.ageingSec;
   }
@@ -391,7 +410,8 @@ export class Vswitch {
   }
 
   /**
-   * `port set`: the port's guards, storm control, MAC limit and TAP persistence, in
+   * `port set`: the port's guards, storm control, MAC limit, TAP persistence, BPDU
+   * guard and rate limits (checked by traffic.ts trafficSettings), in
    * place (the device, its MAC entries and counters stay), kept like every CLI change:
    * for a file port as overlay entries over the file's values, for a runtime port in
    * its definition.
@@ -416,7 +436,12 @@ export class Vswitch {
       if (p.spec.type !== 'tap') throw new VswitchError('EINVAL', `${ifname} is a ${p.spec.type} port: only TAPs are persistent or not`);
       want.push(['persistent', set.persistent]);
     }
-    if (want.length === 0) throw new VswitchError('EINVAL', 'nothing to set (guard, storm, max-macs, persistent)');
+    if (set.bpduGuard !== undefined) want.push(['bpduGuard', set.bpduGuard]);
+    if (set.ingressRate !== undefined) want.push(['ingressRate', set.ingressRate]);
+    if (set.egressRate !== undefined) want.push(['egressRate', set.egressRate]);
+    if (want.length === 0) {
+      throw new VswitchError('EINVAL', 'nothing to set (guard, storm, max-macs, persistent, bpdu-guard, ingress-rate, egress-rate)');
+    }
     let ov = this.#overlay;
     if (p.source === 'config') {
       for (const [k, v] of want) ov = withEntry(ov, this.#file, 'settings', settingKey(ifname, k), v);

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { ConfigSchema, type Config } from '../config.js';
 import {
   canonSpec, effective, emptyDesired, emptyOverlay, fdbKey, loadOverlay, parseOverlay, planChanges, rebase, resKey, routerDiff,
-  saveOverlay, serializeOverlay, settingKey, withEntry, type Overlay,
+  loopKey, saveOverlay, serializeOverlay, settingKey, withEntry, type Overlay,
 } from './state.js';
 
 function cfg(extra: Record<string, unknown> = {}): Config {
@@ -250,6 +250,111 @@ describe('port options (port set): settings entries over the file\'s port', () =
     expect(bad(1, 'vm1')).toMatch(/unknown port setting/);
     // An older runtime.json without the section still loads.
     expect(parseOverlay(JSON.stringify({ version: 1, ports: {} })).settings).toEqual({});
+  });
+});
+
+describe('BPDU guard and rate limits (port set), loop protection (bridge set): entries like the other settings', () => {
+  const file = (): Config => cfg({
+    bridges: {
+      br0: {
+        loopProtection: { macFlapMoves: 20 },
+        ports: {
+          vm1: { type: 'tap', vlan: { mode: 'access', vid: 10 }, ingressRate: { rate: '100mbit', burst: '1mb' } },
+          up0: { type: 'attach' },
+        },
+      },
+    },
+  });
+  const mbit100 = { rate: 100_000_000, burst: 1024 * 1024 };
+
+  it('values are compared as what they mean: the file\'s "100mbit" is 100000000, the default burst and BPDU guard spelled out', () => {
+    const f = file();
+    let ov = withEntry(emptyOverlay(), f, 'settings', settingKey('vm1', 'ingressRate'), mbit100);
+    ov = withEntry(ov, f, 'settings', settingKey('vm1', 'egressRate'), 'off');
+    ov = withEntry(ov, f, 'settings', settingKey('vm1', 'bpduGuard'), true); // a tap's default
+    ov = withEntry(ov, f, 'settings', settingKey('up0', 'bpduGuard'), false); // an attach port's default
+    ov = withEntry(ov, f, 'loop', loopKey('br0', 'macFlapMoves'), 20);
+    ov = withEntry(ov, f, 'loop', loopKey('br0', 'bpduRecovery'), 300); // the default
+    expect(ov.settings).toEqual({});
+    expect(ov.loop).toEqual({});
+  });
+
+  it('apply in place over the file\'s port and bridge, listed as overrides; off removes the file\'s limit', () => {
+    const f = file();
+    const a = effective(f, emptyOverlay()).desired;
+    let ov = withEntry(emptyOverlay(), f, 'settings', settingKey('vm1', 'ingressRate'), 'off');
+    ov = withEntry(ov, f, 'settings', settingKey('vm1', 'egressRate'), { rate: 50_000_000, burst: 262_144 });
+    ov = withEntry(ov, f, 'settings', settingKey('up0', 'bpduGuard'), true);
+    ov = withEntry(ov, f, 'loop', loopKey('br0', 'macFlapHold'), 60);
+    expect(ov.settings['vm1/ingressRate']).toEqual({ value: 'off', base: mbit100 });
+    expect(ov.settings['up0/bpduGuard']).toEqual({ value: true, base: false });
+    expect(ov.loop['br0/macFlapHold']).toEqual({ value: 60, base: 30 });
+    const b = effective(f, ov).desired;
+    const vm1 = b.ports.get('vm1')!;
+    expect(vm1.spec.ingressRate).toBeUndefined();
+    expect(vm1.spec.egressRate).toEqual({ rate: 50_000_000, burst: 262_144 });
+    expect(vm1.overrides.sort()).toEqual(['egressRate', 'ingressRate']);
+    expect(b.ports.get('up0')!.spec.bpduGuard).toBe(true);
+    expect(b.bridges.get('br0')).toMatchObject({ loop: { macFlapMoves: 20, macFlapHold: 60 }, overrides: ['macFlapHold'] });
+    const p = planChanges(a, b);
+    expect(p.portsSet.sort()).toEqual(['up0', 'vm1']);
+    expect(p.bridgesSet).toEqual(['br0']);
+    expect([...p.recreate, ...p.portsAdd, ...p.portsDel]).toEqual([]);
+    // A reload of the same file: nothing to do.
+    const again = effective(f, effective(f, ov).overlay);
+    expect(again.notes).toEqual([]);
+    const q = planChanges(b, again.desired);
+    expect([q.portsSet, q.bridgesSet].flat()).toEqual([]);
+  });
+
+  it('the file changing the same setting wins, the others stay', () => {
+    const f = file();
+    let ov = withEntry(emptyOverlay(), f, 'settings', settingKey('vm1', 'ingressRate'), { rate: 10_000_000, burst: 65_536, pps: 1000 });
+    ov = withEntry(ov, f, 'settings', settingKey('vm1', 'bpduGuard'), false);
+    ov = withEntry(ov, f, 'loop', loopKey('br0', 'macFlapMoves'), 5);
+    ov = withEntry(ov, f, 'loop', loopKey('br0', 'bpduRecovery'), 60);
+    const f2 = edited((raw) => {
+      raw.bridges.br0.loopProtection = { macFlapMoves: 40 };
+      raw.bridges.br0.ports = { vm1: { type: 'tap', vlan: { mode: 'access', vid: 10 }, ingressRate: { rate: '200mbit' } }, up0: { type: 'attach' } };
+    });
+    const r = effective(f2, ov);
+    expect(Object.keys(r.overlay.settings)).toEqual(['vm1/bpduGuard']);
+    expect(Object.keys(r.overlay.loop)).toEqual(['br0/bpduRecovery']);
+    expect(r.desired.ports.get('vm1')!.spec).toMatchObject({ ingressRate: { rate: '200mbit' }, bpduGuard: false });
+    expect(r.desired.bridges.get('br0')!.loop).toEqual({ macFlapMoves: 40, bpduRecovery: 60 });
+    expect(r.notes.join('\n')).toMatch(/settings vm1\/ingressRate: the config file changed it/);
+    expect(r.notes.join('\n')).toMatch(/loop br0\/macFlapMoves: the config file changed it/);
+  });
+
+  it('a runtime bridge keeps its loop protection in its definition', () => {
+    const f = file();
+    const ov = withEntry(emptyOverlay(), f, 'bridges', 'br9', { ageing: 300, maxMacs: 8192, loop: { macFlapMoves: 0, macFlapHold: 30, bpduRecovery: 300 } });
+    expect(effective(f, ov).desired.bridges.get('br9')).toMatchObject({ source: 'runtime', loop: { macFlapMoves: 0 } });
+    expect(parseOverlay(serializeOverlay(ov))).toEqual(ov);
+  });
+
+  it('runtime.json keeps them, and refuses bad ones', () => {
+    const f = file();
+    let ov = withEntry(emptyOverlay(), f, 'settings', settingKey('vm1', 'ingressRate'), { rate: 10_000_000, burst: 65_536, pps: 1000 });
+    ov = withEntry(ov, f, 'settings', settingKey('vm1', 'egressRate'), { rate: 10_000_000, burst: 65_536 });
+    ov = withEntry(ov, f, 'loop', loopKey('br0', 'macFlapHold'), 5);
+    expect(parseOverlay(serializeOverlay(ov))).toEqual(ov);
+    const bad = (section: string, key: string, value: unknown): string => {
+      try {
+        parseOverlay(JSON.stringify({ version: 1, [section]: { [key]: { value, base: null } } }));
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return 'accepted';
+    };
+    expect(bad('settings', 'vm1/bpduGuard', 'yes')).toMatch(/bad BPDU guard/);
+    expect(bad('settings', 'vm1/ingressRate', { rate: 1, burst: 65_536 })).toMatch(/bad ingressRate: .*out of range/);
+    expect(bad('settings', 'vm1/ingressRate', '100mbit')).toMatch(/bad ingressRate/);
+    expect(bad('settings', 'vm1/egressRate', { rate: 10_000_000, burst: 65_536, pps: 5 })).toMatch(/bad egressRate: unknown key pps/);
+    expect(bad('loop', 'br0/macFlapHold', 0)).toMatch(/macFlapHold must be/);
+    expect(bad('loop', 'br0/colour', 1)).toMatch(/unknown loop protection setting/);
+    expect(bad('bridges', 'br9', { ageing: 300, maxMacs: 10, loop: { macFlapMoves: -1 } })).toMatch(/macFlapMoves must be/);
+    expect(bad('settings', 'vm1/egressRate', 'off')).toBe('accepted');
   });
 });
 

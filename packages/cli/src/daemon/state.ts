@@ -9,11 +9,15 @@
  * overlay holds one entry per object or setting the CLI made differ from the file:
  *   bridges       a bridge made by `addbr` (its settings), or a file bridge removed by `delbr` (null)
  *   ageing        a file bridge's ageing set by `setageing`
+ *   loop          a file bridge's loop protection setting after `bridge set`, keyed
+ *                 bridge/setting: macFlapMoves, macFlapHold, bpduRecovery (traffic.ts)
  *   ports         a port made by `addif` (bridge and spec), or a file port removed by `delif` (null)
  *   vlans         a file port's VLAN membership after `vlan add|del` (the whole membership)
  *   settings      a file port's option after `port set`, keyed port/setting: guard (the
  *                 DHCP and IP source guard switches; the file's bindings stay), storm
- *                 (storm control pps, 0 = off), maxMacs, persistent (TAPs)
+ *                 (storm control pps, 0 = off), maxMacs, persistent (TAPs), bpduGuard
+ *                 (the guard in force: the type's default spelled out), ingressRate and
+ *                 egressRate (traffic.ts RateValue: "off" or numbers, default burst spelled out)
  *   fdb           a static entry made by `fdb add` (its port), or a file entry removed by `fdb del` (null),
  *                 keyed bridge/VID/MAC
  *   reservations  a DHCP reservation made by `dhcp reservation add`, or a file one removed (null), keyed network/MAC
@@ -43,13 +47,16 @@ import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Config, type RouterConfig, maskOf, parseCidr } from '../config.js';
 import { type AddPortSpec, portSpec } from './service.js';
-import type { LoopConf } from './traffic.js';
+import {
+  bpduGuardOf, checkLoop, LOOP_KEYS, type LoopConf, type LoopKey, loopConf, type RateValue, rateValue, rateValueProblem,
+} from './traffic.js';
 
 export const RUNTIME_FILE = 'runtime.json';
 export const RUNTIME_VERSION = 1;
 
 export type Source = 'config' | 'runtime';
-export interface BridgeSettings { ageing: number; maxMacs: number }
+/** `loop`: a runtime bridge's loop protection set by `bridge set` (absent: the defaults). */
+export interface BridgeSettings { ageing: number; maxMacs: number; loop?: LoopConf }
 export interface PortDef { bridge: string; spec: AddPortSpec }
 export interface ReservationDef { ip: string; hostname?: string }
 export interface Entry<T> { value: T; base: unknown }
@@ -57,6 +64,7 @@ export interface Entry<T> { value: T; base: unknown }
 export interface Overlay {
   bridges: Record<string, Entry<BridgeSettings | null>>;
   ageing: Record<string, Entry<number>>;
+  loop: Record<string, Entry<number>>;
   ports: Record<string, Entry<PortDef | null>>;
   vlans: Record<string, Entry<VlanSpec>>;
   settings: Record<string, Entry<unknown>>;
@@ -64,10 +72,10 @@ export interface Overlay {
   reservations: Record<string, Entry<ReservationDef | null>>;
 }
 export type Kind = keyof Overlay;
-export const KINDS: readonly Kind[] = ['bridges', 'ageing', 'ports', 'vlans', 'settings', 'fdb', 'reservations'];
+export const KINDS: readonly Kind[] = ['bridges', 'ageing', 'loop', 'ports', 'vlans', 'settings', 'fdb', 'reservations'];
 
 /** The port options `port set` changes (README "Port options at runtime"). */
-export const PORT_SETTINGS = ['guard', 'storm', 'maxMacs', 'persistent'] as const;
+export const PORT_SETTINGS = ['guard', 'storm', 'maxMacs', 'persistent', 'bpduGuard', 'ingressRate', 'egressRate'] as const;
 export type PortSetting = typeof PORT_SETTINGS[number];
 /** The guard switches of `port set PORT guard ...`; an absent key takes the default (guards.ts). */
 export interface GuardSwitches { dhcp?: boolean; ipSource?: boolean }
@@ -79,6 +87,9 @@ export function settingOf(spec: AddPortSpec, setting: PortSetting): unknown {
     case 'storm': return spec.stormPps ?? 0;
     case 'maxMacs': return spec.maxMacs ?? 0;
     case 'persistent': return spec.persistent ?? false;
+    case 'bpduGuard': return bpduGuardOf(spec.type, spec.bpduGuard);
+    case 'ingressRate': return rateValue(spec.ingressRate, 'ingressRate');
+    case 'egressRate': return rateValue(spec.egressRate, 'egressRate');
   }
 }
 
@@ -93,7 +104,17 @@ export function withSetting(spec: AddPortSpec, setting: PortSetting, value: unkn
     case 'storm': return stable({ ...spec, stormPps: (value as number) > 0 ? value : undefined }) as AddPortSpec;
     case 'maxMacs': return { ...spec, maxMacs: value as number };
     case 'persistent': return { ...spec, persistent: value as boolean };
+    case 'bpduGuard': return { ...spec, bpduGuard: value as boolean };
+    case 'ingressRate':
+    case 'egressRate': {
+      const { [setting]: _old, ...rest } = spec;
+      return (value as RateValue) === 'off' ? rest : { ...rest, [setting]: value as Exclude<RateValue, 'off'> };
+    }
   }
+}
+
+export function loopKey(bridge: string, setting: LoopKey): string {
+  return `${bridge}/${setting}`;
 }
 
 export function settingKey(port: string, setting: PortSetting): string {
@@ -103,7 +124,7 @@ export function settingKey(port: string, setting: PortSetting): string {
 export const BRIDGE_DEFAULTS: BridgeSettings = { ageing: 300, maxMacs: 8192 };
 
 export function emptyOverlay(): Overlay {
-  return { bridges: {}, ageing: {}, ports: {}, vlans: {}, settings: {}, fdb: {}, reservations: {} };
+  return { bridges: {}, ageing: {}, loop: {}, ports: {}, vlans: {}, settings: {}, fdb: {}, reservations: {} };
 }
 
 export function overlaySize(ov: Overlay): number {
@@ -207,6 +228,11 @@ export function fileValue(file: Config, kind: Kind, key: string): unknown {
     }
     case 'ageing':
       return file.bridges[key]?.ageing ?? null;
+    case 'loop': {
+      const [bname, setting] = key.split('/');
+      const b = file.bridges[bname];
+      return b === undefined || !(LOOP_KEYS as readonly string[]).includes(setting) ? null : loopConf(b.loopProtection)[setting as LoopKey];
+    }
     case 'ports':
       return filePort(file, key) ?? null;
     case 'vlans': {
@@ -268,8 +294,8 @@ export function rebase(ov: Overlay, file: Config): { overlay: Overlay; notes: st
 
 /* ---------- the running state the daemon aims at ---------- */
 
-/** `loop`: the file's loopProtection (absent: the defaults, traffic.ts); runtime bridges have none. */
-export interface DesiredBridge extends BridgeSettings { source: Source; overrides: string[]; loop?: LoopConf }
+/** `loop`: the file's loopProtection with the CLI's settings over it, or a runtime bridge's (absent: the defaults, traffic.ts). */
+export interface DesiredBridge extends BridgeSettings { source: Source; overrides: string[] }
 export interface DesiredPort extends PortDef { source: Source; overrides: string[] }
 export interface DesiredFdb { bridge: string; vid: number; mac: string; port: string; source: Source }
 export interface DesiredReservation { network: string; mac: string; ip: string; hostname?: string; source: Source }
@@ -312,6 +338,14 @@ export function effective(file: Config, ovIn: Overlay): { desired: Desired; over
     if (b !== undefined) {
       b.ageing = e.value;
       b.overrides.push('ageing');
+    }
+  }
+  for (const [key, e] of Object.entries(ov.loop)) {
+    const [name, setting] = key.split('/');
+    const b = d.bridges.get(name);
+    if (b !== undefined) {
+      b.loop = stable({ ...b.loop, [setting]: e.value }) as LoopConf;
+      b.overrides.push(setting);
     }
   }
   for (const [name, e] of Object.entries(ov.bridges)) {
@@ -605,9 +639,19 @@ function checkEntry(kind: Kind, key: string, v: unknown): string | undefined {
   switch (kind) {
     case 'bridges':
       if (!NAME.test(key)) return 'bad bridge name';
-      return v === null || (isRecord(v) && int(v.ageing, 0, 1_000_000) && int(v.maxMacs, 1, 1_000_000)) ? undefined : 'bad bridge settings';
+      if (v === null) return undefined;
+      if (!isRecord(v) || !int(v.ageing, 0, 1_000_000) || !int(v.maxMacs, 1, 1_000_000)) return 'bad bridge settings';
+      if (v.loop === undefined) return undefined;
+      if (!isRecord(v.loop) || Object.keys(v.loop).some((k) => !(LOOP_KEYS as readonly string[]).includes(k))) return 'bad loop protection';
+      return loopProblem(v.loop);
     case 'ageing':
       return int(v, 0, 1_000_000) ? undefined : 'bad ageing';
+    case 'loop': {
+      const [b, setting, ...rest] = key.split('/');
+      if (rest.length || !b || !NAME.test(b)) return 'bad key (bridge/setting)';
+      if (!(LOOP_KEYS as readonly string[]).includes(setting)) return `unknown loop protection setting ${JSON.stringify(setting)}`;
+      return loopProblem({ [setting]: v });
+    }
     case 'ports':
       if (!NAME.test(key)) return 'bad port name';
       if (v === null) return undefined;
@@ -624,6 +668,12 @@ function checkEntry(kind: Kind, key: string, v: unknown): string | undefined {
         case 'storm': return int(v, 0, 100_000_000) ? undefined : 'bad storm control rate';
         case 'maxMacs': return int(v, 0, 1_000_000) ? undefined : 'bad MAC limit';
         case 'persistent': return typeof v === 'boolean' ? undefined : 'bad persistence';
+        case 'bpduGuard': return typeof v === 'boolean' ? undefined : 'bad BPDU guard';
+        case 'ingressRate':
+        case 'egressRate': {
+          const why = rateValueProblem(v, setting === 'ingressRate');
+          return why === undefined ? undefined : `bad ${setting}: ${why}`;
+        }
         default: return `unknown port setting ${JSON.stringify(setting)}`;
       }
     }
@@ -638,6 +688,15 @@ function checkEntry(kind: Kind, key: string, v: unknown): string | undefined {
       if (v === null) return undefined;
       return isRecord(v) && typeof v.ip === 'string' && parseIp4(v.ip) >= 0 && (v.hostname === undefined || typeof v.hostname === 'string') ? undefined : 'bad reservation';
     }
+  }
+}
+
+function loopProblem(c: Record<string, unknown>): string | undefined {
+  try {
+    checkLoop(c as LoopConf);
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
   }
 }
 

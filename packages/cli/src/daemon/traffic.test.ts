@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../config.js';
-import { bpduGuardOf, checkLoop, loopSettings, rateSpec } from './traffic.js';
+import { bpduGuardOf, checkLoop, loopSettings, rateSpec, rateText, rateValue, rateValueProblem, trafficSettings } from './traffic.js';
 
 const F = '/etc/vswitch/test.yaml';
 function errorOf(text: string): string {
@@ -55,5 +55,21 @@ describe('loop protection and rate limits: config and defaults', () => {
     expect(() => checkLoop({ macFlapHold: 0 })).toThrow(/macFlapHold must be 1-86400 seconds, got 0/);
     expect(() => checkLoop({ macFlapMoves: 2.5 })).toThrow(/macFlapMoves/);
     expect(() => checkLoop({ bpduRecovery: 1e9 })).toThrow(/bpduRecovery/);
+  });
+});
+
+describe('port set\'s BPDU guard and limits as runtime-state values', () => {
+  it('rates become numbers with the default burst spelled out; off is off; burst and pps go with their rate', () => {
+    expect(trafficSettings({ ingressRate: '100mbit', ingressPps: 5000, egressRate: 'off', bpduGuard: false }))
+      .toEqual({ ingressRate: { rate: 100_000_000, burst: 1_250_000, pps: 5000 }, egressRate: 'off', bpduGuard: false });
+    expect(rateValue({ rate: '100mbit' }, 'x')).toEqual(rateValue({ rate: 100_000_000, burst: 1_250_000 }, 'x'));
+    expect(rateValue(undefined, 'x')).toBe('off');
+    expect(rateText({ rate: 100_000_000, burst: 1024 * 1024, pps: 10 })).toBe('100mbit burst 1mb pps 10');
+    expect(() => trafficSettings({ egressBurst: '1mb' })).toThrow(/egress burst goes with egress-rate/);
+    expect(() => trafficSettings({ ingressRate: 'off', ingressPps: 3 })).toThrow(/takes no burst or pps/);
+    expect(() => trafficSettings({ egressRate: '1 furlong' })).toThrow(/egress-rate: bad rate/);
+    expect(rateValueProblem({ rate: 100_000_000, burst: 1 }, true)).toMatch(/out of range/);
+    expect(rateValueProblem({ rate: 100_000_000, burst: 65_536, pps: 10 }, false)).toMatch(/unknown key pps/);
+    expect(rateValueProblem('off', false)).toBeUndefined();
   });
 });

@@ -16,12 +16,16 @@
  *   port for 30 s. A migrating VM moves once, a VRRP or bond failover a few times; a
  *   loop moves the MACs it carries once per trip, thousands of times a second.
  * - No rate limit unless configured.
- * Runtime changes (control commands port.traffic, bridge.loop, port.recover) apply at
- * once and last until the file changes that setting (reload) or the daemon restarts:
- * they are not yet kept in runtime.json (the `port set` verb will keep them).
+ * Runtime changes (`vswitch port set PORT bpdu-guard|ingress-rate|egress-rate`,
+ * `vswitch bridge set BR mac-flap-moves|mac-flap-hold|bpdu-recovery`; control commands
+ * port.set or port.traffic, bridge.loop) are runtime-state entries like every CLI
+ * change (state.ts): kept in runtime.json, over the file's value until the file
+ * changes that setting. Limits are kept as RateValues (numbers), so the file's
+ * "100mbit" and the CLI's 100000000 compare equal. `port recover` (port.recover)
+ * opens a shut port now and keeps nothing.
  */
 import {
-  type Bridge, DROP_REASONS, Drop, defaultBurst, formatRate, formatSize, LOOP_DEFAULTS, LOOP_LIMITS, type LoopSettings,
+  DROP_REASONS, Drop, defaultBurst, formatRate, formatSize, LOOP_DEFAULTS, LOOP_LIMITS, type LoopSettings,
   parseRate, parseSize, type Port, RATE_LIMITS, RateError, type RateSpec,
 } from '@vswitch/switch';
 import { VswitchError } from '../errors.js';
@@ -58,6 +62,16 @@ export function rateSpec(c: RateConf, what: string): RateSpec {
     if (e instanceof RateError) throw new VswitchError('EINVAL', `${what}: ${e.message}`);
     throw e;
   }
+}
+
+/** The loop settings `bridge set` changes, each a runtime-state entry of its own. */
+export const LOOP_KEYS = ['macFlapMoves', 'macFlapHold', 'bpduRecovery'] as const;
+export type LoopKey = typeof LOOP_KEYS[number];
+
+/** A bridge's loop settings in force for its config (absent keys: the defaults), in the config's names. */
+export function loopConf(c: LoopConf | undefined): Required<LoopConf> {
+  const s = loopSettings(c);
+  return { macFlapMoves: s.flapMoves, macFlapHold: s.flapHoldSec, bpduRecovery: s.bpduRecoverySec };
 }
 
 export function loopSettings(c: LoopConf | undefined): LoopSettings {
@@ -108,6 +122,41 @@ export function trafficView(p: Port, nowMs = performance.now()): Record<string, 
   return out;
 }
 
+/**
+ * A rate limit as the runtime state keeps it: "off", or the RateSpec in numbers
+ * (bits/s, bytes, packets/s), default burst spelled out, so that "100mbit" in the
+ * file and 100000000 from the CLI are the same value (state.ts compares values).
+ */
+export type RateValue = 'off' | { rate: number; burst: number; pps?: number };
+
+/** A port's configured limit as a RateValue (a config value is checked by the schema already). */
+export function rateValue(c: RateConf | undefined, what: string): RateValue {
+  if (c === undefined) return 'off';
+  const s = rateSpec(c, what);
+  return { rate: s.rate, burst: s.burst, ...(s.pps !== undefined ? { pps: s.pps } : {}) };
+}
+
+/** Why `v` is no RateValue (runtime.json is read back), or undefined. */
+export function rateValueProblem(v: unknown, pps: boolean): string | undefined {
+  if (v === 'off') return undefined;
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return 'not "off" or {rate, burst}';
+  const o = v as Record<string, unknown>;
+  const extra = Object.keys(o).filter((k) => k !== 'rate' && k !== 'burst' && !(pps && k === 'pps'));
+  if (extra.length > 0) return `unknown key ${extra[0]}`;
+  if (typeof o.rate !== 'number' || typeof o.burst !== 'number') return 'rate and burst must be numbers';
+  try {
+    rateSpec({ rate: o.rate, burst: o.burst, pps: o.pps as number | undefined }, 'rate');
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return undefined;
+}
+
+/** What a RateValue says, as tc would: "100mbit burst 1mb pps 20000", "off". */
+export function rateText(v: RateValue): string {
+  return v === 'off' ? 'off' : `${formatRate(v.rate)} burst ${formatSize(v.burst)}${v.pps ? ` pps ${v.pps}` : ''}`;
+}
+
 export interface TrafficSet {
   bpduGuard?: boolean;
   /** A rate, or "off"; burst and pps go with the rate they follow. */
@@ -118,33 +167,28 @@ export interface TrafficSet {
   egressBurst?: string | number;
 }
 
-/** Applies a control-socket port.traffic request to a running port; returns what changed, for the log. */
-export function applyTrafficSet(br: Bridge, p: Port, set: TrafficSet): Record<string, unknown> {
-  const changed: Record<string, unknown> = {};
-  let ingress: RateSpec | null | undefined;
-  let egress: RateSpec | null | undefined;
+/** The port settings of a control request's traffic arguments, checked (VswitchError EINVAL naming the word). */
+export function trafficSettings(set: TrafficSet): { bpduGuard?: boolean; ingressRate?: RateValue; egressRate?: RateValue } {
+  const out: { bpduGuard?: boolean; ingressRate?: RateValue; egressRate?: RateValue } = {};
   if (set.ingressRate !== undefined) {
-    ingress = set.ingressRate === 'off' ? null : rateSpec({ rate: set.ingressRate, burst: set.ingressBurst, pps: set.ingressPps }, 'ingress-rate');
-    changed.ingressRate = ingress === null ? 'off' : { rate: formatRate(ingress.rate), burst: formatSize(ingress.burst), pps: ingress.pps };
+    if (set.ingressRate === 'off' && (set.ingressBurst !== undefined || set.ingressPps !== undefined)) {
+      throw new VswitchError('EINVAL', 'ingress-rate off takes no burst or pps');
+    }
+    out.ingressRate = set.ingressRate === 'off' ? 'off' : rateValue({ rate: set.ingressRate, burst: set.ingressBurst, pps: set.ingressPps }, 'ingress-rate');
   } else if (set.ingressBurst !== undefined || set.ingressPps !== undefined) {
     throw new VswitchError('EINVAL', 'ingress burst and pps go with ingress-rate');
   }
   if (set.egressRate !== undefined) {
-    egress = set.egressRate === 'off' ? null : rateSpec({ rate: set.egressRate, burst: set.egressBurst }, 'egress-rate');
-    changed.egressRate = egress === null ? 'off' : { rate: formatRate(egress.rate), burst: formatSize(egress.burst) };
+    if (set.egressRate === 'off' && set.egressBurst !== undefined) throw new VswitchError('EINVAL', 'egress-rate off takes no burst');
+    out.egressRate = set.egressRate === 'off' ? 'off' : rateValue({ rate: set.egressRate, burst: set.egressBurst }, 'egress-rate');
   } else if (set.egressBurst !== undefined) {
     throw new VswitchError('EINVAL', 'egress burst goes with egress-rate');
   }
-  if (set.bpduGuard !== undefined && typeof set.bpduGuard !== 'boolean') throw new VswitchError('EINVAL', 'bpduGuard must be true or false');
-  if (set.bpduGuard === undefined && ingress === undefined && egress === undefined) {
-    throw new VswitchError('EINVAL', 'nothing to set: bpduGuard, ingressRate (with ingressBurst, ingressPps), egressRate (with egressBurst)');
-  }
   if (set.bpduGuard !== undefined) {
-    br.setPortBpduGuard(p.name, set.bpduGuard);
-    changed.bpduGuard = set.bpduGuard;
+    if (typeof set.bpduGuard !== 'boolean') throw new VswitchError('EINVAL', 'bpduGuard must be true or false');
+    out.bpduGuard = set.bpduGuard;
   }
-  if (ingress !== undefined || egress !== undefined) br.setPortRate(p.name, ingress, egress);
-  return changed;
+  return out;
 }
 
 /** The shut reasons as metric labels. */
