@@ -3,8 +3,10 @@
  * `vswitch port set PORT bpdu-guard on|off ingress-rate RATE [burst SIZE] [pps N]
  * egress-rate RATE [burst SIZE]`, `vswitch bridge set BR mac-flap-moves|mac-flap-hold|
  * bpdu-recovery`, `vswitch port recover PORT`, as port-set.test.ts does for the guards:
- *   - a limit set from the CLI acts at once (a pps policer drops a fast ping's excess,
+ *   - a limit set from the CLI acts at once (a pps policer drops a burst's excess,
  *     counted as ingress_rate), in place (the TAP stays the same device);
+ *   - an egress pps (`egress-rate RATE pps N`) paces what the VM gets: the packet
+ *     burst at once, then N a second, the rest queued and delivered, none lost;
  *   - `show` tells them (options column, the bridge's loop protection column, `from`
  *     naming them as the CLI's; JSON) and runtime.json keeps them, in numbers;
  *   - `port recover` opens a port the BPDU guard shut (a scapy BPDU from the VM);
@@ -71,7 +73,7 @@ describe('port set bpdu-guard / ingress-rate / egress-rate, bridge set, port rec
     await cleanup();
   });
 
-  it('a pps policer set from the CLI drops a fast ping\'s excess at once, in place; show and runtime.json tell it', async () => {
+  it('a pps policer set from the CLI drops a burst\'s excess at once, in place; show and runtime.json tell it', async () => {
     const before = await ifindex(vb);
     await d.ok(['port', 'set', T.b, 'ingress-rate', '1gbit', 'pps', '5']);
     // 40 UDP datagrams from vb at once: a bucket of 16 packets (pps burst) lets about 16 through.
@@ -105,6 +107,37 @@ describe('port set bpdu-guard / ingress-rate / egress-rate, bridge set, port rec
     expect(await ifindex(vb), 'the TAP was not recreated').toBe(before);
     expect(await pingUntil(va.ns, vb.ip)).toBe(true);
   });
+
+  it('egress-rate with pps paces frames toward the VM: the packet burst at once, then pps a second, none lost', async () => {
+    await d.ok(['port', 'set', T.a, 'egress-rate', '1gbit', 'pps', '5']);
+    expect((await port(T.a)).egressRate).toMatchObject({ rate: '1gbit', pps: 5 });
+    expect(rowOf((await d.ok(['show'])).stdout, T.a)).toContain('5pps');
+    const recv = toolFile('traffic-set-recv.py', [
+      'import socket, time',
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      "s.bind(('0.0.0.0', 9999))",
+      's.settimeout(8)',
+      't = []',
+      'try:',
+      '    while len(t) < 40:',
+      '        s.recv(100)',
+      '        t.append(time.monotonic())',
+      'except socket.timeout:',
+      '    pass',
+      'print(len(t), sum(1 for x in t if x - t[0] < 1.0) if t else 0)',
+    ].join('\n'));
+    const receiving = nsExec(va.ns, `${PYTHON} ${recv}`);
+    await new Promise((r) => setTimeout(r, 500));
+    await nsExec(vb.ns, `${PYTHON} -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'x', ('${va.ip}', 9999)) for _ in range(40)]"`);
+    const [total, firstSecond] = (await receiving).trim().split(' ').map(Number);
+    console.log(`egress 1gbit pps 5: ${firstSecond} of 40 datagrams in the first second, ${total} in all`);
+    // 16 (the packet burst) + 5 in the first second; the rest waited in the queue and came later.
+    expect(firstSecond).toBeGreaterThanOrEqual(16);
+    expect(firstSecond).toBeLessThanOrEqual(24);
+    expect(total).toBe(40);
+    await d.ok(['port', 'set', T.a, 'egress-rate', 'off']);
+    expect((await port(T.a)).overrides).toEqual([]);
+  }, 30_000);
 
   it('bridge set changes the loop protection in place; show tells it; port recover opens a port the BPDU guard shut', async () => {
     await d.ok(['bridge', 'set', 'br0', 'mac-flap-hold', '60', 'bpdu-recovery', '600']);
@@ -171,7 +204,7 @@ describe('port set bpdu-guard / ingress-rate / egress-rate, bridge set, port rec
   });
 
   it('bad values: usage errors exit 2, refusals one line exit 1, nothing changed', async () => {
-    for (const args of [['port', 'set', T.b, 'ingress-rate', 'fast'], ['port', 'set', T.b, 'burst', '1mb'], ['port', 'set', T.b, 'egress-rate', '1mbit', 'pps', '5'],
+    for (const args of [['port', 'set', T.b, 'ingress-rate', 'fast'], ['port', 'set', T.b, 'burst', '1mb'], ['port', 'set', T.b, 'egress-rate', 'off', 'pps', '5'],
       ['port', 'set', T.b, 'bpdu-guard', 'maybe'], ['port', 'set', T.b, 'ingress-rate', '5tbit'], ['bridge', 'set', 'br0', 'mac-flap-hold', 'long'],
       ['bridge', 'set', 'br0'], ['port', 'recover']]) {
       const r = await d.cli(args);

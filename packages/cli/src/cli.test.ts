@@ -56,6 +56,7 @@ describe('port set words', () => {
       .toEqual({ ingressRate: '100mbit', ingressBurst: '1mb', ingressPps: 20000, egressRate: '50mbit', egressBurst: '256k', bpduGuard: false });
     expect(portSetArgs(['egress-rate', 'off', 'storm', '100', 'ingress-rate', '1gbit'])).toEqual({ egressRate: 'off', storm: 100, ingressRate: '1gbit' });
     expect(portSetArgs(['guard', 'on', 'max-macs', '4', 'persistent', 'off'])).toEqual({ guard: 'on', maxMacs: 4, persistent: false });
+    expect(portSetArgs(['egress-rate', '10mbit', 'pps', '1000', 'burst', '64k'])).toEqual({ egressRate: '10mbit', egressPps: 1000, egressBurst: '64k' });
   });
 
   it('refuses what does not fit as usage errors', () => {
@@ -64,7 +65,8 @@ describe('port set words', () => {
       [['burst', '1mb'], /burst' goes right after/],
       [['ingress-rate', '10mbit', 'guard', 'on', 'burst', '1mb'], /burst' goes right after/],
       [['ingress-rate', 'off', 'burst', '1mb'], /burst' goes right after/],
-      [['egress-rate', '10mbit', 'pps', '100'], /pps' goes right after the ingress-rate/],
+      [['egress-rate', 'off', 'pps', '100'], /pps' goes right after the ingress-rate or egress-rate/],
+      [['guard', 'on', 'pps', '100'], /pps' goes right after/],
       [['ingress-rate', '10mbit', 'pps', '0'], /at least 1/],
       [['ingress-rate', '10 furlongs'], /ingress-rate 10 furlongs: bad rate/],
       [['ingress-rate', '2tbit'], /out of range/],

@@ -194,9 +194,9 @@ export function portSetArgs(list: string[]): Record<string, unknown> {
         args[`${rate}Burst`] = v;
         continue;
       case 'pps':
-        if (rate !== 'ingress') throw new UsageError('\'pps\' goes right after the ingress-rate it is for (egress shaping is in bits per second)');
-        args.ingressPps = parseCount(v, 'packets per second');
-        if (args.ingressPps === 0) throw new UsageError('pps must be at least 1 (leave it out for no packet limit)');
+        if (rate === undefined) throw new UsageError('\'pps\' goes right after the ingress-rate or egress-rate it is for (not after off)');
+        args[`${rate}Pps`] = parseCount(v, 'packets per second');
+        if (args[`${rate}Pps`] === 0) throw new UsageError('pps must be at least 1 (leave it out for no packet limit)');
         continue;
     }
     rate = undefined;
@@ -444,7 +444,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
   const port = program.command('port').description('port options at runtime (kept across restarts, as every change), and opening a shut port');
   completes(keywords(port.command('set').argument('<ifname>').argument('<words...>')
     .usage('IFNAME [guard on|off|dhcp-only|default] [storm PPS|off] [max-macs N] [persistent on|off] [bpdu-guard on|off] '
-      + '[ingress-rate RATE|off [burst SIZE] [pps N]] [egress-rate RATE|off [burst SIZE]]')
+      + '[ingress-rate RATE|off [burst SIZE] [pps N]] [egress-rate RATE|off [burst SIZE] [pps N]]')
     .description('change a port in place (device, MAC entries and counters stay): anti-spoofing guards (DHCP guard and IP source guard; '
       + 'default: the policy), storm control (flooded frames per second), MAC limit (0: none), TAP persistence, BPDU guard, '
       + 'ingress policing and egress shaping (rates and sizes as tc: 100mbit, 1mb; burst and pps go with the rate before them)'), PORT_SET_WORDS), 'ports')

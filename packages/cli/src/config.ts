@@ -50,8 +50,12 @@ const IngressRate = z.strictObject({
   burst: Size.optional(),
   pps: z.number().int().min(1).max(RATE_LIMITS.maxPps).optional(),
 });
-/** Egress shaping toward the port's device: rate and burst. */
-const EgressRate = z.strictObject({ rate: Rate, burst: Size.optional() });
+/** Egress shaping toward the port's device: rate, burst, optional packets per second (frames over either wait). */
+const EgressRate = z.strictObject({
+  rate: Rate,
+  burst: Size.optional(),
+  pps: z.number().int().min(1).max(RATE_LIMITS.maxPps).optional(),
+});
 const HoldSec = z.number().int().min(LOOP_LIMITS.holdSecMin).max(LOOP_LIMITS.holdSecMax);
 
 const PortSchema = z.strictObject({

@@ -170,6 +170,20 @@ describe('Shaper', () => {
     expect(last[5].bytes[63999]).toBe(0x42);
   });
 
+  it('with pps, a frame also waits for a packet token: the packet burst at once, then pps a second, in order', () => {
+    const io = new RecIo();
+    const s = new Shaper({ rate: 1e9, burst: 1 << 20, pps: 100 }, io, 0, () => {}, () => now); // bytes plenty: packets limit
+    for (let i = 0; i < 30; i++) expect(s.send(frame(i), VNET_HDR_LEN, 100)).toBe(100);
+    expect(io.sent.length).toBe(16); // max(16, pps / 10)
+    expect(s.backlog).toBe(14);
+    advance(55); // 100 pps: 5 more in 55 ms
+    expect(io.sent.length).toBe(21);
+    advance(90);
+    expect(io.sent.length).toBe(30);
+    expect(io.sent.map((x) => x.bytes[0])).toEqual([...Array(30).keys()]);
+    expect(s.backlog).toBe(0);
+  });
+
   it('drops what does not fit its bounded queue (E_RATE), and wraps the ring without losing order', () => {
     const io = new RecIo();
     const s = new Shaper({ rate: 8e6, burst: 1500 }, io, 0, () => {}, () => now);

@@ -13,8 +13,9 @@
  * - Ingress policing (`ingress-rate R burst B`, optional `pps N`): a frame the
  *   bucket (or the packet bucket) refuses is dropped, counted `ingress_rate` on the
  *   port. TCP backs off on the drops; the burst is what it may send at once.
- * - Egress shaping toward the port's device (`egress-rate R burst B`): frames the
- *   bucket refuses wait in a small bounded FIFO (a byte ring allocated once when the
+ * - Egress shaping toward the port's device (`egress-rate R burst B`, optional
+ *   `pps N`, for a guest that pays per packet): frames the bucket (or the packet
+ *   bucket) refuses wait in a small bounded FIFO (a byte ring allocated once when the
  *   rate is set: 50 ms at the rate, at least 128 KiB, at most 8 MiB; at most
  *   MAX_QUEUED frames) and leave on a 1 ms timer as tokens come back, in order; a
  *   frame that does not fit is dropped, counted `egress_rate`. The shaper stands in
@@ -167,15 +168,16 @@ export class Bucket {
     return true;
   }
 
-  /** Would a frame conform now (after refill)? */
+  /** Would a frame conform now (after refill)? Both buckets, as take. */
   ready(now: number): boolean {
     this.refill(now);
-    return this.#tokens > 0;
+    return this.#tokens > 0 && (this.#pktBurst === 0 || this.#pkts >= 1);
   }
 
-  /** Spends without checking (a queued frame leaving). */
+  /** Spends a frame without checking (after ready: a frame sent or leaving the queue). */
   spend(bytes: number): void {
     this.#tokens -= bytes;
+    if (this.#pktBurst > 0) this.#pkts -= 1;
   }
 
   get tokens(): number { return this.#tokens; }

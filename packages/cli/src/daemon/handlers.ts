@@ -154,6 +154,7 @@ function trafficArgs(a: Args): TrafficSet {
     set[k] = v;
   }
   set.ingressPps = optNum(a, 'ingressPps');
+  set.egressPps = optNum(a, 'egressPps');
   return set;
 }
 
@@ -204,7 +205,7 @@ export const handlers: Record<string, Handler> = {
   show: (sw, a) => bridges(sw, optStr(a, 'bridge')).map((br) => bridgeView(br, sw)),
   /**
    * args: ifname, and any of bpduGuard (boolean), ingressRate ("100mbit" or "off") with
-   * ingressBurst ("1mb") and ingressPps, egressRate with egressBurst. As port.set with
+   * ingressBurst ("1mb") and ingressPps, egressRate with egressBurst and egressPps. As port.set with
    * only these (kept the same way); returns what changed and the port.
    */
   'port.traffic': (sw, a) => {
@@ -224,7 +225,7 @@ export const handlers: Record<string, Handler> = {
   'vlan.add': (sw, a) => sw.vlanAdd(str(a, 'ifname'), num(a, 'from'), num(a, 'to'), { pvid: a.pvid === true, untagged: a.untagged === true, force: a.force === true }),
   /**
    * args: ifname, and any of guard ("on", "off", "dhcp-only", "default"), storm (pps, 0 = off), maxMacs, persistent,
-   * and port.traffic's bpduGuard, ingressRate (ingressBurst, ingressPps), egressRate (egressBurst).
+   * and port.traffic's bpduGuard, ingressRate (ingressBurst, ingressPps), egressRate (egressBurst, egressPps).
    */
   'port.set': (sw, a) => {
     const set: PortSettings = trafficSettings(trafficArgs(a));

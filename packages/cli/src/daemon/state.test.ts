@@ -350,7 +350,8 @@ describe('BPDU guard and rate limits (port set), loop protection (bridge set): e
     expect(bad('settings', 'vm1/bpduGuard', 'yes')).toMatch(/bad BPDU guard/);
     expect(bad('settings', 'vm1/ingressRate', { rate: 1, burst: 65_536 })).toMatch(/bad ingressRate: .*out of range/);
     expect(bad('settings', 'vm1/ingressRate', '100mbit')).toMatch(/bad ingressRate/);
-    expect(bad('settings', 'vm1/egressRate', { rate: 10_000_000, burst: 65_536, pps: 5 })).toMatch(/bad egressRate: unknown key pps/);
+    expect(bad('settings', 'vm1/egressRate', { rate: 10_000_000, burst: 65_536, colour: 5 })).toMatch(/bad egressRate: unknown key colour/);
+    expect(bad('settings', 'vm1/egressRate', { rate: 10_000_000, burst: 65_536, pps: 5 })).toBe('accepted');
     expect(bad('loop', 'br0/macFlapHold', 0)).toMatch(/macFlapHold must be/);
     expect(bad('loop', 'br0/colour', 1)).toMatch(/unknown loop protection setting/);
     expect(bad('bridges', 'br9', { ageing: 300, maxMacs: 10, loop: { macFlapMoves: -1 } })).toMatch(/macFlapMoves must be/);

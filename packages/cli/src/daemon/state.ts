@@ -671,7 +671,7 @@ function checkEntry(kind: Kind, key: string, v: unknown): string | undefined {
         case 'bpduGuard': return typeof v === 'boolean' ? undefined : 'bad BPDU guard';
         case 'ingressRate':
         case 'egressRate': {
-          const why = rateValueProblem(v, setting === 'ingressRate');
+          const why = rateValueProblem(v);
           return why === undefined ? undefined : `bad ${setting}: ${why}`;
         }
         default: return `unknown port setting ${JSON.stringify(setting)}`;

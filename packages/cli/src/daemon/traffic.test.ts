@@ -28,7 +28,7 @@ describe('loop protection and rate limits: config and defaults', () => {
     expect(port('ingressRate: { rate: 100furlongs }')).toMatch(/bridges\.br0\.ports\.vm1\.ingressRate\.rate \(line 4\): bad rate '100furlongs'/);
     expect(port('ingressRate: { rate: 2tbit }')).toMatch(/ingressRate\.rate .*out of range: 8kbit to 1tbit/);
     expect(port('egressRate: { rate: 10mbit, burst: 100 }')).toMatch(/egressRate\.burst .*out of range: 1500 bytes to 1gb/);
-    expect(port('egressRate: { rate: 10mbit, pps: 5 }')).toMatch(/egressRate/);
+    expect(port('egressRate: { rate: 10mbit, pps: 0 }')).toMatch(/egressRate\.pps/);
     expect(port('ingressRate: { rate: 10mbit, pps: 0 }')).toMatch(/ingressRate\.pps/);
     expect(port('bpduGuard: maybe')).toMatch(/bpduGuard/);
     expect(errorOf('bridges:\n  br0:\n    loopProtection: { macFlapHold: 0 }\n')).toMatch(/br0\.loopProtection\.macFlapHold/);
@@ -65,11 +65,14 @@ describe('port set\'s BPDU guard and limits as runtime-state values', () => {
     expect(rateValue({ rate: '100mbit' }, 'x')).toEqual(rateValue({ rate: 100_000_000, burst: 1_250_000 }, 'x'));
     expect(rateValue(undefined, 'x')).toBe('off');
     expect(rateText({ rate: 100_000_000, burst: 1024 * 1024, pps: 10 })).toBe('100mbit burst 1mb pps 10');
-    expect(() => trafficSettings({ egressBurst: '1mb' })).toThrow(/egress burst goes with egress-rate/);
+    expect(() => trafficSettings({ egressBurst: '1mb' })).toThrow(/egress burst and pps go with egress-rate/);
     expect(() => trafficSettings({ ingressRate: 'off', ingressPps: 3 })).toThrow(/takes no burst or pps/);
     expect(() => trafficSettings({ egressRate: '1 furlong' })).toThrow(/egress-rate: bad rate/);
-    expect(rateValueProblem({ rate: 100_000_000, burst: 1 }, true)).toMatch(/out of range/);
-    expect(rateValueProblem({ rate: 100_000_000, burst: 65_536, pps: 10 }, false)).toMatch(/unknown key pps/);
-    expect(rateValueProblem('off', false)).toBeUndefined();
+    expect(rateValueProblem({ rate: 100_000_000, burst: 1 })).toMatch(/out of range/);
+    expect(rateValueProblem({ rate: 100_000_000, burst: 65_536, pps: 0 })).toMatch(/pps must be/);
+    expect(rateValueProblem({ rate: 100_000_000, burst: 65_536, colour: 10 })).toMatch(/unknown key colour/);
+    expect(rateValueProblem('off')).toBeUndefined();
+    expect(trafficSettings({ egressRate: '10mbit', egressPps: 100 })).toEqual({ egressRate: { rate: 10_000_000, burst: 125_000, pps: 100 } });
+    expect(() => trafficSettings({ egressPps: 100 })).toThrow(/egress burst and pps go with egress-rate/);
   });
 });

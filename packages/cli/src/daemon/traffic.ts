@@ -113,10 +113,10 @@ export function trafficView(p: Port, nowMs = performance.now()): Record<string, 
   if (p.shaper !== undefined) {
     const s = p.shaper.spec;
     out.egressRate = {
-      rate: formatRate(s.rate), burst: formatSize(s.burst), bitsPerSec: s.rate, burstBytes: s.burst,
+      rate: formatRate(s.rate), burst: formatSize(s.burst), ...(s.pps ? { pps: s.pps } : {}), bitsPerSec: s.rate, burstBytes: s.burst,
       queueBytes: p.shaper.capacity, queuedFrames: p.shaper.backlog,
     };
-    limits.push(`out ${formatRate(s.rate)}/${formatSize(s.burst)}`);
+    limits.push(`out ${formatRate(s.rate)}/${formatSize(s.burst)}${s.pps ? ` ${s.pps}pps` : ''}`);
   }
   if (limits.length > 0) out.limits = limits.join(', ');
   return out;
@@ -137,11 +137,11 @@ export function rateValue(c: RateConf | undefined, what: string): RateValue {
 }
 
 /** Why `v` is no RateValue (runtime.json is read back), or undefined. */
-export function rateValueProblem(v: unknown, pps: boolean): string | undefined {
+export function rateValueProblem(v: unknown): string | undefined {
   if (v === 'off') return undefined;
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return 'not "off" or {rate, burst}';
   const o = v as Record<string, unknown>;
-  const extra = Object.keys(o).filter((k) => k !== 'rate' && k !== 'burst' && !(pps && k === 'pps'));
+  const extra = Object.keys(o).filter((k) => k !== 'rate' && k !== 'burst' && k !== 'pps');
   if (extra.length > 0) return `unknown key ${extra[0]}`;
   if (typeof o.rate !== 'number' || typeof o.burst !== 'number') return 'rate and burst must be numbers';
   try {
@@ -165,6 +165,7 @@ export interface TrafficSet {
   ingressPps?: number;
   egressRate?: string | number;
   egressBurst?: string | number;
+  egressPps?: number;
 }
 
 /** The port settings of a control request's traffic arguments, checked (VswitchError EINVAL naming the word). */
@@ -179,10 +180,12 @@ export function trafficSettings(set: TrafficSet): { bpduGuard?: boolean; ingress
     throw new VswitchError('EINVAL', 'ingress burst and pps go with ingress-rate');
   }
   if (set.egressRate !== undefined) {
-    if (set.egressRate === 'off' && set.egressBurst !== undefined) throw new VswitchError('EINVAL', 'egress-rate off takes no burst');
-    out.egressRate = set.egressRate === 'off' ? 'off' : rateValue({ rate: set.egressRate, burst: set.egressBurst }, 'egress-rate');
-  } else if (set.egressBurst !== undefined) {
-    throw new VswitchError('EINVAL', 'egress burst goes with egress-rate');
+    if (set.egressRate === 'off' && (set.egressBurst !== undefined || set.egressPps !== undefined)) {
+      throw new VswitchError('EINVAL', 'egress-rate off takes no burst or pps');
+    }
+    out.egressRate = set.egressRate === 'off' ? 'off' : rateValue({ rate: set.egressRate, burst: set.egressBurst, pps: set.egressPps }, 'egress-rate');
+  } else if (set.egressBurst !== undefined || set.egressPps !== undefined) {
+    throw new VswitchError('EINVAL', 'egress burst and pps go with egress-rate');
   }
   if (set.bpduGuard !== undefined) {
     if (typeof set.bpduGuard !== 'boolean') throw new VswitchError('EINVAL', 'bpduGuard must be true or false');
