@@ -1,68 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import { TestIo } from './testing/test-io.js';
 import { Bridge, BridgeError, type BridgeEvent, type BridgeOptions, EVENT_BUDGET_PER_SEC } from './bridge.js';
 import { Drop, type DropReason } from './drop.js';
 import { Learn } from './fdb.js';
-import type { Port, PortIo, PortKind, PortRx } from './port.js';
+import type { Port } from './port.js';
 import { VlanPolicy, type VlanSpec } from './vlan.js';
 import { writeMac } from './wire/ethernet.js';
-
-// ---------------------------------------------------------------------------
-// An in-memory port: records every frame it is asked to send (send2's two pieces
-// joined, copied at call time since the bridge reuses its scratch header) and keeps
-// the PortRx so a test can inject frames.
-
-class TestIo implements PortIo {
-  readonly kind: PortKind = 'tap';
-  rx!: PortRx;
-  sent: Uint8Array[] = [];
-  closed = 0;
-  /** When set, send/send2 report this instead of the length (e.g. -ENOBUFS). */
-  fail: number | undefined;
-
-  start(rx: PortRx): void {
-    this.rx = rx;
-  }
-
-  send(buf: Uint8Array, off: number, len: number): number {
-    if (this.fail !== undefined) return this.fail;
-    this.sent.push(buf.slice(off, off + len));
-    return len;
-  }
-
-  send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
-    if (this.fail !== undefined) return this.fail;
-    const f = new Uint8Array(alen + blen);
-    f.set(a.subarray(aoff, aoff + alen), 0);
-    f.set(b.subarray(boff, boff + blen), alen);
-    this.sent.push(f);
-    return alen + blen;
-  }
-
-  close(): void {
-    this.closed++;
-  }
-
-  describe(): Record<string, string | number | boolean> {
-    return { kind: 'test' };
-  }
-
-  /** Delivers `frame` from inside a larger 0xa5-filled buffer, at a non-zero offset. */
-  inject(frame: Uint8Array): void {
-    const off = 5;
-    const buf = new Uint8Array(off + frame.length + 7).fill(0xa5);
-    buf.set(frame, off);
-    const before = Uint8Array.from(buf);
-    this.rx.frame(buf, off, frame.length);
-    // The data plane never writes into the receive buffer.
-    expect(buf).toEqual(before);
-  }
-
-  take(): Uint8Array[] {
-    const s = this.sent;
-    this.sent = [];
-    return s;
-  }
-}
 
 // ---------------------------------------------------------------------------
 // Hand-built frames. The payload is a fixed byte pattern so that equal arguments

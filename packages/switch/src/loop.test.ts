@@ -1,34 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { TestIo } from './testing/test-io.js';
 import { Bridge, type BridgeEvent } from './bridge.js';
 import { Drop } from './drop.js';
-import type { PortIo, PortKind, PortRx } from './port.js';
 import { writeMac } from './wire/ethernet.js';
 import { BPDU_INVALID, BPDU_NONE, BPDU_VALID, bpduKind } from './wire/stp.js';
-
-class TestIo implements PortIo {
-  readonly kind: PortKind = 'tap';
-  rx!: PortRx;
-  sent: Uint8Array[] = [];
-  start(rx: PortRx): void { this.rx = rx; }
-  send(buf: Uint8Array, off: number, len: number): number {
-    this.sent.push(buf.slice(off, off + len));
-    return len;
-  }
-  send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
-    const f = new Uint8Array(alen + blen);
-    f.set(a.subarray(aoff, aoff + alen), 0);
-    f.set(b.subarray(boff, boff + blen), alen);
-    this.sent.push(f);
-    return alen + blen;
-  }
-  close(): void {}
-  describe(): Record<string, string | number | boolean> { return {}; }
-  take(): Uint8Array[] {
-    const s = this.sent;
-    this.sent = [];
-    return s;
-  }
-}
 
 const A = 0x020000000001;
 const B = 0x020000000002;
