@@ -11,7 +11,11 @@
  *     and stopped answering); when it is read again every line is there, and after
  *     SIGTERM the last one is daemon_stopped;
  *   - a fatal start error (metrics port taken) comes after every log line written
- *     before it: the asynchronous logger is flushed before the last word.
+ *     before it: the asynchronous logger is flushed before the last word;
+ *   - guard drops (a VM sending from an address not bound to its port) are logged:
+ *     a `guard_drop` warning for the port and reason within a second of the first
+ *     drop, and one line however many hundreds follow (the next is a summary due a
+ *     minute later; unit tests of guard-log.ts show the summing). Main logged none.
  */
 import type { ChildProcess } from 'node:child_process';
 import { createServer, type Server, createConnection } from 'node:net';
@@ -19,7 +23,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startDaemon, toYaml } from './helpers/daemon.js';
-import { MAIN_JS, cleanup, ifname, q, sh, sleep, spawnTracked, tempDir, trackLink, waitFor } from './helpers/run.js';
+import { MAIN_JS, cleanup, ifname, nsExec, nsExecR, q, sh, sleep, spawnTracked, tempDir, trackLink, waitFor } from './helpers/run.js';
+import { makeVm } from './helpers/vm.js';
 
 /** The daemon as a child whose stderr the test reads (or not) itself. */
 function spawnDaemon(dir: string, config: unknown, { journal, extra = [] }: { journal?: 'own' | 'other'; extra?: string[] } = {}): ChildProcess {
@@ -172,6 +177,48 @@ describe('logs: level names, journald priorities, writes that never block', () =
       expect(lines.slice(0, -1).every((l) => l.startsWith('{"level":"'))).toBe(true);
     } finally {
       busy.close();
+    }
+  });
+});
+
+describe('logs: guard drops, first at once, then rate-limited', () => {
+  afterAll(async () => {
+    await cleanup();
+  });
+
+  it('a VM sending from an unbound address: one guard_drop warning per reason within a second of the first drop, however many follow', async () => {
+    const T = { a: ifname('ga'), b: ifname('gb') };
+    // vm1's IP source guard is on and it has no binding: everything IPv4 or ARP it sends is dropped.
+    const d = await startDaemon({
+      bridges: {
+        br0: {
+          ports: {
+            [T.a]: { type: 'tap', vlan: { mode: 'access', vid: 10 }, guard: { ipSource: true } },
+            [T.b]: { type: 'tap', vlan: { mode: 'access', vid: 10 } },
+          },
+        },
+      },
+    });
+    try {
+      const vm1 = await makeVm('ga', T.a, '10.77.0.1/24');
+      const vm2 = await makeVm('gb', T.b, '10.77.0.2/24');
+      // A permanent neighbour entry: vm1 sends its echo requests at once (ip_source_guard), no ARP needed.
+      await nsExec(vm1.ns, `ip neigh replace ${vm2.ip} lladdr ${vm2.mac} dev ${T.a} nud permanent`);
+      const t0 = Date.now();
+      const r = nsExecR(vm1.ns, `busybox ping -c 300 -i 0.01 -W 1 ${vm2.ip}`, { timeoutMs: 20_000 });
+      const first = await d.waitForLog('ip_source_guard', 5000);
+      expect(Date.now() - t0, 'the first drop is logged within about a second').toBeLessThan(3000);
+      expect(first.obj).toMatchObject({ level: 'warn', event: 'guard_drop', bridge: 'br0', port: T.a, reason: 'ip_source_guard', first: true });
+      expect(first.obj.count).toBeGreaterThanOrEqual(1);
+      expect((await r).stdout, 'nothing got through').toMatch(/ 0 packets received/);
+      await sleep(1500);
+      const lines = d.logs.filter((l) => l.obj?.event === 'guard_drop' && l.obj.port === T.a && l.obj.reason === 'ip_source_guard');
+      // About 300 drops over 3 s: one line (the next summary is due 60 s after it).
+      expect(lines, d.logText().slice(-3000)).toHaveLength(1);
+      // vm2's port dropped nothing, so logged nothing.
+      expect(d.logs.filter((l) => l.obj?.event === 'guard_drop' && l.obj.port === T.b)).toEqual([]);
+    } finally {
+      await d.stop();
     }
   });
 });

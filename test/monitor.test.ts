@@ -5,7 +5,8 @@
  * up (its TAP deleted and recreated), MACs learned and moved (scapy frames), aged
  * (ageing 1 s), a DHCP lease granted (udhcpc) and one expiring (a lease file
  * written before the start, due 3 s later), the router's uplink going down and up
- * (its veth deleted and recreated), reloads applied and refused.
+ * (its veth deleted and recreated), reloads applied and refused; the uplink's
+ * and the reloads' events are logged too, at their levels (uplink down: warn).
  *
  * Bounded per client: a client that subscribes and stops reading while a VM floods
  * random source MACs gets its events dropped and counted past 64 KiB queued in the
@@ -174,6 +175,11 @@ describe('vswitch monitor: a live, bounded event stream', () => {
     await addVeth(inet.uplink, inner);
     await sh(`ip link set ${q(inet.uplink)} up && ip link set ${q(inner)} netns ${q(inet.ns)} && ip -n ${q(inet.ns)} link set ${q(inner)} up`);
     await json.waitEvent('uplink_up', (e) => e.event === 'uplink_up' && e.router === 'r0' && e.interface === inet.uplink, 20_000);
+    // Logged too (main only told monitor clients): down as a warning, up as info.
+    const logged = (ev: string) => d.logs.filter((l) => l.obj?.event === ev && l.obj?.router === 'r0').map((l) => l.obj);
+    await waitFor('uplink_up logged', () => logged('uplink_up').length > 0);
+    expect(logged('uplink_down')).toEqual([expect.objectContaining({ level: 'warn', interface: inet.uplink, reason: expect.any(String) })]);
+    expect(logged('uplink_up')).toEqual([expect.objectContaining({ level: 'info', interface: inet.uplink })]);
   });
 
   it('reloads applied and refused', async () => {
@@ -186,6 +192,11 @@ describe('vswitch monitor: a live, bounded event stream', () => {
     expect(refused.error).toContain(d.configFile);
     writeFileSync(d.configFile, good);
     await waitFor('text line', () => text.lines.some((l) => l.includes('reload refused: ')));
+    // In the log at their levels: applied is info, refused an error naming the file.
+    expect(d.logs.filter((l) => l.obj?.event === 'config_applied').at(-1)?.obj?.level).toBe('info');
+    const err = d.logs.filter((l) => l.obj?.event === 'config_refused').at(-1)?.obj;
+    expect(err?.level).toBe('error');
+    expect(err?.err).toContain(d.configFile);
   });
 
   it('a client that stops reading has events dropped and counted past 64 KiB, not queued; others get theirs; it is told when it reads again', async () => {

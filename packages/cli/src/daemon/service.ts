@@ -35,6 +35,7 @@ import { resolve } from 'node:path';
 import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterConfig } from '../config.js';
 import { ManagedRouter } from './routers.js';
 import { applyGuard, dhcpServed, leaseBound, leaseGone, type GuardSpec } from './guards.js';
+import { GuardDropLog } from './guard-log.js';
 import { EventBudget, LEARN_BUDGET_PER_SEC, Monitor, type MonitorEvent } from './monitor.js';
 import {
   bpduGuardOf, checkLoop, LOOP_KEYS, type LoopConf, loopConf, loopSettings, type RateConf, rateSpec, rateText, type RateValue,
@@ -108,6 +109,8 @@ export class Vswitch {
   readonly #learnBudget = new Map<string, EventBudget>();
   /** Each router uplink's state at the last tick, for uplink_up/uplink_down events. */
   readonly #uplinkUp = new Map<string, boolean>();
+  /** Guard and storm-control drops as log lines, read from the counters each tick (guard-log.ts). */
+  readonly #guardLog = new GuardDropLog((l) => this.log.warn(l, l.event));
   #ticker: NodeJS.Timeout | undefined;
 
   constructor(private readonly log: Logger) {
@@ -852,7 +855,7 @@ export class Vswitch {
     this.monitor.emit(e);
   }
 
-  /** Every second: the learned-MAC budgets' refusals, and uplinks that went up or down. */
+  /** Every second: the learned-MAC budgets' refusals, uplinks that went up or down (logged too), guard drops' log lines. */
   #tick(): void {
     for (const [name, b] of this.#learnBudget) {
       const n = b.tick();
@@ -868,11 +871,11 @@ export class Vswitch {
       const was = this.#uplinkUp.get(name);
       this.#uplinkUp.set(name, up.up);
       if (was === undefined || was === up.up) continue;
-      this.monitor.emit(up.up
-        ? { event: 'uplink_up', router: name, interface: up.opts.ifname }
-        : { event: 'uplink_down', router: name, interface: up.opts.ifname, reason: up.downReason });
+      if (up.up) this.#note('info', { event: 'uplink_up', router: name, interface: up.opts.ifname });
+      else this.#note('warn', { event: 'uplink_down', router: name, interface: up.opts.ifname, reason: up.downReason });
     }
     for (const name of this.#uplinkUp.keys()) if (!this.routers.has(name)) this.#uplinkUp.delete(name);
+    this.#guardLog.tick(this.bridges.values(), performance.now());
   }
 
   /** Opens a port's device (not yet on its bridge); throws a VswitchError saying where and why. */
