@@ -2,7 +2,8 @@
 # Installs vswitch on this host as a service, in the layout of the Docker image
 # (docker/Dockerfile):
 #   /opt/vswitch                       the CLI package with its production dependencies
-#                                      (pnpm deploy) and the native addon built here
+#                                      (pnpm deploy), the native addon built here, and
+#                                      REVISION (the git commit, for vswitch_build_info)
 #   /usr/local/bin/vswitch             -> /opt/vswitch/dist/main.js
 #   /etc/systemd/system/vswitch.service  docker/vswitch.service (ExecStart=/usr/local/bin/vswitch)
 #   /etc/vswitch/vswitch.yaml          docker/vswitch.yaml, unless one exists (one empty bridge br0)
@@ -57,6 +58,11 @@ pnpm deploy --filter @vswitch/cli --prod --prefer-offline "$destdir$PREFIX" --re
 rm -rf "$destdir$PREFIX/node_modules/@vswitch/netdev/build"
 cp -r packages/netdev/build "$destdir$PREFIX/node_modules/@vswitch/netdev/build"
 chmod +x "$destdir$PREFIX/dist/main.js"
+# The commit installed, for vswitch_build_info's revision label (none outside a git checkout).
+if rev=$(git rev-parse HEAD 2>/dev/null); then
+  if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then rev="$rev-dirty"; fi
+  echo "$rev" > "$destdir$PREFIX/REVISION"
+fi
 install -d "$destdir/usr/local/bin"
 ln -sfn "$PREFIX/dist/main.js" "$destdir/usr/local/bin/vswitch"
 install -D -m 0644 docker/vswitch.service "$destdir/etc/systemd/system/vswitch.service"

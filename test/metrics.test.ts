@@ -6,12 +6,13 @@
  * config and a taken address stops the daemon from starting.
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Daemon, startDaemon } from './helpers/daemon.js';
-import { cleanup, freePort, ifname, nsExecR, shr, sleep, spawnTracked, tempDir, waitFor } from './helpers/run.js';
+import { Daemon, startDaemon, toYaml } from './helpers/daemon.js';
+import { makeDhcpVm, udhcpcOnce } from './helpers/dhcp.js';
+import { REPO, cleanup, freePort, ifname, nsExecR, shr, sleep, spawnTracked, tempDir, waitFor } from './helpers/run.js';
 import { makeVm, pingUntil, type Vm } from './helpers/vm.js';
 
 const BR = 'br0';
@@ -153,11 +154,20 @@ describe('Prometheus metrics of the running daemon', () => {
     }
     expect(after.all('vswitch_info')).toHaveLength(1);
     expect(after.all('vswitch_info')[0].labels.version).toMatch(/^\d+\.\d+\.\d+/);
+    // The build info, as Prometheus' own *_build_info: the daemon runs from this checkout, on this node.
+    const head = (await shr(`git -C ${REPO} rev-parse HEAD`)).stdout.trim();
+    expect(after.all('vswitch_build_info').map((x) => x.labels)).toEqual([
+      { version: after.all('vswitch_info')[0].labels.version, revision: head, nodejs_version: process.versions.node },
+    ]);
+    // The start applied the file: a successful load, stamped with the start time.
+    expect(after.get('vswitch_config_last_reload_successful')).toBe(1);
+    const loaded = after.get('vswitch_config_last_reload_success_timestamp_seconds');
+    expect(Math.abs(loaded * 1000 - Date.now())).toBeLessThan(120_000);
     // prom-client's process metrics, under their standard names.
     expect(after.get('process_cpu_seconds_total')).toBeGreaterThan(0);
     expect(after.get('process_resident_memory_bytes')).toBeGreaterThan(0);
     // Nothing that does not exist yet (router, DHCP, NAT) is zero-filled.
-    expect(after.samples.filter((s) => /^vswitch_(dhcp|nat|router)_/.test(s.name))).toEqual([]);
+    expect(after.samples.filter((s) => /^vswitch_(dhcp|nat|router|host_nat)_/.test(s.name))).toEqual([]);
   });
 
   it('/healthz answers 200 ok; other paths 404, other methods 405', async () => {
@@ -281,5 +291,107 @@ describe('metrics listen address', () => {
     } finally {
       await new Promise((r) => blocker.close(r));
     }
+  });
+});
+
+describe('metrics of a router across reloads', () => {
+  const TAP = ifname('mr1');
+  const UPLINK = ifname('mup'); // never created: the router waits for it (uplink down)
+  let d: Daemon;
+  let base: string;
+  const config = (metricsAddr: string, stateDir: string, net20: boolean) => ({
+    stateDir,
+    metrics: { listen: metricsAddr },
+    bridges: { br0: { ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
+    routers: {
+      r0: {
+        uplink: { interface: UPLINK, address: '198.51.100.2/24', gateway: '198.51.100.1' },
+        networks: {
+          net10: { bridge: 'br0', vlan: 10, address: '10.61.10.1/24', dhcp: { pool: ['10.61.10.100-10.61.10.199'] } },
+          ...(net20 ? { net20: { bridge: 'br0', vlan: 20, address: '10.61.20.1/24', dhcp: { pool: ['10.61.20.100-10.61.20.199'] } } } : {}),
+        },
+      },
+    },
+  });
+  let metricsAddr: string;
+  let stateDir: string;
+
+  beforeAll(async () => {
+    metricsAddr = `127.0.0.1:${await freePort()}`;
+    base = `http://${metricsAddr}`;
+    stateDir = tempDir('mstate');
+    d = await startDaemon(config(metricsAddr, stateDir, false));
+    await d.waitForLog('metrics_listening');
+  });
+
+  afterAll(async () => {
+    await d?.stop();
+    await cleanup();
+  });
+
+  it('NAT: packets passed (ok, hairpin, local) and drops by reason are two metrics; promtool accepts the router metrics', async () => {
+    const s = await scrape(base);
+    expect(s.all('vswitch_nat_packets_total', { router: 'r0' }).map((x) => x.labels.result).sort()).toEqual(['hairpin', 'local', 'ok']);
+    const reasons = s.all('vswitch_nat_dropped_total', { router: 'r0' }).map((x) => x.labels.reason);
+    expect(reasons).toContain('no_session');
+    expect(reasons).toContain('table_full');
+    expect(reasons).not.toContain('ok');
+    // The README's table of NAT drop reasons is this set.
+    const readme = readFileSync(`${REPO}/README.md`, 'utf8');
+    const section = readme.slice(readme.indexOf('### NAT drop reasons'), readme.indexOf('\n### ', readme.indexOf('### NAT drop reasons') + 5));
+    expect([...section.matchAll(/^\| `([a-z_]+)` \|/gm)].map((m) => m[1]).sort()).toEqual([...reasons].sort());
+    const r = await shr('promtool check metrics', { input: s.text, timeoutMs: 15_000 });
+    expect(r.code, `promtool check metrics complained:\n${r.stdout}${r.stderr}`).toBe(0);
+  });
+
+  it('a refused reload sets vswitch_config_last_reload_successful to 0 and keeps the timestamp; one that rebuilds the router keeps its counters going', async () => {
+    // Traffic the router counts: a DHCP lease (messages, the router port's frames).
+    const vm = await makeDhcpVm('mr1', TAP);
+    const lease = await udhcpcOnce(vm);
+    expect(lease.code, lease.log).toBe(0);
+    await sleep(1100); // past metrics.cacheInterval
+    const before = await scrape(base);
+    const net10 = { router: 'r0', network: 'net10', vlan: '10' };
+    const port = { bridge: 'br0', port: 'net10', kind: 'router' };
+    const carried: [string, Record<string, string>][] = [
+      ['vswitch_dhcp_messages_total', { ...net10, type: 'discover' }],
+      ['vswitch_dhcp_messages_total', { ...net10, type: 'ack' }],
+      ['vswitch_dhcp_lease_writes_total', net10],
+      ['vswitch_port_rx_frames_total', port],
+      ['vswitch_port_tx_frames_total', port],
+      ['vswitch_port_rx_bytes_total', port],
+    ];
+    for (const [name, l] of carried) expect(before.get(name, l), `${name} ${JSON.stringify(l)} before`).toBeGreaterThan(0);
+    const t0 = before.get('vswitch_config_last_reload_success_timestamp_seconds');
+
+    // Refused: the gauge says so, the timestamp stays that of the last good load.
+    writeFileSync(d.configFile, 'bridges: [nonsense\n');
+    expect((await d.cli(['reload'])).code).toBe(1);
+    await sleep(1100);
+    const refused = await scrape(base);
+    expect(refused.get('vswitch_config_last_reload_successful')).toBe(0);
+    expect(refused.get('vswitch_config_last_reload_success_timestamp_seconds')).toBe(t0);
+
+    // A second network: the router is rebuilt (new objects inside), net10 stays.
+    writeFileSync(d.configFile, toYaml(config(metricsAddr, stateDir, true)));
+    const r = await d.cli(['reload']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/rebuild router r0/);
+    await sleep(1100);
+    const after = await scrape(base);
+    expect(after.get('vswitch_config_last_reload_successful')).toBe(1);
+    expect(after.get('vswitch_config_last_reload_success_timestamp_seconds')).toBeGreaterThan(t0);
+    // Counters never go down across the rebuild (main: back to 0, a counter reset for rate()).
+    for (const [name, l] of carried) {
+      expect(after.get(name, l), `${name} ${JSON.stringify(l)}: ${before.get(name, l)} before the rebuild`).toBeGreaterThanOrEqual(before.get(name, l));
+    }
+    // And go on counting: a renewal adds to them.
+    const again = await udhcpcOnce(vm);
+    expect(again.code, again.log).toBe(0);
+    await sleep(1100);
+    const later = await scrape(base);
+    expect(later.get('vswitch_dhcp_messages_total', { ...net10, type: 'ack' })).toBeGreaterThan(before.get('vswitch_dhcp_messages_total', { ...net10, type: 'ack' }));
+    // The new network's series start at 0.
+    expect(later.get('vswitch_dhcp_messages_total', { router: 'r0', network: 'net20', vlan: '20', type: 'ack' })).toBe(0);
   });
 });

@@ -1,10 +1,19 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Drop, DROP_REASONS, MAX_DEFERRED, type PortIo, type PortRx } from '@vswitch/switch';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { handlers } from './handlers.js';
-import { createMetricsRegistry, parseListen, renderSliced, startMetrics, type MetricsServer, VERSION } from './metrics.js';
+import { NaptResult } from '@vswitch/nat';
+import { ConfigSchema } from '../config.js';
+import {
+  buildRevision, createMetricsRegistry, NAT_DROP_REASONS, NAT_PASSED, parseListen, renderSliced, startMetrics, type MetricsServer,
+  type ReloadStatus, VERSION,
+} from './metrics.js';
 import { Vswitch } from './service.js';
 
 const log = pino({ level: 'silent' });
@@ -88,6 +97,9 @@ describe('metrics registry', () => {
     expect(s.get('vswitch_bridge_forwarded_frames_total{bridge="br0"}')).toBe(0);
     expect(s.get('vswitch_bridge_mac_refused_total{bridge="br0",reason="table_full"}')).toBe(0);
     expect(s.get(`vswitch_info{version="${VERSION}"}`)).toBe(1);
+    expect(s.get(`vswitch_build_info{version="${VERSION}",revision="${buildRevision()}",nodejs_version="${process.versions.node}"}`)).toBe(1);
+    // Without a reload status (a Vswitch built by hand) the reload gauges are absent, not made up.
+    expect([...s.keys()].filter((k) => k.startsWith('vswitch_config_'))).toEqual([]);
 
     // More traffic: the next scrape shows the new totals (not doubled by the reset-and-refill).
     a.rx!.frame(frame(0xffffffffffff, A), 0, 60);
@@ -151,6 +163,137 @@ describe('metrics registry', () => {
     expect(text).toMatch(/^process_cpu_seconds_total /m);
     expect(text).toMatch(/^process_resident_memory_bytes /m);
     expect(text).toMatch(/^nodejs_version_info\{/m);
+  });
+});
+
+describe('build info, reload status', () => {
+  it('vswitch_build_info names the commit this tree is at (git), vswitch_info stays one release (deprecated)', async () => {
+    const head = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: new URL('.', import.meta.url), encoding: 'utf8' }).trim();
+    expect(buildRevision()).toBe(head);
+    const text = await createMetricsRegistry(new Vswitch(log), { defaultMetrics: false }).metrics();
+    expect(text).toContain(`vswitch_build_info{version="${VERSION}",revision="${head}",nodejs_version="${process.versions.node}"} 1`);
+    expect(text).toMatch(/# HELP vswitch_info DEPRECATED, use vswitch_build_info/);
+  });
+
+  it('vswitch_config_last_reload_successful and _success_timestamp_seconds follow the status they are given', async () => {
+    const st: ReloadStatus = { successful: true, lastSuccessMs: 1_700_000_000_500 };
+    const reg = createMetricsRegistry(new Vswitch(log), { defaultMetrics: false, reload: () => st });
+    let s = parse(await reg.metrics());
+    expect(s.get('vswitch_config_last_reload_successful')).toBe(1);
+    expect(s.get('vswitch_config_last_reload_success_timestamp_seconds')).toBe(1_700_000_000.5);
+    st.successful = false;
+    s = parse(await reg.metrics());
+    expect(s.get('vswitch_config_last_reload_successful')).toBe(0);
+    expect(s.get('vswitch_config_last_reload_success_timestamp_seconds')).toBe(1_700_000_000.5);
+  });
+});
+
+describe('router metrics', () => {
+  const routerConfig = (extraNetwork: boolean, interconnect = false) => ConfigSchema.parse({
+    bridges: { br0: {} },
+    routers: {
+      r0: {
+        uplink: { interface: 'nonexistent0', address: '198.51.100.2/24', gateway: '198.51.100.1' },
+        ...(interconnect ? { interconnect: [['net10', 'net20']] } : {}),
+        networks: {
+          net10: { bridge: 'br0', vlan: 10, address: '10.0.10.1/24', dhcp: { pool: ['10.0.10.100-10.0.10.199'] } },
+          ...(extraNetwork ? { net30: { bridge: 'br0', vlan: 30, address: '10.0.30.1/24' } } : {}),
+          net20: { bridge: 'br0', vlan: 20, address: '10.0.20.1/24' },
+        },
+      },
+    },
+  });
+
+  it('NAT packets passed and dropped are two metrics; every drop reason exported, zeros included', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vsw-metrics-'));
+    const sw = new Vswitch(log);
+    try {
+      sw.apply({ ...routerConfig(false), stateDir: dir });
+      const napt = sw.router('r0').router.napt!;
+      napt.counts[NaptResult.ok] = 7;
+      napt.counts[NaptResult.local] = 2;
+      napt.counts[NaptResult.no_session] = 3;
+      napt.counts[NaptResult.table_full] = 1;
+      const s = parse(await createMetricsRegistry(sw, { defaultMetrics: false }).metrics());
+      const keys = [...s.keys()];
+      expect(keys.filter((k) => k.startsWith('vswitch_nat_packets_total{')).sort()).toEqual(
+        NAT_PASSED.map((r) => `vswitch_nat_packets_total{router="r0",result="${r}"}`).sort());
+      expect(keys.filter((k) => k.startsWith('vswitch_nat_dropped_total{'))).toHaveLength(NAT_DROP_REASONS.length);
+      expect(NAT_DROP_REASONS).not.toContain('ok');
+      expect(NAT_DROP_REASONS).toContain('no_public_address');
+      expect(s.get('vswitch_nat_packets_total{router="r0",result="ok"}')).toBe(7);
+      expect(s.get('vswitch_nat_packets_total{router="r0",result="local"}')).toBe(2);
+      expect(s.get('vswitch_nat_packets_total{router="r0",result="hairpin"}')).toBe(0);
+      expect(s.get('vswitch_nat_dropped_total{router="r0",reason="no_session"}')).toBe(3);
+      expect(s.get('vswitch_nat_dropped_total{router="r0",reason="table_full"}')).toBe(1);
+      expect(s.get('vswitch_nat_dropped_total{router="r0",reason="filtered"}')).toBe(0);
+    } finally {
+      sw.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a reload that rebuilds a router keeps the counters of what it keeps (router, NAPT, DHCP, its network ports); gauges are current', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vsw-metrics-'));
+    const sw = new Vswitch(log);
+    try {
+      sw.apply({ ...routerConfig(false), stateDir: dir });
+      const reg = createMetricsRegistry(sw, { defaultMetrics: false });
+      const bump = (n: number): void => {
+        const mr = sw.router('r0');
+        mr.router.counters.prohibited += n;
+        mr.router.napt!.counts[NaptResult.no_session] += n;
+        mr.router.networks.get('net10')!.opts.dhcp!.counters.discovers += n;
+        sw.bridge('br0').port('net10')!.rxFrames += n;
+        sw.bridge('br0').port('net20')!.drops[Drop.tx_error] += n;
+      };
+      bump(5);
+      const before = sw.router('r0');
+      // The router's ports also count their own frames (the gateway's gratuitous ARP at start).
+      const rx10 = (): number => sw.bridge('br0').port('net10')!.rxFrames;
+      const rxKey = (net: string) => `vswitch_port_rx_frames_total{bridge="br0",port="${net}",kind="router"}`;
+      const rx0 = parse(await reg.metrics()).get(rxKey('net10'))!;
+      expect(rx0).toBe(rx10());
+      // A new network: the router is rebuilt (new objects, counters at 0 inside).
+      const changes = sw.reload({ ...routerConfig(true), stateDir: dir });
+      expect(changes.join('\n')).toMatch(/rebuild router r0/);
+      expect(sw.router('r0')).not.toBe(before);
+      expect(sw.router('r0').router.counters.prohibited).toBe(0);
+      bump(1);
+      let s = parse(await reg.metrics());
+      expect(s.get('vswitch_router_packets_total{router="r0",path="prohibited"}')).toBe(6);
+      expect(s.get('vswitch_nat_dropped_total{router="r0",reason="no_session"}')).toBe(6);
+      expect(s.get('vswitch_dhcp_messages_total{router="r0",network="net10",vlan="10",type="discover"}')).toBe(6);
+      expect(s.get(rxKey('net10'))).toBe(rx0 + rx10());
+      expect(rx10()).toBeLessThan(rx0);
+      expect(s.get('vswitch_port_drops_total{bridge="br0",port="net20",kind="router",reason="tx_error"}')).toBe(6);
+      // The new network starts from 0; gauges are not carried (the pool is the new one's).
+      expect(s.get(rxKey('net30'))).toBe(sw.bridge('br0').port('net30')!.rxFrames);
+      expect(s.get('vswitch_dhcp_pool_size{router="r0",network="net10",vlan="10"}')).toBe(100);
+      // Rebuilt twice: the carry adds up.
+      const rx1 = s.get(rxKey('net10'))!;
+      sw.reload({ ...routerConfig(true, true), stateDir: dir });
+      bump(1);
+      s = parse(await reg.metrics());
+      expect(s.get('vswitch_router_packets_total{router="r0",path="prohibited"}')).toBe(7);
+      expect(s.get(rxKey('net10'))).toBe(rx1 + rx10());
+      // A network removed by a rebuild takes its series along; one added back later starts at 0.
+      sw.reload({ ...routerConfig(false, false), stateDir: dir });
+      s = parse(await reg.metrics());
+      expect([...s.keys()].filter((k) => k.includes('net30'))).toEqual([]);
+      expect(s.get('vswitch_router_packets_total{router="r0",path="prohibited"}')).toBe(7);
+      // A router removed for good: its series go; added again, it starts from 0.
+      sw.reload({ ...ConfigSchema.parse({ bridges: { br0: {} } }), stateDir: dir });
+      expect((await reg.metrics())).not.toContain('router="r0"');
+      sw.reload({ ...routerConfig(false), stateDir: dir });
+      s = parse(await reg.metrics());
+      expect(s.get('vswitch_router_packets_total{router="r0",path="prohibited"}')).toBe(0);
+      expect(s.get(rxKey('net10'))).toBe(rx10());
+      expect(rx10()).toBeLessThan(5);
+    } finally {
+      sw.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

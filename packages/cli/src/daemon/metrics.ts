@@ -21,6 +21,13 @@
  * a prefix, so that stock dashboards and alerts work on them; only the three
  * gauges prom-client misnames *_total are left out (see below).
  *
+ * vswitch_build_info (version, revision, nodejs_version) follows Prometheus'
+ * *_build_info convention; vswitch_info (version only) stays through 0.1.x,
+ * deprecated. vswitch_config_last_reload_* mirror Prometheus' own names.
+ *
+ * Router counters survive a rebuild (see "Counters across a rebuild" below): the
+ * numbers live in the router's objects, which a reload that rebuilds it replaces.
+ *
  * Each daemon has its own Registry (never prom-client's global one).
  *
  * Serving (startMetrics): the HTTP server runs in a worker thread
@@ -33,9 +40,13 @@
  * (sent by the worker with each render request), and the control socket's, are
  * exported as vswitch_metrics_* and vswitch_control_*.
  */
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { DROP_REASONS, type Bridge, type Port } from '@vswitch/switch';
-import { DHCP_REASONS, LIMIT_KINDS, NAPT_RESULTS, REFUSE_REASONS, type HostNat, type RouterNetwork } from '@vswitch/nat';
+import { fileURLToPath } from 'node:url';
+import { DROP_REASONS, DROP_REASON_COUNT, type Bridge, type Port } from '@vswitch/switch';
+import {
+  DHCP_REASONS, LIMIT_KINDS, NAPT_RESULTS, NaptResult, REFUSE_REASONS, type HostNat, type Napt, type NaptResultName, type RouterNetwork,
+} from '@vswitch/nat';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ControlStats } from './control.js';
 import type { ManagedRouter } from './routers.js';
@@ -58,6 +69,59 @@ export function parseListen(listen: string): { host: string; port: number } {
 }
 
 export const VERSION: string = readVersion();
+
+/**
+ * The source revision the daemon runs, for vswitch_build_info: a REVISION file
+ * beside package.json (scripts/install.sh and the Docker image write one), else
+ * `git rev-parse HEAD` when the package sits in a git work tree (a run from the
+ * repository), else "unknown". Read once, at the first registry.
+ */
+let revision: string | undefined;
+export function buildRevision(): string {
+  if (revision !== undefined) return revision;
+  const pkgDir = fileURLToPath(new URL('../../', import.meta.url));
+  try {
+    const r = readFileSync(`${pkgDir}REVISION`, 'utf8').trim();
+    if (/^[0-9a-f]{7,40}(-dirty)?$/.test(r)) return (revision = r);
+  } catch { /* not installed with one */ }
+  const git = spawnSync('git', ['-C', pkgDir, 'rev-parse', 'HEAD'], { encoding: 'utf8', timeout: 2000, stdio: ['ignore', 'pipe', 'ignore'] });
+  const head = git.status === 0 ? git.stdout.trim() : '';
+  return (revision = /^[0-9a-f]{40}$/.test(head) ? head : 'unknown');
+}
+
+/** What NAPT passes (vswitch_nat_packets_total); every other result is a drop reason (vswitch_nat_dropped_total). */
+export const NAT_PASSED = ['ok', 'hairpin', 'local'] as const satisfies readonly NaptResultName[];
+export const NAT_DROP_REASONS: readonly NaptResultName[] = NAPT_RESULTS.filter((r) => !(NAT_PASSED as readonly string[]).includes(r));
+
+/** The outcome of the last config load (the start counts as one), for vswitch_config_last_reload_*. */
+export interface ReloadStatus {
+  successful: boolean;
+  /** Date.now() of the last load that was applied. */
+  lastSuccessMs: number;
+}
+
+/** A series' identity within one metric: its name and label values, in emit order. */
+function seriesKey(name: string, labels: Labels): string {
+  let k = name;
+  for (const l in labels) k += `\0${l}=${labels[l]}`;
+  return k;
+}
+
+/** A port's own counters, as exported per port (a router network's port carries them across a rebuild). */
+interface PortCounts { rxFrames: number; rxBytes: number; txFrames: number; txBytes: number; downEvents: number; drops: Float64Array }
+
+function addPortCounts(base: PortCounts | undefined, p: PortCounts): PortCounts {
+  const drops = new Float64Array(DROP_REASON_COUNT);
+  for (let i = 0; i < DROP_REASON_COUNT; i++) drops[i] = (base?.drops[i] ?? 0) + p.drops[i];
+  return {
+    rxFrames: (base?.rxFrames ?? 0) + p.rxFrames, rxBytes: (base?.rxBytes ?? 0) + p.rxBytes,
+    txFrames: (base?.txFrames ?? 0) + p.txFrames, txBytes: (base?.txBytes ?? 0) + p.txBytes,
+    downEvents: (base?.downEvents ?? 0) + p.downEvents, drops,
+  };
+}
+
+/** Undoes what createMetricsRegistry hooked into the Vswitch (startMetrics' close). */
+const disposers = new WeakMap<Registry, () => void>();
 
 function readVersion(): string {
   try {
@@ -94,7 +158,9 @@ function portLabel(port: Port): string {
  * A Registry holding every vswitch metric for `sw` plus the default process metrics.
  * Exported for unit tests; startMetrics serves it over HTTP.
  */
-export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: boolean } = {}): Registry {
+export function createMetricsRegistry(
+  sw: Vswitch, opts: { defaultMetrics?: boolean; reload?: () => ReloadStatus | undefined } = {},
+): Registry {
   const reg = new Registry();
   if (opts.defaultMetrics ?? true) {
     collectDefaultMetrics({ register: reg });
@@ -136,9 +202,47 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
       },
     });
   };
-  const perPort = (name: string, help: string, value: (p: Port, br: Bridge) => number): void => {
+  /*
+   * Counters across a rebuild. A reload that changes a router's uplink, NAT limits,
+   * interconnect or set of networks builds it anew (state.ts routerDiff): new
+   * objects, counters at 0. So that its series go on instead of resetting, what the
+   * old router and its network ports had counted is kept here, keyed by the new
+   * objects (so a router or port removed for good takes its carry along), and
+   * added to their numbers at every scrape. Gauges are not carried: they are
+   * what is now.
+   */
+  const carry = {
+    routers: new WeakMap<ManagedRouter, Map<string, number>>(),
+    ports: new WeakMap<Port, PortCounts>(),
+    fills: new Map<string, (mr: ManagedRouter, emit: Emit) => void>(),
+  };
+  const onRebuilt = (old: ManagedRouter, next: ManagedRouter, oldPorts: Map<string, Port>): void => {
+    const m = new Map(carry.routers.get(old));
+    for (const [name, fill] of carry.fills) {
+      fill(old, (labels, v) => {
+        const k = seriesKey(name, labels);
+        m.set(k, (m.get(k) ?? 0) + v);
+      });
+    }
+    carry.routers.set(next, m);
+    for (const [net, oldPort] of oldPorts) {
+      const io = next.router.networks.get(net);
+      if (io === undefined) continue;
+      for (const br of sw.bridges.values()) {
+        const np = br.port(net);
+        if (np !== undefined && np.io === io) carry.ports.set(np, addPortCounts(carry.ports.get(oldPort), oldPort));
+      }
+    }
+  };
+  sw.routerRebuilt.add(onRebuilt);
+  disposers.set(reg, () => sw.routerRebuilt.delete(onRebuilt));
+
+  const perPort = (name: string, help: string, value: (p: PortCounts) => number): void => {
     counter(name, help, PORT_LABELS, (emit) => {
-      for (const r of ports()) emit(r.labels, value(r.port, r.bridge));
+      for (const r of ports()) {
+        const base = carry.ports.get(r.port);
+        emit(r.labels, value(r.port) + (base === undefined ? 0 : value(base)));
+      }
     });
   };
   const perBridge = (name: string, help: string, value: (br: Bridge) => number, type: 'counter' | 'gauge' = 'counter'): void => {
@@ -147,9 +251,28 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
     });
   };
 
-  gauge('vswitch_info', 'Always 1; the version label is the running vswitch version.', ['version'], (emit) => {
+  gauge('vswitch_build_info',
+    'Always 1; labels: version (of vswitch), revision (source commit, "unknown" when not known), nodejs_version.',
+    ['version', 'revision', 'nodejs_version'], (emit) => {
+      emit({ version: VERSION, revision: buildRevision(), nodejs_version: process.versions.node }, 1);
+    });
+  gauge('vswitch_info', 'DEPRECATED, use vswitch_build_info (same version label); removed in vswitch 0.2. Always 1.', ['version'], (emit) => {
     emit({ version: VERSION }, 1);
   });
+  if (opts.reload !== undefined) {
+    const status = opts.reload;
+    gauge('vswitch_config_last_reload_successful',
+      '1 if the last config load (the start, vswitch reload, SIGHUP) was applied; 0 if it was refused (the daemon runs on the config before it).',
+      [], (emit) => {
+        const st = status();
+        if (st !== undefined) emit({}, st.successful ? 1 : 0);
+      });
+    gauge('vswitch_config_last_reload_success_timestamp_seconds',
+      'Unix time of the last config load that was applied (the start counts).', [], (emit) => {
+        const st = status();
+        if (st !== undefined) emit({}, st.lastSuccessMs / 1000);
+      });
+  }
 
   /* ---------- per port ---------- */
   perPort('vswitch_port_rx_frames_total',
@@ -171,7 +294,8 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
     [...PORT_LABELS, 'reason'], (emit) => {
       for (const r of ports()) {
         const d = r.port.drops;
-        for (let i = 0; i < DROP_REASONS.length; i++) emit({ ...r.labels, reason: DROP_REASONS[i] }, d[i]);
+        const base = carry.ports.get(r.port)?.drops;
+        for (let i = 0; i < DROP_REASONS.length; i++) emit({ ...r.labels, reason: DROP_REASONS[i] }, d[i] + (base?.[i] ?? 0));
       }
     });
   gauge('vswitch_port_up',
@@ -308,54 +432,60 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
 
   /* ---------- routers (NAT mode): absent when no router is configured ---------- */
   const routerList = (): ManagedRouter[] => [...sw.routers.values()];
-  const networks = (): { mr: ManagedRouter; net: RouterNetwork; labels: Labels }[] => routerList().flatMap((mr) =>
-    [...mr.router.networks.values()].map((net) => ({ mr, net, labels: { router: mr.name, network: net.name, vlan: net.opts.vlan } })));
+  const netsOf = (mr: ManagedRouter): { net: RouterNetwork; labels: Labels }[] =>
+    [...mr.router.networks.values()].map((net) => ({ net, labels: { router: mr.name, network: net.name, vlan: net.opts.vlan } }));
+  const networks = (): { mr: ManagedRouter; net: RouterNetwork; labels: Labels }[] =>
+    routerList().flatMap((mr) => netsOf(mr).map((n) => ({ mr, ...n })));
   const NET_LABELS = ['router', 'network', 'vlan'];
+  const carried = carry.routers;
+  /**
+   * A router's counter: `fill` emits one router's series. Each value is the router's
+   * number plus what its predecessors counted before a rebuild (carry.routers).
+   */
+  const routerCounter = (name: string, help: string, labelNames: readonly string[], fill: (mr: ManagedRouter, emit: Emit) => void): void => {
+    carry.fills.set(name, fill);
+    counter(name, help, labelNames, (emit) => {
+      for (const mr of routerList()) {
+        const base = carried.get(mr);
+        fill(mr, base === undefined ? emit : (labels, v) => emit(labels, v + (base.get(seriesKey(name, labels)) ?? 0)));
+      }
+    });
+  };
+  const dhcpCounter = (name: string, help: string, labelNames: readonly string[], fill: (d: NonNullable<RouterNetwork['opts']['dhcp']>, labels: Labels, emit: Emit) => void): void => {
+    routerCounter(name, help, labelNames, (mr, emit) => {
+      for (const { net, labels } of netsOf(mr)) if (net.opts.dhcp !== undefined) fill(net.opts.dhcp, labels, emit);
+    });
+  };
 
-  counter('vswitch_dhcp_messages_total',
+  dhcpCounter('vswitch_dhcp_messages_total',
     'DHCP messages by type: received (discover, request, decline, release, inform) and sent (offer, ack, nak).',
-    [...NET_LABELS, 'type'], (emit) => {
-      for (const { net, labels } of networks()) {
-        const c = net.opts.dhcp?.counters;
-        if (c === undefined) continue;
-        for (const [type, v] of [['discover', c.discovers], ['offer', c.offers], ['request', c.requests], ['ack', c.acks],
-          ['nak', c.naks], ['decline', c.declines], ['release', c.releases], ['inform', c.informs]] as const) {
-          emit({ ...labels, type }, v);
-        }
+    [...NET_LABELS, 'type'], (d, labels, emit) => {
+      const c = d.counters;
+      for (const [type, v] of [['discover', c.discovers], ['offer', c.offers], ['request', c.requests], ['ack', c.acks],
+        ['nak', c.naks], ['decline', c.declines], ['release', c.releases], ['inform', c.informs]] as const) {
+        emit({ ...labels, type }, v);
       }
     });
-  counter('vswitch_dhcp_dropped_total',
+  dhcpCounter('vswitch_dhcp_dropped_total',
     `DHCP requests not answered, by reason (${DHCP_REASONS.join(', ')}). pool_exhausted and port_limit are the starvation signals.`,
-    [...NET_LABELS, 'reason'], (emit) => {
-      for (const { net, labels } of networks()) {
-        const c = net.opts.dhcp?.counters;
-        if (c !== undefined) for (const reason of DHCP_REASONS) emit({ ...labels, reason }, c.dropped[reason]);
-      }
+    [...NET_LABELS, 'reason'], (d, labels, emit) => {
+      for (const reason of DHCP_REASONS) emit({ ...labels, reason }, d.counters.dropped[reason]);
     });
-  counter('vswitch_dhcp_naks_total',
+  dhcpCounter('vswitch_dhcp_naks_total',
     `DHCPNAKs sent, by reason (${DHCP_REASONS.join(', ')}). not_owner: a client asked for a lease that belongs to another port or MAC.`,
-    [...NET_LABELS, 'reason'], (emit) => {
-      for (const { net, labels } of networks()) {
-        const c = net.opts.dhcp?.counters;
-        if (c !== undefined) for (const reason of DHCP_REASONS) emit({ ...labels, reason }, c.nakReasons[reason]);
-      }
+    [...NET_LABELS, 'reason'], (d, labels, emit) => {
+      for (const reason of DHCP_REASONS) emit({ ...labels, reason }, d.counters.nakReasons[reason]);
     });
-  counter('vswitch_dhcp_offers_reclaimed_total',
+  dhcpCounter('vswitch_dhcp_offers_reclaimed_total',
     'Offers withdrawn from a port at its maxLeasesPerPort cap to make room for another client of the same port.',
-    NET_LABELS, (emit) => {
-      for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.counters.offersReclaimed);
-    });
-  counter('vswitch_dhcp_lease_writes_total',
+    NET_LABELS, (d, labels, emit) => emit(labels, d.counters.offersReclaimed));
+  dhcpCounter('vswitch_dhcp_lease_writes_total',
     'Lease-file writes (each a write, two fsyncs and a rename, off the event loop). Group commit: one write covers every '
     + 'grant, renewal and release since the previous one, so it grows far slower than ACKs under load.',
-    NET_LABELS, (emit) => {
-      for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.leaseWrites);
-    });
-  counter('vswitch_dhcp_lease_write_errors_total',
+    NET_LABELS, (d, labels, emit) => emit(labels, d.leaseWrites));
+  dhcpCounter('vswitch_dhcp_lease_write_errors_total',
     'Lease-file writes that failed (disk full, I/O error): the ACKs they covered were not sent (reason store_error).',
-    NET_LABELS, (emit) => {
-      for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.counters.storeErrors);
-    });
+    NET_LABELS, (d, labels, emit) => emit(labels, d.counters.storeErrors));
   gauge('vswitch_dhcp_pending_acks', 'ACKs waiting for the lease-file write that makes their lease durable.', NET_LABELS, (emit) => {
     for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.pendingAcks);
   });
@@ -369,19 +499,17 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
   gauge('vswitch_dhcp_pool_size', 'Addresses in the network\'s DHCP pools (reservations not included).', NET_LABELS, (emit) => {
     for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.poolSize);
   });
-  counter('vswitch_router_packets_total',
+  routerCounter('vswitch_router_packets_total',
     'IPv4 packets the router routed, by path: between (network to network), to_uplink and from_uplink (through NAPT), '
     + 'to_host and from_host (through the host-socket NAT), '
-    + 'hairpin; and refused: prohibited (networks not interconnected), no_route, ttl_exceeded, nat_dropped (see vswitch_nat_packets_total).',
-    ['router', 'path'], (emit) => {
-      for (const mr of routerList()) {
-        const c = mr.router.counters;
-        for (const [path, v] of [['between', c.routedBetween], ['to_uplink', c.toUplink], ['from_uplink', c.fromUplink],
-          ['to_host', c.toHost], ['from_host', c.fromHost],
-          ['hairpin', c.hairpinned], ['prohibited', c.prohibited], ['no_route', c.noRoute], ['ttl_exceeded', c.ttlExceeded],
-          ['nat_dropped', c.naptDropped]] as const) {
-          emit({ router: mr.name, path }, v);
-        }
+    + 'hairpin; and refused: prohibited (networks not interconnected), no_route, ttl_exceeded, nat_dropped (see vswitch_nat_dropped_total).',
+    ['router', 'path'], (mr, emit) => {
+      const c = mr.router.counters;
+      for (const [path, v] of [['between', c.routedBetween], ['to_uplink', c.toUplink], ['from_uplink', c.fromUplink],
+        ['to_host', c.toHost], ['from_host', c.fromHost],
+        ['hairpin', c.hairpinned], ['prohibited', c.prohibited], ['no_route', c.noRoute], ['ttl_exceeded', c.ttlExceeded],
+        ['nat_dropped', c.naptDropped]] as const) {
+        emit({ router: mr.name, path }, v);
       }
     });
   gauge('vswitch_router_rate_limit_pps',
@@ -395,11 +523,11 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
         for (let k = 0; k < LIMIT_KINDS.length; k++) emit({ router: mr.name, kind: LIMIT_KINDS[k] }, v[k]);
       }
     });
-  counter('vswitch_router_rate_limited_total',
+  routerCounter('vswitch_router_rate_limited_total',
     'Frames a VM sent that the router dropped by its per-port rate limits, by bridge port and kind '
     + `(${LIMIT_KINDS.join(', ')}). Every port of the network's VLAN is listed, zeros included; port="" is sources the MAC table did not know.`,
-    [...NET_LABELS, 'port', 'kind'], (emit) => {
-      for (const { net, labels } of networks()) {
+    [...NET_LABELS, 'port', 'kind'], (mr, emit) => {
+      for (const { net, labels } of netsOf(mr)) {
         const br = [...sw.bridges.values()].find((b) => b.ports.get(net.name)?.io === net);
         const ports = new Set<string>();
         for (const p of br?.ports.values() ?? []) if (p.io !== net && p.vlan.isMember(net.opts.vlan)) ports.add(p.name);
@@ -436,79 +564,78 @@ export function createMetricsRegistry(sw: Vswitch, opts: { defaultMetrics?: bool
       for (const proto of ['tcp', 'udp', 'icmp'] as const) emit({ router: mr.name, proto }, b[proto]);
     }
   });
-  counter('vswitch_nat_sessions_created_total', 'NAPT sessions created.', ['router'], (emit) => {
-    for (const mr of napts()) emit({ router: mr.name }, mr.router.napt!.table.stats().created);
-  });
-  counter('vswitch_nat_sessions_expired_total', 'NAPT sessions removed after their idle timeout.', ['router'], (emit) => {
-    for (const mr of napts()) emit({ router: mr.name }, mr.router.napt!.table.stats().expired);
-  });
-  counter('vswitch_nat_sessions_refused_total',
+  const naptCounter = (name: string, help: string, labelNames: readonly string[], fill: (napt: Napt, labels: Labels, emit: Emit) => void): void => {
+    routerCounter(name, help, labelNames, (mr, emit) => {
+      if (mr.router.napt !== undefined) fill(mr.router.napt, { router: mr.name }, emit);
+    });
+  };
+  naptCounter('vswitch_nat_sessions_created_total', 'NAPT sessions created.', ['router'], (napt, l, emit) => emit(l, napt.table.stats().created));
+  naptCounter('vswitch_nat_sessions_expired_total', 'NAPT sessions removed after their idle timeout.', ['router'],
+    (napt, l, emit) => emit(l, napt.table.stats().expired));
+  naptCounter('vswitch_nat_sessions_refused_total',
     'New flows refused, by reason: table_full (maxSessions), host_limit (maxSessionsPerHost), port_limit (maxSessionsPerPort), '
     + 'no_port (public ports exhausted).',
-    ['router', 'reason'], (emit) => {
-      for (const mr of napts()) {
-        const r = mr.router.napt!.table.stats().refused;
-        for (const reason of REFUSE_REASONS) emit({ router: mr.name, reason }, r[reason]);
-      }
+    ['router', 'reason'], (napt, l, emit) => {
+      const r = napt.table.stats().refused;
+      for (const reason of REFUSE_REASONS) emit({ ...l, reason }, r[reason]);
     });
-  counter('vswitch_nat_packets_total',
-    'Packets through NAPT by result: ok and hairpin are translated, local is for the router itself, every other result is '
-    + `a drop reason (${NAPT_RESULTS.slice(3).join(', ')}).`,
-    ['router', 'result'], (emit) => {
-      for (const mr of napts()) {
-        const counts = mr.router.napt!.counts;
-        for (let i = 0; i < NAPT_RESULTS.length; i++) emit({ router: mr.name, result: NAPT_RESULTS[i] }, counts[i]);
-      }
+  naptCounter('vswitch_nat_packets_total',
+    'Packets NAPT passed, by result: ok (translated), hairpin (to the public address from inside, translated both ways), '
+    + 'local (for the router itself). Dropped packets are in vswitch_nat_dropped_total.',
+    ['router', 'result'], (napt, l, emit) => {
+      for (const result of NAT_PASSED) emit({ ...l, result }, napt.counts[NaptResult[result]]);
+    });
+  naptCounter('vswitch_nat_dropped_total',
+    `Packets NAPT dropped, by reason (a closed set: ${NAT_DROP_REASONS.join(', ')}; see the README "NAT drop reasons"). `
+    + 'Every reason is exported, zeros included.',
+    ['router', 'reason'], (napt, l, emit) => {
+      for (const reason of NAT_DROP_REASONS) emit({ ...l, reason }, napt.counts[NaptResult[reason]]);
     });
 
   // NAT through the host's own address (uplink kind host): absent for other routers.
   const hosts = (): [ManagedRouter, HostNat][] => routerList().flatMap((mr) => (mr.router.host ? [[mr, mr.router.host] as [ManagedRouter, HostNat]] : []));
+  const hostCounter = (name: string, help: string, labelNames: readonly string[], fill: (h: HostNat, l: Labels, emit: Emit) => void): void => {
+    routerCounter(name, help, labelNames, (mr, emit) => {
+      if (mr.router.host !== undefined) fill(mr.router.host, { router: mr.name }, emit);
+    });
+  };
   const engines = (h: HostNat) => [['tcp', h.tcp.counters], ['udp', h.udp.counters], ['icmp', h.icmp.counters]] as const;
   gauge('vswitch_host_nat_sessions', 'Host-socket NAT sessions (TCP connections, UDP mappings, ICMP echo ids) now open.', ['router'], (emit) => {
     for (const [mr, h] of hosts()) emit({ router: mr.name }, h.budget.total);
   });
-  counter('vswitch_host_nat_sessions_opened_total', 'Host-socket NAT sessions opened (port forwards included).', ['router', 'proto'], (emit) => {
-    for (const [mr, h] of hosts()) for (const [proto, c] of engines(h)) emit({ router: mr.name, proto }, c.opened);
+  hostCounter('vswitch_host_nat_sessions_opened_total', 'Host-socket NAT sessions opened (port forwards included).', ['router', 'proto'], (h, l, emit) => {
+    for (const [proto, c] of engines(h)) emit({ ...l, proto }, c.opened);
   });
-  counter('vswitch_host_nat_sessions_refused_total',
+  hostCounter('vswitch_host_nat_sessions_refused_total',
     'New host-socket NAT flows refused, by reason: table_full (nat.maxSessions), host_limit (nat.maxSessionsPerHost), '
     + 'port_limit (nat.maxSessionsPerPort).',
-    ['router', 'reason'], (emit) => {
-      for (const [mr, h] of hosts()) {
-        emit({ router: mr.name, reason: 'table_full' }, h.budget.refusedGlobal);
-        emit({ router: mr.name, reason: 'host_limit' }, h.budget.refusedPerHost);
-        emit({ router: mr.name, reason: 'port_limit' }, h.budget.refusedPerPort);
+    ['router', 'reason'], (h, l, emit) => {
+      emit({ ...l, reason: 'table_full' }, h.budget.refusedGlobal);
+      emit({ ...l, reason: 'host_limit' }, h.budget.refusedPerHost);
+      emit({ ...l, reason: 'port_limit' }, h.budget.refusedPerPort);
+    });
+  hostCounter('vswitch_host_nat_packets_total', 'Packets through the host-socket NAT, by protocol and direction (to_host: from a VM; to_vm).',
+    ['router', 'proto', 'direction'], (h, l, emit) => {
+      emit({ ...l, proto: 'tcp', direction: 'to_host' }, h.tcp.counters.segmentsFromVm);
+      emit({ ...l, proto: 'tcp', direction: 'to_vm' }, h.tcp.counters.framesToVm);
+      for (const proto of ['udp', 'icmp'] as const) {
+        emit({ ...l, proto, direction: 'to_host' }, h[proto].counters.toHost);
+        emit({ ...l, proto, direction: 'to_vm' }, h[proto].counters.toVm);
       }
     });
-  counter('vswitch_host_nat_packets_total', 'Packets through the host-socket NAT, by protocol and direction (to_host: from a VM; to_vm).',
-    ['router', 'proto', 'direction'], (emit) => {
-      for (const [mr, h] of hosts()) {
-        emit({ router: mr.name, proto: 'tcp', direction: 'to_host' }, h.tcp.counters.segmentsFromVm);
-        emit({ router: mr.name, proto: 'tcp', direction: 'to_vm' }, h.tcp.counters.framesToVm);
-        for (const proto of ['udp', 'icmp'] as const) {
-          emit({ router: mr.name, proto, direction: 'to_host' }, h[proto].counters.toHost);
-          emit({ router: mr.name, proto, direction: 'to_vm' }, h[proto].counters.toVm);
-        }
-      }
+  hostCounter('vswitch_host_nat_tcp_bytes_total', 'TCP payload bytes spliced: to_host (written to host sockets), to_vm (acknowledged by the VMs).',
+    ['router', 'direction'], (h, l, emit) => {
+      emit({ ...l, direction: 'to_host' }, h.tcp.counters.bytesToHost);
+      emit({ ...l, direction: 'to_vm' }, h.tcp.counters.bytesToVm);
     });
-  counter('vswitch_host_nat_tcp_bytes_total', 'TCP payload bytes spliced: to_host (written to host sockets), to_vm (acknowledged by the VMs).',
-    ['router', 'direction'], (emit) => {
-      for (const [mr, h] of hosts()) {
-        emit({ router: mr.name, direction: 'to_host' }, h.tcp.counters.bytesToHost);
-        emit({ router: mr.name, direction: 'to_vm' }, h.tcp.counters.bytesToVm);
-      }
-    });
-  counter('vswitch_host_nat_tcp_retransmits_total', 'TCP segments sent to VMs again (timeouts and fast retransmits).', ['router'], (emit) => {
-    for (const [mr, h] of hosts()) emit({ router: mr.name }, h.tcp.counters.retransmits);
-  });
-  counter('vswitch_host_nat_dropped_total',
+  hostCounter('vswitch_host_nat_tcp_retransmits_total', 'TCP segments sent to VMs again (timeouts and fast retransmits).', ['router'],
+    (h, l, emit) => emit(l, h.tcp.counters.retransmits));
+  hostCounter('vswitch_host_nat_dropped_total',
     'Packets the host-socket NAT dropped, by protocol (ip: before any engine) and reason (the engines\' counters, snake_case).',
-    ['router', 'proto', 'reason'], (emit) => {
-      for (const [mr, h] of hosts()) {
-        for (const [reason, v] of Object.entries(h.counters)) emit({ router: mr.name, proto: 'ip', reason: snake(reason) }, v);
-        for (const [proto, c] of engines(h)) {
-          for (const reason of HOST_DROP_COUNTERS[proto]) emit({ router: mr.name, proto, reason: snake(reason) }, (c as unknown as Record<string, number>)[reason] ?? 0);
-        }
+    ['router', 'proto', 'reason'], (h, l, emit) => {
+      for (const [reason, v] of Object.entries(h.counters)) emit({ ...l, proto: 'ip', reason: snake(reason) }, v);
+      for (const [proto, c] of engines(h)) {
+        for (const reason of HOST_DROP_COUNTERS[proto]) emit({ ...l, proto, reason: snake(reason) }, (c as unknown as Record<string, number>)[reason] ?? 0);
       }
     });
   gauge('vswitch_host_nat_icmp_available', '1 while ICMP echo goes through the raw socket; 0 when it could not be opened (no CAP_NET_RAW) or is off.',
@@ -564,6 +691,8 @@ export interface StartMetricsOptions {
   limits?: MetricsLimits;
   /** The control socket's counters, exported with the server's own (absent until it listens). */
   control?: () => ControlStats | undefined;
+  /** The last config load's outcome (run.ts), exported as vswitch_config_last_reload_*. */
+  reload?: () => ReloadStatus | undefined;
   /** Tests: how long /healthz waits for the main loop (default HEALTH_TIMEOUT_MS). */
   healthTimeoutMs?: number;
 }
@@ -582,7 +711,7 @@ export interface StartMetricsOptions {
 export async function startMetrics(sw: Vswitch, listen: string, log: Logger, opts: StartMetricsOptions = {}): Promise<MetricsServer> {
   const { host, port } = parseListen(listen);
   const limits: MetricsLimits = { ...(opts.limits ?? DEFAULT_METRICS_LIMITS) };
-  const reg = createMetricsRegistry(sw);
+  const reg = createMetricsRegistry(sw, { reload: opts.reload });
   let worker: MetricsWorker | undefined;
   registerServerMetrics(reg, limits, () => worker, opts.control);
   worker = await MetricsWorker.start({
@@ -611,6 +740,7 @@ export async function startMetrics(sw: Vswitch, listen: string, log: Logger, opt
     sync: () => w.sync(),
     async close(): Promise<void> {
       await w.close();
+      disposers.get(reg)?.();
       reg.clear();
     },
   };

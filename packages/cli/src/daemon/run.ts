@@ -18,7 +18,7 @@ import { VswitchError } from '../errors.js';
 import { DEFAULT_SOCKET } from '../client.js';
 import { notify as sendNotify } from '@vswitch/netdev';
 import { type ControlLimits, type ControlServer, listenControl, lookupCommand, prepareControlPath } from './control.js';
-import { startMetrics, type MetricsLimits, type MetricsServer } from './metrics.js';
+import { startMetrics, type MetricsLimits, type MetricsServer, type ReloadStatus } from './metrics.js';
 import { handlers } from './handlers.js';
 import { type Logger, type LogLevel, makeLogger } from './log.js';
 import { hostKey } from './machine-id.js';
@@ -57,6 +57,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       { event: 'host_id', source: k.source, ...(k.reason ? { reason: k.reason } : {}), created: k.created }, 'host_id');
   }
   let metrics: MetricsServer | undefined;
+  // The start applied the file: a success, as Prometheus counts its own start.
+  const reloadStatus: ReloadStatus = { successful: true, lastSuccessMs: Date.now() };
   let control: ControlServer | undefined;
   // Re-reads the config file and applies what it changed since the last one, as one
   // transaction: a bad file, or one whose new parts cannot be prepared, changes nothing.
@@ -73,8 +75,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         changes.push(`log level ${next.log.level}`);
       }
       sw.monitor.emit({ event: 'config_applied', changes });
+      reloadStatus.successful = true;
+      reloadStatus.lastSuccessMs = Date.now();
       return { changes };
     } catch (e) {
+      reloadStatus.successful = false;
       log.error({ event: 'config_refused', err: (e as Error).message }, 'config_refused');
       sw.monitor.emit({ event: 'config_refused', error: (e as Error).message });
       throw e;
@@ -86,7 +91,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const listen = opts.metricsListen ?? cfg.metrics.listen;
   if (listen !== '' && listen !== 'off') {
     try {
-      metrics = await startMetrics(sw, listen, log, { limits: metricsLimits(cfg), control: () => control?.stats });
+      metrics = await startMetrics(sw, listen, log, { limits: metricsLimits(cfg), control: () => control?.stats, reload: () => reloadStatus });
     } catch (e) {
       sw.close();
       throw new VswitchError('EADDRINUSE', `metrics: cannot listen on ${listen}: ${(e as Error).message}`);

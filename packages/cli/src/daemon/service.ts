@@ -26,7 +26,7 @@
  * (monitor.ts), the hub `vswitch monitor` clients subscribe to.
  */
 import {
-  Bridge, type BridgeEvent, checkVid, formatMac, parseIp4, parseMac, type PortIo,
+  Bridge, type BridgeEvent, checkVid, formatMac, parseIp4, parseMac, type Port, type PortIo,
   VlanPolicy, type VlanSpec, VlanPolicyError,
 } from '@vswitch/switch';
 import { AttachIo, nativeSegmenter, SocketIo, TapIo } from '@vswitch/switch/ports';
@@ -112,6 +112,13 @@ export class Vswitch {
   /** Guard and storm-control drops as log lines, read from the counters each tick (guard-log.ts). */
   readonly #guardLog = new GuardDropLog((l) => this.log.warn(l, l.event));
   #ticker: NodeJS.Timeout | undefined;
+  /**
+   * Told of each router a transition rebuilt, once its successor is placed: the old
+   * router (closed, its counters still readable), the new one, and the old router's
+   * network ports by network name (removed from their bridges). The metrics carry
+   * the old counters over (metrics.ts "Counters across a rebuild").
+   */
+  readonly routerRebuilt = new Set<(old: ManagedRouter, next: ManagedRouter, oldPorts: Map<string, Port>) => void>();
 
   constructor(private readonly log: Logger) {
     this.monitor.onActive = (on) => {
@@ -700,7 +707,15 @@ export class Vswitch {
       this.#dropRouter(name);
       done.push(`delrouter ${name}`);
     }
+    const rebuilt = new Map<string, { old: ManagedRouter; ports: Map<string, Port> }>();
     for (const [name, why] of rRebuild) {
+      const old = this.router(name);
+      const ports = new Map<string, Port>();
+      for (const net of old.router.networks.keys()) {
+        const p = this.bridges.get(this.#owner.get(net) ?? '')?.port(net);
+        if (p !== undefined) ports.set(net, p);
+      }
+      rebuilt.set(name, { old, ports });
       this.#dropRouter(name);
       done.push(`rebuild router ${name} (${why} changed)`);
     }
@@ -794,6 +809,7 @@ export class Vswitch {
       this.#placeRouter(name, b);
       if (!rRebuild.has(name)) done.push(`addrouter ${name}`);
     }
+    for (const [name, r] of rebuilt) for (const f of this.routerRebuilt) f(r.old, this.router(name), r.ports);
     for (const [name, e] of rEdit) done.push(...this.routers.get(name)!.edit(next.routers.get(name)!, e));
 
     for (const [name, why] of failedNow) {
