@@ -193,11 +193,14 @@ export interface OneShot {
 
 /**
  * One udhcpc run: -q (exit once bound) -n (exit 1 without a lease), `tries`
- * DISCOVERs one second apart; `requestIp` adds -r (option 50).
+ * DISCOVERs one second apart; `requestIp` adds -r (option 50), `hostname` -x hostname:NAME (option 12).
  */
-export async function udhcpcOnce(vm: DhcpVm, { tries = 3, requestIp }: { tries?: number; requestIp?: string } = {}): Promise<OneShot> {
+export async function udhcpcOnce(
+  vm: DhcpVm, { tries = 3, requestIp, hostname }: { tries?: number; requestIp?: string; hostname?: string } = {},
+): Promise<OneShot> {
   const before = clientEvents(vm, 'udhcpc').length;
-  const args = udhcpcArgs(vm, ['-q', '-n', '-t', String(tries), '-T', '1', ...(requestIp ? ['-r', requestIp] : [])]);
+  const args = udhcpcArgs(vm, ['-q', '-n', '-t', String(tries), '-T', '1', ...(requestIp ? ['-r', requestIp] : []),
+    ...(hostname ? ['-x', `hostname:${hostname}`] : [])]);
   const r = await nsExecR(vm.ns, args.map(q).join(' ') + ' 2>&1', { timeoutMs: (tries + 8) * 1000 });
   const evs = clientEvents(vm, 'udhcpc').slice(before).filter((e) => e.event === 'bound' || e.event === 'renew');
   return { code: r.code, log: r.stdout + r.stderr, lease: evs.at(-1) };

@@ -272,6 +272,7 @@ function limitsText(r: any): string {
   if (!l) return '';
   const rate = (v: number): string => (v > 0 ? `${v}/s` : 'off');
   let out = `limits per port: dhcp ${rate(l.dhcp)}, arp ${rate(l.arp)}, icmp ${rate(l.icmp)}, dns ${rate(l.dns)}, icmp errors ${rate(l.icmpErrors)}\n`;
+  out += r.dns ? `dns: gateways answer their DHCP names, forward the rest to ${r.dns.forward} (${r.dns.upstreamFrom}); waiting ${r.dns.outstanding}\n` : 'dns: off\n';
   const rows = r.networks.flatMap((n: any) => (n.rateLimited?.ports ?? []).map((p: any) => [
     n.name, p.port || '-', ...['dhcp', 'arp', 'icmp', 'dns', 'icmp_errors'].map((k) => p.dropped[k]), p.limited.join(',') || '-',
   ]));

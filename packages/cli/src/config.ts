@@ -217,6 +217,22 @@ const RouterSchema = z.strictObject({
     dns: Pps.default(RATE_LIMIT_DEFAULTS.dns),
     icmpErrors: Pps.default(RATE_LIMIT_DEFAULTS.icmpErrors),
   }).default({ ...RATE_LIMIT_DEFAULTS }),
+  /**
+   * The gateways' DNS server (dns/gateway.ts in @vswitch/nat): every network's
+   * gateway answers its DHCP clients' and reservations' names and forwards the rest
+   * to `upstream` (default: the nameservers of `resolvConf`) through the host's own
+   * stack; with uplink kind host the host NAT's forwarder (uplink.dns) does that part.
+   */
+  dns: z.strictObject({
+    enabled: z.boolean().default(true),
+    upstream: z.array(Ip4).default([]),
+    resolvConf: z.string().min(1).optional(),
+    /** Forwarded queries waiting for an answer, in all and from one bridge port; more are dropped. */
+    maxOutstanding: z.number().int().min(1).max(65536).default(256),
+    maxOutstandingPerPort: z.number().int().min(1).max(65536).default(32),
+    /** Seconds an unanswered forwarded query is kept. */
+    timeout: z.number().min(0.5).max(60).default(5),
+  }).default({ enabled: true, upstream: [], maxOutstanding: 256, maxOutstandingPerPort: 32, timeout: 5 }),
   forwards: z.array(ForwardSchema).default([]),
   /** Pairs of this router's networks that may route to each other (default: none). */
   interconnect: z.array(z.tuple([NetName, NetName])).default([]),
@@ -367,6 +383,14 @@ export const ConfigSchema = z.strictObject({
     }
     if (r.uplink !== undefined && r.uplink.address !== 'dhcp' && r.uplink.hostname !== undefined) {
       issue(['routers', rname, 'uplink', 'hostname'], 'is sent to a DHCP server: only with address: dhcp');
+    }
+    if (r.uplink?.kind === 'host') {
+      for (const k of ['upstream', 'resolvConf'] as const) {
+        const v = r.dns[k];
+        if (v !== undefined && (!Array.isArray(v) || v.length > 0)) {
+          issue(['routers', rname, 'dns', k], `with uplink kind host the host NAT forwards DNS: set uplink.${k === 'upstream' ? 'dns' : 'resolvConf'} instead`);
+        }
+      }
     }
     if (r.nat.portRange[0] > r.nat.portRange[1]) issue(['routers', rname, 'nat', 'portRange'], 'must be [low, high]');
     r.forwards.forEach((f, i) => {

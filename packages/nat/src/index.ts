@@ -13,3 +13,5 @@ export * from './napt/forwards.js';
 export * from './host/types.js';
 export * from './host/nat.js';
 export * from './limits.js';
+export * from './dns/wire.js';
+export * from './dns/gateway.js';

@@ -14,8 +14,12 @@
  * Everything else is ignored and counted. When its router starts, the gateway
  * announces itself with a gratuitous ARP (`announce`).
  *
+ * UDP to the gateway's port 53 goes to the router's DNS server (`dns`, dns/gateway.ts)
+ * when it has one, which answers the network's own names and forwards the rest (or
+ * hands them to `local`, the host NAT's forwarder).
+ *
  * What the gateway does itself on a VM's behalf (ARP for it, echo replies, DHCP,
- * DNS to the host NAT's forwarder, and the ICMP errors router.ts sends) spends a
+ * DNS, and the ICMP errors router.ts sends) spends a
  * token of the sending bridge port's bucket first (limits.ts, `limit`): one check
  * at each entry point; a frame without a token is dropped and counted
  * (`rateLimited`). Frames that pass through (routed, or flooded to us and ignored)
@@ -131,6 +135,12 @@ export class RouterNetwork implements PortIo {
    * they are ignored.
    */
   local: RouteFn | undefined;
+  /**
+   * UDP to the gateway's port 53 (after the port's DNS rate limit): the router's
+   * DNS server (dns/gateway.ts) answers it or forwards it and returns true; false
+   * hands it on to `local` (the host NAT's forwarder) as before. Unset: `local` only.
+   */
+  dns: ((net: RouterNetwork, f: Uint8Array, l4: number, udpLen: number) => boolean) | undefined;
 
   #rx: PortRx | undefined;
   /** The received frame at IN_OFF, its virtio_net_hdr (if any) before it. */
@@ -361,6 +371,13 @@ export class RouterNetwork implements PortIo {
     if (dst === this.ip || dst === 0xffffffff || dst === this.broadcast) {
       if (ip4IsFragment(f, ip)) {
         this.counters.ignored++;
+        return;
+      }
+      if (dst === this.ip && this.dns !== undefined && proto === IPPROTO.UDP && checkUdp(f, l4, l4len) && udpDport(f, l4) === 53) {
+        if (!this.limit(LIMIT.dns, srcMac(f, 0))) return;
+        if (this.dns(this, f, l4, udpLen(f, l4))) return;
+        if (this.local !== undefined) this.#hand(this.local, f, ip, total, vnet);
+        else this.counters.ignored++;
         return;
       }
       if (dst === this.ip && this.local !== undefined && (proto === IPPROTO.TCP || (proto === IPPROTO.UDP && !(l4len >= 4 && udpDport(f, l4) === 67)))) {

@@ -6,6 +6,7 @@ import { DROP_REASONS, formatMac, type Bridge, type Port, type VlanSpec } from '
 import { VswitchError } from '../errors.js';
 import { formatIp4 } from '@vswitch/switch';
 import { VERSION } from '../version.js';
+import { DNS_DROP_REASONS, DNS_RESULTS } from '@vswitch/nat';
 import { Stream } from './control.js';
 import type { ManagedRouter } from './routers.js';
 import type { PortSettings, Vswitch } from './service.js';
@@ -137,6 +138,14 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
     counters: { ...r.counters },
     nat: r.napt ? { ...r.napt.table.stats(), maxSessionsPerPort: r.napt.table.config.maxSessionsPerPort, ports: r.napt.table.portCounts() } : null,
     hostNat: r.host ? r.host.stats() : null,
+    // The gateways' DNS server: where non-local names go, and its counts.
+    dns: mr.dns === undefined ? null : {
+      forward: mr.dns.opts.forward ? (mr.dns.resolvers!.list().servers.map(formatIp4).join(', ') || 'no upstream') : 'host NAT (uplink.dns)',
+      upstreamFrom: mr.dns.opts.forward ? (mr.dns.resolvers!.list().file ?? 'config') : 'uplink',
+      outstanding: mr.dns.outstanding,
+      results: Object.fromEntries(DNS_RESULTS.map((k, i) => [k, mr.dns!.results[i]])),
+      dropped: Object.fromEntries(DNS_DROP_REASONS.map((k, i) => [k, mr.dns!.drops[i]])),
+    },
   };
 }
 

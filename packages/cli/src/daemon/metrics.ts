@@ -45,7 +45,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DROP_REASONS, DROP_REASON_COUNT, type Bridge, type Port } from '@vswitch/switch';
 import {
-  DHCP_REASONS, LIMIT_KINDS, NAPT_RESULTS, NaptResult, REFUSE_REASONS, type HostNat, type Napt, type NaptResultName, type RouterNetwork,
+  DHCP_REASONS, DNS_DROP_REASONS, DNS_RESULTS, LIMIT_KINDS, NAPT_RESULTS, type GatewayDns, NaptResult, REFUSE_REASONS, type HostNat, type Napt, type NaptResultName, type RouterNetwork,
 } from '@vswitch/nat';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ControlStats } from './control.js';
@@ -563,6 +563,29 @@ export function createMetricsRegistry(
       const b = mr.router.napt!.table.stats().byProto;
       for (const proto of ['tcp', 'udp', 'icmp'] as const) emit({ router: mr.name, proto }, b[proto]);
     }
+  });
+  // The gateways' DNS server (routers.R.dns): absent for routers with dns.enabled false.
+  const dnsCounter = (name: string, help: string, labelNames: readonly string[], fill: (dns: GatewayDns, l: Labels, emit: Emit) => void): void => {
+    routerCounter(name, help, labelNames, (mr, emit) => {
+      if (mr.dns !== undefined) fill(mr.dns, { router: mr.name }, emit);
+    });
+  };
+  dnsCounter('vswitch_dns_queries_total',
+    'DNS queries to the gateways, by result: local (answered from the DHCP names), nxdomain (a name of the network\'s that does not exist), '
+    + 'nodata (a known name, another type), forwarded (sent upstream), handed_off (to the host NAT\'s forwarder, uplink kind host), '
+    + 'refused (not a standard query: NOTIMP or FORMERR).',
+    ['router', 'result'], (dns, l, emit) => {
+      for (let i = 0; i < DNS_RESULTS.length; i++) emit({ ...l, result: DNS_RESULTS[i] }, dns.results[i]);
+    });
+  dnsCounter('vswitch_dns_dropped_total',
+    `DNS queries and upstream answers dropped, by reason (${DNS_DROP_REASONS.join(', ')}); no_upstream queries get SERVFAIL.`,
+    ['router', 'reason'], (dns, l, emit) => {
+      for (let i = 0; i < DNS_DROP_REASONS.length; i++) emit({ ...l, reason: DNS_DROP_REASONS[i] }, dns.drops[i]);
+    });
+  dnsCounter('vswitch_dns_answers_relayed_total', 'Upstream answers sent back to the VM that asked.', ['router'],
+    (dns, l, emit) => emit(l, dns.answersRelayed));
+  gauge('vswitch_dns_outstanding', 'Forwarded DNS queries waiting for their upstream answer (at most dns.maxOutstanding).', ['router'], (emit) => {
+    for (const mr of routerList()) if (mr.dns !== undefined) emit({ router: mr.name }, mr.dns.outstanding);
   });
   const naptCounter = (name: string, help: string, labelNames: readonly string[], fill: (napt: Napt, labels: Labels, emit: Emit) => void): void => {
     routerCounter(name, help, labelNames, (mr, emit) => {

@@ -29,6 +29,7 @@
  */
 import { join } from 'node:path';
 import {
+  GatewayDns,
   DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, clientLeaseFileName, deserializeForwards, describeForward, ensureStateDir, formatForward,
   forwardInsideHi, parseClientLease, parseForward, readStateFile, removeStaleTemps, serializeClientLease, serializeForwards, writeStateFile,
   type DhcpPorts, type DhcpServerConfig, type PortForward, type RouterEvent, type UplinkDhcpOptions,
@@ -58,6 +59,8 @@ export interface LeaseHooks {
 
 export class ManagedRouter {
   readonly router: Router;
+  /** The gateways' DNS server (dns.enabled), shared by the router's networks. */
+  readonly dns: GatewayDns | undefined;
   /** Forwards added at runtime (persisted); config forwards are not in here. */
   readonly runtimeForwards: PortForward[] = [];
   readonly #configForwards = new Set<string>();
@@ -165,6 +168,22 @@ export class ManagedRouter {
       addPort(n.bridge, nname, net, VlanPolicy.from({ mode: 'access', vid: n.vlan }));
       this.router.addNetwork(net);
     }
+    if (rc.dns.enabled) {
+      const mtus = new Map(Object.entries(rc.networks).map(([nname, n]) => [nname, n.dhcp?.mtu ?? 1500]));
+      const gw = new GatewayDns({
+        clock,
+        forward: host === undefined,
+        upstream: rc.dns.upstream.map(parseIp4),
+        resolvConf: rc.dns.resolvConf,
+        maxOutstanding: rc.dns.maxOutstanding,
+        maxOutstandingPerPort: rc.dns.maxOutstandingPerPort,
+        timeoutMs: rc.dns.timeout * 1000,
+        mtu: (net) => mtus.get(net.name) ?? 1500,
+        onEvent: (e) => onEvent(e as RouterEvent),
+      });
+      this.dns = gw;
+      for (const net of this.router.networks.values()) net.dns = (n, f, l4, ulen) => gw.handle(n, f, l4, ulen);
+    }
     const forwards = this.router.napt?.forwards ?? this.router.host?.forwards ?? new Forwards();
     this.#forwards = forwards;
     for (const f of rc.forwards) {
@@ -199,8 +218,8 @@ export class ManagedRouter {
       reservations: d.reservations.map((r) => ({ mac: parseMac(r.mac), ip: parseIp4(r.ip), hostname: r.hostname })),
       leaseTimeSec: d.leaseTime,
       router: c.ip,
-      // A host uplink's gateway forwards DNS to the host's resolvers: the default DNS server.
-      dns: d.dns.length === 0 && this.#rc.uplink?.kind === 'host' ? [c.ip] : d.dns.map(parseIp4),
+      // The gateway answers DNS (its DNS server, or a host uplink's forwarder): the default DNS server.
+      dns: d.dns.length === 0 && (this.#rc.dns.enabled || this.#rc.uplink?.kind === 'host') ? [c.ip] : d.dns.map(parseIp4),
       domain: d.domain,
       mtu: d.mtu,
       routes: d.routes.map((r) => {
@@ -358,11 +377,13 @@ export class ManagedRouter {
 
   /** Closes a router that never served (a refused reload prepared it): its lease files stay the live router's. */
   discard(): void {
+    this.dns?.close();
     for (const net of this.router.networks.values()) net.opts.dhcp?.discard();
     this.router.close();
   }
 
   close(): void {
+    this.dns?.close();
     for (const net of this.router.networks.values()) net.opts.dhcp?.close();
     this.router.close();
   }
