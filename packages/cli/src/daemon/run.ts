@@ -17,6 +17,7 @@ import { type Config, defaultConfig, loadConfig } from '../config.js';
 import { VswitchError } from '../errors.js';
 import { DEFAULT_SOCKET } from '../client.js';
 import { notify as sendNotify } from '@vswitch/netdev';
+import { SOCKETS } from '@vswitch/nat';
 import { type ControlLimits, type ControlServer, listenControl, lookupCommand, prepareControlPath } from './control.js';
 import { startMetrics, type MetricsLimits, type MetricsServer, type ReloadStatus } from './metrics.js';
 import { handlers } from './handlers.js';
@@ -194,7 +195,8 @@ function controlLimits(cfg: Config): ControlLimits {
 function fdsNeeded(cfg: Config, metrics: boolean): number {
   let n = 64 + cfg.control.maxConnections + (metrics ? cfg.metrics.maxConnections : 0);
   for (const b of Object.values(cfg.bridges)) n += Object.keys(b.ports).length * 2;
-  for (const r of Object.values(cfg.routers)) n += 2 + (r.uplink?.kind === 'host' ? r.nat.maxSessions : 0);
+  // DNS forwarding: its sockets (dns/gateway.ts SOCKETS) unless the host NAT forwards.
+  for (const r of Object.values(cfg.routers)) n += 2 + (r.uplink?.kind === 'host' ? r.nat.maxSessions : r.dns.enabled ? SOCKETS : 0);
   return n;
 }
 
