@@ -37,7 +37,7 @@ import { Resolvers } from '../host/dns.js';
 import { udpFrame } from '../frames.js';
 import type { RouterNetwork } from '../network.js';
 import {
-  CLASSIC_UDP_SIZE, DNS_HEADER, QCLASS_IN, QTYPE, RCODE, aData, answersQuestion, encodeName, parseQuery, reverseIp4, truncate,
+  CLASSIC_UDP_SIZE, DNS_HEADER, QCLASS_IN, QTYPE, RCODE, aData, answersQuestion, encodeName, msgId, parseQuery, reverseIp4, setMsgId, truncate,
   writeAnswer, type DnsQuery, type DnsRecord,
 } from './wire.js';
 
@@ -272,8 +272,7 @@ export class GatewayDns {
     let id: number;
     do id = (Math.random() * 0x10000) | 0; while (this.#pending.has(id));
     const sent = Buffer.from(f.subarray(off, off + len));
-    sent[0] = id >> 8;
-    sent[1] = id & 0xff;
+    setMsgId(sent, id);
     const sock = this.#socket();
     const mtu = this.opts.mtu?.(net) ?? 1500;
     const p: Pending = {
@@ -305,7 +304,7 @@ export class GatewayDns {
 
   #onAnswer(sock: Socket, msg: Buffer, rinfo: RemoteInfo): void {
     if (this.#closed || msg.length < DNS_HEADER) return;
-    const id = (msg[0] << 8) | msg[1];
+    const id = msgId(msg);
     const p = this.#pending.get(id);
     if (p === undefined || p.sock !== sock || rinfo.port !== 53 || rinfo.address !== formatIp4(p.upstream)
       || !answersQuestion(msg, p.sent, p.questionEnd)) {
@@ -314,8 +313,7 @@ export class GatewayDns {
     }
     this.#forget(id, p);
     this.resolvers?.answered(p.upstream, this.opts.clock());
-    msg[0] = p.clientId >> 8;
-    msg[1] = p.clientId & 0xff;
+    setMsgId(msg, p.clientId);
     const n = msg.length > p.maxLen ? truncate(msg, p.questionEnd) : msg.length;
     this.answersRelayed++;
     this.#send(p.net, p.clientMac, p.clientIp, p.clientPort, msg, n);

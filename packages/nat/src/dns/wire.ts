@@ -73,6 +73,17 @@ function skipName(b: Uint8Array, off: number, end: number): number {
   }
 }
 
+/** The message's ID (header bytes 0-1). */
+export function msgId(b: Uint8Array): number {
+  return u16(b, 0);
+}
+
+/** Sets the message's ID in place. */
+export function setMsgId(b: Uint8Array, id: number): void {
+  b[0] = (id >> 8) & 0xff;
+  b[1] = id & 0xff;
+}
+
 /** A query's header and single question, or why it is not one. */
 export function parseQuery(b: Uint8Array, off: number, len: number): DnsQuery | DnsParseError {
   if (len < DNS_HEADER) return 'short';
