@@ -63,6 +63,9 @@ function rig() {
     wallClock: () => clock.wall,
     uplink: { ifname: 'vsfuzz-none0', mac: 0x02000a0a6401, address: PUB, prefix: 24, gateway: UPGW },
     interconnect: [['net10', 'net20']],
+    // One NAPT port seed for both twins (the default seeds from the clock: two rigs made a
+    // millisecond apart would map the same flow to different public ports).
+    napt: { seed: 0x5eed },
   });
   const nets = {} as Record<NetName, RouterNetwork>;
   for (const [name, n] of Object.entries(NETS) as [NetName, (typeof NETS)[NetName]][]) {
