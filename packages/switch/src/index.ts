@@ -19,3 +19,5 @@ export * from './gate.js';
 export * from './loop.js';
 export * from './police.js';
 export * from './wire/stp.js';
+export * from './wire/ipv6.js';
+export * from './wire/icmp6.js';
