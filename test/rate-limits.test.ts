@@ -9,7 +9,7 @@
  * the hypervisor host whose sockets the host NAT uses):
  *
  *   br0 VLAN 10 -- router r0 net10 10.88.10.1/24, DHCP .100-.150, uplink kind host,
- *                  limits { dhcp 5, arp 50, icmp 50, dns 20, icmpErrors 10 } per port,
+ *                  limits { dhcp 5, arp 50, icmp 50, dns 20, icmpErrors 10, nd 50 } per port,
  *                  nat { maxSessionsPerHost 100, maxSessionsPerPort 150 }
  *     a (attacker): MAC fixed, static 10.88.10.21 and .22, both guard bindings
  *     b (victim):   DHCP (udhcpc)
@@ -53,8 +53,8 @@ const S_IP = '198.51.100.2';
 const FAR = '203.0.113.7';
 const UP_S = '192.0.2.1';
 const UP_R = '192.0.2.2';
-const LIMITS = { dhcp: 5, arp: 50, icmp: 50, dns: 20, icmpErrors: 10 };
-const DEFAULTS = { dhcp: 10, arp: 100, icmp: 200, dns: 200, icmpErrors: 50 };
+const LIMITS = { dhcp: 5, arp: 50, icmp: 50, dns: 20, icmpErrors: 10, nd: 50 };
+const DEFAULTS = { dhcp: 10, arp: 100, icmp: 200, dns: 200, icmpErrors: 50, nd: 100 };
 const PER_HOST = 100;
 const PER_PORT = 150;
 const FLOOD_SEC = 3;

@@ -266,17 +266,29 @@ function dhcpCell(p: any): string {
   return `yes, ${cap.guarded} leases/port`;
 }
 
+/** `router show`: the networks' IPv6 (addresses, mode, what the RAs carry) and its counters. */
+function ipv6Text(r: any): string {
+  const nets = r.networks.filter((n: any) => n.ipv6);
+  if (nets.length === 0) return '';
+  return `ipv6 (router lifetime 0: no IPv6 routing yet):\n${table(['network', 'address', 'link-local', 'mode', 'ra every', 'rdnss', 'dnssl', 'ra sent', 'rs', 'ns answered'],
+    nets.map((n: any) => {
+      const v = n.ipv6;
+      return [n.name, v.address, v.linkLocal, v.mode, `${Math.round(v.raInterval >= 9 ? v.raInterval / 3 : v.raInterval * 0.75)}-${v.raInterval}s`,
+        v.rdnss.join(',') || '-', v.dnssl.join(',') || '-', v.counters.raSent, v.counters.rsReceived, v.counters.nsAnswered];
+    }))}`;
+}
+
 /** `router show`: the per-port rate limits, and the ports they dropped frames of. */
 function limitsText(r: any): string {
   const l = r.limits;
   if (!l) return '';
   const rate = (v: number): string => (v > 0 ? `${v}/s` : 'off');
-  let out = `limits per port: dhcp ${rate(l.dhcp)}, arp ${rate(l.arp)}, icmp ${rate(l.icmp)}, dns ${rate(l.dns)}, icmp errors ${rate(l.icmpErrors)}\n`;
+  let out = `limits per port: dhcp ${rate(l.dhcp)}, arp ${rate(l.arp)}, icmp ${rate(l.icmp)}, dns ${rate(l.dns)}, icmp errors ${rate(l.icmpErrors)}, nd ${rate(l.nd)}\n`;
   out += r.dns ? `dns: gateways answer their DHCP names, forward the rest to ${r.dns.forward} (${r.dns.upstreamFrom}); waiting ${r.dns.outstanding}\n` : 'dns: off\n';
   const rows = r.networks.flatMap((n: any) => (n.rateLimited?.ports ?? []).map((p: any) => [
-    n.name, p.port || '-', ...['dhcp', 'arp', 'icmp', 'dns', 'icmp_errors'].map((k) => p.dropped[k]), p.limited.join(',') || '-',
+    n.name, p.port || '-', ...['dhcp', 'arp', 'icmp', 'dns', 'icmp_errors', 'nd'].map((k) => p.dropped[k]), p.limited.join(',') || '-',
   ]));
-  if (rows.length > 0) out += `rate-limited drops:\n${table(['network', 'port', 'dhcp', 'arp', 'icmp', 'dns', 'icmp errors', 'limited now'], rows)}`;
+  if (rows.length > 0) out += `rate-limited drops:\n${table(['network', 'port', 'dhcp', 'arp', 'icmp', 'dns', 'icmp errors', 'nd', 'limited now'], rows)}`;
   return out;
 }
 
@@ -569,7 +581,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
           : r.uplink ? `${r.uplink.interface} ${r.uplink.address} (${r.uplink.mac}) gateway ${r.uplink.gateway || '-'} ${r.uplink.state}` : 'none'}\n` +
         (r.forwards && r.forwards !== 'ok' ? `forwards: ${r.forwards}\n` : '') +
         table(['network', 'vlan', 'address', 'dhcp', 'state'], r.networks.map((n: any) => [n.name, n.vlan, n.address, n.dhcp ? dhcpCell(n.dhcpPolicy) : 'no', n.state ?? 'ok'])) +
-        limitsText(r)).join('\n'));
+        ipv6Text(r) + limitsText(r)).join('\n'));
     });
 
   const dhcp = program.command('dhcp').description('the routers\' DHCP servers');

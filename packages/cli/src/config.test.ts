@@ -76,10 +76,10 @@ routers:
     networks: { net10: { bridge: br0, vlan: 10, address: 10.0.10.1/24 } }
 `;
     const c = parseConfig(base, F);
-    expect(c.routers.r0.limits).toEqual({ dhcp: 10, arp: 100, icmp: 200, dns: 200, icmpErrors: 50 });
+    expect(c.routers.r0.limits).toEqual({ dhcp: 10, arp: 100, icmp: 200, dns: 200, icmpErrors: 50, nd: 100 });
     expect(c.routers.r0.nat.maxSessionsPerPort).toBeUndefined();
     const d = parseConfig(`${base}    limits: { icmp: 0, dhcp: 3 }\n    nat: { maxSessionsPerHost: 100, maxSessionsPerPort: 300 }\n`, F);
-    expect(d.routers.r0.limits).toEqual({ dhcp: 3, arp: 100, icmp: 0, dns: 200, icmpErrors: 50 });
+    expect(d.routers.r0.limits).toEqual({ dhcp: 3, arp: 100, icmp: 0, dns: 200, icmpErrors: 50, nd: 100 });
     expect(d.routers.r0.nat).toMatchObject({ maxSessionsPerHost: 100, maxSessionsPerPort: 300 });
     expect(errorOf(`${base}    limits: { arp: -1 }\n`)).toBe(`${F}: routers.r0.limits.arp (line 5): must be 0 (off) or more packets per second`);
     expect(errorOf(`${base}    limits: { dns: 2.5 }\n`)).toMatch(/routers\.r0\.limits\.dns .*whole number/);
@@ -199,6 +199,42 @@ describe('config: validation (one DHCP server per VLAN, uplinks, interface names
       .toMatch(/routers\.r0\.networks\.n2\.dhcp \(line 7\): VLAN 10 of bridge br0 already has a DHCP server/);
     // Without DHCP, or on another VLAN, two networks are fine.
     parseConfig(`bridges:\n  br0: {}\nrouters:\n  r0:\n    networks:\n${net('n1', 10, 1)}${net('n2', 10, 2, false)}${net('n3', 20, 3)}`, F);
+  });
+
+  it('IPv6 of a router network: defaults, every key, and each mistake with its key path', () => {
+    const net = (ipv6: string, vlan = 10, name = 'n10', router = 'r'): string =>
+      `routers:\n  ${router}:\n    networks:\n      ${name}: { bridge: br0, vlan: ${vlan}, address: 10.0.${vlan}.1/24, ipv6: ${ipv6} }\n`;
+    const base = 'bridges:\n  br0: {}\n';
+    const c = parseConfig(base + net('{ address: "fd00:10::1/64" }'), F);
+    expect(c.routers.r.networks.n10.ipv6).toEqual({
+      address: 'fd00:10::1/64', mode: 'slaac', ra: { interval: 600, validLifetime: 86400, preferredLifetime: 14400, rdnss: [], dnssl: [] },
+    });
+    const all = parseConfig(base + net('{ address: "fd00:10::1/64", mode: both, ra: { interval: 30, validLifetime: 3600, preferredLifetime: 1800, mtu: 1400, rdnss: ["fd00:10::53"], dnssl: [lab.example] } }'), F);
+    expect(all.routers.r.networks.n10.ipv6?.ra).toEqual({ interval: 30, validLifetime: 3600, preferredLifetime: 1800, mtu: 1400, rdnss: ['fd00:10::53'], dnssl: ['lab.example'] });
+    const bad = (ipv6: string): string => errorOf(base + net(ipv6));
+    expect(bad('{ address: "fd00:10::1/48" }')).toMatch(/routers\.r\.networks\.n10\.ipv6\.address .*prefix must be \/64/);
+    expect(bad('{ address: "fd00:10::/64" }')).toMatch(/ipv6\.address .*Subnet-Router anycast.*fd00:10::1\/64/);
+    expect(bad('{ address: "fe80::1/64" }')).toMatch(/ipv6\.address .*link-local/);
+    expect(bad('{ address: "ff02::1/64" }')).toMatch(/ipv6\.address .*unicast/);
+    expect(bad('{ address: "fd00:10::1" }')).toMatch(/ipv6\.address .*prefix length/);
+    expect(bad('{ address: "10.0.0.1/24" }')).toMatch(/ipv6\.address/);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcp }')).toMatch(/ipv6\.mode .*slaac, dhcpv6 or both/);
+    expect(bad('{ address: "fd00:10::1/64", ra: { interval: 2 } }')).toMatch(/ipv6\.ra\.interval .*4-1800/);
+    expect(bad('{ address: "fd00:10::1/64", ra: { mtu: 1000 } }')).toMatch(/ipv6\.ra\.mtu .*1280/);
+    expect(bad('{ address: "fd00:10::1/64", ra: { validLifetime: 10, preferredLifetime: 20 } }')).toMatch(/ipv6\.ra\.preferredLifetime .*must not exceed validLifetime/);
+    expect(bad('{ address: "fd00:10::1/64", ra: { rdnss: ["ff02::1"] } }')).toMatch(/ipv6\.ra\.rdnss\.0 .*unicast/);
+    expect(bad('{ address: "fd00:10::1/64", ra: { rdnss: ["10.0.0.53"] } }')).toMatch(/ipv6\.ra\.rdnss\.0 .*IPv6 address/);
+    expect(bad('{ address: "fd00:10::1/64", ra: { dnssl: ["a..b"] } }')).toMatch(/ipv6\.ra\.dnssl\.0 .*domain/);
+    expect(bad('{ address: "fd00:10::1/64", ra: { lifetime: 0 } }')).toMatch(/ipv6\.ra .*unknown key lifetime/);
+    // One advertiser per bridge/VLAN; one /64 per network.
+    const two = base + 'routers:\n  r:\n    networks:\n'
+      + '      a: { bridge: br0, vlan: 10, address: 10.0.10.1/24, ipv6: { address: "fd00:10::1/64" } }\n'
+      + '      b: { bridge: br0, vlan: 20, address: 10.0.20.1/24, ipv6: { address: "fd00:10::2/64" } }\n'
+      + '  s:\n    networks:\n'
+      + '      c: { bridge: br0, vlan: 10, address: 10.0.30.1/24, ipv6: { address: "fd00:30::1/64" } }\n';
+    const e = errorOf(two);
+    expect(e).toMatch(/routers\.r\.networks\.b\.ipv6\.address .*prefix fd00:10::\/64 is already routers\.r\.networks\.a's/);
+    expect(e).toMatch(/routers\.s\.networks\.c\.ipv6 .*VLAN 10 of bridge br0 already has IPv6 \(routers\.r\.networks\.a\)/);
   });
 
   it('refuses attaching a router\'s uplink interface to a bridge', () => {

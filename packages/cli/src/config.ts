@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
-import { LOOP_LIMITS, parseIp4, parseMac, parseRate, parseSize, RATE_LIMITS } from '@vswitch/switch';
+import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6IsUnspecified, ip6Masked, LOOP_LIMITS, parseCidr6, parseIp4, parseIp6, parseMac, parseRate, parseSize, RATE_LIMITS } from '@vswitch/switch';
 import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
 
@@ -147,6 +147,43 @@ export const METRICS_LISTEN = /^(off|)$|^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d
 /** A duration in seconds for the servers' timeouts. */
 const Seconds = z.number().min(0.1).max(3600);
 
+const Ip6Gateway = z.string().superRefine((s, ctx) => {
+  const why = checkGateway6(s);
+  if (why !== undefined) ctx.addIssue({ code: 'custom', message: why });
+});
+const Lifetime = z.number().int('must be a whole number of seconds').min(0).max(0xffffffff, 'must be at most 4294967295 (infinity)');
+const RA_DEFAULTS = { interval: 600, validLifetime: 86400, preferredLifetime: 14400, rdnss: [] as string[], dnssl: [] as string[] };
+
+/**
+ * IPv6 of a router network (nd.ts in @vswitch/nat): the gateway's address in a
+ * /64, the way guests configure theirs (`mode`: the RA's flags), and the Router
+ * Advertisements. The RA's router lifetime is 0 while the router does not route
+ * IPv6 (README "IPv6").
+ */
+const Ipv6Schema = z.strictObject({
+  /** The gateway's address and the network's /64 prefix, like fd00:10::1/64; its link-local address comes from its MAC. */
+  address: Ip6Gateway,
+  /** slaac: addresses from the prefix (A flag); dhcpv6: M and O flags, no A; both: M, O and A. */
+  mode: z.enum(['slaac', 'dhcpv6', 'both'], { error: 'must be slaac, dhcpv6 or both' }).default('slaac'),
+  ra: z.strictObject({
+    /** MaxRtrAdvInterval in seconds (RFC 4861 6.2.1: 4-1800); RAs go out every third of it to all of it, at random. */
+    interval: z.number().int('must be a whole number of seconds').min(4, 'must be 4-1800 s (RFC 4861 6.2.1)').max(1800, 'must be 4-1800 s (RFC 4861 6.2.1)').default(600),
+    /** The prefix's valid and preferred lifetimes, seconds (4294967295: infinity). */
+    validLifetime: Lifetime.default(86400),
+    preferredLifetime: Lifetime.default(14400),
+    /** The MTU option (absent: none; guests keep their link's MTU). */
+    mtu: z.number().int().min(1280, 'must be at least 1280 (IPv6 minimum MTU)').max(65535).optional(),
+    /** RDNSS (RFC 8106): DNS servers' IPv6 addresses; DNSSL: search domains. Their lifetime is 3 x interval. */
+    rdnss: z.array(z.string().superRefine((s, ctx) => {
+      const a = parseIp6(s);
+      if (a === undefined) ctx.addIssue({ code: 'custom', message: 'must be an IPv6 address like fd00:10::53' });
+      else if (ip6IsMulticast(a, 0) || ip6IsUnspecified(a, 0)) ctx.addIssue({ code: 'custom', message: 'must be a unicast address' });
+    })).max(8, 'at most 8 servers').default([]),
+    dnssl: z.array(z.string().refine((s) => dnsNames([s]) !== undefined, 'must be a domain name')).max(8, 'at most 8 domains').default([]),
+  }).refine((r) => r.preferredLifetime <= r.validLifetime, { path: ['preferredLifetime'], message: 'must not exceed validLifetime' })
+    .default(RA_DEFAULTS),
+});
+
 const RouterNetworkSchema = z.strictObject({
   bridge: BridgeName,
   vlan: Vid,
@@ -154,6 +191,7 @@ const RouterNetworkSchema = z.strictObject({
   address: Cidr,
   mac: Mac.optional(),
   dhcp: DhcpSchema.optional(),
+  ipv6: Ipv6Schema.optional(),
 });
 
 const ForwardSchema = z.strictObject({
@@ -216,6 +254,7 @@ const RouterSchema = z.strictObject({
     icmp: Pps.default(RATE_LIMIT_DEFAULTS.icmp),
     dns: Pps.default(RATE_LIMIT_DEFAULTS.dns),
     icmpErrors: Pps.default(RATE_LIMIT_DEFAULTS.icmpErrors),
+    nd: Pps.default(RATE_LIMIT_DEFAULTS.nd),
   }).default({ ...RATE_LIMIT_DEFAULTS }),
   /**
    * The gateways' DNS server (dns/gateway.ts in @vswitch/nat): every network's
@@ -325,6 +364,24 @@ export const ConfigSchema = z.strictObject({
       else dhcpServer.set(key, `routers.${rname}.networks.${nname}`);
     }
   }
+  // One IPv6 prefix advertiser per (bridge, VLAN), and no two networks of any router with overlapping /64s.
+  const raSource = new Map<string, string>();
+  const prefixes = new Map<string, string>();
+  for (const [rname, r] of Object.entries(cfg.routers)) {
+    for (const [nname, n] of Object.entries(r.networks)) {
+      const c = n.ipv6 === undefined ? undefined : parseCidr6(n.ipv6.address);
+      if (c === undefined) continue;
+      const at = ['routers', rname, 'networks', nname, 'ipv6'];
+      const key = `${n.bridge}/${n.vlan}`;
+      const other = raSource.get(key);
+      if (other !== undefined) issue(at, `VLAN ${n.vlan} of bridge ${n.bridge} already has IPv6 (${other}); one router advertises per VLAN`);
+      else raSource.set(key, `routers.${rname}.networks.${nname}`);
+      const p = formatIp6(ip6Masked(c.addr, c.prefix));
+      const dup = prefixes.get(p);
+      if (dup !== undefined) issue([...at, 'address'], `prefix ${p}/64 is already ${dup}'s`);
+      else prefixes.set(p, `routers.${rname}.networks.${nname}`);
+    }
+  }
   // A router's uplink is the router's: attaching it to a bridge as well would switch the router's own traffic.
   const uplinks = new Map<string, string>();
   for (const [rname, r] of Object.entries(cfg.routers)) {
@@ -428,6 +485,22 @@ export function parseCidr(text: string): { ip: number; prefix: number } | undefi
   const ip = parseIp4(m[1]);
   const prefix = Number(m[2]);
   return ip < 0 || prefix > 32 ? undefined : { ip, prefix };
+}
+
+/**
+ * Why `text` cannot be a network's IPv6 gateway address, or undefined: it must be
+ * an address with /64 (SLAAC's prefix length), in a unicast prefix that is not
+ * link-local (the gateway has that one from its MAC), and not the prefix's
+ * Subnet-Router anycast address (its host part all zeros, RFC 4291 2.6.1).
+ */
+export function checkGateway6(text: string): string | undefined {
+  const c = parseCidr6(text);
+  if (c === undefined) return 'must be an IPv6 address with its prefix length, like fd00:10::1/64';
+  if (c.prefix !== 64) return `prefix must be /64 (SLAAC needs a 64-bit interface identifier, RFC 4862 5.5.3), got /${c.prefix}`;
+  if (ip6IsMulticast(c.addr, 0) || ip6IsUnspecified(c.addr, 0) || ip6InPrefix(c.addr, 0, new Uint8Array(16), 0, 64)) return 'must be in a unicast prefix';
+  if (ip6IsLinkLocal(c.addr, 0)) return 'must not be link-local: the gateway\'s fe80:: address comes from its MAC';
+  if (ip6InPrefix(c.addr, 0, ip6Masked(c.addr, 64), 0, 128)) return `is the prefix's Subnet-Router anycast address; give the gateway's own, like ${formatIp6(ip6Masked(c.addr, 64))}1/64`;
+  return undefined;
 }
 
 /** "10.0.10.100-10.0.10.199" -> [lo, hi], or undefined. */

@@ -15,3 +15,4 @@ export * from './host/nat.js';
 export * from './limits.js';
 export * from './dns/wire.js';
 export * from './dns/gateway.js';
+export * from './nd.js';

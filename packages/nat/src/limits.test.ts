@@ -39,14 +39,14 @@ describe('RateLimiter: token buckets per (port, kind)', () => {
     expect(l.allow(LIMIT.dhcp, 'b', 0)).toBe(true);
     for (let i = 0; i < 1000; i++) expect(l.allow(LIMIT.arp, 'a', 0)).toBe(true);
     expect(l.allow(LIMIT.icmp, 'a', 0)).toBe(true); // not given: off
-    expect(l.view(0)).toEqual([{ port: 'a', dropped: { dhcp: 1, arp: 0, icmp: 0, dns: 0, icmp_errors: 0 }, limited: ['dhcp'] }]);
+    expect(l.view(0)).toEqual([{ port: 'a', dropped: { dhcp: 1, arp: 0, icmp: 0, dns: 0, icmp_errors: 0, nd: 0 }, limited: ['dhcp'] }]);
   });
 
   it('set() applies new rates in place, buckets full at the new burst, counters kept', () => {
     const l = new RateLimiter({ dns: 1 });
     expect([l.allow(LIMIT.dns, 'a', 0), l.allow(LIMIT.dns, 'a', 0)]).toEqual([true, false]);
     l.set({ dns: 5 });
-    expect(l.limits).toEqual({ dhcp: 0, arp: 0, icmp: 0, dns: 5, icmpErrors: 0 });
+    expect(l.limits).toEqual({ dhcp: 0, arp: 0, icmp: 0, dns: 5, icmpErrors: 0, nd: 0 });
     let ok = 0;
     for (let i = 0; i < 10; i++) if (l.allow(LIMIT.dns, 'a', 0)) ok++;
     expect(ok).toBe(5);
@@ -93,9 +93,9 @@ describe('RateLimiter: token buckets per (port, kind)', () => {
   });
 
   it('the kinds are one closed set, in LIMIT order', () => {
-    expect(LIMIT_KINDS).toEqual(['dhcp', 'arp', 'icmp', 'dns', 'icmp_errors']);
-    expect(Object.values(LIMIT)).toEqual([0, 1, 2, 3, 4]);
-    expect(Object.keys(RATE_LIMIT_DEFAULTS)).toEqual(['dhcp', 'arp', 'icmp', 'dns', 'icmpErrors']);
+    expect(LIMIT_KINDS).toEqual(['dhcp', 'arp', 'icmp', 'dns', 'icmp_errors', 'nd']);
+    expect(Object.values(LIMIT)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(Object.keys(RATE_LIMIT_DEFAULTS)).toEqual(['dhcp', 'arp', 'icmp', 'dns', 'icmpErrors', 'nd']);
   });
 });
 
@@ -208,7 +208,7 @@ describe('RouterNetwork and Router: one check per entry point, keyed by the send
     expect(r.net.opts.dhcp!.counters.offers).toBe(6);
     expect(r.out.length).toBe(1);
     expect(r.net.limiter.view(r.clock.mono)).toEqual([
-      { port: 'tapA', dropped: { dhcp: 195, arp: 0, icmp: 0, dns: 0, icmp_errors: 0 }, limited: ['dhcp'] },
+      { port: 'tapA', dropped: { dhcp: 195, arp: 0, icmp: 0, dns: 0, icmp_errors: 0, nd: 0 }, limited: ['dhcp'] },
     ]);
   });
 

@@ -1,6 +1,7 @@
 /*
  * Per-port rate limits on the work a VM can make the router do itself: DHCP
- * messages to the server, ARP to the gateway, ICMP echo to the gateway, DNS
+ * messages to the server, ARP to the gateway, ICMP echo to the gateway (ICMPv6
+ * echo too), Neighbor and Router Solicitations to the gateway (`nd`), DNS
  * queries to the host NAT's forwarder, and the ICMP errors the router sends
  * (unreachable, prohibited, time exceeded). Every one of them runs on the loop
  * that forwards every other VM's frames, so without a bound one VM flooding
@@ -38,11 +39,11 @@
  */
 
 /** The kinds, in index order: also the `kind` label of the metrics and the closed set of reasons. */
-export const LIMIT_KINDS = ['dhcp', 'arp', 'icmp', 'dns', 'icmp_errors'] as const;
+export const LIMIT_KINDS = ['dhcp', 'arp', 'icmp', 'dns', 'icmp_errors', 'nd'] as const;
 export type LimitKind = (typeof LIMIT_KINDS)[number];
 
 /** Kind indexes, for the per-frame calls. */
-export const LIMIT = Object.freeze({ dhcp: 0, arp: 1, icmp: 2, dns: 3, icmpErrors: 4 } as const);
+export const LIMIT = Object.freeze({ dhcp: 0, arp: 1, icmp: 2, dns: 3, icmpErrors: 4, nd: 5 } as const);
 
 /** Packets per second per port for each kind; 0 = no limit. */
 export interface RateLimits {
@@ -50,23 +51,25 @@ export interface RateLimits {
   dhcp: number;
   /** ARP requests for the gateway address, and ARP replies to it. */
   arp: number;
-  /** ICMP echo requests to the gateway (and to a NAPT uplink's public address). */
+  /** ICMP and ICMPv6 echo requests to the gateway (and to a NAPT uplink's public address). */
   icmp: number;
   /** DNS queries to the gateway's forwarder (host uplink): UDP datagrams and TCP connections to port 53. */
   dns: number;
   /** ICMP errors the router sends back: network unreachable, prohibited, time exceeded. */
   icmpErrors: number;
+  /** IPv6 Neighbor Solicitations for the gateway's addresses and Router Solicitations (nd.ts). */
+  nd: number;
 }
 
 /**
  * The daemon's defaults (config.ts), far above what a guest does and far below
  * what would cost the loop anything (README.md explains each).
  */
-export const RATE_LIMIT_DEFAULTS: Readonly<RateLimits> = Object.freeze({ dhcp: 10, arp: 100, icmp: 200, dns: 200, icmpErrors: 50 });
+export const RATE_LIMIT_DEFAULTS: Readonly<RateLimits> = Object.freeze({ dhcp: 10, arp: 100, icmp: 200, dns: 200, icmpErrors: 50, nd: 100 });
 
-export const RATE_LIMITS_OFF: Readonly<RateLimits> = Object.freeze({ dhcp: 0, arp: 0, icmp: 0, dns: 0, icmpErrors: 0 });
+export const RATE_LIMITS_OFF: Readonly<RateLimits> = Object.freeze({ dhcp: 0, arp: 0, icmp: 0, dns: 0, icmpErrors: 0, nd: 0 });
 
-const KEYS = ['dhcp', 'arp', 'icmp', 'dns', 'icmpErrors'] as const;
+const KEYS = ['dhcp', 'arp', 'icmp', 'dns', 'icmpErrors', 'nd'] as const;
 const N = KEYS.length;
 
 /** Ports tracked at most per limiter; more go to one shared entry (OVERFLOW_PORT). */

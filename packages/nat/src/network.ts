@@ -11,8 +11,13 @@
  *   except ACKs, which it hands back (`deliver`) once their lease is on disk;
  * - IPv4 to elsewhere: handed to the router (`route`), which decides between
  *   another network, NAPT to the uplink, or an ICMP error.
+ * - IPv6 (with `ipv6` in its options): to nd.ts, the gateway's IPv6 side (its
+ *   link-local and prefix addresses, Neighbor Discovery, echo, Router
+ *   Advertisements); IPv6 group frames (33:33:...) reach it too, it picks its own.
  * Everything else is ignored and counted. When its router starts, the gateway
- * announces itself with a gratuitous ARP (`announce`).
+ * announces itself with a gratuitous ARP (`announce`), and starts advertising
+ * its IPv6 prefix; `stopIpv6` sends the last RA (every lifetime 0) before the
+ * network goes away.
  *
  * UDP to the gateway's port 53 goes to the router's DNS server (`dns`, dns/gateway.ts)
  * when it has one, which answers the network's own names and forwards the rest (or
@@ -40,7 +45,7 @@
  * completed first; a GSO frame to the gateway is dropped (`offloadDropped`).
  */
 import {
-  ARP_REPLY, ARP_REQUEST, ETH_HLEN, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
+  ARP_REPLY, ARP_REQUEST, ETH_HLEN, formatIp6, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
   TCP_FLAG, arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, dstMac, etherType, formatIp4,
   formatMac, icmpType, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4TotalLen, isGroupAt, srcMac, tcpFlags, udpDport,
   udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork,
@@ -51,11 +56,15 @@ import { DhcpMsg } from './dhcp/wire.js';
 import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetComplete, vnetPrepare } from './vnet.js';
 import type { DhcpContext, DhcpPorts, DhcpReply, DhcpServer } from './dhcp/server.js';
 import { LIMIT, RateLimiter, type RateLimitEvent, type RateLimits } from './limits.js';
+import { Nd6, type Ipv6Options } from './nd.js';
 
 /** At most one log line per this many ms about failing lease-file writes (the rest are counted in it). */
 export const STORE_WARN_INTERVAL_MS = 10_000;
 
 export const MAX_FRAME = 65536 + 64;
+
+/** The first two bytes of every IPv6 group MAC, 33:33 (RFC 2464 7). */
+const IPV6_GROUP_MAC_HI = 0x3333;
 
 export interface NetworkOptions {
   name: string;
@@ -80,6 +89,8 @@ export interface NetworkOptions {
   onEvent?: (e: NetworkEvent) => void;
   /** Per-port rate limits (limits.ts); absent: none (the daemon's config has the defaults). */
   limits?: Partial<RateLimits>;
+  /** The gateway's IPv6 side (nd.ts); absent: IPv6 frames are ignored. */
+  ipv6?: Ipv6Options;
 }
 
 export type NetworkEvent =
@@ -141,6 +152,9 @@ export class RouterNetwork implements PortIo {
    * hands it on to `local` (the host NAT's forwarder) as before. Unset: `local` only.
    */
   dns: ((net: RouterNetwork, f: Uint8Array, l4: number, udpLen: number) => boolean) | undefined;
+  /** The gateway's IPv6 side, when the network has IPv6. */
+  readonly nd: Nd6 | undefined;
+  #raTimer: NodeJS.Timeout | undefined;
 
   #rx: PortRx | undefined;
   /** The received frame at IN_OFF, its virtio_net_hdr (if any) before it. */
@@ -165,6 +179,36 @@ export class RouterNetwork implements PortIo {
     this.limiter = new RateLimiter(opts.limits, (e) => this.opts.onEvent?.({ ...e, network: this.name }));
     this.#dhcpCtx.ports = opts.ports;
     this.#attachDhcp(opts.dhcp);
+    if (opts.ipv6 !== undefined) {
+      const nd = new Nd6({
+        mac: opts.mac,
+        clock: opts.clock,
+        emit: (buf, off, len) => this.emit(buf, off, len),
+        limit: (kind, mac) => this.limit(kind, mac),
+      }, opts.ipv6);
+      nd.onSchedule = (at) => this.#armRa(at);
+      this.nd = nd;
+    }
+  }
+
+  /** (Re)arms the RA timer for `at` (clock ms); one timer per network, unref'd. */
+  #armRa(at: number): void {
+    clearTimeout(this.#raTimer);
+    this.#raTimer = undefined;
+    if (!Number.isFinite(at)) return;
+    const nd = this.nd!;
+    this.#raTimer = setTimeout(() => {
+      this.#raTimer = undefined;
+      nd.poll(this.opts.clock());
+    }, Math.max(0, at - this.opts.clock()));
+    this.#raTimer.unref();
+  }
+
+  /** The last RA (lifetimes 0: prefix deprecated, DNS options withdrawn), while the port is still in its bridge. */
+  stopIpv6(): void {
+    this.nd?.stop();
+    clearTimeout(this.#raTimer);
+    this.#raTimer = undefined;
   }
 
   /**
@@ -248,11 +292,16 @@ export class RouterNetwork implements PortIo {
   }
 
   close(): void {
+    clearTimeout(this.#raTimer);
+    this.#raTimer = undefined;
     this.#rx = undefined;
   }
 
   describe(): Record<string, string | number | boolean> {
-    return { network: this.name, address: `${formatIp4(this.ip)}/${this.opts.prefix}` };
+    return {
+      network: this.name, address: `${formatIp4(this.ip)}/${this.opts.prefix}`,
+      ...(this.nd !== undefined ? { ipv6: `${formatIp6(this.nd.address)}/${this.nd.opts.prefixLen}` } : {}),
+    };
   }
 
   /**
@@ -280,6 +329,7 @@ export class RouterNetwork implements PortIo {
   announce(): void {
     const n = arpFrame(this.#out, ARP_REQUEST, MAC_BROADCAST, this.mac, this.ip, 0, this.ip);
     this.emit(this.#out, 0, n);
+    this.nd?.start();
   }
 
   /** Sends a frame into the bridge. */
@@ -315,17 +365,24 @@ export class RouterNetwork implements PortIo {
       this.counters.malformed++;
       return;
     }
-    // Ours: to our MAC or broadcast. Other unicast reaches us only by flooding.
+    const type = etherType(f, 0);
+    // Ours: to our MAC or broadcast, or an IPv6 group (nd.ts keeps the groups it is in).
+    // Other unicast reaches us only by flooding.
     if (!isGroupAt(f, 0)) {
       if (dstMac(f, 0) !== this.mac) {
         this.counters.ignored++;
         return;
       }
-    } else if (dstMac(f, 0) !== MAC_BROADCAST) {
+    } else if (dstMac(f, 0) !== MAC_BROADCAST && !(type === ETHERTYPE.IPV6 && Math.floor(dstMac(f, 0) / 0x100000000) === IPV6_GROUP_MAC_HI)) {
       this.counters.ignored++;
       return;
     }
-    const type = etherType(f, 0);
+    if (type === ETHERTYPE.IPV6) {
+      // Offloaded frames (GSO, partial checksums) are TCP/UDP, which the gateway does not serve over IPv6.
+      if (this.nd !== undefined && !vnet) this.nd.input(f, len);
+      else this.counters.ignored++;
+      return;
+    }
     if (type === ETHERTYPE.ARP) this.#onArp(f, len);
     else if (type === ETHERTYPE.IPV4) this.#onIpv4(f, len, vnet);
     else this.counters.ignored++;

@@ -130,6 +130,7 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
         name: n.name, vlan: n.opts.vlan, address: `${formatIp4(n.ip)}/${n.opts.prefix}`, dhcp: n.opts.dhcp !== undefined,
         state: failed === undefined ? 'ok' : `dhcp failed: ${failed}`,
         ...(n.opts.dhcp !== undefined ? { dhcpPolicy: n.opts.dhcp.policy() } : {}),
+        ...(n.nd !== undefined ? { ipv6: { ...n.nd.describe(), counters: { ...n.nd.counters } } } : {}),
         counters: { ...n.counters },
         rateLimited: { ...n.limiter.totals(), ports: n.limiter.view(now) },
       };

@@ -519,7 +519,7 @@ export function createMetricsRegistry(
       for (const mr of routerList()) {
         const l = mr.router.limits;
         if (l === undefined) continue;
-        const v = [l.dhcp, l.arp, l.icmp, l.dns, l.icmpErrors];
+        const v = [l.dhcp, l.arp, l.icmp, l.dns, l.icmpErrors, l.nd];
         for (let k = 0; k < LIMIT_KINDS.length; k++) emit({ router: mr.name, kind: LIMIT_KINDS[k] }, v[k]);
       }
     });

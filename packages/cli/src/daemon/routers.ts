@@ -32,9 +32,9 @@ import {
   GatewayDns,
   DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, clientLeaseFileName, deserializeForwards, describeForward, ensureStateDir, formatForward,
   forwardInsideHi, parseClientLease, parseForward, readStateFile, removeStaleTemps, serializeClientLease, serializeForwards, writeStateFile,
-  type DhcpPorts, type DhcpServerConfig, type PortForward, type RouterEvent, type UplinkDhcpOptions,
+  type DhcpPorts, type DhcpServerConfig, type Ipv6Options, type PortForward, type RouterEvent, type UplinkDhcpOptions,
 } from '@vswitch/nat';
-import { type Bridge, VlanPolicy, parseIp4, parseMac } from '@vswitch/switch';
+import { type Bridge, VlanPolicy, parseCidr6, parseIp4, parseIp6, parseMac } from '@vswitch/switch';
 import { type RouterConfig, type RouterNetworkConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
 import { VswitchError } from '../errors.js';
 import { hostKey, macFor } from './machine-id.js';
@@ -164,6 +164,7 @@ export class ManagedRouter {
         },
         ports,
         onLease: leases ? (port, mac, ip) => leases.bound(port, mac, ip) : undefined,
+        ipv6: ipv6Options(n),
       });
       addPort(n.bridge, nname, net, VlanPolicy.from({ mode: 'access', vid: n.vlan }));
       this.router.addNetwork(net);
@@ -384,6 +385,8 @@ export class ManagedRouter {
 
   close(): void {
     this.dns?.close();
+    // The last RAs (lifetimes 0) go out while the networks' ports are still in their bridges.
+    for (const net of this.router.networks.values()) net.stopIpv6();
     for (const net of this.router.networks.values()) net.opts.dhcp?.close();
     this.router.close();
   }
@@ -466,6 +469,24 @@ export class ManagedRouter {
       this.#onEvent({ event: 'forward_save_failed', file: this.#forwardsFile, error: (e as Error).message } as unknown as RouterEvent);
     }
   }
+}
+
+/** A network's IPv6 section as nd.ts takes it (validated by config.ts). */
+function ipv6Options(n: RouterNetworkConfig): Ipv6Options | undefined {
+  const v = n.ipv6;
+  if (v === undefined) return undefined;
+  const c = parseCidr6(v.address)!;
+  return {
+    address: c.addr,
+    prefixLen: c.prefix,
+    mode: v.mode,
+    intervalSec: v.ra.interval,
+    validLifetime: v.ra.validLifetime,
+    preferredLifetime: v.ra.preferredLifetime,
+    mtu: v.ra.mtu,
+    rdnss: v.ra.rdnss.map((a) => parseIp6(a)!),
+    dnssl: v.ra.dnssl,
+  };
 }
 
 function key(f: PortForward): string {
