@@ -199,7 +199,9 @@ export class RouterNetwork implements PortIo {
     const nd = this.nd!;
     this.#raTimer = setTimeout(() => {
       this.#raTimer = undefined;
-      nd.poll(this.opts.clock());
+      // A timer may fire a little before `at` on the router's clock: then it is armed again, never lost.
+      const now = this.opts.clock();
+      if (nd.poll(now) === at && at > now) this.#armRa(at);
     }, Math.max(0, at - this.opts.clock()));
     this.#raTimer.unref();
   }

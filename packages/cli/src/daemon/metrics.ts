@@ -466,6 +466,19 @@ export function createMetricsRegistry(
         emit({ ...labels, type }, v);
       }
     });
+  routerCounter('vswitch_router_nd_total',
+    'The gateway\'s IPv6 side (router networks with ipv6), by kind: ra_sent (periodic, answers to RS, the last one), '
+    + 'rs_received, ns_answered (its own addresses, DAD probes defended), echo_replies; ignored (not for it) and malformed.',
+    [...NET_LABELS, 'kind'], (mr, emit) => {
+      for (const { net, labels } of netsOf(mr)) {
+        const c = net.nd?.counters;
+        if (c === undefined) continue;
+        for (const [kind, v] of [['ra_sent', c.raSent], ['rs_received', c.rsReceived], ['ns_answered', c.nsAnswered],
+          ['echo_replies', c.echoReplies], ['ignored', c.ignored], ['malformed', c.malformed]] as const) {
+          emit({ ...labels, kind }, v);
+        }
+      }
+    });
   dhcpCounter('vswitch_dhcp_dropped_total',
     `DHCP requests not answered, by reason (${DHCP_REASONS.join(', ')}). pool_exhausted and port_limit are the starvation signals.`,
     [...NET_LABELS, 'reason'], (d, labels, emit) => {
