@@ -90,10 +90,17 @@ const PortSchema = z.strictObject({
    * a router network with DHCP on this bridge, off for every other port (attach
    * uplinks, trunks, ports of VLANs without a router DHCP server). A key given here wins.
    * `bindings`: MAC/IP pairs the port may send from besides its DHCP leases.
+   * IPv6 (`ra`, `dhcpv6`, `ipv6Source`): on by default for the same VM ports, and
+   * for those of VLANs with a router network with `ipv6`; `maxIpv6Addresses`: the
+   * addresses the port may own at once (first come, first served; default 16).
    */
   guard: z.strictObject({
     dhcp: z.boolean().optional(),
     ipSource: z.boolean().optional(),
+    ra: z.boolean().optional(),
+    dhcpv6: z.boolean().optional(),
+    ipv6Source: z.boolean().optional(),
+    maxIpv6Addresses: z.number().int().min(1).max(4096).optional(),
     bindings: z.array(z.strictObject({
       mac: Mac,
       ip: z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 10.0.10.50'),

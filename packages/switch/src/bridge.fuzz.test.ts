@@ -31,6 +31,7 @@ const INGRESS_REASONS: DropReason[] = [
   'vlan_reserved', 'port_mac_limit', 'static_mac_conflict', 'dst_on_ingress',
   'storm_control', 'dhcp_guard', 'ip_source_guard', 'arp_spoof', 'bound_mac_conflict',
   'bpdu_guard', 'bpdu_invalid', 'loop_blocked', 'ingress_rate',
+  'ra_guard', 'dhcpv6_guard', 'ipv6_source_guard', 'nd_spoof',
 ];
 const EGRESS_REASONS: DropReason[] = ['egress_filtered', 'port_down', 'tx_error', 'link_down', 'port_shut', 'egress_rate'];
 it('the drop reasons are all classified as ingress or egress here', () => {

@@ -1,6 +1,6 @@
 /*
  * A bridge: ports, one MAC table, and the pipeline that joins them
- *   port -> ingress (admit, classify VLAN, guards, learn: ingress.ts)
+ *   port -> ingress (admit, classify VLAN, guards: guard.ts, guard6.ts, learn: ingress.ts)
  *        -> forward (unicast / flood, storm control, canEgress: forward.ts) -> egress -> port,
  * as Linux's br_handle_frame_finish. Everything per frame is synchronous from the
  * buffer the frame arrived in, and allocates nothing: per-frame decisions live in
@@ -37,7 +37,8 @@ import { ADMIT, ingress, newFrameMeta, setOffloadMeta } from './ingress.js';
 import { Port, type PortIo, type PortRx } from './port.js';
 import { VNET_HDR_LEN } from './wire/vnet.js';
 import { formatMac } from './wire/ethernet.js';
-import { MacOwners } from './guard.js';
+import { MacOwners, type GuardOptions } from './guard.js';
+import { Ip6Bindings } from './guard6.js';
 import { VID_MAX } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
 import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
@@ -85,8 +86,8 @@ export interface PortOptions {
   maxMacs?: number;
   /** Flooded frames per second this port may send (forward.ts); 0 or absent = no limit. */
   stormPps?: number;
-  /** Anti-spoofing guards (guard.ts); absent = off. */
-  guard?: { dhcp?: boolean; ipSource?: boolean };
+  /** Anti-spoofing guards (guard.ts, guard6.ts); absent = off. */
+  guard?: GuardOptions;
   /** BPDU guard (loop.ts); absent = off. */
   bpduGuard?: boolean;
   /** Ingress policing and egress shaping (police.ts); absent = none. */
@@ -129,6 +130,11 @@ export class Bridge {
   onLearn: ((vid: number, mac: number, port: Port) => void) | undefined = undefined;
   /** Which ports hold which MACs by their guards' bindings. */
   readonly macOwners = new MacOwners();
+  /** Which port owns which IPv6 address, per VLAN (guard6.ts): an owner pins it while up with its IPv6 source guard on. */
+  readonly ip6Bindings = new Ip6Bindings((id) => {
+    const p = this.#byId[id];
+    return p !== undefined && p.up && p.guard.ipv6Source;
+  });
   /** A binding pins its MAC only while its port is up and guarded (a migrated VM takes its MAC along once the old port goes). */
   readonly #pins = (id: number): boolean => {
     const p = this.#byId[id];
@@ -158,6 +164,7 @@ export class Bridge {
     this.loop.sweep(this.#ports.values(), now);
     const n = this.fdb.expire(now);
     if (n > 0) this.#emit({ event: 'mac_aged', bridge: this.name, count: n });
+    this.ip6Bindings.expire(now);
     return n;
   }
 
@@ -177,7 +184,7 @@ export class Bridge {
     if (id < 0) id = this.#byId.length;
     const port = new Port(id, name, io, opts.vlan ?? VlanPolicy.defaultAccess());
     this.#byId[id] = port;
-    port.guard.attach(this.macOwners, id);
+    port.guard.attach(this.macOwners, id, this.ip6Bindings);
     this.#ports.set(name, port);
     this.fdb.setPortLimit(id, opts.maxMacs ?? 0);
     port.storm.set(opts.stormPps ?? 0, this.#clock());
@@ -218,7 +225,7 @@ export class Bridge {
   }
 
   /** Turns a port's anti-spoofing guards on or off; bindings are kept. */
-  setPortGuard(name: string, opts: { dhcp?: boolean; ipSource?: boolean }): void {
+  setPortGuard(name: string, opts: GuardOptions): void {
     this.#need(name).guard.set(opts);
   }
 

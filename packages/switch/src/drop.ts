@@ -29,6 +29,10 @@ export const DROP_REASONS = [
   'port_shut',             // destination port shut by loop protection (BPDU guard or loop detection)
   'ingress_rate',          // over the port's ingress policer (police.ts)
   'egress_rate',           // over the port's egress rate with its shaping queue full (police.ts)
+  'ra_guard',              // IPv6 Router Advertisement or Redirect (or a header chain that could hide one) from a port with the RA guard
+  'dhcpv6_guard',          // DHCPv6 server or relay message (UDP from port 547) from a port with the DHCPv6 guard
+  'ipv6_source_guard',     // IPv6 from an address another live port owns (first come, first served), from :: but DAD/RS/MLD, or over the port's address limit
+  'nd_spoof',              // Neighbor Advertisement for an address another port owns, or ND whose link-layer option is not the source MAC
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];

@@ -250,11 +250,11 @@ describe('guardCheck', () => {
     const g = new PortGuard();
     g.set({ dhcp: true });
     const f = ipv4(BCAST, A, IP_A, IP_B, 67, 68);
-    expect(guardCheck(g, f, 0, f.length, 0, A)).toBe(Drop.dhcp_guard);
-    expect(guardCheck(g, f, 0, 14, 0, A)).toBe(ADMIT_GUARD);
+    expect(guardCheck(g, f, 0, f.length, 0, A, 10, 0)).toBe(Drop.dhcp_guard);
+    expect(guardCheck(g, f, 0, 14, 0, A, 10, 0)).toBe(ADMIT_GUARD);
     // A non-first fragment has no UDP header to read.
     f[14 + 6] = 0x00; f[14 + 7] = 0x10;
-    expect(guardCheck(g, f, 0, f.length, 0, A)).toBe(ADMIT_GUARD);
+    expect(guardCheck(g, f, 0, f.length, 0, A, 10, 0)).toBe(ADMIT_GUARD);
     g.set({});
     expect(g.active).toBe(false);
   });

@@ -15,7 +15,8 @@
  *   the source MAC. ARP that is not for IPv4 with 6-byte MACs (ptype, hlen, plen)
  *   or is truncated is 'arp_spoof'; the hardware type is not checked (Linux takes
  *   1 and 6 on Ethernet, and the sender pair is checked either way). Other
- *   ethertypes (IPv6 included) are not checked.
+ *   ethertypes are not checked; IPv6 has guards of its own (guard6.ts: RA guard,
+ *   DHCPv6 guard, first-come first-served IPv6 source guard).
  * Bindings are ip -> mac: leases the router's DHCP server ACKed to a client on the
  * port (added on ACK, removed on release, decline or expiry by the daemon) and the
  * port's configured ones. The check is one Map lookup per IPv4/ARP frame on a
@@ -30,6 +31,7 @@
  * maps keep the index: every set, delete and clear updates it.
  */
 import { Drop } from './drop.js';
+import { guard6Check, IP6_BINDINGS_PER_PORT, type Guard6, type Ip6Bindings } from './guard6.js';
 import * as arp from './wire/arp.js';
 import * as ethernet from './wire/ethernet.js';
 import * as ipv4 from './wire/ipv4.js';
@@ -43,6 +45,8 @@ const { ip4FragOffset, ip4HeaderLen, ip4Proto, ip4Src, ip4Version, IP4_MIN_HLEN 
 const { udpDport, udpSport } = l4;
 const T_IPV4 = ethernet.ETHERTYPE.IPV4;
 const T_ARP = ethernet.ETHERTYPE.ARP;
+const T_IPV6 = ethernet.ETHERTYPE.IPV6;
+const check6 = guard6Check;
 const P_UDP = ipv4.IPPROTO.UDP;
 /** The UDP ports are inside the frame when the length field's offset is. */
 const UDP_PORTS = l4.UDP.LEN;
@@ -114,11 +118,30 @@ export class BindingMap extends Map<number, number> {
   }
 }
 
-export class PortGuard {
-  /** Either guard on: the only field the fast path reads for an unguarded port. */
+export interface GuardOptions {
+  dhcp?: boolean;
+  ipSource?: boolean;
+  /** IPv6 (guard6.ts): RA guard, DHCPv6 guard, IPv6 source guard, and the addresses a port may own. */
+  ra?: boolean;
+  dhcpv6?: boolean;
+  ipv6Source?: boolean;
+  maxIpv6?: number;
+}
+
+export class PortGuard implements Guard6 {
+  /** Any guard on: the only field the fast path reads for an unguarded port. */
   active = false;
   dhcp = false;
   ipSource = false;
+  ra = false;
+  dhcpv6 = false;
+  ipv6Source = false;
+  /** Any IPv6 guard on. */
+  v6 = false;
+  maxIpv6 = IP6_BINDINGS_PER_PORT;
+  /** The bridge's IPv6 address owners, and this port's id there (guard6.ts). */
+  ip6: Ip6Bindings | undefined;
+  portId = -1;
   /** Leased bindings: ip -> mac. */
   readonly leased = new BindingMap((mac, d) => this.#count(mac, d));
   /** Configured bindings: ip -> mac. */
@@ -126,27 +149,36 @@ export class PortGuard {
   #owners: MacOwners | undefined;
   #port = -1;
 
-  set(opts: { dhcp?: boolean; ipSource?: boolean }): void {
+  set(opts: GuardOptions): void {
     this.dhcp = opts.dhcp === true;
     this.ipSource = opts.ipSource === true;
-    this.active = this.dhcp || this.ipSource;
+    this.ra = opts.ra === true;
+    this.dhcpv6 = opts.dhcpv6 === true;
+    this.ipv6Source = opts.ipv6Source === true;
+    this.maxIpv6 = opts.maxIpv6 ?? IP6_BINDINGS_PER_PORT;
+    this.v6 = this.ra || this.dhcpv6 || this.ipv6Source;
+    this.active = this.dhcp || this.ipSource || this.v6;
   }
 
   bound(ip: number, mac: number): boolean {
     return this.leased.get(ip) === mac || this.configured.get(ip) === mac;
   }
 
-  /** Counts this port's bindings, as port `port`, in its bridge's `owners` (the bridge adds the port). */
-  attach(owners: MacOwners, port: number): void {
+  /** Counts this port's bindings, as port `port`, in its bridge's `owners` (the bridge adds the port); `ip6`: its IPv6 owners. */
+  attach(owners: MacOwners, port: number, ip6?: Ip6Bindings): void {
     this.detach();
     this.#owners = owners;
     this.#port = port;
+    this.ip6 = ip6;
+    this.portId = port;
     for (const mac of this.leased.values()) owners.add(mac, port);
     for (const mac of this.configured.values()) owners.add(mac, port);
   }
 
-  /** The port left its bridge: its bindings pin nothing any more. */
+  /** The port left its bridge: its bindings pin nothing any more, its IPv6 addresses are released. */
   detach(): void {
+    this.ip6?.forgetPort(this.portId);
+    this.ip6 = undefined;
     const owners = this.#owners;
     if (owners === undefined) return;
     for (const mac of this.leased.values()) owners.remove(mac, this.#port);
@@ -169,9 +201,9 @@ const DHCP_CLIENT_PORT = 68;
 /**
  * The guards' verdict on a frame already admitted: ADMIT_GUARD or a Drop index.
  * `tagLen` is 4 when the frame carries one 802.1Q tag (ingress's meta.tagLen),
- * `src` its source MAC.
+ * `src` its source MAC, `vid` its VLAN and `now` the bridge clock (IPv6's owners).
  */
-export function guardCheck(g: PortGuard, buf: Uint8Array, off: number, len: number, tagLen: number, src: number): number {
+export function guardCheck(g: PortGuard, buf: Uint8Array, off: number, len: number, tagLen: number, src: number, vid: number, now: number): number {
   const l3 = off + ETH_HLEN + tagLen;
   const end = off + len;
   if (l3 > end) return ADMIT_GUARD;
@@ -207,5 +239,6 @@ export function guardCheck(g: PortGuard, buf: Uint8Array, off: number, len: numb
     if (spa === 0) return ADMIT_GUARD;
     return g.bound(spa, sha) ? ADMIT_GUARD : Drop.arp_spoof;
   }
+  if (type === T_IPV6 && g.v6) return check6(g, buf, l3, end, src, vid, now);
   return ADMIT_GUARD;
 }

@@ -21,3 +21,4 @@ export * from './police.js';
 export * from './wire/stp.js';
 export * from './wire/ipv6.js';
 export * from './wire/icmp6.js';
+export * from './guard6.js';

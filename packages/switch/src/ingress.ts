@@ -65,7 +65,7 @@ export function ingress(port: Port, fdb: Fdb, buf: Uint8Array, off: number, len:
   let r = admit(port, buf, off, len, meta);
   if (r !== ADMIT) return r;
   if (port.guard.active) {
-    r = guard(port.guard, buf, off, len, meta.tagLen, meta.src);
+    r = guard(port.guard, buf, off, len, meta.tagLen, meta.src, meta.vid, now);
     if (r !== ADMIT_GUARD) return r;
   }
   const l = fdb.learnAt(meta.vid, buf, off + SRC, port.id, now);

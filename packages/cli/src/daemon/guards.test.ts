@@ -6,7 +6,7 @@ import { type Bridge, Drop, checksum, type PortIo, type PortRx, VlanPolicy, pars
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigSchema } from '../config.js';
-import { applyGuard } from './guards.js';
+import { applyGuard, reserveGateways } from './guards.js';
 import { Vswitch } from './service.js';
 
 const log = pino({ level: 'silent' });
@@ -74,7 +74,7 @@ afterEach(() => {
   dirs = [];
 });
 
-function setup(dhcp = true) {
+function setup(dhcp = true, ipv6 = false) {
   const dir = mkdtempSync(join(tmpdir(), 'vsw-guard-'));
   dirs.push(dir);
   const sw = new Vswitch(log);
@@ -85,7 +85,10 @@ function setup(dhcp = true) {
     routers: {
       r1: {
         networks: {
-          net10: { bridge: 'br0', vlan: 10, address: '10.0.10.1/24', ...(dhcp ? { dhcp: { pool: ['10.0.10.100-10.0.10.199'] } } : {}) },
+          net10: {
+            bridge: 'br0', vlan: 10, address: '10.0.10.1/24', ...(dhcp ? { dhcp: { pool: ['10.0.10.100-10.0.10.199'] } } : {}),
+            ...(ipv6 ? { ipv6: { address: 'fd00:10::1/64' } } : {}),
+          },
         },
       },
     },
@@ -131,6 +134,36 @@ describe('guard defaults', () => {
     applyGuard(t2.br, vm2.port, { type: 'tap', guard: { dhcp: false } }, t2.sw.routers.values());
     expect(vm2.port.guard.dhcp).toBe(false);
     expect(vm2.port.guard.ipSource).toBe(true);
+  });
+});
+
+describe('IPv6 guard defaults', () => {
+  it('on for the IPv4 guards\' VM ports, and for VM ports of a VLAN whose router network has ipv6 (IPv4 guards off there)', () => {
+    const withDhcp = setup(true);
+    const a = add(withDhcp, 'vm1', 'tap');
+    applyGuard(withDhcp.br, a.port, { type: 'tap' }, withDhcp.sw.routers.values());
+    expect([a.port.guard.ra, a.port.guard.dhcpv6, a.port.guard.ipv6Source, a.port.guard.maxIpv6]).toEqual([true, true, true, 16]);
+    const v6only = setup(false, true);
+    const b = add(v6only, 'vm1', 'tap');
+    const up = add(v6only, 'up0', 'attach');
+    for (const [p, type] of [[b, 'tap'], [up, 'attach']] as const) applyGuard(v6only.br, p.port, { type }, v6only.sw.routers.values());
+    expect([b.port.guard.dhcp, b.port.guard.ipSource, b.port.guard.ra, b.port.guard.dhcpv6, b.port.guard.ipv6Source]).toEqual([false, false, true, true, true]);
+    expect(up.port.guard.active).toBe(false);
+    applyGuard(v6only.br, b.port, { type: 'tap', guard: { ra: false, maxIpv6Addresses: 4 } }, v6only.sw.routers.values());
+    expect([b.port.guard.ra, b.port.guard.ipv6Source, b.port.guard.maxIpv6]).toEqual([false, true, 4]);
+    const none = setup(false, false);
+    const c = add(none, 'vm1', 'tap');
+    applyGuard(none.br, c.port, { type: 'tap' }, none.sw.routers.values());
+    expect(c.port.guard.active).toBe(false);
+  });
+
+  it('the gateway\'s link-local and prefix addresses are reserved for the router\'s port', () => {
+    const t = setup(false, true);
+    reserveGateways([t.br], t.sw.routers.values());
+    const gw = t.br.port('net10')!;
+    const e = t.br.ip6Bindings.entries();
+    expect(e.map((x) => [x.vid, x.port, x.static])).toEqual([[10, gw.id, true], [10, gw.id, true]]);
+    expect(t.br.ip6Bindings.count(gw.id)).toBe(2);
   });
 });
 

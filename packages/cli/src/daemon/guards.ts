@@ -11,6 +11,13 @@
  * in the port's config win over the default. The policy is re-applied whenever a
  * port, its VLANs or a router change, so ports added at runtime follow it too.
  *
+ * IPv6 (switch/guard6.ts): the RA guard, the DHCPv6 guard and the IPv6 source
+ * guard (first come, first served) default to on for the same VM ports, and for
+ * VM ports of VLANs whose router network has `ipv6` (a VLAN where the router is
+ * the one legitimate RA source); `guard.ra`/`dhcpv6`/`ipv6Source` win. The
+ * routers' gateway addresses are reserved in the bridge's IPv6 owners
+ * (`reserveGateways`), so no VM can take them first.
+ *
  * Bindings: the port's configured `guard.bindings`, and the bound leases of the
  * routers' DHCP servers recorded on that port. They are rebuilt from the leases
  * when the policy is applied (e.g. at start, from the lease files), added when the
@@ -22,6 +29,10 @@ import type { ManagedRouter } from './routers.js';
 export interface GuardSpec {
   dhcp?: boolean;
   ipSource?: boolean;
+  ra?: boolean;
+  dhcpv6?: boolean;
+  ipv6Source?: boolean;
+  maxIpv6Addresses?: number;
   bindings?: { mac: string; ip: string }[];
 }
 
@@ -39,6 +50,31 @@ export function dhcpServed(routers: Iterable<ManagedRouter>, br: Bridge, vid: nu
   return false;
 }
 
+/** Does a router network with IPv6 (router advertisements) serve VLAN `vid` on bridge `br`? */
+export function ipv6Served(routers: Iterable<ManagedRouter>, br: Bridge, vid: number): boolean {
+  for (const mr of routers) {
+    for (const net of mr.router.networks.values()) {
+      if (net.nd !== undefined && net.opts.vlan === vid && br.port(net.name)?.io === net) return true;
+    }
+  }
+  return false;
+}
+
+/** Reserves every router gateway's IPv6 addresses (link-local and prefix) for its port in its bridge. */
+export function reserveGateways(bridges: Iterable<Bridge>, routers: Iterable<ManagedRouter>): void {
+  const list = [...routers];
+  for (const br of bridges) {
+    for (const mr of list) {
+      for (const net of mr.router.networks.values()) {
+        const port = br.port(net.name);
+        if (net.nd === undefined || port?.io !== net) continue;
+        br.ip6Bindings.reserve(net.opts.vlan, net.nd.linkLocal, port.id);
+        br.ip6Bindings.reserve(net.opts.vlan, net.nd.address, port.id);
+      }
+    }
+  }
+}
+
 /** Sets `port`'s guards from its spec and the default, and rebuilds its bindings. */
 export function applyGuard(
   br: Bridge, port: Port, spec: { type: string; guard?: GuardSpec }, routers: Iterable<ManagedRouter>, now = Date.now(),
@@ -46,7 +82,12 @@ export function applyGuard(
   const list = [...routers];
   const vm = (spec.type === 'tap' || spec.type === 'socket') && !port.vlan.acceptsTagged && port.vlan.pvid !== 0;
   const dflt = vm && dhcpServed(list, br, port.vlan.pvid);
-  port.guard.set({ dhcp: spec.guard?.dhcp ?? dflt, ipSource: spec.guard?.ipSource ?? dflt });
+  const dflt6 = dflt || (vm && ipv6Served(list, br, port.vlan.pvid));
+  const g = spec.guard;
+  port.guard.set({
+    dhcp: g?.dhcp ?? dflt, ipSource: g?.ipSource ?? dflt,
+    ra: g?.ra ?? dflt6, dhcpv6: g?.dhcpv6 ?? dflt6, ipv6Source: g?.ipv6Source ?? dflt6, maxIpv6: g?.maxIpv6Addresses,
+  });
   port.guard.configured.clear();
   for (const b of spec.guard?.bindings ?? []) port.guard.configured.set(parseIp4(b.ip), parseMac(b.mac));
   port.guard.leased.clear();

@@ -40,7 +40,13 @@ export function portView(p: Port, maxMacs?: number): Record<string, unknown> {
     ...(p.up ? {} : { downReason: p.downReason }),
     vlan: { mode: p.vlan.mode(), pvid: p.vlan.pvid, members: p.vlan.members() },
     ...(p.storm.pps > 0 ? { stormControl: { pps: p.storm.pps } } : {}),
-    ...(p.guard.active ? { guard: { dhcp: p.guard.dhcp, ipSource: p.guard.ipSource, bindings: p.guard.leased.size + p.guard.configured.size } } : {}),
+    ...(p.guard.active ? {
+      guard: {
+        dhcp: p.guard.dhcp, ipSource: p.guard.ipSource, bindings: p.guard.leased.size + p.guard.configured.size,
+        ra: p.guard.ra, dhcpv6: p.guard.dhcpv6, ipv6Source: p.guard.ipv6Source,
+        ipv6Addresses: p.guard.ip6?.count(p.id) ?? 0, maxIpv6Addresses: p.guard.maxIpv6,
+      },
+    } : {}),
     ...(maxMacs !== undefined && maxMacs > 0 ? { maxMacs } : {}),
     ...trafficView(p),
     ...p.io.describe(),

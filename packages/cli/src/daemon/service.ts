@@ -34,7 +34,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterConfig } from '../config.js';
 import { ManagedRouter } from './routers.js';
-import { applyGuard, dhcpServed, leaseBound, leaseGone, type GuardSpec } from './guards.js';
+import { applyGuard, dhcpServed, leaseBound, leaseGone, reserveGateways, type GuardSpec } from './guards.js';
 import { GuardDropLog } from './guard-log.js';
 import { EventBudget, LEARN_BUDGET_PER_SEC, Monitor, type MonitorEvent } from './monitor.js';
 import {
@@ -1074,6 +1074,8 @@ export class Vswitch {
   }
 
   #applyGuards(): void {
+    // The gateways' IPv6 addresses first: no VM frame may claim them (guards.ts).
+    reserveGateways(this.bridges.values(), this.routers.values());
     for (const name of this.#specs.keys()) this.#applyGuard(name);
   }
 }
