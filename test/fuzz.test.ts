@@ -12,13 +12,17 @@
  * oversized frames up to 64 KiB, IPv4 with bad versions / IHL / total lengths /
  * checksums / TTLs / fragments, TCP and UDP with bad offsets and lengths, DHCP to
  * the gateway with broken and looping options, ARP with wrong hlen/plen, ICMP,
- * and random bytes; at least 20,000 of them must reach the daemon. From tr's
+ * IPv6 and ICMPv6 garbage to the gateway's IPv6 side (bad versions and payload
+ * lengths, extension-header chains of any shape, ND messages with broken
+ * options, rogue RAs, bad checksums, DHCPv6 from port 547), and random bytes; at
+ * least 20,000 of them must reach the daemon. The network has IPv6 (fd00:77:10::1/64),
+ * so the attacker's port has the IPv6 guards (on by default there). From tr's
  * namespace, frames a trunk can carry: truncated tags (malformed), VID 4095,
  * VIDs not allowed.
  *
  * Then: the daemon is alive and logged no error; `stats --json` counts the drops
- * by reason on both ports; the router counted malformed frames and its DHCP server
- * malformed messages (metrics); v1 and v2 ping each other, the trunk VM and the
+ * by reason on both ports (the IPv6 guards' too); the router counted malformed
+ * frames, its IPv6 side malformed ND and its DHCP server malformed messages (metrics); v1 and v2 ping each other, the trunk VM and the
  * gateway; a new DHCP client gets a lease.
  */
 import { writeFileSync } from 'node:fs';
@@ -34,6 +38,7 @@ const T = { fz: ifname('fz'), v1: ifname('v1'), v2: ifname('v2'), dc: ifname('dc
 const GW = '10.77.10.1';
 const IP = { fz: '10.77.10.66', v1: '10.77.10.11', v2: '10.77.10.12', tr: '10.77.10.13' };
 const GW_MAC = '02:77:10:00:00:01';
+const GW6 = 'fd00:77:10::1';
 /** Frames that must reach the daemon from the attacker's port. */
 const MIN_DELIVERED = 20_000;
 
@@ -91,6 +96,65 @@ def src_mac():
 def dst_mac(): return pick(gw_mac, gw_mac, BC, BC, peer_mac, bytes([0x01, 0x80, 0xc2, 0, 0, R.randrange(16)]), bytes([0x01, 0, 0x5e]) + rb(3), bytes([0x02, 0xfe]) + rb(4))
 def far_ip(): return pick(gw_ip, gw_ip, b'\xff\xff\xff\xff', socket.inet_aton('10.77.10.255'), peer_ip, socket.inet_aton('8.8.8.8'), socket.inet_aton('10.77.20.5'), rb(4))
 CHADDRS = [bytes([0x02, 0xfd, 0, 0, 0, i]) for i in (1, 2, 3)]
+
+def eui64_ll(mac): return b'\xfe\x80' + b'\0' * 6 + bytes([mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]])
+OWN_LL, GW_LL = eui64_ll(own_mac), eui64_ll(gw_mac)
+GW6 = socket.inet_pton(socket.AF_INET6, 'fd00:77:10::1')
+def sn(a): return socket.inet_pton(socket.AF_INET6, 'ff02::1:ff00:0')[:13] + a[13:]
+def mc6(a): return b'\x33\x33' + a[12:]
+ALL_NODES, ALL_ROUTERS = socket.inet_pton(socket.AF_INET6, 'ff02::1'), socket.inet_pton(socket.AF_INET6, 'ff02::2')
+def ip6(src, dst, nh, payload, plen=None, hl=255, ver=6):
+    return bytes([ver << 4, 0, 0, 0]) + be16(len(payload) if plen is None else plen) + bytes([nh, hl]) + src + dst + payload
+def icmp6(src, dst, m, good=True):
+    s = csum(src + dst + struct.pack('!I', len(m)) + b'\0\0\0\x3a' + m[:2] + b'\0\0' + m[4:])
+    return m[:2] + (be16(s) if good else rb(2)) + m[4:]
+def nd_opts():
+    o = b''
+    for _ in range(R.randrange(4)):
+        k = R.randrange(7)
+        if k == 0: o += bytes([1, 1]) + own_mac                                  # SLLA (ours)
+        elif k == 1: o += bytes([2, 1]) + rb(6)                                  # TLLA (anyone's)
+        elif k == 2: o += bytes([R.randrange(256), 0]) + rb(6)                   # zero length
+        elif k == 3: o += bytes([R.randrange(256), R.randrange(2, 40)]) + rb(R.randrange(0, 30))  # past the end
+        elif k == 4: o += bytes([3, 4, 64, 0xc0]) + rb(28)                       # prefix information
+        elif k == 5: o += bytes([25, pick(1, 2, 3, 5)]) + rb(R.randrange(6, 40))  # RDNSS of any length
+        else: o += bytes([31, 2]) + rb(14)                                       # DNSSL of garbage labels
+    return o
+def ext_chain(nh):
+    hdrs = []
+    for _ in range(pick(0, 0, 0, 1, 2, 9)):
+        k = pick(0, 43, 44, 51, 60, 60)
+        hdrs.append(k)
+    body, nxt = b'', nh
+    for k in reversed(hdrs):
+        if k == 44: h = bytes([nxt, 0]) + be16(pick(0, 0, 1, 8, 0xfff9)) + rb(4)
+        elif k == 51: h = bytes([nxt, pick(1, 2, 4)]); h += rb((h[1] + 2) * 4 - 2)
+        else: h = bytes([nxt, pick(0, 0, 1, 200)]); h += rb(min((h[1] + 1) * 8, 40) - 2)
+        body, nxt = h + body, k
+    return nxt, body
+def frame_ipv6():
+    src = pick(OWN_LL, OWN_LL, OWN_LL, OWN_LL, b'\0' * 16, rb(16))
+    dst = pick(GW_LL, GW6, GW6, ALL_NODES, ALL_ROUTERS, sn(GW_LL), sn(GW6), rb(16))
+    edst = mc6(dst) if dst[0] == 0xff else pick(gw_mac, gw_mac, BC)
+    k = R.randrange(10)
+    if k < 6:   # ICMPv6: ND, echo, errors, MLD; fixed parts of any length, options of every shape
+        t = pick(133, 133, 134, 135, 135, 135, 136, 137, 128, 128, 1, 2, 143, R.randrange(256))
+        fixed = {133: 4, 134: 12, 135: 20, 136: 20, 137: 36}.get(t, R.randrange(4, 60))
+        body = rb(fixed)
+        if t in (135, 136) and R.random() < 0.6: body = rb(4) + pick(GW_LL, GW6, rb(16))
+        m = bytes([t, pick(0, 0, 0, 1)]) + b'\0\0' + body[:pick(fixed, fixed, R.randrange(0, fixed + 1))] + nd_opts()
+        m = icmp6(src, dst, m, good=R.random() < 0.75)
+        nh, ext = ext_chain(58)
+        p = ip6(src, dst, nh, ext + m, plen=pick(None, None, None, None, R.randrange(0, 200), 0xffff), hl=pick(255, 255, 255, 64, 1), ver=pick(6, 6, 6, 6, 6, 4, 0))
+    elif k < 8:   # UDP, DHCPv6 among it (clients to 547; a rogue server from 547)
+        pl = rb(R.randrange(0, 60))
+        u = be16(pick(546, 547, R.getrandbits(16))) + be16(pick(547, 546, 53, R.getrandbits(16))) + be16(8 + len(pl)) + b'\0\0' + pl
+        nh, ext = ext_chain(17)
+        p = ip6(src, pick(socket.inet_pton(socket.AF_INET6, 'ff02::1:2'), dst), nh, ext + u, hl=64)
+    else:
+        p = ip6(src, dst, R.randrange(256), rb(R.randrange(0, 80)), plen=pick(None, R.randrange(0, 100)), hl=64)
+    p = p[:pick(len(p), len(p), len(p), R.randrange(0, len(p) + 1))]
+    return 'ipv6', eth(edst, own_mac, 0x86dd) + p
 
 def dhcp_msg():
     chaddr = pick(*CHADDRS)
@@ -154,13 +218,14 @@ def frame_access():
         m = dhcp_msg()
         u = udp(68, 67, m, ulen=pick(None, None, None, 8 + len(m) - R.randrange(0, 40), 8 + len(m) + 10))
         return 'dhcp', eth(pick(BC, gw_mac), own_mac, 0x0800) + ipv4(pick(b'\0' * 4, own_ip), pick(b'\xff' * 4, gw_ip), 17, u)
-    if k < 86:  # ARP of every shape; senders never claim a VM's or the gateway's address
+    if k < 82:  # ARP of every shape; senders never claim a VM's or the gateway's address
         htype, ptype = pick(1, 1, 1, 6, 0), pick(0x0800, 0x0800, 0x86dd, 0)
         hlen, plen = pick(6, 6, 6, 0, 8, 16, 255), pick(4, 4, 4, 0, 6, 16, 255)
         spa = pick(socket.inet_aton('10.77.10.%d' % R.randrange(200, 251)), b'\0' * 4, socket.inet_aton('192.0.2.9'))
         body = be16(htype) + be16(ptype) + bytes([hlen, plen]) + be16(pick(1, 2, 1, 3, 0)) + own_mac + spa + rb(6) + pick(gw_ip, gw_ip, rb(4))
         body = body[:pick(28, 28, 28, R.randrange(0, 28), 46)] + rb(pick(0, 0, 18))
         return 'arp', eth(pick(BC, gw_mac), own_mac, 0x0806) + body
+    if k < 88:  return frame_ipv6()
     if k < 92:  # ICMP to the gateway: echo of any size, bad checksums, errors, truncated
         t = pick(8, 8, 8, 0, 3, 11, 13, 255)
         m = icmp(t, pick(0, 1, 3), rb(R.randrange(0, 1400)), good=R.random() < 0.6)
@@ -258,6 +323,7 @@ describe('a live daemon under 20,000+ malformed frames', () => {
             net10: {
               bridge: 'br0', vlan: 10, address: `${GW}/24`, mac: GW_MAC,
               dhcp: { pool: ['10.77.10.100-10.77.10.199'], leaseTime: 600, maxLeasesPerPort: 8 },
+              ipv6: { address: `${GW6}/64` },
             },
           },
         },
@@ -302,7 +368,7 @@ describe('a live daemon under 20,000+ malformed frames', () => {
     // Runts are refused by the sending kernel (dev_validate_header: EINVAL under 14 bytes); everything else went.
     for (const k of Object.keys(results.access.refused)) expect(k).toMatch(/^runt:EINVAL$/);
     expect(results.access.sent).toBeGreaterThanOrEqual(MIN_DELIVERED);
-    for (const c of ['short', 'dot1q', 'ethertype', 'oversized', 'ipv4', 'tcp', 'udp', 'dhcp', 'arp', 'icmp', 'random']) {
+    for (const c of ['short', 'dot1q', 'ethertype', 'oversized', 'ipv4', 'tcp', 'udp', 'dhcp', 'arp', 'icmp', 'ipv6', 'random']) {
       expect(results.access.categories[c], c).toBeGreaterThan(0);
     }
     // The daemon read them: the attacker's port counts at least 20,000 more received frames.
@@ -329,6 +395,14 @@ describe('a live daemon under 20,000+ malformed frames', () => {
     expect(c.dhcpRequests).toBeGreaterThan(0);
     expect(c.icmpEchoReplies).toBeGreaterThan(0);
     expect(await metric('vswitch_dhcp_dropped_total', { network: 'net10', reason: 'malformed' })).toBeGreaterThan(0);
+    // IPv6: the guards dropped rogue RAs and DHCPv6 server messages, and random sources past the port's limit;
+    // the gateway's IPv6 side got the rest: malformed ND, answers to what was valid.
+    for (const r of ['ra_guard', 'dhcpv6_guard', 'ipv6_source_guard']) expect(dropCount(a, r), `${T.fz} ${r}`).toBeGreaterThan(0);
+    const v6 = (await net10()).ipv6.counters;
+    expect(v6.malformed).toBeGreaterThan(0);
+    expect(v6.ignored).toBeGreaterThan(0);
+    expect(v6.nsAnswered + v6.echoReplies + v6.rsReceived).toBeGreaterThan(0);
+    expect(await metric('vswitch_router_nd_total', { network: 'net10', kind: 'malformed' })).toBe(v6.malformed);
     results.drops = Object.fromEntries((findPorts(await stats())).map((p: any) => [p.name, p.drops]));
     results.drops.net10 = c;
     console.log('drops:', JSON.stringify(results.drops));
@@ -336,6 +410,13 @@ describe('a live daemon under 20,000+ malformed frames', () => {
 
   it('still forwards: the VMs ping each other, the trunk VM and the gateway', async () => {
     expect(d.alive()).toBe(true);
+    // The gateway's IPv6 side still answers: an NS for its address gets its NA.
+    const na = await nsExec(fz.ns, `${PYTHON} -c ${q([
+      'from scapy.all import *', 'conf.verb = 0',
+      `ll = "fe80::" + in6_mactoifaceid("${fz.mac}")`,
+      `a = srp1(Ether(src="${fz.mac}", dst="33:33:ff:00:00:01")/IPv6(src=ll, dst="ff02::1:ff00:1", hlim=255)/ICMPv6ND_NS(tgt="${GW6}")/ICMPv6NDOptSrcLLAddr(lladdr="${fz.mac}"), iface="${T.fz}", timeout=3, retry=2)`,
+      'print(a[ICMPv6ND_NA].tgt if a is not None and ICMPv6ND_NA in a else "none")'].join('\n'))}`, { timeoutMs: 30_000 });
+    expect(na.trim()).toBe(GW6);
     expect(await pingUntil(v1.ns, IP.v2)).toBe(true);
     expect(await pingUntil(v2.ns, IP.v1)).toBe(true);
     expect(await pingUntil(v2.ns, IP.tr)).toBe(true);
