@@ -16,14 +16,19 @@
  * - tcpdump in c (VLAN 20) sees none of VLAN 10's RS, NS or RA;
  * - `router show` shows the addresses, mode and counters, the metrics count RAs,
  *   RSs and NSs answered;
+ * - a flood of RS and NS from one VM is cut to the port's `nd` rate (counted
+ *   under its port) and costs at most one RA per 3 s; another VM still gets answers;
  * - a reload that removes net10's ipv6 sends the last RA: a's address turns
- *   deprecated (preferred lifetime 0) and rdisc6 has nothing to show any more.
+ *   deprecated (preferred lifetime 0) and rdisc6 has nothing to show any more;
+ * - stopping the daemon sends the last RA on VLAN 20 too (tcpdump in c).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { Daemon, startDaemon, toYaml } from './helpers/daemon.js';
 import { addrs6, canon, eui64, makeV6Vm, ping6, rdisc6, slaacAddr, waitAddr, waitLinkLocal, type V6Vm } from './helpers/ipv6.js';
-import { PREFIX, cleanup, freePort, ifname, nsExec, nsExecR, q, waitFor } from './helpers/run.js';
+import { join } from 'node:path';
+import { PREFIX, cleanup, freePort, ifname, nsExec, nsExecR, q, sleep, tempDir, waitFor } from './helpers/run.js';
+import { PYTHON } from './helpers/scapy.js';
 import { tcpdump } from './helpers/vm.js';
 
 const X = 20 + (parseInt(PREFIX.slice(1), 16) % 200);
@@ -37,7 +42,8 @@ const BR = 'br0';
 function config(withIpv6 = true): unknown {
   const access = (vid: number) => ({ type: 'tap', vlan: { mode: 'access', vid } });
   return {
-    bridges: { [BR]: { ports: { [T.a]: access(10), [T.b]: access(10), [T.c]: access(20) } } },
+    // c's TAP is persistent: it outlives the daemon, so the last RA at shutdown can be seen in c.
+    bridges: { [BR]: { ports: { [T.a]: access(10), [T.b]: access(10), [T.c]: { ...access(20), persistent: true } } } },
     routers: {
       r1: {
         networks: {
@@ -152,6 +158,32 @@ describe('IPv6 on router networks: SLAAC, RA options, ND, echo, VLAN isolation, 
     expect(v('vswitch_router_nd_total', 'router="r1",network="net10",vlan="10",kind="echo_replies"')).toBeGreaterThanOrEqual(6);
   });
 
+  it('a flood of Router and Neighbor Solicitations from one port is cut to its nd rate, and costs at most one RA per 3 s', async () => {
+    const n10 = async (): Promise<any> => ((await d.ok(['router', 'show', 'r1'], { json: true })).json[0]).networks.find((n: any) => n.name === 'net10');
+    const before = await n10();
+    const file = join(tempDir('flood'), 'flood.py');
+    writeFileSync(file, ['from scapy.all import *', 'conf.verb = 0',
+      `ll = "fe80::" + in6_mactoifaceid("${vm.b.mac}")`,
+      `rs = Ether(src="${vm.b.mac}", dst="33:33:00:00:00:02")/IPv6(src=ll, dst="ff02::2", hlim=255)/ICMPv6ND_RS()/ICMPv6NDOptSrcLLAddr(lladdr="${vm.b.mac}")`,
+      `ns = Ether(src="${vm.b.mac}", dst="33:33:ff:00:00:01")/IPv6(src=ll, dst="ff02::1:ff00:1", hlim=255)/ICMPv6ND_NS(tgt="${GW10}")/ICMPv6NDOptSrcLLAddr(lladdr="${vm.b.mac}")`,
+      `s = conf.L2socket(iface="${vm.b.ifname}")`,
+      'for i in range(500): s.send(rs); s.send(ns)'].join('\n'));
+    const t0 = Date.now();
+    await nsExec(vm.b.ns, `${PYTHON} ${q(file)}`, { timeoutMs: 60_000 });
+    const secs = (Date.now() - t0) / 1000;
+    await sleep(500);
+    const after = await n10();
+    const answered = (after.ipv6.counters.rsReceived - before.ipv6.counters.rsReceived) + (after.ipv6.counters.nsAnswered - before.ipv6.counters.nsAnswered);
+    // 100/s per port, a burst of 100: what got through is bounded by the bucket, the rest dropped and counted under b's port.
+    expect(answered).toBeLessThanOrEqual(100 + 100 * (secs + 1));
+    expect(after.rateLimited.nd - before.rateLimited.nd).toBeGreaterThanOrEqual(1000 - answered - 10);
+    expect(after.rateLimited.ports.find((p: any) => p.port === T.b)?.dropped.nd).toBeGreaterThan(0);
+    expect(after.ipv6.counters.raSent - before.ipv6.counters.raSent).toBeLessThanOrEqual(Math.ceil((secs + 0.5) / 3) + 2);
+    // a, on another port, still gets its answers.
+    await nsExec(vm.a.ns, `ip -6 neigh flush dev ${q(vm.a.ifname)}`);
+    expect(await ping6(vm.a, GW10, 1)).toBe(true);
+  });
+
   it('a reload without net10\'s ipv6 sends the last RA: a\'s address is deprecated, rdisc6 sees no prefix any more', async () => {
     const want = slaacAddr(B10, vm.a.mac);
     writeFileSync(d.configFile, toYaml({ ...(config(false) as object), metrics: { listen: `127.0.0.1:${metricsPort}` }, stateDir: `${d.dir}/state` }));
@@ -161,5 +193,17 @@ describe('IPv6 on router networks: SLAAC, RA options, ND, echo, VLAN isolation, 
     expect(out).not.toMatch(new RegExp(`fd00:${X}:10::`));
     // VLAN 20 keeps its RAs.
     expect(await rdisc6(vm.c)).toMatch(new RegExp(`Prefix\\s+:\\s+fd00:${X}:20::/64`));
+  });
+
+  it('the daemon stopping sends the last RA (router and prefix lifetimes 0) on the networks that still have IPv6', async () => {
+    // The prefix is on-link in c (a route with the RA's lifetime), though c makes no address in a dhcpv6 network.
+    expect(await nsExec(vm.c.ns, `ip -6 route show fd00:${X}:20::/64`)).toMatch(/ expires \d+sec/);
+    const cap = await tcpdump(vm.c.ns, vm.c.ifname, '-vv icmp6');
+    const r = await d.stop();
+    expect(r.code).toBe(0);
+    const lines = (await cap.stop(500)).join('\n');
+    expect(lines).toMatch(new RegExp(`router advertisement[^]*router lifetime 0s[^]*prefix info option[^\\n]*fd00:${X}:20::/64[^\\n]*valid time 0s, pref\\. time 0s`));
+    // ... and the kernel took it: the on-link route is gone.
+    expect((await nsExec(vm.c.ns, `ip -6 route show fd00:${X}:20::/64`)).trim()).toBe('');
   });
 });
