@@ -129,7 +129,9 @@ elif mode == 'spoof':
     bc6 = '33:33:00:00:00:01'
     frames = [
         msg(vmac, BC, '0.0.0.0', '255.255.255.255', vmac, [('message-type', 'discover')]),
-        mb(bc6) + mb(vmac) + b'\x86\xdd' + bytes(40),
+        # A well-formed IPv6 packet (no next header) from an address the attacker's port may own:
+        # the IPv6 guards let it pass, so what stops it is the victim's MAC pin.
+        mb(bc6) + mb(vmac) + b'\x86\xdd' + b'\x60\0\0\0\0\0\x3b\x01' + b'\xfe\x80' + bytes(13) + b'\x66' + b'\xff\x02' + bytes(13) + b'\x01',
         mb(BC) + mb(vmac) + b'\x88\xb5' + b'vswitch-test' + bytes(34),
     ]
     end = time.time() + secs
