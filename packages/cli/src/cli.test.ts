@@ -138,6 +138,11 @@ describe('views', () => {
     expect(portOptions({ guard: { dhcp: true, ipSource: true }, stormControl: { pps: 100 }, maxMacs: 4, persistent: true }))
       .toBe('guard, storm 100/s, max-macs 4, persistent');
     expect(portOptions({ guard: { dhcp: true, ipSource: false } })).toBe('guard dhcp-only');
+    expect(portOptions({ guard: { dhcp: false, ipSource: true } })).toBe('guard ip-only');
+    expect(portOptions({ guard: { dhcp: false, ipSource: false, ra: true, dhcpv6: true, ipv6Source: true } })).toBe('guard ipv6-only');
+  });
+
+  it('show: bpdu-guard and rate limits in the options column', () => {
     expect(portOptions({ bpduGuard: true, limits: 'in 100mbit/1mb, out 50mbit/256kb' })).toBe('bpdu-guard, in 100mbit/1mb, out 50mbit/256kb');
     expect(portOptions({ bpduGuard: false })).toBe('-');
   });

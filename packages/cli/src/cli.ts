@@ -127,7 +127,9 @@ function compact(vids: number[]): string {
 /** `show`'s options column: guards, storm control, MAC limit, persistence, BPDU guard, rate limits. */
 export function portOptions(p: any): string {
   const out: string[] = [];
-  if (p.guard) out.push(p.guard.dhcp && p.guard.ipSource ? 'guard' : p.guard.dhcp ? 'guard dhcp-only' : 'guard ip-only');
+  if (p.guard) {
+    out.push(p.guard.dhcp && p.guard.ipSource ? 'guard' : p.guard.dhcp ? 'guard dhcp-only' : p.guard.ipSource ? 'guard ip-only' : 'guard ipv6-only');
+  }
   if (p.stormControl) out.push(`storm ${p.stormControl.pps}/s`);
   if (p.maxMacs) out.push(`max-macs ${p.maxMacs}`);
   if (p.persistent === true) out.push('persistent');

@@ -138,7 +138,7 @@ export class Bridge {
   /** A binding pins its MAC only while its port is up and guarded (a migrated VM takes its MAC along once the old port goes). */
   readonly #pins = (id: number): boolean => {
     const p = this.#byId[id];
-    return p !== undefined && p.up && p.guard.active;
+    return p !== undefined && p.up && p.guard.v4;
   };
 
   constructor(readonly name: string, opts: BridgeOptions = {}) {

@@ -136,6 +136,8 @@ export class PortGuard implements Guard6 {
   ra = false;
   dhcpv6 = false;
   ipv6Source = false;
+  /** Either IPv4 guard on: what "guarded" means to the bindings' MAC pins and the DHCP server's port rules. */
+  v4 = false;
   /** Any IPv6 guard on. */
   v6 = false;
   maxIpv6 = IP6_BINDINGS_PER_PORT;
@@ -156,8 +158,9 @@ export class PortGuard implements Guard6 {
     this.dhcpv6 = opts.dhcpv6 === true;
     this.ipv6Source = opts.ipv6Source === true;
     this.maxIpv6 = opts.maxIpv6 ?? IP6_BINDINGS_PER_PORT;
+    this.v4 = this.dhcp || this.ipSource;
     this.v6 = this.ra || this.dhcpv6 || this.ipv6Source;
-    this.active = this.dhcp || this.ipSource || this.v6;
+    this.active = this.v4 || this.v6;
   }
 
   bound(ip: number, mac: number): boolean {

@@ -151,6 +151,14 @@ describe('IPv6 guard defaults', () => {
     expect(up.port.guard.active).toBe(false);
     applyGuard(v6only.br, b.port, { type: 'tap', guard: { ra: false, maxIpv6Addresses: 4 } }, v6only.sw.routers.values());
     expect([b.port.guard.ra, b.port.guard.ipv6Source, b.port.guard.maxIpv6]).toEqual([false, true, 4]);
+    // A port with only the IPv6 guards is not "guarded" to the DHCP server and the MAC pins: those follow the IPv4 guards.
+    const dhcpV6 = setup(true, true);
+    const e = add(dhcpV6, 'vm1', 'tap');
+    applyGuard(dhcpV6.br, e.port, { type: 'tap', guard: { dhcp: false, ipSource: false } }, dhcpV6.sw.routers.values());
+    expect([e.port.guard.active, e.port.guard.v4, e.port.guard.v6]).toEqual([true, false, true]);
+    expect(dhcpV6.sw.routers.get('r1')!.router.networks.get('net10')!.opts.ports!.guarded('vm1')).toBe(false);
+    applyGuard(dhcpV6.br, e.port, { type: 'tap' }, dhcpV6.sw.routers.values());
+    expect(dhcpV6.sw.routers.get('r1')!.router.networks.get('net10')!.opts.ports!.guarded('vm1')).toBe(true);
     const none = setup(false, false);
     const c = add(none, 'vm1', 'tap');
     applyGuard(none.br, c.port, { type: 'tap' }, none.sw.routers.values());

@@ -146,7 +146,8 @@ export class ManagedRouter {
       const c = parseCidr(n.address)!;
       const br = bridgeOf(n.bridge);
       const ports: DhcpPorts = {
-        guarded: (p) => br.port(p)?.guard.active === true,
+        // The DHCP server's port rules follow the IPv4 guards (a port with only IPv6 guards keeps the plain RFC behaviour).
+        guarded: (p) => br.port(p)?.guard.v4 === true,
         live: (p) => br.port(p)?.up === true,
       };
       const dhcp = this.#openDhcp(nname, n);
