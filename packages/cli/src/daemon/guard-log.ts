@@ -14,7 +14,7 @@
 import { Drop, type Bridge, type DropReason, type Port } from '@vswitch/switch';
 
 /** The drop reasons logged this way: what a port's guards and storm control refuse. */
-export const GUARD_LOG_REASONS = ['dhcp_guard', 'ip_source_guard', 'arp_spoof', 'bound_mac_conflict', 'storm_control'] as const satisfies readonly DropReason[];
+export const GUARD_LOG_REASONS = ['dhcp_guard', 'ip_source_guard', 'arp_spoof', 'bound_mac_conflict', 'storm_control', 'ra_guard', 'dhcpv6_guard', 'ipv6_source_guard', 'nd_spoof'] as const satisfies readonly DropReason[];
 export const GUARD_LOG_WINDOW_MS = 60_000;
 
 export interface GuardDropLine {
