@@ -406,7 +406,8 @@ describe('the operator\'s habits: version, -j, usage errors, help, hints, fdb fl
     const r = await d.cli(['vlan', 'add', 'dev', A, 'vid', '30', 'pvid', 'untagged']);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/its DHCP guard and IP source guard go off/);
+    // The VLAN's router serves DHCP, so the IPv6 guards are on by default too (guards.ts) and go off with the others.
+    expect(r.stderr).toMatch(/its DHCP guard, IP source guard, RA guard, DHCPv6 guard and IPv6 source guard go off/);
     expect(r.stderr).toMatch(/its PVID moves from VLAN 10 to 30/);
     expect(r.stderr).toMatch(/the access port becomes a hybrid port/);
     expect(r.stderr).toMatch(/refused, nothing was changed \(vswitch port set \S+ guard on first keeps the guards; --force/);
@@ -416,7 +417,7 @@ describe('the operator\'s habits: version, -j, usage errors, help, hints, fdb fl
     // Forced: done, every consequence printed and logged.
     const f = await d.cli(['vlan', 'add', 'dev', A, 'vid', '30', 'pvid', 'untagged', '--force']);
     expect(f.code, f.stderr).toBe(0);
-    expect(f.stderr).toMatch(new RegExp(`^vswitch: warning: vlan add on ${A}: its DHCP guard and IP source guard go off`, 'm'));
+    expect(f.stderr).toMatch(new RegExp(`^vswitch: warning: vlan add on ${A}: its DHCP guard, IP source guard, RA guard, DHCPv6 guard and IPv6 source guard go off`, 'm'));
     expect(f.stderr).toMatch(new RegExp(`^vswitch: warning: vlan add on ${A}: its PVID moves from VLAN 10 to 30`, 'm'));
     let p = findPort(await d.showJson(), A);
     expect(p.vlan).toMatchObject({ mode: 'hybrid', pvid: 30 });

@@ -159,4 +159,22 @@ describe('IPv6 guards: rogue RA, rogue DHCPv6, spoofed NA and source, DAD betwee
       expect(v(T.b, r), r).toBe(0);
     }
   });
+  it('port set PORT guard off|dhcp-only|default switches the IPv6 guards at runtime too; vlan add names them before they go off', async () => {
+    const guard = async (): Promise<any> => findPort(await d.showJson(BR), T.c)?.guard;
+    await d.ok(['port', 'set', T.c, 'guard', 'off']);
+    expect(await guard()).toBeUndefined(); // no guard on: show leaves the guard out
+    // With its guards off, c's RA reaches b's port's capture.
+    const cap = await tcpdump(vm.b.ns, vm.b.ifname, 'icmp6');
+    await scapy(vm.c.ns, vm.c.ifname, [`Ether(src="${vm.c.mac}", dst="33:33:00:00:00:01")/IPv6(src="${ll(vm.c)}", dst="ff02::1", hlim=255)/ICMPv6ND_RA(routerlifetime=0)`]);
+    expect((await cap.stop(2000)).filter((l) => l.includes(vm.c.mac) && /router advertisement/.test(l)).length).toBeGreaterThan(0);
+    await d.ok(['port', 'set', T.c, 'guard', 'dhcp-only']);
+    expect(await guard()).toMatchObject({ dhcp: true, ipSource: false, ra: true, dhcpv6: true, ipv6Source: false });
+    await d.ok(['port', 'set', T.c, 'guard', 'default']);
+    expect(await guard()).toMatchObject({ dhcp: false, ipSource: false, ra: true, dhcpv6: true, ipv6Source: true });
+    // Turning c into a trunk would switch its IPv6 guards off: refused without --force, naming them.
+    const r = await d.cli(['vlan', 'add', 'dev', T.c, 'vid', '20']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/RA guard, DHCPv6 guard and IPv6 source guard go off/);
+    expect(await guard()).toMatchObject({ ra: true, dhcpv6: true, ipv6Source: true });
+  });
 });

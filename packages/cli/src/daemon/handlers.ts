@@ -10,6 +10,7 @@ import { DNS_DROP_REASONS, DNS_RESULTS } from '@vswitch/nat';
 import { Stream } from './control.js';
 import type { ManagedRouter } from './routers.js';
 import type { PortSettings, Vswitch } from './service.js';
+import type { GuardSwitches } from './state.js';
 import { trafficSettings, trafficView, type TrafficSet } from './traffic.js';
 
 type Args = Record<string, unknown>;
@@ -174,11 +175,16 @@ function trafficArgs(a: Args): TrafficSet {
   return set;
 }
 
-/** `port set PORT guard MODE`: the guard switches each mode sets (default: the policy of guards.ts decides). */
-const GUARD_MODES: Record<string, { dhcp?: boolean; ipSource?: boolean }> = {
-  on: { dhcp: true, ipSource: true },
-  off: { dhcp: false, ipSource: false },
-  'dhcp-only': { dhcp: true, ipSource: false },
+/**
+ * `port set PORT guard MODE`: the guard switches each mode sets (default: the policy of
+ * guards.ts decides). on and off take the IPv6 guards (RA, DHCPv6, IPv6 source) along
+ * with the IPv4 ones; dhcp-only keeps the two server guards (DHCP, DHCPv6, and the RA
+ * guard: a rogue router is a rogue server) and lets any source address through.
+ */
+const GUARD_MODES: Record<string, GuardSwitches> = {
+  on: { dhcp: true, ipSource: true, ra: true, dhcpv6: true, ipv6Source: true },
+  off: { dhcp: false, ipSource: false, ra: false, dhcpv6: false, ipv6Source: false },
+  'dhcp-only': { dhcp: true, ipSource: false, ra: true, dhcpv6: true, ipv6Source: false },
   default: {},
 };
 

@@ -34,7 +34,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterConfig } from '../config.js';
 import { ManagedRouter } from './routers.js';
-import { applyGuard, dhcpServed, leaseBound, leaseGone, reserveGateways, type GuardSpec } from './guards.js';
+import { applyGuard, dhcpServed, ipv6Served, leaseBound, leaseGone, reserveGateways, type GuardSpec } from './guards.js';
 import { GuardDropLog } from './guard-log.js';
 import { EventBudget, LEARN_BUDGET_PER_SEC, Monitor, type MonitorEvent } from './monitor.js';
 import {
@@ -42,7 +42,7 @@ import {
   type TrafficSet, trafficSettings,
 } from './traffic.js';
 import {
-  BRIDGE_DEFAULTS, type Desired, type DesiredPort, type GuardSwitches, type Overlay, type PortSetting, type RouterEdit, canonSpec,
+  BRIDGE_DEFAULTS, type Desired, type DesiredPort, GUARD_SWITCHES, type GuardSwitches, type Overlay, type PortSetting, type RouterEdit, canonSpec,
   canonVlan, effective, emptyDesired, emptyOverlay, fdbKey, fileValue, loadOverlay, overlaySize, planChanges, reservationProblem,
   loopKey, resKey, routerDiff, runtimeFile, same, saveOverlay, settingKey, settingOf, withEntry, withSetting, withoutEntries,
 } from './state.js';
@@ -411,10 +411,16 @@ export class Vswitch {
     if (port !== undefined && spec !== undefined && port.guard.active) {
       const vm = (spec.type === 'tap' || spec.type === 'socket') && !after.acceptsTagged && after.pvid !== 0;
       const dflt = vm && dhcpServed(this.routers.values(), this.bridgeOf(ifname), after.pvid);
-      const dhcp = spec.guard?.dhcp ?? dflt;
-      const ipSource = spec.guard?.ipSource ?? dflt;
-      const off = [port.guard.dhcp && !dhcp ? 'DHCP guard' : '', port.guard.ipSource && !ipSource ? 'IP source guard' : ''].filter(Boolean);
-      if (off.length > 0) refuse.push(`its ${off.join(' and ')} go off (on by default only for access ports of a VLAN with a router DHCP server)`);
+      const dflt6 = dflt || (vm && ipv6Served(this.routers.values(), this.bridgeOf(ifname), after.pvid));
+      const g = spec.guard;
+      const off = [
+        port.guard.dhcp && !(g?.dhcp ?? dflt) ? 'DHCP guard' : '',
+        port.guard.ipSource && !(g?.ipSource ?? dflt) ? 'IP source guard' : '',
+        port.guard.ra && !(g?.ra ?? dflt6) ? 'RA guard' : '',
+        port.guard.dhcpv6 && !(g?.dhcpv6 ?? dflt6) ? 'DHCPv6 guard' : '',
+        port.guard.ipv6Source && !(g?.ipv6Source ?? dflt6) ? 'IPv6 source guard' : '',
+      ].filter(Boolean);
+      if (off.length > 0) refuse.push(`its ${off.length > 1 ? `${off.slice(0, -1).join(', ')} and ${off[off.length - 1]}` : off[0]} go off (on by default only for access ports of a VLAN with a router DHCP server or IPv6 network)`);
     }
     return { refuse, warn };
   }
@@ -1086,7 +1092,7 @@ export function portSpec(p: PortConfig): AddPortSpec {
 
 /** The guard switches in their stored form: absent keys (the default) left out. */
 function stableGuard(g: GuardSwitches): GuardSwitches {
-  return { ...(g.dhcp !== undefined ? { dhcp: g.dhcp } : {}), ...(g.ipSource !== undefined ? { ipSource: g.ipSource } : {}) };
+  return Object.fromEntries(GUARD_SWITCHES.filter((k) => g[k] !== undefined).map((k) => [k, g[k]])) as GuardSwitches;
 }
 
 /**

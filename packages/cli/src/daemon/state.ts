@@ -78,12 +78,14 @@ export const KINDS: readonly Kind[] = ['bridges', 'ageing', 'loop', 'ports', 'vl
 export const PORT_SETTINGS = ['guard', 'storm', 'maxMacs', 'persistent', 'bpduGuard', 'ingressRate', 'egressRate'] as const;
 export type PortSetting = typeof PORT_SETTINGS[number];
 /** The guard switches of `port set PORT guard ...`; an absent key takes the default (guards.ts). */
-export interface GuardSwitches { dhcp?: boolean; ipSource?: boolean }
+export interface GuardSwitches { dhcp?: boolean; ipSource?: boolean; ra?: boolean; dhcpv6?: boolean; ipv6Source?: boolean }
+/** Its keys, in the stored order. */
+export const GUARD_SWITCHES = ['dhcp', 'ipSource', 'ra', 'dhcpv6', 'ipv6Source'] as const;
 
 /** A port option's value in `spec`, canonical (the overlay's `settings` entries hold these). */
 export function settingOf(spec: AddPortSpec, setting: PortSetting): unknown {
   switch (setting) {
-    case 'guard': return stable({ dhcp: spec.guard?.dhcp, ipSource: spec.guard?.ipSource });
+    case 'guard': return stable(Object.fromEntries(GUARD_SWITCHES.map((k) => [k, spec.guard?.[k]])));
     case 'storm': return spec.stormPps ?? 0;
     case 'maxMacs': return spec.maxMacs ?? 0;
     case 'persistent': return spec.persistent ?? false;
@@ -98,7 +100,7 @@ export function withSetting(spec: AddPortSpec, setting: PortSetting, value: unkn
   switch (setting) {
     case 'guard': {
       const g = value as GuardSwitches;
-      const guard = stable({ ...spec.guard, dhcp: g.dhcp, ipSource: g.ipSource }) as AddPortSpec['guard'];
+      const guard = stable({ ...spec.guard, ...Object.fromEntries(GUARD_SWITCHES.map((k) => [k, g[k]])) }) as AddPortSpec['guard'];
       return stable({ ...spec, guard: Object.keys(guard!).length > 0 ? guard : undefined }) as AddPortSpec;
     }
     case 'storm': return stable({ ...spec, stormPps: (value as number) > 0 ? value : undefined }) as AddPortSpec;
@@ -664,7 +666,7 @@ function checkEntry(kind: Kind, key: string, v: unknown): string | undefined {
       if (rest.length || !port || !NAME.test(port)) return 'bad key (port/setting)';
       switch (setting) {
         case 'guard':
-          return isRecord(v) && Object.entries(v).every(([k, x]) => (k === 'dhcp' || k === 'ipSource') && typeof x === 'boolean') ? undefined : 'bad guard switches';
+          return isRecord(v) && Object.entries(v).every(([k, x]) => (GUARD_SWITCHES as readonly string[]).includes(k) && typeof x === 'boolean') ? undefined : 'bad guard switches';
         case 'storm': return int(v, 0, 100_000_000) ? undefined : 'bad storm control rate';
         case 'maxMacs': return int(v, 0, 1_000_000) ? undefined : 'bad MAC limit';
         case 'persistent': return typeof v === 'boolean' ? undefined : 'bad persistence';
