@@ -13,6 +13,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
+import { outside, tracked } from '../testing/tracked.js';
 import { write16 } from './bytes.js';
 import {
   checkIcmp6, checkNd, dnsNames, icmp6SumOk, icmp6Type, ND_LEN, ND_PREFIX_FLAG, NDOPT, ndDnsLifetime, ndDnsslNames,
@@ -36,42 +37,6 @@ function placed(frame: Uint8Array, guard: number): Uint8Array {
   buf.set(frame, LEAD);
   return buf;
 }
-
-/** A view of `buf` that records every index read or written through it. */
-function tracked(buf: Uint8Array): { view: Uint8Array; reads: number[]; writes: number[] } {
-  const reads: number[] = [];
-  const writes: number[] = [];
-  const index = (p: string | symbol): number | undefined => {
-    if (typeof p !== 'string' || p.length === 0) return undefined;
-    const c = p.charCodeAt(0);
-    if (!((c >= 48 && c <= 57) || c === 45)) return undefined;
-    const n = Number(p);
-    return Number.isNaN(n) ? undefined : n;
-  };
-  const view = new Proxy(buf, {
-    get(t, p) {
-      const i = index(p);
-      if (i !== undefined) {
-        reads.push(i);
-        return t[i];
-      }
-      const v = Reflect.get(t, p, t);
-      return typeof v === 'function' ? v.bind(t) : v;
-    },
-    set(t, p, v) {
-      const i = index(p);
-      if (i !== undefined) {
-        writes.push(i);
-        t[i] = v;
-        return true;
-      }
-      return Reflect.set(t, p, v, t);
-    },
-  });
-  return { view, reads, writes };
-}
-
-const outside = (idx: number[], lo: number, hi: number): number[] => [...new Set(idx.filter((i) => i < lo || i >= hi))];
 
 /** Everything the data plane and the router read of an IPv6 frame, each behind its check. */
 function dissect(buf: Uint8Array, off: number, len: number): Record<string, unknown> {
