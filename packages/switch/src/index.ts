@@ -22,3 +22,6 @@ export * from './wire/stp.js';
 export * from './wire/ipv6.js';
 export * from './wire/icmp6.js';
 export * from './guard6.js';
+export * from './wire/lacp.js';
+export * from './lacp.js';
+export * from './bond.js';

@@ -27,7 +27,7 @@ import { StormBucket } from './forward.js';
 import { PortGuard } from './guard.js';
 import type { Policer, Shaper } from './police.js';
 
-export type PortKind = 'tap' | 'attach' | 'router' | 'socket';
+export type PortKind = 'tap' | 'attach' | 'router' | 'socket' | 'bond';
 
 /** Where a port delivers what it receives. */
 export interface PortRx {
