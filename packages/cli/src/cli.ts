@@ -473,6 +473,42 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       process.stdout.write(r.recovered ? `${ifname} opened\n` : `${ifname} was not shut\n`);
     });
 
+  const bond = program.command('bond').description('uplink bonds: attached interfaces as one port (active-backup, balance-slb, LACP)');
+  completes(bond.command('add').argument('<bridge>').argument('<bond>').argument('<members...>'), 'bridges', 'none', 'none')
+    .description('add a bond port made of existing interfaces (kept across restarts, as every change)')
+    .addOption(new Option('--mode <mode>', 'active-backup (default), balance-slb (source-MAC hashing, no switch cooperation) or lacp (802.3ad)')
+      .choices(['active-backup', 'balance-slb', 'lacp']))
+    .addOption(new Option('--lacp <activity>', 'lacp mode: send LACPDUs unasked (active, default) or only answer (passive)').choices(['active', 'passive']))
+    .addOption(new Option('--lacp-rate <rate>', 'lacp mode: ask the partner for a LACPDU every second (fast, default) or 30 s (slow)').choices(['fast', 'slow']))
+    .option('--vlan <vid>', 'access port in this VLAN')
+    .option('--trunk <vids>', 'trunk port carrying these VLANs tagged (e.g. 10,20,100-110)')
+    .option('--native <vid>', 'trunk: native VLAN, untagged')
+    .action(async (br: string, name: string, members: string[], o: Record<string, string | undefined>) => {
+      if (o.vlan !== undefined && o.trunk !== undefined) throw new UsageError('--vlan and --trunk exclude each other');
+      if (o.native !== undefined && o.trunk === undefined) throw new UsageError('--native needs --trunk');
+      if ((o.lacp !== undefined || o.lacpRate !== undefined) && o.mode !== 'lacp') throw new UsageError('--lacp and --lacp-rate need --mode lacp');
+      const vlan = o.vlan !== undefined
+        ? { mode: 'access', vid: parseVid(o.vlan) }
+        : o.trunk !== undefined ? { mode: 'trunk', allowed: parseVidList(o.trunk), ...(o.native !== undefined ? { native: parseVid(o.native) } : {}) } : undefined;
+      await call('bond.add', { bridge: br, bond: name, members, mode: o.mode, lacp: o.lacp, lacpRate: o.lacpRate, vlan });
+    });
+  completes(bond.command('del').argument('<bridge>').argument('<bond>').description('remove a bond port (its members are released)'), 'bridges', 'ports')
+    .action(async (br: string, name: string) => { await call('bond.del', { bridge: br, bond: name }); });
+  completes(bond.command('show').argument('[bond]').addOption(json())
+    .description('bonds: mode, active member, and per member link, LACP state (actor/partner), traffic and drops'), 'ports')
+    .action(async (name: string | undefined) => {
+      print(await call('bond.show', { bond: name }), asJson(), (bonds) => table(['bond', 'bridge', 'mode', 'member', 'link', 'state', 'lacp', 'partner', 'rx', 'tx', 'drops'],
+        bonds.flatMap((b: any) => b.members.map((m: any, i: number) => [
+          i === 0 ? b.name : '', i === 0 ? b.bridge : '', i === 0 ? `${b.mode}${b.state === 'up' ? '' : ' (down)'}${b.failovers ? `, ${b.failovers} failovers` : ''}` : '',
+          m.name, m.link === 'up' ? 'up' : `down (${m.downReason})`,
+          b.mode === 'active-backup' ? (m.enabled ? 'active' : 'backup') : m.enabled ? 'enabled' : 'disabled',
+          m.lacp ? `${m.lacp.status}${m.lacp.distributing ? ' distributing' : m.lacp.collecting ? ' collecting' : ''}` : '-',
+          m.lacp && m.lacp.partnerSystem !== '00:00:00:00:00:00' ? `${m.lacp.partnerSystem} key ${m.lacp.partnerKey} port ${m.lacp.partnerPort}` : '-',
+          m.rxFrames, m.txFrames,
+          Object.entries(m.drops).map(([k, v]) => `${k} ${v}`).join(', ') || '-',
+        ]))));
+    });
+
   const bridge = program.command('bridge').description('bridge options at runtime (kept across restarts, as every change)');
   const bridgeSetKw: KeywordSpec = {
     values: { 'mac-flap-moves': { name: 'N|off' }, 'mac-flap-hold': { name: 'SECONDS' }, 'bpdu-recovery': { name: 'SECONDS' } },

@@ -58,8 +58,16 @@ const EgressRate = z.strictObject({
 });
 const HoldSec = z.number().int().min(LOOP_LIMITS.holdSecMin).max(LOOP_LIMITS.holdSecMax);
 
+const BondSchema = z.strictObject({
+  members: z.array(IfName).min(1).max(8).refine((m) => new Set(m).size === m.length, 'must not repeat an interface'),
+  mode: z.enum(['active-backup', 'balance-slb', 'lacp'], { error: 'must be active-backup, balance-slb or lacp' }).default('active-backup'),
+  /** lacp mode: active (send LACPDUs unasked) or passive; rate fast (1 s, 3 s timeout) or slow (30 s, 90 s). */
+  lacp: z.enum(['active', 'passive']).default('active'),
+  lacpRate: z.enum(['fast', 'slow']).default('fast'),
+});
+
 const PortSchema = z.strictObject({
-  type: z.enum(['tap', 'attach', 'socket'], { error: 'must be tap, attach or socket' }),
+  type: z.enum(['tap', 'attach', 'socket', 'bond'], { error: 'must be tap, attach, socket or bond' }),
   persistent: z.boolean().default(false),
   /**
    * tap: uid/gid allowed to open the device (TUNSETOWNER/TUNSETGROUP); socket: owner
@@ -111,6 +119,8 @@ const PortSchema = z.strictObject({
   /** Per-port rate limits: policing what the port sends, shaping what it is sent. */
   ingressRate: IngressRate.optional(),
   egressRate: EgressRate.optional(),
+  /** bond only: attached interfaces as one port (packages/switch/src/bond.ts; README "Bonds"). */
+  bond: BondSchema.optional(),
 });
 
 const BridgeSchema = z.strictObject({
@@ -330,6 +340,14 @@ export const ConfigSchema = z.strictObject({
       owner.set(pname, bname);
       const port = br.ports[pname];
       const at = ['bridges', bname, 'ports', pname];
+      if ((port.type === 'bond') !== (port.bond !== undefined)) {
+        ctx.addIssue({ code: 'custom', path: [...at, 'bond'], message: port.type === 'bond' ? 'is required for a bond port (members, mode)' : 'applies to bond ports only' });
+      }
+      for (const m of port.bond?.members ?? []) {
+        const other = owner.get(`member:${m}`) ?? (br.ports[m] !== undefined ? pname : undefined);
+        if (other !== undefined) ctx.addIssue({ code: 'custom', path: [...at, 'bond', 'members'], message: `${m} is already a port or a member of bond ${other}` });
+        owner.set(`member:${m}`, pname);
+      }
       if (port.type === 'socket') {
         if (port.path === undefined) ctx.addIssue({ code: 'custom', path: [...at, 'path'], message: 'is required for a socket port' });
         if (port.persistent) ctx.addIssue({ code: 'custom', path: [...at, 'persistent'], message: 'applies to tap ports only (a socket port is listened on again at start)' });

@@ -2,7 +2,8 @@
  * Control-socket commands: each takes the JSON `args` of a request, checks them, and
  * calls the service. Results are plain JSON; the CLI renders tables from the same data.
  */
-import { DROP_REASONS, formatMac, type Bridge, type Port, type VlanSpec } from '@vswitch/switch';
+import { BOND_MODES, DROP_REASONS, formatMac, type Bridge, type Port, type VlanSpec } from '@vswitch/switch';
+import { BOND_SPEC_DEFAULTS, type BondSpec, bondViews } from './bond-port.js';
 import { VswitchError } from '../errors.js';
 import { formatIp4 } from '@vswitch/switch';
 import { VERSION } from '../version.js';
@@ -219,6 +220,37 @@ export const handlers: Record<string, Handler> = {
     const br = sw.bridge(str(a, 'bridge'));
     const p = br.port(str(a, 'ifname'))!;
     return portView(p, br.fdb.portLimit(p.id));
+  },
+  /** args: bridge, bond, members (interface names), mode?, lacp? ('active'|'passive'), lacpRate? ('fast'|'slow'), vlan?. */
+  'bond.add': (sw, a) => {
+    const members = a.members;
+    if (!Array.isArray(members) || members.length === 0 || !members.every((m) => typeof m === 'string' && m !== '')) {
+      throw new VswitchError('EINVAL', 'members must be a non-empty list of interface names');
+    }
+    const mode = optStr(a, 'mode') ?? BOND_SPEC_DEFAULTS.mode;
+    const lacp = optStr(a, 'lacp') ?? BOND_SPEC_DEFAULTS.lacp;
+    const lacpRate = optStr(a, 'lacpRate') ?? BOND_SPEC_DEFAULTS.lacpRate;
+    if (!(BOND_MODES as readonly string[]).includes(mode)) throw new VswitchError('EINVAL', `bad bond mode '${mode}' (${BOND_MODES.join(', ')})`);
+    if (lacp !== 'active' && lacp !== 'passive') throw new VswitchError('EINVAL', `bad lacp '${lacp}' (active, passive)`);
+    if (lacpRate !== 'fast' && lacpRate !== 'slow') throw new VswitchError('EINVAL', `bad lacpRate '${lacpRate}' (fast, slow)`);
+    sw.addPort(str(a, 'bridge'), str(a, 'bond'), {
+      type: 'bond', bond: { members: members as string[], mode: mode as BondSpec['mode'], lacp, lacpRate }, vlan: a.vlan as VlanSpec | undefined,
+    });
+    return bondViews([sw.bridge(str(a, 'bridge'))], str(a, 'bond'))[0];
+  },
+  'bond.del': (sw, a) => {
+    const br = sw.bridge(str(a, 'bridge'));
+    const p = br.port(str(a, 'bond'));
+    if (p !== undefined && p.kind !== 'bond') throw new VswitchError('EINVAL', `${p.name} is a ${p.kind} port, not a bond (delif removes it)`);
+    sw.delPort(str(a, 'bridge'), str(a, 'bond'));
+    return null;
+  },
+  /** args: bond? (a bond's name): every bond of every bridge with its members. */
+  'bond.show': (sw, a) => {
+    const only = optStr(a, 'bond');
+    const out = bondViews(sw.bridges.values(), only);
+    if (only !== undefined && out.length === 0) throw new VswitchError('ENOENT', `no bond ${only}`);
+    return out;
   },
   delif: (sw, a) => {
     sw.delPort(str(a, 'bridge'), str(a, 'ifname'));

@@ -40,6 +40,7 @@
  * (sent by the worker with each render request), and the control socket's, are
  * exported as vswitch_metrics_* and vswitch_control_*.
  */
+import { registerBondMetrics } from './bond-metrics.js';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -357,6 +358,7 @@ export function createMetricsRegistry(
         if (r.port.shaper !== undefined) emit({ ...r.labels, direction: 'egress' }, r.port.shaper.spec.rate);
       }
     });
+  registerBondMetrics(counter, gauge, bridges);
   gauge('vswitch_port_egress_queue_frames',
     'Frames waiting in the egress shaper\'s queue (ports with an egress rate).',
     PORT_LABELS, (emit) => {

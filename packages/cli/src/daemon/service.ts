@@ -30,6 +30,7 @@ import {
   VlanPolicy, type VlanSpec, VlanPolicyError,
 } from '@vswitch/switch';
 import { AttachIo, nativeSegmenter, SocketIo, TapIo } from '@vswitch/switch/ports';
+import { type BondSpec, openBond } from './bond-port.js';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterConfig } from '../config.js';
@@ -50,7 +51,9 @@ import { VswitchError } from '../errors.js';
 import type { Logger } from './log.js';
 
 export interface AddPortSpec {
-  type: 'tap' | 'attach' | 'socket';
+  type: 'tap' | 'attach' | 'socket' | 'bond';
+  /** bond only: members, mode, LACP activity and rate (bond-port.ts). */
+  bond?: BondSpec;
   /** socket only: the Unix socket to listen on, and its file mode (octal text, default "0600"). */
   path?: string;
   mode?: string;
@@ -914,6 +917,7 @@ export class Vswitch {
       }
       if (isLoopback(ifname)) throw new VswitchError('EINVAL', `${where}${ifname} is a loopback interface: attached, every frame sent to it would come back`);
     }
+    if (spec.type === 'bond') return openBond(ifname, spec.bond!, where, next, (e) => this.#note(e.event === 'bond_member_down' ? 'warn' : 'info', e));
     try {
       if (spec.type === 'socket') {
         return new SocketIo(ifname, {
@@ -1087,7 +1091,7 @@ export class Vswitch {
 }
 
 export function portSpec(p: PortConfig): AddPortSpec {
-  return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, offload: p.offload, path: p.path, mode: p.mode, connect: p.connect, vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs, stormPps: p.stormControl?.pps, guard: p.guard, bpduGuard: p.bpduGuard, ingressRate: p.ingressRate, egressRate: p.egressRate };
+  return { type: p.type, persistent: p.persistent, owner: p.owner, group: p.group, offload: p.offload, path: p.path, mode: p.mode, connect: p.connect, ...(p.bond ? { bond: p.bond } : {}), vlan: p.vlan as VlanSpec | undefined, maxMacs: p.maxMacs, stormPps: p.stormControl?.pps, guard: p.guard, bpduGuard: p.bpduGuard, ingressRate: p.ingressRate, egressRate: p.egressRate };
 }
 
 /** The guard switches in their stored form: absent keys (the default) left out. */

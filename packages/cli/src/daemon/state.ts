@@ -175,7 +175,7 @@ export function canonSpec(s: AddPortSpec): AddPortSpec {
  * The fields a port cannot change in place: a difference recreates it (closes its
  * device, opens a new one). Persistence is not one: TUNSETPERSIST on the open TAP.
  */
-export const PORT_KIND_KEYS = ['type', 'owner', 'group', 'offload', 'path', 'mode', 'connect'] as const;
+export const PORT_KIND_KEYS = ['type', 'owner', 'group', 'offload', 'path', 'mode', 'connect', 'bond'] as const;
 
 export function samePortKind(a: AddPortSpec, b: AddPortSpec): boolean {
   const ca = canonSpec(a) as unknown as Record<string, unknown>;
@@ -657,7 +657,7 @@ function checkEntry(kind: Kind, key: string, v: unknown): string | undefined {
     case 'ports':
       if (!NAME.test(key)) return 'bad port name';
       if (v === null) return undefined;
-      if (!isRecord(v) || typeof v.bridge !== 'string' || !isRecord(v.spec) || !['tap', 'attach', 'socket'].includes(v.spec.type as string)) return 'bad port';
+      if (!isRecord(v) || typeof v.bridge !== 'string' || !isRecord(v.spec) || !['tap', 'attach', 'socket', 'bond'].includes(v.spec.type as string)) return 'bad port';
       return v.spec.vlan === undefined ? undefined : checkVlan(v.spec.vlan);
     case 'vlans':
       return checkVlan(v);

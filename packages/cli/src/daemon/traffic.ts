@@ -46,7 +46,7 @@ export interface LoopConf {
 
 /** The BPDU guard a port gets: its config's, else on for VM ports (tap, socket), off for attach ports. */
 export function bpduGuardOf(type: string, configured: boolean | undefined): boolean {
-  return configured ?? type !== 'attach';
+  return configured ?? (type !== 'attach' && type !== 'bond');
 }
 
 /** A checked RateSpec of a config or control value; throws VswitchError EINVAL. */
