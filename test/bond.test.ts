@@ -211,3 +211,28 @@ describe('active-backup against a plain OVS learning switch', () => {
     expect(fdb).toMatch(new RegExp(`^\\s*${port2}\\s+\\d+\\s+${vm.mac}`, 'm'));
   }, 60_000);
 });
+
+describe('bad input and vanishing members', () => {
+  it('refuses a bond over a missing interface and an attach port over a member, changing nothing', async () => {
+    const bad = await d.cli(['bond', 'add', BR, ifname('bdx'), ifname('bdnone')]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/cannot attach member/);
+    const busy = await d.cli(['addif', BR, m1, '--attach']);
+    expect(busy.code).not.toBe(0);
+    expect(busy.stderr).toMatch(new RegExp(`${m1} is a member of bond ${BOND}`));
+    expect((await d.ok(['bond', 'show'], { json: true })).json.map((b: any) => b.name)).toEqual([BOND]);
+  }, 30_000);
+
+  it('a member that vanishes is counted and logged; the bond goes on with the rest', async () => {
+    await nsExec(ovsNs, `ip link set ${o1} up`);
+    await waitFor('m1 up', async () => (await bondShow()).members[0].link === 'up', { timeoutMs: 10_000 });
+    const r = await pingThrough(() => sh(`ip link del ${m2}`), 3000);
+    console.log(`active member deleted: ${r.lost} of ${r.last + 1} pings lost`);
+    expect(r.lost, r.out.slice(-500)).toBeLessThanOrEqual(5);
+    const b = await bondShow();
+    expect(b.members[1]).toMatchObject({ link: 'down', vanished: 1 });
+    expect(b).toMatchObject({ active: m1, state: 'up', failovers: 2 });
+    expect(d.logs.some((l) => l.obj?.event === 'bond_member_down' && l.obj.member === m2 && l.obj.level === 'warn')).toBe(true);
+    expect(d.alive()).toBe(true);
+  }, 40_000);
+});

@@ -101,8 +101,8 @@ routers:
 
   it('reports unknown keys, bad enums, missing fields and cross references', () => {
     expect(errorOf('bridges:\n  br0:\n    agening: 3\n')).toMatch(/bridges\.br0 \(line 3\): unknown key agening/);
-    expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { type: veth }\n')).toMatch(/bridges\.br0\.ports\.vm1\.type \(line 4\): must be tap, attach or socket/);
-    expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { vlan: { mode: access, vid: 3 } }\n')).toMatch(/bridges\.br0\.ports\.vm1\.type \(line 4\): must be tap, attach or socket/);
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { type: veth }\n')).toMatch(/bridges\.br0\.ports\.vm1\.type \(line 4\): must be tap, attach, socket or bond/);
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { vlan: { mode: access, vid: 3 } }\n')).toMatch(/bridges\.br0\.ports\.vm1\.type \(line 4\): must be tap, attach, socket or bond/);
     expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { type: tap, vlan: { mode: tagged } }\n')).toMatch(/bridges\.br0\.ports\.vm1\.vlan\.mode \(line 4\): must have mode/);
     expect(errorOf('bridges:\n  br0:\n    fdb:\n      - { mac: "02:00:00:00:00:01", port: nope }\n')).toMatch(/bridges\.br0\.fdb\.0\.port \(line 4\): no port nope in bridge br0/);
     expect(errorOf('bridges:\n  br0:\n    fdb:\n      - { mac: "zz", port: a }\n')).toMatch(/bridges\.br0\.fdb\.0\.mac \(line 4\): must be a MAC address/);
@@ -156,7 +156,7 @@ bridges:
     expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { type: tap, connect: true }\n'))
       .toMatch(/vm1\.connect \(line 4\): applies to socket ports only/);
     expect(errorOf('bridges:\n  br0:\n    ports:\n      vm1: { type: vde }\n'))
-      .toMatch(/must be tap, attach or socket/);
+      .toMatch(/must be tap, attach, socket or bond/);
   });
 });
 
@@ -250,5 +250,24 @@ describe('config: validation (one DHCP server per VLAN, uplinks, interface names
     expect(errorOf('bridges:\n  br0:\n    ports:\n      a:b: { type: tap }\n')).toMatch(/no "\/", ":" or whitespace/);
     const c = parseConfig('bridges:\n  br0:\n    ports:\n      vm.1@x_y-z: { type: tap }\n      fifteen-bytes-x: { type: tap }\n', F);
     expect(Object.keys(c.bridges.br0.ports)).toEqual(['vm.1@x_y-z', 'fifteen-bytes-x']);
+  });
+});
+
+describe('config: bond ports', () => {
+  it('accepts a bond with members and fills mode and LACP defaults', () => {
+    const c = parseConfig('bridges:\n  br0:\n    ports:\n      bond0: { type: bond, bond: { members: [eth1, eth2] } }\n', 'x.yaml');
+    expect(c.bridges.br0.ports.bond0.bond).toEqual({ members: ['eth1', 'eth2'], mode: 'active-backup', lacp: 'active', lacpRate: 'fast' });
+  });
+
+  it('names the key and line of every bond mistake', () => {
+    const port = (p: string): string => `bridges:\n  br0:\n    ports:\n      ${p}\n`;
+    expect(errorOf(port('bond0: { type: bond }'))).toMatch(/bond0\.bond \(line 4\): is required for a bond port/);
+    expect(errorOf(port('vm1: { type: tap, bond: { members: [eth1] } }'))).toMatch(/vm1\.bond \(line 4\): applies to bond ports only/);
+    expect(errorOf(port('bond0: { type: bond, bond: { members: [] } }'))).toMatch(/bond0\.bond\.members/);
+    expect(errorOf(port('bond0: { type: bond, bond: { members: [eth1, eth1] } }'))).toMatch(/must not repeat an interface/);
+    expect(errorOf(port('bond0: { type: bond, bond: { members: [eth1], mode: balance-tcp } }'))).toMatch(/must be active-backup, balance-slb or lacp/);
+    expect(errorOf(port('bond0: { type: bond, bond: { members: [eth1], lacpRate: medium } }'))).toMatch(/bond0\.bond\.lacpRate/);
+    expect(errorOf('bridges:\n  br0:\n    ports:\n      eth1: { type: attach }\n      bond0: { type: bond, bond: { members: [eth1] } }\n'))
+      .toMatch(/bond0\.bond\.members \(line 5\): eth1 is already a port or a member of bond/);
   });
 });

@@ -71,6 +71,12 @@ export function checkBondMembers(name: string, spec: BondSpec, where: string, ne
   }
 }
 
+/** The bond whose member `ifname` is, if any. */
+export function bondOf(ifname: string, next: Desired): string | undefined {
+  for (const [pname, p] of next.ports) if (p.spec.type === 'bond' && p.spec.bond?.members.includes(ifname)) return pname;
+  return undefined;
+}
+
 /** Every bond port of these bridges with its status, for `vswitch bond show`. */
 export function bondViews(bridges: Iterable<Bridge>, only?: string): ({ bridge: string; name: string; state: string } & BondStatus)[] {
   const out: ({ bridge: string; name: string; state: string } & BondStatus)[] = [];

@@ -30,7 +30,7 @@ import {
   VlanPolicy, type VlanSpec, VlanPolicyError,
 } from '@vswitch/switch';
 import { AttachIo, nativeSegmenter, SocketIo, TapIo } from '@vswitch/switch/ports';
-import { type BondSpec, openBond } from './bond-port.js';
+import { type BondSpec, bondOf, openBond } from './bond-port.js';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterConfig } from '../config.js';
@@ -916,6 +916,8 @@ export class Vswitch {
         }
       }
       if (isLoopback(ifname)) throw new VswitchError('EINVAL', `${where}${ifname} is a loopback interface: attached, every frame sent to it would come back`);
+      const bond = bondOf(ifname, next);
+      if (bond !== undefined) throw new VswitchError('EBUSY', `${where}${ifname} is a member of bond ${bond}`);
     }
     if (spec.type === 'bond') return openBond(ifname, spec.bond!, where, next, (e) => this.#note(e.event === 'bond_member_down' ? 'warn' : 'info', e));
     try {
