@@ -37,6 +37,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { ETH, ETH_HLEN, readMac, writeMac } from './wire/ethernet.js';
+import { VLAN_TAGGED_HLEN } from './wire/vlan.js';
+import { frameVid, l2Bucket, writeRarp } from './wire/l2hash.js';
 import { isSlowProtocols, LACPDU_MALFORMED, LACPDU_OK, newLacpduView, newLacpInfo, readLacpdu, writeLacpFrame } from './wire/lacp.js';
 import { Lacp, type LacpSettings } from './lacp.js';
 import type { PortIo, PortRx } from './port.js';
@@ -67,7 +69,6 @@ export const MAX_TX_MACS = 4096;
 /** A remembered source MAC not seen for this long is forgotten. */
 export const TX_MAC_AGE_MS = 300_000;
 const ENETDOWN = 100;
-const RARP_LEN = 60;
 
 export interface BondOptions {
   mode: BondMode;
@@ -141,35 +142,7 @@ export interface BondStatus {
   members: BondMemberStatus[];
 }
 
-/** The 8-bit bucket of a frame's source MAC (and destination, for lacp). */
-function bucketOf(buf: Uint8Array, off: number, withDst: boolean): number {
-  let x = ((buf[off + 8] << 24) | (buf[off + 9] << 16) | (buf[off + 10] << 8) | buf[off + 11]) ^ ((buf[off + 6] << 8) | buf[off + 7]);
-  if (withDst) x ^= ((buf[off + 2] << 24) | (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5]) ^ ((buf[off] << 8) | buf[off + 1]);
-  return Math.imul(x, 0x9e3779b1) >>> 24;
-}
-export const bondBucket = bucketOf;
-
-/** A RARP request announcing `mac` (as QEMU's self-announce), tagged when vid > 0; returns its length. */
-export function writeRarp(buf: Uint8Array, off: number, mac: number, vid: number): number {
-  const tag = vid > 0 ? 4 : 0;
-  buf.fill(0, off, off + RARP_LEN + tag);
-  writeMac(buf, off, 0xffffffffffff);
-  writeMac(buf, off + ETH.SRC, mac);
-  let p = off + ETH.TYPE;
-  if (tag) {
-    buf[p] = 0x81; buf[p + 1] = 0x00; buf[p + 2] = vid >>> 8; buf[p + 3] = vid & 0xff;
-    p += 4;
-  }
-  buf[p] = 0x80; buf[p + 1] = 0x35;
-  p += 2;
-  buf[p + 1] = 1; // htype Ethernet
-  buf[p + 2] = 0x08; // ptype IPv4
-  buf[p + 4] = 6; buf[p + 5] = 4;
-  buf[p + 7] = 3; // reverse request
-  writeMac(buf, p + 8, mac);
-  writeMac(buf, p + 18, mac);
-  return RARP_LEN + tag;
-}
+export const bondBucket = l2Bucket;
 
 export class BondIo implements PortIo {
   readonly kind = 'bond' as const;
@@ -466,7 +439,7 @@ export class BondIo implements PortIo {
     for (const [mac, v] of this.#txMacs) {
       const vid = v % 4096;
       const len = writeRarp(buf, 0, mac, vid);
-      const i = only >= 0 ? only : this.#table[bucketOf(buf, 0, false)];
+      const i = only >= 0 ? only : this.#table[l2Bucket(buf, 0, false)];
       if (i < 0) continue;
       const m = this.members[i];
       const r = m.io.send(buf, 0, len);
@@ -515,14 +488,14 @@ export class BondIo implements PortIo {
     const mode = this.#opts.mode;
     const mac = readMac(buf, off + ETH.SRC);
     const v = this.#txMacs.get(mac);
-    const vid = buf[off + ETH.TYPE] === 0x81 && buf[off + ETH.TYPE + 1] === 0 ? ((buf[off + 14] & 0x0f) << 8) | buf[off + 15] : 0;
+    const vid = len >= VLAN_TAGGED_HLEN ? frameVid(buf, off) : 0;
     const nv = vid + 4096 * this.#nowSec;
     if (v !== nv) {
       if (v !== undefined || this.#txMacs.size < MAX_TX_MACS) this.#txMacs.set(mac, nv);
       else this.macsUntracked++;
     }
     if (mode === 'active-backup') return this.#active;
-    const b = bucketOf(buf, off, mode === 'lacp');
+    const b = l2Bucket(buf, off, mode === 'lacp');
     this.#bucketBytes[b] += len;
     return this.#table[b];
   }
