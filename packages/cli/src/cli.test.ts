@@ -135,6 +135,7 @@ describe('packages/cli/README.md verb table', () => {
 describe('views', () => {
   it('show: the options column tells guards, storm control, MAC limit and persistence', () => {
     expect(portOptions({})).toBe('-');
+    expect(portOptions({ bondMode: 'active-backup', members: 'eth1,eth2', activeMember: 'eth2' })).toBe('bond active-backup eth1,eth2 (active eth2)');
     expect(portOptions({ guard: { dhcp: true, ipSource: true }, stormControl: { pps: 100 }, maxMacs: 4, persistent: true }))
       .toBe('guard, storm 100/s, max-macs 4, persistent');
     expect(portOptions({ guard: { dhcp: true, ipSource: false } })).toBe('guard dhcp-only');

@@ -135,6 +135,7 @@ export function portOptions(p: any): string {
   if (p.persistent === true) out.push('persistent');
   if (p.bpduGuard === true) out.push('bpdu-guard');
   if (p.limits) out.push(p.limits); // rate limits: "in 100mbit/1mb, out 50mbit/256kb"
+  if (p.bondMode) out.push(`bond ${p.bondMode} ${p.members}${p.activeMember ? ` (active ${p.activeMember})` : ''}`);
   return out.join(', ') || '-';
 }
 

@@ -187,11 +187,11 @@ describe('balance-slb', () => {
       if (r.members[0].sent.length > before && (heavy.length === 0 || bondBucket(eth(BCAST, heavy[0]), 0, false) !== b)) heavy.push(VM(i));
     }
     for (const m of r.members) m.take();
-    for (let k = 0; k < 100; k++) for (const mac of heavy) r.vm.inject(eth(UP(1), mac, 0x0800, 1000));
+    for (let k = 0; k < 100; k++) for (const mac of heavy) r.vm.inject(eth(UP(1), mac, 0x0800, 200));
     expect(r.members[0].take()).toHaveLength(200);
     r.advance(1000);
     expect(r.bond.rebalances).toBe(1);
-    for (let k = 0; k < 10; k++) for (const mac of heavy) r.vm.inject(eth(UP(1), mac, 0x0800, 1000));
+    for (let k = 0; k < 10; k++) for (const mac of heavy) r.vm.inject(eth(UP(1), mac, 0x0800, 200));
     expect(r.members[0].take()).toHaveLength(10);
     expect(r.members[1].take()).toHaveLength(10);
   });
