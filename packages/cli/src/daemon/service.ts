@@ -919,7 +919,7 @@ export class Vswitch {
       const bond = bondOf(ifname, next);
       if (bond !== undefined) throw new VswitchError('EBUSY', `${where}${ifname} is a member of bond ${bond}`);
     }
-    if (spec.type === 'bond') return openBond(ifname, spec.bond!, where, next, (e) => this.#note(e.event === 'bond_member_down' ? 'warn' : 'info', e));
+    if (spec.type === 'bond') return openBond(ifname, spec.bond!, where, next, (e) => this.#note(e.event === 'bond_member_down' || e.event === 'bond_failover' ? 'warn' : 'info', e));
     try {
       if (spec.type === 'socket') {
         return new SocketIo(ifname, {

@@ -390,6 +390,20 @@ describe('planChanges: only what differs', () => {
     expect(q.portsDel).toEqual([]);
   });
 
+  it('a bond whose members, mode or LACP settings change is recreated; its VLANs change in place', () => {
+    const f = cfg();
+    const bond = (members: string[], mode = 'lacp', vid = 10) => canonSpec({ type: 'bond', bond: { members, mode: mode as 'lacp', lacp: 'active', lacpRate: 'fast' }, vlan: { mode: 'access', vid } });
+    const a = effective(f, withEntry(emptyOverlay(), f, 'ports', 'bd0', { bridge: 'br0', spec: bond(['eth1', 'eth2']) })).desired;
+    for (const spec of [bond(['eth1', 'eth3']), bond(['eth1', 'eth2'], 'balance-slb')]) {
+      const b = effective(f, withEntry(emptyOverlay(), f, 'ports', 'bd0', { bridge: 'br0', spec })).desired;
+      expect([...planChanges(a, b).recreate]).toEqual(['bd0']);
+    }
+    const c = effective(f, withEntry(emptyOverlay(), f, 'ports', 'bd0', { bridge: 'br0', spec: bond(['eth1', 'eth2'], 'lacp', 20) })).desired;
+    const p = planChanges(a, c);
+    expect([...p.recreate]).toEqual([]);
+    expect(p.portsSet).toEqual(['bd0']);
+  });
+
   it('from nothing: every bridge, port and entry is added (the start)', () => {
     const p = planChanges(emptyDesired(), effective(cfg(), emptyOverlay()).desired);
     expect(p.bridgesAdd).toEqual(['br0']);
