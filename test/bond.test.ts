@@ -13,7 +13,11 @@
  *   plain learning switch with the two veths as separate ports; cutting the active
  *   member moves traffic to the other, and a RARP for the VM's MAC is seen on the
  *   new member (tcpdump), so OVS relearns it at once.
+ * - OVS's LACPDUs on one member dropped (tc, link up): the member expires after
+ *   3 fast periods and carries nothing, OVS sees it out of sync; back when they flow.
  * - a malformed LACPDU is counted and dropped; the VM keeps pinging.
+ * - a bond over a missing interface and an attach port over a member are refused;
+ *   a member deleted under the bond is counted and logged, the bond goes on.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon } from './helpers/daemon.js';
@@ -169,6 +173,30 @@ describe('lacp against Open vSwitch (lacp=active, fast)', () => {
     await nsExec(ovsNs, `ip link set ${o1} up`);
     await waitFor('member back distributing', async () => (await bondShow()).members[0].lacp.distributing === true, { timeoutMs: 15_000 });
   }, 60_000);
+
+  it('a member whose partner falls silent (LACPDUs lost, link up) expires after 3 fast periods and carries nothing', async () => {
+    // OVS's LACPDUs on o2 are dropped on their way out (its AF_PACKET sends pass the egress hook); data still passes.
+    // A classic BPF program in direct-action mode returning TC_ACT_SHOT: no action modules needed.
+    await nsExec(ovsNs, `tc qdisc add dev ${o2} clsact && tc filter add dev ${o2} egress protocol 0x8809 bpf da bytecode '1,6 0 0 2'`);
+    try {
+      const t0 = Date.now();
+      await waitFor('m2 expired', async () => (await bondShow()).members[1].lacp.status === 'expired', { timeoutMs: 8000, intervalMs: 100 });
+      const ms = Date.now() - t0;
+      console.log(`LACP silence: member expired after ${ms} ms (load ${(await sh('cat /proc/loadavg')).trim()})`);
+      expect(ms).toBeGreaterThan(1500);
+      expect(ms).toBeLessThan(5000);
+      const b = await bondShow();
+      expect(b.members[1]).toMatchObject({ link: 'up', enabled: false, lacp: { distributing: false, collecting: false } });
+      expect(b.members[0].lacp.distributing).toBe(true);
+      expect(await pingUntil(vm.ns, ip(2), 5000)).toBe(true);
+      // OVS hears us say so: its member is no longer attached (we are out of sync on it).
+      await waitFor('OVS detaches o2', async () => /partner state: [^\n]*expired/.test(await appctl('lacp/show ovsbond'))
+        || !new RegExp(`member: ${o2}: current attached`).test(await appctl('lacp/show ovsbond')), { timeoutMs: 5000 });
+    } finally {
+      await nsExec(ovsNs, `tc qdisc del dev ${o2} clsact`);
+    }
+    await waitFor('m2 back distributing', async () => (await bondShow()).members[1].lacp.distributing === true, { timeoutMs: 10_000 });
+  }, 40_000);
 
   it('counts a malformed LACPDU and drops it; traffic goes on', async () => {
     const py = toolFile('bond-bad-lacpdu.py', [
