@@ -15,6 +15,8 @@
  *   new member (tcpdump), so OVS relearns it at once.
  * - OVS's LACPDUs on one member dropped (tc, link up): the member expires after
  *   3 fast periods and carries nothing, OVS sees it out of sync; back when they flow.
+ * - balance-slb against the plain OVS switch: its floods reach the VM once, the VM's own
+ *   broadcasts reflected by OVS are dropped and its MAC stays on its TAP port.
  * - a malformed LACPDU is counted and dropped; the VM keeps pinging.
  * - a bond over a missing interface and an attach port over a member are refused;
  *   a member deleted under the bond is counted and logged, the bond goes on.
@@ -184,14 +186,18 @@ describe('lacp against Open vSwitch (lacp=active, fast)', () => {
       const ms = Date.now() - t0;
       console.log(`LACP silence: member expired after ${ms} ms (load ${(await sh('cat /proc/loadavg')).trim()})`);
       expect(ms).toBeGreaterThan(1500);
-      expect(ms).toBeLessThan(5000);
+      // 3 s after the last PDU (sent up to 1 s before the filter), plus polling through the CLI under load.
+      expect(ms).toBeLessThan(6500);
       const b = await bondShow();
       expect(b.members[1]).toMatchObject({ link: 'up', enabled: false, lacp: { distributing: false, collecting: false } });
       expect(b.members[0].lacp.distributing).toBe(true);
       expect(await pingUntil(vm.ns, ip(2), 5000)).toBe(true);
       // OVS hears us say so: its member is no longer attached (we are out of sync on it).
-      await waitFor('OVS detaches o2', async () => /partner state: [^\n]*expired/.test(await appctl('lacp/show ovsbond'))
-        || !new RegExp(`member: ${o2}: current attached`).test(await appctl('lacp/show ovsbond')), { timeoutMs: 5000 });
+      await waitFor('OVS sees us out of sync on o2', async () => {
+        const block = (await appctl('lacp/show ovsbond')).split(/\nmember: /).find((b) => b.startsWith(`${o2}:`)) ?? '';
+        const partner = /partner state: (.*)/.exec(block)?.[1] ?? '';
+        return partner !== '' && !partner.includes('synchronized');
+      }, { timeoutMs: 5000 });
     } finally {
       await nsExec(ovsNs, `tc qdisc del dev ${o2} clsact`);
     }
@@ -240,6 +246,34 @@ describe('active-backup against a plain OVS learning switch', () => {
   }, 60_000);
 });
 
+describe('balance-slb against a plain OVS learning switch (no cooperation)', () => {
+  it('takes a flood from the upstream once, and its own broadcasts reflected by the upstream are not learned on the bond', async () => {
+    await nsExec(ovsNs, `ip link set ${o1} up`);
+    await d.ok(['bond', 'del', BR, BOND]);
+    await d.ok(['bond', 'add', BR, BOND, m1, m2, '--mode', 'balance-slb']);
+    await waitFor('both members up', async () => (await bondShow()).members.every((m: any) => m.link === 'up'), { timeoutMs: 10_000 });
+    expect(await pingUntil(vm.ns, ip(2), 15_000)).toBe(true);
+    // The host's broadcast ARP requests reach OVS, which floods them to both members: the VM must see each once.
+    const cap = await tcpdump(vm.ns, vm.ifname, `arp and ether src ${(await nsExec(hostNs, `cat /sys/class/net/${hostIf}/address`)).trim()} and ether dst ff:ff:ff:ff:ff:ff`);
+    const sent = Number(/Sent (\d+) probe/.exec((await nsExecR(hostNs, `busybox arping -b -c 3 -w 5 -I ${hostIf} ${ip(1)}`)).stdout)?.[1]);
+    const lines = await cap.stop();
+    expect(sent).toBeGreaterThanOrEqual(2);
+    expect(lines, lines.join('\n')).toHaveLength(sent);
+    // The VM's broadcasts come back from OVS on the other member: dropped, the VM's MAC stays on its TAP port.
+    const sentVm = Number(/Sent (\d+) probe/.exec((await nsExecR(vm.ns, `busybox arping -b -c 3 -w 5 -I ${vm.ifname} ${ip(2)}`)).stdout)?.[1]);
+    const macs = (await d.ok(['showmacs', BR], { json: true })).json as any[];
+    expect(macs.filter((e) => e.mac === vm.mac).map((e) => e.port)).toEqual([vmTap]);
+    const b = await bondShow();
+    const drops = b.members.map((m: any) => m.drops);
+    const total = (k: string): number => drops.reduce((n: number, x: any) => n + (x[k] ?? 0), 0);
+    // Each host broadcast once on the non-primary member; each VM broadcast once back from OVS (on the primary: a
+    // reflection; on the other: a flood from a non-primary member), whichever member its MAC hashes to.
+    expect(total('slb_flood') + total('slb_reflection')).toBeGreaterThanOrEqual(sent + sentVm);
+    expect(b.members.reduce((n: number, m: any) => n + m.buckets, 0)).toBe(256);
+    expect(d.logs.some((l) => l.obj?.event === 'mac_moved' && l.obj.mac === vm.mac)).toBe(false);
+  }, 60_000);
+});
+
 describe('bad input and vanishing members', () => {
   it('refuses a bond over a missing interface and an attach port over a member, changing nothing', async () => {
     const bad = await d.cli(['bond', 'add', BR, ifname('bdx'), ifname('bdnone')]);
@@ -252,14 +286,20 @@ describe('bad input and vanishing members', () => {
   }, 30_000);
 
   it('a member that vanishes is counted and logged; the bond goes on with the rest', async () => {
-    await nsExec(ovsNs, `ip link set ${o1} up`);
-    await waitFor('m1 up', async () => (await bondShow()).members[0].link === 'up', { timeoutMs: 10_000 });
+    await d.ok(['bond', 'del', BR, BOND]);
+    await d.ok(['bond', 'add', BR, BOND, m1, m2, '--mode', 'active-backup']);
+    await waitFor('m1 active', async () => (await bondShow()).active === m1, { timeoutMs: 10_000 });
+    // Make m2 the active member (m1 down and back: no preemption), then delete it.
+    await sh(`ip link set ${m1} down`);
+    await waitFor('m2 active', async () => (await bondShow()).active === m2, { timeoutMs: 5000 });
+    await sh(`ip link set ${m1} up`);
+    await waitFor('m2 active, m1 up', async () => { const b = await bondShow(); return b.active === m2 && b.members[0].link === 'up'; }, { timeoutMs: 5000 });
     const r = await pingThrough(() => sh(`ip link del ${m2}`), 3000);
     console.log(`active member deleted: ${r.lost} of ${r.last + 1} pings lost`);
     expect(r.lost, r.out.slice(-500)).toBeLessThanOrEqual(5);
     const b = await bondShow();
     expect(b.members[1]).toMatchObject({ link: 'down', vanished: 1 });
-    expect(b).toMatchObject({ active: m1, state: 'up', failovers: 2 });
+    expect(b).toMatchObject({ active: m1, state: 'up' });
     expect(d.logs.some((l) => l.obj?.event === 'bond_member_down' && l.obj.member === m2 && l.obj.level === 'warn')).toBe(true);
     expect(d.alive()).toBe(true);
   }, 40_000);
