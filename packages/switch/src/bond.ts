@@ -31,9 +31,10 @@
  * bond port is up while at least one member can send; when none can it reports
  * its link down (the bridge flushes its MACs, frames to it count as port_down).
  *
- * The per-frame path (send*, member receive) allocates nothing: member choice is a
- * hash and a table read; the table of source MACs sent (RARP announcements, SLB
- * reflection) is a Map set per frame on an existing key, bounded at MAX_TX_MACS.
+ * The per-frame path (send*, member receive) allocates nothing but a new source
+ * MAC's entry: member choice is a hash and a table read; the table of source MACs
+ * sent (RARP announcements, SLB reflection; MAC -> VID and the second last sent) is a
+ * Map get per frame and a set when the second changes, bounded at MAX_TX_MACS.
  */
 import { readFileSync } from 'node:fs';
 import { ETH, ETH_HLEN, readMac, writeMac } from './wire/ethernet.js';

@@ -79,8 +79,6 @@ const S = LACP_STATE;
 export class Lacp {
   readonly members: LacpMember[] = [];
   readonly actor: LacpInfo = newLacpInfo();
-  /** Set by selection and mux changes: the bond re-reads who carries traffic. */
-  changed = false;
 
   constructor(
     public settings: LacpSettings,
@@ -256,7 +254,6 @@ export class Lacp {
       if (want !== m.attached) {
         m.attached = want;
         m.ntt = true;
-        this.changed = true;
       }
     }
   }
