@@ -42,6 +42,7 @@ import { VLAN_TAGGED_HLEN } from './wire/vlan.js';
 import { frameVid, l2Bucket, writeRarp } from './wire/l2hash.js';
 import { isSlowProtocols, LACPDU_MALFORMED, LACPDU_OK, newLacpduView, newLacpInfo, readLacpdu, writeLacpFrame } from './wire/lacp.js';
 import { Lacp, type LacpSettings } from './lacp.js';
+import { MacSeen } from './mac-seen.js';
 import type { PortIo, PortRx } from './port.js';
 
 export type BondMode = 'active-backup' | 'balance-slb' | 'lacp';
@@ -153,14 +154,13 @@ export class BondIo implements PortIo {
   failovers = 0;
   announced = 0;
   rebalances = 0;
-  macsUntracked = 0;
   #rx: PortRx | undefined;
   #active = -1;
   /** bucket -> member index, -1: none. */
   readonly #table = new Int8Array(BUCKETS).fill(-1);
   readonly #bucketBytes = new Float64Array(BUCKETS);
-  /** Source MAC -> vid + 4096 * (second it was last sent from). */
-  readonly #txMacs = new Map<number, number>();
+  /** Source MACs sent from, with their VID and last second (mac-seen.ts). */
+  readonly #txMacs = new MacSeen(MAX_TX_MACS);
   #nowSec = 0;
   #sendable = false;
   readonly #rxOk: Uint8Array;
@@ -196,6 +196,8 @@ export class BondIo implements PortIo {
   get mode(): BondMode { return this.#opts.mode; }
   get linkUp(): boolean { return this.#sendable; }
   get linkDownReason(): string { return this.lacp ? 'no member distributing (LACP)' : 'no member link up'; }
+  /** Source MACs not remembered because the table was full. */
+  get macsUntracked(): number { return this.#txMacs.refused; }
   get active(): BondMember | undefined { return this.#active >= 0 ? this.members[this.#active] : undefined; }
 
   start(rx: PortRx): void {
@@ -238,10 +240,7 @@ export class BondIo implements PortIo {
       this.#lastRebalance = now;
       this.rebalance();
     }
-    if (this.#txMacs.size > 0 && (this.#nowSec & 15) === 0) {
-      const old = this.#nowSec - TX_MAC_AGE_MS / 1000;
-      for (const [mac, v] of this.#txMacs) if (Math.floor(v / 4096) < old) this.#txMacs.delete(mac);
-    }
+    if (this.#txMacs.size > 0 && (this.#nowSec & 15) === 0) this.#txMacs.expire(this.#nowSec - TX_MAC_AGE_MS / 1000);
   }
 
   #carrier(m: BondMember): boolean {
@@ -320,7 +319,7 @@ export class BondIo implements PortIo {
         m.drops[D_SLB_FLOOD]++;
         return false;
       }
-      if (this.#txMacs.has(readMac(buf, off + ETH.SRC))) {
+      if (this.#txMacs.has(buf, off + ETH.SRC)) {
         m.drops[D_SLB_REFLECTION]++;
         return false;
       }
@@ -437,16 +436,15 @@ export class BondIo implements PortIo {
   #announce(only: number): number {
     let n = 0;
     const buf = this.#scratch;
-    for (const [mac, v] of this.#txMacs) {
-      const vid = v % 4096;
+    this.#txMacs.forEach((mac, vid) => {
       const len = writeRarp(buf, 0, mac, vid);
       const i = only >= 0 ? only : this.#table[l2Bucket(buf, 0, false)];
-      if (i < 0) continue;
+      if (i < 0) return;
       const m = this.members[i];
       const r = m.io.send(buf, 0, len);
       if (r < 0) m.txErrors++;
       else { m.txFrames++; m.txBytes += len; n++; }
-    }
+    });
     this.announced += n;
     return n;
   }
@@ -487,14 +485,7 @@ export class BondIo implements PortIo {
   /** The member that sends this frame, or -1 (none up). Records its source MAC. */
   #pick(buf: Uint8Array, off: number, len: number): number {
     const mode = this.#opts.mode;
-    const mac = readMac(buf, off + ETH.SRC);
-    const v = this.#txMacs.get(mac);
-    const vid = len >= VLAN_TAGGED_HLEN ? frameVid(buf, off) : 0;
-    const nv = vid + 4096 * this.#nowSec;
-    if (v !== nv) {
-      if (v !== undefined || this.#txMacs.size < MAX_TX_MACS) this.#txMacs.set(mac, nv);
-      else this.macsUntracked++;
-    }
+    this.#txMacs.touch(buf, off + ETH.SRC, len >= VLAN_TAGGED_HLEN ? frameVid(buf, off) : 0, this.#nowSec);
     if (mode === 'active-backup') return this.#active;
     const b = l2Bucket(buf, off, mode === 'lacp');
     this.#bucketBytes[b] += len;

@@ -46,3 +46,7 @@ export function writeRarp(buf: Uint8Array, off: number, mac: number, vid: number
   writeMac(buf, p + 18, mac); // target hardware address
   return RARP_LEN + tag;
 }
+
+/** The high and low 24 bits of the MAC at buf[at, at+6): a MAC as two Smis, no heap number per frame. */
+export const macHi = (buf: Uint8Array, at: number): number => (buf[at] << 16) | (buf[at + 1] << 8) | buf[at + 2];
+export const macLo = (buf: Uint8Array, at: number): number => (buf[at + 3] << 16) | (buf[at + 4] << 8) | buf[at + 5];
