@@ -18,13 +18,15 @@
  * - balance-slb against the plain OVS switch: its floods reach the VM once, the VM's own
  *   broadcasts reflected by OVS are dropped and its MAC stays on its TAP port.
  * - a malformed LACPDU is counted and dropped; the VM keeps pinging.
+ * - a bond added at runtime comes back after a daemon restart (runtime.json).
  * - a bond over a missing interface and an attach port over a member are refused;
  *   a member deleted under the bond is counted and logged, the bond goes on.
  */
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon } from './helpers/daemon.js';
 import { PREFIX, addNamespace, addVeth, cleanup, freePort, ifname, nsExec, nsExecR, nsname, sh, sleep, spawnTracked, tempDir, toolFile, waitFor } from './helpers/run.js';
-import { type Vm, continuousPing, makeVm, pingUntil, tcpdump } from './helpers/vm.js';
+import { type Vm, continuousPing, makeVm, pingUntil, plumb, tcpdump, waitLink } from './helpers/vm.js';
 import { PYTHON } from './helpers/scapy.js';
 
 const X = 20 + (parseInt(PREFIX.slice(1), 16) % 200);
@@ -81,6 +83,19 @@ async function pingThrough(cut: () => Promise<void>, afterMs: number): Promise<{
   return { last, lost: last + 1 - new Set(seqs).size, out };
 }
 
+const config = (extra: Record<string, unknown> = {}) => ({
+  metrics: { listen: `127.0.0.1:${metricsPort}` },
+  bridges: {
+    [BR]: {
+      ports: {
+        [vmTap]: { type: 'tap', vlan: { mode: 'access', vid: 1 } },
+        [BOND]: { type: 'bond', bond: { members: [m1, m2], mode: 'lacp', lacp: 'active', lacpRate: 'fast' } },
+      },
+    },
+  },
+  ...extra,
+});
+
 beforeAll(async () => {
   metricsPort = await freePort();
   // Veths first (the bond's members must exist), OVS's ends in its namespace.
@@ -110,17 +125,7 @@ beforeAll(async () => {
   await vsctl(`add-port ${OVSBR} ${hostOvs}`);
   await vsctl(`add-bond ${OVSBR} ovsbond ${o1} ${o2} lacp=active bond_mode=balance-slb other_config:lacp-time=fast`);
 
-  d = await startDaemon({
-    metrics: { listen: `127.0.0.1:${metricsPort}` },
-    bridges: {
-      [BR]: {
-        ports: {
-          [vmTap]: { type: 'tap', vlan: { mode: 'access', vid: 1 } },
-          [BOND]: { type: 'bond', bond: { members: [m1, m2], mode: 'lacp', lacp: 'active', lacpRate: 'fast' } },
-        },
-      },
-    },
-  });
+  d = await startDaemon(config());
   vm = await makeVm('bdvm', vmTap, `${ip(1)}/24`);
 }, 120_000);
 
@@ -271,6 +276,20 @@ describe('balance-slb against a plain OVS learning switch (no cooperation)', () 
     expect(total('slb_flood') + total('slb_reflection')).toBeGreaterThanOrEqual(sent + sentVm);
     expect(b.members.reduce((n: number, m: any) => n + m.buckets, 0)).toBe(256);
     expect(d.logs.some((l) => l.obj?.event === 'mac_moved' && l.obj.mac === vm.mac)).toBe(false);
+  }, 60_000);
+});
+
+describe('across a restart', () => {
+  it('a bond added at runtime comes back as it was (runtime.json), and carries traffic', async () => {
+    const stateDir = join(d.dir, 'state');
+    await d.stop();
+    d = await startDaemon(config({ stateDir }));
+    // The VM's TAP went with the old daemon: the new one's goes into the VM's namespace.
+    await waitLink(vmTap);
+    vm = { ...vm, mac: await plumb(vm.ns, vmTap, vm.cidr, false) };
+    const b = await waitFor('the bond up', async () => { const x = await bondShow(); return x.state === 'up' ? x : undefined; }, { timeoutMs: 15_000 });
+    expect(b).toMatchObject({ mode: 'balance-slb', members: [{ name: m1 }, { name: m2 }] });
+    expect(await pingUntil(vm.ns, ip(2), 15_000)).toBe(true);
   }, 60_000);
 });
 
