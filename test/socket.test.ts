@@ -187,6 +187,7 @@ describe('socket ports (QEMU stream protocol)', () => {
     expect(host1.connected).toBe(true);
 
     const closesBefore = host1.closes;
+    host1.holdReconnect();
     host1.sendRaw(Buffer.from([0, 0, 0, 0]));
     await waitFor('host1 closed by the daemon', () => host1.closes > closesBefore, { timeoutMs: 5000, intervalMs: 20 });
     await waitFor('sock1 down with the reason', async () => {
@@ -196,6 +197,7 @@ describe('socket ports (QEMU stream protocol)', () => {
     expect(d.alive()).toBe(true);
     await d.waitForLog('bad frame length 0');
     // The client reconnects (after RECONNECT_MS) and traffic flows again.
+    host1.release();
     await host1.waitConnected(5000);
     await waitFor('sock1 up again', async () => portState(await port('sock1')) === 'up');
     expect(await pingUntil(vm1.ns, H1.ip), 'vm1 -> host1 after the bad frame').toBe(true);

@@ -81,6 +81,8 @@ export class StreamHost {
   #server: Server | undefined;
   #buf: Buffer = Buffer.alloc(0);
   #stopped = false;
+  #held = false;
+  #redialDue = false;
   readonly #mac: Buffer;
   readonly #ip: Buffer | undefined;
 
@@ -137,6 +139,23 @@ export class StreamHost {
     this.#sock?.destroy();
   }
 
+  /**
+   * A client does not redial while held: a test can look at the daemon's view of
+   * the lost connection without racing the reconnect (a loaded machine may take
+   * longer than reconnectMs to answer one `show`). `release` dials if one was due.
+   */
+  holdReconnect(): void {
+    this.#held = true;
+  }
+
+  release(): void {
+    this.#held = false;
+    if (this.#redialDue) {
+      this.#redialDue = false;
+      this.#dial();
+    }
+  }
+
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#sock?.destroy();
@@ -151,7 +170,10 @@ export class StreamHost {
     s.on('error', () => s.destroy());
     s.once('close', () => {
       if (this.#stopped || !this.opts.reconnectMs) return;
-      setTimeout(() => this.#dial(), this.opts.reconnectMs);
+      setTimeout(() => {
+        if (this.#held) this.#redialDue = true;
+        else this.#dial();
+      }, this.opts.reconnectMs);
     });
   }
 
