@@ -4,6 +4,7 @@
  * on either side, and compare what arrived by sha256.
  *
  *   serve PORT MODE [FILE]   one connection at a time, prints "peer IP:PORT" first
+ *   serve6 PORT MODE [FILE]  the same on [::] (IPv6 only); clients take an IPv6 HOST too
  *     sink      read to EOF; print "sink N SHA"; reply "got N SHA\n" (the client's
  *               half-close: it can still read after shutting its side)
  *     source    send FILE, shut down the write side, then read to EOF and print
@@ -22,11 +23,11 @@ import { toolFile } from './run.js';
 
 const TOOL = String.raw`
 import hashlib, socket, struct, sys
-def serve(port, mode, path=None):
-    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(('0.0.0.0', port)); ls.listen(8); print('listening', flush=True)
+def serve(port, mode, path=None, v6=False):
+    ls = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(('::' if v6 else '0.0.0.0', port)); ls.listen(8); print('listening', flush=True)
     while True:
-        c, a = ls.accept(); print('peer %s:%d' % a, flush=True)
+        c, a = ls.accept(); print('peer %s:%d' % a[:2], flush=True)
         try:
             if mode == 'sink':
                 h = hashlib.sha256(); n = 0
@@ -64,8 +65,9 @@ def serve(port, mode, path=None):
         except Exception as e:
             print('error %r' % e, flush=True)
         c.close()
+def fam(host): return socket.AF_INET6 if ':' in host else socket.AF_INET
 def conn(host, port):
-    s = socket.socket(); s.settimeout(30); s.connect((host, port)); return s
+    s = socket.socket(fam(host)); s.settimeout(30); s.connect((host, port)); return s
 def readall(s, out=None):
     h = hashlib.sha256(); n = 0
     while True:
@@ -76,6 +78,7 @@ def readall(s, out=None):
     return n, h.hexdigest()
 m = sys.argv[1]
 if m == 'serve': serve(int(sys.argv[2]), sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
+elif m == 'serve6': serve(int(sys.argv[2]), sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None, True)
 elif m == 'get':
     s = conn(sys.argv[2], int(sys.argv[3]))
     with open(sys.argv[4], 'wb') as f: print('got %d %s' % readall(s, f))
@@ -100,7 +103,7 @@ elif m == 'readreset':
         d = s.recv(100); print('eof' if not d else 'data')
     except ConnectionResetError: print('reset')
 elif m == 'connect':
-    s = socket.socket(); s.settimeout(float(sys.argv[4]) if len(sys.argv) > 4 else 5)
+    s = socket.socket(fam(sys.argv[2])); s.settimeout(float(sys.argv[4]) if len(sys.argv) > 4 else 5)
     try: s.connect((sys.argv[2], int(sys.argv[3]))); print('connected')
     except ConnectionRefusedError: print('refused')
     except OSError as e:

@@ -23,12 +23,13 @@
  *
  * The RA: the mode's flags (slaac: prefix A set, M/O clear; dhcpv6: M/O set, A
  * clear; both: M, O and A), the prefix on-link with its lifetimes, the MTU, RDNSS
- * and DNSSL when configured, our MAC as SLLA. Router Lifetime is 0: the router
- * does not route IPv6 yet (forwarding and NAT66 are the next increments), and a
+ * and DNSSL when configured, our MAC as SLLA. Router Lifetime is 0 unless the
+ * network routes IPv6 out (`host.routes()`, e.g. a host uplink's IPv6 NAT): a
  * default router that drops everything would break a dual-stack guest's IPv6
- * (and its Happy Eyeballs) where no router at all leaves it on IPv4. So guests
- * get an address on the link, reach each other and the gateway, and keep their
- * default route elsewhere (or none). `stop` sends a last RA with every lifetime 0
+ * (and its Happy Eyeballs) where no router at all leaves it on IPv4. Without a
+ * route guests get an address on the link, reach each other and the gateway,
+ * and keep their default route elsewhere (or none); with one, the lifetime is
+ * 3 x the interval (RFC 4861's default) and they install a default route. `stop` sends a last RA with every lifetime 0
  * (router, prefix, RDNSS, DNSSL; RFC 4861 6.2.5): the prefix is deprecated and
  * the DNS options withdrawn when the network goes away or the daemon stops.
  *
@@ -75,6 +76,8 @@ export interface Nd6Host {
   emit(buf: Uint8Array, off: number, len: number): void;
   /** Takes a token of `kind` (LIMIT) for the port `srcMac` came from; false: drop (counted by the network). */
   limit(kind: number, srcMac: number): boolean;
+  /** Is there an IPv6 route out of the network (the RAs then carry a router lifetime)? Absent: no. */
+  routes?(): boolean;
 }
 
 export interface Nd6Counters {
@@ -244,7 +247,8 @@ export class Nd6 {
     const ip = ETH_HLEN;
     const l4 = ip + IP6_HLEN;
     const managed = o.mode !== 'slaac';
-    let n = writeRa(b, l4, HOP_LIMIT, managed ? ND_RA_FLAG.MANAGED | ND_RA_FLAG.OTHER : 0, 0, 0, 0);
+    const lifetime = final || this.host.routes?.() !== true ? 0 : this.routerLifetime;
+    let n = writeRa(b, l4, HOP_LIMIT, managed ? ND_RA_FLAG.MANAGED | ND_RA_FLAG.OTHER : 0, lifetime, 0, 0);
     n += writeOptLla(b, l4 + n, NDOPT.SLLA, this.host.mac);
     if (o.mtu !== undefined) n += writeOptMtu(b, l4 + n, o.mtu);
     const flags = ND_PREFIX_FLAG.ON_LINK | (o.mode !== 'dhcpv6' ? ND_PREFIX_FLAG.AUTONOMOUS : 0);
@@ -257,6 +261,11 @@ export class Nd6 {
     writeIcmp6Checksum(b, ip, l4, n);
     this.counters.raSent++;
     this.host.emit(b, 0, l4 + n);
+  }
+
+  /** Router Lifetime when the network routes IPv6: 3 x MaxRtrAdvInterval, at most 9000 s (RFC 4861 6.2.1). */
+  get routerLifetime(): number {
+    return Math.min(9000, this.opts.intervalSec * 3);
   }
 
   get dnsLifetime(): number {
@@ -312,7 +321,7 @@ export class Nd6 {
       address: `${formatIp6(this.address)}/${this.opts.prefixLen}`,
       prefix: `${formatIp6(this.prefix)}/${this.opts.prefixLen}`,
       mode: this.opts.mode,
-      routerLifetime: 0,
+      routerLifetime: this.host.routes?.() === true ? this.routerLifetime : 0,
       raInterval: this.opts.intervalSec,
       ...(this.opts.mtu !== undefined ? { mtu: this.opts.mtu } : {}),
       rdnss: this.opts.rdnss.map((a) => formatIp6(a)),

@@ -48,7 +48,8 @@ import {
   ARP_REPLY, ARP_REQUEST, ETH_HLEN, formatIp6, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
   TCP_FLAG, arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, dstMac, etherType, formatIp4,
   formatMac, icmpType, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4TotalLen, isGroupAt, srcMac, tcpFlags, udpDport,
-  udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork,
+  udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork, IP6, IP6_HLEN, IPV6_OK, checkIpv6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast,
+  ip6PayloadLen,
 } from '@vswitch/switch';
 import { ArpCache } from './arp-cache.js';
 import { arpFrame, echoReplyInPlace, udpFrame, writeEth } from './frames.js';
@@ -152,6 +153,13 @@ export class RouterNetwork implements PortIo {
    * hands it on to `local` (the host NAT's forwarder) as before. Unset: `local` only.
    */
   dns: ((net: RouterNetwork, f: Uint8Array, l4: number, udpLen: number) => boolean) | undefined;
+  /**
+   * IPv6 from a VM to off its link (not a gateway address, not in the network's
+   * prefix, not multicast nor link-local), with `ipv6` configured: the router's
+   * IPv6 way out (the host NAT, host/nat.ts). Unset: ignored, and the RAs say
+   * router lifetime 0 (nd.ts asks `routes`).
+   */
+  route6: RouteFn | undefined;
   /** The gateway's IPv6 side, when the network has IPv6. */
   readonly nd: Nd6 | undefined;
   #raTimer: NodeJS.Timeout | undefined;
@@ -185,6 +193,7 @@ export class RouterNetwork implements PortIo {
         clock: opts.clock,
         emit: (buf, off, len) => this.emit(buf, off, len),
         limit: (kind, mac) => this.limit(kind, mac),
+        routes: () => this.route6 !== undefined,
       }, opts.ipv6);
       nd.onSchedule = (at) => this.#armRa(at);
       this.nd = nd;
@@ -380,6 +389,11 @@ export class RouterNetwork implements PortIo {
       return;
     }
     if (type === ETHERTYPE.IPV6) {
+      if (this.route6 !== undefined && !isGroupAt(f, 0) && this.#offLink6(f, len)) {
+        this.counters.routed++;
+        this.#hand(this.route6, f, ETH_HLEN, IP6_HLEN + ip6PayloadLen(f, ETH_HLEN), vnet);
+        return;
+      }
       // Offloaded frames (GSO, partial checksums) are TCP/UDP, which the gateway does not serve over IPv6.
       if (this.nd !== undefined && !vnet) this.nd.input(f, len);
       else this.counters.ignored++;
@@ -462,6 +476,26 @@ export class RouterNetwork implements PortIo {
     }
     this.counters.routed++;
     this.#hand(this.route, f, ip, total, vnet);
+  }
+
+  /** An IPv6 packet to our MAC for an address off the link (see route6). */
+  #offLink6(f: Uint8Array, len: number): boolean {
+    const nd = this.nd;
+    const ip = ETH_HLEN;
+    const dst = ip + IP6.DST;
+    return nd !== undefined && checkIpv6(f, ip, len - ip) === IPV6_OK && !ip6IsMulticast(f, dst) && !ip6IsLinkLocal(f, dst) &&
+      !ip6InPrefix(f, dst, nd.prefix, 0, nd.opts.prefixLen);
+  }
+
+  /**
+   * Sends the IPv6 packet at buf[ipOff..ipOff+ipLen) to `mac` on this network
+   * (ETH_HLEN bytes of room before ipOff; with `vnet` its virtio_net_hdr before those).
+   */
+  sendIp6(buf: Uint8Array, ipOff: number, ipLen: number, mac: number, vnet = false): void {
+    const frameOff = ipOff - ETH_HLEN;
+    writeEth(buf, mac, this.mac, ETHERTYPE.IPV6, frameOff);
+    if (vnet) this.emitVnet(buf, frameOff, ETH_HLEN + ipLen);
+    else this.emit(buf, frameOff, ETH_HLEN + ipLen);
   }
 
   /** Hands an IPv4 packet on, with its virtio_net_hdr kept when it has a usable one (vnet.ts). */

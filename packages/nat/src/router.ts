@@ -32,7 +32,7 @@
  * (whose address becomes NAPT's public address when bound, 0 when lost).
  */
 import {
-  ETH_HLEN, ICMP_TYPE, IPPROTO, formatIp4, icmpType, ip4Dst, ip4HeaderLen, ip4Proto, ip4TotalLen, srcMac,
+  IP6, ip6InPrefix, ETH_HLEN, ICMP_TYPE, IPPROTO, formatIp4, icmpType, ip4Dst, ip4HeaderLen, ip4Proto, ip4TotalLen, srcMac,
 } from '@vswitch/switch';
 import { echoReplyInPlace, icmpErrorFrame } from './frames.js';
 import { type NetworkEvent, type RouterNetwork } from './network.js';
@@ -53,7 +53,7 @@ export interface RouterOptions {
    * NAT through the host's own address (host/nat.ts) instead of an uplink
    * interface: flows leave as sockets of the host. `mtu`: the networks' MTU (1500).
    */
-  host?: Omit<HostNatOptions, 'clock' | 'gso' | 'mtu' | 'isGateway' | 'gatewayFor'> & { mtu?: number };
+  host?: Omit<HostNatOptions, 'clock' | 'gso' | 'mtu' | 'isGateway' | 'gatewayFor' | 'toVm6'> & { mtu?: number };
   napt?: NaptTableOptions;
   /** Pairs of network names that may route to each other. */
   interconnect?: [string, string][];
@@ -123,6 +123,15 @@ export class Router {
         isGateway: (ip) => { for (const n of this.networks.values()) if (n.ip === ip) return true; return false; },
         gatewayFor: (ip) => this.networkFor(ip)?.ip ?? 0,
         onEvent: (e) => this.#event(e as RouterEvent),
+        toVm6: (buf, ipOff, ipLen, vnet, mac) => {
+          const net = this.#networkFor6(buf, ipOff + IP6.DST);
+          if (net === undefined) {
+            this.counters.noRoute++;
+            return;
+          }
+          this.counters.fromHost++;
+          net.sendIp6(buf, ipOff, ipLen, mac, vnet);
+        },
       }, (buf, ipOff, ipLen, vnet) => {
         const dst = ip4Dst(buf, ipOff);
         const net = this.networkFor(dst);
@@ -145,6 +154,13 @@ export class Router {
     net.route = (from, buf, ipOff, ipLen, vnet) => this.#route(from, buf, ipOff, ipLen, vnet);
     const host = this.host;
     if (host !== undefined) net.local = (from, buf, ipOff, ipLen, vnet) => host.fromVm(buf, ipOff, ipLen, vnet, from);
+    // IPv6 off the link leaves through the host NAT (which makes the RAs announce a default router).
+    if (host !== undefined && net.nd !== undefined) {
+      net.route6 = (from, buf, ipOff, ipLen, vnet) => {
+        this.counters.toHost++;
+        host.fromVm(buf, ipOff, ipLen, vnet, from);
+      };
+    }
   }
 
   /** New per-port rate limits for every network, in place (config reload); counters are kept. */
@@ -196,6 +212,15 @@ export class Router {
     this.#timer = undefined;
     this.uplink?.close();
     this.host?.close();
+  }
+
+  /** The network whose IPv6 prefix holds the address at buf[a, a+16). */
+  #networkFor6(buf: Uint8Array, a: number): RouterNetwork | undefined {
+    for (const net of this.networks.values()) {
+      const nd = net.nd;
+      if (nd !== undefined && ip6InPrefix(buf, a, nd.prefix, 0, nd.opts.prefixLen)) return net;
+    }
+    return undefined;
   }
 
   networkFor(ip: number): RouterNetwork | undefined {

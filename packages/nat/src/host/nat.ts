@@ -22,6 +22,17 @@
  *   itself (a loopback source) appears to the VM as coming from its gateway,
  *   since a VM cannot answer a loopback address.
  *
+ * IPv6 (a VM's packets for off its link, network.ts route6): the same engines,
+ * the addresses as family.ts's numbers (one table per NAT, `addrs`). The VM's
+ * MAC is learned from its packets here (per source address, kept while a session
+ * holds the address), and packets back go to it (`toVm6`): the host NAT answers
+ * flows, so the VM has always spoken first. Martians: multicast, unspecified,
+ * loopback, link-local and IPv4-mapped destinations (::ffff:0:0/96 would reach
+ * the host's IPv4 loopback through a dual-stack socket). Supported: TCP (every
+ * guarantee of IPv4's: tcp.ts); UDP, ICMPv6 echo, DNS to the gateway's IPv6
+ * address and port forwards to IPv6 VMs are not yet (counted `otherProto` /
+ * `toGatewayIgnored`).
+ *
  * One budget (types.ts) bounds the sessions of all three protocols per VM address,
  * per bridge port (the port of the packet that opens a session, `from`) and in
  * total; refusals are counted. DNS queries to the gateway are rate-limited per
@@ -30,8 +41,9 @@
  */
 import net from 'node:net';
 import {
-  IPPROTO, UDP, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
+  ETH_HLEN, IP6, IPPROTO, UDP, formatIp4, ip6NextHeader, read32, srcMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
 } from '@vswitch/switch';
+import { Addrs, IP6_BASE } from './family.js';
 import { HostBudget, type HostBudgetOptions, type HostSession, type ToVm } from './types.js';
 import { HostTcp } from './tcp.js';
 import { HostUdp } from './udp.js';
@@ -65,6 +77,8 @@ export interface HostNatOptions {
   listen?: string;
   /** Udp idle timeout (ms), for tests. */
   udpIdleTimeoutMs?: number;
+  /** Sends an IPv6 packet to the VM at `mac` (the network is the one whose prefix holds its destination). Absent: no IPv6. */
+  toVm6?: (buf: Buffer, ipOff: number, ipLen: number, vnet: boolean, mac: number) => void;
 }
 
 export interface HostNatCounters {
@@ -73,6 +87,10 @@ export interface HostNatCounters {
   toGatewayIgnored: number;
   noResolver: number;
   otherProto: number;
+  /** IPv6 packets towards a VM whose MAC is not known (it never sent from that address, or the address was swept). */
+  noNeighbor: number;
+  /** IPv6 packets dropped because the address table was full until the next sweep (family.ts). */
+  addressTableFull: number;
 }
 
 const BIND_RETRIES = 10;
@@ -92,7 +110,11 @@ export class HostNat {
   readonly tcp: HostTcp;
   readonly udp: HostUdp;
   readonly icmp: HostIcmp;
-  readonly counters: HostNatCounters = { martian: 0, fragment: 0, toGatewayIgnored: 0, noResolver: 0, otherProto: 0 };
+  readonly counters: HostNatCounters = {
+    martian: 0, fragment: 0, toGatewayIgnored: 0, noResolver: 0, otherProto: 0, noNeighbor: 0, addressTableFull: 0,
+  };
+  /** The addresses of both families as the engines' numbers (family.ts). */
+  readonly addrs: Addrs;
   /** The resolvers the gateway forwards DNS to (config list, or resolv.conf, re-read when it changes; failover). */
   readonly resolvers: Resolvers;
   /** Port forwards: the router's rules (napt/forwards.ts: ranges, conflicts, persistence), listened on here. */
@@ -104,10 +126,27 @@ export class HostNat {
 
   constructor(readonly opts: HostNatOptions, toVm: ToVm) {
     this.budget = new HostBudget(opts.budget);
+    const addrs = new Addrs(this.budget.opts.maxSessions * 2 + 1024);
+    this.addrs = addrs;
+    const toVm6 = opts.toVm6;
+    if (toVm6 !== undefined) {
+      const t = addrs.ip6;
+      const v4 = toVm;
+      toVm = (buf, ipOff, ipLen, vnet) => {
+        if (buf[ipOff] >>> 4 !== 6) {
+          v4(buf, ipOff, ipLen, vnet);
+          return;
+        }
+        const id = t.intern(buf, ipOff + IP6.DST);
+        const mac = id < 0 ? 0 : t.link[id - IP6_BASE];
+        if (mac === 0) this.counters.noNeighbor++;
+        else toVm6(buf, ipOff, ipLen, vnet, mac);
+      };
+    }
     const onEvent = opts.onEvent;
     this.resolvers = new Resolvers({ clock: opts.clock, servers: opts.dns, path: opts.resolvConf, onEvent });
     this.tcp = new HostTcp({
-      clock: opts.clock, toVm, gso: opts.gso, mss: opts.mtu - 40, budget: this.budget, onEvent,
+      clock: opts.clock, toVm, gso: opts.gso, mss: opts.mtu - 40, budget: this.budget, onEvent, addrs,
       connect: (ip, port, onread) => this.#connect(ip, port, onread),
     });
     this.udp = new HostUdp({
@@ -136,6 +175,7 @@ export class HostNat {
   /** Counters for `router show` and the metrics: sessions, refusals, and each engine's own. */
   stats(): Record<string, unknown> {
     return {
+      ipv6Addresses: this.addrs.ip6.count,
       sessions: this.budget.total,
       refused: { table_full: this.budget.refusedGlobal, host_limit: this.budget.refusedPerHost, port_limit: this.budget.refusedPerPort },
       maxSessionsPerPort: this.budget.opts.maxPerPort,
@@ -159,6 +199,10 @@ export class HostNat {
   }
 
   #fromVm(buf: Uint8Array, ipOff: number, ipLen: number, partial: boolean): void {
+    if (buf[ipOff] >>> 4 === 6) {
+      this.#fromVm6(buf, ipOff, ipLen, partial);
+      return;
+    }
     const dst = ip4Dst(buf, ipOff);
     const top = dst >>> 24;
     if (top === 127 || top === 0 || top >= 224) {
@@ -202,6 +246,32 @@ export class HostNat {
     else this.counters.otherProto++;
   }
 
+  /** An IPv6 packet from a VM (network.ts checked its header: checkIpv6). */
+  #fromVm6(buf: Uint8Array, ipOff: number, ipLen: number, partial: boolean): void {
+    const d = ipOff + IP6.DST;
+    // Multicast, ::/96 (unspecified, loopback, IPv4-compatible), IPv4-mapped, link-local.
+    if (buf[d] === 0xff || (buf[d] === 0xfe && (buf[d + 1] & 0xc0) === 0x80) || (read32(buf, d) === 0 && read32(buf, d + 4) === 0 &&
+      (read32(buf, d + 8) === 0 || read32(buf, d + 8) === 0xffff))) {
+      this.counters.martian++;
+      return;
+    }
+    if (this.opts.toVm6 === undefined) {
+      this.counters.otherProto++;
+      return;
+    }
+    const t = this.addrs.ip6;
+    const src = t.intern(buf, ipOff + IP6.SRC);
+    if (src < 0) {
+      this.counters.addressTableFull++;
+      return;
+    }
+    // Where packets back to this address go: the MAC it came from.
+    t.link[src - IP6_BASE] = srcMac(buf, ipOff - ETH_HLEN);
+    const next = ip6NextHeader(buf, ipOff);
+    if (next === IPPROTO.TCP) this.tcp.fromVm(buf, ipOff, ipLen, partial);
+    else this.counters.otherProto++;
+  }
+
   /**
    * TCP's host connect: the gateway's port 53 is the current resolver (refused
    * there: fail over); any other port of the gateway is closed (the VM gets a RST),
@@ -216,7 +286,7 @@ export class HostNat {
       sock.once('error', (e: NodeJS.ErrnoException) => { if (e.code === 'ECONNREFUSED') this.resolvers.failed(resolver); });
       return sock;
     }
-    return net.connect({ host: formatIp4(ip), port, noDelay: true, allowHalfOpen: true, onread });
+    return net.connect({ host: this.addrs.format(ip), port, noDelay: true, allowHalfOpen: true, onread });
   }
 
   tick(now: number): void {
@@ -224,6 +294,12 @@ export class HostNat {
     this.tcp.tick(now);
     this.udp.tick(now);
     this.icmp.tick(now);
+    // IPv6 addresses no session holds any more are freed (family.ts).
+    const t = this.addrs.ip6;
+    if (t.count > 0) {
+      this.tcp.markAddrs();
+      t.sweep();
+    }
   }
 
   sessions(now: number): HostSession[] {

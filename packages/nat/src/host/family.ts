@@ -1,0 +1,243 @@
+/*
+ * Both address families in the host-socket NAT's engines, as one kind of number.
+ *
+ * Model. The engines (tcp.ts, udp.ts, icmp.ts) key their sessions on numbers:
+ * an IPv4 address is its 32-bit value, and a session key is ip*65536+port. An
+ * IPv6 address gets a number too: IP6_BASE plus its slot in an interning table
+ * (Ip6Table), so every Map, key and budget of the engines works unchanged for
+ * IPv6 (keys stay below 2^53), and `isIp6(ip)` is the family test. The 16 bytes
+ * live in the table's one byte array (`bytes`, at `at(id)`), from where the IPv6
+ * header of a frame towards a VM is written; nothing is allocated per packet: the
+ * lookup hashes the address's four 32-bit words in place into an open-addressing
+ * index.
+ *
+ * Lifetime: interning is a lookup that inserts. Slots are reclaimed by mark and
+ * sweep at the NAT's tick (about 1 Hz): the engines mark the addresses their live
+ * sessions hold, and every other slot is freed and the index rebuilt. Between two
+ * ticks the table may fill (a VM sending to many IPv6 destinations that open no
+ * session); intern then answers -1 and the engine drops the packet (`tableFull`,
+ * counted here). The capacity is the NAT's session budget plus slack, so live
+ * sessions alone never fill it.
+ *
+ * Also here: the header-level helpers the engines share for both families (the
+ * IP header of a frame towards a VM and its pseudo-header sum, text forms).
+ */
+import {
+  IP6, IP6_HLEN, IP4_MIN_HLEN, IPV6_OK, Ip6WalkError, checkIpv6, formatIp4, formatIp6, ip6PseudoSum, ip6Upper, newIp6Upper, parseIp4,
+  parseIp6, pseudoSum, read32, writeIp4, writeIp6,
+} from '@vswitch/switch';
+
+/** The first number of an IPv6 address (above every IPv4 address). */
+export const IP6_BASE = 0x100000000;
+
+export const isIp6 = (ip: number): boolean => ip >= IP6_BASE;
+
+/** The IP header length of the frames the engines build towards a VM of `ip`'s family. */
+export const ipHeaderLen = (ip: number): number => (ip >= IP6_BASE ? IP6_HLEN : IP4_MIN_HLEN);
+
+export const ICMPV6 = 58;
+
+export class Ip6Table {
+  /** 16 bytes per slot. */
+  readonly bytes: Uint8Array;
+  readonly cap: number;
+  /** Interning refused because the table was full (until the next sweep). */
+  tableFull = 0;
+  #count = 0;
+  /** Open addressing, linear probing: slot+1, or 0 for empty. */
+  #index: Int32Array;
+  readonly #mask: number;
+  readonly #used: Uint8Array;
+  readonly #marked: Uint8Array;
+  readonly #free: Int32Array;
+  #nfree: number;
+  /**
+   * The link-layer (MAC) address a VM's packets from this address came with, 0
+   * unknown: where the NAT's packets to it go (the host NAT learns it, nat.ts).
+   * Cleared when the slot is freed.
+   */
+  readonly link: Float64Array;
+
+  constructor(cap: number) {
+    this.cap = Math.max(16, Math.floor(cap));
+    this.bytes = new Uint8Array(this.cap * 16);
+    let size = 16;
+    while (size < this.cap * 2) size *= 2;
+    this.#index = new Int32Array(size);
+    this.#mask = size - 1;
+    this.#used = new Uint8Array(this.cap);
+    this.link = new Float64Array(this.cap);
+    this.#marked = new Uint8Array(this.cap);
+    this.#free = new Int32Array(this.cap);
+    for (let i = 0; i < this.cap; i++) this.#free[i] = this.cap - 1 - i;
+    this.#nfree = this.cap;
+  }
+
+  get count(): number { return this.#count; }
+
+  /** Where the address of `id` starts in `bytes`. */
+  at(id: number): number { return (id - IP6_BASE) * 16; }
+
+  /** The number of the address at buf[off, off+16), interned; -1 when the table is full (counted). */
+  intern(buf: Uint8Array, off: number): number {
+    const w0 = read32(buf, off);
+    const w1 = read32(buf, off + 4);
+    const w2 = read32(buf, off + 8);
+    const w3 = read32(buf, off + 12);
+    const b = this.bytes;
+    const idx = this.#index;
+    const mask = this.#mask;
+    let h = hash(w0, w1, w2, w3) & mask;
+    for (;;) {
+      const e = idx[h];
+      if (e === 0) break;
+      const p = (e - 1) * 16;
+      if (read32(b, p + 12) === w3 && read32(b, p + 8) === w2 && read32(b, p + 4) === w1 && read32(b, p) === w0) return IP6_BASE + e - 1;
+      h = (h + 1) & mask;
+    }
+    if (this.#nfree === 0) {
+      this.tableFull++;
+      return -1;
+    }
+    const slot = this.#free[--this.#nfree];
+    b.set(buf.subarray(off, off + 16), slot * 16);
+    this.#used[slot] = 1;
+    this.#count++;
+    idx[h] = slot + 1;
+    return IP6_BASE + slot;
+  }
+
+  /** Sweep: keep the slots marked since the last sweep, free the others. */
+  mark(id: number): void {
+    if (id >= IP6_BASE) this.#marked[id - IP6_BASE] = 1;
+  }
+
+  sweep(): number {
+    let freed = 0;
+    const used = this.#used;
+    const marked = this.#marked;
+    for (let s = 0; s < this.cap; s++) {
+      if (used[s] === 1 && marked[s] === 0) {
+        used[s] = 0;
+        this.link[s] = 0;
+        this.#free[this.#nfree++] = s;
+        this.#count--;
+        freed++;
+      }
+      marked[s] = 0;
+    }
+    if (freed > 0) {
+      const idx = this.#index;
+      idx.fill(0);
+      const b = this.bytes;
+      for (let s = 0; s < this.cap; s++) {
+        if (used[s] === 0) continue;
+        const p = s * 16;
+        let h = hash(read32(b, p), read32(b, p + 4), read32(b, p + 8), read32(b, p + 12)) & this.#mask;
+        while (idx[h] !== 0) h = (h + 1) & this.#mask;
+        idx[h] = s + 1;
+      }
+    }
+    return freed;
+  }
+
+  format(id: number): string {
+    return formatIp6(this.bytes, this.at(id));
+  }
+}
+
+function hash(w0: number, w1: number, w2: number, w3: number): number {
+  let h = Math.imul(w0 ^ 0x9e3779b9, 0x85ebca6b);
+  h = Math.imul(h ^ w1 ^ (h >>> 13), 0xc2b2ae35);
+  h = Math.imul(h ^ w2 ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ w3 ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/**
+ * The addresses of one NAT: the IPv6 table and the text forms of both
+ * families. One per HostNat, shared by its engines (each engine alone in a
+ * unit test gets its own).
+ */
+export class Addrs {
+  readonly ip6: Ip6Table;
+
+  constructor(cap = 1 << 17) {
+    this.ip6 = new Ip6Table(cap);
+  }
+
+  /** "192.0.2.1" or "2001:db8::1". */
+  format(ip: number): string {
+    return ip >= IP6_BASE ? this.ip6.format(ip) : formatIp4(ip);
+  }
+
+  /** "192.0.2.1:80" or "[2001:db8::1]:80". */
+  endpoint(ip: number, port: number): string {
+    return ip >= IP6_BASE ? `[${this.ip6.format(ip)}]:${port}` : `${formatIp4(ip)}:${port}`;
+  }
+
+  /**
+   * A socket's address text as a number: IPv4, an IPv4-mapped IPv6 address as
+   * its IPv4, or IPv6 interned; -1 when it does not parse or the table is full.
+   */
+  parse(text: string): number {
+    if (!text.includes(':')) return parseIp4(text);
+    if (text.startsWith('::ffff:') && text.includes('.')) return parseIp4(text.slice(7));
+    const b = parseIp6(text);
+    return b === undefined ? -1 : this.ip6.intern(b, 0);
+  }
+
+  /**
+   * Writes the IP header of a packet from `src` to `dst` (same family) with
+   * `l4len` bytes of `proto` after it at buf[ip...), and returns the unfolded
+   * pseudo-header sum of its checksum. IPv4: TTL 64, `id`, `frag` (DF); IPv6:
+   * hop limit 64.
+   */
+  writeHeader(buf: Uint8Array, ip: number, src: number, dst: number, proto: number, l4len: number, id: number, frag: number): number {
+    if (dst >= IP6_BASE) {
+      const t = this.ip6;
+      writeIp6(buf, ip, l4len, proto, 64, t.bytes, t.at(src), t.bytes, t.at(dst));
+      return ip6PseudoSum(buf, ip, l4len, proto);
+    }
+    writeIp4(buf, ip, IP4_MIN_HLEN + l4len, id, frag, 64, proto, src, dst);
+    return pseudoSum(src, dst, proto, l4len);
+  }
+}
+
+/** The engines' view of an IP packet from a VM: readIp fills one the caller keeps. */
+export interface IpPacket {
+  src: number;
+  dst: number;
+  proto: number;
+  /** The upper-layer header and its length (to the IP length). */
+  l4: number;
+  l4len: number;
+}
+
+/** readIp6's answers. */
+export const READ6 = { OK: 0, MALFORMED: 1, FRAGMENT: 2, FULL: 3 } as const;
+
+const upper = newIp6Upper();
+
+/**
+ * Checks the IPv6 packet buf[ipOff, ipOff+ipLen) from a VM and reads it into
+ * `out` (extension headers walked to the upper layer; src and dst interned).
+ * READ6.OK, or why not: MALFORMED, FRAGMENT (no reassembly, as for IPv4), FULL
+ * (the address table, counted there).
+ */
+export function readIp6(addrs: Addrs, buf: Uint8Array, ipOff: number, ipLen: number, out: IpPacket): number {
+  if (checkIpv6(buf, ipOff, ipLen) !== IPV6_OK) return READ6.MALFORMED;
+  const r = ip6Upper(buf, ipOff, upper);
+  if (r === Ip6WalkError.NOT_FIRST_FRAGMENT || (r === IPV6_OK && upper.fragment)) return READ6.FRAGMENT;
+  if (r !== IPV6_OK) return READ6.MALFORMED;
+  const t = addrs.ip6;
+  const src = t.intern(buf, ipOff + IP6.SRC);
+  const dst = src < 0 ? -1 : t.intern(buf, ipOff + IP6.DST);
+  if (dst < 0) return READ6.FULL;
+  out.src = src;
+  out.dst = dst;
+  out.proto = upper.proto;
+  out.l4 = upper.off;
+  out.l4len = upper.len;
+  return READ6.OK;
+}

@@ -1,0 +1,181 @@
+/*
+ * NAT through the host's own IPv6 address (router uplink `kind: host`, a network
+ * with `ipv6`) through the real daemon, as host-nat.test.ts does for IPv4. The
+ * daemon runs in its own namespace H (the hypervisor host).
+ *
+ *   VM a (netns, TAP, SLAAC only: no IPv4) --br0 VLAN 10-- router r0 net10
+ *        10.X.10.1/24, ipv6 fd00:X:10::1/64; uplink kind host (sockets of H)
+ *   H: 2001:db8:X:51::1/64 on a veth to S; route 2001:db8:X:113::/64 via S
+ *   S: 2001:db8:X:51::2/64; 2001:db8:X:113::7 on its loopback (an IPv6-only
+ *      server "further away", reached through H's routing); TCP servers.
+ *
+ * Shown: the RAs carry a router lifetime (the VM's kernel installs a default
+ * route through the gateway's link-local address); TCP from the VM's SLAAC
+ * address to the far server with H's address as the source seen there; data
+ * both ways intact (sha256); half-closes and resets both ways; a refused connect;
+ * the session listed with IPv6 endpoints.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Daemon, startDaemon } from './helpers/daemon.js';
+import { addrs6, slaacAddr, type V6Vm } from './helpers/ipv6.js';
+import { PREFIX, addNamespace, cleanup, ifname, nsExec, nsname, q, sh, tempDir, trackLink, waitFor } from './helpers/run.js';
+import { tcpTool } from './helpers/tcp-tool.js';
+import { Background, quietNamespace, waitLink } from './helpers/vm.js';
+
+const PY = '/usr/bin/python3';
+const TAP = ifname('h6a');
+/** A per-run number, so that concurrent runs' prefixes differ (as ipv6.test.ts). */
+const X = 20 + (parseInt(PREFIX.slice(1), 16) % 200);
+const H_IP = `2001:db8:${X}:51::1`;
+const S_IP = `2001:db8:${X}:51::2`;
+const FAR = `2001:db8:${X}:113::7`;
+const B10 = `fd00:${X}:10`;
+const GW = `${B10}::1`;
+const MB = 1024 * 1024;
+
+let H: string;
+let S: string;
+let d: Daemon;
+let vm: V6Vm;
+let vmIp = '';
+let dir: string;
+const bg: Background[] = [];
+
+function server(ns: string, cmd: string): Background {
+  const b = new Background(ns, cmd);
+  bg.push(b);
+  return b;
+}
+
+async function listening(b: Background, what: string): Promise<void> {
+  await waitFor(`${what} to listen`, () => {
+    if (b.proc.exitCode !== null) throw new Error(`${what} exited ${b.proc.exitCode}: ${b.out} ${b.err}`);
+    return /listening/.test(b.out + b.err);
+  }, { timeoutMs: 10_000 });
+}
+
+const tool = (args: string): string => `${PY} ${q(tcpTool())} ${args}`;
+
+beforeAll(async () => {
+  dir = tempDir('hostnat6');
+  H = nsname('h6h');
+  S = nsname('h6s');
+  await addNamespace(H);
+  await quietNamespace(H);
+  await addNamespace(S);
+  await quietNamespace(S);
+  const [hS, sH] = [ifname('h6S'), ifname('s6H')];
+  trackLink(hS);
+  trackLink(sH);
+  const v6on = 'sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0';
+  await sh(`ip -n ${q(H)} link add ${q(hS)} type veth peer name ${q(sH)} netns ${q(S)}`);
+  await nsExec(H, `${v6on} && ip link set ${q(hS)} up && ip -6 addr add ${H_IP}/64 dev ${q(hS)} nodad && ip -6 route add 2001:db8:${X}:113::/64 via ${S_IP}`);
+  await nsExec(S, `${v6on} && ip link set ${q(sH)} up && ip link set lo up && ip -6 addr add ${S_IP}/64 dev ${q(sH)} nodad `
+    + `&& ip -6 addr add ${FAR}/128 dev lo && ip -6 route add default via ${H_IP}`);
+  await sh(`head -c ${20 * MB} /dev/urandom > ${q(join(dir, 'down.bin'))}`);
+  await sh(`head -c ${20 * MB} /dev/urandom > ${q(join(dir, 'up.bin'))}`);
+
+  d = await startDaemon({
+    stateDir: join(dir, 'state'),
+    bridges: { br0: { ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
+    routers: {
+      r0: {
+        uplink: { kind: 'host' },
+        networks: { net10: { bridge: 'br0', vlan: 10, address: `10.${X}.10.1/24`, ipv6: { address: `${GW}/64`, ra: { interval: 10 } } } },
+      },
+    },
+  }, { netns: H });
+  // The VM: SLAAC from the gateway's RAs, no IPv4 at all.
+  await waitLink(TAP, H);
+  const ns = nsname('h6a');
+  await addNamespace(ns);
+  await sh(`ip -n ${q(H)} link set ${q(TAP)} netns ${q(ns)}`);
+  await nsExec(ns, [
+    v6on,
+    `sysctl -qw net.ipv6.conf.${TAP}.disable_ipv6=0 net.ipv6.conf.${TAP}.accept_ra=2 net.ipv6.conf.${TAP}.autoconf=1`,
+    `sysctl -qw net.ipv6.conf.${TAP}.use_tempaddr=0 net.ipv6.conf.${TAP}.accept_dad=0 net.ipv6.conf.${TAP}.addr_gen_mode=0`,
+    `ip link set ${q(TAP)} up`,
+  ].join(' && '));
+  const mac = (await nsExec(ns, `cat /sys/class/net/${TAP}/address`)).trim().toLowerCase();
+  vm = { name: 'h6a', ns, ifname: TAP, mac };
+  vmIp = slaacAddr(B10, mac);
+  await waitFor('the SLAAC address', async () => (await addrs6(vm)).some((a) => a.local === vmIp && a.tentative !== true), { timeoutMs: 30_000 });
+}, 120_000);
+
+afterAll(async () => {
+  for (const b of bg) await b.stop();
+  await d?.stop();
+  await cleanup();
+}, 60_000);
+
+describe('NAT through the host\'s own IPv6 address', () => {
+  it('advertises a default router: the VM routes IPv6 through the gateway', async () => {
+    await waitFor('a default route', async () => /via fe80::/.test(await nsExec(vm.ns, 'ip -6 route show default')), { timeoutMs: 30_000 });
+    const show = (await d.ok(['router', 'show', 'r0'], { json: true })).json as any;
+    const r = Array.isArray(show) ? show[0] : show;
+    const n10 = r.networks.find((n: any) => n.name === 'net10');
+    expect(n10.ipv6.routerLifetime).toBe(30);
+  });
+
+  it('moves data both ways intact to an IPv6-only server; the server sees the host\'s address', async () => {
+    const src = server(S, tool(`serve6 9001 source ${q(join(dir, 'down.bin'))}`));
+    const sink = server(S, tool('serve6 9002 sink'));
+    await listening(src, 'source');
+    await listening(sink, 'sink');
+    const want = async (f: string): Promise<string> => (await sh(`sha256sum ${q(f)}`)).split(' ')[0];
+    const down = await nsExec(vm.ns, tool(`get ${FAR} 9001 ${q(join(dir, 'got.bin'))}`), { timeoutMs: 60_000 });
+    expect(down.trim()).toBe(`got ${20 * MB} ${await want(join(dir, 'down.bin'))}`);
+    const up = await nsExec(vm.ns, tool(`put ${FAR} 9002 ${q(join(dir, 'up.bin'))}`), { timeoutMs: 60_000 });
+    expect(up.trim()).toBe(`got ${20 * MB} ${await want(join(dir, 'up.bin'))}`);
+    expect(src.out).toContain(`peer ${H_IP}:`);
+    expect(src.out).not.toContain(vmIp);
+  }, 150_000);
+
+  it('fetches a page with curl -6', async () => {
+    writeFileSync(join(dir, 'index.html'), 'hello over IPv6\n');
+    server(S, `busybox httpd -f -p [${FAR}]:8080 -h ${q(dir)}`);
+    await waitFor('httpd to listen', async () => (await nsExec(S, `ss -Hltn 'sport = :8080'`)).trim() !== '', { timeoutMs: 10_000 });
+    const page = await nsExec(vm.ns, `curl -6 -sS --max-time 10 http://[${FAR}]:8080/index.html`);
+    expect(page).toBe('hello over IPv6\n');
+  });
+
+  it('carries half-closes both ways and resets both ways', async () => {
+    writeFileSync(join(dir, 'small.bin'), 'x'.repeat(200_000));
+    const src = server(S, tool(`serve6 9003 source ${q(join(dir, 'small.bin'))}`));
+    await listening(src, 'source');
+    expect(await nsExec(vm.ns, tool(`halfclose ${FAR} 9003`), { timeoutMs: 30_000 })).toMatch(/^eof 200000 /);
+    await waitFor('the server to get the bytes sent after its FIN', () => /after 10/.test(src.out), { timeoutMs: 10_000 });
+    const sink = server(S, tool('serve6 9004 sink'));
+    await listening(sink, 'sink');
+    expect((await nsExec(vm.ns, tool(`put ${FAR} 9004 ${q(join(dir, 'small.bin'))}`), { timeoutMs: 30_000 })).trim()).toMatch(/^got 200000 /);
+    const wait = server(S, tool('serve6 9005 wait'));
+    await listening(wait, 'wait');
+    expect((await nsExec(vm.ns, tool(`abort ${FAR} 9005`), { timeoutMs: 20_000 })).trim()).toBe('aborted');
+    await waitFor('the server to see the reset', () => /reset \d+/.test(wait.out), { timeoutMs: 10_000 });
+    const rst = server(S, tool('serve6 9006 rst'));
+    await listening(rst, 'rst');
+    expect((await nsExec(vm.ns, tool(`readreset ${FAR} 9006`), { timeoutMs: 20_000 })).trim()).toBe('reset');
+  }, 90_000);
+
+  it('answers a connect to a closed port with a reset, and to an unreachable address with ICMPv6 unreachable', async () => {
+    expect((await nsExec(vm.ns, tool(`connect ${FAR} 9999`), { timeoutMs: 20_000 })).trim()).toBe('refused');
+    // H has no route to 2001:db8:X:999::/64: its connect fails ENETUNREACH, the VM gets ICMPv6 no-route.
+    expect((await nsExec(vm.ns, tool(`connect 2001:db8:${X}:999::1 80`), { timeoutMs: 20_000 })).trim()).toBe('unreachable');
+  });
+
+  it('lists the session with IPv6 endpoints', async () => {
+    const wait = server(S, tool('serve6 9007 wait'));
+    await listening(wait, 'wait');
+    const client = new Background(vm.ns, `${PY} -c ${q(`import socket,time; s=socket.create_connection(('${FAR}',9007)); print('listening', flush=True); time.sleep(30)`)}`);
+    bg.push(client);
+    await listening(client, 'client');
+    const rows = (await d.ok(['nat', 'sessions', '--json'], { json: true })).json as any[];
+    const s = rows.find((r) => r.proto === 'tcp' && r.remote === `[${FAR}]:9007`);
+    expect(s, JSON.stringify(rows)).toBeDefined();
+    expect(s.inside).toMatch(new RegExp(`^\\[${vmIp}\\]:\\d+$`));
+    expect(s.state).toBe('established');
+    await client.stop();
+  });
+});
