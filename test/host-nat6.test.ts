@@ -12,14 +12,14 @@
  * Shown: the RAs carry a router lifetime (the VM's kernel installs a default
  * route through the gateway's link-local address); TCP from the VM's SLAAC
  * address to the far server with H's address as the source seen there; data
- * both ways intact (sha256); half-closes and resets both ways; a refused connect;
+ * both ways intact (sha256); curl -6; a UDP echo (socat); half-closes and resets both ways; a refused connect;
  * the session listed with IPv6 endpoints.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Daemon, startDaemon } from './helpers/daemon.js';
-import { addrs6, slaacAddr, type V6Vm } from './helpers/ipv6.js';
+import { addrs6, canon, slaacAddr, type V6Vm } from './helpers/ipv6.js';
 import { PREFIX, addNamespace, cleanup, ifname, nsExec, nsname, q, sh, tempDir, trackLink, waitFor } from './helpers/run.js';
 import { tcpTool } from './helpers/tcp-tool.js';
 import { Background, quietNamespace, waitLink } from './helpers/vm.js';
@@ -139,6 +139,17 @@ describe('NAT through the host\'s own IPv6 address', () => {
     await waitFor('httpd to listen', async () => (await nsExec(S, `ss -Hltn 'sport = :8080'`)).trim() !== '', { timeoutMs: 10_000 });
     const page = await nsExec(vm.ns, `curl -6 -sS --max-time 10 http://[${FAR}]:8080/index.html`);
     expect(page).toBe('hello over IPv6\n');
+  });
+
+  it('exchanges UDP with an IPv6 echo server (socat); the server sees the host\'s address', async () => {
+    const echo = server(S, `socat -d -d UDP6-LISTEN:7007,bind=[${FAR}],fork EXEC:cat`);
+    await waitFor('the UDP echo to listen', async () => (await nsExec(S, `ss -Hlun 'sport = :7007'`)).trim() !== '', { timeoutMs: 10_000 });
+    const reply = await nsExec(vm.ns, `echo ping-udp6 | socat -t 3 - UDP6:[${FAR}]:7007`, { timeoutMs: 15_000 });
+    expect(reply.trim()).toBe('ping-udp6');
+    // socat logs the peer in full form: "accepting UDP connection from AF=10 [2001:0db8:...]:port".
+    const peer = (): string => canon(/connection from AF=10 \[([0-9a-f:]+)\]/.exec(echo.err)?.[1] ?? '::');
+    await waitFor('the peer in the log', () => peer() !== '::', { timeoutMs: 5000 });
+    expect(peer()).toBe(H_IP);
   });
 
   it('carries half-closes both ways and resets both ways', async () => {

@@ -188,6 +188,74 @@ export class Addrs {
   }
 
   /**
+   * IPv6 text as a socket reports it (rinfo.address: hex groups, one "::") to
+   * its number, interned; -1 for anything else (embedded IPv4, a zone) or a full
+   * table. No regex and no allocation: it runs for every datagram towards a VM.
+   */
+  parse6(text: string): number {
+    const b = this.#scratch;
+    let words = 0;
+    let gap = -1;
+    let v = 0;
+    let digits = 0;
+    const n = text.length;
+    for (let i = 0; i < n; i++) {
+      const ch = text.charCodeAt(i);
+      if (ch === 58) {
+        if (digits > 0) {
+          if (words >= 8) return -1;
+          b[words * 2] = v >>> 8;
+          b[words * 2 + 1] = v & 0xff;
+          words++;
+        }
+        if (i + 1 < n && text.charCodeAt(i + 1) === 58) {
+          // "::": only once, and not ":::".
+          if (gap >= 0 || (i + 2 < n && text.charCodeAt(i + 2) === 58)) return -1;
+          gap = words;
+          i++;
+        } else if (digits === 0 || i + 1 === n) {
+          // A lone ':' must sit between two groups.
+          return -1;
+        }
+        v = 0;
+        digits = 0;
+        continue;
+      }
+      let d: number;
+      if (ch >= 48 && ch <= 57) d = ch - 48;
+      else if (ch >= 97 && ch <= 102) d = ch - 87;
+      else if (ch >= 65 && ch <= 70) d = ch - 55;
+      else return -1;
+      if (++digits > 4) return -1;
+      v = v * 16 + d;
+    }
+    if (digits > 0) {
+      if (words >= 8) return -1;
+      b[words * 2] = v >>> 8;
+      b[words * 2 + 1] = v & 0xff;
+      words++;
+    }
+    if (gap < 0) {
+      if (words !== 8) return -1;
+    } else {
+      if (words > 7) return -1;
+      const tail = words - gap;
+      const shift = 8 - words;
+      for (let k = tail - 1; k >= 0; k--) {
+        b[(gap + shift + k) * 2] = b[(gap + k) * 2];
+        b[(gap + shift + k) * 2 + 1] = b[(gap + k) * 2 + 1];
+      }
+      for (let k = gap; k < gap + shift; k++) {
+        b[k * 2] = 0;
+        b[k * 2 + 1] = 0;
+      }
+    }
+    return this.ip6.intern(b, 0);
+  }
+
+  readonly #scratch = new Uint8Array(16);
+
+  /**
    * Writes the IP header of a packet from `src` to `dst` (same family) with
    * `l4len` bytes of `proto` after it at buf[ip...), and returns the unfolded
    * pseudo-header sum of its checksum. IPv4: TTL 64, `id`, `frag` (DF); IPv6:

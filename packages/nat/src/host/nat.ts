@@ -29,7 +29,7 @@
  * flows, so the VM has always spoken first. Martians: multicast, unspecified,
  * loopback, link-local and IPv4-mapped destinations (::ffff:0:0/96 would reach
  * the host's IPv4 loopback through a dual-stack socket). Supported: TCP (every
- * guarantee of IPv4's: tcp.ts); UDP, ICMPv6 echo, DNS to the gateway's IPv6
+ * guarantee of IPv4's: tcp.ts) and UDP (udp.ts); ICMPv6 echo, DNS to the gateway's IPv6
  * address and port forwards to IPv6 VMs are not yet (counted `otherProto` /
  * `toGatewayIgnored`).
  *
@@ -150,7 +150,7 @@ export class HostNat {
       connect: (ip, port, onread) => this.#connect(ip, port, onread),
     });
     this.udp = new HostUdp({
-      clock: opts.clock, toVm, budget: this.budget, onEvent, idleTimeoutMs: opts.udpIdleTimeoutMs, mtu: opts.mtu, redirects: this.resolvers,
+      clock: opts.clock, toVm, budget: this.budget, onEvent, idleTimeoutMs: opts.udpIdleTimeoutMs, mtu: opts.mtu, redirects: this.resolvers, addrs,
     });
     this.icmp = new HostIcmp({ clock: opts.clock, toVm, budget: this.budget, onEvent, mtu: opts.mtu });
     this.#listen = opts.listen ?? '0.0.0.0';
@@ -269,6 +269,7 @@ export class HostNat {
     t.link[src - IP6_BASE] = srcMac(buf, ipOff - ETH_HLEN);
     const next = ip6NextHeader(buf, ipOff);
     if (next === IPPROTO.TCP) this.tcp.fromVm(buf, ipOff, ipLen, partial);
+    else if (next === IPPROTO.UDP) this.udp.fromVm(buf, ipOff, ipLen, undefined, partial);
     else this.counters.otherProto++;
   }
 
@@ -298,6 +299,7 @@ export class HostNat {
     const t = this.addrs.ip6;
     if (t.count > 0) {
       this.tcp.markAddrs();
+      this.udp.markAddrs();
       t.sweep();
     }
   }
