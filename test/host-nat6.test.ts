@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Daemon, startDaemon } from './helpers/daemon.js';
 import { addrs6, canon, slaacAddr, type V6Vm } from './helpers/ipv6.js';
-import { PREFIX, addNamespace, cleanup, ifname, nsExec, nsname, q, sh, tempDir, trackLink, waitFor } from './helpers/run.js';
+import { PREFIX, addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, q, sh, tempDir, trackLink, waitFor } from './helpers/run.js';
 import { tcpTool } from './helpers/tcp-tool.js';
 import { Background, quietNamespace, waitLink } from './helpers/vm.js';
 
@@ -73,7 +73,8 @@ beforeAll(async () => {
   await sh(`ip -n ${q(H)} link add ${q(hS)} type veth peer name ${q(sH)} netns ${q(S)}`);
   await nsExec(H, `${v6on} && ip link set ${q(hS)} up && ip -6 addr add ${H_IP}/64 dev ${q(hS)} nodad && ip -6 route add 2001:db8:${X}:113::/64 via ${S_IP}`);
   await nsExec(S, `${v6on} && ip link set ${q(sH)} up && ip link set lo up && ip -6 addr add ${S_IP}/64 dev ${q(sH)} nodad `
-    + `&& ip -6 addr add ${FAR}/128 dev lo && ip -6 route add default via ${H_IP}`);
+    + `&& ip -6 addr add ${FAR}/128 dev lo && ip -6 route add default via ${H_IP} `
+    + `&& sysctl -qw net.ipv6.conf.all.forwarding=1 && ip -6 route add unreachable 2001:db8:${X}:113::/64`);
   await sh(`head -c ${20 * MB} /dev/urandom > ${q(join(dir, 'down.bin'))}`);
   await sh(`head -c ${20 * MB} /dev/urandom > ${q(join(dir, 'up.bin'))}`);
 
@@ -150,6 +151,21 @@ describe('NAT through the host\'s own IPv6 address', () => {
     const peer = (): string => canon(/connection from AF=10 \[([0-9a-f:]+)\]/.exec(echo.err)?.[1] ?? '::');
     await waitFor('the peer in the log', () => peer() !== '::', { timeoutMs: 5000 });
     expect(peer()).toBe(H_IP);
+  });
+
+  it('pings the IPv6-only server through the host\'s raw ICMPv6 socket; ICMPv6 errors come back translated', async () => {
+    const p = await nsExecR(vm.ns, `busybox ping -6 -c 3 -W 2 ${FAR}`, { timeoutMs: 20_000 });
+    expect(p.stdout, p.stderr).toMatch(/3 packets received/);
+    // S routes 2001:db8:X:113::/64 as unreachable (but its own ::7): a ping to ::8 gets S's destination
+    // unreachable, which quotes the host's request and reaches the VM with the VM's own request quoted.
+    const show = async (): Promise<any> => {
+      const j = (await d.ok(['router', 'show', 'r0'], { json: true })).json as any;
+      return (Array.isArray(j) ? j[0] : j).hostNat.icmp;
+    };
+    const before = (await show()).errorsToVm;
+    const u = await nsExecR(vm.ns, `busybox ping -6 -c 1 -W 3 2001:db8:${X}:113::8`, { timeoutMs: 20_000 });
+    expect(u.stdout).toMatch(/0 packets received/);
+    expect((await show()).errorsToVm).toBe(before + 1);
   });
 
   it('carries half-closes both ways and resets both ways', async () => {

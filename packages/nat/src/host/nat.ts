@@ -29,7 +29,7 @@
  * flows, so the VM has always spoken first. Martians: multicast, unspecified,
  * loopback, link-local and IPv4-mapped destinations (::ffff:0:0/96 would reach
  * the host's IPv4 loopback through a dual-stack socket). Supported: TCP (every
- * guarantee of IPv4's: tcp.ts) and UDP (udp.ts); ICMPv6 echo, DNS to the gateway's IPv6
+ * guarantee of IPv4's: tcp.ts), UDP (udp.ts) and ICMPv6 echo (icmp.ts); DNS to the gateway's IPv6
  * address and port forwards to IPv6 VMs are not yet (counted `otherProto` /
  * `toGatewayIgnored`).
  *
@@ -43,7 +43,7 @@ import net from 'node:net';
 import {
   ETH_HLEN, IP6, IPPROTO, UDP, formatIp4, ip6NextHeader, read32, srcMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
 } from '@vswitch/switch';
-import { Addrs, IP6_BASE } from './family.js';
+import { Addrs, ICMPV6, IP6_BASE } from './family.js';
 import { HostBudget, type HostBudgetOptions, type HostSession, type ToVm } from './types.js';
 import { HostTcp } from './tcp.js';
 import { HostUdp } from './udp.js';
@@ -152,7 +152,7 @@ export class HostNat {
     this.udp = new HostUdp({
       clock: opts.clock, toVm, budget: this.budget, onEvent, idleTimeoutMs: opts.udpIdleTimeoutMs, mtu: opts.mtu, redirects: this.resolvers, addrs,
     });
-    this.icmp = new HostIcmp({ clock: opts.clock, toVm, budget: this.budget, onEvent, mtu: opts.mtu });
+    this.icmp = new HostIcmp({ clock: opts.clock, toVm, budget: this.budget, onEvent, mtu: opts.mtu, addrs });
     this.#listen = opts.listen ?? '0.0.0.0';
     this.forwards = opts.forwards ?? new Forwards();
     this.#unsubscribe = this.forwards.subscribe((event, f) => this.#onForward(event, f));
@@ -168,6 +168,7 @@ export class HostNat {
       kind: 'host',
       resolver: this.resolvers.current() === 0 ? '' : formatIp4(this.resolvers.current()),
       icmp: this.opts.icmp === false ? 'off' : this.#icmpUp ? 'on' : 'unavailable',
+      icmp6: this.opts.icmp === false ? 'off' : this.icmp.available6 ? 'on' : 'unavailable',
       listen: this.#listen,
     };
   }
@@ -270,6 +271,7 @@ export class HostNat {
     const next = ip6NextHeader(buf, ipOff);
     if (next === IPPROTO.TCP) this.tcp.fromVm(buf, ipOff, ipLen, partial);
     else if (next === IPPROTO.UDP) this.udp.fromVm(buf, ipOff, ipLen, undefined, partial);
+    else if (next === ICMPV6) this.icmp.fromVm(buf, ipOff, ipLen);
     else this.counters.otherProto++;
   }
 
@@ -300,6 +302,7 @@ export class HostNat {
     if (t.count > 0) {
       this.tcp.markAddrs();
       this.udp.markAddrs();
+      this.icmp.markAddrs();
       t.sweep();
     }
   }
