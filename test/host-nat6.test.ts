@@ -12,7 +12,10 @@
  * Shown: the RAs carry a router lifetime (the VM's kernel installs a default
  * route through the gateway's link-local address); TCP from the VM's SLAAC
  * address to the far server with H's address as the source seen there; data
- * both ways intact (sha256); curl -6; a UDP echo (socat); half-closes and resets both ways; a refused connect;
+ * both ways intact (sha256); curl -6; a UDP echo (socat); ping -6 and an
+ * ICMPv6 error translated back; DNS to the gateway's IPv6 address (AAAA over UDP
+ * and TCP through the host's resolver, dnsmasq on S over IPv4; ip6.arpa of the
+ * network's prefix answered NXDOMAIN by the gateway); half-closes and resets both ways; a refused connect;
  * the session listed with IPv6 endpoints.
  */
 import { writeFileSync } from 'node:fs';
@@ -34,6 +37,8 @@ const FAR = `2001:db8:${X}:113::7`;
 const B10 = `fd00:${X}:10`;
 const GW = `${B10}::1`;
 const MB = 1024 * 1024;
+const H_IP4 = '198.51.100.1';
+const S_IP4 = '198.51.100.2';
 
 let H: string;
 let S: string;
@@ -75,6 +80,13 @@ beforeAll(async () => {
   await nsExec(S, `${v6on} && ip link set ${q(sH)} up && ip link set lo up && ip -6 addr add ${S_IP}/64 dev ${q(sH)} nodad `
     + `&& ip -6 addr add ${FAR}/128 dev lo && ip -6 route add default via ${H_IP} `
     + `&& sysctl -qw net.ipv6.conf.all.forwarding=1 && ip -6 route add unreachable 2001:db8:${X}:113::/64`);
+  // The host's resolver is on S over IPv4 (the forwarder asks IPv4 resolvers); it knows svc.test's IPv6 address.
+  await nsExec(H, `ip addr add ${H_IP4}/24 dev ${q(hS)}`);
+  await nsExec(S, `ip addr add ${S_IP4}/24 dev ${q(sH)}`);
+  const resolv = join(dir, 'resolv.conf');
+  writeFileSync(resolv, `# written by the test\nnameserver ${S_IP4}\n`);
+  server(S, `/usr/sbin/dnsmasq -k -u root --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces --listen-address=${S_IP4} `
+    + `--port=53 --address=/svc.test/${FAR} --pid-file=${join(dir, 'dnsmasq.pid')} --log-facility=-`);
   await sh(`head -c ${20 * MB} /dev/urandom > ${q(join(dir, 'down.bin'))}`);
   await sh(`head -c ${20 * MB} /dev/urandom > ${q(join(dir, 'up.bin'))}`);
 
@@ -83,7 +95,7 @@ beforeAll(async () => {
     bridges: { br0: { ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
     routers: {
       r0: {
-        uplink: { kind: 'host' },
+        uplink: { kind: 'host', resolvConf: resolv },
         networks: { net10: { bridge: 'br0', vlan: 10, address: `10.${X}.10.1/24`, ipv6: { address: `${GW}/64`, ra: { interval: 10 } } } },
       },
     },
@@ -166,6 +178,28 @@ describe('NAT through the host\'s own IPv6 address', () => {
     const u = await nsExecR(vm.ns, `busybox ping -6 -c 1 -W 3 2001:db8:${X}:113::8`, { timeoutMs: 20_000 });
     expect(u.stdout).toMatch(/0 packets received/);
     expect((await show()).errorsToVm).toBe(before + 1);
+  });
+
+  it('answers DNS on the gateway\'s IPv6 address: AAAA forwarded to the host\'s resolver (UDP and TCP), ip6.arpa of its prefix locally', async () => {
+    const udp = await nsExec(vm.ns, `timeout 10 busybox nslookup -type=aaaa svc.test ${GW}`);
+    expect(udp).toContain(FAR);
+    // Over TCP (python: one AAAA query, length-prefixed), to the same address.
+    const tcp = await nsExec(vm.ns, `${PY} -c ${q(`import socket, struct
+qn = b''.join(bytes([len(p)]) + p.encode() for p in 'svc.test'.split('.')) + b'\\0'
+m = struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0) + qn + struct.pack('>HH', 28, 1)
+s = socket.create_connection(('${GW}', 53), timeout=10); s.sendall(struct.pack('>H', len(m)) + m)
+n = struct.unpack('>H', s.recv(2))[0]; a = b''
+while len(a) < n: a += s.recv(n - len(a))
+print(socket.inet_ntop(socket.AF_INET6, a[-16:]) if struct.unpack('>H', a[6:8])[0] else 'none')`)}`, { timeoutMs: 20_000 });
+    expect(tcp.trim()).toBe(FAR);
+    const show = async (): Promise<any> => {
+      const j = (await d.ok(['router', 'show', 'r0'], { json: true })).json as any;
+      return (Array.isArray(j) ? j[0] : j).dns.results;
+    };
+    const before = (await show()).nxdomain;
+    const r = await nsExecR(vm.ns, `timeout 10 busybox nslookup ${B10}::99 ${GW}`);
+    expect(r.stdout + r.stderr).toMatch(/NXDOMAIN|can't find/);
+    expect((await show()).nxdomain).toBeGreaterThan(before);
   });
 
   it('carries half-closes both ways and resets both ways', async () => {

@@ -48,7 +48,7 @@ import {
   ARP_REPLY, ARP_REQUEST, ETH_HLEN, formatIp6, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
   TCP_FLAG, arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, dstMac, etherType, formatIp4,
   formatMac, icmpType, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4TotalLen, isGroupAt, srcMac, tcpFlags, udpDport,
-  udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork, IP6, IP6_HLEN, IPV6_OK, checkIpv6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast,
+  udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork, IP6, IP6_HLEN, IPV6_OK, checkIpv6, ip6Equal, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast,
   ip6PayloadLen,
 } from '@vswitch/switch';
 import { ArpCache } from './arp-cache.js';
@@ -389,6 +389,7 @@ export class RouterNetwork implements PortIo {
       return;
     }
     if (type === ETHERTYPE.IPV6) {
+      if (this.nd !== undefined && !isGroupAt(f, 0) && this.#dns6(f, len, vnet)) return;
       if (this.route6 !== undefined && !isGroupAt(f, 0) && this.#offLink6(f, len)) {
         this.counters.routed++;
         this.#hand(this.route6, f, ETH_HLEN, IP6_HLEN + ip6PayloadLen(f, ETH_HLEN), vnet);
@@ -476,6 +477,36 @@ export class RouterNetwork implements PortIo {
     }
     this.counters.routed++;
     this.#hand(this.route, f, ip, total, vnet);
+  }
+
+  /**
+   * DNS to one of the gateway's IPv6 addresses (UDP or TCP port 53, no extension
+   * headers), as for its IPv4 address: rate-limited per port, then UDP to `dns`
+   * (which answers over IPv6, dns/gateway.ts), and what it hands back, and TCP, to
+   * `local` (the host NAT's forwarder). True when taken (handled or dropped).
+   */
+  #dns6(f: Uint8Array, len: number, vnet: boolean): boolean {
+    const nd = this.nd!;
+    const ip = ETH_HLEN;
+    if (checkIpv6(f, ip, len - ip) !== IPV6_OK) return false;
+    const proto = f[ip + IP6.NEXT];
+    const l4 = ip + IP6_HLEN;
+    const l4len = ip6PayloadLen(f, ip);
+    if ((proto !== IPPROTO.UDP && proto !== IPPROTO.TCP) || !dnsQuery6(f, l4, l4len, proto)) return false;
+    if (!ip6Equal(f, ip + IP6.DST, nd.address, 0) && !ip6Equal(f, ip + IP6.DST, nd.linkLocal, 0)) return false;
+    if (proto === IPPROTO.TCP && this.local === undefined) return false;
+    if ((proto === IPPROTO.UDP || (tcpFlags(f, l4) & (TCP_FLAG.SYN | TCP_FLAG.ACK)) === TCP_FLAG.SYN) && !this.limit(LIMIT.dns, srcMac(f, 0))) return true;
+    if (proto === IPPROTO.UDP) {
+      if (vnet && !this.#completeLocal(ETH_HLEN + IP6_HLEN + l4len)) return true;
+      if (!checkUdp(f, l4, l4len)) {
+        this.counters.malformed++;
+        return true;
+      }
+      if (this.dns !== undefined && this.dns(this, f, l4, udpLen(f, l4))) return true;
+    }
+    if (this.local !== undefined) this.#hand(this.local, f, ip, IP6_HLEN + l4len, vnet);
+    else this.counters.ignored++;
+    return true;
   }
 
   /** An IPv6 packet to our MAC for an address off the link (see route6). */
@@ -592,6 +623,11 @@ export class RouterNetwork implements PortIo {
  * A DNS query for the gateway's forwarder (host/dns.ts): a UDP datagram to port
  * 53, or a TCP SYN to port 53 (a new connection; its segments are TCP NAT's work).
  */
+/** Any segment or datagram to port 53 (the TCP connection's later segments too: they must reach the same place). */
+function dnsQuery6(f: Uint8Array, l4: number, l4len: number, proto: number): boolean {
+  return l4len >= (proto === IPPROTO.UDP ? UDP.LEN + 2 : TCP.FLAGS + 1) && udpDport(f, l4) === 53;
+}
+
 function dnsQuery(f: Uint8Array, l4: number, l4len: number, proto: number): boolean {
   // The destination port is at the same place in TCP and UDP.
   if (l4len < UDP.LEN || udpDport(f, l4) !== 53) return false;

@@ -32,7 +32,7 @@
  * (whose address becomes NAPT's public address when bound, 0 when lost).
  */
 import {
-  IP6, ip6InPrefix, ETH_HLEN, ICMP_TYPE, IPPROTO, formatIp4, icmpType, ip4Dst, ip4HeaderLen, ip4Proto, ip4TotalLen, srcMac,
+  IP6, ip6Equal, ip6InPrefix, ETH_HLEN, ICMP_TYPE, IPPROTO, formatIp4, icmpType, ip4Dst, ip4HeaderLen, ip4Proto, ip4TotalLen, srcMac,
 } from '@vswitch/switch';
 import { echoReplyInPlace, icmpErrorFrame } from './frames.js';
 import { type NetworkEvent, type RouterNetwork } from './network.js';
@@ -53,7 +53,7 @@ export interface RouterOptions {
    * NAT through the host's own address (host/nat.ts) instead of an uplink
    * interface: flows leave as sockets of the host. `mtu`: the networks' MTU (1500).
    */
-  host?: Omit<HostNatOptions, 'clock' | 'gso' | 'mtu' | 'isGateway' | 'gatewayFor' | 'toVm6'> & { mtu?: number };
+  host?: Omit<HostNatOptions, 'clock' | 'gso' | 'mtu' | 'isGateway' | 'gatewayFor' | 'toVm6' | 'isGateway6'> & { mtu?: number };
   napt?: NaptTableOptions;
   /** Pairs of network names that may route to each other. */
   interconnect?: [string, string][];
@@ -123,6 +123,13 @@ export class Router {
         isGateway: (ip) => { for (const n of this.networks.values()) if (n.ip === ip) return true; return false; },
         gatewayFor: (ip) => this.networkFor(ip)?.ip ?? 0,
         onEvent: (e) => this.#event(e as RouterEvent),
+        isGateway6: (buf, off) => {
+          for (const n of this.networks.values()) {
+            const nd = n.nd;
+            if (nd !== undefined && (ip6Equal(buf, off, nd.address, 0) || ip6Equal(buf, off, nd.linkLocal, 0))) return true;
+          }
+          return false;
+        },
         toVm6: (buf, ipOff, ipLen, vnet, mac) => {
           const net = this.#networkFor6(buf, ipOff + IP6.DST);
           if (net === undefined) {

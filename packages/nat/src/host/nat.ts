@@ -29,9 +29,10 @@
  * flows, so the VM has always spoken first. Martians: multicast, unspecified,
  * loopback, link-local and IPv4-mapped destinations (::ffff:0:0/96 would reach
  * the host's IPv4 loopback through a dual-stack socket). Supported: TCP (every
- * guarantee of IPv4's: tcp.ts), UDP (udp.ts) and ICMPv6 echo (icmp.ts); DNS to the gateway's IPv6
- * address and port forwards to IPv6 VMs are not yet (counted `otherProto` /
- * `toGatewayIgnored`).
+ * guarantee of IPv4's: tcp.ts), UDP (udp.ts) and ICMPv6 echo (icmp.ts). DNS to
+ * the gateway's IPv6 addresses (UDP and TCP port 53, network.ts) goes to the
+ * same forwarder: an IPv6 VM's UDP mapping socket is dual-stack, so it reaches an
+ * IPv4 resolver. Port forwards to IPv6 VMs are not supported yet.
  *
  * One budget (types.ts) bounds the sessions of all three protocols per VM address,
  * per bridge port (the port of the packet that opens a session, `from`) and in
@@ -41,7 +42,7 @@
  */
 import net from 'node:net';
 import {
-  ETH_HLEN, IP6, IPPROTO, UDP, formatIp4, ip6NextHeader, read32, srcMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
+  ETH_HLEN, IP6, IP6_HLEN, IPPROTO, UDP, formatIp4, ip6NextHeader, read32, srcMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
 } from '@vswitch/switch';
 import { Addrs, ICMPV6, IP6_BASE } from './family.js';
 import { HostBudget, type HostBudgetOptions, type HostSession, type ToVm } from './types.js';
@@ -77,6 +78,8 @@ export interface HostNatOptions {
   listen?: string;
   /** Udp idle timeout (ms), for tests. */
   udpIdleTimeoutMs?: number;
+  /** Is the IPv6 address at buf[off, off+16) one of the router's gateway addresses (prefix or link-local)? */
+  isGateway6?: (buf: Uint8Array, off: number) => boolean;
   /** Sends an IPv6 packet to the VM at `mac` (the network is the one whose prefix holds its destination). Absent: no IPv6. */
   toVm6?: (buf: Buffer, ipOff: number, ipLen: number, vnet: boolean, mac: number) => void;
 }
@@ -269,6 +272,22 @@ export class HostNat {
     // Where packets back to this address go: the MAC it came from.
     t.link[src - IP6_BASE] = srcMac(buf, ipOff - ETH_HLEN);
     const next = ip6NextHeader(buf, ipOff);
+    if (this.opts.isGateway6?.(buf, d) === true) {
+      // For the gateway: its DNS forwarder (network.ts hands only port 53 here), as for IPv4.
+      const l4 = ipOff + IP6_HLEN;
+      if ((next !== IPPROTO.UDP && next !== IPPROTO.TCP) || ipLen < IP6_HLEN + UDP.LEN || udpDport(buf, l4) !== 53) {
+        this.counters.toGatewayIgnored++;
+        return;
+      }
+      if (next === IPPROTO.TCP) {
+        this.tcp.fromVm(buf, ipOff, ipLen, partial);
+        return;
+      }
+      const resolver = this.resolvers.current();
+      if (resolver === 0) this.counters.noResolver++;
+      else this.udp.fromVm(buf, ipOff, ipLen, { ip: resolver, port: 53 }, partial);
+      return;
+    }
     if (next === IPPROTO.TCP) this.tcp.fromVm(buf, ipOff, ipLen, partial);
     else if (next === IPPROTO.UDP) this.udp.fromVm(buf, ipOff, ipLen, undefined, partial);
     else if (next === ICMPV6) this.icmp.fromVm(buf, ipOff, ipLen);
@@ -282,7 +301,8 @@ export class HostNat {
    * makes the socket read straight into the engine's frame blocks.
    */
   #connect(ip: number, port: number, onread: net.OnReadOpts): net.Socket {
-    if (this.opts.isGateway(ip)) {
+    const t = this.addrs.ip6;
+    if (ip >= IP6_BASE ? this.opts.isGateway6?.(t.bytes, t.at(ip)) === true : this.opts.isGateway(ip)) {
       const resolver = port === 53 ? this.resolvers.current() : 0;
       if (resolver === 0) return refusedSocket();
       const sock = net.connect({ host: formatIp4(resolver), port, noDelay: true, allowHalfOpen: true, onread });

@@ -52,7 +52,8 @@
  *
  * IPv6: the same mappings, keyed by family.ts's numbers (an IPv6 address is a
  * slot of the NAT's address table); a mapping of an IPv6 VM address has a udp6
- * socket (bound [::]:0, IPv6 only). From the VM, a zero UDP checksum is invalid
+ * socket (bound [::]:0, dual-stack: the DNS forwarder's `to` may be an IPv4
+ * resolver, sent to as ::ffff:a.b.c.d; a VM's own datagrams can only name IPv6). From the VM, a zero UDP checksum is invalid
  * over IPv6 (RFC 8200 8.1: `badChecksum`). Towards the VM, a datagram larger than
  * the MTU is dropped (`tooBig`): no IPv6 fragments are built.
  */
@@ -314,7 +315,9 @@ export class HostUdp {
     }
     c.toHost++;
     try {
-      m.socket.send(Buffer.from(buf.subarray(u + UDP_HLEN, u + ulen)), realPort, this.#addrs.format(realIp), m.sendCb);
+      // An IPv6 mapping sends to an IPv4 resolver (the DNS forwarder) through its dual-stack socket.
+      const host = m.vmIp >= IP6_BASE && realIp < IP6_BASE ? `::ffff:${this.#addrs.format(realIp)}` : this.#addrs.format(realIp);
+      m.socket.send(Buffer.from(buf.subarray(u + UDP_HLEN, u + ulen)), realPort, host, m.sendCb);
     } catch {
       c.sendErrors++;
     }
@@ -472,7 +475,7 @@ export class HostUdp {
     };
     let sock: dgram.Socket;
     try {
-      sock = dgram.createSocket({ type: vmIp >= IP6_BASE ? 'udp6' : 'udp4', ipv6Only: vmIp >= IP6_BASE });
+      sock = dgram.createSocket({ type: vmIp >= IP6_BASE ? 'udp6' : 'udp4' });
     } catch (e) {
       this.opts.budget.release(vmIp, port);
       this.counters.socketErrors++;
@@ -508,7 +511,9 @@ export class HostUdp {
 
   #onMapping(m: Mapping, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (m.closed) return;
-    const rIp = m.vmIp >= IP6_BASE ? this.#addrs.parse6(rinfo.address) : ip4FromString(rinfo.address);
+    const a = rinfo.address;
+    // An IPv6 mapping's IPv4 peers (its resolver) come as ::ffff:a.b.c.d.
+    const rIp = m.vmIp < IP6_BASE ? ip4FromString(a) : a.includes('.') ? this.#addrs.parse(a) : this.#addrs.parse6(a);
     if (rIp < 0) {
       this.counters.filtered++;
       return;
