@@ -16,12 +16,15 @@
  * ICMPv6 error translated back; DNS to the gateway's IPv6 address (AAAA over UDP
  * and TCP through the host's resolver, dnsmasq on S over IPv4; ip6.arpa of the
  * network's prefix answered NXDOMAIN by the gateway); half-closes and resets both ways; a refused connect;
- * the session listed with IPv6 endpoints.
+ * the session listed with IPv6 endpoints; an IPv4 VM (b, DHCP) on the same
+ * network unaffected; port forwards listened on "::" (`listen`) into b from IPv4
+ * and IPv6 clients (TCP and UDP), the IPv6 one seen by b as its gateway.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Daemon, startDaemon } from './helpers/daemon.js';
+import { type DhcpVm, makeDhcpVm, udhcpcOnce } from './helpers/dhcp.js';
 import { addrs6, canon, slaacAddr, type V6Vm } from './helpers/ipv6.js';
 import { PREFIX, addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, q, sh, tempDir, trackLink, waitFor } from './helpers/run.js';
 import { tcpTool } from './helpers/tcp-tool.js';
@@ -29,6 +32,7 @@ import { Background, quietNamespace, waitLink } from './helpers/vm.js';
 
 const PY = '/usr/bin/python3';
 const TAP = ifname('h6a');
+const TAP_B = ifname('h6b');
 /** A per-run number, so that concurrent runs' prefixes differ (as ipv6.test.ts). */
 const X = 20 + (parseInt(PREFIX.slice(1), 16) % 200);
 const H_IP = `2001:db8:${X}:51::1`;
@@ -45,6 +49,8 @@ let S: string;
 let d: Daemon;
 let vm: V6Vm;
 let vmIp = '';
+let vmB: DhcpVm;
+let vmBIp = '';
 let dir: string;
 const bg: Background[] = [];
 
@@ -92,11 +98,17 @@ beforeAll(async () => {
 
   d = await startDaemon({
     stateDir: join(dir, 'state'),
-    bridges: { br0: { ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
+    bridges: { br0: { ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } }, [TAP_B]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
     routers: {
       r0: {
-        uplink: { kind: 'host', resolvConf: resolv },
-        networks: { net10: { bridge: 'br0', vlan: 10, address: `10.${X}.10.1/24`, ipv6: { address: `${GW}/64`, ra: { interval: 10 } } } },
+        // listen "::": the port forwards listen on both families.
+        uplink: { kind: 'host', resolvConf: resolv, listen: '::' },
+        networks: {
+          net10: {
+            bridge: 'br0', vlan: 10, address: `10.${X}.10.1/24`, dhcp: { pool: [`10.${X}.10.100-10.${X}.10.150`] },
+            ipv6: { address: `${GW}/64`, ra: { interval: 10 } },
+          },
+        },
       },
     },
   }, { netns: H });
@@ -115,6 +127,11 @@ beforeAll(async () => {
   vm = { name: 'h6a', ns, ifname: TAP, mac };
   vmIp = slaacAddr(B10, mac);
   await waitFor('the SLAAC address', async () => (await addrs6(vm)).some((a) => a.local === vmIp && a.tentative !== true), { timeoutMs: 30_000 });
+  // VM b: IPv4 only (DHCP), on the same network.
+  vmB = await makeDhcpVm('h6b', TAP_B, undefined, H);
+  const lease = await udhcpcOnce(vmB, { tries: 5 });
+  expect(lease.code, lease.log).toBe(0);
+  vmBIp = lease.lease!.ip;
 }, 120_000);
 
 afterAll(async () => {
@@ -224,6 +241,35 @@ print(socket.inet_ntop(socket.AF_INET6, a[-16:]) if struct.unpack('>H', a[6:8])[
     expect((await nsExec(vm.ns, tool(`connect ${FAR} 9999`), { timeoutMs: 20_000 })).trim()).toBe('refused');
     // H has no route to 2001:db8:X:999::/64: its connect fails ENETUNREACH, the VM gets ICMPv6 no-route.
     expect((await nsExec(vm.ns, tool(`connect 2001:db8:${X}:999::1 80`), { timeoutMs: 20_000 })).trim()).toBe('unreachable');
+  });
+
+  it('leaves an IPv4 VM on the same network unaffected: its flows leave over IPv4', async () => {
+    const src = server(S, tool(`serve 9011 source ${q(join(dir, 'small.bin'))}`));
+    await listening(src, 'source');
+    expect(await nsExec(vmB.ns, tool(`get ${S_IP4} 9011 ${q(join(dir, 'gotb.bin'))}`), { timeoutMs: 30_000 })).toMatch(/^got 200000 /);
+    expect(src.out).toContain(`peer ${H_IP4}:`);
+  });
+
+  it('forwards a host port listened on "::" into the IPv4 VM, from IPv4 and from IPv6 clients', async () => {
+    const inVm = server(vmB.ns, tool('serve 8080 sink'));
+    await listening(inVm, 'server in the VM');
+    await d.ok(['nat', 'forward', 'add', 'tcp', '18080', `${vmBIp}:8080`]);
+    await d.ok(['nat', 'forward', 'add', 'udp', '17070', `${vmBIp}:7070`]);
+    await waitFor('the forwards to listen', async () => {
+      const rows = (await d.ok(['nat', 'forward', 'show', '--json'], { json: true })).json as any[];
+      return rows.filter((r) => r.state === 'listening').length === 2;
+    }, { timeoutMs: 5000 });
+    const rows = (await d.ok(['nat', 'forward', 'show', '--json'], { json: true })).json as any[];
+    expect(rows.find((r) => r.public === '18080').listen).toBe('[::]:18080');
+    writeFileSync(join(dir, 'fwd.bin'), 'f'.repeat(50_000));
+    expect((await nsExec(S, tool(`put ${H_IP4} 18080 ${q(join(dir, 'fwd.bin'))}`), { timeoutMs: 20_000 })).trim()).toMatch(/^got 50000 /);
+    expect(inVm.out).toContain(`peer ${S_IP4}:`);
+    expect((await nsExec(S, tool(`put ${H_IP} 18080 ${q(join(dir, 'fwd.bin'))}`), { timeoutMs: 20_000 })).trim()).toMatch(/^got 50000 /);
+    expect(inVm.out, 'an IPv6 client appears to the IPv4 VM as its gateway').toContain(`peer 10.${X}.10.1:`);
+    // UDP: an echo in the VM answers an IPv6 client through the dual-stack forward socket.
+    server(vmB.ns, `socat UDP4-LISTEN:7070,fork EXEC:cat`);
+    await waitFor('the VM\'s UDP echo', async () => (await nsExec(vmB.ns, `ss -Hlun 'sport = :7070'`)).trim() !== '', { timeoutMs: 10_000 });
+    expect((await nsExec(S, `echo fwd-udp6 | socat -t 3 - UDP6:[${H_IP}]:17070`, { timeoutMs: 15_000 })).trim()).toBe('fwd-udp6');
   });
 
   it('lists the session with IPv6 endpoints', async () => {

@@ -243,8 +243,11 @@ const RouterSchema = z.strictObject({
     resolvConf: z.string().min(1).optional(),
     /** kind host: ICMP echo through a raw socket (needs CAP_NET_RAW). */
     icmp: z.boolean().optional(),
-    /** kind host: the host address port forwards listen on (default 0.0.0.0: all). */
-    listen: Ip4.optional(),
+    /**
+     * kind host: the host address port forwards listen on (default 0.0.0.0: all
+     * IPv4); an IPv6 address too, "::" for every address of both families.
+     */
+    listen: z.string().refine((s) => parseIp4(s) >= 0 || parseIp6(s) !== undefined, 'must be an IPv4 or IPv6 address like 0.0.0.0 or ::').optional(),
     gateway: Ip4.optional(),
     mac: Mac.optional(),
     /** address: dhcp only: the hostname sent to the DHCP server (option 12). */

@@ -74,7 +74,11 @@ export interface HostNatOptions {
   onEvent?: (e: { event: string; [k: string]: unknown }) => void;
   /** The rules of the port forwards (shared with the daemon, which persists them). */
   forwards?: Forwards;
-  /** Host address the forwards listen on (default 0.0.0.0). */
+  /**
+   * Host address the forwards listen on (default 0.0.0.0). An IPv6 one ("::":
+   * dual-stack) takes IPv6 clients too; the VM (an IPv4 target) sees those as
+   * its gateway, as host-local clients (it could not answer an IPv6 address).
+   */
   listen?: string;
   /** Udp idle timeout (ms), for tests. */
   udpIdleTimeoutMs?: number;
@@ -337,8 +341,9 @@ export class HostNat {
    * not be bound (EADDRINUSE, EACCES...), retried by nothing but a re-add.
    */
   listeners(): { proto: 'tcp' | 'udp'; port: number; listen: string; to: string; state: string }[] {
+    const at = this.#listen.includes(':') ? `[${this.#listen}]` : this.#listen;
     return [...this.#listeners.values()].map((l) => ({
-      proto: l.proto, port: l.port, listen: `${this.#listen}:${l.port}`, to: `${formatIp4(l.insideIp)}:${l.insidePort}`, state: l.state,
+      proto: l.proto, port: l.port, listen: `${at}:${l.port}`, to: `${formatIp4(l.insideIp)}:${l.insidePort}`, state: l.state,
     }));
   }
 
@@ -378,14 +383,16 @@ export class HostNat {
   }
 
   async #bind(l: Listener): Promise<void> {
-    const seenAs = (remote: number): number => (remote >>> 24 === 127 ? this.opts.gatewayFor(l.insideIp) : remote);
+    const seenAs = (remote: number): number => (remote < 0 || remote >>> 24 === 127 ? this.opts.gatewayFor(l.insideIp) : remote);
     if (l.proto === 'udp') {
       await this.udp.addForward({ address: this.#listen, port: l.port, vmIp: l.insideIp, vmPort: l.insidePort, seenAs });
       return;
     }
     const server = net.createServer({ noDelay: true, pauseOnConnect: true, allowHalfOpen: true }, (sock) => {
       const raw = sock.remoteAddress ?? '';
-      const remote = parseIp4(raw.startsWith('::ffff:') ? raw.slice(7) : raw);
+      const mapped = raw.startsWith('::ffff:') && raw.includes('.');
+      // An IPv6 client (a dual-stack listener) is the gateway to the IPv4 VM.
+      const remote = mapped || !raw.includes(':') ? parseIp4(mapped ? raw.slice(7) : raw) : this.opts.gatewayFor(l.insideIp);
       if (remote < 0) {
         sock.destroy();
         return;

@@ -430,7 +430,10 @@ export class HostUdp {
     }
     for (const f of this.#forwards.values()) {
       t.mark(f.vmIp);
-      for (const s of f.sessions.values()) t.mark(s.seenIp);
+      for (const s of f.sessions.values()) {
+        t.mark(s.seenIp);
+        t.mark(Math.floor(s.rKey / 65536));
+      }
     }
   }
 
@@ -535,9 +538,11 @@ export class HostUdp {
 
   #onForward(f: Forward, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (f.closed) return;
-    const addr = rinfo.address.startsWith('::ffff:') ? rinfo.address.slice(7) : rinfo.address;
-    const rIp = ip4FromString(addr);
-    if (rIp < 0) {
+    const a = rinfo.address;
+    // An IPv6 client of a dual-stack listener: the VM sees it as seenAs(-1) (its gateway).
+    const v6 = a.includes(':') && !(a.startsWith('::ffff:') && a.includes('.'));
+    const rIp = v6 ? this.#addrs.parse6(a) : ip4FromString(a.startsWith('::ffff:') ? a.slice(7) : a);
+    if (rIp < 0 || (v6 && f.seenAs === undefined)) {
       this.counters.filtered++;
       return;
     }
@@ -545,7 +550,7 @@ export class HostUdp {
     const rKey = rIp * 65536 + rinfo.port;
     let s = f.sessions.get(rKey);
     if (s === undefined) {
-      const seenIp = f.seenAs === undefined ? rIp : f.seenAs(rIp) >>> 0;
+      const seenIp = f.seenAs === undefined ? rIp : f.seenAs(v6 ? -1 : rIp) >>> 0;
       const seenKey = seenIp * 65536 + rinfo.port;
       const vmKey = f.vmIp * 65536 + f.vmPort;
       let byVm = this.#inByVm.get(vmKey);
