@@ -9,10 +9,11 @@
 # prefix, flows leave as IPv6 sockets of HOST to its address fd77:9::1) against
 # pasta -6 (the namespace at fd77:9::2), the same iperf3 runs.
 # Usage: bash bench/scale/nat.sh [ROUNDS] [SECONDS]   (root; needs iperf3, jq, pasta)
+#        FAMILIES="4 6" (default) runs both tables; FAMILIES=6 only the IPv6 one, FAMILIES=4 only the IPv4 one.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-rounds=${1:-3} secs=${2:-5}
+rounds=${1:-3} secs=${2:-5} families=${FAMILIES:-4 6}
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
 for t in iperf3 jq pasta; do command -v $t >/dev/null || { echo "missing $t (bench/run.sh installs it)" >&2; exit 1; }; done
 id=$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
@@ -103,9 +104,10 @@ YAML
 # vswitch's router with a host uplink (issue 8): the daemon runs in HOST, as pasta
 # does, and the VM's flows leave as sockets of HOST to its own address 10.77.9.1.
 host_up() {
-  host_ns
-  cat > "$dir/h.yaml" <<YAML
-stateDir: $dir/state-h
+  local f=${1:-}   # "6": the network has IPv6 too, and the VM is plugged in by it
+  host_ns $f
+  cat > "$dir/h$f.yaml" <<YAML
+stateDir: $dir/state-h$f
 bridges:
   br0:
     ports:
@@ -114,32 +116,12 @@ routers:
   r0:
     uplink: { kind: host, dns: [10.77.9.1] }
     networks:
-      net10: { bridge: br0, vlan: 10, address: 10.64.10.1/24 }
+      net10: { bridge: br0, vlan: 10, address: 10.64.10.1/24${f:+, ipv6: { address: 'fd64:10::1/64' \}} }
 YAML
-  ip netns exec "$HOST" node "$repo/packages/cli/dist/main.js" daemon --config "$dir/h.yaml" --socket "$dir/sh" --metrics off \
-    --state-dir "$dir/state-h" --log-level warn >>"$dir/log" 2>&1 &
+  ip netns exec "$HOST" node "$repo/packages/cli/dist/main.js" daemon --config "$dir/h$f.yaml" --socket "$dir/sh$f" --metrics off \
+    --state-dir "$dir/state-h$f" --log-level warn >>"$dir/log" 2>&1 &
   pids+=($!)
-  vm_plug "$HOST" 10.77.9.1
-}
-# The same over IPv6 (issue 14).
-host6_up() {
-  host_ns 6
-  cat > "$dir/h6.yaml" <<YAML
-stateDir: $dir/state-h6
-bridges:
-  br0:
-    ports:
-      $TAP: { type: tap, vlan: { mode: access, vid: 10 } }
-routers:
-  r0:
-    uplink: { kind: host, dns: [10.77.9.1] }
-    networks:
-      net10: { bridge: br0, vlan: 10, address: 10.64.10.1/24, ipv6: { address: 'fd64:10::1/64' } }
-YAML
-  ip netns exec "$HOST" node "$repo/packages/cli/dist/main.js" daemon --config "$dir/h6.yaml" --socket "$dir/sh6" --metrics off \
-    --state-dir "$dir/state-h6" --log-level warn >>"$dir/log" 2>&1 &
-  pids+=($!)
-  vm_plug6
+  if [ "$f" = 6 ]; then vm_plug6; else vm_plug "$HOST" 10.77.9.1; fi
 }
 pasta6_up() {
   host_ns 6
@@ -162,6 +144,7 @@ pasta_up() {
 
 out=$dir/raw.tsv
 for r in $(seq "$rounds"); do
+  if [[ " $families " == *" 4 "* ]]; then
   if ours_up; then
     read -r g c <<<"$(measure "$VM" "$INET" 198.51.100.1)"; printf 'ours\tup\t%s\t%s\n' "$g" "$c" >>"$out"
     read -r g c <<<"$(measure "$VM" "$INET" 198.51.100.1 -R)"; printf 'ours\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
@@ -177,7 +160,9 @@ for r in $(seq "$rounds"); do
     read -r g c <<<"$(measure "$VM" "$HOST" 10.77.9.1 -R)"; printf 'pasta\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
   else echo "round $r: pasta setup failed" >&2; fi
   down
-  if host6_up; then
+  fi
+  if [[ " $families " == *" 6 "* ]]; then
+  if host_up 6; then
     read -r g c <<<"$(measure "$VM" "$HOST" fd77:9::1)"; printf 'host6\tup\t%s\t%s\n' "$g" "$c" >>"$out"
     read -r g c <<<"$(measure "$VM" "$HOST" fd77:9::1 -R)"; printf 'host6\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
   else echo "round $r: vswitch host-NAT IPv6 setup failed (see $dir/log)" >&2; fi
@@ -187,6 +172,7 @@ for r in $(seq "$rounds"); do
     read -r g c <<<"$(measure "$VM" "$HOST" fd77:9::1 -R)"; printf 'pasta6\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
   else echo "round $r: pasta IPv6 setup failed (see $dir/pasta.log)" >&2; fi
   down
+  fi
   echo "round $r done" >&2
 done
 echo "raw (variant direction Gbit/s CPU-s):" >&2; cat "$out" >&2

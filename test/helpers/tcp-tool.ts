@@ -19,7 +19,8 @@
  *   connect HOST PORT        prints "connected", "refused", "unreachable" or "timeout"
  *   dnstcp SERVER NAME       one A query over TCP; prints the first address or "none"
  */
-import { toolFile } from './run.js';
+import { q, toolFile, waitFor } from './run.js';
+import type { Background } from './vm.js';
 
 const TOOL = String.raw`
 import hashlib, socket, struct, sys
@@ -122,4 +123,17 @@ elif m == 'dnstcp':
 /** Path of the tool: `/usr/bin/python3 TOOL MODE ...` (see the header). */
 export function tcpTool(): string {
   return toolFile('tcp.py', TOOL);
+}
+
+/** The tool's shell command with `args` ("serve 9001 sink", "get HOST PORT OUT"...). */
+export function tool(args: string): string {
+  return `/usr/bin/python3 ${q(tcpTool())} ${args}`;
+}
+
+/** Waits until a server in `b` (the tool's, or any that says so) prints "listening"; fails at once if it exited. */
+export async function listening(b: Background, what: string): Promise<void> {
+  await waitFor(`${what} to listen`, () => {
+    if (b.proc.exitCode !== null) throw new Error(`${what} exited ${b.proc.exitCode}: ${b.out} ${b.err}`);
+    return /listening/.test(b.out + b.err);
+  }, { timeoutMs: 10_000 });
 }

@@ -24,7 +24,8 @@
  */
 import {
   IP6, IP6_HLEN, IP4_MIN_HLEN, IPV6_OK, Ip6WalkError, checkIpv6, formatIp4, formatIp6, ip6PseudoSum, ip6Upper, newIp6Upper, parseIp4,
-  parseIp6, pseudoSum, read32, writeIp4, writeIp6,
+  parseIp6, pseudoSum, read32, write16, writeIp4, writeIp6, ip6Equal, IPV4_OK, checkIpv4, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto,
+  ip4Src, ip4TotalLen,
 } from '@vswitch/switch';
 
 /** The first number of an IPv6 address (above every IPv4 address). */
@@ -80,19 +81,14 @@ export class Ip6Table {
 
   /** The number of the address at buf[off, off+16), interned; -1 when the table is full (counted). */
   intern(buf: Uint8Array, off: number): number {
-    const w0 = read32(buf, off);
-    const w1 = read32(buf, off + 4);
-    const w2 = read32(buf, off + 8);
-    const w3 = read32(buf, off + 12);
     const b = this.bytes;
     const idx = this.#index;
     const mask = this.#mask;
-    let h = hash(w0, w1, w2, w3) & mask;
+    let h = hashAt(buf, off) & mask;
     for (;;) {
       const e = idx[h];
       if (e === 0) break;
-      const p = (e - 1) * 16;
-      if (read32(b, p + 12) === w3 && read32(b, p + 8) === w2 && read32(b, p + 4) === w1 && read32(b, p) === w0) return IP6_BASE + e - 1;
+      if (ip6Equal(b, (e - 1) * 16, buf, off)) return IP6_BASE + e - 1;
       h = (h + 1) & mask;
     }
     if (this.#nfree === 0) {
@@ -132,8 +128,7 @@ export class Ip6Table {
       const b = this.bytes;
       for (let s = 0; s < this.cap; s++) {
         if (used[s] === 0) continue;
-        const p = s * 16;
-        let h = hash(read32(b, p), read32(b, p + 4), read32(b, p + 8), read32(b, p + 12)) & this.#mask;
+        let h = hashAt(b, s * 16) & this.#mask;
         while (idx[h] !== 0) h = (h + 1) & this.#mask;
         idx[h] = s + 1;
       }
@@ -146,11 +141,14 @@ export class Ip6Table {
   }
 }
 
-function hash(w0: number, w1: number, w2: number, w3: number): number {
-  let h = Math.imul(w0 ^ 0x9e3779b9, 0x85ebca6b);
-  h = Math.imul(h ^ w1 ^ (h >>> 13), 0xc2b2ae35);
-  h = Math.imul(h ^ w2 ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ w3 ^ (h >>> 13), 0xc2b2ae35);
+/** A hash of the address at buf[off, off+16), over its four 32-bit words. */
+function hashAt(buf: Uint8Array, off: number): number {
+  let h = 0x9e3779b9;
+  for (let k = 0; k < 4; k++) {
+    h = Math.imul(h ^ read32(buf, off + 4 * k), 0x85ebca6b);
+    h ^= h >>> 13;
+  }
+  h = Math.imul(h, 0xc2b2ae35);
   return (h ^ (h >>> 16)) >>> 0;
 }
 
@@ -194,6 +192,7 @@ export class Addrs {
    */
   parse6(text: string): number {
     const b = this.#scratch;
+    const g = this.#groups;
     let words = 0;
     let gap = -1;
     let v = 0;
@@ -204,9 +203,7 @@ export class Addrs {
       if (ch === 58) {
         if (digits > 0) {
           if (words >= 8) return -1;
-          b[words * 2] = v >>> 8;
-          b[words * 2 + 1] = v & 0xff;
-          words++;
+          g[words++] = v;
         }
         if (i + 1 < n && text.charCodeAt(i + 1) === 58) {
           // "::": only once, and not ":::".
@@ -231,29 +228,23 @@ export class Addrs {
     }
     if (digits > 0) {
       if (words >= 8) return -1;
-      b[words * 2] = v >>> 8;
-      b[words * 2 + 1] = v & 0xff;
-      words++;
+      g[words++] = v;
     }
     if (gap < 0) {
       if (words !== 8) return -1;
     } else {
       if (words > 7) return -1;
-      const tail = words - gap;
+      // The groups after "::" move to the end; zeros fill the gap.
       const shift = 8 - words;
-      for (let k = tail - 1; k >= 0; k--) {
-        b[(gap + shift + k) * 2] = b[(gap + k) * 2];
-        b[(gap + shift + k) * 2 + 1] = b[(gap + k) * 2 + 1];
-      }
-      for (let k = gap; k < gap + shift; k++) {
-        b[k * 2] = 0;
-        b[k * 2 + 1] = 0;
-      }
+      for (let k = words - 1; k >= gap; k--) g[k + shift] = g[k];
+      for (let k = gap; k < gap + shift; k++) g[k] = 0;
     }
+    for (let k = 0; k < 8; k++) write16(b, 2 * k, g[k]);
     return this.ip6.intern(b, 0);
   }
 
   readonly #scratch = new Uint8Array(16);
+  readonly #groups = new Uint16Array(8);
 
   /**
    * Writes the IP header of a packet from `src` to `dst` (same family) with
@@ -282,30 +273,44 @@ export interface IpPacket {
   l4len: number;
 }
 
-/** readIp6's answers. */
-export const READ6 = { OK: 0, MALFORMED: 1, FRAGMENT: 2, FULL: 3 } as const;
+/** readIp's answers. */
+export const READ = { OK: 0, MALFORMED: 1, FRAGMENT: 2, FULL: 3 } as const;
 
 const upper = newIp6Upper();
 
 /**
- * Checks the IPv6 packet buf[ipOff, ipOff+ipLen) from a VM and reads it into
- * `out` (extension headers walked to the upper layer; src and dst interned).
- * READ6.OK, or why not: MALFORMED, FRAGMENT (no reassembly, as for IPv4), FULL
- * (the address table, counted there).
+ * Checks the IP packet buf[ipOff, ipOff+ipLen) from a VM, of either family, and
+ * reads it into `out`: IPv4 (header checksum verified), or IPv6 (extension
+ * headers walked to the upper layer; src and dst interned). READ.OK, or why not:
+ * MALFORMED, FRAGMENT (no reassembly), FULL (the address table, counted there).
  */
+export function readIp(addrs: Addrs, buf: Uint8Array, ipOff: number, ipLen: number, out: IpPacket): number {
+  if (buf[ipOff] >>> 4 === 6) return readIp6(addrs, buf, ipOff, ipLen, out);
+  if (checkIpv4(buf, ipOff, ipLen) !== IPV4_OK) return READ.MALFORMED;
+  if (ip4IsFragment(buf, ipOff)) return READ.FRAGMENT;
+  const hl = ip4HeaderLen(buf, ipOff);
+  out.src = ip4Src(buf, ipOff);
+  out.dst = ip4Dst(buf, ipOff);
+  out.proto = ip4Proto(buf, ipOff);
+  out.l4 = ipOff + hl;
+  out.l4len = ip4TotalLen(buf, ipOff) - hl;
+  return READ.OK;
+}
+
+/** readIp of an IPv6 packet. */
 export function readIp6(addrs: Addrs, buf: Uint8Array, ipOff: number, ipLen: number, out: IpPacket): number {
-  if (checkIpv6(buf, ipOff, ipLen) !== IPV6_OK) return READ6.MALFORMED;
+  if (checkIpv6(buf, ipOff, ipLen) !== IPV6_OK) return READ.MALFORMED;
   const r = ip6Upper(buf, ipOff, upper);
-  if (r === Ip6WalkError.NOT_FIRST_FRAGMENT || (r === IPV6_OK && upper.fragment)) return READ6.FRAGMENT;
-  if (r !== IPV6_OK) return READ6.MALFORMED;
+  if (r === Ip6WalkError.NOT_FIRST_FRAGMENT || (r === IPV6_OK && upper.fragment)) return READ.FRAGMENT;
+  if (r !== IPV6_OK) return READ.MALFORMED;
   const t = addrs.ip6;
   const src = t.intern(buf, ipOff + IP6.SRC);
   const dst = src < 0 ? -1 : t.intern(buf, ipOff + IP6.DST);
-  if (dst < 0) return READ6.FULL;
+  if (dst < 0) return READ.FULL;
   out.src = src;
   out.dst = dst;
   out.proto = upper.proto;
   out.l4 = upper.off;
   out.l4len = upper.len;
-  return READ6.OK;
+  return READ.OK;
 }

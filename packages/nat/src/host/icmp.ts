@@ -57,14 +57,14 @@
  */
 import { createRequire } from 'node:module';
 import {
-  ICMP, ICMP_HLEN, ICMP_TYPE, IP4, IP4_MAX_LEN, IP4_MIN_HLEN, IPPROTO, IPV4_OK, ICMP6_TYPE, IP6, IP6_HLEN, checkIcmp6, icmp6Id,
-  icmp6SumOk, icmp6Type, ip6HopLimit, writeIcmp6Checksum, checkIcmp, checkIpv4, checksum, csumReplace16,
-  csumReplace32, fold, formatIp4, icmpChecksum, icmpId, icmpType, ip4Checksum, ip4Dst, ip4HeaderLen, ip4IsFragment,
-  ip4Proto, ip4Src, ip4TotalLen, ip4Ttl, ip4Version, sum16, write16, write32, writeIp4,
+  ICMP, ICMP_HLEN, ICMP_TYPE, IP4, IP4_MAX_LEN, IP4_MIN_HLEN, IPPROTO, IPV4_OK, ICMP6_TYPE, IP6, IP6_HLEN, icmp6Id, icmp6SumOk,
+  icmp6Type, ip6HopLimit, read16, writeIcmp6Checksum, checkIcmp, checkIpv4, checksum, csumReplace16, csumReplace32, fold,
+  icmpChecksum, icmpId, icmpType, ip4Checksum, ip4Dst, ip4HeaderLen, ip4Proto, ip4Src, ip4TotalLen, ip4Ttl, ip4Version, sum16,
+  write16, write32, writeIp4,
 } from '@vswitch/switch';
 import { clampMtu, sendIp4 } from './fragment.js';
 import { HOST_HEADROOM, type HostBudget, type HostSession, type ToVm } from './types.js';
-import { Addrs, ICMPV6, IP6_BASE, READ6, readIp6, type IpPacket } from './family.js';
+import { Addrs, ICMPV6, IP6_BASE, READ, readIp, type IpPacket } from './family.js';
 
 export const ICMP_IDLE_TIMEOUT_MS = 60_000;
 /** Addresses one mapping admits replies from (ping pings one; a script reusing an id, a few). */
@@ -191,7 +191,8 @@ export class HostIcmp {
   #hops = -1;
   readonly #addrs: Addrs;
   readonly #ownAddrs: boolean;
-  readonly #ip6: IpPacket = { src: 0, dst: 0, proto: 0, l4: 0, l4len: 0 };
+  /** The packet being read (readIp). */
+  readonly #ip: IpPacket = { src: 0, dst: 0, proto: 0, l4: 0, l4len: 0 };
   #closed = false;
   /** vmIp*65536 + VM identifier -> mapping. */
   readonly #byKey = new Map<number, EchoMapping>();
@@ -296,58 +297,29 @@ export class HostIcmp {
   /** An ICMP packet from a VM to somewhere outside: echo requests are sent, the rest dropped. */
   fromVm(buf: Uint8Array, ipOff: number, ipLen: number): void {
     const c = this.counters;
-    if (buf[ipOff] >>> 4 === 6) {
-      this.#fromVm6(buf, ipOff, ipLen);
-      return;
-    }
-    if (checkIpv4(buf, ipOff, ipLen) !== IPV4_OK || ip4Proto(buf, ipOff) !== IPPROTO.ICMP) {
-      c.malformed++;
-      return;
-    }
-    if (ip4IsFragment(buf, ipOff)) {
+    const p = this.#ip;
+    const r = readIp(this.#addrs, buf, ipOff, ipLen, p);
+    if (r === READ.FRAGMENT) {
       c.fragment++;
       return;
     }
-    const hl = ip4HeaderLen(buf, ipOff);
-    const icmp = ipOff + hl;
-    const ilen = ip4TotalLen(buf, ipOff) - hl;
-    if (!checkIcmp(ilen)) {
+    const v6 = buf[ipOff] >>> 4 === 6;
+    const icmp = p.l4;
+    const ilen = p.l4len;
+    if (r !== READ.OK || p.proto !== (v6 ? ICMPV6 : IPPROTO.ICMP) || !checkIcmp(ilen)) {
       c.malformed++;
       return;
     }
-    if (icmpType(buf, icmp) !== ECHO_REQUEST) {
+    if (icmpType(buf, icmp) !== (v6 ? T6.ECHO_REQUEST : ECHO_REQUEST)) {
       c.notEcho++;
       return;
     }
-    if (fold(sum16(buf, icmp, ilen)) !== 0xffff) {
+    // ICMPv6's checksum covers the pseudo-header (RFC 4443 2.3), ICMP's does not.
+    if (v6 ? !icmp6SumOk(buf, ipOff, icmp, ilen) : fold(sum16(buf, icmp, ilen)) !== 0xffff) {
       c.badChecksum++;
       return;
     }
-    this.#request(buf, icmp, ilen, ip4Src(buf, ipOff), ip4Dst(buf, ipOff), Math.max(1, ip4Ttl(buf, ipOff)));
-  }
-
-  /** An ICMPv6 packet from a VM (IPv6 header checked by the router): echo requests are sent, the rest dropped. */
-  #fromVm6(buf: Uint8Array, ipOff: number, ipLen: number): void {
-    const c = this.counters;
-    const p = this.#ip6;
-    const r = readIp6(this.#addrs, buf, ipOff, ipLen, p);
-    if (r === READ6.FRAGMENT) {
-      c.fragment++;
-      return;
-    }
-    if (r !== READ6.OK || p.proto !== ICMPV6 || !checkIcmp6(p.l4len)) {
-      c.malformed++;
-      return;
-    }
-    if (icmp6Type(buf, p.l4) !== T6.ECHO_REQUEST) {
-      c.notEcho++;
-      return;
-    }
-    if (!icmp6SumOk(buf, ipOff, p.l4, p.l4len)) {
-      c.badChecksum++;
-      return;
-    }
-    this.#request(buf, p.l4, p.l4len, p.src, p.dst, Math.max(1, ip6HopLimit(buf, ipOff)));
+    this.#request(buf, icmp, ilen, p.src, p.dst, Math.max(1, v6 ? ip6HopLimit(buf, ipOff) : ip4Ttl(buf, ipOff)));
   }
 
   /**
@@ -665,10 +637,9 @@ export class HostIcmp {
       let sum = icmpChecksum(f, fqi);
       const a = t.at(m.vmIp);
       for (let i = 0; i < 16; i += 2) {
-        const now = (t.bytes[a + i] << 8) | t.bytes[a + i + 1];
-        sum = csumReplace16(sum, (f[fq + IP6.SRC + i] << 8) | f[fq + IP6.SRC + i + 1], now);
-        f[fq + IP6.SRC + i] = now >>> 8;
-        f[fq + IP6.SRC + i + 1] = now & 0xff;
+        const now = read16(t.bytes, a + i);
+        sum = csumReplace16(sum, read16(f, fq + IP6.SRC + i), now);
+        write16(f, fq + IP6.SRC + i, now);
       }
       write16(f, fqi + ICMP.ID, m.vmId);
       write16(f, fqi + ICMP.CSUM, csumReplace16(sum, outId, m.vmId));

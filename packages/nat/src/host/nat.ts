@@ -42,7 +42,7 @@
  */
 import net from 'node:net';
 import {
-  ETH_HLEN, IP6, IP6_HLEN, IPPROTO, UDP, formatIp4, ip6NextHeader, read32, srcMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
+  ETH_HLEN, IP6, IP6_HLEN, IPPROTO, UDP, formatIp4, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6NextHeader, parseIp6, srcMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
 } from '@vswitch/switch';
 import { Addrs, ICMPV6, IP6_BASE } from './family.js';
 import { HostBudget, type HostBudgetOptions, type HostSession, type ToVm } from './types.js';
@@ -101,6 +101,9 @@ export interface HostNatCounters {
 }
 
 const BIND_RETRIES = 10;
+/** ::/96 (unspecified, loopback, IPv4-compatible) and ::ffff:0:0/96 (IPv4-mapped): never a VM's destination. */
+const ZERO_96 = parseIp6('::')!;
+const MAPPED_96 = parseIp6('::ffff:0:0')!;
 const BIND_RETRY_MS = 300;
 
 interface Listener {
@@ -258,8 +261,7 @@ export class HostNat {
   #fromVm6(buf: Uint8Array, ipOff: number, ipLen: number, partial: boolean): void {
     const d = ipOff + IP6.DST;
     // Multicast, ::/96 (unspecified, loopback, IPv4-compatible), IPv4-mapped, link-local.
-    if (buf[d] === 0xff || (buf[d] === 0xfe && (buf[d + 1] & 0xc0) === 0x80) || (read32(buf, d) === 0 && read32(buf, d + 4) === 0 &&
-      (read32(buf, d + 8) === 0 || read32(buf, d + 8) === 0xffff))) {
+    if (ip6IsMulticast(buf, d) || ip6IsLinkLocal(buf, d) || ip6InPrefix(buf, d, ZERO_96, 0, 96) || ip6InPrefix(buf, d, MAPPED_96, 0, 96)) {
       this.counters.martian++;
       return;
     }

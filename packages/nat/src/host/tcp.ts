@@ -111,7 +111,7 @@ import * as tcpSum from './tcp-sum.js';
 import { BLOCK_HDR, BlockPool, SendQueue, TCP_IP_HLEN } from './tcp-queue.js';
 import * as conn from './tcp-conn.js';
 import { Conn } from './tcp-conn.js';
-import { Addrs, IP6_BASE, ICMPV6, READ6, readIp6, type IpPacket } from './family.js';
+import { Addrs, IP6_BASE, ICMPV6, READ, readIp6, type IpPacket } from './family.js';
 
 export interface HostTcpTuning {
   /**
@@ -447,8 +447,8 @@ export class HostTcp {
   #readTcp6(buf: Uint8Array, ipOff: number, ipLen: number, seg: TcpSegment): boolean {
     const p = this.#ip6;
     const r = readIp6(this.#addrs, buf, ipOff, ipLen, p);
-    if (r !== READ6.OK || p.proto !== P_TCP || !wire.checkTcp(buf, p.l4, p.l4len)) {
-      if (r === READ6.FRAGMENT) this.counters.fragment++;
+    if (r !== READ.OK || p.proto !== P_TCP || !wire.checkTcp(buf, p.l4, p.l4len)) {
+      if (r === READ.FRAGMENT) this.counters.fragment++;
       else this.counters.malformed++;
       return false;
     }

@@ -59,12 +59,12 @@
  */
 import dgram from 'node:dgram';
 import {
-  IP4_MAX_LEN, IP4_MIN_HLEN, IP6_HLEN, IPPROTO, IPV4_OK, UDP, UDP_HLEN, checksum, ip6PseudoSum, write16, checkIpv4, checkUdp, fold, ip4Dst, ip4HeaderLen, ip4IsFragment,
-  ip4Proto, ip4Src, ip4TotalLen, pseudoSum, sum16, udpChecksum, udpDport, udpLen, udpSport, writeIp4, writeUdpHeader,
+  IP4_MAX_LEN, IP4_MIN_HLEN, IP6_HLEN, IPPROTO, UDP, UDP_HLEN, checksum, ip6PseudoSum, write16, checkUdp, fold, pseudoSum, sum16,
+  udpChecksum, udpDport, udpLen, udpSport, writeIp4, writeUdpHeader,
 } from '@vswitch/switch';
 import { clampMtu, sendIp4 } from './fragment.js';
 import { HOST_HEADROOM, type HostBudget, type HostSession, type ToVm } from './types.js';
-import { Addrs, IP6_BASE, READ6, readIp6, type IpPacket } from './family.js';
+import { Addrs, IP6_BASE, READ, readIp, type IpPacket } from './family.js';
 
 export const UDP_IDLE_TIMEOUT_MS = 180_000;
 export const UDP_DNS_IDLE_TIMEOUT_MS = 10_000;
@@ -186,7 +186,8 @@ export class HostUdp {
   readonly #frame = Buffer.alloc(HOST_HEADROOM + IP4_MAX_LEN + IP6_HLEN);
   readonly #addrs: Addrs;
   readonly #ownAddrs: boolean;
-  readonly #ip6: IpPacket = { src: 0, dst: 0, proto: 0, l4: 0, l4len: 0 };
+  /** The packet being read (readIp). */
+  readonly #ip: IpPacket = { src: 0, dst: 0, proto: 0, l4: 0, l4len: 0 };
   readonly #idle: number;
   readonly #dnsIdle: number;
   readonly #maxRemotes: number;
@@ -212,51 +213,27 @@ export class HostUdp {
   fromVm(buf: Uint8Array, ipOff: number, ipLen: number, to?: { ip: number; port: number }, partial = false): void {
     const c = this.counters;
     if (this.#closed) return;
-    let u: number;
-    let src: number;
-    let dst: number;
-    let pseudo: number;
-    let ulen: number;
-    if (buf[ipOff] >>> 4 === 6) {
-      const p = this.#ip6;
-      const r = readIp6(this.#addrs, buf, ipOff, ipLen, p);
-      if (r === READ6.FRAGMENT) {
-        c.fragment++;
-        return;
-      }
-      if (r !== READ6.OK || p.proto !== IPPROTO.UDP || !checkUdp(buf, p.l4, p.l4len)) {
-        c.malformed++;
-        return;
-      }
-      u = p.l4;
-      src = p.src;
-      dst = p.dst;
-      ulen = udpLen(buf, u);
-      pseudo = ip6PseudoSum(buf, ipOff, ulen, IPPROTO.UDP);
-      if (!partial && udpChecksum(buf, u) === 0) {
-        c.badChecksum++;
-        return;
-      }
-    } else {
-      if (checkIpv4(buf, ipOff, ipLen) !== IPV4_OK || ip4Proto(buf, ipOff) !== IPPROTO.UDP) {
-        c.malformed++;
-        return;
-      }
-      if (ip4IsFragment(buf, ipOff)) {
-        c.fragment++;
-        return;
-      }
-      const hl = ip4HeaderLen(buf, ipOff);
-      u = ipOff + hl;
-      if (!checkUdp(buf, u, ip4TotalLen(buf, ipOff) - hl)) {
-        c.malformed++;
-        return;
-      }
-      ulen = udpLen(buf, u);
-      src = ip4Src(buf, ipOff);
-      dst = ip4Dst(buf, ipOff);
-      pseudo = pseudoSum(src, dst, IPPROTO.UDP, ulen);
+    const p = this.#ip;
+    const r = readIp(this.#addrs, buf, ipOff, ipLen, p);
+    if (r === READ.FRAGMENT) {
+      c.fragment++;
+      return;
     }
+    if (r !== READ.OK || p.proto !== IPPROTO.UDP || !checkUdp(buf, p.l4, p.l4len)) {
+      c.malformed++;
+      return;
+    }
+    const u = p.l4;
+    const src = p.src;
+    const dst = p.dst;
+    const ulen = udpLen(buf, u);
+    const v6 = src >= IP6_BASE;
+    // A zero checksum means "none" over IPv4 only (RFC 8200 8.1).
+    if (v6 && !partial && udpChecksum(buf, u) === 0) {
+      c.badChecksum++;
+      return;
+    }
+    const pseudo = v6 ? ip6PseudoSum(buf, ipOff, ulen, IPPROTO.UDP) : pseudoSum(src, dst, IPPROTO.UDP, ulen);
     if (!partial && udpChecksum(buf, u) !== 0 && fold(sum16(buf, u, ulen, pseudo)) !== 0xffff) {
       c.badChecksum++;
       return;
