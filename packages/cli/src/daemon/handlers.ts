@@ -147,8 +147,6 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
     counters: { ...r.counters },
     nat: r.napt ? { ...r.napt.table.stats(), maxSessionsPerPort: r.napt.table.config.maxSessionsPerPort, ports: r.napt.table.portCounts() } : null,
     hostNat: r.host ? r.host.stats() : null,
-    // DNS over TCP to the gateway without a host uplink (relayed to the upstream resolver).
-    ...(r.dnsTcp ? { dnsTcp: r.dnsTcp.stats().tcp } : {}),
     // The gateways' DNS server: where non-local names go, and its counts.
     dns: mr.dns === undefined ? null : {
       forward: mr.dns.opts.forward ? (mr.dns.resolvers!.list().servers.map(formatIp4).join(', ') || 'no upstream') : 'host NAT (uplink.dns)',
