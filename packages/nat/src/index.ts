@@ -16,3 +16,6 @@ export * from './limits.js';
 export * from './dns/wire.js';
 export * from './dns/gateway.js';
 export * from './nd.js';
+export * from './route6.js';
+export * from './neigh6.js';
+export * from './icmp6-error.js';

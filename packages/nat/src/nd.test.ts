@@ -280,7 +280,7 @@ describe('random IPv6 frames into the gateway (fast-check)', () => {
       nd.input(f, f.length);
       const c = nd.counters;
       const moved = (c.ignored - before.ignored) + (c.malformed - before.malformed) + (c.nsAnswered - before.nsAnswered) +
-        (c.echoReplies - before.echoReplies) + (c.rsReceived - before.rsReceived);
+        (c.echoReplies - before.echoReplies) + (c.rsReceived - before.rsReceived) + (c.naReceived - before.naReceived);
       expect(moved).toBe(1);
       expect(c.rxFrames - before.rxFrames).toBe(1);
       for (const e of out.slice(n)) {

@@ -23,14 +23,19 @@
  *
  * The RA: the mode's flags (slaac: prefix A set, M/O clear; dhcpv6: M/O set, A
  * clear; both: M, O and A), the prefix on-link with its lifetimes, the MTU, RDNSS
- * and DNSSL when configured, our MAC as SLLA. Router Lifetime is 0: the router
- * does not route IPv6 yet (forwarding and NAT66 are the next increments), and a
+ * and DNSSL when configured, our MAC as SLLA. Router Lifetime (`routerLifetime`)
+ * is set by the router (route6.ts): non-zero when the network has somewhere to
+ * route to (an interconnected IPv6 network, an uplink with IPv6), else 0: a
  * default router that drops everything would break a dual-stack guest's IPv6
- * (and its Happy Eyeballs) where no router at all leaves it on IPv4. So guests
- * get an address on the link, reach each other and the gateway, and keep their
- * default route elsewhere (or none). `stop` sends a last RA with every lifetime 0
+ * (and its Happy Eyeballs) where no router at all leaves it on IPv4. So such
+ * guests get an address on the link, reach each other and the gateway, and keep
+ * their default route elsewhere (or none). `stop` sends a last RA with every lifetime 0
  * (router, prefix, RDNSS, DNSSL; RFC 4861 6.2.5): the prefix is deprecated and
  * the DNS options withdrawn when the network goes away or the daemon stops.
+ *
+ * Neighbours: an NS with a source link-layer address and an NA with a target
+ * link-layer address (answers to the router's own NS, route6.ts) tell
+ * `onNeighbour` where that address lives (the router's neighbour cache, neigh6.ts).
  *
  * Frames built here go out through `emit` into the bridge; everything is
  * written into one preallocated buffer (the RA is rebuilt in it each time: its
@@ -85,7 +90,9 @@ export interface Nd6Counters {
   /** NS for one of our addresses answered (DAD defence included). */
   nsAnswered: number;
   echoReplies: number;
-  /** Not for us (another target, a multicast group we are not in, routed IPv6: not yet). */
+  /** Neighbor Advertisements to us (answers to the router's NS, route6.ts), valid. */
+  naReceived: number;
+  /** Not for us (another target, a multicast group we are not in, a message type the gateway does not serve). */
   ignored: number;
   /** Failed a check (header, extension chain, ND validity, checksum). */
   malformed: number;
@@ -105,7 +112,7 @@ const ALL_ROUTERS = Uint8Array.of(0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 const ALL_NODES_MAC = 0x333300000001;
 
 export class Nd6 {
-  readonly counters: Nd6Counters = { rxFrames: 0, raSent: 0, rsReceived: 0, nsAnswered: 0, echoReplies: 0, ignored: 0, malformed: 0 };
+  readonly counters: Nd6Counters = { rxFrames: 0, raSent: 0, rsReceived: 0, nsAnswered: 0, echoReplies: 0, naReceived: 0, ignored: 0, malformed: 0 };
   readonly linkLocal: Uint8Array;
   readonly address: Uint8Array;
   readonly prefix: Uint8Array;
@@ -121,6 +128,10 @@ export class Nd6 {
   /** Scheduling of the RA timer (the network arms it); tests drive `poll` themselves. */
   onSchedule: ((at: number) => void) | undefined;
   readonly #random: () => number;
+  /** The RA's Router Lifetime, seconds (route6.ts decides; 0: not a default router). */
+  routerLifetime = 0;
+  /** A neighbour's address f[a, a+16) is at `mac` (from an NS's SLLA or an NA's TLLA). */
+  onNeighbour: ((f: Uint8Array, a: number, mac: number) => void) | undefined;
 
   constructor(readonly host: Nd6Host, readonly opts: Ipv6Options, random: () => number = Math.random) {
     this.linkLocal = linkLocalFromMac(host.mac);
@@ -163,6 +174,15 @@ export class Nd6 {
       else if (this.host.limit(LIMIT.icmp, srcMac(f, 0))) this.#echoReply(f, ip, u.off, u.len);
       return;
     }
+    if (type === ICMP6_TYPE.NEIGHBOR_ADVERT) {
+      if (checkNd(f, ip, u.off, u.len) !== NDP_OK) {
+        this.counters.malformed++;
+        return;
+      }
+      this.counters.naReceived++;
+      this.#learn(f, ndTarget(u.off), u.off, u.len, NDOPT.TLLA);
+      return;
+    }
     if (type !== ICMP6_TYPE.NEIGHBOR_SOLICIT && type !== ICMP6_TYPE.ROUTER_SOLICIT) {
       this.counters.ignored++;
       return;
@@ -179,6 +199,7 @@ export class Nd6 {
         return;
       }
       if (!this.host.limit(LIMIT.nd, srcMac(f, 0))) return;
+      if (!ip6IsUnspecified(f, ip + IP6.SRC)) this.#learn(f, ip + IP6.SRC, u.off, u.len, NDOPT.SLLA);
       this.#neighborAdvert(f, ip, u.off, u.len, ours);
       return;
     }
@@ -189,6 +210,19 @@ export class Nd6 {
     const now = this.host.clock();
     const at = Math.max(now + this.#random() * MAX_RA_DELAY_MS, this.#lastMulticastRa + MIN_DELAY_BETWEEN_RAS_MS);
     if (at < this.nextRaAt) this.#schedule(at);
+  }
+
+  /** Tells onNeighbour that f[a, a+16) is at the link-layer address of option `opt` of the ND message at f[l4, l4+n), if it has one. */
+  #learn(f: Uint8Array, a: number, l4: number, n: number, opt: number): void {
+    if (this.onNeighbour === undefined || ip6IsMulticast(f, a)) return;
+    const p = ndOption(f, l4, n, opt);
+    const mac = p >= 0 ? ndOptLla(f, p) : -1;
+    if (mac >= 0) this.onNeighbour(f, a, mac);
+  }
+
+  /** f[a, a+16) is one of the gateway's two addresses. */
+  isOurs(f: Uint8Array, a: number): boolean {
+    return ip6Equal(f, a, this.linkLocal, 0) || ip6Equal(f, a, this.address, 0);
   }
 
   /** All-nodes, all-routers, or the solicited-node group of one of our addresses. */
@@ -244,7 +278,7 @@ export class Nd6 {
     const ip = ETH_HLEN;
     const l4 = ip + IP6_HLEN;
     const managed = o.mode !== 'slaac';
-    let n = writeRa(b, l4, HOP_LIMIT, managed ? ND_RA_FLAG.MANAGED | ND_RA_FLAG.OTHER : 0, 0, 0, 0);
+    let n = writeRa(b, l4, HOP_LIMIT, managed ? ND_RA_FLAG.MANAGED | ND_RA_FLAG.OTHER : 0, final ? 0 : this.routerLifetime, 0, 0);
     n += writeOptLla(b, l4 + n, NDOPT.SLLA, this.host.mac);
     if (o.mtu !== undefined) n += writeOptMtu(b, l4 + n, o.mtu);
     const flags = ND_PREFIX_FLAG.ON_LINK | (o.mode !== 'dhcpv6' ? ND_PREFIX_FLAG.AUTONOMOUS : 0);
@@ -312,7 +346,7 @@ export class Nd6 {
       address: `${formatIp6(this.address)}/${this.opts.prefixLen}`,
       prefix: `${formatIp6(this.prefix)}/${this.opts.prefixLen}`,
       mode: this.opts.mode,
-      routerLifetime: 0,
+      routerLifetime: this.routerLifetime,
       raInterval: this.opts.intervalSec,
       ...(this.opts.mtu !== undefined ? { mtu: this.opts.mtu } : {}),
       rdnss: this.opts.rdnss.map((a) => formatIp6(a)),

@@ -11,6 +11,8 @@
  *   except ACKs, which it hands back (`deliver`) once their lease is on disk;
  * - IPv4 to elsewhere: handed to the router (`route`), which decides between
  *   another network, NAPT to the uplink, or an ICMP error.
+ * - IPv6 to the gateway's MAC for another address: to the router's IPv6
+ *   forwarding (`route6`, route6.ts), with its virtio_net_hdr;
  * - IPv6 (with `ipv6` in its options): to nd.ts, the gateway's IPv6 side (its
  *   link-local and prefix addresses, Neighbor Discovery, echo, Router
  *   Advertisements); IPv6 group frames (33:33:...) reach it too, it picks its own.
@@ -152,6 +154,11 @@ export class RouterNetwork implements PortIo {
    * hands it on to `local` (the host NAT's forwarder) as before. Unset: `local` only.
    */
   dns: ((net: RouterNetwork, f: Uint8Array, l4: number, udpLen: number) => boolean) | undefined;
+  /**
+   * IPv6 to the gateway's MAC (route6.ts): true when it forwarded (or refused) the
+   * packet; false leaves it to nd.ts (one of the gateway's addresses, not routable).
+   */
+  route6: ((from: RouterNetwork, buf: Uint8Array, ipOff: number, len: number, vnet: boolean) => boolean) | undefined;
   /** The gateway's IPv6 side, when the network has IPv6. */
   readonly nd: Nd6 | undefined;
   #raTimer: NodeJS.Timeout | undefined;
@@ -380,6 +387,8 @@ export class RouterNetwork implements PortIo {
       return;
     }
     if (type === ETHERTYPE.IPV6) {
+      // To our MAC for an address not ours: the router's IPv6 forwarding (route6.ts) takes it, header and all.
+      if (this.route6 !== undefined && !isGroupAt(f, 0) && this.route6(this, this.#in, IN_OFF + ETH_HLEN, len - ETH_HLEN, vnet)) return;
       // Offloaded frames (GSO, partial checksums) are TCP/UDP, which the gateway does not serve over IPv6.
       if (this.nd !== undefined && !vnet) this.nd.input(f, len);
       else this.counters.ignored++;

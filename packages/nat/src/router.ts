@@ -27,6 +27,10 @@
  * the router answers itself (echo replies, ICMP errors, which quote only the
  * header and 8 bytes that are there) is complete.
  *
+ * IPv6 is route6.ts's (the same interconnect rules, the uplink's IPv6 side,
+ * hop limit, Packet Too Big); the router hands it its networks and tells each
+ * network's RAs the router lifetime route6 decides.
+ *
  * One timer (1 s) drives NAPT expiry, DHCP lease expiry, re-attaching an
  * uplink whose interface is missing or was lost, and the uplink's own DHCP client
  * (whose address becomes NAPT's public address when bound, 0 when lost).
@@ -41,6 +45,7 @@ import type { NaptTableOptions } from './napt/table.js';
 import { Uplink, type UplinkEvent, type UplinkOptions } from './uplink.js';
 import { HostNat, type HostNatOptions } from './host/nat.js';
 import { LIMIT, type RateLimits } from './limits.js';
+import { Route6 } from './route6.js';
 
 export interface RouterOptions {
   name: string;
@@ -93,6 +98,8 @@ export class Router {
     toHost: 0, fromHost: 0,
   };
   readonly host: HostNat | undefined;
+  /** IPv6 forwarding (route6.ts). */
+  readonly route6: Route6;
   readonly #pairs = new Set<string>();
   readonly #icmp = Buffer.alloc(600);
   #eventBudget = ROUTER_EVENT_BUDGET_PER_SEC;
@@ -104,6 +111,7 @@ export class Router {
       this.#pairs.add(`${a}\0${b}`);
       this.#pairs.add(`${b}\0${a}`);
     }
+    this.route6 = new Route6(opts.clock, (a, b) => this.#pairs.has(`${a}\0${b}`));
     if (opts.uplink) {
       this.uplink = new Uplink({ ...opts.uplink, clock: opts.clock, wallClock: opts.wallClock });
       // With DHCP the uplink has no address yet (0: NAPT counts no_public_address until it is bound).
@@ -145,6 +153,13 @@ export class Router {
     net.route = (from, buf, ipOff, ipLen, vnet) => this.#route(from, buf, ipOff, ipLen, vnet);
     const host = this.host;
     if (host !== undefined) net.local = (from, buf, ipOff, ipLen, vnet) => host.fromVm(buf, ipOff, ipLen, vnet, from);
+    this.route6.addNetwork(net);
+    this.updateRouterLifetimes();
+  }
+
+  /** Each IPv6 network's RA router lifetime, as route6 decides (networks and uplink known). */
+  updateRouterLifetimes(): void {
+    for (const n of this.networks.values()) if (n.nd !== undefined) n.nd.routerLifetime = this.route6.routerLifetime(n);
   }
 
   /** New per-port rate limits for every network, in place (config reload); counters are kept. */
@@ -308,6 +323,7 @@ export class Router {
       uplink: this.uplink?.describe(),
       networks: [...this.networks.values()].map((n) => ({ name: n.name, ...n.describe() })),
       publicAddress: this.uplink ? (this.uplink.ip ? formatIp4(this.uplink.ip) : '') : undefined,
+      ipv6: this.route6.describe(),
       limits: this.limits,
     };
   }

@@ -470,13 +470,13 @@ export function createMetricsRegistry(
     });
   routerCounter('vswitch_router_nd_total',
     'The gateway\'s IPv6 side (router networks with ipv6), by kind: ra_sent (periodic, answers to RS, the last one), '
-    + 'rs_received, ns_answered (its own addresses, DAD probes defended), echo_replies; ignored (not for it) and malformed.',
+    + 'rs_received, ns_answered (its own addresses, DAD probes defended), echo_replies, na_received (answers to the router\'s NS); ignored (not for it) and malformed.',
     [...NET_LABELS, 'kind'], (mr, emit) => {
       for (const { net, labels } of netsOf(mr)) {
         const c = net.nd?.counters;
         if (c === undefined) continue;
         for (const [kind, v] of [['ra_sent', c.raSent], ['rs_received', c.rsReceived], ['ns_answered', c.nsAnswered],
-          ['echo_replies', c.echoReplies], ['ignored', c.ignored], ['malformed', c.malformed]] as const) {
+          ['echo_replies', c.echoReplies], ['na_received', c.naReceived], ['ignored', c.ignored], ['malformed', c.malformed]] as const) {
           emit({ ...labels, kind }, v);
         }
       }
@@ -524,6 +524,18 @@ export function createMetricsRegistry(
         ['to_host', c.toHost], ['from_host', c.fromHost],
         ['hairpin', c.hairpinned], ['prohibited', c.prohibited], ['no_route', c.noRoute], ['ttl_exceeded', c.ttlExceeded],
         ['nat_dropped', c.naptDropped]] as const) {
+        emit({ router: mr.name, path }, v);
+      }
+    });
+  routerCounter('vswitch_router_ipv6_packets_total',
+    'IPv6 packets the router routed (route6.ts), by path: between (network to network), to_uplink, from_uplink; '
+    + 'and refused: prohibited (networks not interconnected), no_route, hop_limit_exceeded, too_big (Packet Too Big sent), '
+    + 'scope (link-local or multicast, never forwarded).',
+    ['router', 'path'], (mr, emit) => {
+      const c = mr.router.route6.counters;
+      for (const [path, v] of [['between', c.between], ['to_uplink', c.toUplink], ['from_uplink', c.fromUplink],
+        ['prohibited', c.prohibited], ['no_route', c.noRoute], ['hop_limit_exceeded', c.hopLimitExceeded], ['too_big', c.tooBig],
+        ['scope', c.scope]] as const) {
         emit({ router: mr.name, path }, v);
       }
     });

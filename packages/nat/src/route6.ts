@@ -1,0 +1,291 @@
+/*
+ * IPv6 forwarding of one router (the IPv6 twin of router.ts's IPv4 decisions):
+ * a packet a VM sends to the gateway's MAC for an address that is not the
+ * gateway's goes
+ * - to another network of this router whose /64 holds the destination, if the
+ *   `interconnect` pairs let those two networks route (the same rule as IPv4);
+ *   else Destination Unreachable "administratively prohibited";
+ * - else out of the uplink, when the uplink has IPv6 (uplink6.ts: routed, the
+ *   VM prefixes routed to the uplink's address by the upstream, or NPTv6,
+ *   npt6.ts, for ULA prefixes);
+ * - else nowhere: Destination Unreachable "no route".
+ * Packets from the uplink for a VM prefix (or, with NPTv6, for its external
+ * prefix) go to that network. Link-local sources and destinations are never
+ * forwarded (RFC 4291 2.5.6): "beyond scope of source address".
+ *
+ * Every forwarded packet has its hop limit decremented; at 1 the sender gets
+ * Time Exceeded. A packet larger than the egress link's MTU (the network's
+ * `ra.mtu`, 1500 without one; the uplink's `mtu`) is not fragmented (IPv6
+ * routers never do, RFC 8200 5): the sender gets Packet Too Big with that MTU.
+ * A GSO super-frame is judged by the size of its segments (icmp6-error.ts
+ * segmentSize), and otherwise forwarded whole with its virtio_net_hdr: routing
+ * changes neither the L4 checksum nor the header offsets, and NPTv6 is
+ * checksum-neutral, so a partial checksum stays right.
+ *
+ * The ICMPv6 errors spend a token of the sending port's `icmpErrors` bucket
+ * (limits.ts) first, as the IPv4 ones do; from the uplink side they are bounded
+ * by a bucket of their own (ERRORS_FROM_UPLINK_PPS).
+ *
+ * Next hops on a network are resolved by Neighbor Discovery: each network has a
+ * neighbour cache (neigh6.ts), fed by what nd.ts sees (NS with a source
+ * link-layer address, NAs), and a miss holds the packet and solicits the
+ * destination from the gateway's link-local address.
+ *
+ * Nothing is allocated per forwarded packet; errors and solicitations are written
+ * into preallocated buffers.
+ */
+import {
+  ETH_HLEN, ETHERTYPE, ICMP6_TYPE, IP6, IP6_HLEN, IP6_NEXT, IPV6_OK, NDOPT, checkIpv6, ip6InPrefix, ip6IsLinkLocal,
+  ip6IsMulticast, ip6IsUnspecified, ip6PayloadLen, srcMac, writeIcmp6Checksum, writeIp6, writeNs, writeOptLla,
+  writeSolicitedNode, ip6MulticastMac, VNET_HDR_LEN, vnetWork,
+} from '@vswitch/switch';
+import { writeEth } from './frames.js';
+import { ICMP6_UNREACH, icmp6ErrorFrame, mayAnswer, segmentSize } from './icmp6-error.js';
+import { LIMIT } from './limits.js';
+import { Neigh6Cache } from './neigh6.js';
+import type { RouterNetwork } from './network.js';
+import { holdCopy } from './vnet.js';
+
+/** The MTU of a network without `ra.mtu`: Ethernet's. */
+export const DEFAULT_MTU6 = 1500;
+/** ICMPv6 errors a second towards the uplink side, in all (the VM side has its per-port buckets). */
+export const ERRORS_FROM_UPLINK_PPS = 100;
+
+export interface Route6Counters {
+  /** Forwarded between two networks of the router. */
+  between: number;
+  toUplink: number;
+  fromUplink: number;
+  /** Refused: networks not interconnected. */
+  prohibited: number;
+  noRoute: number;
+  hopLimitExceeded: number;
+  /** Packet Too Big sent (or due and rate-limited). */
+  tooBig: number;
+  /** Link-local source or destination, or a multicast destination: not forwarded. */
+  scope: number;
+}
+
+/** What route6 needs of an uplink with IPv6 (uplink6.ts). */
+export interface Uplink6Port {
+  readonly mtu: number;
+  /** Sends the packet (its Ethernet header room before ipOff) towards its destination. */
+  send(buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean): void;
+  /** An ICMPv6 error about the packet at pkt[ipOff..) back to its sender (the uplink's address as source). */
+  error(type: number, code: number, param: number, pkt: Uint8Array, ipOff: number): void;
+  /** Maps an outbound packet's source (NPTv6) or judges it (routed: must be a VM prefix); false: drop. */
+  outbound(buf: Uint8Array, ipOff: number): boolean;
+  /** Maps an inbound packet's destination back (NPTv6); false: not ours. */
+  inbound(buf: Uint8Array, ipOff: number): boolean;
+}
+
+interface Net6 {
+  net: RouterNetwork;
+  cache: Neigh6Cache;
+  prefix: Uint8Array;
+  prefixLen: number;
+  mtu: number;
+}
+
+export class Route6 {
+  readonly counters: Route6Counters = {
+    between: 0, toUplink: 0, fromUplink: 0, prohibited: 0, noRoute: 0, hopLimitExceeded: 0, tooBig: 0, scope: 0,
+  };
+  readonly #nets: Net6[] = [];
+  readonly #byNet = new Map<RouterNetwork, Net6>();
+  readonly #out = Buffer.alloc(ETH_HLEN + 1280 + 64);
+  readonly #ns = Buffer.alloc(128);
+  readonly #group = new Uint8Array(16);
+  uplink: Uplink6Port | undefined;
+
+  constructor(private readonly clock: () => number, private readonly allowed: (a: string, b: string) => boolean) {}
+
+  /** A network with `ipv6` joins: its neighbour cache, and its ND feeds it. */
+  addNetwork(net: RouterNetwork): void {
+    const nd = net.nd;
+    if (nd === undefined) return;
+    const n: Net6 = { net, cache: new Neigh6Cache(this.clock), prefix: nd.prefix, prefixLen: nd.opts.prefixLen, mtu: nd.opts.mtu ?? DEFAULT_MTU6 };
+    this.#nets.push(n);
+    this.#byNet.set(net, n);
+    nd.onNeighbour = (f, a, mac) => {
+      for (const held of n.cache.learn(f, a, mac)) this.#emitHeld(n, held, mac);
+    };
+    net.route6 = (from, buf, ipOff, ipLen, vnet) => this.fromNetwork(from, buf, ipOff, ipLen, vnet);
+  }
+
+  /** The neighbour cache of a network (views, tests). */
+  cacheOf(net: RouterNetwork): Neigh6Cache | undefined {
+    return this.#byNet.get(net)?.cache;
+  }
+
+  /**
+   * The RA router lifetime of `net`: non-zero (3 x the RA interval, at most
+   * 9000 s, RFC 4861 6.2.1's default) when it has somewhere to route to: an
+   * interconnected network with IPv6, or an uplink with IPv6.
+   */
+  routerLifetime(net: RouterNetwork): number {
+    const nd = net.nd;
+    if (nd === undefined) return 0;
+    const somewhere = this.uplink !== undefined || this.#nets.some((o) => o.net !== net && this.allowed(net.name, o.net.name));
+    return somewhere ? Math.min(9000, nd.opts.intervalSec * 3) : 0;
+  }
+
+  #networkOf(buf: Uint8Array, a: number): Net6 | undefined {
+    const nets = this.#nets;
+    for (let i = 0; i < nets.length; i++) if (ip6InPrefix(buf, a, nets[i].prefix, 0, nets[i].prefixLen)) return nets[i];
+    return undefined;
+  }
+
+  /**
+   * An IPv6 packet at buf[ipOff..ipOff+len) that `from` received at the gateway's
+   * MAC. Returns false when it is not for forwarding (to one of the gateway's
+   * addresses, to a group, or malformed: nd.ts's business); true when taken.
+   */
+  fromNetwork(from: RouterNetwork, buf: Uint8Array, ipOff: number, len: number, vnet: boolean): boolean {
+    if (checkIpv6(buf, ipOff, len) !== IPV6_OK) return false;
+    const dst = ipOff + IP6.DST;
+    if (ip6IsMulticast(buf, dst)) return false;
+    const src6 = this.#byNet.get(from);
+    if (src6 === undefined) return false;
+    const nd = from.nd!;
+    if (ip6IsLinkLocal(buf, dst) || nd.isOurs(buf, dst)) return false;
+    // On our own link: the sender should have reached it directly; not ours to route.
+    if (ip6InPrefix(buf, dst, src6.prefix, 0, src6.prefixLen)) return false;
+    const ipLen = IP6_HLEN + ip6PayloadLen(buf, ipOff);
+    const src = ipOff + IP6.SRC;
+    if (ip6IsLinkLocal(buf, src) || ip6IsUnspecified(buf, src) || ip6IsMulticast(buf, src)) {
+      this.counters.scope++;
+      this.#errorBack(src6, ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.BEYOND_SCOPE, 0, buf, ipOff);
+      return true;
+    }
+    const to = this.#networkOf(buf, dst);
+    if (to !== undefined) {
+      if (!this.allowed(from.name, to.net.name)) {
+        this.counters.prohibited++;
+        this.#errorBack(src6, ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.PROHIBITED, 0, buf, ipOff);
+        return true;
+      }
+      if (!this.#hop(src6, buf, ipOff, ipLen, vnet, to.mtu)) return true;
+      this.counters.between++;
+      this.#sendOn(to, buf, ipOff, ipLen, vnet);
+      return true;
+    }
+    const up = this.uplink;
+    if (up === undefined) {
+      this.counters.noRoute++;
+      this.#errorBack(src6, ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.NO_ROUTE, 0, buf, ipOff);
+      return true;
+    }
+    if (!this.#hop(src6, buf, ipOff, ipLen, vnet, up.mtu)) return true;
+    if (!up.outbound(buf, ipOff)) {
+      this.counters.noRoute++;
+      return true;
+    }
+    this.counters.toUplink++;
+    up.send(buf, ipOff, ipLen, vnet);
+    return true;
+  }
+
+  /**
+   * An IPv6 packet the uplink received at its MAC that is not for the uplink's own
+   * addresses: to a VM network (after NPTv6's inbound mapping), or refused.
+   */
+  fromUplink(buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean): void {
+    const up = this.uplink!;
+    const dst = ipOff + IP6.DST;
+    if (ip6IsMulticast(buf, dst) || ip6IsLinkLocal(buf, dst) || ip6IsLinkLocal(buf, ipOff + IP6.SRC)) {
+      this.counters.scope++;
+      return;
+    }
+    if (!up.inbound(buf, ipOff)) {
+      this.counters.noRoute++;
+      up.error(ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.NO_ROUTE, 0, buf, ipOff);
+      return;
+    }
+    const to = this.#networkOf(buf, dst);
+    if (to === undefined) {
+      this.counters.noRoute++;
+      up.error(ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.NO_ROUTE, 0, buf, ipOff);
+      return;
+    }
+    if (buf[ipOff + IP6.HLIM] <= 1) {
+      this.counters.hopLimitExceeded++;
+      up.error(ICMP6_TYPE.TIME_EXCEEDED, 0, 0, buf, ipOff);
+      return;
+    }
+    if (segmentSize(buf, ipOff, ipLen, vnet) > to.mtu) {
+      this.counters.tooBig++;
+      up.error(ICMP6_TYPE.PACKET_TOO_BIG, 0, to.mtu, buf, ipOff);
+      return;
+    }
+    buf[ipOff + IP6.HLIM]--;
+    this.counters.fromUplink++;
+    this.#sendOn(to, buf, ipOff, ipLen, vnet);
+  }
+
+  /** Hop limit and MTU of a packet from a network: false (answered, counted) when it may not go on. */
+  #hop(from: Net6, buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean, mtu: number): boolean {
+    if (buf[ipOff + IP6.HLIM] <= 1) {
+      this.counters.hopLimitExceeded++;
+      this.#errorBack(from, ICMP6_TYPE.TIME_EXCEEDED, 0, 0, buf, ipOff);
+      return false;
+    }
+    if (segmentSize(buf, ipOff, ipLen, vnet) > mtu) {
+      this.counters.tooBig++;
+      this.#errorBack(from, ICMP6_TYPE.PACKET_TOO_BIG, 0, mtu, buf, ipOff);
+      return false;
+    }
+    buf[ipOff + IP6.HLIM]--;
+    return true;
+  }
+
+  /** An ICMPv6 error to the sender of the packet, from the gateway's address on its network, after its port's token. */
+  #errorBack(n: Net6, type: number, code: number, param: number, buf: Uint8Array, ipOff: number): void {
+    if (!mayAnswer(buf, ipOff, type)) return;
+    const sender = srcMac(buf, ipOff - ETH_HLEN);
+    if (!n.net.limit(LIMIT.icmpErrors, sender)) return;
+    const len = icmp6ErrorFrame(this.#out, sender, n.net.mac, n.net.nd!.address, type, code, param, buf, ipOff);
+    n.net.emit(this.#out, 0, len);
+  }
+
+  /** Sends the packet to its destination on `n`, resolving it by ND (the packet held meanwhile). */
+  #sendOn(n: Net6, buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean): void {
+    const frameOff = ipOff - ETH_HLEN;
+    const dst = ipOff + IP6.DST;
+    const mac = n.cache.lookup(buf, dst);
+    if (mac < 0) {
+      if (n.cache.hold(buf, dst, holdCopy(buf, frameOff, ETH_HLEN + ipLen, vnet))) this.#solicit(n, buf, dst);
+      return;
+    }
+    writeEth(buf, mac, n.net.mac, ETHERTYPE.IPV6, frameOff);
+    if (vnet) n.net.emitVnet(buf, frameOff, ETH_HLEN + ipLen);
+    else n.net.emit(buf, frameOff, ETH_HLEN + ipLen);
+  }
+
+  /** A held copy (vnet.ts holdCopy: header room, then the frame) whose destination resolved to `mac`. */
+  #emitHeld(n: Net6, copy: Uint8Array, mac: number): void {
+    const off = VNET_HDR_LEN;
+    writeEth(copy, mac, n.net.mac, ETHERTYPE.IPV6, off);
+    if (vnetWork(copy, 0)) n.net.emitVnet(copy, off, copy.length - off);
+    else n.net.emit(copy, off, copy.length - off);
+  }
+
+  /** A Neighbor Solicitation for target buf[t, t+16) to its solicited-node group, from the gateway's link-local address. */
+  #solicit(n: Net6, buf: Uint8Array, t: number): void {
+    const b = this.#ns;
+    const ip = ETH_HLEN;
+    const l4 = ip + IP6_HLEN;
+    writeSolicitedNode(this.#group, 0, buf, t);
+    let len = writeNs(b, l4, buf, t);
+    len += writeOptLla(b, l4 + len, NDOPT.SLLA, n.net.mac);
+    writeEth(b, ip6MulticastMac(this.#group, 0), n.net.mac, ETHERTYPE.IPV6);
+    writeIp6(b, ip, len, IP6_NEXT.ICMPV6, 255, n.net.nd!.linkLocal, 0, this.#group, 0);
+    writeIcmp6Checksum(b, ip, l4, len);
+    n.net.emit(b, 0, ip + IP6_HLEN + len);
+  }
+
+  /** Neighbour caches by network, for `router show`. */
+  describe(): Record<string, unknown> {
+    return { counters: { ...this.counters } };
+  }
+}
