@@ -273,12 +273,25 @@ function dhcpCell(p: any): string {
 function ipv6Text(r: any): string {
   const nets = r.networks.filter((n: any) => n.ipv6);
   if (nets.length === 0) return '';
-  return `ipv6 (router lifetime 0: no IPv6 routing yet):\n${table(['network', 'address', 'link-local', 'mode', 'ra every', 'rdnss', 'dnssl', 'ra sent', 'rs', 'ns answered'],
+  // Router lifetime 0: the network routes nowhere (no interconnected IPv6 network, no uplink with IPv6).
+  return `ipv6:\n${table(['network', 'address', 'link-local', 'mode', 'ra every', 'rdnss', 'dnssl', 'ra sent', 'rs', 'ns answered', 'router life', 'neighbours'],
     nets.map((n: any) => {
       const v = n.ipv6;
       return [n.name, v.address, v.linkLocal, v.mode, `${Math.round(v.raInterval >= 9 ? v.raInterval / 3 : v.raInterval * 0.75)}-${v.raInterval}s`,
-        v.rdnss.join(',') || '-', v.dnssl.join(',') || '-', v.counters.raSent, v.counters.rsReceived, v.counters.nsAnswered];
-    }))}`;
+        v.rdnss.join(',') || '-', v.dnssl.join(',') || '-', v.counters.raSent, v.counters.rsReceived, v.counters.nsAnswered,
+        `${v.routerLifetime}s`, v.neighbours ?? 0];
+    }))}${ipv6RouteText(r)}`;
+}
+
+/** `router show`: the uplink's IPv6 side and what route6 forwarded. */
+function ipv6RouteText(r: any): string {
+  const v = r.ipv6;
+  if (!v) return '';
+  const c = v.counters;
+  const up = v.uplink;
+  const uplink = up ? `uplink ipv6: ${up.address || '(none yet)'} ${up.mode}${up.translate ? ` translate ${up.translate}` : ''}, gateway ${up.gateway || '(none yet)'}, mtu ${up.mtu}\n` : '';
+  return `${uplink}ipv6 routed: between ${c.between}, to uplink ${c.toUplink}, from uplink ${c.fromUplink}; refused: prohibited ${c.prohibited}, `
+    + `no route ${c.noRoute}, hop limit ${c.hopLimitExceeded}, too big ${c.tooBig}, scope ${c.scope}\n`;
 }
 
 /** `router show`: the per-port rate limits, and the ports they dropped frames of. */

@@ -237,6 +237,26 @@ describe('config: validation (one DHCP server per VLAN, uplinks, interface names
     expect(e).toMatch(/routers\.s\.networks\.c\.ipv6 .*VLAN 10 of bridge br0 already has IPv6 \(routers\.r\.networks\.a\)/);
   });
 
+  it('IPv6 on the uplink and NPTv6: the keys, and each mistake with its key path', () => {
+    const base = 'bridges:\n  br0: {}\nrouters:\n  r:\n';
+    const up = (ipv6: string): string => `    uplink: { interface: eth9, address: 198.51.100.2/24${ipv6 ? `, ipv6: ${ipv6}` : ''} }\n`;
+    const nets = (npt = '"2001:db8:130::/64"'): string => '    networks:\n'
+      + '      a: { bridge: br0, vlan: 10, address: 10.0.10.1/24, ipv6: { address: "2001:db8:10::1/64" } }\n'
+      + `      b: { bridge: br0, vlan: 30, address: 10.0.30.1/24, ipv6: { address: "fd00:30::1/64", npt: ${npt} } }\n`;
+    const c = parseConfig(base + up('{ address: "2001:db8:1::2/64", gateway: "fe80::1" }') + nets(), F);
+    expect(c.routers.r.uplink?.ipv6).toEqual({ address: '2001:db8:1::2/64', gateway: 'fe80::1', mtu: 1500 });
+    expect(c.routers.r.networks.b.ipv6?.npt).toBe('2001:db8:130::/64');
+    expect(parseConfig(base + up('{ address: slaac, mtu: 1400 }') + nets(), F).routers.r.uplink?.ipv6).toEqual({ address: 'slaac', mtu: 1400 });
+    expect(errorOf(base + up('{ address: "fe80::2/64" }') + nets())).toMatch(/routers\.r\.uplink\.ipv6\.address .*global unicast/);
+    expect(errorOf(base + up('{ address: dhcp }') + nets())).toMatch(/routers\.r\.uplink\.ipv6\.address .*"slaac" or an IPv6 address/);
+    expect(errorOf(base + up('{ address: slaac, gateway: "ff02::2" }') + nets())).toMatch(/uplink\.ipv6\.gateway .*unicast/);
+    expect(errorOf(base + up('{ address: slaac, mtu: 1000 }') + nets())).toMatch(/uplink\.ipv6\.mtu .*1280/);
+    expect(errorOf(base + up('') + nets())).toMatch(/routers\.r\.networks\.b\.ipv6\.npt .*needs uplink\.ipv6/);
+    expect(errorOf(base + up('{ address: slaac }') + nets('"2001:db8:130::/48"'))).toMatch(/ipv6\.npt .*\/64 prefix/);
+    expect(errorOf(base + up('{ address: slaac }') + nets('"2001:db8:10::/64"'))).toMatch(/ipv6\.npt .*inside prefix of network a/);
+    expect(errorOf(`${base}    uplink: { kind: host, ipv6: { address: slaac } }\n${nets()}`)).toMatch(/routers\.r\.uplink\.ipv6 .*kind: interface/);
+  });
+
   it('refuses attaching a router\'s uplink interface to a bridge', () => {
     expect(errorOf('bridges:\n  br0:\n    ports:\n      eth1: { type: attach }\nrouters:\n  r0:\n    uplink: { interface: eth1, address: 192.0.2.2/24 }\n'
       + `    networks:\n${net('n1', 10, 1)}`)).toMatch(/bridges\.br0\.ports\.eth1 \(line 4\): is the uplink interface of router r0/);

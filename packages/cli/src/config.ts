@@ -174,8 +174,8 @@ const RA_DEFAULTS = { interval: 600, validLifetime: 86400, preferredLifetime: 14
 /**
  * IPv6 of a router network (nd.ts in @vswitch/nat): the gateway's address in a
  * /64, the way guests configure theirs (`mode`: the RA's flags), and the Router
- * Advertisements. The RA's router lifetime is 0 while the router does not route
- * IPv6 (README "IPv6").
+ * Advertisements. The RA's router lifetime is 0 while the network routes nowhere
+ * (no interconnected IPv6 network, no uplink with IPv6; README "IPv6 routing").
  */
 const Ipv6Schema = z.strictObject({
   /** The gateway's address and the network's /64 prefix, like fd00:10::1/64; its link-local address comes from its MAC. */
@@ -199,6 +199,32 @@ const Ipv6Schema = z.strictObject({
     dnssl: z.array(z.string().refine((s) => dnsNames([s]) !== undefined, 'must be a domain name')).max(8, 'at most 8 domains').default([]),
   }).refine((r) => r.preferredLifetime <= r.validLifetime, { path: ['preferredLifetime'], message: 'must not exceed validLifetime' })
     .default(RA_DEFAULTS),
+  /**
+   * NPTv6 (RFC 6296, npt6.ts in @vswitch/nat): the /64 this network appears as
+   * through the uplink (its ULA prefix translated, stateless); absent: routed as is.
+   */
+  npt: z.string().superRefine((s, ctx) => {
+    const c = parseCidr6(s);
+    if (c === undefined || c.prefix !== 64) ctx.addIssue({ code: 'custom', message: 'must be a /64 prefix, like 2001:db8:5:10::/64' });
+    else if (ip6IsMulticast(c.addr, 0) || ip6IsLinkLocal(c.addr, 0) || ip6IsUnspecified(c.addr, 0)) ctx.addIssue({ code: 'custom', message: 'must be a unicast prefix' });
+  }).optional(),
+});
+
+/**
+ * IPv6 on an interface uplink (uplink6.ts in @vswitch/nat): the router's own
+ * address on the uplink segment, static or "slaac" (from the segment's RAs), its
+ * default router (absent: the RAs' source) and the link's MTU (Packet Too Big).
+ */
+const Uplink6Schema = z.strictObject({
+  address: z.string().superRefine((s, ctx) => {
+    if (s === 'slaac') return;
+    const c = parseCidr6(s);
+    if (c === undefined) ctx.addIssue({ code: 'custom', message: 'must be "slaac" or an IPv6 address with its prefix length, like 2001:db8::2/64' });
+    else if (ip6IsMulticast(c.addr, 0) || ip6IsLinkLocal(c.addr, 0) || ip6IsUnspecified(c.addr, 0)) ctx.addIssue({ code: 'custom', message: 'must be a global unicast address' });
+  }),
+  gateway: z.string().refine((s) => { const a = parseIp6(s); return a !== undefined && !ip6IsMulticast(a, 0) && !ip6IsUnspecified(a, 0); },
+    'must be an IPv6 unicast address (link-local fe80:: or global)').optional(),
+  mtu: z.number().int().min(1280, 'must be at least 1280 (IPv6 minimum MTU)').max(65535).default(1500),
 });
 
 const RouterNetworkSchema = z.strictObject({
@@ -247,6 +273,8 @@ const RouterSchema = z.strictObject({
     listen: Ip4.optional(),
     gateway: Ip4.optional(),
     mac: Mac.optional(),
+    /** kind interface: IPv6 on the uplink (routed; NPTv6 for networks with ipv6.npt). */
+    ipv6: Uplink6Schema.optional(),
     /** address: dhcp only: the hostname sent to the DHCP server (option 12). */
     hostname: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/, 'must be a hostname label: letters, digits and -, at most 63').optional(),
   }).optional(),
@@ -459,6 +487,22 @@ export const ConfigSchema = z.strictObject({
       for (const k of ['dns', 'resolvConf', 'icmp', 'listen'] as const) {
         if (r.uplink[k] !== undefined) issue([...up, k], 'is for kind: host');
       }
+    }
+    // IPv6 routing to the uplink (route6.ts): an interface uplink's own IPv6; NPTv6 prefixes need it and must not collide.
+    if (r.uplink?.kind === 'host' && r.uplink.ipv6 !== undefined) issue([...up, 'ipv6'], 'is for kind: interface (an address of the router\'s own on the uplink segment)');
+    const outside = new Map<string, string>();
+    for (const [nname, n] of Object.entries(r.networks)) {
+      if (n.ipv6?.npt === undefined) continue;
+      const at = ['routers', rname, 'networks', nname, 'ipv6', 'npt'];
+      if (r.uplink?.kind === 'host' || r.uplink?.ipv6 === undefined) issue(at, 'needs uplink.ipv6 (NPTv6 translates to the uplink)');
+      const p = parseCidr6(n.ipv6.npt);
+      if (p === undefined) continue;
+      const key = formatIp6(ip6Masked(p.addr, 64));
+      const inside = Object.entries(r.networks).find(([, o]) => o.ipv6 !== undefined && parseCidr6(o.ipv6.address) !== undefined &&
+        formatIp6(ip6Masked(parseCidr6(o.ipv6.address)!.addr, 64)) === key);
+      if (inside !== undefined) issue(at, `is the inside prefix of network ${inside[0]}`);
+      else if (outside.has(key)) issue(at, `is already network ${outside.get(key)}'s outside prefix`);
+      outside.set(key, nname);
     }
     if (r.uplink?.address === 'dhcp' && r.uplink.gateway !== undefined) {
       issue(['routers', rname, 'uplink', 'gateway'], 'with address: dhcp the gateway comes from the DHCP server (option 3); remove it');

@@ -19,3 +19,5 @@ export * from './nd.js';
 export * from './route6.js';
 export * from './neigh6.js';
 export * from './icmp6-error.js';
+export * from './uplink6.js';
+export * from './npt6.js';

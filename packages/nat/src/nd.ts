@@ -64,8 +64,10 @@ export interface Ipv6Options {
   /** Prefix lifetimes in seconds (0xffffffff: infinity). */
   validLifetime: number;
   preferredLifetime: number;
-  /** The MTU option; absent: none. */
+  /** The MTU option; absent: none. It is also the network's MTU for routed IPv6 (route6.ts: Packet Too Big). */
   mtu?: number;
+  /** The outside /64 (16 bytes) the network appears as through the uplink (NPTv6, npt6.ts); absent: routed as is. */
+  npt?: Uint8Array;
   /** RDNSS addresses (16 bytes each) and DNSSL domains; empty: no option. */
   rdnss: Uint8Array[];
   dnssl: string[];

@@ -37,13 +37,14 @@
 import {
   ETH_HLEN, ETHERTYPE, ICMP6_TYPE, IP6, IP6_HLEN, IP6_NEXT, IPV6_OK, NDOPT, checkIpv6, ip6InPrefix, ip6IsLinkLocal,
   ip6IsMulticast, ip6IsUnspecified, ip6PayloadLen, srcMac, writeIcmp6Checksum, writeIp6, writeNs, writeOptLla,
-  writeSolicitedNode, ip6MulticastMac, VNET_HDR_LEN, vnetWork,
+  writeSolicitedNode, ip6MulticastMac, VNET_HDR_LEN, vnetWork, ip6Upper, newIp6Upper,
 } from '@vswitch/switch';
 import { writeEth } from './frames.js';
 import { ICMP6_UNREACH, icmp6ErrorFrame, mayAnswer, segmentSize } from './icmp6-error.js';
 import { LIMIT } from './limits.js';
 import { Neigh6Cache } from './neigh6.js';
 import type { RouterNetwork } from './network.js';
+import { Npt6 } from './npt6.js';
 import { holdCopy } from './vnet.js';
 
 /** The MTU of a network without `ra.mtu`: Ethernet's. */
@@ -64,23 +65,23 @@ export interface Route6Counters {
   tooBig: number;
   /** Link-local source or destination, or a multicast destination: not forwarded. */
   scope: number;
+  /** To the uplink from a source in none of the router's prefixes (BCP 38), or not translatable: dropped. */
+  badSource: number;
 }
 
 /** What route6 needs of an uplink with IPv6 (uplink6.ts). */
 export interface Uplink6Port {
   readonly mtu: number;
-  /** Sends the packet (its Ethernet header room before ipOff) towards its destination. */
-  send(buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean): void;
+  /** Sends the packet (ETH_HLEN bytes of room before ipOff; with `vnet` its header before those) to its next hop. */
+  send6(buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean): void;
   /** An ICMPv6 error about the packet at pkt[ipOff..) back to its sender (the uplink's address as source). */
   error(type: number, code: number, param: number, pkt: Uint8Array, ipOff: number): void;
-  /** Maps an outbound packet's source (NPTv6) or judges it (routed: must be a VM prefix); false: drop. */
-  outbound(buf: Uint8Array, ipOff: number): boolean;
-  /** Maps an inbound packet's destination back (NPTv6); false: not ours. */
-  inbound(buf: Uint8Array, ipOff: number): boolean;
 }
 
 interface Net6 {
   net: RouterNetwork;
+  /** NPTv6 to the uplink (the network's `ipv6.npt`); absent: routed. */
+  npt: Npt6 | undefined;
   cache: Neigh6Cache;
   prefix: Uint8Array;
   prefixLen: number;
@@ -89,13 +90,14 @@ interface Net6 {
 
 export class Route6 {
   readonly counters: Route6Counters = {
-    between: 0, toUplink: 0, fromUplink: 0, prohibited: 0, noRoute: 0, hopLimitExceeded: 0, tooBig: 0, scope: 0,
+    between: 0, toUplink: 0, fromUplink: 0, prohibited: 0, noRoute: 0, hopLimitExceeded: 0, tooBig: 0, scope: 0, badSource: 0,
   };
   readonly #nets: Net6[] = [];
   readonly #byNet = new Map<RouterNetwork, Net6>();
   readonly #out = Buffer.alloc(ETH_HLEN + 1280 + 64);
   readonly #ns = Buffer.alloc(128);
   readonly #group = new Uint8Array(16);
+  readonly #upper = newIp6Upper();
   uplink: Uplink6Port | undefined;
 
   constructor(private readonly clock: () => number, private readonly allowed: (a: string, b: string) => boolean) {}
@@ -104,7 +106,8 @@ export class Route6 {
   addNetwork(net: RouterNetwork): void {
     const nd = net.nd;
     if (nd === undefined) return;
-    const n: Net6 = { net, cache: new Neigh6Cache(this.clock), prefix: nd.prefix, prefixLen: nd.opts.prefixLen, mtu: nd.opts.mtu ?? DEFAULT_MTU6 };
+    const npt = nd.opts.npt !== undefined ? new Npt6(nd.prefix, nd.opts.npt) : undefined;
+    const n: Net6 = { net, npt, cache: new Neigh6Cache(this.clock), prefix: nd.prefix, prefixLen: nd.opts.prefixLen, mtu: nd.opts.mtu ?? DEFAULT_MTU6 };
     this.#nets.push(n);
     this.#byNet.set(net, n);
     nd.onNeighbour = (f, a, mac) => {
@@ -177,12 +180,12 @@ export class Route6 {
       return true;
     }
     if (!this.#hop(src6, buf, ipOff, ipLen, vnet, up.mtu)) return true;
-    if (!up.outbound(buf, ipOff)) {
-      this.counters.noRoute++;
+    if (!this.#outbound(buf, ipOff)) {
+      this.counters.badSource++;
       return true;
     }
     this.counters.toUplink++;
-    up.send(buf, ipOff, ipLen, vnet);
+    up.send6(buf, ipOff, ipLen, vnet);
     return true;
   }
 
@@ -197,13 +200,10 @@ export class Route6 {
       this.counters.scope++;
       return;
     }
-    if (!up.inbound(buf, ipOff)) {
-      this.counters.noRoute++;
-      up.error(ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.NO_ROUTE, 0, buf, ipOff);
-      return;
-    }
+    const translated = this.#inbound(buf, ipOff);
     const to = this.#networkOf(buf, dst);
-    if (to === undefined) {
+    // A translated network is reachable from outside at its outside prefix only.
+    if (to === undefined || (to.npt !== undefined && !translated)) {
       this.counters.noRoute++;
       up.error(ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.NO_ROUTE, 0, buf, ipOff);
       return;
@@ -221,6 +221,50 @@ export class Route6 {
     buf[ipOff + IP6.HLIM]--;
     this.counters.fromUplink++;
     this.#sendOn(to, buf, ipOff, ipLen, vnet);
+  }
+
+  /**
+   * The source of a packet to the uplink must be in one of the router's prefixes;
+   * a network with NPTv6 has it mapped to its outside prefix, and the quoted
+   * packet of an ICMPv6 error it sends (the inner destination) with it.
+   */
+  #outbound(buf: Uint8Array, ipOff: number): boolean {
+    const src = ipOff + IP6.SRC;
+    const n = this.#networkOf(buf, src);
+    if (n === undefined) return false;
+    const npt = n.npt;
+    if (npt === undefined) return true;
+    if (!npt.out(buf, src)) return false;
+    const inner = this.#quoted(buf, ipOff);
+    if (inner >= 0 && ip6InPrefix(buf, inner + IP6.DST, n.prefix, 0, 64)) npt.out(buf, inner + IP6.DST);
+    return true;
+  }
+
+  /**
+   * NPTv6 inbound: a destination in a network's outside prefix is mapped to its
+   * inside address, and so is the quoted packet's source of an ICMPv6 error (the
+   * VM's own packet, as it sent it). True when it was translated.
+   */
+  #inbound(buf: Uint8Array, ipOff: number): boolean {
+    const dst = ipOff + IP6.DST;
+    const nets = this.#nets;
+    for (let i = 0; i < nets.length; i++) {
+      const npt = nets[i].npt;
+      if (npt === undefined || !ip6InPrefix(buf, dst, npt.outside, 0, 64)) continue;
+      if (!npt.in(buf, dst)) return false;
+      const inner = this.#quoted(buf, ipOff);
+      if (inner >= 0 && ip6InPrefix(buf, inner + IP6.SRC, npt.outside, 0, 64)) npt.in(buf, inner + IP6.SRC);
+      return true;
+    }
+    return false;
+  }
+
+  /** Where the quoted IPv6 header of an ICMPv6 error (types 1-4) starts, when the whole header is there; else -1. */
+  #quoted(buf: Uint8Array, ipOff: number): number {
+    const u = this.#upper;
+    if (ip6Upper(buf, ipOff, u) !== IPV6_OK || u.proto !== IP6_NEXT.ICMPV6 || u.fragment || u.len < 8 + IP6_HLEN) return -1;
+    const t = buf[u.off];
+    return t >= ICMP6_TYPE.DEST_UNREACH && t <= ICMP6_TYPE.PARAM_PROBLEM ? u.off + 8 : -1;
   }
 
   /** Hop limit and MTU of a packet from a network: false (answered, counted) when it may not go on. */
@@ -284,8 +328,9 @@ export class Route6 {
     n.net.emit(b, 0, ip + IP6_HLEN + len);
   }
 
-  /** Neighbour caches by network, for `router show`. */
+  /** For `router show`: the counters, and the uplink's IPv6 side. */
   describe(): Record<string, unknown> {
-    return { counters: { ...this.counters } };
+    const up = this.uplink as { describe?: () => Record<string, unknown> } | undefined;
+    return { counters: { ...this.counters }, uplink: up?.describe?.() ?? null };
   }
 }

@@ -46,6 +46,7 @@ import { Uplink, type UplinkEvent, type UplinkOptions } from './uplink.js';
 import { HostNat, type HostNatOptions } from './host/nat.js';
 import { LIMIT, type RateLimits } from './limits.js';
 import { Route6 } from './route6.js';
+import { Uplink6, type Uplink6Options } from './uplink6.js';
 
 export interface RouterOptions {
   name: string;
@@ -54,6 +55,8 @@ export interface RouterOptions {
   /** Wall-clock ms (DHCP leases). */
   wallClock?: () => number;
   uplink?: Omit<UplinkOptions, 'clock' | 'wallClock'>;
+  /** IPv6 on the uplink (uplink6.ts): routed, and NPTv6 for networks with `ipv6.npt`. Needs `uplink`. */
+  uplink6?: Omit<Uplink6Options, 'clock' | 'mac'>;
   /**
    * NAT through the host's own address (host/nat.ts) instead of an uplink
    * interface: flows leave as sockets of the host. `mtu`: the networks' MTU (1500).
@@ -120,6 +123,13 @@ export class Router {
       this.uplink.onIp = (buf, ipOff, ipLen, vnet) => this.#fromUplink(buf, ipOff, ipLen, vnet);
       this.uplink.onAddress = (ip) => { napt.publicIp = ip; };
       this.uplink.onEvent = (e) => this.#event(e);
+      if (opts.uplink6 !== undefined) {
+        const uplink = this.uplink;
+        const up6 = new Uplink6({ ...opts.uplink6, mac: opts.uplink.mac, clock: opts.clock }, (b, o, l, v) => uplink.sendFrame(b, o, l, v));
+        up6.onForward = (buf, ipOff, ipLen, vnet) => this.route6.fromUplink(buf, ipOff, ipLen, vnet);
+        uplink.ipv6 = up6;
+        this.route6.uplink = up6;
+      }
     } else if (opts.host) {
       const { mtu = 1500, ...host } = opts.host;
       this.host = new HostNat({
@@ -184,6 +194,7 @@ export class Router {
   /** Expiry of NAPT sessions and DHCP leases; called every second. */
   tick(): void {
     this.uplink?.tick();
+    this.uplink?.ipv6?.tick();
     this.napt?.table.expire(this.opts.clock());
     this.host?.tick(this.opts.clock());
     for (const net of this.networks.values()) net.limiter.tick(this.opts.clock());

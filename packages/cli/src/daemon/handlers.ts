@@ -138,13 +138,15 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
         name: n.name, vlan: n.opts.vlan, address: `${formatIp4(n.ip)}/${n.opts.prefix}`, dhcp: n.opts.dhcp !== undefined,
         state: failed === undefined ? 'ok' : `dhcp failed: ${failed}`,
         ...(n.opts.dhcp !== undefined ? { dhcpPolicy: n.opts.dhcp.policy() } : {}),
-        ...(n.nd !== undefined ? { ipv6: { ...n.nd.describe(), counters: { ...n.nd.counters } } } : {}),
+        ...(n.nd !== undefined ? { ipv6: { ...n.nd.describe(), counters: { ...n.nd.counters }, neighbours: r.route6.cacheOf(n)?.size ?? 0 } } : {}),
         counters: { ...n.counters },
         rateLimited: { ...n.limiter.totals(), ports: n.limiter.view(now) },
       };
     }),
     forwards: mr.forwardsFailed === undefined ? 'ok' : `failed: ${mr.forwardsFailed}`,
     counters: { ...r.counters },
+    // IPv6 forwarding (route6.ts): its counters, and the uplink's IPv6 side when it has one.
+    ipv6: r.route6.describe(),
     nat: r.napt ? { ...r.napt.table.stats(), maxSessionsPerPort: r.napt.table.config.maxSessionsPerPort, ports: r.napt.table.portCounts() } : null,
     hostNat: r.host ? r.host.stats() : null,
     // The gateways' DNS server: where non-local names go, and its counts.

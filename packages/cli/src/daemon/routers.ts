@@ -32,7 +32,7 @@ import {
   GatewayDns,
   DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, clientLeaseFileName, deserializeForwards, describeForward, ensureStateDir, formatForward,
   forwardInsideHi, parseClientLease, parseForward, readStateFile, removeStaleTemps, serializeClientLease, serializeForwards, writeStateFile,
-  type DhcpPorts, type DhcpServerConfig, type Ipv6Options, type PortForward, type RouterEvent, type UplinkDhcpOptions,
+  type DhcpPorts, type DhcpServerConfig, type Ipv6Options, type Uplink6Options, type PortForward, type RouterEvent, type UplinkDhcpOptions,
 } from '@vswitch/nat';
 import { type Bridge, VlanPolicy, parseCidr6, parseIp4, parseIp6, parseMac } from '@vswitch/switch';
 import { type RouterConfig, type RouterNetworkConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
@@ -118,6 +118,7 @@ export class ManagedRouter {
         gateway: ifUplink.gateway ? parseIp4(ifUplink.gateway) : 0,
         dhcp,
       } : undefined,
+      uplink6: ifUplink?.ipv6 !== undefined ? uplink6Options(ifUplink.ipv6) : undefined,
       napt: {
         portRange: { lo: rc.nat.portRange[0], hi: rc.nat.portRange[1] },
         maxSessions: rc.nat.maxSessions,
@@ -487,7 +488,14 @@ function ipv6Options(n: RouterNetworkConfig): Ipv6Options | undefined {
     mtu: v.ra.mtu,
     rdnss: v.ra.rdnss.map((a) => parseIp6(a)!),
     dnssl: v.ra.dnssl,
+    npt: v.npt !== undefined ? parseCidr6(v.npt)!.addr : undefined,
   };
+}
+
+/** The uplink's IPv6 section as uplink6.ts takes it (validated by config.ts). */
+function uplink6Options(v: NonNullable<NonNullable<RouterConfig['uplink']>['ipv6']>): Omit<Uplink6Options, 'clock' | 'mac'> {
+  const c = v.address === 'slaac' ? undefined : parseCidr6(v.address)!;
+  return { address: c?.addr, prefixLen: c?.prefix, gateway: v.gateway !== undefined ? parseIp6(v.gateway) : undefined, mtu: v.mtu };
 }
 
 function key(f: PortForward): string {
