@@ -76,6 +76,8 @@ export interface Uplink6Port {
   send6(buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean): void;
   /** An ICMPv6 error about the packet at pkt[ipOff..) back to its sender (the uplink's address as source). */
   error(type: number, code: number, param: number, pkt: Uint8Array, ipOff: number): void;
+  /** buf[a, a+16) is one of the uplink's own addresses. */
+  isOurs(buf: Uint8Array, a: number): boolean;
 }
 
 interface Net6 {
@@ -179,6 +181,11 @@ export class Route6 {
       this.#errorBack(src6, ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.NO_ROUTE, 0, buf, ipOff);
       return true;
     }
+    if (up.isOurs(buf, dst)) {
+      // The uplink's own address, from inside: it answers echo as the gateways do (no NPTv6: nothing leaves).
+      if (src6.net.limit(LIMIT.icmp, srcMac(buf, ipOff - ETH_HLEN))) this.#echoBack(src6, buf, ipOff);
+      return true;
+    }
     if (!this.#hop(src6, buf, ipOff, ipLen, vnet, up.mtu)) return true;
     if (!this.#outbound(buf, ipOff)) {
       this.counters.badSource++;
@@ -265,6 +272,21 @@ export class Route6 {
     if (ip6Upper(buf, ipOff, u) !== IPV6_OK || u.proto !== IP6_NEXT.ICMPV6 || u.fragment || u.len < 8 + IP6_HLEN) return -1;
     const t = buf[u.off];
     return t >= ICMP6_TYPE.DEST_UNREACH && t <= ICMP6_TYPE.PARAM_PROBLEM ? u.off + 8 : -1;
+  }
+
+  /** An echo reply to the echo request at buf[ipOff..) (to the uplink's address), from that address, on `n`. */
+  #echoBack(n: Net6, buf: Uint8Array, ipOff: number): void {
+    const u = this.#upper;
+    if (ip6Upper(buf, ipOff, u) !== IPV6_OK || u.proto !== IP6_NEXT.ICMPV6 || u.fragment || u.len < 8 || buf[u.off] !== ICMP6_TYPE.ECHO_REQUEST) return;
+    const b = this.#out;
+    if (ETH_HLEN + IP6_HLEN + u.len > b.length) return;
+    const l4 = ETH_HLEN + IP6_HLEN;
+    b.set(buf.subarray(u.off, u.off + u.len), l4);
+    b[l4] = ICMP6_TYPE.ECHO_REPLY;
+    writeEth(b, srcMac(buf, ipOff - ETH_HLEN), n.net.mac, ETHERTYPE.IPV6);
+    writeIp6(b, ETH_HLEN, u.len, IP6_NEXT.ICMPV6, 64, buf, ipOff + IP6.DST, buf, ipOff + IP6.SRC);
+    writeIcmp6Checksum(b, ETH_HLEN, l4, u.len);
+    n.net.emit(b, 0, l4 + u.len);
   }
 
   /** Hop limit and MTU of a packet from a network: false (answered, counted) when it may not go on. */

@@ -229,6 +229,7 @@ export class Uplink {
       gateway: this.#gateway ? formatIp4(this.#gateway) : '', state: this.up ? 'up' : `down (${this.downReason})`,
       addressSource: this.dhcp ? 'dhcp' : 'static',
       ...(this.dhcp ? { dhcp: this.dhcp.describe(this.#wall()) } : {}),
+      counters: { ...this.counters },
     };
   }
 

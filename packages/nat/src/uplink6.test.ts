@@ -223,4 +223,12 @@ describe('uplink6 + route6: IPv6 to and from the uplink', () => {
     expect(up.counters.ignored).toBe(1);
     void VNET_HDR_LEN;
   });
+
+  it('a VM\'s echo to the uplink\'s address is answered from it on the VM\'s network, nothing leaves', () => {
+    const { nets, wire, out } = rig();
+    send(nets.net10, frame(GW10, VM_A, A6, A('2001:db8:1::2'), echo()));
+    expect(wire).toEqual([]);
+    const r = parse(out.net10[0]);
+    expect([r.type, r.src, r.dst, r.ethDst]).toEqual([ICMP6_TYPE.ECHO_REPLY, '2001:db8:1::2', formatIp6(A6), VM_A]);
+  });
 });

@@ -135,6 +135,11 @@ export class Uplink6 implements Uplink6Port {
     this.send(b, 0, l4 + n, false);
   }
 
+  /** Uplink6Port: f[a, a+16) is one of our addresses. */
+  isOurs(f: Uint8Array, a: number): boolean {
+    return this.#ours(f, a);
+  }
+
   #ours(f: Uint8Array, a: number): boolean {
     return ip6Equal(f, a, this.linkLocal, 0) || (this.#hasAddress && ip6Equal(f, a, this.address, 0));
   }
