@@ -291,7 +291,7 @@ function ipv6RouteText(r: any): string {
   const up = v.uplink;
   const uplink = up ? `uplink ipv6: ${up.address || '(none yet)'} ${up.mode}${up.translate ? ` translate ${up.translate}` : ''}, gateway ${up.gateway || '(none yet)'}, mtu ${up.mtu}\n` : '';
   return `${uplink}ipv6 routed: between ${c.between}, to uplink ${c.toUplink}, from uplink ${c.fromUplink}; refused: prohibited ${c.prohibited}, `
-    + `no route ${c.noRoute}, hop limit ${c.hopLimitExceeded}, too big ${c.tooBig}, scope ${c.scope}\n`;
+    + `no route ${c.noRoute}, hop limit ${c.hopLimitExceeded}, too big ${c.tooBig}, scope ${c.scope}, bad source ${c.badSource}\n`;
 }
 
 /** `router show`: the per-port rate limits, and the ports they dropped frames of. */

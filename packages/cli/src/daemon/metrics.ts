@@ -530,12 +530,12 @@ export function createMetricsRegistry(
   routerCounter('vswitch_router_ipv6_packets_total',
     'IPv6 packets the router routed (route6.ts), by path: between (network to network), to_uplink, from_uplink; '
     + 'and refused: prohibited (networks not interconnected), no_route, hop_limit_exceeded, too_big (Packet Too Big sent), '
-    + 'scope (link-local or multicast, never forwarded).',
+    + 'scope (link-local or multicast, never forwarded), bad_source (to the uplink from outside the router\'s prefixes).',
     ['router', 'path'], (mr, emit) => {
       const c = mr.router.route6.counters;
       for (const [path, v] of [['between', c.between], ['to_uplink', c.toUplink], ['from_uplink', c.fromUplink],
         ['prohibited', c.prohibited], ['no_route', c.noRoute], ['hop_limit_exceeded', c.hopLimitExceeded], ['too_big', c.tooBig],
-        ['scope', c.scope]] as const) {
+        ['scope', c.scope], ['bad_source', c.badSource]] as const) {
         emit({ router: mr.name, path }, v);
       }
     });
