@@ -22,6 +22,8 @@
  * - Packet Too Big: a ping of 1448 bytes to the internet is too big for the
  *   uplink's 1400 and a's kernel caches PMTU 1400 for it; one to c is too big for
  *   net20's 1280 and a caches 1280; the next ones pass (fragmented by a);
+ * - 2 MB up and down over TCP from a (routed) and d (NPTv6): the VMs' GSO
+ *   super-frames are judged by their segment size against the uplink's MTU;
  * - hop limit: traceroute6 from a shows the gateway as the first hop (Time Exceeded);
  * - router show and the metrics show the IPv6 side (uplink address, mode, router
  *   lifetimes, counters).
@@ -47,7 +49,15 @@ const WHO = String.raw`
 import http.server, socket
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        b = (self.client_address[0] + '\n').encode()
+        b = b'x' * 2000000 if self.path == '/big' else (self.client_address[0] + '\n').encode()
+        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)
+    def do_PUT(self):
+        n, left = 0, int(self.headers['Content-Length'])
+        while left > 0:
+            d = self.rfile.read(min(left, 65536))
+            if not d: break
+            n += len(d); left -= len(d)
+        b = ('%d\n' % n).encode()
         self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)
     def log_message(self, *a): pass
 class S(http.server.HTTPServer):
@@ -168,6 +178,19 @@ describe('IPv6 routing: between networks, routed and NPTv6 to the uplink, Packet
     await nsExecR(vm.a.ns, `busybox ping -6 -c 3 -i 0.3 -W 2 -s 1300 ${q(addr.c)}`, { timeoutMs: 15_000 });
     expect(await nsExec(vm.a.ns, `ip -6 route get ${q(addr.c)}`)).toMatch(/mtu 1280/);
     expect((await routerView()).ipv6.counters.tooBig).toBeGreaterThanOrEqual(before + 2);
+  });
+
+  it('TCP in bulk both ways through the uplink (GSO super-frames judged by their segments): 2 MB up and down, routed and NPTv6', async () => {
+    for (const k of ['a', 'd'] as const) {
+      const file = `/tmp/${PREFIX}-up-${k}`;
+      await nsExec(vm[k].ns, `head -c 2000000 /dev/zero > ${q(file)}`);
+      const up = await nsExecR(vm[k].ns, `curl -6 -sS -m 20 -T ${q(file)} http://[${FAR6}]:8000/up; rm -f ${q(file)}`, { timeoutMs: 30_000 });
+      expect(up.stderr).toBe('');
+      expect(up.stdout.trim()).toBe('2000000');
+      const down = await nsExecR(vm[k].ns, `curl -6 -sS -m 20 -o /dev/null -w '%{size_download}' http://[${FAR6}]:8000/big`, { timeoutMs: 30_000 });
+      expect(down.stderr).toBe('');
+      expect(down.stdout.trim()).toBe('2000000');
+    }
   });
 
   it('hop limit: traceroute6 sees the gateway as the first hop (Time Exceeded from it), then the internet host', async () => {
