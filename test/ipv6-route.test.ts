@@ -25,14 +25,19 @@
  * - 2 MB up and down over TCP from a (routed) and d (NPTv6): the VMs' GSO
  *   super-frames are judged by their segment size against the uplink's MTU;
  * - hop limit: traceroute6 from a shows the gateway as the first hop (Time Exceeded);
+ * - a reload to `uplink.ipv6.address: slaac`: dnsmasq's RAs (ra-only) in the
+ *   internet give the uplink its EUI-64 address and default router, and the VMs
+ *   go out again once the internet routes their prefixes to that address;
  * - router show and the metrics show the IPv6 side (uplink address, mode, router
  *   lifetimes, counters).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Daemon, startDaemon } from './helpers/daemon.js';
+import { Daemon, startDaemon, toYaml } from './helpers/daemon.js';
 import { makeInternet, type Internet } from './helpers/inet.js';
 import { addrs6, canon, eui64, makeV6Vm, ping6, waitAddr, type V6Vm } from './helpers/ipv6.js';
-import { PREFIX, cleanup, freePort, ifname, nsExec, nsExecR, q, toolFile, waitFor } from './helpers/run.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PREFIX, cleanup, freePort, ifname, nsExec, nsExecR, q, tempDir, toolFile, waitFor } from './helpers/run.js';
 import { Background } from './helpers/vm.js';
 
 const X = (20 + (parseInt(PREFIX.slice(1), 16) % 200)).toString(16);
@@ -65,7 +70,7 @@ class S(http.server.HTTPServer):
 S(('::', 8000), H).serve_forever()
 `;
 
-function config(uplink: string, metricsPort: number): object {
+function config(uplink: string, metricsPort: number, slaac = false): object {
   const access = (vid: number) => ({ type: 'tap', vlan: { mode: 'access', vid } });
   const net = (vid: number, ipv6: object) => ({ bridge: BR, vlan: vid, address: `10.${vid}.${parseInt(X, 16)}.1/24`, ipv6: { ra: { interval: 30 }, ...ipv6 } });
   return {
@@ -73,7 +78,7 @@ function config(uplink: string, metricsPort: number): object {
     bridges: { [BR]: { ports: { [T.a]: access(10), [T.c]: access(20), [T.d]: access(30), [T.e]: access(40) } } },
     routers: {
       r1: {
-        uplink: { interface: uplink, address: '198.51.100.2/24', gateway: '198.51.100.1', ipv6: { address: `${UP}/64`, gateway: INET6, mtu: 1400 } },
+        uplink: { interface: uplink, address: '198.51.100.2/24', gateway: '198.51.100.1', ipv6: slaac ? { address: 'slaac', mtu: 1400 } : { address: `${UP}/64`, gateway: INET6, mtu: 1400 } },
         interconnect: [['net10', 'net20']],
         networks: {
           net10: net(10, { address: `${P(10)}::1/64` }),
@@ -91,6 +96,7 @@ describe('IPv6 routing: between networks, routed and NPTv6 to the uplink, Packet
   let inet: Internet;
   let metricsPort: number;
   let www: Background;
+  let ra: Background | undefined;
   const vm: Record<'a' | 'c' | 'd' | 'e', V6Vm> = {} as never;
   const addr: Record<'a' | 'c' | 'd' | 'e', string> = {} as never;
   const routerView = async (): Promise<any> => (await d.ok(['router', 'show', 'r1'], { json: true })).json[0];
@@ -119,6 +125,7 @@ describe('IPv6 routing: between networks, routed and NPTv6 to the uplink, Packet
   });
 
   afterAll(async () => {
+    await ra?.stop();
     await www?.stop();
     await d?.stop();
     await cleanup();
@@ -216,5 +223,29 @@ describe('IPv6 routing: between networks, routed and NPTv6 to the uplink, Packet
     expect(v('from_uplink')).toBeGreaterThan(0);
     expect(v('prohibited')).toBeGreaterThan(0);
     expect(v('too_big')).toBeGreaterThan(0);
+  });
+
+  it('SLAAC on the uplink (reload): the address and the default router from the segment\'s RAs (dnsmasq); VMs go out again', async () => {
+    const dir = tempDir('ra');
+    ra = new Background(inet.ns, `/usr/sbin/dnsmasq -k -u root --conf-file=/dev/null --no-resolv --no-hosts --port=0 --interface=${inet.ifname} `
+      + `--enable-ra --dhcp-range=${P(1)}::,ra-only,64 --ra-param=${inet.ifname},10,1800 --pid-file=${join(dir, 'dnsmasq.pid')} --log-facility=-`);
+    writeFileSync(d.configFile, toYaml({ ...(config(inet.uplink, metricsPort, true) as object), stateDir: `${d.dir}/state` }));
+    await d.ok(['reload']);
+    const mac = String((await routerView()).uplink.mac);
+    const want = `${canon(`${P(1)}:${eui64(mac)}`)}/64`;
+    await waitFor('the uplink\'s SLAAC address and router', async () => {
+      const u = (await routerView()).ipv6.uplink;
+      return u?.address === want && String(u.gateway).startsWith('fe80::');
+    }, { timeoutMs: 20_000, intervalMs: 250 });
+    const u = (await routerView()).ipv6.uplink;
+    expect(u).toMatchObject({ mode: 'slaac', gatewaySource: 'ra' });
+    expect(u.counters.raReceived).toBeGreaterThan(0);
+    // The upstream routes the VM prefixes to the uplink's new address.
+    const addrOnly = want.split('/')[0];
+    await nsExec(inet.ns, [10, 20, 40, 130].map((n) => `ip -6 route replace ${P(n)}::/64 via ${addrOnly}`).join(' && '));
+    expect((await d.ok(['router', 'show', 'r1'])).stdout).toContain(`uplink ipv6: ${want} slaac`);
+    await waitFor('a reaches the internet again', () => ping6(vm.a, FAR6, 1), { timeoutMs: 20_000, intervalMs: 500 });
+    const r = await nsExecR(vm.a.ns, `curl -6 -sS -m 5 http://[${FAR6}]:8000/`, { timeoutMs: 15_000 });
+    expect(r.stdout.trim()).toBe(addr.a);
   });
 });

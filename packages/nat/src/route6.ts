@@ -23,8 +23,8 @@
  * checksum-neutral, so a partial checksum stays right.
  *
  * The ICMPv6 errors spend a token of the sending port's `icmpErrors` bucket
- * (limits.ts) first, as the IPv4 ones do; from the uplink side they are bounded
- * by a bucket of their own (ERRORS_FROM_UPLINK_PPS).
+ * (limits.ts) first, as the IPv4 ones do; towards the uplink side uplink6.ts
+ * bounds them (UPLINK6_ERRORS_PPS).
  *
  * Next hops on a network are resolved by Neighbor Discovery: each network has a
  * neighbour cache (neigh6.ts), fed by what nd.ts sees (NS with a source
@@ -49,8 +49,6 @@ import { holdCopy } from './vnet.js';
 
 /** The MTU of a network without `ra.mtu`: Ethernet's. */
 export const DEFAULT_MTU6 = 1500;
-/** ICMPv6 errors a second towards the uplink side, in all (the VM side has its per-port buckets). */
-export const ERRORS_FROM_UPLINK_PPS = 100;
 
 export interface Route6Counters {
   /** Forwarded between two networks of the router. */
@@ -78,6 +76,8 @@ export interface Uplink6Port {
   error(type: number, code: number, param: number, pkt: Uint8Array, ipOff: number): void;
   /** buf[a, a+16) is one of the uplink's own addresses. */
   isOurs(buf: Uint8Array, a: number): boolean;
+  /** For `router show`. */
+  describe(): Record<string, unknown>;
 }
 
 interface Net6 {
@@ -88,6 +88,8 @@ interface Net6 {
   prefix: Uint8Array;
   prefixLen: number;
   mtu: number;
+  /** The networks this one may route to (interconnect), resolved once: no string per packet. */
+  peers: Set<Net6>;
 }
 
 export class Route6 {
@@ -109,9 +111,13 @@ export class Route6 {
     const nd = net.nd;
     if (nd === undefined) return;
     const npt = nd.opts.npt !== undefined ? new Npt6(nd.prefix, nd.opts.npt) : undefined;
-    const n: Net6 = { net, npt, cache: new Neigh6Cache(this.clock), prefix: nd.prefix, prefixLen: nd.opts.prefixLen, mtu: nd.opts.mtu ?? DEFAULT_MTU6 };
+    const n: Net6 = { net, npt, peers: new Set(), cache: new Neigh6Cache(this.clock), prefix: nd.prefix, prefixLen: nd.opts.prefixLen, mtu: nd.opts.mtu ?? DEFAULT_MTU6 };
     this.#nets.push(n);
     this.#byNet.set(net, n);
+    for (const a of this.#nets) {
+      a.peers.clear();
+      for (const b of this.#nets) if (a !== b && this.allowed(a.net.name, b.net.name)) a.peers.add(b);
+    }
     nd.onNeighbour = (f, a, mac) => {
       for (const held of n.cache.learn(f, a, mac)) this.#emitHeld(n, held, mac);
     };
@@ -165,7 +171,7 @@ export class Route6 {
     }
     const to = this.#networkOf(buf, dst);
     if (to !== undefined) {
-      if (!this.allowed(from.name, to.net.name)) {
+      if (!src6.peers.has(to)) {
         this.counters.prohibited++;
         this.#errorBack(src6, ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.PROHIBITED, 0, buf, ipOff);
         return true;
@@ -352,7 +358,6 @@ export class Route6 {
 
   /** For `router show`: the counters, and the uplink's IPv6 side. */
   describe(): Record<string, unknown> {
-    const up = this.uplink as { describe?: () => Record<string, unknown> } | undefined;
-    return { counters: { ...this.counters }, uplink: up?.describe?.() ?? null };
+    return { counters: { ...this.counters }, uplink: this.uplink?.describe() ?? null };
   }
 }
