@@ -8,7 +8,8 @@
  * source in none of the router's prefixes dropped (BCP 38), and the inside
  * prefix of a translated network unreachable from outside.
  */
-import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { describe, expect, it, vi } from 'vitest';
 import {
   ETH_HLEN, ICMP6_TYPE, IP6, IP6_HLEN, ND_PREFIX_FLAG, VNET_HDR_LEN, checkIpv6, formatIp6, icmp6SumOk, ip6Upper,
   newIp6Upper, parseIp6, read32, readMac, write16, writeIcmp6Checksum, writeIcmp6Echo, writeIp6, writeMac, writeNa, writeNs,
@@ -18,6 +19,8 @@ import { RouterNetwork } from './network.js';
 import { Route6 } from './route6.js';
 import { Uplink6 } from './uplink6.js';
 
+vi.setConfig({ testTimeout: 120_000 });
+const RUNS = Number(process.env.FUZZ_RUNS ?? 1000);
 const A = (s: string): Uint8Array => parseIp6(s)!;
 const UP_MAC = 0x02000000aa01;
 const ISP_MAC = 0x02000000bb01;
@@ -230,5 +233,37 @@ describe('uplink6 + route6: IPv6 to and from the uplink', () => {
     expect(wire).toEqual([]);
     const r = parse(out.net10[0]);
     expect([r.type, r.src, r.dst, r.ethDst]).toEqual([ICMP6_TYPE.ECHO_REPLY, '2001:db8:1::2', formatIp6(A6), VM_A]);
+  });
+
+  it('fuzz: random and mutated frames from the uplink never throw; what it writes verifies, what it forwards is whole IPv6', () => {
+    const { up, wire, out, nets } = rig({ slaac: true });
+    send(nets.net10, frame(GW10, VM_A, A6, A('2001:db8:10::1'), (b, l4) => { let n = writeNa(b, l4, 0x40, A6, 0); n += writeOptLla(b, l4 + n, 2, VM_A); return n; }, 255));
+    out.net10.length = 0;
+    const ra = frame(0x333300000001, ISP_MAC, ISP_LL, A('ff02::1'), (b, l4) => {
+      let n = writeRa(b, l4, 64, 0, 1800, 0, 0);
+      n += writeOptLla(b, l4 + n, 1, ISP_MAC);
+      n += writeOptPrefix(b, l4 + n, 64, ND_PREFIX_FLAG.ON_LINK | ND_PREFIX_FLAG.AUTONOMOUS, 86400, 14400, A('2001:db8:1::'), 0);
+      return n;
+    }, 255);
+    const seeds = [
+      ra, ispNa(),
+      frame(0x3333ff00aa01, ISP_MAC, ISP_LL, A('ff02::1:ff00:aa01'), (b, l4) => { let n = writeNs(b, l4, A('2001:db8:1::ff:fe00:aa01'), 0); n += writeOptLla(b, l4 + n, 1, ISP_MAC); return n; }, 255),
+      frame(UP_MAC, ISP_MAC, FAR, A6, echo()), frame(UP_MAC, ISP_MAC, FAR, A6, echo(1500)), frame(UP_MAC, ISP_MAC, FAR, A('2001:db8:130::1'), echo()),
+      frame(UP_MAC, ISP_MAC, FAR, A('2001:db8:1::ff:fe00:aa01'), echo()),
+    ];
+    fc.assert(fc.property(
+      fc.constantFrom(...seeds), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }), fc.nat(),
+      (seed, muts, cut) => {
+        const f = seed.slice();
+        for (const [i, v] of muts) f[ETH_HLEN + (i % (f.length - ETH_HLEN))] = v;
+        const len = Math.max(0, f.length - (cut % 30));
+        const w = wire.length;
+        const o = out.net10.length;
+        up.input(f, 0, len, false);
+        // What it writes itself verifies; what it forwards is whole IPv6 (a router does not judge transit checksums).
+        for (const x of wire.slice(w)) parse(x.f);
+        for (const x of out.net10.slice(o)) expect(checkIpv6(x, ETH_HLEN, x.length - ETH_HLEN)).toBe(0);
+      },
+    ), { numRuns: RUNS });
   });
 });
