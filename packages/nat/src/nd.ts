@@ -241,6 +241,17 @@ export class Nd6 {
     this.#schedule(this.host.clock());
   }
 
+  /**
+   * What the RA says changed (the router lifetime): advertise it now and, as at
+   * start, a few more soon (RFC 4861 6.2.4), if advertising at all.
+   */
+  changed(): void {
+    if (!this.#started || this.#stopped) return;
+    this.#initialLeft = MAX_INITIAL_RAS;
+    const at = Math.max(this.host.clock(), this.#lastMulticastRa + MIN_DELAY_BETWEEN_RAS_MS);
+    if (at < this.nextRaAt) this.#schedule(at);
+  }
+
   /** Sends the RA if one is due at `now`; returns when the next is due (Infinity: none). */
   poll(now: number): number {
     if (this.#stopped || now < this.nextRaAt) return this.nextRaAt;

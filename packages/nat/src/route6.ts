@@ -70,6 +70,8 @@ export interface Route6Counters {
 /** What route6 needs of an uplink with IPv6 (uplink6.ts). */
 export interface Uplink6Port {
   readonly mtu: number;
+  /** It has an address and a default router: the networks may advertise a router lifetime for it. */
+  readonly ready: boolean;
   /** Sends the packet (ETH_HLEN bytes of room before ipOff; with `vnet` its header before those) to its next hop. */
   send6(buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean): void;
   /** An ICMPv6 error about the packet at pkt[ipOff..) back to its sender (the uplink's address as source). */
@@ -132,12 +134,13 @@ export class Route6 {
   /**
    * The RA router lifetime of `net`: non-zero (3 x the RA interval, at most
    * 9000 s, RFC 4861 6.2.1's default) when it has somewhere to route to: an
-   * interconnected network with IPv6, or an uplink with IPv6.
+   * interconnected network with IPv6, or an uplink with IPv6 that is ready (an
+   * address and a default router: a SLAAC uplink before its first RA is not).
    */
   routerLifetime(net: RouterNetwork): number {
     const nd = net.nd;
     if (nd === undefined) return 0;
-    const somewhere = this.uplink !== undefined || this.#nets.some((o) => o.net !== net && this.allowed(net.name, o.net.name));
+    const somewhere = this.uplink?.ready === true || this.#nets.some((o) => o.net !== net && this.allowed(net.name, o.net.name));
     return somewhere ? Math.min(9000, nd.opts.intervalSec * 3) : 0;
   }
 
@@ -190,6 +193,11 @@ export class Route6 {
     if (up.isOurs(buf, dst)) {
       // The uplink's own address, from inside: it answers echo as the gateways do (no NPTv6: nothing leaves).
       if (src6.net.limit(LIMIT.icmp, srcMac(buf, ipOff - ETH_HLEN))) this.#echoBack(src6, buf, ipOff);
+      return true;
+    }
+    if (!up.ready) {
+      this.counters.noRoute++;
+      this.#errorBack(src6, ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.NO_ROUTE, 0, buf, ipOff);
       return true;
     }
     if (!this.#hop(src6, buf, ipOff, ipLen, vnet, up.mtu)) return true;

@@ -127,6 +127,7 @@ export class Router {
         const uplink = this.uplink;
         const up6 = new Uplink6({ ...opts.uplink6, mac: opts.uplink.mac, clock: opts.clock }, (b, o, l, v) => uplink.sendFrame(b, o, l, v));
         up6.onForward = (buf, ipOff, ipLen, vnet) => this.route6.fromUplink(buf, ipOff, ipLen, vnet);
+        up6.onReady = () => this.updateRouterLifetimes();
         uplink.ipv6 = up6;
         this.route6.uplink = up6;
       }
@@ -167,9 +168,16 @@ export class Router {
     this.updateRouterLifetimes();
   }
 
-  /** Each IPv6 network's RA router lifetime, as route6 decides (networks and uplink known). */
+  /** Each IPv6 network's RA router lifetime, as route6 decides; a change is advertised at once (nd.ts changed). */
   updateRouterLifetimes(): void {
-    for (const n of this.networks.values()) if (n.nd !== undefined) n.nd.routerLifetime = this.route6.routerLifetime(n);
+    for (const n of this.networks.values()) {
+      const nd = n.nd;
+      if (nd === undefined) continue;
+      const life = this.route6.routerLifetime(n);
+      if (life === nd.routerLifetime) continue;
+      nd.routerLifetime = life;
+      nd.changed();
+    }
   }
 
   /** New per-port rate limits for every network, in place (config reload); counters are kept. */

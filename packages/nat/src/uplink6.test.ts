@@ -18,6 +18,7 @@ import {
 import { RouterNetwork } from './network.js';
 import { Route6 } from './route6.js';
 import { Uplink6 } from './uplink6.js';
+import { Router } from './router.js';
 
 vi.setConfig({ testTimeout: 120_000 });
 const RUNS = Number(process.env.FUZZ_RUNS ?? 1000);
@@ -134,6 +135,46 @@ describe('uplink6 + route6: IPv6 to and from the uplink', () => {
     clock.now += 1800_000;
     up.tick();
     expect(parse(wire.at(-1)!.f).type).toBe(ICMP6_TYPE.ROUTER_SOLICIT);
+  });
+
+  it('a SLAAC uplink is no default router until its RA: router lifetime 0 and no route before, 1800 s and an RA at once after', () => {
+    const clock = { now: 1000 };
+    const router = new Router({
+      name: 'r', clock: () => clock.now,
+      uplink: { ifname: 'nonexistent0', mac: UP_MAC, address: 0xc6336402, prefix: 24, gateway: 0 },
+      uplink6: { mtu: 1500 },
+    });
+    const out: Uint8Array[] = [];
+    const net = new RouterNetwork({
+      name: 'net10', vlan: 10, gatewayIp: 0x0a000a01, prefix: 24, mac: GW10, clock: () => clock.now,
+      ipv6: { address: A('2001:db8:10::1'), prefixLen: 64, mode: 'slaac', intervalSec: 600, validLifetime: 86400, preferredLifetime: 14400, rdnss: [], dnssl: [] },
+    });
+    net.start({ batch: () => {}, frame: (b, o, l) => out.push(b.slice(o, o + l)), gone: () => {}, link: () => {} });
+    router.addNetwork(net);
+    net.announce();
+    net.nd!.poll(clock.now);
+    expect(net.nd!.routerLifetime).toBe(0);
+    send(net, frame(GW10, VM_A, A6, FAR, echo()));
+    expect(parse(out.at(-1)!).type).toBe(ICMP6_TYPE.DEST_UNREACH);
+    expect(router.route6.counters.noRoute).toBe(1);
+    clock.now += 10_000;
+    const ra = frame(0x333300000001, ISP_MAC, ISP_LL, A('ff02::1'), (b, l4) => {
+      let n = writeRa(b, l4, 64, 0, 1800, 0, 0);
+      n += writeOptLla(b, l4 + n, 1, ISP_MAC);
+      n += writeOptPrefix(b, l4 + n, 64, ND_PREFIX_FLAG.ON_LINK | ND_PREFIX_FLAG.AUTONOMOUS, 86400, 14400, A('2001:db8:1::'), 0);
+      return n;
+    }, 255);
+    router.uplink!.ipv6!.input(ra, 0, ra.length, false);
+    expect(net.nd!.routerLifetime).toBe(1800);
+    // The change is advertised now, not at the next periodic RA.
+    expect(net.nd!.nextRaAt).toBe(clock.now);
+    net.nd!.poll(clock.now);
+    const o = out.at(-1)!;
+    const p = parse(o);
+    expect(p.type).toBe(ICMP6_TYPE.ROUTER_ADVERT);
+    expect((o[p.l4 + 6] << 8) | o[p.l4 + 7]).toBe(1800);
+    net.close();
+    router.close();
   });
 
   it('routed: a VM\'s packet goes to the gateway (resolved by NS, held), unchanged but the hop limit; the answer comes back in', () => {

@@ -90,6 +90,9 @@ export class Uplink6 implements Uplink6Port {
   readonly #nd = Buffer.alloc(256);
   readonly #group = new Uint8Array(16);
   readonly #upper = newIp6Upper();
+  /** `ready` changed (an address and a default router known, or lost): the router's RAs follow (route6.ts). */
+  onReady: (ready: boolean) => void = () => {};
+  #wasReady = false;
   /** Packets for forwarding (not to our addresses), at buf[ipOff..), with `vnet` their header before the frame. */
   onForward: (buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean) => void = () => {};
 
@@ -107,16 +110,29 @@ export class Uplink6 implements Uplink6Port {
       this.#hasGateway = true;
       this.#gatewayUntil = Infinity;
     }
+    this.#wasReady = this.ready;
   }
 
   get mode(): 'static' | 'slaac' { return this.opts.address !== undefined ? 'static' : 'slaac'; }
   get hasAddress(): boolean { return this.#hasAddress; }
+  /** An address and a default router: packets can leave (Uplink6Port). */
+  get ready(): boolean { return this.#hasAddress && this.#hasGateway; }
+
+  #changed(): void {
+    const r = this.ready;
+    if (r === this.#wasReady) return;
+    this.#wasReady = r;
+    this.onReady(r);
+  }
 
   /** Every second (the router's timer): the error bucket, the RA router's lifetime, a Router Solicitation while none is known. */
   tick(): void {
     this.#tokens = UPLINK6_ERRORS_PPS;
     const now = this.opts.clock();
-    if (this.#hasGateway && now >= this.#gatewayUntil) this.#hasGateway = false;
+    if (this.#hasGateway && now >= this.#gatewayUntil) {
+      this.#hasGateway = false;
+      this.#changed();
+    }
     if (!this.#hasGateway && now - this.#lastRs >= RS_INTERVAL_MS) this.solicitRouter();
   }
 
@@ -236,7 +252,12 @@ export class Uplink6 implements Uplink6Port {
         this.#hasGateway = false;
       }
     }
-    if (this.opts.address !== undefined || this.#hasAddress) return;
+    if (this.opts.address === undefined && !this.#hasAddress) this.#slaac(f, l4, n);
+    this.#changed();
+  }
+
+  /** The first /64 with the A flag of the RA at f[l4, l4+n): our address, with the MAC's EUI-64 identifier. */
+  #slaac(f: Uint8Array, l4: number, n: number): void {
     const end = l4 + n;
     for (let p = ndFirstOption(f, l4, n); p >= 0; p = ndNextOption(f, p, end)) {
       if (ndOptType(f, p) !== NDOPT.PREFIX || !ndPrefixOk(f, p)) continue;
