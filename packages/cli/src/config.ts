@@ -188,7 +188,7 @@ const Ipv6Schema = z.strictObject({
     /** The prefix's valid and preferred lifetimes, seconds (4294967295: infinity). */
     validLifetime: Lifetime.default(86400),
     preferredLifetime: Lifetime.default(14400),
-    /** The MTU option (absent: none; guests keep their link's MTU). */
+    /** The MTU option (absent: none; guests keep their link's MTU); also the network's MTU for routed IPv6 (Packet Too Big; absent: 1500). */
     mtu: z.number().int().min(1280, 'must be at least 1280 (IPv6 minimum MTU)').max(65535).optional(),
     /** RDNSS (RFC 8106): DNS servers' IPv6 addresses; DNSSL: search domains. Their lifetime is 3 x interval. */
     rdnss: z.array(z.string().superRefine((s, ctx) => {
