@@ -163,6 +163,13 @@ describe('route6: IPv6 between the networks of a router', () => {
     nets.net10.send(gw, 0, gw.length);
     e = icmp(out.net10[2].f);
     expect(e.type).toBe(ICMP6_TYPE.ECHO_REPLY);
+    // Another network's gateway address (interconnected): answered from it, nothing goes to net20.
+    const other = echo(A('fd00:20::1'));
+    nets.net10.send(other, 0, other.length);
+    e = icmp(out.net10[3].f);
+    expect([e.type, e.src]).toEqual([ICMP6_TYPE.ECHO_REPLY, 'fd00:20::1']);
+    expect(out.net20).toEqual([]);
+    out.net10.pop();
     const same = echo(A('fd00:10::99'));
     nets.net10.send(same, 0, same.length);
     expect(out.net10.length).toBe(3);

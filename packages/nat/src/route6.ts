@@ -9,6 +9,9 @@
  *   VM prefixes routed to the uplink's address by the upstream, or NPTv6,
  *   npt6.ts, for ULA prefixes);
  * - else nowhere: Destination Unreachable "no route".
+ * Echo requests to another gateway's address (of an interconnected network) or
+ * to the uplink's own address are answered from that address, as a router
+ * answers for any of its addresses.
  * Packets from the uplink for a VM prefix (or, with NPTv6, for its external
  * prefix) go to that network. Link-local sources and destinations are never
  * forwarded (RFC 4291 2.5.6): "beyond scope of source address".
@@ -179,6 +182,11 @@ export class Route6 {
         this.#errorBack(src6, ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.PROHIBITED, 0, buf, ipOff);
         return true;
       }
+      if (to.net.nd!.isOurs(buf, dst)) {
+        // The other gateway's own address: the router answers echo to it (no NS to itself).
+        if (src6.net.limit(LIMIT.icmp, srcMac(buf, ipOff - ETH_HLEN))) this.#echoBack(src6, buf, ipOff);
+        return true;
+      }
       if (!this.#hop(src6, buf, ipOff, ipLen, vnet, to.mtu)) return true;
       this.counters.between++;
       this.#sendOn(to, buf, ipOff, ipLen, vnet);
@@ -288,7 +296,7 @@ export class Route6 {
     return t >= ICMP6_TYPE.DEST_UNREACH && t <= ICMP6_TYPE.PARAM_PROBLEM ? u.off + 8 : -1;
   }
 
-  /** An echo reply to the echo request at buf[ipOff..) (to the uplink's address), from that address, on `n`. */
+  /** An echo reply to the echo request at buf[ipOff..) (to the uplink's or another gateway's address), from that address, on `n`. */
   #echoBack(n: Net6, buf: Uint8Array, ipOff: number): void {
     const u = this.#upper;
     if (ip6Upper(buf, ipOff, u) !== IPV6_OK || u.proto !== IP6_NEXT.ICMPV6 || u.fragment || u.len < 8 || buf[u.off] !== ICMP6_TYPE.ECHO_REQUEST) return;
