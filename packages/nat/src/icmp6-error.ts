@@ -17,7 +17,7 @@
  * be cut into, which is what the egress MTU judges.
  */
 import {
-  ETH_HLEN, ETHERTYPE, ICMP6_TYPE, IP6, IP6_HLEN, IP6_MIN_MTU, IP6_NEXT, IPV6_OK, TCP, VNET_GSO, VNET_HDR_LEN,
+  ETH_HLEN, ETHERTYPE, ICMP6, ICMP6_TYPE, IP6, IP6_HLEN, IP6_MIN_MTU, IP6_NEXT, IPV6_OK, TCP, VNET_GSO, VNET_HDR_LEN,
   ip6IsMulticast, ip6IsUnspecified, ip6PayloadLen, ip6Upper, newIp6Upper, vnetGsoSize, vnetGsoType, write32,
   writeIcmp6Checksum, writeIp6,
 } from '@vswitch/switch';
@@ -61,9 +61,10 @@ export function icmp6ErrorFrame(
   const ip = ETH_HLEN;
   const l4 = ip + IP6_HLEN;
   writeEth(out, ethDst, ethSrc, ETHERTYPE.IPV6);
-  out[l4] = type;
-  out[l4 + 1] = code;
-  write32(out, l4 + 4, param >>> 0);
+  out[l4 + ICMP6.TYPE] = type;
+  out[l4 + ICMP6.CODE] = code;
+  // The MTU of Packet Too Big and the pointer of Parameter Problem share the field.
+  write32(out, l4 + ICMP6.MTU, param >>> 0);
   out.set(pkt.subarray(ipOff, ipOff + quoted), l4 + 8);
   const n = 8 + quoted;
   writeIp6(out, ip, n, IP6_NEXT.ICMPV6, HOP_LIMIT, src, 0, pkt, ipOff + IP6.SRC);

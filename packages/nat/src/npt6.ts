@@ -19,6 +19,7 @@
  * 0xffff is written 0x0000 (the same value in one's complement), so that the way
  * back picks the same word.
  */
+import { read16, write16 } from '@vswitch/switch';
 
 /** One network's mapping: inside /64 <-> outside /64. */
 export class Npt6 {
@@ -45,13 +46,11 @@ export class Npt6 {
 
   #map(buf: Uint8Array, a: number, prefix: Uint8Array, adj: number): boolean {
     let w = a + 8;
-    while (w < a + 16 && buf[w] === 0xff && buf[w + 1] === 0xff) w += 2;
+    while (w < a + 16 && read16(buf, w) === 0xffff) w += 2;
     if (w === a + 16) return false;
     for (let i = 0; i < 8; i++) buf[a + i] = prefix[i];
-    let v = add((buf[w] << 8) | buf[w + 1], adj);
-    if (v === 0xffff) v = 0;
-    buf[w] = v >>> 8;
-    buf[w + 1] = v & 0xff;
+    const v = add(read16(buf, w), adj);
+    write16(buf, w, v === 0xffff ? 0 : v);
     return true;
   }
 }
@@ -59,7 +58,7 @@ export class Npt6 {
 /** One's-complement sum of the four 16-bit words of an 8-byte prefix. */
 function sum(p: Uint8Array): number {
   let s = 0;
-  for (let i = 0; i < 8; i += 2) s = add(s, (p[i] << 8) | p[i + 1]);
+  for (let i = 0; i < 8; i += 2) s = add(s, read16(p, i));
   return s;
 }
 
