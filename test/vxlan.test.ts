@@ -19,7 +19,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Daemon, startDaemon } from './helpers/daemon.js';
+import { Daemon, dropCount, findPort, startDaemon } from './helpers/daemon.js';
 import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, sh, tempDir, trackLink, waitFor } from './helpers/run.js';
 import { Background, captureDuring, pingCount, pingUntil, quietNamespace, tcpdump } from './helpers/vm.js';
 import { PYTHON } from './helpers/scapy.js';
@@ -213,6 +213,50 @@ describe('VXLAN against Linux vxlan devices', () => {
     });
     // C may see a10's ARP broadcasts (flooded by design), never its pings to b10.
     expect(vxlanLines(onC).filter((l) => !/ARP/.test(l.inner)).map((l) => l.line)).toEqual([]);
+  });
+
+  it('drops a frame over the underlay MTU on its tunnel port (tunnel_mtu), never fragmenting it', async () => {
+    const vx = async (): Promise<number> => dropCount(findPort((await d.ok(['stats', BR], { json: true })).json, `vx-${UNDER.b}`), 'tunnel_mtu');
+    const before = await vx();
+    // A VM left at MTU 1500: its full-size frames (1514 bytes) cannot fit a 1500-byte underlay packet.
+    await nsExec(vmNs('a10'), `ip link set ${TAP10} mtu 1500`);
+    try {
+      const onB = await captureDuring(HOST_B, UB, `ip[6:2] & 0x1fff != 0 or ip[6] & 0x20 != 0`, async () => {
+        expect((await nsExecR(vmNs('a10'), `busybox ping -c 2 -s 1472 -W 1 ${VM.b10}`)).code).not.toBe(0);
+      });
+      expect(onB, 'no IP fragments on the underlay').toEqual([]);
+      expect(await vx() - before).toBeGreaterThanOrEqual(2);
+    } finally {
+      await nsExec(vmNs('a10'), `ip link set ${TAP10} mtu ${VM_MTU}`);
+    }
+    expect((await nsExecR(vmNs('a10'), `busybox ping -c 2 -s 1422 -W 2 ${VM.b10}`)).code).toBe(0);
+  });
+
+  it('changes at runtime: a VNI removed and re-added, a flood list edited, a static entry toward a remote', async () => {
+    await d.ok(['vxlan', 'del', 'vni', '200']);
+    expect(await pingCount(vmNs('a20'), VM.b20, 2, 0.2), 'VNI 200 gone').toBe(0);
+    await d.ok(['vxlan', 'add', BR, 'vni', '200', 'vlan', '20', 'flood', UNDER.b]);
+    expect(await pingUntil(vmNs('a20'), VM.b20), 'VNI 200 back').toBe(true);
+    // VNI 100 without C on its flood list: a broadcast reaches B only.
+    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', UNDER.b]);
+    const v = (await d.ok(['vxlan', 'show'], { json: true })).json as any;
+    expect(v.vnis.find((s: any) => s.vni === 100)).toMatchObject({ flood: [UNDER.b], source: 'runtime' });
+    const onC = await captureDuring(HOST_C, UC, `udp port 4789 and src host ${UNDER.a}`, async () => {
+      await nsExecR(vmNs('a10'), `busybox arping -c 2 -w 2 -I ${TAP10} ${VM.b10}`);
+    });
+    expect(vxlanLines(onC).map((l) => l.line)).toEqual([]);
+    // A static MAC behind C: a static entry on C's tunnel port (which exists again for it).
+    await d.ok(['vxlan', 'fdb', 'add', '02:00:00:00:00:42', 'vni', '100', 'dst', UNDER.c]);
+    const fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
+    expect(fdb.find((e) => e.mac === '02:00:00:00:00:42')).toMatchObject({ port: `vx-${UNDER.c}`, vlan: 10, static: true });
+    expect((await d.cli(['vxlan', 'del', 'vni', '12345'])).stderr).toMatch(/VNI 12345 is not mapped/);
+    expect((await d.cli(['vxlan', 'add', BR, 'vni', '300', 'vlan', '10'])).stderr).toMatch(/VLAN 10 is mapped to two VNIs|mapped twice|two VNIs/);
+    // Back to the file's mapping for the tests that follow.
+    await d.ok(['vxlan', 'fdb', 'del', '02:00:00:00:00:42', 'vni', '100']);
+    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},${UNDER.c}`]);
+    expect(await pingUntil(vmNs('a10'), VM.c10)).toBe(true);
+    // show and stats list the tunnel ports like any port.
+    expect((await d.ok(['show'])).stdout).toContain(`vx-${UNDER.b}`);
   });
 
   for (const [dir, from, to, toIp] of [['vswitch -> Linux', 'a10', 'b10', VM.b10], ['Linux -> vswitch', 'b10', 'a10', VM.a10]] as const) {
