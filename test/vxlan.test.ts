@@ -2,8 +2,9 @@
  * VXLAN interop (issue 15): three "hosts" as namespaces on one underlay segment (a
  * Linux bridge in a fourth namespace). Host A runs the vswitch daemon (in A's
  * namespace) with VMs on TAPs in VLAN 10 (VNI 100) and VLAN 20 (VNI 200). Hosts B
- * and C are plain Linux: a bridge per VNI with a `vxlan` device (learning, head-end
- * replication by `bridge fdb append 00:00:00:00:00:00 dst`) and a VM on a veth. B
+ * and C are plain Linux: a bridge per VNI with a `vxlan` device (B with `learning`,
+ * C `nolearning`; head-end replication by `bridge fdb append 00:00:00:00:00:00 dst`)
+ * and a VM on a veth. B
  * carries VNI 100 and 200, C only VNI 100. All VMs share one subnet, so only the
  * VNIs keep them apart.
  *
@@ -16,11 +17,12 @@
  * its limit. The daemon only ever sends to addresses of these namespaces.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parse } from 'yaml';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Daemon, dropCount, findPort, startDaemon } from './helpers/daemon.js';
-import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, sh, tempDir, trackLink, waitFor } from './helpers/run.js';
+import { Daemon, dropCount, findPort, startDaemon, toYaml } from './helpers/daemon.js';
+import { addNamespace, cleanup, ifname, MAIN_JS, nsExec, nsExecR, nsname, sh, spawnTracked, tempDir, trackLink, waitFor } from './helpers/run.js';
 import { Background, captureDuring, pingCount, pingUntil, quietNamespace, tcpdump } from './helpers/vm.js';
 import { PYTHON } from './helpers/scapy.js';
 
@@ -64,9 +66,9 @@ async function vethVm(host: string, n: string, ip: string): Promise<string> {
 }
 
 /** A Linux VTEP: bridge + vxlan device for `vni`, the VM's veth in it, flooding to `flood`. */
-async function linuxVtep(host: string, dev: string, local: string, vni: number, flood: string[], vmPort: string): Promise<void> {
+async function linuxVtep(host: string, dev: string, local: string, vni: number, flood: string[], vmPort: string, learning = true): Promise<void> {
   await nsExec(host, [
-    `ip link add vx${vni} type vxlan id ${vni} local ${local} dstport 4789 dev ${dev} learning`,
+    `ip link add vx${vni} type vxlan id ${vni} local ${local} dstport 4789 dev ${dev} ${learning ? 'learning' : 'nolearning'}`,
     `ip link add br${vni} type bridge`,
     `ip link set vx${vni} master br${vni}`,
     `ip link set ${vmPort} master br${vni}`,
@@ -126,7 +128,8 @@ describe('VXLAN against Linux vxlan devices', () => {
     const c10 = await vethVm(HOST_C, 'c10', VM.c10);
     await linuxVtep(HOST_B, UB, UNDER.b, 100, [UNDER.a, UNDER.c], b10);
     await linuxVtep(HOST_B, UB, UNDER.b, 200, [UNDER.a], b20);
-    await linuxVtep(HOST_C, UC, UNDER.c, 100, [UNDER.a, UNDER.b], c10);
+    // C does not learn remote MACs (nolearning): it floods its unicast to A and B, which must cope.
+    await linuxVtep(HOST_C, UC, UNDER.c, 100, [UNDER.a, UNDER.b], c10, false);
 
     d = await startDaemon({
       bridges: {
@@ -317,4 +320,27 @@ describe('VXLAN against Linux vxlan devices', () => {
     expect(await pingUntil(vmNs('a20'), VM.b20)).toBe(true);
     expect(await pingUntil(vmNs('a10'), VM.c10)).toBe(true);
   }, 180_000);
+  it('a reload applies the file\'s changes (the file wins for a VNI the CLI changed too); CLI changes survive a restart', async () => {
+    await d.ok(['vxlan', 'add', BR, 'vni', '300', 'vlan', '30']);
+    // VNI 100 was last set by the CLI (previous test); the file now changes it: the file wins.
+    const cfg = parse(readFileSync(d.configFile, 'utf8'));
+    cfg.vxlan.bridges[BR][0].flood = [UNDER.b];
+    writeFileSync(d.configFile, toYaml(cfg));
+    await d.ok(['reload']);
+    const show = async (dm: Daemon): Promise<any> => (await dm.ok(['vxlan', 'show'], { json: true })).json;
+    let v = await show(d);
+    expect(v.vnis.map((s: any) => [s.vni, s.flood, s.source])).toEqual([[100, [UNDER.b], 'config'], [200, [UNDER.b], 'runtime'], [300, [], 'runtime']]);
+    // Restart (same config, socket and state directory): the CLI's VNIs come back.
+    await d.stop();
+    const env = { ...process.env };
+    delete env.VSWITCH_SOCKET;
+    const proc = spawnTracked('ip', ['netns', 'exec', HOST_A, process.execPath, MAIN_JS, 'daemon', '--config', d.configFile, '--socket', d.socket], {
+      stdio: ['ignore', 'pipe', 'pipe'], env, cwd: d.dir,
+    }, 'TERM');
+    d = new Daemon(proc, d.socket, d.configFile, d.dir);
+    await waitFor('the restarted daemon', async () => d.alive() && (await d.cli(['show', '--json'])).code === 0, { timeoutMs: 15_000 });
+    v = await show(d);
+    expect(v.vnis.map((s: any) => [s.vni, s.flood, s.source])).toEqual([[100, [UNDER.b], 'config'], [200, [UNDER.b], 'runtime'], [300, [], 'runtime']]);
+    expect(d.logs.some((l) => l.obj?.event === 'vxlan_runtime_restored')).toBe(true);
+  }, 60_000);
 });

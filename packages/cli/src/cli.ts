@@ -604,7 +604,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
   const vxlan = program.command('vxlan').description('the VXLAN tunnel endpoint: bridge VLANs as VNIs across hosts, flood lists, remote VTEPs');
   const vxlanAddKw: KeywordSpec = { values: { vni: { name: 'VNI' }, vlan: { name: 'VID' }, flood: { name: 'IP[,IP...]' } }, flags: [] };
   completes(keywords(vxlan.command('add').argument('<bridge>').argument('<words...>').usage('BRIDGE vni VNI vlan VID [flood IP[,IP...]]')
-    .description('map VNI to VLAN VID of BRIDGE, flooding to the remote VTEPs listed (replaces that VNI\'s mapping; until the daemon stops)'), vxlanAddKw), 'bridges')
+    .description('map VNI to VLAN VID of BRIDGE, flooding to the remote VTEPs listed (replaces that VNI\'s mapping; kept across restarts)'), vxlanAddKw), 'bridges')
     .action(async (bridge: string, list: string[]) => {
       const w = words(list, vxlanAddKw);
       const usage = 'vxlan add BRIDGE vni VNI vlan VID [flood IP[,IP...]]';

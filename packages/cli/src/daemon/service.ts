@@ -150,7 +150,7 @@ export class Vswitch {
     this.#ticker.unref();
     try {
       this.#transition(desired, overlay, 'start');
-      this.vxlan.apply(cfg.vxlan);
+      this.vxlan.apply(cfg.vxlan, cfg.stateDir);
     } catch (e) {
       this.close();
       throw e;

@@ -6,15 +6,19 @@
  *
  * What runs is the file's segments with the CLI's changes on top, by VNI (`vxlan
  * add` replaces or adds one, `vxlan del` hides one, `vxlan fdb add|del` edits a
- * segment's static entries). CLI changes last until the daemon stops: they are not
- * written to runtime.json (yet). A reload applies the file and keeps them.
+ * segment's static entries). CLI changes are kept in the state directory
+ * (`vxlan.json`, written atomically before the change is reported done) and come
+ * back after a restart; a reload keeps them, except where the file changed the same
+ * VNI since the change was made: then the file wins (as runtime.json's entries).
  *
  * The underlay sockets are opened when the section first appears and reopened
  * only when `local`, `port` or `interface` change; `mtu` and `ttl` apply in place.
  * A change the Vtep refuses (a VNI or VLAN mapped twice, a bridge that does not
  * exist) throws before anything changes.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { ensureStateDir, readStateFile, writeStateFile } from '@vswitch/nat';
 import { type Bridge, formatMac, ip4Text, parseIp4, parseMac, type Segment, type SegmentSpec, Vtep, VXLAN_DROP_REASONS, VXLAN_OVERHEAD } from '@vswitch/switch';
 import { NativeUnderlay } from '@vswitch/switch/ports';
 import { VswitchError } from '../errors.js';
@@ -34,15 +38,79 @@ export class VxlanService {
   #file: VxlanConfig | undefined;
   /** CLI changes by VNI: a segment, or null for one `vxlan del` removed. */
   readonly #runtime = new Map<number, SegmentConf | null>();
+  /** Per CLI change, the file's segment for that VNI when it was made (JSON, '' for none): a file that changes it wins. */
+  readonly #baseline = new Map<number, string>();
+  #stateDir: string | undefined;
 
   constructor(private readonly log: Logger, private readonly bridges: () => ReadonlyMap<string, Bridge>) {}
 
   get vtep(): Vtep | undefined { return this.#run?.vtep; }
 
-  /** Applies the file's section (undefined: none); returns what changed. */
-  apply(conf: VxlanConfig | undefined): string[] {
+  /**
+   * Applies the file's section (undefined: none), with the CLI's changes kept in
+   * `stateDir` (read at the first call); returns what changed.
+   */
+  apply(conf: VxlanConfig | undefined, stateDir?: string): string[] {
+    const notes: string[] = [];
+    if (this.#stateDir === undefined && stateDir !== undefined) {
+      this.#stateDir = stateDir;
+      this.#load();
+    }
     this.#file = conf;
-    return this.#sync();
+    for (const [vni, base] of [...this.#baseline]) {
+      if (this.#fileSegment(vni) !== base) {
+        this.#runtime.delete(vni);
+        this.#baseline.delete(vni);
+        notes.push(`vxlan VNI ${vni}: the file changed it, the runtime change is dropped`);
+      }
+    }
+    if (notes.length > 0) this.#save();
+    return [...notes, ...this.#sync()];
+  }
+
+  /** The file's segment for `vni` as JSON, '' if none. */
+  #fileSegment(vni: number): string {
+    for (const [bridge, list] of Object.entries(this.#file?.bridges ?? {})) {
+      const s = list.find((x) => x.vni === vni);
+      if (s !== undefined) return JSON.stringify({ bridge, ...s });
+    }
+    return '';
+  }
+
+  #path(): string | undefined {
+    return this.#stateDir === undefined ? undefined : join(this.#stateDir, 'vxlan.json');
+  }
+
+  #load(): void {
+    const path = this.#path()!;
+    try {
+      ensureStateDir(this.#stateDir!);
+      const text = readStateFile(path);
+      if (text === undefined) return;
+      const j = JSON.parse(text) as { vnis?: { vni: number; segment: SegmentConf | null; file: string }[] };
+      if (!Array.isArray(j.vnis)) throw new Error('no vnis list');
+      for (const e of j.vnis) {
+        if (!Number.isInteger(e.vni) || typeof e.file !== 'string') throw new Error(`bad entry ${JSON.stringify(e)}`);
+        this.#runtime.set(e.vni, e.segment === null ? null : { ...e.segment, source: 'runtime' });
+        this.#baseline.set(e.vni, e.file);
+      }
+      this.log.info({ event: 'vxlan_runtime_restored', file: path, entries: j.vnis.length }, 'vxlan_runtime_restored');
+    } catch (e) {
+      this.#runtime.clear();
+      this.#baseline.clear();
+      const movedTo = `${path}.bad-${Date.now()}`;
+      try {
+        renameSync(path, movedTo);
+      } catch { /* unreadable: left where it is */ }
+      this.log.error({ event: 'runtime_state_failed', error: `${path}: ${(e as Error).message}`, movedTo }, 'runtime_state_failed');
+    }
+  }
+
+  #save(): void {
+    const path = this.#path();
+    if (path === undefined) return;
+    const vnis = [...this.#runtime].map(([vni, segment]) => ({ vni, segment, file: this.#baseline.get(vni) ?? '' }));
+    writeStateFile(path, `${JSON.stringify({ vnis }, null, 2)}\n`);
   }
 
   close(): void {
@@ -161,14 +229,33 @@ export class VxlanService {
   }
 
   #change(vni: number, s: SegmentConf | null): void {
-    const before = this.#runtime.has(vni) ? this.#runtime.get(vni) : undefined;
     const had = this.#runtime.has(vni);
+    const before = this.#runtime.get(vni);
+    const base = this.#baseline.get(vni);
+    const undo = (): void => {
+      if (had) {
+        this.#runtime.set(vni, before!);
+        this.#baseline.set(vni, base!);
+      } else {
+        this.#runtime.delete(vni);
+        this.#baseline.delete(vni);
+      }
+    };
     this.#runtime.set(vni, s);
+    if (!had) this.#baseline.set(vni, this.#fileSegment(vni));
+    try {
+      this.#save();
+    } catch (e) {
+      undo();
+      throw new VswitchError('ESTATE', `cannot keep the change in ${this.#path()}: ${(e as Error).message}; nothing was changed`);
+    }
     try {
       this.#sync();
     } catch (e) {
-      if (had) this.#runtime.set(vni, before!);
-      else this.#runtime.delete(vni);
+      undo();
+      try {
+        this.#save();
+      } catch { /* the next change writes it again */ }
       throw e;
     }
   }
