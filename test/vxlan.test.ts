@@ -1,12 +1,13 @@
 /*
- * VXLAN interop (issue 15): three "hosts" as namespaces on one underlay segment (a
- * Linux bridge in a fourth namespace). Host A runs the vswitch daemon (in A's
+ * VXLAN interop (issue 15): four "hosts" as namespaces on one underlay segment (a
+ * Linux bridge in a fifth namespace). Host A runs the vswitch daemon (in A's
  * namespace) with VMs on TAPs in VLAN 10 (VNI 100) and VLAN 20 (VNI 200). Hosts B
  * and C are plain Linux: a bridge per VNI with a `vxlan` device (B with `learning`,
  * C `nolearning`; head-end replication by `bridge fdb append 00:00:00:00:00:00 dst`)
  * and a VM on a veth. B
- * carries VNI 100 and 200, C only VNI 100. All VMs share one subnet, so only the
- * VNIs keep them apart.
+ * carries VNI 100 and 200, C only VNI 100. Host D is a second vswitch daemon with a
+ * VM in its VLAN 11 mapped to VNI 100 (the triangle: vswitch to vswitch). All VMs
+ * share one subnet, so only the VNIs keep them apart.
  *
  * Shows: pings both ways; 100 MB TCP each way intact (sha256); VNI isolation (the
  * underlay carries only VNI 200 for VLAN 20's traffic, and nothing of VLAN 20
@@ -27,15 +28,18 @@ import { Background, captureDuring, pingCount, pingUntil, quietNamespace, tcpdum
 import { PYTHON } from './helpers/scapy.js';
 
 const NET = '10.231';
-const UNDER = { a: `${NET}.0.1`, b: `${NET}.0.2`, c: `${NET}.0.3` };
-const VM = { a10: `${NET}.1.11`, b10: `${NET}.1.12`, c10: `${NET}.1.13`, a20: `${NET}.1.21`, b20: `${NET}.1.22` };
+const UNDER = { a: `${NET}.0.1`, b: `${NET}.0.2`, c: `${NET}.0.3`, d: `${NET}.0.4` };
+const VM = { a10: `${NET}.1.11`, b10: `${NET}.1.12`, c10: `${NET}.1.13`, d10: `${NET}.1.14`, a20: `${NET}.1.21`, b20: `${NET}.1.22` };
 const HOST_A = nsname('hosta');
 const HOST_B = nsname('hostb');
 const HOST_C = nsname('hostc');
+const HOST_D = nsname('hostd');
 const UNDERLAY = nsname('under');
 const UA = ifname('ua');
 const UB = ifname('ub');
 const UC = ifname('uc');
+const UD = ifname('ud');
+const TAPD = ifname('d11');
 const TAP10 = ifname('a10');
 const TAP20 = ifname('a20');
 const BR = 'br0';
@@ -77,13 +81,13 @@ async function linuxVtep(host: string, dev: string, local: string, vni: number, 
   ].join(' && '));
 }
 
-function tapVm(tap: string, n: string, ip: string): Promise<void> {
+function tapVm(tap: string, n: string, ip: string, host = HOST_A): Promise<void> {
   return (async () => {
     const ns = vmNs(n);
     await addNamespace(ns);
     await quietNamespace(ns);
-    await waitFor(`TAP ${tap} in ${HOST_A}`, async () => (await nsExecR(HOST_A, `ip link show ${tap}`)).code === 0);
-    await nsExec(HOST_A, `ip link set ${tap} netns ${ns}`);
+    await waitFor(`TAP ${tap} in ${host}`, async () => (await nsExecR(host, `ip link show ${tap}`)).code === 0);
+    await nsExec(host, `ip link set ${tap} netns ${ns}`);
     await nsExec(ns, `ip link set ${tap} mtu ${VM_MTU} up && ip addr add ${ip}/16 dev ${tap}`);
   })();
 }
@@ -105,10 +109,11 @@ async function scapy(ns: string, iface: string, body: string[]): Promise<void> {
 
 describe('VXLAN against Linux vxlan devices', () => {
   let d: Daemon;
+  let dd: Daemon;
   let uaMac: string;
 
   beforeAll(async () => {
-    for (const ns of [HOST_A, HOST_B, HOST_C, UNDERLAY]) {
+    for (const ns of [HOST_A, HOST_B, HOST_C, HOST_D, UNDERLAY]) {
       await addNamespace(ns);
       await quietNamespace(ns);
     }
@@ -116,20 +121,21 @@ describe('VXLAN against Linux vxlan devices', () => {
     await underlayLink(HOST_A, UA, UNDER.a);
     await underlayLink(HOST_B, UB, UNDER.b);
     await underlayLink(HOST_C, UC, UNDER.c);
+    await underlayLink(HOST_D, UD, UNDER.d);
     // A veth would hand the Linux VTEPs' packets over with their checksums still to
     // be filled (CHECKSUM_PARTIAL): a real wire carries complete ones, so the Linux
     // hosts complete them before sending, as a NIC would.
     for (const [ns, l] of [[HOST_B, UB], [HOST_C, UC]]) await nsExec(ns, `ethtool -K ${l} tx off tso off gso off >/dev/null`);
-    for (const l of [UA, UB, UC]) trackLink(l);
+    for (const l of [UA, UB, UC, UD]) trackLink(l);
     uaMac = (await nsExec(HOST_A, `cat /sys/class/net/${UA}/address`)).trim();
 
     const b10 = await vethVm(HOST_B, 'b10', VM.b10);
     const b20 = await vethVm(HOST_B, 'b20', VM.b20);
     const c10 = await vethVm(HOST_C, 'c10', VM.c10);
-    await linuxVtep(HOST_B, UB, UNDER.b, 100, [UNDER.a, UNDER.c], b10);
+    await linuxVtep(HOST_B, UB, UNDER.b, 100, [UNDER.a, UNDER.c, UNDER.d], b10);
     await linuxVtep(HOST_B, UB, UNDER.b, 200, [UNDER.a], b20);
     // C does not learn remote MACs (nolearning): it floods its unicast to A and B, which must cope.
-    await linuxVtep(HOST_C, UC, UNDER.c, 100, [UNDER.a, UNDER.b], c10, false);
+    await linuxVtep(HOST_C, UC, UNDER.c, 100, [UNDER.a, UNDER.b, UNDER.d], c10, false);
 
     d = await startDaemon({
       bridges: {
@@ -146,7 +152,7 @@ describe('VXLAN against Linux vxlan devices', () => {
         interface: UA,
         bridges: {
           [BR]: [
-            { vni: 100, vlan: 10, flood: [UNDER.b, UNDER.c] },
+            { vni: 100, vlan: 10, flood: [UNDER.b, UNDER.c, UNDER.d] },
             { vni: 200, vlan: 20, flood: [UNDER.b] },
           ],
         },
@@ -154,18 +160,25 @@ describe('VXLAN against Linux vxlan devices', () => {
     }, { netns: HOST_A });
     await tapVm(TAP10, 'a10', VM.a10);
     await tapVm(TAP20, 'a20', VM.a20);
+    // Host D: a second vswitch, VNI 100 in its VLAN 11 (hosts map a VNI to VLANs of their own).
+    dd = await startDaemon({
+      bridges: { [BR]: { ports: { [TAPD]: { type: 'tap', vlan: { mode: 'access', vid: 11 } } } } },
+      vxlan: { local: UNDER.d, interface: UD, bridges: { [BR]: [{ vni: 100, vlan: 11, flood: [UNDER.a, UNDER.b, UNDER.c] }] } },
+    }, { netns: HOST_D });
+    await tapVm(TAPD, 'd10', VM.d10, HOST_D);
   }, 120_000);
 
   afterAll(async () => {
     await d?.stop();
+    await dd?.stop();
     await cleanup();
   });
 
   it('shows the VTEP: underlay, VM MTU, VNIs and one tunnel port per remote VTEP', async () => {
     const v = (await d.ok(['vxlan', 'show'], { json: true })).json as any;
     expect(v).toMatchObject({ enabled: true, local: UNDER.a, port: 4789, mtu: 1500, vmMtu: 1450 });
-    expect(v.vnis.map((s: any) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, [UNDER.b, UNDER.c]], [200, 20, [UNDER.b]]]);
-    expect(v.remotes.map((r: any) => r.port).sort()).toEqual([`vx-${UNDER.b}`, `vx-${UNDER.c}`]);
+    expect(v.vnis.map((s: any) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, [UNDER.b, UNDER.c, UNDER.d]], [200, 20, [UNDER.b]]]);
+    expect(v.remotes.map((r: any) => r.port).sort()).toEqual([`vx-${UNDER.b}`, `vx-${UNDER.c}`, `vx-${UNDER.d}`]);
     const text = (await d.ok(['vxlan', 'show'])).stdout;
     expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\)/);
   });
@@ -177,6 +190,11 @@ describe('VXLAN against Linux vxlan devices', () => {
     expect(await pingCount(vmNs('c10'), VM.a10, 5), 'c10 -> a10').toBeGreaterThanOrEqual(4);
     expect(await pingUntil(vmNs('a20'), VM.b20), 'a20 -> b20 (VNI 200)').toBe(true);
     expect(await pingCount(vmNs('b20'), VM.a20, 5), 'b20 -> a20').toBeGreaterThanOrEqual(4);
+    // A second vswitch (D, VNI 100 in its VLAN 11) closes the triangle.
+    expect(await pingUntil(vmNs('d10'), VM.a10), 'd10 -> a10 (vswitch to vswitch)').toBe(true);
+    expect(await pingCount(vmNs('a10'), VM.d10, 5), 'a10 -> d10').toBeGreaterThanOrEqual(4);
+    expect(await pingCount(vmNs('d10'), VM.b10, 5), 'd10 -> b10 (vswitch to Linux)').toBeGreaterThanOrEqual(4);
+    expect(await pingCount(vmNs('c10'), VM.d10, 5), 'c10 -> d10 (Linux nolearning to vswitch)').toBeGreaterThanOrEqual(4);
     // Full-size frames: 1450-byte IP packets fit the 1500 underlay (DF, never fragmented).
     expect((await nsExecR(vmNs('a10'), `busybox ping -c 2 -s 1422 -W 2 ${VM.b10}`)).code).toBe(0);
   });
@@ -208,6 +226,9 @@ describe('VXLAN against Linux vxlan devices', () => {
     const toC = vxlanLines(linesC).filter((l) => l.src === UNDER.a && l.dst === UNDER.c && l.vni === 100);
     expect(toB.length, lines.join('\n')).toBeGreaterThan(0);
     expect(toC.length).toBeGreaterThan(0);
+    // One copy of the arping request each (head-end replication, no duplicates).
+    const req = (ls: typeof toB): number => ls.filter((l) => l.inner.includes(`Request who-has ${VM.b10}`)).length;
+    expect([req(toB), req(toC)], [...lines, ...linesC].join('\n')).toEqual([1, 1]);
     // b10's MAC is learned behind B: unicast to it goes to B only.
     const v = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
     expect(v.some((e) => e.port === `vx-${UNDER.b}`)).toBe(true);
@@ -256,7 +277,7 @@ describe('VXLAN against Linux vxlan devices', () => {
     expect((await d.cli(['vxlan', 'add', BR, 'vni', '300', 'vlan', '10'])).stderr).toMatch(/VLAN 10 is mapped to two VNIs|mapped twice|two VNIs/);
     // Back to the file's mapping for the tests that follow.
     await d.ok(['vxlan', 'fdb', 'del', '02:00:00:00:00:42', 'vni', '100']);
-    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},${UNDER.c}`]);
+    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},${UNDER.c},${UNDER.d}`]);
     expect(await pingUntil(vmNs('a10'), VM.c10)).toBe(true);
     // show and stats list the tunnel ports like any port.
     expect((await d.ok(['show'])).stdout).toContain(`vx-${UNDER.b}`);
