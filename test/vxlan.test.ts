@@ -138,6 +138,8 @@ describe('VXLAN against Linux vxlan devices', () => {
     await linuxVtep(HOST_C, UC, UNDER.c, 100, [UNDER.a, UNDER.b, UNDER.d], c10, false);
 
     d = await startDaemon({
+      // In host A's namespace: nobody else listens there.
+      metrics: { listen: '127.0.0.1:9464' },
       bridges: {
         [BR]: {
           maxMacs: 512,
@@ -335,6 +337,17 @@ describe('VXLAN against Linux vxlan devices', () => {
     // Exactly what was sent (the flood's 1000 random VNIs all differ from 100 and 200).
     expect(now).toEqual({ truncated: 1, bad_flags: 2, unknown_vni: 1001, unknown_remote: 1 });
     expect(d.alive()).toBe(true);
+    // The same numbers in the metrics, which promtool accepts.
+    const text = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
+    const metric = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
+    expect(metric(/^vswitch_vxlan_drops_total\{reason="unknown_vni"\} (\d+)/m)).toBeGreaterThanOrEqual(1001);
+    expect(metric(/^vswitch_vxlan_rx_packets_total\{vni="100",bridge="br0",vlan="10"\} (\d+)/m)).toBeGreaterThan(1000);
+    expect(metric(/^vswitch_vxlan_tx_packets_total\{vni="200",bridge="br0",vlan="20"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(text).toMatch(new RegExp(`^vswitch_port_drops_total\\{bridge="br0",port="vx-${UNDER.b.replace(/\./g, '\\.')}",kind="vxlan",reason="tunnel_mtu"\\} [1-9]`, 'm'));
+    const file = join(tempDir('m'), 'metrics.txt');
+    writeFileSync(file, text);
+    const lint = await sh(`promtool check metrics < ${file} 2>&1 || true`);
+    expect(lint.split('\n').filter((l) => /vxlan/.test(l))).toEqual([]);
     const fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
     expect(fdb.length).toBeLessThanOrEqual(512);
     // The daemon carries on: VMs on both VNIs still reach each other.

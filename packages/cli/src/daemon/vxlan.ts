@@ -134,7 +134,8 @@ export class VxlanService {
     return [...byVni.values()];
   }
 
-  #sync(): string[] {
+  /** `changed`: the VNI a CLI change is about (its bridge must exist). */
+  #sync(changed = -1): string[] {
     const conf = this.#file;
     const done: string[] = [];
     if (conf === undefined) {
@@ -147,14 +148,21 @@ export class VxlanService {
     }
     const brs = this.bridges();
     const wanted = this.#wanted();
-    const specs: SegmentSpec[] = wanted.map((s) => {
+    const specs: SegmentSpec[] = [];
+    for (const s of wanted) {
       const bridge = brs.get(s.bridge);
-      if (bridge === undefined) throw new VswitchError('ENOENT', `vxlan: no bridge ${s.bridge} (VNI ${s.vni})`);
-      return {
+      if (bridge === undefined) {
+        // A CLI change naming no bridge is refused; a bridge gone by delbr (or not running) leaves its VNIs idle.
+        if (s.vni === changed) throw new VswitchError('ENOENT', `vxlan: no bridge ${s.bridge} (VNI ${s.vni})`);
+        this.log.warn({ event: 'vxlan_bridge_missing', bridge: s.bridge, vni: s.vni }, 'vxlan_bridge_missing');
+        done.push(`vxlan VNI ${s.vni}: no bridge ${s.bridge}, not carried`);
+        continue;
+      }
+      specs.push({
         bridge, vni: s.vni, vid: s.vlan, flood: s.flood.map(parseIp4),
         fdb: s.fdb.map((f) => ({ mac: parseMac(f.mac), remote: parseIp4(f.dst) })),
-      };
-    });
+      });
+    }
     let run = this.#run;
     const mtu = conf.mtu ?? interfaceMtu(conf.interface) ?? 1500;
     if (run !== undefined && (run.conf.local !== conf.local || run.conf.port !== conf.port || run.conf.interface !== conf.interface)) {
@@ -250,7 +258,7 @@ export class VxlanService {
       throw new VswitchError('ESTATE', `cannot keep the change in ${this.#path()}: ${(e as Error).message}; nothing was changed`);
     }
     try {
-      this.#sync();
+      this.#sync(vni);
     } catch (e) {
       undo();
       try {
