@@ -1,7 +1,7 @@
 /*
  * A switch port: one endpoint (a TAP the daemon owns, an interface attached through
  * AF_PACKET, a Unix socket a VM connects through, a network of a router in the same
- * process) behind one small interface, PortIo. The bridge never knows which kind
+ * process, a VXLAN tunnel to one remote VTEP: vxlan.ts) behind one small interface, PortIo. The bridge never knows which kind
  * it talks to.
  *
  * Data flows one way: the port's I/O delivers received batches to its `PortRx`

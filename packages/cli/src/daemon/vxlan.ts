@@ -19,7 +19,7 @@
 import { readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureStateDir, readStateFile, writeStateFile } from '@vswitch/nat';
-import { type Bridge, formatMac, ip4Text, parseIp4, parseMac, type Segment, type SegmentSpec, Vtep, VXLAN_DROP_REASONS, VXLAN_OVERHEAD } from '@vswitch/switch';
+import { type Bridge, formatMac, ip4Text, parseIp4, parseMac, type Segment, type SegmentSpec, tunnelPortName, Vtep, VXLAN_DROP_REASONS, VXLAN_OVERHEAD } from '@vswitch/switch';
 import { NativeUnderlay } from '@vswitch/switch/ports';
 import { VswitchError } from '../errors.js';
 import type { VxlanConfig, VxlanSegmentConfig } from '../vxlan-config.js';
@@ -285,7 +285,7 @@ export class VxlanService {
       ttl: v.ttl,
       vnis: v.segments().sort((a, b) => a.vni - b.vni).map((s) => segmentView(s, conf.get(s.vni)?.source ?? 'config')),
       remotes: v.bridgeTunnels().flatMap((bt) => bt.tunnels.map((t) => {
-        const p = bt.bridge.port(`vx-${ip4Text(t.remote)}`);
+        const p = bt.bridge.port(tunnelPortName(t.remote));
         return {
           bridge: bt.bridge.name, remote: ip4Text(t.remote), port: p?.name ?? '',
           macs: p === undefined ? 0 : bt.bridge.fdb.portCount(p.id),
