@@ -51,7 +51,7 @@ const { checkVxlan, decapTagged: decap, taggedVid: tagVid, vxlanSourcePort, writ
 
 /** Why the VTEP dropped a datagram from the underlay; a closed set (README "VXLAN"). */
 export const VXLAN_DROP_REASONS = [
-  'truncated',      // shorter than the VXLAN header plus an Ethernet header (or over the receive buffer)
+  'truncated',      // shorter than the VXLAN header plus an Ethernet header
   'bad_flags',      // I flag clear, or a flag or reserved bit set (an extension this VTEP does not speak)
   'unknown_vni',    // VNI not mapped to any bridge VLAN
   'unknown_remote', // sender is not a remote VTEP of the VNI's bridge (on no flood list, in no static entry)
