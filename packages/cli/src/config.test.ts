@@ -269,6 +269,8 @@ describe('config: bond ports', () => {
     expect(errorOf(port('bond0: { type: bond, bond: { members: [eth1], lacpRate: medium } }'))).toMatch(/bond0\.bond\.lacpRate/);
     expect(errorOf('bridges:\n  br0:\n    ports:\n      eth1: { type: attach }\n      bond0: { type: bond, bond: { members: [eth1] } }\n'))
       .toMatch(/bond0\.bond\.members \(line 5\): eth1 is already a port or a member of bond/);
+  });
+});
 
 describe('config: vxlan', () => {
   const base = 'bridges: { br0: {} }\nvxlan:\n  local: 192.0.2.1\n';
