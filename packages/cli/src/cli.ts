@@ -219,6 +219,10 @@ function parseVid(s: string): number {
   return Number(s);
 }
 
+function parseVni(s: string): number {
+  if (!/^\d{1,8}$/.test(s) || Number(s) > 0xffffff) throw new UsageError(`bad VNI '${s}' (0-16777215)`);
+  return Number(s);
+}
 function parseVidRange(s: string): [number, number] {
   const m = /^(\d+)(?:-(\d+))?$/.exec(s);
   if (!m) throw new UsageError(`bad VID or range '${s}' (expected VID or VID-VID)`);
@@ -608,6 +612,47 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       const w = words(list, fdbShowKw);
       print(await call('fdb.show', { bridge: w.br }), asJson(), (rows) =>
         rows.map((r: any) => `${r.mac} dev ${r.port} vlan ${r.vlan} master ${r.bridge}${r.static ? ' static' : ''}\n`).join(''));
+    });
+
+  const vxlan = program.command('vxlan').description('the VXLAN tunnel endpoint: bridge VLANs as VNIs across hosts, flood lists, remote VTEPs');
+  const vxlanAddKw: KeywordSpec = { values: { vni: { name: 'VNI' }, vlan: { name: 'VID' }, flood: { name: 'IP[,IP...]' } }, flags: [] };
+  completes(keywords(vxlan.command('add').argument('<bridge>').argument('<words...>').usage('BRIDGE vni VNI vlan VID [flood IP[,IP...]]')
+    .description('map VNI to VLAN VID of BRIDGE, flooding to the remote VTEPs listed (replaces that VNI\'s mapping; kept across restarts)'), vxlanAddKw), 'bridges')
+    .action(async (bridge: string, list: string[]) => {
+      const w = words(list, vxlanAddKw);
+      const usage = 'vxlan add BRIDGE vni VNI vlan VID [flood IP[,IP...]]';
+      const flood = typeof w.flood === 'string' ? w.flood.split(',').filter((x) => x !== '') : [];
+      await call('vxlan.add', { bridge, vni: parseVni(need(w, 'vni', usage)), vlan: parseVid(need(w, 'vlan', usage)), flood });
+    });
+  const vxlanDelKw: KeywordSpec = { values: { vni: { name: 'VNI' } }, flags: [] };
+  keywords(vxlan.command('del').argument('<words...>').usage('vni VNI').description('stop carrying VNI (its tunnel ports go when no VNI names their remote)'), vxlanDelKw)
+    .action(async (list: string[]) => {
+      const w = words(list, vxlanDelKw);
+      await call('vxlan.del', { vni: parseVni(need(w, 'vni', 'vxlan del vni VNI')) });
+    });
+  vxlan.command('show').addOption(json()).description('the VTEP: underlay, MTUs, VNIs with flood lists and counters, remote VTEPs, drops by reason')
+    .action(async () => {
+      print(await call('vxlan.show'), asJson(), (v) => !v.enabled ? 'vxlan: not configured\n'
+        : `vxlan: local ${v.local}:${v.port}${v.interface ? ` dev ${v.interface}` : ''} underlay MTU ${v.mtu} (VM MTU ${v.vmMtu}) ttl ${v.ttl}\n`
+        + table(['vni', 'bridge', 'vlan', 'flood', 'rx packets', 'tx packets', 'from'],
+          v.vnis.map((s: any) => [s.vni, s.bridge, s.vlan, s.flood.join(',') || '-', s.rxPackets, s.txPackets, s.source]))
+        + table(['remote', 'bridge', 'port', 'macs', 'rx frames', 'tx frames'], v.remotes.map((r: any) => [r.remote, r.bridge, r.port, r.macs, r.rxFrames, r.txFrames]))
+        + `drops: ${Object.entries(v.drops).map(([k, n]) => `${k} ${n}`).join(', ')}\n`);
+    });
+  const vxlanFdb = vxlan.command('fdb').description('static MAC entries behind a remote VTEP');
+  const vxlanFdbKw: KeywordSpec = { values: { vni: { name: 'VNI' }, dst: { name: 'IP' } }, flags: [] };
+  keywords(vxlanFdb.command('add').argument('<mac>').argument('<words...>').usage('MAC vni VNI dst IP')
+    .description('MAC is behind the remote VTEP IP in VNI (a static entry on its tunnel port, as bridge fdb add ... dst IP)'), vxlanFdbKw)
+    .action(async (mac: string, list: string[]) => {
+      const w = words(list, vxlanFdbKw);
+      const usage = 'vxlan fdb add MAC vni VNI dst IP';
+      await call('vxlan.fdb.add', { mac, vni: parseVni(need(w, 'vni', usage)), dst: need(w, 'dst', usage) });
+    });
+  const vxlanFdbDelKw: KeywordSpec = { values: { vni: { name: 'VNI' } }, flags: [] };
+  keywords(vxlanFdb.command('del').argument('<mac>').argument('<words...>').usage('MAC vni VNI').description('remove a static entry vxlan fdb add made'), vxlanFdbDelKw)
+    .action(async (mac: string, list: string[]) => {
+      const w = words(list, vxlanFdbDelKw);
+      await call('vxlan.fdb.del', { mac, vni: parseVni(need(w, 'vni', 'vxlan fdb del MAC vni VNI')) });
     });
 
   program.command('monitor').addOption(json())

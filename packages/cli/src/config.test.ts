@@ -291,3 +291,22 @@ describe('config: bond ports', () => {
       .toMatch(/bond0\.bond\.members \(line 5\): eth1 is already a port or a member of bond/);
   });
 });
+
+describe('config: vxlan', () => {
+  const base = 'bridges: { br0: {} }\nvxlan:\n  local: 192.0.2.1\n';
+  it('takes the VTEP with defaults (port 4789, ttl 64) and per-bridge VNIs', () => {
+    const c = parseConfig(`${base}  bridges:\n    br0:\n      - { vni: 100, vlan: 10, flood: [192.0.2.2], fdb: [{ mac: "02:00:00:00:00:01", dst: 192.0.2.3 }] }\n      - { vni: 16777215, vlan: 20 }\n`, F);
+    expect(c.vxlan).toMatchObject({ local: '192.0.2.1', port: 4789, ttl: 64 });
+    expect(c.vxlan!.bridges.br0.map((s) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, ['192.0.2.2']], [16777215, 20, []]]);
+  });
+
+  it('refuses a VNI or VLAN mapped twice, a VNI out of range, a bad address, an unknown bridge, the local address as a remote', () => {
+    expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 100, vlan: 10 }\n      - { vni: 100, vlan: 11 }\n`)).toMatch(/vxlan\.bridges\.br0\.1\.vni.*VNI 100 is already mapped/);
+    expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 100, vlan: 10 }\n      - { vni: 101, vlan: 10 }\n`)).toMatch(/vxlan\.bridges\.br0\.1\.vlan.*VLAN 10 is already mapped to VNI 100/);
+    expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 16777216, vlan: 10 }\n`)).toMatch(/vni.*must be 0-16777215/);
+    expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 1, vlan: 10, flood: [192.0.2.999] }\n`)).toMatch(/flood\.0.*IPv4 address/);
+    expect(errorOf(`${base}  bridges:\n    br9:\n      - { vni: 1, vlan: 10 }\n`)).toMatch(/vxlan\.bridges\.br9.*no bridge br9/);
+    expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 1, vlan: 10, flood: [192.0.2.1] }\n`)).toMatch(/is the local address/);
+    expect(errorOf('vxlan: { port: 4789 }\n')).toMatch(/vxlan\.local/);
+  });
+});

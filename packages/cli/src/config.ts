@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6IsUnspecified, ip6Masked, LOOP_LIMITS, parseCidr6, parseIp4, parseIp6, parseMac, parseRate, parseSize, RATE_LIMITS } from '@vswitch/switch';
 import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
+import { VxlanSchema } from './vxlan-config.js';
 
 const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
 const Vid = z.number({ error: 'must be a VLAN ID (1-4094)' }).int('must be an integer VLAN ID').min(1, vidRange).max(4094, vidRange);
@@ -356,6 +357,8 @@ export const ConfigSchema = z.strictObject({
   }).default({ level: 'info' }),
   bridges: z.record(BridgeName, BridgeSchema).default({}),
   routers: z.record(BridgeName, RouterSchema).default({}),
+  /** The daemon as a VXLAN tunnel endpoint (vxlan-config.ts). */
+  vxlan: VxlanSchema.optional(),
 }).superRefine((cfg, ctx) => {
   const owner = new Map<string, string>();
   const socketPaths = new Map<string, string>();
@@ -524,6 +527,9 @@ export const ConfigSchema = z.strictObject({
       const ip = parseIp4(f.to.split(':')[0]);
       if (ip < 0 || !subnets.some(([, net, p]) => maskOf(ip, p) === net)) issue(['routers', rname, 'forwards', i, 'to'], 'must be an address inside one of the router\'s networks');
     });
+  }
+  for (const bname of Object.keys(cfg.vxlan?.bridges ?? {})) {
+    if (!(bname in cfg.bridges)) ctx.addIssue({ code: 'custom', path: ['vxlan', 'bridges', bname], message: `no bridge ${bname} in bridges` });
   }
 });
 

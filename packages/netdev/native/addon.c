@@ -40,11 +40,14 @@
 #include <time.h>
 #include <unistd.h>
 #include <net/if.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 
 #include <node_api.h>
 #include <uv.h>
 
-enum { KIND_TAP = 1, KIND_PACKET = 2 };
+enum { KIND_TAP = 1, KIND_PACKET = 2, KIND_UDP = 3, KIND_RAW = 4 };
 
 typedef struct nd_state nd_state;
 
@@ -376,6 +379,8 @@ static void service(nd_handle *h, int status) {
     ring_out(st, &o);
     if (h->kind == KIND_TAP) {
       nd_tap_drain(h->fd, h->vnet, &o, &st->stats, &fatal);
+    } else if (h->kind == KIND_UDP || h->kind == KIND_RAW) {
+      if (first) nd_udp_drain(h->fd, &o, &st->stats, &fatal);
     } else {
       /* Finish a super-frame that did not fit the previous batch before reading
        * more, so segments stay in order. Only the first pass reads the fd: the
@@ -412,6 +417,9 @@ static void service(nd_handle *h, int status) {
       getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &el);
       if (!nd_packet_bound(h->fd)) { fail_handle(h, err ? err : ENETDOWN); return; }
       if (err == ENETDOWN) st->stats.link_down++;
+    } else if (h->kind == KIND_UDP) {
+      /* A queued ICMP error on the UDP socket: consumed here, the socket lives on. */
+      getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &el);
     } else {
       fail_handle(h, EBADFD);
       return;
@@ -744,6 +752,89 @@ static napi_value js_send2_vnet(napi_env env, napi_callback_info info) {
   return send_parts(env, info, 2, true, "netdev: send2Vnet(handle, a, aoff, alen, b, boff, blen)");
 }
 
+/* ---------- VXLAN underlay (udp.c) ---------- */
+
+/* openUdp(localIp, port, ifname): [handle, fd]; localIp a host-order u32. */
+static napi_value js_open_udp(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 3;
+  napi_value argv[3];
+  char name[IFNAMSIZ] = "";
+  int64_t ip, port;
+  const char *op;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: openUdp(localIp, port, ifname)"); return NULL; }
+  if (!arg_int(env, argv[0], "local address", 0, 4294967295.0, &ip)) return NULL;
+  if (!arg_int(env, argv[1], "port", 1, 65535, &port)) return NULL;
+  if (!arg_string(env, argv[2], "interface name", name, sizeof name)) return NULL;
+  int fd = nd_udp_open(htonl((uint32_t)ip), (uint16_t)port, name, &op);
+  if (fd < 0) { throw_errno(env, op, name[0] ? name : NULL, -fd); return NULL; }
+  nd_handle *h = handle_new(env, st, fd, KIND_UDP);
+  if (!h) { close(fd); return NULL; }
+  napi_value vfd;
+  if (napi_create_int32(env, fd, &vfd) != napi_ok) { handle_close(env, h); return NULL; }
+  return triple(env, h->id, fd, vfd);
+}
+
+/* openRawIp(ifname): [handle, fd] of an IPPROTO_RAW socket (the caller writes the IPv4 header). */
+static napi_value js_open_raw_ip(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 1;
+  napi_value argv[1];
+  char name[IFNAMSIZ] = "";
+  const char *op;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: openRawIp(ifname)"); return NULL; }
+  if (!arg_string(env, argv[0], "interface name", name, sizeof name)) return NULL;
+  int fd = nd_raw_open(name, &op);
+  if (fd < 0) { throw_errno(env, op, name[0] ? name : NULL, -fd); return NULL; }
+  nd_handle *h = handle_new(env, st, fd, KIND_RAW);
+  if (!h) { close(fd); return NULL; }
+  napi_value vfd;
+  if (napi_create_int32(env, fd, &vfd) != napi_ok) { handle_close(env, h); return NULL; }
+  return triple(env, h->id, fd, vfd);
+}
+
+/*
+ * sendIp3(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen): one IPv4
+ * packet (its header first, in a) to dstIp (host-order u32), gathered from three
+ * pieces, through a raw socket. Bytes written or -errno (EMSGSIZE: over the MTU, DF).
+ */
+static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 11, total, off[3], len[3], frame = 0;
+  napi_value argv[11];
+  uint8_t *p[3];
+  int64_t dst;
+  static const char *const names[3] = { "a", "b", "c" };
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 11) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: sendIp3(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen)"); return NULL; }
+  nd_handle *h = arg_handle(env, st, argv[0]);
+  if (!h) return NULL;
+  if (h->kind != KIND_RAW) { throw_errno(env, "sendIp3", "(not a raw IP handle)", EINVAL); return NULL; }
+  if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, &dst)) return NULL;
+  struct iovec iov[3];
+  for (int i = 0; i < 3; i++) {
+    napi_value *v = argv + 2 + 3 * i;
+    if (!arg_bytes(env, v[0], names[i], &p[i], &total) || !arg_range(env, v[1], v[2], total, &off[i], &len[i])) return NULL;
+    iov[i] = (struct iovec){ p[i] + off[i], len[i] };
+    frame += len[i];
+  }
+  struct sockaddr_in sin;
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl((uint32_t)dst);
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_name = &sin;
+  msg.msg_namelen = sizeof sin;
+  msg.msg_iov = iov;
+  msg.msg_iovlen = 3;
+  ssize_t r;
+  do r = sendmsg(h->fd, &msg, MSG_DONTWAIT); while (r < 0 && errno == EINTR);
+  return send_result(env, st, r, frame, false);
+}
+
 /* ---------- transmit-side completion (segment) ---------- */
 
 static napi_value make_tx_scratch(napi_env env, nd_state *st) {
@@ -977,6 +1068,9 @@ NAPI_MODULE_INIT() {
     FN("setPersist", js_set_persist),
     FN("notify", js_notify),
     FN("openPacket", js_open_packet),
+    FN("openUdp", js_open_udp),
+    FN("openRawIp", js_open_raw_ip),
+    FN("sendIp3", js_send_ip3),
     FN("start", js_start),
     FN("stop", js_stop),
     FN("send", js_send),

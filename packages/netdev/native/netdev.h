@@ -6,6 +6,7 @@
  *   packet.c  AF_PACKET open and the packet read loop (auxdata, vnet header)
  *   gso.c     software segmentation, checksum completion, VLAN re-insertion
  *   link.c    interface flags and indexes
+ *   udp.c     the VXLAN underlay: UDP receive (recvmmsg) and raw IPv4 send
  * Only addon.c talks to N-API; the rest are plain syscalls and byte work, which
  * is what lets gso.c be exercised from a test export without a device.
  */
@@ -154,6 +155,11 @@ uint16_t nd_csum_fold(uint64_t sum);
  */
 int nd_tap_drain(int fd, bool vnet, nd_out *o, nd_stats *s, int *fatal);
 int nd_packet_drain(int fd, bool keep_gso, nd_out *o, nd_gso *g, nd_stats *s, int *fatal);
+/* udp.c: the VXLAN underlay (a bound UDP socket to receive, a raw IPv4 socket to send). */
+#define ND_UDP_MAX 16384u /* largest datagram kept: above any underlay MTU */
+int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal);
+int nd_udp_open(uint32_t local_be, uint16_t port, const char *ifname, const char **op);
+int nd_raw_open(const char *ifname, const char **op);
 
 /* Open helpers return an fd, or -errno with *op naming the failed step. */
 int nd_tap_open(const char *name, int flags, long owner, long group, char kname[16], const char **op);

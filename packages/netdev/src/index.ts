@@ -177,6 +177,10 @@ interface Native {
   setPersist(handle: number, on: boolean): void;
   notify(path: string, text: string): void;
   openPacket(ifname: string, flags?: number): [number, number, number];
+  openUdp(localIp: number, port: number, ifname: string): [number, number, number];
+  openRawIp(ifname: string): [number, number, number];
+  sendIp3(handle: number, dstIp: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
+    c: Uint8Array, coff: number, clen: number): number;
   start(handle: number, onBatch: (count: number) => void): void;
   stop(handle: number): void;
   send(handle: number, buf: Uint8Array, off: number, len: number): number;
@@ -239,6 +243,23 @@ export function openPacket(ifname: string, opts: PacketOptions = {}): PacketInfo
   return { handle, fd, ifindex };
 }
 
+/**
+ * The VXLAN underlay's receiver: a UDP socket bound to localIp:port (host-order
+ * u32; 0 = any), on `ifname` only when given (SO_BINDTODEVICE). `start` delivers
+ * datagrams (UDP payloads) to the ring; the 10 bytes before each hold the sender:
+ * IPv4 address (4 bytes) and port (2 bytes), network order, then 4 zero bytes.
+ */
+export function openUdp(localIp: number, port: number, ifname = ''): { handle: number; fd: number } {
+  const [handle, fd] = native.openUdp(localIp >>> 0, port, ifname);
+  return { handle, fd };
+}
+/** The VXLAN underlay's sender: an IPPROTO_RAW socket (the caller writes the IPv4 header; the kernel routes it and fills the IPv4 checksum). */
+export function openRawIp(ifname = ''): { handle: number; fd: number } {
+  const [handle, fd] = native.openRawIp(ifname);
+  return { handle, fd };
+}
+/** One IPv4 packet gathered from a, b and c (its IPv4 header first) to dstIp (host-order u32); bytes written or -errno (EMSGSIZE: over the route's MTU with DF). */
+export const sendIp3: Native['sendIp3'] = native.sendIp3;
 export const setPersist: Native['setPersist'] = native.setPersist;
 /**
  * sd_notify(3) without libsystemd: sends `text` ("READY=1", "STATUS=...", lines

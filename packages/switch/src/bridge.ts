@@ -431,10 +431,16 @@ export class Bridge {
     this.#rebuildFloodLists();
   }
 
+  /** Rebuilds the flood lists after a port's PortIo.floods answers changed. */
+  refreshFloodLists(): void {
+    this.#rebuildFloodLists();
+  }
+
   #rebuildFloodLists(): void {
     const lists: (Port[] | undefined)[] = new Array(VID_MAX + 1);
     for (const p of this.#ports.values()) {
-      for (const m of p.vlan.members()) (lists[m.vid] ??= []).push(p);
+      const io = p.io;
+      for (const m of p.vlan.members()) if (io.floods === undefined || io.floods(m.vid)) (lists[m.vid] ??= []).push(p);
     }
     this.#floodLists = lists;
   }

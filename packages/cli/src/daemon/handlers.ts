@@ -331,6 +331,11 @@ export const handlers: Record<string, Handler> = {
     return bridges(sw, optStr(a, 'bridge')).flatMap((br) => fdbView(sw, br, now));
   },
 
+  'vxlan.show': (sw) => sw.vxlan.show(),
+  'vxlan.add': (sw, a) => sw.vxlan.add(str(a, 'bridge'), num(a, 'vni'), num(a, 'vlan'), Array.isArray(a.flood) ? a.flood.map(String) : []),
+  'vxlan.del': (sw, a) => sw.vxlan.del(num(a, 'vni')),
+  'vxlan.fdb.add': (sw, a) => sw.vxlan.fdb(true, str(a, 'mac'), num(a, 'vni'), str(a, 'dst')),
+  'vxlan.fdb.del': (sw, a) => sw.vxlan.fdb(false, str(a, 'mac'), num(a, 'vni')),
   'router.show': (sw, a) => routers(sw, optStr(a, 'router')).map(routerView),
   'dhcp.leases': (sw, a) => {
     const only = optStr(a, 'network');

@@ -41,6 +41,7 @@
  * exported as vswitch_metrics_* and vswitch_control_*.
  */
 import { registerBondMetrics } from './bond-metrics.js';
+import { vxlanMetrics } from './vxlan.js';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -274,6 +275,8 @@ export function createMetricsRegistry(
         if (st !== undefined) emit({}, st.lastSuccessMs / 1000);
       });
   }
+
+  vxlanMetrics(() => sw.vxlan.vtep, counter);
 
   /* ---------- per port ---------- */
   perPort('vswitch_port_rx_frames_total',

@@ -25,6 +25,7 @@
  * Events worth watching (ports, MACs, leases, uplinks) also go to `monitor`
  * (monitor.ts), the hub `vswitch monitor` clients subscribe to.
  */
+import { VxlanService } from './vxlan.js';
 import {
   Bridge, type BridgeEvent, checkVid, formatMac, parseIp4, parseMac, type Port, type PortIo,
   VlanPolicy, type VlanSpec, VlanPolicyError,
@@ -123,7 +124,11 @@ export class Vswitch {
    */
   readonly routerRebuilt = new Set<(old: ManagedRouter, next: ManagedRouter, oldPorts: Map<string, Port>) => void>();
 
+  /** The VXLAN tunnel endpoint (vxlan.ts): its tunnel ports live in the bridges, outside the desired state. */
+  readonly vxlan: VxlanService;
+
   constructor(private readonly log: Logger) {
+    this.vxlan = new VxlanService(log, () => this.bridges);
     this.monitor.onActive = (on) => {
       for (const br of this.bridges.values()) this.#watchLearning(br, on);
     };
@@ -145,6 +150,7 @@ export class Vswitch {
     this.#ticker.unref();
     try {
       this.#transition(desired, overlay, 'start');
+      this.vxlan.apply(cfg.vxlan, cfg.stateDir);
     } catch (e) {
       this.close();
       throw e;
@@ -163,6 +169,7 @@ export class Vswitch {
     }
     const { desired, overlay, notes } = effective(cfg, this.#overlay);
     const done = this.#transition(desired, overlay, 'reload', cfg);
+    done.push(...this.vxlan.apply(cfg.vxlan));
     for (const note of notes) {
       this.log.warn({ event: 'runtime_state_adjusted', note }, 'runtime_state_adjusted');
       done.push(`runtime: ${note}`);
@@ -172,6 +179,7 @@ export class Vswitch {
   }
 
   close(): void {
+    this.vxlan.close();
     clearInterval(this.#ticker);
     this.#ticker = undefined;
     for (const name of [...this.routers.keys()]) this.#dropRouter(name);
