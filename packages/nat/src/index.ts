@@ -16,3 +16,6 @@ export * from './limits.js';
 export * from './dns/wire.js';
 export * from './dns/gateway.js';
 export * from './nd.js';
+export * from './dhcp6/wire.js';
+export * from './dhcp6/server.js';
+export * from './dhcp6/port.js';

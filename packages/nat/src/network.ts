@@ -11,7 +11,8 @@
  *   except ACKs, which it hands back (`deliver`) once their lease is on disk;
  * - IPv4 to elsewhere: handed to the router (`route`), which decides between
  *   another network, NAPT to the uplink, or an ICMP error.
- * - IPv6 (with `ipv6` in its options): to nd.ts, the gateway's IPv6 side (its
+ * - IPv6 (with `ipv6` in its options): DHCPv6 client messages to the DHCPv6
+ *   server (`dhcp6`, dhcp6/port.ts picks them out), the rest to nd.ts, the gateway's IPv6 side (its
  *   link-local and prefix addresses, Neighbor Discovery, echo, Router
  *   Advertisements); IPv6 group frames (33:33:...) reach it too, it picks its own.
  * Everything else is ignored and counted. When its router starts, the gateway
@@ -57,6 +58,8 @@ import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetComplete, vnetPrepare } from './
 import type { DhcpContext, DhcpPorts, DhcpReply, DhcpServer } from './dhcp/server.js';
 import { LIMIT, RateLimiter, type RateLimitEvent, type RateLimits } from './limits.js';
 import { Nd6, type Ipv6Options } from './nd.js';
+import { Dhcp6Port } from './dhcp6/port.js';
+import type { Dhcp6Server } from './dhcp6/server.js';
 
 /** At most one log line per this many ms about failing lease-file writes (the rest are counted in it). */
 export const STORE_WARN_INTERVAL_MS = 10_000;
@@ -91,6 +94,9 @@ export interface NetworkOptions {
   limits?: Partial<RateLimits>;
   /** The gateway's IPv6 side (nd.ts); absent: IPv6 frames are ignored. */
   ipv6?: Ipv6Options;
+  /** The DHCPv6 server (with `ipv6` only); its leases are bound through `onLease6`. */
+  dhcp6?: Dhcp6Server;
+  onLease6?: (port: string, mac: number, address: Uint8Array, expiresAt: number) => void;
 }
 
 export type NetworkEvent =
@@ -154,6 +160,8 @@ export class RouterNetwork implements PortIo {
   dns: ((net: RouterNetwork, f: Uint8Array, l4: number, udpLen: number) => boolean) | undefined;
   /** The gateway's IPv6 side, when the network has IPv6. */
   readonly nd: Nd6 | undefined;
+  /** The DHCPv6 server's link to this network, when it has one. */
+  readonly dhcp6: Dhcp6Port | undefined;
   #raTimer: NodeJS.Timeout | undefined;
 
   #rx: PortRx | undefined;
@@ -188,6 +196,16 @@ export class RouterNetwork implements PortIo {
       }, opts.ipv6);
       nd.onSchedule = (at) => this.#armRa(at);
       this.nd = nd;
+      if (opts.dhcp6 !== undefined) {
+        this.dhcp6 = new Dhcp6Port({
+          mac: opts.mac, linkLocal: nd.linkLocal, ports: opts.ports,
+          emit: (buf, off, len) => this.emit(buf, off, len),
+          limit: (kind, mac) => this.limit(kind, mac),
+          portOfMac: (mac) => this.portOfMac(mac),
+          wallClock: () => (this.opts.wallClock ?? Date.now)(),
+          onLease: (port, mac, address, expiresAt) => this.opts.onLease6?.(port, mac, address, expiresAt),
+        }, opts.dhcp6);
+      }
     }
   }
 
@@ -381,7 +399,9 @@ export class RouterNetwork implements PortIo {
     }
     if (type === ETHERTYPE.IPV6) {
       // Offloaded frames (GSO, partial checksums) are TCP/UDP, which the gateway does not serve over IPv6.
-      if (this.nd !== undefined && !vnet) this.nd.input(f, len);
+      if (this.nd !== undefined && !vnet) {
+        if (this.dhcp6 === undefined || !this.dhcp6.input(f, len)) this.nd.input(f, len);
+      }
       else this.counters.ignored++;
       return;
     }
