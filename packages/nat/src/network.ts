@@ -46,7 +46,7 @@
  * completed first; a GSO frame to the gateway is dropped (`offloadDropped`).
  */
 import {
-  ARP_REPLY, ARP_REQUEST, ETH_HLEN, formatIp6, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
+  ARP_REPLY, ARP_REQUEST, ETH_HLEN, IP6_HLEN, formatIp6, ip6PayloadLen, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
   TCP_FLAG, arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, dstMac, etherType, formatIp4,
   formatMac, icmpType, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4TotalLen, isGroupAt, srcMac, tcpFlags, udpDport,
   udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork,
@@ -96,6 +96,8 @@ export interface NetworkOptions {
   ipv6?: Ipv6Options;
   /** The DHCPv6 server (with `ipv6` only); its leases are bound through `onLease6`. */
   dhcp6?: Dhcp6Server;
+  /** As `ports`, for the DHCPv6 server: guarded by the IPv6 guards (default: `ports`). */
+  ports6?: DhcpPorts;
   onLease6?: (port: string, mac: number, address: Uint8Array, expiresAt: number) => void;
 }
 
@@ -198,7 +200,7 @@ export class RouterNetwork implements PortIo {
       this.nd = nd;
       if (opts.dhcp6 !== undefined) {
         this.dhcp6 = new Dhcp6Port({
-          mac: opts.mac, linkLocal: nd.linkLocal, ports: opts.ports,
+          mac: opts.mac, linkLocal: nd.linkLocal, ports: opts.ports6 ?? opts.ports,
           emit: (buf, off, len) => this.emit(buf, off, len),
           limit: (kind, mac) => this.limit(kind, mac),
           portOfMac: (mac) => this.portOfMac(mac),
@@ -398,8 +400,10 @@ export class RouterNetwork implements PortIo {
       return;
     }
     if (type === ETHERTYPE.IPV6) {
-      // Offloaded frames (GSO, partial checksums) are TCP/UDP, which the gateway does not serve over IPv6.
-      if (this.nd !== undefined && !vnet) {
+      // GSO frames are TCP/UDP bulk, which the gateway does not serve over IPv6. A
+      // checksum-partial one may be DHCPv6 (a client's UDP socket on a TAP): complete it first.
+      if (this.nd !== undefined && !(vnet && vnetGso(this.#in, IN_OFF - VNET_HDR_LEN))) {
+        if (vnet && !this.#completeLocal(len >= ETH_HLEN + IP6_HLEN ? Math.min(len, ETH_HLEN + IP6_HLEN + ip6PayloadLen(f, ETH_HLEN)) : len)) return;
         if (this.dhcp6 === undefined || !this.dhcp6.input(f, len)) this.nd.input(f, len);
       }
       else this.counters.ignored++;
