@@ -13,7 +13,8 @@
  *   leases --json` lists them with family ipv6, their DUID, IAID and port; the
  *   text table has the family column;
  * - the pool is then exhausted: d gets no address (NoAddrsAvail counted), while
- *   c gets its reserved address all the same;
+ *   c gets its reserved address all the same; d's Information-Request (dhclient
+ *   -6 -S) still gets the DNS server and domain;
  * - b renews (dhcpcd SIGUSR1): its lease's expiry moves forward;
  * - d, on another port, sends a Request and a Release with a's DUID and IAID:
  *   a's lease is unchanged (not_owner counted);
@@ -119,7 +120,7 @@ describe('DHCPv6 server: dhclient -6 and dhcpcd -6 lease, renew, release, a rese
     expect(text).toMatch(new RegExp(`net10\\s+ipv6\\s+${got.a.replace(/\./g, '\\.')}`));
   }, 60_000);
 
-  it('pool exhausted: d gets NoAddrsAvail and no address; c gets its MAC reservation all the same', async () => {
+  it('pool exhausted: d gets NoAddrsAvail and no address; c gets its MAC reservation all the same; stateless still works', async () => {
     const D = dhclient6(vm.d);
     const C = dhclient6(vm.c);
     clients.push(D, C);
@@ -134,6 +135,13 @@ describe('DHCPv6 server: dhclient -6 and dhcpcd -6 lease, renew, release, a rese
     expect(D.count(['BOUND6']), D.log).toBe(0);
     expect(await addrs6(vm.d)).toEqual([]);
     await D.stop();
+    // Stateless: an Information-Request gets the DNS server and domain all the same (dhclient -6 -S).
+    const S = dhclient6(vm.d, ['-S']);
+    clients.push(S);
+    const es = await S.waitEvent(['BOUND6', 'RENEW6', 'INFORM6'], { timeoutMs: 20_000 }).catch((e) => { throw new Error(`${(e as Error).message}\n${S.log.slice(-1500)}`); });
+    expect(es.dns).toBe(canon(`${P10}53`));
+    expect(es.domain).toMatch(/lab\.example/);
+    await S.stop();
     expect(v6(await leases(d)).filter((l) => l.state === 'bound').map((l) => canon(l.ip)).sort()).toEqual([got.a, got.b, got.c].sort());
   }, 60_000);
 
@@ -177,6 +185,8 @@ describe('DHCPv6 server: dhclient -6 and dhcpcd -6 lease, renew, release, a rese
     const val = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
     expect(val(/vswitch_dhcp6_messages_total\{[^}]*network="net10"[^}]*type="solicit"\} (\d+)/)).toBeGreaterThanOrEqual(3);
     expect(val(/vswitch_dhcp6_messages_total\{[^}]*network="net10"[^}]*type="release"\} (\d+)/)).toBeGreaterThanOrEqual(1);
+    expect(val(/vswitch_dhcp6_messages_total\{[^}]*network="net10"[^}]*type="information_request"\} (\d+)/)).toBeGreaterThanOrEqual(1);
+    expect(val(/vswitch_dhcp6_messages_total\{[^}]*network="net10"[^}]*type="renew"\} (\d+)/)).toBeGreaterThanOrEqual(1);
     expect(val(/vswitch_dhcp6_statuses_total\{[^}]*network="net10"[^}]*status="no_addrs_avail"\} (\d+)/)).toBeGreaterThanOrEqual(1);
     expect(val(/vswitch_dhcp6_dropped_total\{[^}]*network="net10"[^}]*reason="not_owner"\} (\d+)/)).toBeGreaterThanOrEqual(3);
     expect(val(/vswitch_dhcp6_active_leases\{[^}]*network="net10"[^}]*\} (\d+)/)).toBe(2);

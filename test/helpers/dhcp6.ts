@@ -103,9 +103,9 @@ export function dhclient6Argv(vm: Dhcp6Vm, extra: string[] = []): string[] {
     '-pf', join(vm.dir, 'dhclient6.pid'), '-sf', script, vm.ifname];
 }
 
-/** ISC dhclient -6 in the foreground (stateful: IA_NA). */
-export function dhclient6(vm: Dhcp6Vm): DhcpClient {
-  return new Client6('dhclient6', vm, dhclient6Argv(vm));
+/** ISC dhclient -6 in the foreground: stateful (IA_NA), or with `-S` stateless (Information-Request). */
+export function dhclient6(vm: Dhcp6Vm, extra: string[] = []): DhcpClient {
+  return new Client6('dhclient6', vm, dhclient6Argv(vm, extra));
 }
 
 /** `dhclient -6 -r`: releases the lease of the running dhclient (its pid file) and stops it. */
