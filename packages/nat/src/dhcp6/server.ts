@@ -322,6 +322,8 @@ export class Dhcp6Server {
     const serverIdOurs = m.serverId >= 0 && m.serverIdLen === this.duid.length && equalBytes(buf, m.serverId, this.duid);
     if (t === Dhcp6Msg.INFORMATION_REQUEST) {
       if (m.serverId >= 0 && !serverIdOurs) return this.#drop('wrong_server');
+      // RFC 8415 16.12: an Information-Request carrying an IA is discarded.
+      if (m.iaNaCount > 0 || m.otherIas > 0) return this.#drop('malformed');
       return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, undefined);
     }
     if (m.clientId < 0) return this.#drop('no_client_id');
