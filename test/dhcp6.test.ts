@@ -115,6 +115,7 @@ describe('DHCPv6 server: dhclient -6 and dhcpcd -6 lease, renew, release, a rese
     expect(rb).toMatchObject({ network: 'net10', family: 'ipv6', state: 'bound', port: T.b, mac: vm.b.mac });
     expect(ra.clientId).toMatch(/^0001/); // DUID-LLT
     expect(ra.expiresInSec).toBeGreaterThan(100);
+    expect((await d.ok(['router', 'show'])).stdout).toContain(`dhcpv6 net10: pool ${P10}100-${P10}101, lease 120s, 2 bound`);
     const text = (await d.ok(['dhcp', 'leases'])).stdout;
     expect(text).toMatch(/network\s+family\s+ip/);
     expect(text).toMatch(new RegExp(`net10\\s+ipv6\\s+${got.a.replace(/\./g, '\\.')}`));

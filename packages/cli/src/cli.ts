@@ -278,7 +278,10 @@ function ipv6Text(r: any): string {
       const v = n.ipv6;
       return [n.name, v.address, v.linkLocal, v.mode, `${Math.round(v.raInterval >= 9 ? v.raInterval / 3 : v.raInterval * 0.75)}-${v.raInterval}s`,
         v.rdnss.join(',') || '-', v.dnssl.join(',') || '-', v.counters.raSent, v.counters.rsReceived, v.counters.nsAnswered];
-    }))}`;
+    }))}${nets.filter((n: any) => n.ipv6.dhcpv6).map((n: any) => {
+    const d = n.ipv6.dhcpv6;
+    return d.state === 'ok' ? `dhcpv6 ${n.name}: pool ${d.pool}, lease ${d.leaseTime}s, ${d.leases} bound\n` : `dhcpv6 ${n.name}: ${d.state}\n`;
+  }).join('')}`;
 }
 
 /** `router show`: the per-port rate limits, and the ports they dropped frames of. */

@@ -100,7 +100,7 @@ export function dhcp6View(mr: { dhcpFailed: Map<string, string> }, n: RouterNetw
   if (s === undefined) return failed === undefined ? {} : { dhcpv6: { state: `failed: ${failed}` } };
   return {
     dhcpv6: {
-      state: 'ok', pool: s.poolText, leaseTime: s.leaseTimeSec,
+      state: 'ok', pool: s.poolText, leaseTime: s.leaseTimeSec, leases: s.leases(Date.now()).filter((l) => l.state === 'bound').length,
       counters: { ...s.counters.messages, ...s.counters.statuses, dropped: { ...s.counters.dropped } },
       port: { ...n.dhcp6?.counters },
     },
