@@ -21,11 +21,14 @@
  * - a releases (dhclient -6 -r): its lease is gone;
  * - e, on VLAN 20, saw no DHCPv6 message of VLAN 10 (tcpdump);
  * - metrics: vswitch_dhcp6_messages_total, statuses, dropped, active leases;
+ * - a reload that changes the DHCPv6 section keeps the leases (the rebuilt
+ *   router reads leases6-net10.json) and applies the new lease time;
  * - kill -9 of the daemon, then a restart: b's and c's leases are listed with the
  *   same addresses and expiries (they were on disk before their Replies).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Daemon, startDaemon } from './helpers/daemon.js';
+import { writeFileSync } from 'node:fs';
+import { Daemon, startDaemon, toYaml } from './helpers/daemon.js';
 import { type DhcpClient, type LeaseRow, leases, restartDaemon } from './helpers/dhcp.js';
 import { dhclient6, dhclient6Release, dhcp6Hex, dhcpcd6, makeDhcp6Vm, sendDhcp6, type Dhcp6Vm } from './helpers/dhcp6.js';
 import { addrs6, canon } from './helpers/ipv6.js';
@@ -192,6 +195,17 @@ describe('DHCPv6 server: dhclient -6 and dhcpcd -6 lease, renew, release, a rese
     expect(val(/vswitch_dhcp6_dropped_total\{[^}]*network="net10"[^}]*reason="not_owner"\} (\d+)/)).toBeGreaterThanOrEqual(3);
     expect(val(/vswitch_dhcp6_active_leases\{[^}]*network="net10"[^}]*\} (\d+)/)).toBe(2);
     expect(val(/vswitch_dhcp6_pool_size\{[^}]*network="net10"[^}]*\} (\d+)/)).toBe(2);
+  }, 30_000);
+
+  it('a reload that changes ipv6.dhcpv6 rebuilds the router: the leases stay, the new lease time applies', async () => {
+    const before = v6(await leases(d)).filter((l) => l.state === 'bound');
+    const cfg = config() as any;
+    cfg.routers.r1.networks.net10.ipv6.dhcpv6.leaseTime = 300;
+    writeFileSync(d.configFile, toYaml({ ...cfg, metrics: { listen: `127.0.0.1:${metricsPort}` }, stateDir: `${d.dir}/state` }));
+    await d.ok(['reload']);
+    expect((await d.ok(['router', 'show'])).stdout).toContain(`dhcpv6 net10: pool ${P10}100-${P10}101, lease 300s, 2 bound`);
+    const after = v6(await leases(d)).filter((l) => l.state === 'bound');
+    expect(after.map((l) => [l.ip, l.expiresAt, l.port])).toEqual(before.map((l) => [l.ip, l.expiresAt, l.port]));
   }, 30_000);
 
   it('kill -9 and a restart: b\'s and c\'s leases are still there, same addresses and expiries', async () => {
