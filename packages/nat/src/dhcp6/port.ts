@@ -20,7 +20,9 @@
  * the IPv6 source guard.
  *
  * Buffers are allocated once: the reply is written at its final offset in the
- * output frame, nothing is allocated per message but a held Reply's copy.
+ * output frame, and the port allocates nothing per message but a held Reply's
+ * destination (24 bytes). The server is a slow path (a writer and the client's key
+ * string per message, as the IPv4 server); the rate limit bounds how often it runs.
  */
 import {
   ETH_HLEN, ETHERTYPE, IP6, IP6_HLEN, IP6_NEXT, IPV6_OK, UDP, checkIpv6, checksum, fold, ip6Equal, ip6IsLinkLocal, ip6PseudoSum,
@@ -122,7 +124,7 @@ export class Dhcp6Port {
   #deliverHeld(r: Dhcp6Reply, payload: Uint8Array, dst: Uint8Array): void {
     const o = this.#out;
     o.set(payload, ETH_HLEN + IP6_HLEN + UDP_HLEN);
-    const mac = srcMac(dst, 10); // bytes 16..21 read as a MAC at "offset 10 + 6"
+    const mac = srcMac(dst, 10); // srcMac reads bytes off+6..off+12: the MAC kept at 16..21
     this.#send(r, mac, dst, 0, read16(dst, 22), r.leased?.port);
   }
 

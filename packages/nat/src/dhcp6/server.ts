@@ -10,8 +10,9 @@
  * Server 23, Domain Search List 24) to every client, Information-Request
  * included. IA_TA and IA_PD are not served (no option in the reply for them).
  * Only the first IA_NA of a message is served (one address per client interface,
- * what dhcpcd and dhclient ask); a second IA_NA in the same message gets
- * NoAddrsAvail.
+ * what dhcpcd and dhclient ask); further IA_NAs of the same message get no IA
+ * option in the reply (the view keeps the first one only), which clients treat
+ * as not served.
  *
  * Client identity: (DUID, IAID): the lease key is `id:<IAID hex><DUID hex>`
  * (LeaseStore's clientId). A client's MAC is the link-layer address in its
