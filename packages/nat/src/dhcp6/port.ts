@@ -25,8 +25,8 @@
  * string per message, as the IPv4 server); the rate limit bounds how often it runs.
  */
 import {
-  ETH_HLEN, ETHERTYPE, IP6, IP6_HLEN, IP6_NEXT, IPV6_OK, UDP, checkIpv6, checksum, fold, ip6Equal, ip6IsLinkLocal, ip6PseudoSum,
-  ip6Upper, newIp6Upper, read16, srcMac, sum16, udpDport, udpLen, udpSport, write16, writeIp6,
+  ETH, ETH_HLEN, ETHERTYPE, IP6, IP6_HLEN, IP6_NEXT, IPV6_OK, UDP, checkIpv6, checksum, fold, ip6Equal, ip6IsLinkLocal, ip6PseudoSum,
+  ip6Upper, newIp6Upper, read16, readMac, srcMac, sum16, udpDport, udpLen, udpSport, write16, writeIp6,
 } from '@vswitch/switch';
 import { writeEth } from '../frames.js';
 import { LIMIT } from '../limits.js';
@@ -38,6 +38,8 @@ const HOP_LIMIT = 64;
 /** Room for a reply: an Ethernet frame of the IPv6 minimum MTU. */
 const OUT_MAX = ETH_HLEN + 1280;
 const UDP_HLEN = 8;
+/** A held Reply's destination, copied from its request: address, MAC, UDP port. */
+const DST = { ADDR: 0, MAC: 16, PORT: 22, SIZE: 24 } as const;
 
 export interface Dhcp6Host {
   readonly mac: number;
@@ -112,20 +114,19 @@ export class Dhcp6Port {
     return true;
   }
 
-  /** Where the current request's reply goes: its source address (16), MAC (6) and port (2). */
+  /** Where the current request's reply goes: its source address, MAC and UDP port (DST's layout). */
   #dstCopy(): Uint8Array {
-    const d = new Uint8Array(24);
-    d.set(this.#f.subarray(this.#ip + IP6.SRC, this.#ip + IP6.SRC + 16), 0);
-    d.set(this.#f.subarray(6, 12), 16);
-    d.set(this.#f.subarray(this.#udp, this.#udp + 2), 22);
+    const d = new Uint8Array(DST.SIZE);
+    d.set(this.#f.subarray(this.#ip + IP6.SRC, this.#ip + IP6.SRC + 16), DST.ADDR);
+    d.set(this.#f.subarray(ETH.SRC, ETH.SRC + 6), DST.MAC);
+    d.set(this.#f.subarray(this.#udp + UDP.SPORT, this.#udp + UDP.SPORT + 2), DST.PORT);
     return d;
   }
 
   #deliverHeld(r: Dhcp6Reply, payload: Uint8Array, dst: Uint8Array): void {
     const o = this.#out;
     o.set(payload, ETH_HLEN + IP6_HLEN + UDP_HLEN);
-    const mac = srcMac(dst, 10); // srcMac reads bytes off+6..off+12: the MAC kept at 16..21
-    this.#send(r, mac, dst, 0, read16(dst, 22), r.leased?.port);
+    this.#send(r, readMac(dst, DST.MAC), dst, DST.ADDR, read16(dst, DST.PORT), r.leased?.port);
   }
 
   /** Wraps the reply already at #out[payload] in UDP/IPv6/Ethernet to `dstMac`, `a[ao, ao+16)`, `dport`. */
@@ -136,12 +137,12 @@ export class Dhcp6Port {
     const ulen = UDP_HLEN + r.payloadLen;
     writeEth(o, dstMac, this.host.mac, ETHERTYPE.IPV6);
     writeIp6(o, ip, ulen, IP6_NEXT.UDP, HOP_LIMIT, this.host.linkLocal, 0, a, ao);
-    write16(o, l4, DHCP6_SERVER_PORT);
-    write16(o, l4 + 2, dport);
-    write16(o, l4 + 4, ulen);
-    write16(o, l4 + 6, 0);
+    write16(o, l4 + UDP.SPORT, DHCP6_SERVER_PORT);
+    write16(o, l4 + UDP.DPORT, dport);
+    write16(o, l4 + UDP.LEN, ulen);
+    write16(o, l4 + UDP.CSUM, 0);
     const sum = checksum(o, l4, ulen, ip6PseudoSum(o, ip, ulen, IP6_NEXT.UDP));
-    write16(o, l4 + 6, sum === 0 ? 0xffff : sum);
+    write16(o, l4 + UDP.CSUM, sum === 0 ? 0xffff : sum);
     if (r.leased !== undefined) {
       this.host.onLease?.(r.leased.port ?? port ?? '', r.leased.mac, r.leased.address, r.leased.expiresAt);
     }

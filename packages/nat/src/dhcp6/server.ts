@@ -62,10 +62,10 @@
  * (`base`, inside the network's /64); an address is kept as its last 32 bits
  * (a number: the LeaseStore's key), and reservations must share the base too.
  */
-import { dnsNames, formatIp6, formatMac, ip6InPrefix, parseIp6, read32 } from '@vswitch/switch';
+import { dnsNames, formatIp6, formatMac, ip6InPrefix, parseIp6 } from '@vswitch/switch';
 import { LeaseStore, clientKey, type Lease, type LeaseCodec } from '../dhcp/leases.js';
 import {
-  DHCP6_OK, Dhcp6Msg, Dhcp6Opt, Dhcp6Status, Dhcp6Writer, duidLl, duidMac, iaNaAddress, iaNaIaid, newDhcp6View,
+  DHCP6_OK, Dhcp6Msg, addrLow, setAddrLow, Dhcp6Opt, Dhcp6Status, Dhcp6Writer, duidLl, duidMac, iaNaAddress, iaNaIaid, newDhcp6View,
   parseDhcp6, type Dhcp6View,
 } from './wire.js';
 
@@ -245,13 +245,13 @@ export class Dhcp6Server {
       bad(`pool ${formatIp6(start)}-${formatIp6(end)} must share its first 96 bits`);
     }
     this.base = start.slice(0, 12);
-    this.#lo = read32(start, 12);
-    this.#hi = read32(end, 12);
+    this.#lo = addrLow(start, 0);
+    this.#hi = addrLow(end, 0);
     if (this.#hi < this.#lo) bad(`pool ${formatIp6(start)}-${formatIp6(end)} ends before it starts`);
     if (this.#hi - this.#lo + 1 > DHCP6_DEFAULTS.maxPoolSize) bad(`the pool holds more than ${DHCP6_DEFAULTS.maxPoolSize} addresses`);
     for (const r of c.reservations ?? []) {
       if (!sameBase(r.address, start)) bad(`reservation ${formatIp6(r.address)} must share the pool's first 96 bits (${formatIp6(dhcp6Addr(this.base, 0))})`);
-      const ip = read32(r.address, 12);
+      const ip = addrLow(r.address, 0);
       if (this.#special(ip)) bad(`reservation ${formatIp6(r.address)} is the network's or the gateway's address`);
       if (this.#resByIp.has(ip)) bad(`${formatIp6(r.address)} is reserved twice`);
       this.#resByIp.add(ip);
@@ -380,7 +380,7 @@ export class Dhcp6Server {
   #choose(buf: Uint8Array, c: Client, hinted: number, now: number, request: boolean): number | Dhcp6Reason {
     const res = this.#reservation(c);
     if (res !== undefined) return this.#usable(res, c, now) ? res : -1;
-    const hint = hinted >= 0 && sameBaseAt(buf, hinted, this.base) ? read32(buf, hinted + 12) : -1;
+    const hint = hinted >= 0 && sameBaseAt(buf, hinted, this.base) ? addrLow(buf, hinted) : -1;
     if (request && hint >= 0 && this.#usable(hint, c, now)) return hint;
     const l = this.#store.get(c.key);
     if (l !== undefined && this.#usable(l.ip, c, now)) return l.ip;
@@ -406,7 +406,7 @@ export class Dhcp6Server {
     }
     const onLink = ip6InPrefix(buf, hinted, this.#cfg.prefix, 0, this.#cfg.prefixLen);
     const ours = sameBaseAt(buf, hinted, this.base);
-    const ip = ours ? read32(buf, hinted + 12) : -1;
+    const ip = ours ? addrLow(buf, hinted) : -1;
     if (ours && this.#usable(ip, c, now) && (this.#reservation(c) ?? ip) === ip) {
       const l = this.#store.get(c.key);
       if ((l === undefined || l.ip !== ip) && !this.#makeRoom(c, now)) return this.#drop('port_limit');
@@ -421,7 +421,7 @@ export class Dhcp6Server {
 
   #giveBack(buf: Uint8Array, m: Dhcp6View, c: Client, hinted: number, now: number, out: Uint8Array, outOff: number): Dhcp6Result {
     const l = this.#store.get(c.key);
-    const ip = hinted >= 0 && sameBaseAt(buf, hinted, this.base) ? read32(buf, hinted + 12) : -1;
+    const ip = hinted >= 0 && sameBaseAt(buf, hinted, this.base) ? addrLow(buf, hinted) : -1;
     if (l === undefined || ip < 0 || l.ip !== ip) {
       // RFC 8415 18.3.7/8: Success for the message, NoBinding for the IA it does not know.
       return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, { status: Dhcp6Status.NO_BINDING, iaid: iaNaIaid(buf, m.iaNa), top: true });
@@ -552,7 +552,7 @@ export class Dhcp6Server {
   /** The gateway's own address and the subnet-router anycast (prefix::) are never served. */
   #special(ip: number): boolean {
     const c = this.#cfg;
-    return (ip === 0 && sameBase(c.prefix, this.base)) || (ip === read32(c.gateway, 12) && sameBase(c.gateway, this.base));
+    return (ip === 0 && sameBase(c.prefix, this.base)) || (ip === addrLow(c.gateway, 0) && sameBase(c.gateway, this.base));
   }
 
   #foreign(c: Client, now: number, ports: Dhcp6Context['ports']): boolean {
@@ -668,12 +668,12 @@ export class Dhcp6Server {
       out.push(view(o.ip, o.mac, o.clientId, o.until, 'offered', o.port));
     }
     for (const [ip, until] of this.#declined) if (until > now) out.push(view(ip, 0, undefined, until, 'declined'));
-    return out.sort((a, b) => read32(a.address, 12) - read32(b.address, 12));
+    return out.sort((a, b) => addrLow(a.address, 0) - addrLow(b.address, 0));
   }
 
   /** The bound lease on `address` (16 bytes), if any. */
   leaseOf(address: Uint8Array): Lease | undefined {
-    return sameBase(address, this.base) ? this.#store.byIp(read32(address, 12)) : undefined;
+    return sameBase(address, this.base) ? this.#store.byIp(addrLow(address, 0)) : undefined;
   }
 }
 
@@ -706,10 +706,7 @@ function sameBaseAt(buf: Uint8Array, off: number, base: Uint8Array): boolean {
 export function dhcp6Addr(base: Uint8Array, low: number): Uint8Array {
   const a = new Uint8Array(16);
   a.set(base.subarray(0, 12));
-  a[12] = low >>> 24;
-  a[13] = (low >>> 16) & 0xff;
-  a[14] = (low >>> 8) & 0xff;
-  a[15] = low & 0xff;
+  setAddrLow(a, 0, low);
   return a;
 }
 
@@ -722,7 +719,7 @@ export function dhcp6Codec(base: Uint8Array): LeaseCodec {
     parse: (text) => {
       const a = parseIp6(text);
       if (a === undefined) return -1;
-      return sameBase(a, b) ? read32(a, 12) : -2;
+      return sameBase(a, b) ? addrLow(a, 0) : -2;
     },
   };
 }

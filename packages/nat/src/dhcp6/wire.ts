@@ -54,6 +54,30 @@ export const IA_NA_FIXED = 12;
 /** IA Address fixed part: address, preferred and valid lifetimes. */
 export const IAADDR_FIXED = 24;
 
+/** Field offsets: an option (RFC 8415 21.1), IA_NA's data (21.4), IA Address's data (21.6), a reply's UDP destination kept by port.ts. */
+export const DHCP6_OPT = { CODE: 0, LEN: 2, DATA: 4 } as const;
+export const IA_NA = { IAID: 0, T1: 4, T2: 8, OPTIONS: 12 } as const;
+export const IAADDR = { ADDR: 0, PREFERRED: 16, VALID: 20 } as const;
+export const STATUS = { CODE: 0, MESSAGE: 2 } as const;
+
+/** The last 32 bits of the IPv6 address at buf[a, a+16): a pool address as the server keeps it. */
+export const addrLow = (buf: Uint8Array, a: number): number => read32(buf, a + 12);
+export function setAddrLow(buf: Uint8Array, a: number, v: number): void {
+  write32(buf, a + 12, v);
+}
+
+/** A DUID-LLT (type 1, Ethernet) for `mac` at `time` (seconds since 2000): clients' usual DUID. */
+export function duidLlt(mac: number, time: number): Uint8Array {
+  const d = new Uint8Array(14);
+  write16(d, 0, Duid.LLT);
+  write16(d, 2, HW_ETHERNET);
+  write32(d, 4, time);
+  d[8] = Math.floor(mac / 0x10000000000) & 0xff;
+  d[9] = Math.floor(mac / 0x100000000) & 0xff;
+  write32(d, 10, mac >>> 0);
+  return d;
+}
+
 export const DHCP6_OK = 0;
 /** Why a message was refused: a closed set (the server counts each as `malformed`). */
 export const Dhcp6Error = {

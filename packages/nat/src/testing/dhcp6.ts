@@ -3,10 +3,15 @@
  * server on fd00:10::/64 with a 3-address pool, client messages built from a
  * few fields, and a reply read back into its options.
  */
-import { formatIp6, parseIp6, read16, read32, write16, write32 } from '@vswitch/switch';
+import { formatIp6, parseIp6, read16, read32 } from '@vswitch/switch';
 import { LeaseStore } from '../dhcp/leases.js';
 import { Dhcp6Server, dhcp6Codec, type Dhcp6ServerConfig } from '../dhcp6/server.js';
-import { Dhcp6Msg, Dhcp6Opt } from '../dhcp6/wire.js';
+import {
+  DHCP6_OPT, Dhcp6Msg, Dhcp6Opt, Dhcp6Writer, IA_NA, IAADDR, STATUS, duidLlt as wireDuidLlt,
+} from '../dhcp6/wire.js';
+
+/** The message header: type and transaction id. */
+const DHCP6_HEADER = DHCP6_OPT.DATA;
 
 export const T0 = Date.UTC(2026, 0, 1);
 const a6 = (s: string): Uint8Array => parseIp6(s)!;
@@ -26,16 +31,7 @@ export function newServer(over: Partial<Dhcp6ServerConfig> = {}, store?: LeaseSt
 }
 
 /** A DUID-LLT for `mac`. */
-export function duidLlt(mac: number): Uint8Array {
-  const d = new Uint8Array(14);
-  write16(d, 0, 1);
-  write16(d, 2, 1);
-  write32(d, 4, 12345);
-  d[8] = Math.floor(mac / 0x10000000000) & 0xff;
-  d[9] = Math.floor(mac / 0x100000000) & 0xff;
-  write32(d, 10, mac >>> 0);
-  return d;
-}
+export const duidLlt = (mac: number): Uint8Array => wireDuidLlt(mac, 12345);
 
 export interface Msg {
   type: number;
@@ -48,56 +44,45 @@ export interface Msg {
   noIa?: boolean;
 }
 
-/** A client message. */
+/** A client message, written with the server's own writer. */
 export function msg(m: Msg): Uint8Array {
-  const parts: number[] = [m.type, 0, 0, m.xid ?? 7];
-  const opt = (code: number, data: Uint8Array | number[]): void => {
-    parts.push(code >> 8, code & 0xff, data.length >> 8, data.length & 0xff, ...data);
-  };
-  if (m.duid !== undefined) opt(Dhcp6Opt.CLIENTID, m.duid);
-  if (m.server !== undefined) opt(Dhcp6Opt.SERVERID, m.server);
-  opt(Dhcp6Opt.ELAPSED_TIME, [0, 0]);
+  const b = new Uint8Array(1500);
+  const w = new Dhcp6Writer(b, 0, b.length);
+  w.header(m.type, m.xid ?? 7);
+  if (m.duid !== undefined) w.bytes(Dhcp6Opt.CLIENTID, m.duid);
+  if (m.server !== undefined) w.bytes(Dhcp6Opt.SERVERID, m.server);
+  w.bytes(Dhcp6Opt.ELAPSED_TIME, Uint8Array.of(0, 0));
   if (!m.noIa && m.type !== Dhcp6Msg.INFORMATION_REQUEST) {
-    const ia = new Uint8Array(12 + (m.addr ? 28 : 0));
-    write32(ia, 0, m.iaid ?? 1);
-    if (m.addr) {
-      write16(ia, 12, Dhcp6Opt.IAADDR);
-      write16(ia, 14, 24);
-      ia.set(m.addr, 16);
-    }
-    opt(Dhcp6Opt.IA_NA, ia);
+    w.beginIaNa(m.iaid ?? 1, 0, 0);
+    if (m.addr) w.iaAddr(m.addr, 0, 0);
+    w.endIaNa();
   }
-  if (m.rapid) opt(Dhcp6Opt.RAPID_COMMIT, []);
-  opt(Dhcp6Opt.ORO, [0, 23, 0, 24]);
-  return Uint8Array.from(parts);
+  if (m.rapid) w.empty(Dhcp6Opt.RAPID_COMMIT);
+  w.bytes(Dhcp6Opt.ORO, Uint8Array.of(0, Dhcp6Opt.DNS_SERVERS, 0, Dhcp6Opt.DOMAIN_LIST));
+  return b.slice(0, w.length);
+}
+
+/** The options at buf[p, end), by code (the first of each). */
+function options(buf: Uint8Array, p: number, end: number): Map<number, Uint8Array> {
+  const opts = new Map<number, Uint8Array>();
+  while (p + DHCP6_OPT.DATA <= end) {
+    const code = read16(buf, p + DHCP6_OPT.CODE);
+    const l = read16(buf, p + DHCP6_OPT.LEN);
+    if (!opts.has(code)) opts.set(code, buf.slice(p + DHCP6_OPT.DATA, p + DHCP6_OPT.DATA + l));
+    p += DHCP6_OPT.DATA + l;
+  }
+  return opts;
 }
 
 /** The options of a reply, by code (first of each), and its IA_NA's address, lifetimes and status. */
 export function readReply(out: Uint8Array, len: number) {
-  const opts = new Map<number, Uint8Array>();
-  for (let p = 4; p + 4 <= len;) {
-    const code = read16(out, p);
-    const l = read16(out, p + 2);
-    if (!opts.has(code)) opts.set(code, out.slice(p + 4, p + 4 + l));
-    p += 4 + l;
-  }
-  const status = (d: Uint8Array | undefined): number | undefined => (d === undefined ? undefined : read16(d, 0));
+  const opts = options(out, DHCP6_HEADER, len);
+  const status = (d: Uint8Array | undefined): number | undefined => (d === undefined ? undefined : read16(d, STATUS.CODE));
   const ia = opts.get(Dhcp6Opt.IA_NA);
-  let addr: string | undefined;
-  let valid: number | undefined;
-  let iaStatus: number | undefined;
-  if (ia !== undefined) {
-    for (let p = 12; p + 4 <= ia.length;) {
-      const code = read16(ia, p);
-      const l = read16(ia, p + 2);
-      if (code === Dhcp6Opt.IAADDR) {
-        addr = formatIp6(ia, p + 4);
-        valid = read32(ia, p + 24);
-      }
-      if (code === Dhcp6Opt.STATUS_CODE) iaStatus = read16(ia, p + 4);
-      p += 4 + l;
-    }
-  }
-  return { type: out[0], opts, addr, valid, iaStatus, status: status(opts.get(Dhcp6Opt.STATUS_CODE)), t1: ia ? read32(ia, 4) : undefined };
+  const inIa = ia === undefined ? new Map<number, Uint8Array>() : options(ia, IA_NA.OPTIONS, ia.length);
+  const a = inIa.get(Dhcp6Opt.IAADDR);
+  return {
+    type: out[0], opts, addr: a ? formatIp6(a, IAADDR.ADDR) : undefined, valid: a ? read32(a, IAADDR.VALID) : undefined,
+    iaStatus: status(inIa.get(Dhcp6Opt.STATUS_CODE)), status: status(opts.get(Dhcp6Opt.STATUS_CODE)), t1: ia ? read32(ia, IA_NA.T1) : undefined,
+  };
 }
-
