@@ -120,8 +120,8 @@ describe('DHCPv6 server: dhclient -6 and dhcpcd -6 lease, renew, release, a rese
     expect(ra.expiresInSec).toBeGreaterThan(100);
     expect((await d.ok(['router', 'show'])).stdout).toContain(`dhcpv6 net10: pool ${P10}100-${P10}101, lease 120s, 2 bound`);
     const text = (await d.ok(['dhcp', 'leases'])).stdout;
-    expect(text).toMatch(/network\s+family\s+ip/);
-    expect(text).toMatch(new RegExp(`net10\\s+ipv6\\s+${got.a.replace(/\./g, '\\.')}`));
+    expect(text).toMatch(/network\s+ip\s+mac\s+state\s+hostname\s+expires in\s+family/);
+    expect(text).toMatch(new RegExp(`net10\\s+${got.a}\\s+${vm.a.mac}\\s+bound\\s+-\\s+\\d+s\\s+ipv6`));
   }, 60_000);
 
   it('pool exhausted: d gets NoAddrsAvail and no address; c gets its MAC reservation all the same; stateless still works', async () => {

@@ -630,8 +630,9 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
   dhcp.command('leases').addOption(opt('--network <name>', 'only this network', 'networks')).addOption(json()).description('leases and offers')
     .action(async (o: { network?: string }) => {
       print(await call('dhcp.leases', { network: o.network }), asJson(), (rows) => table(
-        ['network', 'family', 'ip', 'mac', 'state', 'hostname', 'expires in'],
-        rows.map((l: any) => [l.network, l.family, l.ip, l.mac || '-', l.state, l.hostname || '-', `${l.expiresInSec}s`])));
+        // family last: the columns before it keep their places for scripts that read them.
+        ['network', 'ip', 'mac', 'state', 'hostname', 'expires in', 'family'],
+        rows.map((l: any) => [l.network, l.ip, l.mac || '-', l.state, l.hostname || '-', `${l.expiresInSec}s`, l.family])));
     });
   const reservation = dhcp.command('reservation').description('static DHCP reservations (MAC -> address), kept across restarts');
   completes(reservation.command('add').argument('<network>').argument('<mac>').argument('<ip>').option('--hostname <name>', 'sent as option 12')
