@@ -284,7 +284,10 @@ function ipv6Text(r: any): string {
       return [n.name, v.address, v.linkLocal, v.mode, `${Math.round(v.raInterval >= 9 ? v.raInterval / 3 : v.raInterval * 0.75)}-${v.raInterval}s`,
         v.rdnss.join(',') || '-', v.dnssl.join(',') || '-', v.counters.raSent, v.counters.rsReceived, v.counters.nsAnswered,
         `${v.routerLifetime}s`, v.neighbours ?? 0];
-    }))}${ipv6RouteText(r)}`;
+    }))}${nets.filter((n: any) => n.ipv6.dhcpv6).map((n: any) => {
+    const d = n.ipv6.dhcpv6;
+    return d.state === 'ok' ? `dhcpv6 ${n.name}: pool ${d.pool}, lease ${d.leaseTime}s, ${d.leases} bound\n` : `dhcpv6 ${n.name}: ${d.state}\n`;
+  }).join('')}${ipv6RouteText(r)}`;
 }
 
 /** `router show`: the uplink's IPv6 side and what route6 forwarded. */
@@ -685,8 +688,9 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
   dhcp.command('leases').addOption(opt('--network <name>', 'only this network', 'networks')).addOption(json()).description('leases and offers')
     .action(async (o: { network?: string }) => {
       print(await call('dhcp.leases', { network: o.network }), asJson(), (rows) => table(
-        ['network', 'ip', 'mac', 'state', 'hostname', 'expires in'],
-        rows.map((l: any) => [l.network, l.ip, l.mac, l.state, l.hostname || '-', `${l.expiresInSec}s`])));
+        // family last: the columns before it keep their places for scripts that read them.
+        ['network', 'ip', 'mac', 'state', 'hostname', 'expires in', 'family'],
+        rows.map((l: any) => [l.network, l.ip, l.mac || '-', l.state, l.hostname || '-', `${l.expiresInSec}s`, l.family])));
     });
   const reservation = dhcp.command('reservation').description('static DHCP reservations (MAC -> address), kept across restarts');
   completes(reservation.command('add').argument('<network>').argument('<mac>').argument('<ip>').option('--hostname <name>', 'sent as option 12')

@@ -257,6 +257,28 @@ describe('config: validation (one DHCP server per VLAN, uplinks, interface names
     expect(errorOf(`${base}    uplink: { kind: host, ipv6: { address: slaac } }\n${nets()}`)).toMatch(/routers\.r\.uplink\.ipv6 .*kind: interface/);
   });
 
+  it('DHCPv6 of a router network (ipv6.dhcpv6): every key, the defaults, and each mistake with its key path', () => {
+    const net = (ipv6: string): string =>
+      `bridges:\n  br0: {}\nrouters:\n  r:\n    networks:\n      n10: { bridge: br0, vlan: 10, address: 10.0.10.1/24, ipv6: ${ipv6} }\n`;
+    const c = parseConfig(net('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { pool: "fd00:10::100-fd00:10::1ff", leaseTime: 600, dns: ["fd00:10::53"], domains: [lab.example], '
+      + 'reservations: [{ mac: "52:54:00:00:00:01", ip: "fd00:10::50" }, { duid: "00:01:00:01:2c:5e:aa:bb:52:54:00:00:00:02", ip: "fd00:10::51" }], maxLeasesPerPort: 2 } }'), F);
+    expect(c.routers.r.networks.n10.ipv6?.dhcpv6).toEqual({
+      pool: 'fd00:10::100-fd00:10::1ff', leaseTime: 600, dns: ['fd00:10::53'], domains: ['lab.example'], maxLeasesPerPort: 2,
+      reservations: [{ mac: '52:54:00:00:00:01', ip: 'fd00:10::50' }, { duid: '00:01:00:01:2c:5e:aa:bb:52:54:00:00:00:02', ip: 'fd00:10::51' }],
+    });
+    // Modes dhcpv6 and both serve DHCPv6 without a section (the default pool).
+    parseConfig(net('{ address: "fd00:10::1/64", mode: both }'), F);
+    const bad = (ipv6: string): string => errorOf(net(ipv6));
+    expect(bad('{ address: "fd00:10::1/64", dhcpv6: {} }')).toMatch(/ipv6\.dhcpv6 .*mode slaac serves no DHCPv6/);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { pool: "fd00:10::100" } }')).toMatch(/ipv6\.dhcpv6\.pool .*range/);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { pool: "fd00:99::100-fd00:99::1ff" } }')).toMatch(/ipv6\.dhcpv6 .*not inside the network's \/64/);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { pool: "fd00:10::1:0:0-fd00:10::2:0:0" } }')).toMatch(/ipv6\.dhcpv6 .*first 96 bits/);
+    parseConfig(net('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { pool: "fd00:10::1:0-fd00:10::1:ffff" } }'), F);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { reservations: [{ ip: "fd00:10::50" }] } }')).toMatch(/reservations\.0 .*exactly one of duid and mac/);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { reservations: [{ mac: "52:54:00:00:00:01", ip: "fd00:10::1" }] } }')).toMatch(/ipv6\.dhcpv6 .*gateway/);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { leaseTime: 10 } }')).toMatch(/ipv6\.dhcpv6\.leaseTime/);
+  });
+
   it('refuses attaching a router\'s uplink interface to a bridge', () => {
     expect(errorOf('bridges:\n  br0:\n    ports:\n      eth1: { type: attach }\nrouters:\n  r0:\n    uplink: { interface: eth1, address: 192.0.2.2/24 }\n'
       + `    networks:\n${net('n1', 10, 1)}`)).toMatch(/bridges\.br0\.ports\.eth1 \(line 4\): is the uplink interface of router r0/);

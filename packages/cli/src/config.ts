@@ -10,6 +10,7 @@ import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6Is
 import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
 import { VxlanSchema } from './vxlan-config.js';
+import { checkDhcp6 } from './daemon/dhcp6.js';
 
 const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
 const Vid = z.number({ error: 'must be a VLAN ID (1-4094)' }).int('must be an integer VLAN ID').min(1, vidRange).max(4094, vidRange);
@@ -170,6 +171,35 @@ const Ip6Gateway = z.string().superRefine((s, ctx) => {
   if (why !== undefined) ctx.addIssue({ code: 'custom', message: why });
 });
 const Lifetime = z.number().int('must be a whole number of seconds').min(0).max(0xffffffff, 'must be at most 4294967295 (infinity)');
+const Ip6Unicast = z.string().superRefine((s, ctx) => {
+  const a = parseIp6(s);
+  if (a === undefined) ctx.addIssue({ code: 'custom', message: 'must be an IPv6 address like fd00:10::53' });
+  else if (ip6IsMulticast(a, 0) || ip6IsUnspecified(a, 0)) ctx.addIssue({ code: 'custom', message: 'must be a unicast address' });
+});
+
+/**
+ * The DHCPv6 server of a network (nat/src/dhcp6/server.ts), in modes dhcpv6 and
+ * both (mode slaac serves no DHCPv6: its RA has neither M nor O). Keys follow the
+ * IPv4 `dhcp` section's; `pool` is one range whose ends share their first 96 bits
+ * (default <prefix>::1000-<prefix>::1fff); `dns`/`domains` default to the RA's
+ * rdnss/dnssl.
+ */
+const Dhcp6Schema = z.strictObject({
+  pool: z.string().regex(/^[0-9A-Fa-f:.]+-[0-9A-Fa-f:.]+$/, 'must be a range like fd00:10::100-fd00:10::1ff')
+    .refine((s) => s.split('-').every((a) => parseIp6(a) !== undefined), 'must be a range of IPv6 addresses like fd00:10::100-fd00:10::1ff').optional(),
+  leaseTime: z.number().int().min(60).max(31_536_000).default(3600),
+  dns: z.array(Ip6Unicast).max(8, 'at most 8 servers').optional(),
+  domains: z.array(z.string().refine((s) => dnsNames([s]) !== undefined, 'must be a domain name')).max(8, 'at most 8 domains').optional(),
+  /** By DUID (hex, colons allowed: the client's DUID as `vswitch dhcp leases` shows it) or by MAC (DUID-LL/LLT's, else the frame's). */
+  reservations: z.array(z.strictObject({
+    duid: z.string().regex(/^([0-9A-Fa-f]{2}:?){2,130}$/, 'must be a DUID in hex, like 00:01:00:01:2c:5e:...').optional(),
+    mac: Mac.optional(),
+    ip: Ip6Unicast,
+  }).refine((r) => (r.duid === undefined) !== (r.mac === undefined), 'needs exactly one of duid and mac')).default([]),
+  /** As the IPv4 `dhcp.maxLeasesPerPort`: absent, 4 on guarded ports and none elsewhere; 0: none. */
+  maxLeasesPerPort: z.number().int().min(0).max(65536).optional(),
+});
+
 const RA_DEFAULTS = { interval: 600, validLifetime: 86400, preferredLifetime: 14400, rdnss: [] as string[], dnssl: [] as string[] };
 
 /**
@@ -209,6 +239,7 @@ const Ipv6Schema = z.strictObject({
     if (c === undefined || c.prefix !== 64) ctx.addIssue({ code: 'custom', message: 'must be a /64 prefix, like 2001:db8:5:10::/64' });
     else if (ip6IsMulticast(c.addr, 0) || ip6IsLinkLocal(c.addr, 0) || ip6IsUnspecified(c.addr, 0)) ctx.addIssue({ code: 'custom', message: 'must be a unicast prefix' });
   }).optional(),
+  dhcpv6: Dhcp6Schema.optional(),
 });
 
 /**
@@ -432,6 +463,12 @@ export const ConfigSchema = z.strictObject({
       const other = raSource.get(key);
       if (other !== undefined) issue(at, `VLAN ${n.vlan} of bridge ${n.bridge} already has IPv6 (${other}); one router advertises per VLAN`);
       else raSource.set(key, `routers.${rname}.networks.${nname}`);
+      if (n.ipv6!.dhcpv6 !== undefined && n.ipv6!.mode === 'slaac') {
+        issue([...at, 'dhcpv6'], 'mode slaac serves no DHCPv6 (its RA has neither M nor O): set mode dhcpv6 or both');
+      } else if (n.ipv6!.mode !== 'slaac') {
+        const why = checkDhcp6(nname, n.ipv6!);
+        if (why !== undefined) issue([...at, 'dhcpv6'], why);
+      }
       const p = formatIp6(ip6Masked(c.addr, c.prefix));
       const dup = prefixes.get(p);
       if (dup !== undefined) issue([...at, 'address'], `prefix ${p}/64 is already ${dup}'s`);

@@ -21,3 +21,6 @@ export * from './neigh6.js';
 export * from './icmp6-error.js';
 export * from './uplink6.js';
 export * from './npt6.js';
+export * from './dhcp6/wire.js';
+export * from './dhcp6/server.js';
+export * from './dhcp6/port.js';

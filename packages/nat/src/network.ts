@@ -13,7 +13,8 @@
  *   another network, NAPT to the uplink, or an ICMP error.
  * - IPv6 to the gateway's MAC for another address: to the router's IPv6
  *   forwarding (`route6`, route6.ts), with its virtio_net_hdr;
- * - IPv6 (with `ipv6` in its options): to nd.ts, the gateway's IPv6 side (its
+ * - IPv6 (with `ipv6` in its options): DHCPv6 client messages to the DHCPv6
+ *   server (`dhcp6`, dhcp6/port.ts picks them out), the rest to nd.ts, the gateway's IPv6 side (its
  *   link-local and prefix addresses, Neighbor Discovery, echo, Router
  *   Advertisements); IPv6 group frames (33:33:...) reach it too, it picks its own.
  * Everything else is ignored and counted. When its router starts, the gateway
@@ -47,7 +48,7 @@
  * completed first; a GSO frame to the gateway is dropped (`offloadDropped`).
  */
 import {
-  ARP_REPLY, ARP_REQUEST, ETH_HLEN, formatIp6, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
+  ARP_REPLY, ARP_REQUEST, ETH_HLEN, IP6_HLEN, formatIp6, ip6PayloadLen, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
   TCP_FLAG, arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, dstMac, etherType, formatIp4,
   formatMac, icmpType, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4TotalLen, isGroupAt, srcMac, tcpFlags, udpDport,
   udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork,
@@ -59,6 +60,8 @@ import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetComplete, vnetPrepare } from './
 import type { DhcpContext, DhcpPorts, DhcpReply, DhcpServer } from './dhcp/server.js';
 import { LIMIT, RateLimiter, type RateLimitEvent, type RateLimits } from './limits.js';
 import { Nd6, type Ipv6Options } from './nd.js';
+import { Dhcp6Port } from './dhcp6/port.js';
+import type { Dhcp6Server } from './dhcp6/server.js';
 
 /** At most one log line per this many ms about failing lease-file writes (the rest are counted in it). */
 export const STORE_WARN_INTERVAL_MS = 10_000;
@@ -93,6 +96,11 @@ export interface NetworkOptions {
   limits?: Partial<RateLimits>;
   /** The gateway's IPv6 side (nd.ts); absent: IPv6 frames are ignored. */
   ipv6?: Ipv6Options;
+  /** The DHCPv6 server (with `ipv6` only); its leases are bound through `onLease6`. */
+  dhcp6?: Dhcp6Server;
+  /** As `ports`, for the DHCPv6 server: guarded by the IPv6 guards (default: `ports`). */
+  ports6?: DhcpPorts;
+  onLease6?: (port: string, mac: number, address: Uint8Array, expiresAt: number) => void;
 }
 
 export type NetworkEvent =
@@ -161,6 +169,8 @@ export class RouterNetwork implements PortIo {
   route6: ((from: RouterNetwork, buf: Uint8Array, ipOff: number, len: number, vnet: boolean) => boolean) | undefined;
   /** The gateway's IPv6 side, when the network has IPv6. */
   readonly nd: Nd6 | undefined;
+  /** The DHCPv6 server's link to this network, when it has one. */
+  readonly dhcp6: Dhcp6Port | undefined;
   #raTimer: NodeJS.Timeout | undefined;
 
   #rx: PortRx | undefined;
@@ -195,6 +205,16 @@ export class RouterNetwork implements PortIo {
       }, opts.ipv6);
       nd.onSchedule = (at) => this.#armRa(at);
       this.nd = nd;
+      if (opts.dhcp6 !== undefined) {
+        this.dhcp6 = new Dhcp6Port({
+          mac: opts.mac, linkLocal: nd.linkLocal, ports: opts.ports6 ?? opts.ports,
+          emit: (buf, off, len) => this.emit(buf, off, len),
+          limit: (kind, mac) => this.limit(kind, mac),
+          portOfMac: (mac) => this.portOfMac(mac),
+          wallClock: () => (this.opts.wallClock ?? Date.now)(),
+          onLease: (port, mac, address, expiresAt) => this.opts.onLease6?.(port, mac, address, expiresAt),
+        }, opts.dhcp6);
+      }
     }
   }
 
@@ -389,8 +409,12 @@ export class RouterNetwork implements PortIo {
     if (type === ETHERTYPE.IPV6) {
       // To our MAC for an address not ours: the router's IPv6 forwarding (route6.ts) takes it, header and all.
       if (this.route6 !== undefined && !isGroupAt(f, 0) && this.route6(this, this.#in, IN_OFF + ETH_HLEN, len - ETH_HLEN, vnet)) return;
-      // Offloaded frames (GSO, partial checksums) are TCP/UDP, which the gateway does not serve over IPv6.
-      if (this.nd !== undefined && !vnet) this.nd.input(f, len);
+      // GSO frames are TCP/UDP bulk, which the gateway does not serve over IPv6. A
+      // checksum-partial one may be DHCPv6 (a client's UDP socket on a TAP): complete it first.
+      if (this.nd !== undefined && !(vnet && vnetGso(this.#in, IN_OFF - VNET_HDR_LEN))) {
+        if (vnet && !this.#completeLocal(len >= ETH_HLEN + IP6_HLEN ? Math.min(len, ETH_HLEN + IP6_HLEN + ip6PayloadLen(f, ETH_HLEN)) : len)) return;
+        if (this.dhcp6 === undefined || !this.dhcp6.input(f, len)) this.nd.input(f, len);
+      }
       else this.counters.ignored++;
       return;
     }

@@ -208,7 +208,7 @@ export class Router {
     for (const net of this.networks.values()) net.limiter.tick(this.opts.clock());
     const wall = (this.opts.wallClock ?? Date.now)();
     for (const net of this.networks.values()) {
-      const n = net.opts.dhcp?.expire(wall) ?? 0;
+      const n = (net.opts.dhcp?.expire(wall) ?? 0) + (net.opts.dhcp6?.expire(wall) ?? 0);
       if (n > 0) this.#event({ event: 'dhcp_expired', network: net.name, count: n });
     }
     if (this.#suppressed > 0) this.opts.onEvent?.({ event: 'events_suppressed', count: this.#suppressed });

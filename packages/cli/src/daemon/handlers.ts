@@ -10,6 +10,7 @@ import { VERSION } from '../version.js';
 import { DNS_DROP_REASONS, DNS_RESULTS } from '@vswitch/nat';
 import { Stream } from './control.js';
 import type { ManagedRouter } from './routers.js';
+import { dhcp6Leases, dhcp6View } from './dhcp6.js';
 import type { PortSettings, Vswitch } from './service.js';
 import type { GuardSwitches } from './state.js';
 import { trafficSettings, trafficView, type TrafficSet } from './traffic.js';
@@ -138,7 +139,7 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
         name: n.name, vlan: n.opts.vlan, address: `${formatIp4(n.ip)}/${n.opts.prefix}`, dhcp: n.opts.dhcp !== undefined,
         state: failed === undefined ? 'ok' : `dhcp failed: ${failed}`,
         ...(n.opts.dhcp !== undefined ? { dhcpPolicy: n.opts.dhcp.policy() } : {}),
-        ...(n.nd !== undefined ? { ipv6: { ...n.nd.describe(), counters: { ...n.nd.counters }, neighbours: r.route6.cacheOf(n)?.size ?? 0 } } : {}),
+        ...(n.nd !== undefined ? { ipv6: { ...n.nd.describe(), counters: { ...n.nd.counters }, neighbours: r.route6.cacheOf(n)?.size ?? 0, ...dhcp6View(mr, n) } } : {}),
         counters: { ...n.counters },
         rateLimited: { ...n.limiter.totals(), ports: n.limiter.view(now) },
       };
@@ -346,11 +347,12 @@ export const handlers: Record<string, Handler> = {
         if (only !== undefined && n.name !== only) continue;
         for (const l of n.opts.dhcp?.leases(now) ?? []) {
           out.push({
-            router: mr.name, network: n.name, ip: formatIp4(l.ip), mac: formatMac(l.mac), state: l.state,
+            router: mr.name, network: n.name, family: 'ipv4', ip: formatIp4(l.ip), mac: formatMac(l.mac), state: l.state,
             hostname: l.hostname ?? '', clientId: l.clientId ?? '', port: l.port ?? '',
             expiresAt: new Date(l.expiresAt).toISOString(), expiresInSec: Math.max(0, Math.round((l.expiresAt - now) / 1000)),
           });
         }
+        out.push(...dhcp6Leases(mr.name, n, now));
       }
     }
     if (only !== undefined && !out.length && ![...sw.routers.values()].some((r) => r.router.networks.has(only))) {

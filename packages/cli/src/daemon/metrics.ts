@@ -52,6 +52,7 @@ import {
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ControlStats } from './control.js';
 import type { ManagedRouter } from './routers.js';
+import { registerDhcp6Metrics } from './dhcp6-metrics.js';
 import type { Logger } from './log.js';
 import {
   cacheStats, DEFAULT_METRICS_LIMITS, MAX_HEADER_BYTES, METRICS_CLOSE_REASONS, MetricsWorker,
@@ -517,6 +518,7 @@ export function createMetricsRegistry(
   gauge('vswitch_dhcp_pool_size', 'Addresses in the network\'s DHCP pools (reservations not included).', NET_LABELS, (emit) => {
     for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.poolSize);
   });
+  registerDhcp6Metrics(routerCounter, gauge, netsOf, networks, NET_LABELS);
   routerCounter('vswitch_router_packets_total',
     'IPv4 packets the router routed, by path: between (network to network), to_uplink and from_uplink (through NAPT), '
     + 'to_host and from_host (through the host-socket NAT), '

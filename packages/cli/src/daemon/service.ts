@@ -36,6 +36,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterConfig } from '../config.js';
 import { ManagedRouter } from './routers.js';
+import { lease6Bound } from './dhcp6.js';
 import { applyGuard, dhcpServed, ipv6Served, leaseBound, leaseGone, reserveGateways, type GuardSpec } from './guards.js';
 import { GuardDropLog } from './guard-log.js';
 import { EventBudget, LEARN_BUDGET_PER_SEC, Monitor, type MonitorEvent } from './monitor.js';
@@ -1020,6 +1021,7 @@ export class Vswitch {
     }, {
       bound: (port, mac, ip) => leaseBound(this.bridges.values(), port, mac, ip),
       gone: (port, mac, ip) => leaseGone(this.bridges.values(), port, mac, ip),
+      bound6: (port, vid, address) => lease6Bound(this.bridges.values(), port, vid, address),
     });
     // Its networks' names are no port's: the schema refuses such a file, effective() drops such runtime ports.
     return { mr, ports };
