@@ -101,7 +101,30 @@ typedef struct nd_out {
   int32_t *lens;
   int n;
   int max;
+  /* Fair share (fair.c): the drains stop once budget <= 0 (each frame charges its
+   * length + ND_FAIR_FRAME_COST) and leave `more` true unless they saw EAGAIN. */
+  int64_t budget;
+  bool more;
 } nd_out;
+
+/* fair.c: deficit round robin of the read loop. */
+#define ND_FAIR_FRAME_COST 16384
+#define ND_FAIR_QUANTUM_DEFAULT (256 * 1024)
+#define ND_FAIR_QUANTUM_MIN 16384
+#define ND_FAIR_QUANTUM_MAX (64 * 1024 * 1024)
+
+typedef struct nd_fair {
+  int64_t quantum; /* bytes per round; 0: off (drain until EAGAIN) */
+  int64_t deficit;
+  bool backlogged; /* the last service stopped with frames left */
+} nd_fair;
+
+int64_t nd_fair_begin(nd_fair *f, bool primary);
+void nd_fair_end(nd_fair *f, int64_t left, bool more);
+
+static inline void nd_fair_charge(nd_out *o, size_t len) {
+  o->budget -= (int64_t)len + ND_FAIR_FRAME_COST;
+}
 
 /* A tag the kernel moved out of the frame into packet metadata. */
 typedef struct nd_vlan {

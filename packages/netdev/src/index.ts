@@ -194,6 +194,8 @@ interface Native {
   ifIndex(name: string): number;
   stats(): Stats;
   segmentForTest(vnetHdr: Uint8Array, frame: Uint8Array, vlanTci?: number, vlanTpid?: number): Buffer[];
+  setQuantum(handle: number, bytes: number): void;
+  fairServeForTest(state: Uint8Array, primary: boolean, lens: Uint8Array, count: number): number;
 }
 
 const native: Native = require('../build/Release/netdev.node');
@@ -297,3 +299,28 @@ export const stats: Native['stats'] = native.stats;
  * Returns the frames JS would see; [] if the frame would be dropped.
  */
 export const segmentForTest: Native['segmentForTest'] = native.segmentForTest;
+
+/**
+ * The read loop's fair share (native/fair.c): deficit round robin over the handles
+ * with frames waiting, one round per event-loop turn. Each service of a handle reads
+ * at most its quantum's worth of frames, each frame costing its length plus
+ * FAIR_FRAME_COST bytes (a frame's fixed CPU cost, in bytes of payload); debt carries
+ * over to the next round, unspent credit does not. 0 turns the limit off (drain until
+ * EAGAIN or the ring is full). New handles get FAIR_QUANTUM_DEFAULT.
+ */
+export const FAIR_FRAME_COST = 16384;
+export const FAIR_QUANTUM_DEFAULT = 256 * 1024;
+export const FAIR_QUANTUM_MIN = 16384;
+export const FAIR_QUANTUM_MAX = 64 * 1024 * 1024;
+export const setQuantum: Native['setQuantum'] = native.setQuantum;
+
+/**
+ * Test hook: one service of a synthetic port by the same scheduler code the read
+ * loop runs. `state` = [quantum, deficit, backlogged], updated in place; `lens` the
+ * lengths of the frames waiting (the first `count`); `primary`: the port's own poll
+ * (not a follow-up read). Returns how many frames the service reads.
+ */
+export function fairServeForTest(state: Float64Array, primary: boolean, lens: Int32Array, count: number): number {
+  return native.fairServeForTest(new Uint8Array(state.buffer, state.byteOffset, 24), primary,
+    new Uint8Array(lens.buffer, lens.byteOffset, lens.byteLength), count);
+}
