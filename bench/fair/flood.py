@@ -3,7 +3,8 @@
 port, 18 bytes of payload) from IFNAME to DST_MAC as fast as one core sends them,
 through the interface's qdisc like any VM traffic, for SECONDS. A full queue
 (EAGAIN, ENOBUFS) is counted and skipped, never fatal: trafgen gives up on EAGAIN
-once a TAP's queue is full. Prints "sent N busy M seconds S" at the end.
+once a TAP's queue is full. Prints "sent N busy M seconds S" at the end, also when
+stopped early by SIGINT.
 
 Usage: flood.py IFNAME SRC_MAC DST_MAC SRC_IP DST_IP SECONDS
 """
@@ -38,13 +39,16 @@ def main() -> None:
     send = s.send
     sent = busy = 0
     end = time.monotonic() + float(secs)
-    while time.monotonic() < end:
-        for _ in range(1000):
-            try:
-                send(f)
-                sent += 1
-            except (BlockingIOError, OSError):
-                busy += 1
+    try:
+        while time.monotonic() < end:
+            for _ in range(1000):
+                try:
+                    send(f)
+                    sent += 1
+                except (BlockingIOError, OSError):
+                    busy += 1
+    except KeyboardInterrupt:  # stopped early (SIGINT): still say how much was sent
+        pass
     print(f'sent {sent} busy {busy} seconds {secs}', flush=True)
 
 

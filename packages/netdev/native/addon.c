@@ -64,6 +64,7 @@ typedef struct nd_handle {
   uint32_t gen;     /* bumped by start/stop/close, so on_poll notices JS changing its mind */
   int deferred;     /* errno to report from the deferred-error timer (dead packet socket) */
   nd_fair fair;     /* its share of the read loop (fair.c) */
+  double fair_full; /* services that left frames waiting (the share spent, or the ring full) */
   napi_ref cb;
 } nd_handle;
 
@@ -387,7 +388,10 @@ static void service(nd_handle *h, int status, bool primary) {
     if (budget <= 0) budget = 1;
   } else if (budget <= 0) {
     /* Not served now: a follow-up of a backlogged handle, or one still in debt. */
-    if (primary) nd_fair_end(&h->fair, budget, true);
+    if (primary) {
+      nd_fair_end(&h->fair, budget, true);
+      h->fair_full++;
+    }
     return;
   }
 
@@ -418,6 +422,7 @@ static void service(nd_handle *h, int status, bool primary) {
     if (!st->gso.active || fatal) break;
   }
   nd_fair_end(&h->fair, budget, more && !fatal);
+  if (more && !fatal) h->fair_full++;
   if (st->gso.active) {
     /* Handle stopped mid-super-frame: the rest cannot be delivered in order. */
     st->gso.active = false;
@@ -616,6 +621,15 @@ static napi_value js_set_quantum(napi_env env, napi_callback_info info) {
   }
   h->fair.quantum = q;
   return NULL;
+}
+
+/* fairFull(handle): how many services of the handle left frames waiting for a later round. */
+static napi_value js_fair_full(napi_env env, napi_callback_info info) {
+  nd_handle *h = handle_of(env, info);
+  napi_value v;
+  if (!h) return NULL;
+  CHECK(napi_create_double(env, h->fair_full, &v));
+  return v;
 }
 
 /* notify(path, text): sd_notify's datagram (notify.c). Not on any frame path: strings are copied freely. */
@@ -1171,6 +1185,7 @@ NAPI_MODULE_INIT() {
     FN("stats", js_stats),
     FN("segmentForTest", js_segment_for_test),
     FN("setQuantum", js_set_quantum),
+    FN("fairFull", js_fair_full),
     FN("fairServeForTest", js_fair_serve_for_test),
 #undef FN
   };

@@ -195,6 +195,7 @@ interface Native {
   stats(): Stats;
   segmentForTest(vnetHdr: Uint8Array, frame: Uint8Array, vlanTci?: number, vlanTpid?: number): Buffer[];
   setQuantum(handle: number, bytes: number): void;
+  fairFull(handle: number): number;
   fairServeForTest(state: Uint8Array, primary: boolean, lens: Uint8Array, count: number): number;
 }
 
@@ -313,6 +314,8 @@ export const FAIR_QUANTUM_DEFAULT = 256 * 1024;
 export const FAIR_QUANTUM_MIN = 16384;
 export const FAIR_QUANTUM_MAX = 64 * 1024 * 1024;
 export const setQuantum: Native['setQuantum'] = native.setQuantum;
+/** Services of the handle that left frames waiting for a later round (its share spent, or the ring full). */
+export const fairFull: Native['fairFull'] = native.fairFull;
 
 /**
  * Test hook: one service of a synthetic port by the same scheduler code the read

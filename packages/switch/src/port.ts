@@ -71,6 +71,8 @@ export interface PortIo {
    * read by the addon's loop take it; others (sockets, the router) have no such loop.
    */
   setReadQuantum?(bytes: number): void;
+  /** Read-loop rounds in which the port had more frames waiting than its quantum took (ports read by the addon). */
+  readonly readRoundsFull?: number;
   /** Release everything (fd, device unless persistent). Idempotent. */
   close(): void;
   /** False when the port starts with its link down (a socket port with no client yet), and why. */

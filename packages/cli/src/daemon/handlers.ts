@@ -51,6 +51,7 @@ export function portView(p: Port, maxMacs?: number): Record<string, unknown> {
     } : {}),
     ...(maxMacs !== undefined && maxMacs > 0 ? { maxMacs } : {}),
     ...trafficView(p),
+    ...(p.io.readRoundsFull ? { readRoundsFull: p.io.readRoundsFull } : {}),
     ...p.io.describe(),
   };
 }

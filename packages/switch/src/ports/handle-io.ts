@@ -16,6 +16,8 @@ export abstract class HandleIo {
   protected closed = false;
   /** This port's share of each read-loop round (switch fair.ts, netdev fair.c); kept across reopened handles. */
   #quantum = netdev.FAIR_QUANTUM_DEFAULT;
+  /** readRoundsFull of the handles closed before the current one. */
+  #fullBefore = 0;
 
   protected constructor(handle: number) {
     this.handle = handle;
@@ -44,7 +46,16 @@ export abstract class HandleIo {
     if (this.handle >= 0) netdev.setQuantum(this.handle, bytes);
   }
 
+  /**
+   * Read-loop rounds in which this port had more frames waiting than its quantum
+   * (or the ring) took: the rest waited for a later round. Grows under a flood.
+   */
+  get readRoundsFull(): number {
+    return this.#fullBefore + (this.handle >= 0 ? netdev.fairFull(this.handle) : 0);
+  }
+
   protected closeHandle(): void {
+    if (this.handle >= 0) this.#fullBefore += netdev.fairFull(this.handle);
     if (this.handle >= 0) netdev.close(this.handle);
     this.handle = -1;
   }
