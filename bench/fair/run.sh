@@ -7,7 +7,9 @@
 # and runs a TCP stream (iperf3) toward it (noisy). Reported per topology: C-D's
 # TCP and ping p50/p99 in both phases and the ratios noisy/quiet, pings lost, and
 # what the noisy pair got (A's flood sent and B's frames received, A-B TCP), with
-# the load average of each phase. Targets: C-D ping p99 <= 3x and TCP >= 40 % of
+# the switch's CPU (run time, and time runnable but waiting for a CPU, from
+# schedstat: the part no read-loop policy can shorten) and the load average of
+# each phase. Targets: C-D ping p99 <= 3x and TCP >= 40 % of
 # quiet, and better than both peers.
 #
 # Topologies (round-robin over the rounds, each set up afresh per round):
@@ -129,6 +131,20 @@ gbps_of() { python3 -c 'import json,sys
 try: print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9, 3))
 except Exception: print(0)'; }
 
+# Run and runqueue-wait nanoseconds summed over every thread of the switch processes
+# (/proc/PID/task/TID/schedstat): how much CPU the switch got, and how long it was
+# runnable but waiting for a CPU, which no read-loop policy can shorten.
+sched_ns() {
+  local p t run=0 wait=0 a b
+  for p in "${SW_PIDS[@]}"; do
+    for t in /proc/"$p"/task/*; do
+      read -r a b _ <"$t/schedstat" 2>/dev/null || continue
+      run=$((run + a)) wait=$((wait + b))
+    done
+  done
+  echo "$run $wait"
+}
+
 # One phase: C -> D TCP then ping; with "noisy", A floods B and runs TCP to it meanwhile.
 phase() {
   local topo=$1 ph=$2 tg="" ab="" tcp times r0 r1 sent="" abg=0 t0 t1 load
@@ -146,11 +162,16 @@ phase() {
     sleep 1
   fi
   load=$(cut -d' ' -f1 /proc/loadavg)
+  local s0 s1 w0 w1 ts0 ts1
+  read -r s0 w0 <<<"$(sched_ns)"; ts0=$(now)
   ip netns exec bAvm4 iperf3 -s -1 -B "${IPS[4]}" -p 5301 >/dev/null 2>&1 &
   AUX_PIDS+=("$!")
   wait_for 5 bash -c "ip netns exec bAvm4 ss -Hlnt 'sport = :5301' | grep -q ."
   tcp=$(timeout $((secs + 20)) ip netns exec bAvm3 iperf3 -c "${IPS[4]}" -p 5301 -t "$secs" -J 2>/dev/null | gbps_of)
   times=$(ip netns exec bAvm3 busybox ping -c $((secs * 100)) -i 0.01 -W 2 "${IPS[4]}" 2>/dev/null | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | tr '\n' ' ')
+  read -r s1 w1 <<<"$(sched_ns)"; ts1=$(now)
+  local cpu="-"
+  [ ${#SW_PIDS[@]} -gt 0 ] && cpu=$(awk -v r=$((s1 - s0)) -v w=$((w1 - w0)) -v a="$ts0" -v b="$ts1" 'BEGIN{printf "%.0f/%.0f", r/1e7/(b-a), w/1e7/(b-a)}')
   if [ -n "$tg" ]; then
     wait "$tg" 2>/dev/null; t1=$(now); sleep 0.2; r1=$(rx_of 2)
     wait "$ab" 2>/dev/null
@@ -162,7 +183,7 @@ phase() {
   else
     sent=0 r1=0
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$topo" "$ph" "$tcp" "$times" "$sent" "$r1" "$abg" "$load" >>"$out_raw"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ROUND" "$topo" "$ph" "$tcp" "$times" "$sent" "$r1" "$abg" "$load" "$cpu" >>"$out_raw"
 }
 
 log "fair bench: topologies $topos, $rounds rounds, $secs s; load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -192,10 +213,12 @@ def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float('nan')
 by = {}
-for r, topo, ph, tcp, times, sent, rx, abg, load in rows:
+for r, topo, ph, tcp, times, sent, rx, abg, load, cpu in rows:
     t = [float(x) for x in times.split()]
+    run, wait = (float(x) for x in cpu.split('/')) if '/' in cpu else (float('nan'), float('nan'))
     by.setdefault((topo, ph), []).append(dict(g=float(tcp or 0), p50=pct(t, 50), p99=pct(t, 99), lost=secs * 100 - len(t),
-                                              sent=float(sent or 0), rx=float(rx or 0), ab=float(abg or 0), load=float(load)))
+                                              sent=float(sent or 0), rx=float(rx or 0), ab=float(abg or 0), load=float(load),
+                                              run=run, wait=wait))
 def med(topo, ph, k):
     xs = [x[k] for x in by.get((topo, ph), [])]
     return st.median(xs) if xs else float('nan')
@@ -203,8 +226,8 @@ def rng(topo, ph, k, f):
     xs = [x[k] for x in by.get((topo, ph), [])]
     return '–'.join(f.format(x) for x in (min(xs), max(xs))) if xs else ''
 print('\nC -> D, medians over rounds (min–max); noisy: A floods B with 64-byte frames and runs TCP to it\n')
-print('| topology | quiet TCP Gbit/s | noisy TCP Gbit/s | TCP noisy÷quiet | quiet ping p50 / p99 ms | noisy ping p50 / p99 ms | p99 noisy÷quiet | pings lost (noisy) | A flood sent / B rx kpps | A-B TCP Gbit/s | load avg (quiet, noisy) |')
-print('|---|---|---|---|---|---|---|---|---|---|---|')
+print('| topology | quiet TCP Gbit/s | noisy TCP Gbit/s | TCP noisy÷quiet | quiet ping p50 / p99 ms | noisy ping p50 / p99 ms | p99 noisy÷quiet | pings lost (noisy) | A flood sent / B rx kpps | A-B TCP Gbit/s | switch CPU run / runqueue wait, % of a core (quiet; noisy) | load avg (quiet, noisy) |')
+print('|---|---|---|---|---|---|---|---|---|---|---|---|')
 res = {}
 for t in topos:
     if (t, 'quiet') not in by: continue
@@ -217,6 +240,7 @@ for t in topos:
           f"**{st.median(gr):.2f}×** ({min(gr):.2f}–{max(gr):.2f}) | {med(t, 'quiet', 'p50'):.3f} / {qp:.3f} | "
           f"{med(t, 'noisy', 'p50'):.3f} / {np_:.3f} | **{st.median(pr):.2f}×** ({min(pr):.2f}–{max(pr):.2f}) | "
           f"{med(t, 'noisy', 'lost'):.0f} | {med(t, 'noisy', 'sent'):.0f} / {med(t, 'noisy', 'rx'):.0f} | {med(t, 'noisy', 'ab'):.2f} | "
+          f"{med(t, 'quiet', 'run'):.0f} / {med(t, 'quiet', 'wait'):.0f}; {med(t, 'noisy', 'run'):.0f} / {med(t, 'noisy', 'wait'):.0f} | "
           f"{med(t, 'quiet', 'load'):.2f}, {med(t, 'noisy', 'load'):.2f} |")
 print(f'\n(ratios: median over rounds of each round\'s noisy÷quiet; {len(by.get((topos[0], "quiet"), []))} rounds; '
       f'ping: {int(secs * 100)} × 10 ms after {secs:.0f} s of TCP)')
