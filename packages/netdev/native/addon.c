@@ -13,8 +13,9 @@
  * - One ring per environment: the JS callback consumes a batch synchronously
  *   before the next read, so one arena serves every handle and idle ports cost no
  *   receive memory.
- * - libuv polls level-triggered: we drain until EAGAIN (or the ring is full) and
- *   simply get called again next loop turn for whatever is left. The handles a
+ * - libuv polls level-triggered: we drain until EAGAIN, the ring is full or the
+ *   handle's fair share of the round is spent (fair.c), and simply get called again
+ *   next loop turn for whatever is left. The handles a
  *   batch wrote to are read right after it (follow-up reads, on_poll), because a
  *   write runs the receiving stack and its reply is usually queued already.
  * - JS is called with napi_call_function in a handle scope, not napi_make_callback:

@@ -7,6 +7,7 @@
  *   gso.c     software segmentation, checksum completion, VLAN re-insertion
  *   link.c    interface flags and indexes
  *   udp.c     the VXLAN underlay: UDP receive (recvmmsg) and raw IPv4 send
+ *   fair.c    the read loop's fair share (deficit round robin over the handles)
  * Only addon.c talks to N-API; the rest are plain syscalls and byte work, which
  * is what lets gso.c be exercised from a test export without a device.
  */
@@ -172,8 +173,8 @@ uint64_t nd_csum_add(uint64_t sum, const uint8_t *p, size_t n);
 uint16_t nd_csum_fold(uint64_t sum);
 
 /*
- * Read loops. Each drains one fd into `o` until EAGAIN, the frame limit, or the
- * arena can no longer take a maximal read. Return the number of frames added;
+ * Read loops. Each drains one fd into `o` until EAGAIN, the frame limit, the
+ * fair-share budget (o->budget), or the arena can no longer take a maximal read. Return the number of frames added;
  * *fatal is set to an errno when the device is gone (0 otherwise).
  */
 int nd_tap_drain(int fd, bool vnet, nd_out *o, nd_stats *s, int *fatal);

@@ -8,7 +8,8 @@
  *   passes integers across the N-API boundary.
  * - All reads land in ONE process-wide receive ring (`ring()`): a 4 MiB arena plus
  *   `offs`/`lens` arrays. When a handle becomes readable, the addon drains it until
- *   EAGAIN (bounded by RING_MAX_FRAMES frames and the arena size), packs the frames
+ *   EAGAIN (bounded by RING_MAX_FRAMES frames, the arena size and the handle's fair
+ *   share of the loop turn, `setQuantum`), packs the frames
  *   into the arena, and calls the handle's JS callback once with the frame count
  *   (`ring().time[0]`: when the batch was read). The callback must consume the
  *   frames synchronously: the next batch of any handle overwrites the ring. This is
