@@ -17,7 +17,7 @@ import { DEFAULT_SOCKET, request, stream } from './client.js';
 import { loadConfig, METRICS_LISTEN } from './config.js';
 import { VERSION } from './version.js';
 import { LOG_LEVELS } from './daemon/log.js';
-import { parseRate, parseSize } from '@vswitch/switch';
+import { formatReadQuantum, parseRate, parseReadQuantum, parseSize } from '@vswitch/switch';
 
 export { DEFAULT_SOCKET };
 
@@ -209,9 +209,10 @@ export function portSetArgs(list: string[]): Record<string, unknown> {
 }
 
 /** `show`'s loop protection column of a bridge. */
-export function loopText(l: { flapMoves: number; flapHoldSec: number; bpduRecoverySec: number } | undefined): string {
+export function loopText(l: { flapMoves: number; flapHoldSec: number; bpduRecoverySec: number } | undefined, readQuantum?: number): string {
   if (l === undefined) return '';
-  return `${l.flapMoves > 0 ? `mac-flap ${l.flapMoves}/s hold ${l.flapHoldSec}s` : 'mac-flap off'}, bpdu-recovery ${l.bpduRecoverySec}s`;
+  const q = readQuantum === undefined ? '' : `, read-quantum ${formatReadQuantum(readQuantum)}`;
+  return `${l.flapMoves > 0 ? `mac-flap ${l.flapMoves}/s hold ${l.flapHoldSec}s` : 'mac-flap off'}, bpdu-recovery ${l.bpduRecoverySec}s${q}`;
 }
 
 function parseVid(s: string): number {
@@ -462,7 +463,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
           ...(b.failed ?? []).map((f: any) => ({ name: f.name, kind: '', state: `failed (${f.reason})`, vlan: null, source: f.source, empty: true })),
         ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
           p.state === 'down' ? `down (${p.downReason})` : p.blocked ? `shut (${p.blocked})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.empty ? '' : portOptions(p),
-          p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection) : '']))));
+          p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection, b.readQuantum) : '']))));
     });
 
   completes(program.command('showmacs').argument('<bridge>').addOption(json()).description('show the MAC table of a bridge'), 'bridges')
@@ -532,20 +533,28 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
 
   const bridge = program.command('bridge').description('bridge options at runtime (kept across restarts, as every change)');
   const bridgeSetKw: KeywordSpec = {
-    values: { 'mac-flap-moves': { name: 'N|off' }, 'mac-flap-hold': { name: 'SECONDS' }, 'bpdu-recovery': { name: 'SECONDS' } },
+    values: { 'mac-flap-moves': { name: 'N|off' }, 'mac-flap-hold': { name: 'SECONDS' }, 'bpdu-recovery': { name: 'SECONDS' }, 'read-quantum': { name: 'SIZE|off' } },
     flags: [],
   };
   completes(keywords(bridge.command('set').argument('<bridge>').argument('<words...>')
-    .usage('BRIDGE [mac-flap-moves N|off] [mac-flap-hold SECONDS] [bpdu-recovery SECONDS]')
+    .usage('BRIDGE [mac-flap-moves N|off] [mac-flap-hold SECONDS] [bpdu-recovery SECONDS] [read-quantum SIZE|off]')
     .description('change a bridge\'s loop protection in place: MAC-flap loop detection (moves of one MAC in a second above which '
-      + 'its loop port is blocked; off: no detection) and how long it stays blocked, how long a port shut by the BPDU guard stays shut'), bridgeSetKw), 'bridges')
+      + 'its loop port is blocked; off: no detection) and how long it stays blocked, how long a port shut by the BPDU guard stays shut; '
+      + 'and the read quantum: what each port may read per round of the read loop (fair share; 256kb by default, off: no limit)'), bridgeSetKw), 'bridges')
     .action(async (name: string, list: string[]) => {
       const w = words(list, bridgeSetKw);
       const args: Record<string, unknown> = { bridge: name };
       if (w['mac-flap-moves'] !== undefined) args.macFlapMoves = parseCount(w['mac-flap-moves'] as string, 'MAC-flap moves', 'off');
       if (w['mac-flap-hold'] !== undefined) args.macFlapHold = parseCount(w['mac-flap-hold'] as string, 'hold time');
       if (w['bpdu-recovery'] !== undefined) args.bpduRecovery = parseCount(w['bpdu-recovery'] as string, 'recovery time');
-      if (Object.keys(args).length === 1) throw new UsageError('nothing to set: mac-flap-moves, mac-flap-hold or bpdu-recovery');
+      if (w['read-quantum'] !== undefined) {
+        try {
+          args.readQuantum = parseReadQuantum(w['read-quantum'] as string);
+        } catch (e) {
+          throw new UsageError((e as Error).message);
+        }
+      }
+      if (Object.keys(args).length === 1) throw new UsageError('nothing to set: mac-flap-moves, mac-flap-hold, bpdu-recovery or read-quantum');
       await call('bridge.loop', args);
     });
 

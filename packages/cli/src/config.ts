@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
-import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6IsUnspecified, ip6Masked, LOOP_LIMITS, parseCidr6, parseIp4, parseIp6, parseMac, parseRate, parseSize, RATE_LIMITS } from '@vswitch/switch';
+import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6IsUnspecified, ip6Masked, LOOP_LIMITS, parseCidr6, parseIp4, parseIp6, parseMac, parseRate, parseReadQuantum, parseSize, RATE_LIMITS } from '@vswitch/switch';
 import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
 import { VxlanSchema } from './vxlan-config.js';
@@ -57,6 +57,14 @@ const EgressRate = z.strictObject({
   rate: Rate,
   burst: Size.optional(),
   pps: z.number().int().min(1).max(RATE_LIMITS.maxPps).optional(),
+});
+const ReadQuantum = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  try {
+    return parseReadQuantum(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
 });
 const HoldSec = z.number().int().min(LOOP_LIMITS.holdSecMin).max(LOOP_LIMITS.holdSecMax);
 
@@ -136,6 +144,8 @@ const BridgeSchema = z.strictObject({
     bpduRecovery: HoldSec.optional(),
   }).optional(),
   fdb: z.array(z.strictObject({ mac: Mac, port: IfName, vlan: Vid.optional() })).default([]),
+  /** Each port's share of a read-loop round: bytes or a size ("256kb"), "off" or 0 for no limit (README "Fair share"). */
+  readQuantum: ReadQuantum.optional(),
 });
 
 const Ip4 = z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 10.0.10.1');

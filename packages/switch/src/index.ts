@@ -27,3 +27,4 @@ export * from './lacp.js';
 export * from './bond.js';
 export * from './wire/vxlan.js';
 export * from './vxlan.js';
+export * from './fair.js';

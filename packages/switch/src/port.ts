@@ -66,6 +66,13 @@ export interface PortIo {
   sendVnet?(buf: Uint8Array, off: number, len: number): number;
   /** send2 with the frame's virtio_net_hdr at a[aoff-VNET_HDR_LEN, aoff). */
   send2Vnet?(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
+  /**
+   * This port's share of each read-loop round, in bytes (fair.ts; 0: no limit). Ports
+   * read by the addon's loop take it; others (sockets, the router) have no such loop.
+   */
+  setReadQuantum?(bytes: number): void;
+  /** Read-loop rounds in which the port had more frames waiting than its quantum took (ports read by the addon). */
+  readonly readRoundsFull?: number;
   /** Release everything (fd, device unless persistent). Idempotent. */
   close(): void;
   /** False when the port starts with its link down (a socket port with no client yet), and why. */

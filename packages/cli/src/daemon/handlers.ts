@@ -52,6 +52,7 @@ export function portView(p: Port, maxMacs?: number): Record<string, unknown> {
     } : {}),
     ...(maxMacs !== undefined && maxMacs > 0 ? { maxMacs } : {}),
     ...trafficView(p),
+    ...(p.io.readRoundsFull ? { readRoundsFull: p.io.readRoundsFull } : {}),
     ...p.io.describe(),
   };
 }
@@ -70,6 +71,7 @@ export function bridgeView(br: Bridge, sw?: Vswitch): Record<string, unknown> {
     maxMacs: br.fdb.maxEntries,
     macs: br.fdb.size,
     loopProtection: br.loop.settings(),
+    readQuantum: br.readQuantum,
     ports: [...br.ports.values()].map((p) => {
       const v = portView(p, br.fdb.portLimit(p.id));
       const ps = sw?.portSource(p.name);
@@ -270,9 +272,10 @@ export const handlers: Record<string, Handler> = {
     const changed = sw.portTraffic(ifname, trafficArgs(a));
     return { changed, port: portView(sw.bridgeOf(ifname).port(ifname)!) };
   },
-  /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds). */
+  /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds), readQuantum (bytes, 0 = off). */
   'bridge.loop': (sw, a) => sw.bridgeLoop(str(a, 'bridge'), {
     macFlapMoves: optNum(a, 'macFlapMoves'), macFlapHold: optNum(a, 'macFlapHold'), bpduRecovery: optNum(a, 'bpduRecovery'),
+    readQuantum: optNum(a, 'readQuantum'),
   }),
   /** args: ifname. Opens a port shut by the BPDU guard or loop detection before its time. */
   'port.recover': (sw, a) => ({ recovered: sw.recoverPort(str(a, 'ifname')) }),

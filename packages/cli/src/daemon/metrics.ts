@@ -348,6 +348,12 @@ export function createMetricsRegistry(
         emit({ ...r.labels, reason: 'loop' }, r.port.loopBlocks);
       }
     });
+  counter('vswitch_port_read_rounds_full_total',
+    'Read-loop rounds in which the port had more frames waiting than its share (the bridge\'s read quantum) took; '
+    + 'the rest waited for the next round. Grows while the port floods.',
+    PORT_LABELS, (emit) => {
+      for (const r of ports()) if (r.port.io.readRoundsFull !== undefined) emit(r.labels, r.port.io.readRoundsFull);
+    });
   gauge('vswitch_port_bpdu_guard',
     '1 if the port has the BPDU guard on.',
     PORT_LABELS, (emit) => {

@@ -343,7 +343,7 @@ export class Vswitch {
     const b = this.#desired.bridges.get(bname);
     if (b === undefined || !this.bridges.has(bname)) throw new VswitchError('ENOENT', `no such bridge: ${bname}`);
     const want = LOOP_KEYS.filter((k) => c[k] !== undefined).map((k) => [k, c[k]!] as const);
-    if (want.length === 0) throw new VswitchError('EINVAL', 'nothing to set (macFlapMoves, macFlapHold, bpduRecovery)');
+    if (want.length === 0) throw new VswitchError('EINVAL', 'nothing to set (macFlapMoves, macFlapHold, bpduRecovery, readQuantum)');
     let ov = this.#overlay;
     if (b.source === 'config') {
       for (const [k, v] of want) ov = withEntry(ov, this.#file, 'loop', loopKey(bname, k), v);
@@ -355,9 +355,10 @@ export class Vswitch {
       const now = d.bridges.get(bname);
       return now !== undefined && want.every(([k, v]) => loopConf(now.loop)[k] === v);
     });
-    const s = this.bridge(bname).loop.settings();
+    const br = this.bridge(bname);
+    const s = { ...br.loop.settings(), readQuantum: br.readQuantum };
     this.log.info({ event: 'bridge_loop_set', bridge: bname, ...s }, 'bridge_loop_set');
-    return { ...s };
+    return s;
   }
 
   /** Control command port.recover: opens a port shut by loop protection now. */
@@ -787,6 +788,8 @@ export class Vswitch {
       if (!same(prev.bridges.get(name)?.loop, want.loop)) {
         br.setLoopProtection(loopSettings(want.loop));
         done.push(`loopprotection ${name} ${JSON.stringify(br.loop.settings())}`);
+        const q = loopConf(want.loop).readQuantum;
+        if (br.readQuantum !== q) done.push(`readquantum ${name} ${br.setReadQuantum(q)}`);
       }
     }
     for (const name of plan.portsAdd) {
@@ -865,6 +868,7 @@ export class Vswitch {
       },
     });
     br.setLoopProtection(loopSettings(b.loop));
+    br.setReadQuantum(loopConf(b.loop).readQuantum);
     this.#watchLearning(br, this.monitor.active);
     return br;
   }
