@@ -14,8 +14,11 @@
  * the gateway with broken and looping options, ARP with wrong hlen/plen, ICMP,
  * IPv6 and ICMPv6 garbage to the gateway's IPv6 side (bad versions and payload
  * lengths, extension-header chains of any shape, ND messages with broken
- * options, rogue RAs, bad checksums, DHCPv6 from port 547), and random bytes; at
- * least 20,000 of them must reach the daemon. The network has IPv6 (fd00:77:10::1/64),
+ * options, rogue RAs, bad checksums, DHCPv6 from port 547), DHCPv6 client
+ * messages to the gateway's DHCPv6 server (options that lie about their length,
+ * empty, oversized and repeated DUIDs, IA_NAs of any shape; mostly good UDP
+ * checksums so they reach it), and random bytes; at
+ * least 20,000 of them must reach the daemon. The network has IPv6 (fd00:77:10::1/64, mode both: SLAAC and DHCPv6),
  * so the attacker's port has the IPv6 guards (on by default there). From tr's
  * namespace, frames a trunk can carry: truncated tags (malformed), VID 4095,
  * VIDs not allowed.
@@ -156,6 +159,32 @@ def frame_ipv6():
     p = p[:pick(len(p), len(p), len(p), R.randrange(0, len(p) + 1))]
     return 'ipv6', eth(edst, own_mac, 0x86dd) + p
 
+ALL_DHCP = socket.inet_pton(socket.AF_INET6, 'ff02::1:2')
+def dhcp6_opt(code, data): return be16(code) + be16(len(data)) + data
+def dhcp6_msg():
+    m = bytes([pick(1, 1, 3, 5, 6, 8, 9, 11, 4, 12, 13, 2, 7, R.randrange(256))]) + rb(3)
+    for _ in range(R.randrange(6)):
+        k = R.randrange(9)
+        if k == 0: m += dhcp6_opt(1, pick(b'\0\x01\0\x01' + rb(4) + own_mac, b'\0\x03\0\x01' + own_mac, rb(R.randrange(0, 140))))  # client id, empty or oversized too
+        elif k == 1: m += dhcp6_opt(2, pick(b'\0\x03\0\x01' + gw_mac, rb(R.randrange(0, 20))))      # server id: ours or not
+        elif k == 2: m += dhcp6_opt(3, rb(pick(0, 4, 11, 12)) + pick(b'', dhcp6_opt(5, rb(pick(24, 23, 40))), be16(5) + be16(0xffff)))  # IA_NA of any shape
+        elif k == 3: m += be16(R.randrange(65536)) + be16(pick(0xffff, 200, 5)) + rb(R.randrange(0, 10))  # a length past the end
+        elif k == 4: m += dhcp6_opt(14, b'')                                                           # rapid commit
+        elif k == 5: m += dhcp6_opt(6, rb(R.randrange(0, 30)))                                         # ORO of any length
+        elif k == 6: m += dhcp6_opt(25, rb(R.randrange(0, 40)))                                        # IA_PD (not served)
+        elif k == 7: m += dhcp6_opt(1, b'\0\x03\0\x01' + own_mac) * 2                                # two client ids
+        else: m += rb(R.randrange(0, 20))
+    return m
+def frame_dhcp6():   # DHCPv6 client messages to the server, checksums mostly right so they reach it
+    m = dhcp6_msg()
+    src, dst = OWN_LL, pick(ALL_DHCP, ALL_DHCP, GW_LL)
+    u = be16(546) + be16(547) + be16(8 + len(m)) + b'\0\0' + m
+    c = csum(src + dst + struct.pack('!I', len(u)) + b'\0\0\0\x11' + u)
+    u = u[:6] + (be16(c or 0xffff) if R.random() < 0.8 else rb(2)) + u[8:]
+    p = ip6(src, dst, 17, u, hl=pick(1, 64, 255))
+    p = p[:pick(len(p), len(p), len(p), len(p), R.randrange(40, len(p) + 1))]
+    return 'dhcp6', eth(mc6(dst) if dst[0] == 0xff else gw_mac, own_mac, 0x86dd) + p
+
 def dhcp_msg():
     chaddr = pick(*CHADDRS)
     fixed = bytes([pick(1, 1, 1, 2, 0, 7), pick(1, 1, 1, 6), pick(6, 6, 6, 0, 16), 0]) + rb(4) + b'\0\0' + be16(pick(0, 0x8000))
@@ -225,7 +254,8 @@ def frame_access():
         body = be16(htype) + be16(ptype) + bytes([hlen, plen]) + be16(pick(1, 2, 1, 3, 0)) + own_mac + spa + rb(6) + pick(gw_ip, gw_ip, rb(4))
         body = body[:pick(28, 28, 28, R.randrange(0, 28), 46)] + rb(pick(0, 0, 18))
         return 'arp', eth(pick(BC, gw_mac), own_mac, 0x0806) + body
-    if k < 88:  return frame_ipv6()
+    if k < 85:  return frame_ipv6()
+    if k < 88:  return frame_dhcp6()
     if k < 92:  # ICMP to the gateway: echo of any size, bad checksums, errors, truncated
         t = pick(8, 8, 8, 0, 3, 11, 13, 255)
         m = icmp(t, pick(0, 1, 3), rb(R.randrange(0, 1400)), good=R.random() < 0.6)
@@ -323,7 +353,8 @@ describe('a live daemon under 20,000+ malformed frames', () => {
             net10: {
               bridge: 'br0', vlan: 10, address: `${GW}/24`, mac: GW_MAC,
               dhcp: { pool: ['10.77.10.100-10.77.10.199'], leaseTime: 600, maxLeasesPerPort: 8 },
-              ipv6: { address: `${GW6}/64` },
+              // both: SLAAC and the DHCPv6 server, which gets its share of the garbage.
+              ipv6: { address: `${GW6}/64`, mode: 'both' },
             },
           },
         },
@@ -368,7 +399,7 @@ describe('a live daemon under 20,000+ malformed frames', () => {
     // Runts are refused by the sending kernel (dev_validate_header: EINVAL under 14 bytes); everything else went.
     for (const k of Object.keys(results.access.refused)) expect(k).toMatch(/^runt:EINVAL$/);
     expect(results.access.sent).toBeGreaterThanOrEqual(MIN_DELIVERED);
-    for (const c of ['short', 'dot1q', 'ethertype', 'oversized', 'ipv4', 'tcp', 'udp', 'dhcp', 'arp', 'icmp', 'ipv6', 'random']) {
+    for (const c of ['short', 'dot1q', 'ethertype', 'oversized', 'ipv4', 'tcp', 'udp', 'dhcp', 'arp', 'icmp', 'ipv6', 'dhcp6', 'random']) {
       expect(results.access.categories[c], c).toBeGreaterThan(0);
     }
     // The daemon read them: the attacker's port counts at least 20,000 more received frames.
@@ -403,6 +434,13 @@ describe('a live daemon under 20,000+ malformed frames', () => {
     expect(v6.ignored).toBeGreaterThan(0);
     expect(v6.nsAnswered + v6.echoReplies + v6.rsReceived).toBeGreaterThan(0);
     expect(await metric('vswitch_router_nd_total', { network: 'net10', kind: 'malformed' })).toBe(v6.malformed);
+    // DHCPv6: bad checksums counted by the network's DHCPv6 port; what passed (within the port's dhcp rate) reached the
+    // server, whose every silent outcome is a counted reason.
+    const d6 = (await net10()).ipv6.dhcpv6;
+    expect(d6.port.malformed).toBeGreaterThan(0);
+    expect(d6.port.received).toBeGreaterThan(0);
+    const silent = Object.values(d6.counters.dropped as Record<string, number>).reduce((x, y) => x + y, 0);
+    expect(silent + d6.counters.advertise + d6.counters.reply).toBeGreaterThan(0);
     results.drops = Object.fromEntries((findPorts(await stats())).map((p: any) => [p.name, p.drops]));
     results.drops.net10 = c;
     console.log('drops:', JSON.stringify(results.drops));

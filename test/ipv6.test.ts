@@ -9,7 +9,8 @@
  *
  * - a and b get their EUI-64 address in fd00:X:10::/64 from the kernel's SLAAC,
  *   the link MTU from the RA, the prefix on-link, and no default route (router
- *   lifetime 0: the router does not route IPv6 yet);
+ *   lifetime 0: the two networks are not interconnected and there is no uplink,
+ *   so the router has nowhere to route their IPv6);
  * - rdisc6 (ndisc6) sees the RA's flags, prefix, MTU, RDNSS and DNSSL; on VLAN 20
  *   the dhcpv6 mode's M/O flags and no A flag, and c makes no SLAAC address;
  * - ping -6 reaches the gateway's link-local and prefix addresses, and a reaches b;

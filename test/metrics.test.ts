@@ -22,7 +22,7 @@ const DROP_REASONS = [
   'vlan_reserved', 'port_mac_limit', 'static_mac_conflict', 'storm_control', 'dhcp_guard', 'ip_source_guard', 'arp_spoof', 'bound_mac_conflict',
   'dst_on_ingress', 'egress_filtered', 'port_down', 'tx_error', 'link_down',
   'bpdu_guard', 'bpdu_invalid', 'loop_blocked', 'port_shut', 'ingress_rate', 'egress_rate',
-  'ra_guard', 'dhcpv6_guard', 'ipv6_source_guard', 'nd_spoof',
+  'ra_guard', 'dhcpv6_guard', 'ipv6_source_guard', 'nd_spoof', 'tunnel_mtu',
 ];
 /** busybox ping's default echo request: 14 Ethernet + 20 IPv4 + 8 ICMP + 56 data. */
 const ECHO_FRAME_BYTES = 98;

@@ -4,7 +4,7 @@
  * and text) sees, as they happen: ports added and removed, a port going down and
  * up (its TAP deleted and recreated), MACs learned and moved (scapy frames), aged
  * (ageing 1 s), a DHCP lease granted (udhcpc) and one expiring (a lease file
- * written before the start, due 3 s later), the router's uplink going down and up
+ * written before the start, due 12 s later), the router's uplink going down and up
  * (its veth deleted and recreated), reloads applied and refused; the uplink's
  * and the reloads' events are logged too, at their levels (uplink down: warn).
  *
@@ -112,10 +112,12 @@ describe('vswitch monitor: a live, bounded event stream', () => {
     Object.values(T).forEach(trackLink);
     inet = await makeInternet('minet');
     stateDir = tempDir('mstate');
-    // A lease that expires 3 s after the start: the router's expiry shows as dhcp_expired.
+    // A lease that expires 12 s after it is written: the router's expiry shows as
+    // dhcp_expired. Not sooner: a loaded machine may take seconds to start the
+    // daemon, and a lease already expired when loaded is dropped without an event.
     await sh(`mkdir -p ${q(stateDir)}`);
     writeFileSync(join(stateDir, 'leases-net10.json'), JSON.stringify({
-      version: 1, network: 'net10', leases: [{ ip: '10.75.10.120', mac: EXPIRING_MAC, expiresAt: Date.now() + 3000 }],
+      version: 1, network: 'net10', leases: [{ ip: '10.75.10.120', mac: EXPIRING_MAC, expiresAt: Date.now() + 12_000 }],
     }));
     d = await startDaemon(cfg());
     json = new Monitor(d.socket, true);
@@ -135,7 +137,7 @@ describe('vswitch monitor: a live, bounded event stream', () => {
     await json.waitEvent('port_added', (e) => e.event === 'port_added' && e.port === T.x && e.bridge === 'br0');
     await d.ok(['delif', 'br0', T.x]);
     await json.waitEvent('port_removed', (e) => e.event === 'port_removed' && e.port === T.x);
-    await json.waitEvent('dhcp_expired', (e) => e.event === 'dhcp_expired' && e.router === 'r0' && e.network === 'net10' && e.count === 1);
+    await json.waitEvent('dhcp_expired', (e) => e.event === 'dhcp_expired' && e.router === 'r0' && e.network === 'net10' && e.count === 1, 30_000);
     const vm = await makeDhcpVm('md', T.d, MAC.d);
     expect(vm.mac).toBe(MAC.d);
     const r = await udhcpcOnce(vm, { tries: 5 });

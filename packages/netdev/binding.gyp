@@ -8,7 +8,9 @@
         "native/packet.c",
         "native/gso.c",
         "native/link.c",
-        "native/notify.c"
+        "native/notify.c",
+        "native/udp.c",
+        "native/fair.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]

@@ -151,6 +151,8 @@ describe('views', () => {
   it('show: a bridge\'s loop protection column', () => {
     expect(loopText({ flapMoves: 10, flapHoldSec: 30, bpduRecoverySec: 300 })).toBe('mac-flap 10/s hold 30s, bpdu-recovery 300s');
     expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 })).toBe('mac-flap off, bpdu-recovery 60s');
+    expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 262144)).toBe('mac-flap off, bpdu-recovery 60s, read-quantum 256kb');
+    expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 0)).toBe('mac-flap off, bpdu-recovery 60s, read-quantum off');
   });
 
   it('monitor: one line per event, as bridge monitor prints them', () => {

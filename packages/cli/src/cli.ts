@@ -17,7 +17,7 @@ import { DEFAULT_SOCKET, request, stream } from './client.js';
 import { loadConfig, METRICS_LISTEN } from './config.js';
 import { VERSION } from './version.js';
 import { LOG_LEVELS } from './daemon/log.js';
-import { parseRate, parseSize } from '@vswitch/switch';
+import { formatReadQuantum, parseRate, parseReadQuantum, parseSize } from '@vswitch/switch';
 
 export { DEFAULT_SOCKET };
 
@@ -209,9 +209,10 @@ export function portSetArgs(list: string[]): Record<string, unknown> {
 }
 
 /** `show`'s loop protection column of a bridge. */
-export function loopText(l: { flapMoves: number; flapHoldSec: number; bpduRecoverySec: number } | undefined): string {
+export function loopText(l: { flapMoves: number; flapHoldSec: number; bpduRecoverySec: number } | undefined, readQuantum?: number): string {
   if (l === undefined) return '';
-  return `${l.flapMoves > 0 ? `mac-flap ${l.flapMoves}/s hold ${l.flapHoldSec}s` : 'mac-flap off'}, bpdu-recovery ${l.bpduRecoverySec}s`;
+  const q = readQuantum === undefined ? '' : `, read-quantum ${formatReadQuantum(readQuantum)}`;
+  return `${l.flapMoves > 0 ? `mac-flap ${l.flapMoves}/s hold ${l.flapHoldSec}s` : 'mac-flap off'}, bpdu-recovery ${l.bpduRecoverySec}s${q}`;
 }
 
 function parseVid(s: string): number {
@@ -219,6 +220,10 @@ function parseVid(s: string): number {
   return Number(s);
 }
 
+function parseVni(s: string): number {
+  if (!/^\d{1,8}$/.test(s) || Number(s) > 0xffffff) throw new UsageError(`bad VNI '${s}' (0-16777215)`);
+  return Number(s);
+}
 function parseVidRange(s: string): [number, number] {
   const m = /^(\d+)(?:-(\d+))?$/.exec(s);
   if (!m) throw new UsageError(`bad VID or range '${s}' (expected VID or VID-VID)`);
@@ -273,12 +278,28 @@ function dhcpCell(p: any): string {
 function ipv6Text(r: any): string {
   const nets = r.networks.filter((n: any) => n.ipv6);
   if (nets.length === 0) return '';
-  return `ipv6 (router lifetime 0: no IPv6 routing yet):\n${table(['network', 'address', 'link-local', 'mode', 'ra every', 'rdnss', 'dnssl', 'ra sent', 'rs', 'ns answered'],
+  // Router lifetime 0: the network routes nowhere (no interconnected IPv6 network, no uplink with IPv6).
+  return `ipv6:\n${table(['network', 'address', 'link-local', 'mode', 'ra every', 'rdnss', 'dnssl', 'ra sent', 'rs', 'ns answered', 'router life', 'neighbours'],
     nets.map((n: any) => {
       const v = n.ipv6;
       return [n.name, v.address, v.linkLocal, v.mode, `${Math.round(v.raInterval >= 9 ? v.raInterval / 3 : v.raInterval * 0.75)}-${v.raInterval}s`,
-        v.rdnss.join(',') || '-', v.dnssl.join(',') || '-', v.counters.raSent, v.counters.rsReceived, v.counters.nsAnswered];
-    }))}`;
+        v.rdnss.join(',') || '-', v.dnssl.join(',') || '-', v.counters.raSent, v.counters.rsReceived, v.counters.nsAnswered,
+        `${v.routerLifetime}s`, v.neighbours ?? 0];
+    }))}${nets.filter((n: any) => n.ipv6.dhcpv6).map((n: any) => {
+    const d = n.ipv6.dhcpv6;
+    return d.state === 'ok' ? `dhcpv6 ${n.name}: pool ${d.pool}, lease ${d.leaseTime}s, ${d.leases} bound\n` : `dhcpv6 ${n.name}: ${d.state}\n`;
+  }).join('')}${ipv6RouteText(r)}`;
+}
+
+/** `router show`: the uplink's IPv6 side and what route6 forwarded. */
+function ipv6RouteText(r: any): string {
+  const v = r.ipv6;
+  if (!v) return '';
+  const c = v.counters;
+  const up = v.uplink;
+  const uplink = up ? `uplink ipv6: ${up.address || '(none yet)'} ${up.mode}${up.translate ? ` translate ${up.translate}` : ''}, gateway ${up.gateway || '(none yet)'}, mtu ${up.mtu}\n` : '';
+  return `${uplink}ipv6 routed: between ${c.between}, to uplink ${c.toUplink}, from uplink ${c.fromUplink}; refused: prohibited ${c.prohibited}, `
+    + `no route ${c.noRoute}, hop limit ${c.hopLimitExceeded}, too big ${c.tooBig}, scope ${c.scope}, bad source ${c.badSource}\n`;
 }
 
 /** `router show`: the per-port rate limits, and the ports they dropped frames of. */
@@ -442,7 +463,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
           ...(b.failed ?? []).map((f: any) => ({ name: f.name, kind: '', state: `failed (${f.reason})`, vlan: null, source: f.source, empty: true })),
         ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
           p.state === 'down' ? `down (${p.downReason})` : p.blocked ? `shut (${p.blocked})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.empty ? '' : portOptions(p),
-          p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection) : '']))));
+          p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection, b.readQuantum) : '']))));
     });
 
   completes(program.command('showmacs').argument('<bridge>').addOption(json()).description('show the MAC table of a bridge'), 'bridges')
@@ -512,20 +533,28 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
 
   const bridge = program.command('bridge').description('bridge options at runtime (kept across restarts, as every change)');
   const bridgeSetKw: KeywordSpec = {
-    values: { 'mac-flap-moves': { name: 'N|off' }, 'mac-flap-hold': { name: 'SECONDS' }, 'bpdu-recovery': { name: 'SECONDS' } },
+    values: { 'mac-flap-moves': { name: 'N|off' }, 'mac-flap-hold': { name: 'SECONDS' }, 'bpdu-recovery': { name: 'SECONDS' }, 'read-quantum': { name: 'SIZE|off' } },
     flags: [],
   };
   completes(keywords(bridge.command('set').argument('<bridge>').argument('<words...>')
-    .usage('BRIDGE [mac-flap-moves N|off] [mac-flap-hold SECONDS] [bpdu-recovery SECONDS]')
+    .usage('BRIDGE [mac-flap-moves N|off] [mac-flap-hold SECONDS] [bpdu-recovery SECONDS] [read-quantum SIZE|off]')
     .description('change a bridge\'s loop protection in place: MAC-flap loop detection (moves of one MAC in a second above which '
-      + 'its loop port is blocked; off: no detection) and how long it stays blocked, how long a port shut by the BPDU guard stays shut'), bridgeSetKw), 'bridges')
+      + 'its loop port is blocked; off: no detection) and how long it stays blocked, how long a port shut by the BPDU guard stays shut; '
+      + 'and the read quantum: what each port may read per round of the read loop (fair share; 256kb by default, off: no limit)'), bridgeSetKw), 'bridges')
     .action(async (name: string, list: string[]) => {
       const w = words(list, bridgeSetKw);
       const args: Record<string, unknown> = { bridge: name };
       if (w['mac-flap-moves'] !== undefined) args.macFlapMoves = parseCount(w['mac-flap-moves'] as string, 'MAC-flap moves', 'off');
       if (w['mac-flap-hold'] !== undefined) args.macFlapHold = parseCount(w['mac-flap-hold'] as string, 'hold time');
       if (w['bpdu-recovery'] !== undefined) args.bpduRecovery = parseCount(w['bpdu-recovery'] as string, 'recovery time');
-      if (Object.keys(args).length === 1) throw new UsageError('nothing to set: mac-flap-moves, mac-flap-hold or bpdu-recovery');
+      if (w['read-quantum'] !== undefined) {
+        try {
+          args.readQuantum = parseReadQuantum(w['read-quantum'] as string);
+        } catch (e) {
+          throw new UsageError((e as Error).message);
+        }
+      }
+      if (Object.keys(args).length === 1) throw new UsageError('nothing to set: mac-flap-moves, mac-flap-hold, bpdu-recovery or read-quantum');
       await call('bridge.loop', args);
     });
 
@@ -597,6 +626,47 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
         rows.map((r: any) => `${r.mac} dev ${r.port} vlan ${r.vlan} master ${r.bridge}${r.static ? ' static' : ''}\n`).join(''));
     });
 
+  const vxlan = program.command('vxlan').description('the VXLAN tunnel endpoint: bridge VLANs as VNIs across hosts, flood lists, remote VTEPs');
+  const vxlanAddKw: KeywordSpec = { values: { vni: { name: 'VNI' }, vlan: { name: 'VID' }, flood: { name: 'IP[,IP...]' } }, flags: [] };
+  completes(keywords(vxlan.command('add').argument('<bridge>').argument('<words...>').usage('BRIDGE vni VNI vlan VID [flood IP[,IP...]]')
+    .description('map VNI to VLAN VID of BRIDGE, flooding to the remote VTEPs listed (replaces that VNI\'s mapping; kept across restarts)'), vxlanAddKw), 'bridges')
+    .action(async (bridge: string, list: string[]) => {
+      const w = words(list, vxlanAddKw);
+      const usage = 'vxlan add BRIDGE vni VNI vlan VID [flood IP[,IP...]]';
+      const flood = typeof w.flood === 'string' ? w.flood.split(',').filter((x) => x !== '') : [];
+      await call('vxlan.add', { bridge, vni: parseVni(need(w, 'vni', usage)), vlan: parseVid(need(w, 'vlan', usage)), flood });
+    });
+  const vxlanDelKw: KeywordSpec = { values: { vni: { name: 'VNI' } }, flags: [] };
+  keywords(vxlan.command('del').argument('<words...>').usage('vni VNI').description('stop carrying VNI (its tunnel ports go when no VNI names their remote)'), vxlanDelKw)
+    .action(async (list: string[]) => {
+      const w = words(list, vxlanDelKw);
+      await call('vxlan.del', { vni: parseVni(need(w, 'vni', 'vxlan del vni VNI')) });
+    });
+  vxlan.command('show').addOption(json()).description('the VTEP: underlay, MTUs, VNIs with flood lists and counters, remote VTEPs, drops by reason')
+    .action(async () => {
+      print(await call('vxlan.show'), asJson(), (v) => !v.enabled ? 'vxlan: not configured\n'
+        : `vxlan: local ${v.local}:${v.port}${v.interface ? ` dev ${v.interface}` : ''} underlay MTU ${v.mtu} (VM MTU ${v.vmMtu}) ttl ${v.ttl}\n`
+        + table(['vni', 'bridge', 'vlan', 'flood', 'rx packets', 'tx packets', 'from'],
+          v.vnis.map((s: any) => [s.vni, s.bridge, s.vlan, s.flood.join(',') || '-', s.rxPackets, s.txPackets, s.source]))
+        + table(['remote', 'bridge', 'port', 'macs', 'rx frames', 'tx frames'], v.remotes.map((r: any) => [r.remote, r.bridge, r.port, r.macs, r.rxFrames, r.txFrames]))
+        + `drops: ${Object.entries(v.drops).map(([k, n]) => `${k} ${n}`).join(', ')}\n`);
+    });
+  const vxlanFdb = vxlan.command('fdb').description('static MAC entries behind a remote VTEP');
+  const vxlanFdbKw: KeywordSpec = { values: { vni: { name: 'VNI' }, dst: { name: 'IP' } }, flags: [] };
+  keywords(vxlanFdb.command('add').argument('<mac>').argument('<words...>').usage('MAC vni VNI dst IP')
+    .description('MAC is behind the remote VTEP IP in VNI (a static entry on its tunnel port, as bridge fdb add ... dst IP)'), vxlanFdbKw)
+    .action(async (mac: string, list: string[]) => {
+      const w = words(list, vxlanFdbKw);
+      const usage = 'vxlan fdb add MAC vni VNI dst IP';
+      await call('vxlan.fdb.add', { mac, vni: parseVni(need(w, 'vni', usage)), dst: need(w, 'dst', usage) });
+    });
+  const vxlanFdbDelKw: KeywordSpec = { values: { vni: { name: 'VNI' } }, flags: [] };
+  keywords(vxlanFdb.command('del').argument('<mac>').argument('<words...>').usage('MAC vni VNI').description('remove a static entry vxlan fdb add made'), vxlanFdbDelKw)
+    .action(async (mac: string, list: string[]) => {
+      const w = words(list, vxlanFdbDelKw);
+      await call('vxlan.fdb.del', { mac, vni: parseVni(need(w, 'vni', 'vxlan fdb del MAC vni VNI')) });
+    });
+
   program.command('monitor').addOption(json())
     .description('print the daemon\'s events as they happen (MACs learned/moved/aged, ports, leases, uplinks, reloads) until interrupted')
     .option('--stats', 'print the monitor clients the daemon serves and the events each missed, then exit')
@@ -627,8 +697,9 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
   dhcp.command('leases').addOption(opt('--network <name>', 'only this network', 'networks')).addOption(json()).description('leases and offers')
     .action(async (o: { network?: string }) => {
       print(await call('dhcp.leases', { network: o.network }), asJson(), (rows) => table(
-        ['network', 'ip', 'mac', 'state', 'hostname', 'expires in'],
-        rows.map((l: any) => [l.network, l.ip, l.mac, l.state, l.hostname || '-', `${l.expiresInSec}s`])));
+        // family last: the columns before it keep their places for scripts that read them.
+        ['network', 'ip', 'mac', 'state', 'hostname', 'expires in', 'family'],
+        rows.map((l: any) => [l.network, l.ip, l.mac || '-', l.state, l.hostname || '-', `${l.expiresInSec}s`, l.family])));
     });
   const reservation = dhcp.command('reservation').description('static DHCP reservations (MAC -> address), kept across restarts');
   completes(reservation.command('add').argument('<network>').argument('<mac>').argument('<ip>').option('--hostname <name>', 'sent as option 12')

@@ -237,6 +237,48 @@ describe('config: validation (one DHCP server per VLAN, uplinks, interface names
     expect(e).toMatch(/routers\.s\.networks\.c\.ipv6 .*VLAN 10 of bridge br0 already has IPv6 \(routers\.r\.networks\.a\)/);
   });
 
+  it('IPv6 on the uplink and NPTv6: the keys, and each mistake with its key path', () => {
+    const base = 'bridges:\n  br0: {}\nrouters:\n  r:\n';
+    const up = (ipv6: string): string => `    uplink: { interface: eth9, address: 198.51.100.2/24${ipv6 ? `, ipv6: ${ipv6}` : ''} }\n`;
+    const nets = (npt = '"2001:db8:130::/64"'): string => '    networks:\n'
+      + '      a: { bridge: br0, vlan: 10, address: 10.0.10.1/24, ipv6: { address: "2001:db8:10::1/64" } }\n'
+      + `      b: { bridge: br0, vlan: 30, address: 10.0.30.1/24, ipv6: { address: "fd00:30::1/64", npt: ${npt} } }\n`;
+    const c = parseConfig(base + up('{ address: "2001:db8:1::2/64", gateway: "fe80::1" }') + nets(), F);
+    expect(c.routers.r.uplink?.ipv6).toEqual({ address: '2001:db8:1::2/64', gateway: 'fe80::1', mtu: 1500 });
+    expect(c.routers.r.networks.b.ipv6?.npt).toBe('2001:db8:130::/64');
+    expect(parseConfig(base + up('{ address: slaac, mtu: 1400 }') + nets(), F).routers.r.uplink?.ipv6).toEqual({ address: 'slaac', mtu: 1400 });
+    expect(errorOf(base + up('{ address: "fe80::2/64" }') + nets())).toMatch(/routers\.r\.uplink\.ipv6\.address .*global unicast/);
+    expect(errorOf(base + up('{ address: dhcp }') + nets())).toMatch(/routers\.r\.uplink\.ipv6\.address .*"slaac" or an IPv6 address/);
+    expect(errorOf(base + up('{ address: slaac, gateway: "ff02::2" }') + nets())).toMatch(/uplink\.ipv6\.gateway .*unicast/);
+    expect(errorOf(base + up('{ address: slaac, mtu: 1000 }') + nets())).toMatch(/uplink\.ipv6\.mtu .*1280/);
+    expect(errorOf(base + up('') + nets())).toMatch(/routers\.r\.networks\.b\.ipv6\.npt .*needs uplink\.ipv6/);
+    expect(errorOf(base + up('{ address: slaac }') + nets('"2001:db8:130::/48"'))).toMatch(/ipv6\.npt .*\/64 prefix/);
+    expect(errorOf(base + up('{ address: slaac }') + nets('"2001:db8:10::/64"'))).toMatch(/ipv6\.npt .*inside prefix of network a/);
+    expect(errorOf(`${base}    uplink: { kind: host, ipv6: { address: slaac } }\n${nets()}`)).toMatch(/routers\.r\.uplink\.ipv6 .*kind: interface/);
+  });
+
+  it('DHCPv6 of a router network (ipv6.dhcpv6): every key, the defaults, and each mistake with its key path', () => {
+    const net = (ipv6: string): string =>
+      `bridges:\n  br0: {}\nrouters:\n  r:\n    networks:\n      n10: { bridge: br0, vlan: 10, address: 10.0.10.1/24, ipv6: ${ipv6} }\n`;
+    const c = parseConfig(net('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { pool: "fd00:10::100-fd00:10::1ff", leaseTime: 600, dns: ["fd00:10::53"], domains: [lab.example], '
+      + 'reservations: [{ mac: "52:54:00:00:00:01", ip: "fd00:10::50" }, { duid: "00:01:00:01:2c:5e:aa:bb:52:54:00:00:00:02", ip: "fd00:10::51" }], maxLeasesPerPort: 2 } }'), F);
+    expect(c.routers.r.networks.n10.ipv6?.dhcpv6).toEqual({
+      pool: 'fd00:10::100-fd00:10::1ff', leaseTime: 600, dns: ['fd00:10::53'], domains: ['lab.example'], maxLeasesPerPort: 2,
+      reservations: [{ mac: '52:54:00:00:00:01', ip: 'fd00:10::50' }, { duid: '00:01:00:01:2c:5e:aa:bb:52:54:00:00:00:02', ip: 'fd00:10::51' }],
+    });
+    // Modes dhcpv6 and both serve DHCPv6 without a section (the default pool).
+    parseConfig(net('{ address: "fd00:10::1/64", mode: both }'), F);
+    const bad = (ipv6: string): string => errorOf(net(ipv6));
+    expect(bad('{ address: "fd00:10::1/64", dhcpv6: {} }')).toMatch(/ipv6\.dhcpv6 .*mode slaac serves no DHCPv6/);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { pool: "fd00:10::100" } }')).toMatch(/ipv6\.dhcpv6\.pool .*range/);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { pool: "fd00:99::100-fd00:99::1ff" } }')).toMatch(/ipv6\.dhcpv6 .*not inside the network's \/64/);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { pool: "fd00:10::1:0:0-fd00:10::2:0:0" } }')).toMatch(/ipv6\.dhcpv6 .*first 96 bits/);
+    parseConfig(net('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { pool: "fd00:10::1:0-fd00:10::1:ffff" } }'), F);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { reservations: [{ ip: "fd00:10::50" }] } }')).toMatch(/reservations\.0 .*exactly one of duid and mac/);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { reservations: [{ mac: "52:54:00:00:00:01", ip: "fd00:10::1" }] } }')).toMatch(/ipv6\.dhcpv6 .*gateway/);
+    expect(bad('{ address: "fd00:10::1/64", mode: dhcpv6, dhcpv6: { leaseTime: 10 } }')).toMatch(/ipv6\.dhcpv6\.leaseTime/);
+  });
+
   it('refuses attaching a router\'s uplink interface to a bridge', () => {
     expect(errorOf('bridges:\n  br0:\n    ports:\n      eth1: { type: attach }\nrouters:\n  r0:\n    uplink: { interface: eth1, address: 192.0.2.2/24 }\n'
       + `    networks:\n${net('n1', 10, 1)}`)).toMatch(/bridges\.br0\.ports\.eth1 \(line 4\): is the uplink interface of router r0/);
@@ -269,5 +311,24 @@ describe('config: bond ports', () => {
     expect(errorOf(port('bond0: { type: bond, bond: { members: [eth1], lacpRate: medium } }'))).toMatch(/bond0\.bond\.lacpRate/);
     expect(errorOf('bridges:\n  br0:\n    ports:\n      eth1: { type: attach }\n      bond0: { type: bond, bond: { members: [eth1] } }\n'))
       .toMatch(/bond0\.bond\.members \(line 5\): eth1 is already a port or a member of bond/);
+  });
+});
+
+describe('config: vxlan', () => {
+  const base = 'bridges: { br0: {} }\nvxlan:\n  local: 192.0.2.1\n';
+  it('takes the VTEP with defaults (port 4789, ttl 64) and per-bridge VNIs', () => {
+    const c = parseConfig(`${base}  bridges:\n    br0:\n      - { vni: 100, vlan: 10, flood: [192.0.2.2], fdb: [{ mac: "02:00:00:00:00:01", dst: 192.0.2.3 }] }\n      - { vni: 16777215, vlan: 20 }\n`, F);
+    expect(c.vxlan).toMatchObject({ local: '192.0.2.1', port: 4789, ttl: 64 });
+    expect(c.vxlan!.bridges.br0.map((s) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, ['192.0.2.2']], [16777215, 20, []]]);
+  });
+
+  it('refuses a VNI or VLAN mapped twice, a VNI out of range, a bad address, an unknown bridge, the local address as a remote', () => {
+    expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 100, vlan: 10 }\n      - { vni: 100, vlan: 11 }\n`)).toMatch(/vxlan\.bridges\.br0\.1\.vni.*VNI 100 is already mapped/);
+    expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 100, vlan: 10 }\n      - { vni: 101, vlan: 10 }\n`)).toMatch(/vxlan\.bridges\.br0\.1\.vlan.*VLAN 10 is already mapped to VNI 100/);
+    expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 16777216, vlan: 10 }\n`)).toMatch(/vni.*must be 0-16777215/);
+    expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 1, vlan: 10, flood: [192.0.2.999] }\n`)).toMatch(/flood\.0.*IPv4 address/);
+    expect(errorOf(`${base}  bridges:\n    br9:\n      - { vni: 1, vlan: 10 }\n`)).toMatch(/vxlan\.bridges\.br9.*no bridge br9/);
+    expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 1, vlan: 10, flood: [192.0.2.1] }\n`)).toMatch(/is the local address/);
+    expect(errorOf('vxlan: { port: 4789 }\n')).toMatch(/vxlan\.local/);
   });
 });

@@ -6,9 +6,11 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
-import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6IsUnspecified, ip6Masked, LOOP_LIMITS, parseCidr6, parseIp4, parseIp6, parseMac, parseRate, parseSize, RATE_LIMITS } from '@vswitch/switch';
+import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6IsUnspecified, ip6Masked, LOOP_LIMITS, parseCidr6, parseIp4, parseIp6, parseMac, parseRate, parseReadQuantum, parseSize, RATE_LIMITS } from '@vswitch/switch';
 import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
+import { VxlanSchema } from './vxlan-config.js';
+import { checkDhcp6 } from './daemon/dhcp6.js';
 
 const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
 const Vid = z.number({ error: 'must be a VLAN ID (1-4094)' }).int('must be an integer VLAN ID').min(1, vidRange).max(4094, vidRange);
@@ -55,6 +57,14 @@ const EgressRate = z.strictObject({
   rate: Rate,
   burst: Size.optional(),
   pps: z.number().int().min(1).max(RATE_LIMITS.maxPps).optional(),
+});
+const ReadQuantum = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  try {
+    return parseReadQuantum(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
 });
 const HoldSec = z.number().int().min(LOOP_LIMITS.holdSecMin).max(LOOP_LIMITS.holdSecMax);
 
@@ -134,6 +144,8 @@ const BridgeSchema = z.strictObject({
     bpduRecovery: HoldSec.optional(),
   }).optional(),
   fdb: z.array(z.strictObject({ mac: Mac, port: IfName, vlan: Vid.optional() })).default([]),
+  /** Each port's share of a read-loop round: bytes or a size ("256kb"), "off" or 0 for no limit (README "Fair share"). */
+  readQuantum: ReadQuantum.optional(),
 });
 
 const Ip4 = z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 10.0.10.1');
@@ -169,13 +181,42 @@ const Ip6Gateway = z.string().superRefine((s, ctx) => {
   if (why !== undefined) ctx.addIssue({ code: 'custom', message: why });
 });
 const Lifetime = z.number().int('must be a whole number of seconds').min(0).max(0xffffffff, 'must be at most 4294967295 (infinity)');
+const Ip6Unicast = z.string().superRefine((s, ctx) => {
+  const a = parseIp6(s);
+  if (a === undefined) ctx.addIssue({ code: 'custom', message: 'must be an IPv6 address like fd00:10::53' });
+  else if (ip6IsMulticast(a, 0) || ip6IsUnspecified(a, 0)) ctx.addIssue({ code: 'custom', message: 'must be a unicast address' });
+});
+
+/**
+ * The DHCPv6 server of a network (nat/src/dhcp6/server.ts), in modes dhcpv6 and
+ * both (mode slaac serves no DHCPv6: its RA has neither M nor O). Keys follow the
+ * IPv4 `dhcp` section's; `pool` is one range whose ends share their first 96 bits
+ * (default <prefix>::1000-<prefix>::1fff); `dns`/`domains` default to the RA's
+ * rdnss/dnssl.
+ */
+const Dhcp6Schema = z.strictObject({
+  pool: z.string().regex(/^[0-9A-Fa-f:.]+-[0-9A-Fa-f:.]+$/, 'must be a range like fd00:10::100-fd00:10::1ff')
+    .refine((s) => s.split('-').every((a) => parseIp6(a) !== undefined), 'must be a range of IPv6 addresses like fd00:10::100-fd00:10::1ff').optional(),
+  leaseTime: z.number().int().min(60).max(31_536_000).default(3600),
+  dns: z.array(Ip6Unicast).max(8, 'at most 8 servers').optional(),
+  domains: z.array(z.string().refine((s) => dnsNames([s]) !== undefined, 'must be a domain name')).max(8, 'at most 8 domains').optional(),
+  /** By DUID (hex, colons allowed: the client's DUID as `vswitch dhcp leases` shows it) or by MAC (DUID-LL/LLT's, else the frame's). */
+  reservations: z.array(z.strictObject({
+    duid: z.string().regex(/^([0-9A-Fa-f]{2}:?){2,130}$/, 'must be a DUID in hex, like 00:01:00:01:2c:5e:...').optional(),
+    mac: Mac.optional(),
+    ip: Ip6Unicast,
+  }).refine((r) => (r.duid === undefined) !== (r.mac === undefined), 'needs exactly one of duid and mac')).default([]),
+  /** As the IPv4 `dhcp.maxLeasesPerPort`: absent, 4 on guarded ports and none elsewhere; 0: none. */
+  maxLeasesPerPort: z.number().int().min(0).max(65536).optional(),
+});
+
 const RA_DEFAULTS = { interval: 600, validLifetime: 86400, preferredLifetime: 14400, rdnss: [] as string[], dnssl: [] as string[] };
 
 /**
  * IPv6 of a router network (nd.ts in @vswitch/nat): the gateway's address in a
  * /64, the way guests configure theirs (`mode`: the RA's flags), and the Router
- * Advertisements. The RA's router lifetime is 0 while the router does not route
- * IPv6 (README "IPv6").
+ * Advertisements. The RA's router lifetime is 0 while the network routes nowhere
+ * (no interconnected IPv6 network, no uplink with IPv6; README "IPv6 routing").
  */
 const Ipv6Schema = z.strictObject({
   /** The gateway's address and the network's /64 prefix, like fd00:10::1/64; its link-local address comes from its MAC. */
@@ -188,7 +229,7 @@ const Ipv6Schema = z.strictObject({
     /** The prefix's valid and preferred lifetimes, seconds (4294967295: infinity). */
     validLifetime: Lifetime.default(86400),
     preferredLifetime: Lifetime.default(14400),
-    /** The MTU option (absent: none; guests keep their link's MTU). */
+    /** The MTU option (absent: none; guests keep their link's MTU); also the network's MTU for routed IPv6 (Packet Too Big; absent: 1500). */
     mtu: z.number().int().min(1280, 'must be at least 1280 (IPv6 minimum MTU)').max(65535).optional(),
     /** RDNSS (RFC 8106): DNS servers' IPv6 addresses; DNSSL: search domains. Their lifetime is 3 x interval. */
     rdnss: z.array(z.string().superRefine((s, ctx) => {
@@ -199,6 +240,33 @@ const Ipv6Schema = z.strictObject({
     dnssl: z.array(z.string().refine((s) => dnsNames([s]) !== undefined, 'must be a domain name')).max(8, 'at most 8 domains').default([]),
   }).refine((r) => r.preferredLifetime <= r.validLifetime, { path: ['preferredLifetime'], message: 'must not exceed validLifetime' })
     .default(RA_DEFAULTS),
+  /**
+   * NPTv6 (RFC 6296, npt6.ts in @vswitch/nat): the /64 this network appears as
+   * through the uplink (its ULA prefix translated, stateless); absent: routed as is.
+   */
+  npt: z.string().superRefine((s, ctx) => {
+    const c = parseCidr6(s);
+    if (c === undefined || c.prefix !== 64) ctx.addIssue({ code: 'custom', message: 'must be a /64 prefix, like 2001:db8:5:10::/64' });
+    else if (ip6IsMulticast(c.addr, 0) || ip6IsLinkLocal(c.addr, 0) || ip6IsUnspecified(c.addr, 0)) ctx.addIssue({ code: 'custom', message: 'must be a unicast prefix' });
+  }).optional(),
+  dhcpv6: Dhcp6Schema.optional(),
+});
+
+/**
+ * IPv6 on an interface uplink (uplink6.ts in @vswitch/nat): the router's own
+ * address on the uplink segment, static or "slaac" (from the segment's RAs), its
+ * default router (absent: the RAs' source) and the link's MTU (Packet Too Big).
+ */
+const Uplink6Schema = z.strictObject({
+  address: z.string().superRefine((s, ctx) => {
+    if (s === 'slaac') return;
+    const c = parseCidr6(s);
+    if (c === undefined) ctx.addIssue({ code: 'custom', message: 'must be "slaac" or an IPv6 address with its prefix length, like 2001:db8::2/64' });
+    else if (ip6IsMulticast(c.addr, 0) || ip6IsLinkLocal(c.addr, 0) || ip6IsUnspecified(c.addr, 0)) ctx.addIssue({ code: 'custom', message: 'must be a global unicast address' });
+  }),
+  gateway: z.string().refine((s) => { const a = parseIp6(s); return a !== undefined && !ip6IsMulticast(a, 0) && !ip6IsUnspecified(a, 0); },
+    'must be an IPv6 unicast address (link-local fe80:: or global)').optional(),
+  mtu: z.number().int().min(1280, 'must be at least 1280 (IPv6 minimum MTU)').max(65535).default(1500),
 });
 
 const RouterNetworkSchema = z.strictObject({
@@ -250,6 +318,8 @@ const RouterSchema = z.strictObject({
     listen: z.string().refine((s) => parseIp4(s) >= 0 || parseIp6(s) !== undefined, 'must be an IPv4 or IPv6 address like 0.0.0.0 or ::').optional(),
     gateway: Ip4.optional(),
     mac: Mac.optional(),
+    /** kind interface: IPv6 on the uplink (routed; NPTv6 for networks with ipv6.npt). */
+    ipv6: Uplink6Schema.optional(),
     /** address: dhcp only: the hostname sent to the DHCP server (option 12). */
     hostname: z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/, 'must be a hostname label: letters, digits and -, at most 63').optional(),
   }).optional(),
@@ -331,6 +401,8 @@ export const ConfigSchema = z.strictObject({
   }).default({ level: 'info' }),
   bridges: z.record(BridgeName, BridgeSchema).default({}),
   routers: z.record(BridgeName, RouterSchema).default({}),
+  /** The daemon as a VXLAN tunnel endpoint (vxlan-config.ts). */
+  vxlan: VxlanSchema.optional(),
 }).superRefine((cfg, ctx) => {
   const owner = new Map<string, string>();
   const socketPaths = new Map<string, string>();
@@ -404,6 +476,12 @@ export const ConfigSchema = z.strictObject({
       const other = raSource.get(key);
       if (other !== undefined) issue(at, `VLAN ${n.vlan} of bridge ${n.bridge} already has IPv6 (${other}); one router advertises per VLAN`);
       else raSource.set(key, `routers.${rname}.networks.${nname}`);
+      if (n.ipv6!.dhcpv6 !== undefined && n.ipv6!.mode === 'slaac') {
+        issue([...at, 'dhcpv6'], 'mode slaac serves no DHCPv6 (its RA has neither M nor O): set mode dhcpv6 or both');
+      } else if (n.ipv6!.mode !== 'slaac') {
+        const why = checkDhcp6(nname, n.ipv6!);
+        if (why !== undefined) issue([...at, 'dhcpv6'], why);
+      }
       const p = formatIp6(ip6Masked(c.addr, c.prefix));
       const dup = prefixes.get(p);
       if (dup !== undefined) issue([...at, 'address'], `prefix ${p}/64 is already ${dup}'s`);
@@ -463,6 +541,22 @@ export const ConfigSchema = z.strictObject({
         if (r.uplink[k] !== undefined) issue([...up, k], 'is for kind: host');
       }
     }
+    // IPv6 routing to the uplink (route6.ts): an interface uplink's own IPv6; NPTv6 prefixes need it and must not collide.
+    if (r.uplink?.kind === 'host' && r.uplink.ipv6 !== undefined) issue([...up, 'ipv6'], 'is for kind: interface (an address of the router\'s own on the uplink segment; a host uplink carries IPv6 as the host\'s own sockets, without it)');
+    const outside = new Map<string, string>();
+    for (const [nname, n] of Object.entries(r.networks)) {
+      if (n.ipv6?.npt === undefined) continue;
+      const at = ['routers', rname, 'networks', nname, 'ipv6', 'npt'];
+      if (r.uplink?.kind === 'host' || r.uplink?.ipv6 === undefined) issue(at, 'needs uplink.ipv6 (NPTv6 translates to the uplink)');
+      const p = parseCidr6(n.ipv6.npt);
+      if (p === undefined) continue;
+      const key = formatIp6(ip6Masked(p.addr, 64));
+      const inside = Object.entries(r.networks).find(([, o]) => o.ipv6 !== undefined && parseCidr6(o.ipv6.address) !== undefined &&
+        formatIp6(ip6Masked(parseCidr6(o.ipv6.address)!.addr, 64)) === key);
+      if (inside !== undefined) issue(at, `is the inside prefix of network ${inside[0]}`);
+      else if (outside.has(key)) issue(at, `is already network ${outside.get(key)}'s outside prefix`);
+      outside.set(key, nname);
+    }
     if (r.uplink?.address === 'dhcp' && r.uplink.gateway !== undefined) {
       issue(['routers', rname, 'uplink', 'gateway'], 'with address: dhcp the gateway comes from the DHCP server (option 3); remove it');
     }
@@ -483,6 +577,9 @@ export const ConfigSchema = z.strictObject({
       const ip = parseIp4(f.to.split(':')[0]);
       if (ip < 0 || !subnets.some(([, net, p]) => maskOf(ip, p) === net)) issue(['routers', rname, 'forwards', i, 'to'], 'must be an address inside one of the router\'s networks');
     });
+  }
+  for (const bname of Object.keys(cfg.vxlan?.bridges ?? {})) {
+    if (!(bname in cfg.bridges)) ctx.addIssue({ code: 'custom', path: ['vxlan', 'bridges', bname], message: `no bridge ${bname} in bridges` });
   }
 });
 

@@ -23,15 +23,19 @@
  *
  * The RA: the mode's flags (slaac: prefix A set, M/O clear; dhcpv6: M/O set, A
  * clear; both: M, O and A), the prefix on-link with its lifetimes, the MTU, RDNSS
- * and DNSSL when configured, our MAC as SLLA. Router Lifetime is 0 unless the
- * network routes IPv6 out (`host.routes()`, e.g. a host uplink's IPv6 NAT): a
+ * and DNSSL when configured, our MAC as SLLA. Router Lifetime (`routerLifetime`)
+ * is set by the router (route6.ts): non-zero when the network has somewhere to
+ * route to (an interconnected IPv6 network, an uplink with IPv6), else 0: a
  * default router that drops everything would break a dual-stack guest's IPv6
- * (and its Happy Eyeballs) where no router at all leaves it on IPv4. Without a
- * route guests get an address on the link, reach each other and the gateway,
- * and keep their default route elsewhere (or none); with one, the lifetime is
- * 3 x the interval (RFC 4861's default) and they install a default route. `stop` sends a last RA with every lifetime 0
+ * (and its Happy Eyeballs) where no router at all leaves it on IPv4. So such
+ * guests get an address on the link, reach each other and the gateway, and keep
+ * their default route elsewhere (or none). `stop` sends a last RA with every lifetime 0
  * (router, prefix, RDNSS, DNSSL; RFC 4861 6.2.5): the prefix is deprecated and
  * the DNS options withdrawn when the network goes away or the daemon stops.
+ *
+ * Neighbours: an NS with a source link-layer address and an NA with a target
+ * link-layer address (answers to the router's own NS, route6.ts) tell
+ * `onNeighbour` where that address lives (the router's neighbour cache, neigh6.ts).
  *
  * Frames built here go out through `emit` into the bridge; everything is
  * written into one preallocated buffer (the RA is rebuilt in it each time: its
@@ -60,8 +64,10 @@ export interface Ipv6Options {
   /** Prefix lifetimes in seconds (0xffffffff: infinity). */
   validLifetime: number;
   preferredLifetime: number;
-  /** The MTU option; absent: none. */
+  /** The MTU option; absent: none. It is also the network's MTU for routed IPv6 (route6.ts: Packet Too Big). */
   mtu?: number;
+  /** The outside /64 (16 bytes) the network appears as through the uplink (NPTv6, npt6.ts); absent: routed as is. */
+  npt?: Uint8Array;
   /** RDNSS addresses (16 bytes each) and DNSSL domains; empty: no option. */
   rdnss: Uint8Array[];
   dnssl: string[];
@@ -76,8 +82,6 @@ export interface Nd6Host {
   emit(buf: Uint8Array, off: number, len: number): void;
   /** Takes a token of `kind` (LIMIT) for the port `srcMac` came from; false: drop (counted by the network). */
   limit(kind: number, srcMac: number): boolean;
-  /** Is there an IPv6 route out of the network (the RAs then carry a router lifetime)? Absent: no. */
-  routes?(): boolean;
 }
 
 export interface Nd6Counters {
@@ -88,7 +92,9 @@ export interface Nd6Counters {
   /** NS for one of our addresses answered (DAD defence included). */
   nsAnswered: number;
   echoReplies: number;
-  /** Not for us (another target, a multicast group we are not in, routed IPv6: not yet). */
+  /** Neighbor Advertisements to us (answers to the router's NS, route6.ts), valid. */
+  naReceived: number;
+  /** Not for us (another target, a multicast group we are not in, a message type the gateway does not serve). */
   ignored: number;
   /** Failed a check (header, extension chain, ND validity, checksum). */
   malformed: number;
@@ -108,7 +114,7 @@ const ALL_ROUTERS = Uint8Array.of(0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 const ALL_NODES_MAC = 0x333300000001;
 
 export class Nd6 {
-  readonly counters: Nd6Counters = { rxFrames: 0, raSent: 0, rsReceived: 0, nsAnswered: 0, echoReplies: 0, ignored: 0, malformed: 0 };
+  readonly counters: Nd6Counters = { rxFrames: 0, raSent: 0, rsReceived: 0, nsAnswered: 0, echoReplies: 0, naReceived: 0, ignored: 0, malformed: 0 };
   readonly linkLocal: Uint8Array;
   readonly address: Uint8Array;
   readonly prefix: Uint8Array;
@@ -124,6 +130,10 @@ export class Nd6 {
   /** Scheduling of the RA timer (the network arms it); tests drive `poll` themselves. */
   onSchedule: ((at: number) => void) | undefined;
   readonly #random: () => number;
+  /** The RA's Router Lifetime, seconds (route6.ts decides; 0: not a default router). */
+  routerLifetime = 0;
+  /** A neighbour's address f[a, a+16) is at `mac` (from an NS's SLLA or an NA's TLLA). */
+  onNeighbour: ((f: Uint8Array, a: number, mac: number) => void) | undefined;
 
   constructor(readonly host: Nd6Host, readonly opts: Ipv6Options, random: () => number = Math.random) {
     this.linkLocal = linkLocalFromMac(host.mac);
@@ -166,6 +176,15 @@ export class Nd6 {
       else if (this.host.limit(LIMIT.icmp, srcMac(f, 0))) this.#echoReply(f, ip, u.off, u.len);
       return;
     }
+    if (type === ICMP6_TYPE.NEIGHBOR_ADVERT) {
+      if (checkNd(f, ip, u.off, u.len) !== NDP_OK) {
+        this.counters.malformed++;
+        return;
+      }
+      this.counters.naReceived++;
+      this.#learn(f, ndTarget(u.off), u.off, u.len, NDOPT.TLLA);
+      return;
+    }
     if (type !== ICMP6_TYPE.NEIGHBOR_SOLICIT && type !== ICMP6_TYPE.ROUTER_SOLICIT) {
       this.counters.ignored++;
       return;
@@ -182,6 +201,7 @@ export class Nd6 {
         return;
       }
       if (!this.host.limit(LIMIT.nd, srcMac(f, 0))) return;
+      if (!ip6IsUnspecified(f, ip + IP6.SRC)) this.#learn(f, ip + IP6.SRC, u.off, u.len, NDOPT.SLLA);
       this.#neighborAdvert(f, ip, u.off, u.len, ours);
       return;
     }
@@ -192,6 +212,19 @@ export class Nd6 {
     const now = this.host.clock();
     const at = Math.max(now + this.#random() * MAX_RA_DELAY_MS, this.#lastMulticastRa + MIN_DELAY_BETWEEN_RAS_MS);
     if (at < this.nextRaAt) this.#schedule(at);
+  }
+
+  /** Tells onNeighbour that f[a, a+16) is at the link-layer address of option `opt` of the ND message at f[l4, l4+n), if it has one. */
+  #learn(f: Uint8Array, a: number, l4: number, n: number, opt: number): void {
+    if (this.onNeighbour === undefined || ip6IsMulticast(f, a)) return;
+    const p = ndOption(f, l4, n, opt);
+    const mac = p >= 0 ? ndOptLla(f, p) : -1;
+    if (mac >= 0) this.onNeighbour(f, a, mac);
+  }
+
+  /** f[a, a+16) is one of the gateway's two addresses. */
+  isOurs(f: Uint8Array, a: number): boolean {
+    return ip6Equal(f, a, this.linkLocal, 0) || ip6Equal(f, a, this.address, 0);
   }
 
   /** All-nodes, all-routers, or the solicited-node group of one of our addresses. */
@@ -206,6 +239,17 @@ export class Nd6 {
     this.#started = true;
     this.#initialLeft = MAX_INITIAL_RAS;
     this.#schedule(this.host.clock());
+  }
+
+  /**
+   * What the RA says changed (the router lifetime): advertise it now and, as at
+   * start, a few more soon (RFC 4861 6.2.4), if advertising at all.
+   */
+  changed(): void {
+    if (!this.#started || this.#stopped) return;
+    this.#initialLeft = MAX_INITIAL_RAS;
+    const at = Math.max(this.host.clock(), this.#lastMulticastRa + MIN_DELAY_BETWEEN_RAS_MS);
+    if (at < this.nextRaAt) this.#schedule(at);
   }
 
   /** Sends the RA if one is due at `now`; returns when the next is due (Infinity: none). */
@@ -247,8 +291,7 @@ export class Nd6 {
     const ip = ETH_HLEN;
     const l4 = ip + IP6_HLEN;
     const managed = o.mode !== 'slaac';
-    const lifetime = final || this.host.routes?.() !== true ? 0 : this.routerLifetime;
-    let n = writeRa(b, l4, HOP_LIMIT, managed ? ND_RA_FLAG.MANAGED | ND_RA_FLAG.OTHER : 0, lifetime, 0, 0);
+    let n = writeRa(b, l4, HOP_LIMIT, managed ? ND_RA_FLAG.MANAGED | ND_RA_FLAG.OTHER : 0, final ? 0 : this.routerLifetime, 0, 0);
     n += writeOptLla(b, l4 + n, NDOPT.SLLA, this.host.mac);
     if (o.mtu !== undefined) n += writeOptMtu(b, l4 + n, o.mtu);
     const flags = ND_PREFIX_FLAG.ON_LINK | (o.mode !== 'dhcpv6' ? ND_PREFIX_FLAG.AUTONOMOUS : 0);
@@ -261,11 +304,6 @@ export class Nd6 {
     writeIcmp6Checksum(b, ip, l4, n);
     this.counters.raSent++;
     this.host.emit(b, 0, l4 + n);
-  }
-
-  /** Router Lifetime when the network routes IPv6: 3 x MaxRtrAdvInterval, at most 9000 s (RFC 4861 6.2.1). */
-  get routerLifetime(): number {
-    return Math.min(9000, this.opts.intervalSec * 3);
   }
 
   get dnsLifetime(): number {
@@ -321,7 +359,7 @@ export class Nd6 {
       address: `${formatIp6(this.address)}/${this.opts.prefixLen}`,
       prefix: `${formatIp6(this.prefix)}/${this.opts.prefixLen}`,
       mode: this.opts.mode,
-      routerLifetime: this.host.routes?.() === true ? this.routerLifetime : 0,
+      routerLifetime: this.routerLifetime,
       raInterval: this.opts.intervalSec,
       ...(this.opts.mtu !== undefined ? { mtu: this.opts.mtu } : {}),
       rdnss: this.opts.rdnss.map((a) => formatIp6(a)),

@@ -11,7 +11,10 @@
  *   except ACKs, which it hands back (`deliver`) once their lease is on disk;
  * - IPv4 to elsewhere: handed to the router (`route`), which decides between
  *   another network, NAPT to the uplink, or an ICMP error.
- * - IPv6 (with `ipv6` in its options): to nd.ts, the gateway's IPv6 side (its
+ * - IPv6 to the gateway's MAC for another address: to the router's IPv6
+ *   forwarding (`route6`, route6.ts), with its virtio_net_hdr;
+ * - IPv6 (with `ipv6` in its options): DHCPv6 client messages to the DHCPv6
+ *   server (`dhcp6`, dhcp6/port.ts picks them out), the rest to nd.ts, the gateway's IPv6 side (its
  *   link-local and prefix addresses, Neighbor Discovery, echo, Router
  *   Advertisements); IPv6 group frames (33:33:...) reach it too, it picks its own.
  * Everything else is ignored and counted. When its router starts, the gateway
@@ -21,7 +24,8 @@
  *
  * UDP to the gateway's port 53 goes to the router's DNS server (`dns`, dns/gateway.ts)
  * when it has one, which answers the network's own names and forwards the rest (or
- * hands them to `local`, the host NAT's forwarder).
+ * hands them to `local`, the host NAT's forwarder). The same for UDP and TCP to
+ * port 53 of the gateway's IPv6 addresses, taken before route6 and nd.ts see them.
  *
  * What the gateway does itself on a VM's behalf (ARP for it, echo replies, DHCP,
  * DNS, and the ICMP errors router.ts sends) spends a
@@ -48,7 +52,7 @@ import {
   ARP_REPLY, ARP_REQUEST, ETH_HLEN, formatIp6, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
   TCP_FLAG, arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, dstMac, etherType, formatIp4,
   formatMac, icmpType, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4TotalLen, isGroupAt, srcMac, tcpFlags, udpDport,
-  udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork, IP6, IP6_HLEN, IPV6_OK, checkIpv6, ip6Equal, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast,
+  udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork, IP6, IP6_HLEN, IPV6_OK, checkIpv6, ip6Equal,
   ip6PayloadLen,
 } from '@vswitch/switch';
 import { ArpCache } from './arp-cache.js';
@@ -58,6 +62,8 @@ import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetComplete, vnetPrepare } from './
 import type { DhcpContext, DhcpPorts, DhcpReply, DhcpServer } from './dhcp/server.js';
 import { LIMIT, RateLimiter, type RateLimitEvent, type RateLimits } from './limits.js';
 import { Nd6, type Ipv6Options } from './nd.js';
+import { Dhcp6Port } from './dhcp6/port.js';
+import type { Dhcp6Server } from './dhcp6/server.js';
 
 /** At most one log line per this many ms about failing lease-file writes (the rest are counted in it). */
 export const STORE_WARN_INTERVAL_MS = 10_000;
@@ -92,6 +98,11 @@ export interface NetworkOptions {
   limits?: Partial<RateLimits>;
   /** The gateway's IPv6 side (nd.ts); absent: IPv6 frames are ignored. */
   ipv6?: Ipv6Options;
+  /** The DHCPv6 server (with `ipv6` only); its leases are bound through `onLease6`. */
+  dhcp6?: Dhcp6Server;
+  /** As `ports`, for the DHCPv6 server: guarded by the IPv6 guards (default: `ports`). */
+  ports6?: DhcpPorts;
+  onLease6?: (port: string, mac: number, address: Uint8Array, expiresAt: number) => void;
 }
 
 export type NetworkEvent =
@@ -154,14 +165,14 @@ export class RouterNetwork implements PortIo {
    */
   dns: ((net: RouterNetwork, f: Uint8Array, l4: number, udpLen: number) => boolean) | undefined;
   /**
-   * IPv6 from a VM to off its link (not a gateway address, not in the network's
-   * prefix, not multicast nor link-local), with `ipv6` configured: the router's
-   * IPv6 way out (the host NAT, host/nat.ts). Unset: ignored, and the RAs say
-   * router lifetime 0 (nd.ts asks `routes`).
+   * IPv6 to the gateway's MAC (route6.ts): true when it forwarded (or refused) the
+   * packet; false leaves it to nd.ts (one of the gateway's addresses, not routable).
    */
-  route6: RouteFn | undefined;
+  route6: ((from: RouterNetwork, buf: Uint8Array, ipOff: number, len: number, vnet: boolean) => boolean) | undefined;
   /** The gateway's IPv6 side, when the network has IPv6. */
   readonly nd: Nd6 | undefined;
+  /** The DHCPv6 server's link to this network, when it has one. */
+  readonly dhcp6: Dhcp6Port | undefined;
   #raTimer: NodeJS.Timeout | undefined;
 
   #rx: PortRx | undefined;
@@ -193,10 +204,19 @@ export class RouterNetwork implements PortIo {
         clock: opts.clock,
         emit: (buf, off, len) => this.emit(buf, off, len),
         limit: (kind, mac) => this.limit(kind, mac),
-        routes: () => this.route6 !== undefined,
       }, opts.ipv6);
       nd.onSchedule = (at) => this.#armRa(at);
       this.nd = nd;
+      if (opts.dhcp6 !== undefined) {
+        this.dhcp6 = new Dhcp6Port({
+          mac: opts.mac, linkLocal: nd.linkLocal, ports: opts.ports6 ?? opts.ports,
+          emit: (buf, off, len) => this.emit(buf, off, len),
+          limit: (kind, mac) => this.limit(kind, mac),
+          portOfMac: (mac) => this.portOfMac(mac),
+          wallClock: () => (this.opts.wallClock ?? Date.now)(),
+          onLease: (port, mac, address, expiresAt) => this.opts.onLease6?.(port, mac, address, expiresAt),
+        }, opts.dhcp6);
+      }
     }
   }
 
@@ -389,14 +409,16 @@ export class RouterNetwork implements PortIo {
       return;
     }
     if (type === ETHERTYPE.IPV6) {
+      // DNS to the gateway's IPv6 addresses first (route6 leaves the gateway's own addresses to nd.ts anyway).
       if (this.nd !== undefined && !isGroupAt(f, 0) && this.#dns6(f, len, vnet)) return;
-      if (this.route6 !== undefined && !isGroupAt(f, 0) && this.#offLink6(f, len)) {
-        this.counters.routed++;
-        this.#hand(this.route6, f, ETH_HLEN, IP6_HLEN + ip6PayloadLen(f, ETH_HLEN), vnet);
-        return;
+      // To our MAC for an address not ours: the router's IPv6 forwarding (route6.ts) takes it, header and all.
+      if (this.route6 !== undefined && !isGroupAt(f, 0) && this.route6(this, this.#in, IN_OFF + ETH_HLEN, len - ETH_HLEN, vnet)) return;
+      // GSO frames are TCP/UDP bulk, which the gateway does not serve over IPv6. A
+      // checksum-partial one may be DHCPv6 (a client's UDP socket on a TAP): complete it first.
+      if (this.nd !== undefined && !(vnet && vnetGso(this.#in, IN_OFF - VNET_HDR_LEN))) {
+        if (vnet && !this.#completeLocal(len >= ETH_HLEN + IP6_HLEN ? Math.min(len, ETH_HLEN + IP6_HLEN + ip6PayloadLen(f, ETH_HLEN)) : len)) return;
+        if (this.dhcp6 === undefined || !this.dhcp6.input(f, len)) this.nd.input(f, len);
       }
-      // Offloaded frames (GSO, partial checksums) are TCP/UDP, which the gateway does not serve over IPv6.
-      if (this.nd !== undefined && !vnet) this.nd.input(f, len);
       else this.counters.ignored++;
       return;
     }
@@ -507,15 +529,6 @@ export class RouterNetwork implements PortIo {
     if (this.local !== undefined) this.#hand(this.local, f, ip, IP6_HLEN + l4len, vnet);
     else this.counters.ignored++;
     return true;
-  }
-
-  /** An IPv6 packet to our MAC for an address off the link (see route6). */
-  #offLink6(f: Uint8Array, len: number): boolean {
-    const nd = this.nd;
-    const ip = ETH_HLEN;
-    const dst = ip + IP6.DST;
-    return nd !== undefined && checkIpv6(f, ip, len - ip) === IPV6_OK && !ip6IsMulticast(f, dst) && !ip6IsLinkLocal(f, dst) &&
-      !ip6InPrefix(f, dst, nd.prefix, 0, nd.opts.prefixLen);
   }
 
   /**

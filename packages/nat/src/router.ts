@@ -27,6 +27,12 @@
  * the router answers itself (echo replies, ICMP errors, which quote only the
  * header and 8 bytes that are there) is complete.
  *
+ * IPv6 is route6.ts's (the same interconnect rules, the uplink's IPv6 side,
+ * hop limit, Packet Too Big); the router hands it its networks and tells each
+ * network's RAs the router lifetime route6 decides. With a host uplink, route6's
+ * way out is the host NAT (`route6.host`), whose IPv6 answers come back through
+ * `toVm6` to the VM's network.
+ *
  * One timer (1 s) drives NAPT expiry, DHCP lease expiry, re-attaching an
  * uplink whose interface is missing or was lost, and the uplink's own DHCP client
  * (whose address becomes NAPT's public address when bound, 0 when lost).
@@ -41,6 +47,8 @@ import type { NaptTableOptions } from './napt/table.js';
 import { Uplink, type UplinkEvent, type UplinkOptions } from './uplink.js';
 import { HostNat, type HostNatOptions } from './host/nat.js';
 import { LIMIT, type RateLimits } from './limits.js';
+import { Route6 } from './route6.js';
+import { Uplink6, type Uplink6Options } from './uplink6.js';
 
 export interface RouterOptions {
   name: string;
@@ -49,6 +57,8 @@ export interface RouterOptions {
   /** Wall-clock ms (DHCP leases). */
   wallClock?: () => number;
   uplink?: Omit<UplinkOptions, 'clock' | 'wallClock'>;
+  /** IPv6 on the uplink (uplink6.ts): routed, and NPTv6 for networks with `ipv6.npt`. Needs `uplink`. */
+  uplink6?: Omit<Uplink6Options, 'clock' | 'mac'>;
   /**
    * NAT through the host's own address (host/nat.ts) instead of an uplink
    * interface: flows leave as sockets of the host. `mtu`: the networks' MTU (1500).
@@ -93,6 +103,8 @@ export class Router {
     toHost: 0, fromHost: 0,
   };
   readonly host: HostNat | undefined;
+  /** IPv6 forwarding (route6.ts). */
+  readonly route6: Route6;
   readonly #pairs = new Set<string>();
   readonly #icmp = Buffer.alloc(600);
   #eventBudget = ROUTER_EVENT_BUDGET_PER_SEC;
@@ -104,6 +116,7 @@ export class Router {
       this.#pairs.add(`${a}\0${b}`);
       this.#pairs.add(`${b}\0${a}`);
     }
+    this.route6 = new Route6(opts.clock, (a, b) => this.#pairs.has(`${a}\0${b}`));
     if (opts.uplink) {
       this.uplink = new Uplink({ ...opts.uplink, clock: opts.clock, wallClock: opts.wallClock });
       // With DHCP the uplink has no address yet (0: NAPT counts no_public_address until it is bound).
@@ -112,6 +125,14 @@ export class Router {
       this.uplink.onIp = (buf, ipOff, ipLen, vnet) => this.#fromUplink(buf, ipOff, ipLen, vnet);
       this.uplink.onAddress = (ip) => { napt.publicIp = ip; };
       this.uplink.onEvent = (e) => this.#event(e);
+      if (opts.uplink6 !== undefined) {
+        const uplink = this.uplink;
+        const up6 = new Uplink6({ ...opts.uplink6, mac: opts.uplink.mac, clock: opts.clock }, (b, o, l, v) => uplink.sendFrame(b, o, l, v));
+        up6.onForward = (buf, ipOff, ipLen, vnet) => this.route6.fromUplink(buf, ipOff, ipLen, vnet);
+        up6.onReady = () => this.updateRouterLifetimes();
+        uplink.ipv6 = up6;
+        this.route6.uplink = up6;
+      }
     } else if (opts.host) {
       const { mtu = 1500, ...host } = opts.host;
       this.host = new HostNat({
@@ -137,7 +158,9 @@ export class Router {
             return;
           }
           this.counters.fromHost++;
-          net.sendIp6(buf, ipOff, ipLen, mac, vnet);
+          // The neighbour cache (fed by ND) knows where the address lives now; else where it last sent from.
+          const known = this.route6.cacheOf(net)?.lookup(buf, ipOff + IP6.DST) ?? -1;
+          net.sendIp6(buf, ipOff, ipLen, known >= 0 ? known : mac, vnet);
         },
       }, (buf, ipOff, ipLen, vnet) => {
         const dst = ip4Dst(buf, ipOff);
@@ -149,6 +172,12 @@ export class Router {
         this.counters.fromHost++;
         net.sendIp(buf, ipOff, ipLen, dst, vnet);
       });
+      // The host NAT is the IPv6 way out too: off-link IPv6 with no other route leaves as the host's sockets.
+      const hostNat = this.host;
+      this.route6.host = (from, buf, ipOff, ipLen, partial) => {
+        this.counters.toHost++;
+        hostNat.fromVm(buf, ipOff, ipLen, partial, from);
+      };
     }
   }
 
@@ -161,12 +190,19 @@ export class Router {
     net.route = (from, buf, ipOff, ipLen, vnet) => this.#route(from, buf, ipOff, ipLen, vnet);
     const host = this.host;
     if (host !== undefined) net.local = (from, buf, ipOff, ipLen, vnet) => host.fromVm(buf, ipOff, ipLen, vnet, from);
-    // IPv6 off the link leaves through the host NAT (which makes the RAs announce a default router).
-    if (host !== undefined && net.nd !== undefined) {
-      net.route6 = (from, buf, ipOff, ipLen, vnet) => {
-        this.counters.toHost++;
-        host.fromVm(buf, ipOff, ipLen, vnet, from);
-      };
+    this.route6.addNetwork(net);
+    this.updateRouterLifetimes();
+  }
+
+  /** Each IPv6 network's RA router lifetime, as route6 decides; a change is advertised at once (nd.ts changed). */
+  updateRouterLifetimes(): void {
+    for (const n of this.networks.values()) {
+      const nd = n.nd;
+      if (nd === undefined) continue;
+      const life = this.route6.routerLifetime(n);
+      if (life === nd.routerLifetime) continue;
+      nd.routerLifetime = life;
+      nd.changed();
     }
   }
 
@@ -192,12 +228,13 @@ export class Router {
   /** Expiry of NAPT sessions and DHCP leases; called every second. */
   tick(): void {
     this.uplink?.tick();
+    this.uplink?.ipv6?.tick();
     this.napt?.table.expire(this.opts.clock());
     this.host?.tick(this.opts.clock());
     for (const net of this.networks.values()) net.limiter.tick(this.opts.clock());
     const wall = (this.opts.wallClock ?? Date.now)();
     for (const net of this.networks.values()) {
-      const n = net.opts.dhcp?.expire(wall) ?? 0;
+      const n = (net.opts.dhcp?.expire(wall) ?? 0) + (net.opts.dhcp6?.expire(wall) ?? 0);
       if (n > 0) this.#event({ event: 'dhcp_expired', network: net.name, count: n });
     }
     if (this.#suppressed > 0) this.opts.onEvent?.({ event: 'events_suppressed', count: this.#suppressed });
@@ -340,6 +377,7 @@ export class Router {
       uplink: this.uplink?.describe(),
       networks: [...this.networks.values()].map((n) => ({ name: n.name, ...n.describe() })),
       publicAddress: this.uplink ? (this.uplink.ip ? formatIp4(this.uplink.ip) : '') : undefined,
+      ipv6: this.route6.describe(),
       limits: this.limits,
     };
   }

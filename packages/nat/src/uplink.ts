@@ -17,6 +17,10 @@
  * (sendVnet), so a VM's super-frame leaves as one and the kernel segments it, if
  * at all, for the NIC.
  *
+ * IPv6 frames (to its MAC, or to an IPv6 group: 33:33:...) go to `ipv6`, the
+ * uplink's IPv6 side (uplink6.ts), when the router has one; it sends through
+ * `sendFrame`.
+ *
  * The interface need not exist when the daemon starts, and may vanish and come
  * back (a NIC reset, a veth recreated): `poll()`, called every second by the
  * router, attaches whenever it is there and not yet attached; the uplink is
@@ -48,6 +52,7 @@ import { arpFrame, udpFrame, writeEth } from './frames.js';
 import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetPrepare } from './vnet.js';
 import { DhcpClient, type DhcpClientAction, type DhcpClientLease, type DhcpClientOptions } from './dhcp/client.js';
 import { parseDhcp } from './dhcp/wire.js';
+import type { Uplink6 } from './uplink6.js';
 
 /** The uplink's own DHCP client. */
 export interface UplinkDhcpOptions {
@@ -125,6 +130,8 @@ export class Uplink {
   /** The address changed (DHCP bound, renewed to another, or lost: 0). */
   onAddress: (ip: number) => void = () => {};
   onEvent: (e: UplinkEvent) => void = () => {};
+  /** The uplink's IPv6 side (uplink6.ts), when the router has IPv6 on its uplink. */
+  ipv6: Uplink6 | undefined;
   #io: AttachIo | undefined;
   readonly #out = Buffer.alloc(128);
   readonly #dhcpOut = Buffer.alloc(1600);
@@ -192,6 +199,7 @@ export class Uplink {
     this.downReason = '';
     this.attaches++;
     this.announce();
+    this.ipv6?.solicitRouter();
     if (this.dhcp) this.#dhcpRun(this.dhcp.linkUp(this.#wall()));
     return true;
   }
@@ -221,6 +229,7 @@ export class Uplink {
       gateway: this.#gateway ? formatIp4(this.#gateway) : '', state: this.up ? 'up' : `down (${this.downReason})`,
       addressSource: this.dhcp ? 'dhcp' : 'static',
       ...(this.dhcp ? { dhcp: this.dhcp.describe(this.#wall()) } : {}),
+      counters: { ...this.counters },
     };
   }
 
@@ -249,6 +258,12 @@ export class Uplink {
     else this.#send(buf, frameOff, ETH_HLEN + ipLen);
   }
 
+  /** A whole frame out of the uplink (uplink6.ts); with `vnet` its virtio_net_hdr before it. */
+  sendFrame(buf: Uint8Array, off: number, len: number, vnet: boolean): void {
+    if (vnet) this.#sendVnet(buf, off, len);
+    else this.#send(buf, off, len);
+  }
+
   #send(buf: Uint8Array, off: number, len: number): void {
     const io = this.#io;
     if (io === undefined) return;
@@ -271,9 +286,13 @@ export class Uplink {
       this.counters.malformed++;
       return;
     }
+    const type = etherType(buf, off);
+    if (type === 0x86dd && this.ipv6 !== undefined) {
+      this.ipv6.input(buf, off, len, hdr);
+      return;
+    }
     const dst = dstMac(buf, off);
     if (dst !== this.opts.mac && dst !== MAC_BROADCAST) return; // promiscuous socket: others' traffic
-    const type = etherType(buf, off);
     if (type === 0x0806) this.#onArp(buf, off + ETH_HLEN, len - ETH_HLEN);
     else if (type === 0x0800 && (dst === this.opts.mac || this.dhcp !== undefined)) {
       const ip = off + ETH_HLEN;

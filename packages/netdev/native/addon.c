@@ -13,8 +13,9 @@
  * - One ring per environment: the JS callback consumes a batch synchronously
  *   before the next read, so one arena serves every handle and idle ports cost no
  *   receive memory.
- * - libuv polls level-triggered: we drain until EAGAIN (or the ring is full) and
- *   simply get called again next loop turn for whatever is left. The handles a
+ * - libuv polls level-triggered: we drain until EAGAIN, the ring is full or the
+ *   handle's fair share of the round is spent (fair.c), and simply get called again
+ *   next loop turn for whatever is left. The handles a
  *   batch wrote to are read right after it (follow-up reads, on_poll), because a
  *   write runs the receiving stack and its reply is usually queued already.
  * - JS is called with napi_call_function in a handle scope, not napi_make_callback:
@@ -40,11 +41,14 @@
 #include <time.h>
 #include <unistd.h>
 #include <net/if.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 
 #include <node_api.h>
 #include <uv.h>
 
-enum { KIND_TAP = 1, KIND_PACKET = 2 };
+enum { KIND_TAP = 1, KIND_PACKET = 2, KIND_UDP = 3, KIND_RAW = 4 };
 
 typedef struct nd_state nd_state;
 
@@ -60,6 +64,8 @@ typedef struct nd_handle {
   bool polling;
   uint32_t gen;     /* bumped by start/stop/close, so on_poll notices JS changing its mind */
   int deferred;     /* errno to report from the deferred-error timer (dead packet socket) */
+  nd_fair fair;     /* its share of the read loop (fair.c) */
+  double fair_full; /* services that left frames waiting (the share spent, or the ring full) */
   napi_ref cb;
 } nd_handle;
 
@@ -284,6 +290,8 @@ static void ring_out(nd_state *st, nd_out *o) {
   o->lens = st->lens;
   o->n = 0;
   o->max = ND_RING_MAX_FRAMES;
+  o->budget = INT64_MAX;
+  o->more = false;
 }
 
 /* ---------- handle table ---------- */
@@ -298,6 +306,7 @@ static nd_handle *handle_new(napi_env env, nd_state *st, int fd, int kind) {
     h->id = id;
     h->fd = fd;
     h->kind = kind;
+    h->fair.quantum = ND_FAIR_QUANTUM_DEFAULT;
     st->table[id] = h;
     st->next_id = (id + 1) % ND_MAX_HANDLES;
     return h;
@@ -360,22 +369,41 @@ static void fail_handle(nd_handle *h, int err) {
 
 static void on_poll(uv_poll_t *p, int status, int events);
 
-/* Read what h has (until EAGAIN, or the ring is full) and hand it to JS. */
-static void service(nd_handle *h, int status) {
+/*
+ * Read what h has, up to its fair share of this round (fair.c), until EAGAIN or the
+ * ring is full, and hand it to JS. `primary`: h's own poll (a new round for it), not
+ * a follow-up read.
+ */
+static void service(nd_handle *h, int status, bool primary) {
   nd_state *st = h->st;
   uint32_t gen = h->gen;
   int fatal = 0;
   bool first = true;
+  bool more = false;
+  int64_t budget = nd_fair_begin(&h->fair, primary);
 
   /* POLLERR: libuv has already stopped the watcher. The reads below surface
    * the real error (EBADFD for a deleted TAP, ENETDOWN on a packet socket). */
-  if (status < 0) h->polling = false;
+  if (status < 0) {
+    h->polling = false;
+    if (budget <= 0) budget = 1;
+  } else if (budget <= 0) {
+    /* Not served now: a follow-up of a backlogged handle, or one still in debt. */
+    if (primary) {
+      nd_fair_end(&h->fair, budget, true);
+      h->fair_full++;
+    }
+    return;
+  }
 
   for (;;) {
     nd_out o;
     ring_out(st, &o);
+    o.budget = budget;
     if (h->kind == KIND_TAP) {
       nd_tap_drain(h->fd, h->vnet, &o, &st->stats, &fatal);
+    } else if (h->kind == KIND_UDP || h->kind == KIND_RAW) {
+      if (first) nd_udp_drain(h->fd, &o, &st->stats, &fatal);
     } else {
       /* Finish a super-frame that did not fit the previous batch before reading
        * more, so segments stay in order. Only the first pass reads the fd: the
@@ -383,6 +411,8 @@ static void service(nd_handle *h, int status) {
       if (st->gso.active) nd_gso_emit(&st->gso, &o, &st->stats);
       if (!st->gso.active && first) nd_packet_drain(h->fd, h->keep_gso, &o, &st->gso, &st->stats, &fatal);
     }
+    if (first) more = o.more; /* later passes only flush a super-frame */
+    budget = o.budget;
     first = false;
     if (o.n > 0) {
       st->stats.rx_batches++;
@@ -392,6 +422,8 @@ static void service(nd_handle *h, int status) {
     }
     if (!st->gso.active || fatal) break;
   }
+  nd_fair_end(&h->fair, budget, more && !fatal);
+  if (more && !fatal) h->fair_full++;
   if (st->gso.active) {
     /* Handle stopped mid-super-frame: the rest cannot be delivered in order. */
     st->gso.active = false;
@@ -412,6 +444,9 @@ static void service(nd_handle *h, int status) {
       getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &el);
       if (!nd_packet_bound(h->fd)) { fail_handle(h, err ? err : ENETDOWN); return; }
       if (err == ENETDOWN) st->stats.link_down++;
+    } else if (h->kind == KIND_UDP) {
+      /* A queued ICMP error on the UDP socket: consumed here, the socket lives on. */
+      getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &el);
     } else {
       fail_handle(h, EBADFD);
       return;
@@ -437,11 +472,11 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   nd_state *st = h->st;
   st->cur = h;
   st->nwrote = 0;
-  service(h, status);
+  service(h, status, true);
   st->cur = NULL;
   for (int i = 0; i < st->nwrote; i++) {
     nd_handle *w = st->table[st->wrote[i]];
-    if (w && w->polling) service(w, 0);
+    if (w && w->polling) service(w, 0, false);
   }
 }
 
@@ -568,6 +603,34 @@ static napi_value js_set_persist(napi_env env, napi_callback_info info) {
   int e = nd_tap_set_persist(h->fd, on);
   if (e < 0) throw_errno(env, "TUNSETPERSIST", NULL, -e);
   return NULL;
+}
+
+/*
+ * setQuantum(handle, bytes): the handle's share of each read-loop round (fair.c);
+ * 0 turns the limit off. Takes effect at the handle's next service.
+ */
+static napi_value js_set_quantum(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int64_t q;
+  nd_handle *h = handle_call(env, info, &argc, argv);
+  if (!h) return NULL;
+  if (argc < 2 || !arg_int(env, argv[1], "quantum", 0, ND_FAIR_QUANTUM_MAX, &q)) return NULL;
+  if (q != 0 && q < ND_FAIR_QUANTUM_MIN) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "netdev: quantum must be 0 (off) or 16384-67108864 bytes");
+    return NULL;
+  }
+  h->fair.quantum = q;
+  return NULL;
+}
+
+/* fairFull(handle): how many services of the handle left frames waiting for a later round. */
+static napi_value js_fair_full(napi_env env, napi_callback_info info) {
+  nd_handle *h = handle_of(env, info);
+  napi_value v;
+  if (!h) return NULL;
+  CHECK(napi_create_double(env, h->fair_full, &v));
+  return v;
 }
 
 /* notify(path, text): sd_notify's datagram (notify.c). Not on any frame path: strings are copied freely. */
@@ -744,6 +807,89 @@ static napi_value js_send2_vnet(napi_env env, napi_callback_info info) {
   return send_parts(env, info, 2, true, "netdev: send2Vnet(handle, a, aoff, alen, b, boff, blen)");
 }
 
+/* ---------- VXLAN underlay (udp.c) ---------- */
+
+/* openUdp(localIp, port, ifname): [handle, fd]; localIp a host-order u32. */
+static napi_value js_open_udp(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 3;
+  napi_value argv[3];
+  char name[IFNAMSIZ] = "";
+  int64_t ip, port;
+  const char *op;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: openUdp(localIp, port, ifname)"); return NULL; }
+  if (!arg_int(env, argv[0], "local address", 0, 4294967295.0, &ip)) return NULL;
+  if (!arg_int(env, argv[1], "port", 1, 65535, &port)) return NULL;
+  if (!arg_string(env, argv[2], "interface name", name, sizeof name)) return NULL;
+  int fd = nd_udp_open(htonl((uint32_t)ip), (uint16_t)port, name, &op);
+  if (fd < 0) { throw_errno(env, op, name[0] ? name : NULL, -fd); return NULL; }
+  nd_handle *h = handle_new(env, st, fd, KIND_UDP);
+  if (!h) { close(fd); return NULL; }
+  napi_value vfd;
+  if (napi_create_int32(env, fd, &vfd) != napi_ok) { handle_close(env, h); return NULL; }
+  return triple(env, h->id, fd, vfd);
+}
+
+/* openRawIp(ifname): [handle, fd] of an IPPROTO_RAW socket (the caller writes the IPv4 header). */
+static napi_value js_open_raw_ip(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 1;
+  napi_value argv[1];
+  char name[IFNAMSIZ] = "";
+  const char *op;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: openRawIp(ifname)"); return NULL; }
+  if (!arg_string(env, argv[0], "interface name", name, sizeof name)) return NULL;
+  int fd = nd_raw_open(name, &op);
+  if (fd < 0) { throw_errno(env, op, name[0] ? name : NULL, -fd); return NULL; }
+  nd_handle *h = handle_new(env, st, fd, KIND_RAW);
+  if (!h) { close(fd); return NULL; }
+  napi_value vfd;
+  if (napi_create_int32(env, fd, &vfd) != napi_ok) { handle_close(env, h); return NULL; }
+  return triple(env, h->id, fd, vfd);
+}
+
+/*
+ * sendIp3(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen): one IPv4
+ * packet (its header first, in a) to dstIp (host-order u32), gathered from three
+ * pieces, through a raw socket. Bytes written or -errno (EMSGSIZE: over the MTU, DF).
+ */
+static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 11, total, off[3], len[3], frame = 0;
+  napi_value argv[11];
+  uint8_t *p[3];
+  int64_t dst;
+  static const char *const names[3] = { "a", "b", "c" };
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 11) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: sendIp3(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen)"); return NULL; }
+  nd_handle *h = arg_handle(env, st, argv[0]);
+  if (!h) return NULL;
+  if (h->kind != KIND_RAW) { throw_errno(env, "sendIp3", "(not a raw IP handle)", EINVAL); return NULL; }
+  if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, &dst)) return NULL;
+  struct iovec iov[3];
+  for (int i = 0; i < 3; i++) {
+    napi_value *v = argv + 2 + 3 * i;
+    if (!arg_bytes(env, v[0], names[i], &p[i], &total) || !arg_range(env, v[1], v[2], total, &off[i], &len[i])) return NULL;
+    iov[i] = (struct iovec){ p[i] + off[i], len[i] };
+    frame += len[i];
+  }
+  struct sockaddr_in sin;
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl((uint32_t)dst);
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_name = &sin;
+  msg.msg_namelen = sizeof sin;
+  msg.msg_iov = iov;
+  msg.msg_iovlen = 3;
+  ssize_t r;
+  do r = sendmsg(h->fd, &msg, MSG_DONTWAIT); while (r < 0 && errno == EINTR);
+  return send_result(env, st, r, frame, false);
+}
+
 /* ---------- transmit-side completion (segment) ---------- */
 
 static napi_value make_tx_scratch(napi_env env, nd_state *st) {
@@ -777,7 +923,7 @@ static napi_value js_segment(napi_env env, napi_callback_info info) {
       !arg_hdr_room(env, off))
     return NULL;
   if (!st->tx_ref && !make_tx_scratch(env, st)) return NULL;
-  nd_out o = { st->tx_arena, ND_TX_SCRATCH_BYTES, 0, st->tx_offs, st->tx_lens, 0, ND_TX_SCRATCH_FRAMES };
+  nd_out o = { st->tx_arena, ND_TX_SCRATCH_BYTES, 0, st->tx_offs, st->tx_lens, 0, ND_TX_SCRATCH_FRAMES, INT64_MAX, false };
   int n = nd_tx_complete(&st->tx_gso, p + off - ND_VNET_HDR_LEN, p + off, len, &o, &st->stats);
   CHECK(napi_create_int32(env, n, &v));
   return v;
@@ -878,7 +1024,7 @@ static napi_value js_segment_for_test(napi_env env, napi_callback_info info) {
   if (!arena || !gbuf || !offs || !lens) { napi_throw_error(env, "ENOMEM", "netdev: out of memory"); goto out; }
   if (napi_create_array(env, &arr) != napi_ok) goto out;
 
-  nd_out o = { arena, cap, 0, offs, lens, 0, ND_RING_MAX_FRAMES };
+  nd_out o = { arena, cap, 0, offs, lens, 0, ND_RING_MAX_FRAMES, INT64_MAX, false };
   if (v.gso_type != VNET_GSO_NONE) {
     if (nd_gso_prepare(&g, frame, fl, &v, &vlan) < 0) { st->stats.gso_dropped++; result = arr; goto out; }
     st->stats.gso_segmented++;
@@ -907,6 +1053,52 @@ static napi_value js_segment_for_test(napi_env env, napi_callback_info info) {
 out:
   free(arena); free(gbuf); free(offs); free(lens);
   return result;
+}
+
+/*
+ * fairServeForTest(state, primary, lens, count): one service of a synthetic port by
+ * the read loop's scheduler, as service() does it: `state` is a Float64Array
+ * [quantum, deficit, backlogged] updated in place, lens[0..count) the lengths of the
+ * frames waiting. Returns how many of them this service reads.
+ */
+static napi_value js_fair_serve_for_test(napi_env env, napi_callback_info info) {
+  size_t argc = 4, bl, ll;
+  napi_value argv[4], out;
+  uint8_t *sb, *lb;
+  bool primary = false;
+  int64_t count;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4 || !arg_bytes(env, argv[0], "state", &sb, &bl) || napi_get_value_bool(env, argv[1], &primary) != napi_ok ||
+      !arg_bytes(env, argv[2], "lens", &lb, &ll) || !arg_int(env, argv[3], "count", 0, 1 << 20, &count) ||
+      bl != 3 * sizeof(double) || (size_t)count * sizeof(int32_t) > ll) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: fairServeForTest(Float64Array(3), primary, Int32Array, count)");
+    return NULL;
+  }
+  double st3[3];
+  memcpy(st3, sb, sizeof st3);
+  nd_fair f = { (int64_t)st3[0], (int64_t)st3[1], st3[2] != 0 };
+  int32_t taken = 0;
+  int64_t budget = nd_fair_begin(&f, primary);
+  if (budget <= 0) {
+    if (primary) nd_fair_end(&f, budget, true);
+  } else {
+    nd_out o;
+    memset(&o, 0, sizeof o);
+    o.budget = budget;
+    while (taken < count && o.budget > 0) {
+      int32_t len;
+      memcpy(&len, lb + (size_t)taken * sizeof len, sizeof len);
+      nd_fair_charge(&o, (size_t)len);
+      taken++;
+    }
+    nd_fair_end(&f, o.budget, taken < count);
+  }
+  st3[0] = (double)f.quantum;
+  st3[1] = (double)f.deficit;
+  st3[2] = f.backlogged ? 1 : 0;
+  memcpy(sb, st3, sizeof st3);
+  CHECK(napi_create_int32(env, taken, &out));
+  return out;
 }
 
 /* ---------- lifecycle ---------- */
@@ -977,6 +1169,9 @@ NAPI_MODULE_INIT() {
     FN("setPersist", js_set_persist),
     FN("notify", js_notify),
     FN("openPacket", js_open_packet),
+    FN("openUdp", js_open_udp),
+    FN("openRawIp", js_open_raw_ip),
+    FN("sendIp3", js_send_ip3),
     FN("start", js_start),
     FN("stop", js_stop),
     FN("send", js_send),
@@ -990,6 +1185,9 @@ NAPI_MODULE_INIT() {
     FN("ifIndex", js_if_index),
     FN("stats", js_stats),
     FN("segmentForTest", js_segment_for_test),
+    FN("setQuantum", js_set_quantum),
+    FN("fairFull", js_fair_full),
+    FN("fairServeForTest", js_fair_serve_for_test),
 #undef FN
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

@@ -111,6 +111,7 @@ bool nd_out_commit(nd_out *o, size_t slot, size_t len, const nd_vlan *vlan, nd_s
   o->lens[o->n] = (int32_t)len;
   o->n++;
   o->pos = start + len;
+  nd_fair_charge(o, len);
   s->rx_frames++;
   s->rx_bytes += len;
   return true;

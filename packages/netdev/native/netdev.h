@@ -6,6 +6,8 @@
  *   packet.c  AF_PACKET open and the packet read loop (auxdata, vnet header)
  *   gso.c     software segmentation, checksum completion, VLAN re-insertion
  *   link.c    interface flags and indexes
+ *   udp.c     the VXLAN underlay: UDP receive (recvmmsg) and raw IPv4 send
+ *   fair.c    the read loop's fair share (deficit round robin over the handles)
  * Only addon.c talks to N-API; the rest are plain syscalls and byte work, which
  * is what lets gso.c be exercised from a test export without a device.
  */
@@ -100,7 +102,30 @@ typedef struct nd_out {
   int32_t *lens;
   int n;
   int max;
+  /* Fair share (fair.c): the drains stop once budget <= 0 (each frame charges its
+   * length + ND_FAIR_FRAME_COST) and leave `more` true unless they saw EAGAIN. */
+  int64_t budget;
+  bool more;
 } nd_out;
+
+/* fair.c: deficit round robin of the read loop. */
+#define ND_FAIR_FRAME_COST 16384
+#define ND_FAIR_QUANTUM_DEFAULT (256 * 1024)
+#define ND_FAIR_QUANTUM_MIN 16384
+#define ND_FAIR_QUANTUM_MAX (64 * 1024 * 1024)
+
+typedef struct nd_fair {
+  int64_t quantum; /* bytes per round; 0: off (drain until EAGAIN) */
+  int64_t deficit;
+  bool backlogged; /* the last service stopped with frames left */
+} nd_fair;
+
+int64_t nd_fair_begin(nd_fair *f, bool primary);
+void nd_fair_end(nd_fair *f, int64_t left, bool more);
+
+static inline void nd_fair_charge(nd_out *o, size_t len) {
+  o->budget -= (int64_t)len + ND_FAIR_FRAME_COST;
+}
 
 /* A tag the kernel moved out of the frame into packet metadata. */
 typedef struct nd_vlan {
@@ -148,12 +173,17 @@ uint64_t nd_csum_add(uint64_t sum, const uint8_t *p, size_t n);
 uint16_t nd_csum_fold(uint64_t sum);
 
 /*
- * Read loops. Each drains one fd into `o` until EAGAIN, the frame limit, or the
- * arena can no longer take a maximal read. Return the number of frames added;
+ * Read loops. Each drains one fd into `o` until EAGAIN, the frame limit, the
+ * fair-share budget (o->budget), or the arena can no longer take a maximal read. Return the number of frames added;
  * *fatal is set to an errno when the device is gone (0 otherwise).
  */
 int nd_tap_drain(int fd, bool vnet, nd_out *o, nd_stats *s, int *fatal);
 int nd_packet_drain(int fd, bool keep_gso, nd_out *o, nd_gso *g, nd_stats *s, int *fatal);
+/* udp.c: the VXLAN underlay (a bound UDP socket to receive, a raw IPv4 socket to send). */
+#define ND_UDP_MAX 16384u /* largest datagram kept: above any underlay MTU */
+int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal);
+int nd_udp_open(uint32_t local_be, uint16_t port, const char *ifname, const char **op);
+int nd_raw_open(const char *ifname, const char **op);
 
 /* Open helpers return an fd, or -errno with *op naming the failed step. */
 int nd_tap_open(const char *name, int flags, long owner, long group, char kname[16], const char **op);

@@ -136,9 +136,10 @@ static void vnet_shift(uint8_t *p, int delta) {
 int nd_packet_drain(int fd, bool keep_gso, nd_out *o, nd_gso *g, nd_stats *s, int *fatal) {
   int n0 = o->n;
   /* Bounds the loop even when every recvmsg returns a skippable error. */
-  int budget = 2 * ND_RING_MAX_FRAMES;
+  int tries = 2 * ND_RING_MAX_FRAMES;
   *fatal = 0;
-  while (o->n < o->max && budget-- > 0) {
+  o->more = true;
+  while (o->n < o->max && o->budget > 0 && tries-- > 0) {
     size_t slot = ND_ALIGN_UP(o->pos);
     if (slot > o->cap || o->cap - slot < ND_RX_HEADROOM + ND_READ_MAX) break;
     uint8_t *f = o->base + slot + ND_RX_HEADROOM;
@@ -159,11 +160,12 @@ int nd_packet_drain(int fd, bool keep_gso, nd_out *o, nd_gso *g, nd_stats *s, in
     if (r < 0) {
       int e = errno;
       if (e == EINTR) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK) break;
+      if (e == EAGAIN || e == EWOULDBLOCK) { o->more = false; break; }
       if (e == ENETDOWN && nd_packet_bound(fd)) { s->link_down++; continue; }
       /* The kernel could not express the skb in a vnet header; it dropped it. */
       if (e == EINVAL) { s->rx_dropped++; continue; }
       *fatal = e;
+      o->more = false;
       break;
     }
     if ((size_t)r < ND_VNET_HDR_LEN) { s->rx_dropped++; continue; }

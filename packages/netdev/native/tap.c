@@ -84,13 +84,15 @@ int nd_tap_set_persist(int fd, bool on) {
  * header and the frame contiguously, which is exactly the ring's layout (header
  * right before the frame); without it the frame lands after a zeroed header.
  * Before each read the arena must have room for a maximal frame, else we stop
- * and let the level-triggered poll bring us back.
+ * and let the level-triggered poll bring us back; so we do once the fair-share
+ * budget is spent (fair.c).
  */
 int nd_tap_drain(int fd, bool vnet, nd_out *o, nd_stats *s, int *fatal) {
   int added = 0;
   const size_t hl = ND_VNET_HDR_LEN;
   *fatal = 0;
-  while (o->n < o->max) {
+  o->more = true;
+  while (o->n < o->max && o->budget > 0) {
     size_t slot = ND_ALIGN_UP(o->pos);
     if (slot > o->cap || o->cap - slot < hl + ND_READ_MAX) break;
     uint8_t *p = o->base + slot;
@@ -98,8 +100,9 @@ int nd_tap_drain(int fd, bool vnet, nd_out *o, nd_stats *s, int *fatal) {
     ssize_t r = vnet ? read(fd, p, ND_READ_MAX) : read(fd, p + hl, ND_READ_MAX);
     if (r < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) { o->more = false; break; }
       *fatal = errno; /* EBADFD once the device is deleted */
+      o->more = false;
       break;
     }
     if ((size_t)r >= ND_READ_MAX) { s->rx_truncated++; continue; }
@@ -109,6 +112,7 @@ int nd_tap_drain(int fd, bool vnet, nd_out *o, nd_stats *s, int *fatal) {
     o->lens[o->n] = (int32_t)len;
     o->n++;
     o->pos = slot + hl + len;
+    nd_fair_charge(o, len);
     s->rx_frames++;
     s->rx_bytes += (uint64_t)len;
     added++;

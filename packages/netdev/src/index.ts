@@ -8,7 +8,8 @@
  *   passes integers across the N-API boundary.
  * - All reads land in ONE process-wide receive ring (`ring()`): a 4 MiB arena plus
  *   `offs`/`lens` arrays. When a handle becomes readable, the addon drains it until
- *   EAGAIN (bounded by RING_MAX_FRAMES frames and the arena size), packs the frames
+ *   EAGAIN (bounded by RING_MAX_FRAMES frames, the arena size and the handle's fair
+ *   share of the loop turn, `setQuantum`), packs the frames
  *   into the arena, and calls the handle's JS callback once with the frame count
  *   (`ring().time[0]`: when the batch was read). The callback must consume the
  *   frames synchronously: the next batch of any handle overwrites the ring. This is
@@ -177,6 +178,10 @@ interface Native {
   setPersist(handle: number, on: boolean): void;
   notify(path: string, text: string): void;
   openPacket(ifname: string, flags?: number): [number, number, number];
+  openUdp(localIp: number, port: number, ifname: string): [number, number, number];
+  openRawIp(ifname: string): [number, number, number];
+  sendIp3(handle: number, dstIp: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
+    c: Uint8Array, coff: number, clen: number): number;
   start(handle: number, onBatch: (count: number) => void): void;
   stop(handle: number): void;
   send(handle: number, buf: Uint8Array, off: number, len: number): number;
@@ -190,6 +195,9 @@ interface Native {
   ifIndex(name: string): number;
   stats(): Stats;
   segmentForTest(vnetHdr: Uint8Array, frame: Uint8Array, vlanTci?: number, vlanTpid?: number): Buffer[];
+  setQuantum(handle: number, bytes: number): void;
+  fairFull(handle: number): number;
+  fairServeForTest(state: Uint8Array, primary: boolean, lens: Uint8Array, count: number): number;
 }
 
 const native: Native = require('../build/Release/netdev.node');
@@ -239,6 +247,23 @@ export function openPacket(ifname: string, opts: PacketOptions = {}): PacketInfo
   return { handle, fd, ifindex };
 }
 
+/**
+ * The VXLAN underlay's receiver: a UDP socket bound to localIp:port (host-order
+ * u32; 0 = any), on `ifname` only when given (SO_BINDTODEVICE). `start` delivers
+ * datagrams (UDP payloads) to the ring; the 10 bytes before each hold the sender:
+ * IPv4 address (4 bytes) and port (2 bytes), network order, then 4 zero bytes.
+ */
+export function openUdp(localIp: number, port: number, ifname = ''): { handle: number; fd: number } {
+  const [handle, fd] = native.openUdp(localIp >>> 0, port, ifname);
+  return { handle, fd };
+}
+/** The VXLAN underlay's sender: an IPPROTO_RAW socket (the caller writes the IPv4 header; the kernel routes it and fills the IPv4 checksum). */
+export function openRawIp(ifname = ''): { handle: number; fd: number } {
+  const [handle, fd] = native.openRawIp(ifname);
+  return { handle, fd };
+}
+/** One IPv4 packet gathered from a, b and c (its IPv4 header first) to dstIp (host-order u32); bytes written or -errno (EMSGSIZE: over the route's MTU with DF). */
+export const sendIp3: Native['sendIp3'] = native.sendIp3;
 export const setPersist: Native['setPersist'] = native.setPersist;
 /**
  * sd_notify(3) without libsystemd: sends `text` ("READY=1", "STATUS=...", lines
@@ -276,3 +301,30 @@ export const stats: Native['stats'] = native.stats;
  * Returns the frames JS would see; [] if the frame would be dropped.
  */
 export const segmentForTest: Native['segmentForTest'] = native.segmentForTest;
+
+/**
+ * The read loop's fair share (native/fair.c): deficit round robin over the handles
+ * with frames waiting, one round per event-loop turn. Each service of a handle reads
+ * at most its quantum's worth of frames, each frame costing its length plus
+ * FAIR_FRAME_COST bytes (a frame's fixed CPU cost, in bytes of payload); debt carries
+ * over to the next round, unspent credit does not. 0 turns the limit off (drain until
+ * EAGAIN or the ring is full). New handles get FAIR_QUANTUM_DEFAULT.
+ */
+export const FAIR_FRAME_COST = 16384;
+export const FAIR_QUANTUM_DEFAULT = 256 * 1024;
+export const FAIR_QUANTUM_MIN = 16384;
+export const FAIR_QUANTUM_MAX = 64 * 1024 * 1024;
+export const setQuantum: Native['setQuantum'] = native.setQuantum;
+/** Services of the handle that left frames waiting for a later round (its share spent, or the ring full). */
+export const fairFull: Native['fairFull'] = native.fairFull;
+
+/**
+ * Test hook: one service of a synthetic port by the same scheduler code the read
+ * loop runs. `state` = [quantum, deficit, backlogged], updated in place; `lens` the
+ * lengths of the frames waiting (the first `count`); `primary`: the port's own poll
+ * (not a follow-up read). Returns how many frames the service reads.
+ */
+export function fairServeForTest(state: Float64Array, primary: boolean, lens: Int32Array, count: number): number {
+  return native.fairServeForTest(new Uint8Array(state.buffer, state.byteOffset, 24), primary,
+    new Uint8Array(lens.buffer, lens.byteOffset, lens.byteLength), count);
+}

@@ -33,7 +33,7 @@ const INGRESS_REASONS: DropReason[] = [
   'bpdu_guard', 'bpdu_invalid', 'loop_blocked', 'ingress_rate',
   'ra_guard', 'dhcpv6_guard', 'ipv6_source_guard', 'nd_spoof',
 ];
-const EGRESS_REASONS: DropReason[] = ['egress_filtered', 'port_down', 'tx_error', 'link_down', 'port_shut', 'egress_rate'];
+const EGRESS_REASONS: DropReason[] = ['egress_filtered', 'port_down', 'tx_error', 'link_down', 'port_shut', 'egress_rate', 'tunnel_mtu'];
 it('the drop reasons are all classified as ingress or egress here', () => {
   expect([...INGRESS_REASONS, ...EGRESS_REASONS].sort()).toEqual([...DROP_REASONS].sort());
 });

@@ -23,6 +23,10 @@
  * a loop port (loop.ts). canEgress (forward.ts) refuses shut ports; egress writes
  * through the shaper.
  *
+ * Fair share: each port's device is read at most `readQuantum` bytes per event-loop
+ * turn (fair.ts; the scheduler is the addon's), so one port that floods cannot keep
+ * the loop from the others; the bridge only hands its ports the setting.
+ *
  * Events (port down, MAC moved, MAC limit reached) go to `onEvent` for logging,
  * bounded to EVENT_BUDGET_PER_SEC per bridge so that a flapping MAC or a flood of
  * refused MACs can never produce a log line per frame; the rest are counted in
@@ -44,6 +48,7 @@ import { VlanPolicy } from './vlan.js';
 import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
 import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
 import { Policer, Shaper, type RateSpec } from './police.js';
+import { READ_QUANTUM_DEFAULT, readQuantumProblem } from './fair.js';
 
 // The per-frame pipeline through module constants: an imported binding is checked
 // on every use (see ingress.ts).
@@ -119,6 +124,7 @@ export class Bridge {
   readonly #onEvent: (e: BridgeEvent) => void;
   /** BPDU guard and MAC-flap loop detection (loop.ts): settings and shut ports. */
   readonly loop: LoopGuard;
+  #readQuantum = READ_QUANTUM_DEFAULT;
   #eventBudget = EVENT_BUDGET_PER_SEC;
   #timer: NodeJS.Timeout | undefined;
   #depth = 0;
@@ -193,6 +199,7 @@ export class Bridge {
     this.#setRates(port, opts.ingressRate, opts.egressRate);
     this.#rebuildFloodLists();
     try {
+      io.setReadQuantum?.(this.#readQuantum);
       io.start(this.#rxFor(port));
     } catch (e) {
       this.#forget(port);
@@ -250,6 +257,18 @@ export class Bridge {
   setLoopProtection(s: Partial<LoopSettings>): LoopSettings {
     this.loop.set(s);
     return this.loop.settings();
+  }
+
+  /** Each port's share of a read-loop round, in bytes (fair.ts). */
+  get readQuantum(): number { return this.#readQuantum; }
+
+  /** Sets every port's read quantum, now and for ports added later; throws BridgeError EINVAL when out of range. */
+  setReadQuantum(bytes: number): number {
+    const why = readQuantumProblem(bytes);
+    if (why !== undefined) throw new BridgeError('EINVAL', why);
+    this.#readQuantum = bytes;
+    for (const p of this.#ports.values()) p.io.setReadQuantum?.(bytes);
+    return bytes;
   }
 
   /** Opens a port shut by loop protection now; false if it was not shut. */
@@ -431,10 +450,16 @@ export class Bridge {
     this.#rebuildFloodLists();
   }
 
+  /** Rebuilds the flood lists after a port's PortIo.floods answers changed. */
+  refreshFloodLists(): void {
+    this.#rebuildFloodLists();
+  }
+
   #rebuildFloodLists(): void {
     const lists: (Port[] | undefined)[] = new Array(VID_MAX + 1);
     for (const p of this.#ports.values()) {
-      for (const m of p.vlan.members()) (lists[m.vid] ??= []).push(p);
+      const io = p.io;
+      for (const m of p.vlan.members()) if (io.floods === undefined || io.floods(m.vid)) (lists[m.vid] ??= []).push(p);
     }
     this.#floodLists = lists;
   }

@@ -33,6 +33,7 @@ export const DROP_REASONS = [
   'dhcpv6_guard',          // DHCPv6 server or relay message (UDP from port 547) from a port with the DHCPv6 guard
   'ipv6_source_guard',     // IPv6 from an address another live port owns (first come, first served), from :: but DAD/RS/MLD, or over the port's address limit
   'nd_spoof',              // Neighbor Advertisement for an address another port owns, or ND whose link-layer option is not the source MAC
+  'tunnel_mtu',            // frame too large for its tunnel: VXLAN's outer packet would exceed the underlay MTU (DF: never fragmented)
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];

@@ -78,10 +78,12 @@ export function egress(port: Port, buf: Uint8Array, off: number, len: number, me
 
 const EIO = -5;
 const ENETDOWN = -100;
+/** What a tunnel's send returns for a frame over its MTU (vxlan.ts); not an errno, so a device's own EMSGSIZE stays a tx_error. */
+export const E_TUNNEL_MTU = -10_001;
 
-/** A refused write: a link that is down (EIO from a TAP whose guest side is not up) is not an error; E_RATE: the shaper's queue is full. */
+/** A refused write: a link that is down (EIO from a TAP whose guest side is not up) is not an error; E_RATE: the shaper's queue is full; E_TUNNEL_MTU: too big for a tunnel (vxlan.ts). */
 export function txDrop(r: number): number {
-  return r === EIO || r === ENETDOWN ? Drop.link_down : r === E_RATE ? Drop.egress_rate : Drop.tx_error;
+  return r === EIO || r === ENETDOWN ? Drop.link_down : r === E_RATE ? Drop.egress_rate : r === E_TUNNEL_MTU ? Drop.tunnel_mtu : Drop.tx_error;
 }
 
 /** A complete frame (no header), tag edits through a 16-byte scratch header. */

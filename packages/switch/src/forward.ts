@@ -5,7 +5,8 @@
  * should_deliver): not the port it came from, up, not shut by loop protection
  * (loop.ts), a member of the frame's VLAN. A unicast frame refused there is counted
  * on its destination port (a destination learned on the ingress port itself is
- * 'dst_on_ingress': the two hosts share that segment, as Linux and OVS do); a flood
+ * 'dst_on_ingress': the two hosts share that segment, as Linux and OVS do; so does a
+ * destination on another port of the ingress port's split horizon group, port.ts); a flood
  * skips the ingress port and ports that are down without counting, and counts the
  * other refusals (a shut port's 'port_shut') as unicast does.
  *
@@ -75,7 +76,8 @@ const EGRESS_FILTERED = Drop.egress_filtered;
 
 /** Whether `port` may send a frame of VLAN `vid` that came in on `inPort`: ADMIT, or the Drop index saying why not. */
 export function canEgress(port: Port, inPort: Port, vid: number): number {
-  if (port === inPort) return DST_ON_INGRESS;
+  // One split horizon group (the overlay's tunnels) is one segment, as one port.
+  if (port === inPort || (port.horizon !== 0 && port.horizon === inPort.horizon)) return DST_ON_INGRESS;
   if (!port.up) return PORT_DOWN;
   if (port.shut !== 0) return PORT_SHUT;
   if (!port.vlan.isMember(vid)) return EGRESS_FILTERED;

@@ -132,6 +132,14 @@ describe('RA guard and DHCPv6 guard', () => {
     expect(t.drops('vm').ra_guard).toBe(6);
     // A later fragment holds no header to judge: it passes (alone it is nothing).
     expect(t.through('vm', behind([[58, 0, 0x05, 0xa8, 0, 0, 0, 9]], 44))).toBe(1);
+    // A fragmented echo request (a guest's ping after Packet Too Big) is no ND: it passes; a fragmented NS does not.
+    const frag = (body: (b: Uint8Array, p: number) => number) => v6(ALL_NODES_MAC, A, A_LL, ALL_NODES, 44, (b, p) => {
+      b.set([58, 0, 0, 1, 0, 0, 0, 9], p);
+      return 8 + body(b, p + 8);
+    });
+    expect(t.through('vm', frag((b, p) => writeIcmp6Echo(b, p, 128, 1, 1)))).toBe(1);
+    expect(t.through('vm', frag((b, p) => writeNs(b, p, A_LL, 0)))).toBe(0);
+    expect(t.drops('vm').ra_guard).toBe(7);
   });
 
   it('DHCPv6: server and relay messages (from port 547) dropped, client messages pass', () => {

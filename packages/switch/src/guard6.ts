@@ -4,8 +4,9 @@
  * - RA guard (RFC 6105): Router Advertisements and Redirects from the port are
  *   dropped ('ra_guard'). So is what could hide one (RFC 7113): a header chain
  *   that cannot be walked to its upper layer within the first fragment
- *   (truncated, longer than IP6_MAX_EXT, Hop-by-Hop out of place), and a
- *   fragmented ICMPv6 first fragment (ND is never fragmented, RFC 6980).
+ *   (truncated, longer than IP6_MAX_EXT, Hop-by-Hop out of place), and an
+ *   ICMPv6 first fragment that is ND (never fragmented, RFC 6980) or too short
+ *   to show its type; a fragmented echo (PMTU at work) passes.
  * - DHCPv6 guard: UDP from port 547 (a server's or relay's messages: Advertise,
  *   Reply, Reconfigure, Relay-reply) is dropped ('dhcpv6_guard').
  * - IPv6 source guard, first-come first-served (RFC 6620): the first port to
@@ -265,7 +266,10 @@ export function guard6Check(g: Guard6, buf: Uint8Array, l3: number, end: number,
   if (w === OK) {
     proto = u.proto;
     if (proto === NH.ICMPV6) {
-      if (g.ra && (u.fragment || (u.len >= 4 && (buf[u.off] === T.ROUTER_ADVERT || buf[u.off] === T.REDIRECT)))) return Drop.ra_guard;
+      // A fragmented ICMPv6 message is dropped when it is ND (never fragmented, RFC 6980) or too cut to tell;
+      // others (an echo fragmented after Packet Too Big) pass.
+      if (g.ra && ((u.fragment && (u.len < 1 || (buf[u.off] >= T.ROUTER_SOLICIT && buf[u.off] <= T.REDIRECT))) ||
+        (u.len >= 4 && (buf[u.off] === T.ROUTER_ADVERT || buf[u.off] === T.REDIRECT)))) return Drop.ra_guard;
     } else if (proto === NH.UDP && g.dhcpv6 && u.len >= UDP_PORTS && udpSport(buf, u.off) === DHCPV6_SERVER_PORT) {
       return Drop.dhcpv6_guard;
     }

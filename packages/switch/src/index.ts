@@ -25,3 +25,6 @@ export * from './guard6.js';
 export * from './wire/lacp.js';
 export * from './lacp.js';
 export * from './bond.js';
+export * from './wire/vxlan.js';
+export * from './vxlan.js';
+export * from './fair.js';

@@ -1,7 +1,7 @@
 /*
  * A switch port: one endpoint (a TAP the daemon owns, an interface attached through
  * AF_PACKET, a Unix socket a VM connects through, a network of a router in the same
- * process) behind one small interface, PortIo. The bridge never knows which kind
+ * process, a VXLAN tunnel to one remote VTEP: vxlan.ts) behind one small interface, PortIo. The bridge never knows which kind
  * it talks to.
  *
  * Data flows one way: the port's I/O delivers received batches to its `PortRx`
@@ -27,7 +27,7 @@ import { StormBucket } from './forward.js';
 import { PortGuard } from './guard.js';
 import type { Policer, Shaper } from './police.js';
 
-export type PortKind = 'tap' | 'attach' | 'router' | 'socket' | 'bond';
+export type PortKind = 'tap' | 'attach' | 'router' | 'socket' | 'bond' | 'vxlan';
 
 /** Where a port delivers what it receives. */
 export interface PortRx {
@@ -66,6 +66,13 @@ export interface PortIo {
   sendVnet?(buf: Uint8Array, off: number, len: number): number;
   /** send2 with the frame's virtio_net_hdr at a[aoff-VNET_HDR_LEN, aoff). */
   send2Vnet?(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
+  /**
+   * This port's share of each read-loop round, in bytes (fair.ts; 0: no limit). Ports
+   * read by the addon's loop take it; others (sockets, the router) have no such loop.
+   */
+  setReadQuantum?(bytes: number): void;
+  /** Read-loop rounds in which the port had more frames waiting than its quantum took (ports read by the addon). */
+  readonly readRoundsFull?: number;
   /** Release everything (fd, device unless persistent). Idempotent. */
   close(): void;
   /** False when the port starts with its link down (a socket port with no client yet), and why. */
@@ -73,6 +80,19 @@ export interface PortIo {
   readonly linkDownReason?: string;
   /** Facts for `show` (device name, persistence, ifindex ...). */
   describe(): Record<string, string | number | boolean>;
+  /**
+   * Split horizon group (the VXLAN tunnels of a bridge: vxlan.ts): a frame that came
+   * in on a port of a group is never sent out of another port of the same group,
+   * as if they were one port. Absent or 0: none.
+   */
+  readonly horizon?: number;
+  /**
+   * Whether the port gets flooded frames (broadcast, multicast, unknown unicast) of
+   * VLAN `vid`, of which it is a member (a tunnel only when its remote VTEP is on the
+   * VNI's flood list). Absent: always. Read when the bridge rebuilds its flood lists
+   * (Bridge.refreshFloodLists after a change).
+   */
+  floods?(vid: number): boolean;
 }
 
 /** What egress writes through: the port's device, or its shaper (police.ts). */
@@ -120,6 +140,8 @@ export class Port {
   shaper: Shaper | undefined = undefined;
   /** Where egress writes: `io`, or `shaper` when the port has an egress rate. */
   tx: PortTx;
+  /** Split horizon group (PortIo.horizon); 0: none. */
+  readonly horizon: number;
 
   constructor(
     /** Bridge-local id, the FDB's port number. */
@@ -130,6 +152,7 @@ export class Port {
   ) {
     this.offload = io.offload === true && typeof io.sendVnet === 'function' && typeof io.send2Vnet === 'function';
     this.tx = io;
+    this.horizon = io.horizon ?? 0;
   }
 
   get kind(): PortKind { return this.io.kind; }

@@ -10,6 +10,7 @@ import { VERSION } from '../version.js';
 import { DNS_DROP_REASONS, DNS_RESULTS } from '@vswitch/nat';
 import { Stream } from './control.js';
 import type { ManagedRouter } from './routers.js';
+import { dhcp6Leases, dhcp6View } from './dhcp6.js';
 import type { PortSettings, Vswitch } from './service.js';
 import type { GuardSwitches } from './state.js';
 import { trafficSettings, trafficView, type TrafficSet } from './traffic.js';
@@ -51,6 +52,7 @@ export function portView(p: Port, maxMacs?: number): Record<string, unknown> {
     } : {}),
     ...(maxMacs !== undefined && maxMacs > 0 ? { maxMacs } : {}),
     ...trafficView(p),
+    ...(p.io.readRoundsFull ? { readRoundsFull: p.io.readRoundsFull } : {}),
     ...p.io.describe(),
   };
 }
@@ -69,6 +71,7 @@ export function bridgeView(br: Bridge, sw?: Vswitch): Record<string, unknown> {
     maxMacs: br.fdb.maxEntries,
     macs: br.fdb.size,
     loopProtection: br.loop.settings(),
+    readQuantum: br.readQuantum,
     ports: [...br.ports.values()].map((p) => {
       const v = portView(p, br.fdb.portLimit(p.id));
       const ps = sw?.portSource(p.name);
@@ -138,13 +141,15 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
         name: n.name, vlan: n.opts.vlan, address: `${formatIp4(n.ip)}/${n.opts.prefix}`, dhcp: n.opts.dhcp !== undefined,
         state: failed === undefined ? 'ok' : `dhcp failed: ${failed}`,
         ...(n.opts.dhcp !== undefined ? { dhcpPolicy: n.opts.dhcp.policy() } : {}),
-        ...(n.nd !== undefined ? { ipv6: { ...n.nd.describe(), counters: { ...n.nd.counters } } } : {}),
+        ...(n.nd !== undefined ? { ipv6: { ...n.nd.describe(), counters: { ...n.nd.counters }, neighbours: r.route6.cacheOf(n)?.size ?? 0, ...dhcp6View(mr, n) } } : {}),
         counters: { ...n.counters },
         rateLimited: { ...n.limiter.totals(), ports: n.limiter.view(now) },
       };
     }),
     forwards: mr.forwardsFailed === undefined ? 'ok' : `failed: ${mr.forwardsFailed}`,
     counters: { ...r.counters },
+    // IPv6 forwarding (route6.ts): its counters, and the uplink's IPv6 side when it has one.
+    ipv6: r.route6.describe(),
     nat: r.napt ? { ...r.napt.table.stats(), maxSessionsPerPort: r.napt.table.config.maxSessionsPerPort, ports: r.napt.table.portCounts() } : null,
     hostNat: r.host ? r.host.stats() : null,
     // The gateways' DNS server: where non-local names go, and its counts.
@@ -267,9 +272,10 @@ export const handlers: Record<string, Handler> = {
     const changed = sw.portTraffic(ifname, trafficArgs(a));
     return { changed, port: portView(sw.bridgeOf(ifname).port(ifname)!) };
   },
-  /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds). */
+  /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds), readQuantum (bytes, 0 = off). */
   'bridge.loop': (sw, a) => sw.bridgeLoop(str(a, 'bridge'), {
     macFlapMoves: optNum(a, 'macFlapMoves'), macFlapHold: optNum(a, 'macFlapHold'), bpduRecovery: optNum(a, 'bpduRecovery'),
+    readQuantum: optNum(a, 'readQuantum'),
   }),
   /** args: ifname. Opens a port shut by the BPDU guard or loop detection before its time. */
   'port.recover': (sw, a) => ({ recovered: sw.recoverPort(str(a, 'ifname')) }),
@@ -329,6 +335,11 @@ export const handlers: Record<string, Handler> = {
     return bridges(sw, optStr(a, 'bridge')).flatMap((br) => fdbView(sw, br, now));
   },
 
+  'vxlan.show': (sw) => sw.vxlan.show(),
+  'vxlan.add': (sw, a) => sw.vxlan.add(str(a, 'bridge'), num(a, 'vni'), num(a, 'vlan'), Array.isArray(a.flood) ? a.flood.map(String) : []),
+  'vxlan.del': (sw, a) => sw.vxlan.del(num(a, 'vni')),
+  'vxlan.fdb.add': (sw, a) => sw.vxlan.fdb(true, str(a, 'mac'), num(a, 'vni'), str(a, 'dst')),
+  'vxlan.fdb.del': (sw, a) => sw.vxlan.fdb(false, str(a, 'mac'), num(a, 'vni')),
   'router.show': (sw, a) => routers(sw, optStr(a, 'router')).map(routerView),
   'dhcp.leases': (sw, a) => {
     const only = optStr(a, 'network');
@@ -339,11 +350,12 @@ export const handlers: Record<string, Handler> = {
         if (only !== undefined && n.name !== only) continue;
         for (const l of n.opts.dhcp?.leases(now) ?? []) {
           out.push({
-            router: mr.name, network: n.name, ip: formatIp4(l.ip), mac: formatMac(l.mac), state: l.state,
+            router: mr.name, network: n.name, family: 'ipv4', ip: formatIp4(l.ip), mac: formatMac(l.mac), state: l.state,
             hostname: l.hostname ?? '', clientId: l.clientId ?? '', port: l.port ?? '',
             expiresAt: new Date(l.expiresAt).toISOString(), expiresInSec: Math.max(0, Math.round((l.expiresAt - now) / 1000)),
           });
         }
+        out.push(...dhcp6Leases(mr.name, n, now));
       }
     }
     if (only !== undefined && !out.length && ![...sw.routers.values()].some((r) => r.router.networks.has(only))) {

@@ -41,6 +41,7 @@
  * exported as vswitch_metrics_* and vswitch_control_*.
  */
 import { registerBondMetrics } from './bond-metrics.js';
+import { vxlanMetrics } from './vxlan.js';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -51,6 +52,7 @@ import {
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ControlStats } from './control.js';
 import type { ManagedRouter } from './routers.js';
+import { registerDhcp6Metrics } from './dhcp6-metrics.js';
 import type { Logger } from './log.js';
 import {
   cacheStats, DEFAULT_METRICS_LIMITS, MAX_HEADER_BYTES, METRICS_CLOSE_REASONS, MetricsWorker,
@@ -275,6 +277,8 @@ export function createMetricsRegistry(
       });
   }
 
+  vxlanMetrics(() => sw.vxlan.vtep, counter);
+
   /* ---------- per port ---------- */
   perPort('vswitch_port_rx_frames_total',
     'Frames read from the port\'s device, before admission (frames later dropped are included).',
@@ -343,6 +347,12 @@ export function createMetricsRegistry(
         emit({ ...r.labels, reason: 'bpdu_guard' }, r.port.bpduShutdowns);
         emit({ ...r.labels, reason: 'loop' }, r.port.loopBlocks);
       }
+    });
+  counter('vswitch_port_read_rounds_full_total',
+    'Read-loop rounds in which the port had more frames waiting than its share (the bridge\'s read quantum) took; '
+    + 'the rest waited for the next round. Grows while the port floods.',
+    PORT_LABELS, (emit) => {
+      for (const r of ports()) if (r.port.io.readRoundsFull !== undefined) emit(r.labels, r.port.io.readRoundsFull);
     });
   gauge('vswitch_port_bpdu_guard',
     '1 if the port has the BPDU guard on.',
@@ -470,13 +480,13 @@ export function createMetricsRegistry(
     });
   routerCounter('vswitch_router_nd_total',
     'The gateway\'s IPv6 side (router networks with ipv6), by kind: ra_sent (periodic, answers to RS, the last one), '
-    + 'rs_received, ns_answered (its own addresses, DAD probes defended), echo_replies; ignored (not for it) and malformed.',
+    + 'rs_received, ns_answered (its own addresses, DAD probes defended), echo_replies, na_received (answers to the router\'s NS); ignored (not for it) and malformed.',
     [...NET_LABELS, 'kind'], (mr, emit) => {
       for (const { net, labels } of netsOf(mr)) {
         const c = net.nd?.counters;
         if (c === undefined) continue;
         for (const [kind, v] of [['ra_sent', c.raSent], ['rs_received', c.rsReceived], ['ns_answered', c.nsAnswered],
-          ['echo_replies', c.echoReplies], ['ignored', c.ignored], ['malformed', c.malformed]] as const) {
+          ['echo_replies', c.echoReplies], ['na_received', c.naReceived], ['ignored', c.ignored], ['malformed', c.malformed]] as const) {
           emit({ ...labels, kind }, v);
         }
       }
@@ -514,6 +524,7 @@ export function createMetricsRegistry(
   gauge('vswitch_dhcp_pool_size', 'Addresses in the network\'s DHCP pools (reservations not included).', NET_LABELS, (emit) => {
     for (const { net, labels } of networks()) if (net.opts.dhcp !== undefined) emit(labels, net.opts.dhcp.poolSize);
   });
+  registerDhcp6Metrics(routerCounter, gauge, netsOf, networks, NET_LABELS);
   routerCounter('vswitch_router_packets_total',
     'IPv4 packets the router routed, by path: between (network to network), to_uplink and from_uplink (through NAPT), '
     + 'to_host and from_host (through the host-socket NAT), '
@@ -524,6 +535,18 @@ export function createMetricsRegistry(
         ['to_host', c.toHost], ['from_host', c.fromHost],
         ['hairpin', c.hairpinned], ['prohibited', c.prohibited], ['no_route', c.noRoute], ['ttl_exceeded', c.ttlExceeded],
         ['nat_dropped', c.naptDropped]] as const) {
+        emit({ router: mr.name, path }, v);
+      }
+    });
+  routerCounter('vswitch_router_ipv6_packets_total',
+    'IPv6 packets the router routed (route6.ts), by path: between (network to network), to_uplink, from_uplink; '
+    + 'and refused: prohibited (networks not interconnected), no_route, hop_limit_exceeded, too_big (Packet Too Big sent), '
+    + 'scope (link-local or multicast, never forwarded), bad_source (to the uplink from outside the router\'s prefixes).',
+    ['router', 'path'], (mr, emit) => {
+      const c = mr.router.route6.counters;
+      for (const [path, v] of [['between', c.between], ['to_uplink', c.toUplink], ['from_uplink', c.fromUplink],
+        ['prohibited', c.prohibited], ['no_route', c.noRoute], ['hop_limit_exceeded', c.hopLimitExceeded], ['too_big', c.tooBig],
+        ['scope', c.scope], ['bad_source', c.badSource]] as const) {
         emit({ router: mr.name, path }, v);
       }
     });

@@ -30,13 +30,14 @@
 import { join } from 'node:path';
 import {
   GatewayDns,
-  DhcpServer, Forwards, LeaseStore, Router, RouterNetwork, clientLeaseFileName, deserializeForwards, describeForward, ensureStateDir, formatForward,
+  DhcpServer, Forwards, LeaseFileError, LeaseStore, Router, type Dhcp6Server, RouterNetwork, clientLeaseFileName, deserializeForwards, describeForward, ensureStateDir, formatForward,
   forwardInsideHi, parseClientLease, parseForward, readStateFile, removeStaleTemps, serializeClientLease, serializeForwards, writeStateFile,
-  type DhcpPorts, type DhcpServerConfig, type Ipv6Options, type PortForward, type RouterEvent, type UplinkDhcpOptions,
+  type DhcpPorts, type DhcpServerConfig, type Ipv6Options, type Uplink6Options, type PortForward, type RouterEvent, type UplinkDhcpOptions,
 } from '@vswitch/nat';
 import { type Bridge, VlanPolicy, parseCidr6, parseIp4, parseIp6, parseMac } from '@vswitch/switch';
 import { type RouterConfig, type RouterNetworkConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
 import { VswitchError } from '../errors.js';
+import { dhcp6ServerConfig, openDhcp6, servesDhcp6 } from './dhcp6.js';
 import { hostKey, macFor } from './machine-id.js';
 import type { RouterEdit } from './state.js';
 
@@ -55,6 +56,8 @@ export function stableMac(stateDir: string, name: string): number {
 export interface LeaseHooks {
   bound(port: string, mac: number, ip: number): void;
   gone(port: string | undefined, mac: number, ip: number): void;
+  /** A DHCPv6 lease was granted on `port` in VLAN `vid` (dhcp6.ts). */
+  bound6?(port: string, vid: number, address: Uint8Array): void;
 }
 
 export class ManagedRouter {
@@ -118,6 +121,7 @@ export class ManagedRouter {
         gateway: ifUplink.gateway ? parseIp4(ifUplink.gateway) : 0,
         dhcp,
       } : undefined,
+      uplink6: ifUplink?.ipv6 !== undefined ? uplink6Options(ifUplink.ipv6) : undefined,
       napt: {
         portRange: { lo: rc.nat.portRange[0], hi: rc.nat.portRange[1] },
         maxSessions: rc.nat.maxSessions,
@@ -151,19 +155,25 @@ export class ManagedRouter {
         live: (p) => br.port(p)?.up === true,
       };
       const dhcp = this.#openDhcp(nname, n);
+      const gwMac = n.mac ? parseMac(n.mac) : stableMac(stateDir, `${name}/${nname}`);
+      const dhcp6 = this.#openDhcp6(nname, n, gwMac);
       const net = new RouterNetwork({
         name: nname,
         vlan: n.vlan,
         gatewayIp: c.ip,
         prefix: c.prefix,
-        mac: n.mac ? parseMac(n.mac) : stableMac(stateDir, `${name}/${nname}`),
+        mac: gwMac,
         clock,
         dhcp,
+        dhcp6,
+        onLease6: leases?.bound6 ? (port, _mac, address) => leases.bound6!(port, n.vlan, address) : undefined,
         portOf: (mac) => {
           const id = br.fdb.lookup(n.vlan, mac);
           return id < 0 ? '' : br.portName(id);
         },
         ports,
+        // The DHCPv6 server's port rules follow the IPv6 guards.
+        ports6: { guarded: (p) => br.port(p)?.guard.v6 === true, live: ports.live },
         onLease: leases ? (port, mac, ip) => leases.bound(port, mac, ip) : undefined,
         ipv6: ipv6Options(n),
       });
@@ -250,6 +260,25 @@ export class ManagedRouter {
       return undefined;
     }
     return new DhcpServer(cfg, store, now);
+  }
+
+  /**
+   * The network's DHCPv6 server (modes dhcpv6 and both), or undefined; a lease
+   * file that cannot be trusted disables it (`dhcpFailed`, key `<network>/ipv6`),
+   * as for IPv4. A bad config still throws.
+   */
+  #openDhcp6(nname: string, n: RouterNetworkConfig, mac: number): Dhcp6Server | undefined {
+    const key = `${nname}/ipv6`;
+    this.dhcpFailed.delete(key);
+    if (!servesDhcp6(n.ipv6)) return undefined;
+    const cfg = dhcp6ServerConfig(nname, n.ipv6, mac);
+    try {
+      return openDhcp6(this.stateDir, cfg);
+    } catch (e) {
+      if (!(e instanceof LeaseFileError)) throw e;
+      this.dhcpFailed.set(key, e.message);
+      return undefined;
+    }
   }
 
   /** Reads forwards-<router>.json; a file that cannot be read disables the runtime forwards only. */
@@ -374,13 +403,19 @@ export class ManagedRouter {
 
   /** Writes every lease file now: a rebuild of this router opens them again (see LeaseStore.sync). */
   syncLeases(): void {
-    for (const net of this.router.networks.values()) net.opts.dhcp?.sync();
+    for (const net of this.router.networks.values()) {
+      net.opts.dhcp?.sync();
+      net.opts.dhcp6?.sync();
+    }
   }
 
   /** Closes a router that never served (a refused reload prepared it): its lease files stay the live router's. */
   discard(): void {
     this.dns?.close();
-    for (const net of this.router.networks.values()) net.opts.dhcp?.discard();
+    for (const net of this.router.networks.values()) {
+      net.opts.dhcp?.discard();
+      net.opts.dhcp6?.discard();
+    }
     this.router.close();
   }
 
@@ -388,7 +423,10 @@ export class ManagedRouter {
     this.dns?.close();
     // The last RAs (lifetimes 0) go out while the networks' ports are still in their bridges.
     for (const net of this.router.networks.values()) net.stopIpv6();
-    for (const net of this.router.networks.values()) net.opts.dhcp?.close();
+    for (const net of this.router.networks.values()) {
+      net.opts.dhcp?.close();
+      net.opts.dhcp6?.close();
+    }
     this.router.close();
   }
 
@@ -487,7 +525,14 @@ function ipv6Options(n: RouterNetworkConfig): Ipv6Options | undefined {
     mtu: v.ra.mtu,
     rdnss: v.ra.rdnss.map((a) => parseIp6(a)!),
     dnssl: v.ra.dnssl,
+    npt: v.npt !== undefined ? parseCidr6(v.npt)!.addr : undefined,
   };
+}
+
+/** The uplink's IPv6 section as uplink6.ts takes it (validated by config.ts). */
+function uplink6Options(v: NonNullable<NonNullable<RouterConfig['uplink']>['ipv6']>): Omit<Uplink6Options, 'clock' | 'mac'> {
+  const c = v.address === 'slaac' ? undefined : parseCidr6(v.address)!;
+  return { address: c?.addr, prefixLen: c?.prefix, gateway: v.gateway !== undefined ? parseIp6(v.gateway) : undefined, mtu: v.mtu };
 }
 
 function key(f: PortForward): string {

@@ -25,6 +25,7 @@
  * Events worth watching (ports, MACs, leases, uplinks) also go to `monitor`
  * (monitor.ts), the hub `vswitch monitor` clients subscribe to.
  */
+import { VxlanService } from './vxlan.js';
 import {
   Bridge, type BridgeEvent, checkVid, formatMac, parseIp4, parseMac, type Port, type PortIo,
   VlanPolicy, type VlanSpec, VlanPolicyError,
@@ -35,6 +36,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigSchema, checkIfName, type Config, type PortConfig, type RouterConfig } from '../config.js';
 import { ManagedRouter } from './routers.js';
+import { lease6Bound } from './dhcp6.js';
 import { applyGuard, dhcpServed, ipv6Served, leaseBound, leaseGone, reserveGateways, type GuardSpec } from './guards.js';
 import { GuardDropLog } from './guard-log.js';
 import { EventBudget, LEARN_BUDGET_PER_SEC, Monitor, type MonitorEvent } from './monitor.js';
@@ -123,7 +125,11 @@ export class Vswitch {
    */
   readonly routerRebuilt = new Set<(old: ManagedRouter, next: ManagedRouter, oldPorts: Map<string, Port>) => void>();
 
+  /** The VXLAN tunnel endpoint (vxlan.ts): its tunnel ports live in the bridges, outside the desired state. */
+  readonly vxlan: VxlanService;
+
   constructor(private readonly log: Logger) {
+    this.vxlan = new VxlanService(log, () => this.bridges);
     this.monitor.onActive = (on) => {
       for (const br of this.bridges.values()) this.#watchLearning(br, on);
     };
@@ -145,6 +151,7 @@ export class Vswitch {
     this.#ticker.unref();
     try {
       this.#transition(desired, overlay, 'start');
+      this.vxlan.apply(cfg.vxlan, cfg.stateDir);
     } catch (e) {
       this.close();
       throw e;
@@ -163,6 +170,7 @@ export class Vswitch {
     }
     const { desired, overlay, notes } = effective(cfg, this.#overlay);
     const done = this.#transition(desired, overlay, 'reload', cfg);
+    done.push(...this.vxlan.apply(cfg.vxlan));
     for (const note of notes) {
       this.log.warn({ event: 'runtime_state_adjusted', note }, 'runtime_state_adjusted');
       done.push(`runtime: ${note}`);
@@ -172,6 +180,7 @@ export class Vswitch {
   }
 
   close(): void {
+    this.vxlan.close();
     clearInterval(this.#ticker);
     this.#ticker = undefined;
     for (const name of [...this.routers.keys()]) this.#dropRouter(name);
@@ -334,7 +343,7 @@ export class Vswitch {
     const b = this.#desired.bridges.get(bname);
     if (b === undefined || !this.bridges.has(bname)) throw new VswitchError('ENOENT', `no such bridge: ${bname}`);
     const want = LOOP_KEYS.filter((k) => c[k] !== undefined).map((k) => [k, c[k]!] as const);
-    if (want.length === 0) throw new VswitchError('EINVAL', 'nothing to set (macFlapMoves, macFlapHold, bpduRecovery)');
+    if (want.length === 0) throw new VswitchError('EINVAL', 'nothing to set (macFlapMoves, macFlapHold, bpduRecovery, readQuantum)');
     let ov = this.#overlay;
     if (b.source === 'config') {
       for (const [k, v] of want) ov = withEntry(ov, this.#file, 'loop', loopKey(bname, k), v);
@@ -346,9 +355,10 @@ export class Vswitch {
       const now = d.bridges.get(bname);
       return now !== undefined && want.every(([k, v]) => loopConf(now.loop)[k] === v);
     });
-    const s = this.bridge(bname).loop.settings();
+    const br = this.bridge(bname);
+    const s = { ...br.loop.settings(), readQuantum: br.readQuantum };
     this.log.info({ event: 'bridge_loop_set', bridge: bname, ...s }, 'bridge_loop_set');
-    return { ...s };
+    return s;
   }
 
   /** Control command port.recover: opens a port shut by loop protection now. */
@@ -778,6 +788,8 @@ export class Vswitch {
       if (!same(prev.bridges.get(name)?.loop, want.loop)) {
         br.setLoopProtection(loopSettings(want.loop));
         done.push(`loopprotection ${name} ${JSON.stringify(br.loop.settings())}`);
+        const q = loopConf(want.loop).readQuantum;
+        if (br.readQuantum !== q) done.push(`readquantum ${name} ${br.setReadQuantum(q)}`);
       }
     }
     for (const name of plan.portsAdd) {
@@ -856,6 +868,7 @@ export class Vswitch {
       },
     });
     br.setLoopProtection(loopSettings(b.loop));
+    br.setReadQuantum(loopConf(b.loop).readQuantum);
     this.#watchLearning(br, this.monitor.active);
     return br;
   }
@@ -1012,6 +1025,7 @@ export class Vswitch {
     }, {
       bound: (port, mac, ip) => leaseBound(this.bridges.values(), port, mac, ip),
       gone: (port, mac, ip) => leaseGone(this.bridges.values(), port, mac, ip),
+      bound6: (port, vid, address) => lease6Bound(this.bridges.values(), port, vid, address),
     });
     // Its networks' names are no port's: the schema refuses such a file, effective() drops such runtime ports.
     return { mr, ports };

@@ -14,6 +14,7 @@ import {
   canonSpec, effective, emptyDesired, emptyOverlay, fdbKey, loadOverlay, parseOverlay, planChanges, rebase, resKey, routerDiff,
   loopKey, saveOverlay, serializeOverlay, settingKey, withEntry, type Overlay,
 } from './state.js';
+import { loopConf } from './traffic.js';
 
 function cfg(extra: Record<string, unknown> = {}): Config {
   return ConfigSchema.parse({
@@ -356,6 +357,35 @@ describe('BPDU guard and rate limits (port set), loop protection (bridge set): e
     expect(bad('loop', 'br0/colour', 1)).toMatch(/unknown loop protection setting/);
     expect(bad('bridges', 'br9', { ageing: 300, maxMacs: 10, loop: { macFlapMoves: -1 } })).toMatch(/macFlapMoves must be/);
     expect(bad('settings', 'vm1/egressRate', 'off')).toBe('accepted');
+  });
+
+  it('the read quantum is a bridge setting like loop protection: the file\'s, the CLI\'s over it, the default when neither', () => {
+    const bad = (section: string, key: string, value: unknown): string => {
+      try {
+        parseOverlay(JSON.stringify({ version: 1, [section]: { [key]: { value, base: null } } }));
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return 'accepted';
+    };
+    const f = file();
+    expect(loopConf(effective(f, emptyOverlay()).desired.bridges.get('br0')!.loop).readQuantum).toBe(256 * 1024);
+    expect(withEntry(emptyOverlay(), f, 'loop', loopKey('br0', 'readQuantum'), 256 * 1024).loop).toEqual({}); // the default
+    const ov = withEntry(emptyOverlay(), f, 'loop', loopKey('br0', 'readQuantum'), 65536);
+    expect(ov.loop['br0/readQuantum']).toEqual({ value: 65536, base: 256 * 1024 });
+    const d = effective(f, ov).desired.bridges.get('br0')!;
+    expect(d).toMatchObject({ loop: { macFlapMoves: 20, readQuantum: 65536 }, overrides: ['readQuantum'] });
+    expect(planChanges(effective(f, emptyOverlay()).desired, effective(f, ov).desired).bridgesSet).toEqual(['br0']);
+    // The file's own value (bridges.br0.readQuantum, bytes after parsing) is the base; a file change drops the entry.
+    const f2 = cfg({ bridges: { br0: { loopProtection: { macFlapMoves: 20 }, readQuantum: '1mb', ports: {} } } });
+    expect(f2.bridges.br0.readQuantum).toBe(1024 * 1024);
+    expect(loopConf(effective(f2, emptyOverlay()).desired.bridges.get('br0')!.loop).readQuantum).toBe(1024 * 1024);
+    const r = effective(f2, ov);
+    expect(loopConf(r.desired.bridges.get('br0')!.loop).readQuantum).toBe(1024 * 1024);
+    expect(r.notes.join('\n')).toMatch(/loop br0\/readQuantum: the config file changed it/);
+    expect(bad('loop', 'br0/readQuantum', 100)).toMatch(/read quantum must be 0 \(off\) or 16384-67108864 bytes/);
+    expect(bad('loop', 'br0/readQuantum', 0)).toBe('accepted');
+    expect(bad('bridges', 'br9', { ageing: 300, maxMacs: 10, loop: { readQuantum: 'lots' } })).toMatch(/read quantum/);
   });
 });
 

@@ -9,8 +9,8 @@
  * overlay holds one entry per object or setting the CLI made differ from the file:
  *   bridges       a bridge made by `addbr` (its settings), or a file bridge removed by `delbr` (null)
  *   ageing        a file bridge's ageing set by `setageing`
- *   loop          a file bridge's loop protection setting after `bridge set`, keyed
- *                 bridge/setting: macFlapMoves, macFlapHold, bpduRecovery (traffic.ts)
+ *   loop          a file bridge's loop protection setting or read quantum after `bridge set`,
+ *                 keyed bridge/setting: macFlapMoves, macFlapHold, bpduRecovery, readQuantum (traffic.ts)
  *   ports         a port made by `addif` (bridge and spec), or a file port removed by `delif` (null)
  *   vlans         a file port's VLAN membership after `vlan add|del` (the whole membership)
  *   settings      a file port's option after `port set`, keyed port/setting: guard (the
@@ -48,7 +48,7 @@ import { join } from 'node:path';
 import { type Config, type RouterConfig, maskOf, parseCidr } from '../config.js';
 import { type AddPortSpec, portSpec } from './service.js';
 import {
-  bpduGuardOf, checkLoop, LOOP_KEYS, type LoopConf, type LoopKey, loopConf, type RateValue, rateValue, rateValueProblem,
+  bpduGuardOf, checkLoop, fileLoopConf, LOOP_KEYS, type LoopConf, type LoopKey, loopConf, type RateValue, rateValue, rateValueProblem,
 } from './traffic.js';
 
 export const RUNTIME_FILE = 'runtime.json';
@@ -233,7 +233,7 @@ export function fileValue(file: Config, kind: Kind, key: string): unknown {
     case 'loop': {
       const [bname, setting] = key.split('/');
       const b = file.bridges[bname];
-      return b === undefined || !(LOOP_KEYS as readonly string[]).includes(setting) ? null : loopConf(b.loopProtection)[setting as LoopKey];
+      return b === undefined || !(LOOP_KEYS as readonly string[]).includes(setting) ? null : loopConf(fileLoopConf(b))[setting as LoopKey];
     }
     case 'ports':
       return filePort(file, key) ?? null;
@@ -333,7 +333,7 @@ export function effective(file: Config, ovIn: Overlay): { desired: Desired; over
 
   // Bridges.
   for (const [name, b] of Object.entries(file.bridges)) {
-    d.bridges.set(name, { ageing: b.ageing, maxMacs: b.maxMacs, loop: b.loopProtection, source: 'config', overrides: [] });
+    d.bridges.set(name, { ageing: b.ageing, maxMacs: b.maxMacs, loop: fileLoopConf(b), source: 'config', overrides: [] });
   }
   for (const [name, e] of Object.entries(ov.ageing)) {
     const b = d.bridges.get(name);

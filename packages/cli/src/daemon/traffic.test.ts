@@ -34,6 +34,11 @@ describe('loop protection and rate limits: config and defaults', () => {
     expect(errorOf('bridges:\n  br0:\n    loopProtection: { macFlapHold: 0 }\n')).toMatch(/br0\.loopProtection\.macFlapHold/);
     expect(errorOf('bridges:\n  br0:\n    loopProtection: { macFlapMoves: -1 }\n')).toMatch(/macFlapMoves/);
     expect(errorOf('bridges:\n  br0:\n    loopProtection: { flap: 3 }\n')).toMatch(/loopProtection/);
+    expect(parseConfig('bridges:\n  br0:\n    readQuantum: 64kb\n', F).bridges.br0.readQuantum).toBe(65536);
+    expect(parseConfig('bridges:\n  br0:\n    readQuantum: "off"\n', F).bridges.br0.readQuantum).toBe(0);
+    expect(parseConfig('bridges:\n  br0:\n    readQuantum: 131072\n', F).bridges.br0.readQuantum).toBe(131072);
+    expect(errorOf('bridges:\n  br0:\n    readQuantum: 1kb\n')).toMatch(/br0\.readQuantum .*read quantum must be 0 \(off\) or 16384-67108864 bytes/);
+    expect(errorOf('bridges:\n  br0:\n    readQuantum: lots\n')).toMatch(/bad read quantum 'lots'/);
   });
 
   it('BPDU guard is on for VM ports (tap, socket), off for attach ports, unless the config says', () => {
@@ -55,6 +60,8 @@ describe('loop protection and rate limits: config and defaults', () => {
     expect(() => checkLoop({ macFlapHold: 0 })).toThrow(/macFlapHold must be 1-86400 seconds, got 0/);
     expect(() => checkLoop({ macFlapMoves: 2.5 })).toThrow(/macFlapMoves/);
     expect(() => checkLoop({ bpduRecovery: 1e9 })).toThrow(/bpduRecovery/);
+    expect(() => checkLoop({ readQuantum: 1000 })).toThrow(/read quantum must be/);
+    expect(() => checkLoop({ readQuantum: 0 })).not.toThrow();
   });
 });
 

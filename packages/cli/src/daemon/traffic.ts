@@ -26,7 +26,7 @@
  */
 import {
   DROP_REASONS, Drop, defaultBurst, formatRate, formatSize, LOOP_DEFAULTS, LOOP_LIMITS, type LoopSettings,
-  parseRate, parseSize, type Port, RATE_LIMITS, RateError, type RateSpec,
+  parseRate, parseSize, type Port, RATE_LIMITS, RateError, type RateSpec, READ_QUANTUM_DEFAULT, readQuantumProblem,
 } from '@vswitch/switch';
 import { VswitchError } from '../errors.js';
 
@@ -37,11 +37,22 @@ export interface RateConf {
   pps?: number;
 }
 
-/** The bridge's loop protection as the config gives it. */
+/**
+ * The bridge settings `bridge set` changes: loop protection as the config gives it
+ * (`loopProtection`), and the read quantum (the bridge's `readQuantum`, in bytes,
+ * 0 = off: switch fair.ts), kept together because they are set and kept alike.
+ */
 export interface LoopConf {
   macFlapMoves?: number;
   macFlapHold?: number;
   bpduRecovery?: number;
+  readQuantum?: number;
+}
+
+/** A file bridge's LoopConf: its loopProtection and its readQuantum. */
+export function fileLoopConf(b: { loopProtection?: LoopConf; readQuantum?: number }): LoopConf | undefined {
+  if (b.readQuantum === undefined) return b.loopProtection;
+  return { ...b.loopProtection, readQuantum: b.readQuantum };
 }
 
 /** The BPDU guard a port gets: its config's, else on for VM ports (tap, socket), off for attach ports. */
@@ -65,13 +76,13 @@ export function rateSpec(c: RateConf, what: string): RateSpec {
 }
 
 /** The loop settings `bridge set` changes, each a runtime-state entry of its own. */
-export const LOOP_KEYS = ['macFlapMoves', 'macFlapHold', 'bpduRecovery'] as const;
+export const LOOP_KEYS = ['macFlapMoves', 'macFlapHold', 'bpduRecovery', 'readQuantum'] as const;
 export type LoopKey = typeof LOOP_KEYS[number];
 
 /** A bridge's loop settings in force for its config (absent keys: the defaults), in the config's names. */
 export function loopConf(c: LoopConf | undefined): Required<LoopConf> {
   const s = loopSettings(c);
-  return { macFlapMoves: s.flapMoves, macFlapHold: s.flapHoldSec, bpduRecovery: s.bpduRecoverySec };
+  return { macFlapMoves: s.flapMoves, macFlapHold: s.flapHoldSec, bpduRecovery: s.bpduRecoverySec, readQuantum: c?.readQuantum ?? READ_QUANTUM_DEFAULT };
 }
 
 export function loopSettings(c: LoopConf | undefined): LoopSettings {
@@ -92,6 +103,10 @@ export function checkLoop(c: LoopConf): void {
   int(c.macFlapMoves, 0, LOOP_LIMITS.flapMovesMax, 'macFlapMoves', ' moves per second (0: detection off)');
   int(c.macFlapHold, LOOP_LIMITS.holdSecMin, LOOP_LIMITS.holdSecMax, 'macFlapHold', ' seconds');
   int(c.bpduRecovery, LOOP_LIMITS.holdSecMin, LOOP_LIMITS.holdSecMax, 'bpduRecovery', ' seconds');
+  if (c.readQuantum !== undefined) {
+    const why = readQuantumProblem(c.readQuantum);
+    if (why !== undefined) throw new VswitchError('EINVAL', why);
+  }
 }
 
 /** What `show` says of a port's loop protection and limits (JSON; the text view takes `blocked` and `limits`). */

@@ -41,6 +41,13 @@
  *
  * Keys: a client is its option 61 (client identifier) when it sends one, else its
  * chaddr (RFC 2131 §4.2); `clientKey` builds the key from both.
+ *
+ * The DHCPv6 server (dhcp6/server.ts) keeps its leases in a store of its own with
+ * the same durability, through a `LeaseCodec`: its file is `leases6-<network>.json`,
+ * an address is kept in memory as the low 32 bits of the network's pool (the
+ * codec knows the 96 bits before them) and written in full text form; a lease the
+ * codec no longer places in the network (the prefix changed) is dropped on load
+ * like an expired one, not refused.
  */
 import { join } from 'node:path';
 import { formatIp4, formatMac, parseIp4, parseMac } from '@vswitch/switch';
@@ -80,10 +87,21 @@ export class LeaseFileError extends Error {
 /** Network names become file names: keep them to a safe alphabet. */
 const NETWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
-export function leaseFilePath(dir: string, network: string): string {
+export function leaseFilePath(dir: string, network: string, prefix = 'leases'): string {
   if (!NETWORK_NAME.test(network)) throw new Error(`invalid DHCP network name ${JSON.stringify(network)}`);
-  return join(dir, `leases-${network}.json`);
+  return join(dir, `${prefix}-${network}.json`);
 }
+
+/** How a store names its file and writes and reads its addresses (IPv4 by default). */
+export interface LeaseCodec {
+  /** File name prefix: `<file>-<network>.json`. */
+  file: string;
+  format(ip: number): string;
+  /** The address as the store keeps it, -1 if it is not an address, -2 if it is not this network's (dropped). */
+  parse(text: string): number;
+}
+
+export const IPV4_LEASES: LeaseCodec = { file: 'leases', format: formatIp4, parse: parseIp4 };
 
 interface LeaseJson {
   ip: string;
@@ -125,21 +143,21 @@ export class LeaseStore {
    */
   onSettled: ((ok: boolean, version: number, err?: Error) => void) | undefined;
 
-  private constructor(readonly network: string, readonly path: string | undefined) {}
+  private constructor(readonly network: string, readonly path: string | undefined, readonly codec: LeaseCodec = IPV4_LEASES) {}
 
   /** A store that is never written: tests, and networks configured without a state directory. */
-  static inMemory(network = 'mem'): LeaseStore {
-    return new LeaseStore(network, undefined);
+  static inMemory(network = 'mem', codec: LeaseCodec = IPV4_LEASES): LeaseStore {
+    return new LeaseStore(network, undefined, codec);
   }
 
   /**
    * Creates the state directory if needed and loads `leases-<network>.json`,
    * dropping leases expired at `now`. Throws LeaseFileError if the file cannot be trusted.
    */
-  static open(dir: string, network: string, now: number): LeaseStore {
-    const path = leaseFilePath(dir, network);
+  static open(dir: string, network: string, now: number, codec: LeaseCodec = IPV4_LEASES): LeaseStore {
+    const path = leaseFilePath(dir, network, codec.file);
     ensureStateDir(dir);
-    const store = new LeaseStore(network, path);
+    const store = new LeaseStore(network, path, codec);
     let text: string | undefined;
     try {
       text = readStateFile(path);
@@ -162,11 +180,12 @@ export class LeaseStore {
     if (!Array.isArray(d.leases)) throw new LeaseFileError(path, '"leases" is not an array');
     let dropped = 0;
     d.leases.forEach((raw: unknown, i: number) => {
-      const lease = parseLease(raw);
+      const lease = parseLease(raw, codec);
+      if (lease === null) { dropped++; return; }
       if (typeof lease === 'string') throw new LeaseFileError(path, `lease #${i}: ${lease}`);
       const key = leaseKey(lease);
       if (store.#byKey.has(key)) throw new LeaseFileError(path, `lease #${i}: a second lease for client ${key}`);
-      if (store.#byIp.has(lease.ip)) throw new LeaseFileError(path, `lease #${i}: a second lease for ${formatIp4(lease.ip)}`);
+      if (store.#byIp.has(lease.ip)) throw new LeaseFileError(path, `lease #${i}: a second lease for ${codec.format(lease.ip)}`);
       if (lease.expiresAt <= now) { dropped++; return; }
       store.#index(key, lease);
     });
@@ -287,7 +306,7 @@ export class LeaseStore {
     const leases: LeaseJson[] = [...this.#byKey.values()]
       .sort((a, b) => a.ip - b.ip)
       .map((l) => {
-        const j: LeaseJson = { ip: formatIp4(l.ip), mac: formatMac(l.mac), expiresAt: l.expiresAt };
+        const j: LeaseJson = { ip: this.codec.format(l.ip), mac: formatMac(l.mac), expiresAt: l.expiresAt };
         if (l.clientId !== undefined) j.clientId = l.clientId;
         if (l.hostname !== undefined) j.hostname = l.hostname;
         if (l.port !== undefined) j.port = l.port;
@@ -380,11 +399,12 @@ export class LeaseStore {
   }
 }
 
-/** One lease from the file, or why not. */
-function parseLease(raw: unknown): Lease | string {
+/** One lease from the file, or why not; null: not this network's (the codec says), dropped. */
+function parseLease(raw: unknown, codec: LeaseCodec): Lease | string | null {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return 'not an object';
   const r = raw as Record<string, unknown>;
-  const ip = typeof r.ip === 'string' ? parseIp4(r.ip) : -1;
+  const ip = typeof r.ip === 'string' ? codec.parse(r.ip) : -1;
+  if (ip === -2) return null;
   if (ip < 0) return `bad ip ${JSON.stringify(r.ip)}`;
   const mac = typeof r.mac === 'string' ? parseMac(r.mac) : -1;
   if (mac < 0) return `bad mac ${JSON.stringify(r.mac)}`;

@@ -1,9 +1,9 @@
 /*
  * What TAP and attached ports share: a netdev handle that may be closed and
  * reopened while the port lives (a TAP recreated, an interface back), the read loop
- * that hands the shared receive ring to the bridge one batch at a time, and the
- * writes. While there is no handle (-1), writes report ENETDOWN, which egress counts
- * as `link_down`.
+ * that hands the shared receive ring to the bridge one batch at a time (at most the
+ * port's read quantum per loop turn: netdev's fair share), and the writes. While
+ * there is no handle (-1), writes report ENETDOWN, which egress counts as `link_down`.
  */
 import * as netdev from '@vswitch/netdev';
 import type { PortRx } from '../port.js';
@@ -14,6 +14,10 @@ export abstract class HandleIo {
   protected handle: number;
   protected rx: PortRx | undefined;
   protected closed = false;
+  /** This port's share of each read-loop round (switch fair.ts, netdev fair.c); kept across reopened handles. */
+  #quantum = netdev.FAIR_QUANTUM_DEFAULT;
+  /** readRoundsFull of the handles closed before the current one. */
+  #fullBefore = 0;
 
   protected constructor(handle: number) {
     this.handle = handle;
@@ -29,6 +33,7 @@ export abstract class HandleIo {
     const time = ring.time;
     const offset = netdev.PERF_NOW_OFFSET;
     const rx = this.rx!;
+    netdev.setQuantum(h, this.#quantum);
     netdev.start(h, (count) => {
       if (h !== this.handle) return;
       if (count >= 0) rx.batch(ring.arena, ring.offs, ring.lens, count, true, time[0] + offset);
@@ -36,7 +41,21 @@ export abstract class HandleIo {
     });
   }
 
+  setReadQuantum(bytes: number): void {
+    this.#quantum = bytes;
+    if (this.handle >= 0) netdev.setQuantum(this.handle, bytes);
+  }
+
+  /**
+   * Read-loop rounds in which this port had more frames waiting than its quantum
+   * (or the ring) took: the rest waited for a later round. Grows under a flood.
+   */
+  get readRoundsFull(): number {
+    return this.#fullBefore + (this.handle >= 0 ? netdev.fairFull(this.handle) : 0);
+  }
+
   protected closeHandle(): void {
+    if (this.handle >= 0) this.#fullBefore += netdev.fairFull(this.handle);
     if (this.handle >= 0) netdev.close(this.handle);
     this.handle = -1;
   }

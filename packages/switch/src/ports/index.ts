@@ -8,3 +8,4 @@ export * from './attach.js';
 export * from './socket.js';
 export * from './errno.js';
 export * from './segment.js';
+export * from './vxlan-io.js';

@@ -1,0 +1,345 @@
+/*
+ * The daemon's VXLAN tunnel endpoint: the `vxlan` config section made into a Vtep
+ * (packages/switch/src/vxlan.ts) over the addon's underlay sockets
+ * (ports/vxlan-io.ts), the `vxlan` CLI verbs, and the numbers for `vxlan show` and
+ * the metrics.
+ *
+ * What runs is the file's segments with the CLI's changes on top, by VNI (`vxlan
+ * add` replaces or adds one, `vxlan del` hides one, `vxlan fdb add|del` edits a
+ * segment's static entries). CLI changes are kept in the state directory
+ * (`vxlan.json`, written atomically before the change is reported done) and come
+ * back after a restart; a reload keeps them, except where the file changed the same
+ * VNI since the change was made: then the file wins (as runtime.json's entries).
+ *
+ * The underlay sockets are opened when the section first appears and reopened
+ * only when `local`, `port` or `interface` change; `mtu` and `ttl` apply in place.
+ * A change the Vtep refuses (a VNI or VLAN mapped twice, a bridge that does not
+ * exist) throws before anything changes.
+ */
+import { readFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { ensureStateDir, readStateFile, writeStateFile } from '@vswitch/nat';
+import { type Bridge, formatMac, ip4Text, parseIp4, parseMac, type Segment, type SegmentSpec, tunnelPortName, Vtep, VXLAN_DROP_REASONS, VXLAN_OVERHEAD } from '@vswitch/switch';
+import { NativeUnderlay } from '@vswitch/switch/ports';
+import { VswitchError } from '../errors.js';
+import type { VxlanConfig, VxlanSegmentConfig } from '../vxlan-config.js';
+import type { Logger } from './log.js';
+
+interface Running {
+  conf: VxlanConfig;
+  underlay: NativeUnderlay;
+  vtep: Vtep;
+}
+
+type SegmentConf = VxlanSegmentConfig & { bridge: string; source: 'config' | 'runtime' };
+
+export class VxlanService {
+  #run: Running | undefined;
+  #file: VxlanConfig | undefined;
+  /** CLI changes by VNI: a segment, or null for one `vxlan del` removed. */
+  readonly #runtime = new Map<number, SegmentConf | null>();
+  /** Per CLI change, the file's segment for that VNI when it was made (JSON, '' for none): a file that changes it wins. */
+  readonly #baseline = new Map<number, string>();
+  #stateDir: string | undefined;
+
+  constructor(private readonly log: Logger, private readonly bridges: () => ReadonlyMap<string, Bridge>) {}
+
+  get vtep(): Vtep | undefined { return this.#run?.vtep; }
+
+  /**
+   * Applies the file's section (undefined: none), with the CLI's changes kept in
+   * `stateDir` (read at the first call); returns what changed.
+   */
+  apply(conf: VxlanConfig | undefined, stateDir?: string): string[] {
+    const notes: string[] = [];
+    if (this.#stateDir === undefined && stateDir !== undefined) {
+      this.#stateDir = stateDir;
+      this.#load();
+    }
+    this.#file = conf;
+    for (const [vni, base] of [...this.#baseline]) {
+      if (this.#fileSegment(vni) !== base) {
+        this.#runtime.delete(vni);
+        this.#baseline.delete(vni);
+        notes.push(`vxlan VNI ${vni}: the file changed it, the runtime change is dropped`);
+      }
+    }
+    if (notes.length > 0) this.#save();
+    return [...notes, ...this.#sync()];
+  }
+
+  /** The file's segment for `vni` as JSON, '' if none. */
+  #fileSegment(vni: number): string {
+    for (const [bridge, list] of Object.entries(this.#file?.bridges ?? {})) {
+      const s = list.find((x) => x.vni === vni);
+      if (s !== undefined) return JSON.stringify({ bridge, ...s });
+    }
+    return '';
+  }
+
+  #path(): string | undefined {
+    return this.#stateDir === undefined ? undefined : join(this.#stateDir, 'vxlan.json');
+  }
+
+  #load(): void {
+    const path = this.#path()!;
+    try {
+      ensureStateDir(this.#stateDir!);
+      const text = readStateFile(path);
+      if (text === undefined) return;
+      const j = JSON.parse(text) as { vnis?: { vni: number; segment: SegmentConf | null; file: string }[] };
+      if (!Array.isArray(j.vnis)) throw new Error('no vnis list');
+      for (const e of j.vnis) {
+        if (!Number.isInteger(e.vni) || typeof e.file !== 'string') throw new Error(`bad entry ${JSON.stringify(e)}`);
+        this.#runtime.set(e.vni, e.segment === null ? null : { ...e.segment, source: 'runtime' });
+        this.#baseline.set(e.vni, e.file);
+      }
+      this.log.info({ event: 'vxlan_runtime_restored', file: path, entries: j.vnis.length }, 'vxlan_runtime_restored');
+    } catch (e) {
+      this.#runtime.clear();
+      this.#baseline.clear();
+      const movedTo = `${path}.bad-${Date.now()}`;
+      try {
+        renameSync(path, movedTo);
+      } catch { /* unreadable: left where it is */ }
+      this.log.error({ event: 'runtime_state_failed', error: `${path}: ${(e as Error).message}`, movedTo }, 'runtime_state_failed');
+    }
+  }
+
+  #save(): void {
+    const path = this.#path();
+    if (path === undefined) return;
+    const vnis = [...this.#runtime].map(([vni, segment]) => ({ vni, segment, file: this.#baseline.get(vni) ?? '' }));
+    writeStateFile(path, `${JSON.stringify({ vnis }, null, 2)}\n`);
+  }
+
+  close(): void {
+    const r = this.#run;
+    this.#run = undefined;
+    if (r === undefined) return;
+    r.vtep.close();
+    r.underlay.close();
+  }
+
+  /** The segments wanted now: the file's, then the CLI's on top. */
+  #wanted(): SegmentConf[] {
+    const byVni = new Map<number, SegmentConf>();
+    for (const [bridge, list] of Object.entries(this.#file?.bridges ?? {})) {
+      for (const s of list) byVni.set(s.vni, { ...s, bridge, source: 'config' });
+    }
+    for (const [vni, s] of this.#runtime) {
+      if (s === null) byVni.delete(vni);
+      else byVni.set(vni, s);
+    }
+    return [...byVni.values()];
+  }
+
+  /** `changed`: the VNI a CLI change is about (its bridge must exist). */
+  #sync(changed = -1): string[] {
+    const conf = this.#file;
+    const done: string[] = [];
+    if (conf === undefined) {
+      if (this.#run !== undefined) {
+        this.close();
+        done.push('vxlan off');
+        this.log.info({ event: 'vxlan_stopped' }, 'vxlan_stopped');
+      }
+      return done;
+    }
+    const brs = this.bridges();
+    const wanted = this.#wanted();
+    const specs: SegmentSpec[] = [];
+    for (const s of wanted) {
+      const bridge = brs.get(s.bridge);
+      if (bridge === undefined) {
+        // A CLI change naming no bridge is refused; a bridge gone by delbr (or not running) leaves its VNIs idle.
+        if (s.vni === changed) throw new VswitchError('ENOENT', `vxlan: no bridge ${s.bridge} (VNI ${s.vni})`);
+        this.log.warn({ event: 'vxlan_bridge_missing', bridge: s.bridge, vni: s.vni }, 'vxlan_bridge_missing');
+        done.push(`vxlan VNI ${s.vni}: no bridge ${s.bridge}, not carried`);
+        continue;
+      }
+      specs.push({
+        bridge, vni: s.vni, vid: s.vlan, flood: s.flood.map(parseIp4),
+        fdb: s.fdb.map((f) => ({ mac: parseMac(f.mac), remote: parseIp4(f.dst) })),
+      });
+    }
+    let run = this.#run;
+    const mtu = conf.mtu ?? interfaceMtu(conf.interface) ?? 1500;
+    if (run !== undefined && (run.conf.local !== conf.local || run.conf.port !== conf.port || run.conf.interface !== conf.interface)) {
+      this.close();
+      run = undefined;
+      done.push('vxlan underlay reopened');
+    }
+    if (run === undefined) {
+      let underlay: NativeUnderlay;
+      try {
+        underlay = new NativeUnderlay({ local: parseIp4(conf.local), port: conf.port, ifname: conf.interface });
+      } catch (e) {
+        throw new VswitchError('EADDRNOTAVAIL', `vxlan: cannot open the underlay on ${conf.local}:${conf.port}${conf.interface ? ` (${conf.interface})` : ''}: ${(e as Error).message}`);
+      }
+      const vtep = new Vtep(underlay, { local: parseIp4(conf.local), port: conf.port, mtu, ttl: conf.ttl });
+      try {
+        vtep.set(specs);
+      } catch (e) {
+        underlay.close();
+        throw new VswitchError('EINVAL', `vxlan: ${(e as Error).message}`);
+      }
+      underlay.start(vtep, (errno) => {
+        this.log.error({ event: 'vxlan_underlay_failed', errno }, 'vxlan_underlay_failed');
+      });
+      run = { conf, underlay, vtep };
+      this.#run = run;
+      this.log.info({ event: 'vxlan_started', local: conf.local, port: conf.port, mtu, vmMtu: mtu - VXLAN_OVERHEAD, vnis: specs.map((s) => s.vni) }, 'vxlan_started');
+      done.push(`vxlan on ${conf.local}:${conf.port} (${specs.length} VNIs)`);
+      return done;
+    }
+    try {
+      run.vtep.set(specs);
+    } catch (e) {
+      throw new VswitchError('EINVAL', `vxlan: ${(e as Error).message}`);
+    }
+    run.vtep.mtu = mtu;
+    run.vtep.ttl = conf.ttl;
+    run.conf = conf;
+    done.push(`vxlan ${specs.length} VNIs`);
+    return done;
+  }
+
+  /* ---------- CLI ---------- */
+
+  add(bridge: string, vni: number, vlan: number, flood: string[]): void {
+    this.#need();
+    const cur = this.#wanted().find((s) => s.vni === vni);
+    this.#change(vni, { vni, vlan, bridge, flood, fdb: cur !== undefined && cur.bridge === bridge && cur.vlan === vlan ? cur.fdb : [], source: 'runtime' });
+  }
+
+  del(vni: number): void {
+    this.#need();
+    if (!this.#wanted().some((s) => s.vni === vni)) throw new VswitchError('ENOENT', `vxlan: VNI ${vni} is not mapped`);
+    this.#change(vni, null);
+  }
+
+  fdb(add: boolean, macText: string, vni: number, dst?: string): void {
+    this.#need();
+    const cur = this.#wanted().find((s) => s.vni === vni);
+    if (cur === undefined) throw new VswitchError('ENOENT', `vxlan: VNI ${vni} is not mapped`);
+    const mac = parseMac(macText);
+    if (mac < 0) throw new VswitchError('EINVAL', `bad MAC address '${macText}'`);
+    const m = formatMac(mac);
+    const rest = cur.fdb.filter((f) => formatMac(parseMac(f.mac)) !== m);
+    if (!add && rest.length === cur.fdb.length) throw new VswitchError('ENOENT', `vxlan: no static entry ${m} in VNI ${vni}`);
+    if (add && (dst === undefined || parseIp4(dst) < 0)) throw new VswitchError('EINVAL', `bad remote VTEP address '${dst ?? ''}'`);
+    this.#change(vni, { ...cur, fdb: add ? [...rest, { mac: m, dst: dst! }] : rest, source: 'runtime' });
+  }
+
+  #need(): void {
+    if (this.#file === undefined) throw new VswitchError('EINVAL', 'vxlan is not configured: add a vxlan section (local address) to the config file and reload');
+  }
+
+  #change(vni: number, s: SegmentConf | null): void {
+    const had = this.#runtime.has(vni);
+    const before = this.#runtime.get(vni);
+    const base = this.#baseline.get(vni);
+    const undo = (): void => {
+      if (had) {
+        this.#runtime.set(vni, before!);
+        this.#baseline.set(vni, base!);
+      } else {
+        this.#runtime.delete(vni);
+        this.#baseline.delete(vni);
+      }
+    };
+    this.#runtime.set(vni, s);
+    if (!had) this.#baseline.set(vni, this.#fileSegment(vni));
+    try {
+      this.#save();
+    } catch (e) {
+      undo();
+      throw new VswitchError('ESTATE', `cannot keep the change in ${this.#path()}: ${(e as Error).message}; nothing was changed`);
+    }
+    try {
+      this.#sync(vni);
+    } catch (e) {
+      undo();
+      try {
+        this.#save();
+      } catch { /* the next change writes it again */ }
+      throw e;
+    }
+  }
+
+  /* ---------- views ---------- */
+
+  show(): Record<string, unknown> {
+    const run = this.#run;
+    if (run === undefined) return { enabled: false };
+    const v = run.vtep;
+    const conf = new Map(this.#wanted().map((s) => [s.vni, s]));
+    return {
+      enabled: true,
+      local: run.conf.local,
+      port: run.conf.port,
+      ...(run.conf.interface !== undefined ? { interface: run.conf.interface } : {}),
+      mtu: v.mtu,
+      vmMtu: v.mtu - VXLAN_OVERHEAD,
+      ttl: v.ttl,
+      vnis: v.segments().sort((a, b) => a.vni - b.vni).map((s) => segmentView(s, conf.get(s.vni)?.source ?? 'config')),
+      remotes: v.bridgeTunnels().flatMap((bt) => bt.tunnels.map((t) => {
+        const p = bt.bridge.port(tunnelPortName(t.remote));
+        return {
+          bridge: bt.bridge.name, remote: ip4Text(t.remote), port: p?.name ?? '',
+          macs: p === undefined ? 0 : bt.bridge.fdb.portCount(p.id),
+          rxFrames: p?.rxFrames ?? 0, txFrames: p?.txFrames ?? 0, rxBytes: p?.rxBytes ?? 0, txBytes: p?.txBytes ?? 0,
+        };
+      })),
+      drops: v.dropCounts(),
+    };
+  }
+}
+
+function segmentView(s: Segment, source: string): Record<string, unknown> {
+  return {
+    vni: s.vni, bridge: s.tunnels.bridge.name, vlan: s.vid, source,
+    flood: [...s.flood].map(ip4Text),
+    fdb: s.fdb.map((f) => ({ mac: formatMac(f.mac), dst: ip4Text(f.remote) })),
+    rxPackets: s.rxPackets, rxBytes: s.rxBytes, txPackets: s.txPackets, txBytes: s.txBytes,
+  };
+}
+
+function interfaceMtu(ifname: string | undefined): number | undefined {
+  if (ifname === undefined) return undefined;
+  try {
+    const n = parseInt(readFileSync(`/sys/class/net/${ifname}/mtu`, 'utf8'), 10);
+    return Number.isFinite(n) && n >= 576 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export { VXLAN_DROP_REASONS };
+
+type Fill = (emit: (labels: Record<string, string | number>, value: number) => void) => void;
+
+/**
+ * The VTEP's metrics, through the registry's `counter` (metrics.ts): per VNI
+ * packets and bytes each way (inner frames; each head-end copy counts), and drops
+ * of underlay datagrams by reason, every reason exported, zeros included, once the
+ * VTEP runs. Per remote VTEP, the tunnel ports are ports: vswitch_port_* with kind
+ * "vxlan" (tunnel_mtu among their drop reasons).
+ */
+export function vxlanMetrics(vtep: () => Vtep | undefined, counter: (name: string, help: string, labels: readonly string[], fill: Fill) => void): void {
+  const perVni = (name: string, help: string, value: (s: Segment) => number): void => {
+    counter(name, help, ['vni', 'bridge', 'vlan'], (emit) => {
+      for (const s of vtep()?.segments() ?? []) emit({ vni: String(s.vni), bridge: s.tunnels.bridge.name, vlan: String(s.vid) }, value(s));
+    });
+  };
+  perVni('vswitch_vxlan_rx_packets_total', 'VXLAN packets decapsulated into the VNI\'s VLAN (before the bridge admits the inner frame).', (s) => s.rxPackets);
+  perVni('vswitch_vxlan_rx_bytes_total', 'Bytes of the inner frames counted in vswitch_vxlan_rx_packets_total.', (s) => s.rxBytes);
+  perVni('vswitch_vxlan_tx_packets_total', 'VXLAN packets sent for the VNI (one per remote VTEP a frame goes to).', (s) => s.txPackets);
+  perVni('vswitch_vxlan_tx_bytes_total', 'Bytes of the inner frames counted in vswitch_vxlan_tx_packets_total.', (s) => s.txBytes);
+  counter('vswitch_vxlan_drops_total', 'Datagrams from the underlay the VTEP dropped, by reason (README "VXLAN").', ['reason'], (emit) => {
+    const v = vtep();
+    if (v === undefined) return;
+    VXLAN_DROP_REASONS.forEach((r, i) => emit({ reason: r }, v.drops[i]));
+  });
+}

@@ -1,0 +1,59 @@
+/*
+ * The `vxlan` section of the config file: the daemon as a VXLAN tunnel endpoint
+ * (see packages/switch/src/vxlan.ts for the model). One underlay address and UDP
+ * port per daemon; per bridge, a list of VNIs, each mapped to one of the bridge's
+ * VLANs, with its static flood list (remote VTEPs that get its broadcast, multicast
+ * and unknown unicast, as `bridge fdb append 00:00:00:00:00:00 dst IP` on Linux) and
+ * static MAC entries behind remote VTEPs. Different hosts may map one VNI to
+ * different local VLANs.
+ */
+import { z } from 'zod';
+import { parseIp4, parseMac } from '@vswitch/switch';
+
+const Ip4 = z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 192.0.2.1');
+const Mac = z.string().refine((s) => parseMac(s) >= 0, 'must be a MAC address like 02:00:00:00:00:01');
+const vniRange = { error: (iss: { input?: unknown }) => `must be 0-16777215, got ${String(iss.input)}` };
+const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
+
+export const VxlanSegmentSchema = z.strictObject({
+  vni: z.number({ error: 'must be a VNI (0-16777215)' }).int('must be an integer VNI').min(0, vniRange).max(0xffffff, vniRange),
+  vlan: z.number({ error: 'must be a VLAN ID (1-4094)' }).int('must be an integer VLAN ID').min(1, vidRange).max(4094, vidRange),
+  /** Remote VTEPs that get this VNI's flooded frames (head-end replication). */
+  flood: z.array(Ip4).default([]),
+  /** Static MAC entries behind a remote VTEP. */
+  fdb: z.array(z.strictObject({ mac: Mac, dst: Ip4 })).default([]),
+});
+
+export const VxlanSchema = z.strictObject({
+  /** The underlay address: the outer source of what this VTEP sends, and where it listens. */
+  local: Ip4,
+  /** Send and receive only through this interface (SO_BINDTODEVICE); its MTU is the underlay MTU unless `mtu` is set. */
+  interface: z.string().regex(/^[A-Za-z0-9_.:-]{1,15}$/, 'must be an interface name').optional(),
+  /** UDP port (IANA: 4789). */
+  port: z.number().int().min(1).max(65535).default(4789),
+  /** Underlay MTU: outer packets never exceed it (DF set); VMs need MTU = this - 50. Default: the interface's MTU, or 1500. */
+  mtu: z.number().int().min(576).max(65535).optional(),
+  /** Outer TTL. */
+  ttl: z.number().int().min(1).max(255).default(64),
+  /** Per bridge, its VNIs. */
+  bridges: z.record(z.string(), z.array(VxlanSegmentSchema)).default({}),
+}).superRefine((v, ctx) => {
+  const vnis = new Map<number, string>();
+  for (const [bname, list] of Object.entries(v.bridges)) {
+    const vids = new Map<number, number>();
+    list.forEach((s, i) => {
+      const other = vnis.get(s.vni);
+      if (other !== undefined) ctx.addIssue({ code: 'custom', path: ['bridges', bname, i, 'vni'], message: `VNI ${s.vni} is already mapped (${other})` });
+      vnis.set(s.vni, `bridge ${bname} VLAN ${s.vlan}`);
+      const ov = vids.get(s.vlan);
+      if (ov !== undefined) ctx.addIssue({ code: 'custom', path: ['bridges', bname, i, 'vlan'], message: `VLAN ${s.vlan} is already mapped to VNI ${ov}` });
+      vids.set(s.vlan, s.vni);
+      s.flood.forEach((a, j) => {
+        if (a === v.local) ctx.addIssue({ code: 'custom', path: ['bridges', bname, i, 'flood', j], message: 'is the local address' });
+      });
+    });
+  }
+});
+
+export type VxlanConfig = z.infer<typeof VxlanSchema>;
+export type VxlanSegmentConfig = z.infer<typeof VxlanSegmentSchema>;

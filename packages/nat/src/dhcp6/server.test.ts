@@ -1,0 +1,222 @@
+/*
+ * The DHCPv6 server as a state machine (no sockets): the exchanges a client makes,
+ * the statuses, reservations, the port rules and the durable Reply, plus the wire
+ * view's edge cases. Fuzzing is in fuzz.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { formatIp6, parseIp6, read16, read32, write16, write32 } from '@vswitch/switch';
+import { LeaseStore } from '../dhcp/leases.js';
+import { Dhcp6ConfigError, dhcp6Codec, type Dhcp6Context, type Dhcp6Reply, type Dhcp6Server } from './server.js';
+import { duidLlt, msg, newServer, readReply, type Msg } from '../testing/dhcp6.js';
+import {
+  DHCP6_OK, Dhcp6Error, Dhcp6Msg, Dhcp6Opt, Dhcp6Status, duidLl, duidMac, iaNaAddress, newDhcp6View, parseDhcp6,
+} from './wire.js';
+
+const T0 = Date.UTC(2026, 0, 1);
+const a6 = (s: string): Uint8Array => parseIp6(s)!;
+const PREFIX = a6('fd00:10::');
+
+const MAC1 = 0x525400000001;
+const MAC2 = 0x525400000002;
+
+function ctx(over: Partial<Dhcp6Context> = {}): Dhcp6Context {
+  return { now: T0, port: 'vm1', srcMac: MAC1, ...over };
+}
+
+function run(s: Dhcp6Server, m: Msg, c: Dhcp6Context = ctx()) {
+  const b = msg(m);
+  const out = new Uint8Array(1500);
+  const r = s.handle(b, 0, b.length, out, 0, c);
+  if (typeof r === 'string') return { r, reply: undefined };
+  return { r, reply: readReply(out, (r as Dhcp6Reply).payloadLen) };
+}
+
+/** Solicit + Request: the address leased. */
+function lease(s: Dhcp6Server, duid: Uint8Array, c: Dhcp6Context = ctx()): string {
+  const adv = run(s, { type: Dhcp6Msg.SOLICIT, duid }, c).reply!;
+  const rep = run(s, { type: Dhcp6Msg.REQUEST, duid, server: s.duid, addr: a6(adv.addr!) }, c).reply!;
+  expect(rep.type).toBe(Dhcp6Msg.REPLY);
+  return rep.addr!;
+}
+
+describe('DHCPv6 wire view', () => {
+  it('reads the options a server needs, by offset', () => {
+    const b = msg({ type: Dhcp6Msg.SOLICIT, xid: 0x42, duid: duidLlt(MAC1), iaid: 9, rapid: true, addr: a6('fd00:10::101') });
+    const m = newDhcp6View();
+    expect(parseDhcp6(b, 0, b.length, m)).toBe(DHCP6_OK);
+    expect(m).toMatchObject({ type: 1, xid: 0x42, clientIdLen: 14, serverId: -1, iaNaCount: 1, rapidCommit: true });
+    expect(duidMac(b, m.clientId, m.clientIdLen)).toBe(MAC1);
+    expect(formatIp6(b, iaNaAddress(b, m.iaNa, m.iaNaLen))).toBe('fd00:10::101');
+  });
+
+  it('refuses truncated options, duplicate or oversized DUIDs, short IAs and relay messages', () => {
+    const m = newDhcp6View();
+    const good = msg({ type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1) });
+    expect(parseDhcp6(good, 0, good.length - 1, m)).toBe(Dhcp6Error.BAD_OPTION);
+    expect(parseDhcp6(good, 0, 3, m)).toBe(Dhcp6Error.SHORT);
+    const twice = Uint8Array.from([1, 0, 0, 1, 0, 1, 0, 2, 0, 3, 0, 1, 0, 2, 0, 3]);
+    expect(parseDhcp6(twice, 0, twice.length, m)).toBe(Dhcp6Error.DUPLICATE);
+    const big = Uint8Array.from([1, 0, 0, 1, 0, 1, 0, 131, ...new Array(131).fill(1)]);
+    expect(parseDhcp6(big, 0, big.length, m)).toBe(Dhcp6Error.BAD_DUID);
+    const shortIa = Uint8Array.from([1, 0, 0, 1, 0, 3, 0, 4, 0, 0, 0, 1]);
+    expect(parseDhcp6(shortIa, 0, shortIa.length, m)).toBe(Dhcp6Error.BAD_IA);
+    expect(parseDhcp6(Uint8Array.from([12, 0, 0, 0]), 0, 4, m)).toBe(Dhcp6Error.RELAY);
+  });
+
+  it('takes the MAC from DUID-LL and DUID-LLT of Ethernet only', () => {
+    const ll = duidLl(MAC2);
+    expect(duidMac(ll, 0, ll.length)).toBe(MAC2);
+    const en = Uint8Array.from([0, 2, 0, 0, 0, 9, 1, 2, 3]);
+    expect(duidMac(en, 0, en.length)).toBe(-1);
+  });
+});
+
+describe('DHCPv6 server', () => {
+  it('Solicit/Advertise/Request/Reply: an address from the pool, lifetimes, DNS and domain', () => {
+    const s = newServer({ leaseTimeSec: 120 });
+    const adv = run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1) }).reply!;
+    expect(adv.type).toBe(Dhcp6Msg.ADVERTISE);
+    expect(adv.addr).toBe('fd00:10::100');
+    expect(adv.opts.get(Dhcp6Opt.PREFERENCE)).toEqual(Uint8Array.of(255));
+    expect(formatIp6(adv.opts.get(Dhcp6Opt.DNS_SERVERS)!, 0)).toBe('fd00:10::1');
+    const rep = run(s, { type: Dhcp6Msg.REQUEST, duid: duidLlt(MAC1), server: s.duid, addr: a6(adv.addr!) }).reply!;
+    expect(rep).toMatchObject({ type: Dhcp6Msg.REPLY, addr: 'fd00:10::100', valid: 120, t1: 60 });
+    expect(s.leases(T0)).toMatchObject([{ state: 'bound', mac: MAC1, port: 'vm1', iaid: 1 }]);
+    expect(s.counters.messages).toMatchObject({ solicit: 1, advertise: 1, request: 1, reply: 1 });
+  });
+
+  it('Rapid Commit: a Reply with the lease at once', () => {
+    const s = newServer();
+    const { reply } = run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1), rapid: true });
+    expect(reply!.type).toBe(Dhcp6Msg.REPLY);
+    expect(reply!.opts.has(Dhcp6Opt.RAPID_COMMIT)).toBe(true);
+    expect(s.leases(T0)[0].state).toBe('bound');
+  });
+
+  it('pool exhaustion: NoAddrsAvail in the IA', () => {
+    const s = newServer();
+    for (let i = 1; i <= 3; i++) lease(s, duidLlt(MAC1 + i), ctx({ port: `vm${i}` }));
+    const adv = run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1 + 9) }, ctx({ port: 'vm9' })).reply!;
+    expect(adv.iaStatus).toBe(Dhcp6Status.NO_ADDRS_AVAIL);
+    expect(adv.addr).toBeUndefined();
+    expect(s.counters.statuses.no_addrs_avail).toBe(1);
+  });
+
+  it('Renew extends; Renew of an unknown address: NoBinding; off-link: lifetimes 0; Rebind of someone else\'s: lifetimes 0', () => {
+    const s = newServer();
+    const d = duidLlt(MAC1);
+    const ip = lease(s, d);
+    const later = ctx({ now: T0 + 1800_000 });
+    const ren = run(s, { type: Dhcp6Msg.RENEW, duid: d, server: s.duid, addr: a6(ip) }, later).reply!;
+    expect(ren.addr).toBe(ip);
+    expect(s.leases(T0)[0].expiresAt).toBe(T0 + 1800_000 + 3600_000);
+    const other = lease(s, duidLlt(MAC2), ctx({ port: 'vm2', srcMac: MAC2 }));
+    expect(run(s, { type: Dhcp6Msg.RENEW, duid: d, server: s.duid, addr: a6(other) }).reply!.iaStatus).toBe(Dhcp6Status.NO_BINDING);
+    const off = run(s, { type: Dhcp6Msg.REBIND, duid: d, addr: a6('2001:db8::5') }).reply!;
+    expect(off).toMatchObject({ addr: '2001:db8::5', valid: 0 });
+    expect(run(s, { type: Dhcp6Msg.REBIND, duid: d, addr: a6(other) }).reply!.valid).toBe(0);
+  });
+
+  it('Release and Decline end the lease; a declined address is held out', () => {
+    const s = newServer();
+    const d = duidLlt(MAC1);
+    const ip = lease(s, d);
+    const rel = run(s, { type: Dhcp6Msg.RELEASE, duid: d, server: s.duid, addr: a6(ip) }).reply!;
+    expect(rel.status).toBe(Dhcp6Status.SUCCESS);
+    expect(s.leases(T0)).toEqual([]);
+    const ip2 = lease(s, d);
+    run(s, { type: Dhcp6Msg.DECLINE, duid: d, server: s.duid, addr: a6(ip2) });
+    expect(s.leases(T0).map((l) => l.state)).toEqual(['declined']);
+    expect(lease(s, d)).not.toBe(ip2);
+  });
+
+  it('Confirm: Success on-link, NotOnLink off it', () => {
+    const s = newServer();
+    expect(run(s, { type: Dhcp6Msg.CONFIRM, duid: duidLlt(MAC1), addr: a6('fd00:10::77') }).reply!.status).toBe(Dhcp6Status.SUCCESS);
+    expect(run(s, { type: Dhcp6Msg.CONFIRM, duid: duidLlt(MAC1), addr: a6('fd00:99::77') }).reply!.status).toBe(Dhcp6Status.NOT_ON_LINK);
+  });
+
+  it('Information-Request: the stateless options, no IA', () => {
+    const s = newServer();
+    const r = run(s, { type: Dhcp6Msg.INFORMATION_REQUEST, duid: duidLlt(MAC1) }).reply!;
+    expect(r.type).toBe(Dhcp6Msg.REPLY);
+    expect(r.opts.has(Dhcp6Opt.IA_NA)).toBe(false);
+    expect(r.opts.has(Dhcp6Opt.DNS_SERVERS)).toBe(true);
+    expect(r.opts.has(Dhcp6Opt.DOMAIN_LIST)).toBe(true);
+  });
+
+  it('drops what RFC 8415 16 says to discard', () => {
+    const s = newServer();
+    expect(run(s, { type: Dhcp6Msg.REQUEST, duid: duidLlt(MAC1), server: duidLl(1) }).r).toBe('wrong_server');
+    expect(run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1), server: s.duid }).r).toBe('wrong_server');
+    expect(run(s, { type: Dhcp6Msg.SOLICIT }).r).toBe('no_client_id');
+    expect(run(s, { type: Dhcp6Msg.ADVERTISE, duid: duidLlt(MAC1) }).r).toBe('unsupported_type');
+  });
+
+  it('reservations by DUID and by MAC: that address and no other; a reserved address to no one else', () => {
+    const byDuid = duidLlt(MAC2);
+    const s = newServer({
+      reservations: [
+        { duid: Buffer.from(byDuid).toString('hex'), address: a6('fd00:10::50') },
+        { mac: MAC1, address: a6('fd00:10::51') },
+      ],
+    });
+    expect(lease(s, byDuid, ctx({ port: 'vm2', srcMac: MAC2 }))).toBe('fd00:10::50');
+    // DUID-EN: no MAC inside: the frame's source MAC is matched.
+    expect(lease(s, Uint8Array.from([0, 2, 0, 0, 0, 9, 1, 2, 3]), ctx({ srcMac: MAC1 }))).toBe('fd00:10::51');
+    const other = run(s, { type: Dhcp6Msg.REQUEST, duid: duidLlt(0x525400000077), server: s.duid, addr: a6('fd00:10::50') }, ctx({ port: 'vm7', srcMac: 0x525400000077 })).reply!;
+    expect(other.addr).not.toBe('fd00:10::50');
+  });
+
+  it('a lease owned by a live guarded port: another port copying the DUID changes nothing', () => {
+    const s = newServer();
+    const d = duidLlt(MAC1);
+    const ports = { guarded: () => true, live: () => true };
+    const ip = lease(s, d, ctx({ guarded: true, ports }));
+    const evil = ctx({ port: 'vm2', srcMac: MAC2, guarded: true, ports });
+    expect(run(s, { type: Dhcp6Msg.RELEASE, duid: d, server: s.duid, addr: a6(ip) }, evil).r).toBe('not_owner');
+    expect(run(s, { type: Dhcp6Msg.RENEW, duid: d, server: s.duid, addr: a6(ip) }, evil).r).toBe('not_owner');
+    expect(s.leases(T0)).toMatchObject([{ address: a6(ip), port: 'vm1', state: 'bound' }]);
+    // The owner gone (port down): the client may move.
+    expect(run(s, { type: Dhcp6Msg.RENEW, duid: d, server: s.duid, addr: a6(ip) }, { ...evil, ports: { guarded: () => true, live: () => false } }).reply!.addr).toBe(ip);
+  });
+
+  it('caps leases + offers per guarded port', () => {
+    const s = newServer({ pool: { start: a6('fd00:10::100'), end: a6('fd00:10::1ff') } });
+    const g = { guarded: true, ports: { guarded: () => true, live: () => true } };
+    for (let i = 0; i < 4; i++) lease(s, duidLlt(MAC1 + i), ctx(g));
+    expect(run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1 + 10) }, ctx(g)).r).toBe('port_limit');
+  });
+
+  it('holds the Reply until the lease file has it, then delivers it', async () => {
+    const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'dhcp6-'));
+    try {
+      const codec = dhcp6Codec(PREFIX);
+      const s = newServer({}, LeaseStore.open(dir, 'net10', T0, codec));
+      const got: Dhcp6Reply[] = [];
+      s.attach({ deliver: (r) => got.push(r) });
+      const b = msg({ type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1), rapid: true });
+      expect(s.handle(b, 0, b.length, new Uint8Array(1500), 0, ctx())).toBe('pending');
+      await s.flush();
+      expect(got).toHaveLength(1);
+      const file = JSON.parse(readFileSync(join(dir, 'leases6-net10.json'), 'utf8'));
+      expect(file.leases[0]).toMatchObject({ ip: 'fd00:10::100', port: 'vm1' });
+      s.close();
+      // A restart: the lease is there, and the client renews it.
+      const s2 = newServer({}, LeaseStore.open(dir, 'net10', T0 + 1000, codec));
+      expect(s2.leases(T0 + 1000)).toMatchObject([{ state: 'bound', mac: MAC1 }]);
+      s2.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses bad configs', () => {
+    expect(() => newServer({ pool: { start: a6('fd00:10::1:0:100'), end: a6('fd00:10::2:0:100') } })).toThrow(Dhcp6ConfigError);
+    expect(() => newServer({ pool: { start: a6('fd00:99::100'), end: a6('fd00:99::102') } })).toThrow(/inside the network/);
+    expect(() => newServer({ reservations: [{ mac: MAC1, address: a6('fd00:10::1') }] })).toThrow(/gateway/);
+  });
+});

@@ -1,0 +1,136 @@
+/*
+ * The VXLAN underlay: a UDP socket that receives the tunnel's datagrams, and a raw
+ * IPv4 socket that sends them.
+ *
+ * Why two sockets: a VTEP must vary the outer UDP source port per inner flow
+ * (RFC 7348 entropy) and set DF, which a UDP socket bound to 4789 cannot do per
+ * datagram. So the sender builds the outer IPv4 + UDP + VXLAN header itself and
+ * writes it through IPPROTO_RAW (IP_HDRINCL; the kernel routes it, fills the IPv4
+ * checksum and, since DF is set, refuses with EMSGSIZE what exceeds the route's MTU
+ * rather than fragmenting). The receiver is a plain UDP socket bound to the local
+ * address and port: the kernel checks the outer headers and checksum, and a bound
+ * port means it never answers tunnel traffic with ICMP port unreachable.
+ *
+ * Receive: recvmmsg in batches straight into the ring (addon.c), one datagram
+ * (the VXLAN header and the inner frame, the UDP payload) per ring frame. The
+ * sender's IPv4 address (4 bytes, network order) and UDP port (2 bytes, network
+ * order) are written into the 10-byte header room in front of it, where other
+ * kinds of handle carry a virtio_net_hdr; the remaining 4 bytes are zero.
+ * Datagrams over ND_UDP_MAX bytes (no underlay MTU is that large) are dropped as
+ * truncated.
+ */
+#include "netdev.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+
+#define ND_UDP_BATCH 64
+
+static int set_int(int fd, int level, int opt, int val) {
+  return setsockopt(fd, level, opt, &val, sizeof val) < 0 ? -errno : 0;
+}
+
+static int bind_dev(int fd, const char *ifname) {
+  if (!ifname || !*ifname) return 0;
+  return setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, ifname, (socklen_t)strlen(ifname)) < 0 ? -errno : 0;
+}
+
+static void bufs(int fd) {
+  if (set_int(fd, SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20) < 0) set_int(fd, SOL_SOCKET, SO_RCVBUF, 8 << 20);
+  if (set_int(fd, SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20) < 0) set_int(fd, SOL_SOCKET, SO_SNDBUF, 8 << 20);
+}
+
+int nd_udp_open(uint32_t local_be, uint16_t port, const char *ifname, const char **op) {
+  int e;
+  *op = "socket(AF_INET, SOCK_DGRAM)";
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  bufs(fd);
+  *op = "SO_REUSEADDR";
+  if ((e = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1)) < 0) goto fail;
+  *op = "SO_BINDTODEVICE";
+  if ((e = bind_dev(fd, ifname)) < 0) goto fail;
+  struct sockaddr_in sin;
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(port);
+  sin.sin_addr.s_addr = local_be;
+  *op = "bind(UDP)";
+  if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0) { e = -errno; goto fail; }
+  return fd;
+fail:
+  close(fd);
+  return e;
+}
+
+int nd_raw_open(const char *ifname, const char **op) {
+  int e;
+  *op = "socket(AF_INET, SOCK_RAW, IPPROTO_RAW)";
+  int fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
+  if (fd < 0) return -errno;
+  bufs(fd);
+  *op = "SO_BINDTODEVICE";
+  if ((e = bind_dev(fd, ifname)) < 0) { close(fd); return e; }
+  return fd;
+}
+
+int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
+  int n0 = o->n;
+  struct mmsghdr mm[ND_UDP_BATCH];
+  struct iovec iov[ND_UDP_BATCH];
+  struct sockaddr_in from[ND_UDP_BATCH];
+  size_t slots[ND_UDP_BATCH];
+  *fatal = 0;
+  for (;;) {
+    int want = 0;
+    size_t pos = o->pos;
+    while (want < ND_UDP_BATCH && o->n + want < o->max) {
+      size_t slot = ND_ALIGN_UP(pos);
+      if (slot > o->cap || o->cap - slot < ND_RX_HEADROOM + ND_UDP_MAX) break;
+      slots[want] = slot;
+      iov[want].iov_base = o->base + slot + ND_RX_HEADROOM;
+      iov[want].iov_len = ND_UDP_MAX;
+      memset(&mm[want], 0, sizeof mm[want]);
+      mm[want].msg_hdr.msg_iov = &iov[want];
+      mm[want].msg_hdr.msg_iovlen = 1;
+      mm[want].msg_hdr.msg_name = &from[want];
+      mm[want].msg_hdr.msg_namelen = sizeof from[want];
+      pos = slot + ND_RX_HEADROOM + ND_UDP_MAX;
+      want++;
+    }
+    if (want == 0) break;
+    int got = recvmmsg(fd, mm, (unsigned)want, MSG_DONTWAIT, NULL);
+    if (got < 0) {
+      int e = errno;
+      if (e == EINTR) continue;
+      if (e == EAGAIN || e == EWOULDBLOCK) break;
+      /* A queued ICMP error (ECONNREFUSED and friends) is reported once; the socket lives on. */
+      if (e == ECONNREFUSED || e == EHOSTUNREACH || e == ENETUNREACH || e == EMSGSIZE) continue;
+      *fatal = e;
+      break;
+    }
+    for (int i = 0; i < got; i++) {
+      size_t len = mm[i].msg_len;
+      if ((mm[i].msg_hdr.msg_flags & MSG_TRUNC) || len >= ND_UDP_MAX) { s->rx_truncated++; continue; }
+      size_t start = slots[i] + ND_RX_HEADROOM;
+      uint8_t *h = o->base + start - ND_VNET_HDR_LEN;
+      /* Datagrams are committed in order; a dropped one leaves its slot unused. */
+      memcpy(h, &from[i].sin_addr.s_addr, 4);
+      memcpy(h + 4, &from[i].sin_port, 2);
+      memset(h + 6, 0, 4);
+      o->offs[o->n] = (int32_t)start;
+      o->lens[o->n] = (int32_t)len;
+      o->n++;
+      o->pos = start + len;
+      s->rx_frames++;
+      s->rx_bytes += len;
+    }
+    if (got < want) break;
+  }
+  return o->n - n0;
+}

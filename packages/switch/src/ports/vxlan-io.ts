@@ -1,0 +1,73 @@
+/*
+ * The VXLAN underlay over the addon (netdev udp.c): a UDP socket bound to the
+ * VTEP's local address and port receives the tunnel's datagrams in batches
+ * (recvmmsg, through the shared ring), and a raw IPv4 socket sends the packets
+ * Vtep.encap builds (outer header, then the inner frame's pieces, gathered by one
+ * sendmsg). This is the only part of the VTEP that needs the addon: the Vtep core
+ * (vxlan.ts) sees it as an UnderlayIo and a stream of `receive` calls, so a
+ * batched sender (sendmmsg, UDP GSO) can replace it without touching the core.
+ */
+import * as netdev from '@vswitch/netdev';
+import type { UnderlayIo, Vtep } from '../vxlan.js';
+import * as wire from '../wire/vxlan.js';
+
+const sender = wire.vxlanSender;
+
+export interface UnderlayOptions {
+  /** Local IPv4 address (u32) to bind; 0: any. */
+  local: number;
+  port: number;
+  /** Bind both sockets to this interface (SO_BINDTODEVICE); '' or absent: routed. */
+  ifname?: string;
+}
+
+export class NativeUnderlay implements UnderlayIo {
+  readonly #rxHandle: number;
+  readonly #txHandle: number;
+  #closed = false;
+  /** Errors that stopped the receive socket (it is then dead; the daemon logs it). */
+  failed = 0;
+
+  constructor(opts: UnderlayOptions) {
+    const rx = netdev.openUdp(opts.local, opts.port, opts.ifname ?? '');
+    try {
+      this.#txHandle = netdev.openRawIp(opts.ifname ?? '').handle;
+    } catch (e) {
+      netdev.close(rx.handle);
+      throw e;
+    }
+    this.#rxHandle = rx.handle;
+  }
+
+  /** Delivers every received datagram to `vtep.receive`; `onError` when the socket fails for good. */
+  start(vtep: Vtep, onError: (errno: number) => void): void {
+    const ring = netdev.ring();
+    const arena = ring.arena;
+    const offs = ring.offs;
+    const lens = ring.lens;
+    netdev.start(this.#rxHandle, (count) => {
+      if (count < 0) {
+        this.failed++;
+        onError(-count);
+        return;
+      }
+      for (let i = 0; i < count; i++) {
+        const o = offs[i];
+        vtep.receive(arena, o, lens[i], sender(arena, o));
+      }
+    });
+  }
+
+  send3(dst: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
+    c: Uint8Array, coff: number, clen: number): number {
+    if (this.#closed) return -100;
+    return netdev.sendIp3(this.#txHandle, dst, a, aoff, alen, b, boff, blen, c, coff, clen);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    netdev.close(this.#rxHandle);
+    netdev.close(this.#txHandle);
+  }
+}

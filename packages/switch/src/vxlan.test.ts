@@ -1,0 +1,206 @@
+import { describe, expect, it } from 'vitest';
+import { TestIo } from './testing/test-io.js';
+import { Bridge } from './bridge.js';
+import { VlanPolicy } from './vlan.js';
+import { writeMac } from './wire/ethernet.js';
+import { checkIpv4, IPV4_OK } from './wire/ipv4.js';
+import { checkVxlan, writeVxlanHeader, VXLAN_OUTER_LEN } from './wire/vxlan.js';
+import { tunnelPortName, Vtep, type UnderlayIo } from './vxlan.js';
+
+const LOCAL = 0x0a630001; // 10.99.0.1
+const R1 = 0x0a630002;
+const R2 = 0x0a630003;
+const R3 = 0xc0a80005; // 192.168.0.5: above 2^31, compared as int32
+const VM = 0x020000000001;
+const FAR = 0x020000000002;
+const FAR2 = 0x020000000003;
+const BCAST = 0xffffffffffff;
+
+interface Sent { dst: number; pkt: Uint8Array }
+
+class FakeUnderlay implements UnderlayIo {
+  sent: Sent[] = [];
+  send3(dst: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
+    c: Uint8Array, coff: number, clen: number): number {
+    const p = new Uint8Array(alen + blen + clen);
+    p.set(a.subarray(aoff, aoff + alen), 0);
+    p.set(b.subarray(boff, boff + blen), alen);
+    p.set(c.subarray(coff, coff + clen), alen + blen);
+    this.sent.push({ dst, pkt: p });
+    return p.length;
+  }
+  take(): Sent[] {
+    const s = this.sent;
+    this.sent = [];
+    return s;
+  }
+}
+
+function eth(dst: number, src: number, len = 60, vid?: number): Uint8Array {
+  const f = new Uint8Array(len);
+  writeMac(f, 0, dst);
+  writeMac(f, 6, src);
+  let p = 12;
+  if (vid !== undefined) {
+    f.set([0x81, 0, vid >> 8, vid & 255], 12);
+    p = 16;
+  }
+  f[p] = 0x08;
+  f[p + 1] = 0x06;
+  for (let i = p + 2; i < len; i++) f[i] = i & 255;
+  return f;
+}
+
+/** A UDP payload as the underlay socket delivers it: VXLAN header + inner frame, inside a larger buffer. */
+function datagram(vni: number, inner: Uint8Array): { buf: Uint8Array; off: number; len: number } {
+  const off = 10;
+  const buf = new Uint8Array(off + 8 + inner.length + 3);
+  writeVxlanHeader(buf, off, vni);
+  buf.set(inner, off + 8);
+  return { buf, off, len: 8 + inner.length };
+}
+
+function setup(opts: { mtu?: number; maxMacs?: number } = {}) {
+  const br = new Bridge('br0', { clock: () => 0, maxEntries: opts.maxMacs });
+  const vm10 = new TestIo();
+  const vm20 = new TestIo();
+  br.addPort('vm10', vm10, { vlan: VlanPolicy.from({ mode: 'access', vid: 10 }) });
+  br.addPort('vm20', vm20, { vlan: VlanPolicy.from({ mode: 'access', vid: 20 }) });
+  const u = new FakeUnderlay();
+  const vtep = new Vtep(u, { local: LOCAL, mtu: opts.mtu });
+  vtep.set([
+    { bridge: br, vni: 100, vid: 10, flood: [R1, R2] },
+    { bridge: br, vni: 200, vid: 20, flood: [R2, R3] },
+  ]);
+  return { br, vm10, vm20, u, vtep };
+}
+
+function decode(s: Sent): { vni: number; inner: Uint8Array; sport: number } {
+  expect(checkIpv4(s.pkt, 0, s.pkt.length, true)).toBe(IPV4_OK);
+  const dv = new DataView(s.pkt.buffer);
+  expect(dv.getUint32(12)).toBe(LOCAL);
+  expect(dv.getUint32(16)).toBe(s.dst >>> 0);
+  expect(dv.getUint16(6) & 0x4000).toBe(0x4000);
+  return { vni: checkVxlan(s.pkt, 28, s.pkt.length - 28), inner: s.pkt.subarray(VXLAN_OUTER_LEN), sport: dv.getUint16(20) };
+}
+
+describe('Vtep: tunnels are bridge ports', () => {
+  it('makes one trunk port per remote VTEP, tagged in the mapped VLANs', () => {
+    const { br } = setup();
+    expect([...br.ports.keys()].sort()).toEqual(['vm10', 'vm20', 'vx-10.99.0.2', 'vx-10.99.0.3', 'vx-192.168.0.5']);
+    const p = br.port(tunnelPortName(R2))!;
+    expect(p.kind).toBe('vxlan');
+    expect(p.vlan.members().map((m) => [m.vid, m.untagged])).toEqual([[10, false], [20, false]]);
+  });
+
+  it('floods by head-end replication to the VNI flood list only, untagged inner frame, VNI set', () => {
+    const { vm10, vm20, u } = setup();
+    const f = eth(BCAST, VM);
+    vm10.inject(f);
+    const sent = u.take();
+    expect(sent.map((s) => s.dst).sort()).toEqual([R1, R2]);
+    for (const s of sent) {
+      const d = decode(s);
+      expect(d.vni).toBe(100);
+      expect([...d.inner]).toEqual([...f]);
+    }
+    expect(vm20.take()).toEqual([]);
+    // VLAN 20 floods to VNI 200's list.
+    vm20.inject(eth(BCAST, VM + 16));
+    expect(u.take().map((s) => [s.dst >>> 0, decode(s).vni])).toEqual([[R2, 200], [R3 >>> 0, 200]]);
+  });
+
+  it('decapsulates into the VNI\'s VLAN, learns the MAC behind the remote, then unicasts only to it', () => {
+    const { br, vm10, vm20, u, vtep } = setup();
+    const d = datagram(100, eth(BCAST, FAR));
+    vtep.receive(d.buf, d.off, d.len, R1);
+    const got = vm10.take();
+    expect(got.length).toBe(1);
+    expect([...got[0]]).toEqual([...eth(BCAST, FAR)]);
+    expect(vm20.take()).toEqual([]);
+    // Split horizon: the broadcast went to no other remote.
+    expect(u.take()).toEqual([]);
+    expect(br.portName(br.fdb.lookup(10, FAR))).toBe('vx-10.99.0.2');
+    vm10.inject(eth(FAR, VM));
+    const s = u.take();
+    expect(s.map((x) => x.dst)).toEqual([R1]);
+    expect(decode(s[0]).vni).toBe(100);
+    const seg = vtep.segments().find((x) => x.vni === 100)!;
+    expect([seg.rxPackets, seg.rxBytes, seg.txPackets, seg.txBytes]).toEqual([1, 60, 1, 60]);
+  });
+
+  it('never sends from the overlay back into it (unicast to a MAC behind another remote is dropped)', () => {
+    const { br, u, vtep } = setup();
+    const a = datagram(100, eth(BCAST, FAR));
+    vtep.receive(a.buf, a.off, a.len, R1);
+    const b = datagram(100, eth(FAR, FAR2));
+    vtep.receive(b.buf, b.off, b.len, R2);
+    expect(u.take()).toEqual([]);
+    // Counted as a frame for the segment it came from (forward.ts).
+    expect(br.port('vx-10.99.0.2')!.counters().drops).toEqual({ dst_on_ingress: 1 });
+  });
+
+  it('counts malformed, unknown-VNI and unknown-remote datagrams and delivers nothing', () => {
+    const { vm10, vm20, vtep } = setup();
+    const ok = datagram(100, eth(BCAST, FAR));
+    vtep.receive(ok.buf, ok.off, 21, R1);
+    const bad = datagram(100, eth(BCAST, FAR));
+    bad.buf[bad.off] = 0x0c;
+    vtep.receive(bad.buf, bad.off, bad.len, R1);
+    const unk = datagram(999, eth(BCAST, FAR));
+    vtep.receive(unk.buf, unk.off, unk.len, R1);
+    const stranger = datagram(100, eth(BCAST, FAR));
+    vtep.receive(stranger.buf, stranger.off, stranger.len, 0x0a630063);
+    // R3 is a remote of VNI 200 only: known to the bridge, so admitted in VNI 100 as Linux would.
+    expect(vtep.dropCounts()).toEqual({ truncated: 1, bad_flags: 1, unknown_vni: 1, unknown_remote: 1 });
+    expect(vm10.take()).toEqual([]);
+    expect(vm20.take()).toEqual([]);
+  });
+
+  it('refuses an inner frame that would not fit the underlay MTU (tunnel_mtu), DF never needed', () => {
+    const { br, vm10, u } = setup({ mtu: 1500 });
+    vm10.inject(eth(BCAST, VM, 1464)); // 1464 + 36 = 1500: fits
+    expect(u.take().length).toBe(2);
+    vm10.inject(eth(BCAST, VM, 1465));
+    expect(u.take()).toEqual([]);
+    expect(br.port('vx-10.99.0.2')!.counters().drops).toEqual({ tunnel_mtu: 1 });
+  });
+
+  it('static entries point at a remote; set() replaces them and removes tunnels no longer named', () => {
+    const { br, vm10, u, vtep } = setup();
+    vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [R1], fdb: [{ mac: FAR, remote: R3 }] }]);
+    expect([...br.ports.keys()].sort()).toEqual(['vm10', 'vm20', 'vx-10.99.0.2', 'vx-192.168.0.5']);
+    expect(br.fdb.get(10, FAR)?.isStatic).toBe(true);
+    vm10.inject(eth(FAR, VM));
+    expect(u.take().map((s) => s.dst >>> 0)).toEqual([R3 >>> 0]);
+    // R3 is not on VNI 100's flood list: a broadcast reaches R1 only.
+    vm10.inject(eth(BCAST, VM));
+    expect(u.take().map((s) => s.dst)).toEqual([R1]);
+    // A datagram from R3 is admitted (it is a remote of this bridge) and learned there.
+    const d = datagram(100, eth(VM, FAR2));
+    vtep.receive(d.buf, d.off, d.len, R3);
+    expect(vm10.take().length).toBe(1);
+    vtep.set([]);
+    expect([...br.ports.keys()].sort()).toEqual(['vm10', 'vm20']);
+    expect(br.fdb.get(10, FAR)).toBeUndefined();
+  });
+
+  it('refuses a VNI or a VLAN mapped twice and changes nothing', () => {
+    const { br, vtep } = setup();
+    expect(() => vtep.set([{ bridge: br, vni: 1, vid: 10, flood: [] }, { bridge: br, vni: 1, vid: 11, flood: [] }])).toThrow(/VNI 1 is mapped twice/);
+    expect(() => vtep.set([{ bridge: br, vni: 1, vid: 10, flood: [] }, { bridge: br, vni: 2, vid: 10, flood: [] }])).toThrow(/two VNIs/);
+    expect(vtep.segments().map((s) => s.vni).sort()).toEqual([100, 200]);
+  });
+
+  it('a flood of random inner source MACs from a remote stays within the bridge table limit', () => {
+    const { br, vtep } = setup({ maxMacs: 64 });
+    for (let i = 0; i < 5000; i++) {
+      const d = datagram(100, eth(BCAST, 0x020000100000 + i));
+      vtep.receive(d.buf, d.off, d.len, R1);
+      const r = datagram(0x100000 + i, eth(BCAST, 0x020000100000 + i));
+      vtep.receive(r.buf, r.off, r.len, R1);
+    }
+    expect(br.fdb.size).toBeLessThanOrEqual(64);
+    expect(vtep.dropCounts().unknown_vni).toBe(5000);
+  });
+});

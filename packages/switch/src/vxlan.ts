@@ -1,0 +1,357 @@
+/*
+ * A VXLAN tunnel endpoint (VTEP, RFC 7348): bridges' VLANs stretched over an IPv4
+ * underlay, each as a 24-bit VNI, interoperating with Linux `vxlan` devices and OVS.
+ *
+ * Model: a tunnel is a port. Each remote VTEP a bridge reaches is one bridge port
+ * (TunnelIo, kind 'vxlan', named `vx-<remote IP>`), a trunk tagged in every VLAN the
+ * bridge maps to a VNI. So the MAC table holds "MAC -> remote VTEP" as "MAC -> port",
+ * and everything the bridge does to ports applies unchanged: data-plane learning
+ * from decapsulated frames, ageing, per-port MAC limits, static entries, storm
+ * control, counters and drop reasons per remote. (One port carrying the remote in
+ * each MAC entry would have needed a second table beside the FDB, and its own
+ * learning, ageing and limits.) EVPN (a control plane to come) fits the same model:
+ * a type-2 route is a static entry on the remote's port (`Vtep.set` `fdb`), a type-3
+ * route puts the remote on the VNI's flood list.
+ *
+ * Flooding is head-end replication: a frame the bridge floods in a VLAN goes to
+ * each tunnel port whose remote is on that VNI's flood list (PortIo.floods, read
+ * when the bridge rebuilds its flood lists). Split horizon: the tunnel ports of a
+ * bridge form one horizon group (PortIo.horizon), so nothing from the overlay goes
+ * back into it, flooded or unicast (dst_on_ingress, as a frame for the port it came
+ * from), as Linux's single vxlan device behaves.
+ *
+ * Receive (`receive`, one UDP payload from the underlay socket): the VXLAN header
+ * must be well formed (wire/vxlan.ts: checkVxlan), its VNI mapped, and the sender a
+ * remote VTEP this bridge knows (on a flood list or named by a static entry);
+ * otherwise the datagram is dropped and counted by reason (VXLAN_DROP_REASONS), so
+ * a flood of random VNIs, senders or inner MACs never creates state. The inner
+ * frame is given its VLAN's 802.1Q tag in place (its MACs move 4 bytes into the
+ * VXLAN header's room) and handed to the remote's port; the bridge checks the
+ * frame like any other (malformed, bad_src_mac, MAC limits ...).
+ *
+ * Send (TunnelIo.send/send2: egress gives it the frame tagged with its VLAN): the
+ * tag is dropped, the VLAN's VNI looked up, and the outer IPv4 + UDP + VXLAN header
+ * (wire/vxlan.ts) written into one scratch and sent with the frame's pieces as one
+ * packet (UnderlayIo.send3: no copy of the frame). An inner frame whose packet would
+ * exceed the underlay MTU is refused (E_TUNNEL_MTU: the port's `tunnel_mtu` drop):
+ * the documented VM MTU is the underlay MTU minus 50.
+ *
+ * Nothing per datagram allocates; remotes are found by a scan of the bridge's few
+ * tunnel ports (addresses compared as int32, never as heap numbers).
+ */
+import { E_TUNNEL_MTU } from './egress.js';
+import type { Bridge } from './bridge.js';
+import type { PortIo, PortRx } from './port.js';
+import { VlanPolicy } from './vlan.js';
+import * as wire from './wire/vxlan.js';
+import { VXLAN_BAD_FLAGS, VXLAN_HLEN, VXLAN_OUTER_LEN, VXLAN_PORT, VNI_MAX } from './wire/vxlan.js';
+
+// Per packet through module constants: an imported binding is checked on every use (see ingress.ts).
+const { checkVxlan, decapTagged: decap, taggedVid: tagVid, vxlanSourcePort, writeVxlanOuter } = wire;
+
+/** Why the VTEP dropped a datagram from the underlay; a closed set (README "VXLAN"). */
+export const VXLAN_DROP_REASONS = [
+  'truncated',      // shorter than the VXLAN header plus an Ethernet header
+  'bad_flags',      // I flag clear, or a flag or reserved bit set (an extension this VTEP does not speak)
+  'unknown_vni',    // VNI not mapped to any bridge VLAN
+  'unknown_remote', // sender is not a remote VTEP of the VNI's bridge (on no flood list, in no static entry)
+] as const;
+export type VxlanDropReason = (typeof VXLAN_DROP_REASONS)[number];
+const TRUNCATED = 0;
+const BAD_FLAGS = 1;
+const UNKNOWN_VNI = 2;
+const UNKNOWN_REMOTE = 3;
+
+/** The underlay's sending side: one IPv4 packet (header first, in `a`) to `dst`; bytes or a negative errno. */
+export interface UnderlayIo {
+  send3(dst: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
+    c: Uint8Array, coff: number, clen: number): number;
+}
+
+export interface VtepOptions {
+  /** Local underlay IPv4 address (u32), the outer source. */
+  local: number;
+  /** UDP destination port of what the VTEP sends (default 4789). */
+  port?: number;
+  /** Underlay MTU (default 1500): outer packets are at most this long. */
+  mtu?: number;
+  /** Outer TTL (default 64). */
+  ttl?: number;
+}
+
+/** One VNI of one bridge, as the daemon wants it. */
+export interface SegmentSpec {
+  bridge: Bridge;
+  vni: number;
+  vid: number;
+  /** Remote VTEPs (u32) that get this VNI's flooded frames. */
+  flood: number[];
+  /** Static MAC entries (u48) behind a remote VTEP. */
+  fdb?: { mac: number; remote: number }[];
+}
+
+/** Per-VNI counters (inner frames; each head-end copy counts). */
+export class Segment {
+  rxPackets = 0;
+  rxBytes = 0;
+  txPackets = 0;
+  txBytes = 0;
+  flood: Set<number>;
+  fdb: { mac: number; remote: number }[];
+  constructor(readonly vni: number, readonly vid: number, readonly tunnels: BridgeTunnels, flood: number[], fdb: { mac: number; remote: number }[]) {
+    this.flood = new Set(flood.map((a) => a | 0));
+    this.fdb = fdb;
+  }
+}
+
+/** A bridge's side of the VTEP: its segments by VID and its tunnel ports. */
+export class BridgeTunnels {
+  readonly byVid: (Segment | undefined)[] = new Array(4096);
+  /** One per remote VTEP; scanned (there are few). */
+  tunnels: TunnelIo[] = [];
+  constructor(readonly bridge: Bridge) {}
+
+  find(remote: number): TunnelIo | undefined {
+    const t = this.tunnels;
+    for (let i = 0; i < t.length; i++) if (t[i].remote === remote) return t[i];
+    return undefined;
+  }
+}
+
+export function ip4Text(a: number): string {
+  return `${(a >>> 24) & 255}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+}
+
+/** The bridge port name of the tunnel to `remote`. */
+export function tunnelPortName(remote: number): string {
+  return `vx-${ip4Text(remote)}`;
+}
+
+/** A tunnel to one remote VTEP: a bridge port's I/O. */
+export class TunnelIo implements PortIo {
+  readonly kind = 'vxlan' as const;
+  /** All tunnels of all bridges share one group: the overlay is one segment per bridge. */
+  readonly horizon = 1;
+  rx: PortRx | undefined = undefined;
+  closed = false;
+  /** Remote address as int32 (comparisons stay small integers). */
+  readonly remote: number;
+  /** The same as u32, boxed once here rather than per packet. */
+  readonly remoteU32: number;
+
+  constructor(readonly vtep: Vtep, readonly tunnels: BridgeTunnels, remote: number) {
+    this.remote = remote | 0;
+    this.remoteU32 = remote >>> 0;
+  }
+
+  start(rx: PortRx): void {
+    this.rx = rx;
+  }
+
+  floods(vid: number): boolean {
+    const seg = this.tunnels.byVid[vid];
+    return seg !== undefined && seg.flood.has(this.remote);
+  }
+
+  /** A tagged frame: tag dropped, encapsulated. */
+  send(buf: Uint8Array, off: number, len: number): number {
+    const vid = len < 18 ? -1 : tagVid(buf, off);
+    if (vid < 0) return -22;
+    return this.vtep.encap(this, vid, buf, off, buf, off + 16, len - 16);
+  }
+
+  /** Egress's tag insert: a = 16-byte tagged header, b = the rest. */
+  send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    const vid = alen !== 16 ? -1 : tagVid(a, aoff);
+    if (vid < 0) return -22;
+    return this.vtep.encap(this, vid, a, aoff, b, boff, blen);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.rx = undefined;
+  }
+
+  describe(): Record<string, string | number | boolean> {
+    const vnis = this.tunnels.byVid.filter((s): s is Segment => s !== undefined);
+    return {
+      remote: ip4Text(this.remote),
+      vnis: vnis.map((s) => s.vni).join(','),
+      flood: vnis.filter((s) => s.flood.has(this.remote)).map((s) => s.vni).join(','),
+    };
+  }
+}
+
+export class VtepError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+export class Vtep {
+  readonly local: number;
+  readonly port: number;
+  mtu: number;
+  ttl: number;
+  readonly drops = new Float64Array(VXLAN_DROP_REASONS.length);
+  readonly #byVni = new Map<number, Segment>();
+  readonly #bridges = new Map<Bridge, BridgeTunnels>();
+  readonly #scratch = new Uint8Array(VXLAN_OUTER_LEN);
+
+  constructor(readonly io: UnderlayIo, opts: VtepOptions) {
+    this.local = opts.local >>> 0;
+    this.port = opts.port ?? VXLAN_PORT;
+    this.mtu = opts.mtu ?? 1500;
+    this.ttl = opts.ttl ?? 64;
+  }
+
+  segments(): Segment[] {
+    return [...this.#byVni.values()];
+  }
+
+  bridgeTunnels(): BridgeTunnels[] {
+    return [...this.#bridges.values()];
+  }
+
+  dropCounts(): Record<VxlanDropReason, number> {
+    return Object.fromEntries(VXLAN_DROP_REASONS.map((r, i) => [r, this.drops[i]])) as Record<VxlanDropReason, number>;
+  }
+
+  /**
+   * Makes the VTEP carry exactly `specs`: tunnel ports created for new remotes
+   * and removed for remotes no segment names any more, VLAN memberships and
+   * flood lists updated, the static entries it installed replaced. Checked first:
+   * a VNI or a bridge VLAN mapped twice is refused and nothing changes.
+   */
+  set(specs: SegmentSpec[]): void {
+    const vnis = new Set<number>();
+    const vids = new Set<string>();
+    for (const s of specs) {
+      if (!Number.isInteger(s.vni) || s.vni < 0 || s.vni > VNI_MAX) throw new VtepError('EINVAL', `VNI ${s.vni} out of range (0-${VNI_MAX})`);
+      if (!Number.isInteger(s.vid) || s.vid < 1 || s.vid > 4094) throw new VtepError('EINVAL', `VLAN ${s.vid} out of range (1-4094)`);
+      if (vnis.has(s.vni)) throw new VtepError('EEXIST', `VNI ${s.vni} is mapped twice`);
+      const k = `${s.bridge.name}/${s.vid}`;
+      if (vids.has(k)) throw new VtepError('EEXIST', `bridge ${s.bridge.name} VLAN ${s.vid} is mapped to two VNIs`);
+      vnis.add(s.vni);
+      vids.add(k);
+    }
+    const old = new Map(this.#byVni);
+    this.#byVni.clear();
+    // The static entries this VTEP installed go first; the new set is installed below.
+    for (const seg of old.values()) {
+      const br = seg.tunnels.bridge;
+      for (const f of seg.fdb) {
+        const e = br.fdb.get(seg.vid, f.mac);
+        const t = seg.tunnels.find(f.remote | 0);
+        if (e !== undefined && e.isStatic && t !== undefined && br.portName(e.port) === tunnelPortName(t.remote)) br.fdb.delete(seg.vid, f.mac);
+      }
+    }
+    const byBridge = new Map<Bridge, SegmentSpec[]>();
+    for (const s of specs) byBridge.set(s.bridge, [...byBridge.get(s.bridge) ?? [], s]);
+    for (const [br, bt] of this.#bridges) {
+      if (!byBridge.has(br)) {
+        for (const t of bt.tunnels) if (br.port(tunnelPortName(t.remote))?.io === t) br.removePort(tunnelPortName(t.remote));
+        this.#bridges.delete(br);
+      }
+    }
+    for (const [br, list] of byBridge) {
+      let bt = this.#bridges.get(br);
+      if (bt === undefined) {
+        bt = new BridgeTunnels(br);
+        this.#bridges.set(br, bt);
+      }
+      bt.byVid.fill(undefined);
+      const remotes = new Set<number>();
+      for (const s of list) {
+        const prev = old.get(s.vni);
+        const seg = new Segment(s.vni, s.vid, bt, s.flood, s.fdb ?? []);
+        if (prev !== undefined && prev.tunnels === bt && prev.vid === s.vid) {
+          seg.rxPackets = prev.rxPackets;
+          seg.rxBytes = prev.rxBytes;
+          seg.txPackets = prev.txPackets;
+          seg.txBytes = prev.txBytes;
+        }
+        bt.byVid[s.vid] = seg;
+        this.#byVni.set(s.vni, seg);
+        for (const a of seg.flood) remotes.add(a);
+        for (const f of seg.fdb) remotes.add(f.remote | 0);
+      }
+      const policy = VlanPolicy.from({ mode: 'trunk', allowed: list.map((s) => s.vid) });
+      const keep: TunnelIo[] = [];
+      for (const t of bt.tunnels) {
+        const name = tunnelPortName(t.remote);
+        const live = br.port(name)?.io === t;
+        if (remotes.has(t.remote) && live) {
+          keep.push(t);
+          br.setPortVlan(name, policy);
+        } else if (live) {
+          br.removePort(name);
+        }
+      }
+      for (const r of remotes) {
+        if (keep.some((t) => t.remote === r)) continue;
+        const t = new TunnelIo(this, bt, r);
+        br.addPort(tunnelPortName(r), t, { vlan: VlanPolicy.from({ mode: 'trunk', allowed: list.map((s) => s.vid) }) });
+        keep.push(t);
+      }
+      bt.tunnels = keep;
+      for (const s of list) {
+        for (const f of s.fdb ?? []) br.addStatic(f.mac, tunnelPortName(f.remote), s.vid);
+      }
+      br.refreshFloodLists();
+    }
+  }
+
+  /** Removes every tunnel port; the VTEP carries nothing after. */
+  close(): void {
+    this.set([]);
+  }
+
+  /**
+   * One UDP payload from the underlay at buf[off, off+len), sent by `src` (u32 or
+   * int32). Writes into buf (the tag goes into the VXLAN header's room).
+   */
+  receive(buf: Uint8Array, off: number, len: number, src: number): void {
+    const vni = checkVxlan(buf, off, len);
+    if (vni < 0) {
+      this.drops[vni === VXLAN_BAD_FLAGS ? BAD_FLAGS : TRUNCATED]++;
+      return;
+    }
+    const seg = this.#byVni.get(vni);
+    if (seg === undefined) {
+      this.drops[UNKNOWN_VNI]++;
+      return;
+    }
+    const t = seg.tunnels.find(src | 0);
+    const rx = t?.rx;
+    if (rx === undefined) {
+      this.drops[UNKNOWN_REMOTE]++;
+      return;
+    }
+    const inner = len - VXLAN_HLEN;
+    const f = decap(buf, off, seg.vid);
+    seg.rxPackets++;
+    seg.rxBytes += inner;
+    rx.frame(buf, f, inner + 4);
+  }
+
+  /**
+   * Sends the inner frame a[aoff, aoff+12) + b[boff, boff+blen) (MACs, then the rest
+   * from the ethertype on) of VLAN `vid` to the tunnel's remote; bytes of the inner
+   * frame, or a negative code (E_TUNNEL_MTU, -EINVAL for a VLAN not mapped, -errno).
+   */
+  encap(t: TunnelIo, vid: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number, blen: number): number {
+    const seg = t.tunnels.byVid[vid];
+    if (seg === undefined) return -22;
+    const inner = 12 + blen;
+    if (inner + VXLAN_OUTER_LEN > this.mtu) return E_TUNNEL_MTU;
+    const s = this.#scratch;
+    const sport = vxlanSourcePort(a, aoff, b, boff, blen);
+    writeVxlanOuter(s, 0, this.local, t.remoteU32, sport, this.port, seg.vni, inner, this.ttl);
+    const r = this.io.send3(t.remoteU32, s, 0, VXLAN_OUTER_LEN, a, aoff, 12, b, boff, blen);
+    if (r < 0) return r;
+    seg.txPackets++;
+    seg.txBytes += inner;
+    return inner;
+  }
+}

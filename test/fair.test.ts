@@ -1,0 +1,117 @@
+/*
+ * Fair share of the read loop (issue 17, item 2) through the real daemon: four VM
+ * namespaces on TAP ports. vm1 floods vm2 with minimum-size frames from a raw
+ * socket at full rate (bench/fair/flood.py: as fast as one core sends, a full queue
+ * skipped), far more than the daemon forwards.
+ * - While it floods, vm3 pings vm4 (200 at 20 ms) and gets all but a few replies;
+ *   the flood reaches vm2 (it gets its share, not nothing); the flooding port's
+ *   `vswitch_port_read_rounds_full_total` climbs (rounds where it had more than its
+ *   share), the pinging port's does not; `show` has the bridge's read quantum.
+ * - `bridge set br0 read-quantum off|64kb` reaches the read loop at runtime: with the
+ *   quantum off a full round is a 256-frame batch, with 256kb about 16 frames, so the
+ *   full rounds per frame forwarded differ by far more than 4x; bad values exit 2.
+ * Bounds are generous (loss, ratios): the bench carries the latency figures
+ * (bench/fair/run.sh, bench/README.md).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Daemon, findPort, startDaemon } from './helpers/daemon.js';
+import { PREFIX, REPO, cleanup, freePort, ifname, nsExec, sh, sleep } from './helpers/run.js';
+import { Background, type Vm, makeVm, pingCount, pingUntil } from './helpers/vm.js';
+import { PYTHON } from './helpers/scapy.js';
+
+const X = 20 + (parseInt(PREFIX.slice(1), 16) % 200);
+const ip = (h: number): string => `10.${X}.37.${h}`;
+const names = { vm1: ifname('fv1'), vm2: ifname('fv2'), vm3: ifname('fv3'), vm4: ifname('fv4') };
+let d: Daemon;
+let metricsPort: number;
+const vms: Record<string, Vm> = {};
+
+async function fullRounds(port: string): Promise<number> {
+  const text = await sh(`curl -sf --max-time 10 http://127.0.0.1:${metricsPort}/metrics`);
+  for (const line of text.split('\n')) {
+    if (line.startsWith('vswitch_port_read_rounds_full_total{') && line.includes(`port="${port}"`)) return Number(line.split(' ').at(-1));
+  }
+  throw new Error(`no vswitch_port_read_rounds_full_total for ${port}`);
+}
+
+async function rxPackets(vm: Vm): Promise<number> {
+  return Number(await nsExec(vm.ns, `cat /sys/class/net/${vm.ifname}/statistics/rx_packets`));
+}
+
+/** vm1 floods vm2 for `sec` seconds (or until stopped); its output's last line says how many frames it sent. */
+function flood(sec: number): Background {
+  return new Background(vms.vm1.ns, `${PYTHON} ${REPO}/bench/fair/flood.py ${vms.vm1.ifname} ${vms.vm1.mac} ${vms.vm2.mac} ${vms.vm1.ip} ${vms.vm2.ip} ${sec}`);
+}
+
+beforeAll(async () => {
+  metricsPort = await freePort();
+  const tap = { type: 'tap', vlan: { mode: 'access', vid: 1 } };
+  d = await startDaemon({
+    metrics: { listen: `127.0.0.1:${metricsPort}` },
+    bridges: { br0: { ports: { [names.vm1]: tap, [names.vm2]: tap, [names.vm3]: tap, [names.vm4]: tap } } },
+  });
+  for (const [i, k] of (['vm1', 'vm2', 'vm3', 'vm4'] as const).entries()) vms[k] = await makeVm(`f${k}`, names[k], `${ip(i + 1)}/24`);
+  expect(await pingUntil(vms.vm1.ns, vms.vm2.ip)).toBe(true);
+  expect(await pingUntil(vms.vm3.ns, vms.vm4.ip)).toBe(true);
+}, 60_000);
+
+afterAll(async () => {
+  await d?.stop();
+  await cleanup();
+});
+
+describe('fair share of the read loop under a flood', () => {
+  it('a flooding VM gets its share and no more: another pair keeps pinging', async () => {
+    const br = (await d.showJson()).find((b: any) => b.name === 'br0');
+    expect(br.readQuantum).toBe(256 * 1024);
+    expect((await d.ok(['show'])).stdout).toMatch(/read-quantum 256kb/);
+    const f1 = await fullRounds(names.vm1);
+    const f3 = await fullRounds(names.vm3);
+    const rx2 = await rxPackets(vms.vm2);
+    const f = flood(8);
+    await sleep(1000);
+    const replies = await pingCount(vms.vm3.ns, vms.vm4.ip, 200, 0.02);
+    const out = await f.stop();
+    const sent = Number(/sent (\d+)/.exec(out)?.[1] ?? 0);
+    const got = (await rxPackets(vms.vm2)) - rx2;
+    const full1 = (await fullRounds(names.vm1)) - f1;
+    const full3 = (await fullRounds(names.vm3)) - f3;
+    console.log(`flood: vm1 sent ${sent}, vm2 received ${got}; vm3 -> vm4 ${replies}/200 replies; rounds over the share: vm1 ${full1}, vm3 ${full3}`);
+    expect(sent, f.err).toBeGreaterThan(20_000);
+    expect(got).toBeGreaterThan(5_000); // the flood gets its share: it is forwarded, not starved
+    expect(replies).toBeGreaterThanOrEqual(190);
+    expect(full1).toBeGreaterThan(100);
+    expect(full3).toBeLessThan(5);
+    expect(findPort(await d.showJson(), names.vm1).readRoundsFull).toBeGreaterThan(100);
+    expect(d.alive()).toBe(true);
+  }, 60_000);
+
+  it('bridge set read-quantum reaches the read loop at runtime; bad values are refused', async () => {
+    /** Full rounds of vm1 per frame vm2 received, during a 3 s flood. */
+    const perFrame = async (): Promise<number> => {
+      const f1 = await fullRounds(names.vm1);
+      const rx2 = await rxPackets(vms.vm2);
+      const f = flood(3);
+      await sleep(3300);
+      await f.stop();
+      return ((await fullRounds(names.vm1)) - f1) / Math.max(1, (await rxPackets(vms.vm2)) - rx2);
+    };
+    const on = await perFrame();
+    await d.ok(['bridge', 'set', 'br0', 'read-quantum', 'off']);
+    expect((await d.showJson()).find((b: any) => b.name === 'br0').readQuantum).toBe(0);
+    expect((await d.ok(['show'])).stdout).toMatch(/read-quantum off/);
+    const off = await perFrame();
+    console.log(`full rounds per forwarded frame: quantum 256kb ${on.toFixed(4)}, off ${off.toFixed(4)}`);
+    // ~1/16 with 256kb (16 minimum-size frames a round), at most 1/256 with the quantum off.
+    expect(on).toBeGreaterThan(4 * off);
+    expect(on).toBeLessThan(0.2);
+    await d.ok(['bridge', 'set', 'br0', 'read-quantum', '64kb']);
+    expect((await d.showJson()).find((b: any) => b.name === 'br0').readQuantum).toBe(65536);
+    const r = await d.cli(['bridge', 'set', 'br0', 'read-quantum', '1kb']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/read quantum must be 0 \(off\) or 16384-67108864 bytes/);
+    expect((await d.cli(['bridge', 'set', 'br0', 'read-quantum', 'lots'])).code).toBe(2);
+    expect((await d.showJson()).find((b: any) => b.name === 'br0').readQuantum).toBe(65536);
+    expect(await pingUntil(vms.vm3.ns, vms.vm4.ip)).toBe(true);
+  }, 60_000);
+});

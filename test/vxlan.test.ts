@@ -1,0 +1,380 @@
+/*
+ * VXLAN interop (issue 15): four "hosts" as namespaces on one underlay segment (a
+ * Linux bridge in a fifth namespace). Host A runs the vswitch daemon (in A's
+ * namespace) with VMs on TAPs in VLAN 10 (VNI 100) and VLAN 20 (VNI 200). Hosts B
+ * and C are plain Linux: a bridge per VNI with a `vxlan` device (B with `learning`,
+ * C `nolearning`; head-end replication by `bridge fdb append 00:00:00:00:00:00 dst`)
+ * and a VM on a veth. B
+ * carries VNI 100 and 200, C only VNI 100. Host D is a second vswitch daemon with a
+ * VM in its VLAN 11 mapped to VNI 100 (the triangle: vswitch to vswitch). All VMs
+ * share one subnet, so only the VNIs keep them apart.
+ *
+ * Shows: pings both ways; 100 MB TCP each way intact (sha256); VNI isolation (the
+ * underlay carries only VNI 200 for VLAN 20's traffic, and nothing of VLAN 20
+ * reaches VNI 100's VMs); a broadcast reaches every VTEP on the VNI's flood list;
+ * after learning, unicast goes only to the VTEP behind which the MAC is; truncated,
+ * bad-flag, unknown-VNI and unknown-sender datagrams (scapy) are counted and the
+ * daemon goes on; a flood of random VNIs and inner MACs leaves the MAC table within
+ * its limit. The daemon only ever sends to addresses of these namespaces.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Daemon, dropCount, findPort, startDaemon, toYaml } from './helpers/daemon.js';
+import { addNamespace, cleanup, ifname, MAIN_JS, nsExec, nsExecR, nsname, sh, spawnTracked, tempDir, trackLink, waitFor } from './helpers/run.js';
+import { Background, captureDuring, pingCount, pingUntil, quietNamespace, tcpdump } from './helpers/vm.js';
+import { PYTHON } from './helpers/scapy.js';
+
+const NET = '10.231';
+const UNDER = { a: `${NET}.0.1`, b: `${NET}.0.2`, c: `${NET}.0.3`, d: `${NET}.0.4` };
+const VM = { a10: `${NET}.1.11`, b10: `${NET}.1.12`, c10: `${NET}.1.13`, d10: `${NET}.1.14`, a20: `${NET}.1.21`, b20: `${NET}.1.22` };
+const HOST_A = nsname('hosta');
+const HOST_B = nsname('hostb');
+const HOST_C = nsname('hostc');
+const HOST_D = nsname('hostd');
+const UNDERLAY = nsname('under');
+const UA = ifname('ua');
+const UB = ifname('ub');
+const UC = ifname('uc');
+const UD = ifname('ud');
+const TAPD = ifname('d11');
+const TAP10 = ifname('a10');
+const TAP20 = ifname('a20');
+const BR = 'br0';
+const SIZE = 100 * 1024 * 1024;
+const VM_MTU = 1450;
+
+const vmNs = (n: string): string => nsname(`vm${n}`);
+
+/** One end of a veth in `ns`, the other in UNDERLAY's bridge, with `addr` on it. */
+async function underlayLink(ns: string, name: string, addr: string): Promise<void> {
+  const peer = `${name}p`;
+  await sh(`ip link add ${name} netns ${ns} type veth peer name ${peer} netns ${UNDERLAY}`);
+  await nsExec(UNDERLAY, `ip link set ${peer} master ubr up`);
+  await nsExec(ns, `ip link set ${name} up && ip addr add ${addr}/24 dev ${name}`);
+}
+
+/** A VM namespace on a veth whose other end is in `host` (returned, for a bridge there). */
+async function vethVm(host: string, n: string, ip: string): Promise<string> {
+  const ns = vmNs(n);
+  await addNamespace(ns);
+  await quietNamespace(ns);
+  const inner = ifname(`v${n}`);
+  const outer = ifname(`h${n}`);
+  await sh(`ip link add ${inner} netns ${ns} type veth peer name ${outer} netns ${host}`);
+  await nsExec(ns, `ip link set ${inner} mtu ${VM_MTU} up && ip addr add ${ip}/16 dev ${inner}`);
+  await nsExec(host, `ip link set ${outer} mtu ${VM_MTU} up`);
+  return outer;
+}
+
+/** A Linux VTEP: bridge + vxlan device for `vni`, the VM's veth in it, flooding to `flood`. */
+async function linuxVtep(host: string, dev: string, local: string, vni: number, flood: string[], vmPort: string, learning = true): Promise<void> {
+  await nsExec(host, [
+    `ip link add vx${vni} type vxlan id ${vni} local ${local} dstport 4789 dev ${dev} ${learning ? 'learning' : 'nolearning'}`,
+    `ip link add br${vni} type bridge`,
+    `ip link set vx${vni} master br${vni}`,
+    `ip link set ${vmPort} master br${vni}`,
+    `ip link set vx${vni} up && ip link set br${vni} up`,
+    ...flood.map((f) => `bridge fdb append 00:00:00:00:00:00 dev vx${vni} dst ${f}`),
+  ].join(' && '));
+}
+
+function tapVm(tap: string, n: string, ip: string, host = HOST_A): Promise<void> {
+  return (async () => {
+    const ns = vmNs(n);
+    await addNamespace(ns);
+    await quietNamespace(ns);
+    await waitFor(`TAP ${tap} in ${host}`, async () => (await nsExecR(host, `ip link show ${tap}`)).code === 0);
+    await nsExec(host, `ip link set ${tap} netns ${ns}`);
+    await nsExec(ns, `ip link set ${tap} mtu ${VM_MTU} up && ip addr add ${ip}/16 dev ${tap}`);
+  })();
+}
+
+/** VXLAN packets tcpdump printed: outer source and destination, VNI, and the inner packet (tcpdump's next line). */
+function vxlanLines(lines: string[]): { vni: number; src: string; dst: string; inner: string; line: string }[] {
+  return lines.flatMap((line, i) => {
+    const m = /(\d+\.\d+\.\d+\.\d+)\.\d+ > (\d+\.\d+\.\d+\.\d+)\.4789: VXLAN.*?vni (\d+)/.exec(line);
+    const next = lines[i + 1] ?? '';
+    const inner = /^\d\d:\d\d:\d\d\./.test(next) ? '' : next;
+    return m ? [{ src: m[1], dst: m[2], vni: Number(m[3]), inner, line: `${line} | ${inner}` }] : [];
+  });
+}
+
+async function scapy(ns: string, iface: string, body: string[]): Promise<void> {
+  const script = ['from scapy.all import *', 'from scapy.layers.vxlan import VXLAN', 'conf.verb = 0', ...body].join('\n');
+  await nsExec(ns, `${PYTHON} -c '${script.replace(/'/g, `'\\''`)}'`, { timeoutMs: 120_000 });
+}
+
+describe('VXLAN against Linux vxlan devices', () => {
+  let d: Daemon;
+  let dd: Daemon;
+  let uaMac: string;
+
+  beforeAll(async () => {
+    for (const ns of [HOST_A, HOST_B, HOST_C, HOST_D, UNDERLAY]) {
+      await addNamespace(ns);
+      await quietNamespace(ns);
+    }
+    await nsExec(UNDERLAY, 'ip link add ubr type bridge && ip link set ubr up');
+    await underlayLink(HOST_A, UA, UNDER.a);
+    await underlayLink(HOST_B, UB, UNDER.b);
+    await underlayLink(HOST_C, UC, UNDER.c);
+    await underlayLink(HOST_D, UD, UNDER.d);
+    // A veth would hand the Linux VTEPs' packets over with their checksums still to
+    // be filled (CHECKSUM_PARTIAL): a real wire carries complete ones, so the Linux
+    // hosts complete them before sending, as a NIC would.
+    for (const [ns, l] of [[HOST_B, UB], [HOST_C, UC]]) await nsExec(ns, `ethtool -K ${l} tx off tso off gso off >/dev/null`);
+    for (const l of [UA, UB, UC, UD]) trackLink(l);
+    uaMac = (await nsExec(HOST_A, `cat /sys/class/net/${UA}/address`)).trim();
+
+    const b10 = await vethVm(HOST_B, 'b10', VM.b10);
+    const b20 = await vethVm(HOST_B, 'b20', VM.b20);
+    const c10 = await vethVm(HOST_C, 'c10', VM.c10);
+    await linuxVtep(HOST_B, UB, UNDER.b, 100, [UNDER.a, UNDER.c, UNDER.d], b10);
+    await linuxVtep(HOST_B, UB, UNDER.b, 200, [UNDER.a], b20);
+    // C does not learn remote MACs (nolearning): it floods its unicast to A and B, which must cope.
+    await linuxVtep(HOST_C, UC, UNDER.c, 100, [UNDER.a, UNDER.b, UNDER.d], c10, false);
+
+    d = await startDaemon({
+      // In host A's namespace: nobody else listens there.
+      metrics: { listen: '127.0.0.1:9464' },
+      bridges: {
+        [BR]: {
+          maxMacs: 512,
+          ports: {
+            [TAP10]: { type: 'tap', vlan: { mode: 'access', vid: 10 } },
+            [TAP20]: { type: 'tap', vlan: { mode: 'access', vid: 20 } },
+          },
+        },
+      },
+      vxlan: {
+        local: UNDER.a,
+        interface: UA,
+        bridges: {
+          [BR]: [
+            { vni: 100, vlan: 10, flood: [UNDER.b, UNDER.c, UNDER.d] },
+            { vni: 200, vlan: 20, flood: [UNDER.b] },
+          ],
+        },
+      },
+    }, { netns: HOST_A });
+    await tapVm(TAP10, 'a10', VM.a10);
+    await tapVm(TAP20, 'a20', VM.a20);
+    // Host D: a second vswitch, VNI 100 in its VLAN 11 (hosts map a VNI to VLANs of their own).
+    dd = await startDaemon({
+      bridges: { [BR]: { ports: { [TAPD]: { type: 'tap', vlan: { mode: 'access', vid: 11 } } } } },
+      vxlan: { local: UNDER.d, interface: UD, bridges: { [BR]: [{ vni: 100, vlan: 11, flood: [UNDER.a, UNDER.b, UNDER.c] }] } },
+    }, { netns: HOST_D });
+    await tapVm(TAPD, 'd10', VM.d10, HOST_D);
+  }, 120_000);
+
+  afterAll(async () => {
+    await d?.stop();
+    await dd?.stop();
+    await cleanup();
+  });
+
+  it('shows the VTEP: underlay, VM MTU, VNIs and one tunnel port per remote VTEP', async () => {
+    const v = (await d.ok(['vxlan', 'show'], { json: true })).json as any;
+    expect(v).toMatchObject({ enabled: true, local: UNDER.a, port: 4789, mtu: 1500, vmMtu: 1450 });
+    expect(v.vnis.map((s: any) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, [UNDER.b, UNDER.c, UNDER.d]], [200, 20, [UNDER.b]]]);
+    expect(v.remotes.map((r: any) => r.port).sort()).toEqual([`vx-${UNDER.b}`, `vx-${UNDER.c}`, `vx-${UNDER.d}`]);
+    const text = (await d.ok(['vxlan', 'show'])).stdout;
+    expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\)/);
+  });
+
+  it('VMs behind vswitch and behind Linux VTEPs ping each other, both ways, in each VNI', async () => {
+    expect(await pingUntil(vmNs('a10'), VM.b10), 'a10 -> b10 (VNI 100)').toBe(true);
+    expect(await pingCount(vmNs('b10'), VM.a10, 5), 'b10 -> a10').toBeGreaterThanOrEqual(4);
+    expect(await pingUntil(vmNs('a10'), VM.c10), 'a10 -> c10 (VNI 100)').toBe(true);
+    expect(await pingCount(vmNs('c10'), VM.a10, 5), 'c10 -> a10').toBeGreaterThanOrEqual(4);
+    expect(await pingUntil(vmNs('a20'), VM.b20), 'a20 -> b20 (VNI 200)').toBe(true);
+    expect(await pingCount(vmNs('b20'), VM.a20, 5), 'b20 -> a20').toBeGreaterThanOrEqual(4);
+    // A second vswitch (D, VNI 100 in its VLAN 11) closes the triangle.
+    expect(await pingUntil(vmNs('d10'), VM.a10), 'd10 -> a10 (vswitch to vswitch)').toBe(true);
+    expect(await pingCount(vmNs('a10'), VM.d10, 5), 'a10 -> d10').toBeGreaterThanOrEqual(4);
+    expect(await pingCount(vmNs('d10'), VM.b10, 5), 'd10 -> b10 (vswitch to Linux)').toBeGreaterThanOrEqual(4);
+    expect(await pingCount(vmNs('c10'), VM.d10, 5), 'c10 -> d10 (Linux nolearning to vswitch)').toBeGreaterThanOrEqual(4);
+    // Full-size frames: 1450-byte IP packets fit the 1500 underlay (DF, never fragmented).
+    expect((await nsExecR(vmNs('a10'), `busybox ping -c 2 -s 1422 -W 2 ${VM.b10}`)).code).toBe(0);
+  });
+
+  it('keeps VNIs apart: VLAN 20 traffic crosses only as VNI 200 and reaches no VNI 100 VM', async () => {
+    await nsExec(vmNs('a20'), 'ip neigh flush all');
+    const lines = await captureDuring(HOST_B, UB, 'udp port 4789', async () => {
+      expect(await pingCount(vmNs('a20'), VM.b20, 3), 'a20 -> b20').toBeGreaterThanOrEqual(2);
+      // Same subnet, other VNI: unreachable.
+      expect(await pingCount(vmNs('a20'), VM.b10, 2, 0.2)).toBe(0);
+      expect(await pingCount(vmNs('a20'), VM.c10, 2, 0.2)).toBe(0);
+    });
+    const vx = vxlanLines(lines);
+    // Everything VLAN 20's VM sent or was sent crossed as VNI 200, and only that.
+    const vm20 = vx.filter((l) => l.inner.includes(VM.a20) || l.inner.includes(VM.b20));
+    expect(vm20.filter((l) => /ICMP echo request/.test(l.inner)).length, lines.join('\n')).toBeGreaterThanOrEqual(2);
+    expect(vm20.filter((l) => l.vni !== 200).map((l) => l.line)).toEqual([]);
+  });
+
+  it('floods a broadcast to every VTEP on the VNI\'s flood list, and unicast after learning to one', async () => {
+    await nsExec(vmNs('a10'), 'ip neigh flush all');
+    const capB = await tcpdump(HOST_B, UB, 'udp port 4789');
+    const capC = await tcpdump(HOST_C, UC, 'udp port 4789');
+    // An ARP broadcast from a10: B and C each get one copy (head-end replication).
+    await nsExecR(vmNs('a10'), `busybox arping -c 1 -w 2 -I ${TAP10} ${VM.b10}`);
+    const lines = await capB.stop(500);
+    const linesC = await capC.stop(0);
+    const toB = vxlanLines(lines).filter((l) => l.src === UNDER.a && l.dst === UNDER.b && l.vni === 100);
+    const toC = vxlanLines(linesC).filter((l) => l.src === UNDER.a && l.dst === UNDER.c && l.vni === 100);
+    expect(toB.length, lines.join('\n')).toBeGreaterThan(0);
+    expect(toC.length).toBeGreaterThan(0);
+    // One copy of the arping request each (head-end replication, no duplicates).
+    const req = (ls: typeof toB): number => ls.filter((l) => l.inner.includes(`Request who-has ${VM.b10}`)).length;
+    expect([req(toB), req(toC)], [...lines, ...linesC].join('\n')).toEqual([1, 1]);
+    // b10's MAC is learned behind B: unicast to it goes to B only.
+    const v = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
+    expect(v.some((e) => e.port === `vx-${UNDER.b}`)).toBe(true);
+    const onC = await captureDuring(HOST_C, UC, `udp port 4789 and src host ${UNDER.a}`, async () => {
+      expect(await pingCount(vmNs('a10'), VM.b10, 10, 0.05)).toBeGreaterThanOrEqual(9);
+    });
+    // C may see a10's ARP broadcasts (flooded by design), never its pings to b10.
+    expect(vxlanLines(onC).filter((l) => !/ARP/.test(l.inner)).map((l) => l.line)).toEqual([]);
+  });
+
+  it('drops a frame over the underlay MTU on its tunnel port (tunnel_mtu), never fragmenting it', async () => {
+    const vx = async (): Promise<number> => dropCount(findPort((await d.ok(['stats', BR], { json: true })).json, `vx-${UNDER.b}`), 'tunnel_mtu');
+    const before = await vx();
+    // A VM left at MTU 1500: its full-size frames (1514 bytes) cannot fit a 1500-byte underlay packet.
+    await nsExec(vmNs('a10'), `ip link set ${TAP10} mtu 1500`);
+    try {
+      const onB = await captureDuring(HOST_B, UB, `ip[6:2] & 0x1fff != 0 or ip[6] & 0x20 != 0`, async () => {
+        expect((await nsExecR(vmNs('a10'), `busybox ping -c 2 -s 1472 -W 1 ${VM.b10}`)).code).not.toBe(0);
+      });
+      expect(onB, 'no IP fragments on the underlay').toEqual([]);
+      expect(await vx() - before).toBeGreaterThanOrEqual(2);
+    } finally {
+      await nsExec(vmNs('a10'), `ip link set ${TAP10} mtu ${VM_MTU}`);
+    }
+    expect((await nsExecR(vmNs('a10'), `busybox ping -c 2 -s 1422 -W 2 ${VM.b10}`)).code).toBe(0);
+  });
+
+  it('changes at runtime: a VNI removed and re-added, a flood list edited, a static entry toward a remote', async () => {
+    await d.ok(['vxlan', 'del', 'vni', '200']);
+    expect(await pingCount(vmNs('a20'), VM.b20, 2, 0.2), 'VNI 200 gone').toBe(0);
+    await d.ok(['vxlan', 'add', BR, 'vni', '200', 'vlan', '20', 'flood', UNDER.b]);
+    expect(await pingUntil(vmNs('a20'), VM.b20), 'VNI 200 back').toBe(true);
+    // VNI 100 without C on its flood list: a broadcast reaches B only.
+    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', UNDER.b]);
+    const v = (await d.ok(['vxlan', 'show'], { json: true })).json as any;
+    expect(v.vnis.find((s: any) => s.vni === 100)).toMatchObject({ flood: [UNDER.b], source: 'runtime' });
+    const onC = await captureDuring(HOST_C, UC, `udp port 4789 and src host ${UNDER.a}`, async () => {
+      await nsExecR(vmNs('a10'), `busybox arping -c 2 -w 2 -I ${TAP10} ${VM.b10}`);
+    });
+    expect(vxlanLines(onC).map((l) => l.line)).toEqual([]);
+    // A static MAC behind C: a static entry on C's tunnel port (which exists again for it).
+    await d.ok(['vxlan', 'fdb', 'add', '02:00:00:00:00:42', 'vni', '100', 'dst', UNDER.c]);
+    const fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
+    expect(fdb.find((e) => e.mac === '02:00:00:00:00:42')).toMatchObject({ port: `vx-${UNDER.c}`, vlan: 10, static: true });
+    expect((await d.cli(['vxlan', 'del', 'vni', '12345'])).stderr).toMatch(/VNI 12345 is not mapped/);
+    expect((await d.cli(['vxlan', 'add', BR, 'vni', '300', 'vlan', '10'])).stderr).toMatch(/VLAN 10 is mapped to two VNIs|mapped twice|two VNIs/);
+    // Back to the file's mapping for the tests that follow.
+    await d.ok(['vxlan', 'fdb', 'del', '02:00:00:00:00:42', 'vni', '100']);
+    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},${UNDER.c},${UNDER.d}`]);
+    expect(await pingUntil(vmNs('a10'), VM.c10)).toBe(true);
+    // show and stats list the tunnel ports like any port.
+    expect((await d.ok(['show'])).stdout).toContain(`vx-${UNDER.b}`);
+  });
+
+  for (const [dir, from, to, toIp] of [['vswitch -> Linux', 'a10', 'b10', VM.b10], ['Linux -> vswitch', 'b10', 'a10', VM.a10]] as const) {
+    it(`moves 100 MB over TCP ${dir} intact (sha256 both ends)`, async () => {
+      const dir_ = tempDir('vx');
+      const src = join(dir_, 'in.bin');
+      const dst = join(dir_, 'out.bin');
+      const buf = randomBytes(SIZE);
+      writeFileSync(src, buf);
+      const want = createHash('sha256').update(buf).digest('hex');
+      const server = new Background(vmNs(to), `socat -u TCP-LISTEN:5001,reuseaddr OPEN:${dst},creat,trunc`);
+      try {
+        await waitFor('socat listening', async () => (await nsExecR(vmNs(to), 'ss -ltn | grep -q :5001')).code === 0);
+        const t0 = Date.now();
+        const r = await nsExecR(vmNs(from), `socat -u OPEN:${src} TCP:${toIp}:5001,connect-timeout=5`, { timeoutMs: 120_000 });
+        expect(r.code, r.stderr).toBe(0);
+        await waitFor('socat server done', () => server.proc.exitCode !== null, { timeoutMs: 30_000 });
+        const secs = (Date.now() - t0) / 1000;
+        process.stdout.write(`vxlan ${dir}: ${SIZE / 1048576} MiB in ${secs.toFixed(1)} s = ${((SIZE * 8) / secs / 1e6).toFixed(0)} Mbit/s\n`);
+      } finally {
+        await server.stop();
+      }
+      const got = (await sh(`sha256sum ${dst}`)).split(' ')[0];
+      expect(got).toBe(want);
+    }, 240_000);
+  }
+
+  it('counts malformed, unknown-VNI and unknown-sender datagrams, bounds a random flood, and goes on', async () => {
+    const before = ((await d.ok(['vxlan', 'show'], { json: true })).json as any).drops;
+    const outer = `Ether(dst="${uaMac}")/IP(src="${UNDER.b}", dst="${UNDER.a}")/UDP(sport=40000, dport=4789)`;
+    const inner = 'Ether(src="02:00:00:aa:00:01", dst="ff:ff:ff:ff:ff:ff")/ARP()';
+    await scapy(HOST_B, UB, [
+      `o = ${outer}`,
+      'pk = [o/Raw(load=b"\\x08\\x00\\x00")]',                         // truncated
+      `pk += [o/VXLAN(flags=0x0c, vni=100)/${inner}]`,                  // a reserved flag
+      `pk += [o/VXLAN(flags=0x00, vni=100)/${inner}]`,                  // I flag clear
+      `pk += [o/VXLAN(flags=0x08, vni=999)/${inner}]`,                              // unknown VNI
+      `pk += [Ether(dst="${uaMac}")/IP(src="${NET}.0.99", dst="${UNDER.a}")/UDP(sport=40000, dport=4789)/VXLAN(flags=0x08, vni=100)/${inner}]`, // not a remote
+      `sendp(pk, iface="${UB}", inter=0.01)`,
+      // A flood: random VNIs and random inner source MACs in a mapped VNI.
+      'import random',
+      `fl = [o/VXLAN(flags=0x08, vni=random.randint(1000, 16777215))/Ether(src=RandMAC(), dst="ff:ff:ff:ff:ff:ff")/ARP() for i in range(1000)]`,
+      `fl += [o/VXLAN(flags=0x08, vni=100)/Ether(src="02:%02x:%02x:00:00:01" % (i >> 8, i & 255), dst="ff:ff:ff:ff:ff:ff")/ARP() for i in range(1000)]`,
+      `sendp(fl, iface="${UB}")`,
+    ]);
+    const delta = (v: any): Record<string, number> => Object.fromEntries(Object.keys(before).map((k) => [k, v[k] - before[k]]));
+    let now: Record<string, number> = {};
+    await waitFor('drops counted', async () => {
+      now = delta(((await d.ok(['vxlan', 'show'], { json: true })).json as any).drops);
+      return now.truncated >= 1 && now.bad_flags >= 2 && now.unknown_vni >= 1001 && now.unknown_remote >= 1;
+    }, { timeoutMs: 15_000 }).catch(() => undefined);
+    // Exactly what was sent (the flood's 1000 random VNIs all differ from 100 and 200).
+    expect(now).toEqual({ truncated: 1, bad_flags: 2, unknown_vni: 1001, unknown_remote: 1 });
+    expect(d.alive()).toBe(true);
+    // The same numbers in the metrics, which promtool accepts.
+    const text = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
+    const metric = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
+    expect(metric(/^vswitch_vxlan_drops_total\{reason="unknown_vni"\} (\d+)/m)).toBeGreaterThanOrEqual(1001);
+    expect(metric(/^vswitch_vxlan_rx_packets_total\{vni="100",bridge="br0",vlan="10"\} (\d+)/m)).toBeGreaterThan(1000);
+    expect(metric(/^vswitch_vxlan_tx_packets_total\{vni="200",bridge="br0",vlan="20"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(text).toMatch(new RegExp(`^vswitch_port_drops_total\\{bridge="br0",port="vx-${UNDER.b.replace(/\./g, '\\.')}",kind="vxlan",reason="tunnel_mtu"\\} [1-9]`, 'm'));
+    const file = join(tempDir('m'), 'metrics.txt');
+    writeFileSync(file, text);
+    const lint = await sh(`promtool check metrics < ${file} 2>&1 || true`);
+    expect(lint.split('\n').filter((l) => /vxlan/.test(l))).toEqual([]);
+    const fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
+    expect(fdb.length).toBeLessThanOrEqual(512);
+    // The daemon carries on: VMs on both VNIs still reach each other.
+    expect(await pingUntil(vmNs('a20'), VM.b20)).toBe(true);
+    expect(await pingUntil(vmNs('a10'), VM.c10)).toBe(true);
+  }, 180_000);
+  it('a reload applies the file\'s changes (the file wins for a VNI the CLI changed too); CLI changes survive a restart', async () => {
+    await d.ok(['vxlan', 'add', BR, 'vni', '300', 'vlan', '30']);
+    // VNI 100 was last set by the CLI (previous test); the file now changes it: the file wins.
+    const cfg = parse(readFileSync(d.configFile, 'utf8'));
+    cfg.vxlan.bridges[BR][0].flood = [UNDER.b];
+    writeFileSync(d.configFile, toYaml(cfg));
+    await d.ok(['reload']);
+    const show = async (dm: Daemon): Promise<any> => (await dm.ok(['vxlan', 'show'], { json: true })).json;
+    let v = await show(d);
+    expect(v.vnis.map((s: any) => [s.vni, s.flood, s.source])).toEqual([[100, [UNDER.b], 'config'], [200, [UNDER.b], 'runtime'], [300, [], 'runtime']]);
+    // Restart (same config, socket and state directory): the CLI's VNIs come back.
+    await d.stop();
+    const env = { ...process.env };
+    delete env.VSWITCH_SOCKET;
+    const proc = spawnTracked('ip', ['netns', 'exec', HOST_A, process.execPath, MAIN_JS, 'daemon', '--config', d.configFile, '--socket', d.socket], {
+      stdio: ['ignore', 'pipe', 'pipe'], env, cwd: d.dir,
+    }, 'TERM');
+    d = new Daemon(proc, d.socket, d.configFile, d.dir);
+    await waitFor('the restarted daemon', async () => d.alive() && (await d.cli(['show', '--json'])).code === 0, { timeoutMs: 15_000 });
+    v = await show(d);
+    expect(v.vnis.map((s: any) => [s.vni, s.flood, s.source])).toEqual([[100, [UNDER.b], 'config'], [200, [UNDER.b], 'runtime'], [300, [], 'runtime']]);
+    expect(d.logs.some((l) => l.obj?.event === 'vxlan_runtime_restored')).toBe(true);
+  }, 60_000);
+});
