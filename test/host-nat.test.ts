@@ -24,7 +24,7 @@ import { type Daemon, startDaemon } from './helpers/daemon.js';
 import { type DhcpVm, makeDhcpVm, udhcpcOnce } from './helpers/dhcp.js';
 import { udpSend, udpTool } from './helpers/inet.js';
 import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, q, sh, tempDir, trackLink, waitFor } from './helpers/run.js';
-import { tcpTool } from './helpers/tcp-tool.js';
+import { listening, tool } from './helpers/tcp-tool.js';
 import { Background, quietNamespace } from './helpers/vm.js';
 
 const PY = '/usr/bin/python3';
@@ -60,14 +60,6 @@ function server(ns: string, cmd: string): Background {
   return b;
 }
 
-async function listening(b: Background, what: string): Promise<void> {
-  await waitFor(`${what} to listen`, () => {
-    if (b.proc.exitCode !== null) throw new Error(`${what} exited ${b.proc.exitCode}: ${b.out} ${b.err}`);
-    return /listening/.test(b.out + b.err);
-  }, { timeoutMs: 10_000 });
-}
-
-const tool = (args: string): string => `${PY} ${q(tcpTool())} ${args}`;
 
 beforeAll(async () => {
   dir = tempDir('hostnat');

@@ -5,11 +5,15 @@
 # iperf3 one stream each way. "up" = VM -> internet (pasta:
 # namespace -> host), "down" = internet -> VM (pasta: host -> namespace).
 # Target (issue 5): vswitch >= 1.0x pasta in each direction.
+# IPv6 (issue 14): the host uplink over IPv6 (a network with ipv6, the VM on its
+# prefix, flows leave as IPv6 sockets of HOST to its address fd77:9::1) against
+# pasta -6 (the namespace at fd77:9::2), the same iperf3 runs.
 # Usage: bash bench/scale/nat.sh [ROUNDS] [SECONDS]   (root; needs iperf3, jq, pasta)
+#        FAMILIES="4 6" (default) runs both tables; FAMILIES=6 only the IPv6 one, FAMILIES=4 only the IPv4 one.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-rounds=${1:-3} secs=${2:-5}
+rounds=${1:-3} secs=${2:-5} families=${FAMILIES:-4 6}
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
 for t in iperf3 jq pasta; do command -v $t >/dev/null || { echo "missing $t (bench/run.sh installs it)" >&2; exit 1; }; done
 id=$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')
@@ -51,11 +55,28 @@ vm_plug() {
   return 1
 }
 # pasta's "host" (and the host uplink's): HOST with 10.77.9.1/24 on a veth, and the VM namespace.
+# With "6": IPv6 on in both, and fd77:9::1/64 on the veth too.
 host_ns() {
   ns_add "$HOST"; ns_add "$VM"
   ip -n "$HOST" link add "${HOST}0" type veth peer name "${HOST}1"
   ip -n "$HOST" addr add 10.77.9.1/24 dev "${HOST}0"
+  if [ "${1:-}" = 6 ]; then
+    for n in "$HOST" "$VM"; do ip netns exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0; done
+    ip netns exec "$HOST" sysctl -qw "net.ipv6.conf.${HOST}0.disable_ipv6=0"
+    ip -n "$HOST" -6 addr add fd77:9::1/64 dev "${HOST}0" nodad
+  fi
   ip -n "$HOST" link set "${HOST}0" up; ip -n "$HOST" link set "${HOST}1" up
+}
+# The VM's IPv6: the TAP moved in (from HOST), a static address in the network's
+# prefix, default route via the gateway; waits until the VM pings HOST's address.
+vm_plug6() {
+  for _ in $(seq 100); do ip -n "$HOST" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.1; done
+  ip -n "$HOST" link set "$TAP" netns "$VM"
+  ip netns exec "$VM" sysctl -qw "net.ipv6.conf.$TAP.disable_ipv6=0" "net.ipv6.conf.$TAP.accept_ra=0"
+  ip -n "$VM" -6 addr add fd64:10::11/64 dev "$TAP" nodad; ip -n "$VM" link set "$TAP" up
+  ip -n "$VM" -6 route add default via fd64:10::1
+  for _ in $(seq 50); do ip netns exec "$VM" busybox ping -6 -c 1 -W 1 fd77:9::1 >/dev/null 2>&1 && return 0; sleep 0.2; done
+  return 1
 }
 
 ours_up() {
@@ -83,9 +104,10 @@ YAML
 # vswitch's router with a host uplink (issue 8): the daemon runs in HOST, as pasta
 # does, and the VM's flows leave as sockets of HOST to its own address 10.77.9.1.
 host_up() {
-  host_ns
-  cat > "$dir/h.yaml" <<YAML
-stateDir: $dir/state-h
+  local f=${1:-}   # "6": the network has IPv6 too, and the VM is plugged in by it
+  host_ns $f
+  cat > "$dir/h$f.yaml" <<YAML
+stateDir: $dir/state-h$f
 bridges:
   br0:
     ports:
@@ -94,12 +116,22 @@ routers:
   r0:
     uplink: { kind: host, dns: [10.77.9.1] }
     networks:
-      net10: { bridge: br0, vlan: 10, address: 10.64.10.1/24 }
+      net10: { bridge: br0, vlan: 10, address: 10.64.10.1/24${f:+, ipv6: { address: 'fd64:10::1/64' \}} }
 YAML
-  ip netns exec "$HOST" node "$repo/packages/cli/dist/main.js" daemon --config "$dir/h.yaml" --socket "$dir/sh" --metrics off \
-    --state-dir "$dir/state-h" --log-level warn >>"$dir/log" 2>&1 &
+  ip netns exec "$HOST" node "$repo/packages/cli/dist/main.js" daemon --config "$dir/h$f.yaml" --socket "$dir/sh$f" --metrics off \
+    --state-dir "$dir/state-h$f" --log-level warn >>"$dir/log" 2>&1 &
   pids+=($!)
-  vm_plug "$HOST" 10.77.9.1
+  if [ "$f" = 6 ]; then vm_plug6; else vm_plug "$HOST" 10.77.9.1; fi
+}
+pasta6_up() {
+  host_ns 6
+  ip -n "$HOST" -6 route add default via fd77:9::254 dev "${HOST}0"
+  ip netns exec "$HOST" pasta --config-net --netns "$VM" --runas 0 -I "${VM}p" -a fd77:9::2 -n 64 -g fd77:9::254 \
+    -6 -t none -u none -T none -U none -f -q -P "$dir/pasta.pid" -l "$dir/pasta.log" </dev/null >>"$dir/log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do ip -n "$VM" -6 addr show dev "${VM}p" 2>/dev/null | grep -q 'fd77:9::2' && break; sleep 0.1; done
+  for _ in $(seq 50); do ip netns exec "$VM" busybox ping -6 -c 1 -W 1 fd77:9::1 >/dev/null 2>&1 && return 0; sleep 0.2; done
+  return 1
 }
 pasta_up() {
   host_ns
@@ -113,6 +145,7 @@ pasta_up() {
 
 out=$dir/raw.tsv
 for r in $(seq "$rounds"); do
+  if [[ " $families " == *" 4 "* ]]; then
   if ours_up; then
     read -r g c <<<"$(measure "$VM" "$INET" 198.51.100.1)"; printf 'ours\tup\t%s\t%s\n' "$g" "$c" >>"$out"
     read -r g c <<<"$(measure "$VM" "$INET" 198.51.100.1 -R)"; printf 'ours\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
@@ -128,6 +161,19 @@ for r in $(seq "$rounds"); do
     read -r g c <<<"$(measure "$VM" "$HOST" 10.77.9.1 -R)"; printf 'pasta\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
   else echo "round $r: pasta setup failed" >&2; fi
   down
+  fi
+  if [[ " $families " == *" 6 "* ]]; then
+  if host_up 6; then
+    read -r g c <<<"$(measure "$VM" "$HOST" fd77:9::1)"; printf 'host6\tup\t%s\t%s\n' "$g" "$c" >>"$out"
+    read -r g c <<<"$(measure "$VM" "$HOST" fd77:9::1 -R)"; printf 'host6\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
+  else echo "round $r: vswitch host-NAT IPv6 setup failed (see $dir/log)" >&2; fi
+  down
+  if pasta6_up; then
+    read -r g c <<<"$(measure "$VM" "$HOST" fd77:9::1)"; printf 'pasta6\tup\t%s\t%s\n' "$g" "$c" >>"$out"
+    read -r g c <<<"$(measure "$VM" "$HOST" fd77:9::1 -R)"; printf 'pasta6\tdown\t%s\t%s\n' "$g" "$c" >>"$out"
+  else echo "round $r: pasta IPv6 setup failed (see $dir/pasta.log)" >&2; fi
+  down
+  fi
   echo "round $r done" >&2
 done
 python3 - "$out" <<'PY'
@@ -146,4 +192,11 @@ for d in ('up', 'down'):
     print(f'| {d} | {med(o, 0):.2f} | {med(o, 1):.2f} | {med(h, 0):.2f} | {med(h, 1):.2f} | {pg:.2f} | {med(p, 1):.2f} | {r(o)} | {r(h)} |')
 print('(medians over rounds; up = VM -> internet, down = internet -> VM; router NAT: uplink interface, NAPT;'
       ' host NAT: uplink kind host, sockets of the host, as pasta)')
+print()
+print('| IPv6 direction | host NAT Gbit/s | CPU s | pasta -6 Gbit/s | CPU s | host/pasta |')
+print('|---|---|---|---|---|---|')
+for d in ('up', 'down'):
+    h = v.get(('host6', d), []); p = v.get(('pasta6', d), [])
+    pg = med(p, 0)
+    print(f'| {d} | {med(h, 0):.2f} | {med(h, 1):.2f} | {pg:.2f} | {med(p, 1):.2f} | {(med(h, 0) / pg if pg else 0):.2f}x |')
 PY

@@ -4,6 +4,7 @@
  * on either side, and compare what arrived by sha256.
  *
  *   serve PORT MODE [FILE]   one connection at a time, prints "peer IP:PORT" first
+ *   serve6 PORT MODE [FILE]  the same on [::] (IPv6 only); clients take an IPv6 HOST too
  *     sink      read to EOF; print "sink N SHA"; reply "got N SHA\n" (the client's
  *               half-close: it can still read after shutting its side)
  *     source    send FILE, shut down the write side, then read to EOF and print
@@ -18,15 +19,16 @@
  *   connect HOST PORT        prints "connected", "refused", "unreachable" or "timeout"
  *   dnstcp SERVER NAME       one A query over TCP; prints the first address or "none"
  */
-import { toolFile } from './run.js';
+import { q, toolFile, waitFor } from './run.js';
+import type { Background } from './vm.js';
 
 const TOOL = String.raw`
 import hashlib, socket, struct, sys
-def serve(port, mode, path=None):
-    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(('0.0.0.0', port)); ls.listen(8); print('listening', flush=True)
+def serve(port, mode, path=None, v6=False):
+    ls = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(('::' if v6 else '0.0.0.0', port)); ls.listen(8); print('listening', flush=True)
     while True:
-        c, a = ls.accept(); print('peer %s:%d' % a, flush=True)
+        c, a = ls.accept(); print('peer %s:%d' % a[:2], flush=True)
         try:
             if mode == 'sink':
                 h = hashlib.sha256(); n = 0
@@ -64,8 +66,9 @@ def serve(port, mode, path=None):
         except Exception as e:
             print('error %r' % e, flush=True)
         c.close()
+def fam(host): return socket.AF_INET6 if ':' in host else socket.AF_INET
 def conn(host, port):
-    s = socket.socket(); s.settimeout(30); s.connect((host, port)); return s
+    s = socket.socket(fam(host)); s.settimeout(30); s.connect((host, port)); return s
 def readall(s, out=None):
     h = hashlib.sha256(); n = 0
     while True:
@@ -76,6 +79,7 @@ def readall(s, out=None):
     return n, h.hexdigest()
 m = sys.argv[1]
 if m == 'serve': serve(int(sys.argv[2]), sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
+elif m == 'serve6': serve(int(sys.argv[2]), sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None, True)
 elif m == 'get':
     s = conn(sys.argv[2], int(sys.argv[3]))
     with open(sys.argv[4], 'wb') as f: print('got %d %s' % readall(s, f))
@@ -100,7 +104,7 @@ elif m == 'readreset':
         d = s.recv(100); print('eof' if not d else 'data')
     except ConnectionResetError: print('reset')
 elif m == 'connect':
-    s = socket.socket(); s.settimeout(float(sys.argv[4]) if len(sys.argv) > 4 else 5)
+    s = socket.socket(fam(sys.argv[2])); s.settimeout(float(sys.argv[4]) if len(sys.argv) > 4 else 5)
     try: s.connect((sys.argv[2], int(sys.argv[3]))); print('connected')
     except ConnectionRefusedError: print('refused')
     except OSError as e:
@@ -119,4 +123,17 @@ elif m == 'dnstcp':
 /** Path of the tool: `/usr/bin/python3 TOOL MODE ...` (see the header). */
 export function tcpTool(): string {
   return toolFile('tcp.py', TOOL);
+}
+
+/** The tool's shell command with `args` ("serve 9001 sink", "get HOST PORT OUT"...). */
+export function tool(args: string): string {
+  return `/usr/bin/python3 ${q(tcpTool())} ${args}`;
+}
+
+/** Waits until a server in `b` (the tool's, or any that says so) prints "listening"; fails at once if it exited. */
+export async function listening(b: Background, what: string): Promise<void> {
+  await waitFor(`${what} to listen`, () => {
+    if (b.proc.exitCode !== null) throw new Error(`${what} exited ${b.proc.exitCode}: ${b.out} ${b.err}`);
+    return /listening/.test(b.out + b.err);
+  }, { timeoutMs: 10_000 });
 }

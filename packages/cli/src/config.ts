@@ -311,8 +311,11 @@ const RouterSchema = z.strictObject({
     resolvConf: z.string().min(1).optional(),
     /** kind host: ICMP echo through a raw socket (needs CAP_NET_RAW). */
     icmp: z.boolean().optional(),
-    /** kind host: the host address port forwards listen on (default 0.0.0.0: all). */
-    listen: Ip4.optional(),
+    /**
+     * kind host: the host address port forwards listen on (default 0.0.0.0: all
+     * IPv4); an IPv6 address too, "::" for every address of both families.
+     */
+    listen: z.string().refine((s) => parseIp4(s) >= 0 || parseIp6(s) !== undefined, 'must be an IPv4 or IPv6 address like 0.0.0.0 or ::').optional(),
     gateway: Ip4.optional(),
     mac: Mac.optional(),
     /** kind interface: IPv6 on the uplink (routed; NPTv6 for networks with ipv6.npt). */
@@ -539,7 +542,7 @@ export const ConfigSchema = z.strictObject({
       }
     }
     // IPv6 routing to the uplink (route6.ts): an interface uplink's own IPv6; NPTv6 prefixes need it and must not collide.
-    if (r.uplink?.kind === 'host' && r.uplink.ipv6 !== undefined) issue([...up, 'ipv6'], 'is for kind: interface (an address of the router\'s own on the uplink segment)');
+    if (r.uplink?.kind === 'host' && r.uplink.ipv6 !== undefined) issue([...up, 'ipv6'], 'is for kind: interface (an address of the router\'s own on the uplink segment; a host uplink carries IPv6 as the host\'s own sockets, without it)');
     const outside = new Map<string, string>();
     for (const [nname, n] of Object.entries(r.networks)) {
       if (n.ipv6?.npt === undefined) continue;

@@ -1,13 +1,13 @@
 /*
  * Builders for the frames the router originates: ARP requests and replies, ICMP
- * echo replies and errors, UDP datagrams (DHCP). Each writes a complete Ethernet
+ * echo replies and errors, UDP datagrams (DHCP; DNS answers over IPv4 and IPv6). Each writes a complete Ethernet
  * frame into a caller buffer and returns its length; every byte is written, every
  * checksum computed. The header bytes themselves are the wire views' (@vswitch/switch).
  */
 import {
   ARP_LEN, ETH, ETH_HLEN, ETHERTYPE, ICMP, ICMP_TYPE, IP4, IP4_MIN_HLEN, IPPROTO, UDP_HLEN, ip4Dst, ip4HeaderLen, ip4Src,
   ip4TotalLen, ip4UpdateChecksum, checksum, write16, write32, writeArp, writeIcmpError, writeIpv4Header, writeMac,
-  writeUdpHeader,
+  writeUdpHeader, IP6_HLEN, UDP, ip6PseudoSum, writeIp6,
 } from '@vswitch/switch';
 
 export function writeEth(buf: Uint8Array, dst: number, src: number, type: number, off = 0): void {
@@ -35,6 +35,26 @@ export function udpFrame(
   buf.set(payload.subarray(0, plen), udp + UDP_HLEN);
   writeUdpHeader(buf, udp, sport, dport, plen, src, dst);
   return udp + UDP_HLEN + plen;
+}
+
+/** UDP/IPv6 frame around `payload[0..plen)`, from src[so, so+16) to dst[do_, do_+16); the UDP checksum is computed. */
+export function udp6Frame(
+  buf: Uint8Array, ethDst: number, ethSrc: number, src: Uint8Array, so: number, dst: Uint8Array, do_: number,
+  sport: number, dport: number, payload: Uint8Array, plen: number,
+): number {
+  const ip = ETH_HLEN;
+  const udp = ip + IP6_HLEN;
+  const ulen = UDP_HLEN + plen;
+  writeEth(buf, ethDst, ethSrc, ETHERTYPE.IPV6);
+  writeIp6(buf, ip, ulen, IPPROTO.UDP, 64, src, so, dst, do_);
+  buf.set(payload.subarray(0, plen), udp + UDP_HLEN);
+  write16(buf, udp + UDP.SPORT, sport);
+  write16(buf, udp + UDP.DPORT, dport);
+  write16(buf, udp + UDP.LEN, ulen);
+  write16(buf, udp + UDP.CSUM, 0);
+  const c = checksum(buf, udp, ulen, ip6PseudoSum(buf, ip, ulen, IPPROTO.UDP));
+  write16(buf, udp + UDP.CSUM, c === 0 ? 0xffff : c);
+  return udp + ulen;
 }
 
 /**

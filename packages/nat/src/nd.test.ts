@@ -157,6 +157,23 @@ describe('Router Advertisements', () => {
     expect(lim.nd.nextRaAt).toBe(due);
   });
 
+  it('advertises the router lifetime the router sets (routerLifetime), 0 in the last RA', () => {
+    const { nd, clock, out } = rig({ intervalSec: 600 });
+    nd.routerLifetime = 1800;
+    nd.start();
+    nd.poll(clock.now);
+    expect(ndRaLifetime(parse(out[0]).f, parse(out[0]).l4)).toBe(1800);
+    expect(nd.describe().routerLifetime).toBe(1800);
+    nd.routerLifetime = 0;
+    clock.now += 1_000_000;
+    nd.poll(clock.now);
+    expect(ndRaLifetime(parse(out[1]).f, parse(out[1]).l4)).toBe(0);
+    expect(nd.describe().routerLifetime).toBe(0);
+    nd.routerLifetime = 1800;
+    nd.stop();
+    expect(ndRaLifetime(parse(out[out.length - 1]).f, parse(out[out.length - 1]).l4)).toBe(0);
+  });
+
   it('stop sends one last RA with every lifetime 0 and nothing after; a network that never advertised sends none', () => {
     const { nd, clock, out } = rig({ rdnss: [A('fd00:10::53')], dnssl: ['lab.example'] });
     nd.start();

@@ -24,7 +24,8 @@
  *
  * UDP to the gateway's port 53 goes to the router's DNS server (`dns`, dns/gateway.ts)
  * when it has one, which answers the network's own names and forwards the rest (or
- * hands them to `local`, the host NAT's forwarder).
+ * hands them to `local`, the host NAT's forwarder). The same for UDP and TCP to
+ * port 53 of the gateway's IPv6 addresses, taken before route6 and nd.ts see them.
  *
  * What the gateway does itself on a VM's behalf (ARP for it, echo replies, DHCP,
  * DNS, and the ICMP errors router.ts sends) spends a
@@ -48,10 +49,11 @@
  * completed first; a GSO frame to the gateway is dropped (`offloadDropped`).
  */
 import {
-  ARP_REPLY, ARP_REQUEST, ETH_HLEN, IP6_HLEN, formatIp6, ip6PayloadLen, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
+  ARP_REPLY, ARP_REQUEST, ETH_HLEN, formatIp6, ETHERTYPE, ICMP_TYPE, IPPROTO, IPV4_OK, MAC_BROADCAST, type PortIo, type PortRx, TCP,
   TCP_FLAG, arpOper, arpSha, arpSpa, arpTpa, checkArp, checkIcmp, checkIpv4, checkUdp, dstMac, etherType, formatIp4,
   formatMac, icmpType, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4TotalLen, isGroupAt, srcMac, tcpFlags, udpDport,
-  udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork,
+  udpLen, UDP, VNET_HDR_LEN, vnetGso, vnetWork, IP6, IP6_HLEN, IPV6_OK, checkIpv6, ip6Equal,
+  ip6PayloadLen,
 } from '@vswitch/switch';
 import { ArpCache } from './arp-cache.js';
 import { arpFrame, echoReplyInPlace, udpFrame, writeEth } from './frames.js';
@@ -407,6 +409,8 @@ export class RouterNetwork implements PortIo {
       return;
     }
     if (type === ETHERTYPE.IPV6) {
+      // DNS to the gateway's IPv6 addresses first (route6 leaves the gateway's own addresses to nd.ts anyway).
+      if (this.nd !== undefined && !isGroupAt(f, 0) && this.#dns6(f, len, vnet)) return;
       // To our MAC for an address not ours: the router's IPv6 forwarding (route6.ts) takes it, header and all.
       if (this.route6 !== undefined && !isGroupAt(f, 0) && this.route6(this, this.#in, IN_OFF + ETH_HLEN, len - ETH_HLEN, vnet)) return;
       // GSO frames are TCP/UDP bulk, which the gateway does not serve over IPv6. A
@@ -495,6 +499,47 @@ export class RouterNetwork implements PortIo {
     }
     this.counters.routed++;
     this.#hand(this.route, f, ip, total, vnet);
+  }
+
+  /**
+   * DNS to one of the gateway's IPv6 addresses (UDP or TCP port 53, no extension
+   * headers), as for its IPv4 address: rate-limited per port, then UDP to `dns`
+   * (which answers over IPv6, dns/gateway.ts), and what it hands back, and TCP, to
+   * `local` (the host NAT's forwarder). True when taken (handled or dropped).
+   */
+  #dns6(f: Uint8Array, len: number, vnet: boolean): boolean {
+    const nd = this.nd!;
+    const ip = ETH_HLEN;
+    if (checkIpv6(f, ip, len - ip) !== IPV6_OK) return false;
+    const proto = f[ip + IP6.NEXT];
+    const l4 = ip + IP6_HLEN;
+    const l4len = ip6PayloadLen(f, ip);
+    if ((proto !== IPPROTO.UDP && proto !== IPPROTO.TCP) || !dnsQuery6(f, l4, l4len, proto)) return false;
+    if (!ip6Equal(f, ip + IP6.DST, nd.address, 0) && !ip6Equal(f, ip + IP6.DST, nd.linkLocal, 0)) return false;
+    if (proto === IPPROTO.TCP && this.local === undefined) return false;
+    if ((proto === IPPROTO.UDP || (tcpFlags(f, l4) & (TCP_FLAG.SYN | TCP_FLAG.ACK)) === TCP_FLAG.SYN) && !this.limit(LIMIT.dns, srcMac(f, 0))) return true;
+    if (proto === IPPROTO.UDP) {
+      if (vnet && !this.#completeLocal(ETH_HLEN + IP6_HLEN + l4len)) return true;
+      if (!checkUdp(f, l4, l4len)) {
+        this.counters.malformed++;
+        return true;
+      }
+      if (this.dns !== undefined && this.dns(this, f, l4, udpLen(f, l4))) return true;
+    }
+    if (this.local !== undefined) this.#hand(this.local, f, ip, IP6_HLEN + l4len, vnet);
+    else this.counters.ignored++;
+    return true;
+  }
+
+  /**
+   * Sends the IPv6 packet at buf[ipOff..ipOff+ipLen) to `mac` on this network
+   * (ETH_HLEN bytes of room before ipOff; with `vnet` its virtio_net_hdr before those).
+   */
+  sendIp6(buf: Uint8Array, ipOff: number, ipLen: number, mac: number, vnet = false): void {
+    const frameOff = ipOff - ETH_HLEN;
+    writeEth(buf, mac, this.mac, ETHERTYPE.IPV6, frameOff);
+    if (vnet) this.emitVnet(buf, frameOff, ETH_HLEN + ipLen);
+    else this.emit(buf, frameOff, ETH_HLEN + ipLen);
   }
 
   /** Hands an IPv4 packet on, with its virtio_net_hdr kept when it has a usable one (vnet.ts). */
@@ -591,6 +636,11 @@ export class RouterNetwork implements PortIo {
  * A DNS query for the gateway's forwarder (host/dns.ts): a UDP datagram to port
  * 53, or a TCP SYN to port 53 (a new connection; its segments are TCP NAT's work).
  */
+/** Any segment or datagram to port 53 (the TCP connection's later segments too: they must reach the same place). */
+function dnsQuery6(f: Uint8Array, l4: number, l4len: number, proto: number): boolean {
+  return l4len >= (proto === IPPROTO.UDP ? UDP.LEN + 2 : TCP.FLAGS + 1) && udpDport(f, l4) === 53;
+}
+
 function dnsQuery(f: Uint8Array, l4: number, l4len: number, proto: number): boolean {
   // The destination port is at the same place in TCP and UDP.
   if (l4len < UDP.LEN || udpDport(f, l4) !== 53) return false;

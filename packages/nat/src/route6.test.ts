@@ -256,6 +256,25 @@ describe('route6: IPv6 between the networks of a router', () => {
     }
   });
 
+  it('with a host uplink (route6.host) off-link IPv6 with no other route goes to the host NAT, and the RAs advertise a router', () => {
+    const { router, nets, out } = rig({ interconnect: false });
+    const taken: { from: RouterNetwork; dst: string; ipLen: number; partial: boolean }[] = [];
+    router.route6.host = (from, buf, ipOff, ipLen, partial) => taken.push({ from, dst: formatIp6(buf.slice(ipOff + IP6.DST, ipOff + IP6.DST + 16)), ipLen, partial });
+    router.updateRouterLifetimes();
+    expect(nets.net10.nd!.routerLifetime).toBe(1800);
+    const p = echo(A('2001:db8::1'));
+    nets.net10.send(p, 0, p.length);
+    expect(taken).toEqual([{ from: nets.net10, dst: '2001:db8::1', ipLen: IP6_HLEN + 16, partial: false }]);
+    // Still refused: another network not interconnected, and link-local sources (beyond scope).
+    nets.net10.send(echo(C6), 0, p.length);
+    nets.net10.send(echo(A('2001:db8::1'), { src: A('fe80::1') }), 0, p.length);
+    expect(taken.length).toBe(1);
+    expect(router.route6.counters.prohibited).toBe(1);
+    expect(router.route6.counters.scope).toBe(1);
+    expect(router.route6.counters.noRoute).toBe(0);
+    expect(out.net10.length).toBe(2);
+  });
+
   it('never answers an ICMPv6 error, ND, or a multicast source (RFC 4443 2.4 e)', () => {
     const p = echo(C6).subarray(ETH_HLEN);
     expect(mayAnswer(p, 0, ICMP6_TYPE.DEST_UNREACH)).toBe(true);

@@ -8,6 +8,9 @@
  * - else out of the uplink, when the uplink has IPv6 (uplink6.ts: routed, the
  *   VM prefixes routed to the uplink's address by the upstream, or NPTv6,
  *   npt6.ts, for ULA prefixes);
+ * - else, with a host uplink (`host`, router.ts), to the host NAT (host/nat.ts),
+ *   which ends the flow and opens it again as a socket of the host: not forwarded,
+ *   so no hop limit or MTU rules here (the host NAT has its own);
  * - else nowhere: Destination Unreachable "no route".
  * Echo requests to another gateway's address (of an interconnected network) or
  * to the uplink's own address are answered from that address, as a router
@@ -48,7 +51,7 @@ import { LIMIT } from './limits.js';
 import { Neigh6Cache } from './neigh6.js';
 import type { RouterNetwork } from './network.js';
 import { Npt6 } from './npt6.js';
-import { holdCopy } from './vnet.js';
+import { VNET_DROP, VNET_PARTIAL, holdCopy, vnetPrepare } from './vnet.js';
 
 /** The MTU of a network without `ra.mtu`: Ethernet's. */
 export const DEFAULT_MTU6 = 1500;
@@ -108,6 +111,12 @@ export class Route6 {
   readonly #group = new Uint8Array(16);
   readonly #upper = newIp6Upper();
   uplink: Uplink6Port | undefined;
+  /**
+   * The host NAT of a host uplink (no interface uplink then): takes what has no
+   * other route, its virtio_net_hdr prepared (vnet.ts: `partial`, a checksum left
+   * for it to complete). With it every network has somewhere to route to.
+   */
+  host: ((from: RouterNetwork, buf: Uint8Array, ipOff: number, ipLen: number, partial: boolean) => void) | undefined;
 
   constructor(private readonly clock: () => number, private readonly allowed: (a: string, b: string) => boolean) {}
 
@@ -137,13 +146,14 @@ export class Route6 {
   /**
    * The RA router lifetime of `net`: non-zero (3 x the RA interval, at most
    * 9000 s, RFC 4861 6.2.1's default) when it has somewhere to route to: an
-   * interconnected network with IPv6, or an uplink with IPv6 that is ready (an
-   * address and a default router: a SLAAC uplink before its first RA is not).
+   * interconnected network with IPv6, an uplink with IPv6 that is ready (an
+   * address and a default router: a SLAAC uplink before its first RA is not), or
+   * the host NAT.
    */
   routerLifetime(net: RouterNetwork): number {
     const nd = net.nd;
     if (nd === undefined) return 0;
-    const somewhere = this.uplink?.ready === true || this.#nets.some((o) => o.net !== net && this.allowed(net.name, o.net.name));
+    const somewhere = this.host !== undefined || this.uplink?.ready === true || this.#nets.some((o) => o.net !== net && this.allowed(net.name, o.net.name));
     return somewhere ? Math.min(9000, nd.opts.intervalSec * 3) : 0;
   }
 
@@ -193,6 +203,20 @@ export class Route6 {
       return true;
     }
     const up = this.uplink;
+    const host = this.host;
+    if (up === undefined && host !== undefined) {
+      let partial = false;
+      if (vnet) {
+        const v = vnetPrepare(buf, ipOff, ipLen);
+        if (v === VNET_DROP) {
+          from.counters.offloadDropped++;
+          return true;
+        }
+        partial = v === VNET_PARTIAL;
+      }
+      host(from, buf, ipOff, ipLen, partial);
+      return true;
+    }
     if (up === undefined) {
       this.counters.noRoute++;
       this.#errorBack(src6, ICMP6_TYPE.DEST_UNREACH, ICMP6_UNREACH.NO_ROUTE, 0, buf, ipOff);

@@ -29,14 +29,16 @@
  *
  * IPv6 is route6.ts's (the same interconnect rules, the uplink's IPv6 side,
  * hop limit, Packet Too Big); the router hands it its networks and tells each
- * network's RAs the router lifetime route6 decides.
+ * network's RAs the router lifetime route6 decides. With a host uplink, route6's
+ * way out is the host NAT (`route6.host`), whose IPv6 answers come back through
+ * `toVm6` to the VM's network.
  *
  * One timer (1 s) drives NAPT expiry, DHCP lease expiry, re-attaching an
  * uplink whose interface is missing or was lost, and the uplink's own DHCP client
  * (whose address becomes NAPT's public address when bound, 0 when lost).
  */
 import {
-  ETH_HLEN, ICMP_TYPE, IPPROTO, formatIp4, icmpType, ip4Dst, ip4HeaderLen, ip4Proto, ip4TotalLen, srcMac,
+  IP6, ip6Equal, ip6InPrefix, ETH_HLEN, ICMP_TYPE, IPPROTO, formatIp4, icmpType, ip4Dst, ip4HeaderLen, ip4Proto, ip4TotalLen, srcMac,
 } from '@vswitch/switch';
 import { echoReplyInPlace, icmpErrorFrame } from './frames.js';
 import { type NetworkEvent, type RouterNetwork } from './network.js';
@@ -61,7 +63,7 @@ export interface RouterOptions {
    * NAT through the host's own address (host/nat.ts) instead of an uplink
    * interface: flows leave as sockets of the host. `mtu`: the networks' MTU (1500).
    */
-  host?: Omit<HostNatOptions, 'clock' | 'gso' | 'mtu' | 'isGateway' | 'gatewayFor'> & { mtu?: number };
+  host?: Omit<HostNatOptions, 'clock' | 'gso' | 'mtu' | 'isGateway' | 'gatewayFor' | 'toVm6' | 'isGateway6'> & { mtu?: number };
   napt?: NaptTableOptions;
   /** Pairs of network names that may route to each other. */
   interconnect?: [string, string][];
@@ -142,6 +144,24 @@ export class Router {
         isGateway: (ip) => { for (const n of this.networks.values()) if (n.ip === ip) return true; return false; },
         gatewayFor: (ip) => this.networkFor(ip)?.ip ?? 0,
         onEvent: (e) => this.#event(e as RouterEvent),
+        isGateway6: (buf, off) => {
+          for (const n of this.networks.values()) {
+            const nd = n.nd;
+            if (nd !== undefined && (ip6Equal(buf, off, nd.address, 0) || ip6Equal(buf, off, nd.linkLocal, 0))) return true;
+          }
+          return false;
+        },
+        toVm6: (buf, ipOff, ipLen, vnet, mac) => {
+          const net = this.#networkFor6(buf, ipOff + IP6.DST);
+          if (net === undefined) {
+            this.counters.noRoute++;
+            return;
+          }
+          this.counters.fromHost++;
+          // The neighbour cache (fed by ND) knows where the address lives now; else where it last sent from.
+          const known = this.route6.cacheOf(net)?.lookup(buf, ipOff + IP6.DST) ?? -1;
+          net.sendIp6(buf, ipOff, ipLen, known >= 0 ? known : mac, vnet);
+        },
       }, (buf, ipOff, ipLen, vnet) => {
         const dst = ip4Dst(buf, ipOff);
         const net = this.networkFor(dst);
@@ -152,6 +172,12 @@ export class Router {
         this.counters.fromHost++;
         net.sendIp(buf, ipOff, ipLen, dst, vnet);
       });
+      // The host NAT is the IPv6 way out too: off-link IPv6 with no other route leaves as the host's sockets.
+      const hostNat = this.host;
+      this.route6.host = (from, buf, ipOff, ipLen, partial) => {
+        this.counters.toHost++;
+        hostNat.fromVm(buf, ipOff, ipLen, partial, from);
+      };
     }
   }
 
@@ -230,6 +256,15 @@ export class Router {
     this.#timer = undefined;
     this.uplink?.close();
     this.host?.close();
+  }
+
+  /** The network whose IPv6 prefix holds the address at buf[a, a+16). */
+  #networkFor6(buf: Uint8Array, a: number): RouterNetwork | undefined {
+    for (const net of this.networks.values()) {
+      const nd = net.nd;
+      if (nd !== undefined && ip6InPrefix(buf, a, nd.prefix, 0, nd.opts.prefixLen)) return net;
+    }
+    return undefined;
   }
 
   networkFor(ip: number): RouterNetwork | undefined {

@@ -19,7 +19,7 @@
  * could segment correctly).
  */
 import {
-  ETH_HLEN, IPPROTO, TCP, UDP, VNET_GSO, VNET_HDR_LEN, checksum, ip4HeaderLen, ip4Proto, vnetClearNeedsCsum, vnetCsumOffset,
+  ETH_HLEN, IPPROTO, IPV6_OK, TCP, UDP, VNET_GSO, ip6Upper, newIp6Upper, VNET_HDR_LEN, checksum, ip4HeaderLen, ip4Proto, vnetClearNeedsCsum, vnetCsumOffset,
   vnetCsumStart, vnetGsoType, vnetNeedsCsum, write16,
 } from '@vswitch/switch';
 
@@ -48,8 +48,11 @@ export function vnetComplete(buf: Uint8Array, frameOff: number, len: number): bo
   return true;
 }
 
+const upper6 = newIp6Upper();
+
 /**
- * Decides how the IPv4 packet buf[ipOff, ipOff+ipLen) (passed checkIpv4; its
+ * Decides how the IPv4 packet buf[ipOff, ipOff+ipLen) (passed checkIpv4, or an
+ * IPv6 one that passed checkIpv6: the same shapes with TCPV6; its
  * Ethernet header at ipOff-ETH_HLEN, untagged, and its virtio_net_hdr before that)
  * is forwarded: VNET_COMPLETE, VNET_PARTIAL or VNET_DROP (see the header comment).
  * May complete the checksum in place.
@@ -60,15 +63,18 @@ export function vnetPrepare(buf: Uint8Array, ipOff: number, ipLen: number): numb
   const needsCsum = vnetNeedsCsum(buf, h);
   const gsoType = vnetGsoType(buf, h);
   if (!needsCsum && gsoType === VNET_GSO.NONE) return VNET_COMPLETE;
-  const proto = ip4Proto(buf, ipOff);
-  const l4 = ETH_HLEN + ip4HeaderLen(buf, ipOff);
+  // IPv6 (host NAT over IPv6): the upper layer past any extension headers; TCPV6 instead of TCPV4.
+  const v6 = buf[ipOff] >>> 4 === 6;
+  if (v6 && ip6Upper(buf, ipOff, upper6) !== IPV6_OK) return VNET_DROP;
+  const proto = v6 ? upper6.proto : ip4Proto(buf, ipOff);
+  const l4 = v6 ? upper6.off - frameOff : ETH_HLEN + ip4HeaderLen(buf, ipOff);
   const csumOffset = vnetCsumOffset(buf, h);
   const standard = needsCsum && vnetCsumStart(buf, h) === l4 &&
     ((proto === IPPROTO.TCP && csumOffset === TCP.CSUM) || (proto === IPPROTO.UDP && csumOffset === UDP.CSUM));
   if (gsoType !== VNET_GSO.NONE) {
     const gso = gsoType & ~VNET_GSO.ECN;
     if (!standard) return VNET_DROP;
-    return (gso === VNET_GSO.TCPV4 && proto === IPPROTO.TCP) || (gso === VNET_GSO.UDP_L4 && proto === IPPROTO.UDP) ? VNET_PARTIAL : VNET_DROP;
+    return (gso === (v6 ? VNET_GSO.TCPV6 : VNET_GSO.TCPV4) && proto === IPPROTO.TCP) || (gso === VNET_GSO.UDP_L4 && proto === IPPROTO.UDP) ? VNET_PARTIAL : VNET_DROP;
   }
   if (standard) return VNET_PARTIAL;
   return vnetComplete(buf, frameOff, ETH_HLEN + ipLen) ? VNET_COMPLETE : VNET_DROP;

@@ -713,9 +713,9 @@ export function createMetricsRegistry(
 
 /** Engine counters that count dropped packets (the rest count traffic or sessions). */
 const HOST_DROP_COUNTERS = {
-  tcp: ['badChecksum', 'noSession', 'malformed', 'outOfOrder', 'beyondWindow'],
+  tcp: ['badChecksum', 'noSession', 'malformed', 'fragment', 'outOfOrder', 'beyondWindow'],
   udp: ['badChecksum', 'malformed', 'fragment', 'tooBig', 'filtered', 'conflict', 'sendErrors'],
-  icmp: ['badChecksum', 'malformed', 'fragment', 'notEcho', 'unavailable', 'queueFull', 'filtered', 'truncated', 'sendErrors'],
+  icmp: ['badChecksum', 'malformed', 'fragment', 'notEcho', 'unavailable', 'queueFull', 'filtered', 'truncated', 'tooBig', 'sendErrors'],
 } as const;
 
 const snake = (s: string): string => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);

@@ -25,6 +25,13 @@
  * the client can take (its EDNS size, else 512, and never more than the network's
  * MTU) with TC set if it does not fit.
  *
+ * IPv6: a network with `ipv6` answers on its gateway's IPv6 addresses (the
+ * prefix address and the link-local one) too, from the address asked. The names
+ * are the same; none has an IPv6 address the gateway knows yet (SLAAC addresses
+ * are the guests' own choice), so AAAA for them is an empty answer (NODATA), and
+ * ip6.arpa names inside the network's prefix are NXDOMAIN here, never asked
+ * upstream. Upstream servers are asked over IPv4 as before.
+ *
  * Bounded, never blocking the loop: queries are rate-limited per bridge port
  * before they get here (network.ts, limits.dns); at most `maxOutstanding` forwarded
  * queries wait for an answer, at most `maxOutstandingPerPort` of one bridge port
@@ -32,9 +39,9 @@
  * is forgotten after `timeoutMs`. Sends are asynchronous datagrams.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { ETH_HLEN, formatIp4, ip4Src, srcMac, udpSport } from '@vswitch/switch';
+import { ETH_HLEN, ETHERTYPE, IP6, etherType, formatIp4, ip4Src, srcMac, udpSport } from '@vswitch/switch';
 import { Resolvers } from '../host/dns.js';
-import { udpFrame } from '../frames.js';
+import { udp6Frame, udpFrame } from '../frames.js';
 import type { RouterNetwork } from '../network.js';
 import {
   CLASSIC_UDP_SIZE, DNS_HEADER, QCLASS_IN, QTYPE, RCODE, aData, answersQuestion, encodeName, msgId, parseQuery, reverseIp4, setMsgId, truncate,
@@ -78,6 +85,8 @@ interface Pending {
   port: string;
   clientMac: number;
   clientIp: number;
+  /** An IPv6 client: its address, then the gateway address it asked (32 bytes); undefined for IPv4. */
+  addr6: Buffer | undefined;
   clientPort: number;
   clientId: number;
   upstream: number;
@@ -184,6 +193,10 @@ export class GatewayDns {
   /** Our answer to `q` if the name is ours to answer, else undefined. */
   #local(net: RouterNetwork, q: DnsQuery): { rcode: number; answers: DnsRecord[] } | undefined {
     const names = this.#namesOf(net);
+    if (q.name.endsWith('.ip6.arpa')) {
+      const nd = net.nd;
+      return nd !== undefined && inReverseZone6(q.name, nd.prefix, nd.opts.prefixLen) ? { rcode: RCODE.NXDOMAIN, answers: [] } : undefined;
+    }
     const rev = reverseIp4(q.name);
     if (rev >= 0) {
       if (!net.contains(rev)) return undefined;
@@ -242,12 +255,20 @@ export class GatewayDns {
   ): true {
     const n = writeAnswer(this.#reply, f, off, q, rcode, answers, aa);
     if (result !== undefined) this.results[DNS_RESULTS.indexOf(result)]++;
-    this.#send(net, srcMac(f, 0), ip4Src(f, ETH_HLEN), udpSport(f, l4), this.#reply, n);
+    if (etherType(f, 0) === ETHERTYPE.IPV6) {
+      // From the address asked, to the client: the query's own addresses, swapped.
+      const k = udp6Frame(this.#out, srcMac(f, 0), net.mac, f, ETH_HLEN + IP6.DST, f, ETH_HLEN + IP6.SRC, 53, udpSport(f, l4), this.#reply, n);
+      net.emit(this.#out, 0, k);
+      return true;
+    }
+    this.#send(net, srcMac(f, 0), ip4Src(f, ETH_HLEN), undefined, udpSport(f, l4), this.#reply, n);
     return true;
   }
 
-  #send(net: RouterNetwork, mac: number, ip: number, port: number, payload: Uint8Array, len: number): void {
-    const n = udpFrame(this.#out, mac, net.mac, net.ip, ip, 53, port, payload, len);
+  #send(net: RouterNetwork, mac: number, ip: number, addr6: Buffer | undefined, port: number, payload: Uint8Array, len: number): void {
+    const n = addr6 !== undefined
+      ? udp6Frame(this.#out, mac, net.mac, addr6, 16, addr6, 0, 53, port, payload, len)
+      : udpFrame(this.#out, mac, net.mac, net.ip, ip, 53, port, payload, len);
     net.emit(this.#out, 0, n);
   }
 
@@ -275,9 +296,12 @@ export class GatewayDns {
     setMsgId(sent, id);
     const sock = this.#socket();
     const mtu = this.opts.mtu?.(net) ?? 1500;
+    const v6 = etherType(f, 0) === ETHERTYPE.IPV6;
     const p: Pending = {
-      net, port, clientMac: mac, clientIp: ip4Src(f, ETH_HLEN), clientPort: udpSport(f, l4), clientId: q.id, upstream, sock, sent,
-      questionEnd: q.questionEnd, maxLen: Math.min(q.ednsSize || CLASSIC_UDP_SIZE, mtu - 28), at: this.opts.clock(),
+      net, port, clientMac: mac, clientIp: v6 ? 0 : ip4Src(f, ETH_HLEN),
+      addr6: v6 ? Buffer.from(f.subarray(ETH_HLEN + IP6.SRC, ETH_HLEN + IP6.SRC + 32)) : undefined,
+      clientPort: udpSport(f, l4), clientId: q.id, upstream, sock, sent,
+      questionEnd: q.questionEnd, maxLen: Math.min(q.ednsSize || CLASSIC_UDP_SIZE, mtu - (v6 ? 48 : 28)), at: this.opts.clock(),
     };
     this.#pending.set(id, p);
     this.#perPort.set(port, mine + 1);
@@ -316,7 +340,7 @@ export class GatewayDns {
     setMsgId(msg, p.clientId);
     const n = msg.length > p.maxLen ? truncate(msg, p.questionEnd) : msg.length;
     this.answersRelayed++;
-    this.#send(p.net, p.clientMac, p.clientIp, p.clientPort, msg, n);
+    this.#send(p.net, p.clientMac, p.clientIp, p.addr6, p.clientPort, msg, n);
   }
 
   #forget(id: number, p: Pending): void {
@@ -329,4 +353,21 @@ export class GatewayDns {
   #drop(reason: DnsDropReason): void {
     this.drops[DNS_DROP_REASONS.indexOf(reason)]++;
   }
+}
+
+/**
+ * Is `name` (lower case, "...ip6.arpa") inside the reverse zone of prefix/len
+ * (len a multiple of 4): at least len/4 nibble labels, the first ones (from the
+ * zone's end) those of the prefix?
+ */
+export function inReverseZone6(name: string, prefix: Uint8Array, len: number): boolean {
+  const labels = name.slice(0, -'.ip6.arpa'.length).split('.');
+  const need = len >>> 2;
+  if (labels.length < need || labels.length > 32) return false;
+  for (let i = 0; i < need; i++) {
+    const l = labels[labels.length - 1 - i];
+    const nib = (prefix[i >>> 1] >>> ((i & 1) === 0 ? 4 : 0)) & 0xf;
+    if (l.length !== 1 || parseInt(l, 16) !== nib) return false;
+  }
+  return labels.every((l) => /^[0-9a-f]$/.test(l));
 }

@@ -39,15 +39,32 @@
  * sends are queued until the socket is writable; a request is therefore copied
  * (once) into a Buffer of its own, and the queue is bounded (`maxPending`).
  * raw-socket polls on libuv's default loop: HostIcmp runs on the main thread.
+ *
+ * ICMPv6 echo (a VM's IPv6 address, family.ts's numbers): the same mappings
+ * (one identifier space for both families), through a second raw socket,
+ * IPPROTO_ICMPV6. Such a socket reads and writes the ICMPv6 message without the
+ * IPv6 header: the kernel fills in the checksum of what we send (RFC 3542 3.1)
+ * and verifies what we receive; the source of a packet is the socket's address
+ * text (parsed without allocation, family.ts). Its ICMP6_FILTER passes echo
+ * replies and the errors we translate (destination unreachable, packet too big,
+ * time exceeded, parameter problem: their quote is the IPv6 header and our
+ * request, whose source and identifier are put back as the VM sent them, the
+ * quoted checksum updated incrementally). The VM's hop limit is passed on
+ * (IPV6_UNICAST_HOPS); replies reach the VM with hop limit 64 (the socket does
+ * not tell the received one). No IPv6 fragments are built: a reply larger than
+ * the MTU is dropped (`tooBig`). The IPv6 socket opens separately: without it
+ * IPv6 echo requests are counted `unavailable`, `icmp6_unavailable` reported.
  */
 import { createRequire } from 'node:module';
 import {
-  ICMP, ICMP_HLEN, ICMP_TYPE, IP4, IP4_MAX_LEN, IP4_MIN_HLEN, IPPROTO, IPV4_OK, checkIcmp, checkIpv4, checksum, csumReplace16,
-  csumReplace32, fold, formatIp4, icmpChecksum, icmpId, icmpType, ip4Checksum, ip4Dst, ip4HeaderLen, ip4IsFragment,
-  ip4Proto, ip4Src, ip4TotalLen, ip4Ttl, ip4Version, sum16, write16, write32, writeIp4,
+  ICMP, ICMP_HLEN, ICMP_TYPE, IP4, IP4_MAX_LEN, IP4_MIN_HLEN, IPPROTO, IPV4_OK, ICMP6_TYPE, IP6, IP6_HLEN, icmp6Id, icmp6SumOk,
+  icmp6Type, ip6HopLimit, read16, writeIcmp6Checksum, checkIcmp, checkIpv4, checksum, csumReplace16, csumReplace32, fold,
+  icmpChecksum, icmpId, icmpType, ip4Checksum, ip4Dst, ip4HeaderLen, ip4Proto, ip4Src, ip4TotalLen, ip4Ttl, ip4Version, sum16,
+  write16, write32, writeIp4,
 } from '@vswitch/switch';
 import { clampMtu, sendIp4 } from './fragment.js';
 import { HOST_HEADROOM, type HostBudget, type HostSession, type ToVm } from './types.js';
+import { Addrs, ICMPV6, IP6_BASE, READ, readIp, type IpPacket } from './family.js';
 
 export const ICMP_IDLE_TIMEOUT_MS = 60_000;
 /** Addresses one mapping admits replies from (ping pings one; a script reusing an id, a few). */
@@ -59,6 +76,18 @@ const IPPROTO_IP = 0;
 const IP_TTL = 2;
 const SOL_RAW = 255;
 const ICMP_FILTER = 1;
+const IPPROTO_IPV6 = 41;
+const IPV6_UNICAST_HOPS = 16;
+const ICMP6_FILTER = 1;
+const T6 = ICMP6_TYPE;
+/** ICMPv6 errors that quote a request of ours. */
+const T6_ERRORS: number[] = [T6.DEST_UNREACH, T6.PACKET_TOO_BIG, T6.TIME_EXCEEDED, T6.PARAM_PROBLEM];
+/** struct icmp6_filter: 256 bits, a set bit *blocks* its type (Linux): all but replies and those errors. */
+const ICMP6_FILTER_BUF = ((): Buffer => {
+  const b = Buffer.alloc(32, 0xff);
+  for (const t of [T6.ECHO_REPLY, ...T6_ERRORS]) b.writeUInt32LE((b.readUInt32LE((t >>> 5) * 4) & ~(1 << (t & 31))) >>> 0, (t >>> 5) * 4);
+  return b;
+})();
 const { ECHO_REPLY, DEST_UNREACH, ECHO_REQUEST, TIME_EXCEEDED, PARAMETER_PROBLEM } = ICMP_TYPE;
 /** ICMP_FILTER is a mask of the types *dropped*: all but replies and the errors we translate. */
 const ICMP_FILTER_MASK = ~((1 << ECHO_REPLY) | (1 << DEST_UNREACH) | (1 << TIME_EXCEEDED) | (1 << PARAMETER_PROBLEM)) >>> 0;
@@ -72,6 +101,8 @@ export interface RawIcmpSocket {
     before: () => void, after: (err: Error | null, bytes: number) => void,
   ): unknown;
   setOption(level: number, option: number, value: number): void;
+  /** A struct option (ICMP6_FILTER): `length` bytes of `value`. */
+  setOption(level: number, option: number, value: Buffer, length: number): void;
   close(): unknown;
 }
 
@@ -88,6 +119,10 @@ export interface HostIcmpOptions {
   maxPending?: number;
   /** Opens the raw ICMP socket; throws when it cannot (default: raw-socket, IPv4, ICMP). */
   createSocket?: () => RawIcmpSocket;
+  /** Opens the raw ICMPv6 socket (default: raw-socket, IPv6, ICMPv6); 'message' gives (ICMPv6 message, source). */
+  createSocket6?: () => RawIcmpSocket;
+  /** The NAT's addresses (family.ts), shared with the other engines; default: the engine's own. */
+  addrs?: Addrs;
   onEvent?: (e: { event: string; [k: string]: unknown }) => void;
 }
 
@@ -120,6 +155,8 @@ export interface HostIcmpCounters {
   filtered: number;
   /** Packets from the raw socket shorter than they claim. */
   truncated: number;
+  /** IPv6 replies larger than the VMs' MTU (no IPv6 fragments are built). */
+  tooBig: number;
 }
 
 class EchoMapping {
@@ -132,19 +169,30 @@ class EchoMapping {
   constructor(readonly key: number, readonly vmIp: number, readonly vmId: number, readonly outId: number, public last: number) {}
 }
 
-function openRawIcmp(): RawIcmpSocket {
+function openRawIcmp(v6 = false): RawIcmpSocket {
   const raw = createRequire(import.meta.url)('raw-socket') as typeof import('raw-socket');
   // 64 KiB: the receive buffer bounds the packets we see whole (reassembled replies to big pings).
-  return raw.createSocket({ protocol: raw.Protocol.ICMP, addressFamily: raw.AddressFamily.IPv4, bufferSize: 65536 });
+  return v6
+    ? raw.createSocket({ protocol: raw.Protocol.ICMPv6, addressFamily: raw.AddressFamily.IPv6, bufferSize: 65536 })
+    : raw.createSocket({ protocol: raw.Protocol.ICMP, addressFamily: raw.AddressFamily.IPv4, bufferSize: 65536 });
 }
 
 export class HostIcmp {
   readonly counters: HostIcmpCounters = {
     opened: 0, expired: 0, refused: 0, idsExhausted: 0, toHost: 0, toVm: 0, errorsToVm: 0, sendErrors: 0, socketErrors: 0,
     badChecksum: 0, malformed: 0, fragment: 0, notEcho: 0, unavailable: 0, queueFull: 0, notOurs: 0, filtered: 0, truncated: 0,
+    tooBig: 0,
   };
   #socket: RawIcmpSocket | undefined;
+  #socket6: RawIcmpSocket | undefined;
   #reported = false;
+  #reported6 = false;
+  /** The IPV6_UNICAST_HOPS the IPv6 socket has now (-1: the system default). */
+  #hops = -1;
+  readonly #addrs: Addrs;
+  readonly #ownAddrs: boolean;
+  /** The packet being read (readIp). */
+  readonly #ip: IpPacket = { src: 0, dst: 0, proto: 0, l4: 0, l4len: 0 };
   #closed = false;
   /** vmIp*65536 + VM identifier -> mapping. */
   readonly #byKey = new Map<number, EchoMapping>();
@@ -155,7 +203,7 @@ export class HostIcmp {
   /** The IP_TTL the socket has now (-1: the system default). */
   #ttl = -1;
   #ipId = 0;
-  readonly #frame = Buffer.alloc(HOST_HEADROOM + IP4_MAX_LEN);
+  readonly #frame = Buffer.alloc(HOST_HEADROOM + IP4_MAX_LEN + IP6_HLEN);
   readonly #idle: number;
   readonly #mtu: number;
   readonly #maxPending: number;
@@ -164,6 +212,13 @@ export class HostIcmp {
     this.#idle = positive(opts.idleTimeoutMs, ICMP_IDLE_TIMEOUT_MS);
     this.#mtu = clampMtu(opts.mtu);
     this.#maxPending = Math.max(1, Math.floor(positive(opts.maxPending, ICMP_MAX_PENDING)));
+    this.#ownAddrs = opts.addrs === undefined;
+    this.#addrs = opts.addrs ?? new Addrs(4096);
+  }
+
+  /** Is the raw ICMPv6 socket open? */
+  get available6(): boolean {
+    return this.#socket6 !== undefined;
   }
 
   /** Is the raw socket open? */
@@ -176,6 +231,7 @@ export class HostIcmp {
    * cannot (no CAP_NET_RAW, addon missing): echo requests are then dropped (`unavailable`).
    */
   start(): boolean {
+    this.#start6();
     if (this.#socket !== undefined) return true;
     if (this.#closed) return false;
     let sock: RawIcmpSocket;
@@ -205,33 +261,75 @@ export class HostIcmp {
     return true;
   }
 
+  /** The ICMPv6 socket, as start() opens the IPv4 one (`icmp6_unavailable` once when it cannot). */
+  #start6(): void {
+    if (this.#socket6 !== undefined || this.#closed) return;
+    // A test that injects the IPv4 socket gets no real IPv6 one unless it injects that too.
+    const create = this.opts.createSocket6 ?? (this.opts.createSocket === undefined ? () => openRawIcmp(true) : undefined);
+    if (create === undefined) return;
+    let sock: RawIcmpSocket;
+    try {
+      sock = create();
+    } catch (e) {
+      if (!this.#reported6) this.opts.onEvent?.({ event: 'icmp6_unavailable', error: (e as Error).message });
+      this.#reported6 = true;
+      return;
+    }
+    this.#hops = -1;
+    try {
+      sock.setOption(ICMPV6, ICMP6_FILTER, ICMP6_FILTER_BUF, 32);
+    } catch {
+      // Without the filter every ICMPv6 packet of the host (ND included) wakes us; #fromHost6 sorts them.
+    }
+    sock.on('message', (b: Buffer, source: string) => this.#fromHost6(b, source));
+    sock.on('error', () => {
+      this.counters.socketErrors++;
+    });
+    sock.on('close', () => {
+      if (this.#socket6 !== sock) return;
+      this.#socket6 = undefined;
+      if (!this.#reported6) this.opts.onEvent?.({ event: 'icmp6_unavailable', error: 'the raw ICMPv6 socket closed' });
+      this.#reported6 = true;
+    });
+    this.#socket6 = sock;
+  }
+
   /** An ICMP packet from a VM to somewhere outside: echo requests are sent, the rest dropped. */
   fromVm(buf: Uint8Array, ipOff: number, ipLen: number): void {
     const c = this.counters;
-    if (checkIpv4(buf, ipOff, ipLen) !== IPV4_OK || ip4Proto(buf, ipOff) !== IPPROTO.ICMP) {
-      c.malformed++;
-      return;
-    }
-    if (ip4IsFragment(buf, ipOff)) {
+    const p = this.#ip;
+    const r = readIp(this.#addrs, buf, ipOff, ipLen, p);
+    if (r === READ.FRAGMENT) {
       c.fragment++;
       return;
     }
-    const hl = ip4HeaderLen(buf, ipOff);
-    const icmp = ipOff + hl;
-    const ilen = ip4TotalLen(buf, ipOff) - hl;
-    if (!checkIcmp(ilen)) {
+    const v6 = buf[ipOff] >>> 4 === 6;
+    const icmp = p.l4;
+    const ilen = p.l4len;
+    if (r !== READ.OK || p.proto !== (v6 ? ICMPV6 : IPPROTO.ICMP) || !checkIcmp(ilen)) {
       c.malformed++;
       return;
     }
-    if (icmpType(buf, icmp) !== ECHO_REQUEST) {
+    if (icmpType(buf, icmp) !== (v6 ? T6.ECHO_REQUEST : ECHO_REQUEST)) {
       c.notEcho++;
       return;
     }
-    if (fold(sum16(buf, icmp, ilen)) !== 0xffff) {
+    // ICMPv6's checksum covers the pseudo-header (RFC 4443 2.3), ICMP's does not.
+    if (v6 ? !icmp6SumOk(buf, ipOff, icmp, ilen) : fold(sum16(buf, icmp, ilen)) !== 0xffff) {
       c.badChecksum++;
       return;
     }
-    const sock = this.#socket;
+    this.#request(buf, icmp, ilen, p.src, p.dst, Math.max(1, v6 ? ip6HopLimit(buf, ipOff) : ip4Ttl(buf, ipOff)));
+  }
+
+  /**
+   * The echo request buf[icmp, icmp+ilen) (checked) from src to dst (numbers of
+   * one family): its mapping, and a copy sent with the mapping's identifier.
+   */
+  #request(buf: Uint8Array, icmp: number, ilen: number, src: number, dst: number, ttl: number): void {
+    const c = this.counters;
+    const v6 = src >= IP6_BASE;
+    const sock = v6 ? this.#socket6 : this.#socket;
     if (sock === undefined) {
       c.unavailable++;
       return;
@@ -240,8 +338,6 @@ export class HostIcmp {
       c.queueFull++;
       return;
     }
-    const src = ip4Src(buf, ipOff);
-    const dst = ip4Dst(buf, ipOff);
     const vmId = icmpId(buf, icmp);
     const now = this.opts.clock();
     const key = src * 65536 + vmId;
@@ -266,7 +362,6 @@ export class HostIcmp {
       write16(out, ICMP.ID, m.outId);
       write16(out, ICMP.CSUM, csumReplace16(icmpChecksum(out, 0), vmId, m.outId));
     }
-    const ttl = Math.max(1, ip4Ttl(buf, ipOff));
     let done = false;
     const after = (err: Error | null): void => {
       if (done) return;
@@ -277,7 +372,7 @@ export class HostIcmp {
     this.#pending++;
     c.toHost++;
     try {
-      sock.send(out, 0, ilen, formatIp4(dst), () => this.#setTtl(sock, ttl), after);
+      sock.send(out, 0, ilen, this.#addrs.format(dst), () => (v6 ? this.#setHops(sock, ttl) : this.#setTtl(sock, ttl)), after);
     } catch (e) {
       after(e as Error);
     }
@@ -287,15 +382,28 @@ export class HostIcmp {
     const out: HostSession[] = [];
     for (const m of this.#byKey.values()) {
       out.push({
-        proto: 'icmp', direction: 'out', inside: `${formatIp4(m.vmIp)}:${m.vmId}`, remote: formatIp4(m.lastRemote),
-        outside: `0.0.0.0:${m.outId}`, state: 'active', idleMs: Math.max(0, now - m.last), txBytes: m.tx, rxBytes: m.rx,
+        proto: 'icmp', direction: 'out', inside: this.#addrs.endpoint(m.vmIp, m.vmId), remote: this.#addrs.format(m.lastRemote),
+        outside: `${m.vmIp >= IP6_BASE ? '[::]' : '0.0.0.0'}:${m.outId}`, state: 'active', idleMs: Math.max(0, now - m.last), txBytes: m.tx, rxBytes: m.rx,
       });
     }
     return out;
   }
 
+  /** Marks the addresses the mappings hold (family.ts: the others are swept). */
+  markAddrs(): void {
+    const t = this.#addrs.ip6;
+    for (const m of this.#byKey.values()) {
+      t.mark(m.vmIp);
+      for (const r of m.remotes) t.mark(r);
+    }
+  }
+
   /** About once a second: closes idle mappings. */
   tick(now: number): void {
+    if (this.#ownAddrs && this.#addrs.ip6.count > 0) {
+      this.markAddrs();
+      this.#addrs.ip6.sweep();
+    }
     for (const m of this.#byKey.values()) {
       if (now - m.last >= this.#idle) {
         this.counters.expired++;
@@ -306,15 +414,16 @@ export class HostIcmp {
 
   close(): void {
     this.#closed = true;
-    const sock = this.#socket;
-    this.#socket = undefined;
-    if (sock !== undefined) {
+    for (const sock of [this.#socket, this.#socket6]) {
+      if (sock === undefined) continue;
       try {
         sock.close();
       } catch {
         // already closed
       }
     }
+    this.#socket = undefined;
+    this.#socket6 = undefined;
     for (const m of this.#byKey.values()) this.#drop(m);
   }
 
@@ -329,6 +438,16 @@ export class HostIcmp {
     try {
       sock.setOption(IPPROTO_IP, IP_TTL, ttl);
       this.#ttl = ttl;
+    } catch {
+      this.counters.socketErrors++;
+    }
+  }
+
+  #setHops(sock: RawIcmpSocket, hops: number): void {
+    if (hops === this.#hops) return;
+    try {
+      sock.setOption(IPPROTO_IPV6, IPV6_UNICAST_HOPS, hops);
+      this.#hops = hops;
     } catch {
       this.counters.socketErrors++;
     }
@@ -468,6 +587,72 @@ export class HostIcmp {
     write16(f, fe + ICMP.CSUM, checksum(f, fe, ilen));
     c.errorsToVm++;
     this.#emit(f, ip, IP4_MIN_HLEN + ilen, Math.max(1, ip4Ttl(b, 0)), ip4Src(b, 0), m.vmIp);
+  }
+
+  /**
+   * An ICMPv6 message from the raw socket (no IPv6 header; checksum verified by
+   * the kernel; a view of raw-socket's shared buffer) from `source`.
+   */
+  #fromHost6(b: Buffer, source: string): void {
+    const c = this.counters;
+    if (this.#closed) return;
+    if (b.length < ICMP_HLEN) {
+      c.truncated++;
+      return;
+    }
+    const type = icmp6Type(b, 0);
+    if (type !== T6.ECHO_REPLY && T6_ERRORS.indexOf(type) < 0) return;
+    // Errors quote the IPv6 header and our request (at least its 8-byte header).
+    const quoted = type !== T6.ECHO_REPLY;
+    const q = ICMP_HLEN;
+    if (quoted && (b.length < q + IP6_HLEN + ICMP_HLEN || b[q] >>> 4 !== 6 || b[q + IP6.NEXT] !== ICMPV6 ||
+      icmp6Type(b, q + IP6_HLEN) !== T6.ECHO_REQUEST)) return;
+    const outId = icmp6Id(b, quoted ? q + IP6_HLEN : 0);
+    const m = this.#byOut[outId];
+    if (m === undefined || m.vmIp < IP6_BASE) {
+      c.notOurs++;
+      return;
+    }
+    const t = this.#addrs.ip6;
+    const from = this.#addrs.parse6(source);
+    // A reply from an address we pinged; an error about a request to one (from any router on the way).
+    const remote = quoted ? t.intern(b, q + IP6.DST) : from;
+    if (from < 0 || !m.remotes.has(remote)) {
+      c.filtered++;
+      return;
+    }
+    const ilen = b.length;
+    if (IP6_HLEN + ilen > this.#mtu) {
+      c.tooBig++;
+      return;
+    }
+    const f = this.#frame;
+    const ip = HOST_HEADROOM;
+    const l4 = ip + IP6_HLEN;
+    f.set(b, l4);
+    if (quoted) {
+      // The quoted request as the VM sent it: its source and identifier; its checksum updated word by word.
+      const fq = l4 + ICMP_HLEN;
+      const fqi = fq + IP6_HLEN;
+      let sum = icmpChecksum(f, fqi);
+      const a = t.at(m.vmIp);
+      for (let i = 0; i < 16; i += 2) {
+        const now = read16(t.bytes, a + i);
+        sum = csumReplace16(sum, read16(f, fq + IP6.SRC + i), now);
+        write16(f, fq + IP6.SRC + i, now);
+      }
+      write16(f, fqi + ICMP.ID, m.vmId);
+      write16(f, fqi + ICMP.CSUM, csumReplace16(sum, outId, m.vmId));
+      c.errorsToVm++;
+    } else {
+      write16(f, l4 + ICMP.ID, m.vmId);
+      m.rx += ilen - ICMP_HLEN;
+    }
+    m.last = this.opts.clock();
+    this.#addrs.writeHeader(f, ip, from, m.vmIp, ICMPV6, ilen, 0, 0);
+    writeIcmp6Checksum(f, ip, l4, ilen);
+    this.opts.toVm(f, ip, IP6_HLEN + ilen, false);
+    c.toVm++;
   }
 
   #emit(f: Buffer, ip: number, len: number, ttl: number, src: number, dst: number): void {

@@ -22,6 +22,18 @@
  *   itself (a loopback source) appears to the VM as coming from its gateway,
  *   since a VM cannot answer a loopback address.
  *
+ * IPv6 (a VM's packets for off its link, network.ts route6): the same engines,
+ * the addresses as family.ts's numbers (one table per NAT, `addrs`). The VM's
+ * MAC is learned from its packets here (per source address, kept while a session
+ * holds the address), and packets back go to it (`toVm6`): the host NAT answers
+ * flows, so the VM has always spoken first. Martians: multicast, unspecified,
+ * loopback, link-local and IPv4-mapped destinations (::ffff:0:0/96 would reach
+ * the host's IPv4 loopback through a dual-stack socket). Supported: TCP (every
+ * guarantee of IPv4's: tcp.ts), UDP (udp.ts) and ICMPv6 echo (icmp.ts). DNS to
+ * the gateway's IPv6 addresses (UDP and TCP port 53, network.ts) goes to the
+ * same forwarder: an IPv6 VM's UDP mapping socket is dual-stack, so it reaches an
+ * IPv4 resolver. Port forwards to IPv6 VMs are not supported yet.
+ *
  * One budget (types.ts) bounds the sessions of all three protocols per VM address,
  * per bridge port (the port of the packet that opens a session, `from`) and in
  * total; refusals are counted. DNS queries to the gateway are rate-limited per
@@ -30,8 +42,9 @@
  */
 import net from 'node:net';
 import {
-  IPPROTO, UDP, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
+  ETH_HLEN, IP6, IP6_HLEN, IPPROTO, UDP, formatIp4, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6NextHeader, parseIp6, srcMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
 } from '@vswitch/switch';
+import { Addrs, ICMPV6, IP6_BASE } from './family.js';
 import { HostBudget, type HostBudgetOptions, type HostSession, type ToVm } from './types.js';
 import { HostTcp } from './tcp.js';
 import { HostUdp } from './udp.js';
@@ -61,10 +74,18 @@ export interface HostNatOptions {
   onEvent?: (e: { event: string; [k: string]: unknown }) => void;
   /** The rules of the port forwards (shared with the daemon, which persists them). */
   forwards?: Forwards;
-  /** Host address the forwards listen on (default 0.0.0.0). */
+  /**
+   * Host address the forwards listen on (default 0.0.0.0). An IPv6 one ("::":
+   * dual-stack) takes IPv6 clients too; the VM (an IPv4 target) sees those as
+   * its gateway, as host-local clients (it could not answer an IPv6 address).
+   */
   listen?: string;
   /** Udp idle timeout (ms), for tests. */
   udpIdleTimeoutMs?: number;
+  /** Is the IPv6 address at buf[off, off+16) one of the router's gateway addresses (prefix or link-local)? */
+  isGateway6?: (buf: Uint8Array, off: number) => boolean;
+  /** Sends an IPv6 packet to the VM at `mac` (the network is the one whose prefix holds its destination). Absent: no IPv6. */
+  toVm6?: (buf: Buffer, ipOff: number, ipLen: number, vnet: boolean, mac: number) => void;
 }
 
 export interface HostNatCounters {
@@ -73,9 +94,16 @@ export interface HostNatCounters {
   toGatewayIgnored: number;
   noResolver: number;
   otherProto: number;
+  /** IPv6 packets towards a VM whose MAC is not known (it never sent from that address, or the address was swept). */
+  noNeighbor: number;
+  /** IPv6 packets dropped because the address table was full until the next sweep (family.ts). */
+  addressTableFull: number;
 }
 
 const BIND_RETRIES = 10;
+/** ::/96 (unspecified, loopback, IPv4-compatible) and ::ffff:0:0/96 (IPv4-mapped): never a VM's destination. */
+const ZERO_96 = parseIp6('::')!;
+const MAPPED_96 = parseIp6('::ffff:0:0')!;
 const BIND_RETRY_MS = 300;
 
 interface Listener {
@@ -92,7 +120,11 @@ export class HostNat {
   readonly tcp: HostTcp;
   readonly udp: HostUdp;
   readonly icmp: HostIcmp;
-  readonly counters: HostNatCounters = { martian: 0, fragment: 0, toGatewayIgnored: 0, noResolver: 0, otherProto: 0 };
+  readonly counters: HostNatCounters = {
+    martian: 0, fragment: 0, toGatewayIgnored: 0, noResolver: 0, otherProto: 0, noNeighbor: 0, addressTableFull: 0,
+  };
+  /** The addresses of both families as the engines' numbers (family.ts). */
+  readonly addrs: Addrs;
   /** The resolvers the gateway forwards DNS to (config list, or resolv.conf, re-read when it changes; failover). */
   readonly resolvers: Resolvers;
   /** Port forwards: the router's rules (napt/forwards.ts: ranges, conflicts, persistence), listened on here. */
@@ -104,16 +136,33 @@ export class HostNat {
 
   constructor(readonly opts: HostNatOptions, toVm: ToVm) {
     this.budget = new HostBudget(opts.budget);
+    const addrs = new Addrs(this.budget.opts.maxSessions * 2 + 1024);
+    this.addrs = addrs;
+    const toVm6 = opts.toVm6;
+    if (toVm6 !== undefined) {
+      const t = addrs.ip6;
+      const v4 = toVm;
+      toVm = (buf, ipOff, ipLen, vnet) => {
+        if (buf[ipOff] >>> 4 !== 6) {
+          v4(buf, ipOff, ipLen, vnet);
+          return;
+        }
+        const id = t.intern(buf, ipOff + IP6.DST);
+        const mac = id < 0 ? 0 : t.link[id - IP6_BASE];
+        if (mac === 0) this.counters.noNeighbor++;
+        else toVm6(buf, ipOff, ipLen, vnet, mac);
+      };
+    }
     const onEvent = opts.onEvent;
     this.resolvers = new Resolvers({ clock: opts.clock, servers: opts.dns, path: opts.resolvConf, onEvent });
     this.tcp = new HostTcp({
-      clock: opts.clock, toVm, gso: opts.gso, mss: opts.mtu - 40, budget: this.budget, onEvent,
+      clock: opts.clock, toVm, gso: opts.gso, mss: opts.mtu - 40, budget: this.budget, onEvent, addrs,
       connect: (ip, port, onread) => this.#connect(ip, port, onread),
     });
     this.udp = new HostUdp({
-      clock: opts.clock, toVm, budget: this.budget, onEvent, idleTimeoutMs: opts.udpIdleTimeoutMs, mtu: opts.mtu, redirects: this.resolvers,
+      clock: opts.clock, toVm, budget: this.budget, onEvent, idleTimeoutMs: opts.udpIdleTimeoutMs, mtu: opts.mtu, redirects: this.resolvers, addrs,
     });
-    this.icmp = new HostIcmp({ clock: opts.clock, toVm, budget: this.budget, onEvent, mtu: opts.mtu });
+    this.icmp = new HostIcmp({ clock: opts.clock, toVm, budget: this.budget, onEvent, mtu: opts.mtu, addrs });
     this.#listen = opts.listen ?? '0.0.0.0';
     this.forwards = opts.forwards ?? new Forwards();
     this.#unsubscribe = this.forwards.subscribe((event, f) => this.#onForward(event, f));
@@ -129,6 +178,7 @@ export class HostNat {
       kind: 'host',
       resolver: this.resolvers.current() === 0 ? '' : formatIp4(this.resolvers.current()),
       icmp: this.opts.icmp === false ? 'off' : this.#icmpUp ? 'on' : 'unavailable',
+      icmp6: this.opts.icmp === false ? 'off' : this.icmp.available6 ? 'on' : 'unavailable',
       listen: this.#listen,
     };
   }
@@ -136,6 +186,7 @@ export class HostNat {
   /** Counters for `router show` and the metrics: sessions, refusals, and each engine's own. */
   stats(): Record<string, unknown> {
     return {
+      ipv6Addresses: this.addrs.ip6.count,
       sessions: this.budget.total,
       refused: { table_full: this.budget.refusedGlobal, host_limit: this.budget.refusedPerHost, port_limit: this.budget.refusedPerPort },
       maxSessionsPerPort: this.budget.opts.maxPerPort,
@@ -159,6 +210,10 @@ export class HostNat {
   }
 
   #fromVm(buf: Uint8Array, ipOff: number, ipLen: number, partial: boolean): void {
+    if (buf[ipOff] >>> 4 === 6) {
+      this.#fromVm6(buf, ipOff, ipLen, partial);
+      return;
+    }
     const dst = ip4Dst(buf, ipOff);
     const top = dst >>> 24;
     if (top === 127 || top === 0 || top >= 224) {
@@ -202,6 +257,49 @@ export class HostNat {
     else this.counters.otherProto++;
   }
 
+  /** An IPv6 packet from a VM (network.ts checked its header: checkIpv6). */
+  #fromVm6(buf: Uint8Array, ipOff: number, ipLen: number, partial: boolean): void {
+    const d = ipOff + IP6.DST;
+    // Multicast, ::/96 (unspecified, loopback, IPv4-compatible), IPv4-mapped, link-local.
+    if (ip6IsMulticast(buf, d) || ip6IsLinkLocal(buf, d) || ip6InPrefix(buf, d, ZERO_96, 0, 96) || ip6InPrefix(buf, d, MAPPED_96, 0, 96)) {
+      this.counters.martian++;
+      return;
+    }
+    if (this.opts.toVm6 === undefined) {
+      this.counters.otherProto++;
+      return;
+    }
+    const t = this.addrs.ip6;
+    const src = t.intern(buf, ipOff + IP6.SRC);
+    if (src < 0) {
+      this.counters.addressTableFull++;
+      return;
+    }
+    // Where packets back to this address go: the MAC it came from.
+    t.link[src - IP6_BASE] = srcMac(buf, ipOff - ETH_HLEN);
+    const next = ip6NextHeader(buf, ipOff);
+    if (this.opts.isGateway6?.(buf, d) === true) {
+      // For the gateway: its DNS forwarder (network.ts hands only port 53 here), as for IPv4.
+      const l4 = ipOff + IP6_HLEN;
+      if ((next !== IPPROTO.UDP && next !== IPPROTO.TCP) || ipLen < IP6_HLEN + UDP.LEN || udpDport(buf, l4) !== 53) {
+        this.counters.toGatewayIgnored++;
+        return;
+      }
+      if (next === IPPROTO.TCP) {
+        this.tcp.fromVm(buf, ipOff, ipLen, partial);
+        return;
+      }
+      const resolver = this.resolvers.current();
+      if (resolver === 0) this.counters.noResolver++;
+      else this.udp.fromVm(buf, ipOff, ipLen, { ip: resolver, port: 53 }, partial);
+      return;
+    }
+    if (next === IPPROTO.TCP) this.tcp.fromVm(buf, ipOff, ipLen, partial);
+    else if (next === IPPROTO.UDP) this.udp.fromVm(buf, ipOff, ipLen, undefined, partial);
+    else if (next === ICMPV6) this.icmp.fromVm(buf, ipOff, ipLen);
+    else this.counters.otherProto++;
+  }
+
   /**
    * TCP's host connect: the gateway's port 53 is the current resolver (refused
    * there: fail over); any other port of the gateway is closed (the VM gets a RST),
@@ -209,14 +307,15 @@ export class HostNat {
    * makes the socket read straight into the engine's frame blocks.
    */
   #connect(ip: number, port: number, onread: net.OnReadOpts): net.Socket {
-    if (this.opts.isGateway(ip)) {
+    const t = this.addrs.ip6;
+    if (ip >= IP6_BASE ? this.opts.isGateway6?.(t.bytes, t.at(ip)) === true : this.opts.isGateway(ip)) {
       const resolver = port === 53 ? this.resolvers.current() : 0;
       if (resolver === 0) return refusedSocket();
       const sock = net.connect({ host: formatIp4(resolver), port, noDelay: true, allowHalfOpen: true, onread });
       sock.once('error', (e: NodeJS.ErrnoException) => { if (e.code === 'ECONNREFUSED') this.resolvers.failed(resolver); });
       return sock;
     }
-    return net.connect({ host: formatIp4(ip), port, noDelay: true, allowHalfOpen: true, onread });
+    return net.connect({ host: this.addrs.format(ip), port, noDelay: true, allowHalfOpen: true, onread });
   }
 
   tick(now: number): void {
@@ -224,6 +323,14 @@ export class HostNat {
     this.tcp.tick(now);
     this.udp.tick(now);
     this.icmp.tick(now);
+    // IPv6 addresses no session holds any more are freed (family.ts).
+    const t = this.addrs.ip6;
+    if (t.count > 0) {
+      this.tcp.markAddrs();
+      this.udp.markAddrs();
+      this.icmp.markAddrs();
+      t.sweep();
+    }
   }
 
   sessions(now: number): HostSession[] {
@@ -236,8 +343,9 @@ export class HostNat {
    * not be bound (EADDRINUSE, EACCES...), retried by nothing but a re-add.
    */
   listeners(): { proto: 'tcp' | 'udp'; port: number; listen: string; to: string; state: string }[] {
+    const at = this.#listen.includes(':') ? `[${this.#listen}]` : this.#listen;
     return [...this.#listeners.values()].map((l) => ({
-      proto: l.proto, port: l.port, listen: `${this.#listen}:${l.port}`, to: `${formatIp4(l.insideIp)}:${l.insidePort}`, state: l.state,
+      proto: l.proto, port: l.port, listen: `${at}:${l.port}`, to: `${formatIp4(l.insideIp)}:${l.insidePort}`, state: l.state,
     }));
   }
 
@@ -277,14 +385,16 @@ export class HostNat {
   }
 
   async #bind(l: Listener): Promise<void> {
-    const seenAs = (remote: number): number => (remote >>> 24 === 127 ? this.opts.gatewayFor(l.insideIp) : remote);
+    const seenAs = (remote: number): number => (remote < 0 || remote >>> 24 === 127 ? this.opts.gatewayFor(l.insideIp) : remote);
     if (l.proto === 'udp') {
       await this.udp.addForward({ address: this.#listen, port: l.port, vmIp: l.insideIp, vmPort: l.insidePort, seenAs });
       return;
     }
     const server = net.createServer({ noDelay: true, pauseOnConnect: true, allowHalfOpen: true }, (sock) => {
       const raw = sock.remoteAddress ?? '';
-      const remote = parseIp4(raw.startsWith('::ffff:') ? raw.slice(7) : raw);
+      const mapped = raw.startsWith('::ffff:') && raw.includes('.');
+      // An IPv6 client (a dual-stack listener) is the gateway to the IPv4 VM.
+      const remote = mapped || !raw.includes(':') ? parseIp4(mapped ? raw.slice(7) : raw) : this.opts.gatewayFor(l.insideIp);
       if (remote < 0) {
         sock.destroy();
         return;

@@ -35,9 +35,9 @@ function contents(q: SendQueue): Uint8Array {
 }
 
 describe('layout', () => {
-  it('leaves room for the virtio_net_hdr, Ethernet, IPv4 and TCP headers before a block payload', () => {
+  it('leaves room for the virtio_net_hdr, Ethernet, IP (IPv6: the longer) and TCP headers before a block payload', () => {
     expect(TCP_IP_HLEN).toBe(40);
-    expect(BLOCK_HDR).toBe(HOST_HEADROOM + 40);
+    expect(BLOCK_HDR).toBe(HOST_HEADROOM + 60);
     expect(BLOCK_DATA).toBe(IP4_MAX_LEN - 40);
   });
 });

@@ -6,7 +6,7 @@
  * No copy of host data: the sockets the engine connects are created with Node's
  * `onread`, so the kernel's read lands in a block at the payload offset of the
  * frame it becomes; BLOCK_HDR bytes in front of it are the room for the
- * virtio_net_hdr, Ethernet, IPv4 and TCP headers, which the engine writes there
+ * virtio_net_hdr, Ethernet, IP and TCP headers, which the engine writes there
  * before handing the block itself to the VM. The blocks are the retransmission
  * store and return to the pool once acknowledged: steady traffic allocates
  * nothing, and reads cost no 64 KiB buffer each. Full blocks hold a multiple of
@@ -18,13 +18,16 @@
  * offsets into the queue (0 = the first byte not yet acknowledged), and the
  * engine (tcp.ts) maps sequence numbers to them. Tested alone (tcp-queue.test.ts).
  */
-import { IP4_MAX_LEN, IP4_MIN_HLEN, TCP_MIN_HLEN } from '@vswitch/switch';
+import { IP4_MAX_LEN, IP4_MIN_HLEN, IP6_HLEN, TCP_MIN_HLEN } from '@vswitch/switch';
 import { HOST_HEADROOM } from './types.js';
 
 /** IPv4 and TCP headers without options: what a data frame carries before its payload. */
 const HDRS = IP4_MIN_HLEN + TCP_MIN_HLEN;
-/** Where a block's payload starts: room for the virtio_net_hdr, Ethernet, IPv4 and TCP headers of its frame. */
-const HDR = HOST_HEADROOM + HDRS;
+/**
+ * Where a block's payload starts: room for the virtio_net_hdr, Ethernet, IP and
+ * TCP headers of its frame, IPv6's the longer (an IPv4 frame starts 20 bytes in).
+ */
+const HDR = HOST_HEADROOM + IP6_HLEN + TCP_MIN_HLEN;
 /** The most payload one frame carries (IPv4 total length 65535, a TCP header without options). */
 const DATA = IP4_MAX_LEN - HDRS;
 /** Bytes of a small block: a session's first read, and trickles. */

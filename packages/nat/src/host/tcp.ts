@@ -76,7 +76,14 @@
  *   dropped, sequence numbers are compared mod 2^32 ((a - b) | 0), RSTs are
  *   accepted only at the exact expected sequence number (RFC 5961: a challenge
  *   ACK for one merely in the window). Nothing a VM sends can throw.
- * Not supported: IPv6, urgent data (delivered inline), ECN (not negotiated),
+ * IPv6: the same engine. A session's addresses are the family-neutral numbers of
+ * family.ts (an IPv6 address is a number >= 2^32 naming a slot of the NAT's
+ * address table), so the table, keys and budget do not change; what differs is
+ * only where the bytes go: the IP header (40 bytes, written from the table),
+ * the pseudo-header sum, the MSS (20 less), GSO TCPV6, and the unreachable
+ * error (ICMPv6 destination unreachable, quoting the IPv6 header and 8 bytes).
+ * The frame blocks leave room for the longer header (tcp-queue.ts).
+ * Not supported: urgent data (delivered inline), ECN (not negotiated),
  * TCP Fast Open (data on a SYN is ignored and retransmitted by the VM).
  *
  * Files, as passt splits tcp.c / tcp_buf.c / tcp_conn.h: tcp-queue.ts (frame
@@ -104,6 +111,7 @@ import * as tcpSum from './tcp-sum.js';
 import { BLOCK_HDR, BlockPool, SendQueue, TCP_IP_HLEN } from './tcp-queue.js';
 import * as conn from './tcp-conn.js';
 import { Conn } from './tcp-conn.js';
+import { Addrs, IP6_BASE, ICMPV6, READ, readIp6, type IpPacket } from './family.js';
 
 export interface HostTcpTuning {
   /**
@@ -168,6 +176,8 @@ export interface HostTcpOptions {
   onEvent?: (e: { event: string; [k: string]: unknown }) => void;
   /** Timers and limits; defaults HOST_TCP_TUNING (tests shorten them). */
   tuning?: Partial<HostTcpTuning>;
+  /** The NAT's addresses (family.ts), shared with the other engines; default: the engine's own. */
+  addrs?: Addrs;
 }
 
 export interface HostTcpCounters {
@@ -191,6 +201,8 @@ export interface HostTcpCounters {
   noSession: number;
   /** Segments that do not parse, or carry impossible flags. */
   malformed: number;
+  /** IPv6 segments from the VM that are fragments (no reassembly; the VM's TCP never fragments). */
+  fragment: number;
   /** Out-of-order data segments from the VM (dropped, duplicate ACK). */
   outOfOrder: number;
   /** Segments trimmed at our window's right edge. */
@@ -227,7 +239,7 @@ export interface HostTcpCounters {
 // reads its bound at every byte, BLOCK_HDR as an import made a one-MSS frame sent
 // from inside a block 1.8 us slower (tcp.bench, onread without GSO: 3.0 -> 4.9 us).
 const {
-  fold, formatIp4, ip4HeaderLen, pseudoSum, readTcpSegment, tcpSynOptions, write16, writeIcmpError, writeIp4, writeTcpHeader,
+  fold, ip4HeaderLen, pseudoSum, readTcpSegment, tcpSynOptions, write16, writeIcmpError, writeIp4, writeTcpHeader,
   writeTcpSynOptions, writeVnet,
 } = wire;
 const { onesSum } = tcpSum;
@@ -246,6 +258,9 @@ const DF = wire.IP4_DF;
 const CSUM_AT = wire.TCP.CSUM;
 const NEEDS_CSUM = wire.VNET_F_NEEDS_CSUM;
 const GSO_TCPV4 = wire.VNET_GSO.TCPV4;
+const GSO_TCPV6 = wire.VNET_GSO.TCPV6;
+/** IPv6: the header is this much longer than IPv4's (the frame starts this much earlier; MSS this much smaller). */
+const V6_EXTRA = wire.IP6_HLEN - wire.IP4_MIN_HLEN;
 const GSO_NONE = wire.VNET_GSO.NONE;
 /** csum_start of our frames: the TCP header, from the Ethernet header. */
 const CSUM_START = wire.ETH_HLEN + wire.IP4_MIN_HLEN;
@@ -259,6 +274,7 @@ const GSO_MAX_SEGS = 64;
 const MSS_FLOOR = 64;
 /** RFC 792: an ICMP error quotes the IPv4 header and the first 8 bytes of its payload. */
 const QUOTE_DATA = 8;
+const ICMP6_DEST_UNREACH = wire.ICMP6_TYPE.DEST_UNREACH;
 
 /** What ending a session does to its host socket: nothing, destroy it, or reset it (RST to the peer). */
 const SOCK = { NONE: 0, DESTROY: 1, RESET: 2 } as const;
@@ -276,7 +292,7 @@ function resetSocket(s: net.Socket): void {
 export class HostTcp {
   readonly counters: HostTcpCounters = {
     opened: 0, refused: 0, connectFailed: 0, resets: 0, retransmits: 0, fastRetransmits: 0, timeouts: 0, expired: 0,
-    badChecksum: 0, noSession: 0, malformed: 0, outOfOrder: 0, beyondWindow: 0, active: 0, forwarded: 0, forwardFailed: 0,
+    badChecksum: 0, noSession: 0, malformed: 0, fragment: 0, outOfOrder: 0, beyondWindow: 0, active: 0, forwarded: 0, forwardFailed: 0,
     segmentsFromVm: 0, framesToVm: 0, bytesToHost: 0, bytesToVm: 0, windowProbes: 0, rstSent: 0, icmpSent: 0, pauses: 0,
     framesCopied: 0, blocks: 0,
   };
@@ -294,7 +310,13 @@ export class HostTcp {
   #lastK1 = -1;
   #lastK2 = -1;
   #last: Conn | undefined = undefined;
-  readonly #out = Buffer.alloc(HOST_HEADROOM + wire.IP4_MAX_LEN);
+  readonly #out = Buffer.alloc(HOST_HEADROOM + wire.IP4_MAX_LEN + V6_EXTRA);
+  readonly #addrs: Addrs;
+  readonly #ownAddrs: boolean;
+  /** The IPv6 packet being parsed (readIp6). */
+  readonly #ip6: IpPacket = { src: 0, dst: 0, proto: 0, l4: 0, l4len: 0 };
+  /** The segment being processed is IPv6. */
+  #v6 = false;
   /** The bytes a frame's headers cover when it is sent from inside a block (restored after toVm). */
   readonly #save = Buffer.alloc(HDR_ROOM);
   readonly #pool = new BlockPool(this.counters);
@@ -330,8 +352,11 @@ export class HostTcp {
     this.#gso = opts.gso;
     this.#mss = Math.max(MSS_FLOOR, Math.min(opts.mss || 1460, wire.IP4_MAX_LEN - TCP_IP_HLEN));
     this.#budget = opts.budget;
+    this.#ownAddrs = opts.addrs === undefined;
+    const addrs = opts.addrs ?? new Addrs(4096);
+    this.#addrs = addrs;
     this.#connect = opts.connect
-      ?? ((ip, port, onread) => netConnect({ host: formatIp4(ip), port, noDelay: true, allowHalfOpen: true, onread }));
+      ?? ((ip, port, onread) => netConnect({ host: addrs.format(ip), port, noDelay: true, allowHalfOpen: true, onread }));
     this.#onEvent = opts.onEvent;
     this.tuning = { ...HOST_TCP_TUNING, ...opts.tuning };
   }
@@ -385,13 +410,16 @@ export class HostTcp {
     }
     // The IPv4 header checksum is not verified again: the router did (network.ts).
     const seg = this.#segment;
-    if (!readTcpSegment(buf, ipOff, ipLen, seg)) {
-      ctr.malformed++;
+    const v6 = buf[ipOff] >>> 4 === 6;
+    this.#v6 = v6;
+    if (v6 ? !this.#readTcp6(buf, ipOff, ipLen, seg) : !readTcpSegment(buf, ipOff, ipLen, seg)) {
+      if (!v6) ctr.malformed++;
       return false;
     }
     const th = seg.off;
     const tl = seg.len;
-    if (!csumPartial && onesSum(buf, th, tl, pseudoSum(seg.src, seg.dst, P_TCP, tl)) !== 0xffff) {
+    const pseudo = v6 ? wire.ip6PseudoSum(buf, ipOff, tl, P_TCP) : pseudoSum(seg.src, seg.dst, P_TCP, tl);
+    if (!csumPartial && onesSum(buf, th, tl, pseudo) !== 0xffff) {
       ctr.badChecksum++;
       return false;
     }
@@ -412,6 +440,30 @@ export class HostTcp {
     this.#plen = tl - seg.hlen;
     // MSS and window scale; anything else (SACK-permitted, timestamps) is ignored.
     if (flags & SYN) tcpSynOptions(buf, th, seg.hlen, this.#opt);
+    return true;
+  }
+
+  /** readTcpSegment for IPv6 (addresses interned, family.ts); false counted here. */
+  #readTcp6(buf: Uint8Array, ipOff: number, ipLen: number, seg: TcpSegment): boolean {
+    const p = this.#ip6;
+    const r = readIp6(this.#addrs, buf, ipOff, ipLen, p);
+    if (r !== READ.OK || p.proto !== P_TCP || !wire.checkTcp(buf, p.l4, p.l4len)) {
+      if (r === READ.FRAGMENT) this.counters.fragment++;
+      else this.counters.malformed++;
+      return false;
+    }
+    const th = p.l4;
+    seg.src = p.src;
+    seg.dst = p.dst;
+    seg.sport = wire.tcpSport(buf, th);
+    seg.dport = wire.tcpDport(buf, th);
+    seg.seq = wire.tcpSeq(buf, th);
+    seg.ack = wire.tcpAck(buf, th);
+    seg.flags = wire.tcpFlags(buf, th);
+    seg.win = wire.tcpWindow(buf, th);
+    seg.off = th;
+    seg.len = p.l4len;
+    seg.hlen = wire.tcpHeaderLen(buf, th);
     return true;
   }
 
@@ -475,11 +527,11 @@ export class HostTcp {
   /** The MSS towards the VM for the SYN in #fields: the smaller of its and ours. */
   #vmMss(): number {
     const vmMss = this.#opt.mss > 0 ? this.#opt.mss : DEFAULT_VM_MSS;
-    return Math.max(MSS_FLOOR, Math.min(this.#mss, vmMss));
+    return Math.max(MSS_FLOOR, Math.min(this.#mss - (this.#v6 ? V6_EXTRA : 0), vmMss));
   }
 
   #quote(buf: Uint8Array, ipOff: number): Buffer {
-    const n = ip4HeaderLen(buf, ipOff) + QUOTE_DATA;
+    const n = (this.#v6 ? wire.IP6_HLEN : ip4HeaderLen(buf, ipOff)) + QUOTE_DATA;
     const q = Buffer.allocUnsafe(n);
     q.set(buf.subarray(ipOff, ipOff + n));
     return q;
@@ -956,7 +1008,7 @@ export class HostTcp {
     } else {
       if (c.quote !== undefined) this.#icmpUnreach(c.vmIp, c.ip, code === 'ENETUNREACH' ? 0 : 1, c.quote);
       this.#onEvent?.({
-        event: 'tcp_connect_failed', inside: `${formatIp4(c.vmIp)}:${c.vmPort}`, remote: `${formatIp4(c.ip)}:${c.port}`, error: code,
+        event: 'tcp_connect_failed', inside: this.#addrs.endpoint(c.vmIp, c.vmPort), remote: this.#addrs.endpoint(c.ip, c.port), error: code,
       });
     }
     this.#finish(c, SOCK.DESTROY);
@@ -1098,8 +1150,9 @@ export class HostTcp {
       const blk = q.curBlock;
       if (contig >= len && blk.pooled) {
         const p = HDR_ROOM + q.curOff;
+        const hdrs = c.ip >= IP6_BASE ? HDRS + V6_EXTRA : HDRS;
         if (p === HDR_ROOM) {
-          this.#dataSeg(c, flags, seq, blk.buf, p - HDRS, len);
+          this.#dataSeg(c, flags, seq, blk.buf, p - hdrs, len);
           return;
         }
         // Inside the block: the headers go over the data before p, kept aside meanwhile.
@@ -1108,24 +1161,25 @@ export class HostTcp {
         const from = p - HDR_ROOM;
         for (let i = 0; i < HDR_ROOM; i++) save[i] = b[from + i];
         try {
-          this.#dataSeg(c, flags, seq, b, p - HDRS, len);
+          this.#dataSeg(c, flags, seq, b, p - hdrs, len);
         } finally {
           for (let i = 0; i < HDR_ROOM; i++) b[from + i] = save[i];
         }
         return;
       }
-      q.copy(qpos, len, this.#out, IP_OFF + HDRS);
+      q.copy(qpos, len, this.#out, IP_OFF + (c.ip >= IP6_BASE ? HDRS + V6_EXTRA : HDRS));
       this.counters.framesCopied++;
       this.#dataSeg(c, flags, seq, this.#out, IP_OFF, len);
       return;
     }
     const b = this.#out;
-    const th = IP_OFF + IPH;
+    const v6 = c.ip >= IP6_BASE;
+    const th = IP_OFF + (v6 ? IPH + V6_EXTRA : IPH);
     let thl = TCPH;
     let win: number;
     if (flags & SYN) {
       // MSS, then window scale: offered in our SYN, answered in our SYN-ACK only if the VM offered it.
-      thl += writeTcpSynOptions(b, th + TCPH, this.#mss, !c.out || c.vmWs >= 0 ? this.tuning.wscale : -1);
+      thl += writeTcpSynOptions(b, th + TCPH, v6 ? this.#mss - V6_EXTRA : this.#mss, !c.out || c.vmWs >= 0 ? this.tuning.wscale : -1);
       win = Math.min(65535, this.tuning.rcvLimit);
       if (c.out) c.rcvEdge = (c.rcvNxt + win) >>> 0;
     } else {
@@ -1137,7 +1191,7 @@ export class HostTcp {
 
   /** A data segment whose payload is already at b[ip+HDRS, ip+HDRS+len). */
   #dataSeg(c: Conn, flags: number, seq: number, b: Buffer, ip: number, len: number): void {
-    this.#tcpHeader(c, b, ip + IPH, TCPH, flags, seq, this.#window(c));
+    this.#tcpHeader(c, b, ip + (c.ip >= IP6_BASE ? IPH + V6_EXTRA : IPH), TCPH, flags, seq, this.#window(c));
     this.#emitTcp(b, ip, c.ip, c.vmIp, TCPH, len, this.#gso ? c.mss : 0);
   }
 
@@ -1149,7 +1203,7 @@ export class HostTcp {
   /** A control segment outside any session state (RSTs). */
   #ctl(src: number, sport: number, dst: number, dport: number, seq: number, ack: number, flags: number): void {
     const b = this.#out;
-    writeTcpHeader(b, IP_OFF + IPH, sport, dport, seq, ack, TCPH, flags, 0);
+    writeTcpHeader(b, IP_OFF + (dst >= IP6_BASE ? IPH + V6_EXTRA : IPH), sport, dport, seq, ack, TCPH, flags, 0);
     if (flags & RST) this.counters.rstSent++;
     this.#emitTcp(b, IP_OFF, src, dst, TCPH, 0, 0);
   }
@@ -1172,18 +1226,20 @@ export class HostTcp {
    * HOST_HEADROOM before ip.
    */
   #emitTcp(b: Buffer, ip: number, src: number, dst: number, thl: number, len: number, gsoMss: number): void {
-    const th = ip + IPH;
+    const v6 = dst >= IP6_BASE;
+    const iph = v6 ? IPH + V6_EXTRA : IPH;
+    const th = ip + iph;
     const tl = thl + len;
-    const total = IPH + tl;
-    writeIp4(b, ip, total, this.#ipId, DF, 64, P_TCP, src, dst);
+    const total = iph + tl;
+    const pseudo = this.#addrs.writeHeader(b, ip, src, dst, P_TCP, tl, this.#ipId, DF);
     this.#ipId = (this.#ipId + 1) & 0xffff;
-    const pseudo = pseudoSum(src, dst, P_TCP, tl);
     this.counters.framesToVm++;
     if (gsoMss > 0) {
       // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not complemented.
       write16(b, th + CSUM_AT, fold(pseudo));
       const gso = len > gsoMss;
-      writeVnet(b, ip - HEADROOM, NEEDS_CSUM, gso ? GSO_TCPV4 : GSO_NONE, CSUM_START + thl, gso ? gsoMss : 0, CSUM_START, CSUM_AT);
+      const start = v6 ? CSUM_START + V6_EXTRA : CSUM_START;
+      writeVnet(b, ip - HEADROOM, NEEDS_CSUM, gso ? (v6 ? GSO_TCPV6 : GSO_TCPV4) : GSO_NONE, start + thl, gso ? gsoMss : 0, start, CSUM_AT);
       this.#toVm(b, ip, total, true);
     } else {
       write16(b, th + CSUM_AT, ~onesSum(b, th, tl, pseudo) & 0xffff);
@@ -1195,6 +1251,17 @@ export class HostTcp {
   #icmpUnreach(vmIp: number, from: number, code: number, quote: Buffer): void {
     const b = this.#out;
     const ip = IP_OFF;
+    if (vmIp >= IP6_BASE) {
+      // ICMPv6 destination unreachable: code 0 no route, 3 address unreachable (RFC 4443 3.1).
+      const l4 = ip + IPH + V6_EXTRA;
+      const n = writeIcmpError(b, l4, ICMP6_DEST_UNREACH, code === 0 ? 0 : 3, 0, quote, 0, quote.length);
+      this.#addrs.writeHeader(b, ip, from, vmIp, ICMPV6, n, 0, 0);
+      wire.writeIcmp6Checksum(b, ip, l4, n);
+      this.counters.icmpSent++;
+      this.counters.framesToVm++;
+      this.#toVm(b, ip, IPH + V6_EXTRA + n, false);
+      return;
+    }
     const n = writeIcmpError(b, ip + IPH, wire.ICMP_TYPE.DEST_UNREACH, code, 0, quote, 0, quote.length);
     writeIp4(b, ip, IPH + n, this.#ipId, 0, 64, wire.IPPROTO.ICMP, from, vmIp);
     this.#ipId = (this.#ipId + 1) & 0xffff;
@@ -1265,7 +1332,7 @@ export class HostTcp {
     if (++c.retx > t.maxRetransmits) {
       this.counters.timeouts++;
       this.#onEvent?.({
-        event: 'tcp_give_up', inside: `${formatIp4(c.vmIp)}:${c.vmPort}`, remote: `${formatIp4(c.ip)}:${c.port}`, retransmits: c.retx - 1,
+        event: 'tcp_give_up', inside: this.#addrs.endpoint(c.vmIp, c.vmPort), remote: this.#addrs.endpoint(c.ip, c.port), retransmits: c.retx - 1,
       });
       this.#abort(c, true, SOCK.RESET);
       return;
@@ -1385,7 +1452,7 @@ export class HostTcp {
       return;
     }
     sock.pause();
-    const q = new SendQueue(this.#pool, this.#mss);
+    const q = new SendQueue(this.#pool, remoteIp >= IP6_BASE ? this.#mss - V6_EXTRA : this.#mss);
     const c = new Conn(false, vmIp, vmPort, remoteIp, remotePort, k1, k2, sock, q, this.#newIsn(), this.#clock(), this.tuning.rtoInitMs);
     c.phase = SYN_SENT;
     c.outside = `${sock.localAddress ?? ''}:${sock.localPort ?? ''}`;
@@ -1404,8 +1471,8 @@ export class HostTcp {
         list.push({
           proto: 'tcp',
           direction: c.out ? 'out' : 'in',
-          inside: `${formatIp4(c.vmIp)}:${c.vmPort}`,
-          remote: `${formatIp4(c.ip)}:${c.port}`,
+          inside: this.#addrs.endpoint(c.vmIp, c.vmPort),
+          remote: this.#addrs.endpoint(c.ip, c.port),
           outside: c.outside,
           state: c.stateName(),
           idleMs: Math.max(0, now - c.lastSeen),
@@ -1417,8 +1484,23 @@ export class HostTcp {
     return list;
   }
 
+  /** Marks the addresses the sessions hold (family.ts: the others are swept). */
+  markAddrs(): void {
+    const t = this.#addrs.ip6;
+    for (const inner of this.#table.values()) {
+      for (const c of inner.values()) {
+        t.mark(c.vmIp);
+        t.mark(c.ip);
+      }
+    }
+  }
+
   tick(now: number): void {
     this.#pool.trim();
+    if (this.#ownAddrs && this.#addrs.ip6.count > 0) {
+      this.markAddrs();
+      this.#addrs.ip6.sweep();
+    }
     const t = this.tuning;
     for (const inner of this.#table.values()) {
       for (const c of inner.values()) {

@@ -49,14 +49,22 @@
  * length, the checksum (0 = none is valid; a checksum-partial packet from an
  * offloading VM is passed `partial` and not verified) are checked, and a bad one
  * is counted and dropped.
+ *
+ * IPv6: the same mappings, keyed by family.ts's numbers (an IPv6 address is a
+ * slot of the NAT's address table); a mapping of an IPv6 VM address has a udp6
+ * socket (bound [::]:0, dual-stack: the DNS forwarder's `to` may be an IPv4
+ * resolver, sent to as ::ffff:a.b.c.d; a VM's own datagrams can only name IPv6). From the VM, a zero UDP checksum is invalid
+ * over IPv6 (RFC 8200 8.1: `badChecksum`). Towards the VM, a datagram larger than
+ * the MTU is dropped (`tooBig`): no IPv6 fragments are built.
  */
 import dgram from 'node:dgram';
 import {
-  IP4_MAX_LEN, IP4_MIN_HLEN, IPPROTO, IPV4_OK, UDP_HLEN, checkIpv4, checkUdp, fold, formatIp4, ip4Dst, ip4HeaderLen, ip4IsFragment,
-  ip4Proto, ip4Src, ip4TotalLen, pseudoSum, sum16, udpChecksum, udpDport, udpLen, udpSport, writeIp4, writeUdpHeader,
+  IP4_MAX_LEN, IP4_MIN_HLEN, IP6_HLEN, IPPROTO, UDP, UDP_HLEN, checksum, ip6PseudoSum, write16, checkUdp, fold, pseudoSum, sum16,
+  udpChecksum, udpDport, udpLen, udpSport, writeIp4, writeUdpHeader,
 } from '@vswitch/switch';
 import { clampMtu, sendIp4 } from './fragment.js';
 import { HOST_HEADROOM, type HostBudget, type HostSession, type ToVm } from './types.js';
+import { Addrs, IP6_BASE, READ, readIp, type IpPacket } from './family.js';
 
 export const UDP_IDLE_TIMEOUT_MS = 180_000;
 export const UDP_DNS_IDLE_TIMEOUT_MS = 10_000;
@@ -86,6 +94,8 @@ export interface HostUdpOptions {
   /** Told of `to` datagrams and their answers (the resolver failover). */
   redirects?: RedirectObserver;
   onEvent?: (e: { event: string; [k: string]: unknown }) => void;
+  /** The NAT's addresses (family.ts), shared with the other engines; default: the engine's own. */
+  addrs?: Addrs;
 }
 
 export interface HostUdpCounters {
@@ -173,7 +183,11 @@ export class HostUdp {
   readonly #forwards = new Map<string, Forward>();
   /** VM endpoint -> (remote as the VM sees it -> forward session): where the VM's answers go. */
   readonly #inByVm = new Map<number, Map<number, InSession>>();
-  readonly #frame = Buffer.alloc(HOST_HEADROOM + IP4_MAX_LEN);
+  readonly #frame = Buffer.alloc(HOST_HEADROOM + IP4_MAX_LEN + IP6_HLEN);
+  readonly #addrs: Addrs;
+  readonly #ownAddrs: boolean;
+  /** The packet being read (readIp). */
+  readonly #ip: IpPacket = { src: 0, dst: 0, proto: 0, l4: 0, l4len: 0 };
   readonly #idle: number;
   readonly #dnsIdle: number;
   readonly #maxRemotes: number;
@@ -186,6 +200,8 @@ export class HostUdp {
     this.#dnsIdle = Math.min(positive(opts.dnsIdleTimeoutMs, UDP_DNS_IDLE_TIMEOUT_MS), this.#idle);
     this.#maxRemotes = Math.max(1, Math.floor(positive(opts.maxRemotes, UDP_MAX_REMOTES)));
     this.#mtu = clampMtu(opts.mtu);
+    this.#ownAddrs = opts.addrs === undefined;
+    this.#addrs = opts.addrs ?? new Addrs(4096);
   }
 
   /**
@@ -197,24 +213,28 @@ export class HostUdp {
   fromVm(buf: Uint8Array, ipOff: number, ipLen: number, to?: { ip: number; port: number }, partial = false): void {
     const c = this.counters;
     if (this.#closed) return;
-    if (checkIpv4(buf, ipOff, ipLen) !== IPV4_OK || ip4Proto(buf, ipOff) !== IPPROTO.UDP) {
-      c.malformed++;
-      return;
-    }
-    if (ip4IsFragment(buf, ipOff)) {
+    const p = this.#ip;
+    const r = readIp(this.#addrs, buf, ipOff, ipLen, p);
+    if (r === READ.FRAGMENT) {
       c.fragment++;
       return;
     }
-    const hl = ip4HeaderLen(buf, ipOff);
-    const u = ipOff + hl;
-    if (!checkUdp(buf, u, ip4TotalLen(buf, ipOff) - hl)) {
+    if (r !== READ.OK || p.proto !== IPPROTO.UDP || !checkUdp(buf, p.l4, p.l4len)) {
       c.malformed++;
       return;
     }
+    const u = p.l4;
+    const src = p.src;
+    const dst = p.dst;
     const ulen = udpLen(buf, u);
-    const src = ip4Src(buf, ipOff);
-    const dst = ip4Dst(buf, ipOff);
-    if (!partial && udpChecksum(buf, u) !== 0 && fold(sum16(buf, u, ulen, pseudoSum(src, dst, IPPROTO.UDP, ulen))) !== 0xffff) {
+    const v6 = src >= IP6_BASE;
+    // A zero checksum means "none" over IPv4 only (RFC 8200 8.1).
+    if (v6 && !partial && udpChecksum(buf, u) === 0) {
+      c.badChecksum++;
+      return;
+    }
+    const pseudo = v6 ? ip6PseudoSum(buf, ipOff, ulen, IPPROTO.UDP) : pseudoSum(src, dst, IPPROTO.UDP, ulen);
+    if (!partial && udpChecksum(buf, u) !== 0 && fold(sum16(buf, u, ulen, pseudo)) !== 0xffff) {
       c.badChecksum++;
       return;
     }
@@ -272,7 +292,9 @@ export class HostUdp {
     }
     c.toHost++;
     try {
-      m.socket.send(Buffer.from(buf.subarray(u + UDP_HLEN, u + ulen)), realPort, formatIp4(realIp), m.sendCb);
+      // An IPv6 mapping sends to an IPv4 resolver (the DNS forwarder) through its dual-stack socket.
+      const host = m.vmIp >= IP6_BASE && realIp < IP6_BASE ? `::ffff:${this.#addrs.format(realIp)}` : this.#addrs.format(realIp);
+      m.socket.send(Buffer.from(buf.subarray(u + UDP_HLEN, u + ulen)), realPort, host, m.sendCb);
     } catch {
       c.sendErrors++;
     }
@@ -352,14 +374,14 @@ export class HostUdp {
     const out: HostSession[] = [];
     for (const m of this.#out.values()) {
       out.push({
-        proto: 'udp', direction: 'out', inside: `${formatIp4(m.vmIp)}:${m.vmPort}`, remote: endpoint(m.lastRemote),
+        proto: 'udp', direction: 'out', inside: this.#addrs.endpoint(m.vmIp, m.vmPort), remote: this.#endpoint(m.lastRemote),
         outside: m.outside, state: 'active', idleMs: Math.max(0, now - m.last), txBytes: m.tx, rxBytes: m.rx,
       });
     }
     for (const f of this.#forwards.values()) {
       for (const s of f.sessions.values()) {
         out.push({
-          proto: 'udp', direction: 'in', inside: `${formatIp4(f.vmIp)}:${f.vmPort}`, remote: endpoint(s.seenKey),
+          proto: 'udp', direction: 'in', inside: this.#addrs.endpoint(f.vmIp, f.vmPort), remote: this.#endpoint(s.seenKey),
           outside: `${f.address}:${f.port}`, state: 'active', idleMs: Math.max(0, now - s.last), txBytes: s.tx, rxBytes: s.rx,
         });
       }
@@ -367,8 +389,37 @@ export class HostUdp {
     return out;
   }
 
+  #endpoint(key: number): string {
+    return key === 0 ? '' : this.#addrs.endpoint(Math.floor(key / 65536), key % 65536);
+  }
+
+  /** Marks the addresses the mappings and sessions hold (family.ts: the others are swept). */
+  markAddrs(): void {
+    const t = this.#addrs.ip6;
+    for (const m of this.#out.values()) {
+      t.mark(m.vmIp);
+      t.mark(Math.floor(m.lastRemote / 65536));
+      for (const r of m.remotes) t.mark(r);
+      if (m.redirects !== undefined) for (const [a, b] of m.redirects) {
+        t.mark(Math.floor(a / 65536));
+        t.mark(Math.floor(b / 65536));
+      }
+    }
+    for (const f of this.#forwards.values()) {
+      t.mark(f.vmIp);
+      for (const s of f.sessions.values()) {
+        t.mark(s.seenIp);
+        t.mark(Math.floor(s.rKey / 65536));
+      }
+    }
+  }
+
   /** About once a second: closes idle mappings and forward sessions. */
   tick(now: number): void {
+    if (this.#ownAddrs && this.#addrs.ip6.count > 0) {
+      this.markAddrs();
+      this.#addrs.ip6.sweep();
+    }
     for (const m of this.#out.values()) {
       if (now - m.last >= (m.dnsOnly ? this.#dnsIdle : this.#idle)) {
         this.counters.expired++;
@@ -404,11 +455,11 @@ export class HostUdp {
     };
     let sock: dgram.Socket;
     try {
-      sock = dgram.createSocket({ type: 'udp4' });
+      sock = dgram.createSocket({ type: vmIp >= IP6_BASE ? 'udp6' : 'udp4' });
     } catch (e) {
       this.opts.budget.release(vmIp, port);
       this.counters.socketErrors++;
-      this.opts.onEvent?.({ event: 'udp_socket_error', inside: `${formatIp4(vmIp)}:${vmPort}`, error: (e as Error).message });
+      this.opts.onEvent?.({ event: 'udp_socket_error', inside: this.#addrs.endpoint(vmIp, vmPort), error: (e as Error).message });
       return undefined;
     }
     m.socket = sock;
@@ -418,7 +469,7 @@ export class HostUdp {
       this.counters.socketErrors++;
       // A failed bind (EMFILE, ENOBUFS...) leaves a socket that sends nothing: give the session back.
       if (!m.bound) {
-        this.opts.onEvent?.({ event: 'udp_socket_error', inside: `${formatIp4(vmIp)}:${vmPort}`, error: e.message });
+        this.opts.onEvent?.({ event: 'udp_socket_error', inside: this.#addrs.endpoint(vmIp, vmPort), error: e.message });
         this.#closeMapping(m);
       }
     });
@@ -429,7 +480,7 @@ export class HostUdp {
     });
     sock.on('message', (msg, rinfo) => this.#onMapping(m, msg, rinfo));
     try {
-      sock.bind({ port: 0, address: '0.0.0.0', exclusive: true });
+      sock.bind({ port: 0, address: vmIp >= IP6_BASE ? '::' : '0.0.0.0', exclusive: true });
     } catch (e) {
       this.counters.socketErrors++;
       this.#closeMapping(m);
@@ -440,7 +491,9 @@ export class HostUdp {
 
   #onMapping(m: Mapping, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (m.closed) return;
-    const rIp = ip4FromString(rinfo.address);
+    const a = rinfo.address;
+    // An IPv6 mapping's IPv4 peers (its resolver) come as ::ffff:a.b.c.d.
+    const rIp = m.vmIp < IP6_BASE ? ip4FromString(a) : a.includes('.') ? this.#addrs.parse(a) : this.#addrs.parse6(a);
     if (rIp < 0) {
       this.counters.filtered++;
       return;
@@ -462,9 +515,11 @@ export class HostUdp {
 
   #onForward(f: Forward, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (f.closed) return;
-    const addr = rinfo.address.startsWith('::ffff:') ? rinfo.address.slice(7) : rinfo.address;
-    const rIp = ip4FromString(addr);
-    if (rIp < 0) {
+    const a = rinfo.address;
+    // An IPv6 client of a dual-stack listener: the VM sees it as seenAs(-1) (its gateway).
+    const v6 = a.includes(':') && !(a.startsWith('::ffff:') && a.includes('.'));
+    const rIp = v6 ? this.#addrs.parse6(a) : ip4FromString(a.startsWith('::ffff:') ? a.slice(7) : a);
+    if (rIp < 0 || (v6 && f.seenAs === undefined)) {
       this.counters.filtered++;
       return;
     }
@@ -472,7 +527,7 @@ export class HostUdp {
     const rKey = rIp * 65536 + rinfo.port;
     let s = f.sessions.get(rKey);
     if (s === undefined) {
-      const seenIp = f.seenAs === undefined ? rIp : f.seenAs(rIp) >>> 0;
+      const seenIp = f.seenAs === undefined ? rIp : f.seenAs(v6 ? -1 : rIp) >>> 0;
       const seenKey = seenIp * 65536 + rinfo.port;
       const vmKey = f.vmIp * 65536 + f.vmPort;
       let byVm = this.#inByVm.get(vmKey);
@@ -502,6 +557,26 @@ export class HostUdp {
   /** Builds IPv4/UDP around `payload` in the frame buffer (its one copy) and hands it to the VM. */
   #toVm(src: number, sport: number, dst: number, dport: number, payload: Buffer): void {
     const plen = payload.length;
+    if (dst >= IP6_BASE) {
+      const ulen = UDP_HLEN + plen;
+      if (IP6_HLEN + ulen > this.#mtu || ulen > IP4_MAX_LEN) {
+        this.counters.tooBig++;
+        return;
+      }
+      const f = this.#frame;
+      const ip = HOST_HEADROOM;
+      const u = ip + IP6_HLEN;
+      f.set(payload, u + UDP_HLEN);
+      write16(f, u + UDP.SPORT, sport);
+      write16(f, u + UDP.DPORT, dport);
+      write16(f, u + UDP.LEN, ulen);
+      write16(f, u + UDP.CSUM, 0);
+      const c = checksum(f, u, ulen, this.#addrs.writeHeader(f, ip, src, dst, IPPROTO.UDP, ulen, 0, 0));
+      write16(f, u + UDP.CSUM, c === 0 ? 0xffff : c);
+      this.opts.toVm(f, ip, IP6_HLEN + ulen, false);
+      this.counters.toVm++;
+      return;
+    }
     const total = IP4_MIN_HLEN + UDP_HLEN + plen;
     if (total > IP4_MAX_LEN) {
       this.counters.tooBig++;
@@ -583,10 +658,6 @@ export function ip4FromString(s: string): number {
   }
   if (dots !== 3 || digits === 0) return -1;
   return v * 256 + part;
-}
-
-function endpoint(key: number): string {
-  return key === 0 ? '' : `${formatIp4(Math.floor(key / 65536))}:${key % 65536}`;
 }
 
 function positive(v: number | undefined, dflt: number): number {

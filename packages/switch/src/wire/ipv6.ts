@@ -243,8 +243,9 @@ export function writeIp6(
   write16(buf, off + F.PLEN, payloadLen);
   buf[off + F.NEXT] = next;
   buf[off + F.HLIM] = hopLimit;
-  buf.set(src.subarray(so, so + 16), off + F.SRC);
-  buf.set(dst.subarray(do_, do_ + 16), off + F.DST);
+  // Byte loops, not set(subarray()): no view object per header (the host NAT writes one per frame).
+  for (let i = 0; i < 16; i++) buf[off + F.SRC + i] = src[so + i];
+  for (let i = 0; i < 16; i++) buf[off + F.DST + i] = dst[do_ + i];
 }
 
 /** "fd00::1" -> 16 bytes, or undefined (RFC 4291 2.2 text forms, the embedded IPv4 form included; no zone). */
