@@ -9,13 +9,13 @@
  * confirmed (an NA to our NS, an NS or NA carrying the neighbour's link-layer
  * address); after that it is a miss, and the next packet asks again.
  *
- * A miss holds a copy of the packet until the neighbour answers (as Linux's
- * unres_qlen: 3 per address, the oldest dropped and counted, at most
- * `pendingBytes` in all, at most `pendingIps` addresses waiting) and says when
- * to send a Neighbor Solicitation (the first miss, then once per `retryMs`).
- * The held copies are allocations, as ARP's are: the miss path is rare and
- * bounded, the hit path is not allowed to allocate.
+ * A miss holds a copy of the packet until the neighbour answers (held-frames.ts,
+ * as ARP's: 3 per address, at most `pendingBytes` in all, at most `pendingIps`
+ * addresses waiting) and says when to send a Neighbor Solicitation (the first
+ * miss, then once per `retryMs`). The held copies are allocations: the miss
+ * path is rare and bounded, the hit path is not allowed to allocate.
  */
+import { HeldFrames } from './held-frames.js';
 
 export const NEIGH6_DEFAULTS = Object.freeze({
   max: 4096, ttlMs: 300_000, pendingPerIp: 3, pendingIps: 256, retryMs: 1000, pendingBytes: 2 * 1024 * 1024,
@@ -43,8 +43,7 @@ export class Neigh6Cache {
   /** When the slot's entry was last confirmed (clock ms); -Infinity: free. */
   readonly #seen: Float64Array;
   readonly #ttl: number;
-  readonly #pending = new Map<string, { frames: Uint8Array[]; lastRequest: number }>();
-  #pendingBytes = 0;
+  readonly #pending = new HeldFrames<string>(NEIGH6_DEFAULTS, this.counters);
 
   constructor(private readonly clock: () => number, opts: { max?: number; ttlMs?: number } = {}) {
     // A power of two at least `max` (and PROBE), so the hash is a mask.
@@ -109,12 +108,7 @@ export class Neigh6Cache {
     this.#macs[s] = mac;
     this.#seen[s] = now;
     if (this.#pending.size === 0) return NONE;
-    const key = keyOf(a, o);
-    const p = this.#pending.get(key);
-    if (p === undefined) return NONE;
-    this.#pending.delete(key);
-    for (const f of p.frames) this.#pendingBytes -= f.length;
-    return p.frames;
+    return this.#pending.take(keyOf(a, o));
   }
 
   /** Entries past their lifetime are misses already; this frees their slots' memory of them (views). */
@@ -128,32 +122,7 @@ export class Neigh6Cache {
    * should be sent now (first packet for it, or `retryMs` since the last one).
    */
   hold(a: Uint8Array, o: number, frame: Uint8Array): boolean {
-    const now = this.clock();
-    const key = keyOf(a, o);
-    let p = this.#pending.get(key);
-    if (p === undefined) {
-      if (this.#pending.size >= NEIGH6_DEFAULTS.pendingIps) {
-        const [oldest, q] = this.#pending.entries().next().value as [string, { frames: Uint8Array[] }];
-        this.counters.pendingDropped += q.frames.length;
-        for (const f of q.frames) this.#pendingBytes -= f.length;
-        this.#pending.delete(oldest);
-      }
-      p = { frames: [], lastRequest: -Infinity };
-      this.#pending.set(key, p);
-    }
-    const full = p.frames.length >= NEIGH6_DEFAULTS.pendingPerIp;
-    if (this.#pendingBytes - (full ? p.frames[0].length : 0) + frame.length > NEIGH6_DEFAULTS.pendingBytes) {
-      this.counters.pendingDropped++;
-    } else {
-      if (full) {
-        this.#pendingBytes -= p.frames.shift()!.length;
-        this.counters.pendingDropped++;
-      }
-      p.frames.push(frame);
-      this.#pendingBytes += frame.length;
-    }
-    if (now - p.lastRequest < NEIGH6_DEFAULTS.retryMs) return false;
-    p.lastRequest = now;
+    if (!this.#pending.hold(keyOf(a, o), frame, this.clock())) return false;
     this.counters.solicitations++;
     return true;
   }
@@ -173,7 +142,7 @@ export class Neigh6Cache {
   }
 
   get pendingBytes(): number {
-    return this.#pendingBytes;
+    return this.#pending.bytes;
   }
 }
 
