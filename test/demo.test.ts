@@ -18,6 +18,11 @@ describe('demo lab (scripts/lab.sh, run by npm run demo)', () => {
     expect(out).toMatch(/vm3 \(VLAN 20\): 10\.0\.20\.\d+/);
     expect(out).toMatch(/vm1 -> vm3 \(other VLAN\)\s+no\s+\(expected no\)/);
     expect(out).toContain('page: hello from the internet namespace');
+    // IPv6 on VLAN 10: SLAAC from the gateway's RAs, NPTv6 to the uplink.
+    expect(out).toMatch(/vm1 \(VLAN 10\) IPv6: fd00:10::[0-9a-f:]+/);
+    expect(out).toMatch(/vm1 -> internet 2001:db8:ff::1 over IPv6 \(NPTv6\)\s+yes/);
+    expect(out).toMatch(/uplink ipv6: 2001:db8:ff::2\/64 static, gateway 2001:db8:ff::1/);
+    expect(out).toMatch(/^vswitch_router_ipv6_packets_total\{router="r0",path="to_uplink"\} [1-9]/m);
     expect(out).toMatch(/bridge name\s+macs\s+port/);
     expect(out).toMatch(/net10\s+10\.0\.10\.\d+\s+[0-9a-f:]{17}\s+bound/);
     expect(out).toMatch(/metrics: curl http:\/\/127\.0\.0\.1:\d+\/metrics/);
