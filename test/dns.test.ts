@@ -20,7 +20,9 @@
  * resolve another network's names. Bounded: 100 queries to r1's dead upstream
  * leave at most maxOutstandingPerPort (32) waiting, the rest dropped
  * (port_backlog), all forgotten after dns.timeout, while another VM's local names
- * are answered; the counts are in `router show` and the metrics.
+ * are answered; the counts are in `router show` and the metrics. DNS over TCP to
+ * r0's gateway (no host uplink) is relayed to the upstream resolver; another TCP
+ * port of the gateway is refused.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,6 +30,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Daemon, startDaemon } from './helpers/daemon.js';
 import { type DhcpVm, makeDhcpVm, udhcpcOnce } from './helpers/dhcp.js';
 import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, q, sh, sleep, tempDir, trackLink, waitFor } from './helpers/run.js';
+import { tcpTool } from './helpers/tcp-tool.js';
 import { Background, quietNamespace } from './helpers/vm.js';
 
 const PY = '/usr/bin/python3';
@@ -174,6 +177,16 @@ describe('the gateway answers DNS in every uplink mode', () => {
     const log = bg[0].out + bg[0].err;
     expect(log).toMatch(/query\[A\] svc\.test/);
     expect(log, 'lab names are not asked upstream').not.toMatch(/lab\.example|query\[A\] nope\b/);
+  });
+
+  it('interface uplink: DNS over TCP to the gateway is relayed to the upstream; another TCP port of the gateway is refused', async () => {
+    const tcp = await nsExec(vms.v2.ns, `${PY} ${q(tcpTool())} dnstcp ${GW[10]} svc.test`, { timeoutMs: 20_000 });
+    expect(tcp.trim()).toBe(FAR);
+    expect((await nsExec(vms.v2.ns, `${PY} ${q(tcpTool())} connect ${GW[10]} 80`, { timeoutMs: 20_000 })).trim()).toBe('refused');
+    const show = (await d.ok(['router', 'show', 'r0'], { json: true })).json as any;
+    const r0 = Array.isArray(show) ? show[0] : show;
+    expect(r0.dnsTcp.opened).toBeGreaterThanOrEqual(1);
+    expect(bg[0].out + bg[0].err).toMatch(new RegExp(`query\\[A\\] svc\\.test from ${H_IP.replace(/\./g, '\\.')}`));
   });
 
   it('a VM does not resolve another network\'s names', async () => {

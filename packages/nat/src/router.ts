@@ -15,7 +15,10 @@
  *
  * With a host uplink (`host`, host/nat.ts) there is no interface and no NAPT:
  * what would leave through the uplink goes to the host NAT, which turns each flow
- * into a socket of the host, and what it hands back is sent to the VM's network.
+ * into a socket of the host, and what it hands back is sent to the VM's network;
+ * IPv6 from a network with `ipv6` too (network.ts route6; the RAs then advertise
+ * a default router). Without one, a host NAT of its own (`dnsTcp`) relays DNS
+ * over TCP to the gateway to the upstream resolver and takes nothing else.
  *
  * From the uplink, packets for the public address go through NAPT's inbound side
  * to the inside host's network. Echo requests to the public address are answered.
@@ -65,6 +68,13 @@ export interface RouterOptions {
    */
   host?: Omit<HostNatOptions, 'clock' | 'gso' | 'mtu' | 'isGateway' | 'gatewayFor' | 'toVm6' | 'isGateway6'> & { mtu?: number };
   napt?: NaptTableOptions;
+  /**
+   * Without a host uplink: DNS over TCP to the gateway (port 53), spliced to the
+   * upstream resolver through a socket of the host, by a host NAT of its own that
+   * takes nothing but TCP to the gateway (`dnsTcp`). `dns`/`resolvConf`: the
+   * gateway DNS's upstream servers. Absent: TCP to the gateway is ignored.
+   */
+  dnsTcp?: { dns?: number[]; resolvConf?: string; mtu?: number };
   /** Pairs of network names that may route to each other. */
   interconnect?: [string, string][];
   /** Per-port rate limits of every network (limits.ts); absent: the networks' own (none by default). */
@@ -105,6 +115,8 @@ export class Router {
   readonly host: HostNat | undefined;
   /** IPv6 forwarding (route6.ts). */
   readonly route6: Route6;
+  /** DNS over TCP to the gateway without a host uplink (RouterOptions.dnsTcp). */
+  readonly dnsTcp: HostNat | undefined;
   readonly #pairs = new Set<string>();
   readonly #icmp = Buffer.alloc(600);
   #eventBudget = ROUTER_EVENT_BUDGET_PER_SEC;
@@ -134,44 +146,7 @@ export class Router {
         this.route6.uplink = up6;
       }
     } else if (opts.host) {
-      const { mtu = 1500, ...host } = opts.host;
-      this.host = new HostNat({
-        ...host,
-        clock: opts.clock,
-        mtu,
-        // Router networks are offload ports: TCP towards the VMs goes as 64 KB super-frames.
-        gso: true,
-        isGateway: (ip) => { for (const n of this.networks.values()) if (n.ip === ip) return true; return false; },
-        gatewayFor: (ip) => this.networkFor(ip)?.ip ?? 0,
-        onEvent: (e) => this.#event(e as RouterEvent),
-        isGateway6: (buf, off) => {
-          for (const n of this.networks.values()) {
-            const nd = n.nd;
-            if (nd !== undefined && (ip6Equal(buf, off, nd.address, 0) || ip6Equal(buf, off, nd.linkLocal, 0))) return true;
-          }
-          return false;
-        },
-        toVm6: (buf, ipOff, ipLen, vnet, mac) => {
-          const net = this.#networkFor6(buf, ipOff + IP6.DST);
-          if (net === undefined) {
-            this.counters.noRoute++;
-            return;
-          }
-          this.counters.fromHost++;
-          // The neighbour cache (fed by ND) knows where the address lives now; else where it last sent from.
-          const known = this.route6.cacheOf(net)?.lookup(buf, ipOff + IP6.DST) ?? -1;
-          net.sendIp6(buf, ipOff, ipLen, known >= 0 ? known : mac, vnet);
-        },
-      }, (buf, ipOff, ipLen, vnet) => {
-        const dst = ip4Dst(buf, ipOff);
-        const net = this.networkFor(dst);
-        if (net === undefined) {
-          this.counters.noRoute++;
-          return;
-        }
-        this.counters.fromHost++;
-        net.sendIp(buf, ipOff, ipLen, dst, vnet);
-      });
+      this.host = this.#hostNat(opts.host);
       // The host NAT is the IPv6 way out too: off-link IPv6 with no other route leaves as the host's sockets.
       const hostNat = this.host;
       this.route6.host = (from, buf, ipOff, ipLen, partial) => {
@@ -179,6 +154,53 @@ export class Router {
         hostNat.fromVm(buf, ipOff, ipLen, partial, from);
       };
     }
+    if (this.host === undefined && opts.dnsTcp !== undefined) {
+      // Sessions: a DNS-over-TCP client holds one connection per query or a few; 64 per VM address is plenty.
+      this.dnsTcp = this.#hostNat({ ...opts.dnsTcp, icmp: false, budget: { maxSessions: 1024, maxPerHost: 64 } });
+    }
+  }
+
+  /** A host NAT delivering to this router's networks (the host uplink's, or the gateway's DNS-over-TCP relay). */
+  #hostNat(opts: NonNullable<RouterOptions['host']>): HostNat {
+    const { mtu = 1500, ...host } = opts;
+    return new HostNat({
+      ...host,
+      clock: this.opts.clock,
+      mtu,
+      // Router networks are offload ports: TCP towards the VMs goes as 64 KB super-frames.
+      gso: true,
+      isGateway: (ip) => { for (const n of this.networks.values()) if (n.ip === ip) return true; return false; },
+      gatewayFor: (ip) => this.networkFor(ip)?.ip ?? 0,
+      onEvent: (e) => this.#event(e as RouterEvent),
+      isGateway6: (buf, off) => {
+        for (const n of this.networks.values()) {
+          const nd = n.nd;
+          if (nd !== undefined && (ip6Equal(buf, off, nd.address, 0) || ip6Equal(buf, off, nd.linkLocal, 0))) return true;
+        }
+        return false;
+      },
+      toVm6: (buf, ipOff, ipLen, vnet, mac) => {
+        const net = this.#networkFor6(buf, ipOff + IP6.DST);
+        if (net === undefined) {
+          this.counters.noRoute++;
+          return;
+        }
+        this.counters.fromHost++;
+        this.counters.fromHost++;
+        // The neighbour cache (fed by ND) knows where the address lives now; else where it last sent from.
+        const known = this.route6.cacheOf(net)?.lookup(buf, ipOff + IP6.DST) ?? -1;
+        net.sendIp6(buf, ipOff, ipLen, known >= 0 ? known : mac, vnet);
+      },
+    }, (buf, ipOff, ipLen, vnet) => {
+      const dst = ip4Dst(buf, ipOff);
+      const net = this.networkFor(dst);
+      if (net === undefined) {
+        this.counters.noRoute++;
+        return;
+      }
+      this.counters.fromHost++;
+      net.sendIp(buf, ipOff, ipLen, dst, vnet);
+    });
   }
 
   get name(): string { return this.opts.name; }
@@ -189,7 +211,8 @@ export class Router {
     net.opts.onEvent = (e) => this.#event(e);
     net.route = (from, buf, ipOff, ipLen, vnet) => this.#route(from, buf, ipOff, ipLen, vnet);
     const host = this.host;
-    if (host !== undefined) net.local = (from, buf, ipOff, ipLen, vnet) => host.fromVm(buf, ipOff, ipLen, vnet, from);
+    const local = host ?? this.dnsTcp;
+    if (local !== undefined) net.local = (from, buf, ipOff, ipLen, vnet) => local.fromVm(buf, ipOff, ipLen, vnet, from);
     this.route6.addNetwork(net);
     this.updateRouterLifetimes();
   }
@@ -231,6 +254,7 @@ export class Router {
     this.uplink?.ipv6?.tick();
     this.napt?.table.expire(this.opts.clock());
     this.host?.tick(this.opts.clock());
+    this.dnsTcp?.tick(this.opts.clock());
     for (const net of this.networks.values()) net.limiter.tick(this.opts.clock());
     const wall = (this.opts.wallClock ?? Date.now)();
     for (const net of this.networks.values()) {
@@ -256,6 +280,7 @@ export class Router {
     this.#timer = undefined;
     this.uplink?.close();
     this.host?.close();
+    this.dnsTcp?.close();
   }
 
   /** The network whose IPv6 prefix holds the address at buf[a, a+16). */

@@ -152,6 +152,8 @@ function routerView(mr: ManagedRouter): Record<string, unknown> {
     ipv6: r.route6.describe(),
     nat: r.napt ? { ...r.napt.table.stats(), maxSessionsPerPort: r.napt.table.config.maxSessionsPerPort, ports: r.napt.table.portCounts() } : null,
     hostNat: r.host ? r.host.stats() : null,
+    // DNS over TCP to the gateway without a host uplink (relayed to the upstream resolver).
+    ...(r.dnsTcp ? { dnsTcp: r.dnsTcp.stats().tcp } : {}),
     // The gateways' DNS server: where non-local names go, and its counts.
     dns: mr.dns === undefined ? null : {
       forward: mr.dns.opts.forward ? (mr.dns.resolvers!.list().servers.map(formatIp4).join(', ') || 'no upstream') : 'host NAT (uplink.dns)',

@@ -142,6 +142,12 @@ export class ManagedRouter {
         // TCP's MSS and UDP/ICMP fragmentation towards the VMs: the smallest MTU their DHCP hands out.
         mtu: Math.min(...Object.values(rc.networks).map((n) => n.dhcp?.mtu ?? 1500)),
       } : undefined,
+      // Without a host uplink, DNS over TCP to the gateway is relayed to the gateway DNS's upstream servers.
+      dnsTcp: !host && rc.dns.enabled ? {
+        dns: rc.dns.upstream.length > 0 ? rc.dns.upstream.map(parseIp4) : undefined,
+        resolvConf: rc.dns.resolvConf,
+        mtu: Math.min(...Object.values(rc.networks).map((n) => n.dhcp?.mtu ?? 1500)),
+      } : undefined,
       interconnect: rc.interconnect,
       limits: rc.limits,
       onEvent: (e) => onEvent(e),
