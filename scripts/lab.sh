@@ -123,8 +123,8 @@ check "vm1 -> vm3 (other VLAN)" no ip netns exec "l$run-vm1" busybox ping -c 2 -
 check "vm1 -> its gateway 10.0.10.1" yes ip netns exec "l$run-vm1" busybox ping -c 2 -W 1 10.0.10.1
 check "vm3 -> internet host 172.31.255.1 (through NAT)" yes ip netns exec "l$run-vm3" busybox ping -c 2 -W 1 172.31.255.1
 check "vm1 has an IPv6 address in fd00:10::/64 (SLAAC)" yes test -n "$(ip6_of 1 | grep '^fd00:10::')"
-check "vm1 -> vm2 over IPv6 (same VLAN)" yes ip netns exec "l$run-vm1" ping -6 -c 2 -W 1 "$(ip6_of 2)"
-check "vm1 -> internet 2001:db8:ff::1 over IPv6 (NPTv6)" yes ip netns exec "l$run-vm1" ping -6 -c 2 -W 1 2001:db8:ff::1
+check "vm1 -> vm2 over IPv6 (same VLAN)" yes ip netns exec "l$run-vm1" busybox ping -6 -c 2 -W 1 "$(ip6_of 2)"
+check "vm1 -> internet 2001:db8:ff::1 over IPv6 (NPTv6)" yes ip netns exec "l$run-vm1" busybox ping -6 -c 2 -W 1 2001:db8:ff::1
 page=$(ip netns exec "l$run-vm1" timeout 5 busybox wget -q -O - http://172.31.255.1/ 2>/dev/null || true)  # (busybox 1.35 wget -T segfaults)
 check "vm1 fetches http://172.31.255.1/ through NAT" yes test "$page" = "hello from the internet namespace"
 echo "   page: $page"
