@@ -26,7 +26,7 @@
 #
 # Usage: bash bench/fair/run.sh [-r ROUNDS] [-s SECONDS] [TOPOLOGY ...]
 #   default: 3 rounds, 5 s per measurement, topologies "ours ours-off kbridge ovs-tso"
-# Environment: VSWITCH_SHARED (default ../shared beside the repository, else /work/shared);
+# Environment: VSWITCH_SHARED (default ../shared beside the repository, as bench/run.sh);
 #   FAIR_NICE: niceness for every thread of the switch processes (e.g. -10, what ovs-ctl gives
 #   ovs-vswitchd), default 0.
 # Needs root, iperf3, busybox, python3, node, ovs-vswitchd (ovs topologies).
@@ -40,7 +40,6 @@ done
 shift $((OPTIND - 1))
 topos=${*:-ours ours-off kbridge ovs-tso}
 shared=${VSWITCH_SHARED:-$repo/../shared}
-[ -f "$shared/bench/anchors.sh" ] || shared=/work/shared
 anchors=$shared/bench/anchors.sh
 [ -f "$anchors" ] || { echo "no anchors.sh (set VSWITCH_SHARED to the shared/ folder)" >&2; exit 1; }
 main_js=$repo/packages/cli/dist/main.js
