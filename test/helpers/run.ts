@@ -16,8 +16,14 @@ import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
-/** 'v' + 4 hex chars: `${PREFIX}vm1` stays far below the 15-char IFNAMSIZ limit. */
-export const PREFIX = 'v' + randomBytes(2).toString('hex');
+/**
+ * 'v' + 4 hex chars: `${PREFIX}vm1` stays far below the 15-char IFNAMSIZ limit. Files run
+ * two at a time (vitest.config.ts): the first hex digit is the vitest worker's id, so two
+ * files that run at once never share a prefix; the other three are random, so a run never
+ * meets leftovers of an earlier one either.
+ */
+const POOL = Number(process.env.VITEST_POOL_ID ?? 0) % 16;
+export const PREFIX = 'v' + POOL.toString(16) + randomBytes(2).toString('hex').slice(0, 3);
 
 export const REPO = new URL('../..', import.meta.url).pathname.replace(/\/$/, '');
 
