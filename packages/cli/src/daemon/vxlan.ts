@@ -302,7 +302,7 @@ function segmentView(s: Segment, source: string): Record<string, unknown> {
     vni: s.vni, bridge: s.tunnels.bridge.name, vlan: s.vid, source,
     flood: [...s.flood].map(ip4Text),
     fdb: s.fdb.map((f) => ({ mac: formatMac(f.mac), dst: ip4Text(f.remote) })),
-    rxPackets: s.rxPackets, rxBytes: s.rxBytes, txPackets: s.txPackets, txBytes: s.txBytes,
+    rxPackets: s.rxPackets, rxBytes: s.rxBytes, txPackets: s.txPackets, txBytes: s.txBytes, txSegmented: s.txSegmented,
   };
 }
 
@@ -337,6 +337,7 @@ export function vxlanMetrics(vtep: () => Vtep | undefined, counter: (name: strin
   perVni('vswitch_vxlan_rx_bytes_total', 'Bytes of the inner frames counted in vswitch_vxlan_rx_packets_total.', (s) => s.rxBytes);
   perVni('vswitch_vxlan_tx_packets_total', 'VXLAN packets sent for the VNI (one per remote VTEP a frame goes to).', (s) => s.txPackets);
   perVni('vswitch_vxlan_tx_bytes_total', 'Bytes of the inner frames counted in vswitch_vxlan_tx_packets_total.', (s) => s.txBytes);
+  perVni('vswitch_vxlan_tx_segmented_total', 'VM TSO/USO super-frames segmented and encapsulated in one batch (their packets count in vswitch_vxlan_tx_packets_total).', (s) => s.txSegmented);
   counter('vswitch_vxlan_drops_total', 'Datagrams from the underlay the VTEP dropped, by reason (README "VXLAN").', ['reason'], (emit) => {
     const v = vtep();
     if (v === undefined) return;

@@ -4,8 +4,9 @@
  * (recvmmsg, through the shared ring), and a raw IPv4 socket sends the packets
  * Vtep.encap builds (outer header, then the inner frame's pieces, gathered by one
  * sendmsg). This is the only part of the VTEP that needs the addon: the Vtep core
- * (vxlan.ts) sees it as an UnderlayIo and a stream of `receive` calls, so a
- * batched sender (sendmmsg, UDP GSO) can replace it without touching the core.
+ * (vxlan.ts) sees it as an UnderlayIo and a stream of `receive` calls. Super-frames
+ * (sendVxlan) are segmented, encapsulated and sent in one sendmmsg by the addon
+ * (native/vxlan_tx.c).
  */
 import * as netdev from '@vswitch/netdev';
 import type { UnderlayIo, Vtep } from '../vxlan.js';
@@ -62,6 +63,12 @@ export class NativeUnderlay implements UnderlayIo {
     c: Uint8Array, coff: number, clen: number): number {
     if (this.#closed) return -100;
     return netdev.sendIp3(this.#txHandle, dst, a, aoff, alen, b, boff, blen, c, coff, clen);
+  }
+
+  sendVxlan(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
+    blen: number, res: Int32Array): number {
+    if (this.#closed) return -100;
+    return netdev.sendVxlan(this.#txHandle, dst, outer, mtu, a, aoff, b, boff, blen, res);
   }
 
   close(): void {
