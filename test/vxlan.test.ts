@@ -307,6 +307,12 @@ describe('VXLAN against Linux vxlan devices', () => {
       }
       const got = (await sh(`sha256sum ${dst}`)).split(' ')[0];
       expect(got).toBe(want);
+      if (from === 'a10') {
+        // The VM used TSO: its super-frames were segmented and encapsulated in the addon, a batch each.
+        const text = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
+        const segmented = Number(/^vswitch_vxlan_tx_segmented_total\{vni="100",bridge="br0",vlan="10"\} (\d+)/m.exec(text)?.[1] ?? NaN);
+        expect(segmented).toBeGreaterThan(100);
+      }
     }, 240_000);
   }
 
