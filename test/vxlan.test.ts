@@ -178,11 +178,11 @@ describe('VXLAN against Linux vxlan devices', () => {
 
   it('shows the VTEP: underlay, VM MTU, VNIs and one tunnel port per remote VTEP', async () => {
     const v = (await d.ok(['vxlan', 'show'], { json: true })).json as any;
-    expect(v).toMatchObject({ enabled: true, local: UNDER.a, port: 4789, mtu: 1500, vmMtu: 1450 });
+    expect(v).toMatchObject({ enabled: true, local: UNDER.a, port: 4789, mtu: 1500, vmMtu: 1450, readQuantum: 256 * 1024 });
     expect(v.vnis.map((s: any) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, [UNDER.b, UNDER.c, UNDER.d]], [200, 20, [UNDER.b]]]);
     expect(v.remotes.map((r: any) => r.port).sort()).toEqual([`vx-${UNDER.b}`, `vx-${UNDER.c}`, `vx-${UNDER.d}`]);
     const text = (await d.ok(['vxlan', 'show'])).stdout;
-    expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\)/);
+    expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\) ttl 64 read-quantum 256kb/);
   });
 
   it('VMs behind vswitch and behind Linux VTEPs ping each other, both ways, in each VNI', async () => {

@@ -88,6 +88,8 @@ export interface UnderlayIo {
    */
   sendVxlan?(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
     blen: number, res: Int32Array): number;
+  /** Read-loop rounds in which the receive socket had more waiting than its fair share took (the addon's). */
+  readonly readRoundsFull?: number;
 }
 
 export interface VtepOptions {

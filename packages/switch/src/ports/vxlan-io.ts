@@ -71,6 +71,16 @@ export class NativeUnderlay implements UnderlayIo {
     return netdev.sendVxlan(this.#txHandle, dst, outer, mtu, a, aoff, b, boff, blen, res);
   }
 
+  /** The receive socket's share of each read-loop round, in bytes (netdev setQuantum; 0: no limit). */
+  setReadQuantum(bytes: number): void {
+    if (!this.#closed) netdev.setQuantum(this.#rxHandle, bytes);
+  }
+
+  /** Read-loop rounds in which the receive socket had more datagrams waiting than its quantum took. */
+  get readRoundsFull(): number {
+    return this.#closed ? 0 : netdev.fairFull(this.#rxHandle);
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
