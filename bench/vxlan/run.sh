@@ -108,7 +108,7 @@ vxlan:
       - { vni: 100, vlan: 10, flood: [${UNDER[$o]}] }
 EOF
     local prof=()
-    [ "${PROFILE:-0}" = 1 ] && prof=(--cpu-prof --cpu-prof-dir "$RUN/ours$i/prof")
+    [ "${PROFILE:-0}" = 1 ] && prof=(--cpu-prof "--cpu-prof-dir=$RUN/ours$i/prof")
     ip netns exec "${HOSTS[$i]}" node "${prof[@]}" "$main_js" daemon --config "$RUN/ours$i/c.yaml" --socket "$RUN/ours$i/s" \
       --metrics off --state-dir "$RUN/ours$i" --log-level warn </dev/null >>"$RUN/ours$i/log" 2>&1 &
     SW_PIDS+=("$!")
@@ -207,7 +207,10 @@ for ROUND in $(seq "$rounds"); do
       log "$topo: no connectivity"; teardown; continue
     fi
     measure "$topo"
-    [ "$topo" = ours ] && [ "${PROFILE:-0}" = 1 ] && for p in "${SW_PIDS[@]}"; do kill -INT "$p" 2>/dev/null; done && sleep 2
+    if [ "$topo" = ours ] && [ "${PROFILE:-0}" = 1 ]; then  # a clean exit writes the profile
+      for p in "${SW_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+      for p in "${SW_PIDS[@]}"; do wait_for 10 bash -c "! kill -0 $p"; done
+    fi
     teardown
     log "$topo round $ROUND done (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   done
