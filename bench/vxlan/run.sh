@@ -142,12 +142,12 @@ up_ovs() {
     ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema >/dev/null || return 1
     ip netns exec "$h" env OVS_RUNDIR="$d" OVS_DBDIR="$d" OVS_LOGDIR="$d" OVS_SYSCONFDIR="$d" \
       ovsdb-server "$d/conf.db" --remote="punix:$d/db.sock" --pidfile="$d/ovsdb-server.pid" \
-      --unixctl="$d/ovsdb-server.ctl" --log-file="$d/ovsdb-server.log" --detach || return 1
+      --unixctl="$d/ovsdb-server.ctl" --log-file="$d/ovsdb-server.log" --detach 2>>"$d/stderr" || return 1
     AUX_PIDS+=("$(cat "$d/ovsdb-server.pid")")
     vsctl $i --no-wait init || return 1
     ip netns exec "$h" env OVS_RUNDIR="$d" OVS_DBDIR="$d" OVS_LOGDIR="$d" OVS_SYSCONFDIR="$d" \
       ovs-vswitchd "unix:$d/db.sock" --pidfile="$d/ovs-vswitchd.pid" --unixctl="$d/ovs-vswitchd.ctl" \
-      --log-file="$d/ovs-vswitchd.log" --detach || return 1
+      --log-file="$d/ovs-vswitchd.log" --detach 2>>"$d/stderr" || return 1
     SW_PIDS+=("$(cat "$d/ovs-vswitchd.pid")")
     # OVS 3.1 reads the veth through AF_PACKET without a vnet header: nothing partial or GSO on it.
     ip netns exec "$h" ethtool -K "$u" tx off tso off gso off >/dev/null 2>&1

@@ -326,6 +326,7 @@ static void handle_close(napi_env env, nd_handle *h) {
   h->deferred = 0;
   if (h->polling) uv_poll_stop(&h->poll);
   h->polling = false;
+  if (st->vxtx && h->kind == KIND_RAW) nd_vxq_close_fd(st->vxtx, h->fd, &st->stats);
   /* uv_poll_stop already removed the fd from epoll, so closing it now is safe. */
   close(h->fd);
   h->fd = -1;
@@ -856,6 +857,8 @@ static napi_value js_open_raw_ip(napi_env env, napi_callback_info info) {
  * packet (its header first, in a) to dstIp (host-order u32), gathered from three
  * pieces, through a raw socket. Bytes written or -errno (EMSGSIZE: over the MTU, DF).
  */
+static bool vxtx_ready(napi_env env, nd_state *st);
+
 static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
   size_t argc = 11, total, off[3], len[3], frame = 0;
@@ -889,6 +892,48 @@ static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
   ssize_t r;
   do r = sendmsg(h->fd, &msg, MSG_DONTWAIT); while (r < 0 && errno == EINTR);
   return send_result(env, st, r, frame, false);
+}
+
+
+/*
+ * queueIp3(...): sendIp3's arguments; the packet is copied into the VXLAN send queue
+ * (vxlan_tx.c) and sent with the others queued in one sendmmsg when the queue is
+ * full, before a sendVxlan, when the handle closes, or at flushIp(). Bytes queued,
+ * or -EMSGSIZE (over 16 KiB). Errors at the flush are counted (vxlanTxQueueErrors).
+ */
+static napi_value js_queue_ip3(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 11, total, off[3], len[3];
+  napi_value argv[11];
+  uint8_t *p[3];
+  int64_t dst;
+  static const char *const names[3] = { "a", "b", "c" };
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 11) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: queueIp3(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen)"); return NULL; }
+  nd_handle *h = arg_handle(env, st, argv[0]);
+  if (!h) return NULL;
+  if (h->kind != KIND_RAW) { throw_errno(env, "queueIp3", "(not a raw IP handle)", EINVAL); return NULL; }
+  if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, &dst)) return NULL;
+  struct iovec iov[3];
+  for (int i = 0; i < 3; i++) {
+    napi_value *v = argv + 2 + 3 * i;
+    if (!arg_bytes(env, v[0], names[i], &p[i], &total) || !arg_range(env, v[1], v[2], total, &off[i], &len[i])) return NULL;
+    iov[i] = (struct iovec){ p[i] + off[i], len[i] };
+  }
+  if (!vxtx_ready(env, st)) return NULL;
+  const uint8_t *pp[3] = { iov[0].iov_base, iov[1].iov_base, iov[2].iov_base };
+  const size_t pl[3] = { iov[0].iov_len, iov[1].iov_len, iov[2].iov_len };
+  napi_value v;
+  CHECK(napi_create_int32(env, nd_vxq_add(st->vxtx, h->fd, htonl((uint32_t)dst), pp, pl, &st->stats), &v));
+  return v;
+}
+
+/* flushIp(): send the packets queueIp3 queued (one sendmmsg); returns how many (refusals counted). */
+static napi_value js_flush_ip(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  napi_value v;
+  CHECK(napi_create_int32(env, st->vxtx ? nd_vxq_flush(st->vxtx, &st->stats) : 0, &v));
+  return v;
 }
 
 /* ---------- VXLAN transmit of super-frames (vxlan_tx.c) ---------- */
@@ -1091,6 +1136,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     { "vxlanTxSegmented", s->vxlan_tx_segmented }, { "vxlanTxSegments", s->vxlan_tx_segments },
     { "vxlanTxCsumFilled", s->vxlan_tx_csum_filled }, { "vxlanTxBatches", s->vxlan_tx_batches },
     { "vxlanTxDropped", s->vxlan_tx_dropped }, { "vxlanTxTooBig", s->vxlan_tx_too_big },
+    { "vxlanTxQueued", s->vxlan_tx_queued }, { "vxlanTxQueueErrors", s->vxlan_tx_queue_errors },
   };
   CHECK(napi_create_object(env, &o));
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
@@ -1288,6 +1334,8 @@ NAPI_MODULE_INIT() {
     FN("openRawIp", js_open_raw_ip),
     FN("sendIp3", js_send_ip3),
     FN("sendVxlan", js_send_vxlan),
+    FN("queueIp3", js_queue_ip3),
+    FN("flushIp", js_flush_ip),
     FN("vxlanBuildForTest", js_vxlan_build_for_test),
     FN("start", js_start),
     FN("stop", js_stop),

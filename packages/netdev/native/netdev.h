@@ -95,6 +95,8 @@ typedef struct nd_stats {
   uint64_t vxlan_tx_batches;    /* ... sendmmsg calls */
   uint64_t vxlan_tx_dropped;    /* ... refused: unparseable, UFO, too many segments */
   uint64_t vxlan_tx_too_big;    /* ... refused: a segment over the underlay MTU */
+  uint64_t vxlan_tx_queued;     /* complete packets queued for a batched send (nd_vxq_add) */
+  uint64_t vxlan_tx_queue_errors; /* ... refused by the kernel when the queue was flushed */
 } nd_stats;
 
 /*
@@ -206,8 +208,18 @@ int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, c
                   const uint8_t *macs, const uint8_t *rest, size_t rest_len, nd_stats *s, uint64_t *inner_bytes);
 /* Packet i of the last build: its outer header, and its inner frame in *inner. */
 const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **inner, size_t *inner_len);
-/* Send the last build's n packets to dst in one sendmmsg (more if it stops short); packets sent or -errno. */
+/* Send the last build's n packets to dst in one sendmmsg (more if it stops short); packets sent or -errno. Flushes the queue first. */
 int nd_vxtx_send(nd_vxtx *t, int fd, uint32_t dst_be, int n, nd_stats *s);
+/* The queue of complete packets: up to ND_VXQ_MAX of at most ND_VXQ_SLOT bytes, sent in one sendmmsg. */
+#define ND_VXQ_MAX 64
+#define ND_VXQ_SLOT 16384u
+/* Copy p[0..2] (outer header, then the frame) as one packet to dst through fd into the queue; bytes, or -EMSGSIZE. */
+int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], const size_t len[3], nd_stats *s);
+/* Send what is queued; returns how many packets were (refusals counted). */
+int nd_vxq_flush(nd_vxtx *t, nd_stats *s);
+int nd_vxq_pending(const nd_vxtx *t);
+/* fd is about to close: send what is queued for it. */
+void nd_vxq_close_fd(nd_vxtx *t, int fd, nd_stats *s);
 
 /* Open helpers return an fd, or -errno with *op naming the failed step. */
 int nd_tap_open(const char *name, int flags, long owner, long group, char kname[16], const char **op);

@@ -28,6 +28,14 @@
  *    as two iovecs (its outer header, then the inner segment). UDP GSO (UDP_SEGMENT)
  *    does not apply: it is a UDP socket option, and the sender needs a raw socket to
  *    vary the source port per flow and set DF (udp.c).
+ *  - Complete frames (Vtep.encap: one outer packet each) are queued here rather than
+ *    sent one sendmsg each (nd_vxq_add, copying the outer header and the frame's
+ *    pieces, which live in the receive ring and in scratch headers JS reuses), and
+ *    sent in one sendmmsg when the queue is full, before anything else goes out
+ *    through this file (so packets keep their order), or when JS flushes it at the end
+ *    of the batch that queued them (NativeUnderlay: one microtask per batch). A
+ *    packet the kernel refuses at the flush is counted (vxlan_tx_queue_errors), as it
+ *    can no longer be reported to the caller.
  * Nothing allocates after the scratch is made (once per environment).
  */
 #include "netdev.h"
@@ -50,6 +58,12 @@ struct nd_vxtx {
   struct iovec iov[ND_VXTX_MAX][2];
   struct mmsghdr mm[ND_VXTX_MAX];
   struct sockaddr_in to;
+  /* The queue of complete packets (nd_vxq_*): n packets of qlen[i] bytes at qbuf + ND_VXQ_SLOT * i. */
+  int qfd, qn;
+  uint8_t *qbuf;
+  struct iovec qiov[ND_VXQ_MAX];
+  struct sockaddr_in qto[ND_VXQ_MAX];
+  struct mmsghdr qmm[ND_VXQ_MAX];
 };
 
 nd_vxtx *nd_vxtx_new(void) {
@@ -57,7 +71,9 @@ nd_vxtx *nd_vxtx_new(void) {
   if (!t) return NULL;
   t->g.buf = malloc(ND_READ_MAX);
   t->arena = malloc(ND_VXTX_BYTES);
-  if (!t->g.buf || !t->arena) { nd_vxtx_free(t); return NULL; }
+  t->qbuf = malloc((size_t)ND_VXQ_SLOT * ND_VXQ_MAX);
+  if (!t->g.buf || !t->arena || !t->qbuf) { nd_vxtx_free(t); return NULL; }
+  t->qfd = -1;
   return t;
 }
 
@@ -65,6 +81,7 @@ void nd_vxtx_free(nd_vxtx *t) {
   if (!t) return;
   free(t->g.buf);
   free(t->arena);
+  free(t->qbuf);
   free(t);
 }
 
@@ -119,6 +136,7 @@ const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **inner, si
 }
 
 int nd_vxtx_send(nd_vxtx *t, int fd, uint32_t dst_be, int n, nd_stats *s) {
+  nd_vxq_flush(t, s);
   memset(&t->to, 0, sizeof t->to);
   t->to.sin_family = AF_INET;
   t->to.sin_addr.s_addr = dst_be;
@@ -145,4 +163,58 @@ int nd_vxtx_send(nd_vxtx *t, int fd, uint32_t dst_be, int n, nd_stats *s) {
   s->tx_frames += (uint64_t)sent;
   if (sent < n) s->tx_errors += (uint64_t)(n - sent);
   return sent > 0 ? sent : -err;
+}
+
+int nd_vxq_flush(nd_vxtx *t, nd_stats *s) {
+  int n = t->qn, sent = 0;
+  if (n == 0) return 0;
+  for (int i = 0; i < n; i++) {
+    memset(&t->qmm[i], 0, sizeof t->qmm[i]);
+    t->qmm[i].msg_hdr.msg_name = &t->qto[i];
+    t->qmm[i].msg_hdr.msg_namelen = sizeof t->qto[i];
+    t->qmm[i].msg_hdr.msg_iov = &t->qiov[i];
+    t->qmm[i].msg_hdr.msg_iovlen = 1;
+  }
+  while (sent < n) {
+    int r = sendmmsg(t->qfd, t->qmm + sent, (unsigned)(n - sent), MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      /* The packet at `sent` is refused (EAGAIN: the socket buffer is full, EMSGSIZE:
+       * the route's MTU is below the configured one): count it, go on with the rest. */
+      s->vxlan_tx_queue_errors++;
+      s->tx_errors++;
+      sent++;
+      continue;
+    }
+    s->vxlan_tx_batches++;
+    s->tx_frames += (uint64_t)r;
+    sent += r;
+  }
+  t->qn = 0;
+  return n;
+}
+
+int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], const size_t len[3], nd_stats *s) {
+  size_t total = len[0] + len[1] + len[2];
+  if (total > ND_VXQ_SLOT) return -EMSGSIZE;
+  if (t->qn > 0 && t->qfd != fd) nd_vxq_flush(t, s);
+  if (t->qn == ND_VXQ_MAX) nd_vxq_flush(t, s);
+  int i = t->qn++;
+  uint8_t *d = t->qbuf + (size_t)ND_VXQ_SLOT * (size_t)i;
+  memcpy(d, p[0], len[0]);
+  memcpy(d + len[0], p[1], len[1]);
+  memcpy(d + len[0] + len[1], p[2], len[2]);
+  t->qfd = fd;
+  t->qiov[i] = (struct iovec){ d, total };
+  memset(&t->qto[i], 0, sizeof t->qto[i]);
+  t->qto[i].sin_family = AF_INET;
+  t->qto[i].sin_addr.s_addr = dst_be;
+  s->vxlan_tx_queued++;
+  return (int)total;
+}
+
+int nd_vxq_pending(const nd_vxtx *t) { return t->qn; }
+
+void nd_vxq_close_fd(nd_vxtx *t, int fd, nd_stats *s) {
+  if (t->qn > 0 && t->qfd == fd) nd_vxq_flush(t, s);
 }

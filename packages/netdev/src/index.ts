@@ -161,6 +161,9 @@ export interface Stats {
   vxlanTxDropped: number;
   /** `sendVxlan`: frames refused because a segment would exceed the underlay MTU. */
   vxlanTxTooBig: number;
+  /** `queueIp3`: packets queued, and those the kernel refused when the queue was flushed. */
+  vxlanTxQueued: number;
+  vxlanTxQueueErrors: number;
 }
 
 /** Where `segment` leaves its frames: `arena[offs[i], offs[i] + lens[i])` for i < count. */
@@ -195,6 +198,9 @@ interface Native {
     c: Uint8Array, coff: number, clen: number): number;
   sendVxlan(handle: number, dstIp: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number,
     b: Uint8Array, boff: number, blen: number, res: Int32Array): number;
+  queueIp3(handle: number, dstIp: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
+    c: Uint8Array, coff: number, clen: number): number;
+  flushIp(): number;
   vxlanBuildForTest(outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number, blen: number): Buffer[] | number;
   start(handle: number, onBatch: (count: number) => void): void;
   stop(handle: number): void;
@@ -291,6 +297,15 @@ export const VXLAN_TX_TOO_BIG = -10001;
  * gets [packets sent, their inner bytes].
  */
 export const sendVxlan: Native['sendVxlan'] = native.sendVxlan;
+/**
+ * sendIp3 deferred: the packet is copied into the VXLAN send queue (native/vxlan_tx.c)
+ * and sent with the others in one sendmmsg when the queue is full (64), before a
+ * sendVxlan, when the handle closes, or at flushIp(). Bytes queued or -EMSGSIZE
+ * (over 16 KiB); refusals at the flush are counted (stats().vxlanTxQueueErrors).
+ */
+export const queueIp3: Native['queueIp3'] = native.queueIp3;
+/** Sends what queueIp3 queued; returns how many packets. */
+export const flushIp: Native['flushIp'] = native.flushIp;
 /** Test hook: the packets sendVxlan would send (outer header + inner frame each), or its negative code. */
 export const vxlanBuildForTest: Native['vxlanBuildForTest'] = native.vxlanBuildForTest;
 export const setPersist: Native['setPersist'] = native.setPersist;

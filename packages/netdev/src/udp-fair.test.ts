@@ -72,3 +72,58 @@ describe('the underlay socket takes its fair share of the read loop', () => {
     expect(Math.max(...off.batches)).toBeGreaterThan(perRound * 4);
   }, 60_000);
 });
+
+describe('the underlay sender queues complete packets and sends them in batches', () => {
+  it('queueIp3 holds packets until flushIp (or 64 are queued), then sends them all, in order', async () => {
+    execFileSync('ip', ['netns', 'add', `${NS}q`]);
+    try {
+      execFileSync('ip', ['-n', `${NS}q`, 'link', 'set', 'lo', 'up']);
+      const script = `
+        const m = { exports: {} };
+        process.dlopen(m, process.argv[1]);
+        const nd = m.exports;
+        const [rx] = nd.openUdp(0x7f000001, 4789, '');
+        const [tx] = nd.openRawIp('');
+        const ring = nd.ring();
+        const got = [];
+        nd.start(rx, (n) => { for (let i = 0; i < n; i++) got.push(ring.arena.readUInt32BE(ring.offs[i])); });
+        // Outer IPv4 + UDP to 127.0.0.1:4789 (DF, UDP checksum 0), then a 4-byte sequence number in two pieces.
+        const hdr = Buffer.alloc(28);
+        hdr[0] = 0x45; hdr.writeUInt16BE(32, 2); hdr.writeUInt16BE(0x4000, 6); hdr[8] = 64; hdr[9] = 17;
+        hdr.writeUInt32BE(0x7f000001, 12); hdr.writeUInt32BE(0x7f000001, 16);
+        hdr.writeUInt16BE(50000, 20); hdr.writeUInt16BE(4789, 22); hdr.writeUInt16BE(12, 24);
+        const body = Buffer.alloc(4);
+        const before = nd.stats();
+        const queued = [];
+        const send = (i) => { body.writeUInt32BE(i); queued.push(nd.queueIp3(tx, 0x7f000001, hdr, 0, 28, body, 0, 2, body, 2, 2)); };
+        for (let i = 0; i < 10; i++) send(i);
+        setTimeout(() => {
+          const early = got.length;
+          const flushed = nd.flushIp();
+          for (let i = 10; i < 80; i++) send(i); // the 64th fills the queue: sent at once
+          setTimeout(() => {
+            const mid = got.length;
+            nd.flushIp();
+            setTimeout(() => {
+              const after = nd.stats();
+              console.log(JSON.stringify({ early, flushed, mid, got, queued: queued.every((q) => q === 32),
+                nQueued: after.vxlanTxQueued - before.vxlanTxQueued, batches: after.vxlanTxBatches - before.vxlanTxBatches,
+                errors: after.vxlanTxQueueErrors - before.vxlanTxQueueErrors }));
+              process.exit(0);
+            }, 200);
+          }, 200);
+        }, 200);
+      `;
+      const { stdout } = await execFileP('ip', ['netns', 'exec', `${NS}q`, process.execPath, '-e', script, ADDON], { timeout: 20_000 });
+      const r = JSON.parse(stdout);
+      expect(r.queued).toBe(true);
+      expect(r.early, 'nothing leaves before the flush').toBe(0);
+      expect(r.flushed).toBe(10);
+      expect(r.mid, 'a full queue (64) goes out at once').toBe(10 + 64);
+      expect(r.got).toEqual([...Array(80).keys()]);
+      expect([r.nQueued, r.batches, r.errors]).toEqual([80, 3, 0]);
+    } finally {
+      execFileSync('ip', ['netns', 'del', `${NS}q`]);
+    }
+  }, 30_000);
+});
