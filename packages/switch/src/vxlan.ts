@@ -90,6 +90,8 @@ export interface UnderlayIo {
     blen: number, res: Int32Array): number;
   /** Read-loop rounds in which the receive socket had more waiting than its fair share took (the addon's). */
   readonly readRoundsFull?: number;
+  /** Packets the kernel refused after the underlay had queued them (a batched sender's; no port can be told any more). */
+  readonly txQueueErrors?: number;
 }
 
 export interface VtepOptions {

@@ -288,6 +288,7 @@ export class VxlanService {
       ttl: v.ttl,
       readQuantum: run.conf.readQuantum,
       readRoundsFull: run.underlay.readRoundsFull,
+      txQueueErrors: run.underlay.txQueueErrors,
       vnis: v.segments().sort((a, b) => a.vni - b.vni).map((s) => segmentView(s, conf.get(s.vni)?.source ?? 'config')),
       remotes: v.bridgeTunnels().flatMap((bt) => bt.tunnels.map((t) => {
         const p = bt.bridge.port(tunnelPortName(t.remote));
@@ -344,6 +345,10 @@ export function vxlanMetrics(vtep: () => Vtep | undefined, counter: (name: strin
   perVni('vswitch_vxlan_tx_bytes_total', 'Bytes of the inner frames counted in vswitch_vxlan_tx_packets_total.', (s) => s.txBytes);
   counter('vswitch_vxlan_read_rounds_full_total', 'Read-loop rounds in which the underlay socket had more datagrams waiting than its read quantum took.', [], (emit) => {
     const n = vtep()?.io.readRoundsFull;
+    if (n !== undefined) emit({}, n);
+  });
+  counter('vswitch_vxlan_tx_queue_errors_total', 'Encapsulated packets queued for a batched send that the kernel refused at the flush (after the port counted them sent).', [], (emit) => {
+    const n = vtep()?.io.txQueueErrors;
     if (n !== undefined) emit({}, n);
   });
   perVni('vswitch_vxlan_tx_segmented_total', 'VM TSO/USO super-frames segmented and encapsulated in one batch (their packets count in vswitch_vxlan_tx_packets_total).', (s) => s.txSegmented);

@@ -95,6 +95,11 @@ export class NativeUnderlay implements UnderlayIo {
     return this.#closed ? 0 : netdev.fairFull(this.#rxHandle);
   }
 
+  /** Queued packets the kernel refused at the flush (the addon's count: one underlay per process). */
+  get txQueueErrors(): number {
+    return netdev.stats().vxlanTxQueueErrors;
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
