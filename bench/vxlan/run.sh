@@ -23,8 +23,10 @@
 #
 # Usage: bash bench/vxlan/run.sh [-r ROUNDS] [-s SECONDS] [-p PPS_SECONDS] [TOPOLOGY ...]
 #   default: 3 rounds, 10 s TCP, 5 s of 64-byte frames, topologies "ours kernel ovs"
-# Environment: OURS_JS: the daemon's main.js (default: this checkout's build), to
-#   compare another build in the same run; PROFILE=1: a --cpu-prof of each vswitch
+#   base     the same with the daemon of BASE_JS (another build's main.js), to compare
+#            two builds in the same run
+# Environment: OURS_JS: the daemon's main.js (default: this checkout's build); BASE_JS
+#   (topology base); PROFILE=1: a --cpu-prof of each vswitch
 #   daemon during the ours rounds, kept in the printed run directory.
 # Names are per run (bx<4 hex>*), so two runs do not collide; only processes this
 # script started are stopped. Needs root, iperf3, busybox, python3, node, ethtool,
@@ -88,7 +90,9 @@ tap_to_vm() { # tap_to_vm I TAP: wait for the TAP in the host namespace, move it
   ip -n "${HOSTS[$1]}" link set "$2" netns "${VMS[$1]}" && vm_conf "$1" "$2"
 }
 
-up_ours() {
+up_ours() { # up_ours MAIN_JS
+  local js=$1
+  [ -f "$js" ] || { log "no daemon at '$js'"; return 1; }
   base_up || return 1
   local i o
   for i in 0 1; do
@@ -109,7 +113,7 @@ vxlan:
 EOF
     local prof=()
     [ "${PROFILE:-0}" = 1 ] && prof=(--cpu-prof "--cpu-prof-dir=$RUN/ours$i/prof")
-    ip netns exec "${HOSTS[$i]}" node "${prof[@]}" "$main_js" daemon --config "$RUN/ours$i/c.yaml" --socket "$RUN/ours$i/s" \
+    ip netns exec "${HOSTS[$i]}" node "${prof[@]}" "$js" daemon --config "$RUN/ours$i/c.yaml" --socket "$RUN/ours$i/s" \
       --metrics off --state-dir "$RUN/ours$i" --log-level warn </dev/null >>"$RUN/ours$i/log" 2>&1 &
     SW_PIDS+=("$!")
   done
@@ -160,7 +164,7 @@ up_ovs() {
   tap_to_vm 0 ${P}t0 && tap_to_vm 1 ${P}t1
 }
 
-topo_up() { case $1 in ours) up_ours ;; kernel) up_kernel ;; ovs) up_ovs ;; *) log "unknown topology $1"; return 1 ;; esac; }
+topo_up() { case $1 in ours) up_ours "$main_js" ;; base) up_ours "${BASE_JS:-}" ;; kernel) up_kernel ;; ovs) up_ovs ;; *) log "unknown topology $1"; return 1 ;; esac; }
 
 run_ns() { # CPU (run time, ns) over every thread of the switch processes
   local p t a run=0
@@ -207,7 +211,7 @@ for ROUND in $(seq "$rounds"); do
       log "$topo: no connectivity"; teardown; continue
     fi
     measure "$topo"
-    if [ "$topo" = ours ] && [ "${PROFILE:-0}" = 1 ]; then  # a clean exit writes the profile
+    if [[ $topo = ours || $topo = base ]] && [ "${PROFILE:-0}" = 1 ]; then  # a clean exit writes the profile
       for p in "${SW_PIDS[@]}"; do kill "$p" 2>/dev/null; done
       for p in "${SW_PIDS[@]}"; do wait_for 10 bash -c "! kill -0 $p"; done
     fi
@@ -238,6 +242,8 @@ def ratio(a, b, k):
     return med(a, k) / med(b, k) if med(b, k) else float('nan')
 if (('ours', 'tcp_gbps') in v):
     print()
+    if ('base', 'tcp_gbps') in v:
+        print(f"ours/base: TCP {ratio('ours', 'base', 'tcp_gbps'):.2f}x, 64-byte frames {ratio('ours', 'base', 'small_rx_kpps'):.2f}x")
     for peer, k, target in (('ovs', 'tcp_gbps', 1.0), ('kernel', 'tcp_gbps', 0.5), ('ovs', 'small_rx_kpps', 1.0)):
         if (peer, k) not in v: continue
         r = ratio('ours', peer, k)
