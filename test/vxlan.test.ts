@@ -365,11 +365,14 @@ describe('VXLAN against Linux vxlan devices', () => {
     // VNI 100 was last set by the CLI (previous test); the file now changes it: the file wins.
     const cfg = parse(readFileSync(d.configFile, 'utf8'));
     cfg.vxlan.bridges[BR][0].flood = [UNDER.b];
+    cfg.vxlan.readQuantum = '1mb';
     writeFileSync(d.configFile, toYaml(cfg));
     await d.ok(['reload']);
     const show = async (dm: Daemon): Promise<any> => (await dm.ok(['vxlan', 'show'], { json: true })).json;
     let v = await show(d);
     expect(v.vnis.map((s: any) => [s.vni, s.flood, s.source])).toEqual([[100, [UNDER.b], 'config'], [200, [UNDER.b], 'runtime'], [300, [], 'runtime']]);
+    // The underlay socket's read quantum changes with a reload.
+    expect(v.readQuantum).toBe(1024 * 1024);
     // Restart (same config, socket and state directory): the CLI's VNIs come back.
     await d.stop();
     const env = { ...process.env };
