@@ -178,11 +178,11 @@ describe('VXLAN against Linux vxlan devices', () => {
 
   it('shows the VTEP: underlay, VM MTU, VNIs and one tunnel port per remote VTEP', async () => {
     const v = (await d.ok(['vxlan', 'show'], { json: true })).json as any;
-    expect(v).toMatchObject({ enabled: true, local: UNDER.a, port: 4789, mtu: 1500, vmMtu: 1450 });
+    expect(v).toMatchObject({ enabled: true, local: UNDER.a, port: 4789, mtu: 1500, vmMtu: 1450, readQuantum: 256 * 1024 });
     expect(v.vnis.map((s: any) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, [UNDER.b, UNDER.c, UNDER.d]], [200, 20, [UNDER.b]]]);
     expect(v.remotes.map((r: any) => r.port).sort()).toEqual([`vx-${UNDER.b}`, `vx-${UNDER.c}`, `vx-${UNDER.d}`]);
     const text = (await d.ok(['vxlan', 'show'])).stdout;
-    expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\)/);
+    expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\) ttl 64 read-quantum 256kb/);
   });
 
   it('VMs behind vswitch and behind Linux VTEPs ping each other, both ways, in each VNI', async () => {
@@ -307,6 +307,12 @@ describe('VXLAN against Linux vxlan devices', () => {
       }
       const got = (await sh(`sha256sum ${dst}`)).split(' ')[0];
       expect(got).toBe(want);
+      if (from === 'a10') {
+        // The VM used TSO: its super-frames were segmented and encapsulated in the addon, a batch each.
+        const text = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
+        const segmented = Number(/^vswitch_vxlan_tx_segmented_total\{vni="100",bridge="br0",vlan="10"\} (\d+)/m.exec(text)?.[1] ?? NaN);
+        expect(segmented).toBeGreaterThan(100);
+      }
     }, 240_000);
   }
 
@@ -359,11 +365,14 @@ describe('VXLAN against Linux vxlan devices', () => {
     // VNI 100 was last set by the CLI (previous test); the file now changes it: the file wins.
     const cfg = parse(readFileSync(d.configFile, 'utf8'));
     cfg.vxlan.bridges[BR][0].flood = [UNDER.b];
+    cfg.vxlan.readQuantum = '1mb';
     writeFileSync(d.configFile, toYaml(cfg));
     await d.ok(['reload']);
     const show = async (dm: Daemon): Promise<any> => (await dm.ok(['vxlan', 'show'], { json: true })).json;
     let v = await show(d);
     expect(v.vnis.map((s: any) => [s.vni, s.flood, s.source])).toEqual([[100, [UNDER.b], 'config'], [200, [UNDER.b], 'runtime'], [300, [], 'runtime']]);
+    // The underlay socket's read quantum changes with a reload.
+    expect(v.readQuantum).toBe(1024 * 1024);
     // Restart (same config, socket and state directory): the CLI's VNIs come back.
     await d.stop();
     const env = { ...process.env };

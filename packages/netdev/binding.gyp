@@ -10,7 +10,8 @@
         "native/link.c",
         "native/notify.c",
         "native/udp.c",
-        "native/fair.c"
+        "native/fair.c",
+        "native/vxlan_tx.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]

@@ -318,7 +318,7 @@ describe('config: vxlan', () => {
   const base = 'bridges: { br0: {} }\nvxlan:\n  local: 192.0.2.1\n';
   it('takes the VTEP with defaults (port 4789, ttl 64) and per-bridge VNIs', () => {
     const c = parseConfig(`${base}  bridges:\n    br0:\n      - { vni: 100, vlan: 10, flood: [192.0.2.2], fdb: [{ mac: "02:00:00:00:00:01", dst: 192.0.2.3 }] }\n      - { vni: 16777215, vlan: 20 }\n`, F);
-    expect(c.vxlan).toMatchObject({ local: '192.0.2.1', port: 4789, ttl: 64 });
+    expect(c.vxlan).toMatchObject({ local: '192.0.2.1', port: 4789, ttl: 64, readQuantum: 256 * 1024 });
     expect(c.vxlan!.bridges.br0.map((s) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, ['192.0.2.2']], [16777215, 20, []]]);
   });
 
@@ -330,5 +330,11 @@ describe('config: vxlan', () => {
     expect(errorOf(`${base}  bridges:\n    br9:\n      - { vni: 1, vlan: 10 }\n`)).toMatch(/vxlan\.bridges\.br9.*no bridge br9/);
     expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 1, vlan: 10, flood: [192.0.2.1] }\n`)).toMatch(/is the local address/);
     expect(errorOf('vxlan: { port: 4789 }\n')).toMatch(/vxlan\.local/);
+  });
+
+  it('takes the underlay socket\'s read quantum (as a bridge\'s) and refuses a bad one', () => {
+    expect(parseConfig(`${base}  readQuantum: 1mb\n`, F).vxlan!.readQuantum).toBe(1024 * 1024);
+    expect(parseConfig(`${base}  readQuantum: "off"\n`, F).vxlan!.readQuantum).toBe(0);
+    expect(errorOf(`${base}  readQuantum: 1kb\n`)).toMatch(/vxlan\.readQuantum.*read quantum must be 0 \(off\) or 16384/);
   });
 });

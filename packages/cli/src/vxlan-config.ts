@@ -8,7 +8,7 @@
  * different local VLANs.
  */
 import { z } from 'zod';
-import { parseIp4, parseMac } from '@vswitch/switch';
+import { READ_QUANTUM_DEFAULT, parseIp4, parseMac, parseReadQuantum } from '@vswitch/switch';
 
 const Ip4 = z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 192.0.2.1');
 const Mac = z.string().refine((s) => parseMac(s) >= 0, 'must be a MAC address like 02:00:00:00:00:01');
@@ -35,6 +35,19 @@ export const VxlanSchema = z.strictObject({
   mtu: z.number().int().min(576).max(65535).optional(),
   /** Outer TTL. */
   ttl: z.number().int().min(1).max(255).default(64),
+  /**
+   * The underlay socket's share of each read-loop round (as a bridge's readQuantum):
+   * a flood from the underlay is read this many bytes (each datagram + 16 KB) per
+   * round, so it cannot starve the local ports. "off": no limit.
+   */
+  readQuantum: z.union([z.number(), z.string()]).transform((v, ctx) => {
+    try {
+      return parseReadQuantum(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  }).default(READ_QUANTUM_DEFAULT),
   /** Per bridge, its VNIs. */
   bridges: z.record(z.string(), z.array(VxlanSegmentSchema)).default({}),
 }).superRefine((v, ctx) => {

@@ -86,6 +86,7 @@ struct nd_state {
   uint8_t *tx_arena;
   int32_t *tx_offs, *tx_lens;
   nd_gso tx_gso;
+  nd_vxtx *vxtx; /* sendVxlan's scratch (vxlan_tx.c), made on first use */
   nd_stats stats;
   /* Follow-up reads (see on_poll): the handles written during a batch's callback. */
   nd_handle *cur;   /* the handle whose batch callback is running, NULL outside one */
@@ -325,6 +326,7 @@ static void handle_close(napi_env env, nd_handle *h) {
   h->deferred = 0;
   if (h->polling) uv_poll_stop(&h->poll);
   h->polling = false;
+  if (st->vxtx && h->kind == KIND_RAW) nd_vxq_close_fd(st->vxtx, h->fd, &st->stats);
   /* uv_poll_stop already removed the fd from epoll, so closing it now is safe. */
   close(h->fd);
   h->fd = -1;
@@ -855,6 +857,8 @@ static napi_value js_open_raw_ip(napi_env env, napi_callback_info info) {
  * packet (its header first, in a) to dstIp (host-order u32), gathered from three
  * pieces, through a raw socket. Bytes written or -errno (EMSGSIZE: over the MTU, DF).
  */
+static bool vxtx_ready(napi_env env, nd_state *st);
+
 static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
   size_t argc = 11, total, off[3], len[3], frame = 0;
@@ -888,6 +892,158 @@ static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
   ssize_t r;
   do r = sendmsg(h->fd, &msg, MSG_DONTWAIT); while (r < 0 && errno == EINTR);
   return send_result(env, st, r, frame, false);
+}
+
+
+/*
+ * queueIp3(...): sendIp3's arguments; the packet is copied into the VXLAN send queue
+ * (vxlan_tx.c) and sent with the others queued in one sendmmsg when the queue is
+ * full, before a sendVxlan, when the handle closes, or at flushIp(). Bytes queued,
+ * or -EMSGSIZE (over 16 KiB). Errors at the flush are counted (vxlanTxQueueErrors).
+ */
+static napi_value js_queue_ip3(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 11, total, off[3], len[3];
+  napi_value argv[11];
+  uint8_t *p[3];
+  int64_t dst;
+  static const char *const names[3] = { "a", "b", "c" };
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 11) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: queueIp3(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen)"); return NULL; }
+  nd_handle *h = arg_handle(env, st, argv[0]);
+  if (!h) return NULL;
+  if (h->kind != KIND_RAW) { throw_errno(env, "queueIp3", "(not a raw IP handle)", EINVAL); return NULL; }
+  if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, &dst)) return NULL;
+  struct iovec iov[3];
+  for (int i = 0; i < 3; i++) {
+    napi_value *v = argv + 2 + 3 * i;
+    if (!arg_bytes(env, v[0], names[i], &p[i], &total) || !arg_range(env, v[1], v[2], total, &off[i], &len[i])) return NULL;
+    iov[i] = (struct iovec){ p[i] + off[i], len[i] };
+  }
+  if (!vxtx_ready(env, st)) return NULL;
+  const uint8_t *pp[3] = { iov[0].iov_base, iov[1].iov_base, iov[2].iov_base };
+  const size_t pl[3] = { iov[0].iov_len, iov[1].iov_len, iov[2].iov_len };
+  napi_value v;
+  CHECK(napi_create_int32(env, nd_vxq_add(st->vxtx, h->fd, htonl((uint32_t)dst), pp, pl, &st->stats), &v));
+  return v;
+}
+
+/* flushIp(): send the packets queueIp3 queued (one sendmmsg); returns how many (refusals counted). */
+static napi_value js_flush_ip(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  napi_value v;
+  CHECK(napi_create_int32(env, st->vxtx ? nd_vxq_flush(st->vxtx, &st->stats) : 0, &v));
+  return v;
+}
+
+/* ---------- VXLAN transmit of super-frames (vxlan_tx.c) ---------- */
+
+/* What sendVxlan returns for a frame with a segment over the MTU: vxlan.ts's E_TUNNEL_MTU. */
+#define ND_E_TUNNEL_MTU (-10001)
+
+static bool vxtx_ready(napi_env env, nd_state *st) {
+  if (st->vxtx) return true;
+  st->vxtx = nd_vxtx_new();
+  if (!st->vxtx) throw_errno(env, "malloc", NULL, ENOMEM);
+  return st->vxtx != NULL;
+}
+
+/*
+ * The arguments sendVxlan and vxlanBuildForTest share, from argv[0]: outer (36
+ * bytes), mtu, a, aoff (a[aoff-10, aoff): the virtio_net_hdr of the tagged frame,
+ * a[aoff, aoff+12): its MACs), b, boff, blen (the frame after its tag).
+ */
+static int vxtx_args(napi_env env, nd_state *st, napi_value *argv, uint64_t *bytes) {
+  uint8_t *outer, *a, *b;
+  size_t ol, at, bt, aoff, boff, blen;
+  int64_t mtu;
+  if (!arg_bytes(env, argv[0], "outer", &outer, &ol)) return INT32_MIN;
+  if (ol < ND_VXLAN_OUTER) { napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "netdev: outer must be 36 bytes"); return INT32_MIN; }
+  if (!arg_int(env, argv[1], "mtu", 68, 65535, &mtu)) return INT32_MIN;
+  int64_t ao;
+  if (!arg_bytes(env, argv[2], "a", &a, &at) || !arg_int(env, argv[3], "aoff", 0, 2147483647.0, &ao)) return INT32_MIN;
+  aoff = (size_t)ao;
+  if (!arg_hdr_room(env, aoff)) return INT32_MIN;
+  if (aoff > at || at - aoff < 12) { napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "netdev: a must hold 12 bytes from aoff"); return INT32_MIN; }
+  if (!arg_bytes(env, argv[4], "b", &b, &bt) || !arg_range(env, argv[5], argv[6], bt, &boff, &blen)) return INT32_MIN;
+  if (!vxtx_ready(env, st)) return INT32_MIN;
+  int n = nd_vxtx_build(st->vxtx, outer, (size_t)mtu, a + aoff - ND_VNET_HDR_LEN, a + aoff, b + boff, blen, &st->stats, bytes);
+  return n == ND_VXTX_TOO_BIG ? ND_E_TUNNEL_MTU : n == ND_VXTX_BAD ? -EINVAL : n;
+}
+
+/*
+ * sendVxlan(handle, dst, outer, mtu, a, aoff, b, boff, blen, res): a tagged frame
+ * whose virtio_net_hdr asks for work (see vxtx_args for where its pieces are),
+ * segmented or completed, each piece encapsulated behind `outer` and sent to dst
+ * (host-order u32) through the raw socket `handle` in one sendmmsg. Returns the
+ * packets sent, -EINVAL (cannot be completed), -10001 (a segment over `mtu`) or
+ * -errno; res (Int32Array(2)) gets [packets sent, their inner bytes].
+ */
+static napi_value js_send_vxlan(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 10, rl;
+  napi_value argv[10], v;
+  int64_t dst;
+  void *rp;
+  napi_typedarray_type rt;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 10) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: sendVxlan(handle, dst, outer, mtu, a, aoff, b, boff, blen, res)"); return NULL; }
+  nd_handle *h = arg_handle(env, st, argv[0]);
+  if (!h) return NULL;
+  if (h->kind != KIND_RAW) { throw_errno(env, "sendVxlan", "(not a raw IP handle)", EINVAL); return NULL; }
+  if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, &dst)) return NULL;
+  if (napi_get_typedarray_info(env, argv[9], &rt, &rl, &rp, NULL, NULL) != napi_ok || rt != napi_int32_array || rl < 2) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: res must be an Int32Array of 2");
+    return NULL;
+  }
+  uint64_t bytes = 0;
+  int n = vxtx_args(env, st, argv + 2, &bytes);
+  if (n == INT32_MIN) return NULL;
+  int32_t *res = rp;
+  res[0] = 0;
+  res[1] = 0;
+  if (n > 0) {
+    int sent = nd_vxtx_send(st->vxtx, h->fd, htonl((uint32_t)dst), n, &st->stats);
+    if (sent > 0) {
+      res[0] = sent;
+      res[1] = (int32_t)(sent == n ? bytes : bytes * (uint64_t)sent / (uint64_t)n);
+    }
+    n = sent;
+  }
+  CHECK(napi_create_int32(env, n, &v));
+  return v;
+}
+
+/*
+ * vxlanBuildForTest(outer, mtu, a, aoff, b, boff, blen): what sendVxlan would send,
+ * as Buffers (outer header and inner frame, one per packet), or the negative code.
+ */
+static napi_value js_vxlan_build_for_test(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 7;
+  napi_value argv[7], arr, v;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 7) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: vxlanBuildForTest(outer, mtu, a, aoff, b, boff, blen)"); return NULL; }
+  uint64_t bytes = 0;
+  int n = vxtx_args(env, st, argv, &bytes);
+  if (n == INT32_MIN) return NULL;
+  if (n < 0) {
+    CHECK(napi_create_int32(env, n, &v));
+    return v;
+  }
+  CHECK(napi_create_array_with_length(env, (size_t)n, &arr));
+  for (int i = 0; i < n; i++) {
+    const uint8_t *inner;
+    size_t il;
+    const uint8_t *outer = nd_vxtx_packet(st->vxtx, i, &inner, &il);
+    uint8_t *d;
+    napi_value b;
+    CHECK(napi_create_buffer(env, ND_VXLAN_OUTER + il, (void **)&d, &b));
+    memcpy(d, outer, ND_VXLAN_OUTER);
+    memcpy(d + ND_VXLAN_OUTER, inner, il);
+    CHECK(napi_set_element(env, arr, (uint32_t)i, b));
+  }
+  return arr;
 }
 
 /* ---------- transmit-side completion (segment) ---------- */
@@ -977,6 +1133,10 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     { "txErrors", s->tx_errors },         { "txGsoSegmented", s->tx_gso_segmented },
     { "txGsoSegments", s->tx_gso_segments }, { "txGsoDropped", s->tx_gso_dropped },
     { "txCsumFilled", s->tx_csum_filled },
+    { "vxlanTxSegmented", s->vxlan_tx_segmented }, { "vxlanTxSegments", s->vxlan_tx_segments },
+    { "vxlanTxCsumFilled", s->vxlan_tx_csum_filled }, { "vxlanTxBatches", s->vxlan_tx_batches },
+    { "vxlanTxDropped", s->vxlan_tx_dropped }, { "vxlanTxTooBig", s->vxlan_tx_too_big },
+    { "vxlanTxQueued", s->vxlan_tx_queued }, { "vxlanTxQueueErrors", s->vxlan_tx_queue_errors },
   };
   CHECK(napi_create_object(env, &o));
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
@@ -1108,6 +1268,7 @@ static void teardown_step(nd_state *st) {
   napi_remove_async_cleanup_hook(st->cleanup);
   free(st->gso.buf);
   free(st->tx_gso.buf);
+  nd_vxtx_free(st->vxtx);
   free(st->table);
   free(st);
 }
@@ -1172,6 +1333,10 @@ NAPI_MODULE_INIT() {
     FN("openUdp", js_open_udp),
     FN("openRawIp", js_open_raw_ip),
     FN("sendIp3", js_send_ip3),
+    FN("sendVxlan", js_send_vxlan),
+    FN("queueIp3", js_queue_ip3),
+    FN("flushIp", js_flush_ip),
+    FN("vxlanBuildForTest", js_vxlan_build_for_test),
     FN("start", js_start),
     FN("stop", js_stop),
     FN("send", js_send),

@@ -198,7 +198,9 @@ int nd_gso_prepare(nd_gso *g, const uint8_t *f, size_t len, const nd_vnet *v, co
   g->ip_id = v6 ? 0 : rd16(f + l3 + 4);
   g->pseudo = pseudo + net16(proto);
   g->vlan = vlan ? *vlan : (nd_vlan){0};
-  memcpy(g->buf, f, end); /* bytes past `end` (padding) are not part of any segment */
+  /* Bytes past `end` (padding) are not part of any segment. vxlan_tx.c assembles
+   * its frame in g->buf already. */
+  if (f != g->buf) memcpy(g->buf, f, end);
   g->active = true;
   return 0;
 }

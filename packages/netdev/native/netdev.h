@@ -8,6 +8,7 @@
  *   link.c    interface flags and indexes
  *   udp.c     the VXLAN underlay: UDP receive (recvmmsg) and raw IPv4 send
  *   fair.c    the read loop's fair share (deficit round robin over the handles)
+ *   vxlan_tx.c a super-frame to a VXLAN tunnel: segmented, encapsulated, one sendmmsg
  * Only addon.c talks to N-API; the rest are plain syscalls and byte work, which
  * is what lets gso.c be exercised from a test export without a device.
  */
@@ -88,6 +89,14 @@ typedef struct nd_stats {
   uint64_t tx_gso_segments;
   uint64_t tx_gso_dropped;   /* ... refused: unparseable, UFO, or too many segments */
   uint64_t tx_csum_filled;   /* checksum-partial frames completed for such a port */
+  uint64_t vxlan_tx_segmented;  /* vxlan_tx.c: super-frames segmented for a tunnel */
+  uint64_t vxlan_tx_segments;   /* ... segments (outer packets) made from them */
+  uint64_t vxlan_tx_csum_filled; /* ... checksum-partial frames completed */
+  uint64_t vxlan_tx_batches;    /* ... sendmmsg calls */
+  uint64_t vxlan_tx_dropped;    /* ... refused: unparseable, UFO, too many segments */
+  uint64_t vxlan_tx_too_big;    /* ... refused: a segment over the underlay MTU */
+  uint64_t vxlan_tx_queued;     /* complete packets queued for a batched send (nd_vxq_add) */
+  uint64_t vxlan_tx_queue_errors; /* ... refused by the kernel when the queue was flushed */
 } nd_stats;
 
 /*
@@ -184,6 +193,33 @@ int nd_packet_drain(int fd, bool keep_gso, nd_out *o, nd_gso *g, nd_stats *s, in
 int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal);
 int nd_udp_open(uint32_t local_be, uint16_t port, const char *ifname, const char **op);
 int nd_raw_open(const char *ifname, const char **op);
+
+/* vxlan_tx.c: a frame with a virtio_net_hdr asking for work, to a VXLAN tunnel. */
+#define ND_VXLAN_OUTER 36u           /* outer IPv4 + UDP + VXLAN */
+#define ND_VXTX_MAX 512              /* segments per frame: 64 KB at a gso_size of 128 */
+#define ND_VXTX_BYTES (512u * 1024u) /* their inner frames (64-byte aligned slots) */
+#define ND_VXTX_BAD (-1)             /* does not parse, UFO, or too many segments */
+#define ND_VXTX_TOO_BIG (-2)         /* a segment's outer packet would exceed the MTU */
+typedef struct nd_vxtx nd_vxtx;
+nd_vxtx *nd_vxtx_new(void);
+void nd_vxtx_free(nd_vxtx *t);
+/* Segment/complete and encapsulate (outer: the header for an empty inner frame); the segment count or ND_VXTX_*. */
+int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, const uint8_t *hdr,
+                  const uint8_t *macs, const uint8_t *rest, size_t rest_len, nd_stats *s, uint64_t *inner_bytes);
+/* Packet i of the last build: its outer header, and its inner frame in *inner. */
+const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **inner, size_t *inner_len);
+/* Send the last build's n packets to dst in one sendmmsg (more if it stops short); packets sent or -errno. Flushes the queue first. */
+int nd_vxtx_send(nd_vxtx *t, int fd, uint32_t dst_be, int n, nd_stats *s);
+/* The queue of complete packets: up to ND_VXQ_MAX of at most ND_VXQ_SLOT bytes, sent in one sendmmsg. */
+#define ND_VXQ_MAX 64
+#define ND_VXQ_SLOT 16384u
+/* Copy p[0..2] (outer header, then the frame) as one packet to dst through fd into the queue; bytes, or -EMSGSIZE. */
+int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], const size_t len[3], nd_stats *s);
+/* Send what is queued; returns how many packets were (refusals counted). */
+int nd_vxq_flush(nd_vxtx *t, nd_stats *s);
+int nd_vxq_pending(const nd_vxtx *t);
+/* fd is about to close: send what is queued for it. */
+void nd_vxq_close_fd(nd_vxtx *t, int fd, nd_stats *s);
 
 /* Open helpers return an fd, or -errno with *op naming the failed step. */
 int nd_tap_open(const char *name, int flags, long owner, long group, char kname[16], const char **op);

@@ -17,7 +17,8 @@
  * order) are written into the 10-byte header room in front of it, where other
  * kinds of handle carry a virtio_net_hdr; the remaining 4 bytes are zero.
  * Datagrams over ND_UDP_MAX bytes (no underlay MTU is that large) are dropped as
- * truncated.
+ * truncated. Each read takes the handle's fair share of the round (fair.c), as a
+ * TAP's does.
  */
 #include "netdev.h"
 
@@ -79,6 +80,19 @@ int nd_raw_open(const char *ifname, const char **op) {
   return fd;
 }
 
+/*
+ * Fair share (fair.c): the underlay socket is one handle like a port's, so a flood
+ * from the underlay takes one quantum per round. recvmmsg reads a batch before the
+ * datagrams' sizes are known, so a batch asks for no more than the remaining budget
+ * could admit at the fixed per-frame cost alone: the overshoot stays within about
+ * one quantum's worth of bytes over ND_FAIR_FRAME_COST, paid back next round.
+ */
+static int nd_udp_fair_cap(const nd_out *o) {
+  if (o->budget <= 0) return 0;
+  int64_t n = (o->budget + ND_FAIR_FRAME_COST - 1) / ND_FAIR_FRAME_COST;
+  return n < ND_UDP_BATCH ? (int)n : ND_UDP_BATCH;
+}
+
 int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
   int n0 = o->n;
   struct mmsghdr mm[ND_UDP_BATCH];
@@ -86,10 +100,11 @@ int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
   struct sockaddr_in from[ND_UDP_BATCH];
   size_t slots[ND_UDP_BATCH];
   *fatal = 0;
+  o->more = true;
   for (;;) {
-    int want = 0;
+    int want = 0, cap = nd_udp_fair_cap(o);
     size_t pos = o->pos;
-    while (want < ND_UDP_BATCH && o->n + want < o->max) {
+    while (want < cap && o->n + want < o->max) {
       size_t slot = ND_ALIGN_UP(pos);
       if (slot > o->cap || o->cap - slot < ND_RX_HEADROOM + ND_UDP_MAX) break;
       slots[want] = slot;
@@ -108,10 +123,11 @@ int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
     if (got < 0) {
       int e = errno;
       if (e == EINTR) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK) break;
+      if (e == EAGAIN || e == EWOULDBLOCK) { o->more = false; break; }
       /* A queued ICMP error (ECONNREFUSED and friends) is reported once; the socket lives on. */
       if (e == ECONNREFUSED || e == EHOSTUNREACH || e == ENETUNREACH || e == EMSGSIZE) continue;
       *fatal = e;
+      o->more = false;
       break;
     }
     for (int i = 0; i < got; i++) {
@@ -127,10 +143,11 @@ int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
       o->lens[o->n] = (int32_t)len;
       o->n++;
       o->pos = start + len;
+      nd_fair_charge(o, len);
       s->rx_frames++;
       s->rx_bytes += len;
     }
-    if (got < want) break;
+    if (got < want) { o->more = false; break; }
   }
   return o->n - n0;
 }

@@ -150,6 +150,20 @@ export interface Stats {
   txGsoDropped: number;
   /** `segment`: checksum-partial frames completed. */
   txCsumFilled: number;
+  /** `sendVxlan`: super-frames segmented for a tunnel, and the segments (outer packets) made. */
+  vxlanTxSegmented: number;
+  vxlanTxSegments: number;
+  /** `sendVxlan`: checksum-partial frames completed for a tunnel. */
+  vxlanTxCsumFilled: number;
+  /** `sendVxlan`: sendmmsg calls. */
+  vxlanTxBatches: number;
+  /** `sendVxlan`: frames refused: unparseable, UFO, too many segments. */
+  vxlanTxDropped: number;
+  /** `sendVxlan`: frames refused because a segment would exceed the underlay MTU. */
+  vxlanTxTooBig: number;
+  /** `queueIp3`: packets queued, and those the kernel refused when the queue was flushed. */
+  vxlanTxQueued: number;
+  vxlanTxQueueErrors: number;
 }
 
 /** Where `segment` leaves its frames: `arena[offs[i], offs[i] + lens[i])` for i < count. */
@@ -182,6 +196,12 @@ interface Native {
   openRawIp(ifname: string): [number, number, number];
   sendIp3(handle: number, dstIp: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
     c: Uint8Array, coff: number, clen: number): number;
+  sendVxlan(handle: number, dstIp: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number,
+    b: Uint8Array, boff: number, blen: number, res: Int32Array): number;
+  queueIp3(handle: number, dstIp: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
+    c: Uint8Array, coff: number, clen: number): number;
+  flushIp(): number;
+  vxlanBuildForTest(outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number, blen: number): Buffer[] | number;
   start(handle: number, onBatch: (count: number) => void): void;
   stop(handle: number): void;
   send(handle: number, buf: Uint8Array, off: number, len: number): number;
@@ -264,6 +284,30 @@ export function openRawIp(ifname = ''): { handle: number; fd: number } {
 }
 /** One IPv4 packet gathered from a, b and c (its IPv4 header first) to dstIp (host-order u32); bytes written or -errno (EMSGSIZE: over the route's MTU with DF). */
 export const sendIp3: Native['sendIp3'] = native.sendIp3;
+/** sendVxlan's result for a frame with a segment over the underlay MTU (the switch's E_TUNNEL_MTU). */
+export const VXLAN_TX_TOO_BIG = -10001;
+/**
+ * A tagged frame whose virtio_net_hdr (at a[aoff-10, aoff)) asks for work (GSO, a
+ * partial checksum), given as its MACs a[aoff, aoff+12) and the rest after its
+ * 802.1Q tag b[boff, boff+blen), to a VXLAN remote (native/vxlan_tx.c): segmented or
+ * completed, each piece encapsulated behind `outer` (outer IPv4 + UDP + VXLAN for an
+ * empty inner frame; lengths and the IPv4 checksum are set per packet) and sent
+ * through the raw socket in one sendmmsg. Returns the packets sent, -EINVAL (cannot
+ * be completed), VXLAN_TX_TOO_BIG (a packet would exceed `mtu`) or -errno; `res`
+ * gets [packets sent, their inner bytes].
+ */
+export const sendVxlan: Native['sendVxlan'] = native.sendVxlan;
+/**
+ * sendIp3 deferred: the packet is copied into the VXLAN send queue (native/vxlan_tx.c)
+ * and sent with the others in one sendmmsg when the queue is full (64), before a
+ * sendVxlan, when the handle closes, or at flushIp(). Bytes queued or -EMSGSIZE
+ * (over 16 KiB); refusals at the flush are counted (stats().vxlanTxQueueErrors).
+ */
+export const queueIp3: Native['queueIp3'] = native.queueIp3;
+/** Sends what queueIp3 queued; returns how many packets. */
+export const flushIp: Native['flushIp'] = native.flushIp;
+/** Test hook: the packets sendVxlan would send (outer header + inner frame each), or its negative code. */
+export const vxlanBuildForTest: Native['vxlanBuildForTest'] = native.vxlanBuildForTest;
 export const setPersist: Native['setPersist'] = native.setPersist;
 /**
  * sd_notify(3) without libsystemd: sends `text` ("READY=1", "STATUS=...", lines

@@ -1,4 +1,6 @@
+import * as netdev from '@vswitch/netdev';
 import { describe, expect, it } from 'vitest';
+import { DROP_REASONS } from './drop.js';
 import { TestIo } from './testing/test-io.js';
 import { Bridge } from './bridge.js';
 import { VlanPolicy } from './vlan.js';
@@ -202,5 +204,114 @@ describe('Vtep: tunnels are bridge ports', () => {
     }
     expect(br.fdb.size).toBeLessThanOrEqual(64);
     expect(vtep.dropCounts().unknown_vni).toBe(5000);
+  });
+});
+
+describe('Vtep: a VM\'s TSO super-frame to a tunnel (the addon segments it: netdev vxlanBuildForTest)', () => {
+  /** The underlay with the addon's segmentation, recording what sendmmsg would get. */
+  class SegmentingUnderlay extends FakeUnderlay {
+    calls = 0;
+    sendVxlan(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
+      blen: number, res: Int32Array): number {
+      this.calls++;
+      const out = netdev.vxlanBuildForTest(outer, mtu, a, aoff, b, boff, blen);
+      if (!Array.isArray(out)) return out;
+      let bytes = 0;
+      for (const p of out) {
+        this.sent.push({ dst, pkt: new Uint8Array(p) });
+        bytes += p.length - VXLAN_OUTER_LEN;
+      }
+      res[0] = out.length;
+      res[1] = bytes;
+      return out.length;
+    }
+  }
+
+  /** A TCPv4 frame from VM to FAR (10.0.0.1:40000 -> 10.0.0.2:5001) with `payload` bytes, its TCP checksum partial. */
+  function tcpFrame(payload: number): Uint8Array {
+    const f = new Uint8Array(14 + 20 + 20 + payload);
+    writeMac(f, 0, FAR);
+    writeMac(f, 6, VM);
+    const dv = new DataView(f.buffer);
+    dv.setUint16(12, 0x0800);
+    f[14] = 0x45;
+    dv.setUint16(16, 40 + payload);
+    dv.setUint16(20, 0x4000);
+    f[22] = 64;
+    f[23] = 6;
+    dv.setUint32(26, 0x0a000001);
+    dv.setUint32(30, 0x0a000002);
+    let s = 0;
+    for (let i = 14; i < 34; i += 2) s += dv.getUint16(i);
+    while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+    dv.setUint16(24, ~s & 0xffff);
+    dv.setUint16(34, 40000);
+    dv.setUint16(36, 5001);
+    dv.setUint32(38, 1000);
+    f[46] = 5 << 4;
+    f[47] = 0x10;
+    dv.setUint16(48, 5000);
+    for (let i = 54; i < f.length; i++) f[i] = (i * 7) & 255;
+    // The pseudo-header sum, as CHECKSUM_PARTIAL leaves it.
+    let p = 0x0a00 + 0x0001 + 0x0a00 + 0x0002 + 6 + 20 + payload;
+    while (p > 0xffff) p = (p & 0xffff) + (p >>> 16);
+    dv.setUint16(50, p);
+    return f;
+  }
+
+  /** Delivers `frame` with a virtio_net_hdr in front, as a TAP opened with the vnet header does. */
+  function injectVnet(io: TestIo, frame: Uint8Array, gsoType: number, gsoSize: number): void {
+    const buf = new Uint8Array(10 + frame.length);
+    buf[0] = 1; // NEEDS_CSUM
+    buf[1] = gsoType;
+    new DataView(buf.buffer).setUint16(4, gsoSize, true);
+    new DataView(buf.buffer).setUint16(6, 34, true);
+    new DataView(buf.buffer).setUint16(8, 16, true);
+    buf.set(frame, 10);
+    io.rx.batch(buf, Int32Array.of(10), Int32Array.of(frame.length), 1, true);
+  }
+
+  it('sends every segment to the remote with the flow\'s source port, complete checksums, and counts it', () => {
+    const br = new Bridge('br0', { clock: () => 0 });
+    const vm = new TestIo();
+    br.addPort('vm10', vm, { vlan: VlanPolicy.from({ mode: 'access', vid: 10 }) });
+    const u = new SegmentingUnderlay();
+    const vtep = new Vtep(u, { local: LOCAL });
+    vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [R1], fdb: [{ mac: FAR, remote: R1 }] }]);
+    expect(br.port(tunnelPortName(R1))!.offload).toBe(true);
+
+    // A complete frame of the flow takes the ordinary path (Vtep.encap, send3): its source port is the reference.
+    vm.inject(tcpFrame(100));
+    const plain = u.take();
+    expect([u.calls, plain.length]).toEqual([0, 1]);
+    const sport = decode(plain[0]).sport;
+    // A checksum-partial one (no GSO) is completed by the underlay: same flow, same port.
+    injectVnet(vm, tcpFrame(100), 0, 0);
+    const partial = u.take();
+    expect([u.calls, partial.length, decode(partial[0]).sport]).toEqual([1, 1, sport]);
+
+    injectVnet(vm, tcpFrame(20000), 1, 1398);
+    const sent = u.take();
+    expect(u.calls).toBe(2);
+    expect(sent.length).toBe(Math.ceil(20000 / 1398));
+    let payload = 0;
+    for (const s of sent) {
+      expect(s.dst).toBe(R1);
+      const { vni, inner, sport: sp } = decode(s);
+      expect([vni, sp]).toEqual([100, sport]);
+      expect(inner.length + VXLAN_OUTER_LEN).toBeLessThanOrEqual(1500);
+      expect(checkIpv4(inner, 14, inner.length - 14, true)).toBe(IPV4_OK);
+      payload += inner.length - 54;
+    }
+    expect(payload).toBe(20000);
+    const seg = vtep.segments()[0];
+    expect([seg.txSegmented, seg.txPackets]).toEqual([1, 2 + sent.length]);
+    const port = br.port(tunnelPortName(R1))!;
+    expect(port.txFrames).toBe(3);
+
+    // From a VM whose MTU is above the documented one: refused whole, counted as tunnel_mtu.
+    injectVnet(vm, tcpFrame(20000), 1, 1448);
+    expect(u.take()).toEqual([]);
+    expect(port.drops[DROP_REASONS.indexOf('tunnel_mtu')]).toBe(1);
   });
 });

@@ -36,6 +36,15 @@
  * exceed the underlay MTU is refused (E_TUNNEL_MTU: the port's `tunnel_mtu` drop):
  * the documented VM MTU is the underlay MTU minus 50.
  *
+ * Super-frames (TunnelIo.sendVnet/send2Vnet: an offload port when the underlay has
+ * `sendVxlan`): a VM's TSO/USO super-frame or checksum-partial frame is not cut into
+ * segments that each take a JS turn and a syscall. Vtep.encapVnet writes the outer
+ * header once (the flow hash of the super-frame's headers is the hash of each of its
+ * segments) and the underlay segments, completes checksums, encapsulates every
+ * segment and sends them in one batch (netdev vxlan_tx.c: sendmmsg). A segment over
+ * the MTU refuses the whole frame (E_TUNNEL_MTU, as one frame would be). Frames whose
+ * header asks for nothing take the ordinary path. Counted per VNI (`txSegmented`).
+ *
  * Nothing per datagram allocates; remotes are found by a scan of the bridge's few
  * tunnel ports (addresses compared as int32, never as heap numbers).
  */
@@ -45,9 +54,12 @@ import type { PortIo, PortRx } from './port.js';
 import { VlanPolicy } from './vlan.js';
 import * as wire from './wire/vxlan.js';
 import { VXLAN_BAD_FLAGS, VXLAN_HLEN, VXLAN_OUTER_LEN, VXLAN_PORT, VNI_MAX } from './wire/vxlan.js';
+import { VNET_HDR_LEN, vnetGso, vnetWork } from './wire/vnet.js';
 
 // Per packet through module constants: an imported binding is checked on every use (see ingress.ts).
 const { checkVxlan, decapTagged: decap, taggedVid: tagVid, vxlanSourcePort, writeVxlanOuter } = wire;
+const work = vnetWork;
+const gso = vnetGso;
 
 /** Why the VTEP dropped a datagram from the underlay; a closed set (README "VXLAN"). */
 export const VXLAN_DROP_REASONS = [
@@ -66,6 +78,20 @@ const UNKNOWN_REMOTE = 3;
 export interface UnderlayIo {
   send3(dst: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
     c: Uint8Array, coff: number, clen: number): number;
+  /**
+   * Optional (the tunnel ports are offload ports when present): a tagged frame whose
+   * virtio_net_hdr (at a[aoff-10, aoff)) asks for work, given as its MACs a[aoff,
+   * aoff+12) and the rest after the tag b[boff, boff+blen), segmented or completed,
+   * each piece sent behind `outer` (written for an empty inner frame; lengths and
+   * checksum set per packet) to `dst`. Packets sent, or E_TUNNEL_MTU, -EINVAL, -errno;
+   * res = [packets sent, their inner bytes].
+   */
+  sendVxlan?(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
+    blen: number, res: Int32Array): number;
+  /** Read-loop rounds in which the receive socket had more waiting than its fair share took (the addon's). */
+  readonly readRoundsFull?: number;
+  /** Packets the kernel refused after the underlay had queued them (a batched sender's; no port can be told any more). */
+  readonly txQueueErrors?: number;
 }
 
 export interface VtepOptions {
@@ -96,6 +122,8 @@ export class Segment {
   rxBytes = 0;
   txPackets = 0;
   txBytes = 0;
+  /** Super-frames segmented by the underlay (each of their packets counts in txPackets). */
+  txSegmented = 0;
   flood: Set<number>;
   fdb: { mac: number; remote: number }[];
   constructor(readonly vni: number, readonly vid: number, readonly tunnels: BridgeTunnels, flood: number[], fdb: { mac: number; remote: number }[]) {
@@ -139,9 +167,13 @@ export class TunnelIo implements PortIo {
   /** The same as u32, boxed once here rather than per packet. */
   readonly remoteU32: number;
 
+  /** Takes super-frames whole when the underlay can segment them (UnderlayIo.sendVxlan). */
+  readonly offload: boolean;
+
   constructor(readonly vtep: Vtep, readonly tunnels: BridgeTunnels, remote: number) {
     this.remote = remote | 0;
     this.remoteU32 = remote >>> 0;
+    this.offload = typeof vtep.io.sendVxlan === 'function';
   }
 
   start(rx: PortRx): void {
@@ -165,6 +197,21 @@ export class TunnelIo implements PortIo {
     const vid = alen !== 16 ? -1 : tagVid(a, aoff);
     if (vid < 0) return -22;
     return this.vtep.encap(this, vid, a, aoff, b, boff, blen);
+  }
+
+  /** A tagged frame with its virtio_net_hdr before it; one that asks for work is segmented by the underlay. */
+  sendVnet(buf: Uint8Array, off: number, len: number): number {
+    if (!work(buf, off - VNET_HDR_LEN)) return this.send(buf, off, len);
+    const vid = len < 18 ? -1 : tagVid(buf, off);
+    if (vid < 0) return -22;
+    return this.vtep.encapVnet(this, vid, buf, off, buf, off + 16, len - 16);
+  }
+
+  send2Vnet(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    if (!work(a, aoff - VNET_HDR_LEN)) return this.send2(a, aoff, alen, b, boff, blen);
+    const vid = alen !== 16 ? -1 : tagVid(a, aoff);
+    if (vid < 0) return -22;
+    return this.vtep.encapVnet(this, vid, a, aoff, b, boff, blen);
   }
 
   close(): void {
@@ -197,6 +244,8 @@ export class Vtep {
   readonly #byVni = new Map<number, Segment>();
   readonly #bridges = new Map<Bridge, BridgeTunnels>();
   readonly #scratch = new Uint8Array(VXLAN_OUTER_LEN);
+  /** sendVxlan's [packets, inner bytes]. */
+  readonly #res = new Int32Array(2);
 
   constructor(readonly io: UnderlayIo, opts: VtepOptions) {
     this.local = opts.local >>> 0;
@@ -270,6 +319,7 @@ export class Vtep {
           seg.rxBytes = prev.rxBytes;
           seg.txPackets = prev.txPackets;
           seg.txBytes = prev.txBytes;
+          seg.txSegmented = prev.txSegmented;
         }
         bt.byVid[s.vid] = seg;
         this.#byVni.set(s.vni, seg);
@@ -353,5 +403,25 @@ export class Vtep {
     seg.txPackets++;
     seg.txBytes += inner;
     return inner;
+  }
+
+  /**
+   * encap for a frame whose virtio_net_hdr (at a[aoff-10, aoff), describing the
+   * tagged frame) asks for work: one call to the underlay for all its segments.
+   * Returns the inner bytes sent, or a negative code as encap.
+   */
+  encapVnet(t: TunnelIo, vid: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number, blen: number): number {
+    const seg = t.tunnels.byVid[vid];
+    if (seg === undefined) return -22;
+    const s = this.#scratch;
+    const sport = vxlanSourcePort(a, aoff, b, boff, blen);
+    writeVxlanOuter(s, 0, this.local, t.remoteU32, sport, this.port, seg.vni, 0, this.ttl);
+    const res = this.#res;
+    const r = this.io.sendVxlan!(t.remoteU32, s, this.mtu, a, aoff, b, boff, blen, res);
+    if (r < 0) return r;
+    seg.txPackets += res[0];
+    seg.txBytes += res[1];
+    if (gso(a, aoff - VNET_HDR_LEN)) seg.txSegmented++;
+    return res[1];
   }
 }

@@ -12,7 +12,8 @@
  * VNI since the change was made: then the file wins (as runtime.json's entries).
  *
  * The underlay sockets are opened when the section first appears and reopened
- * only when `local`, `port` or `interface` change; `mtu` and `ttl` apply in place.
+ * only when `local`, `port` or `interface` change; `mtu`, `ttl` and `readQuantum`
+ * (the receive socket's fair share of the read loop) apply in place.
  * A change the Vtep refuses (a VNI or VLAN mapped twice, a bridge that does not
  * exist) throws before anything changes.
  */
@@ -184,6 +185,7 @@ export class VxlanService {
         underlay.close();
         throw new VswitchError('EINVAL', `vxlan: ${(e as Error).message}`);
       }
+      underlay.setReadQuantum(conf.readQuantum);
       underlay.start(vtep, (errno) => {
         this.log.error({ event: 'vxlan_underlay_failed', errno }, 'vxlan_underlay_failed');
       });
@@ -200,6 +202,7 @@ export class VxlanService {
     }
     run.vtep.mtu = mtu;
     run.vtep.ttl = conf.ttl;
+    run.underlay.setReadQuantum(conf.readQuantum);
     run.conf = conf;
     done.push(`vxlan ${specs.length} VNIs`);
     return done;
@@ -283,6 +286,9 @@ export class VxlanService {
       mtu: v.mtu,
       vmMtu: v.mtu - VXLAN_OVERHEAD,
       ttl: v.ttl,
+      readQuantum: run.conf.readQuantum,
+      readRoundsFull: run.underlay.readRoundsFull,
+      txQueueErrors: run.underlay.txQueueErrors,
       vnis: v.segments().sort((a, b) => a.vni - b.vni).map((s) => segmentView(s, conf.get(s.vni)?.source ?? 'config')),
       remotes: v.bridgeTunnels().flatMap((bt) => bt.tunnels.map((t) => {
         const p = bt.bridge.port(tunnelPortName(t.remote));
@@ -302,7 +308,7 @@ function segmentView(s: Segment, source: string): Record<string, unknown> {
     vni: s.vni, bridge: s.tunnels.bridge.name, vlan: s.vid, source,
     flood: [...s.flood].map(ip4Text),
     fdb: s.fdb.map((f) => ({ mac: formatMac(f.mac), dst: ip4Text(f.remote) })),
-    rxPackets: s.rxPackets, rxBytes: s.rxBytes, txPackets: s.txPackets, txBytes: s.txBytes,
+    rxPackets: s.rxPackets, rxBytes: s.rxBytes, txPackets: s.txPackets, txBytes: s.txBytes, txSegmented: s.txSegmented,
   };
 }
 
@@ -337,6 +343,15 @@ export function vxlanMetrics(vtep: () => Vtep | undefined, counter: (name: strin
   perVni('vswitch_vxlan_rx_bytes_total', 'Bytes of the inner frames counted in vswitch_vxlan_rx_packets_total.', (s) => s.rxBytes);
   perVni('vswitch_vxlan_tx_packets_total', 'VXLAN packets sent for the VNI (one per remote VTEP a frame goes to).', (s) => s.txPackets);
   perVni('vswitch_vxlan_tx_bytes_total', 'Bytes of the inner frames counted in vswitch_vxlan_tx_packets_total.', (s) => s.txBytes);
+  counter('vswitch_vxlan_read_rounds_full_total', 'Read-loop rounds in which the underlay socket had more datagrams waiting than its read quantum took.', [], (emit) => {
+    const n = vtep()?.io.readRoundsFull;
+    if (n !== undefined) emit({}, n);
+  });
+  counter('vswitch_vxlan_tx_queue_errors_total', 'Encapsulated packets queued for a batched send that the kernel refused at the flush (after the port counted them sent).', [], (emit) => {
+    const n = vtep()?.io.txQueueErrors;
+    if (n !== undefined) emit({}, n);
+  });
+  perVni('vswitch_vxlan_tx_segmented_total', 'VM TSO/USO super-frames segmented and encapsulated in one batch (their packets count in vswitch_vxlan_tx_packets_total).', (s) => s.txSegmented);
   counter('vswitch_vxlan_drops_total', 'Datagrams from the underlay the VTEP dropped, by reason (README "VXLAN").', ['reason'], (emit) => {
     const v = vtep();
     if (v === undefined) return;

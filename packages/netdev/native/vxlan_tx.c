@@ -1,0 +1,220 @@
+/*
+ * VXLAN transmit of a frame that carries a virtio_net_hdr asking for work: a VM's
+ * TSO/USO super-frame (up to 64 KB) or a checksum-partial frame, leaving through a
+ * tunnel port. Without this, egress cut a super-frame into segments (gso.c, the
+ * `segment` scratch) and sent each through JS (Vtep.encap) and one sendmsg: one JS
+ * turn and one syscall per ~1400-byte segment. Here the whole super-frame is one
+ * call: segmented in C, each segment encapsulated, all sent in one sendmmsg.
+ *
+ * Model:
+ *  - The caller (Vtep.encapVnet, JS) writes the outer IPv4 + UDP + VXLAN header
+ *    once, as for any frame (wire/vxlan.ts: addresses, the flow-hashed source port,
+ *    DF, TTL, VNI; lengths for an empty inner frame). Every segment of a super-frame
+ *    belongs to the same inner flow, so the same header serves all of them: only the
+ *    outer IPv4 total length, its header checksum and the UDP length are per segment,
+ *    and those are all this file writes.
+ *  - The inner frame arrives as egress hands tunnels a tagged frame: its 12 MAC bytes,
+ *    then the rest after the 802.1Q tag (the tunnel carries frames untagged), with
+ *    the virtio_net_hdr that describes the tagged frame right before the MACs. The
+ *    header's offsets (csum_start, hdr_len) are therefore moved back by the 4 tag bytes.
+ *  - Segmentation and checksum completion are gso.c's transmit-side completion
+ *    (nd_tx_complete: inner IPv4 IDs, lengths and checksums, TCP sequence numbers and
+ *    flags, inner L4 checksums complete), into this file's own scratch, so it never
+ *    disturbs `segment`'s. All or nothing: a frame that does not parse, needs more
+ *    than ND_VXTX_MAX segments, or has one segment whose outer packet would exceed
+ *    the underlay MTU is refused whole (the VM MTU is the underlay MTU minus 50, so a
+ *    VM with that MTU never sends one: its gso_size fits).
+ *  - The segments go out through the raw IPv4 socket (udp.c) in one sendmmsg, each
+ *    as two iovecs (its outer header, then the inner segment). UDP GSO (UDP_SEGMENT)
+ *    does not apply: it is a UDP socket option, and the sender needs a raw socket to
+ *    vary the source port per flow and set DF (udp.c).
+ *  - Complete frames (Vtep.encap: one outer packet each) are queued here rather than
+ *    sent one sendmsg each (nd_vxq_add, copying the outer header and the frame's
+ *    pieces, which live in the receive ring and in scratch headers JS reuses), and
+ *    sent in one sendmmsg when the queue is full, before anything else goes out
+ *    through this file (so packets keep their order), or when JS flushes it at the end
+ *    of the batch that queued them (NativeUnderlay: one microtask per batch). A
+ *    packet the kernel refuses at the flush is counted (vxlan_tx_queue_errors), as it
+ *    can no longer be reported to the caller.
+ * Nothing allocates after the scratch is made (once per environment).
+ */
+#include "netdev.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
+
+static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void wrle16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+
+struct nd_vxtx {
+  nd_gso g;
+  uint8_t *arena;
+  int32_t offs[ND_VXTX_MAX], lens[ND_VXTX_MAX];
+  uint8_t outer[ND_VXTX_MAX][ND_VXLAN_OUTER];
+  struct iovec iov[ND_VXTX_MAX][2];
+  struct mmsghdr mm[ND_VXTX_MAX];
+  struct sockaddr_in to;
+  /* The queue of complete packets (nd_vxq_*): n packets of qlen[i] bytes at qbuf + ND_VXQ_SLOT * i. */
+  int qfd, qn;
+  uint8_t *qbuf;
+  struct iovec qiov[ND_VXQ_MAX];
+  struct sockaddr_in qto[ND_VXQ_MAX];
+  struct mmsghdr qmm[ND_VXQ_MAX];
+};
+
+nd_vxtx *nd_vxtx_new(void) {
+  nd_vxtx *t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  t->g.buf = malloc(ND_READ_MAX);
+  t->arena = malloc(ND_VXTX_BYTES);
+  t->qbuf = malloc((size_t)ND_VXQ_SLOT * ND_VXQ_MAX);
+  if (!t->g.buf || !t->arena || !t->qbuf) { nd_vxtx_free(t); return NULL; }
+  t->qfd = -1;
+  return t;
+}
+
+void nd_vxtx_free(nd_vxtx *t) {
+  if (!t) return;
+  free(t->g.buf);
+  free(t->arena);
+  free(t->qbuf);
+  free(t);
+}
+
+int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, const uint8_t *hdr,
+                  const uint8_t *macs, const uint8_t *rest, size_t rest_len, nd_stats *s, uint64_t *inner_bytes) {
+  size_t len = 12 + rest_len;
+  if (len < 14 || len > ND_READ_MAX) { s->vxlan_tx_dropped++; return ND_VXTX_BAD; }
+  /* The header described the tagged frame: its offsets lose the 4 tag bytes. */
+  nd_vnet v;
+  nd_vnet_decode(&v, hdr);
+  if ((v.flags & VNET_F_NEEDS_CSUM) && v.csum_start < 16) { s->vxlan_tx_dropped++; return ND_VXTX_BAD; }
+  uint8_t h[ND_VNET_HDR_LEN];
+  memcpy(h, hdr, ND_VNET_HDR_LEN);
+  if (v.flags & VNET_F_NEEDS_CSUM) wrle16(h + 6, (uint16_t)(v.csum_start - 4));
+  wrle16(h + 2, (uint16_t)(v.hdr_len >= 4 ? v.hdr_len - 4 : 0));
+
+  /* Assembled where gso.c keeps a super-frame (nd_gso_prepare leaves it in place). */
+  memcpy(t->g.buf, macs, 12);
+  memcpy(t->g.buf + 12, rest, rest_len);
+  nd_stats tmp;
+  memset(&tmp, 0, sizeof tmp);
+  nd_out o = { t->arena, ND_VXTX_BYTES, 0, t->offs, t->lens, 0, ND_VXTX_MAX, INT64_MAX, false };
+  int n = nd_tx_complete(&t->g, h, t->g.buf, len, &o, &tmp);
+  if (n <= 0) { s->vxlan_tx_dropped++; return ND_VXTX_BAD; }
+
+  uint64_t bytes = 0;
+  for (int i = 0; i < n; i++) {
+    size_t inner = (size_t)t->lens[i];
+    if (inner + ND_VXLAN_OUTER > mtu) { s->vxlan_tx_too_big++; return ND_VXTX_TOO_BIG; }
+    uint8_t *p = t->outer[i];
+    memcpy(p, outer, ND_VXLAN_OUTER);
+    wr16(p + 2, (uint16_t)(ND_VXLAN_OUTER + inner));
+    p[10] = p[11] = 0;
+    uint16_t c = (uint16_t)~nd_csum_fold(nd_csum_add(0, p, 20));
+    memcpy(p + 10, &c, 2);
+    wr16(p + 24, (uint16_t)(ND_VXLAN_OUTER - 20 + inner));
+    bytes += inner;
+  }
+  if (tmp.tx_gso_segmented) {
+    s->vxlan_tx_segmented++;
+    s->vxlan_tx_segments += (uint64_t)n;
+  }
+  if (tmp.tx_csum_filled) s->vxlan_tx_csum_filled++;
+  *inner_bytes = bytes;
+  return n;
+}
+
+const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **inner, size_t *inner_len) {
+  *inner = t->arena + t->offs[i];
+  *inner_len = (size_t)t->lens[i];
+  return t->outer[i];
+}
+
+int nd_vxtx_send(nd_vxtx *t, int fd, uint32_t dst_be, int n, nd_stats *s) {
+  nd_vxq_flush(t, s);
+  memset(&t->to, 0, sizeof t->to);
+  t->to.sin_family = AF_INET;
+  t->to.sin_addr.s_addr = dst_be;
+  for (int i = 0; i < n; i++) {
+    t->iov[i][0] = (struct iovec){ t->outer[i], ND_VXLAN_OUTER };
+    t->iov[i][1] = (struct iovec){ t->arena + t->offs[i], (size_t)t->lens[i] };
+    memset(&t->mm[i], 0, sizeof t->mm[i]);
+    t->mm[i].msg_hdr.msg_name = &t->to;
+    t->mm[i].msg_hdr.msg_namelen = sizeof t->to;
+    t->mm[i].msg_hdr.msg_iov = t->iov[i];
+    t->mm[i].msg_hdr.msg_iovlen = 2;
+  }
+  int sent = 0, err = 0;
+  while (sent < n) {
+    int r = sendmmsg(fd, t->mm + sent, (unsigned)(n - sent), MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    s->vxlan_tx_batches++;
+    sent += r;
+  }
+  s->tx_frames += (uint64_t)sent;
+  if (sent < n) s->tx_errors += (uint64_t)(n - sent);
+  return sent > 0 ? sent : -err;
+}
+
+int nd_vxq_flush(nd_vxtx *t, nd_stats *s) {
+  int n = t->qn, sent = 0;
+  if (n == 0) return 0;
+  for (int i = 0; i < n; i++) {
+    memset(&t->qmm[i], 0, sizeof t->qmm[i]);
+    t->qmm[i].msg_hdr.msg_name = &t->qto[i];
+    t->qmm[i].msg_hdr.msg_namelen = sizeof t->qto[i];
+    t->qmm[i].msg_hdr.msg_iov = &t->qiov[i];
+    t->qmm[i].msg_hdr.msg_iovlen = 1;
+  }
+  while (sent < n) {
+    int r = sendmmsg(t->qfd, t->qmm + sent, (unsigned)(n - sent), MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      /* The packet at `sent` is refused (EAGAIN: the socket buffer is full, EMSGSIZE:
+       * the route's MTU is below the configured one): count it, go on with the rest. */
+      s->vxlan_tx_queue_errors++;
+      s->tx_errors++;
+      sent++;
+      continue;
+    }
+    s->vxlan_tx_batches++;
+    s->tx_frames += (uint64_t)r;
+    sent += r;
+  }
+  t->qn = 0;
+  return n;
+}
+
+int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], const size_t len[3], nd_stats *s) {
+  size_t total = len[0] + len[1] + len[2];
+  if (total > ND_VXQ_SLOT) return -EMSGSIZE;
+  if (t->qn > 0 && t->qfd != fd) nd_vxq_flush(t, s);
+  if (t->qn == ND_VXQ_MAX) nd_vxq_flush(t, s);
+  int i = t->qn++;
+  uint8_t *d = t->qbuf + (size_t)ND_VXQ_SLOT * (size_t)i;
+  memcpy(d, p[0], len[0]);
+  memcpy(d + len[0], p[1], len[1]);
+  memcpy(d + len[0] + len[1], p[2], len[2]);
+  t->qfd = fd;
+  t->qiov[i] = (struct iovec){ d, total };
+  memset(&t->qto[i], 0, sizeof t->qto[i]);
+  t->qto[i].sin_family = AF_INET;
+  t->qto[i].sin_addr.s_addr = dst_be;
+  s->vxlan_tx_queued++;
+  return (int)total;
+}
+
+int nd_vxq_pending(const nd_vxtx *t) { return t->qn; }
+
+void nd_vxq_close_fd(nd_vxtx *t, int fd, nd_stats *s) {
+  if (t->qn > 0 && t->qfd == fd) nd_vxq_flush(t, s);
+}

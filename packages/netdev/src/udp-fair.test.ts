@@ -1,0 +1,129 @@
+/*
+ * The VXLAN underlay's receive socket (native/udp.c) under the read loop's fair
+ * share (fair.c): a flood from the underlay is read one quantum per round, like a
+ * port's, so it cannot starve the local ports. The socket lives in a namespace of
+ * the test's own (a node child under `ip netns exec`, loading the built addon),
+ * which queues a backlog of datagrams to itself on its loopback before it starts
+ * reading, then reports the size of every batch the loop handed it.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FAIR_FRAME_COST, FAIR_QUANTUM_DEFAULT } from './index.js';
+
+const execFileP = promisify(execFile);
+const ADDON = fileURLToPath(new URL('../build/Release/netdev.node', import.meta.url));
+const NS = `ndu${randomBytes(3).toString('hex')}`;
+
+afterAll(() => {
+  try { execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' }); } catch { /* not made */ }
+});
+
+/** In NS: `count` datagrams of `size` bytes queued to an underlay socket, then read with quantum `q`. */
+async function drain(count: number, size: number, q: number): Promise<{ batches: number[]; full: number; got: number }> {
+  const script = `
+    const m = { exports: {} };
+    process.dlopen(m, process.argv[1]);
+    const nd = m.exports;
+    const dgram = require('node:dgram');
+    const [count, size, q] = process.argv.slice(2).map(Number);
+    const [h] = nd.openUdp(0x7f000001, 4789, '');
+    nd.setQuantum(h, q);
+    const tx = dgram.createSocket('udp4');
+    const payload = Buffer.alloc(size, 0xab);
+    let queued = 0;
+    const batches = [];
+    let got = 0;
+    const done = () => {
+      console.log(JSON.stringify({ batches, full: nd.fairFull(h), got }));
+      process.exit(0);
+    };
+    const go = () => nd.start(h, (n) => {
+      if (n < 0) { console.log(JSON.stringify({ error: n })); process.exit(1); }
+      batches.push(n);
+      got += n;
+      if (got >= count) done();
+    });
+    for (let i = 0; i < count; i++) tx.send(payload, 4789, '127.0.0.1', () => { if (++queued === count) go(); });
+    setTimeout(done, 8000);
+  `;
+  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '-e', script, ADDON, String(count), String(size), String(q)], { timeout: 20_000 });
+  return JSON.parse(stdout);
+}
+
+describe('the underlay socket takes its fair share of the read loop', () => {
+  it('reads a backlog one quantum per round, not until the socket is empty', async () => {
+    execFileSync('ip', ['netns', 'add', NS]);
+    execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+    const size = 1400;
+    const r = await drain(2000, size, FAIR_QUANTUM_DEFAULT);
+    expect(r.got).toBe(2000);
+    // Each round reads while the budget is positive; recvmmsg asks for at most
+    // ceil(budget / FAIR_FRAME_COST) datagrams, so a round overshoots by less than that.
+    const perRound = Math.ceil(FAIR_QUANTUM_DEFAULT / FAIR_FRAME_COST);
+    expect(Math.max(...r.batches)).toBeLessThanOrEqual(perRound);
+    expect(Math.max(...r.batches)).toBeGreaterThanOrEqual(Math.floor(FAIR_QUANTUM_DEFAULT / (size + FAIR_FRAME_COST)));
+    expect(r.full, 'services that left datagrams for a later round').toBeGreaterThan(10);
+    // Quantum 0: no limit, the loop drains the socket (up to the ring's 256 frames) as before.
+    const off = await drain(2000, size, 0);
+    expect(off.got).toBe(2000);
+    expect(Math.max(...off.batches)).toBeGreaterThan(perRound * 4);
+  }, 60_000);
+});
+
+describe('the underlay sender queues complete packets and sends them in batches', () => {
+  it('queueIp3 holds packets until flushIp (or 64 are queued), then sends them all, in order', async () => {
+    execFileSync('ip', ['netns', 'add', `${NS}q`]);
+    try {
+      execFileSync('ip', ['-n', `${NS}q`, 'link', 'set', 'lo', 'up']);
+      const script = `
+        const m = { exports: {} };
+        process.dlopen(m, process.argv[1]);
+        const nd = m.exports;
+        const [rx] = nd.openUdp(0x7f000001, 4789, '');
+        const [tx] = nd.openRawIp('');
+        const ring = nd.ring();
+        const got = [];
+        nd.start(rx, (n) => { for (let i = 0; i < n; i++) got.push(ring.arena.readUInt32BE(ring.offs[i])); });
+        // Outer IPv4 + UDP to 127.0.0.1:4789 (DF, UDP checksum 0), then a 4-byte sequence number in two pieces.
+        const hdr = Buffer.alloc(28);
+        hdr[0] = 0x45; hdr.writeUInt16BE(32, 2); hdr.writeUInt16BE(0x4000, 6); hdr[8] = 64; hdr[9] = 17;
+        hdr.writeUInt32BE(0x7f000001, 12); hdr.writeUInt32BE(0x7f000001, 16);
+        hdr.writeUInt16BE(50000, 20); hdr.writeUInt16BE(4789, 22); hdr.writeUInt16BE(12, 24);
+        const body = Buffer.alloc(4);
+        const before = nd.stats();
+        const queued = [];
+        const send = (i) => { body.writeUInt32BE(i); queued.push(nd.queueIp3(tx, 0x7f000001, hdr, 0, 28, body, 0, 2, body, 2, 2)); };
+        for (let i = 0; i < 10; i++) send(i);
+        setTimeout(() => {
+          const early = got.length;
+          const flushed = nd.flushIp();
+          for (let i = 10; i < 80; i++) send(i); // the 64th fills the queue: sent at once
+          setTimeout(() => {
+            const mid = got.length;
+            nd.flushIp();
+            setTimeout(() => {
+              const after = nd.stats();
+              console.log(JSON.stringify({ early, flushed, mid, got, queued: queued.every((q) => q === 32),
+                nQueued: after.vxlanTxQueued - before.vxlanTxQueued, batches: after.vxlanTxBatches - before.vxlanTxBatches,
+                errors: after.vxlanTxQueueErrors - before.vxlanTxQueueErrors }));
+              process.exit(0);
+            }, 200);
+          }, 200);
+        }, 200);
+      `;
+      const { stdout } = await execFileP('ip', ['netns', 'exec', `${NS}q`, process.execPath, '-e', script, ADDON], { timeout: 20_000 });
+      const r = JSON.parse(stdout);
+      expect(r.queued).toBe(true);
+      expect(r.early, 'nothing leaves before the flush').toBe(0);
+      expect(r.flushed).toBe(10);
+      expect(r.mid, 'a full queue (64) goes out at once').toBe(10 + 64);
+      expect(r.got).toEqual([...Array(80).keys()]);
+      expect([r.nQueued, r.batches, r.errors]).toEqual([80, 3, 0]);
+    } finally {
+      execFileSync('ip', ['netns', 'del', `${NS}q`]);
+    }
+  }, 30_000);
+});
