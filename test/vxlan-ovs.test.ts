@@ -45,6 +45,57 @@ const BR = 'br0';
 const SIZE = 32 * 1024 * 1024;
 const VM_MTU = 1450;
 
+/**
+ * A fast flood from the underlay (argv: iface, dst MAC, src IP, dst IP, seconds): VXLAN
+ * datagrams built once with scapy and sent in a loop on an AF_PACKET socket, a third
+ * each of random unknown VNIs, malformed headers (reserved flags, truncated), and VNI
+ * 200 with random inner source MACs to random unicast MACs. Prints how many it sent.
+ * With seconds = 0 it only builds them (scapy is slow to start) into the cache file.
+ */
+const FLOOD_PY = `
+import socket, struct, sys, time
+iface, dmac, src, dst, secs, cache = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]), sys.argv[6]
+if secs == 0:
+    import random
+    from scapy.all import Ether, IP, UDP, Raw, ARP, RandMAC, raw
+    from scapy.layers.vxlan import VXLAN
+    o = Ether(dst=dmac) / IP(src=src, dst=dst) / UDP(sport=40001, dport=4789)
+    pk = []
+    for i in range(600):
+        k = i % 3
+        if k == 0:
+            p = o / VXLAN(flags=0x08, vni=random.randint(1000, 0xffffff)) / Ether(src=RandMAC(), dst="ff:ff:ff:ff:ff:ff") / ARP()
+        elif k == 1:
+            p = o / (VXLAN(flags=0x0c, vni=100) / Ether() / ARP() if i % 2 else Raw(load=bytes(5)))
+        else:
+            m = "02:%02x:%02x:%02x:00:01" % (random.randint(0, 255), random.randint(0, 255), random.randint(0, 255))
+            p = o / VXLAN(flags=0x08, vni=200) / Ether(src=m, dst=str(RandMAC())) / IP(src="10.9.9.9", dst="10.9.9.8") / UDP() / Raw(load=bytes(64))
+        pk.append(raw(p))
+    with open(cache, "wb") as f:
+        for b in pk:
+            f.write(struct.pack("!H", len(b)) + b)
+    sys.exit(0)
+pk = []
+data = open(cache, "rb").read()
+i = 0
+while i < len(data):
+    n = struct.unpack("!H", data[i:i + 2])[0]
+    pk.append(data[i + 2:i + 2 + n])
+    i += 2 + n
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((iface, 0))
+n = 0
+end = time.time() + secs
+while time.time() < end:
+    for b in pk:
+        try:
+            s.send(b)
+            n += 1
+        except OSError:
+            pass
+print(n)
+`;
+
 const vmNs = (n: string): string => nsname(`ovm${n}`);
 let ovsDir = '';
 
@@ -237,4 +288,80 @@ describe('VXLAN against Open vSwitch (userspace datapath)', () => {
       expect((await sh(`sha256sum ${dst}`)).split(' ')[0]).toBe(want);
     }, 150_000);
   }
+
+  it('a fast flood of garbage and random-VNI VXLAN from the underlay is counted and leaves the local pair pinging', async () => {
+    const before = (await show()).drops;
+    const rss = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await sh(`cat /proc/${d.proc.pid}/status`))?.[1] ?? NaN) / 1024;
+    const rss0 = await rss();
+    const uaMac = (await nsExec(HOST_A, `cat /sys/class/net/${UA}/address`)).trim();
+    const py = toolFile('vxflood.py', FLOOD_PY);
+    const cache = join(tempDir('vxflood'), 'frames.bin');
+    await nsExec(HOST_C, `${PYTHON} ${py} ${UC} ${uaMac} ${UNDER.c} ${UNDER.a} 0 ${cache}`, { timeoutMs: 60_000 });
+    expect(await pingUntil(vmNs('a10'), VM.a11)).toBe(true);
+    // The local pair pings every 50 ms through the flood (C is a known remote: its VNI 200 frames are admitted).
+    const p = continuousPing(vmNs('a10'), VM.a11, 0.05);
+    await waitFor('pinging', () => p.pingSeqs().length > 0, { timeoutMs: 5000 });
+    const t0 = Date.now();
+    const sent = Number((await nsExec(HOST_C, `${PYTHON} ${py} ${UC} ${uaMac} ${UNDER.c} ${UNDER.a} 4 ${cache}`, { timeoutMs: 60_000 })).trim());
+    const secs = (Date.now() - t0) / 1000;
+    await p.stop();
+    const out = p.out;
+    const seqs = p.pingSeqs();
+    // Replies during the flood: seqs are numbered from 0; those after the first reply are the run.
+    const last = Math.max(...seqs);
+    const lost = last + 1 - new Set(seqs).size;
+    const rtts = [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+    const p99 = rtts[Math.floor(rtts.length * 0.99)] ?? NaN;
+    const now = (await show()).drops;
+    const counted = now.unknown_vni - before.unknown_vni + now.bad_flags - before.bad_flags + now.truncated - before.truncated;
+    const load = (await sh('cut -d" " -f1-3 /proc/loadavg')).trim();
+    process.stdout.write(`vxlan flood: ${sent} datagrams in ${secs.toFixed(1)} s (${(sent / secs).toFixed(0)}/s), ${counted} counted as drops; `
+      + `local ping ${last + 1} sent, ${lost} lost, rtt p99 ${p99} ms; daemon RSS ${rss0.toFixed(0)} -> ${(await rss()).toFixed(0)} MiB (load ${load})\n`);
+    expect(sent).toBeGreaterThan(1000);
+    // Two thirds of the flood are unknown VNIs or malformed: counted (the socket may shed some under load, never more than were sent).
+    expect(counted).toBeGreaterThan(sent / 3);
+    // Generous bounds on a shared 2-core machine: most of the local pair's pings are answered, none waits a second.
+    expect(lost, out).toBeLessThanOrEqual(Math.max(2, (last + 1) * 0.25));
+    expect(p99).toBeLessThan(1000);
+    expect((await fdb()).length).toBeLessThanOrEqual(256);
+    expect(await rss() - rss0).toBeLessThan(64);
+    expect(await pingUntil(vmNs('a20'), VM.b20)).toBe(true);
+  }, 90_000);
+
+  it('MACs behind a remote VTEP that falls silent age out like any MAC; its port stays while a VNI names it', async () => {
+    expect(await pingUntil(vmNs('b10'), VM.a10)).toBe(true);
+    expect((await fdb()).some((e) => e.port === `vx-${UNDER.b}`)).toBe(true);
+    await d.ok(['setageing', BR, '2']);
+    try {
+      // B (OVS and its quiet VMs) sends nothing now: the ageing sweep (once a second) removes its MACs.
+      await waitFor('MACs behind B aged out', async () => !(await fdb()).some((e) => e.port === `vx-${UNDER.b}`), { timeoutMs: 15_000 });
+      expect((await show()).remotes.map((r: any) => r.port)).toContain(`vx-${UNDER.b}`);
+    } finally {
+      await d.ok(['setageing', BR, '300']);
+    }
+    // Traffic from B again: learned again.
+    expect(await pingUntil(vmNs('b10'), VM.a10)).toBe(true);
+    expect((await fdb()).some((e) => e.port === `vx-${UNDER.b}` && e.vlan === 10)).toBe(true);
+  }, 60_000);
+
+  it('a sender no VNI names is no remote: learning alone never makes one (unknown_remote), named again it is', async () => {
+    // B off every flood list: its tunnel port and what was learned on it go; OVS still sends to A.
+    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', UNDER.c]);
+    await d.ok(['vxlan', 'add', BR, 'vni', '200', 'vlan', '20']);
+    try {
+      const v = await show();
+      expect(v.remotes.map((r: any) => r.port)).toEqual([`vx-${UNDER.c}`]);
+      expect((await fdb()).some((e) => e.port === `vx-${UNDER.b}`)).toBe(false);
+      const before = v.drops.unknown_remote;
+      expect(await pingCount(vmNs('b10'), VM.a10, 3, 0.2), 'b10 -> a10 with B unknown').toBe(0);
+      const after = (await show()).drops.unknown_remote;
+      expect(after - before).toBeGreaterThanOrEqual(3);
+      expect((await show()).remotes.map((r: any) => r.port)).toEqual([`vx-${UNDER.c}`]);
+    } finally {
+      await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},${UNDER.c}`]);
+      await d.ok(['vxlan', 'add', BR, 'vni', '200', 'vlan', '20', 'flood', UNDER.b]);
+    }
+    expect(await pingUntil(vmNs('b10'), VM.a10)).toBe(true);
+    expect(await pingUntil(vmNs('a20'), VM.b20)).toBe(true);
+  }, 60_000);
 });
