@@ -10,6 +10,7 @@
         "native/link.c",
         "native/notify.c",
         "native/udp.c",
+        "native/udp6.c",
         "native/fair.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
