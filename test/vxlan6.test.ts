@@ -6,6 +6,7 @@
  * on a veth. The underlay is a Linux bridge in a third namespace.
  *
  * Shows: the tunnel port is `vx-<IPv6>`, the VM MTU is the underlay's minus 70;
+ * IPv6 remotes at runtime (`vxlan fdb add`, `vxlan add ... flood`), IPv4 ones refused;
  * pings both ways with full-size frames; what A sends carries a valid UDP checksum
  * (tcpdump verifies it, and Linux, which requires one, takes it); an inner frame
  * over MTU - 70 is dropped (`tunnel_mtu`), no IPv6 fragment on the underlay; 16 MiB
@@ -94,6 +95,22 @@ describe('VXLAN over an IPv6 underlay, against a Linux vxlan device', () => {
     expect(v.remotes.map((r: any) => [r.port, r.remote])).toEqual([[PORT, UNDER.b]]);
     expect(v.vnis[0].flood).toEqual([UNDER.b]);
     expect((await nsExec(HOST_B, 'cat /sys/class/net/vx100/mtu')).trim()).toBe(String(VM_MTU));
+  });
+
+  it('takes IPv6 remotes at runtime (static entry, flood list) and refuses IPv4 ones with the reason', async () => {
+    await d.ok(['vxlan', 'fdb', 'add', '02:00:00:00:00:66', 'vni', '100', 'dst', UNDER.b]);
+    let fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
+    expect(fdb.find((e) => e.mac === '02:00:00:00:00:66')).toMatchObject({ port: PORT, vlan: 10, static: true });
+    expect((await d.cli(['vxlan', 'fdb', 'add', '02:00:00:00:00:67', 'vni', '100', 'dst', '10.0.0.1'])).stderr).toMatch(/bad remote VTEP address '10\.0\.0\.1' \(the underlay is IPv6\)/);
+    expect((await d.cli(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', '10.0.0.1'])).stderr).toMatch(/10\.0\.0\.1 is not an IPv6 address/);
+    // A second remote at runtime gets its own port; dropping it from the flood list removes it.
+    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},fd00:235::9`]);
+    expect((await show()).remotes.map((r: any) => r.port).sort()).toEqual([PORT, 'vx-fd00:235::9']);
+    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', UNDER.b]);
+    await d.ok(['vxlan', 'fdb', 'del', '02:00:00:00:00:66', 'vni', '100']);
+    expect((await show()).remotes.map((r: any) => r.port)).toEqual([PORT]);
+    fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
+    expect(fdb.some((e) => e.mac === '02:00:00:00:00:66')).toBe(false);
   });
 
   it('VMs ping each other both ways, full-size frames too; A\'s UDP checksums are valid', async () => {

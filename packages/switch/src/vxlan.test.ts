@@ -237,6 +237,22 @@ describe('Vtep over an IPv6 underlay', () => {
     expect(t.find(A6('2001:db8::64'), 0)).toBe(100);
   });
 
+  it('frees the ids no segment uses after set() and reuses them: the table follows the remotes in use', () => {
+    const { br, vtep, r1 } = setup6();
+    expect(vtep.remotes6.size).toBe(2);
+    for (let i = 0; i < 50; i++) {
+      const r = vtep.remoteOf(`fd00:98::${(i + 1).toString(16)}`);
+      vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [r1, r] }]);
+      expect(vtep.remotes6.size).toBe(2);
+    }
+    expect(vtep.remotes6.addrs.length).toBeLessThanOrEqual(4);
+    expect([...br.ports.keys()].sort()).toEqual(['vm10', 'vx-fd00:98::32', 'vx-fd00:99::2']);
+    expect(vtep.remotes6.find(A6('fd00:99::3'), 0)).toBe(0);
+    expect(vtep.remotes6.find(A6('fd00:98::32'), 0)).toBeGreaterThan(0);
+    vtep.close();
+    expect(vtep.remotes6.size).toBe(0);
+  });
+
   it('sends UDP + VXLAN to the remote id (the kernel adds IPv6 and the checksum), refuses what exceeds MTU - 70', () => {
     const { vm10, u, r1, r2 } = setup6(1500);
     const f = eth(BCAST, VM);

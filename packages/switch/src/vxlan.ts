@@ -149,35 +149,56 @@ export function tunnelPortName(remote: number): string {
   return `vx-${ip4Text(remote)}`;
 }
 
+/** A freed Remote6Table slot's address. */
+const FREE = new Uint8Array(16).fill(0xff);
+
 /**
  * IPv6 remote VTEPs, interned: the rest of the VTEP knows a remote by a small
  * positive id; its address is kept here as four int32 words for the per-datagram
- * lookup (no string, no bigint) and as bytes for sending. Only configuration
- * interns and ids are never reused, so the table is bounded by the addresses the
- * operator ever named; the data plane only looks up (`find`: 0 for a stranger).
+ * lookup (no string, no bigint) and as bytes for sending. Only the control side
+ * interns (`Vtep.remoteOf`); `Vtep.set` frees the ids no segment uses any more
+ * (`retain`), so the table holds about the remotes in use, whatever the churn of
+ * configuration (or, later, of EVPN routes). The data plane only looks up (`find`:
+ * 0 for a stranger).
  */
 export class Remote6Table {
   #words = new Int32Array(4 * 16);
-  /** By id; id 0 is no remote. */
-  readonly addrs: Uint8Array[] = [new Uint8Array(16)];
+  /** By id; id 0 is no remote, a freed id holds FREE. */
+  readonly addrs: Uint8Array[] = [FREE];
+  readonly #free: number[] = [];
 
+  /** Ids in use. */
   get size(): number {
-    return this.addrs.length - 1;
+    return this.addrs.length - 1 - this.#free.length;
   }
 
   /** The id of the 16-byte address at a[off], interned if new. */
   intern(a: Uint8Array, off = 0): number {
     const id = this.find(a, off);
     if (id !== 0) return id;
-    const n = this.addrs.length;
-    if (4 * (n + 1) > this.#words.length) {
-      const w = new Int32Array(this.#words.length * 2);
-      w.set(this.#words);
-      this.#words = w;
+    let n = this.#free.pop();
+    if (n === undefined) {
+      n = this.addrs.length;
+      this.addrs.push(FREE);
+      if (4 * (n + 1) > this.#words.length) {
+        const w = new Int32Array(this.#words.length * 2);
+        w.set(this.#words);
+        this.#words = w;
+      }
     }
     for (let i = 0; i < 4; i++) this.#words[4 * n + i] = rd32(a, off + 4 * i);
-    this.addrs.push(a.slice(off, off + 16));
+    this.addrs[n] = a.slice(off, off + 16);
     return n;
+  }
+
+  /** Frees every id not in `used` (their slots match no sender: ff..ff is no unicast source). */
+  retain(used: ReadonlySet<number>): void {
+    for (let id = 1; id < this.addrs.length; id++) {
+      if (used.has(id) || this.addrs[id] === FREE) continue;
+      this.addrs[id] = FREE;
+      this.#words.fill(-1, 4 * id, 4 * id + 4);
+      this.#free.push(id);
+    }
   }
 
   /** The id of the address at buf[off, off+16), 0 if none. */
@@ -397,6 +418,14 @@ export class Vtep {
         for (const f of s.fdb ?? []) br.addStatic(f.mac, this.portName(f.remote), s.vid);
       }
       br.refreshFloodLists();
+    }
+    if (this.family === 6) {
+      const used = new Set<number>();
+      for (const s of specs) {
+        for (const r of s.flood) used.add(r);
+        for (const f of s.fdb ?? []) used.add(f.remote);
+      }
+      this.remotes6.retain(used);
     }
   }
 
