@@ -24,7 +24,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon } from './helpers/daemon.js';
-import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, sh, spawnTracked, tempDir, toolFile, trackLink, waitFor } from './helpers/run.js';
+import { type Ovs, ovsVtep, startOvs } from './helpers/ovs.js';
+import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, sh, tempDir, toolFile, trackLink, waitFor } from './helpers/run.js';
 import { Background, captureDuring, continuousPing, pingCount, pingUntil, quietNamespace, tcpdump } from './helpers/vm.js';
 import { PYTHON } from './helpers/scapy.js';
 
@@ -97,14 +98,9 @@ print(n)
 `;
 
 const vmNs = (n: string): string => nsname(`ovm${n}`);
-let ovsDir = '';
-
-async function vsctl(args: string): Promise<string> {
-  return nsExec(HOST_B, `ovs-vsctl --db=unix:${ovsDir}/db.sock --timeout=20 ${args}`);
-}
-async function appctl(args: string): Promise<string> {
-  return nsExec(HOST_B, `ovs-appctl -t ${ovsDir}/ovs-vswitchd.ctl ${args}`);
-}
+let ovs: Ovs;
+const vsctl = (args: string): Promise<string> => ovs.vsctl(args);
+const appctl = (args: string): Promise<string> => ovs.appctl(args);
 
 /** One end of a veth in `ns`, the other in UNDERLAY's bridge; `addr` on it unless OVS takes it. */
 async function underlayLink(ns: string, name: string, addr?: string): Promise<void> {
@@ -139,27 +135,13 @@ async function tapVm(tap: string, n: string, ip: string): Promise<void> {
   await nsExec(ns, `ip link set ${tap} mtu ${VM_MTU} up && ip addr add ${ip}/16 dev ${tap}`);
 }
 
-/** A private Open vSwitch in host B (own database, sockets, logs), its VTEP set up as OVS's userspace-tunneling guide says. */
-async function startOvs(b10: string, b20: string): Promise<void> {
-  ovsDir = tempDir('ovs');
-  const env = { ...process.env, OVS_RUNDIR: ovsDir, OVS_DBDIR: ovsDir, OVS_LOGDIR: ovsDir, OVS_SYSCONFDIR: ovsDir };
-  await sh(`ovsdb-tool create ${ovsDir}/conf.db /usr/share/openvswitch/vswitch.ovsschema`);
-  spawnTracked('ip', ['netns', 'exec', HOST_B, 'ovsdb-server', `${ovsDir}/conf.db`, `--remote=punix:${ovsDir}/db.sock`,
-    `--unixctl=${ovsDir}/ovsdb-server.ctl`, `--log-file=${ovsDir}/ovsdb-server.log`], { env }, 'TERM');
-  await waitFor('ovsdb-server socket', async () => (await sh(`test -S ${ovsDir}/db.sock && echo y || echo n`)).trim() === 'y', { timeoutMs: 10_000 });
-  await vsctl('--no-wait init');
-  spawnTracked('ip', ['netns', 'exec', HOST_B, 'ovs-vswitchd', `unix:${ovsDir}/db.sock`, `--unixctl=${ovsDir}/ovs-vswitchd.ctl`,
-    `--log-file=${ovsDir}/ovs-vswitchd.log`], { env }, 'TERM');
-  const mac = (await nsExec(HOST_B, `cat /sys/class/net/${UB}/address`)).trim();
-  // The underlay: UB in brphy, B's address on brphy's internal port (OVS routes and resolves tunnel peers from it).
-  await vsctl(`add-br brphy -- set bridge brphy datapath_type=netdev other_config:hwaddr=${mac}`);
-  await vsctl(`add-port brphy ${UB}`);
-  await nsExec(HOST_B, `ethtool -K brphy tx off >/dev/null 2>&1; ip addr add ${UNDER.b}/24 dev brphy && ip link set brphy up`);
-  await vsctl('add-br brint -- set bridge brint datapath_type=netdev');
+/** Host B's Open vSwitch: the VTEP, VM b10 in VLAN 10 = VNI 100, b20 in VLAN 20 = VNI 200 (outer UDP checksums on). */
+async function startB(b10: string, b20: string): Promise<void> {
+  ovs = await startOvs(HOST_B);
+  await ovsVtep(ovs, HOST_B, UB, `${UNDER.b}/24`, `${NET}.0.0/24`);
   await vsctl(`add-port brint ${b10} tag=10 -- add-port brint ${b20} tag=20`);
   await vsctl(`add-port brint vx100 tag=10 -- set interface vx100 type=vxlan options:remote_ip=${UNDER.a} options:key=100`);
   await vsctl(`add-port brint vx200 tag=20 -- set interface vx200 type=vxlan options:remote_ip=${UNDER.a} options:key=200 options:csum=true`);
-  await waitFor('OVS routes the underlay', async () => (await appctl('ovs/route/show')).includes(`${NET}.0.0/24 dev brphy`), { timeoutMs: 10_000 });
 }
 
 /** VXLAN packets tcpdump printed: outer source and destination, VNI, and the inner packet (tcpdump's next line). */
@@ -191,7 +173,7 @@ describe('VXLAN against Open vSwitch (userspace datapath)', () => {
       + ` && bridge fdb append 00:00:00:00:00:00 dev vx100 dst ${UNDER.a}`);
     const b10 = await ovsVm('b10', VM.b10);
     const b20 = await ovsVm('b20', VM.b20);
-    await startOvs(b10, b20);
+    await startB(b10, b20);
 
     d = await startDaemon({
       bridges: {

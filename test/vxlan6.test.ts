@@ -1,14 +1,17 @@
 /*
  * VXLAN over an IPv6 underlay (issue 15 item 4's "a plus"): host A runs the vswitch
- * daemon with `vxlan.local` an IPv6 address and a VM on a TAP in VLAN 10 = VNI 100;
- * host B is plain Linux, a bridge with a `vxlan` device (IPv6 `local`, head-end
- * replication to A's IPv6 address, UDP checksums on as Linux's default) and a VM
- * on a veth. The underlay is a Linux bridge in a third namespace.
+ * daemon with `vxlan.local` an IPv6 address (outer hop limit 33) and a VM on a TAP in
+ * VLAN 10 = VNI 100; host B is plain Linux, a bridge with a `vxlan` device (IPv6
+ * `local`, head-end replication to A's IPv6 address, UDP checksums on as Linux's
+ * default) and a VM on a veth; host C is Open vSwitch's userspace datapath with a
+ * `vxlan` port to A's IPv6 address (helpers/ovs.ts) and a VM on a veth. The
+ * underlay is a Linux bridge in a fourth namespace.
  *
- * Shows: the tunnel port is `vx-<IPv6>`, the VM MTU is the underlay's minus 70;
+ * Shows: the tunnel ports are `vx-<IPv6>`, the VM MTU is the underlay's minus 70;
  * IPv6 remotes at runtime (`vxlan fdb add`, `vxlan add ... flood`), IPv4 ones refused;
- * pings both ways with full-size frames; what A sends carries a valid UDP checksum
- * (tcpdump verifies it, and Linux, which requires one, takes it); an inner frame
+ * pings both ways with full-size frames, to Linux and to OVS; what A sends carries a
+ * valid UDP checksum (tcpdump verifies it, and Linux, which requires one, takes it)
+ * and hop limit 33; a broadcast reaches B and C once each; an inner frame
  * over MTU - 70 is dropped (`tunnel_mtu`), no IPv6 fragment on the underlay; 16 MiB
  * over TCP each way intact (sha256); a datagram with a zero UDP checksum is refused
  * by default and taken once `udp6ZeroCsumRx` is set (reload).
@@ -19,52 +22,66 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, dropCount, findPort, startDaemon, toYaml } from './helpers/daemon.js';
+import { type Ovs, ovsVtep, startOvs } from './helpers/ovs.js';
 import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, sh, tempDir, trackLink, waitFor } from './helpers/run.js';
-import { Background, captureDuring, pingCount, pingUntil, quietNamespace } from './helpers/vm.js';
+import { Background, captureDuring, pingCount, pingUntil, quietNamespace, tcpdump } from './helpers/vm.js';
 import { PYTHON } from './helpers/scapy.js';
 
-const UNDER = { a: 'fd00:235::1', b: 'fd00:235::2' };
-const VM = { a: '10.235.1.11', b: '10.235.1.12' };
+const UNDER = { a: 'fd00:235::1', b: 'fd00:235::2', c: 'fd00:235::3' };
+const VM = { a: '10.235.1.11', b: '10.235.1.12', c: '10.235.1.13' };
 const HOST_A = nsname('6a');
 const HOST_B = nsname('6b');
+const HOST_C = nsname('6c');
 const UNDERLAY = nsname('6u');
 const UA = ifname('6ua');
 const UB = ifname('6ub');
+const UC = ifname('6uc');
 const TAP = ifname('6a10');
 const BR = 'br0';
 const SIZE = 16 * 1024 * 1024;
 const VM_MTU = 1430;
 const PORT = `vx-${UNDER.b}`;
+const PORT_C = `vx-${UNDER.c}`;
 
 const vmNs = (n: string): string => nsname(`6vm${n}`);
 
-async function underlayLink(ns: string, name: string, addr: string): Promise<void> {
+async function underlayLink(ns: string, name: string, addr?: string): Promise<void> {
   const peer = `${name}p`;
   await sh(`ip link add ${name} netns ${ns} type veth peer name ${peer} netns ${UNDERLAY}`);
   await nsExec(UNDERLAY, `ip link set ${peer} master ubr up`);
   // Real wires carry complete checksums: no checksum-partial frames leave a host.
-  await nsExec(ns, `ethtool -K ${name} tx off tso off gso off >/dev/null && ip link set ${name} up && ip -6 addr add ${addr}/64 dev ${name} nodad`);
+  await nsExec(ns, `ethtool -K ${name} tx off tso off gso off >/dev/null && ip link set ${name} up`);
+  if (addr !== undefined) await nsExec(ns, `ip -6 addr add ${addr}/64 dev ${name} nodad`);
+}
+
+/** A VM namespace on a veth (offloads off: OVS reads it without a vnet header) whose other end (returned) is in `host`. */
+async function vethVm(host: string, n: string, ip: string): Promise<string> {
+  const ns = vmNs(n);
+  await addNamespace(ns);
+  await quietNamespace(ns);
+  const inner = ifname(`6v${n}`);
+  const outer = ifname(`6h${n}`);
+  await sh(`ip link add ${inner} netns ${ns} type veth peer name ${outer} netns ${host}`);
+  await nsExec(ns, `ethtool -K ${inner} tx off tso off gso off >/dev/null && ip link set ${inner} mtu ${VM_MTU} up && ip addr add ${ip}/24 dev ${inner}`);
+  await nsExec(host, `ethtool -K ${outer} tx off tso off gso off >/dev/null && ip link set ${outer} mtu ${VM_MTU} up`);
+  return outer;
 }
 
 describe('VXLAN over an IPv6 underlay, against a Linux vxlan device', () => {
   let d: Daemon;
+  let ovs: Ovs;
   const show = async (): Promise<any> => (await d.ok(['vxlan', 'show'], { json: true })).json;
 
   beforeAll(async () => {
     // The hosts keep IPv6 (the underlay); the VMs and the underlay switch are quiet.
-    for (const ns of [HOST_A, HOST_B, UNDERLAY]) await addNamespace(ns);
+    for (const ns of [HOST_A, HOST_B, HOST_C, UNDERLAY]) await addNamespace(ns);
     await quietNamespace(UNDERLAY);
     await nsExec(UNDERLAY, 'ip link add ubr type bridge && ip link set ubr up');
     await underlayLink(HOST_A, UA, UNDER.a);
     await underlayLink(HOST_B, UB, UNDER.b);
-    for (const l of [UA, UB]) trackLink(l);
-    const b = vmNs('b');
-    await addNamespace(b);
-    await quietNamespace(b);
-    const inner = ifname('6vb');
-    const outer = ifname('6hb');
-    await sh(`ip link add ${inner} netns ${b} type veth peer name ${outer} netns ${HOST_B}`);
-    await nsExec(b, `ip link set ${inner} mtu ${VM_MTU} up && ip addr add ${VM.b}/24 dev ${inner}`);
+    await underlayLink(HOST_C, UC);
+    for (const l of [UA, UB, UC]) trackLink(l);
+    const outer = await vethVm(HOST_B, 'b', VM.b);
     await nsExec(HOST_B, [
       `ip link add vx100 type vxlan id 100 local ${UNDER.b} dstport 4789 dev ${UB}`,
       'ip link add br100 type bridge',
@@ -72,9 +89,13 @@ describe('VXLAN over an IPv6 underlay, against a Linux vxlan device', () => {
       'ip link set vx100 up && ip link set br100 up',
       `bridge fdb append 00:00:00:00:00:00 dev vx100 dst ${UNDER.a}`,
     ].join(' && '));
+    const c = await vethVm(HOST_C, 'c', VM.c);
+    ovs = await startOvs(HOST_C);
+    await ovsVtep(ovs, HOST_C, UC, `${UNDER.c}/64`, 'fd00:235::/64');
+    await ovs.vsctl(`add-port brint ${c} -- add-port brint vx100 -- set interface vx100 type=vxlan options:remote_ip=${UNDER.a} options:key=100`);
     d = await startDaemon({
       bridges: { [BR]: { ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
-      vxlan: { local: UNDER.a, interface: UA, bridges: { [BR]: [{ vni: 100, vlan: 10, flood: [UNDER.b] }] } },
+      vxlan: { local: UNDER.a, interface: UA, ttl: 33, bridges: { [BR]: [{ vni: 100, vlan: 10, flood: [UNDER.b, UNDER.c] }] } },
     }, { netns: HOST_A });
     const a = vmNs('a');
     await addNamespace(a);
@@ -92,8 +113,8 @@ describe('VXLAN over an IPv6 underlay, against a Linux vxlan device', () => {
   it('shows an IPv6 VTEP: tunnel port vx-<IPv6>, VM MTU = underlay MTU - 70, the same as Linux gives its vxlan device', async () => {
     const v = await show();
     expect(v).toMatchObject({ enabled: true, family: 6, local: UNDER.a, mtu: 1500, vmMtu: 1430 });
-    expect(v.remotes.map((r: any) => [r.port, r.remote])).toEqual([[PORT, UNDER.b]]);
-    expect(v.vnis[0].flood).toEqual([UNDER.b]);
+    expect(v.remotes.map((r: any) => [r.port, r.remote])).toEqual([[PORT, UNDER.b], [PORT_C, UNDER.c]]);
+    expect(v.vnis[0].flood).toEqual([UNDER.b, UNDER.c]);
     expect((await nsExec(HOST_B, 'cat /sys/class/net/vx100/mtu')).trim()).toBe(String(VM_MTU));
   });
 
@@ -104,11 +125,11 @@ describe('VXLAN over an IPv6 underlay, against a Linux vxlan device', () => {
     expect((await d.cli(['vxlan', 'fdb', 'add', '02:00:00:00:00:67', 'vni', '100', 'dst', '10.0.0.1'])).stderr).toMatch(/bad remote VTEP address '10\.0\.0\.1' \(the underlay is IPv6\)/);
     expect((await d.cli(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', '10.0.0.1'])).stderr).toMatch(/10\.0\.0\.1 is not an IPv6 address/);
     // A second remote at runtime gets its own port; dropping it from the flood list removes it.
-    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},fd00:235::9`]);
-    expect((await show()).remotes.map((r: any) => r.port).sort()).toEqual([PORT, 'vx-fd00:235::9']);
-    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', UNDER.b]);
+    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},${UNDER.c},fd00:235::9`]);
+    expect((await show()).remotes.map((r: any) => r.port).sort()).toEqual([PORT, PORT_C, 'vx-fd00:235::9']);
+    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},${UNDER.c}`]);
     await d.ok(['vxlan', 'fdb', 'del', '02:00:00:00:00:66', 'vni', '100']);
-    expect((await show()).remotes.map((r: any) => r.port)).toEqual([PORT]);
+    expect((await show()).remotes.map((r: any) => r.port)).toEqual([PORT, PORT_C]);
     fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
     expect(fdb.some((e) => e.mac === '02:00:00:00:00:66')).toBe(false);
   });
@@ -121,11 +142,31 @@ describe('VXLAN over an IPv6 underlay, against a Linux vxlan device', () => {
       expect((await nsExecR(vmNs('a'), `busybox ping -c 2 -s 1402 -W 2 ${VM.b}`)).code).toBe(0);
       expect((await nsExecR(vmNs('b'), `busybox ping -c 2 -s 1402 -W 2 ${VM.a}`)).code).toBe(0);
     });
-    const fromA = lines.filter((l) => l.includes(`${UNDER.a}.`) && l.includes(`> ${UNDER.b}.4789`));
+    // tcpdump -vv: the IPv6 header (hop limit) then the UDP ports and checksum verdict, on one line or two.
+    const fromA = lines.flatMap((l, i) => (l.includes(`${UNDER.a}.`) && l.includes(`> ${UNDER.b}.4789`) ? [`${i > 0 ? lines[i - 1] : ''} | ${l}`] : []));
     expect(fromA.length, lines.join('\n')).toBeGreaterThan(4);
     expect(fromA.filter((l) => !/udp sum ok/.test(l)), lines.join('\n')).toEqual([]);
+    expect(fromA.filter((l) => !/hlim 33,/.test(l)), lines.join('\n')).toEqual([]);
     const fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
     expect(fdb.some((e) => e.port === PORT && e.vlan === 10)).toBe(true);
+  });
+
+  it('VMs behind vswitch and behind OVS ping each other both ways over IPv6, full-size frames too', async () => {
+    expect(await pingUntil(vmNs('a'), VM.c), 'a -> c').toBe(true);
+    expect(await pingCount(vmNs('c'), VM.a, 5), 'c -> a').toBeGreaterThanOrEqual(4);
+    expect((await nsExecR(vmNs('a'), `busybox ping -c 2 -s 1402 -W 2 ${VM.c}`)).code).toBe(0);
+    expect((await nsExecR(vmNs('c'), `busybox ping -c 2 -s 1402 -W 2 ${VM.a}`)).code).toBe(0);
+    expect(await ovs.appctl('coverage/read-counter datapath_drop_tunnel_pop_error')).toMatch(/^0\s*$/);
+  });
+
+  it('floods a broadcast to B and C once each over IPv6', async () => {
+    const capB = await tcpdump(HOST_B, UB, 'ip6 and udp port 4789');
+    const capC = await tcpdump(HOST_C, UC, 'ip6 and udp port 4789');
+    await nsExecR(vmNs('a'), `busybox arping -c 1 -w 2 -I ${TAP} ${VM.b}`);
+    const lb = await capB.stop(500);
+    const lc = await capC.stop(0);
+    const req = (ls: string[], dst: string): number => ls.filter((l, i) => l.includes(`> ${dst}.4789`) && (ls[i + 1] ?? '').includes(`Request who-has ${VM.b}`)).length;
+    expect([req(lb, UNDER.b), req(lc, UNDER.c)], [...lb, ...lc].join('\n')).toEqual([1, 1]);
   });
 
   it('drops an inner frame over MTU - 70 on the tunnel port, never fragmenting it', async () => {
