@@ -177,33 +177,12 @@ export class VxlanService {
       }
     }
     const vtep = run?.vtep ?? opened!.vtep;
-    const brs = this.bridges();
-    const wanted = this.#wanted();
-    const specs: SegmentSpec[] = [];
-    for (const s of wanted) {
-      const bridge = brs.get(s.bridge);
-      if (bridge === undefined) {
-        // A CLI change naming no bridge is refused; a bridge gone by delbr (or not running) leaves its VNIs idle.
-        if (s.vni === changed) throw new VswitchError('ENOENT', `vxlan: no bridge ${s.bridge} (VNI ${s.vni})`);
-        this.log.warn({ event: 'vxlan_bridge_missing', bridge: s.bridge, vni: s.vni }, 'vxlan_bridge_missing');
-        done.push(`vxlan VNI ${s.vni}: no bridge ${s.bridge}, not carried`);
-        continue;
-      }
-      const remote = (a: string): number => {
-        const r = vtep.remoteOf(a);
-        // The file is checked (one family); a runtime change is checked by `fdb`/`add`: this is a guard.
-        if (r < 0) throw new VswitchError('EINVAL', `vxlan VNI ${s.vni}: ${a} is not an IPv${vtep.family} address (the underlay is IPv${vtep.family}, as local is)`);
-        return r;
-      };
-      try {
-        specs.push({
-          bridge, vni: s.vni, vid: s.vlan, flood: s.flood.map(remote),
-          fdb: s.fdb.map((f) => ({ mac: parseMac(f.mac), remote: remote(f.dst) })),
-        });
-      } catch (e) {
-        opened?.underlay.close();
-        throw e;
-      }
+    let specs: SegmentSpec[];
+    try {
+      specs = this.#specs(vtep, changed, done);
+    } catch (e) {
+      opened?.underlay.close();
+      throw e;
     }
     if (opened !== undefined) {
       const { underlay } = opened;
@@ -233,6 +212,38 @@ export class VxlanService {
     run.conf = conf;
     done.push(`vxlan ${specs.length} VNIs`);
     return done;
+  }
+
+  /** The Vtep's segments for what is wanted now (remotes as `vtep` knows them); notes what is not carried in `done`. */
+  #specs(vtep: Vtep, changed: number, done: string[]): SegmentSpec[] {
+    const brs = this.bridges();
+    const specs: SegmentSpec[] = [];
+    for (const s of this.#wanted()) {
+      const bridge = brs.get(s.bridge);
+      if (bridge === undefined) {
+        // A CLI change naming no bridge is refused; a bridge gone by delbr (or not running) leaves its VNIs idle.
+        if (s.vni === changed) throw new VswitchError('ENOENT', `vxlan: no bridge ${s.bridge} (VNI ${s.vni})`);
+        this.log.warn({ event: 'vxlan_bridge_missing', bridge: s.bridge, vni: s.vni }, 'vxlan_bridge_missing');
+        done.push(`vxlan VNI ${s.vni}: no bridge ${s.bridge}, not carried`);
+        continue;
+      }
+      // The file is checked (one family). A CLI change with a remote of the other family is
+      // refused; a kept CLI change the file's new `local` made foreign is left idle, as above.
+      const bad = [...s.flood, ...s.fdb.map((f) => f.dst)].find((a) => vtep.remoteOf(a) < 0);
+      if (bad !== undefined) {
+        const why = `${bad} is not an IPv${vtep.family} address (the underlay is IPv${vtep.family}, as local is)`;
+        if (s.vni === changed) throw new VswitchError('EINVAL', `vxlan VNI ${s.vni}: ${why}`);
+        this.log.warn({ event: 'vxlan_remote_family', vni: s.vni, remote: bad }, 'vxlan_remote_family');
+        done.push(`vxlan VNI ${s.vni}: ${why}, not carried`);
+        continue;
+      }
+      const remote = (a: string): number => vtep.remoteOf(a);
+      specs.push({
+        bridge, vni: s.vni, vid: s.vlan, flood: s.flood.map(remote),
+        fdb: s.fdb.map((f) => ({ mac: parseMac(f.mac), remote: remote(f.dst) })),
+      });
+    }
+    return specs;
   }
 
   /* ---------- CLI ---------- */
