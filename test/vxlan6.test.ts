@@ -4,14 +4,16 @@
  * VLAN 10 = VNI 100; host B is plain Linux, a bridge with a `vxlan` device (IPv6
  * `local`, head-end replication to A's IPv6 address, UDP checksums on as Linux's
  * default) and a VM on a veth; host C is Open vSwitch's userspace datapath with a
- * `vxlan` port to A's IPv6 address (helpers/ovs.ts) and a VM on a veth. The
- * underlay is a Linux bridge in a fourth namespace.
+ * `vxlan` port to A's IPv6 address (helpers/ovs.ts) and a VM on a veth; host D is a
+ * second vswitch daemon (VNI 100 in its VLAN 11), named on A's flood list for its own
+ * test. The underlay is a Linux bridge in a fifth namespace.
  *
  * Shows: the tunnel ports are `vx-<IPv6>`, the VM MTU is the underlay's minus 70;
  * IPv6 remotes at runtime (`vxlan fdb add`, `vxlan add ... flood`), IPv4 ones refused;
  * pings both ways with full-size frames, to Linux and to OVS; what A sends carries a
  * valid UDP checksum (tcpdump verifies it, and Linux, which requires one, takes it)
- * and hop limit 33; a broadcast reaches B and C once each; an inner frame
+ * and hop limit 33; vswitch to vswitch over IPv6; a broadcast reaches B and C once
+ * each; an inner frame
  * over MTU - 70 is dropped (`tunnel_mtu`), no IPv6 fragment on the underlay; 16 MiB
  * over TCP each way intact (sha256); a datagram with a zero UDP checksum is refused
  * by default and taken once `udp6ZeroCsumRx` is set (reload).
@@ -27,15 +29,18 @@ import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, sh, tempDir, tr
 import { Background, captureDuring, pingCount, pingUntil, quietNamespace, tcpdump } from './helpers/vm.js';
 import { PYTHON } from './helpers/scapy.js';
 
-const UNDER = { a: 'fd00:235::1', b: 'fd00:235::2', c: 'fd00:235::3' };
-const VM = { a: '10.235.1.11', b: '10.235.1.12', c: '10.235.1.13' };
+const UNDER = { a: 'fd00:235::1', b: 'fd00:235::2', c: 'fd00:235::3', d: 'fd00:235::4' };
+const VM = { a: '10.235.1.11', b: '10.235.1.12', c: '10.235.1.13', d: '10.235.1.14' };
 const HOST_A = nsname('6a');
 const HOST_B = nsname('6b');
 const HOST_C = nsname('6c');
+const HOST_D = nsname('6d');
 const UNDERLAY = nsname('6u');
 const UA = ifname('6ua');
 const UB = ifname('6ub');
 const UC = ifname('6uc');
+const UD = ifname('6ud');
+const TAP_D = ifname('6d11');
 const TAP = ifname('6a10');
 const BR = 'br0';
 const SIZE = 16 * 1024 * 1024;
@@ -69,18 +74,20 @@ async function vethVm(host: string, n: string, ip: string): Promise<string> {
 
 describe('VXLAN over an IPv6 underlay, against a Linux vxlan device', () => {
   let d: Daemon;
+  let dd: Daemon;
   let ovs: Ovs;
   const show = async (): Promise<any> => (await d.ok(['vxlan', 'show'], { json: true })).json;
 
   beforeAll(async () => {
     // The hosts keep IPv6 (the underlay); the VMs and the underlay switch are quiet.
-    for (const ns of [HOST_A, HOST_B, HOST_C, UNDERLAY]) await addNamespace(ns);
+    for (const ns of [HOST_A, HOST_B, HOST_C, HOST_D, UNDERLAY]) await addNamespace(ns);
     await quietNamespace(UNDERLAY);
     await nsExec(UNDERLAY, 'ip link add ubr type bridge && ip link set ubr up');
     await underlayLink(HOST_A, UA, UNDER.a);
     await underlayLink(HOST_B, UB, UNDER.b);
     await underlayLink(HOST_C, UC);
-    for (const l of [UA, UB, UC]) trackLink(l);
+    await underlayLink(HOST_D, UD, UNDER.d);
+    for (const l of [UA, UB, UC, UD]) trackLink(l);
     const outer = await vethVm(HOST_B, 'b', VM.b);
     await nsExec(HOST_B, [
       `ip link add vx100 type vxlan id 100 local ${UNDER.b} dstport 4789 dev ${UB}`,
@@ -107,6 +114,7 @@ describe('VXLAN over an IPv6 underlay, against a Linux vxlan device', () => {
 
   afterAll(async () => {
     await d?.stop();
+    await dd?.stop();
     await cleanup();
   });
 
@@ -118,16 +126,12 @@ describe('VXLAN over an IPv6 underlay, against a Linux vxlan device', () => {
     expect((await nsExec(HOST_B, 'cat /sys/class/net/vx100/mtu')).trim()).toBe(String(VM_MTU));
   });
 
-  it('takes IPv6 remotes at runtime (static entry, flood list) and refuses IPv4 ones with the reason', async () => {
+  it('takes IPv6 remotes at runtime (static entry) and refuses IPv4 ones with the reason', async () => {
     await d.ok(['vxlan', 'fdb', 'add', '02:00:00:00:00:66', 'vni', '100', 'dst', UNDER.b]);
     let fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
     expect(fdb.find((e) => e.mac === '02:00:00:00:00:66')).toMatchObject({ port: PORT, vlan: 10, static: true });
     expect((await d.cli(['vxlan', 'fdb', 'add', '02:00:00:00:00:67', 'vni', '100', 'dst', '10.0.0.1'])).stderr).toMatch(/bad remote VTEP address '10\.0\.0\.1' \(the underlay is IPv6\)/);
     expect((await d.cli(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', '10.0.0.1'])).stderr).toMatch(/10\.0\.0\.1 is not an IPv6 address/);
-    // A second remote at runtime gets its own port; dropping it from the flood list removes it.
-    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},${UNDER.c},fd00:235::9`]);
-    expect((await show()).remotes.map((r: any) => r.port).sort()).toEqual([PORT, PORT_C, 'vx-fd00:235::9']);
-    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},${UNDER.c}`]);
     await d.ok(['vxlan', 'fdb', 'del', '02:00:00:00:00:66', 'vni', '100']);
     expect((await show()).remotes.map((r: any) => r.port)).toEqual([PORT, PORT_C]);
     fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
@@ -158,6 +162,32 @@ describe('VXLAN over an IPv6 underlay, against a Linux vxlan device', () => {
     expect((await nsExecR(vmNs('c'), `busybox ping -c 2 -s 1402 -W 2 ${VM.a}`)).code).toBe(0);
     expect(await ovs.appctl('coverage/read-counter datapath_drop_tunnel_pop_error')).toMatch(/^0\s*$/);
   });
+
+  it('a second vswitch over IPv6 (VNI 100 in its VLAN 11) and A reach each other once each names the other', async () => {
+    dd = await startDaemon({
+      bridges: { [BR]: { ports: { [TAP_D]: { type: 'tap', vlan: { mode: 'access', vid: 11 } } } } },
+      vxlan: { local: UNDER.d, interface: UD, bridges: { [BR]: [{ vni: 100, vlan: 11, flood: [UNDER.a] }] } },
+    }, { netns: HOST_D });
+    const ns = vmNs('d');
+    await addNamespace(ns);
+    await quietNamespace(ns);
+    await waitFor(`TAP ${TAP_D}`, async () => (await nsExecR(HOST_D, `ip link show ${TAP_D}`)).code === 0);
+    await nsExec(HOST_D, `ip link set ${TAP_D} netns ${ns}`);
+    await nsExec(ns, `ip link set ${TAP_D} mtu ${VM_MTU} up && ip addr add ${VM.d}/24 dev ${TAP_D}`);
+    // A remote added at runtime gets its own port (and loses it when dropped again, below).
+    await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},${UNDER.c},${UNDER.d}`]);
+    expect((await show()).remotes.map((r: any) => r.port).sort()).toEqual([PORT, PORT_C, `vx-${UNDER.d}`]);
+    try {
+      expect(await pingUntil(ns, VM.a), 'd -> a').toBe(true);
+      expect(await pingCount(vmNs('a'), VM.d, 5), 'a -> d').toBeGreaterThanOrEqual(4);
+      expect((await nsExecR(ns, `busybox ping -c 2 -s 1402 -W 2 ${VM.a}`)).code).toBe(0);
+      const fdb = (await dd.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
+      expect(fdb.some((e) => e.port === `vx-${UNDER.a}` && e.vlan === 11)).toBe(true);
+    } finally {
+      await d.ok(['vxlan', 'add', BR, 'vni', '100', 'vlan', '10', 'flood', `${UNDER.b},${UNDER.c}`]);
+    }
+    expect((await show()).remotes.map((r: any) => r.port)).toEqual([PORT, PORT_C]);
+  }, 60_000);
 
   it('floods a broadcast to B and C once each over IPv6', async () => {
     const capB = await tcpdump(HOST_B, UB, 'ip6 and udp port 4789');
