@@ -211,7 +211,7 @@ export class Remote6Table {
     const n = this.addrs.length;
     for (let id = 1; id < n; id++) {
       const k = 4 * id;
-      if (w[k + 3] === w3 && w[k + 2] === w2 && w[k + 1] === w1 && w[k] === w0) return id;
+      if (w[k + 3] === w3 && w[k + 2] === w2 && w[k + 1] === w1 && w[k] === w0 && this.addrs[id] !== FREE) return id;
     }
     return 0;
   }
