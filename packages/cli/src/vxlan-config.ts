@@ -9,14 +9,14 @@
  * address must be of the same family.
  */
 import { z } from 'zod';
-import { parseIp4, parseIp6, parseMac } from '@vswitch/switch';
+import { ip6IsLinkLocal, ip6IsMulticast, parseIp4, parseIp6, parseMac } from '@vswitch/switch';
 
 const family = (s: string): 4 | 6 | 0 => (s.includes(':') ? (parseIp6(s) !== undefined ? 6 : 0) : parseIp4(s) >= 0 ? 4 : 0);
 const Ip = z.string().refine((s) => family(s) !== 0, 'must be an IPv4 address like 192.0.2.1 or an IPv6 address like 2001:db8::1');
 /** Link-local (fe80::/10, needs a scope) and multicast cannot be the outer source. */
 const Local = Ip.refine((s) => {
   const a = family(s) === 6 ? parseIp6(s) : undefined;
-  return a === undefined || !(a[0] === 0xff || (a[0] === 0xfe && (a[1] & 0xc0) === 0x80));
+  return a === undefined || !(ip6IsMulticast(a, 0) || ip6IsLinkLocal(a, 0));
 }, 'must be a unicast address with global scope (not link-local or multicast)');
 
 const Mac = z.string().refine((s) => parseMac(s) >= 0, 'must be a MAC address like 02:00:00:00:00:01');
