@@ -10,6 +10,7 @@
         "native/link.c",
         "native/notify.c",
         "native/udp.c",
+        "native/udp6.c",
         "native/fair.c",
         "native/vxlan_tx.c"
       ],

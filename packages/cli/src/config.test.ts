@@ -337,4 +337,14 @@ describe('config: vxlan', () => {
     expect(parseConfig(`${base}  readQuantum: "off"\n`, F).vxlan!.readQuantum).toBe(0);
     expect(errorOf(`${base}  readQuantum: 1kb\n`)).toMatch(/vxlan\.readQuantum.*read quantum must be 0 \(off\) or 16384/);
   });
+
+  it('takes an IPv6 underlay (udp6ZeroCsumRx off by default); every remote of local\'s family; no link-local source', () => {
+    const b6 = 'bridges: { br0: {} }\nvxlan:\n  local: "fd00:1::1"\n';
+    const c = parseConfig(`${b6}  bridges:\n    br0:\n      - { vni: 100, vlan: 10, flood: ["fd00:1::2"], fdb: [{ mac: "02:00:00:00:00:01", dst: "fd00:1::3" }] }\n`, F);
+    expect(c.vxlan).toMatchObject({ local: 'fd00:1::1', udp6ZeroCsumRx: false });
+    expect(errorOf(`${b6}  bridges:\n    br0:\n      - { vni: 1, vlan: 10, flood: [192.0.2.2] }\n`)).toMatch(/flood\.0.*is an IPv4 address: the underlay is IPv6/);
+    expect(errorOf(`${b6}  bridges:\n    br0:\n      - { vni: 1, vlan: 10, fdb: [{ mac: "02:00:00:00:00:01", dst: 192.0.2.3 }] }\n`)).toMatch(/fdb\.0\.dst.*is an IPv4 address/);
+    expect(errorOf(`${base}  bridges:\n    br0:\n      - { vni: 1, vlan: 10, flood: ["fd00:1::2"] }\n`)).toMatch(/flood\.0.*is an IPv6 address: the underlay is IPv4/);
+    expect(errorOf('bridges: { br0: {} }\nvxlan:\n  local: "fe80::1"\n')).toMatch(/vxlan\.local.*not link-local/);
+  });
 });

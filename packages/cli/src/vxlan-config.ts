@@ -5,12 +5,20 @@
  * VLANs, with its static flood list (remote VTEPs that get its broadcast, multicast
  * and unknown unicast, as `bridge fdb append 00:00:00:00:00:00 dst IP` on Linux) and
  * static MAC entries behind remote VTEPs. Different hosts may map one VNI to
- * different local VLANs.
+ * different local VLANs. The underlay is IPv4 or IPv6, as `local` is: every remote
+ * address must be of the same family.
  */
 import { z } from 'zod';
-import { READ_QUANTUM_DEFAULT, parseIp4, parseMac, parseReadQuantum } from '@vswitch/switch';
+import { READ_QUANTUM_DEFAULT, ip6IsLinkLocal, ip6IsMulticast, parseIp4, parseIp6, parseMac, parseReadQuantum } from '@vswitch/switch';
 
-const Ip4 = z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 192.0.2.1');
+const family = (s: string): 4 | 6 | 0 => (s.includes(':') ? (parseIp6(s) !== undefined ? 6 : 0) : parseIp4(s) >= 0 ? 4 : 0);
+const Ip = z.string().refine((s) => family(s) !== 0, 'must be an IPv4 address like 192.0.2.1 or an IPv6 address like 2001:db8::1');
+/** Link-local (fe80::/10, needs a scope) and multicast cannot be the outer source. */
+const Local = Ip.refine((s) => {
+  const a = family(s) === 6 ? parseIp6(s) : undefined;
+  return a === undefined || !(ip6IsMulticast(a, 0) || ip6IsLinkLocal(a, 0));
+}, 'must be a unicast address with global scope (not link-local or multicast)');
+
 const Mac = z.string().refine((s) => parseMac(s) >= 0, 'must be a MAC address like 02:00:00:00:00:01');
 const vniRange = { error: (iss: { input?: unknown }) => `must be 0-16777215, got ${String(iss.input)}` };
 const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
@@ -19,21 +27,21 @@ export const VxlanSegmentSchema = z.strictObject({
   vni: z.number({ error: 'must be a VNI (0-16777215)' }).int('must be an integer VNI').min(0, vniRange).max(0xffffff, vniRange),
   vlan: z.number({ error: 'must be a VLAN ID (1-4094)' }).int('must be an integer VLAN ID').min(1, vidRange).max(4094, vidRange),
   /** Remote VTEPs that get this VNI's flooded frames (head-end replication). */
-  flood: z.array(Ip4).default([]),
+  flood: z.array(Ip).default([]),
   /** Static MAC entries behind a remote VTEP. */
-  fdb: z.array(z.strictObject({ mac: Mac, dst: Ip4 })).default([]),
+  fdb: z.array(z.strictObject({ mac: Mac, dst: Ip })).default([]),
 });
 
 export const VxlanSchema = z.strictObject({
   /** The underlay address: the outer source of what this VTEP sends, and where it listens. */
-  local: Ip4,
+  local: Local,
   /** Send and receive only through this interface (SO_BINDTODEVICE); its MTU is the underlay MTU unless `mtu` is set. */
   interface: z.string().regex(/^[A-Za-z0-9_.:-]{1,15}$/, 'must be an interface name').optional(),
   /** UDP port (IANA: 4789). */
   port: z.number().int().min(1).max(65535).default(4789),
   /** Underlay MTU: outer packets never exceed it (DF set); VMs need MTU = this - 50. Default: the interface's MTU, or 1500. */
   mtu: z.number().int().min(576).max(65535).optional(),
-  /** Outer TTL. */
+  /** Outer TTL (IPv6: hop limit). */
   ttl: z.number().int().min(1).max(255).default(64),
   /**
    * The underlay socket's share of each read-loop round (as a bridge's readQuantum):
@@ -48,6 +56,8 @@ export const VxlanSchema = z.strictObject({
       return z.NEVER;
     }
   }).default(READ_QUANTUM_DEFAULT),
+  /** IPv6 underlay: accept datagrams whose UDP checksum is zero (RFC 6935/6936, Linux vxlan's udp6zerocsumrx). What this VTEP sends always carries one. */
+  udp6ZeroCsumRx: z.boolean().default(false),
   /** Per bridge, its VNIs. */
   bridges: z.record(z.string(), z.array(VxlanSegmentSchema)).default({}),
 }).superRefine((v, ctx) => {
@@ -61,8 +71,14 @@ export const VxlanSchema = z.strictObject({
       const ov = vids.get(s.vlan);
       if (ov !== undefined) ctx.addIssue({ code: 'custom', path: ['bridges', bname, i, 'vlan'], message: `VLAN ${s.vlan} is already mapped to VNI ${ov}` });
       vids.set(s.vlan, s.vni);
+      const fam = family(v.local);
+      const wrong = fam === 6 ? 'an IPv4' : 'an IPv6';
       s.flood.forEach((a, j) => {
         if (a === v.local) ctx.addIssue({ code: 'custom', path: ['bridges', bname, i, 'flood', j], message: 'is the local address' });
+        else if (fam !== 0 && family(a) !== 0 && family(a) !== fam) ctx.addIssue({ code: 'custom', path: ['bridges', bname, i, 'flood', j], message: `is ${wrong} address: the underlay is IPv${fam}, as local is` });
+      });
+      s.fdb.forEach((f, j) => {
+        if (fam !== 0 && family(f.dst) !== 0 && family(f.dst) !== fam) ctx.addIssue({ code: 'custom', path: ['bridges', bname, i, 'fdb', j, 'dst'], message: `is ${wrong} address: the underlay is IPv${fam}, as local is` });
       });
     });
   }

@@ -48,7 +48,7 @@
 #include <node_api.h>
 #include <uv.h>
 
-enum { KIND_TAP = 1, KIND_PACKET = 2, KIND_UDP = 3, KIND_RAW = 4 };
+enum { KIND_TAP = 1, KIND_PACKET = 2, KIND_UDP = 3, KIND_RAW = 4, KIND_UDP6 = 5 };
 
 typedef struct nd_state nd_state;
 
@@ -406,6 +406,8 @@ static void service(nd_handle *h, int status, bool primary) {
       nd_tap_drain(h->fd, h->vnet, &o, &st->stats, &fatal);
     } else if (h->kind == KIND_UDP || h->kind == KIND_RAW) {
       if (first) nd_udp_drain(h->fd, &o, &st->stats, &fatal);
+    } else if (h->kind == KIND_UDP6) {
+      if (first) nd_udp6_drain(h->fd, &o, &st->stats, &fatal);
     } else {
       /* Finish a super-frame that did not fit the previous batch before reading
        * more, so segments stay in order. Only the first pass reads the fd: the
@@ -446,7 +448,7 @@ static void service(nd_handle *h, int status, bool primary) {
       getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &el);
       if (!nd_packet_bound(h->fd)) { fail_handle(h, err ? err : ENETDOWN); return; }
       if (err == ENETDOWN) st->stats.link_down++;
-    } else if (h->kind == KIND_UDP) {
+    } else if (h->kind == KIND_UDP || h->kind == KIND_UDP6) {
       /* A queued ICMP error on the UDP socket: consumed here, the socket lives on. */
       getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &el);
     } else {
@@ -1046,6 +1048,95 @@ static napi_value js_vxlan_build_for_test(napi_env env, napi_callback_info info)
   return arr;
 }
 
+/* ---------- VXLAN underlay over IPv6 (udp6.c) ---------- */
+
+/* 16 bytes at a[aoff] (an IPv6 address). */
+static bool arg_ip6(napi_env env, napi_value va, napi_value voff, const char *name, uint8_t **out) {
+  uint8_t *p;
+  size_t total, off, len;
+  napi_value vlen;
+  if (napi_create_int32(env, 16, &vlen) != napi_ok) return false;
+  if (!arg_bytes(env, va, name, &p, &total) || !arg_range(env, voff, vlen, total, &off, &len)) return false;
+  *out = p + off;
+  return true;
+}
+
+/* openUdp6(local, loff, port, ifname, zeroCsumRx): [handle, fd]; local = 16 bytes at local[loff]. */
+static napi_value js_open_udp6(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 5;
+  napi_value argv[5];
+  char name[IFNAMSIZ] = "";
+  int64_t port;
+  uint8_t *local;
+  bool zero = false;
+  const char *op;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: openUdp6(local, loff, port, ifname, zeroCsumRx)"); return NULL; }
+  if (!arg_ip6(env, argv[0], argv[1], "local address", &local)) return NULL;
+  if (!arg_int(env, argv[2], "port", 1, 65535, &port)) return NULL;
+  if (!arg_string(env, argv[3], "interface name", name, sizeof name)) return NULL;
+  CHECK(napi_get_value_bool(env, argv[4], &zero));
+  int fd = nd_udp6_open(local, (uint16_t)port, name, zero, &op);
+  if (fd < 0) { throw_errno(env, op, name[0] ? name : NULL, -fd); return NULL; }
+  nd_handle *h = handle_new(env, st, fd, KIND_UDP6);
+  if (!h) { close(fd); return NULL; }
+  napi_value vfd;
+  if (napi_create_int32(env, fd, &vfd) != napi_ok) { handle_close(env, h); return NULL; }
+  return triple(env, h->id, fd, vfd);
+}
+
+/* openRawIp6(local, loff, ifname): [handle, fd] of a raw IPv6 UDP socket bound to local (the kernel writes IPv6 and the UDP checksum). */
+static napi_value js_open_raw_ip6(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 3;
+  napi_value argv[3];
+  char name[IFNAMSIZ] = "";
+  uint8_t *local;
+  const char *op;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: openRawIp6(local, loff, ifname)"); return NULL; }
+  if (!arg_ip6(env, argv[0], argv[1], "local address", &local)) return NULL;
+  if (!arg_string(env, argv[2], "interface name", name, sizeof name)) return NULL;
+  int fd = nd_raw6_open(local, name, &op);
+  if (fd < 0) { throw_errno(env, op, name[0] ? name : NULL, -fd); return NULL; }
+  nd_handle *h = handle_new(env, st, fd, KIND_RAW);
+  if (!h) { close(fd); return NULL; }
+  napi_value vfd;
+  if (napi_create_int32(env, fd, &vfd) != napi_ok) { handle_close(env, h); return NULL; }
+  return triple(env, h->id, fd, vfd);
+}
+
+/*
+ * sendIp6x3(handle, dst, doff, hops, a, aoff, alen, b, boff, blen, c, coff, clen): one
+ * UDP datagram (its UDP header first, in a) to the IPv6 address dst[doff, doff+16)
+ * with hop limit `hops`, gathered from three pieces. Bytes or -errno (EMSGSIZE: over the MTU).
+ */
+static napi_value js_send_ip6x3(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 13, total, off[3], len[3], frame = 0;
+  napi_value argv[13];
+  uint8_t *p[3], *dst;
+  int64_t hops;
+  static const char *const names[3] = { "a", "b", "c" };
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 13) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: sendIp6x3(handle, dst, doff, hops, a, aoff, alen, b, boff, blen, c, coff, clen)"); return NULL; }
+  nd_handle *h = arg_handle(env, st, argv[0]);
+  if (!h) return NULL;
+  if (h->kind != KIND_RAW) { throw_errno(env, "sendIp6x3", "(not a raw IP handle)", EINVAL); return NULL; }
+  if (!arg_ip6(env, argv[1], argv[2], "destination", &dst)) return NULL;
+  if (!arg_int(env, argv[3], "hop limit", 1, 255, &hops)) return NULL;
+  struct iovec iov[3];
+  for (int i = 0; i < 3; i++) {
+    napi_value *v = argv + 4 + 3 * i;
+    if (!arg_bytes(env, v[0], names[i], &p[i], &total) || !arg_range(env, v[1], v[2], total, &off[i], &len[i])) return NULL;
+    iov[i] = (struct iovec){ p[i] + off[i], len[i] };
+    frame += len[i];
+  }
+  long r = nd_raw6_send(h->fd, dst, (int)hops, iov, 3);
+  return send_result(env, st, (ssize_t)r, frame, false);
+}
+
 /* ---------- transmit-side completion (segment) ---------- */
 
 static napi_value make_tx_scratch(napi_env env, nd_state *st) {
@@ -1337,6 +1428,9 @@ NAPI_MODULE_INIT() {
     FN("queueIp3", js_queue_ip3),
     FN("flushIp", js_flush_ip),
     FN("vxlanBuildForTest", js_vxlan_build_for_test),
+    FN("openUdp6", js_open_udp6),
+    FN("openRawIp6", js_open_raw_ip6),
+    FN("sendIp6x3", js_send_ip6x3),
     FN("start", js_start),
     FN("stop", js_stop),
     FN("send", js_send),

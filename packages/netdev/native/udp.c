@@ -87,10 +87,11 @@ int nd_raw_open(const char *ifname, const char **op) {
  * could admit at the fixed per-frame cost alone: the overshoot stays within about
  * one quantum's worth of bytes over ND_FAIR_FRAME_COST, paid back next round.
  */
-static int nd_udp_fair_cap(const nd_out *o) {
+int nd_udp_fair_cap(const nd_out *o, int batch) {
   if (o->budget <= 0) return 0;
-  int64_t n = (o->budget + ND_FAIR_FRAME_COST - 1) / ND_FAIR_FRAME_COST;
-  return n < ND_UDP_BATCH ? (int)n : ND_UDP_BATCH;
+  /* Rounded up without adding first: an unlimited budget is INT64_MAX (signed overflow is UB). */
+  int64_t n = o->budget / ND_FAIR_FRAME_COST + (o->budget % ND_FAIR_FRAME_COST != 0);
+  return n < batch ? (int)n : batch;
 }
 
 int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
@@ -102,7 +103,7 @@ int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
   *fatal = 0;
   o->more = true;
   for (;;) {
-    int want = 0, cap = nd_udp_fair_cap(o);
+    int want = 0, cap = nd_udp_fair_cap(o, ND_UDP_BATCH);
     size_t pos = o->pos;
     while (want < cap && o->n + want < o->max) {
       size_t slot = ND_ALIGN_UP(pos);

@@ -202,6 +202,10 @@ interface Native {
     c: Uint8Array, coff: number, clen: number): number;
   flushIp(): number;
   vxlanBuildForTest(outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number, blen: number): Buffer[] | number;
+  openUdp6(local: Uint8Array, loff: number, port: number, ifname: string, zeroCsumRx: boolean): [number, number, number];
+  openRawIp6(local: Uint8Array, loff: number, ifname: string): [number, number, number];
+  sendIp6x3(handle: number, dst: Uint8Array, doff: number, hops: number, a: Uint8Array, aoff: number, alen: number,
+    b: Uint8Array, boff: number, blen: number, c: Uint8Array, coff: number, clen: number): number;
   start(handle: number, onBatch: (count: number) => void): void;
   stop(handle: number): void;
   send(handle: number, buf: Uint8Array, off: number, len: number): number;
@@ -308,6 +312,22 @@ export const queueIp3: Native['queueIp3'] = native.queueIp3;
 export const flushIp: Native['flushIp'] = native.flushIp;
 /** Test hook: the packets sendVxlan would send (outer header + inner frame each), or its negative code. */
 export const vxlanBuildForTest: Native['vxlanBuildForTest'] = native.vxlanBuildForTest;
+/**
+ * The VXLAN underlay's receiver over IPv6: a UDPv6 socket bound to local (16 bytes)
+ * and port; each datagram's sender address (16 bytes) and port are 22 bytes before
+ * its payload in the ring. zeroCsumRx: accept a zero UDP checksum (RFC 6936).
+ */
+export function openUdp6(local: Uint8Array, port: number, ifname = '', zeroCsumRx = false): { handle: number; fd: number } {
+  const [handle, fd] = native.openUdp6(local, 0, port, ifname, zeroCsumRx);
+  return { handle, fd };
+}
+/** The IPv6 underlay's sender: a raw IPv6 UDP socket bound to local (the kernel writes the IPv6 header and the UDP checksum). */
+export function openRawIp6(local: Uint8Array, ifname = ''): { handle: number; fd: number } {
+  const [handle, fd] = native.openRawIp6(local, 0, ifname);
+  return { handle, fd };
+}
+/** One UDP datagram gathered from a, b and c (its UDP header first) to the IPv6 address dst[doff, doff+16); bytes or -errno (EMSGSIZE: over the path MTU, never fragmented). */
+export const sendIp6x3: Native['sendIp6x3'] = native.sendIp6x3;
 export const setPersist: Native['setPersist'] = native.setPersist;
 /**
  * sd_notify(3) without libsystemd: sends `text` ("READY=1", "STATUS=...", lines

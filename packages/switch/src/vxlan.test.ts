@@ -7,7 +7,8 @@ import { VlanPolicy } from './vlan.js';
 import { writeMac } from './wire/ethernet.js';
 import { checkIpv4, IPV4_OK } from './wire/ipv4.js';
 import { checkVxlan, writeVxlanHeader, VXLAN_OUTER_LEN } from './wire/vxlan.js';
-import { tunnelPortName, Vtep, type UnderlayIo } from './vxlan.js';
+import { parseIp6 } from './wire/ipv6.js';
+import { Remote6Table, tunnelPortName, Vtep, type UnderlayIo } from './vxlan.js';
 
 const LOCAL = 0x0a630001; // 10.99.0.1
 const R1 = 0x0a630002;
@@ -313,5 +314,87 @@ describe('Vtep: a VM\'s TSO super-frame to a tunnel (the addon segments it: netd
     injectVnet(vm, tcpFrame(20000), 1, 1448);
     expect(u.take()).toEqual([]);
     expect(port.drops[DROP_REASONS.indexOf('tunnel_mtu')]).toBe(1);
+  });
+});
+
+describe('Vtep over an IPv6 underlay', () => {
+  const A6 = (s: string): Uint8Array => parseIp6(s)!;
+  function setup6(mtu?: number) {
+    const br = new Bridge('br0', { clock: () => 0 });
+    const vm10 = new TestIo();
+    br.addPort('vm10', vm10, { vlan: VlanPolicy.from({ mode: 'access', vid: 10 }) });
+    const u = new FakeUnderlay();
+    const vtep = new Vtep(u, { local: 0, local6: A6('fd00:99::1'), mtu });
+    const r1 = vtep.remoteOf('fd00:99::2');
+    const r2 = vtep.remoteOf('fd00:99:0:0:0:0:0:3');
+    vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [r1, r2] }]);
+    return { br, vm10, u, vtep, r1, r2 };
+  }
+
+  it('interns remotes as small ids (one per address, whatever its spelling) and names ports vx-<RFC 5952 text>', () => {
+    const { br, vtep, r1, r2 } = setup6();
+    expect([r1, r2]).toEqual([1, 2]);
+    expect(vtep.remoteOf('FD00:99:0::2')).toBe(r1);
+    expect(vtep.remoteOf('10.0.0.1')).toBe(-1);
+    expect(vtep.remoteOf('fd00::zz')).toBe(-1);
+    expect(vtep.overhead).toBe(70);
+    expect([...br.ports.keys()].sort()).toEqual(['vm10', 'vx-fd00:99::2', 'vx-fd00:99::3']);
+    expect(vtep.remotes6.find(A6('fd00:99::3'), 0)).toBe(r2);
+    expect(vtep.remotes6.find(A6('fd00:99::4'), 0)).toBe(0);
+    // The table grows past its first allocation and keeps finding every address.
+    const t = new Remote6Table();
+    const ids = Array.from({ length: 100 }, (_, i) => t.intern(A6(`2001:db8::${(i + 1).toString(16)}`)));
+    expect(ids).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    expect(t.find(A6('2001:db8::64'), 0)).toBe(100);
+  });
+
+  it('frees the ids no segment uses after set() and reuses them: the table follows the remotes in use', () => {
+    const { br, vtep, r1 } = setup6();
+    expect(vtep.remotes6.size).toBe(2);
+    for (let i = 0; i < 50; i++) {
+      const r = vtep.remoteOf(`fd00:98::${(i + 1).toString(16)}`);
+      vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [r1, r] }]);
+      expect(vtep.remotes6.size).toBe(2);
+    }
+    expect(vtep.remotes6.addrs.length).toBeLessThanOrEqual(4);
+    expect([...br.ports.keys()].sort()).toEqual(['vm10', 'vx-fd00:98::32', 'vx-fd00:99::2']);
+    expect(vtep.remotes6.find(A6('fd00:99::3'), 0)).toBe(0);
+    expect(vtep.remotes6.find(A6('fd00:98::32'), 0)).toBeGreaterThan(0);
+    vtep.close();
+    expect(vtep.remotes6.size).toBe(0);
+  });
+
+  it('sends UDP + VXLAN to the remote id (the kernel adds IPv6 and the checksum), refuses what exceeds MTU - 70', () => {
+    const { vm10, u, r1, r2 } = setup6(1500);
+    const f = eth(BCAST, VM);
+    vm10.inject(f);
+    const sent = u.take();
+    expect(sent.map((s) => s.dst).sort()).toEqual([r1, r2]);
+    for (const s of sent) {
+      const dv = new DataView(s.pkt.buffer);
+      expect(dv.getUint16(0)).toBeGreaterThanOrEqual(49152);
+      expect(dv.getUint16(2)).toBe(4789);
+      expect(dv.getUint16(4)).toBe(16 + f.length);
+      expect(dv.getUint16(6)).toBe(0);
+      expect(checkVxlan(s.pkt, 8, s.pkt.length - 8)).toBe(100);
+      expect([...s.pkt.subarray(16)]).toEqual([...f]);
+    }
+    // 1430 inner bytes + 70 = 1500 fits; one more does not (tunnel_mtu on each tunnel port).
+    vm10.inject(eth(BCAST, VM, 1430 + 14));
+    expect(u.take().length).toBe(2);
+    vm10.inject(eth(BCAST, VM, 1431 + 14));
+    expect(u.take().length).toBe(0);
+  });
+
+  it('takes datagrams from a known IPv6 sender (by id) into the VNI\'s VLAN; a stranger (id 0) is unknown_remote', () => {
+    const { br, vm10, vtep, r2 } = setup6();
+    const d = datagram(100, eth(BCAST, FAR));
+    vtep.receive(d.buf, d.off, d.len, r2);
+    expect(vm10.take().length).toBe(1);
+    expect(br.fdb.get(10, FAR)?.port).toBe(br.port('vx-fd00:99::3')!.id);
+    const e = datagram(100, eth(BCAST, FAR2));
+    vtep.receive(e.buf, e.off, e.len, 0);
+    expect(vm10.take()).toEqual([]);
+    expect(vtep.dropCounts().unknown_remote).toBe(1);
   });
 });

@@ -1,6 +1,7 @@
 /*
  * A VXLAN tunnel endpoint (VTEP, RFC 7348): bridges' VLANs stretched over an IPv4
- * underlay, each as a 24-bit VNI, interoperating with Linux `vxlan` devices and OVS.
+ * or IPv6 underlay, each as a 24-bit VNI, interoperating with Linux `vxlan` devices
+ * and OVS.
  *
  * Model: a tunnel is a port. Each remote VTEP a bridge reaches is one bridge port
  * (TunnelIo, kind 'vxlan', named `vx-<remote IP>`), a trunk tagged in every VLAN the
@@ -45,6 +46,14 @@
  * the MTU refuses the whole frame (E_TUNNEL_MTU, as one frame would be). Frames whose
  * header asks for nothing take the ordinary path. Counted per VNI (`txSegmented`).
  *
+ * IPv6 underlay (`local6`): one family per VTEP. Remotes are then small ids
+ * interned in `remotes6` (Remote6Table) from the addresses the configuration names,
+ * so everything above (tunnel ports, flood sets, static entries) still keys remotes
+ * by one int32; a datagram's sender is looked up by its four address words. Tunnel
+ * ports are named `vx-<address>` in RFC 5952 text (`vx-fd00:1::2`). The VTEP writes
+ * UDP + VXLAN only: the kernel adds IPv6 and the mandatory UDP checksum (netdev
+ * udp6.c), and the overhead is 70 bytes (VM MTU = underlay MTU - 70).
+ *
  * Nothing per datagram allocates; remotes are found by a scan of the bridge's few
  * tunnel ports (addresses compared as int32, never as heap numbers).
  */
@@ -52,12 +61,18 @@ import { E_TUNNEL_MTU } from './egress.js';
 import type { Bridge } from './bridge.js';
 import type { PortIo, PortRx } from './port.js';
 import { VlanPolicy } from './vlan.js';
+import { readI32 } from './wire/bytes.js';
+import { formatIp6, parseIp6 } from './wire/ipv6.js';
+import { parseIp4 } from './wire/ipv4.js';
 import * as wire from './wire/vxlan.js';
-import { VXLAN_BAD_FLAGS, VXLAN_HLEN, VXLAN_OUTER_LEN, VXLAN_PORT, VNI_MAX } from './wire/vxlan.js';
+import {
+  VXLAN_BAD_FLAGS, VXLAN_HLEN, VXLAN_OUTER_LEN, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_UDP_LEN, VXLAN6_OUTER_LEN, VXLAN6_OVERHEAD, VNI_MAX,
+} from './wire/vxlan.js';
 import { VNET_HDR_LEN, vnetGso, vnetWork } from './wire/vnet.js';
 
 // Per packet through module constants: an imported binding is checked on every use (see ingress.ts).
-const { checkVxlan, decapTagged: decap, taggedVid: tagVid, vxlanSourcePort, writeVxlanOuter } = wire;
+const { checkVxlan, decapTagged: decap, taggedVid: tagVid, vxlanSourcePort, writeVxlanOuter, writeVxlanUdp } = wire;
+const rd32 = readI32;
 const work = vnetWork;
 const gso = vnetGso;
 
@@ -74,7 +89,12 @@ const BAD_FLAGS = 1;
 const UNKNOWN_VNI = 2;
 const UNKNOWN_REMOTE = 3;
 
-/** The underlay's sending side: one IPv4 packet (header first, in `a`) to `dst`; bytes or a negative errno. */
+/**
+ * The underlay's sending side: one packet (outer headers first, in `a`) to `dst`;
+ * bytes or a negative errno. IPv4: `a` starts with the IPv4 header and `dst` is the
+ * address (u32). IPv6: `a` starts with the UDP header and `dst` is the remote's id
+ * in the Vtep's `remotes6` (the underlay writes IPv6, the hop limit `Vtep.ttl`).
+ */
 export interface UnderlayIo {
   send3(dst: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
     c: Uint8Array, coff: number, clen: number): number;
@@ -95,8 +115,10 @@ export interface UnderlayIo {
 }
 
 export interface VtepOptions {
-  /** Local underlay IPv4 address (u32), the outer source. */
+  /** Local underlay IPv4 address (u32), the outer source (ignored with local6). */
   local: number;
+  /** Local underlay IPv6 address (16 bytes): an IPv6 underlay, remotes are then `remotes6` ids. */
+  local6?: Uint8Array;
   /** UDP destination port of what the VTEP sends (default 4789). */
   port?: number;
   /** Underlay MTU (default 1500): outer packets are at most this long. */
@@ -110,9 +132,9 @@ export interface SegmentSpec {
   bridge: Bridge;
   vni: number;
   vid: number;
-  /** Remote VTEPs (u32) that get this VNI's flooded frames. */
+  /** Remote VTEPs (IPv4 u32, or `Vtep.remoteOf` ids over IPv6) that get this VNI's flooded frames. */
   flood: number[];
-  /** Static MAC entries (u48) behind a remote VTEP. */
+  /** Static MAC entries (u48) behind a remote VTEP (as in `flood`). */
   fdb?: { mac: number; remote: number }[];
 }
 
@@ -150,9 +172,81 @@ export function ip4Text(a: number): string {
   return `${(a >>> 24) & 255}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
 }
 
-/** The bridge port name of the tunnel to `remote`. */
+/** The bridge port name of the tunnel to `remote` (IPv4; `Vtep.portName` for either family). */
 export function tunnelPortName(remote: number): string {
   return `vx-${ip4Text(remote)}`;
+}
+
+/** A freed Remote6Table slot's address. */
+const FREE = new Uint8Array(16).fill(0xff);
+
+/**
+ * IPv6 remote VTEPs, interned: the rest of the VTEP knows a remote by a small
+ * positive id; its address is kept here as four int32 words for the per-datagram
+ * lookup (no string, no bigint) and as bytes for sending. Only the control side
+ * interns (`Vtep.remoteOf`); `Vtep.set` frees the ids no segment uses any more
+ * (`retain`), so the table holds about the remotes in use, whatever the churn of
+ * configuration (or, later, of EVPN routes). The data plane only looks up (`find`:
+ * 0 for a stranger).
+ */
+export class Remote6Table {
+  #words = new Int32Array(4 * 16);
+  /** By id; id 0 is no remote, a freed id holds FREE. */
+  readonly addrs: Uint8Array[] = [FREE];
+  readonly #free: number[] = [];
+
+  /** Ids in use. */
+  get size(): number {
+    return this.addrs.length - 1 - this.#free.length;
+  }
+
+  /** The id of the 16-byte address at a[off], interned if new. */
+  intern(a: Uint8Array, off = 0): number {
+    const id = this.find(a, off);
+    if (id !== 0) return id;
+    let n = this.#free.pop();
+    if (n === undefined) {
+      n = this.addrs.length;
+      this.addrs.push(FREE);
+      if (4 * (n + 1) > this.#words.length) {
+        const w = new Int32Array(this.#words.length * 2);
+        w.set(this.#words);
+        this.#words = w;
+      }
+    }
+    for (let i = 0; i < 4; i++) this.#words[4 * n + i] = rd32(a, off + 4 * i);
+    this.addrs[n] = a.slice(off, off + 16);
+    return n;
+  }
+
+  /** Frees every id not in `used` (their slots match no sender: ff..ff is no unicast source). */
+  retain(used: ReadonlySet<number>): void {
+    for (let id = 1; id < this.addrs.length; id++) {
+      if (used.has(id) || this.addrs[id] === FREE) continue;
+      this.addrs[id] = FREE;
+      this.#words.fill(-1, 4 * id, 4 * id + 4);
+      this.#free.push(id);
+    }
+  }
+
+  /** The id of the address at buf[off, off+16), 0 if none. */
+  find(buf: Uint8Array, off: number): number {
+    const w0 = rd32(buf, off);
+    const w1 = rd32(buf, off + 4);
+    const w2 = rd32(buf, off + 8);
+    const w3 = rd32(buf, off + 12);
+    const w = this.#words;
+    const n = this.addrs.length;
+    for (let id = 1; id < n; id++) {
+      const k = 4 * id;
+      if (w[k + 3] === w3 && w[k + 2] === w2 && w[k + 1] === w1 && w[k] === w0 && this.addrs[id] !== FREE) return id;
+    }
+    return 0;
+  }
+
+  text(id: number): string {
+    return id > 0 && id < this.addrs.length ? formatIp6(this.addrs[id]) : '?';
+  }
 }
 
 /** A tunnel to one remote VTEP: a bridge port's I/O. */
@@ -222,7 +316,7 @@ export class TunnelIo implements PortIo {
   describe(): Record<string, string | number | boolean> {
     const vnis = this.tunnels.byVid.filter((s): s is Segment => s !== undefined);
     return {
-      remote: ip4Text(this.remote),
+      remote: this.vtep.remoteText(this.remote),
       vnis: vnis.map((s) => s.vni).join(','),
       flood: vnis.filter((s) => s.flood.has(this.remote)).map((s) => s.vni).join(','),
     };
@@ -237,6 +331,12 @@ export class VtepError extends Error {
 
 export class Vtep {
   readonly local: number;
+  /** 6: an IPv6 underlay (remotes are `remotes6` ids). */
+  readonly family: 4 | 6;
+  readonly local6: Uint8Array | undefined;
+  readonly remotes6 = new Remote6Table();
+  /** Underlay MTU minus the VM MTU: 50 over IPv4, 70 over IPv6. */
+  readonly overhead: number;
   readonly port: number;
   mtu: number;
   ttl: number;
@@ -249,9 +349,28 @@ export class Vtep {
 
   constructor(readonly io: UnderlayIo, opts: VtepOptions) {
     this.local = opts.local >>> 0;
+    this.local6 = opts.local6?.slice();
+    this.family = opts.local6 !== undefined ? 6 : 4;
+    this.overhead = this.family === 6 ? VXLAN6_OVERHEAD : VXLAN_OVERHEAD;
     this.port = opts.port ?? VXLAN_PORT;
     this.mtu = opts.mtu ?? 1500;
     this.ttl = opts.ttl ?? 64;
+  }
+
+  /** The remote for an address in text (IPv4 u32, or an IPv6 id interned now); -1 if not an address of the underlay's family. */
+  remoteOf(text: string): number {
+    if (this.family === 4) return text.includes(':') ? -1 : parseIp4(text);
+    const a = text.includes(':') ? parseIp6(text) : undefined;
+    return a === undefined ? -1 : this.remotes6.intern(a);
+  }
+
+  remoteText(remote: number): string {
+    return this.family === 6 ? this.remotes6.text(remote) : ip4Text(remote);
+  }
+
+  /** The bridge port name of the tunnel to `remote`: `vx-` and its address (RFC 5952 text for IPv6). */
+  portName(remote: number): string {
+    return `vx-${this.remoteText(remote)}`;
   }
 
   segments(): Segment[] {
@@ -292,14 +411,14 @@ export class Vtep {
       for (const f of seg.fdb) {
         const e = br.fdb.get(seg.vid, f.mac);
         const t = seg.tunnels.find(f.remote | 0);
-        if (e !== undefined && e.isStatic && t !== undefined && br.portName(e.port) === tunnelPortName(t.remote)) br.fdb.delete(seg.vid, f.mac);
+        if (e !== undefined && e.isStatic && t !== undefined && br.portName(e.port) === this.portName(t.remote)) br.fdb.delete(seg.vid, f.mac);
       }
     }
     const byBridge = new Map<Bridge, SegmentSpec[]>();
     for (const s of specs) byBridge.set(s.bridge, [...byBridge.get(s.bridge) ?? [], s]);
     for (const [br, bt] of this.#bridges) {
       if (!byBridge.has(br)) {
-        for (const t of bt.tunnels) if (br.port(tunnelPortName(t.remote))?.io === t) br.removePort(tunnelPortName(t.remote));
+        for (const t of bt.tunnels) if (br.port(this.portName(t.remote))?.io === t) br.removePort(this.portName(t.remote));
         this.#bridges.delete(br);
       }
     }
@@ -329,7 +448,7 @@ export class Vtep {
       const policy = VlanPolicy.from({ mode: 'trunk', allowed: list.map((s) => s.vid) });
       const keep: TunnelIo[] = [];
       for (const t of bt.tunnels) {
-        const name = tunnelPortName(t.remote);
+        const name = this.portName(t.remote);
         const live = br.port(name)?.io === t;
         if (remotes.has(t.remote) && live) {
           keep.push(t);
@@ -341,14 +460,22 @@ export class Vtep {
       for (const r of remotes) {
         if (keep.some((t) => t.remote === r)) continue;
         const t = new TunnelIo(this, bt, r);
-        br.addPort(tunnelPortName(r), t, { vlan: VlanPolicy.from({ mode: 'trunk', allowed: list.map((s) => s.vid) }) });
+        br.addPort(this.portName(r), t, { vlan: VlanPolicy.from({ mode: 'trunk', allowed: list.map((s) => s.vid) }) });
         keep.push(t);
       }
       bt.tunnels = keep;
       for (const s of list) {
-        for (const f of s.fdb ?? []) br.addStatic(f.mac, tunnelPortName(f.remote), s.vid);
+        for (const f of s.fdb ?? []) br.addStatic(f.mac, this.portName(f.remote), s.vid);
       }
       br.refreshFloodLists();
+    }
+    if (this.family === 6) {
+      const used = new Set<number>();
+      for (const s of specs) {
+        for (const r of s.flood) used.add(r);
+        for (const f of s.fdb ?? []) used.add(f.remote);
+      }
+      this.remotes6.retain(used);
     }
   }
 
@@ -358,8 +485,9 @@ export class Vtep {
   }
 
   /**
-   * One UDP payload from the underlay at buf[off, off+len), sent by `src` (u32 or
-   * int32). Writes into buf (the tag goes into the VXLAN header's room).
+   * One UDP payload from the underlay at buf[off, off+len), sent by `src` (IPv4:
+   * u32 or int32; IPv6: its `remotes6` id, 0 for a stranger). Writes into buf (the
+   * tag goes into the VXLAN header's room).
    */
   receive(buf: Uint8Array, off: number, len: number, src: number): void {
     const vni = checkVxlan(buf, off, len);
@@ -394,11 +522,18 @@ export class Vtep {
     const seg = t.tunnels.byVid[vid];
     if (seg === undefined) return -22;
     const inner = 12 + blen;
-    if (inner + VXLAN_OUTER_LEN > this.mtu) return E_TUNNEL_MTU;
     const s = this.#scratch;
     const sport = vxlanSourcePort(a, aoff, b, boff, blen);
-    writeVxlanOuter(s, 0, this.local, t.remoteU32, sport, this.port, seg.vni, inner, this.ttl);
-    const r = this.io.send3(t.remoteU32, s, 0, VXLAN_OUTER_LEN, a, aoff, 12, b, boff, blen);
+    let r: number;
+    if (this.family === 6) {
+      if (inner + VXLAN6_OUTER_LEN > this.mtu) return E_TUNNEL_MTU;
+      writeVxlanUdp(s, 0, sport, this.port, seg.vni, inner);
+      r = this.io.send3(t.remote, s, 0, VXLAN_UDP_LEN, a, aoff, 12, b, boff, blen);
+    } else {
+      if (inner + VXLAN_OUTER_LEN > this.mtu) return E_TUNNEL_MTU;
+      writeVxlanOuter(s, 0, this.local, t.remoteU32, sport, this.port, seg.vni, inner, this.ttl);
+      r = this.io.send3(t.remoteU32, s, 0, VXLAN_OUTER_LEN, a, aoff, 12, b, boff, blen);
+    }
     if (r < 0) return r;
     seg.txPackets++;
     seg.txBytes += inner;

@@ -20,16 +20,30 @@
 import { readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureStateDir, readStateFile, writeStateFile } from '@vswitch/nat';
-import { type Bridge, formatMac, ip4Text, parseIp4, parseMac, type Segment, type SegmentSpec, tunnelPortName, Vtep, VXLAN_DROP_REASONS, VXLAN_OVERHEAD } from '@vswitch/switch';
-import { NativeUnderlay } from '@vswitch/switch/ports';
+import { type Bridge, formatMac, parseIp4, parseIp6, parseMac, type Segment, type SegmentSpec, type UnderlayIo, Vtep, VXLAN_DROP_REASONS } from '@vswitch/switch';
+import { NativeUnderlay, NativeUnderlay6 } from '@vswitch/switch/ports';
 import { VswitchError } from '../errors.js';
 import type { VxlanConfig, VxlanSegmentConfig } from '../vxlan-config.js';
 import type { Logger } from './log.js';
 
 interface Running {
   conf: VxlanConfig;
-  underlay: NativeUnderlay;
+  underlay: NativeUnderlay | NativeUnderlay6;
   vtep: Vtep;
+}
+
+/**
+ * The VTEP and its underlay for `conf.local`'s family: IPv6 when it has a colon
+ * (the Vtep then knows remotes by ids it interns from the addresses).
+ */
+function openUnderlay(conf: VxlanConfig, mtu: number): { underlay: NativeUnderlay | NativeUnderlay6; vtep: Vtep } {
+  if (conf.local.includes(':')) {
+    const local6 = parseIp6(conf.local)!;
+    const underlay = new NativeUnderlay6({ local: local6, port: conf.port, ifname: conf.interface, zeroCsumRx: conf.udp6ZeroCsumRx });
+    return { underlay, vtep: new Vtep(underlay as UnderlayIo, { local: 0, local6, port: conf.port, mtu, ttl: conf.ttl }) };
+  }
+  const underlay = new NativeUnderlay({ local: parseIp4(conf.local), port: conf.port, ifname: conf.interface });
+  return { underlay, vtep: new Vtep(underlay, { local: parseIp4(conf.local), port: conf.port, mtu, ttl: conf.ttl }) };
 }
 
 type SegmentConf = VxlanSegmentConfig & { bridge: string; source: 'config' | 'runtime' };
@@ -147,38 +161,32 @@ export class VxlanService {
       }
       return done;
     }
-    const brs = this.bridges();
-    const wanted = this.#wanted();
-    const specs: SegmentSpec[] = [];
-    for (const s of wanted) {
-      const bridge = brs.get(s.bridge);
-      if (bridge === undefined) {
-        // A CLI change naming no bridge is refused; a bridge gone by delbr (or not running) leaves its VNIs idle.
-        if (s.vni === changed) throw new VswitchError('ENOENT', `vxlan: no bridge ${s.bridge} (VNI ${s.vni})`);
-        this.log.warn({ event: 'vxlan_bridge_missing', bridge: s.bridge, vni: s.vni }, 'vxlan_bridge_missing');
-        done.push(`vxlan VNI ${s.vni}: no bridge ${s.bridge}, not carried`);
-        continue;
-      }
-      specs.push({
-        bridge, vni: s.vni, vid: s.vlan, flood: s.flood.map(parseIp4),
-        fdb: s.fdb.map((f) => ({ mac: parseMac(f.mac), remote: parseIp4(f.dst) })),
-      });
-    }
     let run = this.#run;
     const mtu = conf.mtu ?? interfaceMtu(conf.interface) ?? 1500;
-    if (run !== undefined && (run.conf.local !== conf.local || run.conf.port !== conf.port || run.conf.interface !== conf.interface)) {
+    if (run !== undefined && (run.conf.local !== conf.local || run.conf.port !== conf.port || run.conf.interface !== conf.interface
+      || run.conf.udp6ZeroCsumRx !== conf.udp6ZeroCsumRx)) {
       this.close();
       run = undefined;
       done.push('vxlan underlay reopened');
     }
+    let opened: ReturnType<typeof openUnderlay> | undefined;
     if (run === undefined) {
-      let underlay: NativeUnderlay;
       try {
-        underlay = new NativeUnderlay({ local: parseIp4(conf.local), port: conf.port, ifname: conf.interface });
+        opened = openUnderlay(conf, mtu);
       } catch (e) {
         throw new VswitchError('EADDRNOTAVAIL', `vxlan: cannot open the underlay on ${conf.local}:${conf.port}${conf.interface ? ` (${conf.interface})` : ''}: ${(e as Error).message}`);
       }
-      const vtep = new Vtep(underlay, { local: parseIp4(conf.local), port: conf.port, mtu, ttl: conf.ttl });
+    }
+    const vtep = run?.vtep ?? opened!.vtep;
+    let specs: SegmentSpec[];
+    try {
+      specs = this.#specs(vtep, changed, done);
+    } catch (e) {
+      opened?.underlay.close();
+      throw e;
+    }
+    if (opened !== undefined) {
+      const { underlay } = opened;
       try {
         vtep.set(specs);
       } catch (e) {
@@ -191,10 +199,11 @@ export class VxlanService {
       });
       run = { conf, underlay, vtep };
       this.#run = run;
-      this.log.info({ event: 'vxlan_started', local: conf.local, port: conf.port, mtu, vmMtu: mtu - VXLAN_OVERHEAD, vnis: specs.map((s) => s.vni) }, 'vxlan_started');
+      this.log.info({ event: 'vxlan_started', local: conf.local, port: conf.port, mtu, vmMtu: mtu - vtep.overhead, vnis: specs.map((s) => s.vni) }, 'vxlan_started');
       done.push(`vxlan on ${conf.local}:${conf.port} (${specs.length} VNIs)`);
       return done;
     }
+    run = run!;
     try {
       run.vtep.set(specs);
     } catch (e) {
@@ -206,6 +215,38 @@ export class VxlanService {
     run.conf = conf;
     done.push(`vxlan ${specs.length} VNIs`);
     return done;
+  }
+
+  /** The Vtep's segments for what is wanted now (remotes as `vtep` knows them); notes what is not carried in `done`. */
+  #specs(vtep: Vtep, changed: number, done: string[]): SegmentSpec[] {
+    const brs = this.bridges();
+    const specs: SegmentSpec[] = [];
+    for (const s of this.#wanted()) {
+      const bridge = brs.get(s.bridge);
+      if (bridge === undefined) {
+        // A CLI change naming no bridge is refused; a bridge gone by delbr (or not running) leaves its VNIs idle.
+        if (s.vni === changed) throw new VswitchError('ENOENT', `vxlan: no bridge ${s.bridge} (VNI ${s.vni})`);
+        this.log.warn({ event: 'vxlan_bridge_missing', bridge: s.bridge, vni: s.vni }, 'vxlan_bridge_missing');
+        done.push(`vxlan VNI ${s.vni}: no bridge ${s.bridge}, not carried`);
+        continue;
+      }
+      // The file is checked (one family). A CLI change with a remote of the other family is
+      // refused; a kept CLI change the file's new `local` made foreign is left idle, as above.
+      const bad = [...s.flood, ...s.fdb.map((f) => f.dst)].find((a) => vtep.remoteOf(a) < 0);
+      if (bad !== undefined) {
+        const why = `${bad} is not an IPv${vtep.family} address (the underlay is IPv${vtep.family}, as local is)`;
+        if (s.vni === changed) throw new VswitchError('EINVAL', `vxlan VNI ${s.vni}: ${why}`);
+        this.log.warn({ event: 'vxlan_remote_family', vni: s.vni, remote: bad }, 'vxlan_remote_family');
+        done.push(`vxlan VNI ${s.vni}: ${why}, not carried`);
+        continue;
+      }
+      const remote = (a: string): number => vtep.remoteOf(a);
+      specs.push({
+        bridge, vni: s.vni, vid: s.vlan, flood: s.flood.map(remote),
+        fdb: s.fdb.map((f) => ({ mac: parseMac(f.mac), remote: remote(f.dst) })),
+      });
+    }
+    return specs;
   }
 
   /* ---------- CLI ---------- */
@@ -231,7 +272,10 @@ export class VxlanService {
     const m = formatMac(mac);
     const rest = cur.fdb.filter((f) => formatMac(parseMac(f.mac)) !== m);
     if (!add && rest.length === cur.fdb.length) throw new VswitchError('ENOENT', `vxlan: no static entry ${m} in VNI ${vni}`);
-    if (add && (dst === undefined || parseIp4(dst) < 0)) throw new VswitchError('EINVAL', `bad remote VTEP address '${dst ?? ''}'`);
+    const fam = this.#run?.vtep.family ?? (this.#file!.local.includes(':') ? 6 : 4);
+    if (add && (dst === undefined || (fam === 6 ? !dst.includes(':') || parseIp6(dst) === undefined : parseIp4(dst) < 0))) {
+      throw new VswitchError('EINVAL', `bad remote VTEP address '${dst ?? ''}' (the underlay is IPv${fam})`);
+    }
     this.#change(vni, { ...cur, fdb: add ? [...rest, { mac: m, dst: dst! }] : rest, source: 'runtime' });
   }
 
@@ -284,16 +328,17 @@ export class VxlanService {
       port: run.conf.port,
       ...(run.conf.interface !== undefined ? { interface: run.conf.interface } : {}),
       mtu: v.mtu,
-      vmMtu: v.mtu - VXLAN_OVERHEAD,
+      family: v.family,
+      vmMtu: v.mtu - v.overhead,
       ttl: v.ttl,
       readQuantum: run.conf.readQuantum,
       readRoundsFull: run.underlay.readRoundsFull,
       txQueueErrors: run.underlay.txQueueErrors,
-      vnis: v.segments().sort((a, b) => a.vni - b.vni).map((s) => segmentView(s, conf.get(s.vni)?.source ?? 'config')),
+      vnis: v.segments().sort((a, b) => a.vni - b.vni).map((s) => segmentView(v, s, conf.get(s.vni)?.source ?? 'config')),
       remotes: v.bridgeTunnels().flatMap((bt) => bt.tunnels.map((t) => {
-        const p = bt.bridge.port(tunnelPortName(t.remote));
+        const p = bt.bridge.port(v.portName(t.remote));
         return {
-          bridge: bt.bridge.name, remote: ip4Text(t.remote), port: p?.name ?? '',
+          bridge: bt.bridge.name, remote: v.remoteText(t.remote), port: p?.name ?? '',
           macs: p === undefined ? 0 : bt.bridge.fdb.portCount(p.id),
           rxFrames: p?.rxFrames ?? 0, txFrames: p?.txFrames ?? 0, rxBytes: p?.rxBytes ?? 0, txBytes: p?.txBytes ?? 0,
         };
@@ -303,11 +348,11 @@ export class VxlanService {
   }
 }
 
-function segmentView(s: Segment, source: string): Record<string, unknown> {
+function segmentView(v: Vtep, s: Segment, source: string): Record<string, unknown> {
   return {
     vni: s.vni, bridge: s.tunnels.bridge.name, vlan: s.vid, source,
-    flood: [...s.flood].map(ip4Text),
-    fdb: s.fdb.map((f) => ({ mac: formatMac(f.mac), dst: ip4Text(f.remote) })),
+    flood: [...s.flood].map((r) => v.remoteText(r)),
+    fdb: s.fdb.map((f) => ({ mac: formatMac(f.mac), dst: v.remoteText(f.remote) })),
     rxPackets: s.rxPackets, rxBytes: s.rxBytes, txPackets: s.txPackets, txBytes: s.txBytes, txSegmented: s.txSegmented,
   };
 }

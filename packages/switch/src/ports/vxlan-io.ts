@@ -10,12 +10,16 @@
  * sendmmsg per batch: the queue is flushed by one microtask scheduled by the first
  * packet a batch queues (it runs when the read loop's turn ends its poll phase), or
  * earlier when it fills up or a super-frame goes out, so packets keep their order.
+ * NativeUnderlay6 is the same over IPv6 (netdev udp6.c): the sender's address is
+ * looked up in the Vtep's remote table straight from the ring, and the kernel
+ * writes the outer IPv6 header and the UDP checksum.
  */
 import * as netdev from '@vswitch/netdev';
 import type { UnderlayIo, Vtep } from '../vxlan.js';
 import * as wire from '../wire/vxlan.js';
 
 const sender = wire.vxlanSender;
+const SENDER6 = wire.VXLAN6_SENDER_BEFORE;
 
 export interface UnderlayOptions {
   /** Local IPv4 address (u32) to bind; 0: any. */
@@ -98,6 +102,85 @@ export class NativeUnderlay implements UnderlayIo {
   /** Queued packets the kernel refused at the flush (the addon's count: one underlay per process). */
   get txQueueErrors(): number {
     return netdev.stats().vxlanTxQueueErrors;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    netdev.close(this.#rxHandle);
+    netdev.close(this.#txHandle);
+  }
+}
+
+export interface Underlay6Options {
+  /** Local IPv6 address (16 bytes) to bind. */
+  local: Uint8Array;
+  port: number;
+  ifname?: string;
+  /** Accept datagrams with a zero UDP checksum (RFC 6936; Linux vxlan's udp6zerocsumrx). */
+  zeroCsumRx?: boolean;
+}
+
+/** The IPv6 underlay: `send3`'s `dst` is a remote id of the Vtep it was started with. */
+export class NativeUnderlay6 implements UnderlayIo {
+  readonly #rxHandle: number;
+  readonly #txHandle: number;
+  #closed = false;
+  #vtep: Vtep | undefined;
+  failed = 0;
+
+  constructor(opts: Underlay6Options) {
+    const rx = netdev.openUdp6(opts.local, opts.port, opts.ifname ?? '', opts.zeroCsumRx ?? false);
+    try {
+      this.#txHandle = netdev.openRawIp6(opts.local, opts.ifname ?? '').handle;
+    } catch (e) {
+      netdev.close(rx.handle);
+      throw e;
+    }
+    this.#rxHandle = rx.handle;
+  }
+
+  start(vtep: Vtep, onError: (errno: number) => void): void {
+    this.#vtep = vtep;
+    const table = vtep.remotes6;
+    const ring = netdev.ring();
+    const arena = ring.arena;
+    const offs = ring.offs;
+    const lens = ring.lens;
+    netdev.start(this.#rxHandle, (count) => {
+      if (count < 0) {
+        this.failed++;
+        onError(-count);
+        return;
+      }
+      for (let i = 0; i < count; i++) {
+        const o = offs[i];
+        vtep.receive(arena, o, lens[i], table.find(arena, o - SENDER6));
+      }
+    });
+  }
+
+  send3(dst: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
+    c: Uint8Array, coff: number, clen: number): number {
+    const v = this.#vtep;
+    if (this.#closed || v === undefined) return -100;
+    const addr = v.remotes6.addrs[dst];
+    if (addr === undefined || dst === 0) return -22;
+    return netdev.sendIp6x3(this.#txHandle, addr, 0, v.ttl, a, aoff, alen, b, boff, blen, c, coff, clen);
+  }
+
+  /** As NativeUnderlay's: the receive socket's share of each read-loop round (udp6.c drains under it too). */
+  setReadQuantum(bytes: number): void {
+    if (!this.#closed) netdev.setQuantum(this.#rxHandle, bytes);
+  }
+
+  get readRoundsFull(): number {
+    return this.#closed ? 0 : netdev.fairFull(this.#rxHandle);
+  }
+
+  /** Sends over IPv6 are not queued (one sendmsg each): nothing can be refused at a flush. */
+  get txQueueErrors(): number {
+    return 0;
   }
 
   close(): void {

@@ -18,6 +18,11 @@
  * relies on fragmentation, so an inner frame that does not fit the underlay MTU is
  * refused by the sender (VM MTU = underlay MTU - 50).
  *
+ * Over an IPv6 underlay the VTEP writes only UDP + VXLAN (VXLAN_UDP_LEN bytes,
+ * `writeVxlanUdp`): the kernel writes the outer IPv6 header and the UDP checksum,
+ * which IPv6 requires (netdev udp6.c). The overhead is 40 + 8 + 8 + 14 = 70 bytes
+ * (VXLAN6_OVERHEAD): VM MTU = underlay MTU - 70.
+ *
  * Nothing here allocates: the header is written into a caller's scratch.
  */
 import * as bytes from './bytes.js';
@@ -32,6 +37,12 @@ export const VXLAN_HLEN = 8;
 export const VXLAN_OUTER_LEN = 20 + 8 + VXLAN_HLEN;
 /** Underlay MTU minus the VM's MTU: the outer headers plus the inner Ethernet header. */
 export const VXLAN_OVERHEAD = VXLAN_OUTER_LEN + 14;
+/** UDP + VXLAN: what the VTEP writes before the inner frame over IPv6 (the kernel adds the IPv6 header). */
+export const VXLAN_UDP_LEN = 8 + VXLAN_HLEN;
+/** Outer IPv6 + UDP + VXLAN. */
+export const VXLAN6_OUTER_LEN = 40 + VXLAN_UDP_LEN;
+/** Underlay MTU minus the VM's MTU over IPv6. */
+export const VXLAN6_OVERHEAD = VXLAN6_OUTER_LEN + 14;
 export const VXLAN_FLAG_I = 0x08;
 export const VNI_MAX = 0xffffff;
 /** The range RFC 7348 recommends for the outer source port. */
@@ -97,6 +108,18 @@ export function writeVxlanOuter(
 }
 
 /**
+ * Writes UDP + VXLAN (VXLAN_UDP_LEN bytes) at s[off] for an inner frame of
+ * `innerLen` bytes, the checksum field 0 for the sender's kernel to fill (IPv6).
+ */
+export function writeVxlanUdp(s: Uint8Array, off: number, sport: number, dport: number, vni: number, innerLen: number): void {
+  write16(s, off, sport);
+  write16(s, off + 2, dport);
+  write16(s, off + 4, VXLAN_UDP_LEN + innerLen);
+  write16(s, off + 6, 0);
+  writeVxlanHeader(s, off + 8, vni);
+}
+
+/**
  * The outer source port for an inner frame given as its MACs a[aoff, aoff+12) and
  * the rest b[boff, boff+blen) from the ethertype on (the frame may be in two
  * pieces: egress hands tunnels a tag-edited header and the rest). A hash of the
@@ -149,6 +172,9 @@ function mix(h: number, v: number): number {
 
 /** Where the underlay receiver (netdev udp.c) leaves a datagram's sender: this many bytes before it, IPv4 address then port. */
 export const VXLAN_SENDER_BEFORE = 10;
+
+/** Where the IPv6 underlay receiver (netdev udp6.c) leaves a datagram's sender: IPv6 address (16), port (2), zeros (4). */
+export const VXLAN6_SENDER_BEFORE = 22;
 
 /** The sender's IPv4 address of the datagram at buf[off] (netdev udp.c layout), as int32. */
 export function vxlanSender(buf: Uint8Array, off: number): number {
