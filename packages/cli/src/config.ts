@@ -192,7 +192,7 @@ const Ip6Unicast = z.string().superRefine((s, ctx) => {
  * both (mode slaac serves no DHCPv6: its RA has neither M nor O). Keys follow the
  * IPv4 `dhcp` section's; `pool` is one range whose ends share their first 96 bits
  * (default <prefix>::1000-<prefix>::1fff); `dns`/`domains` default to the RA's
- * rdnss/dnssl.
+ * rdnss/dnssl (daemon/dns6.ts: the gateway's address when it answers DNS).
  */
 const Dhcp6Schema = z.strictObject({
   pool: z.string().regex(/^[0-9A-Fa-f:.]+-[0-9A-Fa-f:.]+$/, 'must be a range like fd00:10::100-fd00:10::1ff')
@@ -210,7 +210,7 @@ const Dhcp6Schema = z.strictObject({
   maxLeasesPerPort: z.number().int().min(0).max(65536).optional(),
 });
 
-const RA_DEFAULTS = { interval: 600, validLifetime: 86400, preferredLifetime: 14400, rdnss: [] as string[], dnssl: [] as string[] };
+const RA_DEFAULTS = { interval: 600, validLifetime: 86400, preferredLifetime: 14400, dnssl: [] as string[] };
 
 /**
  * IPv6 of a router network (nd.ts in @vswitch/nat): the gateway's address in a
@@ -231,12 +231,15 @@ const Ipv6Schema = z.strictObject({
     preferredLifetime: Lifetime.default(14400),
     /** The MTU option (absent: none; guests keep their link's MTU); also the network's MTU for routed IPv6 (Packet Too Big; absent: 1500). */
     mtu: z.number().int().min(1280, 'must be at least 1280 (IPv6 minimum MTU)').max(65535).optional(),
-    /** RDNSS (RFC 8106): DNS servers' IPv6 addresses; DNSSL: search domains. Their lifetime is 3 x interval. */
+    /**
+     * RDNSS (RFC 8106): DNS servers' IPv6 addresses (absent: the gateway's address when it answers DNS,
+     * daemon/dns6.ts; []: none); DNSSL: search domains. Their lifetime is 3 x interval.
+     */
     rdnss: z.array(z.string().superRefine((s, ctx) => {
       const a = parseIp6(s);
       if (a === undefined) ctx.addIssue({ code: 'custom', message: 'must be an IPv6 address like fd00:10::53' });
       else if (ip6IsMulticast(a, 0) || ip6IsUnspecified(a, 0)) ctx.addIssue({ code: 'custom', message: 'must be a unicast address' });
-    })).max(8, 'at most 8 servers').default([]),
+    })).max(8, 'at most 8 servers').optional(),
     dnssl: z.array(z.string().refine((s) => dnsNames([s]) !== undefined, 'must be a domain name')).max(8, 'at most 8 domains').default([]),
   }).refine((r) => r.preferredLifetime <= r.validLifetime, { path: ['preferredLifetime'], message: 'must not exceed validLifetime' })
     .default(RA_DEFAULTS),

@@ -38,6 +38,7 @@ import { type Bridge, VlanPolicy, parseCidr6, parseIp4, parseIp6, parseMac } fro
 import { type RouterConfig, type RouterNetworkConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
 import { VswitchError } from '../errors.js';
 import { dhcp6ServerConfig, openDhcp6, servesDhcp6 } from './dhcp6.js';
+import { gatewayAnswersDns, rdnssOf } from './dns6.js';
 import { hostKey, macFor } from './machine-id.js';
 import type { RouterEdit } from './state.js';
 
@@ -181,7 +182,7 @@ export class ManagedRouter {
         // The DHCPv6 server's port rules follow the IPv6 guards.
         ports6: { guarded: (p) => br.port(p)?.guard.v6 === true, live: ports.live },
         onLease: leases ? (port, mac, ip) => leases.bound(port, mac, ip) : undefined,
-        ipv6: ipv6Options(n),
+        ipv6: ipv6Options(n, gatewayAnswersDns(rc)),
       });
       addPort(n.bridge, nname, net, VlanPolicy.from({ mode: 'access', vid: n.vlan }));
       this.router.addNetwork(net);
@@ -277,7 +278,7 @@ export class ManagedRouter {
     const key = `${nname}/ipv6`;
     this.dhcpFailed.delete(key);
     if (!servesDhcp6(n.ipv6)) return undefined;
-    const cfg = dhcp6ServerConfig(nname, n.ipv6, mac);
+    const cfg = dhcp6ServerConfig(nname, n.ipv6, mac, gatewayAnswersDns(this.#rc));
     try {
       return openDhcp6(this.stateDir, cfg);
     } catch (e) {
@@ -517,7 +518,7 @@ export class ManagedRouter {
 }
 
 /** A network's IPv6 section as nd.ts takes it (validated by config.ts). */
-function ipv6Options(n: RouterNetworkConfig): Ipv6Options | undefined {
+function ipv6Options(n: RouterNetworkConfig, answersDns: boolean): Ipv6Options | undefined {
   const v = n.ipv6;
   if (v === undefined) return undefined;
   const c = parseCidr6(v.address)!;
@@ -529,7 +530,7 @@ function ipv6Options(n: RouterNetworkConfig): Ipv6Options | undefined {
     validLifetime: v.ra.validLifetime,
     preferredLifetime: v.ra.preferredLifetime,
     mtu: v.ra.mtu,
-    rdnss: v.ra.rdnss.map((a) => parseIp6(a)!),
+    rdnss: rdnssOf(v, answersDns).map((a) => parseIp6(a)!),
     dnssl: v.ra.dnssl,
     npt: v.npt !== undefined ? parseCidr6(v.npt)!.addr : undefined,
   };

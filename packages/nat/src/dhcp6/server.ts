@@ -294,6 +294,8 @@ export class Dhcp6Server {
   get leaseTimeSec(): number { return this.#leaseSec; }
   /** The pool as text, for `router show`. */
   get poolText(): string { return `${formatIp6(dhcp6Addr(this.base, this.#lo))}-${formatIp6(dhcp6Addr(this.base, this.#hi))}`; }
+  /** The DNS servers handed out (option 23), for `router show`. */
+  get dnsServers(): readonly Uint8Array[] { return this.#cfg.dns ?? []; }
 
   attach(sink: Dhcp6Sink): void { this.#sink = sink; }
   flush(): Promise<void> { return this.#store.flush(); }
