@@ -287,7 +287,7 @@ function ipv6Text(r: any): string {
         `${v.routerLifetime}s`, v.neighbours ?? 0];
     }))}${nets.filter((n: any) => n.ipv6.dhcpv6).map((n: any) => {
     const d = n.ipv6.dhcpv6;
-    return d.state === 'ok' ? `dhcpv6 ${n.name}: pool ${d.pool}, lease ${d.leaseTime}s, dns ${(d.dns ?? []).join(',') || '-'}, ${d.leases} bound\n` : `dhcpv6 ${n.name}: ${d.state}\n`;
+    return d.state === 'ok' ? `dhcpv6 ${n.name}: pool ${d.pool}, lease ${d.leaseTime}s, ${d.leases} bound, dns ${(d.dns ?? []).join(',') || '-'}\n` : `dhcpv6 ${n.name}: ${d.state}\n`;
   }).join('')}${ipv6RouteText(r)}`;
 }
 

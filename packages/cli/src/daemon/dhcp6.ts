@@ -112,7 +112,7 @@ export function dhcp6View(mr: { dhcpFailed: Map<string, string> }, n: RouterNetw
 export function dhcp6Leases(router: string, n: RouterNetwork, now: number): Record<string, unknown>[] {
   return (n.opts.dhcp6?.leases(now) ?? []).map((l) => ({
     router, network: n.name, family: 'ipv6', ip: formatIp6(l.address), mac: l.mac === 0 ? '' : formatMac(l.mac), state: l.state,
-    hostname: '', clientId: l.duid ?? '', iaid: l.iaid ?? null, port: l.port ?? '',
+    hostname: l.hostname ?? '', clientId: l.duid ?? '', iaid: l.iaid ?? null, port: l.port ?? '',
     expiresAt: new Date(l.expiresAt).toISOString(), expiresInSec: Math.max(0, Math.round((l.expiresAt - now) / 1000)),
   }));
 }

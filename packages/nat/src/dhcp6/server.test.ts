@@ -9,7 +9,7 @@ import { LeaseStore } from '../dhcp/leases.js';
 import { Dhcp6ConfigError, dhcp6Codec, type Dhcp6Context, type Dhcp6Reply, type Dhcp6Server } from './server.js';
 import { duidLlt, msg, newServer, readReply, type Msg } from '../testing/dhcp6.js';
 import {
-  DHCP6_OK, Dhcp6Error, Dhcp6Msg, Dhcp6Opt, Dhcp6Status, duidLl, duidMac, iaNaAddress, newDhcp6View, parseDhcp6,
+  DHCP6_OK, Dhcp6Error, Dhcp6Msg, Dhcp6Opt, Dhcp6Status, duidLl, duidMac, fqdnHost, iaNaAddress, newDhcp6View, parseDhcp6,
 } from './wire.js';
 
 const T0 = Date.UTC(2026, 0, 1);
@@ -63,6 +63,27 @@ describe('DHCPv6 wire view', () => {
     expect(parseDhcp6(Uint8Array.from([12, 0, 0, 0]), 0, 4, m)).toBe(Dhcp6Error.RELAY);
   });
 
+  it('reads the Client FQDN host label: plain host names only', () => {
+    const host = (name: string | Uint8Array): string | undefined => {
+      const b = typeof name === 'string' ? msg({ type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1), fqdn: name }) : name;
+      const m = newDhcp6View();
+      if (parseDhcp6(b, 0, b.length, m) !== DHCP6_OK || m.fqdn < 0) return undefined;
+      return fqdnHost(b, m.fqdn, m.fqdnLen);
+    };
+    expect(host('VM6.lab.example.')).toBe('vm6');
+    expect(host('vm-6')).toBe('vm-6');
+    expect(host('-vm')).toBeUndefined();
+    expect(host('vm_6')).toBeUndefined();
+    expect(host('.')).toBeUndefined();
+    const none = msg({ type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1) });
+    const m = newDhcp6View();
+    parseDhcp6(none, 0, none.length, m);
+    expect(m.fqdn).toBe(-1);
+    // A label longer than the option, a compression pointer: no name.
+    expect(fqdnHost(Uint8Array.of(0, 9, 0x61, 0x62), 0, 4)).toBeUndefined();
+    expect(fqdnHost(Uint8Array.of(0, 0xc0, 12), 0, 3)).toBeUndefined();
+  });
+
   it('takes the MAC from DUID-LL and DUID-LLT of Ethernet only', () => {
     const ll = duidLl(MAC2);
     expect(duidMac(ll, 0, ll.length)).toBe(MAC2);
@@ -72,6 +93,19 @@ describe('DHCPv6 wire view', () => {
 });
 
 describe('DHCPv6 server', () => {
+  it("names a lease by the client's FQDN option, kept over a Renew without it", () => {
+    const s = newServer();
+    const duid = duidLlt(MAC1);
+    const adv = run(s, { type: Dhcp6Msg.SOLICIT, duid, fqdn: 'web1.lab.' }).reply!;
+    run(s, { type: Dhcp6Msg.REQUEST, duid, server: s.duid, addr: a6(adv.addr!), fqdn: 'web1.lab.' });
+    expect(s.leases(T0).map((l) => l.hostname)).toEqual(['web1']);
+    run(s, { type: Dhcp6Msg.RENEW, duid, server: s.duid, addr: a6(adv.addr!) }, ctx({ now: T0 + 1000 }));
+    expect(s.leases(T0 + 1000).map((l) => l.hostname)).toEqual(['web1']);
+    // Another client without a name: no hostname.
+    lease(s, duidLlt(MAC2), ctx({ srcMac: MAC2, port: 'vm2' }));
+    expect(s.leases(T0).filter((l) => l.mac === MAC2).map((l) => l.hostname)).toEqual([undefined]);
+  });
+
   it('Solicit/Advertise/Request/Reply: an address from the pool, lifetimes, DNS and domain', () => {
     const s = newServer({ leaseTimeSec: 120 });
     const adv = run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1) }).reply!;

@@ -14,6 +14,12 @@
  * option in the reply (the view keeps the first one only), which clients treat
  * as not served.
  *
+ * Names: a client's Client FQDN option (39, RFC 4704) names its lease: its first
+ * label, when a plain host name, is kept with the lease (and in the lease file)
+ * for the gateway's DNS (dns/gateway.ts: AAAA for the name). The server does no
+ * DNS update on the client's behalf elsewhere and sends no FQDN option back
+ * (RFC 4704 6's SHOULD: clients here do not need it).
+ *
  * Client identity: (DUID, IAID): the lease key is `id:<IAID hex><DUID hex>`
  * (LeaseStore's clientId). A client's MAC is the link-layer address in its
  * DUID-LLT/DUID-LL (hardware type 1), else the frame's source MAC; a MAC
@@ -66,7 +72,7 @@ import { dnsNames, formatIp6, formatMac, ip6InPrefix, parseIp6 } from '@vswitch/
 import { LeaseStore, clientKey, type Lease, type LeaseCodec } from '../dhcp/leases.js';
 import {
   DHCP6_OK, Dhcp6Msg, addrLow, setAddrLow, Dhcp6Opt, Dhcp6Status, Dhcp6Writer, duidLl, duidMac, iaNaAddress, iaNaIaid, newDhcp6View,
-  parseDhcp6, type Dhcp6View,
+  fqdnHost, parseDhcp6, type Dhcp6View,
 } from './wire.js';
 
 export const DHCP6_DEFAULTS = {
@@ -176,6 +182,8 @@ export interface Dhcp6LeaseView {
   expiresAt: number;
   state: 'bound' | 'offered' | 'declined';
   port?: string;
+  /** The host label of the client's FQDN option (39), bound leases only. */
+  hostname?: string;
 }
 
 interface Client {
@@ -185,6 +193,8 @@ interface Client {
   mac: number;
   port?: string;
   guarded: boolean;
+  /** fqdnHost of its Client FQDN option, if it sent a usable one. */
+  hostname?: string;
 }
 
 interface Offer { ip: number; mac: number; clientId: string; until: number; port?: string }
@@ -340,6 +350,7 @@ export class Dhcp6Server {
     const dmac = duidMac(buf, m.clientId, m.clientIdLen);
     const mac = dmac >= 0 ? dmac : ctx.srcMac ?? 0;
     const c: Client = { key: clientKey(mac, clientId), clientId, duid: duidHex, mac, port: ctx.port, guarded };
+    if (m.fqdn >= 0) c.hostname = fqdnHost(buf, m.fqdn, m.fqdnLen);
     const now = ctx.now;
     if (this.#foreign(c, now, ctx.ports)) return this.#drop('not_owner');
     if (m.iaNa < 0) {
@@ -446,7 +457,11 @@ export class Dhcp6Server {
   #grant(buf: Uint8Array, m: Dhcp6View, c: Client, ip: number, iaid: number, now: number, out: Uint8Array, outOff: number, dst?: () => unknown): Dhcp6Result {
     if (this.#held.length >= DHCP6_DEFAULTS.heldMax) return this.#drop('reply_backlog');
     const lease: Lease = { ip, mac: c.mac, clientId: c.clientId, expiresAt: now + this.#leaseSec * 1000 };
-    const port = c.port ?? this.#store.get(c.key)?.port;
+    const prev = this.#store.get(c.key);
+    // The name of the last message that sent one (a Renew need not repeat it), for the gateway's AAAA answers.
+    const hostname = c.hostname ?? (prev?.ip === ip ? prev.hostname : undefined);
+    if (hostname !== undefined) lease.hostname = hostname;
+    const port = c.port ?? prev?.port;
     if (port !== undefined) lease.port = port;
     this.#dropOffer(c.key);
     const other = this.#offeredIps.get(ip);
@@ -662,7 +677,12 @@ export class Dhcp6Server {
       if (port !== undefined) v.port = port;
       return v;
     };
-    for (const l of this.#store.values()) if (l.expiresAt > now) out.push(view(l.ip, l.mac, l.clientId, l.expiresAt, 'bound', l.port));
+    for (const l of this.#store.values()) {
+      if (l.expiresAt <= now) continue;
+      const v = view(l.ip, l.mac, l.clientId, l.expiresAt, 'bound', l.port);
+      if (l.hostname !== undefined) v.hostname = l.hostname;
+      out.push(v);
+    }
     for (const [key, o] of this.#offers) {
       if (o.until <= now) continue;
       const l = this.#store.get(key);

@@ -42,6 +42,8 @@ export interface Msg {
   addr?: Uint8Array;
   rapid?: boolean;
   noIa?: boolean;
+  /** Client FQDN (39): flags 0 and this name in DNS wire format (a trailing dot: fully qualified). */
+  fqdn?: string;
 }
 
 /** A client message, written with the server's own writer. */
@@ -58,6 +60,13 @@ export function msg(m: Msg): Uint8Array {
     w.endIaNa();
   }
   if (m.rapid) w.empty(Dhcp6Opt.RAPID_COMMIT);
+  if (m.fqdn !== undefined) {
+    const labels = m.fqdn.split('.');
+    const bytes = [0];
+    labels.forEach((l, i) => { if (l !== '' || i < labels.length - 1) bytes.push(l.length, ...Buffer.from(l)); });
+    if (m.fqdn.endsWith('.')) bytes.push(0);
+    w.bytes(Dhcp6Opt.CLIENT_FQDN, Uint8Array.from(bytes));
+  }
   w.bytes(Dhcp6Opt.ORO, Uint8Array.of(0, Dhcp6Opt.DNS_SERVERS, 0, Dhcp6Opt.DOMAIN_LIST));
   return b.slice(0, w.length);
 }
