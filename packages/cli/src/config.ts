@@ -11,6 +11,7 @@ import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
 import { VxlanSchema } from './vxlan-config.js';
 import { checkDhcp6 } from './daemon/dhcp6.js';
+import { forward6Problem } from './daemon/forward6.js';
 
 const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
 const Vid = z.number({ error: 'must be a VLAN ID (1-4094)' }).int('must be an integer VLAN ID').min(1, vidRange).max(4094, vidRange);
@@ -287,7 +288,8 @@ const ForwardSchema = z.strictObject({
   /** A public port or a range "8000-8010" on the uplink address. */
   port: z.union([Port16, z.string().regex(/^\d{1,5}-\d{1,5}$/, 'must be a port or a range like 8000-8010')]),
   /** Inside host and (first) port: "10.0.10.50:80". */
-  to: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/, 'must be IP:port, like 10.0.10.50:80'),
+  /** The VM's address and port: IPv4 "10.0.10.50:80", or IPv6 in brackets "[fd00:10::50]:80" (uplink kind host, daemon/forward6.ts). */
+  to: z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/, 'must be IP:port, like 10.0.10.50:80 or [fd00:10::50]:80'),
 });
 
 const Pps = z.number().int('must be a whole number of packets per second').min(0, 'must be 0 (off) or more packets per second').max(1_000_000);
@@ -577,6 +579,11 @@ export const ConfigSchema = z.strictObject({
     if (r.nat.portRange[0] > r.nat.portRange[1]) issue(['routers', rname, 'nat', 'portRange'], 'must be [low, high]');
     r.forwards.forEach((f, i) => {
       if (r.uplink === undefined) issue(['routers', rname, 'forwards', i], 'port forwards need an uplink');
+      if (f.to.startsWith('[')) {
+        const why = r.uplink === undefined ? undefined : forward6Problem(r, f.to.slice(1, f.to.indexOf(']')));
+        if (why !== undefined) issue(['routers', rname, 'forwards', i, 'to'], why);
+        return;
+      }
       const ip = parseIp4(f.to.split(':')[0]);
       if (ip < 0 || !subnets.some(([, net, p]) => maskOf(ip, p) === net)) issue(['routers', rname, 'forwards', i, 'to'], 'must be an address inside one of the router\'s networks');
     });

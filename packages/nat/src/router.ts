@@ -183,13 +183,16 @@ export class Router {
         const net = this.#networkFor6(buf, ipOff + IP6.DST);
         if (net === undefined) {
           this.counters.noRoute++;
-          return;
+          return true;
         }
         this.counters.fromHost++;
         this.counters.fromHost++;
-        // The neighbour cache (fed by ND) knows where the address lives now; else where it last sent from.
+        // The neighbour cache (fed by ND) knows where the address lives now; else where it last sent from;
+        // else (a port forward to a VM that has not spoken) ND resolves it, the packet held meanwhile.
         const known = this.route6.cacheOf(net)?.lookup(buf, ipOff + IP6.DST) ?? -1;
-        net.sendIp6(buf, ipOff, ipLen, known >= 0 ? known : mac, vnet);
+        if (known >= 0 || mac !== 0) net.sendIp6(buf, ipOff, ipLen, known >= 0 ? known : mac, vnet);
+        else return this.route6.sendResolving(net, buf, ipOff, ipLen, vnet);
+        return true;
       },
     }, (buf, ipOff, ipLen, vnet) => {
       const dst = ip4Dst(buf, ipOff);

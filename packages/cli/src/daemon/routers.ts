@@ -39,6 +39,7 @@ import { type RouterConfig, type RouterNetworkConfig, maskOf, parseCidr, parseIp
 import { VswitchError } from '../errors.js';
 import { dhcp6ServerConfig, openDhcp6, servesDhcp6 } from './dhcp6.js';
 import { gatewayAnswersDns, rdnssOf } from './dns6.js';
+import { forward6Problem } from './forward6.js';
 import { hostKey, macFor } from './machine-id.js';
 import type { RouterEdit } from './state.js';
 
@@ -442,7 +443,9 @@ export class ManagedRouter {
     const napt = this.#napt()!;
     this.#forwardsUsable();
     const inside = parseForward(rec);
-    if (this.router.networkFor(inside.insideIp) === undefined) {
+    const why6 = inside.inside6 !== undefined ? forward6Problem(this.#rc, inside.inside6) : undefined;
+    if (why6 !== undefined) throw new VswitchError('EINVAL', `${rec.inside}: ${why6}`);
+    if (inside.inside6 === undefined && this.router.networkFor(inside.insideIp) === undefined) {
       throw new VswitchError('EINVAL', `${rec.inside} is not inside any network of router ${this.name}`);
     }
     const f = napt.forwards.add(inside);
@@ -547,12 +550,12 @@ function key(f: PortForward): string {
 }
 
 function fwdId(f: PortForward): string {
-  return `${key(f)}>${f.insideIp}:${f.insideLo}`;
+  return `${key(f)}>${f.inside6 ?? f.insideIp}:${f.insideLo}`;
 }
 
 /** Would `a` and `b` conflict (napt/forwards.ts): overlapping public ranges, or overlapping inside ranges of one host. */
 function overlaps(a: PortForward, b: PortForward): boolean {
   if (a.proto !== b.proto) return false;
   if (a.publicLo <= b.publicHi && b.publicLo <= a.publicHi) return true;
-  return a.insideIp === b.insideIp && a.insideLo <= forwardInsideHi(b) && b.insideLo <= forwardInsideHi(a);
+  return a.insideIp === b.insideIp && a.inside6 === b.inside6 && a.insideLo <= forwardInsideHi(b) && b.insideLo <= forwardInsideHi(a);
 }

@@ -160,6 +160,8 @@ class Forward {
   constructor(
     readonly key: string, readonly address: string, readonly port: number, readonly vmIp: number, readonly vmPort: number,
     readonly seenAs: ((rIp: number) => number) | undefined,
+    /** Set for an IPv6 target: called for each datagram from a client the VM could not answer (IPv4, loopback). */
+    readonly refuse6?: () => void,
   ) {}
 }
 
@@ -305,11 +307,15 @@ export class HostUdp {
    * vmIp:vmPort from the remote (or `seenAs(remote)`), the VM's answers to that
    * remote go back out of the listening socket. Rejects when the bind fails.
    */
-  addForward(f: { address: string; port: number; vmIp: number; vmPort: number; seenAs?: (rIp: number) => number }): Promise<void> {
+  addForward(f: {
+    address: string; port: number; vmIp: number; vmPort: number; seenAs?: (rIp: number) => number;
+    /** An IPv6 target (vmIp interned): IPv6 clients are seen as themselves, others refused (counted by `refused`). */
+    ipv6?: { refused: () => void };
+  }): Promise<void> {
     const key = `${f.address}:${f.port}`;
     if (this.#closed) return Promise.reject(new Error(`udp forward ${key}: closed`));
     if (this.#forwards.has(key)) return Promise.reject(new Error(`udp forward ${key} exists already`));
-    const fwd = new Forward(key, f.address, f.port, f.vmIp >>> 0, f.vmPort, f.seenAs);
+    const fwd = new Forward(key, f.address, f.port, f.vmIp >= IP6_BASE ? f.vmIp : f.vmIp >>> 0, f.vmPort, f.seenAs, f.ipv6?.refused);
     fwd.sendCb = (err) => {
       if (err) this.counters.sendErrors++;
     };
@@ -518,8 +524,12 @@ export class HostUdp {
     const a = rinfo.address;
     // An IPv6 client of a dual-stack listener: the VM sees it as seenAs(-1) (its gateway).
     const v6 = a.includes(':') && !(a.startsWith('::ffff:') && a.includes('.'));
+    if (f.refuse6 !== undefined && (!v6 || a === '::1')) {
+      f.refuse6();
+      return;
+    }
     const rIp = v6 ? this.#addrs.parse6(a) : ip4FromString(a.startsWith('::ffff:') ? a.slice(7) : a);
-    if (rIp < 0 || (v6 && f.seenAs === undefined)) {
+    if (rIp < 0 || (v6 && f.seenAs === undefined && f.refuse6 === undefined)) {
       this.counters.filtered++;
       return;
     }
