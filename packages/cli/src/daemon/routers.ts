@@ -141,8 +141,8 @@ export class ManagedRouter {
         listen: host.listen,
         budget: { maxSessions: rc.nat.maxSessions, maxPerHost: rc.nat.maxSessionsPerHost, maxPerPort: rc.nat.maxSessionsPerPort ?? rc.nat.maxSessionsPerHost },
         udpIdleTimeoutMs: rc.nat.udpTimeout * 1000,
-        // TCP's MSS and UDP/ICMP fragmentation towards the VMs: the smallest MTU their DHCP hands out.
-        mtu: Math.min(...Object.values(rc.networks).map((n) => n.dhcp?.mtu ?? 1500)),
+        // TCP's MSS and UDP/ICMP fragmentation towards the VMs: the smallest MTU their DHCP or RA hands out.
+        mtu: Math.min(...Object.values(rc.networks).map((n) => Math.min(n.dhcp?.mtu ?? 1500, n.ipv6?.ra.mtu ?? 1500))),
       } : undefined,
       // Without a host uplink, DNS over TCP to the gateway is relayed to the gateway DNS's upstream servers.
       dnsTcp: !host && rc.dns.enabled ? {
