@@ -51,7 +51,7 @@ import { Uplink, type UplinkEvent, type UplinkOptions } from './uplink.js';
 import { HostNat, type HostNatOptions } from './host/nat.js';
 import { LIMIT, type RateLimits } from './limits.js';
 import { Route6 } from './route6.js';
-import { Uplink6, type Uplink6Options } from './uplink6.js';
+import { Uplink6, type Uplink6Event, type Uplink6Options } from './uplink6.js';
 
 export interface RouterOptions {
   name: string;
@@ -86,7 +86,7 @@ export interface RouterOptions {
 /** Host NAT events (host/*.ts): resolvers changed or failed, ICMP unavailable, a forward that cannot listen... */
 export type HostNatEvent = { event: `dns_${string}` | `icmp_${string}` | `forward_${string}` | `tcp_${string}` | `udp_${string}`; [k: string]: unknown };
 
-export type RouterEvent = NetworkEvent | UplinkEvent | HostNatEvent | { event: 'dhcp_expired'; network: string; count: number } | { event: 'events_suppressed'; count: number };
+export type RouterEvent = NetworkEvent | UplinkEvent | Uplink6Event | HostNatEvent | { event: 'dhcp_expired'; network: string; count: number } | { event: 'events_suppressed'; count: number };
 
 export const ROUTER_EVENT_BUDGET_PER_SEC = 20;
 
@@ -142,6 +142,7 @@ export class Router {
         const up6 = new Uplink6({ ...opts.uplink6, mac: opts.uplink.mac, clock: opts.clock }, (b, o, l, v) => uplink.sendFrame(b, o, l, v));
         up6.onForward = (buf, ipOff, ipLen, vnet) => this.route6.fromUplink(buf, ipOff, ipLen, vnet);
         up6.onReady = () => this.updateRouterLifetimes();
+        up6.onEvent = (e) => this.#event(e);
         uplink.ipv6 = up6;
         this.route6.uplink = up6;
       }
