@@ -6,6 +6,7 @@
  *                  ipv6 fd00:X:10::1/64 mode dhcpv6, no rdnss and no dhcpv6.dns configured
  *                  VM a: udhcpc -x hostname:alpha, then dhclient -6 (no FQDN option)
  *                  VM b: dhclient -6 with `send fqdn.fqdn "beta"` (option 39), then udhcpc -x hostname:gamma
+ *                  VM c: dhclient -6 -N -N (two IA_NAs in one message)
  *
  * - the RA's RDNSS and the DHCPv6 DNS option default to the gateway's IPv6
  *   address (the gateway answers DNS): dhclient is handed it, `router show` shows it;
@@ -14,24 +15,25 @@
  *   DHCPv6 address (named by a's IPv4 lease, same MAC), AAAA beta.lab.example b's;
  *   gamma (b's IPv4 name; b's IPv6 lease is named beta) has an A record and no
  *   AAAA: NOERROR without an answer, not NXDOMAIN; an unknown name is NXDOMAIN;
- *   the PTR of b's address is beta.lab.example.
+ *   the PTR of b's address is beta.lab.example;
+ * - c's two IA_NAs each get an address: two leases with c's DUID, IAIDs differ.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon } from './helpers/daemon.js';
 import { type DhcpClient, leases, udhcpcOnce } from './helpers/dhcp.js';
 import { dhclient6, makeDhcp6Vm, type Dhcp6Vm } from './helpers/dhcp6.js';
 import { canon } from './helpers/ipv6.js';
-import { PREFIX, cleanup, ifname, nsExecR, q } from './helpers/run.js';
+import { PREFIX, cleanup, ifname, nsExecR, q, waitFor } from './helpers/run.js';
 
 const X = 20 + (parseInt(PREFIX.slice(1), 16) % 200);
 const P10 = `fd00:${X}:10::`;
 const GW6 = `${P10}1`;
-const T = { a: ifname('dna'), b: ifname('dnb') };
+const T = { a: ifname('dna'), b: ifname('dnb'), c: ifname('dnc') };
 
 function config(): unknown {
   const access = { type: 'tap', vlan: { mode: 'access', vid: 10 } };
   return {
-    bridges: { br0: { ports: { [T.a]: access, [T.b]: access } } },
+    bridges: { br0: { ports: { [T.a]: access, [T.b]: access, [T.c]: access } } },
     routers: {
       r1: {
         networks: {
@@ -54,13 +56,13 @@ async function lookup(vm: Dhcp6Vm, type: string, name: string): Promise<{ code: 
 
 describe('IPv6 DNS: the gateway as default RDNSS/DHCPv6 DNS server, AAAA and PTR for VM names from DHCPv6 leases', () => {
   let d: Daemon;
-  const vm: Record<'a' | 'b', Dhcp6Vm> = {} as never;
+  const vm: Record<'a' | 'b' | 'c', Dhcp6Vm> = {} as never;
   const clients: DhcpClient[] = [];
   const got: Record<string, string> = {};
 
   beforeAll(async () => {
     d = await startDaemon(config());
-    [vm.a, vm.b] = await Promise.all([makeDhcp6Vm('dna', T.a), makeDhcp6Vm('dnb', T.b)]);
+    [vm.a, vm.b, vm.c] = await Promise.all([makeDhcp6Vm('dna', T.a), makeDhcp6Vm('dnb', T.b), makeDhcp6Vm('dnc', T.c)]);
   }, 60_000);
 
   afterAll(async () => {
@@ -103,6 +105,18 @@ describe('IPv6 DNS: the gateway as default RDNSS/DHCPv6 DNS server, AAAA and PTR
     expect((await lookup(vm.a, 'aaaa', 'nobody')).out).toMatch(/NXDOMAIN/);
     const arpa = canonNibbles(got.b);
     expect((await lookup(vm.a, 'ptr', arpa)).out).toContain('beta.lab.example');
+  }, 60_000);
+
+  it('dhclient -6 -N -N: both IA_NAs of its messages get an address (one per IAID)', async () => {
+    const C = dhclient6(vm.c, ['-N', '-N']);
+    clients.push(C);
+    await C.waitEvent(['BOUND6'], { timeoutMs: 30_000 });
+    await waitFor('two leases for c', async () => (await leases(d)).filter((l: any) => l.family === 'ipv6' && l.mac === vm.c.mac && l.state === 'bound').length === 2,
+      { timeoutMs: 10_000 });
+    const rows = (await leases(d)).filter((l: any) => l.family === 'ipv6' && l.mac === vm.c.mac) as any[];
+    expect(new Set(rows.map((r) => r.clientId)).size).toBe(1);
+    expect(new Set(rows.map((r) => r.iaid)).size).toBe(2);
+    expect(new Set(rows.map((r) => canon(r.ip))).size).toBe(2);
   }, 60_000);
 });
 

@@ -93,6 +93,39 @@ describe('DHCPv6 wire view', () => {
 });
 
 describe('DHCPv6 server', () => {
+  it('serves every IA_NA of a message: one address per IAID, NoAddrsAvail in the IAs the pool cannot fill, Release per IA', () => {
+    const s = newServer(); // a 3-address pool
+    const duid = duidLlt(MAC1);
+    const adv = run(s, { type: Dhcp6Msg.SOLICIT, duid, ias: [{ iaid: 1 }, { iaid: 2 }] }).reply!;
+    expect(adv.type).toBe(Dhcp6Msg.ADVERTISE);
+    expect(adv.ias.map((i) => i.iaid)).toEqual([1, 2]);
+    const [a1, a2] = adv.ias.map((i) => i.addr!);
+    expect(a1).not.toBe(a2);
+    const b = msg({ type: Dhcp6Msg.REQUEST, duid, server: s.duid, ias: [{ iaid: 1, addr: a6(a1) }, { iaid: 2, addr: a6(a2) }] });
+    const out = new Uint8Array(1500);
+    const r = s.handle(b, 0, b.length, out, 0, ctx()) as Dhcp6Reply;
+    const rep = readReply(out, r.payloadLen);
+    expect(rep.ias.map((i) => [i.iaid, i.addr, i.valid])).toEqual([[1, a1, 3600], [2, a2, 3600]]);
+    expect(r.leases?.map((l) => formatIp6(l.address))).toEqual([a1, a2]);
+    expect(s.leases(T0).map((l) => [l.iaid, formatIp6(l.address)])).toEqual([[1, a1], [2, a2]].sort((x, y) => String(x[1]).localeCompare(String(y[1]))));
+    // Renew both: both extended.
+    const later = ctx({ now: T0 + 60_000 });
+    const ren = run(s, { type: Dhcp6Msg.RENEW, duid, server: s.duid, ias: [{ iaid: 1, addr: a6(a1) }, { iaid: 2, addr: a6(a2) }] }, later).reply!;
+    expect(ren.ias.map((i) => [i.addr, i.valid])).toEqual([[a1, 3600], [a2, 3600]]);
+    // Three more IAs: one address is left; the others get NoAddrsAvail in their IA.
+    const more = run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC2), ias: [{ iaid: 7 }, { iaid: 8 }, { iaid: 9 }] }, ctx({ srcMac: MAC2, port: 'vm2' })).reply!;
+    expect(more.ias.map((i) => [i.iaid, i.addr !== undefined, i.status])).toEqual([[7, true, undefined], [8, false, Dhcp6Status.NO_ADDRS_AVAIL], [9, false, Dhcp6Status.NO_ADDRS_AVAIL]]);
+    // Release IA 1 and an IAID it never had: Success, NoBinding in the unknown IA only; IA 2 keeps its lease.
+    const rel = run(s, { type: Dhcp6Msg.RELEASE, duid, server: s.duid, ias: [{ iaid: 1, addr: a6(a1) }, { iaid: 5, addr: a6(a1) }] }, later).reply!;
+    expect([rel.status, rel.ias.map((i) => [i.iaid, i.status])]).toEqual([Dhcp6Status.SUCCESS, [[5, Dhcp6Status.NO_BINDING]]]);
+    expect(s.leases(T0 + 60_000).filter((l) => l.state === 'bound').map((l) => formatIp6(l.address))).toEqual([a2]);
+  });
+
+  it('refuses a message naming one IAID twice (malformed)', () => {
+    const s = newServer();
+    expect(run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1), ias: [{ iaid: 3 }, { iaid: 3 }] }).r).toBe('malformed');
+  });
+
   it("names a lease by the client's FQDN option, kept over a Renew without it", () => {
     const s = newServer();
     const duid = duidLlt(MAC1);

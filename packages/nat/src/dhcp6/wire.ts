@@ -10,8 +10,8 @@
  * makes the whole message malformed: RFC 8415 16 "discard a message that ...
  * fails to parse"), so a loop cannot run away (each step advances at least four
  * bytes). Options the server reads are recorded by offset: Client ID and Server ID
- * (a DUID of 1-130 bytes), the first IA_NA (at least its 12 fixed bytes) and how
- * many there are, Rapid Commit, the Option Request option, the first Client FQDN
+ * (a DUID of 1-130 bytes), the first IA_NAS_MAX IA_NAs (each at least its 12
+ * fixed bytes) and how many there are, Rapid Commit, the Option Request option, the first Client FQDN
  * (RFC 4704: a flags byte, then a name, read by `fqdnHost`); an option seen twice
  * where one is allowed (Client ID, Server ID) is malformed. Relay messages
  * (Relay-forward/-reply) are refused: the server serves its own link only.
@@ -49,6 +49,9 @@ export const Dhcp6Status = { SUCCESS: 0, UNSPEC_FAIL: 1, NO_ADDRS_AVAIL: 2, NO_B
 /** DUID types (RFC 8415 11.1). */
 export const Duid = { LLT: 1, EN: 2, LL: 3, UUID: 4 } as const;
 const HW_ETHERNET = 1;
+
+/** IA_NAs of one message the view records (and the server serves); further ones are counted only. */
+export const IA_NAS_MAX = 8;
 
 /** IA_NA fixed part: IAID, T1, T2. */
 export const IA_NA_FIXED = 12;
@@ -103,6 +106,9 @@ export interface Dhcp6View {
   iaNa: number;
   iaNaLen: number;
   iaNaCount: number;
+  /** The first IA_NAS_MAX IA_NAs' data offsets and lengths (iaNas[0] is iaNa). */
+  readonly iaNas: Int32Array;
+  readonly iaNaLens: Int32Array;
   /** IA_TA and IA_PD options: not served, answered with NoAddrsAvail/ignored. */
   otherIas: number;
   rapidCommit: boolean;
@@ -116,7 +122,7 @@ export interface Dhcp6View {
 export function newDhcp6View(): Dhcp6View {
   return {
     type: 0, xid: 0, clientId: -1, clientIdLen: 0, serverId: -1, serverIdLen: 0, iaNa: -1, iaNaLen: 0, iaNaCount: 0,
-    otherIas: 0, rapidCommit: false, oro: -1, oroLen: 0, fqdn: -1, fqdnLen: 0,
+    iaNas: new Int32Array(IA_NAS_MAX), iaNaLens: new Int32Array(IA_NAS_MAX), otherIas: 0, rapidCommit: false, oro: -1, oroLen: 0, fqdn: -1, fqdnLen: 0,
   };
 }
 
@@ -151,10 +157,15 @@ export function parseDhcp6(buf: Uint8Array, off: number, len: number, m: Dhcp6Vi
       }
     } else if (code === Dhcp6Opt.IA_NA) {
       if (olen < IA_NA_FIXED) return Dhcp6Error.BAD_IA;
-      if (m.iaNaCount++ === 0) {
+      if (m.iaNaCount === 0) {
         m.iaNa = d;
         m.iaNaLen = olen;
       }
+      if (m.iaNaCount < IA_NAS_MAX) {
+        m.iaNas[m.iaNaCount] = d;
+        m.iaNaLens[m.iaNaCount] = olen;
+      }
+      m.iaNaCount++;
     } else if (code === Dhcp6Opt.IA_TA || code === Dhcp6Opt.IA_PD) {
       m.otherIas++;
     } else if (code === Dhcp6Opt.RAPID_COMMIT) {
