@@ -95,17 +95,18 @@ class Client6 extends DhcpClient {
   }
 }
 
-export function dhclient6Argv(vm: Dhcp6Vm, extra: string[] = []): string[] {
+/** `confExtra`: more dhclient.conf statements, e.g. `send fqdn.fqdn "vm1";` (the Client FQDN option 39). */
+export function dhclient6Argv(vm: Dhcp6Vm, extra: string[] = [], confExtra = ''): string[] {
   const conf = join(vm.dir, 'dhclient6.conf');
-  writeFileSync(conf, '# dhclient.conf (test)\nrequest dhcp6.name-servers, dhcp6.domain-search;\ntimeout 60;\n');
+  writeFileSync(conf, `# dhclient.conf (test)\nrequest dhcp6.name-servers, dhcp6.domain-search;\ntimeout 60;\n${confExtra}\n`);
   const script = writeScript(join(vm.dir, 'dhclient6.sh'), DHCLIENT6_SCRIPT);
   return ['dhclient', '-6', '-d', '-v', ...extra, '-cf', conf, '-lf', join(vm.dir, 'dhclient6.leases'),
     '-pf', join(vm.dir, 'dhclient6.pid'), '-sf', script, vm.ifname];
 }
 
 /** ISC dhclient -6 in the foreground: stateful (IA_NA), or with `-S` stateless (Information-Request). */
-export function dhclient6(vm: Dhcp6Vm, extra: string[] = []): DhcpClient {
-  return new Client6('dhclient6', vm, dhclient6Argv(vm, extra));
+export function dhclient6(vm: Dhcp6Vm, extra: string[] = [], confExtra = ''): DhcpClient {
+  return new Client6('dhclient6', vm, dhclient6Argv(vm, extra, confExtra));
 }
 
 /** `dhclient -6 -r`: releases the lease of the running dhclient (its pid file) and stops it. */

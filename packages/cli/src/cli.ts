@@ -287,7 +287,7 @@ function ipv6Text(r: any): string {
         `${v.routerLifetime}s`, v.neighbours ?? 0];
     }))}${nets.filter((n: any) => n.ipv6.dhcpv6).map((n: any) => {
     const d = n.ipv6.dhcpv6;
-    return d.state === 'ok' ? `dhcpv6 ${n.name}: pool ${d.pool}, lease ${d.leaseTime}s, ${d.leases} bound\n` : `dhcpv6 ${n.name}: ${d.state}\n`;
+    return d.state === 'ok' ? `dhcpv6 ${n.name}: pool ${d.pool}, lease ${d.leaseTime}s, ${d.leases} bound, dns ${(d.dns ?? []).join(',') || '-'}\n` : `dhcpv6 ${n.name}: ${d.state}\n`;
   }).join('')}${ipv6RouteText(r)}`;
 }
 
@@ -297,7 +297,8 @@ function ipv6RouteText(r: any): string {
   if (!v) return '';
   const c = v.counters;
   const up = v.uplink;
-  const uplink = up ? `uplink ipv6: ${up.address || '(none yet)'} ${up.mode}${up.translate ? ` translate ${up.translate}` : ''}, gateway ${up.gateway || '(none yet)'}, mtu ${up.mtu}\n` : '';
+  const dad = up?.dad === 'duplicate' ? `(DAD failed: ${up.tentativeAddress} is in use by ${up.conflictMac})` : up?.dad === 'tentative' ? `(tentative ${up.tentativeAddress})` : '';
+  const uplink = up ? `uplink ipv6: ${up.address || dad || '(none yet)'} ${up.mode}${up.translate ? ` translate ${up.translate}` : ''}, gateway ${up.gateway || '(none yet)'}, mtu ${up.mtu}\n` : '';
   return `${uplink}ipv6 routed: between ${c.between}, to uplink ${c.toUplink}, from uplink ${c.fromUplink}; refused: prohibited ${c.prohibited}, `
     + `no route ${c.noRoute}, hop limit ${c.hopLimitExceeded}, too big ${c.tooBig}, scope ${c.scope}, bad source ${c.badSource}\n`;
 }

@@ -207,8 +207,10 @@ describe('config: validation (one DHCP server per VLAN, uplinks, interface names
     const base = 'bridges:\n  br0: {}\n';
     const c = parseConfig(base + net('{ address: "fd00:10::1/64" }'), F);
     expect(c.routers.r.networks.n10.ipv6).toEqual({
-      address: 'fd00:10::1/64', mode: 'slaac', ra: { interval: 600, validLifetime: 86400, preferredLifetime: 14400, rdnss: [], dnssl: [] },
+      address: 'fd00:10::1/64', mode: 'slaac', ra: { interval: 600, validLifetime: 86400, preferredLifetime: 14400, dnssl: [] },
     });
+    // rdnss absent (the gateway by default, daemon/dns6.ts) is not the same as rdnss: [] (none).
+    expect(parseConfig(base + net('{ address: "fd00:10::1/64", ra: { rdnss: [] } }'), F).routers.r.networks.n10.ipv6?.ra.rdnss).toEqual([]);
     const all = parseConfig(base + net('{ address: "fd00:10::1/64", mode: both, ra: { interval: 30, validLifetime: 3600, preferredLifetime: 1800, mtu: 1400, rdnss: ["fd00:10::53"], dnssl: [lab.example] } }'), F);
     expect(all.routers.r.networks.n10.ipv6?.ra).toEqual({ interval: 30, validLifetime: 3600, preferredLifetime: 1800, mtu: 1400, rdnss: ['fd00:10::53'], dnssl: ['lab.example'] });
     const bad = (ipv6: string): string => errorOf(base + net(ipv6));

@@ -11,6 +11,7 @@ import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
 import { VxlanSchema } from './vxlan-config.js';
 import { checkDhcp6 } from './daemon/dhcp6.js';
+import { forward6Problem } from './daemon/forward6.js';
 
 const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
 const Vid = z.number({ error: 'must be a VLAN ID (1-4094)' }).int('must be an integer VLAN ID').min(1, vidRange).max(4094, vidRange);
@@ -192,7 +193,7 @@ const Ip6Unicast = z.string().superRefine((s, ctx) => {
  * both (mode slaac serves no DHCPv6: its RA has neither M nor O). Keys follow the
  * IPv4 `dhcp` section's; `pool` is one range whose ends share their first 96 bits
  * (default <prefix>::1000-<prefix>::1fff); `dns`/`domains` default to the RA's
- * rdnss/dnssl.
+ * rdnss/dnssl (daemon/dns6.ts: the gateway's address when it answers DNS).
  */
 const Dhcp6Schema = z.strictObject({
   pool: z.string().regex(/^[0-9A-Fa-f:.]+-[0-9A-Fa-f:.]+$/, 'must be a range like fd00:10::100-fd00:10::1ff')
@@ -210,7 +211,7 @@ const Dhcp6Schema = z.strictObject({
   maxLeasesPerPort: z.number().int().min(0).max(65536).optional(),
 });
 
-const RA_DEFAULTS = { interval: 600, validLifetime: 86400, preferredLifetime: 14400, rdnss: [] as string[], dnssl: [] as string[] };
+const RA_DEFAULTS = { interval: 600, validLifetime: 86400, preferredLifetime: 14400, dnssl: [] as string[] };
 
 /**
  * IPv6 of a router network (nd.ts in @vswitch/nat): the gateway's address in a
@@ -231,12 +232,15 @@ const Ipv6Schema = z.strictObject({
     preferredLifetime: Lifetime.default(14400),
     /** The MTU option (absent: none; guests keep their link's MTU); also the network's MTU for routed IPv6 (Packet Too Big; absent: 1500). */
     mtu: z.number().int().min(1280, 'must be at least 1280 (IPv6 minimum MTU)').max(65535).optional(),
-    /** RDNSS (RFC 8106): DNS servers' IPv6 addresses; DNSSL: search domains. Their lifetime is 3 x interval. */
+    /**
+     * RDNSS (RFC 8106): DNS servers' IPv6 addresses (absent: the gateway's address when it answers DNS,
+     * daemon/dns6.ts; []: none); DNSSL: search domains. Their lifetime is 3 x interval.
+     */
     rdnss: z.array(z.string().superRefine((s, ctx) => {
       const a = parseIp6(s);
       if (a === undefined) ctx.addIssue({ code: 'custom', message: 'must be an IPv6 address like fd00:10::53' });
       else if (ip6IsMulticast(a, 0) || ip6IsUnspecified(a, 0)) ctx.addIssue({ code: 'custom', message: 'must be a unicast address' });
-    })).max(8, 'at most 8 servers').default([]),
+    })).max(8, 'at most 8 servers').optional(),
     dnssl: z.array(z.string().refine((s) => dnsNames([s]) !== undefined, 'must be a domain name')).max(8, 'at most 8 domains').default([]),
   }).refine((r) => r.preferredLifetime <= r.validLifetime, { path: ['preferredLifetime'], message: 'must not exceed validLifetime' })
     .default(RA_DEFAULTS),
@@ -284,7 +288,8 @@ const ForwardSchema = z.strictObject({
   /** A public port or a range "8000-8010" on the uplink address. */
   port: z.union([Port16, z.string().regex(/^\d{1,5}-\d{1,5}$/, 'must be a port or a range like 8000-8010')]),
   /** Inside host and (first) port: "10.0.10.50:80". */
-  to: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/, 'must be IP:port, like 10.0.10.50:80'),
+  /** The VM's address and port: IPv4 "10.0.10.50:80", or IPv6 in brackets "[fd00:10::50]:80" (uplink kind host, daemon/forward6.ts). */
+  to: z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/, 'must be IP:port, like 10.0.10.50:80 or [fd00:10::50]:80'),
 });
 
 const Pps = z.number().int('must be a whole number of packets per second').min(0, 'must be 0 (off) or more packets per second').max(1_000_000);
@@ -574,6 +579,11 @@ export const ConfigSchema = z.strictObject({
     if (r.nat.portRange[0] > r.nat.portRange[1]) issue(['routers', rname, 'nat', 'portRange'], 'must be [low, high]');
     r.forwards.forEach((f, i) => {
       if (r.uplink === undefined) issue(['routers', rname, 'forwards', i], 'port forwards need an uplink');
+      if (f.to.startsWith('[')) {
+        const why = r.uplink === undefined ? undefined : forward6Problem(r, f.to.slice(1, f.to.indexOf(']')));
+        if (why !== undefined) issue(['routers', rname, 'forwards', i, 'to'], why);
+        return;
+      }
       const ip = parseIp4(f.to.split(':')[0]);
       if (ip < 0 || !subnets.some(([, net, p]) => maskOf(ip, p) === net)) issue(['routers', rname, 'forwards', i, 'to'], 'must be an address inside one of the router\'s networks');
     });

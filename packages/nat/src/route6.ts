@@ -138,6 +138,18 @@ export class Route6 {
     net.route6 = (from, buf, ipOff, ipLen, vnet) => this.fromNetwork(from, buf, ipOff, ipLen, vnet);
   }
 
+  /**
+   * Sends the IPv6 packet at buf[ipOff, ipOff+ipLen) (ETH_HLEN of room before it)
+   * to its destination on `net`, resolving it by ND (held meanwhile): the host
+   * NAT's packets to a VM it has not heard from. False: `net` has no IPv6 here.
+   */
+  sendResolving(net: RouterNetwork, buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean): boolean {
+    const n = this.#byNet.get(net);
+    if (n === undefined) return false;
+    this.#sendOn(n, buf, ipOff, ipLen, vnet);
+    return true;
+  }
+
   /** The neighbour cache of a network (views, tests). */
   cacheOf(net: RouterNetwork): Neigh6Cache | undefined {
     return this.#byNet.get(net)?.cache;

@@ -51,7 +51,7 @@ import { Uplink, type UplinkEvent, type UplinkOptions } from './uplink.js';
 import { HostNat, type HostNatOptions } from './host/nat.js';
 import { LIMIT, type RateLimits } from './limits.js';
 import { Route6 } from './route6.js';
-import { Uplink6, type Uplink6Options } from './uplink6.js';
+import { Uplink6, type Uplink6Event, type Uplink6Options } from './uplink6.js';
 
 export interface RouterOptions {
   name: string;
@@ -86,7 +86,7 @@ export interface RouterOptions {
 /** Host NAT events (host/*.ts): resolvers changed or failed, ICMP unavailable, a forward that cannot listen... */
 export type HostNatEvent = { event: `dns_${string}` | `icmp_${string}` | `forward_${string}` | `tcp_${string}` | `udp_${string}`; [k: string]: unknown };
 
-export type RouterEvent = NetworkEvent | UplinkEvent | HostNatEvent | { event: 'dhcp_expired'; network: string; count: number } | { event: 'events_suppressed'; count: number };
+export type RouterEvent = NetworkEvent | UplinkEvent | Uplink6Event | HostNatEvent | { event: 'dhcp_expired'; network: string; count: number } | { event: 'events_suppressed'; count: number };
 
 export const ROUTER_EVENT_BUDGET_PER_SEC = 20;
 
@@ -142,6 +142,7 @@ export class Router {
         const up6 = new Uplink6({ ...opts.uplink6, mac: opts.uplink.mac, clock: opts.clock }, (b, o, l, v) => uplink.sendFrame(b, o, l, v));
         up6.onForward = (buf, ipOff, ipLen, vnet) => this.route6.fromUplink(buf, ipOff, ipLen, vnet);
         up6.onReady = () => this.updateRouterLifetimes();
+        up6.onEvent = (e) => this.#event(e);
         uplink.ipv6 = up6;
         this.route6.uplink = up6;
       }
@@ -183,13 +184,16 @@ export class Router {
         const net = this.#networkFor6(buf, ipOff + IP6.DST);
         if (net === undefined) {
           this.counters.noRoute++;
-          return;
+          return true;
         }
         this.counters.fromHost++;
         this.counters.fromHost++;
-        // The neighbour cache (fed by ND) knows where the address lives now; else where it last sent from.
+        // The neighbour cache (fed by ND) knows where the address lives now; else where it last sent from;
+        // else (a port forward to a VM that has not spoken) ND resolves it, the packet held meanwhile.
         const known = this.route6.cacheOf(net)?.lookup(buf, ipOff + IP6.DST) ?? -1;
-        net.sendIp6(buf, ipOff, ipLen, known >= 0 ? known : mac, vnet);
+        if (known >= 0 || mac !== 0) net.sendIp6(buf, ipOff, ipLen, known >= 0 ? known : mac, vnet);
+        else return this.route6.sendResolving(net, buf, ipOff, ipLen, vnet);
+        return true;
       },
     }, (buf, ipOff, ipLen, vnet) => {
       const dst = ip4Dst(buf, ipOff);

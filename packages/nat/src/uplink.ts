@@ -199,7 +199,7 @@ export class Uplink {
     this.downReason = '';
     this.attaches++;
     this.announce();
-    this.ipv6?.solicitRouter();
+    this.ipv6?.linkUp();
     if (this.dhcp) this.#dhcpRun(this.dhcp.linkUp(this.#wall()));
     return true;
   }

@@ -17,7 +17,7 @@ import {
 } from '@vswitch/switch';
 import { RouterNetwork } from './network.js';
 import { Route6 } from './route6.js';
-import { Uplink6 } from './uplink6.js';
+import { DAD_WAIT_MS, Uplink6 } from './uplink6.js';
 import { Router } from './router.js';
 
 vi.setConfig({ testTimeout: 120_000 });
@@ -44,6 +44,14 @@ function rig(opts: { slaac?: boolean; mtu?: number } = {}) {
   }, (b, o, l, v) => wire.push({ f: b.slice(o, o + l), vnet: v }));
   up.onForward = (buf, ipOff, ipLen, vnet) => route6.fromUplink(buf, ipOff, ipLen, vnet);
   route6.uplink = up;
+  if (!opts.slaac) {
+    // The static address's DAD probe goes unanswered: it is ours after DAD_WAIT_MS.
+    expect(up.addressState).toBe('tentative');
+    clock.now += DAD_WAIT_MS;
+    up.tick();
+    expect(up.addressState).toBe('preferred');
+    wire.length = 0;
+  }
   const out: Record<string, Uint8Array[]> = { net10: [], net30: [] };
   const nets: Record<string, RouterNetwork> = {};
   for (const [name, vlan, mac, addr, npt] of [['net10', 10, GW10, '2001:db8:10::1', undefined], ['net30', 30, GW30, 'fd00:30::1', A('2001:db8:130::')]] as const) {
@@ -115,19 +123,26 @@ describe('uplink6 + route6: IPv6 to and from the uplink', () => {
       return n;
     }, 255);
     up.input(ra, 0, ra.length, false);
+    // The SLAAC address is tentative: a DAD probe (NS from :: for it, to its solicited-node group), not used yet.
+    expect([up.describe().address, up.describe().dad, up.ready]).toEqual(['', 'tentative', false]);
+    const probe = parse(wire[1].f);
+    expect([probe.type, probe.src, probe.dst, probe.ethDst]).toEqual([ICMP6_TYPE.NEIGHBOR_SOLICIT, '::', 'ff02::1:ff00:aa01', 0x3333ff00aa01]);
+    clock.now += DAD_WAIT_MS;
+    up.tick();
     const d = up.describe();
     expect(d.address).toBe('2001:db8:1::ff:fe00:aa01/64');
+    expect(d.dad).toBe('preferred');
     expect(d.gateway).toBe('fe80::1');
     clock.now += 10_000;
     up.tick();
-    expect(wire.length).toBe(1); // a router is known: no more RS
+    expect(wire.length).toBe(2); // a router is known: no more RS (the RS and the DAD probe)
     const ns = frame(0x3333ff00aa01, ISP_MAC, ISP_LL, A('ff02::1:ff00:aa01'), (b, l4) => {
       let n = writeNs(b, l4, A('2001:db8:1::ff:fe00:aa01'), 0);
       n += writeOptLla(b, l4 + n, 1, ISP_MAC);
       return n;
     }, 255);
     up.input(ns, 0, ns.length, false);
-    const na = parse(wire[1].f);
+    const na = parse(wire[2].f);
     expect(na.type).toBe(ICMP6_TYPE.NEIGHBOR_ADVERT);
     expect(na.ethDst).toBe(ISP_MAC);
     expect(na.src).toBe('2001:db8:1::ff:fe00:aa01');
@@ -135,6 +150,60 @@ describe('uplink6 + route6: IPv6 to and from the uplink', () => {
     clock.now += 1800_000;
     up.tick();
     expect(parse(wire.at(-1)!.f).type).toBe(ICMP6_TYPE.ROUTER_SOLICIT);
+  });
+
+  it('DAD: an NA for the tentative address, or another node\'s probe, makes it duplicate: never used, reported, shown; our own probe looped back does not', () => {
+    const OTHER = 0x02000000cc01;
+    const ADDR = A('2001:db8:1::2');
+    const mk = () => {
+      const clock = { now: 1000 };
+      const wire: Uint8Array[] = [];
+      const events: unknown[] = [];
+      const up = new Uplink6({ mac: UP_MAC, clock: () => clock.now, address: ADDR, prefixLen: 64, gateway: ISP_LL }, (b, o, l) => wire.push(Uint8Array.from(b.subarray(o, o + l)))); // a copy (Buffer.slice is a view)
+      up.onEvent = (e) => events.push(e);
+      return { up, clock, wire, events };
+    };
+    const nsFrom = (mac: number, src: Uint8Array) => frame(0x333300000000 + 0xff000002, mac, src, A('ff02::1:ff00:2'), (b, l4) => writeNs(b, l4, ADDR, 0), 255);
+    // An NA claiming it.
+    const a = mk();
+    expect(parse(a.wire[0]).src).toBe('::'); // the probe
+    const na = frame(0x333300000001, OTHER, A('fe80::cc'), A('ff02::1'), (b, l4) => {
+      let n = writeNa(b, l4, 0x20, ADDR, 0);
+      n += writeOptLla(b, l4 + n, 2, OTHER);
+      return n;
+    }, 255);
+    a.up.input(na, 0, na.length, false);
+    a.clock.now += DAD_WAIT_MS;
+    a.up.tick();
+    expect([a.up.addressState, a.up.ready, a.up.hasAddress, a.up.counters.dadConflicts]).toEqual(['duplicate', false, false, 1]);
+    expect(a.up.describe()).toMatchObject({ address: '', dad: 'duplicate', tentativeAddress: '2001:db8:1::2/64', conflictMac: '02:00:00:00:cc:01' });
+    expect(a.events).toEqual([{ event: 'uplink6_dad_failed', address: '2001:db8:1::2', mac: '02:00:00:00:cc:01', how: 'na' }]);
+    // An NS for it is not answered (it is not ours).
+    const before = a.wire.length;
+    const ns = nsFrom(ISP_MAC, ISP_LL);
+    a.up.input(ns, 0, ns.length, false);
+    expect(a.wire.length).toBe(before);
+    // Another node probing it at the same time.
+    const b = mk();
+    const probe = nsFrom(OTHER, new Uint8Array(16));
+    b.up.input(probe, 0, probe.length, false);
+    expect([b.up.addressState, (b.events[0] as { how: string }).how]).toEqual(['duplicate', 'dad_probe']);
+    // Our own probe, seen again by the packet socket, and an ordinary NS for it while tentative: no conflict, no answer.
+    const c = mk();
+    const own = nsFrom(UP_MAC, new Uint8Array(16));
+    c.up.input(own, 0, own.length, false);
+    c.up.input(ns, 0, ns.length, false);
+    expect(c.wire.length).toBe(1);
+    // The link comes up while tentative: probed again (the first may have gone nowhere), and ours a DAD_WAIT_MS later.
+    c.clock.now += 500;
+    c.up.linkUp();
+    expect(c.wire.map((f) => parse(f).type)).toEqual([ICMP6_TYPE.NEIGHBOR_SOLICIT, ICMP6_TYPE.ROUTER_SOLICIT, ICMP6_TYPE.NEIGHBOR_SOLICIT]);
+    c.clock.now += DAD_WAIT_MS - 1;
+    c.up.tick();
+    expect(c.up.addressState).toBe('tentative');
+    c.clock.now += 1;
+    c.up.tick();
+    expect([c.up.addressState, c.up.ready, c.events]).toEqual(['preferred', true, []]);
   });
 
   it('a SLAAC uplink is no default router until its RA: router lifetime 0 and no route before, 1800 s and an RA at once after', () => {
@@ -165,6 +234,10 @@ describe('uplink6 + route6: IPv6 to and from the uplink', () => {
       return n;
     }, 255);
     router.uplink!.ipv6!.input(ra, 0, ra.length, false);
+    // Not before the SLAAC address passed DAD.
+    expect(net.nd!.routerLifetime).toBe(0);
+    clock.now += DAD_WAIT_MS;
+    router.uplink!.ipv6!.tick();
     expect(net.nd!.routerLifetime).toBe(1800);
     // The change is advertised now, not at the next periodic RA.
     expect(net.nd!.nextRaAt).toBe(clock.now);

@@ -6,8 +6,20 @@
  * with the A flag, a /64, and the uplink MAC's EUI-64 identifier). The default
  * router is the configured gateway, or the source of the RAs (router lifetime >
  * 0; lost when that lifetime runs out). Without a router known it sends a
- * Router Solicitation every RS_INTERVAL_MS. DAD is not done for the uplink's
- * addresses (a static address is the operator's, a SLAAC one is EUI-64).
+ * Router Solicitation every RS_INTERVAL_MS.
+ *
+ * Duplicate Address Detection (RFC 4862 5.4) for the global address, static or
+ * SLAAC: it is tentative until one Neighbor Solicitation from :: to its
+ * solicited-node group (sent when the address is configured or formed, and again
+ * when the link comes up, `linkUp`, while it is tentative: a probe sent before
+ * the uplink attached went nowhere) has gone unanswered for DAD_WAIT_MS.
+ * Meanwhile it is not ours: no NS is answered for it, nothing is sent from it,
+ * nothing is routed (not `ready`). An NA for it, or another node's DAD probe
+ * for it (an NS from ::), makes it duplicate: never used, `uplink6_dad_failed`
+ * reported with the other node's MAC, counted (`dadConflicts`) and shown
+ * (`describe().dad`); a reload (a new router) tries again. The link-local
+ * address (the MAC's EUI-64) is not probed: the MAC is the uplink's own.
+ * Frames from our own MAC (a packet socket may see what we send) are ignored.
  *
  * It answers Neighbor Solicitations and echo requests for its two addresses,
  * resolves next hops (the gateway, or a destination on the uplink's prefix) by
@@ -53,7 +65,19 @@ export interface Uplink6Options {
   clock: () => number;
 }
 
+/** How long a DAD probe waits for an answer (RFC 4861 RetransTimer's default). */
+export const DAD_WAIT_MS = 1000;
+
+/** The global address's DAD state: none (no address yet), tentative, preferred (in use) or duplicate. */
+export type Uplink6AddressState = 'none' | 'tentative' | 'preferred' | 'duplicate';
+
+export interface Uplink6Event { event: 'uplink6_dad_failed'; address: string; mac: string; how: 'na' | 'dad_probe' }
+
 export interface Uplink6Counters {
+  /** NS probes sent for DAD. */
+  dadProbes: number;
+  /** DAD found the address in use (an NA for it, or another node's probe). */
+  dadConflicts: number;
   rxFrames: number;
   nsAnswered: number;
   echoReplies: number;
@@ -68,10 +92,13 @@ export interface Uplink6Counters {
 
 const ALL_NODES = Uint8Array.of(0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1);
 const ALL_ROUTERS = Uint8Array.of(0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2);
+const UNSPECIFIED = new Uint8Array(16);
+const formatMacOf = (m: number): string => m.toString(16).padStart(12, '0').replace(/(..)(?!$)/g, '$1:');
 
 export class Uplink6 implements Uplink6Port {
   readonly counters: Uplink6Counters = {
     rxFrames: 0, nsAnswered: 0, echoReplies: 0, raReceived: 0, rsSent: 0, forwarded: 0, noRoute: 0, ignored: 0, malformed: 0,
+    dadProbes: 0, dadConflicts: 0,
   };
   readonly linkLocal: Uint8Array;
   readonly cache: Neigh6Cache;
@@ -79,7 +106,13 @@ export class Uplink6 implements Uplink6Port {
   /** The global address (16 bytes), all zero while SLAAC has none. */
   readonly address = new Uint8Array(16);
   prefixLen = 64;
+  /** The address is usable: DAD passed (state preferred). */
   #hasAddress = false;
+  #state: Uplink6AddressState = 'none';
+  /** When the DAD probe's wait ends (clock ms); Infinity until a probe went out. */
+  #dadUntil = Infinity;
+  /** The MAC that claimed the address, for `describe`. */
+  #conflictMac = '';
   readonly #gateway = new Uint8Array(16);
   #hasGateway = false;
   /** When the RA-learnt router's lifetime ends (clock ms); Infinity for a configured one. */
@@ -95,6 +128,8 @@ export class Uplink6 implements Uplink6Port {
   #wasReady = false;
   /** Packets for forwarding (not to our addresses), at buf[ipOff..), with `vnet` their header before the frame. */
   onForward: (buf: Uint8Array, ipOff: number, ipLen: number, vnet: boolean) => void = () => {};
+  /** uplink6_dad_failed. */
+  onEvent: (e: Uplink6Event) => void = () => {};
 
   constructor(readonly opts: Uplink6Options, readonly send: (buf: Uint8Array, off: number, len: number, vnet: boolean) => void) {
     this.linkLocal = linkLocalFromMac(opts.mac);
@@ -103,7 +138,8 @@ export class Uplink6 implements Uplink6Port {
     if (opts.address !== undefined) {
       this.address.set(opts.address.subarray(0, 16));
       this.prefixLen = opts.prefixLen ?? 64;
-      this.#hasAddress = true;
+      this.#state = 'tentative';
+      this.#probe();
     }
     if (opts.gateway !== undefined) {
       this.#gateway.set(opts.gateway.subarray(0, 16));
@@ -114,6 +150,37 @@ export class Uplink6 implements Uplink6Port {
   }
 
   get mode(): 'static' | 'slaac' { return this.opts.address !== undefined ? 'static' : 'slaac'; }
+  get addressState(): Uplink6AddressState { return this.#state; }
+
+  /** The uplink's link came up (attached): a Router Solicitation, and DAD for a tentative address. */
+  linkUp(): void {
+    this.solicitRouter();
+    if (this.#state === 'tentative') this.#probe();
+  }
+
+  /** A DAD probe for the tentative address: NS from :: to its solicited-node group, no SLLA (RFC 4862 5.4.2). */
+  #probe(): void {
+    const b = this.#nd;
+    const ip = ETH_HLEN;
+    const l4 = ip + IP6_HLEN;
+    writeSolicitedNode(this.#group, 0, this.address, 0);
+    const len = writeNs(b, l4, this.address, 0);
+    writeEth(b, ip6MulticastMac(this.#group, 0), this.opts.mac, ETHERTYPE.IPV6);
+    writeIp6(b, ip, len, IP6_NEXT.ICMPV6, 255, UNSPECIFIED, 0, this.#group, 0);
+    writeIcmp6Checksum(b, ip, l4, len);
+    this.counters.dadProbes++;
+    this.#dadUntil = this.opts.clock() + DAD_WAIT_MS;
+    this.send(b, 0, l4 + len, false);
+  }
+
+  /** An NA for, or another node's DAD probe of, the tentative address at f[t, t+16): it is taken. */
+  #dadConflict(f: Uint8Array, off: number, how: 'na' | 'dad_probe'): void {
+    this.#state = 'duplicate';
+    this.#dadUntil = Infinity;
+    this.#conflictMac = formatMacOf(srcMac(f, off));
+    this.counters.dadConflicts++;
+    this.onEvent({ event: 'uplink6_dad_failed', address: formatIp6(this.address), mac: this.#conflictMac, how });
+  }
   get hasAddress(): boolean { return this.#hasAddress; }
   /** An address and a default router: packets can leave (Uplink6Port). */
   get ready(): boolean { return this.#hasAddress && this.#hasGateway; }
@@ -129,6 +196,11 @@ export class Uplink6 implements Uplink6Port {
   tick(): void {
     this.#tokens = UPLINK6_ERRORS_PPS;
     const now = this.opts.clock();
+    if (this.#state === 'tentative' && now >= this.#dadUntil) {
+      this.#state = 'preferred';
+      this.#hasAddress = true;
+      this.#changed();
+    }
     if (this.#hasGateway && now >= this.#gatewayUntil) {
       this.#hasGateway = false;
       this.#changed();
@@ -170,6 +242,10 @@ export class Uplink6 implements Uplink6Port {
     }
     const mac = dstMac(buf, off);
     const unicast = mac === this.opts.mac;
+    if (srcMac(buf, off) === this.opts.mac) {
+      this.counters.ignored++; // our own frame, seen by the packet socket (our DAD probe must not fail itself)
+      return;
+    }
     if (!unicast && Math.floor(mac / 0x100000000) !== 0x3333) {
       this.counters.ignored++; // promiscuous socket: others' traffic
       return;
@@ -186,7 +262,7 @@ export class Uplink6 implements Uplink6Port {
       return;
     }
     if (!toUs && !(ip6Equal(buf, dst, ALL_NODES, 0) || ip6IsSolicitedNodeOf(buf, dst, this.linkLocal, 0) ||
-      (this.#hasAddress && ip6IsSolicitedNodeOf(buf, dst, this.address, 0)))) {
+      (this.#state !== 'none' && ip6IsSolicitedNodeOf(buf, dst, this.address, 0)))) {
       this.counters.ignored++;
       return;
     }
@@ -212,10 +288,19 @@ export class Uplink6 implements Uplink6Port {
       this.counters.malformed++;
       return;
     }
+    // NS and NA carry a target (checkNd: long enough); RAs do not.
+    const tentative = type !== ICMP6_TYPE.ROUTER_ADVERT && this.#state === 'tentative' && ip6Equal(buf, ndTarget(u.off), this.address, 0);
     if (type === ICMP6_TYPE.NEIGHBOR_ADVERT) {
-      this.#learn(buf, ndTarget(u.off), u.off, u.len, NDOPT.TLLA);
+      if (tentative) this.#dadConflict(buf, off, 'na');
+      else this.#learn(buf, ndTarget(u.off), u.off, u.len, NDOPT.TLLA);
     } else if (type === ICMP6_TYPE.NEIGHBOR_SOLICIT) {
       const t = ndTarget(u.off);
+      if (tentative) {
+        // Another node's probe for it (RFC 4862 5.4.3); an NS from an address for our tentative one is not answered.
+        if (ip6IsUnspecified(buf, ip + IP6.SRC)) this.#dadConflict(buf, off, 'dad_probe');
+        else this.counters.ignored++;
+        return;
+      }
       if (!this.#ours(buf, t)) {
         this.counters.ignored++;
         return;
@@ -252,7 +337,7 @@ export class Uplink6 implements Uplink6Port {
         this.#hasGateway = false;
       }
     }
-    if (this.opts.address === undefined && !this.#hasAddress) this.#slaac(f, l4, n);
+    if (this.opts.address === undefined && this.#state === 'none') this.#slaac(f, l4, n);
     this.#changed();
   }
 
@@ -267,7 +352,8 @@ export class Uplink6 implements Uplink6Port {
       this.address.set(f.subarray(at, at + 8));
       writeEui64(this.address, 8, this.opts.mac);
       this.prefixLen = 64;
-      this.#hasAddress = true;
+      this.#state = 'tentative';
+      this.#probe();
       return;
     }
   }
@@ -354,6 +440,10 @@ export class Uplink6 implements Uplink6Port {
   describe(): Record<string, unknown> {
     return {
       address: this.#hasAddress ? `${formatIp6(this.address)}/${this.prefixLen}` : '',
+      // DAD: tentative while probing; duplicate: the address (shown here) is another node's and is not used.
+      dad: this.#state,
+      ...(this.#state === 'tentative' || this.#state === 'duplicate' ? { tentativeAddress: `${formatIp6(this.address)}/${this.prefixLen}` } : {}),
+      ...(this.#state === 'duplicate' ? { conflictMac: this.#conflictMac } : {}),
       linkLocal: formatIp6(this.linkLocal),
       mode: this.mode,
       gateway: this.#hasGateway ? formatIp6(this.#gateway) : '',

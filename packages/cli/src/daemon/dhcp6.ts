@@ -7,7 +7,7 @@
  * Which networks serve DHCPv6: those with `ipv6.mode` dhcpv6 or both (their RA
  * sets M and O), with or without a `dhcpv6` section (the defaults: pool
  * <prefix>::1000-<prefix>::1fff, lease time 3600 s, DNS and domains from the RA's
- * rdnss/dnssl). Mode slaac serves none (config.ts refuses a `dhcpv6` section there).
+ * rdnss/dnssl, dns6.ts). Mode slaac serves none (config.ts refuses a `dhcpv6` section there).
  *
  * Bindings: a granted lease claims its address for the client's port in the
  * bridge's IPv6 owners (switch/guard6.ts, first come first served), so from the
@@ -19,6 +19,7 @@
 import { type Bridge, formatIp6, formatMac, parseIp6, parseMac } from '@vswitch/switch';
 import { Dhcp6Server, LeaseStore, dhcp6Addr, dhcp6Codec, type Dhcp6ServerConfig, type RouterNetwork } from '@vswitch/nat';
 import type { RouterNetworkConfig } from '../config.js';
+import { dhcp6DnsOf } from './dns6.js';
 
 type Ipv6Config = NonNullable<RouterNetworkConfig['ipv6']>;
 
@@ -26,7 +27,7 @@ type Ipv6Config = NonNullable<RouterNetworkConfig['ipv6']>;
 export const servesDhcp6 = (v: Ipv6Config | undefined): v is Ipv6Config => v !== undefined && v.mode !== 'slaac';
 
 /** The server config of a network's IPv6 section (not validated: the server's constructor does that). */
-export function dhcp6ServerConfig(name: string, v: Ipv6Config, serverMac: number): Dhcp6ServerConfig {
+export function dhcp6ServerConfig(name: string, v: Ipv6Config, serverMac: number, answersDns = false): Dhcp6ServerConfig {
   const [addr, len] = v.address.split('/');
   const gateway = parseIp6(addr)!;
   const prefixLen = Number(len);
@@ -47,7 +48,7 @@ export function dhcp6ServerConfig(name: string, v: Ipv6Config, serverMac: number
       address: parseIp6(r.ip)!,
     })),
     leaseTimeSec: d?.leaseTime,
-    dns: (d?.dns ?? v.ra.rdnss).map((a) => parseIp6(a)!),
+    dns: dhcp6DnsOf(v, answersDns).map((a) => parseIp6(a)!),
     domains: d?.domains ?? v.ra.dnssl,
     maxLeasesPerPort: d?.maxLeasesPerPort,
   };
@@ -100,7 +101,7 @@ export function dhcp6View(mr: { dhcpFailed: Map<string, string> }, n: RouterNetw
   if (s === undefined) return failed === undefined ? {} : { dhcpv6: { state: `failed: ${failed}` } };
   return {
     dhcpv6: {
-      state: 'ok', pool: s.poolText, leaseTime: s.leaseTimeSec, leases: s.leases(Date.now()).filter((l) => l.state === 'bound').length,
+      state: 'ok', pool: s.poolText, leaseTime: s.leaseTimeSec, dns: s.dnsServers.map((a) => formatIp6(a)), leases: s.leases(Date.now()).filter((l) => l.state === 'bound').length,
       counters: { ...s.counters.messages, ...s.counters.statuses, dropped: { ...s.counters.dropped } },
       port: { ...n.dhcp6?.counters },
     },
@@ -111,7 +112,7 @@ export function dhcp6View(mr: { dhcpFailed: Map<string, string> }, n: RouterNetw
 export function dhcp6Leases(router: string, n: RouterNetwork, now: number): Record<string, unknown>[] {
   return (n.opts.dhcp6?.leases(now) ?? []).map((l) => ({
     router, network: n.name, family: 'ipv6', ip: formatIp6(l.address), mac: l.mac === 0 ? '' : formatMac(l.mac), state: l.state,
-    hostname: '', clientId: l.duid ?? '', iaid: l.iaid ?? null, port: l.port ?? '',
+    hostname: l.hostname ?? '', clientId: l.duid ?? '', iaid: l.iaid ?? null, port: l.port ?? '',
     expiresAt: new Date(l.expiresAt).toISOString(), expiresInSec: Math.max(0, Math.round((l.expiresAt - now) / 1000)),
   }));
 }

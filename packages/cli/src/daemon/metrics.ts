@@ -550,6 +550,15 @@ export function createMetricsRegistry(
         emit({ router: mr.name, path }, v);
       }
     });
+  routerCounter('vswitch_router_uplink6_dad_total',
+    'Duplicate Address Detection of the uplink\'s own IPv6 address (uplink6.ts), by result: probe (Neighbor Solicitations sent), '
+    + 'conflict (another node has the address: it is not used, see router show and the uplink6_dad_failed log).',
+    ['router', 'result'], (mr, emit) => {
+      const c = mr.router.uplink?.ipv6?.counters;
+      if (c === undefined) return;
+      emit({ router: mr.name, result: 'probe' }, c.dadProbes);
+      emit({ router: mr.name, result: 'conflict' }, c.dadConflicts);
+    });
   gauge('vswitch_router_rate_limit_pps',
     'Per bridge port rate limit of the router, by kind (the closed set of rate-limit reasons: '
     + `${LIMIT_KINDS.join(', ')}), in packets per second; 0 = off.`,

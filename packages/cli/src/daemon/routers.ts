@@ -38,6 +38,8 @@ import { type Bridge, VlanPolicy, parseCidr6, parseIp4, parseIp6, parseMac } fro
 import { type RouterConfig, type RouterNetworkConfig, maskOf, parseCidr, parseIpRange } from '../config.js';
 import { VswitchError } from '../errors.js';
 import { dhcp6ServerConfig, openDhcp6, servesDhcp6 } from './dhcp6.js';
+import { gatewayAnswersDns, rdnssOf } from './dns6.js';
+import { forward6Problem } from './forward6.js';
 import { hostKey, macFor } from './machine-id.js';
 import type { RouterEdit } from './state.js';
 
@@ -139,8 +141,8 @@ export class ManagedRouter {
         listen: host.listen,
         budget: { maxSessions: rc.nat.maxSessions, maxPerHost: rc.nat.maxSessionsPerHost, maxPerPort: rc.nat.maxSessionsPerPort ?? rc.nat.maxSessionsPerHost },
         udpIdleTimeoutMs: rc.nat.udpTimeout * 1000,
-        // TCP's MSS and UDP/ICMP fragmentation towards the VMs: the smallest MTU their DHCP hands out.
-        mtu: Math.min(...Object.values(rc.networks).map((n) => n.dhcp?.mtu ?? 1500)),
+        // TCP's MSS and UDP/ICMP fragmentation towards the VMs: the smallest MTU their DHCP or RA hands out.
+        mtu: Math.min(...Object.values(rc.networks).map((n) => Math.min(n.dhcp?.mtu ?? 1500, n.ipv6?.ra.mtu ?? 1500))),
       } : undefined,
       // Without a host uplink, DNS over TCP to the gateway is relayed to the gateway DNS's upstream servers.
       dnsTcp: !host && rc.dns.enabled ? {
@@ -181,7 +183,7 @@ export class ManagedRouter {
         // The DHCPv6 server's port rules follow the IPv6 guards.
         ports6: { guarded: (p) => br.port(p)?.guard.v6 === true, live: ports.live },
         onLease: leases ? (port, mac, ip) => leases.bound(port, mac, ip) : undefined,
-        ipv6: ipv6Options(n),
+        ipv6: ipv6Options(n, gatewayAnswersDns(rc)),
       });
       addPort(n.bridge, nname, net, VlanPolicy.from({ mode: 'access', vid: n.vlan }));
       this.router.addNetwork(net);
@@ -277,7 +279,7 @@ export class ManagedRouter {
     const key = `${nname}/ipv6`;
     this.dhcpFailed.delete(key);
     if (!servesDhcp6(n.ipv6)) return undefined;
-    const cfg = dhcp6ServerConfig(nname, n.ipv6, mac);
+    const cfg = dhcp6ServerConfig(nname, n.ipv6, mac, gatewayAnswersDns(this.#rc));
     try {
       return openDhcp6(this.stateDir, cfg);
     } catch (e) {
@@ -441,7 +443,9 @@ export class ManagedRouter {
     const napt = this.#napt()!;
     this.#forwardsUsable();
     const inside = parseForward(rec);
-    if (this.router.networkFor(inside.insideIp) === undefined) {
+    const why6 = inside.inside6 !== undefined ? forward6Problem(this.#rc, inside.inside6) : undefined;
+    if (why6 !== undefined) throw new VswitchError('EINVAL', `${rec.inside}: ${why6}`);
+    if (inside.inside6 === undefined && this.router.networkFor(inside.insideIp) === undefined) {
       throw new VswitchError('EINVAL', `${rec.inside} is not inside any network of router ${this.name}`);
     }
     const f = napt.forwards.add(inside);
@@ -517,7 +521,7 @@ export class ManagedRouter {
 }
 
 /** A network's IPv6 section as nd.ts takes it (validated by config.ts). */
-function ipv6Options(n: RouterNetworkConfig): Ipv6Options | undefined {
+function ipv6Options(n: RouterNetworkConfig, answersDns: boolean): Ipv6Options | undefined {
   const v = n.ipv6;
   if (v === undefined) return undefined;
   const c = parseCidr6(v.address)!;
@@ -529,7 +533,7 @@ function ipv6Options(n: RouterNetworkConfig): Ipv6Options | undefined {
     validLifetime: v.ra.validLifetime,
     preferredLifetime: v.ra.preferredLifetime,
     mtu: v.ra.mtu,
-    rdnss: v.ra.rdnss.map((a) => parseIp6(a)!),
+    rdnss: rdnssOf(v, answersDns).map((a) => parseIp6(a)!),
     dnssl: v.ra.dnssl,
     npt: v.npt !== undefined ? parseCidr6(v.npt)!.addr : undefined,
   };
@@ -546,12 +550,12 @@ function key(f: PortForward): string {
 }
 
 function fwdId(f: PortForward): string {
-  return `${key(f)}>${f.insideIp}:${f.insideLo}`;
+  return `${key(f)}>${f.inside6 ?? f.insideIp}:${f.insideLo}`;
 }
 
 /** Would `a` and `b` conflict (napt/forwards.ts): overlapping public ranges, or overlapping inside ranges of one host. */
 function overlaps(a: PortForward, b: PortForward): boolean {
   if (a.proto !== b.proto) return false;
   if (a.publicLo <= b.publicHi && b.publicLo <= a.publicHi) return true;
-  return a.insideIp === b.insideIp && a.insideLo <= forwardInsideHi(b) && b.insideLo <= forwardInsideHi(a);
+  return a.insideIp === b.insideIp && a.inside6 === b.inside6 && a.insideLo <= forwardInsideHi(b) && b.insideLo <= forwardInsideHi(a);
 }

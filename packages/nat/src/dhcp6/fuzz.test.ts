@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import { read32, write16 } from '@vswitch/switch';
 import { DHCP6_REASONS, type Dhcp6Reply } from './server.js';
-import { DHCP6_OK, Dhcp6Msg, Dhcp6Opt, iaNaAddress, newDhcp6View, parseDhcp6 } from './wire.js';
+import { DHCP6_OK, Dhcp6Msg, Dhcp6Opt, fqdnHost, iaNaAddress, newDhcp6View, parseDhcp6 } from './wire.js';
 import { duidLlt, msg, newServer } from '../testing/dhcp6.js';
 
 vi.setConfig({ testTimeout: 120_000 });
@@ -21,7 +21,7 @@ const w = <T>(weight: number, arbitrary: fc.Arbitrary<T>) => ({ weight, arbitrar
 
 /** One option: a real one, or one whose length lies. */
 const option = fc.oneof(
-  w(3, fc.tuple(fc.constantFrom(1, 2, 3, 5, 6, 8, 14, 23, 24, 25, 4), fc.uint8Array({ maxLength: 60 })).map(([code, data]) => {
+  w(3, fc.tuple(fc.constantFrom(1, 2, 3, 5, 6, 8, 14, 23, 24, 25, 4, 39), fc.uint8Array({ maxLength: 60 })).map(([code, data]) => {
     const o = new Uint8Array(4 + data.length);
     write16(o, 0, code);
     write16(o, 2, data.length);
@@ -118,5 +118,16 @@ describe('Dhcp6Server (fast-check)', () => {
       const keys = leases.map((l) => `${l.duid}/${l.iaid}`);
       expect(new Set(keys).size).toBe(keys.length);
     }), { numRuns: Math.ceil(RUNS / 3) });
+  });
+  it('fqdnHost reads only its option and returns a plain host label or nothing', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 80 }), fc.uint8Array({ maxLength: 8 }), (data, pad) => {
+      const b = new Uint8Array(pad.length + data.length + pad.length);
+      b.set(pad);
+      b.set(data, pad.length);
+      b.fill(0x61, pad.length + data.length);
+      const h = fqdnHost(b, pad.length, data.length);
+      expect(h).toBe(fqdnHost(data, 0, data.length));
+      if (h !== undefined) expect(h).toMatch(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/);
+    }), { numRuns: RUNS });
   });
 });

@@ -143,9 +143,7 @@ export class Dhcp6Port {
     write16(o, l4 + UDP.CSUM, 0);
     const sum = checksum(o, l4, ulen, ip6PseudoSum(o, ip, ulen, IP6_NEXT.UDP));
     write16(o, l4 + UDP.CSUM, sum === 0 ? 0xffff : sum);
-    if (r.leased !== undefined) {
-      this.host.onLease?.(r.leased.port ?? port ?? '', r.leased.mac, r.leased.address, r.leased.expiresAt);
-    }
+    for (const l of r.leases ?? (r.leased !== undefined ? [r.leased] : [])) this.host.onLease?.(l.port ?? port ?? '', l.mac, l.address, l.expiresAt);
     this.counters.sent++;
     this.host.emit(o, 0, l4 + ulen);
   }

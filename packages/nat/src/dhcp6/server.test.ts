@@ -9,7 +9,7 @@ import { LeaseStore } from '../dhcp/leases.js';
 import { Dhcp6ConfigError, dhcp6Codec, type Dhcp6Context, type Dhcp6Reply, type Dhcp6Server } from './server.js';
 import { duidLlt, msg, newServer, readReply, type Msg } from '../testing/dhcp6.js';
 import {
-  DHCP6_OK, Dhcp6Error, Dhcp6Msg, Dhcp6Opt, Dhcp6Status, duidLl, duidMac, iaNaAddress, newDhcp6View, parseDhcp6,
+  DHCP6_OK, Dhcp6Error, Dhcp6Msg, Dhcp6Opt, Dhcp6Status, duidLl, duidMac, fqdnHost, iaNaAddress, newDhcp6View, parseDhcp6,
 } from './wire.js';
 
 const T0 = Date.UTC(2026, 0, 1);
@@ -63,6 +63,27 @@ describe('DHCPv6 wire view', () => {
     expect(parseDhcp6(Uint8Array.from([12, 0, 0, 0]), 0, 4, m)).toBe(Dhcp6Error.RELAY);
   });
 
+  it('reads the Client FQDN host label: plain host names only', () => {
+    const host = (name: string | Uint8Array): string | undefined => {
+      const b = typeof name === 'string' ? msg({ type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1), fqdn: name }) : name;
+      const m = newDhcp6View();
+      if (parseDhcp6(b, 0, b.length, m) !== DHCP6_OK || m.fqdn < 0) return undefined;
+      return fqdnHost(b, m.fqdn, m.fqdnLen);
+    };
+    expect(host('VM6.lab.example.')).toBe('vm6');
+    expect(host('vm-6')).toBe('vm-6');
+    expect(host('-vm')).toBeUndefined();
+    expect(host('vm_6')).toBeUndefined();
+    expect(host('.')).toBeUndefined();
+    const none = msg({ type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1) });
+    const m = newDhcp6View();
+    parseDhcp6(none, 0, none.length, m);
+    expect(m.fqdn).toBe(-1);
+    // A label longer than the option, a compression pointer: no name.
+    expect(fqdnHost(Uint8Array.of(0, 9, 0x61, 0x62), 0, 4)).toBeUndefined();
+    expect(fqdnHost(Uint8Array.of(0, 0xc0, 12), 0, 3)).toBeUndefined();
+  });
+
   it('takes the MAC from DUID-LL and DUID-LLT of Ethernet only', () => {
     const ll = duidLl(MAC2);
     expect(duidMac(ll, 0, ll.length)).toBe(MAC2);
@@ -72,6 +93,52 @@ describe('DHCPv6 wire view', () => {
 });
 
 describe('DHCPv6 server', () => {
+  it('serves every IA_NA of a message: one address per IAID, NoAddrsAvail in the IAs the pool cannot fill, Release per IA', () => {
+    const s = newServer(); // a 3-address pool
+    const duid = duidLlt(MAC1);
+    const adv = run(s, { type: Dhcp6Msg.SOLICIT, duid, ias: [{ iaid: 1 }, { iaid: 2 }] }).reply!;
+    expect(adv.type).toBe(Dhcp6Msg.ADVERTISE);
+    expect(adv.ias.map((i) => i.iaid)).toEqual([1, 2]);
+    const [a1, a2] = adv.ias.map((i) => i.addr!);
+    expect(a1).not.toBe(a2);
+    const b = msg({ type: Dhcp6Msg.REQUEST, duid, server: s.duid, ias: [{ iaid: 1, addr: a6(a1) }, { iaid: 2, addr: a6(a2) }] });
+    const out = new Uint8Array(1500);
+    const r = s.handle(b, 0, b.length, out, 0, ctx()) as Dhcp6Reply;
+    const rep = readReply(out, r.payloadLen);
+    expect(rep.ias.map((i) => [i.iaid, i.addr, i.valid])).toEqual([[1, a1, 3600], [2, a2, 3600]]);
+    expect(r.leases?.map((l) => formatIp6(l.address))).toEqual([a1, a2]);
+    expect(s.leases(T0).map((l) => [l.iaid, formatIp6(l.address)])).toEqual([[1, a1], [2, a2]].sort((x, y) => String(x[1]).localeCompare(String(y[1]))));
+    // Renew both: both extended.
+    const later = ctx({ now: T0 + 60_000 });
+    const ren = run(s, { type: Dhcp6Msg.RENEW, duid, server: s.duid, ias: [{ iaid: 1, addr: a6(a1) }, { iaid: 2, addr: a6(a2) }] }, later).reply!;
+    expect(ren.ias.map((i) => [i.addr, i.valid])).toEqual([[a1, 3600], [a2, 3600]]);
+    // Three more IAs: one address is left; the others get NoAddrsAvail in their IA.
+    const more = run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC2), ias: [{ iaid: 7 }, { iaid: 8 }, { iaid: 9 }] }, ctx({ srcMac: MAC2, port: 'vm2' })).reply!;
+    expect(more.ias.map((i) => [i.iaid, i.addr !== undefined, i.status])).toEqual([[7, true, undefined], [8, false, Dhcp6Status.NO_ADDRS_AVAIL], [9, false, Dhcp6Status.NO_ADDRS_AVAIL]]);
+    // Release IA 1 and an IAID it never had: Success, NoBinding in the unknown IA only; IA 2 keeps its lease.
+    const rel = run(s, { type: Dhcp6Msg.RELEASE, duid, server: s.duid, ias: [{ iaid: 1, addr: a6(a1) }, { iaid: 5, addr: a6(a1) }] }, later).reply!;
+    expect([rel.status, rel.ias.map((i) => [i.iaid, i.status])]).toEqual([Dhcp6Status.SUCCESS, [[5, Dhcp6Status.NO_BINDING]]]);
+    expect(s.leases(T0 + 60_000).filter((l) => l.state === 'bound').map((l) => formatIp6(l.address))).toEqual([a2]);
+  });
+
+  it('refuses a message naming one IAID twice (malformed)', () => {
+    const s = newServer();
+    expect(run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1), ias: [{ iaid: 3 }, { iaid: 3 }] }).r).toBe('malformed');
+  });
+
+  it("names a lease by the client's FQDN option, kept over a Renew without it", () => {
+    const s = newServer();
+    const duid = duidLlt(MAC1);
+    const adv = run(s, { type: Dhcp6Msg.SOLICIT, duid, fqdn: 'web1.lab.' }).reply!;
+    run(s, { type: Dhcp6Msg.REQUEST, duid, server: s.duid, addr: a6(adv.addr!), fqdn: 'web1.lab.' });
+    expect(s.leases(T0).map((l) => l.hostname)).toEqual(['web1']);
+    run(s, { type: Dhcp6Msg.RENEW, duid, server: s.duid, addr: a6(adv.addr!) }, ctx({ now: T0 + 1000 }));
+    expect(s.leases(T0 + 1000).map((l) => l.hostname)).toEqual(['web1']);
+    // Another client without a name: no hostname.
+    lease(s, duidLlt(MAC2), ctx({ srcMac: MAC2, port: 'vm2' }));
+    expect(s.leases(T0).filter((l) => l.mac === MAC2).map((l) => l.hostname)).toEqual([undefined]);
+  });
+
   it('Solicit/Advertise/Request/Reply: an address from the pool, lifetimes, DNS and domain', () => {
     const s = newServer({ leaseTimeSec: 120 });
     const adv = run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC1) }).reply!;

@@ -9,10 +9,20 @@
  * reservations by DUID or by MAC, and the stateless options (DNS Recursive Name
  * Server 23, Domain Search List 24) to every client, Information-Request
  * included. IA_TA and IA_PD are not served (no option in the reply for them).
- * Only the first IA_NA of a message is served (one address per client interface,
- * what dhcpcd and dhclient ask); further IA_NAs of the same message get no IA
- * option in the reply (the view keeps the first one only), which clients treat
- * as not served.
+ * Every IA_NA of a message is served (up to IA_NAS_MAX, 8; further ones get no
+ * IA option, which clients treat as not served), each as its own client (DUID +
+ * IAID: one address each) under all the rules below, and answered in one reply
+ * with one IA_NA per IA asked: an address, or a status in that IA
+ * (NoAddrsAvail when the pool cannot fill it). An IA refused outright (another
+ * port's lease, the port's cap, the offer table full) refuses the whole message,
+ * as it would alone; a message naming one IAID twice is malformed (RFC 8415
+ * 21.4). A Reply granting several leases goes once all are on disk.
+ *
+ * Names: a client's Client FQDN option (39, RFC 4704) names its lease: its first
+ * label, when a plain host name, is kept with the lease (and in the lease file)
+ * for the gateway's DNS (dns/gateway.ts: AAAA for the name). The server does no
+ * DNS update on the client's behalf elsewhere and sends no FQDN option back
+ * (RFC 4704 6's SHOULD: clients here do not need it).
  *
  * Client identity: (DUID, IAID): the lease key is `id:<IAID hex><DUID hex>`
  * (LeaseStore's clientId). A client's MAC is the link-layer address in its
@@ -36,7 +46,8 @@
  *               client's (or free and allowed); an address not in our prefix
  *               with lifetimes 0 (NotOnLink's IA form); else Renew: NoBinding in
  *               the IA; Rebind: the address with lifetimes 0.
- *   Release  -> the lease ends (if the client's own); Reply Success.
+ *   Release  -> the lease ends (if the client's own); Reply Success (an IA with
+ *               NoBinding for each IA it does not hold, RFC 8415 18.3.7).
  *   Decline  -> the lease ends and the address is held out DECLINE_HOLD_SEC; Reply Success.
  *   Confirm  -> Reply Success when every address is in our prefix, else NotOnLink;
  *               no address, no reply.
@@ -66,7 +77,7 @@ import { dnsNames, formatIp6, formatMac, ip6InPrefix, parseIp6 } from '@vswitch/
 import { LeaseStore, clientKey, type Lease, type LeaseCodec } from '../dhcp/leases.js';
 import {
   DHCP6_OK, Dhcp6Msg, addrLow, setAddrLow, Dhcp6Opt, Dhcp6Status, Dhcp6Writer, duidLl, duidMac, iaNaAddress, iaNaIaid, newDhcp6View,
-  parseDhcp6, type Dhcp6View,
+  IA_NAS_MAX, fqdnHost, parseDhcp6, type Dhcp6View,
 } from './wire.js';
 
 export const DHCP6_DEFAULTS = {
@@ -126,8 +137,10 @@ export interface Dhcp6Reply {
   /** Dhcp6Msg.ADVERTISE or REPLY. */
   type: number;
   payloadLen: number;
-  /** A lease granted by this reply: its address (16 bytes), the client's MAC and port. */
+  /** A lease granted by this reply: its address (16 bytes), the client's MAC and port (the first of `leases`). */
   leased?: { address: Uint8Array; mac: number; port?: string; expiresAt: number };
+  /** Every lease granted by this reply, one per IA_NA. */
+  leases?: { address: Uint8Array; mac: number; port?: string; expiresAt: number }[];
 }
 
 export interface Dhcp6Sink {
@@ -176,6 +189,8 @@ export interface Dhcp6LeaseView {
   expiresAt: number;
   state: 'bound' | 'offered' | 'declined';
   port?: string;
+  /** The host label of the client's FQDN option (39), bound leases only. */
+  hostname?: string;
 }
 
 interface Client {
@@ -185,10 +200,17 @@ interface Client {
   mac: number;
   port?: string;
   guarded: boolean;
+  /** fqdnHost of its Client FQDN option, if it sent a usable one. */
+  hostname?: string;
+  /** Its IA_NA's IAID, and the offset of the address hinted in it (-1: none). */
+  iaid: number;
+  hinted: number;
 }
 
 interface Offer { ip: number; mac: number; clientId: string; until: number; port?: string }
-interface Held { key: string; version: number; reply: Dhcp6Reply; ip: number; payload: Uint8Array; dst: unknown }
+interface Held { items: { key: string; ip: number }[]; version: number; reply: Dhcp6Reply; payload: Uint8Array; dst: unknown }
+/** One IA_NA of a reply: `ip` offered or granted (`bind`: to bind), `zero` an address with lifetimes 0, or `status`; iaid -1: no IA. */
+interface IaOut { iaid: number; ip?: number; bind?: number; zero?: Uint8Array; status?: number }
 
 const TYPE_NAME: Record<number, (typeof DHCP6_MESSAGE_TYPES)[number]> = {
   [Dhcp6Msg.SOLICIT]: 'solicit', [Dhcp6Msg.REQUEST]: 'request', [Dhcp6Msg.CONFIRM]: 'confirm', [Dhcp6Msg.RENEW]: 'renew',
@@ -294,6 +316,8 @@ export class Dhcp6Server {
   get leaseTimeSec(): number { return this.#leaseSec; }
   /** The pool as text, for `router show`. */
   get poolText(): string { return `${formatIp6(dhcp6Addr(this.base, this.#lo))}-${formatIp6(dhcp6Addr(this.base, this.#hi))}`; }
+  /** The DNS servers handed out (option 23), for `router show`. */
+  get dnsServers(): readonly Uint8Array[] { return this.#cfg.dns ?? []; }
 
   attach(sink: Dhcp6Sink): void { this.#sink = sink; }
   flush(): Promise<void> { return this.#store.flush(); }
@@ -325,7 +349,7 @@ export class Dhcp6Server {
       if (m.serverId >= 0 && !serverIdOurs) return this.#drop('wrong_server');
       // RFC 8415 16.12: an Information-Request carrying an IA is discarded.
       if (m.iaNaCount > 0 || m.otherIas > 0) return this.#drop('malformed');
-      return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, undefined);
+      return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, [], undefined);
     }
     if (m.clientId < 0) return this.#drop('no_client_id');
     const needsOurs = t === Dhcp6Msg.REQUEST || t === Dhcp6Msg.RENEW || t === Dhcp6Msg.RELEASE || t === Dhcp6Msg.DECLINE;
@@ -333,43 +357,72 @@ export class Dhcp6Server {
     if (t === Dhcp6Msg.CONFIRM) return this.#confirm(buf, m, out, outOff);
     const guarded = ctx.guarded === true && ctx.port !== undefined;
     const duidHex = hex(buf, m.clientId, m.clientIdLen);
-    const iaid = m.iaNa >= 0 ? iaNaIaid(buf, m.iaNa) : 0;
-    const clientId = iaid.toString(16).padStart(8, '0') + duidHex;
     const dmac = duidMac(buf, m.clientId, m.clientIdLen);
     const mac = dmac >= 0 ? dmac : ctx.srcMac ?? 0;
-    const c: Client = { key: clientKey(mac, clientId), clientId, duid: duidHex, mac, port: ctx.port, guarded };
+    const hostname = m.fqdn >= 0 ? fqdnHost(buf, m.fqdn, m.fqdnLen) : undefined;
     const now = ctx.now;
-    if (this.#foreign(c, now, ctx.ports)) return this.#drop('not_owner');
-    if (m.iaNa < 0) {
+    // One client per IA_NA (DUID + IAID: one address each); a message without one is the IAID-0 client's.
+    const n = Math.min(m.iaNaCount, IA_NAS_MAX);
+    const clients: Client[] = [];
+    for (let i = 0; i < Math.max(1, n); i++) {
+      const iaid = n > 0 ? iaNaIaid(buf, m.iaNas[i]) : 0;
+      const clientId = iaid.toString(16).padStart(8, '0') + duidHex;
+      if (clients.some((o) => o.clientId === clientId)) return this.#drop('malformed'); // RFC 8415 21.4: IAIDs are unique
+      const hinted = n > 0 ? iaNaAddress(buf, m.iaNas[i], m.iaNaLens[i]) : -1;
+      const c: Client = { key: clientKey(mac, clientId), clientId, duid: duidHex, mac, port: ctx.port, guarded, iaid, hinted };
+      if (hostname !== undefined) c.hostname = hostname;
+      if (this.#foreign(c, now, ctx.ports)) return this.#drop('not_owner');
+      clients.push(c);
+    }
+    if (n === 0) {
       // Nothing stateful asked (an IA_PD-only Solicit, a bare Renew): the stateless options, or silence.
-      if (t === Dhcp6Msg.SOLICIT) return this.#reply(buf, m, Dhcp6Msg.ADVERTISE, out, outOff, { status: Dhcp6Status.NO_ADDRS_AVAIL, iaid: -1 });
+      if (t === Dhcp6Msg.SOLICIT) return this.#reply(buf, m, Dhcp6Msg.ADVERTISE, out, outOff, [], Dhcp6Status.NO_ADDRS_AVAIL);
       return this.#drop('no_record');
     }
-    const hinted = iaNaAddress(buf, m.iaNa, m.iaNaLen);
-    switch (t) {
-      case Dhcp6Msg.SOLICIT: return this.#solicit(buf, m, c, hinted, iaid, now, out, outOff, dst);
-      case Dhcp6Msg.REQUEST: return this.#grantOrRefuse(buf, m, c, this.#choose(buf, c, hinted, now, true), iaid, now, out, outOff, dst);
-      case Dhcp6Msg.RENEW:
-      case Dhcp6Msg.REBIND: return this.#extend(buf, m, c, hinted, iaid, now, out, outOff, dst);
-      case Dhcp6Msg.RELEASE:
-      case Dhcp6Msg.DECLINE: return this.#giveBack(buf, m, c, hinted, now, out, outOff);
-      default: return this.#drop('unsupported_type');
+    const grants = t === Dhcp6Msg.REQUEST || t === Dhcp6Msg.RENEW || t === Dhcp6Msg.REBIND || (t === Dhcp6Msg.SOLICIT && m.rapidCommit);
+    if (grants && this.#held.length >= DHCP6_DEFAULTS.heldMax) return this.#drop('reply_backlog');
+    const ias: IaOut[] = [];
+    const bound: Lease[] = [];
+    for (const c of clients) {
+      let r: IaOut | Dhcp6Reason;
+      switch (t) {
+        case Dhcp6Msg.SOLICIT: r = this.#solicit(buf, m, c, now); break;
+        case Dhcp6Msg.REQUEST: r = this.#request(buf, c, now); break;
+        case Dhcp6Msg.RENEW:
+        case Dhcp6Msg.REBIND: r = this.#extend(buf, m, c, now); break;
+        case Dhcp6Msg.RELEASE:
+        case Dhcp6Msg.DECLINE: r = this.#giveBack(buf, m, c, now); break;
+        default: return this.#drop('unsupported_type');
+      }
+      // One IA refused outright refuses the message, as for a single IA (the client asks again).
+      if (typeof r === 'string') return this.#drop(r);
+      if (r.bind !== undefined) bound.push(this.#bind(c, r.bind, now));
+      if (r.iaid >= 0) ias.push(r);
     }
+    if (t === Dhcp6Msg.RELEASE || t === Dhcp6Msg.DECLINE) {
+      this.#store.commit();
+      // RFC 8415 18.3.7/8: Success for the message; an IA only for those it does not know (NoBinding).
+      return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, ias, Dhcp6Status.SUCCESS);
+    }
+    const type = t === Dhcp6Msg.SOLICIT && !m.rapidCommit ? Dhcp6Msg.ADVERTISE : Dhcp6Msg.REPLY;
+    if (bound.length === 0) return this.#reply(buf, m, type, out, outOff, ias, undefined);
+    return this.#durable(buf, m, bound, ias, out, outOff, dst);
   }
 
-  #solicit(buf: Uint8Array, m: Dhcp6View, c: Client, hinted: number, iaid: number, now: number, out: Uint8Array, outOff: number, dst?: () => unknown): Dhcp6Result {
-    const ip = this.#choose(buf, c, hinted, now, false);
-    if (typeof ip === 'string') return this.#drop(ip);
-    if (ip < 0) return this.#reply(buf, m, Dhcp6Msg.ADVERTISE, out, outOff, { status: Dhcp6Status.NO_ADDRS_AVAIL, iaid });
-    if (m.rapidCommit) return this.#grant(buf, m, c, ip, iaid, now, out, outOff, dst);
+  /** Solicit, one IA: an offer held OFFER_HOLD_SEC, or with Rapid Commit the lease; NoAddrsAvail without an address. */
+  #solicit(buf: Uint8Array, m: Dhcp6View, c: Client, now: number): IaOut | Dhcp6Reason {
+    const ip = this.#choose(buf, c, c.hinted, now, false);
+    if (typeof ip === 'string') return ip;
+    if (ip < 0) return { iaid: c.iaid, status: Dhcp6Status.NO_ADDRS_AVAIL };
+    if (m.rapidCommit) return { iaid: c.iaid, ip, bind: ip };
     this.#dropOffer(c.key);
     const other = this.#offeredIps.get(ip);
     if (other !== undefined) this.#dropOffer(other);
     if (this.#offers.size >= DHCP6_DEFAULTS.offersMax) this.#expireOffers(now);
-    if (this.#offers.size >= DHCP6_DEFAULTS.offersMax) return this.#drop('offer_backlog');
+    if (this.#offers.size >= DHCP6_DEFAULTS.offersMax) return 'offer_backlog';
     this.#offers.set(c.key, { ip, mac: c.mac, clientId: c.clientId, until: now + this.#offerHoldMs, port: c.port });
     this.#offeredIps.set(ip, c.key);
-    return this.#reply(buf, m, Dhcp6Msg.ADVERTISE, out, outOff, { ip, iaid });
+    return { iaid: c.iaid, ip };
   }
 
   /**
@@ -391,46 +444,45 @@ export class Dhcp6Server {
     return this.#nextFree(c, now);
   }
 
-  #grantOrRefuse(buf: Uint8Array, m: Dhcp6View, c: Client, ip: number | Dhcp6Reason, iaid: number, now: number, out: Uint8Array, outOff: number, dst?: () => unknown): Dhcp6Result {
-    if (typeof ip === 'string') return this.#drop(ip);
-    if (ip < 0) return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, { status: Dhcp6Status.NO_ADDRS_AVAIL, iaid });
-    return this.#grant(buf, m, c, ip, iaid, now, out, outOff, dst);
+  #request(buf: Uint8Array, c: Client, now: number): IaOut | Dhcp6Reason {
+    const ip = this.#choose(buf, c, c.hinted, now, true);
+    if (typeof ip === 'string') return ip;
+    if (ip < 0) return { iaid: c.iaid, status: Dhcp6Status.NO_ADDRS_AVAIL };
+    return { iaid: c.iaid, ip, bind: ip };
   }
 
-  #extend(buf: Uint8Array, m: Dhcp6View, c: Client, hinted: number, iaid: number, now: number, out: Uint8Array, outOff: number, dst?: () => unknown): Dhcp6Result {
+  #extend(buf: Uint8Array, m: Dhcp6View, c: Client, now: number): IaOut | Dhcp6Reason {
     const renew = m.type === Dhcp6Msg.RENEW;
+    const hinted = c.hinted;
     if (hinted < 0) {
       const l = this.#store.get(c.key);
-      if (l !== undefined && l.expiresAt > now) return this.#grant(buf, m, c, l.ip, iaid, now, out, outOff, dst);
-      return renew ? this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, { status: Dhcp6Status.NO_BINDING, iaid }) : this.#drop('no_record');
+      if (l !== undefined && l.expiresAt > now) return { iaid: c.iaid, ip: l.ip, bind: l.ip };
+      return renew ? { iaid: c.iaid, status: Dhcp6Status.NO_BINDING } : 'no_record';
     }
     const onLink = ip6InPrefix(buf, hinted, this.#cfg.prefix, 0, this.#cfg.prefixLen);
     const ours = sameBaseAt(buf, hinted, this.base);
     const ip = ours ? addrLow(buf, hinted) : -1;
     if (ours && this.#usable(ip, c, now) && (this.#reservation(c) ?? ip) === ip) {
       const l = this.#store.get(c.key);
-      if ((l === undefined || l.ip !== ip) && !this.#makeRoom(c, now)) return this.#drop('port_limit');
-      return this.#grant(buf, m, c, ip, iaid, now, out, outOff, dst);
+      if ((l === undefined || l.ip !== ip) && !this.#makeRoom(c, now)) return 'port_limit';
+      return { iaid: c.iaid, ip, bind: ip };
     }
     if (!onLink) this.counters.statuses.not_on_link++;
-    if (renew && onLink) return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, { status: Dhcp6Status.NO_BINDING, iaid });
+    if (renew && onLink) return { iaid: c.iaid, status: Dhcp6Status.NO_BINDING };
     // Not ours to extend: the address with lifetimes 0, so the client stops using it.
-    this.#addr.set(buf.subarray(hinted, hinted + 16));
-    return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, { zero: this.#addr, iaid });
+    return { iaid: c.iaid, zero: buf.slice(hinted, hinted + 16) };
   }
 
-  #giveBack(buf: Uint8Array, m: Dhcp6View, c: Client, hinted: number, now: number, out: Uint8Array, outOff: number): Dhcp6Result {
+  /** Release/Decline, one IA: the lease ends (if the client's own); an IA with NoBinding for one it does not hold. */
+  #giveBack(buf: Uint8Array, m: Dhcp6View, c: Client, now: number): IaOut {
+    const hinted = c.hinted;
     const l = this.#store.get(c.key);
     const ip = hinted >= 0 && sameBaseAt(buf, hinted, this.base) ? addrLow(buf, hinted) : -1;
-    if (l === undefined || ip < 0 || l.ip !== ip) {
-      // RFC 8415 18.3.7/8: Success for the message, NoBinding for the IA it does not know.
-      return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, { status: Dhcp6Status.NO_BINDING, iaid: iaNaIaid(buf, m.iaNa), top: true });
-    }
+    if (l === undefined || ip < 0 || l.ip !== ip) return { iaid: c.iaid, status: Dhcp6Status.NO_BINDING };
     this.#store.delete(c.key);
-    this.#store.commit();
     if (m.type === Dhcp6Msg.DECLINE) this.#declined.set(ip, now + this.#declineHoldMs);
     this.#cfg.onRemove?.({ address: this.address(ip), mac: l.mac, port: l.port });
-    return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, { status: Dhcp6Status.SUCCESS, iaid: -1 });
+    return { iaid: -1 };
   }
 
   #confirm(buf: Uint8Array, m: Dhcp6View, out: Uint8Array, outOff: number): Dhcp6Result {
@@ -438,27 +490,37 @@ export class Dhcp6Server {
     if (a < 0) return this.#drop('no_record');
     const onLink = ip6InPrefix(buf, a, this.#cfg.prefix, 0, this.#cfg.prefixLen);
     if (!onLink) this.counters.statuses.not_on_link++;
-    return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, { status: onLink ? Dhcp6Status.SUCCESS : Dhcp6Status.NOT_ON_LINK, iaid: -1 });
+    return this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, [], onLink ? Dhcp6Status.SUCCESS : Dhcp6Status.NOT_ON_LINK);
   }
 
-  #grant(buf: Uint8Array, m: Dhcp6View, c: Client, ip: number, iaid: number, now: number, out: Uint8Array, outOff: number, dst?: () => unknown): Dhcp6Result {
-    if (this.#held.length >= DHCP6_DEFAULTS.heldMax) return this.#drop('reply_backlog');
+  /** Binds `ip` to the client (in memory; the caller commits): the lease, extended, with its name and port. */
+  #bind(c: Client, ip: number, now: number): Lease {
     const lease: Lease = { ip, mac: c.mac, clientId: c.clientId, expiresAt: now + this.#leaseSec * 1000 };
-    const port = c.port ?? this.#store.get(c.key)?.port;
+    const prev = this.#store.get(c.key);
+    // The name of the last message that sent one (a Renew need not repeat it), for the gateway's AAAA answers.
+    const hostname = c.hostname ?? (prev?.ip === ip ? prev.hostname : undefined);
+    if (hostname !== undefined) lease.hostname = hostname;
+    const port = c.port ?? prev?.port;
     if (port !== undefined) lease.port = port;
     this.#dropOffer(c.key);
     const other = this.#offeredIps.get(ip);
     if (other !== undefined) this.#dropOffer(other);
     this.#store.set(lease);
+    return lease;
+  }
+
+  /** The Reply granting `bound`: sent once the leases are in the lease file (held until then), never before. */
+  #durable(buf: Uint8Array, m: Dhcp6View, bound: Lease[], ias: IaOut[], out: Uint8Array, outOff: number, dst?: () => unknown): Dhcp6Result {
     const version = this.#store.commit();
-    const r = this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, { ip, iaid });
+    const r = this.#reply(buf, m, Dhcp6Msg.REPLY, out, outOff, ias, undefined);
     if (typeof r === 'string') return r;
-    r.leased = { address: this.address(ip), mac: c.mac, port, expiresAt: lease.expiresAt };
+    r.leases = bound.map((l) => ({ address: this.address(l.ip), mac: l.mac, port: l.port, expiresAt: l.expiresAt }));
+    r.leased = r.leases[0];
     if (version <= this.#store.durableVersion) return r;
     if (!this.#store.busy) return this.#drop('store_error');
     const payload = out.slice(outOff, outOff + r.payloadLen);
     this.counters.messages.reply--;
-    this.#held.push({ key: c.key, version, reply: r, ip, payload, dst: dst?.() });
+    this.#held.push({ items: bound.map((l) => ({ key: clientKey(l.mac, l.clientId), ip: l.ip })), version, reply: r, payload, dst: dst?.() });
     return 'pending';
   }
 
@@ -474,43 +536,34 @@ export class Dhcp6Server {
     this.#held = this.#held.slice(i);
     for (const h of done) {
       if (!ok) { this.#drop('store_error'); continue; }
-      const l = this.#store.get(h.key);
-      if (l === undefined || l.ip !== h.ip) { this.#drop('lease_gone'); continue; }
+      if (h.items.some((it) => this.#store.get(it.key)?.ip !== it.ip)) { this.#drop('lease_gone'); continue; }
       this.counters.messages.reply++;
       this.#sink?.deliver(h.reply, h.payload, h.dst);
     }
   }
 
   /**
-   * Writes a reply: Server ID, Client ID, then the IA (`ia.ip`: the address with
-   * our lifetimes; `ia.zero`: that address with lifetimes 0; `ia.status`: the
-   * status in the IA, or in the message when `iaid` is -1 or `top`), Rapid Commit
-   * for a rapid Reply, Preference 255 in an Advertise, DNS and domains.
+   * Writes a reply: Server ID, Client ID, the message's status (`top`), then one
+   * IA_NA per entry of `ias` (`ip`: the address with our lifetimes; `zero`: that
+   * address with lifetimes 0; else `status` in the IA), Rapid Commit for a rapid
+   * Reply, Preference 255 in an Advertise, DNS and domains.
    */
-  #reply(
-    buf: Uint8Array, m: Dhcp6View, type: number, out: Uint8Array, outOff: number,
-    ia: { ip?: number; zero?: Uint8Array; status?: number; iaid: number; top?: boolean } | undefined,
-  ): Dhcp6Result {
+  #reply(buf: Uint8Array, m: Dhcp6View, type: number, out: Uint8Array, outOff: number, ias: readonly IaOut[], top: number | undefined): Dhcp6Result {
     const w = new Dhcp6Writer(out, outOff, out.length);
     let ok = w.header(type, m.xid) && w.bytes(Dhcp6Opt.SERVERID, this.duid);
     if (m.clientId >= 0) ok = ok && w.copy(Dhcp6Opt.CLIENTID, buf, m.clientId, m.clientIdLen);
-    if (ia !== undefined) {
+    if (top !== undefined) {
+      ok = ok && w.status(top, statusText(top));
+      if (top === Dhcp6Status.NO_ADDRS_AVAIL) this.counters.statuses.no_addrs_avail++;
+    }
+    const sec = this.#leaseSec;
+    for (const ia of ias) {
       const status = ia.status;
-      // `top`: Release/Decline of an unknown IA: Success for the message, the status in the IA (RFC 8415 18.3.7).
-      if (ia.iaid < 0) {
-        if (status !== undefined) ok = ok && w.status(status, statusText(status));
-      } else if (ia.top === true) {
-        ok = ok && w.status(Dhcp6Status.SUCCESS, statusText(Dhcp6Status.SUCCESS));
-      }
-      if (ia.iaid >= 0) {
-        const sec = this.#leaseSec;
-        const zero = ia.zero !== undefined;
-        ok = ok && w.beginIaNa(ia.iaid, ia.ip !== undefined ? Math.floor(sec / 2) : 0, ia.ip !== undefined ? Math.floor((sec * 7) / 8) : 0);
-        if (ia.ip !== undefined) ok = ok && w.iaAddr(this.address(ia.ip), sec, sec);
-        else if (zero) ok = ok && w.iaAddr(ia.zero!, 0, 0);
-        else if (status !== undefined) ok = ok && w.status(status, statusText(status));
-        w.endIaNa();
-      }
+      ok = ok && w.beginIaNa(ia.iaid, ia.ip !== undefined ? Math.floor(sec / 2) : 0, ia.ip !== undefined ? Math.floor((sec * 7) / 8) : 0);
+      if (ia.ip !== undefined) ok = ok && w.iaAddr(this.address(ia.ip), sec, sec);
+      else if (ia.zero !== undefined) ok = ok && w.iaAddr(ia.zero, 0, 0);
+      else if (status !== undefined) ok = ok && w.status(status, statusText(status));
+      w.endIaNa();
       if (status === Dhcp6Status.NO_ADDRS_AVAIL) this.counters.statuses.no_addrs_avail++;
       else if (status === Dhcp6Status.NO_BINDING) this.counters.statuses.no_binding++;
     }
@@ -519,7 +572,7 @@ export class Dhcp6Server {
     if (this.#dns !== undefined) ok = ok && w.bytes(Dhcp6Opt.DNS_SERVERS, this.#dns);
     if (this.#domains !== undefined) ok = ok && w.bytes(Dhcp6Opt.DOMAIN_LIST, this.#domains);
     if (!ok) return this.#drop('no_room');
-    // Counted as sent; a Reply held for the lease file is uncounted until it goes (#grant, #settled).
+    // Counted as sent; a Reply held for the lease file is uncounted until it goes (#durable, #settled).
     if (type === Dhcp6Msg.ADVERTISE) this.counters.messages.advertise++;
     else this.counters.messages.reply++;
     return { type, payloadLen: w.length };
@@ -660,7 +713,12 @@ export class Dhcp6Server {
       if (port !== undefined) v.port = port;
       return v;
     };
-    for (const l of this.#store.values()) if (l.expiresAt > now) out.push(view(l.ip, l.mac, l.clientId, l.expiresAt, 'bound', l.port));
+    for (const l of this.#store.values()) {
+      if (l.expiresAt <= now) continue;
+      const v = view(l.ip, l.mac, l.clientId, l.expiresAt, 'bound', l.port);
+      if (l.hostname !== undefined) v.hostname = l.hostname;
+      out.push(v);
+    }
     for (const [key, o] of this.#offers) {
       if (o.until <= now) continue;
       const l = this.#store.get(key);

@@ -10,8 +10,9 @@
  * makes the whole message malformed: RFC 8415 16 "discard a message that ...
  * fails to parse"), so a loop cannot run away (each step advances at least four
  * bytes). Options the server reads are recorded by offset: Client ID and Server ID
- * (a DUID of 1-130 bytes), the first IA_NA (at least its 12 fixed bytes) and how
- * many there are, Rapid Commit, the Option Request option; an option seen twice
+ * (a DUID of 1-130 bytes), the first IA_NAS_MAX IA_NAs (each at least its 12
+ * fixed bytes) and how many there are, Rapid Commit, the Option Request option, the first Client FQDN
+ * (RFC 4704: a flags byte, then a name, read by `fqdnHost`); an option seen twice
  * where one is allowed (Client ID, Server ID) is malformed. Relay messages
  * (Relay-forward/-reply) are refused: the server serves its own link only.
  *
@@ -40,7 +41,7 @@ export const Dhcp6Msg = {
 
 export const Dhcp6Opt = {
   CLIENTID: 1, SERVERID: 2, IA_NA: 3, IA_TA: 4, IAADDR: 5, ORO: 6, PREFERENCE: 7, ELAPSED_TIME: 8, STATUS_CODE: 13,
-  RAPID_COMMIT: 14, DNS_SERVERS: 23, DOMAIN_LIST: 24, IA_PD: 25, INFORMATION_REFRESH_TIME: 32,
+  RAPID_COMMIT: 14, DNS_SERVERS: 23, DOMAIN_LIST: 24, IA_PD: 25, INFORMATION_REFRESH_TIME: 32, CLIENT_FQDN: 39,
 } as const;
 
 export const Dhcp6Status = { SUCCESS: 0, UNSPEC_FAIL: 1, NO_ADDRS_AVAIL: 2, NO_BINDING: 3, NOT_ON_LINK: 4, USE_MULTICAST: 5 } as const;
@@ -48,6 +49,9 @@ export const Dhcp6Status = { SUCCESS: 0, UNSPEC_FAIL: 1, NO_ADDRS_AVAIL: 2, NO_B
 /** DUID types (RFC 8415 11.1). */
 export const Duid = { LLT: 1, EN: 2, LL: 3, UUID: 4 } as const;
 const HW_ETHERNET = 1;
+
+/** IA_NAs of one message the view records (and the server serves); further ones are counted only. */
+export const IA_NAS_MAX = 8;
 
 /** IA_NA fixed part: IAID, T1, T2. */
 export const IA_NA_FIXED = 12;
@@ -102,17 +106,23 @@ export interface Dhcp6View {
   iaNa: number;
   iaNaLen: number;
   iaNaCount: number;
+  /** The first IA_NAS_MAX IA_NAs' data offsets and lengths (iaNas[0] is iaNa). */
+  readonly iaNas: Int32Array;
+  readonly iaNaLens: Int32Array;
   /** IA_TA and IA_PD options: not served, answered with NoAddrsAvail/ignored. */
   otherIas: number;
   rapidCommit: boolean;
   oro: number;
   oroLen: number;
+  /** The first Client FQDN option's data (RFC 4704), -1: none. */
+  fqdn: number;
+  fqdnLen: number;
 }
 
 export function newDhcp6View(): Dhcp6View {
   return {
     type: 0, xid: 0, clientId: -1, clientIdLen: 0, serverId: -1, serverIdLen: 0, iaNa: -1, iaNaLen: 0, iaNaCount: 0,
-    otherIas: 0, rapidCommit: false, oro: -1, oroLen: 0,
+    iaNas: new Int32Array(IA_NAS_MAX), iaNaLens: new Int32Array(IA_NAS_MAX), otherIas: 0, rapidCommit: false, oro: -1, oroLen: 0, fqdn: -1, fqdnLen: 0,
   };
 }
 
@@ -122,8 +132,8 @@ export function parseDhcp6(buf: Uint8Array, off: number, len: number, m: Dhcp6Vi
   if (len > DHCP6_MAX_LEN) return Dhcp6Error.TOO_LONG;
   m.type = buf[off];
   m.xid = ((buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) >>> 0;
-  m.clientId = m.serverId = m.iaNa = m.oro = -1;
-  m.clientIdLen = m.serverIdLen = m.iaNaLen = m.iaNaCount = m.otherIas = m.oroLen = 0;
+  m.clientId = m.serverId = m.iaNa = m.oro = m.fqdn = -1;
+  m.clientIdLen = m.serverIdLen = m.iaNaLen = m.iaNaCount = m.otherIas = m.oroLen = m.fqdnLen = 0;
   m.rapidCommit = false;
   if (m.type === Dhcp6Msg.RELAY_FORW || m.type === Dhcp6Msg.RELAY_REPL) return Dhcp6Error.RELAY;
   const end = off + len;
@@ -147,10 +157,15 @@ export function parseDhcp6(buf: Uint8Array, off: number, len: number, m: Dhcp6Vi
       }
     } else if (code === Dhcp6Opt.IA_NA) {
       if (olen < IA_NA_FIXED) return Dhcp6Error.BAD_IA;
-      if (m.iaNaCount++ === 0) {
+      if (m.iaNaCount === 0) {
         m.iaNa = d;
         m.iaNaLen = olen;
       }
+      if (m.iaNaCount < IA_NAS_MAX) {
+        m.iaNas[m.iaNaCount] = d;
+        m.iaNaLens[m.iaNaCount] = olen;
+      }
+      m.iaNaCount++;
     } else if (code === Dhcp6Opt.IA_TA || code === Dhcp6Opt.IA_PD) {
       m.otherIas++;
     } else if (code === Dhcp6Opt.RAPID_COMMIT) {
@@ -158,6 +173,9 @@ export function parseDhcp6(buf: Uint8Array, off: number, len: number, m: Dhcp6Vi
     } else if (code === Dhcp6Opt.ORO && m.oro < 0) {
       m.oro = d;
       m.oroLen = olen;
+    } else if (code === Dhcp6Opt.CLIENT_FQDN && m.fqdn < 0) {
+      m.fqdn = d;
+      m.fqdnLen = olen;
     }
     p = d + olen;
   }
@@ -183,6 +201,29 @@ export function iaNaAddress(buf: Uint8Array, ia: number, iaLen: number): number 
     p = d + olen;
   }
   return -1;
+}
+
+/**
+ * The host label of the Client FQDN option at buf[d, d+len) (RFC 4704 4: a flags
+ * byte, then a fully qualified or partial name in DNS wire format, RFC 1035
+ * 3.1, uncompressed): its first label in lower case when it is a plain host
+ * name ([a-z0-9-], 1-63, no hyphen at either end), else undefined. A name the
+ * gateway's DNS could not serve (empty, binary, a compression pointer, a label
+ * running past the option) is not one.
+ */
+export function fqdnHost(buf: Uint8Array, d: number, len: number): string | undefined {
+  if (len < 3) return undefined;
+  const n = buf[d + 1];
+  if (n < 1 || n > 63 || 2 + n > len) return undefined;
+  let s = '';
+  for (let i = 0; i < n; i++) {
+    let c = buf[d + 2 + i];
+    if (c >= 0x41 && c <= 0x5a) c += 0x20;
+    const ok = (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || (c === 0x2d && i > 0 && i < n - 1);
+    if (!ok) return undefined;
+    s += String.fromCharCode(c);
+  }
+  return s;
 }
 
 /** Does the ORO at buf[oro, oro+len) ask for option `code`? */

@@ -26,11 +26,17 @@
  * MTU) with TC set if it does not fit.
  *
  * IPv6: a network with `ipv6` answers on its gateway's IPv6 addresses (the
- * prefix address and the link-local one) too, from the address asked. The names
- * are the same; none has an IPv6 address the gateway knows yet (SLAAC addresses
- * are the guests' own choice), so AAAA for them is an empty answer (NODATA), and
- * ip6.arpa names inside the network's prefix are NXDOMAIN here, never asked
- * upstream. Upstream servers are asked over IPv4 as before.
+ * prefix address and the link-local one) too, from the address asked. Its
+ * DHCPv6 server's bound leases name their addresses the same way: AAAA for the
+ * name the client sent in its Client FQDN option (39, dhcp6/server.ts), else for
+ * the hostname of the IPv4 lease (or reservation) of the same MAC, the model of
+ * the A records; of two leases with one name the one that expires last wins, and
+ * PTR answers the address's ip6.arpa name. A name is known when it has either
+ * record: a name with only an A record asked for AAAA gets NOERROR and no answer
+ * (NODATA, so resolvers fall back to IPv4 at once), and one with only AAAA asked
+ * for A likewise. SLAAC addresses are the guests' own choice and have no name
+ * here. Other ip6.arpa names inside the network's prefix are NXDOMAIN, never
+ * asked upstream. Upstream servers are asked over IPv4 as before.
  *
  * Bounded, never blocking the loop: queries are rate-limited per bridge port
  * before they get here (network.ts, limits.dns); at most `maxOutstanding` forwarded
@@ -104,6 +110,9 @@ interface Names {
   domain: string;
   byName: Map<string, number>;
   byIp: Map<number, string>;
+  /** DHCPv6 leases: name -> address, and ip6.arpa name -> name. */
+  byName6: Map<string, Uint8Array>;
+  byRev6: Map<string, string>;
 }
 
 const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -195,7 +204,11 @@ export class GatewayDns {
     const names = this.#namesOf(net);
     if (q.name.endsWith('.ip6.arpa')) {
       const nd = net.nd;
-      return nd !== undefined && inReverseZone6(q.name, nd.prefix, nd.opts.prefixLen) ? { rcode: RCODE.NXDOMAIN, answers: [] } : undefined;
+      if (nd === undefined || !inReverseZone6(q.name, nd.prefix, nd.opts.prefixLen)) return undefined;
+      const name = names.byRev6.get(q.name);
+      if (name === undefined) return { rcode: RCODE.NXDOMAIN, answers: [] };
+      const fqdn = names.domain === '' ? name : `${name}.${names.domain}`;
+      return { rcode: RCODE.NOERROR, answers: q.qtype === QTYPE.PTR || q.qtype === QTYPE.ANY ? [{ type: QTYPE.PTR, ttl: LOCAL_TTL, data: encodeName(fqdn) }] : [] };
     }
     const rev = reverseIp4(q.name);
     if (rev >= 0) {
@@ -215,8 +228,12 @@ export class GatewayDns {
       return undefined;
     }
     const ip = names.byName.get(host);
-    if (ip === undefined) return { rcode: RCODE.NXDOMAIN, answers: [] };
-    return { rcode: RCODE.NOERROR, answers: q.qtype === QTYPE.A || q.qtype === QTYPE.ANY ? [{ type: QTYPE.A, ttl: LOCAL_TTL, data: aData(ip) }] : [] };
+    const ip6 = names.byName6.get(host);
+    if (ip === undefined && ip6 === undefined) return { rcode: RCODE.NXDOMAIN, answers: [] };
+    const answers: DnsRecord[] = [];
+    if (ip !== undefined && (q.qtype === QTYPE.A || q.qtype === QTYPE.ANY)) answers.push({ type: QTYPE.A, ttl: LOCAL_TTL, data: aData(ip) });
+    if (ip6 !== undefined && (q.qtype === QTYPE.AAAA || q.qtype === QTYPE.ANY)) answers.push({ type: QTYPE.AAAA, ttl: LOCAL_TTL, data: ip6 });
+    return { rcode: RCODE.NOERROR, answers };
   }
 
   /** The network's names: its reservations', then its bound leases' (rebuilt at most once a second). */
@@ -225,13 +242,19 @@ export class GatewayDns {
     const cached = this.#names.get(net);
     if (cached !== undefined && now - cached.at < NAMES_TTL_MS) return cached;
     const dhcp = net.opts.dhcp;
-    const names: Names = { at: now, domain: (dhcp?.config.domain ?? '').toLowerCase().replace(/\.$/, ''), byName: new Map(), byIp: new Map() };
+    const names: Names = {
+      at: now, domain: (dhcp?.config.domain ?? '').toLowerCase().replace(/\.$/, ''), byName: new Map(), byIp: new Map(), byName6: new Map(), byRev6: new Map(),
+    };
+    const label = (h: string | undefined): string | undefined => {
+      const l = h?.split('.')[0].toLowerCase();
+      return l !== undefined && HOST_LABEL.test(l) ? l : undefined;
+    };
+    // The IPv4 name of each MAC: a DHCPv6 client that sent no FQDN is named by it.
+    const nameOfMac = new Map<number, string>();
     if (dhcp !== undefined) {
-      const label = (h: string | undefined): string | undefined => {
-        const l = h?.split('.')[0].toLowerCase();
-        return l !== undefined && HOST_LABEL.test(l) ? l : undefined;
-      };
       const leases = dhcp.leases(Date.now()).filter((l) => l.state === 'bound').sort((a, b) => a.expiresAt - b.expiresAt);
+      for (const l of leases) { const n = label(l.hostname); if (n !== undefined) nameOfMac.set(l.mac, n); }
+      for (const r of dhcp.config.reservations ?? []) { const n = label(r.hostname); if (n !== undefined) nameOfMac.set(r.mac, n); }
       // Later entries win: leases by expiry, then reservations.
       const entries: [string | undefined, number][] = [
         ...leases.map((l): [string | undefined, number] => [label(l.hostname), l.ip]),
@@ -243,6 +266,18 @@ export class GatewayDns {
         if (old !== undefined && names.byIp.get(old) === name) names.byIp.delete(old);
         names.byName.set(name, ip);
         names.byIp.set(ip, name);
+      }
+    }
+    const dhcp6 = net.opts.dhcp6;
+    if (dhcp6 !== undefined) {
+      const leases6 = dhcp6.leases(Date.now()).filter((l) => l.state === 'bound').sort((a, b) => a.expiresAt - b.expiresAt);
+      for (const l of leases6) {
+        const name = label(l.hostname) ?? nameOfMac.get(l.mac);
+        if (name === undefined) continue;
+        const old = names.byName6.get(name);
+        if (old !== undefined) names.byRev6.delete(reverseName6(old));
+        names.byName6.set(name, l.address);
+        names.byRev6.set(reverseName6(l.address), name);
       }
     }
     this.#names.set(net, names);
@@ -370,4 +405,11 @@ export function inReverseZone6(name: string, prefix: Uint8Array, len: number): b
     if (l.length !== 1 || parseInt(l, 16) !== nib) return false;
   }
   return labels.every((l) => /^[0-9a-f]$/.test(l));
+}
+
+/** The ip6.arpa name of the address at a[0, 16) (32 nibbles, lowest first), as a query names it (lower case). */
+export function reverseName6(a: Uint8Array): string {
+  let s = '';
+  for (let i = 15; i >= 0; i--) s += `${(a[i] & 0xf).toString(16)}.${(a[i] >>> 4).toString(16)}.`;
+  return `${s}ip6.arpa`;
 }

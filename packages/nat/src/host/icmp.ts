@@ -51,8 +51,8 @@
  * request, whose source and identifier are put back as the VM sent them, the
  * quoted checksum updated incrementally). The VM's hop limit is passed on
  * (IPV6_UNICAST_HOPS); replies reach the VM with hop limit 64 (the socket does
- * not tell the received one). No IPv6 fragments are built: a reply larger than
- * the MTU is dropped (`tooBig`). The IPv6 socket opens separately: without it
+ * not tell the received one). A reply larger than the MTU (at least 1280) goes
+ * as IPv6 fragments (fragment.ts sendIp6). The IPv6 socket opens separately: without it
  * IPv6 echo requests are counted `unavailable`, `icmp6_unavailable` reported.
  */
 import { createRequire } from 'node:module';
@@ -62,7 +62,7 @@ import {
   icmpChecksum, icmpId, icmpType, ip4Checksum, ip4Dst, ip4HeaderLen, ip4Proto, ip4Src, ip4TotalLen, ip4Ttl, ip4Version, sum16,
   write16, write32, writeIp4,
 } from '@vswitch/switch';
-import { clampMtu, sendIp4 } from './fragment.js';
+import { clampMtu, sendIp4, sendIp6 } from './fragment.js';
 import { HOST_HEADROOM, type HostBudget, type HostSession, type ToVm } from './types.js';
 import { Addrs, ICMPV6, IP6_BASE, READ, readIp, type IpPacket } from './family.js';
 
@@ -155,7 +155,7 @@ export interface HostIcmpCounters {
   filtered: number;
   /** Packets from the raw socket shorter than they claim. */
   truncated: number;
-  /** IPv6 replies larger than the VMs' MTU (no IPv6 fragments are built). */
+  /** IPv6 replies larger than an IPv6 payload may be (65535 bytes; smaller ones over the MTU are fragmented). */
   tooBig: number;
 }
 
@@ -622,7 +622,8 @@ export class HostIcmp {
       return;
     }
     const ilen = b.length;
-    if (IP6_HLEN + ilen > this.#mtu) {
+    // An IPv6 payload's limit (no jumbograms); over the MTU it goes as IPv6 fragments.
+    if (ilen > IP4_MAX_LEN) {
       c.tooBig++;
       return;
     }
@@ -651,8 +652,7 @@ export class HostIcmp {
     m.last = this.opts.clock();
     this.#addrs.writeHeader(f, ip, from, m.vmIp, ICMPV6, ilen, 0, 0);
     writeIcmp6Checksum(f, ip, l4, ilen);
-    this.opts.toVm(f, ip, IP6_HLEN + ilen, false);
-    c.toVm++;
+    c.toVm += sendIp6(this.opts.toVm, f, ip, IP6_HLEN + ilen, this.#mtu);
   }
 
   #emit(f: Buffer, ip: number, len: number, ttl: number, src: number, dst: number): void {

@@ -249,7 +249,7 @@ describe('HostUdp over IPv6', () => {
     expect(udp.counters.badChecksum).toBe(1);
   });
 
-  it('drops an answer larger than the MTU (no IPv6 fragments), counted', async () => {
+  it('sends an answer larger than the MTU as IPv6 fragments that reassemble to a valid datagram, counted', async () => {
     const big = dgram.createSocket('udp6');
     big.on('message', (_m, r) => big.send(Buffer.alloc(1600), r.port, r.address));
     await new Promise<void>((r) => big.bind(0, '::1', r));
@@ -263,8 +263,24 @@ describe('HostUdp over IPv6', () => {
     w16(u, 4, 9);
     const p = packet6(VM6, LO6, 17, u, 6);
     udp.fromVm(p.buf, p.off, p.len);
-    await until(() => udp.counters.tooBig === 1);
-    expect(got).toEqual([]);
+    await until(() => udp.counters.fragmented === 1);
+    expect(udp.counters.tooBig).toBe(0);
+    // Two fragments (44: Fragment header) from the server's address to the VM, each within 1500.
+    expect(got.map((g) => [g.proto, g.src, g.dst, 40 + g.l4.length <= 1500])).toEqual([[44, formatIp6(LO6), formatIp6(VM6), true], [44, formatIp6(LO6), formatIp6(VM6), true]]);
+    const [a, b] = got.map((g) => g.l4);
+    expect([a[0], r16(a, 2), r16(b, 2), a.readUInt32BE(4) === b.readUInt32BE(4)]).toEqual([17, 1, a.length - 8, true]);
+    // Reassembled: a UDP datagram of 1608 bytes whose checksum (over the reassembled length) is right.
+    const udpData = Buffer.concat([a.subarray(8), b.subarray(8)]);
+    expect(udpData.length).toBe(1608);
+    expect(r16(udpData, 4)).toBe(1608);
+    const whole = Buffer.alloc(40 + 1608);
+    whole[0] = 0x60;
+    w16(whole, 4, 1608);
+    whole[6] = 17;
+    whole.set(LO6, 8);
+    whole.set(VM6, 24);
+    whole.set(udpData, 40);
+    expect(sum6(whole, 0, 40, 1608, 17)).toBe(0xffff);
   });
 });
 
@@ -348,6 +364,25 @@ describe('HostIcmp over IPv6', () => {
     expect(r16(e.l4, 8 + 40 + 2)).toBe(r16(vmReq.buf, vmReq.off + 40 + 2));
     expect(icmp.counters.errorsToVm).toBe(1);
     expect(icmp.sessions(clock())[0]).toMatchObject({ inside: '[fd00:77::5]:16962', remote: '2001:db8::7' });
+  });
+
+  it('sends an echo reply larger than the MTU as IPv6 fragments (one Identification, within 1500)', () => {
+    const v6 = new FakeRaw6();
+    const { got, toVm } = collector();
+    const icmp = new HostIcmp({ clock, toVm, budget: new HostBudget(), createSocket: () => new FakeRaw6(), createSocket6: () => v6, addrs: new Addrs(64), mtu: 1500 });
+    closers.push(() => icmp.close());
+    icmp.start();
+    const far = parseIp6('2001:db8::7')!;
+    const p = packet6(VM6, far, 58, echo6(0x4242, 1), 2);
+    icmp.fromVm(p.buf, p.off, p.len);
+    const reply = Buffer.alloc(3008, 0x5a);
+    reply[0] = 129;
+    reply.writeUInt16BE(r16(v6.sent[0].msg, 4), 4);
+    v6.emit('message', reply, '2001:db8::7');
+    expect(got.map((g) => [g.proto, 40 + g.l4.length <= 1500])).toEqual([[44, true], [44, true], [44, true]]);
+    expect(new Set(got.map((g) => g.l4.readUInt32BE(4))).size).toBe(1);
+    const whole = Buffer.concat(got.map((g) => g.l4.subarray(8)));
+    expect([whole.length, whole[0], r16(whole, 4), icmp.counters.tooBig]).toEqual([3008, 129, 0x4242, 0]);
   });
 
   it('counts IPv6 echo requests as unavailable without the ICMPv6 socket, and other ICMPv6 as not echo', () => {

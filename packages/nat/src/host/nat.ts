@@ -32,7 +32,13 @@
  * guarantee of IPv4's: tcp.ts), UDP (udp.ts) and ICMPv6 echo (icmp.ts). DNS to
  * the gateway's IPv6 addresses (UDP and TCP port 53, network.ts) goes to the
  * same forwarder: an IPv6 VM's UDP mapping socket is dual-stack, so it reaches an
- * IPv4 resolver. Port forwards to IPv6 VMs are not supported yet.
+ * IPv4 resolver. Port forwards to a VM's IPv6 address (forwards.ts `inside6`):
+ * the listener (dual-stack with `listen: "::"`) takes IPv6 clients only, each
+ * seen by the VM as itself (its replies leave through this NAT like any IPv6
+ * packet for off its link); an IPv4 or loopback client could not be answered by
+ * the VM over IPv6 and is refused (`forward6Refused`; forward to the VM's IPv4
+ * address for those). The VM need not have spoken first: packets towards an
+ * address whose MAC is unknown are resolved by Neighbor Discovery (`toVm6`).
  *
  * One budget (types.ts) bounds the sessions of all three protocols per VM address,
  * per bridge port (the port of the packet that opens a session, `from`) and in
@@ -42,7 +48,7 @@
  */
 import net from 'node:net';
 import {
-  ETH_HLEN, IP6, IP6_HLEN, IPPROTO, UDP, formatIp4, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6NextHeader, parseIp6, srcMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
+  ETH_HLEN, IP6, IP6_HLEN, IPPROTO, UDP, formatIp4, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6NextHeader, parseIp6, srcMac, ip4Dst, ip4HeaderLen, ip4IsFragment, ip4Proto, ip4Src, parseIp4, udpDport, udpSport,
 } from '@vswitch/switch';
 import { Addrs, ICMPV6, IP6_BASE } from './family.js';
 import { HostBudget, type HostBudgetOptions, type HostSession, type ToVm } from './types.js';
@@ -84,8 +90,11 @@ export interface HostNatOptions {
   udpIdleTimeoutMs?: number;
   /** Is the IPv6 address at buf[off, off+16) one of the router's gateway addresses (prefix or link-local)? */
   isGateway6?: (buf: Uint8Array, off: number) => boolean;
-  /** Sends an IPv6 packet to the VM at `mac` (the network is the one whose prefix holds its destination). Absent: no IPv6. */
-  toVm6?: (buf: Buffer, ipOff: number, ipLen: number, vnet: boolean, mac: number) => void;
+  /**
+   * Sends an IPv6 packet to the VM at `mac` (0: unknown; the network, the one whose
+   * prefix holds its destination, resolves it by ND). False: nowhere to send it. Absent: no IPv6.
+   */
+  toVm6?: (buf: Buffer, ipOff: number, ipLen: number, vnet: boolean, mac: number) => boolean;
 }
 
 export interface HostNatCounters {
@@ -98,6 +107,8 @@ export interface HostNatCounters {
   noNeighbor: number;
   /** IPv6 packets dropped because the address table was full until the next sweep (family.ts). */
   addressTableFull: number;
+  /** Clients of a forward to an IPv6 target that were IPv4 or loopback (the VM could not answer them). */
+  forward6Refused: number;
 }
 
 const BIND_RETRIES = 10;
@@ -111,6 +122,8 @@ interface Listener {
   port: number;
   insideIp: number;
   insidePort: number;
+  /** An IPv6 target (forwards.ts inside6), 16 bytes. */
+  inside6?: Uint8Array;
   state: string;
   server?: net.Server;
 }
@@ -121,7 +134,7 @@ export class HostNat {
   readonly udp: HostUdp;
   readonly icmp: HostIcmp;
   readonly counters: HostNatCounters = {
-    martian: 0, fragment: 0, toGatewayIgnored: 0, noResolver: 0, otherProto: 0, noNeighbor: 0, addressTableFull: 0,
+    martian: 0, fragment: 0, toGatewayIgnored: 0, noResolver: 0, otherProto: 0, noNeighbor: 0, addressTableFull: 0, forward6Refused: 0,
   };
   /** The addresses of both families as the engines' numbers (family.ts). */
   readonly addrs: Addrs;
@@ -149,8 +162,7 @@ export class HostNat {
         }
         const id = t.intern(buf, ipOff + IP6.DST);
         const mac = id < 0 ? 0 : t.link[id - IP6_BASE];
-        if (mac === 0) this.counters.noNeighbor++;
-        else toVm6(buf, ipOff, ipLen, vnet, mac);
+        if (!toVm6(buf, ipOff, ipLen, vnet, mac)) this.counters.noNeighbor++;
       };
     }
     const onEvent = opts.onEvent;
@@ -345,7 +357,8 @@ export class HostNat {
   listeners(): { proto: 'tcp' | 'udp'; port: number; listen: string; to: string; state: string }[] {
     const at = this.#listen.includes(':') ? `[${this.#listen}]` : this.#listen;
     return [...this.#listeners.values()].map((l) => ({
-      proto: l.proto, port: l.port, listen: `${at}:${l.port}`, to: `${formatIp4(l.insideIp)}:${l.insidePort}`, state: l.state,
+      proto: l.proto, port: l.port, listen: `${at}:${l.port}`, state: l.state,
+      to: `${l.inside6 !== undefined ? `[${formatIp6(l.inside6)}]` : formatIp4(l.insideIp)}:${l.insidePort}`,
     }));
   }
 
@@ -359,6 +372,7 @@ export class HostNat {
         continue;
       }
       const l: Listener = { proto: f.proto, port: p, insideIp: f.insideIp, insidePort: f.insideLo + (p - f.publicLo), state: 'binding' };
+      if (f.inside6 !== undefined) l.inside6 = parseIp6(f.inside6);
       this.#listeners.set(key, l);
       this.#tryBind(key, l, 0);
     }
@@ -385,6 +399,7 @@ export class HostNat {
   }
 
   async #bind(l: Listener): Promise<void> {
+    if (l.inside6 !== undefined) return this.#bind6(l, l.inside6);
     const seenAs = (remote: number): number => (remote < 0 || remote >>> 24 === 127 ? this.opts.gatewayFor(l.insideIp) : remote);
     if (l.proto === 'udp') {
       await this.udp.addForward({ address: this.#listen, port: l.port, vmIp: l.insideIp, vmPort: l.insidePort, seenAs });
@@ -407,6 +422,52 @@ export class HostNat {
       server.listen({ host: this.#listen, port: l.port, exclusive: true }, () => {
         server.off('error', reject);
         server.on('error', (e) => this.opts.onEvent?.({ event: 'forward_error', proto: 'tcp', listen: `${this.#listen}:${l.port}`, error: e.message }));
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * A forward to an IPv6 target: UDP through udp.ts's forward socket (the target
+   * interned for as long as the forward lives: its forward marks it), TCP by
+   * interning the target and the client per connection.
+   */
+  async #bind6(l: Listener, target: Uint8Array): Promise<void> {
+    const t = this.addrs.ip6;
+    const refuse = (): void => { this.counters.forward6Refused++; };
+    if (l.proto === 'udp') {
+      const vmIp = t.intern(target, 0);
+      if (vmIp < 0) throw Object.assign(new Error('IPv6 address table full'), { code: 'ENOSPC' });
+      await this.udp.addForward({ address: this.#listen, port: l.port, vmIp, vmPort: l.insidePort, ipv6: { refused: refuse } });
+      return;
+    }
+    const server = net.createServer({ noDelay: true, pauseOnConnect: true, allowHalfOpen: true }, (sock) => {
+      const raw = sock.remoteAddress ?? '';
+      const a = raw.includes(':') ? parseIp6(raw) : undefined;
+      if (a === undefined || ip6InPrefix(a, 0, ZERO_96, 0, 96) || ip6InPrefix(a, 0, MAPPED_96, 0, 96)) {
+        refuse();
+        sock.destroy();
+        return;
+      }
+      const vm = t.intern(target, 0);
+      const remote = vm < 0 ? -1 : t.intern(a, 0);
+      if (remote < 0) {
+        this.counters.addressTableFull++;
+        sock.destroy();
+        return;
+      }
+      this.tcp.accept(sock, vm, l.insidePort, remote, sock.remotePort ?? 0);
+    });
+    l.server = server;
+    await this.#listenOn(server, l.port);
+  }
+
+  #listenOn(server: net.Server, port: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: this.#listen, port, exclusive: true }, () => {
+        server.off('error', reject);
+        server.on('error', (e) => this.opts.onEvent?.({ event: 'forward_error', proto: 'tcp', listen: `${this.#listen}:${port}`, error: e.message }));
         resolve();
       });
     });

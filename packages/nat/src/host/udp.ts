@@ -55,14 +55,14 @@
  * socket (bound [::]:0, dual-stack: the DNS forwarder's `to` may be an IPv4
  * resolver, sent to as ::ffff:a.b.c.d; a VM's own datagrams can only name IPv6). From the VM, a zero UDP checksum is invalid
  * over IPv6 (RFC 8200 8.1: `badChecksum`). Towards the VM, a datagram larger than
- * the MTU is dropped (`tooBig`): no IPv6 fragments are built.
+ * the MTU (at least 1280) goes as IPv6 fragments in place (fragment.ts sendIp6).
  */
 import dgram from 'node:dgram';
 import {
   IP4_MAX_LEN, IP4_MIN_HLEN, IP6_HLEN, IPPROTO, UDP, UDP_HLEN, checksum, ip6PseudoSum, write16, checkUdp, fold, pseudoSum, sum16,
   udpChecksum, udpDport, udpLen, udpSport, writeIp4, writeUdpHeader,
 } from '@vswitch/switch';
-import { clampMtu, sendIp4 } from './fragment.js';
+import { clampMtu, sendIp4, sendIp6 } from './fragment.js';
 import { HOST_HEADROOM, type HostBudget, type HostSession, type ToVm } from './types.js';
 import { Addrs, IP6_BASE, READ, readIp, type IpPacket } from './family.js';
 
@@ -160,6 +160,8 @@ class Forward {
   constructor(
     readonly key: string, readonly address: string, readonly port: number, readonly vmIp: number, readonly vmPort: number,
     readonly seenAs: ((rIp: number) => number) | undefined,
+    /** Set for an IPv6 target: called for each datagram from a client the VM could not answer (IPv4, loopback). */
+    readonly refuse6?: () => void,
   ) {}
 }
 
@@ -305,11 +307,15 @@ export class HostUdp {
    * vmIp:vmPort from the remote (or `seenAs(remote)`), the VM's answers to that
    * remote go back out of the listening socket. Rejects when the bind fails.
    */
-  addForward(f: { address: string; port: number; vmIp: number; vmPort: number; seenAs?: (rIp: number) => number }): Promise<void> {
+  addForward(f: {
+    address: string; port: number; vmIp: number; vmPort: number; seenAs?: (rIp: number) => number;
+    /** An IPv6 target (vmIp interned): IPv6 clients are seen as themselves, others refused (counted by `refused`). */
+    ipv6?: { refused: () => void };
+  }): Promise<void> {
     const key = `${f.address}:${f.port}`;
     if (this.#closed) return Promise.reject(new Error(`udp forward ${key}: closed`));
     if (this.#forwards.has(key)) return Promise.reject(new Error(`udp forward ${key} exists already`));
-    const fwd = new Forward(key, f.address, f.port, f.vmIp >>> 0, f.vmPort, f.seenAs);
+    const fwd = new Forward(key, f.address, f.port, f.vmIp >= IP6_BASE ? f.vmIp : f.vmIp >>> 0, f.vmPort, f.seenAs, f.ipv6?.refused);
     fwd.sendCb = (err) => {
       if (err) this.counters.sendErrors++;
     };
@@ -518,8 +524,12 @@ export class HostUdp {
     const a = rinfo.address;
     // An IPv6 client of a dual-stack listener: the VM sees it as seenAs(-1) (its gateway).
     const v6 = a.includes(':') && !(a.startsWith('::ffff:') && a.includes('.'));
+    if (f.refuse6 !== undefined && (!v6 || a === '::1')) {
+      f.refuse6();
+      return;
+    }
     const rIp = v6 ? this.#addrs.parse6(a) : ip4FromString(a.startsWith('::ffff:') ? a.slice(7) : a);
-    if (rIp < 0 || (v6 && f.seenAs === undefined)) {
+    if (rIp < 0 || (v6 && f.seenAs === undefined && f.refuse6 === undefined)) {
       this.counters.filtered++;
       return;
     }
@@ -559,7 +569,8 @@ export class HostUdp {
     const plen = payload.length;
     if (dst >= IP6_BASE) {
       const ulen = UDP_HLEN + plen;
-      if (IP6_HLEN + ulen > this.#mtu || ulen > IP4_MAX_LEN) {
+      // The UDP length field's limit (no jumbograms); over the MTU it goes as IPv6 fragments.
+      if (ulen > IP4_MAX_LEN) {
         this.counters.tooBig++;
         return;
       }
@@ -573,8 +584,9 @@ export class HostUdp {
       write16(f, u + UDP.CSUM, 0);
       const c = checksum(f, u, ulen, this.#addrs.writeHeader(f, ip, src, dst, IPPROTO.UDP, ulen, 0, 0));
       write16(f, u + UDP.CSUM, c === 0 ? 0xffff : c);
-      this.opts.toVm(f, ip, IP6_HLEN + ulen, false);
-      this.counters.toVm++;
+      const n = sendIp6(this.opts.toVm, f, ip, IP6_HLEN + ulen, this.#mtu);
+      this.counters.toVm += n;
+      if (n > 1) this.counters.fragmented++;
       return;
     }
     const total = IP4_MIN_HLEN + UDP_HLEN + plen;

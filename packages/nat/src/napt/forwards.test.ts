@@ -72,6 +72,39 @@ describe('parseForward', () => {
   });
 });
 
+describe('IPv6 targets (host uplink)', () => {
+  it('reads [ipv6]:port, a bare IPv6 address and ranges; writes the canonical text back', () => {
+    const f = parseForward({ proto: 'tcp', public: '8080', inside: '[FD00:10:0::50]:80' });
+    expect(f).toEqual({ proto: 'tcp', publicLo: 8080, publicHi: 8080, insideIp: 0, insideLo: 80, inside6: 'fd00:10::50' });
+    expect(formatForward(f)).toEqual({ proto: 'tcp', public: '8080', inside: '[fd00:10::50]:80' });
+    expect(parseForward({ proto: 'udp', public: '53', inside: 'fd00:10::50' })).toMatchObject({ insideLo: 53, inside6: 'fd00:10::50' });
+    const r = parseForward({ proto: 'udp', public: '8000-8009', inside: '[fd00:10::50]:9000' });
+    expect(describeForward(r)).toBe('udp 8000-8009 -> [fd00:10::50]:9000-9009');
+    expect(deserializeForwards(serializeForwards([f, r]))).toEqual([f, r]);
+  });
+
+  it('refuses what is no VM address: loopback, unspecified, mapped, multicast, link-local, garbage', () => {
+    for (const inside of ['[::1]:80', '[::]:80', '[::ffff:10.0.0.1]:80', '[ff02::1]:80', '[fe80::1]:80', '[fd00::g]:80', '[fd00::1:80']) {
+      expect(code(() => parseForward({ proto: 'tcp', public: '80', inside })), inside).toBe('EFORWARD_INVALID');
+    }
+  });
+
+  it('conflicts: one public port per protocol across families; one public port per inside IPv6 endpoint; none with IPv4 of the same ports', () => {
+    const f = new Forwards();
+    f.add(parseForward({ proto: 'tcp', public: '8080', inside: '[fd00:10::50]:80' }));
+    expect(code(() => f.add(parseForward({ proto: 'tcp', public: '8080', inside: '10.0.10.5:80' })))).toBe('EFORWARD_CONFLICT');
+    expect(message(() => f.add(parseForward({ proto: 'tcp', public: '8081', inside: '[fd00:10::50]:80' })))).toMatch(/inside \[fd00:10::50\]:80 is already/);
+    f.add(parseForward({ proto: 'tcp', public: '8081', inside: '10.0.10.5:80' }));
+    f.add(parseForward({ proto: 'tcp', public: '8082', inside: '[fd00:10::51]:80' }));
+    // The IPv4 NAPT never sees an IPv6 target as an inside host's public port.
+    expect(f.publicFor(TCP, 0, 80)).toBe(-1);
+    expect(f.publicFor(TCP, VM, 80)).toBe(8081);
+    expect(f.lookup(TCP, 8080)?.inside6).toBe('fd00:10::50');
+    f.del('tcp', 8080);
+    f.add(parseForward({ proto: 'tcp', public: '8083', inside: '[fd00:10::50]:80' }));
+  });
+});
+
 describe('Forwards', () => {
   const fwd = (pub: string, inside: string, proto = 'tcp'): PortForward => parseForward({ proto, public: pub, inside });
 

@@ -33,12 +33,19 @@
  * EFORWARD_CONFLICT, EFORWARD_NOT_FOUND): these are control-plane calls from the
  * config file and `vswitch nat forward add|del|show`.
  *
+ * IPv6 targets (`inside6`, text "[fd00:10::50]:22"): only the host uplink's NAT
+ * serves them (host/nat.ts listens and opens the flow to the VM's IPv6 address);
+ * `insideIp` is then 0 and means nothing, the NAPT never looks at such a forward
+ * (an interface uplink routes, or NPTv6-translates, a VM's IPv6 address as is:
+ * there is nothing to forward), and the inside conflict rule compares the IPv6
+ * address. Their public ports are reserved like any other's.
+ *
  * Persistence: `saveForwards`/`loadForwards` keep the list as JSON in the daemon's
  * state directory through state-file.ts (temp file, fsync, rename, fsync dir;
  * symlinks refused): {"version": 1, "forwards": [{"proto": "tcp", "public":
  * "8080", "inside": "10.0.10.5:80"}, ...]}, the same text form as the config file.
  */
-import { formatIp4, parseIp4 } from '@vswitch/switch';
+import { formatIp4, formatIp6, ip6IsLinkLocal, ip6IsMulticast, parseIp4, parseIp6 } from '@vswitch/switch';
 import { readStateFile, writeStateFile } from '../state-file.js';
 import type { PortReservation } from './table.js';
 
@@ -48,9 +55,12 @@ export interface PortForward {
   readonly proto: ForwardProto;
   readonly publicLo: number;
   readonly publicHi: number;
+  /** The IPv4 target; 0 for an IPv6 target. */
   readonly insideIp: number;
   /** Inside port of publicLo; publicLo + k goes to insideLo + k. */
   readonly insideLo: number;
+  /** An IPv6 target, canonical text (formatIp6); absent: IPv4. */
+  readonly inside6?: string;
 }
 
 /** The text form used by the config file, the CLI and the state file. */
@@ -58,7 +68,7 @@ export interface ForwardRecord {
   proto: ForwardProto;
   /** "8080" or "8000-8010". */
   public: string;
-  /** "10.0.10.5:80" or "10.0.10.5:80-90" (a range's length must match). */
+  /** "10.0.10.5:80" or "10.0.10.5:80-90" (a range's length must match); IPv6 in brackets: "[fd00:10::50]:80". */
   inside: string;
 }
 
@@ -93,9 +103,14 @@ export function formatForward(f: PortForward): ForwardRecord {
   return {
     proto: f.proto,
     public: rangeText(f.publicLo, f.publicHi),
-    inside: `${formatIp4(f.insideIp)}:${rangeText(f.insideLo, forwardInsideHi(f))}`,
+    inside: `${insideHost(f)}:${rangeText(f.insideLo, forwardInsideHi(f))}`,
   };
 }
+
+/** The inside address as the text forms write it: "10.0.10.5" or "[fd00:10::50]". */
+const insideHost = (f: PortForward): string => (f.inside6 !== undefined ? `[${f.inside6}]` : formatIp4(f.insideIp));
+
+const sameInside = (a: PortForward, b: PortForward): boolean => a.inside6 === b.inside6 && a.insideIp === b.insideIp;
 
 function invalid(msg: string): never {
   throw new ForwardError('EFORWARD_INVALID', msg);
@@ -129,19 +144,28 @@ export function parseForward(rec: { proto: string; public: string | number; insi
   if (typeof rec.public !== 'string' && typeof rec.public !== 'number') invalid('public port missing');
   const [publicLo, publicHi] = parsePortRange(String(rec.public), 'public');
   if (typeof rec.inside !== 'string') invalid('inside address missing');
-  const m = /^\s*([0-9.]+)(?::(.+))?$/.exec(rec.inside);
-  if (!m) invalid(`inside: "${rec.inside}" is not ip[:port[-port]]`);
-  const insideIp = parseIp4(m[1]);
-  if (insideIp < 0) invalid(`inside: "${m[1]}" is not an IPv4 address`);
+  const m = /^\s*(?:([0-9.]+)|\[([0-9A-Fa-f:.]+)\])(?::(.+))?$/.exec(rec.inside) ?? /^\s*()([0-9A-Fa-f]*:[0-9A-Fa-f:.]*)()\s*$/.exec(rec.inside);
+  if (!m) invalid(`inside: "${rec.inside}" is not ip[:port[-port]] or [ipv6][:port[-port]]`);
+  let insideIp = 0;
+  let inside6: string | undefined;
+  if (m[1]) {
+    insideIp = parseIp4(m[1]);
+    if (insideIp < 0) invalid(`inside: "${m[1]}" is not an IPv4 address`);
+  } else {
+    const a = parseIp6(m[2]);
+    if (a === undefined) invalid(`inside: "${m[2]}" is not an IPv6 address`);
+    inside6 = formatIp6(a);
+  }
+  const ports = m[3] || undefined;
   let insideLo = publicLo;
-  if (m[2] !== undefined) {
-    const [lo, hi] = parsePortRange(m[2], 'inside');
+  if (ports !== undefined) {
+    const [lo, hi] = parsePortRange(ports, 'inside');
     if (hi !== lo && hi - lo !== publicHi - publicLo) {
       invalid(`inside range ${lo}-${hi} has ${hi - lo + 1} ports, public ${publicLo}-${publicHi} has ${publicHi - publicLo + 1}`);
     }
     insideLo = lo;
   }
-  return checkForward({ proto, publicLo, publicHi, insideIp, insideLo });
+  return checkForward(inside6 !== undefined ? { proto, publicLo, publicHi, insideIp, insideLo, inside6 } : { proto, publicLo, publicHi, insideIp, insideLo });
 }
 
 /** Validates a forward given as numbers; returns a frozen copy. */
@@ -154,6 +178,15 @@ export function checkForward(f: PortForward): PortForward {
   }
   if (!isPort(f.insideLo) || !isPort(f.insideLo + (f.publicHi - f.publicLo))) {
     invalid(`inside ports from ${String(f.insideLo)} for ${f.publicHi - f.publicLo + 1} ports leave 1-65535`);
+  }
+  if (f.inside6 !== undefined) {
+    const a = typeof f.inside6 === 'string' ? parseIp6(f.inside6) : undefined;
+    if (a === undefined) invalid(`inside address ${String(f.inside6)} is not an IPv6 address`);
+    const zero = a.subarray(0, 15).every((b) => b === 0);
+    const mapped = a.subarray(0, 10).every((b) => b === 0) && a[10] === 0xff && a[11] === 0xff;
+    // A VM's global or ULA address: not unspecified/loopback, IPv4-mapped, multicast or link-local (no zone to name it by).
+    if (zero || mapped || ip6IsMulticast(a, 0) || ip6IsLinkLocal(a, 0)) invalid(`inside address ${f.inside6} is not a unicast host address`);
+    return Object.freeze({ proto: f.proto, publicLo: f.publicLo, publicHi: f.publicHi, insideIp: 0, insideLo: f.insideLo, inside6: formatIp6(a) });
   }
   const ip = f.insideIp;
   if (!Number.isInteger(ip) || ip < 0 || ip > 0xffffffff) invalid(`inside address ${String(ip)} is not an IPv4 address`);
@@ -182,18 +215,21 @@ export class Forwards implements PortReservation {
         throw new ForwardError('EFORWARD_CONFLICT',
           `public ${f.proto} ${rangeText(f.publicLo, f.publicHi)} overlaps the forward ${describeForward(g)}`);
       }
-      if (g.insideIp === f.insideIp && g.insideLo <= hi && f.insideLo <= forwardInsideHi(g)) {
+      if (sameInside(g, f) && g.insideLo <= hi && f.insideLo <= forwardInsideHi(g)) {
         throw new ForwardError('EFORWARD_CONFLICT',
-          `inside ${formatIp4(f.insideIp)}:${rangeText(f.insideLo, hi)} is already the target of the forward ${describeForward(g)}` +
+          `inside ${insideHost(f)}:${rangeText(f.insideLo, hi)} is already the target of the forward ${describeForward(g)}` +
           ' (an inside port has one public port: endpoint-independent mapping)');
       }
     }
     const slots = this.#byPublic[pi];
     for (let p = f.publicLo; p <= f.publicHi; p++) slots[p] = f;
-    const key = f.insideIp | 0;
-    const forHost = this.#byInside[pi].get(key);
-    if (forHost === undefined) this.#byInside[pi].set(key, [f]);
-    else forHost.push(f);
+    // publicFor is the IPv4 NAPT's: an IPv6 target has no place there.
+    if (f.inside6 === undefined) {
+      const key = f.insideIp | 0;
+      const forHost = this.#byInside[pi].get(key);
+      if (forHost === undefined) this.#byInside[pi].set(key, [f]);
+      else forHost.push(f);
+    }
     this.#list.push(f);
     this.#list.sort(compareForwards);
     this.#emit('add', f);
@@ -213,10 +249,12 @@ export class Forwards implements PortReservation {
     this.#list.splice(i, 1);
     const pi = PROTO_INDEX[f.proto];
     this.#byPublic[pi].fill(undefined, f.publicLo, f.publicHi + 1);
-    const key = f.insideIp | 0;
-    const forHost = this.#byInside[pi].get(key) as PortForward[];
-    forHost.splice(forHost.indexOf(f), 1);
-    if (forHost.length === 0) this.#byInside[pi].delete(key);
+    if (f.inside6 === undefined) {
+      const key = f.insideIp | 0;
+      const forHost = this.#byInside[pi].get(key) as PortForward[];
+      forHost.splice(forHost.indexOf(f), 1);
+      if (forHost.length === 0) this.#byInside[pi].delete(key);
+    }
     this.#emit('del', f);
     return f;
   }

@@ -325,7 +325,8 @@ export class Napt {
       }
     } else {
       const f = proto === P_ICMP ? undefined : this.forwards.lookup(proto, dport);
-      if (f === undefined) return R.no_session;
+      // An IPv6 target is the host uplink's (forwards.ts); config and CLI refuse it here anyway.
+      if (f === undefined || f.inside6 !== undefined) return R.no_session;
       if (proto === P_TCP && !bareSyn) return R.tcp_not_syn;
       const o = this.table.open(proto, f.insideIp, f.insideLo + (dport - f.publicLo), src, sport, now, dport);
       if (typeof o === 'string') return R[o];

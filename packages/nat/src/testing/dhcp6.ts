@@ -42,6 +42,10 @@ export interface Msg {
   addr?: Uint8Array;
   rapid?: boolean;
   noIa?: boolean;
+  /** Client FQDN (39): flags 0 and this name in DNS wire format (a trailing dot: fully qualified). */
+  fqdn?: string;
+  /** Several IA_NAs (instead of the one of `iaid`/`addr`). */
+  ias?: { iaid: number; addr?: Uint8Array }[];
 }
 
 /** A client message, written with the server's own writer. */
@@ -53,11 +57,20 @@ export function msg(m: Msg): Uint8Array {
   if (m.server !== undefined) w.bytes(Dhcp6Opt.SERVERID, m.server);
   w.bytes(Dhcp6Opt.ELAPSED_TIME, Uint8Array.of(0, 0));
   if (!m.noIa && m.type !== Dhcp6Msg.INFORMATION_REQUEST) {
-    w.beginIaNa(m.iaid ?? 1, 0, 0);
-    if (m.addr) w.iaAddr(m.addr, 0, 0);
-    w.endIaNa();
+    for (const ia of m.ias ?? [{ iaid: m.iaid ?? 1, addr: m.addr }]) {
+      w.beginIaNa(ia.iaid, 0, 0);
+      if (ia.addr) w.iaAddr(ia.addr, 0, 0);
+      w.endIaNa();
+    }
   }
   if (m.rapid) w.empty(Dhcp6Opt.RAPID_COMMIT);
+  if (m.fqdn !== undefined) {
+    const labels = m.fqdn.split('.');
+    const bytes = [0];
+    labels.forEach((l, i) => { if (l !== '' || i < labels.length - 1) bytes.push(l.length, ...Buffer.from(l)); });
+    if (m.fqdn.endsWith('.')) bytes.push(0);
+    w.bytes(Dhcp6Opt.CLIENT_FQDN, Uint8Array.from(bytes));
+  }
   w.bytes(Dhcp6Opt.ORO, Uint8Array.of(0, Dhcp6Opt.DNS_SERVERS, 0, Dhcp6Opt.DOMAIN_LIST));
   return b.slice(0, w.length);
 }
@@ -81,7 +94,17 @@ export function readReply(out: Uint8Array, len: number) {
   const ia = opts.get(Dhcp6Opt.IA_NA);
   const inIa = ia === undefined ? new Map<number, Uint8Array>() : options(ia, IA_NA.OPTIONS, ia.length);
   const a = inIa.get(Dhcp6Opt.IAADDR);
+  // Every IA_NA, in order.
+  const ias: { iaid: number; addr?: string; valid?: number; status?: number }[] = [];
+  for (let p = DHCP6_HEADER; p + DHCP6_OPT.DATA <= len; p += DHCP6_OPT.DATA + read16(out, p + DHCP6_OPT.LEN)) {
+    if (read16(out, p + DHCP6_OPT.CODE) !== Dhcp6Opt.IA_NA) continue;
+    const d = out.subarray(p + DHCP6_OPT.DATA, p + DHCP6_OPT.DATA + read16(out, p + DHCP6_OPT.LEN));
+    const o = options(d, IA_NA.OPTIONS, d.length);
+    const ad = o.get(Dhcp6Opt.IAADDR);
+    ias.push({ iaid: read32(d, IA_NA.IAID), addr: ad ? formatIp6(ad, IAADDR.ADDR) : undefined, valid: ad ? read32(ad, IAADDR.VALID) : undefined, status: status(o.get(Dhcp6Opt.STATUS_CODE)) });
+  }
   return {
+    ias,
     type: out[0], opts, addr: a ? formatIp6(a, IAADDR.ADDR) : undefined, valid: a ? read32(a, IAADDR.VALID) : undefined,
     iaStatus: status(inIa.get(Dhcp6Opt.STATUS_CODE)), status: status(opts.get(Dhcp6Opt.STATUS_CODE)), t1: ia ? read32(ia, IA_NA.T1) : undefined,
   };
