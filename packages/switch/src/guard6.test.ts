@@ -243,6 +243,17 @@ describe('IPv6 source guard (first come, first served)', () => {
   });
 });
 
+describe('an ICMPv6 packet shorter than its header', () => {
+  it('is dropped by the RA guard: the byte after a zero-length payload (padding) is no message type', () => {
+    // fast-check's counterexample: payload length 0, next header ICMPv6, then one byte 134 (an RA's type) after the payload.
+    const t = rig({ a: { guard: V6_GUARDS }, b: { guard: V6_GUARDS }, c: {} });
+    const f = Uint8Array.from([51, 51, 0, 0, 0, 1, 2, 0, 0, 0, 0, 1, 134, 221, 96, 0, 0, 0, 0, 0, 58, 255, 254, 128, 0, 0, 0, 0, 0, 0,
+      0, 0, 0, 0, 0, 0, 0, 1, 255, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 134]);
+    expect(t.through('a', f)).toBe(0);
+    expect(t.drops('a').ra_guard).toBe(1);
+  });
+});
+
 describe('random IPv6 frames on guarded ports (fast-check)', () => {
   it('nothing throws; each frame is forwarded or dropped once, by an IPv6 reason; no RA ever passes', () => {
     const u8 = fc.integer({ min: 0, max: 255 });

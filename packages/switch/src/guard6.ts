@@ -6,7 +6,8 @@
  *   that cannot be walked to its upper layer within the first fragment
  *   (truncated, longer than IP6_MAX_EXT, Hop-by-Hop out of place), and an
  *   ICMPv6 first fragment that is ND (never fragmented, RFC 6980) or too short
- *   to show its type; a fragmented echo (PMTU at work) passes.
+ *   to show its type, and an ICMPv6 packet shorter than the ICMPv6 header; a
+ *   fragmented echo (PMTU at work) passes.
  * - DHCPv6 guard: UDP from port 547 (a server's or relay's messages: Advertise,
  *   Reply, Reconfigure, Relay-reply) is dropped ('dhcpv6_guard').
  * - IPv6 source guard, first-come first-served (RFC 6620): the first port to
@@ -267,9 +268,10 @@ export function guard6Check(g: Guard6, buf: Uint8Array, l3: number, end: number,
     proto = u.proto;
     if (proto === NH.ICMPV6) {
       // A fragmented ICMPv6 message is dropped when it is ND (never fragmented, RFC 6980) or too cut to tell;
-      // others (an echo fragmented after Packet Too Big) pass.
+      // others (an echo fragmented after Packet Too Big) pass. An unfragmented one shorter than its 4-byte
+      // header is no message at all: dropped too, so no byte after the payload (padding) can pass for a type.
       if (g.ra && ((u.fragment && (u.len < 1 || (buf[u.off] >= T.ROUTER_SOLICIT && buf[u.off] <= T.REDIRECT))) ||
-        (u.len >= 4 && (buf[u.off] === T.ROUTER_ADVERT || buf[u.off] === T.REDIRECT)))) return Drop.ra_guard;
+        u.len < 4 || buf[u.off] === T.ROUTER_ADVERT || buf[u.off] === T.REDIRECT)) return Drop.ra_guard;
     } else if (proto === NH.UDP && g.dhcpv6 && u.len >= UDP_PORTS && udpSport(buf, u.off) === DHCPV6_SERVER_PORT) {
       return Drop.dhcpv6_guard;
     }

@@ -18,11 +18,13 @@
  * flight to one VM share one.
  */
 import { randomInt } from 'node:crypto';
-import { IP4_MAX_LEN, IP4_MF, IP4_MIN_HLEN, IP6_HLEN, ip4Dst, ip4Id, ip4Proto, ip4Src, ip4Ttl, write16, write32, writeIp4 } from '@vswitch/switch';
+import {
+  FRAG6_HLEN, IP4_MAX_LEN, IP4_MF, IP4_MIN_HLEN, IP6, IP6_HLEN, ip4Dst, ip4Id, ip4Proto, ip4Src, ip4Ttl, write16, writeFrag6, writeIp4,
+} from '@vswitch/switch';
 import type { ToVm } from './types.js';
 
 /** RFC 8200 4.5: the Fragment header's length and next-header value. */
-export const FRAG6_HLEN = 8;
+export { FRAG6_HLEN };
 export const NH_FRAGMENT = 44;
 /** The smallest MTU of an IPv6 link (RFC 8200 5). */
 export const IP6_MIN_MTU = 1280;
@@ -47,7 +49,7 @@ export function sendIp6(toVm: ToVm, buf: Buffer, ipOff: number, ipLen: number, m
     return 1;
   }
   saved6.set(buf.subarray(ipOff, ipOff + IP6_HLEN));
-  const next = saved6[6];
+  const next = saved6[IP6.NEXT];
   const dataLen = ipLen - IP6_HLEN;
   const chunk = (max - IP6_HLEN - FRAG6_HLEN) & ~7;
   const id = nextId6;
@@ -57,14 +59,9 @@ export function sendIp6(toVm: ToVm, buf: Buffer, ipOff: number, ipLen: number, m
     const len = Math.min(chunk, dataLen - o);
     const h = ipOff - FRAG6_HLEN + o; // the 48 bytes before this fragment's data
     buf.set(saved6, h);
-    write16(buf, h + 4, FRAG6_HLEN + len);
-    buf[h + 6] = NH_FRAGMENT;
-    const fh = h + IP6_HLEN;
-    buf[fh] = next;
-    buf[fh + 1] = 0;
-    // Offset in 8-byte units in the top 13 bits (o is a multiple of 8, so that is o itself), M in the lowest.
-    write16(buf, fh + 2, o | (o + len < dataLen ? 1 : 0));
-    write32(buf, fh + 4, id);
+    write16(buf, h + IP6.PLEN, FRAG6_HLEN + len);
+    buf[h + IP6.NEXT] = NH_FRAGMENT;
+    writeFrag6(buf, h + IP6_HLEN, next, o, o + len < dataLen, id);
     toVm(buf, h, IP6_HLEN + FRAG6_HLEN + len, false);
     n++;
   }

@@ -45,7 +45,7 @@
  * symlinks refused): {"version": 1, "forwards": [{"proto": "tcp", "public":
  * "8080", "inside": "10.0.10.5:80"}, ...]}, the same text form as the config file.
  */
-import { formatIp4, formatIp6, ip6IsLinkLocal, ip6IsMulticast, parseIp4, parseIp6 } from '@vswitch/switch';
+import { formatIp4, formatIp6, ip6IsLinkLocal, ip6IsMulticast, ip6IsV4Mapped, parseIp4, parseIp6 } from '@vswitch/switch';
 import { readStateFile, writeStateFile } from '../state-file.js';
 import type { PortReservation } from './table.js';
 
@@ -183,7 +183,7 @@ export function checkForward(f: PortForward): PortForward {
     const a = typeof f.inside6 === 'string' ? parseIp6(f.inside6) : undefined;
     if (a === undefined) invalid(`inside address ${String(f.inside6)} is not an IPv6 address`);
     const zero = a.subarray(0, 15).every((b) => b === 0);
-    const mapped = a.subarray(0, 10).every((b) => b === 0) && a[10] === 0xff && a[11] === 0xff;
+    const mapped = ip6IsV4Mapped(a, 0);
     // A VM's global or ULA address: not unspecified/loopback, IPv4-mapped, multicast or link-local (no zone to name it by).
     if (zero || mapped || ip6IsMulticast(a, 0) || ip6IsLinkLocal(a, 0)) invalid(`inside address ${f.inside6} is not a unicast host address`);
     return Object.freeze({ proto: f.proto, publicLo: f.publicLo, publicHi: f.publicHi, insideIp: 0, insideLo: f.insideLo, inside6: formatIp6(a) });

@@ -78,6 +78,22 @@ export function ip6IsUnspecified(buf: Uint8Array, a: number): boolean {
 }
 
 /** ff00::/8. */
+/** ::ffff:a.b.c.d (RFC 4291 2.5.5.2): an IPv4 host written as IPv6, never an IPv6 host. */
+export function ip6IsV4Mapped(buf: Uint8Array, a: number): boolean {
+  for (let i = 0; i < 10; i++) if (buf[a + i] !== 0) return false;
+  return buf[a + 10] === 0xff && buf[a + 11] === 0xff;
+}
+
+/** The Fragment extension header (RFC 8200 4.5): next header, reserved, offset|M, Identification. */
+export const FRAG6_HLEN = 8;
+/** Writes a Fragment header at o; `offset` in bytes (a multiple of 8: it is already the 13-bit field shifted by 3). */
+export function writeFrag6(buf: Uint8Array, o: number, next: number, offset: number, more: boolean, id: number): void {
+  buf[o] = next;
+  buf[o + 1] = 0;
+  write16(buf, o + 2, offset | (more ? 1 : 0));
+  write32(buf, o + 4, id);
+}
+
 export const ip6IsMulticast = (buf: Uint8Array, a: number): boolean => buf[a] === 0xff;
 /** fe80::/10. */
 export const ip6IsLinkLocal = (buf: Uint8Array, a: number): boolean => buf[a] === 0xfe && (buf[a + 1] & 0xc0) === 0x80;
