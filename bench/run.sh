@@ -28,7 +28,6 @@ shared=${VSWITCH_SHARED:-$repo/../shared}
 anchors=$shared/bench/anchors.sh
 
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: needs root (namespaces, TAPs)" >&2; exit 1; }
-[ -f "$anchors" ] || { echo "bench/run.sh: no $anchors (set VSWITCH_SHARED to the shared/ folder)" >&2; exit 1; }
 
 rounds=3 raw="" busy=""
 args=()
@@ -44,6 +43,7 @@ while getopts "r:o:b:h" opt; do
   esac
 done
 shift $((OPTIND - 1))
+[ -f "$anchors" ] || { echo "bench/run.sh: no $anchors (set VSWITCH_SHARED to the shared/ folder)" >&2; exit 1; }
 topos=${*:-ours kbridge vde ovs-tap ovs-tap-tso pasta}
 
 # ---- tools (idempotent: only what is missing is installed) ----
@@ -89,7 +89,7 @@ for r in $(seq "$rounds"); do
   [ $((r % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$variants" | tac | tr '\n' ' ')
   for t in $topos; do
     for v in $order; do
-      bg=$(quiet_wait)
+      quiet_wait; bg=$QUIET_BG
       [ "$v" = quiet ] || busy_start "$v"
       la=$(cut -d' ' -f1 /proc/loadavg)
       BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true

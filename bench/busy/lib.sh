@@ -57,12 +57,13 @@ busy_pct() {  # whole-machine busy % over 0.5 s (as anchors.sh measures it)
 }
 
 QUIET_LEFT=${BA_QUIET_BUDGET:-60}
-quiet_wait() {  # anchors.sh's wait for other users' load, done here before the load starts
-  local bg
+# anchors.sh's wait for other users' load (at most BA_QUIET_BUDGET s in the whole
+# run), done here before the load starts; sets QUIET_BG to the last busy % seen.
+# Call it in the main shell (not in $(...)): the budget must carry over.
+quiet_wait() {
   while :; do
-    bg=$(busy_pct)
-    { [ "$bg" -le "${BA_QUIET_MAX:-25}" ] || [ "$QUIET_LEFT" -le 0 ]; } && break
+    QUIET_BG=$(busy_pct)
+    { [ "$QUIET_BG" -le "${BA_QUIET_MAX:-25}" ] || [ "$QUIET_LEFT" -le 0 ]; } && break
     QUIET_LEFT=$((QUIET_LEFT - 1)); sleep 0.5
   done
-  echo "$bg"
 }

@@ -22,7 +22,6 @@ repo=$(cd "$here/../.." && pwd)
 shared=${VSWITCH_SHARED:-$repo/../shared}
 anchors=$shared/bench/anchors.sh
 [ "$(id -u)" = 0 ] || { echo "latency/run.sh: needs root" >&2; exit 1; }
-[ -f "$anchors" ] || { echo "latency/run.sh: no $anchors (set VSWITCH_SHARED)" >&2; exit 1; }
 
 rounds=3 raw="" busy=""
 args=()
@@ -38,6 +37,7 @@ while getopts "r:o:b:h" opt; do
   esac
 done
 shift $((OPTIND - 1))
+[ -f "$anchors" ] || { echo "latency/run.sh: no $anchors (set VSWITCH_SHARED)" >&2; exit 1; }
 impls=${*:-ours cfwd jsfwd vde}
 
 out=$(mktemp -d /tmp/vswitch-latency.XXXXXX)
@@ -64,7 +64,7 @@ for r in $(seq "$rounds"); do
   [ $((r % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$variants" | tac | tr '\n' ' ')
   for i in $impls; do
     for v in $order; do
-      bg=$(quiet_wait)
+      quiet_wait; bg=$QUIET_BG
       [ "$v" = quiet ] || busy_start "$v"
       la=$(cut -d' ' -f1 /proc/loadavg)
       c=$(cmd_of "$i"); t=$i; [ -n "$c" ] && t=ours

@@ -9,13 +9,13 @@
 # busybox ping -c PINGS -i 0.01 while `perf record -a` takes, for the
 # forwarder's main thread only (tracepoint filters): sched_wakeup,
 # sched_switch, and every system call's entry and exit. timeline.py cuts the
-# trace into wakeups that forwarded a frame and prints the medians of each
-# stretch: runqueue wait (woken -> on a CPU), the kernel's return from
-# epoll/poll, user time before the first read (libuv/N-API dispatch), the
-# reads, user time from the last read to the first write (the decision: for
-# vswitch, V8's entry and the bridge pipeline), the writes (they run the
-# receiving VM's stack), and the rest until it sleeps again. Tracing costs
-# about a microsecond per system call and adds to every IMPL alike.
+# trace at each wakeup (one wakeup = one round trip: request and reply) and
+# prints the medians of its stretches up to the reply's write: runqueue wait
+# (woken -> on a CPU), the kernel's return from epoll/poll, user time (libuv,
+# N-API, V8, the pipeline; a C switch's loop), the reads, the writes (they run
+# the receiving VM's stack), and per frame the user time from a read's return
+# to the next write. Tracing costs about a microsecond per system call and
+# adds to every IMPL alike.
 # -W SECONDS: before the pings, TCP (iperf3, 1 stream) then 64-byte UDP for
 # SECONDS each, as the main bench does before its pings: V8 has then optimized
 # the pipeline (TurboFan); without it the pings run the code V8 compiled for
