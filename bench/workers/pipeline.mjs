@@ -16,7 +16,8 @@
 // All workers start together (Atomics on a shared flag) and run DURATION ms.
 //
 // Prints, per configuration (1 worker over all queues, 2 workers one queue set
-// each), frames/s summed over workers, the process's CPU per frame, the
+// each), frames/s summed over workers, the process's CPU per frame and the
+// cores it got (CPU time / wall time: on a shared machine the bound), the
 // speed-up 2 vs 1, and a check that the workers' counters add up exactly to the
 // frames offered. Rounds alternate the configurations; medians.
 // Usage: node bench/workers/pipeline.mjs [DURATION_MS=2000] [ROUNDS=5] [WORKERS=2]
@@ -96,7 +97,7 @@ if (isMainThread) {
       if (o.counted !== o.frames) throw new Error(`worker counters ${o.counted} != frames offered ${o.frames}`);
       if (o.delivered !== o.expected) throw new Error(`delivered ${o.delivered} != expected ${o.expected}`);
     }
-    return { fps: frames / wall, cpuNs: ((c.user + c.system) * 1e3) / frames, perWorker: outs.map((o) => o.frames / (o.seconds || 1)) };
+    return { fps: frames / wall, cpuNs: ((c.user + c.system) * 1e3) / frames, cores: (c.user + c.system) / 1e6 / wall, perWorker: outs.map((o) => o.frames / (o.seconds || 1)) };
   }
 
   console.log(`load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} (${os.cpus().length} CPUs); ${ROUNDS} rounds of ${DURATION} ms, ${W} queues`);
@@ -106,13 +107,14 @@ if (isMainThread) {
     const b = await run(W);
     const a2 = a ?? (await run(1));
     r1.push(a2); rN.push(b);
-    console.log(`round ${r + 1}: 1 worker ${(a2.fps / 1e6).toFixed(2)} M frames/s (${a2.cpuNs.toFixed(0)} CPU ns/frame); `
-      + `${W} workers ${(b.fps / 1e6).toFixed(2)} M frames/s (${b.cpuNs.toFixed(0)} CPU ns/frame; per worker ${b.perWorker.map((x) => (x / 1e6).toFixed(2)).join(' + ')}); `
+    console.log(`round ${r + 1}: 1 worker ${(a2.fps / 1e6).toFixed(2)} M frames/s (${a2.cpuNs.toFixed(0)} CPU ns/frame, ${a2.cores.toFixed(2)} cores); `
+      + `${W} workers ${(b.fps / 1e6).toFixed(2)} M frames/s (${b.cpuNs.toFixed(0)} CPU ns/frame, ${b.cores.toFixed(2)} cores; per worker ${b.perWorker.map((x) => (x / 1e6).toFixed(2)).join(' + ')}); `
       + `speed-up ${(b.fps / a2.fps).toFixed(2)}x; load ${os.loadavg()[0].toFixed(2)}`);
   }
   const s = rN.map((b, i) => b.fps / r1[i].fps);
   console.log(`median: 1 worker ${(med(r1.map((x) => x.fps)) / 1e6).toFixed(2)} M frames/s, ${W} workers ${(med(rN.map((x) => x.fps)) / 1e6).toFixed(2)} M frames/s, `
     + `speed-up ${med(s).toFixed(2)}x (${Math.min(...s).toFixed(2)}-${Math.max(...s).toFixed(2)}); CPU ns/frame ${med(r1.map((x) => x.cpuNs)).toFixed(0)} vs ${med(rN.map((x) => x.cpuNs)).toFixed(0)}; `
+    + `cores the process got ${med(r1.map((x) => x.cores)).toFixed(2)} vs ${med(rN.map((x) => x.cores)).toFixed(2)}; `
     + `load average now ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
 } else {
   const { sab, queues, duration } = workerData;
