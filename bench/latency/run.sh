@@ -98,7 +98,7 @@ print('| variant | metric | ours | jsfwd | cfwd | vde | ours − jsfwd (pipeline
 print('|---|---|---|---|---|---|---|---|---|')
 f = lambda x: '-' if x is None else f'{x:.1f}'
 d = lambda a, b: None if a is None or b is None else a - b
-for v in sorted({k[0] for k in vals}, key=lambda s: s != 'quiet'):
+for v in sorted({k[0] for k in vals if k[0] != 'all'}, key=lambda s: s != 'quiet'):
     for m in ('ping_avg_us', 'sp_avg_us', 'sp_p99_us'):
         o, j, c, w = (med(v, t, m) for t in ('ours', 'jsfwd', 'cfwd', 'vde'))
         print(f'| {v} | {m} | {f(o)} | {f(j)} | {f(c)} | {f(w)} | {f(d(o, j))} | {f(d(j, c))} | {f(d(o, c))} |')
