@@ -2,7 +2,7 @@
 # bench/latency/trace.sh: one ping-pong's timeline inside the switch process,
 # from the kernel's own tracepoints (issue 19, item 2).
 #
-#   bash bench/latency/trace.sh [-n PINGS] [-W SECONDS] [-P] [--busy one|half] [IMPL ...]
+#   bash bench/latency/trace.sh [-n PINGS] [-W SECONDS] [-N NICE] [-P] [--busy one|half] [IMPL ...]
 #
 # For each IMPL (ours cfwd jsfwd vde, as bench/latency/run.sh), in namespaces
 # of its own (per-run names): two VMs, the forwarder between their TAPs, then
@@ -20,6 +20,8 @@
 # SECONDS each, as the main bench does before its pings: V8 has then optimized
 # the pipeline (TurboFan); without it the pings run the code V8 compiled for
 # a few frames (baseline code, inline-cache stubs), as a quiet port does.
+# -N NICE: run the forwarder at that niceness (e.g. -10, what ovs-ctl gives
+# ovs-vswitchd): does priority shorten the runqueue wait on a busy host?
 # -P: instead of the tracepoints, sample the forwarder's CPU (perf record -g,
 # 20 kHz; node runs with --perf-basic-prof so JIT frames have names) and print
 # where its user and kernel time goes (perf report, self time, top symbols).
@@ -28,12 +30,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "trace.sh: needs root" >&2; exit 1; }
 command -v perf >/dev/null || { echo "trace.sh: needs perf (linux-perf)" >&2; exit 1; }
-pings=300 busy="" prof=0 warm=0
+pings=300 busy="" prof=0 warm=0 nice=0
 args=()
 for a in "$@"; do [ "$a" = --busy ] && args+=(-b) || args+=("$a"); done
 set -- "${args[@]}"
-while getopts "n:b:W:Ph" opt; do
+while getopts "n:b:W:N:Ph" opt; do
   case $opt in
+    N) nice=$OPTARG ;;
     W) warm=$OPTARG ;;
     P) prof=1 ;;
     n) pings=$OPTARG ;;
@@ -80,6 +83,8 @@ for i in $impls; do
     for _ in $(seq 150); do attached ${p}t$t "$SW" && break; sleep 0.1; done
     attached ${p}t$t "$SW" || { echo "trace.sh: $i never opened ${p}t$t" >&2; cat "$d/log" >&2; exit 1; }
   done
+  # every thread of the forwarder (node has several)
+  [ "$nice" != 0 ] && for t in /proc/"$SW"/task/*; do renice -n "$nice" -p "${t##*/}" >/dev/null; done
   ip -n ${p}s link set ${p}t1 netns ${p}a; ip -n ${p}s link set ${p}t2 netns ${p}b
   ip -n ${p}a addr add $ip1/24 dev ${p}t1; ip -n ${p}a link set ${p}t1 up
   ip -n ${p}b addr add $ip2/24 dev ${p}t2; ip -n ${p}b link set ${p}t2 up
@@ -117,7 +122,7 @@ for i in $impls; do
   BUSY_CORES=""
   [ -n "$busy" ] && busy_stop
   perf script -i "$d/perf.data" --ns -F tid,time,event,trace 2>/dev/null > "$d/trace.txt"
-  echo "## $i${busy:+ (busy $busy, the load got $BUSY_CORES cores)}, loadavg $la, $(tail -1 "$d/ping")"
+  echo "## $i${busy:+ (busy $busy, the load got $BUSY_CORES cores)}$([ "$nice" != 0 ] && echo ", nice $nice"), loadavg $la, $(tail -1 "$d/ping")"
   python3 "$here/timeline.py" "$d/trace.txt" "$SW"
   kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true; SW=""
   for n in ${p}a ${p}b ${p}s; do ip netns del "$n" 2>/dev/null || true; done
