@@ -72,7 +72,10 @@ if (isMainThread) {
     inPort[i] = sp;
     queue[i] = ((sp * HOSTS + sh) * 2654435761 + (bcast ? 0 : dp * HOSTS + dh)) % 4294967296 % W;
   }
-  const med = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const med = (xs) => {
+    const v = xs.slice().sort((a, b) => a - b), m = v.length >> 1;
+    return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+  };
 
   async function run(nw) {
     const go = new Int32Array(new SharedArrayBuffer(4));
