@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: vswitch beside its peers, in one run, interleaved.
 #
-#   bash bench/run.sh [-r ROUNDS] [-o RAW.tsv] [TOPOLOGY ...]
+#   bash bench/run.sh [-r ROUNDS] [-o RAW.tsv] [--busy one|half|one,half] [TOPOLOGY ...]
 #
 # Runs ../shared/bench/anchors.sh (the peers' harness: two namespaces as VMs on
 # two ports of each switch; TCP with iperf3, 64-byte UDP with iperf3 and
@@ -13,6 +13,14 @@
 # Environment: VSWITCH_SHARED (default: ../shared beside the repository), the
 # BA_* knobs of anchors.sh (see its header), VSWITCH_BENCH_OFFLOAD=false to run
 # vswitch without guest offloads.
+# --busy MODE[,MODE] (or -b): every configuration (topology x round) runs once
+# quiet and once per MODE with a CPU-bound load of normal priority beside it
+# (bench/busy/lib.sh: `one` = one unpinned process spinning, `half` = both
+# cores ~50 % busy), the load started before the switch is set up and stopped
+# after its teardown, so each peer sees the same load; variants and topologies
+# interleaved (anchors.sh -r 1 per configuration, the variants' order
+# alternating per round). The report prints each variant's table, then quiet
+# and busy side by side with the ratios vswitch/peer of each.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -20,18 +28,22 @@ shared=${VSWITCH_SHARED:-$repo/../shared}
 anchors=$shared/bench/anchors.sh
 
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: needs root (namespaces, TAPs)" >&2; exit 1; }
-[ -f "$anchors" ] || { echo "bench/run.sh: no $anchors (set VSWITCH_SHARED to the shared/ folder)" >&2; exit 1; }
 
-rounds=3 raw=""
-while getopts "r:o:h" opt; do
+rounds=3 raw="" busy=""
+args=()
+for a in "$@"; do [ "$a" = --busy ] && args+=(-b) || args+=("$a"); done
+set -- "${args[@]}"
+while getopts "r:o:b:h" opt; do
   case $opt in
     r) rounds=$OPTARG ;;
     o) raw=$OPTARG ;;
+    b) busy=${OPTARG//,/ } ;;
     h) sed -n '2,/^set -eu/p' "$0" | sed 's/^# \{0,1\}//' | head -n -1; exit 0 ;;
     *) exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
+[ -f "$anchors" ] || { echo "bench/run.sh: no $anchors (set VSWITCH_SHARED to the shared/ folder)" >&2; exit 1; }
 topos=${*:-ours kbridge vde ovs-tap ovs-tap-tso pasta}
 
 # ---- tools (idempotent: only what is missing is installed) ----
@@ -53,7 +65,46 @@ fi
 out=$(mktemp -d /tmp/vswitch-bench.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 export BA_OURS_CMD="bash $here/ours.sh @DIR@ @TAP1@ @TAP2@"
-echo "bench/run.sh: $anchors -r $rounds $topos" >&2
-bash "$anchors" -r "$rounds" -o "$out/raw.tsv" $topos | tee "$out/anchors.txt"
+if [ -z "$busy" ]; then
+  echo "bench/run.sh: $anchors -r $rounds $topos" >&2
+  bash "$anchors" -r "$rounds" -o "$out/raw.tsv" $topos | tee "$out/anchors.txt"
+  [ -n "$raw" ] && cp "$out/raw.tsv" "$raw"
+  python3 "$here/report.py" "$out/raw.tsv" $topos
+  exit 0
+fi
+
+# ---- --busy: one anchors.sh run per configuration, the load around it ----
+. "$here/busy/lib.sh"
+busy_build "$out"
+for m in $busy; do case $m in one|half) ;; *) echo "bench/run.sh: --busy takes one, half or one,half" >&2; exit 2 ;; esac; done
+trap 'for p in "${BUSY_PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$out"' EXIT
+trap 'exit 130' INT TERM
+printf 'round\ttopo\tmetric\tvalue\tvariant\n' > "$out/raw.tsv"
+printf '0\tmeta\tloadavg_start\t%s\tall\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/raw.tsv"
+t_start=$(date +%s)
+variants="quiet $busy"
+echo "bench/run.sh: $rounds round(s) of $topos, variants $variants; loadavg $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+for r in $(seq "$rounds"); do
+  order=$variants
+  [ $((r % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$variants" | tac | tr '\n' ' ')
+  for t in $topos; do
+    for v in $order; do
+      quiet_wait; bg=$QUIET_BG
+      [ "$v" = quiet ] || busy_start "$v"
+      la=$(cut -d' ' -f1 /proc/loadavg)
+      BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
+      BUSY_CORES=""
+      [ "$v" = quiet ] || busy_stop
+      { tail -n +2 "$out/part.tsv" 2>/dev/null | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" '$2 != "meta" {$1 = r; print $0, v}'
+        printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" pre_busy_pct "$bg" "$v" "$r" "$t" loadavg1 "$la" "$v"
+        [ -n "$BUSY_CORES" ] && printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" load_cores "$BUSY_CORES" "$v"
+      } >> "$out/raw.tsv"
+      rm -f "$out/part.tsv"
+      echo "bench/run.sh: round $r $t $v done (others ${bg} % busy before; loadavg $la${BUSY_CORES:+; load got $BUSY_CORES cores})" >&2
+    done
+  done
+done
+printf '0\tmeta\tloadavg_end\t%s\tall\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/raw.tsv"
+printf '0\tmeta\twall_s\t%s\tall\n' "$(( $(date +%s) - t_start ))" >> "$out/raw.tsv"
 [ -n "$raw" ] && cp "$out/raw.tsv" "$raw"
 python3 "$here/report.py" "$out/raw.tsv" $topos

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench/latency/trace.sh: one ping-pong's timeline inside the switch process,
+# from the kernel's own tracepoints (issue 19, item 2).
+#
+#   bash bench/latency/trace.sh [-n PINGS] [-W SECONDS] [-N NICE] [-P] [--busy one|half] [IMPL ...]
+#
+# For each IMPL (ours cfwd jsfwd vde, as bench/latency/run.sh), in namespaces
+# of its own (per-run names): two VMs, the forwarder between their TAPs, then
+# busybox ping -c PINGS -i 0.01 while `perf record -a` takes, for the
+# forwarder's main thread only (tracepoint filters): sched_wakeup,
+# sched_switch, and every system call's entry and exit. timeline.py cuts the
+# trace at each wakeup (one wakeup = one round trip: request and reply) and
+# prints the medians of its stretches up to the reply's write: runqueue wait
+# (woken -> on a CPU), the kernel's return from epoll/poll, user time (libuv,
+# N-API, V8, the pipeline; a C switch's loop), the reads, the writes (they run
+# the receiving VM's stack), and per frame the user time from a read's return
+# to the next write. Tracing costs about a microsecond per system call and
+# adds to every IMPL alike.
+# -W SECONDS: before the pings, TCP (iperf3, 1 stream) then 64-byte UDP for
+# SECONDS each, as the main bench does before its pings: V8 has then optimized
+# the pipeline (TurboFan); without it the pings run the code V8 compiled for
+# a few frames (baseline code, inline-cache stubs), as a quiet port does.
+# -N NICE: run the forwarder at that niceness (e.g. -10, what ovs-ctl gives
+# ovs-vswitchd): does priority shorten the runqueue wait on a busy host?
+# -P: instead of the tracepoints, sample the forwarder's CPU (perf record -g,
+# 20 kHz; node runs with --perf-basic-prof so JIT frames have names) and print
+# where its user and kernel time goes (perf report, self time, top symbols).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "trace.sh: needs root" >&2; exit 1; }
+command -v perf >/dev/null || { echo "trace.sh: needs perf (linux-perf)" >&2; exit 1; }
+pings=300 busy="" prof=0 warm=0 nice=0
+args=()
+for a in "$@"; do [ "$a" = --busy ] && args+=(-b) || args+=("$a"); done
+set -- "${args[@]}"
+while getopts "n:b:W:N:Ph" opt; do
+  case $opt in
+    N) nice=$OPTARG ;;
+    W) warm=$OPTARG ;;
+    P) prof=1 ;;
+    n) pings=$OPTARG ;;
+    b) busy=$OPTARG ;;
+    h) sed -n '2,/^set -eu/p' "$0" | sed 's/^# \{0,1\}//' | head -n -1; exit 0 ;;
+    *) exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+impls=${*:-ours cfwd jsfwd vde}
+
+p=vlt$$
+out=$(mktemp -d /tmp/vswitch-trace.XXXXXX)
+. "$repo/bench/busy/lib.sh"
+busy_build "$out"
+gcc -O2 -o "$out/cfwd.bin" "$here/cfwd.c"
+sub=$((RANDOM % 200 + 20))
+ip1=10.79.$sub.1 ip2=10.79.$sub.2
+SW=""
+cleanup() {
+  for q in "${BUSY_PIDS[@]}"; do kill "$q" 2>/dev/null; done
+  [ -n "$SW" ] && kill "$SW" 2>/dev/null
+  for n in ${p}a ${p}b ${p}s; do ip netns del "$n" 2>/dev/null || true; done
+  rm -rf "$out"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+attached() { grep -qs -P "^iff:\t$1\$" /proc/"$2"/fdinfo/*; }
+
+for i in $impls; do
+  for n in ${p}a ${p}b ${p}s; do ip netns add "$n"; ip -n "$n" link set lo up; done
+  d=$out/$i; mkdir -p "$d"
+  case $i in
+    # (in $d: with -P, node leaves its isolate-*-v8.log files in its cwd)
+    ours) (cd "$d" && VSWITCH_BENCH_NODE_ARGS=$([ $prof = 1 ] && echo --perf-basic-prof) exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    cfwd) ip netns exec ${p}s "$out/cfwd.bin" ${p}t1 ${p}t2 >"$d/log" 2>&1 & SW=$! ;;
+    jsfwd) (cd "$d" && exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    vde) ip netns exec ${p}s vde_switch -d -s "$d/ctl" -M "$d/mgmt" -p "$d/pid" -t ${p}t1 -t ${p}t2 >"$d/log" 2>&1
+         for _ in $(seq 50); do [ -s "$d/pid" ] && break; sleep 0.1; done; SW=$(cat "$d/pid") ;;
+    *) echo "trace.sh: unknown IMPL $i" >&2; exit 2 ;;
+  esac
+  for t in 1 2; do
+    for _ in $(seq 150); do attached ${p}t$t "$SW" && break; sleep 0.1; done
+    attached ${p}t$t "$SW" || { echo "trace.sh: $i never opened ${p}t$t" >&2; cat "$d/log" >&2; exit 1; }
+  done
+  # every thread of the forwarder (node has several)
+  [ "$nice" != 0 ] && for t in /proc/"$SW"/task/*; do renice -n "$nice" -p "${t##*/}" >/dev/null; done
+  ip -n ${p}s link set ${p}t1 netns ${p}a; ip -n ${p}s link set ${p}t2 netns ${p}b
+  ip -n ${p}a addr add $ip1/24 dev ${p}t1; ip -n ${p}a link set ${p}t1 up
+  ip -n ${p}b addr add $ip2/24 dev ${p}t2; ip -n ${p}b link set ${p}t2 up
+  ip netns exec ${p}a busybox ping -c 5 -i 0.2 -W 2 $ip2 >/dev/null  # ARP, learning, warm-up
+  if [ "$warm" != 0 ]; then
+    ip netns exec ${p}b iperf3 -s -1 -B $ip2 -p 5201 >/dev/null 2>&1 & srv=$!
+    for _ in $(seq 50); do ip netns exec ${p}b ss -Hlnt 'sport = :5201' | grep -q . && break; sleep 0.1; done
+    ip netns exec ${p}a iperf3 -c $ip2 -p 5201 -t "$warm" >/dev/null 2>&1 || true
+    wait $srv 2>/dev/null || true
+    ip netns exec ${p}b iperf3 -s -1 -B $ip2 -p 5201 >/dev/null 2>&1 & srv=$!
+    for _ in $(seq 50); do ip netns exec ${p}b ss -Hlnt 'sport = :5201' | grep -q . && break; sleep 0.1; done
+    ip netns exec ${p}a iperf3 -c $ip2 -p 5201 -u -l 64 -b 0 -t "$warm" >/dev/null 2>&1 || true
+    wait $srv 2>/dev/null || true
+  fi
+  sleep 1
+  [ -n "$busy" ] && busy_start "$busy"
+  la=$(cut -d' ' -f1 /proc/loadavg)
+  if [ $prof = 1 ]; then
+    perf record -q -F 20000 -g -p "$SW" -o "$d/perf.data" -- ip netns exec ${p}a busybox ping -c "$pings" -i 0.01 -W 2 $ip2 >"$d/ping" 2>&1 || true
+    BUSY_CORES=""
+    [ -n "$busy" ] && busy_stop
+    echo "## $i (profile)${busy:+ (busy $busy, the load got $BUSY_CORES cores)}, loadavg $la, $(tail -1 "$d/ping")"
+    perf report -i "$d/perf.data" --no-children --sort dso,sym --stdio -g none --percent-limit 0.7 2>/dev/null | grep -v '^#' | grep . | head -45
+    kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true; SW=""
+    for n in ${p}a ${p}b ${p}s; do ip netns del "$n" 2>/dev/null || true; done
+    rm -f "/tmp/perf-$SW.map"
+    continue
+  fi
+  perf record -q -a -o "$d/perf.data" \
+    -e sched:sched_wakeup --filter "pid == $SW" \
+    -e sched:sched_switch --filter "prev_pid == $SW || next_pid == $SW" \
+    -e raw_syscalls:sys_enter --filter "common_pid == $SW" \
+    -e raw_syscalls:sys_exit --filter "common_pid == $SW" \
+    -- ip netns exec ${p}a busybox ping -c "$pings" -i 0.01 -W 2 $ip2 >"$d/ping" 2>&1 || true
+  BUSY_CORES=""
+  [ -n "$busy" ] && busy_stop
+  perf script -i "$d/perf.data" --ns -F tid,time,event,trace 2>/dev/null > "$d/trace.txt"
+  echo "## $i${busy:+ (busy $busy, the load got $BUSY_CORES cores)}$([ "$nice" != 0 ] && echo ", nice $nice"), loadavg $la, $(tail -1 "$d/ping")"
+  python3 "$here/timeline.py" "$d/trace.txt" "$SW"
+  kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true; SW=""
+  for n in ${p}a ${p}b ${p}s; do ip netns del "$n" 2>/dev/null || true; done
+done
