@@ -10,7 +10,7 @@ import { configDefaults, defineConfig } from 'vitest/config';
 // demo.test runs scripts/lab.sh, whose uplink name is fixed (vswup0).
 const SERIAL = [
   'bond', 'degrade', 'demo', 'fair', 'faults', 'fuzz', 'loop', 'nat-flood', 'qemu',
-  'rate-limits', 'servers', 'traffic-rate', 'traffic-set',
+  'rate-limits', 'servers', 'traffic-rate', 'traffic-set', 'vxlan-ovs',
 ].map((f) => `test/${f}.test.ts`);
 
 const integration = { testTimeout: 60_000, hookTimeout: 60_000 };
