@@ -34,6 +34,8 @@ const TYPE_URL = 'type.googleapis.com/apipb.';
 const RT_SUBTYPE = 0x02;
 const TUNNEL_VXLAN = 8;
 const PMSI_INGRESS_REPLICATION = 6;
+/** Graceful restart time advertised (s): how long a helper peer keeps our routes while gobgpd is away. */
+export const GR_RESTART_S = 120;
 
 /** One EVPN route as the daemon sees it. */
 export interface EvpnRoute {
@@ -156,17 +158,29 @@ export class GobgpClient {
   }
 
   startBgp(asn: number, routerId: string, listen: string[], listenPort: number): Promise<unknown> {
-    return this.#call('startBgp', { global: { asn, routerId, listenAddresses: listen, listenPort } });
+    return this.#call('startBgp', { global: { asn, routerId, listenAddresses: listen, listenPort, gracefulRestart: { enabled: true, restartTime: GR_RESTART_S, deferralTime: 2 } } });
   }
 
+  /**
+   * Graceful restart (RFC 4724) is negotiated so that a peer in helper mode (FRR's
+   * default) keeps our routes, and so forwarding toward us, while gobgpd restarts.
+   * FRR keeps a peer's routes through a session loss only for the address families
+   * whose Forwarding State bit the peer's last OPEN set, and GoBGP sets that bit only
+   * with local-restarting, so it is always on: true here, since the daemon's
+   * forwarding does survive gobgpd (installed entries stay; service.ts). The Restart
+   * State bit comes with it, which only tells the peer not to wait for our End-of-RIB.
+   */
   addPeer(address: string, remoteAs: number, localAddress: string): Promise<unknown> {
     return this.#call('addPeer', {
       peer: {
         conf: { neighborAddress: address, peerAsn: remoteAs },
+        // Restarting, gobgpd defers its updates until every peer's End-of-RIB, or this
+        // many seconds (its default, 360, would hold our routes back that long after a start).
+        gracefulRestart: { enabled: true, restartTime: GR_RESTART_S, localRestarting: true, deferralTime: 2 },
         // Short timers, as overlay.md found reliable with FRR: keepalive 10 s, hold 30 s, connect retry 1 s.
         timers: { config: { connectRetry: 1, holdTime: 30, keepaliveInterval: 10 } },
         transport: { localAddress },
-        afiSafis: [{ config: { family: EVPN_FAMILY, enabled: true } }],
+        afiSafis: [{ config: { family: EVPN_FAMILY, enabled: true }, mpGracefulRestart: { config: { enabled: true } } }],
       },
     });
   }
@@ -188,6 +202,11 @@ export class GobgpClient {
         advertised: af.state?.advertised ?? 0,
       };
     });
+  }
+
+  /** The API Path for `r` (what AddPath and DeletePath carry). */
+  pathOf(r: EvpnRoute, withdraw = false): Obj {
+    return this.#path(r, withdraw);
   }
 
   #path(r: EvpnRoute, withdraw: boolean): Obj {
@@ -220,6 +239,18 @@ export class GobgpClient {
 
   addPath(r: EvpnRoute): Promise<unknown> {
     return this.#call('addPath', { tableType: 0, path: this.#path(r, false) });
+  }
+
+  /** Many routes in one AddPathStream call, in batches (what a bulk load needs: one call, not one per route). */
+  addPaths(rs: EvpnRoute[], batch = 500): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const s = this.#client.addPathStream((err: grpc.ServiceError | null) => {
+        if (err) reject(new GobgpError('EGOBGP', `gobgpd addPathStream: ${err.details || err.message}`));
+        else resolve();
+      }) as grpc.ClientWritableStream<Obj>;
+      for (let i = 0; i < rs.length; i += batch) s.write({ tableType: 0, paths: rs.slice(i, i + batch).map((r) => this.#path(r, false)) });
+      s.end();
+    });
   }
 
   deletePath(r: EvpnRoute): Promise<unknown> {

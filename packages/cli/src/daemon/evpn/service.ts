@@ -252,6 +252,15 @@ export class EvpnService {
     } else if (g.asn !== c.asn) {
       throw new GobgpError('EINVAL', `gobgpd at ${client.address} runs AS ${g.asn}, the config says ${c.asn}`);
     }
+    // What this host advertises goes in before the peers (the gobgpd may be new): a
+    // peer keeping our routes through a restart then gets them all before our End-of-RIB.
+    this.#connected = true;
+    this.#adv.clear();
+    this.#advByMac.clear();
+    this.#pendingAll = true;
+    this.#flush();
+    await this.#chain;
+    if (my !== this.#session) return;
     for (const n of c.neighbors) {
       try {
         await client.addPeer(n.address, n.remoteAs, local);
@@ -281,14 +290,9 @@ export class EvpnService {
     this.#onRoutes(snap, true);
     snapshotDone = true;
     for (const paths of early) this.#onPaths(paths, false);
-    this.#connected = true;
     this.#retryMs = 1000;
     this.#lastError = '';
     this.log.info({ event: 'evpn_connected', api: client.address, asn: c.asn, routerId: this.#routerId(), routes: snap.length }, 'evpn_connected');
-    // What this host advertises, from scratch: the gobgpd may be new.
-    this.#adv.clear();
-    this.#advByMac.clear();
-    this.#resync();
     void this.#pollPeers();
   }
 
@@ -602,11 +606,14 @@ export class EvpnService {
         const [v, r] = fk.split('/').map(Number);
         if (v === p.vni) flood.push(ip4Text(r));
       }
+      // The first 1000 (a view, not a dump: `fdb show` has them all).
       const macs: { mac: string; remote: string; seq: number; stale: boolean }[] = [];
+      const listed = new Set<number>();
       for (const rec of this.#installed.values()) {
-        if (rec.type === 2 && rec.vni === p.vni && macs.length < 1000 && !macs.some((m) => m.mac === formatMac(rec.mac))) {
-          macs.push({ mac: formatMac(rec.mac), remote: ip4Text(rec.remote), seq: rec.seq, stale: rec.stale });
-        }
+        if (macs.length >= 1000) break;
+        if (rec.type !== 2 || rec.vni !== p.vni || listed.has(rec.mac)) continue;
+        listed.add(rec.mac);
+        macs.push({ mac: formatMac(rec.mac), remote: ip4Text(rec.remote), seq: rec.seq, stale: rec.stale });
       }
       const local: { mac: string; ip: string; seq: number; sticky: boolean }[] = [];
       for (const r of this.#adv.values()) if (r.type === 2 && r.vni === p.vni && local.length < 1000) local.push({ mac: r.mac!, ip: r.ip ?? '', seq: r.seq, sticky: r.sticky });
