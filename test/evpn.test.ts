@@ -103,27 +103,15 @@ function tapVm(): Promise<void> {
   })();
 }
 
-/** The helper BGP speaker: a gobgpd in B's namespace on UNDER.x, peering with A, driven by a node script through the daemon's own client. */
-async function hostileSpeaker(routes: string): Promise<void> {
+/** The hostile BGP speaker (test/scripts/bgp-evpn-inject.py) in B's namespace on UNDER.x, peering with A; resolves once phase 1 went out. */
+async function hostileSpeaker(phases: unknown[]): Promise<Background> {
   const dir = tempDir('hx');
-  const api = 40000 + Math.floor(Math.random() * 20000);
-  writeFileSync(join(dir, 'x.toml'), [
-    '[global.config]', `  as = ${ASN}`, `  router-id = "${UNDER.x}"`, '  port = -1',
-    '[[neighbors]]', '  [neighbors.config]', `    neighbor-address = "${UNDER.a}"`, `    peer-as = ${ASN}`,
-    '  [neighbors.transport.config]', `    local-address = "${UNDER.x}"`,
-    '  [neighbors.timers.config]', '    connect-retry = 1',
-    '  [[neighbors.afi-safis]]', '    [neighbors.afi-safis.config]', '      afi-safi-name = "l2vpn-evpn"', '',
-  ].join('\n'));
-  spawnTracked('ip', ['netns', 'exec', HOST_B, 'gobgpd', '-f', join(dir, 'x.toml'), '--api-hosts', `127.0.0.1:${api}`, '--pprof-disable', '-p'], {}, 'TERM');
-  const script = join(dir, 'inject.mjs');
-  writeFileSync(script, `
-import { GobgpClient, loadGobgpApi } from '${REPO}/packages/cli/dist/daemon/evpn/gobgp.js';
-const c = new GobgpClient('127.0.0.1:${api}', loadGobgpApi());
-for (let i = 0; ; i++) { try { await c.getBgp(1000); break; } catch (e) { if (i > 50) throw e; await new Promise((r) => setTimeout(r, 200)); } }
-await c.addPaths(${routes});
-c.close();
-`);
-  await nsExec(HOST_B, `node ${script}`, { timeoutMs: 120_000 });
+  const file = join(dir, 'phases.json');
+  writeFileSync(file, JSON.stringify(phases));
+  const bg = new Background(HOST_B, `python3 ${REPO}/test/scripts/bgp-evpn-inject.py ${UNDER.x} ${UNDER.a} ${ASN} ${file}`);
+  await waitFor('phase 1 sent', () => /sent \d+/.test(bg.out) || bg.proc.exitCode !== null, { timeoutMs: 60_000 });
+  expect(bg.proc.exitCode, bg.err).toBeNull();
+  return bg;
 }
 
 describe('EVPN: vswitch with GoBGP against FRR', () => {
@@ -222,47 +210,81 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
     expect((await sh(`sha256sum ${dst}`)).split(' ')[0]).toBe(want);
   }, 180_000);
 
-  it('refuses hostile routes by reason and bounds a flood of 10,000 type-2 routes; the limit shows and a reload changes it', async () => {
+  it('refuses hostile routes by reason, bounds a flood of 10,000 type-2 routes (limit in show and metrics, a reload changes it), and follows MAC mobility', async () => {
     const mk = (i: number): string => `02:ee:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}:01`;
-    const base = { type: 2, ip: '', nextHop: UNDER.x, encap: 8, seq: 0, sticky: false };
-    const routes = [
-      { ...base, rd: `${UNDER.x}:999`, mac: '02:ee:ff:00:00:01', vni: 999, rts: [`${ASN}:999`] },
-      { ...base, rd: `${UNDER.x}:100`, mac: aMac, vni: 100, rts: [`${ASN}:100`] },
-      ...Array.from({ length: 10_000 }, (_, i) => ({ ...base, rd: `${UNDER.x}:100`, mac: mk(i), vni: 100, rts: [`${ASN}:100`] })),
-    ];
-    // A's VM MAC is pinned as a static entry first: a route for it must not move it.
-    await d.ok(['fdb', 'add', aMac, 'dev', TAP]);
+    const STATIC = '02:ee:ee:00:00:01';
+    const rd = `${UNDER.x}:100`;
+    const rt = `${ASN}:100`;
+    const go2 = join(tempDir('go'), 'go2');
+    // A static MAC on A's VM port: a route for it must not move it.
+    await d.ok(['fdb', 'add', STATIC, 'dev', TAP]);
+    await pingCount(vmNs('a'), VM.b, 1);
+    await waitFor('A advertises its VM MAC', async () => (await evpnShow()).vnis[0].localRoutes.some((r: any) => r.mac === aMac && r.seq === 0));
     const t0 = Date.now();
-    await hostileSpeaker(JSON.stringify(routes));
+    const bg = await hostileSpeaker([
+      {
+        wait: null,
+        routes: [
+          { mac: '02:ee:ff:00:00:01', vni: 999, rt: `${ASN}:999`, rd: `${UNDER.x}:999`, seq: null },
+          { mac: STATIC, vni: 100, rt, rd, seq: null },
+          // A's VM MAC, no newer than A's own route: refused.
+          { mac: aMac, vni: 100, rt, rd, seq: null },
+          ...Array.from({ length: 10_000 }, (_, i) => ({ mac: mk(i), vni: 100, rt, rd, seq: null })),
+        ],
+      },
+      // A's VM MAC again, sequence 5: the MAC moved away (RFC 7432 §15).
+      { wait: go2, routes: [{ mac: aMac, vni: 100, rt, rd: `${UNDER.x}:101`, seq: 5 }] },
+    ]);
     const t1 = Date.now();
-    await waitFor('routes counted', async () => {
-      const v = await evpnShow();
-      return v.rejected.limit + v.vnis[0].remoteMacs >= 10_001 - 1 ? v : undefined;
-    }, { timeoutMs: 60_000, intervalMs: 500 });
-    const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-    process.stdout.write(`evpn: 10,002 hostile routes injected in ${t1 - t0} ms, all judged ${Date.now() - t1} ms later (load ${load})\n`);
-    const v = await evpnShow();
-    expect(v.rejected.unknown_vni).toBeGreaterThanOrEqual(1);
-    expect(v.rejected.static_conflict).toBeGreaterThanOrEqual(1);
-    expect(v.vnis[0].remoteMacs).toBe(2000);
-    expect(v.maxRemoteMacs).toBe(2000);
-    expect(v.rejected.limit).toBeGreaterThanOrEqual(10_000 + 1 - 2000);
-    const fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
-    expect(fdb.find((e: any) => e.mac === aMac)).toMatchObject({ port: TAP });
-    const metrics = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
-    expect(metrics).toMatch(/vswitch_evpn_remote_macs\{vni="100"\} 2000/);
-    expect(metrics).toMatch(/vswitch_evpn_routes_rejected_total\{reason="limit"\} \d+/);
-    expect(metrics).toMatch(new RegExp(`vswitch_evpn_session_up\\{neighbor="${UNDER.b.replace(/\./g, '\\.')}"\\} 1`));
-    // The daemon still works: B's VM answers.
-    expect(await pingCount(vmNs('a'), VM.b, 2), 'a -> b after the flood').toBeGreaterThanOrEqual(1);
-    // The limit is a config key: a reload changes it.
-    const cfg = parse(readFileSync(d.configFile, 'utf8'));
-    cfg.evpn.maxRemoteMacs = 3000;
-    writeFileSync(d.configFile, toYaml(cfg));
-    await d.ok(['reload']);
-    expect((await evpnShow()).maxRemoteMacs).toBe(3000);
-    await d.ok(['fdb', 'del', aMac, 'dev', TAP]);
-  }, 150_000);
+    try {
+      const v = await waitFor('routes judged', async () => {
+        const w = await evpnShow();
+        return w.rejected.limit + w.vnis[0].remoteMacs >= 10_000 ? w : undefined;
+      }, { timeoutMs: 150_000, intervalMs: 1000 }).catch(async (e: Error) => {
+        const w = await evpnShow();
+        const peers = await nsExecR(HOST_A, `gobgp -p ${w.gobgpd.api.split(':')[1]} neighbor`);
+        throw new Error(`${e.message}\n${JSON.stringify({ ...w, vnis: undefined, vni: { ...w.vnis[0], remoteMacList: w.vnis[0].remoteMacList.length } })}\n${peers.stdout}\nspeaker: ${bg.out} ${bg.err}`);
+      });
+      const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+      process.stdout.write(`evpn: 10,003 hostile routes sent in ${t1 - t0} ms, all judged ${Date.now() - t1} ms later (load ${load})\n`);
+      expect(v.rejected.unknown_vni).toBeGreaterThanOrEqual(1);
+      expect(v.rejected.static_conflict).toBeGreaterThanOrEqual(1);
+      expect(v.rejected.local_newer).toBeGreaterThanOrEqual(1);
+      expect(v.vnis[0].remoteMacs).toBe(2000);
+      expect(v.maxRemoteMacs).toBe(2000);
+      expect(v.rejected.limit).toBeGreaterThanOrEqual(10_000 - 2000);
+      let fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
+      expect(fdb.find((e: any) => e.mac === STATIC)).toMatchObject({ port: TAP, static: true });
+      expect(fdb.find((e: any) => e.mac === aMac)).toMatchObject({ port: TAP });
+      const metrics = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
+      expect(metrics).toMatch(/vswitch_evpn_remote_macs\{vni="100"\} 2000/);
+      expect(metrics).toMatch(/vswitch_evpn_routes_rejected_total\{reason="limit"\} \d+/);
+      expect(metrics).toMatch(new RegExp(`vswitch_evpn_session_up\\{neighbor="${UNDER.b.replace(/\./g, '\\.')}"\\} 1`));
+      expect(await pingCount(vmNs('a'), VM.b, 2), 'a -> b after the flood').toBeGreaterThanOrEqual(1);
+
+      // The limit is a config key: a reload changes it (routes refused before are not retried).
+      const cfg = parse(readFileSync(d.configFile, 'utf8'));
+      cfg.evpn.maxRemoteMacs = 3000;
+      writeFileSync(d.configFile, toYaml(cfg));
+      await d.ok(['reload']);
+      expect((await evpnShow()).maxRemoteMacs).toBe(3000);
+
+      // Mobility: the newer route takes A's VM MAC to UNDER.x ...
+      writeFileSync(go2, '');
+      await waitFor('A\'s VM MAC behind UNDER.x', async () => ((await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[])
+        .some((e: any) => e.mac === aMac && e.port === `vx-${UNDER.x}`), { timeoutMs: 15_000 });
+      // ... until the VM sends from its port: back here, advertised with sequence 6.
+      await pingCount(vmNs('a'), VM.b, 2);
+      await waitFor('A advertises its VM MAC with sequence 6', async () => (await evpnShow()).vnis[0].localRoutes.some((r: any) => r.mac === aMac && r.seq === 6), { timeoutMs: 15_000 });
+      fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
+      expect(fdb.find((e: any) => e.mac === aMac)).toMatchObject({ port: TAP });
+      expect(await pingCount(vmNs('a'), VM.b, 3), 'a -> b after the move back').toBeGreaterThanOrEqual(2);
+
+    } finally {
+      await bg.stop();
+      await d.ok(['fdb', 'del', STATIC, 'dev', TAP]);
+    }
+  }, 300_000);
 
   it('killing gobgpd leaves A forwarding on the routes it installed; the daemon restarts it and the session comes back', async () => {
     const before = await evpnShow();
