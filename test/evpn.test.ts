@@ -181,6 +181,9 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
     const v = await evpnShow();
     expect(v.vnis[0]).toMatchObject({ vni: 100, rd: `${UNDER.a}:100`, rt: [`${ASN}:100`] });
     expect(v.vnis[0].localRoutes.map((r: any) => r.mac)).toContain(aMac);
+    const text = (await d.ok(['evpn', 'show'])).stdout;
+    expect(text).toMatch(new RegExp(`evpn: AS ${ASN} router-id ${UNDER.a} gobgpd managed 127\\.0\\.0\\.1:\\d+ pid \\d+ connected`));
+    expect(text).toMatch(new RegExp(`${UNDER.b.replace(/\./g, '\\.')}.*65000.*established`));
   });
 
   it('installs B\'s VM MAC from FRR\'s route; with no data-plane learning anywhere the VMs ping and move 20 MB intact', async () => {
@@ -226,6 +229,8 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
         wait: null,
         routes: [
           { mac: '02:ee:ff:00:00:01', vni: 999, rt: `${ASN}:999`, rd: `${UNDER.x}:999`, seq: null },
+          { mac: '02:ee:ff:00:00:02', vni: 100, rt: `${ASN}:7`, rd, seq: null },
+          { mac: '01:00:5e:00:00:01', vni: 100, rt, rd, seq: null },
           { mac: STATIC, vni: 100, rt, rd, seq: null },
           // A's VM MAC, no newer than A's own route: refused.
           { mac: aMac, vni: 100, rt, rd, seq: null },
@@ -246,8 +251,10 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
         throw new Error(`${e.message}\n${JSON.stringify({ ...w, vnis: undefined, vni: { ...w.vnis[0], remoteMacList: w.vnis[0].remoteMacList.length } })}\n${peers.stdout}\nspeaker: ${bg.out} ${bg.err}`);
       });
       const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-      process.stdout.write(`evpn: 10,003 hostile routes sent in ${t1 - t0} ms, all judged ${Date.now() - t1} ms later (load ${load})\n`);
+      process.stdout.write(`evpn: 10,005 hostile routes sent in ${t1 - t0} ms, all judged ${Date.now() - t1} ms later (load ${load})\n`);
       expect(v.rejected.unknown_vni).toBeGreaterThanOrEqual(1);
+      expect(v.rejected.rt_mismatch).toBeGreaterThanOrEqual(1);
+      expect(v.rejected.bad_mac).toBeGreaterThanOrEqual(1);
       expect(v.rejected.static_conflict).toBeGreaterThanOrEqual(1);
       expect(v.rejected.local_newer).toBeGreaterThanOrEqual(1);
       expect(v.vnis[0].remoteMacs).toBe(2000);
