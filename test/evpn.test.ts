@@ -158,7 +158,8 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
   afterAll(async () => {
     await d?.stop();
     await cleanup();
-    for (const p of frrPids) await shr(`rm -rf /var/tmp/frr/${p}`);
+    // FRR keeps a directory per daemon process there (crash logs), named daemon.pid.
+    for (const p of frrPids) await shr(`rm -rf /var/tmp/frr/zebra.${p} /var/tmp/frr/bgpd.${p}`);
   });
 
   const evpnShow = async (): Promise<any> => (await d.ok(['evpn', 'show'], { json: true })).json;
