@@ -9,7 +9,7 @@
  * on a second underlay address) injects hostile routes.
  *
  * Shows: FRR holds A's VM MAC as a type-2 route and zebra installs it in B's bridge
- * (extern_learn); A installs B's VM MAC from FRR's route as a remote entry; the VMs
+ * (extern_learn), and its MAC/IP route (the IP from the port's source-guard binding); A installs B's VM MAC from FRR's route as a remote entry; the VMs
  * ping and move 20 MB checksummed; deleting A's VM port withdraws the route from B
  * within seconds; killing gobgpd keeps the flow forwarding and the daemon restarts
  * it; wrong-VNI, static-conflict and a flood of 10,000 routes are refused and
@@ -28,6 +28,8 @@ import { Background, captureDuring, pingCount, pingUntil, quietNamespace } from 
 const NET = '10.232';
 const UNDER = { a: `${NET}.0.1`, b: `${NET}.0.2`, x: `${NET}.0.3` };
 const VM = { a: `${NET}.1.11`, b: `${NET}.1.12` };
+/** A's VM's MAC, bound to its IP by the port's IP source guard: advertised as MAC and as MAC/IP. */
+const A_MAC = '02:00:0a:e8:01:0b';
 const HOST_A = nsname('ea');
 const HOST_B = nsname('eb');
 const UA = ifname('eua');
@@ -99,7 +101,7 @@ function tapVm(): Promise<void> {
     await quietNamespace(ns);
     await waitFor(`TAP ${TAP}`, async () => (await nsExecR(HOST_A, `ip link show ${TAP}`)).code === 0);
     await nsExec(HOST_A, `ip link set ${TAP} netns ${ns}`);
-    await nsExec(ns, `ip link set ${TAP} mtu ${VM_MTU} up && ip addr add ${VM.a}/16 dev ${TAP}`);
+    await nsExec(ns, `ip link set ${TAP} address ${A_MAC} mtu ${VM_MTU} up && ip addr add ${VM.a}/16 dev ${TAP}`);
   })();
 }
 
@@ -147,12 +149,17 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
 
     d = await startDaemon({
       metrics: { listen: '127.0.0.1:9464' },
-      bridges: { [BR]: { ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
+      bridges: {
+        [BR]: {
+          ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 }, guard: { dhcp: false, ipSource: true, bindings: [{ mac: A_MAC, ip: VM.a }] } } },
+        },
+      },
       vxlan: { local: UNDER.a, interface: UA, bridges: { [BR]: [{ vni: 100, vlan: 10, flood: [] }] } },
       evpn: { asn: ASN, neighbors: [{ address: UNDER.b, remoteAs: ASN }, { address: UNDER.x, remoteAs: ASN }], maxRemoteMacs: 2000 },
     }, { netns: HOST_A });
     await tapVm();
     aMac = (await nsExec(vmNs('a'), `cat /sys/class/net/${TAP}/address`)).trim();
+    expect(aMac).toBe(A_MAC);
   }, 120_000);
 
   afterAll(async () => {
@@ -179,7 +186,10 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
       const fdb = await nsExec(HOST_B, 'bridge fdb show dev vx100');
       return fdb.split('\n').some((l) => l.startsWith(aMac) && /extern_learn/.test(l) && l.includes(`dst ${UNDER.a}`));
     }, { timeoutMs: 10_000 });
+    // The IP the port binds to the MAC comes as a MAC/IP route too.
+    await waitFor('FRR has A\'s MAC/IP route', async () => JSON.stringify(await vtyJson('show bgp l2vpn evpn route type macip json')).includes(`[48]:[${aMac}]:[32]:[${VM.a}]`), { timeoutMs: 10_000 });
     const v = await evpnShow();
+    expect(v.vnis[0].localRoutes.filter((r: any) => r.mac === aMac).map((r: any) => r.ip).sort()).toEqual(['', VM.a]);
     expect(v.vnis[0]).toMatchObject({ vni: 100, rd: `${UNDER.a}:100`, rt: [`${ASN}:100`] });
     expect(v.vnis[0].localRoutes.map((r: any) => r.mac)).toContain(aMac);
     const text = (await d.ok(['evpn', 'show'])).stdout;
