@@ -668,6 +668,18 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       await call('vxlan.fdb.del', { mac, vni: parseVni(need(w, 'vni', 'vxlan fdb del MAC vni VNI')) });
     });
 
+  const evpn = program.command('evpn').description('BGP EVPN for the VXLAN VNIs through GoBGP: neighbours, routes advertised and installed');
+  evpn.command('show').addOption(json()).description('gobgpd, neighbours and their session state, per VNI the RD/RT and routes by type, refused routes by reason')
+    .action(async () => {
+      print(await call('evpn.show'), asJson(), (v) => !v.enabled ? 'evpn: not configured\n'
+        : `evpn: AS ${v.asn} router-id ${v.routerId} gobgpd ${v.gobgpd.mode} ${v.gobgpd.api}${v.gobgpd.pid ? ` pid ${v.gobgpd.pid}` : ''}`
+        + ` ${v.connected ? 'connected' : `not connected${v.error ? ` (${v.error})` : ''}`}, max remote MACs per VNI ${v.maxRemoteMacs}\n`
+        + table(['neighbor', 'remote AS', 'state', 'received', 'advertised'], v.neighbors.map((n: any) => [n.address, n.remoteAs, n.state, n.received, n.advertised]))
+        + table(['vni', 'rd', 'rt', 'adv type-2', 'adv type-3', 'inst type-2', 'inst type-3', 'remote macs', 'flood'],
+          v.vnis.map((s: any) => [s.vni, s.rd, s.rt.join(','), s.advertised.type2, s.advertised.type3, s.installed.type2, s.installed.type3, s.remoteMacs, s.floodRemotes.join(',') || '-']))
+        + `rejected: ${Object.entries(v.rejected).map(([k, n]) => `${k} ${n}`).join(', ')}\n`);
+    });
+
   program.command('monitor').addOption(json())
     .description('print the daemon\'s events as they happen (MACs learned/moved/aged, ports, leases, uplinks, reloads) until interrupted')
     .option('--stats', 'print the monitor clients the daemon serves and the events each missed, then exit')

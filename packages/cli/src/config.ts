@@ -10,6 +10,7 @@ import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6Is
 import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
 import { VxlanSchema } from './vxlan-config.js';
+import { EvpnSchema } from './evpn-config.js';
 import { checkDhcp6 } from './daemon/dhcp6.js';
 import { forward6Problem } from './daemon/forward6.js';
 
@@ -408,6 +409,8 @@ export const ConfigSchema = z.strictObject({
   routers: z.record(BridgeName, RouterSchema).default({}),
   /** The daemon as a VXLAN tunnel endpoint (vxlan-config.ts). */
   vxlan: VxlanSchema.optional(),
+  /** BGP EVPN for the vxlan section's VNIs, through GoBGP (evpn-config.ts). */
+  evpn: EvpnSchema.optional(),
 }).superRefine((cfg, ctx) => {
   const owner = new Map<string, string>();
   const socketPaths = new Map<string, string>();
@@ -590,6 +593,12 @@ export const ConfigSchema = z.strictObject({
   }
   for (const bname of Object.keys(cfg.vxlan?.bridges ?? {})) {
     if (!(bname in cfg.bridges)) ctx.addIssue({ code: 'custom', path: ['vxlan', 'bridges', bname], message: `no bridge ${bname} in bridges` });
+  }
+  if (cfg.evpn !== undefined && cfg.vxlan === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['evpn'], message: 'needs a vxlan section (EVPN is the control plane of its VNIs)' });
+  }
+  if (cfg.evpn !== undefined && cfg.vxlan !== undefined && parseIp4(cfg.vxlan.local) < 0) {
+    ctx.addIssue({ code: 'custom', path: ['evpn'], message: 'needs an IPv4 vxlan.local (EVPN over an IPv6 underlay is not supported yet)' });
   }
 });
 

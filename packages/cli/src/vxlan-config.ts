@@ -30,6 +30,8 @@ export const VxlanSegmentSchema = z.strictObject({
   flood: z.array(Ip).default([]),
   /** Static MAC entries behind a remote VTEP. */
   fdb: z.array(z.strictObject({ mac: Mac, dst: Ip })).default([]),
+  /** Data-plane learning of remote MACs from the tunnels; default: on, off when an `evpn` section places them. */
+  learning: z.boolean().optional(),
 });
 
 export const VxlanSchema = z.strictObject({

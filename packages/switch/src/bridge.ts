@@ -151,6 +151,7 @@ export class Bridge {
     this.fdb = new Fdb({ ageingSec: opts.ageingSec ?? FDB_DEFAULTS.ageingSec, maxEntries: opts.maxEntries });
     // A MAC bound to a guarded port pins it there while that port is up (guard.ts, fdb.ts "Bound MACs").
     this.fdb.boundElsewhere = (mac, port) => this.macOwners.elsewhere(mac, port, this.#pins);
+    this.fdb.overlayPort = (id) => (this.#byId[id]?.horizon ?? 0) !== 0;
     this.#clock = opts.clock ?? (() => performance.now());
     this.#portTime = opts.clock === undefined;
     this.#onEvent = opts.onEvent ?? (() => {});

@@ -607,3 +607,31 @@ describe('invariants under any operation sequence (property)', () => {
     );
   });
 });
+
+describe('Fdb change listener', () => {
+  it('reports adds, moves and removals (aged, flushed, replaced), never a refresh', () => {
+    const f = new Fdb({ ageingSec: 10 });
+    const seen: string[] = [];
+    f.onChange = (e, how) => seen.push(`${how}:${e.mac}:${e.port}`);
+    f.learn(1, 0xa, 1, 0);
+    f.learn(1, 0xa, 1, 100);
+    f.learn(1, 0xa, 2, 200);
+    f.learn(1, 0xb, 1, 300);
+    f.expire(10_250);
+    f.addStatic(1, 0xb, 3, true);
+    f.flushPort(3, { includeStatic: true });
+    expect(seen).toEqual(['1:10:1', '2:10:2', '1:11:1', '3:10:2', '3:11:1', '1:11:3', '3:11:3']);
+    expect(f.size).toBe(0);
+  });
+
+  it('a remote entry yields to a learn from a non-overlay port, not from an overlay one', () => {
+    const f = new Fdb();
+    f.overlayPort = (p) => p >= 10;
+    f.addStatic(1, 0xa, 10, true);
+    expect(f.learn(1, 0xa, 11, 0)).toBe(Learn.REFUSED_STATIC);
+    expect(f.learn(1, 0xa, 1, 0)).toBe(Learn.NEW);
+    expect(f.get(1, 0xa)).toMatchObject({ port: 1, isStatic: false, remote: false });
+    f.addStatic(1, 0xc, 10);
+    expect(f.learn(1, 0xc, 1, 0)).toBe(Learn.REFUSED_STATIC);
+  });
+});

@@ -103,6 +103,18 @@
  * `filed` is a small integer so it sits in the entry: a double would be a separate
  * box, one more cache miss per refresh.
  *
+ * Remote entries (`addStatic(..., remote = true)`: MACs a control plane, EVPN,
+ * says are behind a remote VTEP) are static entries with one difference: a frame
+ * from a port that is not on the overlay (`overlayPort` false) replaces them with a
+ * dynamic entry (Learn.NEW) instead of being refused, because a MAC the fabric
+ * placed elsewhere that now sends from a local port has moved here (RFC 7432 §15
+ * MAC mobility); from the overlay they are refused as static entries are.
+ *
+ * Change listener (`onChange`): called when an entry is added (learned or static),
+ * moved, or removed (aged, evicted, flushed, deleted, replaced), with the entry and
+ * what happened (FdbChange). Only those slow paths call it, never a refresh, and
+ * unset it costs one comparison there: a control plane batches what it hears.
+ *
  * Cost: lookup is one Map.get with a Smi key on a per-VLAN map and one or two
  * compares; a refresh adds a write and a compare of `filed`, and a move on the
  * ageing list at most once per #refileMs; no allocation in the table. An entry
@@ -126,6 +138,9 @@ export const Learn = Object.freeze({
   REFUSED_BOUND: -5,
 });
 
+/** What `onChange` reports. */
+export const FdbChange = Object.freeze({ ADDED: 1, MOVED: 2, REMOVED: 3 });
+
 /** The window in which a MAC's moves are counted, and how long it must stay on a port for that port to be its home. */
 export const FLAP_WINDOW_MS = 1000;
 
@@ -145,6 +160,8 @@ export interface FdbEntry {
   /** Time of the last frame from this MAC, in ms of the bridge clock. */
   updated: number;
   readonly isStatic: boolean;
+  /** A static entry a control plane installed (see "Remote entries"). */
+  readonly remote: boolean;
 }
 
 export interface FdbCounters {
@@ -196,6 +213,7 @@ class Node implements FdbEntry {
     readonly vid: number,
     readonly mac: number,
     readonly isStatic: boolean,
+    readonly remote = false,
   ) {
     this.home = port;
   }
@@ -259,6 +277,10 @@ export class Fdb {
   flapEpoch = Number.NEGATIVE_INFINITY;
   /** Does another live port than `port` hold `mac` by a binding? (see "Bound MACs"; unset: none do) */
   boundElsewhere: ((mac: number, port: number) => boolean) | undefined = undefined;
+  /** Is `port` on the overlay (a tunnel)? Asked only when a frame meets a remote entry (unset: none is). */
+  overlayPort: ((port: number) => boolean) | undefined = undefined;
+  /** See "Change listener". */
+  onChange: ((e: FdbEntry, how: number) => void) | undefined = undefined;
 
   constructor(opts: { ageingSec?: number; maxEntries?: number } = {}) {
     this.#ageingMs = clampAgeing(opts.ageingSec ?? FDB_DEFAULTS.ageingSec) * 1000;
@@ -342,13 +364,15 @@ export class Fdb {
     return this.#learnSlow(vid, readMac(buf, off), port, now, e);
   }
 
-  /** Adds or replaces a static entry. Static entries are not bounded by maxEntries. */
-  addStatic(vid: number, mac: number, port: number): void {
+  /** Adds or replaces a static entry (`remote`: see "Remote entries"). Static entries are not bounded by maxEntries. */
+  addStatic(vid: number, mac: number, port: number, remote = false): void {
     if (!Number.isInteger(mac) || mac < 0 || mac > 0xffffffffffff) throw new RangeError(`not a 48-bit MAC: ${mac}`);
     const old = this.get(vid, mac) as Node | undefined;
     if (old !== undefined) this.#remove(old);
-    this.#insert(new Node(mac & LO, (mac / HI) | 0, port, 0, 0, vid, mac, true));
+    const e = new Node(mac & LO, (mac / HI) | 0, port, 0, 0, vid, mac, true, remote);
+    this.#insert(e);
     this.#staticCount++;
+    this.onChange?.(e, FdbChange.ADDED);
   }
 
   /** Removes the entry for (vid, mac), static or dynamic. Returns whether one existed. */
@@ -441,6 +465,11 @@ export class Fdb {
 
   /** learn() for a MAC that is new, or seen on another port than its entry's. */
   #learnSlow(vid: number, mac: number, port: number, now: number, e: Node | undefined): number {
+    if (e !== undefined && e.remote && !(this.overlayPort?.(port) ?? false)) {
+      // A remote MAC now local: it moved here; learned anew below.
+      this.#remove(e);
+      e = undefined;
+    }
     if (e !== undefined) {
       if (e.isStatic) {
         this.counters.refusedStatic++;
@@ -459,6 +488,7 @@ export class Fdb {
       this.#unfile(e);
       this.#file(e, now);
       this.counters.moved++;
+      this.onChange?.(e, FdbChange.MOVED);
       return Learn.MOVED;
     }
     if (this.#ageingMs === 0) return Learn.DISABLED;
@@ -476,6 +506,7 @@ export class Fdb {
     this.#joinPort(entry);
     this.#file(entry, now);
     this.counters.learned++;
+    this.onChange?.(entry, FdbChange.ADDED);
     return Learn.NEW;
   }
 
@@ -539,6 +570,7 @@ export class Fdb {
       this.#unfile(e);
       this.#leavePort(e);
     }
+    this.onChange?.(e, FdbChange.REMOVED);
   }
 
   /** Evicts the oldest-learned dynamic entry of the port holding the most. */

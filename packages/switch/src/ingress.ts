@@ -8,7 +8,8 @@
  *    priority-tagged frames) or drop — see vlan.ts for the policy;
  * 4. the port's anti-spoofing guards (guard.ts), when it has any;
  * 5. learning, only after admission and the guards, so a frame the port may not
- *    send teaches the table nothing.
+ *    send teaches the table nothing; not at all in a VLAN the port's `noLearn`
+ *    marks (a tunnel in an EVPN VNI: there the control plane places MACs).
  * `ingress` runs the five and returns ADMIT or the Drop index to count on the port;
  * what it found (VID, tag, source, what learning did) is written into a reusable
  * FrameMeta (no object per frame) for forward and egress.
@@ -67,6 +68,11 @@ export function ingress(port: Port, fdb: Fdb, buf: Uint8Array, off: number, len:
   if (port.guard.active) {
     r = guard(port.guard, buf, off, len, meta.tagLen, meta.src, meta.vid, now);
     if (r !== ADMIT_GUARD) return r;
+  }
+  const nl = port.noLearn;
+  if (nl !== undefined && nl[meta.vid] === 1) {
+    meta.learned = Learn.DISABLED;
+    return ADMIT;
   }
   const l = fdb.learnAt(meta.vid, buf, off + SRC, port.id, now);
   meta.learned = l;

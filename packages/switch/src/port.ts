@@ -142,6 +142,11 @@ export class Port {
   tx: PortTx;
   /** Split horizon group (PortIo.horizon); 0: none. */
   readonly horizon: number;
+  /**
+   * Per VID, 1 where frames from this port teach the MAC table nothing (a VXLAN
+   * tunnel in a VNI whose MACs a control plane installs: vxlan.ts); undefined: it learns in all.
+   */
+  noLearn: Uint8Array | undefined = undefined;
 
   constructor(
     /** Bridge-local id, the FDB's port number. */

@@ -398,3 +398,69 @@ describe('Vtep over an IPv6 underlay', () => {
     expect(vtep.dropCounts().unknown_remote).toBe(1);
   });
 });
+
+describe('Vtep: the control plane\'s incremental entries (EVPN)', () => {
+  const R4 = 0x0a630009;
+
+  it('a type-3 remote joins the flood list through its own tunnel port; removing it removes the port, a static one stays', () => {
+    const { br, u, vm10, vtep } = setup();
+    expect(vtep.addFloodRemote(100, R4)).toBe(true);
+    expect(br.port(tunnelPortName(R4))?.kind).toBe('vxlan');
+    vm10.inject(eth(BCAST, VM));
+    expect(u.take().map((s) => s.dst).sort()).toEqual([R1, R2, R4]);
+    // R1 is on the static list too: the route's withdrawal does not take it off.
+    vtep.addFloodRemote(100, R1);
+    vtep.removeFloodRemote(100, R1);
+    vtep.removeFloodRemote(100, R4);
+    expect(br.port(tunnelPortName(R4))).toBeUndefined();
+    vm10.inject(eth(BCAST, VM));
+    expect(u.take().map((s) => s.dst).sort()).toEqual([R1, R2]);
+    expect(vtep.addFloodRemote(999, R4)).toBe(false);
+  });
+
+  it('a type-2 MAC is a remote entry: unicast goes to its remote, it never ages, a static entry wins, set() keeps it', () => {
+    const { br, u, vm10, vtep } = setup();
+    expect(vtep.addRemoteMac(100, FAR, R4)).toBeUndefined();
+    const e = br.fdb.get(10, FAR)!;
+    expect([e.isStatic, e.remote, br.portName(e.port)]).toEqual([true, true, 'vx-10.99.0.9']);
+    vm10.inject(eth(FAR, VM));
+    expect(u.take().map((s) => s.dst)).toEqual([R4]);
+    br.sweep(10_000_000);
+    expect(br.fdb.get(10, FAR)).toBeDefined();
+    // The config's own entries are rebuilt by set(); the control plane's survive it.
+    vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [R1] }, { bridge: br, vni: 200, vid: 20, flood: [], fdb: [{ mac: FAR2, remote: R2 }] }]);
+    expect(br.portName(br.fdb.lookup(10, FAR))).toBe('vx-10.99.0.9');
+    expect(vtep.addRemoteMac(200, FAR2, R4)).toBe('static_conflict');
+    expect(vtep.addRemoteMac(300, FAR2, R4)).toBe('unknown_vni');
+    // A newer route moves the MAC to another remote; the withdrawal removes it and the unused tunnel.
+    vtep.addRemoteMac(100, FAR, R1);
+    expect(br.portName(br.fdb.lookup(10, FAR))).toBe('vx-10.99.0.2');
+    expect(br.port(tunnelPortName(R4))).toBeUndefined();
+    vtep.removeRemoteMac(100, FAR);
+    expect(br.fdb.get(10, FAR)).toBeUndefined();
+  });
+
+  it('learning off: frames from the tunnels teach nothing, a remote MAC that sends from a local port moves here', () => {
+    const br = new Bridge('br0', { clock: () => 0 });
+    const vm = new TestIo();
+    br.addPort('vm', vm, { vlan: VlanPolicy.from({ mode: 'access', vid: 10 }) });
+    const vtep = new Vtep(new FakeUnderlay(), { local: LOCAL });
+    vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [R1], learning: false }]);
+    const d = datagram(100, eth(BCAST, FAR));
+    vtep.receive(d.buf, d.off, d.len, R1);
+    expect(vm.take().length).toBe(1);
+    expect(br.fdb.get(10, FAR)).toBeUndefined();
+    vtep.addRemoteMac(100, FAR2, R1);
+    // From the overlay the remote entry holds (a data-plane frame does not move it) ...
+    const d2 = datagram(100, eth(BCAST, FAR2));
+    vtep.receive(d2.buf, d2.off, d2.len, R1);
+    expect(br.fdb.get(10, FAR2)?.remote).toBe(true);
+    // ... from a local port the MAC has moved here: a dynamic entry, reported as added.
+    const seen: [number, number][] = [];
+    br.fdb.onChange = (e, how) => { seen.push([e.mac, how]); };
+    vm.inject(eth(BCAST, FAR2));
+    const e = br.fdb.get(10, FAR2)!;
+    expect([e.isStatic, e.remote, br.portName(e.port)]).toEqual([false, false, 'vm']);
+    expect(seen).toEqual([[FAR2, 3], [FAR2, 1]]);
+  });
+});

@@ -10,9 +10,20 @@
  * from decapsulated frames, ageing, per-port MAC limits, static entries, storm
  * control, counters and drop reasons per remote. (One port carrying the remote in
  * each MAC entry would have needed a second table beside the FDB, and its own
- * learning, ageing and limits.) EVPN (a control plane to come) fits the same model:
- * a type-2 route is a static entry on the remote's port (`Vtep.set` `fdb`), a type-3
- * route puts the remote on the VNI's flood list.
+ * learning, ageing and limits.) EVPN fits the same model: a type-2 route is a
+ * remote entry (fdb.ts "Remote entries": static, but a local port's frame moves it
+ * back) on the remote's port, a type-3 route puts the remote on the VNI's flood list.
+ *
+ * Two owners, kept apart: `set` (the config and the `vxlan` CLI) owns each
+ * segment's static flood list and static entries; the control plane owns what it
+ * adds one at a time (`addFloodRemote`/`removeFloodRemote`, `addRemoteMac`/
+ * `removeRemoteMac`), which `set` carries over for a VNI that stays on the same
+ * bridge VLAN. A remote floods if either names it; a tunnel port lives while
+ * anything names its remote. A static entry (`vxlan fdb add`) wins over a route
+ * for the same MAC: the route is refused ('static_conflict'). A segment with
+ * `learning: false` (the EVPN default) learns nothing from its tunnels (Port.noLearn):
+ * only the control plane places remote MACs, so unknown unicast goes only where
+ * type-3 routes and the static flood list say.
  *
  * Flooding is head-end replication: a frame the bridge floods in a VLAN goes to
  * each tunnel port whose remote is on that VNI's flood list (PortIo.floods, read
@@ -136,6 +147,8 @@ export interface SegmentSpec {
   flood: number[];
   /** Static MAC entries (u48) behind a remote VTEP (as in `flood`). */
   fdb?: { mac: number; remote: number }[];
+  /** Data-plane learning from the tunnels (default true); false where a control plane installs remote MACs. */
+  learning?: boolean;
 }
 
 /** Per-VNI counters (inner frames; each head-end copy counts). */
@@ -148,9 +161,24 @@ export class Segment {
   txSegmented = 0;
   flood: Set<number>;
   fdb: { mac: number; remote: number }[];
+  learning = true;
+  /** The control plane's: remotes on the flood list (int32), and MAC (u48) -> remote (int32). */
+  readonly cpFlood = new Set<number>();
+  readonly cpFdb = new Map<number, number>();
   constructor(readonly vni: number, readonly vid: number, readonly tunnels: BridgeTunnels, flood: number[], fdb: { mac: number; remote: number }[]) {
     this.flood = new Set(flood.map((a) => a | 0));
     this.fdb = fdb;
+  }
+
+  floods(remote: number): boolean {
+    return this.flood.has(remote) || this.cpFlood.has(remote);
+  }
+
+  /** Does this segment name `remote` (int32) anywhere? */
+  names(remote: number): boolean {
+    if (this.floods(remote) || this.fdb.some((f) => (f.remote | 0) === remote)) return true;
+    for (const r of this.cpFdb.values()) if (r === remote) return true;
+    return false;
   }
 }
 
@@ -159,6 +187,8 @@ export class BridgeTunnels {
   readonly byVid: (Segment | undefined)[] = new Array(4096);
   /** One per remote VTEP; scanned (there are few). */
   tunnels: TunnelIo[] = [];
+  /** Per VID, 1 where the segment does not learn from its tunnels (every tunnel port's Port.noLearn). */
+  readonly noLearn = new Uint8Array(4096);
   constructor(readonly bridge: Bridge) {}
 
   find(remote: number): TunnelIo | undefined {
@@ -276,7 +306,7 @@ export class TunnelIo implements PortIo {
 
   floods(vid: number): boolean {
     const seg = this.tunnels.byVid[vid];
-    return seg !== undefined && seg.flood.has(this.remote);
+    return seg !== undefined && seg.floods(this.remote);
   }
 
   /** A tagged frame: tag dropped, encapsulated. */
@@ -318,7 +348,7 @@ export class TunnelIo implements PortIo {
     return {
       remote: this.vtep.remoteText(this.remote),
       vnis: vnis.map((s) => s.vni).join(','),
-      flood: vnis.filter((s) => s.flood.has(this.remote)).map((s) => s.vni).join(','),
+      flood: vnis.filter((s) => s.floods(this.remote)).map((s) => s.vni).join(','),
     };
   }
 }
@@ -433,18 +463,26 @@ export class Vtep {
       for (const s of list) {
         const prev = old.get(s.vni);
         const seg = new Segment(s.vni, s.vid, bt, s.flood, s.fdb ?? []);
+        seg.learning = s.learning ?? true;
         if (prev !== undefined && prev.tunnels === bt && prev.vid === s.vid) {
           seg.rxPackets = prev.rxPackets;
           seg.rxBytes = prev.rxBytes;
           seg.txPackets = prev.txPackets;
           seg.txBytes = prev.txBytes;
           seg.txSegmented = prev.txSegmented;
+          // The control plane's entries stay with the VNI while it stays on this VLAN.
+          for (const r of prev.cpFlood) seg.cpFlood.add(r);
+          for (const [m, r] of prev.cpFdb) seg.cpFdb.set(m, r);
         }
         bt.byVid[s.vid] = seg;
         this.#byVni.set(s.vni, seg);
         for (const a of seg.flood) remotes.add(a);
         for (const f of seg.fdb) remotes.add(f.remote | 0);
+        for (const a of seg.cpFlood) remotes.add(a);
+        for (const a of seg.cpFdb.values()) remotes.add(a);
       }
+      bt.noLearn.fill(0);
+      for (const s of list) if (s.learning === false) bt.noLearn[s.vid] = 1;
       const policy = VlanPolicy.from({ mode: 'trunk', allowed: list.map((s) => s.vid) });
       const keep: TunnelIo[] = [];
       for (const t of bt.tunnels) {
@@ -464,8 +502,15 @@ export class Vtep {
         keep.push(t);
       }
       bt.tunnels = keep;
+      for (const t of keep) br.port(this.portName(t.remote))!.noLearn = bt.noLearn;
       for (const s of list) {
         for (const f of s.fdb ?? []) br.addStatic(f.mac, this.portName(f.remote), s.vid);
+        const seg = bt.byVid[s.vid]!;
+        for (const [m, r] of seg.cpFdb) {
+          const e = br.fdb.get(s.vid, m);
+          if (e !== undefined && e.isStatic && !e.remote) seg.cpFdb.delete(m); // a static entry took it
+          else br.fdb.addStatic(s.vid, m, br.port(this.portName(r))!.id, true);
+        }
       }
       br.refreshFloodLists();
     }
@@ -475,8 +520,95 @@ export class Vtep {
         for (const r of s.flood) used.add(r);
         for (const f of s.fdb ?? []) used.add(f.remote);
       }
+      for (const seg of this.#byVni.values()) {
+        for (const r of seg.cpFlood) used.add(r);
+        for (const r of seg.cpFdb.values()) used.add(r);
+      }
       this.remotes6.retain(used);
     }
+  }
+
+  segment(vni: number): Segment | undefined {
+    return this.#byVni.get(vni);
+  }
+
+  /** The tunnel port to `remote` (int32) on the segment's bridge, created if need be. */
+  #tunnel(seg: Segment, remote: number): number {
+    const bt = seg.tunnels;
+    const br = bt.bridge;
+    const name = this.portName(remote);
+    const t = bt.find(remote);
+    if (t !== undefined) return br.port(name)!.id;
+    const vids: number[] = [];
+    bt.byVid.forEach((s, vid) => { if (s !== undefined) vids.push(vid); });
+    const io = new TunnelIo(this, bt, remote);
+    const port = br.addPort(name, io, { vlan: VlanPolicy.from({ mode: 'trunk', allowed: vids }) });
+    port.noLearn = bt.noLearn;
+    bt.tunnels = [...bt.tunnels, io];
+    return port.id;
+  }
+
+  /** Removes the tunnel port to `remote` if no segment of its bridge names it any more. */
+  #release(bt: BridgeTunnels, remote: number): void {
+    if (bt.byVid.some((s) => s !== undefined && s.names(remote))) return;
+    const t = bt.find(remote);
+    if (t === undefined) return;
+    const name = this.portName(remote);
+    if (bt.bridge.port(name)?.io === t) bt.bridge.removePort(name);
+    bt.tunnels = bt.tunnels.filter((x) => x !== t);
+  }
+
+  /** The control plane puts `remote` (u32) on the VNI's flood list; false if the VNI is not carried. */
+  addFloodRemote(vni: number, remote: number): boolean {
+    const seg = this.#byVni.get(vni);
+    if (seg === undefined) return false;
+    remote |= 0;
+    if (seg.cpFlood.has(remote)) return true;
+    this.#tunnel(seg, remote);
+    seg.cpFlood.add(remote);
+    seg.tunnels.bridge.refreshFloodLists();
+    return true;
+  }
+
+  removeFloodRemote(vni: number, remote: number): void {
+    const seg = this.#byVni.get(vni);
+    remote |= 0;
+    if (seg === undefined || !seg.cpFlood.delete(remote)) return;
+    this.#release(seg.tunnels, remote);
+    seg.tunnels.bridge.refreshFloodLists();
+  }
+
+  /**
+   * The control plane places `mac` behind `remote` (u32) in the VNI: a remote
+   * entry on the tunnel port. Refused, with the reason, when the VNI is not
+   * carried or a static entry (not the control plane's) holds the MAC.
+   */
+  addRemoteMac(vni: number, mac: number, remote: number): 'unknown_vni' | 'static_conflict' | undefined {
+    const seg = this.#byVni.get(vni);
+    if (seg === undefined) return 'unknown_vni';
+    remote |= 0;
+    const br = seg.tunnels.bridge;
+    const e = br.fdb.get(seg.vid, mac);
+    if (e !== undefined && e.isStatic && !e.remote) return 'static_conflict';
+    const before = seg.cpFdb.get(mac);
+    const id = this.#tunnel(seg, remote);
+    br.fdb.addStatic(seg.vid, mac, id, true);
+    seg.cpFdb.set(mac, remote);
+    if (before !== undefined && before !== remote) this.#release(seg.tunnels, before);
+    return undefined;
+  }
+
+  /** Withdraws the control plane's entry for `mac` in the VNI (a local entry the MAC has since made stays). */
+  removeRemoteMac(vni: number, mac: number): void {
+    const seg = this.#byVni.get(vni);
+    if (seg === undefined) return;
+    const remote = seg.cpFdb.get(mac);
+    if (remote === undefined) return;
+    seg.cpFdb.delete(mac);
+    const br = seg.tunnels.bridge;
+    const e = br.fdb.get(seg.vid, mac);
+    if (e !== undefined && e.remote) br.fdb.delete(seg.vid, mac);
+    this.#release(seg.tunnels, remote);
   }
 
   /** Removes every tunnel port; the VTEP carries nothing after. */

@@ -42,6 +42,7 @@
  */
 import { registerBondMetrics } from './bond-metrics.js';
 import { vxlanMetrics } from './vxlan.js';
+import { evpnMetrics } from './evpn/service.js';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -278,6 +279,7 @@ export function createMetricsRegistry(
   }
 
   vxlanMetrics(() => sw.vxlan.vtep, counter);
+  evpnMetrics(() => sw.evpn, gauge, counter);
 
   /* ---------- per port ---------- */
   perPort('vswitch_port_rx_frames_total',

@@ -26,6 +26,7 @@
  * (monitor.ts), the hub `vswitch monitor` clients subscribe to.
  */
 import { VxlanService } from './vxlan.js';
+import { EvpnService } from './evpn/service.js';
 import {
   Bridge, type BridgeEvent, checkVid, formatMac, parseIp4, parseMac, type Port, type PortIo,
   VlanPolicy, type VlanSpec, VlanPolicyError,
@@ -127,9 +128,13 @@ export class Vswitch {
 
   /** The VXLAN tunnel endpoint (vxlan.ts): its tunnel ports live in the bridges, outside the desired state. */
   readonly vxlan: VxlanService;
+  /** BGP EVPN for the VTEP's VNIs (evpn/service.ts). */
+  readonly evpn: EvpnService;
 
   constructor(private readonly log: Logger) {
     this.vxlan = new VxlanService(log, () => this.bridges);
+    this.evpn = new EvpnService(log, { vtep: () => this.vxlan.vtep, local: () => this.#file?.vxlan?.local ?? '' });
+    this.vxlan.changed = () => this.evpn.vxlanChanged();
     this.monitor.onActive = (on) => {
       for (const br of this.bridges.values()) this.#watchLearning(br, on);
     };
@@ -151,7 +156,9 @@ export class Vswitch {
     this.#ticker.unref();
     try {
       this.#transition(desired, overlay, 'start');
+      this.vxlan.learningDefault = cfg.evpn === undefined;
       this.vxlan.apply(cfg.vxlan, cfg.stateDir);
+      this.evpn.apply(cfg.evpn, cfg.stateDir);
     } catch (e) {
       this.close();
       throw e;
@@ -170,7 +177,9 @@ export class Vswitch {
     }
     const { desired, overlay, notes } = effective(cfg, this.#overlay);
     const done = this.#transition(desired, overlay, 'reload', cfg);
+    this.vxlan.learningDefault = cfg.evpn === undefined;
     done.push(...this.vxlan.apply(cfg.vxlan));
+    done.push(...this.evpn.apply(cfg.evpn));
     for (const note of notes) {
       this.log.warn({ event: 'runtime_state_adjusted', note }, 'runtime_state_adjusted');
       done.push(`runtime: ${note}`);
@@ -180,6 +189,7 @@ export class Vswitch {
   }
 
   close(): void {
+    this.evpn.close();
     this.vxlan.close();
     clearInterval(this.#ticker);
     this.#ticker = undefined;
@@ -895,6 +905,7 @@ export class Vswitch {
 
   /** Every second: the learned-MAC budgets' refusals, uplinks that went up or down (logged too), guard drops' log lines. */
   #tick(): void {
+    this.evpn.tick();
     for (const [name, b] of this.#learnBudget) {
       const n = b.tick();
       if (n > 0) {

@@ -57,6 +57,11 @@ export class VxlanService {
   readonly #baseline = new Map<number, string>();
   #stateDir: string | undefined;
 
+  /** A segment's `learning` when it does not say (false while an evpn section places remote MACs). */
+  learningDefault = true;
+  /** Called after each change of the segments the Vtep carries (the EVPN control plane redoes its routes). */
+  changed: (() => void) | undefined = undefined;
+
   constructor(private readonly log: Logger, private readonly bridges: () => ReadonlyMap<string, Bridge>) {}
 
   get vtep(): Vtep | undefined { return this.#run?.vtep; }
@@ -201,6 +206,7 @@ export class VxlanService {
       this.#run = run;
       this.log.info({ event: 'vxlan_started', local: conf.local, port: conf.port, mtu, vmMtu: mtu - vtep.overhead, vnis: specs.map((s) => s.vni) }, 'vxlan_started');
       done.push(`vxlan on ${conf.local}:${conf.port} (${specs.length} VNIs)`);
+      this.changed?.();
       return done;
     }
     run = run!;
@@ -214,6 +220,7 @@ export class VxlanService {
     run.underlay.setReadQuantum(conf.readQuantum);
     run.conf = conf;
     done.push(`vxlan ${specs.length} VNIs`);
+    this.changed?.();
     return done;
   }
 
@@ -244,6 +251,7 @@ export class VxlanService {
       specs.push({
         bridge, vni: s.vni, vid: s.vlan, flood: s.flood.map(remote),
         fdb: s.fdb.map((f) => ({ mac: parseMac(f.mac), remote: remote(f.dst) })),
+        learning: s.learning ?? this.learningDefault,
       });
     }
     return specs;
@@ -350,8 +358,9 @@ export class VxlanService {
 
 function segmentView(v: Vtep, s: Segment, source: string): Record<string, unknown> {
   return {
-    vni: s.vni, bridge: s.tunnels.bridge.name, vlan: s.vid, source,
+    vni: s.vni, bridge: s.tunnels.bridge.name, vlan: s.vid, source, learning: s.learning,
     flood: [...s.flood].map((r) => v.remoteText(r)),
+    ...(s.cpFlood.size > 0 ? { evpnFlood: [...s.cpFlood].map((r) => v.remoteText(r)) } : {}),
     fdb: s.fdb.map((f) => ({ mac: formatMac(f.mac), dst: v.remoteText(f.remote) })),
     rxPackets: s.rxPackets, rxBytes: s.rxBytes, txPackets: s.txPackets, txBytes: s.txBytes, txSegmented: s.txSegmented,
   };

@@ -1,0 +1,30 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { type EvpnRoute, GobgpClient, loadGobgpApi } from './gobgp.js';
+
+describe('GoBGP API translation (the Debian package\'s .proto files)', () => {
+  const c = new GobgpClient('127.0.0.1:1', loadGobgpApi());
+
+  it('a type-2 route survives encoding to API paths and back: MAC, IP, VNI label, RD, RT, VXLAN, mobility', () => {
+    const r: EvpnRoute = { type: 2, rd: '10.0.0.1:100', mac: '02:00:00:00:00:0a', ip: '10.1.1.1', vni: 100, nextHop: '10.0.0.1', rts: ['65000:100'], encap: 8, seq: 7, sticky: true, neighbor: '' };
+    const p = c.pathOf(r);
+    expect(c.decode({ ...p, neighborIp: '10.0.0.9' })).toEqual({ ...r, neighbor: '10.0.0.9', withdraw: false });
+  });
+
+  it('a type-3 route carries the PMSI label as its VNI and the originator; a withdrawal says so', () => {
+    const r: EvpnRoute = { type: 3, rd: '65000:5', vni: 5000, originator: '10.0.0.1', nextHop: '10.0.0.1', rts: ['65000:5000'], encap: 8, seq: 0, sticky: false, neighbor: '' };
+    expect(c.decode({ ...c.pathOf(r, true), neighborIp: '10.0.0.1' })).toEqual({ ...r, neighbor: '10.0.0.1', withdraw: true });
+  });
+
+  it('what is not a type-2/3 EVPN route decodes to nothing', () => {
+    expect(c.decode({ nlri: { type_url: 'type.googleapis.com/apipb.IPAddressPrefix', value: new Uint8Array() } })).toBeUndefined();
+    expect(c.decode({})).toBeUndefined();
+  });
+
+  it('a missing .proto file is an error naming it and the Debian package', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'noproto-'));
+    expect(() => loadGobgpApi(dir)).toThrow(/gobgp\.proto not found: install the Debian package golang-github-osrg-gobgp-dev \(or set evpn\.protoDir\)/);
+  });
+});

@@ -1,0 +1,42 @@
+/*
+ * The `evpn` section of the config file: BGP EVPN (RFC 7432, RFC 8365) as the
+ * control plane of the `vxlan` section's VNIs, through GoBGP (daemon/evpn/). Every
+ * VNI of the `vxlan` section takes part (as FRR's advertise-all-vni); `vnis` only
+ * overrides the route distinguisher and route targets FRR would derive (RD
+ * router-id:n, RT ASN:VNI, daemon/evpn/routes.ts).
+ */
+import { z } from 'zod';
+import { parseIp4 } from '@vswitch/switch';
+
+const Ip4 = z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 192.0.2.1');
+const Asn = z.number({ error: 'must be an AS number (1-4294967295)' }).int().min(1).max(4294967295);
+const Rt = z.string().regex(/^\d{1,5}:\d{1,10}$/, 'must be a route target ASN:N like 65000:100').refine((s) => {
+  const [a, n] = s.split(':').map(Number);
+  return a <= 65535 && n <= 4294967295;
+}, 'ASN must be 0-65535 and N 0-4294967295 (two-octet-AS route target)');
+const Rd = z.string().regex(/^(\d+\.\d+\.\d+\.\d+|\d{1,5}):\d{1,5}$/, 'must be a route distinguisher IP:N or ASN:N (N 0-65535)');
+
+export const EVPN_DEFAULTS = Object.freeze({ maxRemoteMacs: 4096, bgpPort: 179 });
+
+export const EvpnSchema = z.strictObject({
+  /** The local AS. */
+  asn: Asn,
+  /** BGP router id; default: the vxlan section's local address. */
+  routerId: Ip4.optional(),
+  neighbors: z.array(z.strictObject({ address: Ip4, remoteAs: Asn })).default([]),
+  /**
+   * `managed` (default): the daemon runs its own gobgpd (gRPC on a loopback port of
+   * its own, BGP on the underlay address); `{ address }`: an operator's gobgpd's gRPC API.
+   */
+  gobgpd: z.union([z.literal('managed'), z.strictObject({ address: z.string().regex(/^[^\s]+:\d{1,5}$/, 'must be HOST:PORT') })]).default('managed'),
+  /** The managed gobgpd's BGP port (on the underlay address). */
+  bgpPort: z.number().int().min(1).max(65535).default(EVPN_DEFAULTS.bgpPort),
+  /** Where the GoBGP API's .proto files are (default: the Debian package golang-github-osrg-gobgp-dev's). */
+  protoDir: z.string().min(1).optional(),
+  /** Remote MACs installed from type-2 routes, at most, per VNI; routes beyond it are refused and counted ('limit'). */
+  maxRemoteMacs: z.number().int().min(0).max(1_000_000).default(EVPN_DEFAULTS.maxRemoteMacs),
+  /** Per VNI (as a string key), RD and RTs instead of the derived ones. */
+  vnis: z.record(z.string().regex(/^\d+$/, 'must be a VNI'), z.strictObject({ rd: Rd.optional(), rt: z.array(Rt).min(1).optional() })).default({}),
+});
+
+export type EvpnConfig = z.infer<typeof EvpnSchema>;
