@@ -13,9 +13,11 @@ PNPM_VERSION=12.4.2
 # bash-completion, zsh, man-db, groff-base: the completion and man page setup installs (and
 # their tests: man -l renders the page); strace: the test that the systemd unit's
 # RestrictAddressFamilies covers every socket the daemon opens.
+# openvswitch-switch: the bond (LACP) and VXLAN interop tests run a private ovs-vswitchd
+# (userspace datapath) as the peer.
 # frr, gobgpd, golang-github-osrg-gobgp-dev: EVPN (the daemon's managed gobgpd, the GoBGP API's
 # .proto files it loads at run time, FRR as the peer in test/evpn.test.ts; no frr service is used).
-APT_PACKAGES=(iproute2 curl tcpdump python3-scapy busybox-static iperf3 socat ethtool util-linux procps make g++ python3 prometheus isc-dhcp-client dhcpcd-base dnsmasq-base ndisc6 qemu-system-x86 linux-image-cloud-amd64 bash-completion zsh man-db groff-base strace frr gobgpd golang-github-osrg-gobgp-dev)
+APT_PACKAGES=(iproute2 curl tcpdump python3-scapy busybox-static iperf3 socat ethtool util-linux procps make g++ python3 prometheus isc-dhcp-client dhcpcd-base dnsmasq-base ndisc6 qemu-system-x86 linux-image-cloud-amd64 bash-completion zsh man-db groff-base strace frr gobgpd golang-github-osrg-gobgp-dev openvswitch-switch)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
