@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   Daemon, type CliResult, allObjects, findPort, macEntries, runCli, startDaemon, toYaml,
 } from './helpers/daemon.js';
-import { REPO, addVeth, cleanup, ifname, sh, tempDir, trackLink } from './helpers/run.js';
+import { REPO, addVeth, cleanup, ifname, nsExec, sh, tempDir, trackLink } from './helpers/run.js';
 import { linkExists, makeVm, pingUntil } from './helpers/vm.js';
 
 const P1 = ifname('p1');
@@ -381,6 +381,11 @@ describe('the operator\'s habits: version, -j, usage errors, help, hints, fdb fl
     const vb = await makeVm('hb', B, '10.74.10.12/24');
     await d.ok(['port', 'set', A, 'guard', 'off']);
     await d.ok(['port', 'set', B, 'guard', 'off']);
+    // No frame after the ping may re-learn a flushed MAC before the check: no IPv6 (RS, DAD, MLD)
+    // and permanent neighbours (no ARP probe of a stale entry).
+    for (const [v, peer] of [[va, vb], [vb, va]]) {
+      await nsExec(v.ns, `sysctl -qw net.ipv6.conf.all.disable_ipv6=1; ip neigh replace ${peer.ip} lladdr ${peer.mac} dev ${v.ifname} nud permanent`);
+    }
     expect(await pingUntil(va.ns, vb.ip)).toBe(true);
     const macs = async (): Promise<{ mac: string; port: string; vlan: number; raw: any }[]> => macEntries((await d.ok(['showmacs', 'br0'], { json: true })).json);
     await d.ok(['fdb', 'add', '02:00:00:00:74:01', 'dev', A]);

@@ -404,10 +404,8 @@ static void service(nd_handle *h, int status, bool primary) {
     o.budget = budget;
     if (h->kind == KIND_TAP) {
       nd_tap_drain(h->fd, h->vnet, &o, &st->stats, &fatal);
-    } else if (h->kind == KIND_UDP || h->kind == KIND_RAW) {
-      if (first) nd_udp_drain(h->fd, &o, &st->stats, &fatal);
-    } else if (h->kind == KIND_UDP6) {
-      if (first) nd_udp6_drain(h->fd, &o, &st->stats, &fatal);
+    } else if (h->kind == KIND_UDP || h->kind == KIND_RAW || h->kind == KIND_UDP6) {
+      if (first) nd_udp_drain(h->fd, h->kind == KIND_UDP6, &o, &st->stats, &fatal);
     } else {
       /* Finish a super-frame that did not fit the previous batch before reading
        * more, so segments stay in order. Only the first pass reads the fd: the

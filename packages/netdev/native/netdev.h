@@ -190,15 +190,13 @@ int nd_tap_drain(int fd, bool vnet, nd_out *o, nd_stats *s, int *fatal);
 int nd_packet_drain(int fd, bool keep_gso, nd_out *o, nd_gso *g, nd_stats *s, int *fatal);
 /* udp.c: the VXLAN underlay (a bound UDP socket to receive, a raw IPv4 socket to send). */
 #define ND_UDP_MAX 16384u /* largest datagram kept: above any underlay MTU */
-int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal);
-/* How many datagrams a recvmmsg batch may ask for under the round's remaining budget (at most batch). */
-int nd_udp_fair_cap(const nd_out *o, int batch);
+/* v6: a UDPv6 socket (udp6.c's layout of the sender before each payload). */
+int nd_udp_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal);
 int nd_udp_open(uint32_t local_be, uint16_t port, const char *ifname, const char **op);
 int nd_raw_open(const char *ifname, const char **op);
 /* udp6.c: the same over IPv6 (a bound UDPv6 socket, a raw IPv6 socket whose UDP checksum the kernel fills). */
 #define ND_UDP6_HEADROOM 32u      /* in front of a UDPv6 payload in the ring: room for the sender */
 #define ND_UDP6_SENDER_BEFORE 22u /* sender address (16), port (2), zeros (4), then the payload */
-int nd_udp6_drain(int fd, nd_out *o, nd_stats *s, int *fatal);
 int nd_udp6_open(const uint8_t local[16], uint16_t port, const char *ifname, bool zero_csum_rx, const char **op);
 int nd_raw6_open(const uint8_t local[16], const char *ifname, const char **op);
 struct iovec;

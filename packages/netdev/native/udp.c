@@ -87,18 +87,24 @@ int nd_raw_open(const char *ifname, const char **op) {
  * could admit at the fixed per-frame cost alone: the overshoot stays within about
  * one quantum's worth of bytes over ND_FAIR_FRAME_COST, paid back next round.
  */
-int nd_udp_fair_cap(const nd_out *o, int batch) {
+static int nd_udp_fair_cap(const nd_out *o, int batch) {
   if (o->budget <= 0) return 0;
   /* Rounded up without adding first: an unlimited budget is INT64_MAX (signed overflow is UB). */
   int64_t n = o->budget / ND_FAIR_FRAME_COST + (o->budget % ND_FAIR_FRAME_COST != 0);
   return n < batch ? (int)n : batch;
 }
 
-int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
+/*
+ * Both families share one loop: only the room before each payload (the sender's
+ * address is 4 or 16 bytes) and where the sender goes differ (udp6.c says the IPv6
+ * layout). from[] is sockaddr_in6-sized for both.
+ */
+int nd_udp_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
+  const size_t headroom = v6 ? ND_UDP6_HEADROOM : ND_RX_HEADROOM;
   int n0 = o->n;
   struct mmsghdr mm[ND_UDP_BATCH];
   struct iovec iov[ND_UDP_BATCH];
-  struct sockaddr_in from[ND_UDP_BATCH];
+  struct sockaddr_in6 from[ND_UDP_BATCH];
   size_t slots[ND_UDP_BATCH];
   *fatal = 0;
   o->more = true;
@@ -107,16 +113,16 @@ int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
     size_t pos = o->pos;
     while (want < cap && o->n + want < o->max) {
       size_t slot = ND_ALIGN_UP(pos);
-      if (slot > o->cap || o->cap - slot < ND_RX_HEADROOM + ND_UDP_MAX) break;
+      if (slot > o->cap || o->cap - slot < headroom + ND_UDP_MAX) break;
       slots[want] = slot;
-      iov[want].iov_base = o->base + slot + ND_RX_HEADROOM;
+      iov[want].iov_base = o->base + slot + headroom;
       iov[want].iov_len = ND_UDP_MAX;
       memset(&mm[want], 0, sizeof mm[want]);
       mm[want].msg_hdr.msg_iov = &iov[want];
       mm[want].msg_hdr.msg_iovlen = 1;
       mm[want].msg_hdr.msg_name = &from[want];
       mm[want].msg_hdr.msg_namelen = sizeof from[want];
-      pos = slot + ND_RX_HEADROOM + ND_UDP_MAX;
+      pos = slot + headroom + ND_UDP_MAX;
       want++;
     }
     if (want == 0) break;
@@ -134,12 +140,20 @@ int nd_udp_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
     for (int i = 0; i < got; i++) {
       size_t len = mm[i].msg_len;
       if ((mm[i].msg_hdr.msg_flags & MSG_TRUNC) || len >= ND_UDP_MAX) { s->rx_truncated++; continue; }
-      size_t start = slots[i] + ND_RX_HEADROOM;
-      uint8_t *h = o->base + start - ND_VNET_HDR_LEN;
+      size_t start = slots[i] + headroom;
       /* Datagrams are committed in order; a dropped one leaves its slot unused. */
-      memcpy(h, &from[i].sin_addr.s_addr, 4);
-      memcpy(h + 4, &from[i].sin_port, 2);
-      memset(h + 6, 0, 4);
+      if (v6) {
+        uint8_t *h = o->base + start - ND_UDP6_SENDER_BEFORE;
+        memcpy(h, &from[i].sin6_addr, 16);
+        memcpy(h + 16, &from[i].sin6_port, 2);
+        memset(h + 18, 0, 4);
+      } else {
+        const struct sockaddr_in *f4 = (const struct sockaddr_in *)&from[i];
+        uint8_t *h = o->base + start - ND_VNET_HDR_LEN;
+        memcpy(h, &f4->sin_addr.s_addr, 4);
+        memcpy(h + 4, &f4->sin_port, 2);
+        memset(h + 6, 0, 4);
+      }
       o->offs[o->n] = (int32_t)start;
       o->lens[o->n] = (int32_t)len;
       o->n++;

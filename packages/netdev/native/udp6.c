@@ -13,7 +13,7 @@
  * get a copy of every UDPv6 packet the host receives: a filter that accepts
  * nothing keeps its queue empty.
  *
- * Receive: as nd_udp_drain, in batches into the ring, the UDP payload per frame.
+ * Receive: nd_udp_drain (udp.c) with v6, in batches into the ring, the UDP payload per frame.
  * The sender's port sits in the 2 bytes 6 before the payload and 4 zero bytes
  * follow (the IPv4 layout's tail), and its 16-byte address in the 16 bytes before
  * the port (ND_UDP6_SENDER_BEFORE = 22 bytes before the payload), which needs a
@@ -37,7 +37,6 @@
 #define UDP_NO_CHECK6_RX 102
 #endif
 
-#define ND_UDP6_BATCH 64
 
 static int set_int6(int fd, int level, int opt, int val) {
   return setsockopt(fd, level, opt, &val, sizeof val) < 0 ? -errno : 0;
@@ -135,62 +134,4 @@ long nd_raw6_send(int fd, const uint8_t dst[16], int hops, const struct iovec *i
   ssize_t r;
   do r = sendmsg(fd, &msg, MSG_DONTWAIT); while (r < 0 && errno == EINTR);
   return r;
-}
-
-int nd_udp6_drain(int fd, nd_out *o, nd_stats *s, int *fatal) {
-  int n0 = o->n;
-  struct mmsghdr mm[ND_UDP6_BATCH];
-  struct iovec iov[ND_UDP6_BATCH];
-  struct sockaddr_in6 from[ND_UDP6_BATCH];
-  size_t slots[ND_UDP6_BATCH];
-  *fatal = 0;
-  o->more = true;
-  for (;;) {
-    /* The fair share as nd_udp_drain's (udp.c): a batch no larger than the budget admits. */
-    int want = 0, cap = nd_udp_fair_cap(o, ND_UDP6_BATCH);
-    size_t pos = o->pos;
-    while (want < cap && o->n + want < o->max) {
-      size_t slot = ND_ALIGN_UP(pos);
-      if (slot > o->cap || o->cap - slot < ND_UDP6_HEADROOM + ND_UDP_MAX) break;
-      slots[want] = slot;
-      iov[want].iov_base = o->base + slot + ND_UDP6_HEADROOM;
-      iov[want].iov_len = ND_UDP_MAX;
-      memset(&mm[want], 0, sizeof mm[want]);
-      mm[want].msg_hdr.msg_iov = &iov[want];
-      mm[want].msg_hdr.msg_iovlen = 1;
-      mm[want].msg_hdr.msg_name = &from[want];
-      mm[want].msg_hdr.msg_namelen = sizeof from[want];
-      pos = slot + ND_UDP6_HEADROOM + ND_UDP_MAX;
-      want++;
-    }
-    if (want == 0) break;
-    int got = recvmmsg(fd, mm, (unsigned)want, MSG_DONTWAIT, NULL);
-    if (got < 0) {
-      int e = errno;
-      if (e == EINTR) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK) { o->more = false; break; }
-      if (e == ECONNREFUSED || e == EHOSTUNREACH || e == ENETUNREACH || e == EMSGSIZE) continue;
-      *fatal = e;
-      o->more = false;
-      break;
-    }
-    for (int i = 0; i < got; i++) {
-      size_t len = mm[i].msg_len;
-      if ((mm[i].msg_hdr.msg_flags & MSG_TRUNC) || len >= ND_UDP_MAX) { s->rx_truncated++; continue; }
-      size_t start = slots[i] + ND_UDP6_HEADROOM;
-      uint8_t *h = o->base + start - ND_UDP6_SENDER_BEFORE;
-      memcpy(h, &from[i].sin6_addr, 16);
-      memcpy(h + 16, &from[i].sin6_port, 2);
-      memset(h + 18, 0, 4);
-      o->offs[o->n] = (int32_t)start;
-      o->lens[o->n] = (int32_t)len;
-      o->n++;
-      o->pos = start + len;
-      nd_fair_charge(o, len);
-      s->rx_frames++;
-      s->rx_bytes += len;
-    }
-    if (got < want) { o->more = false; break; }
-  }
-  return o->n - n0;
 }
