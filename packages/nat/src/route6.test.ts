@@ -275,6 +275,34 @@ describe('route6: IPv6 between the networks of a router', () => {
     expect(out.net10.length).toBe(2);
   });
 
+  it('with a host uplink, a packet from the host NAT to a VM\'s IPv6 address goes out on its network and counts once in fromHost', () => {
+    const clock = { now: 1000 };
+    const router = new Router({ name: 'r1', clock: () => clock.now, host: { dns: [0x0a000001], icmp: false } });
+    const out: Uint8Array[] = [];
+    const net = new RouterNetwork({
+      name: 'net10', vlan: 10, gatewayIp: 0x0a000a01, prefix: 24, mac: GW10, clock: () => clock.now,
+      ipv6: { address: A('fd00:10::1'), prefixLen: 64, mode: 'slaac', intervalSec: 600, validLifetime: 86400, preferredLifetime: 14400, rdnss: [], dnssl: [] },
+    });
+    net.start({
+      batch: (buf, offs, lens, count) => { for (let i = 0; i < count; i++) out.push(buf.slice(offs[i], offs[i] + lens[i])); },
+      frame: (buf, off, len) => out.push(buf.slice(off, off + len)),
+      gone: () => {},
+      link: () => {},
+    });
+    router.addNetwork(net);
+    try {
+      // What the host NAT hands the router: an echo reply from outside to VM a, whose MAC it learnt.
+      const p = echo(A6, { src: A('2001:db8::1') });
+      const before = out.length;
+      expect(router.host!.opts.toVm6!(Buffer.from(p), ETH_HLEN, p.length - ETH_HLEN, false, VM_A)).toBe(true);
+      expect(out.length).toBe(before + 1);
+      expect(readMac(out[out.length - 1], 0)).toBe(VM_A);
+      expect(router.counters.fromHost).toBe(1);
+    } finally {
+      router.close();
+    }
+  });
+
   it('never answers an ICMPv6 error, ND, or a multicast source (RFC 4443 2.4 e)', () => {
     const p = echo(C6).subarray(ETH_HLEN);
     expect(mayAnswer(p, 0, ICMP6_TYPE.DEST_UNREACH)).toBe(true);

@@ -187,7 +187,6 @@ export class Router {
           return true;
         }
         this.counters.fromHost++;
-        this.counters.fromHost++;
         // The neighbour cache (fed by ND) knows where the address lives now; else where it last sent from;
         // else (a port forward to a VM that has not spoken) ND resolves it, the packet held meanwhile.
         const known = this.route6.cacheOf(net)?.lookup(buf, ipOff + IP6.DST) ?? -1;
