@@ -859,26 +859,43 @@ static napi_value js_open_raw_ip(napi_env env, napi_callback_info info) {
  */
 static bool vxtx_ready(napi_env env, nd_state *st);
 
-static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
-  nd_state *st = get_state(env);
-  size_t argc = 11, total, off[3], len[3], frame = 0;
+/*
+ * The arguments sendIp3 and queueIp3 share, (handle, dstIp, a, aoff, alen, b, boff,
+ * blen, c, coff, clen): the raw IP handle, dst (host order) and the three pieces as
+ * iovecs. NULL, with a JS exception pending, on bad arguments.
+ */
+static nd_handle *ip3_args(napi_env env, napi_callback_info info, nd_state *st, const char *fn, int64_t *dst,
+                           struct iovec iov[3]) {
+  size_t argc = 11, total, off, len;
   napi_value argv[11];
-  uint8_t *p[3];
-  int64_t dst;
+  uint8_t *p;
   static const char *const names[3] = { "a", "b", "c" };
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 11) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: sendIp3(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen)"); return NULL; }
+  if (argc < 11) {
+    char m[128];
+    snprintf(m, sizeof m, "netdev: %s(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen)", fn);
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", m);
+    return NULL;
+  }
   nd_handle *h = arg_handle(env, st, argv[0]);
   if (!h) return NULL;
-  if (h->kind != KIND_RAW) { throw_errno(env, "sendIp3", "(not a raw IP handle)", EINVAL); return NULL; }
-  if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, &dst)) return NULL;
-  struct iovec iov[3];
+  if (h->kind != KIND_RAW) { throw_errno(env, fn, "(not a raw IP handle)", EINVAL); return NULL; }
+  if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, dst)) return NULL;
   for (int i = 0; i < 3; i++) {
     napi_value *v = argv + 2 + 3 * i;
-    if (!arg_bytes(env, v[0], names[i], &p[i], &total) || !arg_range(env, v[1], v[2], total, &off[i], &len[i])) return NULL;
-    iov[i] = (struct iovec){ p[i] + off[i], len[i] };
-    frame += len[i];
+    if (!arg_bytes(env, v[0], names[i], &p, &total) || !arg_range(env, v[1], v[2], total, &off, &len)) return NULL;
+    iov[i] = (struct iovec){ p + off, len };
   }
+  return h;
+}
+
+static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  int64_t dst;
+  struct iovec iov[3];
+  nd_handle *h = ip3_args(env, info, st, "sendIp3", &dst, iov);
+  if (!h) return NULL;
+  size_t frame = iov[0].iov_len + iov[1].iov_len + iov[2].iov_len;
   struct sockaddr_in sin;
   memset(&sin, 0, sizeof sin);
   sin.sin_family = AF_INET;
@@ -903,23 +920,10 @@ static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
  */
 static napi_value js_queue_ip3(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
-  size_t argc = 11, total, off[3], len[3];
-  napi_value argv[11];
-  uint8_t *p[3];
   int64_t dst;
-  static const char *const names[3] = { "a", "b", "c" };
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 11) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: queueIp3(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen)"); return NULL; }
-  nd_handle *h = arg_handle(env, st, argv[0]);
-  if (!h) return NULL;
-  if (h->kind != KIND_RAW) { throw_errno(env, "queueIp3", "(not a raw IP handle)", EINVAL); return NULL; }
-  if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, &dst)) return NULL;
   struct iovec iov[3];
-  for (int i = 0; i < 3; i++) {
-    napi_value *v = argv + 2 + 3 * i;
-    if (!arg_bytes(env, v[0], names[i], &p[i], &total) || !arg_range(env, v[1], v[2], total, &off[i], &len[i])) return NULL;
-    iov[i] = (struct iovec){ p[i] + off[i], len[i] };
-  }
+  nd_handle *h = ip3_args(env, info, st, "queueIp3", &dst, iov);
+  if (!h) return NULL;
   if (!vxtx_ready(env, st)) return NULL;
   const uint8_t *pp[3] = { iov[0].iov_base, iov[1].iov_base, iov[2].iov_base };
   const size_t pl[3] = { iov[0].iov_len, iov[1].iov_len, iov[2].iov_len };
