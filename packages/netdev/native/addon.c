@@ -811,6 +811,19 @@ static napi_value js_send2_vnet(napi_env env, napi_callback_info info) {
 
 /* ---------- VXLAN underlay (udp.c) ---------- */
 
+/*
+ * What the socket openers return: [handle, fd] for a new socket fd of `kind`, or the
+ * error (-fd from the opener, `op` the call that failed, `name` the interface if any).
+ */
+static napi_value opened(napi_env env, nd_state *st, int fd, int kind, const char *op, const char *name) {
+  if (fd < 0) { throw_errno(env, op, name[0] ? name : NULL, -fd); return NULL; }
+  nd_handle *h = handle_new(env, st, fd, kind);
+  if (!h) { close(fd); return NULL; }
+  napi_value vfd;
+  if (napi_create_int32(env, fd, &vfd) != napi_ok) { handle_close(env, h); return NULL; }
+  return triple(env, h->id, fd, vfd);
+}
+
 /* openUdp(localIp, port, ifname): [handle, fd]; localIp a host-order u32. */
 static napi_value js_open_udp(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
@@ -825,12 +838,7 @@ static napi_value js_open_udp(napi_env env, napi_callback_info info) {
   if (!arg_int(env, argv[1], "port", 1, 65535, &port)) return NULL;
   if (!arg_string(env, argv[2], "interface name", name, sizeof name)) return NULL;
   int fd = nd_udp_open(htonl((uint32_t)ip), (uint16_t)port, name, &op);
-  if (fd < 0) { throw_errno(env, op, name[0] ? name : NULL, -fd); return NULL; }
-  nd_handle *h = handle_new(env, st, fd, KIND_UDP);
-  if (!h) { close(fd); return NULL; }
-  napi_value vfd;
-  if (napi_create_int32(env, fd, &vfd) != napi_ok) { handle_close(env, h); return NULL; }
-  return triple(env, h->id, fd, vfd);
+  return opened(env, st, fd, KIND_UDP, op, name);
 }
 
 /* openRawIp(ifname): [handle, fd] of an IPPROTO_RAW socket (the caller writes the IPv4 header). */
@@ -844,12 +852,7 @@ static napi_value js_open_raw_ip(napi_env env, napi_callback_info info) {
   if (argc < 1) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: openRawIp(ifname)"); return NULL; }
   if (!arg_string(env, argv[0], "interface name", name, sizeof name)) return NULL;
   int fd = nd_raw_open(name, &op);
-  if (fd < 0) { throw_errno(env, op, name[0] ? name : NULL, -fd); return NULL; }
-  nd_handle *h = handle_new(env, st, fd, KIND_RAW);
-  if (!h) { close(fd); return NULL; }
-  napi_value vfd;
-  if (napi_create_int32(env, fd, &vfd) != napi_ok) { handle_close(env, h); return NULL; }
-  return triple(env, h->id, fd, vfd);
+  return opened(env, st, fd, KIND_RAW, op, name);
 }
 
 /*
@@ -1080,12 +1083,7 @@ static napi_value js_open_udp6(napi_env env, napi_callback_info info) {
   if (!arg_string(env, argv[3], "interface name", name, sizeof name)) return NULL;
   CHECK(napi_get_value_bool(env, argv[4], &zero));
   int fd = nd_udp6_open(local, (uint16_t)port, name, zero, &op);
-  if (fd < 0) { throw_errno(env, op, name[0] ? name : NULL, -fd); return NULL; }
-  nd_handle *h = handle_new(env, st, fd, KIND_UDP6);
-  if (!h) { close(fd); return NULL; }
-  napi_value vfd;
-  if (napi_create_int32(env, fd, &vfd) != napi_ok) { handle_close(env, h); return NULL; }
-  return triple(env, h->id, fd, vfd);
+  return opened(env, st, fd, KIND_UDP6, op, name);
 }
 
 /* openRawIp6(local, loff, ifname): [handle, fd] of a raw IPv6 UDP socket bound to local (the kernel writes IPv6 and the UDP checksum). */
@@ -1101,12 +1099,7 @@ static napi_value js_open_raw_ip6(napi_env env, napi_callback_info info) {
   if (!arg_ip6(env, argv[0], argv[1], "local address", &local)) return NULL;
   if (!arg_string(env, argv[2], "interface name", name, sizeof name)) return NULL;
   int fd = nd_raw6_open(local, name, &op);
-  if (fd < 0) { throw_errno(env, op, name[0] ? name : NULL, -fd); return NULL; }
-  nd_handle *h = handle_new(env, st, fd, KIND_RAW);
-  if (!h) { close(fd); return NULL; }
-  napi_value vfd;
-  if (napi_create_int32(env, fd, &vfd) != napi_ok) { handle_close(env, h); return NULL; }
-  return triple(env, h->id, fd, vfd);
+  return opened(env, st, fd, KIND_RAW, op, name);
 }
 
 /*
