@@ -43,6 +43,7 @@ import type { EvpnConfig } from '../../evpn-config.js';
 import type { Logger } from '../log.js';
 import { type EvpnRoute, GobgpClient, GobgpError, loadGobgpApi, type PeerInfo } from './gobgp.js';
 import { GobgpdProcess } from './gobgpd.js';
+import { arpSuppressMetrics, EvpnNeighbours } from './neighbours.js';
 import { checkRoute, derivePlans, EVPN_REJECT_REASONS, type EvpnRejectReason, routeKey, type VniPlan } from './routes.js';
 
 const BATCH_MS = 50;
@@ -99,6 +100,8 @@ export class EvpnService {
   readonly rejected = new Float64Array(EVPN_REJECT_REASONS.length);
   readonly received = { 2: 0, 3: 0 };
   readonly #recentRejects: { at: string; reason: string; route: string }[] = [];
+  /** ARP suppression's tables, fed from MAC/IP routes (neighbours.ts). */
+  readonly neighbours = new EvpnNeighbours();
   #rejectLogBudget = 20;
 
   constructor(private readonly log: Logger, private readonly ctx: EvpnContext) {}
@@ -124,11 +127,11 @@ export class EvpnService {
         throw new GobgpError('ENOENT', `evpn: ${(e as Error).message}`);
       }
     }
-    const same = before !== undefined && JSON.stringify({ ...before, maxRemoteMacs: 0, vnis: {} }) === JSON.stringify({ ...conf, maxRemoteMacs: 0, vnis: {} });
+    const same = before !== undefined && JSON.stringify({ ...before, maxRemoteMacs: 0, arpSuppress: true, vnis: {} }) === JSON.stringify({ ...conf, maxRemoteMacs: 0, arpSuppress: true, vnis: {} });
     this.#conf = conf;
     this.#replan();
     if (same) {
-      // Limits and RD/RT overrides apply in place; the routes are redone.
+      // Limits, ARP suppression and RD/RT overrides apply in place; the routes are redone.
       this.#resync();
       return [`evpn: ${this.#plans.size} VNIs, maxRemoteMacs ${conf.maxRemoteMacs}`];
     }
@@ -150,6 +153,7 @@ export class EvpnService {
     for (const br of this.#listened) if (br.fdb.onChange === this.#onFdb) br.fdb.onChange = undefined;
     this.#listened.clear();
     this.#dropInstalled();
+    this.neighbours.close();
   }
 
   #routerId(): string {
@@ -161,6 +165,7 @@ export class EvpnService {
     const vnis = vtep?.segments().map((s) => s.vni) ?? [];
     const c = this.#conf!;
     this.#plans = new Map(derivePlans(vnis, this.#routerId(), c.asn, c.vnis).map((p) => [p.vni, p]));
+    this.neighbours.configure(vtep, (vni) => c.vnis[String(vni)]?.arpSuppress ?? c.arpSuppress, c.maxRemoteMacs);
     this.#listen();
   }
 
@@ -364,6 +369,7 @@ export class EvpnService {
         }
       }
       for (const [k, r] of [...this.#adv]) if (!want.has(k)) this.#withdraw(k, r);
+      this.neighbours.retain((k) => k.startsWith('|'), (k) => this.#adv.has(k));
       this.#advByMac.clear();
       for (const [k, r] of this.#adv) {
         if (r.type !== 2) continue;
@@ -428,12 +434,14 @@ export class EvpnService {
     const old = this.#adv.get(k);
     if (old !== undefined && old.seq === r.seq && old.sticky === r.sticky && old.rd === r.rd && old.rts.join() === r.rts.join()) return k;
     this.#adv.set(k, r);
+    if (r.type === 2 && r.ip !== undefined && parseIp4(r.ip) >= 0) this.neighbours.add(k, r.vni, parseIp4(r.ip), parseMac(r.mac!));
     this.#queue('add_path', (c) => c.addPath(r));
     return k;
   }
 
   #withdraw(k: string, r: EvpnRoute): void {
     this.#adv.delete(k);
+    this.neighbours.remove(k);
     this.#queue('delete_path', (c) => c.deletePath(r));
   }
 
@@ -508,6 +516,7 @@ export class EvpnService {
     const refused = vtep.addRemoteMac(r.vni, mac, remote);
     if (refused !== undefined) return refused;
     this.#installed.set(k, { type: 2, vni: r.vni, mac, remote, seq: r.seq, stale: false });
+    if (r.ip !== undefined && parseIp4(r.ip) >= 0) this.neighbours.add(k, r.vni, parseIp4(r.ip), mac);
     if (macs === undefined) {
       this.#byMac.set(mk, new Set([k]));
       this.#macsPerVni.set(r.vni, (this.#macsPerVni.get(r.vni) ?? 0) + 1);
@@ -531,6 +540,7 @@ export class EvpnService {
       }
       return;
     }
+    this.neighbours.remove(k);
     const mk = `${rec.vni}/${rec.mac}`;
     const set = this.#byMac.get(mk);
     set?.delete(k);
@@ -622,6 +632,7 @@ export class EvpnService {
         advertised: { type2: count(2, this.#adv), type3: count(3, this.#adv) },
         installed: { type2: count(2, this.#installed), type3: count(3, this.#installed) },
         remoteMacs: this.#macsPerVni.get(p.vni) ?? 0,
+        arpSuppress: this.neighbours.view(p.vni),
         floodRemotes: flood.sort(),
         localRoutes: local,
         remoteMacList: macs,
@@ -698,6 +709,7 @@ export function evpnMetrics(evpn: () => EvpnService, gauge: Reg, counter: Reg): 
     if (!evpn().enabled) return;
     EVPN_REJECT_REASONS.forEach((r, i) => emit({ reason: r }, evpn().rejected[i]));
   });
+  arpSuppressMetrics(() => (evpn().enabled ? evpn().neighbours : undefined), gauge, counter);
   counter('vswitch_evpn_gobgpd_restarts_total', 'Times the managed gobgpd exited and was restarted.', [], (emit) => {
     if (evpn().enabled) emit({}, evpn().gobgpdRestarts());
   });

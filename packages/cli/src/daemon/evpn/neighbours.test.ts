@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { Bridge, Vtep, type UnderlayIo } from '@vswitch/switch';
+import { EvpnNeighbours } from './neighbours.js';
+
+const io: UnderlayIo = { send3: () => 0 };
+const M1 = 0x020000000001;
+const M2 = 0x020000000002;
+
+function rig() {
+  const br = new Bridge('br0');
+  const vtep = new Vtep(io, { local: 0x0a000001 });
+  vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [] }, { bridge: br, vni: 200, vid: 20, flood: [] }]);
+  return { br, vtep, n: new EvpnNeighbours() };
+}
+
+describe('EVPN neighbour tables', () => {
+  it('places entries on the VNI\'s VLAN, answering on per VNI; a bridge with nothing on holds no table', () => {
+    const { br, vtep, n } = rig();
+    n.add('a', 100, 5, M1);
+    n.configure(vtep, (vni) => vni === 100, 10);
+    expect(br.arpSuppress?.on[10]).toBe(1);
+    expect(br.arpSuppress?.on[20]).toBe(0);
+    expect(br.arpSuppress?.get(10, 5)).toBe(M1);
+    n.add('b', 200, 6, M2);
+    expect(br.arpSuppress?.get(20, 6)).toBe(M2); // kept while off, answered once on
+    expect(n.view(100)).toMatchObject({ on: true, entries: 1 });
+    n.configure(vtep, () => false, 10);
+    expect(br.arpSuppress).toBeUndefined();
+    expect(n.view(200)).toMatchObject({ on: false, entries: 1 });
+  });
+
+  it('several routes for one IP: the latest answers, the one before takes over when it goes', () => {
+    const { br, vtep, n } = rig();
+    n.configure(vtep, () => true, 10);
+    n.add('remote', 100, 5, M1);
+    n.add('local', 100, 5, M2);
+    expect(br.arpSuppress!.get(10, 5)).toBe(M2);
+    n.remove('local');
+    expect(br.arpSuppress!.get(10, 5)).toBe(M1);
+    n.remove('remote');
+    expect(br.arpSuppress!.get(10, 5)).toBeUndefined();
+    expect(n.size).toBe(0);
+  });
+
+  it('bounds each VLAN to the limit, counted; a VNI moved to another VLAN takes its entries', () => {
+    const { br, vtep, n } = rig();
+    n.configure(vtep, () => true, 2);
+    for (let ip = 1; ip <= 3; ip++) n.add(`k${ip}`, 100, ip, M1);
+    expect(n.view(100)).toMatchObject({ entries: 2, full: 1 });
+    vtep.set([{ bridge: br, vni: 100, vid: 30, flood: [] }]);
+    n.configure(vtep, () => true, 5);
+    expect(br.arpSuppress!.get(30, 3)).toBe(M1);
+    expect(br.arpSuppress!.count(10)).toBe(0);
+    expect(n.view(200)).toBeUndefined();
+  });
+
+  it('retain drops only the local keys it is not told to keep', () => {
+    const { vtep, n } = rig();
+    n.configure(vtep, () => true, 10);
+    n.add('|rd|2|m|1', 100, 1, M1);
+    n.add('|rd|2|m|2', 100, 2, M1);
+    n.add('peer|rd|2|m|3', 100, 3, M2);
+    n.retain((k) => k.startsWith('|'), (k) => k.endsWith('|1'));
+    expect(n.table(100).map(([ip]) => ip).sort()).toEqual([1, 3]);
+    n.close();
+    expect(n.size).toBe(0);
+  });
+});
