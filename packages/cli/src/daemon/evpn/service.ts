@@ -30,7 +30,8 @@
  * per VNI are bounded by maxRemoteMacs (refused: 'limit'); the FDB's own limit does
  * not bound them (remote entries are static), this one does. Several routes naming
  * one MAC or one flood remote (MAC-only and MAC/IP, two RDs) are counted, and the
- * entry goes with the last of them.
+ * entry goes with the last of them. MAC/IP routes, installed peers' and our own
+ * advertised ones, also fill the VNIs' ARP suppression tables (neighbours.ts).
  *
  * Surviving the control plane: when the connection to gobgpd breaks (gobgpd died,
  * restarted), installed entries stay and forwarding goes on; after reconnecting,
