@@ -33,6 +33,10 @@
  * entry goes with the last of them. MAC/IP routes, installed peers' and our own
  * advertised ones, also fill the VNIs' ARP suppression tables (neighbours.ts).
  *
+ * Routes refused for the limit are remembered (refused.ts) and judged again when a
+ * reload raises it. `evpn show` counts remote MACs from the MAC table
+ * (remote-count.ts): a local frame takes a route's MAC back while the route stands.
+ *
  * Surviving the control plane: when the connection to gobgpd breaks (gobgpd died,
  * restarted), installed entries stay and forwarding goes on; after reconnecting,
  * every route is fetched again (ListPath) and what is still advertised is kept,
@@ -45,6 +49,8 @@ import type { Logger } from '../log.js';
 import { type EvpnRoute, GobgpClient, GobgpError, loadGobgpApi, type PeerInfo } from './gobgp.js';
 import { GobgpdProcess } from './gobgpd.js';
 import { arpSuppressMetrics, EvpnNeighbours } from './neighbours.js';
+import { LimitRefused } from './refused.js';
+import { remoteMacsInFdb } from './remote-count.js';
 import { checkRoute, derivePlans, EVPN_REJECT_REASONS, type EvpnRejectReason, routeKey, type VniPlan } from './routes.js';
 
 const BATCH_MS = 50;
@@ -103,6 +109,10 @@ export class EvpnService {
   readonly #recentRejects: { at: string; reason: string; route: string }[] = [];
   /** ARP suppression's tables, fed from MAC/IP routes (neighbours.ts). */
   readonly neighbours = new EvpnNeighbours();
+  /** Routes refused for maxRemoteMacs, judged again when it is raised (refused.ts). */
+  readonly #refused = new LimitRefused(0);
+  /** While a re-read (ListPath) runs, watch events wait here. */
+  #held: Record<string, unknown>[][] | undefined;
   #rejectLogBudget = 20;
 
   constructor(private readonly log: Logger, private readonly ctx: EvpnContext) {}
@@ -130,10 +140,12 @@ export class EvpnService {
     }
     const same = before !== undefined && JSON.stringify({ ...before, maxRemoteMacs: 0, arpSuppress: true, vnis: {} }) === JSON.stringify({ ...conf, maxRemoteMacs: 0, arpSuppress: true, vnis: {} });
     this.#conf = conf;
+    this.#refused.max = conf.maxRemoteMacs;
     this.#replan();
     if (same) {
       // Limits, ARP suppression and RD/RT overrides apply in place; the routes are redone.
       this.#resync();
+      if (conf.maxRemoteMacs > before.maxRemoteMacs) this.#retryRefused();
       return [`evpn: ${this.#plans.size} VNIs, maxRemoteMacs ${conf.maxRemoteMacs}`];
     }
     this.#stop();
@@ -207,6 +219,8 @@ export class EvpnService {
     this.#adv.clear();
     this.#advByMac.clear();
     this.#peers.clear();
+    this.#refused.clear();
+    this.#held = undefined;
   }
 
   #connect(address: string): void {
@@ -281,6 +295,7 @@ export class EvpnService {
     client.watch((paths) => {
       if (my !== this.#session) return;
       if (!snapshotDone) early.push(paths);
+      else if (this.#held !== undefined) this.#held.push(paths);
       else this.#onPaths(paths, false);
     }, (address, state) => {
       const p = this.#peers.get(address);
@@ -293,6 +308,7 @@ export class EvpnService {
     });
     const snap = await client.listPaths();
     if (my !== this.#session) return;
+    this.#refused.clear();
     this.#onRoutes(snap, true);
     snapshotDone = true;
     for (const paths of early) this.#onPaths(paths, false);
@@ -448,6 +464,35 @@ export class EvpnService {
 
   /* ---------- install ---------- */
 
+  /**
+   * maxRemoteMacs was raised: the routes refused for it are judged again, and if some
+   * were not kept (refused.ts) every route is read again from gobgpd, watch events
+   * waiting meanwhile so that none is overtaken by the older snapshot.
+   */
+  #retryRefused(): void {
+    const { routes, reread } = this.#refused.drain();
+    this.#onRoutes(routes, false, true);
+    const client = this.#client;
+    this.log.info({ event: 'evpn_limit_retry', kept: routes.length, reread }, 'evpn_limit_retry');
+    if (!reread || !this.#connected || client === undefined || this.#held !== undefined) return;
+    const my = this.#session;
+    this.#held = [];
+    const release = (): void => {
+      const held = this.#held ?? [];
+      this.#held = undefined;
+      for (const p of held) this.#onPaths(p, false);
+    };
+    client.listPaths().then((snap) => {
+      if (my !== this.#session) return;
+      this.#onRoutes(snap, false, true);
+      release();
+    }, (e: Error) => {
+      if (my !== this.#session) return;
+      this.log.warn({ event: 'evpn_limit_retry_failed', error: e.message }, 'evpn_limit_retry_failed');
+      release();
+    });
+  }
+
   #onPaths(paths: Record<string, unknown>[], snapshot: boolean): void {
     const client = this.#client;
     if (client === undefined) return;
@@ -459,7 +504,8 @@ export class EvpnService {
     this.#onRoutes(rs, snapshot);
   }
 
-  #onRoutes(rs: EvpnRoute[], snapshot: boolean): void {
+  /** `retry`: routes judged again (refused.ts): not counted as received, nor refused again. */
+  #onRoutes(rs: EvpnRoute[], snapshot: boolean, retry = false): void {
     const vtep = this.ctx.vtep();
     if (vtep === undefined) return;
     const local = this.ctx.local();
@@ -467,6 +513,7 @@ export class EvpnService {
       if (r.neighbor === '' || r.neighbor === undefined) continue; // ours
       const k = routeKey(r);
       if (r.withdraw) {
+        this.#refused.forget(k);
         this.#uninstall(vtep, k);
         continue;
       }
@@ -476,9 +523,11 @@ export class EvpnService {
         continue;
       }
       if (cur !== undefined) this.#uninstall(vtep, k);
-      this.received[r.type]++;
+      if (!retry) this.received[r.type]++;
       const why = this.#install(vtep, r, k, local);
-      if (why !== undefined) this.#reject(why, r);
+      if (why === 'limit') this.#refused.note(k, r);
+      else this.#refused.forget(k);
+      if (why !== undefined && !retry) this.#reject(why, r);
     }
     if (snapshot) { /* stale entries are swept by the timer #markStale set */ }
   }
@@ -606,6 +655,7 @@ export class EvpnService {
   show(): Record<string, unknown> {
     const c = this.#conf;
     if (c === undefined) return { enabled: false };
+    const inFdb = remoteMacsInFdb(this.ctx.vtep(), this.#byMac.keys());
     const vnis = [...this.#plans.values()].sort((a, b) => a.vni - b.vni).map((p) => {
       const count = (type: 2 | 3, m: Map<string, Installed> | Map<string, EvpnRoute>): number => {
         let n = 0;
@@ -632,7 +682,8 @@ export class EvpnService {
         vni: p.vni, rd: p.rd, rt: p.rts,
         advertised: { type2: count(2, this.#adv), type3: count(3, this.#adv) },
         installed: { type2: count(2, this.#installed), type3: count(3, this.#installed) },
-        remoteMacs: this.#macsPerVni.get(p.vni) ?? 0,
+        remoteMacs: inFdb.get(p.vni) ?? 0,
+        routedMacs: this.#macsPerVni.get(p.vni) ?? 0,
         arpSuppress: this.neighbours.view(p.vni),
         floodRemotes: flood.sort(),
         localRoutes: local,
@@ -669,7 +720,7 @@ export class EvpnService {
     const installed = { 2: 0, 3: 0 };
     for (const r of this.#adv.values()) advertised[r.type]++;
     for (const r of this.#installed.values()) installed[r.type]++;
-    return { advertised, installed, macs: this.#macsPerVni };
+    return { advertised, installed, macs: remoteMacsInFdb(this.ctx.vtep(), this.#byMac.keys()) };
   }
 
   gobgpdRestarts(): number {
@@ -702,7 +753,7 @@ export function evpnMetrics(evpn: () => EvpnService, gauge: Reg, counter: Reg): 
     emit({ type: '2' }, evpn().received[2]);
     emit({ type: '3' }, evpn().received[3]);
   });
-  gauge('vswitch_evpn_remote_macs', 'Remote MACs installed from type-2 routes, per VNI (bounded by evpn.maxRemoteMacs).', ['vni'], (emit) => {
+  gauge('vswitch_evpn_remote_macs', 'Remote MACs in the MAC table from type-2 routes, per VNI (bounded by evpn.maxRemoteMacs).', ['vni'], (emit) => {
     if (!evpn().enabled) return;
     for (const [vni, n] of evpn().routeCounts().macs) emit({ vni: String(vni) }, n);
   });
