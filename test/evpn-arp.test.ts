@@ -44,6 +44,7 @@ describe('EVPN ARP suppression', () => {
   let d: Daemon;
   let bMac = '';
   let speaker: Background | undefined;
+  let flood = '';
 
   beforeAll(async () => {
     for (const ns of [HOST_A, HOST_B, vmNs('a'), vmNs('b')]) {
@@ -84,10 +85,15 @@ describe('EVPN ARP suppression', () => {
     const dir = tempDir('pa');
     const file = join(dir, 'phases.json');
     const rd = `${UNDER.b}:100`;
+    flood = join(dir, 'flood');
     writeFileSync(file, JSON.stringify([{ wait: null, routes: [
       { mac: bMac, vni: 100, rt: `${ASN}:100`, rd, seq: null },
       { mac: bMac, ip: VM.b, vni: 100, rt: `${ASN}:100`, rd, seq: null },
-    ] }]));
+    ] }, {
+      // Hostile: 100 more IPs for B's VM's MAC.
+      wait: flood,
+      routes: Array.from({ length: 100 }, (_, i) => ({ mac: bMac, ip: `${NET}.2.${i + 1}`, vni: 100, rt: `${ASN}:100`, rd, seq: null })),
+    }]));
     speaker = new Background(HOST_B, `python3 ${REPO}/test/scripts/bgp-evpn-inject.py ${UNDER.b} ${UNDER.a} ${ASN} ${file}`);
   }, 120_000);
 
@@ -157,5 +163,20 @@ describe('EVPN ARP suppression', () => {
     });
     expect(seen.some((l) => l.includes(`who-has ${VM.b}`)), seen.join('\n')).toBe(true);
     expect((await vni()).arpSuppress.suppressed).toBe(before);
+  });
+
+  it('a flood of MAC/IP routes for one MAC stops at 16 routes per MAC (mac_routes), the table with it', async () => {
+    const before = await vni();
+    writeFileSync(flood, '');
+    await waitFor('flood sent', () => /sent 100\b/.test(speaker!.out), { timeoutMs: 30_000 });
+    const show = await waitFor('flood judged', async () => {
+      const w = (await d.ok(['evpn', 'show'], { json: true })).json;
+      return w.rejected.mac_routes >= 86 ? w : undefined;
+    }, { timeoutMs: 30_000, intervalMs: 250 });
+    // B's MAC-only and MAC/IP routes, and 14 of the 100.
+    expect(show.rejected.mac_routes).toBe(86);
+    expect(show.vnis[0].installed.type2).toBe(16);
+    expect(show.vnis[0].arpSuppress.entries).toBe(before.arpSuppress.entries + 14);
+    expect(show.vnis[0].remoteMacs).toBe(1);
   });
 });

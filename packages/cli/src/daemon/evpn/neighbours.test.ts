@@ -32,14 +32,29 @@ describe('EVPN neighbour tables', () => {
   it('several routes for one IP: the latest answers, the one before takes over when it goes', () => {
     const { br, vtep, n } = rig();
     n.configure(vtep, () => true, 10);
-    n.add('remote', 100, 5, M1);
-    n.add('local', 100, 5, M2);
+    n.add('peer1', 100, 5, M1);
+    n.add('peer2', 100, 5, M2);
     expect(br.arpSuppress!.get(10, 5)).toBe(M2);
-    n.remove('local');
+    n.remove('peer2');
     expect(br.arpSuppress!.get(10, 5)).toBe(M1);
-    n.remove('remote');
+    n.remove('peer1');
     expect(br.arpSuppress!.get(10, 5)).toBeUndefined();
     expect(n.size).toBe(0);
+  });
+
+  it('this host\'s own binding answers over any peer\'s route for its IP while it stands', () => {
+    const br = new Bridge('br0');
+    const vtep = new Vtep(io, { local: 0x0a000001 });
+    vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [] }]);
+    const n = new EvpnNeighbours((k) => k.startsWith('|'));
+    n.configure(vtep, () => true, 10);
+    n.add('|local', 100, 5, M1);
+    n.add('peer|hostile', 100, 5, M2);
+    expect(br.arpSuppress!.get(10, 5)).toBe(M1);
+    n.configure(vtep, () => true, 10);
+    expect(br.arpSuppress!.get(10, 5)).toBe(M1);
+    n.remove('|local'); // the VM left (its binding went): the peer's route answers
+    expect(br.arpSuppress!.get(10, 5)).toBe(M2);
   });
 
   it('bounds each VLAN to the limit, counted; a VNI moved to another VLAN takes its entries', () => {
@@ -55,12 +70,13 @@ describe('EVPN neighbour tables', () => {
   });
 
   it('retain drops only the local keys it is not told to keep', () => {
-    const { vtep, n } = rig();
+    const { vtep } = rig();
+    const n = new EvpnNeighbours((k) => k.startsWith('|'));
     n.configure(vtep, () => true, 10);
     n.add('|rd|2|m|1', 100, 1, M1);
     n.add('|rd|2|m|2', 100, 2, M1);
     n.add('peer|rd|2|m|3', 100, 3, M2);
-    n.retain((k) => k.startsWith('|'), (k) => k.endsWith('|1'));
+    n.retain((k) => k.endsWith('|1'));
     expect(n.table(100).map(([ip]) => ip).sort()).toEqual([1, 3]);
     n.close();
     expect(n.size).toBe(0);

@@ -9,7 +9,9 @@
  * routes (a local MAC with a DHCP lease or a configured IP source guard binding).
  * Nothing else writes the tables: not ARP seen on the wire. Several routes may
  * name one (VNI, IP) (MAC-only routes do not; a local binding and a peer's route, two
- * RDs): the latest added answers, and when it goes, the latest remaining one.
+ * RDs): this host's own binding answers while it stands (a peer's route cannot take
+ * a local VM's address from its neighbours here), else the latest peer's route.
+ * `isLocal` tells the keys of this host's own routes.
  *
  * Placement: entries are kept by VNI; `configure` (after any change of VNIs or of
  * the section) maps each VNI to its bridge VLAN, turns answering on or off there
@@ -34,6 +36,8 @@ export interface ArpVniView {
 }
 
 export class EvpnNeighbours {
+  constructor(private readonly isLocal: (k: string) => boolean = () => false) {}
+
   readonly #entries = new Map<string, Entry>();
   /** `${vni}/${ip}` -> the keys naming it, latest last. */
   readonly #byIp = new Map<string, string[]>();
@@ -50,11 +54,17 @@ export class EvpnNeighbours {
     if (old !== undefined) this.remove(k);
     this.#entries.set(k, { vni, ip, mac });
     const ik = `${vni}/${ip}`;
-    const keys = this.#byIp.get(ik);
-    if (keys === undefined) this.#byIp.set(ik, [k]);
+    let keys = this.#byIp.get(ik);
+    if (keys === undefined) this.#byIp.set(ik, keys = [k]);
     else keys.push(k);
     const p = this.#place.get(vni);
-    p?.sup.set(p.vid, ip, mac);
+    p?.sup.set(p.vid, ip, this.#answer(keys).mac);
+  }
+
+  /** Which of the keys naming one IP answers: the latest local one, else the latest. */
+  #answer(keys: string[]): Entry {
+    for (let i = keys.length - 1; i >= 0; i--) if (this.isLocal(keys[i])) return this.#entries.get(keys[i])!;
+    return this.#entries.get(keys[keys.length - 1])!;
   }
 
   remove(k: string): void {
@@ -70,12 +80,12 @@ export class EvpnNeighbours {
       return;
     }
     this.#byIp.set(ik, keys);
-    p?.sup.set(p.vid, e.ip, this.#entries.get(keys[keys.length - 1])!.mac);
+    p?.sup.set(p.vid, e.ip, this.#answer(keys).mac);
   }
 
-  /** Drops this host's own entries (keys `isLocal` says) that `keep` does not hold. */
-  retain(isLocal: (k: string) => boolean, keep: (k: string) => boolean): void {
-    for (const k of [...this.#entries.keys()]) if (isLocal(k) && !keep(k)) this.remove(k);
+  /** Drops this host's own entries that `keep` does not hold. */
+  retain(keep: (k: string) => boolean): void {
+    for (const k of [...this.#entries.keys()]) if (this.isLocal(k) && !keep(k)) this.remove(k);
   }
 
   /**
@@ -101,7 +111,7 @@ export class EvpnNeighbours {
     }
     this.#place = place;
     for (const keys of this.#byIp.values()) {
-      const e = this.#entries.get(keys[keys.length - 1])!;
+      const e = this.#answer(keys);
       const p = place.get(e.vni);
       p?.sup.set(p.vid, e.ip, e.mac);
     }

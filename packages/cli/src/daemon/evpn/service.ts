@@ -27,7 +27,8 @@
  * remote entry on the tunnel port to its next hop, a type-3 route puts its next hop
  * on the VNI's flood list; a withdrawal removes them at once. Routes are checked
  * (routes.ts EVPN_REJECT_REASONS) and refused ones counted by reason. Remote MACs
- * per VNI are bounded by maxRemoteMacs (refused: 'limit'); the FDB's own limit does
+ * per VNI are bounded by maxRemoteMacs (refused: 'limit'), routes per MAC by
+ * MAX_ROUTES_PER_MAC ('mac_routes'); the FDB's own limit does
  * not bound them (remote entries are static), this one does. Several routes naming
  * one MAC or one flood remote (MAC-only and MAC/IP, two RDs) are counted, and the
  * entry goes with the last of them. MAC/IP routes, installed peers' and our own
@@ -51,7 +52,7 @@ import { GobgpdProcess } from './gobgpd.js';
 import { arpSuppressMetrics, EvpnNeighbours } from './neighbours.js';
 import { LimitRefused } from './refused.js';
 import { remoteMacsInFdb } from './remote-count.js';
-import { checkRoute, derivePlans, EVPN_REJECT_REASONS, type EvpnRejectReason, routeKey, type VniPlan } from './routes.js';
+import { checkRoute, derivePlans, EVPN_REJECT_REASONS, MAX_ROUTES_PER_MAC, type EvpnRejectReason, routeKey, type VniPlan } from './routes.js';
 
 const BATCH_MS = 50;
 const PENDING_MAX = 4096;
@@ -108,7 +109,7 @@ export class EvpnService {
   readonly received = { 2: 0, 3: 0 };
   readonly #recentRejects: { at: string; reason: string; route: string }[] = [];
   /** ARP suppression's tables, fed from MAC/IP routes (neighbours.ts). */
-  readonly neighbours = new EvpnNeighbours();
+  readonly neighbours = new EvpnNeighbours((k) => k.startsWith('|')); // routeKey: ours have no neighbour
   /** Routes refused for maxRemoteMacs, judged again when it is raised (refused.ts). */
   readonly #refused = new LimitRefused(0);
   /** While a re-read (ListPath) runs, watch events wait here. */
@@ -386,7 +387,7 @@ export class EvpnService {
         }
       }
       for (const [k, r] of [...this.#adv]) if (!want.has(k)) this.#withdraw(k, r);
-      this.neighbours.retain((k) => k.startsWith('|'), (k) => this.#adv.has(k));
+      this.neighbours.retain((k) => this.#adv.has(k));
       this.#advByMac.clear();
       for (const [k, r] of this.#adv) {
         if (r.type !== 2) continue;
@@ -563,6 +564,7 @@ export class EvpnService {
     }
     const macs = this.#byMac.get(mk);
     if (macs === undefined && (this.#macsPerVni.get(r.vni) ?? 0) >= (this.#conf?.maxRemoteMacs ?? 0)) return 'limit';
+    if (macs !== undefined && macs.size >= MAX_ROUTES_PER_MAC) return 'mac_routes';
     const refused = vtep.addRemoteMac(r.vni, mac, remote);
     if (refused !== undefined) return refused;
     this.#installed.set(k, { type: 2, vni: r.vni, mac, remote, seq: r.seq, stale: false });
