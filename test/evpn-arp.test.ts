@@ -14,7 +14,8 @@
  * counters move (show, metrics). A DAD probe for B's IP is answered (a real
  * conflict); A's VM probing its own IP is not (`passed`). With `arpSuppress: false`
  * for the VNI (a reload, gobgpd not restarted) the request crosses and B's VM
- * answers it itself.
+ * answers it itself. A flood of MAC/IP routes for one MAC stops at 16 routes per
+ * MAC (`mac_routes`), and the ARP table with it.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
