@@ -227,6 +227,7 @@ export class EvpnService {
   #connect(address: string): void {
     const my = ++this.#session;
     this.#connected = false;
+    this.#held = undefined;
     this.#client?.close();
     const client = new GobgpClient(address, this.#api!);
     this.#client = client;
@@ -471,11 +472,16 @@ export class EvpnService {
    * waiting meanwhile so that none is overtaken by the older snapshot.
    */
   #retryRefused(): void {
+    // Not connected: the next connection judges every route again anyway.
+    if (!this.#connected) {
+      this.#refused.clear();
+      return;
+    }
     const { routes, reread } = this.#refused.drain();
     this.#onRoutes(routes, false, true);
     const client = this.#client;
     this.log.info({ event: 'evpn_limit_retry', kept: routes.length, reread }, 'evpn_limit_retry');
-    if (!reread || !this.#connected || client === undefined || this.#held !== undefined) return;
+    if (!reread || client === undefined || this.#held !== undefined) return;
     const my = this.#session;
     this.#held = [];
     const release = (): void => {
