@@ -5,6 +5,8 @@ import { ArpSuppress } from './arp-suppress.js';
 import { VlanPolicy } from './vlan.js';
 import { readMac, writeMac } from './wire/ethernet.js';
 import { arpOper, arpSha, arpSpa, arpTha, arpTpa } from './wire/arp.js';
+import { parseIp6, writeIp6 } from './wire/ipv6.js';
+import { icmp6SumOk, writeIcmp6Checksum, writeNs, writeOptLla } from './wire/icmp6.js';
 
 const A = 0x020000000001;
 const B = 0x020000000002;
@@ -148,5 +150,76 @@ describe('ARP suppression', () => {
     io.a.inject(arp(A, 1, A, IP_A, IP_R));
     expect(br.port('a')!.counters().drops.tx_error).toBe(1);
     expect(io.vx.take()).toEqual([]);
+  });
+
+  describe('IPv6 neighbour solicitations', () => {
+    const T6 = parseIp6('fd00::200')!;
+    const A6 = parseIp6('fd00::100')!;
+    const UNSPEC = new Uint8Array(16);
+    const SNM = parseIp6('ff02::1:ff00:200')!;
+    function ns(src: Uint8Array, target: Uint8Array, hop = 255): Uint8Array {
+      const f = new Uint8Array(14 + 40 + 32);
+      writeMac(f, 0, 0x3333ff000200);
+      writeMac(f, 6, A);
+      f[12] = 0x86; f[13] = 0xdd;
+      let n = writeNs(f, 54, target, 0);
+      if (src.some((x) => x !== 0)) n += writeOptLla(f, 54 + n, 1, A); // a DAD probe carries no SLLA (RFC 4861 7.1.1)
+      const snm = SNM.slice();
+      snm.set(target.subarray(13), 13); // the target's solicited-node group
+      writeIp6(f, 14, n, 58, hop, src, 0, snm, 0);
+      writeIcmp6Checksum(f, 14, 54, n);
+      return f.subarray(0, 54 + n);
+    }
+
+    it('answers a solicitation for a known target with a solicited NA to the asker; unknown ones go on', () => {
+      const { io, sup } = rig();
+      expect(sup.set6(10, T6, R)).toBe(true);
+      expect(sup.count(10)).toBe(2);
+      io.a.inject(ns(A6, T6));
+      const [na] = io.a.take();
+      expect(io.vx.take()).toEqual([]);
+      expect([readMac(na, 0), readMac(na, 6)]).toEqual([A, R]);
+      expect(Buffer.from(na.subarray(22, 38))).toEqual(Buffer.from(T6)); // from the target
+      expect(Buffer.from(na.subarray(38, 54))).toEqual(Buffer.from(A6)); // to the asker
+      expect([na[54], na[58] & 0xe0]).toEqual([136, 0x60]); // NA, solicited + override
+      expect(Buffer.from(na.subarray(62, 78))).toEqual(Buffer.from(T6));
+      expect([na[78], na[79], readMac(na, 80)]).toEqual([2, 1, R]);
+      expect(icmp6SumOk(na, 14, 54, 32)).toBe(true);
+      io.a.inject(ns(A6, parseIp6('fd00::999')!));
+      expect(io.vx.take()).toHaveLength(1);
+      expect(sup.counters(10)).toMatchObject({ suppressed: 1, unknown: 1 });
+    });
+
+    it('DAD: a probe from :: for a held address is answered at all-nodes; the asker\'s own address is not; a bad hop limit is malformed', () => {
+      const { io, sup } = rig();
+      sup.set6(10, T6, R);
+      sup.set6(10, A6, A);
+      io.a.inject(ns(UNSPEC, T6));
+      const [na] = io.a.take();
+      expect(readMac(na, 0)).toBe(0x333300000001);
+      expect(na[58] & 0xe0).toBe(0x20); // override only
+      io.a.inject(ns(UNSPEC, A6));
+      io.a.inject(ns(A6, T6, 64));
+      expect(io.vx.take()).toHaveLength(2);
+      expect(sup.counters(10)).toMatchObject({ suppressed: 1, passed: 1, malformed: 1 });
+    });
+
+    it('IPv6 entries share the VLAN\'s bound; delete6 frees; other IPv6 is forwarded untouched', () => {
+      const { io } = rig();
+      const sup = new ArpSuppress(2);
+      sup.enable(10, true);
+      expect(sup.set6(10, T6, R)).toBe(true);
+      expect(sup.set(10, IP_R, R)).toBe(true);
+      expect(sup.set6(10, A6, A)).toBe(false);
+      expect(sup.counters(10).full).toBe(1);
+      sup.delete6(10, T6);
+      expect(sup.get6(10, T6)).toBeUndefined();
+      expect(sup.set6(10, A6, A)).toBe(true);
+      expect([sup.size, sup.get6(10, A6)]).toEqual([2, A]);
+      const f = ns(A6, T6);
+      f[54] = 128; // an echo request
+      io.a.inject(f);
+      expect(io.vx.take()).toHaveLength(1);
+    });
   });
 });

@@ -1,6 +1,6 @@
 /*
- * ARP suppression (BGP EVPN, RFC 7432 §10, as Linux's bridge `neigh_suppress`):
- * per bridge VLAN, a neighbour table IPv4 -> MAC that a control plane fills (the
+ * ARP and ND suppression (BGP EVPN, RFC 7432 §10, RFC 9161; as Linux's bridge
+ * `neigh_suppress`): per bridge VLAN, a neighbour table IP -> MAC that a control plane fills (the
  * EVPN service: peers' MAC/IP routes and this host's own advertised bindings), and
  * the proxy answer from it. An ARP request from a local port (not a tunnel) in a
  * VLAN where suppression is on, for an IP in the table, is answered here with the
@@ -29,21 +29,48 @@
  * a VLAN from a local port, the ethertype test; only ARP goes further. A reply is
  * written into one scratch frame; nothing per frame allocates.
  *
- * Not yet: IPv6 Neighbour Discovery (RFC 9161). It would fit here unchanged in
- * shape: MAC/IPv6 routes feed a second per-VLAN table keyed by the address's four
- * words (as guard6.ts's owners), the ethertype test takes 0x86DD too, and a
- * Neighbour Solicitation (ICMPv6 135, hop limit 255, no extension headers) for a
- * known target is answered with a solicited Neighbour Advertisement (target
- * link-layer option, ICMPv6 checksum; to all-nodes for a DAD probe from ::), the
- * router flag taken from the route's EVPN ND extended community.
+ * IPv6 the same way: a Neighbour Solicitation (ICMPv6 right after the fixed header,
+ * hop limit 255, a well-formed body: wire/icmp6.ts checkNd, else `malformed`) for a
+ * target in the VLAN's IPv6 table is answered with a Neighbour Advertisement from
+ * the target (solicited, override, its link-layer address; for a DAD probe from ::
+ * to all-nodes, not solicited), counted with the ARP requests. IPv6 addresses are
+ * kept as four int32 words under a small-integer hash, so the lookup allocates
+ * nothing. The router flag is never set (RFC 9161 would take it from the route's
+ * ND extended community: not read yet).
  */
 import * as arp from './wire/arp.js';
+import * as bytes from './wire/bytes.js';
 import * as ethernet from './wire/ethernet.js';
+import * as icmp6 from './wire/icmp6.js';
+import * as ipv6 from './wire/ipv6.js';
 import type { Port } from './port.js';
 import { txDrop } from './egress.js';
 
 const { arpOper, arpSha, arpSpa, arpTpa, checkArpIpv4, writeArp } = arp;
 const { readMac, writeMac } = ethernet;
+const { readI32: rd32 } = bytes;
+const { checkNd, writeIcmp6Checksum, writeNa, writeOptLla } = icmp6;
+const { ip6IsUnspecified, writeIp6 } = ipv6;
+const ND_OK = icmp6.NDP_OK;
+const NS = icmp6.ICMP6_TYPE.NEIGHBOR_SOLICIT;
+const NA_SOLICITED = icmp6.ND_NA_FLAG.SOLICITED;
+const NA_OVERRIDE = icmp6.ND_NA_FLAG.OVERRIDE;
+const TLLA = icmp6.NDOPT.TLLA;
+const IP6_HLEN = 40;
+const NA_LEN = 32; // NA (24) + target link-layer address option (8)
+const ALL_NODES = new Uint8Array([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+const ALL_NODES_MAC = 0x333300000001;
+
+/** One IPv6 neighbour: the address as four int32 words (compared without allocating), and its MAC. */
+interface Entry6 { w0: number; w1: number; w2: number; w3: number; mac: number }
+
+/** A hash of an IPv6 address's four words (a small integer: the Map key never allocates). */
+function hash6(w0: number, w1: number, w2: number, w3: number): number {
+  let h = Math.imul(w0, 0x9e3779b1) ^ w1;
+  h = Math.imul(h, 0x85ebca6b) ^ w2;
+  h = Math.imul(h, 0xc2b2ae35) ^ w3;
+  return h & 0x3fffffff;
+}
 const ARP_LEN = arp.ARP_LEN;
 const REQUEST = arp.ARP_REQUEST;
 const REPLY = arp.ARP_REPLY;
@@ -71,9 +98,13 @@ export class ArpSuppress {
   readonly on = new Uint8Array(4096);
   /** Per VLAN: IP (int32) -> MAC (u48). */
   readonly #tables: (Map<number, number> | undefined)[] = new Array(4096);
+  /** Per VLAN: IPv6 neighbours by hash6, each bucket scanned (few). */
+  readonly #tables6: (Map<number, Entry6[]> | undefined)[] = new Array(4096);
+  readonly #size6: number[] = new Array<number>(4096).fill(0);
   readonly #counters: (ArpSuppressCounters | undefined)[] = new Array(4096);
   #size = 0;
   readonly #frame = new Uint8Array(FRAME_MIN + 4);
+  readonly #frame6 = new Uint8Array(18 + IP6_HLEN + NA_LEN);
 
   constructor(public maxPerVlan = ARP_SUPPRESS_DEFAULT_MAX) {}
 
@@ -100,7 +131,7 @@ export class ArpSuppress {
     let t = this.#tables[vid];
     if (t === undefined) t = this.#tables[vid] = new Map();
     if (!t.has(ip)) {
-      if (t.size >= this.maxPerVlan) {
+      if (this.count(vid) >= this.maxPerVlan) {
         this.counters(vid).full++;
         return false;
       }
@@ -119,9 +150,64 @@ export class ArpSuppress {
     return this.#tables[vid]?.get(ip | 0);
   }
 
-  /** Entries in the VLAN's table. */
+  /** Entries in the VLAN's table (IPv4 and IPv6). */
   count(vid: number): number {
-    return this.#tables[vid]?.size ?? 0;
+    return (this.#tables[vid]?.size ?? 0) + this.#size6[vid];
+  }
+
+  #find6(vid: number, a: Uint8Array, o: number): Entry6 | undefined {
+    const t = this.#tables6[vid];
+    if (t === undefined) return undefined;
+    const w0 = rd32(a, o);
+    const w1 = rd32(a, o + 4);
+    const w2 = rd32(a, o + 8);
+    const w3 = rd32(a, o + 12);
+    const b = t.get(hash6(w0, w1, w2, w3));
+    if (b === undefined) return undefined;
+    for (let i = 0; i < b.length; i++) {
+      const e = b[i];
+      if (e.w0 === w0 && e.w1 === w1 && e.w2 === w2 && e.w3 === w3) return e;
+    }
+    return undefined;
+  }
+
+  /** The 16-byte IPv6 address `addr` is at `mac` in `vid`; false (counted `full`) if the VLAN's table is full. */
+  set6(vid: number, addr: Uint8Array, mac: number): boolean {
+    const e = this.#find6(vid, addr, 0);
+    if (e !== undefined) {
+      e.mac = mac;
+      return true;
+    }
+    if (this.count(vid) >= this.maxPerVlan) {
+      this.counters(vid).full++;
+      return false;
+    }
+    const n: Entry6 = { w0: rd32(addr, 0), w1: rd32(addr, 4), w2: rd32(addr, 8), w3: rd32(addr, 12), mac };
+    let t = this.#tables6[vid];
+    if (t === undefined) t = this.#tables6[vid] = new Map();
+    const h = hash6(n.w0, n.w1, n.w2, n.w3);
+    const b = t.get(h);
+    if (b === undefined) t.set(h, [n]);
+    else b.push(n);
+    this.#size6[vid]++;
+    this.#size++;
+    return true;
+  }
+
+  delete6(vid: number, addr: Uint8Array): void {
+    const e = this.#find6(vid, addr, 0);
+    if (e === undefined) return;
+    const t = this.#tables6[vid]!;
+    const h = hash6(e.w0, e.w1, e.w2, e.w3);
+    const b = t.get(h)!.filter((x) => x !== e);
+    if (b.length === 0) t.delete(h);
+    else t.set(h, b);
+    this.#size6[vid]--;
+    this.#size--;
+  }
+
+  get6(vid: number, addr: Uint8Array): number | undefined {
+    return this.#find6(vid, addr, 0)?.mac;
   }
 
   /** The VLAN's entries (views). */
@@ -132,11 +218,15 @@ export class ArpSuppress {
   clear(vid?: number): void {
     if (vid === undefined) {
       this.#tables.fill(undefined);
+      this.#tables6.fill(undefined);
+      this.#size6.fill(0);
       this.#size = 0;
       return;
     }
-    this.#size -= this.#tables[vid]?.size ?? 0;
+    this.#size -= this.count(vid);
     this.#tables[vid] = undefined;
+    this.#tables6[vid] = undefined;
+    this.#size6[vid] = 0;
   }
 
   /**
@@ -146,6 +236,7 @@ export class ArpSuppress {
    */
   answer(port: Port, vid: number, tagLen: number, buf: Uint8Array, off: number, len: number): boolean {
     const t = off + 12 + tagLen;
+    if (buf[t] === 0x86 && buf[t + 1] === 0xdd) return this.#answerNs(port, vid, t + 2, buf, off, len);
     if (buf[t] !== 0x08 || buf[t + 1] !== 0x06) return false;
     const l3 = t + 2;
     const c = this.#counters[vid]!;
@@ -187,6 +278,64 @@ export class ArpSuppress {
     f.fill(0, n, end);
     c.suppressed++;
     const r = port.tx.send(f, 0, end);
+    if (r < 0) port.drops[txDrop(r)]++;
+    else {
+      port.txFrames++;
+      port.txBytes += r;
+    }
+    return true;
+  }
+
+  /**
+   * A Neighbour Solicitation (IPv6 at buf[ip], ICMPv6 right after the fixed header)
+   * for a known target: answered with a Neighbour Advertisement from the target
+   * (solicited and override; to all-nodes for a DAD probe from ::, which is not
+   * solicited). Other IPv6 is not looked at past its next header and type.
+   */
+  #answerNs(port: Port, vid: number, ip: number, buf: Uint8Array, off: number, len: number): boolean {
+    const end = off + len;
+    const l4 = ip + IP6_HLEN;
+    if (l4 + 1 > end || buf[ip + 6] !== 58 || buf[l4] !== NS) return false;
+    const c = this.#counters[vid]!;
+    const plen = (buf[ip + 4] << 8) | buf[ip + 5];
+    const l4len = l4 + plen - IP6_HLEN <= end ? plen : end - l4;
+    if (checkNd(buf, ip, l4, l4len) !== ND_OK) {
+      c.malformed++;
+      return false;
+    }
+    const e = this.#find6(vid, buf, l4 + 8);
+    if (e === undefined) {
+      c.unknown++;
+      return false;
+    }
+    const asker = readMac(buf, off + 6);
+    if (e.mac === asker) {
+      c.passed++;
+      return false;
+    }
+    const dad = ip6IsUnspecified(buf, ip + 8);
+    const f = this.#frame6;
+    writeMac(f, 0, dad ? ALL_NODES_MAC : asker);
+    writeMac(f, 6, e.mac);
+    let o = 12;
+    if (!port.vlan.isUntagged(vid)) {
+      f[12] = 0x81;
+      f[13] = 0x00;
+      f[14] = (vid >> 8) & 0x0f;
+      f[15] = vid & 0xff;
+      o = 16;
+    }
+    f[o] = 0x86;
+    f[o + 1] = 0xdd;
+    const oip = o + 2;
+    const ol4 = oip + IP6_HLEN;
+    let n = writeNa(f, ol4, dad ? NA_OVERRIDE : NA_SOLICITED | NA_OVERRIDE, buf, l4 + 8);
+    n += writeOptLla(f, ol4 + n, TLLA, e.mac);
+    if (dad) writeIp6(f, oip, n, 58, 255, buf, l4 + 8, ALL_NODES, 0);
+    else writeIp6(f, oip, n, 58, 255, buf, l4 + 8, buf, ip + 8);
+    writeIcmp6Checksum(f, oip, ol4, n);
+    c.suppressed++;
+    const r = port.tx.send(f, 0, ol4 + n);
     if (r < 0) port.drops[txDrop(r)]++;
     else {
       port.txFrames++;
