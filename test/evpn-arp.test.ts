@@ -14,7 +14,9 @@
  * counters move (show, metrics). A DAD probe for B's IP is answered (a real
  * conflict); A's VM probing its own IP is not (`passed`). With `arpSuppress: false`
  * for the VNI (a reload, gobgpd not restarted) the request crosses and B's VM
- * answers it itself. A flood of MAC/IP routes for one MAC stops at 16 routes per
+ * answers it itself. ND: a solicitation for B's VM's IPv6 address (a MAC/IPv6
+ * route) is answered and does not cross; one for an unrouted address does. A flood
+ * of MAC/IP routes for one MAC stops at 16 routes per
  * MAC (`mac_routes`), and the ARP table with it.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -28,6 +30,7 @@ import { Background, captureDuring, flushNeigh, neigh, pingCount, quietNamespace
 const NET = '10.233';
 const UNDER = { a: `${NET}.0.1`, b: `${NET}.0.2` };
 const VM = { a: `${NET}.1.11`, b: `${NET}.1.12` };
+const VM6 = { a: 'fd00:e9::11', b: 'fd00:e9::12' };
 const A_MAC = '02:00:0a:e9:01:0b';
 const HOST_A = nsname('pa');
 const HOST_B = nsname('pb');
@@ -40,6 +43,8 @@ const VM_MTU = 1450;
 const vmNs = (n: string): string => nsname(`pvm${n}`);
 /** VXLAN datagrams (UDP 4789) whose inner frame is ARP: UDP 8 + VXLAN 8 + the inner ethertype at 12. */
 const VXLAN_ARP = 'udp dst port 4789 and udp[28:2] = 0x0806';
+/** VXLAN datagrams carrying a Neighbour Solicitation: inner IPv6 (next header at 16+14+6) with ICMPv6 type 135 (at 16+14+40). */
+const VXLAN_NS = 'udp dst port 4789 and udp[28:2] = 0x86dd and udp[36] = 58 and udp[70] = 135';
 
 describe('EVPN ARP suppression', () => {
   let d: Daemon;
@@ -90,6 +95,7 @@ describe('EVPN ARP suppression', () => {
     writeFileSync(file, JSON.stringify([{ wait: null, routes: [
       { mac: bMac, vni: 100, rt: `${ASN}:100`, rd, seq: null },
       { mac: bMac, ip: VM.b, vni: 100, rt: `${ASN}:100`, rd, seq: null },
+      { mac: bMac, ip: VM6.b, vni: 100, rt: `${ASN}:100`, rd, seq: null },
     ] }, {
       // Hostile: 100 more IPs for B's VM's MAC.
       wait: flood,
@@ -132,8 +138,8 @@ describe('EVPN ARP suppression', () => {
     expect(await neigh(vmNs('a'), VM.b)).toContain(bMac);
     const metrics = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
     expect(metrics).toMatch(/vswitch_evpn_arp_suppressed_total\{vni="100"\} [2-9]/);
-    // B's VM from the route, and A's VM's own binding (advertised MAC/IP once its MAC is local).
-    expect(metrics).toMatch(/vswitch_evpn_arp_entries\{vni="100"\} 2/);
+    // B's VM (IPv4 and IPv6) from the routes, and A's VM's own binding (advertised MAC/IP once its MAC is local).
+    expect(metrics).toMatch(/vswitch_evpn_arp_entries\{vni="100"\} 3/);
   }, 90_000);
 
   it('DAD: a probe for B\'s IP is answered (a conflict); A\'s VM probing its own IP is not', async () => {
@@ -148,13 +154,28 @@ describe('EVPN ARP suppression', () => {
     expect(after.passed - before.passed).toBe(1);
   });
 
+  it('ND: A\'s VM\'s neighbour solicitation for B\'s VM\'s IPv6 address is answered from the MAC/IPv6 route, none crosses', async () => {
+    const ns = vmNs('a');
+    await nsExec(ns, `sysctl -qw net.ipv6.conf.${TAP}.accept_dad=0 && sysctl -qw net.ipv6.conf.${TAP}.disable_ipv6=0 && ip addr add ${VM6.a}/64 dev ${TAP} nodad`);
+    const before = (await vni()).arpSuppress;
+    const seen = await captureDuring(HOST_A, UA, VXLAN_NS, async () => {
+      const r = await nsExecR(ns, `ndisc6 -1 -r 2 -w 1000 ${VM6.b} ${TAP}`);
+      expect(r.stdout, r.stderr).toMatch(new RegExp(`Target link-layer address: ${bMac}`, 'i'));
+      // The control: a target no route names is solicited across, as without suppression.
+      await nsExecR(ns, `ndisc6 -1 -r 1 -w 300 fd00:e9::99 ${TAP}`);
+    });
+    expect(seen.filter((l) => l.includes(`who has ${VM6.b}`)), seen.join('\n')).toEqual([]);
+    expect(seen.some((l) => l.includes('who has fd00:e9::99')), seen.join('\n')).toBe(true);
+    expect((await vni()).arpSuppress.suppressed).toBeGreaterThan(before.suppressed);
+  });
+
   it('with arpSuppress off for the VNI (a reload, gobgpd kept), the request crosses and B\'s VM answers it', async () => {
     const cfg = parse(readFileSync(d.configFile, 'utf8'));
     cfg.evpn.vnis = { 100: { arpSuppress: false } };
     writeFileSync(d.configFile, toYaml(cfg));
     await d.ok(['reload']);
     const show = (await d.ok(['evpn', 'show'], { json: true })).json;
-    expect(show.vnis[0].arpSuppress).toMatchObject({ on: false, entries: 2 });
+    expect(show.vnis[0].arpSuppress).toMatchObject({ on: false, entries: 3 });
     expect(show.gobgpd.restarts).toBe(0);
     const before = show.vnis[0].arpSuppress.suppressed;
     await flushNeigh(vmNs('a'));
@@ -172,12 +193,12 @@ describe('EVPN ARP suppression', () => {
     await waitFor('flood sent', () => /sent 100\b/.test(speaker!.out), { timeoutMs: 30_000 });
     const show = await waitFor('flood judged', async () => {
       const w = (await d.ok(['evpn', 'show'], { json: true })).json;
-      return w.rejected.mac_routes >= 86 ? w : undefined;
+      return w.rejected.mac_routes >= 87 ? w : undefined;
     }, { timeoutMs: 30_000, intervalMs: 250 });
-    // B's MAC-only and MAC/IP routes, and 14 of the 100.
-    expect(show.rejected.mac_routes).toBe(86);
+    // B's MAC-only and two MAC/IP routes, and 13 of the 100.
+    expect(show.rejected.mac_routes).toBe(87);
     expect(show.vnis[0].installed.type2).toBe(16);
-    expect(show.vnis[0].arpSuppress.entries).toBe(before.arpSuppress.entries + 14);
+    expect(show.vnis[0].arpSuppress.entries).toBe(before.arpSuppress.entries + 13);
     expect(show.vnis[0].remoteMacs).toBe(1);
   });
 });

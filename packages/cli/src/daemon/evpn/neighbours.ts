@@ -1,6 +1,6 @@
 /*
- * EVPN's neighbour tables for ARP suppression (issue 16 item 4): which IPv4
- * address is at which MAC per VNI, from the MAC/IP routes the service knows, pushed
+ * EVPN's neighbour tables for ARP and ND suppression (issue 16 item 4): which IPv4
+ * or IPv6 address is at which MAC per VNI, from the MAC/IP routes the service knows, pushed
  * into each bridge's ArpSuppress (packages/switch/src/arp-suppress.ts), which
  * answers local ARP requests from it.
  *
@@ -21,9 +21,10 @@
  * tables. A bridge holds its ArpSuppress only while some VLAN of it has answering
  * on, so a bridge without EVPN pays one field test per frame.
  */
-import { ArpSuppress, type Bridge, type Vtep } from '@vswitch/switch';
+import { ArpSuppress, type Bridge, parseIp4, parseIp6, type Vtep } from '@vswitch/switch';
 
-interface Entry { vni: number; ip: number; mac: number }
+/** `ip` as the route has it; `v4` (u32, -1 for IPv6) or `v6` (16 bytes) as the tables take it. */
+interface Entry { vni: number; ip: string; v4: number; v6: Uint8Array | undefined; mac: number }
 
 export interface ArpVniView {
   on: boolean;
@@ -47,18 +48,27 @@ export class EvpnNeighbours {
 
   get size(): number { return this.#entries.size; }
 
-  /** A MAC/IP route (key `k`) says `ip` (u32) is at `mac` in `vni`. */
-  add(k: string, vni: number, ip: number, mac: number): void {
+  /** A MAC/IP route (key `k`) says `ip` (IPv4 or IPv6 text) is at `mac` in `vni`; false if `ip` is neither. */
+  add(k: string, vni: number, ip: string, mac: number): boolean {
     const old = this.#entries.get(k);
-    if (old !== undefined && old.vni === vni && old.ip === ip && old.mac === mac) return;
+    if (old !== undefined && old.vni === vni && old.ip === ip && old.mac === mac) return true;
+    const v4 = parseIp4(ip);
+    const v6 = v4 >= 0 ? undefined : parseIp6(ip);
+    if (v4 < 0 && v6 === undefined) return false;
     if (old !== undefined) this.remove(k);
-    this.#entries.set(k, { vni, ip, mac });
+    this.#entries.set(k, { vni, ip, v4, v6, mac });
     const ik = `${vni}/${ip}`;
     let keys = this.#byIp.get(ik);
     if (keys === undefined) this.#byIp.set(ik, keys = [k]);
     else keys.push(k);
     const p = this.#place.get(vni);
-    p?.sup.set(p.vid, ip, this.#answer(keys).mac);
+    if (p !== undefined) this.#put(p, this.#answer(keys));
+    return true;
+  }
+
+  #put(p: { sup: ArpSuppress; vid: number }, e: Entry): void {
+    if (e.v6 !== undefined) p.sup.set6(p.vid, e.v6, e.mac);
+    else p.sup.set(p.vid, e.v4, e.mac);
   }
 
   /** Which of the keys naming one IP answers: the latest local one, else the latest. */
@@ -76,11 +86,12 @@ export class EvpnNeighbours {
     const p = this.#place.get(e.vni);
     if (keys.length === 0) {
       this.#byIp.delete(ik);
-      p?.sup.delete(p.vid, e.ip);
+      if (p !== undefined && e.v6 !== undefined) p.sup.delete6(p.vid, e.v6);
+      else if (p !== undefined) p.sup.delete(p.vid, e.v4);
       return;
     }
     this.#byIp.set(ik, keys);
-    p?.sup.set(p.vid, e.ip, this.#answer(keys).mac);
+    if (p !== undefined) this.#put(p, this.#answer(keys));
   }
 
   /** Drops this host's own entries that `keep` does not hold. */
@@ -113,7 +124,7 @@ export class EvpnNeighbours {
     for (const keys of this.#byIp.values()) {
       const e = this.#answer(keys);
       const p = place.get(e.vni);
-      p?.sup.set(p.vid, e.ip, e.mac);
+      if (p !== undefined) this.#put(p, e);
     }
     for (const [br, sup] of this.#sups) {
       if (!used.has(br)) {
@@ -141,7 +152,7 @@ export class EvpnNeighbours {
     return { on: p.on, entries: p.sup.count(p.vid), suppressed: c.suppressed, unknown: c.unknown, passed: c.passed, malformed: c.malformed, full: c.full };
   }
 
-  /** The VNI's table, IP -> MAC (views, tests). */
+  /** The VNI's IPv4 table, IP -> MAC (views, tests). */
   table(vni: number): [number, number][] {
     const p = this.#place.get(vni);
     return p === undefined ? [] : p.sup.entries(p.vid);
@@ -165,10 +176,10 @@ export function arpSuppressMetrics(neigh: () => EvpnNeighbours | undefined, gaug
       if (v !== undefined) emit({ vni: String(vni) }, pick(v));
     }
   };
-  gauge('vswitch_evpn_arp_entries', 'IPv4 neighbours (from MAC/IP routes) in the VNI\'s ARP suppression table.', ['vni'], (emit) => each(emit, (v) => v.entries));
-  counter('vswitch_evpn_arp_suppressed_total', 'ARP requests from local ports answered from the VNI\'s table (not sent into the overlay).', ['vni'], (emit) => each(emit, (v) => v.suppressed));
-  counter('vswitch_evpn_arp_unknown_total', 'ARP requests for an IP not in the VNI\'s table: flooded as without suppression.', ['vni'], (emit) => each(emit, (v) => v.unknown));
+  gauge('vswitch_evpn_arp_entries', 'IPv4 and IPv6 neighbours (from MAC/IP routes) in the VNI\'s ARP/ND suppression table.', ['vni'], (emit) => each(emit, (v) => v.entries));
+  counter('vswitch_evpn_arp_suppressed_total', 'ARP requests and neighbour solicitations from local ports answered from the VNI\'s table (not sent into the overlay).', ['vni'], (emit) => each(emit, (v) => v.suppressed));
+  counter('vswitch_evpn_arp_unknown_total', 'ARP requests and neighbour solicitations for an IP not in the VNI\'s table: flooded as without suppression.', ['vni'], (emit) => each(emit, (v) => v.unknown));
   counter('vswitch_evpn_arp_passed_total', 'ARP requests the table knew but did not answer (the asker\'s own MAC, a gratuitous request): forwarded.', ['vni'], (emit) => each(emit, (v) => v.passed));
-  counter('vswitch_evpn_arp_malformed_total', 'ARP frames whose body is not IPv4 over 6-byte MACs, or truncated: forwarded untouched.', ['vni'], (emit) => each(emit, (v) => v.malformed));
+  counter('vswitch_evpn_arp_malformed_total', 'ARP frames whose body is not IPv4 over 6-byte MACs, or truncated, and invalid neighbour solicitations: forwarded untouched.', ['vni'], (emit) => each(emit, (v) => v.malformed));
   counter('vswitch_evpn_arp_full_total', 'Neighbour entries refused because the VNI\'s table held maxRemoteMacs IPs.', ['vni'], (emit) => each(emit, (v) => v.full));
 }

@@ -453,7 +453,7 @@ export class EvpnService {
     const old = this.#adv.get(k);
     if (old !== undefined && old.seq === r.seq && old.sticky === r.sticky && old.rd === r.rd && old.rts.join() === r.rts.join()) return k;
     this.#adv.set(k, r);
-    if (r.type === 2 && r.ip !== undefined && parseIp4(r.ip) >= 0) this.neighbours.add(k, r.vni, parseIp4(r.ip), parseMac(r.mac!));
+    if (r.type === 2 && r.ip) this.neighbours.add(k, r.vni, r.ip, parseMac(r.mac!));
     this.#queue('add_path', (c) => c.addPath(r));
     return k;
   }
@@ -574,7 +574,7 @@ export class EvpnService {
     const refused = vtep.addRemoteMac(r.vni, mac, remote);
     if (refused !== undefined) return refused;
     this.#installed.set(k, { type: 2, vni: r.vni, mac, remote, seq: r.seq, stale: false });
-    if (r.ip !== undefined && parseIp4(r.ip) >= 0) this.neighbours.add(k, r.vni, parseIp4(r.ip), mac);
+    if (r.ip) this.neighbours.add(k, r.vni, r.ip, mac);
     if (macs === undefined) {
       this.#byMac.set(mk, new Set([k]));
       this.#macsPerVni.set(r.vni, (this.#macsPerVni.get(r.vni) ?? 0) + 1);
