@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { TestIo } from './testing/test-io.js';
 import { Bridge } from './bridge.js';
@@ -221,5 +222,27 @@ describe('ARP suppression', () => {
       io.a.inject(f);
       expect(io.vx.take()).toHaveLength(1);
     });
+  });
+
+  it('never throws on random ARP and IPv6 bodies of any length, and never answers from an empty table', () => {
+    const { io, sup } = rig();
+    sup.set6(10, parseIp6('fd00::200')!, R);
+    const empty = new ArpSuppress();
+    empty.enable(10, true);
+    fc.assert(fc.property(fc.uint8Array({ minLength: 14, maxLength: 120 }), fc.boolean(), (body, v6) => {
+      const f = body.slice();
+      writeMac(f, 6, A);
+      f[12] = v6 ? 0x86 : 0x08;
+      f[13] = v6 ? 0xdd : 0x06;
+      io.a.inject(f);
+      io.a.take();
+      io.vx.take();
+      return true;
+    }), { numRuns: 2000 });
+    const { br, io: io2 } = rig();
+    br.arpSuppress = empty;
+    io2.a.inject(arp(A, 1, A, IP_A, IP_R));
+    expect(io2.a.take()).toEqual([]);
+    expect(empty.counters(10).unknown).toBe(1);
   });
 });
