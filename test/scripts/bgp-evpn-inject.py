@@ -7,7 +7,8 @@ machine; these go out in about a hundred UPDATEs). Then it keeps the session up
 
 Usage: bgp-evpn-inject.py LOCAL PEER ASN PHASES.json
 PHASES.json: a list of phases, each {"wait": FILE or null, "routes": [{"mac",
-"vni", "rt": "ASN:N", "rd": "IP:N", "seq": N or null}, ...]}; a phase with "wait"
+"vni", "rt": "ASN:N", "rd": "IP:N", "seq": N or null, "ip": IPv4 or IPv6
+(optional: a MAC/IP route)}, ...]}; a phase with "wait"
 starts when FILE exists. Prints "sent N" after each phase.
 """
 import json
@@ -40,7 +41,10 @@ def rd_bytes(rd):
 def nlri(r):
     mac = bytes(int(x, 16) for x in r['mac'].split(':'))
     vni = r['vni']
-    body = rd_bytes(r['rd']) + bytes(10) + struct.pack('!I', 0) + bytes([48]) + mac + bytes([0]) + bytes([(vni >> 16) & 255, (vni >> 8) & 255, vni & 255])
+    ip = bytes([0])
+    if r.get('ip'):
+        ip = bytes([128]) + socket.inet_pton(socket.AF_INET6, r['ip']) if ':' in r['ip'] else bytes([32]) + socket.inet_aton(r['ip'])
+    body = rd_bytes(r['rd']) + bytes(10) + struct.pack('!I', 0) + bytes([48]) + mac + ip + bytes([(vni >> 16) & 255, (vni >> 8) & 255, vni & 255])
     return bytes([2, len(body)]) + body
 
 

@@ -669,7 +669,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
     });
 
   const evpn = program.command('evpn').description('BGP EVPN for the VXLAN VNIs through GoBGP: neighbours, routes advertised and installed');
-  evpn.command('show').addOption(json()).description('gobgpd, neighbours and their session state, per VNI the RD/RT and routes by type, refused routes by reason')
+  evpn.command('show').addOption(json()).description('gobgpd, neighbours and their session state, per VNI the RD/RT, routes by type and ARP suppression, refused routes by reason')
     .action(async () => {
       print(await call('evpn.show'), asJson(), (v) => !v.enabled ? 'evpn: not configured\n'
         : `evpn: AS ${v.asn} router-id ${v.routerId} gobgpd ${v.gobgpd.mode} ${v.gobgpd.api}${v.gobgpd.pid ? ` pid ${v.gobgpd.pid}` : ''}`
@@ -677,6 +677,8 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
         + table(['neighbor', 'remote AS', 'state', 'received', 'advertised'], v.neighbors.map((n: any) => [n.address, n.remoteAs, n.state, n.received, n.advertised]))
         + table(['vni', 'rd', 'rt', 'adv type-2', 'adv type-3', 'inst type-2', 'inst type-3', 'remote macs', 'flood'],
           v.vnis.map((s: any) => [s.vni, s.rd, s.rt.join(','), s.advertised.type2, s.advertised.type3, s.installed.type2, s.installed.type3, s.remoteMacs, s.floodRemotes.join(',') || '-']))
+        + table(['vni', 'arp suppress', 'neighbours', 'suppressed', 'unknown', 'passed', 'malformed', 'full'],
+          v.vnis.filter((s: any) => s.arpSuppress).map((s: any) => [s.vni, s.arpSuppress.on ? 'on' : 'off', s.arpSuppress.entries, s.arpSuppress.suppressed, s.arpSuppress.unknown, s.arpSuppress.passed, s.arpSuppress.malformed, s.arpSuppress.full]))
         + `rejected: ${Object.entries(v.rejected).map(([k, n]) => `${k} ${n}`).join(', ')}\n`);
     });
 

@@ -35,8 +35,13 @@ export const EvpnSchema = z.strictObject({
   protoDir: z.string().min(1).optional(),
   /** Remote MACs installed from type-2 routes, at most, per VNI; routes beyond it are refused and counted ('limit'). */
   maxRemoteMacs: z.number().int().min(0).max(1_000_000).default(EVPN_DEFAULTS.maxRemoteMacs),
-  /** Per VNI (as a string key), RD and RTs instead of the derived ones. */
-  vnis: z.record(z.string().regex(/^\d+$/, 'must be a VNI'), z.strictObject({ rd: Rd.optional(), rt: z.array(Rt).min(1).optional() })).default({}),
+  /**
+   * ARP suppression (daemon/evpn/neighbours.ts): local ARP requests for an IP a
+   * MAC/IP route names are answered by this host, not flooded into the overlay.
+   */
+  arpSuppress: z.boolean().default(true),
+  /** Per VNI (as a string key), RD and RTs instead of the derived ones, and arpSuppress for this VNI. */
+  vnis: z.record(z.string().regex(/^\d+$/, 'must be a VNI'), z.strictObject({ rd: Rd.optional(), rt: z.array(Rt).min(1).optional(), arpSuppress: z.boolean().optional() })).default({}),
 });
 
 export type EvpnConfig = z.infer<typeof EvpnSchema>;

@@ -1,6 +1,7 @@
 /*
  * A bridge: ports, one MAC table, and the pipeline that joins them
  *   port -> ingress (admit, classify VLAN, guards: guard.ts, guard6.ts, learn: ingress.ts)
+ *        -> ARP suppression (arp-suppress.ts; only while a control plane set it)
  *        -> forward (unicast / flood, storm control, canEgress: forward.ts) -> egress -> port,
  * as Linux's br_handle_frame_finish. Everything per frame is synchronous from the
  * buffer the frame arrived in, and allocates nothing: per-frame decisions live in
@@ -49,6 +50,7 @@ import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
 import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
 import { Policer, Shaper, type RateSpec } from './police.js';
 import { READ_QUANTUM_DEFAULT, readQuantumProblem } from './fair.js';
+import type { ArpSuppress } from './arp-suppress.js';
 
 // The per-frame pipeline through module constants: an imported binding is checked
 // on every use (see ingress.ts).
@@ -134,6 +136,11 @@ export class Bridge {
    * events), while set. Unset, a learning frame pays one comparison.
    */
   onLearn: ((vid: number, mac: number, port: Port) => void) | undefined = undefined;
+  /**
+   * ARP suppression (arp-suppress.ts), set by a control plane while some VLAN has it
+   * on: ARP requests from local ports in those VLANs may be answered instead of forwarded.
+   */
+  arpSuppress: ArpSuppress | undefined = undefined;
   /** Which ports hold which MACs by their guards' bindings. */
   readonly macOwners = new MacOwners();
   /** Which port owns which IPv6 address, per VLAN (guard6.ts): an owner pins it while up with its IPv6 source guard on. */
@@ -378,6 +385,8 @@ export class Bridge {
     } else if (l === NEW && this.onLearn !== undefined) {
       this.onLearn(meta.vid, meta.src, port);
     }
+    const sup = this.arpSuppress;
+    if (sup !== undefined && sup.on[meta.vid] === 1 && port.horizon === 0 && sup.answer(port, meta.vid, meta.tagLen, buf, off, len)) return;
     runForward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#egress, this.counters, now);
   }
 

@@ -28,3 +28,4 @@ export * from './bond.js';
 export * from './wire/vxlan.js';
 export * from './vxlan.js';
 export * from './fair.js';
+export * from './arp-suppress.js';

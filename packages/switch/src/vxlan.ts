@@ -509,6 +509,8 @@ export class Vtep {
         for (const [m, r] of seg.cpFdb) {
           const e = br.fdb.get(s.vid, m);
           if (e !== undefined && e.isStatic && !e.remote) seg.cpFdb.delete(m); // a static entry took it
+          // A local port's frame took it back while the route stood (MAC mobility): it stays local.
+          else if (e !== undefined && !e.remote && br.port(br.portName(e.port))?.horizon === 0) continue;
           else br.fdb.addStatic(s.vid, m, br.port(this.portName(r))!.id, true);
         }
       }

@@ -22,8 +22,12 @@ export const EVPN_REJECT_REASONS = [
   'static_conflict', // the MAC is static here (config, `fdb add`, `vxlan fdb add`)
   'local_newer',     // the MAC is local here and the route's mobility sequence is not newer than ours
   'limit',           // the VNI holds maxRemoteMacs remote MACs already
+  'mac_routes',      // the MAC has MAX_ROUTES_PER_MAC routes installed already (MAC/IP pairs, RDs)
 ] as const;
 export type EvpnRejectReason = (typeof EVPN_REJECT_REASONS)[number];
+
+/** Installed routes naming one (VNI, MAC), at most: a host has a MAC-only route and a few MAC/IPs; a flood of IPs for one MAC stops here. */
+export const MAX_ROUTES_PER_MAC = 16;
 
 export interface VniPlan {
   vni: number;

@@ -27,10 +27,16 @@
  * remote entry on the tunnel port to its next hop, a type-3 route puts its next hop
  * on the VNI's flood list; a withdrawal removes them at once. Routes are checked
  * (routes.ts EVPN_REJECT_REASONS) and refused ones counted by reason. Remote MACs
- * per VNI are bounded by maxRemoteMacs (refused: 'limit'); the FDB's own limit does
+ * per VNI are bounded by maxRemoteMacs (refused: 'limit'), routes per MAC by
+ * MAX_ROUTES_PER_MAC ('mac_routes'); the FDB's own limit does
  * not bound them (remote entries are static), this one does. Several routes naming
  * one MAC or one flood remote (MAC-only and MAC/IP, two RDs) are counted, and the
- * entry goes with the last of them.
+ * entry goes with the last of them. MAC/IP routes, installed peers' and our own
+ * advertised ones, also fill the VNIs' ARP suppression tables (neighbours.ts).
+ *
+ * Routes refused for the limit are remembered (refused.ts) and judged again when a
+ * reload raises it. `evpn show` counts remote MACs from the MAC table
+ * (remote-count.ts): a local frame takes a route's MAC back while the route stands.
  *
  * Surviving the control plane: when the connection to gobgpd breaks (gobgpd died,
  * restarted), installed entries stay and forwarding goes on; after reconnecting,
@@ -43,7 +49,10 @@ import type { EvpnConfig } from '../../evpn-config.js';
 import type { Logger } from '../log.js';
 import { type EvpnRoute, GobgpClient, GobgpError, loadGobgpApi, type PeerInfo } from './gobgp.js';
 import { GobgpdProcess } from './gobgpd.js';
-import { checkRoute, derivePlans, EVPN_REJECT_REASONS, type EvpnRejectReason, routeKey, type VniPlan } from './routes.js';
+import { arpSuppressMetrics, EvpnNeighbours } from './neighbours.js';
+import { LimitRefused } from './refused.js';
+import { remoteMacsInFdb } from './remote-count.js';
+import { checkRoute, derivePlans, EVPN_REJECT_REASONS, MAX_ROUTES_PER_MAC, type EvpnRejectReason, routeKey, type VniPlan } from './routes.js';
 
 const BATCH_MS = 50;
 const PENDING_MAX = 4096;
@@ -99,6 +108,12 @@ export class EvpnService {
   readonly rejected = new Float64Array(EVPN_REJECT_REASONS.length);
   readonly received = { 2: 0, 3: 0 };
   readonly #recentRejects: { at: string; reason: string; route: string }[] = [];
+  /** ARP suppression's tables, fed from MAC/IP routes (neighbours.ts). */
+  readonly neighbours = new EvpnNeighbours((k) => k.startsWith('|')); // routeKey: ours have no neighbour
+  /** Routes refused for maxRemoteMacs, judged again when it is raised (refused.ts). */
+  readonly #refused = new LimitRefused(0);
+  /** While a re-read (ListPath) runs, watch events wait here. */
+  #held: Record<string, unknown>[][] | undefined;
   #rejectLogBudget = 20;
 
   constructor(private readonly log: Logger, private readonly ctx: EvpnContext) {}
@@ -124,12 +139,14 @@ export class EvpnService {
         throw new GobgpError('ENOENT', `evpn: ${(e as Error).message}`);
       }
     }
-    const same = before !== undefined && JSON.stringify({ ...before, maxRemoteMacs: 0, vnis: {} }) === JSON.stringify({ ...conf, maxRemoteMacs: 0, vnis: {} });
+    const same = before !== undefined && JSON.stringify({ ...before, maxRemoteMacs: 0, arpSuppress: true, vnis: {} }) === JSON.stringify({ ...conf, maxRemoteMacs: 0, arpSuppress: true, vnis: {} });
     this.#conf = conf;
+    this.#refused.max = conf.maxRemoteMacs;
     this.#replan();
     if (same) {
-      // Limits and RD/RT overrides apply in place; the routes are redone.
+      // Limits, ARP suppression and RD/RT overrides apply in place; the routes are redone.
       this.#resync();
+      if (conf.maxRemoteMacs > before.maxRemoteMacs) this.#retryRefused();
       return [`evpn: ${this.#plans.size} VNIs, maxRemoteMacs ${conf.maxRemoteMacs}`];
     }
     this.#stop();
@@ -150,6 +167,7 @@ export class EvpnService {
     for (const br of this.#listened) if (br.fdb.onChange === this.#onFdb) br.fdb.onChange = undefined;
     this.#listened.clear();
     this.#dropInstalled();
+    this.neighbours.close();
   }
 
   #routerId(): string {
@@ -161,6 +179,7 @@ export class EvpnService {
     const vnis = vtep?.segments().map((s) => s.vni) ?? [];
     const c = this.#conf!;
     this.#plans = new Map(derivePlans(vnis, this.#routerId(), c.asn, c.vnis).map((p) => [p.vni, p]));
+    this.neighbours.configure(vtep, (vni) => c.vnis[String(vni)]?.arpSuppress ?? c.arpSuppress, c.maxRemoteMacs);
     this.#listen();
   }
 
@@ -201,11 +220,14 @@ export class EvpnService {
     this.#adv.clear();
     this.#advByMac.clear();
     this.#peers.clear();
+    this.#refused.clear();
+    this.#held = undefined;
   }
 
   #connect(address: string): void {
     const my = ++this.#session;
     this.#connected = false;
+    this.#held = undefined;
     this.#client?.close();
     const client = new GobgpClient(address, this.#api!);
     this.#client = client;
@@ -275,6 +297,7 @@ export class EvpnService {
     client.watch((paths) => {
       if (my !== this.#session) return;
       if (!snapshotDone) early.push(paths);
+      else if (this.#held !== undefined) this.#held.push(paths);
       else this.#onPaths(paths, false);
     }, (address, state) => {
       const p = this.#peers.get(address);
@@ -287,6 +310,7 @@ export class EvpnService {
     });
     const snap = await client.listPaths();
     if (my !== this.#session) return;
+    this.#refused.clear();
     this.#onRoutes(snap, true);
     snapshotDone = true;
     for (const paths of early) this.#onPaths(paths, false);
@@ -364,6 +388,7 @@ export class EvpnService {
         }
       }
       for (const [k, r] of [...this.#adv]) if (!want.has(k)) this.#withdraw(k, r);
+      this.neighbours.retain((k) => this.#adv.has(k));
       this.#advByMac.clear();
       for (const [k, r] of this.#adv) {
         if (r.type !== 2) continue;
@@ -428,16 +453,52 @@ export class EvpnService {
     const old = this.#adv.get(k);
     if (old !== undefined && old.seq === r.seq && old.sticky === r.sticky && old.rd === r.rd && old.rts.join() === r.rts.join()) return k;
     this.#adv.set(k, r);
+    if (r.type === 2 && r.ip) this.neighbours.add(k, r.vni, r.ip, parseMac(r.mac!));
     this.#queue('add_path', (c) => c.addPath(r));
     return k;
   }
 
   #withdraw(k: string, r: EvpnRoute): void {
     this.#adv.delete(k);
+    this.neighbours.remove(k);
     this.#queue('delete_path', (c) => c.deletePath(r));
   }
 
   /* ---------- install ---------- */
+
+  /**
+   * maxRemoteMacs was raised: the routes refused for it are judged again, and if some
+   * were not kept (refused.ts) every route is read again from gobgpd, watch events
+   * waiting meanwhile so that none is overtaken by the older snapshot.
+   */
+  #retryRefused(): void {
+    // Not connected: the next connection judges every route again anyway.
+    if (!this.#connected) {
+      this.#refused.clear();
+      return;
+    }
+    const { routes, reread } = this.#refused.drain();
+    this.#onRoutes(routes, false, true);
+    const client = this.#client;
+    this.log.info({ event: 'evpn_limit_retry', kept: routes.length, reread }, 'evpn_limit_retry');
+    if (!reread || client === undefined || this.#held !== undefined) return;
+    const my = this.#session;
+    this.#held = [];
+    const release = (): void => {
+      const held = this.#held ?? [];
+      this.#held = undefined;
+      for (const p of held) this.#onPaths(p, false);
+    };
+    client.listPaths().then((snap) => {
+      if (my !== this.#session) return;
+      this.#onRoutes(snap, false, true);
+      release();
+    }, (e: Error) => {
+      if (my !== this.#session) return;
+      this.log.warn({ event: 'evpn_limit_retry_failed', error: e.message }, 'evpn_limit_retry_failed');
+      release();
+    });
+  }
 
   #onPaths(paths: Record<string, unknown>[], snapshot: boolean): void {
     const client = this.#client;
@@ -450,7 +511,8 @@ export class EvpnService {
     this.#onRoutes(rs, snapshot);
   }
 
-  #onRoutes(rs: EvpnRoute[], snapshot: boolean): void {
+  /** `retry`: routes judged again (refused.ts): not counted as received, nor refused again. */
+  #onRoutes(rs: EvpnRoute[], snapshot: boolean, retry = false): void {
     const vtep = this.ctx.vtep();
     if (vtep === undefined) return;
     const local = this.ctx.local();
@@ -458,6 +520,7 @@ export class EvpnService {
       if (r.neighbor === '' || r.neighbor === undefined) continue; // ours
       const k = routeKey(r);
       if (r.withdraw) {
+        this.#refused.forget(k);
         this.#uninstall(vtep, k);
         continue;
       }
@@ -467,9 +530,11 @@ export class EvpnService {
         continue;
       }
       if (cur !== undefined) this.#uninstall(vtep, k);
-      this.received[r.type]++;
+      if (!retry) this.received[r.type]++;
       const why = this.#install(vtep, r, k, local);
-      if (why !== undefined) this.#reject(why, r);
+      if (why === 'limit') this.#refused.note(k, r);
+      else this.#refused.forget(k);
+      if (why !== undefined && !retry) this.#reject(why, r);
     }
     if (snapshot) { /* stale entries are swept by the timer #markStale set */ }
   }
@@ -505,9 +570,11 @@ export class EvpnService {
     }
     const macs = this.#byMac.get(mk);
     if (macs === undefined && (this.#macsPerVni.get(r.vni) ?? 0) >= (this.#conf?.maxRemoteMacs ?? 0)) return 'limit';
+    if (macs !== undefined && macs.size >= MAX_ROUTES_PER_MAC) return 'mac_routes';
     const refused = vtep.addRemoteMac(r.vni, mac, remote);
     if (refused !== undefined) return refused;
     this.#installed.set(k, { type: 2, vni: r.vni, mac, remote, seq: r.seq, stale: false });
+    if (r.ip) this.neighbours.add(k, r.vni, r.ip, mac);
     if (macs === undefined) {
       this.#byMac.set(mk, new Set([k]));
       this.#macsPerVni.set(r.vni, (this.#macsPerVni.get(r.vni) ?? 0) + 1);
@@ -531,6 +598,7 @@ export class EvpnService {
       }
       return;
     }
+    this.neighbours.remove(k);
     const mk = `${rec.vni}/${rec.mac}`;
     const set = this.#byMac.get(mk);
     set?.delete(k);
@@ -595,6 +663,7 @@ export class EvpnService {
   show(): Record<string, unknown> {
     const c = this.#conf;
     if (c === undefined) return { enabled: false };
+    const inFdb = remoteMacsInFdb(this.ctx.vtep(), this.#byMac.keys());
     const vnis = [...this.#plans.values()].sort((a, b) => a.vni - b.vni).map((p) => {
       const count = (type: 2 | 3, m: Map<string, Installed> | Map<string, EvpnRoute>): number => {
         let n = 0;
@@ -621,7 +690,9 @@ export class EvpnService {
         vni: p.vni, rd: p.rd, rt: p.rts,
         advertised: { type2: count(2, this.#adv), type3: count(3, this.#adv) },
         installed: { type2: count(2, this.#installed), type3: count(3, this.#installed) },
-        remoteMacs: this.#macsPerVni.get(p.vni) ?? 0,
+        remoteMacs: inFdb.get(p.vni) ?? 0,
+        routedMacs: this.#macsPerVni.get(p.vni) ?? 0,
+        arpSuppress: this.neighbours.view(p.vni),
         floodRemotes: flood.sort(),
         localRoutes: local,
         remoteMacList: macs,
@@ -657,7 +728,7 @@ export class EvpnService {
     const installed = { 2: 0, 3: 0 };
     for (const r of this.#adv.values()) advertised[r.type]++;
     for (const r of this.#installed.values()) installed[r.type]++;
-    return { advertised, installed, macs: this.#macsPerVni };
+    return { advertised, installed, macs: remoteMacsInFdb(this.ctx.vtep(), this.#byMac.keys()) };
   }
 
   gobgpdRestarts(): number {
@@ -690,7 +761,7 @@ export function evpnMetrics(evpn: () => EvpnService, gauge: Reg, counter: Reg): 
     emit({ type: '2' }, evpn().received[2]);
     emit({ type: '3' }, evpn().received[3]);
   });
-  gauge('vswitch_evpn_remote_macs', 'Remote MACs installed from type-2 routes, per VNI (bounded by evpn.maxRemoteMacs).', ['vni'], (emit) => {
+  gauge('vswitch_evpn_remote_macs', 'Remote MACs in the MAC table from type-2 routes, per VNI (bounded by evpn.maxRemoteMacs).', ['vni'], (emit) => {
     if (!evpn().enabled) return;
     for (const [vni, n] of evpn().routeCounts().macs) emit({ vni: String(vni) }, n);
   });
@@ -698,6 +769,7 @@ export function evpnMetrics(evpn: () => EvpnService, gauge: Reg, counter: Reg): 
     if (!evpn().enabled) return;
     EVPN_REJECT_REASONS.forEach((r, i) => emit({ reason: r }, evpn().rejected[i]));
   });
+  arpSuppressMetrics(() => (evpn().enabled ? evpn().neighbours : undefined), gauge, counter);
   counter('vswitch_evpn_gobgpd_restarts_total', 'Times the managed gobgpd exited and was restarted.', [], (emit) => {
     if (evpn().enabled) emit({}, evpn().gobgpdRestarts());
   });
