@@ -9,6 +9,7 @@
  *   udp.c     the VXLAN underlay: UDP receive (recvmmsg) and raw IPv4 send
  *   fair.c    the read loop's fair share (deficit round robin over the handles)
  *   vxlan_tx.c a super-frame to a VXLAN tunnel: segmented, encapsulated, one sendmmsg
+ *   tap_gro.c  TCP segments from the underlay coalesced into super-frames toward a TAP
  * Only addon.c talks to N-API; the rest are plain syscalls and byte work, which
  * is what lets gso.c be exercised from a test export without a device.
  */
@@ -23,6 +24,7 @@
 #define ND_RING_MAX_FRAMES 256
 #define ND_MAX_HANDLES 65536
 #define ND_FOLLOW_MAX 4 /* follow-up reads per batch (addon.c, on_poll) */
+#define ND_GRO_HELD 16  /* TAPs that may hold a coalescing run at once (addon.c, tap_gro.c) */
 
 /* Frames start on cache-line boundaries in the arena (see nd_out). */
 #define ND_ALIGN 64u
@@ -97,6 +99,9 @@ typedef struct nd_stats {
   uint64_t vxlan_tx_too_big;    /* ... refused: a segment over the underlay MTU */
   uint64_t vxlan_tx_queued;     /* complete packets queued for a batched send (nd_vxq_add) */
   uint64_t vxlan_tx_queue_errors; /* ... refused by the kernel when the queue was flushed */
+  uint64_t tap_gro_frames;      /* tap_gro.c: super-frames written to a TAP from coalesced segments */
+  uint64_t tap_gro_segments;    /* ... segments they carry */
+  uint64_t tap_gro_errors;      /* ... frames held for coalescing whose write the TAP refused */
 } nd_stats;
 
 /*
@@ -188,6 +193,17 @@ uint16_t nd_csum_fold(uint64_t sum);
  */
 int nd_tap_drain(int fd, bool vnet, nd_out *o, nd_stats *s, int *fatal);
 int nd_packet_drain(int fd, bool keep_gso, nd_out *o, nd_gso *g, nd_stats *s, int *fatal);
+/* tap_gro.c: per TAP, the run of TCP segments being coalesced (see the file's comment). */
+typedef struct nd_gro nd_gro;
+struct iovec;
+nd_gro *nd_gro_new(void);
+void nd_gro_free(nd_gro *g);
+/* Take a complete frame (1: held, to be written by nd_gro_flush) or not (0: the run is
+ * written first; the caller writes the frame itself). */
+int nd_gro_offer(nd_gro *g, int fd, const struct iovec *iov, int niov, nd_stats *s);
+void nd_gro_flush(nd_gro *g, int fd, nd_stats *s);
+bool nd_gro_held(const nd_gro *g);
+
 /* udp.c: the VXLAN underlay (a bound UDP socket to receive, a raw IPv4 socket to send). */
 #define ND_UDP_MAX 16384u /* largest datagram kept: above any underlay MTU */
 /* v6: a UDPv6 socket (udp6.c's layout of the sender before each payload). */

@@ -123,6 +123,8 @@ export interface UnderlayIo {
   readonly readRoundsFull?: number;
   /** Packets the kernel refused after the underlay had queued them (a batched sender's; no port can be told any more). */
   readonly txQueueErrors?: number;
+  /** Decapsulated TCP segments coalesced into super-frames toward TAPs (netdev tap_gro.c): frames written, segments in them, refused writes. */
+  readonly rxCoalesced?: { frames: number; segments: number; errors: number };
 }
 
 export interface VtepOptions {

@@ -29,6 +29,20 @@ export interface UnderlayOptions {
   ifname?: string;
 }
 
+/** What the coalescing toward TAPs did (netdev tap_gro.c; the addon's counts: one underlay per process). */
+export interface UnderlayCoalesced {
+  /** Super-frames written to TAPs, and the decapsulated TCP segments they carry. */
+  frames: number;
+  segments: number;
+  /** Held segments whose write the TAP refused (the port had counted them sent). */
+  errors: number;
+}
+
+function coalesced(): UnderlayCoalesced {
+  const s = netdev.stats();
+  return { frames: s.tapGroFrames, segments: s.tapGroSegments, errors: s.tapGroErrors };
+}
+
 export class NativeUnderlay implements UnderlayIo {
   readonly #rxHandle: number;
   readonly #txHandle: number;
@@ -103,6 +117,13 @@ export class NativeUnderlay implements UnderlayIo {
   get txQueueErrors(): number {
     return netdev.stats().vxlanTxQueueErrors;
   }
+
+  /** vxlan.offload: "auto" coalesces TCP segments toward TAPs (netdev setTapGro); "off" writes each as it came. */
+  setOffload(mode: 'auto' | 'off'): void {
+    netdev.setTapGro(mode !== 'off');
+  }
+
+  get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
 
   close(): void {
     if (this.#closed) return;
@@ -182,6 +203,13 @@ export class NativeUnderlay6 implements UnderlayIo {
   get txQueueErrors(): number {
     return 0;
   }
+
+  /** As NativeUnderlay's (the coalescing toward TAPs is the same for both families). */
+  setOffload(mode: 'auto' | 'off'): void {
+    netdev.setTapGro(mode !== 'off');
+  }
+
+  get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
 
   close(): void {
     if (this.#closed) return;
