@@ -681,6 +681,23 @@ static napi_value js_set_tap_gro(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* setUdpGso(on, refusedForTest = false): sendVxlan's segments as UDP GSO datagrams (vxlan_gso.c); refusedForTest opens sockets the kernel refuses UDP GSO on (SO_NO_CHECK), to exercise the fallback. */
+static bool vxtx_ready(napi_env env, nd_state *st);
+static napi_value js_set_udp_gso(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 2;
+  napi_value argv[2];
+  bool on = false, nocheck = false;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok || (argc > 1 && napi_get_value_bool(env, argv[1], &nocheck) != napi_ok)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setUdpGso(on: boolean, refusedForTest?: boolean)");
+    return NULL;
+  }
+  if (!vxtx_ready(env, st)) return NULL;
+  nd_vxtx_set_gso(st->vxtx, on, nocheck);
+  return NULL;
+}
+
 static napi_value js_set_quantum(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -973,6 +990,13 @@ static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
   nd_handle *h = ip3_args(env, info, st, "sendIp3", &dst, iov);
   if (!h) return NULL;
   size_t frame = iov[0].iov_len + iov[1].iov_len + iov[2].iov_len;
+  /* The flow's source port, as its UDP GSO socket has it (vxlan_gso.c), in a copy: the caller's header is its own. */
+  uint8_t outer[ND_VXLAN_OUTER];
+  if (st->vxtx && iov[0].iov_len == ND_VXLAN_OUTER) {
+    memcpy(outer, iov[0].iov_base, ND_VXLAN_OUTER);
+    nd_vxtx_rewrite_sport(st->vxtx, h->fd, outer);
+    iov[0].iov_base = outer;
+  }
   struct sockaddr_in sin;
   memset(&sin, 0, sizeof sin);
   sin.sin_family = AF_INET;
@@ -1297,6 +1321,8 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     { "vxlanTxCsumFilled", s->vxlan_tx_csum_filled }, { "vxlanTxBatches", s->vxlan_tx_batches },
     { "vxlanTxDropped", s->vxlan_tx_dropped }, { "vxlanTxTooBig", s->vxlan_tx_too_big },
     { "vxlanTxQueued", s->vxlan_tx_queued }, { "vxlanTxQueueErrors", s->vxlan_tx_queue_errors },
+    { "vxlanTxGsoSends", s->vxlan_tx_gso_sends }, { "vxlanTxGsoSegments", s->vxlan_tx_gso_segments },
+    { "vxlanTxGsoRefused", s->vxlan_tx_gso_refused },
     { "tapGroFrames", s->tap_gro_frames }, { "tapGroSegments", s->tap_gro_segments },
     { "tapGroErrors", s->tap_gro_errors },
   };
@@ -1575,6 +1601,7 @@ NAPI_MODULE_INIT() {
     FN("setQuantum", js_set_quantum),
     FN("fairFull", js_fair_full),
     FN("setTapGro", js_set_tap_gro),
+    FN("setUdpGso", js_set_udp_gso),
     FN("groForTest", js_gro_for_test),
     FN("fairServeForTest", js_fair_serve_for_test),
 #undef FN

@@ -125,6 +125,8 @@ export interface UnderlayIo {
   readonly txQueueErrors?: number;
   /** Decapsulated TCP segments coalesced into super-frames toward TAPs (netdev tap_gro.c): frames written, segments in them, refused writes. */
   readonly rxCoalesced?: { frames: number; segments: number; errors: number };
+  /** Super-frames' segments sent as UDP GSO datagrams (netdev vxlan_gso.c): sendmsg calls, segments, kernel refusals. */
+  readonly txGso?: { sends: number; segments: number; refused: number };
 }
 
 export interface VtepOptions {

@@ -346,6 +346,7 @@ export class VxlanService {
       txQueueErrors: run.underlay.txQueueErrors,
       offload: run.conf.offload,
       rxCoalesced: run.underlay.rxCoalesced,
+      ...('txGso' in run.underlay ? { txGso: run.underlay.txGso } : {}),
       vnis: v.segments().sort((a, b) => a.vni - b.vni).map((s) => segmentView(v, s, conf.get(s.vni)?.source ?? 'config')),
       remotes: v.bridgeTunnels().flatMap((bt) => bt.tunnels.map((t) => {
         const p = bt.bridge.port(v.portName(t.remote));
@@ -415,6 +416,13 @@ export function vxlanMetrics(vtep: () => Vtep | undefined, counter: (name: strin
     emit({ what: 'frames' }, c.frames);
     emit({ what: 'segments' }, c.segments);
     emit({ what: 'errors' }, c.errors);
+  });
+  counter('vswitch_vxlan_tx_gso_total', 'Super-frames\' segments sent as UDP GSO datagrams (vxlan.offload auto, IPv4): sendmsg calls (what=sends), the packets they carried (what=segments), kernel refusals after which sendmmsg took over (what=refused).', ['what'], (emit) => {
+    const g = vtep()?.io.txGso;
+    if (g === undefined) return;
+    emit({ what: 'sends' }, g.sends);
+    emit({ what: 'segments' }, g.segments);
+    emit({ what: 'refused' }, g.refused);
   });
   perVni('vswitch_vxlan_tx_segmented_total', 'VM TSO/USO super-frames segmented and encapsulated in one batch (their packets count in vswitch_vxlan_tx_packets_total).', (s) => s.txSegmented);
   counter('vswitch_vxlan_drops_total', 'Datagrams from the underlay the VTEP dropped, by reason (README "VXLAN").', ['reason'], (emit) => {

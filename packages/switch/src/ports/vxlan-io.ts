@@ -38,6 +38,15 @@ export interface UnderlayCoalesced {
   errors: number;
 }
 
+/** The UDP GSO sends of super-frames (netdev vxlan_gso.c; the addon's counts). */
+export interface UnderlayGso {
+  /** sendmsg calls with UDP_SEGMENT, and the outer packets they carried. */
+  sends: number;
+  segments: number;
+  /** Times the kernel refused UDP GSO (sendmmsg from then on, until the offload is set again). */
+  refused: number;
+}
+
 function coalesced(): UnderlayCoalesced {
   const s = netdev.stats();
   return { frames: s.tapGroFrames, segments: s.tapGroSegments, errors: s.tapGroErrors };
@@ -118,12 +127,27 @@ export class NativeUnderlay implements UnderlayIo {
     return netdev.stats().vxlanTxQueueErrors;
   }
 
-  /** vxlan.offload: "auto" coalesces TCP segments toward TAPs (netdev setTapGro); "off" writes each as it came. */
+  #offload: string | undefined;
+
+  /**
+   * vxlan.offload: "auto" sends a super-frame's segments as UDP GSO datagrams
+   * (netdev setUdpGso) and coalesces TCP segments toward TAPs (setTapGro); "off"
+   * sends by sendmmsg and writes each frame as it came. Set again only on a change
+   * (setUdpGso reopens its sockets, which moves flows to new source ports).
+   */
   setOffload(mode: 'auto' | 'off'): void {
+    if (this.#closed || mode === this.#offload) return;
+    this.#offload = mode;
     netdev.setTapGro(mode !== 'off');
+    netdev.setUdpGso(mode !== 'off');
   }
 
   get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
+
+  get txGso(): UnderlayGso {
+    const s = netdev.stats();
+    return { sends: s.vxlanTxGsoSends, segments: s.vxlanTxGsoSegments, refused: s.vxlanTxGsoRefused };
+  }
 
   close(): void {
     if (this.#closed) return;
@@ -204,9 +228,9 @@ export class NativeUnderlay6 implements UnderlayIo {
     return 0;
   }
 
-  /** As NativeUnderlay's (the coalescing toward TAPs is the same for both families). */
+  /** As NativeUnderlay's for the coalescing toward TAPs; IPv6 sends one sendmsg per packet (no UDP GSO yet). */
   setOffload(mode: 'auto' | 'off'): void {
-    netdev.setTapGro(mode !== 'off');
+    if (!this.#closed) netdev.setTapGro(mode !== 'off');
   }
 
   get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
