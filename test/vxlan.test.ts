@@ -287,8 +287,10 @@ describe('VXLAN against Linux vxlan devices', () => {
     expect((await d.ok(['show'])).stdout).toContain(`vx-${UNDER.b}`);
   });
 
-  const coalesced = async (): Promise<{ frames: number; segments: number; errors: number }> =>
-    ((await d.ok(['vxlan', 'show'], { json: true })).json as any).rxCoalesced;
+  const coalesced = async (): Promise<{ frames: number; segments: number; errors: number; gsoSegments: number }> => {
+    const v = (await d.ok(['vxlan', 'show'], { json: true })).json as any;
+    return { ...v.rxCoalesced, gsoSegments: v.txGso.segments };
+  };
   for (const [dir, from, to, toIp] of [['vswitch -> Linux', 'a10', 'b10', VM.b10], ['Linux -> vswitch', 'b10', 'a10', VM.a10]] as const) {
     it(`moves 100 MB over TCP ${dir} intact (sha256 both ends)`, async () => {
       const before = await coalesced();
@@ -317,6 +319,10 @@ describe('VXLAN against Linux vxlan devices', () => {
         const text = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
         const segmented = Number(/^vswitch_vxlan_tx_segmented_total\{vni="100",bridge="br0",vlan="10"\} (\d+)/m.exec(text)?.[1] ?? NaN);
         expect(segmented).toBeGreaterThan(100);
+        // vxlan.offload auto: their segments left as UDP GSO datagrams, which the Linux VTEP took whole (the sha256 above).
+        const gso = ((await d.ok(['vxlan', 'show'], { json: true })).json as any).txGso;
+        expect(gso.segments - before.gsoSegments).toBeGreaterThan(10_000);
+        expect(gso.refused).toBe(0);
       } else {
         // B's segments reached a10 coalesced (vxlan.offload auto): whole runs of them per TAP write, none refused.
         const after = await coalesced();
