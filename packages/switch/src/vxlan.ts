@@ -53,7 +53,7 @@
  * segments that each take a JS turn and a syscall. Vtep.encapVnet writes the outer
  * header once (the flow hash of the super-frame's headers is the hash of each of its
  * segments) and the underlay segments, completes checksums, encapsulates every
- * segment and sends them in one batch (netdev vxlan_tx.c: sendmmsg). A segment over
+ * segment and sends them in one batch (netdev vxlan_tx.c: UDP GSO datagrams, or sendmmsg). A segment over
  * the MTU refuses the whole frame (E_TUNNEL_MTU, as one frame would be). Frames whose
  * header asks for nothing take the ordinary path. Counted per VNI (`txSegmented`).
  *

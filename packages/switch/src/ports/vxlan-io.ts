@@ -10,6 +10,10 @@
  * sendmmsg per batch: the queue is flushed by one microtask scheduled by the first
  * packet a batch queues (it runs when the read loop's turn ends its poll phase), or
  * earlier when it fills up or a super-frame goes out, so packets keep their order.
+ * Offloads (`setOffload`, vxlan.offload): with "auto" the addon sends a super-frame's
+ * segments as UDP GSO datagrams (native/vxlan_gso.c; sendmmsg if the kernel refuses)
+ * and coalesces the TCP segments a batch from the underlay sends to one TAP into one
+ * super-frame (native/tap_gro.c); both are the addon's, one per process.
  * NativeUnderlay6 is the same over IPv6 (netdev udp6.c): the sender's address is
  * looked up in the Vtep's remote table straight from the ring, and the kernel
  * writes the outer IPv6 header and the UDP checksum.
