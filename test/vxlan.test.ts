@@ -178,11 +178,13 @@ describe('VXLAN against Linux vxlan devices', () => {
 
   it('shows the VTEP: underlay, VM MTU, VNIs and one tunnel port per remote VTEP', async () => {
     const v = (await d.ok(['vxlan', 'show'], { json: true })).json as any;
-    expect(v).toMatchObject({ enabled: true, local: UNDER.a, port: 4789, mtu: 1500, vmMtu: 1450, readQuantum: 256 * 1024 });
+    expect(v).toMatchObject({ enabled: true, local: UNDER.a, port: 4789, mtu: 1500, vmMtu: 1450, readQuantum: 256 * 1024, offload: 'auto' });
+    expect(v.rxCoalesced).toMatchObject({ errors: 0 });
     expect(v.vnis.map((s: any) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, [UNDER.b, UNDER.c, UNDER.d]], [200, 20, [UNDER.b]]]);
     expect(v.remotes.map((r: any) => r.port).sort()).toEqual([`vx-${UNDER.b}`, `vx-${UNDER.c}`, `vx-${UNDER.d}`]);
     const text = (await d.ok(['vxlan', 'show'])).stdout;
     expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\) ttl 64 read-quantum 256kb/);
+    expect(text).toMatch(/offload auto: \d+ segments coalesced into \d+ frames toward TAPs, 0 refused/);
   });
 
   it('VMs behind vswitch and behind Linux VTEPs ping each other, both ways, in each VNI', async () => {
@@ -285,8 +287,13 @@ describe('VXLAN against Linux vxlan devices', () => {
     expect((await d.ok(['show'])).stdout).toContain(`vx-${UNDER.b}`);
   });
 
+  const coalesced = async (): Promise<{ frames: number; segments: number; errors: number; gsoSegments: number }> => {
+    const v = (await d.ok(['vxlan', 'show'], { json: true })).json as any;
+    return { ...v.rxCoalesced, gsoSegments: v.txGso.segments };
+  };
   for (const [dir, from, to, toIp] of [['vswitch -> Linux', 'a10', 'b10', VM.b10], ['Linux -> vswitch', 'b10', 'a10', VM.a10]] as const) {
     it(`moves 100 MB over TCP ${dir} intact (sha256 both ends)`, async () => {
+      const before = await coalesced();
       const dir_ = tempDir('vx');
       const src = join(dir_, 'in.bin');
       const dst = join(dir_, 'out.bin');
@@ -312,9 +319,58 @@ describe('VXLAN against Linux vxlan devices', () => {
         const text = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
         const segmented = Number(/^vswitch_vxlan_tx_segmented_total\{vni="100",bridge="br0",vlan="10"\} (\d+)/m.exec(text)?.[1] ?? NaN);
         expect(segmented).toBeGreaterThan(100);
+        // vxlan.offload auto: their segments left as UDP GSO datagrams, which the Linux VTEP took whole (the sha256 above).
+        const gso = ((await d.ok(['vxlan', 'show'], { json: true })).json as any).txGso;
+        expect(gso.segments - before.gsoSegments).toBeGreaterThan(10_000);
+        expect(gso.refused).toBe(0);
+      } else {
+        // B's segments reached a10 coalesced (vxlan.offload auto): whole runs of them per TAP write, none refused.
+        const after = await coalesced();
+        expect(after.segments - before.segments).toBeGreaterThan(10_000);
+        expect(after.segments - before.segments).toBeGreaterThan(4 * (after.frames - before.frames));
+        expect(after.errors).toBe(0);
       }
     }, 240_000);
   }
+
+  it('vxlan.offload off (reload) writes every segment as it came, and the transfer is still intact; auto again coalesces', async () => {
+    const size = 8 << 20;
+    const move = async (): Promise<void> => {
+      const dir_ = tempDir('vxoff');
+      const src = join(dir_, 'in.bin');
+      const dst = join(dir_, 'out.bin');
+      const buf = randomBytes(size);
+      writeFileSync(src, buf);
+      const server = new Background(vmNs('a10'), `socat -u TCP-LISTEN:5002,reuseaddr OPEN:${dst},creat,trunc`);
+      try {
+        await waitFor('socat listening', async () => (await nsExecR(vmNs('a10'), 'ss -ltn | grep -q :5002')).code === 0);
+        const r = await nsExecR(vmNs('b10'), `socat -u OPEN:${src} TCP:${VM.a10}:5002,connect-timeout=5`, { timeoutMs: 60_000 });
+        expect(r.code, r.stderr).toBe(0);
+        await waitFor('socat server done', () => server.proc.exitCode !== null, { timeoutMs: 30_000 });
+      } finally {
+        await server.stop();
+      }
+      expect((await sh(`sha256sum ${dst}`)).split(' ')[0]).toBe(createHash('sha256').update(buf).digest('hex'));
+    };
+    const setOffload = async (mode: string): Promise<void> => {
+      const cfg = parse(readFileSync(d.configFile, 'utf8'));
+      cfg.vxlan.offload = mode;
+      writeFileSync(d.configFile, toYaml(cfg));
+      await d.ok(['reload']);
+      expect(((await d.ok(['vxlan', 'show'], { json: true })).json as any).offload).toBe(mode);
+    };
+    await setOffload('off');
+    try {
+      const before = await coalesced();
+      await move();
+      expect((await coalesced()).segments).toBe(before.segments);
+    } finally {
+      await setOffload('auto');
+    }
+    const before = await coalesced();
+    await move();
+    expect((await coalesced()).segments - before.segments).toBeGreaterThan(1000);
+  }, 120_000);
 
   it('counts malformed, unknown-VNI and unknown-sender datagrams, bounds a random flood, and goes on', async () => {
     const before = ((await d.ok(['vxlan', 'show'], { json: true })).json as any).drops;

@@ -27,7 +27,11 @@
 #            two builds in the same run
 # Environment: OURS_JS: the daemon's main.js (default: this checkout's build); BASE_JS
 #   (topology base); PROFILE=1: a --cpu-prof of each vswitch
-#   daemon during the ours rounds, kept in the printed run directory.
+#   daemon during the ours rounds, kept in the printed run directory; VXLAN_OFFLOAD,
+#   BASE_OFFLOAD (auto|off; unset: no key, the daemon's default, which builds before
+#   vxlan.offload need): vxlan.offload of ours, of base (so BASE_JS=this build with
+#   BASE_OFFLOAD=off compares the offloads on and off in one run); VXLAN_READ_QUANTUM
+#   (default 256kb): vxlan.readQuantum of both.
 # Names are per run (bx<4 hex>*), so two runs do not collide; only processes this
 # script started are stopped. Needs root, iperf3, busybox, python3, node, ethtool,
 # ovs-vswitchd / ovsdb-server (ovs).
@@ -90,8 +94,8 @@ tap_to_vm() { # tap_to_vm I TAP: wait for the TAP in the host namespace, move it
   ip -n "${HOSTS[$1]}" link set "$2" netns "${VMS[$1]}" && vm_conf "$1" "$2"
 }
 
-up_ours() { # up_ours MAIN_JS
-  local js=$1
+up_ours() { # up_ours MAIN_JS [OFFLOAD]
+  local js=$1 offload=${2:-}
   [ -f "$js" ] || { log "no daemon at '$js'"; return 1; }
   base_up || return 1
   local i o
@@ -107,6 +111,8 @@ bridges:
 vxlan:
   local: ${UNDER[$i]}
   interface: $(under_if $i)
+${offload:+  offload: $offload}
+  readQuantum: ${VXLAN_READ_QUANTUM:-256kb}
   bridges:
     br0:
       - { vni: 100, vlan: 10, flood: [${UNDER[$o]}] }
@@ -164,7 +170,7 @@ up_ovs() {
   tap_to_vm 0 ${P}t0 && tap_to_vm 1 ${P}t1
 }
 
-topo_up() { case $1 in ours) up_ours "$main_js" ;; base) up_ours "${BASE_JS:-}" ;; kernel) up_kernel ;; ovs) up_ovs ;; *) log "unknown topology $1"; return 1 ;; esac; }
+topo_up() { case $1 in ours) up_ours "$main_js" "${VXLAN_OFFLOAD:-}" ;; base) up_ours "${BASE_JS:-}" "${BASE_OFFLOAD:-}" ;; kernel) up_kernel ;; ovs) up_ovs ;; *) log "unknown topology $1"; return 1 ;; esac; }
 
 run_ns() { # CPU (run time, ns) over every thread of the switch processes
   local p t a run=0

@@ -12,7 +12,9 @@
         "native/udp.c",
         "native/udp6.c",
         "native/fair.c",
-        "native/vxlan_tx.c"
+        "native/vxlan_tx.c",
+        "native/tap_gro.c",
+        "native/vxlan_gso.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]

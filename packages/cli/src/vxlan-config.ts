@@ -60,6 +60,13 @@ export const VxlanSchema = z.strictObject({
   }).default(READ_QUANTUM_DEFAULT),
   /** IPv6 underlay: accept datagrams whose UDP checksum is zero (RFC 6935/6936, Linux vxlan's udp6zerocsumrx). What this VTEP sends always carries one. */
   udp6ZeroCsumRx: z.boolean().default(false),
+  /**
+   * Offloads: "auto" coalesces the TCP segments decapsulated for one VM into
+   * super-frames toward its TAP (receive-side GRO, netdev tap_gro.c); "off" writes
+   * every inner frame as it came (for a guest that mishandles large frames, or to
+   * compare). Changeable by reload.
+   */
+  offload: z.enum(['auto', 'off'], { error: 'must be auto or off' }).default('auto'),
   /** Per bridge, its VNIs. */
   bridges: z.record(z.string(), z.array(VxlanSegmentSchema)).default({}),
 }).superRefine((v, ctx) => {

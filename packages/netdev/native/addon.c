@@ -66,6 +66,8 @@ typedef struct nd_handle {
   int deferred;     /* errno to report from the deferred-error timer (dead packet socket) */
   nd_fair fair;     /* its share of the read loop (fair.c) */
   double fair_full; /* services that left frames waiting (the share spent, or the ring full) */
+  nd_gro *gro;      /* TAP: the run of TCP segments held for coalescing (tap_gro.c), made on first use */
+  bool gro_listed;  /* in nd_state.gro_held */
   napi_ref cb;
 } nd_handle;
 
@@ -92,6 +94,10 @@ struct nd_state {
   nd_handle *cur;   /* the handle whose batch callback is running, NULL outside one */
   int wrote[ND_FOLLOW_MAX];
   int nwrote;       /* -1: more than ND_FOLLOW_MAX handles written (a flood): no follow-ups */
+  /* tap_gro.c: coalescing toward TAPs during a batch from the underlay (setTapGro). */
+  bool gro_on;
+  nd_handle *gro_held[ND_GRO_HELD]; /* TAPs holding a run, written when the batch's callback returns */
+  int ngro;
   uv_timer_t deferred_timer;
   bool timer_inited;
   /* Teardown. */
@@ -318,6 +324,8 @@ static nd_handle *handle_new(napi_env env, nd_state *st, int fd, int kind) {
 
 static void on_closed(uv_handle_t *p) { free(p); }
 
+static void gro_forget(nd_state *st, nd_handle *h);
+
 /* Stop polling, close the fd, drop the JS refs, and retire the id. */
 static void handle_close(napi_env env, nd_handle *h) {
   nd_state *st = h->st;
@@ -327,6 +335,7 @@ static void handle_close(napi_env env, nd_handle *h) {
   if (h->polling) uv_poll_stop(&h->poll);
   h->polling = false;
   if (st->vxtx && h->kind == KIND_RAW) nd_vxq_close_fd(st->vxtx, h->fd, &st->stats);
+  if (h->gro) gro_forget(st, h);
   /* uv_poll_stop already removed the fd from epoll, so closing it now is safe. */
   close(h->fd);
   h->fd = -1;
@@ -337,6 +346,51 @@ static void handle_close(napi_env env, nd_handle *h) {
 }
 
 /* ---------- calling JS ---------- */
+
+/* ---------- coalescing toward TAPs (tap_gro.c) ---------- */
+
+/* Write every held run: the batch that sent its frames is over. */
+static void gro_flush_all(nd_state *st) {
+  for (int i = 0; i < st->ngro; i++) {
+    nd_handle *h = st->gro_held[i];
+    nd_gro_flush(h->gro, h->fd, &st->stats);
+    h->gro_listed = false;
+  }
+  st->ngro = 0;
+}
+
+/* h closes: its run is written now (the fd is still open) and its buffer freed. */
+static void gro_forget(nd_state *st, nd_handle *h) {
+  nd_gro_flush(h->gro, h->fd, &st->stats);
+  for (int i = 0; i < st->ngro; i++)
+    if (st->gro_held[i] == h) { st->gro_held[i] = st->gro_held[--st->ngro]; break; }
+  h->gro_listed = false;
+  nd_gro_free(h->gro);
+  h->gro = NULL;
+}
+
+/*
+ * A complete frame (iov: the zero header, then its pieces) to h. During a batch from
+ * the underlay, a TAP with the header holds it for coalescing if it can: true. Any
+ * other write to a TAP with a held run writes the run first (order).
+ */
+static bool gro_take(nd_state *st, nd_handle *h, const struct iovec *iov, int n, bool complete) {
+  if (h->kind != KIND_TAP) return false;
+  bool batch = complete && st->gro_on && h->vnet && n > 1 && st->cur &&
+               (st->cur->kind == KIND_UDP || st->cur->kind == KIND_UDP6);
+  if (!batch) {
+    if (h->gro) nd_gro_flush(h->gro, h->fd, &st->stats);
+    return false;
+  }
+  if (!h->gro_listed && st->ngro == ND_GRO_HELD) return false;
+  if (!h->gro && !(h->gro = nd_gro_new())) return false;
+  if (!nd_gro_offer(h->gro, h->fd, iov + 1, n - 1, &st->stats)) return false;
+  if (!h->gro_listed) {
+    st->gro_held[st->ngro++] = h;
+    h->gro_listed = true;
+  }
+  return true;
+}
 
 static void call_js(nd_handle *h, int32_t arg) {
   napi_env env = h->st->env;
@@ -420,6 +474,7 @@ static void service(nd_handle *h, int status, bool primary) {
       st->stats.rx_batches++;
       st->time[0] = monotonic_ms();
       call_js(h, o.n);
+      gro_flush_all(st);
       if (h->gen != gen) break; /* JS stopped, restarted or closed this handle */
     }
     if (!st->gso.active || fatal) break;
@@ -611,6 +666,38 @@ static napi_value js_set_persist(napi_env env, napi_callback_info info) {
  * setQuantum(handle, bytes): the handle's share of each read-loop round (fair.c);
  * 0 turns the limit off. Takes effect at the handle's next service.
  */
+/* setTapGro(on): coalesce TCP segments from the underlay toward TAPs (tap_gro.c); off writes each as it comes. */
+static napi_value js_set_tap_gro(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 1;
+  napi_value argv[1];
+  bool on = false;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setTapGro(on: boolean)");
+    return NULL;
+  }
+  st->gro_on = on;
+  return NULL;
+}
+
+/* setUdpGso(on, refusedForTest = false): sendVxlan's segments as UDP GSO datagrams (vxlan_gso.c); refusedForTest opens sockets the kernel refuses UDP GSO on (SO_NO_CHECK), to exercise the fallback. */
+static bool vxtx_ready(napi_env env, nd_state *st);
+static napi_value js_set_udp_gso(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 2;
+  napi_value argv[2];
+  bool on = false, nocheck = false;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok || (argc > 1 && napi_get_value_bool(env, argv[1], &nocheck) != napi_ok)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setUdpGso(on: boolean, refusedForTest?: boolean)");
+    return NULL;
+  }
+  if (!vxtx_ready(env, st)) return NULL;
+  nd_vxtx_set_gso(st->vxtx, on, nocheck);
+  return NULL;
+}
+
 static napi_value js_set_quantum(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -787,6 +874,10 @@ static napi_value send_parts(napi_env env, napi_callback_info info, int parts, b
     iov[n++] = (struct iovec){ p[0] + off[0], len[0] };
   }
   if (parts == 2) iov[n++] = (struct iovec){ p[1] + off[1], len[1] };
+  if (gro_take(st, h, iov, n, !hdr_before)) {
+    note_write(st, h);
+    return send_result(env, st, (ssize_t)(frame + ND_VNET_HDR_LEN), frame, true);
+  }
   ssize_t r = do_writev(h->fd, iov, n);
   if (r >= 0) note_write(st, h);
   return send_result(env, st, r, frame, h->vnet);
@@ -899,6 +990,13 @@ static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
   nd_handle *h = ip3_args(env, info, st, "sendIp3", &dst, iov);
   if (!h) return NULL;
   size_t frame = iov[0].iov_len + iov[1].iov_len + iov[2].iov_len;
+  /* The flow's source port, as its UDP GSO socket has it (vxlan_gso.c), in a copy: the caller's header is its own. */
+  uint8_t outer[ND_VXLAN_OUTER];
+  if (st->vxtx && iov[0].iov_len == ND_VXLAN_OUTER) {
+    memcpy(outer, iov[0].iov_base, ND_VXLAN_OUTER);
+    nd_vxtx_rewrite_sport(st->vxtx, h->fd, outer);
+    iov[0].iov_base = outer;
+  }
   struct sockaddr_in sin;
   memset(&sin, 0, sizeof sin);
   sin.sin_family = AF_INET;
@@ -1223,6 +1321,10 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     { "vxlanTxCsumFilled", s->vxlan_tx_csum_filled }, { "vxlanTxBatches", s->vxlan_tx_batches },
     { "vxlanTxDropped", s->vxlan_tx_dropped }, { "vxlanTxTooBig", s->vxlan_tx_too_big },
     { "vxlanTxQueued", s->vxlan_tx_queued }, { "vxlanTxQueueErrors", s->vxlan_tx_queue_errors },
+    { "vxlanTxGsoSends", s->vxlan_tx_gso_sends }, { "vxlanTxGsoSegments", s->vxlan_tx_gso_segments },
+    { "vxlanTxGsoRefused", s->vxlan_tx_gso_refused },
+    { "tapGroFrames", s->tap_gro_frames }, { "tapGroSegments", s->tap_gro_segments },
+    { "tapGroErrors", s->tap_gro_errors },
   };
   CHECK(napi_create_object(env, &o));
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
@@ -1240,6 +1342,63 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
  * tag re-insertion) and return the resulting frames as Buffers ([] = dropped).
  * Uses a private arena so it never disturbs the live ring.
  */
+/*
+ * groForTest(frames): offer each complete frame to a TAP's coalescing (tap_gro.c) as
+ * one batch from the underlay would, writing the refused ones as send does, and
+ * return what the device got, in order, each with its 10-byte virtio_net_hdr. The
+ * "device" is a SOCK_SEQPACKET socketpair, which keeps write boundaries.
+ */
+static void gro_test_drain(napi_env env, int fd, uint8_t *buf, napi_value arr, uint32_t *count) {
+  for (;;) {
+    ssize_t r = recv(fd, buf, ND_READ_MAX + ND_VNET_HDR_LEN, MSG_DONTWAIT);
+    if (r < 0) return;
+    napi_value b;
+    void *d;
+    if (napi_create_buffer_copy(env, (size_t)r, buf, &d, &b) != napi_ok || napi_set_element(env, arr, (*count)++, b) != napi_ok) return;
+  }
+}
+
+static napi_value js_gro_for_test(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 1;
+  napi_value argv[1], arr, result = NULL;
+  bool isarr = false;
+  uint32_t n = 0, count = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_is_array(env, argv[0], &isarr) != napi_ok || !isarr) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: groForTest(frames: Uint8Array[])");
+    return NULL;
+  }
+  CHECK(napi_get_array_length(env, argv[0], &n));
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) { throw_errno(env, "socketpair", "", errno); return NULL; }
+  int big = 4 << 20;
+  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+  setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+  nd_gro *g = nd_gro_new();
+  uint8_t *rbuf = malloc(ND_READ_MAX + ND_VNET_HDR_LEN);
+  if (!g || !rbuf) { napi_throw_error(env, "ENOMEM", "netdev: out of memory"); goto out; }
+  if (napi_create_array(env, &arr) != napi_ok) goto out;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    uint8_t *f;
+    size_t fl;
+    if (napi_get_element(env, argv[0], i, &e) != napi_ok || !arg_bytes(env, e, "frame", &f, &fl)) goto out;
+    struct iovec iov[2] = { { (void *)zero_vnet, ND_VNET_HDR_LEN }, { f, fl } };
+    if (!nd_gro_offer(g, sv[0], iov + 1, 1, &st->stats)) do_writev(sv[0], iov, 2);
+    gro_test_drain(env, sv[1], rbuf, arr, &count);
+  }
+  nd_gro_flush(g, sv[0], &st->stats);
+  gro_test_drain(env, sv[1], rbuf, arr, &count);
+  result = arr;
+out:
+  nd_gro_free(g);
+  free(rbuf);
+  close(sv[0]);
+  close(sv[1]);
+  return result;
+}
+
 static napi_value js_segment_for_test(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
   size_t argc = 4, hl, fl;
@@ -1441,6 +1600,9 @@ NAPI_MODULE_INIT() {
     FN("segmentForTest", js_segment_for_test),
     FN("setQuantum", js_set_quantum),
     FN("fairFull", js_fair_full),
+    FN("setTapGro", js_set_tap_gro),
+    FN("setUdpGso", js_set_udp_gso),
+    FN("groForTest", js_gro_for_test),
     FN("fairServeForTest", js_fair_serve_for_test),
 #undef FN
   };

@@ -9,6 +9,8 @@
  *   udp.c     the VXLAN underlay: UDP receive (recvmmsg) and raw IPv4 send
  *   fair.c    the read loop's fair share (deficit round robin over the handles)
  *   vxlan_tx.c a super-frame to a VXLAN tunnel: segmented, encapsulated, one sendmmsg
+ *   vxlan_gso.c the segments of a super-frame to a tunnel as UDP GSO datagrams (UDP_SEGMENT)
+ *   tap_gro.c  TCP segments from the underlay coalesced into super-frames toward a TAP
  * Only addon.c talks to N-API; the rest are plain syscalls and byte work, which
  * is what lets gso.c be exercised from a test export without a device.
  */
@@ -23,6 +25,7 @@
 #define ND_RING_MAX_FRAMES 256
 #define ND_MAX_HANDLES 65536
 #define ND_FOLLOW_MAX 4 /* follow-up reads per batch (addon.c, on_poll) */
+#define ND_GRO_HELD 16  /* TAPs that may hold a coalescing run at once (addon.c, tap_gro.c) */
 
 /* Frames start on cache-line boundaries in the arena (see nd_out). */
 #define ND_ALIGN 64u
@@ -97,6 +100,12 @@ typedef struct nd_stats {
   uint64_t vxlan_tx_too_big;    /* ... refused: a segment over the underlay MTU */
   uint64_t vxlan_tx_queued;     /* complete packets queued for a batched send (nd_vxq_add) */
   uint64_t vxlan_tx_queue_errors; /* ... refused by the kernel when the queue was flushed */
+  uint64_t vxlan_tx_gso_sends;    /* vxlan_gso.c: sendmsg calls with UDP_SEGMENT (or one segment) */
+  uint64_t vxlan_tx_gso_segments; /* ... segments (outer packets) they carried */
+  uint64_t vxlan_tx_gso_refused;  /* ... times the kernel refused UDP GSO: sendmmsg from then on */
+  uint64_t tap_gro_frames;      /* tap_gro.c: super-frames written to a TAP from coalesced segments */
+  uint64_t tap_gro_segments;    /* ... segments they carry */
+  uint64_t tap_gro_errors;      /* ... frames held for coalescing whose write the TAP refused */
 } nd_stats;
 
 /*
@@ -188,6 +197,17 @@ uint16_t nd_csum_fold(uint64_t sum);
  */
 int nd_tap_drain(int fd, bool vnet, nd_out *o, nd_stats *s, int *fatal);
 int nd_packet_drain(int fd, bool keep_gso, nd_out *o, nd_gso *g, nd_stats *s, int *fatal);
+/* tap_gro.c: per TAP, the run of TCP segments being coalesced (see the file's comment). */
+typedef struct nd_gro nd_gro;
+struct iovec;
+nd_gro *nd_gro_new(void);
+void nd_gro_free(nd_gro *g);
+/* Take a complete frame (1: held, to be written by nd_gro_flush) or not (0: the run is
+ * written first; the caller writes the frame itself). */
+int nd_gro_offer(nd_gro *g, int fd, const struct iovec *iov, int niov, nd_stats *s);
+void nd_gro_flush(nd_gro *g, int fd, nd_stats *s);
+bool nd_gro_held(const nd_gro *g);
+
 /* udp.c: the VXLAN underlay (a bound UDP socket to receive, a raw IPv4 socket to send). */
 #define ND_UDP_MAX 16384u /* largest datagram kept: above any underlay MTU */
 /* v6: a UDPv6 socket (udp6.c's layout of the sender before each payload). */
@@ -208,6 +228,24 @@ long nd_raw6_send(int fd, const uint8_t dst[16], int hops, const struct iovec *i
 #define ND_VXTX_BYTES (512u * 1024u) /* their inner frames (64-byte aligned slots) */
 #define ND_VXTX_BAD (-1)             /* does not parse, UFO, or too many segments */
 #define ND_VXTX_TOO_BIG (-2)         /* a segment's outer packet would exceed the MTU */
+/* vxlan_gso.c: UDP GSO sockets for vxlan_tx.c (see the file's comment). */
+#define ND_VXGSO_SOCKS 16
+#define ND_VXGSO_NO (-100000) /* not sent that way: use sendmmsg */
+typedef struct nd_vxgso {
+  bool on, nocheck, refused;
+  int raw_fd;
+  uint32_t local_be;
+  int fd[ND_VXGSO_SOCKS];
+  uint16_t port[ND_VXGSO_SOCKS]; /* network order */
+  struct iovec *iov;             /* 128 entries, vxlan_tx.c's */
+} nd_vxgso;
+void nd_vxgso_init(nd_vxgso *g);
+void nd_vxgso_set(nd_vxgso *g, bool on, bool nocheck_for_test);
+void nd_vxgso_close_fd(nd_vxgso *g, int raw_fd);
+void nd_vxgso_rewrite_sport(const nd_vxgso *g, int raw_fd, uint8_t *outer);
+int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer, uint8_t *const *inner,
+                  const int32_t *lens, int n, nd_stats *s);
+
 typedef struct nd_vxtx nd_vxtx;
 nd_vxtx *nd_vxtx_new(void);
 void nd_vxtx_free(nd_vxtx *t);
@@ -226,6 +264,9 @@ int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], c
 /* Send what is queued; returns how many packets were (refusals counted). */
 int nd_vxq_flush(nd_vxtx *t, nd_stats *s);
 int nd_vxq_pending(const nd_vxtx *t);
+/* UDP GSO for sendVxlan (vxlan_gso.c): on/off (and, for tests, sockets the kernel refuses it on); the source port raw packets get. */
+void nd_vxtx_set_gso(nd_vxtx *t, bool on, bool nocheck_for_test);
+void nd_vxtx_rewrite_sport(const nd_vxtx *t, int raw_fd, uint8_t *outer);
 /* fd is about to close: send what is queued for it. */
 void nd_vxq_close_fd(nd_vxtx *t, int fd, nd_stats *s);
 

@@ -24,10 +24,13 @@
  *    than ND_VXTX_MAX segments, or has one segment whose outer packet would exceed
  *    the underlay MTU is refused whole (the VM MTU is the underlay MTU minus 50, so a
  *    VM with that MTU never sends one: its gso_size fits).
- *  - The segments go out through the raw IPv4 socket (udp.c) in one sendmmsg, each
- *    as two iovecs (its outer header, then the inner segment). UDP GSO (UDP_SEGMENT)
- *    does not apply: it is a UDP socket option, and the sender needs a raw socket to
- *    vary the source port per flow and set DF (udp.c).
+ *  - The segments go out as UDP GSO datagrams (vxlan_gso.c: one sendmsg with
+ *    UDP_SEGMENT per up to 64 segments, through a UDP socket the flow's source port
+ *    selects) when that is on and the kernel takes it; otherwise through the raw
+ *    IPv4 socket (udp.c) in one sendmmsg, each as two iovecs (its outer header, then
+ *    the inner segment). Packets through the raw socket carry the source port of
+ *    their flow's GSO socket once it is open (nd_vxgso_rewrite_sport), so one flow
+ *    keeps one port whichever way its packets go.
  *  - Complete frames (Vtep.encap: one outer packet each) are queued here rather than
  *    sent one sendmsg each (nd_vxq_add, copying the outer header and the frame's
  *    pieces, which live in the receive ring and in scratch headers JS reuses), and
@@ -58,6 +61,9 @@ struct nd_vxtx {
   struct iovec iov[ND_VXTX_MAX][2];
   struct mmsghdr mm[ND_VXTX_MAX];
   struct sockaddr_in to;
+  uint8_t *inner[ND_VXTX_MAX];
+  nd_vxgso gso;
+  struct iovec gso_iov[128];
   /* The queue of complete packets (nd_vxq_*): n packets of qlen[i] bytes at qbuf + ND_VXQ_SLOT * i. */
   int qfd, qn;
   uint8_t *qbuf;
@@ -74,11 +80,14 @@ nd_vxtx *nd_vxtx_new(void) {
   t->qbuf = malloc((size_t)ND_VXQ_SLOT * ND_VXQ_MAX);
   if (!t->g.buf || !t->arena || !t->qbuf) { nd_vxtx_free(t); return NULL; }
   t->qfd = -1;
+  nd_vxgso_init(&t->gso);
+  t->gso.iov = t->gso_iov;
   return t;
 }
 
 void nd_vxtx_free(nd_vxtx *t) {
   if (!t) return;
+  nd_vxgso_set(&t->gso, false, false);
   free(t->g.buf);
   free(t->arena);
   free(t->qbuf);
@@ -135,8 +144,16 @@ const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **inner, si
   return t->outer[i];
 }
 
+void nd_vxtx_set_gso(nd_vxtx *t, bool on, bool nocheck_for_test) { nd_vxgso_set(&t->gso, on, nocheck_for_test); }
+
+void nd_vxtx_rewrite_sport(const nd_vxtx *t, int raw_fd, uint8_t *outer) { nd_vxgso_rewrite_sport(&t->gso, raw_fd, outer); }
+
 int nd_vxtx_send(nd_vxtx *t, int fd, uint32_t dst_be, int n, nd_stats *s) {
   nd_vxq_flush(t, s);
+  for (int i = 0; i < n; i++) t->inner[i] = t->arena + t->offs[i];
+  int g = nd_vxgso_send(&t->gso, fd, dst_be, t->outer[0], t->inner, t->lens, n, s);
+  if (g != ND_VXGSO_NO) return g;
+  for (int i = 0; i < n; i++) nd_vxgso_rewrite_sport(&t->gso, fd, t->outer[i]);
   memset(&t->to, 0, sizeof t->to);
   t->to.sin_family = AF_INET;
   t->to.sin_addr.s_addr = dst_be;
@@ -204,6 +221,7 @@ int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], c
   memcpy(d, p[0], len[0]);
   memcpy(d + len[0], p[1], len[1]);
   memcpy(d + len[0] + len[1], p[2], len[2]);
+  if (len[0] >= 22) nd_vxgso_rewrite_sport(&t->gso, fd, d);
   t->qfd = fd;
   t->qiov[i] = (struct iovec){ d, total };
   memset(&t->qto[i], 0, sizeof t->qto[i]);
@@ -217,4 +235,5 @@ int nd_vxq_pending(const nd_vxtx *t) { return t->qn; }
 
 void nd_vxq_close_fd(nd_vxtx *t, int fd, nd_stats *s) {
   if (t->qn > 0 && t->qfd == fd) nd_vxq_flush(t, s);
+  nd_vxgso_close_fd(&t->gso, fd);
 }

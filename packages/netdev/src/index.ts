@@ -164,6 +164,14 @@ export interface Stats {
   /** `queueIp3`: packets queued, and those the kernel refused when the queue was flushed. */
   vxlanTxQueued: number;
   vxlanTxQueueErrors: number;
+  /** `setUdpGso`: sendmsg calls with UDP_SEGMENT, the segments (outer packets) they carried, and refusals (sendmmsg from then on). */
+  vxlanTxGsoSends: number;
+  vxlanTxGsoSegments: number;
+  vxlanTxGsoRefused: number;
+  /** `setTapGro`: super-frames written to TAPs from coalesced segments, the segments they carry, and held frames whose write the TAP refused. */
+  tapGroFrames: number;
+  tapGroSegments: number;
+  tapGroErrors: number;
 }
 
 /** Where `segment` leaves its frames: `arena[offs[i], offs[i] + lens[i])` for i < count. */
@@ -221,6 +229,9 @@ interface Native {
   segmentForTest(vnetHdr: Uint8Array, frame: Uint8Array, vlanTci?: number, vlanTpid?: number): Buffer[];
   setQuantum(handle: number, bytes: number): void;
   fairFull(handle: number): number;
+  setTapGro(on: boolean): void;
+  setUdpGso(on: boolean, refusedForTest?: boolean): void;
+  groForTest(frames: Uint8Array[]): Buffer[];
   fairServeForTest(state: Uint8Array, primary: boolean, lens: Uint8Array, count: number): number;
 }
 
@@ -381,6 +392,29 @@ export const FAIR_QUANTUM_MAX = 64 * 1024 * 1024;
 export const setQuantum: Native['setQuantum'] = native.setQuantum;
 /** Services of the handle that left frames waiting for a later round (its share spent, or the ring full). */
 export const fairFull: Native['fairFull'] = native.fairFull;
+
+/**
+ * Receive-side GRO toward TAPs (native/tap_gro.c), off until turned on: during a
+ * batch read from a VXLAN underlay socket, the complete TCP segments of one flow
+ * sent (send/send2) to one TAP with the virtio_net_hdr are coalesced into one
+ * checksum-partial TCPV4/TCPV6 super-frame, written when the batch's callback
+ * returns (or sooner: a frame that cannot join, a full run). Each frame still
+ * returns its length from send/send2; a write the TAP refuses later is counted
+ * (stats().tapGroErrors).
+ */
+export const setTapGro: Native['setTapGro'] = native.setTapGro;
+/**
+ * UDP GSO for `sendVxlan` (native/vxlan_gso.c), off until turned on: a super-frame's
+ * encapsulated segments leave as one UDP_SEGMENT datagram per up to 64 of them,
+ * through one of 16 UDP sockets bound to the outer source address, chosen by the
+ * flow's source port (which then becomes that socket's port, for the flow's raw
+ * packets too). A kernel refusal is counted (stats().vxlanTxGsoRefused) and
+ * sendmmsg takes over until this is called again (which also closes the sockets).
+ * `refusedForTest`: sockets on which the kernel refuses UDP GSO (SO_NO_CHECK).
+ */
+export const setUdpGso: Native['setUdpGso'] = native.setUdpGso;
+/** Test hook: what a TAP gets (each with its virtio_net_hdr) when `frames` are sent to it in one underlay batch. */
+export const groForTest: Native['groForTest'] = native.groForTest;
 
 /**
  * Test hook: one service of a synthetic port by the same scheduler code the read

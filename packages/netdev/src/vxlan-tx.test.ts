@@ -6,8 +6,13 @@
  * is checked with an independent JS checksum: the outer IPv4 header (length,
  * checksum, DF), the outer UDP length and the source port the caller wrote, the VXLAN
  * header, and the inner frame untagged with its IPv4 and TCP/UDP checksums complete.
- * No devices: the addon only needs to be built.
+ * No devices: the addon only needs to be built. The last part sends through real
+ * sockets (UDP GSO, vxlan_gso.c, and its fallback), in a namespace of its own.
  */
+import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import * as nd from './index.js';
 
@@ -229,4 +234,90 @@ describe('vxlanBuildForTest: super-frames segmented and encapsulated for a tunne
     expect(() => nd.vxlanBuildForTest(outerTemplate(), 1500, Buffer.alloc(26), 5, rest, 0, 100)).toThrow(/offset >= 10/);
     expect(() => nd.vxlanBuildForTest(outerTemplate(), 1500, Buffer.alloc(26), 10, rest, 50, 100)).toThrow(/outside/);
   });
+});
+
+/*
+ * sendVxlan through real sockets, in a namespace of the test's own (a node child
+ * under `ip netns exec`): a receiver on 127.0.0.1:4789 must get exactly the UDP
+ * payloads vxlanBuildForTest says (VXLAN header + inner segment, in order), whether
+ * they left as UDP GSO datagrams (the kernel cut them), by sendmmsg after the kernel
+ * refused UDP GSO (forced: SO_NO_CHECK sockets), or by sendmmsg with it off. A
+ * complete packet queued afterwards for the same flow carries the same source port.
+ */
+describe('sendVxlan: UDP GSO, its fallback, and the flow\'s source port', () => {
+  const ADDON = fileURLToPath(new URL('../build/Release/netdev.node', import.meta.url));
+  const run = async (mode: 'gso' | 'refused' | 'off', outer: Buffer, a: Buffer, rest: Buffer, want: number): Promise<any> => {
+    const ns = `ndg${randomBytes(3).toString('hex')}`;
+    execFileSync('ip', ['netns', 'add', ns]);
+    try {
+      execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      const script = `
+        const m = { exports: {} };
+        process.dlopen(m, process.argv[1]);
+        const nd = m.exports;
+        const dgram = require('node:dgram');
+        const [outer, a, rest] = process.argv.slice(2, 5).map((h) => Buffer.from(h, 'hex'));
+        const mode = process.argv[5], want = Number(process.argv[6]);
+        const got = [], ports = [];
+        const rx = dgram.createSocket('udp4');
+        let before, r = [];
+        const finish = () => {
+          const after = nd.stats();
+          const d = (k) => after[k] - before[k];
+          require('node:fs').writeSync(1, JSON.stringify({ r, got, ports, sends: d('vxlanTxGsoSends'), segments: d('vxlanTxGsoSegments'), refused: d('vxlanTxGsoRefused') }) + '\\n'); // whole before exit (console.log to a pipe is async)
+          process.exit(0);
+        };
+        rx.on('message', (msg, ri) => { got.push(msg.toString('hex')); ports.push(ri.port); if (got.length === want) finish(); });
+        rx.bind(4789, '127.0.0.1', () => {
+          rx.setRecvBufferSize(8 << 20);
+          const [tx] = nd.openRawIp('');
+          nd.setUdpGso(mode !== 'off', mode === 'refused');
+          before = nd.stats();
+          const res = new Int32Array(2);
+          for (let k = 0; k < 2; k++) r.push(nd.sendVxlan(tx, 0x7f000001, outer, 1500, a, 10, rest, 0, rest.length, res));
+          const q = Buffer.from(outer);
+          q.writeUInt16BE(40, 2); q.writeUInt16BE(20, 24);
+          const body = Buffer.from('cafef00d', 'hex');
+          nd.queueIp3(tx, 0x7f000001, q, 0, 36, body, 0, 2, body, 2, 2);
+          nd.flushIp();
+          setTimeout(finish, 5000);
+        });
+      `;
+      const { stdout } = await promisify(execFile)('ip', ['netns', 'exec', ns, process.execPath, '-e', script, ADDON,
+        outer.toString('hex'), a.toString('hex'), rest.toString('hex'), mode, String(want)], { timeout: 20_000, maxBuffer: 64 << 20 });
+      return JSON.parse(stdout);
+    } finally {
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
+  };
+
+  for (const mode of ['gso', 'refused', 'off'] as const) {
+    it(`${mode}: the receiver gets exactly the encapsulated segments, in order, then the queued packet on the flow's port`, async () => {
+      const mss = 1398;
+      const { rest, l4, hdrLen } = innerFrame(false, false, pattern(65000 - 54, 7));
+      const a = tagged({ flags: 1, type: 1, gso: mss, cstart: l4 + 4, coff: 16, hdrLen: hdrLen + 4 });
+      const outer = outerTemplate();
+      outer.writeUInt32BE(0x7f000001, 12);
+      outer.writeUInt32BE(0x7f000001, 16);
+      const built = nd.vxlanBuildForTest(outer, 1500, a, 10, rest, 0, rest.length);
+      if (!Array.isArray(built)) throw new Error(`refused: ${built}`);
+      const n = built.length;
+      const expected = [...built, ...built].map((p) => p.subarray(28).toString('hex'));
+      const r = await run(mode, outer, a, rest, 2 * n + 1);
+      expect(r.r).toEqual([n, n]);
+      expect(r.got.slice(0, 2 * n)).toEqual(expected);
+      expect(r.got[2 * n], 'the queued packet: VXLAN header and its 4 bytes').toBe('0800000012345600cafef00d');
+      expect(new Set(r.ports).size, 'one source port for the whole flow').toBe(1);
+      if (mode === 'gso') {
+        expect(r.segments).toBe(2 * n);
+        expect(r.sends).toBeGreaterThanOrEqual(2);
+        expect(r.sends).toBeLessThanOrEqual(4);
+        expect(r.refused).toBe(0);
+        expect(r.ports[0], 'the GSO socket\'s port, not the header\'s').not.toBe(SPORT);
+      } else {
+        expect([r.sends, r.segments, r.refused]).toEqual([0, 0, mode === 'refused' ? 1 : 0]);
+        expect(r.ports[0]).toBe(SPORT);
+      }
+    }, 30_000);
+  }
 });

@@ -53,7 +53,7 @@
  * segments that each take a JS turn and a syscall. Vtep.encapVnet writes the outer
  * header once (the flow hash of the super-frame's headers is the hash of each of its
  * segments) and the underlay segments, completes checksums, encapsulates every
- * segment and sends them in one batch (netdev vxlan_tx.c: sendmmsg). A segment over
+ * segment and sends them in one batch (netdev vxlan_tx.c: UDP GSO datagrams, or sendmmsg). A segment over
  * the MTU refuses the whole frame (E_TUNNEL_MTU, as one frame would be). Frames whose
  * header asks for nothing take the ordinary path. Counted per VNI (`txSegmented`).
  *
@@ -123,6 +123,10 @@ export interface UnderlayIo {
   readonly readRoundsFull?: number;
   /** Packets the kernel refused after the underlay had queued them (a batched sender's; no port can be told any more). */
   readonly txQueueErrors?: number;
+  /** Decapsulated TCP segments coalesced into super-frames toward TAPs (netdev tap_gro.c): frames written, segments in them, refused writes. */
+  readonly rxCoalesced?: { frames: number; segments: number; errors: number };
+  /** Super-frames' segments sent as UDP GSO datagrams (netdev vxlan_gso.c): sendmsg calls, segments, kernel refusals. */
+  readonly txGso?: { sends: number; segments: number; refused: number };
 }
 
 export interface VtepOptions {

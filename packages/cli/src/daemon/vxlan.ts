@@ -199,6 +199,7 @@ export class VxlanService {
         throw new VswitchError('EINVAL', `vxlan: ${(e as Error).message}`);
       }
       underlay.setReadQuantum(conf.readQuantum);
+      underlay.setOffload(conf.offload);
       underlay.start(vtep, (errno) => {
         this.log.error({ event: 'vxlan_underlay_failed', errno }, 'vxlan_underlay_failed');
       });
@@ -218,6 +219,7 @@ export class VxlanService {
     run.vtep.mtu = mtu;
     run.vtep.ttl = conf.ttl;
     run.underlay.setReadQuantum(conf.readQuantum);
+    run.underlay.setOffload(conf.offload);
     run.conf = conf;
     done.push(`vxlan ${specs.length} VNIs`);
     this.changed?.();
@@ -342,6 +344,9 @@ export class VxlanService {
       readQuantum: run.conf.readQuantum,
       readRoundsFull: run.underlay.readRoundsFull,
       txQueueErrors: run.underlay.txQueueErrors,
+      offload: run.conf.offload,
+      rxCoalesced: run.underlay.rxCoalesced,
+      ...('txGso' in run.underlay ? { txGso: run.underlay.txGso } : {}),
       vnis: v.segments().sort((a, b) => a.vni - b.vni).map((s) => segmentView(v, s, conf.get(s.vni)?.source ?? 'config')),
       remotes: v.bridgeTunnels().flatMap((bt) => bt.tunnels.map((t) => {
         const p = bt.bridge.port(v.portName(t.remote));
@@ -404,6 +409,20 @@ export function vxlanMetrics(vtep: () => Vtep | undefined, counter: (name: strin
   counter('vswitch_vxlan_tx_queue_errors_total', 'Encapsulated packets queued for a batched send that the kernel refused at the flush (after the port counted them sent).', [], (emit) => {
     const n = vtep()?.io.txQueueErrors;
     if (n !== undefined) emit({}, n);
+  });
+  counter('vswitch_vxlan_rx_coalesced_total', 'Decapsulated TCP segments toward TAPs (vxlan.offload auto): super-frames written (what=frames), the segments they carry (what=segments), held segments whose write the TAP refused (what=errors).', ['what'], (emit) => {
+    const c = vtep()?.io.rxCoalesced;
+    if (c === undefined) return;
+    emit({ what: 'frames' }, c.frames);
+    emit({ what: 'segments' }, c.segments);
+    emit({ what: 'errors' }, c.errors);
+  });
+  counter('vswitch_vxlan_tx_gso_total', 'Super-frames\' segments sent as UDP GSO datagrams (vxlan.offload auto, IPv4): sendmsg calls (what=sends), the packets they carried (what=segments), kernel refusals after which sendmmsg took over (what=refused).', ['what'], (emit) => {
+    const g = vtep()?.io.txGso;
+    if (g === undefined) return;
+    emit({ what: 'sends' }, g.sends);
+    emit({ what: 'segments' }, g.segments);
+    emit({ what: 'refused' }, g.refused);
   });
   perVni('vswitch_vxlan_tx_segmented_total', 'VM TSO/USO super-frames segmented and encapsulated in one batch (their packets count in vswitch_vxlan_tx_packets_total).', (s) => s.txSegmented);
   counter('vswitch_vxlan_drops_total', 'Datagrams from the underlay the VTEP dropped, by reason (README "VXLAN").', ['reason'], (emit) => {

@@ -10,6 +10,10 @@
  * sendmmsg per batch: the queue is flushed by one microtask scheduled by the first
  * packet a batch queues (it runs when the read loop's turn ends its poll phase), or
  * earlier when it fills up or a super-frame goes out, so packets keep their order.
+ * Offloads (`setOffload`, vxlan.offload): with "auto" the addon sends a super-frame's
+ * segments as UDP GSO datagrams (native/vxlan_gso.c; sendmmsg if the kernel refuses)
+ * and coalesces the TCP segments a batch from the underlay sends to one TAP into one
+ * super-frame (native/tap_gro.c); both are the addon's, one per process.
  * NativeUnderlay6 is the same over IPv6 (netdev udp6.c): the sender's address is
  * looked up in the Vtep's remote table straight from the ring, and the kernel
  * writes the outer IPv6 header and the UDP checksum.
@@ -27,6 +31,29 @@ export interface UnderlayOptions {
   port: number;
   /** Bind both sockets to this interface (SO_BINDTODEVICE); '' or absent: routed. */
   ifname?: string;
+}
+
+/** What the coalescing toward TAPs did (netdev tap_gro.c; the addon's counts: one underlay per process). */
+export interface UnderlayCoalesced {
+  /** Super-frames written to TAPs, and the decapsulated TCP segments they carry. */
+  frames: number;
+  segments: number;
+  /** Held segments whose write the TAP refused (the port had counted them sent). */
+  errors: number;
+}
+
+/** The UDP GSO sends of super-frames (netdev vxlan_gso.c; the addon's counts). */
+export interface UnderlayGso {
+  /** sendmsg calls with UDP_SEGMENT, and the outer packets they carried. */
+  sends: number;
+  segments: number;
+  /** Times the kernel refused UDP GSO (sendmmsg from then on, until the offload is set again). */
+  refused: number;
+}
+
+function coalesced(): UnderlayCoalesced {
+  const s = netdev.stats();
+  return { frames: s.tapGroFrames, segments: s.tapGroSegments, errors: s.tapGroErrors };
 }
 
 export class NativeUnderlay implements UnderlayIo {
@@ -102,6 +129,28 @@ export class NativeUnderlay implements UnderlayIo {
   /** Queued packets the kernel refused at the flush (the addon's count: one underlay per process). */
   get txQueueErrors(): number {
     return netdev.stats().vxlanTxQueueErrors;
+  }
+
+  #offload: string | undefined;
+
+  /**
+   * vxlan.offload: "auto" sends a super-frame's segments as UDP GSO datagrams
+   * (netdev setUdpGso) and coalesces TCP segments toward TAPs (setTapGro); "off"
+   * sends by sendmmsg and writes each frame as it came. Set again only on a change
+   * (setUdpGso reopens its sockets, which moves flows to new source ports).
+   */
+  setOffload(mode: 'auto' | 'off'): void {
+    if (this.#closed || mode === this.#offload) return;
+    this.#offload = mode;
+    netdev.setTapGro(mode !== 'off');
+    netdev.setUdpGso(mode !== 'off');
+  }
+
+  get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
+
+  get txGso(): UnderlayGso {
+    const s = netdev.stats();
+    return { sends: s.vxlanTxGsoSends, segments: s.vxlanTxGsoSegments, refused: s.vxlanTxGsoRefused };
   }
 
   close(): void {
@@ -182,6 +231,13 @@ export class NativeUnderlay6 implements UnderlayIo {
   get txQueueErrors(): number {
     return 0;
   }
+
+  /** As NativeUnderlay's for the coalescing toward TAPs; IPv6 sends one sendmsg per packet (no UDP GSO yet). */
+  setOffload(mode: 'auto' | 'off'): void {
+    if (!this.#closed) netdev.setTapGro(mode !== 'off');
+  }
+
+  get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
 
   close(): void {
     if (this.#closed) return;

@@ -1,0 +1,198 @@
+/*
+ * UDP GSO for the VXLAN send of a super-frame (vxlan_tx.c): the encapsulated
+ * segments of one TSO super-frame leave as one UDP datagram per up to 64 segments
+ * with UDP_SEGMENT (gso_size = VXLAN header + one inner segment), so the kernel
+ * routes, filters and queues one packet per ~64 KB and cuts it into the real
+ * packets at the device (or hands the super-packet on: a veth does), instead of one
+ * IP output per 1400 bytes through the raw socket's sendmmsg.
+ *
+ * Model:
+ *  - UDP_SEGMENT is a UDP socket's option, and the raw socket (udp.c) is what lets the
+ *    sender pick the outer source port per inner flow. So the flow's port selects one
+ *    of ND_VXGSO_SOCKS UDP sockets bound to the local address with a kernel-chosen
+ *    port, opened on first use (DF: IP_PMTUDISC_DO; bound to the raw socket's
+ *    device, if any). The outer source port of a flow is then its bucket's port, and
+ *    so that all of a flow's packets carry the same one, the packets that still go
+ *    through the raw socket (complete frames, nd_vxtx_rewrite_sport) get that port
+ *    written too once the bucket is open: the entropy of RFC 7348 is one of
+ *    ND_VXGSO_SOCKS ports per flow, stable for the flow.
+ *  - Per sendmsg: segments of equal size, the last of them possibly shorter (what
+ *    UDP GSO allows), at most ND_VXGSO_SEGS and a UDP length within 16 bits; a
+ *    super-frame's segments are all equal but its last, so it takes one or two.
+ *    TTL and TOS come per message (cmsg) from the header the caller wrote. The
+ *    kernel writes the outer IPv4 header (ID, checksum) and a UDP checksum (UDP GSO
+ *    refuses SO_NO_CHECK; RFC 7348 allows a correct one, and on a veth or a NIC
+ *    with checksum offload it costs nothing).
+ *  - The kernel may refuse (EIO, EINVAL, ENOPROTOOPT, EOPNOTSUPP: no UDP GSO, or a
+ *    route it cannot use with it), or a socket may not open: that is counted
+ *    (vxlan_tx_gso_refused) and the frame, and every later one until the switch is
+ *    set again (nd_vxgso_set, a reload), goes out by sendmmsg as before. Other
+ *    errors (EMSGSIZE, EAGAIN) are the frame's, as with sendmmsg.
+ * The sockets are closed when the switch is set or the raw socket closes.
+ */
+#include "netdev.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <net/if.h>
+#include <netinet/in.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+
+#define ND_VXGSO_SEGS 64         /* UDP_MAX_SEGMENTS of older kernels */
+#define ND_VXGSO_PAYLOAD 65507u  /* 65535 - the IPv4 and UDP headers */
+
+static int set_int(int fd, int level, int opt, int val) {
+  return setsockopt(fd, level, opt, &val, sizeof val) < 0 ? -errno : 0;
+}
+
+static void close_all(nd_vxgso *g) {
+  for (int i = 0; i < ND_VXGSO_SOCKS; i++) {
+    if (g->fd[i] >= 0) close(g->fd[i]);
+    g->fd[i] = -1;
+    g->port[i] = 0;
+  }
+  g->raw_fd = -1;
+}
+
+void nd_vxgso_init(nd_vxgso *g) {
+  memset(g, 0, sizeof *g);
+  for (int i = 0; i < ND_VXGSO_SOCKS; i++) g->fd[i] = -1;
+  g->raw_fd = -1;
+}
+
+void nd_vxgso_set(nd_vxgso *g, bool on, bool nocheck_for_test) {
+  close_all(g);
+  g->on = on;
+  g->nocheck = nocheck_for_test;
+  g->refused = false;
+}
+
+void nd_vxgso_close_fd(nd_vxgso *g, int raw_fd) {
+  if (g->raw_fd == raw_fd) close_all(g);
+}
+
+static int open_bucket(nd_vxgso *g, int i, int raw_fd, uint32_t local_be) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int e = 0;
+  char dev[IFNAMSIZ + 1];
+  socklen_t dl = sizeof dev - 1;
+  memset(dev, 0, sizeof dev);
+  if (getsockopt(raw_fd, SOL_SOCKET, SO_BINDTODEVICE, dev, &dl) == 0 && dl > 0 && dev[0] &&
+      setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, dev, (socklen_t)strlen(dev)) < 0) e = -errno;
+  if (!e) e = set_int(fd, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO);
+  if (!e && set_int(fd, SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20) < 0) set_int(fd, SOL_SOCKET, SO_SNDBUF, 8 << 20);
+  /* Nothing is read from it: a stray datagram to its port waits in a small queue, then is dropped. */
+  if (!e) set_int(fd, SOL_SOCKET, SO_RCVBUF, 4096);
+  if (!e && g->nocheck) e = set_int(fd, SOL_SOCKET, SO_NO_CHECK, 1);
+  struct sockaddr_in sin;
+  socklen_t sl = sizeof sin;
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = local_be;
+  if (!e && bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0) e = -errno;
+  if (!e && getsockname(fd, (struct sockaddr *)&sin, &sl) < 0) e = -errno;
+  if (e) { close(fd); return e; }
+  g->fd[i] = fd;
+  g->port[i] = sin.sin_port;
+  return 0;
+}
+
+static inline int bucket(const uint8_t *outer) { return ((outer[20] << 8) | outer[21]) % ND_VXGSO_SOCKS; }
+
+void nd_vxgso_rewrite_sport(const nd_vxgso *g, int raw_fd, uint8_t *outer) {
+  if (!g->on || g->refused || g->raw_fd != raw_fd) return;
+  int b = bucket(outer);
+  if (g->fd[b] >= 0) memcpy(outer + 20, &g->port[b], 2);
+}
+
+static bool refusal(int e) { return e == EIO || e == EINVAL || e == ENOPROTOOPT || e == EOPNOTSUPP; }
+
+int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer, uint8_t *const *inner,
+                  const int32_t *lens, int n, nd_stats *s) {
+  if (!g->on || g->refused || n < 1) return ND_VXGSO_NO;
+  uint32_t local_be;
+  memcpy(&local_be, outer + 12, 4);
+  if (g->raw_fd != raw_fd || g->local_be != local_be) {
+    close_all(g);
+    g->raw_fd = raw_fd;
+    g->local_be = local_be;
+  }
+  int b = bucket(outer);
+  if (g->fd[b] < 0 && open_bucket(g, b, raw_fd, local_be) < 0) {
+    s->vxlan_tx_gso_refused++;
+    g->refused = true;
+    return ND_VXGSO_NO;
+  }
+  struct sockaddr_in to;
+  memset(&to, 0, sizeof to);
+  to.sin_family = AF_INET;
+  memcpy(&to.sin_port, outer + 22, 2);
+  to.sin_addr.s_addr = dst_be;
+  int ttl = outer[8], tos = outer[1];
+  int sent = 0, err = 0;
+  while (sent < n) {
+    size_t gso = 8 + (size_t)lens[sent], bytes = 0;
+    int k = 0;
+    while (sent + k < n && k < ND_VXGSO_SEGS) {
+      size_t l = 8 + (size_t)lens[sent + k];
+      if (l > gso || bytes + l > ND_VXGSO_PAYLOAD) break;
+      g->iov[2 * k] = (struct iovec){ (void *)(outer + 28), 8 };
+      g->iov[2 * k + 1] = (struct iovec){ inner[sent + k], (size_t)lens[sent + k] };
+      bytes += l;
+      k++;
+      if (l < gso) break; /* a shorter one ends the message */
+    }
+    union { char b[CMSG_SPACE(sizeof(uint16_t)) + 2 * CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_name = &to;
+    msg.msg_namelen = sizeof to;
+    msg.msg_iov = g->iov;
+    msg.msg_iovlen = (size_t)(2 * k);
+    msg.msg_control = ctl.b;
+    msg.msg_controllen = sizeof ctl.b;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = IPPROTO_IP; c->cmsg_type = IP_TTL; c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &ttl, sizeof ttl);
+    c = CMSG_NXTHDR(&msg, c);
+    c->cmsg_level = IPPROTO_IP; c->cmsg_type = IP_TOS; c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &tos, sizeof tos);
+    size_t used = 2 * CMSG_SPACE(sizeof(int));
+    if (k > 1) {
+      uint16_t gs = (uint16_t)gso;
+      c = CMSG_NXTHDR(&msg, c);
+      c->cmsg_level = SOL_UDP; c->cmsg_type = UDP_SEGMENT; c->cmsg_len = CMSG_LEN(sizeof gs);
+      memcpy(CMSG_DATA(c), &gs, sizeof gs);
+      used += CMSG_SPACE(sizeof gs);
+    }
+    msg.msg_controllen = used;
+    ssize_t r;
+    do r = sendmsg(g->fd[b], &msg, MSG_DONTWAIT); while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      err = errno;
+      if (refusal(err)) {
+        s->vxlan_tx_gso_refused++;
+        g->refused = true;
+        if (sent == 0) return ND_VXGSO_NO;
+      }
+      break;
+    }
+    s->vxlan_tx_gso_sends++;
+    s->vxlan_tx_gso_segments += (uint64_t)k;
+    sent += k;
+  }
+  s->tx_frames += (uint64_t)sent;
+  if (sent < n) s->tx_errors += (uint64_t)(n - sent);
+  return sent > 0 ? sent : -err;
+}
