@@ -6,9 +6,11 @@
  * in anything the read loop decides (bench/README.md, "Where a slow ping waits").
  * Priority is the lever for that wait. The systemd unit gives the process
  * `Nice=-10` (as ovs-ctl gives ovs-vswitchd); `nice` does the same from the config
- * for a daemon started any other way (a container, by hand), and only for this
- * thread: on Linux a nice value belongs to a thread, and the metrics worker keeps
- * its own (metrics.workerNice).
+ * for a daemon started any other way (a container, by hand). On Linux a nice value
+ * belongs to a thread: this sets the main thread's, which threads started later
+ * inherit (libuv's pool, started on first use), as under the unit's Nice=; the
+ * metrics worker sets its own (metrics.workerNice); V8's threads, started before,
+ * keep the value the process was started with.
  *
  * Unset: the thread keeps the nice it was started with. Raising the priority (a
  * lower value) needs CAP_SYS_NICE; without it the daemon logs `nice_failed` and
