@@ -17,6 +17,8 @@
 #   ours-off    the same with `readQuantum: off` (the read loop before the fair share:
 #               every readable port drains up to 256 frames per turn)
 #   ours-Q      the same with readQuantum Q (e.g. ours-64kb, ours-1mb), to choose the default
+#   ours-gc1    ours with node --single-threaded-gc (a collection does not wait for V8's
+#               helper threads, which on a busy host wait for a CPU too)
 #   kbridge     the Linux bridge, veth pairs
 #   ovs-tso     Open vSwitch's userspace (netdev) datapath, TAP ports, userspace TSO on
 #   ovs         the same without TSO
@@ -76,21 +78,23 @@ taps_move() {
   IFS4=(x bAt1 bAt2 bAt3 bAt4)
 }
 
-up_ours() {  # up_ours QUANTUM ("" = the default)
+up_ours() {  # up_ours QUANTUM ("" = the default) [NODE_FLAG ...]
+  local q=$1
+  shift
   vms_add && ip netns add $NSW || return 1
   ip -n $NSW link set lo up
   mkdir -p "$RUN/state"
   {
     echo "bridges:"
     echo "  br0:"
-    [ -n "$1" ] && echo "    readQuantum: \"$1\""
+    [ -n "$q" ] && echo "    readQuantum: \"$q\""
     echo "    ports:"
     for i in 1 2 3 4; do echo "      bAt$i: { type: tap, vlan: { mode: access, vid: 1 } }"; done
   } >"$RUN/c.yaml"
   rm -f "$RUN/s"
   local pre=()
   [ -n "$probe_dir" ] && pre=(-r "$here/probe.cjs")
-  ip netns exec $NSW env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node "${pre[@]}" "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics off \
+  ip netns exec $NSW env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node "${pre[@]}" "$@" "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics off \
     --state-dir "$RUN/state" --log-level warn </dev/null >>"$RUN/switch.log" 2>&1 &
   SW_PIDS+=("$!")
   taps_move && vms_conf
@@ -124,6 +128,7 @@ topo_up() {
   case ${1%@*} in
     ours) up_ours "" ;;
     ours-off) up_ours off ;;
+    ours-gc1) up_ours "" --single-threaded-gc ;;
     ours-*) up_ours "${1#ours-}" ;;
     kbridge) up_kbridge ;;
     ovs-tso) up_ovs true ;;
