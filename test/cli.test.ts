@@ -41,6 +41,7 @@ describe('vswitch CLI against a running daemon', () => {
 
   beforeAll(async () => {
     d = await startDaemon({
+      nice: -10,
       bridges: {
         br0: { ports: { [P1]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } },
         br1: { ports: { [P2]: { type: 'tap' } } },
@@ -67,6 +68,17 @@ describe('vswitch CLI against a running daemon', () => {
     expect(plain.stdout).toContain(P1);
     // The TAPs exist in the root namespace and are up.
     expect(await linkExists(P1)).toBe(true);
+  });
+
+  it('nice: the forwarding loop\'s thread runs at the config\'s value, said at start; a reload changes it', async () => {
+    // /proc/PID/stat of the main thread (the thread group leader): field 19 is its nice value.
+    const niceOf = (): number => Number(readFileSync(`/proc/${d.proc.pid}/stat`, 'utf8').split(') ')[1].split(' ')[16]);
+    expect(niceOf()).toBe(-10);
+    // The value it had before (niceWas): what the service manager gave it, here the test's own.
+    expect(d.logsMatching('daemon_started')[0].obj).toMatchObject({ nice: -10, niceWas: expect.any(Number) });
+    writeFileSync(d.configFile, readFileSync(d.configFile, 'utf8').replace(/^nice: -10$/m, 'nice: -5'));
+    expect((await d.ok(['reload'])).stdout).toMatch(/nice -10 -> -5/);
+    expect(niceOf()).toBe(-5);
   });
 
   it('--socket works as well as VSWITCH_SOCKET', async () => {

@@ -17,9 +17,13 @@
 #   ours-off    the same with `readQuantum: off` (the read loop before the fair share:
 #               every readable port drains up to 256 frames per turn)
 #   ours-Q      the same with readQuantum Q (e.g. ours-64kb, ours-1mb), to choose the default
+#   ours-gc1    ours with node --single-threaded-gc (a collection does not wait for V8's
+#               helper threads, which on a busy host wait for a CPU too)
 #   kbridge     the Linux bridge, veth pairs
 #   ovs-tso     Open vSwitch's userspace (netdev) datapath, TAP ports, userspace TSO on
 #   ovs         the same without TSO
+#   T@N         topology T with every thread of its switch process at nice N (e.g. ours@-10,
+#               ovs-tso@-10: what the systemd unit and ovs-ctl give them), overriding FAIR_NICE
 # The peers are set up with the helpers of ../shared/bench/anchors.sh (sourced with
 # zero rounds: its ovs_start, vsctl, vm_ns_add, tap_attached, its lock, its bA* names
 # and its teardown), the same way its two-VM topologies are.
@@ -29,6 +33,12 @@
 # Environment: VSWITCH_SHARED (default ../shared beside the repository, as bench/run.sh);
 #   FAIR_NICE: niceness for every thread of the switch processes (e.g. -10, what ovs-ctl gives
 #   ovs-vswitchd), default 0.
+#   FAIR_PROBE=1: where the daemon's time goes (ours* only): the daemon runs with
+#   `node -r probe.cjs` (GC entries, event-loop lags > 3 ms, the loop-delay histogram)
+#   and C's pings come from pinger.py (a send time per ping); both logs are kept in
+#   FAIR_PROBE_DIR (default a new /tmp/bAfair-probe.* directory) as
+#   ROUND-TOPO-PHASE.{probe,ping}, and probe.py matches each slow ping to what the
+#   daemon did meanwhile.
 # Needs root, iperf3, busybox, python3, node, ovs-vswitchd (ovs topologies).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,6 +55,8 @@ anchors=$shared/bench/anchors.sh
 main_js=$repo/packages/cli/dist/main.js
 [ -f "$main_js" ] || { echo "no $main_js (pnpm build)" >&2; exit 1; }
 out_raw=$(mktemp /tmp/bAfair.XXXXXX.tsv)
+probe_dir=""
+if [ "${FAIR_PROBE:-0}" = 1 ]; then probe_dir=${FAIR_PROBE_DIR:-$(mktemp -d /tmp/bAfair-probe.XXXXXX)}; mkdir -p "$probe_dir"; fi
 
 # The harness's helpers, lock and teardown; its own measurement loop runs zero rounds.
 # shellcheck disable=SC1090
@@ -66,19 +78,23 @@ taps_move() {
   IFS4=(x bAt1 bAt2 bAt3 bAt4)
 }
 
-up_ours() {  # up_ours QUANTUM ("" = the default)
+up_ours() {  # up_ours QUANTUM ("" = the default) [NODE_FLAG ...]
+  local q=$1
+  shift
   vms_add && ip netns add $NSW || return 1
   ip -n $NSW link set lo up
   mkdir -p "$RUN/state"
   {
     echo "bridges:"
     echo "  br0:"
-    [ -n "$1" ] && echo "    readQuantum: \"$1\""
+    [ -n "$q" ] && echo "    readQuantum: \"$q\""
     echo "    ports:"
     for i in 1 2 3 4; do echo "      bAt$i: { type: tap, vlan: { mode: access, vid: 1 } }"; done
   } >"$RUN/c.yaml"
   rm -f "$RUN/s"
-  ip netns exec $NSW node "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics off \
+  local pre=()
+  [ -n "$probe_dir" ] && pre=(-r "$here/probe.cjs")
+  ip netns exec $NSW env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node "${pre[@]}" "$@" "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics off \
     --state-dir "$RUN/state" --log-level warn </dev/null >>"$RUN/switch.log" 2>&1 &
   SW_PIDS+=("$!")
   taps_move && vms_conf
@@ -109,9 +125,10 @@ up_ovs() {  # up_ovs TSO(true|false)
 down_ovs() { local i ns; for i in 3 4; do for ns in $NSW bAvm$i; do ip -n $ns link del bAt$i 2>/dev/null; done; done; }
 
 topo_up() {
-  case $1 in
+  case ${1%@*} in
     ours) up_ours "" ;;
     ours-off) up_ours off ;;
+    ours-gc1) up_ours "" --single-threaded-gc ;;
     ours-*) up_ours "${1#ours-}" ;;
     kbridge) up_kbridge ;;
     ovs-tso) up_ovs true ;;
@@ -120,7 +137,7 @@ topo_up() {
   esac
 }
 topo_down() {
-  case $1 in kbridge) down_kbridge ;; ovs|ovs-tso) down_ovs ;; esac
+  case ${1%@*} in kbridge) down_kbridge ;; ovs|ovs-tso) down_ovs ;; esac
   teardown
 }
 
@@ -167,7 +184,13 @@ phase() {
   AUX_PIDS+=("$!")
   wait_for 5 bash -c "ip netns exec bAvm4 ss -Hlnt 'sport = :5301' | grep -q ."
   tcp=$(timeout $((secs + 20)) ip netns exec bAvm3 iperf3 -c "${IPS[4]}" -p 5301 -t "$secs" -J 2>/dev/null | gbps_of)
+  if [ -n "$probe_dir" ] && [[ $topo == ours* ]]; then
+    echo "phase $ph $(date +%s%3N)" >>"$probe_dir/$ROUND-$topo.probe"
+    ip netns exec bAvm3 python3 "$here/pinger.py" "${IPS[4]}" $((secs * 100)) 0.01 >"$probe_dir/$ROUND-$topo-$ph.ping"
+    times=$(awk '$2 != "-" {print $2}' "$probe_dir/$ROUND-$topo-$ph.ping" | tr '\n' ' ')
+  else
   times=$(ip netns exec bAvm3 busybox ping -c $((secs * 100)) -i 0.01 -W 2 "${IPS[4]}" 2>/dev/null | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | tr '\n' ' ')
+  fi
   read -r s1 w1 <<<"$(sched_ns)"; ts1=$(now)
   local cpu="-"
   [ ${#SW_PIDS[@]} -gt 0 ] && cpu=$(awk -v r=$((s1 - s0)) -v w=$((w1 - w0)) -v a="$ts0" -v b="$ts1" 'BEGIN{printf "%.0f/%.0f", r/1e7/(b-a), w/1e7/(b-a)}')
@@ -188,14 +211,16 @@ phase() {
 log "fair bench: topologies $topos, $rounds rounds, $secs s; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for ROUND in $(seq "$rounds"); do
   for topo in $topos; do
-    CUR_TOPO="" SW_PIDS=() AUX_PIDS=()
+    CUR_TOPO="" SW_PIDS=() AUX_PIDS=() CUR_NAME=$topo
     if ! topo_up "$topo"; then log "$topo: setup failed"; tail -5 "$RUN/switch.log" >&2; topo_down "$topo"; continue; fi
     if ! ip netns exec bAvm3 busybox ping -c 3 -i 0.2 -W 2 "${IPS[4]}" >/dev/null 2>&1 ||
        ! ip netns exec bAvm1 busybox ping -c 3 -i 0.2 -W 2 "${IPS[2]}" >/dev/null 2>&1; then
       log "$topo: no connectivity"; topo_down "$topo"; continue
     fi
-    if [ "${FAIR_NICE:-0}" != 0 ]; then
-      for p in "${SW_PIDS[@]}"; do for t in /proc/"$p"/task/*; do renice -n "$FAIR_NICE" -p "${t##*/}" >/dev/null; done; done
+    nice=${FAIR_NICE:-0}
+    [[ $topo == *@* ]] && nice=${topo##*@}
+    if [ "$nice" != 0 ]; then
+      for p in "${SW_PIDS[@]}"; do for t in /proc/"$p"/task/*; do renice -n "$nice" -p "${t##*/}" >/dev/null; done; done
     fi
     phase "$topo" quiet
     phase "$topo" noisy
@@ -203,7 +228,7 @@ for ROUND in $(seq "$rounds"); do
     log "$topo round $ROUND done (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   done
 done
-log "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); raw data: $out_raw"
+log "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); raw data: $out_raw${probe_dir:+; probe logs: $probe_dir}"
 python3 - "$out_raw" "$topos" "$secs" <<'PY'
 import sys, statistics as st
 rows = [l.rstrip('\n').split('\t') for l in open(sys.argv[1])]

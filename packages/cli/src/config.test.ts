@@ -47,6 +47,14 @@ describe('config', () => {
     expect(errorOf('control: { maxRequestBytes: 10 }\n')).toMatch(/control\.maxRequestBytes/);
   });
 
+  it('nice (the forwarding loop\'s thread): unset by default, -20 to 19', () => {
+    expect(defaultConfig().nice).toBeUndefined();
+    expect(parseConfig('nice: -10\n', F).nice).toBe(-10);
+    expect(errorOf('nice: -21\n')).toMatch(/nice/);
+    expect(errorOf('nice: 20\n')).toMatch(/nice/);
+    expect(errorOf('nice: 1.5\n')).toMatch(/nice/);
+  });
+
   it('accepts every port and VLAN form and fills defaults', () => {
     const c = parseConfig(`
 bridges:

@@ -405,6 +405,8 @@ export const ConfigSchema = z.strictObject({
   log: z.strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   }).default({ level: 'info' }),
+  /** Nice value of the forwarding loop's thread (daemon/priority.ts); unset: as started (the systemd unit: -10). */
+  nice: z.number().int().min(-20).max(19).optional(),
   bridges: z.record(BridgeName, BridgeSchema).default({}),
   routers: z.record(BridgeName, RouterSchema).default({}),
   /** The daemon as a VXLAN tunnel endpoint (vxlan-config.ts). */

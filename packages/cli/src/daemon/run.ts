@@ -13,6 +13,7 @@
  * STOPPING=1 when it begins to shut down, and a STATUS= line with what runs.
  */
 import { readFileSync, unlinkSync } from 'node:fs';
+import os from 'node:os';
 import { type Config, defaultConfig, loadConfig } from '../config.js';
 import { VswitchError } from '../errors.js';
 import { DEFAULT_SOCKET } from '../client.js';
@@ -23,6 +24,7 @@ import { startMetrics, type MetricsLimits, type MetricsServer, type ReloadStatus
 import { handlers } from './handlers.js';
 import { type Logger, type LogLevel, makeLogger } from './log.js';
 import { hostKey } from './machine-id.js';
+import { applyNice } from './priority.js';
 import { Vswitch } from './service.js';
 
 export { DEFAULT_SOCKET };
@@ -47,6 +49,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const cfg: Config = opts.config ? loadConfig(opts.config) : defaultConfig();
   if (opts.stateDir) cfg.stateDir = opts.stateDir;
   const log = makeLogger(opts.logLevel ?? cfg.log.level);
+  const niceWas = os.getPriority(0);
+  applyNice(cfg.nice, log);
   const socketPath = opts.socket ?? process.env.VSWITCH_SOCKET ?? cfg.control.socket ?? DEFAULT_SOCKET;
   // Refused before anything is built: a second daemon must not touch the first one's TAPs.
   await prepareControlPath(socketPath);
@@ -70,6 +74,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       const next = loadConfig(opts.config);
       if (opts.stateDir) next.stateDir = opts.stateDir;
       const changes = sw.reload(next);
+      changes.push(...applyNice(next.nice, log));
       changes.push(...metrics?.configure(metricsLimits(next)) ?? [], ...control?.configure(controlLimits(next)) ?? []);
       if (!opts.logLevel && log.level !== next.log.level) {
         log.level = next.log.level;
@@ -120,7 +125,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const limit = fdLimit();
   log.info({
     event: 'daemon_started', config: opts.config ?? '(built-in default)', socket: socketPath, bridges: [...sw.bridges.keys()],
-    fdLimit: limit, control: controlLimits(cfg),
+    fdLimit: limit, control: controlLimits(cfg), nice: os.getPriority(0), niceWas,
   }, 'daemon_started');
   const needed = fdsNeeded(cfg, metrics !== undefined);
   if (typeof limit === 'number' && limit < needed) {
