@@ -17,7 +17,8 @@
  *   handle's fair share of the round is spent (fair.c), and simply get called again
  *   next loop turn for whatever is left. The handles a
  *   batch wrote to are read right after it (follow-up reads, on_poll), because a
- *   write runs the receiving stack and its reply is usually queued already.
+ *   write runs the receiving stack and its reply is usually queued already; the
+ *   batch's callback reads them itself (followUp) so they reach JS in the same entry.
  * - JS is called with napi_call_function in a handle scope, not napi_make_callback:
  *   no async context (async_hooks) and no tick/microtask checkpoint per batch. Ticks
  *   and microtasks a batch queues run at the end of the loop turn's poll phase, when
@@ -92,6 +93,9 @@ struct nd_state {
   nd_handle *cur;   /* the handle whose batch callback is running, NULL outside one */
   int wrote[ND_FOLLOW_MAX];
   int nwrote;       /* -1: more than ND_FOLLOW_MAX handles written (a flood): no follow-ups */
+  int fu_pos;       /* wrote[fu_pos..nwrote) not yet followed up */
+  bool fu_ready;    /* the primary's last batch is in JS: followUp() may serve the rest */
+  int fu_count;     /* a deferred follow-up batch's frame count (service with defer) */
   uv_timer_t deferred_timer;
   bool timer_inited;
   /* Teardown. */
@@ -374,9 +378,10 @@ static void on_poll(uv_poll_t *p, int status, int events);
 /*
  * Read what h has, up to its fair share of this round (fair.c), until EAGAIN or the
  * ring is full, and hand it to JS. `primary`: h's own poll (a new round for it), not
- * a follow-up read.
+ * a follow-up read. `defer` (followUp(), single-pass kinds only): leave the batch in
+ * the ring and its count in st->fu_count for the JS caller instead of calling JS.
  */
-static void service(nd_handle *h, int status, bool primary) {
+static void service(nd_handle *h, int status, bool primary, bool defer) {
   nd_state *st = h->st;
   uint32_t gen = h->gen;
   int fatal = 0;
@@ -419,7 +424,14 @@ static void service(nd_handle *h, int status, bool primary) {
     if (o.n > 0) {
       st->stats.rx_batches++;
       st->time[0] = monotonic_ms();
+      if (defer) {
+        st->fu_count = o.n;
+        break;
+      }
+      /* The primary's last batch: its callback may take the follow-ups itself. */
+      if (primary && !st->gso.active) st->fu_ready = true;
       call_js(h, o.n);
+      if (primary) st->fu_ready = false;
       if (h->gen != gen) break; /* JS stopped, restarted or closed this handle */
     }
     if (!st->gso.active || fatal) break;
@@ -434,6 +446,13 @@ static void service(nd_handle *h, int status, bool primary) {
   if (h->gen != gen) return;
 
   if (fatal) {
+    if (defer && st->fu_count > 0) {
+      /* The frames before the error still go to JS first, as without defer. */
+      int n = st->fu_count;
+      st->fu_count = 0;
+      call_js(h, n);
+      if (h->gen != gen) return;
+    }
     fail_handle(h, fatal);
     return;
   }
@@ -474,12 +493,51 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   nd_state *st = h->st;
   st->cur = h;
   st->nwrote = 0;
-  service(h, status, true);
+  st->fu_pos = 0;
+  service(h, status, true, false);
   st->cur = NULL;
-  for (int i = 0; i < st->nwrote; i++) {
-    nd_handle *w = st->table[st->wrote[i]];
-    if (w && w->polling) service(w, 0, false);
+  /* What the batch's callback did not take through followUp(). */
+  while (st->fu_pos < st->nwrote) {
+    nd_handle *w = st->table[st->wrote[st->fu_pos++]];
+    if (w && w->polling) service(w, 0, false, false);
   }
+}
+
+/*
+ * followUp(): called by a batch callback once it has consumed its batch (index.ts
+ * wraps every start() callback so), it reads the next handle that batch wrote to,
+ * as on_poll would after the callback returns, but leaves the frames in the ring
+ * and returns (handle << 9) | count for the caller to dispatch, or -1 when none is
+ * left. This saves a C -> JS entry (libuv, N-API, V8's Invoke) per follow-up batch:
+ * a ping's reply is then handled in the same JS entry as its request.
+ * Packet sockets may need several passes for one super-frame (gso.c): they are
+ * served as before, with their own JS call, from inside this one.
+ */
+static napi_value js_follow_up(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  napi_value v;
+  int32_t r = -1;
+  if (st->fu_ready) {
+    st->cur = NULL; /* one level: the follow-ups' own writes are not followed */
+    while (st->fu_pos < st->nwrote) {
+      nd_handle *w = st->table[st->wrote[st->fu_pos++]];
+      if (!w || !w->polling) continue;
+      if (w->kind == KIND_PACKET) {
+        service(w, 0, false, false);
+        continue;
+      }
+      st->fu_count = 0;
+      service(w, 0, false, true);
+      if (st->fu_count > 0) {
+        r = (int32_t)((w->id << 9) | st->fu_count);
+        st->stats.rx_follow_ups++;
+        st->fu_count = 0;
+        break;
+      }
+    }
+  }
+  CHECK(napi_create_int32(env, r, &v));
+  return v;
 }
 
 /* Errors that must reach JS asynchronously (start on a dead packet socket). */
@@ -1210,7 +1268,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_value o, v;
   const nd_stats *s = &st->stats;
   struct { const char *k; uint64_t v; } f[] = {
-    { "rxBatches", s->rx_batches },     { "rxFrames", s->rx_frames },
+    { "rxBatches", s->rx_batches },     { "rxFollowUps", s->rx_follow_ups }, { "rxFrames", s->rx_frames },
     { "rxBytes", s->rx_bytes },         { "rxTruncated", s->rx_truncated },
     { "rxDropped", s->rx_dropped },     { "gsoSegmented", s->gso_segmented },
     { "gsoSegments", s->gso_segments }, { "gsoDropped", s->gso_dropped },
@@ -1427,6 +1485,7 @@ NAPI_MODULE_INIT() {
     FN("openRawIp6", js_open_raw_ip6),
     FN("sendIp6x3", js_send_ip6x3),
     FN("start", js_start),
+    FN("followUp", js_follow_up),
     FN("stop", js_stop),
     FN("send", js_send),
     FN("send2", js_send2),

@@ -16,7 +16,8 @@
  *   safe because forwarding is synchronous and single-threaded; it also means idle
  *   ports cost no receive memory. The handles a batch wrote to are read right
  *   after it, in the same loop turn (a VM's reply is usually queued by the time the
- *   write returns). Callbacks are plain calls (no async context): ticks and
+ *   write returns), and handed to their callbacks in the same JS entry as the batch
+ *   (`start` wraps each callback so; one C -> JS entry per wakeup, not two). Callbacks are plain calls (no async context): ticks and
  *   microtasks they queue run at the end of the loop turn's poll phase.
  * - AF_PACKET specifics are hidden: VLAN tags the kernel stripped into metadata
  *   (PACKET_AUXDATA) are put back into the frame, so JS sees wire-format Ethernet
@@ -120,6 +121,8 @@ export interface PacketInfo {
 export interface Stats {
   /** JS callbacks with count > 0. */
   rxBatches: number;
+  /** ... of them follow-up batches delivered by `followUp` inside the batch callback's own JS entry. */
+  rxFollowUps: number;
   /** Frames delivered to JS (each GSO segment counts). */
   rxFrames: number;
   rxBytes: number;
@@ -207,6 +210,7 @@ interface Native {
   sendIp6x3(handle: number, dst: Uint8Array, doff: number, hops: number, a: Uint8Array, aoff: number, alen: number,
     b: Uint8Array, boff: number, blen: number, c: Uint8Array, coff: number, clen: number): number;
   start(handle: number, onBatch: (count: number) => void): void;
+  followUp(): number;
   stop(handle: number): void;
   send(handle: number, buf: Uint8Array, off: number, len: number): number;
   send2(handle: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
@@ -335,7 +339,38 @@ export const setPersist: Native['setPersist'] = native.setPersist;
  * names it (a path, or "@name" for the abstract namespace). Throws with the errno.
  */
 export const notify: Native['notify'] = native.notify;
-export const start: Native['start'] = native.start;
+/*
+ * The batch callbacks by handle, for followUp(): a batch's callback, once it has
+ * consumed its frames, takes the follow-up batches (the handles it wrote to, read
+ * at once) in the same JS entry instead of the addon calling JS once more per
+ * handle; each costs a C -> JS entry (libuv, N-API, V8's Invoke), about half of a
+ * quiet ping's time in the addon (bench/DESIGN-flow-cache.md).
+ */
+const onBatches: (((count: number) => void) | undefined)[] = [];
+
+function followUps(): void {
+  for (;;) {
+    const r = native.followUp();
+    if (r < 0) return;
+    // (handle << 9) | count: RING_MAX_FRAMES (256) fits in 9 bits.
+    onBatches[r >>> 9]?.(r & 511);
+  }
+}
+
+/**
+ * Calls onBatch(count) with each batch `handle` reads (count < 0: the device is
+ * gone, see above). The follow-up batches of the handles a batch wrote to are
+ * delivered to their own callbacks right after it returns, in the same entry.
+ */
+export function start(handle: number, onBatch: (count: number) => void): void {
+  // Misuse (not a function) gets the addon's own TypeError.
+  if (typeof onBatch !== 'function') return native.start(handle, onBatch);
+  native.start(handle, (n: number) => {
+    onBatch(n);
+    if (n > 0) followUps();
+  });
+  onBatches[handle] = onBatch;
+}
 export const stop: Native['stop'] = native.stop;
 export const send: Native['send'] = native.send;
 export const send2: Native['send2'] = native.send2;
@@ -354,7 +389,10 @@ export const txScratch: Native['txScratch'] = native.txScratch;
  * number of frames, or -1 if it cannot be completed. Never writes the source.
  */
 export const segment: Native['segment'] = native.segment;
-export const close: Native['close'] = native.close;
+export function close(handle: number): void {
+  native.close(handle);
+  onBatches[handle] = undefined;
+}
 export const setLinkUp: Native['setLinkUp'] = native.setLinkUp;
 export const ifIndex: Native['ifIndex'] = native.ifIndex;
 export const stats: Native['stats'] = native.stats;
