@@ -12,6 +12,7 @@
         "native/udp.c",
         "native/udp6.c",
         "native/fair.c",
+        "native/flowcache.c",
         "native/vxlan_tx.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],

@@ -226,6 +226,27 @@ interface Native {
   setQuantum(handle: number, bytes: number): void;
   fairFull(handle: number): number;
   fairServeForTest(state: Uint8Array, primary: boolean, lens: Uint8Array, count: number): number;
+  flowCacheGenerations(): Float64Array;
+  flowCacheInstall(bridge: number, inHandle: number, inCookie: number, buf: Uint8Array, off: number, len: number,
+    outHandle: number, outCookie: number): number;
+  flowCacheProbeForTest(inHandle: number, buf: Uint8Array, off: number, len: number, nowMs: number, written: number): number;
+  flowCacheFold(out: Float64Array): number;
+  flowCacheFlush(bridge: number): void;
+  flowCacheStats(): FlowCacheStats;
+}
+
+/** The flow cache table's own counts (native/flowcache.c); the bridges count installs and invalidations. */
+export interface FlowCacheStats {
+  /** Frames replayed without JS. */
+  hits: number;
+  /** Probes that missed (the batch's rest went to JS). */
+  misses: number;
+  installs: number;
+  /** Installs refused: no free slot in the key's window without unfolded counts. */
+  installRefused: number;
+  flushes: number;
+  /** Entries that can hit now. */
+  entries: number;
 }
 
 const native: Native = require('../build/Release/netdev.node');
@@ -430,3 +451,30 @@ export function fairServeForTest(state: Float64Array, primary: boolean, lens: In
   return native.fairServeForTest(new Uint8Array(state.buffer, state.byteOffset, 24), primary,
     new Uint8Array(lens.buffer, lens.byteOffset, lens.byteLength), count);
 }
+
+/*
+ * The exact-match flow cache (native/flowcache.c; the switch's flow-cache.ts drives
+ * it): decisions the bridge pipeline made, replayed by the read loop for frames
+ * with the same key (ingress handle, MACs, tag, virtio_net_hdr flags and GSO type)
+ * while their bridge's generation has not moved.
+ * - `flowCacheGenerations()`: one generation per bridge id (0..FLOW_CACHE_BRIDGES-1),
+ *   memory the addon reads on every probe; bumping one is a store. Makes the table.
+ * - `flowCacheInstall`: a frame from `inHandle` went unchanged to `outHandle` alone.
+ *   Returns the slot, or -1 (refused: its window is full of entries with unfolded counts).
+ * - `flowCacheFold(out)`: per entry with replayed frames since the last fold,
+ *   FLOW_CACHE_FOLD_FIELDS numbers: bridge, in cookie, out cookie, source MAC high 16
+ *   bits, low 32 bits, tag (tpid kind << 16 | TCI, or -1), frames, bytes, last frame's
+ *   time (ring clock), bytes written, writes failed with link_down, with tx_error.
+ *   Zeroes what it returns.
+ * - `flowCacheFlush(bridge)`: its entries stale (-1: all); their counts wait for the fold.
+ */
+export const FLOW_CACHE_BRIDGES = 4096;
+export const FLOW_CACHE_SIZE = 4096;
+export const FLOW_CACHE_FOLD_FIELDS = 12;
+export const flowCacheGenerations: Native['flowCacheGenerations'] = native.flowCacheGenerations;
+export const flowCacheInstall: Native['flowCacheInstall'] = native.flowCacheInstall;
+export const flowCacheFold: Native['flowCacheFold'] = native.flowCacheFold;
+export const flowCacheFlush: Native['flowCacheFlush'] = native.flowCacheFlush;
+export const flowCacheStats: Native['flowCacheStats'] = native.flowCacheStats;
+/** Test hook: the read loop's probe of one frame (a hit is counted with `written` as its write's result): the out handle, or -1. */
+export const flowCacheProbeForTest: Native['flowCacheProbeForTest'] = native.flowCacheProbeForTest;
