@@ -487,7 +487,8 @@ export class Bridge {
    * while the cache is on.
    */
   #cacheable(port: Port, buf: Uint8Array, off: number, hdr: number, gate: number, meta: FrameMeta): Port | undefined {
-    if (gate !== 0 || hdr !== HDR || meta.tagLen !== 0 || (buf[off] & 1) !== 0 || port.guard.active || port.horizon !== 0) return undefined;
+    // A BPDU guard alone never looks at a unicast frame (#receive); a BPDU's key (its group address) never hits.
+    if ((gate !== 0 && gate !== GATE_BPDU) || hdr !== HDR || meta.tagLen !== 0 || (buf[off] & 1) !== 0 || port.guard.active || port.horizon !== 0) return undefined;
     if (((port.io as FlowHandleIo).flowHandle ?? -1) < 0) return undefined;
     for (let i = off - HDR; i < off; i++) if (buf[i] !== 0) return undefined;
     const id = this.fdb.lookupAt(meta.vid, buf, off);

@@ -12,8 +12,9 @@
  * one other port; learning REFRESHED the source (not new, not moved, not refused);
  * the frame arrived untagged with an all-zero virtio_net_hdr and left untagged,
  * unchanged, written without error; both ports are handle ports (TAP, attached),
- * not in a split-horizon group; the ingress port has no gate (shut, BPDU guard,
- * policer) and no active guard; the egress port is up, not shut, has no shaper,
+ * not in a split-horizon group; the ingress port is not shut, has no policer and
+ * no active guard (a BPDU guard is fine: it only looks at frames to the bridge
+ * group address, and a port it shuts invalidates); the egress port is up, not shut, has no shaper,
  * and is an untagged member of the frame's VLAN. Floods, the router, tunnels,
  * bonds, guarded or rate-limited ports never see a replayed frame.
  *

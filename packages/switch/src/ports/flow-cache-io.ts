@@ -22,6 +22,11 @@ export function addonFlowCache(): FlowCacheHub {
   return hub;
 }
 
+/** Hands what the addon replayed to every bridge (before reading their counters or MAC tables). */
+export function foldAddonFlowCache(): void {
+  hub?.fold();
+}
+
 /** The table's own counts (hits, misses, installs, refusals, entries), for metrics and `show`. */
 export function addonFlowCacheStats(): netdev.FlowCacheStats {
   return netdev.flowCacheStats();
