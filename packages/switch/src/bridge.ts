@@ -152,8 +152,15 @@ export class Bridge {
   /**
    * ARP suppression (arp-suppress.ts), set by a control plane while some VLAN has it
    * on: ARP requests from local ports in those VLANs may be answered instead of forwarded.
+   * (An accessor for the flow cache: a unicast ARP request or NS must meet it, so no
+   * decision is cached while it is set, and setting it invalidates.)
    */
-  arpSuppress: ArpSuppress | undefined = undefined;
+  get arpSuppress(): ArpSuppress | undefined { return this.#arpSuppress; }
+  set arpSuppress(a: ArpSuppress | undefined) {
+    if (a !== this.#arpSuppress) this.#invalidate();
+    this.#arpSuppress = a;
+  }
+  #arpSuppress: ArpSuppress | undefined = undefined;
   /** Which ports hold which MACs by their guards' bindings. */
   readonly macOwners = new MacOwners();
   /** Which port owns which IPv6 address, per VLAN (guard6.ts): an owner pins it while up with its IPv6 source guard on. */
@@ -473,7 +480,7 @@ export class Bridge {
     } else if (l === NEW && this.onLearn !== undefined) {
       this.onLearn(meta.vid, meta.src, port);
     }
-    const sup = this.arpSuppress;
+    const sup = this.#arpSuppress;
     if (sup !== undefined && sup.on[meta.vid] === 1 && port.horizon === 0 && sup.answer(port, meta.vid, meta.tagLen, buf, off, len)) return;
     const to = this.#fc !== undefined && l === REFRESHED ? this.#cacheable(port, buf, off, hdr, g, meta) : undefined;
     const tx = to !== undefined ? to.txFrames : 0;
@@ -489,7 +496,7 @@ export class Bridge {
   #cacheable(port: Port, buf: Uint8Array, off: number, hdr: number, gate: number, meta: FrameMeta): Port | undefined {
     // A BPDU guard alone never looks at a unicast frame (#receive); a BPDU's key (its group address) never hits.
     if ((gate !== 0 && gate !== GATE_BPDU) || hdr !== HDR || meta.tagLen !== 0 || (buf[off] & 1) !== 0 || port.guard.active || port.horizon !== 0) return undefined;
-    if (((port.io as FlowHandleIo).flowHandle ?? -1) < 0) return undefined;
+    if (((port.io as FlowHandleIo).flowHandle ?? -1) < 0 || this.#arpSuppress !== undefined) return undefined;
     for (let i = off - HDR; i < off; i++) if (buf[i] !== 0) return undefined;
     const id = this.fdb.lookupAt(meta.vid, buf, off);
     const p = id >= 0 ? this.#byId[id] : undefined;

@@ -15,7 +15,8 @@
  * not in a split-horizon group; the ingress port is not shut, has no policer and
  * no active guard (a BPDU guard is fine: it only looks at frames to the bridge
  * group address, and a port it shuts invalidates); the egress port is up, not shut, has no shaper,
- * and is an untagged member of the frame's VLAN. Floods, the router, tunnels,
+ * and is an untagged member of the frame's VLAN; the bridge has no ARP/ND
+ * suppression attached (it answers unicast ARP requests and NS too). Floods, the router, tunnels,
  * bonds, guarded or rate-limited ports never see a replayed frame.
  *
  * Invalidation: one generation per bridge, in memory the backend reads on every
