@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The `ours` topology of anchors.sh: vswitch with one bridge and two TAP ports
 # (access VLAN 1, offloads on unless VSWITCH_BENCH_OFFLOAD=false), run in the
-# foreground in anchors.sh's switch namespace. Usage (anchors.sh substitutes
+# foreground in anchors.sh's switch namespace. VSWITCH_BENCH_FLOWCACHE=true: the
+# bridge's flow cache on (README "Flow cache"; latency/run.sh's `ours-fc`). Usage (anchors.sh substitutes
 # the placeholders): ours.sh @DIR@ @TAP1@ @TAP2@
 # `exec` keeps the PID anchors.sh recorded, so its CPU accounting sees node.
 set -eu
 dir=$1 tap1=$2 tap2=$3
 here=$(cd "$(dirname "$0")" && pwd)
 off=${VSWITCH_BENCH_OFFLOAD:-true}
+fc=${VSWITCH_BENCH_FLOWCACHE:-false}
 mkdir -p "$dir/state"
 cat > "$dir/c.yaml" <<YAML
 bridges:
   br0:
+    flowCache: $fc
     ports:
       $tap1: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
       $tap2: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }

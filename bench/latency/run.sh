@@ -10,6 +10,8 @@
 #   jsfwd  bench/latency/jsfwd.mjs: Node + the addon, one JS call per batch,
 #          sendVnet per frame, no switching logic (the cost of entering JS)
 #   ours   vswitch (bench/ours.sh: bridge, two access ports, offloads on)
+#   ours-fc  the same with the bridge's flow cache on (README "Flow cache")
+#   jsfwd2 jsfwd entering JS twice per round trip (no followUp: the control)
 #   vde    vde_switch (the peer of issue 19's latency targets)
 # interleaved per round (and per variant with --busy, as bench/run.sh --busy).
 # Prints the medians, ratios vswitch/other, and the differences in µs:
@@ -52,6 +54,8 @@ cmd_of() {
     ours) echo "bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
     cfwd) echo "$out/cfwd @TAP1@ @TAP2@" ;;
     jsfwd) echo "node $here/jsfwd.mjs @TAP1@ @TAP2@" ;;
+    ours-fc) echo "env VSWITCH_BENCH_FLOWCACHE=true bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
+    jsfwd2) echo "env JSFWD_ENTRIES=2 node $here/jsfwd.mjs @TAP1@ @TAP2@" ;;
     *) echo "" ;;
   esac
 }

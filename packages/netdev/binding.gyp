@@ -12,6 +12,7 @@
         "native/udp.c",
         "native/udp6.c",
         "native/fair.c",
+        "native/flowcache.c",
         "native/vxlan_tx.c",
         "native/tap_gro.c",
         "native/vxlan_gso.c"

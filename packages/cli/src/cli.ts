@@ -464,7 +464,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
           ...(b.failed ?? []).map((f: any) => ({ name: f.name, kind: '', state: `failed (${f.reason})`, vlan: null, source: f.source, empty: true })),
         ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
           p.state === 'down' ? `down (${p.downReason})` : p.blocked ? `shut (${p.blocked})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.empty ? '' : portOptions(p),
-          p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection, b.readQuantum) : '']))));
+          p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection, b.readQuantum) + (b.flowCache ? ', flow-cache on' : '') : '']))));
     });
 
   completes(program.command('showmacs').argument('<bridge>').addOption(json()).description('show the MAC table of a bridge'), 'bridges')

@@ -148,6 +148,8 @@ const BridgeSchema = z.strictObject({
   fdb: z.array(z.strictObject({ mac: Mac, port: IfName, vlan: Vid.optional() })).default([]),
   /** Each port's share of a read-loop round: bytes or a size ("256kb"), "off" or 0 for no limit (README "Fair share"). */
   readQuantum: ReadQuantum.optional(),
+  /** The exact-match flow cache (README "Flow cache"): known unicast between plain ports replayed in the addon; off by default. */
+  flowCache: z.boolean().optional(),
 });
 
 const Ip4 = z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 10.0.10.1');

@@ -17,7 +17,8 @@
  *   handle's fair share of the round is spent (fair.c), and simply get called again
  *   next loop turn for whatever is left. The handles a
  *   batch wrote to are read right after it (follow-up reads, on_poll), because a
- *   write runs the receiving stack and its reply is usually queued already.
+ *   write runs the receiving stack and its reply is usually queued already; the
+ *   batch's callback reads them itself (followUp) so they reach JS in the same entry.
  * - JS is called with napi_call_function in a handle scope, not napi_make_callback:
  *   no async context (async_hooks) and no tick/microtask checkpoint per batch. Ticks
  *   and microtasks a batch queues run at the end of the loop turn's poll phase, when
@@ -32,6 +33,7 @@
  * No allocation happens on the read or write path.
  */
 #include "netdev.h"
+#include "flowcache.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -65,6 +67,7 @@ typedef struct nd_handle {
   uint32_t gen;     /* bumped by start/stop/close, so on_poll notices JS changing its mind */
   int deferred;     /* errno to report from the deferred-error timer (dead packet socket) */
   nd_fair fair;     /* its share of the read loop (fair.c) */
+  bool fc_in;       /* the flow cache has had entries from this handle: probe its batches */
   double fair_full; /* services that left frames waiting (the share spent, or the ring full) */
   nd_gro *gro;      /* TAP: the run of TCP segments held for coalescing (tap_gro.c), made on first use */
   bool gro_listed;  /* in nd_state.gro_held */
@@ -89,6 +92,8 @@ struct nd_state {
   int32_t *tx_offs, *tx_lens;
   nd_gso tx_gso;
   nd_vxtx *vxtx; /* sendVxlan's scratch (vxlan_tx.c), made on first use */
+  nd_fc *fc;     /* the flow cache's table (flowcache.c), made by flowCacheGenerations() */
+  napi_ref fc_gens_ref;
   nd_stats stats;
   /* Follow-up reads (see on_poll): the handles written during a batch's callback. */
   nd_handle *cur;   /* the handle whose batch callback is running, NULL outside one */
@@ -98,6 +103,9 @@ struct nd_state {
   bool gro_on;
   nd_handle *gro_held[ND_GRO_HELD]; /* TAPs holding a run, written when the batch's callback returns */
   int ngro;
+  int fu_pos;       /* wrote[fu_pos..nwrote) not yet followed up */
+  bool fu_ready;    /* the primary's last batch is in JS: followUp() may serve the rest */
+  int fu_count;     /* a deferred follow-up batch's frame count (service with defer) */
   uv_timer_t deferred_timer;
   bool timer_inited;
   /* Teardown. */
@@ -336,6 +344,7 @@ static void handle_close(napi_env env, nd_handle *h) {
   h->polling = false;
   if (st->vxtx && h->kind == KIND_RAW) nd_vxq_close_fd(st->vxtx, h->fd, &st->stats);
   if (h->gro) gro_forget(st, h);
+  if (st->fc) nd_fc_forget_handle(st->fc, h->id); /* a recycled id must never hit */
   /* uv_poll_stop already removed the fd from epoll, so closing it now is safe. */
   close(h->fd);
   h->fd = -1;
@@ -424,13 +433,15 @@ static void fail_handle(nd_handle *h, int err) {
 /* ---------- polling ---------- */
 
 static void on_poll(uv_poll_t *p, int status, int events);
+static int fc_replay(nd_state *st, nd_handle *h, int n, double now);
 
 /*
  * Read what h has, up to its fair share of this round (fair.c), until EAGAIN or the
  * ring is full, and hand it to JS. `primary`: h's own poll (a new round for it), not
- * a follow-up read.
+ * a follow-up read. `defer` (followUp(), single-pass kinds only): leave the batch in
+ * the ring and its count in st->fu_count for the JS caller instead of calling JS.
  */
-static void service(nd_handle *h, int status, bool primary) {
+static void service(nd_handle *h, int status, bool primary, bool defer) {
   nd_state *st = h->st;
   uint32_t gen = h->gen;
   int fatal = 0;
@@ -471,10 +482,21 @@ static void service(nd_handle *h, int status, bool primary) {
     budget = o.budget;
     first = false;
     if (o.n > 0) {
-      st->stats.rx_batches++;
       st->time[0] = monotonic_ms();
+      /* The flow cache replays the batch's leading frames it knows (flowcache.c). */
+      if (h->fc_in && st->fc) o.n -= fc_replay(st, h, o.n, st->time[0]);
+    }
+    if (o.n > 0) {
+      st->stats.rx_batches++;
+      if (defer) {
+        st->fu_count = o.n;
+        break;
+      }
+      /* The primary's last batch: its callback may take the follow-ups itself. */
+      if (primary && !st->gso.active) st->fu_ready = true;
       call_js(h, o.n);
       gro_flush_all(st);
+      if (primary) st->fu_ready = false;
       if (h->gen != gen) break; /* JS stopped, restarted or closed this handle */
     }
     if (!st->gso.active || fatal) break;
@@ -489,6 +511,13 @@ static void service(nd_handle *h, int status, bool primary) {
   if (h->gen != gen) return;
 
   if (fatal) {
+    if (defer && st->fu_count > 0) {
+      /* The frames before the error still go to JS first, as without defer. */
+      int n = st->fu_count;
+      st->fu_count = 0;
+      call_js(h, n);
+      if (h->gen != gen) return;
+    }
     fail_handle(h, fatal);
     return;
   }
@@ -529,12 +558,51 @@ static void on_poll(uv_poll_t *p, int status, int events) {
   nd_state *st = h->st;
   st->cur = h;
   st->nwrote = 0;
-  service(h, status, true);
+  st->fu_pos = 0;
+  service(h, status, true, false);
   st->cur = NULL;
-  for (int i = 0; i < st->nwrote; i++) {
-    nd_handle *w = st->table[st->wrote[i]];
-    if (w && w->polling) service(w, 0, false);
+  /* What the batch's callback did not take through followUp(). */
+  while (st->fu_pos < st->nwrote) {
+    nd_handle *w = st->table[st->wrote[st->fu_pos++]];
+    if (w && w->polling) service(w, 0, false, false);
   }
+}
+
+/*
+ * followUp(): called by a batch callback once it has consumed its batch (index.ts
+ * wraps every start() callback so), it reads the next handle that batch wrote to,
+ * as on_poll would after the callback returns, but leaves the frames in the ring
+ * and returns (handle << 9) | count for the caller to dispatch, or -1 when none is
+ * left. This saves a C -> JS entry (libuv, N-API, V8's Invoke) per follow-up batch:
+ * a ping's reply is then handled in the same JS entry as its request.
+ * Packet sockets may need several passes for one super-frame (gso.c): they are
+ * served as before, with their own JS call, from inside this one.
+ */
+static napi_value js_follow_up(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  napi_value v;
+  int32_t r = -1;
+  if (st->fu_ready) {
+    st->cur = NULL; /* one level: the follow-ups' own writes are not followed */
+    while (st->fu_pos < st->nwrote) {
+      nd_handle *w = st->table[st->wrote[st->fu_pos++]];
+      if (!w || !w->polling) continue;
+      if (w->kind == KIND_PACKET) {
+        service(w, 0, false, false);
+        continue;
+      }
+      st->fu_count = 0;
+      service(w, 0, false, true);
+      if (st->fu_count > 0) {
+        r = (int32_t)((w->id << 9) | st->fu_count);
+        st->stats.rx_follow_ups++;
+        st->fu_count = 0;
+        break;
+      }
+    }
+  }
+  CHECK(napi_create_int32(env, r, &v));
+  return v;
 }
 
 /* Errors that must reach JS asynchronously (start on a dead packet socket). */
@@ -1308,7 +1376,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_value o, v;
   const nd_stats *s = &st->stats;
   struct { const char *k; uint64_t v; } f[] = {
-    { "rxBatches", s->rx_batches },     { "rxFrames", s->rx_frames },
+    { "rxBatches", s->rx_batches },     { "rxFollowUps", s->rx_follow_ups }, { "rxFrames", s->rx_frames },
     { "rxBytes", s->rx_bytes },         { "rxTruncated", s->rx_truncated },
     { "rxDropped", s->rx_dropped },     { "gsoSegmented", s->gso_segmented },
     { "gsoSegments", s->gso_segments }, { "gsoDropped", s->gso_dropped },
@@ -1329,6 +1397,194 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   CHECK(napi_create_object(env, &o));
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
     CHECK(napi_create_double(env, (double)f[i].v, &v));
+    CHECK(napi_set_named_property(env, o, f[i].k, v));
+  }
+  return o;
+}
+
+/* ---------- flow cache (flowcache.c) ---------- */
+
+/*
+ * flowCacheGenerations(): the bridges' generations (Float64Array of 4096, one per
+ * bridge id), memory the table reads on every probe and JS bumps on every change
+ * that could alter a decision. Made with the table, on first use; the same after.
+ */
+static napi_value js_fc_generations(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  napi_value ab, arr;
+  void *p;
+  if (st->fc_gens_ref) {
+    CHECK(napi_get_reference_value(env, st->fc_gens_ref, &arr));
+    return arr;
+  }
+  CHECK(napi_create_arraybuffer(env, ND_FC_BRIDGES * sizeof(double), &p, &ab));
+  CHECK(napi_create_typedarray(env, napi_float64_array, ND_FC_BRIDGES, ab, 0, &arr));
+  if (!(st->fc = nd_fc_new(p))) { throw_errno(env, "flow cache", NULL, ENOMEM); return NULL; }
+  CHECK(napi_create_reference(env, arr, 1, &st->fc_gens_ref));
+  return arr;
+}
+
+static bool vnet_zero(const uint8_t *h) {
+  for (unsigned i = 0; i < ND_VNET_HDR_LEN; i++)
+    if (h[i]) return false;
+  return true;
+}
+
+/*
+ * The read loop's hook: replays the leading frames of h's batch (ring[0, n)) that
+ * hit, writing each as the pipeline did (a device with a virtio_net_hdr gets the
+ * frame's own, all zero: a frame whose header says anything is never replayed), and
+ * remembers the written handle for a follow-up read as a JS write does. Stops at the
+ * first miss so a flow's frames keep their order; the rest move to the ring's front
+ * for JS. Returns how many it replayed.
+ */
+static int fc_replay(nd_state *st, nd_handle *h, int n, double now) {
+  int i = 0;
+  for (; i < n; i++) {
+    uint8_t *f = st->arena + st->offs[i];
+    size_t len = (size_t)st->lens[i];
+    nd_fc_key k;
+    if (!vnet_zero(f - ND_VNET_HDR_LEN) || !nd_fc_key_of(&k, h->id, f, len, f - ND_VNET_HDR_LEN)) {
+      nd_fc_miss(st->fc);
+      break;
+    }
+    nd_fc_entry *e = nd_fc_probe(st->fc, &k);
+    if (!e) break;
+    nd_handle *w = st->table[e->act.out]; /* present: closing a handle drops its entries */
+    if (!w) {
+      nd_fc_miss(st->fc);
+      break;
+    }
+    struct iovec iov = w->vnet ? (struct iovec){ f - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + len } : (struct iovec){ f, len };
+    ssize_t r = do_writev(w->fd, &iov, 1);
+    long res;
+    if (r < 0) {
+      res = -errno;
+      st->stats.tx_errors++;
+    } else {
+      res = (long)len;
+      st->stats.tx_frames++;
+      note_write(st, w);
+    }
+    nd_fc_hit(st->fc, e, len, now, res);
+  }
+  if (i > 0 && i < n) {
+    memmove(st->offs, st->offs + i, (size_t)(n - i) * sizeof *st->offs);
+    memmove(st->lens, st->lens + i, (size_t)(n - i) * sizeof *st->lens);
+  }
+  return i;
+}
+
+static bool fc_ready(napi_env env, nd_state *st) {
+  if (st->fc) return true;
+  napi_throw_error(env, "ERR_INVALID_STATE", "netdev: flowCacheGenerations() makes the flow cache first");
+  return false;
+}
+
+/* The key of buf[off, off+len) read from handle `in`, its virtio_net_hdr at buf[off-10, off). */
+static bool fc_key_arg(napi_env env, napi_value *v, int32_t in, nd_fc_key *k) {
+  uint8_t *p;
+  size_t total, off, len;
+  if (!arg_bytes(env, v[0], "buf", &p, &total) || !arg_range(env, v[1], v[2], total, &off, &len) ||
+      !arg_hdr_room(env, off))
+    return false;
+  if (nd_fc_key_of(k, in, p + off, len, p + off - ND_VNET_HDR_LEN)) return true;
+  napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "netdev: a frame shorter than its Ethernet (and tag) header has no key");
+  return false;
+}
+
+/*
+ * flowCacheInstall(bridge, in, inCookie, buf, off, len, out, outCookie): the pipeline
+ * sent the frame at buf[off, off+len) from handle `in` unchanged to handle `out`
+ * alone; frames with the same key replay that until the bridge's generation moves.
+ * The cookies (JS's port ids) come back with the fold. The slot, or -1 when refused.
+ */
+static napi_value js_fc_install(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 8;
+  napi_value argv[8], v;
+  int64_t br, ic, oc;
+  nd_fc_key k;
+  nd_fc_action a;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 8) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: flowCacheInstall(bridge, in, inCookie, buf, off, len, out, outCookie)"); return NULL; }
+  if (!fc_ready(env, st) || !arg_int(env, argv[0], "bridge", 0, ND_FC_BRIDGES - 1, &br)) return NULL;
+  nd_handle *in = arg_handle(env, st, argv[1]);
+  if (!in || !arg_int(env, argv[2], "inCookie", 0, 2147483647.0, &ic) || !fc_key_arg(env, argv + 3, in->id, &k)) return NULL;
+  nd_handle *out = arg_handle(env, st, argv[6]);
+  if (!out || !arg_int(env, argv[7], "outCookie", 0, 2147483647.0, &oc)) return NULL;
+  in->fc_in = true;
+  a.out = out->id;
+  a.in_cookie = (int32_t)ic;
+  a.out_cookie = (int32_t)oc;
+  CHECK(napi_create_int32(env, nd_fc_install(st->fc, (int)br, &k, &a), &v));
+  return v;
+}
+
+/* flowCacheProbeForTest(in, buf, off, len, nowMs, written): the read loop's probe of one
+ * frame; a hit is counted with `written` as its write's result. The out handle, or -1. */
+static napi_value js_fc_probe_for_test(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 6;
+  napi_value argv[6], v;
+  int64_t in, len, written;
+  double now;
+  nd_fc_key k;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 6 || !fc_ready(env, st) || !arg_int(env, argv[0], "in", 0, ND_MAX_HANDLES - 1, &in) ||
+      !fc_key_arg(env, argv + 1, (int32_t)in, &k) || !arg_int(env, argv[3], "length", 0, 2147483647.0, &len) ||
+      napi_get_value_double(env, argv[4], &now) != napi_ok || !arg_int(env, argv[5], "written", -4095, 2147483647.0, &written))
+    return NULL;
+  nd_fc_entry *e = nd_fc_probe(st->fc, &k);
+  if (e) nd_fc_hit(st->fc, e, (size_t)len, now, (long)written);
+  CHECK(napi_create_int32(env, e ? e->act.out : -1, &v));
+  return v;
+}
+
+/* flowCacheFold(out: Float64Array): the entries' unfolded counts (flowcache.h), zeroed; how many. */
+static napi_value js_fc_fold(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 1, len;
+  napi_value argv[1], v;
+  napi_typedarray_type t;
+  void *p;
+  bool is = false;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_is_typedarray(env, argv[0], &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, argv[0], &t, &len, &p, NULL, NULL) != napi_ok || t != napi_float64_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: flowCacheFold(out: Float64Array)");
+    return NULL;
+  }
+  int n = st->fc ? nd_fc_fold(st->fc, p, (int)(len / ND_FC_FOLD_FIELDS)) : 0;
+  CHECK(napi_create_int32(env, n, &v));
+  return v;
+}
+
+/* flowCacheFlush(bridge): its entries stale (-1: every bridge's); counts kept for the fold. */
+static napi_value js_fc_flush(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t br;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || !arg_int(env, argv[0], "bridge", -1, ND_FC_BRIDGES - 1, &br)) return NULL;
+  if (st->fc) nd_fc_flush(st->fc, (int)br);
+  return NULL;
+}
+
+static napi_value js_fc_stats(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  napi_value o, v;
+  nd_fc_stats z = { 0 };
+  const nd_fc_stats *s = st->fc ? nd_fc_stats_of(st->fc) : &z;
+  struct { const char *k; double v; } f[] = {
+    { "hits", s->hits }, { "misses", s->misses }, { "installs", s->installs },
+    { "installRefused", s->install_refused }, { "flushes", s->flushes },
+    { "entries", st->fc ? nd_fc_count(st->fc) : 0 },
+  };
+  CHECK(napi_create_object(env, &o));
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+    CHECK(napi_create_double(env, f[i].v, &v));
     CHECK(napi_set_named_property(env, o, f[i].k, v));
   }
   return o;
@@ -1514,6 +1770,7 @@ static void teardown_step(nd_state *st) {
   free(st->gso.buf);
   free(st->tx_gso.buf);
   nd_vxtx_free(st->vxtx);
+  nd_fc_free(st->fc);
   free(st->table);
   free(st);
 }
@@ -1586,6 +1843,7 @@ NAPI_MODULE_INIT() {
     FN("openRawIp6", js_open_raw_ip6),
     FN("sendIp6x3", js_send_ip6x3),
     FN("start", js_start),
+    FN("followUp", js_follow_up),
     FN("stop", js_stop),
     FN("send", js_send),
     FN("send2", js_send2),
@@ -1604,6 +1862,12 @@ NAPI_MODULE_INIT() {
     FN("setUdpGso", js_set_udp_gso),
     FN("groForTest", js_gro_for_test),
     FN("fairServeForTest", js_fair_serve_for_test),
+    FN("flowCacheGenerations", js_fc_generations),
+    FN("flowCacheInstall", js_fc_install),
+    FN("flowCacheProbeForTest", js_fc_probe_for_test),
+    FN("flowCacheFold", js_fc_fold),
+    FN("flowCacheFlush", js_fc_flush),
+    FN("flowCacheStats", js_fc_stats),
 #undef FN
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

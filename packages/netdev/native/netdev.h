@@ -75,6 +75,7 @@
 
 typedef struct nd_stats {
   uint64_t rx_batches;    /* JS callbacks with count > 0 */
+  uint64_t rx_follow_ups; /* ... of them handed to a callback by followUp(), in its caller's JS entry */
   uint64_t rx_frames;     /* frames handed to JS (segments count individually) */
   uint64_t rx_bytes;
   uint64_t rx_truncated;  /* frames larger than ND_READ_MAX, dropped */

@@ -16,7 +16,8 @@
  *   safe because forwarding is synchronous and single-threaded; it also means idle
  *   ports cost no receive memory. The handles a batch wrote to are read right
  *   after it, in the same loop turn (a VM's reply is usually queued by the time the
- *   write returns). Callbacks are plain calls (no async context): ticks and
+ *   write returns), and handed to their callbacks in the same JS entry as the batch
+ *   (`start` wraps each callback so; one C -> JS entry per wakeup, not two). Callbacks are plain calls (no async context): ticks and
  *   microtasks they queue run at the end of the loop turn's poll phase.
  * - AF_PACKET specifics are hidden: VLAN tags the kernel stripped into metadata
  *   (PACKET_AUXDATA) are put back into the frame, so JS sees wire-format Ethernet
@@ -120,6 +121,8 @@ export interface PacketInfo {
 export interface Stats {
   /** JS callbacks with count > 0. */
   rxBatches: number;
+  /** ... of them follow-up batches delivered by `followUp` inside the batch callback's own JS entry. */
+  rxFollowUps: number;
   /** Frames delivered to JS (each GSO segment counts). */
   rxFrames: number;
   rxBytes: number;
@@ -215,6 +218,7 @@ interface Native {
   sendIp6x3(handle: number, dst: Uint8Array, doff: number, hops: number, a: Uint8Array, aoff: number, alen: number,
     b: Uint8Array, boff: number, blen: number, c: Uint8Array, coff: number, clen: number): number;
   start(handle: number, onBatch: (count: number) => void): void;
+  followUp(): number;
   stop(handle: number): void;
   send(handle: number, buf: Uint8Array, off: number, len: number): number;
   send2(handle: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
@@ -233,6 +237,27 @@ interface Native {
   setUdpGso(on: boolean, refusedForTest?: boolean): void;
   groForTest(frames: Uint8Array[]): Buffer[];
   fairServeForTest(state: Uint8Array, primary: boolean, lens: Uint8Array, count: number): number;
+  flowCacheGenerations(): Float64Array;
+  flowCacheInstall(bridge: number, inHandle: number, inCookie: number, buf: Uint8Array, off: number, len: number,
+    outHandle: number, outCookie: number): number;
+  flowCacheProbeForTest(inHandle: number, buf: Uint8Array, off: number, len: number, nowMs: number, written: number): number;
+  flowCacheFold(out: Float64Array): number;
+  flowCacheFlush(bridge: number): void;
+  flowCacheStats(): FlowCacheStats;
+}
+
+/** The flow cache table's own counts (native/flowcache.c); the bridges count installs and invalidations. */
+export interface FlowCacheStats {
+  /** Frames replayed without JS. */
+  hits: number;
+  /** Probes that missed (the batch's rest went to JS). */
+  misses: number;
+  installs: number;
+  /** Installs refused: no free slot in the key's window without unfolded counts. */
+  installRefused: number;
+  flushes: number;
+  /** Entries that can hit now. */
+  entries: number;
 }
 
 const native: Native = require('../build/Release/netdev.node');
@@ -346,7 +371,38 @@ export const setPersist: Native['setPersist'] = native.setPersist;
  * names it (a path, or "@name" for the abstract namespace). Throws with the errno.
  */
 export const notify: Native['notify'] = native.notify;
-export const start: Native['start'] = native.start;
+/*
+ * The batch callbacks by handle, for followUp(): a batch's callback, once it has
+ * consumed its frames, takes the follow-up batches (the handles it wrote to, read
+ * at once) in the same JS entry instead of the addon calling JS once more per
+ * handle; each costs a C -> JS entry (libuv, N-API, V8's Invoke), about half of a
+ * quiet ping's time in the addon (bench/DESIGN-flow-cache.md).
+ */
+const onBatches: (((count: number) => void) | undefined)[] = [];
+
+function followUps(): void {
+  for (;;) {
+    const r = native.followUp();
+    if (r < 0) return;
+    // (handle << 9) | count: RING_MAX_FRAMES (256) fits in 9 bits.
+    onBatches[r >>> 9]?.(r & 511);
+  }
+}
+
+/**
+ * Calls onBatch(count) with each batch `handle` reads (count < 0: the device is
+ * gone, see above). The follow-up batches of the handles a batch wrote to are
+ * delivered to their own callbacks right after it returns, in the same entry.
+ */
+export function start(handle: number, onBatch: (count: number) => void): void {
+  // Misuse (not a function) gets the addon's own TypeError.
+  if (typeof onBatch !== 'function') return native.start(handle, onBatch);
+  native.start(handle, (n: number) => {
+    onBatch(n);
+    if (n > 0) followUps();
+  });
+  onBatches[handle] = onBatch;
+}
 export const stop: Native['stop'] = native.stop;
 export const send: Native['send'] = native.send;
 export const send2: Native['send2'] = native.send2;
@@ -365,7 +421,10 @@ export const txScratch: Native['txScratch'] = native.txScratch;
  * number of frames, or -1 if it cannot be completed. Never writes the source.
  */
 export const segment: Native['segment'] = native.segment;
-export const close: Native['close'] = native.close;
+export function close(handle: number): void {
+  native.close(handle);
+  onBatches[handle] = undefined;
+}
 export const setLinkUp: Native['setLinkUp'] = native.setLinkUp;
 export const ifIndex: Native['ifIndex'] = native.ifIndex;
 export const stats: Native['stats'] = native.stats;
@@ -426,3 +485,30 @@ export function fairServeForTest(state: Float64Array, primary: boolean, lens: In
   return native.fairServeForTest(new Uint8Array(state.buffer, state.byteOffset, 24), primary,
     new Uint8Array(lens.buffer, lens.byteOffset, lens.byteLength), count);
 }
+
+/*
+ * The exact-match flow cache (native/flowcache.c; the switch's flow-cache.ts drives
+ * it): decisions the bridge pipeline made, replayed by the read loop for frames
+ * with the same key (ingress handle, MACs, tag, virtio_net_hdr flags and GSO type)
+ * while their bridge's generation has not moved.
+ * - `flowCacheGenerations()`: one generation per bridge id (0..FLOW_CACHE_BRIDGES-1),
+ *   memory the addon reads on every probe; bumping one is a store. Makes the table.
+ * - `flowCacheInstall`: a frame from `inHandle` went unchanged to `outHandle` alone.
+ *   Returns the slot, or -1 (refused: its window is full of entries with unfolded counts).
+ * - `flowCacheFold(out)`: per entry with replayed frames since the last fold,
+ *   FLOW_CACHE_FOLD_FIELDS numbers: bridge, in cookie, out cookie, source MAC high 16
+ *   bits, low 32 bits, tag (tpid kind << 16 | TCI, or -1), frames, bytes, last frame's
+ *   time (ring clock), bytes written, writes failed with link_down, with tx_error.
+ *   Zeroes what it returns.
+ * - `flowCacheFlush(bridge)`: its entries stale (-1: all); their counts wait for the fold.
+ */
+export const FLOW_CACHE_BRIDGES = 4096;
+export const FLOW_CACHE_SIZE = 4096;
+export const FLOW_CACHE_FOLD_FIELDS = 12;
+export const flowCacheGenerations: Native['flowCacheGenerations'] = native.flowCacheGenerations;
+export const flowCacheInstall: Native['flowCacheInstall'] = native.flowCacheInstall;
+export const flowCacheFold: Native['flowCacheFold'] = native.flowCacheFold;
+export const flowCacheFlush: Native['flowCacheFlush'] = native.flowCacheFlush;
+export const flowCacheStats: Native['flowCacheStats'] = native.flowCacheStats;
+/** Test hook: the read loop's probe of one frame (a hit is counted with `written` as its write's result): the out handle, or -1. */
+export const flowCacheProbeForTest: Native['flowCacheProbeForTest'] = native.flowCacheProbeForTest;

@@ -480,7 +480,7 @@ describe('TAP', () => {
     linksMade.delete(name);
   }, 20000);
 
-  it('a reply to a frame written in a batch is read in the same loop turn; ticks and microtasks run before immediates', async () => {
+  it('a reply to a frame written in a batch is read in the same loop turn and JS entry (followUp); ticks and microtasks run before immediates', async () => {
     // Two TAPs in two namespaces, as a bridge's ports: A's ARP request is written to
     // B; B's stack answers while the write runs, and the follow-up read of B delivers
     // the answer before the loop moves on (before a setImmediate queued in A's batch).
@@ -499,12 +499,14 @@ describe('TAP', () => {
     const order: string[] = [];
     const times: number[] = [];
     let forwarded = false;
+    let followUps0 = -1, followUps1 = -1;
     nd.start(a.handle, (n) => {
       times.push(ring.time[0], nd.monotonicMs(), performance.now() - nd.PERF_NOW_OFFSET);
       for (let i = 0; i < n; i++) {
         const off = ring.offs[i];
         if (forwarded || ring.arena.readUInt16BE(off + 12) !== 0x0806 || ring.arena.readUInt16BE(off + 20) !== 1) continue;
         forwarded = true;
+        followUps0 = nd.stats().rxFollowUps;
         expect(nd.send(b.handle, ring.arena, off, ring.lens[i])).toBe(ring.lens[i]);
         setImmediate(() => order.push('immediate'));
         process.nextTick(() => order.push('tick'));
@@ -514,13 +516,18 @@ describe('TAP', () => {
     nd.start(b.handle, (n) => {
       for (let i = 0; i < n; i++) {
         const off = ring.offs[i];
-        if (ring.arena.readUInt16BE(off + 12) === 0x0806 && ring.arena.readUInt16BE(off + 20) === 2) order.push('reply');
+        if (ring.arena.readUInt16BE(off + 12) === 0x0806 && ring.arena.readUInt16BE(off + 20) === 2) {
+          order.push('reply');
+          // Taken by A's callback (followUp), in A's JS entry: no C -> JS entry of its own.
+          followUps1 = nd.stats().rxFollowUps;
+        }
       }
     });
     // The ping fails (nobody forwards B's answer back); its ARP request is what we need.
     await execFileP('ip', ['netns', 'exec', na, 'busybox', 'ping', '-c', '1', '-W', '1', '10.203.0.2']).catch(() => {});
     await waitFor(() => order.includes('immediate'), 'the batch and its immediate');
     expect(order).toEqual(['reply', 'tick', 'microtask', 'immediate']);
+    expect(followUps1).toBe(followUps0 + 1);
     // ring().time[0]: the batch's read time on monotonicMs()'s clock, set before the call;
     // with PERF_NOW_OFFSET it is performance.now().
     expect(times.length).toBeGreaterThan(0);

@@ -28,6 +28,12 @@
  * turn (fair.ts; the scheduler is the addon's), so one port that floods cannot keep
  * the loop from the others; the bridge only hands its ports the setting.
  *
+ * Flow cache (flow-cache.ts; off unless setFlowCache): known unicast decisions of
+ * the narrowest exact class are installed for the addon's read loop to replay; every
+ * change here that could alter a decision bumps the generation (#invalidate), and
+ * the replayed frames' counts are folded back (foldFlowCache) before anything reads
+ * or changes them.
+ *
  * Events (port down, MAC moved, MAC limit reached) go to `onEvent` for logging,
  * bounded to EVENT_BUDGET_PER_SEC per bridge so that a flapping MAC or a flood of
  * refused MACs can never produce a log line per frame; the rest are counted in
@@ -38,7 +44,7 @@ import { Drop } from './drop.js';
 import { Fdb, FDB_DEFAULTS, Learn } from './fdb.js';
 import { type Egress, newEgress, type Segmenter, txDrop } from './egress.js';
 import { forward, type ForwardCounters } from './forward.js';
-import { ADMIT, ingress, newFrameMeta, setOffloadMeta } from './ingress.js';
+import { ADMIT, type FrameMeta, ingress, newFrameMeta, setOffloadMeta } from './ingress.js';
 import { Port, type PortIo, type PortRx } from './port.js';
 import { VNET_HDR_LEN } from './wire/vnet.js';
 import { formatMac } from './wire/ethernet.js';
@@ -51,6 +57,7 @@ import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
 import { Policer, Shaper, type RateSpec } from './police.js';
 import { READ_QUANTUM_DEFAULT, readQuantumProblem } from './fair.js';
 import type { ArpSuppress } from './arp-suppress.js';
+import { FOLD, type FlowCacheCounters, type FlowCacheHub, type FlowHandleIo } from './flow-cache.js';
 
 // The per-frame pipeline through module constants: an imported binding is checked
 // on every use (see ingress.ts).
@@ -59,6 +66,8 @@ const runIngress = ingress;
 const runForward = forward;
 const MOVED = Learn.MOVED;
 const NEW = Learn.NEW;
+const REFRESHED = Learn.REFRESHED;
+const HDR = VNET_HDR_LEN;
 
 export const EVENT_BUDGET_PER_SEC = 20;
 export const MAX_DEFERRED = 1024;
@@ -131,6 +140,10 @@ export class Bridge {
   #timer: NodeJS.Timeout | undefined;
   #depth = 0;
   #deferred: { port: Port; frame: Buffer; hdr: number }[] = [];
+  /** The flow cache, while on: its hub and this bridge's id there. */
+  #fc: FlowCacheHub | undefined = undefined;
+  #fcId = -1;
+  readonly flowCacheCounters: FlowCacheCounters = { installs: 0, installRefused: 0, invalidations: 0, hits: 0 };
   /**
    * Each MAC the table learns anew (not a refresh, not a move: those are `mac_moved`
    * events), while set. Unset, a learning frame pays one comparison.
@@ -139,8 +152,15 @@ export class Bridge {
   /**
    * ARP suppression (arp-suppress.ts), set by a control plane while some VLAN has it
    * on: ARP requests from local ports in those VLANs may be answered instead of forwarded.
+   * (An accessor for the flow cache: a unicast ARP request or NS must meet it, so no
+   * decision is cached while it is set, and setting it invalidates.)
    */
-  arpSuppress: ArpSuppress | undefined = undefined;
+  get arpSuppress(): ArpSuppress | undefined { return this.#arpSuppress; }
+  set arpSuppress(a: ArpSuppress | undefined) {
+    if (a !== this.#arpSuppress) this.#invalidate();
+    this.#arpSuppress = a;
+  }
+  #arpSuppress: ArpSuppress | undefined = undefined;
   /** Which ports hold which MACs by their guards' bindings. */
   readonly macOwners = new MacOwners();
   /** Which port owns which IPv6 address, per VLAN (guard6.ts): an owner pins it while up with its IPv6 source guard on. */
@@ -162,7 +182,11 @@ export class Bridge {
     this.#clock = opts.clock ?? (() => performance.now());
     this.#portTime = opts.clock === undefined;
     this.#onEvent = opts.onEvent ?? (() => {});
-    this.loop = new LoopGuard((e) => this.#emit({ ...e, bridge: this.name } as BridgeEvent, true), formatMac);
+    this.loop = new LoopGuard((e) => {
+      // A port shut or recovered: decisions to it change.
+      this.#invalidate();
+      this.#emit({ ...e, bridge: this.name } as BridgeEvent, true);
+    }, formatMac);
     this.#egress = newEgress(opts.segmenter);
   }
 
@@ -174,6 +198,7 @@ export class Bridge {
 
   /** Ages out MAC entries and refills the event budget; returns the number aged. */
   sweep(now: number): number {
+    this.foldFlowCache(); // ageing sees the replayed frames' refreshes
     this.#eventBudget = EVENT_BUDGET_PER_SEC;
     this.loop.sweep(this.#ports.values(), now);
     const n = this.fdb.expire(now);
@@ -187,6 +212,66 @@ export class Bridge {
     clearInterval(this.#timer);
     this.#timer = undefined;
     for (const name of [...this.#ports.keys()]) this.removePort(name);
+    this.setFlowCache(undefined);
+  }
+
+  /**
+   * Turns the flow cache on (a hub: the daemon's is the addon's) or off (undefined):
+   * off folds what was replayed and flushes the bridge's entries.
+   */
+  setFlowCache(hub: FlowCacheHub | undefined): void {
+    if (hub === this.#fc) return;
+    if (this.#fc !== undefined) {
+      this.#fc.detach(this.#fcId);
+      this.#fc = undefined;
+      this.#fcId = -1;
+      this.fdb.stamp = new Float64Array(1);
+    }
+    if (hub !== undefined) {
+      this.#fcId = hub.attach((rows, at) => this.#fold(rows, at));
+      this.#fc = hub;
+      this.fdb.stamp = hub.backend.generations.subarray(this.#fcId, this.#fcId + 1);
+      this.fdb.stamp[0]++;
+    }
+  }
+
+  get flowCache(): boolean { return this.#fc !== undefined; }
+
+  /** Adds what the flow cache replayed to the counters and the MAC table; before reading them. */
+  foldFlowCache(): void {
+    this.#fc?.fold();
+  }
+
+  /** A change that could alter a cached decision: counts so far folded, then every entry stale. */
+  #invalidate(): void {
+    const fc = this.#fc;
+    if (fc === undefined) return;
+    fc.fold();
+    this.fdb.stamp[0]++;
+    this.flowCacheCounters.invalidations++;
+  }
+
+  /** One fold row (flow-cache.ts FOLD): what the pipeline would have counted for those frames. */
+  #fold(r: Float64Array, at: number): void {
+    const inP = this.#byId[r[at + FOLD.IN_PORT]];
+    const outP = this.#byId[r[at + FOLD.OUT_PORT]];
+    const n = r[at + FOLD.FRAMES];
+    this.flowCacheCounters.hits += n;
+    this.counters.forwarded += n;
+    if (inP !== undefined) {
+      inP.rxFrames += n;
+      inP.rxBytes += r[at + FOLD.BYTES];
+      const mac = r[at + FOLD.SRC_HI] * 0x100000000 + r[at + FOLD.SRC_LO];
+      // Untagged frames only: their VLAN is the port's PVID (unchanged since: a change folds first).
+      this.fdb.refreshAt(inP.vlan.pvid, mac, inP.id, r[at + FOLD.LAST] + this.#fc!.backend.clockOffset);
+    }
+    if (outP !== undefined) {
+      const down = r[at + FOLD.LINK_DOWN], err = r[at + FOLD.TX_ERROR];
+      outP.txFrames += n - down - err;
+      outP.txBytes += r[at + FOLD.TX_BYTES];
+      outP.drops[Drop.link_down] += down;
+      outP.drops[Drop.tx_error] += err;
+    }
   }
 
   get ports(): ReadonlyMap<string, Port> { return this.#ports; }
@@ -194,6 +279,7 @@ export class Bridge {
 
   addPort(name: string, io: PortIo, opts: PortOptions = {}): Port {
     if (this.#ports.has(name)) throw new BridgeError('EEXIST', `port ${name} is already in bridge ${this.name}`);
+    this.#invalidate();
     let id = this.#byId.indexOf(undefined);
     if (id < 0) id = this.#byId.length;
     const port = new Port(id, name, io, opts.vlan ?? VlanPolicy.defaultAccess());
@@ -225,27 +311,32 @@ export class Bridge {
   removePort(name: string): void {
     const port = this.#ports.get(name);
     if (port === undefined) throw new BridgeError('ENOENT', `no port ${name} in bridge ${this.name}`);
+    this.#invalidate();
     port.up = false;
     this.#forget(port);
     port.io.close();
   }
 
   setPortMaxMacs(name: string, max: number): void {
+    this.#invalidate();
     this.fdb.setPortLimit(this.#need(name).id, max);
   }
 
   /** Sets a port's storm-control rate (flooded frames per second; 0 = off). */
   setPortStorm(name: string, pps: number): void {
+    this.#invalidate();
     this.#need(name).storm.set(pps, this.#clock());
   }
 
   /** Turns a port's anti-spoofing guards on or off; bindings are kept. */
   setPortGuard(name: string, opts: GuardOptions): void {
+    this.#invalidate();
     this.#need(name).guard.set(opts);
   }
 
   /** Turns a port's BPDU guard on or off (a port it shut stays shut until its time is up, or recoverPort). */
   setPortBpduGuard(name: string, on: boolean): void {
+    this.#invalidate();
     const p = this.#need(name);
     p.bpduGuard = on;
     updateGate(p);
@@ -285,6 +376,7 @@ export class Bridge {
   }
 
   #setRates(p: Port, ingress: RateSpec | undefined, egress: RateSpec | undefined, newIn = true, newOut = true): void {
+    this.#invalidate();
     const now = this.#clock();
     if (newIn) p.police = ingress === undefined ? undefined : new Policer(ingress, now);
     if (newOut) {
@@ -297,6 +389,7 @@ export class Bridge {
 
   /** Replaces a port's VLAN policy; MAC entries in VLANs it leaves are flushed. */
   setPortVlan(name: string, policy: VlanPolicy): void {
+    this.#invalidate();
     const port = this.#need(name);
     const before = port.vlan.members().map((m) => m.vid);
     port.vlan.assign(policy);
@@ -305,11 +398,13 @@ export class Bridge {
   }
 
   vlanAdd(name: string, vid: number, opts: { pvid?: boolean; untagged?: boolean }): void {
+    this.#invalidate();
     this.#need(name).vlan.add(vid, opts);
     this.#rebuildFloodLists();
   }
 
   vlanDel(name: string, vid: number): boolean {
+    this.#invalidate();
     const port = this.#need(name);
     const existed = port.vlan.del(vid);
     if (existed) {
@@ -385,9 +480,36 @@ export class Bridge {
     } else if (l === NEW && this.onLearn !== undefined) {
       this.onLearn(meta.vid, meta.src, port);
     }
-    const sup = this.arpSuppress;
+    const sup = this.#arpSuppress;
     if (sup !== undefined && sup.on[meta.vid] === 1 && port.horizon === 0 && sup.answer(port, meta.vid, meta.tagLen, buf, off, len)) return;
+    const to = this.#fc !== undefined && l === REFRESHED ? this.#cacheable(port, buf, off, hdr, g, meta) : undefined;
+    const tx = to !== undefined ? to.txFrames : 0;
     runForward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#egress, this.counters, now);
+    if (to !== undefined && to.txFrames === tx + 1) this.#install(port, buf, off, len, to);
+  }
+
+  /**
+   * The port a frame whose source learning refreshed goes to, if its decision is of
+   * the class the flow cache replays exactly (flow-cache.ts); else undefined. Only
+   * while the cache is on.
+   */
+  #cacheable(port: Port, buf: Uint8Array, off: number, hdr: number, gate: number, meta: FrameMeta): Port | undefined {
+    // A BPDU guard alone never looks at a unicast frame (#receive); a BPDU's key (its group address) never hits.
+    if ((gate !== 0 && gate !== GATE_BPDU) || hdr !== HDR || meta.tagLen !== 0 || (buf[off] & 1) !== 0 || port.guard.active || port.horizon !== 0) return undefined;
+    if (((port.io as FlowHandleIo).flowHandle ?? -1) < 0 || this.#arpSuppress !== undefined) return undefined;
+    for (let i = off - HDR; i < off; i++) if (buf[i] !== 0) return undefined;
+    const id = this.fdb.lookupAt(meta.vid, buf, off);
+    const p = id >= 0 ? this.#byId[id] : undefined;
+    if (p === undefined || p === port || !p.up || p.shut !== 0 || p.shaper !== undefined || p.horizon !== 0) return undefined;
+    if (!p.vlan.isMember(meta.vid) || !p.vlan.isUntagged(meta.vid) || ((p.io as FlowHandleIo).flowHandle ?? -1) < 0) return undefined;
+    return p;
+  }
+
+  #install(port: Port, buf: Uint8Array, off: number, len: number, to: Port): void {
+    const ok = this.#fc!.backend.install(this.#fcId, (port.io as FlowHandleIo).flowHandle!, port.id, buf, off, len,
+      (to.io as FlowHandleIo).flowHandle!, to.id);
+    if (ok) this.flowCacheCounters.installs++;
+    else this.flowCacheCounters.installRefused++;
   }
 
   #defer(port: Port, buf: Uint8Array, off: number, len: number, hdr: number): void {
@@ -414,6 +536,7 @@ export class Bridge {
 
   /** The port's link came back (a client reconnected); it forwards again. */
   portUp(port: Port, why: string): void {
+    this.#invalidate();
     if (port.up || this.#byId[port.id] !== port) return;
     port.up = true;
     port.downReason = '';
@@ -422,6 +545,7 @@ export class Bridge {
 
   /** The port turned unusable (device deleted, fatal I/O error), or its link went down. */
   portGone(port: Port, why: string): void {
+    this.#invalidate();
     if (!port.up) return;
     port.up = false;
     port.downReason = why;
@@ -450,6 +574,7 @@ export class Bridge {
   }
 
   #forget(port: Port): void {
+    this.#invalidate();
     port.guard.detach();
     this.loop.forget(port);
     port.shaper?.close();
@@ -466,6 +591,7 @@ export class Bridge {
   }
 
   #rebuildFloodLists(): void {
+    this.#invalidate();
     const lists: (Port[] | undefined)[] = new Array(VID_MAX + 1);
     for (const p of this.#ports.values()) {
       const io = p.io;

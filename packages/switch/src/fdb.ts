@@ -281,6 +281,12 @@ export class Fdb {
   overlayPort: ((port: number) => boolean) | undefined = undefined;
   /** See "Change listener". */
   onChange: ((e: FdbEntry, how: number) => void) | undefined = undefined;
+  /**
+   * Bumped by every change but a refresh (an entry added, moved or removed; ageing,
+   * size and port limits set): the flow cache's generation (flow-cache.ts), which the
+   * bridge points at the backend's memory while its cache is on.
+   */
+  stamp: Float64Array = new Float64Array(1);
 
   constructor(opts: { ageingSec?: number; maxEntries?: number } = {}) {
     this.#ageingMs = clampAgeing(opts.ageingSec ?? FDB_DEFAULTS.ageingSec) * 1000;
@@ -296,12 +302,14 @@ export class Fdb {
 
   /** Returns the applied (clamped) value. Existing entries keep their last-seen time. */
   setAgeing(sec: number): number {
+    this.stamp[0]++;
     this.#ageingMs = clampAgeing(sec) * 1000;
     this.#refileMs = refileMs(this.#ageingMs);
     return this.#ageingMs / 1000;
   }
 
   setMaxEntries(n: number): number {
+    this.stamp[0]++;
     this.#maxEntries = clampMax(n);
     while (this.#size - this.#staticCount > this.#maxEntries && this.#evictOne()) { /* shrink */ }
     return this.#maxEntries;
@@ -309,6 +317,7 @@ export class Fdb {
 
   /** Per-port dynamic MAC limit; 0 removes it. */
   setPortLimit(port: number, limit: number): void {
+    this.stamp[0]++;
     if (limit > 0) this.#portLimit.set(port, limit);
     else this.#portLimit.delete(port);
   }
@@ -362,6 +371,18 @@ export class Fdb {
       return Learn.REFRESHED;
     }
     return this.#learnSlow(vid, readMac(buf, off), port, now, e);
+  }
+
+  /**
+   * A refresh the flow cache replayed (flow-cache.ts): as learn's REFRESHED at `at`,
+   * if (vid, mac) is still an entry on `port`, and never back in time (a frame
+   * the pipeline saw may have refreshed it later). False when there was nothing to do.
+   */
+  refreshAt(vid: number, mac: number, port: number, at: number): boolean {
+    const e = find(this.#byVid[vid], mac & LO, (mac / HI) | 0);
+    if (e === undefined || e.mac !== mac || e.port !== port || at <= e.updated) return false;
+    this.#refresh(e, at);
+    return true;
   }
 
   /** Adds or replaces a static entry (`remote`: see "Remote entries"). Static entries are not bounded by maxEntries. */
@@ -480,6 +501,7 @@ export class Fdb {
         this.counters.refusedPortLimit++;
         return Learn.REFUSED_PORT_LIMIT;
       }
+      this.stamp[0]++;
       this.#flapped(e, now);
       this.#leavePort(e);
       e.port = port;
@@ -534,6 +556,7 @@ export class Fdb {
 
   /** Links a new entry (whose (vid, mac) is not in the table) at the head of its key's chain. */
   #insert(e: Node): void {
+    this.stamp[0]++;
     let t = this.#byVid[e.vid];
     if (t === undefined) t = this.#byVid[e.vid] = new Map();
     const key = keyOf(e.lo, e.hi);
@@ -548,6 +571,7 @@ export class Fdb {
   }
 
   #remove(e: Node): void {
+    this.stamp[0]++;
     const t = this.#byVid[e.vid];
     if (t === undefined) return;
     const key = keyOf(e.lo, e.hi);

@@ -29,3 +29,4 @@ export * from './wire/vxlan.js';
 export * from './vxlan.js';
 export * from './fair.js';
 export * from './arp-suppress.js';
+export * from './flow-cache.js';

@@ -72,6 +72,7 @@ export function bridgeView(br: Bridge, sw?: Vswitch): Record<string, unknown> {
     macs: br.fdb.size,
     loopProtection: br.loop.settings(),
     readQuantum: br.readQuantum,
+    flowCache: br.flowCache,
     ports: [...br.ports.values()].map((p) => {
       const v = portView(p, br.fdb.portLimit(p.id));
       const ps = sw?.portSource(p.name);
@@ -88,6 +89,7 @@ function statsView(br: Bridge): Record<string, unknown> {
     name: br.name,
     fdb: { size: br.fdb.size, ...br.fdb.counters },
     forwarding: { ...br.counters },
+    flowCache: { on: br.flowCache, ...br.flowCacheCounters },
     eventsSuppressed: br.eventsSuppressed,
     deferredDropped: br.deferredDropped,
     ports: [...br.ports.values()].map((p) => ({

@@ -41,6 +41,7 @@
  * exported as vswitch_metrics_* and vswitch_control_*.
  */
 import { registerBondMetrics } from './bond-metrics.js';
+import { registerFlowCacheMetrics } from './flow-cache-metrics.js';
 import { vxlanMetrics } from './vxlan.js';
 import { evpnMetrics } from './evpn/service.js';
 import { spawnSync } from 'node:child_process';
@@ -54,6 +55,7 @@ import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ControlStats } from './control.js';
 import type { ManagedRouter } from './routers.js';
 import { registerDhcp6Metrics } from './dhcp6-metrics.js';
+import { foldAddonFlowCache } from '@vswitch/switch/ports';
 import type { Logger } from './log.js';
 import {
   cacheStats, DEFAULT_METRICS_LIMITS, MAX_HEADER_BYTES, METRICS_CLOSE_REASONS, MetricsWorker,
@@ -177,6 +179,7 @@ export function createMetricsRegistry(
   }
 
   const ports = (): PortRef[] => {
+    foldAddonFlowCache(); // the addon's replayed frames into the port counters first
     const out: PortRef[] = [];
     for (const br of sw.bridges.values()) {
       for (const port of br.ports.values()) {
@@ -371,6 +374,7 @@ export function createMetricsRegistry(
       }
     });
   registerBondMetrics(counter, gauge, bridges);
+  registerFlowCacheMetrics(counter, gauge, bridges);
   gauge('vswitch_port_egress_queue_frames',
     'Frames waiting in the egress shaper\'s queue (ports with an egress rate).',
     PORT_LABELS, (emit) => {

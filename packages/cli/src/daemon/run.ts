@@ -22,6 +22,7 @@ import { SOCKETS } from '@vswitch/nat';
 import { type ControlLimits, type ControlServer, listenControl, lookupCommand, prepareControlPath } from './control.js';
 import { startMetrics, type MetricsLimits, type MetricsServer, type ReloadStatus } from './metrics.js';
 import { handlers } from './handlers.js';
+import { foldAddonFlowCache } from '@vswitch/switch/ports';
 import { type Logger, type LogLevel, makeLogger } from './log.js';
 import { hostKey } from './machine-id.js';
 import { applyNice } from './priority.js';
@@ -108,6 +109,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     server = control = await listenControl(socketPath, parseInt(cfg.control.mode, 8), (cmd, args) => {
       try {
         if (cmd === 'reload') return reload();
+        foldAddonFlowCache(); // what the addon replayed lands in the counters and MAC ages every command reads
         const h = lookupCommand(handlers, cmd);
         if (h === undefined) throw new VswitchError('EINVAL', `unknown command: ${cmd}`);
         return h(sw, args);

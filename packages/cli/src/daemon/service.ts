@@ -31,7 +31,7 @@ import {
   Bridge, type BridgeEvent, checkVid, formatMac, parseIp4, parseMac, type Port, type PortIo,
   VlanPolicy, type VlanSpec, VlanPolicyError,
 } from '@vswitch/switch';
-import { AttachIo, nativeSegmenter, SocketIo, TapIo } from '@vswitch/switch/ports';
+import { addonFlowCache, AttachIo, nativeSegmenter, SocketIo, TapIo } from '@vswitch/switch/ports';
 import { type BondSpec, bondOf, openBond } from './bond-port.js';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -801,6 +801,10 @@ export class Vswitch {
         const q = loopConf(want.loop).readQuantum;
         if (br.readQuantum !== q) done.push(`readquantum ${name} ${br.setReadQuantum(q)}`);
       }
+      if (br.flowCache !== (want.flowCache === true)) {
+        br.setFlowCache(want.flowCache === true ? addonFlowCache() : undefined);
+        done.push(`flowcache ${name} ${br.flowCache ? 'on' : 'off'}`);
+      }
     }
     for (const name of plan.portsAdd) {
       const d = next.ports.get(name)!;
@@ -866,7 +870,7 @@ export class Vswitch {
     return done;
   }
 
-  #newBridge(name: string, b: { ageing: number; maxMacs: number; loop?: LoopConf }): Bridge {
+  #newBridge(name: string, b: { ageing: number; maxMacs: number; loop?: LoopConf; flowCache?: boolean }): Bridge {
     const br = new Bridge(name, {
       ageingSec: b.ageing,
       maxEntries: b.maxMacs,
@@ -879,6 +883,7 @@ export class Vswitch {
     });
     br.setLoopProtection(loopSettings(b.loop));
     br.setReadQuantum(loopConf(b.loop).readQuantum);
+    if (b.flowCache === true) br.setFlowCache(addonFlowCache());
     this.#watchLearning(br, this.monitor.active);
     return br;
   }

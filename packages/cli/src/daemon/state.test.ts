@@ -505,3 +505,21 @@ describe('runtime.json', () => {
     expect(serializeOverlay(loadOverlay(dir).overlay)).toBe(serializeOverlay(ov));
   });
 });
+
+describe('flowCache (README "Flow cache")', () => {
+  const withCache = (on: boolean | undefined): Config => ConfigSchema.parse({
+    bridges: { br0: { ...(on === undefined ? {} : { flowCache: on }), ports: { vm1: { type: 'tap' } } } },
+  });
+
+  it('off by default; a reload that turns it on or off sets the bridge in place, an unchanged one does nothing', () => {
+    const off = effective(withCache(undefined), emptyOverlay()).desired;
+    expect(off.bridges.get('br0')!.flowCache).toBeUndefined();
+    const on = effective(withCache(true), emptyOverlay()).desired;
+    expect(on.bridges.get('br0')!.flowCache).toBe(true);
+    expect(planChanges(off, on).bridgesSet).toEqual(['br0']);
+    expect(planChanges(on, off).bridgesSet).toEqual(['br0']);
+    expect(planChanges(off, effective(withCache(false), emptyOverlay()).desired).bridgesSet).toEqual([]);
+    expect(planChanges(on, effective(withCache(true), emptyOverlay()).desired).bridgesSet).toEqual([]);
+    expect(() => withCache('yes' as unknown as boolean)).toThrow();
+  });
+});

@@ -56,7 +56,7 @@ export const RUNTIME_VERSION = 1;
 
 export type Source = 'config' | 'runtime';
 /** `loop`: a runtime bridge's loop protection set by `bridge set` (absent: the defaults). */
-export interface BridgeSettings { ageing: number; maxMacs: number; loop?: LoopConf }
+export interface BridgeSettings { ageing: number; maxMacs: number; loop?: LoopConf; flowCache?: boolean }
 export interface PortDef { bridge: string; spec: AddPortSpec }
 export interface ReservationDef { ip: string; hostname?: string }
 export interface Entry<T> { value: T; base: unknown }
@@ -333,7 +333,7 @@ export function effective(file: Config, ovIn: Overlay): { desired: Desired; over
 
   // Bridges.
   for (const [name, b] of Object.entries(file.bridges)) {
-    d.bridges.set(name, { ageing: b.ageing, maxMacs: b.maxMacs, loop: fileLoopConf(b), source: 'config', overrides: [] });
+    d.bridges.set(name, { ageing: b.ageing, maxMacs: b.maxMacs, loop: fileLoopConf(b), source: 'config', overrides: [], ...(b.flowCache === true ? { flowCache: true } : {}) });
   }
   for (const [name, e] of Object.entries(ov.ageing)) {
     const b = d.bridges.get(name);
@@ -512,7 +512,7 @@ export function planChanges(prev: Desired, next: Desired, failed: ReadonlySet<st
   for (const [name, b] of next.bridges) {
     const old = prev.bridges.get(name);
     if (old === undefined) p.bridgesAdd.push(name);
-    else if (old.ageing !== b.ageing || old.maxMacs !== b.maxMacs || !same(old.loop, b.loop)) p.bridgesSet.push(name);
+    else if (old.ageing !== b.ageing || old.maxMacs !== b.maxMacs || !same(old.loop, b.loop) || (old.flowCache === true) !== (b.flowCache === true)) p.bridgesSet.push(name);
   }
   const bridgesGone = new Set(p.bridgesDel);
   for (const [name, old] of prev.ports) {

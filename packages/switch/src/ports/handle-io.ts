@@ -41,6 +41,11 @@ export abstract class HandleIo {
     });
   }
 
+  /** The handle the flow cache keys and writes on (flow-cache.ts); -1 while there is none. */
+  get flowHandle(): number {
+    return this.handle;
+  }
+
   setReadQuantum(bytes: number): void {
     this.#quantum = bytes;
     if (this.handle >= 0) netdev.setQuantum(this.handle, bytes);

@@ -9,3 +9,4 @@ export * from './socket.js';
 export * from './errno.js';
 export * from './segment.js';
 export * from './vxlan-io.js';
+export * from './flow-cache-io.js';

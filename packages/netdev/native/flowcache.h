@@ -1,0 +1,82 @@
+/*
+ * flowcache.c: the exact-match flow cache's table (see there for the model).
+ * Plain byte work, no N-API: addon.c exposes it, and the read loop will probe it.
+ */
+#ifndef ND_FLOWCACHE_H
+#define ND_FLOWCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ND_FC_SIZE 4096    /* entries, a power of two */
+#define ND_FC_WINDOW 8     /* slots probed from the hash */
+#define ND_FC_BRIDGES 4096 /* bridge ids (generations) */
+#define ND_FC_FOLD_FIELDS 12
+
+/* Zeroed whole (padding included) by nd_fc_key_of: compared and hashed as bytes. */
+typedef struct nd_fc_key {
+  int32_t in;         /* ingress handle */
+  uint8_t dst[6];
+  uint8_t src[6];
+  uint16_t tci;       /* the tag's whole TCI as it arrived (0 untagged) */
+  uint8_t tag;        /* 0 untagged, 1 802.1Q (0x8100), 2 802.1ad (0x88a8) */
+  uint8_t vnet_flags; /* virtio_net_hdr flags (NEEDS_CSUM) */
+  uint8_t gso_type;
+  uint8_t pad[3];
+} nd_fc_key;
+
+/*
+ * What a hit replays: the frame as it arrived (an all-zero virtio_net_hdr in front
+ * for a device that takes one), to handle `out`. Tag edits (a prebuilt header, then
+ * the frame from `skip` on) are not installed yet. The cookies are JS's port ids,
+ * handed back by the fold.
+ */
+typedef struct nd_fc_action {
+  int32_t out;
+  int32_t in_cookie, out_cookie;
+} nd_fc_action;
+
+typedef struct nd_fc_entry {
+  nd_fc_key key;
+  nd_fc_action act;
+  double gen;      /* the bridge's generation at install */
+  uint16_t bridge;
+  bool used;
+  bool dead;       /* its handle closed, or flushed: a miss; the slot is reused once its counts are folded */
+  /* Since the last fold: frames replayed, their bytes, the last one's time (ring clock),
+   * bytes written, and failed writes by class (ENETDOWN/EIO: link_down; others: tx_error). */
+  double hits, bytes, last_ms, tx_bytes, err_down, err_other;
+} nd_fc_entry;
+
+typedef struct nd_fc_stats {
+  double hits, misses, installs, install_refused, flushes;
+} nd_fc_stats;
+
+typedef struct nd_fc nd_fc;
+
+/* gens: ND_FC_BRIDGES generations, owned by the caller (JS writes them: a Float64Array). */
+nd_fc *nd_fc_new(const double *gens);
+void nd_fc_free(nd_fc *fc);
+const nd_fc_stats *nd_fc_stats_of(const nd_fc *fc);
+/* The key of frame[0..len) read from handle `in` (vnet: its virtio_net_hdr, or NULL); false: too short to key. */
+bool nd_fc_key_of(nd_fc_key *k, int32_t in, const uint8_t *frame, size_t len, const uint8_t *vnet);
+/* The slot index, or -1 when refused (no free slot in the window without unfolded counts). */
+int nd_fc_install(nd_fc *fc, int bridge, const nd_fc_key *k, const nd_fc_action *a);
+/* The live entry for k, or NULL (a miss, counted). */
+nd_fc_entry *nd_fc_probe(nd_fc *fc, const nd_fc_key *k);
+/* Count a miss of a frame that could not be probed (no key, or a header that asks for something). */
+void nd_fc_miss(nd_fc *fc);
+/* Count a replayed frame of len bytes (the ring's batch time) and its write's result (bytes or -errno). */
+void nd_fc_hit(nd_fc *fc, nd_fc_entry *e, size_t len, double now_ms, long written);
+/* Up to max entries' unfolded counts into out (ND_FC_FOLD_FIELDS doubles each: bridge, in cookie,
+ * out cookie, src MAC high 16 bits, low 32 bits, tag<<16|tci or -1, hits, bytes, last hit ms,
+ * tx bytes, link_down errors, tx_error errors: the order of FOLD in flow-cache.ts); zeroes them. */
+int nd_fc_fold(nd_fc *fc, double *out, int max);
+int nd_fc_count(const nd_fc *fc);
+/* A handle closed: its entries (in or out) never hit again. */
+void nd_fc_forget_handle(nd_fc *fc, int32_t handle);
+/* Every entry of the bridge (all: -1) stale, counts kept for the fold (the cache turned off). */
+void nd_fc_flush(nd_fc *fc, int bridge);
+
+#endif

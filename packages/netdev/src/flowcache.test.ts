@@ -1,0 +1,202 @@
+/*
+ * The flow cache's table (native/flowcache.c) through the addon: keys, the
+ * generation, handles closing, the fold; and the read loop replaying a decision
+ * between two TAPs in two namespaces without a JS call. Needs root (TAPs); names
+ * carry a per-run id and are removed even when a test fails.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import * as nd from './index.js';
+
+const execFileP = promisify(execFile);
+const ID = randomBytes(2).toString('hex');
+const handles = new Set<number>();
+const netns = new Set<string>();
+
+function ip(...args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+function tap(suffix: string): { handle: number; name: string } {
+  const t = nd.openTap(`fc${ID}${suffix}`, { vnetHdr: true });
+  handles.add(t.handle);
+  return t;
+}
+function close(h: number): void {
+  handles.delete(h);
+  nd.close(h);
+}
+afterAll(() => {
+  for (const h of handles) try { nd.close(h); } catch { /* gone */ }
+  for (const n of netns) try { ip('netns', 'del', n); } catch { /* gone */ }
+});
+
+const gens = nd.flowCacheGenerations();
+const HDR = nd.VNET_HDR_LEN;
+/** A frame at offset HDR of its buffer, the virtio_net_hdr before it. */
+function frame(dst: number, src: number, opts: { tci?: number; tpid?: number; flags?: number; gso?: number } = {}): Buffer {
+  const b = Buffer.alloc(HDR + 64);
+  b[0] = opts.flags ?? 0;
+  b[1] = opts.gso ?? 0;
+  b.writeUIntBE(dst, HDR, 6);
+  b.writeUIntBE(src, HDR + 6, 6);
+  if (opts.tci !== undefined) {
+    b.writeUInt16BE(opts.tpid ?? 0x8100, HDR + 12);
+    b.writeUInt16BE(opts.tci, HDR + 14);
+    b.writeUInt16BE(0x0800, HDR + 16);
+  } else {
+    b.writeUInt16BE(0x0800, HDR + 12);
+  }
+  return b;
+}
+const fold = new Float64Array(nd.FLOW_CACHE_SIZE * nd.FLOW_CACHE_FOLD_FIELDS);
+function folded(): number[][] {
+  const n = nd.flowCacheFold(fold);
+  const out: number[][] = [];
+  for (let i = 0; i < n; i++) out.push([...fold.subarray(i * nd.FLOW_CACHE_FOLD_FIELDS, (i + 1) * nd.FLOW_CACHE_FOLD_FIELDS)]);
+  return out;
+}
+const probe = (h: number, f: Buffer, written = 64, now = 1): number => nd.flowCacheProbeForTest(h, f, HDR, 64, now, written);
+
+describe('flow cache table', () => {
+  it('replays an installed decision for exactly its key, and the fold hands back its counts once', () => {
+    const a = tap('a'), b = tap('b');
+    const BR = 7;
+    gens[BR]++;
+    const f = frame(0x020000000002, 0x020000000001);
+    expect(probe(a.handle, f)).toBe(-1);
+    expect(nd.flowCacheInstall(BR, a.handle, 3, f, HDR, 64, b.handle, 5)).toBeGreaterThanOrEqual(0);
+    expect(probe(a.handle, f, 64, 10)).toBe(b.handle);
+    expect(probe(a.handle, f, -100, 12)).toBe(b.handle); // ENETDOWN: link_down
+    expect(probe(a.handle, f, -105, 13)).toBe(b.handle); // ENOBUFS: tx_error
+    // Every field of the key matters.
+    const others = [
+      frame(0x020000000003, 0x020000000001), frame(0x020000000002, 0x020000000004),
+      frame(0x020000000002, 0x020000000001, { tci: 5 }), frame(0x020000000002, 0x020000000001, { tci: 0 }),
+      frame(0x020000000002, 0x020000000001, { tci: 5, tpid: 0x88a8 }),
+      frame(0x020000000002, 0x020000000001, { flags: 1 }), frame(0x020000000002, 0x020000000001, { gso: 1 }),
+    ];
+    for (const o of others) expect(probe(a.handle, o)).toBe(-1);
+    expect(probe(b.handle, f)).toBe(-1); // another ingress handle
+    expect(folded()).toEqual([[BR, 3, 5, 0x0200, 1, -1, 3, 192, 13, 64, 1, 1]]);
+    expect(folded()).toEqual([]);
+    close(a.handle);
+    close(b.handle);
+  });
+
+  it('a generation bump, a flush of the bridge or a handle closing makes its entries miss; counts survive for the fold', () => {
+    const a = tap('c'), b = tap('d'), c = tap('e');
+    const BR = 8, OTHER = 9;
+    const f = frame(0x020000000012, 0x020000000011);
+    const g = frame(0x020000000013, 0x020000000011);
+    nd.flowCacheInstall(BR, a.handle, 1, f, HDR, 64, b.handle, 2);
+    nd.flowCacheInstall(OTHER, c.handle, 1, g, HDR, 64, b.handle, 2);
+    expect(probe(a.handle, f)).toBe(b.handle);
+    gens[BR]++;
+    expect(probe(a.handle, f)).toBe(-1);
+    expect(probe(c.handle, g)).toBe(b.handle); // another bridge's entry stays
+    nd.flowCacheInstall(BR, a.handle, 1, f, HDR, 64, b.handle, 2);
+    expect(probe(a.handle, f)).toBe(b.handle);
+    nd.flowCacheFlush(BR);
+    expect(probe(a.handle, f)).toBe(-1);
+    expect(probe(c.handle, g)).toBe(b.handle);
+    nd.flowCacheInstall(BR, a.handle, 1, f, HDR, 64, b.handle, 2);
+    close(b.handle); // the egress handle: both bridges' entries to it end
+    expect(probe(a.handle, f)).toBe(-1);
+    expect(probe(c.handle, g)).toBe(-1);
+    const byBridge = folded().map((r) => [r[0], r[6]]).sort((x, y) => x[0] - y[0]);
+    expect(byBridge).toEqual([[BR, 2], [OTHER, 2]]);
+    close(a.handle);
+    close(c.handle);
+  });
+
+  it('fuzzed installs, bumps and probes hit exactly where a model of installed decisions says', () => {
+    const hs = [tap('f'), tap('g'), tap('h')].map((t) => t.handle);
+    const BR = 10;
+    const key = fc.record({ in: fc.integer({ min: 0, max: 2 }), dst: fc.integer({ min: 1, max: 4 }), src: fc.integer({ min: 1, max: 3 }), tci: fc.option(fc.integer({ min: 0, max: 3 }), { nil: undefined }) });
+    const op = fc.oneof(
+      fc.record({ k: fc.constant('install' as const), key, out: fc.integer({ min: 0, max: 2 }) }),
+      fc.record({ k: fc.constant('probe' as const), key }),
+      fc.record({ k: fc.constant('bump' as const) }),
+    );
+    fc.assert(fc.property(fc.array(op, { maxLength: 60 }), (ops) => {
+      gens[BR]++;
+      folded();
+      const model = new Map<string, { out: number; gen: number }>();
+      let hits = 0;
+      for (const o of ops) {
+        if (o.k === 'bump') { gens[BR]++; continue; }
+        const kk = o.key;
+        const f = frame(0x020000000100 + kk.dst, 0x020000000200 + kk.src, { tci: kk.tci });
+        const name = JSON.stringify(kk);
+        if (o.k === 'install') {
+          expect(nd.flowCacheInstall(BR, hs[kk.in], 0, f, HDR, 64, hs[o.out], o.out)).toBeGreaterThanOrEqual(0);
+          model.set(name, { out: hs[o.out], gen: gens[BR] });
+        } else {
+          const m = model.get(name);
+          const want = m !== undefined && m.gen === gens[BR] ? m.out : -1;
+          expect(probe(hs[kk.in], f)).toBe(want);
+          if (want >= 0) hits++;
+        }
+      }
+      expect(folded().reduce((s, r) => s + r[6], 0)).toBe(hits);
+    }), { numRuns: 200 });
+    for (const h of hs) close(h);
+  });
+});
+
+describe('read loop replay', () => {
+  it('frames whose decision is installed go from one TAP to the other without a JS call, in order, and count', async () => {
+    const na = `fc${ID}na`, nb = `fc${ID}nb`;
+    for (const n of [na, nb]) { ip('netns', 'add', n); netns.add(n); }
+    const a = nd.openTap(`fc${ID}ra`);
+    handles.add(a.handle);
+    const b = nd.openTap(`fc${ID}rb`);
+    handles.add(b.handle);
+    ip('link', 'set', a.name, 'netns', na);
+    ip('link', 'set', b.name, 'netns', nb);
+    ip('-n', na, 'addr', 'add', '10.204.0.1/24', 'dev', a.name);
+    ip('-n', na, 'link', 'set', a.name, 'up');
+    ip('-n', nb, 'addr', 'add', '10.204.0.2/24', 'dev', b.name);
+    ip('-n', nb, 'link', 'set', b.name, 'up');
+    const ring = nd.ring();
+    const BR = 11;
+    gens[BR]++;
+    let aCalls = 0, aFrames = 0, installed = false, bReplies = 0;
+    // A's ARP requests (one key: broadcast from A's MAC) go to B; the first one through JS installs the decision.
+    nd.start(a.handle, (n) => {
+      aCalls++;
+      for (let i = 0; i < n; i++) {
+        const off = ring.offs[i];
+        if (ring.arena.readUInt16BE(off + 12) !== 0x0806) continue;
+        aFrames++;
+        expect(nd.sendVnet(b.handle, ring.arena, off, ring.lens[i])).toBe(ring.lens[i]);
+        if (!installed) installed = nd.flowCacheInstall(BR, a.handle, 1, ring.arena, off, ring.lens[i], b.handle, 2) >= 0;
+      }
+    });
+    nd.start(b.handle, (n) => {
+      for (let i = 0; i < n; i++) {
+        const off = ring.offs[i];
+        if (ring.arena.readUInt16BE(off + 12) === 0x0806 && ring.arena.readUInt16BE(off + 20) === 2) bReplies++;
+      }
+    });
+    const before = nd.flowCacheStats().hits;
+    folded();
+    // Nobody forwards B's answers back: A keeps asking (busybox arping sends one request a second).
+    await execFileP('ip', ['netns', 'exec', na, 'busybox', 'arping', '-c', '3', '-w', '4', '-I', a.name, '10.204.0.2']).catch(() => {});
+    expect(installed).toBe(true);
+    expect(aFrames).toBe(1);
+    const hits = nd.flowCacheStats().hits - before;
+    expect(hits).toBeGreaterThanOrEqual(2);
+    // B answered every request: the replayed ones reached its stack.
+    expect(bReplies).toBe(1 + hits);
+    const rows = folded().filter((r) => r[0] === BR);
+    expect(rows.map((r) => [r[1], r[2], r[6], r[10], r[11]])).toEqual([[1, 2, hits, 0, 0]]);
+    expect(rows[0][9]).toBe(rows[0][7]);
+    expect(aCalls).toBeGreaterThanOrEqual(1);
+    close(a.handle);
+    close(b.handle);
+  }, 20_000);
+});

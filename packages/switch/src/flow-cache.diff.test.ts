@@ -1,0 +1,360 @@
+/*
+ * The flow cache's differential test (bench/DESIGN-flow-cache.md): the same random
+ * frames and control changes go to two bridges, one with the cache on, one
+ * without; after every step both must have written the same frames to the same
+ * ports in the same order, and have the same counters (every port's, drops
+ * included, and the bridge's) and the same MAC table (ages included).
+ *
+ * The cache's backend here is a model of the addon's (native/flowcache.c, whose
+ * own fuzz test in packages/netdev checks it against the same rules): exact-match
+ * entries keyed on the ingress handle, both MACs, the tag and the virtio_net_hdr's
+ * flags and GSO type, valid while their bridge's generation stands, dropped when a
+ * handle closes; and a model of its read loop: a batch's leading frames that hit
+ * are written to the entry's port without the bridge, the rest from the first
+ * miss go to the bridge as a batch. The ports are in memory and carry handles.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { Bridge } from './bridge.js';
+import { FOLD, type FlowCacheBackend, FlowCacheHub } from './flow-cache.js';
+import type { Port, PortIo, PortKind, PortRx } from './port.js';
+import { VlanPolicy, type VlanSpec } from './vlan.js';
+import { writeMac } from './wire/ethernet.js';
+
+const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
+const HDR = 10;
+
+interface Entry {
+  bridge: number; gen: number; inPort: number; outPort: number; out: number; dead: boolean;
+  frames: number; bytes: number; last: number; txBytes: number; down: number; err: number;
+}
+
+/** The addon's table and read loop, modelled. */
+class ModelBackend implements FlowCacheBackend {
+  readonly generations = new Float64Array(16);
+  readonly size = 4096;
+  readonly clockOffset = 0;
+  readonly entries = new Map<string, Entry>();
+  readonly handles: (DiffIo | undefined)[] = [];
+  hits = 0;
+  installs = 0;
+
+  static key(inHandle: number, buf: Uint8Array, off: number, len: number): string | undefined {
+    if (len < 14) return undefined;
+    const t = (buf[off + 12] << 8) | buf[off + 13];
+    const tagged = t === 0x8100 || t === 0x88a8;
+    if (tagged && len < 18) return undefined;
+    const parts = [inHandle, buf[off - HDR], buf[off - HDR + 1], ...buf.subarray(off, off + 12), tagged ? t : 0,
+      tagged ? (buf[off + 14] << 8) | buf[off + 15] : 0];
+    return parts.join(',');
+  }
+
+  install(bridge: number, inHandle: number, inPort: number, buf: Uint8Array, off: number, len: number, out: number, outPort: number): boolean {
+    const k = ModelBackend.key(inHandle, buf, off, len);
+    if (k === undefined) throw new Error('install of a frame with no key');
+    const old = this.entries.get(k);
+    // As flowcache.c: unfolded counts stay with the same decision, and block another.
+    if (old !== undefined && old.frames > 0) {
+      if (old.dead || old.bridge !== bridge || old.out !== out || old.outPort !== outPort || old.inPort !== inPort) return false;
+      old.gen = this.generations[bridge];
+      this.installs++;
+      return true;
+    }
+    this.entries.set(k, { bridge, gen: this.generations[bridge], inPort, outPort, out, dead: false, frames: 0, bytes: 0, last: 0, txBytes: 0, down: 0, err: 0 });
+    this.installs++;
+    return true;
+  }
+
+  fold(out: Float64Array): number {
+    let n = 0;
+    for (const [k, e] of this.entries) {
+      if (e.frames === 0) continue;
+      const o = n * FOLD.FIELDS;
+      const macs = k.split(',').map(Number);
+      out[o + FOLD.BRIDGE] = e.bridge; out[o + FOLD.IN_PORT] = e.inPort; out[o + FOLD.OUT_PORT] = e.outPort;
+      out[o + FOLD.SRC_HI] = (macs[9] << 8) | macs[10];
+      out[o + FOLD.SRC_LO] = ((macs[11] << 24) >>> 0) + ((macs[12] << 16) | (macs[13] << 8) | macs[14]);
+      out[o + FOLD.TAG] = -1; out[o + FOLD.FRAMES] = e.frames; out[o + FOLD.BYTES] = e.bytes; out[o + FOLD.LAST] = e.last;
+      out[o + FOLD.TX_BYTES] = e.txBytes; out[o + FOLD.LINK_DOWN] = e.down; out[o + FOLD.TX_ERROR] = e.err;
+      e.frames = e.bytes = e.txBytes = e.down = e.err = 0;
+      n++;
+    }
+    return n;
+  }
+
+  flush(bridge: number): void {
+    for (const e of this.entries.values()) if (e.bridge === bridge) e.dead = true;
+  }
+
+  closed(handle: number): void {
+    for (const e of this.entries.values()) if (e.out === handle) e.dead = true;
+    for (const [k, e] of this.entries) if (Number(k.split(',')[0]) === handle) e.dead = true;
+    this.handles[handle] = undefined;
+  }
+
+  /** The read loop: a batch from `io` at time `now`; frames at offs[i] with their header before them. */
+  read(io: DiffIo, buf: Uint8Array, offs: number[], lens: number[], now: number): void {
+    let i = 0;
+    for (; i < offs.length; i++) {
+      const off = offs[i], len = lens[i];
+      let zero = true;
+      for (let j = off - HDR; j < off; j++) if (buf[j] !== 0) zero = false;
+      const k = zero ? ModelBackend.key(io.flowHandle, buf, off, len) : undefined;
+      const e = k === undefined ? undefined : this.entries.get(k);
+      if (e === undefined || e.dead || e.gen !== this.generations[e.bridge]) break;
+      const r = this.handles[e.out]!.write(buf, off, len);
+      e.frames++; e.bytes += len; e.last = now;
+      if (r >= 0) e.txBytes += r;
+      else if (r === -100 || r === -5) e.down++;
+      else e.err++;
+      this.hits++;
+    }
+    if (i < offs.length) io.rx.batch(buf, Int32Array.from(offs.slice(i)), Int32Array.from(lens.slice(i)), offs.length - i, true, now);
+  }
+}
+
+interface Sent { port: string; frame: string }
+
+/** An in-memory handle port (as TapIo): every write logged by port name. */
+class DiffIo implements PortIo {
+  readonly kind: PortKind = 'tap';
+  readonly offload = true;
+  rx!: PortRx;
+  fail: number | undefined;
+  constructor(readonly name: string, readonly log: Sent[], readonly flowHandle: number, readonly model?: ModelBackend) {
+    model?.handles.splice(flowHandle, 1, this);
+  }
+  start(rx: PortRx): void { this.rx = rx; }
+  write(buf: Uint8Array, off: number, len: number): number {
+    if (this.fail !== undefined) return this.fail;
+    this.log.push({ port: this.name, frame: Buffer.from(buf.subarray(off, off + len)).toString('hex') });
+    return len;
+  }
+  send(buf: Uint8Array, off: number, len: number): number { return this.write(buf, off, len); }
+  send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    const f = new Uint8Array(alen + blen);
+    f.set(a.subarray(aoff, aoff + alen), 0);
+    f.set(b.subarray(boff, boff + blen), alen);
+    return this.write(f, 0, f.length);
+  }
+  sendVnet(buf: Uint8Array, off: number, len: number): number { return this.write(buf, off, len); }
+  send2Vnet(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+    return this.send2(a, aoff, alen, b, boff, blen);
+  }
+  close(): void { this.model?.closed(this.flowHandle); }
+  describe(): Record<string, string | number | boolean> { return { kind: 'diff' }; }
+}
+
+const PORTS: Record<string, VlanSpec> = {
+  a1: { mode: 'access', vid: 10 }, a2: { mode: 'access', vid: 10 }, a3: { mode: 'access', vid: 10 },
+  b1: { mode: 'access', vid: 20 }, t1: { mode: 'trunk', allowed: [10, 20] },
+};
+const NAMES = Object.keys(PORTS);
+/** Frames come mostly from the access ports of VLAN 10, whose hosts talk to each other. */
+const FROM = ['a1', 'a2', 'a3', ...NAMES];
+/** One host per port (a1's is MACS[0] ...), then broadcast. */
+const MACS = [0x020000000001, 0x020000000002, 0x020000000003, 0x020000000004, 0x020000000005, 0xffffffffffff, 0x0180c2000000];
+
+function rig(cache: boolean) {
+  const clock = { now: 1_000 };
+  const log: Sent[] = [];
+  const model = cache ? new ModelBackend() : undefined;
+  const br = new Bridge('df', { clock: () => clock.now, ageingSec: 20 });
+  if (model !== undefined) br.setFlowCache(new FlowCacheHub(model));
+  const io: Record<string, DiffIo> = {};
+  const port: Record<string, Port> = {};
+  let handles = 0;
+  const add = (name: string): void => {
+    io[name] = new DiffIo(name, log, handles++, model);
+    // a1..a3 and b1 are VM ports: BPDU guard on (the daemon's default); a BPDU (to MACS[6]) shuts one.
+    port[name] = br.addPort(name, io[name], { vlan: VlanPolicy.from(PORTS[name]), bpduGuard: name !== 't1' });
+  };
+  for (const n of NAMES) add(n);
+  return { br, io, port, clock, log, model, add };
+}
+type Rig = ReturnType<typeof rig>;
+
+/** A frame's makings; its source is mostly its port's own host (a MAC that never moves), sometimes another's. */
+interface FrameSpec { dst: number; own: boolean; src: number; tag: number | undefined; hdr: boolean; payload: Uint8Array }
+const frameArb: fc.Arbitrary<FrameSpec> = fc.record({
+  dst: fc.constantFrom(...MACS.slice(0, 3), ...MACS), own: fc.oneof({ weight: 20, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
+  src: fc.constantFrom(...MACS.slice(0, 5)),
+  tag: fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.constantFrom(0, 10, 20) }),
+  hdr: fc.oneof({ weight: 8, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }), // a virtio_net_hdr that says something
+  payload: fc.uint8Array({ minLength: 0, maxLength: 20 }),
+});
+
+function frameOf(f: FrameSpec, port: string): Uint8Array {
+  const t = f.tag === undefined ? 0 : 4;
+  const b = new Uint8Array(HDR + 14 + t + f.payload.length);
+  if (f.hdr) b[0] = 2; // DATA_VALID: not work, but the cache must not take it
+  writeMac(b, HDR, f.dst);
+  writeMac(b, HDR + 6, f.own ? MACS[NAMES.indexOf(port)] : f.src);
+  if (t) { b[HDR + 12] = 0x81; b[HDR + 15] = f.tag!; }
+  b[HDR + 12 + t] = 0x08;
+  b.set(f.payload, HDR + 14 + t);
+  return b;
+}
+
+type Op =
+  | { op: 'batch'; port: string; frames: (FrameSpec | Uint8Array)[]; split?: boolean }
+  | { op: 'tick'; dt: number }
+  | { op: 'gone' | 'up' | 'fail' | 'heal' | 'remove' | 'guard' | 'rate' | 'vlan' | 'vlanTag' | 'vlanBack' | 'static' | 'ageing'; port: string };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 30, arbitrary: fc.record({ op: fc.constant('batch' as const), port: fc.constantFrom(...FROM), frames: fc.array(frameArb, { minLength: 1, maxLength: 4 }) }) },
+  // A stream: the same frame several times, in one batch or one batch each (what the cache is for).
+  {
+    weight: 15,
+    arbitrary: fc.record({
+      op: fc.constant('batch' as const), port: fc.constantFrom(...FROM), split: fc.boolean(),
+      frames: fc.tuple(frameArb, fc.integer({ min: 2, max: 5 })).map(([f, n]) => Array<FrameSpec>(n).fill(f)),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('tick' as const), dt: fc.constantFrom(10, 3_000, 3_000, 21_000) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constantFrom('gone' as const, 'up' as const, 'fail' as const, 'heal' as const, 'remove' as const, 'guard' as const,
+        'rate' as const, 'vlan' as const, 'vlanTag' as const, 'vlanBack' as const, 'static' as const, 'ageing' as const),
+      port: fc.constantFrom(...NAMES),
+    }),
+  },
+);
+
+function apply(t: Rig, o: Op): void {
+  const name = 'port' in o ? o.port : '';
+  switch (o.op) {
+    case 'tick': t.clock.now += o.dt; t.br.sweep(t.clock.now); return;
+    case 'gone': t.br.portGone(t.port[name], 'test'); return;
+    case 'up': t.br.portUp(t.port[name], 'test'); return;
+    case 'fail': t.io[name].fail = -105; return;
+    case 'heal': t.io[name].fail = undefined; return;
+    case 'remove': t.br.removePort(name); t.add(name); return;
+    case 'guard': t.br.setPortGuard(name, { ipSource: true }); return;
+    case 'rate': t.br.setPortRate(name, null, { rate: 1e9, burst: 1e6 }); return;
+    case 'vlan': if (PORTS[name].mode === 'access') t.br.setPortVlan(name, VlanPolicy.from({ mode: 'access', vid: 20 })); return;
+    // Still a member of the same VLANs (no MAC entry flushed), but now sends VLAN 10 tagged.
+    case 'vlanTag': t.br.setPortVlan(name, VlanPolicy.from({ mode: 'hybrid', vlans: [{ vid: 10, pvid: true }, { vid: 20 }] })); return;
+    case 'vlanBack': t.br.setPortVlan(name, VlanPolicy.from(PORTS[name])); return;
+    case 'static': if (t.port[name].vlan.isMember(10)) t.br.addStatic(0x0200000000aa, name, 10); return;
+    case 'ageing': t.br.fdb.setAgeing(t.br.fdb.ageingSec === 20 ? 0 : 20); return;
+    case 'batch': {
+      if (o.split === true) {
+        for (const f of o.frames) apply(t, { op: 'batch', port: name, frames: [f] });
+        return;
+      }
+      if (!t.port[name].up) return;
+      const offs: number[] = [], lens: number[] = [];
+      let size = 3;
+      const frames = o.frames.map((f) => (f instanceof Uint8Array ? f : frameOf(f, name)));
+      for (const f of frames) { offs.push(size + HDR); lens.push(f.length - HDR); size += f.length + 5; }
+      const buf = new Uint8Array(size).fill(0xa5);
+      frames.forEach((f, i) => buf.set(f, offs[i] - HDR));
+      if (t.model !== undefined) t.model.read(t.io[name], buf, offs, lens, t.clock.now);
+      else t.io[name].rx.batch(buf, Int32Array.from(offs), Int32Array.from(lens), offs.length, true, t.clock.now);
+    }
+  }
+}
+
+function state(t: Rig) {
+  t.br.foldFlowCache();
+  return {
+    ports: NAMES.map((n) => ({ n, up: t.port[n].up, ...t.port[n].counters() })),
+    counters: { ...t.br.counters },
+    fdbCounters: { ...t.br.fdb.counters },
+    fdb: t.br.fdb.entries().map((e) => [e.vid, e.mac, e.port, e.updated, e.isStatic]).sort((x, y) => (x[0] as number) - (y[0] as number) || (x[1] as number) - (y[1] as number)),
+  };
+}
+
+describe('flow cache: cache on and off give the same outputs, counters and MAC table', () => {
+  it('under random frames and control changes (fast-check)', () => {
+    let hits = 0, installs = 0, invalidations = 0;
+    fc.assert(fc.property(fc.array(opArb, { minLength: 1, maxLength: 80 }), (ops) => {
+      const off = rig(false), on = rig(true);
+      for (const o of ops) {
+        apply(off, o);
+        apply(on, o);
+        expect(on.log).toEqual(off.log);
+        expect(state(on)).toEqual(state(off));
+      }
+      hits += on.model!.hits;
+      installs += on.br.flowCacheCounters.installs;
+      invalidations += on.br.flowCacheCounters.invalidations;
+      expect(on.br.flowCacheCounters.hits).toBe(on.model!.hits);
+    }), { numRuns: RUNS });
+    // The runs replayed frames, not only missed.
+    expect(hits).toBeGreaterThan(RUNS / 10);
+    expect(installs).toBeGreaterThan(RUNS / 3);
+    expect(invalidations).toBeGreaterThan(RUNS);
+  }, 120_000);
+
+  function primed(): { on: Rig; off: Rig; ab: Uint8Array } {
+    const on = rig(true), off = rig(false);
+    const ab = new Uint8Array(HDR + 60);
+    writeMac(ab, HDR, MACS[1]);
+    writeMac(ab, HDR + 6, MACS[0]);
+    ab[HDR + 12] = 0x08;
+    const ba = ab.slice();
+    writeMac(ba, HDR, MACS[0]);
+    writeMac(ba, HDR + 6, MACS[1]);
+    for (const t of [on, off]) {
+      apply(t, { op: 'batch', port: 'a1', frames: [ab] }); // learns MACS[0] on a1, floods
+      apply(t, { op: 'batch', port: 'a2', frames: [ba] }); // learns MACS[1] on a2
+      apply(t, { op: 'batch', port: 'a1', frames: [ab] }); // known unicast: installed when on
+      apply(t, { op: 'batch', port: 'a1', frames: [ab] }); // replayed when on
+    }
+    expect(on.model!.hits).toBe(1);
+    return { on, off, ab };
+  }
+  const both = (p: { on: Rig; off: Rig }, o: Op): void => { apply(p.on, o); apply(p.off, o); };
+  const same = (p: { on: Rig; off: Rig }): void => {
+    expect(p.on.log).toEqual(p.off.log);
+    expect(state(p.on)).toEqual(state(p.off));
+  };
+
+  it('a MAC moving to another port is never replayed to the old one', () => {
+    const p = primed();
+    const moved = p.ab.slice();
+    writeMac(moved, HDR, MACS[0]);
+    writeMac(moved, HDR + 6, MACS[1]); // MACS[1] now speaks from a3
+    both(p, { op: 'batch', port: 'a3', frames: [moved] });
+    const hits = p.on.model!.hits;
+    p.on.log.length = p.off.log.length = 0;
+    both(p, { op: 'batch', port: 'a1', frames: [p.ab] });
+    expect(p.on.model!.hits).toBe(hits);
+    expect(p.on.log.map((s) => s.port)).toEqual(['a3']);
+    same(p);
+  });
+
+  it('a port removed, a VLAN change, a guard or a rate limit ends replays; counts stay where they belong', () => {
+    for (const change of [
+      { op: 'remove', port: 'a2' }, { op: 'vlan', port: 'a2' }, { op: 'vlanTag', port: 'a2' }, { op: 'guard', port: 'a1' }, { op: 'rate', port: 'a2' },
+      { op: 'gone', port: 'a2' }, { op: 'ageing', port: 'a1' },
+    ] as Op[]) {
+      const p = primed();
+      both(p, change);
+      const hits = p.on.model!.hits;
+      both(p, { op: 'batch', port: 'a1', frames: [p.ab] });
+      expect(p.on.model!.hits, change.op).toBe(hits);
+      same(p);
+    }
+  });
+
+  it('ageing counts replayed frames: MACs heard only through the cache do not age out', () => {
+    const p = primed();
+    const ba = p.ab.slice();
+    writeMac(ba, HDR, MACS[0]);
+    writeMac(ba, HDR + 6, MACS[1]);
+    for (let i = 0; i < 8; i++) {
+      both(p, { op: 'tick', dt: 6_000 });
+      both(p, { op: 'batch', port: 'a1', frames: [p.ab] });
+      both(p, { op: 'batch', port: 'a2', frames: [ba] });
+      same(p);
+    }
+    // Both directions replayed for 48 s, past the 20 s ageing: only the folds refreshed them.
+    expect(p.on.model!.hits).toBeGreaterThan(12);
+    expect(p.on.br.fdb.lookup(10, MACS[0])).toBe(p.on.port.a1.id);
+    same(p);
+  });
+});

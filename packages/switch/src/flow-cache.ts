@@ -1,0 +1,117 @@
+/*
+ * The exact-match flow cache, the bridge's side (bench/DESIGN-flow-cache.md).
+ *
+ * Model: Open vSwitch's split. The pipeline (bridge.ts) decides every frame; for
+ * the narrowest class of decision whose replay is exact it also *installs* it in
+ * the backend (the addon's table, native/flowcache.c, read by its read loop):
+ * "a frame with this key from handle I went unchanged to handle O alone". Frames
+ * with the same key are then written by the read loop without entering JS, until
+ * the bridge's generation moves. The backend never decides.
+ *
+ * What is installed (Bridge.#receive checks each): a known unicast destination on
+ * one other port; learning REFRESHED the source (not new, not moved, not refused);
+ * the frame arrived untagged with an all-zero virtio_net_hdr and left untagged,
+ * unchanged, written without error; both ports are handle ports (TAP, attached),
+ * not in a split-horizon group; the ingress port is not shut, has no policer and
+ * no active guard (a BPDU guard is fine: it only looks at frames to the bridge
+ * group address, and a port it shuts invalidates); the egress port is up, not shut, has no shaper,
+ * and is an untagged member of the frame's VLAN; the bridge has no ARP/ND
+ * suppression attached (it answers unicast ARP requests and NS too). Floods, the router, tunnels,
+ * bonds, guarded or rate-limited ports never see a replayed frame.
+ *
+ * Invalidation: one generation per bridge, in memory the backend reads on every
+ * probe (a Float64Array: a bump is a store, never a call, and never wraps). The
+ * MAC table bumps it on every change but a refresh (Fdb.stamp); the bridge bumps
+ * it on every port, VLAN, guard, gate, rate, loop-protection and flood-list change
+ * (Bridge.#invalidate), after folding, so counts made under the old generation
+ * land on the ports they belonged to.
+ *
+ * Counters and ageing stay exact by folding: the backend counts per entry (frames,
+ * bytes, last frame's time, bytes written, failed writes by class) and `fold`
+ * hands them to the bridge that installed the entry, which adds them where the
+ * pipeline would have (ingress rx, `forwarded`, egress tx or drops) and refreshes
+ * the source MAC at the last frame's time (Fdb.refreshAt: only if it still sits on
+ * that port, never back in time). The daemon folds before it reads any of them
+ * (stats, show, metrics), the bridge before its ageing sweep and before every
+ * invalidation.
+ */
+
+/** The backend: the addon (ports/flow-cache-io.ts) or, in tests, a model of it. */
+export interface FlowCacheBackend {
+  /** One generation per bridge id; the backend compares an entry's with it on every probe. */
+  readonly generations: Float64Array;
+  /** The frame buf[off, off+len) (virtio_net_hdr before it) from `inHandle` went unchanged to `outHandle` alone. False: refused. */
+  install(bridge: number, inHandle: number, inPort: number, buf: Uint8Array, off: number, len: number, outHandle: number, outPort: number): boolean;
+  /** Rows of FOLD.FIELDS numbers (see FOLD) for every entry with counts since the last fold; how many. */
+  fold(out: Float64Array): number;
+  /** The bridge's entries stale. */
+  flush(bridge: number): void;
+  /** Table size (rows a fold may return). */
+  readonly size: number;
+  /** Offset from the backend's clock to the bridge's (performance.now()). */
+  readonly clockOffset: number;
+}
+
+/** A fold row's fields (native/flowcache.h nd_fc_fold). */
+export const FOLD = Object.freeze({
+  BRIDGE: 0, IN_PORT: 1, OUT_PORT: 2, SRC_HI: 3, SRC_LO: 4, TAG: 5, FRAMES: 6, BYTES: 7, LAST: 8, TX_BYTES: 9,
+  LINK_DOWN: 10, TX_ERROR: 11, FIELDS: 12,
+});
+
+/** A port io that the cache can name: TAP and attached ports (ports/handle-io.ts). */
+export interface FlowHandleIo {
+  /** The addon handle frames are read from and written to; -1 while there is none. */
+  readonly flowHandle?: number;
+}
+
+export interface FlowCacheCounters {
+  /** Decisions installed. */
+  installs: number;
+  /** Installs the backend refused (its slots for the key held unfolded counts). */
+  installRefused: number;
+  /** Generation bumps: MAC table, ports, VLANs, guards, gates, rates. */
+  invalidations: number;
+  /** Frames the backend replayed, as folded. */
+  hits: number;
+}
+
+/**
+ * One backend's bridges: bridge ids (the generations' index) and the fold that
+ * hands every row to the bridge it belongs to. One per backend; the daemon's is
+ * the addon's.
+ */
+export class FlowCacheHub {
+  readonly #bridges: (((rows: Float64Array, at: number) => void) | undefined)[] = [];
+  readonly #rows: Float64Array;
+
+  constructor(readonly backend: FlowCacheBackend) {
+    this.#rows = new Float64Array(backend.size * FOLD.FIELDS);
+  }
+
+  /** A bridge joins; its id. */
+  attach(apply: (rows: Float64Array, at: number) => void): number {
+    let id = this.#bridges.indexOf(undefined);
+    if (id < 0) id = this.#bridges.length;
+    if (id >= this.backend.generations.length) throw new RangeError('flow cache: too many bridges');
+    this.#bridges[id] = apply;
+    return id;
+  }
+
+  /** A bridge leaves: its entries flushed, its counts folded first. */
+  detach(id: number): void {
+    this.backend.flush(id);
+    this.fold();
+    this.backend.generations[id]++;
+    this.#bridges[id] = undefined;
+  }
+
+  /** Hands every entry's counts since the last fold to its bridge. */
+  fold(): void {
+    const rows = this.#rows;
+    for (;;) {
+      const n = this.backend.fold(rows);
+      for (let i = 0; i < n; i++) this.#bridges[rows[i * FOLD.FIELDS + FOLD.BRIDGE]]?.(rows, i * FOLD.FIELDS);
+      if (n * FOLD.FIELDS < rows.length) return;
+    }
+  }
+}
