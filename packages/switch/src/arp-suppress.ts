@@ -47,16 +47,22 @@ import type { Port } from './port.js';
 import { txDrop } from './egress.js';
 
 const { arpOper, arpSha, arpSpa, arpTpa, checkArpIpv4, writeArp } = arp;
-const { readMac, writeMac } = ethernet;
+const { etherType, srcMac, writeEthHeader } = ethernet;
+const ETH_HLEN = ethernet.ETH_HLEN;
+const ETHERTYPE_ARP = ethernet.ETHERTYPE.ARP;
+const ETHERTYPE_IPV6 = ethernet.ETHERTYPE.IPV6;
 const { readI32: rd32 } = bytes;
-const { checkNd, writeIcmp6Checksum, writeNa, writeOptLla } = icmp6;
-const { ip6IsUnspecified, writeIp6 } = ipv6;
+const { checkNd, icmp6Type, ndTarget, writeIcmp6Checksum, writeNa, writeOptLla } = icmp6;
+const ND_HOP_LIMIT = icmp6.ND_HOP_LIMIT;
+const { ip6IsUnspecified, ip6NextHeader, ip6PayloadLen, writeIp6 } = ipv6;
+const IP6_SRC = ipv6.IP6.SRC;
+const ICMPV6 = ipv6.IP6_NEXT.ICMPV6;
 const ND_OK = icmp6.NDP_OK;
 const NS = icmp6.ICMP6_TYPE.NEIGHBOR_SOLICIT;
 const NA_SOLICITED = icmp6.ND_NA_FLAG.SOLICITED;
 const NA_OVERRIDE = icmp6.ND_NA_FLAG.OVERRIDE;
 const TLLA = icmp6.NDOPT.TLLA;
-const IP6_HLEN = 40;
+const IP6_HLEN = ipv6.IP6_HLEN;
 const NA_LEN = 32; // NA (24) + target link-layer address option (8)
 const ALL_NODES = new Uint8Array([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
 const ALL_NODES_MAC = 0x333300000001;
@@ -235,10 +241,10 @@ export class ArpSuppress {
    * bridge forwards it no further), else false.
    */
   answer(port: Port, vid: number, tagLen: number, buf: Uint8Array, off: number, len: number): boolean {
-    const t = off + 12 + tagLen;
-    if (buf[t] === 0x86 && buf[t + 1] === 0xdd) return this.#answerNs(port, vid, t + 2, buf, off, len);
-    if (buf[t] !== 0x08 || buf[t + 1] !== 0x06) return false;
-    const l3 = t + 2;
+    const type = etherType(buf, off + tagLen);
+    const l3 = off + ETH_HLEN + tagLen;
+    if (type === ETHERTYPE_IPV6) return this.#answerNs(port, vid, l3, buf, off, len);
+    if (type !== ETHERTYPE_ARP) return false;
     const c = this.#counters[vid]!;
     if (!checkArpIpv4(buf, l3, off + len - l3)) {
       c.malformed++;
@@ -259,21 +265,9 @@ export class ArpSuppress {
     }
     // The reply: to the asker's source MAC, as its port carries the VLAN.
     const f = this.#frame;
-    const asker = readMac(buf, off + 6);
-    writeMac(f, 0, asker);
-    writeMac(f, 6, mac);
-    let o = 12;
-    if (!port.vlan.isUntagged(vid)) {
-      f[12] = 0x81;
-      f[13] = 0x00;
-      f[14] = (vid >> 8) & 0x0f;
-      f[15] = vid & 0xff;
-      o = 16;
-    }
-    f[o] = 0x08;
-    f[o + 1] = 0x06;
-    writeArp(f, o + 2, REPLY, mac, tpa, sha, spa);
-    const n = o + 2 + ARP_LEN;
+    const o = writeEthHeader(f, 0, srcMac(buf, off), mac, ETHERTYPE_ARP, port.vlan.isUntagged(vid) ? -1 : vid);
+    writeArp(f, o, REPLY, mac, tpa, sha, spa);
+    const n = o + ARP_LEN;
     const end = n < FRAME_MIN ? FRAME_MIN : n;
     f.fill(0, n, end);
     c.suppressed++;
@@ -295,44 +289,32 @@ export class ArpSuppress {
   #answerNs(port: Port, vid: number, ip: number, buf: Uint8Array, off: number, len: number): boolean {
     const end = off + len;
     const l4 = ip + IP6_HLEN;
-    if (l4 + 1 > end || buf[ip + 6] !== 58 || buf[l4] !== NS) return false;
+    if (l4 + 1 > end || ip6NextHeader(buf, ip) !== ICMPV6 || icmp6Type(buf, l4) !== NS) return false;
     const c = this.#counters[vid]!;
-    const plen = (buf[ip + 4] << 8) | buf[ip + 5];
+    const plen = ip6PayloadLen(buf, ip);
     const l4len = l4 + plen - IP6_HLEN <= end ? plen : end - l4;
     if (checkNd(buf, ip, l4, l4len) !== ND_OK) {
       c.malformed++;
       return false;
     }
-    const e = this.#find6(vid, buf, l4 + 8);
+    const e = this.#find6(vid, buf, ndTarget(l4));
     if (e === undefined) {
       c.unknown++;
       return false;
     }
-    const asker = readMac(buf, off + 6);
+    const asker = srcMac(buf, off);
     if (e.mac === asker) {
       c.passed++;
       return false;
     }
-    const dad = ip6IsUnspecified(buf, ip + 8);
+    const dad = ip6IsUnspecified(buf, ip + IP6_SRC);
     const f = this.#frame6;
-    writeMac(f, 0, dad ? ALL_NODES_MAC : asker);
-    writeMac(f, 6, e.mac);
-    let o = 12;
-    if (!port.vlan.isUntagged(vid)) {
-      f[12] = 0x81;
-      f[13] = 0x00;
-      f[14] = (vid >> 8) & 0x0f;
-      f[15] = vid & 0xff;
-      o = 16;
-    }
-    f[o] = 0x86;
-    f[o + 1] = 0xdd;
-    const oip = o + 2;
+    const oip = writeEthHeader(f, 0, dad ? ALL_NODES_MAC : asker, e.mac, ETHERTYPE_IPV6, port.vlan.isUntagged(vid) ? -1 : vid);
     const ol4 = oip + IP6_HLEN;
-    let n = writeNa(f, ol4, dad ? NA_OVERRIDE : NA_SOLICITED | NA_OVERRIDE, buf, l4 + 8);
+    let n = writeNa(f, ol4, dad ? NA_OVERRIDE : NA_SOLICITED | NA_OVERRIDE, buf, ndTarget(l4));
     n += writeOptLla(f, ol4 + n, TLLA, e.mac);
-    if (dad) writeIp6(f, oip, n, 58, 255, buf, l4 + 8, ALL_NODES, 0);
-    else writeIp6(f, oip, n, 58, 255, buf, l4 + 8, buf, ip + 8);
+    if (dad) writeIp6(f, oip, n, ICMPV6, ND_HOP_LIMIT, buf, ndTarget(l4), ALL_NODES, 0);
+    else writeIp6(f, oip, n, ICMPV6, ND_HOP_LIMIT, buf, ndTarget(l4), buf, ip + IP6_SRC);
     writeIcmp6Checksum(f, oip, ol4, n);
     c.suppressed++;
     const r = port.tx.send(f, 0, ol4 + n);

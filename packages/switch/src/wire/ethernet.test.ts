@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   dstMac, ETH, ETH_ALEN, ETH_HLEN, ETHERTYPE, etherType, formatMac, isGroupAt, isGroupMac, linkLocalGroup,
-  MAC_BROADCAST, parseMac, readMac, srcMac, writeMac,
+  MAC_BROADCAST, parseMac, readMac, srcMac, writeEthHeader, writeMac,
 } from './ethernet.js';
 
 /** A hand-built Ethernet II header: 02:00:00:00:00:02 <- 52:54:00:12:34:56, IPv4. */
@@ -188,5 +188,21 @@ describe('linkLocalGroup', () => {
     ['01:00:5e:00:00:01', 0x01005e000001],
   ])('returns -1 for %s', (_name, m) => {
     expect(linkLocalGroup(mac(m), 0)).toBe(-1);
+  });
+});
+
+describe('writeEthHeader', () => {
+  it('writes the hand-built header untagged and returns the payload offset', () => {
+    const b = new Uint8Array(20).fill(0xee);
+    expect(writeEthHeader(b, 2, 0x020000000002, 0x525400123456, ETHERTYPE.IPV4)).toBe(16);
+    expect([...b.subarray(2, 16)]).toEqual([...HEADER.subarray(0, 14)]);
+    expect(b[0]).toBe(0xee);
+  });
+
+  it('inserts a C-tag for the VLAN (12 bits) when asked', () => {
+    const b = new Uint8Array(18);
+    expect(writeEthHeader(b, 0, 0x020000000002, 0x525400123456, ETHERTYPE.ARP, 0x1234 & 0xfff)).toBe(18);
+    expect([...b.subarray(12, 18)]).toEqual([0x81, 0x00, 0x02, 0x34, 0x08, 0x06]);
+    expect(etherType(b, 4)).toBe(ETHERTYPE.ARP);
   });
 });

@@ -36,6 +36,26 @@ export function writeMac(buf: Uint8Array, off: number, mac: number): void {
   buf[off + 5] = lo & 0xff;
 }
 
+/**
+ * Writes an Ethernet header at buf[off]: dst, src, a C-tag for `vid` when vid >= 0,
+ * then `type`. Returns the offset of the payload (off + 14, or off + 18 tagged).
+ */
+export function writeEthHeader(buf: Uint8Array, off: number, dst: number, src: number, type: number, vid = -1): number {
+  writeMac(buf, off + F.DST, dst);
+  writeMac(buf, off + F.SRC, src);
+  let t = off + F.TYPE;
+  if (vid >= 0) {
+    buf[t] = ETHERTYPE.VLAN >>> 8;
+    buf[t + 1] = ETHERTYPE.VLAN & 0xff;
+    buf[t + 2] = (vid >>> 8) & 0x0f;
+    buf[t + 3] = vid & 0xff;
+    t += 4;
+  }
+  buf[t] = type >>> 8;
+  buf[t + 1] = type & 0xff;
+  return t + 2;
+}
+
 export const dstMac = (buf: Uint8Array, off: number): number => readMac(buf, off + F.DST);
 export const srcMac = (buf: Uint8Array, off: number): number => readMac(buf, off + F.SRC);
 export const etherType = (buf: Uint8Array, off: number): number => (buf[off + F.TYPE] << 8) | buf[off + F.TYPE + 1];
