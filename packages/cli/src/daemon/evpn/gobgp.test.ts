@@ -18,6 +18,11 @@ describe('GoBGP API translation (the Debian package\'s .proto files)', () => {
     expect(c.decode({ ...c.pathOf(r, true), neighborIp: '10.0.0.1' })).toEqual({ ...r, neighbor: '10.0.0.1', withdraw: true });
   });
 
+  it('a withdrawal carries no MAC mobility community (gobgpd refuses one below the RIB\'s highest sequence: a MAC that moved away)', () => {
+    const r: EvpnRoute = { type: 2, rd: '10.0.0.1:100', mac: '02:00:00:00:00:0a', ip: '', vni: 100, nextHop: '10.0.0.1', rts: ['65000:100'], encap: 8, seq: 3, sticky: true, neighbor: '' };
+    expect(c.decode({ ...c.withdrawalOf(r), neighborIp: '10.0.0.1' })).toEqual({ ...r, seq: 0, sticky: false, neighbor: '10.0.0.1', withdraw: true });
+  });
+
   it('what is not a type-2/3 EVPN route decodes to nothing', () => {
     expect(c.decode({ nlri: { type_url: 'type.googleapis.com/apipb.IPAddressPrefix', value: new Uint8Array() } })).toBeUndefined();
     expect(c.decode({})).toBeUndefined();

@@ -253,8 +253,20 @@ export class GobgpClient {
     });
   }
 
+  /**
+   * A withdrawal names the NLRI only; it carries no MAC mobility community because
+   * gobgpd (fixupApiPath, also run for deletions) refuses a type-2 path whose
+   * sequence is below the highest one its RIB holds for the MAC ("invalid MAC
+   * mobility sequence number"): exactly the case of a MAC that moved away to a host
+   * advertising a higher one. Without the community gobgpd copies the RIB's and
+   * deletes the path.
+   */
+  withdrawalOf(r: EvpnRoute): Obj {
+    return this.#path({ ...r, seq: 0, sticky: false }, true);
+  }
+
   deletePath(r: EvpnRoute): Promise<unknown> {
-    return this.#call('deletePath', { tableType: 0, family: EVPN_FAMILY, path: this.#path(r, true) });
+    return this.#call('deletePath', { tableType: 0, family: EVPN_FAMILY, path: this.withdrawalOf(r) });
   }
 
   /** Decodes one path of the RIB; undefined for what is not a type-2/3 EVPN route (counted by the caller). */
