@@ -17,12 +17,13 @@
  * after a VM's first frame, withdrawal after port deletion) are printed.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon, toYaml } from './helpers/daemon.js';
-import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, REPO, sh, shr, spawnTracked, tempDir, waitFor } from './helpers/run.js';
+import { Frr, startFrr } from './helpers/evpn.js';
+import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, REPO, sh, tempDir, waitFor } from './helpers/run.js';
 import { Background, captureDuring, pingCount, pingUntil, quietNamespace } from './helpers/vm.js';
 
 const NET = '10.232';
@@ -41,58 +42,9 @@ const VM_MTU = 1450;
 const SIZE = 20 * 1024 * 1024;
 const vmNs = (n: string): string => nsname(`evm${n}`);
 
-let frrDir = '';
-const frrPids: number[] = [];
-
-async function vtyJson(cmd: string): Promise<any> {
-  const out = await nsExec(HOST_B, `vtysh --vty_socket ${frrDir} -c '${cmd}' 2>/dev/null`);
-  return JSON.parse(out);
-}
-
-/** MACs FRR holds as type-2 routes in VNI 100, by next hop. */
-async function frrMacs(): Promise<Map<string, string>> {
-  const j = await vtyJson('show bgp l2vpn evpn route type macip json');
-  const out = new Map<string, string>();
-  for (const [rd, v] of Object.entries<any>(j)) {
-    if (!/:/.test(rd) || typeof v !== 'object') continue;
-    for (const [prefix, p] of Object.entries<any>(v)) {
-      const paths = Array.isArray(p?.paths) ? p.paths.flat() : [];
-      const m = /\[2\]:\[\d+\]:\[48\]:\[([0-9a-f:]+)\]/.exec(prefix);
-      if (m && paths.length > 0) out.set(m[1], paths[0]?.nexthops?.[0]?.ip ?? '');
-    }
-  }
-  return out;
-}
-
-async function startFrr(): Promise<void> {
-  frrDir = tempDir('frr');
-  chmodSync(frrDir, 0o755);
-  const ids = (await sh('id -u frr; id -g frr')).trim().split('\n').map(Number);
-  chownSync(frrDir, ids[0], ids[1]);
-  writeFileSync(join(frrDir, 'zebra.conf'), 'hostname hostb\n');
-  writeFileSync(join(frrDir, 'bgpd.conf'), [
-    'hostname hostb',
-    'router bgp 65000',
-    ` bgp router-id ${UNDER.b}`,
-    ' no bgp default ipv4-unicast',
-    ' no bgp ebgp-requires-policy',
-    ` neighbor ${UNDER.a} remote-as 65000`,
-    ` neighbor ${UNDER.a} timers 10 30`,
-    ` neighbor ${UNDER.a} timers connect 1`,
-    ' address-family l2vpn evpn',
-    `  neighbor ${UNDER.a} activate`,
-    '  advertise-all-vni',
-    ' exit-address-family',
-    '',
-  ].join('\n'));
-  for (const f of ['zebra.conf', 'bgpd.conf']) chownSync(join(frrDir, f), ids[0], ids[1]);
-  const common = ['-u', 'frr', '-g', 'frr', '-z', join(frrDir, 'zserv.api'), '--vty_socket', frrDir, '-P', '0'];
-  const zebra = spawnTracked('ip', ['netns', 'exec', HOST_B, '/usr/lib/frr/zebra', ...common, '-f', join(frrDir, 'zebra.conf'), '-i', join(frrDir, 'zebra.pid'), '--log', `file:${join(frrDir, 'zebra.log')}`], {}, 'TERM');
-  await waitFor('zebra up', async () => (await shr(`test -S ${join(frrDir, 'zserv.api')}`)).code === 0, { timeoutMs: 15_000 });
-  const bgpd = spawnTracked('ip', ['netns', 'exec', HOST_B, '/usr/lib/frr/bgpd', ...common, '-f', join(frrDir, 'bgpd.conf'), '-i', join(frrDir, 'bgpd.pid'), '-l', UNDER.b, '--log', `file:${join(frrDir, 'bgpd.log')}`], {}, 'TERM');
-  for (const p of [zebra, bgpd]) if (p.pid !== undefined) frrPids.push(p.pid);
-  await waitFor('bgpd vty', async () => (await shr(`test -S ${join(frrDir, 'bgpd.vty')}`)).code === 0, { timeoutMs: 15_000 });
-}
+let frr: Frr;
+const frrMacs = (): Promise<Map<string, string>> => frr.macs();
+const vtyJson = (cmd: string): Promise<any> => frr.vtyJson(cmd);
 
 function tapVm(): Promise<void> {
   return (async () => {
@@ -145,7 +97,7 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
       'ip link add br100 type bridge', 'ip link set vx100 master br100', `ip link set ${outer} master br100`,
       `ip link set ${outer} mtu ${VM_MTU} up`, 'ip link set vx100 up && ip link set br100 up',
     ].join(' && '));
-    await startFrr();
+    frr = await startFrr({ ns: HOST_B, routerId: UNDER.b, asn: ASN, neighbors: [UNDER.a] });
 
     d = await startDaemon({
       metrics: { listen: '127.0.0.1:9464' },
@@ -164,9 +116,8 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
 
   afterAll(async () => {
     await d?.stop();
+    await frr?.stop();
     await cleanup();
-    // FRR keeps a directory per daemon process there (crash logs), named daemon.pid.
-    for (const p of frrPids) await shr(`rm -rf /var/tmp/frr/zebra.${p} /var/tmp/frr/bgpd.${p}`);
   });
 
   const evpnShow = async (): Promise<any> => (await d.ok(['evpn', 'show'], { json: true })).json;
