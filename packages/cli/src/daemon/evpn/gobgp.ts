@@ -69,6 +69,25 @@ export interface PeerInfo {
   /** Seconds the session has been in its state (0 unknown). */
   received: number;
   advertised: number;
+  /** Graceful restart (RFC 4724) for l2vpn-evpn as negotiated on the session. */
+  gr: PeerGr;
+}
+
+/**
+ * The session's graceful restart for l2vpn-evpn. `advertised`: our OPEN lists the
+ * family with forwarding preserved, so a helper peer may keep our routes while
+ * gobgpd restarts (FRR 8.4 does not for EVPN: README "BGP EVPN"). `received`: the
+ * peer's OPEN lists it, i.e. the peer itself restarts gracefully (a helper-only peer,
+ * FRR by default, sends the capability without families). The peer's restart time,
+ * whether it is restarting now, End-of-RIB both ways.
+ */
+export interface PeerGr {
+  advertised: boolean;
+  received: boolean;
+  peerRestartTime: number;
+  peerRestarting: boolean;
+  endOfRibReceived: boolean;
+  endOfRibSent: boolean;
 }
 
 const SESSION = ['unknown', 'idle', 'connect', 'active', 'opensent', 'openconfirm', 'established'];
@@ -200,6 +219,7 @@ export class GobgpClient {
         state: SESSION[st.sessionState ?? 0] ?? 'unknown',
         received: af.state?.received ?? 0,
         advertised: af.state?.advertised ?? 0,
+        gr: peerGr(peer, af),
       };
     });
   }
@@ -345,6 +365,20 @@ export class GobgpClient {
     s.on('error', (e: grpc.ServiceError) => finish(e.code === grpc.status.CANCELLED ? undefined : new Error(e.details || e.message)));
     s.on('end', () => finish(undefined));
   }
+}
+
+/** A ListPeer answer's graceful restart state for the EVPN family `af`. */
+export function peerGr(peer: Obj, af: Obj): PeerGr {
+  const g = peer.gracefulRestart ?? {};
+  const m = af.mpGracefulRestart?.state ?? {};
+  return {
+    advertised: m.advertised === true,
+    received: m.received === true,
+    peerRestartTime: g.peerRestartTime ?? 0,
+    peerRestarting: g.peerRestarting === true,
+    endOfRibReceived: m.endOfRibReceived === true,
+    endOfRibSent: m.endOfRibSent === true,
+  };
 }
 
 /** "A:N" -> [A, N]; A an IPv4 address or an AS number. */

@@ -710,7 +710,7 @@ export class EvpnService {
       maxRemoteMacs: c.maxRemoteMacs,
       neighbors: c.neighbors.map((n) => {
         const p = this.#peers.get(n.address);
-        return { address: n.address, remoteAs: n.remoteAs, state: p?.state ?? 'unknown', received: p?.received ?? 0, advertised: p?.advertised ?? 0 };
+        return { address: n.address, remoteAs: n.remoteAs, state: p?.state ?? 'unknown', received: p?.received ?? 0, advertised: p?.advertised ?? 0, gracefulRestart: p?.gr ?? null };
       }),
       vnis,
       rejected: Object.fromEntries(EVPN_REJECT_REASONS.map((r, i) => [r, this.rejected[i]])),
