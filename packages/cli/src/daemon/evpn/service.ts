@@ -42,7 +42,8 @@
  * restarted), installed entries stay and forwarding goes on; after reconnecting,
  * every route is fetched again (ListPath) and what is still advertised is kept,
  * and entries no route renewed within STALE_MS of the break are removed (a
- * graceful-restart-like hold; BGP graceful restart itself is not negotiated yet).
+ * graceful-restart-like hold; BGP graceful restart is offered to the peers too:
+ * gobgp.ts addPeer).
  */
 import { type Bridge, type FdbEntry, formatMac, ip4Text, parseIp4, parseMac, type Segment, type Vtep } from '@vswitch/switch';
 import type { EvpnConfig } from '../../evpn-config.js';
