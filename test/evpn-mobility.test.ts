@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon } from './helpers/daemon.js';
 import { Frr, loadAvg, startFrr } from './helpers/evpn.js';
 import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, sh, waitFor } from './helpers/run.js';
-import { Background, continuousPing, quietNamespace } from './helpers/vm.js';
+import { Background, continuousPing, missingSeqs, quietNamespace } from './helpers/vm.js';
 
 const NET = '10.234';
 const UNDER = { a: `${NET}.0.1`, b: `${NET}.0.2`, c: `${NET}.0.3` };
@@ -53,8 +53,8 @@ async function plugVm(host: string, tap: string): Promise<void> {
   const from = (await nsExecR(host, `ip link show ${tap}`)).code === 0 ? host : PARK;
   await nsExec(from, `ip link set ${tap} netns ${VM_NS}`);
   await nsExec(VM_NS, `ip link set ${tap} address ${MAC} mtu ${VM_MTU} up && ip addr add ${VM.m}/16 dev ${tap}`);
-  // QEMU announces a migrated guest (RARP); a gratuitous ARP does the same for the FDBs.
-  await nsExec(VM_NS, `busybox arping -U -c 1 -w 1 -I ${tap} ${VM.m} >/dev/null 2>&1 || true`);
+  // QEMU announces a migrated guest with a few RARPs 100-odd ms apart; gratuitous ARPs do the same for the FDBs.
+  await nsExec(VM_NS, `for i in 1 2 3; do busybox arping -U -c 1 -w 1 -I ${tap} ${VM.m} >/dev/null 2>&1; sleep 0.1; done; true`);
 }
 
 /** The source of a migration: its TAP leaves the VM (to the parking namespace), its daemon's port stays. */
@@ -117,10 +117,11 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
   });
   const explain = async (e: Error): Promise<never> => { throw new Error(`${e.message}\n${await state()}`); };
 
-  /** Waits until the pings from B's VM are answered again after `t0`; returns the ms it took. */
-  async function resumed(ping: Background, t0: number, seqAtMove: number): Promise<number> {
-    await waitFor('pings answered again', () => ping.pingSeqs().some((s) => s > seqAtMove + 1), { timeoutMs: 15_000, intervalMs: 50 });
-    return Date.now() - t0;
+  /** Waits until B's pings (every 100 ms) have been answered again for a while; returns how many the move cost. */
+  async function lostInMove(ping: Background, seqAtMove: number): Promise<number> {
+    await waitFor('pings answered again', () => ping.pingSeqs().filter((s) => s > seqAtMove).length >= 5, { timeoutMs: 15_000, intervalMs: 50 });
+    const seqs = ping.pingSeqs();
+    return missingSeqs(seqs, seqAtMove + 1, Math.max(...seqs)).length;
   }
 
   it('C advertises the moved VM\'s MAC with sequence 1; A withdraws its own and points at C; B follows; pings resume at once', async () => {
@@ -141,13 +142,12 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
 
       // A -> C. A's port stays and still holds the MAC as local: only the route can move it.
       const seq0 = Math.max(...ping.pingSeqs());
-      const t0 = Date.now();
       await unplugVm(TAP.a);
       expect(await fdbPort('a'), 'A still holds the MAC as local').toBe(TAP.a);
       await plugVm(HOST.c, TAP.c);
-      const ms = await resumed(ping, t0, seq0);
-      process.stdout.write(`evpn-mobility: A -> C, pings from B answered again ${ms} ms after the move (${(ms / AGEING_MS).toFixed(5)} of the ageing time; load ${loadAvg()})\n`);
-      expect(ms).toBeLessThan(3000);
+      const lost = await lostInMove(ping, seq0);
+      process.stdout.write(`evpn-mobility: A -> C, B's pings (every 100 ms) lost ${lost}: ~${lost * 100} ms, ${(lost * 100 / AGEING_MS).toFixed(5)} of the ageing time (load ${loadAvg()})\n`);
+      expect(lost).toBeLessThanOrEqual(30);
       await waitFor('FRR: only C\'s route, sequence 1', async () => JSON.stringify(await frrPaths()) === JSON.stringify([{ nextHop: UNDER.c, seq: 1 }]), { timeoutMs: 10_000 }).catch(explain);
       const c = await show('c');
       expect(c.localRoutes.filter((r: any) => r.mac === MAC)).toEqual([{ mac: MAC, ip: '', seq: 1, sticky: false }]);
@@ -161,12 +161,11 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
 
       // C -> A: sequence 2, C's local entry goes.
       const seq1 = Math.max(...ping.pingSeqs());
-      const t1 = Date.now();
       await unplugVm(TAP.c);
       await plugVm(HOST.a, TAP.a);
-      const ms2 = await resumed(ping, t1, seq1);
-      process.stdout.write(`evpn-mobility: C -> A, pings from B answered again ${ms2} ms after the move (${(ms2 / AGEING_MS).toFixed(5)} of the ageing time; load ${loadAvg()})\n`);
-      expect(ms2).toBeLessThan(3000);
+      const lost2 = await lostInMove(ping, seq1);
+      process.stdout.write(`evpn-mobility: C -> A, B's pings (every 100 ms) lost ${lost2}: ~${lost2 * 100} ms, ${(lost2 * 100 / AGEING_MS).toFixed(5)} of the ageing time (load ${loadAvg()})\n`);
+      expect(lost2).toBeLessThanOrEqual(30);
       await waitFor('FRR: only A\'s route, sequence 2', async () => JSON.stringify(await frrPaths()) === JSON.stringify([{ nextHop: UNDER.a, seq: 2 }]), { timeoutMs: 10_000 }).catch(explain);
       expect((await show('a')).localRoutes.filter((r: any) => r.mac === MAC)).toEqual([{ mac: MAC, ip: '', seq: 2, sticky: false }]);
       const c2 = await show('c');
