@@ -19,9 +19,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon } from './helpers/daemon.js';
-import { Frr, loadAvg, startFrr } from './helpers/evpn.js';
+import { Frr, loadAvg, pingLossSince, startFrr } from './helpers/evpn.js';
 import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, sh, waitFor } from './helpers/run.js';
-import { Background, continuousPing, missingSeqs, quietNamespace } from './helpers/vm.js';
+import { continuousPing, quietNamespace } from './helpers/vm.js';
 
 const NET = '10.234';
 const UNDER = { a: `${NET}.0.1`, b: `${NET}.0.2`, c: `${NET}.0.3` };
@@ -117,13 +117,6 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
   });
   const explain = async (e: Error): Promise<never> => { throw new Error(`${e.message}\n${await state()}`); };
 
-  /** Waits until B's pings (every 100 ms) have been answered again for a while; returns how many the move cost. */
-  async function lostInMove(ping: Background, seqAtMove: number): Promise<number> {
-    await waitFor('pings answered again', () => ping.pingSeqs().filter((s) => s > seqAtMove).length >= 5, { timeoutMs: 15_000, intervalMs: 50 });
-    const seqs = ping.pingSeqs();
-    return missingSeqs(seqs, seqAtMove + 1, Math.max(...seqs)).length;
-  }
-
   it('C advertises the moved VM\'s MAC with sequence 1; A withdraws its own and points at C; B follows; pings resume at once', async () => {
     for (const h of ['a', 'c'] as const) {
       await waitFor(`${h}: session with FRR`, async () => (await d[h].ok(['evpn', 'show'], { json: true })).json.neighbors[0]?.state === 'established', { timeoutMs: 45_000 });
@@ -145,7 +138,7 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
       await unplugVm(TAP.a);
       expect(await fdbPort('a'), 'A still holds the MAC as local').toBe(TAP.a);
       await plugVm(HOST.c, TAP.c);
-      const lost = await lostInMove(ping, seq0);
+      const { lost } = await pingLossSince(ping, seq0);
       process.stdout.write(`evpn-mobility: A -> C, B's pings (every 100 ms) lost ${lost}: ~${lost * 100} ms, ${(lost * 100 / AGEING_MS).toFixed(5)} of the ageing time (load ${loadAvg()})\n`);
       expect(lost).toBeLessThanOrEqual(30);
       await waitFor('FRR: only C\'s route, sequence 1', async () => JSON.stringify(await frrPaths()) === JSON.stringify([{ nextHop: UNDER.c, seq: 1 }]), { timeoutMs: 10_000 }).catch(explain);
@@ -163,7 +156,7 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
       const seq1 = Math.max(...ping.pingSeqs());
       await unplugVm(TAP.c);
       await plugVm(HOST.a, TAP.a);
-      const lost2 = await lostInMove(ping, seq1);
+      const { lost: lost2 } = await pingLossSince(ping, seq1);
       process.stdout.write(`evpn-mobility: C -> A, B's pings (every 100 ms) lost ${lost2}: ~${lost2 * 100} ms, ${(lost2 * 100 / AGEING_MS).toFixed(5)} of the ageing time (load ${loadAvg()})\n`);
       expect(lost2).toBeLessThanOrEqual(30);
       await waitFor('FRR: only A\'s route, sequence 2', async () => JSON.stringify(await frrPaths()) === JSON.stringify([{ nextHop: UNDER.a, seq: 2 }]), { timeoutMs: 10_000 }).catch(explain);

@@ -12,6 +12,7 @@
 import { chmodSync, chownSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { nsExec, sh, shr, spawnTracked, tempDir, waitFor } from './run.js';
+import { type Background, missingSeqs } from './vm.js';
 
 export interface FrrOptions {
   ns: string;
@@ -121,4 +122,16 @@ export async function startFrr(o: FrrOptions): Promise<Frr> {
 /** `/proc/loadavg`'s three figures, printed beside every measured time. */
 export function loadAvg(): string {
   return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+}
+
+/**
+ * A continuous ping's loss since its reply `since`: waits until `more` further replies
+ * came (the pings go on), then counts the sequence numbers unanswered in between.
+ */
+export async function pingLossSince(ping: Background, since: number, more = 5): Promise<{ lost: number; sent: number }> {
+  const n = ping.pingSeqs().filter((s) => s > since).length;
+  await waitFor('pings answered again', () => ping.pingSeqs().filter((s) => s > since).length >= n + more, { timeoutMs: 15_000, intervalMs: 50 });
+  const seqs = ping.pingSeqs();
+  const last = Math.max(...seqs);
+  return { lost: missingSeqs(seqs, since + 1, last).length, sent: last - since };
 }
