@@ -51,7 +51,7 @@ describe('EVPN graceful restart between two vswitch hosts', () => {
       await nsExec(VM_NS[h], `ip link set ${TAP[h]} mtu ${VM_MTU} up && ip addr add ${VM[h]}/16 dev ${TAP[h]}`);
       mac[h] = (await nsExec(VM_NS[h], `cat /sys/class/net/${TAP[h]}/address`)).trim();
     }
-  }, 60_000);
+  }, 120_000);
 
   afterAll(async () => {
     await d.a?.stop();

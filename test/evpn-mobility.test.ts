@@ -93,7 +93,7 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
     frr = await startFrr({ ns: HOST.b, routerId: UNDER.b, asn: ASN, neighbors: [UNDER.a, UNDER.c], rrClients: [UNDER.a, UNDER.c] });
     d.a = await startDaemon(daemonConfig(UNDER.a, ul.a, TAP.a), { netns: HOST.a });
     d.c = await startDaemon(daemonConfig(UNDER.c, ul.c, TAP.c), { netns: HOST.c });
-  }, 60_000);
+  }, 120_000);
 
   afterAll(async () => {
     await d.a?.stop();

@@ -558,6 +558,10 @@ export class EvpnService {
     const br = seg.tunnels.bridge;
     const e = br.fdb.get(seg.vid, mac);
     if (e !== undefined && e.isStatic && !e.remote) return 'static_conflict';
+    // The limit before a local entry is given up: a route that cannot be installed takes nothing away.
+    const macs = this.#byMac.get(mk);
+    if (macs === undefined && (this.#macsPerVni.get(r.vni) ?? 0) >= (this.#conf?.maxRemoteMacs ?? 0)) return 'limit';
+    if (macs !== undefined && macs.size >= MAX_ROUTES_PER_MAC) return 'mac_routes';
     if (e !== undefined && !e.isStatic) {
       const p = br.port(br.portName(e.port));
       if (p !== undefined && p.horizon === 0) {
@@ -568,9 +572,6 @@ export class EvpnService {
         br.fdb.delete(seg.vid, mac);
       }
     }
-    const macs = this.#byMac.get(mk);
-    if (macs === undefined && (this.#macsPerVni.get(r.vni) ?? 0) >= (this.#conf?.maxRemoteMacs ?? 0)) return 'limit';
-    if (macs !== undefined && macs.size >= MAX_ROUTES_PER_MAC) return 'mac_routes';
     const refused = vtep.addRemoteMac(r.vni, mac, remote);
     if (refused !== undefined) return refused;
     // Kept while a route for the MAC is installed (so bounded by maxRemoteMacs): with none
