@@ -24,6 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon, toYaml } from './helpers/daemon.js';
 import { Frr, loadAvg, pingLossSince, startFrr } from './helpers/evpn.js';
 import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, REPO, sh, tempDir, waitFor } from './helpers/run.js';
+import { ether, sendFrames } from './helpers/scapy.js';
 import { Background, captureDuring, continuousPing, pingCount, pingUntil, quietNamespace } from './helpers/vm.js';
 
 const NET = '10.232';
@@ -183,6 +184,9 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
     const gate = tempDir('go');
     const go2 = join(gate, 'go2');
     const go3 = join(gate, 'go3');
+    const go4 = join(gate, 'go4');
+    /** A second MAC behind A's VM port (a frame of an ethertype no guard checks teaches it). */
+    const LOCAL2 = '02:ee:dd:00:00:02';
     // A static MAC on A's VM port: a route for it must not move it.
     await d.ok(['fdb', 'add', STATIC, 'dev', TAP]);
     await pingCount(vmNs('a'), VM.b, 1);
@@ -202,6 +206,8 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
       // A's VM MAC again, sequence 5: the MAC moved away (RFC 7432 §15).
       { wait: go2, routes: [{ mac: aMac, vni: 100, rt, rd: `${UNDER.x}:101`, seq: 5 }] },
       { wait: go3, routes: Array.from({ length: 10_000 }, (_, i) => ({ mac: mk(i), vni: 100, rt, rd, seq: null })) },
+      // A newer route for a MAC local on A while the limit is full: refused, the MAC stays local.
+      { wait: go4, routes: [{ mac: LOCAL2, vni: 100, rt, rd: `${UNDER.x}:102`, seq: 9 }] },
     ]);
     try {
       const h = await waitFor('hostile routes judged', async () => {
@@ -255,8 +261,19 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
       expect(metrics).toMatch(new RegExp(`vswitch_evpn_session_up\\{neighbor="${UNDER.b.replace(/\./g, '\\.')}"\\} 1`));
       expect(await pingCount(vmNs('a'), VM.b, 2), 'a -> b after the flood').toBeGreaterThanOrEqual(1);
 
+      // At the limit, a newer route for a local MAC is refused ('limit') and takes nothing away.
+      await sendFrames(vmNs('a'), TAP, [`${ether(LOCAL2, 'ff:ff:ff:ff:ff:ff', 0x88b5)}/Raw(load=b"x"*46)`]);
+      await waitFor('A advertises its second local MAC', async () => (await evpnShow()).vnis[0].localRoutes.some((r: any) => r.mac === LOCAL2), { timeoutMs: 10_000 });
+      const limit0 = (await evpnShow()).rejected.limit;
+      writeFileSync(go4, '');
+      await waitFor('the route for it judged', async () => (await evpnShow()).rejected.limit > limit0, { timeoutMs: 30_000, intervalMs: 250 });
+      fdb = (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
+      expect(fdb.find((e: any) => e.mac === LOCAL2)).toMatchObject({ port: TAP });
+      expect((await evpnShow()).vnis[0].localRoutes.filter((r: any) => r.mac === LOCAL2).map((r: any) => r.seq)).toEqual([0]);
+
       // The limit is a config key: a reload raises it, and the routes refused for it are
       // installed up to the new limit (more were refused than kept: read again from gobgpd).
+      const limitRefused = (await evpnShow()).rejected.limit;
       const cfg = parse(readFileSync(d.configFile, 'utf8'));
       cfg.evpn.maxRemoteMacs = 3000;
       writeFileSync(d.configFile, toYaml(cfg));
@@ -270,7 +287,7 @@ describe('EVPN: vswitch with GoBGP against FRR', () => {
       expect(after.maxRemoteMacs).toBe(3000);
       expect(after.vnis[0].remoteMacs).toBe(2999);
       expect(after.gobgpd.restarts).toBe(0);
-      expect(after.rejected.limit).toBe(v.rejected.limit); // judged again, not refused again
+      expect(after.rejected.limit).toBe(limitRefused); // judged again, not refused again
     } finally {
       await bg.stop();
       await d.ok(['fdb', 'del', STATIC, 'dev', TAP]);
