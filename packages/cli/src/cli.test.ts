@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { buildProgram, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
+import { buildProgram, evpnGr, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
 import { commandTree, leafCommands } from './docs.js';
 import { VERSION } from './version.js';
 
@@ -153,6 +153,15 @@ describe('views', () => {
     expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 })).toBe('mac-flap off, bpdu-recovery 60s');
     expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 262144)).toBe('mac-flap off, bpdu-recovery 60s, read-quantum 256kb');
     expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 0)).toBe('mac-flap off, bpdu-recovery 60s, read-quantum off');
+  });
+
+  it('evpn show: a neighbour\'s graceful restart column', () => {
+    const g = { advertised: true, received: true, peerRestartTime: 120, peerRestarting: false };
+    expect(evpnGr(g)).toBe('ours offered, peer\'s 120s');
+    expect(evpnGr({ ...g, peerRestarting: true })).toBe('ours offered, peer\'s 120s, peer restarting');
+    expect(evpnGr({ ...g, received: false })).toBe('ours offered, peer\'s none');
+    expect(evpnGr({ ...g, advertised: false, received: false })).toBe('ours off, peer\'s none');
+    expect(evpnGr(null)).toBe('-');
   });
 
   it('monitor: one line per event, as bridge monitor prints them', () => {

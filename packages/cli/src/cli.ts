@@ -325,6 +325,13 @@ function from(o: { source?: string; overrides?: string[]; router?: string }): st
 }
 
 /** One line of `vswitch monitor` for an event, as `bridge monitor` prints them. */
+/** A neighbour's graceful restart for `evpn show`: ours offered or not, the peer's own (its restart time) or none. */
+export function evpnGr(g: { advertised: boolean; received: boolean; peerRestartTime: number; peerRestarting: boolean } | null | undefined): string {
+  if (g === null || g === undefined) return '-';
+  const text = `ours ${g.advertised ? 'offered' : 'off'}, peer's ${g.received ? `${g.peerRestartTime}s` : 'none'}`;
+  return g.peerRestarting ? `${text}, peer restarting` : text;
+}
+
 export function monitorLine(e: any): string {
   const t = typeof e.time === 'string' ? e.time.slice(11, 23) : '';
   const at = (r: any): string => (r.router !== undefined ? ` (${r.router}${r.network ? `/${r.network}` : ''})` : r.bridge !== undefined ? ` (${r.bridge})` : '');
@@ -676,7 +683,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       print(await call('evpn.show'), asJson(), (v) => !v.enabled ? 'evpn: not configured\n'
         : `evpn: AS ${v.asn} router-id ${v.routerId} gobgpd ${v.gobgpd.mode} ${v.gobgpd.api}${v.gobgpd.pid ? ` pid ${v.gobgpd.pid}` : ''}`
         + ` ${v.connected ? 'connected' : `not connected${v.error ? ` (${v.error})` : ''}`}, max remote MACs per VNI ${v.maxRemoteMacs}\n`
-        + table(['neighbor', 'remote AS', 'state', 'received', 'advertised'], v.neighbors.map((n: any) => [n.address, n.remoteAs, n.state, n.received, n.advertised]))
+        + table(['neighbor', 'remote AS', 'state', 'received', 'advertised', 'graceful restart'], v.neighbors.map((n: any) => [n.address, n.remoteAs, n.state, n.received, n.advertised, evpnGr(n.gracefulRestart)]))
         + table(['vni', 'rd', 'rt', 'adv type-2', 'adv type-3', 'inst type-2', 'inst type-3', 'remote macs', 'flood'],
           v.vnis.map((s: any) => [s.vni, s.rd, s.rt.join(','), s.advertised.type2, s.advertised.type3, s.installed.type2, s.installed.type3, s.remoteMacs, s.floodRemotes.join(',') || '-']))
         + table(['vni', 'arp suppress', 'neighbours', 'suppressed', 'unknown', 'passed', 'malformed', 'full'],

@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type EvpnRoute, GobgpClient, loadGobgpApi } from './gobgp.js';
+import { type EvpnRoute, GobgpClient, loadGobgpApi, peerGr } from './gobgp.js';
 
 describe('GoBGP API translation (the Debian package\'s .proto files)', () => {
   const c = new GobgpClient('127.0.0.1:1', loadGobgpApi());
@@ -16,6 +16,18 @@ describe('GoBGP API translation (the Debian package\'s .proto files)', () => {
   it('a type-3 route carries the PMSI label as its VNI and the originator; a withdrawal says so', () => {
     const r: EvpnRoute = { type: 3, rd: '65000:5', vni: 5000, originator: '10.0.0.1', nextHop: '10.0.0.1', rts: ['65000:5000'], encap: 8, seq: 0, sticky: false, neighbor: '' };
     expect(c.decode({ ...c.pathOf(r, true), neighborIp: '10.0.0.1' })).toEqual({ ...r, neighbor: '10.0.0.1', withdraw: true });
+  });
+
+  it('a withdrawal carries no MAC mobility community (gobgpd refuses one below the RIB\'s highest sequence: a MAC that moved away)', () => {
+    const r: EvpnRoute = { type: 2, rd: '10.0.0.1:100', mac: '02:00:00:00:00:0a', ip: '', vni: 100, nextHop: '10.0.0.1', rts: ['65000:100'], encap: 8, seq: 3, sticky: true, neighbor: '' };
+    expect(c.decode({ ...c.withdrawalOf(r), neighborIp: '10.0.0.1' })).toEqual({ ...r, seq: 0, sticky: false, neighbor: '10.0.0.1', withdraw: true });
+  });
+
+  it('a ListPeer answer\'s graceful restart for EVPN: offered, received, the peer\'s restart time, End-of-RIB', () => {
+    const peer = { gracefulRestart: { enabled: true, peerRestartTime: 120, peerRestarting: false } };
+    const af = { mpGracefulRestart: { state: { enabled: true, advertised: true, received: true, endOfRibReceived: true, endOfRibSent: false } } };
+    expect(peerGr(peer, af)).toEqual({ advertised: true, received: true, peerRestartTime: 120, peerRestarting: false, endOfRibReceived: true, endOfRibSent: false });
+    expect(peerGr({}, {})).toEqual({ advertised: false, received: false, peerRestartTime: 0, peerRestarting: false, endOfRibReceived: false, endOfRibSent: false });
   });
 
   it('what is not a type-2/3 EVPN route decodes to nothing', () => {

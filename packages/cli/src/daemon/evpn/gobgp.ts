@@ -69,6 +69,25 @@ export interface PeerInfo {
   /** Seconds the session has been in its state (0 unknown). */
   received: number;
   advertised: number;
+  /** Graceful restart (RFC 4724) for l2vpn-evpn as negotiated on the session. */
+  gr: PeerGr;
+}
+
+/**
+ * The session's graceful restart for l2vpn-evpn. `advertised`: our OPEN lists the
+ * family with forwarding preserved, so a helper peer may keep our routes while
+ * gobgpd restarts (FRR 8.4 does not for EVPN: README "BGP EVPN"). `received`: the
+ * peer's OPEN lists it, i.e. the peer itself restarts gracefully (a helper-only peer,
+ * FRR by default, sends the capability without families). The peer's restart time,
+ * whether it is restarting now, End-of-RIB both ways.
+ */
+export interface PeerGr {
+  advertised: boolean;
+  received: boolean;
+  peerRestartTime: number;
+  peerRestarting: boolean;
+  endOfRibReceived: boolean;
+  endOfRibSent: boolean;
 }
 
 const SESSION = ['unknown', 'idle', 'connect', 'active', 'opensent', 'openconfirm', 'established'];
@@ -200,6 +219,7 @@ export class GobgpClient {
         state: SESSION[st.sessionState ?? 0] ?? 'unknown',
         received: af.state?.received ?? 0,
         advertised: af.state?.advertised ?? 0,
+        gr: peerGr(peer, af),
       };
     });
   }
@@ -253,8 +273,20 @@ export class GobgpClient {
     });
   }
 
+  /**
+   * A withdrawal names the NLRI only; it carries no MAC mobility community because
+   * gobgpd (fixupApiPath, also run for deletions) refuses a type-2 path whose
+   * sequence is below the highest one its RIB holds for the MAC ("invalid MAC
+   * mobility sequence number"): exactly the case of a MAC that moved away to a host
+   * advertising a higher one. Without the community gobgpd copies the RIB's and
+   * deletes the path.
+   */
+  withdrawalOf(r: EvpnRoute): Obj {
+    return this.#path({ ...r, seq: 0, sticky: false }, true);
+  }
+
   deletePath(r: EvpnRoute): Promise<unknown> {
-    return this.#call('deletePath', { tableType: 0, family: EVPN_FAMILY, path: this.#path(r, true) });
+    return this.#call('deletePath', { tableType: 0, family: EVPN_FAMILY, path: this.withdrawalOf(r) });
   }
 
   /** Decodes one path of the RIB; undefined for what is not a type-2/3 EVPN route (counted by the caller). */
@@ -333,6 +365,20 @@ export class GobgpClient {
     s.on('error', (e: grpc.ServiceError) => finish(e.code === grpc.status.CANCELLED ? undefined : new Error(e.details || e.message)));
     s.on('end', () => finish(undefined));
   }
+}
+
+/** A ListPeer answer's graceful restart state for the EVPN family `af`. */
+export function peerGr(peer: Obj, af: Obj): PeerGr {
+  const g = peer.gracefulRestart ?? {};
+  const m = af.mpGracefulRestart?.state ?? {};
+  return {
+    advertised: m.advertised === true,
+    received: m.received === true,
+    peerRestartTime: g.peerRestartTime ?? 0,
+    peerRestarting: g.peerRestarting === true,
+    endOfRibReceived: m.endOfRibReceived === true,
+    endOfRibSent: m.endOfRibSent === true,
+  };
 }
 
 /** "A:N" -> [A, N]; A an IPv4 address or an AS number. */

@@ -17,9 +17,9 @@
  * gobgpd one at a time, in order (a chain of calls), so an add and its withdrawal
  * never cross.
  *
- * MAC mobility: the highest sequence number seen in peers' routes is kept per
- * (VNI, MAC); a MAC advertised from here carries that plus one (0 if no peer ever
- * advertised it). A peer's route for a MAC local here is installed (the local entry
+ * MAC mobility: the highest sequence number seen in peers' installed routes is kept
+ * per (VNI, MAC) while one stands; a MAC advertised from here carries that plus one
+ * (0 if no peer's route stands for it). A peer's route for a MAC local here is installed (the local entry
  * dropped, our route withdrawn) only if its sequence is higher than ours: that is
  * the MAC moving away; otherwise it is refused ('local_newer').
  *
@@ -42,7 +42,8 @@
  * restarted), installed entries stay and forwarding goes on; after reconnecting,
  * every route is fetched again (ListPath) and what is still advertised is kept,
  * and entries no route renewed within STALE_MS of the break are removed (a
- * graceful-restart-like hold; BGP graceful restart itself is not negotiated yet).
+ * graceful-restart-like hold; BGP graceful restart is offered to the peers too:
+ * gobgp.ts addPeer).
  */
 import { type Bridge, type FdbEntry, formatMac, ip4Text, parseIp4, parseMac, type Segment, type Vtep } from '@vswitch/switch';
 import type { EvpnConfig } from '../../evpn-config.js';
@@ -554,10 +555,13 @@ export class EvpnService {
     }
     const mac = parseMac(r.mac!);
     const mk = `${r.vni}/${mac}`;
-    if (r.seq > (this.#remoteSeq.get(mk) ?? -1)) this.#remoteSeq.set(mk, r.seq);
     const br = seg.tunnels.bridge;
     const e = br.fdb.get(seg.vid, mac);
     if (e !== undefined && e.isStatic && !e.remote) return 'static_conflict';
+    // The limit before a local entry is given up: a route that cannot be installed takes nothing away.
+    const macs = this.#byMac.get(mk);
+    if (macs === undefined && (this.#macsPerVni.get(r.vni) ?? 0) >= (this.#conf?.maxRemoteMacs ?? 0)) return 'limit';
+    if (macs !== undefined && macs.size >= MAX_ROUTES_PER_MAC) return 'mac_routes';
     if (e !== undefined && !e.isStatic) {
       const p = br.port(br.portName(e.port));
       if (p !== undefined && p.horizon === 0) {
@@ -568,11 +572,11 @@ export class EvpnService {
         br.fdb.delete(seg.vid, mac);
       }
     }
-    const macs = this.#byMac.get(mk);
-    if (macs === undefined && (this.#macsPerVni.get(r.vni) ?? 0) >= (this.#conf?.maxRemoteMacs ?? 0)) return 'limit';
-    if (macs !== undefined && macs.size >= MAX_ROUTES_PER_MAC) return 'mac_routes';
     const refused = vtep.addRemoteMac(r.vni, mac, remote);
     if (refused !== undefined) return refused;
+    // Kept while a route for the MAC is installed (so bounded by maxRemoteMacs): with none
+    // standing, a MAC learned here is advertised with 0, which no peer's route contests.
+    if (r.seq > (this.#remoteSeq.get(mk) ?? -1)) this.#remoteSeq.set(mk, r.seq);
     this.#installed.set(k, { type: 2, vni: r.vni, mac, remote, seq: r.seq, stale: false });
     if (r.ip) this.neighbours.add(k, r.vni, r.ip, mac);
     if (macs === undefined) {
@@ -609,6 +613,7 @@ export class EvpnService {
       return;
     }
     this.#byMac.delete(mk);
+    this.#remoteSeq.delete(mk);
     this.#macsPerVni.set(rec.vni, Math.max(0, (this.#macsPerVni.get(rec.vni) ?? 1) - 1));
     vtep.removeRemoteMac(rec.vni, rec.mac);
   }
@@ -650,6 +655,7 @@ export class EvpnService {
     this.#byMac.clear();
     this.#byFlood.clear();
     this.#macsPerVni.clear();
+    this.#remoteSeq.clear();
   }
 
   /** The reject log budget refills (called once a second by the daemon's ticker, or the metrics). */
@@ -708,9 +714,10 @@ export class EvpnService {
       connected: this.#connected,
       ...(this.#lastError !== '' ? { error: this.#lastError } : {}),
       maxRemoteMacs: c.maxRemoteMacs,
+      mobilitySeqs: this.#remoteSeq.size,
       neighbors: c.neighbors.map((n) => {
         const p = this.#peers.get(n.address);
-        return { address: n.address, remoteAs: n.remoteAs, state: p?.state ?? 'unknown', received: p?.received ?? 0, advertised: p?.advertised ?? 0 };
+        return { address: n.address, remoteAs: n.remoteAs, state: p?.state ?? 'unknown', received: p?.received ?? 0, advertised: p?.advertised ?? 0, gracefulRestart: p?.gr ?? null };
       }),
       vnis,
       rejected: Object.fromEntries(EVPN_REJECT_REASONS.map((r, i) => [r, this.rejected[i]])),
