@@ -320,6 +320,12 @@ const RouterSchema = z.strictObject({
     /** kind host: ICMP echo through a raw socket (needs CAP_NET_RAW). */
     icmp: z.boolean().optional(),
     /**
+     * kind host: SO_RCVBUF of the host's TCP sockets: "auto" (default) the
+     * kernel's autotuning alone, or bytes (autotuning off; a path's rate is
+     * then at most about bytes / RTT: for local and LAN flows).
+     */
+    rcvbuf: z.union([z.literal('auto'), z.number().int().min(65536).max(1 << 30)], { error: 'must be auto or bytes (65536 to 1073741824)' }).optional(),
+    /**
      * kind host: the host address port forwards listen on (default 0.0.0.0: all
      * IPv4); an IPv6 address too, "::" for every address of both families.
      */

@@ -53,6 +53,7 @@ import {
 import { Addrs, ICMPV6, IP6_BASE } from './family.js';
 import { HostBudget, type HostBudgetOptions, type HostSession, type ToVm } from './types.js';
 import { HostTcp } from './tcp.js';
+import { describeRcvbuf } from './socket-rcvbuf.js';
 import { HostUdp } from './udp.js';
 import { HostIcmp } from './icmp.js';
 import { Resolvers } from './dns.js';
@@ -73,6 +74,8 @@ export interface HostNatOptions {
   mtu: number;
   /** ICMP echo through a raw socket (default true). */
   icmp?: boolean;
+  /** SO_RCVBUF of host TCP sockets (socket-rcvbuf.ts: RCVBUF_AUTO, the default, or bytes). */
+  rcvbuf?: number;
   /** Is this one of the router's gateway addresses? */
   isGateway: (ip: number) => boolean;
   /** The gateway address of the network that holds `vmIp` (source of port forwards from host-local clients). */
@@ -170,6 +173,7 @@ export class HostNat {
     this.tcp = new HostTcp({
       clock: opts.clock, toVm, gso: opts.gso, mss: opts.mtu - 40, budget: this.budget, onEvent, addrs,
       connect: (ip, port, onread) => this.#connect(ip, port, onread),
+      tuning: opts.rcvbuf === undefined ? undefined : { rcvbuf: opts.rcvbuf },
     });
     this.udp = new HostUdp({
       clock: opts.clock, toVm, budget: this.budget, onEvent, idleTimeoutMs: opts.udpIdleTimeoutMs, mtu: opts.mtu, redirects: this.resolvers, addrs,
@@ -192,6 +196,7 @@ export class HostNat {
       icmp: this.opts.icmp === false ? 'off' : this.#icmpUp ? 'on' : 'unavailable',
       icmp6: this.opts.icmp === false ? 'off' : this.icmp.available6 ? 'on' : 'unavailable',
       listen: this.#listen,
+      rcvbuf: describeRcvbuf(this.tcp.tuning.rcvbuf),
     };
   }
 
