@@ -15,7 +15,9 @@
  * through a UDP forward; an IPv4 client of the IPv6 target is refused and
  * counted (`forward6Refused`); targets outside the prefixes are refused with the
  * reason. Fragments: a 4000-byte UDP answer from S reaches the VM (1500 MTU) whole
- * (the host NAT fragments it towards the VM). Short: no bulk data.
+ * (the host NAT fragments it towards the VM). `uplink.rcvbuf`: `router show`
+ * prints it and the host socket of a VM's IPv6 TCP connection has that SO_RCVBUF
+ * (the kernel's doubled value, `ss -tm` in H). Short: no bulk data.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -33,6 +35,7 @@ const S_IP = `2001:db8:${X}:52::2`;
 const H_IP4 = '198.51.100.1';
 const S_IP4 = '198.51.100.2';
 const B10 = `fd00:${X}:10`;
+const RCVBUF = 262144;
 
 let H: string;
 let S: string;
@@ -67,7 +70,7 @@ beforeAll(async () => {
     bridges: { br0: { ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
     routers: {
       r0: {
-        uplink: { kind: 'host', listen: '::' },
+        uplink: { kind: 'host', listen: '::', rcvbuf: RCVBUF },
         networks: { net10: { bridge: 'br0', vlan: 10, address: `10.${X}.10.1/24`, ipv6: { address: `${B10}::1/64`, ra: { interval: 10 } } } },
       },
     },
@@ -163,5 +166,23 @@ describe('IPv6 fragments towards a VM (host NAT)', () => {
     const host = (Array.isArray(r) ? r[0] : r).hostNat;
     expect(host.udp.fragmented).toBeGreaterThanOrEqual(1);
     expect(host.udp.tooBig).toBe(0);
+  }, 60_000);
+});
+
+describe('uplink.rcvbuf (host NAT TCP sockets)', () => {
+  it('router show prints it, and the host socket of a VM\'s IPv6 connection has that receive buffer', async () => {
+    const r = (await d.ok(['router', 'show', 'r0'], { json: true })).json as any;
+    expect((Array.isArray(r) ? r[0] : r).uplink.rcvbuf).toBe(RCVBUF);
+    expect((await d.ok(['router', 'show', 'r0'])).stdout).toContain(`TCP rcvbuf ${RCVBUF}`);
+    const port = await freePort();
+    server(S, `socat TCP6-LISTEN:${port},reuseaddr,fork SYSTEM:'echo held; sleep 30'`);
+    await waitFor('S listening', async () => (await nsExec(S, `ss -Hltn 'sport = :${port}'`)).trim() !== '', { timeoutMs: 10_000 });
+    const client = server(vm.ns, `socat -u TCP6:[${S_IP}]:${port} -`);
+    await waitFor('the VM\'s connection', async () => client.out.includes('held'), { timeoutMs: 10_000 });
+    const ss = await nsExec(H, `ss -Htm 'dport = :${port}'`);
+    expect(ss, 'the daemon\'s socket to S').toContain(`rb${2 * RCVBUF},`);
+    const host = ((Array.isArray(r) ? r[0] : r).hostNat);
+    expect(host.tcp.rcvbufFailed).toBe(0);
+    await client.stop();
   }, 60_000);
 });
