@@ -6,7 +6,7 @@ import { parseIp4 } from '@vswitch/switch';
 import { HostBudget } from './types.js';
 import { HostTcp, type HostTcpOptions } from './tcp.js';
 import { onesSum as fastSum } from './tcp-sum.js';
-import { RCVBUF_AUTO, describeRcvbuf, parseRcvbuf, rcvbufOf } from './socket-rcvbuf.js';
+import { RCVBUF_AUTO, describeRcvbuf, parseRcvbuf, rcvbufOf, setRcvbuf } from './socket-rcvbuf.js';
 
 // ---- A fake VM: builds TCP/IPv4 segments and keeps what the engine sends it ----
 //
@@ -1095,6 +1095,8 @@ describe('HostTcp rcvbuf (socket-rcvbuf.ts)', () => {
     const auto = await heldQueue(RCVBUF_AUTO);
     expect(auto.failed).toBe(0);
     expect(auto.rb).not.toBe(512 << 10); // the kernel's own (autotuned from tcp_rmem)
+    // A socket with no descriptor (never connected, or closed) is an error code, not an exception.
+    expect(setRcvbuf(new net.Socket(), 65536)).toBe(-9);
   }, 30_000);
 });
 
