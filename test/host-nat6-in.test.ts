@@ -205,6 +205,8 @@ describe('IPv6 fragments from a VM (host NAT reassembly)', () => {
     expect(after.reassembly6.reassembled).toBe(mid.reassembly6.reassembled);
     expect(srv.out.match(/^got /gm)?.length ?? 0, srv.out).toBe(1);
     expect(after.reassembly6.bytes).toBe(0);
+    const r = (await d.ok(['router', 'show', 'r0'], { json: true })).json as any;
+    expect((Array.isArray(r) ? r[0] : r).uplink.reassembly6).toEqual({ maxDatagrams: 64, maxBytes: 1 << 20, timeoutMs: 60_000 });
   }, 60_000);
 });
 

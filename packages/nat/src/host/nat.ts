@@ -202,6 +202,7 @@ export class HostNat {
       icmp6: this.opts.icmp === false ? 'off' : this.icmp.available6 ? 'on' : 'unavailable',
       listen: this.#listen,
       rcvbuf: describeRcvbuf(this.tcp.tuning.rcvbuf),
+      reassembly6: { ...this.reassembly6.opts },
     };
   }
 
