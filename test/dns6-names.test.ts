@@ -16,19 +16,59 @@
  *   gamma (b's IPv4 name; b's IPv6 lease is named beta) has an A record and no
  *   AAAA: NOERROR without an answer, not NXDOMAIN; an unknown name is NXDOMAIN;
  *   the PTR of b's address is beta.lab.example;
- * - c's two IA_NAs each get an address: two leases with c's DUID, IAIDs differ.
+ * - c's two IA_NAs each get an address: two leases with c's DUID, IAIDs differ;
+ * - c floods the gateway's IPv6 DNS (UDP, ~4000 queries/s for 3 s, the router's
+ *   `limits.dns` 20/s per port): c gets at most about 20/s answered, the rest is
+ *   dropped and counted under c's port (`rateLimited`), while a resolves its
+ *   names meanwhile, each answer within 3 s (the IPv4 flood: rate-limits.test).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon } from './helpers/daemon.js';
 import { type DhcpClient, leases, udhcpcOnce } from './helpers/dhcp.js';
 import { dhclient6, makeDhcp6Vm, type Dhcp6Vm } from './helpers/dhcp6.js';
 import { canon } from './helpers/ipv6.js';
-import { PREFIX, cleanup, ifname, nsExecR, q, waitFor } from './helpers/run.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PREFIX, cleanup, ifname, nsExec, nsExecR, q, sleep, tempDir, waitFor } from './helpers/run.js';
 
 const X = 20 + (parseInt(PREFIX.slice(1), 16) % 200);
 const P10 = `fd00:${X}:10::`;
 const GW6 = `${P10}1`;
 const T = { a: ifname('dna'), b: ifname('dnb'), c: ifname('dnc') };
+const DNS_PPS = 20;
+
+/*
+ * A DNS flood over IPv6 from an ordinary UDP socket: AAAA queries to GW port 53 in
+ * bursts of 20 with a 5 ms pause (at most ~4000/s, so the TAP's queue keeps them)
+ * for SECS seconds, answers drained as they come and for 1 s after; prints
+ * "sent N in S answered M".
+ */
+const FLOOD6_PY = String.raw`
+import socket, struct, sys, time
+gw, secs = sys.argv[1], float(sys.argv[2])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.connect((gw, 53))
+s.setblocking(False)
+q = struct.pack('!HHHHHH', 0, 0x0100, 1, 0, 0, 0) + b'\x05alpha\x00' + struct.pack('!HH', 28, 1)
+sent = answered = 0
+def drain():
+    global answered
+    while True:
+        try: s.recv(2048); answered += 1
+        except (BlockingIOError, ConnectionRefusedError): return
+t0 = time.time()
+while time.time() - t0 < secs:
+    for _ in range(20):
+        try: s.send(struct.pack('!H', sent & 0xffff) + q[2:]); sent += 1
+        except (BlockingIOError, ConnectionRefusedError): pass
+    drain()
+    time.sleep(0.005)
+el = time.time() - t0
+end = time.time() + 1
+while time.time() < end:
+    drain(); time.sleep(0.01)
+print('sent %d in %.2f answered %d' % (sent, el, answered))
+`;
 
 function config(): unknown {
   const access = { type: 'tap', vlan: { mode: 'access', vid: 10 } };
@@ -36,6 +76,7 @@ function config(): unknown {
     bridges: { br0: { ports: { [T.a]: access, [T.b]: access, [T.c]: access } } },
     routers: {
       r1: {
+        limits: { dns: DNS_PPS },
         networks: {
           net10: {
             bridge: 'br0', vlan: 10, address: `10.${X}.10.1/24`,
@@ -118,7 +159,44 @@ describe('IPv6 DNS: the gateway as default RDNSS/DHCPv6 DNS server, AAAA and PTR
     expect(new Set(rows.map((r) => r.iaid)).size).toBe(2);
     expect(new Set(rows.map((r) => canon(r.ip))).size).toBe(2);
   }, 60_000);
+
+  it('a flood of DNS queries to the gateway\'s IPv6 address from c is cut to its port\'s rate; a resolves meanwhile', async () => {
+    const script = join(tempDir('dns6flood'), 'flood6.py');
+    writeFileSync(script, FLOOD6_PY);
+    // c sends from its own leased address (the source guard's binding) over the on-link prefix.
+    await nsExecR(vm.c.ns, `ip -6 route replace ${P10}/64 dev ${q(vm.c.ifname)}`);
+    const portStats = async (): Promise<Record<string, number>> => {
+      const net = (await d.ok(['router', 'show'], { json: true })).json[0].networks.find((x: any) => x.name === 'net10');
+      return net.rateLimited.ports.find((p: any) => p.port === T.c)?.dropped ?? {};
+    };
+    const before = (await portStats()).dns ?? 0;
+    const timed = async (): Promise<{ ms: number; out: string }> => {
+      const t0 = Date.now();
+      const r = await lookup(vm.a, 'aaaa', 'alpha');
+      return { ms: Date.now() - t0, out: r.out };
+    };
+    const [flood, ...answers] = await Promise.all([
+      nsExec(vm.c.ns, `python3 ${q(script)} ${q(GW6)} 3`, { timeoutMs: 30_000 }),
+      sleep(500).then(timed),
+      sleep(1500).then(timed),
+      sleep(2500).then(timed),
+    ]);
+    const m = /sent (\d+) in ([\d.]+) answered (\d+)/.exec(flood);
+    expect(m, flood).not.toBeNull();
+    const [sent, secs, answered] = [Number(m![1]), Number(m![2]), Number(m![3])];
+    await sleep(700); // the daemon drains what the flood queued
+    const dropped = ((await portStats()).dns ?? 0) - before;
+    console.log(`[dns6-flood] ${sent} queries in ${secs} s, ${answered} answered, ${dropped} dropped on c's port; a's lookups ${answers.map((x) => x.ms).join('/')} ms`);
+    for (const x of answers) {
+      expect(x.out).toContain(got.a);
+      expect(x.ms, 'a resolves within 3 s during the flood').toBeLessThan(3000);
+    }
+    expect(dropped).toBeGreaterThan(sent / 2);
+    expect(answered).toBeLessThanOrEqual(Math.ceil(DNS_PPS * (secs + 1) * 1.1) + 3);
+    expect(answered).toBeGreaterThanOrEqual(DNS_PPS * secs * 0.5);
+  }, 60_000);
 });
+
 
 /** The ip6.arpa name of an address. */
 function canonNibbles(a: string): string {

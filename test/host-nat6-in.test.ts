@@ -15,7 +15,11 @@
  * through a UDP forward; an IPv4 client of the IPv6 target is refused and
  * counted (`forward6Refused`); targets outside the prefixes are refused with the
  * reason. Fragments: a 4000-byte UDP answer from S reaches the VM (1500 MTU) whole
- * (the host NAT fragments it towards the VM). Short: no bulk data.
+ * (the host NAT fragments it towards the VM); a 3000-byte datagram from the VM
+ * (fragmented by its kernel) reaches S whole (the host NAT reassembles), and
+ * overlapping fragments (scapy, RFC 5722) reach nothing. `uplink.rcvbuf`: `router show`
+ * prints it and the host socket of a VM's IPv6 TCP connection has that SO_RCVBUF
+ * (the kernel's doubled value, `ss -tm` in H). Short: no bulk data.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,6 +29,7 @@ import { addrs6, slaacAddr, type V6Vm } from './helpers/ipv6.js';
 import { PREFIX, addNamespace, cleanup, freePort, ifname, nsExec, nsExecR, nsname, q, sh, tempDir, trackLink, waitFor } from './helpers/run.js';
 import { listening, tool } from './helpers/tcp-tool.js';
 import { Background, quietNamespace, waitLink } from './helpers/vm.js';
+import { PYTHON } from './helpers/scapy.js';
 
 const TAP = ifname('f6a');
 const X = 20 + (parseInt(PREFIX.slice(1), 16) % 200);
@@ -33,6 +38,7 @@ const S_IP = `2001:db8:${X}:52::2`;
 const H_IP4 = '198.51.100.1';
 const S_IP4 = '198.51.100.2';
 const B10 = `fd00:${X}:10`;
+const RCVBUF = 262144;
 
 let H: string;
 let S: string;
@@ -67,7 +73,7 @@ beforeAll(async () => {
     bridges: { br0: { ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
     routers: {
       r0: {
-        uplink: { kind: 'host', listen: '::' },
+        uplink: { kind: 'host', listen: '::', rcvbuf: RCVBUF },
         networks: { net10: { bridge: 'br0', vlan: 10, address: `10.${X}.10.1/24`, ipv6: { address: `${B10}::1/64`, ra: { interval: 10 } } } },
       },
     },
@@ -148,8 +154,7 @@ describe('port forwards to a VM\'s IPv6 address (host uplink)', () => {
 });
 
 describe('IPv6 fragments towards a VM (host NAT)', () => {
-  // ICMPv6 echo replies are fragmented the same way (host/ipv6.test.ts), but a big ping cannot show it here:
-  // the VM's request would be fragments itself, and the host NAT takes no fragments from a VM (no reassembly).
+  // ICMPv6 echo replies are fragmented the same way (host/ipv6.test.ts).
   it('a 4000-byte UDP answer reaches the VM over its 1500-byte link', async () => {
     const port = await freePort();
     const py = (code: string): string => `python3 -c ${q(code)}`;
@@ -163,5 +168,62 @@ describe('IPv6 fragments towards a VM (host NAT)', () => {
     const host = (Array.isArray(r) ? r[0] : r).hostNat;
     expect(host.udp.fragmented).toBeGreaterThanOrEqual(1);
     expect(host.udp.tooBig).toBe(0);
+  }, 60_000);
+});
+
+describe('IPv6 fragments from a VM (host NAT reassembly)', () => {
+  it('a 3000-byte UDP datagram the VM\'s kernel fragments reaches the internet whole; overlapping fragments (RFC 5722) reach nothing, counted', async () => {
+    const port = await freePort();
+    const py = (code: string): string => `python3 -c ${q(code)}`;
+    const srv = server(S, py(`import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\ns.bind(('::', ${port}))\nprint('listening', flush=True)\n`
+      + `while True:\n    d, a = s.recvfrom(65535)\n    print('got', len(d), d == bytes(range(250)) * 12 if len(d) == 3000 else d[:8].hex(), flush=True)\n`));
+    await listening(srv, 'the UDP server on S');
+    const show = async (): Promise<any> => {
+      const r = (await d.ok(['router', 'show', 'r0'], { json: true })).json as any;
+      return (Array.isArray(r) ? r[0] : r).hostNat;
+    };
+    const before = (await show()).reassembly6;
+    await nsExec(vm.ns, py(`import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\ns.sendto(bytes(range(250)) * 12, ('${S_IP}', ${port}))\n`));
+    await waitFor('S got the whole datagram', async () => srv.out.includes('got 3000 True'), { timeoutMs: 10_000 });
+    const mid = await show();
+    expect(mid.reassembly6.reassembled - before.reassembled).toBe(1);
+    expect(mid.reassembly6.fragments - before.fragments).toBeGreaterThanOrEqual(3);
+    // Overlapping fragments: the second rewrites bytes 8.. of the first (the UDP payload's start).
+    const neigh = JSON.parse(await nsExec(vm.ns, `ip -6 -j neigh show dev ${q(TAP)}`)) as { dst: string; lladdr?: string; router?: unknown }[];
+    const gwMac = neigh.find((x) => x.router !== undefined && x.lladdr !== undefined)?.lladdr;
+    expect(gwMac, JSON.stringify(neigh)).toBeDefined();
+    const script = join(dir, 'overlap.py');
+    writeFileSync(script, ['from scapy.all import *', 'conf.verb = 0',
+      `u = bytes(UDP(sport=40000, dport=${port})/Raw(b'A' * 2000))`,
+      `ip = Ether(src='${vm.mac}', dst='${gwMac}')/IPv6(src='${vmIp}', dst='${S_IP}')`,
+      'f1 = ip/IPv6ExtHdrFragment(nh=17, offset=0, m=1, id=0x5722)/Raw(u[:1232])',
+      'f2 = ip/IPv6ExtHdrFragment(nh=17, offset=1, m=0, id=0x5722)/Raw(b"B" * 1232)',
+      `sendp([f1, f2], iface='${TAP}')`].join('\n'));
+    await nsExec(vm.ns, `${PYTHON} ${q(script)}`, { timeoutMs: 30_000 });
+    await waitFor('the overlap counted', async () => (await show()).reassembly6.overlap - before.overlap >= 1, { timeoutMs: 5000 });
+    const after = await show();
+    expect(after.reassembly6.reassembled).toBe(mid.reassembly6.reassembled);
+    expect(srv.out.match(/^got /gm)?.length ?? 0, srv.out).toBe(1);
+    expect(after.reassembly6.bytes).toBe(0);
+    const r = (await d.ok(['router', 'show', 'r0'], { json: true })).json as any;
+    expect((Array.isArray(r) ? r[0] : r).uplink.reassembly6).toEqual({ maxDatagrams: 64, maxBytes: 1 << 20, timeoutMs: 60_000 });
+  }, 60_000);
+});
+
+describe('uplink.rcvbuf (host NAT TCP sockets)', () => {
+  it('router show prints it, and the host socket of a VM\'s IPv6 connection has that receive buffer', async () => {
+    const r = (await d.ok(['router', 'show', 'r0'], { json: true })).json as any;
+    expect((Array.isArray(r) ? r[0] : r).uplink.rcvbuf).toBe(RCVBUF);
+    expect((await d.ok(['router', 'show', 'r0'])).stdout).toContain(`TCP rcvbuf ${RCVBUF}`);
+    const port = await freePort();
+    server(S, `socat TCP6-LISTEN:${port},reuseaddr,fork SYSTEM:'echo held; sleep 30'`);
+    await waitFor('S listening', async () => (await nsExec(S, `ss -Hltn 'sport = :${port}'`)).trim() !== '', { timeoutMs: 10_000 });
+    const client = server(vm.ns, `socat -u TCP6:[${S_IP}]:${port} -`);
+    await waitFor('the VM\'s connection', async () => client.out.includes('held'), { timeoutMs: 10_000 });
+    const ss = await nsExec(H, `ss -Htm 'dport = :${port}'`);
+    expect(ss, 'the daemon\'s socket to S').toContain(`rb${2 * RCVBUF},`);
+    const host = ((Array.isArray(r) ? r[0] : r).hostNat);
+    expect(host.tcp.rcvbufFailed).toBe(0);
+    await client.stop();
   }, 60_000);
 });

@@ -11,7 +11,8 @@
  *   entry for b keeps b's MAC, c's capture has no NA from a ('nd_spoof'); echo
  *   requests from b's address sent by a reach nobody ('ipv6_source_guard');
  * - DAD between VMs works: c configuring b's address sees it dadfailed (b's
- *   defence reached c), and b keeps its address and reaches the gateway;
+ *   defence reached c), and b keeps its address and reaches the gateway; the
+ *   same for b's link-local address (c then still reaches b at it);
  * - c's DAD probe for the gateway's address is answered by the gateway, and a
  *   cannot send from the gateway's address (reserved for the router's port);
  * - `show --json` shows the guards and the addresses each port owns, and the
@@ -137,6 +138,15 @@ describe('IPv6 guards: rogue RA, rogue DHCPv6, spoofed NA and source, DAD betwee
     expect((await addrs6(vm.b)).some((x) => x.local === addr.b && !x.tentative && !x.dadfailed)).toBe(true);
     expect(await ping6(vm.b, GW10)).toBe(true);
     await nsExec(vm.c.ns, `ip -6 addr del ${addr.b}/64 dev ${vm.c.ifname}`);
+  });
+
+  it('link-local DAD between VMs: c configuring b\'s link-local address sees it fail; b keeps it', async () => {
+    // The DAD probe (from ::, to b's solicited-node group) and b's defending NA (from that very link-local) pass the switch.
+    await nsExec(vm.c.ns, `ip -6 addr add ${ll(vm.b)}/64 dev ${vm.c.ifname}`);
+    await waitFor('c sees b\'s link-local address dadfailed', async () => (await addrs6(vm.c, true)).some((x) => x.local === ll(vm.b) && x.dadfailed === true), { timeoutMs: 10_000 });
+    expect((await addrs6(vm.b, true)).some((x) => x.local === ll(vm.b) && !x.tentative && !x.dadfailed)).toBe(true);
+    await nsExec(vm.c.ns, `ip -6 addr del ${ll(vm.b)}/64 dev ${vm.c.ifname}`);
+    expect(await ping6(vm.c, `${ll(vm.b)}%${vm.c.ifname}`)).toBe(true);
   });
 
   it('the gateway defends its address against a VM\'s DAD, and no VM can send from it', async () => {

@@ -10,6 +10,7 @@
 # pasta -6 (the namespace at fd77:9::2), the same iperf3 runs.
 # Usage: bash bench/scale/nat.sh [ROUNDS] [SECONDS]   (root; needs iperf3, jq, pasta)
 #        FAMILIES="4 6" (default) runs both tables; FAMILIES=6 only the IPv6 one, FAMILIES=4 only the IPv4 one.
+#        RCVBUF=auto|BYTES: the host uplink's `rcvbuf` (default auto: the kernel's autotuning alone).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -114,7 +115,7 @@ bridges:
       $TAP: { type: tap, vlan: { mode: access, vid: 10 } }
 routers:
   r0:
-    uplink: { kind: host, dns: [10.77.9.1] }
+    uplink: { kind: host, dns: [10.77.9.1]${RCVBUF:+, rcvbuf: $RCVBUF} }
     networks:
       net10: { bridge: br0, vlan: 10, address: 10.64.10.1/24${f:+, ipv6: { address: 'fd64:10::1/64' \}} }
 YAML

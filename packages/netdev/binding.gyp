@@ -15,7 +15,8 @@
         "native/flowcache.c",
         "native/vxlan_tx.c",
         "native/tap_gro.c",
-        "native/vxlan_gso.c"
+        "native/vxlan_gso.c",
+        "native/tcpopt.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]

@@ -710,7 +710,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
   completes(router.command('show').argument('[router]').addOption(json()).description('networks, uplink, limits and counters of the routers'), 'routers')
     .action(async (name: string | undefined) => {
       print(await call('router.show', { router: name }), asJson(), (rs) => rs.map((r: any) =>
-        `router ${r.name}: uplink ${r.uplink?.kind === 'host' ? `host (the host's own address; DNS via ${r.uplink.resolver || 'no resolver'}; ICMP ${r.uplink.icmp})`
+        `router ${r.name}: uplink ${r.uplink?.kind === 'host' ? `host (the host's own address; DNS via ${r.uplink.resolver || 'no resolver'}; ICMP ${r.uplink.icmp}${r.uplink.rcvbuf !== undefined && r.uplink.rcvbuf !== 'auto' ? `; TCP rcvbuf ${r.uplink.rcvbuf}` : ''})`
           : r.uplink ? `${r.uplink.interface} ${r.uplink.address} (${r.uplink.mac}) gateway ${r.uplink.gateway || '-'} ${r.uplink.state}` : 'none'}\n` +
         (r.forwards && r.forwards !== 'ok' ? `forwards: ${r.forwards}\n` : '') +
         table(['network', 'vlan', 'address', 'dhcp', 'state'], r.networks.map((n: any) => [n.name, n.vlan, n.address, n.dhcp ? dhcpCell(n.dhcpPolicy) : 'no', n.state ?? 'ok'])) +

@@ -192,6 +192,17 @@ describe('config: host uplink (NAT through the host\'s own address)', () => {
     expect(errorOf(`${head}    uplink: { kind: cloud }\n${NET}`)).toMatch(/routers\.r0\.uplink\.kind \(line 5\): must be interface or host/);
     expect(errorOf(`${head}    uplink: { kind: host, dns: [resolver] }\n${NET}`)).toMatch(/routers\.r0\.uplink\.dns\.0 \(line 5\): must be an IPv4 address/);
   });
+
+  it('rcvbuf: auto or bytes (65536 to 1 GiB), host uplinks only', () => {
+    expect(parseConfig(`${head}    uplink: { kind: host, rcvbuf: 2097152 }\n${NET}`, F).routers.r0.uplink?.rcvbuf).toBe(2097152);
+    expect(parseConfig(`${head}    uplink: { kind: host, rcvbuf: auto }\n${NET}`, F).routers.r0.uplink?.rcvbuf).toBe('auto');
+    expect(parseConfig(`${head}    uplink: { kind: host }\n${NET}`, F).routers.r0.uplink?.rcvbuf).toBeUndefined();
+    for (const bad of ['1000', '2000000000', 'big', '65536.5']) {
+      expect(errorOf(`${head}    uplink: { kind: host, rcvbuf: ${bad} }\n${NET}`), bad).toMatch(/routers\.r0\.uplink\.rcvbuf \(line 5\): must be auto or bytes/);
+    }
+    expect(errorOf(`${head}    uplink: { interface: eth1, address: 198.51.100.2/24, rcvbuf: 2097152 }\n${NET}`))
+      .toMatch(/routers\.r0\.uplink\.rcvbuf \(line 5\): is for kind: host/);
+  });
 });
 
 // Issue 12 validation gaps: on main these files were accepted (two DHCP servers on one VLAN,

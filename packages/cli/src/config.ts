@@ -14,6 +14,8 @@ import { EvpnSchema } from './evpn-config.js';
 import { checkDhcp6 } from './daemon/dhcp6.js';
 import { forward6Problem } from './daemon/forward6.js';
 
+const RCVBUF_MSG = 'must be auto or bytes (65536 to 1073741824)';
+
 const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
 const Vid = z.number({ error: 'must be a VLAN ID (1-4094)' }).int('must be an integer VLAN ID').min(1, vidRange).max(4094, vidRange);
 const IfName = z.string().superRefine((s, ctx) => {
@@ -320,6 +322,13 @@ const RouterSchema = z.strictObject({
     /** kind host: ICMP echo through a raw socket (needs CAP_NET_RAW). */
     icmp: z.boolean().optional(),
     /**
+     * kind host: SO_RCVBUF of the host's TCP sockets: "auto" (default) the
+     * kernel's autotuning alone, or bytes (autotuning off; a path's rate is
+     * then at most about bytes / RTT: for local and LAN flows).
+     */
+    rcvbuf: z.union([z.literal('auto'), z.number()], { error: RCVBUF_MSG })
+      .refine((v) => v === 'auto' || (Number.isInteger(v) && v >= 65536 && v <= 1 << 30), RCVBUF_MSG).optional(),
+    /**
      * kind host: the host address port forwards listen on (default 0.0.0.0: all
      * IPv4); an IPv6 address too, "::" for every address of both families.
      */
@@ -549,7 +558,7 @@ export const ConfigSchema = z.strictObject({
     } else if (r.uplink !== undefined) {
       if (r.uplink.interface === undefined) issue([...up, 'interface'], 'is required (or kind: host for NAT through the host\'s own address)');
       if (r.uplink.address === undefined) issue([...up, 'address'], 'is required: an address with a prefix length, or "dhcp"');
-      for (const k of ['dns', 'resolvConf', 'icmp', 'listen'] as const) {
+      for (const k of ['dns', 'resolvConf', 'icmp', 'listen', 'rcvbuf'] as const) {
         if (r.uplink[k] !== undefined) issue([...up, k], 'is for kind: host');
       }
     }

@@ -12,6 +12,7 @@ export * from './napt/table.js';
 export * from './napt/forwards.js';
 export * from './host/types.js';
 export * from './host/nat.js';
+export { RCVBUF_AUTO, parseRcvbuf, describeRcvbuf } from './host/socket-rcvbuf.js';
 export * from './limits.js';
 export * from './dns/wire.js';
 export * from './dns/gateway.js';

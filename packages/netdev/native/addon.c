@@ -731,6 +731,22 @@ static napi_value js_set_persist(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * socketRcvbuf(fd, bytes): SO_RCVBUF of a socket Node opened (tcpopt.c); bytes -1
+ * only reads it. Returns 0 (set) or the size (read), or -errno: never throws for
+ * the socket's sake.
+ */
+static napi_value js_socket_rcvbuf(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], v;
+  int64_t fd, bytes;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || !arg_int(env, argv[0], "fd", 0, 2147483647.0, &fd) ||
+      !arg_int(env, argv[1], "bytes", -1, 1073741824.0, &bytes)) return NULL;
+  CHECK(napi_create_int32(env, nd_sock_rcvbuf((int)fd, (int)bytes), &v));
+  return v;
+}
+
+/*
  * setQuantum(handle, bytes): the handle's share of each read-loop round (fair.c);
  * 0 turns the limit off. Takes effect at the handle's next service.
  */
@@ -1868,6 +1884,7 @@ NAPI_MODULE_INIT() {
     FN("flowCacheFold", js_fc_fold),
     FN("flowCacheFlush", js_fc_flush),
     FN("flowCacheStats", js_fc_stats),
+    FN("socketRcvbuf", js_socket_rcvbuf),
 #undef FN
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

@@ -11,6 +11,7 @@
  *   vxlan_tx.c a super-frame to a VXLAN tunnel: segmented, encapsulated, one sendmmsg
  *   vxlan_gso.c the segments of a super-frame to a tunnel as UDP GSO datagrams (UDP_SEGMENT)
  *   tap_gro.c  TCP segments from the underlay coalesced into super-frames toward a TAP
+ *   tcpopt.c  SO_RCVBUF of Node's TCP sockets (by fd) for the host NAT
  * Only addon.c talks to N-API; the rest are plain syscalls and byte work, which
  * is what lets gso.c be exercised from a test export without a device.
  */
@@ -274,6 +275,9 @@ void nd_vxq_close_fd(nd_vxtx *t, int fd, nd_stats *s);
 /* Open helpers return an fd, or -errno with *op naming the failed step. */
 int nd_tap_open(const char *name, int flags, long owner, long group, char kname[16], const char **op);
 int nd_tap_set_persist(int fd, bool on);
+
+/* tcpopt.c: SO_RCVBUF of a socket opened elsewhere (Node's): bytes >= 0 sets (0 or -errno), -1 reads (value or -errno) */
+int nd_sock_rcvbuf(int fd, int bytes);
 
 /* notify.c: one datagram `text` to the AF_UNIX socket `path` ("/..." or "@abstract"), as sd_notify(3). 0 or -errno. */
 int nd_notify(const char *path, const char *text, size_t len);

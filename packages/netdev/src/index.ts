@@ -201,6 +201,7 @@ interface Native {
   monotonicMs(): number;
   openTap(name: string, flags: number, owner: number, group: number): [number, number, string];
   setPersist(handle: number, on: boolean): void;
+  socketRcvbuf(fd: number, bytes: number): number;
   notify(path: string, text: string): void;
   openPacket(ifname: string, flags?: number): [number, number, number];
   openUdp(localIp: number, port: number, ifname: string): [number, number, number];
@@ -365,6 +366,12 @@ export function openRawIp6(local: Uint8Array, ifname = ''): { handle: number; fd
 /** One UDP datagram gathered from a, b and c (its UDP header first) to the IPv6 address dst[doff, doff+16); bytes or -errno (EMSGSIZE: over the path MTU, never fragmented). */
 export const sendIp6x3: Native['sendIp6x3'] = native.sendIp6x3;
 export const setPersist: Native['setPersist'] = native.setPersist;
+/**
+ * SO_RCVBUF of a socket opened elsewhere (a net.Socket's fd; the kernel doubles
+ * what is set, and turns the socket's receive autotuning off); bytes -1 reads it.
+ * 0 (set) or the size (read), or -errno.
+ */
+export const socketRcvbuf: Native['socketRcvbuf'] = native.socketRcvbuf;
 /**
  * sd_notify(3) without libsystemd: sends `text` ("READY=1", "STATUS=...", lines
  * joined by \n) as one datagram to the AF_UNIX socket `path`, as $NOTIFY_SOCKET

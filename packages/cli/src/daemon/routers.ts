@@ -29,7 +29,7 @@
  */
 import { join } from 'node:path';
 import {
-  GatewayDns,
+  GatewayDns, parseRcvbuf,
   DhcpServer, Forwards, LeaseFileError, LeaseStore, Router, type Dhcp6Server, RouterNetwork, clientLeaseFileName, deserializeForwards, describeForward, ensureStateDir, formatForward,
   forwardInsideHi, parseClientLease, parseForward, readStateFile, removeStaleTemps, serializeClientLease, serializeForwards, writeStateFile,
   type DhcpPorts, type DhcpServerConfig, type Ipv6Options, type Uplink6Options, type PortForward, type RouterEvent, type UplinkDhcpOptions,
@@ -138,6 +138,7 @@ export class ManagedRouter {
         dns: host.dns?.map(parseIp4),
         resolvConf: host.resolvConf,
         icmp: host.icmp,
+        rcvbuf: parseRcvbuf(host.rcvbuf),
         listen: host.listen,
         budget: { maxSessions: rc.nat.maxSessions, maxPerHost: rc.nat.maxSessionsPerHost, maxPerPort: rc.nat.maxSessionsPerPort ?? rc.nat.maxSessionsPerHost },
         udpIdleTimeoutMs: rc.nat.udpTimeout * 1000,

@@ -9,7 +9,7 @@ import { LeaseStore } from '../dhcp/leases.js';
 import { Dhcp6ConfigError, dhcp6Codec, type Dhcp6Context, type Dhcp6Reply, type Dhcp6Server } from './server.js';
 import { duidLlt, msg, newServer, readReply, type Msg } from '../testing/dhcp6.js';
 import {
-  DHCP6_OK, Dhcp6Error, Dhcp6Msg, Dhcp6Opt, Dhcp6Status, duidLl, duidMac, fqdnHost, iaNaAddress, newDhcp6View, parseDhcp6,
+  DHCP6_OK, Dhcp6Error, Dhcp6Msg, Dhcp6Opt, Dhcp6Status, FQDN_FLAG, duidLl, duidMac, fqdnHost, iaNaAddress, newDhcp6View, parseDhcp6,
 } from './wire.js';
 
 const T0 = Date.UTC(2026, 0, 1);
@@ -137,6 +137,38 @@ describe('DHCPv6 server', () => {
     // Another client without a name: no hostname.
     lease(s, duidLlt(MAC2), ctx({ srcMac: MAC2, port: 'vm2' }));
     expect(s.leases(T0).filter((l) => l.mac === MAC2).map((l) => l.hostname)).toEqual([undefined]);
+  });
+
+  it('sends the Client FQDN option back with the flags it applied and the name it uses (RFC 4704 6)', () => {
+    const wire = (flags: number, ...labels: string[]): number[] => [flags, ...labels.flatMap((l) => [l.length, ...Buffer.from(l)])];
+    const S = FQDN_FLAG.S;
+    const O = FQDN_FLAG.O;
+    const N = FQDN_FLAG.N;
+    const s = newServer({ domains: ['lab.example', 'other.example'] });
+    const duid = duidLlt(MAC1);
+    // The client asks the server to do the forward update (S): done, no override; the full name.
+    const adv = run(s, { type: Dhcp6Msg.SOLICIT, duid, fqdn: 'web1.lab.', fqdnFlags: S }).reply!;
+    expect([...adv.opts.get(Dhcp6Opt.CLIENT_FQDN)!]).toEqual([...wire(S, 'web1', 'lab', 'example'), 0]);
+    const rep = run(s, { type: Dhcp6Msg.REQUEST, duid, server: s.duid, addr: a6(adv.addr!), fqdn: 'Web1', fqdnFlags: S }).reply!;
+    expect(rep.type).toBe(Dhcp6Msg.REPLY);
+    expect([...rep.opts.get(Dhcp6Opt.CLIENT_FQDN)!]).toEqual([...wire(S, 'web1', 'lab', 'example'), 0]);
+    // S clear, or N (no updates) asked: the gateway's DNS serves the name anyway, so S and O (overridden).
+    for (const f of [0, N]) {
+      const r = run(s, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC2), fqdn: 'db', fqdnFlags: f, rapid: true }, ctx({ srcMac: MAC2, port: 'vm2' })).reply!;
+      expect(r.opts.get(Dhcp6Opt.CLIENT_FQDN)![0], `client flags ${f}`).toBe(S | O);
+    }
+    // Without domains: the label alone, a partial name (no root label).
+    const bare = newServer({ domains: [] });
+    const r = run(bare, { type: Dhcp6Msg.SOLICIT, duid, fqdn: 'web1', fqdnFlags: S }).reply!;
+    expect([...r.opts.get(Dhcp6Opt.CLIENT_FQDN)!]).toEqual(wire(S, 'web1'));
+    // No option back without a usable name, without the option, or when no address is granted.
+    expect(run(bare, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC2), fqdn: 'we_b' }, ctx({ srcMac: MAC2, port: 'vm2' })).reply!.opts.has(Dhcp6Opt.CLIENT_FQDN)).toBe(false);
+    expect(run(bare, { type: Dhcp6Msg.SOLICIT, duid: duidLlt(MAC2) }, ctx({ srcMac: MAC2, port: 'vm2' })).reply!.opts.has(Dhcp6Opt.CLIENT_FQDN)).toBe(false);
+    const full = newServer({ pool: { start: parseIp6('fd00:10::100')!, end: parseIp6('fd00:10::100')! } });
+    lease(full, duidLlt(MAC2), ctx({ srcMac: MAC2, port: 'vm2' }));
+    const none = run(full, { type: Dhcp6Msg.SOLICIT, duid, fqdn: 'web1', fqdnFlags: S }).reply!;
+    expect(none.addr).toBeUndefined();
+    expect(none.opts.has(Dhcp6Opt.CLIENT_FQDN)).toBe(false);
   });
 
   it('Solicit/Advertise/Request/Reply: an address from the pool, lifetimes, DNS and domain', () => {

@@ -21,8 +21,11 @@
  * Names: a client's Client FQDN option (39, RFC 4704) names its lease: its first
  * label, when a plain host name, is kept with the lease (and in the lease file)
  * for the gateway's DNS (dns/gateway.ts: AAAA for the name). The server does no
- * DNS update on the client's behalf elsewhere and sends no FQDN option back
- * (RFC 4704 6's SHOULD: clients here do not need it).
+ * DNS update on the client's behalf elsewhere. A Reply or Advertise granting an
+ * address to a client that sent a usable name carries the option back (RFC 4704
+ * 6): flags S (the gateway serves the name), O when the client had asked
+ * otherwise, and the name: the label and the first of `domains`, or the label
+ * alone (a partial name) without domains (wire.ts fqdnReply).
  *
  * Client identity: (DUID, IAID): the lease key is `id:<IAID hex><DUID hex>`
  * (LeaseStore's clientId). A client's MAC is the link-layer address in its
@@ -77,7 +80,7 @@ import { dnsNames, formatIp6, formatMac, ip6InPrefix, parseIp6 } from '@vswitch/
 import { LeaseStore, clientKey, type Lease, type LeaseCodec } from '../dhcp/leases.js';
 import {
   DHCP6_OK, Dhcp6Msg, addrLow, setAddrLow, Dhcp6Opt, Dhcp6Status, Dhcp6Writer, duidLl, duidMac, iaNaAddress, iaNaIaid, newDhcp6View,
-  IA_NAS_MAX, fqdnHost, parseDhcp6, type Dhcp6View,
+  IA_NAS_MAX, firstName, fqdnHost, fqdnReply, parseDhcp6, type Dhcp6View,
 } from './wire.js';
 
 export const DHCP6_DEFAULTS = {
@@ -571,6 +574,10 @@ export class Dhcp6Server {
     if (type === Dhcp6Msg.ADVERTISE) ok = ok && w.u8(Dhcp6Opt.PREFERENCE, 255);
     if (this.#dns !== undefined) ok = ok && w.bytes(Dhcp6Opt.DNS_SERVERS, this.#dns);
     if (this.#domains !== undefined) ok = ok && w.bytes(Dhcp6Opt.DOMAIN_LIST, this.#domains);
+    if (m.fqdn >= 0 && ias.some((ia) => ia.ip !== undefined)) {
+      const host = fqdnHost(buf, m.fqdn, m.fqdnLen);
+      if (host !== undefined) ok = ok && w.bytes(Dhcp6Opt.CLIENT_FQDN, fqdnReply(buf[m.fqdn], host, firstName(this.#domains)));
+    }
     if (!ok) return this.#drop('no_room');
     // Counted as sent; a Reply held for the lease file is uncounted until it goes (#durable, #settled).
     if (type === Dhcp6Msg.ADVERTISE) this.counters.messages.advertise++;

@@ -226,6 +226,35 @@ export function fqdnHost(buf: Uint8Array, d: number, len: number): string | unde
   return s;
 }
 
+/** The Client FQDN option's flags (RFC 4704 4.1). */
+export const FQDN_FLAG = { S: 1, O: 2, N: 4 } as const;
+
+/**
+ * The data of the Client FQDN option a server sends back (RFC 4704 6): the flags
+ * it applied, then the name it uses for the client: `host` followed by `domain`
+ * (one name in DNS wire format, root label included) when there is one, else
+ * `host` alone as a partial name (no root label). The gateway's DNS always serves
+ * the forward (AAAA) name of a named lease, so S is set, and O too when the
+ * client asked the server not to (S clear, or N set: RFC 4704 4.1).
+ */
+export function fqdnReply(clientFlags: number, host: string, domain: Uint8Array | undefined): Uint8Array {
+  const n = host.length;
+  const out = new Uint8Array(2 + n + (domain?.length ?? 0));
+  out[0] = FQDN_FLAG.S | ((clientFlags & FQDN_FLAG.S) === 0 || (clientFlags & FQDN_FLAG.N) !== 0 ? FQDN_FLAG.O : 0);
+  out[1] = n;
+  for (let i = 0; i < n; i++) out[2 + i] = host.charCodeAt(i);
+  if (domain !== undefined) out.set(domain, 2 + n);
+  return out;
+}
+
+/** The first name of a DNS wire-format name list (RFC 1035 3.1, root label included), or undefined. */
+export function firstName(list: Uint8Array | undefined): Uint8Array | undefined {
+  if (list === undefined) return undefined;
+  let p = 0;
+  while (p < list.length && list[p] !== 0) p += 1 + list[p];
+  return p < list.length ? list.subarray(0, p + 1) : undefined;
+}
+
 /** Does the ORO at buf[oro, oro+len) ask for option `code`? */
 export function oroHas(buf: Uint8Array, oro: number, len: number, code: number): boolean {
   for (let p = oro; p + 2 <= oro + len; p += 2) if (read16(buf, p) === code) return true;

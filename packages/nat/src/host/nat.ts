@@ -28,7 +28,9 @@
  * holds the address), and packets back go to it (`toVm6`): the host NAT answers
  * flows, so the VM has always spoken first. Martians: multicast, unspecified,
  * loopback, link-local and IPv4-mapped destinations (::ffff:0:0/96 would reach
- * the host's IPv4 loopback through a dual-stack socket). Supported: TCP (every
+ * the host's IPv4 loopback through a dual-stack socket). Fragments a VM sends
+ * are put together first (reassembly6.ts: bounded, overlaps drop the datagram),
+ * since the host NAT is the flow's endpoint; routed paths forward them untouched. Supported: TCP (every
  * guarantee of IPv4's: tcp.ts), UDP (udp.ts) and ICMPv6 echo (icmp.ts). DNS to
  * the gateway's IPv6 addresses (UDP and TCP port 53, network.ts) goes to the
  * same forwarder: an IPv6 VM's UDP mapping socket is dual-stack, so it reaches an
@@ -53,6 +55,8 @@ import {
 import { Addrs, ICMPV6, IP6_BASE } from './family.js';
 import { HostBudget, type HostBudgetOptions, type HostSession, type ToVm } from './types.js';
 import { HostTcp } from './tcp.js';
+import { describeRcvbuf } from './socket-rcvbuf.js';
+import { Reassembly6 } from './reassembly6.js';
 import { HostUdp } from './udp.js';
 import { HostIcmp } from './icmp.js';
 import { Resolvers } from './dns.js';
@@ -73,6 +77,8 @@ export interface HostNatOptions {
   mtu: number;
   /** ICMP echo through a raw socket (default true). */
   icmp?: boolean;
+  /** SO_RCVBUF of host TCP sockets (socket-rcvbuf.ts: RCVBUF_AUTO, the default, or bytes). */
+  rcvbuf?: number;
   /** Is this one of the router's gateway addresses? */
   isGateway: (ip: number) => boolean;
   /** The gateway address of the network that holds `vmIp` (source of port forwards from host-local clients). */
@@ -138,6 +144,8 @@ export class HostNat {
   };
   /** The addresses of both families as the engines' numbers (family.ts). */
   readonly addrs: Addrs;
+  /** IPv6 fragments from the VMs put together (the host NAT is the flows' endpoint). */
+  readonly reassembly6 = new Reassembly6();
   /** The resolvers the gateway forwards DNS to (config list, or resolv.conf, re-read when it changes; failover). */
   readonly resolvers: Resolvers;
   /** Port forwards: the router's rules (napt/forwards.ts: ranges, conflicts, persistence), listened on here. */
@@ -170,6 +178,7 @@ export class HostNat {
     this.tcp = new HostTcp({
       clock: opts.clock, toVm, gso: opts.gso, mss: opts.mtu - 40, budget: this.budget, onEvent, addrs,
       connect: (ip, port, onread) => this.#connect(ip, port, onread),
+      tuning: opts.rcvbuf === undefined ? undefined : { rcvbuf: opts.rcvbuf },
     });
     this.udp = new HostUdp({
       clock: opts.clock, toVm, budget: this.budget, onEvent, idleTimeoutMs: opts.udpIdleTimeoutMs, mtu: opts.mtu, redirects: this.resolvers, addrs,
@@ -192,6 +201,8 @@ export class HostNat {
       icmp: this.opts.icmp === false ? 'off' : this.#icmpUp ? 'on' : 'unavailable',
       icmp6: this.opts.icmp === false ? 'off' : this.icmp.available6 ? 'on' : 'unavailable',
       listen: this.#listen,
+      rcvbuf: describeRcvbuf(this.tcp.tuning.rcvbuf),
+      reassembly6: { ...this.reassembly6.opts },
     };
   }
 
@@ -207,6 +218,7 @@ export class HostNat {
       tcp: { ...this.tcp.counters },
       udp: { ...this.udp.counters },
       icmp: { ...this.icmp.counters },
+      reassembly6: { ...this.reassembly6.counters, pending: this.reassembly6.pending, bytes: this.reassembly6.bytes },
     };
   }
 
@@ -281,6 +293,12 @@ export class HostNat {
       this.counters.otherProto++;
       return;
     }
+    if (Reassembly6.takes(buf, ipOff)) {
+      // A fragment (reassembly6.ts): the flow's ports are in the whole datagram, handled once complete.
+      const n = this.reassembly6.add(buf, ipOff, ipLen, this.opts.clock());
+      if (n > 0) this.#fromVm6(this.reassembly6.out, ETH_HLEN, n, false);
+      return;
+    }
     const t = this.addrs.ip6;
     const src = t.intern(buf, ipOff + IP6.SRC);
     if (src < 0) {
@@ -335,6 +353,7 @@ export class HostNat {
     this.tcp.tick(now);
     this.udp.tick(now);
     this.icmp.tick(now);
+    this.reassembly6.expire(now);
     // IPv6 addresses no session holds any more are freed (family.ts).
     const t = this.addrs.ip6;
     if (t.count > 0) {

@@ -6,6 +6,7 @@ import { parseIp4 } from '@vswitch/switch';
 import { HostBudget } from './types.js';
 import { HostTcp, type HostTcpOptions } from './tcp.js';
 import { onesSum as fastSum } from './tcp-sum.js';
+import { RCVBUF_AUTO, describeRcvbuf, parseRcvbuf, rcvbufOf, setRcvbuf } from './socket-rcvbuf.js';
 
 // ---- A fake VM: builds TCP/IPv4 segments and keeps what the engine sends it ----
 //
@@ -1058,6 +1059,44 @@ describe('HostTcp onread (the host socket reads into frame blocks)', () => {
     expect(vm.readsRefused).toBe(vm.tcp.counters.pauses);
     expect(vm.tcp.counters.retransmits).toBe(0);
     expect(vm.errors).toEqual([]);
+  }, 30_000);
+});
+
+describe('HostTcp rcvbuf (socket-rcvbuf.ts)', () => {
+  /** A download the VM does not acknowledge (the engine pauses its socket, the kernel's queue takes the rest); the socket's SO_RCVBUF then. */
+  async function heldQueue(rcvbuf: number): Promise<{ rb: number; failed: number }> {
+    const srv = await startServer();
+    const hostSocks: net.Socket[] = [];
+    const vm = new FakeVm({
+      gso: true,
+      tuning: { rcvbuf, sndCapMin: 256 << 10, sndCapMax: 256 << 10, rtoInitMs: 5000, rtoMinMs: 5000 },
+      connect: (ip, port, onread) => {
+        const sock = net.connect({ host: '127.0.0.1', port, onread });
+        hostSocks.push(sock);
+        return sock;
+      },
+    });
+    const { vc, sc } = await open(vm, srv);
+    vc.auto = false;
+    sc.sock.write(randomBytes(24 << 20));
+    await until(() => vm.tcp.counters.pauses > 0, 'a pause');
+    const rb = rcvbufOf(hostSocks[0]);
+    return { rb, failed: vm.tcp.counters.rcvbufFailed };
+  }
+
+  it('sets SO_RCVBUF on the connected host socket (the kernel queues at most that for a VM that does not keep up); auto leaves the kernel its own', async () => {
+    expect(parseRcvbuf(undefined)).toBe(RCVBUF_AUTO);
+    expect(parseRcvbuf('auto')).toBe(RCVBUF_AUTO);
+    expect(parseRcvbuf(1 << 20)).toBe(1 << 20);
+    expect(describeRcvbuf(RCVBUF_AUTO)).toBe('auto');
+    const set = await heldQueue(256 << 10);
+    expect(set.failed).toBe(0);
+    expect(set.rb).toBe(512 << 10); // the kernel doubles SO_RCVBUF
+    const auto = await heldQueue(RCVBUF_AUTO);
+    expect(auto.failed).toBe(0);
+    expect(auto.rb).not.toBe(512 << 10); // the kernel's own (autotuned from tcp_rmem)
+    // A socket with no descriptor (never connected, or closed) is an error code, not an exception.
+    expect(setRcvbuf(new net.Socket(), 65536)).toBe(-9);
   }, 30_000);
 });
 

@@ -112,6 +112,7 @@ import { BLOCK_HDR, BlockPool, SendQueue, TCP_IP_HLEN } from './tcp-queue.js';
 import * as conn from './tcp-conn.js';
 import { Conn } from './tcp-conn.js';
 import { Addrs, IP6_BASE, ICMPV6, READ, readIp6, type IpPacket } from './family.js';
+import { RCVBUF_AUTO, setRcvbuf } from './socket-rcvbuf.js';
 
 export interface HostTcpTuning {
   /**
@@ -137,6 +138,8 @@ export interface HostTcpTuning {
   idleSynMs: number;
   /** TIME_WAIT linger once both FINs are acknowledged. */
   lingerMs: number;
+  /** SO_RCVBUF of each host socket (socket-rcvbuf.ts): RCVBUF_AUTO the kernel's autotuning alone, or bytes. */
+  rcvbuf: number;
 }
 
 export const HOST_TCP_TUNING: HostTcpTuning = {
@@ -153,6 +156,7 @@ export const HOST_TCP_TUNING: HostTcpTuning = {
   idleClosingMs: 60_000,
   idleSynMs: 75_000,
   lingerMs: 2_000,
+  rcvbuf: RCVBUF_AUTO,
 };
 
 export interface HostTcpOptions {
@@ -223,6 +227,8 @@ export interface HostTcpCounters {
   icmpSent: number;
   /** Host sockets paused because the VM did not take their data. */
   pauses: number;
+  /** SO_RCVBUF refused on a host socket (tuning.rcvbuf; it keeps the kernel's autotuning). */
+  rcvbufFailed: number;
   /**
    * Data frames whose payload was copied into the engine's frame buffer: those
    * from sockets without onread (port forwards), and the rare one that spans two
@@ -294,7 +300,7 @@ export class HostTcp {
     opened: 0, refused: 0, connectFailed: 0, resets: 0, retransmits: 0, fastRetransmits: 0, timeouts: 0, expired: 0,
     badChecksum: 0, noSession: 0, malformed: 0, fragment: 0, outOfOrder: 0, beyondWindow: 0, active: 0, forwarded: 0, forwardFailed: 0,
     segmentsFromVm: 0, framesToVm: 0, bytesToHost: 0, bytesToVm: 0, windowProbes: 0, rstSent: 0, icmpSent: 0, pauses: 0,
-    framesCopied: 0, blocks: 0,
+    rcvbufFailed: 0, framesCopied: 0, blocks: 0,
   };
   readonly tuning: HostTcpTuning;
 
@@ -903,12 +909,19 @@ export class HostTcp {
 
   #onConnect(c: Conn): void {
     if (c.phase !== CONNECTING) return;
+    this.#setRcvbuf(c);
     c.outside = `${c.sock.localAddress ?? ''}:${c.sock.localPort ?? ''}`;
     c.phase = SYN_RCVD;
     c.sndNxt = (c.iss + 1) >>> 0;
     c.sndMax = c.sndNxt;
     this.#sendSyn(c);
     this.#arm(c, T_RTO, this.#clock() + c.rto);
+  }
+
+  /** tuning.rcvbuf on c's connected socket (socket-rcvbuf.ts). */
+  #setRcvbuf(c: Conn): void {
+    const b = this.tuning.rcvbuf;
+    if (b !== RCVBUF_AUTO && setRcvbuf(c.sock, b) < 0) this.counters.rcvbufFailed++;
   }
 
   /** A read into c's blocks (onread); false pauses the socket. */
@@ -1458,6 +1471,7 @@ export class HostTcp {
     c.outside = `${sock.localAddress ?? ''}:${sock.localPort ?? ''}`;
     c.sndNxt = (c.iss + 1) >>> 0;
     c.sndMax = c.sndNxt;
+    this.#setRcvbuf(c);
     this.#insert(c);
     this.#attach(c);
     this.#sendSyn(c);

@@ -43,9 +43,9 @@
  * writable, and the router reuses its own). A packet larger than the VM's MTU
  * (`mtu`, the network's; default: no limit) is sent as IPv4 fragments in place (fragment.ts),
  * since the host reassembled what the remote fragmented, and a DNS answer over
- * 1472 bytes must still reach a VM on a 1500-byte network. Datagrams from a VM
- * that are fragments are dropped (`fragment`): there is no reassembly, as in the
- * NAPT. Nothing from a VM is trusted: IPv4 header, UDP length against the IP
+ * 1472 bytes must still reach a VM on a 1500-byte network. IPv4 datagrams from
+ * a VM that are fragments are dropped (`fragment`): there is no reassembly, as in
+ * the NAPT; IPv6 ones reach this module whole (nat.ts, reassembly6.ts). Nothing from a VM is trusted: IPv4 header, UDP length against the IP
  * length, the checksum (0 = none is valid; a checksum-partial packet from an
  * offloading VM is passed `partial` and not verified) are checked, and a bad one
  * is counted and dropped.

@@ -44,6 +44,8 @@ export interface Msg {
   noIa?: boolean;
   /** Client FQDN (39): flags 0 and this name in DNS wire format (a trailing dot: fully qualified). */
   fqdn?: string;
+  /** The Client FQDN option's flags byte (default 0). */
+  fqdnFlags?: number;
   /** Several IA_NAs (instead of the one of `iaid`/`addr`). */
   ias?: { iaid: number; addr?: Uint8Array }[];
 }
@@ -66,7 +68,7 @@ export function msg(m: Msg): Uint8Array {
   if (m.rapid) w.empty(Dhcp6Opt.RAPID_COMMIT);
   if (m.fqdn !== undefined) {
     const labels = m.fqdn.split('.');
-    const bytes = [0];
+    const bytes = [m.fqdnFlags ?? 0];
     labels.forEach((l, i) => { if (l !== '' || i < labels.length - 1) bytes.push(l.length, ...Buffer.from(l)); });
     if (m.fqdn.endsWith('.')) bytes.push(0);
     w.bytes(Dhcp6Opt.CLIENT_FQDN, Uint8Array.from(bytes));
