@@ -30,7 +30,7 @@
  * and Payload Length set) for the host NAT to handle as if it had arrived whole.
  * `out` is reused by the next datagram: its reader consumes it synchronously.
  */
-import { ETH_HLEN, IP6, IP6_HLEN, read16, read32, write16 } from '@vswitch/switch';
+import { ETH_HLEN, frag6Id, frag6More, frag6Offset, IP6, IP6_HLEN, read16, write16 } from '@vswitch/switch';
 
 /** IPv6 Next Header of a Fragment header. */
 export const NH_FRAGMENT = 44;
@@ -115,10 +115,9 @@ export class Reassembly6 {
       c.malformed++;
       return 0;
     }
-    const offM = read16(buf, fh + 2);
-    const off = offM & 0xfff8;
-    const more = (offM & 1) === 1;
-    const id = read32(buf, fh + 4);
+    const off = frag6Offset(buf, fh);
+    const more = frag6More(buf, fh);
+    const id = frag6Id(buf, fh);
     const len = ipLen - IP6_HLEN - 8;
     if ((more && (len & 7) !== 0) || (len === 0 && more)) {
       c.malformed++;

@@ -265,3 +265,16 @@ describe('Neighbor Discovery', () => {
     expect(ndDnsslNames(b, 0)).toBeUndefined();
   });
 });
+
+describe('Fragment header (RFC 8200 4.5)', () => {
+  it('reads back what writeFrag6 wrote: offset in bytes, M flag, Identification', async () => {
+    const { frag6Id, frag6More, frag6Offset, writeFrag6, FRAG6_HLEN } = await import('./ipv6.js');
+    const b = new Uint8Array(2 + FRAG6_HLEN);
+    writeFrag6(b, 2, 17, 0xfff8, true, 0xdeadbeef);
+    expect([frag6Offset(b, 2), frag6More(b, 2), frag6Id(b, 2), b[2]]).toEqual([0xfff8, true, 0xdeadbeef, 17]);
+    writeFrag6(b, 2, 6, 1448, false, 1);
+    expect([frag6Offset(b, 2), frag6More(b, 2), frag6Id(b, 2)]).toEqual([1448, false, 1]);
+    b[5] |= 6; // the two reserved bits beside M are not part of the offset
+    expect([frag6Offset(b, 2), frag6More(b, 2)]).toEqual([1448, false]);
+  });
+});

@@ -94,6 +94,11 @@ export function writeFrag6(buf: Uint8Array, o: number, next: number, offset: num
   write32(buf, o + 4, id);
 }
 
+/** The Fragment header at o: the fragment's offset in bytes (a multiple of 8), its M flag, its Identification. */
+export const frag6Offset = (buf: Uint8Array, o: number): number => read16(buf, o + 2) & 0xfff8;
+export const frag6More = (buf: Uint8Array, o: number): boolean => (buf[o + 3] & 1) === 1;
+export const frag6Id = (buf: Uint8Array, o: number): number => read32(buf, o + 4);
+
 export const ip6IsMulticast = (buf: Uint8Array, a: number): boolean => buf[a] === 0xff;
 /** fe80::/10. */
 export const ip6IsLinkLocal = (buf: Uint8Array, a: number): boolean => buf[a] === 0xfe && (buf[a + 1] & 0xc0) === 0x80;
