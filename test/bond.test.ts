@@ -25,6 +25,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon } from './helpers/daemon.js';
+import { metric, scrape } from './helpers/direct.js';
 import { PREFIX, addNamespace, addVeth, cleanup, freePort, ifname, nsExec, nsExecR, nsname, sh, sleep, spawnTracked, tempDir, toolFile, waitFor } from './helpers/run.js';
 import { type Vm, continuousPing, makeVm, pingUntil, plumb, tcpdump, waitLink } from './helpers/vm.js';
 import { PYTHON } from './helpers/scapy.js';
@@ -60,16 +61,7 @@ async function bondShow(): Promise<any> {
   const r = await d.ok(['bond', 'show', BOND], { json: true });
   return r.json[0];
 }
-async function metrics(): Promise<string> {
-  return sh(`curl -sf --max-time 5 http://127.0.0.1:${metricsPort}/metrics`);
-}
-function metric(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{')) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.split(' ').at(-1));
-  }
-  return undefined;
-}
+const metrics = (): Promise<string> => scrape(metricsPort);
 
 /** Pings at 10/s from the VM while `cut` runs and for `afterMs`; returns [sent, lost]. */
 async function pingThrough(cut: () => Promise<void>, afterMs: number): Promise<{ last: number; lost: number; out: string }> {

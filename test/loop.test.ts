@@ -14,9 +14,9 @@
  *   counted (`bpdu_invalid`) and shuts nothing. Runtime control: bridge.loop,
  *   port.traffic bpduGuard, port.recover.
  */
-import { createConnection } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, dropCount, findPort, startDaemon } from './helpers/daemon.js';
+import { control as controlRequest, metric, scrape } from './helpers/direct.js';
 import { PREFIX, addNamespace, cleanup, freePort, ifname, nsExec, nsname, sh, sleep, toolFile, waitFor } from './helpers/run.js';
 import { type Vm, continuousPing, makeVm, ping, pingUntil, quietNamespace } from './helpers/vm.js';
 import { PYTHON } from './helpers/scapy.js';
@@ -34,34 +34,9 @@ const vms: Record<string, Vm> = {};
 const loopNs = nsname('loop');
 
 /** One control-socket request (the CLI verbs, port set / bridge set / port recover: traffic-set.test.ts). */
-function control(cmd: string, args: Record<string, unknown>): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const s = createConnection(d.socket);
-    let buf = '';
-    s.on('data', (c) => {
-      buf += c.toString();
-      const i = buf.indexOf('\n');
-      if (i >= 0) {
-        s.end();
-        resolve(JSON.parse(buf.slice(0, i)));
-      }
-    });
-    s.on('error', reject);
-    s.write(JSON.stringify({ id: 1, cmd, args }) + '\n');
-  });
-}
+const control = (cmd: string, args: Record<string, unknown>): Promise<any> => controlRequest(d.socket, cmd, args);
 
-async function metrics(): Promise<string> {
-  return sh(`curl -sf --max-time 5 http://127.0.0.1:${metricsPort}/metrics`);
-}
-
-function metric(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{')) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.split(' ').at(-1));
-  }
-  return undefined;
-}
+const metrics = (): Promise<string> => scrape(metricsPort);
 
 async function port(name: string): Promise<any> {
   return findPort(await d.showJson(), name);

@@ -10,9 +10,9 @@
  *   "off" lifts it. Bad values get clear errors.
  * Bands, not exact figures: the machine is shared.
  */
-import { createConnection } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, dropCount, findPort, startDaemon } from './helpers/daemon.js';
+import { control as controlRequest } from './helpers/direct.js';
 import { PREFIX, cleanup, ifname, nsExecR, sleep } from './helpers/run.js';
 import { Background, type Vm, makeVm, pingUntil } from './helpers/vm.js';
 
@@ -23,22 +23,7 @@ let d: Daemon;
 const vms: Record<string, Vm> = {};
 const servers: Background[] = [];
 
-function control(cmd: string, args: Record<string, unknown>): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const s = createConnection(d.socket);
-    let buf = '';
-    s.on('data', (c) => {
-      buf += c.toString();
-      const i = buf.indexOf('\n');
-      if (i >= 0) {
-        s.end();
-        resolve(JSON.parse(buf.slice(0, i)));
-      }
-    });
-    s.on('error', reject);
-    s.write(JSON.stringify({ id: 1, cmd, args }) + '\n');
-  });
-}
+const control = (cmd: string, args: Record<string, unknown>): Promise<any> => controlRequest(d.socket, cmd, args);
 
 /** TCP Mbit/s received from `from` to `to` over `sec` seconds (one stream). */
 async function iperf(from: Vm, to: Vm, sec = 4): Promise<number> {

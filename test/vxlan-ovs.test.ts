@@ -19,15 +19,17 @@
  * every flood list) is dropped as `unknown_remote`, data-plane learning alone never
  * makes a remote (README "VXLAN overlay").
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Daemon, startDaemon } from './helpers/daemon.js';
 import { type Ovs, ovsVtep, startOvs } from './helpers/ovs.js';
-import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, sh, tempDir, toolFile, trackLink, waitFor } from './helpers/run.js';
-import { Background, captureDuring, continuousPing, pingCount, pingUntil, quietNamespace, tcpdump } from './helpers/vm.js';
+import { cleanup, ifname, nsExec, nsExecR, nsname, sh, tempDir, toolFile, waitFor } from './helpers/run.js';
+import { captureDuring, continuousPing, pingCount, pingUntil } from './helpers/vm.js';
 import { PYTHON } from './helpers/scapy.js';
+import {
+  captureEach, fdbEntries, linuxVtep, macOf, makeHosts, printTransfer, tapVm as tapVmIn, tcpTransfer, underlayLink, vethVm,
+  vxlanLines, vxlanShow,
+} from './helpers/vxlan.js';
 
 const NET = '10.233';
 const UNDER = { a: `${NET}.0.1`, b: `${NET}.0.2`, c: `${NET}.0.3`, x: `${NET}.0.9` };
@@ -102,38 +104,11 @@ let ovs: Ovs;
 const vsctl = (args: string): Promise<string> => ovs.vsctl(args);
 const appctl = (args: string): Promise<string> => ovs.appctl(args);
 
-/** One end of a veth in `ns`, the other in UNDERLAY's bridge; `addr` on it unless OVS takes it. */
-async function underlayLink(ns: string, name: string, addr?: string): Promise<void> {
-  const peer = `${name}p`;
-  await sh(`ip link add ${name} netns ${ns} type veth peer name ${peer} netns ${UNDERLAY}`);
-  await nsExec(UNDERLAY, `ip link set ${peer} master ubr up`);
-  // Real wires carry complete checksums: no checksum-partial or GSO frames leave a Linux host.
-  await nsExec(ns, `ethtool -K ${name} tx off tso off gso off >/dev/null && ip link set ${name} up`);
-  if (addr !== undefined) await nsExec(ns, `ip addr add ${addr}/24 dev ${name}`);
-}
+/** A VM namespace on a veth whose other end (returned) is in host B, for OVS (offloads off). */
+const ovsVm = (n: string, ip: string): Promise<string> =>
+  vethVm({ host: HOST_B, ns: vmNs(n), inner: ifname(`v${n}`), outer: ifname(`h${n}`), cidr: `${ip}/16`, mtu: VM_MTU, offloads: false });
 
-/** A VM namespace on a veth whose other end (returned) is in host B, for OVS. */
-async function ovsVm(n: string, ip: string): Promise<string> {
-  const ns = vmNs(n);
-  await addNamespace(ns);
-  await quietNamespace(ns);
-  const inner = ifname(`v${n}`);
-  const outer = ifname(`h${n}`);
-  await sh(`ip link add ${inner} netns ${ns} type veth peer name ${outer} netns ${HOST_B}`);
-  // OVS's netdev datapath reads veths through AF_PACKET without a vnet header: no offloads that leave work undone.
-  await nsExec(ns, `ethtool -K ${inner} tx off tso off gso off >/dev/null && ip link set ${inner} mtu ${VM_MTU} up && ip addr add ${ip}/16 dev ${inner}`);
-  await nsExec(HOST_B, `ethtool -K ${outer} tx off tso off gso off >/dev/null && ip link set ${outer} mtu ${VM_MTU} up`);
-  return outer;
-}
-
-async function tapVm(tap: string, n: string, ip: string): Promise<void> {
-  const ns = vmNs(n);
-  await addNamespace(ns);
-  await quietNamespace(ns);
-  await waitFor(`TAP ${tap}`, async () => (await nsExecR(HOST_A, `ip link show ${tap}`)).code === 0);
-  await nsExec(HOST_A, `ip link set ${tap} netns ${ns}`);
-  await nsExec(ns, `ip link set ${tap} mtu ${VM_MTU} up && ip addr add ${ip}/16 dev ${tap}`);
-}
+const tapVm = (tap: string, n: string, ip: string): Promise<void> => tapVmIn(HOST_A, tap, vmNs(n), `${ip}/16`, VM_MTU);
 
 /** Host B's Open vSwitch: the VTEP, VM b10 in VLAN 10 = VNI 100, b20 in VLAN 20 = VNI 200 (outer UDP checksums on). */
 async function startB(b10: string, b20: string): Promise<void> {
@@ -144,33 +119,18 @@ async function startB(b10: string, b20: string): Promise<void> {
   await vsctl(`add-port brint vx200 tag=20 -- set interface vx200 type=vxlan options:remote_ip=${UNDER.a} options:key=200 options:csum=true`);
 }
 
-/** VXLAN packets tcpdump printed: outer source and destination, VNI, and the inner packet (tcpdump's next line). */
-function vxlanLines(lines: string[]): { vni: number; src: string; dst: string; inner: string; line: string }[] {
-  return lines.flatMap((line, i) => {
-    const m = /(\d+\.\d+\.\d+\.\d+)\.\d+ > (\d+\.\d+\.\d+\.\d+)\.4789: VXLAN.*?vni (\d+)/.exec(line);
-    const next = lines[i + 1] ?? '';
-    const inner = /^\d\d:\d\d:\d\d\./.test(next) ? '' : next;
-    return m ? [{ src: m[1], dst: m[2], vni: Number(m[3]), inner, line: `${line} | ${inner}` }] : [];
-  });
-}
-
 describe('VXLAN against Open vSwitch (userspace datapath)', () => {
   let d: Daemon;
-  const show = async (): Promise<any> => (await d.ok(['vxlan', 'show'], { json: true })).json;
-  const fdb = async (): Promise<any[]> => (await d.ok(['fdb', 'show', 'br', BR], { json: true })).json as any[];
+  const show = (): Promise<any> => vxlanShow(d);
+  const fdb = (): Promise<any[]> => fdbEntries(d, BR);
 
   beforeAll(async () => {
-    for (const ns of [HOST_A, HOST_B, HOST_C, UNDERLAY]) {
-      await addNamespace(ns);
-      await quietNamespace(ns);
-    }
-    await nsExec(UNDERLAY, 'ip link add ubr type bridge && ip link set ubr up');
-    await underlayLink(HOST_A, UA, UNDER.a);
-    await underlayLink(HOST_B, UB);
-    await underlayLink(HOST_C, UC, UNDER.c);
-    for (const l of [UA, UB, UC]) trackLink(l);
-    await nsExec(HOST_C, `ip link add vx100 type vxlan id 100 local ${UNDER.c} dstport 4789 dev ${UC} nolearning && ip link set vx100 up`
-      + ` && bridge fdb append 00:00:00:00:00:00 dev vx100 dst ${UNDER.a}`);
+    await makeHosts(UNDERLAY, [HOST_A, HOST_B, HOST_C]);
+    // Real wires carry complete checksums: no checksum-partial or GSO frames leave a Linux host.
+    await underlayLink(UNDERLAY, HOST_A, UA, { addr: UNDER.a, offloads: false });
+    await underlayLink(UNDERLAY, HOST_B, UB, { offloads: false });
+    await underlayLink(UNDERLAY, HOST_C, UC, { addr: UNDER.c, offloads: false });
+    await linuxVtep(HOST_C, { dev: UC, local: UNDER.c, vni: 100, flood: [UNDER.a], learning: false });
     const b10 = await ovsVm('b10', VM.b10);
     const b20 = await ovsVm('b20', VM.b20);
     await startB(b10, b20);
@@ -231,11 +191,9 @@ describe('VXLAN against Open vSwitch (userspace datapath)', () => {
 
   it('floods a broadcast to B and C once each; unicast after learning goes to B only', async () => {
     await nsExec(vmNs('a10'), 'ip neigh flush all');
-    const capB = await tcpdump(HOST_B, UB, 'udp port 4789');
-    const capC = await tcpdump(HOST_C, UC, 'udp port 4789');
-    await nsExecR(vmNs('a10'), `busybox arping -c 1 -w 2 -I ${TAP10} ${VM.b10}`);
-    const lb = await capB.stop(500);
-    const lc = await capC.stop(0);
+    const [lb, lc] = await captureEach([[HOST_B, UB], [HOST_C, UC]], 'udp port 4789', async () => {
+      await nsExecR(vmNs('a10'), `busybox arping -c 1 -w 2 -I ${TAP10} ${VM.b10}`);
+    });
     const req = (ls: string[], dst: string): number => vxlanLines(ls)
       .filter((l) => l.src === UNDER.a && l.dst === dst && l.vni === 100 && l.inner.includes(`Request who-has ${VM.b10}`)).length;
     expect([req(lb, UNDER.b), req(lc, UNDER.c)], [...lb, ...lc].join('\n')).toEqual([1, 1]);
@@ -248,26 +206,10 @@ describe('VXLAN against Open vSwitch (userspace datapath)', () => {
 
   for (const [dir, from, to, toIp] of [['vswitch -> OVS', 'a10', 'b10', VM.b10], ['OVS -> vswitch', 'b20', 'a20', VM.a20]] as const) {
     it(`moves ${SIZE >> 20} MiB over TCP ${dir} intact (sha256 both ends)`, async () => {
-      const dir_ = tempDir('vxo');
-      const src = join(dir_, 'in.bin');
-      const dst = join(dir_, 'out.bin');
-      const buf = randomBytes(SIZE);
-      writeFileSync(src, buf);
-      const want = createHash('sha256').update(buf).digest('hex');
-      const server = new Background(vmNs(to), `socat -u TCP-LISTEN:5001,reuseaddr OPEN:${dst},creat,trunc`);
-      try {
-        await waitFor('socat listening', async () => (await nsExecR(vmNs(to), 'ss -ltn | grep -q :5001')).code === 0);
-        const t0 = Date.now();
-        const r = await nsExecR(vmNs(from), `socat -u OPEN:${src} TCP:${toIp}:5001,connect-timeout=5`, { timeoutMs: 90_000 });
-        expect(r.code, r.stderr).toBe(0);
-        await waitFor('socat server done', () => server.proc.exitCode !== null, { timeoutMs: 30_000 });
-        const secs = (Date.now() - t0) / 1000;
-        const load = (await sh('cut -d" " -f1-3 /proc/loadavg')).trim();
-        process.stdout.write(`vxlan ${dir}: ${SIZE >> 20} MiB in ${secs.toFixed(1)} s = ${((SIZE * 8) / secs / 1e6).toFixed(0)} Mbit/s (load ${load})\n`);
-      } finally {
-        await server.stop();
-      }
-      expect((await sh(`sha256sum ${dst}`)).split(' ')[0]).toBe(want);
+      const t = await tcpTransfer({ from: vmNs(from), to: vmNs(to), toIp, size: SIZE, timeoutMs: 90_000, tag: 'vxo' });
+      expect(t.code, t.stderr).toBe(0);
+      await printTransfer(`vxlan ${dir}`, SIZE, t.secs);
+      expect(t.received).toBe(t.sent);
     }, 150_000);
   }
 
@@ -275,7 +217,7 @@ describe('VXLAN against Open vSwitch (userspace datapath)', () => {
     const before = (await show()).drops;
     const rss = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await sh(`cat /proc/${d.proc.pid}/status`))?.[1] ?? NaN) / 1024;
     const rss0 = await rss();
-    const uaMac = (await nsExec(HOST_A, `cat /sys/class/net/${UA}/address`)).trim();
+    const uaMac = await macOf(HOST_A, UA);
     const py = toolFile('vxflood.py', FLOOD_PY);
     const cache = join(tempDir('vxflood'), 'frames.bin');
     await nsExec(HOST_C, `${PYTHON} ${py} ${UC} ${uaMac} ${UNDER.c} ${UNDER.a} 0 ${cache}`, { timeoutMs: 60_000 });
