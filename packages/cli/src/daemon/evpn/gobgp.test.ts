@@ -1,8 +1,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { type EvpnRoute, GobgpClient, loadGobgpApi, peerGr } from './gobgp.js';
+import { describe, expect, it, vi } from 'vitest';
+import { type EvpnRoute, GobgpClient, loadGobgpApi, mpReachNextHop, peerGr } from './gobgp.js';
 
 describe('GoBGP API translation (the Debian package\'s .proto files)', () => {
   const c = new GobgpClient('127.0.0.1:1', loadGobgpApi());
@@ -28,6 +28,28 @@ describe('GoBGP API translation (the Debian package\'s .proto files)', () => {
     const af = { mpGracefulRestart: { state: { enabled: true, advertised: true, received: true, endOfRibReceived: true, endOfRibSent: false } } };
     expect(peerGr(peer, af)).toEqual({ advertised: true, received: true, peerRestartTime: 120, peerRestarting: false, endOfRibReceived: true, endOfRibSent: false });
     expect(peerGr({}, {})).toEqual({ advertised: false, received: false, peerRestartTime: 0, peerRestarting: false, endOfRibReceived: false, endOfRibSent: false });
+  });
+
+  it('the next hop comes from MP_REACH_NLRI without converting its NLRIs (gobgpd gives each path its whole UPDATE\'s: a flood converted a hundred per route)', () => {
+    const api = loadGobgpApi();
+    const client = new GobgpClient('127.0.0.1:1', api);
+    const r: EvpnRoute = { type: 2, rd: '10.0.0.3:100', mac: '02:ee:00:00:01:01', ip: '', vni: 100, nextHop: '10.0.0.3', rts: ['65000:100'], encap: 8, seq: 0, sticky: false, neighbor: '' };
+    const p = client.pathOf(r);
+    const nlri = { type_url: p.nlri.type_url, value: p.nlri.value };
+    const t = api.root.lookupType('apipb.MpReachNLRIAttribute');
+    const mp = t.encode(t.fromObject({ family: { afi: 25, safi: 70 }, nextHops: ['10.0.0.3'], nlris: Array.from({ length: 100 }, () => nlri) })).finish();
+    expect(mpReachNextHop(mp)).toBe('10.0.0.3');
+    const pattrs = p.pattrs.filter((a: any) => !a.type_url.endsWith('NextHopAttribute'));
+    pattrs.push({ type_url: 'type.googleapis.com/apipb.MpReachNLRIAttribute', value: mp });
+    // Each NLRI converted to an object (its bytes copied into an Array) cost as much as the rest of the route.
+    const anys = vi.spyOn(api.root.lookupType('google.protobuf.Any'), 'toObject');
+    expect(client.decode({ ...p, pattrs, neighborIp: '10.0.0.3' })).toEqual({ ...r, neighbor: '10.0.0.3', withdraw: false });
+    expect(anys.mock.calls.length).toBeLessThan(10); // the path's own NLRI, RD, communities; not the UPDATE's hundred NLRIs
+    anys.mockRestore();
+    // Malformed or absent: no next hop (the route is then refused as bad_next_hop).
+    expect(mpReachNextHop(Uint8Array.of(0x12, 0x7f, 0x31))).toBe('');
+    expect(mpReachNextHop(t.encode(t.fromObject({ family: { afi: 25, safi: 70 } })).finish())).toBe('');
+    expect(mpReachNextHop(undefined)).toBe('');
   });
 
   it('what is not a type-2/3 EVPN route decodes to nothing', () => {

@@ -119,6 +119,7 @@ type Obj = Record<string, any>;
 export class GobgpClient {
   readonly #client: grpc.Client & Record<string, any>;
   readonly #root: protobuf.Root;
+  readonly #types = new Map<string, protobuf.Type>();
   #watch: grpc.ClientReadableStream<unknown> | undefined;
 
   constructor(readonly address: string, api: { service: grpc.ServiceClientConstructor; root: protobuf.Root }) {
@@ -140,15 +141,24 @@ export class GobgpClient {
   }
 
   #unpack(a: Any | undefined): { type: string; v: Obj } | undefined {
-    const url = a?.type_url ?? a?.typeUrl;
-    if (typeof url !== 'string') return undefined;
-    const type = url.slice(url.lastIndexOf('.') + 1);
+    const type = anyType(a);
+    if (type === undefined) return undefined;
     try {
-      const t = this.#root.lookupType(`apipb.${type}`);
+      const t = this.#type(type);
       return { type, v: t.toObject(t.decode(a!.value), { longs: Number, enums: Number, bytes: Array, defaults: true }) };
     } catch {
       return undefined;
     }
+  }
+
+  /** lookupType walks the namespace each time: a flood decodes several messages per path. */
+  #type(name: string): protobuf.Type {
+    let t = this.#types.get(name);
+    if (t === undefined) {
+      t = this.#root.lookupType(`apipb.${name}`);
+      this.#types.set(name, t);
+    }
+    return t;
   }
 
   #call<T>(method: string, req: Obj, timeoutMs = 5000): Promise<T> {
@@ -307,10 +317,20 @@ export class GobgpClient {
     const rd = this.#unpack(n.v.rd);
     if (rd !== undefined) r.rd = `${rd.v.admin}:${rd.v.assigned}`;
     for (const a of p.pattrs ?? []) {
+      const type = anyType(a);
+      // Only the attributes read below are decoded. MP_REACH_NLRI is read for its next
+      // hop alone: gobgpd gives each path the attribute of its whole UPDATE, every NLRI
+      // of it included (a hundred from a busy peer), and converting it to an object
+      // (each NLRI's bytes copied into an Array) made a flood cost a hundred NLRIs per
+      // route: 85% of the daemon's CPU (bench/README.md "EVPN route flood").
+      if (type === 'MpReachNLRIAttribute') {
+        if (r.nextHop === '') r.nextHop = mpReachNextHop(a.value);
+        continue;
+      }
+      if (type === undefined || !DECODED_ATTRS.has(type)) continue;
       const u = this.#unpack(a);
       if (u === undefined) continue;
       if (u.type === 'NextHopAttribute') r.nextHop = u.v.nextHop;
-      else if (u.type === 'MpReachNLRIAttribute' && r.nextHop === '') r.nextHop = u.v.nextHops?.[0] ?? '';
       else if (u.type === 'PmsiTunnelAttribute' && r.type === 3) r.vni = u.v.label;
       else if (u.type === 'ExtendedCommunitiesAttribute') {
         for (const c of u.v.communities ?? []) {
@@ -379,6 +399,33 @@ export function peerGr(peer: Obj, af: Obj): PeerGr {
     endOfRibReceived: m.endOfRibReceived === true,
     endOfRibSent: m.endOfRibSent === true,
   };
+}
+
+/** Path attributes decode() reads (besides MP_REACH_NLRI, read by mpReachNextHop). */
+const DECODED_ATTRS = new Set(['NextHopAttribute', 'PmsiTunnelAttribute', 'ExtendedCommunitiesAttribute']);
+
+/** The message type an Any names ('EVPNMACIPAdvertisementRoute'), undefined without one. */
+function anyType(a: Any | undefined): string | undefined {
+  const url = a?.type_url ?? a?.typeUrl;
+  return typeof url === 'string' ? url.slice(url.lastIndexOf('.') + 1) : undefined;
+}
+
+/**
+ * The first next hop of an encoded apipb.MpReachNLRIAttribute (field 2, `repeated
+ * string next_hops`), '' if none or malformed; the other fields (the NLRIs) are
+ * skipped undecoded.
+ */
+export function mpReachNextHop(buf: Uint8Array | undefined): string {
+  if (buf === undefined) return '';
+  try {
+    const rd = protobuf.Reader.create(buf);
+    while (rd.pos < rd.len) {
+      const tag = rd.uint32();
+      if (tag >>> 3 === 2 && (tag & 7) === 2) return rd.string();
+      rd.skipType(tag & 7);
+    }
+  } catch { /* truncated: no next hop, refused as bad_next_hop */ }
+  return '';
 }
 
 /** "A:N" -> [A, N]; A an IPv4 address or an AS number. */
