@@ -206,7 +206,7 @@ describe('IPv6 fragments from a VM (host NAT reassembly)', () => {
     expect(srv.out.match(/^got /gm)?.length ?? 0, srv.out).toBe(1);
     expect(after.reassembly6.bytes).toBe(0);
     const r = (await d.ok(['router', 'show', 'r0'], { json: true })).json as any;
-    expect((Array.isArray(r) ? r[0] : r).uplink.reassembly6).toEqual({ maxDatagrams: 64, maxBytes: 1 << 20, timeoutMs: 60_000 });
+    expect((Array.isArray(r) ? r[0] : r).uplink.reassembly6).toEqual({ maxDatagrams: 64, maxBytes: 1 << 20, timeoutMs: 60_000, maxDatagramsPerSource: 16, maxBytesPerSource: 1 << 18 });
   }, 60_000);
 });
 

@@ -133,4 +133,48 @@ describe('Reassembly6', () => {
       }
     }));
   });
+
+  it('gives each source MAC a share: a VM holding first fragments fills its own, a neighbour still reassembles', () => {
+    const r = new Reassembly6();
+    const data = payload(3000);
+    const from = (mac: number, off: number, len: number, id: number): { buf: Buffer; ipLen: number } => {
+      const f = frag(data, off, len, id);
+      f.buf.writeUIntBE(mac, 6, 6);
+      return f;
+    };
+    const HOSTILE = 0x020000000066;
+    const NEIGHBOUR = 0x020000000077;
+    // The hostile VM sends first fragments only: its 16 datagrams are held, the 17th refused.
+    for (let id = 1; id <= 17; id++) {
+      const f = from(HOSTILE, 0, 1232, id);
+      expect(r.add(f.buf, ETH_HLEN, f.ipLen, 0)).toBe(0);
+    }
+    expect(r.heldBy(HOSTILE)).toEqual({ datagrams: 16, bytes: 16 * 1232 });
+    expect(r.counters.sourceFull).toBe(1);
+    expect(r.counters.noRoom).toBe(0);
+    // The neighbour's datagram still goes through whole.
+    let n = 0;
+    for (const [off, len] of [[0, 1232], [1232, 1232], [2464, 536]] as const) {
+      const f = from(NEIGHBOUR, off, len, 500);
+      n = r.add(f.buf, ETH_HLEN, f.ipLen, 1);
+    }
+    expect(n).toBe(IP6_HLEN + 3000);
+    expect(r.heldBy(NEIGHBOUR)).toEqual({ datagrams: 0, bytes: 0 });
+    // Bytes are shared too: 256 KiB per source, refused past it (counted), not the table's 1 MiB.
+    const big = new Reassembly6({ maxDatagrams: 1000, maxDatagramsPerSource: 1000 });
+    let refused = 0;
+    for (let id = 1; id <= 300; id++) {
+      const f = from(HOSTILE, 0, 1232, id);
+      big.add(f.buf, ETH_HLEN, f.ipLen, 0);
+      refused = big.counters.sourceFull;
+    }
+    expect(big.heldBy(HOSTILE).bytes).toBeLessThanOrEqual(1 << 18);
+    expect(big.heldBy(HOSTILE).bytes).toBeGreaterThan((1 << 18) - 1232);
+    expect(refused).toBe(300 - Math.floor((1 << 18) / 1232));
+    // The timeout gives the share back.
+    r.expire(60_001);
+    expect(r.heldBy(HOSTILE)).toEqual({ datagrams: 0, bytes: 0 });
+    expect(r.pending).toBe(0);
+    expect(r.bytes).toBe(0);
+  });
 });

@@ -16,7 +16,11 @@
  * fragment's). Each fragment's data is copied (fragments are rare: no per-frame
  * fast path here), within bounds that make a fragment flood cost a fixed amount:
  * at most `maxDatagrams` datagrams in progress and `maxBytes` bytes held in all,
- * each datagram complete within `timeoutMs` (RFC 8200: 60 s) or dropped.
+ * each datagram complete within `timeoutMs` (RFC 8200: 60 s) or dropped. One
+ * source (the frame's source MAC, as the router's other per-VM limits) may hold
+ * at most `maxDatagramsPerSource` of those datagrams and `maxBytesPerSource` of
+ * those bytes: a VM that sends first fragments and never the rest fills its own
+ * share for the timeout, not its neighbours' (counted `sourceFull`).
  *
  * Hostile input (RFC 5722): a fragment that overlaps another of its datagram
  * drops the whole datagram, and its later fragments too until the timeout (a
@@ -30,7 +34,7 @@
  * and Payload Length set) for the host NAT to handle as if it had arrived whole.
  * `out` is reused by the next datagram: its reader consumes it synchronously.
  */
-import { ETH_HLEN, frag6Id, frag6More, frag6Offset, IP6, IP6_HLEN, read16, write16 } from '@vswitch/switch';
+import { ETH, ETH_HLEN, frag6Id, frag6More, frag6Offset, IP6, IP6_HLEN, read16, readMac, write16 } from '@vswitch/switch';
 
 /** IPv6 Next Header of a Fragment header. */
 export const NH_FRAGMENT = 44;
@@ -39,9 +43,13 @@ export interface Reassembly6Options {
   maxDatagrams: number;
   maxBytes: number;
   timeoutMs: number;
+  maxDatagramsPerSource: number;
+  maxBytesPerSource: number;
 }
 
-export const REASSEMBLY6_DEFAULTS: Readonly<Reassembly6Options> = Object.freeze({ maxDatagrams: 64, maxBytes: 1 << 20, timeoutMs: 60_000 });
+export const REASSEMBLY6_DEFAULTS: Readonly<Reassembly6Options> = Object.freeze({
+  maxDatagrams: 64, maxBytes: 1 << 20, timeoutMs: 60_000, maxDatagramsPerSource: 16, maxBytesPerSource: 1 << 18,
+});
 
 export interface Reassembly6Counters {
   /** Fragments taken in (not counted below unless dropped). */
@@ -54,6 +62,8 @@ export interface Reassembly6Counters {
   timeout: number;
   /** Fragments refused: maxDatagrams in progress or maxBytes held. */
   noRoom: number;
+  /** Fragments refused: their source holds maxDatagramsPerSource or maxBytesPerSource already. */
+  sourceFull: number;
   /** Datagrams over 65535 bytes of payload. */
   tooBig: number;
   /** Fragments that do not parse, or contradict their datagram (length, end). */
@@ -76,16 +86,27 @@ interface Datagram {
   /** The first fragment's Ethernet and IPv6 headers (54 bytes) and its Next Header. */
   head: Buffer | undefined;
   next: number;
+  /** The source MAC whose share it counts in. */
+  src: number;
+}
+
+/** What one source holds: datagrams in progress (tombstones included) and bytes. */
+interface Share {
+  datagrams: number;
+  bytes: number;
 }
 
 const MAX_PAYLOAD = 65535;
 
 export class Reassembly6 {
   readonly opts: Reassembly6Options;
-  readonly counters: Reassembly6Counters = { fragments: 0, reassembled: 0, overlap: 0, timeout: 0, noRoom: 0, tooBig: 0, malformed: 0 };
+  readonly counters: Reassembly6Counters = {
+    fragments: 0, reassembled: 0, overlap: 0, timeout: 0, noRoom: 0, sourceFull: 0, tooBig: 0, malformed: 0,
+  };
   /** The last datagram completed: a frame at [0, ETH_HLEN + length). */
   readonly out = Buffer.alloc(ETH_HLEN + IP6_HLEN + MAX_PAYLOAD);
   readonly #pending = new Map<string, Datagram>();
+  readonly #shares = new Map<number, Share>();
   #bytes = 0;
 
   constructor(opts: Partial<Reassembly6Options> = {}) {
@@ -134,8 +155,16 @@ export class Reassembly6 {
         c.noRoom++;
         return 0;
       }
-      d = { parts: [], total: -1, bytes: 0, deadline: now + this.opts.timeoutMs, dead: false, head: undefined, next: -1 };
+      const src = readMac(buf, ipOff - ETH_HLEN + ETH.SRC);
+      const sh = this.#shares.get(src);
+      if (sh !== undefined && sh.datagrams >= this.opts.maxDatagramsPerSource) {
+        c.sourceFull++;
+        return 0;
+      }
+      d = { parts: [], total: -1, bytes: 0, deadline: now + this.opts.timeoutMs, dead: false, head: undefined, next: -1, src };
       this.#pending.set(key, d);
+      if (sh === undefined) this.#shares.set(src, { datagrams: 1, bytes: 0 });
+      else sh.datagrams++;
     }
     if (d.dead) {
       c.overlap++;
@@ -160,14 +189,17 @@ export class Reassembly6 {
         return 0;
       }
     }
-    if (this.#bytes + len > this.opts.maxBytes) {
-      c.noRoom++;
-      if (d.parts.length === 0) this.#pending.delete(key);
+    const share = this.#shares.get(d.src)!;
+    if (this.#bytes + len > this.opts.maxBytes || share.bytes + len > this.opts.maxBytesPerSource) {
+      if (this.#bytes + len > this.opts.maxBytes) c.noRoom++;
+      else c.sourceFull++;
+      if (d.parts.length === 0) this.#forget(key, d);
       return 0;
     }
     d.parts.push({ off, data: Buffer.from(buf.subarray(fh + 8, fh + 8 + len)) });
     d.bytes += len;
     this.#bytes += len;
+    share.bytes += len;
     if (off === 0) {
       d.head = Buffer.from(buf.subarray(ipOff - ETH_HLEN, ipOff + IP6_HLEN));
       d.next = buf[fh];
@@ -179,8 +211,7 @@ export class Reassembly6 {
     o[ETH_HLEN + IP6.NEXT] = d.next;
     write16(o, ETH_HLEN + IP6.PLEN, d.total);
     for (const p of d.parts) o.set(p.data, ETH_HLEN + IP6_HLEN + p.off);
-    this.#release(d);
-    this.#pending.delete(key);
+    this.#forget(key, d);
     c.reassembled++;
     return IP6_HLEN + d.total;
   }
@@ -190,20 +221,34 @@ export class Reassembly6 {
     for (const [k, d] of this.#pending) {
       if (d.deadline > now) continue;
       if (!d.dead) this.counters.timeout++;
-      this.#release(d);
-      this.#pending.delete(k);
+      this.#forget(k, d);
     }
+  }
+
+  /** Datagrams in progress and bytes held by the source MAC `src` (its share). */
+  heldBy(src: number): Share {
+    const sh = this.#shares.get(src);
+    return { datagrams: sh?.datagrams ?? 0, bytes: sh?.bytes ?? 0 };
   }
 
   #drop(key: string, d: Datagram, why: 'malformed'): number {
     this.counters[why]++;
+    this.#forget(key, d);
+    return 0;
+  }
+
+  /** The datagram leaves the table, and its source's share. */
+  #forget(key: string, d: Datagram): void {
     this.#release(d);
     this.#pending.delete(key);
-    return 0;
+    const sh = this.#shares.get(d.src)!;
+    if (--sh.datagrams === 0) this.#shares.delete(d.src);
   }
 
   #release(d: Datagram): void {
     this.#bytes -= d.bytes;
+    const sh = this.#shares.get(d.src);
+    if (sh !== undefined) sh.bytes -= d.bytes;
     d.bytes = 0;
     d.parts = [];
     d.head = undefined;
