@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as nd from './index.js';
+import { sum16 } from './test-sum16.js';
 
 const execFileP = promisify(execFile);
 const PY = '/usr/bin/python3'; // Debian's, not a pyenv shim on PATH
@@ -104,14 +105,6 @@ function py(ns: string, script: string, ...args: string[]) {
   return execFileP('ip', ['netns', 'exec', ns, PY, '-c', script, ...args], { timeout: 20000 });
 }
 
-// Independent Internet checksum: big-endian 16-bit words, end-around carry.
-function sum16(b: Uint8Array, s = 0): number {
-  let i = 0;
-  for (; i + 1 < b.length; i += 2) s += (b[i] << 8) | b[i + 1];
-  if (i < b.length) s += b[i] << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
 function cksum(b: Uint8Array): number {
   return ~sum16(b) & 0xffff;
 }

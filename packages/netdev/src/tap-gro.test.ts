@@ -11,14 +11,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import * as nd from './index.js';
+import { sum16 } from './test-sum16.js';
 
-function sum16(b: Uint8Array, s = 0): number {
-  let i = 0;
-  for (; i + 1 < b.length; i += 2) s += (b[i] << 8) | b[i + 1];
-  if (i < b.length) s += b[i] << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
 
 const MACS = Buffer.from('020000000002020000000001', 'hex');
 const SRC4 = [10, 0, 0, 1], DST4 = [10, 0, 0, 2];

@@ -15,14 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import * as nd from './index.js';
+import { sum16 } from './test-sum16.js';
 
-function sum16(b: Uint8Array, s = 0): number {
-  let i = 0;
-  for (; i + 1 < b.length; i += 2) s += (b[i] << 8) | b[i + 1];
-  if (i < b.length) s += b[i] << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
 const cksum = (b: Uint8Array): number => ~sum16(b) & 0xffff;
 
 const SRC4 = Buffer.from([192, 0, 2, 1]), DST4 = Buffer.from([192, 0, 2, 2]);

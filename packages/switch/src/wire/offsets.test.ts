@@ -43,7 +43,8 @@ function sources(dir: string, out: string[]): string[] {
     const p = join(dir, name);
     if (statSync(p).isDirectory()) {
       if (name !== 'node_modules' && name !== 'dist' && name !== 'build') sources(p, out);
-    } else if (p.endsWith('.ts') && !p.endsWith('.d.ts') && !p.endsWith('.test.ts') && !p.endsWith('.bench.ts')) {
+    } else if (p.endsWith('.ts') && !p.endsWith('.d.ts') && !p.endsWith('.test.ts') && !p.endsWith('.bench.ts') &&
+      !name.startsWith('test-')) { // test-*.ts: helpers of the tests, excluded from the build as they are
       out.push(p);
     }
   }
