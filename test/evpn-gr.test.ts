@@ -66,7 +66,12 @@ describe('EVPN graceful restart between two vswitch hosts', () => {
     for (const h of ['a', 'c'] as const) {
       await waitFor(`${h}: session`, async () => (await show(h)).neighbors[0]?.state === 'established', { timeoutMs: 45_000 });
     }
-    // Both ends offer graceful restart for l2vpn-evpn and see the other's (GoBGP lists the family).
+    // Both ends offer graceful restart for l2vpn-evpn and see the other's (GoBGP lists the family;
+    // under load its ListPeer may show the session before the peer's capability).
+    await waitFor('C sees A\'s graceful restart', async () => {
+      const gr = (await show('c')).neighbors[0].gracefulRestart;
+      return gr?.advertised === true && gr?.received === true;
+    }, { timeoutMs: 10_000 });
     expect((await show('c')).neighbors[0].gracefulRestart).toMatchObject({ advertised: true, received: true });
     const ping = continuousPing(VM_NS.c, VM.a, 0.1);
     try {
