@@ -23,10 +23,13 @@
  * between the hosts with ever higher sequences until a host flags it and holds it:
  * the sequences stop growing while both VMs go on, the flag is in `evpn show --json`
  * and the metrics. The duplicate VM removed and `evpn clear-dup` run, the MAC settles
- * behind A, and a move of the remaining VM to C is followed as before (not held).
+ * behind A, and a move of the remaining VM to C is followed as before (not held). A reload
+ * changes the settings in place.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Daemon, startDaemon } from './helpers/daemon.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import { Daemon, startDaemon, toYaml } from './helpers/daemon.js';
 import { Frr, loadAvg, pingLossSince, startFrr } from './helpers/evpn.js';
 import { addNamespace, cleanup, freePort, ifname, nsExec, nsExecR, nsname, sh, waitFor } from './helpers/run.js';
 import { Background, continuousPing, quietNamespace } from './helpers/vm.js';
@@ -267,6 +270,16 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
       await waitFor('FRR: only C\'s route, one sequence higher', async () => JSON.stringify(await paths()) === JSON.stringify([{ nextHop: UNDER.c, seq: settled + 1 }]), { timeoutMs: 15_000 }).catch(why);
       expect((await show('a')).remoteMacList.filter((m: any) => m.mac === DUP_MAC)).toMatchObject([{ remote: UNDER.c, seq: settled + 1 }]);
       for (const h of ['a', 'c'] as const) expect(await flaggedIn(h)).toBe(false);
+
+      // The settings are config keys a reload changes in place (gobgpd not restarted).
+      const pid = (await d.a.ok(['evpn', 'show'], { json: true })).json.gobgpd.pid;
+      const cfg = parse(readFileSync(d.a.configFile, 'utf8'));
+      cfg.evpn.dupDetect = { maxMoves: 3, windowSeconds: 60, freeze: 600 };
+      writeFileSync(d.a.configFile, toYaml(cfg));
+      await d.a.ok(['reload']);
+      const re = (await d.a.ok(['evpn', 'show'], { json: true })).json;
+      expect(re.dupDetect).toMatchObject({ enabled: true, maxMoves: 3, windowSeconds: 60, freeze: 600 });
+      expect(re.gobgpd.pid).toBe(pid);
     } finally {
       await vm.a.stop();
       await vm.c.stop();

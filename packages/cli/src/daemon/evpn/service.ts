@@ -154,7 +154,11 @@ export class EvpnService {
     const same = before !== undefined && JSON.stringify({ ...before, maxRemoteMacs: 0, arpSuppress: true, vnis: {}, dupDetect: 0 }) === JSON.stringify({ ...conf, maxRemoteMacs: 0, arpSuppress: true, vnis: {}, dupDetect: 0 });
     this.#conf = conf;
     const { enabled, ...dupConf } = conf.dupDetect;
+    const now = Date.now();
+    const wasHeld = this.dup.duplicates().filter((e) => this.dup.held(e.vni, e.mac, now));
     this.#dupReleased(this.dup.configure(enabled ? dupConf : false), 'config');
+    // A freeze shortened or turned off lets flagged MACs go: judged again, still flagged.
+    this.#dupRejudge(wasHeld.filter((e) => this.dup.flagged(e.vni, e.mac) && !this.dup.held(e.vni, e.mac, now)));
     this.#refused.max = conf.maxRemoteMacs;
     this.#replan();
     if (same) {
@@ -709,6 +713,11 @@ export class EvpnService {
   #dupReleased(es: DupEntry[], why: string): void {
     if (es.length === 0) return;
     for (const e of es) this.log.info({ event: 'evpn_duplicate_cleared', vni: e.vni, mac: formatMac(e.mac), why }, 'evpn_duplicate_cleared');
+    this.#dupRejudge(es);
+  }
+
+  #dupRejudge(es: DupEntry[]): void {
+    if (es.length === 0) return;
     const vtep = this.ctx.vtep();
     for (const e of es) {
       const seg = vtep?.segment(e.vni);
