@@ -230,6 +230,7 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
       process.stdout.write(`evpn-mobility: duplicate MAC flagged on ${flagged.toUpperCase()} after ${Date.now() - t0} ms of ping-pong, sequence ${await maxSeq()} (load ${loadAvg()})\n`);
       expect(await metrics(flagged)).toMatch(/vswitch_evpn_duplicate_macs_detected_total 1/);
       expect(await dups(flagged)).toMatchObject([{ mac: DUP_MAC, moves: 5, held: true }]);
+      expect(d[flagged].logs.find((l) => l.obj?.event === 'evpn_duplicate_mac')?.obj).toMatchObject({ vni: 100, mac: DUP_MAC, moves: 5, windowSeconds: 180, action: 'held' });
       expect((await d[flagged].ok(['evpn', 'show'])).stdout).toMatch(new RegExp(`100 +${DUP_MAC} +5 .* held`));
 
       // Both VMs go on announcing: the route no longer ping-pongs. Whatever was in flight at the
@@ -254,7 +255,10 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
       for (const h of ['a', 'c'] as const) {
         const r = (await d[h].ok(['evpn', 'clear-dup', DUP_MAC], { json: true })).json;
         // The other host may have flagged it too (each detects its own side).
-        if (h === flagged) expect(r).toEqual({ cleared: 1, macs: [DUP_MAC] });
+        if (h === flagged) {
+          expect(r).toEqual({ cleared: 1, macs: [DUP_MAC] });
+          await waitFor('the clear logged', () => d[h].logs.some((l) => l.obj?.event === 'evpn_duplicate_cleared' && l.obj.mac === DUP_MAC && l.obj.why === 'clear'), { timeoutMs: 5000 });
+        }
         expect(await flaggedIn(h)).toBe(false);
       }
       await waitFor('FRR: only A\'s route for the MAC', async () => {
