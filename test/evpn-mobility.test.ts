@@ -16,12 +16,25 @@
  * with sequence 0, withdraws its route and installs the MAC toward C (RFC 7432 §15);
  * B's bridge points at C; the pings resume within seconds (time printed with the
  * load). Then back from C to A: sequence 2, C drops its local entry.
+ *
+ * Duplicate MAC detection (RFC 7432 §15.1, daemon/evpn/dup-detect.ts), A with the
+ * defaults (5 moves in 180 s, held until cleared), C with detection off (a peer
+ * without it): two VMs sharing one MAC, one behind C (first) and one behind A, each
+ * announcing itself every 0.3 s, make the MAC ping-pong between the hosts with ever
+ * higher sequences until A's 5th move (remote -> local, the odd ones are) flags it and
+ * holds it local: C's next, higher route is refused (`duplicate_mac`) and the
+ * sequences stop growing while both VMs go on; the flag is in `evpn show` and the
+ * metrics. The duplicate VM on C removed and `evpn clear-dup` run on A, the MAC settles
+ * behind A, and a move of the remaining VM to C is followed as before (not held). A
+ * reload changes the settings in place.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Daemon, startDaemon } from './helpers/daemon.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import { Daemon, startDaemon, toYaml } from './helpers/daemon.js';
 import { Frr, loadAvg, pingLossSince, startFrr } from './helpers/evpn.js';
-import { addNamespace, cleanup, ifname, nsExec, nsExecR, nsname, sh, waitFor } from './helpers/run.js';
-import { continuousPing, quietNamespace } from './helpers/vm.js';
+import { addNamespace, cleanup, freePort, ifname, nsExec, nsExecR, nsname, sh, waitFor } from './helpers/run.js';
+import { Background, continuousPing, quietNamespace } from './helpers/vm.js';
 
 const NET = '10.234';
 const UNDER = { a: `${NET}.0.1`, b: `${NET}.0.2`, c: `${NET}.0.3` };
@@ -38,36 +51,51 @@ const VMB_NS = nsname('mvb');
 const PARK = nsname('mpk');
 const TAP = { a: ifname('mta'), c: ifname('mtc') };
 const VMB_IF = ifname('mvb');
+/** Duplicate detection: a second TAP per host, two VM namespaces sharing DUP_MAC. */
+const DUP_MAC = '02:00:0a:ea:01:15';
+const DUP_IP = { a: `${NET}.1.21`, c: `${NET}.1.22` };
+const TAP2 = { a: ifname('mda'), c: ifname('mdc') };
+const DUP_NS = { a: nsname('mdva'), c: nsname('mdvc') };
 
-function daemonConfig(local: string, under: string, tap: string): unknown {
+function daemonConfig(local: string, under: string, tap: string, tap2: string, metricsPort: number, dupDetect = {}): unknown {
+  const access = { type: 'tap', vlan: { mode: 'access', vid: 10 } };
   return {
-    bridges: { [BR]: { ageing: AGEING_MS / 1000, ports: { [tap]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
+    bridges: { [BR]: { ageing: AGEING_MS / 1000, ports: { [tap]: access, [tap2]: access } } },
     vxlan: { local, interface: under, bridges: { [BR]: [{ vni: 100, vlan: 10, flood: [] }] } },
-    evpn: { asn: ASN, neighbors: [{ address: UNDER.b, remoteAs: ASN }] },
+    evpn: { asn: ASN, neighbors: [{ address: UNDER.b, remoteAs: ASN }], dupDetect },
+    metrics: { listen: `127.0.0.1:${metricsPort}` },
   };
 }
 
-/** Puts the daemon's TAP (in `host`) into the VM's namespace with the VM's MAC and IP, up, and announces it. */
-async function plugVm(host: string, tap: string): Promise<void> {
+/** Puts the daemon's TAP (in `host`, or parked) into a VM's namespace with the VM's MAC and IP, up, and announces it. */
+async function plugVm(host: string, tap: string, vm = { ns: VM_NS, mac: MAC, ip: VM.m }): Promise<void> {
   await waitFor(`TAP ${tap}`, async () => (await nsExecR(host, `ip link show ${tap}`)).code === 0 || (await nsExecR(PARK, `ip link show ${tap}`)).code === 0);
   const from = (await nsExecR(host, `ip link show ${tap}`)).code === 0 ? host : PARK;
-  await nsExec(from, `ip link set ${tap} netns ${VM_NS}`);
-  await nsExec(VM_NS, `ip link set ${tap} address ${MAC} mtu ${VM_MTU} up && ip addr add ${VM.m}/16 dev ${tap}`);
+  await nsExec(from, `ip link set ${tap} netns ${vm.ns}`);
+  await nsExec(vm.ns, `ip link set ${tap} address ${vm.mac} mtu ${VM_MTU} up && ip addr add ${vm.ip}/16 dev ${tap}`);
   // QEMU announces a migrated guest with a few RARPs 100-odd ms apart; gratuitous ARPs do the same for the FDBs.
-  await nsExec(VM_NS, `for i in 1 2 3; do busybox arping -U -c 1 -w 1 -I ${tap} ${VM.m} >/dev/null 2>&1; sleep 0.1; done; true`);
+  await nsExec(vm.ns, `for i in 1 2 3; do busybox arping -U -c 1 -w 1 -I ${tap} ${vm.ip} >/dev/null 2>&1; sleep 0.1; done; true`);
 }
 
 /** The source of a migration: its TAP leaves the VM (to the parking namespace), its daemon's port stays. */
-async function unplugVm(tap: string): Promise<void> {
-  await nsExec(VM_NS, `ip link set ${tap} netns ${PARK}`);
+async function unplugVm(tap: string, ns = VM_NS): Promise<void> {
+  await nsExec(ns, `ip link set ${tap} netns ${PARK}`);
 }
+
+/** A VM announcing itself every 0.3 s (a gratuitous ARP), printing a line per announcement. */
+function announcer(ns: string, tap: string, ip: string): Background {
+  return new Background(ns, `bash -c 'while :; do busybox arping -U -c 1 -w 1 -I ${tap} ${ip} >/dev/null 2>&1; echo sent; sleep 0.3; done'`);
+}
+const sent = (b: Background): number => b.out.split('\n').length - 1;
 
 describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflecting', () => {
   const d: Record<'a' | 'c', Daemon> = {} as never;
   let frr: Frr;
+  /** Each host's metrics listener, on its own loopback (one port, two namespaces). */
+  let metricsPort = 0;
 
   beforeAll(async () => {
-    for (const ns of [HOST.a, HOST.b, HOST.c, VM_NS, VMB_NS, PARK]) {
+    for (const ns of [HOST.a, HOST.b, HOST.c, VM_NS, VMB_NS, PARK, DUP_NS.a, DUP_NS.c]) {
       await addNamespace(ns);
       await quietNamespace(ns);
     }
@@ -91,8 +119,10 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
       `ip link set ${outer} mtu ${VM_MTU} up`, 'ip link set vx100 up && ip link set br100 up',
     ].join(' && '));
     frr = await startFrr({ ns: HOST.b, routerId: UNDER.b, asn: ASN, neighbors: [UNDER.a, UNDER.c], rrClients: [UNDER.a, UNDER.c] });
-    d.a = await startDaemon(daemonConfig(UNDER.a, ul.a, TAP.a), { netns: HOST.a });
-    d.c = await startDaemon(daemonConfig(UNDER.c, ul.c, TAP.c), { netns: HOST.c });
+    metricsPort = await freePort();
+    d.a = await startDaemon(daemonConfig(UNDER.a, ul.a, TAP.a, TAP2.a, metricsPort), { netns: HOST.a });
+    // C does not detect duplicates (a peer without it, as FRR without dup-addr-detection): A alone must stop the ping-pong.
+    d.c = await startDaemon(daemonConfig(UNDER.c, ul.c, TAP.c, TAP2.c, metricsPort, { enabled: false }), { netns: HOST.c });
   }, 120_000);
 
   afterAll(async () => {
@@ -171,5 +201,95 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
       await ping.stop();
     }
   }, 120_000);
-});
 
+  it('two VMs with one MAC behind A and C: A flags it at its 5th move and holds it, the sequences stop growing; clear-dup resumes mobility', async () => {
+    // The CLI is a node process (about 2 s at load 12): polls read FRR (vtysh) and the metrics (curl) instead.
+    const v = await waitFor('A: session with FRR', async () => {
+      const j = (await d.a.ok(['evpn', 'show'], { json: true })).json;
+      return j.neighbors[0]?.state === 'established' ? j : undefined;
+    }, { timeoutMs: 45_000 });
+    expect(v.dupDetect).toMatchObject({ enabled: true, maxMoves: 5, windowSeconds: 180, freeze: 'permanent', duplicates: 0 });
+    await waitFor('C: session with FRR', async () => (await d.c.ok(['evpn', 'show'], { json: true })).json.neighbors[0]?.state === 'established', { timeoutMs: 45_000 });
+    const metrics = (h: 'a' | 'c'): Promise<string> => nsExec(HOST[h], `curl -sf http://127.0.0.1:${metricsPort}/metrics`);
+    const flaggedIn = async (h: 'a' | 'c'): Promise<boolean> => /vswitch_evpn_duplicate_macs\{vni="100"\} 1/.test(await metrics(h));
+    const dups = async (h: 'a' | 'c'): Promise<any[]> => (await show(h)).duplicates.filter((e: any) => e.mac === DUP_MAC);
+    /** The MAC's MAC-only paths in FRR: every host's advertisement reaches it. */
+    const paths = async (): Promise<{ nextHop: string; seq: number }[]> => (await frr.macRoutes()).filter((r) => r.mac === DUP_MAC && r.ip === '').map(({ nextHop, seq }) => ({ nextHop, seq }));
+    const maxSeq = async (): Promise<number> => Math.max(0, ...(await paths()).map((p) => p.seq));
+    const dupState = async (): Promise<string> => JSON.stringify({
+      frr: await paths(),
+      a: { dups: await dups('a'), local: (await show('a')).localRoutes.filter((r: any) => r.mac === DUP_MAC), remote: (await show('a')).remoteMacList.filter((r: any) => r.mac === DUP_MAC) },
+      c: { local: (await show('c')).localRoutes.filter((r: any) => r.mac === DUP_MAC), remote: (await show('c')).remoteMacList.filter((r: any) => r.mac === DUP_MAC) },
+    });
+    const why = async (e: Error): Promise<never> => { throw new Error(`${e.message}\n${await dupState()}`); };
+
+    // C's VM first: the MAC is remote at A before A's VM appears (A's moves: 1 back, 2 away, ... 5 back).
+    await plugVm(HOST.c, TAP2.c, { ns: DUP_NS.c, mac: DUP_MAC, ip: DUP_IP.c });
+    await waitFor('FRR: the MAC behind C', async () => JSON.stringify(await paths()) === JSON.stringify([{ nextHop: UNDER.c, seq: 0 }]), { timeoutMs: 15_000 }).catch(why);
+    await waitFor('A: the MAC toward C', async () => (await show('a')).remoteMacList.some((m: any) => m.mac === DUP_MAC && m.remote === UNDER.c), { timeoutMs: 15_000 }).catch(why);
+    await plugVm(HOST.a, TAP2.a, { ns: DUP_NS.a, mac: DUP_MAC, ip: DUP_IP.a });
+    const vm = { a: announcer(DUP_NS.a, TAP2.a, DUP_IP.a), c: announcer(DUP_NS.c, TAP2.c, DUP_IP.c) };
+    try {
+      const t0 = Date.now();
+      await waitFor('A flags the MAC as a duplicate', () => flaggedIn('a'), { timeoutMs: 60_000, intervalMs: 100 }).catch(why);
+      process.stdout.write(`evpn-mobility: duplicate MAC flagged on A after ${Date.now() - t0} ms of ping-pong, sequence ${await maxSeq()} (load ${loadAvg()})\n`);
+      expect(await metrics('a')).toMatch(/vswitch_evpn_duplicate_macs_detected_total 1/);
+      expect(d.a.logs.find((l) => l.obj?.event === 'evpn_duplicate_mac')?.obj).toMatchObject({ vni: 100, mac: DUP_MAC, to: 'local', moves: 5, windowSeconds: 180, action: 'held' });
+
+      // Both VMs go on announcing: the route no longer ping-pongs. Whatever was in flight at the
+      // detection settles first (C's one more move), then 10 more announcements each.
+      let seq = await maxSeq();
+      await waitFor('the sequence settles', async () => {
+        const now = await maxSeq();
+        const same = now === seq;
+        seq = now;
+        return same;
+      }, { timeoutMs: 20_000, intervalMs: 1000 });
+      const sentBefore = { a: sent(vm.a), c: sent(vm.c) };
+      await waitFor('10 more announcements from each VM', () => sent(vm.a) >= sentBefore.a + 10 && sent(vm.c) >= sentBefore.c + 10, { timeoutMs: 30_000, intervalMs: 100 });
+      expect(await maxSeq(), await dupState()).toBe(seq);
+      const after = (await d.a.ok(['evpn', 'show'], { json: true })).json;
+      expect(after.vnis[0].duplicates, 'flagged in evpn show --json').toMatchObject([{ mac: DUP_MAC, moves: 5, lastMoveTo: 'local', held: true }]);
+      expect(after.dupDetect).toMatchObject({ duplicates: 1, detectedTotal: 1 });
+      const heldMoves = after.vnis[0].duplicates[0].heldMoves;
+      // Held local: C's higher route did not take the MAC (A's own route stays, C's is refused).
+      expect(after.rejected.duplicate_mac, await dupState()).toBeGreaterThan(0);
+      expect(heldMoves).toBeGreaterThan(0);
+      expect(after.vnis[0].localRoutes.filter((r: any) => r.mac === DUP_MAC)).toMatchObject([{ seq: 5 }]);
+      process.stdout.write(`evpn-mobility: held at sequence ${seq} while both VMs announced 10 more times: ${heldMoves} moves held, ${after.rejected.duplicate_mac} routes refused as duplicate_mac on A (load ${loadAvg()})\n`);
+
+      // The corrective action: the duplicate VM on C goes, and each host's flag is cleared.
+      await vm.c.stop();
+      await unplugVm(TAP2.c, DUP_NS.c);
+      expect((await d.a.ok(['evpn', 'clear-dup', DUP_MAC], { json: true })).json).toEqual({ cleared: 1, macs: [DUP_MAC] });
+      await waitFor('the clear logged', () => d.a.logs.some((l) => l.obj?.event === 'evpn_duplicate_cleared' && l.obj.mac === DUP_MAC && l.obj.why === 'clear'), { timeoutMs: 5000 });
+      expect(await flaggedIn('a')).toBe(false);
+      await waitFor('FRR: only A\'s route for the MAC', async () => {
+        const p = await paths();
+        return p.length === 1 && p[0].nextHop === UNDER.a && p[0].seq >= seq;
+      }, { timeoutMs: 15_000 }).catch(why);
+      const settled = await maxSeq();
+
+      // Normal mobility again: the remaining VM moves from A to C and is followed, not held.
+      await vm.a.stop();
+      await unplugVm(TAP2.a, DUP_NS.a);
+      await plugVm(HOST.c, TAP2.c, { ns: DUP_NS.a, mac: DUP_MAC, ip: DUP_IP.a });
+      await waitFor('FRR: only C\'s route, one sequence higher', async () => JSON.stringify(await paths()) === JSON.stringify([{ nextHop: UNDER.c, seq: settled + 1 }]), { timeoutMs: 15_000 }).catch(why);
+      expect((await show('a')).remoteMacList.filter((m: any) => m.mac === DUP_MAC)).toMatchObject([{ remote: UNDER.c, seq: settled + 1 }]);
+      expect(await flaggedIn('a')).toBe(false);
+
+      // The settings are config keys a reload changes in place (gobgpd not restarted).
+      const pid = after.gobgpd.pid;
+      const cfg = parse(readFileSync(d.a.configFile, 'utf8'));
+      cfg.evpn.dupDetect = { maxMoves: 3, windowSeconds: 60, freeze: 600 };
+      writeFileSync(d.a.configFile, toYaml(cfg));
+      await d.a.ok(['reload']);
+      const re = (await d.a.ok(['evpn', 'show'], { json: true })).json;
+      expect(re.dupDetect).toMatchObject({ enabled: true, maxMoves: 3, windowSeconds: 60, freeze: 600 });
+      expect(re.gobgpd.pid).toBe(pid);
+    } finally {
+      await vm.a.stop();
+      await vm.c.stop();
+    }
+  }, 120_000);
+});

@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { buildProgram, evpnGr, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
+import { buildProgram, dupText, evpnGr, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
 import { commandTree, leafCommands } from './docs.js';
 import { VERSION } from './version.js';
 
@@ -162,6 +162,17 @@ describe('views', () => {
     expect(evpnGr({ ...g, received: false })).toBe('ours offered, peer\'s none');
     expect(evpnGr({ ...g, advertised: false, received: false })).toBe('ours off, peer\'s none');
     expect(evpnGr(null)).toBe('-');
+  });
+
+  it('evpn show: duplicate MAC detection, its settings and the MACs it flagged', () => {
+    const d = { enabled: true, maxMoves: 5, windowSeconds: 180, freeze: 'permanent', tracked: 2, max: 8192, duplicates: 1, detectedTotal: 1, untracked: 0 };
+    const dup = { mac: '02:00:00:00:00:01', moves: 5, detectedAt: '2026-01-01T00:00:00.000Z', lastMoveTo: 'local', held: true, heldMoves: 3 };
+    const text = dupText({ dupDetect: d, vnis: [{ vni: 100, duplicates: [dup] }, { vni: 200, duplicates: [] }] });
+    expect(text.split('\n')[0]).toBe('duplicate MAC detection: 5 moves in 180s, freeze until cleared; 1 flagged, 1 detected since start, 2/8192 tracked');
+    expect(text).toMatch(/100 +02:00:00:00:00:01 +5 +2026-01-01T00:00:00.000Z +local +held +3/);
+    expect(dupText({ dupDetect: { ...d, freeze: false, duplicates: 0, untracked: 4 }, vnis: [] })).toBe('duplicate MAC detection: 5 moves in 180s, freeze off (flag only); 0 flagged, 1 detected since start, 2/8192 tracked, 4 moves untracked (table full)\n');
+    expect(dupText({ dupDetect: { ...d, freeze: 600 }, vnis: [] })).toMatch(/freeze 600s;/);
+    expect(dupText({ dupDetect: { ...d, enabled: false }, vnis: [] })).toBe('duplicate MAC detection: off\n');
   });
 
   it('monitor: one line per event, as bridge monitor prints them', () => {

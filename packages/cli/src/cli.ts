@@ -325,6 +325,17 @@ function from(o: { source?: string; overrides?: string[]; router?: string }): st
 }
 
 /** One line of `vswitch monitor` for an event, as `bridge monitor` prints them. */
+/** `evpn show`: duplicate MAC detection's settings and the MACs it flagged (none: one line). */
+export function dupText(v: any): string {
+  const d = v.dupDetect;
+  if (d === undefined) return '';
+  const head = !d.enabled ? 'duplicate MAC detection: off\n'
+    : `duplicate MAC detection: ${d.maxMoves} moves in ${d.windowSeconds}s, freeze ${d.freeze === false ? 'off (flag only)' : d.freeze === 'permanent' ? 'until cleared' : `${d.freeze}s`}; `
+      + `${d.duplicates} flagged, ${d.detectedTotal} detected since start, ${d.tracked}/${d.max} tracked${d.untracked ? `, ${d.untracked} moves untracked (table full)` : ''}\n`;
+  const rows = v.vnis.flatMap((s: any) => (s.duplicates ?? []).map((e: any) => [s.vni, e.mac, e.moves, e.detectedAt, e.lastMoveTo, e.held ? 'held' : 'flagged', e.heldMoves]));
+  return head + (rows.length ? table(['vni', 'duplicate mac', 'moves', 'detected', 'last move to', 'state', 'held moves'], rows) : '');
+}
+
 /** A neighbour's graceful restart for `evpn show`: ours offered or not, the peer's own (its restart time) or none. */
 export function evpnGr(g: { advertised: boolean; received: boolean; peerRestartTime: number; peerRestarting: boolean } | null | undefined): string {
   if (g === null || g === undefined) return '-';
@@ -688,7 +699,19 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
           v.vnis.map((s: any) => [s.vni, s.rd, s.rt.join(','), s.advertised.type2, s.advertised.type3, s.installed.type2, s.installed.type3, s.remoteMacs, s.floodRemotes.join(',') || '-']))
         + table(['vni', 'arp suppress', 'neighbours', 'suppressed', 'unknown', 'passed', 'malformed', 'full'],
           v.vnis.filter((s: any) => s.arpSuppress).map((s: any) => [s.vni, s.arpSuppress.on ? 'on' : 'off', s.arpSuppress.entries, s.arpSuppress.suppressed, s.arpSuppress.unknown, s.arpSuppress.passed, s.arpSuppress.malformed, s.arpSuppress.full]))
+        + dupText(v)
         + `rejected: ${Object.entries(v.rejected).map(([k, n]) => `${k} ${n}`).join(', ')}\n`);
+    });
+  const clearDupKw: KeywordSpec = { values: { vni: { name: 'VNI' } }, flags: [] };
+  keywords(evpn.command('clear-dup').addOption(json()).argument('[mac]').argument('[words...]').usage('[MAC] [vni VNI]')
+    .description('forget duplicate MAC detection for the MAC (every MAC without one): a flagged MAC is released and its routes judged again'), clearDupKw)
+    .action(async (mac: string | undefined, list: string[]) => {
+      // `clear-dup vni 100`: the first word is the keyword, not a MAC.
+      const all = mac === 'vni' ? [mac, ...list] : list;
+      const w = words(all, clearDupKw);
+      const vni = typeof w.vni === 'string' ? parseVni(w.vni) : undefined;
+      print(await call('evpn.clear-dup', { mac: mac === 'vni' ? undefined : mac, vni }), asJson(),
+        (r) => `cleared ${r.cleared} duplicate MAC${r.cleared === 1 ? '' : 's'}${r.cleared ? `: ${r.macs.join(', ')}` : ''}\n`);
     });
 
   program.command('monitor').addOption(json())

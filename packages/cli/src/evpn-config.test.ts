@@ -15,3 +15,22 @@ describe('evpn config: arpSuppress', () => {
     expect(r.error?.issues[0].path).toEqual(['vnis', '100', 'arpSuppress']);
   });
 });
+
+describe('evpn config: dupDetect', () => {
+  it('is on by default with RFC 7432 §15.1\'s values (5 moves in 180 s), held until cleared', () => {
+    expect(EvpnSchema.parse({ asn: 65000 }).dupDetect).toEqual({ enabled: true, maxMoves: 5, windowSeconds: 180, freeze: 'permanent' });
+    expect(EvpnSchema.parse({ asn: 65000, dupDetect: { maxMoves: 3 } }).dupDetect).toEqual({ enabled: true, maxMoves: 3, windowSeconds: 180, freeze: 'permanent' });
+    expect(EvpnSchema.parse({ asn: 65000, dupDetect: { freeze: 600 } }).dupDetect).toMatchObject({ freeze: 600 });
+    expect(EvpnSchema.parse({ asn: 65000, dupDetect: { freeze: false } }).dupDetect).toMatchObject({ freeze: false });
+    expect(EvpnSchema.parse({ asn: 65000, dupDetect: { enabled: false } }).dupDetect).toMatchObject({ enabled: false });
+  });
+
+  it('refuses out-of-range values with their path', () => {
+    for (const [v, path] of [[{ maxMoves: 1 }, 'maxMoves'], [{ windowSeconds: 0 }, 'windowSeconds'], [{ freeze: 'forever' }, 'freeze'], [{ max: 3 }, '']] as const) {
+      const r = EvpnSchema.safeParse({ asn: 65000, dupDetect: v });
+      expect(r.success, JSON.stringify(v)).toBe(false);
+      expect(r.error?.issues[0].path).toEqual(path ? ['dupDetect', path] : ['dupDetect']);
+    }
+    expect(EvpnSchema.safeParse({ asn: 65000, dupDetect: { freeze: 'forever' } }).error?.issues[0].message).toMatch(/"permanent", false .* seconds/);
+  });
+});

@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import { parseIp4 } from '@vswitch/switch';
+import { DUP_DETECT_DEFAULTS } from './daemon/evpn/dup-detect.js';
 
 const Ip4 = z.string().refine((s) => parseIp4(s) >= 0, 'must be an IPv4 address like 192.0.2.1');
 const Asn = z.number({ error: 'must be an AS number (1-4294967295)' }).int().min(1).max(4294967295);
@@ -40,6 +41,19 @@ export const EvpnSchema = z.strictObject({
    * MAC/IP route names are answered by this host, not flooded into the overlay.
    */
   arpSuppress: z.boolean().default(true),
+  /**
+   * Duplicate MAC detection (daemon/evpn/dup-detect.ts, RFC 7432 §15.1): a MAC that moves
+   * between this host and a peer `maxMoves` times within `windowSeconds` is flagged; with
+   * `freeze` ('permanent' or seconds) its mobility is held until `evpn clear-dup` (or that
+   * long); `freeze: false` only flags and logs. `enabled: false` turns detection off.
+   */
+  dupDetect: z.strictObject({
+    enabled: z.boolean().default(true),
+    maxMoves: z.number().int().min(2).max(1000).default(DUP_DETECT_DEFAULTS.maxMoves),
+    windowSeconds: z.number().int().min(2).max(1800).default(DUP_DETECT_DEFAULTS.windowSeconds),
+    freeze: z.union([z.literal('permanent'), z.literal(false), z.number().int().min(1).max(86_400)],
+      { error: 'must be "permanent", false (flag only) or a number of seconds (1-86400)' }).default(DUP_DETECT_DEFAULTS.freeze),
+  }).default({ enabled: true, ...DUP_DETECT_DEFAULTS }),
   /** Per VNI (as a string key), RD and RTs instead of the derived ones, and arpSuppress for this VNI. */
   vnis: z.record(z.string().regex(/^\d+$/, 'must be a VNI'), z.strictObject({ rd: Rd.optional(), rt: z.array(Rt).min(1).optional(), arpSuppress: z.boolean().optional() })).default({}),
 });

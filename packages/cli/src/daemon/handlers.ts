@@ -341,6 +341,7 @@ export const handlers: Record<string, Handler> = {
 
   'vxlan.show': (sw) => sw.vxlan.show(),
   'evpn.show': (sw) => sw.evpn.show(),
+  'evpn.clear-dup': (sw, a) => sw.evpn.clearDup(optStr(a, 'mac'), optNum(a, 'vni')),
   'vxlan.add': (sw, a) => sw.vxlan.add(str(a, 'bridge'), num(a, 'vni'), num(a, 'vlan'), Array.isArray(a.flood) ? a.flood.map(String) : []),
   'vxlan.del': (sw, a) => sw.vxlan.del(num(a, 'vni')),
   'vxlan.fdb.add': (sw, a) => sw.vxlan.fdb(true, str(a, 'mac'), num(a, 'vni'), str(a, 'dst')),

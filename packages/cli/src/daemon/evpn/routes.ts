@@ -23,6 +23,7 @@ export const EVPN_REJECT_REASONS = [
   'local_newer',     // the MAC is local here and the route's mobility sequence is not newer than ours
   'limit',           // the VNI holds maxRemoteMacs remote MACs already
   'mac_routes',      // the MAC has MAX_ROUTES_PER_MAC routes installed already (MAC/IP pairs, RDs)
+  'duplicate_mac',   // the MAC is local here, flagged as a duplicate and held (dup-detect.ts): its move is not carried out
 ] as const;
 export type EvpnRejectReason = (typeof EVPN_REJECT_REASONS)[number];
 

@@ -34,6 +34,13 @@
  * entry goes with the last of them. MAC/IP routes, installed peers' and our own
  * advertised ones, also fill the VNIs' ARP suppression tables (neighbours.ts).
  *
+ * Duplicate MAC detection (dup-detect.ts): the two moves above (a peer's MAC learned
+ * here and advertised over its sequence; a local MAC a peer's newer route takes) are
+ * reported to a DupDetector; a MAC flagged and held keeps its state: no higher
+ * sequence is advertised for it, a peer's newer route for it while it is local is
+ * refused ('duplicate_mac'). A release (`evpn clear-dup`, the freeze time) judges the
+ * MAC again: its FDB entry is reconciled and every route is read again from gobgpd.
+ *
  * Routes refused for the limit are remembered (refused.ts) and judged again when a
  * reload raises it. `evpn show` counts remote MACs from the MAC table
  * (remote-count.ts): a local frame takes a route's MAC back while the route stands.
@@ -46,10 +53,12 @@
  * gobgp.ts addPeer).
  */
 import { type Bridge, type FdbEntry, formatMac, ip4Text, parseIp4, parseMac, type Segment, type Vtep } from '@vswitch/switch';
+import { VswitchError } from '../../errors.js';
 import type { EvpnConfig } from '../../evpn-config.js';
 import type { Logger } from '../log.js';
 import { type EvpnRoute, GobgpClient, GobgpError, loadGobgpApi, type PeerInfo } from './gobgp.js';
 import { GobgpdProcess } from './gobgpd.js';
+import { DupDetector, type DupEntry, type MoveResult } from './dup-detect.js';
 import { arpSuppressMetrics, EvpnNeighbours } from './neighbours.js';
 import { LimitRefused } from './refused.js';
 import { remoteMacsInFdb } from './remote-count.js';
@@ -116,6 +125,8 @@ export class EvpnService {
   /** While a re-read (ListPath) runs, watch events wait here. */
   #held: Record<string, unknown>[][] | undefined;
   #rejectLogBudget = 20;
+  /** Duplicate MAC detection (dup-detect.ts); configured by apply(). */
+  readonly dup = new DupDetector(false);
 
   constructor(private readonly log: Logger, private readonly ctx: EvpnContext) {}
 
@@ -140,8 +151,14 @@ export class EvpnService {
         throw new GobgpError('ENOENT', `evpn: ${(e as Error).message}`);
       }
     }
-    const same = before !== undefined && JSON.stringify({ ...before, maxRemoteMacs: 0, arpSuppress: true, vnis: {} }) === JSON.stringify({ ...conf, maxRemoteMacs: 0, arpSuppress: true, vnis: {} });
+    const same = before !== undefined && JSON.stringify({ ...before, maxRemoteMacs: 0, arpSuppress: true, vnis: {}, dupDetect: 0 }) === JSON.stringify({ ...conf, maxRemoteMacs: 0, arpSuppress: true, vnis: {}, dupDetect: 0 });
     this.#conf = conf;
+    const { enabled, ...dupConf } = conf.dupDetect;
+    const now = Date.now();
+    const wasHeld = this.dup.duplicates().filter((e) => this.dup.held(e.vni, e.mac, now));
+    this.#dupReleased(this.dup.configure(enabled ? dupConf : false), 'config');
+    // A freeze shortened or turned off lets flagged MACs go: judged again, still flagged.
+    this.#dupRejudge(wasHeld.filter((e) => this.dup.flagged(e.vni, e.mac) && !this.dup.held(e.vni, e.mac, now)));
     this.#refused.max = conf.maxRemoteMacs;
     this.#replan();
     if (same) {
@@ -169,6 +186,7 @@ export class EvpnService {
     this.#listened.clear();
     this.#dropInstalled();
     this.neighbours.close();
+    this.dup.clear();
   }
 
   #routerId(): string {
@@ -433,9 +451,13 @@ export class EvpnService {
       let seq = 0;
       for (const k of had ?? []) seq = Math.max(seq, this.#adv.get(k)?.seq ?? 0);
       const seen = this.#remoteSeq.get(mk);
-      if (seen !== undefined && seen >= seq) seq = seen + 1;
+      // A peer's route stands and the MAC is here: it moved back (a move, dup-detect.ts).
+      // Held as a duplicate: what is advertised stays as it is, nothing new goes out.
+      const held = seen !== undefined && seen >= seq && this.#dupMove(seg.vni, mac, 'local') === 'held';
+      if (held) for (const k of had ?? []) next.add(k);
+      else if (seen !== undefined && seen >= seq) seq = seen + 1;
       const localIp = this.ctx.local();
-      for (const ip of ips) {
+      if (!held) for (const ip of ips) {
         const r: EvpnRoute = { type: 2, rd: plan.rd, vni: seg.vni, mac: macText, ip, nextHop: localIp, rts: plan.rts, encap: 8, seq, sticky: e.isStatic, neighbor: '' };
         next.add(this.#advertise(r));
       }
@@ -480,9 +502,14 @@ export class EvpnService {
     }
     const { routes, reread } = this.#refused.drain();
     this.#onRoutes(routes, false, true);
-    const client = this.#client;
     this.log.info({ event: 'evpn_limit_retry', kept: routes.length, reread }, 'evpn_limit_retry');
-    if (!reread || client === undefined || this.#held !== undefined) return;
+    if (reread) this.#reread('evpn_limit_retry_failed');
+  }
+
+  /** Every route read again from gobgpd and judged (not counted again), watch events waiting meanwhile. */
+  #reread(failEvent: string): void {
+    const client = this.#client;
+    if (!this.#connected || client === undefined || this.#held !== undefined) return;
     const my = this.#session;
     this.#held = [];
     const release = (): void => {
@@ -496,7 +523,7 @@ export class EvpnService {
       release();
     }, (e: Error) => {
       if (my !== this.#session) return;
-      this.log.warn({ event: 'evpn_limit_retry_failed', error: e.message }, 'evpn_limit_retry_failed');
+      this.log.warn({ event: failEvent, error: e.message }, failEvent);
       release();
     });
   }
@@ -568,6 +595,7 @@ export class EvpnService {
         let ours = 0;
         for (const ak of this.#advByMac.get(mk) ?? []) ours = Math.max(ours, this.#adv.get(ak)?.seq ?? 0);
         if (r.seq <= ours) return 'local_newer';
+        if (this.#dupMove(r.vni, mac, r.nextHop) === 'held') return 'duplicate_mac';
         // The MAC moved away: the peer's newer route wins, ours goes (the FDB change brings the reconcile).
         br.fdb.delete(seg.vid, mac);
       }
@@ -662,6 +690,54 @@ export class EvpnService {
   tick(): void {
     this.#rejectLogBudget = 20;
     this.#listen();
+    this.#dupReleased(this.dup.sweep(Date.now()), 'freeze_expired');
+  }
+
+  /* ---------- duplicate MAC detection ---------- */
+
+  /** Reports a move of (vni, mac) to `to` ('local' or the peer's address); logs a detection. */
+  #dupMove(vni: number, mac: number, to: string): MoveResult {
+    const res = this.dup.move(vni, mac, to, Date.now());
+    if (res === 'detected') {
+      const c = this.dup.config;
+      const held = this.dup.held(vni, mac, Date.now());
+      this.log.warn({
+        event: 'evpn_duplicate_mac', vni, mac: formatMac(mac), to, moves: c === false ? 0 : c.maxMoves,
+        windowSeconds: c === false ? 0 : c.windowSeconds, action: held ? 'held' : 'flagged',
+      }, 'evpn_duplicate_mac');
+    }
+    return res;
+  }
+
+  /** Flagged MACs released (clear, freeze time, config): each judged again from the FDB and gobgpd's routes. */
+  #dupReleased(es: DupEntry[], why: string): void {
+    if (es.length === 0) return;
+    for (const e of es) this.log.info({ event: 'evpn_duplicate_cleared', vni: e.vni, mac: formatMac(e.mac), why }, 'evpn_duplicate_cleared');
+    this.#dupRejudge(es);
+  }
+
+  #dupRejudge(es: DupEntry[]): void {
+    if (es.length === 0) return;
+    const vtep = this.ctx.vtep();
+    for (const e of es) {
+      const seg = vtep?.segment(e.vni);
+      if (seg !== undefined && !this.#pendingAll) this.#pending.add(`${seg.vid}/${e.mac}`);
+    }
+    this.#batch ??= setTimeout(() => this.#flush(), BATCH_MS);
+    // Routes refused as duplicate_mac are not kept: gobgpd still holds them.
+    this.#reread('evpn_duplicate_reread_failed');
+  }
+
+  /** `evpn clear-dup [MAC] [vni N]`: forgets the MAC's (every MAC's) detection state; returns the flagged ones released. */
+  clearDup(mac?: string, vni?: number): { cleared: number; macs: string[] } {
+    let m: number | undefined;
+    if (mac !== undefined) {
+      m = parseMac(mac);
+      if (m < 0) throw new VswitchError('EINVAL', `evpn clear-dup: ${mac} is not a MAC`);
+    }
+    const es = this.dup.clear(m, vni);
+    this.#dupReleased(es, 'clear');
+    return { cleared: es.length, macs: es.map((e) => formatMac(e.mac)) };
   }
 
   /* ---------- views ---------- */
@@ -702,6 +778,10 @@ export class EvpnService {
         floodRemotes: flood.sort(),
         localRoutes: local,
         remoteMacList: macs,
+        duplicates: this.dup.duplicates(p.vni).slice(0, 1000).map((e) => ({
+          mac: formatMac(e.mac), moves: e.moves, detectedAt: new Date(e.detectedAt).toISOString(), lastMoveTo: e.to,
+          held: this.dup.held(e.vni, e.mac, Date.now()), heldMoves: e.held,
+        })),
       };
     });
     return {
@@ -715,6 +795,7 @@ export class EvpnService {
       ...(this.#lastError !== '' ? { error: this.#lastError } : {}),
       maxRemoteMacs: c.maxRemoteMacs,
       mobilitySeqs: this.#remoteSeq.size,
+      dupDetect: { ...c.dupDetect, tracked: this.dup.size, max: this.dup.max, duplicates: this.dup.duplicates().length, detectedTotal: this.dup.detectedTotal, untracked: this.dup.untracked },
       neighbors: c.neighbors.map((n) => {
         const p = this.#peers.get(n.address);
         return { address: n.address, remoteAs: n.remoteAs, state: p?.state ?? 'unknown', received: p?.received ?? 0, advertised: p?.advertised ?? 0, gracefulRestart: p?.gr ?? null };
@@ -777,6 +858,18 @@ export function evpnMetrics(evpn: () => EvpnService, gauge: Reg, counter: Reg): 
     EVPN_REJECT_REASONS.forEach((r, i) => emit({ reason: r }, evpn().rejected[i]));
   });
   arpSuppressMetrics(() => (evpn().enabled ? evpn().neighbours : undefined), gauge, counter);
+  gauge('vswitch_evpn_duplicate_macs', 'MACs flagged as duplicates now (moved evpn.dupDetect.maxMoves times within windowSeconds), per VNI.', ['vni'], (emit) => {
+    if (!evpn().enabled) return;
+    const per = new Map<number, number>();
+    for (const e of evpn().dup.duplicates()) per.set(e.vni, (per.get(e.vni) ?? 0) + 1);
+    for (const [vni, n] of per) emit({ vni: String(vni) }, n);
+  });
+  counter('vswitch_evpn_duplicate_macs_detected_total', 'MACs flagged as duplicates (RFC 7432 §15.1), since start.', [], (emit) => {
+    if (evpn().enabled) emit({}, evpn().dup.detectedTotal);
+  });
+  counter('vswitch_evpn_duplicate_untracked_total', 'MAC moves not tracked for duplicate detection: its table was full.', [], (emit) => {
+    if (evpn().enabled) emit({}, evpn().dup.untracked);
+  });
   counter('vswitch_evpn_gobgpd_restarts_total', 'Times the managed gobgpd exited and was restarted.', [], (emit) => {
     if (evpn().enabled) emit({}, evpn().gobgpdRestarts());
   });
