@@ -320,6 +320,12 @@ describe('VXLAN against Linux vxlan devices', () => {
       const before = await coalesced();
       await move();
       expect((await coalesced()).segments).toBe(before.segments);
+      // UDP GRO is off too: a vswitch peer's UDP GSO datagrams reach the socket cut into packets, as before.
+      const g = await rxGro();
+      const t = await tcpTransfer({ from: vmNs('d10'), to: vmNs('a10'), toIp: VM.a10, size: 2 << 20, port: 5004, timeoutMs: 60_000, tag: 'vxgroff' });
+      expect(t.code, t.stderr).toBe(0);
+      expect(t.received).toBe(t.sent);
+      expect((await rxGro()).segments).toBe(g.segments);
     } finally {
       await setOffload('auto');
     }
