@@ -128,6 +128,7 @@ describe('VXLAN against Linux vxlan devices', () => {
     const text = (await d.ok(['vxlan', 'show'])).stdout;
     expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\) ttl 64 read-quantum 256kb/);
     expect(text).toMatch(/offload auto: \d+ segments coalesced into \d+ frames toward TAPs, 0 refused/);
+    expect(text).toMatch(/; \d+ packets received in \d+ UDP GRO bursts, 0 dropped/);
   });
 
   it('VMs behind vswitch and behind Linux VTEPs ping each other, both ways, in each VNI', async () => {
@@ -271,6 +272,8 @@ describe('VXLAN against Linux vxlan devices', () => {
     expect(after.segments - before.segments).toBeGreaterThan(4 * (after.bursts - before.bursts));
     expect(after.dropped).toBe(0);
     expect((await coalesced()).segments - co.segments).toBeGreaterThan(1000);
+    const text = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
+    expect(Number(/^vswitch_vxlan_rx_gro_total\{what="segments"\} (\d+)/m.exec(text)?.[1])).toBeGreaterThanOrEqual(after.segments);
   }, 120_000);
 
   it('inside one UDP GRO burst, each bad packet is dropped and counted on its own (reserved flag, unknown VNI, truncated)', async () => {
