@@ -128,6 +128,7 @@ describe('VXLAN against Linux vxlan devices', () => {
     const text = (await d.ok(['vxlan', 'show'])).stdout;
     expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\) ttl 64 read-quantum 256kb/);
     expect(text).toMatch(/offload auto: \d+ segments coalesced into \d+ frames toward TAPs, 0 refused/);
+    expect(text).toMatch(/; \d+ packets received in \d+ UDP GRO bursts, 0 dropped/);
   });
 
   it('VMs behind vswitch and behind Linux VTEPs ping each other, both ways, in each VNI', async () => {
@@ -257,6 +258,55 @@ describe('VXLAN against Linux vxlan devices', () => {
     }, 240_000);
   }
 
+  const rxGro = async (): Promise<{ bursts: number; segments: number; dropped: number }> => (await vxlanShow(d)).rxGro;
+
+  it('takes a vswitch peer\'s UDP GSO datagrams whole (UDP GRO) and splits them in C: 8 MB D -> A intact, coalesced toward the TAP', async () => {
+    const before = await rxGro();
+    const co = await coalesced();
+    const t = await tcpTransfer({ from: vmNs('d10'), to: vmNs('a10'), toIp: VM.a10, size: 8 << 20, port: 5003, timeoutMs: 60_000, tag: 'vxgro' });
+    expect(t.code, t.stderr).toBe(0);
+    expect(t.received).toBe(t.sent);
+    const after = await rxGro();
+    // D sends ~40 segments per UDP GSO datagram; A's socket took them as bursts, none dropped.
+    expect(after.bursts - before.bursts).toBeGreaterThan(50);
+    expect(after.segments - before.segments).toBeGreaterThan(4 * (after.bursts - before.bursts));
+    expect(after.dropped).toBe(0);
+    expect((await coalesced()).segments - co.segments).toBeGreaterThan(1000);
+    const text = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
+    expect(Number(/^vswitch_vxlan_rx_gro_total\{what="segments"\} (\d+)/m.exec(text)?.[1])).toBeGreaterThanOrEqual(after.segments);
+  }, 120_000);
+
+  it('inside one UDP GRO burst, each bad packet is dropped and counted on its own (reserved flag, unknown VNI, truncated)', async () => {
+    const before = await vxlanShow(d);
+    const g0 = await rxGro();
+    const rx100 = (v: any): number => v.vnis.find((s: any) => s.vni === 100).rxPackets;
+    // From host D (a known remote; its underlay keeps its offloads, so the datagram
+    // crosses whole): 7 segments of 100 bytes in one UDP_SEGMENT send, the last short.
+    await scapy(HOST_D, [
+      'import socket',
+      'def seg(flags, vni, i):',
+      '    p = bytes(VXLAN(flags=flags, vni=vni)/Ether(src="02:00:00:ab:00:%02x" % i, dst="ff:ff:ff:ff:ff:ff")/ARP())',
+      '    return p + bytes(100 - len(p))',
+      'body = seg(8, 100, 1) + seg(8, 100, 2) + seg(0x0c, 100, 3) + seg(8, 999, 4) + seg(8, 100, 5) + seg(8, 100, 6) + b"\\x08\\x00\\x00"',
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      `s.bind(("${UNDER.d}", 0))`,
+      's.setsockopt(socket.SOL_UDP, 103, 100)',  // UDP_SEGMENT
+      `s.sendto(body, ("${UNDER.a}", 4789))`,
+    ]);
+    let now: Record<string, number> = {};
+    let v: any;
+    await waitFor('burst counted', async () => {
+      v = await vxlanShow(d);
+      now = Object.fromEntries(Object.keys(before.drops).map((k) => [k, v.drops[k] - before.drops[k]]));
+      return v.rxGro.segments - g0.segments >= 7 && now.truncated >= 1;
+    }, { timeoutMs: 10_000 }).catch(() => undefined);
+    expect(v.rxGro.bursts - g0.bursts).toBe(1);
+    expect(v.rxGro.segments - g0.segments).toBe(7);
+    expect(now).toEqual({ truncated: 1, bad_flags: 1, unknown_vni: 1, unknown_remote: 0 });
+    expect(rx100(v) - rx100(before)).toBe(4);
+    expect(d.alive()).toBe(true);
+  }, 60_000);
+
   it('vxlan.offload off (reload) writes every segment as it came, and the transfer is still intact; auto again coalesces', async () => {
     const size = 8 << 20;
     const move = async (): Promise<void> => {
@@ -273,6 +323,12 @@ describe('VXLAN against Linux vxlan devices', () => {
       const before = await coalesced();
       await move();
       expect((await coalesced()).segments).toBe(before.segments);
+      // UDP GRO is off too: a vswitch peer's UDP GSO datagrams reach the socket cut into packets, as before.
+      const g = await rxGro();
+      const t = await tcpTransfer({ from: vmNs('d10'), to: vmNs('a10'), toIp: VM.a10, size: 2 << 20, port: 5004, timeoutMs: 60_000, tag: 'vxgroff' });
+      expect(t.code, t.stderr).toBe(0);
+      expect(t.received).toBe(t.sent);
+      expect((await rxGro()).segments).toBe(g.segments);
     } finally {
       await setOffload('auto');
     }

@@ -16,6 +16,7 @@
         "native/vxlan_tx.c",
         "native/tap_gro.c",
         "native/vxlan_gso.c",
+        "native/udp_gro.c",
         "native/tcpopt.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],

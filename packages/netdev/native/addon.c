@@ -71,6 +71,7 @@ typedef struct nd_handle {
   double fair_full; /* services that left frames waiting (the share spent, or the ring full) */
   nd_gro *gro;      /* TAP: the run of TCP segments held for coalescing (tap_gro.c), made on first use */
   bool gro_listed;  /* in nd_state.gro_held */
+  bool udp_gro;     /* UDP: UDP_GRO on, read by udp_gro.c (setUdpGro) */
   napi_ref cb;
 } nd_handle;
 
@@ -470,7 +471,7 @@ static void service(nd_handle *h, int status, bool primary, bool defer) {
     if (h->kind == KIND_TAP) {
       nd_tap_drain(h->fd, h->vnet, &o, &st->stats, &fatal);
     } else if (h->kind == KIND_UDP || h->kind == KIND_RAW || h->kind == KIND_UDP6) {
-      if (first) nd_udp_drain(h->fd, h->kind == KIND_UDP6, &o, &st->stats, &fatal);
+      if (first) (h->udp_gro ? nd_udp_gro_drain : nd_udp_drain)(h->fd, h->kind == KIND_UDP6, &o, &st->stats, &fatal);
     } else {
       /* Finish a super-frame that did not fit the previous batch before reading
        * more, so segments stay in order. Only the first pass reads the fd: the
@@ -780,6 +781,23 @@ static napi_value js_set_udp_gso(napi_env env, napi_callback_info info) {
   if (!vxtx_ready(env, st)) return NULL;
   nd_vxtx_set_gso(st->vxtx, on, nocheck);
   return NULL;
+}
+
+/* setUdpGro(handle, on): UDP_GRO on an underlay receive socket (udp_gro.c); false if the kernel refused it. */
+static napi_value js_set_udp_gro(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], r;
+  bool on = false;
+  nd_handle *h = handle_call(env, info, &argc, argv);
+  if (!h) return NULL;
+  if (argc < 2 || napi_get_value_bool(env, argv[1], &on) != napi_ok || (h->kind != KIND_UDP && h->kind != KIND_UDP6)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setUdpGro(udpHandle, on: boolean)");
+    return NULL;
+  }
+  bool ok = nd_udp_set_gro(h->fd, on) == 0;
+  if (ok) h->udp_gro = on; /* a refused change leaves the socket, and the drain that reads it, as they were */
+  CHECK(napi_get_boolean(env, ok, &r));
+  return r;
 }
 
 static napi_value js_set_quantum(napi_env env, napi_callback_info info) {
@@ -1409,6 +1427,8 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     { "vxlanTxGsoRefused", s->vxlan_tx_gso_refused },
     { "tapGroFrames", s->tap_gro_frames }, { "tapGroSegments", s->tap_gro_segments },
     { "tapGroErrors", s->tap_gro_errors },
+    { "udpGroBursts", s->udp_gro_bursts }, { "udpGroSegments", s->udp_gro_segments },
+    { "udpGroDropped", s->udp_gro_dropped },
   };
   CHECK(napi_create_object(env, &o));
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
@@ -1875,6 +1895,7 @@ NAPI_MODULE_INIT() {
     FN("setQuantum", js_set_quantum),
     FN("fairFull", js_fair_full),
     FN("setTapGro", js_set_tap_gro),
+    FN("setUdpGro", js_set_udp_gro),
     FN("setUdpGso", js_set_udp_gso),
     FN("groForTest", js_gro_for_test),
     FN("fairServeForTest", js_fair_serve_for_test),

@@ -108,6 +108,9 @@ typedef struct nd_stats {
   uint64_t tap_gro_frames;      /* tap_gro.c: super-frames written to a TAP from coalesced segments */
   uint64_t tap_gro_segments;    /* ... segments they carry */
   uint64_t tap_gro_errors;      /* ... frames held for coalescing whose write the TAP refused */
+  uint64_t udp_gro_bursts;      /* udp_gro.c: datagrams of several segments read whole (UDP_GRO) */
+  uint64_t udp_gro_segments;    /* ... packets split from them into the ring */
+  uint64_t udp_gro_dropped;     /* ... segments beyond what the batch had room for, dropped */
 } nd_stats;
 
 /*
@@ -216,6 +219,9 @@ bool nd_gro_held(const nd_gro *g);
 int nd_udp_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal);
 int nd_udp_open(uint32_t local_be, uint16_t port, const char *ifname, const char **op);
 int nd_raw_open(const char *ifname, const char **op);
+/* udp_gro.c: the same drain on a socket with UDP_GRO on (see the file's comment). */
+int nd_udp_set_gro(int fd, bool on);
+int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal);
 /* udp6.c: the same over IPv6 (a bound UDPv6 socket, a raw IPv6 socket whose UDP checksum the kernel fills). */
 #define ND_UDP6_HEADROOM 32u      /* in front of a UDPv6 payload in the ring: room for the sender */
 #define ND_UDP6_SENDER_BEFORE 22u /* sender address (16), port (2), zeros (4), then the payload */

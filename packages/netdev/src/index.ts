@@ -175,6 +175,10 @@ export interface Stats {
   tapGroFrames: number;
   tapGroSegments: number;
   tapGroErrors: number;
+  /** `setUdpGro`: datagrams of several segments read whole, the packets split from them, and segments dropped for want of room in the batch. */
+  udpGroBursts: number;
+  udpGroSegments: number;
+  udpGroDropped: number;
 }
 
 /** Where `segment` leaves its frames: `arena[offs[i], offs[i] + lens[i])` for i < count. */
@@ -235,6 +239,7 @@ interface Native {
   setQuantum(handle: number, bytes: number): void;
   fairFull(handle: number): number;
   setTapGro(on: boolean): void;
+  setUdpGro(handle: number, on: boolean): boolean;
   setUdpGso(on: boolean, refusedForTest?: boolean): void;
   groForTest(frames: Uint8Array[]): Buffer[];
   fairServeForTest(state: Uint8Array, primary: boolean, lens: Uint8Array, count: number): number;
@@ -469,6 +474,15 @@ export const fairFull: Native['fairFull'] = native.fairFull;
  * (stats().tapGroErrors).
  */
 export const setTapGro: Native['setTapGro'] = native.setTapGro;
+/**
+ * UDP GRO on an `openUdp`/`openUdp6` handle (native/udp_gro.c), off until turned on:
+ * the kernel hands over a sender's UDP GSO datagram whole (up to 64 KB) and the
+ * addon splits it into the packets it carries, each a ring frame laid out as
+ * without GRO, so the callback sees the same frames either way
+ * (stats().udpGroBursts/udpGroSegments). False if the kernel refused the option
+ * (the socket reads as before).
+ */
+export const setUdpGro: Native['setUdpGro'] = native.setUdpGro;
 /**
  * UDP GSO for `sendVxlan` (native/vxlan_gso.c), off until turned on: a super-frame's
  * encapsulated segments leave as one UDP_SEGMENT datagram per up to 64 of them,

@@ -346,6 +346,7 @@ export class VxlanService {
       txQueueErrors: run.underlay.txQueueErrors,
       offload: run.conf.offload,
       rxCoalesced: run.underlay.rxCoalesced,
+      ...('rxGro' in run.underlay ? { rxGro: run.underlay.rxGro } : {}),
       ...('txGso' in run.underlay ? { txGso: run.underlay.txGso } : {}),
       vnis: v.segments().sort((a, b) => a.vni - b.vni).map((s) => segmentView(v, s, conf.get(s.vni)?.source ?? 'config')),
       remotes: v.bridgeTunnels().flatMap((bt) => bt.tunnels.map((t) => {
@@ -416,6 +417,13 @@ export function vxlanMetrics(vtep: () => Vtep | undefined, counter: (name: strin
     emit({ what: 'frames' }, c.frames);
     emit({ what: 'segments' }, c.segments);
     emit({ what: 'errors' }, c.errors);
+  });
+  counter('vswitch_vxlan_rx_gro_total', 'UDP GRO on the underlay socket (vxlan.offload auto): datagrams of several packets read whole (what=bursts), the packets split from them (what=segments), packets of a burst dropped for want of room in the read batch (what=dropped).', ['what'], (emit) => {
+    const g = vtep()?.io.rxGro;
+    if (g === undefined) return;
+    emit({ what: 'bursts' }, g.bursts);
+    emit({ what: 'segments' }, g.segments);
+    emit({ what: 'dropped' }, g.dropped);
   });
   counter('vswitch_vxlan_tx_gso_total', 'Super-frames\' segments sent as UDP GSO datagrams (vxlan.offload auto, IPv4): sendmsg calls (what=sends), the packets they carried (what=segments), kernel refusals after which sendmmsg took over (what=refused).', ['what'], (emit) => {
     const g = vtep()?.io.txGso;

@@ -13,7 +13,9 @@
  * Offloads (`setOffload`, vxlan.offload): with "auto" the addon sends a super-frame's
  * segments as UDP GSO datagrams (native/vxlan_gso.c; sendmmsg if the kernel refuses)
  * and coalesces the TCP segments a batch from the underlay sends to one TAP into one
- * super-frame (native/tap_gro.c); both are the addon's, one per process.
+ * super-frame (native/tap_gro.c); both are the addon's, one per process. The receive
+ * socket takes the peer's UDP GSO datagrams whole (UDP_GRO, native/udp_gro.c: split
+ * into the same ring frames in C, so `receive` sees one call per packet as before).
  * NativeUnderlay6 is the same over IPv6 (netdev udp6.c): the sender's address is
  * looked up in the Vtep's remote table straight from the ring, and the kernel
  * writes the outer IPv6 header and the UDP checksum.
@@ -49,6 +51,20 @@ export interface UnderlayGso {
   segments: number;
   /** Times the kernel refused UDP GSO (sendmmsg from then on, until the offload is set again). */
   refused: number;
+}
+
+/** What UDP GRO on the receive socket did (netdev udp_gro.c; the addon's counts). */
+export interface UnderlayGro {
+  /** Datagrams of several packets the kernel handed over whole, and the packets split from them. */
+  bursts: number;
+  segments: number;
+  /** Packets of a burst beyond what the read batch had room for (dropped). */
+  dropped: number;
+}
+
+function gro(): UnderlayGro {
+  const s = netdev.stats();
+  return { bursts: s.udpGroBursts, segments: s.udpGroSegments, dropped: s.udpGroDropped };
 }
 
 function coalesced(): UnderlayCoalesced {
@@ -144,9 +160,12 @@ export class NativeUnderlay implements UnderlayIo {
     this.#offload = mode;
     netdev.setTapGro(mode !== 'off');
     netdev.setUdpGso(mode !== 'off');
+    netdev.setUdpGro(this.#rxHandle, mode !== 'off');
   }
 
   get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
+
+  get rxGro(): UnderlayGro { return gro(); }
 
   get txGso(): UnderlayGso {
     const s = netdev.stats();
@@ -232,12 +251,16 @@ export class NativeUnderlay6 implements UnderlayIo {
     return 0;
   }
 
-  /** As NativeUnderlay's for the coalescing toward TAPs; IPv6 sends one sendmsg per packet (no UDP GSO yet). */
+  /** As NativeUnderlay's for the coalescing toward TAPs and UDP GRO; IPv6 sends one sendmsg per packet (no UDP GSO yet). */
   setOffload(mode: 'auto' | 'off'): void {
-    if (!this.#closed) netdev.setTapGro(mode !== 'off');
+    if (this.#closed) return;
+    netdev.setTapGro(mode !== 'off');
+    netdev.setUdpGro(this.#rxHandle, mode !== 'off');
   }
 
   get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
+
+  get rxGro(): UnderlayGro { return gro(); }
 
   close(): void {
     if (this.#closed) return;
