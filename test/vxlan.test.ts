@@ -123,12 +123,13 @@ describe('VXLAN against Linux vxlan devices', () => {
     const v = await vxlanShow(d);
     expect(v).toMatchObject({ enabled: true, local: UNDER.a, port: 4789, mtu: 1500, vmMtu: 1450, readQuantum: 256 * 1024, offload: 'auto' });
     expect(v.rxCoalesced).toMatchObject({ errors: 0 });
+    expect(v.rxGro).toMatchObject({ on: true, dropped: 0 });
     expect(v.vnis.map((s: any) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, [UNDER.b, UNDER.c, UNDER.d]], [200, 20, [UNDER.b]]]);
     expect(v.remotes.map((r: any) => r.port).sort()).toEqual([`vx-${UNDER.b}`, `vx-${UNDER.c}`, `vx-${UNDER.d}`]);
     const text = (await d.ok(['vxlan', 'show'])).stdout;
     expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\) ttl 64 read-quantum 256kb/);
     expect(text).toMatch(/offload auto: \d+ segments coalesced into \d+ frames toward TAPs, 0 refused/);
-    expect(text).toMatch(/; \d+ packets received in \d+ UDP GRO bursts, 0 dropped/);
+    expect(text).toMatch(/; UDP GRO on: \d+ packets received in \d+ bursts, 0 dropped/);
   });
 
   it('VMs behind vswitch and behind Linux VTEPs ping each other, both ways, in each VNI', async () => {
@@ -325,6 +326,7 @@ describe('VXLAN against Linux vxlan devices', () => {
       expect((await coalesced()).segments).toBe(before.segments);
       // UDP GRO is off too: a vswitch peer's UDP GSO datagrams reach the socket cut into packets, as before.
       const g = await rxGro();
+      expect((await vxlanShow(d)).rxGro.on).toBe(false);
       const t = await tcpTransfer({ from: vmNs('d10'), to: vmNs('a10'), toIp: VM.a10, size: 2 << 20, port: 5004, timeoutMs: 60_000, tag: 'vxgroff' });
       expect(t.code, t.stderr).toBe(0);
       expect(t.received).toBe(t.sent);

@@ -667,7 +667,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
         : `vxlan: local ${v.local}:${v.port}${v.interface ? ` dev ${v.interface}` : ''} underlay MTU ${v.mtu} (VM MTU ${v.vmMtu}) ttl ${v.ttl} read-quantum ${formatReadQuantum(v.readQuantum ?? 0)}\n`
         + (v.rxCoalesced ? `offload ${v.offload}: ${v.rxCoalesced.segments} segments coalesced into ${v.rxCoalesced.frames} frames toward TAPs, ${v.rxCoalesced.errors} refused`
           + (v.txGso ? `; ${v.txGso.segments} packets sent in ${v.txGso.sends} UDP GSO sends, ${v.txGso.refused} refused` : '')
-          + (v.rxGro ? `; ${v.rxGro.segments} packets received in ${v.rxGro.bursts} UDP GRO bursts, ${v.rxGro.dropped} dropped` : '') + '\n' : '')
+          + (v.rxGro ? `; UDP GRO ${v.rxGro.on === false ? 'off' : 'on'}: ${v.rxGro.segments} packets received in ${v.rxGro.bursts} bursts, ${v.rxGro.dropped} dropped` : '') + '\n' : '')
         + table(['vni', 'bridge', 'vlan', 'flood', 'rx packets', 'tx packets', 'from'],
           v.vnis.map((s: any) => [s.vni, s.bridge, s.vlan, s.flood.join(',') || '-', s.rxPackets, s.txPackets, s.source]))
         + table(['remote', 'bridge', 'port', 'macs', 'rx frames', 'tx frames'], v.remotes.map((r: any) => [r.remote, r.bridge, r.port, r.macs, r.rxFrames, r.txFrames]))

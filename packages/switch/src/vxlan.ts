@@ -126,7 +126,7 @@ export interface UnderlayIo {
   /** Decapsulated TCP segments coalesced into super-frames toward TAPs (netdev tap_gro.c): frames written, segments in them, refused writes. */
   readonly rxCoalesced?: { frames: number; segments: number; errors: number };
   /** UDP GRO on the receive socket (netdev udp_gro.c): datagrams read whole, the packets split from them, packets dropped for want of room. */
-  readonly rxGro?: { bursts: number; segments: number; dropped: number };
+  readonly rxGro?: { bursts: number; segments: number; dropped: number; on: boolean };
   /** Super-frames' segments sent as UDP GSO datagrams (netdev vxlan_gso.c): sendmsg calls, segments, kernel refusals. */
   readonly txGso?: { sends: number; segments: number; refused: number };
 }

@@ -200,6 +200,7 @@ export class VxlanService {
       }
       underlay.setReadQuantum(conf.readQuantum);
       underlay.setOffload(conf.offload);
+      this.#warnGro(underlay, conf.offload);
       underlay.start(vtep, (errno) => {
         this.log.error({ event: 'vxlan_underlay_failed', errno }, 'vxlan_underlay_failed');
       });
@@ -220,6 +221,7 @@ export class VxlanService {
     run.vtep.ttl = conf.ttl;
     run.underlay.setReadQuantum(conf.readQuantum);
     run.underlay.setOffload(conf.offload);
+    this.#warnGro(run.underlay, conf.offload);
     run.conf = conf;
     done.push(`vxlan ${specs.length} VNIs`);
     this.changed?.();
@@ -227,7 +229,12 @@ export class VxlanService {
   }
 
   /** The Vtep's segments for what is wanted now (remotes as `vtep` knows them); notes what is not carried in `done`. */
-  #specs(vtep: Vtep, changed: number, done: string[]): SegmentSpec[] {
+  /** A kernel that refuses UDP_GRO leaves the per-packet receive path: say so once per setting, not silently. */
+  #warnGro(underlay: NativeUnderlay | NativeUnderlay6, offload: 'auto' | 'off'): void {
+    if (offload === 'auto' && !underlay.rxGro.on) this.log.warn({ event: 'vxlan_udp_gro_refused' }, 'vxlan_udp_gro_refused');
+  }
+
+    #specs(vtep: Vtep, changed: number, done: string[]): SegmentSpec[] {
     const brs = this.bridges();
     const specs: SegmentSpec[] = [];
     for (const s of this.#wanted()) {

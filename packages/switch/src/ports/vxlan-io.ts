@@ -60,11 +60,13 @@ export interface UnderlayGro {
   segments: number;
   /** Packets of a burst beyond what the read batch had room for (dropped). */
   dropped: number;
+  /** UDP_GRO is on for the receive socket (false: offload off, or the kernel refused it). */
+  on: boolean;
 }
 
-function gro(): UnderlayGro {
+function gro(on: boolean): UnderlayGro {
   const s = netdev.stats();
-  return { bursts: s.udpGroBursts, segments: s.udpGroSegments, dropped: s.udpGroDropped };
+  return { bursts: s.udpGroBursts, segments: s.udpGroSegments, dropped: s.udpGroDropped, on };
 }
 
 function coalesced(): UnderlayCoalesced {
@@ -160,12 +162,14 @@ export class NativeUnderlay implements UnderlayIo {
     this.#offload = mode;
     netdev.setTapGro(mode !== 'off');
     netdev.setUdpGso(mode !== 'off');
-    netdev.setUdpGro(this.#rxHandle, mode !== 'off');
+    this.#groOn = netdev.setUdpGro(this.#rxHandle, mode !== 'off') && mode !== 'off';
   }
+
+  #groOn = false;
 
   get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
 
-  get rxGro(): UnderlayGro { return gro(); }
+  get rxGro(): UnderlayGro { return gro(this.#groOn); }
 
   get txGso(): UnderlayGso {
     const s = netdev.stats();
@@ -255,12 +259,14 @@ export class NativeUnderlay6 implements UnderlayIo {
   setOffload(mode: 'auto' | 'off'): void {
     if (this.#closed) return;
     netdev.setTapGro(mode !== 'off');
-    netdev.setUdpGro(this.#rxHandle, mode !== 'off');
+    this.#groOn = netdev.setUdpGro(this.#rxHandle, mode !== 'off') && mode !== 'off';
   }
+
+  #groOn = false;
 
   get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
 
-  get rxGro(): UnderlayGro { return gro(); }
+  get rxGro(): UnderlayGro { return gro(this.#groOn); }
 
   close(): void {
     if (this.#closed) return;
