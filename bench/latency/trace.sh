@@ -5,7 +5,8 @@
 #   bash bench/latency/trace.sh [-n PINGS] [-W SECONDS] [-N NICE] [-P] [--busy one|half] [IMPL ...]
 #
 # For each IMPL (ours cfwd jsfwd vde, as bench/latency/run.sh; jsfwd2: jsfwd
-# with two JS entries per round trip, as before followUp), in namespaces
+# with two JS entries per round trip, as before followUp; base: ours with
+# BASE_JS=<another tree>/packages/cli/dist/main.js), in namespaces
 # of its own (per-run names): two VMs, the forwarder between their TAPs, then
 # busybox ping -c PINGS -i 0.01 while `perf record -a` takes, for the
 # forwarder's main thread only (tracepoint filters): sched_wakeup,
@@ -75,6 +76,7 @@ for i in $impls; do
     # (in $d: with -P, node leaves its isolate-*-v8.log files in its cwd)
     ours) (cd "$d" && VSWITCH_BENCH_NODE_ARGS=$([ $prof = 1 ] && echo --perf-basic-prof) exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     cfwd) ip netns exec ${p}s "$out/cfwd.bin" ${p}t1 ${p}t2 >"$d/log" 2>&1 & SW=$! ;;
+    base) (cd "$d" && VSWITCH_BENCH_JS=${BASE_JS:?base needs BASE_JS} VSWITCH_BENCH_NODE_ARGS=$([ $prof = 1 ] && echo --perf-basic-prof) exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     ours-fc) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS=$([ $prof = 1 ] && echo --perf-basic-prof) exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     jsfwd2) (cd "$d" && JSFWD_ENTRIES=2 exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     jsfwd) (cd "$d" && exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
