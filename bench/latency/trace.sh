@@ -123,9 +123,10 @@ for i in $impls; do
     echo "main thread, µs of CPU per round trip by object ($pings round trips):"
     perf report -i "$d/perf.data" --tid "$SW" --no-children --sort dso --stdio -g none -n 2>/dev/null |
       awk -v n="$pings" '!/^#/ && NF >= 3 { s = $2; $1 = $2 = ""; t += s; printf "  %7.1f  %s\n", s * 50 / n, $0 } END { printf "  %7.1f   total\n", t * 50 / n }'
-    kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true; SW=""
+    kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true
+    rm -f "/tmp/perf-$SW.map"  # node's --perf-basic-prof symbol map, by its pid
+    SW=""
     for n in ${p}a ${p}b ${p}s; do ip netns del "$n" 2>/dev/null || true; done
-    rm -f "/tmp/perf-$SW.map"
     continue
   fi
   perf record -q -a -o "$d/perf.data" \
