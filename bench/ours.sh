@@ -4,21 +4,27 @@
 # foreground in anchors.sh's switch namespace. VSWITCH_BENCH_FLOWCACHE=true: the
 # bridge's flow cache on (README "Flow cache"; latency/run.sh's `ours-fc`). Usage (anchors.sh substitutes
 # the placeholders): ours.sh @DIR@ @TAP1@ @TAP2@
+# VSWITCH_BENCH_JS: another build's packages/cli/dist/main.js (latency/run.sh's
+# `base`: before/after in one run); builds older than the flow cache get no
+# flowCache key unless VSWITCH_BENCH_FLOWCACHE is set.
 # `exec` keeps the PID anchors.sh recorded, so its CPU accounting sees node.
 set -eu
 dir=$1 tap1=$2 tap2=$3
 here=$(cd "$(dirname "$0")" && pwd)
 off=${VSWITCH_BENCH_OFFLOAD:-true}
 fc=${VSWITCH_BENCH_FLOWCACHE:-false}
+js=${VSWITCH_BENCH_JS:-$here/../packages/cli/dist/main.js}
+fcline="    flowCache: $fc"
+[ -n "${VSWITCH_BENCH_JS:-}" ] && [ -z "${VSWITCH_BENCH_FLOWCACHE:-}" ] && fcline=""
 mkdir -p "$dir/state"
 cat > "$dir/c.yaml" <<YAML
 bridges:
   br0:
-    flowCache: $fc
+$fcline
     ports:
       $tap1: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
       $tap2: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
 YAML
 rm -f "$dir/s"
-exec node ${VSWITCH_BENCH_NODE_ARGS:-} "$here/../packages/cli/dist/main.js" daemon --config "$dir/c.yaml" \
+exec node ${VSWITCH_BENCH_NODE_ARGS:-} "$js" daemon --config "$dir/c.yaml" \
   --socket "$dir/s" --metrics off --state-dir "$dir/state" --log-level warn

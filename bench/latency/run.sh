@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # bench/latency/run.sh: where a ping-pong's time goes (issue 19, item 2).
 #
-#   bash bench/latency/run.sh [-r ROUNDS] [-o RAW.tsv] [--busy one|half] [IMPL ...]
+#   bash bench/latency/run.sh [-r ROUNDS] [-o RAW.tsv] [-W] [--busy one|half] [IMPL ...]
 #
 # The same two-VM setup as the main bench (anchors.sh, ping 200 x 10 ms and
-# sockperf ping-pong only), with four forwarders between the two TAPs:
+# sockperf ping-pong only), with four forwarders between the two TAPs.
+# Without -W the pings meet a cold pipeline (V8's baseline code: the JS
+# entered for a few ARP and ping frames only); -W (warm) runs 64-byte UDP
+# (iperf3, BA_UDP_SECS, default 3 s) first, as the main bench's TCP, UDP and
+# trafgen do before its pings, so V8 has optimized the pipeline. The main
+# bench's ping figures are warm ones: compare them with -W. Forwarders:
 #   cfwd   bench/latency/cfwd.c: read -> write in C, one epoll loop (the floor:
 #          what an exact-match cache in the addon could reach at best)
 #   jsfwd  bench/latency/jsfwd.mjs: Node + the addon, one JS call per batch,
@@ -12,6 +17,8 @@
 #   ours   vswitch (bench/ours.sh: bridge, two access ports, offloads on)
 #   ours-fc  the same with the bridge's flow cache on (README "Flow cache")
 #   jsfwd2 jsfwd entering JS twice per round trip (no followUp: the control)
+#   base   `ours` with another build's daemon: BASE_JS=<tree>/packages/cli/dist/main.js
+#          (before/after in one run; base-fc: with its flow cache on)
 #   vde    vde_switch (the peer of issue 19's latency targets)
 # interleaved per round (and per variant with --busy, as bench/run.sh --busy).
 # Prints the medians, ratios vswitch/other, and the differences in µs:
@@ -25,12 +32,13 @@ shared=${VSWITCH_SHARED:-$repo/../shared}
 anchors=$shared/bench/anchors.sh
 [ "$(id -u)" = 0 ] || { echo "latency/run.sh: needs root" >&2; exit 1; }
 
-rounds=3 raw="" busy=""
+rounds=3 raw="" busy="" measure="ping sockperf"
 args=()
 for a in "$@"; do [ "$a" = --busy ] && args+=(-b) || args+=("$a"); done
 set -- "${args[@]}"
-while getopts "r:o:b:h" opt; do
+while getopts "r:o:b:Wh" opt; do
   case $opt in
+    W) measure="udp ping sockperf" ;;
     r) rounds=$OPTARG ;;
     o) raw=$OPTARG ;;
     b) busy=${OPTARG//,/ } ;;
@@ -56,6 +64,8 @@ cmd_of() {
     jsfwd) echo "node $here/jsfwd.mjs @TAP1@ @TAP2@" ;;
     ours-fc) echo "env VSWITCH_BENCH_FLOWCACHE=true bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
     jsfwd2) echo "env JSFWD_ENTRIES=2 node $here/jsfwd.mjs @TAP1@ @TAP2@" ;;
+    base) echo "env VSWITCH_BENCH_JS=${BASE_JS:?base needs BASE_JS} bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
+    base-fc) echo "env VSWITCH_BENCH_JS=${BASE_JS:?base-fc needs BASE_JS} VSWITCH_BENCH_FLOWCACHE=true bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
     *) echo "" ;;
   esac
 }
@@ -72,11 +82,18 @@ for r in $(seq "$rounds"); do
       [ "$v" = quiet ] || busy_start "$v"
       la=$(cut -d' ' -f1 /proc/loadavg)
       c=$(cmd_of "$i"); t=$i; [ -n "$c" ] && t=ours
-      BA_OURS_CMD=$c BA_MEASURE="ping sockperf" BA_QUIET_BUDGET=0 \
-        bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
+      # anchors.sh runs one at a time machine-wide (fixed names): another
+      # bench holding its lock is waited for (up to 10 min), not a lost round
+      for _ in 1 2 3 4 5; do
+        BA_OURS_CMD=$c BA_MEASURE=$measure BA_QUIET_BUDGET=0 \
+          bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" 2>"$out/anchors.err" || true
+        cat "$out/anchors.err" >&2
+        grep -q 'holds /tmp/bA.anchors.lock' "$out/anchors.err" || break
+        flock -w 120 /tmp/bA.anchors.lock true || true
+      done
       BUSY_CORES=""
       [ "$v" = quiet ] || busy_stop
-      { tail -n +2 "$out/part.tsv" 2>/dev/null | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" -v i="$i" '$2 != "meta" {$1 = r; $2 = i; print $0, v}'
+      { [ -f "$out/part.tsv" ] && tail -n +2 "$out/part.tsv" | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" -v i="$i" '$2 != "meta" {$1 = r; $2 = i; print $0, v}'
         printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$i" pre_busy_pct "$bg" "$v" "$r" "$i" loadavg1 "$la" "$v"
         [ -n "$BUSY_CORES" ] && printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$i" load_cores "$BUSY_CORES" "$v"
       } >> "$out/raw.tsv"

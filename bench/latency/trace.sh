@@ -5,7 +5,8 @@
 #   bash bench/latency/trace.sh [-n PINGS] [-W SECONDS] [-N NICE] [-P] [--busy one|half] [IMPL ...]
 #
 # For each IMPL (ours cfwd jsfwd vde, as bench/latency/run.sh; jsfwd2: jsfwd
-# with two JS entries per round trip, as before followUp), in namespaces
+# with two JS entries per round trip, as before followUp; base: ours with
+# BASE_JS=<another tree>/packages/cli/dist/main.js), in namespaces
 # of its own (per-run names): two VMs, the forwarder between their TAPs, then
 # busybox ping -c PINGS -i 0.01 while `perf record -a` takes, for the
 # forwarder's main thread only (tracepoint filters): sched_wakeup,
@@ -25,7 +26,9 @@
 # ovs-vswitchd): does priority shorten the runqueue wait on a busy host?
 # -P: instead of the tracepoints, sample the forwarder's CPU (perf record -g,
 # 20 kHz; node runs with --perf-basic-prof so JIT frames have names) and print
-# where its user and kernel time goes (perf report, self time, top symbols).
+# where its user and kernel time goes (perf report, self time, top symbols),
+# then the main thread's CPU per round trip by object (kernel, node, libc, addon);
+# TRACE_CALLERS=sym,sym: also the call chains into those symbols.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -75,6 +78,7 @@ for i in $impls; do
     # (in $d: with -P, node leaves its isolate-*-v8.log files in its cwd)
     ours) (cd "$d" && VSWITCH_BENCH_NODE_ARGS=$([ $prof = 1 ] && echo --perf-basic-prof) exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     cfwd) ip netns exec ${p}s "$out/cfwd.bin" ${p}t1 ${p}t2 >"$d/log" 2>&1 & SW=$! ;;
+    base) (cd "$d" && VSWITCH_BENCH_JS=${BASE_JS:?base needs BASE_JS} VSWITCH_BENCH_NODE_ARGS=$([ $prof = 1 ] && echo --perf-basic-prof) exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     ours-fc) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS=$([ $prof = 1 ] && echo --perf-basic-prof) exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     jsfwd2) (cd "$d" && JSFWD_ENTRIES=2 exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     jsfwd) (cd "$d" && exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
@@ -111,9 +115,18 @@ for i in $impls; do
     [ -n "$busy" ] && busy_stop
     echo "## $i (profile)${busy:+ (busy $busy, the load got $BUSY_CORES cores)}, loadavg $la, $(tail -1 "$d/ping")"
     perf report -i "$d/perf.data" --no-children --sort dso,sym --stdio -g none --percent-limit 0.7 2>/dev/null | grep -v '^#' | grep . | head -45
-    kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true; SW=""
+    # TRACE_CALLERS=sym1,sym2: who calls those symbols (call chains, main thread)
+    [ -n "${TRACE_CALLERS:-}" ] && perf report -i "$d/perf.data" --tid "$SW" --no-children --stdio \
+      -G --symbols "$TRACE_CALLERS" --percent-limit 0.2 2>/dev/null | grep -v '^#' | grep . | head -120
+    # The main thread's CPU by object, in µs per round trip (a sample is 50 µs at
+    # 20 kHz): what the loop around the forwarding costs, beside cfwd's and vde's.
+    echo "main thread, µs of CPU per round trip by object ($pings round trips):"
+    perf report -i "$d/perf.data" --tid "$SW" --no-children --sort dso --stdio -g none -n 2>/dev/null |
+      awk -v n="$pings" '!/^#/ && NF >= 3 { s = $2; $1 = $2 = ""; t += s; printf "  %7.1f  %s\n", s * 50 / n, $0 } END { printf "  %7.1f   total\n", t * 50 / n }'
+    kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true
+    rm -f "/tmp/perf-$SW.map"  # node's --perf-basic-prof symbol map, by its pid
+    SW=""
     for n in ${p}a ${p}b ${p}s; do ip netns del "$n" 2>/dev/null || true; done
-    rm -f "/tmp/perf-$SW.map"
     continue
   fi
   perf record -q -a -o "$d/perf.data" \
