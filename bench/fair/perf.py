@@ -81,7 +81,7 @@ def main(d):
     print('| window | load | CPU run / wait % of a core | frames read kpps | µs CPU per frame | ' +
           ' | '.join(f'{c} µs/frame' for c in CLASSES) + ' |')
     print('|---' * (5 + len(CLASSES)) + '|')
-    ports_rows = []
+    ports_rows, split_rows, costs = [], [], {}
     for data in sorted(glob.glob(os.path.join(d, '*.data'))):
         base = data[:-5]
         name = os.path.basename(base)
@@ -100,6 +100,27 @@ def main(d):
         print(f'| {name} | {load} | {(run1 - run0) / 1e7 / secs:.0f} / {(wait1 - wait0) / 1e7 / secs:.0f} | '
               f'{frames / secs / 1e3:.1f} | {us:.2f} | ' +
               ' | '.join(f'{us * counts[c] / total:.2f}' for c in CLASSES) + ' |')
+        costs[name] = us
+        vms = {}
+        if os.path.exists(base + '.vms'):
+            rows = [l.split() for l in open(base + '.vms')]
+            for i, r0, w0 in rows[:4]:
+                for j, r1, w1 in rows[4:]:
+                    if i == j:
+                        vms[i] = ((float(r1) - float(r0)) / 1e7 / secs, (float(w1) - float(w0)) / 1e7 / secs)
+        # The share per round: the flooding port (A, bAt1) is backlogged every round, so its
+        # full rounds count the rounds; its frames cost what they cost alone (the -flood window).
+        fa = m1.get('bAt1', {}).get('rx_frames', 0) - m0.get('bAt1', {}).get('rx_frames', 0)
+        ra = m1.get('bAt1', {}).get('read_rounds_full', 0) - m0.get('bAt1', {}).get('read_rounds_full', 0)
+        fl = costs.get(name + '-flood')
+        if ra and fl and not name.endswith('-flood'):
+            per_round = (run1 - run0) / 1e3 / ra
+            a_us = fa / ra * fl
+            cb = m1.get('bAt3', {}).get('rx_bytes', 0) - m0.get('bAt3', {}).get('rx_bytes', 0)
+            cf = m1.get('bAt3', {}).get('rx_frames', 0) - m0.get('bAt3', {}).get('rx_frames', 0)
+            split_rows.append(f'| {name} | {ra / secs / 1e3:.2f} | {per_round:.0f} | {fa / ra:.1f} × {fl:.2f} = {a_us:.0f} | '
+                              f'{per_round - a_us:.0f} | {cf / ra:.1f} / {cb / ra / 1024:.0f} | '
+                              + ' | '.join(f'{vms[k][0]:.0f} / {vms[k][1]:.0f}' if k in vms else '–' for k in '1234') + ' |')
         for p in sorted(m1):
             f = m1[p].get('rx_frames', 0) - m0.get(p, {}).get('rx_frames', 0)
             b = m1[p].get('rx_bytes', 0) - m0.get(p, {}).get('rx_bytes', 0)
@@ -110,6 +131,10 @@ def main(d):
     print('\n| window | port | frames read kpps | bytes per frame | Gbit/s read | full rounds k/s | frames per full round | KiB per full round |')
     print('|---|---|---|---|---|---|---|---|')
     print('\n'.join(ports_rows))
+    print('\n| window | rounds k/s (A full) | daemon µs per round | A: frames × µs (flood alone) = µs per round | '
+          'the rest µs per round (C, D, B, A\'s TCP) | C frames / KiB per round | VM A run / wait % of a core | VM B | VM C | VM D |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
+    print('\n'.join(split_rows))
 
 
 if __name__ == '__main__':
