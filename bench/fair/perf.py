@@ -101,13 +101,15 @@ def main(d):
               f'{frames / secs / 1e3:.1f} | {us:.2f} | ' +
               ' | '.join(f'{us * counts[c] / total:.2f}' for c in CLASSES) + ' |')
         costs[name] = us
+        # Per VM, the processes alive at both ends of the window (a process that started or
+        # exited inside it is left out: its counts would not be the window's).
         vms = {}
-        if os.path.exists(base + '.vms'):
-            rows = [l.split() for l in open(base + '.vms')]
-            for i, r0, w0 in rows[:4]:
-                for j, r1, w1 in rows[4:]:
-                    if i == j:
-                        vms[i] = ((float(r1) - float(r0)) / 1e7 / secs, (float(w1) - float(w0)) / 1e7 / secs)
+        if os.path.exists(base + '.vms0') and os.path.exists(base + '.vms1'):
+            a = {(v, p): (float(r), float(w)) for v, p, r, w in (l.split() for l in open(base + '.vms0'))}
+            for v, p, r, w in (l.split() for l in open(base + '.vms1')):
+                if (v, p) in a:
+                    run, wait = vms.get(v, (0.0, 0.0))
+                    vms[v] = (run + (float(r) - a[(v, p)][0]) / 1e7 / secs, wait + (float(w) - a[(v, p)][1]) / 1e7 / secs)
         # The share per round: the flooding port (A, bAt1) is backlogged every round, so its
         # full rounds count the rounds; its frames cost what they cost alone (the -flood window).
         fa = m1.get('bAt1', {}).get('rx_frames', 0) - m0.get('bAt1', {}).get('rx_frames', 0)

@@ -45,7 +45,7 @@
 #   `node --perf-basic-prof` and its metrics on, `perf record -g` samples it during the
 #   noisy phase's C -> D TCP and during 2 s of A's flood alone before it, and the ports' counters (frames, bytes, full read rounds)
 #   are scraped around it; kept in FAIR_PERF_DIR (default a new /tmp/bAfair-perf.*) as
-#   ROUND-TOPO[-flood].{data,m0,m1,sched,load} (-flood: the flood alone, 2 s before
+#   ROUND-TOPO[-flood].{data,m0,m1,sched,load,vms0,vms1} (-flood: the flood alone, 2 s before
 #   any TCP); perf.py DIR splits the cost per frame forwarded into
 #   kernel (syscalls and the stacks they run), the addon (C) and node (JS, V8, libuv).
 # Needs root, iperf3, busybox, python3, node, ovs-vswitchd (ovs topologies).
@@ -175,19 +175,19 @@ sched_ns() {
   echo "$run $wait"
 }
 
-# "VM run wait" per VM: schedstat summed over the processes in VM n's namespace (A's flood
-# and iperf3, C's iperf3 sender, ...): whether a VM's sender waited for a CPU.
+# "VM PID run wait" per process in VM n's namespace (A's flood and iperf3, C's iperf3 sender,
+# ...): whether a VM's sender waited for a CPU (perf.py sums each process alive at both ends).
 vm_sched() {
   local i p t run wait a b
   for i in 1 2 3 4; do
-    run=0 wait=0
     for p in $(ip netns pids bAvm$i 2>/dev/null); do
+      run=0 wait=0
       for t in /proc/"$p"/task/*; do
         read -r a b _ <"$t/schedstat" 2>/dev/null || continue
         run=$((run + a)) wait=$((wait + b))
       done
+      echo "$i $p $run $wait"
     done
-    echo "$i $run $wait"
   done
 }
 
@@ -197,10 +197,10 @@ perf_window() {
   local f=$perf_dir/$ROUND-$1
   ip netns exec $NSW curl -sf --max-time 5 http://127.0.0.1:9464/metrics >"$f.m0"
   { sched_ns; now; } >"$f.sched"
-  vm_sched >"$f.vms"
+  vm_sched >"$f.vms0"
   perf record -q -g -F 999 -p "${SW_PIDS[0]}" -o "$f.data" -- sleep "$2" >/dev/null 2>&1
   { sched_ns; now; } >>"$f.sched"
-  vm_sched >>"$f.vms"
+  vm_sched >"$f.vms1"
   ip netns exec $NSW curl -sf --max-time 5 http://127.0.0.1:9464/metrics >"$f.m1"
   cut -d' ' -f1-3 /proc/loadavg >"$f.load"
 }
