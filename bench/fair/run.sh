@@ -106,7 +106,8 @@ up_ours() {  # up_ours QUANTUM ("" = the default) FLOWCACHE(true|false) [NODE_FL
   rm -f "$RUN/s"
   local pre=() metrics=off
   [ -n "$probe_dir" ] && pre=(-r "$here/probe.cjs")
-  [ -n "$perf_dir" ] && pre+=(--perf-basic-prof) metrics=127.0.0.1:9464
+  # --perf-basic-prof turns V8's logger on: its log goes to the perf directory, not the working one.
+  [ -n "$perf_dir" ] && pre+=(--perf-basic-prof --no-logfile-per-isolate "--logfile=$perf_dir/$ROUND-$CUR_NAME.v8.log") metrics=127.0.0.1:9464
   ip netns exec $NSW env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node "${pre[@]}" "$@" "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics $metrics \
     --state-dir "$RUN/state" --log-level warn </dev/null >>"$RUN/switch.log" 2>&1 &
   SW_PIDS+=("$!")
