@@ -199,9 +199,13 @@ perf_window() {
   ip netns exec $NSW curl -sf --max-time 5 http://127.0.0.1:9464/metrics >"$f.m0"
   { sched_ns; now; } >"$f.sched"
   vm_sched >"$f.vms0"
+  # The end's snapshot is taken on time, not after perf has written its file (a VM's
+  # iperf3 may have exited by then).
+  (sleep "$2"; vm_sched >"$f.vms1") &
+  local vms=$!
   perf record -q -g -F 999 -p "${SW_PIDS[0]}" -o "$f.data" -- sleep "$2" >/dev/null 2>&1
   { sched_ns; now; } >>"$f.sched"
-  vm_sched >"$f.vms1"
+  wait "$vms"
   ip netns exec $NSW curl -sf --max-time 5 http://127.0.0.1:9464/metrics >"$f.m1"
   cut -d' ' -f1-3 /proc/loadavg >"$f.load"
 }
