@@ -19,6 +19,8 @@
 #   ours-Q      the same with readQuantum Q (e.g. ours-64kb, ours-1mb), to choose the default
 #   ours-gc1    ours with node --single-threaded-gc (a collection does not wait for V8's
 #               helper threads, which on a busy host wait for a CPU too)
+#   ours-fc     ours with the bridge's flow cache on (`flowCache: true`, README "Flow cache"):
+#               A->B's known-unicast frames are replayed in C without entering JS
 #   kbridge     the Linux bridge, veth pairs
 #   ovs-tso     Open vSwitch's userspace (netdev) datapath, TAP ports, userspace TSO on
 #   ovs         the same without TSO
@@ -39,6 +41,13 @@
 #   FAIR_PROBE_DIR (default a new /tmp/bAfair-probe.* directory) as
 #   ROUND-TOPO-PHASE.{probe,ping}, and probe.py matches each slow ping to what the
 #   daemon did meanwhile.
+#   FAIR_PERF=1: where the noisy phase's CPU goes (ours* only): the daemon runs with
+#   `node --perf-basic-prof` and its metrics on, `perf record -g` samples it during the
+#   noisy phase's C -> D TCP and during 2 s of A's flood alone before it, and the ports' counters (frames, bytes, full read rounds)
+#   are scraped around it; kept in FAIR_PERF_DIR (default a new /tmp/bAfair-perf.*) as
+#   ROUND-TOPO[-flood].{data,m0,m1,sched,load,vms0,vms1} (-flood: the flood alone, 2 s before
+#   any TCP); perf.py DIR splits the cost per frame forwarded into
+#   kernel (syscalls and the stacks they run), the addon (C) and node (JS, V8, libuv).
 # Needs root, iperf3, busybox, python3, node, ovs-vswitchd (ovs topologies).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -57,6 +66,8 @@ main_js=$repo/packages/cli/dist/main.js
 out_raw=$(mktemp /tmp/bAfair.XXXXXX.tsv)
 probe_dir=""
 if [ "${FAIR_PROBE:-0}" = 1 ]; then probe_dir=${FAIR_PROBE_DIR:-$(mktemp -d /tmp/bAfair-probe.XXXXXX)}; mkdir -p "$probe_dir"; fi
+perf_dir=""
+if [ "${FAIR_PERF:-0}" = 1 ]; then perf_dir=${FAIR_PERF_DIR:-$(mktemp -d /tmp/bAfair-perf.XXXXXX)}; mkdir -p "$perf_dir"; fi
 
 # The harness's helpers, lock and teardown; its own measurement loop runs zero rounds.
 # shellcheck disable=SC1090
@@ -78,9 +89,9 @@ taps_move() {
   IFS4=(x bAt1 bAt2 bAt3 bAt4)
 }
 
-up_ours() {  # up_ours QUANTUM ("" = the default) [NODE_FLAG ...]
-  local q=$1
-  shift
+up_ours() {  # up_ours QUANTUM ("" = the default) FLOWCACHE(true|false) [NODE_FLAG ...]
+  local q=$1 fc=$2
+  shift 2
   vms_add && ip netns add $NSW || return 1
   ip -n $NSW link set lo up
   mkdir -p "$RUN/state"
@@ -88,13 +99,16 @@ up_ours() {  # up_ours QUANTUM ("" = the default) [NODE_FLAG ...]
     echo "bridges:"
     echo "  br0:"
     [ -n "$q" ] && echo "    readQuantum: \"$q\""
+    [ "$fc" = true ] && echo "    flowCache: true"
     echo "    ports:"
     for i in 1 2 3 4; do echo "      bAt$i: { type: tap, vlan: { mode: access, vid: 1 } }"; done
   } >"$RUN/c.yaml"
   rm -f "$RUN/s"
-  local pre=()
+  local pre=() metrics=off
   [ -n "$probe_dir" ] && pre=(-r "$here/probe.cjs")
-  ip netns exec $NSW env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node "${pre[@]}" "$@" "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics off \
+  # --perf-basic-prof turns V8's logger on: its log goes to the perf directory, not the working one.
+  [ -n "$perf_dir" ] && pre+=(--perf-basic-prof --no-logfile-per-isolate "--logfile=$perf_dir/$ROUND-$CUR_NAME.v8.log") metrics=127.0.0.1:9464
+  ip netns exec $NSW env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node "${pre[@]}" "$@" "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics $metrics \
     --state-dir "$RUN/state" --log-level warn </dev/null >>"$RUN/switch.log" 2>&1 &
   SW_PIDS+=("$!")
   taps_move && vms_conf
@@ -126,10 +140,11 @@ down_ovs() { local i ns; for i in 3 4; do for ns in $NSW bAvm$i; do ip -n $ns li
 
 topo_up() {
   case ${1%@*} in
-    ours) up_ours "" ;;
-    ours-off) up_ours off ;;
-    ours-gc1) up_ours "" --single-threaded-gc ;;
-    ours-*) up_ours "${1#ours-}" ;;
+    ours) up_ours "" false ;;
+    ours-off) up_ours off false ;;
+    ours-gc1) up_ours "" false --single-threaded-gc ;;
+    ours-fc) up_ours "" true ;;
+    ours-*) up_ours "${1#ours-}" false ;;
     kbridge) up_kbridge ;;
     ovs-tso) up_ovs true ;;
     ovs) up_ovs false ;;
@@ -161,20 +176,65 @@ sched_ns() {
   echo "$run $wait"
 }
 
+# "VM PID run wait" per process in VM n's namespace (A's flood and iperf3, C's iperf3 sender,
+# ...): whether a VM's sender waited for a CPU (perf.py sums each process alive at both ends).
+vm_sched() {
+  local i p t run wait a b
+  for i in 1 2 3 4; do
+    for p in $(ip netns pids bAvm$i 2>/dev/null); do
+      run=0 wait=0
+      for t in /proc/"$p"/task/*; do
+        read -r a b _ <"$t/schedstat" 2>/dev/null || continue
+        run=$((run + a)) wait=$((wait + b))
+      done
+      echo "$i $p $run $wait"
+    done
+  done
+}
+
+# perf_window NAME SECONDS (FAIR_PERF): sample the daemon with perf for SECONDS, with its
+# ports' counters and its schedstat run/wait before and after, as $perf_dir/$ROUND-NAME.*.
+perf_window() {
+  local f=$perf_dir/$ROUND-$1
+  ip netns exec $NSW curl -sf --max-time 5 http://127.0.0.1:9464/metrics >"$f.m0"
+  { sched_ns; now; } >"$f.sched"
+  vm_sched >"$f.vms0"
+  # The end's snapshot is taken on time, not after perf has written its file (a VM's
+  # iperf3 may have exited by then).
+  (sleep "$2"; vm_sched >"$f.vms1") &
+  local vms=$!
+  perf record -q -g -F 999 -p "${SW_PIDS[0]}" -o "$f.data" -- sleep "$2" >/dev/null 2>&1
+  { sched_ns; now; } >>"$f.sched"
+  wait "$vms"
+  ip netns exec $NSW curl -sf --max-time 5 http://127.0.0.1:9464/metrics >"$f.m1"
+  cut -d' ' -f1-3 /proc/loadavg >"$f.load"
+}
+
 # One phase: C -> D TCP then ping; with "noisy", A floods B and runs TCP to it meanwhile.
 phase() {
   local topo=$1 ph=$2 tg="" ab="" tcp times r0 r1 sent="" abg=0 t0 t1 load
   if [ "$ph" = noisy ]; then
+    local fsecs=$((2 * secs + 4))
+    flood_start() {
+      r0=$(rx_of 2); t0=$(now)
+      ip netns exec bAvm1 python3 "$here/flood.py" "${IFS4[1]}" "$(mac_of 1)" "$(mac_of 2)" "${IPS[1]}" "${IPS[2]}" "$1" \
+        >"$RUN/flood.log" 2>&1 &
+      tg=$!
+      AUX_PIDS+=("$tg")
+    }
+    if [ -n "$perf_dir" ] && [[ $topo == ours* ]]; then
+      # The flood alone first (FAIR_PERF): its cost per frame without the TCP streams.
+      flood_start $((fsecs + 3))
+      sleep 1
+      perf_window "$topo-flood" 2
+    fi
     ip netns exec bAvm2 iperf3 -s -1 -B "${IPS[2]}" -p 5302 >/dev/null 2>&1 &
     AUX_PIDS+=("$!")
     wait_for 5 bash -c "ip netns exec bAvm2 ss -Hlnt 'sport = :5302' | grep -q ."
-    ip netns exec bAvm1 iperf3 -c "${IPS[2]}" -p 5302 -t $((2 * secs + 4)) -J >"$RUN/ab.json" 2>/dev/null &
+    ip netns exec bAvm1 iperf3 -c "${IPS[2]}" -p 5302 -t $fsecs -J >"$RUN/ab.json" 2>/dev/null &
     ab=$!
-    r0=$(rx_of 2); t0=$(now)
-    ip netns exec bAvm1 python3 "$here/flood.py" "${IFS4[1]}" "$(mac_of 1)" "$(mac_of 2)" "${IPS[1]}" "${IPS[2]}" $((2 * secs + 4)) \
-      >"$RUN/flood.log" 2>&1 &
-    tg=$!
-    AUX_PIDS+=("$ab" "$tg")
+    AUX_PIDS+=("$ab")
+    [ -n "$tg" ] || flood_start $fsecs
     sleep 1
   fi
   load=$(cut -d' ' -f1 /proc/loadavg)
@@ -183,7 +243,13 @@ phase() {
   ip netns exec bAvm4 iperf3 -s -1 -B "${IPS[4]}" -p 5301 >/dev/null 2>&1 &
   AUX_PIDS+=("$!")
   wait_for 5 bash -c "ip netns exec bAvm4 ss -Hlnt 'sport = :5301' | grep -q ."
+  local perf=""
+  if [ -n "$perf_dir" ] && [ "$ph" = noisy ] && [[ $topo == ours* ]]; then
+    (sleep 0.5; perf_window "$topo" $((secs - 1))) &
+    perf=$!
+  fi
   tcp=$(timeout $((secs + 20)) ip netns exec bAvm3 iperf3 -c "${IPS[4]}" -p 5301 -t "$secs" -J 2>/dev/null | gbps_of)
+  [ -n "$perf" ] && wait "$perf"
   if [ -n "$probe_dir" ] && [[ $topo == ours* ]]; then
     echo "phase $ph $(date +%s%3N)" >>"$probe_dir/$ROUND-$topo.probe"
     ip netns exec bAvm3 python3 "$here/pinger.py" "${IPS[4]}" $((secs * 100)) 0.01 >"$probe_dir/$ROUND-$topo-$ph.ping"
@@ -228,51 +294,5 @@ for ROUND in $(seq "$rounds"); do
     log "$topo round $ROUND done (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   done
 done
-log "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); raw data: $out_raw${probe_dir:+; probe logs: $probe_dir}"
-python3 - "$out_raw" "$topos" "$secs" <<'PY'
-import sys, statistics as st
-rows = [l.rstrip('\n').split('\t') for l in open(sys.argv[1])]
-topos, secs = sys.argv[2].split(), float(sys.argv[3])
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float('nan')
-by = {}
-for r, topo, ph, tcp, times, sent, rx, abg, load, cpu in rows:
-    t = [float(x) for x in times.split()]
-    run, wait = (float(x) for x in cpu.split('/')) if '/' in cpu else (float('nan'), float('nan'))
-    by.setdefault((topo, ph), []).append(dict(g=float(tcp or 0), p50=pct(t, 50), p99=pct(t, 99), lost=secs * 100 - len(t),
-                                              sent=float(sent or 0), rx=float(rx or 0), ab=float(abg or 0), load=float(load),
-                                              run=run, wait=wait))
-def med(topo, ph, k):
-    xs = [x[k] for x in by.get((topo, ph), [])]
-    return st.median(xs) if xs else float('nan')
-def rng(topo, ph, k, f):
-    xs = [x[k] for x in by.get((topo, ph), [])]
-    return '–'.join(f.format(x) for x in (min(xs), max(xs))) if xs else ''
-print('\nC -> D, medians over rounds (min–max); noisy: A floods B with 64-byte frames and runs TCP to it\n')
-print('| topology | quiet TCP Gbit/s | noisy TCP Gbit/s | TCP noisy÷quiet | quiet ping p50 / p99 ms | noisy ping p50 / p99 ms | p99 noisy÷quiet | pings lost (noisy) | A flood sent / B rx kpps | A-B TCP Gbit/s | switch CPU run / runqueue wait, % of a core (quiet; noisy) | load avg (quiet, noisy) |')
-print('|---|---|---|---|---|---|---|---|---|---|---|---|')
-res = {}
-for t in topos:
-    if (t, 'quiet') not in by: continue
-    qg, ng = med(t, 'quiet', 'g'), med(t, 'noisy', 'g')
-    qp, np_ = med(t, 'quiet', 'p99'), med(t, 'noisy', 'p99')
-    gr = [n['g'] / q['g'] if q['g'] else 0 for q, n in zip(by[(t, 'quiet')], by[(t, 'noisy')])]
-    pr = [n['p99'] / q['p99'] if q['p99'] else float('inf') for q, n in zip(by[(t, 'quiet')], by[(t, 'noisy')])]
-    res[t] = (st.median(gr), st.median(pr))
-    print(f"| {t} | {qg:.2f} ({rng(t, 'quiet', 'g', '{:.2f}')}) | {ng:.2f} ({rng(t, 'noisy', 'g', '{:.2f}')}) | "
-          f"**{st.median(gr):.2f}×** ({min(gr):.2f}–{max(gr):.2f}) | {med(t, 'quiet', 'p50'):.3f} / {qp:.3f} | "
-          f"{med(t, 'noisy', 'p50'):.3f} / {np_:.3f} | **{st.median(pr):.2f}×** ({min(pr):.2f}–{max(pr):.2f}) | "
-          f"{med(t, 'noisy', 'lost'):.0f} | {med(t, 'noisy', 'sent'):.0f} / {med(t, 'noisy', 'rx'):.0f} | {med(t, 'noisy', 'ab'):.2f} | "
-          f"{med(t, 'quiet', 'run'):.0f} / {med(t, 'quiet', 'wait'):.0f}; {med(t, 'noisy', 'run'):.0f} / {med(t, 'noisy', 'wait'):.0f} | "
-          f"{med(t, 'quiet', 'load'):.2f}, {med(t, 'noisy', 'load'):.2f} |")
-print(f'\n(ratios: median over rounds of each round\'s noisy÷quiet; {len(by.get((topos[0], "quiet"), []))} rounds; '
-      f'ping: {int(secs * 100)} × 10 ms after {secs:.0f} s of TCP)')
-peers = [t for t in res if not t.startswith('ours')]
-for t in [t for t in res if t.startswith('ours')]:
-    g, p = res[t]
-    ok = g >= 0.4 and p <= 3
-    better = all(g > res[q][0] and p < res[q][1] for q in peers)
-    print(f"target {t}: TCP >= 0.40x ({g:.2f}x) and ping p99 <= 3x ({p:.2f}x): {'met' if ok else 'missed'}; "
-          f"better than {', '.join(peers) or 'no peer'} on both: {'yes' if better else 'no'}")
-PY
+log "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); raw data: $out_raw${probe_dir:+; probe logs: $probe_dir}${perf_dir:+; perf: $perf_dir (python3 $here/perf.py $perf_dir)}"
+python3 "$here/summary.py" "$out_raw" "$topos" "$secs"
