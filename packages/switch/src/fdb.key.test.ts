@@ -154,7 +154,7 @@ describe('key layout at volume', () => {
     }
     expect(f.entries()).toHaveLength(N / 2);
     expect(gone.filter((m) => f.delete(1, m))).toEqual([]);
-  });
+  }, 60_000); // a volume test (2-4 s alone): the default 5 s is a clock, not what it checks
 
   it('MACs that share their low 24 bits, or their high 24 bits, are all distinct entries', () => {
     const f = new Fdb({ maxEntries: 20_000 });

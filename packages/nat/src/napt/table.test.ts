@@ -421,10 +421,12 @@ describe('timeouts (fake clock)', () => {
     }
     expect(t.size).toBe(N);
     t.expire(T0 + 120 * SEC); // first pass: requeue everything at its real deadline
-    const a = performance.now();
-    for (let k = 0; k < 100; k++) expect(t.expire(T0 + 121 * SEC + k)).toBe(0);
-    const perCall = (performance.now() - a) / 100;
-    expect(perCall).toBeLessThan(1); // ms; measured well under 0.01
+    // Cheap when nothing is due, by structure rather than by a clock (timed asserts flake
+    // on a loaded machine): the heap's head is the earliest real deadline, so expire()'s
+    // loop is not entered at all until then.
+    expect(t.nextDeadline()).toBe(T0 + 300 * SEC);
+    for (let k = 0; k < 100; k++) expect(t.expire(T0 + 121 * SEC + k * SEC)).toBe(0);
+    expect(t.nextDeadline()).toBe(T0 + 300 * SEC);
     expect(t.expire(T0 + 300 * SEC + 49 * SEC)).toBe(N / 2);
     expect(t.expire(T0 + 300 * SEC + 99 * SEC)).toBe(N / 2);
     expect(t.size).toBe(0);
