@@ -25,13 +25,14 @@ describe('GoBGP API translation (the Debian package\'s .proto files)', () => {
 
   it('AddPeer carries the neighbour\'s prefix limit on l2vpn-evpn, as gobgpd\'s AddPeerRequest encodes it (none when 0)', () => {
     const t = loadGobgpApi().root.lookupType('apipb.AddPeerRequest');
-    const wire = (max: number): any => t.toObject(t.decode(t.encode(t.fromObject(peerRequest('10.0.0.2', 65000, '10.0.0.1', max))).finish()), { defaults: false });
+    const wire = (max: number): any => t.toObject(t.decode(t.encode(t.fromObject(peerRequest('10.0.0.2', 65000, 65000, '10.0.0.1', max))).finish()), { defaults: false });
     const af = wire(20000).peer.afiSafis;
     expect(af).toHaveLength(1);
     expect(af[0].config).toEqual({ family: { afi: 25, safi: 70 }, enabled: true });
     expect(af[0].prefixLimits).toEqual({ family: { afi: 25, safi: 70 }, maxPrefixes: 20000 });
     expect(wire(0).peer.afiSafis[0].prefixLimits).toBeUndefined();
-    expect(wire(7).peer.conf).toEqual({ neighborAddress: '10.0.0.2', peerAsn: 65000 });
+    expect(wire(7).peer.conf).toEqual({ neighborAddress: '10.0.0.2', peerAsn: 65000, localAsn: 65000 }); // type INTERNAL (0) is proto3's default
+    expect(peerRequest('10.0.0.2', 65001, 65000, '10.0.0.1', 7).peer.conf).toMatchObject({ localAsn: 65000, type: 1 }); // EXTERNAL, as gobgpd fills it in
     expect(EVPN_FAMILY).toEqual({ afi: 25, safi: 70 });
   });
 

@@ -106,10 +106,13 @@ export const ADMIN_PFX_CT = 2;
  * not to wait for our End-of-RIB. `maxPrefixes` (0: none) is gobgpd's per-peer limit
  * on the EVPN family (prefix-limit.ts says what gobgpd does when it is exceeded).
  */
-export function peerRequest(address: string, remoteAs: number, localAddress: string, maxPrefixes: number): Obj {
+export function peerRequest(address: string, remoteAs: number, localAs: number, localAddress: string, maxPrefixes: number): Obj {
   return {
     peer: {
-      conf: { neighborAddress: address, peerAsn: remoteAs },
+      // The local AS and peer type as gobgpd's defaults fill them in (SetDefaultNeighborConfigValues):
+      // UpdatePeer compares the request with the stored peer, and any difference there
+      // (NeedsResendOpenMessage) makes it delete and re-add the peer, resetting the session.
+      conf: { neighborAddress: address, peerAsn: remoteAs, localAsn: localAs, type: remoteAs === localAs ? 0 : 1 },
       // Restarting, gobgpd defers its updates until every peer's End-of-RIB, or this
       // many seconds (its default, 360, would hold our routes back that long after a start).
       gracefulRestart: { enabled: true, restartTime: GR_RESTART_S, localRestarting: true, deferralTime: 2 },
@@ -226,8 +229,8 @@ export class GobgpClient {
   }
 
   /** Adds a neighbour (peerRequest). */
-  addPeer(address: string, remoteAs: number, localAddress: string, maxPrefixes = 0): Promise<unknown> {
-    return this.#call('addPeer', peerRequest(address, remoteAs, localAddress, maxPrefixes));
+  addPeer(address: string, remoteAs: number, localAs: number, localAddress: string, maxPrefixes = 0): Promise<unknown> {
+    return this.#call('addPeer', peerRequest(address, remoteAs, localAs, localAddress, maxPrefixes));
   }
 
   /**
@@ -235,8 +238,8 @@ export class GobgpClient {
    * updatePrefixLimitConfig) applies a changed limit without resetting the session,
    * unless the peer already holds more than the new one (then it closes it at once).
    */
-  updatePeer(address: string, remoteAs: number, localAddress: string, maxPrefixes: number): Promise<unknown> {
-    return this.#call('updatePeer', peerRequest(address, remoteAs, localAddress, maxPrefixes));
+  updatePeer(address: string, remoteAs: number, localAs: number, localAddress: string, maxPrefixes: number): Promise<unknown> {
+    return this.#call('updatePeer', peerRequest(address, remoteAs, localAs, localAddress, maxPrefixes));
   }
 
   /** Lets a peer that gobgpd holds down (admin state PFX_CT, or down) connect again. */

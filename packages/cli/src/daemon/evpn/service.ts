@@ -317,7 +317,7 @@ export class EvpnService {
     if (my !== this.#session) return;
     for (const n of c.neighbors) {
       try {
-        await client.addPeer(n.address, n.remoteAs, local, n.maxPrefixes);
+        await client.addPeer(n.address, n.remoteAs, c.asn, local, n.maxPrefixes);
       } catch (e) {
         if (!/existing peer/.test((e as Error).message)) throw e;
       }
@@ -368,10 +368,11 @@ export class EvpnService {
 
   /** A reload changed the neighbour's limit: gobgpd takes it in place; one held down for the old limit may connect again. */
   #updateLimit(address: string): void {
-    const n = this.#conf?.neighbors.find((x) => x.address === address);
-    if (n === undefined) return;
+    const conf = this.#conf;
+    const n = conf?.neighbors.find((x) => x.address === address);
+    if (conf === undefined || n === undefined) return;
     const local = this.ctx.local();
-    this.#queue('update_peer', (c) => c.updatePeer(n.address, n.remoteAs, local, n.maxPrefixes));
+    this.#queue('update_peer', (c) => c.updatePeer(n.address, n.remoteAs, conf.asn, local, n.maxPrefixes));
     this.limits.release(address, 'reload');
   }
 
