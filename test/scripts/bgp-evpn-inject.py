@@ -149,10 +149,17 @@ for ph in phases:
         groups.setdefault((r['rt'], r.get('seq')), []).append(r)
     sent = 0
     s.setblocking(True)
-    for (rt, seq), rs in groups.items():
-        for i in range(0, len(rs), 100):  # 100 NLRIs of 35 bytes: one UPDATE under 4096 bytes
-            s.sendall(update(rs[i:i + 100], rt, seq))
-            sent += len(rs[i:i + 100])
+    try:
+        for (rt, seq), rs in groups.items():
+            for i in range(0, len(rs), 100):  # 100 NLRIs of 35 bytes: one UPDATE under 4096 bytes
+                s.sendall(update(rs[i:i + 100], rt, seq))
+                sent += len(rs[i:i + 100])
+    except (BrokenPipeError, ConnectionResetError):
+        # The peer closed the session mid-phase (its prefix limit): say why and how far.
+        s.setblocking(False)
+        drain()
+        print('closed after sent %d' % sent, flush=True)
+        raise SystemExit(0)
     # End-of-RIB for l2vpn-evpn: an UPDATE whose only attribute is an empty MP_UNREACH_NLRI.
     eor = bytes([0x80, 15, 3]) + struct.pack('!HB', 25, 70)
     s.sendall(msg(2, struct.pack('!HH', 0, len(eor)) + eor))

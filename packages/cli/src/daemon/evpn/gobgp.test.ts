@@ -31,7 +31,8 @@ describe('GoBGP API translation (the Debian package\'s .proto files)', () => {
     expect(af[0].config).toEqual({ family: { afi: 25, safi: 70 }, enabled: true });
     expect(af[0].prefixLimits).toEqual({ family: { afi: 25, safi: 70 }, maxPrefixes: 20000 });
     expect(wire(0).peer.afiSafis[0].prefixLimits).toBeUndefined();
-    expect(wire(7).peer.conf).toEqual({ neighborAddress: '10.0.0.2', peerAsn: 65000, localAsn: 65000 }); // type INTERNAL (0) is proto3's default
+    expect(wire(7).peer.conf).toMatchObject({ neighborAddress: '10.0.0.2', peerAsn: 65000, localAsn: 65000 });
+    expect(wire(7).peer.conf.type ?? 0).toBe(0); // INTERNAL
     expect(peerRequest('10.0.0.2', 65001, 65000, '10.0.0.1', 7).peer.conf).toMatchObject({ localAsn: 65000, type: 1 }); // EXTERNAL, as gobgpd fills it in
     expect(EVPN_FAMILY).toEqual({ afi: 25, safi: 70 });
   });

@@ -67,4 +67,16 @@ describe('EVPN per-neighbour route limits (gobgpd\'s PFX_CT hold-down)', () => {
     expect(l.view('10.0.0.2')).toMatchObject({ exceeded: 1, heldDown: false });
     expect(l.entries().map(([a]) => a)).toEqual(['10.0.0.2']);
   });
+
+  it('a peer the daemon did not add (an operator\'s gobgpd) is counted but never restarted from here', () => {
+    vi.useFakeTimers();
+    const enabled: string[] = [];
+    const l = new PrefixLimits(logger(), (a) => enabled.push(a), () => false);
+    l.configure([{ address: '10.0.0.2', maxPrefixes: 5, maxPrefixesRestart: 10 }]);
+    l.observe('10.0.0.2', true);
+    expect(l.view('10.0.0.2')).toMatchObject({ exceeded: 1, heldDown: true, restartAt: '' });
+    vi.advanceTimersByTime(20_000);
+    l.release('10.0.0.2', 'reload');
+    expect(enabled).toEqual([]);
+  });
 });

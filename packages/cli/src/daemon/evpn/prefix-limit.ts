@@ -23,7 +23,11 @@
  * `maxPrefixesRestart` seconds (0: never) calls EnablePeer so the session may come
  * back (gobgpd waits its idle hold time, 5 s, then connects), as FRR's `restart`.
  * A reload that changes a neighbour's limit updates it in gobgpd in place (no session
- * reset) and lets a held-down neighbour connect again at once (service.ts).
+ * reset: gobgp.ts peerRequest) and lets a held-down neighbour connect again (service.ts);
+ * gobgpd first waits its idle hold time, 5 s, and closes connections until then. With an
+ * operator's gobgpd, a peer the daemon did not add (it existed) keeps the operator's
+ * limit: its hits are counted and shown, but neither its limit nor its hold-down is
+ * touched from here.
  */
 import type { Logger } from '../log.js';
 
@@ -53,8 +57,12 @@ interface State extends NeighbourLimitView {
 export class PrefixLimits {
   readonly #n = new Map<string, State>();
 
-  /** `enable(address)` lets gobgpd connect to the neighbour again (EnablePeer). */
-  constructor(private readonly log: Logger, private readonly enable: (address: string) => void, private readonly now: () => number = Date.now) {}
+  /**
+   * `enable(address)` lets gobgpd connect to the neighbour again (EnablePeer); `owns(address)`:
+   * the daemon added that peer to gobgpd (an operator's gobgpd may hold peers it made
+   * itself: their hits are counted, never restarted from here).
+   */
+  constructor(private readonly log: Logger, private readonly enable: (address: string) => void, private readonly owns: (address: string) => boolean = () => true, private readonly now: () => number = Date.now) {}
 
   /**
    * Takes the neighbours' limits; returns the addresses (kept ones) whose limit or
@@ -97,7 +105,7 @@ export class PrefixLimits {
     s.lastExceeded = new Date(this.now()).toISOString();
     const restartS = s.maxPrefixesRestart;
     this.log.warn({ event: 'evpn_prefix_limit_exceeded', neighbor: address, maxPrefixes: s.maxPrefixes, ...(received >= 0 ? { received } : {}), restartInS: restartS, count: s.exceeded }, 'evpn_prefix_limit_exceeded');
-    if (restartS > 0) this.#schedule(address, s, restartS * 1000);
+    if (restartS > 0 && this.owns(address)) this.#schedule(address, s, restartS * 1000);
   }
 
   #schedule(address: string, s: State, ms: number): void {
@@ -112,7 +120,7 @@ export class PrefixLimits {
   /** Lets a held-down neighbour connect again now (restart timer, or a reload that changed its limit). */
   release(address: string, why: string): void {
     const s = this.#n.get(address);
-    if (s === undefined || !s.heldDown) return;
+    if (s === undefined || !s.heldDown || !this.owns(address)) return;
     clearTimeout(s.timer);
     s.timer = undefined;
     s.restartAt = '';

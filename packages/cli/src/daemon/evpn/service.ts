@@ -129,11 +129,13 @@ export class EvpnService {
   /** Duplicate MAC detection (dup-detect.ts); configured by apply(). */
   readonly dup = new DupDetector(false);
 
+  /** Neighbours this daemon added to gobgpd (not an operator's existing peer): their limits are ours to change. */
+  readonly #ownPeers = new Set<string>();
   /** Per-neighbour route limits in gobgpd: hits counted, held-down sessions restarted (prefix-limit.ts). */
   readonly limits: PrefixLimits;
 
   constructor(private readonly log: Logger, private readonly ctx: EvpnContext) {
-    this.limits = new PrefixLimits(log, (a) => this.#queue('enable_peer', (c) => c.enablePeer(a)));
+    this.limits = new PrefixLimits(log, (a) => this.#queue('enable_peer', (c) => c.enablePeer(a)), (a) => this.#ownPeers.has(a));
   }
 
   get enabled(): boolean { return this.#conf !== undefined; }
@@ -315,9 +317,11 @@ export class EvpnService {
     this.#flush();
     await this.#chain;
     if (my !== this.#session) return;
+    this.#ownPeers.clear();
     for (const n of c.neighbors) {
       try {
         await client.addPeer(n.address, n.remoteAs, c.asn, local, n.maxPrefixes);
+        this.#ownPeers.add(n.address);
       } catch (e) {
         if (!/existing peer/.test((e as Error).message)) throw e;
       }
@@ -370,7 +374,7 @@ export class EvpnService {
   #updateLimit(address: string): void {
     const conf = this.#conf;
     const n = conf?.neighbors.find((x) => x.address === address);
-    if (conf === undefined || n === undefined) return;
+    if (conf === undefined || n === undefined || !this.#ownPeers.has(address)) return;
     const local = this.ctx.local();
     this.#queue('update_peer', (c) => c.updatePeer(n.address, n.remoteAs, conf.asn, local, n.maxPrefixes));
     this.limits.release(address, 'reload');
