@@ -136,8 +136,11 @@ describe('EVPN: a neighbour past its route limit in gobgpd', () => {
       // gobgpd first waits its idle hold time (5 s; a connection before that is closed).
       await waitFor('gobgpd accepts X again', async () => nb(await show(), UNDER.x).state === 'active', { timeoutMs: 15_000 });
       speaker = startSpeaker([{ wait: null, routes: routes(0, 130) }]);
-      await waitFor('X back with its 130 routes', async () => fromX(await show()) === 130, { timeoutMs: 45_000 });
-      const back = await show();
+      // received: gobgpd's count (ListPeer, polled every 2 s) catches up with the installed routes.
+      const back = await waitFor('X back with its 130 routes', async () => {
+        const w = await show();
+        return fromX(w) === 130 && nb(w, UNDER.x).received === 130 ? w : undefined;
+      }, { timeoutMs: 45_000 });
       expect(nb(back, UNDER.x)).toMatchObject({ state: 'established', received: 130 });
       expect(nb(back, UNDER.x).prefixLimit).toMatchObject({ exceeded: 1, heldDown: false });
       expect(nb(back, UNDER.c).state).toBe('established');
