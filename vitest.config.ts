@@ -9,7 +9,7 @@ import { configDefaults, defineConfig } from 'vitest/config';
 // afterwards, one at a time, so they neither disturb nor are disturbed by others.
 // demo.test runs scripts/lab.sh, whose uplink name is fixed (vswup0).
 const SERIAL = [
-  'bond', 'degrade', 'demo', 'evpn-gr', 'evpn-mobility', 'fair', 'faults', 'fuzz', 'loop', 'nat-flood', 'qemu',
+  'bond', 'degrade', 'demo', 'evpn-gr', 'evpn-limit', 'evpn-mobility', 'fair', 'faults', 'fuzz', 'loop', 'nat-flood', 'qemu',
   'rate-limits', 'servers', 'traffic-rate', 'traffic-set', 'vxlan-ovs',
 ].map((f) => `test/${f}.test.ts`);
 

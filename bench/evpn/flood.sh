@@ -14,9 +14,13 @@
 #     during the flood: the control socket must stay responsive
 #   - after the speaker's session drops (it is killed: gobgpd withdraws its paths),
 #     the time until installed counts are 0, and RSS after that
+#   With a route limit on the speaker's neighbour (evpn.neighbors[].maxPrefixes, default
+#   20,000) gobgpd closes the session once the speaker passes it: the flood is then "cut"
+#   (the time until `evpn show` counts the hit and has none of the speaker's routes left).
 # Usage: bash bench/evpn/flood.sh [N]     (default 100000)
 # Environment: TIMEOUT (s, default 1800) for the flood to be judged, and again for the
-#   withdrawal; MAX (evpn.maxRemoteMacs, default 4096, the daemon's default); MAIN_JS
+#   withdrawal; MAX (evpn.maxRemoteMacs, default 4096, the daemon's default); MAXPFX
+#   (the neighbour's maxPrefixes; default: the daemon's; 0 = none, the old behaviour); MAIN_JS
 #   (default: this checkout's build); PROFILE=1: the daemon runs with --cpu-prof, the
 #   profile kept in the printed run directory; KEEP=1 keeps the run directory.
 # Names are per run (bf<4 hex>*); a trap removes namespaces and stops what this
@@ -70,7 +74,7 @@ bridges:
       $T1: { type: tap, vlan: { mode: access, vid: 10 } }
       $T2: { type: tap, vlan: { mode: access, vid: 10 } }
 vxlan: { local: $NET.0.1, interface: $UA, bridges: { br0: [ { vni: 100, vlan: 10, flood: [] } ] } }
-evpn: { asn: 65000, neighbors: [ { address: $NET.0.3, remoteAs: 65000 } ], maxRemoteMacs: $MAX }
+evpn: { asn: 65000, neighbors: [ { address: $NET.0.3, remoteAs: 65000${MAXPFX:+, maxPrefixes: $MAXPFX} } ], maxRemoteMacs: $MAX }
 EOF
 prof=()
 [ "${PROFILE:-}" = 1 ] && prof=(--cpu-prof --cpu-prof-dir="$dir/prof")
@@ -131,12 +135,15 @@ t0=$(now)
 touch "$dir/go"
 sent=''
 judged=''
+cut=''
 deadline=$(( $(date +%s) + ${TIMEOUT:-1800} ))
 while :; do
   [ -z "$sent" ] && grep -q "sent $N" "$dir/speaker.out" && sent=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
   j=$(evpn) || j='{}'
   got=$(jq '([.rejected[]] | add) + .vnis[0].installed.type2' <<<"$j" 2>/dev/null || echo 0)
   [ "${got:-0}" -ge "$N" ] && { judged=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'); break; }
+  # Cut by the route limit: the hit counted and the speaker's routes gone.
+  [ "$(jq '(.neighbors[0].prefixLimit.exceeded // 0) > 0 and .vnis[0].installed.type2 == 0' <<<"$j" 2>/dev/null)" = true ] && { cut=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'); break; }
   # Progress every 30 s: how the rate falls as gobgpd's RIB grows (bench/README.md).
   [ $(( $(date +%s) % 30 )) = 0 ] && echo "flood.sh: $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }') s: $got judged, gobgpd CPU $(( ($(cpu $gpid) - c_g0) / $(getconf CLK_TCK) )) s (load $(load))"
   [ "$(date +%s)" -gt "$deadline" ] && break
@@ -154,7 +161,8 @@ maxrtt=$(grep -o 'time=[0-9.]*' "$dir/ping.out" | cut -d= -f2 | sort -n | tail -
 show_max=$(sort -n "$dir/show.ms" | tail -1)
 show_med=$(sort -n "$dir/show.ms" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 peak() { awk -v a="$1" -v b="$2" -v c="$3" '$1 >= a && $1 <= b && $c > m {m = $c} END {print m + 0}' "$dir/rss.tsv"; }
-echo "flood.sh: speaker sent $N in ${sent:-?} s; all judged in ${judged:-NOT (timeout)} s: $(jq -c '{installed: .vnis[0].installed.type2, routedMacs: .vnis[0].routedMacs, remoteMacs: .vnis[0].remoteMacs, rejected: .rejected, received: .neighbors[0].received}' <<<"$j") (load $(load))"
+if [ -n "$cut" ]; then how="cut by the route limit in $cut s"; else how="all judged in ${judged:-NOT (timeout)} s"; fi
+echo "flood.sh: speaker sent $(grep -o 'sent [0-9]*' "$dir/speaker.out" | tail -1 | cut -d' ' -f2) of $N in ${sent:-?} s; $how: $(jq -c '{installed: .vnis[0].installed.type2, routedMacs: .vnis[0].routedMacs, remoteMacs: .vnis[0].remoteMacs, rejected: .rejected, received: .neighbors[0].received, state: .neighbors[0].state, prefixLimit: .neighbors[0].prefixLimit}' <<<"$j") (load $(load)); speaker: $(grep -o 'notification [0-9/]*' "$dir/speaker.out" | head -1)"
 echo "flood.sh: during the flood: pings every 100 ms: $loss of $sent_n sent, max RTT ${maxrtt} ms; show median ${show_med} ms max ${show_max} ms over $(wc -l <"$dir/show.ms") calls; peak RSS daemon $(peak "$t0" "$tflood" 2) kB gobgpd $(peak "$t0" "$tflood" 3) kB; $cpus (load $(load))"
 
 # The session drops: every route is withdrawn.

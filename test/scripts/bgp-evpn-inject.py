@@ -9,7 +9,8 @@ Usage: bgp-evpn-inject.py LOCAL PEER ASN PHASES.json
 PHASES.json: a list of phases, each {"wait": FILE or null, "routes": [{"mac",
 "vni", "rt": "ASN:N", "rd": "IP:N", "seq": N or null, "ip": IPv4 or IPv6
 (optional: a MAC/IP route)}, ...]}; a phase with "wait"
-starts when FILE exists. Prints "sent N" after each phase.
+starts when FILE exists. Prints "sent N" after each phase, and "notification C/S" for a
+NOTIFICATION the peer sends (6/1: its prefix limit closed the session).
 """
 import json
 import os
@@ -105,12 +106,28 @@ s.setblocking(False)
 last = time.time()
 
 
+inbuf = b''
+
+
 def drain():
+    """Reads what the peer sends; a NOTIFICATION is printed ("notification CODE/SUBCODE",
+    e.g. 6/1 Cease, maximum number of prefixes reached), the rest dropped."""
+    global inbuf
     try:
-        while s.recv(65536):
-            pass
-    except BlockingIOError:
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            inbuf += c
+    except (BlockingIOError, ConnectionResetError):
         pass
+    while len(inbuf) >= 19:
+        length, kind = struct.unpack('!HB', inbuf[16:19])
+        if len(inbuf) < length:
+            break
+        if kind == 3 and length >= 21:
+            print('notification %d/%d' % (inbuf[19], inbuf[20]), flush=True)
+        inbuf = inbuf[length:]
 
 
 def keepalive():
@@ -132,10 +149,17 @@ for ph in phases:
         groups.setdefault((r['rt'], r.get('seq')), []).append(r)
     sent = 0
     s.setblocking(True)
-    for (rt, seq), rs in groups.items():
-        for i in range(0, len(rs), 100):  # 100 NLRIs of 35 bytes: one UPDATE under 4096 bytes
-            s.sendall(update(rs[i:i + 100], rt, seq))
-            sent += len(rs[i:i + 100])
+    try:
+        for (rt, seq), rs in groups.items():
+            for i in range(0, len(rs), 100):  # 100 NLRIs of 35 bytes: one UPDATE under 4096 bytes
+                s.sendall(update(rs[i:i + 100], rt, seq))
+                sent += len(rs[i:i + 100])
+    except (BrokenPipeError, ConnectionResetError):
+        # The peer closed the session mid-phase (its prefix limit): say why and how far.
+        s.setblocking(False)
+        drain()
+        print('closed after sent %d' % sent, flush=True)
+        raise SystemExit(0)
     # End-of-RIB for l2vpn-evpn: an UPDATE whose only attribute is an empty MP_UNREACH_NLRI.
     eor = bytes([0x80, 15, 3]) + struct.pack('!HB', 25, 70)
     s.sendall(msg(2, struct.pack('!HH', 0, len(eor)) + eor))

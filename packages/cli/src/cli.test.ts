@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { buildProgram, dupText, evpnGr, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
+import { buildProgram, dupText, evpnGr, evpnLimit, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
 import { commandTree, leafCommands } from './docs.js';
 import { VERSION } from './version.js';
 
@@ -173,6 +173,16 @@ describe('views', () => {
     expect(dupText({ dupDetect: { ...d, freeze: false, duplicates: 0, untracked: 4 }, vnis: [] })).toBe('duplicate MAC detection: 5 moves in 180s, freeze off (flag only); 0 flagged, 1 detected since start, 2/8192 tracked, 4 moves untracked (table full)\n');
     expect(dupText({ dupDetect: { ...d, freeze: 600 }, vnis: [] })).toMatch(/freeze 600s;/);
     expect(dupText({ dupDetect: { ...d, enabled: false }, vnis: [] })).toBe('duplicate MAC detection: off\n');
+  });
+
+  it('evpn show: a neighbour\'s route limit column', () => {
+    const l = { maxPrefixes: 20000, exceeded: 0, lastExceeded: '', heldDown: false, restartAt: '' };
+    expect(evpnLimit(l)).toBe('20000');
+    expect(evpnLimit({ ...l, maxPrefixes: 0 })).toBe('none');
+    expect(evpnLimit({ ...l, exceeded: 2, lastExceeded: '2026-12-07T06:30:12.345Z', heldDown: true, restartAt: '2026-12-07T06:35:12.345Z' }))
+      .toBe('20000, exceeded 2x (last 2026-12-07T06:30:12Z), down until 06:35:12Z');
+    expect(evpnLimit({ ...l, exceeded: 1, lastExceeded: '2026-12-07T06:30:12.345Z', heldDown: true })).toBe('20000, exceeded 1x (last 2026-12-07T06:30:12Z), down until reload');
+    expect(evpnLimit(null)).toBe('-');
   });
 
   it('monitor: one line per event, as bridge monitor prints them', () => {

@@ -343,6 +343,15 @@ export function evpnGr(g: { advertised: boolean; received: boolean; peerRestartT
   return g.peerRestarting ? `${text}, peer restarting` : text;
 }
 
+/** A neighbour's route limit in gobgpd for `evpn show`: the limit, then its hits (the last one's time) and a hold-down. */
+export function evpnLimit(l: { maxPrefixes: number; exceeded: number; lastExceeded: string; heldDown: boolean; restartAt: string } | null | undefined): string {
+  if (l === null || l === undefined) return '-';
+  let text = l.maxPrefixes > 0 ? String(l.maxPrefixes) : 'none';
+  if (l.exceeded > 0) text += `, exceeded ${l.exceeded}x (last ${l.lastExceeded.slice(0, 19)}Z)`;
+  if (l.heldDown) text += l.restartAt !== '' ? `, down until ${l.restartAt.slice(11, 19)}Z` : ', down until reload';
+  return text;
+}
+
 export function monitorLine(e: any): string {
   const t = typeof e.time === 'string' ? e.time.slice(11, 23) : '';
   const at = (r: any): string => (r.router !== undefined ? ` (${r.router}${r.network ? `/${r.network}` : ''})` : r.bridge !== undefined ? ` (${r.bridge})` : '');
@@ -695,7 +704,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       print(await call('evpn.show'), asJson(), (v) => !v.enabled ? 'evpn: not configured\n'
         : `evpn: AS ${v.asn} router-id ${v.routerId} gobgpd ${v.gobgpd.mode} ${v.gobgpd.api}${v.gobgpd.pid ? ` pid ${v.gobgpd.pid}` : ''}`
         + ` ${v.connected ? 'connected' : `not connected${v.error ? ` (${v.error})` : ''}`}, max remote MACs per VNI ${v.maxRemoteMacs}\n`
-        + table(['neighbor', 'remote AS', 'state', 'received', 'advertised', 'graceful restart'], v.neighbors.map((n: any) => [n.address, n.remoteAs, n.state, n.received, n.advertised, evpnGr(n.gracefulRestart)]))
+        + table(['neighbor', 'remote AS', 'state', 'received', 'advertised', 'graceful restart', 'route limit'], v.neighbors.map((n: any) => [n.address, n.remoteAs, n.state, n.received, n.advertised, evpnGr(n.gracefulRestart), evpnLimit(n.prefixLimit)]))
         + table(['vni', 'rd', 'rt', 'adv type-2', 'adv type-3', 'inst type-2', 'inst type-3', 'remote macs', 'flood'],
           v.vnis.map((s: any) => [s.vni, s.rd, s.rt.join(','), s.advertised.type2, s.advertised.type3, s.installed.type2, s.installed.type3, s.remoteMacs, s.floodRemotes.join(',') || '-']))
         + table(['vni', 'arp suppress', 'neighbours', 'suppressed', 'unknown', 'passed', 'malformed', 'full'],

@@ -34,3 +34,20 @@ describe('evpn config: dupDetect', () => {
     expect(EvpnSchema.safeParse({ asn: 65000, dupDetect: { freeze: 'forever' } }).error?.issues[0].message).toMatch(/"permanent", false .* seconds/);
   });
 });
+
+describe('evpn config: neighbours\' route limits', () => {
+  it('default to 20,000 routes and a 300 s restart; 0 turns either off', () => {
+    const n = EvpnSchema.parse({ asn: 65000, neighbors: [{ address: '10.0.0.2', remoteAs: 65000 }] }).neighbors[0];
+    expect(n).toEqual({ address: '10.0.0.2', remoteAs: 65000, maxPrefixes: 20000, maxPrefixesRestart: 300 });
+    const o = EvpnSchema.parse({ asn: 65000, neighbors: [{ address: '10.0.0.2', remoteAs: 65000, maxPrefixes: 0, maxPrefixesRestart: 0 }] }).neighbors[0];
+    expect(o).toMatchObject({ maxPrefixes: 0, maxPrefixesRestart: 0 });
+  });
+
+  it('refuses a negative or fractional limit, with its path', () => {
+    for (const bad of [{ maxPrefixes: -1 }, { maxPrefixes: 1.5 }, { maxPrefixesRestart: -5 }]) {
+      const r = EvpnSchema.safeParse({ asn: 65000, neighbors: [{ address: '10.0.0.2', remoteAs: 65000, ...bad }] });
+      expect(r.success).toBe(false);
+      expect(r.error?.issues[0].path).toEqual(['neighbors', 0, Object.keys(bad)[0]]);
+    }
+  });
+});

@@ -17,14 +17,33 @@ const Rt = z.string().regex(/^\d{1,5}:\d{1,10}$/, 'must be a route target ASN:N 
 }, 'ASN must be 0-65535 and N 0-4294967295 (two-octet-AS route target)');
 const Rd = z.string().regex(/^(\d+\.\d+\.\d+\.\d+|\d{1,5}):\d{1,5}$/, 'must be a route distinguisher IP:N or ASN:N (N 0-65535)');
 
-export const EVPN_DEFAULTS = Object.freeze({ maxRemoteMacs: 4096, bgpPort: 179 });
+/**
+ * maxPrefixes: EVPN routes one neighbour may hold in gobgpd before gobgpd closes its
+ * session (daemon/evpn/prefix-limit.ts). 20,000: above what a full maxRemoteMacs (4096)
+ * takes from one peer at 4 routes per MAC (MAC only, MAC/IPv4, MAC/IPv6 global and
+ * link-local: 16,384) plus its type-3 routes, and low enough that gobgpd, whose cost per
+ * received MAC route grows with its RIB (README "BGP EVPN"), judges that many in minutes,
+ * not hours. maxPrefixesRestart: seconds the session stays down after that (0: until a
+ * reload changes the neighbour's limit or the daemon restarts), as FRR's
+ * `maximum-prefix N restart M`.
+ */
+export const EVPN_DEFAULTS = Object.freeze({ maxRemoteMacs: 4096, bgpPort: 179, maxPrefixes: 20_000, maxPrefixesRestart: 300 });
+
+const Neighbor = z.strictObject({
+  address: Ip4,
+  remoteAs: Asn,
+  /** EVPN routes this neighbour may send, at most (0: no limit); past it gobgpd closes the session (Cease, maximum prefixes). */
+  maxPrefixes: z.number().int().min(0).max(100_000_000).default(EVPN_DEFAULTS.maxPrefixes),
+  /** Seconds the session stays down after the limit closed it (0: until a reload changes maxPrefixes). */
+  maxPrefixesRestart: z.number().int().min(0).max(86_400).default(EVPN_DEFAULTS.maxPrefixesRestart),
+});
 
 export const EvpnSchema = z.strictObject({
   /** The local AS. */
   asn: Asn,
   /** BGP router id; default: the vxlan section's local address. */
   routerId: Ip4.optional(),
-  neighbors: z.array(z.strictObject({ address: Ip4, remoteAs: Asn })).default([]),
+  neighbors: z.array(Neighbor).default([]),
   /**
    * `managed` (default): the daemon runs its own gobgpd (gRPC on a loopback port of
    * its own, BGP on the underlay address); `{ address }`: an operator's gobgpd's gRPC API.

@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { type EvpnRoute, GobgpClient, loadGobgpApi, mpReachNextHop, peerGr } from './gobgp.js';
+import { EVPN_FAMILY, type EvpnRoute, GobgpClient, loadGobgpApi, mpReachNextHop, peerGr, peerRequest } from './gobgp.js';
 
 describe('GoBGP API translation (the Debian package\'s .proto files)', () => {
   const c = new GobgpClient('127.0.0.1:1', loadGobgpApi());
@@ -21,6 +21,20 @@ describe('GoBGP API translation (the Debian package\'s .proto files)', () => {
   it('a withdrawal carries no MAC mobility community (gobgpd refuses one below the RIB\'s highest sequence: a MAC that moved away)', () => {
     const r: EvpnRoute = { type: 2, rd: '10.0.0.1:100', mac: '02:00:00:00:00:0a', ip: '', vni: 100, nextHop: '10.0.0.1', rts: ['65000:100'], encap: 8, seq: 3, sticky: true, neighbor: '' };
     expect(c.decode({ ...c.withdrawalOf(r), neighborIp: '10.0.0.1' })).toEqual({ ...r, seq: 0, sticky: false, neighbor: '10.0.0.1', withdraw: true });
+  });
+
+  it('AddPeer carries the neighbour\'s prefix limit on l2vpn-evpn, as gobgpd\'s AddPeerRequest encodes it (none when 0)', () => {
+    const t = loadGobgpApi().root.lookupType('apipb.AddPeerRequest');
+    const wire = (max: number): any => t.toObject(t.decode(t.encode(t.fromObject(peerRequest('10.0.0.2', 65000, 65000, '10.0.0.1', max))).finish()), { defaults: false });
+    const af = wire(20000).peer.afiSafis;
+    expect(af).toHaveLength(1);
+    expect(af[0].config).toEqual({ family: { afi: 25, safi: 70 }, enabled: true });
+    expect(af[0].prefixLimits).toEqual({ family: { afi: 25, safi: 70 }, maxPrefixes: 20000 });
+    expect(wire(0).peer.afiSafis[0].prefixLimits).toBeUndefined();
+    expect(wire(7).peer.conf).toMatchObject({ neighborAddress: '10.0.0.2', peerAsn: 65000, localAsn: 65000 });
+    expect(wire(7).peer.conf.type ?? 0).toBe(0); // INTERNAL
+    expect(peerRequest('10.0.0.2', 65001, 65000, '10.0.0.1', 7).peer.conf).toMatchObject({ localAsn: 65000, type: 1 }); // EXTERNAL, as gobgpd fills it in
+    expect(EVPN_FAMILY).toEqual({ afi: 25, safi: 70 });
   });
 
   it('a ListPeer answer\'s graceful restart for EVPN: offered, received, the peer\'s restart time, End-of-RIB', () => {

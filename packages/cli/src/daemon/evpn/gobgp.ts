@@ -71,6 +71,8 @@ export interface PeerInfo {
   advertised: number;
   /** Graceful restart (RFC 4724) for l2vpn-evpn as negotiated on the session. */
   gr: PeerGr;
+  /** gobgpd holds the session down because the peer exceeded its prefix limit (admin state PFX_CT). */
+  prefixLimitDown: boolean;
 }
 
 /**
@@ -88,6 +90,42 @@ export interface PeerGr {
   peerRestarting: boolean;
   endOfRibReceived: boolean;
   endOfRibSent: boolean;
+}
+
+/** apipb.PeerState.AdminState PFX_CT: gobgpd closed the session for the prefix limit and stays idle. */
+export const ADMIN_PFX_CT = 2;
+
+/**
+ * The AddPeer/UpdatePeer request for one neighbour. Graceful restart (RFC 4724) is
+ * negotiated so that a peer in helper mode (FRR's default) keeps our routes, and so
+ * forwarding toward us, while gobgpd restarts. FRR keeps a peer's routes through a
+ * session loss only for the address families whose Forwarding State bit the peer's
+ * last OPEN set, and GoBGP sets that bit only with local-restarting, so it is always
+ * on: true here, since the daemon's forwarding does survive gobgpd (installed entries
+ * stay; service.ts). The Restart State bit comes with it, which only tells the peer
+ * not to wait for our End-of-RIB. `maxPrefixes` (0: none) is gobgpd's per-peer limit
+ * on the EVPN family (prefix-limit.ts says what gobgpd does when it is exceeded).
+ */
+export function peerRequest(address: string, remoteAs: number, localAs: number, localAddress: string, maxPrefixes: number): Obj {
+  return {
+    peer: {
+      // The local AS and peer type as gobgpd's defaults fill them in (SetDefaultNeighborConfigValues):
+      // UpdatePeer compares the request with the stored peer, and any difference there
+      // (NeedsResendOpenMessage) makes it delete and re-add the peer, resetting the session.
+      conf: { neighborAddress: address, peerAsn: remoteAs, localAsn: localAs, type: remoteAs === localAs ? 0 : 1 },
+      // Restarting, gobgpd defers its updates until every peer's End-of-RIB, or this
+      // many seconds (its default, 360, would hold our routes back that long after a start).
+      gracefulRestart: { enabled: true, restartTime: GR_RESTART_S, localRestarting: true, deferralTime: 2 },
+      // Short timers, as overlay.md found reliable with FRR: keepalive 10 s, hold 30 s, connect retry 1 s.
+      timers: { config: { connectRetry: 1, holdTime: 30, keepaliveInterval: 10 } },
+      transport: { localAddress },
+      afiSafis: [{
+        config: { family: EVPN_FAMILY, enabled: true },
+        mpGracefulRestart: { config: { enabled: true } },
+        ...(maxPrefixes > 0 ? { prefixLimits: { family: EVPN_FAMILY, maxPrefixes } } : {}),
+      }],
+    },
+  };
 }
 
 const SESSION = ['unknown', 'idle', 'connect', 'active', 'opensent', 'openconfirm', 'established'];
@@ -190,28 +228,23 @@ export class GobgpClient {
     return this.#call('startBgp', { global: { asn, routerId, listenAddresses: listen, listenPort, gracefulRestart: { enabled: true, restartTime: GR_RESTART_S, deferralTime: 2 } } });
   }
 
+  /** Adds a neighbour (peerRequest). */
+  addPeer(address: string, remoteAs: number, localAs: number, localAddress: string, maxPrefixes = 0): Promise<unknown> {
+    return this.#call('addPeer', peerRequest(address, remoteAs, localAs, localAddress, maxPrefixes));
+  }
+
   /**
-   * Graceful restart (RFC 4724) is negotiated so that a peer in helper mode (FRR's
-   * default) keeps our routes, and so forwarding toward us, while gobgpd restarts.
-   * FRR keeps a peer's routes through a session loss only for the address families
-   * whose Forwarding State bit the peer's last OPEN set, and GoBGP sets that bit only
-   * with local-restarting, so it is always on: true here, since the daemon's
-   * forwarding does survive gobgpd (installed entries stay; service.ts). The Restart
-   * State bit comes with it, which only tells the peer not to wait for our End-of-RIB.
+   * The same peer with another prefix limit: gobgpd (updateNeighbor,
+   * updatePrefixLimitConfig) applies a changed limit without resetting the session,
+   * unless the peer already holds more than the new one (then it closes it at once).
    */
-  addPeer(address: string, remoteAs: number, localAddress: string): Promise<unknown> {
-    return this.#call('addPeer', {
-      peer: {
-        conf: { neighborAddress: address, peerAsn: remoteAs },
-        // Restarting, gobgpd defers its updates until every peer's End-of-RIB, or this
-        // many seconds (its default, 360, would hold our routes back that long after a start).
-        gracefulRestart: { enabled: true, restartTime: GR_RESTART_S, localRestarting: true, deferralTime: 2 },
-        // Short timers, as overlay.md found reliable with FRR: keepalive 10 s, hold 30 s, connect retry 1 s.
-        timers: { config: { connectRetry: 1, holdTime: 30, keepaliveInterval: 10 } },
-        transport: { localAddress },
-        afiSafis: [{ config: { family: EVPN_FAMILY, enabled: true }, mpGracefulRestart: { config: { enabled: true } } }],
-      },
-    });
+  updatePeer(address: string, remoteAs: number, localAs: number, localAddress: string, maxPrefixes: number): Promise<unknown> {
+    return this.#call('updatePeer', peerRequest(address, remoteAs, localAs, localAddress, maxPrefixes));
+  }
+
+  /** Lets a peer that gobgpd holds down (admin state PFX_CT, or down) connect again. */
+  enablePeer(address: string): Promise<unknown> {
+    return this.#call('enablePeer', { address });
   }
 
   deletePeer(address: string): Promise<unknown> {
@@ -230,6 +263,7 @@ export class GobgpClient {
         received: af.state?.received ?? 0,
         advertised: af.state?.advertised ?? 0,
         gr: peerGr(peer, af),
+        prefixLimitDown: st.adminState === ADMIN_PFX_CT,
       };
     });
   }
@@ -364,7 +398,7 @@ export class GobgpClient {
    * Follows the best paths of the global RIB (init: the present ones first) and the
    * peers' state changes until cancelled or broken (`end` with the error).
    */
-  watch(onPaths: (paths: Obj[]) => void, onPeer: (address: string, state: string) => void, end: (err: Error | undefined) => void): void {
+  watch(onPaths: (paths: Obj[]) => void, onPeer: (address: string, state: string, prefixLimitDown: boolean) => void, end: (err: Error | undefined) => void): void {
     this.#watch?.cancel();
     const s = this.#client.watchEvent({ peer: {}, table: { filters: [{ type: 0, init: true }] } }) as grpc.ClientReadableStream<Obj>;
     this.#watch = s;
@@ -379,7 +413,7 @@ export class GobgpClient {
       if (ev.table !== undefined && ev.table !== null) onPaths(ev.table.paths ?? []);
       else if (ev.peer?.peer !== undefined) {
         const st = ev.peer.peer.state ?? {};
-        onPeer(st.neighborAddress ?? ev.peer.peer.conf?.neighborAddress ?? '', SESSION[st.sessionState ?? 0] ?? 'unknown');
+        onPeer(st.neighborAddress ?? ev.peer.peer.conf?.neighborAddress ?? '', SESSION[st.sessionState ?? 0] ?? 'unknown', st.adminState === ADMIN_PFX_CT);
       }
     });
     s.on('error', (e: grpc.ServiceError) => finish(e.code === grpc.status.CANCELLED ? undefined : new Error(e.details || e.message)));

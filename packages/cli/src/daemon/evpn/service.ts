@@ -60,6 +60,7 @@ import { type EvpnRoute, GobgpClient, GobgpError, loadGobgpApi, type PeerInfo } 
 import { GobgpdProcess } from './gobgpd.js';
 import { DupDetector, type DupEntry, type MoveResult } from './dup-detect.js';
 import { arpSuppressMetrics, EvpnNeighbours } from './neighbours.js';
+import { PrefixLimits, prefixLimitMetrics } from './prefix-limit.js';
 import { LimitRefused } from './refused.js';
 import { remoteMacsInFdb } from './remote-count.js';
 import { checkRoute, derivePlans, EVPN_REJECT_REASONS, MAX_ROUTES_PER_MAC, type EvpnRejectReason, routeKey, type VniPlan } from './routes.js';
@@ -128,7 +129,14 @@ export class EvpnService {
   /** Duplicate MAC detection (dup-detect.ts); configured by apply(). */
   readonly dup = new DupDetector(false);
 
-  constructor(private readonly log: Logger, private readonly ctx: EvpnContext) {}
+  /** Neighbours this daemon added to gobgpd (not an operator's existing peer): their limits are ours to change. */
+  readonly #ownPeers = new Set<string>();
+  /** Per-neighbour route limits in gobgpd: hits counted, held-down sessions restarted (prefix-limit.ts). */
+  readonly limits: PrefixLimits;
+
+  constructor(private readonly log: Logger, private readonly ctx: EvpnContext) {
+    this.limits = new PrefixLimits(log, (a) => this.#queue('enable_peer', (c) => c.enablePeer(a)), (a) => this.#ownPeers.has(a));
+  }
 
   get enabled(): boolean { return this.#conf !== undefined; }
 
@@ -151,8 +159,11 @@ export class EvpnService {
         throw new GobgpError('ENOENT', `evpn: ${(e as Error).message}`);
       }
     }
-    const same = before !== undefined && JSON.stringify({ ...before, maxRemoteMacs: 0, arpSuppress: true, vnis: {}, dupDetect: 0 }) === JSON.stringify({ ...conf, maxRemoteMacs: 0, arpSuppress: true, vnis: {}, dupDetect: 0 });
+    // In place: limits, ARP suppression, RD/RT overrides, duplicate detection, the neighbours' prefix limits.
+    const inPlace = (c: EvpnConfig): string => JSON.stringify({ ...c, maxRemoteMacs: 0, arpSuppress: true, vnis: {}, dupDetect: 0, neighbors: c.neighbors.map((n) => ({ address: n.address, remoteAs: n.remoteAs })) });
+    const same = before !== undefined && inPlace(before) === inPlace(conf);
     this.#conf = conf;
+    const limitsChanged = this.limits.configure(conf.neighbors);
     const { enabled, ...dupConf } = conf.dupDetect;
     const now = Date.now();
     const wasHeld = this.dup.duplicates().filter((e) => this.dup.held(e.vni, e.mac, now));
@@ -165,6 +176,7 @@ export class EvpnService {
       // Limits, ARP suppression and RD/RT overrides apply in place; the routes are redone.
       this.#resync();
       if (conf.maxRemoteMacs > before.maxRemoteMacs) this.#retryRefused();
+      for (const a of limitsChanged) this.#updateLimit(a);
       return [`evpn: ${this.#plans.size} VNIs, maxRemoteMacs ${conf.maxRemoteMacs}`];
     }
     this.#stop();
@@ -181,6 +193,7 @@ export class EvpnService {
 
   close(): void {
     this.#stop();
+    this.limits.close();
     this.#conf = undefined;
     for (const br of this.#listened) if (br.fdb.onChange === this.#onFdb) br.fdb.onChange = undefined;
     this.#listened.clear();
@@ -240,6 +253,7 @@ export class EvpnService {
     this.#advByMac.clear();
     this.#peers.clear();
     this.#refused.clear();
+    this.limits.reset();
     this.#held = undefined;
   }
 
@@ -262,6 +276,7 @@ export class EvpnService {
   #lost(address: string, my: number): void {
     if (my !== this.#session) return;
     this.#connected = false;
+    this.limits.reset();
     for (const p of this.#peers.values()) p.state = 'unknown';
     this.#markStale();
     // The managed gobgpd calls #connect again when it restarts; an operator's is retried here.
@@ -302,9 +317,11 @@ export class EvpnService {
     this.#flush();
     await this.#chain;
     if (my !== this.#session) return;
+    this.#ownPeers.clear();
     for (const n of c.neighbors) {
       try {
-        await client.addPeer(n.address, n.remoteAs, local);
+        await client.addPeer(n.address, n.remoteAs, c.asn, local, n.maxPrefixes);
+        this.#ownPeers.add(n.address);
       } catch (e) {
         if (!/existing peer/.test((e as Error).message)) throw e;
       }
@@ -318,9 +335,10 @@ export class EvpnService {
       if (!snapshotDone) early.push(paths);
       else if (this.#held !== undefined) this.#held.push(paths);
       else this.#onPaths(paths, false);
-    }, (address, state) => {
+    }, (address, state, pfxDown) => {
       const p = this.#peers.get(address);
       if (p !== undefined) p.state = state;
+      this.limits.observe(address, pfxDown);
       if (address !== '') this.log.info({ event: 'evpn_peer_state', neighbor: address, state }, 'evpn_peer_state');
     }, (err) => {
       if (my !== this.#session) return;
@@ -345,8 +363,21 @@ export class EvpnService {
     try {
       const ps = await client.listPeers();
       this.#peers.clear();
-      for (const p of ps) this.#peers.set(p.address, p);
+      for (const p of ps) {
+        this.#peers.set(p.address, p);
+        this.limits.observe(p.address, p.prefixLimitDown, p.received);
+      }
     } catch { /* the watch notices a dead gobgpd */ }
+  }
+
+  /** A reload changed the neighbour's limit: gobgpd takes it in place; one held down for the old limit may connect again. */
+  #updateLimit(address: string): void {
+    const conf = this.#conf;
+    const n = conf?.neighbors.find((x) => x.address === address);
+    if (conf === undefined || n === undefined || !this.#ownPeers.has(address)) return;
+    const local = this.ctx.local();
+    this.#queue('update_peer', (c) => c.updatePeer(n.address, n.remoteAs, conf.asn, local, n.maxPrefixes));
+    this.limits.release(address, 'reload');
   }
 
   /** Runs gRPC calls one at a time, in order; a call of an older connection is skipped. */
@@ -798,7 +829,7 @@ export class EvpnService {
       dupDetect: { ...c.dupDetect, tracked: this.dup.size, max: this.dup.max, duplicates: this.dup.duplicates().length, detectedTotal: this.dup.detectedTotal, untracked: this.dup.untracked },
       neighbors: c.neighbors.map((n) => {
         const p = this.#peers.get(n.address);
-        return { address: n.address, remoteAs: n.remoteAs, state: p?.state ?? 'unknown', received: p?.received ?? 0, advertised: p?.advertised ?? 0, gracefulRestart: p?.gr ?? null };
+        return { address: n.address, remoteAs: n.remoteAs, state: p?.state ?? 'unknown', received: p?.received ?? 0, advertised: p?.advertised ?? 0, gracefulRestart: p?.gr ?? null, prefixLimit: this.limits.view(n.address) ?? null };
       }),
       vnis,
       rejected: Object.fromEntries(EVPN_REJECT_REASONS.map((r, i) => [r, this.rejected[i]])),
@@ -817,6 +848,11 @@ export class EvpnService {
     for (const r of this.#adv.values()) advertised[r.type]++;
     for (const r of this.#installed.values()) installed[r.type]++;
     return { advertised, installed, macs: remoteMacsInFdb(this.ctx.vtep(), this.#byMac.keys()) };
+  }
+
+  /** Routes each neighbour holds in gobgpd now (ListPeer's received; metrics). */
+  neighbourReceived(address: string): number {
+    return this.#peers.get(address)?.received ?? 0;
   }
 
   gobgpdRestarts(): number {
@@ -870,6 +906,7 @@ export function evpnMetrics(evpn: () => EvpnService, gauge: Reg, counter: Reg): 
   counter('vswitch_evpn_duplicate_untracked_total', 'MAC moves not tracked for duplicate detection: its table was full.', [], (emit) => {
     if (evpn().enabled) emit({}, evpn().dup.untracked);
   });
+  prefixLimitMetrics(() => (evpn().enabled ? evpn() : undefined), gauge, counter);
   counter('vswitch_evpn_gobgpd_restarts_total', 'Times the managed gobgpd exited and was restarted.', [], (emit) => {
     if (evpn().enabled) emit({}, evpn().gobgpdRestarts());
   });
