@@ -36,6 +36,44 @@ describe('EVPN per-neighbour route limits (gobgpd\'s PFX_CT hold-down)', () => {
     l.close();
   });
 
+  it('a neighbour that floods again soon after each restart waits twice as long each time, up to 16×; one that stays up, or a reload, starts over', () => {
+    vi.useFakeTimers();
+    const enabled: string[] = [];
+    const l = new PrefixLimits(logger(), (a) => enabled.push(a));
+    l.configure([{ address: '10.0.0.2', maxPrefixes: 50, maxPrefixesRestart: 10 }]);
+    const waits: number[] = [];
+    // Hit, wait out the hold-down, come back, hit again 1 minute later: six times.
+    for (let i = 0; i < 6; i++) {
+      l.observe('10.0.0.2', true);
+      waits.push(l.view('10.0.0.2')!.restartInS);
+      const before = enabled.length;
+      vi.advanceTimersByTime(l.view('10.0.0.2')!.restartInS * 1000 - 1);
+      expect(enabled.length).toBe(before); // not a millisecond early
+      vi.advanceTimersByTime(1);
+      expect(enabled.length).toBe(before + 1);
+      l.observe('10.0.0.2', false);
+      vi.advanceTimersByTime(60_000);
+    }
+    expect(waits).toEqual([10, 20, 40, 80, 160, 160]);
+    expect(l.view('10.0.0.2')).toMatchObject({ exceeded: 6, repeats: 6 });
+    // Connected for longer than the repeat window: the next hit starts over.
+    vi.advanceTimersByTime(31 * 60_000);
+    l.observe('10.0.0.2', true);
+    expect(l.view('10.0.0.2')).toMatchObject({ restartInS: 10, repeats: 1 });
+    vi.advanceTimersByTime(10_000);
+    l.observe('10.0.0.2', false);
+    l.observe('10.0.0.2', true);
+    expect(l.view('10.0.0.2')).toMatchObject({ restartInS: 20, repeats: 2 });
+    // A reload that changes the limit forgets the streak.
+    l.configure([{ address: '10.0.0.2', maxPrefixes: 60, maxPrefixesRestart: 10 }]);
+    l.release('10.0.0.2', 'reload');
+    l.observe('10.0.0.2', false);
+    l.configure([{ address: '10.0.0.2', maxPrefixes: 70, maxPrefixesRestart: 10 }]);
+    l.observe('10.0.0.2', true);
+    expect(l.view('10.0.0.2')).toMatchObject({ restartInS: 10, repeats: 1 });
+    l.close();
+  });
+
   it('with maxPrefixesRestart 0 stays down until a reload changes the limit; counts survive the reload', () => {
     vi.useFakeTimers();
     const enabled: string[] = [];

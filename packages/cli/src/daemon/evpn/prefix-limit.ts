@@ -22,6 +22,13 @@
  * counts and logs each time a neighbour hits its limit, and after
  * `maxPrefixesRestart` seconds (0: never) calls EnablePeer so the session may come
  * back (gobgpd waits its idle hold time, 5 s, then connects), as FRR's `restart`.
+ * A neighbour that hits its limit again within REPEAT_WINDOW_MS of being let back is
+ * a repeat offender (a flooder, or a route reflector whose table outgrew the limit):
+ * each such hit doubles the wait, up to BACKOFF_CAP× maxPrefixesRestart, so a peer
+ * that floods after every restart costs gobgpd one judged limit per hour or so instead
+ * of one per maxPrefixesRestart (RFC 4271 §8.1.1's DampPeerOscillations, in spirit).
+ * A neighbour that stays connected longer than that window starts over at 1×; a reload
+ * that changes its limit does too. `evpn show` prints the wait (`restartInS`).
  * A reload that changes a neighbour's limit updates it in gobgpd in place (no session
  * reset: gobgp.ts peerRequest) and lets a held-down neighbour connect again (service.ts);
  * gobgpd first waits its idle hold time, 5 s, and closes connections until then. With an
@@ -30,6 +37,11 @@
  * touched from here.
  */
 import type { Logger } from '../log.js';
+
+/** A hit sooner than this after the neighbour was let back counts as a repeat. */
+export const REPEAT_WINDOW_MS = 30 * 60_000;
+/** The wait grows at most to this many times maxPrefixesRestart. */
+export const BACKOFF_CAP = 16;
 
 export interface NeighbourLimitConf {
   address: string;
@@ -48,10 +60,16 @@ export interface NeighbourLimitView {
   heldDown: boolean;
   /** ISO time the daemon lets it connect again ('' not scheduled). */
   restartAt: string;
+  /** Seconds of the last (or current) wait: maxPrefixesRestart doubled per repeat, capped. */
+  restartInS: number;
+  /** Hits in a row, each within REPEAT_WINDOW_MS of being let back (1: the first). */
+  repeats: number;
 }
 
 interface State extends NeighbourLimitView {
   timer: NodeJS.Timeout | undefined;
+  /** When the daemon last let it connect again (ms, 0 never). */
+  releasedAt: number;
 }
 
 export class PrefixLimits {
@@ -78,12 +96,14 @@ export class PrefixLimits {
     for (const n of ns) {
       const s = this.#n.get(n.address);
       if (s === undefined) {
-        this.#n.set(n.address, { maxPrefixes: n.maxPrefixes, maxPrefixesRestart: n.maxPrefixesRestart, exceeded: 0, lastExceeded: '', heldDown: false, restartAt: '', timer: undefined });
+        this.#n.set(n.address, { maxPrefixes: n.maxPrefixes, maxPrefixesRestart: n.maxPrefixesRestart, exceeded: 0, lastExceeded: '', heldDown: false, restartAt: '', restartInS: 0, repeats: 0, timer: undefined, releasedAt: 0 });
         continue;
       }
       if (s.maxPrefixes === n.maxPrefixes && s.maxPrefixesRestart === n.maxPrefixesRestart) continue;
       s.maxPrefixes = n.maxPrefixes;
       s.maxPrefixesRestart = n.maxPrefixesRestart;
+      s.repeats = 0;
+      s.releasedAt = 0;
       changed.push(n.address);
     }
     return changed;
@@ -102,9 +122,12 @@ export class PrefixLimits {
     s.restartAt = '';
     if (!down) return;
     s.exceeded++;
-    s.lastExceeded = new Date(this.now()).toISOString();
-    const restartS = s.maxPrefixesRestart;
-    this.log.warn({ event: 'evpn_prefix_limit_exceeded', neighbor: address, maxPrefixes: s.maxPrefixes, ...(received >= 0 ? { received } : {}), restartInS: restartS, count: s.exceeded }, 'evpn_prefix_limit_exceeded');
+    const now = this.now();
+    s.lastExceeded = new Date(now).toISOString();
+    s.repeats = s.releasedAt > 0 && now - s.releasedAt < REPEAT_WINDOW_MS ? s.repeats + 1 : 1;
+    const restartS = s.maxPrefixesRestart * Math.min(2 ** (s.repeats - 1), BACKOFF_CAP);
+    s.restartInS = restartS;
+    this.log.warn({ event: 'evpn_prefix_limit_exceeded', neighbor: address, maxPrefixes: s.maxPrefixes, ...(received >= 0 ? { received } : {}), restartInS: restartS, repeats: s.repeats, count: s.exceeded }, 'evpn_prefix_limit_exceeded');
     if (restartS > 0 && this.owns(address)) this.#schedule(address, s, restartS * 1000);
   }
 
@@ -124,6 +147,7 @@ export class PrefixLimits {
     clearTimeout(s.timer);
     s.timer = undefined;
     s.restartAt = '';
+    s.releasedAt = this.now();
     this.log.info({ event: 'evpn_prefix_limit_restart', neighbor: address, why }, 'evpn_prefix_limit_restart');
     this.enable(address);
   }
@@ -146,7 +170,7 @@ export class PrefixLimits {
   view(address: string): NeighbourLimitView | undefined {
     const s = this.#n.get(address);
     if (s === undefined) return undefined;
-    const { timer: _t, ...v } = s;
+    const { timer: _t, releasedAt: _r, ...v } = s;
     return v;
   }
 
