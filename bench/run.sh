@@ -8,6 +8,8 @@
 # trafgen, ping and sockperf latency, the switch's CPU) with vswitch added as the
 # topology `ours` (bench/ours.sh: one bridge, two TAPs, offloads on), then prints
 # the medians and the ratios vswitch/peer, and the issue's targets.
+# Topology `ours-fc`: the same with the bridge's flow cache on (README "Flow
+# cache"); run beside `ours` in the same rounds, it gets its own table and targets.
 # Default topologies: ours kbridge vde ovs-tap ovs-tap-tso pasta; 3 rounds
 # (about 6 minutes). Needs root. Installs missing Debian packages (apt-get).
 # Environment: VSWITCH_SHARED (default: ../shared beside the repository), the
@@ -65,6 +67,12 @@ fi
 out=$(mktemp -d /tmp/vswitch-bench.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 export BA_OURS_CMD="bash $here/ours.sh @DIR@ @TAP1@ @TAP2@"
+# anchors.sh runs topology NAME as the function topo_NAME_up (dashes as
+# underscores) and has only one `ours`: the flow-cache variant is a function it
+# inherits through the environment (export -f), calling its own tapsw_up.
+export BA_OURS_FC_CMD="env VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
+topo_ours_fc_up() { tapsw_up "$BA_OURS_FC_CMD" "" 0; }
+export -f topo_ours_fc_up
 if [ -z "$busy" ]; then
   echo "bench/run.sh: $anchors -r $rounds $topos" >&2
   bash "$anchors" -r "$rounds" -o "$out/raw.tsv" $topos | tee "$out/anchors.txt"
