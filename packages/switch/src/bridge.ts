@@ -497,10 +497,15 @@ export class Bridge {
     // A BPDU guard alone never looks at a unicast frame (#receive); a BPDU's key (its group address) never hits.
     if ((gate !== 0 && gate !== GATE_BPDU) || hdr !== HDR || meta.tagLen !== 0 || (buf[off] & 1) !== 0 || port.guard.active || port.horizon !== 0) return undefined;
     if (((port.io as FlowHandleIo).flowHandle ?? -1) < 0 || this.#arpSuppress !== undefined) return undefined;
-    for (let i = off - HDR; i < off; i++) if (buf[i] !== 0) return undefined;
+    let plain = true;
+    for (let i = off - HDR; i < off; i++) if (buf[i] !== 0) plain = false;
     const id = this.fdb.lookupAt(meta.vid, buf, off);
     const p = id >= 0 ? this.#byId[id] : undefined;
     if (p === undefined || p === port || !p.up || p.shut !== 0 || p.shaper !== undefined || p.horizon !== 0) return undefined;
+    // A header that says anything (GSO, NEEDS_CSUM, DATA_VALID) goes out as it came only to
+    // a port that takes headers (egress.ts sendWithHeader); to any other, egress completes,
+    // segments or strips it: work the replay does not do.
+    if (!plain && !p.offload) return undefined;
     if (!p.vlan.isMember(meta.vid) || !p.vlan.isUntagged(meta.vid) || ((p.io as FlowHandleIo).flowHandle ?? -1) < 0) return undefined;
     return p;
   }

@@ -10,8 +10,14 @@
  * entries keyed on the ingress handle, both MACs, the tag and the virtio_net_hdr's
  * flags and GSO type, valid while their bridge's generation stands, dropped when a
  * handle closes; and a model of its read loop: a batch's leading frames that hit
- * are written to the entry's port without the bridge, the rest from the first
- * miss go to the bridge as a batch. The ports are in memory and carry handles.
+ * are written to the entry's port without the bridge (with the frame's own
+ * virtio_net_hdr to a device that takes one; a header that says anything never to
+ * one that does not), the rest from the first miss go to the bridge as a batch.
+ * The ports are in memory and carry handles; every write is logged with the
+ * header the device got (a TSO super-frame must reach it with its header as the
+ * pipeline wrote it). Frames carry random headers: none, DATA_VALID, NEEDS_CSUM,
+ * GSO TCPv4/TCPv6/UDP_L4 (ECN sometimes) with random offsets and sizes; one port
+ * (a4) has no header (offload off), so the pipeline strips, completes or drops.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -20,6 +26,8 @@ import { FOLD, type FlowCacheBackend, FlowCacheHub } from './flow-cache.js';
 import type { Port, PortIo, PortKind, PortRx } from './port.js';
 import { VlanPolicy, type VlanSpec } from './vlan.js';
 import { writeMac } from './wire/ethernet.js';
+import { writeVnet } from './wire/vnet.js';
+import { Drop } from './drop.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
 const HDR = 10;
@@ -37,6 +45,8 @@ class ModelBackend implements FlowCacheBackend {
   readonly entries = new Map<string, Entry>();
   readonly handles: (DiffIo | undefined)[] = [];
   hits = 0;
+  /** Hits of frames whose header said something (TSO, NEEDS_CSUM, DATA_VALID). */
+  hdrHits = 0;
   installs = 0;
 
   static key(inHandle: number, buf: Uint8Array, off: number, len: number): string | undefined {
@@ -52,6 +62,8 @@ class ModelBackend implements FlowCacheBackend {
   install(bridge: number, inHandle: number, inPort: number, buf: Uint8Array, off: number, len: number, out: number, outPort: number): boolean {
     const k = ModelBackend.key(inHandle, buf, off, len);
     if (k === undefined) throw new Error('install of a frame with no key');
+    // The pipeline writes a header that says something as it came only to a device that takes it.
+    if (!this.handles[out]!.offload && buf.subarray(off - HDR, off).some((x) => x !== 0)) throw new Error('install of a header toward a device without one');
     const old = this.entries.get(k);
     // As flowcache.c: unfolded counts stay with the same decision, and block another.
     if (old !== undefined && old.frames > 0) {
@@ -95,51 +107,64 @@ class ModelBackend implements FlowCacheBackend {
   /** The read loop: a batch from `io` at time `now`; frames at offs[i] with their header before them. */
   read(io: DiffIo, buf: Uint8Array, offs: number[], lens: number[], now: number): void {
     let i = 0;
-    for (; i < offs.length; i++) {
+    // A device without the header: its frames never had a decision installed (the addon never probes it).
+    for (; io.offload && i < offs.length; i++) {
       const off = offs[i], len = lens[i];
       let zero = true;
       for (let j = off - HDR; j < off; j++) if (buf[j] !== 0) zero = false;
-      const k = zero ? ModelBackend.key(io.flowHandle, buf, off, len) : undefined;
+      const k = ModelBackend.key(io.flowHandle, buf, off, len);
       const e = k === undefined ? undefined : this.entries.get(k);
       if (e === undefined || e.dead || e.gen !== this.generations[e.bridge]) break;
-      const r = this.handles[e.out]!.write(buf, off, len);
+      const w = this.handles[e.out]!;
+      if (!w.offload && !zero) break; // as fc_replay: such a header never goes to a device without one
+      const r = w.offload ? w.sendVnet(buf, off, len) : w.send(buf, off, len);
       e.frames++; e.bytes += len; e.last = now;
       if (r >= 0) e.txBytes += r;
       else if (r === -100 || r === -5) e.down++;
       else e.err++;
       this.hits++;
+      if (!zero) this.hdrHits++;
     }
-    if (i < offs.length) io.rx.batch(buf, Int32Array.from(offs.slice(i)), Int32Array.from(lens.slice(i)), offs.length - i, true, now);
+    if (i < offs.length) io.rx.batch(buf, Int32Array.from(offs.slice(i)), Int32Array.from(lens.slice(i)), offs.length - i, io.offload, now);
   }
 }
 
 interface Sent { port: string; frame: string }
 
-/** An in-memory handle port (as TapIo): every write logged by port name. */
+/**
+ * An in-memory handle port (as TapIo): every write logged by port name, with the
+ * virtio_net_hdr the device got (the addon writes an all-zero one for send/send2
+ * to a device that takes headers, none to one that does not).
+ */
 class DiffIo implements PortIo {
   readonly kind: PortKind = 'tap';
-  readonly offload = true;
   rx!: PortRx;
   fail: number | undefined;
-  constructor(readonly name: string, readonly log: Sent[], readonly flowHandle: number, readonly model?: ModelBackend) {
+  constructor(readonly name: string, readonly log: Sent[], readonly flowHandle: number, readonly model?: ModelBackend, readonly offload = true) {
     model?.handles.splice(flowHandle, 1, this);
   }
   start(rx: PortRx): void { this.rx = rx; }
-  write(buf: Uint8Array, off: number, len: number): number {
+  /** hdr: the header's bytes (undefined: all zero). */
+  write(hdr: Uint8Array | undefined, buf: Uint8Array, off: number, len: number): number {
     if (this.fail !== undefined) return this.fail;
-    this.log.push({ port: this.name, frame: Buffer.from(buf.subarray(off, off + len)).toString('hex') });
+    const h = this.offload ? Buffer.from(hdr ?? new Uint8Array(HDR)).toString('hex') + '|' : '';
+    this.log.push({ port: this.name, frame: h + Buffer.from(buf.subarray(off, off + len)).toString('hex') });
     return len;
   }
-  send(buf: Uint8Array, off: number, len: number): number { return this.write(buf, off, len); }
-  send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
+  send(buf: Uint8Array, off: number, len: number): number { return this.write(undefined, buf, off, len); }
+  send2(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number, hdr?: Uint8Array): number {
     const f = new Uint8Array(alen + blen);
     f.set(a.subarray(aoff, aoff + alen), 0);
     f.set(b.subarray(boff, boff + blen), alen);
-    return this.write(f, 0, f.length);
+    return this.write(hdr, f, 0, f.length);
   }
-  sendVnet(buf: Uint8Array, off: number, len: number): number { return this.write(buf, off, len); }
+  sendVnet(buf: Uint8Array, off: number, len: number): number {
+    if (!this.offload) throw new Error('sendVnet to a device without the header');
+    return this.write(buf.slice(off - HDR, off), buf, off, len);
+  }
   send2Vnet(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number {
-    return this.send2(a, aoff, alen, b, boff, blen);
+    if (!this.offload) throw new Error('send2Vnet to a device without the header');
+    return this.send2(a, aoff, alen, b, boff, blen, a.slice(aoff - HDR, aoff));
   }
   close(): void { this.model?.closed(this.flowHandle); }
   describe(): Record<string, string | number | boolean> { return { kind: 'diff' }; }
@@ -147,13 +172,16 @@ class DiffIo implements PortIo {
 
 const PORTS: Record<string, VlanSpec> = {
   a1: { mode: 'access', vid: 10 }, a2: { mode: 'access', vid: 10 }, a3: { mode: 'access', vid: 10 },
-  b1: { mode: 'access', vid: 20 }, t1: { mode: 'trunk', allowed: [10, 20] },
+  b1: { mode: 'access', vid: 20 }, t1: { mode: 'trunk', allowed: [10, 20] }, a4: { mode: 'access', vid: 10 },
 };
+/** A device without the virtio_net_hdr (a TAP with offload off). */
+const PLAIN = new Set(['a4']);
 const NAMES = Object.keys(PORTS);
 /** Frames come mostly from the access ports of VLAN 10, whose hosts talk to each other. */
 const FROM = ['a1', 'a2', 'a3', ...NAMES];
-/** One host per port (a1's is MACS[0] ...), then broadcast. */
-const MACS = [0x020000000001, 0x020000000002, 0x020000000003, 0x020000000004, 0x020000000005, 0xffffffffffff, 0x0180c2000000];
+/** One host per port (a1's is MACS[0] ...), then broadcast, then the bridge group address. */
+const MACS = [0x020000000001, 0x020000000002, 0x020000000003, 0x020000000004, 0x020000000005, 0x020000000006, 0xffffffffffff, 0x0180c2000000];
+const HOSTS = NAMES.length;
 
 function rig(cache: boolean) {
   const clock = { now: 1_000 };
@@ -165,8 +193,8 @@ function rig(cache: boolean) {
   const port: Record<string, Port> = {};
   let handles = 0;
   const add = (name: string): void => {
-    io[name] = new DiffIo(name, log, handles++, model);
-    // a1..a3 and b1 are VM ports: BPDU guard on (the daemon's default); a BPDU (to MACS[6]) shuts one.
+    io[name] = new DiffIo(name, log, handles++, model, !PLAIN.has(name));
+    // a1..a4 and b1 are VM ports: BPDU guard on (the daemon's default); a BPDU (to MACS[7]) shuts one.
     port[name] = br.addPort(name, io[name], { vlan: VlanPolicy.from(PORTS[name]), bpduGuard: name !== 't1' });
   };
   for (const n of NAMES) add(n);
@@ -175,19 +203,27 @@ function rig(cache: boolean) {
 type Rig = ReturnType<typeof rig>;
 
 /** A frame's makings; its source is mostly its port's own host (a MAC that never moves), sometimes another's. */
-interface FrameSpec { dst: number; own: boolean; src: number; tag: number | undefined; hdr: boolean; payload: Uint8Array }
+/** A virtio_net_hdr: [flags, gso_type, hdr_len, gso_size, csum_start, csum_offset]. */
+type Vnet = [number, number, number, number, number, number];
+interface FrameSpec { dst: number; own: boolean; src: number; tag: number | undefined; hdr: Vnet | undefined; payload: Uint8Array }
+const u16 = fc.integer({ min: 0, max: 0xffff });
+const vnetArb: fc.Arbitrary<Vnet> = fc.tuple(
+  fc.constantFrom(0, 1, 2, 1, 1), // none, NEEDS_CSUM, DATA_VALID
+  fc.constantFrom(0, 0, 1, 4, 5, 0x81), // NONE, TCPV4, TCPV6, UDP_L4, TCPV4|ECN
+  u16, u16, u16, u16,
+);
 const frameArb: fc.Arbitrary<FrameSpec> = fc.record({
   dst: fc.constantFrom(...MACS.slice(0, 3), ...MACS), own: fc.oneof({ weight: 20, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
-  src: fc.constantFrom(...MACS.slice(0, 5)),
+  src: fc.constantFrom(...MACS.slice(0, HOSTS)),
   tag: fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.constantFrom(0, 10, 20) }),
-  hdr: fc.oneof({ weight: 8, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }), // a virtio_net_hdr that says something
+  hdr: fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: vnetArb }), // a virtio_net_hdr that (mostly) says something
   payload: fc.uint8Array({ minLength: 0, maxLength: 20 }),
 });
 
 function frameOf(f: FrameSpec, port: string): Uint8Array {
   const t = f.tag === undefined ? 0 : 4;
   const b = new Uint8Array(HDR + 14 + t + f.payload.length);
-  if (f.hdr) b[0] = 2; // DATA_VALID: not work, but the cache must not take it
+  if (f.hdr !== undefined) writeVnet(b, 0, ...f.hdr);
   writeMac(b, HDR, f.dst);
   writeMac(b, HDR + 6, f.own ? MACS[NAMES.indexOf(port)] : f.src);
   if (t) { b[HDR + 12] = 0x81; b[HDR + 15] = f.tag!; }
@@ -205,7 +241,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 30, arbitrary: fc.record({ op: fc.constant('batch' as const), port: fc.constantFrom(...FROM), frames: fc.array(frameArb, { minLength: 1, maxLength: 4 }) }) },
   // A stream: the same frame several times, in one batch or one batch each (what the cache is for).
   {
-    weight: 15,
+    weight: 30,
     arbitrary: fc.record({
       op: fc.constant('batch' as const), port: fc.constantFrom(...FROM), split: fc.boolean(),
       frames: fc.tuple(frameArb, fc.integer({ min: 2, max: 5 })).map(([f, n]) => Array<FrameSpec>(n).fill(f)),
@@ -252,7 +288,7 @@ function apply(t: Rig, o: Op): void {
       const buf = new Uint8Array(size).fill(0xa5);
       frames.forEach((f, i) => buf.set(f, offs[i] - HDR));
       if (t.model !== undefined) t.model.read(t.io[name], buf, offs, lens, t.clock.now);
-      else t.io[name].rx.batch(buf, Int32Array.from(offs), Int32Array.from(lens), offs.length, true, t.clock.now);
+      else t.io[name].rx.batch(buf, Int32Array.from(offs), Int32Array.from(lens), offs.length, t.io[name].offload, t.clock.now);
     }
   }
 }
@@ -269,7 +305,7 @@ function state(t: Rig) {
 
 describe('flow cache: cache on and off give the same outputs, counters and MAC table', () => {
   it('under random frames and control changes (fast-check)', () => {
-    let hits = 0, installs = 0, invalidations = 0;
+    let hits = 0, hdrHits = 0, installs = 0, invalidations = 0;
     fc.assert(fc.property(fc.array(opArb, { minLength: 1, maxLength: 80 }), (ops) => {
       const off = rig(false), on = rig(true);
       for (const o of ops) {
@@ -279,12 +315,14 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
         expect(state(on)).toEqual(state(off));
       }
       hits += on.model!.hits;
+      hdrHits += on.model!.hdrHits;
       installs += on.br.flowCacheCounters.installs;
       invalidations += on.br.flowCacheCounters.invalidations;
       expect(on.br.flowCacheCounters.hits).toBe(on.model!.hits);
     }), { numRuns: RUNS });
     // The runs replayed frames, not only missed.
     expect(hits).toBeGreaterThan(RUNS / 10);
+    expect(hdrHits).toBeGreaterThan(RUNS / 100); // TSO, partial-checksum and DATA_VALID frames among them
     expect(installs).toBeGreaterThan(RUNS / 3);
     expect(invalidations).toBeGreaterThan(RUNS);
   }, 120_000);
@@ -339,6 +377,30 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       expect(p.on.model!.hits, change.op).toBe(hits);
       same(p);
     }
+  });
+
+  it('TSO super-frames replay with their header as they came to a port that takes it, never to one without', () => {
+    const p = primed();
+    const fromA4 = p.ab.slice();
+    writeMac(fromA4, HDR, MACS[0]);
+    writeMac(fromA4, HDR + 6, MACS[5]);
+    both(p, { op: 'batch', port: 'a4', frames: [fromA4] }); // a4's host learned (a device without the header)
+    const tso = p.ab.slice(); // to a2's host
+    writeVnet(tso, 0, 1, 1, 54, 1448, 34, 16); // NEEDS_CSUM, TCPV4
+    const toA4 = tso.slice();
+    writeMac(toA4, HDR, MACS[5]);
+    const hits = p.on.model!.hits;
+    p.on.log.length = p.off.log.length = 0;
+    for (let i = 0; i < 3; i++) {
+      both(p, { op: 'batch', port: 'a1', frames: [tso] });
+      both(p, { op: 'batch', port: 'a1', frames: [toA4] });
+      same(p);
+    }
+    // The first through the pipeline (installed), the next two replayed; a4's never (no segmenter here: tx_error).
+    expect(p.on.model!.hits - hits).toBe(2);
+    expect(p.on.model!.hdrHits).toBe(2);
+    expect(p.on.log).toEqual(Array(3).fill({ port: 'a2', frame: `01013600a80522001000|${Buffer.from(tso.subarray(HDR)).toString('hex')}` }));
+    expect(p.on.port.a4.drops[Drop.tx_error]).toBe(3);
   });
 
   it('ageing counts replayed frames: MACs heard only through the cache do not age out', () => {

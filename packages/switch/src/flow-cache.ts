@@ -10,8 +10,11 @@
  *
  * What is installed (Bridge.#receive checks each): a known unicast destination on
  * one other port; learning REFRESHED the source (not new, not moved, not refused);
- * the frame arrived untagged with an all-zero virtio_net_hdr and left untagged,
- * unchanged, written without error; both ports are handle ports (TAP, attached),
+ * the frame arrived untagged and left untagged, unchanged, written without error,
+ * its virtio_net_hdr with it: an all-zero one to any port, one that says something
+ * (a TSO/USO super-frame, NEEDS_CSUM, DATA_VALID) only to a port that takes headers,
+ * where egress writes it as it came (the header's flags and GSO type are in the
+ * key; its other fields only travel, no decision reads them); both ports are handle ports (TAP, attached),
  * not in a split-horizon group; the ingress port is not shut, has no policer and
  * no active guard (a BPDU guard is fine: it only looks at frames to the bridge
  * group address, and a port it shuts invalidates); the egress port is up, not shut, has no shaper,
