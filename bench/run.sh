@@ -97,13 +97,16 @@ for r in $(seq "$rounds"); do
   [ $((r % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$variants" | tac | tr '\n' ' ')
   for t in $topos; do
     for v in $order; do
+      # Another run of anchors.sh (or of a bench built on it) may hold its lock between
+      # two of ours: wait for it rather than lose the configuration (a small race remains).
+      while ! flock -n /tmp/bA.anchors.lock true; do sleep 1; done
       quiet_wait; bg=$QUIET_BG
       [ "$v" = quiet ] || busy_start "$v"
       la=$(cut -d' ' -f1 /proc/loadavg)
       BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
       BUSY_CORES=""
       [ "$v" = quiet ] || busy_stop
-      { tail -n +2 "$out/part.tsv" 2>/dev/null | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" '$2 != "meta" {$1 = r; print $0, v}'
+      { { tail -n +2 "$out/part.tsv" 2>/dev/null || true; } | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" '$2 != "meta" {$1 = r; print $0, v}'
         printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" pre_busy_pct "$bg" "$v" "$r" "$t" loadavg1 "$la" "$v"
         [ -n "$BUSY_CORES" ] && printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" load_cores "$BUSY_CORES" "$v"
       } >> "$out/raw.tsv"
