@@ -47,6 +47,8 @@ class ModelBackend implements FlowCacheBackend {
   hits = 0;
   /** Hits of frames whose header said something (TSO, NEEDS_CSUM, DATA_VALID). */
   hdrHits = 0;
+  /** Hits of tagged frames. */
+  tagHits = 0;
   installs = 0;
 
   static key(inHandle: number, buf: Uint8Array, off: number, len: number): string | undefined {
@@ -86,7 +88,7 @@ class ModelBackend implements FlowCacheBackend {
       out[o + FOLD.BRIDGE] = e.bridge; out[o + FOLD.IN_PORT] = e.inPort; out[o + FOLD.OUT_PORT] = e.outPort;
       out[o + FOLD.SRC_HI] = (macs[9] << 8) | macs[10];
       out[o + FOLD.SRC_LO] = ((macs[11] << 24) >>> 0) + ((macs[12] << 16) | (macs[13] << 8) | macs[14]);
-      out[o + FOLD.TAG] = -1; out[o + FOLD.FRAMES] = e.frames; out[o + FOLD.BYTES] = e.bytes; out[o + FOLD.LAST] = e.last;
+      out[o + FOLD.TAG] = macs[15] === 0 ? -1 : ((macs[15] === 0x8100 ? 1 : 2) * 0x10000) + macs[16]; out[o + FOLD.FRAMES] = e.frames; out[o + FOLD.BYTES] = e.bytes; out[o + FOLD.LAST] = e.last;
       out[o + FOLD.TX_BYTES] = e.txBytes; out[o + FOLD.LINK_DOWN] = e.down; out[o + FOLD.TX_ERROR] = e.err;
       e.frames = e.bytes = e.txBytes = e.down = e.err = 0;
       n++;
@@ -124,6 +126,7 @@ class ModelBackend implements FlowCacheBackend {
       else e.err++;
       this.hits++;
       if (!zero) this.hdrHits++;
+      if (k!.split(',')[15] !== '0') this.tagHits++;
     }
     if (i < offs.length) io.rx.batch(buf, Int32Array.from(offs.slice(i)), Int32Array.from(lens.slice(i)), offs.length - i, io.offload, now);
   }
@@ -173,6 +176,7 @@ class DiffIo implements PortIo {
 const PORTS: Record<string, VlanSpec> = {
   a1: { mode: 'access', vid: 10 }, a2: { mode: 'access', vid: 10 }, a3: { mode: 'access', vid: 10 },
   b1: { mode: 'access', vid: 20 }, t1: { mode: 'trunk', allowed: [10, 20] }, a4: { mode: 'access', vid: 10 },
+  t2: { mode: 'trunk', allowed: [10, 20] },
 };
 /** A device without the virtio_net_hdr (a TAP with offload off). */
 const PLAIN = new Set(['a4']);
@@ -180,7 +184,7 @@ const NAMES = Object.keys(PORTS);
 /** Frames come mostly from the access ports of VLAN 10, whose hosts talk to each other. */
 const FROM = ['a1', 'a2', 'a3', ...NAMES];
 /** One host per port (a1's is MACS[0] ...), then broadcast, then the bridge group address. */
-const MACS = [0x020000000001, 0x020000000002, 0x020000000003, 0x020000000004, 0x020000000005, 0x020000000006, 0xffffffffffff, 0x0180c2000000];
+const MACS = [0x020000000001, 0x020000000002, 0x020000000003, 0x020000000004, 0x020000000005, 0x020000000006, 0x020000000007, 0xffffffffffff, 0x0180c2000000];
 const HOSTS = NAMES.length;
 
 function rig(cache: boolean) {
@@ -194,8 +198,8 @@ function rig(cache: boolean) {
   let handles = 0;
   const add = (name: string): void => {
     io[name] = new DiffIo(name, log, handles++, model, !PLAIN.has(name));
-    // a1..a4 and b1 are VM ports: BPDU guard on (the daemon's default); a BPDU (to MACS[7]) shuts one.
-    port[name] = br.addPort(name, io[name], { vlan: VlanPolicy.from(PORTS[name]), bpduGuard: name !== 't1' });
+    // a1..a4 and b1 are VM ports (t1, t2: trunks between switches): BPDU guard on (the daemon's default); a BPDU (to MACS[8]) shuts one.
+    port[name] = br.addPort(name, io[name], { vlan: VlanPolicy.from(PORTS[name]), bpduGuard: !name.startsWith('t') });
   };
   for (const n of NAMES) add(n);
   return { br, io, port, clock, log, model, add };
@@ -215,7 +219,7 @@ const vnetArb: fc.Arbitrary<Vnet> = fc.tuple(
 const frameArb: fc.Arbitrary<FrameSpec> = fc.record({
   dst: fc.constantFrom(...MACS.slice(0, 3), ...MACS), own: fc.oneof({ weight: 20, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
   src: fc.constantFrom(...MACS.slice(0, HOSTS)),
-  tag: fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.constantFrom(0, 10, 20) }),
+  tag: fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: fc.constantFrom(0, 10, 20, 0xa00a, 0x3014) }), // TCI: PCP/DEI too
   hdr: fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: vnetArb }), // a virtio_net_hdr that (mostly) says something
   payload: fc.uint8Array({ minLength: 0, maxLength: 20 }),
 });
@@ -226,7 +230,7 @@ function frameOf(f: FrameSpec, port: string): Uint8Array {
   if (f.hdr !== undefined) writeVnet(b, 0, ...f.hdr);
   writeMac(b, HDR, f.dst);
   writeMac(b, HDR + 6, f.own ? MACS[NAMES.indexOf(port)] : f.src);
-  if (t) { b[HDR + 12] = 0x81; b[HDR + 15] = f.tag!; }
+  if (t) { b[HDR + 12] = 0x81; b[HDR + 14] = f.tag! >>> 8; b[HDR + 15] = f.tag! & 0xff; }
   b[HDR + 12 + t] = 0x08;
   b.set(f.payload, HDR + 14 + t);
   return b;
@@ -237,11 +241,19 @@ type Op =
   | { op: 'tick'; dt: number }
   | { op: 'gone' | 'up' | 'fail' | 'heal' | 'remove' | 'guard' | 'rate' | 'vlan' | 'vlanTag' | 'vlanBack' | 'static' | 'ageing'; port: string };
 
+/** Trunk to trunk: t1's and t2's hosts talk in VLAN 10 or 20, tagged (PCP/DEI sometimes set), mostly to each other. */
+const trunkArb: fc.Arbitrary<Op> = fc.tuple(fc.constantFrom('t1', 't2'), fc.boolean(), frameArb, fc.constantFrom(10, 20, 0xa00a, 0x3014), fc.integer({ min: 1, max: 4 }))
+  .map(([port, toPeer, f, tag, n]) => ({
+    op: 'batch' as const, port, split: true,
+    frames: Array<FrameSpec>(n).fill({ ...f, own: true, tag, dst: toPeer ? MACS[NAMES.indexOf(port === 't1' ? 't2' : 't1')] : f.dst }),
+  }));
+
 const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 6, arbitrary: trunkArb },
   { weight: 30, arbitrary: fc.record({ op: fc.constant('batch' as const), port: fc.constantFrom(...FROM), frames: fc.array(frameArb, { minLength: 1, maxLength: 4 }) }) },
   // A stream: the same frame several times, in one batch or one batch each (what the cache is for).
   {
-    weight: 30,
+    weight: 45,
     arbitrary: fc.record({
       op: fc.constant('batch' as const), port: fc.constantFrom(...FROM), split: fc.boolean(),
       frames: fc.tuple(frameArb, fc.integer({ min: 2, max: 5 })).map(([f, n]) => Array<FrameSpec>(n).fill(f)),
@@ -305,7 +317,7 @@ function state(t: Rig) {
 
 describe('flow cache: cache on and off give the same outputs, counters and MAC table', () => {
   it('under random frames and control changes (fast-check)', () => {
-    let hits = 0, hdrHits = 0, installs = 0, invalidations = 0;
+    let hits = 0, hdrHits = 0, tagHits = 0, installs = 0, invalidations = 0;
     fc.assert(fc.property(fc.array(opArb, { minLength: 1, maxLength: 80 }), (ops) => {
       const off = rig(false), on = rig(true);
       for (const o of ops) {
@@ -316,6 +328,7 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       }
       hits += on.model!.hits;
       hdrHits += on.model!.hdrHits;
+      tagHits += on.model!.tagHits;
       installs += on.br.flowCacheCounters.installs;
       invalidations += on.br.flowCacheCounters.invalidations;
       expect(on.br.flowCacheCounters.hits).toBe(on.model!.hits);
@@ -323,6 +336,7 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
     // The runs replayed frames, not only missed.
     expect(hits).toBeGreaterThan(RUNS / 10);
     expect(hdrHits).toBeGreaterThan(RUNS / 100); // TSO, partial-checksum and DATA_VALID frames among them
+    expect(tagHits).toBeGreaterThan(0); // trunk to trunk, the tag kept (the next test pins it)
     expect(installs).toBeGreaterThan(RUNS / 3);
     expect(invalidations).toBeGreaterThan(RUNS);
   }, 120_000);
@@ -401,6 +415,34 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
     expect(p.on.model!.hdrHits).toBe(2);
     expect(p.on.log).toEqual(Array(3).fill({ port: 'a2', frame: `01013600a80522001000|${Buffer.from(tso.subarray(HDR)).toString('hex')}` }));
     expect(p.on.port.a4.drops[Drop.tx_error]).toBe(3);
+  });
+
+  it('trunk to trunk: a tagged frame replays with its tag as it came (PCP too); the MAC ages in the tag\'s VLAN', () => {
+    const on = rig(true), off = rig(false);
+    const p = { on, off };
+    const t12 = new Uint8Array(HDR + 64);
+    writeMac(t12, HDR, MACS[6]);
+    writeMac(t12, HDR + 6, MACS[4]);
+    t12.set([0x81, 0x00, 0xa0, 0x14, 0x08, 0x00], HDR + 12); // PCP 5, VID 20
+    const t21 = t12.slice();
+    writeMac(t21, HDR, MACS[4]);
+    writeMac(t21, HDR + 6, MACS[6]);
+    t21.set([0x00, 0x14], HDR + 14); // VID 20, PCP 0
+    both(p, { op: 'batch', port: 't1', frames: [t12] }); // learns t1's host in VLAN 20
+    both(p, { op: 'batch', port: 't2', frames: [t21] }); // t2's
+    on.log.length = off.log.length = 0;
+    for (let i = 0; i < 5; i++) {
+      both(p, { op: 'tick', dt: 6_000 });
+      both(p, { op: 'batch', port: 't1', frames: [t12] });
+      both(p, { op: 'batch', port: 't2', frames: [t21] });
+      same(p);
+    }
+    // The first of each way through the pipeline (installed), the other four replayed, tags untouched.
+    expect(on.model!.tagHits).toBe(8);
+    expect(on.log.filter((x) => x.port === 't2').map((x) => x.frame.split('|')[1])).toEqual(Array(5).fill(Buffer.from(t12.subarray(HDR)).toString('hex')));
+    // The pipeline saw the last of them 24 s ago, past the 20 s ageing: the folds refreshed them in VLAN 20.
+    expect(on.br.fdb.lookup(20, MACS[4])).toBe(on.port.t1.id);
+    expect(on.br.fdb.lookup(20, MACS[6])).toBe(on.port.t2.id);
   });
 
   it('ageing counts replayed frames: MACs heard only through the cache do not age out', () => {
