@@ -98,12 +98,17 @@ for r in $(seq "$rounds"); do
   for t in $topos; do
     for v in $order; do
       # Another run of anchors.sh (or of a bench built on it) may hold its lock between
-      # two of ours: wait for it rather than lose the configuration (a small race remains).
+      # two of ours: wait for it rather than lose the configuration (and retry below if
+      # it took the lock first after all).
       while ! flock -n /tmp/bA.anchors.lock true; do sleep 1; done
       quiet_wait; bg=$QUIET_BG
       [ "$v" = quiet ] || busy_start "$v"
       la=$(cut -d' ' -f1 /proc/loadavg)
-      BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
+      for try in 1 2 3; do  # anchors.sh writes part.tsv when it ran; not when the lock was taken first
+        BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
+        [ -s "$out/part.tsv" ] && break
+        while ! flock -n /tmp/bA.anchors.lock true; do sleep 1; done
+      done
       BUSY_CORES=""
       [ "$v" = quiet ] || busy_stop
       { { tail -n +2 "$out/part.tsv" 2>/dev/null || true; } | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" '$2 != "meta" {$1 = r; print $0, v}'
