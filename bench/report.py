@@ -3,6 +3,10 @@
 
 usage: report.py RAW.tsv [TOPOLOGY ...]   (the first topology, `ours` by default, is vswitch)
 
+Every topology named ours* (run.sh's `ours-fc`: the flow cache on) is a vswitch
+variant: each gets its own tables and targets, with the other topologies,
+the other vswitch variants included, as its peers.
+
 A fifth column `variant` (bench/run.sh --busy writes it: quiet, one, half)
 splits the rows: each variant gets its own table and targets, then one table
 puts quiet and each busy variant side by side ("quiet / busy" in each cell),
@@ -14,8 +18,7 @@ import sys
 
 raw = sys.argv[1]
 topos = sys.argv[2:] or ['ours', 'kbridge', 'vde', 'ovs-tap', 'ovs-tap-tso', 'pasta']
-ours = 'ours' if 'ours' in topos else topos[0]
-peers = [t for t in topos if t != ours]
+ourses = [t for t in topos if t.startswith('ours')] or topos[:1]
 
 rows = list(csv.DictReader(open(raw), delimiter='\t'))
 vals = {}
@@ -73,7 +76,8 @@ def rfmt(r):
     return '-' if r is None else f'{r:.2f}×'
 
 
-def table(v):
+def table(v, ours):
+    peers = [t for t in topos if t != ours]
     n = max((len(vals.get((v, ours, 'tcp_gbps'), [])), 1))
     tag = '' if variants == ['quiet'] else f' — {v}'
     print(f'\n## vswitch ("{ours}") beside its peers{tag}: medians of {n} round(s), ratios vswitch/peer\n')
@@ -104,9 +108,9 @@ TARGETS = [
 ]
 
 
-def targets(v):
+def targets(v, ours):
     tag = '' if variants == ['quiet'] else f' — {v}'
-    print(f'\n### Targets (issue 19){tag}\n')
+    print(f'\n### Targets (issue 19){tag}' + ('' if ours == 'ours' else f' ("{ours}")') + '\n')
     for label, m, peer, want, higher in TARGETS:
         if peer not in topos:
             continue
@@ -118,13 +122,15 @@ def targets(v):
         print(f'- {label}: {r:.2f}× — {"met" if ok else "MISSED"}')
 
 
-for v in variants:
-    table(v)
-    targets(v)
+for ours in ourses:
+    for v in variants:
+        table(v, ours)
+        targets(v, ours)
 
-if len(variants) > 1:
+for ours in ourses if len(variants) > 1 else []:
+    peers = [t for t in topos if t != ours]
     for b in variants[1:]:
-        print(f'\n## quiet / {b} side by side (each cell: quiet / {b}; ratios vswitch/peer within each variant)\n')
+        print(f'\n## "{ours}": quiet / {b} side by side (each cell: quiet / {b}; ratios vswitch/peer within each variant)\n')
         print('| metric | ' + ' | '.join([ours] + peers) + ' | ' + ' | '.join(f'÷{p}' for p in peers) + ' |')
         print('|---' * (1 + 2 * len(peers) + 1) + '|')
         for m, label, _ in METRICS:

@@ -47,6 +47,19 @@ out = report([r for r in rows if r[4] == 'quiet'], ['ours', 'vde'], False)
 if '| ping avg µs | 110 | 90.0 | 1.22× |' not in out or 'side by side' in out or '— quiet' in out:
     bad.append('without variants: not the plain single table')
 
+# run.sh's `ours-fc` (flow cache on): a vswitch variant with its own table and
+# targets beside the same peers, and the ratio to `ours` in it
+fc = [r for r in rows if r[4] == 'quiet'] + [(rnd, 'ours-fc', 'ping_avg_us', x, 'quiet')
+                                            for rnd, x in enumerate([80, 90, 85], 1)]
+out = report(fc, ['ours', 'ours-fc', 'vde'], False)
+for want in ['## vswitch ("ours-fc") beside its peers',
+             '| ping avg µs | 85.0 | 110 | 90.0 | 0.77× | 0.94× |',   # ours-fc ÷ours, ÷vde
+             '### Targets (issue 19) ("ours-fc")',
+             '- ping avg ≤ 1.0× vde: 0.94× — met',
+             '- ping avg ≤ 1.0× vde: 1.22× — MISSED']:          # ours's own targets still there
+    if want not in out:
+        bad.append(f'with ours-fc: missing {want!r}')
+
 if bad:
     print(out)
     print('\n'.join(bad))

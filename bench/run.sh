@@ -8,6 +8,8 @@
 # trafgen, ping and sockperf latency, the switch's CPU) with vswitch added as the
 # topology `ours` (bench/ours.sh: one bridge, two TAPs, offloads on), then prints
 # the medians and the ratios vswitch/peer, and the issue's targets.
+# Topology `ours-fc`: the same with the bridge's flow cache on (README "Flow
+# cache"); run beside `ours` in the same rounds, it gets its own table and targets.
 # Default topologies: ours kbridge vde ovs-tap ovs-tap-tso pasta; 3 rounds
 # (about 6 minutes). Needs root. Installs missing Debian packages (apt-get).
 # Environment: VSWITCH_SHARED (default: ../shared beside the repository), the
@@ -65,6 +67,12 @@ fi
 out=$(mktemp -d /tmp/vswitch-bench.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 export BA_OURS_CMD="bash $here/ours.sh @DIR@ @TAP1@ @TAP2@"
+# anchors.sh runs topology NAME as the function topo_NAME_up (dashes as
+# underscores) and has only one `ours`: the flow-cache variant is a function it
+# inherits through the environment (export -f), calling its own tapsw_up.
+export BA_OURS_FC_CMD="env VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
+topo_ours_fc_up() { tapsw_up "$BA_OURS_FC_CMD" "" 0; }
+export -f topo_ours_fc_up
 if [ -z "$busy" ]; then
   echo "bench/run.sh: $anchors -r $rounds $topos" >&2
   bash "$anchors" -r "$rounds" -o "$out/raw.tsv" $topos | tee "$out/anchors.txt"
@@ -89,13 +97,21 @@ for r in $(seq "$rounds"); do
   [ $((r % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$variants" | tac | tr '\n' ' ')
   for t in $topos; do
     for v in $order; do
+      # Another run of anchors.sh (or of a bench built on it) may hold its lock between
+      # two of ours: wait for it rather than lose the configuration (and retry below if
+      # it took the lock first after all).
+      while ! flock -n /tmp/bA.anchors.lock true; do sleep 1; done
       quiet_wait; bg=$QUIET_BG
       [ "$v" = quiet ] || busy_start "$v"
       la=$(cut -d' ' -f1 /proc/loadavg)
-      BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
+      for try in 1 2 3; do  # anchors.sh writes part.tsv when it ran; not when the lock was taken first
+        BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
+        [ -s "$out/part.tsv" ] && break
+        while ! flock -n /tmp/bA.anchors.lock true; do sleep 1; done
+      done
       BUSY_CORES=""
       [ "$v" = quiet ] || busy_stop
-      { tail -n +2 "$out/part.tsv" 2>/dev/null | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" '$2 != "meta" {$1 = r; print $0, v}'
+      { { tail -n +2 "$out/part.tsv" 2>/dev/null || true; } | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" '$2 != "meta" {$1 = r; print $0, v}'
         printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" pre_busy_pct "$bg" "$v" "$r" "$t" loadavg1 "$la" "$v"
         [ -n "$BUSY_CORES" ] && printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" load_cores "$BUSY_CORES" "$v"
       } >> "$out/raw.tsv"

@@ -1469,10 +1469,12 @@ static bool vnet_zero(const uint8_t *h) {
 /*
  * The read loop's hook: replays the leading frames of h's batch (ring[0, n)) that
  * hit, writing each as the pipeline did (a device with a virtio_net_hdr gets the
- * frame's own, all zero: a frame whose header says anything is never replayed), and
- * remembers the written handle for a follow-up read as a JS write does. Stops at the
- * first miss so a flow's frames keep their order; the rest move to the ring's front
- * for JS. Returns how many it replayed.
+ * frame's own, as egress's sendVnet writes it: a TSO super-frame or a partial
+ * checksum goes out as it came; JS installs those only toward such devices, and a
+ * header that says anything never replays to one without), and remembers the
+ * written handle for a follow-up read as a JS write does. Stops at the first miss
+ * so a flow's frames keep their order; the rest move to the ring's front for JS.
+ * Returns how many it replayed.
  */
 static int fc_replay(nd_state *st, nd_handle *h, int n, double now) {
   int i = 0;
@@ -1480,14 +1482,14 @@ static int fc_replay(nd_state *st, nd_handle *h, int n, double now) {
     uint8_t *f = st->arena + st->offs[i];
     size_t len = (size_t)st->lens[i];
     nd_fc_key k;
-    if (!vnet_zero(f - ND_VNET_HDR_LEN) || !nd_fc_key_of(&k, h->id, f, len, f - ND_VNET_HDR_LEN)) {
+    if (!nd_fc_key_of(&k, h->id, f, len, f - ND_VNET_HDR_LEN)) {
       nd_fc_miss(st->fc);
       break;
     }
     nd_fc_entry *e = nd_fc_probe(st->fc, &k);
     if (!e) break;
     nd_handle *w = st->table[e->act.out]; /* present: closing a handle drops its entries */
-    if (!w) {
+    if (!w || (!w->vnet && !vnet_zero(f - ND_VNET_HDR_LEN))) {
       nd_fc_miss(st->fc);
       break;
     }

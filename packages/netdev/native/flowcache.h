@@ -27,8 +27,8 @@ typedef struct nd_fc_key {
 } nd_fc_key;
 
 /*
- * What a hit replays: the frame as it arrived (an all-zero virtio_net_hdr in front
- * for a device that takes one), to handle `out`. Tag edits (a prebuilt header, then
+ * What a hit replays: the frame as it arrived (its own virtio_net_hdr in front for a
+ * device that takes one: a TSO super-frame stays one), to handle `out`. Tag edits (a prebuilt header, then
  * the frame from `skip` on) are not installed yet. The cookies are JS's port ids,
  * handed back by the fold.
  */

@@ -514,7 +514,9 @@ export function fairServeForTest(state: Float64Array, primary: boolean, lens: In
  * while their bridge's generation has not moved.
  * - `flowCacheGenerations()`: one generation per bridge id (0..FLOW_CACHE_BRIDGES-1),
  *   memory the addon reads on every probe; bumping one is a store. Makes the table.
- * - `flowCacheInstall`: a frame from `inHandle` went unchanged to `outHandle` alone.
+ * - `flowCacheInstall`: a frame from `inHandle` went unchanged to `outHandle` alone,
+ *   its virtio_net_hdr with it when `outHandle` takes one (a header that asks for work
+ *   is never replayed to a device without one, whatever was installed).
  *   Returns the slot, or -1 (refused: its window is full of entries with unfolded counts).
  * - `flowCacheFold(out)`: per entry with replayed frames since the last fold,
  *   FLOW_CACHE_FOLD_FIELDS numbers: bridge, in cookie, out cookie, source MAC high 16

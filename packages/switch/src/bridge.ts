@@ -50,14 +50,14 @@ import { VNET_HDR_LEN } from './wire/vnet.js';
 import { formatMac } from './wire/ethernet.js';
 import { MacOwners, type GuardOptions } from './guard.js';
 import { Ip6Bindings } from './guard6.js';
-import { VID_MAX } from './wire/vlan.js';
+import { tci, tciVid, VID_MAX } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
 import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
 import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
 import { Policer, Shaper, type RateSpec } from './police.js';
 import { READ_QUANTUM_DEFAULT, readQuantumProblem } from './fair.js';
 import type { ArpSuppress } from './arp-suppress.js';
-import { FOLD, type FlowCacheCounters, type FlowCacheHub, type FlowHandleIo } from './flow-cache.js';
+import { FOLD, FOLD_C_TAG, type FlowCacheCounters, type FlowCacheHub, type FlowHandleIo } from './flow-cache.js';
 
 // The per-frame pipeline through module constants: an imported binding is checked
 // on every use (see ingress.ts).
@@ -262,8 +262,11 @@ export class Bridge {
       inP.rxFrames += n;
       inP.rxBytes += r[at + FOLD.BYTES];
       const mac = r[at + FOLD.SRC_HI] * 0x100000000 + r[at + FOLD.SRC_LO];
-      // Untagged frames only: their VLAN is the port's PVID (unchanged since: a change folds first).
-      this.fdb.refreshAt(inP.vlan.pvid, mac, inP.id, r[at + FOLD.LAST] + this.#fc!.backend.clockOffset);
+      // A C-tag's VID (only frames admitted on it are installed), else the port's PVID
+      // (unchanged since: a change folds first).
+      const tag = r[at + FOLD.TAG];
+      const vid = tag >= 0 && tag >>> 16 === FOLD_C_TAG ? tciVid(tag & 0xffff) : inP.vlan.pvid;
+      this.fdb.refreshAt(vid, mac, inP.id, r[at + FOLD.LAST] + this.#fc!.backend.clockOffset);
     }
     if (outP !== undefined) {
       const down = r[at + FOLD.LINK_DOWN], err = r[at + FOLD.TX_ERROR];
@@ -495,13 +498,24 @@ export class Bridge {
    */
   #cacheable(port: Port, buf: Uint8Array, off: number, hdr: number, gate: number, meta: FrameMeta): Port | undefined {
     // A BPDU guard alone never looks at a unicast frame (#receive); a BPDU's key (its group address) never hits.
-    if ((gate !== 0 && gate !== GATE_BPDU) || hdr !== HDR || meta.tagLen !== 0 || (buf[off] & 1) !== 0 || port.guard.active || port.horizon !== 0) return undefined;
+    if ((gate !== 0 && gate !== GATE_BPDU) || hdr !== HDR || (buf[off] & 1) !== 0 || port.guard.active || port.horizon !== 0) return undefined;
+    // Tagged in: only a C-tag carrying the frame's VLAN on a port that takes tagged frames
+    // (not an access port's priority tag, whose admission reads the inner type too).
+    const tagged = meta.tagLen !== 0;
+    if (tagged && (!port.vlan.acceptsTagged || tciVid(tci(buf, off)) !== meta.vid)) return undefined;
     if (((port.io as FlowHandleIo).flowHandle ?? -1) < 0 || this.#arpSuppress !== undefined) return undefined;
-    for (let i = off - HDR; i < off; i++) if (buf[i] !== 0) return undefined;
+    let plain = true;
+    for (let i = off - HDR; i < off; i++) if (buf[i] !== 0) plain = false;
     const id = this.fdb.lookupAt(meta.vid, buf, off);
     const p = id >= 0 ? this.#byId[id] : undefined;
     if (p === undefined || p === port || !p.up || p.shut !== 0 || p.shaper !== undefined || p.horizon !== 0) return undefined;
-    if (!p.vlan.isMember(meta.vid) || !p.vlan.isUntagged(meta.vid) || ((p.io as FlowHandleIo).flowHandle ?? -1) < 0) return undefined;
+    // A header that says anything (GSO, NEEDS_CSUM, DATA_VALID) goes out as it came only to
+    // a port that takes headers (egress.ts sendWithHeader); to any other, egress completes,
+    // segments or strips it: work the replay does not do.
+    if (!plain && !p.offload) return undefined;
+    // Out as it came: untagged to an untagged member; tagged to a tagged member of the same
+    // VLAN (egress keeps the tag, PCP and DEI included). Tag edits are not replayed.
+    if (!p.vlan.isMember(meta.vid) || p.vlan.isUntagged(meta.vid) === tagged || ((p.io as FlowHandleIo).flowHandle ?? -1) < 0) return undefined;
     return p;
   }
 

@@ -10,12 +10,18 @@
  *
  * What is installed (Bridge.#receive checks each): a known unicast destination on
  * one other port; learning REFRESHED the source (not new, not moved, not refused);
- * the frame arrived untagged with an all-zero virtio_net_hdr and left untagged,
- * unchanged, written without error; both ports are handle ports (TAP, attached),
+ * the frame left unchanged, written without error: untagged in and out, or tagged in
+ * (a C-tag with the frame's VLAN, on a port that takes tagged frames) and out with
+ * the same tag (the egress port a tagged member of that VLAN; tag edits, inserted or
+ * stripped, are not installed),
+ * its virtio_net_hdr with it: an all-zero one to any port, one that says something
+ * (a TSO/USO super-frame, NEEDS_CSUM, DATA_VALID) only to a port that takes headers,
+ * where egress writes it as it came (the header's flags and GSO type are in the
+ * key; its other fields only travel, no decision reads them); both ports are handle ports (TAP, attached),
  * not in a split-horizon group; the ingress port is not shut, has no policer and
  * no active guard (a BPDU guard is fine: it only looks at frames to the bridge
  * group address, and a port it shuts invalidates); the egress port is up, not shut, has no shaper,
- * and is an untagged member of the frame's VLAN; the bridge has no ARP/ND
+ * and is a member of the frame's VLAN (untagged or tagged as above); the bridge has no ARP/ND
  * suppression attached (it answers unicast ARP requests and NS too). Floods, the router, tunnels,
  * bonds, guarded or rate-limited ports never see a replayed frame.
  *
@@ -57,6 +63,8 @@ export const FOLD = Object.freeze({
   BRIDGE: 0, IN_PORT: 1, OUT_PORT: 2, SRC_HI: 3, SRC_LO: 4, TAG: 5, FRAMES: 6, BYTES: 7, LAST: 8, TX_BYTES: 9,
   LINK_DOWN: 10, TX_ERROR: 11, FIELDS: 12,
 });
+/** A fold row's TAG: -1 untagged, else kind << 16 | TCI as it arrived; this kind is an 802.1Q C-tag (2: 802.1ad). */
+export const FOLD_C_TAG = 1;
 
 /** A port io that the cache can name: TAP and attached ports (ports/handle-io.ts). */
 export interface FlowHandleIo {
