@@ -60,7 +60,9 @@ describe('flow cache', () => {
     const fw = s1.forwarding.forwarded - s0.forwarding.forwarded;
     const fl = s1.forwarding.floodedGroup + s1.forwarding.floodedUnknown - s0.forwarding.floodedGroup - s0.forwarding.floodedUnknown;
     expect(fw + fl).toBe(dl('rxFrames', P[0]) + dl('rxFrames', P[1]));
-    for (const p of P.slice(0, 2)) expect(port(s1, p).drops ?? {}).toEqual({});
+    // No drop while the pings ran (a link_down counted while a VM's side was still coming
+    // up, before s0, is setup, not the cache: seen once at load 10).
+    for (const p of P.slice(0, 2)) expect(port(s1, p).drops ?? {}).toEqual(port(s0, p).drops ?? {});
     // Both MACs' ages date from the last pings (replayed): not from the first ones, a second
     // (the 20 pings) earlier, which the pipeline saw.
     const macs = macEntries(JSON.parse((await d.ok(['showmacs', BR, '--json'])).stdout));
