@@ -34,6 +34,11 @@
  * the replayed frames' counts are folded back (foldFlowCache) before anything reads
  * or changes them.
  *
+ * Runs (#receiveRuns): a batch of complete frames (a tunnel's decapsulated segments)
+ * is decided once per run of frames with the same header; the others get the
+ * pipeline's per-frame effects only (counters, egress), exactly as one by one
+ * (bridge.run.test.ts); `runFrames` counts them.
+ *
  * Events (port down, MAC moved, MAC limit reached) go to `onEvent` for logging,
  * bounded to EVENT_BUDGET_PER_SEC per bridge so that a flapping MAC or a flood of
  * refused MACs can never produce a log line per frame; the rest are counted in
@@ -42,15 +47,15 @@
  */
 import { Drop } from './drop.js';
 import { Fdb, FDB_DEFAULTS, Learn } from './fdb.js';
-import { type Egress, newEgress, type Segmenter, txDrop } from './egress.js';
-import { forward, type ForwardCounters } from './forward.js';
-import { ADMIT, type FrameMeta, ingress, newFrameMeta, setOffloadMeta } from './ingress.js';
+import { type Egress, egress, newEgress, type Segmenter, txDrop } from './egress.js';
+import { canEgress, forward, type ForwardCounters } from './forward.js';
+import { ADMIT, admit, type FrameMeta, ingress, newFrameMeta, setOffloadMeta } from './ingress.js';
 import { Port, type PortIo, type PortRx } from './port.js';
 import { VNET_HDR_LEN } from './wire/vnet.js';
-import { formatMac } from './wire/ethernet.js';
+import { ETH, ETH_HLEN, formatMac } from './wire/ethernet.js';
 import { MacOwners, type GuardOptions } from './guard.js';
 import { Ip6Bindings } from './guard6.js';
-import { tci, tciVid, VID_MAX } from './wire/vlan.js';
+import { sameTaggedHead, tci, tciVid, VID_MAX } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
 import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
 import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
@@ -67,7 +72,15 @@ const runForward = forward;
 const MOVED = Learn.MOVED;
 const NEW = Learn.NEW;
 const REFRESHED = Learn.REFRESHED;
+const DISABLED = Learn.DISABLED;
 const HDR = VNET_HDR_LEN;
+const sameHead = sameTaggedHead;
+const runAdmit = admit;
+const runCanEgress = canEgress;
+const runEgress = egress;
+const SRC_AT = ETH.SRC;
+/** The shortest frame admit takes (4 more with a tag). */
+const ETH_MIN = ETH_HLEN;
 
 export const EVENT_BUDGET_PER_SEC = 20;
 export const MAX_DEFERRED = 1024;
@@ -127,6 +140,8 @@ export class Bridge {
   readonly #ports = new Map<string, Port>();
   readonly #byId: (Port | undefined)[] = [];
   #floodLists: (Port[] | undefined)[] = new Array(VID_MAX + 1);
+  /** Frames of a batch that took the decision of the run's first frame (#receiveRuns) instead of the whole pipeline. */
+  runFrames = 0;
   readonly #meta = newFrameMeta();
   readonly #egress: Egress;
   readonly #clock: () => number;
@@ -519,6 +534,85 @@ export class Bridge {
     return p;
   }
 
+  /**
+   * A batch of complete frames from `port` (a tunnel's decapsulated segments: a GRO
+   * burst of one TCP flow is ~23 of them), decided once per run. A run is consecutive
+   * frames with the same first 16 bytes (destination, source, tag: sameTaggedHead).
+   * Its first frame takes the whole pipeline; when the outcome is of a class whose
+   * repetition is exact (#runTo), each following frame only gets what the pipeline
+   * would have done to it: the ingress port's rx counters, `forwarded`, and egress
+   * (the same function, so tx counters, shapers, tag edits and write errors stay per
+   * frame). Learning is the same refresh at the same `now`, which changes nothing a
+   * second time. Anything a frame's egress could change under the decision (the
+   * ingress port's state or gate, the MAC table: Fdb.stamp, the egress port's
+   * canEgress, a re-entrant frame deferred) ends the replay: the next frame takes the
+   * whole pipeline again. bridge.run.test.ts compares both ways frame by frame.
+   */
+  #receiveRuns(port: Port, buf: Uint8Array, offs: Int32Array, lens: Int32Array, count: number, now: number): void {
+    let i = 0;
+    while (i < count) {
+      const first = offs[i];
+      this.receive(port, buf, first, lens[i], now, 0);
+      i++;
+      if (i === count || !sameHead(buf, first, offs[i])) continue;
+      const to = this.#runTo(port, buf, first, lens[i - 1]);
+      if (to === undefined) continue;
+      const meta = this.#meta;
+      const vid = meta.vid;
+      const stamp = this.fdb.stamp[0];
+      const min = meta.tagLen === 0 ? ETH_MIN : ETH_MIN + 4;
+      for (; i < count; i++) {
+        const off = offs[i];
+        const len = lens[i];
+        if (len < min || !sameHead(buf, first, off) || !port.up || port.gate !== 0 || this.fdb.stamp[0] !== stamp ||
+          runCanEgress(to, port, vid) !== ADMIT) break;
+        port.rxFrames++;
+        port.rxBytes += len;
+        this.counters.forwarded++;
+        this.runFrames++;
+        offloadMeta(meta, buf, off, 0);
+        this.#depth++;
+        try {
+          runEgress(to, buf, off, len, meta, this.#egress);
+        } finally {
+          this.#depth--;
+        }
+        if (this.#deferred.length > 0) {
+          // The frame's egress fed the bridge again (a router port): those frames in order, then the whole pipeline.
+          this.#drainDeferred(now);
+          i++;
+          break;
+        }
+      }
+    }
+  }
+
+  /**
+   * After the pipeline decided the complete frame buf[off, off+len) from `port`: the
+   * one port that identical frames go to, if repeating that decision for them is
+   * exact; else undefined. Fills #meta as ingress did. Exact: the ingress port is up,
+   * ungated (not shut, no policer, no BPDU guard), has no active guard and no ARP/ND
+   * suppression looks at it; the destination is unicast and known on a port
+   * canEgress admits; the source's entry is on this port (a refresh) or the VLAN
+   * does not learn on it. Not called while frames are deferred (depth > 0).
+   */
+  #runTo(port: Port, buf: Uint8Array, off: number, len: number): Port | undefined {
+    if (this.#depth !== 0 || !port.up || port.gate !== 0 || port.guard.active || (buf[off] & 1) !== 0) return undefined;
+    const meta = this.#meta;
+    if (runAdmit(port, buf, off, len, meta) !== ADMIT) return undefined;
+    const vid = meta.vid;
+    const sup = this.#arpSuppress;
+    if (sup !== undefined && sup.on[vid] === 1 && port.horizon === 0) return undefined;
+    const nl = port.noLearn;
+    if (nl !== undefined && nl[vid] === 1) meta.learned = DISABLED;
+    else if (this.fdb.lookupAt(vid, buf, off + SRC_AT) === port.id) meta.learned = REFRESHED;
+    else return undefined;
+    const id = this.fdb.lookupAt(vid, buf, off);
+    const p = id >= 0 ? this.#byId[id] : undefined;
+    if (p === undefined || runCanEgress(p, port, vid) !== ADMIT) return undefined;
+    return p;
+  }
+
   #install(port: Port, buf: Uint8Array, off: number, len: number, to: Port): void {
     const ok = this.#fc!.backend.install(this.#fcId, (port.io as FlowHandleIo).flowHandle!, port.id, buf, off, len,
       (to.io as FlowHandleIo).flowHandle!, to.id);
@@ -572,8 +666,8 @@ export class Bridge {
     return {
       batch: (buf, offs, lens, count, vnet, at) => {
         const now = at !== undefined && this.#portTime ? at : this.#clock();
-        const hdr = vnet === true ? VNET_HDR_LEN : 0;
-        for (let i = 0; i < count; i++) this.receive(port, buf, offs[i], lens[i], now, hdr);
+        if (vnet !== true) this.#receiveRuns(port, buf, offs, lens, count, now);
+        else for (let i = 0; i < count; i++) this.receive(port, buf, offs[i], lens[i], now, HDR);
       },
       frame: (buf, off, len) => this.receive(port, buf, off, len, this.#clock()),
       gone: (_errno, why) => this.portGone(port, why),

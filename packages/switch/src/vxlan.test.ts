@@ -143,6 +143,42 @@ describe('Vtep: tunnels are bridge ports', () => {
     expect(br.port('vx-10.99.0.2')!.counters().drops).toEqual({ dst_on_ingress: 1 });
   });
 
+  it('a staged read batch (runs of one inner flow, two remotes, bad datagrams between) equals receive one by one', () => {
+    const run = (staged: boolean) => {
+      const t = setup();
+      // FAR behind R1 and VM on vm10 known first, so the runs are known unicast.
+      const hello = datagram(100, eth(BCAST, FAR));
+      t.vtep.receive(hello.buf, hello.off, hello.len, R1);
+      t.vm10.inject(eth(FAR, VM));
+      t.u.take();
+      t.vm10.take();
+      const plan: [number, Uint8Array, number][] = [];
+      for (let i = 0; i < 5; i++) plan.push([100, eth(VM, FAR, 60 + i), R1]);
+      plan.push([999, eth(VM, FAR), R1]);
+      for (let i = 0; i < 3; i++) plan.push([100, eth(VM, FAR, 70 + i), R1]);
+      plan.push([100, eth(VM, FAR2), R2]);
+      plan.push([100, eth(VM, FAR2, 61), R2]);
+      plan.push([100, eth(VM, FAR, 62), R1]);
+      const ds = plan.map(([vni, f]) => datagram(vni, f));
+      // One buffer, as the ring: the datagrams one after another.
+      const buf = new Uint8Array(ds.reduce((n, d) => n + d.buf.length, 0));
+      let at = 0;
+      const offs = ds.map((d) => { buf.set(d.buf, at); const o = at + d.off; at += d.buf.length; return o; });
+      plan.forEach(([, , src], i) => (staged ? t.vtep.stage(buf, offs[i], ds[i].len, src) : t.vtep.receive(buf, offs[i], ds[i].len, src)));
+      if (staged) t.vtep.flush();
+      const ports = [...t.br.ports.values()].map((p) => [p.name, p.counters()]);
+      return { out: t.vm10.take().map((f) => [...f]), ports, fwd: { ...t.br.counters },
+        seg: t.vtep.segments().map((x) => [x.vni, x.rxPackets, x.rxBytes, x.txPackets, x.txBytes]), drops: t.vtep.dropCounts(),
+        fdb: t.br.fdb.entries().map((e) => [e.vid, e.mac, e.port, e.updated]), runFrames: t.br.runFrames };
+    };
+    const one = run(false), staged = run(true);
+    expect(one.out).toHaveLength(11);
+    expect({ ...staged, runFrames: 0 }).toEqual({ ...one, runFrames: 0 });
+    // Runs of 8 (the unknown VNI between is dropped before staging), 2 (R2) and 1 (R1 again).
+    expect(staged.runFrames).toBe(7 + 1);
+    expect(one.runFrames).toBe(0);
+  });
+
   it('counts malformed, unknown-VNI and unknown-remote datagrams and delivers nothing', () => {
     const { vm10, vm20, vtep } = setup();
     const ok = datagram(100, eth(BCAST, FAR));

@@ -16,6 +16,8 @@
  * super-frame (native/tap_gro.c); both are the addon's, one per process. The receive
  * socket takes the peer's UDP GSO datagrams whole (UDP_GRO, native/udp_gro.c: split
  * into the same ring frames in C, so `receive` sees one call per packet as before).
+ * A read batch is staged (Vtep.stage) and flushed at its end: each tunnel port gets
+ * its consecutive frames as one batch, whose runs of one inner flow the bridge decides once.
  * NativeUnderlay6 is the same over IPv6 (netdev udp6.c): the sender's address is
  * looked up in the Vtep's remote table straight from the ring, and the kernel
  * writes the outer IPv6 header and the UDP checksum.
@@ -112,8 +114,9 @@ export class NativeUnderlay implements UnderlayIo {
       }
       for (let i = 0; i < count; i++) {
         const o = offs[i];
-        vtep.receive(arena, o, lens[i], sender(arena, o));
+        vtep.stage(arena, o, lens[i], sender(arena, o));
       }
+      vtep.flush();
     });
   }
 
@@ -227,8 +230,9 @@ export class NativeUnderlay6 implements UnderlayIo {
       }
       for (let i = 0; i < count; i++) {
         const o = offs[i];
-        vtep.receive(arena, o, lens[i], table.find(arena, o - SENDER6));
+        vtep.stage(arena, o, lens[i], table.find(arena, o - SENDER6));
       }
+      vtep.flush();
     });
   }
 

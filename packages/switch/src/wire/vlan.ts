@@ -37,3 +37,18 @@ export function writeTaggedHeader(hdr: Uint8Array, frame: Uint8Array, off: numbe
   hdr[at + F.TCI] = tciValue >>> 8;
   hdr[at + F.TCI + 1] = tciValue & 0xff;
 }
+
+/**
+ * Whether the frames at buf[a] and buf[b] (each at least ETH_HLEN long) have the
+ * same header as far as a bridge reads it: destination, source and ethertype, and
+ * when that is a tag's TPID, the TCI and the inner ethertype too (the
+ * VLAN_TAGGED_HLEN bytes; a frame shorter than that is malformed for a tag anyway).
+ * Frames a bridge admits with equal heads are in one VLAN with one source and one
+ * destination: one decision.
+ */
+export function sameTaggedHead(buf: Uint8Array, a: number, b: number): boolean {
+  for (let k = 0; k < F.TCI; k++) if (buf[a + k] !== buf[b + k]) return false;
+  if (!isTagTpid((buf[a + F.TPID] << 8) | buf[a + F.TPID + 1])) return true;
+  for (let k = F.TCI; k < VLAN_TAGGED_HLEN; k++) if (buf[a + k] !== buf[b + k]) return false;
+  return true;
+}
