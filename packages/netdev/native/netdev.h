@@ -218,6 +218,10 @@ bool nd_gro_held(const nd_gro *g);
 /* v6: a UDPv6 socket (udp6.c's layout of the sender before each payload). */
 int nd_udp_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal);
 int nd_udp_open(uint32_t local_be, uint16_t port, const char *ifname, const char **op);
+/* Shared by udp.c's and udp_gro.c's drains: the sender in front of a payload, and what a failed recvmmsg means. */
+struct sockaddr_in6;
+void nd_udp_put_sender(uint8_t *base, size_t start, bool v6, const struct sockaddr_in6 *from);
+int nd_udp_recv_retry(int e, nd_out *o, int *fatal);
 int nd_raw_open(const char *ifname, const char **op);
 /* udp_gro.c: the same drain on a socket with UDP_GRO on (see the file's comment). */
 int nd_udp_set_gro(int fd, bool on);

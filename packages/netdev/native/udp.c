@@ -87,6 +87,35 @@ int nd_raw_open(const char *ifname, const char **op) {
  * could admit at the fixed per-frame cost alone: the overshoot stays within about
  * one quantum's worth of bytes over ND_FAIR_FRAME_COST, paid back next round.
  */
+/* The sender in front of a datagram's payload at `start`, where vxlan.ts reads it: udp6.c's
+ * layout for IPv6, the vnet header's room for IPv4 (address, port, zeros). */
+void nd_udp_put_sender(uint8_t *base, size_t start, bool v6, const struct sockaddr_in6 *from) {
+  if (v6) {
+    uint8_t *h = base + start - ND_UDP6_SENDER_BEFORE;
+    memcpy(h, &from->sin6_addr, 16);
+    memcpy(h + 16, &from->sin6_port, 2);
+    memset(h + 18, 0, 4);
+  } else {
+    const struct sockaddr_in *f4 = (const struct sockaddr_in *)from;
+    uint8_t *h = base + start - ND_VNET_HDR_LEN;
+    memcpy(h, &f4->sin_addr.s_addr, 4);
+    memcpy(h + 4, &f4->sin_port, 2);
+    memset(h + 6, 0, 4);
+  }
+}
+
+/* recvmmsg failed with `e`: 1 to try again, 0 to stop reading this round (nothing more
+ * queued, or a fatal error left in *fatal). A queued ICMP error (ECONNREFUSED and
+ * friends) is reported once; the socket lives on. */
+int nd_udp_recv_retry(int e, nd_out *o, int *fatal) {
+  if (e == EINTR) return 1;
+  if (e == EAGAIN || e == EWOULDBLOCK) { o->more = false; return 0; }
+  if (e == ECONNREFUSED || e == EHOSTUNREACH || e == ENETUNREACH || e == EMSGSIZE) return 1;
+  *fatal = e;
+  o->more = false;
+  return 0;
+}
+
 static int nd_udp_fair_cap(const nd_out *o, int batch) {
   if (o->budget <= 0) return 0;
   /* Rounded up without adding first: an unlimited budget is INT64_MAX (signed overflow is UB). */
@@ -128,13 +157,7 @@ int nd_udp_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
     if (want == 0) break;
     int got = recvmmsg(fd, mm, (unsigned)want, MSG_DONTWAIT, NULL);
     if (got < 0) {
-      int e = errno;
-      if (e == EINTR) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK) { o->more = false; break; }
-      /* A queued ICMP error (ECONNREFUSED and friends) is reported once; the socket lives on. */
-      if (e == ECONNREFUSED || e == EHOSTUNREACH || e == ENETUNREACH || e == EMSGSIZE) continue;
-      *fatal = e;
-      o->more = false;
+      if (nd_udp_recv_retry(errno, o, fatal)) continue;
       break;
     }
     for (int i = 0; i < got; i++) {
@@ -142,18 +165,7 @@ int nd_udp_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
       if ((mm[i].msg_hdr.msg_flags & MSG_TRUNC) || len >= ND_UDP_MAX) { s->rx_truncated++; continue; }
       size_t start = slots[i] + headroom;
       /* Datagrams are committed in order; a dropped one leaves its slot unused. */
-      if (v6) {
-        uint8_t *h = o->base + start - ND_UDP6_SENDER_BEFORE;
-        memcpy(h, &from[i].sin6_addr, 16);
-        memcpy(h + 16, &from[i].sin6_port, 2);
-        memset(h + 18, 0, 4);
-      } else {
-        const struct sockaddr_in *f4 = (const struct sockaddr_in *)&from[i];
-        uint8_t *h = o->base + start - ND_VNET_HDR_LEN;
-        memcpy(h, &f4->sin_addr.s_addr, 4);
-        memcpy(h + 4, &f4->sin_port, 2);
-        memset(h + 6, 0, 4);
-      }
+      nd_udp_put_sender(o->base, start, v6, &from[i]);
       o->offs[o->n] = (int32_t)start;
       o->lens[o->n] = (int32_t)len;
       o->n++;

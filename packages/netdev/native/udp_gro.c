@@ -55,22 +55,6 @@ int nd_udp_set_gro(int fd, bool on) {
   return setsockopt(fd, SOL_UDP, UDP_GRO, &v, sizeof v) < 0 ? -errno : 0;
 }
 
-/* The sender in front of a packet at `start`, as udp.c writes it. */
-static void put_sender(uint8_t *base, size_t start, bool v6, const struct sockaddr_in6 *from) {
-  if (v6) {
-    uint8_t *h = base + start - ND_UDP6_SENDER_BEFORE;
-    memcpy(h, &from->sin6_addr, 16);
-    memcpy(h + 16, &from->sin6_port, 2);
-    memset(h + 18, 0, 4);
-  } else {
-    const struct sockaddr_in *f4 = (const struct sockaddr_in *)from;
-    uint8_t *h = base + start - ND_VNET_HDR_LEN;
-    memcpy(h, &f4->sin_addr.s_addr, 4);
-    memcpy(h + 4, &f4->sin_port, 2);
-    memset(h + 6, 0, 4);
-  }
-}
-
 static int gso_size_of(const struct msghdr *m) {
   for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
     if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
@@ -84,7 +68,7 @@ static int gso_size_of(const struct msghdr *m) {
 
 /* One packet of `len` bytes now at `start` (its header room in front is free). */
 static void commit(nd_out *o, nd_stats *s, bool v6, const struct sockaddr_in6 *from, size_t start, size_t len) {
-  put_sender(o->base, start, v6, from);
+  nd_udp_put_sender(o->base, start, v6, from);
   o->offs[o->n] = (int32_t)start;
   o->lens[o->n] = (int32_t)len;
   o->n++;
@@ -129,12 +113,7 @@ int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
     if (want == 0) break;
     int got = recvmmsg(fd, mm, (unsigned)want, MSG_DONTWAIT, NULL);
     if (got < 0) {
-      int e = errno;
-      if (e == EINTR) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK) { o->more = false; break; }
-      if (e == ECONNREFUSED || e == EHOSTUNREACH || e == ENETUNREACH || e == EMSGSIZE) continue;
-      *fatal = e;
-      o->more = false;
+      if (nd_udp_recv_retry(errno, o, fatal)) continue;
       break;
     }
     for (int i = 0; i < got; i++) {
