@@ -10,6 +10,8 @@
 # the medians and the ratios vswitch/peer, and the issue's targets.
 # Topology `ours-fc`: the same with the bridge's flow cache on (README "Flow
 # cache"); run beside `ours` in the same rounds, it gets its own table and targets.
+# Topologies `base` and `base-fc`: `ours` / `ours-fc` with another build's daemon
+# (BASE_JS=<tree>/packages/cli/dist/main.js), for a same-run A/B of two builds.
 # Default topologies: ours kbridge vde ovs-tap ovs-tap-tso pasta; 3 rounds
 # (about 6 minutes). Needs root. Installs missing Debian packages (apt-get).
 # Environment: VSWITCH_SHARED (default: ../shared beside the repository), the
@@ -73,6 +75,14 @@ export BA_OURS_CMD="bash $here/ours.sh @DIR@ @TAP1@ @TAP2@"
 export BA_OURS_FC_CMD="env VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
 topo_ours_fc_up() { tapsw_up "$BA_OURS_FC_CMD" "" 0; }
 export -f topo_ours_fc_up
+if [ -n "${BASE_JS:-}" ]; then
+  [ -f "$BASE_JS" ] || { echo "bench/run.sh: BASE_JS=$BASE_JS: no such file" >&2; exit 1; }
+  export BA_BASE_CMD="env VSWITCH_BENCH_JS=$BASE_JS $BA_OURS_CMD"
+  export BA_BASE_FC_CMD="env VSWITCH_BENCH_JS=$BASE_JS VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
+fi
+topo_base_up() { tapsw_up "${BA_BASE_CMD:?topology base needs BASE_JS}" "" 0; }
+topo_base_fc_up() { tapsw_up "${BA_BASE_FC_CMD:?topology base-fc needs BASE_JS}" "" 0; }
+export -f topo_base_up topo_base_fc_up
 if [ -z "$busy" ]; then
   echo "bench/run.sh: $anchors -r $rounds $topos" >&2
   bash "$anchors" -r "$rounds" -o "$out/raw.tsv" $topos | tee "$out/anchors.txt"
