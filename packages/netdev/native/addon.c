@@ -1769,15 +1769,20 @@ static void gro_test_drain(napi_env env, int fd, uint8_t *buf, napi_value arr, u
 
 static napi_value js_gro_for_test(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
-  size_t argc = 1;
-  napi_value argv[1], arr, result = NULL;
+  size_t argc = 2;
+  napi_value argv[2], arr, result = NULL;
   bool isarr = false;
   uint32_t n = 0, count = 0;
+  int64_t split = 0;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 1 || napi_is_array(env, argv[0], &isarr) != napi_ok || !isarr) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: groForTest(frames: Uint8Array[])");
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: groForTest(frames: Uint8Array[], split?)");
     return NULL;
   }
+  napi_valuetype vt = napi_undefined;
+  if (argc > 1 && napi_typeof(env, argv[1], &vt) == napi_ok && vt != napi_undefined &&
+      !arg_int(env, argv[1], "split", 0, 2147483647.0, &split))
+    return NULL;
   CHECK(napi_get_array_length(env, argv[0], &n));
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) { throw_errno(env, "socketpair", "", errno); return NULL; }
@@ -1793,8 +1798,15 @@ static napi_value js_gro_for_test(napi_env env, napi_callback_info info) {
     uint8_t *f;
     size_t fl;
     if (napi_get_element(env, argv[0], i, &e) != napi_ok || !arg_bytes(env, e, "frame", &f, &fl)) goto out;
-    struct iovec iov[2] = { { (void *)zero_vnet, ND_VNET_HDR_LEN }, { f, fl } };
-    if (!nd_gro_offer(g, sv[0], iov + 1, 1, &st->stats)) do_writev(sv[0], iov, 2);
+    /* In two pieces when split is inside the frame, as the bridge sends a frame whose tag it drops. */
+    struct iovec iov[3] = { { (void *)zero_vnet, ND_VNET_HDR_LEN }, { f, fl }, { NULL, 0 } };
+    int np = 1;
+    if (split > 0 && (size_t)split < fl) {
+      iov[1].iov_len = (size_t)split;
+      iov[2] = (struct iovec){ f + split, fl - (size_t)split };
+      np = 2;
+    }
+    if (!nd_gro_offer(g, sv[0], iov + 1, np, &st->stats)) do_writev(sv[0], iov, np + 1);
     gro_test_drain(env, sv[1], rbuf, arr, &count);
   }
   nd_gro_flush(g, sv[0], &st->stats);

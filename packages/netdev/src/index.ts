@@ -243,7 +243,7 @@ interface Native {
   setTapGro(on: boolean): void;
   setUdpGro(handle: number, on: boolean): boolean;
   setUdpGso(on: boolean, refusedForTest?: boolean): void;
-  groForTest(frames: Uint8Array[]): Buffer[];
+  groForTest(frames: Uint8Array[], split?: number): Buffer[];
   fairServeForTest(state: Uint8Array, primary: boolean, lens: Uint8Array, count: number): number;
   flowCacheGenerations(): Float64Array;
   flowCacheInstall(bridge: number, inHandle: number, inCookie: number, buf: Uint8Array, off: number, len: number,
