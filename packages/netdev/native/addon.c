@@ -1289,7 +1289,10 @@ static int vxtx_args(napi_env env, nd_state *st, napi_value *argv, uint64_t *byt
   if (aoff > at || at - aoff < 12) { napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "netdev: a must hold 12 bytes from aoff"); return INT32_MIN; }
   if (!arg_bytes(env, argv[4], "b", &b, &bt) || !arg_range(env, argv[5], argv[6], bt, &boff, &blen)) return INT32_MIN;
   if (!vxtx_ready(env, st)) return INT32_MIN;
-  int n = nd_vxtx_build(st->vxtx, outer, (size_t)mtu, a + aoff - ND_VNET_HDR_LEN, a + aoff, b + boff, blen, &st->stats, bytes);
+  /* Egress inserted the tag in a scratch header: the VM's untagged frame is usually whole in b, its MACs right before boff. */
+  const uint8_t *whole = boff >= 12 && memcmp(b + boff - 12, a + aoff, 12) == 0 ? b + boff - 12 : NULL;
+  int n = nd_vxtx_build(st->vxtx, outer, (size_t)mtu, a + aoff - ND_VNET_HDR_LEN, a + aoff, b + boff, blen, whole,
+                        &st->stats, bytes);
   return n == ND_VXTX_TOO_BIG ? ND_E_TUNNEL_MTU : n == ND_VXTX_BAD ? -EINVAL : n;
 }
 

@@ -118,12 +118,14 @@ bool nd_out_commit(nd_out *o, size_t slot, size_t len, const nd_vlan *vlan, nd_s
 }
 
 /*
- * Parse and validate a super-frame, then copy it into g->buf. Supported:
+ * Parse and validate a super-frame, then copy it into g->buf (or, `in_place`, segment
+ * it from where it is: the caller keeps it unchanged until the last segment is out,
+ * as nd_tx_complete does within one call). Supported:
  * TCPv4, TCPv6 and UDP_L4 (USO) over IPv4 or IPv6 without extension headers,
  * behind at most two in-band VLAN tags. UFO (VIRTIO_NET_HDR_GSO_UDP) would need
  * IP fragmentation and is refused, as is anything that does not parse.
  */
-int nd_gso_prepare(nd_gso *g, const uint8_t *f, size_t len, const nd_vnet *v, const nd_vlan *vlan) {
+static int prepare(nd_gso *g, const uint8_t *f, size_t len, const nd_vnet *v, const nd_vlan *vlan, bool in_place) {
   uint8_t type = v->gso_type & (uint8_t)~VNET_GSO_ECN;
   bool want_v6, udp;
   switch (type) {
@@ -198,11 +200,19 @@ int nd_gso_prepare(nd_gso *g, const uint8_t *f, size_t len, const nd_vnet *v, co
   g->ip_id = v6 ? 0 : rd16(f + l3 + 4);
   g->pseudo = pseudo + net16(proto);
   g->vlan = vlan ? *vlan : (nd_vlan){0};
-  /* Bytes past `end` (padding) are not part of any segment. vxlan_tx.c assembles
-   * its frame in g->buf already. */
-  if (f != g->buf) memcpy(g->buf, f, end);
+  /* Bytes past `end` (padding) are not part of any segment. */
+  if (in_place || f == g->buf) {
+    g->src = f;
+  } else {
+    memcpy(g->buf, f, end);
+    g->src = g->buf;
+  }
   g->active = true;
   return 0;
+}
+
+int nd_gso_prepare(nd_gso *g, const uint8_t *f, size_t len, const nd_vnet *v, const nd_vlan *vlan) {
+  return prepare(g, f, len, v, vlan, false);
 }
 
 /* Build segment g->idx at f (which has room for hdrlen + gso_size bytes). */
@@ -210,8 +220,8 @@ static size_t build_segment(const nd_gso *g, uint8_t *f) {
   size_t off = (size_t)g->idx * g->gso_size;
   size_t seglen = g->paylen - off < g->gso_size ? g->paylen - off : g->gso_size;
   bool first = g->idx == 0, last = g->idx + 1 == g->nseg;
-  memcpy(f, g->buf, g->hdrlen);
-  memcpy(f + g->hdrlen, g->buf + g->hdrlen + off, seglen);
+  memcpy(f, g->src, g->hdrlen);
+  memcpy(f + g->hdrlen, g->src + g->hdrlen + off, seglen);
 
   uint8_t *ip = f + g->l3;
   size_t l4len = g->hdrlen - g->l4 + seglen;
@@ -284,7 +294,8 @@ int nd_tx_complete(nd_gso *g, const uint8_t *hdr, const uint8_t *f, size_t len, 
   nd_vnet_decode(&v, hdr);
   if (len < ETH_HLEN_ || len > ND_READ_MAX) { s->tx_gso_dropped++; return -1; }
   if (v.gso_type != VNET_GSO_NONE) {
-    if (nd_gso_prepare(g, f, len, &v, NULL) < 0 || g->nseg > (uint32_t)(o->max - o->n)) {
+    /* In place: every segment is emitted below, before f can change, and f is only read. */
+    if (prepare(g, f, len, &v, NULL, true) < 0 || g->nseg > (uint32_t)(o->max - o->n)) {
       g->active = false;
       s->tx_gso_dropped++;
       return -1;

@@ -176,6 +176,7 @@ void nd_vnet_decode(nd_vnet *v, const uint8_t raw[ND_VNET_HDR_LEN]);
  */
 typedef struct nd_gso {
   uint8_t *buf; /* ND_READ_MAX bytes, allocated once */
+  const uint8_t *src; /* the super-frame segments are cut from: buf, or the caller's (nd_tx_complete) */
   bool active;
   nd_vlan vlan;
   bool v6, udp;
@@ -261,9 +262,14 @@ int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer
 typedef struct nd_vxtx nd_vxtx;
 nd_vxtx *nd_vxtx_new(void);
 void nd_vxtx_free(nd_vxtx *t);
-/* Segment/complete and encapsulate (outer: the header for an empty inner frame); the segment count or ND_VXTX_*. */
+/*
+ * Segment/complete and encapsulate (outer: the header for an empty inner frame); the
+ * segment count or ND_VXTX_*. `whole`: NULL, or the untagged frame in one piece
+ * (macs' 12 bytes, then rest), read in place.
+ */
 int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, const uint8_t *hdr,
-                  const uint8_t *macs, const uint8_t *rest, size_t rest_len, nd_stats *s, uint64_t *inner_bytes);
+                  const uint8_t *macs, const uint8_t *rest, size_t rest_len, const uint8_t *whole, nd_stats *s,
+                  uint64_t *inner_bytes);
 /* Packet i of the last build: its outer header, and its inner frame in *inner. */
 const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **inner, size_t *inner_len);
 /* Send the last build's n packets to dst in one sendmmsg (more if it stops short); packets sent or -errno. Flushes the queue first. */

@@ -95,7 +95,8 @@ void nd_vxtx_free(nd_vxtx *t) {
 }
 
 int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, const uint8_t *hdr,
-                  const uint8_t *macs, const uint8_t *rest, size_t rest_len, nd_stats *s, uint64_t *inner_bytes) {
+                  const uint8_t *macs, const uint8_t *rest, size_t rest_len, const uint8_t *whole, nd_stats *s,
+                  uint64_t *inner_bytes) {
   size_t len = 12 + rest_len;
   if (len < 14 || len > ND_READ_MAX) { s->vxlan_tx_dropped++; return ND_VXTX_BAD; }
   /* The header described the tagged frame: its offsets lose the 4 tag bytes. */
@@ -107,13 +108,19 @@ int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, c
   if (v.flags & VNET_F_NEEDS_CSUM) wrle16(h + 6, (uint16_t)(v.csum_start - 4));
   wrle16(h + 2, (uint16_t)(v.hdr_len >= 4 ? v.hdr_len - 4 : 0));
 
-  /* Assembled where gso.c keeps a super-frame (nd_gso_prepare leaves it in place). */
-  memcpy(t->g.buf, macs, 12);
-  memcpy(t->g.buf + 12, rest, rest_len);
+  /* The untagged frame is segmented where it is when the caller has it in one piece
+   * (`whole`: the VM's frame in the read ring, its tag only in egress's scratch
+   * header); else assembled in gso.c's buffer first. */
+  const uint8_t *f = whole;
+  if (!f) {
+    memcpy(t->g.buf, macs, 12);
+    memcpy(t->g.buf + 12, rest, rest_len);
+    f = t->g.buf;
+  }
   nd_stats tmp;
   memset(&tmp, 0, sizeof tmp);
   nd_out o = { t->arena, ND_VXTX_BYTES, 0, t->offs, t->lens, 0, ND_VXTX_MAX, INT64_MAX, false };
-  int n = nd_tx_complete(&t->g, h, t->g.buf, len, &o, &tmp);
+  int n = nd_tx_complete(&t->g, h, f, len, &o, &tmp);
   if (n <= 0) { s->vxlan_tx_dropped++; return ND_VXTX_BAD; }
 
   uint64_t bytes = 0;
