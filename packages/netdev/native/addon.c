@@ -1358,14 +1358,15 @@ static napi_value js_vxlan_build_for_test(napi_env env, napi_callback_info info)
   }
   CHECK(napi_create_array_with_length(env, (size_t)n, &arr));
   for (int i = 0; i < n; i++) {
-    const uint8_t *inner;
-    size_t il;
-    const uint8_t *outer = nd_vxtx_packet(st->vxtx, i, &inner, &il);
+    const uint8_t *pa, *pb;
+    size_t la, lb;
+    const uint8_t *outer = nd_vxtx_packet(st->vxtx, i, &pa, &la, &pb, &lb);
     uint8_t *d;
     napi_value b;
-    CHECK(napi_create_buffer(env, ND_VXLAN_OUTER + il, (void **)&d, &b));
+    CHECK(napi_create_buffer(env, ND_VXLAN_OUTER + la + lb, (void **)&d, &b));
     memcpy(d, outer, ND_VXLAN_OUTER);
-    memcpy(d + ND_VXLAN_OUTER, inner, il);
+    memcpy(d + ND_VXLAN_OUTER, pa, la);
+    if (lb) memcpy(d + ND_VXLAN_OUTER + la, pb, lb);
     CHECK(napi_set_element(env, arr, (uint32_t)i, b));
   }
   return arr;

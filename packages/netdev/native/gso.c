@@ -245,13 +245,20 @@ int nd_gso_prepare(nd_gso *g, const uint8_t *f, size_t len, const nd_vnet *v, co
   return prepare(g, f, len, v, vlan, false);
 }
 
-/* Build segment g->idx at f (which has room for hdrlen + gso_size bytes). */
-static size_t build_segment(const nd_gso *g, uint8_t *f) {
+/*
+ * Build segment g->idx at f: its headers, then (`copy`) its payload; without `copy`
+ * f gets the headers only (room for hdrlen) and the payload stays in g->src, where
+ * *pay points (the checksum is summed there: the L4 header's length is even).
+ */
+static size_t build_at(const nd_gso *g, uint8_t *f, bool copy, const uint8_t **pay, size_t *paylen) {
   size_t off = (size_t)g->idx * g->gso_size;
   size_t seglen = g->paylen - off < g->gso_size ? g->paylen - off : g->gso_size;
   bool first = g->idx == 0, last = g->idx + 1 == g->nseg;
+  const uint8_t *p = g->src + g->hdrlen + off;
   memcpy(f, g->src, g->hdrlen);
-  memcpy(f + g->hdrlen, g->src + g->hdrlen + off, seglen);
+  if (copy) memcpy(f + g->hdrlen, p, seglen);
+  *pay = p;
+  *paylen = seglen;
 
   uint8_t *ip = f + g->l3;
   size_t l4len = g->hdrlen - g->l4 + seglen;
@@ -280,10 +287,37 @@ static size_t build_segment(const nd_gso *g, uint8_t *f) {
     csum_at = 6;
   }
   l4[csum_at] = l4[csum_at + 1] = 0;
-  uint16_t c = (uint16_t)~nd_csum_fold(nd_csum_add(g->pseudo + net16((uint16_t)l4len), l4, l4len));
+  uint64_t sum = nd_csum_add(g->pseudo + net16((uint16_t)l4len), l4, g->hdrlen - g->l4);
+  uint16_t c = (uint16_t)~nd_csum_fold(nd_csum_add(sum, p, seglen));
   if (c == 0 && g->udp) c = 0xffff; /* 0 means "no checksum" in UDP */
   memcpy(l4 + csum_at, &c, 2);
-  return g->hdrlen + seglen;
+  return copy ? g->hdrlen + seglen : g->hdrlen;
+}
+
+/* Build segment g->idx at f (which has room for hdrlen + gso_size bytes). */
+static size_t build_segment(const nd_gso *g, uint8_t *f) {
+  const uint8_t *p;
+  size_t l;
+  return build_at(g, f, true, &p, &l);
+}
+
+int nd_gso_headers(nd_gso *g, const uint8_t *hdr, const uint8_t *f, size_t len, uint8_t *hdrs, size_t stride,
+                   int max, const uint8_t **pay, int32_t *paylen) {
+  nd_vnet v;
+  nd_vnet_decode(&v, hdr);
+  if (v.gso_type == VNET_GSO_NONE || len < ETH_HLEN_ || len > ND_READ_MAX) return -1;
+  if (prepare(g, f, len, &v, NULL, true) < 0 || g->nseg > (uint32_t)max || g->hdrlen > stride) {
+    g->active = false;
+    return -1;
+  }
+  int n = 0;
+  for (; g->idx < g->nseg; g->idx++, n++) {
+    size_t pl;
+    build_at(g, hdrs + (size_t)n * stride, false, &pay[n], &pl);
+    paylen[n] = (int32_t)pl;
+  }
+  g->active = false;
+  return n;
 }
 
 /*
