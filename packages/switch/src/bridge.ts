@@ -55,6 +55,7 @@ import { VNET_HDR_LEN } from './wire/vnet.js';
 import { ETH, ETH_HLEN, formatMac } from './wire/ethernet.js';
 import { MacOwners, type GuardOptions } from './guard.js';
 import { Ip6Bindings } from './guard6.js';
+import { read16 } from './wire/bytes.js';
 import { isTagTpid, sameTaggedHead, tci, tciVid, VID_MAX, VLAN_TAGGED_HLEN } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
 import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
@@ -81,6 +82,7 @@ const runEgress = egress;
 const SRC_AT = ETH.SRC;
 const TPID_AT = ETH.TYPE;
 const isTag = isTagTpid;
+const rd16 = read16;
 /** The shortest frame admit takes (4 more with a tag). */
 const ETH_MIN = ETH_HLEN;
 
@@ -586,7 +588,7 @@ export class Bridge {
       if (strip >= 0 && port.up && port.gate === 0 && runCanEgress(to, port, vid) === ADMIT) {
         const res = this.#runRes;
         // The bytes sameHead compares, and never fewer than `min`: sendRun stops where the loop would, or sooner.
-        const hlen = min > ETH_MIN || isTag((buf[first + TPID_AT] << 8) | buf[first + TPID_AT + 1]) ? VLAN_TAGGED_HLEN : ETH_MIN;
+        const hlen = min > ETH_MIN || isTag(rd16(buf, first + TPID_AT)) ? VLAN_TAGGED_HLEN : ETH_MIN;
         let k = tx.sendRun!(buf, offs, lens, i, count, first, hlen, strip, res);
         while (k > 0) {
           port.rxFrames += k;
