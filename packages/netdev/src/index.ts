@@ -179,6 +179,8 @@ export interface Stats {
   udpGroBursts: number;
   udpGroSegments: number;
   udpGroDropped: number;
+  /** Of udpGroSegments: packets read straight into their ring frames (a burst of the socket's last segment size). */
+  udpGroInPlace: number;
 }
 
 /** Where `segment` leaves its frames: `arena[offs[i], offs[i] + lens[i])` for i < count. */

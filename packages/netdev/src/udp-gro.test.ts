@@ -104,3 +104,87 @@ describe('UDP GRO on the underlay socket', () => {
     expect(g.frames.map((f) => [f.len, f.first])).toEqual(Array.from({ length: 21 }, (_, i) => [i < 20 ? 1450 : 77, i]));
   }, 30_000);
 });
+
+interface Dgram { n: number; seg: number; tail: number; base: number }
+interface SeqGot {
+  frames: { len: number; first: number; last: number; same: boolean }[];
+  bursts: number; segments: number; dropped: number; inPlace: number;
+}
+
+/**
+ * In NS, GRO on: datagrams sent one at a time, each once the reader has all frames of
+ * the one before (so each is read on its own, with what the one before taught it):
+ * n segments of seg bytes (segment i filled with base + i) and a tail-byte last one
+ * (base + n), sent with UDP_SEGMENT; n = 0: one plain datagram of `tail` bytes of base.
+ */
+async function sequence(list: Dgram[], expectFrames: number): Promise<SeqGot> {
+  const script = `
+    const m = { exports: {} };
+    process.dlopen(m, process.argv[1]);
+    const nd = m.exports;
+    const { execFile } = require('node:child_process');
+    const list = JSON.parse(process.argv[2]), want = Number(process.argv[3]);
+    const after = []; // frames read once datagram k is in
+    let acc = 0;
+    for (const d of list) { acc += d.n + (d.tail > 0 ? 1 : 0); after.push(acc); }
+    let sent = 0;
+    const [h] = nd.openUdp(0x7f000001, 4789, '');
+    if (!nd.setUdpGro(h, true)) { console.log(JSON.stringify({ error: 'refused' })); process.exit(1); }
+    const s0 = nd.stats();
+    const r = nd.ring();
+    const frames = [];
+    const done = () => {
+      const s = nd.stats();
+      console.log(JSON.stringify({ frames, bursts: s.udpGroBursts - s0.udpGroBursts, segments: s.udpGroSegments - s0.udpGroSegments,
+        dropped: s.udpGroDropped - s0.udpGroDropped, inPlace: s.udpGroInPlace - s0.udpGroInPlace }));
+      process.exit(0);
+    };
+    nd.start(h, (count) => {
+      for (let i = 0; i < count; i++) {
+        const o = r.offs[i], len = r.lens[i], f = r.arena.subarray(o, o + len);
+        frames.push({ len, first: f[0], last: f[len - 1], same: f.every((b) => b === f[0]) });
+      }
+      while (sent < list.length - 1 && frames.length >= after[sent]) { sent++; py.stdin.write('\\n'); }
+      if (frames.length >= want) setTimeout(done, 100);
+    });
+    const src = 'import socket, sys, json\\n' +
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\\n' +
+      's.bind(("127.0.0.1", 0))\\n' +
+      'for k, d in enumerate(json.loads(sys.argv[1])):\\n' +
+      '    if k: sys.stdin.readline()\\n' +
+      '    n, seg, tail, base = d["n"], d["seg"], d["tail"], d["base"]\\n' +
+      '    body = b"".join(bytes([(base + i) & 255]) * seg for i in range(n)) + bytes([(base + n) & 255]) * tail\\n' +
+      '    s.setsockopt(socket.SOL_UDP, 103, seg if n else 0)\\n' +
+      '    s.sendto(body, ("127.0.0.1", 4789))\\n';
+    const py = execFile('python3', ['-c', src, JSON.stringify(list)], () => {});
+    setTimeout(done, 8000);
+  `;
+  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '-e', script, ADDON,
+    JSON.stringify(list), String(expectFrames)], { timeout: 20_000 });
+  return JSON.parse(stdout);
+}
+
+describe('UDP GRO: bursts read straight into their frames', () => {
+  it('a burst of the last burst\'s segment size lands in its frames; another size, or a plain datagram larger than it, is compacted first: the same frames either way', async () => {
+    const list: Dgram[] = [
+      { n: 20, seg: 1450, tail: 77, base: 0 }, // the first: no size known yet, read whole and split
+      { n: 20, seg: 1450, tail: 77, base: 30 }, // in place
+      { n: 10, seg: 1300, tail: 5, base: 60 }, // another size: compacted, then split; 1300 from now on
+      { n: 0, seg: 0, tail: 1400, base: 80 }, // plain, larger than 1300: compacted
+      { n: 0, seg: 0, tail: 60, base: 90 }, // plain, fits the first slot: in place
+      { n: 3, seg: 1300, tail: 0, base: 100 }, // in place, no short last one
+    ];
+    const want: { len: number; first: number }[] = [];
+    for (const d of list) {
+      for (let i = 0; i < d.n; i++) want.push({ len: d.seg, first: (d.base + i) & 255 });
+      if (d.tail > 0) want.push({ len: d.tail, first: (d.base + d.n) & 255 });
+    }
+    const g = await sequence(list, want.length);
+    expect(g.frames.map((f) => ({ len: f.len, first: f.first }))).toEqual(want);
+    expect(g.frames.every((f) => f.same && f.last === f.first)).toBe(true);
+    expect(g.bursts).toBe(4);
+    expect(g.segments).toBe(21 + 21 + 11 + 3);
+    expect(g.dropped).toBe(0);
+    expect(g.inPlace).toBe(21 + 3);
+  }, 30_000);
+});
