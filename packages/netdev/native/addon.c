@@ -72,7 +72,6 @@ typedef struct nd_handle {
   nd_gro *gro;      /* TAP: the run of TCP segments held for coalescing (tap_gro.c), made on first use */
   bool gro_listed;  /* in nd_state.gro_held */
   bool udp_gro;     /* UDP: UDP_GRO on, read by udp_gro.c (setUdpGro) */
-  uint32_t gro_seg; /* UDP with UDP_GRO: its last burst's segment size (udp_gro.c scatters reads by it) */
   napi_ref cb;
 } nd_handle;
 
@@ -472,8 +471,7 @@ static void service(nd_handle *h, int status, bool primary, bool defer) {
     if (h->kind == KIND_TAP) {
       nd_tap_drain(h->fd, h->vnet, &o, &st->stats, &fatal);
     } else if (h->kind == KIND_UDP || h->kind == KIND_RAW || h->kind == KIND_UDP6) {
-      if (first && h->udp_gro) nd_udp_gro_drain(h->fd, h->kind == KIND_UDP6, &o, &st->stats, &fatal, &h->gro_seg);
-      else if (first) nd_udp_drain(h->fd, h->kind == KIND_UDP6, &o, &st->stats, &fatal);
+      if (first) (h->udp_gro ? nd_udp_gro_drain : nd_udp_drain)(h->fd, h->kind == KIND_UDP6, &o, &st->stats, &fatal);
     } else {
       /* Finish a super-frame that did not fit the previous batch before reading
        * more, so segments stay in order. Only the first pass reads the fd: the
@@ -1549,7 +1547,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     { "tapGroFrames", s->tap_gro_frames }, { "tapGroSegments", s->tap_gro_segments },
     { "tapGroErrors", s->tap_gro_errors },
     { "udpGroBursts", s->udp_gro_bursts }, { "udpGroSegments", s->udp_gro_segments },
-    { "udpGroDropped", s->udp_gro_dropped }, { "udpGroInPlace", s->udp_gro_in_place },
+    { "udpGroDropped", s->udp_gro_dropped },
   };
   CHECK(napi_create_object(env, &o));
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {

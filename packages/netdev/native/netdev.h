@@ -111,7 +111,6 @@ typedef struct nd_stats {
   uint64_t udp_gro_bursts;      /* udp_gro.c: datagrams of several segments read whole (UDP_GRO) */
   uint64_t udp_gro_segments;    /* ... packets split from them into the ring */
   uint64_t udp_gro_dropped;     /* ... segments beyond what the batch had room for, dropped */
-  uint64_t udp_gro_in_place;    /* ... packets a burst's read left in their ring frames (no split copy) */
 } nd_stats;
 
 /*
@@ -236,8 +235,7 @@ int nd_udp_recv_retry(int e, nd_out *o, int *fatal);
 int nd_raw_open(const char *ifname, const char **op);
 /* udp_gro.c: the same drain on a socket with UDP_GRO on (see the file's comment). */
 int nd_udp_set_gro(int fd, bool on);
-/* *seg: the segment size of the socket's last burst (0 at first), which the next reads scatter by. */
-int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal, uint32_t *seg);
+int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal);
 /* udp6.c: the same over IPv6 (a bound UDPv6 socket, a raw IPv6 socket whose UDP checksum the kernel fills). */
 #define ND_UDP6_HEADROOM 32u      /* in front of a UDPv6 payload in the ring: room for the sender */
 #define ND_UDP6_SENDER_BEFORE 22u /* sender address (16), port (2), zeros (4), then the payload */

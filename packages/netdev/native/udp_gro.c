@@ -19,13 +19,6 @@
  *    still to read (the region has room for ND_UDPGRO_SEGS segments' header room
  *    and alignment), so one memmove per segment and no scratch buffer. A datagram
  *    that is one packet stays where it was received (no copy: the 64-byte flood).
- *  - Most bursts need no move at all: a slot is posted as one iovec per segment of
- *    the socket's last burst's segment size (1024 bytes or more), each where the
- *    move would have put that segment, so a burst of that size (a TCP flow's, burst
- *    after burst) is read straight into its ring frames, and so is a single packet
- *    that fits the first. Anything else read that way (another size, a larger
- *    packet) is first moved into one piece at the region's tail (compact), as if read
- *    there, then split as above. Counted: udp_gro_in_place.
  *  - A slot is posted only while the ring has ND_UDPGRO_SEGS frame entries left for
  *    each slot already posted. A burst with more segments than that (a local
  *    sender's GSO may carry 128) has the excess dropped and counted per segment
@@ -84,49 +77,11 @@ static void commit(nd_out *o, nd_stats *s, bool v6, const struct sockaddr_in6 *f
   s->rx_bytes += len;
 }
 
-/* Segment sizes reads scatter by: a datagram then needs at most ND_UDPGRO_SEGS slots. */
-#define ND_UDPGRO_SCATTER_MIN 1024u
-
-/*
- * The slots of region r a datagram of segment size seg is read into (iov), laid out
- * exactly where the split below would move its segments: their count, 0 when seg
- * does not fit the scheme (the datagram is then read at the region's tail).
- */
-static int scatter_slots(uint8_t *base, size_t r, size_t seg, size_t headroom, struct iovec *iov) {
-  if (seg < ND_UDPGRO_SCATTER_MIN || seg >= ND_UDP_MAX) return 0;
-  int k = (int)((ND_UDPGRO_DATA + seg - 1) / seg);
-  if (k > ND_UDPGRO_SEGS) return 0;
-  size_t at = r;
-  for (int j = 0; j < k; j++) {
-    size_t dst = ND_ALIGN_UP(at) + headroom;
-    if (dst + seg > r + ND_UDPGRO_REGION) return 0;
-    iov[j] = (struct iovec){ base + dst, seg };
-    at = dst + seg;
-  }
-  return k;
-}
-
-/*
- * A datagram of len bytes read into slots of seg bytes: moved into one piece at the
- * region's tail, as if read there. Last slot first: each target lies at or after its
- * slot (the region's slack before the tail is ND_UDPGRO_SEGS times a slot's header
- * room and alignment), and after the slots not moved yet.
- */
-static void compact(uint8_t *base, const struct iovec *iov, size_t seg, size_t len, size_t data) {
-  size_t k = (len + seg - 1) / seg;
-  for (size_t j = k; j-- > 0;) {
-    size_t n = j + 1 < k ? seg : len - j * seg;
-    memmove(base + data + j * seg, iov[j].iov_base, n);
-  }
-}
-
-int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal, uint32_t *seg_guess) {
+int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
   const size_t headroom = v6 ? ND_UDP6_HEADROOM : ND_RX_HEADROOM;
   int n0 = o->n;
   struct mmsghdr mm[ND_UDPGRO_BATCH];
   struct iovec iov[ND_UDPGRO_BATCH];
-  struct iovec siov[ND_UDPGRO_BATCH][ND_UDPGRO_SEGS];
-  int ns[ND_UDPGRO_BATCH];
   struct sockaddr_in6 from[ND_UDPGRO_BATCH];
   size_t regions[ND_UDPGRO_BATCH];
   union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl[ND_UDPGRO_BATCH];
@@ -139,18 +94,15 @@ int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal, uint32
     int cap = byb < ND_UDPGRO_BATCH ? (int)byb : ND_UDPGRO_BATCH;
     int want = 0;
     size_t pos = o->pos;
-    size_t guess = *seg_guess;
     while (want < cap && o->n + (want + 1) * ND_UDPGRO_SEGS <= o->max) {
       size_t r = ND_ALIGN_UP(pos);
       if (r > o->cap || o->cap - r < ND_UDPGRO_REGION) break;
       regions[want] = r;
       iov[want].iov_base = o->base + r + ND_UDPGRO_REGION - ND_UDPGRO_DATA;
       iov[want].iov_len = ND_UDPGRO_DATA;
-      /* A burst of the last one's segment size lands in its frames: no split copy. */
-      ns[want] = scatter_slots(o->base, r, guess, headroom, siov[want]);
       memset(&mm[want], 0, sizeof mm[want]);
-      mm[want].msg_hdr.msg_iov = ns[want] ? siov[want] : &iov[want];
-      mm[want].msg_hdr.msg_iovlen = ns[want] ? (size_t)ns[want] : 1;
+      mm[want].msg_hdr.msg_iov = &iov[want];
+      mm[want].msg_hdr.msg_iovlen = 1;
       mm[want].msg_hdr.msg_name = &from[want];
       mm[want].msg_hdr.msg_namelen = sizeof from[want];
       mm[want].msg_hdr.msg_control = ctl[want].buf;
@@ -169,19 +121,8 @@ int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal, uint32
       if (mm[i].msg_hdr.msg_flags & MSG_TRUNC) { s->rx_truncated++; continue; }
       size_t data = regions[i] + ND_UDPGRO_REGION - ND_UDPGRO_DATA;
       int gs = gso_size_of(&mm[i].msg_hdr);
-      bool burst = gs > 0 && (size_t)gs < len;
-      bool in_place = false;
-      if (ns[i]) {
-        if (burst ? (size_t)gs == guess : len <= guess) {
-          in_place = true;
-          data = (size_t)((uint8_t *)siov[i][0].iov_base - o->base); /* segment k at siov[i][k] */
-        } else {
-          compact(o->base, siov[i], guess, len, data);
-        }
-      }
-      if (burst && (size_t)gs >= ND_UDPGRO_SCATTER_MIN) *seg_guess = (uint32_t)gs;
       nd_fair_charge(o, len);
-      if (!burst) {
+      if (gs <= 0 || (size_t)gs >= len) {
         /* One packet: it stays where it was received. */
         if (len >= ND_UDP_MAX) { s->rx_truncated++; continue; }
         commit(o, s, v6, &from[i], data, len);
@@ -191,14 +132,12 @@ int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal, uint32
       s->udp_gro_bursts++;
       size_t at = regions[i];
       for (size_t k = 0; k < nseg; k++) {
-        size_t src = in_place ? (size_t)((uint8_t *)siov[i][k].iov_base - o->base) : data + k * seg;
-        size_t sl = k + 1 < nseg ? seg : len - k * seg;
+        size_t src = data + k * seg, sl = k + 1 < nseg ? seg : len - k * seg;
         size_t dst = ND_ALIGN_UP(at) + headroom;
-        /* dst <= src holds for the first ND_UDPGRO_SEGS segments (the region's sizing); in place, dst == src. */
+        /* dst <= src holds for the first ND_UDPGRO_SEGS segments (the region's sizing). */
         if (k >= ND_UDPGRO_SEGS || o->n >= o->max || dst > src) { s->udp_gro_dropped += nseg - k; break; }
         if (sl >= ND_UDP_MAX) { s->rx_truncated++; continue; }
         if (dst != src) memmove(o->base + dst, o->base + src, sl);
-        else s->udp_gro_in_place++;
         commit(o, s, v6, &from[i], dst, sl);
         s->udp_gro_segments++;
         at = dst + sl;

@@ -179,8 +179,6 @@ export interface Stats {
   udpGroBursts: number;
   udpGroSegments: number;
   udpGroDropped: number;
-  /** Of udpGroSegments: packets read straight into their ring frames (a burst of the socket's last segment size). */
-  udpGroInPlace: number;
 }
 
 /** Where `segment` leaves its frames: `arena[offs[i], offs[i] + lens[i])` for i < count. */
