@@ -176,6 +176,7 @@ void nd_vnet_decode(nd_vnet *v, const uint8_t raw[ND_VNET_HDR_LEN]);
  */
 typedef struct nd_gso {
   uint8_t *buf; /* ND_READ_MAX bytes, allocated once */
+  const uint8_t *src; /* the super-frame segments are cut from: buf, or the caller's (nd_tx_complete) */
   bool active;
   nd_vlan vlan;
   bool v6, udp;
@@ -192,6 +193,15 @@ int nd_gso_emit(nd_gso *g, nd_out *o, nd_stats *s);
 int nd_csum_complete(uint8_t *frame, size_t len, const nd_vnet *v);
 bool nd_out_commit(nd_out *o, size_t slot, size_t len, const nd_vlan *vlan, nd_stats *s);
 int nd_tx_complete(nd_gso *g, const uint8_t *hdr, const uint8_t *frame, size_t len, nd_out *o, nd_stats *s);
+/*
+ * A GSO super-frame's segments as pieces, nothing copied but headers: segment i's
+ * headers (lengths, IDs, sequence, flags, checksums complete) at hdrs + i*stride,
+ * each g->hdrlen long, its payload at pay[i] (inside `frame`, which must stay
+ * unchanged until they are sent), paylen[i] bytes. The segment count, or -1 when the
+ * header asks for no GSO, the frame does not parse, or it needs more than max.
+ */
+int nd_gso_headers(nd_gso *g, const uint8_t *hdr, const uint8_t *frame, size_t len, uint8_t *hdrs, size_t stride,
+                   int max, const uint8_t **pay, int32_t *paylen);
 uint64_t nd_csum_add(uint64_t sum, const uint8_t *p, size_t n);
 uint16_t nd_csum_fold(uint64_t sum);
 
@@ -237,7 +247,8 @@ long nd_raw6_send(int fd, const uint8_t dst[16], int hops, const struct iovec *i
 /* vxlan_tx.c: a frame with a virtio_net_hdr asking for work, to a VXLAN tunnel. */
 #define ND_VXLAN_OUTER 36u           /* outer IPv4 + UDP + VXLAN */
 #define ND_VXTX_MAX 512              /* segments per frame: 64 KB at a gso_size of 128 */
-#define ND_VXTX_BYTES (512u * 1024u) /* their inner frames (64-byte aligned slots) */
+#define ND_VXTX_BYTES (512u * 1024u) /* their inner frames (64-byte aligned slots), or headers */
+#define ND_VXTX_HDR_SLOT 256u        /* a segment's inner headers (at most 14 + 8 + 40 + 60) */
 #define ND_VXTX_BAD (-1)             /* does not parse, UFO, or too many segments */
 #define ND_VXTX_TOO_BIG (-2)         /* a segment's outer packet would exceed the MTU */
 /* vxlan_gso.c: UDP GSO sockets for vxlan_tx.c (see the file's comment). */
@@ -249,23 +260,29 @@ typedef struct nd_vxgso {
   uint32_t local_be;
   int fd[ND_VXGSO_SOCKS];
   uint16_t port[ND_VXGSO_SOCKS]; /* network order */
-  struct iovec *iov;             /* 128 entries, vxlan_tx.c's */
+  struct iovec *iov;             /* 3 per segment, vxlan_tx.c's */
 } nd_vxgso;
 void nd_vxgso_init(nd_vxgso *g);
 void nd_vxgso_set(nd_vxgso *g, bool on, bool nocheck_for_test);
 void nd_vxgso_close_fd(nd_vxgso *g, int raw_fd);
 void nd_vxgso_rewrite_sport(const nd_vxgso *g, int raw_fd, uint8_t *outer);
-int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer, uint8_t *const *inner,
-                  const int32_t *lens, int n, nd_stats *s);
+/* Segment i: its inner headers hdr[i] (hlen[i] bytes), then pay[i] (plen[i] bytes, possibly 0). */
+int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer, const uint8_t *const *hdr,
+                  const int32_t *hlen, const uint8_t *const *pay, const int32_t *plen, int n, nd_stats *s);
 
 typedef struct nd_vxtx nd_vxtx;
 nd_vxtx *nd_vxtx_new(void);
 void nd_vxtx_free(nd_vxtx *t);
-/* Segment/complete and encapsulate (outer: the header for an empty inner frame); the segment count or ND_VXTX_*. */
+/*
+ * Segment/complete and encapsulate (outer: the header for an empty inner frame); the
+ * segment count or ND_VXTX_*. `whole`: NULL, or the untagged frame in one piece
+ * (macs' 12 bytes, then rest), read in place.
+ */
 int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, const uint8_t *hdr,
-                  const uint8_t *macs, const uint8_t *rest, size_t rest_len, nd_stats *s, uint64_t *inner_bytes);
-/* Packet i of the last build: its outer header, and its inner frame in *inner. */
-const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **inner, size_t *inner_len);
+                  const uint8_t *macs, const uint8_t *rest, size_t rest_len, const uint8_t *whole, nd_stats *s,
+                  uint64_t *inner_bytes);
+/* Packet i of the last build: its outer header, and its inner frame in two pieces (the second possibly empty). */
+const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **a, size_t *alen, const uint8_t **b, size_t *blen);
 /* Send the last build's n packets to dst in one sendmmsg (more if it stops short); packets sent or -errno. Flushes the queue first. */
 int nd_vxtx_send(nd_vxtx *t, int fd, uint32_t dst_be, int n, nd_stats *s);
 /* The queue of complete packets: up to ND_VXQ_MAX of at most ND_VXQ_SLOT bytes, sent in one sendmmsg. */

@@ -99,7 +99,11 @@ static uint64_t pseudo(const uint8_t *f, bool v6, size_t l4len) {
  */
 typedef struct { bool v6; size_t l4, hdrlen, payload; } nd_seg;
 
-static bool candidate(const uint8_t *f, size_t len, nd_seg *sg) {
+/*
+ * A candidate by its headers (f: at least its first min(len, ND_GRO_HEAD) bytes):
+ * everything but the TCP checksum, which the caller checks over the whole segment.
+ */
+static bool candidate_head(const uint8_t *f, size_t len, nd_seg *sg) {
   if (len < 14 + 40 + 20) return false;
   uint16_t et = rd16(f + 12);
   const uint8_t *ip = f + 14;
@@ -123,7 +127,6 @@ static bool candidate(const uint8_t *f, size_t len, nd_seg *sg) {
   size_t doff = (size_t)(th[12] >> 4) * 4;
   if (doff < 20 || l4 + doff >= len) return false; /* no data: nothing to merge */
   if ((th[13] & ~TCP_PSH) != TCP_ACK) return false;
-  if (nd_csum_fold(nd_csum_add(pseudo(f, sg->v6, len - l4), th, len - l4)) != 0xffff) return false;
   sg->l4 = l4;
   sg->hdrlen = l4 + doff;
   sg->payload = len - sg->hdrlen;
@@ -186,28 +189,74 @@ void nd_gro_flush(nd_gro *g, int fd, nd_stats *s) {
   g->len = 0;
 }
 
+/* Copies bytes [from, from+n) of the frame in pieces iov[0..niov) to dst. */
+static void gather(uint8_t *dst, const struct iovec *iov, int niov, size_t from, size_t n) {
+  for (int i = 0; i < niov && n > 0; i++) {
+    size_t l = iov[i].iov_len;
+    if (from >= l) { from -= l; continue; }
+    size_t c = l - from < n ? l - from : n;
+    memcpy(dst, (const uint8_t *)iov[i].iov_base + from, c);
+    dst += c;
+    n -= c;
+    from = 0;
+  }
+}
+
+/*
+ * The unfolded sum of bytes [from, len) of the frame in pieces, where every piece
+ * boundary inside the range is at an even distance from `from` (else false: a sum
+ * per piece would be byte-swapped; the frame is then written as it came. The bridge's
+ * pieces split at byte 12, ahead of the TCP header).
+ */
+static bool sum_pieces(const struct iovec *iov, int niov, size_t from, uint64_t *sum) {
+  size_t at = 0;
+  for (int i = 0; i < niov; i++) {
+    size_t l = iov[i].iov_len, a = at, b = at + l;
+    at = b;
+    if (b <= from) continue;
+    if (a < from) a = from;
+    if ((a - from) & 1) return false;
+    *sum = nd_csum_add(*sum, (const uint8_t *)iov[i].iov_base + (a - (b - l)), b - a);
+  }
+  return true;
+}
+
+/*
+ * Only the headers are copied behind the run (ND_GRO_HEAD bytes at most: Ethernet,
+ * IPv6 and a TCP header with the most options take 114) to be parsed and compared;
+ * the TCP checksum is checked on the pieces where they are (the read ring), and a
+ * segment that joins has its payload copied once, from there to the run's end. A
+ * frame that starts a run is copied once to the buffer's start. Before, every frame
+ * was copied whole behind the run and its payload moved again when it joined.
+ */
+#define ND_GRO_HEAD 128u
+
 int nd_gro_offer(nd_gro *g, int fd, const struct iovec *iov, int niov, nd_stats *s) {
   size_t flen = 0;
   for (int i = 0; i < niov; i++) flen += iov[i].iov_len;
   if (flen > ND_GRO_STAGE) { nd_gro_flush(g, fd, s); return 0; }
   uint8_t *f = g->buf + ND_VNET_HDR_LEN;
   uint8_t *t = f + g->len; /* staged behind the run: there is always room for one frame */
-  size_t at = 0;
-  for (int i = 0; i < niov; i++) {
-    memcpy(t + at, iov[i].iov_base, iov[i].iov_len);
-    at += iov[i].iov_len;
-  }
+  size_t head = flen < ND_GRO_HEAD ? flen : ND_GRO_HEAD;
+  gather(t, iov, niov, 0, head);
   nd_seg sg;
-  if (!candidate(t, flen, &sg)) { nd_gro_flush(g, fd, s); return 0; }
+  uint64_t l4sum = 0;
+  bool whole = head == flen;
+  if (!candidate_head(t, flen, &sg) ||
+      !(whole ? (l4sum = nd_csum_add(0, t + sg.l4, flen - sg.l4), true) : sum_pieces(iov, niov, sg.l4, &l4sum)) ||
+      nd_csum_fold(l4sum + pseudo(t, sg.v6, flen - sg.l4)) != 0xffff) {
+    nd_gro_flush(g, fd, s);
+    return 0;
+  }
   uint32_t seq = rd32(t + sg.l4 + 4);
   uint8_t flags = t[sg.l4 + 13];
   if (g->n > 0 && joins(g, f, t, &sg)) {
-    memmove(t, t + sg.hdrlen, sg.payload);
+    gather(t, iov, niov, sg.hdrlen, sg.payload); /* over the staged headers, compared already */
     g->len += sg.payload;
     f[g->l4 + 13] |= flags & TCP_PSH;
   } else {
-    nd_gro_flush(g, fd, s); /* writes f[0, len): the staged frame behind it is untouched */
-    if (t != f) memmove(f, t, flen);
+    nd_gro_flush(g, fd, s); /* writes f[0, len) */
+    gather(f, iov, niov, 0, flen);
     g->len = flen;
     g->v6 = sg.v6;
     g->l4 = sg.l4;

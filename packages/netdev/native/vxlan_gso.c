@@ -117,8 +117,8 @@ void nd_vxgso_rewrite_sport(const nd_vxgso *g, int raw_fd, uint8_t *outer) {
 
 static bool refusal(int e) { return e == EIO || e == EINVAL || e == ENOPROTOOPT || e == EOPNOTSUPP; }
 
-int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer, uint8_t *const *inner,
-                  const int32_t *lens, int n, nd_stats *s) {
+int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer, const uint8_t *const *hdr,
+                  const int32_t *hlen, const uint8_t *const *pay, const int32_t *plen, int n, nd_stats *s) {
   if (!g->on || g->refused || n < 1) return ND_VXGSO_NO;
   uint32_t local_be;
   memcpy(&local_be, outer + 12, 4);
@@ -141,13 +141,15 @@ int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer
   int ttl = outer[8], tos = outer[1];
   int sent = 0, err = 0;
   while (sent < n) {
-    size_t gso = 8 + (size_t)lens[sent], bytes = 0;
+    size_t gso = 8 + (size_t)hlen[sent] + (size_t)plen[sent], bytes = 0;
     int k = 0;
     while (sent + k < n && k < ND_VXGSO_SEGS) {
-      size_t l = 8 + (size_t)lens[sent + k];
+      int j = sent + k;
+      size_t l = 8 + (size_t)hlen[j] + (size_t)plen[j];
       if (l > gso || bytes + l > ND_VXGSO_PAYLOAD) break;
-      g->iov[2 * k] = (struct iovec){ (void *)(outer + 28), 8 };
-      g->iov[2 * k + 1] = (struct iovec){ inner[sent + k], (size_t)lens[sent + k] };
+      g->iov[3 * k] = (struct iovec){ (void *)(outer + 28), 8 };
+      g->iov[3 * k + 1] = (struct iovec){ (void *)hdr[j], (size_t)hlen[j] };
+      g->iov[3 * k + 2] = (struct iovec){ (void *)pay[j], (size_t)plen[j] };
       bytes += l;
       k++;
       if (l < gso) break; /* a shorter one ends the message */
@@ -159,7 +161,7 @@ int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer
     msg.msg_name = &to;
     msg.msg_namelen = sizeof to;
     msg.msg_iov = g->iov;
-    msg.msg_iovlen = (size_t)(2 * k);
+    msg.msg_iovlen = (size_t)(3 * k);
     msg.msg_control = ctl.b;
     msg.msg_controllen = sizeof ctl.b;
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);

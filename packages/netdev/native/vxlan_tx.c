@@ -57,13 +57,16 @@ struct nd_vxtx {
   nd_gso g;
   uint8_t *arena;
   int32_t offs[ND_VXTX_MAX], lens[ND_VXTX_MAX];
+  /* Packet i's inner frame: hdr[i] (hlen[i] bytes: a segment's headers, or a whole
+   * completed frame), then pay[i] (plen[i] bytes of payload left in the source). */
+  const uint8_t *hdr[ND_VXTX_MAX], *pay[ND_VXTX_MAX];
+  int32_t hlen[ND_VXTX_MAX], plen[ND_VXTX_MAX];
   uint8_t outer[ND_VXTX_MAX][ND_VXLAN_OUTER];
-  struct iovec iov[ND_VXTX_MAX][2];
+  struct iovec iov[ND_VXTX_MAX][3];
   struct mmsghdr mm[ND_VXTX_MAX];
   struct sockaddr_in to;
-  uint8_t *inner[ND_VXTX_MAX];
   nd_vxgso gso;
-  struct iovec gso_iov[128];
+  struct iovec gso_iov[3 * 64];
   /* The queue of complete packets (nd_vxq_*): n packets of qlen[i] bytes at qbuf + ND_VXQ_SLOT * i. */
   int qfd, qn;
   uint8_t *qbuf;
@@ -95,7 +98,8 @@ void nd_vxtx_free(nd_vxtx *t) {
 }
 
 int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, const uint8_t *hdr,
-                  const uint8_t *macs, const uint8_t *rest, size_t rest_len, nd_stats *s, uint64_t *inner_bytes) {
+                  const uint8_t *macs, const uint8_t *rest, size_t rest_len, const uint8_t *whole, nd_stats *s,
+                  uint64_t *inner_bytes) {
   size_t len = 12 + rest_len;
   if (len < 14 || len > ND_READ_MAX) { s->vxlan_tx_dropped++; return ND_VXTX_BAD; }
   /* The header described the tagged frame: its offsets lose the 4 tag bytes. */
@@ -107,18 +111,42 @@ int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, c
   if (v.flags & VNET_F_NEEDS_CSUM) wrle16(h + 6, (uint16_t)(v.csum_start - 4));
   wrle16(h + 2, (uint16_t)(v.hdr_len >= 4 ? v.hdr_len - 4 : 0));
 
-  /* Assembled where gso.c keeps a super-frame (nd_gso_prepare leaves it in place). */
-  memcpy(t->g.buf, macs, 12);
-  memcpy(t->g.buf + 12, rest, rest_len);
+  /* The untagged frame is segmented where it is when the caller has it in one piece
+   * (`whole`: the VM's frame in the read ring, its tag only in egress's scratch
+   * header); else assembled in gso.c's buffer first. */
+  const uint8_t *f = whole;
+  if (!f) {
+    memcpy(t->g.buf, macs, 12);
+    memcpy(t->g.buf + 12, rest, rest_len);
+    f = t->g.buf;
+  }
   nd_stats tmp;
   memset(&tmp, 0, sizeof tmp);
-  nd_out o = { t->arena, ND_VXTX_BYTES, 0, t->offs, t->lens, 0, ND_VXTX_MAX, INT64_MAX, false };
-  int n = nd_tx_complete(&t->g, h, t->g.buf, len, &o, &tmp);
-  if (n <= 0) { s->vxlan_tx_dropped++; return ND_VXTX_BAD; }
+  int n;
+  if (h[1] != VNET_GSO_NONE) {
+    /* Segments as pieces: their headers here, their payloads where the frame is (sendmsg gathers them). */
+    n = nd_gso_headers(&t->g, h, f, len, t->arena, ND_VXTX_HDR_SLOT, ND_VXTX_MAX, t->pay, t->plen);
+    if (n <= 0) { s->vxlan_tx_dropped++; return ND_VXTX_BAD; }
+    for (int i = 0; i < n; i++) {
+      t->hdr[i] = t->arena + (size_t)i * ND_VXTX_HDR_SLOT;
+      t->hlen[i] = (int32_t)t->g.hdrlen;
+    }
+    tmp.tx_gso_segmented = 1;
+  } else {
+    nd_out o = { t->arena, ND_VXTX_BYTES, 0, t->offs, t->lens, 0, ND_VXTX_MAX, INT64_MAX, false };
+    n = nd_tx_complete(&t->g, h, f, len, &o, &tmp);
+    if (n <= 0) { s->vxlan_tx_dropped++; return ND_VXTX_BAD; }
+    for (int i = 0; i < n; i++) {
+      t->hdr[i] = t->arena + t->offs[i];
+      t->hlen[i] = t->lens[i];
+      t->pay[i] = NULL;
+      t->plen[i] = 0;
+    }
+  }
 
   uint64_t bytes = 0;
   for (int i = 0; i < n; i++) {
-    size_t inner = (size_t)t->lens[i];
+    size_t inner = (size_t)t->hlen[i] + (size_t)t->plen[i];
     if (inner + ND_VXLAN_OUTER > mtu) { s->vxlan_tx_too_big++; return ND_VXTX_TOO_BIG; }
     uint8_t *p = t->outer[i];
     memcpy(p, outer, ND_VXLAN_OUTER);
@@ -138,9 +166,11 @@ int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, c
   return n;
 }
 
-const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **inner, size_t *inner_len) {
-  *inner = t->arena + t->offs[i];
-  *inner_len = (size_t)t->lens[i];
+const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **a, size_t *alen, const uint8_t **b, size_t *blen) {
+  *a = t->hdr[i];
+  *alen = (size_t)t->hlen[i];
+  *b = t->pay[i];
+  *blen = (size_t)t->plen[i];
   return t->outer[i];
 }
 
@@ -150,8 +180,7 @@ void nd_vxtx_rewrite_sport(const nd_vxtx *t, int raw_fd, uint8_t *outer) { nd_vx
 
 int nd_vxtx_send(nd_vxtx *t, int fd, uint32_t dst_be, int n, nd_stats *s) {
   nd_vxq_flush(t, s);
-  for (int i = 0; i < n; i++) t->inner[i] = t->arena + t->offs[i];
-  int g = nd_vxgso_send(&t->gso, fd, dst_be, t->outer[0], t->inner, t->lens, n, s);
+  int g = nd_vxgso_send(&t->gso, fd, dst_be, t->outer[0], t->hdr, t->hlen, t->pay, t->plen, n, s);
   if (g != ND_VXGSO_NO) return g;
   for (int i = 0; i < n; i++) nd_vxgso_rewrite_sport(&t->gso, fd, t->outer[i]);
   memset(&t->to, 0, sizeof t->to);
@@ -159,12 +188,13 @@ int nd_vxtx_send(nd_vxtx *t, int fd, uint32_t dst_be, int n, nd_stats *s) {
   t->to.sin_addr.s_addr = dst_be;
   for (int i = 0; i < n; i++) {
     t->iov[i][0] = (struct iovec){ t->outer[i], ND_VXLAN_OUTER };
-    t->iov[i][1] = (struct iovec){ t->arena + t->offs[i], (size_t)t->lens[i] };
+    t->iov[i][1] = (struct iovec){ (void *)t->hdr[i], (size_t)t->hlen[i] };
+    t->iov[i][2] = (struct iovec){ (void *)t->pay[i], (size_t)t->plen[i] };
     memset(&t->mm[i], 0, sizeof t->mm[i]);
     t->mm[i].msg_hdr.msg_name = &t->to;
     t->mm[i].msg_hdr.msg_namelen = sizeof t->to;
     t->mm[i].msg_hdr.msg_iov = t->iov[i];
-    t->mm[i].msg_hdr.msg_iovlen = 2;
+    t->mm[i].msg_hdr.msg_iovlen = 3;
   }
   int sent = 0, err = 0;
   while (sent < n) {

@@ -227,6 +227,8 @@ interface Native {
   stop(handle: number): void;
   send(handle: number, buf: Uint8Array, off: number, len: number): number;
   send2(handle: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
+  sendRun(handle: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, from: number, to: number, ref: number,
+    hlen: number, strip: number, res: Int32Array): number;
   sendVnet(handle: number, buf: Uint8Array, off: number, len: number): number;
   send2Vnet(handle: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
   txScratch(): TxScratch;
@@ -241,7 +243,7 @@ interface Native {
   setTapGro(on: boolean): void;
   setUdpGro(handle: number, on: boolean): boolean;
   setUdpGso(on: boolean, refusedForTest?: boolean): void;
-  groForTest(frames: Uint8Array[]): Buffer[];
+  groForTest(frames: Uint8Array[], split?: number): Buffer[];
   fairServeForTest(state: Uint8Array, primary: boolean, lens: Uint8Array, count: number): number;
   flowCacheGenerations(): Float64Array;
   flowCacheInstall(bridge: number, inHandle: number, inCookie: number, buf: Uint8Array, off: number, len: number,
@@ -418,6 +420,14 @@ export function start(handle: number, onBatch: (count: number) => void): void {
 export const stop: Native['stop'] = native.stop;
 export const send: Native['send'] = native.send;
 export const send2: Native['send2'] = native.send2;
+/**
+ * A run's frames in one call: buf[offs[i], +lens[i]) for i in [from, to), each as
+ * `send` (strip 0) or `send2` without bytes [12, 16) (strip 4) would write it, in
+ * order; stops before a frame shorter than `hlen` (14-64; >= 16 to strip) or whose
+ * first hlen bytes differ from buf[ref, ref+hlen), and after a failed write. Returns the frames taken;
+ * res (Int32Array(3)) gets [their bytes, bytes written, -errno of the failed last or 0].
+ */
+export const sendRun: Native['sendRun'] = native.sendRun;
 /**
  * Writes buf[off, off+len) with the virtio_net_hdr at buf[off-10, off) as one piece.
  * A device without the header takes it only if the header asks for nothing (else -EINVAL).

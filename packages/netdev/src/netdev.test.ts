@@ -333,6 +333,31 @@ describe('API', () => {
       }
       expect(go(args({}))).toBe('no error');
     }
+    // sendRun: every range is checked before anything is written.
+    const o = Int32Array.of(0, 20), l = Int32Array.of(20, 20), res = new Int32Array(3);
+    const run = (...over: [number, unknown][]) => {
+      const a: unknown[] = [h, buf, o, l, 0, 2, 0, 14, 0, res];
+      for (const [i, v] of over) a[i] = v;
+      return thrown(() => call.sendRun(...a));
+    };
+    const tx0 = nd.stats().txFrames;
+    expect(run([9, undefined]).startsWith('TypeError ERR_INVALID_ARG_TYPE: netdev: res must be an Int32Array')).toBe(true);
+    expect(thrown(() => call.sendRun(h, buf, o, l, 0, 2, 0, 14, 0))).toBe('TypeError ERR_MISSING_ARGS: netdev: sendRun(handle, buf, offs, lens, from, to, ref, hlen, strip, res)');
+    expect(run([2, [0, 20]])).toBe('TypeError ERR_INVALID_ARG_TYPE: netdev: offs must be an Int32Array');
+    expect(run([3, new Uint32Array(2)])).toBe('TypeError ERR_INVALID_ARG_TYPE: netdev: lens must be an Int32Array');
+    expect(run([7, 13])).toBe('RangeError ERR_OUT_OF_RANGE: netdev: hlen must be an integer in [14, 64], got 13');
+    expect(run([8, 4]).startsWith('RangeError ERR_OUT_OF_RANGE: netdev: sendRun: strip 0, or 4 with hlen >= 16')).toBe(true);
+    expect(run([8, 2]).startsWith('RangeError ERR_OUT_OF_RANGE: netdev: sendRun: strip 0')).toBe(true);
+    expect(run([4, 2], [5, 1]).startsWith('RangeError ERR_OUT_OF_RANGE: netdev: sendRun: strip 0')).toBe(true);
+    expect(run([5, 3]).startsWith('RangeError ERR_OUT_OF_RANGE: netdev: sendRun: strip 0')).toBe(true);
+    expect(run([6, 60]).startsWith('RangeError ERR_OUT_OF_RANGE: netdev: sendRun: strip 0')).toBe(true);
+    expect(run([3, Int32Array.of(20, 45)])).toBe('RangeError ERR_OUT_OF_RANGE: netdev: sendRun: frame 1 [20, +45) outside a 64-byte array');
+    expect(run([2, Int32Array.of(0, -1)])).toBe('RangeError ERR_OUT_OF_RANGE: netdev: sendRun: frame 1 [-1, +20) outside a 64-byte array');
+    expect(nd.stats().txFrames).toBe(tx0); // frame 0 was fine, and not written either
+    buf[20] = 1; // the second frame's head differs from the first's
+    expect(run()).toBe('no error');
+    expect(res[0]).toBe(20);
+    buf[20] = 0;
     // A header that asks for work, to a device without headers: -EINVAL, counted, but only once the arguments pass.
     const before = nd.stats();
     buf[0] = nd.VNET_F_NEEDS_CSUM;
@@ -649,6 +674,71 @@ for _ in range(2):
     }
     const st = JSON.parse(ip('-n', ns, '-s', '-j', 'link', 'show', 'dev', v1))[0].stats64.rx;
     expect(st.packets).toBeGreaterThanOrEqual(2);
+  }, 20000);
+
+  it('sendRun writes a run as send (strip 0) or send2 without the tag (strip 4) would, one frame at a time, in order; stops at another head, a short frame, a failed write', async () => {
+    const recv = spawn('ip', ['netns', 'exec', ns, PY, '-c', `
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
+s.bind((sys.argv[1], 0))
+s.settimeout(5)
+print('ready', flush=True)
+for _ in range(5):
+    print(s.recv(65535).hex(), flush=True)
+`, v1]);
+    let out = '';
+    recv.stdout.on('data', (d) => { out += d; });
+    try {
+      await waitFor(() => out.includes('ready'), 'the receiver');
+      const head = (src: number, vid: number | undefined): Buffer => {
+        const h = Buffer.alloc(vid === undefined ? 14 : 18);
+        h.fill(0xff, 0, 6);
+        fakeMac.copy(h, 6);
+        h[11] = src;
+        if (vid !== undefined) { h.writeUInt16BE(0x8100, 12); h.writeUInt16BE(vid, 14); }
+        h.writeUInt16BE(0x88b5, h.length - 2);
+        return h;
+      };
+      const frame = (h: Buffer, len: number, fill: number): Buffer => {
+        const f = Buffer.alloc(len, fill);
+        h.copy(f, 0);
+        return f;
+      };
+      // 0-3: one tagged head (2 is over the veth's MTU: EMSGSIZE); 4-5 another, untagged.
+      const tagged = head(0x11, 5), plain = head(0x12, undefined);
+      const frames = [frame(tagged, 60, 1), frame(tagged, 99, 2), frame(tagged, 1600, 3), frame(tagged, 61, 4),
+        frame(plain, 70, 5), frame(plain, 64, 6)];
+      const offs: number[] = [], lens: number[] = [];
+      let size = 7;
+      for (const f of frames) { offs.push(size); lens.push(f.length); size += f.length + 3; }
+      const buf = Buffer.alloc(size);
+      frames.forEach((f, i) => f.copy(buf, offs[i]));
+      const o = Int32Array.from(offs), l = Int32Array.from(lens);
+      const res = new Int32Array(3);
+      const before = nd.stats();
+      // Frames shorter than the head are not taken.
+      expect(nd.sendRun(pk.handle, buf, o, l, 0, 6, offs[0], 64, 4, res)).toBe(0);
+      expect([...res]).toEqual([0, 0, 0]);
+      // 0, 1 written without the tag; 2 fails and ends the call.
+      expect(nd.sendRun(pk.handle, buf, o, l, 0, 6, offs[0], 18, 4, res)).toBe(3);
+      expect([...res]).toEqual([60 + 99 + 1600, 56 + 95, -90]);
+      // 3, then 4 has another head.
+      expect(nd.sendRun(pk.handle, buf, o, l, 3, 6, offs[0], 18, 4, res)).toBe(1);
+      expect([...res]).toEqual([61, 57, 0]);
+      // 4 and 5 as they are, up to `to`.
+      expect(nd.sendRun(pk.handle, buf, o, l, 4, 6, offs[4], 14, 0, res)).toBe(2);
+      expect([...res]).toEqual([70 + 64, 70 + 64, 0]);
+      expect(nd.sendRun(pk.handle, buf, o, l, 6, 6, offs[4], 14, 0, res)).toBe(0);
+      const after = nd.stats();
+      expect(after.txFrames - before.txFrames).toBe(5);
+      expect(after.txErrors - before.txErrors).toBe(1);
+      await waitFor(() => out.trim().split('\n').length >= 6, 'five frames in the netns');
+      const strip = (f: Buffer) => Buffer.concat([f.subarray(0, 12), f.subarray(16)]).toString('hex');
+      expect(out.trim().split('\n').slice(1)).toEqual([strip(frames[0]), strip(frames[1]), strip(frames[3]),
+        frames[4].toString('hex'), frames[5].toString('hex')]);
+    } finally {
+      recv.kill();
+    }
   }, 20000);
 
   it('802.1Q / 802.1ad tags the kernel strips into metadata are restored byte-exactly', async () => {

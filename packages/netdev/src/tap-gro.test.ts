@@ -81,10 +81,14 @@ const ZERO = Buffer.alloc(10);
 const hdrOf = (w: Buffer): Buffer => w.subarray(0, 10);
 const frameOf = (w: Buffer): Buffer => w.subarray(10);
 
-describe('tap_gro: coalescing TCP segments toward a TAP', () => {
+// Each frame offered whole, or in two pieces (split at byte 12 as the bridge writes a
+// frame whose tag it drops, or elsewhere): tap_gro.c reads the pieces in place.
+describe.each([undefined, 12, 13, 200])('tap_gro: coalescing TCP segments toward a TAP (split %s)', (split) => {
+  const groForTest = (frames: Buffer[]): Buffer[] => nd.groForTest(frames, split);
+
   it('merges one flow into one checksum-partial TCPV4 super-frame that segments back into exactly the frames sent', () => {
     const frames = run(12, 1398, 5000, false, 600);
-    const out = nd.groForTest(frames);
+    const out = groForTest(frames);
     expect(out).toHaveLength(1);
     const h = hdrOf(out[0]), f = frameOf(out[0]);
     expect(h[0]).toBe(1); // NEEDS_CSUM
@@ -104,7 +108,7 @@ describe('tap_gro: coalescing TCP segments toward a TAP', () => {
 
   it('merges IPv6 as TCPV6 and segments back exactly', () => {
     const frames = run(5, 1378, 0xfffff000, true); // sequence numbers wrap
-    const out = nd.groForTest(frames);
+    const out = groForTest(frames);
     expect(out).toHaveLength(1);
     expect(out[0][1]).toBe(4); // TCPV6
     expect(frameOf(out[0]).readUInt16BE(18)).toBe(32 + 5 * 1378);
@@ -116,7 +120,7 @@ describe('tap_gro: coalescing TCP segments toward a TAP', () => {
     const udp = seg({ seq: 1, len: 100 });
     udp[23] = 17; // protocol UDP (the checks stop before its checksum matters)
     const lone = [seg({ seq: 1, len: 1000 }), udp, seg({ seq: 9, len: 0 }), seg({ seq: 1, len: 500, flags: 0x02 })];
-    const out = nd.groForTest(lone);
+    const out = groForTest(lone);
     expect(out.map((w) => hdrOf(w).equals(ZERO))).toEqual([true, true, true, true]);
     expect(out.map((w) => frameOf(w).toString('hex'))).toEqual(lone.map((b) => b.toString('hex')));
   });
@@ -132,7 +136,7 @@ describe('tap_gro: coalescing TCP segments toward a TAP', () => {
     const other = seg({ seq: 7000, len: 1000, id: 105, sport: 40001 });
     const ts = seg({ seq: 7000, len: 1000, id: 106, ts: 1001 });
     const ts2 = seg({ seq: 8000, len: 1000, id: 107, ts: 1002 });
-    const out = nd.groForTest([...a, bad, gap, other, ts, ts2]);
+    const out = groForTest([...a, bad, gap, other, ts, ts2]);
     // a's three merge; bad alone (as it came); gap starts a run of one; other and each timestamp alone.
     expect(out).toHaveLength(6);
     expect(hdrOf(out[0])[1]).toBe(1);
@@ -143,15 +147,25 @@ describe('tap_gro: coalescing TCP segments toward a TAP', () => {
 
   it('closes a run after a short or PSH segment, and splits at 64 KB', () => {
     const short = [seg({ seq: 0, len: 1000, id: 1 }), seg({ seq: 1000, len: 400, id: 2 }), seg({ seq: 1400, len: 1000, id: 3 }), seg({ seq: 2400, len: 1000, id: 4 })];
-    const o1 = nd.groForTest(short);
+    const o1 = groForTest(short);
     expect(o1).toHaveLength(2);
     expect(frameOf(o1[0]).length).toBe(66 + 1400);
     expect(frameOf(o1[1]).length).toBe(66 + 2000);
     const big = run(60, 1400);
-    const o2 = nd.groForTest(big);
+    const o2 = groForTest(big);
     expect(o2.length).toBe(2);
     for (const w of o2) expect(frameOf(w).length - 14).toBeLessThanOrEqual(65535);
     const again = o2.flatMap((w) => nd.segmentForTest(hdrOf(w), frameOf(w)));
     expect(again.map((b) => b.toString('hex'))).toEqual(big.map((b) => b.toString('hex')));
+  });
+});
+
+describe('tap_gro: pieces it cannot checksum in place', () => {
+  it('a piece boundary at an odd distance into the TCP segment: every frame written as it came, none merged', () => {
+    const frames = run(5, 1000, 1000);
+    const out = nd.groForTest(frames, 61); // 27 bytes into the TCP header
+    expect(out.map((w) => hdrOf(w).equals(ZERO))).toEqual([true, true, true, true, true]);
+    expect(out.map((w) => frameOf(w).toString('hex'))).toEqual(frames.map((b) => b.toString('hex')));
+    expect(nd.groForTest(frames, 62)).toHaveLength(1); // an even distance merges
   });
 });

@@ -52,6 +52,42 @@ class LogIo implements PortIo {
   describe(): Record<string, string | number | boolean> { return { kind: 'log' }; }
 }
 
+/**
+ * A port that takes a run's egress in one call (PortIo.sendRun), as a TAP does: the
+ * same bytes as send/send2 frame by frame, in JS; a write that fails does not take the
+ * port away under the call (a TAP's EIO: the read side reports it later), which is
+ * sendRun's contract.
+ */
+class RunLogIo extends LogIo {
+  calls = 0;
+  override write(buf: Uint8Array, off: number, len: number): number {
+    this.writes++;
+    if (this.failAfter >= 0 && this.writes > this.failAfter) {
+      this.failAfter = -1;
+      this.fail = -5;
+    }
+    if (this.fail !== undefined) return this.fail;
+    this.log.push({ port: this.name, frame: Buffer.from(buf.subarray(off, off + len)).toString('hex') });
+    return len;
+  }
+  sendRun(buf: Uint8Array, offs: Int32Array, lens: Int32Array, from: number, to: number, ref: number, hlen: number,
+    strip: number, res: Int32Array): number {
+    this.calls++;
+    res[0] = res[1] = res[2] = 0;
+    let k = from;
+    while (k < to) {
+      const off = offs[k], len = lens[k];
+      if (len < hlen || Buffer.compare(buf.subarray(off, off + hlen), buf.subarray(ref, ref + hlen)) !== 0) break;
+      const r = strip === 0 ? this.send(buf, off, len) : this.send2(buf, off, 12, buf, off + 16, len - 16);
+      res[0] += len;
+      k++;
+      if (r < 0) { res[2] = r; break; }
+      res[1] += r;
+    }
+    return k - from;
+  }
+}
+
 const PORTS: Record<string, VlanSpec> = {
   a1: { mode: 'access', vid: 10 }, a2: { mode: 'access', vid: 10 }, a3: { mode: 'access', vid: 10 },
   b1: { mode: 'access', vid: 20 }, t1: { mode: 'trunk', allowed: [10, 20] },
@@ -61,14 +97,15 @@ const FROM = ['t1', 't1', 'a1', ...NAMES];
 /** One host per port (a1's is MACS[0] ...), then broadcast and a link-local group. */
 const MACS = [0x020000000001, 0x020000000002, 0x020000000003, 0x020000000004, 0x020000000005, 0xffffffffffff, 0x0180c2000000];
 
-function rig() {
+/** `runIo`: the ports that take a run's egress in one call (RunLogIo). */
+function rig(runIo: readonly string[] = []) {
   const clock = { now: 1_000 };
   const log: Sent[] = [];
   const br = new Bridge('rn', { clock: () => clock.now, ageingSec: 20 });
   const io: Record<string, LogIo> = {};
   const port: Record<string, Port> = {};
   const add = (name: string): void => {
-    io[name] = new LogIo(name, log);
+    io[name] = runIo.includes(name) ? new RunLogIo(name, log) : new LogIo(name, log);
     port[name] = br.addPort(name, io[name], { vlan: VlanPolicy.from(PORTS[name]) });
   };
   for (const n of NAMES) add(n);
@@ -167,10 +204,14 @@ function state(t: Rig) {
 }
 
 describe('bridge runs: a batch decided once per run equals its frames decided one by one', () => {
-  it('under random batches, runs and control changes (fast-check)', () => {
+  it.each([
+    ['one frame at a time', [] as string[]],
+    ['in one call on the ports that can (sendRun)', ['a2', 'a3', 't1']],
+  ])('under random batches, runs and control changes, egress %s (fast-check)', (_what, runIo) => {
     let replayable = 0;
+    let calls = 0;
     fc.assert(fc.property(fc.array(opArb, { minLength: 1, maxLength: 60 }), (ops) => {
-      const one = rig(), whole = rig();
+      const one = rig(runIo), whole = rig(runIo);
       // Every host known first (mostly), so runs to known unicast destinations are common.
       const hello = (tag: number | undefined): FrameSpec => ({ dst: MACS[5], own: true, src: 0, tag, len: 60, fill: 0 });
       const prime: Op[] = [...NAMES.map((port): Op => ({ op: 'batch', port, frames: [hello(port === 't1' ? 10 : undefined)] }))];
@@ -181,8 +222,12 @@ describe('bridge runs: a batch decided once per run equals its frames decided on
         expect(state(whole)).toEqual(state(one));
       }
       replayable += whole.br.runFrames;
+      calls += whole.br.runCalls;
+      expect(one.br.runCalls).toBe(0);
     }), { numRuns: RUNS });
     expect(replayable).toBeGreaterThan(RUNS);
+    if (runIo.length > 0) expect(calls).toBeGreaterThan(RUNS / 10);
+    else expect(calls).toBe(0);
   }, 120_000);
 
   it('decides a run of one known unicast flow once, and counts every frame of it', () => {
@@ -199,6 +244,21 @@ describe('bridge runs: a batch decided once per run equals its frames decided on
     expect(t.br.counters.forwarded).toBe(23);
     expect(t.br.runFrames).toBe(22);
     expect(t.log.filter((s) => s.port === 'a2').map((s) => s.frame.length / 2)).toEqual(run.map((f) => f.len));
+  });
+
+  it('writes a run to a port that takes runs (sendRun) in one call, counting every frame', () => {
+    const one = rig(['a2']), whole = rig(['a2']);
+    const run: FrameSpec[] = Array.from({ length: 23 }, (_, i) => ({ dst: MACS[1], own: true, src: 0, tag: undefined, len: 60 + i, fill: i }));
+    for (const [t, w] of [[one, false], [whole, true]] as const) {
+      for (const port of NAMES) apply(t, { op: 'batch', port, frames: [{ dst: MACS[5], own: true, src: 0, tag: port === 't1' ? 10 : undefined, len: 60, fill: 0 }] }, w);
+      apply(t, { op: 'batch', port: 'a1', frames: run }, w);
+    }
+    expect(whole.log).toEqual(one.log);
+    expect(state(whole)).toEqual(state(one));
+    expect(whole.br.runFrames).toBe(22);
+    expect(whole.br.runCalls).toBe(1);
+    expect((whole.io.a2 as RunLogIo).calls).toBe(1);
+    expect(whole.port.a2.counters().txFrames).toBe(3 + 23); // the other VLAN 10 ports' hellos were flooded to it
   });
 
   it('stops repeating a decision when an egress write takes the destination port away mid-run', () => {

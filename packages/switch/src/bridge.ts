@@ -55,7 +55,8 @@ import { VNET_HDR_LEN } from './wire/vnet.js';
 import { ETH, ETH_HLEN, formatMac } from './wire/ethernet.js';
 import { MacOwners, type GuardOptions } from './guard.js';
 import { Ip6Bindings } from './guard6.js';
-import { sameTaggedHead, tci, tciVid, VID_MAX } from './wire/vlan.js';
+import { read16 } from './wire/bytes.js';
+import { isTagTpid, sameTaggedHead, tci, tciVid, VID_MAX, VLAN_TAGGED_HLEN } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
 import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
 import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
@@ -79,8 +80,21 @@ const runAdmit = admit;
 const runCanEgress = canEgress;
 const runEgress = egress;
 const SRC_AT = ETH.SRC;
+const TPID_AT = ETH.TYPE;
+const isTag = isTagTpid;
+const rd16 = read16;
 /** The shortest frame admit takes (4 more with a tag). */
 const ETH_MIN = ETH_HLEN;
+
+/**
+ * How egress (sendPlain, egress.ts) writes a complete frame of VLAN `vid` with a
+ * `tagLen`-byte tag to `to`, as PortIo.sendRun's strip: 0 as it is, 4 without its
+ * tag; -1 when it edits the tag (inserts or rewrites one), which sendRun does not.
+ */
+function runStrip(to: Port, vid: number, tagLen: number, buf: Uint8Array, off: number): number {
+  if (to.vlan.isUntagged(vid)) return tagLen === 0 ? 0 : 4;
+  return tagLen === 4 && tciVid(tci(buf, off)) === vid ? 0 : -1;
+}
 
 export const EVENT_BUDGET_PER_SEC = 20;
 export const MAX_DEFERRED = 1024;
@@ -142,6 +156,10 @@ export class Bridge {
   #floodLists: (Port[] | undefined)[] = new Array(VID_MAX + 1);
   /** Frames of a batch that took the decision of the run's first frame (#receiveRuns) instead of the whole pipeline. */
   runFrames = 0;
+  /** Egress calls (PortIo.sendRun) that each wrote several of those frames. */
+  runCalls = 0;
+  /** sendRun's results: [bytes taken, bytes written, errno of a failed last write]. */
+  readonly #runRes = new Int32Array(3);
   readonly #meta = newFrameMeta();
   readonly #egress: Egress;
   readonly #clock: () => number;
@@ -561,6 +579,33 @@ export class Bridge {
       const vid = meta.vid;
       const stamp = this.fdb.stamp[0];
       const min = meta.tagLen === 0 ? ETH_MIN : ETH_MIN + 4;
+      const tx = to.tx;
+      // The run's egress in one call where the device can (PortIo.sendRun: its writes
+      // never call back here, so what the loop below checks per frame cannot change
+      // between them); it stops where the loop would, or earlier, and the frame it
+      // stopped at takes the whole pipeline.
+      const strip = tx.sendRun === undefined ? -1 : runStrip(to, vid, meta.tagLen, buf, first);
+      if (strip >= 0 && port.up && port.gate === 0 && runCanEgress(to, port, vid) === ADMIT) {
+        const res = this.#runRes;
+        // The bytes sameHead compares, and never fewer than `min`: sendRun stops where the loop would, or sooner.
+        const hlen = min > ETH_MIN || isTag(rd16(buf, first + TPID_AT)) ? VLAN_TAGGED_HLEN : ETH_MIN;
+        let k = tx.sendRun!(buf, offs, lens, i, count, first, hlen, strip, res);
+        while (k > 0) {
+          port.rxFrames += k;
+          port.rxBytes += res[0];
+          this.counters.forwarded += k;
+          this.runFrames += k;
+          this.runCalls++;
+          const err = res[2];
+          to.txFrames += err === 0 ? k : k - 1;
+          to.txBytes += res[1];
+          if (err !== 0) to.drops[txDrop(err)]++;
+          i += k;
+          if (err === 0 || i === count) break;
+          k = tx.sendRun!(buf, offs, lens, i, count, first, hlen, strip, res);
+        }
+        if (k !== -1) continue;
+      }
       for (; i < count; i++) {
         const off = offs[i];
         const len = lens[i];

@@ -67,6 +67,19 @@ export interface PortIo {
   /** send2 with the frame's virtio_net_hdr at a[aoff-VNET_HDR_LEN, aoff). */
   send2Vnet?(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
   /**
+   * The egress of a run of frames in one call (Bridge #receiveRuns; netdev sendRun):
+   * frames [from, to) of buf at offs/lens, each written as `send` (strip 0) or as
+   * `send2` without its bytes [12, 16) (strip 4: the tag an untagged member drops)
+   * would write it, in order. Stops before a frame shorter than `hlen` or whose first
+   * hlen bytes differ from buf[ref, ref+hlen) (the run's head), and after a write that failed. Returns the
+   * frames taken, res getting [their bytes, the bytes written, the failed last one's
+   * negative errno or 0]; -1 when it cannot now (no device): the bridge then sends
+   * frame by frame. Only for a device whose writes never call back into the bridge
+   * or change a port (a TAP, a packet socket): the bridge checks nothing between them.
+   */
+  sendRun?(buf: Uint8Array, offs: Int32Array, lens: Int32Array, from: number, to: number, ref: number, hlen: number,
+    strip: number, res: Int32Array): number;
+  /**
    * This port's share of each read-loop round, in bytes (fair.ts; 0: no limit). Ports
    * read by the addon's loop take it; others (sockets, the router) have no such loop.
    */
@@ -96,7 +109,7 @@ export interface PortIo {
 }
 
 /** What egress writes through: the port's device, or its shaper (police.ts). */
-export type PortTx = Pick<PortIo, 'send' | 'send2' | 'sendVnet' | 'send2Vnet'>;
+export type PortTx = Pick<PortIo, 'send' | 'send2' | 'sendVnet' | 'send2Vnet' | 'sendRun'>;
 
 export interface PortCountersSnapshot {
   rxFrames: number;

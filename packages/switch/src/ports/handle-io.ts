@@ -75,6 +75,12 @@ export abstract class HandleIo {
     return netdev.send2(this.handle, a, aoff, alen, b, boff, blen);
   }
 
+  sendRun(buf: Uint8Array, offs: Int32Array, lens: Int32Array, from: number, to: number, ref: number, hlen: number,
+    strip: number, res: Int32Array): number {
+    if (this.handle < 0) return -1;
+    return netdev.sendRun(this.handle, buf, offs, lens, from, to, ref, hlen, strip, res);
+  }
+
   sendVnet(buf: Uint8Array, off: number, len: number): number {
     if (this.handle < 0) return -ENETDOWN;
     return netdev.sendVnet(this.handle, buf, off, len);
