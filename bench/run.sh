@@ -10,6 +10,8 @@
 # the medians and the ratios vswitch/peer, and the issue's targets.
 # Topology `ours-fc`: the same with the bridge's flow cache on (README "Flow
 # cache"); run beside `ours` in the same rounds, it gets its own table and targets.
+# Topology `ours-insession`: `ours` left in the bench's session (ours.sh runs the
+# daemon in its own, as the peers daemonize; bench/README.md "Busy host: the session").
 # Topologies `base` and `base-fc`: `ours` / `ours-fc` with another build's daemon
 # (BASE_JS=<tree>/packages/cli/dist/main.js), for a same-run A/B of two builds.
 # Default topologies: ours kbridge vde ovs-tap ovs-tap-tso pasta; 3 rounds
@@ -74,7 +76,9 @@ export BA_OURS_CMD="bash $here/ours.sh @DIR@ @TAP1@ @TAP2@"
 # inherits through the environment (export -f), calling its own tapsw_up.
 export BA_OURS_FC_CMD="env VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
 topo_ours_fc_up() { tapsw_up "$BA_OURS_FC_CMD" "" 0; }
-export -f topo_ours_fc_up
+export BA_OURS_INSESSION_CMD="env VSWITCH_BENCH_SESSION=inherit $BA_OURS_CMD"
+topo_ours_insession_up() { tapsw_up "$BA_OURS_INSESSION_CMD" "" 0; }
+export -f topo_ours_fc_up topo_ours_insession_up
 if [ -n "${BASE_JS:-}" ]; then
   [ -f "$BASE_JS" ] || { echo "bench/run.sh: BASE_JS=$BASE_JS: no such file" >&2; exit 1; }
   export BA_BASE_CMD="env VSWITCH_BENCH_JS=$BASE_JS $BA_OURS_CMD"
