@@ -113,15 +113,17 @@ for r in $(seq "$rounds"); do
     for v in $order; do
       # Another run of anchors.sh (or of a bench built on it) may hold its lock between
       # two of ours: wait for it rather than lose the configuration (and retry below if
-      # it took the lock first after all).
-      while ! flock -n /tmp/bA.anchors.lock true; do sleep 1; done
+      # it took the lock first after all). A blocking wait (flock -w), not a poll: the
+      # kernel hands a released lock to a waiter, and a 1 s poll lost every race to the
+      # other benches' blocking waits.
+      flock -w 3600 /tmp/bA.anchors.lock true || true
       quiet_wait; bg=$QUIET_BG
       [ "$v" = quiet ] || busy_start "$v"
       la=$(cut -d' ' -f1 /proc/loadavg)
-      for try in 1 2 3; do  # anchors.sh writes part.tsv when it ran; not when the lock was taken first
+      for try in 1 2 3 4 5; do  # anchors.sh writes part.tsv when it ran; not when the lock was taken first
         BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
         [ -s "$out/part.tsv" ] && break
-        while ! flock -n /tmp/bA.anchors.lock true; do sleep 1; done
+        flock -w 3600 /tmp/bA.anchors.lock true || true
       done
       BUSY_CORES=""
       [ "$v" = quiet ] || busy_stop
