@@ -19,7 +19,8 @@
 #   fr/wake     frames per poll call (what one wakeup moves)
 # -P: also `perf record -g` of the switch over the flood, summarised by DSO and top
 # symbols (one extra flood per configuration; the figures above come from the first).
-# Topologies: ours, base (BASE_JS=<tree>/packages/cli/dist/main.js), ours2 (this
+# Topologies: ours (in a session of its own, bench/ours.sh), ours-insession (in
+# this script's session, with trafgen and the load), base (BASE_JS=<tree>/packages/cli/dist/main.js), ours2 (this
 # build with OURS2_NODE_ARGS node flags, OURS2_ENV "VAR=value ..." in its
 # environment and OURS2_WRAP (e.g. `setsid`, `nice -n -5`) before it, for A/B of a
 # runtime setting), vde, ovs-tap-tso, ovs-tap.
@@ -44,6 +45,7 @@ anchors=$shared/bench/anchors.sh
 command -v perf >/dev/null || { echo "profile.sh: needs perf" >&2; exit 1; }
 
 export BA_OURS_CMD="bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@"
+topo_ours_insession_up() { tapsw_up "env VSWITCH_BENCH_SESSION=inherit $BA_OURS_CMD" "" 0; }
 topo_base_up() { tapsw_up "env VSWITCH_BENCH_JS=${BASE_JS:?topology base needs BASE_JS} $BA_OURS_CMD" "" 0; }
 topo_ours2_up() { tapsw_up "${OURS2_WRAP:-} env ${OURS2_ENV:-} VSWITCH_BENCH_NODE_ARGS='${OURS2_NODE_ARGS:-}' $BA_OURS_CMD" "" 0; }
 
@@ -56,7 +58,8 @@ set +e
 . "$here/lib.sh"
 tmp=$(mktemp -d /tmp/bAbusyprof.XXXXXX)
 busy_build "$tmp" || exit 1
-trap 'for p in "${BUSY_PIDS[@]}"; do kill "$p" 2>/dev/null; done; teardown; rm -rf "$tmp"' EXIT
+# (replaces anchors.sh's EXIT trap: the load first, then its on_exit: teardown, its run dir)
+trap 'for p in "${BUSY_PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; on_exit' EXIT
 
 # tid run_ns wait_ns slices vcs ics migr, one line per thread of the given PIDs
 threads() {
