@@ -116,22 +116,25 @@ for r in $(seq "$rounds"); do
       # it took the lock first after all). A blocking wait (flock -w), not a poll: the
       # kernel hands a released lock to a waiter, and a 1 s poll lost every race to the
       # other benches' blocking waits.
-      flock -w 3600 /tmp/bA.anchors.lock true || true
-      quiet_wait; bg=$QUIET_BG
-      [ "$v" = quiet ] || busy_start "$v"
-      la=$(cut -d' ' -f1 /proc/loadavg)
-      for try in 1 2 3 4 5; do  # anchors.sh writes part.tsv when it ran; not when the lock was taken first
-        BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
-        [ -s "$out/part.tsv" ] && break
-        flock -w 3600 /tmp/bA.anchors.lock true || true
-      done
+      # The load runs only around anchors.sh: it is stopped again while a lost race
+      # waits for the lock (the spinner would otherwise burn a core for the other
+      # benches' whole runs) and the wait for quiet starts over.
       BUSY_CORES=""
-      [ "$v" = quiet ] || busy_stop
+      for try in 1 2 3 4 5; do  # anchors.sh writes part.tsv when it ran; not when the lock was taken first
+        flock -w 3600 /tmp/bA.anchors.lock true || true
+        quiet_wait; bg=$QUIET_BG
+        [ "$v" = quiet ] || busy_start "$v"
+        la=$(cut -d' ' -f1 /proc/loadavg)
+        BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
+        [ "$v" = quiet ] || busy_stop
+        [ -s "$out/part.tsv" ] && break
+      done
       { { tail -n +2 "$out/part.tsv" 2>/dev/null || true; } | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" '$2 != "meta" {$1 = r; print $0, v}'
         printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" pre_busy_pct "$bg" "$v" "$r" "$t" loadavg1 "$la" "$v"
         [ -n "$BUSY_CORES" ] && printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" load_cores "$BUSY_CORES" "$v"
       } >> "$out/raw.tsv"
       rm -f "$out/part.tsv"
+      [ -n "$raw" ] && cp "$out/raw.tsv" "$raw"  # what is done so far survives an interrupted run
       echo "bench/run.sh: round $r $t $v done (others ${bg} % busy before; loadavg $la${BUSY_CORES:+; load got $BUSY_CORES cores})" >&2
     done
   done
