@@ -121,8 +121,11 @@ for r in $(seq "$rounds"); do
       # benches' whole runs) and the wait for quiet starts over.
       BUSY_CORES=""
       for try in 1 2 3 4 5; do  # anchors.sh writes part.tsv when it ran; not when the lock was taken first
-        flock -w 3600 /tmp/bA.anchors.lock true || true
+        # Others' load is sampled before the wait: once the lock is free, anchors.sh
+        # must start at once, or a blocked waiter takes it (0.5 s of sampling lost
+        # every race).
         quiet_wait; bg=$QUIET_BG
+        flock -w 3600 /tmp/bA.anchors.lock true || true
         [ "$v" = quiet ] || busy_start "$v"
         la=$(cut -d' ' -f1 /proc/loadavg)
         BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
