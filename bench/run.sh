@@ -95,11 +95,27 @@ if [ -z "$busy" ]; then
   exit 0
 fi
 
-# ---- --busy: one anchors.sh run per configuration, the load around it ----
+# ---- --busy: anchors.sh's run_topo per configuration, the load around it ----
 . "$here/busy/lib.sh"
 busy_build "$out"
 for m in $busy; do case $m in one|half) ;; *) echo "bench/run.sh: --busy takes one, half or one,half" >&2; exit 2 ;; esac; done
-trap 'for p in "${BUSY_PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$out"' EXIT
+# One lock for the whole run, as bench/fair/run.sh holds it: anchors.sh's helpers are
+# sourced (zero rounds) and each configuration is its run_topo. Taking the lock per
+# configuration (one anchors.sh run each) lost nearly every race to the other benches'
+# blocked waiters: the lock is free between two configurations. The lock is held on fd 8
+# (a blocking wait); anchors.sh opens its own fd 9 on the file and its `flock -n 9`
+# would conflict with ours, so while it is sourced `flock -n 9` is answered here.
+exec 8>/tmp/bA.anchors.lock
+echo "bench/run.sh: waiting for the anchors lock" >&2
+flock -w 7200 8 || { echo "bench/run.sh: the anchors lock stayed held" >&2; exit 1; }
+flock() { if [ "$*" = "-n 9" ]; then return 0; fi; command flock "$@"; }
+OPTIND=1
+export BA_QUIET_BUDGET=0  # run.sh waits for quiet itself (quiet_wait), before the load starts
+# shellcheck disable=SC1090
+source "$anchors" -r 0 none >/dev/null
+unset -f flock
+set +e
+trap 'for p in "${BUSY_PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$out"; on_exit' EXIT
 trap 'exit 130' INT TERM
 printf 'round\ttopo\tmetric\tvalue\tvariant\n' > "$out/raw.tsv"
 printf '0\tmeta\tloadavg_start\t%s\tall\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/raw.tsv"
@@ -111,27 +127,14 @@ for r in $(seq "$rounds"); do
   [ $((r % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$variants" | tac | tr '\n' ' ')
   for t in $topos; do
     for v in $order; do
-      # Another run of anchors.sh (or of a bench built on it) may hold its lock between
-      # two of ours: wait for it rather than lose the configuration (and retry below if
-      # it took the lock first after all). A blocking wait (flock -w), not a poll: the
-      # kernel hands a released lock to a waiter, and a 1 s poll lost every race to the
-      # other benches' blocking waits.
-      # The load runs only around anchors.sh: it is stopped again while a lost race
-      # waits for the lock (the spinner would otherwise burn a core for the other
-      # benches' whole runs) and the wait for quiet starts over.
+      quiet_wait; bg=$QUIET_BG
       BUSY_CORES=""
-      for try in 1 2 3 4 5; do  # anchors.sh writes part.tsv when it ran; not when the lock was taken first
-        # Others' load is sampled before the wait: once the lock is free, anchors.sh
-        # must start at once, or a blocked waiter takes it (0.5 s of sampling lost
-        # every race).
-        quiet_wait; bg=$QUIET_BG
-        flock -w 3600 /tmp/bA.anchors.lock true || true
-        [ "$v" = quiet ] || busy_start "$v"
-        la=$(cut -d' ' -f1 /proc/loadavg)
-        BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
-        [ "$v" = quiet ] || busy_stop
-        [ -s "$out/part.tsv" ] && break
-      done
+      [ "$v" = quiet ] || busy_start "$v"
+      la=$(cut -d' ' -f1 /proc/loadavg)
+      printf 'round\ttopo\tmetric\tvalue\n' > "$out/part.tsv"
+      RAW=$out/part.tsv ROUND=1
+      run_topo "$t" >>"$out/anchors.txt" 2>&1
+      [ "$v" = quiet ] || busy_stop
       { { tail -n +2 "$out/part.tsv" 2>/dev/null || true; } | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" '$2 != "meta" {$1 = r; print $0, v}'
         printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" pre_busy_pct "$bg" "$v" "$r" "$t" loadavg1 "$la" "$v"
         [ -n "$BUSY_CORES" ] && printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" load_cores "$BUSY_CORES" "$v"
