@@ -24,9 +24,10 @@
 # (bench/busy/lib.sh: `one` = one unpinned process spinning, `half` = both
 # cores ~50 % busy), the load started before the switch is set up and stopped
 # after its teardown, so each peer sees the same load; variants and topologies
-# interleaved (anchors.sh -r 1 per configuration, the variants' order
-# alternating per round). The report prints each variant's table, then quiet
-# and busy side by side with the ratios vswitch/peer of each.
+# interleaved (anchors.sh's run_topo per configuration, sourced under one hold of
+# its lock for the whole run; the variants' order alternating per round). The
+# report prints each variant's table, then quiet and busy side by side with the
+# ratios vswitch/peer of each.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)

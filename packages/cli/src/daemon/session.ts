@@ -7,9 +7,9 @@
  * with everything else started there: on a busy host the VMs' load started from the
  * same shell, a traffic generator. Its peers do not: ovs-vswitchd --detach and
  * vde_switch -d daemonize (setsid), and systemd and Docker start a service in a
- * session of its own. bench/busy/profile.sh measured it: the same build forwarded
- * 64-byte frames at 2.4-2.7x the rate in its own session, with the same CPU per frame
- * (bench/README.md, "Busy host: the session").
+ * session of its own. Measured in the main bench with a CPU-bound process in the
+ * bench's session: the same build forwarded 2.68x the 64-byte frames in its own
+ * session, at the same CPU per frame (bench/README.md, "Busy host: the session").
  *
  * `ownSession: true` calls setsid() at start (and at the reload that turns it on).
  * A process that leads a process group (an interactive shell's job) cannot start a
