@@ -502,7 +502,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
         ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
           p.state === 'down' ? `down (${p.downReason})` : p.blocked ? `shut (${p.blocked})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.empty ? '' : portOptions(p),
           p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection, b.readQuantum) + (b.flowCache ? ', flow-cache on' : '') : '']))));
-      // The daemon's scheduling context under the table (README "Busy host: the daemon's session").
+      // The daemon's scheduling context under the table (README "Fair share": the daemon's session).
       if (!asJson()) {
         const line = daemonLine(await call('ping'));
         if (line) console.log(line);
