@@ -8,6 +8,15 @@
 # `base`: before/after in one run); builds older than the flow cache get no
 # flowCache key unless VSWITCH_BENCH_FLOWCACHE is set.
 # `exec` keeps the PID anchors.sh recorded, so its CPU accounting sees node.
+# Its own session (setsid), as the peers run: vde_switch -d and ovs-vswitchd
+# --detach daemonize (setsid), systemd and Docker start a service in its own
+# session. With the kernel's autogroups (sched_autogroup_enabled, cgroup v1's
+# root cpu group here) each session is one scheduling group: a daemon left in the
+# bench's session shares one group's CPU with the bench's own load (trafgen,
+# iperf3, the --busy spinner), while the peers get a group each (bench/README.md
+# "Busy host: the session"). VSWITCH_BENCH_SESSION=inherit keeps the caller's
+# session (run.sh's topology `ours-insession`). setsid(1) forks when its caller
+# leads a process group, which would change the PID: then the session is kept.
 set -eu
 dir=$1 tap1=$2 tap2=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,5 +35,10 @@ $fcline
       $tap2: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
 YAML
 rm -f "$dir/s"
-exec node ${VSWITCH_BENCH_NODE_ARGS:-} "$js" daemon --config "$dir/c.yaml" \
+setsid=""
+if [ "${VSWITCH_BENCH_SESSION:-own}" = own ]; then
+  if [ "$(ps -o pgid= -p $$ | tr -d ' ')" != "$$" ]; then setsid=setsid
+  else echo "ours.sh: leads its process group, setsid would fork: the daemon keeps the caller's session" >&2; fi
+fi
+exec $setsid node ${VSWITCH_BENCH_NODE_ARGS:-} "$js" daemon --config "$dir/c.yaml" \
   --socket "$dir/s" --metrics off --state-dir "$dir/state" --log-level warn

@@ -10,6 +10,8 @@
 # the medians and the ratios vswitch/peer, and the issue's targets.
 # Topology `ours-fc`: the same with the bridge's flow cache on (README "Flow
 # cache"); run beside `ours` in the same rounds, it gets its own table and targets.
+# Topology `ours-insession`: `ours` left in the bench's session (ours.sh runs the
+# daemon in its own, as the peers daemonize; bench/README.md "Busy host: the session").
 # Topologies `base` and `base-fc`: `ours` / `ours-fc` with another build's daemon
 # (BASE_JS=<tree>/packages/cli/dist/main.js), for a same-run A/B of two builds.
 # Default topologies: ours kbridge vde ovs-tap ovs-tap-tso pasta; 3 rounds
@@ -22,9 +24,10 @@
 # (bench/busy/lib.sh: `one` = one unpinned process spinning, `half` = both
 # cores ~50 % busy), the load started before the switch is set up and stopped
 # after its teardown, so each peer sees the same load; variants and topologies
-# interleaved (anchors.sh -r 1 per configuration, the variants' order
-# alternating per round). The report prints each variant's table, then quiet
-# and busy side by side with the ratios vswitch/peer of each.
+# interleaved (anchors.sh's run_topo per configuration, sourced under one hold of
+# its lock for the whole run; the variants' order alternating per round). The
+# report prints each variant's table, then quiet and busy side by side with the
+# ratios vswitch/peer of each.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -74,7 +77,9 @@ export BA_OURS_CMD="bash $here/ours.sh @DIR@ @TAP1@ @TAP2@"
 # inherits through the environment (export -f), calling its own tapsw_up.
 export BA_OURS_FC_CMD="env VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
 topo_ours_fc_up() { tapsw_up "$BA_OURS_FC_CMD" "" 0; }
-export -f topo_ours_fc_up
+export BA_OURS_INSESSION_CMD="env VSWITCH_BENCH_SESSION=inherit $BA_OURS_CMD"
+topo_ours_insession_up() { tapsw_up "$BA_OURS_INSESSION_CMD" "" 0; }
+export -f topo_ours_fc_up topo_ours_insession_up
 if [ -n "${BASE_JS:-}" ]; then
   [ -f "$BASE_JS" ] || { echo "bench/run.sh: BASE_JS=$BASE_JS: no such file" >&2; exit 1; }
   export BA_BASE_CMD="env VSWITCH_BENCH_JS=$BASE_JS $BA_OURS_CMD"
@@ -91,11 +96,27 @@ if [ -z "$busy" ]; then
   exit 0
 fi
 
-# ---- --busy: one anchors.sh run per configuration, the load around it ----
+# ---- --busy: anchors.sh's run_topo per configuration, the load around it ----
 . "$here/busy/lib.sh"
 busy_build "$out"
 for m in $busy; do case $m in one|half) ;; *) echo "bench/run.sh: --busy takes one, half or one,half" >&2; exit 2 ;; esac; done
-trap 'for p in "${BUSY_PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$out"' EXIT
+# One lock for the whole run, as bench/fair/run.sh holds it: anchors.sh's helpers are
+# sourced (zero rounds) and each configuration is its run_topo. Taking the lock per
+# configuration (one anchors.sh run each) lost nearly every race to the other benches'
+# blocked waiters: the lock is free between two configurations. The lock is held on fd 8
+# (a blocking wait); anchors.sh opens its own fd 9 on the file and its `flock -n 9`
+# would conflict with ours, so while it is sourced `flock -n 9` is answered here.
+exec 8>/tmp/bA.anchors.lock
+echo "bench/run.sh: waiting for the anchors lock" >&2
+flock -w 7200 8 || { echo "bench/run.sh: the anchors lock stayed held" >&2; exit 1; }
+flock() { if [ "$*" = "-n 9" ]; then return 0; fi; command flock "$@"; }
+OPTIND=1
+export BA_QUIET_BUDGET=0  # run.sh waits for quiet itself (quiet_wait), before the load starts
+# shellcheck disable=SC1090
+source "$anchors" -r 0 none >/dev/null
+unset -f flock
+set +e
+trap 'for p in "${BUSY_PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$out"; on_exit' EXIT
 trap 'exit 130' INT TERM
 printf 'round\ttopo\tmetric\tvalue\tvariant\n' > "$out/raw.tsv"
 printf '0\tmeta\tloadavg_start\t%s\tall\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/raw.tsv"
@@ -107,25 +128,20 @@ for r in $(seq "$rounds"); do
   [ $((r % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$variants" | tac | tr '\n' ' ')
   for t in $topos; do
     for v in $order; do
-      # Another run of anchors.sh (or of a bench built on it) may hold its lock between
-      # two of ours: wait for it rather than lose the configuration (and retry below if
-      # it took the lock first after all).
-      while ! flock -n /tmp/bA.anchors.lock true; do sleep 1; done
       quiet_wait; bg=$QUIET_BG
+      BUSY_CORES=""
       [ "$v" = quiet ] || busy_start "$v"
       la=$(cut -d' ' -f1 /proc/loadavg)
-      for try in 1 2 3; do  # anchors.sh writes part.tsv when it ran; not when the lock was taken first
-        BA_QUIET_BUDGET=0 bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
-        [ -s "$out/part.tsv" ] && break
-        while ! flock -n /tmp/bA.anchors.lock true; do sleep 1; done
-      done
-      BUSY_CORES=""
+      printf 'round\ttopo\tmetric\tvalue\n' > "$out/part.tsv"
+      RAW=$out/part.tsv ROUND=1
+      run_topo "$t" >>"$out/anchors.txt" 2>&1
       [ "$v" = quiet ] || busy_stop
       { { tail -n +2 "$out/part.tsv" 2>/dev/null || true; } | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" '$2 != "meta" {$1 = r; print $0, v}'
         printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" pre_busy_pct "$bg" "$v" "$r" "$t" loadavg1 "$la" "$v"
         [ -n "$BUSY_CORES" ] && printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" load_cores "$BUSY_CORES" "$v"
       } >> "$out/raw.tsv"
       rm -f "$out/part.tsv"
+      [ -n "$raw" ] && cp "$out/raw.tsv" "$raw"  # what is done so far survives an interrupted run
       echo "bench/run.sh: round $r $t $v done (others ${bg} % busy before; loadavg $la${BUSY_CORES:+; load got $BUSY_CORES cores})" >&2
     done
   done

@@ -36,6 +36,20 @@ function expectOneLineError(r: CliResult, code: number | 'nonzero', what: string
   return lines[0];
 }
 
+describe('ownSession at start', () => {
+  it('the daemon leads a session of its own from the start and says so in daemon_started', async () => {
+    const o = await startDaemon({ ownSession: true, bridges: {} });
+    try {
+      const pid = o.proc.pid!;
+      expect(Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[3])).toBe(pid);
+      expect(o.logsMatching('daemon_started')[0].obj).toMatchObject({ session: { pid, sid: pid, own: true } });
+      expect(o.logsMatching('own_session_failed')).toHaveLength(0);
+    } finally {
+      await o.stop();
+    }
+  });
+});
+
 describe('vswitch CLI against a running daemon', () => {
   let d: Daemon;
 
@@ -79,6 +93,27 @@ describe('vswitch CLI against a running daemon', () => {
     writeFileSync(d.configFile, readFileSync(d.configFile, 'utf8').replace(/^nice: -10$/m, 'nice: -5'));
     expect((await d.ok(['reload'])).stdout).toMatch(/nice -10 -> -5/);
     expect(niceOf()).toBe(-5);
+  });
+
+  it('ownSession: off by default the daemon stays in its starter\'s session; a reload that turns it on gives it its own, said by show', async () => {
+    // /proc/PID/stat field 6: the session id (the name in field 2 has no ') ' here).
+    const sidOf = (pid: number | 'self'): number => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[3]);
+    const pid = d.proc.pid!;
+    expect(sidOf(pid)).toBe(sidOf('self'));
+    expect(d.logsMatching('daemon_started')[0].obj.session).toMatchObject({ pid, sid: sidOf('self'), own: false });
+    expect((await d.ok(['show'])).stdout).toMatch(new RegExp(`daemon: pid ${pid}, in its starter's session ${sidOf('self')}.*nice -?\\d+`));
+    writeFileSync(d.configFile, `ownSession: true\n${readFileSync(d.configFile, 'utf8')}`);
+    expect((await d.ok(['reload'])).stdout).toMatch(new RegExp(`session ${sidOf('self')} -> ${pid}`));
+    expect(sidOf(pid)).toBe(pid);
+    expect((await d.ok(['show'])).stdout).toMatch(new RegExp(`daemon: pid ${pid}, own session`));
+    // Its own scheduling group where the kernel groups tasks by session.
+    let mine: string | undefined;
+    try { mine = readFileSync('/proc/self/autogroup', 'utf8').split(' ')[0]; } catch { mine = undefined; }
+    if (mine !== undefined) expect(readFileSync(`/proc/${pid}/autogroup`, 'utf8').split(' ')[0]).not.toBe(mine);
+    // A session cannot be left: removing the key changes nothing.
+    writeFileSync(d.configFile, readFileSync(d.configFile, 'utf8').replace(/^ownSession: true\n/m, ''));
+    expect((await d.ok(['reload'])).stdout).not.toMatch(/session/);
+    expect(sidOf(pid)).toBe(pid);
   });
 
   it('--socket works as well as VSWITCH_SOCKET', async () => {

@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { buildProgram, dupText, evpnGr, evpnLimit, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
+import { buildProgram, daemonLine, dupText, evpnGr, evpnLimit, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
 import { commandTree, leafCommands } from './docs.js';
 import { VERSION } from './version.js';
 
@@ -129,6 +129,20 @@ describe('packages/cli/README.md verb table', () => {
       return true;
     });
     expect(unknown).toEqual([]);
+  });
+});
+
+describe('show\'s daemon line', () => {
+  it('says whether the daemon has a session (scheduling group) of its own, and its nice', () => {
+    expect(daemonLine({ pid: 9, nice: -10, session: { pid: 9, sid: 9, own: true, autogroup: '/autogroup-31 nice 0' } }))
+      .toBe('daemon: pid 9, own session, /autogroup-31, nice -10');
+    expect(daemonLine({ pid: 9, nice: 0, session: { pid: 9, sid: 4, own: false, autogroup: null } }))
+      .toBe('daemon: pid 9, in its starter\'s session 4 (ownSession: true for its own), nice 0');
+  });
+  it('prints nothing for a daemon that does not say (an older build)', () => {
+    expect(daemonLine({ pid: 9, version: '1' })).toBe('');
+    expect(daemonLine('pong')).toBe('');
+    expect(daemonLine(null)).toBe('');
   });
 });
 

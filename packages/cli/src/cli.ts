@@ -87,6 +87,16 @@ function need(w: Record<string, string | true>, key: string, usage: string): str
   return v;
 }
 
+/** `show`'s last line: the daemon's session (its scheduling group) and nice, from `ping`; '' for a daemon too old to say. */
+export function daemonLine(ping: unknown): string {
+  const p = ping as { pid?: number; nice?: number; session?: { sid: number; own: boolean; autogroup: string | null } } | null;
+  if (!p || typeof p !== 'object' || !p.session) return '';
+  const s = p.session;
+  const group = s.autogroup ? `, ${s.autogroup.split(' ')[0]}` : '';
+  const where = s.own ? `own session${group}` : `in its starter's session ${s.sid}${group} (ownSession: true for its own)`;
+  return `daemon: pid ${p.pid}, ${where}, nice ${p.nice}`;
+}
+
 function print(data: unknown, asJson: boolean, render: (d: any) => string): void {
   process.stdout.write(asJson ? JSON.stringify(data, null, 2) + '\n' : render(data));
 }
@@ -492,6 +502,11 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
         ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
           p.state === 'down' ? `down (${p.downReason})` : p.blocked ? `shut (${p.blocked})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.empty ? '' : portOptions(p),
           p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection, b.readQuantum) + (b.flowCache ? ', flow-cache on' : '') : '']))));
+      // The daemon's scheduling context under the table (README "Fair share": the daemon's session).
+      if (!asJson()) {
+        const line = daemonLine(await call('ping'));
+        if (line) console.log(line);
+      }
     });
 
   completes(program.command('showmacs').argument('<bridge>').addOption(json()).description('show the MAC table of a bridge'), 'bridges')

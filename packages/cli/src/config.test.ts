@@ -47,6 +47,13 @@ describe('config', () => {
     expect(errorOf('control: { maxRequestBytes: 10 }\n')).toMatch(/control\.maxRequestBytes/);
   });
 
+  it('ownSession: unset by default, a boolean', () => {
+    expect(defaultConfig().ownSession).toBeUndefined();
+    expect(parseConfig('ownSession: true\n', F).ownSession).toBe(true);
+    expect(errorOf('ownSession: 1\n')).toMatch(/ownSession/);
+    expect(errorOf('ownSession: own\n')).toMatch(/ownSession/);
+  });
+
   it('nice (the forwarding loop\'s thread): unset by default, -20 to 19', () => {
     expect(defaultConfig().nice).toBeUndefined();
     expect(parseConfig('nice: -10\n', F).nice).toBe(-10);

@@ -418,6 +418,8 @@ export const ConfigSchema = z.strictObject({
   }).default({ level: 'info' }),
   /** Nice value of the forwarding loop's thread (daemon/priority.ts); unset: as started (the systemd unit: -10). */
   nice: z.number().int().min(-20).max(19).optional(),
+  /** true: the daemon starts a session of its own (setsid), its own scheduling group under autogroups (daemon/session.ts); unset: as started. */
+  ownSession: z.boolean().optional(),
   bridges: z.record(BridgeName, BridgeSchema).default({}),
   routers: z.record(BridgeName, RouterSchema).default({}),
   /** The daemon as a VXLAN tunnel endpoint (vxlan-config.ts). */

@@ -1522,6 +1522,25 @@ static napi_value js_if_index(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/*
+ * setsid(): the daemon's own session, hence its own scheduling group when the kernel
+ * groups by session (autogroups: CONFIG_SCHED_AUTOGROUP, tasks in the root cpu
+ * cgroup). Node has no setsid; the daemon's `ownSession` (cli/daemon/session.ts) is
+ * the caller. Returns the new session id; throws EPERM when the process leads a
+ * process group (it cannot start a session without a fork, which Node cannot do).
+ */
+static napi_value js_setsid(napi_env env, napi_callback_info info) {
+  napi_value v;
+  (void)info;
+  pid_t sid = setsid();
+  if (sid < 0) {
+    throw_errno(env, "setsid", NULL, errno);
+    return NULL;
+  }
+  CHECK(napi_create_int32(env, (int32_t)sid, &v));
+  return v;
+}
+
 /* ---------- stats ---------- */
 
 static napi_value js_stats(napi_env env, napi_callback_info info) {
@@ -2024,6 +2043,7 @@ NAPI_MODULE_INIT() {
     FN("close", js_close),
     FN("setLinkUp", js_set_link_up),
     FN("ifIndex", js_if_index),
+    FN("setsid", js_setsid),
     FN("stats", js_stats),
     FN("segmentForTest", js_segment_for_test),
     FN("setQuantum", js_set_quantum),

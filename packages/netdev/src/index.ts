@@ -236,6 +236,7 @@ interface Native {
   close(handle: number): void;
   setLinkUp(name: string, up: boolean): void;
   ifIndex(name: string): number;
+  setsid(): number;
   stats(): Stats;
   segmentForTest(vnetHdr: Uint8Array, frame: Uint8Array, vlanTci?: number, vlanTpid?: number): Buffer[];
   setQuantum(handle: number, bytes: number): void;
@@ -449,6 +450,8 @@ export function close(handle: number): void {
 }
 export const setLinkUp: Native['setLinkUp'] = native.setLinkUp;
 export const ifIndex: Native['ifIndex'] = native.ifIndex;
+/** setsid(2) for this process: returns the new session id; throws (code EPERM) if it leads a process group. */
+export const setsid: Native['setsid'] = native.setsid;
 export const stats: Native['stats'] = native.stats;
 /**
  * Test hook: run one received frame (with its 10-byte virtio_net_hdr, and an

@@ -6,7 +6,9 @@ import { BOND_MODES, DROP_REASONS, formatMac, type Bridge, type Port, type VlanS
 import { BOND_SPEC_DEFAULTS, type BondSpec, bondViews } from './bond-port.js';
 import { VswitchError } from '../errors.js';
 import { formatIp4 } from '@vswitch/switch';
+import os from 'node:os';
 import { VERSION } from '../version.js';
+import { sessionInfo } from './session.js';
 import { DNS_DROP_REASONS, DNS_RESULTS } from '@vswitch/nat';
 import { Stream } from './control.js';
 import type { ManagedRouter } from './routers.js';
@@ -199,7 +201,7 @@ const GUARD_MODES: Record<string, GuardSwitches> = {
 };
 
 export const handlers: Record<string, Handler> = {
-  ping: () => ({ pid: process.pid, version: VERSION }),
+  ping: () => ({ pid: process.pid, version: VERSION, session: sessionInfo(), nice: os.getPriority(0) }),
 
   addbr: (sw, a) => {
     sw.addBridge(str(a, 'bridge'));

@@ -17,7 +17,7 @@ import os from 'node:os';
 import { type Config, defaultConfig, loadConfig } from '../config.js';
 import { VswitchError } from '../errors.js';
 import { DEFAULT_SOCKET } from '../client.js';
-import { notify as sendNotify } from '@vswitch/netdev';
+import { notify as sendNotify, setsid } from '@vswitch/netdev';
 import { SOCKETS } from '@vswitch/nat';
 import { type ControlLimits, type ControlServer, listenControl, lookupCommand, prepareControlPath } from './control.js';
 import { startMetrics, type MetricsLimits, type MetricsServer, type ReloadStatus } from './metrics.js';
@@ -26,6 +26,7 @@ import { foldAddonFlowCache } from '@vswitch/switch/ports';
 import { type Logger, type LogLevel, makeLogger } from './log.js';
 import { hostKey } from './machine-id.js';
 import { applyNice } from './priority.js';
+import { applyOwnSession, sessionInfo } from './session.js';
 import { Vswitch } from './service.js';
 
 export { DEFAULT_SOCKET };
@@ -52,6 +53,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const log = makeLogger(opts.logLevel ?? cfg.log.level);
   const niceWas = os.getPriority(0);
   applyNice(cfg.nice, log);
+  const sessionWas = sessionInfo().sid;
+  applyOwnSession(cfg.ownSession, log, setsid);
   const socketPath = opts.socket ?? process.env.VSWITCH_SOCKET ?? cfg.control.socket ?? DEFAULT_SOCKET;
   // Refused before anything is built: a second daemon must not touch the first one's TAPs.
   await prepareControlPath(socketPath);
@@ -76,6 +79,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       if (opts.stateDir) next.stateDir = opts.stateDir;
       const changes = sw.reload(next);
       changes.push(...applyNice(next.nice, log));
+      changes.push(...applyOwnSession(next.ownSession, log, setsid));
       changes.push(...metrics?.configure(metricsLimits(next)) ?? [], ...control?.configure(controlLimits(next)) ?? []);
       if (!opts.logLevel && log.level !== next.log.level) {
         log.level = next.log.level;
@@ -127,7 +131,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const limit = fdLimit();
   log.info({
     event: 'daemon_started', config: opts.config ?? '(built-in default)', socket: socketPath, bridges: [...sw.bridges.keys()],
-    fdLimit: limit, control: controlLimits(cfg), nice: os.getPriority(0), niceWas,
+    fdLimit: limit, control: controlLimits(cfg), nice: os.getPriority(0), niceWas, session: sessionInfo(), sessionWas,
   }, 'daemon_started');
   const needed = fdsNeeded(cfg, metrics !== undefined);
   if (typeof limit === 'number' && limit < needed) {
