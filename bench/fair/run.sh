@@ -17,6 +17,10 @@
 #   ours-off    the same with `readQuantum: off` (the read loop before the fair share:
 #               every readable port drains up to 256 frames per turn)
 #   ours-Q      the same with readQuantum Q (e.g. ours-64kb, ours-1mb), to choose the default
+#   ours-frames the same with `readShare: frames` (each port reads up to readFrames frames
+#               per round whatever their size, the default readFrames)
+#   ours-fN     the same with readFrames N (e.g. ours-f8, ours-f32), to choose the default
+#   ours-bytes  the same with `readShare: bytes` (the byte quantum, whatever the default share)
 #   ours-gc1    ours with node --single-threaded-gc (a collection does not wait for V8's
 #               helper threads, which on a busy host wait for a CPU too)
 #   ours-fc     ours with the bridge's flow cache on (`flowCache: true`, README "Flow cache"):
@@ -89,7 +93,7 @@ taps_move() {
   IFS4=(x bAt1 bAt2 bAt3 bAt4)
 }
 
-up_ours() {  # up_ours QUANTUM ("" = the default) FLOWCACHE(true|false) [NODE_FLAG ...]
+up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the read share) FLOWCACHE(true|false) [NODE_FLAG ...]
   local q=$1 fc=$2
   shift 2
   vms_add && ip netns add $NSW || return 1
@@ -98,7 +102,13 @@ up_ours() {  # up_ours QUANTUM ("" = the default) FLOWCACHE(true|false) [NODE_FL
   {
     echo "bridges:"
     echo "  br0:"
-    [ -n "$q" ] && echo "    readQuantum: \"$q\""
+    case $q in
+      "") ;;
+      frames) echo "    readShare: frames" ;;
+      frames:*) echo "    readShare: frames"; echo "    readFrames: ${q#frames:}" ;;
+      bytes) echo "    readShare: bytes" ;;
+      *) echo "    readQuantum: \"$q\"" ;;
+    esac
     [ "$fc" = true ] && echo "    flowCache: true"
     echo "    ports:"
     for i in 1 2 3 4; do echo "      bAt$i: { type: tap, vlan: { mode: access, vid: 1 } }"; done
@@ -144,6 +154,9 @@ topo_up() {
     ours-off) up_ours off false ;;
     ours-gc1) up_ours "" false --single-threaded-gc ;;
     ours-fc) up_ours "" true ;;
+    ours-frames) up_ours frames false ;;
+    ours-bytes) up_ours bytes false ;;
+    ours-f[0-9]*) local t=${1%@*}; up_ours "frames:${t#ours-f}" false ;;
     ours-*) up_ours "${1#ours-}" false ;;
     kbridge) up_kbridge ;;
     ovs-tso) up_ovs true ;;

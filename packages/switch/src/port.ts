@@ -67,10 +67,11 @@ export interface PortIo {
   /** send2 with the frame's virtio_net_hdr at a[aoff-VNET_HDR_LEN, aoff). */
   send2Vnet?(a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number): number;
   /**
-   * This port's share of each read-loop round, in bytes (fair.ts; 0: no limit). Ports
-   * read by the addon's loop take it; others (sockets, the router) have no such loop.
+   * This port's share of each read-loop round (fair.ts; 0: no limit), in bytes, or in
+   * frames when `frames` (`readShare: frames`). Ports read by the addon's loop take
+   * it; others (sockets, the router) have no such loop.
    */
-  setReadQuantum?(bytes: number): void;
+  setReadQuantum?(quantum: number, frames?: boolean): void;
   /** Read-loop rounds in which the port had more frames waiting than its quantum took (ports read by the addon). */
   readonly readRoundsFull?: number;
   /** Release everything (fd, device unless persistent). Idempotent. */
