@@ -10,6 +10,9 @@
  * - `bridge set br0 read-quantum off|64kb` reaches the read loop at runtime: with the
  *   quantum off a full round is a 256-frame batch, with 256kb about 16 frames, so the
  *   full rounds per frame forwarded differ by far more than 4x; bad values exit 2.
+ * - `bridge set br0 read-share frames read-frames 4` does too: the flooding port
+ *   reads 4 frames a round (a full round per ~4 frames forwarded, ~16 with 256kb);
+ *   `show` says `read-share frames 4`; a bad share or count exits 2 naming its key.
  * Bounds are generous (loss, ratios): the bench carries the latency figures
  * (bench/fair/run.sh, bench/README.md).
  */
@@ -32,6 +35,16 @@ async function fullRounds(port: string): Promise<number> {
     if (line.startsWith('vswitch_port_read_rounds_full_total{') && line.includes(`port="${port}"`)) return Number(line.split(' ').at(-1));
   }
   throw new Error(`no vswitch_port_read_rounds_full_total for ${port}`);
+}
+
+/** Full rounds of vm1 per frame vm2 received, during a 3 s flood. */
+async function perFrame(): Promise<number> {
+  const f1 = await fullRounds(names.vm1);
+  const rx2 = await rxPackets(vms.vm2);
+  const f = flood(3);
+  await sleep(3300);
+  await f.stop();
+  return ((await fullRounds(names.vm1)) - f1) / Math.max(1, (await rxPackets(vms.vm2)) - rx2);
 }
 
 async function rxPackets(vm: Vm): Promise<number> {
@@ -87,15 +100,6 @@ describe('fair share of the read loop under a flood', () => {
   }, 60_000);
 
   it('bridge set read-quantum reaches the read loop at runtime; bad values are refused', async () => {
-    /** Full rounds of vm1 per frame vm2 received, during a 3 s flood. */
-    const perFrame = async (): Promise<number> => {
-      const f1 = await fullRounds(names.vm1);
-      const rx2 = await rxPackets(vms.vm2);
-      const f = flood(3);
-      await sleep(3300);
-      await f.stop();
-      return ((await fullRounds(names.vm1)) - f1) / Math.max(1, (await rxPackets(vms.vm2)) - rx2);
-    };
     const on = await perFrame();
     await d.ok(['bridge', 'set', 'br0', 'read-quantum', 'off']);
     expect((await d.showJson()).find((b: any) => b.name === 'br0').readQuantum).toBe(0);
@@ -112,6 +116,30 @@ describe('fair share of the read loop under a flood', () => {
     expect(r.stderr).toMatch(/read quantum must be 0 \(off\) or 16384-67108864 bytes/);
     expect((await d.cli(['bridge', 'set', 'br0', 'read-quantum', 'lots'])).code).toBe(2);
     expect((await d.showJson()).find((b: any) => b.name === 'br0').readQuantum).toBe(65536);
+    expect(await pingUntil(vms.vm3.ns, vms.vm4.ip)).toBe(true);
+  }, 60_000);
+
+  it('bridge set read-share frames reaches the read loop: the flooding port reads read-frames frames a round', async () => {
+    await d.ok(['bridge', 'set', 'br0', 'read-share', 'bytes', 'read-quantum', '256kb']);
+    const bytes = await perFrame();
+    await d.ok(['bridge', 'set', 'br0', 'read-share', 'frames', 'read-frames', '4']);
+    const br = (await d.showJson()).find((b: any) => b.name === 'br0');
+    expect([br.readShare, br.readFrames, br.readQuantum]).toEqual(['frames', 4, 256 * 1024]);
+    expect((await d.ok(['show'])).stdout).toMatch(/read-share frames 4/);
+    const frames = await perFrame();
+    console.log(`full rounds per forwarded frame: 256kb ${bytes.toFixed(4)}, 4 frames ${frames.toFixed(4)}`);
+    // 4 frames a round: ~1/4 of the frames end a full round, against ~1/16 with 256kb.
+    expect(frames).toBeGreaterThan(0.15);
+    expect(frames).toBeGreaterThan(2 * bytes);
+    const r = await d.cli(['bridge', 'set', 'br0', 'read-share', 'packets']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/readShare must be bytes or frames, got packets/);
+    const r2 = await d.cli(['bridge', 'set', 'br0', 'read-frames', '5000']);
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toMatch(/readFrames must be 0 \(off\) or 1-4096 frames/);
+    expect((await d.showJson()).find((b: any) => b.name === 'br0').readFrames).toBe(4);
+    await d.ok(['bridge', 'set', 'br0', 'read-share', 'bytes']);
+    expect((await d.ok(['show'])).stdout).toMatch(/read-quantum 256kb/);
     expect(await pingUntil(vms.vm3.ns, vms.vm4.ip)).toBe(true);
   }, 60_000);
 });
