@@ -6,10 +6,12 @@
  * - While it floods, vm3 pings vm4 (200 at 20 ms) and gets all but a few replies;
  *   the flood reaches vm2 (it gets its share, not nothing); the flooding port's
  *   `vswitch_port_read_rounds_full_total` climbs (rounds where it had more than its
- *   share), the pinging port's does not; `show` has the bridge's read quantum.
- * - `bridge set br0 read-quantum off|64kb` reaches the read loop at runtime: with the
- *   quantum off a full round is a 256-frame batch, with 256kb about 16 frames, so the
- *   full rounds per frame forwarded differ by far more than 4x; bad values exit 2.
+ *   share), the pinging port's does not; `show` has the bridge's read share (the
+ *   default: 16 frames a round).
+ * - `bridge set br0 read-share bytes read-quantum off|64kb` reaches the read loop at
+ *   runtime: with the quantum off a full round is a 256-frame batch, with the default
+ *   16 frames, so the full rounds per frame forwarded differ by far more than 4x; bad
+ *   values exit 2.
  * - `bridge set br0 read-share frames read-frames 4` does too: the flooding port
  *   reads 4 frames a round (a full round per ~4 frames forwarded, ~16 with 256kb);
  *   `show` says `read-share frames 4`; a bad share or count exits 2 naming its key.
@@ -76,8 +78,9 @@ afterAll(async () => {
 describe('fair share of the read loop under a flood', () => {
   it('a flooding VM gets its share and no more: another pair keeps pinging', async () => {
     const br = (await d.showJson()).find((b: any) => b.name === 'br0');
-    expect(br.readQuantum).toBe(256 * 1024);
-    expect((await d.ok(['show'])).stdout).toMatch(/read-quantum 256kb/);
+    // The default share: 16 frames a round (readShare: frames); the byte quantum is kept beside it.
+    expect([br.readShare, br.readFrames, br.readQuantum]).toEqual(['frames', 16, 256 * 1024]);
+    expect((await d.ok(['show'])).stdout).toMatch(/read-share frames 16/);
     const f1 = await fullRounds(names.vm1);
     const f3 = await fullRounds(names.vm3);
     const rx2 = await rxPackets(vms.vm2);
@@ -100,13 +103,13 @@ describe('fair share of the read loop under a flood', () => {
   }, 60_000);
 
   it('bridge set read-quantum reaches the read loop at runtime; bad values are refused', async () => {
-    const on = await perFrame();
-    await d.ok(['bridge', 'set', 'br0', 'read-quantum', 'off']);
+    const on = await perFrame(); // the default: 16 frames a round
+    await d.ok(['bridge', 'set', 'br0', 'read-share', 'bytes', 'read-quantum', 'off']);
     expect((await d.showJson()).find((b: any) => b.name === 'br0').readQuantum).toBe(0);
     expect((await d.ok(['show'])).stdout).toMatch(/read-quantum off/);
     const off = await perFrame();
-    console.log(`full rounds per forwarded frame: quantum 256kb ${on.toFixed(4)}, off ${off.toFixed(4)}`);
-    // ~1/16 with 256kb (16 minimum-size frames a round), at most 1/256 with the quantum off.
+    console.log(`full rounds per forwarded frame: 16 frames ${on.toFixed(4)}, off ${off.toFixed(4)}`);
+    // ~1/16 with 16 frames a round, at most 1/256 with the quantum off.
     expect(on).toBeGreaterThan(4 * off);
     expect(on).toBeLessThan(0.2);
     await d.ok(['bridge', 'set', 'br0', 'read-quantum', '64kb']);

@@ -13,10 +13,11 @@
 # quiet, and better than both peers.
 #
 # Topologies (round-robin over the rounds, each set up afresh per round):
-#   ours        vswitch, one bridge with four TAP ports (the default read quantum)
-#   ours-off    the same with `readQuantum: off` (the read loop before the fair share:
+#   ours        vswitch, one bridge with four TAP ports (the default read share: since s26
+#               `readShare: frames`, 16 frames a round)
+#   ours-off    the same with `readShare: bytes`, `readQuantum: off` (the read loop before the fair share:
 #               every readable port drains up to 256 frames per turn)
-#   ours-Q      the same with readQuantum Q (e.g. ours-64kb, ours-1mb), to choose the default
+#   ours-Q      the same with `readShare: bytes` and readQuantum Q (e.g. ours-64kb, ours-1mb)
 #   ours-frames the same with `readShare: frames` (each port reads up to readFrames frames
 #               per round whatever their size, the default readFrames)
 #   ours-fN     the same with readFrames N (e.g. ours-f8, ours-f32), to choose the default
@@ -107,7 +108,7 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
       frames) echo "    readShare: frames" ;;
       frames:*) echo "    readShare: frames"; echo "    readFrames: ${q#frames:}" ;;
       bytes) echo "    readShare: bytes" ;;
-      *) echo "    readQuantum: \"$q\"" ;;
+      *) echo "    readShare: bytes"; echo "    readQuantum: \"$q\"" ;; # a byte quantum whatever the default share
     esac
     [ "$fc" = true ] && echo "    flowCache: true"
     echo "    ports:"

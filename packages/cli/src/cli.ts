@@ -572,8 +572,8 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
     .usage('BRIDGE [mac-flap-moves N|off] [mac-flap-hold SECONDS] [bpdu-recovery SECONDS] [read-quantum SIZE|off] [read-share bytes|frames] [read-frames N|off]')
     .description('change a bridge\'s loop protection in place: MAC-flap loop detection (moves of one MAC in a second above which '
       + 'its loop port is blocked; off: no detection) and how long it stays blocked, how long a port shut by the BPDU guard stays shut; '
-      + 'and the read share: what each port may read per round of the read loop (fair share): bytes (read-quantum, 256kb by default) '
-      + 'or frames (read-frames per port per round whatever their size, 32 by default); off: no limit'), bridgeSetKw), 'bridges')
+      + 'and the read share: what each port may read per round of the read loop (fair share): frames, the default (read-frames per '
+      + 'port per round whatever their size, 16 by default), or bytes (read-quantum, 256kb by default); off: no limit'), bridgeSetKw), 'bridges')
     .action(async (name: string, list: string[]) => {
       const w = words(list, bridgeSetKw);
       const args: Record<string, unknown> = { bridge: name };

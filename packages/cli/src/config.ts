@@ -166,11 +166,11 @@ const BridgeSchema = z.strictObject({
     bpduRecovery: HoldSec.optional(),
   }).optional(),
   fdb: z.array(z.strictObject({ mac: Mac, port: IfName, vlan: Vid.optional() })).default([]),
-  /** Each port's share of a read-loop round: bytes or a size ("256kb"), "off" or 0 for no limit (README "Fair share"). */
+  /** Each port's share of a read-loop round under `readShare: bytes`: bytes or a size ("256kb"), "off" or 0 for no limit (README "Fair share"). */
   readQuantum: ReadQuantum.optional(),
-  /** What that share counts: bytes (readQuantum, the default) or frames (readFrames per port per round, whatever their size). */
+  /** What that share counts: frames (readFrames per port per round whatever their size, the default) or bytes (readQuantum). */
   readShare: ReadShareSchema.optional(),
-  /** Frames per port per round under `readShare: frames` (default 32), "off" or 0 for no limit. */
+  /** Frames per port per round under `readShare: frames` (default 16), "off" or 0 for no limit. */
   readFrames: ReadFramesSchema.optional(),
   /** The exact-match flow cache (README "Flow cache"): known unicast between plain ports replayed in the addon; off by default. */
   flowCache: z.boolean().optional(),

@@ -36,8 +36,9 @@ describe('read quantum (the bridge side of the read loop\'s fair share)', () => 
     expect(formatReadQuantum(0)).toBe('off');
   });
 
-  it('a bridge hands its quantum to every port, before it starts and on every change', () => {
+  it('under readShare: bytes a bridge hands its quantum to every port, before it starts and on every change', () => {
     const br = new Bridge('br0');
+    br.setReadShare('bytes');
     const a = io();
     br.addPort('a', a);
     expect(a.quanta).toEqual([READ_QUANTUM_DEFAULT]);
@@ -53,7 +54,7 @@ describe('read quantum (the bridge side of the read loop\'s fair share)', () => 
   });
 
   it('parses the read share and the frame quantum, and a bad value names its key', () => {
-    expect(READ_SHARE_DEFAULT).toBe('bytes');
+    expect([READ_SHARE_DEFAULT, READ_FRAMES_DEFAULT]).toEqual(['frames', 16]);
     expect(parseReadShare('frames')).toBe('frames');
     expect(parseReadShare(' Bytes ')).toBe('bytes');
     expect(() => parseReadShare('packets')).toThrow(/^readShare must be bytes or frames, got packets$/);
@@ -77,26 +78,27 @@ describe('read quantum (the bridge side of the read loop\'s fair share)', () => 
     const br = new Bridge('br0');
     const a = io();
     br.addPort('a', a);
-    expect(br.readShare).toBe(READ_SHARE_DEFAULT);
-    expect(br.readFrames).toBe(READ_FRAMES_DEFAULT);
-    br.setReadShare('frames');
+    expect(br.readShare).toBe('frames');
+    expect(br.readFrames).toBe(16);
+    expect(a.shares).toEqual(['16 frames']);
+    br.setReadShare('bytes');
     const b = io();
     br.addPort('b', b);
-    expect(a.shares.at(-1)).toBe(`${READ_FRAMES_DEFAULT} frames`);
-    expect(b.shares).toEqual([`${READ_FRAMES_DEFAULT} frames`]);
-    br.setReadShare(undefined, 8);
-    expect([a.shares.at(-1), b.shares.at(-1)]).toEqual(['8 frames', '8 frames']);
-    // The byte quantum changed meanwhile is kept for when the share goes back to bytes.
+    expect(a.shares.at(-1)).toBe(`${READ_QUANTUM_DEFAULT} bytes`);
+    expect(b.shares).toEqual([`${READ_QUANTUM_DEFAULT} bytes`]);
     br.setReadQuantum(64 * 1024);
-    expect(b.shares.at(-1)).toBe('8 frames');
-    br.setReadShare('bytes');
     expect([a.shares.at(-1), b.shares.at(-1)]).toEqual([`${64 * 1024} bytes`, `${64 * 1024} bytes`]);
-    expect(br.readFrames).toBe(8);
+    // The frame quantum changed meanwhile is kept for when the share goes back to frames.
+    br.setReadShare(undefined, 8);
+    expect(b.shares.at(-1)).toBe(`${64 * 1024} bytes`);
+    br.setReadShare('frames');
+    expect([a.shares.at(-1), b.shares.at(-1)]).toEqual(['8 frames', '8 frames']);
+    expect(br.readQuantum).toBe(64 * 1024);
     // Bad values change nothing.
     const n = a.shares.length;
-    expect(() => br.setReadShare('frames', 5000)).toThrow(/readFrames must be 0 \(off\) or 1-4096/);
+    expect(() => br.setReadShare('bytes', 5000)).toThrow(/readFrames must be 0 \(off\) or 1-4096/);
     expect(() => br.setReadShare('lots' as 'frames')).toThrow(/readShare must be bytes or frames/);
-    expect(br.readShare).toBe('bytes');
+    expect(br.readShare).toBe('frames');
     expect(a.shares.length).toBe(n);
     br.close();
   });

@@ -64,9 +64,16 @@ export function formatReadQuantum(bytes: number): string {
 /** What a port's share of a read-loop round counts (`readShare`). */
 export type ReadShare = 'bytes' | 'frames';
 export const READ_SHARES: readonly ReadShare[] = ['bytes', 'frames'];
-export const READ_SHARE_DEFAULT: ReadShare = 'bytes';
-/** `readFrames`: each port's frames per round under `readShare: frames` (netdev FAIR_FRAMES_*). */
-export const READ_FRAMES_DEFAULT = 32;
+/**
+ * Frames by default since s26: in two loaded runs of bench/fair (bench/README.md "The
+ * frame share"), 16 frames a round kept C -> D TCP at 0.54x of quiet under A's flood
+ * both times, above the Linux bridge and OVS in the same runs, against 0.40x/0.33x
+ * with the byte quantum, and the lowest noisy ping p50 of the userspace switches.
+ * The VXLAN underlay keeps bytes (vxlan-config.ts).
+ */
+export const READ_SHARE_DEFAULT: ReadShare = 'frames';
+/** `readFrames`: each port's frames per round under `readShare: frames` (netdev FAIR_FRAMES_*); 8, 16, 32, 64 swept. */
+export const READ_FRAMES_DEFAULT = 16;
 export const READ_FRAMES_MIN = 1;
 export const READ_FRAMES_MAX = 4096;
 
