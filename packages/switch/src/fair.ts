@@ -65,10 +65,10 @@ export function formatReadQuantum(bytes: number): string {
 export type ReadShare = 'bytes' | 'frames';
 export const READ_SHARES: readonly ReadShare[] = ['bytes', 'frames'];
 /**
- * Frames by default since s26: in three loaded runs of bench/fair (bench/README.md
- * "The frame share"), 16 frames a round kept C -> D TCP at 0.53-0.54x of quiet under
- * A's flood against 0.33-0.40x with the byte quantum, above the Linux bridge and OVS
- * in two of the three.
+ * Frames by default since s26: in four loaded runs of bench/fair (bench/README.md
+ * "The frame share"), 16 frames a round kept C -> D TCP at 0.48-0.54x of quiet under
+ * A's flood (bytes: 0.33-0.57x, medians over runs 0.535x against 0.385x) and a lower
+ * noisy ping p50/p99 than bytes in three of the four.
  * The VXLAN underlay keeps bytes (vxlan-config.ts).
  */
 export const READ_SHARE_DEFAULT: ReadShare = 'frames';
