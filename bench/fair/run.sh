@@ -158,7 +158,7 @@ topo_up() {
     ours-frames) up_ours frames false ;;
     ours-bytes) up_ours bytes false ;;
     ours-f[0-9]*) local t=${1%@*}; up_ours "frames:${t#ours-f}" false ;;
-    ours-*) up_ours "${1#ours-}" false ;;
+    ours-*) local t=${1%@*}; up_ours "${t#ours-}" false ;; # without the @N suffix
     kbridge) up_kbridge ;;
     ovs-tso) up_ovs true ;;
     ovs) up_ovs false ;;
