@@ -68,7 +68,8 @@ export const READ_SHARES: readonly ReadShare[] = ['bytes', 'frames'];
  * Frames by default since s26: in four loaded runs of bench/fair (bench/README.md
  * "The frame share"), 16 frames a round kept C -> D TCP at 0.48-0.54x of quiet under
  * A's flood (bytes: 0.33-0.57x, medians over runs 0.535x against 0.385x) and a lower
- * noisy ping p50/p99 than bytes in three of the four.
+ * noisy ping p50/p99 than bytes in three of the four; a fifth, every switch at nice
+ * -10, tied them (0.44x, 0.46x). A quiet-machine rerun is due.
  * The VXLAN underlay keeps bytes (vxlan-config.ts).
  */
 export const READ_SHARE_DEFAULT: ReadShare = 'frames';
