@@ -6,10 +6,15 @@
  * - While it floods, vm3 pings vm4 (200 at 20 ms) and gets all but a few replies;
  *   the flood reaches vm2 (it gets its share, not nothing); the flooding port's
  *   `vswitch_port_read_rounds_full_total` climbs (rounds where it had more than its
- *   share), the pinging port's does not; `show` has the bridge's read quantum.
- * - `bridge set br0 read-quantum off|64kb` reaches the read loop at runtime: with the
- *   quantum off a full round is a 256-frame batch, with 256kb about 16 frames, so the
- *   full rounds per frame forwarded differ by far more than 4x; bad values exit 2.
+ *   share), the pinging port's does not; `show` has the bridge's read share (the
+ *   default: 16 frames a round).
+ * - `bridge set br0 read-share bytes read-quantum off|64kb` reaches the read loop at
+ *   runtime: with the quantum off a full round is a 256-frame batch, with the default
+ *   16 frames, so the full rounds per frame forwarded differ by far more than 4x; bad
+ *   values exit 2.
+ * - `bridge set br0 read-share frames read-frames 4` does too: the flooding port
+ *   reads 4 frames a round (a full round per ~4 frames forwarded, ~16 with 256kb);
+ *   `show` says `read-share frames 4`; a bad share or count exits 2 naming its key.
  * Bounds are generous (loss, ratios): the bench carries the latency figures
  * (bench/fair/run.sh, bench/README.md).
  */
@@ -32,6 +37,16 @@ async function fullRounds(port: string): Promise<number> {
     if (line.startsWith('vswitch_port_read_rounds_full_total{') && line.includes(`port="${port}"`)) return Number(line.split(' ').at(-1));
   }
   throw new Error(`no vswitch_port_read_rounds_full_total for ${port}`);
+}
+
+/** Full rounds of vm1 per frame vm2 received, during a 3 s flood. */
+async function perFrame(): Promise<number> {
+  const f1 = await fullRounds(names.vm1);
+  const rx2 = await rxPackets(vms.vm2);
+  const f = flood(3);
+  await sleep(3300);
+  await f.stop();
+  return ((await fullRounds(names.vm1)) - f1) / Math.max(1, (await rxPackets(vms.vm2)) - rx2);
 }
 
 async function rxPackets(vm: Vm): Promise<number> {
@@ -63,8 +78,9 @@ afterAll(async () => {
 describe('fair share of the read loop under a flood', () => {
   it('a flooding VM gets its share and no more: another pair keeps pinging', async () => {
     const br = (await d.showJson()).find((b: any) => b.name === 'br0');
-    expect(br.readQuantum).toBe(256 * 1024);
-    expect((await d.ok(['show'])).stdout).toMatch(/read-quantum 256kb/);
+    // The default share: 16 frames a round (readShare: frames); the byte quantum is kept beside it.
+    expect([br.readShare, br.readFrames, br.readQuantum]).toEqual(['frames', 16, 256 * 1024]);
+    expect((await d.ok(['show'])).stdout).toMatch(/read-share frames 16/);
     const f1 = await fullRounds(names.vm1);
     const f3 = await fullRounds(names.vm3);
     const rx2 = await rxPackets(vms.vm2);
@@ -87,22 +103,13 @@ describe('fair share of the read loop under a flood', () => {
   }, 60_000);
 
   it('bridge set read-quantum reaches the read loop at runtime; bad values are refused', async () => {
-    /** Full rounds of vm1 per frame vm2 received, during a 3 s flood. */
-    const perFrame = async (): Promise<number> => {
-      const f1 = await fullRounds(names.vm1);
-      const rx2 = await rxPackets(vms.vm2);
-      const f = flood(3);
-      await sleep(3300);
-      await f.stop();
-      return ((await fullRounds(names.vm1)) - f1) / Math.max(1, (await rxPackets(vms.vm2)) - rx2);
-    };
-    const on = await perFrame();
-    await d.ok(['bridge', 'set', 'br0', 'read-quantum', 'off']);
+    const on = await perFrame(); // the default: 16 frames a round
+    await d.ok(['bridge', 'set', 'br0', 'read-share', 'bytes', 'read-quantum', 'off']);
     expect((await d.showJson()).find((b: any) => b.name === 'br0').readQuantum).toBe(0);
     expect((await d.ok(['show'])).stdout).toMatch(/read-quantum off/);
     const off = await perFrame();
-    console.log(`full rounds per forwarded frame: quantum 256kb ${on.toFixed(4)}, off ${off.toFixed(4)}`);
-    // ~1/16 with 256kb (16 minimum-size frames a round), at most 1/256 with the quantum off.
+    console.log(`full rounds per forwarded frame: 16 frames ${on.toFixed(4)}, off ${off.toFixed(4)}`);
+    // ~1/16 with 16 frames a round, at most 1/256 with the quantum off.
     expect(on).toBeGreaterThan(4 * off);
     expect(on).toBeLessThan(0.2);
     await d.ok(['bridge', 'set', 'br0', 'read-quantum', '64kb']);
@@ -112,6 +119,30 @@ describe('fair share of the read loop under a flood', () => {
     expect(r.stderr).toMatch(/read quantum must be 0 \(off\) or 16384-67108864 bytes/);
     expect((await d.cli(['bridge', 'set', 'br0', 'read-quantum', 'lots'])).code).toBe(2);
     expect((await d.showJson()).find((b: any) => b.name === 'br0').readQuantum).toBe(65536);
+    expect(await pingUntil(vms.vm3.ns, vms.vm4.ip)).toBe(true);
+  }, 60_000);
+
+  it('bridge set read-share frames reaches the read loop: the flooding port reads read-frames frames a round', async () => {
+    await d.ok(['bridge', 'set', 'br0', 'read-share', 'bytes', 'read-quantum', '256kb']);
+    const bytes = await perFrame();
+    await d.ok(['bridge', 'set', 'br0', 'read-share', 'frames', 'read-frames', '4']);
+    const br = (await d.showJson()).find((b: any) => b.name === 'br0');
+    expect([br.readShare, br.readFrames, br.readQuantum]).toEqual(['frames', 4, 256 * 1024]);
+    expect((await d.ok(['show'])).stdout).toMatch(/read-share frames 4/);
+    const frames = await perFrame();
+    console.log(`full rounds per forwarded frame: 256kb ${bytes.toFixed(4)}, 4 frames ${frames.toFixed(4)}`);
+    // 4 frames a round: ~1/4 of the frames end a full round, against ~1/16 with 256kb.
+    expect(frames).toBeGreaterThan(0.15);
+    expect(frames).toBeGreaterThan(2 * bytes);
+    const r = await d.cli(['bridge', 'set', 'br0', 'read-share', 'packets']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/readShare must be bytes or frames, got packets/);
+    const r2 = await d.cli(['bridge', 'set', 'br0', 'read-frames', '5000']);
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toMatch(/readFrames must be 0 \(off\) or 1-4096 frames/);
+    expect((await d.showJson()).find((b: any) => b.name === 'br0').readFrames).toBe(4);
+    await d.ok(['bridge', 'set', 'br0', 'read-share', 'bytes']);
+    expect((await d.ok(['show'])).stdout).toMatch(/read-quantum 256kb/);
     expect(await pingUntil(vms.vm3.ns, vms.vm4.ip)).toBe(true);
   }, 60_000);
 });

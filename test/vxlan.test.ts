@@ -395,11 +395,16 @@ describe('VXLAN against Linux vxlan devices', () => {
     await reloadWith(d, (cfg) => {
       cfg.vxlan.bridges[BR][0].flood = [UNDER.b];
       cfg.vxlan.readQuantum = '1mb';
+      cfg.vxlan.readShare = 'frames';
+      cfg.vxlan.readFrames = 16;
     });
     let v = await vxlanShow(d);
     expect(v.vnis.map((s: any) => [s.vni, s.flood, s.source])).toEqual([[100, [UNDER.b], 'config'], [200, [UNDER.b], 'runtime'], [300, [], 'runtime']]);
     // The underlay socket's read quantum changes with a reload.
     expect(v.readQuantum).toBe(1024 * 1024);
+    // ... and so does its unit (readShare: frames, readFrames datagrams a round).
+    expect([v.readShare, v.readFrames]).toEqual(['frames', 16]);
+    expect((await d.ok(['vxlan', 'show'])).stdout).toMatch(/ttl 64 read-share frames 16/);
     // Restart (same config, socket and state directory): the CLI's VNIs come back.
     await d.stop();
     const env = { ...process.env };

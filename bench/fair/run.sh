@@ -13,10 +13,15 @@
 # quiet, and better than both peers.
 #
 # Topologies (round-robin over the rounds, each set up afresh per round):
-#   ours        vswitch, one bridge with four TAP ports (the default read quantum)
-#   ours-off    the same with `readQuantum: off` (the read loop before the fair share:
+#   ours        vswitch, one bridge with four TAP ports (the default read share: since s26
+#               `readShare: frames`, 16 frames a round)
+#   ours-off    the same with `readShare: bytes`, `readQuantum: off` (the read loop before the fair share:
 #               every readable port drains up to 256 frames per turn)
-#   ours-Q      the same with readQuantum Q (e.g. ours-64kb, ours-1mb), to choose the default
+#   ours-Q      the same with `readShare: bytes` and readQuantum Q (e.g. ours-64kb, ours-1mb)
+#   ours-frames the same with `readShare: frames` (each port reads up to readFrames frames
+#               per round whatever their size, the default readFrames)
+#   ours-fN     the same with readFrames N (e.g. ours-f8, ours-f32), to choose the default
+#   ours-bytes  the same with `readShare: bytes` (the byte quantum, whatever the default share)
 #   ours-gc1    ours with node --single-threaded-gc (a collection does not wait for V8's
 #               helper threads, which on a busy host wait for a CPU too)
 #   ours-fc     ours with the bridge's flow cache on (`flowCache: true`, README "Flow cache"):
@@ -89,7 +94,7 @@ taps_move() {
   IFS4=(x bAt1 bAt2 bAt3 bAt4)
 }
 
-up_ours() {  # up_ours QUANTUM ("" = the default) FLOWCACHE(true|false) [NODE_FLAG ...]
+up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the read share) FLOWCACHE(true|false) [NODE_FLAG ...]
   local q=$1 fc=$2
   shift 2
   vms_add && ip netns add $NSW || return 1
@@ -98,7 +103,13 @@ up_ours() {  # up_ours QUANTUM ("" = the default) FLOWCACHE(true|false) [NODE_FL
   {
     echo "bridges:"
     echo "  br0:"
-    [ -n "$q" ] && echo "    readQuantum: \"$q\""
+    case $q in
+      "") ;;
+      frames) echo "    readShare: frames" ;;
+      frames:*) echo "    readShare: frames"; echo "    readFrames: ${q#frames:}" ;;
+      bytes) echo "    readShare: bytes" ;;
+      *) echo "    readShare: bytes"; echo "    readQuantum: \"$q\"" ;; # a byte quantum whatever the default share
+    esac
     [ "$fc" = true ] && echo "    flowCache: true"
     echo "    ports:"
     for i in 1 2 3 4; do echo "      bAt$i: { type: tap, vlan: { mode: access, vid: 1 } }"; done
@@ -144,7 +155,10 @@ topo_up() {
     ours-off) up_ours off false ;;
     ours-gc1) up_ours "" false --single-threaded-gc ;;
     ours-fc) up_ours "" true ;;
-    ours-*) up_ours "${1#ours-}" false ;;
+    ours-frames) up_ours frames false ;;
+    ours-bytes) up_ours bytes false ;;
+    ours-f[0-9]*) local t=${1%@*}; up_ours "frames:${t#ours-f}" false ;;
+    ours-*) local t=${1%@*}; up_ours "${t#ours-}" false ;; # without the @N suffix
     kbridge) up_kbridge ;;
     ovs-tso) up_ovs true ;;
     ovs) up_ovs false ;;

@@ -167,6 +167,8 @@ describe('views', () => {
     expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 })).toBe('mac-flap off, bpdu-recovery 60s');
     expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 262144)).toBe('mac-flap off, bpdu-recovery 60s, read-quantum 256kb');
     expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 0)).toBe('mac-flap off, bpdu-recovery 60s, read-quantum off');
+    expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 262144, 'frames', 16)).toBe('mac-flap off, bpdu-recovery 60s, read-share frames 16');
+    expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 262144, 'bytes', 16)).toBe('mac-flap off, bpdu-recovery 60s, read-quantum 256kb');
   });
 
   it('evpn show: a neighbour\'s graceful restart column', () => {

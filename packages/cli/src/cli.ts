@@ -17,7 +17,7 @@ import { DEFAULT_SOCKET, request, stream } from './client.js';
 import { loadConfig, METRICS_LISTEN } from './config.js';
 import { VERSION } from './version.js';
 import { LOG_LEVELS } from './daemon/log.js';
-import { formatReadQuantum, parseRate, parseReadQuantum, parseSize } from '@vswitch/switch';
+import { formatReadShare, parseRate, parseReadFrames, parseReadQuantum, parseReadShare, parseSize, type ReadShare } from '@vswitch/switch';
 
 export { DEFAULT_SOCKET };
 
@@ -218,10 +218,11 @@ export function portSetArgs(list: string[]): Record<string, unknown> {
   return args;
 }
 
-/** `show`'s loop protection column of a bridge. */
-export function loopText(l: { flapMoves: number; flapHoldSec: number; bpduRecoverySec: number } | undefined, readQuantum?: number): string {
+/** `show`'s loop protection column of a bridge, with its read share ("read-quantum 256kb" or "read-share frames 32"). */
+export function loopText(l: { flapMoves: number; flapHoldSec: number; bpduRecoverySec: number } | undefined, readQuantum?: number,
+  readShare?: ReadShare, readFrames?: number): string {
   if (l === undefined) return '';
-  const q = readQuantum === undefined ? '' : `, read-quantum ${formatReadQuantum(readQuantum)}`;
+  const q = readQuantum === undefined ? '' : `, ${formatReadShare(readShare ?? 'bytes', readQuantum, readFrames ?? 0)}`;
   return `${l.flapMoves > 0 ? `mac-flap ${l.flapMoves}/s hold ${l.flapHoldSec}s` : 'mac-flap off'}, bpdu-recovery ${l.bpduRecoverySec}s${q}`;
 }
 
@@ -501,7 +502,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
           ...(b.failed ?? []).map((f: any) => ({ name: f.name, kind: '', state: `failed (${f.reason})`, vlan: null, source: f.source, empty: true })),
         ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
           p.state === 'down' ? `down (${p.downReason})` : p.blocked ? `shut (${p.blocked})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.empty ? '' : portOptions(p),
-          p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection, b.readQuantum) + (b.flowCache ? ', flow-cache on' : '') : '']))));
+          p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection, b.readQuantum, b.readShare, b.readFrames) + (b.flowCache ? ', flow-cache on' : '') : '']))));
       // The daemon's scheduling context under the table (README "Fair share": the daemon's session).
       if (!asJson()) {
         const line = daemonLine(await call('ping'));
@@ -576,14 +577,18 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
 
   const bridge = program.command('bridge').description('bridge options at runtime (kept across restarts, as every change)');
   const bridgeSetKw: KeywordSpec = {
-    values: { 'mac-flap-moves': { name: 'N|off' }, 'mac-flap-hold': { name: 'SECONDS' }, 'bpdu-recovery': { name: 'SECONDS' }, 'read-quantum': { name: 'SIZE|off' } },
+    values: {
+      'mac-flap-moves': { name: 'N|off' }, 'mac-flap-hold': { name: 'SECONDS' }, 'bpdu-recovery': { name: 'SECONDS' }, 'read-quantum': { name: 'SIZE|off' },
+      'read-share': { name: 'bytes|frames' }, 'read-frames': { name: 'N|off' },
+    },
     flags: [],
   };
   completes(keywords(bridge.command('set').argument('<bridge>').argument('<words...>')
-    .usage('BRIDGE [mac-flap-moves N|off] [mac-flap-hold SECONDS] [bpdu-recovery SECONDS] [read-quantum SIZE|off]')
+    .usage('BRIDGE [mac-flap-moves N|off] [mac-flap-hold SECONDS] [bpdu-recovery SECONDS] [read-quantum SIZE|off] [read-share bytes|frames] [read-frames N|off]')
     .description('change a bridge\'s loop protection in place: MAC-flap loop detection (moves of one MAC in a second above which '
       + 'its loop port is blocked; off: no detection) and how long it stays blocked, how long a port shut by the BPDU guard stays shut; '
-      + 'and the read quantum: what each port may read per round of the read loop (fair share; 256kb by default, off: no limit)'), bridgeSetKw), 'bridges')
+      + 'and the read share: what each port may read per round of the read loop (fair share): frames, the default (read-frames per '
+      + 'port per round whatever their size, 16 by default), or bytes (read-quantum, 256kb by default); off: no limit'), bridgeSetKw), 'bridges')
     .action(async (name: string, list: string[]) => {
       const w = words(list, bridgeSetKw);
       const args: Record<string, unknown> = { bridge: name };
@@ -597,7 +602,21 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
           throw new UsageError((e as Error).message);
         }
       }
-      if (Object.keys(args).length === 1) throw new UsageError('nothing to set: mac-flap-moves, mac-flap-hold, bpdu-recovery or read-quantum');
+      if (w['read-share'] !== undefined) {
+        try {
+          args.readShare = parseReadShare(w['read-share']);
+        } catch (e) {
+          throw new UsageError((e as Error).message);
+        }
+      }
+      if (w['read-frames'] !== undefined) {
+        try {
+          args.readFrames = parseReadFrames(w['read-frames'] as string);
+        } catch (e) {
+          throw new UsageError((e as Error).message);
+        }
+      }
+      if (Object.keys(args).length === 1) throw new UsageError('nothing to set: mac-flap-moves, mac-flap-hold, bpdu-recovery, read-quantum, read-share or read-frames');
       await call('bridge.loop', args);
     });
 
@@ -688,7 +707,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
   vxlan.command('show').addOption(json()).description('the VTEP: underlay, MTUs, VNIs with flood lists and counters, remote VTEPs, drops by reason')
     .action(async () => {
       print(await call('vxlan.show'), asJson(), (v) => !v.enabled ? 'vxlan: not configured\n'
-        : `vxlan: local ${v.local}:${v.port}${v.interface ? ` dev ${v.interface}` : ''} underlay MTU ${v.mtu} (VM MTU ${v.vmMtu}) ttl ${v.ttl} read-quantum ${formatReadQuantum(v.readQuantum ?? 0)}\n`
+        : `vxlan: local ${v.local}:${v.port}${v.interface ? ` dev ${v.interface}` : ''} underlay MTU ${v.mtu} (VM MTU ${v.vmMtu}) ttl ${v.ttl} ${formatReadShare(v.readShare ?? 'bytes', v.readQuantum ?? 0, v.readFrames ?? 0)}\n`
         + (v.rxCoalesced ? `offload ${v.offload}: ${v.rxCoalesced.segments} segments coalesced into ${v.rxCoalesced.frames} frames toward TAPs, ${v.rxCoalesced.errors} refused`
           + (v.txGso ? `; ${v.txGso.segments} packets sent in ${v.txGso.sends} UDP GSO sends, ${v.txGso.refused} refused` : '')
           + (v.rxGro ? `; UDP GRO ${v.rxGro.on === false ? 'off' : 'on'}: ${v.rxGro.segments} packets received in ${v.rxGro.bursts} bursts, ${v.rxGro.dropped} dropped` : '') + '\n' : '')

@@ -364,6 +364,11 @@ describe('config: vxlan', () => {
     expect(parseConfig(`${base}  readQuantum: 1mb\n`, F).vxlan!.readQuantum).toBe(1024 * 1024);
     expect(parseConfig(`${base}  readQuantum: "off"\n`, F).vxlan!.readQuantum).toBe(0);
     expect(errorOf(`${base}  readQuantum: 1kb\n`)).toMatch(/vxlan\.readQuantum.*read quantum must be 0 \(off\) or 16384/);
+    // The underlay keeps bytes by default (a bridge's default is frames: vxlan-config.ts says why).
+    expect(parseConfig(base, F).vxlan).toMatchObject({ readShare: 'bytes', readFrames: 16 });
+    expect(parseConfig(`${base}  readShare: frames\n  readFrames: 64\n`, F).vxlan).toMatchObject({ readShare: 'frames', readFrames: 64 });
+    expect(errorOf(`${base}  readShare: datagrams\n`)).toMatch(/vxlan\.readShare.*readShare must be bytes or frames/);
+    expect(errorOf(`${base}  readFrames: 0.5\n`)).toMatch(/vxlan\.readFrames.*readFrames must be 0 \(off\) or 1-4096/);
   });
 
   it('takes an IPv6 underlay (udp6ZeroCsumRx off by default); every remote of local\'s family; no link-local source', () => {

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
-import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6IsUnspecified, ip6Masked, LOOP_LIMITS, parseCidr6, parseIp4, parseIp6, parseMac, parseRate, parseReadQuantum, parseSize, RATE_LIMITS } from '@vswitch/switch';
+import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6IsUnspecified, ip6Masked, LOOP_LIMITS, parseCidr6, parseIp4, parseIp6, parseMac, parseRate, parseReadFrames, parseReadQuantum, parseReadShare, parseSize, RATE_LIMITS } from '@vswitch/switch';
 import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
 import { VxlanSchema } from './vxlan-config.js';
@@ -65,6 +65,24 @@ const EgressRate = z.strictObject({
 const ReadQuantum = z.union([z.number(), z.string()]).transform((v, ctx) => {
   try {
     return parseReadQuantum(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+/** `readShare`: what a port's share of a read-loop round counts, bytes or frames (README "Fair share"). */
+export const ReadShareSchema = z.unknown().transform((v, ctx) => {
+  try {
+    return parseReadShare(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+/** `readFrames`: frames per port per round under `readShare: frames`, or "off"/0. */
+export const ReadFramesSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  try {
+    return parseReadFrames(v);
   } catch (e) {
     ctx.addIssue({ code: 'custom', message: (e as Error).message });
     return z.NEVER;
@@ -148,8 +166,12 @@ const BridgeSchema = z.strictObject({
     bpduRecovery: HoldSec.optional(),
   }).optional(),
   fdb: z.array(z.strictObject({ mac: Mac, port: IfName, vlan: Vid.optional() })).default([]),
-  /** Each port's share of a read-loop round: bytes or a size ("256kb"), "off" or 0 for no limit (README "Fair share"). */
+  /** Each port's share of a read-loop round under `readShare: bytes`: bytes or a size ("256kb"), "off" or 0 for no limit (README "Fair share"). */
   readQuantum: ReadQuantum.optional(),
+  /** What that share counts: frames (readFrames per port per round whatever their size, the default) or bytes (readQuantum). */
+  readShare: ReadShareSchema.optional(),
+  /** Frames per port per round under `readShare: frames` (default 16), "off" or 0 for no limit. */
+  readFrames: ReadFramesSchema.optional(),
   /** The exact-match flow cache (README "Flow cache"): known unicast between plain ports replayed in the addon; off by default. */
   flowCache: z.boolean().optional(),
 });

@@ -307,6 +307,7 @@ static void ring_out(nd_state *st, nd_out *o) {
   o->n = 0;
   o->max = ND_RING_MAX_FRAMES;
   o->budget = INT64_MAX;
+  o->frames = false;
   o->more = false;
 }
 
@@ -468,6 +469,7 @@ static void service(nd_handle *h, int status, bool primary, bool defer) {
     nd_out o;
     ring_out(st, &o);
     o.budget = budget;
+    o.frames = h->fair.frames;
     if (h->kind == KIND_TAP) {
       nd_tap_drain(h->fd, h->vnet, &o, &st->stats, &fatal);
     } else if (h->kind == KIND_UDP || h->kind == KIND_RAW || h->kind == KIND_UDP6) {
@@ -747,10 +749,6 @@ static napi_value js_socket_rcvbuf(napi_env env, napi_callback_info info) {
   return v;
 }
 
-/*
- * setQuantum(handle, bytes): the handle's share of each read-loop round (fair.c);
- * 0 turns the limit off. Takes effect at the handle's next service.
- */
 /* setTapGro(on): coalesce TCP segments from the underlay toward TAPs (tap_gro.c); off writes each as it comes. */
 static napi_value js_set_tap_gro(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
@@ -800,18 +798,31 @@ static napi_value js_set_udp_gro(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/*
+ * setQuantum(handle, quantum, frames = false): the handle's share of each read-loop
+ * round (fair.c), in bytes, or in frames when `frames`; 0 turns the limit off. Takes
+ * effect at the handle's next service.
+ */
 static napi_value js_set_quantum(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   int64_t q;
+  bool frames = false;
   nd_handle *h = handle_call(env, info, &argc, argv);
   if (!h) return NULL;
-  if (argc < 2 || !arg_int(env, argv[1], "quantum", 0, ND_FAIR_QUANTUM_MAX, &q)) return NULL;
-  if (q != 0 && q < ND_FAIR_QUANTUM_MIN) {
+  if (argc > 2 && napi_get_value_bool(env, argv[2], &frames) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setQuantum(handle, quantum, frames?: boolean)");
+    return NULL;
+  }
+  if (argc < 2 || !arg_int(env, argv[1], "quantum", 0, frames ? ND_FAIR_FRAMES_MAX : ND_FAIR_QUANTUM_MAX, &q)) return NULL;
+  if (!frames && q != 0 && q < ND_FAIR_QUANTUM_MIN) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "netdev: quantum must be 0 (off) or 16384-67108864 bytes");
     return NULL;
   }
+  /* A change of unit leaves no carried debt in the old one behind. */
+  if (h->fair.frames != frames) h->fair.deficit = 0;
   h->fair.quantum = q;
+  h->fair.frames = frames;
   return NULL;
 }
 
@@ -1907,7 +1918,8 @@ out:
 /*
  * fairServeForTest(state, primary, lens, count): one service of a synthetic port by
  * the read loop's scheduler, as service() does it: `state` is a Float64Array
- * [quantum, deficit, backlogged] updated in place, lens[0..count) the lengths of the
+ * [quantum, deficit, backlogged] or [quantum, deficit, backlogged, frames] (frames:
+ * 1 for the frame share) updated in place, lens[0..count) the lengths of the
  * frames waiting. Returns how many of them this service reads.
  */
 static napi_value js_fair_serve_for_test(napi_env env, napi_callback_info info) {
@@ -1919,13 +1931,13 @@ static napi_value js_fair_serve_for_test(napi_env env, napi_callback_info info) 
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 4 || !arg_bytes(env, argv[0], "state", &sb, &bl) || napi_get_value_bool(env, argv[1], &primary) != napi_ok ||
       !arg_bytes(env, argv[2], "lens", &lb, &ll) || !arg_int(env, argv[3], "count", 0, 1 << 20, &count) ||
-      bl != 3 * sizeof(double) || (size_t)count * sizeof(int32_t) > ll) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: fairServeForTest(Float64Array(3), primary, Int32Array, count)");
+      (bl != 3 * sizeof(double) && bl != 4 * sizeof(double)) || (size_t)count * sizeof(int32_t) > ll) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: fairServeForTest(Float64Array(3|4), primary, Int32Array, count)");
     return NULL;
   }
-  double st3[3];
-  memcpy(st3, sb, sizeof st3);
-  nd_fair f = { (int64_t)st3[0], (int64_t)st3[1], st3[2] != 0 };
+  double st3[4] = { 0, 0, 0, 0 };
+  memcpy(st3, sb, bl);
+  nd_fair f = { (int64_t)st3[0], (int64_t)st3[1], st3[2] != 0, st3[3] != 0 };
   int32_t taken = 0;
   int64_t budget = nd_fair_begin(&f, primary);
   if (budget <= 0) {
@@ -1934,6 +1946,7 @@ static napi_value js_fair_serve_for_test(napi_env env, napi_callback_info info) 
     nd_out o;
     memset(&o, 0, sizeof o);
     o.budget = budget;
+    o.frames = f.frames;
     while (taken < count && o.budget > 0) {
       int32_t len;
       memcpy(&len, lb + (size_t)taken * sizeof len, sizeof len);
@@ -1945,7 +1958,7 @@ static napi_value js_fair_serve_for_test(napi_env env, napi_callback_info info) 
   st3[0] = (double)f.quantum;
   st3[1] = (double)f.deficit;
   st3[2] = f.backlogged ? 1 : 0;
-  memcpy(sb, st3, sizeof st3);
+  memcpy(sb, st3, bl);
   CHECK(napi_create_int32(env, taken, &out));
   return out;
 }

@@ -27,6 +27,14 @@
  * for large ones (a 62 KB super-frame ~21 us: ~0.27 ns/byte), so one frame's fixed
  * cost is worth ~16 KB (research/node-dataplane.md, variant c-n).
  *
+ * The frame share (nd_fair.frames, a bridge's `readShare: frames`) charges every
+ * frame 1 and counts the quantum in frames, whatever their size, as OVS's userspace
+ * datapath does (up to 32 packets per rx queue per pass): a TSO sender's 64 KB
+ * super-frame then costs what a 64-byte frame does, which gives a TCP stream
+ * competing with a flood of tiny frames 3-5x the CPU the byte charge gives it, and
+ * a flood the same number of frames per round as any other port. A UDP GRO burst
+ * costs its segments (udp_gro.c). bench/README.md "Fair share" has the runs.
+ *
  * Quantum 0 turns the scheduler off for the handle: every service drains until
  * EAGAIN or the ring is full, as before it existed.
  */

@@ -126,8 +126,10 @@ typedef struct nd_out {
   int n;
   int max;
   /* Fair share (fair.c): the drains stop once budget <= 0 (each frame charges its
-   * length + ND_FAIR_FRAME_COST) and leave `more` true unless they saw EAGAIN. */
+   * length + ND_FAIR_FRAME_COST, or 1 when `frames`) and leave `more` true unless
+   * they saw EAGAIN. */
   int64_t budget;
+  bool frames;
   bool more;
 } nd_out;
 
@@ -136,18 +138,38 @@ typedef struct nd_out {
 #define ND_FAIR_QUANTUM_DEFAULT (256 * 1024)
 #define ND_FAIR_QUANTUM_MIN 16384
 #define ND_FAIR_QUANTUM_MAX (64 * 1024 * 1024)
+/* The frame share (`frames`): the quantum counts frames, each frame costs 1. */
+#define ND_FAIR_FRAMES_MIN 1
+#define ND_FAIR_FRAMES_MAX 4096
 
 typedef struct nd_fair {
-  int64_t quantum; /* bytes per round; 0: off (drain until EAGAIN) */
+  int64_t quantum; /* per round, bytes (or frames when `frames`); 0: off (drain until EAGAIN) */
   int64_t deficit;
   bool backlogged; /* the last service stopped with frames left */
+  bool frames;     /* charge per frame, whatever its size (fair.c "Cost unit") */
 } nd_fair;
 
 int64_t nd_fair_begin(nd_fair *f, bool primary);
 void nd_fair_end(nd_fair *f, int64_t left, bool more);
 
 static inline void nd_fair_charge(nd_out *o, size_t len) {
-  o->budget -= (int64_t)len + ND_FAIR_FRAME_COST;
+  o->budget -= o->frames ? 1 : (int64_t)len + ND_FAIR_FRAME_COST;
+}
+
+/* A UDP GRO burst of `segs` packets read at once (udp_gro.c): in bytes one frame's
+ * cost (one syscall and wake-up), in frames its segments (each goes through the
+ * pipeline as its own frame). */
+static inline void nd_fair_charge_burst(nd_out *o, size_t len, size_t segs) {
+  o->budget -= o->frames ? (int64_t)segs : (int64_t)len + ND_FAIR_FRAME_COST;
+}
+
+/* How many more reads the budget admits at the least a frame can cost: the cap on
+ * a batch read (recvmmsg) whose frames' sizes are known only after it. */
+static inline int64_t nd_fair_reads_left(const nd_out *o) {
+  if (o->budget <= 0) return 0;
+  if (o->frames) return o->budget;
+  /* Rounded up without adding first: an unlimited budget is INT64_MAX (signed overflow is UB). */
+  return o->budget / ND_FAIR_FRAME_COST + (o->budget % ND_FAIR_FRAME_COST != 0);
 }
 
 /* A tag the kernel moved out of the frame into packet metadata. */

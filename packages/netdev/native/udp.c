@@ -85,7 +85,8 @@ int nd_raw_open(const char *ifname, const char **op) {
  * from the underlay takes one quantum per round. recvmmsg reads a batch before the
  * datagrams' sizes are known, so a batch asks for no more than the remaining budget
  * could admit at the fixed per-frame cost alone: the overshoot stays within about
- * one quantum's worth of bytes over ND_FAIR_FRAME_COST, paid back next round.
+ * one quantum's worth of bytes over ND_FAIR_FRAME_COST, paid back next round. With
+ * the frame share (each datagram costs 1) the cap is exact: no overshoot.
  */
 /* The sender in front of a datagram's payload at `start`, where vxlan.ts reads it: udp6.c's
  * layout for IPv6, the vnet header's room for IPv4 (address, port, zeros). */
@@ -117,9 +118,7 @@ int nd_udp_recv_retry(int e, nd_out *o, int *fatal) {
 }
 
 static int nd_udp_fair_cap(const nd_out *o, int batch) {
-  if (o->budget <= 0) return 0;
-  /* Rounded up without adding first: an unlimited budget is INT64_MAX (signed overflow is UB). */
-  int64_t n = o->budget / ND_FAIR_FRAME_COST + (o->budget % ND_FAIR_FRAME_COST != 0);
+  int64_t n = nd_fair_reads_left(o);
   return n < batch ? (int)n : batch;
 }
 

@@ -27,7 +27,11 @@
  *    as a TSO super-frame from a TAP is: the per-frame cost is the syscall and
  *    wake-up the kernel spent once for it. So a round at the default quantum takes
  *    ~3 bursts (~130 packets) instead of ~14 datagrams, and the TCP runs tap_gro.c
- *    coalesces toward the VM grow from ~10 segments to ~45 (64 KB).
+ *    coalesces toward the VM grow from ~10 segments to ~45 (64 KB). With the frame
+ *    share a burst costs its segments: each is a frame of its own from here on (the
+ *    pipeline forwards it alone, as udp.c's datagrams, so GRO on or off gives the
+ *    underlay the same share), where a TAP's TSO super-frame, one frame up to the
+ *    write, costs one.
  * Turned on per socket (nd_udp_set_gro, setUdpGro): off, udp.c's drain runs as before.
  */
 #include "netdev.h"
@@ -90,7 +94,7 @@ int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
   for (;;) {
     if (o->budget <= 0) break;
     /* As udp.c: no more slots than the budget admits at the per-frame cost alone. */
-    int64_t byb = o->budget / ND_FAIR_FRAME_COST + (o->budget % ND_FAIR_FRAME_COST != 0);
+    int64_t byb = nd_fair_reads_left(o);
     int cap = byb < ND_UDPGRO_BATCH ? (int)byb : ND_UDPGRO_BATCH;
     int want = 0;
     size_t pos = o->pos;
@@ -121,7 +125,7 @@ int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
       if (mm[i].msg_hdr.msg_flags & MSG_TRUNC) { s->rx_truncated++; continue; }
       size_t data = regions[i] + ND_UDPGRO_REGION - ND_UDPGRO_DATA;
       int gs = gso_size_of(&mm[i].msg_hdr);
-      nd_fair_charge(o, len);
+      nd_fair_charge_burst(o, len, gs > 0 && (size_t)gs < len ? (len + (size_t)gs - 1) / (size_t)gs : 1);
       if (gs <= 0 || (size_t)gs >= len) {
         /* One packet: it stays where it was received. */
         if (len >= ND_UDP_MAX) { s->rx_truncated++; continue; }

@@ -6,7 +6,8 @@
  * namespaces; A's queue is filled with frames of one installed key before the read
  * loop starts, then drained with the smallest quantum (one frame per round: each
  * service that leaves frames counts in `fairFull`) and with the quantum off (one
- * service drains them all). Needs root; names carry a per-run id and are removed
+ * service drains them all), and with the frame share (a quantum of frames: the
+ * replayed frames count one each, as the ones that go to JS). Needs root; names carry a per-run id and are removed
  * even when a test fails.
  */
 import { execFileSync } from 'node:child_process';
@@ -70,7 +71,7 @@ function queueFrames(ns: string, dev: string, dst: string, src: string, n: numbe
 const gens = nd.flowCacheGenerations();
 
 /** Fills A's queue with N frames of an installed key, drains it with `quantum`; what the read loop did. */
-async function drain(tag: string, quantum: number): Promise<{ full: number; hits: number; toJs: number; rx: number }> {
+async function drain(tag: string, quantum: number, frames = false): Promise<{ full: number; hits: number; toJs: number; rx: number }> {
   const { a, b, na, nb } = pair(tag);
   const BR = 13;
   gens[BR]++;
@@ -78,7 +79,7 @@ async function drain(tag: string, quantum: number): Promise<{ full: number; hits
   const f = Buffer.alloc(nd.VNET_HDR_LEN + 60);
   f.write(bmac.replaceAll(':', '') + amac.replaceAll(':', '') + '0800', nd.VNET_HDR_LEN, 'hex');
   expect(nd.flowCacheInstall(BR, a.handle, 1, f, nd.VNET_HDR_LEN, 60, b.handle, 2)).toBeGreaterThanOrEqual(0);
-  nd.setQuantum(a.handle, quantum);
+  nd.setQuantum(a.handle, quantum, frames);
   queueFrames(na, a.name, bmac, amac, N);
   const rx0 = rxPackets(nb, b.name);
   const hits0 = nd.flowCacheStats().hits;
@@ -113,5 +114,20 @@ describe('fair share of replayed frames', () => {
     const off = await drain('o', 0);
     expect(off.hits + off.toJs).toBe(N);
     expect(off.full).toBe(0);
+  }, 60_000);
+
+  it('with the frame share, replayed frames count one each: N frames at 8 a round take N/8 rounds', async () => {
+    const f = await drain('f', 8, true);
+    expect(f.hits).toBe(N);
+    expect(f.toJs).toBe(0);
+    expect(f.rx).toBe(N);
+    // Each round reads 8 and leaves the rest while more than 8 wait: ceil(60/8) - 1 = 7
+    // services leave frames (one more if the link's own frame shared a round).
+    expect(f.full).toBeGreaterThanOrEqual(Math.ceil(N / 8) - 1);
+    expect(f.full).toBeLessThanOrEqual(Math.ceil(N / 8) + 1);
+    // One frame a round: N rounds, as the byte charge's smallest quantum above.
+    const one = await drain('g', 1, true);
+    expect(one.hits).toBe(N);
+    expect(one.full).toBeGreaterThanOrEqual(N - 1);
   }, 60_000);
 });

@@ -6,7 +6,7 @@
  * No devices: the addon only needs to be built.
  */
 import { describe, expect, it } from 'vitest';
-import { FAIR_FRAME_COST, FAIR_QUANTUM_DEFAULT, fairServeForTest } from './index.js';
+import { FAIR_FRAME_COST, FAIR_FRAMES_MAX, FAIR_QUANTUM_DEFAULT, fairServeForTest } from './index.js';
 
 const MAX = 4096;
 
@@ -18,8 +18,9 @@ class SynthPort {
   servedFrames: number[] = [];
   servedCost: number[] = [];
 
-  constructor(quantum: number) {
-    this.state = new Float64Array([quantum, 0, 0]);
+  /** `frames`: the frame share (quantum in frames, each frame costs 1). */
+  constructor(quantum: number, frames = false) {
+    this.state = frames ? new Float64Array([quantum, 0, 0, 1]) : new Float64Array([quantum, 0, 0]);
   }
 
   set quantum(q: number) { this.state[0] = q; }
@@ -175,5 +176,76 @@ describe('fair share of the read loop (deficit round robin)', () => {
     const lo = Math.min(...costs);
     const hi = Math.max(...costs);
     expect(hi - lo).toBeLessThanOrEqual(65536 + FAIR_FRAME_COST);
+  });
+});
+
+describe('the frame share (readShare: frames): a quantum of frames, whatever their size', () => {
+  it('a 64-byte flooder and a TSO sender get the same number of frames every round', () => {
+    const q = 32;
+    const flood = new SynthPort(q, true);
+    const tso = new SynthPort(q, true);
+    for (let r = 0; r < 100; r++) {
+      flood.push(64, MAX);
+      tso.push(65536, 64);
+      round([flood, tso]);
+    }
+    // Each frame costs 1: exactly the quantum a round, no overshoot, no debt.
+    expect(new Set(flood.servedFrames)).toEqual(new Set([q]));
+    expect(new Set(tso.servedFrames)).toEqual(new Set([q]));
+    expect(flood.state[1]).toBe(0);
+    // In bytes the TSO sender moved ~1000 times the flood's: what the byte charge would
+    // have held to a fifth of the flood's frames.
+    expect(sum(tso.servedCost) / sum(flood.servedCost)).toBeGreaterThan(3);
+  });
+
+  it('the same ports under the byte charge: the flood gets ~5 frames per super-frame (the control)', () => {
+    const flood = new SynthPort(FAIR_QUANTUM_DEFAULT);
+    const tso = new SynthPort(FAIR_QUANTUM_DEFAULT);
+    for (let r = 0; r < 100; r++) {
+      flood.push(64, MAX);
+      tso.push(65536, 64);
+      round([flood, tso]);
+    }
+    expect(sum(flood.servedFrames) / sum(tso.servedFrames)).toBeGreaterThan(4);
+  });
+
+  it('a quiet port is served in the round its frame arrives, beside a flood', () => {
+    const flood = new SynthPort(8, true);
+    const quiet = new SynthPort(8, true);
+    for (let r = 0; r < 100; r++) {
+      flood.push(64, MAX);
+      if (r % 10 === 3) quiet.push(98);
+      round([flood, quiet]);
+      expect(quiet.count).toBe(0);
+    }
+    expect(sum(quiet.servedFrames)).toBe(10);
+    expect(Math.max(...flood.servedFrames)).toBe(8);
+  });
+
+  it('one frame a round at the smallest quantum; the largest is bounded; off drains', () => {
+    const p = new SynthPort(1, true);
+    p.push(65536, 10);
+    for (let r = 0; r < 10; r++) round([p]);
+    expect(p.servedFrames).toEqual(Array(10).fill(1));
+    const big = new SynthPort(FAIR_FRAMES_MAX, true);
+    big.push(64, MAX);
+    round([big]);
+    expect(big.servedFrames).toEqual([FAIR_FRAMES_MAX]);
+    const off = new SynthPort(0, true);
+    off.push(64, 1000);
+    round([off]);
+    expect(off.count).toBe(0);
+    expect(off.backlogged).toBe(false);
+  });
+
+  it('follow-up reads serve only ports that are not backlogged, as with bytes', () => {
+    const flood = new SynthPort(16, true);
+    flood.push(64, 100);
+    round([flood]);
+    expect(flood.backlogged).toBe(true);
+    expect(flood.serve(false)).toBe(0);
+    const reply = new SynthPort(16, true);
+    reply.push(98);
+    expect(reply.serve(false)).toBe(1);
   });
 });

@@ -239,7 +239,7 @@ interface Native {
   setsid(): number;
   stats(): Stats;
   segmentForTest(vnetHdr: Uint8Array, frame: Uint8Array, vlanTci?: number, vlanTpid?: number): Buffer[];
-  setQuantum(handle: number, bytes: number): void;
+  setQuantum(handle: number, quantum: number, frames?: boolean): void;
   fairFull(handle: number): number;
   setTapGro(on: boolean): void;
   setUdpGro(handle: number, on: boolean): boolean;
@@ -473,6 +473,9 @@ export const FAIR_FRAME_COST = 16384;
 export const FAIR_QUANTUM_DEFAULT = 256 * 1024;
 export const FAIR_QUANTUM_MIN = 16384;
 export const FAIR_QUANTUM_MAX = 64 * 1024 * 1024;
+/** The frame share (setQuantum's `frames`): the quantum counts frames, 1 to 4096, each frame costs 1 whatever its size. */
+export const FAIR_FRAMES_MIN = 1;
+export const FAIR_FRAMES_MAX = 4096;
 export const setQuantum: Native['setQuantum'] = native.setQuantum;
 /** Services of the handle that left frames waiting for a later round (its share spent, or the ring full). */
 export const fairFull: Native['fairFull'] = native.fairFull;
@@ -511,12 +514,13 @@ export const groForTest: Native['groForTest'] = native.groForTest;
 
 /**
  * Test hook: one service of a synthetic port by the same scheduler code the read
- * loop runs. `state` = [quantum, deficit, backlogged], updated in place; `lens` the
+ * loop runs. `state` = [quantum, deficit, backlogged] or, for the frame share,
+ * [quantum, deficit, backlogged, 1], updated in place; `lens` the
  * lengths of the frames waiting (the first `count`); `primary`: the port's own poll
  * (not a follow-up read). Returns how many frames the service reads.
  */
 export function fairServeForTest(state: Float64Array, primary: boolean, lens: Int32Array, count: number): number {
-  return native.fairServeForTest(new Uint8Array(state.buffer, state.byteOffset, 24), primary,
+  return native.fairServeForTest(new Uint8Array(state.buffer, state.byteOffset, state.length >= 4 ? 32 : 24), primary,
     new Uint8Array(lens.buffer, lens.byteOffset, lens.byteLength), count);
 }
 

@@ -24,9 +24,10 @@
  * a loop port (loop.ts). canEgress (forward.ts) refuses shut ports; egress writes
  * through the shaper.
  *
- * Fair share: each port's device is read at most `readQuantum` bytes per event-loop
- * turn (fair.ts; the scheduler is the addon's), so one port that floods cannot keep
- * the loop from the others; the bridge only hands its ports the setting.
+ * Fair share: each port's device is read at most `readQuantum` bytes (or, with
+ * `readShare: frames`, `readFrames` frames) per event-loop turn (fair.ts; the
+ * scheduler is the addon's), so one port that floods cannot keep the loop from the
+ * others; the bridge only hands its ports the setting.
  *
  * Flow cache (flow-cache.ts; off unless setFlowCache): known unicast decisions of
  * the narrowest exact class are installed for the addon's read loop to replay; every
@@ -61,7 +62,7 @@ import { VlanPolicy } from './vlan.js';
 import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
 import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
 import { Policer, Shaper, type RateSpec } from './police.js';
-import { READ_QUANTUM_DEFAULT, readQuantumProblem } from './fair.js';
+import { READ_FRAMES_DEFAULT, READ_QUANTUM_DEFAULT, READ_SHARE_DEFAULT, type ReadShare, readFramesProblem, readQuantumProblem, readShareProblem } from './fair.js';
 import type { ArpSuppress } from './arp-suppress.js';
 import { FOLD, FOLD_C_TAG, type FlowCacheCounters, type FlowCacheHub, type FlowHandleIo } from './flow-cache.js';
 
@@ -169,6 +170,8 @@ export class Bridge {
   /** BPDU guard and MAC-flap loop detection (loop.ts): settings and shut ports. */
   readonly loop: LoopGuard;
   #readQuantum = READ_QUANTUM_DEFAULT;
+  #readShare: ReadShare = READ_SHARE_DEFAULT;
+  #readFrames = READ_FRAMES_DEFAULT;
   #eventBudget = EVENT_BUDGET_PER_SEC;
   #timer: NodeJS.Timeout | undefined;
   #depth = 0;
@@ -329,7 +332,7 @@ export class Bridge {
     this.#setRates(port, opts.ingressRate, opts.egressRate);
     this.#rebuildFloodLists();
     try {
-      io.setReadQuantum?.(this.#readQuantum);
+      this.#applyShare(io);
       io.start(this.#rxFor(port));
     } catch (e) {
       this.#forget(port);
@@ -402,8 +405,32 @@ export class Bridge {
     const why = readQuantumProblem(bytes);
     if (why !== undefined) throw new BridgeError('EINVAL', why);
     this.#readQuantum = bytes;
-    for (const p of this.#ports.values()) p.io.setReadQuantum?.(bytes);
+    for (const p of this.#ports.values()) this.#applyShare(p.io);
     return bytes;
+  }
+
+  /** What each port's share of a round counts: bytes (readQuantum) or frames (readFrames); fair.ts. */
+  get readShare(): ReadShare { return this.#readShare; }
+
+  /** Each port's frames per read-loop round under `readShare: frames` (0: no limit). */
+  get readFrames(): number { return this.#readFrames; }
+
+  /**
+   * Sets the read share's unit and/or its frame quantum, now and for ports added
+   * later; throws BridgeError EINVAL naming the key when a value is out of range
+   * (nothing changes then).
+   */
+  setReadShare(share: ReadShare | undefined, frames?: number): void {
+    const why = (share === undefined ? undefined : readShareProblem(share)) ?? (frames === undefined ? undefined : readFramesProblem(frames));
+    if (why !== undefined) throw new BridgeError('EINVAL', why);
+    if (share !== undefined) this.#readShare = share;
+    if (frames !== undefined) this.#readFrames = frames;
+    for (const p of this.#ports.values()) this.#applyShare(p.io);
+  }
+
+  #applyShare(io: PortIo): void {
+    if (this.#readShare === 'frames') io.setReadQuantum?.(this.#readFrames, true);
+    else io.setReadQuantum?.(this.#readQuantum, false);
   }
 
   /** Opens a port shut by loop protection now; false if it was not shut. */

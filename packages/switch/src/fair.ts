@@ -11,6 +11,14 @@
  * round, ~75 us of the loop's CPU for a port that floods (bench/README.md "Fair
  * share" has the measurements behind it). 0 turns the limit off (every readable
  * port drains up to 256 frames per round, as before).
+ *
+ * The read share (`readShare`) says what a round's share counts: `bytes` (the
+ * quantum above: length + 16 KiB a frame) or `frames` (`readFrames` frames per port
+ * per round, whatever their size, as OVS's userspace datapath serves up to 32
+ * packets per rx queue per pass). Frames has its own key rather than reusing
+ * readQuantum: a size such as 256kb read as a frame count would silently mean no
+ * limit, `readQuantum` stays bytes in the config, `show --json` and runtime.json,
+ * and switching the unit back and forth keeps each value.
  */
 
 export const READ_QUANTUM_DEFAULT = 256 * 1024;
@@ -51,4 +59,60 @@ export function formatReadQuantum(bytes: number): string {
   if (bytes >= 1024 ** 2 && bytes % 1024 ** 2 === 0) return `${bytes / 1024 ** 2}mb`;
   if (bytes % 1024 === 0) return `${bytes / 1024}kb`;
   return `${bytes}b`;
+}
+
+/** What a port's share of a read-loop round counts (`readShare`). */
+export type ReadShare = 'bytes' | 'frames';
+export const READ_SHARES: readonly ReadShare[] = ['bytes', 'frames'];
+/**
+ * Frames by default since s26: in four loaded runs of bench/fair (bench/README.md
+ * "The frame share"), 16 frames a round kept C -> D TCP at 0.48-0.54x of quiet under
+ * A's flood (bytes: 0.33-0.57x, medians over runs 0.535x against 0.385x) and a lower
+ * noisy ping p50/p99 than bytes in three of the four; a fifth, every switch at nice
+ * -10, tied them (0.44x, 0.46x). A quiet-machine rerun is due.
+ * The VXLAN underlay keeps bytes (vxlan-config.ts).
+ */
+export const READ_SHARE_DEFAULT: ReadShare = 'frames';
+/** `readFrames`: each port's frames per round under `readShare: frames` (netdev FAIR_FRAMES_*); 8, 16, 32, 64 swept. */
+export const READ_FRAMES_DEFAULT = 16;
+export const READ_FRAMES_MIN = 1;
+export const READ_FRAMES_MAX = 4096;
+
+/** Why `v` is not a read share, or undefined when it is one. */
+export function readShareProblem(v: unknown): string | undefined {
+  return typeof v === 'string' && (READ_SHARES as readonly string[]).includes(v)
+    ? undefined : `readShare must be ${READ_SHARES.join(' or ')}, got ${String(v)}`;
+}
+
+/** "frames" | "bytes" (any case) -> the share; throws Error naming the key otherwise. */
+export function parseReadShare(v: unknown): ReadShare {
+  const s = typeof v === 'string' ? v.trim().toLowerCase() : v;
+  const why = readShareProblem(s);
+  if (why !== undefined) throw new Error(why);
+  return s as ReadShare;
+}
+
+/** Why `n` is not a frame quantum, or undefined when it is one. */
+export function readFramesProblem(n: unknown): string | undefined {
+  if (typeof n !== 'number' || !Number.isInteger(n) || (n !== 0 && (n < READ_FRAMES_MIN || n > READ_FRAMES_MAX))) {
+    return `readFrames must be 0 (off) or ${READ_FRAMES_MIN}-${READ_FRAMES_MAX} frames, got ${String(n)}`;
+  }
+  return undefined;
+}
+
+/** 32, "32", "off" or 0 -> frames per round (0: off); throws Error naming the key otherwise. */
+export function parseReadFrames(v: string | number): number {
+  let n: number;
+  if (typeof v === 'number') n = v;
+  else if (/^\s*off\s*$/i.test(v)) n = 0;
+  else if (/^\s*\d+\s*$/.test(v)) n = Number(v);
+  else throw new Error(`bad readFrames '${v}': a number of frames (${READ_FRAMES_MIN}-${READ_FRAMES_MAX}) or off`);
+  const why = readFramesProblem(n);
+  if (why !== undefined) throw new Error(why);
+  return n;
+}
+
+/** A bridge's read share as `show` prints it: "read-quantum 256kb" or "read-share frames 32". */
+export function formatReadShare(share: ReadShare, quantum: number, frames: number): string {
+  return share === 'frames' ? `read-share frames ${frames === 0 ? 'off' : frames}` : `read-quantum ${formatReadQuantum(quantum)}`;
 }

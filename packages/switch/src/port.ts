@@ -80,10 +80,11 @@ export interface PortIo {
   sendRun?(buf: Uint8Array, offs: Int32Array, lens: Int32Array, from: number, to: number, ref: number, hlen: number,
     strip: number, res: Int32Array): number;
   /**
-   * This port's share of each read-loop round, in bytes (fair.ts; 0: no limit). Ports
-   * read by the addon's loop take it; others (sockets, the router) have no such loop.
+   * This port's share of each read-loop round (fair.ts; 0: no limit), in bytes, or in
+   * frames when `frames` (`readShare: frames`). Ports read by the addon's loop take
+   * it; others (sockets, the router) have no such loop.
    */
-  setReadQuantum?(bytes: number): void;
+  setReadQuantum?(quantum: number, frames?: boolean): void;
   /** Read-loop rounds in which the port had more frames waiting than its quantum took (ports read by the addon). */
   readonly readRoundsFull?: number;
   /** Release everything (fd, device unless persistent). Idempotent. */

@@ -15,7 +15,7 @@ import type { ManagedRouter } from './routers.js';
 import { dhcp6Leases, dhcp6View } from './dhcp6.js';
 import type { PortSettings, Vswitch } from './service.js';
 import type { GuardSwitches } from './state.js';
-import { trafficSettings, trafficView, type TrafficSet } from './traffic.js';
+import { type LoopConf, trafficSettings, trafficView, type TrafficSet } from './traffic.js';
 
 type Args = Record<string, unknown>;
 export type Handler = (sw: Vswitch, a: Args) => unknown;
@@ -74,6 +74,8 @@ export function bridgeView(br: Bridge, sw?: Vswitch): Record<string, unknown> {
     macs: br.fdb.size,
     loopProtection: br.loop.settings(),
     readQuantum: br.readQuantum,
+    readShare: br.readShare,
+    readFrames: br.readFrames,
     flowCache: br.flowCache,
     ports: [...br.ports.values()].map((p) => {
       const v = portView(p, br.fdb.portLimit(p.id));
@@ -278,10 +280,10 @@ export const handlers: Record<string, Handler> = {
     const changed = sw.portTraffic(ifname, trafficArgs(a));
     return { changed, port: portView(sw.bridgeOf(ifname).port(ifname)!) };
   },
-  /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds), readQuantum (bytes, 0 = off). */
+  /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds), readQuantum (bytes, 0 = off), readShare (bytes|frames), readFrames (0 = off). */
   'bridge.loop': (sw, a) => sw.bridgeLoop(str(a, 'bridge'), {
     macFlapMoves: optNum(a, 'macFlapMoves'), macFlapHold: optNum(a, 'macFlapHold'), bpduRecovery: optNum(a, 'bpduRecovery'),
-    readQuantum: optNum(a, 'readQuantum'),
+    readQuantum: optNum(a, 'readQuantum'), readShare: optStr(a, 'readShare') as LoopConf['readShare'], readFrames: optNum(a, 'readFrames'),
   }),
   /** args: ifname. Opens a port shut by the BPDU guard or loop detection before its time. */
   'port.recover': (sw, a) => ({ recovered: sw.recoverPort(str(a, 'ifname')) }),

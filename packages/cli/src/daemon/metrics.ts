@@ -354,7 +354,7 @@ export function createMetricsRegistry(
       }
     });
   counter('vswitch_port_read_rounds_full_total',
-    'Read-loop rounds in which the port had more frames waiting than its share (the bridge\'s read quantum) took; '
+    'Read-loop rounds in which the port had more frames waiting than its share (the bridge\'s read quantum, or read frames under readShare: frames) took; '
     + 'the rest waited for the next round. Grows while the port floods.',
     PORT_LABELS, (emit) => {
       for (const r of ports()) if (r.port.io.readRoundsFull !== undefined) emit(r.labels, r.port.io.readRoundsFull);

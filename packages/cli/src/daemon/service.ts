@@ -353,7 +353,7 @@ export class Vswitch {
     const b = this.#desired.bridges.get(bname);
     if (b === undefined || !this.bridges.has(bname)) throw new VswitchError('ENOENT', `no such bridge: ${bname}`);
     const want = LOOP_KEYS.filter((k) => c[k] !== undefined).map((k) => [k, c[k]!] as const);
-    if (want.length === 0) throw new VswitchError('EINVAL', 'nothing to set (macFlapMoves, macFlapHold, bpduRecovery, readQuantum)');
+    if (want.length === 0) throw new VswitchError('EINVAL', `nothing to set (${LOOP_KEYS.join(', ')})`);
     let ov = this.#overlay;
     if (b.source === 'config') {
       for (const [k, v] of want) ov = withEntry(ov, this.#file, 'loop', loopKey(bname, k), v);
@@ -366,7 +366,7 @@ export class Vswitch {
       return now !== undefined && want.every(([k, v]) => loopConf(now.loop)[k] === v);
     });
     const br = this.bridge(bname);
-    const s = { ...br.loop.settings(), readQuantum: br.readQuantum };
+    const s = { ...br.loop.settings(), readQuantum: br.readQuantum, readShare: br.readShare, readFrames: br.readFrames };
     this.log.info({ event: 'bridge_loop_set', bridge: bname, ...s }, 'bridge_loop_set');
     return s;
   }
@@ -798,8 +798,12 @@ export class Vswitch {
       if (!same(prev.bridges.get(name)?.loop, want.loop)) {
         br.setLoopProtection(loopSettings(want.loop));
         done.push(`loopprotection ${name} ${JSON.stringify(br.loop.settings())}`);
-        const q = loopConf(want.loop).readQuantum;
-        if (br.readQuantum !== q) done.push(`readquantum ${name} ${br.setReadQuantum(q)}`);
+        const lc = loopConf(want.loop);
+        if (br.readQuantum !== lc.readQuantum) done.push(`readquantum ${name} ${br.setReadQuantum(lc.readQuantum)}`);
+        if (br.readShare !== lc.readShare || br.readFrames !== lc.readFrames) {
+          br.setReadShare(lc.readShare, lc.readFrames);
+          done.push(`readshare ${name} ${lc.readShare} ${lc.readFrames}`);
+        }
       }
       if (br.flowCache !== (want.flowCache === true)) {
         br.setFlowCache(want.flowCache === true ? addonFlowCache() : undefined);
@@ -882,7 +886,9 @@ export class Vswitch {
       },
     });
     br.setLoopProtection(loopSettings(b.loop));
-    br.setReadQuantum(loopConf(b.loop).readQuantum);
+    const lc = loopConf(b.loop);
+    br.setReadQuantum(lc.readQuantum);
+    br.setReadShare(lc.readShare, lc.readFrames);
     if (b.flowCache === true) br.setFlowCache(addonFlowCache());
     this.#watchLearning(br, this.monitor.active);
     return br;

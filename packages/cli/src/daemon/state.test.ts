@@ -386,6 +386,21 @@ describe('BPDU guard and rate limits (port set), loop protection (bridge set): e
     expect(bad('loop', 'br0/readQuantum', 100)).toMatch(/read quantum must be 0 \(off\) or 16384-67108864 bytes/);
     expect(bad('loop', 'br0/readQuantum', 0)).toBe('accepted');
     expect(bad('bridges', 'br9', { ageing: 300, maxMacs: 10, loop: { readQuantum: 'lots' } })).toMatch(/read quantum/);
+    // The read share and its frame quantum: entries of their own, a string and a number.
+    expect(loopConf(undefined)).toMatchObject({ readShare: 'frames', readFrames: 16 });
+    const ovf = withEntry(withEntry(emptyOverlay(), f, 'loop', loopKey('br0', 'readShare'), 'bytes'), f, 'loop', loopKey('br0', 'readFrames'), 8);
+    expect(ovf.loop['br0/readShare']).toEqual({ value: 'bytes', base: 'frames' });
+    expect(withEntry(emptyOverlay(), f, 'loop', loopKey('br0', 'readShare'), 'frames').loop).toEqual({}); // the default
+    const df = effective(f, ovf).desired.bridges.get('br0')!;
+    expect(df).toMatchObject({ loop: { readShare: 'bytes', readFrames: 8 } });
+    expect([...df.overrides].sort()).toEqual(['readFrames', 'readShare']);
+    expect(planChanges(effective(f, emptyOverlay()).desired, effective(f, ovf).desired).bridgesSet).toEqual(['br0']);
+    const f3 = cfg({ bridges: { br0: { readShare: 'bytes', readFrames: 8, ports: {} } } });
+    expect(loopConf(effective(f3, emptyOverlay()).desired.bridges.get('br0')!.loop)).toMatchObject({ readShare: 'bytes', readFrames: 8 });
+    expect(bad('loop', 'br0/readShare', 'frames')).toBe('accepted');
+    expect(bad('loop', 'br0/readShare', 'packets')).toMatch(/readShare must be bytes or frames/);
+    expect(bad('loop', 'br0/readFrames', 5000)).toMatch(/readFrames must be 0 \(off\) or 1-4096 frames/);
+    expect(bad('bridges', 'br9', { ageing: 300, maxMacs: 10, loop: { readShare: 'frames', readFrames: 64 } })).toBe('accepted');
   });
 });
 

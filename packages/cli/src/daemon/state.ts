@@ -9,8 +9,9 @@
  * overlay holds one entry per object or setting the CLI made differ from the file:
  *   bridges       a bridge made by `addbr` (its settings), or a file bridge removed by `delbr` (null)
  *   ageing        a file bridge's ageing set by `setageing`
- *   loop          a file bridge's loop protection setting or read quantum after `bridge set`,
- *                 keyed bridge/setting: macFlapMoves, macFlapHold, bpduRecovery, readQuantum (traffic.ts)
+ *   loop          a file bridge's loop protection setting or read share after `bridge set`,
+ *                 keyed bridge/setting: macFlapMoves, macFlapHold, bpduRecovery, readQuantum,
+ *                 readShare, readFrames (traffic.ts)
  *   ports         a port made by `addif` (bridge and spec), or a file port removed by `delif` (null)
  *   vlans         a file port's VLAN membership after `vlan add|del` (the whole membership)
  *   settings      a file port's option after `port set`, keyed port/setting: guard (the
@@ -64,7 +65,7 @@ export interface Entry<T> { value: T; base: unknown }
 export interface Overlay {
   bridges: Record<string, Entry<BridgeSettings | null>>;
   ageing: Record<string, Entry<number>>;
-  loop: Record<string, Entry<number>>;
+  loop: Record<string, Entry<number | string>>;
   ports: Record<string, Entry<PortDef | null>>;
   vlans: Record<string, Entry<VlanSpec>>;
   settings: Record<string, Entry<unknown>>;

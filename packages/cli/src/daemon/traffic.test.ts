@@ -39,6 +39,14 @@ describe('loop protection and rate limits: config and defaults', () => {
     expect(parseConfig('bridges:\n  br0:\n    readQuantum: 131072\n', F).bridges.br0.readQuantum).toBe(131072);
     expect(errorOf('bridges:\n  br0:\n    readQuantum: 1kb\n')).toMatch(/br0\.readQuantum .*read quantum must be 0 \(off\) or 16384-67108864 bytes/);
     expect(errorOf('bridges:\n  br0:\n    readQuantum: lots\n')).toMatch(/bad read quantum 'lots'/);
+    const fr = parseConfig('bridges:\n  br0:\n    readShare: frames\n    readFrames: 16\n', F).bridges.br0;
+    expect([fr.readShare, fr.readFrames]).toEqual(['frames', 16]);
+    expect(parseConfig('bridges:\n  br0:\n    readFrames: "off"\n', F).bridges.br0.readFrames).toBe(0);
+    expect(parseConfig('bridges:\n  br0:\n    readShare: bytes\n', F).bridges.br0.readShare).toBe('bytes');
+    expect(errorOf('bridges:\n  br0:\n    readShare: packets\n')).toMatch(/br0\.readShare .*readShare must be bytes or frames, got packets/);
+    expect(errorOf('bridges:\n  br0:\n    readShare: 32\n')).toMatch(/br0\.readShare .*readShare must be bytes or frames/);
+    expect(errorOf('bridges:\n  br0:\n    readFrames: 5000\n')).toMatch(/br0\.readFrames .*readFrames must be 0 \(off\) or 1-4096 frames, got 5000/);
+    expect(errorOf('bridges:\n  br0:\n    readFrames: 32kb\n')).toMatch(/br0\.readFrames .*bad readFrames '32kb'/);
   });
 
   it('BPDU guard is on for VM ports (tap, socket), off for attach ports, unless the config says', () => {
@@ -62,6 +70,10 @@ describe('loop protection and rate limits: config and defaults', () => {
     expect(() => checkLoop({ bpduRecovery: 1e9 })).toThrow(/bpduRecovery/);
     expect(() => checkLoop({ readQuantum: 1000 })).toThrow(/read quantum must be/);
     expect(() => checkLoop({ readQuantum: 0 })).not.toThrow();
+    expect(() => checkLoop({ readShare: 'packets' as 'frames' })).toThrow(/^readShare must be bytes or frames, got packets$/);
+    expect(() => checkLoop({ readFrames: 0 })).not.toThrow();
+    expect(() => checkLoop({ readFrames: 4097 })).toThrow(/^readFrames must be 0 \(off\) or 1-4096 frames/);
+    expect(() => checkLoop({ readShare: 'frames', readFrames: 8 })).not.toThrow();
   });
 });
 

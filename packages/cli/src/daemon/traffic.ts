@@ -26,7 +26,8 @@
  */
 import {
   DROP_REASONS, Drop, defaultBurst, formatRate, formatSize, LOOP_DEFAULTS, LOOP_LIMITS, type LoopSettings,
-  parseRate, parseSize, type Port, RATE_LIMITS, RateError, type RateSpec, READ_QUANTUM_DEFAULT, readQuantumProblem,
+  parseRate, parseSize, type Port, RATE_LIMITS, RateError, type RateSpec, READ_FRAMES_DEFAULT, READ_QUANTUM_DEFAULT, READ_SHARE_DEFAULT,
+  readFramesProblem, readQuantumProblem, type ReadShare, readShareProblem,
 } from '@vswitch/switch';
 import { VswitchError } from '../errors.js';
 
@@ -39,20 +40,28 @@ export interface RateConf {
 
 /**
  * The bridge settings `bridge set` changes: loop protection as the config gives it
- * (`loopProtection`), and the read quantum (the bridge's `readQuantum`, in bytes,
- * 0 = off: switch fair.ts), kept together because they are set and kept alike.
+ * (`loopProtection`), and the read share (the bridge's `readShare`, bytes or frames;
+ * `readQuantum`, in bytes, and `readFrames`, frames; 0 = off: switch fair.ts), kept
+ * together because they are set and kept alike.
  */
 export interface LoopConf {
   macFlapMoves?: number;
   macFlapHold?: number;
   bpduRecovery?: number;
   readQuantum?: number;
+  readShare?: ReadShare;
+  readFrames?: number;
 }
 
-/** A file bridge's LoopConf: its loopProtection and its readQuantum. */
-export function fileLoopConf(b: { loopProtection?: LoopConf; readQuantum?: number }): LoopConf | undefined {
-  if (b.readQuantum === undefined) return b.loopProtection;
-  return { ...b.loopProtection, readQuantum: b.readQuantum };
+/** A file bridge's LoopConf: its loopProtection and its read share keys. */
+export function fileLoopConf(b: { loopProtection?: LoopConf; readQuantum?: number; readShare?: ReadShare; readFrames?: number }): LoopConf | undefined {
+  if (b.readQuantum === undefined && b.readShare === undefined && b.readFrames === undefined) return b.loopProtection;
+  return {
+    ...b.loopProtection,
+    ...(b.readQuantum !== undefined ? { readQuantum: b.readQuantum } : {}),
+    ...(b.readShare !== undefined ? { readShare: b.readShare } : {}),
+    ...(b.readFrames !== undefined ? { readFrames: b.readFrames } : {}),
+  };
 }
 
 /** The BPDU guard a port gets: its config's, else on for VM ports (tap, socket), off for attach ports. */
@@ -76,13 +85,16 @@ export function rateSpec(c: RateConf, what: string): RateSpec {
 }
 
 /** The loop settings `bridge set` changes, each a runtime-state entry of its own. */
-export const LOOP_KEYS = ['macFlapMoves', 'macFlapHold', 'bpduRecovery', 'readQuantum'] as const;
+export const LOOP_KEYS = ['macFlapMoves', 'macFlapHold', 'bpduRecovery', 'readQuantum', 'readShare', 'readFrames'] as const;
 export type LoopKey = typeof LOOP_KEYS[number];
 
 /** A bridge's loop settings in force for its config (absent keys: the defaults), in the config's names. */
 export function loopConf(c: LoopConf | undefined): Required<LoopConf> {
   const s = loopSettings(c);
-  return { macFlapMoves: s.flapMoves, macFlapHold: s.flapHoldSec, bpduRecovery: s.bpduRecoverySec, readQuantum: c?.readQuantum ?? READ_QUANTUM_DEFAULT };
+  return {
+    macFlapMoves: s.flapMoves, macFlapHold: s.flapHoldSec, bpduRecovery: s.bpduRecoverySec, readQuantum: c?.readQuantum ?? READ_QUANTUM_DEFAULT,
+    readShare: c?.readShare ?? READ_SHARE_DEFAULT, readFrames: c?.readFrames ?? READ_FRAMES_DEFAULT,
+  };
 }
 
 export function loopSettings(c: LoopConf | undefined): LoopSettings {
@@ -103,10 +115,10 @@ export function checkLoop(c: LoopConf): void {
   int(c.macFlapMoves, 0, LOOP_LIMITS.flapMovesMax, 'macFlapMoves', ' moves per second (0: detection off)');
   int(c.macFlapHold, LOOP_LIMITS.holdSecMin, LOOP_LIMITS.holdSecMax, 'macFlapHold', ' seconds');
   int(c.bpduRecovery, LOOP_LIMITS.holdSecMin, LOOP_LIMITS.holdSecMax, 'bpduRecovery', ' seconds');
-  if (c.readQuantum !== undefined) {
-    const why = readQuantumProblem(c.readQuantum);
-    if (why !== undefined) throw new VswitchError('EINVAL', why);
-  }
+  const why = (c.readQuantum === undefined ? undefined : readQuantumProblem(c.readQuantum))
+    ?? (c.readShare === undefined ? undefined : readShareProblem(c.readShare))
+    ?? (c.readFrames === undefined ? undefined : readFramesProblem(c.readFrames));
+  if (why !== undefined) throw new VswitchError('EINVAL', why);
 }
 
 /** What `show` says of a port's loop protection and limits (JSON; the text view takes `blocked` and `limits`). */

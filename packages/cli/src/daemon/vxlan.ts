@@ -12,7 +12,7 @@
  * VNI since the change was made: then the file wins (as runtime.json's entries).
  *
  * The underlay sockets are opened when the section first appears and reopened
- * only when `local`, `port` or `interface` change; `mtu`, `ttl` and `readQuantum`
+ * only when `local`, `port` or `interface` change; `mtu`, `ttl`, `readQuantum`, `readShare`, `readFrames`
  * (the receive socket's fair share of the read loop) apply in place.
  * A change the Vtep refuses (a VNI or VLAN mapped twice, a bridge that does not
  * exist) throws before anything changes.
@@ -44,6 +44,12 @@ function openUnderlay(conf: VxlanConfig, mtu: number): { underlay: NativeUnderla
   }
   const underlay = new NativeUnderlay({ local: parseIp4(conf.local), port: conf.port, ifname: conf.interface });
   return { underlay, vtep: new Vtep(underlay, { local: parseIp4(conf.local), port: conf.port, mtu, ttl: conf.ttl }) };
+}
+
+/** The underlay socket's read share: readQuantum bytes, or readFrames datagrams under `readShare: frames`. */
+function setShare(u: NativeUnderlay | NativeUnderlay6, conf: VxlanConfig): void {
+  if (conf.readShare === 'frames') u.setReadQuantum(conf.readFrames, true);
+  else u.setReadQuantum(conf.readQuantum, false);
 }
 
 type SegmentConf = VxlanSegmentConfig & { bridge: string; source: 'config' | 'runtime' };
@@ -198,7 +204,7 @@ export class VxlanService {
         underlay.close();
         throw new VswitchError('EINVAL', `vxlan: ${(e as Error).message}`);
       }
-      underlay.setReadQuantum(conf.readQuantum);
+      setShare(underlay, conf);
       underlay.setOffload(conf.offload);
       this.#warnGro(underlay, conf.offload);
       underlay.start(vtep, (errno) => {
@@ -219,7 +225,7 @@ export class VxlanService {
     }
     run.vtep.mtu = mtu;
     run.vtep.ttl = conf.ttl;
-    run.underlay.setReadQuantum(conf.readQuantum);
+    setShare(run.underlay, conf);
     run.underlay.setOffload(conf.offload);
     this.#warnGro(run.underlay, conf.offload);
     run.conf = conf;
@@ -349,6 +355,8 @@ export class VxlanService {
       vmMtu: v.mtu - v.overhead,
       ttl: v.ttl,
       readQuantum: run.conf.readQuantum,
+      readShare: run.conf.readShare,
+      readFrames: run.conf.readFrames,
       readRoundsFull: run.underlay.readRoundsFull,
       txQueueErrors: run.underlay.txQueueErrors,
       offload: run.conf.offload,

@@ -16,6 +16,7 @@ export abstract class HandleIo {
   protected closed = false;
   /** This port's share of each read-loop round (switch fair.ts, netdev fair.c); kept across reopened handles. */
   #quantum = netdev.FAIR_QUANTUM_DEFAULT;
+  #frames = false;
   /** readRoundsFull of the handles closed before the current one. */
   #fullBefore = 0;
 
@@ -33,7 +34,7 @@ export abstract class HandleIo {
     const time = ring.time;
     const offset = netdev.PERF_NOW_OFFSET;
     const rx = this.rx!;
-    netdev.setQuantum(h, this.#quantum);
+    netdev.setQuantum(h, this.#quantum, this.#frames);
     netdev.start(h, (count) => {
       if (h !== this.handle) return;
       if (count >= 0) rx.batch(ring.arena, ring.offs, ring.lens, count, true, time[0] + offset);
@@ -46,9 +47,10 @@ export abstract class HandleIo {
     return this.handle;
   }
 
-  setReadQuantum(bytes: number): void {
-    this.#quantum = bytes;
-    if (this.handle >= 0) netdev.setQuantum(this.handle, bytes);
+  setReadQuantum(quantum: number, frames = false): void {
+    this.#quantum = quantum;
+    this.#frames = frames;
+    if (this.handle >= 0) netdev.setQuantum(this.handle, quantum, frames);
   }
 
   /**

@@ -137,9 +137,9 @@ export class NativeUnderlay implements UnderlayIo {
     return netdev.sendVxlan(this.#txHandle, dst, outer, mtu, a, aoff, b, boff, blen, res);
   }
 
-  /** The receive socket's share of each read-loop round, in bytes (netdev setQuantum; 0: no limit). */
-  setReadQuantum(bytes: number): void {
-    if (!this.#closed) netdev.setQuantum(this.#rxHandle, bytes);
+  /** The receive socket's share of each read-loop round, in bytes or frames (netdev setQuantum; 0: no limit). */
+  setReadQuantum(quantum: number, frames = false): void {
+    if (!this.#closed) netdev.setQuantum(this.#rxHandle, quantum, frames);
   }
 
   /** Read-loop rounds in which the receive socket had more datagrams waiting than its quantum took. */
@@ -246,8 +246,8 @@ export class NativeUnderlay6 implements UnderlayIo {
   }
 
   /** As NativeUnderlay's: the receive socket's share of each read-loop round (udp6.c drains under it too). */
-  setReadQuantum(bytes: number): void {
-    if (!this.#closed) netdev.setQuantum(this.#rxHandle, bytes);
+  setReadQuantum(quantum: number, frames = false): void {
+    if (!this.#closed) netdev.setQuantum(this.#rxHandle, quantum, frames);
   }
 
   get readRoundsFull(): number {
