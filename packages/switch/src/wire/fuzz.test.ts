@@ -277,7 +277,6 @@ export const anyFrame: fc.Arbitrary<Uint8Array> = fc.oneof(
 
 describe('frames through every view (fast-check)', () => {
   it('never throw, read only inside the frame, and do not depend on the bytes around it', () => {
-    const reached = { ip: 0, udp: 0, tcp: 0, icmp: 0, arp: 0, tag: 0 };
     fc.assert(fc.property(anyFrame, fc.integer({ min: 0, max: 255 }), (frame, guard) => {
       // 1. Every index read lies in [LEAD, LEAD + len).
       const a = placed(frame, guard);
@@ -291,12 +290,21 @@ describe('frames through every view (fast-check)', () => {
       expect(dissect(b, LEAD, frame.length)).toEqual(da);
       // 3. And at offset 0 of a buffer exactly its size (an out-of-range read gives undefined there).
       expect(dissect(Uint8Array.from(frame), 0, frame.length)).toEqual(da);
+    }), { numRuns: RUNS });
+  });
+
+  it('the frame generator reaches the inner views, not only the early refusals', () => {
+    // A claim about the generator, so it is checked on a fixed-seed sample: the random
+    // property above explores anew each run, and a floor on its own counts failed about
+    // one run in ten (tcp reached 13 times where 15 were asked).
+    const reached = { ip: 0, udp: 0, tcp: 0, icmp: 0, arp: 0, tag: 0 };
+    for (const frame of fc.sample(anyFrame, { numRuns: 3000, seed: 0x5eed })) {
+      const da = dissect(Uint8Array.from(frame), 0, frame.length);
       for (const k of ['ip', 'udp', 'tcp', 'icmp', 'arp'] as const) if (da[k] !== undefined) reached[k]++;
       if (Array.isArray(da.tags) && da.tags.length > 0) reached.tag++;
-    }), { numRuns: RUNS });
-    // The generator reaches the inner views, not only the early refusals.
-    expect(reached.ip).toBeGreaterThan(RUNS / 25);
-    for (const k of ['udp', 'tcp', 'icmp', 'arp', 'tag'] as const) expect(reached[k], k).toBeGreaterThan(RUNS / 200);
+    }
+    expect(reached.ip).toBeGreaterThan(3000 / 25);
+    for (const k of ['udp', 'tcp', 'icmp', 'arp', 'tag'] as const) expect(reached[k], k).toBeGreaterThan(3000 / 200);
   });
 
   it('checks given a shorter len than the buffer never look past len', () => {
