@@ -10,6 +10,11 @@
 # the medians and the ratios vswitch/peer, and the issue's targets.
 # Topology `ours-fc`: the same with the bridge's flow cache on (README "Flow
 # cache"); run beside `ours` in the same rounds, it gets its own table and targets.
+# Topologies `ours-n` and `ours-fcn`: `ours` / `ours-fc` with node
+# --no-memory-reducer (V8's memory reducer runs full collections a few seconds
+# after a mark-compact when the daemon looks idle to V8, as it does when its
+# frames do not enter JS: 10-30 ms stalls; bench/README.md "Flow cache and one
+# JS entry per wakeup").
 # Topologies `base` and `base-fc`: `ours` / `ours-fc` with another build's daemon
 # (BASE_JS=<tree>/packages/cli/dist/main.js), for a same-run A/B of two builds.
 # Default topologies: ours kbridge vde ovs-tap ovs-tap-tso pasta; 3 rounds
@@ -74,7 +79,12 @@ export BA_OURS_CMD="bash $here/ours.sh @DIR@ @TAP1@ @TAP2@"
 # inherits through the environment (export -f), calling its own tapsw_up.
 export BA_OURS_FC_CMD="env VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
 topo_ours_fc_up() { tapsw_up "$BA_OURS_FC_CMD" "" 0; }
-export -f topo_ours_fc_up
+# ours-n / ours-fcn: node --no-memory-reducer (see the header)
+export BA_OURS_N_CMD="env VSWITCH_BENCH_NODE_ARGS=--no-memory-reducer $BA_OURS_CMD"
+export BA_OURS_FCN_CMD="env VSWITCH_BENCH_NODE_ARGS=--no-memory-reducer VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
+topo_ours_n_up() { tapsw_up "$BA_OURS_N_CMD" "" 0; }
+topo_ours_fcn_up() { tapsw_up "$BA_OURS_FCN_CMD" "" 0; }
+export -f topo_ours_fc_up topo_ours_n_up topo_ours_fcn_up
 if [ -n "${BASE_JS:-}" ]; then
   [ -f "$BASE_JS" ] || { echo "bench/run.sh: BASE_JS=$BASE_JS: no such file" >&2; exit 1; }
   export BA_BASE_CMD="env VSWITCH_BENCH_JS=$BASE_JS $BA_OURS_CMD"
