@@ -29,7 +29,7 @@
 # where its user and kernel time goes (perf report, self time, top symbols),
 # then the main thread's CPU per round trip by object (kernel, node, libc, addon);
 # TRACE_CALLERS=sym,sym: also the call chains into those symbols.
-# ours-fcn: ours-fc with node --no-memory-reducer (V8's memory reducer runs
+# ours-n, ours-fcn: ours / ours-fc with node --no-memory-reducer (V8's memory reducer runs
 # full collections ~8 s after a mark-compact when the heap looks idle, which a
 # daemon whose frames never enter JS always does: 10-30 ms stalls; README
 # "Flow cache and one JS entry per wakeup"). TRACE_NODE_ARGS: more node
@@ -105,6 +105,7 @@ for i in $impls; do
     ours) (cd "$d" && VSWITCH_BENCH_NODE_ARGS="$nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     cfwd) ip netns exec ${p}s "$out/cfwd.bin" ${p}t1 ${p}t2 >"$d/log" 2>&1 & SW=$! ;;
     base) (cd "$d" && VSWITCH_BENCH_JS=${BASE_JS:?base needs BASE_JS} VSWITCH_BENCH_NODE_ARGS="$nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    ours-n) (cd "$d" && VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     ours-fcn) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     ours-fc) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS="$nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     jsfwd2) (cd "$d" && JSFWD_ENTRIES=2 exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
