@@ -93,7 +93,7 @@ load() {
 trips() { if [ "$sp" = 0 ]; then echo "$pings"; else grep -o 'ReceivedMessages=[0-9]*' "$1" | head -1 | cut -d= -f2; fi; }
 
 # node's arguments for the vswitch daemons (TRACE_NODE_ARGS, e.g. --trace-gc; -P adds --perf-basic-prof)
-nargs="${TRACE_NODE_ARGS:-} $([ $prof = 1 ] && echo --perf-basic-prof)"
+nargs="${TRACE_NODE_ARGS:-}"; [ $prof = 1 ] && nargs+=" --perf-basic-prof"
 
 attached() { grep -qs -P "^iff:\t$1\$" /proc/"$2"/fdinfo/*; }
 
