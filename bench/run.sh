@@ -12,6 +12,11 @@
 # cache"); run beside `ours` in the same rounds, it gets its own table and targets.
 # Topology `ours-insession`: `ours` left in the bench's session (ours.sh runs the
 # daemon in its own, as the peers daemonize; bench/README.md "Busy host: the session").
+# Topologies `ours-n` and `ours-fcn`: `ours` / `ours-fc` with node
+# --no-memory-reducer (V8's memory reducer runs full collections a few seconds
+# after a mark-compact when the daemon looks idle to V8, as it does when its
+# frames do not enter JS: 10-30 ms stalls; bench/README.md "Flow cache and one
+# JS entry per wakeup").
 # Topologies `base` and `base-fc`: `ours` / `ours-fc` with another build's daemon
 # (BASE_JS=<tree>/packages/cli/dist/main.js), for a same-run A/B of two builds.
 # Default topologies: ours kbridge vde ovs-tap ovs-tap-tso pasta; 3 rounds
@@ -79,7 +84,12 @@ export BA_OURS_FC_CMD="env VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
 topo_ours_fc_up() { tapsw_up "$BA_OURS_FC_CMD" "" 0; }
 export BA_OURS_INSESSION_CMD="env VSWITCH_BENCH_SESSION=inherit $BA_OURS_CMD"
 topo_ours_insession_up() { tapsw_up "$BA_OURS_INSESSION_CMD" "" 0; }
-export -f topo_ours_fc_up topo_ours_insession_up
+# ours-n / ours-fcn: node --no-memory-reducer (see the header)
+export BA_OURS_N_CMD="env VSWITCH_BENCH_NODE_ARGS=--no-memory-reducer $BA_OURS_CMD"
+export BA_OURS_FCN_CMD="env VSWITCH_BENCH_NODE_ARGS=--no-memory-reducer VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
+topo_ours_n_up() { tapsw_up "$BA_OURS_N_CMD" "" 0; }
+topo_ours_fcn_up() { tapsw_up "$BA_OURS_FCN_CMD" "" 0; }
+export -f topo_ours_fc_up topo_ours_insession_up topo_ours_n_up topo_ours_fcn_up
 if [ -n "${BASE_JS:-}" ]; then
   [ -f "$BASE_JS" ] || { echo "bench/run.sh: BASE_JS=$BASE_JS: no such file" >&2; exit 1; }
   export BA_BASE_CMD="env VSWITCH_BENCH_JS=$BASE_JS $BA_OURS_CMD"

@@ -16,6 +16,9 @@
 #          sendVnet per frame, no switching logic (the cost of entering JS)
 #   ours   vswitch (bench/ours.sh: bridge, two access ports, offloads on)
 #   ours-fc  the same with the bridge's flow cache on (README "Flow cache")
+#   ours-n, ours-fcn  ours / ours-fc with node --no-memory-reducer (V8's memory
+#          reducer's full collections stall the daemon 10-30 ms a few seconds
+#          after traffic stops; README "Flow cache and one JS entry per wakeup")
 #   jsfwd2 jsfwd entering JS twice per round trip (no followUp: the control)
 #   base   `ours` with another build's daemon: BASE_JS=<tree>/packages/cli/dist/main.js
 #          (before/after in one run; base-fc: with its flow cache on)
@@ -63,6 +66,8 @@ cmd_of() {
     cfwd) echo "$out/cfwd @TAP1@ @TAP2@" ;;
     jsfwd) echo "node $here/jsfwd.mjs @TAP1@ @TAP2@" ;;
     ours-fc) echo "env VSWITCH_BENCH_FLOWCACHE=true bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
+    ours-fcn) echo "env VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS=--no-memory-reducer bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
+    ours-n) echo "env VSWITCH_BENCH_NODE_ARGS=--no-memory-reducer bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
     jsfwd2) echo "env JSFWD_ENTRIES=2 node $here/jsfwd.mjs @TAP1@ @TAP2@" ;;
     base) echo "env VSWITCH_BENCH_JS=${BASE_JS:?base needs BASE_JS} bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
     base-fc) echo "env VSWITCH_BENCH_JS=${BASE_JS:?base-fc needs BASE_JS} VSWITCH_BENCH_FLOWCACHE=true bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;

@@ -125,6 +125,10 @@ def stat(xs):
 
 
 print(f'episodes that wrote: {len(fw)} of {len(eps)} wakeups; writes per episode {st.median(e["nw"] for e in fw):.0f}')
+# The longest spans, split: a ping's average is often theirs (one 10 ms stretch in 300 pings is 33 us of it).
+worst = sorted(fw, key=lambda e: -e['span'])[:3]
+print('longest spans (µs: span = rq + kret + user + reads + writes + other + preempted): ' + '; '.join(
+    f"{e['span']:.0f} = {e['rq']:.0f} + {e['kret']:.0f} + {e['user']:.0f} + {e['last']['r']:.0f} + {e['last']['w']:.0f} + {e['last']['o']:.0f} + {e['last']['off']:.0f}" for e in worst))
 print()
 print('| stretch (wakeup -> last write returns) | median (p90) µs |')
 print('|---|---|')

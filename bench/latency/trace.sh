@@ -29,20 +29,32 @@
 # where its user and kernel time goes (perf report, self time, top symbols),
 # then the main thread's CPU per round trip by object (kernel, node, libc, addon);
 # TRACE_CALLERS=sym,sym: also the call chains into those symbols.
+# ours-n, ours-fcn: ours / ours-fc with node --no-memory-reducer (V8's memory reducer runs
+# full collections ~8 s after a mark-compact when the heap looks idle, which a
+# daemon whose frames never enter JS always does: 10-30 ms stalls; README
+# "Flow cache and one JS entry per wakeup"). TRACE_NODE_ARGS: more node
+# arguments for the vswitch daemons (e.g. --trace-gc: its last collections are
+# printed after each IMPL's table).
+# -S SECONDS: instead of the pings, sockperf's UDP ping-pong (64-byte messages,
+# back to back, as bench/run.sh's sockperf) for SECONDS: a user-space server
+# replies, so a request and its reply usually take two wakeups of the switch
+# (timeline.py's episodes are then half round trips); -P's per-round-trip
+# figures use sockperf's own count of replies.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "trace.sh: needs root" >&2; exit 1; }
 command -v perf >/dev/null || { echo "trace.sh: needs perf (linux-perf)" >&2; exit 1; }
-pings=300 busy="" prof=0 warm=0 nice=0
+pings=300 busy="" prof=0 warm=0 nice=0 sp=0
 args=()
 for a in "$@"; do [ "$a" = --busy ] && args+=(-b) || args+=("$a"); done
 set -- "${args[@]}"
-while getopts "n:b:W:N:Ph" opt; do
+while getopts "n:b:W:N:S:Ph" opt; do
   case $opt in
     N) nice=$OPTARG ;;
     W) warm=$OPTARG ;;
     P) prof=1 ;;
+    S) sp=$OPTARG ;;
     n) pings=$OPTARG ;;
     b) busy=$OPTARG ;;
     h) sed -n '2,/^set -eu/p' "$0" | sed 's/^# \{0,1\}//' | head -n -1; exit 0 ;;
@@ -69,6 +81,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The measured traffic: pings, or (-S) sockperf's ping-pong; prints the client's output.
+load() {
+  if [ "$sp" = 0 ]; then ip netns exec ${p}a busybox ping -c "$pings" -i 0.01 -W 2 $ip2; return; fi
+  ip netns exec ${p}b sockperf sr -i $ip2 -p 11111 >/dev/null 2>&1 & local srv=$!
+  for _ in $(seq 50); do ip netns exec ${p}b ss -Hlnu 'sport = :11111' | grep -q . && break; sleep 0.1; done
+  timeout $((sp + 15)) ip netns exec ${p}a sockperf pp -i $ip2 -p 11111 -m 64 -t "$sp" --full-rtt 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -E 'Summary|ReceivedMessages|avg-rtt|percentile (99|50).000'
+  kill $srv 2>/dev/null; wait $srv 2>/dev/null || true
+}
+# Round trips the load made (for -P's per-round-trip figures).
+trips() { if [ "$sp" = 0 ]; then echo "$pings"; else grep -o 'ReceivedMessages=[0-9]*' "$1" | head -1 | cut -d= -f2; fi; }
+
+# node's arguments for the vswitch daemons (TRACE_NODE_ARGS, e.g. --trace-gc; -P adds --perf-basic-prof)
+nargs="${TRACE_NODE_ARGS:-}"; [ $prof = 1 ] && nargs+=" --perf-basic-prof"
+
 attached() { grep -qs -P "^iff:\t$1\$" /proc/"$2"/fdinfo/*; }
 
 for i in $impls; do
@@ -76,10 +102,12 @@ for i in $impls; do
   d=$out/$i; mkdir -p "$d"
   case $i in
     # (in $d: with -P, node leaves its isolate-*-v8.log files in its cwd)
-    ours) (cd "$d" && VSWITCH_BENCH_NODE_ARGS=$([ $prof = 1 ] && echo --perf-basic-prof) exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    ours) (cd "$d" && VSWITCH_BENCH_NODE_ARGS="$nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     cfwd) ip netns exec ${p}s "$out/cfwd.bin" ${p}t1 ${p}t2 >"$d/log" 2>&1 & SW=$! ;;
-    base) (cd "$d" && VSWITCH_BENCH_JS=${BASE_JS:?base needs BASE_JS} VSWITCH_BENCH_NODE_ARGS=$([ $prof = 1 ] && echo --perf-basic-prof) exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
-    ours-fc) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS=$([ $prof = 1 ] && echo --perf-basic-prof) exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    base) (cd "$d" && VSWITCH_BENCH_JS=${BASE_JS:?base needs BASE_JS} VSWITCH_BENCH_NODE_ARGS="$nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    ours-n) (cd "$d" && VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    ours-fcn) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    ours-fc) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS="$nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     jsfwd2) (cd "$d" && JSFWD_ENTRIES=2 exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     jsfwd) (cd "$d" && exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     vde) ip netns exec ${p}s vde_switch -d -s "$d/ctl" -M "$d/mgmt" -p "$d/pid" -t ${p}t1 -t ${p}t2 >"$d/log" 2>&1
@@ -110,19 +138,21 @@ for i in $impls; do
   [ -n "$busy" ] && busy_start "$busy"
   la=$(cut -d' ' -f1 /proc/loadavg)
   if [ $prof = 1 ]; then
-    perf record -q -F 20000 -g -p "$SW" -o "$d/perf.data" -- ip netns exec ${p}a busybox ping -c "$pings" -i 0.01 -W 2 $ip2 >"$d/ping" 2>&1 || true
+    perf record -q -F 20000 -g -p "$SW" -o "$d/perf.data" -- bash -c "$(declare -f load); p=$p ip2=$ip2 sp=$sp pings=$pings load" >"$d/ping" 2>&1 || true
+    n=$(trips "$d/ping"); n=${n:-$pings}
     BUSY_CORES=""
     [ -n "$busy" ] && busy_stop
     echo "## $i (profile)${busy:+ (busy $busy, the load got $BUSY_CORES cores)}, loadavg $la, $(tail -1 "$d/ping")"
+    [ "$sp" = 0 ] || cat "$d/ping"
     perf report -i "$d/perf.data" --no-children --sort dso,sym --stdio -g none --percent-limit 0.7 2>/dev/null | grep -v '^#' | grep . | head -45
     # TRACE_CALLERS=sym1,sym2: who calls those symbols (call chains, main thread)
     [ -n "${TRACE_CALLERS:-}" ] && perf report -i "$d/perf.data" --tid "$SW" --no-children --stdio \
       -G --symbols "$TRACE_CALLERS" --percent-limit 0.2 2>/dev/null | grep -v '^#' | grep . | head -120
     # The main thread's CPU by object, in µs per round trip (a sample is 50 µs at
     # 20 kHz): what the loop around the forwarding costs, beside cfwd's and vde's.
-    echo "main thread, µs of CPU per round trip by object ($pings round trips):"
+    echo "main thread, µs of CPU per round trip by object ($n round trips):"
     perf report -i "$d/perf.data" --tid "$SW" --no-children --sort dso --stdio -g none -n 2>/dev/null |
-      awk -v n="$pings" '!/^#/ && NF >= 3 { s = $2; $1 = $2 = ""; t += s; printf "  %7.1f  %s\n", s * 50 / n, $0 } END { printf "  %7.1f   total\n", t * 50 / n }'
+      awk -v n="$n" '!/^#/ && NF >= 3 { s = $2; $1 = $2 = ""; t += s; printf "  %7.1f  %s\n", s * 50 / n, $0 } END { printf "  %7.1f   total\n", t * 50 / n }'
     kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true
     rm -f "/tmp/perf-$SW.map"  # node's --perf-basic-prof symbol map, by its pid
     SW=""
@@ -134,12 +164,15 @@ for i in $impls; do
     -e sched:sched_switch --filter "prev_pid == $SW || next_pid == $SW" \
     -e raw_syscalls:sys_enter --filter "common_pid == $SW" \
     -e raw_syscalls:sys_exit --filter "common_pid == $SW" \
-    -- ip netns exec ${p}a busybox ping -c "$pings" -i 0.01 -W 2 $ip2 >"$d/ping" 2>&1 || true
+    -- bash -c "$(declare -f load); p=$p ip2=$ip2 sp=$sp pings=$pings load" >"$d/ping" 2>&1 || true
   BUSY_CORES=""
   [ -n "$busy" ] && busy_stop
+  [ "$sp" = 0 ] || cat "$d/ping"
   perf script -i "$d/perf.data" --ns -F tid,time,event,trace 2>/dev/null > "$d/trace.txt"
   echo "## $i${busy:+ (busy $busy, the load got $BUSY_CORES cores)}$([ "$nice" != 0 ] && echo ", nice $nice"), loadavg $la, $(tail -1 "$d/ping")"
   python3 "$here/timeline.py" "$d/trace.txt" "$SW"
+  # TRACE_NODE_ARGS=--trace-gc: the daemon's last collections (a "(reduce)" one is V8's memory reducer)
+  grep -E "Mark-Compact|Scavenge" "$d/log" | tail -4 || true
   kill "$SW" 2>/dev/null || true; wait "$SW" 2>/dev/null || true; SW=""
   for n in ${p}a ${p}b ${p}s; do ip netns del "$n" 2>/dev/null || true; done
 done
