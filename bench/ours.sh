@@ -15,12 +15,16 @@ off=${VSWITCH_BENCH_OFFLOAD:-true}
 fc=${VSWITCH_BENCH_FLOWCACHE:-false}
 js=${VSWITCH_BENCH_JS:-$here/../packages/cli/dist/main.js}
 fcline="    flowCache: $fc"
+# VSWITCH_BENCH_QUANTUM: the bridge's readQuantum (e.g. off, 1mb); unset: the default.
+qline=""
+[ -n "${VSWITCH_BENCH_QUANTUM:-}" ] && qline="    readQuantum: $VSWITCH_BENCH_QUANTUM"
 [ -n "${VSWITCH_BENCH_JS:-}" ] && [ -z "${VSWITCH_BENCH_FLOWCACHE:-}" ] && fcline=""
 mkdir -p "$dir/state"
 cat > "$dir/c.yaml" <<YAML
 bridges:
   br0:
 $fcline
+$qline
     ports:
       $tap1: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
       $tap2: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
