@@ -15,7 +15,7 @@
 #   strace   `strace -c -f` on the switch (syscall counts; slows the switch, so read
 #            the counts per GB, not the rate)
 #   none     counters only
-# Output in OUT/TOPOLOGY: info.json (the counters and per-GB figures), perf.data or
+# Output in OUT/N-TOPOLOGY (N: its place in the list): info.json (the counters and per-GB figures), perf.data or
 # strace.txt; OUT/bench.txt. TOPOLOGY: any of run.sh's (ours, base, ours-fc, ours-v1,
 # kbridge, ovs-tap-tso, ...; base needs BASE_JS). Extra env goes through to run.sh and
 # anchors.sh (VSWITCH_SHARED, VSWITCH_BENCH_V1, BA_CC ...).
@@ -113,8 +113,9 @@ for try in 1 2 3 4 5; do
   wait $b
 done
 echo "profile.sh: $how, ${win} s windows, ${topos[*]}; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-last=""
+last="" n=0
 for t in "${topos[@]}"; do
+  n=$((n + 1)) d=$out/$n-$t
   cli="" srv=""
   while kill -0 $b 2>/dev/null; do
     cli=$(iperf "-c 10.77.1.2 -p 5201")
@@ -129,17 +130,17 @@ for t in "${topos[@]}"; do
   sw=$(ip netns pids bAsw 2>/dev/null | tr '\n' ' ')
   if1=$(ip -n bAvm1 -o link | awk -F': ' '$2 ~ /^bA[tv]1/ {sub(/@.*/, "", $2); print $2}')
   if2=$(ip -n bAvm2 -o link | awk -F': ' '$2 ~ /^bA[tv]2/ {sub(/@.*/, "", $2); print $2}')
-  mkdir -p "$out/$t"
+  mkdir -p "$d"
   a=$(snap)
   case $how in
-    perf) perf record -a -g -F 999 -o "$out/$t/perf.data" -- sleep "$win" 2>"$out/$t/perf.err" >/dev/null ;;
+    perf) perf record -a -g -F 999 -o "$d/perf.data" -- sleep "$win" 2>"$d/perf.err" >/dev/null ;;
     strace)
       args=(); for p in $sw; do args+=(-p "$p"); done
-      if [ ${#args[@]} -gt 0 ]; then timeout -s INT "$win" strace -c -f "${args[@]}" -o "$out/$t/strace.txt" 2>/dev/null; else sleep "$win"; fi ;;
+      if [ ${#args[@]} -gt 0 ]; then timeout -s INT "$win" strace -c -f "${args[@]}" -o "$d/strace.txt" 2>/dev/null; else sleep "$win"; fi ;;
     *) sleep "$win" ;;
   esac
   z=$(snap)
-  summarize "$out/$t/info.json" "$t" "$a" "$z"
+  summarize "$d/info.json" "$t" "$a" "$z"
 done
 wait $b
 echo "profile.sh: done; load average $(cut -d' ' -f1-3 /proc/loadavg)"
