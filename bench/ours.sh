@@ -4,6 +4,9 @@
 # foreground in anchors.sh's switch namespace. VSWITCH_BENCH_FLOWCACHE=true: the
 # bridge's flow cache on (README "Flow cache"; latency/run.sh's `ours-fc`). Usage (anchors.sh substitutes
 # the placeholders): ours.sh @DIR@ @TAP1@ @TAP2@
+# VSWITCH_BENCH_QUANTUM: the bridge's readQuantum; VSWITCH_BENCH_RPS=MASK: RPS on the
+# TAPs' receive queues once they are in the VM namespaces (an experiment: bench/README
+# "TCP through the switch").
 # VSWITCH_BENCH_JS: another build's packages/cli/dist/main.js (latency/run.sh's
 # `base`: before/after in one run); builds older than the flow cache get no
 # flowCache key unless VSWITCH_BENCH_FLOWCACHE is set.
@@ -24,17 +27,34 @@ off=${VSWITCH_BENCH_OFFLOAD:-true}
 fc=${VSWITCH_BENCH_FLOWCACHE:-false}
 js=${VSWITCH_BENCH_JS:-$here/../packages/cli/dist/main.js}
 fcline="    flowCache: $fc"
+# VSWITCH_BENCH_QUANTUM: the bridge's readQuantum (e.g. off, 1mb); unset: the default.
+qline=""
+[ -n "${VSWITCH_BENCH_QUANTUM:-}" ] && qline="    readQuantum: $VSWITCH_BENCH_QUANTUM"
 [ -n "${VSWITCH_BENCH_JS:-}" ] && [ -z "${VSWITCH_BENCH_FLOWCACHE:-}" ] && fcline=""
 mkdir -p "$dir/state"
 cat > "$dir/c.yaml" <<YAML
 bridges:
   br0:
 $fcline
+$qline
     ports:
       $tap1: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
       $tap2: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
 YAML
 rm -f "$dir/s"
+# VSWITCH_BENCH_RPS=MASK (experiment): once anchors.sh has moved the TAPs into the VM
+# namespaces, their receive queues steer to the CPUs in MASK (RPS), so the receiving
+# VM's stack runs there in softirq instead of inside the switch's TAP write.
+if [ -n "${VSWITCH_BENCH_RPS:-}" ]; then
+  ( for _ in $(seq 300); do
+      sleep 0.1
+      ip netns exec bAvm2 test -e "/sys/class/net/$tap2" 2>/dev/null || continue
+      ip netns exec bAvm1 test -e "/sys/class/net/$tap1" 2>/dev/null || continue
+      ip netns exec bAvm1 sh -c "echo $VSWITCH_BENCH_RPS > /sys/class/net/$tap1/queues/rx-0/rps_cpus"
+      ip netns exec bAvm2 sh -c "echo $VSWITCH_BENCH_RPS > /sys/class/net/$tap2/queues/rx-0/rps_cpus"
+      break
+    done ) </dev/null >/dev/null 2>&1 &
+fi
 setsid=""
 if [ "${VSWITCH_BENCH_SESSION:-own}" = own ]; then
   if [ "$(ps -o pgid= -p $$ | tr -d ' ')" != "$$" ]; then setsid=setsid

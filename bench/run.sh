@@ -19,6 +19,9 @@
 # JS entry per wakeup").
 # Topologies `base` and `base-fc`: `ours` / `ours-fc` with another build's daemon
 # (BASE_JS=<tree>/packages/cli/dist/main.js), for a same-run A/B of two builds.
+# Topologies ours-v1 .. ours-v4: `ours` with the environment in VSWITCH_BENCH_V1 ..
+# VSWITCH_BENCH_V4 (VAR=value ...; ours.sh's knobs or the daemon's), experiments in
+# the same rounds.
 # Default topologies: ours kbridge vde ovs-tap ovs-tap-tso pasta; 3 rounds
 # (about 6 minutes). Needs root. Installs missing Debian packages (apt-get).
 # Environment: VSWITCH_SHARED (default: ../shared beside the repository), the
@@ -95,6 +98,15 @@ if [ -n "${BASE_JS:-}" ]; then
   export BA_BASE_CMD="env VSWITCH_BENCH_JS=$BASE_JS $BA_OURS_CMD"
   export BA_BASE_FC_CMD="env VSWITCH_BENCH_JS=$BASE_JS VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
 fi
+# Topologies ours-v1 .. ours-v4: `ours` with the environment in VSWITCH_BENCH_V1 ..
+# (space-separated VAR=value, e.g. "VSWITCH_BENCH_QUANTUM=off"), for experiments
+# beside `ours` and `base` in the same rounds.
+for i in 1 2 3 4; do
+  v=VSWITCH_BENCH_V$i
+  [ -n "${!v:-}" ] && export "BA_OURS_V${i}_CMD=env ${!v} $BA_OURS_CMD"
+  eval "topo_ours_v${i}_up() { tapsw_up \"\${BA_OURS_V${i}_CMD:?topology ours-v${i} needs VSWITCH_BENCH_V${i}}\" \"\" 0; }"
+  export -f "topo_ours_v${i}_up"
+done
 topo_base_up() { tapsw_up "${BA_BASE_CMD:?topology base needs BASE_JS}" "" 0; }
 topo_base_fc_up() { tapsw_up "${BA_BASE_FC_CMD:?topology base-fc needs BASE_JS}" "" 0; }
 export -f topo_base_up topo_base_fc_up
