@@ -8,17 +8,14 @@ import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as nd from './index.js';
+import { ip, testEnv } from './test-env.js';
 
 const execFileP = promisify(execFile);
 const ID = randomBytes(2).toString('hex');
-const handles = new Set<number>();
-const netns = new Set<string>();
+const { handles, netns } = testEnv();
 
-function ip(...args: string[]): string {
-  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-}
 function tap(suffix: string): { handle: number; name: string } {
   const t = nd.openTap(`fc${ID}${suffix}`, { vnetHdr: true });
   handles.add(t.handle);
@@ -28,10 +25,6 @@ function close(h: number): void {
   handles.delete(h);
   nd.close(h);
 }
-afterAll(() => {
-  for (const h of handles) try { nd.close(h); } catch { /* gone */ }
-  for (const n of netns) try { ip('netns', 'del', n); } catch { /* gone */ }
-});
 
 const gens = nd.flowCacheGenerations();
 const HDR = nd.VNET_HDR_LEN;

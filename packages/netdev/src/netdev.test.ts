@@ -635,20 +635,26 @@ describe('AF_PACKET on a veth pair (peer in a netns)', () => {
     expect(c.errors).toEqual([]);
   }, 30000);
 
-  it('send and send2 write exactly the given bytes (byteOffset honoured) and return frame lengths', async () => {
-    const recv = spawn('ip', ['netns', 'exec', ns, PY, '-c', `
+  /** An AF_PACKET receiver in the netns on v1 for `count` frames of ethertype 0x88b5, each printed as hex after 'ready'. */
+  function receiver(count: number): { out: () => string; kill: () => void } {
+    const p = spawn('ip', ['netns', 'exec', ns, PY, '-c', `
 import socket, sys
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
 s.bind((sys.argv[1], 0))
 s.settimeout(5)
 print('ready', flush=True)
-for _ in range(2):
+for _ in range(${count}):
     print(s.recv(65535).hex(), flush=True)
 `, v1]);
     let out = '';
-    recv.stdout.on('data', (d) => { out += d; });
+    p.stdout.on('data', (d) => { out += d; });
+    return { out: () => out, kill: () => { p.kill(); } };
+  }
+
+  it('send and send2 write exactly the given bytes (byteOffset honoured) and return frame lengths', async () => {
+    const recv = receiver(2);
     try {
-      await waitFor(() => out.includes('ready'), 'the receiver');
+      await waitFor(() => recv.out().includes('ready'), 'the receiver');
       const head = Buffer.alloc(14);
       head.fill(0xff, 0, 6);
       fakeMac.copy(head, 6);
@@ -665,8 +671,8 @@ for _ in range(2):
       const shifted = Buffer.alloc(whole.length + 9);
       whole.copy(shifted, 9);
       expect(nd.send(pk.handle, shifted.subarray(4), 5, whole.length)).toBe(whole.length);
-      await waitFor(() => out.trim().split('\n').length >= 3, 'two frames in the netns');
-      const lines = out.trim().split('\n').slice(1);
+      await waitFor(() => recv.out().trim().split('\n').length >= 3, 'two frames in the netns');
+      const lines = recv.out().trim().split('\n').slice(1);
       expect(lines[0]).toBe(whole.toString('hex'));
       expect(lines[1]).toBe(whole.toString('hex'));
     } finally {
@@ -677,19 +683,9 @@ for _ in range(2):
   }, 20000);
 
   it('sendRun writes a run as send (strip 0) or send2 without the tag (strip 4) would, one frame at a time, in order; stops at another head, a short frame, a failed write', async () => {
-    const recv = spawn('ip', ['netns', 'exec', ns, PY, '-c', `
-import socket, sys
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
-s.bind((sys.argv[1], 0))
-s.settimeout(5)
-print('ready', flush=True)
-for _ in range(5):
-    print(s.recv(65535).hex(), flush=True)
-`, v1]);
-    let out = '';
-    recv.stdout.on('data', (d) => { out += d; });
+    const recv = receiver(5);
     try {
-      await waitFor(() => out.includes('ready'), 'the receiver');
+      await waitFor(() => recv.out().includes('ready'), 'the receiver');
       const head = (src: number, vid: number | undefined): Buffer => {
         const h = Buffer.alloc(vid === undefined ? 14 : 18);
         h.fill(0xff, 0, 6);
@@ -732,9 +728,9 @@ for _ in range(5):
       const after = nd.stats();
       expect(after.txFrames - before.txFrames).toBe(5);
       expect(after.txErrors - before.txErrors).toBe(1);
-      await waitFor(() => out.trim().split('\n').length >= 6, 'five frames in the netns');
+      await waitFor(() => recv.out().trim().split('\n').length >= 6, 'five frames in the netns');
       const strip = (f: Buffer) => Buffer.concat([f.subarray(0, 12), f.subarray(16)]).toString('hex');
-      expect(out.trim().split('\n').slice(1)).toEqual([strip(frames[0]), strip(frames[1]), strip(frames[3]),
+      expect(recv.out().trim().split('\n').slice(1)).toEqual([strip(frames[0]), strip(frames[1]), strip(frames[3]),
         frames[4].toString('hex'), frames[5].toString('hex')]);
     } finally {
       recv.kill();

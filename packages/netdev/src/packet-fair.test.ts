@@ -9,23 +9,14 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import * as nd from './index.js';
+import { ip, testEnv } from './test-env.js';
 
 const ID = randomBytes(2).toString('hex');
-const handles = new Set<number>();
-const netns = new Set<string>();
-const links = new Set<string>();
+const { handles, netns, links } = testEnv();
 const N = 60;
 
-function ip(...args: string[]): string {
-  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-}
-afterAll(() => {
-  for (const h of handles) try { nd.close(h); } catch { /* gone */ }
-  for (const l of links) try { ip('link', 'del', l); } catch { /* gone */ }
-  for (const n of netns) try { ip('netns', 'del', n); } catch { /* gone */ }
-});
 
 async function until(cond: () => boolean, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
