@@ -14,25 +14,15 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import * as nd from './index.js';
-import { ip, testEnv } from './test-env.js';
+import { ip, testEnv, until } from './test-env.js';
 
 const ID = randomBytes(2).toString('hex');
 const { handles, netns } = testEnv();
 const N = 60;
 
-
 const rxPackets = (ns: string, dev: string): number =>
   Number(ip('netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/statistics/rx_packets`));
 const macOf = (ns: string, dev: string): string => ip('netns', 'exec', ns, 'cat', `/sys/class/net/${dev}/address`).trim();
-
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (cond()) return true;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return cond();
-}
 
 /** A pair of TAPs, A's in namespace na and B's in nb, IPv6 off (no stray frames of its own). */
 function pair(tag: string): { a: nd.TapInfo; b: nd.TapInfo; na: string; nb: string } {

@@ -11,21 +11,12 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import * as nd from './index.js';
-import { ip, testEnv } from './test-env.js';
+import { ip, testEnv, until } from './test-env.js';
 
 const ID = randomBytes(2).toString('hex');
 const { handles, netns, links } = testEnv();
 const N = 60;
 
-
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (cond()) return true;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return cond();
-}
 
 /** N frames of `size` bytes queued to an attach port, read with `quantum` (`frames`: the frame share); per-batch counts of ours. */
 async function drain(tag: string, size: number, quantum: number, frames: boolean): Promise<{ batches: number[]; full: number }> {

@@ -28,3 +28,13 @@ export function testEnv(): TestEnv {
   });
   return env;
 }
+
+/** Polls `cond` every 5 ms for up to `ms`; its last answer. */
+export async function until(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return cond();
+}
