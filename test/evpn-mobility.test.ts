@@ -236,15 +236,14 @@ describe('EVPN MAC mobility: a VM moves between two vswitch hosts, FRR reflectin
       expect(await metrics('a')).toMatch(/vswitch_evpn_duplicate_macs_detected_total 1/);
       expect(d.a.logs.find((l) => l.obj?.event === 'evpn_duplicate_mac')?.obj).toMatchObject({ vni: 100, mac: DUP_MAC, to: 'local', moves: 5, windowSeconds: 180, action: 'held' });
 
-      // Both VMs go on announcing: the route no longer ping-pongs. Whatever was in flight at the
-      // detection settles first (C's one more move), then 10 more announcements each.
-      let seq = await maxSeq();
-      await waitFor('the sequence settles', async () => {
-        const now = await maxSeq();
-        const same = now === seq;
-        seq = now;
-        return same;
-      }, { timeoutMs: 20_000, intervalMs: 1000 });
+      // Both VMs go on announcing: the route no longer ping-pongs. What was in flight at the
+      // detection lands first: C (no detection) learns its VM once more over A's held route and
+      // advertises one sequence above it, which A refuses. Waited for by its value, not by a
+      // quiet second (a pause of a second was seen before C's move at load 4: CI run of s26).
+      const aSeq = (await show('a')).localRoutes.find((r: any) => r.mac === DUP_MAC)?.seq;
+      expect(aSeq, await dupState()).toBe(5);
+      const seq = Number(aSeq) + 1;
+      await waitFor(`C's one more move (sequence ${seq}) in FRR`, async () => (await maxSeq()) === seq, { timeoutMs: 20_000, intervalMs: 200 }).catch(why);
       const sentBefore = { a: sent(vm.a), c: sent(vm.c) };
       await waitFor('10 more announcements from each VM', () => sent(vm.a) >= sentBefore.a + 10 && sent(vm.c) >= sentBefore.c + 10, { timeoutMs: 30_000, intervalMs: 100 });
       expect(await maxSeq(), await dupState()).toBe(seq);
