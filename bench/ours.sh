@@ -11,6 +11,9 @@
 # `base`: before/after in one run); builds older than the flow cache get no
 # flowCache key unless VSWITCH_BENCH_FLOWCACHE is set.
 # `exec` keeps the PID anchors.sh recorded, so its CPU accounting sees node.
+# VSWITCH_BENCH_NODE_ARGS: node's arguments, by default --no-memory-reducer as the
+# installed `vswitch` runs (main.ts's interpreter line; README "The daemon's heap");
+# set it empty for V8's memory reducer on (run.sh's `ours-r`).
 # Its own session (setsid), as the peers run: vde_switch -d and ovs-vswitchd
 # --detach daemonize (setsid), systemd and Docker start a service in its own
 # session. With the kernel's autogroups (sched_autogroup_enabled, cgroup v1's
@@ -60,5 +63,5 @@ if [ "${VSWITCH_BENCH_SESSION:-own}" = own ]; then
   if [ "$(ps -o pgid= -p $$ | tr -d ' ')" != "$$" ]; then setsid=setsid
   else echo "ours.sh: leads its process group, setsid would fork: the daemon keeps the caller's session" >&2; fi
 fi
-exec $setsid node ${VSWITCH_BENCH_NODE_ARGS:-} "$js" daemon --config "$dir/c.yaml" \
+exec $setsid node ${VSWITCH_BENCH_NODE_ARGS---no-memory-reducer} "$js" daemon --config "$dir/c.yaml" \
   --socket "$dir/s" --metrics off --state-dir "$dir/state" --log-level warn

@@ -16,7 +16,9 @@
 # --no-memory-reducer (V8's memory reducer runs full collections a few seconds
 # after a mark-compact when the daemon looks idle to V8, as it does when its
 # frames do not enter JS: 10-30 ms stalls; bench/README.md "Flow cache and one
-# JS entry per wakeup").
+# JS entry per wakeup"). Since the installed daemon runs so (README "The daemon's
+# heap"), ours.sh passes the flag by default and these equal `ours`/`ours-fc`;
+# `ours-r`: `ours` with the memory reducer on (node without the flag).
 # Topologies `base` and `base-fc`: `ours` / `ours-fc` with another build's daemon
 # (BASE_JS=<tree>/packages/cli/dist/main.js), for a same-run A/B of two builds.
 # Topologies ours-v1 .. ours-v4: `ours` with the environment in VSWITCH_BENCH_V1 ..
@@ -92,7 +94,9 @@ export BA_OURS_N_CMD="env VSWITCH_BENCH_NODE_ARGS=--no-memory-reducer $BA_OURS_C
 export BA_OURS_FCN_CMD="env VSWITCH_BENCH_NODE_ARGS=--no-memory-reducer VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
 topo_ours_n_up() { tapsw_up "$BA_OURS_N_CMD" "" 0; }
 topo_ours_fcn_up() { tapsw_up "$BA_OURS_FCN_CMD" "" 0; }
-export -f topo_ours_fc_up topo_ours_insession_up topo_ours_n_up topo_ours_fcn_up
+export BA_OURS_R_CMD="env VSWITCH_BENCH_NODE_ARGS= $BA_OURS_CMD"
+topo_ours_r_up() { tapsw_up "$BA_OURS_R_CMD" "" 0; }
+export -f topo_ours_fc_up topo_ours_insession_up topo_ours_n_up topo_ours_fcn_up topo_ours_r_up
 if [ -n "${BASE_JS:-}" ]; then
   [ -f "$BASE_JS" ] || { echo "bench/run.sh: BASE_JS=$BASE_JS: no such file" >&2; exit 1; }
   export BA_BASE_CMD="env VSWITCH_BENCH_JS=$BASE_JS $BA_OURS_CMD"

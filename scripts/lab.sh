@@ -67,7 +67,7 @@ ip netns exec "$inet" busybox httpd -f -p 172.31.255.1:80 -h "$dir/www" &
 web_pid=$!
 
 echo "== vswitch daemon --config scripts/lab.yaml (metrics on http://$metrics/metrics)"
-node packages/cli/dist/main.js daemon --config scripts/lab.yaml --state-dir "$dir/state" --metrics "$metrics" 2>"$dir/daemon.log" &
+node --no-memory-reducer packages/cli/dist/main.js daemon --config scripts/lab.yaml --state-dir "$dir/state" --metrics "$metrics" 2>"$dir/daemon.log" &
 daemon_pid=$!
 for _ in $(seq 100); do vswitch show >/dev/null 2>&1 && break; sleep 0.1; done
 vswitch show >/dev/null || { cat "$dir/daemon.log"; exit 1; }

@@ -50,6 +50,23 @@ describe('ownSession at start', () => {
   });
 });
 
+describe('V8 memory reducer', () => {
+  it('off in the daemon started as installed (main.js through its interpreter line), on under a plain `node main.js`; said in daemon_started and show (from ping)', async () => {
+    const installed = await startDaemon({ bridges: {} }, { direct: true });
+    const plain = await startDaemon({ bridges: {} });
+    try {
+      expect(readFileSync(`/proc/${installed.proc.pid}/cmdline`, 'utf8').split('\0')).toContain('--no-memory-reducer');
+      expect(installed.logsMatching('daemon_started')[0].obj).toMatchObject({ memoryReducer: false });
+      expect(plain.logsMatching('daemon_started')[0].obj).toMatchObject({ memoryReducer: true });
+      expect((await installed.ok(['show'])).stdout).toMatch(/^daemon: pid \d+, .*, V8 memory reducer off$/m);
+      expect((await plain.ok(['show'])).stdout).toMatch(/^daemon: pid \d+, .*, V8 memory reducer on$/m);
+    } finally {
+      await installed.stop();
+      await plain.stop();
+    }
+  });
+});
+
 describe('vswitch CLI against a running daemon', () => {
   let d: Daemon;
 

@@ -32,7 +32,8 @@
 # ours-n, ours-fcn: ours / ours-fc with node --no-memory-reducer (V8's memory reducer runs
 # full collections ~8 s after a mark-compact when the heap looks idle, which a
 # daemon whose frames never enter JS always does: 10-30 ms stalls; README
-# "Flow cache and one JS entry per wakeup"). TRACE_NODE_ARGS: more node
+# "Flow cache and one JS entry per wakeup"); since the installed daemon runs with
+# it (README "The daemon's heap"), ours, ours-fc and base do too. TRACE_NODE_ARGS: more node
 # arguments for the vswitch daemons (e.g. --trace-gc: its last collections are
 # printed after each IMPL's table).
 # -S SECONDS: instead of the pings, sockperf's UDP ping-pong (64-byte messages,
@@ -102,12 +103,12 @@ for i in $impls; do
   d=$out/$i; mkdir -p "$d"
   case $i in
     # (in $d: with -P, node leaves its isolate-*-v8.log files in its cwd)
-    ours) (cd "$d" && VSWITCH_BENCH_NODE_ARGS="$nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    ours) (cd "$d" && VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     cfwd) ip netns exec ${p}s "$out/cfwd.bin" ${p}t1 ${p}t2 >"$d/log" 2>&1 & SW=$! ;;
-    base) (cd "$d" && VSWITCH_BENCH_JS=${BASE_JS:?base needs BASE_JS} VSWITCH_BENCH_NODE_ARGS="$nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    base) (cd "$d" && VSWITCH_BENCH_JS=${BASE_JS:?base needs BASE_JS} VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     ours-n) (cd "$d" && VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     ours-fcn) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
-    ours-fc) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS="$nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    ours-fc) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     jsfwd2) (cd "$d" && JSFWD_ENTRIES=2 exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     jsfwd) (cd "$d" && exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     vde) ip netns exec ${p}s vde_switch -d -s "$d/ctl" -M "$d/mgmt" -p "$d/pid" -t ${p}t1 -t ${p}t2 >"$d/log" 2>&1

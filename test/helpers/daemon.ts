@@ -3,7 +3,7 @@
  * control socket, stderr JSON log captured line by line, the CLI run against it.
  */
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { MAIN_JS, REPO, shr, sleep, spawnTracked, tempDir, waitFor, q, type ShResult } from './run.js';
@@ -176,6 +176,21 @@ export interface StartOptions {
   netns?: string;
   /** A command prefix the daemon runs under, e.g. ['setpriv', '--bounding-set', '-net_raw', '--']. */
   wrap?: string[];
+  /**
+   * Start main.js through its own interpreter line, as the installed `vswitch` starts
+   * (systemd's ExecStart, a shell), instead of `node main.js`: the line's interpreter
+   * and its one argument (Linux passes the rest of the line as one) before the script.
+   */
+  direct?: boolean;
+}
+
+/** The command the kernel runs for a script: its `#!` interpreter, the line's argument if any, the script. */
+export function interpreterLine(script: string): string[] {
+  const first = readFileSync(script, 'utf8').split('\n', 1)[0];
+  if (!first.startsWith('#!')) throw new Error(`${script}: no interpreter line`);
+  const line = first.slice(2).trim();
+  const sp = line.search(/[ \t]/);
+  return sp < 0 ? [line, script] : [line.slice(0, sp), line.slice(sp).trim(), script];
 }
 
 /** Starts `vswitch daemon --config FILE --socket SOCK` and waits until `show --json` answers. */
@@ -202,9 +217,9 @@ export async function startDaemon(config: unknown, opts: StartOptions = {}): Pro
   const env = { ...process.env };
   delete env.VSWITCH_SOCKET;
   // SIGTERM if the test process dies: the daemon then removes its TAPs and socket itself.
-  const argv = [MAIN_JS, 'daemon', '--config', configFile, '--socket', socket, ...stateArgs, ...(opts.args ?? [])];
-  // `ip netns exec` execs the command, so the tracked pid is the daemon's own.
-  const full = [...(opts.wrap ?? []), process.execPath, ...argv];
+  const argv = ['daemon', '--config', configFile, '--socket', socket, ...stateArgs, ...(opts.args ?? [])];
+  // `ip netns exec` execs the command, so the tracked pid is the daemon's own (env -S execs node too).
+  const full = [...(opts.wrap ?? []), ...(opts.direct ? interpreterLine(MAIN_JS) : [process.execPath, MAIN_JS]), ...argv];
   const [cmd, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, ...full]] : [full[0], full.slice(1)];
   const proc = spawnTracked(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -139,6 +139,11 @@ describe('show\'s daemon line', () => {
     expect(daemonLine({ pid: 9, nice: 0, session: { pid: 9, sid: 4, own: false, autogroup: null } }))
       .toBe('daemon: pid 9, in its starter\'s session 4 (ownSession: true for its own), nice 0');
   });
+  it('says whether V8\'s memory reducer runs, when the daemon says', () => {
+    const session = { pid: 9, sid: 9, own: true, autogroup: null };
+    expect(daemonLine({ pid: 9, nice: 0, session, memoryReducer: false })).toBe('daemon: pid 9, own session, nice 0, V8 memory reducer off');
+    expect(daemonLine({ pid: 9, nice: 0, session, memoryReducer: true })).toBe('daemon: pid 9, own session, nice 0, V8 memory reducer on');
+  });
   it('prints nothing for a daemon that does not say (an older build)', () => {
     expect(daemonLine({ pid: 9, version: '1' })).toBe('');
     expect(daemonLine('pong')).toBe('');

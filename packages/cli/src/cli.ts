@@ -89,12 +89,13 @@ function need(w: Record<string, string | true>, key: string, usage: string): str
 
 /** `show`'s last line: the daemon's session (its scheduling group) and nice, from `ping`; '' for a daemon too old to say. */
 export function daemonLine(ping: unknown): string {
-  const p = ping as { pid?: number; nice?: number; session?: { sid: number; own: boolean; autogroup: string | null } } | null;
+  const p = ping as { pid?: number; nice?: number; memoryReducer?: boolean; session?: { sid: number; own: boolean; autogroup: string | null } } | null;
   if (!p || typeof p !== 'object' || !p.session) return '';
   const s = p.session;
   const group = s.autogroup ? `, ${s.autogroup.split(' ')[0]}` : '';
   const where = s.own ? `own session${group}` : `in its starter's session ${s.sid}${group} (ownSession: true for its own)`;
-  return `daemon: pid ${p.pid}, ${where}, nice ${p.nice}`;
+  const reducer = p.memoryReducer === undefined ? '' : `, V8 memory reducer ${p.memoryReducer ? 'on' : 'off'}`;
+  return `daemon: pid ${p.pid}, ${where}, nice ${p.nice}${reducer}`;
 }
 
 function print(data: unknown, asJson: boolean, render: (d: any) => string): void {

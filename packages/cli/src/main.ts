@@ -1,7 +1,13 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-memory-reducer
 /*
  * `vswitch`: runs the command line of cli.ts. Exit status: 0 ok, 1 error (one line
  * on stderr), 2 usage error (commander's conventions).
+ *
+ * The interpreter line turns off V8's memory reducer (README "The daemon's heap"): a few
+ * seconds after a major collection, when the process looks idle to V8 (as a daemon
+ * whose frames stay in the addon does), it runs more full collections to shrink the
+ * heap, stalling the event loop, and with it forwarding, for 10-30 ms. A V8 flag set
+ * at run time does not stop a reducer V8 created with the heap, so it is set here.
  */
 import { CommanderError } from 'commander';
 import { buildProgram, UsageError } from './cli.js';

@@ -8,7 +8,7 @@ import { VswitchError } from '../errors.js';
 import { formatIp4 } from '@vswitch/switch';
 import os from 'node:os';
 import { VERSION } from '../version.js';
-import { sessionInfo } from './session.js';
+import { memoryReducerOn, sessionInfo } from './session.js';
 import { DNS_DROP_REASONS, DNS_RESULTS } from '@vswitch/nat';
 import { Stream } from './control.js';
 import type { ManagedRouter } from './routers.js';
@@ -203,7 +203,7 @@ const GUARD_MODES: Record<string, GuardSwitches> = {
 };
 
 export const handlers: Record<string, Handler> = {
-  ping: () => ({ pid: process.pid, version: VERSION, session: sessionInfo(), nice: os.getPriority(0) }),
+  ping: () => ({ pid: process.pid, version: VERSION, session: sessionInfo(), nice: os.getPriority(0), memoryReducer: memoryReducerOn() }),
 
   addbr: (sw, a) => {
     sw.addBridge(str(a, 'bridge'));

@@ -26,7 +26,7 @@ import { foldAddonFlowCache } from '@vswitch/switch/ports';
 import { type Logger, type LogLevel, makeLogger } from './log.js';
 import { hostKey } from './machine-id.js';
 import { applyNice } from './priority.js';
-import { applyOwnSession, sessionInfo } from './session.js';
+import { applyOwnSession, memoryReducerOn, sessionInfo } from './session.js';
 import { Vswitch } from './service.js';
 
 export { DEFAULT_SOCKET };
@@ -131,7 +131,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const limit = fdLimit();
   log.info({
     event: 'daemon_started', config: opts.config ?? '(built-in default)', socket: socketPath, bridges: [...sw.bridges.keys()],
-    fdLimit: limit, control: controlLimits(cfg), nice: os.getPriority(0), niceWas, session: sessionInfo(), sessionWas,
+    fdLimit: limit, control: controlLimits(cfg), nice: os.getPriority(0), niceWas, session: sessionInfo(), sessionWas, memoryReducer: memoryReducerOn(),
   }, 'daemon_started');
   const needed = fdsNeeded(cfg, metrics !== undefined);
   if (typeof limit === 'number' && limit < needed) {

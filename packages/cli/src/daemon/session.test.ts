@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyOwnSession, autogroupText, type SessionInfo, statSession } from './session.js';
+import { applyOwnSession, autogroupText, memoryReducerOn, type SessionInfo, statSession } from './session.js';
 
 describe('statSession', () => {
   it('reads field 6 after the name, whatever the name holds', () => {
@@ -45,5 +45,16 @@ describe('applyOwnSession', () => {
     const setsid = (): number => { throw Object.assign(new Error('setsid: Operation not permitted'), { code: 'EPERM' }); };
     expect(applyOwnSession(true, log, setsid, () => state(7, null))).toEqual([]);
     expect(logs).toEqual([expect.objectContaining({ event: 'own_session_failed', sid: 7, hint: expect.stringMatching(/setsid\(1\)/) })]);
+  });
+});
+
+describe('memoryReducerOn', () => {
+  it('off with --no-memory-reducer (either spelling), the last of several flags wins, on by default', () => {
+    expect(memoryReducerOn([])).toBe(true);
+    expect(memoryReducerOn(['--no-memory-reducer'])).toBe(false);
+    expect(memoryReducerOn(['--no_memory_reducer'])).toBe(false);
+    expect(memoryReducerOn(['--no-memory-reducer', '--memory-reducer'])).toBe(true);
+    expect(memoryReducerOn(['--perf-basic-prof', '--no-memory-reducer'])).toBe(false);
+    expect(memoryReducerOn(['--no-memory-reducer-for-small-heaps'])).toBe(true);
   });
 });

@@ -19,6 +19,19 @@
  * `ping --json` returns them, daemon_started logs them.
  */
 import { readFileSync } from 'node:fs';
+
+/**
+ * Whether V8's memory reducer runs in this process: off when node was started with
+ * --no-memory-reducer, as the installed `vswitch` (main.ts's interpreter line) is.
+ */
+export function memoryReducerOn(execArgv: readonly string[] = process.execArgv): boolean {
+  let on = true;
+  for (const a of execArgv) {
+    if (a === '--no-memory-reducer' || a === '--no_memory_reducer') on = false;
+    else if (a === '--memory-reducer' || a === '--memory_reducer') on = true;
+  }
+  return on;
+}
 import type { Logger } from './log.js';
 
 export interface SessionInfo {
