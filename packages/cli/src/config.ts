@@ -6,10 +6,11 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
-import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6IsUnspecified, ip6Masked, LOOP_LIMITS, parseCidr6, parseIp4, parseIp6, parseMac, parseRate, parseReadFrames, parseReadQuantum, parseReadShare, parseSize, RATE_LIMITS } from '@vswitch/switch';
+import { dnsNames, formatIp6, ip6InPrefix, ip6IsLinkLocal, ip6IsMulticast, ip6IsUnspecified, ip6Masked, LOOP_LIMITS, parseCidr6, parseIp4, parseIp6, parseMac, parseRate, parseSize, RATE_LIMITS } from '@vswitch/switch';
 import { RATE_LIMIT_DEFAULTS } from '@vswitch/nat';
 import { VswitchError } from './errors.js';
 import { VxlanSchema } from './vxlan-config.js';
+import { ReadFramesSchema, ReadQuantumSchema, ReadShareSchema } from './read-share-config.js';
 import { EvpnSchema } from './evpn-config.js';
 import { checkDhcp6 } from './daemon/dhcp6.js';
 import { forward6Problem } from './daemon/forward6.js';
@@ -61,32 +62,6 @@ const EgressRate = z.strictObject({
   rate: Rate,
   burst: Size.optional(),
   pps: z.number().int().min(1).max(RATE_LIMITS.maxPps).optional(),
-});
-const ReadQuantum = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  try {
-    return parseReadQuantum(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
-});
-/** `readShare`: what a port's share of a read-loop round counts, bytes or frames (README "Fair share"). */
-export const ReadShareSchema = z.unknown().transform((v, ctx) => {
-  try {
-    return parseReadShare(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
-});
-/** `readFrames`: frames per port per round under `readShare: frames`, or "off"/0. */
-export const ReadFramesSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  try {
-    return parseReadFrames(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
 });
 const HoldSec = z.number().int().min(LOOP_LIMITS.holdSecMin).max(LOOP_LIMITS.holdSecMax);
 
@@ -167,7 +142,7 @@ const BridgeSchema = z.strictObject({
   }).optional(),
   fdb: z.array(z.strictObject({ mac: Mac, port: IfName, vlan: Vid.optional() })).default([]),
   /** Each port's share of a read-loop round under `readShare: bytes`: bytes or a size ("256kb"), "off" or 0 for no limit (README "Fair share"). */
-  readQuantum: ReadQuantum.optional(),
+  readQuantum: ReadQuantumSchema.optional(),
   /** What that share counts: frames (readFrames per port per round whatever their size, the default) or bytes (readQuantum). */
   readShare: ReadShareSchema.optional(),
   /** Frames per port per round under `readShare: frames` (default 16), "off" or 0 for no limit. */

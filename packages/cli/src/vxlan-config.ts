@@ -9,7 +9,8 @@
  * address must be of the same family.
  */
 import { z } from 'zod';
-import { READ_FRAMES_DEFAULT, READ_QUANTUM_DEFAULT, ip6IsLinkLocal, ip6IsMulticast, parseIp4, parseIp6, parseMac, parseReadFrames, parseReadQuantum, parseReadShare } from '@vswitch/switch';
+import { READ_FRAMES_DEFAULT, READ_QUANTUM_DEFAULT, ip6IsLinkLocal, ip6IsMulticast, parseIp4, parseIp6, parseMac } from '@vswitch/switch';
+import { ReadFramesSchema, ReadQuantumSchema, ReadShareSchema } from './read-share-config.js';
 
 const family = (s: string): 4 | 6 | 0 => (s.includes(':') ? (parseIp6(s) !== undefined ? 6 : 0) : parseIp4(s) >= 0 ? 4 : 0);
 const Ip = z.string().refine((s) => family(s) !== 0, 'must be an IPv4 address like 192.0.2.1 or an IPv6 address like 2001:db8::1');
@@ -50,14 +51,7 @@ export const VxlanSchema = z.strictObject({
    * a flood from the underlay is read this many bytes (each datagram + 16 KB) per
    * round, so it cannot starve the local ports. "off": no limit.
    */
-  readQuantum: z.union([z.number(), z.string()]).transform((v, ctx) => {
-    try {
-      return parseReadQuantum(v);
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: (e as Error).message });
-      return z.NEVER;
-    }
-  }).default(READ_QUANTUM_DEFAULT),
+  readQuantum: ReadQuantumSchema.default(READ_QUANTUM_DEFAULT),
   /**
    * What that share counts, as a bridge's `readShare`: bytes (readQuantum) or frames
    * (readFrames datagrams a round; a UDP GRO burst counts as its packets). Bytes by
@@ -65,22 +59,8 @@ export const VxlanSchema = z.strictObject({
    * are coalesced within one read batch, so 16 packets a round would cut them from
    * ~45 segments to 16; the underlay's share in frames is unmeasured on the VXLAN bench.
    */
-  readShare: z.unknown().transform((v, ctx) => {
-    try {
-      return parseReadShare(v);
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: (e as Error).message });
-      return z.NEVER;
-    }
-  }).default('bytes' as const),
-  readFrames: z.union([z.number(), z.string()]).transform((v, ctx) => {
-    try {
-      return parseReadFrames(v);
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: (e as Error).message });
-      return z.NEVER;
-    }
-  }).default(READ_FRAMES_DEFAULT),
+  readShare: ReadShareSchema.default('bytes' as const),
+  readFrames: ReadFramesSchema.default(READ_FRAMES_DEFAULT),
   /** IPv6 underlay: accept datagrams whose UDP checksum is zero (RFC 6935/6936, Linux vxlan's udp6zerocsumrx). What this VTEP sends always carries one. */
   udp6ZeroCsumRx: z.boolean().default(false),
   /**
