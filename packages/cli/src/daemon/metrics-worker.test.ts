@@ -43,11 +43,11 @@ function deferred(): Deferred {
   return { promise, resolve, reject };
 }
 
-async function start(render: () => Promise<string>, limits: Partial<MetricsLimits> = {}, extra: { healthTimeoutMs?: number; port?: number } = {}) {
+async function start(render: () => Promise<string>, limits: Partial<MetricsLimits> = {}, extra: { healthTimeoutMs?: number; healthFreshMs?: number; port?: number } = {}) {
   const { log, lines } = capture();
   const w = await MetricsWorker.start({
     host: '127.0.0.1', port: extra.port ?? 0, limits: { ...DEFAULT_METRICS_LIMITS, ...limits }, contentType: 'text/plain; version=0.0.4',
-    render, log, healthTimeoutMs: extra.healthTimeoutMs,
+    render, log, healthTimeoutMs: extra.healthTimeoutMs, healthFreshMs: extra.healthFreshMs,
   });
   open.push(w);
   const port = Number(w.address.split(':')[1]);
@@ -93,9 +93,10 @@ describe('metrics worker protocol', () => {
     const renders: Deferred[] = [];
     const { w, port, seen } = await start(() => { const d = deferred(); renders.push(d); return d.promise; }, { cacheInterval: 60 });
     const first = Array.from({ length: 50 }, () => get(port, '/metrics'));
-    await expect.poll(() => renders.length).toBe(1);
+    // Generous waits: 50 connections reach the worker slowly on a loaded machine.
+    await expect.poll(() => renders.length, { timeout: 10_000 }).toBe(1);
     // Every other scrape reached the worker and waits for that same render.
-    await expect.poll(async () => (await w.currentStats()).waiting).toBe(50);
+    await expect.poll(async () => (await w.currentStats()).waiting, { timeout: 10_000 }).toBe(50);
     expect(renders).toHaveLength(1);
     renders[0].resolve('text 1\n');
     const res = await Promise.all(first);
@@ -144,12 +145,19 @@ describe('metrics worker protocol', () => {
     expect(w.render).toMatchObject({ renders: 2, renderErrors: 1 });
   });
 
-  it('/healthz: 200 while the main loop answers (one ping for many), 503 while it is stuck, 200 again after', async () => {
-    const { port, seen } = await start(async () => 'x\n', {}, { healthTimeoutMs: 500 });
+  // A pong fresh for a minute: however slowly a loaded machine delivers the 20 requests,
+  // the first pings and every other shares that ping or its pong (with the 250 ms window
+  // a slow batch could legitimately ping again, so the count would measure the machine).
+  it('/healthz: many requests share one ping', async () => {
+    const { port, seen } = await start(async () => 'x\n', {}, { healthFreshMs: 60_000 });
     const many = await Promise.all(Array.from({ length: 20 }, () => get(port, '/healthz')));
     expect(many.every((r) => r.status === 200 && r.body === 'ok\n')).toBe(true);
-    // The first /healthz pings; the others share that ping or its fresh pong.
-    expect(seen.ping).toBeLessThanOrEqual(2);
+    expect(seen.ping).toBe(1);
+  });
+
+  it('/healthz: 200 while the main loop answers, 503 while it is stuck, 200 again after', async () => {
+    const { port } = await start(async () => 'x\n', {}, { healthTimeoutMs: 500 });
+    expect(await get(port, '/healthz')).toEqual({ status: 200, body: 'ok\n' });
 
     await new Promise((r) => setTimeout(r, 300)); // past the fresh-pong window: the next /healthz must ping
     const stuck = await sendRaw(port, '/healthz');

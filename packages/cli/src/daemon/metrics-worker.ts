@@ -446,6 +446,8 @@ export interface MetricsWorkerOptions {
   log: Logger;
   /** Tests: a shorter /healthz timeout. */
   healthTimeoutMs?: number;
+  /** Tests: how long a pong answers /healthz without a new ping. */
+  healthFreshMs?: number;
 }
 
 /** Render counters of the main thread (the worker cannot know how long a render took). */
@@ -500,7 +502,7 @@ export class MetricsWorker {
   #spawn(port: number): Promise<void> {
     const init: WorkerInit = {
       host: this.#opts.host, port, limits: this.#limits, maxHeaderBytes: MAX_HEADER_BYTES, closeReasons: METRICS_CLOSE_REASONS,
-      contentType: this.#opts.contentType, healthTimeoutMs: this.#opts.healthTimeoutMs ?? HEALTH_TIMEOUT_MS, healthFreshMs: HEALTH_FRESH_MS,
+      contentType: this.#opts.contentType, healthTimeoutMs: this.#opts.healthTimeoutMs ?? HEALTH_TIMEOUT_MS, healthFreshMs: this.#opts.healthFreshMs ?? HEALTH_FRESH_MS,
     };
     const worker = new Worker(workerSource(), { eval: true, workerData: init });
     this.#worker = worker;
