@@ -20,7 +20,9 @@
  * its consecutive frames as one batch, whose runs of one inner flow the bridge decides once.
  * NativeUnderlay6 is the same over IPv6 (netdev udp6.c): the sender's address is
  * looked up in the Vtep's remote table straight from the ring, and the kernel
- * writes the outer IPv6 header and the UDP checksum.
+ * writes the outer IPv6 header and the UDP checksum; super-frames go the same way
+ * (sendVxlan6: UDP GSO over IPv6 sockets, or sendmmsg through the raw IPv6 socket),
+ * other packets one sendmsg each.
  */
 import * as netdev from '@vswitch/netdev';
 import type { UnderlayIo, Vtep } from '../vxlan.js';
@@ -69,6 +71,11 @@ export interface UnderlayGro {
 function gro(on: boolean): UnderlayGro {
   const s = netdev.stats();
   return { bursts: s.udpGroBursts, segments: s.udpGroSegments, dropped: s.udpGroDropped, on };
+}
+
+function gso(): UnderlayGso {
+  const s = netdev.stats();
+  return { sends: s.vxlanTxGsoSends, segments: s.vxlanTxGsoSegments, refused: s.vxlanTxGsoRefused };
 }
 
 function coalesced(): UnderlayCoalesced {
@@ -174,10 +181,7 @@ export class NativeUnderlay implements UnderlayIo {
 
   get rxGro(): UnderlayGro { return gro(this.#groOn); }
 
-  get txGso(): UnderlayGso {
-    const s = netdev.stats();
-    return { sends: s.vxlanTxGsoSends, segments: s.vxlanTxGsoSegments, refused: s.vxlanTxGsoRefused };
-  }
+  get txGso(): UnderlayGso { return gso(); }
 
   close(): void {
     if (this.#closed) return;
@@ -245,6 +249,16 @@ export class NativeUnderlay6 implements UnderlayIo {
     return netdev.sendIp6x3(this.#txHandle, addr, 0, v.ttl, a, aoff, alen, b, boff, blen, c, coff, clen);
   }
 
+  /** As NativeUnderlay's: `outer` is UDP + VXLAN (16 bytes), `dst` a remote id; the hop limit is the Vtep's. */
+  sendVxlan(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
+    blen: number, res: Int32Array): number {
+    const v = this.#vtep;
+    if (this.#closed || v === undefined) return -100;
+    const addr = v.remotes6.addrs[dst];
+    if (addr === undefined || dst === 0) return -22;
+    return netdev.sendVxlan6(this.#txHandle, addr, 0, v.ttl, outer, mtu, a, aoff, b, boff, blen, res);
+  }
+
   /** As NativeUnderlay's: the receive socket's share of each read-loop round (udp6.c drains under it too). */
   setReadQuantum(quantum: number, frames = false): void {
     if (!this.#closed) netdev.setQuantum(this.#rxHandle, quantum, frames);
@@ -259,10 +273,14 @@ export class NativeUnderlay6 implements UnderlayIo {
     return 0;
   }
 
-  /** As NativeUnderlay's for the coalescing toward TAPs and UDP GRO; IPv6 sends one sendmsg per packet (no UDP GSO yet). */
+  #offload: string | undefined;
+
+  /** As NativeUnderlay's: UDP GSO for super-frames (over IPv6 sockets), the coalescing toward TAPs, UDP GRO. */
   setOffload(mode: 'auto' | 'off'): void {
-    if (this.#closed) return;
+    if (this.#closed || mode === this.#offload) return;
+    this.#offload = mode;
     netdev.setTapGro(mode !== 'off');
+    netdev.setUdpGso(mode !== 'off');
     this.#groOn = netdev.setUdpGro(this.#rxHandle, mode !== 'off') && mode !== 'off';
   }
 
@@ -271,6 +289,8 @@ export class NativeUnderlay6 implements UnderlayIo {
   get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
 
   get rxGro(): UnderlayGro { return gro(this.#groOn); }
+
+  get txGso(): UnderlayGso { return gso(); }
 
   close(): void {
     if (this.#closed) return;
