@@ -23,6 +23,13 @@
  *    kernel writes the outer IPv4 header (ID, checksum) and a UDP checksum (UDP GSO
  *    refuses SO_NO_CHECK; RFC 7348 allows a correct one, and on a veth or a NIC
  *    with checksum offload it costs nothing).
+ *  - IPv6 (the raw socket is udp6.c's, the caller's header UDP + VXLAN): the buckets are
+ *    UDPv6 sockets bound to the raw socket's address (getsockname), IPV6_DONTFRAG and
+ *    IPV6_PMTUDISC_DO, the hop limit per message; the UDP checksum is the kernel's for
+ *    each segment, which IPv6 requires anyway (and a Linux vxlan device's default,
+ *    noudp6zerocsumrx, drops a zero one). The kernel gives a bucket's packets its
+ *    automatic flow label, hashed with the bucket's ports (packets through the raw
+ *    socket get another, also stable per flow).
  *  - The kernel may refuse (EIO, EINVAL, ENOPROTOOPT, EOPNOTSUPP: no UDP GSO, or a
  *    route it cannot use with it), or a socket may not open: that is counted
  *    (vxlan_tx_gso_refused) and the frame, and every later one until the switch is

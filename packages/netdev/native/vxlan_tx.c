@@ -12,7 +12,12 @@
  *    DF, TTL, VNI; lengths for an empty inner frame). Every segment of a super-frame
  *    belongs to the same inner flow, so the same header serves all of them: only the
  *    outer IPv4 total length, its header checksum and the UDP length are per segment,
- *    and those are all this file writes.
+ *    and those are all this file writes. Over an IPv6 underlay (sendVxlan6) the caller
+ *    writes only UDP + VXLAN (16 bytes: the kernel writes the IPv6 header and the UDP
+ *    checksum, as for every IPv6 packet, udp6.c), so only the UDP length is per segment,
+ *    an outer packet adds 56 bytes to its inner frame (the MTU check), the destination
+ *    is a sockaddr_in6 and the hop limit goes per message (nd_vxdst). The rest below is
+ *    the same for both families.
  *  - The inner frame arrives as egress hands tunnels a tagged frame: its 12 MAC bytes,
  *    then the rest after the 802.1Q tag (the tunnel carries frames untagged), with
  *    the virtio_net_hdr that describes the tagged frame right before the MACs. The
@@ -27,8 +32,9 @@
  *  - The segments go out as UDP GSO datagrams (vxlan_gso.c: one sendmsg with
  *    UDP_SEGMENT per up to 64 segments, through a UDP socket the flow's source port
  *    selects) when that is on and the kernel takes it; otherwise through the raw
- *    IPv4 socket (udp.c) in one sendmmsg, each as two iovecs (its outer header, then
- *    the inner segment). Packets through the raw socket carry the source port of
+ *    IPv4 socket (udp.c; IPv6: udp6.c's, with the hop limit in a cmsg all messages
+ *    share) in one sendmmsg, each as three iovecs (its outer header, the inner segment's
+ *    headers, its payload). Packets through the raw socket carry the source port of
  *    their flow's GSO socket once it is open (nd_vxgso_rewrite_sport), so one flow
  *    keeps one port whichever way its packets go.
  *  - Complete frames (Vtep.encap: one outer packet each) are queued here rather than
