@@ -1181,64 +1181,75 @@ static napi_value js_open_raw_ip(napi_env env, napi_callback_info info) {
  */
 static bool vxtx_ready(napi_env env, nd_state *st);
 
+static nd_handle *raw6_args(napi_env env, nd_state *st, napi_value *argv, const char *fn, nd_vxdst *d);
+
 /*
  * The arguments sendIp3 and queueIp3 share, (handle, dstIp, a, aoff, alen, b, boff,
- * blen, c, coff, clen): the raw IP handle, dst (host order) and the three pieces as
- * iovecs. NULL, with a JS exception pending, on bad arguments.
+ * blen, c, coff, clen): the raw IP handle, dst (host order, into d) and the three
+ * pieces as iovecs; v6 (sendIp6x3, queueIp6x3): (handle, dst, doff, hops, a, ...), see
+ * raw6_args. NULL, with a JS exception pending, on bad arguments.
  */
-static nd_handle *ip3_args(napi_env env, napi_callback_info info, nd_state *st, const char *fn, int64_t *dst,
+static nd_handle *ip3_args(napi_env env, napi_callback_info info, nd_state *st, const char *fn, bool v6, nd_vxdst *d,
                            struct iovec iov[3]) {
-  size_t argc = 11, total, off, len;
-  napi_value argv[11];
+  size_t argc = 13, want = v6 ? 13 : 11, total, off, len;
+  napi_value argv[13];
   uint8_t *p;
   static const char *const names[3] = { "a", "b", "c" };
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 11) {
-    char m[128];
-    snprintf(m, sizeof m, "netdev: %s(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen)", fn);
+  if (argc < want) {
+    char m[160];
+    snprintf(m, sizeof m, v6 ? "netdev: %s(handle, dst, doff, hops, a, aoff, alen, b, boff, blen, c, coff, clen)"
+                             : "netdev: %s(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen)", fn);
     napi_throw_type_error(env, "ERR_MISSING_ARGS", m);
     return NULL;
   }
-  nd_handle *h = arg_handle(env, st, argv[0]);
-  if (!h) return NULL;
-  if (h->kind != KIND_RAW) { throw_errno(env, fn, "(not a raw IP handle)", EINVAL); return NULL; }
-  if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, dst)) return NULL;
+  nd_handle *h;
+  if (v6) {
+    if (!(h = raw6_args(env, st, argv, fn, d))) return NULL;
+  } else {
+    int64_t dst;
+    if (!(h = arg_handle(env, st, argv[0]))) return NULL;
+    if (h->kind != KIND_RAW) { throw_errno(env, fn, "(not a raw IP handle)", EINVAL); return NULL; }
+    if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, &dst)) return NULL;
+    nd_vxdst4(d, htonl((uint32_t)dst));
+  }
   for (int i = 0; i < 3; i++) {
-    napi_value *v = argv + 2 + 3 * i;
+    napi_value *v = argv + (v6 ? 4 : 2) + 3 * i;
     if (!arg_bytes(env, v[0], names[i], &p, &total) || !arg_range(env, v[1], v[2], total, &off, &len)) return NULL;
     iov[i] = (struct iovec){ p + off, len };
   }
   return h;
 }
 
-static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
+/* sendIp3 and sendIp6x3 (v6): one packet through the raw socket now. */
+static napi_value send_ip3(napi_env env, napi_callback_info info, bool v6) {
   nd_state *st = get_state(env);
-  int64_t dst;
+  nd_vxdst d;
   struct iovec iov[3];
-  nd_handle *h = ip3_args(env, info, st, "sendIp3", &dst, iov);
+  nd_handle *h = ip3_args(env, info, st, v6 ? "sendIp6x3" : "sendIp3", v6, &d, iov);
   if (!h) return NULL;
   size_t frame = iov[0].iov_len + iov[1].iov_len + iov[2].iov_len;
   /* The flow's source port, as its UDP GSO socket has it (vxlan_gso.c), in a copy: the caller's header is its own. */
+  const size_t olen = v6 ? ND_VXLAN6_OUTER : ND_VXLAN_OUTER;
   uint8_t outer[ND_VXLAN_OUTER];
-  if (st->vxtx && iov[0].iov_len == ND_VXLAN_OUTER) {
-    memcpy(outer, iov[0].iov_base, ND_VXLAN_OUTER);
+  if (st->vxtx && iov[0].iov_len == olen) {
+    memcpy(outer, iov[0].iov_base, olen);
     nd_vxtx_rewrite_sport(st->vxtx, h->fd, outer);
     iov[0].iov_base = outer;
   }
-  struct sockaddr_in sin;
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl((uint32_t)dst);
+  ssize_t r;
+  if (v6) return send_result(env, st, (ssize_t)nd_raw6_send(h->fd, d.sa.sin6_addr.s6_addr, d.hops, iov, 3), frame, false);
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
-  msg.msg_name = &sin;
-  msg.msg_namelen = sizeof sin;
+  msg.msg_name = &d.sa;
+  msg.msg_namelen = d.salen;
   msg.msg_iov = iov;
   msg.msg_iovlen = 3;
-  ssize_t r;
   do r = sendmsg(h->fd, &msg, MSG_DONTWAIT); while (r < 0 && errno == EINTR);
   return send_result(env, st, r, frame, false);
 }
+
+static napi_value js_send_ip3(napi_env env, napi_callback_info info) { return send_ip3(env, info, false); }
 
 
 /*
@@ -1246,20 +1257,25 @@ static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
  * (vxlan_tx.c) and sent with the others queued in one sendmmsg when the queue is
  * full, before a sendVxlan, when the handle closes, or at flushIp(). Bytes queued,
  * or -EMSGSIZE (over 16 KiB). Errors at the flush are counted (vxlanTxQueueErrors).
+ * queueIp6x3(...): the same with sendIp6x3's arguments (the IPv6 underlay).
  */
-static napi_value js_queue_ip3(napi_env env, napi_callback_info info) {
+static napi_value queue_ip3(napi_env env, napi_callback_info info, bool v6) {
   nd_state *st = get_state(env);
-  int64_t dst;
+  nd_vxdst d;
   struct iovec iov[3];
-  nd_handle *h = ip3_args(env, info, st, "queueIp3", &dst, iov);
+  nd_handle *h = ip3_args(env, info, st, v6 ? "queueIp6x3" : "queueIp3", v6, &d, iov);
   if (!h) return NULL;
   if (!vxtx_ready(env, st)) return NULL;
   const uint8_t *pp[3] = { iov[0].iov_base, iov[1].iov_base, iov[2].iov_base };
   const size_t pl[3] = { iov[0].iov_len, iov[1].iov_len, iov[2].iov_len };
   napi_value v;
-  CHECK(napi_create_int32(env, nd_vxq_add(st->vxtx, h->fd, htonl((uint32_t)dst), pp, pl, &st->stats), &v));
+  CHECK(napi_create_int32(env, nd_vxq_add(st->vxtx, h->fd, &d, pp, pl, &st->stats), &v));
   return v;
 }
+
+static napi_value js_queue_ip3(napi_env env, napi_callback_info info) { return queue_ip3(env, info, false); }
+
+static napi_value js_queue_ip6x3(napi_env env, napi_callback_info info) { return queue_ip3(env, info, true); }
 
 /* flushIp(): send the packets queueIp3 queued (one sendmmsg); returns how many (refusals counted). */
 static napi_value js_flush_ip(napi_env env, napi_callback_info info) {
@@ -1495,34 +1511,7 @@ static napi_value js_open_raw_ip6(napi_env env, napi_callback_info info) {
  * UDP datagram (its UDP header first, in a) to the IPv6 address dst[doff, doff+16)
  * with hop limit `hops`, gathered from three pieces. Bytes or -errno (EMSGSIZE: over the MTU).
  */
-static napi_value js_send_ip6x3(napi_env env, napi_callback_info info) {
-  nd_state *st = get_state(env);
-  size_t argc = 13, total, off[3], len[3], frame = 0;
-  napi_value argv[13];
-  uint8_t *p[3];
-  nd_vxdst d;
-  static const char *const names[3] = { "a", "b", "c" };
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 13) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: sendIp6x3(handle, dst, doff, hops, a, aoff, alen, b, boff, blen, c, coff, clen)"); return NULL; }
-  nd_handle *h = raw6_args(env, st, argv, "sendIp6x3", &d);
-  if (!h) return NULL;
-  struct iovec iov[3];
-  for (int i = 0; i < 3; i++) {
-    napi_value *v = argv + 4 + 3 * i;
-    if (!arg_bytes(env, v[0], names[i], &p[i], &total) || !arg_range(env, v[1], v[2], total, &off[i], &len[i])) return NULL;
-    iov[i] = (struct iovec){ p[i] + off[i], len[i] };
-    frame += len[i];
-  }
-  /* As sendIp3: a VXLAN packet takes its flow's UDP GSO port (vxlan_gso.c), in a copy. */
-  uint8_t outer[ND_VXLAN6_OUTER];
-  if (st->vxtx && iov[0].iov_len == ND_VXLAN6_OUTER) {
-    memcpy(outer, iov[0].iov_base, ND_VXLAN6_OUTER);
-    nd_vxtx_rewrite_sport(st->vxtx, h->fd, outer);
-    iov[0].iov_base = outer;
-  }
-  long r = nd_raw6_send(h->fd, d.sa.sin6_addr.s6_addr, d.hops, iov, 3);
-  return send_result(env, st, (ssize_t)r, frame, false);
-}
+static napi_value js_send_ip6x3(napi_env env, napi_callback_info info) { return send_ip3(env, info, true); }
 
 /* ---------- transmit-side completion (segment) ---------- */
 
@@ -2106,6 +2095,7 @@ NAPI_MODULE_INIT() {
     FN("openUdp6", js_open_udp6),
     FN("openRawIp6", js_open_raw_ip6),
     FN("sendIp6x3", js_send_ip6x3),
+    FN("queueIp6x3", js_queue_ip6x3),
     FN("start", js_start),
     FN("followUp", js_follow_up),
     FN("stop", js_stop),

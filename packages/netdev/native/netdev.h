@@ -328,7 +328,7 @@ int nd_vxtx_send(nd_vxtx *t, int fd, const nd_vxdst *d, int n, nd_stats *s);
 #define ND_VXQ_MAX 64
 #define ND_VXQ_SLOT 16384u
 /* Copy p[0..2] (outer header, then the frame) as one packet to dst through fd into the queue; bytes, or -EMSGSIZE. */
-int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], const size_t len[3], nd_stats *s);
+int nd_vxq_add(nd_vxtx *t, int fd, const nd_vxdst *to, const uint8_t *const p[3], const size_t len[3], nd_stats *s);
 /* Send what is queued; returns how many packets were (refusals counted). */
 int nd_vxq_flush(nd_vxtx *t, nd_stats *s);
 int nd_vxq_pending(const nd_vxtx *t);

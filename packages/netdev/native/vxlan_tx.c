@@ -59,6 +59,20 @@
 static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 static inline void wrle16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 
+typedef union { char b[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } nd_hops;
+
+/* An IPv6 message's control: d's hop limit; IPv4 (the header carries its TTL): none. */
+static void msg_hops(struct msghdr *m, nd_hops *h, const nd_vxdst *d) {
+  if (!d->v6) return;
+  struct cmsghdr *c = (struct cmsghdr *)h->b;
+  c->cmsg_level = IPPROTO_IPV6;
+  c->cmsg_type = IPV6_HOPLIMIT;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &d->hops, sizeof d->hops);
+  m->msg_control = h->b;
+  m->msg_controllen = sizeof h->b;
+}
+
 struct nd_vxtx {
   nd_gso g;
   uint8_t *arena;
@@ -73,14 +87,15 @@ struct nd_vxtx {
   struct mmsghdr mm[ND_VXTX_MAX];
   nd_vxdst to;
   /* The hop limit of every IPv6 packet of a sendmmsg (the kernel only reads it). */
-  union { char b[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } hops;
+  nd_hops hops;
   nd_vxgso gso;
   struct iovec gso_iov[3 * 64];
   /* The queue of complete packets (nd_vxq_*): n packets of qlen[i] bytes at qbuf + ND_VXQ_SLOT * i. */
   int qfd, qn;
   uint8_t *qbuf;
   struct iovec qiov[ND_VXQ_MAX];
-  struct sockaddr_in qto[ND_VXQ_MAX];
+  nd_vxdst qto[ND_VXQ_MAX];
+  nd_hops qhops[ND_VXQ_MAX];
   struct mmsghdr qmm[ND_VXQ_MAX];
 };
 
@@ -220,11 +235,6 @@ int nd_vxtx_send(nd_vxtx *t, int fd, const nd_vxdst *d, int n, nd_stats *s) {
   if (g != ND_VXGSO_NO) return g;
   for (int i = 0; i < n; i++) nd_vxgso_rewrite_sport(&t->gso, fd, t->outer[i]);
   t->to = *d;
-  struct cmsghdr *c = (struct cmsghdr *)t->hops.b;
-  c->cmsg_level = IPPROTO_IPV6;
-  c->cmsg_type = IPV6_HOPLIMIT;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(c), &d->hops, sizeof d->hops);
   for (int i = 0; i < n; i++) {
     t->iov[i][0] = (struct iovec){ t->outer[i], t->olen };
     t->iov[i][1] = (struct iovec){ (void *)t->hdr[i], (size_t)t->hlen[i] };
@@ -232,10 +242,7 @@ int nd_vxtx_send(nd_vxtx *t, int fd, const nd_vxdst *d, int n, nd_stats *s) {
     memset(&t->mm[i], 0, sizeof t->mm[i]);
     t->mm[i].msg_hdr.msg_name = &t->to.sa;
     t->mm[i].msg_hdr.msg_namelen = t->to.salen;
-    if (d->v6) {
-      t->mm[i].msg_hdr.msg_control = t->hops.b;
-      t->mm[i].msg_hdr.msg_controllen = sizeof t->hops.b;
-    }
+    msg_hops(&t->mm[i].msg_hdr, &t->hops, &t->to);
     t->mm[i].msg_hdr.msg_iov = t->iov[i];
     t->mm[i].msg_hdr.msg_iovlen = 3;
   }
@@ -260,8 +267,9 @@ int nd_vxq_flush(nd_vxtx *t, nd_stats *s) {
   if (n == 0) return 0;
   for (int i = 0; i < n; i++) {
     memset(&t->qmm[i], 0, sizeof t->qmm[i]);
-    t->qmm[i].msg_hdr.msg_name = &t->qto[i];
-    t->qmm[i].msg_hdr.msg_namelen = sizeof t->qto[i];
+    t->qmm[i].msg_hdr.msg_name = &t->qto[i].sa;
+    t->qmm[i].msg_hdr.msg_namelen = t->qto[i].salen;
+    msg_hops(&t->qmm[i].msg_hdr, &t->qhops[i], &t->qto[i]);
     t->qmm[i].msg_hdr.msg_iov = &t->qiov[i];
     t->qmm[i].msg_hdr.msg_iovlen = 1;
   }
@@ -284,7 +292,7 @@ int nd_vxq_flush(nd_vxtx *t, nd_stats *s) {
   return n;
 }
 
-int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], const size_t len[3], nd_stats *s) {
+int nd_vxq_add(nd_vxtx *t, int fd, const nd_vxdst *to, const uint8_t *const p[3], const size_t len[3], nd_stats *s) {
   size_t total = len[0] + len[1] + len[2];
   if (total > ND_VXQ_SLOT) return -EMSGSIZE;
   if (t->qn > 0 && t->qfd != fd) nd_vxq_flush(t, s);
@@ -294,12 +302,11 @@ int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], c
   memcpy(d, p[0], len[0]);
   memcpy(d + len[0], p[1], len[1]);
   memcpy(d + len[0] + len[1], p[2], len[2]);
-  if (len[0] >= 22) nd_vxgso_rewrite_sport(&t->gso, fd, d);
+  /* The outer UDP header's source port: at 20 behind IPv4, first over IPv6. */
+  if (len[0] >= (to->v6 ? 2u : 22u)) nd_vxgso_rewrite_sport(&t->gso, fd, d);
   t->qfd = fd;
   t->qiov[i] = (struct iovec){ d, total };
-  memset(&t->qto[i], 0, sizeof t->qto[i]);
-  t->qto[i].sin_family = AF_INET;
-  t->qto[i].sin_addr.s_addr = dst_be;
+  t->qto[i] = *to;
   s->vxlan_tx_queued++;
   return (int)total;
 }

@@ -217,6 +217,8 @@ interface Native {
   queueIp3(handle: number, dstIp: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
     c: Uint8Array, coff: number, clen: number): number;
   flushIp(): number;
+  queueIp6x3(handle: number, dst: Uint8Array, doff: number, hops: number, a: Uint8Array, aoff: number, alen: number,
+    b: Uint8Array, boff: number, blen: number, c: Uint8Array, coff: number, clen: number): number;
   sendVxlan6(handle: number, dst: Uint8Array, doff: number, hops: number, outer: Uint8Array, mtu: number, a: Uint8Array,
     aoff: number, b: Uint8Array, boff: number, blen: number, res: Int32Array): number;
   vxlanBuildForTest(outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number, blen: number,
@@ -383,6 +385,8 @@ export function openRawIp6(local: Uint8Array, ifname = ''): { handle: number; fd
 }
 /** One UDP datagram gathered from a, b and c (its UDP header first) to the IPv6 address dst[doff, doff+16); bytes or -errno (EMSGSIZE: over the path MTU, never fragmented). */
 export const sendIp6x3: Native['sendIp6x3'] = native.sendIp6x3;
+/** sendIp6x3 deferred into the VXLAN send queue, as queueIp3 (sent at flushIp(), in order with sendVxlan6's packets). */
+export const queueIp6x3: Native['queueIp6x3'] = native.queueIp6x3;
 export const setPersist: Native['setPersist'] = native.setPersist;
 /**
  * SO_RCVBUF of a socket opened elsewhere (a net.Socket's fd; the kernel doubles

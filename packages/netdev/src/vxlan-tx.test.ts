@@ -456,7 +456,9 @@ function udp6ChecksumOk(p: Buffer): boolean {
  * kernel cuts UDP GSO datagrams in software), captured by tcpdump. Each way a
  * super-frame can leave (UDP GSO; sendmmsg after the kernel refused GSO; sendmmsg with
  * it off) is followed by the per-packet path (sendIp6x3 of each packet
- * vxlanBuildForTest gives): the packets must be the same bytes, checksums included.
+ * vxlanBuildForTest gives), and with UDP GSO on the same packets go through the send
+ * queue too (queueIp6x3, flushIp): the packets must be the same bytes, checksums
+ * included, and one flow's packets carry one source port.
  */
 describe('sendVxlan6 on the wire: UDP GSO, its fallback and the per-packet path send the same packets', () => {
   const ADDON = fileURLToPath(new URL('../build/Release/netdev.node', import.meta.url));
@@ -506,7 +508,13 @@ describe('sendVxlan6 on the wire: UDP GSO, its fallback and the per-packet path 
           const before = counts();
           r.push(nd.sendVxlan6(tx, dst, 0, ${HOPS}, outer, 1500, a, 10, rest, 0, rest.length, res));
           c.push(counts().map((v, i) => v - before[i]));
-          r.push(perPacket().filter((x) => x === built[0].length || x > 0).length);
+          r.push(perPacket().filter((x) => x > 0).length);
+          if (on && !refuse) {
+            // The queue of complete packets (queueIp6x3, NativeUnderlay6's send3): one sendmmsg at the flush.
+            const batches = nd.stats().vxlanTxBatches;
+            r.push(built.map((p) => nd.queueIp6x3(tx, dst, 0, ${HOPS}, p, 0, 16, p, 16, p.length - 16, p, 0, 0)).filter((x) => x > 0).length);
+            r.push(nd.flushIp(), nd.stats().vxlanTxBatches - batches);
+          }
         }
         require('node:fs').writeSync(1, JSON.stringify({ r, c }) + '\\n');
       `;
@@ -515,19 +523,19 @@ describe('sendVxlan6 on the wire: UDP GSO, its fallback and the per-packet path 
       const out = JSON.parse(stdout);
       // tcpdump writes each packet as it sees it (-U); give the last ones a moment, then stop it.
       let got: Buffer[] = [];
-      for (let i = 0; i < 50 && got.length < 6 * n; i++) {
+      for (let i = 0; i < 50 && got.length < 7 * n; i++) {
         await new Promise((resolve) => setTimeout(resolve, 100));
         got = pcapPackets(readFileSync(pcap));
       }
       dump.kill('SIGINT');
       await exited;
       got = pcapPackets(readFileSync(pcap));
-      expect(out.r).toEqual([n, n, n, n, n, n]);
+      expect(out.r).toEqual([n, n, n, n, 1, n, n, n, n]);
       expect(out.c, 'GSO sends: 1-3 for the first (64 KB per datagram); a refusal; nothing with it off').toEqual([
         [expect.any(Number), n, 0], [0, 0, 1], [0, 0, 0]]);
       expect(out.c[0][0]).toBeGreaterThanOrEqual(1);
       expect(out.c[0][0]).toBeLessThanOrEqual(3);
-      expect(got.length).toBe(6 * n);
+      expect(got.length).toBe(7 * n);
       const hex = (p: Buffer, noLabel = false): string => {
         const q = Buffer.from(p);
         if (noLabel) { q[1] &= 0xf0; q[2] = 0; q[3] = 0; }
@@ -535,8 +543,9 @@ describe('sendVxlan6 on the wire: UDP GSO, its fallback and the per-packet path 
       };
       const group = (g: number): Buffer[] => got.slice(g * n, (g + 1) * n);
       expect(group(0).map((p) => hex(p, true)), 'UDP GSO = the per-packet path on the flow\'s port').toEqual(group(1).map((p) => hex(p, true)));
-      expect(group(2).map((p) => hex(p)), 'sendmmsg after a refusal = the per-packet path').toEqual(group(3).map((p) => hex(p)));
-      expect(group(4).map((p) => hex(p)), 'sendmmsg with UDP GSO off = the per-packet path').toEqual(group(3).map((p) => hex(p)));
+      expect(group(2).map((p) => hex(p)), 'the queue\'s sendmmsg = the per-packet path, on the flow\'s port too').toEqual(group(1).map((p) => hex(p)));
+      expect(group(3).map((p) => hex(p)), 'sendmmsg after a refusal = the per-packet path').toEqual(group(4).map((p) => hex(p)));
+      expect(group(5).map((p) => hex(p)), 'sendmmsg with UDP GSO off = the per-packet path').toEqual(group(4).map((p) => hex(p)));
       const flowPort = group(0)[0].readUInt16BE(40);
       expect(flowPort, 'the GSO socket\'s port, not the header\'s').not.toBe(SPORT);
       got.forEach((p, i) => {
@@ -547,7 +556,7 @@ describe('sendVxlan6 on the wire: UDP GSO, its fallback and the per-packet path 
         expect(p.length, 'within the MTU').toBeLessThanOrEqual(1500);
         expect(p.readUInt16BE(4), 'IPv6 payload length').toBe(b.length);
         expect(p.subarray(8, 24).toString('hex')).toBe('fd000099000000000000000000000001');
-        expect(p.readUInt16BE(40), 'one source port per flow').toBe(i < 2 * n ? flowPort : SPORT);
+        expect(p.readUInt16BE(40), 'one source port per flow').toBe(i < 3 * n ? flowPort : SPORT);
         expect(p.subarray(42, 46).equals(b.subarray(2, 6)), 'destination port and UDP length').toBe(true);
         expect(p.subarray(48).equals(b.subarray(8)), 'VXLAN header and inner frame').toBe(true);
         expect(udp6ChecksumOk(p), `packet ${i}: UDP checksum`).toBe(true);
