@@ -15,7 +15,8 @@
  * and hop limit 33; vswitch to vswitch over IPv6; a broadcast reaches B and C once
  * each; an inner frame
  * over MTU - 70 is dropped (`tunnel_mtu`), no IPv6 fragment on the underlay; 16 MiB
- * over TCP each way intact (sha256); a datagram with a zero UDP checksum is refused
+ * over TCP each way intact (sha256), A's VM's TSO super-frames leaving as UDP GSO
+ * datagrams over IPv6 (`txGso`); a datagram with a zero UDP checksum is refused
  * by default and taken once `udp6ZeroCsumRx` is set (reload).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -177,10 +178,22 @@ describe('VXLAN over an IPv6 underlay, against a Linux vxlan device', () => {
 
   for (const [dir, from, to, toIp] of [['vswitch -> Linux', 'a', 'b', VM.b], ['Linux -> vswitch', 'b', 'a', VM.a]] as const) {
     it(`moves ${SIZE >> 20} MiB over TCP ${dir} intact (sha256 both ends)`, async () => {
+      const before = (await show()).txGso;
       const t = await tcpTransfer({ from: vmNs(from), to: vmNs(to), toIp, size: SIZE, timeoutMs: 90_000, tag: 'vx6' });
       expect(t.code, t.stderr).toBe(0);
       await printTransfer(`vxlan6 ${dir}`, SIZE, t.secs);
       expect(t.received).toBe(t.sent);
+      if (from === 'a') {
+        // The VM used TSO: its super-frames were segmented in the addon and their segments left as
+        // UDP GSO datagrams over IPv6, cut by the kernel (checksum offload is off on A's underlay:
+        // in software, complete checksums), which the Linux VTEP, requiring checksums, took (the sha256).
+        const v = await show();
+        expect(v.vnis.find((x: any) => x.vni === 100).txSegmented).toBeGreaterThan(20);
+        const gso = v.txGso;
+        expect(gso.segments - before.segments, '16 MiB is ~12,000 segments of 1378 bytes').toBeGreaterThan(5000);
+        expect(gso.sends - before.sends).toBeLessThan((gso.segments - before.segments) / 4);
+        expect(gso.refused).toBe(0);
+      }
     }, 150_000);
   }
 

@@ -25,6 +25,9 @@
 #   default: 3 rounds, 10 s TCP, 5 s of 64-byte frames, topologies "ours kernel ovs"
 #   base     the same with the daemon of BASE_JS (another build's main.js), to compare
 #            two builds in the same run
+#   ours6, base6, kernel6: ours, base and kernel over an IPv6 underlay (fd00:78::1 and
+#            fd00:78::2; VM MTU 1430 = underlay - 70; the Linux vxlan device with its
+#            default UDP checksums on send and receive)
 # Environment: OURS_JS: the daemon's main.js (default: this checkout's build); BASE_JS
 #   (topology base); PROFILE=1: a --cpu-prof of each vswitch
 #   daemon during the ours rounds, kept in the printed run directory; VXLAN_OFFLOAD,
@@ -50,7 +53,10 @@ main_js=${OURS_JS:-$repo/packages/cli/dist/main.js}
 
 P=bx$(od -An -N2 -tx2 /dev/urandom | tr -d ' ')
 HA=${P}ha HB=${P}hb VA=${P}va VB=${P}vb
-UNDER=(10.78.0.1 10.78.0.2) VMIP=(10.78.1.1 10.78.1.2)
+UNDER=(10.78.0.1 10.78.0.2) UNDER6=(fd00:78::1 fd00:78::2) VMIP=(10.78.1.1 10.78.1.2)
+FAM=4 # the topology being set up: 4, or 6 over the IPv6 underlay
+under() { [ "$FAM" = 6 ] && echo "${UNDER6[$1]}" || echo "${UNDER[$1]}"; }
+vm_mtu() { [ "$FAM" = 6 ] && echo 1430 || echo 1450; }
 HOSTS=("$HA" "$HB") VMS=("$VA" "$VB")
 RUN=$(mktemp -d /tmp/bxvxlan.XXXXXX)
 RAW=$RUN/raw.tsv
@@ -84,10 +90,13 @@ base_up() {
   ip -n "$HA" link set ${P}ua up && ip -n "$HB" link set ${P}ub up
 }
 under_if() { [ "$1" = 0 ] && echo ${P}ua || echo ${P}ub; }
-under_addr() { ip -n "${HOSTS[$1]}" addr add "${UNDER[$1]}/24" dev "$(under_if "$1")"; }
-vm_conf() { # vm_conf I IFNAME: the VM's interface, MTU 1450, address
+under_addr() {
+  if [ "$FAM" = 6 ]; then ip -n "${HOSTS[$1]}" addr add "${UNDER6[$1]}/64" dev "$(under_if "$1")" nodad
+  else ip -n "${HOSTS[$1]}" addr add "${UNDER[$1]}/24" dev "$(under_if "$1")"; fi
+}
+vm_conf() { # vm_conf I IFNAME: the VM's interface, MTU 1450 (IPv6 underlay: 1430), address
   VMIF[$1]=$2
-  ip -n "${VMS[$1]}" link set "$2" mtu 1450 up && ip -n "${VMS[$1]}" addr add "${VMIP[$1]}/24" dev "$2"
+  ip -n "${VMS[$1]}" link set "$2" mtu "$(vm_mtu)" up && ip -n "${VMS[$1]}" addr add "${VMIP[$1]}/24" dev "$2"
 }
 tap_to_vm() { # tap_to_vm I TAP: wait for the TAP in the host namespace, move it into the VM
   wait_for 20 ip -n "${HOSTS[$1]}" link show "$2" >/dev/null || { log "TAP $2 never appeared"; return 1; }
@@ -109,13 +118,13 @@ bridges:
     ports:
       ${P}t$i: { type: tap, vlan: { mode: access, vid: 10 } }
 vxlan:
-  local: ${UNDER[$i]}
+  local: '$(under $i)'
   interface: $(under_if $i)
 ${offload:+  offload: $offload}
   readQuantum: ${VXLAN_READ_QUANTUM:-256kb}
   bridges:
     br0:
-      - { vni: 100, vlan: 10, flood: [${UNDER[$o]}] }
+      - { vni: 100, vlan: 10, flood: ['$(under $o)'] }
 EOF
     local prof=()
     [ "${PROFILE:-0}" = 1 ] && prof=(--cpu-prof "--cpu-prof-dir=$RUN/ours$i/prof")
@@ -132,12 +141,12 @@ up_kernel() {
   for i in 0 1; do
     under_addr $i || return 1
     o=$((1 - i)) h=${HOSTS[$i]}
-    ip -n "$h" link add vx100 type vxlan id 100 local "${UNDER[$i]}" dstport 4789 dev "$(under_if $i)" || return 1
+    ip -n "$h" link add vx100 type vxlan id 100 local "$(under $i)" dstport 4789 dev "$(under_if $i)" || return 1
     ip -n "$h" link add br100 type bridge stp_state 0 forward_delay 0 || return 1
     ip -n "$h" link add ${P}h$i type veth peer name ${P}v$i netns "${VMS[$i]}" || return 1
-    ip -n "$h" link set vx100 master br100 && ip -n "$h" link set ${P}h$i master br100 mtu 1450 || return 1
+    ip -n "$h" link set vx100 master br100 && ip -n "$h" link set ${P}h$i master br100 mtu "$(vm_mtu)" || return 1
     ip -n "$h" link set vx100 up && ip -n "$h" link set ${P}h$i up && ip -n "$h" link set br100 up
-    bridge -n "$h" fdb append 00:00:00:00:00:00 dev vx100 dst "${UNDER[$o]}" || return 1
+    bridge -n "$h" fdb append 00:00:00:00:00:00 dev vx100 dst "$(under $o)" || return 1
     vm_conf $i ${P}v$i || return 1
   done
 }
@@ -170,7 +179,12 @@ up_ovs() {
   tap_to_vm 0 ${P}t0 && tap_to_vm 1 ${P}t1
 }
 
-topo_up() { case $1 in ours) up_ours "$main_js" "${VXLAN_OFFLOAD:-}" ;; base) up_ours "${BASE_JS:-}" "${BASE_OFFLOAD:-}" ;; kernel) up_kernel ;; ovs) up_ovs ;; *) log "unknown topology $1"; return 1 ;; esac; }
+topo_up() {
+  FAM=4
+  case $1 in *6) FAM=6 ;; esac
+  case ${1%6} in ours) up_ours "$main_js" "${VXLAN_OFFLOAD:-}" ;; base) up_ours "${BASE_JS:-}" "${BASE_OFFLOAD:-}" ;; kernel) up_kernel ;;
+    ovs) [ "$FAM" = 4 ] && up_ovs ;; *) log "unknown topology $1"; return 1 ;; esac
+}
 
 run_ns() { # CPU (run time, ns) over every thread of the switch processes
   local p t a run=0
@@ -217,7 +231,7 @@ for ROUND in $(seq "$rounds"); do
       log "$topo: no connectivity"; teardown; continue
     fi
     measure "$topo"
-    if [[ $topo = ours || $topo = base ]] && [ "${PROFILE:-0}" = 1 ]; then  # a clean exit writes the profile
+    if [[ $topo = ours* || $topo = base* ]] && [ "${PROFILE:-0}" = 1 ]; then  # a clean exit writes the profile
       for p in "${SW_PIDS[@]}"; do kill "$p" 2>/dev/null; done
       for p in "${SW_PIDS[@]}"; do wait_for 10 bash -c "! kill -0 $p"; done
     fi
@@ -246,6 +260,11 @@ for t in topos:
           f"{med(t, 'small_tx_kpps'):.1f} | {med(t, 'tcp_load'):.2f}, {med(t, 'small_load'):.2f} |")
 def ratio(a, b, k):
     return med(a, k) / med(b, k) if med(b, k) else float('nan')
+if ('ours6', 'tcp_gbps') in v:
+    print()
+    for peer in ('kernel6', 'base6'):
+        if (peer, 'tcp_gbps') in v:
+            print(f"IPv6 underlay: ours6/{peer}: TCP {ratio('ours6', peer, 'tcp_gbps'):.2f}x, 64-byte frames {ratio('ours6', peer, 'small_rx_kpps'):.2f}x")
 if (('ours', 'tcp_gbps') in v):
     print()
     if ('base', 'tcp_gbps') in v:

@@ -1181,64 +1181,75 @@ static napi_value js_open_raw_ip(napi_env env, napi_callback_info info) {
  */
 static bool vxtx_ready(napi_env env, nd_state *st);
 
+static nd_handle *raw6_args(napi_env env, nd_state *st, napi_value *argv, const char *fn, nd_vxdst *d);
+
 /*
  * The arguments sendIp3 and queueIp3 share, (handle, dstIp, a, aoff, alen, b, boff,
- * blen, c, coff, clen): the raw IP handle, dst (host order) and the three pieces as
- * iovecs. NULL, with a JS exception pending, on bad arguments.
+ * blen, c, coff, clen): the raw IP handle, dst (host order, into d) and the three
+ * pieces as iovecs; v6 (sendIp6x3, queueIp6x3): (handle, dst, doff, hops, a, ...), see
+ * raw6_args. NULL, with a JS exception pending, on bad arguments.
  */
-static nd_handle *ip3_args(napi_env env, napi_callback_info info, nd_state *st, const char *fn, int64_t *dst,
+static nd_handle *ip3_args(napi_env env, napi_callback_info info, nd_state *st, const char *fn, bool v6, nd_vxdst *d,
                            struct iovec iov[3]) {
-  size_t argc = 11, total, off, len;
-  napi_value argv[11];
+  size_t argc = 13, want = v6 ? 13 : 11, total, off, len;
+  napi_value argv[13];
   uint8_t *p;
   static const char *const names[3] = { "a", "b", "c" };
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 11) {
-    char m[128];
-    snprintf(m, sizeof m, "netdev: %s(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen)", fn);
+  if (argc < want) {
+    char m[160];
+    snprintf(m, sizeof m, v6 ? "netdev: %s(handle, dst, doff, hops, a, aoff, alen, b, boff, blen, c, coff, clen)"
+                             : "netdev: %s(handle, dstIp, a, aoff, alen, b, boff, blen, c, coff, clen)", fn);
     napi_throw_type_error(env, "ERR_MISSING_ARGS", m);
     return NULL;
   }
-  nd_handle *h = arg_handle(env, st, argv[0]);
-  if (!h) return NULL;
-  if (h->kind != KIND_RAW) { throw_errno(env, fn, "(not a raw IP handle)", EINVAL); return NULL; }
-  if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, dst)) return NULL;
+  nd_handle *h;
+  if (v6) {
+    if (!(h = raw6_args(env, st, argv, fn, d))) return NULL;
+  } else {
+    int64_t dst;
+    if (!(h = arg_handle(env, st, argv[0]))) return NULL;
+    if (h->kind != KIND_RAW) { throw_errno(env, fn, "(not a raw IP handle)", EINVAL); return NULL; }
+    if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, &dst)) return NULL;
+    nd_vxdst4(d, htonl((uint32_t)dst));
+  }
   for (int i = 0; i < 3; i++) {
-    napi_value *v = argv + 2 + 3 * i;
+    napi_value *v = argv + (v6 ? 4 : 2) + 3 * i;
     if (!arg_bytes(env, v[0], names[i], &p, &total) || !arg_range(env, v[1], v[2], total, &off, &len)) return NULL;
     iov[i] = (struct iovec){ p + off, len };
   }
   return h;
 }
 
-static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
+/* sendIp3 and sendIp6x3 (v6): one packet through the raw socket now. */
+static napi_value send_ip3(napi_env env, napi_callback_info info, bool v6) {
   nd_state *st = get_state(env);
-  int64_t dst;
+  nd_vxdst d;
   struct iovec iov[3];
-  nd_handle *h = ip3_args(env, info, st, "sendIp3", &dst, iov);
+  nd_handle *h = ip3_args(env, info, st, v6 ? "sendIp6x3" : "sendIp3", v6, &d, iov);
   if (!h) return NULL;
   size_t frame = iov[0].iov_len + iov[1].iov_len + iov[2].iov_len;
   /* The flow's source port, as its UDP GSO socket has it (vxlan_gso.c), in a copy: the caller's header is its own. */
+  const size_t olen = v6 ? ND_VXLAN6_OUTER : ND_VXLAN_OUTER;
   uint8_t outer[ND_VXLAN_OUTER];
-  if (st->vxtx && iov[0].iov_len == ND_VXLAN_OUTER) {
-    memcpy(outer, iov[0].iov_base, ND_VXLAN_OUTER);
+  if (st->vxtx && iov[0].iov_len == olen) {
+    memcpy(outer, iov[0].iov_base, olen);
     nd_vxtx_rewrite_sport(st->vxtx, h->fd, outer);
     iov[0].iov_base = outer;
   }
-  struct sockaddr_in sin;
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl((uint32_t)dst);
+  ssize_t r;
+  if (v6) return send_result(env, st, (ssize_t)nd_raw6_send(h->fd, d.sa.sin6_addr.s6_addr, d.hops, iov, 3), frame, false);
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
-  msg.msg_name = &sin;
-  msg.msg_namelen = sizeof sin;
+  msg.msg_name = &d.sa;
+  msg.msg_namelen = d.salen;
   msg.msg_iov = iov;
   msg.msg_iovlen = 3;
-  ssize_t r;
   do r = sendmsg(h->fd, &msg, MSG_DONTWAIT); while (r < 0 && errno == EINTR);
   return send_result(env, st, r, frame, false);
 }
+
+static napi_value js_send_ip3(napi_env env, napi_callback_info info) { return send_ip3(env, info, false); }
 
 
 /*
@@ -1246,20 +1257,25 @@ static napi_value js_send_ip3(napi_env env, napi_callback_info info) {
  * (vxlan_tx.c) and sent with the others queued in one sendmmsg when the queue is
  * full, before a sendVxlan, when the handle closes, or at flushIp(). Bytes queued,
  * or -EMSGSIZE (over 16 KiB). Errors at the flush are counted (vxlanTxQueueErrors).
+ * queueIp6x3(...): the same with sendIp6x3's arguments (the IPv6 underlay).
  */
-static napi_value js_queue_ip3(napi_env env, napi_callback_info info) {
+static napi_value queue_ip3(napi_env env, napi_callback_info info, bool v6) {
   nd_state *st = get_state(env);
-  int64_t dst;
+  nd_vxdst d;
   struct iovec iov[3];
-  nd_handle *h = ip3_args(env, info, st, "queueIp3", &dst, iov);
+  nd_handle *h = ip3_args(env, info, st, v6 ? "queueIp6x3" : "queueIp3", v6, &d, iov);
   if (!h) return NULL;
   if (!vxtx_ready(env, st)) return NULL;
   const uint8_t *pp[3] = { iov[0].iov_base, iov[1].iov_base, iov[2].iov_base };
   const size_t pl[3] = { iov[0].iov_len, iov[1].iov_len, iov[2].iov_len };
   napi_value v;
-  CHECK(napi_create_int32(env, nd_vxq_add(st->vxtx, h->fd, htonl((uint32_t)dst), pp, pl, &st->stats), &v));
+  CHECK(napi_create_int32(env, nd_vxq_add(st->vxtx, h->fd, &d, pp, pl, &st->stats), &v));
   return v;
 }
+
+static napi_value js_queue_ip3(napi_env env, napi_callback_info info) { return queue_ip3(env, info, false); }
+
+static napi_value js_queue_ip6x3(napi_env env, napi_callback_info info) { return queue_ip3(env, info, true); }
 
 /* flushIp(): send the packets queueIp3 queued (one sendmmsg); returns how many (refusals counted). */
 static napi_value js_flush_ip(napi_env env, napi_callback_info info) {
@@ -1282,16 +1298,20 @@ static bool vxtx_ready(napi_env env, nd_state *st) {
 }
 
 /*
- * The arguments sendVxlan and vxlanBuildForTest share, from argv[0]: outer (36
- * bytes), mtu, a, aoff (a[aoff-10, aoff): the virtio_net_hdr of the tagged frame,
- * a[aoff, aoff+12): its MACs), b, boff, blen (the frame after its tag).
+ * The arguments sendVxlan, sendVxlan6 and vxlanBuildForTest share, from argv[0]: outer
+ * (36 bytes: IPv4 + UDP + VXLAN; v6: 16, UDP + VXLAN), mtu, a, aoff (a[aoff-10, aoff):
+ * the virtio_net_hdr of the tagged frame, a[aoff, aoff+12): its MACs), b, boff, blen
+ * (the frame after its tag).
  */
-static int vxtx_args(napi_env env, nd_state *st, napi_value *argv, uint64_t *bytes) {
+static int vxtx_args(napi_env env, nd_state *st, napi_value *argv, bool v6, uint64_t *bytes) {
   uint8_t *outer, *a, *b;
   size_t ol, at, bt, aoff, boff, blen;
   int64_t mtu;
   if (!arg_bytes(env, argv[0], "outer", &outer, &ol)) return INT32_MIN;
-  if (ol < ND_VXLAN_OUTER) { napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "netdev: outer must be 36 bytes"); return INT32_MIN; }
+  if (ol < (v6 ? ND_VXLAN6_OUTER : ND_VXLAN_OUTER)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", v6 ? "netdev: outer must be 16 bytes" : "netdev: outer must be 36 bytes");
+    return INT32_MIN;
+  }
   if (!arg_int(env, argv[1], "mtu", 68, 65535, &mtu)) return INT32_MIN;
   int64_t ao;
   if (!arg_bytes(env, argv[2], "a", &a, &at) || !arg_int(env, argv[3], "aoff", 0, 2147483647.0, &ao)) return INT32_MIN;
@@ -1302,44 +1322,48 @@ static int vxtx_args(napi_env env, nd_state *st, napi_value *argv, uint64_t *byt
   if (!vxtx_ready(env, st)) return INT32_MIN;
   /* Egress inserted the tag in a scratch header: the VM's untagged frame is usually whole in b, its MACs right before boff. */
   const uint8_t *whole = boff >= 12 && memcmp(b + boff - 12, a + aoff, 12) == 0 ? b + boff - 12 : NULL;
-  int n = nd_vxtx_build(st->vxtx, outer, (size_t)mtu, a + aoff - ND_VNET_HDR_LEN, a + aoff, b + boff, blen, whole,
+  int n = nd_vxtx_build(st->vxtx, v6, outer, (size_t)mtu, a + aoff - ND_VNET_HDR_LEN, a + aoff, b + boff, blen, whole,
                         &st->stats, bytes);
   return n == ND_VXTX_TOO_BIG ? ND_E_TUNNEL_MTU : n == ND_VXTX_BAD ? -EINVAL : n;
 }
 
-/*
- * sendVxlan(handle, dst, outer, mtu, a, aoff, b, boff, blen, res): a tagged frame
- * whose virtio_net_hdr asks for work (see vxtx_args for where its pieces are),
- * segmented or completed, each piece encapsulated behind `outer` and sent to dst
- * (host-order u32) through the raw socket `handle` in one sendmmsg. Returns the
- * packets sent, -EINVAL (cannot be completed), -10001 (a segment over `mtu`) or
- * -errno; res (Int32Array(2)) gets [packets sent, their inner bytes].
- */
-static napi_value js_send_vxlan(napi_env env, napi_callback_info info) {
-  nd_state *st = get_state(env);
-  size_t argc = 10, rl;
-  napi_value argv[10], v;
-  int64_t dst;
-  void *rp;
-  napi_typedarray_type rt;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 10) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: sendVxlan(handle, dst, outer, mtu, a, aoff, b, boff, blen, res)"); return NULL; }
+static bool arg_ip6(napi_env env, napi_value va, napi_value voff, const char *name, uint8_t **out);
+
+/* (handle, dst, doff, hops) of sendIp6x3 and sendVxlan6 from argv[0]: the raw IPv6 handle; d the destination and hop limit. */
+static nd_handle *raw6_args(napi_env env, nd_state *st, napi_value *argv, const char *fn, nd_vxdst *d) {
+  uint8_t *dst;
+  int64_t hops;
   nd_handle *h = arg_handle(env, st, argv[0]);
   if (!h) return NULL;
-  if (h->kind != KIND_RAW) { throw_errno(env, "sendVxlan", "(not a raw IP handle)", EINVAL); return NULL; }
-  if (!arg_int(env, argv[1], "destination", 0, 4294967295.0, &dst)) return NULL;
-  if (napi_get_typedarray_info(env, argv[9], &rt, &rl, &rp, NULL, NULL) != napi_ok || rt != napi_int32_array || rl < 2) {
+  if (h->kind != KIND_RAW) { throw_errno(env, fn, "(not a raw IP handle)", EINVAL); return NULL; }
+  if (!arg_ip6(env, argv[1], argv[2], "destination", &dst)) return NULL;
+  if (!arg_int(env, argv[3], "hop limit", 1, 255, &hops)) return NULL;
+  nd_vxdst6(d, dst, (int)hops);
+  return h;
+}
+
+/* res must be an Int32Array of 2 (sendVxlan's and sendVxlan6's last argument). */
+static int32_t *arg_res(napi_env env, napi_value v) {
+  size_t rl;
+  void *rp;
+  napi_typedarray_type rt;
+  if (napi_get_typedarray_info(env, v, &rt, &rl, &rp, NULL, NULL) != napi_ok || rt != napi_int32_array || rl < 2) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: res must be an Int32Array of 2");
     return NULL;
   }
+  return rp;
+}
+
+/* Builds from argv (vxtx_args) and sends to d through h: sendVxlan's and sendVxlan6's common part. */
+static napi_value vxtx_send(napi_env env, nd_state *st, nd_handle *h, const nd_vxdst *d, napi_value *argv, int32_t *res) {
+  napi_value v;
   uint64_t bytes = 0;
-  int n = vxtx_args(env, st, argv + 2, &bytes);
+  int n = vxtx_args(env, st, argv, d->v6, &bytes);
   if (n == INT32_MIN) return NULL;
-  int32_t *res = rp;
   res[0] = 0;
   res[1] = 0;
   if (n > 0) {
-    int sent = nd_vxtx_send(st->vxtx, h->fd, htonl((uint32_t)dst), n, &st->stats);
+    int sent = nd_vxtx_send(st->vxtx, h->fd, d, n, &st->stats);
     if (sent > 0) {
       res[0] = sent;
       res[1] = (int32_t)(sent == n ? bytes : bytes * (uint64_t)sent / (uint64_t)n);
@@ -1351,17 +1375,67 @@ static napi_value js_send_vxlan(napi_env env, napi_callback_info info) {
 }
 
 /*
- * vxlanBuildForTest(outer, mtu, a, aoff, b, boff, blen): what sendVxlan would send,
- * as Buffers (outer header and inner frame, one per packet), or the negative code.
+ * sendVxlan(handle, dst, outer, mtu, a, aoff, b, boff, blen, res): a tagged frame
+ * whose virtio_net_hdr asks for work (see vxtx_args for where its pieces are),
+ * segmented or completed, each piece encapsulated behind `outer` and sent to dst
+ * (host-order u32) through the raw socket `handle` as UDP GSO datagrams or in one
+ * sendmmsg. Returns the packets sent, -EINVAL (cannot be completed), -10001 (a
+ * segment over `mtu`) or -errno; res (Int32Array(2)) gets [packets sent, their inner bytes].
+ *
+ * sendVxlan6(handle, dst, doff, hops, outer, mtu, a, aoff, b, boff, blen, res): the
+ * same over the IPv6 underlay: the raw IPv6 socket `handle` (openRawIp6), dst the 16
+ * bytes at dst[doff], the hop limit `hops`, outer 16 bytes (UDP + VXLAN; the kernel
+ * writes the IPv6 header and the UDP checksums).
+ */
+static napi_value send_vxlan(napi_env env, napi_callback_info info, bool v6) {
+  nd_state *st = get_state(env);
+  size_t argc = 12, want = v6 ? 12 : 10;
+  napi_value argv[12];
+  nd_vxdst d;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < want) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", v6 ? "netdev: sendVxlan6(handle, dst, doff, hops, outer, mtu, a, aoff, b, boff, blen, res)"
+                                                      : "netdev: sendVxlan(handle, dst, outer, mtu, a, aoff, b, boff, blen, res)");
+    return NULL;
+  }
+  nd_handle *h;
+  if (v6) {
+    h = raw6_args(env, st, argv, "sendVxlan6", &d);
+  } else {
+    int64_t dst;
+    h = arg_handle(env, st, argv[0]);
+    if (h && h->kind != KIND_RAW) { throw_errno(env, "sendVxlan", "(not a raw IP handle)", EINVAL); return NULL; }
+    if (h && !arg_int(env, argv[1], "destination", 0, 4294967295.0, &dst)) return NULL;
+    if (h) nd_vxdst4(&d, htonl((uint32_t)dst));
+  }
+  if (!h) return NULL;
+  int32_t *res = arg_res(env, argv[want - 1]);
+  if (!res) return NULL;
+  return vxtx_send(env, st, h, &d, argv + (v6 ? 4 : 2), res);
+}
+
+static napi_value js_send_vxlan(napi_env env, napi_callback_info info) { return send_vxlan(env, info, false); }
+
+static napi_value js_send_vxlan6(napi_env env, napi_callback_info info) { return send_vxlan(env, info, true); }
+
+/*
+ * vxlanBuildForTest(outer, mtu, a, aoff, b, boff, blen, v6 = false): what sendVxlan
+ * (v6: sendVxlan6) would send, as Buffers (outer header and inner frame, one per
+ * packet), or the negative code.
  */
 static napi_value js_vxlan_build_for_test(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
-  size_t argc = 7;
-  napi_value argv[7], arr, v;
+  size_t argc = 8;
+  napi_value argv[8], arr, v;
+  bool v6 = false;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 7) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: vxlanBuildForTest(outer, mtu, a, aoff, b, boff, blen)"); return NULL; }
+  if (argc < 7) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: vxlanBuildForTest(outer, mtu, a, aoff, b, boff, blen, v6?)"); return NULL; }
+  if (argc > 7 && napi_get_value_bool(env, argv[7], &v6) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: v6 must be a boolean");
+    return NULL;
+  }
   uint64_t bytes = 0;
-  int n = vxtx_args(env, st, argv, &bytes);
+  int n = vxtx_args(env, st, argv, v6, &bytes);
   if (n == INT32_MIN) return NULL;
   if (n < 0) {
     CHECK(napi_create_int32(env, n, &v));
@@ -1370,14 +1444,14 @@ static napi_value js_vxlan_build_for_test(napi_env env, napi_callback_info info)
   CHECK(napi_create_array_with_length(env, (size_t)n, &arr));
   for (int i = 0; i < n; i++) {
     const uint8_t *pa, *pb;
-    size_t la, lb;
-    const uint8_t *outer = nd_vxtx_packet(st->vxtx, i, &pa, &la, &pb, &lb);
+    size_t ol, la, lb;
+    const uint8_t *outer = nd_vxtx_packet(st->vxtx, i, &ol, &pa, &la, &pb, &lb);
     uint8_t *d;
     napi_value b;
-    CHECK(napi_create_buffer(env, ND_VXLAN_OUTER + la + lb, (void **)&d, &b));
-    memcpy(d, outer, ND_VXLAN_OUTER);
-    memcpy(d + ND_VXLAN_OUTER, pa, la);
-    if (lb) memcpy(d + ND_VXLAN_OUTER + la, pb, lb);
+    CHECK(napi_create_buffer(env, ol + la + lb, (void **)&d, &b));
+    memcpy(d, outer, ol);
+    memcpy(d + ol, pa, la);
+    if (lb) memcpy(d + ol + la, pb, lb);
     CHECK(napi_set_element(env, arr, (uint32_t)i, b));
   }
   return arr;
@@ -1437,30 +1511,7 @@ static napi_value js_open_raw_ip6(napi_env env, napi_callback_info info) {
  * UDP datagram (its UDP header first, in a) to the IPv6 address dst[doff, doff+16)
  * with hop limit `hops`, gathered from three pieces. Bytes or -errno (EMSGSIZE: over the MTU).
  */
-static napi_value js_send_ip6x3(napi_env env, napi_callback_info info) {
-  nd_state *st = get_state(env);
-  size_t argc = 13, total, off[3], len[3], frame = 0;
-  napi_value argv[13];
-  uint8_t *p[3], *dst;
-  int64_t hops;
-  static const char *const names[3] = { "a", "b", "c" };
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 13) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: sendIp6x3(handle, dst, doff, hops, a, aoff, alen, b, boff, blen, c, coff, clen)"); return NULL; }
-  nd_handle *h = arg_handle(env, st, argv[0]);
-  if (!h) return NULL;
-  if (h->kind != KIND_RAW) { throw_errno(env, "sendIp6x3", "(not a raw IP handle)", EINVAL); return NULL; }
-  if (!arg_ip6(env, argv[1], argv[2], "destination", &dst)) return NULL;
-  if (!arg_int(env, argv[3], "hop limit", 1, 255, &hops)) return NULL;
-  struct iovec iov[3];
-  for (int i = 0; i < 3; i++) {
-    napi_value *v = argv + 4 + 3 * i;
-    if (!arg_bytes(env, v[0], names[i], &p[i], &total) || !arg_range(env, v[1], v[2], total, &off[i], &len[i])) return NULL;
-    iov[i] = (struct iovec){ p[i] + off[i], len[i] };
-    frame += len[i];
-  }
-  long r = nd_raw6_send(h->fd, dst, (int)hops, iov, 3);
-  return send_result(env, st, (ssize_t)r, frame, false);
-}
+static napi_value js_send_ip6x3(napi_env env, napi_callback_info info) { return send_ip3(env, info, true); }
 
 /* ---------- transmit-side completion (segment) ---------- */
 
@@ -2037,12 +2088,14 @@ NAPI_MODULE_INIT() {
     FN("openRawIp", js_open_raw_ip),
     FN("sendIp3", js_send_ip3),
     FN("sendVxlan", js_send_vxlan),
+    FN("sendVxlan6", js_send_vxlan6),
     FN("queueIp3", js_queue_ip3),
     FN("flushIp", js_flush_ip),
     FN("vxlanBuildForTest", js_vxlan_build_for_test),
     FN("openUdp6", js_open_udp6),
     FN("openRawIp6", js_open_raw_ip6),
     FN("sendIp6x3", js_send_ip6x3),
+    FN("queueIp6x3", js_queue_ip6x3),
     FN("start", js_start),
     FN("followUp", js_follow_up),
     FN("stop", js_stop),

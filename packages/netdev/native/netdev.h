@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 
 #define ND_RING_BYTES (4u * 1024u * 1024u)
 #define ND_RING_MAX_FRAMES 256
@@ -268,6 +269,8 @@ long nd_raw6_send(int fd, const uint8_t dst[16], int hops, const struct iovec *i
 
 /* vxlan_tx.c: a frame with a virtio_net_hdr asking for work, to a VXLAN tunnel. */
 #define ND_VXLAN_OUTER 36u           /* outer IPv4 + UDP + VXLAN */
+#define ND_VXLAN6_OUTER 16u          /* over IPv6: UDP + VXLAN (the kernel writes the IPv6 header) */
+#define ND_VXLAN6_WIRE 56u           /* what an IPv6 packet adds to its inner frame: IPv6 + UDP + VXLAN */
 #define ND_VXTX_MAX 512              /* segments per frame: 64 KB at a gso_size of 128 */
 #define ND_VXTX_BYTES (512u * 1024u) /* their inner frames (64-byte aligned slots), or headers */
 #define ND_VXTX_HDR_SLOT 256u        /* a segment's inner headers (at most 14 + 8 + 40 + 60) */
@@ -276,8 +279,21 @@ long nd_raw6_send(int fd, const uint8_t dst[16], int hops, const struct iovec *i
 /* vxlan_gso.c: UDP GSO sockets for vxlan_tx.c (see the file's comment). */
 #define ND_VXGSO_SOCKS 16
 #define ND_VXGSO_NO (-100000) /* not sent that way: use sendmmsg */
+/*
+ * Where a tunnel's packets go: IPv4 (sa holds a sockaddr_in; the raw socket's packets
+ * carry their own IPv4 header with its TTL) or IPv6 (sa a sockaddr_in6; the kernel
+ * writes the IPv6 header, the hop limit comes per message).
+ */
+typedef struct nd_vxdst {
+  struct sockaddr_in6 sa; /* sockaddr_in-sized use for IPv4 */
+  unsigned salen;
+  int hops;
+  bool v6;
+} nd_vxdst;
+void nd_vxdst4(nd_vxdst *d, uint32_t dst_be);
+void nd_vxdst6(nd_vxdst *d, const uint8_t dst[16], int hops);
 typedef struct nd_vxgso {
-  bool on, nocheck, refused;
+  bool on, nocheck, refused, v6;
   int raw_fd;
   uint32_t local_be;
   int fd[ND_VXGSO_SOCKS];
@@ -289,7 +305,7 @@ void nd_vxgso_set(nd_vxgso *g, bool on, bool nocheck_for_test);
 void nd_vxgso_close_fd(nd_vxgso *g, int raw_fd);
 void nd_vxgso_rewrite_sport(const nd_vxgso *g, int raw_fd, uint8_t *outer);
 /* Segment i: its inner headers hdr[i] (hlen[i] bytes), then pay[i] (plen[i] bytes, possibly 0). */
-int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer, const uint8_t *const *hdr,
+int nd_vxgso_send(nd_vxgso *g, int raw_fd, const nd_vxdst *d, const uint8_t *outer, const uint8_t *const *hdr,
                   const int32_t *hlen, const uint8_t *const *pay, const int32_t *plen, int n, nd_stats *s);
 
 typedef struct nd_vxtx nd_vxtx;
@@ -298,20 +314,21 @@ void nd_vxtx_free(nd_vxtx *t);
 /*
  * Segment/complete and encapsulate (outer: the header for an empty inner frame); the
  * segment count or ND_VXTX_*. `whole`: NULL, or the untagged frame in one piece
- * (macs' 12 bytes, then rest), read in place.
+ * (macs' 12 bytes, then rest), read in place. v6: outer is ND_VXLAN6_OUTER bytes
+ * (UDP + VXLAN) for the IPv6 underlay, else the IPv4 header, UDP and VXLAN.
  */
-int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, const uint8_t *hdr,
+int nd_vxtx_build(nd_vxtx *t, bool v6, const uint8_t *outer, size_t mtu, const uint8_t *hdr,
                   const uint8_t *macs, const uint8_t *rest, size_t rest_len, const uint8_t *whole, nd_stats *s,
                   uint64_t *inner_bytes);
-/* Packet i of the last build: its outer header, and its inner frame in two pieces (the second possibly empty). */
-const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **a, size_t *alen, const uint8_t **b, size_t *blen);
+/* Packet i of the last build: its outer header (*olen bytes), and its inner frame in two pieces (the second possibly empty). */
+const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, size_t *olen, const uint8_t **a, size_t *alen, const uint8_t **b, size_t *blen);
 /* Send the last build's n packets to dst in one sendmmsg (more if it stops short); packets sent or -errno. Flushes the queue first. */
-int nd_vxtx_send(nd_vxtx *t, int fd, uint32_t dst_be, int n, nd_stats *s);
+int nd_vxtx_send(nd_vxtx *t, int fd, const nd_vxdst *d, int n, nd_stats *s);
 /* The queue of complete packets: up to ND_VXQ_MAX of at most ND_VXQ_SLOT bytes, sent in one sendmmsg. */
 #define ND_VXQ_MAX 64
 #define ND_VXQ_SLOT 16384u
 /* Copy p[0..2] (outer header, then the frame) as one packet to dst through fd into the queue; bytes, or -EMSGSIZE. */
-int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], const size_t len[3], nd_stats *s);
+int nd_vxq_add(nd_vxtx *t, int fd, const nd_vxdst *to, const uint8_t *const p[3], const size_t len[3], nd_stats *s);
 /* Send what is queued; returns how many packets were (refusals counted). */
 int nd_vxq_flush(nd_vxtx *t, nd_stats *s);
 int nd_vxq_pending(const nd_vxtx *t);

@@ -9,7 +9,9 @@
  * over the pseudo-header (IPV6_CHECKSUM at offset 6; it sends 0xffff for a sum of
  * 0), which IPv6 requires (RFC 8200; the zero-checksum mode of RFC 6935/6936 is a
  * receiver's option here, never sent). IPV6_DONTFRAG: a packet over the path MTU
- * is refused with EMSGSIZE, never fragmented. A raw IPPROTO_UDP socket would also
+ * is refused with EMSGSIZE, never fragmented. A super-frame's segments leave through
+ * vxlan_tx.c (sendmmsg on this socket) or vxlan_gso.c (UDP GSO over UDPv6 sockets bound
+ * to this socket's address), as over IPv4. A raw IPPROTO_UDP socket would also
  * get a copy of every UDPv6 packet the host receives: a filter that accepts
  * nothing keeps its queue empty.
  *

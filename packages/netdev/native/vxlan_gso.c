@@ -23,6 +23,13 @@
  *    kernel writes the outer IPv4 header (ID, checksum) and a UDP checksum (UDP GSO
  *    refuses SO_NO_CHECK; RFC 7348 allows a correct one, and on a veth or a NIC
  *    with checksum offload it costs nothing).
+ *  - IPv6 (the raw socket is udp6.c's, the caller's header UDP + VXLAN): the buckets are
+ *    UDPv6 sockets bound to the raw socket's address (getsockname), IPV6_DONTFRAG and
+ *    IPV6_PMTUDISC_DO, the hop limit per message; the UDP checksum is the kernel's for
+ *    each segment, which IPv6 requires anyway (and a Linux vxlan device's default,
+ *    noudp6zerocsumrx, drops a zero one). The kernel gives a bucket's packets its
+ *    automatic flow label, hashed with the bucket's ports (packets through the raw
+ *    socket get another, also stable per flow).
  *  - The kernel may refuse (EIO, EINVAL, ENOPROTOOPT, EOPNOTSUPP: no UDP GSO, or a
  *    route it cannot use with it), or a socket may not open: that is counted
  *    (vxlan_tx_gso_refused) and the frame, and every later one until the switch is
@@ -45,6 +52,9 @@
 #endif
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
+#endif
+#ifndef UDP_NO_CHECK6_TX
+#define UDP_NO_CHECK6_TX 101
 #endif
 
 #define ND_VXGSO_SEGS 64         /* UDP_MAX_SEGMENTS of older kernels */
@@ -80,8 +90,22 @@ void nd_vxgso_close_fd(nd_vxgso *g, int raw_fd) {
   if (g->raw_fd == raw_fd) close_all(g);
 }
 
+/* A bucket's socket: bound to the underlay's local address (IPv4: the header's source;
+ * IPv6: the raw socket's bound address) with a port the kernel picks. */
 static int open_bucket(nd_vxgso *g, int i, int raw_fd, uint32_t local_be) {
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  struct sockaddr_in6 sa;
+  socklen_t sl = sizeof sa;
+  memset(&sa, 0, sizeof sa);
+  if (g->v6) {
+    if (getsockname(raw_fd, (struct sockaddr *)&sa, &sl) < 0) return -errno;
+    sa.sin6_port = 0;
+  } else {
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
+    s4->sin_family = AF_INET;
+    s4->sin_addr.s_addr = local_be;
+    sl = sizeof *s4;
+  }
+  int fd = socket(g->v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   int e = 0;
   char dev[IFNAMSIZ + 1];
@@ -89,56 +113,62 @@ static int open_bucket(nd_vxgso *g, int i, int raw_fd, uint32_t local_be) {
   memset(dev, 0, sizeof dev);
   if (getsockopt(raw_fd, SOL_SOCKET, SO_BINDTODEVICE, dev, &dl) == 0 && dl > 0 && dev[0] &&
       setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, dev, (socklen_t)strlen(dev)) < 0) e = -errno;
-  if (!e) e = set_int(fd, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO);
+  /* Never fragmented: IPv4 DF; IPv6 refuses locally what exceeds the path MTU, as the raw socket does. */
+  if (!e && g->v6) e = set_int(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO);
+  if (!e && g->v6) e = set_int(fd, IPPROTO_IPV6, IPV6_DONTFRAG, 1);
+  if (!e && !g->v6) e = set_int(fd, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO);
   if (!e && set_int(fd, SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20) < 0) set_int(fd, SOL_SOCKET, SO_SNDBUF, 8 << 20);
   /* Nothing is read from it: a stray datagram to its port waits in a small queue, then is dropped. */
   if (!e) set_int(fd, SOL_SOCKET, SO_RCVBUF, 4096);
-  if (!e && g->nocheck) e = set_int(fd, SOL_SOCKET, SO_NO_CHECK, 1);
-  struct sockaddr_in sin;
-  socklen_t sl = sizeof sin;
-  memset(&sin, 0, sizeof sin);
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = local_be;
-  if (!e && bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0) e = -errno;
-  if (!e && getsockname(fd, (struct sockaddr *)&sin, &sl) < 0) e = -errno;
+  if (!e && g->nocheck) e = g->v6 ? set_int(fd, IPPROTO_UDP, UDP_NO_CHECK6_TX, 1) : set_int(fd, SOL_SOCKET, SO_NO_CHECK, 1);
+  if (!e && bind(fd, (struct sockaddr *)&sa, sl) < 0) e = -errno;
+  sl = sizeof sa;
+  if (!e && getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) e = -errno;
   if (e) { close(fd); return e; }
   g->fd[i] = fd;
-  g->port[i] = sin.sin_port;
+  /* sin_port and sin6_port share their offset. */
+  g->port[i] = sa.sin6_port;
   return 0;
 }
 
-static inline int bucket(const uint8_t *outer) { return ((outer[20] << 8) | outer[21]) % ND_VXGSO_SOCKS; }
+/* The outer UDP header: after the IPv4 header, or first (IPv6: the kernel writes the IP header). */
+static inline size_t udp_at(bool v6) { return v6 ? 0 : 20; }
+
+static inline int bucket(const uint8_t *udp) { return ((udp[0] << 8) | udp[1]) % ND_VXGSO_SOCKS; }
 
 void nd_vxgso_rewrite_sport(const nd_vxgso *g, int raw_fd, uint8_t *outer) {
   if (!g->on || g->refused || g->raw_fd != raw_fd) return;
-  int b = bucket(outer);
-  if (g->fd[b] >= 0) memcpy(outer + 20, &g->port[b], 2);
+  uint8_t *udp = outer + udp_at(g->v6);
+  int b = bucket(udp);
+  if (g->fd[b] >= 0) memcpy(udp, &g->port[b], 2);
 }
 
 static bool refusal(int e) { return e == EIO || e == EINVAL || e == ENOPROTOOPT || e == EOPNOTSUPP; }
 
-int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer, const uint8_t *const *hdr,
+int nd_vxgso_send(nd_vxgso *g, int raw_fd, const nd_vxdst *d, const uint8_t *outer, const uint8_t *const *hdr,
                   const int32_t *hlen, const uint8_t *const *pay, const int32_t *plen, int n, nd_stats *s) {
   if (!g->on || g->refused || n < 1) return ND_VXGSO_NO;
-  uint32_t local_be;
-  memcpy(&local_be, outer + 12, 4);
-  if (g->raw_fd != raw_fd || g->local_be != local_be) {
+  const bool v6 = d->v6;
+  const uint8_t *udp = outer + udp_at(v6);
+  uint32_t local_be = 0;
+  if (!v6) memcpy(&local_be, outer + 12, 4);
+  if (g->raw_fd != raw_fd || g->v6 != v6 || g->local_be != local_be) {
     close_all(g);
     g->raw_fd = raw_fd;
+    g->v6 = v6;
     g->local_be = local_be;
   }
-  int b = bucket(outer);
+  int b = bucket(udp);
   if (g->fd[b] < 0 && open_bucket(g, b, raw_fd, local_be) < 0) {
     s->vxlan_tx_gso_refused++;
     g->refused = true;
     return ND_VXGSO_NO;
   }
-  struct sockaddr_in to;
-  memset(&to, 0, sizeof to);
-  to.sin_family = AF_INET;
-  memcpy(&to.sin_port, outer + 22, 2);
-  to.sin_addr.s_addr = dst_be;
-  int ttl = outer[8], tos = outer[1];
+  struct sockaddr_in6 to = d->sa;
+  /* sin_port and sin6_port share their offset. */
+  memcpy(&to.sin6_port, udp + 2, 2);
+  /* Per message: IPv4 TTL and TOS from the caller's header; IPv6 the hop limit (the raw path's). */
+  int v1 = v6 ? d->hops : outer[8], v2 = outer[1];
   int sent = 0, err = 0;
   while (sent < n) {
     size_t gso = 8 + (size_t)hlen[sent] + (size_t)plen[sent], bytes = 0;
@@ -147,7 +177,7 @@ int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer
       int j = sent + k;
       size_t l = 8 + (size_t)hlen[j] + (size_t)plen[j];
       if (l > gso || bytes + l > ND_VXGSO_PAYLOAD) break;
-      g->iov[3 * k] = (struct iovec){ (void *)(outer + 28), 8 };
+      g->iov[3 * k] = (struct iovec){ (void *)(udp + 8), 8 };
       g->iov[3 * k + 1] = (struct iovec){ (void *)hdr[j], (size_t)hlen[j] };
       g->iov[3 * k + 2] = (struct iovec){ (void *)pay[j], (size_t)plen[j] };
       bytes += l;
@@ -159,18 +189,22 @@ int nd_vxgso_send(nd_vxgso *g, int raw_fd, uint32_t dst_be, const uint8_t *outer
     struct msghdr msg;
     memset(&msg, 0, sizeof msg);
     msg.msg_name = &to;
-    msg.msg_namelen = sizeof to;
+    msg.msg_namelen = d->salen;
     msg.msg_iov = g->iov;
     msg.msg_iovlen = (size_t)(3 * k);
     msg.msg_control = ctl.b;
     msg.msg_controllen = sizeof ctl.b;
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = IPPROTO_IP; c->cmsg_type = IP_TTL; c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &ttl, sizeof ttl);
-    c = CMSG_NXTHDR(&msg, c);
-    c->cmsg_level = IPPROTO_IP; c->cmsg_type = IP_TOS; c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &tos, sizeof tos);
-    size_t used = 2 * CMSG_SPACE(sizeof(int));
+    c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP; c->cmsg_type = v6 ? IPV6_HOPLIMIT : IP_TTL;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &v1, sizeof v1);
+    size_t used = CMSG_SPACE(sizeof(int));
+    if (!v6) {
+      c = CMSG_NXTHDR(&msg, c);
+      c->cmsg_level = IPPROTO_IP; c->cmsg_type = IP_TOS; c->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(c), &v2, sizeof v2);
+      used += CMSG_SPACE(sizeof(int));
+    }
     if (k > 1) {
       uint16_t gs = (uint16_t)gso;
       c = CMSG_NXTHDR(&msg, c);

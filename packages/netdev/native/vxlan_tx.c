@@ -12,7 +12,12 @@
  *    DF, TTL, VNI; lengths for an empty inner frame). Every segment of a super-frame
  *    belongs to the same inner flow, so the same header serves all of them: only the
  *    outer IPv4 total length, its header checksum and the UDP length are per segment,
- *    and those are all this file writes.
+ *    and those are all this file writes. Over an IPv6 underlay (sendVxlan6) the caller
+ *    writes only UDP + VXLAN (16 bytes: the kernel writes the IPv6 header and the UDP
+ *    checksum, as for every IPv6 packet, udp6.c), so only the UDP length is per segment,
+ *    an outer packet adds 56 bytes to its inner frame (the MTU check), the destination
+ *    is a sockaddr_in6 and the hop limit goes per message (nd_vxdst). The rest below is
+ *    the same for both families.
  *  - The inner frame arrives as egress hands tunnels a tagged frame: its 12 MAC bytes,
  *    then the rest after the 802.1Q tag (the tunnel carries frames untagged), with
  *    the virtio_net_hdr that describes the tagged frame right before the MACs. The
@@ -27,8 +32,9 @@
  *  - The segments go out as UDP GSO datagrams (vxlan_gso.c: one sendmsg with
  *    UDP_SEGMENT per up to 64 segments, through a UDP socket the flow's source port
  *    selects) when that is on and the kernel takes it; otherwise through the raw
- *    IPv4 socket (udp.c) in one sendmmsg, each as two iovecs (its outer header, then
- *    the inner segment). Packets through the raw socket carry the source port of
+ *    IPv4 socket (udp.c; IPv6: udp6.c's, with the hop limit in a cmsg all messages
+ *    share) in one sendmmsg, each as three iovecs (its outer header, the inner segment's
+ *    headers, its payload). Packets through the raw socket carry the source port of
  *    their flow's GSO socket once it is open (nd_vxgso_rewrite_sport), so one flow
  *    keeps one port whichever way its packets go.
  *  - Complete frames (Vtep.encap: one outer packet each) are queued here rather than
@@ -53,6 +59,20 @@
 static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 static inline void wrle16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 
+typedef union { char b[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } nd_hops;
+
+/* An IPv6 message's control: d's hop limit; IPv4 (the header carries its TTL): none. */
+static void msg_hops(struct msghdr *m, nd_hops *h, const nd_vxdst *d) {
+  if (!d->v6) return;
+  struct cmsghdr *c = (struct cmsghdr *)h->b;
+  c->cmsg_level = IPPROTO_IPV6;
+  c->cmsg_type = IPV6_HOPLIMIT;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &d->hops, sizeof d->hops);
+  m->msg_control = h->b;
+  m->msg_controllen = sizeof h->b;
+}
+
 struct nd_vxtx {
   nd_gso g;
   uint8_t *arena;
@@ -62,16 +82,20 @@ struct nd_vxtx {
   const uint8_t *hdr[ND_VXTX_MAX], *pay[ND_VXTX_MAX];
   int32_t hlen[ND_VXTX_MAX], plen[ND_VXTX_MAX];
   uint8_t outer[ND_VXTX_MAX][ND_VXLAN_OUTER];
+  size_t olen; /* of each outer[i]: ND_VXLAN_OUTER, or ND_VXLAN6_OUTER over IPv6 */
   struct iovec iov[ND_VXTX_MAX][3];
   struct mmsghdr mm[ND_VXTX_MAX];
-  struct sockaddr_in to;
+  nd_vxdst to;
+  /* The hop limit of every IPv6 packet of a sendmmsg (the kernel only reads it). */
+  nd_hops hops;
   nd_vxgso gso;
   struct iovec gso_iov[3 * 64];
   /* The queue of complete packets (nd_vxq_*): n packets of qlen[i] bytes at qbuf + ND_VXQ_SLOT * i. */
   int qfd, qn;
   uint8_t *qbuf;
   struct iovec qiov[ND_VXQ_MAX];
-  struct sockaddr_in qto[ND_VXQ_MAX];
+  nd_vxdst qto[ND_VXQ_MAX];
+  nd_hops qhops[ND_VXQ_MAX];
   struct mmsghdr qmm[ND_VXQ_MAX];
 };
 
@@ -97,7 +121,25 @@ void nd_vxtx_free(nd_vxtx *t) {
   free(t);
 }
 
-int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, const uint8_t *hdr,
+void nd_vxdst4(nd_vxdst *d, uint32_t dst_be) {
+  memset(d, 0, sizeof *d);
+  struct sockaddr_in *s4 = (struct sockaddr_in *)&d->sa;
+  s4->sin_family = AF_INET;
+  s4->sin_addr.s_addr = dst_be;
+  d->salen = sizeof *s4;
+  d->hops = -1;
+}
+
+void nd_vxdst6(nd_vxdst *d, const uint8_t dst[16], int hops) {
+  memset(d, 0, sizeof *d);
+  d->sa.sin6_family = AF_INET6;
+  memcpy(&d->sa.sin6_addr, dst, 16);
+  d->salen = sizeof d->sa;
+  d->hops = hops;
+  d->v6 = true;
+}
+
+int nd_vxtx_build(nd_vxtx *t, bool v6, const uint8_t *outer, size_t mtu, const uint8_t *hdr,
                   const uint8_t *macs, const uint8_t *rest, size_t rest_len, const uint8_t *whole, nd_stats *s,
                   uint64_t *inner_bytes) {
   size_t len = 12 + rest_len;
@@ -144,17 +186,25 @@ int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, c
     }
   }
 
+  /* Per packet only the lengths differ (and IPv4's header checksum); over IPv6 the
+   * kernel writes the IPv6 header and the UDP checksum (raw: IPV6_CHECKSUM; GSO: per segment). */
+  const size_t olen = v6 ? ND_VXLAN6_OUTER : ND_VXLAN_OUTER, wire = v6 ? ND_VXLAN6_WIRE : ND_VXLAN_OUTER;
+  const size_t udp = olen - 16;
+  t->olen = olen;
   uint64_t bytes = 0;
   for (int i = 0; i < n; i++) {
     size_t inner = (size_t)t->hlen[i] + (size_t)t->plen[i];
-    if (inner + ND_VXLAN_OUTER > mtu) { s->vxlan_tx_too_big++; return ND_VXTX_TOO_BIG; }
+    if (inner + wire > mtu) { s->vxlan_tx_too_big++; return ND_VXTX_TOO_BIG; }
     uint8_t *p = t->outer[i];
-    memcpy(p, outer, ND_VXLAN_OUTER);
-    wr16(p + 2, (uint16_t)(ND_VXLAN_OUTER + inner));
-    p[10] = p[11] = 0;
-    uint16_t c = (uint16_t)~nd_csum_fold(nd_csum_add(0, p, 20));
-    memcpy(p + 10, &c, 2);
-    wr16(p + 24, (uint16_t)(ND_VXLAN_OUTER - 20 + inner));
+    memcpy(p, outer, olen);
+    if (!v6) {
+      wr16(p + 2, (uint16_t)(ND_VXLAN_OUTER + inner));
+      p[10] = p[11] = 0;
+      uint16_t c = (uint16_t)~nd_csum_fold(nd_csum_add(0, p, 20));
+      memcpy(p + 10, &c, 2);
+    }
+    wr16(p + udp + 4, (uint16_t)(16 + inner));
+    if (v6) p[udp + 6] = p[udp + 7] = 0;
     bytes += inner;
   }
   if (tmp.tx_gso_segmented) {
@@ -166,7 +216,8 @@ int nd_vxtx_build(nd_vxtx *t, const uint8_t outer[ND_VXLAN_OUTER], size_t mtu, c
   return n;
 }
 
-const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, const uint8_t **a, size_t *alen, const uint8_t **b, size_t *blen) {
+const uint8_t *nd_vxtx_packet(const nd_vxtx *t, int i, size_t *olen, const uint8_t **a, size_t *alen, const uint8_t **b, size_t *blen) {
+  *olen = t->olen;
   *a = t->hdr[i];
   *alen = (size_t)t->hlen[i];
   *b = t->pay[i];
@@ -178,21 +229,20 @@ void nd_vxtx_set_gso(nd_vxtx *t, bool on, bool nocheck_for_test) { nd_vxgso_set(
 
 void nd_vxtx_rewrite_sport(const nd_vxtx *t, int raw_fd, uint8_t *outer) { nd_vxgso_rewrite_sport(&t->gso, raw_fd, outer); }
 
-int nd_vxtx_send(nd_vxtx *t, int fd, uint32_t dst_be, int n, nd_stats *s) {
+int nd_vxtx_send(nd_vxtx *t, int fd, const nd_vxdst *d, int n, nd_stats *s) {
   nd_vxq_flush(t, s);
-  int g = nd_vxgso_send(&t->gso, fd, dst_be, t->outer[0], t->hdr, t->hlen, t->pay, t->plen, n, s);
+  int g = nd_vxgso_send(&t->gso, fd, d, t->outer[0], t->hdr, t->hlen, t->pay, t->plen, n, s);
   if (g != ND_VXGSO_NO) return g;
   for (int i = 0; i < n; i++) nd_vxgso_rewrite_sport(&t->gso, fd, t->outer[i]);
-  memset(&t->to, 0, sizeof t->to);
-  t->to.sin_family = AF_INET;
-  t->to.sin_addr.s_addr = dst_be;
+  t->to = *d;
   for (int i = 0; i < n; i++) {
-    t->iov[i][0] = (struct iovec){ t->outer[i], ND_VXLAN_OUTER };
+    t->iov[i][0] = (struct iovec){ t->outer[i], t->olen };
     t->iov[i][1] = (struct iovec){ (void *)t->hdr[i], (size_t)t->hlen[i] };
     t->iov[i][2] = (struct iovec){ (void *)t->pay[i], (size_t)t->plen[i] };
     memset(&t->mm[i], 0, sizeof t->mm[i]);
-    t->mm[i].msg_hdr.msg_name = &t->to;
-    t->mm[i].msg_hdr.msg_namelen = sizeof t->to;
+    t->mm[i].msg_hdr.msg_name = &t->to.sa;
+    t->mm[i].msg_hdr.msg_namelen = t->to.salen;
+    msg_hops(&t->mm[i].msg_hdr, &t->hops, &t->to);
     t->mm[i].msg_hdr.msg_iov = t->iov[i];
     t->mm[i].msg_hdr.msg_iovlen = 3;
   }
@@ -217,8 +267,9 @@ int nd_vxq_flush(nd_vxtx *t, nd_stats *s) {
   if (n == 0) return 0;
   for (int i = 0; i < n; i++) {
     memset(&t->qmm[i], 0, sizeof t->qmm[i]);
-    t->qmm[i].msg_hdr.msg_name = &t->qto[i];
-    t->qmm[i].msg_hdr.msg_namelen = sizeof t->qto[i];
+    t->qmm[i].msg_hdr.msg_name = &t->qto[i].sa;
+    t->qmm[i].msg_hdr.msg_namelen = t->qto[i].salen;
+    msg_hops(&t->qmm[i].msg_hdr, &t->qhops[i], &t->qto[i]);
     t->qmm[i].msg_hdr.msg_iov = &t->qiov[i];
     t->qmm[i].msg_hdr.msg_iovlen = 1;
   }
@@ -241,7 +292,7 @@ int nd_vxq_flush(nd_vxtx *t, nd_stats *s) {
   return n;
 }
 
-int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], const size_t len[3], nd_stats *s) {
+int nd_vxq_add(nd_vxtx *t, int fd, const nd_vxdst *to, const uint8_t *const p[3], const size_t len[3], nd_stats *s) {
   size_t total = len[0] + len[1] + len[2];
   if (total > ND_VXQ_SLOT) return -EMSGSIZE;
   if (t->qn > 0 && t->qfd != fd) nd_vxq_flush(t, s);
@@ -251,12 +302,11 @@ int nd_vxq_add(nd_vxtx *t, int fd, uint32_t dst_be, const uint8_t *const p[3], c
   memcpy(d, p[0], len[0]);
   memcpy(d + len[0], p[1], len[1]);
   memcpy(d + len[0] + len[1], p[2], len[2]);
-  if (len[0] >= 22) nd_vxgso_rewrite_sport(&t->gso, fd, d);
+  /* The outer UDP header's source port: at 20 behind IPv4, first over IPv6. */
+  if (len[0] >= (to->v6 ? 2u : 22u)) nd_vxgso_rewrite_sport(&t->gso, fd, d);
   t->qfd = fd;
   t->qiov[i] = (struct iovec){ d, total };
-  memset(&t->qto[i], 0, sizeof t->qto[i]);
-  t->qto[i].sin_family = AF_INET;
-  t->qto[i].sin_addr.s_addr = dst_be;
+  t->qto[i] = *to;
   s->vxlan_tx_queued++;
   return (int)total;
 }

@@ -217,7 +217,12 @@ interface Native {
   queueIp3(handle: number, dstIp: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
     c: Uint8Array, coff: number, clen: number): number;
   flushIp(): number;
-  vxlanBuildForTest(outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number, blen: number): Buffer[] | number;
+  queueIp6x3(handle: number, dst: Uint8Array, doff: number, hops: number, a: Uint8Array, aoff: number, alen: number,
+    b: Uint8Array, boff: number, blen: number, c: Uint8Array, coff: number, clen: number): number;
+  sendVxlan6(handle: number, dst: Uint8Array, doff: number, hops: number, outer: Uint8Array, mtu: number, a: Uint8Array,
+    aoff: number, b: Uint8Array, boff: number, blen: number, res: Int32Array): number;
+  vxlanBuildForTest(outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number, blen: number,
+    v6?: boolean): Buffer[] | number;
   openUdp6(local: Uint8Array, loff: number, port: number, ifname: string, zeroCsumRx: boolean): [number, number, number];
   openRawIp6(local: Uint8Array, loff: number, ifname: string): [number, number, number];
   sendIp6x3(handle: number, dst: Uint8Array, doff: number, hops: number, a: Uint8Array, aoff: number, alen: number,
@@ -347,6 +352,13 @@ export const VXLAN_TX_TOO_BIG = -10001;
  */
 export const sendVxlan: Native['sendVxlan'] = native.sendVxlan;
 /**
+ * sendVxlan over the IPv6 underlay: through the raw IPv6 socket of openRawIp6, to the
+ * 16 bytes at dst[doff] with hop limit `hops`; `outer` is UDP + VXLAN (16 bytes,
+ * wire/vxlan.ts writeVxlanUdp for an empty inner frame): the kernel writes the IPv6
+ * header and the UDP checksums. The same UDP GSO (setUdpGso) and sendmmsg fallback.
+ */
+export const sendVxlan6: Native['sendVxlan6'] = native.sendVxlan6;
+/**
  * sendIp3 deferred: the packet is copied into the VXLAN send queue (native/vxlan_tx.c)
  * and sent with the others in one sendmmsg when the queue is full (64), before a
  * sendVxlan, when the handle closes, or at flushIp(). Bytes queued or -EMSGSIZE
@@ -355,7 +367,7 @@ export const sendVxlan: Native['sendVxlan'] = native.sendVxlan;
 export const queueIp3: Native['queueIp3'] = native.queueIp3;
 /** Sends what queueIp3 queued; returns how many packets. */
 export const flushIp: Native['flushIp'] = native.flushIp;
-/** Test hook: the packets sendVxlan would send (outer header + inner frame each), or its negative code. */
+/** Test hook: the packets sendVxlan (v6: sendVxlan6) would send (outer header + inner frame each), or its negative code. */
 export const vxlanBuildForTest: Native['vxlanBuildForTest'] = native.vxlanBuildForTest;
 /**
  * The VXLAN underlay's receiver over IPv6: a UDPv6 socket bound to local (16 bytes)
@@ -373,6 +385,8 @@ export function openRawIp6(local: Uint8Array, ifname = ''): { handle: number; fd
 }
 /** One UDP datagram gathered from a, b and c (its UDP header first) to the IPv6 address dst[doff, doff+16); bytes or -errno (EMSGSIZE: over the path MTU, never fragmented). */
 export const sendIp6x3: Native['sendIp6x3'] = native.sendIp6x3;
+/** sendIp6x3 deferred into the VXLAN send queue, as queueIp3 (sent at flushIp(), in order with sendVxlan6's packets). */
+export const queueIp6x3: Native['queueIp6x3'] = native.queueIp6x3;
 export const setPersist: Native['setPersist'] = native.setPersist;
 /**
  * SO_RCVBUF of a socket opened elsewhere (a net.Socket's fd; the kernel doubles
@@ -500,13 +514,14 @@ export const setTapGro: Native['setTapGro'] = native.setTapGro;
  */
 export const setUdpGro: Native['setUdpGro'] = native.setUdpGro;
 /**
- * UDP GSO for `sendVxlan` (native/vxlan_gso.c), off until turned on: a super-frame's
- * encapsulated segments leave as one UDP_SEGMENT datagram per up to 64 of them,
- * through one of 16 UDP sockets bound to the outer source address, chosen by the
+ * UDP GSO for `sendVxlan` and `sendVxlan6` (native/vxlan_gso.c), off until turned on: a
+ * super-frame's encapsulated segments leave as one UDP_SEGMENT datagram per up to 64 of
+ * them, through one of 16 UDP sockets (IPv4 or IPv6, as the raw socket is) bound to the
+ * outer source address, chosen by the
  * flow's source port (which then becomes that socket's port, for the flow's raw
  * packets too). A kernel refusal is counted (stats().vxlanTxGsoRefused) and
  * sendmmsg takes over until this is called again (which also closes the sockets).
- * `refusedForTest`: sockets on which the kernel refuses UDP GSO (SO_NO_CHECK).
+ * `refusedForTest`: sockets on which the kernel refuses UDP GSO (SO_NO_CHECK, UDP_NO_CHECK6_TX).
  */
 export const setUdpGso: Native['setUdpGso'] = native.setUdpGso;
 /** Test hook: what a TAP gets (each with its virtio_net_hdr) when `frames` are sent to it in one underlay batch. */

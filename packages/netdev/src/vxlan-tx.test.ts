@@ -9,7 +9,8 @@
  * No devices: the addon only needs to be built. The last part sends through real
  * sockets (UDP GSO, vxlan_gso.c, and its fallback), in a namespace of its own.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -348,4 +349,222 @@ describe('sendVxlan: UDP GSO, its fallback, and the flow\'s source port', () => 
       }
     }, 30_000);
   }
+});
+
+/** UDP + VXLAN for an empty inner frame, as wire/vxlan.ts writeVxlanUdp writes it for the IPv6 underlay. */
+function outer6Template(): Buffer {
+  return outerTemplate().subarray(20);
+}
+
+describe('IPv6 underlay: vxlanBuildForTest(..., v6) and sendVxlan6', () => {
+  it('builds the same segments as over IPv4, each behind UDP + VXLAN with its own UDP length, checksum left to the kernel', () => {
+    const mss = 1390; // VM MTU 1430 = a 1500 IPv6 underlay minus 70
+    const { rest, l4, hdrLen } = innerFrame(false, false, pattern(65000 - 54, 9));
+    const a = tagged({ flags: 1, type: 1, gso: mss, cstart: l4 + 4, coff: 16, hdrLen: hdrLen + 4 });
+    const before = nd.stats();
+    const v4 = nd.vxlanBuildForTest(outerTemplate(), 1500, a, 10, rest, 0, rest.length);
+    const v6 = nd.vxlanBuildForTest(outer6Template(), 1500, a, 10, rest, 0, rest.length, true);
+    if (!Array.isArray(v4) || !Array.isArray(v6)) throw new Error(`refused: ${v4} ${v6}`);
+    expect(v6.length).toBe(Math.ceil((rest.length - (hdrLen - 12)) / mss));
+    v6.forEach((p, i) => {
+      expect(p.length + 40, 'the IPv6 packet within the 1500-byte MTU').toBeLessThanOrEqual(1500);
+      expect(p.readUInt16BE(0), 'source port: the flow hash').toBe(SPORT);
+      expect(p.readUInt16BE(2)).toBe(4789);
+      expect(p.readUInt16BE(4), 'UDP length').toBe(p.length);
+      expect(p.readUInt16BE(6), 'checksum 0 here: the kernel computes it (IPV6_CHECKSUM, UDP GSO)').toBe(0);
+      expect(p.subarray(8).equals(v4[i].subarray(28)), `packet ${i}: VXLAN header and inner frame as over IPv4`).toBe(true);
+      expect(innerChecksumsOk(p.subarray(16), false, l4)).toBe(true);
+    });
+    const after = nd.stats();
+    expect(after.vxlanTxSegmented - before.vxlanTxSegmented).toBe(2);
+    expect(after.vxlanTxSegments - before.vxlanTxSegments).toBe(2 * v6.length);
+  });
+
+  it('refuses what would exceed the MTU with the 40-byte IPv6 header counted, and bad arguments', () => {
+    // A VM left at the IPv4 tunnel MTU (1450: gso_size 1398) fits an IPv4 underlay of 1500, not an IPv6 one.
+    const { rest, l4, hdrLen } = innerFrame(false, false, pattern(8000));
+    const a = tagged({ flags: 1, type: 1, gso: 1398, cstart: l4 + 4, coff: 16, hdrLen: hdrLen + 4 });
+    expect(Array.isArray(nd.vxlanBuildForTest(outerTemplate(), 1500, a, 10, rest, 0, rest.length))).toBe(true);
+    const big = nd.stats().vxlanTxTooBig;
+    expect(nd.vxlanBuildForTest(outer6Template(), 1500, a, 10, rest, 0, rest.length, true)).toBe(nd.VXLAN_TX_TOO_BIG);
+    // Its segments are 1452-byte frames: 1508-byte IPv6 packets.
+    expect(nd.vxlanBuildForTest(outer6Template(), 1507, a, 10, rest, 0, rest.length, true)).toBe(nd.VXLAN_TX_TOO_BIG);
+    expect(nd.stats().vxlanTxTooBig - big).toBe(2);
+    const ok = nd.vxlanBuildForTest(outer6Template(), 1508, a, 10, rest, 0, rest.length, true);
+    const payload = rest.length - (hdrLen - 12);
+    expect(Array.isArray(ok) && ok.map((p) => p.length + 40)).toEqual([1508, 1508, 1508, 1508, 1508, 56 + hdrLen + payload - 5 * 1398]);
+    const dropped = nd.stats().vxlanTxDropped;
+    expect(nd.vxlanBuildForTest(outer6Template(), 1500, a, 10, pattern(30), 0, 30, true)).toBe(-22);
+    expect(nd.stats().vxlanTxDropped - dropped).toBe(1);
+    expect(() => nd.vxlanBuildForTest(Buffer.alloc(15), 1500, a, 10, rest, 0, rest.length, true)).toThrow(/outer must be 16 bytes/);
+    expect(() => nd.vxlanBuildForTest(outer6Template(), 1500, a, 10, rest, 0, rest.length)).toThrow(/outer must be 36 bytes/);
+    expect(() => nd.vxlanBuildForTest(outer6Template(), 1500, a, 10, rest, 0, rest.length, 1 as any)).toThrow(/v6 must be a boolean/);
+    const res = new Int32Array(2);
+    const o = outer6Template();
+    expect(() => (nd as any).sendVxlan6(0, DST6, 0, 64, o, 1500, a, 10, rest, 0, rest.length)).toThrow(/sendVxlan6\(handle/);
+    expect(() => nd.sendVxlan6(123456, DST6, 0, 64, o, 1500, a, 10, rest, 0, rest.length, res)).toThrow();
+  });
+
+  it('checks a raw IPv6 handle\'s arguments before sending anything', () => {
+    const rx = nd.openUdp6(Buffer.alloc(16), 40000 + Math.floor(Math.random() * 20000)).handle;
+    const tx = nd.openRawIp6(Buffer.alloc(16)).handle;
+    try {
+      const { rest, l4, hdrLen } = innerFrame(false, false, pattern(4000));
+      const a = tagged({ flags: 1, type: 1, gso: 1390, cstart: l4 + 4, coff: 16, hdrLen: hdrLen + 4 });
+      const o = outer6Template();
+      const res = new Int32Array(2);
+      const frames = nd.stats().txFrames;
+      expect(() => nd.sendVxlan6(rx, DST6, 0, 64, o, 1500, a, 10, rest, 0, rest.length, res)).toThrow(/not a raw IP handle/);
+      expect(() => nd.sendVxlan6(tx, DST6, 1, 64, o, 1500, a, 10, rest, 0, rest.length, res)).toThrow(/outside a 16-byte array/);
+      expect(() => nd.sendVxlan6(tx, DST6, 0, 0, o, 1500, a, 10, rest, 0, rest.length, res)).toThrow(/hop limit/);
+      expect(() => nd.sendVxlan6(tx, DST6, 0, 256, o, 1500, a, 10, rest, 0, rest.length, res)).toThrow(/hop limit/);
+      expect(() => nd.sendVxlan6(tx, DST6, 0, 64, o.subarray(0, 8), 1500, a, 10, rest, 0, rest.length, res)).toThrow(/outer must be 16 bytes/);
+      expect(() => nd.sendVxlan6(tx, DST6, 0, 64, o, 1500, a, 10, rest, 1, rest.length, res)).toThrow(/outside/);
+      expect(() => nd.sendVxlan6(tx, DST6, 0, 64, o, 1500, a, 10, rest, 0, rest.length, new Int32Array(1))).toThrow(/res must be an Int32Array of 2/);
+      res.fill(7);
+      expect(nd.sendVxlan6(tx, DST6, 0, 64, o, 1500, a, 10, pattern(30), 0, 30, res), 'does not parse').toBe(-22);
+      expect([...res]).toEqual([0, 0]);
+      expect(nd.stats().txFrames - frames, 'nothing sent').toBe(0);
+    } finally {
+      nd.close(rx);
+      nd.close(tx);
+    }
+  });
+});
+
+/** The packets of a pcap file (Ethernet link type): each frame's bytes after the Ethernet header. */
+function pcapPackets(file: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let o = 24; o + 16 <= file.length;) {
+    const incl = file.readUInt32LE(o + 8);
+    out.push(file.subarray(o + 16 + 14, o + 16 + incl));
+    o += 16 + incl;
+  }
+  return out;
+}
+
+/** An IPv6 + UDP packet's UDP checksum, checked independently (0 is not a valid IPv6 UDP checksum). */
+function udp6ChecksumOk(p: Buffer): boolean {
+  const udp = p.subarray(40, 40 + p.readUInt16BE(4));
+  const ph = Buffer.concat([p.subarray(8, 40), Buffer.from([0, 0, udp.length >> 8, udp.length & 255, 0, 0, 0, 17])]);
+  return udp.readUInt16BE(6) !== 0 && sum16(udp, sum16(ph)) === 0xffff;
+}
+
+/*
+ * sendVxlan6 on a real wire: a veth between two namespaces of the test's own, the
+ * sender's end with checksum offload off (as a real wire: complete checksums, the
+ * kernel cuts UDP GSO datagrams in software), captured by tcpdump. Each way a
+ * super-frame can leave (UDP GSO; sendmmsg after the kernel refused GSO; sendmmsg with
+ * it off) is followed by the per-packet path (sendIp6x3 of each packet
+ * vxlanBuildForTest gives), and with UDP GSO on the same packets go through the send
+ * queue too (queueIp6x3, flushIp): the packets must be the same bytes, checksums
+ * included, and one flow's packets carry one source port.
+ */
+describe('sendVxlan6 on the wire: UDP GSO, its fallback and the per-packet path send the same packets', () => {
+  const ADDON = fileURLToPath(new URL('../build/Release/netdev.node', import.meta.url));
+  const HOPS = 33;
+  it('byte for byte (the IPv6 flow label aside between the UDP and raw sockets), valid UDP checksums, the hop limit, no fragments', async () => {
+    const mss = 1390;
+    const { rest, l4, hdrLen } = innerFrame(false, false, pattern(65000 - 54, 11));
+    const a = tagged({ flags: 1, type: 1, gso: mss, cstart: l4 + 4, coff: 16, hdrLen: hdrLen + 4 });
+    const built = nd.vxlanBuildForTest(outer6Template(), 1500, a, 10, rest, 0, rest.length, true);
+    if (!Array.isArray(built)) throw new Error(`refused: ${built}`);
+    const n = built.length;
+    const tag = randomBytes(3).toString('hex');
+    const [ns, peer] = [`ndw${tag}`, `ndp${tag}`];
+    const pcap = `/tmp/${ns}.pcap`;
+    const ip = (...args: string[]): void => { execFileSync('ip', args); };
+    ip('netns', 'add', ns);
+    try {
+      ip('netns', 'add', peer);
+      ip('-n', ns, 'link', 'add', 'va', 'type', 'veth', 'peer', 'name', 'vb', 'netns', peer);
+      ip('-n', peer, 'link', 'set', 'vb', 'address', '02:00:00:00:00:02');
+      ip('-n', ns, 'addr', 'add', 'fd00:99::1/64', 'dev', 'va', 'nodad');
+      ip('-n', peer, 'addr', 'add', 'fd00:99::2/64', 'dev', 'vb', 'nodad');
+      execFileSync('ip', ['netns', 'exec', ns, 'ethtool', '-K', 'va', 'tx', 'off'], { stdio: 'ignore' });
+      ip('-n', ns, 'link', 'set', 'va', 'up');
+      ip('-n', peer, 'link', 'set', 'vb', 'up');
+      ip('-n', ns, 'neigh', 'add', 'fd00:99::2', 'lladdr', '02:00:00:00:00:02', 'dev', 'va');
+      const dump = spawn('ip', ['netns', 'exec', ns, 'tcpdump', '-i', 'va', '-U', '-n', '-w', pcap, 'ip6 and udp dst port 4789'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const exited = new Promise((resolve) => dump.on('exit', resolve));
+      await new Promise<void>((resolve, reject) => {
+        dump.stderr.on('data', (d: Buffer) => { if (d.toString().includes('listening')) resolve(); });
+        dump.on('exit', () => reject(new Error('tcpdump exited')));
+      });
+      const script = `
+        const m = { exports: {} };
+        process.dlopen(m, process.argv[1]);
+        const nd = m.exports;
+        const [outer, a, rest] = process.argv.slice(2, 5).map((h) => Buffer.from(h, 'hex'));
+        const dst = Buffer.from('fd000099000000000000000000000002', 'hex');
+        const local = Buffer.from('fd000099000000000000000000000001', 'hex');
+        const [tx] = nd.openRawIp6(local, 0, '');
+        const res = new Int32Array(2), r = [], c = [];
+        const built = nd.vxlanBuildForTest(outer, 1500, a, 10, rest, 0, rest.length, true);
+        const perPacket = () => built.map((p) => nd.sendIp6x3(tx, dst, 0, ${HOPS}, p, 0, 16, p, 16, p.length - 16, p, 0, 0));
+        const counts = () => { const s = nd.stats(); return [s.vxlanTxGsoSends, s.vxlanTxGsoSegments, s.vxlanTxGsoRefused]; };
+        for (const [on, refuse] of [[true, false], [true, true], [false, false]]) {
+          nd.setUdpGso(on, refuse);
+          const before = counts();
+          r.push(nd.sendVxlan6(tx, dst, 0, ${HOPS}, outer, 1500, a, 10, rest, 0, rest.length, res));
+          c.push(counts().map((v, i) => v - before[i]));
+          r.push(perPacket().filter((x) => x > 0).length);
+          if (on && !refuse) {
+            // The queue of complete packets (queueIp6x3, NativeUnderlay6's send3): one sendmmsg at the flush.
+            const batches = nd.stats().vxlanTxBatches;
+            r.push(built.map((p) => nd.queueIp6x3(tx, dst, 0, ${HOPS}, p, 0, 16, p, 16, p.length - 16, p, 0, 0)).filter((x) => x > 0).length);
+            r.push(nd.flushIp(), nd.stats().vxlanTxBatches - batches);
+          }
+        }
+        require('node:fs').writeSync(1, JSON.stringify({ r, c }) + '\\n');
+      `;
+      const { stdout } = await promisify(execFile)('ip', ['netns', 'exec', ns, process.execPath, '-e', script, ADDON,
+        outer6Template().toString('hex'), a.toString('hex'), rest.toString('hex')], { timeout: 20_000 });
+      const out = JSON.parse(stdout);
+      // tcpdump writes each packet as it sees it (-U); give the last ones a moment, then stop it.
+      let got: Buffer[] = [];
+      for (let i = 0; i < 50 && got.length < 7 * n; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        got = pcapPackets(readFileSync(pcap));
+      }
+      dump.kill('SIGINT');
+      await exited;
+      got = pcapPackets(readFileSync(pcap));
+      expect(out.r).toEqual([n, n, n, n, 1, n, n, n, n]);
+      expect(out.c, 'GSO sends: 1-3 for the first (64 KB per datagram); a refusal; nothing with it off').toEqual([
+        [expect.any(Number), n, 0], [0, 0, 1], [0, 0, 0]]);
+      expect(out.c[0][0]).toBeGreaterThanOrEqual(1);
+      expect(out.c[0][0]).toBeLessThanOrEqual(3);
+      expect(got.length).toBe(7 * n);
+      const hex = (p: Buffer, noLabel = false): string => {
+        const q = Buffer.from(p);
+        if (noLabel) { q[1] &= 0xf0; q[2] = 0; q[3] = 0; }
+        return q.toString('hex');
+      };
+      const group = (g: number): Buffer[] => got.slice(g * n, (g + 1) * n);
+      expect(group(0).map((p) => hex(p, true)), 'UDP GSO = the per-packet path on the flow\'s port').toEqual(group(1).map((p) => hex(p, true)));
+      expect(group(2).map((p) => hex(p)), 'the queue\'s sendmmsg = the per-packet path, on the flow\'s port too').toEqual(group(1).map((p) => hex(p)));
+      expect(group(3).map((p) => hex(p)), 'sendmmsg after a refusal = the per-packet path').toEqual(group(4).map((p) => hex(p)));
+      expect(group(5).map((p) => hex(p)), 'sendmmsg with UDP GSO off = the per-packet path').toEqual(group(4).map((p) => hex(p)));
+      const flowPort = group(0)[0].readUInt16BE(40);
+      expect(flowPort, 'the GSO socket\'s port, not the header\'s').not.toBe(SPORT);
+      got.forEach((p, i) => {
+        const b = built[i % n];
+        expect(p[0] >> 4).toBe(6);
+        expect(p[6], 'next header UDP: no fragment header').toBe(17);
+        expect(p[7], 'hop limit').toBe(HOPS);
+        expect(p.length, 'within the MTU').toBeLessThanOrEqual(1500);
+        expect(p.readUInt16BE(4), 'IPv6 payload length').toBe(b.length);
+        expect(p.subarray(8, 24).toString('hex')).toBe('fd000099000000000000000000000001');
+        expect(p.readUInt16BE(40), 'one source port per flow').toBe(i < 3 * n ? flowPort : SPORT);
+        expect(p.subarray(42, 46).equals(b.subarray(2, 6)), 'destination port and UDP length').toBe(true);
+        expect(p.subarray(48).equals(b.subarray(8)), 'VXLAN header and inner frame').toBe(true);
+        expect(udp6ChecksumOk(p), `packet ${i}: UDP checksum`).toBe(true);
+      });
+    } finally {
+      execFileSync('ip', ['netns', 'del', ns]);
+      try { execFileSync('ip', ['netns', 'del', peer]); } catch { /* not made */ }
+      rmSync(pcap, { force: true });
+    }
+  }, 40_000);
 });

@@ -248,15 +248,20 @@ describe('Vtep: a VM\'s TSO super-frame to a tunnel (the addon segments it: netd
   /** The underlay with the addon's segmentation, recording what sendmmsg would get. */
   class SegmentingUnderlay extends FakeUnderlay {
     calls = 0;
+    /** v6: the IPv6 underlay's (outer = UDP + VXLAN, dst a remote id), as sendVxlan6. */
+    constructor(readonly v6 = false) {
+      super();
+    }
+
     sendVxlan(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
       blen: number, res: Int32Array): number {
       this.calls++;
-      const out = netdev.vxlanBuildForTest(outer, mtu, a, aoff, b, boff, blen);
+      const out = netdev.vxlanBuildForTest(outer, mtu, a, aoff, b, boff, blen, this.v6);
       if (!Array.isArray(out)) return out;
       let bytes = 0;
       for (const p of out) {
         this.sent.push({ dst, pkt: new Uint8Array(p) });
-        bytes += p.length - VXLAN_OUTER_LEN;
+        bytes += p.length - (this.v6 ? 16 : VXLAN_OUTER_LEN);
       }
       res[0] = out.length;
       res[1] = bytes;
@@ -348,6 +353,40 @@ describe('Vtep: a VM\'s TSO super-frame to a tunnel (the addon segments it: netd
 
     // From a VM whose MTU is above the documented one: refused whole, counted as tunnel_mtu.
     injectVnet(vm, tcpFrame(20000), 1, 1448);
+    expect(u.take()).toEqual([]);
+    expect(port.drops[DROP_REASONS.indexOf('tunnel_mtu')]).toBe(1);
+  });
+
+  it('over IPv6: one call with the remote\'s id and UDP + VXLAN, the MTU counted with the 40-byte IPv6 header', () => {
+    const br = new Bridge('br0', { clock: () => 0 });
+    const vm = new TestIo();
+    br.addPort('vm10', vm, { vlan: VlanPolicy.from({ mode: 'access', vid: 10 }) });
+    const u = new SegmentingUnderlay(true);
+    const vtep = new Vtep(u, { local: 0, local6: parseIp6('fd00:99::1')!, mtu: 1500 });
+    const r = vtep.remoteOf('fd00:99::2');
+    vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [r], fdb: [{ mac: FAR, remote: r }] }]);
+    const port = br.port(vtep.portName(r))!;
+    expect(port.offload).toBe(true);
+    // The VM MTU over IPv6 is 1430: MSS 1390.
+    injectVnet(vm, tcpFrame(20000), 1, 1390);
+    const sent = u.take();
+    expect([u.calls, sent.length]).toEqual([1, Math.ceil(20000 / 1390)]);
+    let payload = 0;
+    for (const s of sent) {
+      const dv = new DataView(s.pkt.buffer);
+      expect(s.dst).toBe(r);
+      expect([dv.getUint16(2), dv.getUint16(4), dv.getUint16(6)], 'port, UDP length, checksum left to the kernel').toEqual([4789, s.pkt.length, 0]);
+      expect(dv.getUint16(0)).toBe(new DataView(sent[0].pkt.buffer).getUint16(0));
+      expect(checkVxlan(s.pkt, 8, s.pkt.length - 8)).toBe(100);
+      const inner = s.pkt.subarray(16);
+      expect(inner.length + 56).toBeLessThanOrEqual(1500);
+      expect(checkIpv4(inner, 14, inner.length - 14, true)).toBe(IPV4_OK);
+      payload += inner.length - 54;
+    }
+    expect(payload).toBe(20000);
+    expect(vtep.segments()[0].txSegmented).toBe(1);
+    // A VM at the IPv4 tunnel MTU (1450: MSS 1398) exceeds an IPv6 one: refused whole, tunnel_mtu.
+    injectVnet(vm, tcpFrame(20000), 1, 1398);
     expect(u.take()).toEqual([]);
     expect(port.drops[DROP_REASONS.indexOf('tunnel_mtu')]).toBe(1);
   });

@@ -119,7 +119,9 @@ export interface UnderlayIo {
    * virtio_net_hdr (at a[aoff-10, aoff)) asks for work, given as its MACs a[aoff,
    * aoff+12) and the rest after the tag b[boff, boff+blen), segmented or completed,
    * each piece sent behind `outer` (written for an empty inner frame; lengths and
-   * checksum set per packet) to `dst`. Packets sent, or E_TUNNEL_MTU, -EINVAL, -errno;
+   * checksum set per packet) to `dst`. IPv4: `outer` is IPv4 + UDP + VXLAN and `dst`
+   * the address; IPv6: UDP + VXLAN and `dst` a `remotes6` id, as for send3. Packets
+   * sent, or E_TUNNEL_MTU, -EINVAL, -errno;
    * res = [packets sent, their inner bytes].
    */
   sendVxlan?(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
@@ -737,9 +739,15 @@ export class Vtep {
     if (seg === undefined) return -22;
     const s = this.#scratch;
     const sport = vxlanSourcePort(a, aoff, b, boff, blen);
-    writeVxlanOuter(s, 0, this.local, t.remoteU32, sport, this.port, seg.vni, 0, this.ttl);
     const res = this.#res;
-    const r = this.io.sendVxlan!(t.remoteU32, s, this.mtu, a, aoff, b, boff, blen, res);
+    let r: number;
+    if (this.family === 6) {
+      writeVxlanUdp(s, 0, sport, this.port, seg.vni, 0);
+      r = this.io.sendVxlan!(t.remote, s, this.mtu, a, aoff, b, boff, blen, res);
+    } else {
+      writeVxlanOuter(s, 0, this.local, t.remoteU32, sport, this.port, seg.vni, 0, this.ttl);
+      r = this.io.sendVxlan!(t.remoteU32, s, this.mtu, a, aoff, b, boff, blen, res);
+    }
     if (r < 0) return r;
     seg.txPackets += res[0];
     seg.txBytes += res[1];

@@ -440,7 +440,7 @@ export function vxlanMetrics(vtep: () => Vtep | undefined, counter: (name: strin
     emit({ what: 'segments' }, g.segments);
     emit({ what: 'dropped' }, g.dropped);
   });
-  counter('vswitch_vxlan_tx_gso_total', 'Super-frames\' segments sent as UDP GSO datagrams (vxlan.offload auto, IPv4): sendmsg calls (what=sends), the packets they carried (what=segments), kernel refusals after which sendmmsg took over (what=refused).', ['what'], (emit) => {
+  counter('vswitch_vxlan_tx_gso_total', 'Super-frames\' segments sent as UDP GSO datagrams (vxlan.offload auto, IPv4 or IPv6): sendmsg calls (what=sends), the packets they carried (what=segments), kernel refusals after which sendmmsg took over (what=refused).', ['what'], (emit) => {
     const g = vtep()?.io.txGso;
     if (g === undefined) return;
     emit({ what: 'sends' }, g.sends);

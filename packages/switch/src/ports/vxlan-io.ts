@@ -20,7 +20,9 @@
  * its consecutive frames as one batch, whose runs of one inner flow the bridge decides once.
  * NativeUnderlay6 is the same over IPv6 (netdev udp6.c): the sender's address is
  * looked up in the Vtep's remote table straight from the ring, and the kernel
- * writes the outer IPv6 header and the UDP checksum.
+ * writes the outer IPv6 header and the UDP checksum; super-frames go the same way
+ * (sendVxlan6: UDP GSO over IPv6 sockets, or sendmmsg through the raw IPv6 socket),
+ * and other packets are queued as over IPv4 (queueIp6x3).
  */
 import * as netdev from '@vswitch/netdev';
 import type { UnderlayIo, Vtep } from '../vxlan.js';
@@ -71,21 +73,40 @@ function gro(on: boolean): UnderlayGro {
   return { bursts: s.udpGroBursts, segments: s.udpGroSegments, dropped: s.udpGroDropped, on };
 }
 
+function gso(): UnderlayGso {
+  const s = netdev.stats();
+  return { sends: s.vxlanTxGsoSends, segments: s.vxlanTxGsoSegments, refused: s.vxlanTxGsoRefused };
+}
+
 function coalesced(): UnderlayCoalesced {
   const s = netdev.stats();
   return { frames: s.tapGroFrames, segments: s.tapGroSegments, errors: s.tapGroErrors };
+}
+
+/** The addon's send queue (queueIp3, queueIp6x3) flushed by one microtask per batch, scheduled by its first packet. */
+class QueueFlush {
+  #pending = false;
+  /** Made once: scheduling it per batch allocates nothing. */
+  readonly #run = (): void => {
+    this.#pending = false;
+    netdev.flushIp();
+  };
+
+  /** A queue call's result `r`, passed on; a packet queued schedules the flush. */
+  after(r: number): number {
+    if (r > 0 && !this.#pending) {
+      this.#pending = true;
+      queueMicrotask(this.#run);
+    }
+    return r;
+  }
 }
 
 export class NativeUnderlay implements UnderlayIo {
   readonly #rxHandle: number;
   readonly #txHandle: number;
   #closed = false;
-  #flushPending = false;
-  /** Made once: scheduling it per batch allocates nothing. */
-  readonly #flush = (): void => {
-    this.#flushPending = false;
-    netdev.flushIp();
-  };
+  readonly #queue = new QueueFlush();
   /** Errors that stopped the receive socket (it is then dead; the daemon logs it). */
   failed = 0;
 
@@ -123,12 +144,7 @@ export class NativeUnderlay implements UnderlayIo {
   send3(dst: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
     c: Uint8Array, coff: number, clen: number): number {
     if (this.#closed) return -100;
-    const r = netdev.queueIp3(this.#txHandle, dst, a, aoff, alen, b, boff, blen, c, coff, clen);
-    if (r > 0 && !this.#flushPending) {
-      this.#flushPending = true;
-      queueMicrotask(this.#flush);
-    }
-    return r;
+    return this.#queue.after(netdev.queueIp3(this.#txHandle, dst, a, aoff, alen, b, boff, blen, c, coff, clen));
   }
 
   sendVxlan(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
@@ -174,10 +190,7 @@ export class NativeUnderlay implements UnderlayIo {
 
   get rxGro(): UnderlayGro { return gro(this.#groOn); }
 
-  get txGso(): UnderlayGso {
-    const s = netdev.stats();
-    return { sends: s.vxlanTxGsoSends, segments: s.vxlanTxGsoSegments, refused: s.vxlanTxGsoRefused };
-  }
+  get txGso(): UnderlayGso { return gso(); }
 
   close(): void {
     if (this.#closed) return;
@@ -202,6 +215,7 @@ export class NativeUnderlay6 implements UnderlayIo {
   readonly #txHandle: number;
   #closed = false;
   #vtep: Vtep | undefined;
+  readonly #queue = new QueueFlush();
   failed = 0;
 
   constructor(opts: Underlay6Options) {
@@ -242,7 +256,17 @@ export class NativeUnderlay6 implements UnderlayIo {
     if (this.#closed || v === undefined) return -100;
     const addr = v.remotes6.addrs[dst];
     if (addr === undefined || dst === 0) return -22;
-    return netdev.sendIp6x3(this.#txHandle, addr, 0, v.ttl, a, aoff, alen, b, boff, blen, c, coff, clen);
+    return this.#queue.after(netdev.queueIp6x3(this.#txHandle, addr, 0, v.ttl, a, aoff, alen, b, boff, blen, c, coff, clen));
+  }
+
+  /** As NativeUnderlay's: `outer` is UDP + VXLAN (16 bytes), `dst` a remote id; the hop limit is the Vtep's. */
+  sendVxlan(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
+    blen: number, res: Int32Array): number {
+    const v = this.#vtep;
+    if (this.#closed || v === undefined) return -100;
+    const addr = v.remotes6.addrs[dst];
+    if (addr === undefined || dst === 0) return -22;
+    return netdev.sendVxlan6(this.#txHandle, addr, 0, v.ttl, outer, mtu, a, aoff, b, boff, blen, res);
   }
 
   /** As NativeUnderlay's: the receive socket's share of each read-loop round (udp6.c drains under it too). */
@@ -254,15 +278,18 @@ export class NativeUnderlay6 implements UnderlayIo {
     return this.#closed ? 0 : netdev.fairFull(this.#rxHandle);
   }
 
-  /** Sends over IPv6 are not queued (one sendmsg each): nothing can be refused at a flush. */
   get txQueueErrors(): number {
-    return 0;
+    return netdev.stats().vxlanTxQueueErrors;
   }
 
-  /** As NativeUnderlay's for the coalescing toward TAPs and UDP GRO; IPv6 sends one sendmsg per packet (no UDP GSO yet). */
+  #offload: string | undefined;
+
+  /** As NativeUnderlay's: UDP GSO for super-frames (over IPv6 sockets), the coalescing toward TAPs, UDP GRO. */
   setOffload(mode: 'auto' | 'off'): void {
-    if (this.#closed) return;
+    if (this.#closed || mode === this.#offload) return;
+    this.#offload = mode;
     netdev.setTapGro(mode !== 'off');
+    netdev.setUdpGso(mode !== 'off');
     this.#groOn = netdev.setUdpGro(this.#rxHandle, mode !== 'off') && mode !== 'off';
   }
 
@@ -271,6 +298,8 @@ export class NativeUnderlay6 implements UnderlayIo {
   get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
 
   get rxGro(): UnderlayGro { return gro(this.#groOn); }
+
+  get txGso(): UnderlayGso { return gso(); }
 
   close(): void {
     if (this.#closed) return;
