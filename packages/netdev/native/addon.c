@@ -1546,7 +1546,7 @@ static napi_value js_segment(napi_env env, napi_callback_info info) {
       !arg_hdr_room(env, off))
     return NULL;
   if (!st->tx_ref && !make_tx_scratch(env, st)) return NULL;
-  nd_out o = { st->tx_arena, ND_TX_SCRATCH_BYTES, 0, st->tx_offs, st->tx_lens, 0, ND_TX_SCRATCH_FRAMES, INT64_MAX, false };
+  nd_out o = { st->tx_arena, ND_TX_SCRATCH_BYTES, 0, st->tx_offs, st->tx_lens, 0, ND_TX_SCRATCH_FRAMES, INT64_MAX, false, false };
   int n = nd_tx_complete(&st->tx_gso, p + off - ND_VNET_HDR_LEN, p + off, len, &o, &st->stats);
   CHECK(napi_create_int32(env, n, &v));
   return v;
@@ -1935,7 +1935,7 @@ static napi_value js_segment_for_test(napi_env env, napi_callback_info info) {
   if (!arena || !gbuf || !offs || !lens) { napi_throw_error(env, "ENOMEM", "netdev: out of memory"); goto out; }
   if (napi_create_array(env, &arr) != napi_ok) goto out;
 
-  nd_out o = { arena, cap, 0, offs, lens, 0, ND_RING_MAX_FRAMES, INT64_MAX, false };
+  nd_out o = { arena, cap, 0, offs, lens, 0, ND_RING_MAX_FRAMES, INT64_MAX, false, false };
   if (v.gso_type != VNET_GSO_NONE) {
     if (nd_gso_prepare(&g, frame, fl, &v, &vlan) < 0) { st->stats.gso_dropped++; result = arr; goto out; }
     st->stats.gso_segmented++;

@@ -175,7 +175,7 @@ int nd_vxtx_build(nd_vxtx *t, bool v6, const uint8_t *outer, size_t mtu, const u
     }
     tmp.tx_gso_segmented = 1;
   } else {
-    nd_out o = { t->arena, ND_VXTX_BYTES, 0, t->offs, t->lens, 0, ND_VXTX_MAX, INT64_MAX, false };
+    nd_out o = { t->arena, ND_VXTX_BYTES, 0, t->offs, t->lens, 0, ND_VXTX_MAX, INT64_MAX, false, false };
     n = nd_tx_complete(&t->g, h, f, len, &o, &tmp);
     if (n <= 0) { s->vxlan_tx_dropped++; return ND_VXTX_BAD; }
     for (int i = 0; i < n; i++) {
