@@ -196,7 +196,7 @@ sched_ns() {
   local p t run=0 wait=0 a b
   for p in "${SW_PIDS[@]}"; do
     for t in /proc/"$p"/task/*; do
-      read -r a b _ <"$t/schedstat" 2>/dev/null || continue
+      read -r a b _ 2>/dev/null <"$t/schedstat" || continue
       run=$((run + a)) wait=$((wait + b))
     done
   done
@@ -211,7 +211,7 @@ vm_sched() {
     for p in $(ip netns pids bAvm$i 2>/dev/null); do
       run=0 wait=0
       for t in /proc/"$p"/task/*; do
-        read -r a b _ <"$t/schedstat" 2>/dev/null || continue
+        read -r a b _ 2>/dev/null <"$t/schedstat" || continue
         run=$((run + a)) wait=$((wait + b))
       done
       echo "$i $p $run $wait"
@@ -230,7 +230,7 @@ vms_window() {
       for p in $(ip netns pids bAvm$i 2>/dev/null); do
         run=0 wait=0
         for t in /proc/"$p"/task/*; do
-          read -r a b _ <"$t/schedstat" 2>/dev/null || continue
+          read -r a b _ 2>/dev/null <"$t/schedstat" || continue
           run=$((run + a)) wait=$((wait + b))
         done
         echo "$at $i $p $(tr -d ' ' <"/proc/$p/comm" 2>/dev/null || echo -) $run $wait"
