@@ -24,6 +24,9 @@
 #   ours-bytes  the same with `readShare: bytes` (the byte quantum, whatever the default share)
 #   ours-gc1    ours with node --single-threaded-gc (a collection does not wait for V8's
 #               helper threads, which on a busy host wait for a CPU too)
+#   ours-sparse ours with sparse-first service (`readSparse: true`, README "Fair share"): a port
+#               whose queue had emptied is served, one share, ahead of the backlogged ones
+#   ours-nosparse ours with `readSparse: false` (whatever the default)
 #   ours-fc     ours with the bridge's flow cache on (`flowCache: true`, README "Flow cache"):
 #               A->B's known-unicast frames are replayed in C without entering JS
 #   kbridge     the Linux bridge, veth pairs
@@ -53,6 +56,11 @@
 #   ROUND-TOPO[-flood].{data,m0,m1,sched,load,vms0,vms1} (-flood: the flood alone, 2 s before
 #   any TCP); perf.py DIR splits the cost per frame forwarded into
 #   kernel (syscalls and the stacks they run), the addon (C) and node (JS, V8, libuv).
+#   With FAIR_PERF=1 every topology (the peers too) also records its VMs' processes'
+#   schedstat over each phase's C -> D TCP window (ROUND-TOPO-PHASE.vw: VM, PID, command,
+#   run and runqueue-wait ns at both ends), and vms.py DIR RAW prints, per topology, C's
+#   iperf3 sender's, D's receiver's and A's flooder's CPU quiet and noisy beside C -> D's
+#   TCP ratio (run at the end of the bench).
 # Needs root, iperf3, busybox, python3, node, ovs-vswitchd (ovs topologies).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -94,6 +102,7 @@ taps_move() {
   IFS4=(x bAt1 bAt2 bAt3 bAt4)
 }
 
+SPARSE=""   # readSparse for up_ours: "" (the default), true or false
 up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the read share) FLOWCACHE(true|false) [NODE_FLAG ...]
   local q=$1 fc=$2
   shift 2
@@ -111,6 +120,7 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
       *) echo "    readShare: bytes"; echo "    readQuantum: \"$q\"" ;; # a byte quantum whatever the default share
     esac
     [ "$fc" = true ] && echo "    flowCache: true"
+    [ -n "$SPARSE" ] && echo "    readSparse: $SPARSE"
     echo "    ports:"
     for i in 1 2 3 4; do echo "      bAt$i: { type: tap, vlan: { mode: access, vid: 1 } }"; done
   } >"$RUN/c.yaml"
@@ -150,7 +160,10 @@ up_ovs() {  # up_ovs TSO(true|false)
 down_ovs() { local i ns; for i in 3 4; do for ns in $NSW bAvm$i; do ip -n $ns link del bAt$i 2>/dev/null; done; done; }
 
 topo_up() {
+  SPARSE=""
   case ${1%@*} in
+    ours-sparse) SPARSE=true up_ours "" false ;;
+    ours-nosparse) SPARSE=false up_ours "" false ;;
     ours) up_ours "" false ;;
     ours-off) up_ours off false ;;
     ours-gc1) up_ours "" false --single-threaded-gc ;;
@@ -183,7 +196,7 @@ sched_ns() {
   local p t run=0 wait=0 a b
   for p in "${SW_PIDS[@]}"; do
     for t in /proc/"$p"/task/*; do
-      read -r a b _ <"$t/schedstat" 2>/dev/null || continue
+      read -r a b _ 2>/dev/null <"$t/schedstat" || continue
       run=$((run + a)) wait=$((wait + b))
     done
   done
@@ -198,12 +211,32 @@ vm_sched() {
     for p in $(ip netns pids bAvm$i 2>/dev/null); do
       run=0 wait=0
       for t in /proc/"$p"/task/*; do
-        read -r a b _ <"$t/schedstat" 2>/dev/null || continue
+        read -r a b _ 2>/dev/null <"$t/schedstat" || continue
         run=$((run + a)) wait=$((wait + b))
       done
       echo "$i $p $run $wait"
     done
   done
+}
+
+# vms_window NAME SECONDS (FAIR_PERF, every topology): each VM's processes' run and runqueue
+# wait (ns, all threads) with their command, at both ends of SECONDS, as $perf_dir/$ROUND-NAME.vw.
+vms_window() {
+  local f=$perf_dir/$ROUND-$1 i p t run wait a b at
+  for at in 0 1; do
+    [ $at = 1 ] && sleep "$2"
+    echo "t$at $(now)"
+    for i in 1 2 3 4; do
+      for p in $(ip netns pids bAvm$i 2>/dev/null); do
+        run=0 wait=0
+        for t in /proc/"$p"/task/*; do
+          read -r a b _ 2>/dev/null <"$t/schedstat" || continue
+          run=$((run + a)) wait=$((wait + b))
+        done
+        echo "$at $i $p $(tr -d ' ' <"/proc/$p/comm" 2>/dev/null || echo -) $run $wait"
+      done
+    done
+  done >"$f.vw"
 }
 
 # perf_window NAME SECONDS (FAIR_PERF): sample the daemon with perf for SECONDS, with its
@@ -257,13 +290,18 @@ phase() {
   ip netns exec bAvm4 iperf3 -s -1 -B "${IPS[4]}" -p 5301 >/dev/null 2>&1 &
   AUX_PIDS+=("$!")
   wait_for 5 bash -c "ip netns exec bAvm4 ss -Hlnt 'sport = :5301' | grep -q ."
-  local perf=""
+  local perf="" vw=""
   if [ -n "$perf_dir" ] && [ "$ph" = noisy ] && [[ $topo == ours* ]]; then
     (sleep 0.5; perf_window "$topo" $((secs - 1))) &
     perf=$!
   fi
+  if [ -n "$perf_dir" ]; then
+    (sleep 0.5; vms_window "$topo-$ph" $((secs - 1))) &
+    vw=$!
+  fi
   tcp=$(timeout $((secs + 20)) ip netns exec bAvm3 iperf3 -c "${IPS[4]}" -p 5301 -t "$secs" -J 2>/dev/null | gbps_of)
   [ -n "$perf" ] && wait "$perf"
+  [ -n "$vw" ] && wait "$vw"
   if [ -n "$probe_dir" ] && [[ $topo == ours* ]]; then
     echo "phase $ph $(date +%s%3N)" >>"$probe_dir/$ROUND-$topo.probe"
     ip netns exec bAvm3 python3 "$here/pinger.py" "${IPS[4]}" $((secs * 100)) 0.01 >"$probe_dir/$ROUND-$topo-$ph.ping"
@@ -310,3 +348,4 @@ for ROUND in $(seq "$rounds"); do
 done
 log "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); raw data: $out_raw${probe_dir:+; probe logs: $probe_dir}${perf_dir:+; perf: $perf_dir (python3 $here/perf.py $perf_dir)}"
 python3 "$here/summary.py" "$out_raw" "$topos" "$secs"
+[ -n "$perf_dir" ] && python3 "$here/vms.py" "$perf_dir" "$out_raw" "$topos"

@@ -147,6 +147,8 @@ const BridgeSchema = z.strictObject({
   readShare: ReadShareSchema.optional(),
   /** Frames per port per round under `readShare: frames` (default 16), "off" or 0 for no limit. */
   readFrames: ReadFramesSchema.optional(),
+  /** Sparse-first service: a port whose queue had emptied is served, one share, ahead of the backlogged ones (README "Fair share"); off by default. */
+  readSparse: z.boolean().optional(),
   /** The exact-match flow cache (README "Flow cache"): known unicast between plain ports replayed in the addon; off by default. */
   flowCache: z.boolean().optional(),
 });

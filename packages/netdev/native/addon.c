@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +70,8 @@ typedef struct nd_handle {
   nd_fair fair;     /* its share of the read loop (fair.c) */
   bool fc_in;       /* the flow cache has had entries from this handle: probe its batches */
   double fair_full; /* services that left frames waiting (the share spent, or the ring full) */
+  bool sparse;      /* sparse-first service (setSparse): in st->sparse_ep, served ahead of backlogged handles */
+  uint32_t early_turn; /* the loop turn (st->turn) in which sparse_first served it; 0: never */
   nd_gro *gro;      /* TAP: the run of TCP segments held for coalescing (tap_gro.c), made on first use */
   bool gro_listed;  /* in nd_state.gro_held */
   bool udp_gro;     /* UDP: UDP_GRO on, read by udp_gro.c (setUdpGro) */
@@ -109,6 +112,12 @@ struct nd_state {
   int fu_count;     /* a deferred follow-up batch's frame count (service with defer) */
   uv_timer_t deferred_timer;
   bool timer_inited;
+  /* Sparse-first service (sparse_first): the sparse handles' own epoll set, and the
+   * loop-turn counter a prepare handle bumps (one turn = one round of the read loop). */
+  int sparse_ep;      /* -1 until the first setSparse(h, true) */
+  uint32_t turn;
+  uv_prepare_t turn_prep;
+  bool prep_inited;
   /* Teardown. */
   napi_async_cleanup_hook_handle cleanup;
   int closing; /* uv handles still closing during teardown */
@@ -347,6 +356,8 @@ static void handle_close(napi_env env, nd_handle *h) {
   if (st->vxtx && h->kind == KIND_RAW) nd_vxq_close_fd(st->vxtx, h->fd, &st->stats);
   if (h->gro) gro_forget(st, h);
   if (st->fc) nd_fc_forget_handle(st->fc, h->id); /* a recycled id must never hit */
+  if (h->sparse) epoll_ctl(st->sparse_ep, EPOLL_CTL_DEL, h->fd, NULL);
+  h->sparse = false;
   /* uv_poll_stop already removed the fd from epoll, so closing it now is safe. */
   close(h->fd);
   h->fd = -1;
@@ -548,27 +559,71 @@ static void service(nd_handle *h, int status, bool primary, bool defer) {
 }
 
 /*
- * A handle is readable. After its batch, the handles that batch wrote to are read
- * at once, in the same loop turn (follow-up reads): writing to a TAP or a veth runs
- * the receiving stack in our context, so a reply (an ICMP echo reply, a TCP ACK) is
+ * h's service and its follow-up reads: after h's batch, the handles that batch wrote
+ * to are read at once, in the same loop turn: writing to a TAP or a veth runs the
+ * receiving stack in our context, so a reply (an ICMP echo reply, a TCP ACK) is
  * usually already queued there when the write returns. Reading it now saves a loop
  * turn per round trip (epoll, Node's check and timer phases); if nothing is there the
  * cost is one read that returns EAGAIN. Only one level (a follow-up's own writes are
  * not followed), at most ND_FOLLOW_MAX handles, and none after a flood to more.
  */
-static void on_poll(uv_poll_t *p, int status, int events) {
-  nd_handle *h = (nd_handle *)p;
+static void serve_and_follow(nd_handle *h, int status, bool primary) {
   nd_state *st = h->st;
   st->cur = h;
   st->nwrote = 0;
   st->fu_pos = 0;
-  service(h, status, true, false);
+  service(h, status, primary, false);
   st->cur = NULL;
   /* What the batch's callback did not take through followUp(). */
   while (st->fu_pos < st->nwrote) {
     nd_handle *w = st->table[st->wrote[st->fu_pos++]];
     if (w && w->polling) service(w, 0, false, false);
   }
+}
+
+/*
+ * Sparse-first service (DRR++, as fq_codel's new-flow list), before the service of a
+ * backlogged handle b: the sparse handles (setSparse) that are readable now and were
+ * not backlogged (their queue emptied in their last service: a ping, an ACK-clocked
+ * sender) are served first, one quantum each, so their frames do not wait behind b's
+ * share (16 frames of a flood: ~110 us) nor behind the rest of the turn.
+ *
+ * libuv's poll is level-triggered and calls on_poll for the handles its epoll_wait
+ * returned at the start of the turn, in epoll's order; a frame that arrives at a quiet
+ * port during a flooder's service waits for the next turn, and then possibly behind
+ * the flooder again. Finding which sparse handles are readable costs one
+ * epoll_wait(0) on their own epoll set (st->sparse_ep, level-triggered too), not a
+ * syscall per port, and only when a backlogged handle is about to be served.
+ * Bounded: at most ND_SPARSE_MAX handles, each at most once a turn (early_turn), and
+ * only those not backlogged, so a sparse handle that had more than a quantum becomes
+ * backlogged and is served in its turn like any other from then on. b still gets its
+ * quantum in this same turn, right after: no starvation, only a delay of the sparse
+ * handles' one quantum each. A handle served here and then polled in the same turn is
+ * served as a follow-up (on_poll): only if it is not backlogged, so no handle gets two
+ * quanta in one turn.
+ */
+static void sparse_first(nd_state *st, nd_handle *b) {
+  struct epoll_event ev[ND_SPARSE_MAX];
+  int n = epoll_wait(st->sparse_ep, ev, ND_SPARSE_MAX, 0);
+  for (int i = 0; i < n; i++) {
+    nd_handle *w = st->table[ev[i].data.u32];
+    if (!w || w == b || !w->polling || !w->sparse || w->fair.backlogged || w->early_turn == st->turn) continue;
+    w->early_turn = st->turn;
+    st->stats.rx_sparse_first++;
+    serve_and_follow(w, 0, true);
+  }
+}
+
+/* A handle is readable: its service (after the sparse handles', if it is backlogged). */
+static void on_poll(uv_poll_t *p, int status, int events) {
+  nd_handle *h = (nd_handle *)p;
+  nd_state *st = h->st;
+  if (h->sparse && h->fair.backlogged && h->fair.quantum > 0 && status >= 0 && st->sparse_ep >= 0) {
+    uint32_t gen = h->gen;
+    sparse_first(st, h);
+    if (h->gen != gen || !h->polling) return; /* JS stopped or closed h meanwhile */
+  }
+  serve_and_follow(h, status, !(h->early_turn != 0 && h->early_turn == st->turn));
 }
 
 /*
@@ -824,6 +879,49 @@ static napi_value js_set_quantum(napi_env env, napi_callback_info info) {
   h->fair.quantum = q;
   h->fair.frames = frames;
   return NULL;
+}
+
+/* Each loop turn is one round: sparse_first serves a handle at most once per turn. */
+static void on_turn(uv_prepare_t *p) {
+  nd_state *st = p->data;
+  if (++st->turn == 0) st->turn = 1; /* 0 is early_turn's "never" */
+}
+
+/*
+ * setSparse(handle, on): sparse-first service for the handle (sparse_first): when it
+ * becomes readable after its queue emptied, it is served ahead of backlogged sparse
+ * handles, one quantum; a backlogged sparse handle serves those first. Returns false
+ * (and nothing changes) if the kernel refused the epoll set.
+ */
+static napi_value js_set_sparse(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], r;
+  bool on = false, ok = true;
+  nd_handle *h = handle_call(env, info, &argc, argv);
+  if (!h) return NULL;
+  if (argc < 2 || napi_get_value_bool(env, argv[1], &on) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setSparse(handle, on: boolean)");
+    return NULL;
+  }
+  nd_state *st = h->st;
+  if (on && !h->sparse) {
+    if (st->sparse_ep < 0) st->sparse_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (st->sparse_ep >= 0 && !st->prep_inited) {
+      uv_prepare_init(st->loop, &st->turn_prep);
+      st->turn_prep.data = st;
+      uv_prepare_start(&st->turn_prep, on_turn);
+      uv_unref((uv_handle_t *)&st->turn_prep); /* it must not keep the loop alive */
+      st->prep_inited = true;
+    }
+    struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)h->id };
+    ok = st->sparse_ep >= 0 && epoll_ctl(st->sparse_ep, EPOLL_CTL_ADD, h->fd, &ev) == 0;
+    if (ok) h->sparse = true;
+  } else if (!on && h->sparse) {
+    epoll_ctl(st->sparse_ep, EPOLL_CTL_DEL, h->fd, NULL);
+    h->sparse = false;
+  }
+  CHECK(napi_get_boolean(env, ok, &r));
+  return r;
 }
 
 /* fairFull(handle): how many services of the handle left frames waiting for a later round. */
@@ -1611,6 +1709,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   const nd_stats *s = &st->stats;
   struct { const char *k; uint64_t v; } f[] = {
     { "rxBatches", s->rx_batches },     { "rxFollowUps", s->rx_follow_ups }, { "rxFrames", s->rx_frames },
+    { "rxSparseFirst", s->rx_sparse_first },
     { "rxBytes", s->rx_bytes },         { "rxTruncated", s->rx_truncated },
     { "rxDropped", s->rx_dropped },     { "gsoSegmented", s->gso_segmented },
     { "gsoSegments", s->gso_segments }, { "gsoDropped", s->gso_dropped },
@@ -2056,6 +2155,12 @@ static void on_env_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
     st->closing++;
     uv_close((uv_handle_t *)&st->deferred_timer, on_timer_closed);
   }
+  if (st->prep_inited) {
+    st->closing++;
+    uv_close((uv_handle_t *)&st->turn_prep, on_timer_closed);
+  }
+  if (st->sparse_ep >= 0) close(st->sparse_ep);
+  st->sparse_ep = -1;
   teardown_step(st);
 }
 
@@ -2067,6 +2172,7 @@ NAPI_MODULE_INIT() {
     return NULL;
   }
   st->env = env;
+  st->sparse_ep = -1;
   if (napi_get_uv_event_loop(env, &st->loop) != napi_ok ||
       napi_set_instance_data(env, st, NULL, NULL) != napi_ok ||
       napi_add_async_cleanup_hook(env, on_env_cleanup, st, &st->cleanup) != napi_ok) {
@@ -2114,6 +2220,7 @@ NAPI_MODULE_INIT() {
     FN("segmentForTest", js_segment_for_test),
     FN("setQuantum", js_set_quantum),
     FN("fairFull", js_fair_full),
+    FN("setSparse", js_set_sparse),
     FN("setTapGro", js_set_tap_gro),
     FN("setUdpGro", js_set_udp_gro),
     FN("setUdpGso", js_set_udp_gso),

@@ -37,6 +37,15 @@
  *
  * Quantum 0 turns the scheduler off for the handle: every service drains until
  * EAGAIN or the ring is full, as before it existed.
+ *
+ * Sparse first (addon.c sparse_first, a bridge's `readSparse`): the order within a
+ * round. Without it the round serves handles in epoll's order, so a frame reaching an
+ * idle port while a flooder is being served waits for the next turn and possibly
+ * behind the flooder's share again; with it, a backlogged handle's service is preceded
+ * by those of the sparse handles that are readable and were not backlogged (DRR++'s
+ * new-flow list). The deficits here are unchanged by it: an early service is an
+ * ordinary service of a non-backlogged handle, and the same turn's own poll of that
+ * handle is then a follow-up (no second quantum).
  */
 #include "netdev.h"
 

@@ -27,6 +27,7 @@
 #define ND_RING_MAX_FRAMES 256
 #define ND_MAX_HANDLES 65536
 #define ND_FOLLOW_MAX 4 /* follow-up reads per batch (addon.c, on_poll) */
+#define ND_SPARSE_MAX 16 /* sparse handles served ahead of one backlogged handle's service (addon.c, sparse_first) */
 #define ND_GRO_HELD 16  /* TAPs that may hold a coalescing run at once (addon.c, tap_gro.c) */
 
 /* Frames start on cache-line boundaries in the arena (see nd_out). */
@@ -78,6 +79,7 @@
 typedef struct nd_stats {
   uint64_t rx_batches;    /* JS callbacks with count > 0 */
   uint64_t rx_follow_ups; /* ... of them handed to a callback by followUp(), in its caller's JS entry */
+  uint64_t rx_sparse_first; /* services of a sparse handle ahead of a backlogged one's (addon.c, sparse_first) */
   uint64_t rx_frames;     /* frames handed to JS (segments count individually) */
   uint64_t rx_bytes;
   uint64_t rx_truncated;  /* frames larger than ND_READ_MAX, dropped */

@@ -123,6 +123,8 @@ export interface Stats {
   rxBatches: number;
   /** ... of them follow-up batches delivered by `followUp` inside the batch callback's own JS entry. */
   rxFollowUps: number;
+  /** Services of a sparse handle ahead of a backlogged one's (setSparse). */
+  rxSparseFirst: number;
   /** Frames delivered to JS (each GSO segment counts). */
   rxFrames: number;
   rxBytes: number;
@@ -246,6 +248,7 @@ interface Native {
   segmentForTest(vnetHdr: Uint8Array, frame: Uint8Array, vlanTci?: number, vlanTpid?: number): Buffer[];
   setQuantum(handle: number, quantum: number, frames?: boolean): void;
   fairFull(handle: number): number;
+  setSparse(handle: number, on: boolean): boolean;
   setTapGro(on: boolean): void;
   setUdpGro(handle: number, on: boolean): boolean;
   setUdpGso(on: boolean, refusedForTest?: boolean): void;
@@ -493,6 +496,16 @@ export const FAIR_FRAMES_MAX = 4096;
 export const setQuantum: Native['setQuantum'] = native.setQuantum;
 /** Services of the handle that left frames waiting for a later round (its share spent, or the ring full). */
 export const fairFull: Native['fairFull'] = native.fairFull;
+/**
+ * Sparse-first service (native/addon.c sparse_first; DRR++, as fq_codel's new-flow
+ * list), off until turned on per handle: a sparse handle that becomes readable after
+ * its queue emptied is served, one quantum, before a backlogged sparse handle's own
+ * service in the same loop turn (found with one epoll_wait on the sparse handles'
+ * own epoll set, not a read per port); the backlogged handle still gets its quantum
+ * right after. stats().rxSparseFirst counts those early services. False if the
+ * kernel refused (nothing changed).
+ */
+export const setSparse: Native['setSparse'] = native.setSparse;
 
 /**
  * Receive-side GRO toward TAPs (native/tap_gro.c), off until turned on: during a

@@ -27,7 +27,8 @@
  * Fair share: each port's device is read at most `readQuantum` bytes (or, with
  * `readShare: frames`, `readFrames` frames) per event-loop turn (fair.ts; the
  * scheduler is the addon's), so one port that floods cannot keep the loop from the
- * others; the bridge only hands its ports the setting.
+ * others; the bridge only hands its ports the setting. `readSparse` (off by
+ * default) serves a port whose queue had emptied ahead of the backlogged ones.
  *
  * Flow cache (flow-cache.ts; off unless setFlowCache): known unicast decisions of
  * the narrowest exact class are installed for the addon's read loop to replay; every
@@ -62,7 +63,7 @@ import { VlanPolicy } from './vlan.js';
 import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
 import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
 import { Policer, Shaper, type RateSpec } from './police.js';
-import { READ_FRAMES_DEFAULT, READ_QUANTUM_DEFAULT, READ_SHARE_DEFAULT, type ReadShare, readFramesProblem, readQuantumProblem, readShareProblem } from './fair.js';
+import { READ_FRAMES_DEFAULT, READ_QUANTUM_DEFAULT, READ_SHARE_DEFAULT, READ_SPARSE_DEFAULT, type ReadShare, readFramesProblem, readQuantumProblem, readShareProblem } from './fair.js';
 import type { ArpSuppress } from './arp-suppress.js';
 import { FOLD, FOLD_C_TAG, type FlowCacheCounters, type FlowCacheHub, type FlowHandleIo } from './flow-cache.js';
 
@@ -172,6 +173,7 @@ export class Bridge {
   #readQuantum = READ_QUANTUM_DEFAULT;
   #readShare: ReadShare = READ_SHARE_DEFAULT;
   #readFrames = READ_FRAMES_DEFAULT;
+  #readSparse = READ_SPARSE_DEFAULT;
   #eventBudget = EVENT_BUDGET_PER_SEC;
   #timer: NodeJS.Timeout | undefined;
   #depth = 0;
@@ -428,7 +430,17 @@ export class Bridge {
     for (const p of this.#ports.values()) this.#applyShare(p.io);
   }
 
+  /** Sparse-first service of the read loop (fair.ts `readSparse`). */
+  get readSparse(): boolean { return this.#readSparse; }
+
+  /** Turns sparse-first service on or off for every port, now and for ports added later. */
+  setReadSparse(on: boolean): void {
+    this.#readSparse = on;
+    for (const p of this.#ports.values()) this.#applyShare(p.io);
+  }
+
   #applyShare(io: PortIo): void {
+    io.setReadSparse?.(this.#readSparse);
     if (this.#readShare === 'frames') io.setReadQuantum?.(this.#readFrames, true);
     else io.setReadQuantum?.(this.#readQuantum, false);
   }

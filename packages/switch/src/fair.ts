@@ -78,6 +78,24 @@ export const READ_FRAMES_DEFAULT = 16;
 export const READ_FRAMES_MIN = 1;
 export const READ_FRAMES_MAX = 4096;
 
+/**
+ * `readSparse`: sparse-first service (netdev setSparse; DRR++, as fq_codel's new-flow
+ * list): a port whose queue emptied in its last service and becomes readable again is
+ * served, one share, ahead of the ports that stayed backlogged, so a ping or an
+ * ACK-clocked sender does not wait behind a flooder's share. Off by default: see
+ * bench/README.md "Sparse first (s27)" for the runs.
+ */
+export const READ_SPARSE_DEFAULT = false;
+
+/** "on"/"off"/"true"/"false" or a boolean -> the setting; throws Error naming the key otherwise. */
+export function parseReadSparse(v: unknown): boolean {
+  if (typeof v === 'boolean') return v;
+  const s = typeof v === 'string' ? v.trim().toLowerCase() : '';
+  if (s === 'on' || s === 'true') return true;
+  if (s === 'off' || s === 'false') return false;
+  throw new Error(`readSparse must be on or off, got ${String(v)}`);
+}
+
 /** Why `v` is not a read share, or undefined when it is one. */
 export function readShareProblem(v: unknown): string | undefined {
   return typeof v === 'string' && (READ_SHARES as readonly string[]).includes(v)

@@ -85,6 +85,8 @@ export interface PortIo {
    * it; others (sockets, the router) have no such loop.
    */
   setReadQuantum?(quantum: number, frames?: boolean): void;
+  /** Sparse-first service for this port (the bridge's `readSparse`, fair.ts); ports read by the addon's loop take it. */
+  setReadSparse?(on: boolean): void;
   /** Read-loop rounds in which the port had more frames waiting than its quantum took (ports read by the addon). */
   readonly readRoundsFull?: number;
   /** Release everything (fd, device unless persistent). Idempotent. */

@@ -76,6 +76,7 @@ export function bridgeView(br: Bridge, sw?: Vswitch): Record<string, unknown> {
     readQuantum: br.readQuantum,
     readShare: br.readShare,
     readFrames: br.readFrames,
+    readSparse: br.readSparse,
     flowCache: br.flowCache,
     ports: [...br.ports.values()].map((p) => {
       const v = portView(p, br.fdb.portLimit(p.id));
@@ -280,10 +281,11 @@ export const handlers: Record<string, Handler> = {
     const changed = sw.portTraffic(ifname, trafficArgs(a));
     return { changed, port: portView(sw.bridgeOf(ifname).port(ifname)!) };
   },
-  /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds), readQuantum (bytes, 0 = off), readShare (bytes|frames), readFrames (0 = off). */
+  /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds), readQuantum (bytes, 0 = off), readShare (bytes|frames), readFrames (0 = off), readSparse (boolean). */
   'bridge.loop': (sw, a) => sw.bridgeLoop(str(a, 'bridge'), {
     macFlapMoves: optNum(a, 'macFlapMoves'), macFlapHold: optNum(a, 'macFlapHold'), bpduRecovery: optNum(a, 'bpduRecovery'),
     readQuantum: optNum(a, 'readQuantum'), readShare: optStr(a, 'readShare') as LoopConf['readShare'], readFrames: optNum(a, 'readFrames'),
+    readSparse: a.readSparse as boolean | undefined, // checkLoop refuses a non-boolean
   }),
   /** args: ifname. Opens a port shut by the BPDU guard or loop detection before its time. */
   'port.recover': (sw, a) => ({ recovered: sw.recoverPort(str(a, 'ifname')) }),

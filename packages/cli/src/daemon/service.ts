@@ -366,7 +366,7 @@ export class Vswitch {
       return now !== undefined && want.every(([k, v]) => loopConf(now.loop)[k] === v);
     });
     const br = this.bridge(bname);
-    const s = { ...br.loop.settings(), readQuantum: br.readQuantum, readShare: br.readShare, readFrames: br.readFrames };
+    const s = { ...br.loop.settings(), readQuantum: br.readQuantum, readShare: br.readShare, readFrames: br.readFrames, readSparse: br.readSparse };
     this.log.info({ event: 'bridge_loop_set', bridge: bname, ...s }, 'bridge_loop_set');
     return s;
   }
@@ -804,6 +804,10 @@ export class Vswitch {
           br.setReadShare(lc.readShare, lc.readFrames);
           done.push(`readshare ${name} ${lc.readShare} ${lc.readFrames}`);
         }
+        if (br.readSparse !== lc.readSparse) {
+          br.setReadSparse(lc.readSparse);
+          done.push(`readsparse ${name} ${lc.readSparse ? 'on' : 'off'}`);
+        }
       }
       if (br.flowCache !== (want.flowCache === true)) {
         br.setFlowCache(want.flowCache === true ? addonFlowCache() : undefined);
@@ -889,6 +893,7 @@ export class Vswitch {
     const lc = loopConf(b.loop);
     br.setReadQuantum(lc.readQuantum);
     br.setReadShare(lc.readShare, lc.readFrames);
+    br.setReadSparse(lc.readSparse);
     if (b.flowCache === true) br.setFlowCache(addonFlowCache());
     this.#watchLearning(br, this.monitor.active);
     return br;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../config.js';
-import { bpduGuardOf, checkLoop, loopSettings, rateSpec, rateText, rateValue, rateValueProblem, trafficSettings } from './traffic.js';
+import { bpduGuardOf, checkLoop, fileLoopConf, loopConf, loopSettings, rateSpec, rateText, rateValue, rateValueProblem, trafficSettings } from './traffic.js';
 
 const F = '/etc/vswitch/test.yaml';
 function errorOf(text: string): string {
@@ -47,6 +47,10 @@ describe('loop protection and rate limits: config and defaults', () => {
     expect(errorOf('bridges:\n  br0:\n    readShare: 32\n')).toMatch(/br0\.readShare .*readShare must be bytes or frames/);
     expect(errorOf('bridges:\n  br0:\n    readFrames: 5000\n')).toMatch(/br0\.readFrames .*readFrames must be 0 \(off\) or 1-4096 frames, got 5000/);
     expect(errorOf('bridges:\n  br0:\n    readFrames: 32kb\n')).toMatch(/br0\.readFrames .*bad readFrames '32kb'/);
+    expect(parseConfig('bridges:\n  br0:\n    readSparse: true\n', F).bridges.br0.readSparse).toBe(true);
+    expect(fileLoopConf(parseConfig('bridges:\n  br0:\n    readSparse: true\n', F).bridges.br0)).toEqual({ readSparse: true });
+    expect(loopConf(undefined).readSparse).toBe(false);
+    expect(errorOf('bridges:\n  br0:\n    readSparse: sometimes\n')).toMatch(/br0\.readSparse/);
   });
 
   it('BPDU guard is on for VM ports (tap, socket), off for attach ports, unless the config says', () => {
@@ -74,6 +78,8 @@ describe('loop protection and rate limits: config and defaults', () => {
     expect(() => checkLoop({ readFrames: 0 })).not.toThrow();
     expect(() => checkLoop({ readFrames: 4097 })).toThrow(/^readFrames must be 0 \(off\) or 1-4096 frames/);
     expect(() => checkLoop({ readShare: 'frames', readFrames: 8 })).not.toThrow();
+    expect(() => checkLoop({ readSparse: 'yes' as unknown as boolean })).toThrow(/^readSparse must be true or false, got yes$/);
+    expect(() => checkLoop({ readSparse: true })).not.toThrow();
   });
 });
 

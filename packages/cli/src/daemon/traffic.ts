@@ -27,7 +27,7 @@
 import {
   DROP_REASONS, Drop, defaultBurst, formatRate, formatSize, LOOP_DEFAULTS, LOOP_LIMITS, type LoopSettings,
   parseRate, parseSize, type Port, RATE_LIMITS, RateError, type RateSpec, READ_FRAMES_DEFAULT, READ_QUANTUM_DEFAULT, READ_SHARE_DEFAULT,
-  readFramesProblem, readQuantumProblem, type ReadShare, readShareProblem,
+  READ_SPARSE_DEFAULT, readFramesProblem, readQuantumProblem, type ReadShare, readShareProblem,
 } from '@vswitch/switch';
 import { VswitchError } from '../errors.js';
 
@@ -51,16 +51,18 @@ export interface LoopConf {
   readQuantum?: number;
   readShare?: ReadShare;
   readFrames?: number;
+  readSparse?: boolean;
 }
 
 /** A file bridge's LoopConf: its loopProtection and its read share keys. */
-export function fileLoopConf(b: { loopProtection?: LoopConf; readQuantum?: number; readShare?: ReadShare; readFrames?: number }): LoopConf | undefined {
-  if (b.readQuantum === undefined && b.readShare === undefined && b.readFrames === undefined) return b.loopProtection;
+export function fileLoopConf(b: { loopProtection?: LoopConf; readQuantum?: number; readShare?: ReadShare; readFrames?: number; readSparse?: boolean }): LoopConf | undefined {
+  if (b.readQuantum === undefined && b.readShare === undefined && b.readFrames === undefined && b.readSparse === undefined) return b.loopProtection;
   return {
     ...b.loopProtection,
     ...(b.readQuantum !== undefined ? { readQuantum: b.readQuantum } : {}),
     ...(b.readShare !== undefined ? { readShare: b.readShare } : {}),
     ...(b.readFrames !== undefined ? { readFrames: b.readFrames } : {}),
+    ...(b.readSparse !== undefined ? { readSparse: b.readSparse } : {}),
   };
 }
 
@@ -85,7 +87,7 @@ export function rateSpec(c: RateConf, what: string): RateSpec {
 }
 
 /** The loop settings `bridge set` changes, each a runtime-state entry of its own. */
-export const LOOP_KEYS = ['macFlapMoves', 'macFlapHold', 'bpduRecovery', 'readQuantum', 'readShare', 'readFrames'] as const;
+export const LOOP_KEYS = ['macFlapMoves', 'macFlapHold', 'bpduRecovery', 'readQuantum', 'readShare', 'readFrames', 'readSparse'] as const;
 export type LoopKey = typeof LOOP_KEYS[number];
 
 /** A bridge's loop settings in force for its config (absent keys: the defaults), in the config's names. */
@@ -94,6 +96,7 @@ export function loopConf(c: LoopConf | undefined): Required<LoopConf> {
   return {
     macFlapMoves: s.flapMoves, macFlapHold: s.flapHoldSec, bpduRecovery: s.bpduRecoverySec, readQuantum: c?.readQuantum ?? READ_QUANTUM_DEFAULT,
     readShare: c?.readShare ?? READ_SHARE_DEFAULT, readFrames: c?.readFrames ?? READ_FRAMES_DEFAULT,
+    readSparse: c?.readSparse ?? READ_SPARSE_DEFAULT,
   };
 }
 
@@ -119,6 +122,7 @@ export function checkLoop(c: LoopConf): void {
     ?? (c.readShare === undefined ? undefined : readShareProblem(c.readShare))
     ?? (c.readFrames === undefined ? undefined : readFramesProblem(c.readFrames));
   if (why !== undefined) throw new VswitchError('EINVAL', why);
+  if (c.readSparse !== undefined && typeof c.readSparse !== 'boolean') throw new VswitchError('EINVAL', `readSparse must be true or false, got ${String(c.readSparse)}`);
 }
 
 /** What `show` says of a port's loop protection and limits (JSON; the text view takes `blocked` and `limits`). */

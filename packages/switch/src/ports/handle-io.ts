@@ -17,6 +17,8 @@ export abstract class HandleIo {
   /** This port's share of each read-loop round (switch fair.ts, netdev fair.c); kept across reopened handles. */
   #quantum = netdev.FAIR_QUANTUM_DEFAULT;
   #frames = false;
+  /** Sparse-first service (the bridge's readSparse; netdev setSparse); kept across reopened handles. */
+  #sparse = false;
   /** readRoundsFull of the handles closed before the current one. */
   #fullBefore = 0;
 
@@ -35,6 +37,7 @@ export abstract class HandleIo {
     const offset = netdev.PERF_NOW_OFFSET;
     const rx = this.rx!;
     netdev.setQuantum(h, this.#quantum, this.#frames);
+    if (this.#sparse) netdev.setSparse(h, true);
     netdev.start(h, (count) => {
       if (h !== this.handle) return;
       if (count >= 0) rx.batch(ring.arena, ring.offs, ring.lens, count, true, time[0] + offset);
@@ -51,6 +54,11 @@ export abstract class HandleIo {
     this.#quantum = quantum;
     this.#frames = frames;
     if (this.handle >= 0) netdev.setQuantum(this.handle, quantum, frames);
+  }
+
+  setReadSparse(on: boolean): void {
+    this.#sparse = on;
+    if (this.handle >= 0) netdev.setSparse(this.handle, on);
   }
 
   /**
