@@ -172,7 +172,7 @@ const BridgeSchema = z.strictObject({
   readShare: ReadShareSchema.optional(),
   /** Frames per port per round under `readShare: frames` (default 16), "off" or 0 for no limit. */
   readFrames: ReadFramesSchema.optional(),
-  /** The exact-match flow cache (README "Flow cache"): known unicast between plain ports replayed in the addon; off by default. */
+  /** The exact-match flow cache (README "Flow cache"): known unicast between plain ports replayed in the addon; on by default, `false` turns it off. */
   flowCache: z.boolean().optional(),
 });
 
