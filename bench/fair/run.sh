@@ -24,8 +24,10 @@
 #   ours-bytes  the same with `readShare: bytes` (the byte quantum, whatever the default share)
 #   ours-gc1    ours with node --single-threaded-gc (a collection does not wait for V8's
 #               helper threads, which on a busy host wait for a CPU too)
-#   ours-fc     ours with the bridge's flow cache on (`flowCache: true`, README "Flow cache"):
-#               A->B's known-unicast frames are replayed in C without entering JS
+#   ours-nofc   ours with the bridge's flow cache off (`flowCache: false`); every other ours*
+#               runs the daemon's default, the cache on (README "Flow cache"): A->B's
+#               known-unicast frames are replayed in C without entering JS
+#   ours-fc     the cache written out on (`flowCache: true`; = ours since the default)
 #   kbridge     the Linux bridge, veth pairs
 #   ovs-tso     Open vSwitch's userspace (netdev) datapath, TAP ports, userspace TSO on
 #   ovs         the same without TSO
@@ -94,7 +96,7 @@ taps_move() {
   IFS4=(x bAt1 bAt2 bAt3 bAt4)
 }
 
-up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the read share) FLOWCACHE(true|false) [NODE_FLAG ...]
+up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the read share) FLOWCACHE(true|false|"" = the default) [NODE_FLAG ...]
   local q=$1 fc=$2
   shift 2
   vms_add && ip netns add $NSW || return 1
@@ -110,7 +112,7 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
       bytes) echo "    readShare: bytes" ;;
       *) echo "    readShare: bytes"; echo "    readQuantum: \"$q\"" ;; # a byte quantum whatever the default share
     esac
-    [ "$fc" = true ] && echo "    flowCache: true"
+    [ -n "$fc" ] && echo "    flowCache: $fc"
     echo "    ports:"
     for i in 1 2 3 4; do echo "      bAt$i: { type: tap, vlan: { mode: access, vid: 1 } }"; done
   } >"$RUN/c.yaml"
@@ -151,14 +153,15 @@ down_ovs() { local i ns; for i in 3 4; do for ns in $NSW bAvm$i; do ip -n $ns li
 
 topo_up() {
   case ${1%@*} in
-    ours) up_ours "" false ;;
-    ours-off) up_ours off false ;;
-    ours-gc1) up_ours "" false --single-threaded-gc ;;
+    ours) up_ours "" "" ;;
+    ours-off) up_ours off "" ;;
+    ours-gc1) up_ours "" "" --single-threaded-gc ;;
     ours-fc) up_ours "" true ;;
-    ours-frames) up_ours frames false ;;
-    ours-bytes) up_ours bytes false ;;
-    ours-f[0-9]*) local t=${1%@*}; up_ours "frames:${t#ours-f}" false ;;
-    ours-*) local t=${1%@*}; up_ours "${t#ours-}" false ;; # without the @N suffix
+    ours-nofc) up_ours "" false ;;
+    ours-frames) up_ours frames "" ;;
+    ours-bytes) up_ours bytes "" ;;
+    ours-f[0-9]*) local t=${1%@*}; up_ours "frames:${t#ours-f}" "" ;;
+    ours-*) local t=${1%@*}; up_ours "${t#ours-}" "" ;; # without the @N suffix
     kbridge) up_kbridge ;;
     ovs-tso) up_ovs true ;;
     ovs) up_ovs false ;;
