@@ -784,7 +784,7 @@ export class Vswitch {
       br.start();
       this.bridges.set(name, br);
       done.push(`addbr ${name}`);
-      this.#note('info', { event: 'bridge_added', bridge: name });
+      this.#note('info', { event: 'bridge_added', bridge: name, flowCache: br.flowCache });
     }
     for (const name of plan.bridgesSet) {
       const br = this.bridges.get(name)!;
