@@ -117,6 +117,10 @@ describe('flow cache', () => {
   });
 
   it('bridge set flow-cache off stops replays at runtime (counted by the pipeline alone), on brings them back', async () => {
+    const bad = await d.cli(['bridge', 'set', BR, 'flow-cache', 'maybe']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('flow-cache must be on or off');
+    expect((await d.showJson(BR))[0].flowCache, 'a refused value changes nothing').toBe(true);
     await d.ok(['bridge', 'set', BR, 'flow-cache', 'off']);
     expect((await d.showJson(BR))[0].flowCache).toBe(false);
     expect((await d.ok(['show', BR])).stdout).toContain('flow-cache off');
