@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The `ours` topology of anchors.sh: vswitch with one bridge and two TAP ports
 # (access VLAN 1, offloads on unless VSWITCH_BENCH_OFFLOAD=false), run in the
-# foreground in anchors.sh's switch namespace. VSWITCH_BENCH_FLOWCACHE=true: the
-# bridge's flow cache on (README "Flow cache"; latency/run.sh's `ours-fc`). Usage (anchors.sh substitutes
+# foreground in anchors.sh's switch namespace, as configured by default: the flow
+# cache on (README "Flow cache"). VSWITCH_BENCH_FLOWCACHE=false: the bridge's flow
+# cache off (`ours-nofc`), =true: written out on (`ours-fc`, the default spelled
+# out, and the way to turn it on in an older `base` build). Usage (anchors.sh substitutes
 # the placeholders): ours.sh @DIR@ @TAP1@ @TAP2@
 # VSWITCH_BENCH_QUANTUM: the bridge's readQuantum; VSWITCH_BENCH_RPS=MASK: RPS on the
 # TAPs' receive queues once they are in the VM namespaces (an experiment: bench/README
 # "TCP through the switch").
 # VSWITCH_BENCH_JS: another build's packages/cli/dist/main.js (latency/run.sh's
-# `base`: before/after in one run); builds older than the flow cache get no
-# flowCache key unless VSWITCH_BENCH_FLOWCACHE is set.
+# `base`: before/after in one run); with VSWITCH_BENCH_FLOWCACHE unset, no build
+# gets a flowCache key: each runs its own default (main before s27: off).
 # `exec` keeps the PID anchors.sh recorded, so its CPU accounting sees node.
 # VSWITCH_BENCH_NODE_ARGS: node's arguments, by default --no-memory-reducer as the
 # installed `vswitch` runs (main.ts's interpreter line; README "The daemon's heap");
@@ -27,13 +29,17 @@ set -eu
 dir=$1 tap1=$2 tap2=$3
 here=$(cd "$(dirname "$0")" && pwd)
 off=${VSWITCH_BENCH_OFFLOAD:-true}
-fc=${VSWITCH_BENCH_FLOWCACHE:-false}
+fc=${VSWITCH_BENCH_FLOWCACHE:-}
 js=${VSWITCH_BENCH_JS:-$here/../packages/cli/dist/main.js}
-fcline="    flowCache: $fc"
+fcline=""
+case $fc in
+  "") ;;
+  true|false) fcline="    flowCache: $fc" ;;
+  *) echo "ours.sh: VSWITCH_BENCH_FLOWCACHE must be true or false, got $fc" >&2; exit 2 ;;
+esac
 # VSWITCH_BENCH_QUANTUM: the bridge's readQuantum (e.g. off, 1mb); unset: the default.
 qline=""
 [ -n "${VSWITCH_BENCH_QUANTUM:-}" ] && qline="    readQuantum: $VSWITCH_BENCH_QUANTUM"
-[ -n "${VSWITCH_BENCH_JS:-}" ] && [ -z "${VSWITCH_BENCH_FLOWCACHE:-}" ] && fcline=""
 mkdir -p "$dir/state"
 cat > "$dir/c.yaml" <<YAML
 bridges:

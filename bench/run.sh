@@ -8,8 +8,11 @@
 # trafgen, ping and sockperf latency, the switch's CPU) with vswitch added as the
 # topology `ours` (bench/ours.sh: one bridge, two TAPs, offloads on), then prints
 # the medians and the ratios vswitch/peer, and the issue's targets.
-# Topology `ours-fc`: the same with the bridge's flow cache on (README "Flow
-# cache"); run beside `ours` in the same rounds, it gets its own table and targets.
+# `ours` is the daemon as configured by default: the flow cache on (README "Flow
+# cache", the default since s27). Topology `ours-nofc`: the same with the bridge's
+# flow cache off (`flowCache: false`), the pipeline for every frame; `ours-fc`: the
+# cache written out on (= `ours`, kept as an alias for older commands). Run beside
+# `ours` in the same rounds, each gets its own table and targets.
 # Topology `ours-insession`: `ours` left in the bench's session (ours.sh runs the
 # daemon in its own, as the peers daemonize; bench/README.md "Busy host: the session").
 # Topologies `ours-n` and `ours-fcn`: `ours` / `ours-fc` with node
@@ -87,6 +90,8 @@ export BA_OURS_CMD="bash $here/ours.sh @DIR@ @TAP1@ @TAP2@"
 # inherits through the environment (export -f), calling its own tapsw_up.
 export BA_OURS_FC_CMD="env VSWITCH_BENCH_FLOWCACHE=true $BA_OURS_CMD"
 topo_ours_fc_up() { tapsw_up "$BA_OURS_FC_CMD" "" 0; }
+export BA_OURS_NOFC_CMD="env VSWITCH_BENCH_FLOWCACHE=false $BA_OURS_CMD"
+topo_ours_nofc_up() { tapsw_up "$BA_OURS_NOFC_CMD" "" 0; }
 export BA_OURS_INSESSION_CMD="env VSWITCH_BENCH_SESSION=inherit $BA_OURS_CMD"
 topo_ours_insession_up() { tapsw_up "$BA_OURS_INSESSION_CMD" "" 0; }
 # ours-n / ours-fcn: node --no-memory-reducer (see the header)
@@ -96,7 +101,7 @@ topo_ours_n_up() { tapsw_up "$BA_OURS_N_CMD" "" 0; }
 topo_ours_fcn_up() { tapsw_up "$BA_OURS_FCN_CMD" "" 0; }
 export BA_OURS_R_CMD="env VSWITCH_BENCH_NODE_ARGS= $BA_OURS_CMD"
 topo_ours_r_up() { tapsw_up "$BA_OURS_R_CMD" "" 0; }
-export -f topo_ours_fc_up topo_ours_insession_up topo_ours_n_up topo_ours_fcn_up topo_ours_r_up
+export -f topo_ours_fc_up topo_ours_nofc_up topo_ours_insession_up topo_ours_n_up topo_ours_fcn_up topo_ours_r_up
 if [ -n "${BASE_JS:-}" ]; then
   [ -f "$BASE_JS" ] || { echo "bench/run.sh: BASE_JS=$BASE_JS: no such file" >&2; exit 1; }
   export BA_BASE_CMD="env VSWITCH_BENCH_JS=$BASE_JS $BA_OURS_CMD"

@@ -1,11 +1,12 @@
 /*
  * The flow cache (README "Flow cache") through the real daemon: three VMs on TAPs
- * in one VLAN, the bridge's `flowCache: true`. Pings between two of them are
+ * in one VLAN, the bridge as configured by default (no `flowCache` key: on). Pings between two of them are
  * replayed by the addon (hits grow) while every port counter, the forwarding
  * counters and the MAC table's ages read exactly as the pipeline would have made
  * them; a TCP stream's TSO super-frames and partial-checksum frames (the VMs'
  * offloads) are replayed with their virtio_net_hdr and arrive whole; a MAC that moves to the third VM's port is followed at once (never
- * replayed to its old port); a reload with the key off stops the replays and the
+ * replayed to its old port); `bridge set BR flow-cache off` stops the replays at
+ * runtime and `on` brings them back; a reload with the key off stops them and the
  * traffic goes on.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -19,9 +20,10 @@ import { Background, makeVm, pingCount, pingUntil, type Vm } from './helpers/vm.
 
 const BR = 'br0';
 const P = [ifname('fc1'), ifname('fc2'), ifname('fc3')];
-const config = (on: boolean) => ({
+/** `on` undefined: the key left out, the default. */
+const config = (on?: boolean) => ({
   metrics: { listen: 'off' },
-  bridges: { [BR]: { flowCache: on, ports: Object.fromEntries(P.map((p) => [p, { type: 'tap', vlan: { mode: 'access', vid: 10 } }])) } },
+  bridges: { [BR]: { ...(on === undefined ? {} : { flowCache: on }), ports: Object.fromEntries(P.map((p) => [p, { type: 'tap', vlan: { mode: 'access', vid: 10 } }])) } },
 });
 
 describe('flow cache', () => {
@@ -29,7 +31,7 @@ describe('flow cache', () => {
   let v1: Vm, v2: Vm, v3: Vm;
 
   beforeAll(async () => {
-    d = await startDaemon(config(true));
+    d = await startDaemon(config());
     v1 = await makeVm('fc1', P[0], '10.31.0.1/24');
     v2 = await makeVm('fc2', P[1], '10.31.0.2/24');
     v3 = await makeVm('fc3', P[2], '10.31.0.3/24');
@@ -43,7 +45,8 @@ describe('flow cache', () => {
   const port = (s: any, name: string) => s.ports.find((p: any) => p.name === name);
 
   it('replays pings without the pipeline; counters and MAC ages are what the pipeline would have made', async () => {
-    expect((await d.showJson(BR))[0].flowCache).toBe(true);
+    expect((await d.showJson(BR))[0].flowCache, 'on by default').toBe(true);
+    expect((await d.ok(['show', BR])).stdout).toContain('flow-cache on');
     expect(await pingUntil(v1.ns, v2.ip)).toBe(true);
     const s0 = await stats();
     expect(await pingCount(v1.ns, v2.ip, 20, 0.05)).toBe(20);
@@ -111,6 +114,26 @@ describe('flow cache', () => {
     expect(port(await stats(), P[2]).txFrames - before).toBeGreaterThanOrEqual(10);
     const macs = macEntries(JSON.parse((await d.ok(['showmacs', BR, '--json'])).stdout));
     expect(macs.find((m) => m.mac === v2.mac)?.port).toBe(P[2]);
+  });
+
+  it('bridge set flow-cache off stops replays at runtime (counted by the pipeline alone), on brings them back', async () => {
+    const bad = await d.cli(['bridge', 'set', BR, 'flow-cache', 'maybe']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('flow-cache must be on or off');
+    expect((await d.showJson(BR))[0].flowCache, 'a refused value changes nothing').toBe(true);
+    await d.ok(['bridge', 'set', BR, 'flow-cache', 'off']);
+    expect((await d.showJson(BR))[0].flowCache).toBe(false);
+    expect((await d.ok(['show', BR])).stdout).toContain('flow-cache off');
+    const s0 = await stats();
+    expect(await pingCount(v1.ns, v2.ip, 10, 0.05)).toBe(10);
+    const s1 = await stats();
+    expect(s1.flowCache.on).toBe(false);
+    expect(s1.flowCache.hits, 'no frame replayed with the cache off').toBe(s0.flowCache.hits);
+    expect(port(s1, P[0]).rxFrames - port(s0, P[0]).rxFrames).toBeGreaterThanOrEqual(10);
+    await d.ok(['bridge', 'set', BR, 'flow-cache', 'on']);
+    expect((await d.showJson(BR))[0].flowCache).toBe(true);
+    expect(await pingCount(v1.ns, v2.ip, 10, 0.05)).toBe(10);
+    expect((await stats()).flowCache.hits - s1.flowCache.hits, 'replayed again').toBeGreaterThan(5);
   });
 
   it('a reload with flowCache off stops replays; traffic goes on', async () => {

@@ -27,8 +27,10 @@
 #   ours-sparse ours with sparse-first service (`readSparse: true`, README "Fair share"): a port
 #               whose queue had emptied is served, one share, ahead of the backlogged ones
 #   ours-nosparse ours with `readSparse: false` (whatever the default)
-#   ours-fc     ours with the bridge's flow cache on (`flowCache: true`, README "Flow cache"):
-#               A->B's known-unicast frames are replayed in C without entering JS
+#   ours-nofc   ours with the bridge's flow cache off (`flowCache: false`); every other ours*
+#               runs the daemon's default, the cache on (README "Flow cache"): A->B's
+#               known-unicast frames are replayed in C without entering JS
+#   ours-fc     the cache written out on (`flowCache: true`; = ours since the default)
 #   kbridge     the Linux bridge, veth pairs
 #   ovs-tso     Open vSwitch's userspace (netdev) datapath, TAP ports, userspace TSO on
 #   ovs         the same without TSO
@@ -103,7 +105,7 @@ taps_move() {
 }
 
 SPARSE=""   # readSparse for up_ours: "" (the default), true or false
-up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the read share) FLOWCACHE(true|false) [NODE_FLAG ...]
+up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the read share) FLOWCACHE(true|false|"" = the default) [NODE_FLAG ...]
   local q=$1 fc=$2
   shift 2
   vms_add && ip netns add $NSW || return 1
@@ -119,7 +121,7 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
       bytes) echo "    readShare: bytes" ;;
       *) echo "    readShare: bytes"; echo "    readQuantum: \"$q\"" ;; # a byte quantum whatever the default share
     esac
-    [ "$fc" = true ] && echo "    flowCache: true"
+    [ -n "$fc" ] && echo "    flowCache: $fc"
     [ -n "$SPARSE" ] && echo "    readSparse: $SPARSE"
     echo "    ports:"
     for i in 1 2 3 4; do echo "      bAt$i: { type: tap, vlan: { mode: access, vid: 1 } }"; done
@@ -162,16 +164,17 @@ down_ovs() { local i ns; for i in 3 4; do for ns in $NSW bAvm$i; do ip -n $ns li
 topo_up() {
   SPARSE=""
   case ${1%@*} in
-    ours-sparse) SPARSE=true up_ours "" false ;;
-    ours-nosparse) SPARSE=false up_ours "" false ;;
-    ours) up_ours "" false ;;
-    ours-off) up_ours off false ;;
-    ours-gc1) up_ours "" false --single-threaded-gc ;;
+    ours-sparse) SPARSE=true up_ours "" "" ;;
+    ours-nosparse) SPARSE=false up_ours "" "" ;;
+    ours) up_ours "" "" ;;
+    ours-off) up_ours off "" ;;
+    ours-gc1) up_ours "" "" --single-threaded-gc ;;
     ours-fc) up_ours "" true ;;
-    ours-frames) up_ours frames false ;;
-    ours-bytes) up_ours bytes false ;;
-    ours-f[0-9]*) local t=${1%@*}; up_ours "frames:${t#ours-f}" false ;;
-    ours-*) local t=${1%@*}; up_ours "${t#ours-}" false ;; # without the @N suffix
+    ours-nofc) up_ours "" false ;;
+    ours-frames) up_ours frames "" ;;
+    ours-bytes) up_ours bytes "" ;;
+    ours-f[0-9]*) local t=${1%@*}; up_ours "frames:${t#ours-f}" "" ;;
+    ours-*) local t=${1%@*}; up_ours "${t#ours-}" "" ;; # without the @N suffix
     kbridge) up_kbridge ;;
     ovs-tso) up_ovs true ;;
     ovs) up_ovs false ;;

@@ -14,8 +14,10 @@
 #          what an exact-match cache in the addon could reach at best)
 #   jsfwd  bench/latency/jsfwd.mjs: Node + the addon, one JS call per batch,
 #          sendVnet per frame, no switching logic (the cost of entering JS)
-#   ours   vswitch (bench/ours.sh: bridge, two access ports, offloads on)
-#   ours-fc  the same with the bridge's flow cache on (README "Flow cache")
+#   ours   vswitch (bench/ours.sh: bridge, two access ports, offloads on, the flow
+#          cache on as by default: README "Flow cache")
+#   ours-nofc  the same with the bridge's flow cache off (flowCache: false)
+#   ours-fc  the flow cache written out on (= ours since the default; an alias)
 #   ours-n, ours-fcn  ours / ours-fc with node --no-memory-reducer (V8's memory
 #          reducer's full collections stall the daemon 10-30 ms a few seconds
 #          after traffic stops; README "Flow cache and one JS entry per wakeup")
@@ -66,6 +68,7 @@ cmd_of() {
     cfwd) echo "$out/cfwd @TAP1@ @TAP2@" ;;
     jsfwd) echo "node $here/jsfwd.mjs @TAP1@ @TAP2@" ;;
     ours-fc) echo "env VSWITCH_BENCH_FLOWCACHE=true bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
+    ours-nofc) echo "env VSWITCH_BENCH_FLOWCACHE=false bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
     ours-fcn) echo "env VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS=--no-memory-reducer bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
     ours-n) echo "env VSWITCH_BENCH_NODE_ARGS=--no-memory-reducer bash $repo/bench/ours.sh @DIR@ @TAP1@ @TAP2@" ;;
     jsfwd2) echo "env JSFWD_ENTRIES=2 node $here/jsfwd.mjs @TAP1@ @TAP2@" ;;

@@ -29,6 +29,7 @@
 # where its user and kernel time goes (perf report, self time, top symbols),
 # then the main thread's CPU per round trip by object (kernel, node, libc, addon);
 # TRACE_CALLERS=sym,sym: also the call chains into those symbols.
+# ours runs the flow cache as configured by default (on); ours-nofc: with flowCache: false.
 # ours-n, ours-fcn: ours / ours-fc with node --no-memory-reducer (V8's memory reducer runs
 # full collections ~8 s after a mark-compact when the heap looks idle, which a
 # daemon whose frames never enter JS always does: 10-30 ms stalls; README
@@ -108,6 +109,7 @@ for i in $impls; do
     base) (cd "$d" && VSWITCH_BENCH_JS=${BASE_JS:?base needs BASE_JS} VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     ours-n) (cd "$d" && VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     ours-fcn) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
+    ours-nofc) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=false VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     ours-fc) (cd "$d" && VSWITCH_BENCH_FLOWCACHE=true VSWITCH_BENCH_NODE_ARGS="--no-memory-reducer $nargs" exec ip netns exec ${p}s bash "$repo/bench/ours.sh" "$d" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     jsfwd2) (cd "$d" && JSFWD_ENTRIES=2 exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;
     jsfwd) (cd "$d" && exec ip netns exec ${p}s node $([ $prof = 1 ] && echo --perf-basic-prof) "$here/jsfwd.mjs" ${p}t1 ${p}t2 >"$d/log" 2>&1) & SW=$! ;;

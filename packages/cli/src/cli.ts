@@ -503,7 +503,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
           ...(b.failed ?? []).map((f: any) => ({ name: f.name, kind: '', state: `failed (${f.reason})`, vlan: null, source: f.source, empty: true })),
         ].map((p: any, i: number) => [i === 0 ? b.name : '', i === 0 ? `${b.macs}/${b.maxMacs}` : '', p.name, p.kind,
           p.state === 'down' ? `down (${p.downReason})` : p.blocked ? `shut (${p.blocked})` : p.state, p.vlan ? vlanSummary(p.vlan) : '', p.empty ? '' : portOptions(p),
-          p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection, b.readQuantum, b.readShare, b.readFrames, b.readSparse) + (b.flowCache ? ', flow-cache on' : '') : '']))));
+          p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection, b.readQuantum, b.readShare, b.readFrames, b.readSparse) + (b.flowCache === undefined ? '' : b.flowCache ? ', flow-cache on' : ', flow-cache off') : '']))));
       // The daemon's scheduling context under the table (README "Fair share": the daemon's session).
       if (!asJson()) {
         const line = daemonLine(await call('ping'));
@@ -580,17 +580,18 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
   const bridgeSetKw: KeywordSpec = {
     values: {
       'mac-flap-moves': { name: 'N|off' }, 'mac-flap-hold': { name: 'SECONDS' }, 'bpdu-recovery': { name: 'SECONDS' }, 'read-quantum': { name: 'SIZE|off' },
-      'read-share': { name: 'bytes|frames' }, 'read-frames': { name: 'N|off' }, 'read-sparse': { name: 'on|off' },
+      'read-share': { name: 'bytes|frames' }, 'read-frames': { name: 'N|off' }, 'read-sparse': { name: 'on|off' }, 'flow-cache': { name: 'on|off' },
     },
     flags: [],
   };
   completes(keywords(bridge.command('set').argument('<bridge>').argument('<words...>')
-    .usage('BRIDGE [mac-flap-moves N|off] [mac-flap-hold SECONDS] [bpdu-recovery SECONDS] [read-quantum SIZE|off] [read-share bytes|frames] [read-frames N|off] [read-sparse on|off]')
+    .usage('BRIDGE [mac-flap-moves N|off] [mac-flap-hold SECONDS] [bpdu-recovery SECONDS] [read-quantum SIZE|off] [read-share bytes|frames] [read-frames N|off] [read-sparse on|off] [flow-cache on|off]')
     .description('change a bridge\'s loop protection in place: MAC-flap loop detection (moves of one MAC in a second above which '
       + 'its loop port is blocked; off: no detection) and how long it stays blocked, how long a port shut by the BPDU guard stays shut; '
       + 'and the read share: what each port may read per round of the read loop (fair share): frames, the default (read-frames per '
       + 'port per round whatever their size, 16 by default), or bytes (read-quantum, 256kb by default); off: no limit; '
-      + 'read-sparse on: a port whose queue had emptied is served, one share, ahead of the ports that stayed backlogged (off by default)'), bridgeSetKw), 'bridges')
+      + 'read-sparse on: a port whose queue had emptied is served, one share, ahead of the ports that stayed backlogged (off by default); '
+      + 'and the flow cache (on by default: known unicast replayed in the addon; off: every frame through the pipeline)'), bridgeSetKw), 'bridges')
     .action(async (name: string, list: string[]) => {
       const w = words(list, bridgeSetKw);
       const args: Record<string, unknown> = { bridge: name };
@@ -625,7 +626,12 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
           throw new UsageError((e as Error).message);
         }
       }
-      if (Object.keys(args).length === 1) throw new UsageError('nothing to set: mac-flap-moves, mac-flap-hold, bpdu-recovery, read-quantum, read-share, read-frames or read-sparse');
+      if (w['flow-cache'] !== undefined) {
+        const v = w['flow-cache'] as string;
+        if (v !== 'on' && v !== 'off') throw new UsageError(`flow-cache must be on or off, got ${v}`);
+        args.flowCache = v === 'on';
+      }
+      if (Object.keys(args).length === 1) throw new UsageError('nothing to set: mac-flap-moves, mac-flap-hold, bpdu-recovery, read-quantum, read-share, read-frames, read-sparse or flow-cache');
       await call('bridge.loop', args);
     });
 

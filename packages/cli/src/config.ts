@@ -149,7 +149,7 @@ const BridgeSchema = z.strictObject({
   readFrames: ReadFramesSchema.optional(),
   /** Sparse-first service: a port whose queue had emptied is served, one share, ahead of the backlogged ones (README "Fair share"); off by default. */
   readSparse: z.boolean().optional(),
-  /** The exact-match flow cache (README "Flow cache"): known unicast between plain ports replayed in the addon; off by default. */
+  /** The exact-match flow cache (README "Flow cache"): known unicast between plain ports replayed in the addon; on by default, `false` turns it off. */
   flowCache: z.boolean().optional(),
 });
 

@@ -330,6 +330,7 @@ export class Bridge {
     this.fdb.setPortLimit(id, opts.maxMacs ?? 0);
     port.storm.set(opts.stormPps ?? 0, this.#clock());
     if (opts.guard !== undefined) port.guard.set(opts.guard);
+    port.guard.onChange = () => this.#invalidate();
     port.bpduGuard = opts.bpduGuard === true;
     this.#setRates(port, opts.ingressRate, opts.egressRate);
     this.#rebuildFloodLists();
@@ -354,6 +355,7 @@ export class Bridge {
     if (port === undefined) throw new BridgeError('ENOENT', `no port ${name} in bridge ${this.name}`);
     this.#invalidate();
     port.up = false;
+    port.guard.onChange = undefined;
     this.#forget(port);
     port.io.close();
   }
@@ -371,8 +373,7 @@ export class Bridge {
 
   /** Turns a port's anti-spoofing guards on or off; bindings are kept. */
   setPortGuard(name: string, opts: GuardOptions): void {
-    this.#invalidate();
-    this.#need(name).guard.set(opts);
+    this.#need(name).guard.set(opts); // invalidates the flow cache (guard.onChange, set in addPort)
   }
 
   /** Turns a port's BPDU guard on or off (a port it shut stays shut until its time is up, or recoverPort). */

@@ -239,7 +239,7 @@ function frameOf(f: FrameSpec, port: string): Uint8Array {
 type Op =
   | { op: 'batch'; port: string; frames: (FrameSpec | Uint8Array)[]; split?: boolean }
   | { op: 'tick'; dt: number }
-  | { op: 'gone' | 'up' | 'fail' | 'heal' | 'remove' | 'guard' | 'rate' | 'vlan' | 'vlanTag' | 'vlanBack' | 'static' | 'ageing'; port: string };
+  | { op: 'gone' | 'up' | 'fail' | 'heal' | 'remove' | 'guard' | 'guardSet' | 'guardOff' | 'rate' | 'vlan' | 'vlanTag' | 'vlanBack' | 'static' | 'ageing'; port: string };
 
 /** Trunk to trunk: t1's and t2's hosts talk in VLAN 10 or 20, tagged (PCP/DEI sometimes set), mostly to each other. */
 const trunkArb: fc.Arbitrary<Op> = fc.tuple(fc.constantFrom('t1', 't2'), fc.boolean(), frameArb, fc.constantFrom(10, 20, 0xa00a, 0x3014), fc.integer({ min: 1, max: 4 }))
@@ -264,7 +264,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     weight: 2,
     arbitrary: fc.record({
       op: fc.constantFrom('gone' as const, 'up' as const, 'fail' as const, 'heal' as const, 'remove' as const, 'guard' as const,
-        'rate' as const, 'vlan' as const, 'vlanTag' as const, 'vlanBack' as const, 'static' as const, 'ageing' as const),
+        'guardSet' as const, 'guardOff' as const, 'rate' as const, 'vlan' as const, 'vlanTag' as const, 'vlanBack' as const, 'static' as const, 'ageing' as const),
       port: fc.constantFrom(...NAMES),
     }),
   },
@@ -280,6 +280,9 @@ function apply(t: Rig, o: Op): void {
     case 'heal': t.io[name].fail = undefined; return;
     case 'remove': t.br.removePort(name); t.add(name); return;
     case 'guard': t.br.setPortGuard(name, { ipSource: true }); return;
+    // The daemon's way (cli guards.ts applyGuard, at start, reload and `port set guard`): the port's guard set in place.
+    case 'guardSet': t.port[name].guard.set({ dhcp: true, ipSource: true }); return;
+    case 'guardOff': t.port[name].guard.set({}); return;
     case 'rate': t.br.setPortRate(name, null, { rate: 1e9, burst: 1e6 }); return;
     case 'vlan': if (PORTS[name].mode === 'access') t.br.setPortVlan(name, VlanPolicy.from({ mode: 'access', vid: 20 })); return;
     // Still a member of the same VLANs (no MAC entry flushed), but now sends VLAN 10 tagged.
@@ -379,9 +382,10 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
     same(p);
   });
 
-  it('a port removed, a VLAN change, a guard or a rate limit ends replays; counts stay where they belong', () => {
+  it('a port removed, a VLAN change, a guard (also set on the port in place, as the daemon does) or a rate limit ends replays; counts stay where they belong', () => {
     for (const change of [
-      { op: 'remove', port: 'a2' }, { op: 'vlan', port: 'a2' }, { op: 'vlanTag', port: 'a2' }, { op: 'guard', port: 'a1' }, { op: 'rate', port: 'a2' },
+      { op: 'remove', port: 'a2' }, { op: 'vlan', port: 'a2' }, { op: 'vlanTag', port: 'a2' }, { op: 'guard', port: 'a1' }, { op: 'guardSet', port: 'a1' },
+      { op: 'rate', port: 'a2' },
       { op: 'gone', port: 'a2' }, { op: 'ageing', port: 'a1' },
     ] as Op[]) {
       const p = primed();

@@ -150,6 +150,12 @@ export class PortGuard implements Guard6 {
   readonly configured = new BindingMap((mac, d) => this.#count(mac, d));
   #owners: MacOwners | undefined;
   #port = -1;
+  /**
+   * Called after every set (the bridge's flow cache invalidation): a guard switched on
+   * in place must end the replays of decisions taken while the port was unguarded,
+   * whoever sets it (Bridge.setPortGuard, or the daemon's applyGuard on the port).
+   */
+  onChange: (() => void) | undefined = undefined;
 
   set(opts: GuardOptions): void {
     this.dhcp = opts.dhcp === true;
@@ -161,6 +167,7 @@ export class PortGuard implements Guard6 {
     this.v4 = this.dhcp || this.ipSource;
     this.v6 = this.ra || this.dhcpv6 || this.ipv6Source;
     this.active = this.v4 || this.v6;
+    this.onChange?.();
   }
 
   bound(ip: number, mac: number): boolean {

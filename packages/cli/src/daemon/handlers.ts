@@ -36,6 +36,11 @@ function num(a: Args, key: string): number {
 function optNum(a: Args, key: string): number | undefined {
   return a[key] === undefined ? undefined : num(a, key);
 }
+function optBool(a: Args, key: string): boolean | undefined {
+  const v = a[key];
+  if (v !== undefined && typeof v !== 'boolean') throw new VswitchError('EINVAL', `argument ${key} must be true or false`);
+  return v;
+}
 
 export function portView(p: Port, maxMacs?: number): Record<string, unknown> {
   return {
@@ -281,12 +286,12 @@ export const handlers: Record<string, Handler> = {
     const changed = sw.portTraffic(ifname, trafficArgs(a));
     return { changed, port: portView(sw.bridgeOf(ifname).port(ifname)!) };
   },
-  /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds), readQuantum (bytes, 0 = off), readShare (bytes|frames), readFrames (0 = off), readSparse (boolean). */
+  /** args: bridge, and any of macFlapMoves, macFlapHold (seconds), bpduRecovery (seconds), readQuantum (bytes, 0 = off), readShare (bytes|frames), readFrames (0 = off), readSparse (boolean), flowCache (boolean). */
   'bridge.loop': (sw, a) => sw.bridgeLoop(str(a, 'bridge'), {
     macFlapMoves: optNum(a, 'macFlapMoves'), macFlapHold: optNum(a, 'macFlapHold'), bpduRecovery: optNum(a, 'bpduRecovery'),
     readQuantum: optNum(a, 'readQuantum'), readShare: optStr(a, 'readShare') as LoopConf['readShare'], readFrames: optNum(a, 'readFrames'),
     readSparse: a.readSparse as boolean | undefined, // checkLoop refuses a non-boolean
-  }),
+  }, optBool(a, 'flowCache')),
   /** args: ifname. Opens a port shut by the BPDU guard or loop detection before its time. */
   'port.recover': (sw, a) => ({ recovered: sw.recoverPort(str(a, 'ifname')) }),
   showmacs: (sw, a) => fdbView(sw, sw.bridge(str(a, 'bridge')), performance.now()),

@@ -157,6 +157,25 @@ describe('metrics registry', () => {
     sw.close();
   });
 
+  it('vswitch_flow_cache_enabled: 1 for a bridge by default (addbr), 0 once bridge set turns it off, per bridge; setageing and other bridge set keys keep it off', async () => {
+    const { sw } = makeSwitch();
+    sw.addBridge('br1');
+    const reg = createMetricsRegistry(sw, { defaultMetrics: false });
+    let s = parse(await reg.metrics());
+    expect(s.get('vswitch_flow_cache_enabled{bridge="br0"}')).toBe(1);
+    expect(s.get('vswitch_flow_cache_enabled{bridge="br1"}')).toBe(1);
+    expect(sw.bridgeLoop('br1', {}, false).flowCache).toBe(false);
+    s = parse(await reg.metrics());
+    expect(s.get('vswitch_flow_cache_enabled{bridge="br0"}')).toBe(1);
+    expect(s.get('vswitch_flow_cache_enabled{bridge="br1"}')).toBe(0);
+    expect(sw.bridge('br1').flowCache).toBe(false);
+    // Other changes of the runtime bridge's definition keep it off.
+    sw.setAgeing('br1', 100);
+    sw.bridgeLoop('br1', { macFlapMoves: 5 });
+    expect(sw.bridge('br1').flowCache).toBe(false);
+    expect(() => sw.bridgeLoop('br1', {})).toThrow(/nothing to set/);
+  });
+
   it('includes the standard process metrics', async () => {
     const sw = new Vswitch(log);
     const text = await createMetricsRegistry(sw).metrics();

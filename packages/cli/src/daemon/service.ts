@@ -46,7 +46,7 @@ import {
   type TrafficSet, trafficSettings,
 } from './traffic.js';
 import {
-  BRIDGE_DEFAULTS, type Desired, type DesiredPort, GUARD_SWITCHES, type GuardSwitches, type Overlay, type PortSetting, type RouterEdit, canonSpec,
+  BRIDGE_DEFAULTS, type Desired, type DesiredPort, FLOW_CACHE_KEY, flowCacheOn, runtimeBridge, GUARD_SWITCHES, type GuardSwitches, type Overlay, type PortSetting, type RouterEdit, canonSpec,
   canonVlan, effective, emptyDesired, emptyOverlay, fdbKey, fileValue, loadOverlay, overlaySize, planChanges, reservationProblem,
   loopKey, resKey, routerDiff, runtimeFile, same, saveOverlay, settingKey, settingOf, withEntry, withSetting, withoutEntries,
 } from './state.js';
@@ -345,28 +345,30 @@ export class Vswitch {
 
   /**
    * `bridge set` (control command bridge.loop): a bridge's loop detection and BPDU
-   * recovery times, in place, kept like every CLI change: for a file bridge as
-   * overlay entries over the file's values, for a runtime bridge in its definition.
+   * recovery times, read share and flow cache switch, in place, kept like every CLI
+   * change: for a file bridge as overlay entries over the file's values, for a
+   * runtime bridge in its definition.
    */
-  bridgeLoop(bname: string, c: LoopConf): Record<string, unknown> {
+  bridgeLoop(bname: string, c: LoopConf, flowCache?: boolean): Record<string, unknown> {
     checkLoop(c);
     const b = this.#desired.bridges.get(bname);
     if (b === undefined || !this.bridges.has(bname)) throw new VswitchError('ENOENT', `no such bridge: ${bname}`);
     const want = LOOP_KEYS.filter((k) => c[k] !== undefined).map((k) => [k, c[k]!] as const);
-    if (want.length === 0) throw new VswitchError('EINVAL', `nothing to set (${LOOP_KEYS.join(', ')})`);
+    if (want.length === 0 && flowCache === undefined) throw new VswitchError('EINVAL', `nothing to set (${LOOP_KEYS.join(', ')}, flowCache)`);
     let ov = this.#overlay;
     if (b.source === 'config') {
       for (const [k, v] of want) ov = withEntry(ov, this.#file, 'loop', loopKey(bname, k), v);
+      if (flowCache !== undefined) ov = withEntry(ov, this.#file, 'loop', loopKey(bname, FLOW_CACHE_KEY), flowCache);
     } else {
-      const loop = { ...loopConf(b.loop), ...Object.fromEntries(want) };
-      ov = withEntry(ov, this.#file, 'bridges', bname, { ageing: b.ageing, maxMacs: b.maxMacs, loop });
+      const loop = want.length === 0 ? b.loop : { ...loopConf(b.loop), ...Object.fromEntries(want) };
+      ov = withEntry(ov, this.#file, 'bridges', bname, runtimeBridge({ ...b, loop, ...(flowCache === undefined ? {} : { flowCache }) }));
     }
     this.#change(ov, (d) => {
       const now = d.bridges.get(bname);
-      return now !== undefined && want.every(([k, v]) => loopConf(now.loop)[k] === v);
+      return now !== undefined && want.every(([k, v]) => loopConf(now.loop)[k] === v) && (flowCache === undefined || flowCacheOn(now) === flowCache);
     });
     const br = this.bridge(bname);
-    const s = { ...br.loop.settings(), readQuantum: br.readQuantum, readShare: br.readShare, readFrames: br.readFrames, readSparse: br.readSparse };
+    const s = { ...br.loop.settings(), readQuantum: br.readQuantum, readShare: br.readShare, readFrames: br.readFrames, readSparse: br.readSparse, flowCache: br.flowCache };
     this.log.info({ event: 'bridge_loop_set', bridge: bname, ...s }, 'bridge_loop_set');
     return s;
   }
@@ -384,7 +386,7 @@ export class Vswitch {
     if (b === undefined) throw new VswitchError('ENOENT', `no such bridge: ${bname}`);
     const ov = b.source === 'config'
       ? withEntry(this.#overlay, this.#file, 'ageing', bname, seconds)
-      : withEntry(this.#overlay, this.#file, 'bridges', bname, { ageing: seconds, maxMacs: b.maxMacs, loop: b.loop });
+      : withEntry(this.#overlay, this.#file, 'bridges', bname, runtimeBridge({ ...b, ageing: seconds }));
     this.#change(ov, (d) => d.bridges.get(bname)?.ageing === seconds);
     return this.bridge(bname).fdb.ageingSec;
   }
@@ -782,7 +784,7 @@ export class Vswitch {
       br.start();
       this.bridges.set(name, br);
       done.push(`addbr ${name}`);
-      this.#note('info', { event: 'bridge_added', bridge: name });
+      this.#note('info', { event: 'bridge_added', bridge: name, flowCache: br.flowCache });
     }
     for (const name of plan.bridgesSet) {
       const br = this.bridges.get(name)!;
@@ -809,8 +811,8 @@ export class Vswitch {
           done.push(`readsparse ${name} ${lc.readSparse ? 'on' : 'off'}`);
         }
       }
-      if (br.flowCache !== (want.flowCache === true)) {
-        br.setFlowCache(want.flowCache === true ? addonFlowCache() : undefined);
+      if (br.flowCache !== flowCacheOn(want)) {
+        br.setFlowCache(flowCacheOn(want) ? addonFlowCache() : undefined);
         done.push(`flowcache ${name} ${br.flowCache ? 'on' : 'off'}`);
       }
     }
@@ -894,7 +896,7 @@ export class Vswitch {
     br.setReadQuantum(lc.readQuantum);
     br.setReadShare(lc.readShare, lc.readFrames);
     br.setReadSparse(lc.readSparse);
-    if (b.flowCache === true) br.setFlowCache(addonFlowCache());
+    if (flowCacheOn(b)) br.setFlowCache(addonFlowCache());
     this.#watchLearning(br, this.monitor.active);
     return br;
   }

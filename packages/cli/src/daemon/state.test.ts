@@ -534,16 +534,48 @@ describe('flowCache (README "Flow cache")', () => {
   const withCache = (on: boolean | undefined): Config => ConfigSchema.parse({
     bridges: { br0: { ...(on === undefined ? {} : { flowCache: on }), ports: { vm1: { type: 'tap' } } } },
   });
+  const desired = (on: boolean | undefined, ov: Overlay = emptyOverlay()) => effective(withCache(on), ov).desired;
 
-  it('off by default; a reload that turns it on or off sets the bridge in place, an unchanged one does nothing', () => {
-    const off = effective(withCache(undefined), emptyOverlay()).desired;
-    expect(off.bridges.get('br0')!.flowCache).toBeUndefined();
-    const on = effective(withCache(true), emptyOverlay()).desired;
-    expect(on.bridges.get('br0')!.flowCache).toBe(true);
+  it('on by default; flowCache: false keeps it off; a reload off -> on -> off sets the bridge in place each time, an unchanged one does nothing', () => {
+    expect(desired(undefined).bridges.get('br0')!.flowCache).toBe(true);
+    expect(desired(true).bridges.get('br0')!.flowCache).toBe(true);
+    const off = desired(false);
+    expect(off.bridges.get('br0')!.flowCache).toBe(false);
+    const on = desired(undefined);
     expect(planChanges(off, on).bridgesSet).toEqual(['br0']);
-    expect(planChanges(on, off).bridgesSet).toEqual(['br0']);
-    expect(planChanges(off, effective(withCache(false), emptyOverlay()).desired).bridgesSet).toEqual([]);
-    expect(planChanges(on, effective(withCache(true), emptyOverlay()).desired).bridgesSet).toEqual([]);
+    expect(planChanges(on, desired(false)).bridgesSet).toEqual(['br0']);
+    expect(planChanges(off, desired(true)).bridgesSet).toEqual(['br0']);
+    expect(planChanges(on, desired(true)).bridgesSet).toEqual([]);
+    expect(planChanges(off, desired(false)).bridgesSet).toEqual([]);
     expect(() => withCache('yes' as unknown as boolean)).toThrow();
+  });
+
+  it('bridge set BR flow-cache off|on: a loop entry over a file bridge, dropped when it equals the file or the file changes the key', () => {
+    const offEntry = withEntry(emptyOverlay(), withCache(undefined), 'loop', loopKey('br0', 'flowCache'), false);
+    expect(offEntry.loop['br0/flowCache']).toEqual({ value: false, base: true });
+    const d = effective(withCache(undefined), offEntry);
+    expect(d.desired.bridges.get('br0')!.flowCache).toBe(false);
+    expect(d.desired.bridges.get('br0')!.overrides).toEqual(['flowCache']);
+    expect(planChanges(desired(undefined), d.desired).bridgesSet).toEqual(['br0']);
+    // Back on over the default: the entry goes (the file's value).
+    expect(withEntry(offEntry, withCache(undefined), 'loop', loopKey('br0', 'flowCache'), true).loop).toEqual({});
+    // The file turns it off itself: the CLI's entry is stale and dropped (the file wins), the bridge stays off.
+    const r = effective(withCache(false), offEntry);
+    expect(r.overlay.loop).toEqual({});
+    expect(r.notes.join('\n')).toContain('loop br0/flowCache');
+    expect(r.desired.bridges.get('br0')!.flowCache).toBe(false);
+    // It survives runtime.json; a non-boolean is refused naming the entry.
+    expect(parseOverlay(serializeOverlay(offEntry))).toEqual(offEntry);
+    expect(() => parseOverlay(JSON.stringify({ version: 1, loop: { 'br0/flowCache': { value: 'off', base: true } } }))).toThrow(/br0\/flowCache: bad flow cache switch/);
+  });
+
+  it('a runtime bridge (addbr) is on unless its definition says false, as an overlay written before the default changed', () => {
+    const f = withCache(undefined);
+    const added = withEntry(emptyOverlay(), f, 'bridges', 'br9', { ageing: 300, maxMacs: 8192 });
+    expect(effective(f, added).desired.bridges.get('br9')!.flowCache).toBe(true);
+    const off = withEntry(emptyOverlay(), f, 'bridges', 'br9', { ageing: 300, maxMacs: 8192, flowCache: false });
+    expect(effective(f, off).desired.bridges.get('br9')!.flowCache).toBe(false);
+    expect(parseOverlay(serializeOverlay(off))).toEqual(off);
+    expect(() => parseOverlay(JSON.stringify({ version: 1, bridges: { br9: { value: { ageing: 300, maxMacs: 8192, flowCache: 1 }, base: null } } }))).toThrow(/bad flow cache switch/);
   });
 });

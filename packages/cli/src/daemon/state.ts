@@ -11,7 +11,8 @@
  *   ageing        a file bridge's ageing set by `setageing`
  *   loop          a file bridge's loop protection setting or read share after `bridge set`,
  *                 keyed bridge/setting: macFlapMoves, macFlapHold, bpduRecovery, readQuantum,
- *                 readShare, readFrames (traffic.ts)
+ *                 readShare, readFrames (traffic.ts); and flowCache (a boolean: the flow cache
+ *                 on or off, README "Flow cache")
  *   ports         a port made by `addif` (bridge and spec), or a file port removed by `delif` (null)
  *   vlans         a file port's VLAN membership after `vlan add|del` (the whole membership)
  *   settings      a file port's option after `port set`, keyed port/setting: guard (the
@@ -57,7 +58,16 @@ export const RUNTIME_VERSION = 1;
 
 export type Source = 'config' | 'runtime';
 /** `loop`: a runtime bridge's loop protection set by `bridge set` (absent: the defaults). */
+/** flowCache: the exact-match flow cache (README "Flow cache"); absent = on (the default since s27), false = off. */
 export interface BridgeSettings { ageing: number; maxMacs: number; loop?: LoopConf; flowCache?: boolean }
+
+/** Whether a bridge's settings want the flow cache: on unless turned off (an overlay written before the default changed has no key). */
+export const flowCacheOn = (b: { flowCache?: boolean }): boolean => b.flowCache !== false;
+
+/** A runtime bridge's definition as the overlay keeps it: its settings, the flow cache only when off (absent = the default). */
+export function runtimeBridge(b: BridgeSettings): BridgeSettings {
+  return { ageing: b.ageing, maxMacs: b.maxMacs, ...(b.loop === undefined ? {} : { loop: b.loop }), ...(flowCacheOn(b) ? {} : { flowCache: false }) };
+}
 export interface PortDef { bridge: string; spec: AddPortSpec }
 export interface ReservationDef { ip: string; hostname?: string }
 export interface Entry<T> { value: T; base: unknown }
@@ -65,7 +75,7 @@ export interface Entry<T> { value: T; base: unknown }
 export interface Overlay {
   bridges: Record<string, Entry<BridgeSettings | null>>;
   ageing: Record<string, Entry<number>>;
-  loop: Record<string, Entry<number | string>>;
+  loop: Record<string, Entry<number | string | boolean>>;
   ports: Record<string, Entry<PortDef | null>>;
   vlans: Record<string, Entry<VlanSpec>>;
   settings: Record<string, Entry<unknown>>;
@@ -116,7 +126,10 @@ export function withSetting(spec: AddPortSpec, setting: PortSetting, value: unkn
   }
 }
 
-export function loopKey(bridge: string, setting: LoopKey): string {
+/** The `loop` entry that holds a file bridge's flow cache switch (`bridge set BR flow-cache on|off`). */
+export const FLOW_CACHE_KEY = 'flowCache';
+
+export function loopKey(bridge: string, setting: LoopKey | typeof FLOW_CACHE_KEY): string {
   return `${bridge}/${setting}`;
 }
 
@@ -234,6 +247,7 @@ export function fileValue(file: Config, kind: Kind, key: string): unknown {
     case 'loop': {
       const [bname, setting] = key.split('/');
       const b = file.bridges[bname];
+      if (b !== undefined && setting === FLOW_CACHE_KEY) return flowCacheOn(b);
       return b === undefined || !(LOOP_KEYS as readonly string[]).includes(setting) ? null : loopConf(fileLoopConf(b))[setting as LoopKey];
     }
     case 'ports':
@@ -334,7 +348,7 @@ export function effective(file: Config, ovIn: Overlay): { desired: Desired; over
 
   // Bridges.
   for (const [name, b] of Object.entries(file.bridges)) {
-    d.bridges.set(name, { ageing: b.ageing, maxMacs: b.maxMacs, loop: fileLoopConf(b), source: 'config', overrides: [], ...(b.flowCache === true ? { flowCache: true } : {}) });
+    d.bridges.set(name, { ageing: b.ageing, maxMacs: b.maxMacs, loop: fileLoopConf(b), source: 'config', overrides: [], flowCache: flowCacheOn(b) });
   }
   for (const [name, e] of Object.entries(ov.ageing)) {
     const b = d.bridges.get(name);
@@ -346,7 +360,10 @@ export function effective(file: Config, ovIn: Overlay): { desired: Desired; over
   for (const [key, e] of Object.entries(ov.loop)) {
     const [name, setting] = key.split('/');
     const b = d.bridges.get(name);
-    if (b !== undefined) {
+    if (b !== undefined && setting === FLOW_CACHE_KEY) {
+      b.flowCache = e.value === true;
+      b.overrides.push(setting);
+    } else if (b !== undefined) {
       b.loop = stable({ ...b.loop, [setting]: e.value }) as LoopConf;
       b.overrides.push(setting);
     }
@@ -360,7 +377,7 @@ export function effective(file: Config, ovIn: Overlay): { desired: Desired; over
       }
       d.bridges.delete(name);
     } else {
-      d.bridges.set(name, { ...e.value, source: 'runtime', overrides: [] });
+      d.bridges.set(name, { ...e.value, flowCache: flowCacheOn(e.value), source: 'runtime', overrides: [] });
     }
   }
 
@@ -513,7 +530,7 @@ export function planChanges(prev: Desired, next: Desired, failed: ReadonlySet<st
   for (const [name, b] of next.bridges) {
     const old = prev.bridges.get(name);
     if (old === undefined) p.bridgesAdd.push(name);
-    else if (old.ageing !== b.ageing || old.maxMacs !== b.maxMacs || !same(old.loop, b.loop) || (old.flowCache === true) !== (b.flowCache === true)) p.bridgesSet.push(name);
+    else if (old.ageing !== b.ageing || old.maxMacs !== b.maxMacs || !same(old.loop, b.loop) || flowCacheOn(old) !== flowCacheOn(b)) p.bridgesSet.push(name);
   }
   const bridgesGone = new Set(p.bridgesDel);
   for (const [name, old] of prev.ports) {
@@ -644,6 +661,7 @@ function checkEntry(kind: Kind, key: string, v: unknown): string | undefined {
       if (!NAME.test(key)) return 'bad bridge name';
       if (v === null) return undefined;
       if (!isRecord(v) || !int(v.ageing, 0, 1_000_000) || !int(v.maxMacs, 1, 1_000_000)) return 'bad bridge settings';
+      if (v.flowCache !== undefined && typeof v.flowCache !== 'boolean') return 'bad flow cache switch';
       if (v.loop === undefined) return undefined;
       if (!isRecord(v.loop) || Object.keys(v.loop).some((k) => !(LOOP_KEYS as readonly string[]).includes(k))) return 'bad loop protection';
       return loopProblem(v.loop);
@@ -652,6 +670,7 @@ function checkEntry(kind: Kind, key: string, v: unknown): string | undefined {
     case 'loop': {
       const [b, setting, ...rest] = key.split('/');
       if (rest.length || !b || !NAME.test(b)) return 'bad key (bridge/setting)';
+      if (setting === FLOW_CACHE_KEY) return typeof v === 'boolean' ? undefined : 'bad flow cache switch';
       if (!(LOOP_KEYS as readonly string[]).includes(setting)) return `unknown loop protection setting ${JSON.stringify(setting)}`;
       return loopProblem({ [setting]: v });
     }
