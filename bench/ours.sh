@@ -40,12 +40,20 @@ esac
 # VSWITCH_BENCH_QUANTUM: the bridge's readQuantum (e.g. off, 1mb); unset: the default.
 qline=""
 [ -n "${VSWITCH_BENCH_QUANTUM:-}" ] && qline="    readQuantum: $VSWITCH_BENCH_QUANTUM"
+# VSWITCH_BENCH_SPARSE=true|false: the bridge's readSparse (README "Fair share"); unset: the default.
+sline=""
+case ${VSWITCH_BENCH_SPARSE:-} in
+  "") ;;
+  true|false) sline="    readSparse: $VSWITCH_BENCH_SPARSE" ;;
+  *) echo "ours.sh: VSWITCH_BENCH_SPARSE must be true or false, got $VSWITCH_BENCH_SPARSE" >&2; exit 2 ;;
+esac
 mkdir -p "$dir/state"
 cat > "$dir/c.yaml" <<YAML
 bridges:
   br0:
 $fcline
 $qline
+$sline
     ports:
       $tap1: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
       $tap2: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
