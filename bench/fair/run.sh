@@ -24,7 +24,7 @@
 #   ours-bytes  the same with `readShare: bytes` (the byte quantum, whatever the default share)
 #   ours-gc1    ours with node --single-threaded-gc (a collection does not wait for V8's
 #               helper threads, which on a busy host wait for a CPU too)
-#   ours-sparse ours with sparse-first service (`readSparse: true`, README "Fair share"): a port
+#   ours-sparse ours with sparse-first service written out (`readSparse: true`, the default since s27; README "Fair share"): a port
 #               whose queue had emptied is served, one share, ahead of the backlogged ones
 #   ours-nosparse ours with `readSparse: false` (whatever the default)
 #   ours-nofc   ours with the bridge's flow cache off (`flowCache: false`); every other ours*

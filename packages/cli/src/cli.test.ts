@@ -174,6 +174,9 @@ describe('views', () => {
     expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 0)).toBe('mac-flap off, bpdu-recovery 60s, read-quantum off');
     expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 262144, 'frames', 16)).toBe('mac-flap off, bpdu-recovery 60s, read-share frames 16');
     expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 262144, 'bytes', 16)).toBe('mac-flap off, bpdu-recovery 60s, read-quantum 256kb');
+    // Sparse-first service is said whichever way it is (on by default).
+    expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 262144, 'frames', 16, true)).toBe('mac-flap off, bpdu-recovery 60s, read-share frames 16, read-sparse on');
+    expect(loopText({ flapMoves: 0, flapHoldSec: 30, bpduRecoverySec: 60 }, 262144, 'frames', 16, false)).toBe('mac-flap off, bpdu-recovery 60s, read-share frames 16, read-sparse off');
   });
 
   it('evpn show: a neighbour\'s graceful restart column', () => {

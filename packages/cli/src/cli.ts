@@ -219,11 +219,11 @@ export function portSetArgs(list: string[]): Record<string, unknown> {
   return args;
 }
 
-/** `show`'s loop protection column of a bridge, with its read share ("read-quantum 256kb" or "read-share frames 32"). */
+/** `show`'s loop protection column of a bridge, with its read share ("read-quantum 256kb" or "read-share frames 32") and sparse-first service. */
 export function loopText(l: { flapMoves: number; flapHoldSec: number; bpduRecoverySec: number } | undefined, readQuantum?: number,
   readShare?: ReadShare, readFrames?: number, readSparse?: boolean): string {
   if (l === undefined) return '';
-  const q = (readQuantum === undefined ? '' : `, ${formatReadShare(readShare ?? 'bytes', readQuantum, readFrames ?? 0)}`) + (readSparse === true ? ', read-sparse on' : '');
+  const q = (readQuantum === undefined ? '' : `, ${formatReadShare(readShare ?? 'bytes', readQuantum, readFrames ?? 0)}`) + (readSparse === undefined ? '' : readSparse ? ', read-sparse on' : ', read-sparse off');
   return `${l.flapMoves > 0 ? `mac-flap ${l.flapMoves}/s hold ${l.flapHoldSec}s` : 'mac-flap off'}, bpdu-recovery ${l.bpduRecoverySec}s${q}`;
 }
 
@@ -590,7 +590,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       + 'its loop port is blocked; off: no detection) and how long it stays blocked, how long a port shut by the BPDU guard stays shut; '
       + 'and the read share: what each port may read per round of the read loop (fair share): frames, the default (read-frames per '
       + 'port per round whatever their size, 16 by default), or bytes (read-quantum, 256kb by default); off: no limit; '
-      + 'read-sparse on: a port whose queue had emptied is served, one share, ahead of the ports that stayed backlogged (off by default); '
+      + 'read-sparse: a port whose queue had emptied is served, one share, ahead of the ports that stayed backlogged (on by default); '
       + 'and the flow cache (on by default: known unicast replayed in the addon; off: every frame through the pipeline)'), bridgeSetKw), 'bridges')
     .action(async (name: string, list: string[]) => {
       const w = words(list, bridgeSetKw);

@@ -27,7 +27,7 @@
  * Fair share: each port's device is read at most `readQuantum` bytes (or, with
  * `readShare: frames`, `readFrames` frames) per event-loop turn (fair.ts; the
  * scheduler is the addon's), so one port that floods cannot keep the loop from the
- * others; the bridge only hands its ports the setting. `readSparse` (off by
+ * others; the bridge only hands its ports the setting. `readSparse` (on by
  * default) serves a port whose queue had emptied ahead of the backlogged ones.
  *
  * Flow cache (flow-cache.ts; off unless setFlowCache): known unicast decisions of

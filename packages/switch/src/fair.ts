@@ -82,10 +82,11 @@ export const READ_FRAMES_MAX = 4096;
  * `readSparse`: sparse-first service (netdev setSparse; DRR++, as fq_codel's new-flow
  * list): a port whose queue emptied in its last service and becomes readable again is
  * served, one share, ahead of the ports that stayed backlogged, so a ping or an
- * ACK-clocked sender does not wait behind a flooder's share. Off by default: see
- * bench/README.md "Sparse first (s27)" for the runs.
+ * ACK-clocked sender does not wait behind a flooder's share. On by default since the
+ * quiet runs of bench/README.md "Sparse first (s27)": the flooded neighbour's ping p50
+ * back at its quiet value, no cost on the main bench.
  */
-export const READ_SPARSE_DEFAULT = false;
+export const READ_SPARSE_DEFAULT = true;
 
 /** "on"/"off"/"true"/"false" or a boolean -> the setting; throws Error naming the key otherwise. */
 export function parseReadSparse(v: unknown): boolean {

@@ -398,15 +398,15 @@ describe('BPDU guard and rate limits (port set), loop protection (bridge set): e
     const f3 = cfg({ bridges: { br0: { readShare: 'bytes', readFrames: 8, ports: {} } } });
     expect(loopConf(effective(f3, emptyOverlay()).desired.bridges.get('br0')!.loop)).toMatchObject({ readShare: 'bytes', readFrames: 8 });
     expect(bad('loop', 'br0/readShare', 'frames')).toBe('accepted');
-    // Sparse-first service: a boolean entry of its own, off by default.
-    expect(loopConf(undefined).readSparse).toBe(false);
-    const ovs = withEntry(emptyOverlay(), f, 'loop', loopKey('br0', 'readSparse'), true);
-    expect(ovs.loop['br0/readSparse']).toEqual({ value: true, base: false });
+    // Sparse-first service: a boolean entry of its own, on by default.
+    expect(loopConf(undefined).readSparse).toBe(true);
+    const ovs = withEntry(emptyOverlay(), f, 'loop', loopKey('br0', 'readSparse'), false);
+    expect(ovs.loop['br0/readSparse']).toEqual({ value: false, base: true });
     const ds = effective(f, ovs).desired.bridges.get('br0')!;
-    expect(ds).toMatchObject({ loop: { readSparse: true } });
+    expect(ds).toMatchObject({ loop: { readSparse: false } });
     expect(planChanges(effective(f, emptyOverlay()).desired, effective(f, ovs).desired).bridgesSet).toEqual(['br0']);
     expect(bad('loop', 'br0/readSparse', 'yes')).toMatch(/readSparse must be true or false/);
-    expect(bad('loop', 'br0/readSparse', false)).toBe('accepted');
+    expect(bad('loop', 'br0/readSparse', true)).toBe('accepted');
     expect(bad('loop', 'br0/readShare', 'packets')).toMatch(/readShare must be bytes or frames/);
     expect(bad('loop', 'br0/readFrames', 5000)).toMatch(/readFrames must be 0 \(off\) or 1-4096 frames/);
     expect(bad('bridges', 'br9', { ageing: 300, maxMacs: 10, loop: { readShare: 'frames', readFrames: 64 } })).toBe('accepted');

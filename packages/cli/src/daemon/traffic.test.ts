@@ -49,7 +49,7 @@ describe('loop protection and rate limits: config and defaults', () => {
     expect(errorOf('bridges:\n  br0:\n    readFrames: 32kb\n')).toMatch(/br0\.readFrames .*bad readFrames '32kb'/);
     expect(parseConfig('bridges:\n  br0:\n    readSparse: true\n', F).bridges.br0.readSparse).toBe(true);
     expect(fileLoopConf(parseConfig('bridges:\n  br0:\n    readSparse: true\n', F).bridges.br0)).toEqual({ readSparse: true });
-    expect(loopConf(undefined).readSparse).toBe(false);
+    expect(loopConf(undefined).readSparse).toBe(true);
     expect(errorOf('bridges:\n  br0:\n    readSparse: sometimes\n')).toMatch(/br0\.readSparse/);
   });
 
