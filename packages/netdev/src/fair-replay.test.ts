@@ -43,11 +43,17 @@ function pair(tag: string): { a: nd.TapInfo; b: nd.TapInfo; na: string; nb: stri
   return { a, b, na, nb };
 }
 
-/** n copies of one 60-byte frame src -> dst sent into A's TAP from its namespace (queued while nobody reads). */
+/**
+ * n copies of one 60-byte frame src -> dst sent into A's TAP from its namespace (queued while
+ * nobody reads). PACKET_QDISC_BYPASS (SOL_PACKET 263, option 20): each send hands its frame
+ * to the TAP's xmit in the sender's own context, so all n are in the TAP's queue when this
+ * returns; through the qdisc a loaded machine can leave some to a later softirq, and a drain
+ * that then finds the queue empty for a moment counts fewer full rounds than frames.
+ */
 function queueFrames(ns: string, dev: string, dst: string, src: string, n: number): void {
   const hex = dst.replaceAll(':', '') + src.replaceAll(':', '') + '0800' + '00'.repeat(46);
   execFileSync('ip', ['netns', 'exec', ns, 'python3', '-c',
-    'import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind((sys.argv[1],0))\n' +
+    'import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.setsockopt(263,20,1)\ns.bind((sys.argv[1],0))\n' +
     'f=bytes.fromhex(sys.argv[2])\nfor _ in range(int(sys.argv[3])): s.send(f)', dev, hex, String(n)]);
 }
 

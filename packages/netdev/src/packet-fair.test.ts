@@ -33,9 +33,10 @@ async function drain(tag: string, size: number, quantum: number, frames: boolean
   const pk = nd.openPacket(v0);
   handles.add(pk.handle);
   nd.setQuantum(pk.handle, quantum, frames);
-  // Frames of EtherType 0x88b5 (local experimental), queued in the packet socket before anyone reads.
+  // Frames of EtherType 0x88b5 (local experimental), queued in the packet socket before anyone
+  // reads; past the qdisc (PACKET_QDISC_BYPASS) so no frame waits for a later NET_TX softirq.
   execFileSync('ip', ['netns', 'exec', ns, 'python3', '-c',
-    'import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind((sys.argv[1],0))\n' +
+    'import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.setsockopt(263,20,1)\ns.bind((sys.argv[1],0))\n' +
     'f=b"\\xff"*6+b"\\x02\\x00\\x00\\x00\\x00\\x01"+b"\\x88\\xb5"+bytes(int(sys.argv[3])-14)\n' +
     'for _ in range(int(sys.argv[2])): s.send(f)', v1, String(N), String(size)]);
   const ring = nd.ring();
