@@ -206,9 +206,9 @@ sched_ns() {
   echo "$run $wait"
 }
 
-# "VM PID run wait" per process in VM n's namespace (A's flood and iperf3, C's iperf3 sender,
-# ...): whether a VM's sender waited for a CPU (perf.py sums each process alive at both ends).
-vm_sched() {
+# "VM PID COMM run wait" per process in the VMs' namespaces (A's flood and iperf3, C's iperf3
+# sender, ...; run and runqueue wait in ns, all threads).
+vm_procs() {
   local i p t run wait a b
   for i in 1 2 3 4; do
     for p in $(ip netns pids bAvm$i 2>/dev/null); do
@@ -217,29 +217,24 @@ vm_sched() {
         read -r a b _ 2>/dev/null <"$t/schedstat" || continue
         run=$((run + a)) wait=$((wait + b))
       done
-      echo "$i $p $run $wait"
+      echo "$i $p $(tr -d ' ' <"/proc/$p/comm" 2>/dev/null || echo -) $run $wait"
     done
   done
 }
 
+# "VM PID run wait": whether a VM's sender waited for a CPU (perf.py sums each process alive
+# at both ends).
+vm_sched() { vm_procs | awk '{ print $1, $2, $4, $5 }'; }
+
 # vms_window NAME SECONDS (FAIR_PERF, every topology): each VM's processes' run and runqueue
 # wait (ns, all threads) with their command, at both ends of SECONDS, as $perf_dir/$ROUND-NAME.vw.
 vms_window() {
-  local f=$perf_dir/$ROUND-$1 i p t run wait a b at
+  local at
   for at in 0 1; do
     [ $at = 1 ] && sleep "$2"
     echo "t$at $(now)"
-    for i in 1 2 3 4; do
-      for p in $(ip netns pids bAvm$i 2>/dev/null); do
-        run=0 wait=0
-        for t in /proc/"$p"/task/*; do
-          read -r a b _ 2>/dev/null <"$t/schedstat" || continue
-          run=$((run + a)) wait=$((wait + b))
-        done
-        echo "$at $i $p $(tr -d ' ' <"/proc/$p/comm" 2>/dev/null || echo -) $run $wait"
-      done
-    done
-  done >"$f.vw"
+    vm_procs | sed "s/^/$at /"
+  done >"$perf_dir/$ROUND-$1.vw"
 }
 
 # perf_window NAME SECONDS (FAIR_PERF): sample the daemon with perf for SECONDS, with its

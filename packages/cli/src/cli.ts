@@ -219,6 +219,15 @@ export function portSetArgs(list: string[]): Record<string, unknown> {
   return args;
 }
 
+/** parse(), its Error a usage error (exit 2) with the same message. */
+function asUsage<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
 /** `show`'s loop protection column of a bridge, with its read share ("read-quantum 256kb" or "read-share frames 32") and sparse-first service. */
 export function loopText(l: { flapMoves: number; flapHoldSec: number; bpduRecoverySec: number } | undefined, readQuantum?: number,
   readShare?: ReadShare, readFrames?: number, readSparse?: boolean): string {
@@ -598,34 +607,10 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       if (w['mac-flap-moves'] !== undefined) args.macFlapMoves = parseCount(w['mac-flap-moves'] as string, 'MAC-flap moves', 'off');
       if (w['mac-flap-hold'] !== undefined) args.macFlapHold = parseCount(w['mac-flap-hold'] as string, 'hold time');
       if (w['bpdu-recovery'] !== undefined) args.bpduRecovery = parseCount(w['bpdu-recovery'] as string, 'recovery time');
-      if (w['read-quantum'] !== undefined) {
-        try {
-          args.readQuantum = parseReadQuantum(w['read-quantum'] as string);
-        } catch (e) {
-          throw new UsageError((e as Error).message);
-        }
-      }
-      if (w['read-share'] !== undefined) {
-        try {
-          args.readShare = parseReadShare(w['read-share']);
-        } catch (e) {
-          throw new UsageError((e as Error).message);
-        }
-      }
-      if (w['read-frames'] !== undefined) {
-        try {
-          args.readFrames = parseReadFrames(w['read-frames'] as string);
-        } catch (e) {
-          throw new UsageError((e as Error).message);
-        }
-      }
-      if (w['read-sparse'] !== undefined) {
-        try {
-          args.readSparse = parseReadSparse(w['read-sparse']);
-        } catch (e) {
-          throw new UsageError((e as Error).message);
-        }
-      }
+      if (w['read-quantum'] !== undefined) args.readQuantum = asUsage(() => parseReadQuantum(w['read-quantum'] as string));
+      if (w['read-share'] !== undefined) args.readShare = asUsage(() => parseReadShare(w['read-share']));
+      if (w['read-frames'] !== undefined) args.readFrames = asUsage(() => parseReadFrames(w['read-frames'] as string));
+      if (w['read-sparse'] !== undefined) args.readSparse = asUsage(() => parseReadSparse(w['read-sparse']));
       if (w['flow-cache'] !== undefined) {
         const v = w['flow-cache'] as string;
         if (v !== 'on' && v !== 'off') throw new UsageError(`flow-cache must be on or off, got ${v}`);
