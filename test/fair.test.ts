@@ -6,8 +6,9 @@
  * - While it floods, vm3 pings vm4 (200 at 20 ms) and gets all but a few replies;
  *   the flood reaches vm2 (it gets its share, not nothing); the flooding port's
  *   `vswitch_port_read_rounds_full_total` climbs (rounds where it had more than its
- *   share), the pinging port's does not; `show` has the bridge's read share (the
- *   default: 16 frames a round).
+ *   share), the pinging port's does not; `vswitch_read_sparse_first_total` climbs (pings
+ *   and replies served ahead of the flooder's share: sparse first, on by default);
+ *   `show` has the bridge's read share (the default: 16 frames a round).
  * - `bridge set br0 read-share bytes read-quantum off|64kb` reaches the read loop at
  *   runtime: with the quantum off a full round is a 256-frame batch, with the default
  *   16 frames, so the full rounds per frame forwarded differ by far more than 4x; bad
@@ -15,6 +16,7 @@
  * - `bridge set br0 read-share frames read-frames 4` does too: the flooding port
  *   reads 4 frames a round (a full round per ~4 frames forwarded, ~16 with 256kb);
  *   `show` says `read-share frames 4`; a bad share or count exits 2 naming its key.
+ * - `bridge set br0 read-sparse off|on`: on by default, shown both ways in `show`/--json.
  * Bounds are generous (loss, ratios): the bench carries the latency figures
  * (bench/fair/run.sh, bench/README.md).
  */
@@ -31,13 +33,16 @@ let d: Daemon;
 let metricsPort: number;
 const vms: Record<string, Vm> = {};
 
-async function fullRounds(port: string): Promise<number> {
+/** The value of the first sample of `name` whose labels include `label` ('' = any). */
+async function metric(name: string, label: string): Promise<number> {
   const text = await sh(`curl -sf --max-time 10 http://127.0.0.1:${metricsPort}/metrics`);
   for (const line of text.split('\n')) {
-    if (line.startsWith('vswitch_port_read_rounds_full_total{') && line.includes(`port="${port}"`)) return Number(line.split(' ').at(-1));
+    if ((line.startsWith(`${name}{`) || line.startsWith(`${name} `)) && line.includes(label)) return Number(line.split(' ').at(-1));
   }
-  throw new Error(`no vswitch_port_read_rounds_full_total for ${port}`);
+  throw new Error(`no ${name} with ${label}`);
 }
+const fullRounds = (port: string): Promise<number> => metric('vswitch_port_read_rounds_full_total', `port="${port}"`);
+const sparseFirst = (): Promise<number> => metric('vswitch_read_sparse_first_total', '');
 
 /** Full rounds of vm1 per frame vm2 received, during a 3 s flood. */
 async function perFrame(): Promise<number> {
@@ -84,6 +89,7 @@ describe('fair share of the read loop under a flood', () => {
     const f1 = await fullRounds(names.vm1);
     const f3 = await fullRounds(names.vm3);
     const rx2 = await rxPackets(vms.vm2);
+    const early0 = await sparseFirst();
     const f = flood(8);
     await sleep(1000);
     const replies = await pingCount(vms.vm3.ns, vms.vm4.ip, 200, 0.02);
@@ -92,12 +98,16 @@ describe('fair share of the read loop under a flood', () => {
     const got = (await rxPackets(vms.vm2)) - rx2;
     const full1 = (await fullRounds(names.vm1)) - f1;
     const full3 = (await fullRounds(names.vm3)) - f3;
-    console.log(`flood: vm1 sent ${sent}, vm2 received ${got}; vm3 -> vm4 ${replies}/200 replies; rounds over the share: vm1 ${full1}, vm3 ${full3}`);
+    const early = (await sparseFirst()) - early0;
+    console.log(`flood: vm1 sent ${sent}, vm2 received ${got}; vm3 -> vm4 ${replies}/200 replies; rounds over the share: vm1 ${full1}, vm3 ${full3}; sparse first ${early}`);
     expect(sent, f.err).toBeGreaterThan(20_000);
     expect(got).toBeGreaterThan(5_000); // the flood gets its share: it is forwarded, not starved
     expect(replies).toBeGreaterThanOrEqual(190);
     expect(full1).toBeGreaterThan(100);
     expect(full3).toBeLessThan(5);
+    // Sparse first (on by default): some of the pings and replies were served ahead of the
+    // flooding port's share (each one is readable while vm1 stays backlogged).
+    expect(early).toBeGreaterThan(0);
     expect(findPort(await d.showJson(), names.vm1).readRoundsFull).toBeGreaterThan(100);
     expect(d.alive()).toBe(true);
   }, 60_000);

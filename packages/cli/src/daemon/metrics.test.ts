@@ -176,6 +176,22 @@ describe('metrics registry', () => {
     expect(() => sw.bridgeLoop('br1', {})).toThrow(/nothing to set/);
   });
 
+  it('vswitch_bridge_read_sparse: 1 for a bridge by default, 0 once bridge set turns it off; the early services counter is there', async () => {
+    const { sw } = makeSwitch();
+    sw.addBridge('br1');
+    const reg = createMetricsRegistry(sw, { defaultMetrics: false });
+    let s = parse(await reg.metrics());
+    expect(s.get('vswitch_bridge_read_sparse{bridge="br0"}')).toBe(1);
+    expect(s.get('vswitch_bridge_read_sparse{bridge="br1"}')).toBe(1);
+    expect(sw.bridgeLoop('br1', { readSparse: false }).readSparse).toBe(false);
+    s = parse(await reg.metrics());
+    expect(s.get('vswitch_bridge_read_sparse{bridge="br0"}')).toBe(1);
+    expect(s.get('vswitch_bridge_read_sparse{bridge="br1"}')).toBe(0);
+    // The addon's count, whatever this process's other tests served early.
+    expect(s.get('vswitch_read_sparse_first_total')).toBeGreaterThanOrEqual(0);
+    sw.close();
+  });
+
   it('includes the standard process metrics', async () => {
     const sw = new Vswitch(log);
     const text = await createMetricsRegistry(sw).metrics();

@@ -55,7 +55,7 @@ import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ControlStats } from './control.js';
 import type { ManagedRouter } from './routers.js';
 import { registerDhcp6Metrics } from './dhcp6-metrics.js';
-import { foldAddonFlowCache } from '@vswitch/switch/ports';
+import { addonSparseFirst, foldAddonFlowCache } from '@vswitch/switch/ports';
 import type { Logger } from './log.js';
 import {
   cacheStats, DEFAULT_METRICS_LIMITS, MAX_HEADER_BYTES, METRICS_CLOSE_REASONS, MetricsWorker,
@@ -373,6 +373,14 @@ export function createMetricsRegistry(
         if (r.port.shaper !== undefined) emit({ ...r.labels, direction: 'egress' }, r.port.shaper.spec.rate);
       }
     });
+  // Every bridge, on or off: the default (on) and a bridge turned off are both visible.
+  gauge('vswitch_bridge_read_sparse',
+    'Whether the bridge serves a port whose queue had emptied ahead of the backlogged ones (1, the default: readSparse) '
+    + 'or in the poll\'s order (0: readSparse: false or bridge set BR read-sparse off).',
+    ['bridge'], (emit) => { for (const br of bridges()) emit({ bridge: br.name }, br.readSparse ? 1 : 0); });
+  counter('vswitch_read_sparse_first_total',
+    'Services the read loop gave a port whose queue had emptied ahead of a backlogged port (all bridges; README "Fair share").',
+    [], (emit) => emit({}, addonSparseFirst()));
   registerBondMetrics(counter, gauge, bridges);
   registerFlowCacheMetrics(counter, gauge, bridges);
   gauge('vswitch_port_egress_queue_frames',

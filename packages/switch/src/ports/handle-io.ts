@@ -10,6 +10,11 @@ import type { PortRx } from '../port.js';
 
 const ENETDOWN = 100;
 
+/** Services the read loop gave a sparse port ahead of a backlogged one (all ports; netdev stats().rxSparseFirst). */
+export function addonSparseFirst(): number {
+  return netdev.stats().rxSparseFirst;
+}
+
 export abstract class HandleIo {
   protected handle: number;
   protected rx: PortRx | undefined;

@@ -10,3 +10,4 @@ export * from './errno.js';
 export * from './segment.js';
 export * from './vxlan-io.js';
 export * from './flow-cache-io.js';
+export { addonSparseFirst } from './handle-io.js';
