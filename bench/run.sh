@@ -119,6 +119,8 @@ done
 topo_base_up() { tapsw_up "${BA_BASE_CMD:?topology base needs BASE_JS}" "" 0; }
 topo_base_fc_up() { tapsw_up "${BA_BASE_FC_CMD:?topology base-fc needs BASE_JS}" "" 0; }
 export -f topo_base_up topo_base_fc_up
+. "$here/lock.sh"
+bench_lock bench/run.sh
 if [ -z "$busy" ]; then
   echo "bench/run.sh: $anchors -r $rounds $topos" >&2
   bash "$anchors" -r "$rounds" -o "$out/raw.tsv" $topos | tee "$out/anchors.txt"
@@ -131,21 +133,12 @@ fi
 . "$here/busy/lib.sh"
 busy_build "$out"
 for m in $busy; do case $m in one|half) ;; *) echo "bench/run.sh: --busy takes one, half or one,half" >&2; exit 2 ;; esac; done
-# One lock for the whole run, as bench/fair/run.sh holds it: anchors.sh's helpers are
-# sourced (zero rounds) and each configuration is its run_topo. Taking the lock per
-# configuration (one anchors.sh run each) lost nearly every race to the other benches'
-# blocked waiters: the lock is free between two configurations. The lock is held on fd 8
-# (a blocking wait); anchors.sh opens its own fd 9 on the file and its `flock -n 9`
-# would conflict with ours, so while it is sourced `flock -n 9` is answered here.
-exec 8>/tmp/bA.anchors.lock
-echo "bench/run.sh: waiting for the anchors lock" >&2
-flock -w 7200 8 || { echo "bench/run.sh: the anchors lock stayed held" >&2; exit 1; }
-flock() { if [ "$*" = "-n 9" ]; then return 0; fi; command flock "$@"; }
+# The lock (lock.sh) is held for the whole run: anchors.sh's helpers are sourced (zero
+# rounds) and each configuration is its run_topo.
 OPTIND=1
 export BA_QUIET_BUDGET=0  # run.sh waits for quiet itself (quiet_wait), before the load starts
 # shellcheck disable=SC1090
 source "$anchors" -r 0 none >/dev/null
-unset -f flock
 set +e
 trap 'for p in "${BUSY_PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$out"; on_exit' EXIT
 trap 'exit 130' INT TERM

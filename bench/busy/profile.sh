@@ -49,17 +49,11 @@ topo_ours_insession_up() { tapsw_up "env VSWITCH_BENCH_SESSION=inherit $BA_OURS_
 topo_base_up() { tapsw_up "env VSWITCH_BENCH_JS=${BASE_JS:?topology base needs BASE_JS} $BA_OURS_CMD" "" 0; }
 topo_ours2_up() { tapsw_up "${OURS2_WRAP:-} env ${OURS2_ENV:-} VSWITCH_BENCH_NODE_ARGS='${OURS2_NODE_ARGS:-}' $BA_OURS_CMD" "" 0; }
 
-# anchors.sh runs one at a time machine-wide (its lock). A blocking wait on our own fd
-# (8), held for the whole run; the sourced anchors.sh opens fd 9 on the file and its
-# `flock -n 9` would conflict with ours, so it is answered here (as bench/run.sh does:
-# waiting and then letting anchors.sh take the lock lost the race to other waiters).
-exec 8>/tmp/bA.anchors.lock
-flock -w 3600 8 || { echo "profile.sh: the anchors lock stayed held" >&2; exit 1; }
-flock() { if [ "$*" = "-n 9" ]; then return 0; fi; command flock "$@"; }
+. "$here/../lock.sh"
+bench_lock bench/busy/profile.sh
 OPTIND=1
 # shellcheck disable=SC1090
 source "$anchors" -r 0 none >/dev/null
-unset -f flock
 set +e
 . "$here/lib.sh"
 tmp=$(mktemp -d /tmp/bAbusyprof.XXXXXX)

@@ -84,7 +84,10 @@ if [ "${FAIR_PROBE:-0}" = 1 ]; then probe_dir=${FAIR_PROBE_DIR:-$(mktemp -d /tmp
 perf_dir=""
 if [ "${FAIR_PERF:-0}" = 1 ]; then perf_dir=${FAIR_PERF_DIR:-$(mktemp -d /tmp/bAfair-perf.XXXXXX)}; mkdir -p "$perf_dir"; fi
 
-# The harness's helpers, lock and teardown; its own measurement loop runs zero rounds.
+# The harness's helpers and teardown, under the anchors lock held for the whole run
+# (../lock.sh); its own measurement loop runs zero rounds.
+. "$here/../lock.sh"
+bench_lock bench/fair/run.sh
 # shellcheck disable=SC1090
 OPTIND=1
 source "$anchors" -r 0 none >/dev/null

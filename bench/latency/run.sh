@@ -78,6 +78,9 @@ cmd_of() {
   esac
 }
 
+# One anchors.sh at a time machine-wide: the lock held for the whole run (../lock.sh).
+. "$here/../lock.sh"
+bench_lock bench/latency/run.sh
 printf 'round\ttopo\tmetric\tvalue\tvariant\n' > "$out/raw.tsv"
 printf '0\tmeta\tloadavg_start\t%s\tall\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/raw.tsv"
 variants="quiet $busy"
@@ -90,15 +93,8 @@ for r in $(seq "$rounds"); do
       [ "$v" = quiet ] || busy_start "$v"
       la=$(cut -d' ' -f1 /proc/loadavg)
       c=$(cmd_of "$i"); t=$i; [ -n "$c" ] && t=ours
-      # anchors.sh runs one at a time machine-wide (fixed names): another
-      # bench holding its lock is waited for (up to 10 min), not a lost round
-      for _ in 1 2 3 4 5; do
-        BA_OURS_CMD=$c BA_MEASURE=$measure BA_QUIET_BUDGET=0 \
-          bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" 2>"$out/anchors.err" || true
-        cat "$out/anchors.err" >&2
-        grep -q 'holds /tmp/bA.anchors.lock' "$out/anchors.err" || break
-        flock -w 120 /tmp/bA.anchors.lock true || true
-      done
+      BA_OURS_CMD=$c BA_MEASURE=$measure BA_QUIET_BUDGET=0 \
+        bash "$anchors" -r 1 -o "$out/part.tsv" "$t" >>"$out/anchors.txt" || true
       BUSY_CORES=""
       [ "$v" = quiet ] || busy_stop
       { [ -f "$out/part.tsv" ] && tail -n +2 "$out/part.tsv" | awk -F'\t' -v OFS='\t' -v r="$r" -v v="$v" -v i="$i" '$2 != "meta" {$1 = r; $2 = i; print $0, v}'
