@@ -303,7 +303,7 @@ describe('VXLAN against Linux vxlan devices', () => {
     }, { timeoutMs: 10_000 }).catch(() => undefined);
     expect(v.rxGro.bursts - g0.bursts).toBe(1);
     expect(v.rxGro.segments - g0.segments).toBe(7);
-    expect(now).toEqual({ truncated: 1, bad_flags: 1, unknown_vni: 1, unknown_remote: 0 });
+    expect(now).toEqual({ truncated: 1, bad_flags: 1, unknown_vni: 1, unknown_remote: 0, ecn_not_ect: 0 });
     // The four good packets (and only they) were decapsulated into VLAN 10: their inner
     // source MACs are learned on D's tunnel port; the reserved-flag one (:03) and the
     // unknown VNI's (:04) are not. VNI 100's packet count is a lower bound only: other
@@ -371,7 +371,7 @@ describe('VXLAN against Linux vxlan devices', () => {
       return now.truncated >= 1 && now.bad_flags >= 2 && now.unknown_vni >= 1001 && now.unknown_remote >= 1;
     }, { timeoutMs: 15_000 }).catch(() => undefined);
     // Exactly what was sent (the flood's 1000 random VNIs all differ from 100 and 200).
-    expect(now).toEqual({ truncated: 1, bad_flags: 2, unknown_vni: 1001, unknown_remote: 1 });
+    expect(now).toEqual({ truncated: 1, bad_flags: 2, unknown_vni: 1001, unknown_remote: 1, ecn_not_ect: 0 });
     expect(d.alive()).toBe(true);
     // The same numbers in the metrics, which promtool accepts.
     const text = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
