@@ -10,8 +10,9 @@
  *  - a VM's DSCP EF (0xb8) datagrams leave with outer DSCP EF; ECT(0) and ECT(1)
  *    are copied, an inner CE leaves as ECT(0); Linux's answers come through;
  *  - a TCP transfer from A's VM (DSCP EF, ECN negotiated: its data is ECT(0)) in
- *    TSO super-frames that A segments and sends as UDP GSO datagrams: every packet's
- *    outer DS field is its inner one's (the GSO path's per-message TOS / traffic class);
+ *    TSO super-frames that A segments and sends as UDP GSO datagrams (and, with
+ *    `offload: off`, in one sendmmsg): every packet's outer DS field is its inner
+ *    one's (per message: the header A wrote, IP_TOS or IPV6_TCLASS);
  *  - `tos` changed by reload: a fixed DSCP, the ECN field still the inner one;
  *  - a CE mark set on the outer header (scapy, on B's underlay link, from B's address)
  *    over an ECT(0) inner packet arrives in A's VM as CE (tcpdump in the VM's
@@ -120,26 +121,36 @@ for (const family of [4, 6] as const) {
       expect(back.length, back.join('\n')).toBeGreaterThanOrEqual(1);
     });
 
-    it('gives every packet of a VM\'s TSO super-frames (sent as UDP GSO) the outer DS field of its inner header', async () => {
-      const gso0 = (await vxlanShow(d)).txGso.sends;
-      const server = new Background(vmNs('b'), 'socat -u TCP-LISTEN:5001,reuseaddr /dev/null');
-      let lines: string[] = [];
-      try {
-        await waitFor('socat listening', async () => (await nsExecR(vmNs('b'), 'ss -ltn | grep -q :5001')).code === 0);
-        lines = await captureDuring(HOST_B, UB, `-v udp dst port 4789 and src host ${UNDER.a} and greater 1000`, async () => {
-          const r = await nsExecR(vmNs('a'), `head -c 4000000 /dev/zero | socat -u - TCP:${VM.b}:5001,tos=0xb8,connect-timeout=5`, { timeoutMs: 60_000 });
-          expect(r.code, r.stderr).toBe(0);
-        });
-      } finally {
-        await server.stop();
-      }
-      const data = encapsulated(lines, UNDER.a, UNDER.b);
-      expect(data.length, lines.slice(0, 20).join('\n')).toBeGreaterThan(100);
-      // DSCP EF on every packet; ECN: the inner field (ECT(0) on data, Not-ECT on a retransmission), never anything else.
-      expect(data.filter((p) => p.outer !== p.inner || (p.outer & 0xfc) !== 0xb8).map((p) => p.text)).toEqual([]);
-      expect(data.filter((p) => p.outer === 0xba).length, 'ECN negotiated: the data is ECT(0)').toBeGreaterThan(data.length / 2);
-      expect((await vxlanShow(d)).txGso.sends, 'the super-frames went out as UDP GSO').toBeGreaterThan(gso0);
-    });
+    for (const offload of ['auto', 'off'] as const) {
+      it(`gives every packet of a VM's TSO super-frames (${offload === 'auto' ? 'sent as UDP GSO' : 'offload off: one sendmmsg'}) the outer DS field of its inner header`, async () => {
+        if (offload === 'off') await reloadWith(d, (c) => { c.vxlan.offload = 'off'; });
+        try {
+          const v0 = await vxlanShow(d);
+          const server = new Background(vmNs('b'), 'socat -u TCP-LISTEN:5001,reuseaddr /dev/null');
+          let lines: string[] = [];
+          try {
+            await waitFor('socat listening', async () => (await nsExecR(vmNs('b'), 'ss -ltn | grep -q :5001')).code === 0);
+            lines = await captureDuring(HOST_B, UB, `-v udp dst port 4789 and src host ${UNDER.a} and greater 1000`, async () => {
+              const r = await nsExecR(vmNs('a'), `head -c 4000000 /dev/zero | socat -u - TCP:${VM.b}:5001,tos=0xb8,connect-timeout=5`, { timeoutMs: 60_000 });
+              expect(r.code, r.stderr).toBe(0);
+            });
+          } finally {
+            await server.stop();
+          }
+          const data = encapsulated(lines, UNDER.a, UNDER.b);
+          expect(data.length, lines.slice(0, 20).join('\n')).toBeGreaterThan(100);
+          // DSCP EF on every packet; ECN: the inner field (ECT(0) on data, Not-ECT on a retransmission), never anything else.
+          expect(data.filter((p) => p.outer !== p.inner || (p.outer & 0xfc) !== 0xb8).map((p) => p.text)).toEqual([]);
+          expect(data.filter((p) => p.outer === 0xba).length, 'ECN negotiated: the data is ECT(0)').toBeGreaterThan(data.length / 2);
+          const v = await vxlanShow(d);
+          expect(v.vnis[0].txSegmented, 'super-frames segmented by the addon').toBeGreaterThan(v0.vnis[0].txSegmented);
+          if (offload === 'auto') expect(v.txGso.sends, 'sent as UDP GSO').toBeGreaterThan(v0.txGso.sends);
+          else expect(v.txGso.sends, 'offload off: sendmmsg').toBe(v0.txGso.sends);
+        } finally {
+          if (offload === 'off') await reloadWith(d, (c) => { delete c.vxlan.offload; });
+        }
+      });
+    }
 
     it('a reload sets a fixed DSCP; the ECN field stays the inner one', async () => {
       await reloadWith(d, (c) => { c.vxlan.tos = 0x20; });
