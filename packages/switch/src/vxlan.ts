@@ -60,6 +60,15 @@
  * the MTU refuses the whole frame (E_TUNNEL_MTU, as one frame would be). Frames whose
  * header asks for nothing take the ordinary path. Counted per VNI (`txSegmented`).
  *
+ * DS field (wire/ecn.ts, RFC 6040 normal mode, as a Linux vxlan device): every outer
+ * header, on every send path, carries the DSCP `tos` says (a value, or the inner
+ * packet's with TOS_INHERIT) and the inner ECN field (CE as ECT(0)); the value is
+ * computed once per frame (a super-frame's header is each of its segments'), written
+ * into the IPv4 header or handed to the IPv6 underlay (`tos` of send3/sendVxlan: the
+ * kernel writes that header). On receive the outer field (which the underlay leaves
+ * in front of each datagram, VXLAN_TOS_BEFORE) goes onto the inner IP header by RFC
+ * 6040's table, or the datagram is dropped (`ecn_not_ect`).
+ *
  * IPv6 underlay (`local6`): one family per VTEP. Remotes are then small ids
  * interned in `remotes6` (Remote6Table) from the addresses the configuration names,
  * so everything above (tunnel ports, flood sets, static entries) still keys remotes
