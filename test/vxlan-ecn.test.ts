@@ -17,7 +17,8 @@
  *  - a CE mark set on the outer header (scapy, on B's underlay link, from B's address)
  *    over an ECT(0) inner packet arrives in A's VM as CE (tcpdump in the VM's
  *    namespace), and the VM answers it (its kernel checked the IPv4 header checksum
- *    A fixed); over a Not-ECT inner packet it is dropped and counted (`ecn_not_ect`).
+ *    A fixed); over a Not-ECT inner packet it is dropped and counted (`ecn_not_ect`,
+ *    in `vxlan show` and vswitch_vxlan_drops_total).
  * The VMs' traffic is UDP sent with socat's `tos` option (busybox ping has no -Q) and
  * TCP with net.ipv4.tcp_ecn=1 in A's VM. Everything stays in this run's namespaces.
  */
@@ -85,6 +86,8 @@ for (const family of [4, 6] as const) {
       const outer = await vethVm({ host: HOST_B, ns: vmNs('b'), inner: ifname(`e${family}vb`), outer: ifname(`e${family}hb`), cidr: `${VM.b}/24`, mtu: VM_MTU, offloads: false });
       await linuxVtep(HOST_B, { dev: UB, local: UNDER.b, vni: 100, flood: [UNDER.a], port: outer, tos: 'inherit' });
       d = await startDaemon({
+        // In host A's namespace: nobody else listens there.
+        metrics: { listen: '127.0.0.1:9464' },
         bridges: { [BR]: { ports: { [TAP]: { type: 'tap', vlan: { mode: 'access', vid: 10 } } } } },
         vxlan: { local: UNDER.a, interface: UA, tos: 'inherit', bridges: { [BR]: [{ vni: 100, vlan: 10, flood: [UNDER.b] }] } },
       }, { netns: HOST_A });
@@ -184,6 +187,8 @@ for (const family of [4, 6] as const) {
       const v = await vxlanShow(d);
       expect(v.drops.ecn_not_ect - before).toBe(1);
       expect((await d.ok(['vxlan', 'show'])).stdout).toMatch(/ecn_not_ect 1/);
+      const metrics = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
+      expect(metrics).toMatch(/^vswitch_vxlan_drops_total\{reason="ecn_not_ect"\} 1$/m);
     });
   });
 }
