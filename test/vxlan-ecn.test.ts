@@ -19,6 +19,7 @@
  *    namespace), and the VM answers it (its kernel checked the IPv4 header checksum
  *    A fixed); over a Not-ECT inner packet it is dropped and counted (`ecn_not_ect`,
  *    in `vxlan show` and vswitch_vxlan_drops_total).
+ *  - the same with an inner IPv6 packet (ECT(1) under CE -> CE, its flow label kept).
  * The VMs' traffic is UDP sent with socat's `tos` option (busybox ping has no -Q) and
  * TCP with net.ipv4.tcp_ecn=1 in A's VM. Everything stays in this run's namespaces.
  */
@@ -189,6 +190,26 @@ for (const family of [4, 6] as const) {
       expect((await d.ok(['vxlan', 'show'])).stdout).toMatch(/ecn_not_ect 1/);
       const metrics = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
       expect(metrics).toMatch(/^vswitch_vxlan_drops_total\{reason="ecn_not_ect"\} 1$/m);
+    });
+
+    it('the same for an inner IPv6 packet: its traffic class becomes CE, a Not-ECT one is dropped', async () => {
+      // IPv6 on A's VM only for this (the VMs are quiet: IPv6 off); the address without DAD.
+      await nsExec(vmNs('a'), `sysctl -qw net.ipv6.conf.${TAP}.disable_ipv6=0 && ip -6 addr add fd00:e${family}::a/64 dev ${TAP} nodad`);
+      const outerHdr = v6
+        ? `Ether(src="${await macOf(HOST_B, UB)}", dst="${await macOf(HOST_A, UA)}")/IPv6(src="${UNDER.b}", dst="${UNDER.a}", tc=0x03, hlim=64)`
+        : `Ether(src="${await macOf(HOST_B, UB)}", dst="${await macOf(HOST_A, UA)}")/IP(src="${UNDER.b}", dst="${UNDER.a}", tos=0x03, flags="DF")`;
+      const echo = (tc: number, id: number): string =>
+        `${outerHdr}/UDP(sport=50000, dport=4789)/VXLAN(flags=0x08, vni=100)/Ether(src="${vmB}", dst="${vmA}")/IPv6(src="fd00:e${family}::b", dst="fd00:e${family}::a", tc=${tc}, fl=0x12345)/ICMPv6EchoRequest(id=${id}, seq=1)`;
+      const before = (await vxlanShow(d)).drops.ecn_not_ect;
+      const lines = await captureDuring(vmNs('a'), TAP, '-v icmp6', () => scapy(HOST_B, [
+        `sendp([${echo(0x49, 0x4444)}, ${echo(0x48, 0x4545)}], iface="${UB}", inter=0.2)`,
+      ]), 1000);
+      const pk = dsLines(lines);
+      // tcpdump prints ICMPv6 echo ids in decimal: 0x4444 = 17476, 0x4545 = 17733.
+      const req = pk.filter((p) => /echo request, id 17476/.test(p.text));
+      expect(req.map((p) => [p.ds, /flowlabel 0x12345/.test(p.text)]), lines.join('\n')).toEqual([[0x4b, true]]);
+      expect(pk.filter((p) => /id 17733/.test(p.text)).map((p) => p.text)).toEqual([]);
+      expect((await vxlanShow(d)).drops.ecn_not_ect - before).toBe(1);
     });
   });
 }
