@@ -127,7 +127,7 @@ describe('VXLAN against Linux vxlan devices', () => {
     expect(v.vnis.map((s: any) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, [UNDER.b, UNDER.c, UNDER.d]], [200, 20, [UNDER.b]]]);
     expect(v.remotes.map((r: any) => r.port).sort()).toEqual([`vx-${UNDER.b}`, `vx-${UNDER.c}`, `vx-${UNDER.d}`]);
     const text = (await d.ok(['vxlan', 'show'])).stdout;
-    expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\) ttl 64 read-quantum 256kb/);
+    expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\) ttl 64 tos 0x00 read-quantum 256kb/);
     expect(text).toMatch(/offload auto: \d+ segments coalesced into \d+ frames toward TAPs, 0 refused/);
     expect(text).toMatch(/; UDP GRO on: \d+ packets received in \d+ bursts, 0 dropped/);
   });
@@ -303,7 +303,7 @@ describe('VXLAN against Linux vxlan devices', () => {
     }, { timeoutMs: 10_000 }).catch(() => undefined);
     expect(v.rxGro.bursts - g0.bursts).toBe(1);
     expect(v.rxGro.segments - g0.segments).toBe(7);
-    expect(now).toEqual({ truncated: 1, bad_flags: 1, unknown_vni: 1, unknown_remote: 0 });
+    expect(now).toEqual({ truncated: 1, bad_flags: 1, unknown_vni: 1, unknown_remote: 0, ecn_not_ect: 0 });
     // The four good packets (and only they) were decapsulated into VLAN 10: their inner
     // source MACs are learned on D's tunnel port; the reserved-flag one (:03) and the
     // unknown VNI's (:04) are not. VNI 100's packet count is a lower bound only: other
@@ -371,7 +371,7 @@ describe('VXLAN against Linux vxlan devices', () => {
       return now.truncated >= 1 && now.bad_flags >= 2 && now.unknown_vni >= 1001 && now.unknown_remote >= 1;
     }, { timeoutMs: 15_000 }).catch(() => undefined);
     // Exactly what was sent (the flood's 1000 random VNIs all differ from 100 and 200).
-    expect(now).toEqual({ truncated: 1, bad_flags: 2, unknown_vni: 1001, unknown_remote: 1 });
+    expect(now).toEqual({ truncated: 1, bad_flags: 2, unknown_vni: 1001, unknown_remote: 1, ecn_not_ect: 0 });
     expect(d.alive()).toBe(true);
     // The same numbers in the metrics, which promtool accepts.
     const text = await nsExec(HOST_A, 'curl -sf http://127.0.0.1:9464/metrics');
@@ -404,7 +404,7 @@ describe('VXLAN against Linux vxlan devices', () => {
     expect(v.readQuantum).toBe(1024 * 1024);
     // ... and so does its unit (readShare: frames, readFrames datagrams a round).
     expect([v.readShare, v.readFrames]).toEqual(['frames', 16]);
-    expect((await d.ok(['vxlan', 'show'])).stdout).toMatch(/ttl 64 read-share frames 16/);
+    expect((await d.ok(['vxlan', 'show'])).stdout).toMatch(/ttl 64 tos 0x00 read-share frames 16/);
     // Restart (same config, socket and state directory): the CLI's VNIs come back.
     await d.stop();
     const env = { ...process.env };

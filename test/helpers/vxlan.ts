@@ -68,13 +68,13 @@ export async function tapVm(host: string, tap: string, ns: string, cidr: string,
 /**
  * A Linux VTEP in `host`: `vx<vni>` over underlay `dev` from `local` (IPv4 or IPv6),
  * head-end replication to `flood` (`bridge fdb append 00:00:00:00:00:00`), and, when
- * a VM `port` is given, a bridge `br<vni>` joining the two.
+ * a VM `port` is given, a bridge `br<vni>` joining the two; `tos` as ip-link's (`inherit`, or a value).
  */
-export async function linuxVtep(host: string, o: { dev: string; local: string; vni: number; flood: string[]; port?: string; learning?: boolean }): Promise<void> {
+export async function linuxVtep(host: string, o: { dev: string; local: string; vni: number; flood: string[]; port?: string; learning?: boolean; tos?: string }): Promise<void> {
   const vx = `vx${o.vni}`;
   const br = `br${o.vni}`;
   await nsExec(host, [
-    `ip link add ${vx} type vxlan id ${o.vni} local ${o.local} dstport 4789 dev ${o.dev} ${o.learning === false ? 'nolearning' : 'learning'}`,
+    `ip link add ${vx} type vxlan id ${o.vni} local ${o.local} dstport 4789 dev ${o.dev} ${o.learning === false ? 'nolearning' : 'learning'}${o.tos !== undefined ? ` tos ${o.tos}` : ''}`,
     ...(o.port === undefined ? [] : [`ip link add ${br} type bridge`, `ip link set ${vx} master ${br}`, `ip link set ${o.port} master ${br}`]),
     `ip link set ${vx} up`,
     ...(o.port === undefined ? [] : [`ip link set ${br} up`]),

@@ -371,6 +371,17 @@ describe('config: vxlan', () => {
     expect(errorOf(`${base}  readFrames: 0.5\n`)).toMatch(/vxlan\.readFrames.*readFrames must be 0 \(off\) or 1-4096/);
   });
 
+  it('takes the outer tos (default 0; a number 0-255, hex too, or inherit) and names the file and key of a bad one', () => {
+    expect(parseConfig(base, F).vxlan!.tos).toBe(0);
+    expect(parseConfig(`${base}  tos: inherit\n`, F).vxlan!.tos).toBe('inherit');
+    expect(parseConfig(`${base}  tos: 0xb8\n`, F).vxlan!.tos).toBe(0xb8);
+    for (const bad of ['256', '-1', '1.5', 'copy', '"0xb8"']) {
+      const e = errorOf(`${base}  tos: ${bad}\n`);
+      expect(e, bad).toMatch(/vxlan\.tos \(line 4\): must be a TOS value 0-255 \(like 0xb8\) or "inherit"/);
+      expect(e, bad).toContain(F);
+    }
+  });
+
   it('takes an IPv6 underlay (udp6ZeroCsumRx off by default); every remote of local\'s family; no link-local source', () => {
     const b6 = 'bridges: { br0: {} }\nvxlan:\n  local: "fd00:1::1"\n';
     const c = parseConfig(`${b6}  bridges:\n    br0:\n      - { vni: 100, vlan: 10, flood: ["fd00:1::2"], fdb: [{ mac: "02:00:00:00:00:01", dst: "fd00:1::3" }] }\n`, F);

@@ -22,6 +22,7 @@ const Local = Ip.refine((s) => {
 
 const Mac = z.string().refine((s) => parseMac(s) >= 0, 'must be a MAC address like 02:00:00:00:00:01');
 const vniRange = { error: (iss: { input?: unknown }) => `must be 0-16777215, got ${String(iss.input)}` };
+const tosError = { error: (iss: { input?: unknown }) => `must be a TOS value 0-255 (like 0xb8) or "inherit", got ${JSON.stringify(iss.input)}` };
 const vidRange = { error: (iss: { input?: unknown }) => `must be 1-4094, got ${String(iss.input)}` };
 
 export const VxlanSegmentSchema = z.strictObject({
@@ -46,6 +47,13 @@ export const VxlanSchema = z.strictObject({
   mtu: z.number().int().min(576).max(65535).optional(),
   /** Outer TTL (IPv6: hop limit). */
   ttl: z.number().int().min(1).max(255).default(64),
+  /**
+   * The outer DSCP: a DS field value 0-255 (its two ECN bits are ignored) or
+   * "inherit" (the inner IPv4 TOS / IPv6 traffic class's DSCP; 0 for a frame that is
+   * not IP), as Linux vxlan's `tos`. The outer ECN field is RFC 6040's whatever this
+   * says (the inner one copied, CE as ECT(0)). Changeable by reload.
+   */
+  tos: z.union([z.number().int(tosError).min(0, tosError).max(255, tosError), z.literal('inherit')], tosError).default(0),
   /**
    * The underlay socket's share of each read-loop round (as a bridge's readQuantum):
    * a flood from the underlay is read this many bytes (each datagram + 16 KB) per

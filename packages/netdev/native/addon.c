@@ -1336,7 +1336,7 @@ static napi_value send_ip3(napi_env env, napi_callback_info info, bool v6) {
     iov[0].iov_base = outer;
   }
   ssize_t r;
-  if (v6) return send_result(env, st, (ssize_t)nd_raw6_send(h->fd, d.sa.sin6_addr.s6_addr, d.hops, iov, 3), frame, false);
+  if (v6) return send_result(env, st, (ssize_t)nd_raw6_send(h->fd, d.sa.sin6_addr.s6_addr, d.hops, d.tclass, iov, 3), frame, false);
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
   msg.msg_name = &d.sa;
@@ -1427,7 +1427,11 @@ static int vxtx_args(napi_env env, nd_state *st, napi_value *argv, bool v6, uint
 
 static bool arg_ip6(napi_env env, napi_value va, napi_value voff, const char *name, uint8_t **out);
 
-/* (handle, dst, doff, hops) of sendIp6x3 and sendVxlan6 from argv[0]: the raw IPv6 handle; d the destination and hop limit. */
+/*
+ * (handle, dst, doff, hops) of sendIp6x3 and sendVxlan6 from argv[0]: the raw IPv6
+ * handle; d the destination, hop limit (hops' low byte, 1-255) and traffic class
+ * (hops >> 8: the outer DS field, one number so the per-packet call takes no more arguments).
+ */
 static nd_handle *raw6_args(napi_env env, nd_state *st, napi_value *argv, const char *fn, nd_vxdst *d) {
   uint8_t *dst;
   int64_t hops;
@@ -1435,8 +1439,9 @@ static nd_handle *raw6_args(napi_env env, nd_state *st, napi_value *argv, const 
   if (!h) return NULL;
   if (h->kind != KIND_RAW) { throw_errno(env, fn, "(not a raw IP handle)", EINVAL); return NULL; }
   if (!arg_ip6(env, argv[1], argv[2], "destination", &dst)) return NULL;
-  if (!arg_int(env, argv[3], "hop limit", 1, 255, &hops)) return NULL;
-  nd_vxdst6(d, dst, (int)hops);
+  if (!arg_int(env, argv[3], "hop limit | traffic class << 8", 1, 0xffff, &hops)) return NULL;
+  if ((hops & 0xff) == 0) { napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "netdev: hop limit must be 1-255"); return NULL; }
+  nd_vxdst6(d, dst, (int)(hops & 0xff), (int)(hops >> 8));
   return h;
 }
 

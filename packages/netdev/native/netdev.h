@@ -255,7 +255,9 @@ int nd_udp_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal);
 int nd_udp_open(uint32_t local_be, uint16_t port, const char *ifname, const char **op);
 /* Shared by udp.c's and udp_gro.c's drains: the sender in front of a payload, and what a failed recvmmsg means. */
 struct sockaddr_in6;
-void nd_udp_put_sender(uint8_t *base, size_t start, bool v6, const struct sockaddr_in6 *from);
+void nd_udp_put_sender(uint8_t *base, size_t start, bool v6, const struct sockaddr_in6 *from, int tos);
+/* The outer DS field (IP_TOS / IPV6_TCLASS cmsg of a datagram received with IP_RECVTOS / IPV6_RECVTCLASS), 0 if absent. */
+int nd_udp_tos_of(const struct msghdr *m);
 int nd_udp_recv_retry(int e, nd_out *o, int *fatal);
 int nd_raw_open(const char *ifname, const char **op);
 /* udp_gro.c: the same drain on a socket with UDP_GRO on (see the file's comment). */
@@ -267,7 +269,7 @@ int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal);
 int nd_udp6_open(const uint8_t local[16], uint16_t port, const char *ifname, bool zero_csum_rx, const char **op);
 int nd_raw6_open(const uint8_t local[16], const char *ifname, const char **op);
 struct iovec;
-long nd_raw6_send(int fd, const uint8_t dst[16], int hops, const struct iovec *iov, int n);
+long nd_raw6_send(int fd, const uint8_t dst[16], int hops, int tclass, const struct iovec *iov, int n);
 
 /* vxlan_tx.c: a frame with a virtio_net_hdr asking for work, to a VXLAN tunnel. */
 #define ND_VXLAN_OUTER 36u           /* outer IPv4 + UDP + VXLAN */
@@ -290,10 +292,11 @@ typedef struct nd_vxdst {
   struct sockaddr_in6 sa; /* sockaddr_in-sized use for IPv4 */
   unsigned salen;
   int hops;
+  int tclass; /* IPv6: the traffic class (IPv4: the header's TOS) */
   bool v6;
 } nd_vxdst;
 void nd_vxdst4(nd_vxdst *d, uint32_t dst_be);
-void nd_vxdst6(nd_vxdst *d, const uint8_t dst[16], int hops);
+void nd_vxdst6(nd_vxdst *d, const uint8_t dst[16], int hops, int tclass);
 typedef struct nd_vxgso {
   bool on, nocheck, refused, v6;
   int raw_fd;

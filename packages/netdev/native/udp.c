@@ -15,7 +15,8 @@
  * (the VXLAN header and the inner frame, the UDP payload) per ring frame. The
  * sender's IPv4 address (4 bytes, network order) and UDP port (2 bytes, network
  * order) are written into the 10-byte header room in front of it, where other
- * kinds of handle carry a virtio_net_hdr; the remaining 4 bytes are zero.
+ * kinds of handle carry a virtio_net_hdr; then the outer packet's TOS (IP_RECVTOS:
+ * the ECN field the VTEP applies to the inner header, RFC 6040) and 3 zero bytes.
  * Datagrams over ND_UDP_MAX bytes (no underlay MTU is that large) are dropped as
  * truncated. Each read takes the handle's fair share of the round (fair.c), as a
  * TAP's does.
@@ -54,6 +55,9 @@ int nd_udp_open(uint32_t local_be, uint16_t port, const char *ifname, const char
   bufs(fd);
   *op = "SO_REUSEADDR";
   if ((e = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1)) < 0) goto fail;
+  /* The outer TOS per datagram (IP_TOS cmsg): its ECN field goes onto the inner header (RFC 6040, vxlan.ts). */
+  *op = "IP_RECVTOS";
+  if ((e = set_int(fd, IPPROTO_IP, IP_RECVTOS, 1)) < 0) goto fail;
   *op = "SO_BINDTODEVICE";
   if ((e = bind_dev(fd, ifname)) < 0) goto fail;
   struct sockaddr_in sin;
@@ -90,7 +94,7 @@ int nd_raw_open(const char *ifname, const char **op) {
  */
 /* The sender in front of a datagram's payload at `start`, where vxlan.ts reads it: udp6.c's
  * layout for IPv6, the vnet header's room for IPv4 (address, port, zeros). */
-void nd_udp_put_sender(uint8_t *base, size_t start, bool v6, const struct sockaddr_in6 *from) {
+void nd_udp_put_sender(uint8_t *base, size_t start, bool v6, const struct sockaddr_in6 *from, int tos) {
   if (v6) {
     uint8_t *h = base + start - ND_UDP6_SENDER_BEFORE;
     memcpy(h, &from->sin6_addr, 16);
@@ -103,6 +107,21 @@ void nd_udp_put_sender(uint8_t *base, size_t start, bool v6, const struct sockad
     memcpy(h + 4, &f4->sin_port, 2);
     memset(h + 6, 0, 4);
   }
+  /* Both layouts end in 4 zero bytes: the outer DS field goes into the first (vxlan.ts VXLAN_TOS_BEFORE). */
+  base[start - 4] = (uint8_t)tos;
+}
+
+int nd_udp_tos_of(const struct msghdr *m) {
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+    /* IPv4 gives one byte, IPv6 an int. */
+    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS && c->cmsg_len >= CMSG_LEN(1)) return *(const uint8_t *)CMSG_DATA(c);
+    if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      int v;
+      memcpy(&v, CMSG_DATA(c), sizeof v);
+      return v & 0xff;
+    }
+  }
+  return 0;
 }
 
 /* recvmmsg failed with `e`: 1 to try again, 0 to stop reading this round (nothing more
@@ -134,6 +153,7 @@ int nd_udp_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
   struct iovec iov[ND_UDP_BATCH];
   struct sockaddr_in6 from[ND_UDP_BATCH];
   size_t slots[ND_UDP_BATCH];
+  union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl[ND_UDP_BATCH];
   *fatal = 0;
   o->more = true;
   for (;;) {
@@ -150,6 +170,8 @@ int nd_udp_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
       mm[want].msg_hdr.msg_iovlen = 1;
       mm[want].msg_hdr.msg_name = &from[want];
       mm[want].msg_hdr.msg_namelen = sizeof from[want];
+      mm[want].msg_hdr.msg_control = ctl[want].buf;
+      mm[want].msg_hdr.msg_controllen = sizeof ctl[want].buf;
       pos = slot + headroom + ND_UDP_MAX;
       want++;
     }
@@ -164,7 +186,7 @@ int nd_udp_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
       if ((mm[i].msg_hdr.msg_flags & MSG_TRUNC) || len >= ND_UDP_MAX) { s->rx_truncated++; continue; }
       size_t start = slots[i] + headroom;
       /* Datagrams are committed in order; a dropped one leaves its slot unused. */
-      nd_udp_put_sender(o->base, start, v6, &from[i]);
+      nd_udp_put_sender(o->base, start, v6, &from[i], nd_udp_tos_of(&mm[i].msg_hdr));
       o->offs[o->n] = (int32_t)start;
       o->lens[o->n] = (int32_t)len;
       o->n++;

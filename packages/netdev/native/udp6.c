@@ -16,8 +16,8 @@
  * nothing keeps its queue empty.
  *
  * Receive: nd_udp_drain (udp.c) with v6, in batches into the ring, the UDP payload per frame.
- * The sender's port sits in the 2 bytes 6 before the payload and 4 zero bytes
- * follow (the IPv4 layout's tail), and its 16-byte address in the 16 bytes before
+ * The sender's port sits in the 2 bytes 6 before the payload and 4 bytes
+ * follow (the IPv4 layout's tail: the outer traffic class, IPV6_RECVTCLASS, and 3 zeros), and its 16-byte address in the 16 bytes before
  * the port (ND_UDP6_SENDER_BEFORE = 22 bytes before the payload), which needs a
  * larger headroom than other frames: ND_UDP6_HEADROOM. With `zero_csum_rx` the
  * socket accepts datagrams with a zero UDP checksum (UDP_NO_CHECK6_RX, as Linux's
@@ -73,6 +73,9 @@ int nd_udp6_open(const uint8_t local[16], uint16_t port, const char *ifname, boo
   if ((e = set_int6(fd, SOL_SOCKET, SO_REUSEADDR, 1)) < 0) goto fail;
   *op = "UDP_NO_CHECK6_RX";
   if (zero_csum_rx && (e = set_int6(fd, IPPROTO_UDP, UDP_NO_CHECK6_RX, 1)) < 0) goto fail;
+  /* The outer traffic class per datagram (IPV6_TCLASS cmsg), as udp.c's IP_RECVTOS. */
+  *op = "IPV6_RECVTCLASS";
+  if ((e = set_int6(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, 1)) < 0) goto fail;
   *op = "SO_BINDTODEVICE";
   if ((e = bind_dev6(fd, ifname)) < 0) goto fail;
   struct sockaddr_in6 sin;
@@ -112,11 +115,11 @@ fail:
   return e;
 }
 
-long nd_raw6_send(int fd, const uint8_t dst[16], int hops, const struct iovec *iov, int n) {
+long nd_raw6_send(int fd, const uint8_t dst[16], int hops, int tclass, const struct iovec *iov, int n) {
   struct sockaddr_in6 sin;
   sin6_of(&sin, dst, 0);
   union {
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[2 * CMSG_SPACE(sizeof(int))];
     struct cmsghdr align;
   } ctl;
   memset(&ctl, 0, sizeof ctl);
@@ -133,6 +136,11 @@ long nd_raw6_send(int fd, const uint8_t dst[16], int hops, const struct iovec *i
   c->cmsg_type = IPV6_HOPLIMIT;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(c), &hops, sizeof hops);
+  c = CMSG_NXTHDR(&msg, c);
+  c->cmsg_level = IPPROTO_IPV6;
+  c->cmsg_type = IPV6_TCLASS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &tclass, sizeof tclass);
   ssize_t r;
   do r = sendmsg(fd, &msg, MSG_DONTWAIT); while (r < 0 && errno == EINTR);
   return r;

@@ -32,6 +32,16 @@
  *    pipeline forwards it alone, as udp.c's datagrams, so GRO on or off gives the
  *    underlay the same share), where a TAP's TSO super-frame, one frame up to the
  *    write, costs one.
+ *  - The outer DS field (TOS / traffic class, whose ECN field the VTEP applies to each
+ *    inner packet, RFC 6040) comes once per datagram (IP_TOS / IPV6_TCLASS cmsg) and is
+ *    written in front of every packet of a burst. That is exact: a burst has one outer
+ *    header. A sender's UDP GSO datagram is one packet with one header until it is cut;
+ *    the kernel's GRO merges separate packets only when their headers match but for
+ *    length and checksum: inet_gro_receive (net/ipv4/af_inet.c; inet_gro_flush in
+ *    newer kernels) flushes the held packet when `iph->tos ^ iph2->tos` is non-zero, and
+ *    ipv6_gro_receive (net/ipv6/ip6_offload.c) when the traffic class differs
+ *    ("flush if Traffic Class fields are different"). So a CE mark on one packet of a
+ *    flow ends the burst before it and starts a new one; it is never averaged away.
  * Turned on per socket (nd_udp_set_gro, setUdpGro): off, udp.c's drain runs as before.
  */
 #include "netdev.h"
@@ -71,8 +81,8 @@ static int gso_size_of(const struct msghdr *m) {
 }
 
 /* One packet of `len` bytes now at `start` (its header room in front is free). */
-static void commit(nd_out *o, nd_stats *s, bool v6, const struct sockaddr_in6 *from, size_t start, size_t len) {
-  nd_udp_put_sender(o->base, start, v6, from);
+static void commit(nd_out *o, nd_stats *s, bool v6, const struct sockaddr_in6 *from, int tos, size_t start, size_t len) {
+  nd_udp_put_sender(o->base, start, v6, from, tos);
   o->offs[o->n] = (int32_t)start;
   o->lens[o->n] = (int32_t)len;
   o->n++;
@@ -88,7 +98,8 @@ int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
   struct iovec iov[ND_UDPGRO_BATCH];
   struct sockaddr_in6 from[ND_UDPGRO_BATCH];
   size_t regions[ND_UDPGRO_BATCH];
-  union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl[ND_UDPGRO_BATCH];
+  /* UDP_GRO's segment size and the outer DS field (udp.c nd_udp_tos_of). */
+  union { char buf[2 * CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl[ND_UDPGRO_BATCH];
   *fatal = 0;
   o->more = true;
   for (;;) {
@@ -124,12 +135,12 @@ int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
       size_t len = mm[i].msg_len;
       if (mm[i].msg_hdr.msg_flags & MSG_TRUNC) { s->rx_truncated++; continue; }
       size_t data = regions[i] + ND_UDPGRO_REGION - ND_UDPGRO_DATA;
-      int gs = gso_size_of(&mm[i].msg_hdr);
+      int gs = gso_size_of(&mm[i].msg_hdr), tos = nd_udp_tos_of(&mm[i].msg_hdr);
       nd_fair_charge_burst(o, len, gs > 0 && (size_t)gs < len ? (len + (size_t)gs - 1) / (size_t)gs : 1);
       if (gs <= 0 || (size_t)gs >= len) {
         /* One packet: it stays where it was received. */
         if (len >= ND_UDP_MAX) { s->rx_truncated++; continue; }
-        commit(o, s, v6, &from[i], data, len);
+        commit(o, s, v6, &from[i], tos, data, len);
         continue;
       }
       size_t seg = (size_t)gs, nseg = (len + seg - 1) / seg;
@@ -142,7 +153,7 @@ int nd_udp_gro_drain(int fd, bool v6, nd_out *o, nd_stats *s, int *fatal) {
         if (k >= ND_UDPGRO_SEGS || o->n >= o->max || dst > src) { s->udp_gro_dropped += nseg - k; break; }
         if (sl >= ND_UDP_MAX) { s->rx_truncated++; continue; }
         if (dst != src) memmove(o->base + dst, o->base + src, sl);
-        commit(o, s, v6, &from[i], dst, sl);
+        commit(o, s, v6, &from[i], tos, dst, sl);
         s->udp_gro_segments++;
         at = dst + sl;
       }

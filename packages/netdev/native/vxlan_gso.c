@@ -19,7 +19,9 @@
  *  - Per sendmsg: segments of equal size, the last of them possibly shorter (what
  *    UDP GSO allows), at most ND_VXGSO_SEGS and a UDP length within 16 bits; a
  *    super-frame's segments are all equal but its last, so it takes one or two.
- *    TTL and TOS come per message (cmsg) from the header the caller wrote. The
+ *    TTL and TOS come per message (cmsg) from the header the caller wrote (IPv6: the
+ *    hop limit and traffic class of the destination, nd_vxdst), so every segment of
+ *    a super-frame carries its inner header's DS field (wire/ecn.ts encapTos). The
  *    kernel writes the outer IPv4 header (ID, checksum) and a UDP checksum (UDP GSO
  *    refuses SO_NO_CHECK; RFC 7348 allows a correct one, and on a veth or a NIC
  *    with checksum offload it costs nothing).
@@ -167,8 +169,8 @@ int nd_vxgso_send(nd_vxgso *g, int raw_fd, const nd_vxdst *d, const uint8_t *out
   struct sockaddr_in6 to = d->sa;
   /* sin_port and sin6_port share their offset. */
   memcpy(&to.sin6_port, udp + 2, 2);
-  /* Per message: IPv4 TTL and TOS from the caller's header; IPv6 the hop limit (the raw path's). */
-  int v1 = v6 ? d->hops : outer[8], v2 = outer[1];
+  /* Per message: IPv4 TTL and TOS from the caller's header; IPv6 the hop limit and traffic class (the raw path's). */
+  int v1 = v6 ? d->hops : outer[8], v2 = v6 ? d->tclass : outer[1];
   int sent = 0, err = 0;
   while (sent < n) {
     size_t gso = 8 + (size_t)hlen[sent] + (size_t)plen[sent], bytes = 0;
@@ -199,12 +201,11 @@ int nd_vxgso_send(nd_vxgso *g, int raw_fd, const nd_vxdst *d, const uint8_t *out
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &v1, sizeof v1);
     size_t used = CMSG_SPACE(sizeof(int));
-    if (!v6) {
-      c = CMSG_NXTHDR(&msg, c);
-      c->cmsg_level = IPPROTO_IP; c->cmsg_type = IP_TOS; c->cmsg_len = CMSG_LEN(sizeof(int));
-      memcpy(CMSG_DATA(c), &v2, sizeof v2);
-      used += CMSG_SPACE(sizeof(int));
-    }
+    c = CMSG_NXTHDR(&msg, c);
+    c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP; c->cmsg_type = v6 ? IPV6_TCLASS : IP_TOS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &v2, sizeof v2);
+    used += CMSG_SPACE(sizeof(int));
     if (k > 1) {
       uint16_t gs = (uint16_t)gso;
       c = CMSG_NXTHDR(&msg, c);

@@ -59,18 +59,23 @@
 static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 static inline void wrle16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 
-typedef union { char b[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } nd_hops;
+typedef union { char b[2 * CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } nd_hops;
 
-/* An IPv6 message's control: d's hop limit; IPv4 (the header carries its TTL): none. */
+/* An IPv6 message's control: d's hop limit and traffic class; IPv4 (the header carries TTL and TOS): none. */
 static void msg_hops(struct msghdr *m, nd_hops *h, const nd_vxdst *d) {
   if (!d->v6) return;
-  struct cmsghdr *c = (struct cmsghdr *)h->b;
+  m->msg_control = h->b;
+  m->msg_controllen = sizeof h->b;
+  struct cmsghdr *c = CMSG_FIRSTHDR(m);
   c->cmsg_level = IPPROTO_IPV6;
   c->cmsg_type = IPV6_HOPLIMIT;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(c), &d->hops, sizeof d->hops);
-  m->msg_control = h->b;
-  m->msg_controllen = sizeof h->b;
+  c = CMSG_NXTHDR(m, c);
+  c->cmsg_level = IPPROTO_IPV6;
+  c->cmsg_type = IPV6_TCLASS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &d->tclass, sizeof d->tclass);
 }
 
 struct nd_vxtx {
@@ -130,12 +135,13 @@ void nd_vxdst4(nd_vxdst *d, uint32_t dst_be) {
   d->hops = -1;
 }
 
-void nd_vxdst6(nd_vxdst *d, const uint8_t dst[16], int hops) {
+void nd_vxdst6(nd_vxdst *d, const uint8_t dst[16], int hops, int tclass) {
   memset(d, 0, sizeof *d);
   d->sa.sin6_family = AF_INET6;
   memcpy(&d->sa.sin6_addr, dst, 16);
   d->salen = sizeof d->sa;
   d->hops = hops;
+  d->tclass = tclass;
   d->v6 = true;
 }
 

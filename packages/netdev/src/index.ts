@@ -356,7 +356,7 @@ export const VXLAN_TX_TOO_BIG = -10001;
 export const sendVxlan: Native['sendVxlan'] = native.sendVxlan;
 /**
  * sendVxlan over the IPv6 underlay: through the raw IPv6 socket of openRawIp6, to the
- * 16 bytes at dst[doff] with hop limit `hops`; `outer` is UDP + VXLAN (16 bytes,
+ * 16 bytes at dst[doff] with hop limit `hops & 255` and traffic class `hops >> 8`; `outer` is UDP + VXLAN (16 bytes,
  * wire/vxlan.ts writeVxlanUdp for an empty inner frame): the kernel writes the IPv6
  * header and the UDP checksums. The same UDP GSO (setUdpGso) and sendmmsg fallback.
  */

@@ -26,6 +26,7 @@ export * from './wire/lacp.js';
 export * from './lacp.js';
 export * from './bond.js';
 export * from './wire/vxlan.js';
+export * from './wire/ecn.js';
 export * from './vxlan.js';
 export * from './fair.js';
 export * from './arp-suppress.js';

@@ -5,7 +5,8 @@ import { TestIo } from './testing/test-io.js';
 import { Bridge } from './bridge.js';
 import { VlanPolicy } from './vlan.js';
 import { writeMac } from './wire/ethernet.js';
-import { checkIpv4, IPV4_OK } from './wire/ipv4.js';
+import { checkIpv4, IPV4_OK, writeIp4 } from './wire/ipv4.js';
+import { ECN_CE, ECN_ECT0, ECN_ECT1, TOS_INHERIT } from './wire/ecn.js';
 import { checkVxlan, writeVxlanHeader, VXLAN_OUTER_LEN } from './wire/vxlan.js';
 import { parseIp6 } from './wire/ipv6.js';
 import { Remote6Table, tunnelPortName, Vtep, type UnderlayIo } from './vxlan.js';
@@ -19,17 +20,17 @@ const FAR = 0x020000000002;
 const FAR2 = 0x020000000003;
 const BCAST = 0xffffffffffff;
 
-interface Sent { dst: number; pkt: Uint8Array }
+interface Sent { dst: number; pkt: Uint8Array; tos: number }
 
 class FakeUnderlay implements UnderlayIo {
   sent: Sent[] = [];
   send3(dst: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
-    c: Uint8Array, coff: number, clen: number): number {
+    c: Uint8Array, coff: number, clen: number, tos: number): number {
     const p = new Uint8Array(alen + blen + clen);
     p.set(a.subarray(aoff, aoff + alen), 0);
     p.set(b.subarray(boff, boff + blen), alen);
     p.set(c.subarray(coff, coff + clen), alen + blen);
-    this.sent.push({ dst, pkt: p });
+    this.sent.push({ dst, pkt: p, tos });
     return p.length;
   }
   take(): Sent[] {
@@ -191,7 +192,7 @@ describe('Vtep: tunnels are bridge ports', () => {
     const stranger = datagram(100, eth(BCAST, FAR));
     vtep.receive(stranger.buf, stranger.off, stranger.len, 0x0a630063);
     // R3 is a remote of VNI 200 only: known to the bridge, so admitted in VNI 100 as Linux would.
-    expect(vtep.dropCounts()).toEqual({ truncated: 1, bad_flags: 1, unknown_vni: 1, unknown_remote: 1 });
+    expect(vtep.dropCounts()).toEqual({ truncated: 1, bad_flags: 1, unknown_vni: 1, unknown_remote: 1, ecn_not_ect: 0 });
     expect(vm10.take()).toEqual([]);
     expect(vm20.take()).toEqual([]);
   });
@@ -254,13 +255,13 @@ describe('Vtep: a VM\'s TSO super-frame to a tunnel (the addon segments it: netd
     }
 
     sendVxlan(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
-      blen: number, res: Int32Array): number {
+      blen: number, res: Int32Array, tos: number): number {
       this.calls++;
       const out = netdev.vxlanBuildForTest(outer, mtu, a, aoff, b, boff, blen, this.v6);
       if (!Array.isArray(out)) return out;
       let bytes = 0;
       for (const p of out) {
-        this.sent.push({ dst, pkt: new Uint8Array(p) });
+        this.sent.push({ dst, pkt: new Uint8Array(p), tos });
         bytes += p.length - (this.v6 ? 16 : VXLAN_OUTER_LEN);
       }
       res[0] = out.length;
@@ -270,13 +271,14 @@ describe('Vtep: a VM\'s TSO super-frame to a tunnel (the addon segments it: netd
   }
 
   /** A TCPv4 frame from VM to FAR (10.0.0.1:40000 -> 10.0.0.2:5001) with `payload` bytes, its TCP checksum partial. */
-  function tcpFrame(payload: number): Uint8Array {
+  function tcpFrame(payload: number, tos = 0): Uint8Array {
     const f = new Uint8Array(14 + 20 + 20 + payload);
     writeMac(f, 0, FAR);
     writeMac(f, 6, VM);
     const dv = new DataView(f.buffer);
     dv.setUint16(12, 0x0800);
     f[14] = 0x45;
+    f[15] = tos;
     dv.setUint16(16, 40 + payload);
     dv.setUint16(20, 0x4000);
     f[22] = 64;
@@ -389,6 +391,115 @@ describe('Vtep: a VM\'s TSO super-frame to a tunnel (the addon segments it: netd
     injectVnet(vm, tcpFrame(20000), 1, 1398);
     expect(u.take()).toEqual([]);
     expect(port.drops[DROP_REASONS.indexOf('tunnel_mtu')]).toBe(1);
+  });
+
+  it('gives every segment of a super-frame the outer DS field of its inner header (tos inherit, CE as ECT(0)), both families', () => {
+    for (const v6 of [false, true]) {
+      const br = new Bridge('br0', { clock: () => 0 });
+      const vm = new TestIo();
+      br.addPort('vm10', vm, { vlan: VlanPolicy.from({ mode: 'access', vid: 10 }) });
+      const u = new SegmentingUnderlay(v6);
+      const vtep = v6 ? new Vtep(u, { local: 0, local6: parseIp6('fd00:99::1')!, tos: TOS_INHERIT })
+        : new Vtep(u, { local: LOCAL, tos: TOS_INHERIT });
+      const r = v6 ? vtep.remoteOf('fd00:99::2') : R1;
+      vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [r], fdb: [{ mac: FAR, remote: r }] }]);
+      injectVnet(vm, tcpFrame(20000, 0xb8 | ECN_CE), 1, 1390);
+      const sent = u.take();
+      expect(sent.length).toBe(Math.ceil(20000 / 1390));
+      for (const s of sent) {
+        expect(s.tos, 'what the underlay is told (IPv6: the traffic class cmsg)').toBe(0xb8 | ECN_ECT0);
+        // IPv4: the header the addon copies per segment carries it (the raw socket's and the UDP GSO IP_TOS cmsg's source).
+        if (!v6) expect(s.pkt[1]).toBe(0xb8 | ECN_ECT0);
+        // The inner header is the VM's: its CE stays.
+        expect(s.pkt[(v6 ? 16 : VXLAN_OUTER_LEN) + 15]).toBe(0xb8 | ECN_CE);
+      }
+    }
+  });
+});
+
+describe('Vtep: the outer DS field and ECN (RFC 6040 normal mode)', () => {
+  /** An IPv4/UDP frame VM -> FAR of DS field `tos` (header checksum complete). */
+  function ip4(tos: number, dst = FAR, src = VM): Uint8Array {
+    const f = new Uint8Array(14 + 20 + 8 + 18);
+    writeMac(f, 0, dst);
+    writeMac(f, 6, src);
+    f[12] = 0x08;
+    writeIp4(f, 14, f.length - 14, 7, 0x4000, 64, 17, 0x0a000001, 0x0a000002, tos);
+    return f;
+  }
+  const outerTos = (s: Sent): number => s.pkt[1];
+
+  it('copies the inner ECN field to the outer header, an inner CE as ECT(0); DSCP 0 unless configured', () => {
+    const { vm10, u, vtep } = setup();
+    for (const [inner, outer] of [[0xb8, 0], [0xb8 | ECN_ECT0, ECN_ECT0], [0x01, 0x01], [0xb8 | ECN_CE, ECN_ECT0]]) {
+      vm10.inject(ip4(inner, BCAST));
+      const sent = u.take();
+      expect(sent.length).toBe(2);
+      for (const s of sent) {
+        decode(s); // the outer header checksum still verifies
+        expect([outerTos(s), s.tos], `inner ${inner}`).toEqual([outer, outer]);
+        expect(s.pkt[VXLAN_OUTER_LEN + 15]).toBe(inner);
+      }
+    }
+    // A configured DSCP (changed at runtime: the next packet has it); its ECN bits never count.
+    vtep.tos = 0x2b;
+    vm10.inject(ip4(0xb8 | ECN_ECT1, BCAST));
+    expect(u.take().map(outerTos)).toEqual([0x28 | ECN_ECT1, 0x28 | ECN_ECT1]);
+    vm10.inject(eth(BCAST, VM)); // ARP: the configured value, Not-ECT
+    expect(u.take().map(outerTos)).toEqual([0x28, 0x28]);
+  });
+
+  it('tos inherit: the inner DSCP too; a frame that is not IP gets 0', () => {
+    const { vm10, u, vtep } = setup();
+    vtep.tos = TOS_INHERIT;
+    vm10.inject(ip4(0xb8, BCAST));
+    expect(u.take().map(outerTos)).toEqual([0xb8, 0xb8]);
+    vm10.inject(ip4(0x48 | ECN_CE, BCAST));
+    expect(u.take().map(outerTos)).toEqual([0x48 | ECN_ECT0, 0x48 | ECN_ECT0]);
+    vm10.inject(eth(BCAST, VM));
+    expect(u.take().map(outerTos)).toEqual([0, 0]);
+  });
+
+  it('over IPv6 hands the underlay the traffic class (the kernel writes the header)', () => {
+    const br = new Bridge('br0', { clock: () => 0 });
+    const vm10 = new TestIo();
+    br.addPort('vm10', vm10, { vlan: VlanPolicy.from({ mode: 'access', vid: 10 }) });
+    const u = new FakeUnderlay();
+    const vtep = new Vtep(u, { local: 0, local6: parseIp6('fd00:99::1')!, tos: TOS_INHERIT });
+    vtep.set([{ bridge: br, vni: 100, vid: 10, flood: [vtep.remoteOf('fd00:99::2')] }]);
+    vm10.inject(ip4(0xb8 | ECN_ECT1, BCAST));
+    expect(u.take().map((s) => s.tos)).toEqual([0xb8 | ECN_ECT1]);
+  });
+
+  it('decapsulation: an outer CE marks an ECN-capable inner packet CE (checksum fixed), drops a Not-ECT one (ecn_not_ect)', () => {
+    const { vm10, vtep } = setup();
+    const seg = vtep.segment(100)!;
+    const ce = datagram(100, ip4(0xb8 | ECN_ECT0, VM, FAR));
+    vtep.receive(ce.buf, ce.off, ce.len, R1, 0x20 | ECN_CE);
+    const got = vm10.take();
+    expect(got.length).toBe(1);
+    expect(got[0][15]).toBe(0xb8 | ECN_CE);
+    expect(checkIpv4(got[0], 14, got[0].length - 14, true)).toBe(IPV4_OK);
+    // Outer ECT(1) over inner ECT(0): ECT(1).
+    const e1 = datagram(100, ip4(ECN_ECT0, VM, FAR));
+    vtep.receive(e1.buf, e1.off, e1.len, R1, ECN_ECT1);
+    expect(vm10.take().map((f) => f[15])).toEqual([ECN_ECT1]);
+    // Outer ECT(0) or Not-ECT: the inner header as it came.
+    for (const outer of [0, ECN_ECT0, 0xb8]) {
+      const d = datagram(100, ip4(0xb8 | ECN_ECT1, VM, FAR));
+      vtep.receive(d.buf, d.off, d.len, R1, outer);
+      expect(vm10.take().map((f) => f[15])).toEqual([0xb8 | ECN_ECT1]);
+    }
+    const rx = seg.rxPackets;
+    const bad = datagram(100, ip4(0xb8, VM, FAR));
+    vtep.receive(bad.buf, bad.off, bad.len, R1, ECN_CE);
+    expect(vm10.take()).toEqual([]);
+    expect(vtep.dropCounts().ecn_not_ect).toBe(1);
+    expect(seg.rxPackets).toBe(rx);
+    // A frame that is not IP under an outer CE passes (Linux: no ECN to look at).
+    const arp = datagram(100, eth(VM, FAR));
+    vtep.receive(arp.buf, arp.off, arp.len, R1, ECN_CE);
+    expect(vm10.take().length).toBe(1);
   });
 });
 

@@ -60,6 +60,15 @@
  * the MTU refuses the whole frame (E_TUNNEL_MTU, as one frame would be). Frames whose
  * header asks for nothing take the ordinary path. Counted per VNI (`txSegmented`).
  *
+ * DS field (wire/ecn.ts, RFC 6040 normal mode, as a Linux vxlan device): every outer
+ * header, on every send path, carries the DSCP `tos` says (a value, or the inner
+ * packet's with TOS_INHERIT) and the inner ECN field (CE as ECT(0)); the value is
+ * computed once per frame (a super-frame's header is each of its segments'), written
+ * into the IPv4 header or handed to the IPv6 underlay (`tos` of send3/sendVxlan: the
+ * kernel writes that header). On receive the outer field (which the underlay leaves
+ * in front of each datagram, VXLAN_TOS_BEFORE) goes onto the inner IP header by RFC
+ * 6040's table, or the datagram is dropped (`ecn_not_ect`).
+ *
  * IPv6 underlay (`local6`): one family per VTEP. Remotes are then small ids
  * interned in `remotes6` (Remote6Table) from the addresses the configuration names,
  * so everything above (tunnel ports, flood sets, static entries) still keys remotes
@@ -83,12 +92,14 @@ import {
   VXLAN_BAD_FLAGS, VXLAN_HLEN, VXLAN_OUTER_LEN, VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_UDP_LEN, VXLAN6_OUTER_LEN, VXLAN6_OVERHEAD, VNI_MAX,
 } from './wire/vxlan.js';
 import { VNET_HDR_LEN, vnetGso, vnetWork } from './wire/vnet.js';
+import * as ecn from './wire/ecn.js';
 
 // Per packet through module constants: an imported binding is checked on every use (see ingress.ts).
 const { checkVxlan, decapTagged: decap, taggedVid: tagVid, vxlanSourcePort, writeVxlanOuter, writeVxlanUdp } = wire;
 const rd32 = readI32;
 const work = vnetWork;
 const gso = vnetGso;
+const { encapTos, innerDsfield, ecnDecapFrame } = ecn;
 
 /** Why the VTEP dropped a datagram from the underlay; a closed set (README "VXLAN"). */
 export const VXLAN_DROP_REASONS = [
@@ -96,6 +107,7 @@ export const VXLAN_DROP_REASONS = [
   'bad_flags',      // I flag clear, or a flag or reserved bit set (an extension this VTEP does not speak)
   'unknown_vni',    // VNI not mapped to any bridge VLAN
   'unknown_remote', // sender is not a remote VTEP of the VNI's bridge (on no flood list, in no static entry)
+  'ecn_not_ect',    // outer CE over an inner IP packet that is not ECN-capable (RFC 6040: the mark cannot be passed on)
 ] as const;
 export type VxlanDropReason = (typeof VXLAN_DROP_REASONS)[number];
 /** Frames stage holds before it flushes (a read batch is at most the ring's 256 frames). */
@@ -104,6 +116,7 @@ const TRUNCATED = 0;
 const BAD_FLAGS = 1;
 const UNKNOWN_VNI = 2;
 const UNKNOWN_REMOTE = 3;
+const ECN_NOT_ECT = 4;
 
 /**
  * The underlay's sending side: one packet (outer headers first, in `a`) to `dst`;
@@ -113,7 +126,7 @@ const UNKNOWN_REMOTE = 3;
  */
 export interface UnderlayIo {
   send3(dst: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
-    c: Uint8Array, coff: number, clen: number): number;
+    c: Uint8Array, coff: number, clen: number, tos: number): number;
   /**
    * Optional (the tunnel ports are offload ports when present): a tagged frame whose
    * virtio_net_hdr (at a[aoff-10, aoff)) asks for work, given as its MACs a[aoff,
@@ -125,7 +138,7 @@ export interface UnderlayIo {
    * res = [packets sent, their inner bytes].
    */
   sendVxlan?(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
-    blen: number, res: Int32Array): number;
+    blen: number, res: Int32Array, tos: number): number;
   /** Read-loop rounds in which the receive socket had more waiting than its fair share took (the addon's). */
   readonly readRoundsFull?: number;
   /** Packets the kernel refused after the underlay had queued them (a batched sender's; no port can be told any more). */
@@ -149,6 +162,8 @@ export interface VtepOptions {
   mtu?: number;
   /** Outer TTL (default 64). */
   ttl?: number;
+  /** Outer DSCP (0-255: a DS field, its ECN bits ignored) or TOS_INHERIT (the inner packet's); ECN is RFC 6040's either way. Default 0. */
+  tos?: number;
 }
 
 /** One VNI of one bridge, as the daemon wants it. */
@@ -383,6 +398,8 @@ export class Vtep {
   readonly port: number;
   mtu: number;
   ttl: number;
+  /** The outer DS field's source: 0-255, or TOS_INHERIT (wire/ecn.ts encapTos). */
+  tos: number;
   readonly drops = new Float64Array(VXLAN_DROP_REASONS.length);
   readonly #byVni = new Map<number, Segment>();
   readonly #bridges = new Map<Bridge, BridgeTunnels>();
@@ -404,6 +421,7 @@ export class Vtep {
     this.port = opts.port ?? VXLAN_PORT;
     this.mtu = opts.mtu ?? 1500;
     this.ttl = opts.ttl ?? 64;
+    this.tos = opts.tos ?? 0;
   }
 
   /** The remote for an address in text (IPv4 u32, or an IPv6 id interned now); -1 if not an address of the underlay's family. */
@@ -639,11 +657,12 @@ export class Vtep {
 
   /**
    * One UDP payload from the underlay at buf[off, off+len), sent by `src` (IPv4:
-   * u32 or int32; IPv6: its `remotes6` id, 0 for a stranger), delivered at once.
+   * u32 or int32; IPv6: its `remotes6` id, 0 for a stranger) in an outer packet
+   * whose DS field (TOS, traffic class) was `tos`, delivered at once.
    * Writes into buf (the tag goes into the VXLAN header's room).
    */
-  receive(buf: Uint8Array, off: number, len: number, src: number): void {
-    this.stage(buf, off, len, src);
+  receive(buf: Uint8Array, off: number, len: number, src: number, tos = 0): void {
+    this.stage(buf, off, len, src, tos);
     this.flush();
   }
 
@@ -655,8 +674,10 @@ export class Vtep {
    * once. The underlay stages a read batch and flushes at its end; a frame for
    * another port, or a full stage, flushes first, so frames keep their order.
    * Checks, drops and the VNI's counters are per datagram, here, as receive's.
+   * The outer ECN field goes onto the inner IP header (RFC 6040, wire/ecn.ts): an
+   * outer CE over an inner packet that is not ECN-capable is dropped (`ecn_not_ect`).
    */
-  stage(buf: Uint8Array, off: number, len: number, src: number): void {
+  stage(buf: Uint8Array, off: number, len: number, src: number, tos: number): void {
     const vni = checkVxlan(buf, off, len);
     if (vni < 0) {
       this.drops[vni === VXLAN_BAD_FLAGS ? BAD_FLAGS : TRUNCATED]++;
@@ -674,6 +695,11 @@ export class Vtep {
       return;
     }
     const inner = len - VXLAN_HLEN;
+    // Only outer ECT(1) and CE change anything (their low bit): one test per datagram otherwise.
+    if ((tos & 1) !== 0 && ecnDecapFrame(buf, off + VXLAN_HLEN, inner, tos) < 0) {
+      this.drops[ECN_NOT_ECT]++;
+      return;
+    }
     const f = decap(buf, off, seg.vid);
     seg.rxPackets++;
     seg.rxBytes += inner;
@@ -713,15 +739,16 @@ export class Vtep {
     const inner = 12 + blen;
     const s = this.#scratch;
     const sport = vxlanSourcePort(a, aoff, b, boff, blen);
+    const tos = encapTos(this.tos, innerDsfield(b, boff, blen));
     let r: number;
     if (this.family === 6) {
       if (inner + VXLAN6_OUTER_LEN > this.mtu) return E_TUNNEL_MTU;
       writeVxlanUdp(s, 0, sport, this.port, seg.vni, inner);
-      r = this.io.send3(t.remote, s, 0, VXLAN_UDP_LEN, a, aoff, 12, b, boff, blen);
+      r = this.io.send3(t.remote, s, 0, VXLAN_UDP_LEN, a, aoff, 12, b, boff, blen, tos);
     } else {
       if (inner + VXLAN_OUTER_LEN > this.mtu) return E_TUNNEL_MTU;
-      writeVxlanOuter(s, 0, this.local, t.remoteU32, sport, this.port, seg.vni, inner, this.ttl);
-      r = this.io.send3(t.remoteU32, s, 0, VXLAN_OUTER_LEN, a, aoff, 12, b, boff, blen);
+      writeVxlanOuter(s, 0, this.local, t.remoteU32, sport, this.port, seg.vni, inner, this.ttl, tos);
+      r = this.io.send3(t.remoteU32, s, 0, VXLAN_OUTER_LEN, a, aoff, 12, b, boff, blen, tos);
     }
     if (r < 0) return r;
     seg.txPackets++;
@@ -739,14 +766,16 @@ export class Vtep {
     if (seg === undefined) return -22;
     const s = this.#scratch;
     const sport = vxlanSourcePort(a, aoff, b, boff, blen);
+    // The super-frame's IP header is each segment's (segmentation copies the DS field), so one outer DS field serves them all.
+    const tos = encapTos(this.tos, innerDsfield(b, boff, blen));
     const res = this.#res;
     let r: number;
     if (this.family === 6) {
       writeVxlanUdp(s, 0, sport, this.port, seg.vni, 0);
-      r = this.io.sendVxlan!(t.remote, s, this.mtu, a, aoff, b, boff, blen, res);
+      r = this.io.sendVxlan!(t.remote, s, this.mtu, a, aoff, b, boff, blen, res, tos);
     } else {
-      writeVxlanOuter(s, 0, this.local, t.remoteU32, sport, this.port, seg.vni, 0, this.ttl);
-      r = this.io.sendVxlan!(t.remoteU32, s, this.mtu, a, aoff, b, boff, blen, res);
+      writeVxlanOuter(s, 0, this.local, t.remoteU32, sport, this.port, seg.vni, 0, this.ttl, tos);
+      r = this.io.sendVxlan!(t.remoteU32, s, this.mtu, a, aoff, b, boff, blen, res, tos);
     }
     if (r < 0) return r;
     seg.txPackets += res[0];

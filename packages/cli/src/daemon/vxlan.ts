@@ -12,7 +12,7 @@
  * VNI since the change was made: then the file wins (as runtime.json's entries).
  *
  * The underlay sockets are opened when the section first appears and reopened
- * only when `local`, `port` or `interface` change; `mtu`, `ttl`, `readQuantum`, `readShare`, `readFrames`
+ * only when `local`, `port` or `interface` change; `mtu`, `ttl`, `tos`, `readQuantum`, `readShare`, `readFrames`
  * (the receive socket's fair share of the read loop) apply in place.
  * A change the Vtep refuses (a VNI or VLAN mapped twice, a bridge that does not
  * exist) throws before anything changes.
@@ -20,7 +20,7 @@
 import { readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureStateDir, readStateFile, writeStateFile } from '@vswitch/nat';
-import { type Bridge, formatMac, parseIp4, parseIp6, parseMac, type Segment, type SegmentSpec, type UnderlayIo, Vtep, VXLAN_DROP_REASONS } from '@vswitch/switch';
+import { type Bridge, formatMac, parseIp4, parseIp6, parseMac, type Segment, type SegmentSpec, TOS_INHERIT, type UnderlayIo, Vtep, VXLAN_DROP_REASONS } from '@vswitch/switch';
 import { NativeUnderlay, NativeUnderlay6 } from '@vswitch/switch/ports';
 import { VswitchError } from '../errors.js';
 import type { VxlanConfig, VxlanSegmentConfig } from '../vxlan-config.js';
@@ -40,10 +40,15 @@ function openUnderlay(conf: VxlanConfig, mtu: number): { underlay: NativeUnderla
   if (conf.local.includes(':')) {
     const local6 = parseIp6(conf.local)!;
     const underlay = new NativeUnderlay6({ local: local6, port: conf.port, ifname: conf.interface, zeroCsumRx: conf.udp6ZeroCsumRx });
-    return { underlay, vtep: new Vtep(underlay as UnderlayIo, { local: 0, local6, port: conf.port, mtu, ttl: conf.ttl }) };
+    return { underlay, vtep: new Vtep(underlay as UnderlayIo, { local: 0, local6, port: conf.port, mtu, ttl: conf.ttl, tos: tosOf(conf) }) };
   }
   const underlay = new NativeUnderlay({ local: parseIp4(conf.local), port: conf.port, ifname: conf.interface });
-  return { underlay, vtep: new Vtep(underlay, { local: parseIp4(conf.local), port: conf.port, mtu, ttl: conf.ttl }) };
+  return { underlay, vtep: new Vtep(underlay, { local: parseIp4(conf.local), port: conf.port, mtu, ttl: conf.ttl, tos: tosOf(conf) }) };
+}
+
+/** The Vtep's `tos` for the section's (0-255, or TOS_INHERIT). */
+function tosOf(conf: VxlanConfig): number {
+  return conf.tos === 'inherit' ? TOS_INHERIT : conf.tos;
 }
 
 /** The underlay socket's read share: readQuantum bytes, or readFrames datagrams under `readShare: frames`. */
@@ -225,6 +230,7 @@ export class VxlanService {
     }
     run.vtep.mtu = mtu;
     run.vtep.ttl = conf.ttl;
+    run.vtep.tos = tosOf(conf);
     setShare(run.underlay, conf);
     run.underlay.setOffload(conf.offload);
     this.#warnGro(run.underlay, conf.offload);
@@ -354,6 +360,7 @@ export class VxlanService {
       family: v.family,
       vmMtu: v.mtu - v.overhead,
       ttl: v.ttl,
+      tos: v.tos === TOS_INHERIT ? 'inherit' : v.tos,
       readQuantum: run.conf.readQuantum,
       readShare: run.conf.readShare,
       readFrames: run.conf.readFrames,

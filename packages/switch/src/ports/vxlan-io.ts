@@ -30,6 +30,7 @@ import * as wire from '../wire/vxlan.js';
 
 const sender = wire.vxlanSender;
 const SENDER6 = wire.VXLAN6_SENDER_BEFORE;
+const TOS = wire.VXLAN_TOS_BEFORE;
 
 export interface UnderlayOptions {
   /** Local IPv4 address (u32) to bind; 0: any. */
@@ -135,20 +136,21 @@ export class NativeUnderlay implements UnderlayIo {
       }
       for (let i = 0; i < count; i++) {
         const o = offs[i];
-        vtep.stage(arena, o, lens[i], sender(arena, o));
+        vtep.stage(arena, o, lens[i], sender(arena, o), arena[o - TOS]);
       }
       vtep.flush();
     });
   }
 
+  /** `tos` is already in the IPv4 header `a` starts with. */
   send3(dst: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
-    c: Uint8Array, coff: number, clen: number): number {
+    c: Uint8Array, coff: number, clen: number, _tos: number): number {
     if (this.#closed) return -100;
     return this.#queue.after(netdev.queueIp3(this.#txHandle, dst, a, aoff, alen, b, boff, blen, c, coff, clen));
   }
 
   sendVxlan(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
-    blen: number, res: Int32Array): number {
+    blen: number, res: Int32Array, _tos: number): number {
     if (this.#closed) return -100;
     return netdev.sendVxlan(this.#txHandle, dst, outer, mtu, a, aoff, b, boff, blen, res);
   }
@@ -244,29 +246,30 @@ export class NativeUnderlay6 implements UnderlayIo {
       }
       for (let i = 0; i < count; i++) {
         const o = offs[i];
-        vtep.stage(arena, o, lens[i], table.find(arena, o - SENDER6));
+        vtep.stage(arena, o, lens[i], table.find(arena, o - SENDER6), arena[o - TOS]);
       }
       vtep.flush();
     });
   }
 
+  /** The kernel writes IPv6: the hop limit and the traffic class `tos` go to the addon as one number (netdev queueIp6x3). */
   send3(dst: number, a: Uint8Array, aoff: number, alen: number, b: Uint8Array, boff: number, blen: number,
-    c: Uint8Array, coff: number, clen: number): number {
+    c: Uint8Array, coff: number, clen: number, tos: number): number {
     const v = this.#vtep;
     if (this.#closed || v === undefined) return -100;
     const addr = v.remotes6.addrs[dst];
     if (addr === undefined || dst === 0) return -22;
-    return this.#queue.after(netdev.queueIp6x3(this.#txHandle, addr, 0, v.ttl, a, aoff, alen, b, boff, blen, c, coff, clen));
+    return this.#queue.after(netdev.queueIp6x3(this.#txHandle, addr, 0, v.ttl | (tos << 8), a, aoff, alen, b, boff, blen, c, coff, clen));
   }
 
-  /** As NativeUnderlay's: `outer` is UDP + VXLAN (16 bytes), `dst` a remote id; the hop limit is the Vtep's. */
+  /** As NativeUnderlay's: `outer` is UDP + VXLAN (16 bytes), `dst` a remote id; the hop limit is the Vtep's, the traffic class `tos`. */
   sendVxlan(dst: number, outer: Uint8Array, mtu: number, a: Uint8Array, aoff: number, b: Uint8Array, boff: number,
-    blen: number, res: Int32Array): number {
+    blen: number, res: Int32Array, tos: number): number {
     const v = this.#vtep;
     if (this.#closed || v === undefined) return -100;
     const addr = v.remotes6.addrs[dst];
     if (addr === undefined || dst === 0) return -22;
-    return netdev.sendVxlan6(this.#txHandle, addr, 0, v.ttl, outer, mtu, a, aoff, b, boff, blen, res);
+    return netdev.sendVxlan6(this.#txHandle, addr, 0, v.ttl | (tos << 8), outer, mtu, a, aoff, b, boff, blen, res);
   }
 
   /** As NativeUnderlay's: the receive socket's share of each read-loop round (udp6.c drains under it too). */

@@ -176,6 +176,13 @@ export const VXLAN_SENDER_BEFORE = 10;
 /** Where the IPv6 underlay receiver (netdev udp6.c) leaves a datagram's sender: IPv6 address (16), port (2), zeros (4). */
 export const VXLAN6_SENDER_BEFORE = 22;
 
+/**
+ * Where the underlay receiver (netdev udp.c, both families) leaves the outer packet's
+ * DS field (IPv4 TOS, IPv6 traffic class): this many bytes before the payload, in the
+ * sender layout's tail (0 if the kernel did not say).
+ */
+export const VXLAN_TOS_BEFORE = 4;
+
 /** The sender's IPv4 address of the datagram at buf[off] (netdev udp.c layout), as int32. */
 export function vxlanSender(buf: Uint8Array, off: number): number {
   return readI32(buf, off - VXLAN_SENDER_BEFORE);
