@@ -13,7 +13,7 @@
  *    TSO super-frames that A segments and sends as UDP GSO datagrams (and, with
  *    `offload: off`, in one sendmmsg): every packet's outer DS field is its inner
  *    one's (per message: the header A wrote, IP_TOS or IPV6_TCLASS);
- *  - `tos` changed by reload: a fixed DSCP, the ECN field still the inner one;
+ *  - `tos` changed by reload: a fixed DSCP, the ECN field still the inner one (`ecn: off`: Not-ECT);
  *  - a CE mark set on the outer header (scapy, on B's underlay link, from B's address)
  *    over an ECT(0) inner packet arrives in A's VM as CE (tcpdump in the VM's
  *    namespace), and the VM answers it (its kernel checked the IPv4 header checksum
@@ -164,9 +164,17 @@ for (const family of [4, 6] as const) {
         const lines = await captureDuring(HOST_B, UB, `-v udp dst port 4789 and src host ${UNDER.a}`, () => udpFromA(0xb9));
         const udp = encapsulated(lines, UNDER.a, UNDER.b).filter((p) => p.text.includes(`> ${VM.b}.9:`));
         expect(udp.map((p) => [p.inner, p.outer]), lines.join('\n')).toEqual([[0xb9, 0x21], [0xb9, 0x21], [0xb9, 0x21]]);
+        // ecn: off (an underlay that mishandles ECN): the DSCP stays, the outer ECN field is Not-ECT.
+        await reloadWith(d, (c) => { c.vxlan.ecn = 'off'; });
+        expect(await vxlanShow(d)).toMatchObject({ tos: 0x20, ecn: 'off' });
+        expect((await d.ok(['vxlan', 'show'])).stdout).toMatch(/tos 0x20 ecn off/);
+        const off = await captureDuring(HOST_B, UB, `-v udp dst port 4789 and src host ${UNDER.a}`, () => udpFromA(0xb9));
+        const udpOff = encapsulated(off, UNDER.a, UNDER.b).filter((p) => p.text.includes(`> ${VM.b}.9:`));
+        expect(udpOff.map((p) => [p.inner, p.outer]), off.join('\n')).toEqual([[0xb9, 0x20], [0xb9, 0x20], [0xb9, 0x20]]);
       } finally {
-        await reloadWith(d, (c) => { c.vxlan.tos = 'inherit'; });
+        await reloadWith(d, (c) => { c.vxlan.tos = 'inherit'; delete c.vxlan.ecn; });
       }
+      expect(await vxlanShow(d)).toMatchObject({ tos: 'inherit', ecn: 'rfc6040' });
     });
 
     it('an outer CE reaches the VM as CE on an ECT(0) packet (checksum fixed: it answers), and drops a Not-ECT one (ecn_not_ect)', async () => {

@@ -707,7 +707,7 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
   vxlan.command('show').addOption(json()).description('the VTEP: underlay, MTUs, VNIs with flood lists and counters, remote VTEPs, drops by reason')
     .action(async () => {
       print(await call('vxlan.show'), asJson(), (v) => !v.enabled ? 'vxlan: not configured\n'
-        : `vxlan: local ${v.local}:${v.port}${v.interface ? ` dev ${v.interface}` : ''} underlay MTU ${v.mtu} (VM MTU ${v.vmMtu}) ttl ${v.ttl} tos ${typeof v.tos === 'number' ? `0x${v.tos.toString(16).padStart(2, '0')}` : v.tos ?? '0x00'} ${formatReadShare(v.readShare ?? 'bytes', v.readQuantum ?? 0, v.readFrames ?? 0)}\n`
+        : `vxlan: local ${v.local}:${v.port}${v.interface ? ` dev ${v.interface}` : ''} underlay MTU ${v.mtu} (VM MTU ${v.vmMtu}) ttl ${v.ttl} tos ${typeof v.tos === 'number' ? `0x${v.tos.toString(16).padStart(2, '0')}` : v.tos ?? '0x00'} ecn ${v.ecn ?? 'rfc6040'} ${formatReadShare(v.readShare ?? 'bytes', v.readQuantum ?? 0, v.readFrames ?? 0)}\n`
         + (v.rxCoalesced ? `offload ${v.offload}: ${v.rxCoalesced.segments} segments coalesced into ${v.rxCoalesced.frames} frames toward TAPs, ${v.rxCoalesced.errors} refused`
           + (v.txGso ? `; ${v.txGso.segments} packets sent in ${v.txGso.sends} UDP GSO sends, ${v.txGso.refused} refused` : '')
           + (v.rxGro ? `; UDP GRO ${v.rxGro.on === false ? 'off' : 'on'}: ${v.rxGro.segments} packets received in ${v.rxGro.bursts} bursts, ${v.rxGro.dropped} dropped` : '') + '\n' : '')

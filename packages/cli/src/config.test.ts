@@ -382,6 +382,16 @@ describe('config: vxlan', () => {
     }
   });
 
+  it('takes vxlan.ecn rfc6040 (the default) or off, and names the file and key of a bad one', () => {
+    expect(parseConfig(base, F).vxlan!.ecn).toBe('rfc6040');
+    expect(parseConfig(`${base}  ecn: 'off'\n`, F).vxlan!.ecn).toBe('off');
+    for (const bad of ['on', 'true', '1']) {
+      const e = errorOf(`${base}  ecn: ${bad}\n`);
+      expect(e, bad).toMatch(/vxlan\.ecn \(line 4\): must be rfc6040 or off/);
+      expect(e, bad).toContain(F);
+    }
+  });
+
   it('takes an IPv6 underlay (udp6ZeroCsumRx off by default); every remote of local\'s family; no link-local source', () => {
     const b6 = 'bridges: { br0: {} }\nvxlan:\n  local: "fd00:1::1"\n';
     const c = parseConfig(`${b6}  bridges:\n    br0:\n      - { vni: 100, vlan: 10, flood: ["fd00:1::2"], fdb: [{ mac: "02:00:00:00:00:01", dst: "fd00:1::3" }] }\n`, F);

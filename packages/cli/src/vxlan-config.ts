@@ -55,6 +55,13 @@ export const VxlanSchema = z.strictObject({
    */
   tos: z.union([z.number().int(tosError).min(0, tosError).max(255, tosError), z.literal('inherit')], tosError).default(0),
   /**
+   * ECN over the tunnel: "rfc6040" (the default, as a Linux vxlan device: the inner ECN
+   * field copied out, an outer CE marked onto ECN-capable inner packets, dropped over
+   * Not-ECT ones) or "off" (outer headers Not-ECT, the outer ECN field ignored on
+   * receive: for an underlay that mishandles ECN). Changeable by reload.
+   */
+  ecn: z.enum(['rfc6040', 'off'], { error: (iss: { input?: unknown }) => `must be rfc6040 or off, got ${JSON.stringify(iss.input)}` }).default('rfc6040'),
+  /**
    * The underlay socket's share of each read-loop round (as a bridge's readQuantum):
    * a flood from the underlay is read this many bytes (each datagram + 16 KB) per
    * round, so it cannot starve the local ports. "off": no limit.

@@ -501,6 +501,24 @@ describe('Vtep: the outer DS field and ECN (RFC 6040 normal mode)', () => {
     vtep.receive(arp.buf, arp.off, arp.len, R1, ECN_CE);
     expect(vm10.take().length).toBe(1);
   });
+
+  it('ecn off (vxlan.ecn: off, at runtime): outer headers Not-ECT, the DSCP still set; the outer ECN field ignored on receive', () => {
+    const { vm10, u, vtep } = setup();
+    vtep.tos = TOS_INHERIT;
+    vtep.ecn = false;
+    vm10.inject(ip4(0xb8 | ECN_ECT0, BCAST));
+    expect(u.take().map((s) => [outerTos(s), s.tos])).toEqual([[0xb8, 0xb8], [0xb8, 0xb8]]);
+    const ce = datagram(100, ip4(0xb8 | ECN_ECT0, VM, FAR));
+    vtep.receive(ce.buf, ce.off, ce.len, R1, ECN_CE);
+    expect(vm10.take().map((f) => f[15])).toEqual([0xb8 | ECN_ECT0]);
+    const notEct = datagram(100, ip4(0xb8, VM, FAR));
+    vtep.receive(notEct.buf, notEct.off, notEct.len, R1, ECN_CE);
+    expect(vm10.take().map((f) => f[15])).toEqual([0xb8]);
+    expect(vtep.dropCounts().ecn_not_ect).toBe(0);
+    vtep.ecn = true;
+    vm10.inject(ip4(0xb8 | ECN_ECT0, BCAST));
+    expect(u.take().map(outerTos)).toEqual([0xb8 | ECN_ECT0, 0xb8 | ECN_ECT0]);
+  });
 });
 
 describe('Vtep over an IPv6 underlay', () => {

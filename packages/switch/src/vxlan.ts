@@ -164,6 +164,8 @@ export interface VtepOptions {
   ttl?: number;
   /** Outer DSCP (0-255: a DS field, its ECN bits ignored) or TOS_INHERIT (the inner packet's); ECN is RFC 6040's either way. Default 0. */
   tos?: number;
+  /** RFC 6040's ECN handling (default true); false: outer ECN Not-ECT, the outer ECN field ignored on receive (the behaviour before it). */
+  ecn?: boolean;
 }
 
 /** One VNI of one bridge, as the daemon wants it. */
@@ -400,6 +402,8 @@ export class Vtep {
   ttl: number;
   /** The outer DS field's source: 0-255, or TOS_INHERIT (wire/ecn.ts encapTos). */
   tos: number;
+  /** ECN per RFC 6040 both ways (`vxlan.ecn: rfc6040`, the default), or not at all (`off`). */
+  ecn: boolean;
   readonly drops = new Float64Array(VXLAN_DROP_REASONS.length);
   readonly #byVni = new Map<number, Segment>();
   readonly #bridges = new Map<Bridge, BridgeTunnels>();
@@ -422,6 +426,7 @@ export class Vtep {
     this.mtu = opts.mtu ?? 1500;
     this.ttl = opts.ttl ?? 64;
     this.tos = opts.tos ?? 0;
+    this.ecn = opts.ecn ?? true;
   }
 
   /** The remote for an address in text (IPv4 u32, or an IPv6 id interned now); -1 if not an address of the underlay's family. */
@@ -696,7 +701,7 @@ export class Vtep {
     }
     const inner = len - VXLAN_HLEN;
     // Only outer ECT(1) and CE change anything (their low bit): one test per datagram otherwise.
-    if ((tos & 1) !== 0 && ecnDecapFrame(buf, off + VXLAN_HLEN, inner, tos) < 0) {
+    if ((tos & 1) !== 0 && this.ecn && ecnDecapFrame(buf, off + VXLAN_HLEN, inner, tos) < 0) {
       this.drops[ECN_NOT_ECT]++;
       return;
     }
@@ -739,7 +744,7 @@ export class Vtep {
     const inner = 12 + blen;
     const s = this.#scratch;
     const sport = vxlanSourcePort(a, aoff, b, boff, blen);
-    const tos = encapTos(this.tos, innerDsfield(b, boff, blen));
+    const tos = encapTos(this.tos, innerDsfield(b, boff, blen)) & (this.ecn ? 0xff : 0xfc);
     let r: number;
     if (this.family === 6) {
       if (inner + VXLAN6_OUTER_LEN > this.mtu) return E_TUNNEL_MTU;
@@ -767,7 +772,7 @@ export class Vtep {
     const s = this.#scratch;
     const sport = vxlanSourcePort(a, aoff, b, boff, blen);
     // The super-frame's IP header is each segment's (segmentation copies the DS field), so one outer DS field serves them all.
-    const tos = encapTos(this.tos, innerDsfield(b, boff, blen));
+    const tos = encapTos(this.tos, innerDsfield(b, boff, blen)) & (this.ecn ? 0xff : 0xfc);
     const res = this.#res;
     let r: number;
     if (this.family === 6) {

@@ -12,7 +12,7 @@
  * VNI since the change was made: then the file wins (as runtime.json's entries).
  *
  * The underlay sockets are opened when the section first appears and reopened
- * only when `local`, `port` or `interface` change; `mtu`, `ttl`, `tos`, `readQuantum`, `readShare`, `readFrames`
+ * only when `local`, `port` or `interface` change; `mtu`, `ttl`, `tos`, `ecn`, `readQuantum`, `readShare`, `readFrames`
  * (the receive socket's fair share of the read loop) apply in place.
  * A change the Vtep refuses (a VNI or VLAN mapped twice, a bridge that does not
  * exist) throws before anything changes.
@@ -40,10 +40,10 @@ function openUnderlay(conf: VxlanConfig, mtu: number): { underlay: NativeUnderla
   if (conf.local.includes(':')) {
     const local6 = parseIp6(conf.local)!;
     const underlay = new NativeUnderlay6({ local: local6, port: conf.port, ifname: conf.interface, zeroCsumRx: conf.udp6ZeroCsumRx });
-    return { underlay, vtep: new Vtep(underlay as UnderlayIo, { local: 0, local6, port: conf.port, mtu, ttl: conf.ttl, tos: tosOf(conf) }) };
+    return { underlay, vtep: new Vtep(underlay as UnderlayIo, { local: 0, local6, port: conf.port, mtu, ttl: conf.ttl, tos: tosOf(conf), ecn: conf.ecn !== 'off' }) };
   }
   const underlay = new NativeUnderlay({ local: parseIp4(conf.local), port: conf.port, ifname: conf.interface });
-  return { underlay, vtep: new Vtep(underlay, { local: parseIp4(conf.local), port: conf.port, mtu, ttl: conf.ttl, tos: tosOf(conf) }) };
+  return { underlay, vtep: new Vtep(underlay, { local: parseIp4(conf.local), port: conf.port, mtu, ttl: conf.ttl, tos: tosOf(conf), ecn: conf.ecn !== 'off' }) };
 }
 
 /** The Vtep's `tos` for the section's (0-255, or TOS_INHERIT). */
@@ -231,6 +231,7 @@ export class VxlanService {
     run.vtep.mtu = mtu;
     run.vtep.ttl = conf.ttl;
     run.vtep.tos = tosOf(conf);
+    run.vtep.ecn = conf.ecn !== 'off';
     setShare(run.underlay, conf);
     run.underlay.setOffload(conf.offload);
     this.#warnGro(run.underlay, conf.offload);
@@ -361,6 +362,7 @@ export class VxlanService {
       vmMtu: v.mtu - v.overhead,
       ttl: v.ttl,
       tos: v.tos === TOS_INHERIT ? 'inherit' : v.tos,
+      ecn: v.ecn ? 'rfc6040' : 'off',
       readQuantum: run.conf.readQuantum,
       readShare: run.conf.readShare,
       readFrames: run.conf.readFrames,
