@@ -107,7 +107,7 @@ for (const family of [4, 6] as const) {
 
     it('shows tos inherit (text and --json)', async () => {
       expect(await vxlanShow(d)).toMatchObject({ tos: 'inherit', family });
-      expect((await d.ok(['vxlan', 'show'])).stdout).toMatch(/ttl 64 tos inherit/);
+      expect((await d.ok(['vxlan', 'show'])).stdout).toMatch(/ttl 64 tos inherit ecn rfc6040/);
     });
 
     it('copies a VM\'s DSCP EF and its ECN field to the outer header (an inner CE as ECT(0)); Linux answers', async () => {

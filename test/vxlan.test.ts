@@ -127,7 +127,7 @@ describe('VXLAN against Linux vxlan devices', () => {
     expect(v.vnis.map((s: any) => [s.vni, s.vlan, s.flood])).toEqual([[100, 10, [UNDER.b, UNDER.c, UNDER.d]], [200, 20, [UNDER.b]]]);
     expect(v.remotes.map((r: any) => r.port).sort()).toEqual([`vx-${UNDER.b}`, `vx-${UNDER.c}`, `vx-${UNDER.d}`]);
     const text = (await d.ok(['vxlan', 'show'])).stdout;
-    expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\) ttl 64 tos 0x00 read-quantum 256kb/);
+    expect(text).toMatch(/underlay MTU 1500 \(VM MTU 1450\) ttl 64 tos 0x00 ecn rfc6040 read-quantum 256kb/);
     expect(text).toMatch(/offload auto: \d+ segments coalesced into \d+ frames toward TAPs, 0 refused/);
     expect(text).toMatch(/; UDP GRO on: \d+ packets received in \d+ bursts, 0 dropped/);
   });
@@ -404,7 +404,7 @@ describe('VXLAN against Linux vxlan devices', () => {
     expect(v.readQuantum).toBe(1024 * 1024);
     // ... and so does its unit (readShare: frames, readFrames datagrams a round).
     expect([v.readShare, v.readFrames]).toEqual(['frames', 16]);
-    expect((await d.ok(['vxlan', 'show'])).stdout).toMatch(/ttl 64 tos 0x00 read-share frames 16/);
+    expect((await d.ok(['vxlan', 'show'])).stdout).toMatch(/ttl 64 tos 0x00 ecn rfc6040 read-share frames 16/);
     // Restart (same config, socket and state directory): the CLI's VNIs come back.
     await d.stop();
     const env = { ...process.env };
