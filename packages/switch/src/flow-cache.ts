@@ -55,6 +55,19 @@
  * invalidation.
  */
 
+import * as ethernet from './wire/ethernet.js';
+import * as ipv4 from './wire/ipv4.js';
+import * as l4w from './wire/l4.js';
+
+// ip4Class reads through the wire views as module constants (wire/bytes.ts says why), as guard.ts does.
+const { etherType, ETH_HLEN } = ethernet;
+const { ip4FragOffset, ip4HeaderLen, ip4Proto, ip4Version, IP4_MIN_HLEN } = ipv4;
+const { udpDport, udpSport } = l4w;
+const T_IPV4 = ethernet.ETHERTYPE.IPV4;
+const P_UDP = ipv4.IPPROTO.UDP;
+/** The UDP ports are inside the frame when the length field's offset is (guard.ts). */
+const UDP_PORTS = l4w.UDP.LEN;
+
 /** The backend: the addon (ports/flow-cache-io.ts) or, in tests, a model of it. */
 export interface FlowCacheBackend {
   /** One generation per bridge id; the backend compares an entry's with it on every probe. */
@@ -154,15 +167,16 @@ export class FlowCacheHub {
  * any other frame from that handle) by the same test.
  */
 export function ip4Class(buf: Uint8Array, off: number, len: number, tagged: boolean): boolean {
-  const l3 = off + (tagged ? 18 : 14);
+  const tagLen = tagged ? 4 : 0;
+  const l3 = off + ETH_HLEN + tagLen;
   const end = off + len;
-  if (l3 + 20 > end || buf[l3 - 2] !== 0x08 || buf[l3 - 1] !== 0x00 || buf[l3] >>> 4 !== 4) return false;
-  const ihl = (buf[l3] & 0x0f) * 4;
-  if (ihl < 20) return false;
-  if (buf[l3 + 9] === 17 && (((buf[l3 + 6] << 8) | buf[l3 + 7]) & 0x1fff) === 0) {
+  if (l3 + IP4_MIN_HLEN > end || etherType(buf, off + tagLen) !== T_IPV4 || ip4Version(buf, l3) !== 4) return false;
+  const ihl = ip4HeaderLen(buf, l3);
+  if (ihl < IP4_MIN_HLEN) return false;
+  if (ip4Proto(buf, l3) === P_UDP && ip4FragOffset(buf, l3) === 0) {
     const l4 = l3 + ihl;
-    if (l4 + 4 > end) return false;
-    const sp = (buf[l4] << 8) | buf[l4 + 1], dp = (buf[l4 + 2] << 8) | buf[l4 + 3];
+    if (l4 + UDP_PORTS > end) return false;
+    const sp = udpSport(buf, l4), dp = udpDport(buf, l4);
     if (sp === 67 || sp === 68 || dp === 67 || dp === 68) return false;
   }
   return true;
