@@ -170,7 +170,7 @@ except Exception: print(0)' <<<"$j")
   echo "round $r done (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 done
 for b in "${!builds[@]}"; do
-  [ -n "${ISO_DEBUG:-}" ] && curl -s "${metrics[b]}" | grep -E "^vswitch_dhcp" | grep -v " 0$" >&2
+  [ -n "${ISO_DEBUG:-}" ] && curl -s "${metrics[b]}" | grep -E "^vswitch_(dhcp|flow_cache_(hits|installs|invalidations))" | grep -v " 0$" >&2
   kill -0 "${daemons[b]}" 2>/dev/null || echo "build ${names[$b]}: the daemon died; log: $(tail -5 "$dir/$b/log")" >&2
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -216,7 +216,7 @@ if len(builds) > 1:
               + (' | '.join(f'{med(b, ph, "sm") / 1e3:.1f}' for b in names) + ' | ' if small else '')
               + ' | '.join(f'{med(b, ph, "mcpu"):.2f}' for b in names) + ' |')
     if len(names) == 2:
-        print(f'\nB/A per phase (medians of the per-round ratios; TCP and 64 B: higher is better for the larger, ping: lower is better for the smaller):\n')
+        print(f'\nB/A per phase (medians of the per-round ratios: above 1, B moved more TCP or 64 B frames, or took longer to ping):\n')
         print('| phase | TCP B/A | ping p50 B/A | ping p99 B/A |' + (' 64 B B/A |' if small else ''))
         print('|---|---|---|---|' + ('---|' if small else ''))
         for ph in phases:
