@@ -135,7 +135,7 @@ echo "== vswitch nat sessions";   vswitch nat sessions
 echo "== vswitch router show";    vswitch router show
 echo "== metrics (excerpt of http://$metrics/metrics)"
 busybox wget -q -O - "http://$metrics/metrics" 2>/dev/null \
-  | grep -E '^vswitch_(dhcp_active_leases|dhcp_messages_total\{[^}]*type="ack"|nat_sessions|router_uplink_up|router_ipv6_packets_total\{[^}]*path="(to|from)_uplink"|port_rx_frames_total\{[^}]*port="net)' || true
+  | grep -E '^vswitch_(dhcp_active_leases|dhcp_messages_total\{[^}]*type="ack"|nat_sessions|router_uplink_up|router_ipv6_packets_total\{[^}]*path="(to|from)_uplink"|port_rx_frames_total\{[^}]*port="net|flow_cache_hits_total)' || true
 echo "== metrics: curl http://$metrics/metrics   (control socket: VSWITCH_SOCKET=$VSWITCH_SOCKET)"
 if [ $ok = 0 ]; then echo "lab: all checks passed"; else echo "lab: SOME CHECKS FAILED"; fi
 

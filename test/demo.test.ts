@@ -32,6 +32,8 @@ describe('demo lab (scripts/lab.sh, run by npm run demo)', () => {
     expect(out).toMatch(/^vswitch_dhcp_messages_total\{router="r0",network="net10",vlan="10",type="ack"\} [2-9]/m);
     expect(out).toMatch(/^vswitch_router_uplink_up\{router="r0",interface="vswup0"\} 1$/m);
     expect(out).toMatch(/^vswitch_nat_sessions\{router="r0",proto="tcp"\} [1-9]/m);
+    // The checks' IPv4 pings between the two guarded DHCP VMs of VLAN 10 replayed by the flow cache (README "Flow cache").
+    expect(out).toMatch(/^vswitch_flow_cache_hits_total\{bridge="br0"\} [1-9]/m);
     expect(out).toContain('lab: cleaned up');
     const left = await shr('ip -br link show vswup0; ip netns list');
     expect(left.stdout).not.toMatch(/vswup0|l[0-9a-f]{4}-(vm\d|inet)/);

@@ -24,6 +24,12 @@
 # Prints per phase the medians over rounds and the ratios to the quiet phase.
 # Targets: TCP >= 0.8x and ping p99 <= 2x of quiet.
 #
+# ISO_FLOWCACHE="true false ...": each build's `flowCache` (in -j order; the same build
+# given twice with "true false" is the flow cache on vs off in one run); unset: no key,
+# each build's default.
+# ISO_SMALL=1: after ping, 64-byte frames too (iperf3 -u -l 18 -b 0 for SECONDS, one
+# stream): the frames per second v2 received, a column of its own.
+#
 # Usage: bash bench/isolation/run.sh [-r ROUNDS] [-s SECONDS] [-j MAIN_JS]... [-p PHASES]
 #   -j: the daemon to run (default this tree's packages/cli/dist/main.js), e.g. an older build to compare;
 #       given more than once, each build gets its own daemon and three VMs, set up at the start, and every
@@ -78,15 +84,23 @@ vm_up() {
   ip netns exec "$ns" busybox udhcpc -q -n -t 5 -T 1 -i "$tap" -s "$dir/udhcpc.sh" >/dev/null 2>&1 || return 1
   ip -n "$ns" -4 -o addr show dev "$tap" | awk '{split($4, a, "/"); print a[1]}'
 }
+read -r -a fcs <<<"${ISO_FLOWCACHE:-}"
 for b in "${!builds[@]}"; do
   p="bi${id}${b}" d="$dir/$b" net="10.66.$((10 + b))"
   mkdir -p "$d"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  fcline=""
+  case ${fcs[b]:-} in
+    "") ;;
+    true|false) fcline="    flowCache: ${fcs[b]}" ;;
+    *) echo "ISO_FLOWCACHE: true or false per build, got ${fcs[b]}" >&2; exit 2 ;;
+  esac
   cat > "$d/c.yaml" <<YAML
 stateDir: $d/state
 metrics: { listen: "127.0.0.1:$port" }
 bridges:
   br0:
+$fcline
     ports:
       ${p}t1: { type: tap, vlan: { mode: access, vid: 10 } }
       ${p}t2: { type: tap, vlan: { mode: access, vid: 10 } }
@@ -138,17 +152,25 @@ try: print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9)
 except Exception: print(0)' <<<"$j")
       times=$(ip netns exec "${p}v1" busybox ping -c $((secs * 100)) -i 0.01 -W 2 "${ip2[b]}" 2>/dev/null | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | tr '\n' ' ')
       d1=$(cpu_of "$daemon") m1=$(main_cpu_of "$daemon")
+      small=""
+      if [ -n "${ISO_SMALL:-}" ]; then
+        j=$(timeout $((secs + 20)) ip netns exec "${p}v1" iperf3 -c "${ip2[b]}" -p 5311 -u -l 18 -b 0 -t "$secs" -J 2>/dev/null)
+        small=$(python3 -c 'import json,sys
+try:
+    s = json.load(sys.stdin)["end"]["sum"]; print((s["packets"] - s["lost_packets"]) / s["seconds"])
+except Exception: print(0)' <<<"$j")
+      fi
       [ -n "$load" ] && { l1=$(cpu_of "$load"); wait "$load" 2>/dev/null; }
       a1=$(sample "$b" vswitch_dhcp_messages_total) w1=$(sample "$b" vswitch_dhcp_lease_writes_total)
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$ph" "$gbps" "$((a1 - a0))" "$((w1 - w0))" "$(tr '\n' ' ' <"$dir/load" 2>/dev/null)" "$times" \
-        "$(awk -v a="$d0" -v b="$d1" 'BEGIN {print b - a}')" "$l1" "$(awk -v a="$m0" -v b="$m1" 'BEGIN {print b - a}')" "${names[$b]}" >>"$out"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$ph" "$gbps" "$((a1 - a0))" "$((w1 - w0))" "$(tr '\n' ' ' <"$dir/load" 2>/dev/null)" "$times" \
+        "$(awk -v a="$d0" -v b="$d1" 'BEGIN {print b - a}')" "$l1" "$(awk -v a="$m0" -v b="$m1" 'BEGIN {print b - a}')" "${names[$b]}" "$small" >>"$out"
       : >"$dir/load"
     done
   done
   echo "round $r done (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 done
 for b in "${!builds[@]}"; do
-  [ -n "${ISO_DEBUG:-}" ] && curl -s "${metrics[b]}" | grep -E "^vswitch_dhcp" | grep -v " 0$" >&2
+  [ -n "${ISO_DEBUG:-}" ] && curl -s "${metrics[b]}" | grep -E "^vswitch_(dhcp|flow_cache_(hits|installs|invalidations))" | grep -v " 0$" >&2
   kill -0 "${daemons[b]}" 2>/dev/null || echo "build ${names[$b]}: the daemon died; log: $(tail -5 "$dir/$b/log")" >&2
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -161,10 +183,12 @@ def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float('nan')
 by = {}
-for r, ph, g, acks, writes, load, times, dcpu, lcpu, mcpu, b in rows:
+small = any(r[11] for r in rows)
+for r, ph, g, acks, writes, load, times, dcpu, lcpu, mcpu, b, sm in rows:
     t = [float(x) for x in times.split()]
     by.setdefault((b, ph), []).append(dict(g=float(g), p50=pct(t, 50), p99=pct(t, 99), lost=secs * 100 - len(t),
-                                           acks=int(acks), writes=int(writes), load=load.strip(), dcpu=float(dcpu), lcpu=float(lcpu), mcpu=float(mcpu)))
+                                           acks=int(acks), writes=int(writes), load=load.strip(), dcpu=float(dcpu), lcpu=float(lcpu), mcpu=float(mcpu),
+                                           sm=float(sm or 'nan')))
 med = lambda b, ph, k: st.median(x[k] for x in by[(b, ph)]) if by.get((b, ph)) else float('nan')
 for b, path in zip(names, builds):
     if len(builds) > 1: print(f'\nbuild {b}: {path}\n')
@@ -182,12 +206,22 @@ for b, path in zip(names, builds):
         print(f"target {ph}: TCP >= 0.8x and p99 <= 2x of quiet: {'met' if ok else 'missed'}")
 if len(builds) > 1:
     print('\nside by side (medians; per round the builds ran one after the other):\n')
-    print('| phase | ' + ' | '.join(f'{b} TCP Gbit/s' for b in names) + ' | ' + ' | '.join(f'{b} ping p99 ms' for b in names) + ' | '
+    print('| phase | ' + ' | '.join(f'{b} TCP Gbit/s' for b in names) + ' | ' + ' | '.join(f'{b} ping p50 ms' for b in names) + ' | '
+          + ' | '.join(f'{b} ping p99 ms' for b in names) + ' | ' + (' | '.join(f'{b} 64 B kfps' for b in names) + ' | ' if small else '')
           + ' | '.join(f'{b} main thread CPU s' for b in names) + ' |')
-    print('|---|' + '---|' * (3 * len(names)))
+    print('|---|' + '---|' * ((5 if small else 4) * len(names)))
     for ph in phases:
-        print(f'| {ph} | ' + ' | '.join(f'{med(b, ph, "g"):.2f}' for b in names) + ' | ' + ' | '.join(f'{med(b, ph, "p99"):.3f}' for b in names) + ' | '
+        print(f'| {ph} | ' + ' | '.join(f'{med(b, ph, "g"):.2f}' for b in names) + ' | ' + ' | '.join(f'{med(b, ph, "p50"):.3f}' for b in names) + ' | '
+              + ' | '.join(f'{med(b, ph, "p99"):.3f}' for b in names) + ' | '
+              + (' | '.join(f'{med(b, ph, "sm") / 1e3:.1f}' for b in names) + ' | ' if small else '')
               + ' | '.join(f'{med(b, ph, "mcpu"):.2f}' for b in names) + ' |')
+    if len(names) == 2:
+        print(f'\nB/A per phase (medians of the per-round ratios: above 1, B moved more TCP or 64 B frames, or took longer to ping):\n')
+        print('| phase | TCP B/A | ping p50 B/A | ping p99 B/A |' + (' 64 B B/A |' if small else ''))
+        print('|---|---|---|---|' + ('---|' if small else ''))
+        for ph in phases:
+            rs = lambda k: st.median(y[k] / x[k] for x, y in zip(by.get(('A', ph), []), by.get(('B', ph), [])) if x[k]) if by.get(('A', ph)) else float('nan')
+            print(f'| {ph} | {rs("g"):.2f} | {rs("p50"):.2f} | {rs("p99"):.2f} |' + (f' {rs("sm"):.2f} |' if small else ''))
 n = len(by.get((names[0], phases[0]), []))
 print(f'(medians over {n} rounds; ACKs and lease writes during the phase, '
       f'about {2 * secs + 3:.0f} s; daemon CPU: during the TCP and ping runs ({2 * secs:.0f} s), all threads and the main thread '

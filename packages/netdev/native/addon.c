@@ -69,6 +69,7 @@ typedef struct nd_handle {
   int deferred;     /* errno to report from the deferred-error timer (dead packet socket) */
   nd_fair fair;     /* its share of the read loop (fair.c) */
   bool fc_in;       /* the flow cache has had entries from this handle: probe its batches */
+  uint8_t fc_mode;  /* how its frames are keyed (ND_FC_KEY_*): as its latest install said */
   double fair_full; /* services that left frames waiting (the share spent, or the ring full) */
   bool sparse;      /* sparse-first service (setSparse): in st->sparse_ep, served ahead of backlogged handles */
   uint32_t early_turn; /* the loop turn (st->turn) in which sparse_first served it; 0: never */
@@ -1786,7 +1787,7 @@ static int fc_replay(nd_state *st, nd_handle *h, int n, double now) {
     uint8_t *f = st->arena + st->offs[i];
     size_t len = (size_t)st->lens[i];
     nd_fc_key k;
-    if (!nd_fc_key_of(&k, h->id, f, len, f - ND_VNET_HDR_LEN)) {
+    if (!nd_fc_key_of(&k, h->id, f, len, f - ND_VNET_HDR_LEN, h->fc_mode)) {
       nd_fc_miss(st->fc);
       break;
     }
@@ -1823,39 +1824,61 @@ static bool fc_ready(napi_env env, nd_state *st) {
   return false;
 }
 
-/* The key of buf[off, off+len) read from handle `in`, its virtio_net_hdr at buf[off-10, off). */
-static bool fc_key_arg(napi_env env, napi_value *v, int32_t in, nd_fc_key *k) {
+/*
+ * The key of buf[off, off+len) read from handle `in` in `mode`, its virtio_net_hdr at
+ * buf[off-10, off): 1; 0 with an exception pending (bad arguments, or a frame shorter
+ * than its Ethernet and tag header); -1 for a frame outside ND_FC_KEY_L3's class.
+ */
+static int fc_key_arg(napi_env env, napi_value *v, int32_t in, int mode, nd_fc_key *k) {
   uint8_t *p;
   size_t total, off, len;
   if (!arg_bytes(env, v[0], "buf", &p, &total) || !arg_range(env, v[1], v[2], total, &off, &len) ||
       !arg_hdr_room(env, off))
-    return false;
-  if (nd_fc_key_of(k, in, p + off, len, p + off - ND_VNET_HDR_LEN)) return true;
+    return 0;
+  if (nd_fc_key_of(k, in, p + off, len, p + off - ND_VNET_HDR_LEN, mode)) return 1;
+  if (mode != ND_FC_KEY_L2 && nd_fc_key_of(k, in, p + off, len, p + off - ND_VNET_HDR_LEN, ND_FC_KEY_L2)) return -1;
   napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "netdev: a frame shorter than its Ethernet (and tag) header has no key");
-  return false;
+  return 0;
 }
 
 /*
- * flowCacheInstall(bridge, in, inCookie, buf, off, len, out, outCookie): the pipeline
+ * flowCacheInstall(bridge, in, inCookie, buf, off, len, out, outCookie, l3?): the pipeline
  * sent the frame at buf[off, off+len) from handle `in` unchanged to handle `out`
  * alone; frames with the same key replay that until the bridge's generation moves.
- * The cookies (JS's port ids) come back with the fold. The slot, or -1 when refused.
+ * `l3` true: the decision also depended on the frame's IPv4 class and source address
+ * (flowcache.h ND_FC_KEY_L3); `in`'s frames are keyed so from now on (false: back to
+ * MACs and tag; each mode's entries never match the other's keys).
+ * The cookies (JS's port ids) come back with the fold. The slot, -1 when refused,
+ * -2 when `l3` and the frame is outside the class (nothing installed).
  */
 static napi_value js_fc_install(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
-  size_t argc = 8;
-  napi_value argv[8], v;
+  size_t argc = 9;
+  napi_value argv[9], v;
   int64_t br, ic, oc;
+  bool l3 = false;
   nd_fc_key k;
   nd_fc_action a;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 8) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: flowCacheInstall(bridge, in, inCookie, buf, off, len, out, outCookie)"); return NULL; }
+  if (argc < 8) { napi_throw_type_error(env, "ERR_MISSING_ARGS", "netdev: flowCacheInstall(bridge, in, inCookie, buf, off, len, out, outCookie, l3?)"); return NULL; }
+  if (argc > 8 && napi_get_value_bool(env, argv[8], &l3) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: flowCacheInstall: l3 must be a boolean");
+    return NULL;
+  }
   if (!fc_ready(env, st) || !arg_int(env, argv[0], "bridge", 0, ND_FC_BRIDGES - 1, &br)) return NULL;
   nd_handle *in = arg_handle(env, st, argv[1]);
-  if (!in || !arg_int(env, argv[2], "inCookie", 0, 2147483647.0, &ic) || !fc_key_arg(env, argv + 3, in->id, &k)) return NULL;
+  if (!in || !arg_int(env, argv[2], "inCookie", 0, 2147483647.0, &ic)) return NULL;
+  int mode = l3 ? ND_FC_KEY_L3 : ND_FC_KEY_L2;
+  int got = fc_key_arg(env, argv + 3, in->id, mode, &k);
+  if (got == 0) return NULL;
   nd_handle *out = arg_handle(env, st, argv[6]);
   if (!out || !arg_int(env, argv[7], "outCookie", 0, 2147483647.0, &oc)) return NULL;
   in->fc_in = true;
+  in->fc_mode = (uint8_t)mode;
+  if (got < 0) {
+    CHECK(napi_create_int32(env, -2, &v));
+    return v;
+  }
   a.out = out->id;
   a.in_cookie = (int32_t)ic;
   a.out_cookie = (int32_t)oc;
@@ -1864,7 +1887,7 @@ static napi_value js_fc_install(napi_env env, napi_callback_info info) {
 }
 
 /* flowCacheProbeForTest(in, buf, off, len, nowMs, written): the read loop's probe of one
- * frame; a hit is counted with `written` as its write's result. The out handle, or -1. */
+ * frame (keyed as handle `in`'s frames are); a hit is counted with `written` as its write's result. The out handle, or -1. */
 static napi_value js_fc_probe_for_test(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
   size_t argc = 6;
@@ -1873,11 +1896,15 @@ static napi_value js_fc_probe_for_test(napi_env env, napi_callback_info info) {
   double now;
   nd_fc_key k;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 6 || !fc_ready(env, st) || !arg_int(env, argv[0], "in", 0, ND_MAX_HANDLES - 1, &in) ||
-      !fc_key_arg(env, argv + 1, (int32_t)in, &k) || !arg_int(env, argv[3], "length", 0, 2147483647.0, &len) ||
+  if (argc < 6 || !fc_ready(env, st) || !arg_int(env, argv[0], "in", 0, ND_MAX_HANDLES - 1, &in)) return NULL;
+  int mode = st->table[in] ? st->table[in]->fc_mode : ND_FC_KEY_L2;
+  int got = fc_key_arg(env, argv + 1, (int32_t)in, mode, &k);
+  if (got == 0 || !arg_int(env, argv[3], "length", 0, 2147483647.0, &len) ||
       napi_get_value_double(env, argv[4], &now) != napi_ok || !arg_int(env, argv[5], "written", -4095, 2147483647.0, &written))
     return NULL;
-  nd_fc_entry *e = nd_fc_probe(st->fc, &k);
+  nd_fc_entry *e = NULL;
+  if (got > 0) e = nd_fc_probe(st->fc, &k);
+  else nd_fc_miss(st->fc);
   if (e) nd_fc_hit(st->fc, e, (size_t)len, now, (long)written);
   CHECK(napi_create_int32(env, e ? e->act.out : -1, &v));
   return v;

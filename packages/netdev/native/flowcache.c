@@ -12,7 +12,10 @@
  * ingress: the ingress handle, both MACs (the source decides learning), the
  * 802.1Q/802.1ad tag as it arrived (TPID kind and the whole TCI), and the
  * virtio_net_hdr's flags and gso_type (partial and GSO frames take another egress
- * path). What it cannot see (port config, MAC table, VLAN membership, guards) is
+ * path); for a handle JS keys in the IPv4 class (ND_FC_KEY_L3: a guarded port, or
+ * one in a VLAN with ARP/ND suppression), also the IPv4 source address, and frames
+ * outside that class have no key (a miss), so a frame the guard or the suppressor
+ * would judge by something else never hits. What it cannot see (port config, MAC table, VLAN membership, guards) is
  * covered by the generation: each entry carries its bridge's generation at
  * install time, JS bumps the bridge's generation on every change that could alter
  * any decision, and an entry of an older generation is a miss. Handles closing
@@ -50,16 +53,40 @@ nd_fc *nd_fc_new(const double *gens) {
 void nd_fc_free(nd_fc *fc) { free(fc); }
 const nd_fc_stats *nd_fc_stats_of(const nd_fc *fc) { return &fc->stats; }
 
-bool nd_fc_key_of(nd_fc_key *k, int32_t in, const uint8_t *frame, size_t len, const uint8_t *vnet) {
+/* The IPv4 class of ND_FC_KEY_L3 (flowcache.h), the IP header at frame[l3]: as guard.ts guardCheck reads it. */
+static bool ip4_class(const uint8_t *frame, size_t len, size_t l3) {
+  if (l3 + 20 > len || frame[l3] >> 4 != 4) return false;
+  size_t ihl = (size_t)(frame[l3] & 0x0f) * 4;
+  if (ihl < 20) return false;
+  /* A UDP datagram's first fragment: the guard reads its ports (DHCP is judged by them). */
+  if (frame[l3 + 9] == 17 && ((frame[l3 + 6] << 8 | frame[l3 + 7]) & 0x1fff) == 0) {
+    size_t l4 = l3 + ihl;
+    if (l4 + 4 > len) return false;
+    unsigned sport = (unsigned)(frame[l4] << 8 | frame[l4 + 1]), dport = (unsigned)(frame[l4 + 2] << 8 | frame[l4 + 3]);
+    if (sport == 67 || sport == 68 || dport == 67 || dport == 68) return false;
+  }
+  return true;
+}
+
+bool nd_fc_key_of(nd_fc_key *k, int32_t in, const uint8_t *frame, size_t len, const uint8_t *vnet, int mode) {
   if (len < 14) return false;
   memset(k, 0, sizeof *k);
   memcpy(k->dst, frame, 6);
   memcpy(k->src, frame + 6, 6);
   uint16_t type = (uint16_t)(frame[12] << 8 | frame[13]);
+  size_t l3 = 14;
   if (type == 0x8100 || type == 0x88a8) {
     if (len < 18) return false;
     k->tag = type == 0x8100 ? 1 : 2;
     k->tci = (uint16_t)(frame[14] << 8 | frame[15]);
+    type = (uint16_t)(frame[16] << 8 | frame[17]);
+    l3 = 18;
+  }
+  if (mode == ND_FC_KEY_L3) {
+    /* An S-tag is payload to the bridge (the guard reads 0x88a8 as the type): not in the class. */
+    if (k->tag == 2 || type != 0x0800 || !ip4_class(frame, len, l3)) return false;
+    k->l3 = 1;
+    memcpy(k->ip4_src, frame + l3 + 12, 4);
   }
   k->vnet_flags = vnet ? vnet[0] : 0;
   k->gso_type = vnet ? vnet[1] : 0;

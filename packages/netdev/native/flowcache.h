@@ -23,8 +23,23 @@ typedef struct nd_fc_key {
   uint8_t tag;        /* 0 untagged, 1 802.1Q (0x8100), 2 802.1ad (0x88a8) */
   uint8_t vnet_flags; /* virtio_net_hdr flags (NEEDS_CSUM) */
   uint8_t gso_type;
-  uint8_t pad[3];
+  uint8_t l3;         /* 1: keyed in the IPv4 class (ND_FC_KEY_L3): ip4_src holds the source address */
+  uint8_t pad[2];
+  uint8_t ip4_src[4]; /* the IPv4 source address as it arrived (l3 only) */
 } nd_fc_key;
+
+/*
+ * Key modes (nd_fc_key_of `mode`). ND_FC_KEY_L3 is for a handle whose decisions also
+ * depend on the IPv4 source (an anti-spoofing guard) or on the frame not being ARP or
+ * IPv6 (ARP/ND suppression): only frames of the IPv4 class get a key, and it holds the
+ * source address. The class: untagged or one 802.1Q tag, EtherType IPv4, version 4,
+ * IHL >= 5 and the 20-byte header within the frame; for the first fragment of a UDP
+ * datagram, its ports within the frame and neither of them 67 or 68 (DHCP, which the
+ * guard judges by port). Within it, a guard's verdict depends only on the source MAC
+ * and address (both in the key) and on its bindings and options (the generation).
+ */
+#define ND_FC_KEY_L2 0
+#define ND_FC_KEY_L3 1
 
 /*
  * What a hit replays: the frame as it arrived (its own virtio_net_hdr in front for a
@@ -59,8 +74,9 @@ typedef struct nd_fc nd_fc;
 nd_fc *nd_fc_new(const double *gens);
 void nd_fc_free(nd_fc *fc);
 const nd_fc_stats *nd_fc_stats_of(const nd_fc *fc);
-/* The key of frame[0..len) read from handle `in` (vnet: its virtio_net_hdr, or NULL); false: too short to key. */
-bool nd_fc_key_of(nd_fc_key *k, int32_t in, const uint8_t *frame, size_t len, const uint8_t *vnet);
+/* The key of frame[0..len) read from handle `in` (vnet: its virtio_net_hdr, or NULL) in `mode`
+ * (ND_FC_KEY_*); false: too short to key, or (ND_FC_KEY_L3) outside the IPv4 class. */
+bool nd_fc_key_of(nd_fc_key *k, int32_t in, const uint8_t *frame, size_t len, const uint8_t *vnet, int mode);
 /* The slot index, or -1 when refused (no free slot in the window without unfolded counts). */
 int nd_fc_install(nd_fc *fc, int bridge, const nd_fc_key *k, const nd_fc_action *a);
 /* The live entry for k, or NULL (a miss, counted). */

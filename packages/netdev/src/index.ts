@@ -256,7 +256,7 @@ interface Native {
   fairServeForTest(state: Uint8Array, primary: boolean, lens: Uint8Array, count: number): number;
   flowCacheGenerations(): Float64Array;
   flowCacheInstall(bridge: number, inHandle: number, inCookie: number, buf: Uint8Array, off: number, len: number,
-    outHandle: number, outCookie: number): number;
+    outHandle: number, outCookie: number, l3?: boolean): number;
   flowCacheProbeForTest(inHandle: number, buf: Uint8Array, off: number, len: number, nowMs: number, written: number): number;
   flowCacheFold(out: Float64Array): number;
   flowCacheFlush(bridge: number): void;
@@ -561,8 +561,15 @@ export function fairServeForTest(state: Float64Array, primary: boolean, lens: In
  *   memory the addon reads on every probe; bumping one is a store. Makes the table.
  * - `flowCacheInstall`: a frame from `inHandle` went unchanged to `outHandle` alone,
  *   its virtio_net_hdr with it when `outHandle` takes one (a header that asks for work
- *   is never replayed to a device without one, whatever was installed).
- *   Returns the slot, or -1 (refused: its window is full of entries with unfolded counts).
+ *   is never replayed to a device without one, whatever was installed). `l3` true:
+ *   the decision also depended on the frame being of the IPv4 class (untagged or one
+ *   802.1Q tag; IPv4, version 4, IHL >= 5; not a UDP first fragment with port 67 or
+ *   68 either side, nor one too short for its ports) and on its source address (an
+ *   anti-spoofing guard, ARP/ND suppression): `inHandle`'s frames are keyed with that
+ *   address from then on, and frames outside the class miss (false: keyed by MACs
+ *   and tag again; the install says which for every handle).
+ *   Returns the slot, -1 (refused: its window is full of entries with unfolded
+ *   counts) or -2 (`l3` and the frame outside the class: nothing installed).
  * - `flowCacheFold(out)`: per entry with replayed frames since the last fold,
  *   FLOW_CACHE_FOLD_FIELDS numbers: bridge, in cookie, out cookie, source MAC high 16
  *   bits, low 32 bits, tag (tpid kind << 16 | TCI, or -1), frames, bytes, last frame's

@@ -121,10 +121,26 @@ export class ArpSuppress {
     return this.on.includes(1);
   }
 
+  /**
+   * Called when a VLAN's answering turns on or off (the bridge holding this sets it: its
+   * flow cache keys frames of answering VLANs by their IPv4 class, Bridge.#cacheable).
+   * The tables' contents need no call: for IPv4 (the only frames replayed in such a
+   * VLAN) `answer` reads nothing but the EtherType.
+   */
+  onChange: (() => void) | undefined = undefined;
+
   /** Turns answering on or off for `vid`; the table is kept either way. */
   enable(vid: number, on: boolean): void {
-    this.on[vid] = on ? 1 : 0;
+    const v = on ? 1 : 0;
+    if (this.on[vid] !== v) this.onChange?.();
+    this.on[vid] = v;
     if (on) this.#counters[vid] ??= new ArpSuppressCounters();
+  }
+
+  /** Answering off in every VLAN (tables kept). */
+  disableAll(): void {
+    if (this.active) this.onChange?.();
+    this.on.fill(0);
   }
 
   counters(vid: number): ArpSuppressCounters {

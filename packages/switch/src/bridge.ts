@@ -65,7 +65,7 @@ import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
 import { Policer, Shaper, type RateSpec } from './police.js';
 import { READ_FRAMES_DEFAULT, READ_QUANTUM_DEFAULT, READ_SHARE_DEFAULT, READ_SPARSE_DEFAULT, type ReadShare, readFramesProblem, readQuantumProblem, readShareProblem } from './fair.js';
 import type { ArpSuppress } from './arp-suppress.js';
-import { FOLD, FOLD_C_TAG, type FlowCacheCounters, type FlowCacheHub, type FlowHandleIo } from './flow-cache.js';
+import { FOLD, FOLD_C_TAG, type FlowCacheCounters, type FlowCacheHub, type FlowHandleIo, ip4Class } from './flow-cache.js';
 
 // The per-frame pipeline through module constants: an imported binding is checked
 // on every use (see ingress.ts).
@@ -85,6 +85,7 @@ const SRC_AT = ETH.SRC;
 const TPID_AT = ETH.TYPE;
 const isTag = isTagTpid;
 const rd16 = read16;
+const inIp4Class = ip4Class;
 /** The shortest frame admit takes (4 more with a tag). */
 const ETH_MIN = ETH_HLEN;
 
@@ -181,6 +182,8 @@ export class Bridge {
   /** The flow cache, while on: its hub and this bridge's id there. */
   #fc: FlowCacheHub | undefined = undefined;
   #fcId = -1;
+  /** #cacheable's verdict that the decision also depended on the frame's IPv4 class and source (#install). */
+  #fcL3 = false;
   readonly flowCacheCounters: FlowCacheCounters = { installs: 0, installRefused: 0, invalidations: 0, hits: 0 };
   /**
    * Each MAC the table learns anew (not a refresh, not a move: those are `mac_moved`
@@ -190,12 +193,15 @@ export class Bridge {
   /**
    * ARP suppression (arp-suppress.ts), set by a control plane while some VLAN has it
    * on: ARP requests from local ports in those VLANs may be answered instead of forwarded.
-   * (An accessor for the flow cache: a unicast ARP request or NS must meet it, so no
-   * decision is cached while it is set, and setting it invalidates.)
+   * (An accessor for the flow cache: a unicast ARP request or NS must meet it, so in a
+   * VLAN where it answers only IPv4 frames are installed, keyed by their class
+   * (#cacheable); setting it, and any VLAN's answering turned on or off, invalidates.)
    */
   get arpSuppress(): ArpSuppress | undefined { return this.#arpSuppress; }
   set arpSuppress(a: ArpSuppress | undefined) {
-    if (a !== this.#arpSuppress) this.#invalidate();
+    if (a !== undefined || this.#arpSuppress !== undefined) this.#invalidate();
+    if (this.#arpSuppress !== undefined && this.#arpSuppress !== a) this.#arpSuppress.onChange = undefined;
+    if (a !== undefined) a.onChange = () => this.#invalidate();
     this.#arpSuppress = a;
   }
   #arpSuppress: ArpSuppress | undefined = undefined;
@@ -558,7 +564,7 @@ export class Bridge {
     }
     const sup = this.#arpSuppress;
     if (sup !== undefined && sup.on[meta.vid] === 1 && port.horizon === 0 && sup.answer(port, meta.vid, meta.tagLen, buf, off, len)) return;
-    const to = this.#fc !== undefined && l === REFRESHED ? this.#cacheable(port, buf, off, hdr, g, meta) : undefined;
+    const to = this.#fc !== undefined && l === REFRESHED ? this.#cacheable(port, buf, off, len, hdr, g, meta) : undefined;
     const tx = to !== undefined ? to.txFrames : 0;
     runForward(this.fdb, this.#byId, this.#floodLists[meta.vid] ?? [], port, buf, off, len, meta, this.#egress, this.counters, now);
     if (to !== undefined && to.txFrames === tx + 1) this.#install(port, buf, off, len, to);
@@ -569,14 +575,23 @@ export class Bridge {
    * the class the flow cache replays exactly (flow-cache.ts); else undefined. Only
    * while the cache is on.
    */
-  #cacheable(port: Port, buf: Uint8Array, off: number, hdr: number, gate: number, meta: FrameMeta): Port | undefined {
+  #cacheable(port: Port, buf: Uint8Array, off: number, len: number, hdr: number, gate: number, meta: FrameMeta): Port | undefined {
     // A BPDU guard alone never looks at a unicast frame (#receive); a BPDU's key (its group address) never hits.
-    if ((gate !== 0 && gate !== GATE_BPDU) || hdr !== HDR || (buf[off] & 1) !== 0 || port.guard.active || port.horizon !== 0) return undefined;
+    if ((gate !== 0 && gate !== GATE_BPDU) || hdr !== HDR || (buf[off] & 1) !== 0 || port.horizon !== 0) return undefined;
     // Tagged in: only a C-tag carrying the frame's VLAN on a port that takes tagged frames
     // (not an access port's priority tag, whose admission reads the inner type too).
     const tagged = meta.tagLen !== 0;
     if (tagged && (!port.vlan.acceptsTagged || tciVid(tci(buf, off)) !== meta.vid)) return undefined;
-    if (((port.io as FlowHandleIo).flowHandle ?? -1) < 0 || this.#arpSuppress !== undefined) return undefined;
+    if (((port.io as FlowHandleIo).flowHandle ?? -1) < 0) return undefined;
+    // An active guard judged the frame by its EtherType, IPv4 header, DHCP ports and
+    // source address; ARP/ND suppression answering in the VLAN, by its EtherType (and
+    // ARP/NS bodies). Only the IPv4 class (ip4Class), within which those verdicts
+    // depend on nothing but the source MAC and address, is installed, keyed with the
+    // address; the generation covers bindings, guard options and suppression.
+    const sup = this.#arpSuppress;
+    const l3 = port.guard.active || (sup !== undefined && sup.on[meta.vid] === 1);
+    if (l3 && !inIp4Class(buf, off, len, tagged)) return undefined;
+    this.#fcL3 = l3;
     let plain = true;
     for (let i = off - HDR; i < off; i++) if (buf[i] !== 0) plain = false;
     const id = this.fdb.lookupAt(meta.vid, buf, off);
@@ -700,7 +715,7 @@ export class Bridge {
 
   #install(port: Port, buf: Uint8Array, off: number, len: number, to: Port): void {
     const ok = this.#fc!.backend.install(this.#fcId, (port.io as FlowHandleIo).flowHandle!, port.id, buf, off, len,
-      (to.io as FlowHandleIo).flowHandle!, to.id);
+      (to.io as FlowHandleIo).flowHandle!, to.id, this.#fcL3);
     if (ok) this.flowCacheCounters.installs++;
     else this.flowCacheCounters.installRefused++;
   }

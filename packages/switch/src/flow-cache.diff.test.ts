@@ -18,16 +18,27 @@
  * pipeline wrote it). Frames carry random headers: none, DATA_VALID, NEEDS_CSUM,
  * GSO TCPv4/TCPv6/UDP_L4 (ECN sometimes) with random offsets and sizes; one port
  * (a4) has no header (offload off), so the pipeline strips, completes or drops.
+ *
+ * Guarded ports (a3, access, and t2, a trunk: DHCP guard and IPv4 source guard, their
+ * hosts' addresses bound) and ARP/ND suppression in VLAN 10 (switched on and off
+ * among the ops): frames carry IPv4 headers of and outside the class the cache keys by
+ * source address (bound, spoofed and 0.0.0.0 sources, DHCP ports either way, other
+ * UDP and TCP, non-first fragments, bad version or IHL, truncated), ARP (bound or
+ * spoofed senders, requests the suppressor answers) and IPv6; bindings are added,
+ * removed, renewed and pointed at another host among the runtime ops. The model keys a
+ * handle's frames the way its latest install said (flowcache.c ND_FC_KEY_L3) by its own
+ * statement of the class, and refuses an install outside it.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Bridge } from './bridge.js';
-import { FOLD, type FlowCacheBackend, FlowCacheHub } from './flow-cache.js';
+import { FOLD, type FlowCacheBackend, FlowCacheHub, ip4Class } from './flow-cache.js';
 import type { Port, PortIo, PortKind, PortRx } from './port.js';
 import { VlanPolicy, type VlanSpec } from './vlan.js';
 import { writeMac } from './wire/ethernet.js';
 import { writeVnet } from './wire/vnet.js';
 import { Drop } from './drop.js';
+import { ArpSuppress } from './arp-suppress.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
 const HDR = 10;
@@ -51,19 +62,44 @@ class ModelBackend implements FlowCacheBackend {
   tagHits = 0;
   installs = 0;
 
-  static key(inHandle: number, buf: Uint8Array, off: number, len: number): string | undefined {
+  /** Per handle: its frames keyed in the IPv4 class with their source address (the latest install's `l3`). */
+  readonly l3 : boolean[] = [];
+  /** Hits keyed in the IPv4 class. */
+  l3Hits = 0;
+
+  /**
+   * The key; `l3`: the IPv4 class's (flowcache.h ND_FC_KEY_L3, stated here on its own:
+   * untagged or a C-tag, IPv4, version 4, IHL >= 5 and 20 bytes; a UDP first fragment's
+   * ports there and none 67 or 68), else undefined.
+   */
+  static key(inHandle: number, buf: Uint8Array, off: number, len: number, l3 = false): string | undefined {
     if (len < 14) return undefined;
     const t = (buf[off + 12] << 8) | buf[off + 13];
     const tagged = t === 0x8100 || t === 0x88a8;
     if (tagged && len < 18) return undefined;
     const parts = [inHandle, buf[off - HDR], buf[off - HDR + 1], ...buf.subarray(off, off + 12), tagged ? t : 0,
       tagged ? (buf[off + 14] << 8) | buf[off + 15] : 0];
+    if (l3) {
+      if (t === 0x88a8) return undefined;
+      const ip = off + (tagged ? 18 : 14);
+      const end = off + len;
+      if ((buf[ip - 2] << 8 | buf[ip - 1]) !== 0x0800 || ip + 20 > end || buf[ip] >> 4 !== 4 || (buf[ip] & 15) < 5) return undefined;
+      const frag = ((buf[ip + 6] << 8) | buf[ip + 7]) & 0x1fff;
+      if (buf[ip + 9] === 17 && frag === 0) {
+        const l4 = ip + (buf[ip] & 15) * 4;
+        if (l4 + 4 > end) return undefined;
+        const ports = [(buf[l4] << 8) | buf[l4 + 1], (buf[l4 + 2] << 8) | buf[l4 + 3]];
+        if (ports.some((x) => x === 67 || x === 68)) return undefined;
+      }
+      parts.push(-1, ...buf.subarray(ip + 12, ip + 16));
+    }
     return parts.join(',');
   }
 
-  install(bridge: number, inHandle: number, inPort: number, buf: Uint8Array, off: number, len: number, out: number, outPort: number): boolean {
-    const k = ModelBackend.key(inHandle, buf, off, len);
-    if (k === undefined) throw new Error('install of a frame with no key');
+  install(bridge: number, inHandle: number, inPort: number, buf: Uint8Array, off: number, len: number, out: number, outPort: number, l3: boolean): boolean {
+    this.l3[inHandle] = l3;
+    const k = ModelBackend.key(inHandle, buf, off, len, l3);
+    if (k === undefined) throw new Error(l3 ? 'install of a frame outside the IPv4 class' : 'install of a frame with no key');
     // The pipeline writes a header that says something as it came only to a device that takes it.
     if (!this.handles[out]!.offload && buf.subarray(off - HDR, off).some((x) => x !== 0)) throw new Error('install of a header toward a device without one');
     const old = this.entries.get(k);
@@ -104,6 +140,7 @@ class ModelBackend implements FlowCacheBackend {
     for (const e of this.entries.values()) if (e.out === handle) e.dead = true;
     for (const [k, e] of this.entries) if (Number(k.split(',')[0]) === handle) e.dead = true;
     this.handles[handle] = undefined;
+    this.l3[handle] = false;
   }
 
   /** The read loop: a batch from `io` at time `now`; frames at offs[i] with their header before them. */
@@ -114,7 +151,7 @@ class ModelBackend implements FlowCacheBackend {
       const off = offs[i], len = lens[i];
       let zero = true;
       for (let j = off - HDR; j < off; j++) if (buf[j] !== 0) zero = false;
-      const k = ModelBackend.key(io.flowHandle, buf, off, len);
+      const k = ModelBackend.key(io.flowHandle, buf, off, len, this.l3[io.flowHandle] === true);
       const e = k === undefined ? undefined : this.entries.get(k);
       if (e === undefined || e.dead || e.gen !== this.generations[e.bridge]) break;
       const w = this.handles[e.out]!;
@@ -127,6 +164,7 @@ class ModelBackend implements FlowCacheBackend {
       this.hits++;
       if (!zero) this.hdrHits++;
       if (k!.split(',')[15] !== '0') this.tagHits++;
+      if (k!.split(',').length > 17) this.l3Hits++;
     }
     if (i < offs.length) io.rx.batch(buf, Int32Array.from(offs.slice(i)), Int32Array.from(lens.slice(i)), offs.length - i, io.offload, now);
   }
@@ -181,13 +219,18 @@ const PORTS: Record<string, VlanSpec> = {
 /** A device without the virtio_net_hdr (a TAP with offload off). */
 const PLAIN = new Set(['a4']);
 const NAMES = Object.keys(PORTS);
-/** Frames come mostly from the access ports of VLAN 10, whose hosts talk to each other. */
-const FROM = ['a1', 'a2', 'a3', ...NAMES];
+/** Frames come mostly from the access ports of VLAN 10 (a3 guarded), whose hosts talk to each other. */
+const FROM = ['a1', 'a2', 'a3', 'a3', ...NAMES];
 /** One host per port (a1's is MACS[0] ...), then broadcast, then the bridge group address. */
 const MACS = [0x020000000001, 0x020000000002, 0x020000000003, 0x020000000004, 0x020000000005, 0x020000000006, 0x020000000007, 0xffffffffffff, 0x0180c2000000];
 const HOSTS = NAMES.length;
+/** Host i's IPv4 address (10.0.0.i+1): what its port's binding holds. */
+const hostIp = (i: number): number => 0x0a000001 + i;
+/** Guarded from the start (DHCP guard and IPv4 source guard, the port's host bound): an access port and a trunk. */
+const GUARDED = ['a3', 't2'];
 
-function rig(cache: boolean) {
+/** `guarded`: GUARDED's guards and bindings on (the fuzz); the older cases below run without. */
+function rig(cache: boolean, guarded = true) {
   const clock = { now: 1_000 };
   const log: Sent[] = [];
   const model = cache ? new ModelBackend() : undefined;
@@ -202,14 +245,32 @@ function rig(cache: boolean) {
     port[name] = br.addPort(name, io[name], { vlan: VlanPolicy.from(PORTS[name]), bpduGuard: !name.startsWith('t') });
   };
   for (const n of NAMES) add(n);
-  return { br, io, port, clock, log, model, add };
+  for (const n of guarded ? GUARDED : []) {
+    port[n].guard.set({ dhcp: true, ipSource: true });
+    port[n].guard.leased.set(hostIp(NAMES.indexOf(n)), MACS[NAMES.indexOf(n)]);
+  }
+  // ARP/ND suppression, attached while a VLAN has it on ('suppress'): a1's and a3's hosts known in VLAN 10, t1's in 20.
+  const sup = new ArpSuppress();
+  sup.set(10, hostIp(0), MACS[0]);
+  sup.set(10, hostIp(2), MACS[2]);
+  sup.set(20, hostIp(4), MACS[4]);
+  return { br, io, port, clock, log, model, add, sup };
 }
 type Rig = ReturnType<typeof rig>;
 
 /** A frame's makings; its source is mostly its port's own host (a MAC that never moves), sometimes another's. */
 /** A virtio_net_hdr: [flags, gso_type, hdr_len, gso_size, csum_start, csum_offset]. */
 type Vnet = [number, number, number, number, number, number];
-interface FrameSpec { dst: number; own: boolean; src: number; tag: number | undefined; hdr: Vnet | undefined; payload: Uint8Array }
+/**
+ * What follows the EtherType: absent, 0x0800 and the random payload; else an IPv4
+ * header (source: the frame's source host's address, another host's, or 0.0.0.0), an
+ * ARP body or an IPv6 header, `cut` bytes of it kept when not 0.
+ */
+type L3Spec =
+  | { k: 'ip4'; src: 'own' | 'other' | 'zero'; proto: number; sport: number; dport: number; frag: number; ver: number; ihl: number; cut: number }
+  | { k: 'arp'; oper: number; spa: 'own' | 'other' | 'zero'; tpa: number; shaOwn: boolean; cut: number }
+  | { k: 'ip6'; nh: number; type: number; cut: number };
+interface FrameSpec { dst: number; own: boolean; src: number; tag: number | undefined; hdr: Vnet | undefined; payload: Uint8Array; l3?: L3Spec }
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const vnetArb: fc.Arbitrary<Vnet> = fc.tuple(
   fc.constantFrom(0, 1, 2, 1, 1), // none, NEEDS_CSUM, DATA_VALID
@@ -222,34 +283,116 @@ const frameArb: fc.Arbitrary<FrameSpec> = fc.record({
   tag: fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: fc.constantFrom(0, 10, 20, 0xa00a, 0x3014) }), // TCI: PCP/DEI too
   hdr: fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: vnetArb }), // a virtio_net_hdr that (mostly) says something
   payload: fc.uint8Array({ minLength: 0, maxLength: 20 }),
+  l3: fc.oneof(
+    { weight: 2, arbitrary: fc.constant(undefined) },
+    {
+      weight: 6,
+      arbitrary: fc.record({
+        k: fc.constant('ip4' as const), src: fc.oneof({ weight: 8, arbitrary: fc.constant('own' as const) }, { weight: 1, arbitrary: fc.constantFrom('other' as const, 'zero' as const) }),
+        proto: fc.constantFrom(6, 17, 17, 1), sport: fc.constantFrom(67, 68, 53, 80, 4000), dport: fc.constantFrom(67, 68, 53, 80, 4000),
+        frag: fc.constantFrom(0, 0, 0x4000, 0x2000, 0x00b9), ver: fc.constantFrom(4, 4, 4, 4, 4, 4, 6), ihl: fc.constantFrom(5, 5, 5, 5, 5, 6, 4),
+        cut: fc.constantFrom(0, 0, 0, 0, 0, 0, 0, 8, 20, 22, 24),
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        k: fc.constant('arp' as const), oper: fc.constantFrom(1, 2), spa: fc.constantFrom('own' as const, 'other' as const, 'zero' as const),
+        tpa: fc.integer({ min: 0, max: HOSTS - 1 }), shaOwn: fc.oneof({ weight: 4, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
+        cut: fc.constantFrom(0, 0, 0, 20),
+      }),
+    },
+    { weight: 1, arbitrary: fc.record({ k: fc.constant('ip6' as const), nh: fc.constantFrom(58, 6), type: fc.constantFrom(135, 128), cut: fc.constantFrom(0, 0, 30) }) },
+  ),
 });
+
+/** The bytes after the EtherType for `l3`, from a frame whose source MAC is host `host`'s; and the EtherType. */
+function l3Bytes(l: L3Spec, host: number, payload: Uint8Array): { type: number; bytes: Uint8Array } {
+  const ip = (w: 'own' | 'other' | 'zero'): number => (w === 'zero' ? 0 : hostIp(w === 'own' ? host : (host + 1) % HOSTS));
+  let type: number, b: Uint8Array;
+  if (l.k === 'ip4') {
+    const hl = Math.max(l.ihl, 5) * 4;
+    b = new Uint8Array(hl + 8 + payload.length);
+    const v = new DataView(b.buffer);
+    b[0] = (l.ver << 4) | l.ihl;
+    v.setUint16(2, b.length);
+    v.setUint16(6, l.frag);
+    b[8] = 64;
+    b[9] = l.proto;
+    v.setUint32(12, ip(l.src));
+    v.setUint32(16, hostIp((host + 2) % HOSTS));
+    v.setUint16(hl, l.sport);
+    v.setUint16(hl + 2, l.dport);
+    b.set(payload, hl + 8);
+    type = 0x0800;
+  } else if (l.k === 'arp') {
+    b = new Uint8Array(28);
+    const v = new DataView(b.buffer);
+    v.setUint16(0, 1); v.setUint16(2, 0x0800); b[4] = 6; b[5] = 4; v.setUint16(6, l.oper);
+    writeMac(b, 8, MACS[l.shaOwn ? host : (host + 1) % HOSTS]);
+    v.setUint32(14, ip(l.spa));
+    v.setUint32(24, hostIp(l.tpa));
+    type = 0x0806;
+  } else {
+    b = new Uint8Array(40 + 24);
+    b[0] = 0x60; b[5] = 24; b[6] = l.nh; b[7] = 255; b[40] = l.type;
+    type = 0x86dd;
+  }
+  return { type, bytes: l.cut !== 0 ? b.subarray(0, l.cut) : b };
+}
 
 function frameOf(f: FrameSpec, port: string): Uint8Array {
   const t = f.tag === undefined ? 0 : 4;
-  const b = new Uint8Array(HDR + 14 + t + f.payload.length);
+  const src = f.own ? MACS[NAMES.indexOf(port)] : f.src;
+  const l3 = f.l3 === undefined ? { type: 0x0800, bytes: f.payload, raw: true } : l3Bytes(f.l3, MACS.indexOf(src), f.payload);
+  const b = new Uint8Array(HDR + 14 + t + l3.bytes.length);
   if (f.hdr !== undefined) writeVnet(b, 0, ...f.hdr);
   writeMac(b, HDR, f.dst);
-  writeMac(b, HDR + 6, f.own ? MACS[NAMES.indexOf(port)] : f.src);
+  writeMac(b, HDR + 6, src);
   if (t) { b[HDR + 12] = 0x81; b[HDR + 14] = f.tag! >>> 8; b[HDR + 15] = f.tag! & 0xff; }
-  b[HDR + 12 + t] = 0x08;
-  b.set(f.payload, HDR + 14 + t);
+  if ('raw' in l3) b[HDR + 12 + t] = 0x08; // and the payload's first byte: the old frames, IPv4 or not
+  else { b[HDR + 12 + t] = l3.type >>> 8; b[HDR + 13 + t] = l3.type & 0xff; }
+  b.set(l3.bytes, HDR + 14 + t);
   return b;
 }
 
 type Op =
   | { op: 'batch'; port: string; frames: (FrameSpec | Uint8Array)[]; split?: boolean }
   | { op: 'tick'; dt: number }
-  | { op: 'gone' | 'up' | 'fail' | 'heal' | 'remove' | 'guard' | 'guardSet' | 'guardOff' | 'rate' | 'vlan' | 'vlanTag' | 'vlanBack' | 'static' | 'ageing'; port: string };
+  | { op: 'gone' | 'up' | 'fail' | 'heal' | 'remove' | 'guard' | 'guardSet' | 'guardOff' | 'rate' | 'vlan' | 'vlanTag' | 'vlanBack' | 'static' | 'ageing'; port: string }
+  | { op: 'bind' | 'unbind' | 'renew' | 'bindOther' | 'bindConf' | 'confClear' | 'suppress'; port: string }
+  | { op: 'seq'; ops: Op[] };
 
-/** Trunk to trunk: t1's and t2's hosts talk in VLAN 10 or 20, tagged (PCP/DEI sometimes set), mostly to each other. */
-const trunkArb: fc.Arbitrary<Op> = fc.tuple(fc.constantFrom('t1', 't2'), fc.boolean(), frameArb, fc.constantFrom(10, 20, 0xa00a, 0x3014), fc.integer({ min: 1, max: 4 }))
-  .map(([port, toPeer, f, tag, n]) => ({
+/** IPv4 of the class from the frame's source host's own (bound) address. */
+const IP4_OWN: L3Spec = { k: 'ip4', src: 'own', proto: 6, sport: 4000, dport: 80, frag: 0, ver: 4, ihl: 5, cut: 0 };
+
+/**
+ * Trunk to trunk: t1's and t2's hosts talk in VLAN 10 or 20, tagged (PCP/DEI sometimes set), mostly to each other;
+ * mostly IPv4 of the class from their own addresses (t2 is guarded).
+ */
+const trunkArb: fc.Arbitrary<Op> = fc.tuple(fc.constantFrom('t1', 't2'), fc.boolean(), frameArb, fc.constantFrom(10, 20, 0xa00a, 0x3014), fc.integer({ min: 1, max: 4 }), fc.boolean())
+  .map(([port, toPeer, f, tag, n, own4]) => ({
     op: 'batch' as const, port, split: true,
-    frames: Array<FrameSpec>(n).fill({ ...f, own: true, tag, dst: toPeer ? MACS[NAMES.indexOf(port === 't1' ? 't2' : 't1')] : f.dst }),
+    frames: Array<FrameSpec>(n).fill({ ...f, own: true, tag, dst: toPeer ? MACS[NAMES.indexOf(port === 't1' ? 't2' : 't1')] : f.dst, l3: own4 ? IP4_OWN : f.l3 }),
   }));
+
+/** A guarded port's host streams IPv4 of the class (its bound source) to a1's or a2's: what the cache serves there. */
+const guardedArb: fc.Arbitrary<Op> = fc.tuple(frameArb, fc.constantFrom(MACS[0], MACS[1]), fc.constantFrom(1, 6, 17), fc.constantFrom(53, 80, 4000), fc.integer({ min: 2, max: 5 }), fc.boolean())
+  .map(([f, dst, proto, port, n, split]) => ({
+    op: 'batch' as const, port: 'a3', split,
+    frames: Array<FrameSpec>(n).fill({ ...f, own: true, dst, l3: { ...IP4_OWN, proto, sport: port, dport: 4000 } }),
+  }));
+
+const bindingOps = ['bind', 'unbind', 'renew', 'bindOther', 'bindConf', 'confClear', 'suppress'] as const;
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: trunkArb },
+  { weight: 8, arbitrary: guardedArb },
+  // A guarded stream, a binding change on its port (or suppression toggled), the same stream: the change must end its replays where the verdict changed.
+  {
+    weight: 4,
+    arbitrary: fc.tuple(guardedArb, fc.constantFrom(...bindingOps)).map(([g, op]) => ({ op: 'seq' as const, ops: [g, { op, port: 'a3' }, g] })),
+  },
   { weight: 30, arbitrary: fc.record({ op: fc.constant('batch' as const), port: fc.constantFrom(...FROM), frames: fc.array(frameArb, { minLength: 1, maxLength: 4 }) }) },
   // A stream: the same frame several times, in one batch or one batch each (what the cache is for).
   {
@@ -268,11 +411,20 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       port: fc.constantFrom(...NAMES),
     }),
   },
+  // Bindings (leases bound, released, renewed; configured ones) and ARP/ND suppression on or off in a VLAN.
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      op: fc.constantFrom('bind' as const, 'unbind' as const, 'unbind' as const, 'renew' as const, 'renew' as const, 'bindOther' as const, 'bindConf' as const, 'confClear' as const, 'suppress' as const),
+      port: fc.constantFrom(...GUARDED, ...GUARDED, ...GUARDED, ...NAMES),
+    }),
+  },
 );
 
 function apply(t: Rig, o: Op): void {
   const name = 'port' in o ? o.port : '';
   switch (o.op) {
+    case 'seq': for (const x of o.ops) apply(t, x); return;
     case 'tick': t.clock.now += o.dt; t.br.sweep(t.clock.now); return;
     case 'gone': t.br.portGone(t.port[name], 'test'); return;
     case 'up': t.br.portUp(t.port[name], 'test'); return;
@@ -290,6 +442,21 @@ function apply(t: Rig, o: Op): void {
     case 'vlanBack': t.br.setPortVlan(name, VlanPolicy.from(PORTS[name])); return;
     case 'static': if (t.port[name].vlan.isMember(10)) t.br.addStatic(0x0200000000aa, name, 10); return;
     case 'ageing': t.br.fdb.setAgeing(t.br.fdb.ageingSec === 20 ? 0 : 20); return;
+    case 'bind': t.port[name].guard.leased.set(hostIp(NAMES.indexOf(name)), MACS[NAMES.indexOf(name)]); return;
+    case 'unbind': t.port[name].guard.leased.delete(hostIp(NAMES.indexOf(name))); return;
+    // A renewal: the server ACKs the binding already held (guards.ts leaseBound sets it again).
+    case 'renew': { const g = t.port[name].guard.leased, ip = hostIp(NAMES.indexOf(name)), m = g.get(ip); if (m !== undefined) g.set(ip, m); return; }
+    // The port's address given to the next host's MAC: that MAC pinned here (and this host's frames from it refused).
+    case 'bindOther': t.port[name].guard.leased.set(hostIp(NAMES.indexOf(name)), MACS[(NAMES.indexOf(name) + 1) % HOSTS]); return;
+    case 'bindConf': t.port[name].guard.configured.set(hostIp((NAMES.indexOf(name) + 1) % HOSTS), MACS[NAMES.indexOf(name)]); return;
+    case 'confClear': t.port[name].guard.configured.clear(); return;
+    // As the EVPN service: a VLAN's answering turned on or off, the suppressor attached while any VLAN answers.
+    case 'suppress': {
+      const vid = PORTS[name].mode === 'access' ? (PORTS[name] as { vid: number }).vid : 20;
+      t.sup.enable(vid, t.sup.on[vid] !== 1);
+      if (t.sup.active !== (t.br.arpSuppress !== undefined)) t.br.arpSuppress = t.sup.active ? t.sup : undefined;
+      return;
+    }
     case 'batch': {
       if (o.split === true) {
         for (const f of o.frames) apply(t, { op: 'batch', port: name, frames: [f] });
@@ -314,13 +481,14 @@ function state(t: Rig) {
     ports: NAMES.map((n) => ({ n, up: t.port[n].up, ...t.port[n].counters() })),
     counters: { ...t.br.counters },
     fdbCounters: { ...t.br.fdb.counters },
+    suppress: [10, 20].map((vid) => ({ ...t.sup.counters(vid) })),
     fdb: t.br.fdb.entries().map((e) => [e.vid, e.mac, e.port, e.updated, e.isStatic]).sort((x, y) => (x[0] as number) - (y[0] as number) || (x[1] as number) - (y[1] as number)),
   };
 }
 
 describe('flow cache: cache on and off give the same outputs, counters and MAC table', () => {
   it('under random frames and control changes (fast-check)', () => {
-    let hits = 0, hdrHits = 0, tagHits = 0, installs = 0, invalidations = 0;
+    let hits = 0, hdrHits = 0, tagHits = 0, l3Hits = 0, installs = 0, invalidations = 0;
     fc.assert(fc.property(fc.array(opArb, { minLength: 1, maxLength: 80 }), (ops) => {
       const off = rig(false), on = rig(true);
       for (const o of ops) {
@@ -332,6 +500,7 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       hits += on.model!.hits;
       hdrHits += on.model!.hdrHits;
       tagHits += on.model!.tagHits;
+      l3Hits += on.model!.l3Hits;
       installs += on.br.flowCacheCounters.installs;
       invalidations += on.br.flowCacheCounters.invalidations;
       expect(on.br.flowCacheCounters.hits).toBe(on.model!.hits);
@@ -340,12 +509,13 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
     expect(hits).toBeGreaterThan(RUNS / 10);
     expect(hdrHits).toBeGreaterThan(RUNS / 100); // TSO, partial-checksum and DATA_VALID frames among them
     expect(tagHits).toBeGreaterThan(0); // trunk to trunk, the tag kept (the next test pins it)
+    expect(l3Hits).toBeGreaterThan(RUNS / 30); // from guarded ports and suppressing VLANs, keyed by IPv4 source
     expect(installs).toBeGreaterThan(RUNS / 3);
     expect(invalidations).toBeGreaterThan(RUNS);
   }, 120_000);
 
   function primed(): { on: Rig; off: Rig; ab: Uint8Array } {
-    const on = rig(true), off = rig(false);
+    const on = rig(true, false), off = rig(false, false);
     const ab = new Uint8Array(HDR + 60);
     writeMac(ab, HDR, MACS[1]);
     writeMac(ab, HDR + 6, MACS[0]);
@@ -422,7 +592,7 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
   });
 
   it('trunk to trunk: a tagged frame replays with its tag as it came (PCP too); the MAC ages in the tag\'s VLAN', () => {
-    const on = rig(true), off = rig(false);
+    const on = rig(true, false), off = rig(false, false);
     const p = { on, off };
     const t12 = new Uint8Array(HDR + 64);
     writeMac(t12, HDR, MACS[6]);
@@ -464,5 +634,128 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
     expect(p.on.model!.hits).toBeGreaterThan(12);
     expect(p.on.br.fdb.lookup(10, MACS[0])).toBe(p.on.port.a1.id);
     same(p);
+  });
+
+  describe('guarded ports and ARP/ND suppression', () => {
+    const IP4 = { k: 'ip4' as const, src: 'own' as const, proto: 6, sport: 4000, dport: 80, frag: 0, ver: 4, ihl: 5, cut: 0 };
+    const spec = (dst: number, l3: L3Spec | undefined, src = -1): FrameSpec =>
+      ({ dst, own: src < 0, src: src < 0 ? 0 : MACS[src], tag: undefined, hdr: undefined, payload: new Uint8Array(8), l3 });
+    /** Cache on and off, guards on a3 and t2; a1's host and a3's learned, a3 -> a1 installed. */
+    function guarded(): { on: Rig; off: Rig } {
+      const p = { on: rig(true), off: rig(false) };
+      both(p, { op: 'batch', port: 'a1', frames: [spec(MACS[2], IP4)] });
+      both(p, { op: 'batch', port: 'a3', frames: [spec(MACS[0], IP4), spec(MACS[0], IP4)] }); // learned, then installed
+      same(p);
+      return p;
+    }
+    const a3toA1 = (p: { on: Rig; off: Rig }, l3: L3Spec | undefined = IP4, n = 1): void =>
+      both(p, { op: 'batch', port: 'a3', frames: Array<FrameSpec>(n).fill(spec(MACS[0], l3)) });
+
+    it('the bridge\'s IPv4 class (ip4Class) is the backend\'s: fuzzed frames, untagged and C-tagged', () => {
+      fc.assert(fc.property(frameArb, fc.constantFrom(undefined, 10), (f, tag) => {
+        const b = frameOf({ ...f, tag, own: true }, 'a1');
+        const len = b.length - HDR;
+        expect(ip4Class(b, HDR, len, tag !== undefined)).toBe(ModelBackend.key(0, b, HDR, len, true) !== undefined);
+      }), { numRuns: 2000 });
+    });
+
+    it('a guarded port\'s IPv4 from its bound address replays, counted where the pipeline counts it (rx, forwarded, tx)', () => {
+      const p = guarded();
+      const rx = p.on.port.a3.rxFrames, tx = p.on.port.a1.txFrames, fwd = p.on.br.counters.forwarded;
+      a3toA1(p, IP4, 4);
+      expect(p.on.model!.hits).toBe(4);
+      expect(p.on.model!.l3Hits).toBe(4);
+      same(p);
+      expect(p.on.port.a3.rxFrames - rx).toBe(4);
+      expect(p.on.port.a1.txFrames - tx).toBe(4);
+      expect(p.on.br.counters.forwarded - fwd).toBe(4);
+      expect(p.on.br.flowCacheCounters.hits).toBe(4);
+    });
+
+    it('frames a guard judges by something else never hit: a spoofed or zero source, DHCP ports, ARP, IPv6, a bad header, a non-first fragment keyed by its address', () => {
+      const outside: L3Spec[] = [
+        { ...IP4, src: 'other' }, { ...IP4, src: 'zero' }, { ...IP4, proto: 17, sport: 68, dport: 67 }, { ...IP4, proto: 17, sport: 67, dport: 68 },
+        { ...IP4, proto: 17, sport: 4000, dport: 67 }, { ...IP4, ver: 6 }, { ...IP4, ihl: 4 }, { ...IP4, cut: 19 }, { ...IP4, proto: 17, cut: 22 },
+        { k: 'arp', oper: 1, spa: 'own', tpa: 0, shaOwn: true, cut: 0 }, { k: 'arp', oper: 2, spa: 'other', tpa: 0, shaOwn: true, cut: 0 },
+        { k: 'ip6', nh: 6, type: 0, cut: 0 },
+      ];
+      for (const l3 of outside) {
+        const p = guarded();
+        a3toA1(p); // a hit: the entry for the bound source stands
+        a3toA1(p, l3, 2);
+        a3toA1(p);
+        expect(p.on.model!.hits, JSON.stringify(l3)).toBe(2);
+        same(p);
+      }
+      // The spoofed source dropped and counted as without the cache.
+      const p = guarded();
+      a3toA1(p, { ...IP4, src: 'other' }, 3);
+      expect(p.on.port.a3.drops[Drop.ip_source_guard]).toBe(3);
+      same(p);
+      // A non-first fragment of a UDP datagram "to port 67" is in the class (the guard reads no ports there): keyed by
+      // MACs and source address only, it replays on the entry the TCP frames installed (the same verdict).
+      const q = guarded();
+      a3toA1(q, { ...IP4, proto: 17, sport: 67, dport: 68, frag: 0x00b9 }, 3);
+      expect(q.on.model!.hits).toBe(3);
+      same(q);
+    });
+
+    it('a binding removed ends the replays (the frames then dropped); a renewal re-ACKing the same binding invalidates nothing', () => {
+      const p = guarded();
+      a3toA1(p);
+      const inv = p.on.br.flowCacheCounters.invalidations;
+      both(p, { op: 'renew', port: 'a3' });
+      expect(p.on.br.flowCacheCounters.invalidations).toBe(inv);
+      a3toA1(p, IP4, 3);
+      expect(p.on.model!.hits).toBe(4);
+      both(p, { op: 'unbind', port: 'a3' });
+      expect(p.on.br.flowCacheCounters.invalidations).toBe(inv + 1);
+      a3toA1(p, IP4, 3);
+      expect(p.on.model!.hits).toBe(4);
+      expect(p.on.port.a3.drops[Drop.ip_source_guard]).toBe(3);
+      same(p);
+      both(p, { op: 'bind', port: 'a3' }); // bound again: the pipeline admits, installs, then replays
+      a3toA1(p, IP4, 1);
+      a3toA1(p, IP4, 2);
+      expect(p.on.model!.hits).toBe(6);
+      same(p);
+      // A configured binding's removal too.
+      both(p, { op: 'bindConf', port: 'a3' });
+      const inv2 = p.on.br.flowCacheCounters.invalidations;
+      both(p, { op: 'confClear', port: 'a3' });
+      expect(p.on.br.flowCacheCounters.invalidations).toBe(inv2 + 1);
+    });
+
+    it('ARP/ND suppression in a VLAN: IPv4 replays there, ARP requests and NS never do (the suppressor answers and counts them); turning it on in place invalidates', () => {
+      const p = { on: rig(true, false), off: rig(false, false) };
+      const a2 = (l3: L3Spec, n = 1): void => both(p, { op: 'batch', port: 'a1', split: true, frames: Array<FrameSpec>(n).fill(spec(MACS[1], l3)) });
+      both(p, { op: 'batch', port: 'a2', frames: [spec(MACS[0], IP4)] });
+      a2(IP4, 3); // learned, installed (keyed by MACs: no suppression yet), replayed
+      expect(p.on.model!.hits).toBe(1);
+      // VLAN 20 first (attaches the suppressor), then VLAN 10 in place: enable alone must invalidate.
+      both(p, { op: 'suppress', port: 'b1' });
+      a2(IP4, 2); // installed again (VLAN 10 does not answer: keyed by MACs), replayed
+      expect(p.on.model!.hits).toBe(2);
+      expect(p.on.model!.l3Hits).toBe(0);
+      both(p, { op: 'suppress', port: 'a1' });
+      // A unicast ARP request for a2's address: the suppressor answers it (a1's host asks for a3's, which the table holds).
+      const req: L3Spec = { k: 'arp', oper: 1, spa: 'own', tpa: 2, shaOwn: true, cut: 0 };
+      a2(req, 2);
+      expect(p.on.sup.counters(10).suppressed).toBe(2);
+      expect(p.on.model!.hits).toBe(2);
+      a2(IP4, 3); // installed again, keyed by the address now, then replayed
+      expect(p.on.model!.hits).toBe(4);
+      expect(p.on.model!.l3Hits).toBe(2);
+      a2(req, 1);
+      a2({ k: 'ip6', nh: 58, type: 135, cut: 0 }, 2);
+      expect(p.on.model!.hits).toBe(4);
+      expect(p.on.sup.counters(10).suppressed).toBe(3);
+      same(p);
+      // Off again in VLAN 10: keyed by MACs again after the next install.
+      both(p, { op: 'suppress', port: 'a1' });
+      a2(IP4, 3);
+      expect(p.on.model!.hits).toBe(6);
+      same(p);
+    });
   });
 });

@@ -18,19 +18,32 @@
  * (a TSO/USO super-frame, NEEDS_CSUM, DATA_VALID) only to a port that takes headers,
  * where egress writes it as it came (the header's flags and GSO type are in the
  * key; its other fields only travel, no decision reads them); both ports are handle ports (TAP, attached),
- * not in a split-horizon group; the ingress port is not shut, has no policer and
- * no active guard (a BPDU guard is fine: it only looks at frames to the bridge
- * group address, and a port it shuts invalidates); the egress port is up, not shut, has no shaper,
- * and is a member of the frame's VLAN (untagged or tagged as above); the bridge has no ARP/ND
- * suppression attached (it answers unicast ARP requests and NS too). Floods, the router, tunnels,
- * bonds, guarded or rate-limited ports never see a replayed frame.
+ * not in a split-horizon group; the ingress port is not shut and has no policer (a BPDU
+ * guard is fine: it only looks at frames to the bridge group address, and a port it
+ * shuts invalidates); the egress port is up, not shut, has no shaper, and is a member
+ * of the frame's VLAN (untagged or tagged as above).
+ *
+ * Guarded ports and ARP/ND suppression: from a port with an active anti-spoofing guard,
+ * and in a VLAN where ARP/ND suppression answers, only frames of the IPv4 class
+ * (ip4Class: IPv4, version 4, IHL >= 5, not a UDP first fragment with port 67 or 68
+ * either side) are installed, and the backend keys that handle's frames with their
+ * IPv4 source address and refuses to key any frame outside the class (a miss). Within
+ * the class the guard's verdict depends only on the source MAC and address (the key)
+ * and the port's bindings and options, the suppressor's on nothing past the EtherType
+ * (it answers ARP requests and NS, never in the class); so a frame either would judge
+ * differently never hits. ARP, IPv6 (its guard keeps per-address claim state that every
+ * frame refreshes), DHCP and malformed IPv4 from such ports stay in the pipeline.
+ * Floods, the router, tunnels, bonds and rate-limited ports never see a replayed frame.
  *
  * Invalidation: one generation per bridge, in memory the backend reads on every
  * probe (a Float64Array: a bump is a store, never a call, and never wraps). The
  * MAC table bumps it on every change but a refresh (Fdb.stamp); the bridge bumps
  * it on every port, VLAN, guard, gate, rate, loop-protection and flood-list change
  * (Bridge.#invalidate), after folding, so counts made under the old generation
- * land on the ports they belonged to.
+ * land on the ports they belonged to; a guard's binding gained or lost (PortGuard
+ * onChange: a lease bound, released, expired or declined, a configured binding; a
+ * renewal's re-ACK of the binding already there changes nothing and bumps nothing)
+ * and ARP/ND suppression attached, detached or turned on or off in a VLAN bump it too.
  *
  * Counters and ageing stay exact by folding: the backend counts per entry (frames,
  * bytes, last frame's time, bytes written, failed writes by class) and `fold`
@@ -42,12 +55,31 @@
  * invalidation.
  */
 
+import * as ethernet from './wire/ethernet.js';
+import * as ipv4 from './wire/ipv4.js';
+import * as l4w from './wire/l4.js';
+
+// ip4Class reads through the wire views as module constants (wire/bytes.ts says why), as guard.ts does.
+const { etherType, ETH_HLEN } = ethernet;
+const { ip4FragOffset, ip4HeaderLen, ip4Proto, ip4Version, IP4_MIN_HLEN } = ipv4;
+const { udpDport, udpSport } = l4w;
+const T_IPV4 = ethernet.ETHERTYPE.IPV4;
+const P_UDP = ipv4.IPPROTO.UDP;
+/** The UDP ports are inside the frame when the length field's offset is (guard.ts). */
+const UDP_PORTS = l4w.UDP.LEN;
+
 /** The backend: the addon (ports/flow-cache-io.ts) or, in tests, a model of it. */
 export interface FlowCacheBackend {
   /** One generation per bridge id; the backend compares an entry's with it on every probe. */
   readonly generations: Float64Array;
-  /** The frame buf[off, off+len) (virtio_net_hdr before it) from `inHandle` went unchanged to `outHandle` alone. False: refused. */
-  install(bridge: number, inHandle: number, inPort: number, buf: Uint8Array, off: number, len: number, outHandle: number, outPort: number): boolean;
+  /**
+   * The frame buf[off, off+len) (virtio_net_hdr before it) from `inHandle` went unchanged
+   * to `outHandle` alone. `l3`: the decision also depended on the frame being of the
+   * IPv4 class (ip4Class) and on its source address; `inHandle`'s frames are keyed so
+   * (the address in the key, frames outside the class never hit) until an install says
+   * otherwise. False: refused.
+   */
+  install(bridge: number, inHandle: number, inPort: number, buf: Uint8Array, off: number, len: number, outHandle: number, outPort: number, l3: boolean): boolean;
   /** Rows of FOLD.FIELDS numbers (see FOLD) for every entry with counts since the last fold; how many. */
   fold(out: Float64Array): number;
   /** The bridge's entries stale. */
@@ -122,4 +154,30 @@ export class FlowCacheHub {
       if (n * FOLD.FIELDS < rows.length) return;
     }
   }
+}
+
+/**
+ * The IPv4 class (native/flowcache.h ND_FC_KEY_L3), the frame at buf[off, off+len)
+ * untagged or with one C-tag (`tagged`): EtherType IPv4, version 4, IHL >= 5 and the
+ * 20-byte header in the frame; the first fragment of a UDP datagram holds its ports
+ * and neither is 67 or 68. Within it an anti-spoofing guard (guard.ts guardCheck)
+ * reads only the source address and MAC, and ARP/ND suppression nothing past the
+ * EtherType. The bridge installs a guarded port's decisions, and any decision in a
+ * VLAN with suppression on, only for such frames; the addon keys them (and refuses
+ * any other frame from that handle) by the same test.
+ */
+export function ip4Class(buf: Uint8Array, off: number, len: number, tagged: boolean): boolean {
+  const tagLen = tagged ? 4 : 0;
+  const l3 = off + ETH_HLEN + tagLen;
+  const end = off + len;
+  if (l3 + IP4_MIN_HLEN > end || etherType(buf, off + tagLen) !== T_IPV4 || ip4Version(buf, l3) !== 4) return false;
+  const ihl = ip4HeaderLen(buf, l3);
+  if (ihl < IP4_MIN_HLEN) return false;
+  if (ip4Proto(buf, l3) === P_UDP && ip4FragOffset(buf, l3) === 0) {
+    const l4 = l3 + ihl;
+    if (l4 + UDP_PORTS > end) return false;
+    const sp = udpSport(buf, l4), dp = udpDport(buf, l4);
+    if (sp === 67 || sp === 68 || dp === 67 || dp === 68) return false;
+  }
+  return true;
 }

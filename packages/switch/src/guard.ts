@@ -151,9 +151,14 @@ export class PortGuard implements Guard6 {
   #owners: MacOwners | undefined;
   #port = -1;
   /**
-   * Called after every set (the bridge's flow cache invalidation): a guard switched on
-   * in place must end the replays of decisions taken while the port was unguarded,
-   * whoever sets it (Bridge.setPortGuard, or the daemon's applyGuard on the port).
+   * Called after every set and every binding gained or lost (the bridge's flow cache
+   * invalidation): a guard switched on in place must end the replays of decisions taken
+   * while the port was unguarded, whoever sets it (Bridge.setPortGuard, or the daemon's
+   * applyGuard on the port); a binding removed must end the replays of its source's
+   * frames, and one added pins its MAC (other ports' learning changes). Every path that
+   * changes bindings (leases bound and gone, applyGuard) goes through the BindingMaps,
+   * whose `set` of the binding already there (a renewal's re-ACK) changes nothing and
+   * calls nothing.
    */
   onChange: (() => void) | undefined = undefined;
 
@@ -197,6 +202,7 @@ export class PortGuard implements Guard6 {
   }
 
   #count(mac: number, delta: 1 | -1): void {
+    this.onChange?.();
     const owners = this.#owners;
     if (owners === undefined) return;
     if (delta > 0) owners.add(mac, this.#port);

@@ -265,6 +265,34 @@ describe('lease bindings', () => {
     expect(vm2.io.sent.slice(seen[1]).filter(fromServer)).toEqual([]);
   });
 
+  it('the flow cache (on by default): a renewal re-ACKing the same lease invalidates nothing; a release does (the binding gone)', async () => {
+    const t = setup();
+    expect(t.br.flowCache).toBe(true);
+    const dhcp = t.sw.router('r1').router.networks.get('net10')!.opts.dhcp!;
+    const vm = add(t, 'vm1', 'tap');
+    applyGuard(t.br, vm.port, { type: 'tap' }, t.sw.routers.values());
+    const gw = parseIp4('10.0.10.1');
+    vm.io.inject(dhcpFrame(VM1, DhcpMsg.DISCOVER));
+    const offered = lastYiaddr(vm.io);
+    vm.io.inject(dhcpFrame(VM1, DhcpMsg.REQUEST, { requested: offered, serverId: gw }));
+    await dhcp.flush();
+    expect(vm.port.guard.leased.get(offered)).toBe(VM1);
+    const inv = t.br.flowCacheCounters.invalidations;
+    const acks = dhcp.counters.acks;
+    for (let i = 0; i < 3; i++) {
+      // RENEWING (ciaddr, from the leased address), then INIT-REBOOT (option 50): both ACK the same lease.
+      vm.io.inject(dhcpFrame(VM1, DhcpMsg.REQUEST, { ciaddr: offered }));
+      vm.io.inject(dhcpFrame(VM1, DhcpMsg.REQUEST, { requested: offered }));
+      await dhcp.flush();
+    }
+    expect(dhcp.counters.acks - acks).toBe(6);
+    expect(vm.port.guard.leased.get(offered)).toBe(VM1);
+    expect(t.br.flowCacheCounters.invalidations, 'six re-ACKs of the same binding: no churn').toBe(inv);
+    vm.io.inject(dhcpFrame(VM1, DhcpMsg.RELEASE, { ciaddr: offered, serverId: gw }));
+    expect(vm.port.guard.leased.size).toBe(0);
+    expect(t.br.flowCacheCounters.invalidations).toBe(inv + 1);
+  });
+
   it('expiry unbinds', async () => {
     const t = setup();
     const vm = add(t, 'vm1', 'tap');

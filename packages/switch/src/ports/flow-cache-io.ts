@@ -11,8 +11,8 @@ export function addonFlowCache(): FlowCacheHub {
   if (hub !== undefined) return hub;
   const backend: FlowCacheBackend = {
     generations: netdev.flowCacheGenerations(),
-    install: (bridge, inHandle, inPort, buf, off, len, outHandle, outPort) =>
-      netdev.flowCacheInstall(bridge, inHandle, inPort, buf, off, len, outHandle, outPort) >= 0,
+    install: (bridge, inHandle, inPort, buf, off, len, outHandle, outPort, l3) =>
+      netdev.flowCacheInstall(bridge, inHandle, inPort, buf, off, len, outHandle, outPort, l3) >= 0,
     fold: (out) => netdev.flowCacheFold(out),
     flush: (bridge) => netdev.flowCacheFlush(bridge),
     size: netdev.FLOW_CACHE_SIZE,

@@ -113,7 +113,7 @@ export class EvpnNeighbours {
       if (!used.has(br)) {
         used.add(br);
         sup.clear();
-        sup.on.fill(0);
+        sup.disableAll();
         sup.maxPerVlan = max;
       }
       const o = on(seg.vni);
