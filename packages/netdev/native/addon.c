@@ -2347,6 +2347,7 @@ NAPI_MODULE_INIT() {
   }
   st->env = env;
   st->sparse_ep = -1;
+  nd_hp_configure(&st->hp, 0, 200 * 1000); /* off; the daemon's default budget (config.ts) */
   if (napi_get_uv_event_loop(env, &st->loop) != napi_ok ||
       napi_set_instance_data(env, st, NULL, NULL) != napi_ok ||
       napi_add_async_cleanup_hook(env, on_env_cleanup, st, &st->cleanup) != napi_ok) {

@@ -191,8 +191,11 @@ export class Vswitch {
 
   close(): void {
     // The addon's loop is the process's: a later Vswitch in it (tests) starts from off, as its desired state does.
-    if (this.#desired.daemon.pollBeforeSleepUs !== 0) setPollBeforeSleep(0, this.#desired.daemon.pollBeforeSleepBudgetMs);
-    this.#desired = { ...this.#desired, daemon: emptyDesired().daemon };
+    const off = emptyDesired().daemon;
+    if (this.#desired.daemon.pollBeforeSleepUs !== 0 || this.#desired.daemon.pollBeforeSleepBudgetMs !== off.pollBeforeSleepBudgetMs) {
+      setPollBeforeSleep(off.pollBeforeSleepUs, off.pollBeforeSleepBudgetMs);
+    }
+    this.#desired = { ...this.#desired, daemon: off };
     this.evpn.close();
     this.vxlan.close();
     clearInterval(this.#ticker);
