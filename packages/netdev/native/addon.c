@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -924,12 +925,16 @@ static void hp_before_sleep(nd_state *st) {
   if (w > 0) {
     int fd = uv_backend_fd(st->loop);
     struct epoll_event ev;
+    struct rusage r0, r1;
+    /* Involuntary context switches during the poll: a thread (a VM's) waited for this CPU. */
+    getrusage(RUSAGE_THREAD, &r0);
     do {
       int n = epoll_wait(fd, &ev, 1, 0);
       t = now_ns();
       if (n > 0) { hit = true; break; }
     } while (t - t0 < w);
-    nd_hp_polled(&st->hp, t - t0, hit);
+    getrusage(RUSAGE_THREAD, &r1);
+    nd_hp_polled(&st->hp, t - t0, hit, r1.ru_nivcsw != r0.ru_nivcsw);
   }
   /* A hit: no sleep to time. Otherwise the block (poll + sleep) is timed until an
    * addon handle's poll (on_poll) or anything else (hp_on_check) wakes the loop. */
@@ -966,13 +971,15 @@ static void ensure_prep(nd_state *st) {
 }
 
 /*
- * setPollBeforeSleep(maxUs, budgetMs): poll before sleep with windows up to maxUs
- * (0: off, at most ND_HP_MAX_US) and at most budgetMs of polling per second.
+ * setPollBeforeSleep(maxUs, budgetMs[, holdOnPreemptForTest = true]): poll before
+ * sleep with windows up to maxUs (0: off, at most ND_HP_MAX_US) and at most budgetMs
+ * of polling per second. The third argument, false, is for tests on a loaded machine:
+ * a preempted poll is counted but stops nothing.
  */
 static napi_value js_set_poll_before_sleep(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   int64_t max_us, budget_ms;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 2) {
@@ -991,6 +998,9 @@ static napi_value js_set_poll_before_sleep(napi_env env, napi_callback_info info
       st->check_inited = true;
     }
   }
+  bool hold = true;
+  if (argc >= 3 && napi_get_value_bool(env, argv[2], &hold) != napi_ok) hold = true;
+  st->hp.no_hold = !hold;
   nd_hp_configure(&st->hp, (uint32_t)max_us, (uint32_t)budget_ms * 1000);
   if (max_us == 0) {
     st->hp.window_ns = 0;
@@ -1004,7 +1014,7 @@ static napi_value hp_view(napi_env env, const nd_hp *hp) {
   struct { const char *k; double v; } f[] = {
     { "maxUs", hp->max_ns / 1e3 }, { "budgetMs", hp->budget_ns / 1e6 }, { "windowUs", hp->window_ns / 1e3 },
     { "spins", (double)hp->spins }, { "hits", (double)hp->hits }, { "misses", (double)hp->misses },
-    { "spinMs", hp->spin_ns / 1e6 }, { "overBudget", (double)hp->over_budget },
+    { "spinMs", hp->spin_ns / 1e6 }, { "overBudget", (double)hp->over_budget }, { "preempted", (double)hp->preempted },
     { "grows", (double)hp->grows }, { "shrinks", (double)hp->shrinks },
   };
   CHECK(napi_create_object(env, &o));
@@ -1023,7 +1033,8 @@ static napi_value js_poll_before_sleep_stats(napi_env env, napi_callback_info in
 /*
  * pollBeforeSleepForTest(maxUs, budgetMs, steps): a fresh window (haltpoll.c) fed
  * steps [kind, x, y] (Float64Array, three numbers each): 0 = the loop would sleep at
- * time x ns (the result: the allowance), 1 = a poll of x ns ended, y != 0 a hit, 2 =
+ * time x ns (the result: the allowance), 1 = a poll of x ns ended, y bit 0 a hit,
+ * bit 1 preempted, 2 =
  * woken after a block of x ns, y != 0 by a handle (the result: the window after).
  * Returns { out: number[] (one per step), stats }.
  */
@@ -1052,7 +1063,7 @@ static napi_value js_poll_before_sleep_for_test(napi_env env, napi_callback_info
     double kind = s[3 * i], x = s[3 * i + 1], y = s[3 * i + 2];
     double r;
     if (kind == 0) r = (double)nd_hp_allowance(&hp, (uint64_t)x);
-    else if (kind == 1) { nd_hp_polled(&hp, (uint64_t)x, y != 0); r = (double)hp.window_ns; }
+    else if (kind == 1) { nd_hp_polled(&hp, (uint64_t)x, ((int)y & 1) != 0, ((int)y & 2) != 0); r = (double)hp.window_ns; }
     else { nd_hp_woke(&hp, (uint64_t)x, y != 0); r = (double)hp.window_ns; }
     CHECK(napi_create_double(env, r, &v));
     CHECK(napi_set_element(env, out, (uint32_t)i, v));

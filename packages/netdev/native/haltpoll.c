@@ -18,8 +18,9 @@ uint64_t nd_hp_allowance(nd_hp *hp, uint64_t now) {
   if (now - hp->period_start >= ND_HP_PERIOD_NS) {
     hp->period_start = now;
     hp->period_spent = 0;
+    hp->held = false;
   }
-  if (hp->period_spent >= hp->budget_ns) {
+  if (hp->held || hp->period_spent >= hp->budget_ns) {
     hp->over_budget++;
     return 0;
   }
@@ -27,12 +28,18 @@ uint64_t nd_hp_allowance(nd_hp *hp, uint64_t now) {
   return hp->window_ns < left ? hp->window_ns : left;
 }
 
-void nd_hp_polled(nd_hp *hp, uint64_t spun, bool hit) {
+void nd_hp_polled(nd_hp *hp, uint64_t spun, bool hit, bool preempted) {
   hp->spins++;
   hp->spin_ns += spun;
   hp->period_spent += spun;
   if (hit) hp->hits++;
   else hp->misses++;
+  if (preempted) {
+    hp->preempted++;
+    if (hp->no_hold) return;
+    hp->window_ns = 0;
+    hp->held = true;
+  }
 }
 
 static void grow(nd_hp *hp) {

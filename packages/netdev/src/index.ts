@@ -132,8 +132,10 @@ export interface PollBeforeSleepStats {
   misses: number;
   /** Time spent polling, ms. */
   spinMs: number;
-  /** Sleeps not polled because the second's budget was spent. */
+  /** Sleeps not polled because the second's budget was spent, or a poll was preempted in it. */
   overBudget: number;
+  /** Polls the scheduler preempted (another thread wanted the CPU): each stops polling for the rest of its second. */
+  preempted: number;
   /** Window changes: grown (a short sleep ended by a port), shrunk (a long sleep after a poll). */
   grows: number;
   shrinks: number;
@@ -270,7 +272,7 @@ interface Native {
   setQuantum(handle: number, quantum: number, frames?: boolean): void;
   fairFull(handle: number): number;
   setSparse(handle: number, on: boolean): boolean;
-  setPollBeforeSleep(maxUs: number, budgetMs: number): void;
+  setPollBeforeSleep(maxUs: number, budgetMs: number, holdOnPreemptForTest?: boolean): void;
   pollBeforeSleepStats(): PollBeforeSleepStats;
   pollBeforeSleepForTest(maxUs: number, budgetMs: number, steps: Float64Array): { out: number[]; stats: PollBeforeSleepStats };
   setTapGro(on: boolean): void;
@@ -542,7 +544,9 @@ export const POLL_BEFORE_SLEEP_MAX_US = 1000;
  * window adapts (haltpoll.c): it grows from 10 µs, doubling up to maxUs, after a
  * short sleep ended by a port; it halves (to 0 below 10 µs) after a poll that found
  * nothing followed by a sleep longer than maxUs. At most budgetMs of polling per
- * second. maxUs 0 turns it off; maxUs 0-1000, budgetMs 1-1000 (RangeError otherwise).
+ * second, and none for the rest of a second in which the scheduler preempted a poll
+ * (an involuntary context switch: a VM's thread wanted the CPU; the window restarts
+ * from 0). maxUs 0 turns it off; maxUs 0-1000, budgetMs 1-1000 (RangeError otherwise).
  */
 export const setPollBeforeSleep: Native['setPollBeforeSleep'] = native.setPollBeforeSleep;
 export const pollBeforeSleepStats: Native['pollBeforeSleepStats'] = native.pollBeforeSleepStats;

@@ -204,6 +204,7 @@ describe('metrics registry', () => {
       expect(s.get('vswitch_poll_before_sleep_total{outcome="miss"}')).toBeGreaterThanOrEqual(0);
       expect(s.get('vswitch_poll_before_sleep_total{outcome="over_budget"}')).toBeGreaterThanOrEqual(0);
       expect(s.get('vswitch_poll_before_sleep_seconds_total')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_poll_before_sleep_preempted_total')).toBeGreaterThanOrEqual(0);
       expect(() => sw.daemonSet({ pollBeforeSleepUs: 1001 })).toThrow(/pollBeforeSleepUs must be a whole number 0-1000/);
       expect(() => sw.daemonSet({})).toThrow(/nothing to set/);
       expect(sw.daemonSet({ pollBeforeSleepUs: 40, pollBeforeSleepBudgetMs: 10 })).toMatchObject({ pollBeforeSleepUs: 40, pollBeforeSleepBudgetMs: 10 });

@@ -400,6 +400,9 @@ export function createMetricsRegistry(
       emit({ outcome: 'miss' }, s.misses);
       emit({ outcome: 'over_budget' }, s.overBudget);
     });
+  counter('vswitch_poll_before_sleep_preempted_total',
+    'Polls the scheduler preempted (another thread wanted the CPU): each one stops polling for the rest of its second.',
+    [], (emit) => emit({}, pollBeforeSleepStats().preempted));
   counter('vswitch_poll_before_sleep_seconds_total',
     'CPU time the event loop spent polling before sleeps, seconds.',
     [], (emit) => emit({}, pollBeforeSleepStats().spinMs / 1000));
