@@ -47,8 +47,16 @@ case ${VSWITCH_BENCH_SPARSE:-} in
   true|false) sline="    readSparse: $VSWITCH_BENCH_SPARSE" ;;
   *) echo "ours.sh: VSWITCH_BENCH_SPARSE must be true or false, got $VSWITCH_BENCH_SPARSE" >&2; exit 2 ;;
 esac
+# VSWITCH_BENCH_POLL_US=N: the daemon's pollBeforeSleepUs (README "Poll before sleep": the
+# largest window it polls before sleeping, 0 = off), VSWITCH_BENCH_POLL_BUDGET=MS its
+# pollBeforeSleepBudgetMs; unset: the defaults (an older `base` build without the keys refuses them).
+pline=""
+[ -n "${VSWITCH_BENCH_POLL_US:-}" ] && pline="pollBeforeSleepUs: $VSWITCH_BENCH_POLL_US"
+[ -n "${VSWITCH_BENCH_POLL_BUDGET:-}" ] && pline="$pline
+pollBeforeSleepBudgetMs: $VSWITCH_BENCH_POLL_BUDGET"
 mkdir -p "$dir/state"
 cat > "$dir/c.yaml" <<YAML
+$pline
 bridges:
   br0:
 $fcline

@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { buildProgram, daemonLine, dupText, evpnGr, evpnLimit, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
+import { buildProgram, daemonLine, dupText, parsePollBudget, parsePollUs, settingsLine, evpnGr, evpnLimit, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
 import { commandTree, leafCommands } from './docs.js';
 import { VERSION } from './version.js';
 
@@ -216,5 +216,28 @@ describe('views', () => {
       .toBe('lease 10.0.10.100 granted to 02:00:00:00:00:01 on vm1 (r0/net10)\n');
     expect(monitorLine({ event: 'config_refused', error: 'bad' })).toBe('reload refused: bad\n');
     expect(monitorLine({ event: 'something_new', router: 'r0', x: 1 })).toBe('something_new {"x":1} (r0)\n');
+  });
+});
+
+describe('vswitch set / settings: poll before sleep', () => {
+  it('parses poll-us (0-1000, off) and poll-budget-ms (1-1000), refusing the rest with a usage error', () => {
+    expect(parsePollUs('50')).toBe(50);
+    expect(parsePollUs('off')).toBe(0);
+    expect(parsePollUs('0')).toBe(0);
+    expect(parsePollUs('1000')).toBe(1000);
+    for (const bad of ['1001', '-1', '2.5', 'on', '']) expect(() => parsePollUs(bad)).toThrow(UsageError);
+    expect(parsePollBudget('200')).toBe(200);
+    for (const bad of ['0', '1001', 'off', '1e3']) expect(() => parsePollBudget(bad)).toThrow(UsageError);
+  });
+
+  it('show\'s settings line: off, or the window, budget and counters, and whether the CLI set it', () => {
+    expect(settingsLine({ pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200, overrides: [] })).toBe('poll before sleep: off');
+    expect(settingsLine({ pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200, overrides: ['pollBeforeSleepUs'] })).toBe('poll before sleep: off (set at runtime)');
+    expect(settingsLine({
+      pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 200, overrides: [],
+      pollBeforeSleep: { windowUs: 20, hits: 7, misses: 3, spinMs: 0.25, overBudget: 0 },
+    })).toBe('poll before sleep: up to 50 µs, budget 200 ms/s, window 20 µs, 7 hits / 3 misses, 0.3 ms polled');
+    expect(settingsLine(undefined)).toBe('');
+    expect(settingsLine({ pid: 1 })).toBe('');
   });
 });

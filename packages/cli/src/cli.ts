@@ -98,6 +98,31 @@ export function daemonLine(ping: unknown): string {
   return `daemon: pid ${p.pid}, ${where}, nice ${p.nice}${reducer}`;
 }
 
+/** `show`'s line for the daemon-wide settings (daemon.show): poll before sleep, where it comes from. */
+export function settingsLine(v: unknown): string {
+  const d = v as { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: number; overrides?: string[];
+    pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number } } | null;
+  if (!d || typeof d !== 'object' || d.pollBeforeSleepUs === undefined) return '';
+  const from = d.overrides?.length ? ' (set at runtime)' : '';
+  if (d.pollBeforeSleepUs === 0) return `poll before sleep: off${from}`;
+  const p = d.pollBeforeSleep;
+  const now = p ? `, window ${p.windowUs} µs, ${p.hits} hits / ${p.misses} misses, ${p.spinMs.toFixed(1)} ms polled${p.overBudget ? `, ${p.overBudget} sleeps over budget` : ''}` : '';
+  return `poll before sleep: up to ${d.pollBeforeSleepUs} µs, budget ${d.pollBeforeSleepBudgetMs} ms/s${now}${from}`;
+}
+
+/** `set poll-us N|off`: a window in µs, 0-1000 (off = 0). */
+export function parsePollUs(s: string): number {
+  if (s === 'off') return 0;
+  if (!/^\d+$/.test(s) || Number(s) > 1000) throw new UsageError(`bad poll-us '${s}' (0-1000 microseconds, or off)`);
+  return Number(s);
+}
+
+/** `set poll-budget-ms MS`: 1-1000 ms of polling per second. */
+export function parsePollBudget(s: string): number {
+  if (!/^\d+$/.test(s) || Number(s) < 1 || Number(s) > 1000) throw new UsageError(`bad poll-budget-ms '${s}' (1-1000 milliseconds per second)`);
+  return Number(s);
+}
+
 function print(data: unknown, asJson: boolean, render: (d: any) => string): void {
   process.stdout.write(asJson ? JSON.stringify(data, null, 2) + '\n' : render(data));
 }
@@ -515,8 +540,11 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
           p.name ? from(p) : '', i === 0 ? from(b) : '', i === 0 ? loopText(b.loopProtection, b.readQuantum, b.readShare, b.readFrames, b.readSparse) + (b.flowCache === undefined ? '' : b.flowCache ? ', flow-cache on' : ', flow-cache off') : '']))));
       // The daemon's scheduling context under the table (README "Fair share": the daemon's session).
       if (!asJson()) {
-        const line = daemonLine(await call('ping'));
+        const ping = await call('ping') as { settings?: unknown } | null;
+        const line = daemonLine(ping);
         if (line) console.log(line);
+        const settings = settingsLine(ping?.settings);
+        if (settings) console.log(settings);
       }
     });
 
@@ -618,6 +646,24 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       }
       if (Object.keys(args).length === 1) throw new UsageError('nothing to set: mac-flap-moves, mac-flap-hold, bpdu-recovery, read-quantum, read-share, read-frames, read-sparse or flow-cache');
       await call('bridge.loop', args);
+    });
+
+  const setKw: KeywordSpec = { values: { 'poll-us': { name: 'N|off' }, 'poll-budget-ms': { name: 'MS' } }, flags: [] };
+  keywords(program.command('set').argument('<words...>').usage('[poll-us N|off] [poll-budget-ms MS]')
+    .description('daemon-wide settings at runtime (kept across restarts, as every change): poll before sleep, the largest window '
+      + 'in microseconds (0-1000; off, the default: 0) the event loop polls its ports before it sleeps, adaptive as KVM\'s halt polling, '
+      + 'and at most how many milliseconds per second it may poll (1-1000, 200 by default)'), setKw)
+    .action(async (list: string[]) => {
+      const w = words(list, setKw);
+      const args: Record<string, unknown> = {};
+      if (w['poll-us'] !== undefined) args.pollBeforeSleepUs = parsePollUs(w['poll-us'] as string);
+      if (w['poll-budget-ms'] !== undefined) args.pollBeforeSleepBudgetMs = parsePollBudget(w['poll-budget-ms'] as string);
+      if (Object.keys(args).length === 0) throw new UsageError('nothing to set: poll-us or poll-budget-ms');
+      await call('daemon.set', args);
+    });
+  program.command('settings').addOption(json()).description('daemon-wide settings (vswitch set), where they come from, and poll before sleep\'s window and counters')
+    .action(async () => {
+      print(await call('daemon.show'), asJson(), (d) => settingsLine(d) + '\n');
     });
 
   const vlan = program.command('vlan').description('VLAN membership of ports, as bridge(8) vlan');

@@ -417,6 +417,15 @@ export const ConfigSchema = z.strictObject({
   }).default({ level: 'info' }),
   /** Nice value of the forwarding loop's thread (daemon/priority.ts); unset: as started (the systemd unit: -10). */
   nice: z.number().int().min(-20).max(19).optional(),
+  /**
+   * Poll before sleep (README "Poll before sleep"): the largest window, µs, the
+   * event loop probes its ports before it sleeps (0: off); adaptive, as KVM's halt polling.
+   */
+  pollBeforeSleepUs: z.number().int('must be a whole number of microseconds').min(0, 'must be 0 (off) to 1000')
+    .max(1000, 'must be 0 (off) to 1000').default(0),
+  /** ... at most this many ms of polling per second (the CPU it may take from the VMs). */
+  pollBeforeSleepBudgetMs: z.number().int('must be a whole number of milliseconds').min(1, 'must be 1 to 1000')
+    .max(1000, 'must be 1 to 1000').default(200),
   /** true: the daemon starts a session of its own (setsid), its own scheduling group under autogroups (daemon/session.ts); unset: as started. */
   ownSession: z.boolean().optional(),
   bridges: z.record(BridgeName, BridgeSchema).default({}),

@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +51,8 @@
 
 #include <node_api.h>
 #include <uv.h>
+
+#include "haltpoll.h"
 
 enum { KIND_TAP = 1, KIND_PACKET = 2, KIND_UDP = 3, KIND_RAW = 4, KIND_UDP6 = 5 };
 
@@ -119,6 +122,13 @@ struct nd_state {
   uint32_t turn;
   uv_prepare_t turn_prep;
   bool prep_inited;
+  /* Poll before sleep (hp_before_sleep): the adaptive window, and the sleep being
+   * timed (hp_waiting: the loop went to sleep at hp_block_start, not yet woken). */
+  nd_hp hp;
+  uint64_t hp_block_start;
+  bool hp_waiting;
+  uv_check_t hp_check;
+  bool check_inited;
   /* Teardown. */
   napi_async_cleanup_hook_handle cleanup;
   int closing; /* uv handles still closing during teardown */
@@ -616,9 +626,12 @@ static void sparse_first(nd_state *st, nd_handle *b) {
 }
 
 /* A handle is readable: its service (after the sparse handles', if it is backlogged). */
+static void hp_wake(nd_state *st, bool by_handle);
+
 static void on_poll(uv_poll_t *p, int status, int events) {
   nd_handle *h = (nd_handle *)p;
   nd_state *st = h->st;
+  if (st->hp_waiting) hp_wake(st, true);
   if (h->sparse && h->fair.backlogged && h->fair.quantum > 0 && status >= 0 && st->sparse_ep >= 0) {
     uint32_t gen = h->gen;
     sparse_first(st, h);
@@ -882,10 +895,184 @@ static napi_value js_set_quantum(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Poll before sleep (as KVM's halt polling): libuv is about to block in epoll_wait.
+ * A ping-pong through the switch pays, per message, the wake-up of a sleeping
+ * daemon: the runqueue wait after the wake-up (~19 us median here) and the kernel's
+ * return from epoll (~9 us) (bench/README "Latency: where a ping-pong goes"). If the
+ * next frame comes within the window, probing libuv's own epoll set with a zero
+ * timeout finds it without sleeping; the loop then returns to libuv, whose
+ * epoll_wait returns at once and serves it through on_poll as always (same order,
+ * fairness and generation checks: nothing here reads a handle). One syscall per
+ * probe whatever the number of ports; level-triggered, so a probe consumes nothing.
+ * Bounded by the window (nd_hp: adaptive, capped, and a CPU budget per second) and
+ * by the loop's next timer: a timer or another handle waits at most the window.
+ * Only when libuv would really sleep (uv_backend_timeout != 0).
+ */
+static void hp_before_sleep(nd_state *st) {
+  int timeout = uv_backend_timeout(st->loop);
+  if (timeout == 0) return;
+  uint64_t t0 = now_ns();
+  uint64_t w = nd_hp_allowance(&st->hp, t0);
+  if (timeout > 0 && (uint64_t)timeout * 1000000ull < w) w = (uint64_t)timeout * 1000000ull;
+  bool hit = false;
+  uint64_t t = t0;
+  if (w > 0) {
+    int fd = uv_backend_fd(st->loop);
+    struct epoll_event ev;
+    struct rusage r0, r1;
+    /* Involuntary context switches during the poll: a thread (a VM's) waited for this CPU. */
+    getrusage(RUSAGE_THREAD, &r0);
+    do {
+      int n = epoll_wait(fd, &ev, 1, 0);
+      t = now_ns();
+      if (n > 0) { hit = true; break; }
+    } while (t - t0 < w);
+    getrusage(RUSAGE_THREAD, &r1);
+    nd_hp_polled(&st->hp, t - t0, hit, r1.ru_nivcsw != r0.ru_nivcsw);
+  }
+  /* A hit: no sleep to time. Otherwise the block (poll + sleep) is timed until an
+   * addon handle's poll (on_poll) or anything else (hp_on_check) wakes the loop. */
+  st->hp_waiting = !hit;
+  st->hp_block_start = t0;
+}
+
+static void hp_wake(nd_state *st, bool by_handle) {
+  st->hp_waiting = false;
+  nd_hp_woke(&st->hp, now_ns() - st->hp_block_start, by_handle);
+}
+
+/* After the loop's poll phase: woken by no addon handle (a timer, a signal, the control socket). */
+static void hp_on_check(uv_check_t *c) {
+  nd_state *st = c->data;
+  if (st->hp_waiting) hp_wake(st, false);
+}
+
 /* Each loop turn is one round: sparse_first serves a handle at most once per turn. */
 static void on_turn(uv_prepare_t *p) {
   nd_state *st = p->data;
   if (++st->turn == 0) st->turn = 1; /* 0 is early_turn's "never" */
+  if (st->hp.max_ns) hp_before_sleep(st);
+}
+
+/* The prepare hook (loop turns, poll before sleep), made on first use; it does not keep the loop alive. */
+static void ensure_prep(nd_state *st) {
+  if (st->prep_inited) return;
+  uv_prepare_init(st->loop, &st->turn_prep);
+  st->turn_prep.data = st;
+  uv_prepare_start(&st->turn_prep, on_turn);
+  uv_unref((uv_handle_t *)&st->turn_prep);
+  st->prep_inited = true;
+}
+
+/*
+ * setPollBeforeSleep(maxUs, budgetMs[, holdOnPreemptForTest = true]): poll before
+ * sleep with windows up to maxUs (0: off, at most ND_HP_MAX_US) and at most budgetMs
+ * of polling per second. The third argument, false, is for tests on a loaded machine:
+ * a preempted poll is counted but stops nothing.
+ */
+static napi_value js_set_poll_before_sleep(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 3;
+  napi_value argv[3];
+  int64_t max_us, budget_ms;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setPollBeforeSleep(maxUs, budgetMs)");
+    return NULL;
+  }
+  if (!arg_int(env, argv[0], "maxUs", 0, ND_HP_MAX_US, &max_us)) return NULL;
+  if (!arg_int(env, argv[1], "budgetMs", 1, 1000, &budget_ms)) return NULL;
+  if (max_us > 0) {
+    ensure_prep(st);
+    if (!st->check_inited) {
+      uv_check_init(st->loop, &st->hp_check);
+      st->hp_check.data = st;
+      uv_check_start(&st->hp_check, hp_on_check);
+      uv_unref((uv_handle_t *)&st->hp_check);
+      st->check_inited = true;
+    }
+  }
+  bool hold = true;
+  if (argc >= 3 && napi_get_value_bool(env, argv[2], &hold) != napi_ok) hold = true;
+  st->hp.no_hold = !hold;
+  nd_hp_configure(&st->hp, (uint32_t)max_us, (uint32_t)budget_ms * 1000);
+  if (max_us == 0) {
+    st->hp.window_ns = 0;
+    st->hp_waiting = false;
+  }
+  return NULL;
+}
+
+static napi_value hp_view(napi_env env, const nd_hp *hp) {
+  napi_value o, v;
+  struct { const char *k; double v; } f[] = {
+    { "maxUs", hp->max_ns / 1e3 }, { "budgetMs", hp->budget_ns / 1e6 }, { "windowUs", hp->window_ns / 1e3 },
+    { "spins", (double)hp->spins }, { "hits", (double)hp->hits }, { "misses", (double)hp->misses },
+    { "spinMs", hp->spin_ns / 1e6 }, { "overBudget", (double)hp->over_budget }, { "preempted", (double)hp->preempted },
+    { "grows", (double)hp->grows }, { "shrinks", (double)hp->shrinks },
+  };
+  CHECK(napi_create_object(env, &o));
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+    CHECK(napi_create_double(env, f[i].v, &v));
+    CHECK(napi_set_named_property(env, o, f[i].k, v));
+  }
+  return o;
+}
+
+/* pollBeforeSleepStats(): the settings, the current window and the counters. */
+static napi_value js_poll_before_sleep_stats(napi_env env, napi_callback_info info) {
+  return hp_view(env, &get_state(env)->hp);
+}
+
+/*
+ * pollBeforeSleepForTest(maxUs, budgetMs, steps): a fresh window (haltpoll.c) fed
+ * steps [kind, x, y] (Float64Array, three numbers each): 0 = the loop would sleep at
+ * time x ns (the result: the allowance), 1 = a poll of x ns ended, y bit 0 a hit,
+ * bit 1 preempted, 2 =
+ * woken after a block of x ns, y != 0 by a handle (the result: the window after).
+ * Returns { out: number[] (one per step), stats }.
+ */
+static napi_value js_poll_before_sleep_for_test(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], res, out, v;
+  int64_t max_us, budget_ms;
+  napi_typedarray_type tt;
+  size_t len;
+  void *data;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3 || !arg_int(env, argv[0], "maxUs", 0, ND_HP_MAX_US, &max_us) ||
+      !arg_int(env, argv[1], "budgetMs", 1, 1000, &budget_ms)) {
+    if (argc < 3) napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: pollBeforeSleepForTest(maxUs, budgetMs, steps)");
+    return NULL;
+  }
+  if (napi_get_typedarray_info(env, argv[2], &tt, &len, &data, NULL, NULL) != napi_ok || tt != napi_float64_array || len % 3) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: steps must be a Float64Array of triples");
+    return NULL;
+  }
+  const double *s = data;
+  nd_hp hp = { 0 };
+  nd_hp_configure(&hp, (uint32_t)max_us, (uint32_t)budget_ms * 1000);
+  CHECK(napi_create_array_with_length(env, len / 3, &out));
+  for (size_t i = 0; i < len / 3; i++) {
+    double kind = s[3 * i], x = s[3 * i + 1], y = s[3 * i + 2];
+    double r;
+    if (kind == 0) r = (double)nd_hp_allowance(&hp, (uint64_t)x);
+    else if (kind == 1) { nd_hp_polled(&hp, (uint64_t)x, ((int)y & 1) != 0, ((int)y & 2) != 0); r = (double)hp.window_ns; }
+    else { nd_hp_woke(&hp, (uint64_t)x, y != 0); r = (double)hp.window_ns; }
+    CHECK(napi_create_double(env, r, &v));
+    CHECK(napi_set_element(env, out, (uint32_t)i, v));
+  }
+  CHECK(napi_create_object(env, &res));
+  CHECK(napi_set_named_property(env, res, "out", out));
+  CHECK(napi_set_named_property(env, res, "stats", hp_view(env, &hp)));
+  return res;
 }
 
 /*
@@ -907,13 +1094,7 @@ static napi_value js_set_sparse(napi_env env, napi_callback_info info) {
   nd_state *st = h->st;
   if (on && !h->sparse) {
     if (st->sparse_ep < 0) st->sparse_ep = epoll_create1(EPOLL_CLOEXEC);
-    if (st->sparse_ep >= 0 && !st->prep_inited) {
-      uv_prepare_init(st->loop, &st->turn_prep);
-      st->turn_prep.data = st;
-      uv_prepare_start(&st->turn_prep, on_turn);
-      uv_unref((uv_handle_t *)&st->turn_prep); /* it must not keep the loop alive */
-      st->prep_inited = true;
-    }
+    if (st->sparse_ep >= 0) ensure_prep(st);
     struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)h->id };
     ok = st->sparse_ep >= 0 && epoll_ctl(st->sparse_ep, EPOLL_CTL_ADD, h->fd, &ev) == 0;
     if (ok) h->sparse = true;
@@ -2191,6 +2372,10 @@ static void on_env_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
     st->closing++;
     uv_close((uv_handle_t *)&st->turn_prep, on_timer_closed);
   }
+  if (st->check_inited) {
+    st->closing++;
+    uv_close((uv_handle_t *)&st->hp_check, on_timer_closed);
+  }
   if (st->sparse_ep >= 0) close(st->sparse_ep);
   st->sparse_ep = -1;
   teardown_step(st);
@@ -2205,6 +2390,7 @@ NAPI_MODULE_INIT() {
   }
   st->env = env;
   st->sparse_ep = -1;
+  nd_hp_configure(&st->hp, 0, 200 * 1000); /* off; the daemon's default budget (config.ts) */
   if (napi_get_uv_event_loop(env, &st->loop) != napi_ok ||
       napi_set_instance_data(env, st, NULL, NULL) != napi_ok ||
       napi_add_async_cleanup_hook(env, on_env_cleanup, st, &st->cleanup) != napi_ok) {
@@ -2265,6 +2451,9 @@ NAPI_MODULE_INIT() {
     FN("flowCacheFlush", js_fc_flush),
     FN("flowCacheStats", js_fc_stats),
     FN("socketRcvbuf", js_socket_rcvbuf),
+    FN("setPollBeforeSleep", js_set_poll_before_sleep),
+    FN("pollBeforeSleepStats", js_poll_before_sleep_stats),
+    FN("pollBeforeSleepForTest", js_poll_before_sleep_for_test),
 #undef FN
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

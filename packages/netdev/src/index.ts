@@ -118,6 +118,29 @@ export interface PacketInfo {
   ifindex: number;
 }
 
+/** Poll before sleep (setPollBeforeSleep): its settings, window and counters. */
+export interface PollBeforeSleepStats {
+  /** The largest window, µs (0: off). */
+  maxUs: number;
+  /** Polling allowed per second, ms. */
+  budgetMs: number;
+  /** The current window, µs (adaptive: 0 until a sleep a poll would have caught). */
+  windowUs: number;
+  /** Polls before a sleep; hits: those that found work (no sleep); misses: those that did not. */
+  spins: number;
+  hits: number;
+  misses: number;
+  /** Time spent polling, ms. */
+  spinMs: number;
+  /** Sleeps not polled because the second's budget was spent, or a poll was preempted in it. */
+  overBudget: number;
+  /** Polls the scheduler preempted (another thread wanted the CPU): each stops polling for the rest of its second. */
+  preempted: number;
+  /** Window changes: grown (a short sleep ended by a port), shrunk (a long sleep after a poll). */
+  grows: number;
+  shrinks: number;
+}
+
 export interface Stats {
   /** JS callbacks with count > 0. */
   rxBatches: number;
@@ -249,6 +272,9 @@ interface Native {
   setQuantum(handle: number, quantum: number, frames?: boolean): void;
   fairFull(handle: number): number;
   setSparse(handle: number, on: boolean): boolean;
+  setPollBeforeSleep(maxUs: number, budgetMs: number, holdOnPreemptForTest?: boolean): void;
+  pollBeforeSleepStats(): PollBeforeSleepStats;
+  pollBeforeSleepForTest(maxUs: number, budgetMs: number, steps: Float64Array): { out: number[]; stats: PollBeforeSleepStats };
   setTapGro(on: boolean): void;
   setUdpGro(handle: number, on: boolean): boolean;
   setUdpGso(on: boolean, refusedForTest?: boolean): void;
@@ -506,6 +532,25 @@ export const fairFull: Native['fairFull'] = native.fairFull;
  * kernel refused (nothing changed).
  */
 export const setSparse: Native['setSparse'] = native.setSparse;
+
+/** The largest window poll before sleep may use, µs. */
+export const POLL_BEFORE_SLEEP_MAX_US = 1000;
+/**
+ * Poll before sleep (native/addon.c hp_before_sleep, as KVM's halt polling), daemon
+ * wide (the event loop is one), off until set: when the loop is about to sleep, it
+ * probes its epoll set (epoll_wait with timeout 0, one syscall per probe) for up to
+ * a window, so a frame arriving within it is served without the wake-up of a
+ * sleeping thread (runqueue wait and epoll's return, ~30 µs per message here). The
+ * window adapts (haltpoll.c): it grows from 10 µs, doubling up to maxUs, after a
+ * short sleep ended by a port; it halves (to 0 below 10 µs) after a poll that found
+ * nothing followed by a sleep longer than maxUs. At most budgetMs of polling per
+ * second, and none for the rest of a second in which the scheduler preempted a poll
+ * (an involuntary context switch: a VM's thread wanted the CPU; the window restarts
+ * from 0). maxUs 0 turns it off; maxUs 0-1000, budgetMs 1-1000 (RangeError otherwise).
+ */
+export const setPollBeforeSleep: Native['setPollBeforeSleep'] = native.setPollBeforeSleep;
+export const pollBeforeSleepStats: Native['pollBeforeSleepStats'] = native.pollBeforeSleepStats;
+export const pollBeforeSleepForTest: Native['pollBeforeSleepForTest'] = native.pollBeforeSleepForTest;
 
 /**
  * Receive-side GRO toward TAPs (native/tap_gro.c), off until turned on: during a

@@ -209,7 +209,13 @@ const GUARD_MODES: Record<string, GuardSwitches> = {
 };
 
 export const handlers: Record<string, Handler> = {
-  ping: () => ({ pid: process.pid, version: VERSION, session: sessionInfo(), nice: os.getPriority(0), memoryReducer: memoryReducerOn() }),
+  ping: (sw) => ({
+    pid: process.pid, version: VERSION, session: sessionInfo(), nice: os.getPriority(0), memoryReducer: memoryReducerOn(), settings: sw.daemonView(),
+  }),
+  /** Daemon-wide settings, where each comes from, and poll before sleep's window and counters. */
+  'daemon.show': (sw) => sw.daemonView(),
+  /** args: any of pollBeforeSleepUs (0 = off, up to 1000), pollBeforeSleepBudgetMs (1-1000). Kept across restarts; returns daemon.show. */
+  'daemon.set': (sw, a) => sw.daemonSet({ pollBeforeSleepUs: optNum(a, 'pollBeforeSleepUs'), pollBeforeSleepBudgetMs: optNum(a, 'pollBeforeSleepBudgetMs') }),
 
   addbr: (sw, a) => {
     sw.addBridge(str(a, 'bridge'));

@@ -192,6 +192,33 @@ describe('metrics registry', () => {
     sw.close();
   });
 
+  it('poll before sleep: off (0) by default, the settings once vswitch set changes them, its counters; bad values refused', async () => {
+    const { sw } = makeSwitch();
+    const reg = createMetricsRegistry(sw, { defaultMetrics: false });
+    try {
+      let s = parse(await reg.metrics());
+      expect(s.get('vswitch_poll_before_sleep_max_us')).toBe(0);
+      expect(s.get('vswitch_poll_before_sleep_window_us')).toBe(0);
+      expect(s.get('vswitch_poll_before_sleep_budget_ms')).toBe(200);
+      expect(s.get('vswitch_poll_before_sleep_total{outcome="hit"}')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_poll_before_sleep_total{outcome="miss"}')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_poll_before_sleep_total{outcome="over_budget"}')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_poll_before_sleep_seconds_total')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_poll_before_sleep_preempted_total')).toBeGreaterThanOrEqual(0);
+      expect(() => sw.daemonSet({ pollBeforeSleepUs: 1001 })).toThrow(/pollBeforeSleepUs must be a whole number 0-1000/);
+      expect(() => sw.daemonSet({})).toThrow(/nothing to set/);
+      expect(sw.daemonSet({ pollBeforeSleepUs: 40, pollBeforeSleepBudgetMs: 10 })).toMatchObject({ pollBeforeSleepUs: 40, pollBeforeSleepBudgetMs: 10 });
+      s = parse(await reg.metrics());
+      expect(s.get('vswitch_poll_before_sleep_max_us')).toBe(40);
+      expect(s.get('vswitch_poll_before_sleep_budget_ms')).toBe(10);
+      expect([...(sw.daemonView().overrides as string[])].sort()).toEqual(['pollBeforeSleepBudgetMs', 'pollBeforeSleepUs']);
+    } finally {
+      sw.close();
+    }
+    // Closing turns it off: the addon's loop is the process's.
+    expect(parse(await reg.metrics()).get('vswitch_poll_before_sleep_max_us')).toBe(0);
+  });
+
   it('includes the standard process metrics', async () => {
     const sw = new Vswitch(log);
     const text = await createMetricsRegistry(sw).metrics();

@@ -56,6 +56,7 @@ import type { ControlStats } from './control.js';
 import type { ManagedRouter } from './routers.js';
 import { registerDhcp6Metrics } from './dhcp6-metrics.js';
 import { addonSparseFirst, foldAddonFlowCache } from '@vswitch/switch/ports';
+import { pollBeforeSleepStats } from '@vswitch/netdev';
 import type { Logger } from './log.js';
 import {
   cacheStats, DEFAULT_METRICS_LIMITS, MAX_HEADER_BYTES, METRICS_CLOSE_REASONS, MetricsWorker,
@@ -381,6 +382,30 @@ export function createMetricsRegistry(
   counter('vswitch_read_sparse_first_total',
     'Services the read loop gave a port whose queue had emptied ahead of a backlogged port (all bridges; README "Fair share").',
     [], (emit) => emit({}, addonSparseFirst()));
+  // Poll before sleep (README "Poll before sleep"): daemon wide, shown off (0) too.
+  gauge('vswitch_poll_before_sleep_max_us',
+    'The largest window the event loop polls its ports before sleeping, microseconds (0: off, the default; pollBeforeSleepUs, vswitch set poll-us).',
+    [], (emit) => emit({}, pollBeforeSleepStats().maxUs));
+  gauge('vswitch_poll_before_sleep_window_us',
+    'The current window (adaptive as KVM\'s halt polling: grows after short sleeps ended by a port, shrinks after long ones), microseconds.',
+    [], (emit) => emit({}, pollBeforeSleepStats().windowUs));
+  gauge('vswitch_poll_before_sleep_budget_ms',
+    'At most this many milliseconds of polling per second (pollBeforeSleepBudgetMs, vswitch set poll-budget-ms).',
+    [], (emit) => emit({}, pollBeforeSleepStats().budgetMs));
+  counter('vswitch_poll_before_sleep_total',
+    'Polls before a sleep by outcome: hit (found work, no sleep), miss (nothing: the loop slept after), over_budget (not polled: the second\'s budget spent).',
+    ['outcome'], (emit) => {
+      const s = pollBeforeSleepStats();
+      emit({ outcome: 'hit' }, s.hits);
+      emit({ outcome: 'miss' }, s.misses);
+      emit({ outcome: 'over_budget' }, s.overBudget);
+    });
+  counter('vswitch_poll_before_sleep_preempted_total',
+    'Polls the scheduler preempted (another thread wanted the CPU): each one stops polling for the rest of its second.',
+    [], (emit) => emit({}, pollBeforeSleepStats().preempted));
+  counter('vswitch_poll_before_sleep_seconds_total',
+    'CPU time the event loop spent polling before sleeps, seconds.',
+    [], (emit) => emit({}, pollBeforeSleepStats().spinMs / 1000));
   registerBondMetrics(counter, gauge, bridges);
   registerFlowCacheMetrics(counter, gauge, bridges);
   gauge('vswitch_port_egress_queue_frames',

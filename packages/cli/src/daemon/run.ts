@@ -34,7 +34,7 @@ export { DEFAULT_SOCKET };
 /** Commands that change nothing: every other one (new ones too) makes the next scrape render afresh. */
 const READ_ONLY_COMMANDS = new Set([
   'ping', 'show', 'showmacs', 'stats', 'drop.reasons', 'vlan.show', 'fdb.show', 'router.show', 'dhcp.leases', 'nat.sessions',
-  'nat.forward.show', 'dhcp.reservation.show', 'monitor', 'monitor.stats', 'vxlan.show', 'evpn.show',
+  'nat.forward.show', 'dhcp.reservation.show', 'monitor', 'monitor.stats', 'vxlan.show', 'evpn.show', 'daemon.show',
 ]);
 
 export interface DaemonOptions {

@@ -46,12 +46,13 @@ import {
   type TrafficSet, trafficSettings,
 } from './traffic.js';
 import {
-  BRIDGE_DEFAULTS, type Desired, type DesiredPort, FLOW_CACHE_KEY, flowCacheOn, runtimeBridge, GUARD_SWITCHES, type GuardSwitches, type Overlay, type PortSetting, type RouterEdit, canonSpec,
+  BRIDGE_DEFAULTS, DAEMON_SETTINGS, type DaemonSetting, type DaemonSettings, daemonSettingProblem, type Desired, type DesiredPort, FLOW_CACHE_KEY, flowCacheOn, runtimeBridge, GUARD_SWITCHES, type GuardSwitches, type Overlay, type PortSetting, type RouterEdit, canonSpec,
   canonVlan, effective, emptyDesired, emptyOverlay, fdbKey, fileValue, loadOverlay, overlaySize, planChanges, reservationProblem,
   loopKey, resKey, routerDiff, runtimeFile, same, saveOverlay, settingKey, settingOf, withEntry, withSetting, withoutEntries,
 } from './state.js';
 import { VswitchError } from '../errors.js';
 import type { Logger } from './log.js';
+import { pollBeforeSleepStats, setPollBeforeSleep } from '@vswitch/netdev';
 
 export interface AddPortSpec {
   type: 'tap' | 'attach' | 'socket' | 'bond';
@@ -189,6 +190,12 @@ export class Vswitch {
   }
 
   close(): void {
+    // The addon's loop is the process's: a later Vswitch in it (tests) starts from off, as its desired state does.
+    const off = emptyDesired().daemon;
+    if (this.#desired.daemon.pollBeforeSleepUs !== 0 || this.#desired.daemon.pollBeforeSleepBudgetMs !== off.pollBeforeSleepBudgetMs) {
+      setPollBeforeSleep(off.pollBeforeSleepUs, off.pollBeforeSleepBudgetMs);
+    }
+    this.#desired = { ...this.#desired, daemon: off };
     this.evpn.close();
     this.vxlan.close();
     clearInterval(this.#ticker);
@@ -371,6 +378,32 @@ export class Vswitch {
     const s = { ...br.loop.settings(), readQuantum: br.readQuantum, readShare: br.readShare, readFrames: br.readFrames, readSparse: br.readSparse, flowCache: br.flowCache };
     this.log.info({ event: 'bridge_loop_set', bridge: bname, ...s }, 'bridge_loop_set');
     return s;
+  }
+
+  /**
+   * Control command `set` (daemon-wide settings, kept across restarts as every
+   * change): poll before sleep's window and budget. Returns the settings in force.
+   */
+  daemonSet(set: Partial<DaemonSettings>): Record<string, unknown> {
+    const want = DAEMON_SETTINGS.filter((k) => set[k] !== undefined).map((k) => [k, set[k]!] as const);
+    if (want.length === 0) throw new VswitchError('EINVAL', `nothing to set (${DAEMON_SETTINGS.join(', ')})`);
+    for (const [k, v] of want) {
+      const why = daemonSettingProblem(k, v);
+      if (why !== undefined) throw new VswitchError('EINVAL', why);
+    }
+    let ov = this.#overlay;
+    for (const [k, v] of want) ov = withEntry(ov, this.#file, 'daemon', k, v);
+    this.#change(ov, (d) => want.every(([k, v]) => d.daemon[k] === v));
+    return this.daemonView();
+  }
+
+  /** The daemon-wide settings, where each comes from, and poll before sleep's state (`show`). */
+  daemonView(): Record<string, unknown> {
+    const d = this.#desired.daemon;
+    return {
+      pollBeforeSleepUs: d.pollBeforeSleepUs, pollBeforeSleepBudgetMs: d.pollBeforeSleepBudgetMs,
+      overrides: [...d.overrides], pollBeforeSleep: pollBeforeSleepStats(),
+    };
   }
 
   /** Control command port.recover: opens a port shut by loop protection now. */
@@ -864,6 +897,7 @@ export class Vswitch {
     }
     for (const name of [...this.#failed.keys()]) if (!next.ports.has(name)) this.#failed.delete(name);
     const changedOverlay = !same(overlay, this.#overlay);
+    done.push(...this.#applyDaemon(prev.daemon, next.daemon, mode));
     this.#desired = next;
     this.#overlay = overlay;
     if (file !== undefined) this.#file = file;
@@ -878,6 +912,17 @@ export class Vswitch {
       }
     }
     return done;
+  }
+
+  /** Daemon-wide settings that changed: applied to the addon (nothing there can fail: the values were checked), logged. */
+  #applyDaemon(prev: DaemonSettings, next: DaemonSettings & { overrides: DaemonSetting[] }, mode: Mode): string[] {
+    if (prev.pollBeforeSleepUs === next.pollBeforeSleepUs && prev.pollBeforeSleepBudgetMs === next.pollBeforeSleepBudgetMs) return [];
+    setPollBeforeSleep(next.pollBeforeSleepUs, next.pollBeforeSleepBudgetMs);
+    this.log.info({
+      event: 'poll_before_sleep_set', maxUs: next.pollBeforeSleepUs, budgetMs: next.pollBeforeSleepBudgetMs, mode,
+      source: next.overrides.length > 0 ? 'runtime' : 'config',
+    }, 'poll_before_sleep_set');
+    return [`poll-before-sleep ${next.pollBeforeSleepUs === 0 ? 'off' : `${next.pollBeforeSleepUs}us`} budget ${next.pollBeforeSleepBudgetMs}ms`];
   }
 
   #newBridge(name: string, b: { ageing: number; maxMacs: number; loop?: LoopConf; flowCache?: boolean }): Bridge {

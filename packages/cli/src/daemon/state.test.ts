@@ -579,3 +579,49 @@ describe('flowCache (README "Flow cache")', () => {
     expect(() => parseOverlay(JSON.stringify({ version: 1, bridges: { br9: { value: { ageing: 300, maxMacs: 8192, flowCache: 1 }, base: null } } }))).toThrow(/bad flow cache switch/);
   });
 });
+
+describe('daemon-wide settings (vswitch set: poll before sleep, README "Poll before sleep")', () => {
+  const withPoll = (extra: Record<string, unknown> = {}): Config => ConfigSchema.parse({ ...extra, bridges: {} });
+
+  it('off by default (0 µs, budget 200 ms/s); the file\'s keys apply; out-of-range values are refused by the schema', () => {
+    expect(effective(withPoll(), emptyOverlay()).desired.daemon).toEqual({ pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200, overrides: [] });
+    expect(effective(withPoll({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 100 }), emptyOverlay()).desired.daemon)
+      .toEqual({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 100, overrides: [] });
+    expect(() => withPoll({ pollBeforeSleepUs: 1001 })).toThrow(/0 \(off\) to 1000/);
+    expect(() => withPoll({ pollBeforeSleepUs: -1 })).toThrow(/0 \(off\) to 1000/);
+    expect(() => withPoll({ pollBeforeSleepUs: 2.5 })).toThrow(/whole number/);
+    expect(() => withPoll({ pollBeforeSleepBudgetMs: 0 })).toThrow(/1 to 1000/);
+  });
+
+  it('a CLI value is an entry over the file\'s, listed as an override; the file changing the key wins; the file\'s value leaves no entry', () => {
+    const f = withPoll();
+    const ov = withEntry(emptyOverlay(), f, 'daemon', 'pollBeforeSleepUs', 50);
+    expect(ov.daemon.pollBeforeSleepUs).toEqual({ value: 50, base: 0 });
+    const d = effective(f, ov);
+    expect(d.desired.daemon).toEqual({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 200, overrides: ['pollBeforeSleepUs'] });
+    // The file now says 20: it changed the key since, and wins.
+    const later = effective(withPoll({ pollBeforeSleepUs: 20 }), ov);
+    expect(later.desired.daemon.pollBeforeSleepUs).toBe(20);
+    expect(later.overlay.daemon).toEqual({});
+    expect(later.notes.join()).toMatch(/daemon pollBeforeSleepUs: the config file changed it/);
+    expect(withEntry(ov, f, 'daemon', 'pollBeforeSleepUs', 0).daemon).toEqual({});
+  });
+
+  it('runtime.json keeps them, and refuses bad ones; a file written before the section existed loads', () => {
+    const ov = withEntry(emptyOverlay(), withPoll(), 'daemon', 'pollBeforeSleepBudgetMs', 50);
+    expect(parseOverlay(serializeOverlay(ov))).toEqual(ov);
+    const bad = (key: string, value: unknown): string => {
+      try {
+        parseOverlay(JSON.stringify({ version: 1, daemon: { [key]: { value, base: 0 } } }));
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return 'accepted';
+    };
+    expect(bad('pollBeforeSleepUs', 1001)).toMatch(/pollBeforeSleepUs must be a whole number 0-1000/);
+    expect(bad('pollBeforeSleepBudgetMs', 0)).toMatch(/pollBeforeSleepBudgetMs must be a whole number 1-1000/);
+    expect(bad('colour', 1)).toMatch(/unknown daemon setting "colour"/);
+    expect(bad('pollBeforeSleepUs', 100)).toBe('accepted');
+    expect(parseOverlay(JSON.stringify({ version: 1, bridges: {} })).daemon).toEqual({});
+  });
+});

@@ -23,6 +23,8 @@
  *   fdb           a static entry made by `fdb add` (its port), or a file entry removed by `fdb del` (null),
  *                 keyed bridge/VID/MAC
  *   reservations  a DHCP reservation made by `dhcp reservation add`, or a file one removed (null), keyed network/MAC
+ *   daemon        a daemon-wide setting after `vswitch set`, keyed by its config key:
+ *                 pollBeforeSleepUs, pollBeforeSleepBudgetMs (README "Poll before sleep")
  * (Runtime port forwards keep their own file, forwards-<router>.json, see routers.ts.)
  *
  * Every entry also records `base`: the file's value of the same thing when the
@@ -81,9 +83,25 @@ export interface Overlay {
   settings: Record<string, Entry<unknown>>;
   fdb: Record<string, Entry<string | null>>;
   reservations: Record<string, Entry<ReservationDef | null>>;
+  daemon: Record<string, Entry<number>>;
 }
 export type Kind = keyof Overlay;
-export const KINDS: readonly Kind[] = ['bridges', 'ageing', 'loop', 'ports', 'vlans', 'settings', 'fdb', 'reservations'];
+export const KINDS: readonly Kind[] = ['bridges', 'ageing', 'loop', 'ports', 'vlans', 'settings', 'fdb', 'reservations', 'daemon'];
+
+/** Daemon-wide settings `vswitch set` changes (the event loop is one), by config key. */
+export const DAEMON_SETTINGS = ['pollBeforeSleepUs', 'pollBeforeSleepBudgetMs'] as const;
+export type DaemonSetting = typeof DAEMON_SETTINGS[number];
+export type DaemonSettings = Record<DaemonSetting, number>;
+/** Their ranges (config.ts's schema says the same); a value outside is refused with this message. */
+export const DAEMON_LIMITS: Record<DaemonSetting, { min: number; max: number; unit: string }> = {
+  pollBeforeSleepUs: { min: 0, max: 1000, unit: 'µs (0: off)' },
+  pollBeforeSleepBudgetMs: { min: 1, max: 1000, unit: 'ms per second' },
+};
+export function daemonSettingProblem(setting: DaemonSetting, v: unknown): string | undefined {
+  const l = DAEMON_LIMITS[setting];
+  return Number.isInteger(v) && (v as number) >= l.min && (v as number) <= l.max ? undefined
+    : `${setting} must be a whole number ${l.min}-${l.max} ${l.unit}, got ${String(v)}`;
+}
 
 /** The port options `port set` changes (README "Port options at runtime"). */
 export const PORT_SETTINGS = ['guard', 'storm', 'maxMacs', 'persistent', 'bpduGuard', 'ingressRate', 'egressRate'] as const;
@@ -140,7 +158,7 @@ export function settingKey(port: string, setting: PortSetting): string {
 export const BRIDGE_DEFAULTS: BridgeSettings = { ageing: 300, maxMacs: 8192 };
 
 export function emptyOverlay(): Overlay {
-  return { bridges: {}, ageing: {}, loop: {}, ports: {}, vlans: {}, settings: {}, fdb: {}, reservations: {} };
+  return { bridges: {}, ageing: {}, loop: {}, ports: {}, vlans: {}, settings: {}, fdb: {}, reservations: {}, daemon: {} };
 }
 
 export function overlaySize(ov: Overlay): number {
@@ -238,6 +256,8 @@ function fileFdb(file: Config, bname: string): Map<string, string> {
 
 export function fileValue(file: Config, kind: Kind, key: string): unknown {
   switch (kind) {
+    case 'daemon':
+      return (DAEMON_SETTINGS as readonly string[]).includes(key) ? file[key as DaemonSetting] : null;
     case 'bridges': {
       const b = file.bridges[key];
       return b === undefined ? null : { ageing: b.ageing, maxMacs: b.maxMacs };
@@ -325,10 +345,13 @@ export interface Desired {
   /** The file's routers, each network's DHCP reservations being the effective ones (file + CLI). */
   routers: Map<string, RouterConfig>;
   reservations: Map<string, DesiredReservation>;
+  /** Daemon-wide settings, and which of them the CLI set. */
+  daemon: DaemonSettings & { overrides: DaemonSetting[] };
 }
 
 export function emptyDesired(): Desired {
-  return { bridges: new Map(), ports: new Map(), fdb: new Map(), routers: new Map(), reservations: new Map() };
+  return { bridges: new Map(), ports: new Map(), fdb: new Map(), routers: new Map(), reservations: new Map(),
+    daemon: { pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200, overrides: [] } };
 }
 
 /**
@@ -345,6 +368,13 @@ export function effective(file: Config, ovIn: Overlay): { desired: Desired; over
     for (const [nname, n] of Object.entries(r.networks)) networks.set(nname, { router: rname, bridge: n.bridge });
   }
   const neededBridges = new Set([...networks.values()].map((n) => n.bridge));
+
+  // Daemon-wide settings.
+  for (const k of DAEMON_SETTINGS) d.daemon[k] = file[k];
+  for (const [k, e] of Object.entries(ov.daemon)) {
+    d.daemon[k as DaemonSetting] = e.value;
+    d.daemon.overrides.push(k as DaemonSetting);
+  }
 
   // Bridges.
   for (const [name, b] of Object.entries(file.bridges)) {
@@ -657,6 +687,9 @@ function checkVlan(v: unknown): string | undefined {
 
 function checkEntry(kind: Kind, key: string, v: unknown): string | undefined {
   switch (kind) {
+    case 'daemon':
+      if (!(DAEMON_SETTINGS as readonly string[]).includes(key)) return `unknown daemon setting ${JSON.stringify(key)}`;
+      return daemonSettingProblem(key as DaemonSetting, v);
     case 'bridges':
       if (!NAME.test(key)) return 'bad bridge name';
       if (v === null) return undefined;
