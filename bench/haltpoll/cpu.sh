@@ -25,9 +25,8 @@ while getopts "r:s:b:" o; do case $o in r) rounds=$OPTARG ;; s) secs=$OPTARG ;; 
 shift $((OPTIND - 1))
 list=${*:-0 50 200}
 [ "$(id -u)" = 0 ] || { echo "cpu.sh: needs root" >&2; exit 1; }
-exec 9>/tmp/bA.anchors.lock
-echo "cpu.sh: waiting for the anchors lock" >&2
-flock 9
+. "$here/../lock.sh"
+bench_lock bench/haltpoll/cpu.sh
 # shellcheck source=../busy/lib.sh
 [ -n "$busy" ] && . "$repo/bench/busy/lib.sh"
 tck=$(getconf CLK_TCK)
