@@ -268,14 +268,7 @@ describe('lease bindings', () => {
   it('the flow cache (on by default): a renewal re-ACKing the same lease invalidates nothing; a release does (the binding gone)', async () => {
     const t = setup();
     expect(t.br.flowCache).toBe(true);
-    const dhcp = t.sw.router('r1').router.networks.get('net10')!.opts.dhcp!;
-    const vm = add(t, 'vm1', 'tap');
-    applyGuard(t.br, vm.port, { type: 'tap' }, t.sw.routers.values());
-    const gw = parseIp4('10.0.10.1');
-    vm.io.inject(dhcpFrame(VM1, DhcpMsg.DISCOVER));
-    const offered = lastYiaddr(vm.io);
-    vm.io.inject(dhcpFrame(VM1, DhcpMsg.REQUEST, { requested: offered, serverId: gw }));
-    await dhcp.flush();
+    const { dhcp, vm, gw, offered } = await leasedVm(t);
     expect(vm.port.guard.leased.get(offered)).toBe(VM1);
     const inv = t.br.flowCacheCounters.invalidations;
     const acks = dhcp.counters.acks;
@@ -295,19 +288,26 @@ describe('lease bindings', () => {
 
   it('expiry unbinds', async () => {
     const t = setup();
-    const vm = add(t, 'vm1', 'tap');
-    applyGuard(t.br, vm.port, { type: 'tap' }, t.sw.routers.values());
-    const gw = parseIp4('10.0.10.1');
-    vm.io.inject(dhcpFrame(VM1, DhcpMsg.DISCOVER));
-    const offered = lastYiaddr(vm.io);
-    vm.io.inject(dhcpFrame(VM1, DhcpMsg.REQUEST, { requested: offered, serverId: gw }));
-    await t.sw.router('r1').router.networks.get('net10')!.opts.dhcp!.flush();
+    const { dhcp, vm } = await leasedVm(t);
     expect(vm.port.guard.leased.size).toBe(1);
-    t.sw.router('r1').router.networks.get('net10')!.opts.dhcp!.expire(Date.now() + 3600_000 + 1);
+    dhcp.expire(Date.now() + 3600_000 + 1);
     expect(vm.port.guard.leased.size).toBe(0);
   });
 });
 
 function add(t: ReturnType<typeof setup>, name: string, kind: 'tap' | 'attach' | 'socket', vlan?: VlanPolicy) {
   return t.add(name, kind, vlan);
+}
+
+/** VM port vm1 (MAC VM1), guarded the daemon's way, with a lease from net10's DHCP server (DISCOVER, REQUEST). */
+async function leasedVm(t: ReturnType<typeof setup>) {
+  const dhcp = t.sw.router('r1').router.networks.get('net10')!.opts.dhcp!;
+  const vm = add(t, 'vm1', 'tap');
+  applyGuard(t.br, vm.port, { type: 'tap' }, t.sw.routers.values());
+  const gw = parseIp4('10.0.10.1');
+  vm.io.inject(dhcpFrame(VM1, DhcpMsg.DISCOVER));
+  const offered = lastYiaddr(vm.io);
+  vm.io.inject(dhcpFrame(VM1, DhcpMsg.REQUEST, { requested: offered, serverId: gw }));
+  await dhcp.flush();
+  return { dhcp, vm, gw, offered };
 }
