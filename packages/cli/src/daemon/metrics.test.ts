@@ -197,9 +197,9 @@ describe('metrics registry', () => {
     const reg = createMetricsRegistry(sw, { defaultMetrics: false });
     try {
       let s = parse(await reg.metrics());
-      expect(s.get('vswitch_poll_before_sleep_max_us')).toBe(0);
-      expect(s.get('vswitch_poll_before_sleep_window_us')).toBe(0);
-      expect(s.get('vswitch_poll_before_sleep_budget_ms')).toBe(200);
+      expect(s.get('vswitch_poll_before_sleep_max_seconds')).toBe(0);
+      expect(s.get('vswitch_poll_before_sleep_window_seconds')).toBe(0);
+      expect(s.get('vswitch_poll_before_sleep_budget_seconds')).toBe(0.2);
       expect(s.get('vswitch_poll_before_sleep_total{outcome="hit"}')).toBeGreaterThanOrEqual(0);
       expect(s.get('vswitch_poll_before_sleep_total{outcome="miss"}')).toBeGreaterThanOrEqual(0);
       expect(s.get('vswitch_poll_before_sleep_total{outcome="over_budget"}')).toBeGreaterThanOrEqual(0);
@@ -209,14 +209,14 @@ describe('metrics registry', () => {
       expect(() => sw.daemonSet({})).toThrow(/nothing to set/);
       expect(sw.daemonSet({ pollBeforeSleepUs: 40, pollBeforeSleepBudgetMs: 10 })).toMatchObject({ pollBeforeSleepUs: 40, pollBeforeSleepBudgetMs: 10 });
       s = parse(await reg.metrics());
-      expect(s.get('vswitch_poll_before_sleep_max_us')).toBe(40);
-      expect(s.get('vswitch_poll_before_sleep_budget_ms')).toBe(10);
+      expect(s.get('vswitch_poll_before_sleep_max_seconds')).toBe(40e-6);
+      expect(s.get('vswitch_poll_before_sleep_budget_seconds')).toBe(0.01);
       expect([...(sw.daemonView().overrides as string[])].sort()).toEqual(['pollBeforeSleepBudgetMs', 'pollBeforeSleepUs']);
     } finally {
       sw.close();
     }
     // Closing turns it off: the addon's loop is the process's.
-    expect(parse(await reg.metrics()).get('vswitch_poll_before_sleep_max_us')).toBe(0);
+    expect(parse(await reg.metrics()).get('vswitch_poll_before_sleep_max_seconds')).toBe(0);
   });
 
   it('includes the standard process metrics', async () => {

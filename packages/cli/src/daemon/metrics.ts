@@ -383,15 +383,16 @@ export function createMetricsRegistry(
     'Services the read loop gave a port whose queue had emptied ahead of a backlogged port (all bridges; README "Fair share").',
     [], (emit) => emit({}, addonSparseFirst()));
   // Poll before sleep (README "Poll before sleep"): daemon wide, shown off (0) too.
-  gauge('vswitch_poll_before_sleep_max_us',
-    'The largest window the event loop polls its ports before sleeping, microseconds (0: off, the default; pollBeforeSleepUs, vswitch set poll-us).',
-    [], (emit) => emit({}, pollBeforeSleepStats().maxUs));
-  gauge('vswitch_poll_before_sleep_window_us',
-    'The current window (adaptive as KVM\'s halt polling: grows after short sleeps ended by a port, shrinks after long ones), microseconds.',
-    [], (emit) => emit({}, pollBeforeSleepStats().windowUs));
-  gauge('vswitch_poll_before_sleep_budget_ms',
-    'At most this many milliseconds of polling per second (pollBeforeSleepBudgetMs, vswitch set poll-budget-ms).',
-    [], (emit) => emit({}, pollBeforeSleepStats().budgetMs));
+  // Base units (Prometheus: seconds), as promtool checks; the settings themselves are in µs and ms.
+  gauge('vswitch_poll_before_sleep_max_seconds',
+    'The largest window the event loop polls its ports before sleeping (0: off, the default; pollBeforeSleepUs, vswitch set poll-us).',
+    [], (emit) => emit({}, pollBeforeSleepStats().maxUs / 1e6));
+  gauge('vswitch_poll_before_sleep_window_seconds',
+    'The current window (adaptive as KVM\'s halt polling: grows after short sleeps ended by a port, shrinks after long ones).',
+    [], (emit) => emit({}, pollBeforeSleepStats().windowUs / 1e6));
+  gauge('vswitch_poll_before_sleep_budget_seconds',
+    'At most this much polling per second of the clock (pollBeforeSleepBudgetMs, vswitch set poll-budget-ms).',
+    [], (emit) => emit({}, pollBeforeSleepStats().budgetMs / 1e3));
   counter('vswitch_poll_before_sleep_total',
     'Polls before a sleep by outcome: hit (found work, no sleep), miss (nothing: the loop slept after), over_budget (not polled: the second\'s budget spent).',
     ['outcome'], (emit) => {
