@@ -121,8 +121,17 @@ describe('flow cache on guarded ports (DHCP VMs, the default guards)', () => {
       const s1 = await stats();
       expect(s1.flowCache.invalidations - s0.flowCache.invalidations, 'the same binding: no bump').toBe(0);
       expect(s1.flowCache.hits - s0.flowCache.hits, 'replays went on').toBeGreaterThan(5);
+      // The RELEASE is a unicast to the server, sent once and followed at once by the client's
+      // deconfig (its address flushed): a neighbour entry still to be resolved then could lose
+      // it. A ping to the gateway first makes that entry fresh, as any recent traffic would.
+      expect(await pingCount(vm[0].ns, ip4(1), 1, 0.05), 'the gateway answers').toBe(1);
+      const deconfigs = client.count(['deconfig']);
       client.proc.kill('SIGUSR2'); // release: the server removes the lease, the daemon the binding
-      await waitFor('the lease released: the binding gone', async () => findPort(await d.showJson(BR), T[0])?.guard?.bindings === 0, { timeoutMs: 5_000 });
+      await client.waitEvent(['deconfig'], { after: deconfigs, timeoutMs: 10_000 });
+      await waitFor('the lease released: the binding gone', async () => findPort(await d.showJson(BR), T[0])?.guard?.bindings === 0
+        ? true : undefined, { timeoutMs: 10_000 }).catch((e: Error) => {
+        throw new Error(`${e.message}; udhcpc's log:\n${client.log}`);
+      });
       const s2 = await stats();
       expect(s2.flowCache.invalidations - s1.flowCache.invalidations, 'the binding removed: a bump').toBeGreaterThan(0);
       // The VM keeps using the address (its client's script removed it: put back by hand, as a misbehaving VM would).
