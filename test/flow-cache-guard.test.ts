@@ -6,17 +6,20 @@
  * between them are replayed by the addon (hits grow) while the port counters balance
  * as the pipeline would make them; a source address the VM was not leased is still
  * dropped and counted (`ip_source_guard`) right after its leased one was replayed;
+ * a flood of 5000 unleased sources from one VM is dropped and counted, installs nothing,
+ * and neither the neighbour's pings nor the daemon's RSS notice it;
  * a renewal (udhcpc RENEWING) that re-ACKs the same lease invalidates nothing, and a
  * release ends the replays of the released address at once.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Daemon, dropCount, findPort, startDaemon } from './helpers/daemon.js';
 import { type DhcpVm, makeDhcpVm, udhcpcBackground, udhcpcOnce } from './helpers/dhcp.js';
 import { PREFIX, cleanup, freePort, ifname, nsExec, nsExecR, q, tempDir, waitFor } from './helpers/run.js';
 import { listening, tool } from './helpers/tcp-tool.js';
+import { scapy } from './helpers/vxlan.js';
 import { Background, pingCount, pingUntil } from './helpers/vm.js';
 
 const X = 20 + (parseInt(PREFIX.slice(1), 16) % 200);
@@ -106,6 +109,33 @@ describe('flow cache on guarded ports (DHCP VMs, the default guards)', () => {
       await nsExec(vm[0].ns, `ip addr del ${spoof}/24 dev ${T[0]}`);
     }
     expect(await pingCount(vm[0].ns, ip[1], 5, 0.05), 'the leased source still works').toBe(5);
+  });
+
+  it('a flood of spoofed sources from one VM is dropped and counted, installs nothing, and neither the neighbour nor the daemon\'s memory notices', async () => {
+    const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.proc.pid}/status`, 'utf8'))![1]);
+    expect(await pingCount(vm[0].ns, ip[1], 5, 0.05)).toBe(5); // the leased flow installed
+    const mac1 = (await nsExec(vm[1].ns, `cat /sys/class/net/${T[1]}/address`)).trim();
+    const s0 = await stats();
+    const rss0 = rss();
+    const N = 5000;
+    // 5000 UDP datagrams to vm2, each from another unleased source address (and port), while vm2 pings the gateway.
+    const [, neighbour] = await Promise.all([
+      scapy(vm[0].ns, [
+        `src = get_if_hwaddr("${T[0]}")`,
+        `ps = [Ether(src=src, dst="${mac1}")/IP(src="10.${X}.%d.%d" % (12 + i // 250, 1 + i % 250), dst="${ip[1]}")/UDP(sport=1024 + i, dport=9)/Raw(b"x" * 18) for i in range(${N})]`,
+        `sendp(ps, iface="${T[0]}")`,
+      ]),
+      pingCount(vm[1].ns, ip4(1), 40, 0.05),
+    ]);
+    expect(neighbour, 'the neighbour\'s pings to the gateway during the flood').toBe(40);
+    const s1 = await stats();
+    expect(dropCount(port(s1, T[0]), 'ip_source_guard') - dropCount(port(s0, T[0]), 'ip_source_guard')).toBe(N);
+    // vm2's port sent it only its 40 replies and the odd ARP: none of the N.
+    expect(port(s1, T[1]).txFrames - port(s0, T[1]).txFrames, 'none of the flood reached vm2').toBeLessThan(50);
+    expect(s1.flowCache.installs - s0.flowCache.installs, 'a refused frame is never installed').toBeLessThanOrEqual(2);
+    expect(rss() - rss0, 'the daemon\'s RSS (kB)').toBeLessThan(32 * 1024);
+    expect(await pingCount(vm[0].ns, ip[1], 10, 0.05), 'the leased flow still works').toBe(10);
+    expect((await stats()).flowCache.hits - s1.flowCache.hits, 'and is replayed').toBeGreaterThan(5);
   });
 
   it('a renewal (RENEWING: the same lease re-ACKed) invalidates nothing and replays go on; a release ends them at once', async () => {
