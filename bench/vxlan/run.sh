@@ -33,7 +33,9 @@
 #   daemon during the ours rounds, kept in the printed run directory; VXLAN_OFFLOAD,
 #   BASE_OFFLOAD (auto|off; unset: no key, the daemon's default, which builds before
 #   vxlan.offload need): vxlan.offload of ours, of base (so BASE_JS=this build with
-#   BASE_OFFLOAD=off compares the offloads on and off in one run); VXLAN_READ_QUANTUM
+#   BASE_OFFLOAD=off compares the offloads on and off in one run); VXLAN_ECN, BASE_ECN
+#   (rfc6040|off; unset: no key): vxlan.ecn of ours, of base (BASE_JS=this build with
+#   BASE_ECN=off: what RFC 6040 and reading the outer DS field cost); VXLAN_READ_QUANTUM
 #   (default 256kb): vxlan.readQuantum of both.
 # Names are per run (bx<4 hex>*), so two runs do not collide; only processes this
 # script started are stopped. Needs root, iperf3, busybox, python3, node, ethtool,
@@ -103,8 +105,8 @@ tap_to_vm() { # tap_to_vm I TAP: wait for the TAP in the host namespace, move it
   ip -n "${HOSTS[$1]}" link set "$2" netns "${VMS[$1]}" && vm_conf "$1" "$2"
 }
 
-up_ours() { # up_ours MAIN_JS [OFFLOAD]
-  local js=$1 offload=${2:-}
+up_ours() { # up_ours MAIN_JS [OFFLOAD [ECN]]
+  local js=$1 offload=${2:-} ecn=${3:-}
   [ -f "$js" ] || { log "no daemon at '$js'"; return 1; }
   base_up || return 1
   local i o
@@ -121,6 +123,7 @@ vxlan:
   local: '$(under $i)'
   interface: $(under_if $i)
 ${offload:+  offload: $offload}
+${ecn:+  ecn: $ecn}
   readQuantum: ${VXLAN_READ_QUANTUM:-256kb}
   bridges:
     br0:
@@ -182,7 +185,7 @@ up_ovs() {
 topo_up() {
   FAM=4
   case $1 in *6) FAM=6 ;; esac
-  case ${1%6} in ours) up_ours "$main_js" "${VXLAN_OFFLOAD:-}" ;; base) up_ours "${BASE_JS:-}" "${BASE_OFFLOAD:-}" ;; kernel) up_kernel ;;
+  case ${1%6} in ours) up_ours "$main_js" "${VXLAN_OFFLOAD:-}" "${VXLAN_ECN:-}" ;; base) up_ours "${BASE_JS:-}" "${BASE_OFFLOAD:-}" "${BASE_ECN:-}" ;; kernel) up_kernel ;;
     ovs) [ "$FAM" = 4 ] && up_ovs ;; *) log "unknown topology $1"; return 1 ;; esac
 }
 

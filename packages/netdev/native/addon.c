@@ -868,6 +868,28 @@ static napi_value js_set_udp_gro(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * setUdpRecvTos(handle, on): the outer DS field per datagram (IP_RECVTOS / IPV6_RECVTCLASS,
+ * on from open) on an underlay receive socket; off, the kernel adds no control message and
+ * the DS byte in front of each datagram reads 0 (vxlan.ecn off needs none). False if refused.
+ */
+static napi_value js_set_udp_recv_tos(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], r;
+  bool on = false;
+  nd_handle *h = handle_call(env, info, &argc, argv);
+  if (!h) return NULL;
+  if (argc < 2 || napi_get_value_bool(env, argv[1], &on) != napi_ok || (h->kind != KIND_UDP && h->kind != KIND_UDP6)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setUdpRecvTos(udpHandle, on: boolean)");
+    return NULL;
+  }
+  int v = on;
+  bool ok = (h->kind == KIND_UDP6 ? setsockopt(h->fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &v, sizeof v)
+                                  : setsockopt(h->fd, IPPROTO_IP, IP_RECVTOS, &v, sizeof v)) == 0;
+  CHECK(napi_get_boolean(env, ok, &r));
+  return r;
+}
+
+/*
  * setQuantum(handle, quantum, frames = false): the handle's share of each read-loop
  * round (fair.c), in bytes, or in frames when `frames`; 0 turns the limit off. Takes
  * effect at the handle's next service.
@@ -2441,6 +2463,7 @@ NAPI_MODULE_INIT() {
     FN("setSparse", js_set_sparse),
     FN("setTapGro", js_set_tap_gro),
     FN("setUdpGro", js_set_udp_gro),
+    FN("setUdpRecvTos", js_set_udp_recv_tos),
     FN("setUdpGso", js_set_udp_gso),
     FN("groForTest", js_gro_for_test),
     FN("fairServeForTest", js_fair_serve_for_test),

@@ -277,6 +277,7 @@ interface Native {
   pollBeforeSleepForTest(maxUs: number, budgetMs: number, steps: Float64Array): { out: number[]; stats: PollBeforeSleepStats };
   setTapGro(on: boolean): void;
   setUdpGro(handle: number, on: boolean): boolean;
+  setUdpRecvTos(handle: number, on: boolean): boolean;
   setUdpGso(on: boolean, refusedForTest?: boolean): void;
   groForTest(frames: Uint8Array[], split?: number): Buffer[];
   fairServeForTest(state: Uint8Array, primary: boolean, lens: Uint8Array, count: number): number;
@@ -571,6 +572,12 @@ export const setTapGro: Native['setTapGro'] = native.setTapGro;
  * (the socket reads as before).
  */
 export const setUdpGro: Native['setUdpGro'] = native.setUdpGro;
+/**
+ * The outer DS field (TOS / traffic class) of each datagram on an `openUdp`/`openUdp6`
+ * handle, on from open: the byte 4 before each datagram's payload in the ring. Off, the
+ * kernel attaches no control message and that byte reads 0. False if the kernel refused.
+ */
+export const setUdpRecvTos: Native['setUdpRecvTos'] = native.setUdpRecvTos;
 /**
  * UDP GSO for `sendVxlan` and `sendVxlan6` (native/vxlan_gso.c), off until turned on: a
  * super-frame's encapsulated segments leave as one UDP_SEGMENT datagram per up to 64 of

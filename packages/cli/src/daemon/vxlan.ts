@@ -212,6 +212,7 @@ export class VxlanService {
       setShare(underlay, conf);
       underlay.setOffload(conf.offload);
       this.#warnGro(underlay, conf.offload);
+      this.#recvTos(underlay, conf);
       underlay.start(vtep, (errno) => {
         this.log.error({ event: 'vxlan_underlay_failed', errno }, 'vxlan_underlay_failed');
       });
@@ -235,19 +236,25 @@ export class VxlanService {
     setShare(run.underlay, conf);
     run.underlay.setOffload(conf.offload);
     this.#warnGro(run.underlay, conf.offload);
+    this.#recvTos(run.underlay, conf);
     run.conf = conf;
     done.push(`vxlan ${specs.length} VNIs`);
     this.changed?.();
     return done;
   }
 
-  /** The Vtep's segments for what is wanted now (remotes as `vtep` knows them); notes what is not carried in `done`. */
+  /** With `ecn: off` the outer DS field is not needed: no control message per datagram. A refusal only costs that message. */
+  #recvTos(underlay: NativeUnderlay | NativeUnderlay6, conf: VxlanConfig): void {
+    if (!underlay.setRecvTos(conf.ecn !== 'off')) this.log.warn({ event: 'vxlan_recv_tos_refused', ecn: conf.ecn }, 'vxlan_recv_tos_refused');
+  }
+
   /** A kernel that refuses UDP_GRO leaves the per-packet receive path: say so once per setting, not silently. */
   #warnGro(underlay: NativeUnderlay | NativeUnderlay6, offload: 'auto' | 'off'): void {
     if (offload === 'auto' && !underlay.rxGro.on) this.log.warn({ event: 'vxlan_udp_gro_refused' }, 'vxlan_udp_gro_refused');
   }
 
-    #specs(vtep: Vtep, changed: number, done: string[]): SegmentSpec[] {
+  /** The Vtep's segments for what is wanted now (remotes as `vtep` knows them); notes what is not carried in `done`. */
+  #specs(vtep: Vtep, changed: number, done: string[]): SegmentSpec[] {
     const brs = this.bridges();
     const specs: SegmentSpec[] = [];
     for (const s of this.#wanted()) {

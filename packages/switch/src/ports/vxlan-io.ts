@@ -186,6 +186,11 @@ export class NativeUnderlay implements UnderlayIo {
     this.#groOn = netdev.setUdpGro(this.#rxHandle, mode !== 'off') && mode !== 'off';
   }
 
+  /** vxlan.ecn: the outer DS field of each datagram is read only while the VTEP applies it (the kernel's control message costs per datagram). */
+  setRecvTos(on: boolean): boolean {
+    return !this.#closed && netdev.setUdpRecvTos(this.#rxHandle, on);
+  }
+
   #groOn = false;
 
   get rxCoalesced(): UnderlayCoalesced { return coalesced(); }
@@ -294,6 +299,11 @@ export class NativeUnderlay6 implements UnderlayIo {
     netdev.setTapGro(mode !== 'off');
     netdev.setUdpGso(mode !== 'off');
     this.#groOn = netdev.setUdpGro(this.#rxHandle, mode !== 'off') && mode !== 'off';
+  }
+
+  /** vxlan.ecn: the outer DS field of each datagram is read only while the VTEP applies it (the kernel's control message costs per datagram). */
+  setRecvTos(on: boolean): boolean {
+    return !this.#closed && netdev.setUdpRecvTos(this.#rxHandle, on);
   }
 
   #groOn = false;
