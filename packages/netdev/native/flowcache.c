@@ -12,9 +12,9 @@
  * ingress: the ingress handle, both MACs (the source decides learning), the
  * 802.1Q/802.1ad tag as it arrived (TPID kind and the whole TCI), and the
  * virtio_net_hdr's flags and gso_type (partial and GSO frames take another egress
- * path); for a handle JS keys in the IPv4 class (ND_FC_KEY_L3: a guarded port, or
- * one in a VLAN with ARP/ND suppression), also the IPv4 source address, and frames
- * outside that class have no key (a miss), so a frame the guard or the suppressor
+ * path); for a handle JS keys in the IPv4 and ARP classes (ND_FC_KEY_L3: a guarded
+ * port, or one in a VLAN with ARP/ND suppression), also the IPv4 source (ARP: sender)
+ * address, and frames outside those classes have no key (a miss), so a frame the guard or the suppressor
  * would judge by something else never hits. What it cannot see (port config, MAC table, VLAN membership, guards) is
  * covered by the generation: each entry carries its bridge's generation at
  * install time, JS bumps the bridge's generation on every change that could alter
@@ -68,6 +68,13 @@ static bool ip4_class(const uint8_t *frame, size_t len, size_t l3) {
   return true;
 }
 
+/* The ARP class of ND_FC_KEY_L3 (flowcache.h), the ARP body at frame[l3]: as guard.ts guardCheck
+ * reads it (checkArpIpv4, then the sender hardware address against the frame's source). */
+static bool arp_class(const uint8_t *frame, size_t len, size_t l3) {
+  return l3 + 28 <= len && frame[l3 + 2] == 0x08 && frame[l3 + 3] == 0x00 && frame[l3 + 4] == 6 && frame[l3 + 5] == 4 &&
+         memcmp(frame + l3 + 8, frame + 6, 6) == 0;
+}
+
 bool nd_fc_key_of(nd_fc_key *k, int32_t in, const uint8_t *frame, size_t len, const uint8_t *vnet, int mode) {
   if (len < 14) return false;
   memset(k, 0, sizeof *k);
@@ -84,9 +91,16 @@ bool nd_fc_key_of(nd_fc_key *k, int32_t in, const uint8_t *frame, size_t len, co
   }
   if (mode == ND_FC_KEY_L3) {
     /* An S-tag is payload to the bridge (the guard reads 0x88a8 as the type): not in the class. */
-    if (k->tag == 2 || type != 0x0800 || !ip4_class(frame, len, l3)) return false;
-    k->l3 = 1;
-    memcpy(k->ip4_src, frame + l3 + 12, 4);
+    if (k->tag == 2) return false;
+    if (type == 0x0800 && ip4_class(frame, len, l3)) {
+      k->l3 = 1;
+      memcpy(k->ip4_src, frame + l3 + 12, 4);
+    } else if (type == 0x0806 && arp_class(frame, len, l3)) {
+      k->l3 = 2;
+      memcpy(k->ip4_src, frame + l3 + 14, 4);
+    } else {
+      return false;
+    }
   }
   k->vnet_flags = vnet ? vnet[0] : 0;
   k->gso_type = vnet ? vnet[1] : 0;

@@ -23,20 +23,30 @@ typedef struct nd_fc_key {
   uint8_t tag;        /* 0 untagged, 1 802.1Q (0x8100), 2 802.1ad (0x88a8) */
   uint8_t vnet_flags; /* virtio_net_hdr flags (NEEDS_CSUM) */
   uint8_t gso_type;
-  uint8_t l3;         /* 1: keyed in the IPv4 class (ND_FC_KEY_L3): ip4_src holds the source address */
+  uint8_t l3;         /* ND_FC_KEY_L3's class: 1 IPv4 (ip4_src: the source address), 2 ARP (ip4_src: the sender's) */
   uint8_t pad[2];
-  uint8_t ip4_src[4]; /* the IPv4 source address as it arrived (l3 only) */
+  uint8_t ip4_src[4]; /* the IPv4 source or ARP sender protocol address as it arrived (l3 only) */
 } nd_fc_key;
 
 /*
  * Key modes (nd_fc_key_of `mode`). ND_FC_KEY_L3 is for a handle whose decisions also
  * depend on the IPv4 source (an anti-spoofing guard) or on the frame not being ARP or
- * IPv6 (ARP/ND suppression): only frames of the IPv4 class get a key, and it holds the
- * source address. The class: untagged or one 802.1Q tag, EtherType IPv4, version 4,
- * IHL >= 5 and the 20-byte header within the frame; for the first fragment of a UDP
- * datagram, its ports within the frame and neither of them 67 or 68 (DHCP, which the
- * guard judges by port). Within it, a guard's verdict depends only on the source MAC
- * and address (both in the key) and on its bindings and options (the generation).
+ * IPv6 (ARP/ND suppression): only frames of two classes get a key, untagged or with one
+ * 802.1Q tag (an 802.1ad one is payload to the bridge: outside both):
+ * - IPv4 (l3 = 1): EtherType IPv4, version 4, IHL >= 5 and the 20-byte header within
+ *   the frame; for the first fragment of a UDP datagram, its ports within the frame and
+ *   neither of them 67 or 68 (DHCP, which the guard judges by port). The key holds the
+ *   source address.
+ * - ARP (l3 = 2): EtherType ARP, the 28-byte body within the frame, protocol type IPv4
+ *   with 6-byte hardware and 4-byte protocol addresses (any hardware type and opcode:
+ *   the guard reads neither), and the sender hardware address equal to the frame's
+ *   source MAC. The key holds the sender protocol address (0.0.0.0 included: a probe,
+ *   which the guard admits, as it is the only address such a key can have).
+ * Within either, a guard's verdict depends only on the source MAC and that address
+ * (both in the key, the class apart) and on its bindings and options (the generation).
+ * The ARP class is for guarded ports alone: the bridge installs no ARP frame in a VLAN
+ * where ARP/ND suppression answers (its verdict reads the opcode, the target and its
+ * table), and the tag in the key fixes a frame's VLAN for its handle.
  */
 #define ND_FC_KEY_L2 0
 #define ND_FC_KEY_L3 1

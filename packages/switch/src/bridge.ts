@@ -65,7 +65,7 @@ import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
 import { Policer, Shaper, type RateSpec } from './police.js';
 import { READ_FRAMES_DEFAULT, READ_QUANTUM_DEFAULT, READ_SHARE_DEFAULT, READ_SPARSE_DEFAULT, type ReadShare, readFramesProblem, readQuantumProblem, readShareProblem } from './fair.js';
 import type { ArpSuppress } from './arp-suppress.js';
-import { FOLD, FOLD_C_TAG, type FlowCacheCounters, type FlowCacheHub, type FlowHandleIo, ip4Class } from './flow-cache.js';
+import { arpClass, FOLD, FOLD_C_TAG, type FlowCacheCounters, type FlowCacheHub, type FlowHandleIo, ip4Class } from './flow-cache.js';
 
 // The per-frame pipeline through module constants: an imported binding is checked
 // on every use (see ingress.ts).
@@ -86,6 +86,7 @@ const TPID_AT = ETH.TYPE;
 const isTag = isTagTpid;
 const rd16 = read16;
 const inIp4Class = ip4Class;
+const inArpClass = arpClass;
 /** The shortest frame admit takes (4 more with a tag). */
 const ETH_MIN = ETH_HLEN;
 
@@ -584,13 +585,17 @@ export class Bridge {
     if (tagged && (!port.vlan.acceptsTagged || tciVid(tci(buf, off)) !== meta.vid)) return undefined;
     if (((port.io as FlowHandleIo).flowHandle ?? -1) < 0) return undefined;
     // An active guard judged the frame by its EtherType, IPv4 header, DHCP ports and
-    // source address; ARP/ND suppression answering in the VLAN, by its EtherType (and
-    // ARP/NS bodies). Only the IPv4 class (ip4Class), within which those verdicts
-    // depend on nothing but the source MAC and address, is installed, keyed with the
-    // address; the generation covers bindings, guard options and suppression.
+    // source address, or its ARP body's sender pair; ARP/ND suppression answering in
+    // the VLAN, by its EtherType (and ARP/NS bodies, opcode, target, its table). Only
+    // the IPv4 class (ip4Class) and, from a guarded port in a VLAN that does not
+    // answer, the ARP class (arpClass), within which those verdicts depend on nothing
+    // but the source MAC and the IPv4 source or ARP sender address, are installed,
+    // keyed with the address; the generation covers bindings, guard options and
+    // suppression turned on or off.
     const sup = this.#arpSuppress;
-    const l3 = port.guard.active || (sup !== undefined && sup.on[meta.vid] === 1);
-    if (l3 && !inIp4Class(buf, off, len, tagged)) return undefined;
+    const answers = sup !== undefined && sup.on[meta.vid] === 1;
+    const l3 = port.guard.active || answers;
+    if (l3 && !inIp4Class(buf, off, len, tagged) && (answers || !inArpClass(buf, off, len, tagged))) return undefined;
     this.#fcL3 = l3;
     let plain = true;
     for (let i = off - HDR; i < off; i++) if (buf[i] !== 0) plain = false;

@@ -32,7 +32,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Bridge } from './bridge.js';
-import { FOLD, type FlowCacheBackend, FlowCacheHub, ip4Class } from './flow-cache.js';
+import { arpClass, FOLD, type FlowCacheBackend, FlowCacheHub, ip4Class } from './flow-cache.js';
 import type { Port, PortIo, PortKind, PortRx } from './port.js';
 import { VlanPolicy, type VlanSpec } from './vlan.js';
 import { writeMac } from './wire/ethernet.js';
@@ -64,13 +64,15 @@ class ModelBackend implements FlowCacheBackend {
 
   /** Per handle: its frames keyed in the IPv4 class with their source address (the latest install's `l3`). */
   readonly l3 : boolean[] = [];
-  /** Hits keyed in the IPv4 class. */
+  /** Hits keyed in the IPv4 or ARP class, and of those in the ARP class. */
   l3Hits = 0;
+  arpHits = 0;
 
   /**
-   * The key; `l3`: the IPv4 class's (flowcache.h ND_FC_KEY_L3, stated here on its own:
-   * untagged or a C-tag, IPv4, version 4, IHL >= 5 and 20 bytes; a UDP first fragment's
-   * ports there and none 67 or 68), else undefined.
+   * The key; `l3`: the IPv4 or ARP class's (flowcache.h ND_FC_KEY_L3, stated here on its
+   * own: untagged or a C-tag; IPv4, version 4, IHL >= 5 and 20 bytes, a UDP first
+   * fragment's ports there and none 67 or 68; or ARP, 28 bytes, protocol type IPv4,
+   * lengths 6 and 4, the sender MAC the frame's source), else undefined.
    */
   static key(inHandle: number, buf: Uint8Array, off: number, len: number, l3 = false): string | undefined {
     if (len < 14) return undefined;
@@ -83,7 +85,15 @@ class ModelBackend implements FlowCacheBackend {
       if (t === 0x88a8) return undefined;
       const ip = off + (tagged ? 18 : 14);
       const end = off + len;
-      if ((buf[ip - 2] << 8 | buf[ip - 1]) !== 0x0800 || ip + 20 > end || buf[ip] >> 4 !== 4 || (buf[ip] & 15) < 5) return undefined;
+      const type = buf[ip - 2] << 8 | buf[ip - 1];
+      // The ARP class: a body for IPv4 over 6-byte MACs whose sender MAC is the frame's source; keyed by the sender's address.
+      if (type === 0x0806) {
+        if (ip + 28 > end || buf[ip + 2] !== 8 || buf[ip + 3] !== 0 || buf[ip + 4] !== 6 || buf[ip + 5] !== 4 ||
+          buf.subarray(ip + 8, ip + 14).some((x, i) => x !== buf[off + 6 + i])) return undefined;
+        parts.push(-2, ...buf.subarray(ip + 14, ip + 18));
+        return parts.join(',');
+      }
+      if (type !== 0x0800 || ip + 20 > end || buf[ip] >> 4 !== 4 || (buf[ip] & 15) < 5) return undefined;
       const frag = ((buf[ip + 6] << 8) | buf[ip + 7]) & 0x1fff;
       if (buf[ip + 9] === 17 && frag === 0) {
         const l4 = ip + (buf[ip] & 15) * 4;
@@ -99,7 +109,7 @@ class ModelBackend implements FlowCacheBackend {
   install(bridge: number, inHandle: number, inPort: number, buf: Uint8Array, off: number, len: number, out: number, outPort: number, l3: boolean): boolean {
     this.l3[inHandle] = l3;
     const k = ModelBackend.key(inHandle, buf, off, len, l3);
-    if (k === undefined) throw new Error(l3 ? 'install of a frame outside the IPv4 class' : 'install of a frame with no key');
+    if (k === undefined) throw new Error(l3 ? 'install of a frame outside the IPv4 and ARP classes' : 'install of a frame with no key');
     // The pipeline writes a header that says something as it came only to a device that takes it.
     if (!this.handles[out]!.offload && buf.subarray(off - HDR, off).some((x) => x !== 0)) throw new Error('install of a header toward a device without one');
     const old = this.entries.get(k);
@@ -165,6 +175,7 @@ class ModelBackend implements FlowCacheBackend {
       if (!zero) this.hdrHits++;
       if (k!.split(',')[15] !== '0') this.tagHits++;
       if (k!.split(',').length > 17) this.l3Hits++;
+      if (k!.split(',')[17] === '-2') this.arpHits++;
     }
     if (i < offs.length) io.rx.batch(buf, Int32Array.from(offs.slice(i)), Int32Array.from(lens.slice(i)), offs.length - i, io.offload, now);
   }
@@ -383,15 +394,31 @@ const guardedArb: fc.Arbitrary<Op> = fc.tuple(frameArb, fc.constantFrom(MACS[0],
     frames: Array<FrameSpec>(n).fill({ ...f, own: true, dst, l3: { ...IP4_OWN, proto, sport: port, dport: 4000 } }),
   }));
 
+/**
+ * A guarded port's host sends ARP to a1's or a2's (unicast: a reply, a request as Linux
+ * revalidates a neighbour), mostly from its bound sender pair, sometimes spoofed (another
+ * host's address or MAC in the body), a probe from 0.0.0.0, or truncated.
+ */
+const guardedArpArb: fc.Arbitrary<Op> = fc.tuple(frameArb, fc.constantFrom(MACS[0], MACS[1]), fc.constantFrom(1, 2),
+  fc.oneof({ weight: 6, arbitrary: fc.constant('own' as const) }, { weight: 1, arbitrary: fc.constantFrom('other' as const, 'zero' as const) }),
+  fc.oneof({ weight: 8, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }), fc.constantFrom(0, 0, 0, 0, 20),
+  fc.integer({ min: 2, max: 5 }), fc.boolean())
+  .map(([f, dst, oper, spa, shaOwn, cut, n, split]) => ({
+    op: 'batch' as const, port: 'a3', split,
+    frames: Array<FrameSpec>(n).fill({ ...f, own: true, dst, l3: { k: 'arp', oper, spa, tpa: dst === MACS[0] ? 0 : 1, shaOwn, cut } }),
+  }));
+
 const bindingOps = ['bind', 'unbind', 'renew', 'bindOther', 'bindConf', 'confClear', 'suppress'] as const;
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: trunkArb },
   { weight: 8, arbitrary: guardedArb },
+  { weight: 4, arbitrary: guardedArpArb },
   // A guarded stream, a binding change on its port (or suppression toggled), the same stream: the change must end its replays where the verdict changed.
   {
-    weight: 4,
-    arbitrary: fc.tuple(guardedArb, fc.constantFrom(...bindingOps)).map(([g, op]) => ({ op: 'seq' as const, ops: [g, { op, port: 'a3' }, g] })),
+    weight: 6,
+    arbitrary: fc.tuple(fc.oneof({ weight: 2, arbitrary: guardedArb }, { weight: 1, arbitrary: guardedArpArb }), fc.constantFrom(...bindingOps))
+      .map(([g, op]) => ({ op: 'seq' as const, ops: [g, { op, port: 'a3' }, g] })),
   },
   { weight: 30, arbitrary: fc.record({ op: fc.constant('batch' as const), port: fc.constantFrom(...FROM), frames: fc.array(frameArb, { minLength: 1, maxLength: 4 }) }) },
   // A stream: the same frame several times, in one batch or one batch each (what the cache is for).
@@ -488,7 +515,7 @@ function state(t: Rig) {
 
 describe('flow cache: cache on and off give the same outputs, counters and MAC table', () => {
   it('under random frames and control changes (fast-check)', () => {
-    let hits = 0, hdrHits = 0, tagHits = 0, l3Hits = 0, installs = 0, invalidations = 0;
+    let hits = 0, hdrHits = 0, tagHits = 0, l3Hits = 0, arpHits = 0, installs = 0, invalidations = 0;
     fc.assert(fc.property(fc.array(opArb, { minLength: 1, maxLength: 80 }), (ops) => {
       const off = rig(false), on = rig(true);
       for (const o of ops) {
@@ -501,6 +528,7 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       hdrHits += on.model!.hdrHits;
       tagHits += on.model!.tagHits;
       l3Hits += on.model!.l3Hits;
+      arpHits += on.model!.arpHits;
       installs += on.br.flowCacheCounters.installs;
       invalidations += on.br.flowCacheCounters.invalidations;
       expect(on.br.flowCacheCounters.hits).toBe(on.model!.hits);
@@ -510,6 +538,7 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
     expect(hdrHits).toBeGreaterThan(RUNS / 100); // TSO, partial-checksum and DATA_VALID frames among them
     expect(tagHits).toBeGreaterThan(0); // trunk to trunk, the tag kept (the next test pins it)
     expect(l3Hits).toBeGreaterThan(RUNS / 30); // from guarded ports and suppressing VLANs, keyed by IPv4 source
+    expect(arpHits).toBeGreaterThan(RUNS / 100); // a guarded port's ARP, keyed by its sender address
     expect(installs).toBeGreaterThan(RUNS / 3);
     expect(invalidations).toBeGreaterThan(RUNS);
   }, 120_000);
@@ -651,12 +680,18 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
     const a3toA1 = (p: { on: Rig; off: Rig }, l3: L3Spec | undefined = IP4, n = 1): void =>
       both(p, { op: 'batch', port: 'a3', frames: Array<FrameSpec>(n).fill(spec(MACS[0], l3)) });
 
-    it('the bridge\'s IPv4 class (ip4Class) is the backend\'s: fuzzed frames, untagged and C-tagged', () => {
-      fc.assert(fc.property(frameArb, fc.constantFrom(undefined, 10), (f, tag) => {
-        const b = frameOf({ ...f, tag, own: true }, 'a1');
+    it('the bridge\'s IPv4 and ARP classes (ip4Class, arpClass) are the backend\'s: fuzzed frames, untagged and C-tagged', () => {
+      let arps = 0;
+      fc.assert(fc.property(frameArb, fc.constantFrom(undefined, 10), fc.boolean(), (f, tag, own) => {
+        const b = frameOf({ ...f, tag, own }, 'a1');
         const len = b.length - HDR;
-        expect(ip4Class(b, HDR, len, tag !== undefined)).toBe(ModelBackend.key(0, b, HDR, len, true) !== undefined);
-      }), { numRuns: 2000 });
+        const k = ModelBackend.key(0, b, HDR, len, true);
+        const tagged = tag !== undefined;
+        expect(ip4Class(b, HDR, len, tagged)).toBe(k !== undefined && k.split(',')[17] === '-1');
+        expect(arpClass(b, HDR, len, tagged)).toBe(k !== undefined && k.split(',')[17] === '-2');
+        if (arpClass(b, HDR, len, tagged)) arps++;
+      }), { numRuns: 3000 });
+      expect(arps).toBeGreaterThan(20);
     });
 
     it('a guarded port\'s IPv4 from its bound address replays, counted where the pipeline counts it (rx, forwarded, tx)', () => {
@@ -672,11 +707,12 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       expect(p.on.br.flowCacheCounters.hits).toBe(4);
     });
 
-    it('frames a guard judges by something else never hit: a spoofed or zero source, DHCP ports, ARP, IPv6, a bad header, a non-first fragment keyed by its address', () => {
+    it('frames a guard judges by something else never hit: a spoofed or zero source, DHCP ports, spoofed or truncated ARP, IPv6, a bad header, a non-first fragment keyed by its address', () => {
       const outside: L3Spec[] = [
         { ...IP4, src: 'other' }, { ...IP4, src: 'zero' }, { ...IP4, proto: 17, sport: 68, dport: 67 }, { ...IP4, proto: 17, sport: 67, dport: 68 },
         { ...IP4, proto: 17, sport: 4000, dport: 67 }, { ...IP4, ver: 6 }, { ...IP4, ihl: 4 }, { ...IP4, cut: 19 }, { ...IP4, proto: 17, cut: 22 },
-        { k: 'arp', oper: 1, spa: 'own', tpa: 0, shaOwn: true, cut: 0 }, { k: 'arp', oper: 2, spa: 'other', tpa: 0, shaOwn: true, cut: 0 },
+        { k: 'arp', oper: 2, spa: 'other', tpa: 0, shaOwn: true, cut: 0 }, { k: 'arp', oper: 2, spa: 'own', tpa: 0, shaOwn: false, cut: 0 },
+        { k: 'arp', oper: 1, spa: 'own', tpa: 0, shaOwn: true, cut: 20 },
         { k: 'ip6', nh: 6, type: 0, cut: 0 },
       ];
       for (const l3 of outside) {
@@ -724,6 +760,110 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       const inv2 = p.on.br.flowCacheCounters.invalidations;
       both(p, { op: 'confClear', port: 'a3' });
       expect(p.on.br.flowCacheCounters.invalidations).toBe(inv2 + 1);
+    });
+
+    /** A guarded port's ARP: a reply from a3's bound sender pair to a1's host. */
+    const REP: L3Spec = { k: 'arp', oper: 2, spa: 'own', tpa: 0, shaOwn: true, cut: 0 };
+    /** n frames from `port`, one read (batch) each, so the first can install and the rest replay. */
+    const each = (p: { on: Rig; off: Rig }, port: string, f: FrameSpec, n: number): void =>
+      both(p, { op: 'batch', port, split: true, frames: Array<FrameSpec>(n).fill(f) });
+
+    it('a guarded port\'s ARP from its bound sender pair replays (replies and unicast requests on one key, a probe from 0.0.0.0 on its own), counted where the pipeline counts it', () => {
+      const p = guarded();
+      const rx = p.on.port.a3.rxFrames, tx = p.on.port.a1.txFrames, fwd = p.on.br.counters.forwarded;
+      each(p, 'a3', spec(MACS[0], REP), 3); // its own key: the IPv4 entry does not serve it; installed, then replayed
+      expect(p.on.model!.hits).toBe(2);
+      expect(p.on.model!.arpHits).toBe(2);
+      each(p, 'a3', spec(MACS[0], { ...REP, oper: 1 }), 2); // a unicast request (Linux revalidating): the guard reads no opcode
+      expect(p.on.model!.arpHits).toBe(4);
+      each(p, 'a3', spec(MACS[0], { ...REP, oper: 1, spa: 'zero' }), 3); // a probe: admitted, keyed by 0.0.0.0
+      expect(p.on.model!.arpHits).toBe(6);
+      // IPv4 from 0.0.0.0 (not DHCP) is no probe: the ARP entry keyed by 0.0.0.0 never serves it; dropped as without the cache.
+      each(p, 'a3', spec(MACS[0], { ...IP4, src: 'zero' }), 2);
+      expect(p.on.model!.hits).toBe(6);
+      expect(p.on.port.a3.drops[Drop.ip_source_guard]).toBe(2);
+      same(p);
+      expect(p.on.port.a3.rxFrames - rx).toBe(10);
+      expect(p.on.port.a1.txFrames - tx).toBe(8);
+      expect(p.on.br.counters.forwarded - fwd).toBe(8);
+    });
+
+    it('ARP the guard refuses never replays: a spoofed sender address, a sender MAC that is not the source, a truncated body; dropped and counted (arp_spoof) as without the cache', () => {
+      const p = guarded();
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      expect(p.on.model!.arpHits).toBe(1);
+      for (const bad of [{ ...REP, spa: 'other' }, { ...REP, shaOwn: false }, { ...REP, cut: 20 }, { ...REP, oper: 1, spa: 'zero', shaOwn: false }] as L3Spec[]) {
+        each(p, 'a3', spec(MACS[0], bad), 2);
+        expect(p.on.model!.hits, JSON.stringify(bad)).toBe(1);
+      }
+      expect(p.on.port.a3.drops[Drop.arp_spoof]).toBe(8);
+      each(p, 'a3', spec(MACS[0], REP), 1); // the good pair still replays
+      expect(p.on.model!.arpHits).toBe(2);
+      same(p);
+    });
+
+    it('gratuitous ARP: broadcast is flooded and never installed; a unicast one replays like any reply (the guard reads no target)', () => {
+      const p = guarded();
+      const installs = p.on.br.flowCacheCounters.installs;
+      const garp: L3Spec = { k: 'arp', oper: 1, spa: 'own', tpa: 2, shaOwn: true, cut: 0 };
+      each(p, 'a3', spec(MACS[7], garp), 3);
+      expect(p.on.br.flowCacheCounters.installs).toBe(installs);
+      expect(p.on.model!.hits).toBe(0);
+      each(p, 'a3', spec(MACS[0], { ...garp, oper: 2 }), 3);
+      expect(p.on.model!.arpHits).toBe(2);
+      same(p);
+    });
+
+    it('a binding removed ends the ARP replays (then dropped, arp_spoof); a renewal invalidates nothing', () => {
+      const p = guarded();
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      both(p, { op: 'renew', port: 'a3' });
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      expect(p.on.model!.arpHits).toBe(3);
+      both(p, { op: 'unbind', port: 'a3' });
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      expect(p.on.model!.arpHits).toBe(3);
+      expect(p.on.port.a3.drops[Drop.arp_spoof]).toBe(2);
+      both(p, { op: 'bindOther', port: 'a3' }); // the address now bound to another MAC: still refused
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      expect(p.on.model!.arpHits).toBe(3);
+      expect(p.on.port.a3.drops[Drop.arp_spoof]).toBe(4);
+      same(p);
+    });
+
+    it('ARP from a guarded port in a VLAN where ARP/ND suppression answers is never installed (requests answered and counted); in its other VLANs it replays', () => {
+      const p = guarded();
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      expect(p.on.model!.arpHits).toBe(1);
+      both(p, { op: 'suppress', port: 'a1' }); // VLAN 10 answers now: attached and on, the generation moved
+      each(p, 'a3', spec(MACS[0], REP), 3);
+      expect(p.on.model!.arpHits).toBe(1);
+      // A unicast request for a1's host's address: the suppressor answers it (not forwarded), every time.
+      each(p, 'a3', spec(MACS[0], { ...REP, oper: 1 }), 2);
+      expect(p.on.sup.counters(10).suppressed).toBe(2);
+      each(p, 'a3', spec(MACS[0], IP4), 3); // IPv4 still replays there
+      expect(p.on.model!.hits).toBe(3);
+      same(p);
+      both(p, { op: 'suppress', port: 'a1' }); // off again: ARP installs and replays
+      each(p, 'a3', spec(MACS[0], REP), 3);
+      expect(p.on.model!.arpHits).toBe(3);
+      same(p);
+      // The guarded trunk t2 (host MACS[6]) to t1's host (MACS[4]) in both VLANs, VLAN 20 answering: only VLAN 10's ARP replays.
+      const t = (tag: number, l3: L3Spec, _from = 't2', dst = MACS[4]): FrameSpec => ({ ...spec(dst, l3), tag });
+      for (const tag of [10, 20]) {
+        each(p, 't1', t(tag, IP4, 't1', MACS[6]), 1);
+        each(p, 't2', t(tag, IP4), 1);
+      }
+      both(p, { op: 'suppress', port: 'b1' });
+      const arp6: L3Spec = { ...REP, tpa: 4 };
+      const h0 = p.on.model!.arpHits;
+      each(p, 't2', t(20, arp6), 3);
+      expect(p.on.model!.arpHits).toBe(h0);
+      each(p, 't2', t(10, arp6), 3);
+      expect(p.on.model!.arpHits).toBe(h0 + 2);
+      each(p, 't2', t(20, arp6), 2); // the VLAN 10 entry never serves VLAN 20 (the tag is in the key)
+      expect(p.on.model!.arpHits).toBe(h0 + 2);
+      same(p);
     });
 
     it('ARP/ND suppression in a VLAN: IPv4 replays there, ARP requests and NS never do (the suppressor answers and counts them); turning it on in place invalidates', () => {

@@ -55,15 +55,18 @@
  * invalidation.
  */
 
+import * as arp from './wire/arp.js';
 import * as ethernet from './wire/ethernet.js';
 import * as ipv4 from './wire/ipv4.js';
 import * as l4w from './wire/l4.js';
 
-// ip4Class reads through the wire views as module constants (wire/bytes.ts says why), as guard.ts does.
-const { etherType, ETH_HLEN } = ethernet;
+// ip4Class and arpClass read through the wire views as module constants (wire/bytes.ts says why), as guard.ts does.
+const { arpSha, checkArpIpv4 } = arp;
+const { etherType, srcMac, ETH_HLEN } = ethernet;
 const { ip4FragOffset, ip4HeaderLen, ip4Proto, ip4Version, IP4_MIN_HLEN } = ipv4;
 const { udpDport, udpSport } = l4w;
 const T_IPV4 = ethernet.ETHERTYPE.IPV4;
+const T_ARP = ethernet.ETHERTYPE.ARP;
 const P_UDP = ipv4.IPPROTO.UDP;
 /** The UDP ports are inside the frame when the length field's offset is (guard.ts). */
 const UDP_PORTS = l4w.UDP.LEN;
@@ -180,4 +183,22 @@ export function ip4Class(buf: Uint8Array, off: number, len: number, tagged: bool
     if (sp === 67 || sp === 68 || dp === 67 || dp === 68) return false;
   }
   return true;
+}
+
+/**
+ * The ARP class (native/flowcache.h ND_FC_KEY_L3, l3 = 2), the frame at buf[off, off+len)
+ * untagged or with one C-tag (`tagged`): EtherType ARP, an ARP body for IPv4 over
+ * 6-byte hardware addresses inside the frame (wire/arp.ts checkArpIpv4: any hardware
+ * type, any opcode) whose sender hardware address is the frame's source MAC. Within it
+ * the IP source guard (guard.ts guardCheck) reads only the source MAC and the sender
+ * protocol address, which the backend keys (0.0.0.0, a probe, is admitted, and keyed
+ * as any other); a frame whose sender MAC differs, or a body it rejects, is outside
+ * and never hits. ARP/ND suppression reads the opcode, the target and its own table:
+ * the bridge installs ARP only from guarded ports and never in a VLAN where it answers.
+ */
+export function arpClass(buf: Uint8Array, off: number, len: number, tagged: boolean): boolean {
+  const tagLen = tagged ? 4 : 0;
+  const l3 = off + ETH_HLEN + tagLen;
+  return l3 <= off + len && etherType(buf, off + tagLen) === T_ARP && checkArpIpv4(buf, l3, off + len - l3) &&
+    arpSha(buf, l3) === srcMac(buf, off);
 }
