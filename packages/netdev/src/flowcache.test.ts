@@ -257,6 +257,103 @@ describe('flow cache key in the IPv4 class (l3: guarded ports, ARP/ND suppressio
   });
 });
 
+describe('flow cache key in the ARP class (l3: a guarded port\'s ARP)', () => {
+  interface Arp { tpid?: number; tci?: number; htype?: number; ptype?: number; hlen?: number; plen?: number; oper?: number; sha?: number; spa?: number; len?: number }
+  const SRC = 0x020000000021;
+  /** An ARP frame from 02::21 to 02::22 at offset HDR (sender 02::21 / 10.0.0.3 unless `o` says otherwise); `len` cuts it. */
+  function arp(o: Arp = {}): { b: Buffer; len: number } {
+    const b = Buffer.alloc(HDR + 80);
+    b.writeUIntBE(0x020000000022, HDR, 6);
+    b.writeUIntBE(SRC, HDR + 6, 6);
+    let l3 = HDR + 14;
+    if (o.tpid !== undefined) {
+      b.writeUInt16BE(o.tpid, HDR + 12);
+      b.writeUInt16BE(o.tci ?? 10, HDR + 14);
+      l3 += 4;
+    }
+    b.writeUInt16BE(0x0806, l3 - 2);
+    b.writeUInt16BE(o.htype ?? 1, l3);
+    b.writeUInt16BE(o.ptype ?? 0x0800, l3 + 2);
+    b[l3 + 4] = o.hlen ?? 6;
+    b[l3 + 5] = o.plen ?? 4;
+    b.writeUInt16BE(o.oper ?? 2, l3 + 6);
+    b.writeUIntBE(o.sha ?? SRC, l3 + 8, 6);
+    b.writeUInt32BE(o.spa ?? 0x0a000003, l3 + 14);
+    b.writeUIntBE(0x020000000022, l3 + 18, 6);
+    b.writeUInt32BE(0x0a000002, l3 + 24);
+    return { b, len: o.len ?? 60 };
+  }
+  /** The class as flowcache.h states it, independently: what guard.ts's ARP check reads, and nothing it rejects. */
+  function inClass(o: Arp): boolean {
+    const tagLen = o.tpid === undefined ? 0 : 4;
+    return o.tpid !== 0x88a8 && (o.len ?? 60) >= 14 + tagLen + 28 && (o.ptype ?? 0x0800) === 0x0800 && (o.hlen ?? 6) === 6 &&
+      (o.plen ?? 4) === 4 && (o.sha ?? SRC) === SRC;
+  }
+  const install = (br: number, inH: number, f: { b: Buffer; len: number }, out: number, l3: boolean): number =>
+    nd.flowCacheInstall(br, inH, 1, f.b, HDR, f.len, out, 2, l3);
+  const probeL = (h: number, f: { b: Buffer; len: number }): number => nd.flowCacheProbeForTest(h, f.b, HDR, f.len, 1, f.len);
+
+  it('keys ARP by its sender address apart from IPv4 (a probe from 0.0.0.0 serves no IPv4 from 0.0.0.0), any opcode and hardware type; refuses a body the guard would', () => {
+    const a = tap('aa'), b = tap('ab');
+    const BR = 13;
+    gens[BR]++;
+    folded();
+    expect(install(BR, a.handle, arp(), b.handle, true)).toBeGreaterThanOrEqual(0);
+    expect(probeL(a.handle, arp())).toBe(b.handle);
+    expect(probeL(a.handle, arp({ oper: 1 }))).toBe(b.handle); // the guard reads no opcode
+    expect(probeL(a.handle, arp({ htype: 6 }))).toBe(b.handle); // nor the hardware type
+    for (const o of [{ spa: 0x0a000004 }, { spa: 0 }, { sha: 0x020000000099 }, { ptype: 0x86dd }, { hlen: 8 }, { plen: 16 }, { len: 41 },
+      { tpid: 0x8100 }, { tpid: 0x88a8 }] as Arp[]) {
+      expect(probeL(a.handle, arp(o)), JSON.stringify(o)).toBe(-1);
+    }
+    expect(install(BR, a.handle, arp({ sha: 0x020000000099 }), b.handle, true)).toBe(-2);
+    expect(install(BR, a.handle, arp({ len: 41 }), b.handle, true)).toBe(-2);
+    // A probe (sender 0.0.0.0) installed: an IPv4 frame with the same MACs from 0.0.0.0 has a key of its own (the IPv4 class) and misses.
+    expect(install(BR, a.handle, arp({ spa: 0 }), a.handle, true)).toBeGreaterThanOrEqual(0);
+    expect(probeL(a.handle, arp({ spa: 0 }))).toBe(a.handle);
+    const ip0 = Buffer.alloc(HDR + 80);
+    arp().b.copy(ip0, 0, 0, HDR + 12);
+    ip0.writeUInt16BE(0x0800, HDR + 12);
+    ip0[HDR + 14] = 0x45;
+    ip0[HDR + 23] = 6;
+    expect(probeL(a.handle, { b: ip0, len: 60 })).toBe(-1);
+    expect(install(BR, a.handle, { b: ip0, len: 60 }, b.handle, true)).toBeGreaterThanOrEqual(0);
+    expect(probeL(a.handle, { b: ip0, len: 60 })).toBe(b.handle);
+    expect(probeL(a.handle, arp({ spa: 0 }))).toBe(a.handle);
+    folded();
+    close(a.handle);
+    close(b.handle);
+  });
+
+  it('fuzzed ARP frames: an install succeeds exactly when the stated class holds, and hits only its own sender address and MAC', () => {
+    const a = tap('af'), b = tap('ag');
+    const BR = 14;
+    const arb = fc.record({
+      tpid: fc.constantFrom(undefined, undefined, 0x8100, 0x88a8), tci: fc.integer({ min: 0, max: 0xffff }),
+      htype: fc.constantFrom(1, 1, 6, 0), ptype: fc.constantFrom(0x0800, 0x0800, 0x0800, 0x86dd), hlen: fc.constantFrom(6, 6, 6, 8, 0),
+      plen: fc.constantFrom(4, 4, 4, 16), oper: fc.constantFrom(1, 2, 3), sha: fc.constantFrom(SRC, SRC, SRC, 0x020000000022, 0),
+      spa: fc.constantFrom(0, 0x0a000003, 0x0a000004), len: fc.integer({ min: 18, max: 70 }),
+    }, { requiredKeys: ['htype', 'ptype', 'hlen', 'plen', 'oper', 'sha', 'spa', 'len'] });
+    fc.assert(fc.property(arb, (o) => {
+      gens[BR]++;
+      const f = arp(o);
+      const got = install(BR, a.handle, f, b.handle, true);
+      if (!inClass(o)) {
+        expect(got).toBe(-2);
+        expect(probeL(a.handle, f)).toBe(-1);
+        return;
+      }
+      expect(got).toBeGreaterThanOrEqual(0);
+      expect(probeL(a.handle, f)).toBe(b.handle);
+      expect(probeL(a.handle, arp({ ...o, spa: o.spa + 1 }))).toBe(-1);
+      expect(probeL(a.handle, arp({ ...o, sha: SRC + 1 }))).toBe(-1);
+    }), { numRuns: 2000 });
+    folded();
+    close(a.handle);
+    close(b.handle);
+  });
+});
+
 describe('read loop replay', () => {
   it('frames whose decision is installed go from one TAP to the other without a JS call, in order, and count', async () => {
     const na = `fc${ID}na`, nb = `fc${ID}nb`;
