@@ -26,13 +26,17 @@
  * Guarded ports and ARP/ND suppression: from a port with an active anti-spoofing guard,
  * and in a VLAN where ARP/ND suppression answers, only frames of the IPv4 class
  * (ip4Class: IPv4, version 4, IHL >= 5, not a UDP first fragment with port 67 or 68
- * either side) are installed, and the backend keys that handle's frames with their
- * IPv4 source address and refuses to key any frame outside the class (a miss). Within
- * the class the guard's verdict depends only on the source MAC and address (the key)
- * and the port's bindings and options, the suppressor's on nothing past the EtherType
- * (it answers ARP requests and NS, never in the class); so a frame either would judge
- * differently never hits. ARP, IPv6 (its guard keeps per-address claim state that every
- * frame refreshes), DHCP and malformed IPv4 from such ports stay in the pipeline.
+ * either side) are installed, and from a guarded port in a VLAN where suppression does
+ * not answer, frames of the ARP class too (arpClass: a body for IPv4 over 6-byte MACs
+ * whose sender MAC is the frame's source). The backend keys that handle's frames with
+ * their IPv4 source (ARP: sender) address, the class apart, and refuses to key any frame
+ * outside both classes (a miss). Within either class the guard's verdict depends only
+ * on the source MAC and that address (the key) and the port's bindings and options, the
+ * suppressor's on nothing past the EtherType for IPv4 (it answers ARP requests and NS);
+ * ARP is never installed where it answers, and the key's tag fixes the VLAN of a
+ * handle's frame. So a frame either would judge differently never hits. IPv6 (its
+ * guard keeps per-address claim state that every frame refreshes), DHCP and malformed
+ * IPv4 or ARP from such ports stay in the pipeline.
  * Floods, the router, tunnels, bonds and rate-limited ports never see a replayed frame.
  *
  * Invalidation: one generation per bridge, in memory the backend reads on every
@@ -78,9 +82,9 @@ export interface FlowCacheBackend {
   /**
    * The frame buf[off, off+len) (virtio_net_hdr before it) from `inHandle` went unchanged
    * to `outHandle` alone. `l3`: the decision also depended on the frame being of the
-   * IPv4 class (ip4Class) and on its source address; `inHandle`'s frames are keyed so
-   * (the address in the key, frames outside the class never hit) until an install says
-   * otherwise. False: refused.
+   * IPv4 class (ip4Class) or the ARP class (arpClass) and on its IPv4 source (ARP:
+   * sender) address; `inHandle`'s frames are keyed so (the class and address in the key,
+   * frames outside both classes never hit) until an install says otherwise. False: refused.
    */
   install(bridge: number, inHandle: number, inPort: number, buf: Uint8Array, off: number, len: number, outHandle: number, outPort: number, l3: boolean): boolean;
   /** Rows of FOLD.FIELDS numbers (see FOLD) for every entry with counts since the last fold; how many. */
