@@ -112,12 +112,11 @@ if [ -n "$gline1" ]; then
     for ns in bAvm1 bAvm2; do ip -n $ns neigh flush all 2>/dev/null; done ) </dev/null >/dev/null 2>&1 &
 fi
 if [ -n "${VSWITCH_BENCH_FC_LOG:-}" ]; then
-  ( while sleep 10; do
+  ( while sleep 10 && kill -0 $$ 2>/dev/null; do
       [ -S "$dir/s" ] || continue
       node "$js" stats --json --socket "$dir/s" 2>/dev/null \
         | python3 -c 'import json,sys; print(json.dumps([{"bridge": b["name"], "flowCache": b["flowCache"], "drops": [p.get("drops") for p in b["ports"]]} for b in json.load(sys.stdin)]))' \
         >> "$VSWITCH_BENCH_FC_LOG" 2>&1 || true
-      kill -0 $$ 2>/dev/null || break
     done ) </dev/null >/dev/null 2>&1 &
 fi
 setsid=""
