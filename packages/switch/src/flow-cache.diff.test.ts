@@ -19,13 +19,18 @@
  * GSO TCPv4/TCPv6/UDP_L4 (ECN sometimes) with random offsets and sizes; one port
  * (a4) has no header (offload off), so the pipeline strips, completes or drops.
  *
- * Guarded ports (a3, access, and t2, a trunk: DHCP guard and IPv4 source guard, their
- * hosts' addresses bound) and ARP/ND suppression in VLAN 10 (switched on and off
- * among the ops): frames carry IPv4 headers of and outside the class the cache keys by
- * source address (bound, spoofed and 0.0.0.0 sources, DHCP ports either way, other
- * UDP and TCP, non-first fragments, bad version or IHL, truncated), ARP (bound or
- * spoofed senders, requests the suppressor answers) and IPv6; bindings are added,
- * removed, renewed and pointed at another host among the runtime ops. The model keys a
+ * Guarded ports (a3, access, and t2, a trunk: the DHCP guard, the IPv4 source guard with
+ * their hosts' addresses bound, and the IPv6 guards) and ARP/ND suppression in VLAN 10
+ * (switched on and off among the ops): frames carry IPv4 headers of and outside the class
+ * the cache keys by source address (bound, spoofed and 0.0.0.0 sources, DHCP ports
+ * either way, other UDP and TCP, non-first fragments, bad version or IHL, truncated), ARP
+ * (bound or spoofed senders, probes, a sender MAC that is not the source, truncated,
+ * requests the suppressor answers) and IPv6 (own global and link-local, another host's,
+ * :: and multicast sources; TCP, UDP from 547 or not, echo, ND, RA, MLD, extension
+ * headers, truncated); bindings are added, removed, renewed and pointed at another host,
+ * the IPv6 source guard turned off and on in place, and time jumps past the IPv6 claims'
+ * idle time, among the runtime ops. The state compared includes the IPv6 claims with
+ * their last use. The model keys a
  * handle's frames the way its latest install said (flowcache.c ND_FC_KEY_L3) by its own
  * statement of the class, and refuses an install outside it.
  */
@@ -64,9 +69,10 @@ class ModelBackend implements FlowCacheBackend {
 
   /** Per handle: its frames keyed in the IPv4 class with their source address (the latest install's `l3`). */
   readonly l3 : boolean[] = [];
-  /** Hits keyed in the IPv4 or ARP class, and of those in the ARP class. */
+  /** Hits keyed in the IPv4, ARP or IPv6 class, and of those in the ARP class and the IPv6 class. */
   l3Hits = 0;
   arpHits = 0;
+  ip6Hits = 0;
 
   /**
    * The key; `l3`: the IPv4 or ARP class's (flowcache.h ND_FC_KEY_L3, stated here on its
@@ -91,6 +97,18 @@ class ModelBackend implements FlowCacheBackend {
         if (ip + 28 > end || buf[ip + 2] !== 8 || buf[ip + 3] !== 0 || buf[ip + 4] !== 6 || buf[ip + 5] !== 4 ||
           buf.subarray(ip + 8, ip + 14).some((x, i) => x !== buf[off + 6 + i])) return undefined;
         parts.push(-2, ...buf.subarray(ip + 14, ip + 18));
+        return parts.join(',');
+      }
+      // The IPv6 class: no extension header; TCP, UDP not from 547, ICMPv6 echo; a source neither :: nor multicast.
+      if (type === 0x86dd) {
+        if (ip + 40 > end || buf[ip] >> 4 !== 6) return undefined;
+        const plen = (buf[ip + 4] << 8) | buf[ip + 5], u = ip + 40, nh = buf[ip + 6];
+        const src = [...buf.subarray(ip + 8, ip + 24)];
+        if (u + plen > end || src[0] === 0xff || src.every((x) => x === 0)) return undefined;
+        const ok = nh === 6 || (nh === 17 && plen >= 4 && ((buf[u] << 8) | buf[u + 1]) !== 547) ||
+          (nh === 58 && plen >= 4 && (buf[u] === 128 || buf[u] === 129));
+        if (!ok) return undefined;
+        parts.push(-3, ...src);
         return parts.join(',');
       }
       if (type !== 0x0800 || ip + 20 > end || buf[ip] >> 4 !== 4 || (buf[ip] & 15) < 5) return undefined;
@@ -136,6 +154,12 @@ class ModelBackend implements FlowCacheBackend {
       out[o + FOLD.SRC_LO] = ((macs[11] << 24) >>> 0) + ((macs[12] << 16) | (macs[13] << 8) | macs[14]);
       out[o + FOLD.TAG] = macs[15] === 0 ? -1 : ((macs[15] === 0x8100 ? 1 : 2) * 0x10000) + macs[16]; out[o + FOLD.FRAMES] = e.frames; out[o + FOLD.BYTES] = e.bytes; out[o + FOLD.LAST] = e.last;
       out[o + FOLD.TX_BYTES] = e.txBytes; out[o + FOLD.LINK_DOWN] = e.down; out[o + FOLD.TX_ERROR] = e.err;
+      // The key's class, and an IPv6 key's source address as four words (flowcache.c nd_fc_fold).
+      const cls = macs.length > 17 ? -macs[17] : 0;
+      out[o + FOLD.L3] = cls;
+      for (let w = 0; w < 4; w++) {
+        out[o + FOLD.SRC6 + w] = cls === 3 ? ((macs[18 + w * 4] << 24) >>> 0) + ((macs[19 + w * 4] << 16) | (macs[20 + w * 4] << 8) | macs[21 + w * 4]) : 0;
+      }
       e.frames = e.bytes = e.txBytes = e.down = e.err = 0;
       n++;
     }
@@ -176,6 +200,7 @@ class ModelBackend implements FlowCacheBackend {
       if (k!.split(',')[15] !== '0') this.tagHits++;
       if (k!.split(',').length > 17) this.l3Hits++;
       if (k!.split(',')[17] === '-2') this.arpHits++;
+      if (k!.split(',')[17] === '-3') this.ip6Hits++;
     }
     if (i < offs.length) io.rx.batch(buf, Int32Array.from(offs.slice(i)), Int32Array.from(lens.slice(i)), offs.length - i, io.offload, now);
   }
@@ -237,8 +262,19 @@ const MACS = [0x020000000001, 0x020000000002, 0x020000000003, 0x020000000004, 0x
 const HOSTS = NAMES.length;
 /** Host i's IPv4 address (10.0.0.i+1): what its port's binding holds. */
 const hostIp = (i: number): number => 0x0a000001 + i;
-/** Guarded from the start (DHCP guard and IPv4 source guard, the port's host bound): an access port and a trunk. */
+/** Host i's IPv6 addresses: 2001:db8::i+1, fe80::i+1 (`ll`); another host's; ::; ff02::1. */
+function ip6Of(w: Src6, host: number): Uint8Array {
+  const a = new Uint8Array(16);
+  if (w === 'zero') return a;
+  if (w === 'mc') { a[0] = 0xff; a[1] = 0x02; a[15] = 1; return a; }
+  if (w === 'll') { a[0] = 0xfe; a[1] = 0x80; } else { a[0] = 0x20; a[1] = 0x01; a[2] = 0x0d; a[3] = 0xb8; }
+  a[15] = (w === 'other' ? (host + 1) % HOSTS : host) + 1;
+  return a;
+}
+/** Guarded from the start (DHCP guard and IPv4 source guard, the port's host bound; the IPv6 guards): an access port and a trunk. */
 const GUARDED = ['a3', 't2'];
+/** The guards a DHCP-served VM port gets by default. */
+const VM_GUARDS = { dhcp: true, ipSource: true, ra: true, dhcpv6: true, ipv6Source: true };
 
 /** `guarded`: GUARDED's guards and bindings on (the fuzz); the older cases below run without. */
 function rig(cache: boolean, guarded = true) {
@@ -257,7 +293,7 @@ function rig(cache: boolean, guarded = true) {
   };
   for (const n of NAMES) add(n);
   for (const n of guarded ? GUARDED : []) {
-    port[n].guard.set({ dhcp: true, ipSource: true });
+    port[n].guard.set(VM_GUARDS);
     port[n].guard.leased.set(hostIp(NAMES.indexOf(n)), MACS[NAMES.indexOf(n)]);
   }
   // ARP/ND suppression, attached while a VLAN has it on ('suppress'): a1's and a3's hosts known in VLAN 10, t1's in 20.
@@ -280,7 +316,9 @@ type Vnet = [number, number, number, number, number, number];
 type L3Spec =
   | { k: 'ip4'; src: 'own' | 'other' | 'zero'; proto: number; sport: number; dport: number; frag: number; ver: number; ihl: number; cut: number }
   | { k: 'arp'; oper: number; spa: 'own' | 'other' | 'zero'; tpa: number; shaOwn: boolean; cut: number }
-  | { k: 'ip6'; nh: number; type: number; cut: number };
+  | { k: 'ip6'; nh: number; type: number; cut: number; src?: Src6; sport?: number };
+/** An IPv6 source: the host's global or link-local address, the next host's, ::, or multicast (absent: ::). */
+type Src6 = 'own' | 'other' | 'll' | 'zero' | 'mc';
 interface FrameSpec { dst: number; own: boolean; src: number; tag: number | undefined; hdr: Vnet | undefined; payload: Uint8Array; l3?: L3Spec }
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const vnetArb: fc.Arbitrary<Vnet> = fc.tuple(
@@ -313,7 +351,14 @@ const frameArb: fc.Arbitrary<FrameSpec> = fc.record({
         cut: fc.constantFrom(0, 0, 0, 20),
       }),
     },
-    { weight: 1, arbitrary: fc.record({ k: fc.constant('ip6' as const), nh: fc.constantFrom(58, 6), type: fc.constantFrom(135, 128), cut: fc.constantFrom(0, 0, 30) }) },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        k: fc.constant('ip6' as const), nh: fc.constantFrom(58, 58, 6, 17, 0, 44), type: fc.constantFrom(135, 136, 128, 129, 134, 143), cut: fc.constantFrom(0, 0, 0, 30, 43),
+        src: fc.oneof({ weight: 6, arbitrary: fc.constantFrom('own' as const, 'll' as const) }, { weight: 2, arbitrary: fc.constantFrom('other' as const, 'zero' as const, 'mc' as const) }),
+        sport: fc.constantFrom(547, 546, 4000),
+      }),
+    },
   ),
 });
 
@@ -347,6 +392,9 @@ function l3Bytes(l: L3Spec, host: number, payload: Uint8Array): { type: number; 
   } else {
     b = new Uint8Array(40 + 24);
     b[0] = 0x60; b[5] = 24; b[6] = l.nh; b[7] = 255; b[40] = l.type;
+    if (l.nh === 17) new DataView(b.buffer).setUint16(40, l.sport ?? 4000);
+    b.set(ip6Of(l.src ?? 'zero', host), 8);
+    b.set(ip6Of('own', (host + 2) % HOSTS), 24);
     type = 0x86dd;
   }
   return { type, bytes: l.cut !== 0 ? b.subarray(0, l.cut) : b };
@@ -371,7 +419,7 @@ type Op =
   | { op: 'batch'; port: string; frames: (FrameSpec | Uint8Array)[]; split?: boolean }
   | { op: 'tick'; dt: number }
   | { op: 'gone' | 'up' | 'fail' | 'heal' | 'remove' | 'guard' | 'guardSet' | 'guardOff' | 'rate' | 'vlan' | 'vlanTag' | 'vlanBack' | 'static' | 'ageing'; port: string }
-  | { op: 'bind' | 'unbind' | 'renew' | 'bindOther' | 'bindConf' | 'confClear' | 'suppress'; port: string }
+  | { op: 'bind' | 'unbind' | 'renew' | 'bindOther' | 'bindConf' | 'confClear' | 'suppress' | 'guard6Off'; port: string }
   | { op: 'seq'; ops: Op[] };
 
 /** IPv4 of the class from the frame's source host's own (bound) address. */
@@ -381,7 +429,7 @@ const IP4_OWN: L3Spec = { k: 'ip4', src: 'own', proto: 6, sport: 4000, dport: 80
  * Trunk to trunk: t1's and t2's hosts talk in VLAN 10 or 20, tagged (PCP/DEI sometimes set), mostly to each other;
  * mostly IPv4 of the class from their own addresses (t2 is guarded).
  */
-const trunkArb: fc.Arbitrary<Op> = fc.tuple(fc.constantFrom('t1', 't2'), fc.boolean(), frameArb, fc.constantFrom(10, 20, 0xa00a, 0x3014), fc.integer({ min: 1, max: 4 }), fc.boolean())
+const trunkArb: fc.Arbitrary<Op> = fc.tuple(fc.constantFrom('t1', 't2'), fc.boolean(), frameArb, fc.constantFrom(10, 20, 0xa00a, 0x3014), fc.integer({ min: 2, max: 6 }), fc.boolean())
   .map(([port, toPeer, f, tag, n, own4]) => ({
     op: 'batch' as const, port, split: true,
     frames: Array<FrameSpec>(n).fill({ ...f, own: true, tag, dst: toPeer ? MACS[NAMES.indexOf(port === 't1' ? 't2' : 't1')] : f.dst, l3: own4 ? IP4_OWN : f.l3 }),
@@ -408,16 +456,25 @@ const guardedArpArb: fc.Arbitrary<Op> = fc.tuple(frameArb, fc.constantFrom(MACS[
     frames: Array<FrameSpec>(n).fill({ ...f, own: true, dst, l3: { k: 'arp', oper, spa, tpa: dst === MACS[0] ? 0 : 1, shaOwn, cut } }),
   }));
 
-const bindingOps = ['bind', 'unbind', 'renew', 'bindOther', 'bindConf', 'confClear', 'suppress'] as const;
+/** A guarded port's host streams IPv6 of the class from its own global or link-local address (TCP, UDP, echo) to a1's or a2's. */
+const guardedIp6Arb: fc.Arbitrary<Op> = fc.tuple(frameArb, fc.constantFrom(MACS[0], MACS[1]), fc.constantFrom(6, 17, 58), fc.constantFrom('own' as const, 'll' as const),
+  fc.constantFrom(128, 129), fc.integer({ min: 2, max: 5 }), fc.boolean())
+  .map(([f, dst, nh, src, type, n, split]) => ({
+    op: 'batch' as const, port: 'a3', split,
+    frames: Array<FrameSpec>(n).fill({ ...f, own: true, dst, l3: { k: 'ip6', nh, type, cut: 0, src, sport: 4000 } }),
+  }));
+
+const bindingOps = ['bind', 'unbind', 'renew', 'bindOther', 'bindConf', 'confClear', 'suppress', 'guard6Off', 'guardSet'] as const;
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: trunkArb },
+  { weight: 12, arbitrary: trunkArb },
   { weight: 8, arbitrary: guardedArb },
   { weight: 4, arbitrary: guardedArpArb },
+  { weight: 4, arbitrary: guardedIp6Arb },
   // A guarded stream, a binding change on its port (or suppression toggled), the same stream: the change must end its replays where the verdict changed.
   {
     weight: 6,
-    arbitrary: fc.tuple(fc.oneof({ weight: 2, arbitrary: guardedArb }, { weight: 1, arbitrary: guardedArpArb }), fc.constantFrom(...bindingOps))
+    arbitrary: fc.tuple(fc.oneof({ weight: 2, arbitrary: guardedArb }, { weight: 1, arbitrary: guardedArpArb }, { weight: 1, arbitrary: guardedIp6Arb }), fc.constantFrom(...bindingOps))
       .map(([g, op]) => ({ op: 'seq' as const, ops: [g, { op, port: 'a3' }, g] })),
   },
   { weight: 30, arbitrary: fc.record({ op: fc.constant('batch' as const), port: fc.constantFrom(...FROM), frames: fc.array(frameArb, { minLength: 1, maxLength: 4 }) }) },
@@ -429,7 +486,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       frames: fc.tuple(frameArb, fc.integer({ min: 2, max: 5 })).map(([f, n]) => Array<FrameSpec>(n).fill(f)),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('tick' as const), dt: fc.constantFrom(10, 3_000, 3_000, 21_000) }) },
+  // Past the IPv6 claims' idle time too (3_700_000: the sweep expires those not used, replayed frames included).
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('tick' as const), dt: fc.constantFrom(10, 3_000, 3_000, 21_000, 3_700_000) }) },
   {
     weight: 2,
     arbitrary: fc.record({
@@ -460,7 +518,9 @@ function apply(t: Rig, o: Op): void {
     case 'remove': t.br.removePort(name); t.add(name); return;
     case 'guard': t.br.setPortGuard(name, { ipSource: true }); return;
     // The daemon's way (cli guards.ts applyGuard, at start, reload and `port set guard`): the port's guard set in place.
-    case 'guardSet': t.port[name].guard.set({ dhcp: true, ipSource: true }); return;
+    case 'guardSet': t.port[name].guard.set(VM_GUARDS); return;
+    // The IPv6 source guard off in place (IPv4 guards kept): replays before it refresh claims as the guard did.
+    case 'guard6Off': t.port[name].guard.set({ dhcp: true, ipSource: true }); return;
     case 'guardOff': t.port[name].guard.set({}); return;
     case 'rate': t.br.setPortRate(name, null, { rate: 1e9, burst: 1e6 }); return;
     case 'vlan': if (PORTS[name].mode === 'access') t.br.setPortVlan(name, VlanPolicy.from({ mode: 'access', vid: 20 })); return;
@@ -509,13 +569,15 @@ function state(t: Rig) {
     counters: { ...t.br.counters },
     fdbCounters: { ...t.br.fdb.counters },
     suppress: [10, 20].map((vid) => ({ ...t.sup.counters(vid) })),
+    // IPv6 claims with their last use (guard6.ts): replayed frames refresh them as the pipeline's did.
+    ip6: t.br.ip6Bindings.entries().map((e) => `${e.vid}/${Buffer.from(e.addr).toString('hex')}/${e.port}/${e.static}/${e.lastUsed}`).sort(),
     fdb: t.br.fdb.entries().map((e) => [e.vid, e.mac, e.port, e.updated, e.isStatic]).sort((x, y) => (x[0] as number) - (y[0] as number) || (x[1] as number) - (y[1] as number)),
   };
 }
 
 describe('flow cache: cache on and off give the same outputs, counters and MAC table', () => {
   it('under random frames and control changes (fast-check)', () => {
-    let hits = 0, hdrHits = 0, tagHits = 0, l3Hits = 0, arpHits = 0, installs = 0, invalidations = 0;
+    let hits = 0, hdrHits = 0, tagHits = 0, l3Hits = 0, arpHits = 0, ip6Hits = 0, installs = 0, invalidations = 0;
     fc.assert(fc.property(fc.array(opArb, { minLength: 1, maxLength: 80 }), (ops) => {
       const off = rig(false), on = rig(true);
       for (const o of ops) {
@@ -529,6 +591,7 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       tagHits += on.model!.tagHits;
       l3Hits += on.model!.l3Hits;
       arpHits += on.model!.arpHits;
+      ip6Hits += on.model!.ip6Hits;
       installs += on.br.flowCacheCounters.installs;
       invalidations += on.br.flowCacheCounters.invalidations;
       expect(on.br.flowCacheCounters.hits).toBe(on.model!.hits);
@@ -539,6 +602,7 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
     expect(tagHits).toBeGreaterThan(0); // trunk to trunk, the tag kept (the next test pins it)
     expect(l3Hits).toBeGreaterThan(RUNS / 30); // from guarded ports and suppressing VLANs, keyed by IPv4 source
     expect(arpHits).toBeGreaterThan(RUNS / 100); // a guarded port's ARP, keyed by its sender address
+    expect(ip6Hits).toBeGreaterThan(RUNS / 100); // a guarded port's IPv6, keyed by its source address (its claim refreshed)
     expect(installs).toBeGreaterThan(RUNS / 3);
     expect(invalidations).toBeGreaterThan(RUNS);
   }, 120_000);
@@ -863,6 +927,106 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       expect(p.on.model!.arpHits).toBe(h0 + 2);
       each(p, 't2', t(20, arp6), 2); // the VLAN 10 entry never serves VLAN 20 (the tag is in the key)
       expect(p.on.model!.arpHits).toBe(h0 + 2);
+      same(p);
+    });
+
+    /** IPv6 of the class from a3's host's own global address (TCP), and variants. */
+    const IP6: L3Spec = { k: 'ip6', nh: 6, type: 0, cut: 0, src: 'own', sport: 4000 };
+
+    it('a guarded port\'s IPv6 from the addresses it claimed replays (global and link-local; TCP, UDP, echo), each replay refreshing its claim as the pipeline\'s claim does', () => {
+      const p = guarded();
+      const claims = (): number => p.on.br.ip6Bindings.entries().length;
+      for (const l3 of [IP6, { ...IP6, src: 'll' }, { ...IP6, nh: 17 }, { ...IP6, nh: 58, type: 128 }, { ...IP6, nh: 58, type: 129, src: 'll' }] as L3Spec[]) {
+        both(p, { op: 'tick', dt: 1_000 });
+        each(p, 'a3', spec(MACS[0], l3), 3); // the first claims (or refreshes) and installs, the others replay
+        same(p); // the claims' last use included
+      }
+      expect(claims()).toBe(2);
+      // The protocol is not in the key (the guard reads it only to pass it): UDP and echo from the global address
+      // replay on the TCP frames' entry, the link-local echo on the link-local one.
+      expect(p.on.model!.ip6Hits).toBe(2 + 2 + 3 + 3 + 3);
+      both(p, { op: 'tick', dt: 5_000 });
+      each(p, 'a3', spec(MACS[0], IP6), 1); // replayed only: the claim's last use moves with it (compared in same())
+      expect(p.on.model!.ip6Hits).toBe(14);
+      same(p);
+      const used = p.on.br.ip6Bindings.entries().find((e) => e.addr[0] === 0x20)!.lastUsed;
+      expect(used).toBe(p.on.clock.now);
+    });
+
+    it('IPv6 the guards judge by something else never replays: another port\'s address, ::, multicast, ND, RA, MLD, a DHCPv6 server\'s port, an extension header, a truncated packet', () => {
+      const outside: L3Spec[] = [
+        { ...IP6, src: 'other' }, { ...IP6, src: 'zero' }, { ...IP6, src: 'mc' }, { ...IP6, nh: 58, type: 135 }, { ...IP6, nh: 58, type: 136 },
+        { ...IP6, nh: 58, type: 134 }, { ...IP6, nh: 58, type: 143 }, { ...IP6, nh: 17, sport: 547 }, { ...IP6, nh: 0 }, { ...IP6, nh: 44 },
+        { ...IP6, cut: 43 },
+      ];
+      for (const l3 of outside) {
+        const p = guarded();
+        // Host 3's address (a3's host's 'other') claimed first from a4 (guarded here): a3's host sending from it is a spoof.
+        both(p, { op: 'guardSet', port: 'a4' });
+        both(p, { op: 'batch', port: 'a4', frames: [spec(MACS[0], { ...IP6, nh: 17 }, 3)] });
+        each(p, 'a3', spec(MACS[0], IP6), 2); // a hit: the entry for the claimed source stands
+        each(p, 'a3', spec(MACS[0], l3), 2);
+        each(p, 'a3', spec(MACS[0], IP6), 1);
+        expect(p.on.model!.ip6Hits, JSON.stringify(l3)).toBe(2);
+        same(p);
+      }
+      const p = guarded();
+      both(p, { op: 'guardSet', port: 'a4' });
+      both(p, { op: 'batch', port: 'a4', frames: [spec(MACS[0], { ...IP6, nh: 17 }, 3)] });
+      each(p, 'a3', spec(MACS[0], { ...IP6, src: 'other' }), 3);
+      expect(p.on.port.a3.drops[Drop.ipv6_source_guard]).toBe(3);
+      same(p);
+    });
+
+    it('a claim used only by replayed frames does not expire; one unused past the idle time does, ends the replays, and the next frame claims again', () => {
+      const p = guarded();
+      const back = spec(MACS[2], IP4, 0); // a1's host answers (IPv4, unguarded port): both MACs stay fresh through the folds
+      each(p, 'a3', spec(MACS[0], IP6), 2);
+      both(p, { op: 'batch', port: 'a1', frames: [back] });
+      // 62.5 minutes in 15 s steps (under the MACs' 20 s ageing), past IP6_BINDING_IDLE_MS (60), the claim refreshed by replays only.
+      for (let i = 0; i < 250; i++) {
+        both(p, { op: 'tick', dt: 15_000 });
+        each(p, 'a3', spec(MACS[0], IP6), 1);
+        each(p, 'a1', back, 1);
+        if (i % 25 === 0) same(p);
+      }
+      same(p);
+      expect(p.on.model!.ip6Hits).toBe(251);
+      expect(p.on.br.ip6Bindings.entries()).toHaveLength(1);
+      // Then IPv4 only, both ways (the MACs and the IPv6 entry's MAC key stay fresh), past the idle time: the claim expires.
+      const inv = p.on.br.flowCacheCounters.invalidations;
+      for (let i = 0; i < 250; i++) {
+        both(p, { op: 'tick', dt: 15_000 });
+        each(p, 'a3', spec(MACS[0], IP4), 1);
+        each(p, 'a1', back, 1);
+      }
+      expect(p.on.br.ip6Bindings.entries()).toHaveLength(0);
+      expect(p.on.br.flowCacheCounters.invalidations).toBe(inv + 1);
+      // The next IPv6 frame must take the pipeline (which claims the address again), not the entry installed before.
+      each(p, 'a3', spec(MACS[0], IP6), 3);
+      expect(p.on.br.ip6Bindings.entries()).toHaveLength(1);
+      same(p);
+    });
+
+    it('the IPv6 source guard turned off in place, or the address reserved for the router, ends the replays; replays before it refreshed the claim', () => {
+      const p = guarded();
+      each(p, 'a3', spec(MACS[0], IP6), 3);
+      both(p, { op: 'tick', dt: 1_000 });
+      each(p, 'a3', spec(MACS[0], IP6), 1);
+      both(p, { op: 'guard6Off', port: 'a3' }); // folds first: the replay's refresh lands as the guard saw it
+      same(p);
+      const h = p.on.model!.ip6Hits;
+      each(p, 'a3', spec(MACS[0], IP6), 2); // installed again (now without the IPv6 source guard), replayed
+      expect(p.on.model!.ip6Hits).toBe(h + 1);
+      both(p, { op: 'guardSet', port: 'a3' });
+      each(p, 'a3', spec(MACS[0], IP6), 2);
+      same(p);
+      // The router's gateway address: a3's host's address reserved for a1 (a router port there): a3's frames from it refused.
+      const inv = p.on.br.flowCacheCounters.invalidations;
+      for (const t of [p.on, p.off]) t.br.ip6Bindings.reserve(10, ip6Of('own', 2), t.port.a1.id);
+      expect(p.on.br.flowCacheCounters.invalidations).toBe(inv + 1);
+      each(p, 'a3', spec(MACS[0], IP6), 2);
+      expect(p.on.port.a3.drops[Drop.ipv6_source_guard]).toBe(2);
       same(p);
     });
 
