@@ -97,7 +97,8 @@ static bool ip6_class(const uint8_t *frame, size_t len, size_t l3) {
 
 bool nd_fc_key_of(nd_fc_key *k, int32_t in, const uint8_t *frame, size_t len, const uint8_t *vnet, int mode) {
   if (len < 14) return false;
-  memset(k, 0, sizeof *k);
+  /* ip6_src is read only for l3 = 3 (same_key, the fold), which fills it: the rest is all a probe zeroes. */
+  memset(k, 0, ND_FC_KEY_HASHED);
   memcpy(k->dst, frame, 6);
   memcpy(k->src, frame + 6, 6);
   uint16_t type = (uint16_t)(frame[12] << 8 | frame[13]);
@@ -224,7 +225,7 @@ int nd_fc_fold(nd_fc *fc, double *out, int max) {
     o[12] = e->key.l3;
     for (int w = 0; w < 4; w++) {
       const uint8_t *a = e->key.ip6_src + 4 * w;
-      o[13 + w] = (double)((uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3]);
+      o[13 + w] = e->key.l3 == 3 ? (double)((uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3]) : 0;
     }
     e->hits = e->bytes = e->tx_bytes = e->err_down = e->err_other = 0;
     n++;

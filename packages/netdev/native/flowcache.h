@@ -14,7 +14,8 @@
 #define ND_FC_BRIDGES 4096 /* bridge ids (generations) */
 #define ND_FC_FOLD_FIELDS 17
 
-/* Zeroed whole (padding included) by nd_fc_key_of: compared and hashed as bytes. */
+/* Zeroed (padding included) up to ND_FC_KEY_HASHED by nd_fc_key_of: hashed and compared as bytes; ip6_src
+ * is filled, compared and folded only for l3 = 3. */
 typedef struct nd_fc_key {
   int32_t in;         /* ingress handle */
   uint8_t dst[6];
@@ -28,7 +29,7 @@ typedef struct nd_fc_key {
   uint8_t ip4_src[4]; /* the IPv4 source or ARP sender protocol address as it arrived; IPv6: its source's four words xor'ed (for the hash) */
   /* The bytes above are hashed and compared (ND_FC_KEY_HASHED); these only compared, and only for
    * l3 = 3, so that a key without them costs a probe nothing more. */
-  uint8_t ip6_src[16]; /* the IPv6 source address as it arrived (l3 = 3 only; zero otherwise) */
+  uint8_t ip6_src[16]; /* the IPv6 source address as it arrived (l3 = 3 only; anything otherwise) */
 } nd_fc_key;
 #define ND_FC_KEY_HASHED offsetof(nd_fc_key, ip6_src)
 
