@@ -25,6 +25,15 @@
 # "Busy host: the session"). VSWITCH_BENCH_SESSION=inherit keeps the caller's
 # session (run.sh's topology `ours-insession`). setsid(1) forks when its caller
 # leads a process group, which would change the PID: then the session is kept.
+# VSWITCH_BENCH_GUARD=true (run.sh's `ours-guard`): both ports guarded as a DHCP-served
+# VM's are by default (DHCP guard, IP source guard, RA, DHCPv6 and IPv6 source guards),
+# with configured bindings for the VMs' static addresses (anchors.sh's 10.77.1.1 and
+# .2): the bindings need the VMs' MACs, so each TAP gets a fixed one (02:76:67:00:00:0N)
+# as soon as the daemon has made it, before anchors.sh moves it into its VM namespace and
+# brings it up (a watcher below; any neighbour entry made before is flushed). Frames from
+# another MAC would be dropped (ip_source_guard) and the bench would fail, not pass quietly.
+# VSWITCH_BENCH_FC_LOG=FILE: every 10 s, `stats --json`'s flowCache counters appended to
+# FILE (a check by hand that the cache replays: a CLI run per 10 s, off by default).
 set -eu
 dir=$1 tap1=$2 tap2=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -54,6 +63,16 @@ pline=""
 [ -n "${VSWITCH_BENCH_POLL_US:-}" ] && pline="pollBeforeSleepUs: $VSWITCH_BENCH_POLL_US"
 [ -n "${VSWITCH_BENCH_POLL_BUDGET:-}" ] && pline="$pline
 pollBeforeSleepBudgetMs: $VSWITCH_BENCH_POLL_BUDGET"
+# The VMs' addresses: anchors.sh's IP1/IP2.
+gline1="" gline2=""
+case ${VSWITCH_BENCH_GUARD:-} in
+  ""|false) ;;
+  true)
+    g="dhcp: true, ipSource: true, ra: true, dhcpv6: true, ipv6Source: true"
+    gline1=", guard: { $g, bindings: [{ mac: '02:76:67:00:00:01', ip: 10.77.1.1 }] }"
+    gline2=", guard: { $g, bindings: [{ mac: '02:76:67:00:00:02', ip: 10.77.1.2 }] }" ;;
+  *) echo "ours.sh: VSWITCH_BENCH_GUARD must be true or false, got $VSWITCH_BENCH_GUARD" >&2; exit 2 ;;
+esac
 mkdir -p "$dir/state"
 cat > "$dir/c.yaml" <<YAML
 $pline
@@ -63,8 +82,8 @@ $fcline
 $qline
 $sline
     ports:
-      $tap1: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
-      $tap2: { type: tap, offload: $off, vlan: { mode: access, vid: 1 } }
+      $tap1: { type: tap, offload: $off, vlan: { mode: access, vid: 1 }$gline1 }
+      $tap2: { type: tap, offload: $off, vlan: { mode: access, vid: 1 }$gline2 }
 YAML
 rm -f "$dir/s"
 # VSWITCH_BENCH_RPS=MASK (experiment): once anchors.sh has moved the TAPs into the VM
@@ -78,6 +97,26 @@ if [ -n "${VSWITCH_BENCH_RPS:-}" ]; then
       ip netns exec bAvm1 sh -c "echo $VSWITCH_BENCH_RPS > /sys/class/net/$tap1/queues/rx-0/rps_cpus"
       ip netns exec bAvm2 sh -c "echo $VSWITCH_BENCH_RPS > /sys/class/net/$tap2/queues/rx-0/rps_cpus"
       break
+    done ) </dev/null >/dev/null 2>&1 &
+fi
+if [ -n "$gline1" ]; then
+  # Wherever the TAP is now (here, or already in its VM namespace), it takes its MAC.
+  ( for i in 1 2; do
+      t=$tap1 ns=bAvm1; [ $i = 2 ] && t=$tap2 ns=bAvm2
+      for _ in $(seq 1500); do
+        ip link set dev "$t" address 02:76:67:00:00:0$i 2>/dev/null && break
+        ip -n $ns link set dev "$t" address 02:76:67:00:00:0$i 2>/dev/null && break
+        sleep 0.01
+      done
+    done
+    for ns in bAvm1 bAvm2; do ip -n $ns neigh flush all 2>/dev/null; done ) </dev/null >/dev/null 2>&1 &
+fi
+if [ -n "${VSWITCH_BENCH_FC_LOG:-}" ]; then
+  ( while sleep 10 && kill -0 $$ 2>/dev/null; do
+      [ -S "$dir/s" ] || continue
+      node "$js" stats --json --socket "$dir/s" 2>/dev/null \
+        | python3 -c 'import json,sys; print(json.dumps([{"bridge": b["name"], "flowCache": b["flowCache"], "drops": [p.get("drops") for p in b["ports"]]} for b in json.load(sys.stdin)]))' \
+        >> "$VSWITCH_BENCH_FC_LOG" 2>&1 || true
     done ) </dev/null >/dev/null 2>&1 &
 fi
 setsid=""

@@ -22,6 +22,10 @@
 # JS entry per wakeup"). Since the installed daemon runs so (README "The daemon's
 # heap"), ours.sh passes the flag by default and these equal `ours`/`ours-fc`;
 # `ours-r`: `ours` with the memory reducer on (node without the flag).
+# Topology `ours-guard`: `ours` with both ports guarded as DHCP-served VM ports are by
+# default (IPv4 and IPv6 anti-spoofing guards), with configured bindings for the VMs'
+# static addresses (ours.sh VSWITCH_BENCH_GUARD): the default deployment's replays
+# (guarded IPv4 in the flow cache) measured beside `ours` in the same rounds.
 # Topologies `base` and `base-fc`: `ours` / `ours-fc` with another build's daemon
 # (BASE_JS=<tree>/packages/cli/dist/main.js), for a same-run A/B of two builds.
 # Topologies ours-v1 .. ours-v4: `ours` with the environment in VSWITCH_BENCH_V1 ..
@@ -101,6 +105,9 @@ topo_ours_n_up() { tapsw_up "$BA_OURS_N_CMD" "" 0; }
 topo_ours_fcn_up() { tapsw_up "$BA_OURS_FCN_CMD" "" 0; }
 export BA_OURS_R_CMD="env VSWITCH_BENCH_NODE_ARGS= $BA_OURS_CMD"
 topo_ours_r_up() { tapsw_up "$BA_OURS_R_CMD" "" 0; }
+export BA_OURS_GUARD_CMD="env VSWITCH_BENCH_GUARD=true $BA_OURS_CMD"
+topo_ours_guard_up() { tapsw_up "$BA_OURS_GUARD_CMD" "" 0; }
+export -f topo_ours_guard_up
 export -f topo_ours_fc_up topo_ours_nofc_up topo_ours_insession_up topo_ours_n_up topo_ours_fcn_up topo_ours_r_up
 if [ -n "${BASE_JS:-}" ]; then
   [ -f "$BASE_JS" ] || { echo "bench/run.sh: BASE_JS=$BASE_JS: no such file" >&2; exit 1; }

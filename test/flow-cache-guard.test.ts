@@ -6,6 +6,11 @@
  * between them are replayed by the addon (hits grow) while the port counters balance
  * as the pipeline would make them; a source address the VM was not leased is still
  * dropped and counted (`ip_source_guard`) right after its leased one was replayed;
+ * ARP between the VMs (arping's unicast requests and the replies) replays too, and a
+ * spoofed ARP right after (an unleased sender address, or the leased one with another
+ * MAC in the body) is dropped and counted (`arp_spoof`); so does IPv6 between them (the
+ * IPv6 guards on, addresses added by hand), and another VM's IPv6 address right after
+ * is dropped and counted (`ipv6_source_guard`);
  * a flood of 5000 unleased sources from one VM is dropped and counted, installs nothing,
  * and neither the neighbour's pings nor the daemon's RSS notice it;
  * a renewal (udhcpc RENEWING) that re-ACKs the same lease invalidates nothing, and a
@@ -109,6 +114,72 @@ describe('flow cache on guarded ports (DHCP VMs, the default guards)', () => {
       await nsExec(vm[0].ns, `ip addr del ${spoof}/24 dev ${T[0]}`);
     }
     expect(await pingCount(vm[0].ns, ip[1], 5, 0.05), 'the leased source still works').toBe(5);
+  });
+
+  it('ARP between the two leased VMs replays after the first; a spoofed ARP right after is still dropped and counted', async () => {
+    const mac1 = (await nsExec(vm[1].ns, `cat /sys/class/net/${T[1]}/address`)).trim();
+    const s0 = await stats();
+    // busybox arping broadcasts its first request and, once answered, asks by unicast: requests 2..5 and
+    // replies 1..5 are unicast between guarded ports, the first of each way installed, the rest replayed.
+    const r = await nsExecR(vm[0].ns, `busybox arping -c 5 -w 8 -I ${T[0]} ${ip[1]}`);
+    expect(r.code, `arping: ${r.stdout}${r.stderr}`).toBe(0);
+    const s1 = await stats();
+    expect(s1.flowCache.hits - s0.flowCache.hits, 'ARP from guarded ports replayed').toBeGreaterThanOrEqual(6);
+    const dl = (k: string, p: string): number => port(s1, p)[k] - port(s0, p)[k];
+    expect(dl('rxFrames', T[0])).toBeGreaterThanOrEqual(5);
+    expect(dl('rxFrames', T[0])).toBe(dl('txFrames', T[1]));
+    expect(dl('rxFrames', T[1])).toBe(dl('txFrames', T[0]));
+    for (const p of T) expect(port(s1, p).drops ?? {}, p).toEqual(port(s0, p).drops ?? {});
+    // Right after, on the same MACs: a sender address vm1 was not leased, and the leased address with
+    // another MAC in the body (the key arping's unicast requests installed, but for the sender MAC).
+    await scapy(vm[0].ns, [
+      `src = get_if_hwaddr("${T[0]}")`,
+      `a = [Ether(src=src, dst="${mac1}")/ARP(op=1, hwsrc=src, psrc="${ip4(250)}", hwdst="${mac1}", pdst="${ip[1]}")] * 5`,
+      `b = [Ether(src=src, dst="${mac1}")/ARP(op=1, hwsrc="02:00:00:00:00:99", psrc="${ip[0]}", hwdst="${mac1}", pdst="${ip[1]}")] * 5`,
+      `sendp(a + b, iface="${T[0]}")`,
+    ]);
+    const s2 = await stats();
+    expect(dropCount(port(s2, T[0]), 'arp_spoof') - dropCount(port(s1, T[0]), 'arp_spoof')).toBe(10);
+    expect(port(s2, T[1]).txFrames - port(s1, T[1]).txFrames, 'nothing reached the other VM').toBe(0);
+    const again = await nsExecR(vm[0].ns, `busybox arping -c 3 -w 6 -I ${T[0]} ${ip[1]}`);
+    expect(again.code, 'the leased pair still resolves').toBe(0);
+    expect((await stats()).flowCache.hits - s2.flowCache.hits, 'and is replayed').toBeGreaterThanOrEqual(3);
+  });
+
+  it('IPv6 between the two VMs (the IPv6 guards on) replays, each VM\'s claim kept; another VM\'s address right after is still dropped and counted', async () => {
+    const a6 = (i: number): string => `2001:db8:${X}::${10 + i}`;
+    const mac1 = (await nsExec(vm[1].ns, `cat /sys/class/net/${T[1]}/address`)).trim();
+    try {
+      for (const [i, v] of vm.entries()) {
+        await nsExec(v.ns, `sysctl -qw net.ipv6.conf.${T[i]}.disable_ipv6=0 && ip -6 addr add ${a6(i)}/64 dev ${T[i]} nodad`);
+      }
+      const show = await d.showJson(BR);
+      for (const p of T) expect(findPort(show, p)?.guard, p).toMatchObject({ ipv6Source: true });
+      expect(await pingUntil(vm[0].ns, a6(1)), 'IPv6 between the VMs').toBe(true);
+      const s0 = await stats();
+      expect(await pingCount(vm[0].ns, a6(1), 30, 0.05)).toBe(30);
+      const s1 = await stats();
+      expect(s1.flowCache.hits - s0.flowCache.hits, 'IPv6 from guarded ports replayed').toBeGreaterThan(40);
+      const dl = (k: string, p: string): number => port(s1, p)[k] - port(s0, p)[k];
+      expect(dl('rxFrames', T[0])).toBe(dl('txFrames', T[1]));
+      expect(dl('rxFrames', T[1])).toBe(dl('txFrames', T[0]));
+      for (const p of T) expect(port(s1, p).drops ?? {}, p).toEqual(port(s0, p).drops ?? {});
+      const owned = findPort(await d.showJson(BR), T[1])?.guard?.ipv6Addresses;
+      expect(owned, 'vm2 owns its address (and its link-local one)').toBeGreaterThanOrEqual(1);
+      // vm1 sending from vm2's address: another port's claim, dropped however often vm1's own address was replayed.
+      const echos = async (): Promise<number> => Number(/Icmp6InEchos\s+(\d+)/.exec(await nsExec(vm[1].ns, 'cat /proc/net/snmp6'))![1]);
+      const e0 = await echos();
+      await scapy(vm[0].ns, [
+        `src = get_if_hwaddr("${T[0]}")`,
+        `sendp([Ether(src=src, dst="${mac1}")/IPv6(src="${a6(1)}", dst="${a6(1)}")/ICMPv6EchoRequest()] * 5, iface="${T[0]}")`,
+      ]);
+      const s2 = await stats();
+      expect(dropCount(port(s2, T[0]), 'ipv6_source_guard') - dropCount(port(s1, T[0]), 'ipv6_source_guard')).toBe(5);
+      // (Its port may have sent it the odd MLD report or ND of vm1's since: none of the echo requests.)
+      expect(await echos() - e0, 'no echo request reached vm2').toBe(0);
+    } finally {
+      for (const [i, v] of vm.entries()) await nsExecR(v.ns, `sysctl -qw net.ipv6.conf.${T[i]}.disable_ipv6=1`);
+    }
   });
 
   it('a flood of spoofed sources from one VM is dropped and counted, installs nothing, and neither the neighbour nor the daemon\'s memory notices', async () => {

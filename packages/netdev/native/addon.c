@@ -2030,7 +2030,7 @@ static bool fc_ready(napi_env env, nd_state *st) {
 /*
  * The key of buf[off, off+len) read from handle `in` in `mode`, its virtio_net_hdr at
  * buf[off-10, off): 1; 0 with an exception pending (bad arguments, or a frame shorter
- * than its Ethernet and tag header); -1 for a frame outside ND_FC_KEY_L3's class.
+ * than its Ethernet and tag header); -1 for a frame outside ND_FC_KEY_L3's classes.
  */
 static int fc_key_arg(napi_env env, napi_value *v, int32_t in, int mode, nd_fc_key *k) {
   uint8_t *p;
@@ -2048,11 +2048,11 @@ static int fc_key_arg(napi_env env, napi_value *v, int32_t in, int mode, nd_fc_k
  * flowCacheInstall(bridge, in, inCookie, buf, off, len, out, outCookie, l3?): the pipeline
  * sent the frame at buf[off, off+len) from handle `in` unchanged to handle `out`
  * alone; frames with the same key replay that until the bridge's generation moves.
- * `l3` true: the decision also depended on the frame's IPv4 class and source address
- * (flowcache.h ND_FC_KEY_L3); `in`'s frames are keyed so from now on (false: back to
+ * `l3` true: the decision also depended on the frame's class (IPv4 or ARP) and its IPv4
+ * source or ARP sender address (flowcache.h ND_FC_KEY_L3); `in`'s frames are keyed so from now on (false: back to
  * MACs and tag; each mode's entries never match the other's keys).
  * The cookies (JS's port ids) come back with the fold. The slot, -1 when refused,
- * -2 when `l3` and the frame is outside the class (nothing installed).
+ * -2 when `l3` and the frame is outside the classes (nothing installed).
  */
 static napi_value js_fc_install(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);

@@ -12,9 +12,9 @@
  * ingress: the ingress handle, both MACs (the source decides learning), the
  * 802.1Q/802.1ad tag as it arrived (TPID kind and the whole TCI), and the
  * virtio_net_hdr's flags and gso_type (partial and GSO frames take another egress
- * path); for a handle JS keys in the IPv4 class (ND_FC_KEY_L3: a guarded port, or
- * one in a VLAN with ARP/ND suppression), also the IPv4 source address, and frames
- * outside that class have no key (a miss), so a frame the guard or the suppressor
+ * path); for a handle JS keys in the IPv4 and ARP classes (ND_FC_KEY_L3: a guarded
+ * port, or one in a VLAN with ARP/ND suppression), also the IPv4 source (ARP: sender)
+ * address, and frames outside those classes have no key (a miss), so a frame the guard or the suppressor
  * would judge by something else never hits. What it cannot see (port config, MAC table, VLAN membership, guards) is
  * covered by the generation: each entry carries its bridge's generation at
  * install time, JS bumps the bridge's generation on every change that could alter
@@ -68,9 +68,37 @@ static bool ip4_class(const uint8_t *frame, size_t len, size_t l3) {
   return true;
 }
 
+/* The ARP class of ND_FC_KEY_L3 (flowcache.h), the ARP body at frame[l3]: as guard.ts guardCheck
+ * reads it (checkArpIpv4, then the sender hardware address against the frame's source). */
+static bool arp_class(const uint8_t *frame, size_t len, size_t l3) {
+  return l3 + 28 <= len && frame[l3 + 2] == 0x08 && frame[l3 + 3] == 0x00 && frame[l3 + 4] == 6 && frame[l3 + 5] == 4 &&
+         memcmp(frame + l3 + 8, frame + 6, 6) == 0;
+}
+
+/* The IPv6 class of ND_FC_KEY_L3 (flowcache.h), the IPv6 header at frame[l3]: what guard6.ts
+ * guard6Check reads before the source's claim, with no extension header to walk. */
+static bool ip6_class(const uint8_t *frame, size_t len, size_t l3) {
+  if (l3 + 40 > len || frame[l3] >> 4 != 6) return false;
+  size_t plen = (size_t)(frame[l3 + 4] << 8 | frame[l3 + 5]);
+  size_t u = l3 + 40;
+  if (u + plen > len) return false;
+  const uint8_t *sa = frame + l3 + 8;
+  if (sa[0] == 0xff) return false; /* multicast */
+  uint8_t any = 0;
+  for (int i = 0; i < 16; i++) any |= sa[i];
+  if (!any) return false; /* :: */
+  switch (frame[l3 + 6]) {
+    case 6: return true;
+    case 17: return plen >= 4 && (frame[u] << 8 | frame[u + 1]) != 547;
+    case 58: return plen >= 4 && (frame[u] == 128 || frame[u] == 129);
+    default: return false;
+  }
+}
+
 bool nd_fc_key_of(nd_fc_key *k, int32_t in, const uint8_t *frame, size_t len, const uint8_t *vnet, int mode) {
   if (len < 14) return false;
-  memset(k, 0, sizeof *k);
+  /* ip6_src is read only for l3 = 3 (same_key, the fold), which fills it: the rest is all a probe zeroes. */
+  memset(k, 0, ND_FC_KEY_HASHED);
   memcpy(k->dst, frame, 6);
   memcpy(k->src, frame + 6, 6);
   uint16_t type = (uint16_t)(frame[12] << 8 | frame[13]);
@@ -84,9 +112,20 @@ bool nd_fc_key_of(nd_fc_key *k, int32_t in, const uint8_t *frame, size_t len, co
   }
   if (mode == ND_FC_KEY_L3) {
     /* An S-tag is payload to the bridge (the guard reads 0x88a8 as the type): not in the class. */
-    if (k->tag == 2 || type != 0x0800 || !ip4_class(frame, len, l3)) return false;
-    k->l3 = 1;
-    memcpy(k->ip4_src, frame + l3 + 12, 4);
+    if (k->tag == 2) return false;
+    if (type == 0x0800 && ip4_class(frame, len, l3)) {
+      k->l3 = 1;
+      memcpy(k->ip4_src, frame + l3 + 12, 4);
+    } else if (type == 0x0806 && arp_class(frame, len, l3)) {
+      k->l3 = 2;
+      memcpy(k->ip4_src, frame + l3 + 14, 4);
+    } else if (type == 0x86dd && ip6_class(frame, len, l3)) {
+      k->l3 = 3;
+      memcpy(k->ip6_src, frame + l3 + 8, 16);
+      for (int i = 0; i < 16; i++) k->ip4_src[i & 3] ^= k->ip6_src[i];
+    } else {
+      return false;
+    }
   }
   k->vnet_flags = vnet ? vnet[0] : 0;
   k->gso_type = vnet ? vnet[1] : 0;
@@ -95,14 +134,16 @@ bool nd_fc_key_of(nd_fc_key *k, int32_t in, const uint8_t *frame, size_t len, co
 }
 
 static uint32_t hash_key(const nd_fc_key *k) {
-  /* FNV-1a over the key's bytes (padding zeroed by nd_fc_key_of). */
+  /* FNV-1a over the key's hashed bytes (padding zeroed by nd_fc_key_of; an IPv6 source folded into ip4_src). */
   const uint8_t *p = (const uint8_t *)k;
   uint32_t h = 2166136261u;
-  for (size_t i = 0; i < sizeof *k; i++) h = (h ^ p[i]) * 16777619u;
+  for (size_t i = 0; i < ND_FC_KEY_HASHED; i++) h = (h ^ p[i]) * 16777619u;
   return h ^ (h >> 15);
 }
 
-static bool same_key(const nd_fc_key *a, const nd_fc_key *b) { return memcmp(a, b, sizeof *a) == 0; }
+static bool same_key(const nd_fc_key *a, const nd_fc_key *b) {
+  return memcmp(a, b, ND_FC_KEY_HASHED) == 0 && (a->l3 != 3 || memcmp(a->ip6_src, b->ip6_src, 16) == 0);
+}
 
 static bool pending(const nd_fc_entry *e) { return e->hits != 0; }
 
@@ -181,6 +222,11 @@ int nd_fc_fold(nd_fc *fc, double *out, int max) {
     o[9] = e->tx_bytes;
     o[10] = e->err_down;
     o[11] = e->err_other;
+    o[12] = e->key.l3;
+    for (int w = 0; w < 4; w++) {
+      const uint8_t *a = e->key.ip6_src + 4 * w;
+      o[13 + w] = e->key.l3 == 3 ? (double)((uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3]) : 0;
+    }
     e->hits = e->bytes = e->tx_bytes = e->err_down = e->err_other = 0;
     n++;
   }

@@ -12,9 +12,10 @@
 #define ND_FC_SIZE 4096    /* entries, a power of two */
 #define ND_FC_WINDOW 8     /* slots probed from the hash */
 #define ND_FC_BRIDGES 4096 /* bridge ids (generations) */
-#define ND_FC_FOLD_FIELDS 12
+#define ND_FC_FOLD_FIELDS 17
 
-/* Zeroed whole (padding included) by nd_fc_key_of: compared and hashed as bytes. */
+/* Zeroed (padding included) up to ND_FC_KEY_HASHED by nd_fc_key_of: hashed and compared as bytes; ip6_src
+ * is filled, compared and folded only for l3 = 3. */
 typedef struct nd_fc_key {
   int32_t in;         /* ingress handle */
   uint8_t dst[6];
@@ -23,20 +24,42 @@ typedef struct nd_fc_key {
   uint8_t tag;        /* 0 untagged, 1 802.1Q (0x8100), 2 802.1ad (0x88a8) */
   uint8_t vnet_flags; /* virtio_net_hdr flags (NEEDS_CSUM) */
   uint8_t gso_type;
-  uint8_t l3;         /* 1: keyed in the IPv4 class (ND_FC_KEY_L3): ip4_src holds the source address */
+  uint8_t l3;         /* ND_FC_KEY_L3's class: 1 IPv4 (ip4_src: the source address), 2 ARP (ip4_src: the sender's), 3 IPv6 */
   uint8_t pad[2];
-  uint8_t ip4_src[4]; /* the IPv4 source address as it arrived (l3 only) */
+  uint8_t ip4_src[4]; /* the IPv4 source or ARP sender protocol address as it arrived; IPv6: its source's four words xor'ed (for the hash) */
+  /* The bytes above are hashed and compared (ND_FC_KEY_HASHED); these only compared, and only for
+   * l3 = 3, so that a key without them costs a probe nothing more. */
+  uint8_t ip6_src[16]; /* the IPv6 source address as it arrived (l3 = 3 only; anything otherwise) */
 } nd_fc_key;
+#define ND_FC_KEY_HASHED offsetof(nd_fc_key, ip6_src)
 
 /*
  * Key modes (nd_fc_key_of `mode`). ND_FC_KEY_L3 is for a handle whose decisions also
  * depend on the IPv4 source (an anti-spoofing guard) or on the frame not being ARP or
- * IPv6 (ARP/ND suppression): only frames of the IPv4 class get a key, and it holds the
- * source address. The class: untagged or one 802.1Q tag, EtherType IPv4, version 4,
- * IHL >= 5 and the 20-byte header within the frame; for the first fragment of a UDP
- * datagram, its ports within the frame and neither of them 67 or 68 (DHCP, which the
- * guard judges by port). Within it, a guard's verdict depends only on the source MAC
- * and address (both in the key) and on its bindings and options (the generation).
+ * IPv6 (ARP/ND suppression): only frames of two classes get a key, untagged or with one
+ * 802.1Q tag (an 802.1ad one is payload to the bridge: outside both):
+ * - IPv4 (l3 = 1): EtherType IPv4, version 4, IHL >= 5 and the 20-byte header within
+ *   the frame; for the first fragment of a UDP datagram, its ports within the frame and
+ *   neither of them 67 or 68 (DHCP, which the guard judges by port). The key holds the
+ *   source address.
+ * - ARP (l3 = 2): EtherType ARP, the 28-byte body within the frame, protocol type IPv4
+ *   with 6-byte hardware and 4-byte protocol addresses (any hardware type and opcode:
+ *   the guard reads neither), and the sender hardware address equal to the frame's
+ *   source MAC. The key holds the sender protocol address (0.0.0.0 included: a probe,
+ *   which the guard admits, as it is the only address such a key can have).
+ * - IPv6 (l3 = 3): EtherType IPv6, version 6, the 40-byte header and the payload its
+ *   length says within the frame, no extension header: the next header TCP, UDP with its
+ *   source port within the payload and not 547 (DHCPv6 servers and relays), or ICMPv6
+ *   echo request or reply (128, 129; ND, RA, Redirect and MLD are outside); the source
+ *   neither :: nor multicast. The key holds the source address. Within it the IPv6
+ *   guards (guard6.ts guard6Check) read nothing but the source address's claim, which
+ *   every admitted frame refreshes: the fold hands the address back so that JS refreshes
+ *   it for the replayed frames (fold field 12 the class, 13..16 the address's words).
+ * Within any of them, a guard's verdict depends only on the source MAC and that address
+ * (both in the key, the class apart) and on its bindings and options (the generation).
+ * The ARP class is for guarded ports alone: the bridge installs no ARP frame in a VLAN
+ * where ARP/ND suppression answers (its verdict reads the opcode, the target and its
+ * table), and the tag in the key fixes a frame's VLAN for its handle.
  */
 #define ND_FC_KEY_L2 0
 #define ND_FC_KEY_L3 1
@@ -87,7 +110,9 @@ void nd_fc_miss(nd_fc *fc);
 void nd_fc_hit(nd_fc *fc, nd_fc_entry *e, size_t len, double now_ms, long written);
 /* Up to max entries' unfolded counts into out (ND_FC_FOLD_FIELDS doubles each: bridge, in cookie,
  * out cookie, src MAC high 16 bits, low 32 bits, tag<<16|tci or -1, hits, bytes, last hit ms,
- * tx bytes, link_down errors, tx_error errors: the order of FOLD in flow-cache.ts); zeroes them. */
+ * tx bytes, link_down errors, tx_error errors, the key's l3 class (0: none), and for an IPv6
+ * key its source address as four 32-bit words (else 0): the order of FOLD in flow-cache.ts);
+ * zeroes them. */
 int nd_fc_fold(nd_fc *fc, double *out, int max);
 int nd_fc_count(const nd_fc *fc);
 /* A handle closed: its entries (in or out) never hit again. */

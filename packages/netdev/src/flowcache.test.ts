@@ -73,7 +73,7 @@ describe('flow cache table', () => {
     ];
     for (const o of others) expect(probe(a.handle, o)).toBe(-1);
     expect(probe(b.handle, f)).toBe(-1); // another ingress handle
-    expect(folded()).toEqual([[BR, 3, 5, 0x0200, 1, -1, 3, 192, 13, 64, 1, 1]]);
+    expect(folded()).toEqual([[BR, 3, 5, 0x0200, 1, -1, 3, 192, 13, 64, 1, 1, 0, 0, 0, 0, 0]]); // keyed by MACs: no class, no IPv6 source
     expect(folded()).toEqual([]);
     close(a.handle);
     close(b.handle);
@@ -250,6 +250,201 @@ describe('flow cache key in the IPv4 class (l3: guarded ports, ARP/ND suppressio
       expect(got).toBeGreaterThanOrEqual(0);
       expect(probeL(a.handle, f)).toBe(b.handle);
       expect(probeL(a.handle, ip4({ ...o, src: (o.src ?? 0) + 1 }))).toBe(-1);
+    }), { numRuns: 2000 });
+    folded();
+    close(a.handle);
+    close(b.handle);
+  });
+});
+
+describe('flow cache key in the ARP class (l3: a guarded port\'s ARP)', () => {
+  interface Arp { tpid?: number; tci?: number; htype?: number; ptype?: number; hlen?: number; plen?: number; oper?: number; sha?: number; spa?: number; len?: number }
+  const SRC = 0x020000000021;
+  /** An ARP frame from 02::21 to 02::22 at offset HDR (sender 02::21 / 10.0.0.3 unless `o` says otherwise); `len` cuts it. */
+  function arp(o: Arp = {}): { b: Buffer; len: number } {
+    const b = Buffer.alloc(HDR + 80);
+    b.writeUIntBE(0x020000000022, HDR, 6);
+    b.writeUIntBE(SRC, HDR + 6, 6);
+    let l3 = HDR + 14;
+    if (o.tpid !== undefined) {
+      b.writeUInt16BE(o.tpid, HDR + 12);
+      b.writeUInt16BE(o.tci ?? 10, HDR + 14);
+      l3 += 4;
+    }
+    b.writeUInt16BE(0x0806, l3 - 2);
+    b.writeUInt16BE(o.htype ?? 1, l3);
+    b.writeUInt16BE(o.ptype ?? 0x0800, l3 + 2);
+    b[l3 + 4] = o.hlen ?? 6;
+    b[l3 + 5] = o.plen ?? 4;
+    b.writeUInt16BE(o.oper ?? 2, l3 + 6);
+    b.writeUIntBE(o.sha ?? SRC, l3 + 8, 6);
+    b.writeUInt32BE(o.spa ?? 0x0a000003, l3 + 14);
+    b.writeUIntBE(0x020000000022, l3 + 18, 6);
+    b.writeUInt32BE(0x0a000002, l3 + 24);
+    return { b, len: o.len ?? 60 };
+  }
+  /** The class as flowcache.h states it, independently: what guard.ts's ARP check reads, and nothing it rejects. */
+  function inClass(o: Arp): boolean {
+    const tagLen = o.tpid === undefined ? 0 : 4;
+    return o.tpid !== 0x88a8 && (o.len ?? 60) >= 14 + tagLen + 28 && (o.ptype ?? 0x0800) === 0x0800 && (o.hlen ?? 6) === 6 &&
+      (o.plen ?? 4) === 4 && (o.sha ?? SRC) === SRC;
+  }
+  const install = (br: number, inH: number, f: { b: Buffer; len: number }, out: number, l3: boolean): number =>
+    nd.flowCacheInstall(br, inH, 1, f.b, HDR, f.len, out, 2, l3);
+  const probeL = (h: number, f: { b: Buffer; len: number }): number => nd.flowCacheProbeForTest(h, f.b, HDR, f.len, 1, f.len);
+
+  it('keys ARP by its sender address apart from IPv4 (a probe from 0.0.0.0 serves no IPv4 from 0.0.0.0), any opcode and hardware type; refuses a body the guard would', () => {
+    const a = tap('aa'), b = tap('ab');
+    const BR = 13;
+    gens[BR]++;
+    folded();
+    expect(install(BR, a.handle, arp(), b.handle, true)).toBeGreaterThanOrEqual(0);
+    expect(probeL(a.handle, arp())).toBe(b.handle);
+    expect(probeL(a.handle, arp({ oper: 1 }))).toBe(b.handle); // the guard reads no opcode
+    expect(probeL(a.handle, arp({ htype: 6 }))).toBe(b.handle); // nor the hardware type
+    for (const o of [{ spa: 0x0a000004 }, { spa: 0 }, { sha: 0x020000000099 }, { ptype: 0x86dd }, { hlen: 8 }, { plen: 16 }, { len: 41 },
+      { tpid: 0x8100 }, { tpid: 0x88a8 }] as Arp[]) {
+      expect(probeL(a.handle, arp(o)), JSON.stringify(o)).toBe(-1);
+    }
+    expect(install(BR, a.handle, arp({ sha: 0x020000000099 }), b.handle, true)).toBe(-2);
+    expect(install(BR, a.handle, arp({ len: 41 }), b.handle, true)).toBe(-2);
+    // A probe (sender 0.0.0.0) installed: an IPv4 frame with the same MACs from 0.0.0.0 has a key of its own (the IPv4 class) and misses.
+    expect(install(BR, a.handle, arp({ spa: 0 }), a.handle, true)).toBeGreaterThanOrEqual(0);
+    expect(probeL(a.handle, arp({ spa: 0 }))).toBe(a.handle);
+    const ip0 = Buffer.alloc(HDR + 80);
+    arp().b.copy(ip0, 0, 0, HDR + 12);
+    ip0.writeUInt16BE(0x0800, HDR + 12);
+    ip0[HDR + 14] = 0x45;
+    ip0[HDR + 23] = 6;
+    expect(probeL(a.handle, { b: ip0, len: 60 })).toBe(-1);
+    expect(install(BR, a.handle, { b: ip0, len: 60 }, b.handle, true)).toBeGreaterThanOrEqual(0);
+    expect(probeL(a.handle, { b: ip0, len: 60 })).toBe(b.handle);
+    expect(probeL(a.handle, arp({ spa: 0 }))).toBe(a.handle);
+    folded();
+    close(a.handle);
+    close(b.handle);
+  });
+
+  it('fuzzed ARP frames: an install succeeds exactly when the stated class holds, and hits only its own sender address and MAC', () => {
+    const a = tap('af'), b = tap('ag');
+    const BR = 14;
+    const arb = fc.record({
+      tpid: fc.constantFrom(undefined, undefined, 0x8100, 0x88a8), tci: fc.integer({ min: 0, max: 0xffff }),
+      htype: fc.constantFrom(1, 1, 6, 0), ptype: fc.constantFrom(0x0800, 0x0800, 0x0800, 0x86dd), hlen: fc.constantFrom(6, 6, 6, 8, 0),
+      plen: fc.constantFrom(4, 4, 4, 16), oper: fc.constantFrom(1, 2, 3), sha: fc.constantFrom(SRC, SRC, SRC, 0x020000000022, 0),
+      spa: fc.constantFrom(0, 0x0a000003, 0x0a000004), len: fc.integer({ min: 18, max: 70 }),
+    }, { requiredKeys: ['htype', 'ptype', 'hlen', 'plen', 'oper', 'sha', 'spa', 'len'] });
+    fc.assert(fc.property(arb, (o) => {
+      gens[BR]++;
+      const f = arp(o);
+      const got = install(BR, a.handle, f, b.handle, true);
+      if (!inClass(o)) {
+        expect(got).toBe(-2);
+        expect(probeL(a.handle, f)).toBe(-1);
+        return;
+      }
+      expect(got).toBeGreaterThanOrEqual(0);
+      expect(probeL(a.handle, f)).toBe(b.handle);
+      expect(probeL(a.handle, arp({ ...o, spa: o.spa + 1 }))).toBe(-1);
+      expect(probeL(a.handle, arp({ ...o, sha: SRC + 1 }))).toBe(-1);
+    }), { numRuns: 2000 });
+    folded();
+    close(a.handle);
+    close(b.handle);
+  });
+});
+
+describe('flow cache key in the IPv6 class (l3: a guarded port\'s IPv6)', () => {
+  interface Ip6 { tpid?: number; tci?: number; ver?: number; nh?: number; b0?: number; b1?: number; plen?: number; src?: number[]; len?: number }
+  const SRC6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+  /** An IPv6 frame from 02::21 to 02::22 at offset HDR: TCP from 2001:db8::3 unless `o` says otherwise (b0, b1: the payload's first bytes). */
+  function ip6(o: Ip6 = {}): { b: Buffer; len: number } {
+    const b = Buffer.alloc(HDR + 100);
+    b.writeUIntBE(0x020000000022, HDR, 6);
+    b.writeUIntBE(0x020000000021, HDR + 6, 6);
+    let l3 = HDR + 14;
+    if (o.tpid !== undefined) {
+      b.writeUInt16BE(o.tpid, HDR + 12);
+      b.writeUInt16BE(o.tci ?? 10, HDR + 14);
+      l3 += 4;
+    }
+    b.writeUInt16BE(0x86dd, l3 - 2);
+    b[l3] = (o.ver ?? 6) << 4;
+    b.writeUInt16BE(o.plen ?? 20, l3 + 4);
+    b[l3 + 6] = o.nh ?? 6;
+    b[l3 + 7] = 64;
+    Buffer.from(o.src ?? SRC6).copy(b, l3 + 8);
+    b[l3 + 39] = 9;
+    b[l3 + 40] = o.b0 ?? 0x0f;
+    b[l3 + 41] = o.b1 ?? 0xa0;
+    return { b, len: o.len ?? 80 };
+  }
+  /** The class as flowcache.h states it, independently (what guard6.ts reads before the source's claim). */
+  function inClass(o: Ip6): boolean {
+    const tagLen = o.tpid === undefined ? 0 : 4;
+    const src = o.src ?? SRC6, plen = o.plen ?? 20, b0 = o.b0 ?? 0x0f, b1 = o.b1 ?? 0xa0, nh = o.nh ?? 6;
+    if (o.tpid === 0x88a8 || (o.ver ?? 6) !== 6 || (o.len ?? 80) < 14 + tagLen + 40 + plen) return false;
+    if (src[0] === 0xff || src.every((x) => x === 0)) return false;
+    return nh === 6 || (nh === 17 && plen >= 4 && (b0 << 8 | b1) !== 547) || (nh === 58 && plen >= 4 && (b0 === 128 || b0 === 129));
+  }
+  const install = (br: number, inH: number, f: { b: Buffer; len: number }, out: number): number =>
+    nd.flowCacheInstall(br, inH, 1, f.b, HDR, f.len, out, 2, true);
+  const probeL = (h: number, f: { b: Buffer; len: number }): number => nd.flowCacheProbeForTest(h, f.b, HDR, f.len, 1, f.len);
+
+  it('keys by the whole source address (any byte tells two apart), refuses what the guards read otherwise, and the fold hands the address back', () => {
+    const a = tap('6a'), b = tap('6b');
+    const BR = 15;
+    gens[BR]++;
+    folded();
+    expect(install(BR, a.handle, ip6(), b.handle)).toBeGreaterThanOrEqual(0);
+    expect(probeL(a.handle, ip6())).toBe(b.handle);
+    expect(probeL(a.handle, ip6({ nh: 17, b0: 0x10 }))).toBe(b.handle); // the same source: the same verdict
+    expect(probeL(a.handle, ip6({ nh: 58, b0: 129 }))).toBe(b.handle);
+    for (let i = 0; i < 16; i++) {
+      const src = [...SRC6];
+      src[i] ^= 0x40;
+      expect(probeL(a.handle, ip6({ src })), `byte ${i}`).toBe(-1);
+    }
+    // Words that xor to the same fold (the hash's) are still another address.
+    const swapped = [...SRC6.slice(12), ...SRC6.slice(4, 12), ...SRC6.slice(0, 4)];
+    expect(probeL(a.handle, ip6({ src: swapped }))).toBe(-1);
+    for (const o of [{ src: new Array(16).fill(0) }, { src: [0xff, 2, ...new Array(13).fill(0), 1] }, { nh: 58, b0: 135 }, { nh: 58, b0: 136 },
+      { nh: 58, b0: 134 }, { nh: 58, b0: 143 }, { nh: 17, b0: 2, b1: 0x23 }, { nh: 0 }, { nh: 44 }, { nh: 43 }, { ver: 4 }, { plen: 30, len: 80 },
+      { tpid: 0x88a8 }] as Ip6[]) {
+      expect(probeL(a.handle, ip6(o)), JSON.stringify(o)).toBe(-1);
+      expect(install(BR, a.handle, ip6(o), b.handle), JSON.stringify(o)).toBe(-2);
+    }
+    expect(probeL(a.handle, ip6())).toBe(b.handle);
+    const rows = folded();
+    expect(rows).toHaveLength(1);
+    expect(rows[0].slice(12)).toEqual([3, 0x20010db8, 0, 0, 3]);
+    close(a.handle);
+    close(b.handle);
+  });
+
+  it('fuzzed IPv6 frames: an install succeeds exactly when the stated class holds, and hits only its own source', () => {
+    const a = tap('6f'), b = tap('6g');
+    const BR = 16;
+    const arb = fc.record({
+      tpid: fc.constantFrom(undefined, undefined, 0x8100, 0x88a8), tci: fc.integer({ min: 0, max: 0xffff }), ver: fc.constantFrom(6, 6, 6, 4),
+      nh: fc.constantFrom(6, 17, 58, 58, 0, 44, 60), b0: fc.constantFrom(0, 2, 128, 129, 133, 134, 135, 136, 137, 143), b1: fc.constantFrom(0x23, 0xa0),
+      plen: fc.constantFrom(0, 2, 4, 20, 26), src: fc.constantFrom(SRC6, new Array(16).fill(0), [0xff, 2, ...new Array(14).fill(1)], [0xfe, 0x80, ...new Array(14).fill(7)]),
+      len: fc.integer({ min: 54, max: 90 }),
+    }, { requiredKeys: ['ver', 'nh', 'b0', 'b1', 'plen', 'src', 'len'] });
+    fc.assert(fc.property(arb, (o) => {
+      gens[BR]++;
+      const f = ip6(o);
+      const got = install(BR, a.handle, f, b.handle);
+      if (!inClass(o)) {
+        expect(got).toBe(-2);
+        expect(probeL(a.handle, f)).toBe(-1);
+        return;
+      }
+      expect(got).toBeGreaterThanOrEqual(0);
+      expect(probeL(a.handle, f)).toBe(b.handle);
+      const other = [...o.src];
+      other[15] ^= 1;
+      expect(probeL(a.handle, ip6({ ...o, src: other }))).toBe(-1);
     }), { numRuns: 2000 });
     folded();
     close(a.handle);

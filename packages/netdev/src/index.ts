@@ -616,22 +616,29 @@ export function fairServeForTest(state: Float64Array, primary: boolean, lens: In
  *   is never replayed to a device without one, whatever was installed). `l3` true:
  *   the decision also depended on the frame being of the IPv4 class (untagged or one
  *   802.1Q tag; IPv4, version 4, IHL >= 5; not a UDP first fragment with port 67 or
- *   68 either side, nor one too short for its ports) and on its source address (an
- *   anti-spoofing guard, ARP/ND suppression): `inHandle`'s frames are keyed with that
- *   address from then on, and frames outside the class miss (false: keyed by MACs
- *   and tag again; the install says which for every handle).
+ *   68 either side, nor one too short for its ports) and on its source address, or of
+ *   the ARP class (the same tags; an ARP body for IPv4 over 6-byte hardware addresses
+ *   whose sender hardware address is the frame's source MAC) and on its sender
+ *   protocol address, or of the IPv6 class (no extension header; TCP, UDP not from port
+ *   547, ICMPv6 echo; a source neither :: nor multicast) and on its source address (an
+ *   anti-spoofing guard, ARP/ND suppression; native/flowcache.h ND_FC_KEY_L3):
+ *   `inHandle`'s frames are keyed with that address from then on, and frames outside
+ *   the classes miss (false: keyed by MACs and tag again; the install
+ *   says which for every handle).
  *   Returns the slot, -1 (refused: its window is full of entries with unfolded
- *   counts) or -2 (`l3` and the frame outside the class: nothing installed).
+ *   counts) or -2 (`l3` and the frame outside the classes: nothing installed).
  * - `flowCacheFold(out)`: per entry with replayed frames since the last fold,
  *   FLOW_CACHE_FOLD_FIELDS numbers: bridge, in cookie, out cookie, source MAC high 16
  *   bits, low 32 bits, tag (tpid kind << 16 | TCI, or -1), frames, bytes, last frame's
- *   time (ring clock), bytes written, writes failed with link_down, with tx_error.
+ *   time (ring clock), bytes written, writes failed with link_down, with tx_error,
+ *   the key's class (0: MACs and tag; 1 IPv4, 2 ARP, 3 IPv6), and an IPv6 key's source
+ *   address as four 32-bit words (else 0: JS refreshes that address's claim).
  *   Zeroes what it returns.
  * - `flowCacheFlush(bridge)`: its entries stale (-1: all); their counts wait for the fold.
  */
 export const FLOW_CACHE_BRIDGES = 4096;
 export const FLOW_CACHE_SIZE = 4096;
-export const FLOW_CACHE_FOLD_FIELDS = 12;
+export const FLOW_CACHE_FOLD_FIELDS = 17;
 export const flowCacheGenerations: Native['flowCacheGenerations'] = native.flowCacheGenerations;
 export const flowCacheInstall: Native['flowCacheInstall'] = native.flowCacheInstall;
 export const flowCacheFold: Native['flowCacheFold'] = native.flowCacheFold;

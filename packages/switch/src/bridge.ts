@@ -57,7 +57,7 @@ import { VNET_HDR_LEN } from './wire/vnet.js';
 import { ETH, ETH_HLEN, formatMac } from './wire/ethernet.js';
 import { MacOwners, type GuardOptions } from './guard.js';
 import { Ip6Bindings } from './guard6.js';
-import { read16 } from './wire/bytes.js';
+import { read16, write32 } from './wire/bytes.js';
 import { isTagTpid, sameTaggedHead, tci, tciVid, VID_MAX, VLAN_TAGGED_HLEN } from './wire/vlan.js';
 import { VlanPolicy } from './vlan.js';
 import { GATE_BPDU, GATE_PASS, gateIn, updateGate } from './gate.js';
@@ -65,7 +65,7 @@ import { LoopGuard, type LoopEvent, type LoopSettings } from './loop.js';
 import { Policer, Shaper, type RateSpec } from './police.js';
 import { READ_FRAMES_DEFAULT, READ_QUANTUM_DEFAULT, READ_SHARE_DEFAULT, READ_SPARSE_DEFAULT, type ReadShare, readFramesProblem, readQuantumProblem, readShareProblem } from './fair.js';
 import type { ArpSuppress } from './arp-suppress.js';
-import { FOLD, FOLD_C_TAG, type FlowCacheCounters, type FlowCacheHub, type FlowHandleIo, ip4Class } from './flow-cache.js';
+import { arpClass, FOLD, FOLD_C_TAG, FOLD_L3_IPV6, type FlowCacheCounters, type FlowCacheHub, type FlowHandleIo, ip4Class, ip6Class } from './flow-cache.js';
 
 // The per-frame pipeline through module constants: an imported binding is checked
 // on every use (see ingress.ts).
@@ -86,6 +86,8 @@ const TPID_AT = ETH.TYPE;
 const isTag = isTagTpid;
 const rd16 = read16;
 const inIp4Class = ip4Class;
+const inArpClass = arpClass;
+const inIp6Class = ip6Class;
 /** The shortest frame admit takes (4 more with a tag). */
 const ETH_MIN = ETH_HLEN;
 
@@ -232,6 +234,9 @@ export class Bridge {
       this.#emit({ ...e, bridge: this.name } as BridgeEvent, true);
     }, formatMac);
     this.#egress = newEgress(opts.segmenter);
+    // A claim expired, an address reserved for the router, a port's claims forgotten: the
+    // verdict on a replayed IPv6 frame (its port owns its source) may change.
+    this.ip6Bindings.onChange = () => this.#invalidate();
   }
 
   /** Starts the ageing sweep. Not needed in tests that drive `sweep(now)` themselves. */
@@ -295,6 +300,9 @@ export class Bridge {
     this.flowCacheCounters.invalidations++;
   }
 
+  /** A fold row's IPv6 source address, as bytes. */
+  readonly #src6 = new Uint8Array(16);
+
   /** One fold row (flow-cache.ts FOLD): what the pipeline would have counted for those frames. */
   #fold(r: Float64Array, at: number): void {
     const inP = this.#byId[r[at + FOLD.IN_PORT]];
@@ -310,7 +318,14 @@ export class Bridge {
       // (unchanged since: a change folds first).
       const tag = r[at + FOLD.TAG];
       const vid = tag >= 0 && tag >>> 16 === FOLD_C_TAG ? tciVid(tag & 0xffff) : inP.vlan.pvid;
-      this.fdb.refreshAt(vid, mac, inP.id, r[at + FOLD.LAST] + this.#fc!.backend.clockOffset);
+      const last = r[at + FOLD.LAST] + this.#fc!.backend.clockOffset;
+      this.fdb.refreshAt(vid, mac, inP.id, last);
+      // An IPv6 source the port's IPv6 source guard claims: its last use, as each frame's claim would have.
+      if (r[at + FOLD.L3] === FOLD_L3_IPV6 && inP.guard.ipv6Source) {
+        const a = this.#src6;
+        for (let w = 0; w < 4; w++) write32(a, w * 4, r[at + FOLD.SRC6 + w]);
+        this.ip6Bindings.refresh(vid, a, 0, inP.id, last);
+      }
     }
     if (outP !== undefined) {
       const down = r[at + FOLD.LINK_DOWN], err = r[at + FOLD.TX_ERROR];
@@ -337,6 +352,7 @@ export class Bridge {
     port.storm.set(opts.stormPps ?? 0, this.#clock());
     if (opts.guard !== undefined) port.guard.set(opts.guard);
     port.guard.onChange = () => this.#invalidate();
+    port.guard.beforeSet = () => this.foldFlowCache();
     port.bpduGuard = opts.bpduGuard === true;
     this.#setRates(port, opts.ingressRate, opts.egressRate);
     this.#rebuildFloodLists();
@@ -362,6 +378,7 @@ export class Bridge {
     this.#invalidate();
     port.up = false;
     port.guard.onChange = undefined;
+    port.guard.beforeSet = undefined;
     this.#forget(port);
     port.io.close();
   }
@@ -584,13 +601,19 @@ export class Bridge {
     if (tagged && (!port.vlan.acceptsTagged || tciVid(tci(buf, off)) !== meta.vid)) return undefined;
     if (((port.io as FlowHandleIo).flowHandle ?? -1) < 0) return undefined;
     // An active guard judged the frame by its EtherType, IPv4 header, DHCP ports and
-    // source address; ARP/ND suppression answering in the VLAN, by its EtherType (and
-    // ARP/NS bodies). Only the IPv4 class (ip4Class), within which those verdicts
-    // depend on nothing but the source MAC and address, is installed, keyed with the
-    // address; the generation covers bindings, guard options and suppression.
+    // source address, its ARP body's sender pair, or its IPv6 header chain, upper layer
+    // and source claim; ARP/ND suppression answering in the VLAN, by its EtherType (and
+    // ARP/NS bodies, opcode, target, its table). Only the IPv4 class (ip4Class) and, from
+    // a guarded port in a VLAN that does not answer, the ARP and IPv6 classes (arpClass,
+    // ip6Class), within which those verdicts depend on nothing but the source MAC and
+    // the IPv4 source, ARP sender or IPv6 source address, are installed, keyed with the
+    // address; the generation covers bindings, claims changing owner, guard options and
+    // suppression turned on or off, and the fold refreshes an IPv6 claim's last use.
     const sup = this.#arpSuppress;
-    const l3 = port.guard.active || (sup !== undefined && sup.on[meta.vid] === 1);
-    if (l3 && !inIp4Class(buf, off, len, tagged)) return undefined;
+    const answers = sup !== undefined && sup.on[meta.vid] === 1;
+    const l3 = port.guard.active || answers;
+    if (l3 && !inIp4Class(buf, off, len, tagged) &&
+      (answers || (!inArpClass(buf, off, len, tagged) && !inIp6Class(buf, off, len, tagged)))) return undefined;
     this.#fcL3 = l3;
     let plain = true;
     for (let i = off - HDR; i < off; i++) if (buf[i] !== 0) plain = false;

@@ -19,20 +19,25 @@
  * GSO TCPv4/TCPv6/UDP_L4 (ECN sometimes) with random offsets and sizes; one port
  * (a4) has no header (offload off), so the pipeline strips, completes or drops.
  *
- * Guarded ports (a3, access, and t2, a trunk: DHCP guard and IPv4 source guard, their
- * hosts' addresses bound) and ARP/ND suppression in VLAN 10 (switched on and off
- * among the ops): frames carry IPv4 headers of and outside the class the cache keys by
- * source address (bound, spoofed and 0.0.0.0 sources, DHCP ports either way, other
- * UDP and TCP, non-first fragments, bad version or IHL, truncated), ARP (bound or
- * spoofed senders, requests the suppressor answers) and IPv6; bindings are added,
- * removed, renewed and pointed at another host among the runtime ops. The model keys a
+ * Guarded ports (a3, access, and t2, a trunk: the DHCP guard, the IPv4 source guard with
+ * their hosts' addresses bound, and the IPv6 guards) and ARP/ND suppression in VLAN 10
+ * (switched on and off among the ops): frames carry IPv4 headers of and outside the class
+ * the cache keys by source address (bound, spoofed and 0.0.0.0 sources, DHCP ports
+ * either way, other UDP and TCP, non-first fragments, bad version or IHL, truncated), ARP
+ * (bound or spoofed senders, probes, a sender MAC that is not the source, truncated,
+ * requests the suppressor answers) and IPv6 (own global and link-local, another host's,
+ * :: and multicast sources; TCP, UDP from 547 or not, echo, ND, RA, MLD, extension
+ * headers, truncated); bindings are added, removed, renewed and pointed at another host,
+ * the IPv6 source guard turned off and on in place, and time jumps past the IPv6 claims'
+ * idle time, among the runtime ops. The state compared includes the IPv6 claims with
+ * their last use. The model keys a
  * handle's frames the way its latest install said (flowcache.c ND_FC_KEY_L3) by its own
  * statement of the class, and refuses an install outside it.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Bridge } from './bridge.js';
-import { FOLD, type FlowCacheBackend, FlowCacheHub, ip4Class } from './flow-cache.js';
+import { arpClass, FOLD, type FlowCacheBackend, FlowCacheHub, ip4Class } from './flow-cache.js';
 import type { Port, PortIo, PortKind, PortRx } from './port.js';
 import { VlanPolicy, type VlanSpec } from './vlan.js';
 import { writeMac } from './wire/ethernet.js';
@@ -64,13 +69,16 @@ class ModelBackend implements FlowCacheBackend {
 
   /** Per handle: its frames keyed in the IPv4 class with their source address (the latest install's `l3`). */
   readonly l3 : boolean[] = [];
-  /** Hits keyed in the IPv4 class. */
+  /** Hits keyed in the IPv4, ARP or IPv6 class, and of those in the ARP class and the IPv6 class. */
   l3Hits = 0;
+  arpHits = 0;
+  ip6Hits = 0;
 
   /**
-   * The key; `l3`: the IPv4 class's (flowcache.h ND_FC_KEY_L3, stated here on its own:
-   * untagged or a C-tag, IPv4, version 4, IHL >= 5 and 20 bytes; a UDP first fragment's
-   * ports there and none 67 or 68), else undefined.
+   * The key; `l3`: the IPv4 or ARP class's (flowcache.h ND_FC_KEY_L3, stated here on its
+   * own: untagged or a C-tag; IPv4, version 4, IHL >= 5 and 20 bytes, a UDP first
+   * fragment's ports there and none 67 or 68; or ARP, 28 bytes, protocol type IPv4,
+   * lengths 6 and 4, the sender MAC the frame's source), else undefined.
    */
   static key(inHandle: number, buf: Uint8Array, off: number, len: number, l3 = false): string | undefined {
     if (len < 14) return undefined;
@@ -83,7 +91,27 @@ class ModelBackend implements FlowCacheBackend {
       if (t === 0x88a8) return undefined;
       const ip = off + (tagged ? 18 : 14);
       const end = off + len;
-      if ((buf[ip - 2] << 8 | buf[ip - 1]) !== 0x0800 || ip + 20 > end || buf[ip] >> 4 !== 4 || (buf[ip] & 15) < 5) return undefined;
+      const type = buf[ip - 2] << 8 | buf[ip - 1];
+      // The ARP class: a body for IPv4 over 6-byte MACs whose sender MAC is the frame's source; keyed by the sender's address.
+      if (type === 0x0806) {
+        if (ip + 28 > end || buf[ip + 2] !== 8 || buf[ip + 3] !== 0 || buf[ip + 4] !== 6 || buf[ip + 5] !== 4 ||
+          buf.subarray(ip + 8, ip + 14).some((x, i) => x !== buf[off + 6 + i])) return undefined;
+        parts.push(-2, ...buf.subarray(ip + 14, ip + 18));
+        return parts.join(',');
+      }
+      // The IPv6 class: no extension header; TCP, UDP not from 547, ICMPv6 echo; a source neither :: nor multicast.
+      if (type === 0x86dd) {
+        if (ip + 40 > end || buf[ip] >> 4 !== 6) return undefined;
+        const plen = (buf[ip + 4] << 8) | buf[ip + 5], u = ip + 40, nh = buf[ip + 6];
+        const src = [...buf.subarray(ip + 8, ip + 24)];
+        if (u + plen > end || src[0] === 0xff || src.every((x) => x === 0)) return undefined;
+        const ok = nh === 6 || (nh === 17 && plen >= 4 && ((buf[u] << 8) | buf[u + 1]) !== 547) ||
+          (nh === 58 && plen >= 4 && (buf[u] === 128 || buf[u] === 129));
+        if (!ok) return undefined;
+        parts.push(-3, ...src);
+        return parts.join(',');
+      }
+      if (type !== 0x0800 || ip + 20 > end || buf[ip] >> 4 !== 4 || (buf[ip] & 15) < 5) return undefined;
       const frag = ((buf[ip + 6] << 8) | buf[ip + 7]) & 0x1fff;
       if (buf[ip + 9] === 17 && frag === 0) {
         const l4 = ip + (buf[ip] & 15) * 4;
@@ -99,7 +127,7 @@ class ModelBackend implements FlowCacheBackend {
   install(bridge: number, inHandle: number, inPort: number, buf: Uint8Array, off: number, len: number, out: number, outPort: number, l3: boolean): boolean {
     this.l3[inHandle] = l3;
     const k = ModelBackend.key(inHandle, buf, off, len, l3);
-    if (k === undefined) throw new Error(l3 ? 'install of a frame outside the IPv4 class' : 'install of a frame with no key');
+    if (k === undefined) throw new Error(l3 ? 'install of a frame outside the IPv4 and ARP classes' : 'install of a frame with no key');
     // The pipeline writes a header that says something as it came only to a device that takes it.
     if (!this.handles[out]!.offload && buf.subarray(off - HDR, off).some((x) => x !== 0)) throw new Error('install of a header toward a device without one');
     const old = this.entries.get(k);
@@ -126,6 +154,12 @@ class ModelBackend implements FlowCacheBackend {
       out[o + FOLD.SRC_LO] = ((macs[11] << 24) >>> 0) + ((macs[12] << 16) | (macs[13] << 8) | macs[14]);
       out[o + FOLD.TAG] = macs[15] === 0 ? -1 : ((macs[15] === 0x8100 ? 1 : 2) * 0x10000) + macs[16]; out[o + FOLD.FRAMES] = e.frames; out[o + FOLD.BYTES] = e.bytes; out[o + FOLD.LAST] = e.last;
       out[o + FOLD.TX_BYTES] = e.txBytes; out[o + FOLD.LINK_DOWN] = e.down; out[o + FOLD.TX_ERROR] = e.err;
+      // The key's class, and an IPv6 key's source address as four words (flowcache.c nd_fc_fold).
+      const cls = macs.length > 17 ? -macs[17] : 0;
+      out[o + FOLD.L3] = cls;
+      for (let w = 0; w < 4; w++) {
+        out[o + FOLD.SRC6 + w] = cls === 3 ? ((macs[18 + w * 4] << 24) >>> 0) + ((macs[19 + w * 4] << 16) | (macs[20 + w * 4] << 8) | macs[21 + w * 4]) : 0;
+      }
       e.frames = e.bytes = e.txBytes = e.down = e.err = 0;
       n++;
     }
@@ -165,6 +199,8 @@ class ModelBackend implements FlowCacheBackend {
       if (!zero) this.hdrHits++;
       if (k!.split(',')[15] !== '0') this.tagHits++;
       if (k!.split(',').length > 17) this.l3Hits++;
+      if (k!.split(',')[17] === '-2') this.arpHits++;
+      if (k!.split(',')[17] === '-3') this.ip6Hits++;
     }
     if (i < offs.length) io.rx.batch(buf, Int32Array.from(offs.slice(i)), Int32Array.from(lens.slice(i)), offs.length - i, io.offload, now);
   }
@@ -226,8 +262,19 @@ const MACS = [0x020000000001, 0x020000000002, 0x020000000003, 0x020000000004, 0x
 const HOSTS = NAMES.length;
 /** Host i's IPv4 address (10.0.0.i+1): what its port's binding holds. */
 const hostIp = (i: number): number => 0x0a000001 + i;
-/** Guarded from the start (DHCP guard and IPv4 source guard, the port's host bound): an access port and a trunk. */
+/** Host i's IPv6 addresses: 2001:db8::i+1, fe80::i+1 (`ll`); another host's; ::; ff02::1. */
+function ip6Of(w: Src6, host: number): Uint8Array {
+  const a = new Uint8Array(16);
+  if (w === 'zero') return a;
+  if (w === 'mc') { a[0] = 0xff; a[1] = 0x02; a[15] = 1; return a; }
+  if (w === 'll') { a[0] = 0xfe; a[1] = 0x80; } else { a[0] = 0x20; a[1] = 0x01; a[2] = 0x0d; a[3] = 0xb8; }
+  a[15] = (w === 'other' ? (host + 1) % HOSTS : host) + 1;
+  return a;
+}
+/** Guarded from the start (DHCP guard and IPv4 source guard, the port's host bound; the IPv6 guards): an access port and a trunk. */
 const GUARDED = ['a3', 't2'];
+/** The guards a DHCP-served VM port gets by default. */
+const VM_GUARDS = { dhcp: true, ipSource: true, ra: true, dhcpv6: true, ipv6Source: true };
 
 /** `guarded`: GUARDED's guards and bindings on (the fuzz); the older cases below run without. */
 function rig(cache: boolean, guarded = true) {
@@ -246,7 +293,7 @@ function rig(cache: boolean, guarded = true) {
   };
   for (const n of NAMES) add(n);
   for (const n of guarded ? GUARDED : []) {
-    port[n].guard.set({ dhcp: true, ipSource: true });
+    port[n].guard.set(VM_GUARDS);
     port[n].guard.leased.set(hostIp(NAMES.indexOf(n)), MACS[NAMES.indexOf(n)]);
   }
   // ARP/ND suppression, attached while a VLAN has it on ('suppress'): a1's and a3's hosts known in VLAN 10, t1's in 20.
@@ -269,7 +316,9 @@ type Vnet = [number, number, number, number, number, number];
 type L3Spec =
   | { k: 'ip4'; src: 'own' | 'other' | 'zero'; proto: number; sport: number; dport: number; frag: number; ver: number; ihl: number; cut: number }
   | { k: 'arp'; oper: number; spa: 'own' | 'other' | 'zero'; tpa: number; shaOwn: boolean; cut: number }
-  | { k: 'ip6'; nh: number; type: number; cut: number };
+  | { k: 'ip6'; nh: number; type: number; cut: number; src?: Src6; sport?: number };
+/** An IPv6 source: the host's global or link-local address, the next host's, ::, or multicast (absent: ::). */
+type Src6 = 'own' | 'other' | 'll' | 'zero' | 'mc';
 interface FrameSpec { dst: number; own: boolean; src: number; tag: number | undefined; hdr: Vnet | undefined; payload: Uint8Array; l3?: L3Spec }
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const vnetArb: fc.Arbitrary<Vnet> = fc.tuple(
@@ -302,7 +351,14 @@ const frameArb: fc.Arbitrary<FrameSpec> = fc.record({
         cut: fc.constantFrom(0, 0, 0, 20),
       }),
     },
-    { weight: 1, arbitrary: fc.record({ k: fc.constant('ip6' as const), nh: fc.constantFrom(58, 6), type: fc.constantFrom(135, 128), cut: fc.constantFrom(0, 0, 30) }) },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        k: fc.constant('ip6' as const), nh: fc.constantFrom(58, 58, 6, 17, 0, 44), type: fc.constantFrom(135, 136, 128, 129, 134, 143), cut: fc.constantFrom(0, 0, 0, 30, 43),
+        src: fc.oneof({ weight: 6, arbitrary: fc.constantFrom('own' as const, 'll' as const) }, { weight: 2, arbitrary: fc.constantFrom('other' as const, 'zero' as const, 'mc' as const) }),
+        sport: fc.constantFrom(547, 546, 4000),
+      }),
+    },
   ),
 });
 
@@ -336,6 +392,9 @@ function l3Bytes(l: L3Spec, host: number, payload: Uint8Array): { type: number; 
   } else {
     b = new Uint8Array(40 + 24);
     b[0] = 0x60; b[5] = 24; b[6] = l.nh; b[7] = 255; b[40] = l.type;
+    if (l.nh === 17) new DataView(b.buffer).setUint16(40, l.sport ?? 4000);
+    b.set(ip6Of(l.src ?? 'zero', host), 8);
+    b.set(ip6Of('own', (host + 2) % HOSTS), 24);
     type = 0x86dd;
   }
   return { type, bytes: l.cut !== 0 ? b.subarray(0, l.cut) : b };
@@ -360,7 +419,7 @@ type Op =
   | { op: 'batch'; port: string; frames: (FrameSpec | Uint8Array)[]; split?: boolean }
   | { op: 'tick'; dt: number }
   | { op: 'gone' | 'up' | 'fail' | 'heal' | 'remove' | 'guard' | 'guardSet' | 'guardOff' | 'rate' | 'vlan' | 'vlanTag' | 'vlanBack' | 'static' | 'ageing'; port: string }
-  | { op: 'bind' | 'unbind' | 'renew' | 'bindOther' | 'bindConf' | 'confClear' | 'suppress'; port: string }
+  | { op: 'bind' | 'unbind' | 'renew' | 'bindOther' | 'bindConf' | 'confClear' | 'suppress' | 'guard6Off'; port: string }
   | { op: 'seq'; ops: Op[] };
 
 /** IPv4 of the class from the frame's source host's own (bound) address. */
@@ -370,7 +429,7 @@ const IP4_OWN: L3Spec = { k: 'ip4', src: 'own', proto: 6, sport: 4000, dport: 80
  * Trunk to trunk: t1's and t2's hosts talk in VLAN 10 or 20, tagged (PCP/DEI sometimes set), mostly to each other;
  * mostly IPv4 of the class from their own addresses (t2 is guarded).
  */
-const trunkArb: fc.Arbitrary<Op> = fc.tuple(fc.constantFrom('t1', 't2'), fc.boolean(), frameArb, fc.constantFrom(10, 20, 0xa00a, 0x3014), fc.integer({ min: 1, max: 4 }), fc.boolean())
+const trunkArb: fc.Arbitrary<Op> = fc.tuple(fc.constantFrom('t1', 't2'), fc.boolean(), frameArb, fc.constantFrom(10, 20, 0xa00a, 0x3014), fc.integer({ min: 2, max: 6 }), fc.boolean())
   .map(([port, toPeer, f, tag, n, own4]) => ({
     op: 'batch' as const, port, split: true,
     frames: Array<FrameSpec>(n).fill({ ...f, own: true, tag, dst: toPeer ? MACS[NAMES.indexOf(port === 't1' ? 't2' : 't1')] : f.dst, l3: own4 ? IP4_OWN : f.l3 }),
@@ -383,15 +442,40 @@ const guardedArb: fc.Arbitrary<Op> = fc.tuple(frameArb, fc.constantFrom(MACS[0],
     frames: Array<FrameSpec>(n).fill({ ...f, own: true, dst, l3: { ...IP4_OWN, proto, sport: port, dport: 4000 } }),
   }));
 
-const bindingOps = ['bind', 'unbind', 'renew', 'bindOther', 'bindConf', 'confClear', 'suppress'] as const;
+/**
+ * A guarded port's host sends ARP to a1's or a2's (unicast: a reply, a request as Linux
+ * revalidates a neighbour), mostly from its bound sender pair, sometimes spoofed (another
+ * host's address or MAC in the body), a probe from 0.0.0.0, or truncated.
+ */
+const guardedArpArb: fc.Arbitrary<Op> = fc.tuple(frameArb, fc.constantFrom(MACS[0], MACS[1]), fc.constantFrom(1, 2),
+  fc.oneof({ weight: 6, arbitrary: fc.constant('own' as const) }, { weight: 1, arbitrary: fc.constantFrom('other' as const, 'zero' as const) }),
+  fc.oneof({ weight: 8, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }), fc.constantFrom(0, 0, 0, 0, 20),
+  fc.integer({ min: 2, max: 5 }), fc.boolean())
+  .map(([f, dst, oper, spa, shaOwn, cut, n, split]) => ({
+    op: 'batch' as const, port: 'a3', split,
+    frames: Array<FrameSpec>(n).fill({ ...f, own: true, dst, l3: { k: 'arp', oper, spa, tpa: dst === MACS[0] ? 0 : 1, shaOwn, cut } }),
+  }));
+
+/** A guarded port's host streams IPv6 of the class from its own global or link-local address (TCP, UDP, echo) to a1's or a2's. */
+const guardedIp6Arb: fc.Arbitrary<Op> = fc.tuple(frameArb, fc.constantFrom(MACS[0], MACS[1]), fc.constantFrom(6, 17, 58), fc.constantFrom('own' as const, 'll' as const),
+  fc.constantFrom(128, 129), fc.integer({ min: 2, max: 5 }), fc.boolean())
+  .map(([f, dst, nh, src, type, n, split]) => ({
+    op: 'batch' as const, port: 'a3', split,
+    frames: Array<FrameSpec>(n).fill({ ...f, own: true, dst, l3: { k: 'ip6', nh, type, cut: 0, src, sport: 4000 } }),
+  }));
+
+const bindingOps = ['bind', 'unbind', 'renew', 'bindOther', 'bindConf', 'confClear', 'suppress', 'guard6Off', 'guardSet'] as const;
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: trunkArb },
+  { weight: 12, arbitrary: trunkArb },
   { weight: 8, arbitrary: guardedArb },
+  { weight: 4, arbitrary: guardedArpArb },
+  { weight: 4, arbitrary: guardedIp6Arb },
   // A guarded stream, a binding change on its port (or suppression toggled), the same stream: the change must end its replays where the verdict changed.
   {
-    weight: 4,
-    arbitrary: fc.tuple(guardedArb, fc.constantFrom(...bindingOps)).map(([g, op]) => ({ op: 'seq' as const, ops: [g, { op, port: 'a3' }, g] })),
+    weight: 6,
+    arbitrary: fc.tuple(fc.oneof({ weight: 2, arbitrary: guardedArb }, { weight: 1, arbitrary: guardedArpArb }, { weight: 1, arbitrary: guardedIp6Arb }), fc.constantFrom(...bindingOps))
+      .map(([g, op]) => ({ op: 'seq' as const, ops: [g, { op, port: 'a3' }, g] })),
   },
   { weight: 30, arbitrary: fc.record({ op: fc.constant('batch' as const), port: fc.constantFrom(...FROM), frames: fc.array(frameArb, { minLength: 1, maxLength: 4 }) }) },
   // A stream: the same frame several times, in one batch or one batch each (what the cache is for).
@@ -402,7 +486,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       frames: fc.tuple(frameArb, fc.integer({ min: 2, max: 5 })).map(([f, n]) => Array<FrameSpec>(n).fill(f)),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('tick' as const), dt: fc.constantFrom(10, 3_000, 3_000, 21_000) }) },
+  // Past the IPv6 claims' idle time too (3_700_000: the sweep expires those not used, replayed frames included).
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('tick' as const), dt: fc.constantFrom(10, 3_000, 3_000, 21_000, 3_700_000) }) },
   {
     weight: 2,
     arbitrary: fc.record({
@@ -433,7 +518,9 @@ function apply(t: Rig, o: Op): void {
     case 'remove': t.br.removePort(name); t.add(name); return;
     case 'guard': t.br.setPortGuard(name, { ipSource: true }); return;
     // The daemon's way (cli guards.ts applyGuard, at start, reload and `port set guard`): the port's guard set in place.
-    case 'guardSet': t.port[name].guard.set({ dhcp: true, ipSource: true }); return;
+    case 'guardSet': t.port[name].guard.set(VM_GUARDS); return;
+    // The IPv6 source guard off in place (IPv4 guards kept): replays before it refresh claims as the guard did.
+    case 'guard6Off': t.port[name].guard.set({ dhcp: true, ipSource: true }); return;
     case 'guardOff': t.port[name].guard.set({}); return;
     case 'rate': t.br.setPortRate(name, null, { rate: 1e9, burst: 1e6 }); return;
     case 'vlan': if (PORTS[name].mode === 'access') t.br.setPortVlan(name, VlanPolicy.from({ mode: 'access', vid: 20 })); return;
@@ -482,13 +569,15 @@ function state(t: Rig) {
     counters: { ...t.br.counters },
     fdbCounters: { ...t.br.fdb.counters },
     suppress: [10, 20].map((vid) => ({ ...t.sup.counters(vid) })),
+    // IPv6 claims with their last use (guard6.ts): replayed frames refresh them as the pipeline's did.
+    ip6: t.br.ip6Bindings.entries().map((e) => `${e.vid}/${Buffer.from(e.addr).toString('hex')}/${e.port}/${e.static}/${e.lastUsed}`).sort(),
     fdb: t.br.fdb.entries().map((e) => [e.vid, e.mac, e.port, e.updated, e.isStatic]).sort((x, y) => (x[0] as number) - (y[0] as number) || (x[1] as number) - (y[1] as number)),
   };
 }
 
 describe('flow cache: cache on and off give the same outputs, counters and MAC table', () => {
   it('under random frames and control changes (fast-check)', () => {
-    let hits = 0, hdrHits = 0, tagHits = 0, l3Hits = 0, installs = 0, invalidations = 0;
+    let hits = 0, hdrHits = 0, tagHits = 0, l3Hits = 0, arpHits = 0, ip6Hits = 0, installs = 0, invalidations = 0;
     fc.assert(fc.property(fc.array(opArb, { minLength: 1, maxLength: 80 }), (ops) => {
       const off = rig(false), on = rig(true);
       for (const o of ops) {
@@ -501,6 +590,8 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       hdrHits += on.model!.hdrHits;
       tagHits += on.model!.tagHits;
       l3Hits += on.model!.l3Hits;
+      arpHits += on.model!.arpHits;
+      ip6Hits += on.model!.ip6Hits;
       installs += on.br.flowCacheCounters.installs;
       invalidations += on.br.flowCacheCounters.invalidations;
       expect(on.br.flowCacheCounters.hits).toBe(on.model!.hits);
@@ -510,6 +601,8 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
     expect(hdrHits).toBeGreaterThan(RUNS / 100); // TSO, partial-checksum and DATA_VALID frames among them
     expect(tagHits).toBeGreaterThan(0); // trunk to trunk, the tag kept (the next test pins it)
     expect(l3Hits).toBeGreaterThan(RUNS / 30); // from guarded ports and suppressing VLANs, keyed by IPv4 source
+    expect(arpHits).toBeGreaterThan(RUNS / 100); // a guarded port's ARP, keyed by its sender address
+    expect(ip6Hits).toBeGreaterThan(RUNS / 100); // a guarded port's IPv6, keyed by its source address (its claim refreshed)
     expect(installs).toBeGreaterThan(RUNS / 3);
     expect(invalidations).toBeGreaterThan(RUNS);
   }, 120_000);
@@ -651,12 +744,18 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
     const a3toA1 = (p: { on: Rig; off: Rig }, l3: L3Spec | undefined = IP4, n = 1): void =>
       both(p, { op: 'batch', port: 'a3', frames: Array<FrameSpec>(n).fill(spec(MACS[0], l3)) });
 
-    it('the bridge\'s IPv4 class (ip4Class) is the backend\'s: fuzzed frames, untagged and C-tagged', () => {
-      fc.assert(fc.property(frameArb, fc.constantFrom(undefined, 10), (f, tag) => {
-        const b = frameOf({ ...f, tag, own: true }, 'a1');
+    it('the bridge\'s IPv4 and ARP classes (ip4Class, arpClass) are the backend\'s: fuzzed frames, untagged and C-tagged', () => {
+      let arps = 0;
+      fc.assert(fc.property(frameArb, fc.constantFrom(undefined, 10), fc.boolean(), (f, tag, own) => {
+        const b = frameOf({ ...f, tag, own }, 'a1');
         const len = b.length - HDR;
-        expect(ip4Class(b, HDR, len, tag !== undefined)).toBe(ModelBackend.key(0, b, HDR, len, true) !== undefined);
-      }), { numRuns: 2000 });
+        const k = ModelBackend.key(0, b, HDR, len, true);
+        const tagged = tag !== undefined;
+        expect(ip4Class(b, HDR, len, tagged)).toBe(k !== undefined && k.split(',')[17] === '-1');
+        expect(arpClass(b, HDR, len, tagged)).toBe(k !== undefined && k.split(',')[17] === '-2');
+        if (arpClass(b, HDR, len, tagged)) arps++;
+      }), { numRuns: 3000 });
+      expect(arps).toBeGreaterThan(20);
     });
 
     it('a guarded port\'s IPv4 from its bound address replays, counted where the pipeline counts it (rx, forwarded, tx)', () => {
@@ -672,11 +771,12 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       expect(p.on.br.flowCacheCounters.hits).toBe(4);
     });
 
-    it('frames a guard judges by something else never hit: a spoofed or zero source, DHCP ports, ARP, IPv6, a bad header, a non-first fragment keyed by its address', () => {
+    it('frames a guard judges by something else never hit: a spoofed or zero source, DHCP ports, spoofed or truncated ARP, IPv6, a bad header, a non-first fragment keyed by its address', () => {
       const outside: L3Spec[] = [
         { ...IP4, src: 'other' }, { ...IP4, src: 'zero' }, { ...IP4, proto: 17, sport: 68, dport: 67 }, { ...IP4, proto: 17, sport: 67, dport: 68 },
         { ...IP4, proto: 17, sport: 4000, dport: 67 }, { ...IP4, ver: 6 }, { ...IP4, ihl: 4 }, { ...IP4, cut: 19 }, { ...IP4, proto: 17, cut: 22 },
-        { k: 'arp', oper: 1, spa: 'own', tpa: 0, shaOwn: true, cut: 0 }, { k: 'arp', oper: 2, spa: 'other', tpa: 0, shaOwn: true, cut: 0 },
+        { k: 'arp', oper: 2, spa: 'other', tpa: 0, shaOwn: true, cut: 0 }, { k: 'arp', oper: 2, spa: 'own', tpa: 0, shaOwn: false, cut: 0 },
+        { k: 'arp', oper: 1, spa: 'own', tpa: 0, shaOwn: true, cut: 20 },
         { k: 'ip6', nh: 6, type: 0, cut: 0 },
       ];
       for (const l3 of outside) {
@@ -724,6 +824,210 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       const inv2 = p.on.br.flowCacheCounters.invalidations;
       both(p, { op: 'confClear', port: 'a3' });
       expect(p.on.br.flowCacheCounters.invalidations).toBe(inv2 + 1);
+    });
+
+    /** A guarded port's ARP: a reply from a3's bound sender pair to a1's host. */
+    const REP: L3Spec = { k: 'arp', oper: 2, spa: 'own', tpa: 0, shaOwn: true, cut: 0 };
+    /** n frames from `port`, one read (batch) each, so the first can install and the rest replay. */
+    const each = (p: { on: Rig; off: Rig }, port: string, f: FrameSpec, n: number): void =>
+      both(p, { op: 'batch', port, split: true, frames: Array<FrameSpec>(n).fill(f) });
+
+    it('a guarded port\'s ARP from its bound sender pair replays (replies and unicast requests on one key, a probe from 0.0.0.0 on its own), counted where the pipeline counts it', () => {
+      const p = guarded();
+      const rx = p.on.port.a3.rxFrames, tx = p.on.port.a1.txFrames, fwd = p.on.br.counters.forwarded;
+      each(p, 'a3', spec(MACS[0], REP), 3); // its own key: the IPv4 entry does not serve it; installed, then replayed
+      expect(p.on.model!.hits).toBe(2);
+      expect(p.on.model!.arpHits).toBe(2);
+      each(p, 'a3', spec(MACS[0], { ...REP, oper: 1 }), 2); // a unicast request (Linux revalidating): the guard reads no opcode
+      expect(p.on.model!.arpHits).toBe(4);
+      each(p, 'a3', spec(MACS[0], { ...REP, oper: 1, spa: 'zero' }), 3); // a probe: admitted, keyed by 0.0.0.0
+      expect(p.on.model!.arpHits).toBe(6);
+      // IPv4 from 0.0.0.0 (not DHCP) is no probe: the ARP entry keyed by 0.0.0.0 never serves it; dropped as without the cache.
+      each(p, 'a3', spec(MACS[0], { ...IP4, src: 'zero' }), 2);
+      expect(p.on.model!.hits).toBe(6);
+      expect(p.on.port.a3.drops[Drop.ip_source_guard]).toBe(2);
+      same(p);
+      expect(p.on.port.a3.rxFrames - rx).toBe(10);
+      expect(p.on.port.a1.txFrames - tx).toBe(8);
+      expect(p.on.br.counters.forwarded - fwd).toBe(8);
+    });
+
+    it('ARP the guard refuses never replays: a spoofed sender address, a sender MAC that is not the source, a truncated body; dropped and counted (arp_spoof) as without the cache', () => {
+      const p = guarded();
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      expect(p.on.model!.arpHits).toBe(1);
+      for (const bad of [{ ...REP, spa: 'other' }, { ...REP, shaOwn: false }, { ...REP, cut: 20 }, { ...REP, oper: 1, spa: 'zero', shaOwn: false }] as L3Spec[]) {
+        each(p, 'a3', spec(MACS[0], bad), 2);
+        expect(p.on.model!.hits, JSON.stringify(bad)).toBe(1);
+      }
+      expect(p.on.port.a3.drops[Drop.arp_spoof]).toBe(8);
+      each(p, 'a3', spec(MACS[0], REP), 1); // the good pair still replays
+      expect(p.on.model!.arpHits).toBe(2);
+      same(p);
+    });
+
+    it('gratuitous ARP: broadcast is flooded and never installed; a unicast one replays like any reply (the guard reads no target)', () => {
+      const p = guarded();
+      const installs = p.on.br.flowCacheCounters.installs;
+      const garp: L3Spec = { k: 'arp', oper: 1, spa: 'own', tpa: 2, shaOwn: true, cut: 0 };
+      each(p, 'a3', spec(MACS[7], garp), 3);
+      expect(p.on.br.flowCacheCounters.installs).toBe(installs);
+      expect(p.on.model!.hits).toBe(0);
+      each(p, 'a3', spec(MACS[0], { ...garp, oper: 2 }), 3);
+      expect(p.on.model!.arpHits).toBe(2);
+      same(p);
+    });
+
+    it('a binding removed ends the ARP replays (then dropped, arp_spoof); a renewal invalidates nothing', () => {
+      const p = guarded();
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      both(p, { op: 'renew', port: 'a3' });
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      expect(p.on.model!.arpHits).toBe(3);
+      both(p, { op: 'unbind', port: 'a3' });
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      expect(p.on.model!.arpHits).toBe(3);
+      expect(p.on.port.a3.drops[Drop.arp_spoof]).toBe(2);
+      both(p, { op: 'bindOther', port: 'a3' }); // the address now bound to another MAC: still refused
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      expect(p.on.model!.arpHits).toBe(3);
+      expect(p.on.port.a3.drops[Drop.arp_spoof]).toBe(4);
+      same(p);
+    });
+
+    it('ARP from a guarded port in a VLAN where ARP/ND suppression answers is never installed (requests answered and counted); in its other VLANs it replays', () => {
+      const p = guarded();
+      each(p, 'a3', spec(MACS[0], REP), 2);
+      expect(p.on.model!.arpHits).toBe(1);
+      both(p, { op: 'suppress', port: 'a1' }); // VLAN 10 answers now: attached and on, the generation moved
+      each(p, 'a3', spec(MACS[0], REP), 3);
+      expect(p.on.model!.arpHits).toBe(1);
+      // A unicast request for a1's host's address: the suppressor answers it (not forwarded), every time.
+      each(p, 'a3', spec(MACS[0], { ...REP, oper: 1 }), 2);
+      expect(p.on.sup.counters(10).suppressed).toBe(2);
+      each(p, 'a3', spec(MACS[0], IP4), 3); // IPv4 still replays there
+      expect(p.on.model!.hits).toBe(3);
+      same(p);
+      both(p, { op: 'suppress', port: 'a1' }); // off again: ARP installs and replays
+      each(p, 'a3', spec(MACS[0], REP), 3);
+      expect(p.on.model!.arpHits).toBe(3);
+      same(p);
+      // The guarded trunk t2 (host MACS[6]) to t1's host (MACS[4]) in both VLANs, VLAN 20 answering: only VLAN 10's ARP replays.
+      const t = (tag: number, l3: L3Spec, _from = 't2', dst = MACS[4]): FrameSpec => ({ ...spec(dst, l3), tag });
+      for (const tag of [10, 20]) {
+        each(p, 't1', t(tag, IP4, 't1', MACS[6]), 1);
+        each(p, 't2', t(tag, IP4), 1);
+      }
+      both(p, { op: 'suppress', port: 'b1' });
+      const arp6: L3Spec = { ...REP, tpa: 4 };
+      const h0 = p.on.model!.arpHits;
+      each(p, 't2', t(20, arp6), 3);
+      expect(p.on.model!.arpHits).toBe(h0);
+      each(p, 't2', t(10, arp6), 3);
+      expect(p.on.model!.arpHits).toBe(h0 + 2);
+      each(p, 't2', t(20, arp6), 2); // the VLAN 10 entry never serves VLAN 20 (the tag is in the key)
+      expect(p.on.model!.arpHits).toBe(h0 + 2);
+      same(p);
+    });
+
+    /** IPv6 of the class from a3's host's own global address (TCP), and variants. */
+    const IP6: L3Spec = { k: 'ip6', nh: 6, type: 0, cut: 0, src: 'own', sport: 4000 };
+
+    it('a guarded port\'s IPv6 from the addresses it claimed replays (global and link-local; TCP, UDP, echo), each replay refreshing its claim as the pipeline\'s claim does', () => {
+      const p = guarded();
+      const claims = (): number => p.on.br.ip6Bindings.entries().length;
+      for (const l3 of [IP6, { ...IP6, src: 'll' }, { ...IP6, nh: 17 }, { ...IP6, nh: 58, type: 128 }, { ...IP6, nh: 58, type: 129, src: 'll' }] as L3Spec[]) {
+        both(p, { op: 'tick', dt: 1_000 });
+        each(p, 'a3', spec(MACS[0], l3), 3); // the first claims (or refreshes) and installs, the others replay
+        same(p); // the claims' last use included
+      }
+      expect(claims()).toBe(2);
+      // The protocol is not in the key (the guard reads it only to pass it): UDP and echo from the global address
+      // replay on the TCP frames' entry, the link-local echo on the link-local one.
+      expect(p.on.model!.ip6Hits).toBe(2 + 2 + 3 + 3 + 3);
+      both(p, { op: 'tick', dt: 5_000 });
+      each(p, 'a3', spec(MACS[0], IP6), 1); // replayed only: the claim's last use moves with it (compared in same())
+      expect(p.on.model!.ip6Hits).toBe(14);
+      same(p);
+      const used = p.on.br.ip6Bindings.entries().find((e) => e.addr[0] === 0x20)!.lastUsed;
+      expect(used).toBe(p.on.clock.now);
+    });
+
+    it('IPv6 the guards judge by something else never replays: another port\'s address, ::, multicast, ND, RA, MLD, a DHCPv6 server\'s port, an extension header, a truncated packet', () => {
+      const outside: L3Spec[] = [
+        { ...IP6, src: 'other' }, { ...IP6, src: 'zero' }, { ...IP6, src: 'mc' }, { ...IP6, nh: 58, type: 135 }, { ...IP6, nh: 58, type: 136 },
+        { ...IP6, nh: 58, type: 134 }, { ...IP6, nh: 58, type: 143 }, { ...IP6, nh: 17, sport: 547 }, { ...IP6, nh: 0 }, { ...IP6, nh: 44 },
+        { ...IP6, cut: 43 },
+      ];
+      for (const l3 of outside) {
+        const p = guarded();
+        // Host 3's address (a3's host's 'other') claimed first from a4 (guarded here): a3's host sending from it is a spoof.
+        both(p, { op: 'guardSet', port: 'a4' });
+        both(p, { op: 'batch', port: 'a4', frames: [spec(MACS[0], { ...IP6, nh: 17 }, 3)] });
+        each(p, 'a3', spec(MACS[0], IP6), 2); // a hit: the entry for the claimed source stands
+        each(p, 'a3', spec(MACS[0], l3), 2);
+        each(p, 'a3', spec(MACS[0], IP6), 1);
+        expect(p.on.model!.ip6Hits, JSON.stringify(l3)).toBe(2);
+        same(p);
+      }
+      const p = guarded();
+      both(p, { op: 'guardSet', port: 'a4' });
+      both(p, { op: 'batch', port: 'a4', frames: [spec(MACS[0], { ...IP6, nh: 17 }, 3)] });
+      each(p, 'a3', spec(MACS[0], { ...IP6, src: 'other' }), 3);
+      expect(p.on.port.a3.drops[Drop.ipv6_source_guard]).toBe(3);
+      same(p);
+    });
+
+    it('a claim used only by replayed frames does not expire; one unused past the idle time does, ends the replays, and the next frame claims again', () => {
+      const p = guarded();
+      const back = spec(MACS[2], IP4, 0); // a1's host answers (IPv4, unguarded port): both MACs stay fresh through the folds
+      each(p, 'a3', spec(MACS[0], IP6), 2);
+      both(p, { op: 'batch', port: 'a1', frames: [back] });
+      // 62.5 minutes in 15 s steps (under the MACs' 20 s ageing), past IP6_BINDING_IDLE_MS (60), the claim refreshed by replays only.
+      for (let i = 0; i < 250; i++) {
+        both(p, { op: 'tick', dt: 15_000 });
+        each(p, 'a3', spec(MACS[0], IP6), 1);
+        each(p, 'a1', back, 1);
+        if (i % 25 === 0) same(p);
+      }
+      same(p);
+      expect(p.on.model!.ip6Hits).toBe(251);
+      expect(p.on.br.ip6Bindings.entries()).toHaveLength(1);
+      // Then IPv4 only, both ways (the MACs and the IPv6 entry's MAC key stay fresh), past the idle time: the claim expires.
+      const inv = p.on.br.flowCacheCounters.invalidations;
+      for (let i = 0; i < 250; i++) {
+        both(p, { op: 'tick', dt: 15_000 });
+        each(p, 'a3', spec(MACS[0], IP4), 1);
+        each(p, 'a1', back, 1);
+      }
+      expect(p.on.br.ip6Bindings.entries()).toHaveLength(0);
+      expect(p.on.br.flowCacheCounters.invalidations).toBe(inv + 1);
+      // The next IPv6 frame must take the pipeline (which claims the address again), not the entry installed before.
+      each(p, 'a3', spec(MACS[0], IP6), 3);
+      expect(p.on.br.ip6Bindings.entries()).toHaveLength(1);
+      same(p);
+    });
+
+    it('the IPv6 source guard turned off in place, or the address reserved for the router, ends the replays; replays before it refreshed the claim', () => {
+      const p = guarded();
+      each(p, 'a3', spec(MACS[0], IP6), 3);
+      both(p, { op: 'tick', dt: 1_000 });
+      each(p, 'a3', spec(MACS[0], IP6), 1);
+      both(p, { op: 'guard6Off', port: 'a3' }); // folds first: the replay's refresh lands as the guard saw it
+      same(p);
+      const h = p.on.model!.ip6Hits;
+      each(p, 'a3', spec(MACS[0], IP6), 2); // installed again (now without the IPv6 source guard), replayed
+      expect(p.on.model!.ip6Hits).toBe(h + 1);
+      both(p, { op: 'guardSet', port: 'a3' });
+      each(p, 'a3', spec(MACS[0], IP6), 2);
+      same(p);
+      // The router's gateway address: a3's host's address reserved for a1 (a router port there): a3's frames from it refused.
+      const inv = p.on.br.flowCacheCounters.invalidations;
+      for (const t of [p.on, p.off]) t.br.ip6Bindings.reserve(10, ip6Of('own', 2), t.port.a1.id);
+      expect(p.on.br.flowCacheCounters.invalidations).toBe(inv + 1);
+      each(p, 'a3', spec(MACS[0], IP6), 2);
+      expect(p.on.port.a3.drops[Drop.ipv6_source_guard]).toBe(2);
+      same(p);
     });
 
     it('ARP/ND suppression in a VLAN: IPv4 replays there, ARP requests and NS never do (the suppressor answers and counts them); turning it on in place invalidates', () => {

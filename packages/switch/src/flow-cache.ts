@@ -26,13 +26,25 @@
  * Guarded ports and ARP/ND suppression: from a port with an active anti-spoofing guard,
  * and in a VLAN where ARP/ND suppression answers, only frames of the IPv4 class
  * (ip4Class: IPv4, version 4, IHL >= 5, not a UDP first fragment with port 67 or 68
- * either side) are installed, and the backend keys that handle's frames with their
- * IPv4 source address and refuses to key any frame outside the class (a miss). Within
- * the class the guard's verdict depends only on the source MAC and address (the key)
- * and the port's bindings and options, the suppressor's on nothing past the EtherType
- * (it answers ARP requests and NS, never in the class); so a frame either would judge
- * differently never hits. ARP, IPv6 (its guard keeps per-address claim state that every
- * frame refreshes), DHCP and malformed IPv4 from such ports stay in the pipeline.
+ * either side) are installed, and from a guarded port in a VLAN where suppression does
+ * not answer, frames of the ARP class (arpClass: a body for IPv4 over 6-byte MACs whose
+ * sender MAC is the frame's source) and of the IPv6 class (ip6Class: no extension
+ * header; TCP, UDP not from port 547, ICMPv6 echo; a source neither :: nor multicast)
+ * too. The backend keys that handle's frames with their IPv4 source, ARP sender or IPv6
+ * source address, the class apart, and refuses to key any frame outside the classes (a
+ * miss). Within each class the guard's verdict depends only on the source MAC and that
+ * address (the key) and the port's bindings, claims and options, the suppressor's on
+ * nothing past the EtherType for IPv4 (it answers ARP requests and NS); ARP and IPv6 are
+ * never installed where it answers, and the key's tag fixes the VLAN of a handle's frame.
+ * So a frame either would judge differently never hits. The IPv6 source guard's claim
+ * (guard6.ts) is state every admitted frame refreshes: the fold hands an IPv6 entry's
+ * source back (FOLD.L3, FOLD.SRC6) and the bridge refreshes the claim at the last
+ * replayed frame's time (Ip6Bindings.refresh, never back in time), before every sweep
+ * that could expire it; a claim that changes owner otherwise than by a port's own
+ * claim (expired, reserved for the router, a port forgotten) bumps the generation
+ * (Ip6Bindings.onChange), and a guard's options change only after a fold
+ * (PortGuard.beforeSet), so replays count under the options they were made with. DHCP,
+ * ND and malformed IPv4, ARP or IPv6 from such ports stay in the pipeline.
  * Floods, the router, tunnels, bonds and rate-limited ports never see a replayed frame.
  *
  * Invalidation: one generation per bridge, in memory the backend reads on every
@@ -55,15 +67,26 @@
  * invalidation.
  */
 
+import * as arp from './wire/arp.js';
 import * as ethernet from './wire/ethernet.js';
 import * as ipv4 from './wire/ipv4.js';
+import * as ipv6 from './wire/ipv6.js';
 import * as l4w from './wire/l4.js';
 
-// ip4Class reads through the wire views as module constants (wire/bytes.ts says why), as guard.ts does.
-const { etherType, ETH_HLEN } = ethernet;
+// ip4Class and arpClass read through the wire views as module constants (wire/bytes.ts says why), as guard.ts does.
+const { arpSha, checkArpIpv4 } = arp;
+const { etherType, srcMac, ETH_HLEN } = ethernet;
 const { ip4FragOffset, ip4HeaderLen, ip4Proto, ip4Version, IP4_MIN_HLEN } = ipv4;
 const { udpDport, udpSport } = l4w;
 const T_IPV4 = ethernet.ETHERTYPE.IPV4;
+const T_ARP = ethernet.ETHERTYPE.ARP;
+const T_IPV6 = ethernet.ETHERTYPE.IPV6;
+const { ip6IsMulticast, ip6IsUnspecified, ip6NextHeader, ip6PayloadLen, ip6Version, IP6: F6, IP6_NEXT: NH6 } = ipv6;
+const IP6_HLEN = 40;
+/** UDP source port of DHCPv6 servers and relays (guard6.ts). */
+const DHCPV6_SERVER = 547;
+const ECHO_REQUEST6 = 128;
+const ECHO_REPLY6 = 129;
 const P_UDP = ipv4.IPPROTO.UDP;
 /** The UDP ports are inside the frame when the length field's offset is (guard.ts). */
 const UDP_PORTS = l4w.UDP.LEN;
@@ -75,9 +98,9 @@ export interface FlowCacheBackend {
   /**
    * The frame buf[off, off+len) (virtio_net_hdr before it) from `inHandle` went unchanged
    * to `outHandle` alone. `l3`: the decision also depended on the frame being of the
-   * IPv4 class (ip4Class) and on its source address; `inHandle`'s frames are keyed so
-   * (the address in the key, frames outside the class never hit) until an install says
-   * otherwise. False: refused.
+   * IPv4 class (ip4Class), the ARP class (arpClass) or the IPv6 class (ip6Class) and on
+   * its IPv4 source, ARP sender or IPv6 source address; `inHandle`'s frames are keyed so (the class and address in the key,
+   * frames outside both classes never hit) until an install says otherwise. False: refused.
    */
   install(bridge: number, inHandle: number, inPort: number, buf: Uint8Array, off: number, len: number, outHandle: number, outPort: number, l3: boolean): boolean;
   /** Rows of FOLD.FIELDS numbers (see FOLD) for every entry with counts since the last fold; how many. */
@@ -93,8 +116,10 @@ export interface FlowCacheBackend {
 /** A fold row's fields (native/flowcache.h nd_fc_fold). */
 export const FOLD = Object.freeze({
   BRIDGE: 0, IN_PORT: 1, OUT_PORT: 2, SRC_HI: 3, SRC_LO: 4, TAG: 5, FRAMES: 6, BYTES: 7, LAST: 8, TX_BYTES: 9,
-  LINK_DOWN: 10, TX_ERROR: 11, FIELDS: 12,
+  LINK_DOWN: 10, TX_ERROR: 11, L3: 12, SRC6: 13, FIELDS: 17,
 });
+/** A fold row's L3 (the key's class, native/flowcache.h ND_FC_KEY_L3): IPv6, whose source address SRC6 .. SRC6+3 holds as 32-bit words. */
+export const FOLD_L3_IPV6 = 3;
 /** A fold row's TAG: -1 untagged, else kind << 16 | TCI as it arrived; this kind is an 802.1Q C-tag (2: 802.1ad). */
 export const FOLD_C_TAG = 1;
 
@@ -180,4 +205,51 @@ export function ip4Class(buf: Uint8Array, off: number, len: number, tagged: bool
     if (sp === 67 || sp === 68 || dp === 67 || dp === 68) return false;
   }
   return true;
+}
+
+/**
+ * The ARP class (native/flowcache.h ND_FC_KEY_L3, l3 = 2), the frame at buf[off, off+len)
+ * untagged or with one C-tag (`tagged`): EtherType ARP, an ARP body for IPv4 over
+ * 6-byte hardware addresses inside the frame (wire/arp.ts checkArpIpv4: any hardware
+ * type, any opcode) whose sender hardware address is the frame's source MAC. Within it
+ * the IP source guard (guard.ts guardCheck) reads only the source MAC and the sender
+ * protocol address, which the backend keys (0.0.0.0, a probe, is admitted, and keyed
+ * as any other); a frame whose sender MAC differs, or a body it rejects, is outside
+ * and never hits. ARP/ND suppression reads the opcode, the target and its own table:
+ * the bridge installs ARP only from guarded ports and never in a VLAN where it answers.
+ */
+export function arpClass(buf: Uint8Array, off: number, len: number, tagged: boolean): boolean {
+  const tagLen = tagged ? 4 : 0;
+  const l3 = off + ETH_HLEN + tagLen;
+  return l3 <= off + len && etherType(buf, off + tagLen) === T_ARP && checkArpIpv4(buf, l3, off + len - l3) &&
+    arpSha(buf, l3) === srcMac(buf, off);
+}
+
+/**
+ * The IPv6 class (native/flowcache.h ND_FC_KEY_L3, l3 = 3), the frame at buf[off, off+len)
+ * untagged or with one C-tag: EtherType IPv6, version 6, the header and the payload its
+ * length says inside the frame, and no extension header: the next header TCP, UDP whose
+ * source port (inside the payload) is not 547, or ICMPv6 echo request or reply; the
+ * source neither :: nor multicast. Within it the IPv6 guards (guard6.ts guard6Check)
+ * read nothing but the source address's claim (the RA guard and the DHCPv6 guard admit
+ * every such frame, the ND checks never apply), whose owner is this port for as long as
+ * an installed decision stands (an owner changes only when it goes away, a claim
+ * expires or the router reserves the address: each moves the generation) and whose
+ * last use the fold refreshes as each frame would have.
+ */
+export function ip6Class(buf: Uint8Array, off: number, len: number, tagged: boolean): boolean {
+  const tagLen = tagged ? 4 : 0;
+  const l3 = off + ETH_HLEN + tagLen;
+  const end = off + len;
+  if (l3 + IP6_HLEN > end || etherType(buf, off + tagLen) !== T_IPV6 || ip6Version(buf, l3) !== 6) return false;
+  const plen = ip6PayloadLen(buf, l3);
+  const u = l3 + IP6_HLEN;
+  if (u + plen > end) return false;
+  const sa = l3 + F6.SRC;
+  if (ip6IsMulticast(buf, sa) || ip6IsUnspecified(buf, sa)) return false;
+  const nh = ip6NextHeader(buf, l3);
+  if (nh === NH6.TCP) return true;
+  if (nh === NH6.UDP) return plen >= UDP_PORTS && udpSport(buf, u) !== DHCPV6_SERVER;
+  // ICMPv6's type, code and checksum (guard6Check reads the type only from a 4-byte message).
+  return nh === NH6.ICMPV6 && plen >= 4 && (buf[u] === ECHO_REQUEST6 || buf[u] === ECHO_REPLY6);
 }

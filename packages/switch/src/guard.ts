@@ -162,7 +162,15 @@ export class PortGuard implements Guard6 {
    */
   onChange: (() => void) | undefined = undefined;
 
+  /**
+   * Called before a set changes anything (the bridge's flow cache fold): frames replayed
+   * under the old options are accounted as the old options would have (an IPv6 source
+   * claim's last use is refreshed only while the IPv6 source guard is on).
+   */
+  beforeSet: (() => void) | undefined = undefined;
+
   set(opts: GuardOptions): void {
+    this.beforeSet?.();
     this.dhcp = opts.dhcp === true;
     this.ipSource = opts.ipSource === true;
     this.ra = opts.ra === true;

@@ -29,7 +29,10 @@
  * linear probing, one hash of 17 words per IPv6 frame on a guarded port, no
  * allocation per frame (it grows, by doubling, only when a claim needs room; at
  * most IP6_BINDINGS_MAX entries per bridge). Last use is refreshed on every
- * admitted frame; the bridge's sweep expires idle entries every 10 s.
+ * admitted frame (a frame the flow cache replayed: at its fold, `refresh`); the
+ * bridge's sweep expires idle entries every 10 s. A claim that changes owner otherwise
+ * than by a port's own claim (expired, reserved, a port forgotten) calls `onChange`:
+ * the flow cache's replays of that port's frames from it must end.
  */
 import { Drop } from './drop.js';
 import * as bytes from './wire/bytes.js';
@@ -91,6 +94,12 @@ export class Ip6Bindings {
   readonly #perPort: number[] = [];
   #lastScan = 0;
   live: (port: number) => boolean;
+  /**
+   * Called when an owner changes otherwise than by a claim of a port (an expiry, a
+   * reservation, a port forgotten): the bridge's flow cache invalidation, since a
+   * replayed IPv6 frame's verdict is its port's ownership of the source.
+   */
+  onChange: (() => void) | undefined = undefined;
 
   constructor(live: (port: number) => boolean = () => true, capacity = 256) {
     this.live = live;
@@ -171,6 +180,17 @@ export class Ip6Bindings {
     return CLAIM_OK;
   }
 
+  /**
+   * The flow cache's fold (bridge.ts): frames from `port` with the source at buf[a..) in
+   * VLAN `vid` were replayed, the last at `at`; as guard6Check's claim would have, the
+   * address's last use moves to `at` if `port` owns it (never back in time: the pipeline
+   * may have seen a later frame since).
+   */
+  refresh(vid: number, buf: Uint8Array, a: number, port: number, at: number): void {
+    const s = this.find(vid, buf, a);
+    if (s >= 0 && this.#port[s] === port && this.#used[s] < at) this.#used[s] = at;
+  }
+
   /** The live owner of the address other than `port`, or -1 (unowned, owned by `port`, or by a port that went away). */
   ownerElsewhere(vid: number, buf: Uint8Array, a: number, port: number): number {
     const s = this.find(vid, buf, a);
@@ -189,6 +209,7 @@ export class Ip6Bindings {
       this.#gone++;
     }
     this.#insert(vid, addr, 0, port, 0, 1);
+    this.onChange?.();
   }
 
   #insert(vid: number, buf: Uint8Array, a: number, port: number, now: number, stat: number): void {
@@ -223,6 +244,7 @@ export class Ip6Bindings {
   forgetPort(port: number): void {
     if (this.count(port) === 0) return;
     for (let s = 0; s < this.#cap; s++) if (this.#vid[s] >= 0 && this.#port[s] === port) this.#drop(s);
+    this.onChange?.();
   }
 
   /** Releases dynamic entries unused for `idleMs`, at most one scan per SCAN_MS; returns how many. */
@@ -236,6 +258,7 @@ export class Ip6Bindings {
         n++;
       }
     }
+    if (n > 0) this.onChange?.();
     return n;
   }
 
