@@ -1983,7 +1983,8 @@ static ssize_t fc_write(nd_handle *w, uint8_t *f, size_t len) {
  * so a flow's frames keep their order; the rest move to the ring's front for JS.
  * With setTapWriteBatch on, the hits' writes are queued and sent in one
  * io_uring_enter after the probes (uring.c: issued in order, inline, in this
- * thread; the frames stay in the ring until every write has completed).
+ * thread; the frames stay in the ring until every write has completed); a lone
+ * hit is written with writev, which costs no more.
  * Returns how many it replayed.
  */
 static int fc_replay(nd_state *st, nd_handle *h, int n, double now) {
@@ -2010,15 +2011,23 @@ static int fc_replay(nd_state *st, nd_handle *h, int n, double now) {
     if (ur) {
       ents[i] = e;
       outs[i] = w;
-      if (w->vnet) nd_ur_write(ur, w->fd, f - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + len, (uint32_t)i);
-      else nd_ur_write(ur, w->fd, f, len, (uint32_t)i);
       continue;
     }
     ssize_t r = fc_write(w, f, len);
     fc_account(st, e, w, len, now, r < 0 ? -errno : (long)r);
   }
-  if (ur && i > 0) {
+  if (ur && i == 1) {
+    /* One frame (a ping, an ACK): io_uring_enter would cost what writev does, or more. */
+    ssize_t r = fc_write(outs[0], st->arena + st->offs[0], (size_t)st->lens[0]);
+    fc_account(st, ents[0], outs[0], (size_t)st->lens[0], now, r < 0 ? -errno : (long)r);
+  } else if (ur && i > 1) {
     int32_t res[ND_RING_MAX_FRAMES];
+    for (int j = 0; j < i; j++) {
+      uint8_t *f = st->arena + st->offs[j];
+      size_t len = (size_t)st->lens[j];
+      if (outs[j]->vnet) nd_ur_write(ur, outs[j]->fd, f - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + len, (uint32_t)j);
+      else nd_ur_write(ur, outs[j]->fd, f, len, (uint32_t)j);
+    }
     st->stats.uring_enters += (uint64_t)nd_ur_flush(ur, res, (unsigned)i);
     st->stats.uring_flushes++;
     for (int j = 0; j < i; j++) {
