@@ -79,6 +79,7 @@ typedef struct nd_handle {
   nd_gro *gro;      /* TAP: the run of TCP segments held for coalescing (tap_gro.c), made on first use */
   bool gro_listed;  /* in nd_state.gro_held */
   bool udp_gro;     /* UDP: UDP_GRO on, read by udp_gro.c (setUdpGro) */
+  bool ur_file;     /* registered in st->ur's file table at slot id (uring.c): emptied on close */
   napi_ref cb;
 } nd_handle;
 
@@ -370,6 +371,9 @@ static void handle_close(napi_env env, nd_handle *h) {
   if (st->fc) nd_fc_forget_handle(st->fc, h->id); /* a recycled id must never hit */
   if (h->sparse) epoll_ctl(st->sparse_ep, EPOLL_CTL_DEL, h->fd, NULL);
   h->sparse = false;
+  /* The ring's registered file holds the TAP open: let it go with the fd. */
+  if (h->ur_file && st->ur) nd_ur_set_file(st->ur, (unsigned)h->id, -1);
+  h->ur_file = false;
   /* uv_poll_stop already removed the fd from epoll, so closing it now is safe. */
   close(h->fd);
   h->fd = -1;
@@ -2025,8 +2029,13 @@ static int fc_replay(nd_state *st, nd_handle *h, int n, double now) {
     for (int j = 0; j < i; j++) {
       uint8_t *f = st->arena + st->offs[j];
       size_t len = (size_t)st->lens[j];
-      if (outs[j]->vnet) nd_ur_write(ur, outs[j]->fd, f - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + len, (uint32_t)j);
-      else nd_ur_write(ur, outs[j]->fd, f, len, (uint32_t)j);
+      nd_handle *w = outs[j];
+      /* A write target's first batch registers it (once; handle_close empties the slot). */
+      if (!w->ur_file && (unsigned)w->id < nd_ur_files(ur) && nd_ur_set_file(ur, (unsigned)w->id, w->fd) == 0)
+        w->ur_file = true;
+      int slot = w->ur_file ? w->id : -1;
+      if (w->vnet) nd_ur_write(ur, w->fd, slot, f - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + len, (uint32_t)j);
+      else nd_ur_write(ur, w->fd, slot, f, len, (uint32_t)j);
     }
     st->stats.uring_enters += (uint64_t)nd_ur_flush(ur, res, (unsigned)i);
     st->stats.uring_flushes++;
@@ -2073,6 +2082,8 @@ static napi_value js_set_tap_write_batch(napi_env env, napi_callback_info info) 
   if (!on && st->ur) {
     nd_ur_free(st->ur);
     st->ur = NULL;
+    for (int i = 0; i < ND_UR_FILES; i++)
+      if (st->table[i]) st->table[i]->ur_file = false;
   }
   CHECK(napi_create_object(env, &o));
   CHECK(napi_get_boolean(env, st->ur != NULL, &v));

@@ -127,7 +127,10 @@ typedef struct nd_ur nd_ur;
 nd_ur *nd_ur_new(unsigned entries, int *err);
 void nd_ur_free(nd_ur *u);
 unsigned nd_ur_room(const nd_ur *u);
-void nd_ur_write(nd_ur *u, int fd, const void *buf, size_t len, uint32_t tag);
+#define ND_UR_FILES 1024 /* registered-file slots: handles with a lower id write through one */
+unsigned nd_ur_files(const nd_ur *u);
+int nd_ur_set_file(nd_ur *u, unsigned slot, int fd);
+void nd_ur_write(nd_ur *u, int fd, int slot, const void *buf, size_t len, uint32_t tag);
 int nd_ur_flush(nd_ur *u, int32_t *res, unsigned n);
 
 /*

@@ -36,6 +36,7 @@ struct nd_ur {
   void *sq_map, *sqe_map;
   size_t sq_len, sqe_len;
   unsigned queued; /* prepared since the last flush */
+  unsigned files;  /* slots of the registered-file table (0: none, plain fds only) */
 };
 
 static int ur_setup(unsigned entries, unsigned flags, struct io_uring_params *p) {
@@ -80,7 +81,25 @@ nd_ur *nd_ur_new(unsigned entries, int *err) {
   u->cq_mask = (unsigned *)(sq + p.cq_off.ring_mask);
   u->cqes = (struct io_uring_cqe *)(sq + p.cq_off.cqes);
   u->sqes = u->sqe_map;
+  /* A sparse table of registered files, filled as handles become write targets
+   * (nd_ur_set_file): a fixed file spares each write the fd lookup and its reference
+   * count. Without it (older kernels) the writes name plain fds. */
+  struct io_uring_rsrc_register rr = { .nr = ND_UR_FILES, .flags = IORING_RSRC_REGISTER_SPARSE };
+  if (syscall(__NR_io_uring_register, fd, IORING_REGISTER_FILES2, &rr, sizeof rr) == 0) u->files = ND_UR_FILES;
   return u;
+}
+
+unsigned nd_ur_files(const nd_ur *u) { return u->files; }
+
+/* Puts fd in slot (fd -1: empties it, dropping the ring's reference to the file). */
+int nd_ur_set_file(nd_ur *u, unsigned slot, int fd) {
+  if (slot >= u->files) return -EINVAL;
+  int32_t v = fd;
+  struct io_uring_files_update up = { .offset = slot, .fds = (uint64_t)(uintptr_t)&v };
+  int rc;
+  do rc = (int)syscall(__NR_io_uring_register, u->fd, IORING_REGISTER_FILES_UPDATE, &up, 1);
+  while (rc < 0 && errno == EINTR);
+  return rc == 1 ? 0 : (rc < 0 ? -errno : -EIO);
 }
 
 void nd_ur_free(nd_ur *u) {
@@ -93,12 +112,17 @@ void nd_ur_free(nd_ur *u) {
 
 unsigned nd_ur_room(const nd_ur *u) { return u->entries - u->queued; }
 
-void nd_ur_write(nd_ur *u, int fd, const void *buf, size_t len, uint32_t tag) {
+void nd_ur_write(nd_ur *u, int fd, int slot, const void *buf, size_t len, uint32_t tag) {
   unsigned tail = *u->sq_tail, i = tail & *u->sq_mask;
   struct io_uring_sqe *s = &u->sqes[i];
   memset(s, 0, sizeof *s);
   s->opcode = IORING_OP_WRITE;
-  s->fd = fd;
+  if (slot >= 0) {
+    s->fd = slot;
+    s->flags = IOSQE_FIXED_FILE;
+  } else {
+    s->fd = fd;
+  }
   s->addr = (uint64_t)(uintptr_t)buf;
   s->len = (uint32_t)len;
   s->off = (uint64_t)-1; /* the file's position: a TAP has none */

@@ -3,7 +3,8 @@
  * read batch go to their TAP through io_uring in one io_uring_enter. Two TAPs in two
  * namespaces; A's queue is filled with N numbered frames of one installed key before the
  * read loop starts, then drained: B's namespace must see all N, in order, written through
- * the batch (the counters say how many flushes and writes); with B's link down every
+ * the batch (the counters say how many flushes and writes), and B's TAP goes away when
+ * its handle closes (the ring held it as a registered file); with B's link down every
  * write fails and each is counted as a write error, as writev's are. Needs root; names
  * carry a per-run id and are removed even when a test fails.
  */
@@ -96,6 +97,7 @@ async function replay(tag: string, quantum: number, linkDown = false) {
   for (const h of [a.handle, b.handle]) { handles.delete(h); nd.close(h); }
   expect(ok).toBe(true);
   return {
+    gone: () => { try { ip('-n', nb, 'link', 'show', b.name); return false; } catch { return true; } },
     seen, down, hits: nd.flowCacheStats().hits - hits0, toJs,
     flushes: s1.uringFlushes - s0.uringFlushes, writes: s1.uringWrites - s0.uringWrites,
     unsent: s1.uringUnsent - s0.uringUnsent, txErrors: s1.txErrors - s0.txErrors, txFrames: s1.txFrames - s0.txFrames,
@@ -121,6 +123,8 @@ describe.skipIf(!uringAllowed)('batched TAP writes through io_uring', () => {
     expect(r.txFrames).toBe(N);
     expect(r.flushes).toBeGreaterThanOrEqual(Math.ceil(N / 8));
     expect(r.flushes).toBeLessThan(N);
+    // B was a registered file of the ring (uring.c): closing its handle lets the TAP go.
+    expect(await until(r.gone, 10_000)).toBe(true);
     // One service takes the whole queue: one flush carries every frame.
     const whole = await replay('w', 256);
     expect(whole.seen).toEqual(inOrder);
