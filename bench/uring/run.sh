@@ -8,7 +8,7 @@
 #
 #   bash bench/uring/run.sh [-n FRAMES] [-r ROUNDS] [-o OUT.tsv] [-p PHASES] [MODE ...]
 #     default: -n 200000 (writes; reads: 16384 a round), -r 3, PHASES "drop udp read",
-#     MODEs "sys u16 u64 u16f u64f"
+#     MODEs "sys u1 u16 u64 u1f u16f u64f"
 #
 # Prints each row (CPU ns per frame of every thread of the process, io-wq workers'
 # share, the share completed inline), then medians per mode and their ratio to `sys`
@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 n=200000 rn=16384 rounds=3 out="" phases="drop udp read"
 while getopts "n:r:o:p:" o; do case $o in n) n=$OPTARG ;; r) rounds=$OPTARG ;; o) out=$OPTARG ;; p) phases=$OPTARG ;; *) exit 2 ;; esac; done
 shift $((OPTIND - 1))
-modes=${*:-sys u16 u64 u16f u64f}
+modes=${*:-sys u1 u16 u64 u1f u16f u64f}
 [ "$(id -u)" = 0 ] || { echo "uring/run.sh: needs root" >&2; exit 1; }
 . "$here/../lock.sh"
 bench_lock bench/uring/run.sh
