@@ -1995,9 +1995,10 @@ static int fc_replay(nd_state *st, nd_handle *h, int n, double now) {
   nd_fc_entry *ents[ND_RING_MAX_FRAMES];
   nd_handle *outs[ND_RING_MAX_FRAMES];
   nd_ur *ur = st->ur;
-  int i = 0;
-  if (ur && (unsigned)n > nd_ur_room(ur)) n = (int)nd_ur_room(ur); /* never: the ring holds 256 */
-  for (; i < n; i++) {
+  int i = 0, lim = n;
+  /* Never in practice (the ring has ND_RING_MAX_FRAMES entries); past it, frames go to JS in order. */
+  if (ur && (unsigned)lim > nd_ur_room(ur)) lim = (int)nd_ur_room(ur);
+  for (; i < lim; i++) {
     uint8_t *f = st->arena + st->offs[i];
     size_t len = (size_t)st->lens[i];
     nd_fc_key k;
