@@ -18,7 +18,8 @@
         "native/vxlan_gso.c",
         "native/udp_gro.c",
         "native/tcpopt.c",
-        "native/haltpoll.c"
+        "native/haltpoll.c",
+        "native/uring.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]

@@ -101,13 +101,26 @@ export function daemonLine(ping: unknown): string {
 /** `show`'s line for the daemon-wide settings (daemon.show): poll before sleep, where it comes from. */
 export function settingsLine(v: unknown): string {
   const d = v as { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: number; overrides?: string[];
-    pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number } } | null;
+    pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number };
+    tapWriteBatch?: { on: boolean; error: string | null; writes: number; flushes: number } } | null;
   if (!d || typeof d !== 'object' || d.pollBeforeSleepUs === undefined) return '';
+  return pollLine(d) + tapWriteBatchLine(d.tapWriteBatch);
+}
+
+function pollLine(d: { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: number; overrides?: string[];
+  pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number } }): string {
   const from = d.overrides?.length ? ' (set at runtime)' : '';
   if (d.pollBeforeSleepUs === 0) return `poll before sleep: off${from}`;
   const p = d.pollBeforeSleep;
   const now = p ? `, window ${p.windowUs} µs, ${p.hits} hits / ${p.misses} misses, ${p.spinMs.toFixed(1)} ms polled${p.overBudget ? `, ${p.overBudget} sleeps over budget` : ''}` : '';
   return `poll before sleep: up to ${d.pollBeforeSleepUs} µs, budget ${d.pollBeforeSleepBudgetMs} ms/s${now}${from}`;
+}
+
+/** The experimental batched TAP writes (VSWITCH_TAP_WRITE_BATCH): a line only when asked for. */
+function tapWriteBatchLine(t: { on: boolean; error: string | null; writes: number; flushes: number } | undefined): string {
+  if (!t || (!t.on && !t.error)) return '';
+  if (!t.on) return `\ntap write batch: unavailable (${t.error}), writev`;
+  return `\ntap write batch: io_uring, ${t.writes} replayed frames in ${t.flushes} flushes`;
 }
 
 /** `set poll-us N|off`: a window in µs, 0-1000 (off = 0). */

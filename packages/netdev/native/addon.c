@@ -79,6 +79,7 @@ typedef struct nd_handle {
   nd_gro *gro;      /* TAP: the run of TCP segments held for coalescing (tap_gro.c), made on first use */
   bool gro_listed;  /* in nd_state.gro_held */
   bool udp_gro;     /* UDP: UDP_GRO on, read by udp_gro.c (setUdpGro) */
+  bool ur_file;     /* registered in st->ur's file table at slot id (uring.c): emptied on close */
   napi_ref cb;
 } nd_handle;
 
@@ -101,6 +102,7 @@ struct nd_state {
   nd_gso tx_gso;
   nd_vxtx *vxtx; /* sendVxlan's scratch (vxlan_tx.c), made on first use */
   nd_fc *fc;     /* the flow cache's table (flowcache.c), made by flowCacheGenerations() */
+  nd_ur *ur;     /* setTapWriteBatch(true): the replays' writes through io_uring (uring.c); NULL: writev */
   napi_ref fc_gens_ref;
   nd_stats stats;
   /* Follow-up reads (see on_poll): the handles written during a batch's callback. */
@@ -369,6 +371,9 @@ static void handle_close(napi_env env, nd_handle *h) {
   if (st->fc) nd_fc_forget_handle(st->fc, h->id); /* a recycled id must never hit */
   if (h->sparse) epoll_ctl(st->sparse_ep, EPOLL_CTL_DEL, h->fd, NULL);
   h->sparse = false;
+  /* The ring's registered file holds the TAP open: let it go with the fd. */
+  if (h->ur_file && st->ur) nd_ur_set_file(st->ur, (unsigned)h->id, -1);
+  h->ur_file = false;
   /* uv_poll_stop already removed the fd from epoll, so closing it now is safe. */
   close(h->fd);
   h->fd = -1;
@@ -1937,6 +1942,8 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     { "tapGroErrors", s->tap_gro_errors },
     { "udpGroBursts", s->udp_gro_bursts }, { "udpGroSegments", s->udp_gro_segments },
     { "udpGroDropped", s->udp_gro_dropped },
+    { "uringFlushes", s->uring_flushes }, { "uringWrites", s->uring_writes },
+    { "uringEnters", s->uring_enters }, { "uringUnsent", s->uring_unsent },
   };
   CHECK(napi_create_object(env, &o));
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
@@ -1974,6 +1981,24 @@ static bool vnet_zero(const uint8_t *h) {
   return true;
 }
 
+/* A replayed frame's write counted as writev's in fc_replay: the stats, the follow-up
+ * read, the entry's counters. */
+static void fc_account(nd_state *st, nd_fc_entry *e, nd_handle *w, size_t len, double now, long res) {
+  if (res < 0) {
+    st->stats.tx_errors++;
+  } else {
+    res = (long)len;
+    st->stats.tx_frames++;
+    note_write(st, w);
+  }
+  nd_fc_hit(st->fc, e, len, now, res);
+}
+
+static ssize_t fc_write(nd_handle *w, uint8_t *f, size_t len) {
+  struct iovec iov = w->vnet ? (struct iovec){ f - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + len } : (struct iovec){ f, len };
+  return do_writev(w->fd, &iov, 1);
+}
+
 /*
  * The read loop's hook: replays the leading frames of h's batch (ring[0, n)) that
  * hit, writing each as the pipeline did (a device with a virtio_net_hdr gets the
@@ -1982,11 +2007,20 @@ static bool vnet_zero(const uint8_t *h) {
  * header that says anything never replays to one without), and remembers the
  * written handle for a follow-up read as a JS write does. Stops at the first miss
  * so a flow's frames keep their order; the rest move to the ring's front for JS.
+ * With setTapWriteBatch on, the hits' writes are queued and sent in one
+ * io_uring_enter after the probes (uring.c: issued in order, inline, in this
+ * thread; the frames stay in the ring until every write has completed); a lone
+ * hit is written with writev, which costs no more.
  * Returns how many it replayed.
  */
 static int fc_replay(nd_state *st, nd_handle *h, int n, double now) {
-  int i = 0;
-  for (; i < n; i++) {
+  nd_fc_entry *ents[ND_RING_MAX_FRAMES];
+  nd_handle *outs[ND_RING_MAX_FRAMES];
+  nd_ur *ur = st->ur;
+  int i = 0, lim = n;
+  /* Never in practice (the ring has ND_RING_MAX_FRAMES entries); past it, frames go to JS in order. */
+  if (ur && (unsigned)lim > nd_ur_room(ur)) lim = (int)nd_ur_room(ur);
+  for (; i < lim; i++) {
     uint8_t *f = st->arena + st->offs[i];
     size_t len = (size_t)st->lens[i];
     nd_fc_key k;
@@ -2001,24 +2035,86 @@ static int fc_replay(nd_state *st, nd_handle *h, int n, double now) {
       nd_fc_miss(st->fc);
       break;
     }
-    struct iovec iov = w->vnet ? (struct iovec){ f - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + len } : (struct iovec){ f, len };
-    ssize_t r = do_writev(w->fd, &iov, 1);
-    long res;
-    if (r < 0) {
-      res = -errno;
-      st->stats.tx_errors++;
-    } else {
-      res = (long)len;
-      st->stats.tx_frames++;
-      note_write(st, w);
+    if (ur) {
+      ents[i] = e;
+      outs[i] = w;
+      continue;
     }
-    nd_fc_hit(st->fc, e, len, now, res);
+    ssize_t r = fc_write(w, f, len);
+    fc_account(st, e, w, len, now, r < 0 ? -errno : (long)r);
+  }
+  if (ur && i == 1) {
+    /* One frame (a ping, an ACK): io_uring_enter would cost what writev does, or more. */
+    ssize_t r = fc_write(outs[0], st->arena + st->offs[0], (size_t)st->lens[0]);
+    fc_account(st, ents[0], outs[0], (size_t)st->lens[0], now, r < 0 ? -errno : (long)r);
+  } else if (ur && i > 1) {
+    int32_t res[ND_RING_MAX_FRAMES];
+    for (int j = 0; j < i; j++) {
+      uint8_t *f = st->arena + st->offs[j];
+      size_t len = (size_t)st->lens[j];
+      nd_handle *w = outs[j];
+      /* A write target's first batch registers it (once; handle_close empties the slot). */
+      if (!w->ur_file && (unsigned)w->id < nd_ur_files(ur) && nd_ur_set_file(ur, (unsigned)w->id, w->fd) == 0)
+        w->ur_file = true;
+      int slot = w->ur_file ? w->id : -1;
+      if (w->vnet) nd_ur_write(ur, w->fd, slot, f - ND_VNET_HDR_LEN, ND_VNET_HDR_LEN + len, (uint32_t)j);
+      else nd_ur_write(ur, w->fd, slot, f, len, (uint32_t)j);
+    }
+    st->stats.uring_enters += (uint64_t)nd_ur_flush(ur, res, (unsigned)i);
+    st->stats.uring_flushes++;
+    for (int j = 0; j < i; j++) {
+      size_t len = (size_t)st->lens[j];
+      long r = res[j];
+      if (r == ND_UR_UNSENT) {
+        /* io_uring did not take it (no memory for a request): write it here, after the
+         * ones that went, so the order holds. */
+        st->stats.uring_unsent++;
+        ssize_t w = fc_write(outs[j], st->arena + st->offs[j], len);
+        r = w < 0 ? -errno : (long)w;
+      } else {
+        st->stats.uring_writes++;
+      }
+      fc_account(st, ents[j], outs[j], len, now, r);
+    }
   }
   if (i > 0 && i < n) {
     memmove(st->offs, st->offs + i, (size_t)(n - i) * sizeof *st->offs);
     memmove(st->lens, st->lens + i, (size_t)(n - i) * sizeof *st->lens);
   }
   return i;
+}
+
+/*
+ * setTapWriteBatch(on): the flow cache's replays of one read batch written through
+ * io_uring in one io_uring_enter (on) or one writev each (off, the default). Returns
+ * { on, error }: on is what is in force; error the errno code when io_uring could not be
+ * set up (disabled by sysctl, a seccomp filter, an old kernel), which leaves writev.
+ */
+static napi_value js_set_tap_write_batch(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 1;
+  napi_value argv[1], o, v;
+  bool on = false;
+  int err = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setTapWriteBatch(on: boolean)");
+    return NULL;
+  }
+  if (on && !st->ur) st->ur = nd_ur_new(ND_RING_MAX_FRAMES, &err);
+  if (!on && st->ur) {
+    nd_ur_free(st->ur);
+    st->ur = NULL;
+    for (int i = 0; i < ND_UR_FILES; i++)
+      if (st->table[i]) st->table[i]->ur_file = false;
+  }
+  CHECK(napi_create_object(env, &o));
+  CHECK(napi_get_boolean(env, st->ur != NULL, &v));
+  CHECK(napi_set_named_property(env, o, "on", v));
+  if (err) CHECK(napi_create_string_utf8(env, errno_code(err), NAPI_AUTO_LENGTH, &v));
+  else CHECK(napi_get_null(env, &v));
+  CHECK(napi_set_named_property(env, o, "error", v));
+  return o;
 }
 
 static bool fc_ready(napi_env env, nd_state *st) {
@@ -2357,6 +2453,7 @@ static void teardown_step(nd_state *st) {
   free(st->tx_gso.buf);
   nd_vxtx_free(st->vxtx);
   nd_fc_free(st->fc);
+  nd_ur_free(st->ur);
   free(st->table);
   free(st);
 }
@@ -2477,6 +2574,7 @@ NAPI_MODULE_INIT() {
     FN("setPollBeforeSleep", js_set_poll_before_sleep),
     FN("pollBeforeSleepStats", js_poll_before_sleep_stats),
     FN("pollBeforeSleepForTest", js_poll_before_sleep_for_test),
+    FN("setTapWriteBatch", js_set_tap_write_batch),
 #undef FN
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

@@ -12,6 +12,7 @@
  *   vxlan_gso.c the segments of a super-frame to a tunnel as UDP GSO datagrams (UDP_SEGMENT)
  *   tap_gro.c  TCP segments from the underlay coalesced into super-frames toward a TAP
  *   tcpopt.c  SO_RCVBUF of Node's TCP sockets (by fd) for the host NAT
+ *   uring.c   batched TAP writes through io_uring (the flow cache's replays, setTapWriteBatch)
  * Only addon.c talks to N-API; the rest are plain syscalls and byte work, which
  * is what lets gso.c be exercised from a test export without a device.
  */
@@ -114,7 +115,23 @@ typedef struct nd_stats {
   uint64_t udp_gro_bursts;      /* udp_gro.c: datagrams of several segments read whole (UDP_GRO) */
   uint64_t udp_gro_segments;    /* ... packets split from them into the ring */
   uint64_t udp_gro_dropped;     /* ... segments beyond what the batch had room for, dropped */
+  uint64_t uring_flushes;       /* uring.c: batches of replayed frames written through io_uring */
+  uint64_t uring_writes;        /* ... frames in them */
+  uint64_t uring_enters;        /* ... io_uring_enter calls they took */
+  uint64_t uring_unsent;        /* ... frames io_uring did not take, written with writev instead */
 } nd_stats;
+
+/* uring.c: batched writes (a TAP has no batched write of its own). */
+typedef struct nd_ur nd_ur;
+#define ND_UR_UNSENT INT32_MIN /* nd_ur_flush: the kernel did not take this write */
+nd_ur *nd_ur_new(unsigned entries, int *err);
+void nd_ur_free(nd_ur *u);
+unsigned nd_ur_room(const nd_ur *u);
+#define ND_UR_FILES 1024 /* registered-file slots: handles with a lower id write through one */
+unsigned nd_ur_files(const nd_ur *u);
+int nd_ur_set_file(nd_ur *u, unsigned slot, int fd);
+void nd_ur_write(nd_ur *u, int fd, int slot, const void *buf, size_t len, uint32_t tag);
+int nd_ur_flush(nd_ur *u, int32_t *res, unsigned n);
 
 /*
  * Where received frames go: a byte arena plus parallel offset/length arrays.

@@ -204,6 +204,11 @@ export interface Stats {
   udpGroBursts: number;
   udpGroSegments: number;
   udpGroDropped: number;
+  /** `setTapWriteBatch`: batches of flow-cache replays written through io_uring, the frames in them, the io_uring_enter calls they took, and frames io_uring did not take (written with writev instead). */
+  uringFlushes: number;
+  uringWrites: number;
+  uringEnters: number;
+  uringUnsent: number;
 }
 
 /** Where `segment` leaves its frames: `arena[offs[i], offs[i] + lens[i])` for i < count. */
@@ -274,6 +279,7 @@ interface Native {
   setSparse(handle: number, on: boolean): boolean;
   setPollBeforeSleep(maxUs: number, budgetMs: number, holdOnPreemptForTest?: boolean): void;
   pollBeforeSleepStats(): PollBeforeSleepStats;
+  setTapWriteBatch(on: boolean): { on: boolean; error: string | null };
   pollBeforeSleepForTest(maxUs: number, budgetMs: number, steps: Float64Array): { out: number[]; stats: PollBeforeSleepStats };
   setTapGro(on: boolean): void;
   setUdpGro(handle: number, on: boolean): boolean;
@@ -552,6 +558,16 @@ export const POLL_BEFORE_SLEEP_MAX_US = 1000;
 export const setPollBeforeSleep: Native['setPollBeforeSleep'] = native.setPollBeforeSleep;
 export const pollBeforeSleepStats: Native['pollBeforeSleepStats'] = native.pollBeforeSleepStats;
 export const pollBeforeSleepForTest: Native['pollBeforeSleepForTest'] = native.pollBeforeSleepForTest;
+
+/**
+ * Batched TAP writes (native/uring.c), off by default: the flow cache's replays of one
+ * read batch go out in one io_uring_enter instead of one writev each (a TAP has no
+ * batched write; bench/uring measured the syscall per 64-byte frame). Returns what is
+ * in force and, when io_uring could not be set up (kernel.io_uring_disabled, seccomp,
+ * an old kernel), the errno code: the writes then stay on writev. Counters: `stats()`
+ * uring*.
+ */
+export const setTapWriteBatch: Native['setTapWriteBatch'] = native.setTapWriteBatch;
 
 /**
  * Receive-side GRO toward TAPs (native/tap_gro.c), off until turned on: during a

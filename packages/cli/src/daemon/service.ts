@@ -52,7 +52,7 @@ import {
 } from './state.js';
 import { VswitchError } from '../errors.js';
 import type { Logger } from './log.js';
-import { pollBeforeSleepStats, setPollBeforeSleep } from '@vswitch/netdev';
+import { pollBeforeSleepStats, setPollBeforeSleep, setTapWriteBatch, stats as netdevStats } from '@vswitch/netdev';
 
 export interface AddPortSpec {
   type: 'tap' | 'attach' | 'socket' | 'bond';
@@ -196,6 +196,7 @@ export class Vswitch {
       setPollBeforeSleep(off.pollBeforeSleepUs, off.pollBeforeSleepBudgetMs);
     }
     this.#desired = { ...this.#desired, daemon: off };
+    if (this.#tapWriteBatch.on) this.#tapWriteBatch = setTapWriteBatch(false);
     this.evpn.close();
     this.vxlan.close();
     clearInterval(this.#ticker);
@@ -400,10 +401,27 @@ export class Vswitch {
   /** The daemon-wide settings, where each comes from, and poll before sleep's state (`show`). */
   daemonView(): Record<string, unknown> {
     const d = this.#desired.daemon;
+    const n = netdevStats();
     return {
       pollBeforeSleepUs: d.pollBeforeSleepUs, pollBeforeSleepBudgetMs: d.pollBeforeSleepBudgetMs,
       overrides: [...d.overrides], pollBeforeSleep: pollBeforeSleepStats(),
+      tapWriteBatch: { ...this.#tapWriteBatch, flushes: n.uringFlushes, writes: n.uringWrites, enters: n.uringEnters, unsent: n.uringUnsent },
     };
+  }
+
+  #tapWriteBatch: { on: boolean; error: string | null } = { on: false, error: null };
+
+  /**
+   * Experimental, off by default (VSWITCH_TAP_WRITE_BATCH=1 at the daemon's start): the flow
+   * cache's replays of one read batch written through io_uring in one call (packages/netdev
+   * setTapWriteBatch; bench/README.md "Batched TAP writes through io_uring"). Logged and in
+   * `show`; falls back to writev, with the reason, when io_uring is unavailable.
+   */
+  setTapWriteBatch(on: boolean): { on: boolean; error: string | null } {
+    this.#tapWriteBatch = setTapWriteBatch(on);
+    const level = on && !this.#tapWriteBatch.on ? 'warn' : 'info';
+    this.log[level]({ event: 'tap_write_batch', want: on, ...this.#tapWriteBatch }, 'tap_write_batch');
+    return this.#tapWriteBatch;
   }
 
   /** Control command port.recover: opens a port shut by loop protection now. */
