@@ -9,7 +9,8 @@
 # sockperf (/proc/pressure/cpu "some": share of the time some task waited for a CPU)
 # and the poll's counters (`vswitch settings --json`: hits, misses, ms polled,
 # preempted, sleeps not polled for the budget and for a busy host, hits served
-# inside the poll; "-" where the build has no such counter).
+# inside the poll, holds, busy / judged pressure intervals; "-" where the build has
+# no such counter).
 #
 #   bash bench/haltpoll/cpu.sh [-r ROUNDS] [-s SECS] [--busy one|half] [SETTING ...]   (default: 0 50 200)
 #
@@ -54,7 +55,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "loadavg start $(cut -d' ' -f1-3 /proc/loadavg)"
 psi() { sed -n 's/^some .*total=\([0-9]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null || echo 0; }
 now_us() { echo $(( $(date +%s%N) / 1000 )); }
-printf 'round\tsetting\tsockperf_us\tcpu_sockperf_s\tpsi_sockperf_pct\tping_avg_us\tcpu_ping_s\tcpu_idle_s\thits\tmisses\tpolled_ms\tpreempted\tover_budget\thost_busy\tserved\n'
+printf 'round\tsetting\tsockperf_us\tcpu_sockperf_s\tpsi_sockperf_pct\tping_avg_us\tcpu_ping_s\tcpu_idle_s\thits\tmisses\tpolled_ms\tpreempted\tover_budget\thost_busy\tserved\tholds\tbusy_samples\n'
 for r in $(seq "$rounds"); do
   for setting in $list; do
     us=${setting%%,*}
@@ -99,10 +100,10 @@ YAML
     ip netns del $ns1; ip netns del $ns2
     [ -n "$busy" ] && busy_stop
     f() { echo "$st" | python3 -c "import json,sys; print(json.load(sys.stdin)['pollBeforeSleep'].get('$1', '-'))"; }
-    printf '%s\t%s\t%s\t%.2f\t%.1f\t%.0f\t%.2f\t%.2f\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\n' "$r" "$setting" "${sp:-nan}" \
+    printf '%s\t%s\t%s\t%.2f\t%.1f\t%.0f\t%.2f\t%.2f\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$setting" "${sp:-nan}" \
       "$(echo "($c1 - $c0) / $tck" | bc -l)" "$(echo "($p1 - $p0) * 100 / ($w1 - $w0)" | bc -l)" \
       "$(echo "${pg:-0} * 1000" | bc -l)" "$(echo "($c2 - $c1) / $tck" | bc -l)" \
-      "$(echo "($c3 - $c2) / $tck" | bc -l)" "$(f hits)" "$(f misses)" "$(f spinMs)" "$(f preempted)" "$(f overBudget)" "$(f hostBusy)" "$(f served)"
+      "$(echo "($c3 - $c2) / $tck" | bc -l)" "$(f hits)" "$(f misses)" "$(f spinMs)" "$(f preempted)" "$(f overBudget)" "$(f hostBusy)" "$(f served)" "$(f holds)" "$(f busySamples)/$(f samples)"
   done
 done
 echo "loadavg end $(cut -d' ' -f1-3 /proc/loadavg)"
