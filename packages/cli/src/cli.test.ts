@@ -237,6 +237,12 @@ describe('vswitch set / settings: poll before sleep', () => {
       pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 200, overrides: [],
       pollBeforeSleep: { windowUs: 20, hits: 7, misses: 3, spinMs: 0.25, overBudget: 0 },
     })).toBe('poll before sleep: up to 50 µs, budget 200 ms/s, window 20 µs, 7 hits / 3 misses, 0.3 ms polled');
+    // The sleeps left unpolled, by reason, the hits served inside the poll and the last CPU pressure it read.
+    expect(settingsLine({
+      pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 200, overrides: ['pollBeforeSleepUs'],
+      pollBeforeSleep: { windowUs: 40, hits: 9, misses: 1, spinMs: 2, overBudget: 3, hostBusy: 120, served: 8, pressurePermille: 255 },
+    })).toBe('poll before sleep: up to 50 µs, budget 200 ms/s, window 40 µs, 9 hits (8 served in the poll) / 1 misses, 2.0 ms polled, '
+      + '3 sleeps over budget, 120 sleeps unpolled (host busy), CPU pressure 25.5 % (set at runtime)');
     expect(settingsLine(undefined)).toBe('');
     expect(settingsLine({ pid: 1 })).toBe('');
   });

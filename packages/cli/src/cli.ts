@@ -101,18 +101,20 @@ export function daemonLine(ping: unknown): string {
 /** `show`'s line for the daemon-wide settings (daemon.show): poll before sleep, where it comes from. */
 export function settingsLine(v: unknown): string {
   const d = v as { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: number; overrides?: string[];
-    pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number };
+    pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number; hostBusy?: number; served?: number; pressurePermille?: number };
     tapWriteBatch?: { on: boolean; error: string | null; writes: number; flushes: number } } | null;
   if (!d || typeof d !== 'object' || d.pollBeforeSleepUs === undefined) return '';
   return pollLine(d) + tapWriteBatchLine(d.tapWriteBatch);
 }
 
 function pollLine(d: { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: number; overrides?: string[];
-  pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number } }): string {
+  pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number; hostBusy?: number; served?: number; pressurePermille?: number } }): string {
   const from = d.overrides?.length ? ' (set at runtime)' : '';
   if (d.pollBeforeSleepUs === 0) return `poll before sleep: off${from}`;
   const p = d.pollBeforeSleep;
-  const now = p ? `, window ${p.windowUs} µs, ${p.hits} hits / ${p.misses} misses, ${p.spinMs.toFixed(1)} ms polled${p.overBudget ? `, ${p.overBudget} sleeps over budget` : ''}` : '';
+  const now = p ? `, window ${p.windowUs} µs, ${p.hits} hits${p.served ? ` (${p.served} served in the poll)` : ''} / ${p.misses} misses, ${p.spinMs.toFixed(1)} ms polled`
+    + `${p.overBudget ? `, ${p.overBudget} sleeps over budget` : ''}${p.hostBusy ? `, ${p.hostBusy} sleeps unpolled (host busy)` : ''}`
+    + `${p.pressurePermille !== undefined && p.hostBusy !== undefined ? `, CPU pressure ${(p.pressurePermille / 10).toFixed(1)} %` : ''}` : '';
   return `poll before sleep: up to ${d.pollBeforeSleepUs} µs, budget ${d.pollBeforeSleepBudgetMs} ms/s${now}${from}`;
 }
 

@@ -36,6 +36,7 @@
 #include "flowcache.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +132,13 @@ struct nd_state {
   bool hp_waiting;
   uv_check_t hp_check;
   bool check_inited;
+  uv_idle_t hp_idle;  /* started after a poll served a batch to JS: the loop must not sleep before its check phase */
+  bool hp_serve;      /* serve a port the poll found from inside the poll (hp_before_sleep) */
+  int psi_fd;         /* /proc/pressure/cpu, opened with the first setting that polls; -1: none (no PSI) */
+  uint64_t js_calls;  /* calls into JS (call_js): a served batch that reached JS */
+  /* Handles by fd (fd_ids[fd] = id + 1), for the poll's events, which carry the fd (libuv's epoll data). */
+  int32_t *fd_ids;
+  int nfd_ids;
   /* Teardown. */
   napi_async_cleanup_hook_handle cleanup;
   int closing; /* uv handles still closing during teardown */
@@ -346,6 +354,15 @@ static nd_handle *handle_new(napi_env env, nd_state *st, int fd, int kind) {
     h->fd = fd;
     h->kind = kind;
     h->fair.quantum = ND_FAIR_QUANTUM_DEFAULT;
+    if (fd >= 0 && fd >= st->nfd_ids) {
+      int n = fd < 1024 ? 1024 : 2 * fd;
+      int32_t *m = realloc(st->fd_ids, (size_t)n * sizeof *m);
+      if (!m) { free(h); break; }
+      memset(m + st->nfd_ids, 0, (size_t)(n - st->nfd_ids) * sizeof *m);
+      st->fd_ids = m;
+      st->nfd_ids = n;
+    }
+    if (fd >= 0) st->fd_ids[fd] = id + 1;
     st->table[id] = h;
     st->next_id = (id + 1) % ND_MAX_HANDLES;
     return h;
@@ -374,6 +391,7 @@ static void handle_close(napi_env env, nd_handle *h) {
   /* The ring's registered file holds the TAP open: let it go with the fd. */
   if (h->ur_file && st->ur) nd_ur_set_file(st->ur, (unsigned)h->id, -1);
   h->ur_file = false;
+  if (h->fd >= 0 && h->fd < st->nfd_ids && st->fd_ids[h->fd] == h->id + 1) st->fd_ids[h->fd] = 0;
   /* uv_poll_stop already removed the fd from epoll, so closing it now is safe. */
   close(h->fd);
   h->fd = -1;
@@ -435,6 +453,7 @@ static void call_js(nd_handle *h, int32_t arg) {
   napi_handle_scope scope;
   napi_value cb, recv, argv, result;
   if (!h->cb) return;
+  h->st->js_calls++;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_status s = napi_generic_failure;
   if (napi_get_reference_value(env, h->cb, &cb) == napi_ok && cb &&
@@ -633,16 +652,21 @@ static void sparse_first(nd_state *st, nd_handle *b) {
 /* A handle is readable: its service (after the sparse handles', if it is backlogged). */
 static void hp_wake(nd_state *st, bool by_handle);
 
-static void on_poll(uv_poll_t *p, int status, int events) {
-  nd_handle *h = (nd_handle *)p;
+/* h is readable (libuv's poll, or poll before sleep's): its service, sparse handles first if it is backlogged. */
+static void serve_ready(nd_handle *h, int status) {
   nd_state *st = h->st;
-  if (st->hp_waiting) hp_wake(st, true);
   if (h->sparse && h->fair.backlogged && h->fair.quantum > 0 && status >= 0 && st->sparse_ep >= 0) {
     uint32_t gen = h->gen;
     sparse_first(st, h);
     if (h->gen != gen || !h->polling) return; /* JS stopped or closed h meanwhile */
   }
   serve_and_follow(h, status, !(h->early_turn != 0 && h->early_turn == st->turn));
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  nd_handle *h = (nd_handle *)p;
+  if (h->st->hp_waiting) hp_wake(h->st, true);
+  serve_ready(h, status);
 }
 
 /*
@@ -934,26 +958,59 @@ static uint64_t now_ns(void) {
  * daemon: the runqueue wait after the wake-up (~19 us median here) and the kernel's
  * return from epoll (~9 us) (bench/README "Latency: where a ping-pong goes"). If the
  * next frame comes within the window, probing libuv's own epoll set with a zero
- * timeout finds it without sleeping; the loop then returns to libuv, whose
- * epoll_wait returns at once and serves it through on_poll as always (same order,
- * fairness and generation checks: nothing here reads a handle). One syscall per
- * probe whatever the number of ports; level-triggered, so a probe consumes nothing.
- * Bounded by the window (nd_hp: adaptive, capped, and a CPU budget per second) and
- * by the loop's next timer: a timer or another handle waits at most the window.
- * Only when libuv would really sleep (uv_backend_timeout != 0).
+ * timeout finds it without sleeping. One syscall per probe whatever the number of
+ * ports; level-triggered, so a probe consumes nothing. Bounded by the window (nd_hp:
+ * adaptive, capped, a CPU budget per second, held while the host is busy) and by the
+ * loop's next timer: a timer or another handle waits at most the window. Only when
+ * libuv would really sleep (uv_backend_timeout != 0).
+ *
+ * What the probe found is served here (hp_serve), through serve_ready as on_poll
+ * would (the same fairness, sparse-first, generation and flow-cache paths), and the
+ * poll goes on with a fresh allowance: returning to libuv would cost an epoll_wait
+ * and the loop's check, timer and prepare phases per hit. Only an addon handle's
+ * plain readability is served so (libuv's event carries the fd: fd_ids); an error
+ * event, or another fd (a timer's, the control socket's), goes back to libuv, which
+ * finds it at once. The watchers stay untouched: libuv's epoll is level-triggered
+ * and its registrations are its own. A batch that reached JS ends the poll and keeps
+ * the loop from sleeping (hp_idle) until its check phase has run the ticks and
+ * microtasks the batch queued, as after on_poll; and libuv computes its timeout after
+ * this prepare callback, so timers or immediates JS set meanwhile are seen.
  */
+static void hp_sample(nd_state *st, uint64_t now) {
+  if (st->psi_fd < 0 || !nd_hp_sample_due(&st->hp, now)) return;
+  char buf[256];
+  ssize_t n = pread(st->psi_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return;
+  buf[n] = 0;
+  /* "some avg10=0.00 avg60=0.00 avg300=0.00 total=123\n..." */
+  const char *t = strstr(buf, "total=");
+  if (!t) return;
+  nd_hp_pressure(&st->hp, now, strtoull(t + 6, NULL, 10));
+}
+
+static void hp_idle_done(uv_idle_t *i) { uv_idle_stop(i); }
+
+static nd_handle *handle_by_fd(nd_state *st, int fd) {
+  if (fd < 0 || fd >= st->nfd_ids || st->fd_ids[fd] == 0) return NULL;
+  nd_handle *h = st->table[st->fd_ids[fd] - 1];
+  return h && h->fd == fd && h->polling ? h : NULL;
+}
+
 static void hp_before_sleep(nd_state *st) {
   int timeout = uv_backend_timeout(st->loop);
   if (timeout == 0) return;
   uint64_t t0 = now_ns();
-  uint64_t w = nd_hp_allowance(&st->hp, t0);
-  if (timeout > 0 && (uint64_t)timeout * 1000000ull < w) w = (uint64_t)timeout * 1000000ull;
+  uint64_t deadline = timeout > 0 ? t0 + (uint64_t)timeout * 1000000ull : UINT64_MAX;
   bool hit = false;
-  uint64_t t = t0;
-  if (w > 0) {
-    int fd = uv_backend_fd(st->loop);
+  int fd = uv_backend_fd(st->loop);
+  for (;;) {
+    if (st->hp.window_ns) hp_sample(st, t0);
+    uint64_t w = nd_hp_allowance(&st->hp, t0);
+    if (w > deadline - t0) w = deadline - t0;
+    if (w == 0) break;
     struct epoll_event ev;
     struct rusage r0, r1;
+    uint64_t t = t0;
     /* Involuntary context switches during the poll: a thread (a VM's) waited for this CPU. */
     getrusage(RUSAGE_THREAD, &r0);
     do {
@@ -963,6 +1020,21 @@ static void hp_before_sleep(nd_state *st) {
     } while (t - t0 < w);
     getrusage(RUSAGE_THREAD, &r1);
     nd_hp_polled(&st->hp, t - t0, hit, r1.ru_nivcsw != r0.ru_nivcsw);
+    if (!hit || !st->hp_serve) break;
+    nd_handle *h = (ev.events & ~(uint32_t)EPOLLIN) == 0 ? handle_by_fd(st, ev.data.fd) : NULL;
+    if (!h) break; /* libuv's to serve: it finds it at once */
+    /* A new round of the read loop, as a loop turn (on_turn). */
+    if (++st->turn == 0) st->turn = 1;
+    st->hp.served++;
+    uint64_t js = st->js_calls;
+    serve_ready(h, 0);
+    if (st->js_calls != js) {
+      if (!uv_is_active((uv_handle_t *)&st->hp_idle)) uv_idle_start(&st->hp_idle, hp_idle_done);
+      break; /* hit stays true: no sleep to time */
+    }
+    hit = false;
+    t0 = now_ns();
+    if (t0 >= deadline) break;
   }
   /* A hit: no sleep to time. Otherwise the block (poll + sleep) is timed until an
    * addon handle's poll (on_poll) or anything else (hp_on_check) wakes the loop. */
@@ -1002,7 +1074,7 @@ static void ensure_prep(nd_state *st) {
  * setPollBeforeSleep(maxUs, budgetMs[, holdOnPreemptForTest = true]): poll before
  * sleep with windows up to maxUs (0: off, at most ND_HP_MAX_US) and at most budgetMs
  * of polling per second. The third argument, false, is for tests on a loaded machine:
- * a preempted poll is counted but stops nothing.
+ * a preempted poll is counted but stops nothing, and the CPU pressure is not read.
  */
 static napi_value js_set_poll_before_sleep(napi_env env, napi_callback_info info) {
   nd_state *st = get_state(env);
@@ -1023,13 +1095,26 @@ static napi_value js_set_poll_before_sleep(napi_env env, napi_callback_info info
       st->hp_check.data = st;
       uv_check_start(&st->hp_check, hp_on_check);
       uv_unref((uv_handle_t *)&st->hp_check);
+      uv_idle_init(st->loop, &st->hp_idle);
+      st->hp_idle.data = st;
+      uv_unref((uv_handle_t *)&st->hp_idle);
       st->check_inited = true;
     }
+    if (st->psi_fd == -2) st->psi_fd = open("/proc/pressure/cpu", O_RDONLY | O_CLOEXEC);
+    if (st->psi_fd < 0) st->psi_fd = -1;
   }
   bool hold = true;
   if (argc >= 3 && napi_get_value_bool(env, argv[2], &hold) != napi_ok) hold = true;
   st->hp.no_hold = !hold;
-  nd_hp_configure(&st->hp, (uint32_t)max_us, (uint32_t)budget_ms * 1000);
+  /* Bench and tuning knobs (bench/haltpoll/cpu.sh): the pressure that holds polling
+   * (0: none, a preempted poll holds it for its second, as before s29), and serving
+   * from inside the poll (0: return to libuv). */
+  const char *e = getenv("VSWITCH_POLL_BUSY_PERMILLE");
+  uint32_t busy = e && *e ? (uint32_t)strtoul(e, NULL, 10) : ND_HP_BUSY_PERMILLE;
+  if (st->psi_fd < 0 || !hold) busy = 0; /* a test's loaded machine: nothing the host does stops polling */
+  e = getenv("VSWITCH_POLL_SERVE");
+  st->hp_serve = !(e && strcmp(e, "0") == 0);
+  nd_hp_configure(&st->hp, (uint32_t)max_us, (uint32_t)budget_ms * 1000, busy);
   if (max_us == 0) {
     st->hp.window_ns = 0;
     st->hp_waiting = false;
@@ -1042,7 +1127,10 @@ static napi_value hp_view(napi_env env, const nd_hp *hp) {
   struct { const char *k; double v; } f[] = {
     { "maxUs", hp->max_ns / 1e3 }, { "budgetMs", hp->budget_ns / 1e6 }, { "windowUs", hp->window_ns / 1e3 },
     { "spins", (double)hp->spins }, { "hits", (double)hp->hits }, { "misses", (double)hp->misses },
-    { "spinMs", hp->spin_ns / 1e6 }, { "overBudget", (double)hp->over_budget }, { "preempted", (double)hp->preempted },
+    { "spinMs", hp->spin_ns / 1e6 }, { "overBudget", (double)hp->over_budget }, { "hostBusy", (double)hp->host_busy },
+    { "preempted", (double)hp->preempted }, { "served", (double)hp->served },
+    { "busyPermille", (double)hp->busy_permille }, { "pressurePermille", (double)hp->pressure },
+    { "samples", (double)hp->samples }, { "busySamples", (double)hp->busy_samples }, { "holds", (double)hp->holds },
     { "grows", (double)hp->grows }, { "shrinks", (double)hp->shrinks },
   };
   CHECK(napi_create_object(env, &o));
@@ -1063,12 +1151,15 @@ static napi_value js_poll_before_sleep_stats(napi_env env, napi_callback_info in
  * steps [kind, x, y] (Float64Array, three numbers each): 0 = the loop would sleep at
  * time x ns (the result: the allowance), 1 = a poll of x ns ended, y bit 0 a hit,
  * bit 1 preempted, 2 =
- * woken after a block of x ns, y != 0 by a handle (the result: the window after).
+ * woken after a block of x ns, y != 0 by a handle (the result: the window after), 3 =
+ * a pressure sample at x ns with y us of stall in all, if one is due (the result:
+ * the interval's pressure per mille, -1 a baseline, -2 not due). busyPermille
+ * (optional, 0): the pressure that holds polling.
  * Returns { out: number[] (one per step), stats }.
  */
 static napi_value js_poll_before_sleep_for_test(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], res, out, v;
+  size_t argc = 4;
+  napi_value argv[4], res, out, v;
   int64_t max_us, budget_ms;
   napi_typedarray_type tt;
   size_t len;
@@ -1085,14 +1176,17 @@ static napi_value js_poll_before_sleep_for_test(napi_env env, napi_callback_info
   }
   const double *s = data;
   nd_hp hp = { 0 };
-  nd_hp_configure(&hp, (uint32_t)max_us, (uint32_t)budget_ms * 1000);
+  int64_t busy = 0;
+  if (argc >= 4 && !arg_int(env, argv[3], "busyPermille", 0, 1000, &busy)) return NULL;
+  nd_hp_configure(&hp, (uint32_t)max_us, (uint32_t)budget_ms * 1000, (uint32_t)busy);
   CHECK(napi_create_array_with_length(env, len / 3, &out));
   for (size_t i = 0; i < len / 3; i++) {
     double kind = s[3 * i], x = s[3 * i + 1], y = s[3 * i + 2];
     double r;
     if (kind == 0) r = (double)nd_hp_allowance(&hp, (uint64_t)x);
     else if (kind == 1) { nd_hp_polled(&hp, (uint64_t)x, ((int)y & 1) != 0, ((int)y & 2) != 0); r = (double)hp.window_ns; }
-    else { nd_hp_woke(&hp, (uint64_t)x, y != 0); r = (double)hp.window_ns; }
+    else if (kind == 2) { nd_hp_woke(&hp, (uint64_t)x, y != 0); r = (double)hp.window_ns; }
+    else r = nd_hp_sample_due(&hp, (uint64_t)x) ? (double)nd_hp_pressure(&hp, (uint64_t)x, (uint64_t)y) : -2;
     CHECK(napi_create_double(env, r, &v));
     CHECK(napi_set_element(env, out, (uint32_t)i, v));
   }
@@ -2454,6 +2548,7 @@ static void teardown_step(nd_state *st) {
   nd_vxtx_free(st->vxtx);
   nd_fc_free(st->fc);
   nd_ur_free(st->ur);
+  free(st->fd_ids);
   free(st->table);
   free(st);
 }
@@ -2492,9 +2587,12 @@ static void on_env_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
     uv_close((uv_handle_t *)&st->turn_prep, on_timer_closed);
   }
   if (st->check_inited) {
-    st->closing++;
+    st->closing += 2;
     uv_close((uv_handle_t *)&st->hp_check, on_timer_closed);
+    uv_close((uv_handle_t *)&st->hp_idle, on_timer_closed);
   }
+  if (st->psi_fd >= 0) close(st->psi_fd);
+  st->psi_fd = -1;
   if (st->sparse_ep >= 0) close(st->sparse_ep);
   st->sparse_ep = -1;
   teardown_step(st);
@@ -2509,7 +2607,8 @@ NAPI_MODULE_INIT() {
   }
   st->env = env;
   st->sparse_ep = -1;
-  nd_hp_configure(&st->hp, 0, 200 * 1000); /* off; the daemon's default budget (config.ts) */
+  st->psi_fd = -2; /* not opened yet */
+  nd_hp_configure(&st->hp, 0, 200 * 1000, 0); /* off; the daemon's default budget (config.ts) */
   if (napi_get_uv_event_loop(env, &st->loop) != napi_ok ||
       napi_set_instance_data(env, st, NULL, NULL) != napi_ok ||
       napi_add_async_cleanup_hook(env, on_env_cleanup, st, &st->cleanup) != napi_ok) {

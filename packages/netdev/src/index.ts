@@ -132,10 +132,22 @@ export interface PollBeforeSleepStats {
   misses: number;
   /** Time spent polling, ms. */
   spinMs: number;
-  /** Sleeps not polled because the second's budget was spent, or a poll was preempted in it. */
+  /** Sleeps not polled because the second's budget was spent. */
   overBudget: number;
-  /** Polls the scheduler preempted (another thread wanted the CPU): each stops polling for the rest of its second. */
+  /** Sleeps not polled because the host was busy: the hold after a preempted poll, or the CPU pressure at or over busyPermille. */
+  hostBusy: number;
+  /** Polls the scheduler preempted (another thread wanted the CPU): each starts a hold (without PSI: none for the rest of its second). */
   preempted: number;
+  /** Hits served from inside the poll (not by a return to libuv's epoll_wait). */
+  served: number;
+  /** The host's CPU pressure (PSI some, per mille of a ~4 ms interval) that holds polling; 0: not used (no /proc/pressure/cpu). */
+  busyPermille: number;
+  /** The last interval's pressure, per mille; samples: intervals judged; busySamples: those at or over busyPermille. */
+  pressurePermille: number;
+  samples: number;
+  busySamples: number;
+  /** Holds started (a busy interval or a preempted poll, with the pressure signal): 8 ms, doubling with each in a row up to 1 s. */
+  holds: number;
   /** Window changes: grown (a short sleep ended by a port), shrunk (a long sleep after a poll). */
   grows: number;
   shrinks: number;
@@ -280,7 +292,7 @@ interface Native {
   setPollBeforeSleep(maxUs: number, budgetMs: number, holdOnPreemptForTest?: boolean): void;
   pollBeforeSleepStats(): PollBeforeSleepStats;
   setTapWriteBatch(on: boolean): { on: boolean; error: string | null };
-  pollBeforeSleepForTest(maxUs: number, budgetMs: number, steps: Float64Array): { out: number[]; stats: PollBeforeSleepStats };
+  pollBeforeSleepForTest(maxUs: number, budgetMs: number, steps: Float64Array, busyPermille?: number): { out: number[]; stats: PollBeforeSleepStats };
   setTapGro(on: boolean): void;
   setUdpGro(handle: number, on: boolean): boolean;
   setUdpRecvTos(handle: number, on: boolean): boolean;
@@ -551,9 +563,14 @@ export const POLL_BEFORE_SLEEP_MAX_US = 1000;
  * window adapts (haltpoll.c): it grows from 10 µs, doubling up to maxUs, after a
  * short sleep ended by a port; it halves (to 0 below 10 µs) after a poll that found
  * nothing followed by a sleep longer than maxUs. At most budgetMs of polling per
- * second, and none for the rest of a second in which the scheduler preempted a poll
- * (an involuntary context switch: a VM's thread wanted the CPU; the window restarts
- * from 0). maxUs 0 turns it off; maxUs 0-1000, budgetMs 1-1000 (RangeError otherwise).
+ * second. It holds (8 ms, doubling with each busy sign in a row up to 1 s, halving
+ * with each calm interval) when the host's CPU pressure (/proc/pressure/cpu "some",
+ * read at most every 4 ms while polling) was 20 % or more over an interval it polled
+ * in, or when the scheduler preempted a poll (an involuntary context switch: a VM's
+ * thread wanted the CPU; the window restarts from 0); without PSI a preempted poll
+ * stops polling for the rest of its second. What a poll finds on a port is served
+ * from inside the poll.
+ * maxUs 0 turns it off; maxUs 0-1000, budgetMs 1-1000 (RangeError otherwise).
  */
 export const setPollBeforeSleep: Native['setPollBeforeSleep'] = native.setPollBeforeSleep;
 export const pollBeforeSleepStats: Native['pollBeforeSleepStats'] = native.pollBeforeSleepStats;

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -205,12 +205,22 @@ describe('metrics registry', () => {
       expect(s.get('vswitch_poll_before_sleep_total{outcome="over_budget"}')).toBeGreaterThanOrEqual(0);
       expect(s.get('vswitch_poll_before_sleep_seconds_total')).toBeGreaterThanOrEqual(0);
       expect(s.get('vswitch_poll_before_sleep_preempted_total')).toBeGreaterThanOrEqual(0);
+      // Each reason a sleep went unpolled is its own outcome; the pressure's samples by verdict.
+      expect(s.get('vswitch_poll_before_sleep_total{outcome="host_busy"}')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_poll_before_sleep_served_total')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_poll_before_sleep_holds_total')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_poll_before_sleep_pressure_samples_total{verdict="calm"}')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_poll_before_sleep_pressure_samples_total{verdict="busy"}')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_poll_before_sleep_pressure_ratio')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_poll_before_sleep_busy_pressure_ratio')).toBe(0); // off: not used
       expect(() => sw.daemonSet({ pollBeforeSleepUs: 1001 })).toThrow(/pollBeforeSleepUs must be a whole number 0-1000/);
       expect(() => sw.daemonSet({})).toThrow(/nothing to set/);
       expect(sw.daemonSet({ pollBeforeSleepUs: 40, pollBeforeSleepBudgetMs: 10 })).toMatchObject({ pollBeforeSleepUs: 40, pollBeforeSleepBudgetMs: 10 });
       s = parse(await reg.metrics());
       expect(s.get('vswitch_poll_before_sleep_max_seconds')).toBe(40e-6);
       expect(s.get('vswitch_poll_before_sleep_budget_seconds')).toBe(0.01);
+      // On: the CPU pressure that holds it (20 %), where the host has PSI.
+      expect(s.get('vswitch_poll_before_sleep_busy_pressure_ratio')).toBe(existsSync('/proc/pressure/cpu') ? 0.2 : 0);
       expect([...(sw.daemonView().overrides as string[])].sort()).toEqual(['pollBeforeSleepBudgetMs', 'pollBeforeSleepUs']);
     } finally {
       sw.close();

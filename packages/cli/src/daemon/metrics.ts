@@ -394,16 +394,37 @@ export function createMetricsRegistry(
     'At most this much polling per second of the clock (pollBeforeSleepBudgetMs, vswitch set poll-budget-ms).',
     [], (emit) => emit({}, pollBeforeSleepStats().budgetMs / 1e3));
   counter('vswitch_poll_before_sleep_total',
-    'Polls before a sleep by outcome: hit (found work, no sleep), miss (nothing: the loop slept after), over_budget (not polled: the second\'s budget spent).',
+    'Polls before a sleep by outcome: hit (found work, no sleep), miss (nothing: the loop slept after), '
+    + 'over_budget (not polled: the second\'s budget spent), host_busy (not polled: the host\'s CPU pressure, or a preempted poll\'s hold).',
     ['outcome'], (emit) => {
       const s = pollBeforeSleepStats();
       emit({ outcome: 'hit' }, s.hits);
       emit({ outcome: 'miss' }, s.misses);
       emit({ outcome: 'over_budget' }, s.overBudget);
+      emit({ outcome: 'host_busy' }, s.hostBusy);
     });
+  counter('vswitch_poll_before_sleep_served_total',
+    'Hits served from inside the poll (not by a return to the event loop\'s epoll_wait).',
+    [], (emit) => emit({}, pollBeforeSleepStats().served));
   counter('vswitch_poll_before_sleep_preempted_total',
-    'Polls the scheduler preempted (another thread wanted the CPU): each one stops polling for the rest of its second.',
+    'Polls the scheduler preempted (another thread wanted the CPU): each starts a hold (8 ms, doubling with each busy sign in a row; without PSI: none for the rest of its second).',
     [], (emit) => emit({}, pollBeforeSleepStats().preempted));
+  gauge('vswitch_poll_before_sleep_busy_pressure_ratio',
+    'The host\'s CPU pressure (PSI some, share of an interval) at or over which polling holds; 0: not used (no /proc/pressure/cpu, or polling off).',
+    [], (emit) => emit({}, pollBeforeSleepStats().busyPermille / 1000));
+  gauge('vswitch_poll_before_sleep_pressure_ratio',
+    'The host\'s CPU pressure (PSI some) over the last interval polling read it (every ~4 ms while it polls).',
+    [], (emit) => emit({}, pollBeforeSleepStats().pressurePermille / 1000));
+  counter('vswitch_poll_before_sleep_pressure_samples_total',
+    'CPU pressure intervals judged, by verdict: calm (polling allowed) or busy (held).',
+    ['verdict'], (emit) => {
+      const s = pollBeforeSleepStats();
+      emit({ verdict: 'calm' }, s.samples - s.busySamples);
+      emit({ verdict: 'busy' }, s.busySamples);
+    });
+  counter('vswitch_poll_before_sleep_holds_total',
+    'Holds polling started for a busy host (a busy pressure interval, or a preempted poll): 8 ms, doubling with each in a row up to 1 s.',
+    [], (emit) => emit({}, pollBeforeSleepStats().holds));
   counter('vswitch_poll_before_sleep_seconds_total',
     'CPU time the event loop spent polling before sleeps, seconds.',
     [], (emit) => emit({}, pollBeforeSleepStats().spinMs / 1000));
