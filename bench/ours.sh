@@ -63,6 +63,14 @@ pline=""
 [ -n "${VSWITCH_BENCH_POLL_US:-}" ] && pline="pollBeforeSleepUs: $VSWITCH_BENCH_POLL_US"
 [ -n "${VSWITCH_BENCH_POLL_BUDGET:-}" ] && pline="$pline
 pollBeforeSleepBudgetMs: $VSWITCH_BENCH_POLL_BUDGET"
+# VSWITCH_BENCH_TAP_WRITE_BATCH=true|false: the daemon's tapWriteBatch (README "Batched TAP
+# writes"); unset: the default.
+case ${VSWITCH_BENCH_TAP_WRITE_BATCH:-} in
+  "") ;;
+  true|false) pline="$pline
+tapWriteBatch: $VSWITCH_BENCH_TAP_WRITE_BATCH" ;;
+  *) echo "ours.sh: VSWITCH_BENCH_TAP_WRITE_BATCH must be true or false, got $VSWITCH_BENCH_TAP_WRITE_BATCH" >&2; exit 2 ;;
+esac
 # The VMs' addresses: anchors.sh's IP1/IP2.
 gline1="" gline2=""
 case ${VSWITCH_BENCH_GUARD:-} in

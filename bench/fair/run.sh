@@ -31,8 +31,9 @@
 #               runs the daemon's default, the cache on (README "Flow cache"): A->B's
 #               known-unicast frames are replayed in C without entering JS
 #   ours-fc     the cache written out on (`flowCache: true`; = ours since the default)
-#   ours-uring  ours with VSWITCH_TAP_WRITE_BATCH=1 (experimental: the cache's replays of one
-#               read batch written through io_uring; bench/README.md "Batched TAP I/O")
+#   ours-uring  ours with `tapWriteBatch: true` (the cache's replays of one read batch written
+#               through io_uring; the default since s29; bench/README.md "Batched TAP I/O")
+#   ours-nouring ours with `tapWriteBatch: false` (one writev per replayed frame)
 #   kbridge     the Linux bridge, veth pairs
 #   ovs-tso     Open vSwitch's userspace (netdev) datapath, TAP ports, userspace TSO on
 #   ovs         the same without TSO
@@ -117,6 +118,7 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
   ip -n $NSW link set lo up
   mkdir -p "$RUN/state"
   {
+    [ -n "$TWB" ] && echo "tapWriteBatch: $TWB"
     echo "bridges:"
     echo "  br0:"
     case $q in
@@ -136,7 +138,7 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
   [ -n "$probe_dir" ] && pre=(-r "$here/probe.cjs")
   # --perf-basic-prof turns V8's logger on: its log goes to the perf directory, not the working one.
   [ -n "$perf_dir" ] && pre+=(--perf-basic-prof --no-logfile-per-isolate "--logfile=$perf_dir/$ROUND-$CUR_NAME.v8.log") metrics=127.0.0.1:9464
-  ip netns exec $NSW env ${TWB:+VSWITCH_TAP_WRITE_BATCH=$TWB} FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node "${pre[@]}" "$@" "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics $metrics \
+  ip netns exec $NSW env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node "${pre[@]}" "$@" "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics $metrics \
     --state-dir "$RUN/state" --log-level warn </dev/null >>"$RUN/switch.log" 2>&1 &
   SW_PIDS+=("$!")
   taps_move && vms_conf
@@ -169,7 +171,8 @@ down_ovs() { local i ns; for i in 3 4; do for ns in $NSW bAvm$i; do ip -n $ns li
 topo_up() {
   SPARSE="" TWB=""
   case ${1%@*} in
-    ours-uring) TWB=1 up_ours "" "" ;;
+    ours-uring) TWB=true up_ours "" "" ;;
+    ours-nouring) TWB=false up_ours "" "" ;;
     ours-sparse) SPARSE=true up_ours "" "" ;;
     ours-nosparse) SPARSE=false up_ours "" "" ;;
     ours) up_ours "" "" ;;

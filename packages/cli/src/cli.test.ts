@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { buildProgram, daemonLine, dupText, parsePollBudget, parsePollUs, settingsLine, evpnGr, evpnLimit, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
+import { buildProgram, daemonLine, dupText, parseOnOff, parsePollBudget, parsePollUs, settingsLine, evpnGr, evpnLimit, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
 import { commandTree, leafCommands } from './docs.js';
 import { VERSION } from './version.js';
 
@@ -245,5 +245,20 @@ describe('vswitch set / settings: poll before sleep', () => {
       + '3 sleeps over budget, 120 sleeps unpolled (host busy), CPU pressure 25.5 % (set at runtime)');
     expect(settingsLine(undefined)).toBe('');
     expect(settingsLine({ pid: 1 })).toBe('');
+  });
+
+  it('tap-write-batch on|off, and its line: off, on with its counters, or unavailable with the reason', () => {
+    expect(parseOnOff('tap-write-batch', 'on')).toBe(true);
+    expect(parseOnOff('tap-write-batch', 'off')).toBe(false);
+    for (const bad of ['true', '1', '', 'ON']) expect(() => parseOnOff('tap-write-batch', bad)).toThrow(UsageError);
+    const base = { pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200 };
+    const twb = (want: boolean, on: boolean, error: string | null) => ({ want, on, error, writes: 300, flushes: 20 });
+    expect(settingsLine({ ...base, overrides: [], tapWriteBatch: twb(false, false, null) }))
+      .toBe('poll before sleep: off\ntap write batch: off');
+    // Only the setting the CLI changed says so.
+    expect(settingsLine({ ...base, overrides: ['tapWriteBatch'], tapWriteBatch: twb(true, true, null) }))
+      .toBe('poll before sleep: off\ntap write batch: io_uring, 300 replayed frames in 20 flushes (set at runtime)');
+    expect(settingsLine({ ...base, overrides: [], tapWriteBatch: twb(true, false, 'EPERM') }))
+      .toBe('poll before sleep: off\ntap write batch: unavailable (EPERM), writev');
   });
 });

@@ -102,14 +102,14 @@ export function daemonLine(ping: unknown): string {
 export function settingsLine(v: unknown): string {
   const d = v as { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: number; overrides?: string[];
     pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number; hostBusy?: number; served?: number; pressurePermille?: number };
-    tapWriteBatch?: { on: boolean; error: string | null; writes: number; flushes: number } } | null;
+    tapWriteBatch?: TapWriteBatchView } | null;
   if (!d || typeof d !== 'object' || d.pollBeforeSleepUs === undefined) return '';
-  return pollLine(d) + tapWriteBatchLine(d.tapWriteBatch);
+  return pollLine(d) + tapWriteBatchLine(d.tapWriteBatch, d.overrides?.includes('tapWriteBatch') ? ' (set at runtime)' : '');
 }
 
 function pollLine(d: { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: number; overrides?: string[];
   pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number; hostBusy?: number; served?: number; pressurePermille?: number } }): string {
-  const from = d.overrides?.length ? ' (set at runtime)' : '';
+  const from = d.overrides?.some((k) => k.startsWith('pollBeforeSleep')) ? ' (set at runtime)' : '';
   if (d.pollBeforeSleepUs === 0) return `poll before sleep: off${from}`;
   const p = d.pollBeforeSleep;
   const now = p ? `, window ${p.windowUs} µs, ${p.hits} hits${p.served ? ` (${p.served} served in the poll)` : ''} / ${p.misses} misses, ${p.spinMs.toFixed(1)} ms polled`
@@ -118,11 +118,20 @@ function pollLine(d: { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: num
   return `poll before sleep: up to ${d.pollBeforeSleepUs} µs, budget ${d.pollBeforeSleepBudgetMs} ms/s${now}${from}`;
 }
 
-/** The experimental batched TAP writes (VSWITCH_TAP_WRITE_BATCH): a line only when asked for. */
-function tapWriteBatchLine(t: { on: boolean; error: string | null; writes: number; flushes: number } | undefined): string {
-  if (!t || (!t.on && !t.error)) return '';
-  if (!t.on) return `\ntap write batch: unavailable (${t.error}), writev`;
-  return `\ntap write batch: io_uring, ${t.writes} replayed frames in ${t.flushes} flushes`;
+interface TapWriteBatchView { want?: boolean; on: boolean; error: string | null; writes: number; flushes: number }
+
+/** Batched TAP writes (tapWriteBatch, `set tap-write-batch`): what is wanted, and what io_uring allowed. */
+function tapWriteBatchLine(t: TapWriteBatchView | undefined, from: string): string {
+  if (!t) return '';
+  if (t.want === false || (t.want === undefined && !t.on && !t.error)) return `\ntap write batch: off${from}`;
+  if (!t.on) return `\ntap write batch: unavailable (${t.error}), writev${from}`;
+  return `\ntap write batch: io_uring, ${t.writes} replayed frames in ${t.flushes} flushes${from}`;
+}
+
+/** `set tap-write-batch on|off`. */
+export function parseOnOff(key: string, s: string): boolean {
+  if (s !== 'on' && s !== 'off') throw new UsageError(`bad ${key} '${s}' (on or off)`);
+  return s === 'on';
 }
 
 /** `set poll-us N|off`: a window in µs, 0-1000 (off = 0). */
@@ -663,20 +672,22 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       await call('bridge.loop', args);
     });
 
-  const setKw: KeywordSpec = { values: { 'poll-us': { name: 'N|off' }, 'poll-budget-ms': { name: 'MS' } }, flags: [] };
-  keywords(program.command('set').argument('<words...>').usage('[poll-us N|off] [poll-budget-ms MS]')
+  const setKw: KeywordSpec = { values: { 'poll-us': { name: 'N|off' }, 'poll-budget-ms': { name: 'MS' }, 'tap-write-batch': { name: 'on|off' } }, flags: [] };
+  keywords(program.command('set').argument('<words...>').usage('[poll-us N|off] [poll-budget-ms MS] [tap-write-batch on|off]')
     .description('daemon-wide settings at runtime (kept across restarts, as every change): poll before sleep, the largest window '
       + 'in microseconds (0-1000; off, the default: 0) the event loop polls its ports before it sleeps, adaptive as KVM\'s halt polling, '
-      + 'and at most how many milliseconds per second it may poll (1-1000, 200 by default)'), setKw)
+      + 'and at most how many milliseconds per second it may poll (1-1000, 200 by default); tap-write-batch: the flow cache\'s '
+      + 'replays of one read batch written through io_uring in one call'), setKw)
     .action(async (list: string[]) => {
       const w = words(list, setKw);
       const args: Record<string, unknown> = {};
       if (w['poll-us'] !== undefined) args.pollBeforeSleepUs = parsePollUs(w['poll-us'] as string);
       if (w['poll-budget-ms'] !== undefined) args.pollBeforeSleepBudgetMs = parsePollBudget(w['poll-budget-ms'] as string);
-      if (Object.keys(args).length === 0) throw new UsageError('nothing to set: poll-us or poll-budget-ms');
+      if (w['tap-write-batch'] !== undefined) args.tapWriteBatch = parseOnOff('tap-write-batch', w['tap-write-batch'] as string);
+      if (Object.keys(args).length === 0) throw new UsageError('nothing to set: poll-us, poll-budget-ms or tap-write-batch');
       await call('daemon.set', args);
     });
-  program.command('settings').addOption(json()).description('daemon-wide settings (vswitch set), where they come from, and poll before sleep\'s window and counters')
+  program.command('settings').addOption(json()).description('daemon-wide settings (vswitch set), where they come from, poll before sleep\'s window and counters, batched TAP writes')
     .action(async () => {
       print(await call('daemon.show'), asJson(), (d) => settingsLine(d) + '\n');
     });

@@ -13,6 +13,9 @@ import { VxlanSchema } from './vxlan-config.js';
 import { ReadFramesSchema, ReadQuantumSchema, ReadShareSchema } from './read-share-config.js';
 import { EvpnSchema } from './evpn-config.js';
 import { checkDhcp6 } from './daemon/dhcp6.js';
+
+/** Batched TAP writes through io_uring (README "Batched TAP writes"), unless the file or `vswitch set` says otherwise. */
+export const TAP_WRITE_BATCH_DEFAULT = true;
 import { forward6Problem } from './daemon/forward6.js';
 
 const RCVBUF_MSG = 'must be auto or bytes (65536 to 1073741824)';
@@ -426,6 +429,11 @@ export const ConfigSchema = z.strictObject({
   /** ... at most this many ms of polling per second (the CPU it may take from the VMs). */
   pollBeforeSleepBudgetMs: z.number().int('must be a whole number of milliseconds').min(1, 'must be 1 to 1000')
     .max(1000, 'must be 1 to 1000').default(200),
+  /**
+   * Batched TAP writes (README "Batched TAP writes"): the flow cache's replays of one read
+   * batch written through io_uring, one call for the batch instead of one writev each.
+   */
+  tapWriteBatch: z.boolean().default(TAP_WRITE_BATCH_DEFAULT),
   /** true: the daemon starts a session of its own (setsid), its own scheduling group under autogroups (daemon/session.ts); unset: as started. */
   ownSession: z.boolean().optional(),
   bridges: z.record(BridgeName, BridgeSchema).default({}),

@@ -229,6 +229,28 @@ describe('metrics registry', () => {
     expect(parse(await reg.metrics()).get('vswitch_poll_before_sleep_max_seconds')).toBe(0);
   });
 
+  it('batched TAP writes: the switch in force, its counters; vswitch set turns it on and off; bad values refused', async () => {
+    const { sw } = makeSwitch();
+    const reg = createMetricsRegistry(sw, { defaultMetrics: false });
+    try {
+      let s = parse(await reg.metrics());
+      // What the switch was told (a Vswitch applies its default with its first config).
+      expect(s.get('vswitch_tap_write_batch_enabled')).toBe(sw.tapWriteBatchOn ? 1 : 0);
+      for (const m of ['frames', 'flushes', 'unsent']) expect(s.get(`vswitch_tap_write_batch_${m}_total`)).toBeGreaterThanOrEqual(0);
+      expect(() => sw.daemonSet({ tapWriteBatch: 1 as unknown as boolean })).toThrow(/tapWriteBatch must be true or false/);
+      expect(sw.daemonSet({ tapWriteBatch: true }).tapWriteBatch).toMatchObject({ want: true, on: true, error: null });
+      expect(parse(await reg.metrics()).get('vswitch_tap_write_batch_enabled')).toBe(1);
+      expect(sw.daemonSet({ tapWriteBatch: false }).tapWriteBatch).toMatchObject({ want: false, on: false });
+      s = parse(await reg.metrics());
+      expect(s.get('vswitch_tap_write_batch_enabled')).toBe(0);
+      sw.daemonSet({ tapWriteBatch: true });
+    } finally {
+      sw.close();
+    }
+    // Closing turns it off: the addon's ring is the process's.
+    expect(parse(await reg.metrics()).get('vswitch_tap_write_batch_enabled')).toBe(0);
+  });
+
   it('includes the standard process metrics', async () => {
     const sw = new Vswitch(log);
     const text = await createMetricsRegistry(sw).metrics();

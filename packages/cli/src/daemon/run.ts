@@ -59,8 +59,6 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   // Refused before anything is built: a second daemon must not touch the first one's TAPs.
   await prepareControlPath(socketPath);
   const sw = new Vswitch(log);
-  const twb = process.env.VSWITCH_TAP_WRITE_BATCH;
-  if (twb !== undefined && twb !== '' && twb !== '0') sw.setTapWriteBatch(true);
   sw.apply(cfg);
   if (sw.routers.size > 0) {
     const k = hostKey(cfg.stateDir);

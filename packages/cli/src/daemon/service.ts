@@ -197,6 +197,7 @@ export class Vswitch {
     }
     this.#desired = { ...this.#desired, daemon: off };
     if (this.#tapWriteBatch.on) this.#tapWriteBatch = setTapWriteBatch(false);
+    this.#tapWriteBatchSet = undefined;
     this.evpn.close();
     this.vxlan.close();
     clearInterval(this.#ticker);
@@ -383,10 +384,10 @@ export class Vswitch {
 
   /**
    * Control command `set` (daemon-wide settings, kept across restarts as every
-   * change): poll before sleep's window and budget. Returns the settings in force.
+   * change): poll before sleep's window and budget, batched TAP writes. Returns the settings in force.
    */
   daemonSet(set: Partial<DaemonSettings>): Record<string, unknown> {
-    const want = DAEMON_SETTINGS.filter((k) => set[k] !== undefined).map((k) => [k, set[k]!] as const);
+    const want = DAEMON_SETTINGS.filter((k) => set[k] !== undefined).map((k) => [k, set[k] as number | boolean] as const);
     if (want.length === 0) throw new VswitchError('EINVAL', `nothing to set (${DAEMON_SETTINGS.join(', ')})`);
     for (const [k, v] of want) {
       const why = daemonSettingProblem(k, v);
@@ -405,23 +406,17 @@ export class Vswitch {
     return {
       pollBeforeSleepUs: d.pollBeforeSleepUs, pollBeforeSleepBudgetMs: d.pollBeforeSleepBudgetMs,
       overrides: [...d.overrides], pollBeforeSleep: pollBeforeSleepStats(),
-      tapWriteBatch: { ...this.#tapWriteBatch, flushes: n.uringFlushes, writes: n.uringWrites, enters: n.uringEnters, unsent: n.uringUnsent },
+      tapWriteBatch: { want: d.tapWriteBatch, ...this.#tapWriteBatch, flushes: n.uringFlushes, writes: n.uringWrites, enters: n.uringEnters, unsent: n.uringUnsent },
     };
   }
 
+  /** What the addon has in force (`want` is the desired state's), and what it was last told (undefined: nothing yet). */
   #tapWriteBatch: { on: boolean; error: string | null } = { on: false, error: null };
+  #tapWriteBatchSet: boolean | undefined;
 
-  /**
-   * Experimental, off by default (VSWITCH_TAP_WRITE_BATCH=1 at the daemon's start): the flow
-   * cache's replays of one read batch written through io_uring in one call (packages/netdev
-   * setTapWriteBatch; bench/README.md "Batched TAP writes through io_uring"). Logged and in
-   * `show`; falls back to writev, with the reason, when io_uring is unavailable.
-   */
-  setTapWriteBatch(on: boolean): { on: boolean; error: string | null } {
-    this.#tapWriteBatch = setTapWriteBatch(on);
-    const level = on && !this.#tapWriteBatch.on ? 'warn' : 'info';
-    this.log[level]({ event: 'tap_write_batch', want: on, ...this.#tapWriteBatch }, 'tap_write_batch');
-    return this.#tapWriteBatch;
+  /** Batched TAP writes in force (metrics). */
+  get tapWriteBatchOn(): boolean {
+    return this.#tapWriteBatch.on;
   }
 
   /** Control command port.recover: opens a port shut by loop protection now. */
@@ -934,13 +929,33 @@ export class Vswitch {
 
   /** Daemon-wide settings that changed: applied to the addon (nothing there can fail: the values were checked), logged. */
   #applyDaemon(prev: DaemonSettings, next: DaemonSettings & { overrides: DaemonSetting[] }, mode: Mode): string[] {
-    if (prev.pollBeforeSleepUs === next.pollBeforeSleepUs && prev.pollBeforeSleepBudgetMs === next.pollBeforeSleepBudgetMs) return [];
+    const done = this.#applyTapWriteBatch(next, mode);
+    if (prev.pollBeforeSleepUs === next.pollBeforeSleepUs && prev.pollBeforeSleepBudgetMs === next.pollBeforeSleepBudgetMs) return done;
     setPollBeforeSleep(next.pollBeforeSleepUs, next.pollBeforeSleepBudgetMs);
     this.log.info({
       event: 'poll_before_sleep_set', maxUs: next.pollBeforeSleepUs, budgetMs: next.pollBeforeSleepBudgetMs, mode,
       source: next.overrides.length > 0 ? 'runtime' : 'config',
     }, 'poll_before_sleep_set');
-    return [`poll-before-sleep ${next.pollBeforeSleepUs === 0 ? 'off' : `${next.pollBeforeSleepUs}us`} budget ${next.pollBeforeSleepBudgetMs}ms`];
+    return [...done, `poll-before-sleep ${next.pollBeforeSleepUs === 0 ? 'off' : `${next.pollBeforeSleepUs}us`} budget ${next.pollBeforeSleepBudgetMs}ms`];
+  }
+
+  /**
+   * Batched TAP writes (packages/netdev setTapWriteBatch, README "Batched TAP writes"): the
+   * flow cache's replays of one read batch through io_uring in one call. Compared with what
+   * the addon was last told, not with the previous desired state: at start the addon is off
+   * whatever the default. When io_uring cannot be set up the writes stay on writev, logged
+   * at warn with the reason and shown by `settings`.
+   */
+  #applyTapWriteBatch(next: DaemonSettings & { overrides: DaemonSetting[] }, mode: Mode): string[] {
+    const on = next.tapWriteBatch;
+    if (this.#tapWriteBatchSet === on) return [];
+    this.#tapWriteBatchSet = on;
+    this.#tapWriteBatch = setTapWriteBatch(on);
+    const level = on && !this.#tapWriteBatch.on ? 'warn' : 'info';
+    this.log[level]({
+      event: 'tap_write_batch', want: on, ...this.#tapWriteBatch, mode, source: next.overrides.includes('tapWriteBatch') ? 'runtime' : 'config',
+    }, 'tap_write_batch');
+    return [`tap-write-batch ${on ? (this.#tapWriteBatch.on ? 'on' : `unavailable (${this.#tapWriteBatch.error})`) : 'off'}`];
   }
 
   #newBridge(name: string, b: { ageing: number; maxMacs: number; loop?: LoopConf; flowCache?: boolean }): Bridge {

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigSchema, type Config } from '../config.js';
+import { ConfigSchema, type Config, TAP_WRITE_BATCH_DEFAULT } from '../config.js';
 import {
   canonSpec, effective, emptyDesired, emptyOverlay, fdbKey, loadOverlay, parseOverlay, planChanges, rebase, resKey, routerDiff,
   loopKey, saveOverlay, serializeOverlay, settingKey, withEntry, type Overlay,
@@ -584,9 +584,9 @@ describe('daemon-wide settings (vswitch set: poll before sleep, README "Poll bef
   const withPoll = (extra: Record<string, unknown> = {}): Config => ConfigSchema.parse({ ...extra, bridges: {} });
 
   it('off by default (0 µs, budget 200 ms/s); the file\'s keys apply; out-of-range values are refused by the schema', () => {
-    expect(effective(withPoll(), emptyOverlay()).desired.daemon).toEqual({ pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200, overrides: [] });
+    expect(effective(withPoll(), emptyOverlay()).desired.daemon).toEqual({ pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200, tapWriteBatch: TAP_WRITE_BATCH_DEFAULT, overrides: [] });
     expect(effective(withPoll({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 100 }), emptyOverlay()).desired.daemon)
-      .toEqual({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 100, overrides: [] });
+      .toEqual({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 100, tapWriteBatch: TAP_WRITE_BATCH_DEFAULT, overrides: [] });
     expect(() => withPoll({ pollBeforeSleepUs: 1001 })).toThrow(/0 \(off\) to 1000/);
     expect(() => withPoll({ pollBeforeSleepUs: -1 })).toThrow(/0 \(off\) to 1000/);
     expect(() => withPoll({ pollBeforeSleepUs: 2.5 })).toThrow(/whole number/);
@@ -598,7 +598,7 @@ describe('daemon-wide settings (vswitch set: poll before sleep, README "Poll bef
     const ov = withEntry(emptyOverlay(), f, 'daemon', 'pollBeforeSleepUs', 50);
     expect(ov.daemon.pollBeforeSleepUs).toEqual({ value: 50, base: 0 });
     const d = effective(f, ov);
-    expect(d.desired.daemon).toEqual({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 200, overrides: ['pollBeforeSleepUs'] });
+    expect(d.desired.daemon).toEqual({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 200, tapWriteBatch: TAP_WRITE_BATCH_DEFAULT, overrides: ['pollBeforeSleepUs'] });
     // The file now says 20: it changed the key since, and wins.
     const later = effective(withPoll({ pollBeforeSleepUs: 20 }), ov);
     expect(later.desired.daemon.pollBeforeSleepUs).toBe(20);
@@ -622,6 +622,23 @@ describe('daemon-wide settings (vswitch set: poll before sleep, README "Poll bef
     expect(bad('pollBeforeSleepBudgetMs', 0)).toMatch(/pollBeforeSleepBudgetMs must be a whole number 1-1000/);
     expect(bad('colour', 1)).toMatch(/unknown daemon setting "colour"/);
     expect(bad('pollBeforeSleepUs', 100)).toBe('accepted');
+    expect(bad('tapWriteBatch', 1)).toMatch(/tapWriteBatch must be true or false, got 1/);
+    expect(bad('tapWriteBatch', true)).toBe('accepted');
     expect(parseOverlay(JSON.stringify({ version: 1, bridges: {} })).daemon).toEqual({});
+  });
+
+  it('tapWriteBatch (README "Batched TAP writes"): a boolean in the file and in runtime.json, the file changing it wins', () => {
+    expect(effective(withPoll({ tapWriteBatch: true }), emptyOverlay()).desired.daemon.tapWriteBatch).toBe(true);
+    expect(() => withPoll({ tapWriteBatch: 'yes' })).toThrow();
+    const f = withPoll();
+    const ov = withEntry(emptyOverlay(), f, 'daemon', 'tapWriteBatch', !f.tapWriteBatch);
+    expect(ov.daemon.tapWriteBatch).toEqual({ value: !f.tapWriteBatch, base: f.tapWriteBatch });
+    expect(parseOverlay(serializeOverlay(ov))).toEqual(ov);
+    const d = effective(f, ov);
+    expect(d.desired.daemon.tapWriteBatch).toBe(!f.tapWriteBatch);
+    expect(d.desired.daemon.overrides).toEqual(['tapWriteBatch']);
+    const later = effective(withPoll({ tapWriteBatch: !f.tapWriteBatch }), ov);
+    expect(later.overlay.daemon).toEqual({});
+    expect(withEntry(ov, f, 'daemon', 'tapWriteBatch', f.tapWriteBatch).daemon).toEqual({});
   });
 });
