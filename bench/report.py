@@ -78,7 +78,8 @@ def rfmt(r):
 
 def table(v, ours):
     peers = [t for t in topos if t != ours]
-    n = max((len(vals.get((v, ours, 'tcp_gbps'), [])), 1))
+    # Rounds of whichever metric ran most (BA_MEASURE may leave TCP out).
+    n = max([len(vals.get((v, ours, m), [])) for m, _, _ in METRICS] + [1])
     tag = '' if variants == ['quiet'] else f' — {v}'
     print(f'\n## vswitch ("{ours}") beside its peers{tag}: medians of {n} round(s), ratios vswitch/peer\n')
     print('| metric | ' + ' | '.join([ours] + peers) + ' | ' + ' | '.join(f'÷{p}' for p in peers) + ' |')

@@ -879,17 +879,25 @@ static napi_value js_set_udp_gso(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* setUdpGro(handle, on): UDP_GRO on an underlay receive socket (udp_gro.c); false if the kernel refused it. */
-static napi_value js_set_udp_gro(napi_env env, napi_callback_info info) {
+/* The underlay socket handle and the boolean of a (udpHandle, on) call; NULL (thrown) if either is not. */
+static nd_handle *udp_switch_call(napi_env env, napi_callback_info info, const char *usage, bool *on) {
   size_t argc = 2;
-  napi_value argv[2], r;
-  bool on = false;
+  napi_value argv[2];
   nd_handle *h = handle_call(env, info, &argc, argv);
   if (!h) return NULL;
-  if (argc < 2 || napi_get_value_bool(env, argv[1], &on) != napi_ok || (h->kind != KIND_UDP && h->kind != KIND_UDP6)) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setUdpGro(udpHandle, on: boolean)");
+  if (argc < 2 || napi_get_value_bool(env, argv[1], on) != napi_ok || (h->kind != KIND_UDP && h->kind != KIND_UDP6)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
     return NULL;
   }
+  return h;
+}
+
+/* setUdpGro(handle, on): UDP_GRO on an underlay receive socket (udp_gro.c); false if the kernel refused it. */
+static napi_value js_set_udp_gro(napi_env env, napi_callback_info info) {
+  napi_value r;
+  bool on = false;
+  nd_handle *h = udp_switch_call(env, info, "netdev: setUdpGro(udpHandle, on: boolean)", &on);
+  if (!h) return NULL;
   bool ok = nd_udp_set_gro(h->fd, on) == 0;
   if (ok) h->udp_gro = on; /* a refused change leaves the socket, and the drain that reads it, as they were */
   CHECK(napi_get_boolean(env, ok, &r));
@@ -902,15 +910,10 @@ static napi_value js_set_udp_gro(napi_env env, napi_callback_info info) {
  * the DS byte in front of each datagram reads 0 (vxlan.ecn off needs none). False if refused.
  */
 static napi_value js_set_udp_recv_tos(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], r;
+  napi_value r;
   bool on = false;
-  nd_handle *h = handle_call(env, info, &argc, argv);
+  nd_handle *h = udp_switch_call(env, info, "netdev: setUdpRecvTos(udpHandle, on: boolean)", &on);
   if (!h) return NULL;
-  if (argc < 2 || napi_get_value_bool(env, argv[1], &on) != napi_ok || (h->kind != KIND_UDP && h->kind != KIND_UDP6)) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setUdpRecvTos(udpHandle, on: boolean)");
-    return NULL;
-  }
   int v = on;
   bool ok = (h->kind == KIND_UDP6 ? setsockopt(h->fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &v, sizeof v)
                                   : setsockopt(h->fd, IPPROTO_IP, IP_RECVTOS, &v, sizeof v)) == 0;
