@@ -182,7 +182,7 @@ describe('flow cache on guarded ports (DHCP VMs, the default guards)', () => {
     }
   });
 
-  it('a flood of spoofed sources from one VM is dropped and counted, installs nothing, and neither the neighbour nor the daemon\'s memory notices', async () => {
+  it('a flood of spoofed sources (IPv4 and ARP) from one VM is dropped and counted, installs nothing, and neither the neighbour nor the daemon\'s memory notices', async () => {
     const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.proc.pid}/status`, 'utf8'))![1]);
     expect(await pingCount(vm[0].ns, ip[1], 5, 0.05)).toBe(5); // the leased flow installed
     const mac1 = (await nsExec(vm[1].ns, `cat /sys/class/net/${T[1]}/address`)).trim();
@@ -194,6 +194,8 @@ describe('flow cache on guarded ports (DHCP VMs, the default guards)', () => {
       scapy(vm[0].ns, [
         `src = get_if_hwaddr("${T[0]}")`,
         `ps = [Ether(src=src, dst="${mac1}")/IP(src="10.${X}.%d.%d" % (12 + i // 250, 1 + i % 250), dst="${ip[1]}")/UDP(sport=1024 + i, dport=9)/Raw(b"x" * 18) for i in range(${N})]`,
+        // And as many unicast ARP replies to vm2 from unleased sender addresses (the ARP class the cache now takes).
+        `ps += [Ether(src=src, dst="${mac1}")/ARP(op=2, hwsrc=src, psrc="10.${X}.%d.%d" % (40 + i // 250, 1 + i % 250), hwdst="${mac1}", pdst="${ip[1]}") for i in range(${N})]`,
         `sendp(ps, iface="${T[0]}")`,
       ]),
       pingCount(vm[1].ns, ip4(1), 40, 0.05),
@@ -201,6 +203,7 @@ describe('flow cache on guarded ports (DHCP VMs, the default guards)', () => {
     expect(neighbour, 'the neighbour\'s pings to the gateway during the flood').toBe(40);
     const s1 = await stats();
     expect(dropCount(port(s1, T[0]), 'ip_source_guard') - dropCount(port(s0, T[0]), 'ip_source_guard')).toBe(N);
+    expect(dropCount(port(s1, T[0]), 'arp_spoof') - dropCount(port(s0, T[0]), 'arp_spoof')).toBe(N);
     // vm2's port sent it only its 40 replies and the odd ARP: none of the N.
     expect(port(s1, T[1]).txFrames - port(s0, T[1]).txFrames, 'none of the flood reached vm2').toBeLessThan(50);
     expect(s1.flowCache.installs - s0.flowCache.installs, 'a refused frame is never installed').toBeLessThanOrEqual(2);
