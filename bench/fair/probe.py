@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Match slow pings to what the daemon did meanwhile (run.sh's FAIR_PROBE=1 logs).
 
-Usage: probe.py [-v] DIR   (every ROUND-TOPO.probe with its ROUND-TOPO-PHASE.ping)
+Usage: probe.py [-v] DIR   (every ROUND-TOPO.probe with its ROUND-TOPO-PHASE.ping; a peer's
+pings without a probe log too)
 
 Per log and phase: the pings' p50/p99/max; the GCs (count, total and longest ms by
 kind); the event-loop lags > 3 ms and how their time splits into the loop's own run
 time and its runqueue wait (runnable, not on a CPU; the rest it slept); and each ping
 slower than SLOW ms (env, default 2) put in one class, first match wins:
+  pinger    the reply entered C's stack within SLOW ms (pinger.py's kernel timestamp):
+            the rest is the pinger process waiting to run, not the network path
   gc        a GC overlaps its round trip
   runqueue  a lag overlaps it in which the loop waited for a CPU more than it ran
   running   a lag overlaps it in which the loop ran more than it waited (a long turn)
@@ -53,14 +56,19 @@ def main(argv):
     verbose = '-v' in argv
     args = [a for a in argv if a != '-v']
     slow = float(os.environ.get('SLOW', '2'))
-    for pf in sorted(glob.glob(os.path.join(args[0], '*.probe'))):
-        base = pf[:-6]
-        gcs, lags = read_probe(pf)
+    # A topology without the daemon's probe (a peer) still has its pings: no GCs or lags then.
+    bases = {pf[:-6] for pf in glob.glob(os.path.join(args[0], '*.probe'))}
+    bases |= {pp.rsplit('-', 1)[0] for pp in glob.glob(os.path.join(args[0], '*.ping'))}
+    for base in sorted(bases):
+        gcs, lags = read_probe(base + '.probe') if os.path.exists(base + '.probe') else ([], [])
         for ph in ('quiet', 'noisy'):
             pp = f'{base}-{ph}.ping'
             if not os.path.exists(pp):
                 continue
-            pings = [(float(a), float(b)) for a, b in (l.split() for l in open(pp)) if b != '-']
+            # "<send> <rtt> [<kernel rtt>]": the kernel RTT where pinger.py had one
+            rows_ = [l.split() for l in open(pp)]
+            pings = [(float(f[0]), float(f[1])) for f in rows_ if len(f) > 1 and f[1] != '-']
+            krtt = {float(f[0]): float(f[2]) for f in rows_ if len(f) > 2}
             if not pings:
                 continue
             a, b = pings[0][0], pings[-1][0] + pings[-1][1]
@@ -70,14 +78,17 @@ def main(argv):
             kinds = sorted({x[2] for x in g})
             gtxt = ', '.join(f'{k} {sum(1 for x in g if x[2] == k)}x {sum(x[1] for x in g if x[2] == k):.1f} ms '
                              f'(max {max(x[1] for x in g if x[2] == k):.1f})' for k in kinds) or 'none'
-            cls = {'gc': 0, 'runqueue': 0, 'running': 0, 'none': 0}
+            cls = {'pinger': 0, 'gc': 0, 'runqueue': 0, 'running': 0, 'none': 0}
             rows = []
             for t, r in pings:
                 if r < slow:
                     continue
                 c, og, ol = classify(t, r, gcs, lags)
+                if krtt.get(t, slow) < slow:
+                    c = 'pinger'
                 cls[c] += 1
-                rows.append(f'    @{t - a:7.1f} ms {r:6.2f} ms {c:8s} ' + '; '.join(
+                kr = f' (kernel {krtt[t]:.2f})' if t in krtt else ''
+                rows.append(f'    @{t - a:7.1f} ms {r:6.2f} ms{kr} {c:8s} ' + '; '.join(
                     [f'{x[2]} GC {x[1]:.1f} ms' for x in og] +
                     [f'lag {x[2]:.1f} ms (ran {x[3]:.1f}, runqueue {x[4]:.1f})' for x in ol]))
             print(f'{os.path.basename(base)} {ph}: {len(pings)} pings p50 {pct(rt, 50):.3f} p99 {pct(rt, 99):.3f} '

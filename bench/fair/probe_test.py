@@ -6,7 +6,9 @@ usage: python3 bench/fair/probe_test.py   (exit 0 = pass)
 Six noisy pings 10 ms apart from t = 1000 ms: the first three take 0.2 ms; the
 fourth (t = 1030) overlaps a 12 ms lag in which the loop ran 4 ms and waited 10
 (runqueue); the fifth (t = 1040) a 5 ms minor GC (gc wins over the lag it also
-overlaps); the sixth (t = 1050) a 6 ms lag in which the loop ran 7 ms (running).
+overlaps); the sixth (t = 1050) a 6 ms lag in which the loop ran 7 ms (running);
+the seventh (t = 1060) takes 5 ms but its reply entered the stack after 0.3 ms
+(pinger.py's kernel RTT: the pinger's own wait).
 """
 import os
 import subprocess
@@ -24,9 +26,10 @@ with tempfile.TemporaryDirectory() as d:
     with open(os.path.join(d, '1-ours-noisy.ping'), 'w') as f:
         for t, r in ((1000, 0.2), (1010, 0.2), (1020, 0.2), (1030, 11.0), (1040, 6.0), (1050, 7.5)):
             f.write(f'{t:.3f} {r:.3f}\n')
+        f.write('1060.000 5.000 0.300\n')
     out = subprocess.run([sys.executable, os.path.join(here, 'probe.py'), d], capture_output=True, text=True, check=True).stdout
-    want = ['1-ours noisy: 6 pings', 'GCs: minor 1x 5.0 ms (max 5.0)', '2 lags > 3 ms, 22 ms: ran 11, runqueue 11 ms',
-            'pings > 2 ms: 3 (gc 1, runqueue 1, running 1, none 0)']
+    want = ['1-ours noisy: 7 pings', 'GCs: minor 1x 5.0 ms (max 5.0)', '2 lags > 3 ms, 22 ms: ran 11, runqueue 11 ms',
+            'pings > 2 ms: 4 (pinger 1, gc 1, runqueue 1, running 1, none 0)']
     missing = [w for w in want if w not in out]
     if missing:
         print(out)

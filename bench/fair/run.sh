@@ -39,6 +39,9 @@
 #   ovs         the same without TSO
 #   T@N         topology T with every thread of its switch process at nice N (e.g. ours@-10,
 #               ovs-tso@-10: what the systemd unit and ovs-ctl give them), overriding FAIR_NICE
+#   T~US        topology T with its switch's threads on an EEVDF slice of US microseconds
+#               (sched_setattr's sched_runtime; the kernel's default is 0.75 ms x (1 + log2 CPUs));
+#               combines with @N as T~US@N
 # The peers are set up with the helpers of ../shared/bench/anchors.sh (sourced with
 # zero rounds: its ovs_start, vsctl, vm_ns_add, tap_attached, its lock, its bA* names
 # and its teardown), the same way its two-VM topologies are.
@@ -46,6 +49,13 @@
 # Usage: bash bench/fair/run.sh [-r ROUNDS] [-s SECONDS] [TOPOLOGY ...]
 #   default: 3 rounds, 5 s per measurement, topologies "ours ours-off kbridge ovs-tso"
 # Environment: VSWITCH_SHARED (default ../shared beside the repository, as bench/run.sh);
+#   FAIR_OURS_SESSION=inherit: vswitch's daemon stays in the bench's session. By default it
+#   gets its own (setsid), as systemd, Docker and the peers' daemons (ovs-vswitchd --detach)
+#   run: with the kernel's autogroups each session is one scheduling group, and a daemon
+#   left in the bench's shares one group's CPU with the tenants' flooder, iperf3 and pinger
+#   while OVS gets a group of its own (bench/README.md "The daemon's session", s30).
+#   FAIR_OURS_NODE_ARGS: node's arguments for the daemon, by default --no-memory-reducer as
+#   the installed `vswitch` runs (main.ts's interpreter line); empty for V8's memory reducer.
 #   FAIR_NICE: niceness for every thread of the switch processes (e.g. -10, what ovs-ctl gives
 #   ovs-vswitchd), default 0.
 #   FAIR_PROBE=1: where the daemon's time goes (ours* only): the daemon runs with
@@ -80,6 +90,11 @@ shared=${VSWITCH_SHARED:-$repo/../shared}
 anchors=$shared/bench/anchors.sh
 [ -f "$anchors" ] || { echo "no anchors.sh (set VSWITCH_SHARED to the shared/ folder)" >&2; exit 1; }
 main_js=$repo/packages/cli/dist/main.js
+setslice=""
+if [[ " ${*:-} " == *"~"* ]]; then
+  setslice=$(mktemp /tmp/bAfair-setslice.XXXXXX)
+  gcc -O2 -o "$setslice" "$here/setslice.c" || { echo "run.sh: cannot build setslice (gcc)" >&2; exit 1; }
+fi
 [ -f "$main_js" ] || { echo "no $main_js (pnpm build)" >&2; exit 1; }
 out_raw=$(mktemp /tmp/bAfair.XXXXXX.tsv)
 probe_dir=""
@@ -138,7 +153,10 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
   [ -n "$probe_dir" ] && pre=(-r "$here/probe.cjs")
   # --perf-basic-prof turns V8's logger on: its log goes to the perf directory, not the working one.
   [ -n "$perf_dir" ] && pre+=(--perf-basic-prof --no-logfile-per-isolate "--logfile=$perf_dir/$ROUND-$CUR_NAME.v8.log") metrics=127.0.0.1:9464
-  ip netns exec $NSW env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node "${pre[@]}" "$@" "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics $metrics \
+  local session=setsid
+  [ "${FAIR_OURS_SESSION:-}" = inherit ] && session=""
+  # shellcheck disable=SC2086 # FAIR_OURS_NODE_ARGS: words
+  ip netns exec $NSW $session env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node ${FAIR_OURS_NODE_ARGS---no-memory-reducer} "${pre[@]}" "$@" "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics $metrics \
     --state-dir "$RUN/state" --log-level warn </dev/null >>"$RUN/switch.log" 2>&1 &
   SW_PIDS+=("$!")
   taps_move && vms_conf
@@ -170,7 +188,7 @@ down_ovs() { local i ns; for i in 3 4; do for ns in $NSW bAvm$i; do ip -n $ns li
 
 topo_up() {
   SPARSE="" TWB=""
-  case ${1%@*} in
+  case $(topo_base "$1") in
     ours-uring) TWB=true up_ours "" "" ;;
     ours-nouring) TWB=false up_ours "" "" ;;
     ours-sparse) SPARSE=true up_ours "" "" ;;
@@ -182,16 +200,17 @@ topo_up() {
     ours-nofc) up_ours "" false ;;
     ours-frames) up_ours frames "" ;;
     ours-bytes) up_ours bytes "" ;;
-    ours-f[0-9]*) local t=${1%@*}; up_ours "frames:${t#ours-f}" "" ;;
-    ours-*) local t=${1%@*}; up_ours "${t#ours-}" "" ;; # without the @N suffix
+    ours-f[0-9]*) local t; t=$(topo_base "$1"); up_ours "frames:${t#ours-f}" "" ;;
+    ours-*) local t; t=$(topo_base "$1"); up_ours "${t#ours-}" "" ;; # without the ~US and @N suffixes
     kbridge) up_kbridge ;;
     ovs-tso) up_ovs true ;;
     ovs) up_ovs false ;;
     *) log "unknown topology $1"; return 1 ;;
   esac
 }
+topo_base() { local t=${1%@*}; echo "${t%~*}"; }  # T without its ~US and @N suffixes
 topo_down() {
-  case ${1%@*} in kbridge) down_kbridge ;; ovs|ovs-tso) down_ovs ;; esac
+  case $(topo_base "$1") in kbridge) down_kbridge ;; ovs|ovs-tso) down_ovs ;; esac
   teardown
 }
 
@@ -309,8 +328,8 @@ phase() {
   tcp=$(timeout $((secs + 20)) ip netns exec bAvm3 iperf3 -c "${IPS[4]}" -p 5301 -t "$secs" -J 2>/dev/null | gbps_of)
   [ -n "$perf" ] && wait "$perf"
   [ -n "$vw" ] && wait "$vw"
-  if [ -n "$probe_dir" ] && [[ $topo == ours* ]]; then
-    echo "phase $ph $(date +%s%3N)" >>"$probe_dir/$ROUND-$topo.probe"
+  if [ -n "$probe_dir" ]; then  # every topology pings with pinger.py then, for the same ping process
+    [[ $topo == ours* ]] && echo "phase $ph $(date +%s%3N)" >>"$probe_dir/$ROUND-$topo.probe"
     ip netns exec bAvm3 python3 "$here/pinger.py" "${IPS[4]}" $((secs * 100)) 0.01 >"$probe_dir/$ROUND-$topo-$ph.ping"
     times=$(awk '$2 != "-" {print $2}' "$probe_dir/$ROUND-$topo-$ph.ping" | tr '\n' ' ')
   else
@@ -347,6 +366,10 @@ for ROUND in $(seq "$rounds"); do
     if [ "$nice" != 0 ]; then
       for p in "${SW_PIDS[@]}"; do for t in /proc/"$p"/task/*; do renice -n "$nice" -p "${t##*/}" >/dev/null; done; done
     fi
+    if [[ $topo == *~* ]]; then
+      slice=${topo##*~}; slice=${slice%@*}
+      for p in "${SW_PIDS[@]}"; do "$setslice" $((slice * 1000)) $(ls /proc/"$p"/task) || log "$topo: setting the slice failed"; done
+    fi
     phase "$topo" quiet
     phase "$topo" noisy
     topo_down "$topo"
@@ -355,4 +378,5 @@ for ROUND in $(seq "$rounds"); do
 done
 log "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); raw data: $out_raw${probe_dir:+; probe logs: $probe_dir}${perf_dir:+; perf: $perf_dir (python3 $here/perf.py $perf_dir)}"
 python3 "$here/summary.py" "$out_raw" "$topos" "$secs"
+[ -n "$setslice" ] && rm -f "$setslice"
 [ -n "$perf_dir" ] && python3 "$here/vms.py" "$perf_dir" "$out_raw" "$topos"
