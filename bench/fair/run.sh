@@ -38,7 +38,10 @@
 #   ovs-tso     Open vSwitch's userspace (netdev) datapath, TAP ports, userspace TSO on
 #   ovs         the same without TSO
 #   T@N         topology T with every thread of its switch process at nice N (e.g. ours@-10,
-#               ovs-tso@-10: what the systemd unit and ovs-ctl give them), overriding FAIR_NICE
+#               ovs-tso@-10: what the systemd unit and ovs-ctl give them), overriding FAIR_NICE;
+#               vswitch's from its config (`nice: N`), which also gives its own session's
+#               autogroup that nice (a nice acts only inside its autogroup); a peer's threads
+#               are reniced as ovs-ctl does, its autogroup too with FAIR_GROUP_NICE=1
 #   T~US        topology T with its switch's threads on an EEVDF slice of US microseconds
 #               (sched_setattr's sched_runtime; the kernel's default is 0.75 ms x (1 + log2 CPUs));
 #               combines with @N as T~US@N
@@ -134,6 +137,7 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
   mkdir -p "$RUN/state"
   {
     [ -n "$TWB" ] && echo "tapWriteBatch: $TWB"
+    [[ $CUR_NAME == *@* ]] && echo "nice: ${CUR_NAME##*@}"  # the daemon sets its thread's and its own session's group's
     echo "bridges:"
     echo "  br0:"
     case $q in
@@ -363,8 +367,12 @@ for ROUND in $(seq "$rounds"); do
     fi
     nice=${FAIR_NICE:-0}
     [[ $topo == *@* ]] && nice=${topo##*@}
-    if [ "$nice" != 0 ]; then
-      for p in "${SW_PIDS[@]}"; do for t in /proc/"$p"/task/*; do renice -n "$nice" -p "${t##*/}" >/dev/null; done; done
+    if [ "$nice" != 0 ] && { [[ $topo != ours* ]] || [[ $topo != *@* ]]; }; then
+      for p in "${SW_PIDS[@]}"; do
+        for t in /proc/"$p"/task/*; do renice -n "$nice" -p "${t##*/}" >/dev/null; done
+        # What an operator can add by hand for a peer: its session's group at the same nice.
+        [ "${FAIR_GROUP_NICE:-0}" = 1 ] && [ -w /proc/"$p"/autogroup ] && echo "$nice" >/proc/"$p"/autogroup
+      done
     fi
     if [[ $topo == *~* ]]; then
       slice=${topo##*~}; slice=${slice%@*}

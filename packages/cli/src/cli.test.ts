@@ -135,7 +135,7 @@ describe('packages/cli/README.md verb table', () => {
 describe('show\'s daemon line', () => {
   it('says whether the daemon has a session (scheduling group) of its own, and its nice', () => {
     expect(daemonLine({ pid: 9, nice: -10, session: { pid: 9, sid: 9, own: true, autogroup: '/autogroup-31 nice 0' } }))
-      .toBe('daemon: pid 9, own session, /autogroup-31, nice -10');
+      .toBe('daemon: pid 9, own session, /autogroup-31 nice 0, nice -10');
     expect(daemonLine({ pid: 9, nice: 0, session: { pid: 9, sid: 4, own: false, autogroup: null } }))
       .toBe('daemon: pid 9, in its starter\'s session 4 (ownSession: true for its own), nice 0');
   });

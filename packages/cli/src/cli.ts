@@ -92,7 +92,8 @@ export function daemonLine(ping: unknown): string {
   const p = ping as { pid?: number; nice?: number; memoryReducer?: boolean; session?: { sid: number; own: boolean; autogroup: string | null } } | null;
   if (!p || typeof p !== 'object' || !p.session) return '';
   const s = p.session;
-  const group = s.autogroup ? `, ${s.autogroup.split(' ')[0]}` : '';
+  // Its own session's group with that group's nice (what weighs against other sessions); only the name in another's.
+  const group = s.autogroup ? `, ${s.own ? s.autogroup : s.autogroup.split(' ')[0]}` : '';
   const where = s.own ? `own session${group}` : `in its starter's session ${s.sid}${group} (ownSession: true for its own)`;
   const reducer = p.memoryReducer === undefined ? '' : `, V8 memory reducer ${p.memoryReducer ? 'on' : 'off'}`;
   return `daemon: pid ${p.pid}, ${where}, nice ${p.nice}${reducer}`;

@@ -26,7 +26,7 @@ import { foldAddonFlowCache } from '@vswitch/switch/ports';
 import { type Logger, type LogLevel, makeLogger } from './log.js';
 import { hostKey } from './machine-id.js';
 import { applyNice } from './priority.js';
-import { applyOwnSession, memoryReducerOn, sessionInfo } from './session.js';
+import { applyAutogroupNice, applyOwnSession, memoryReducerOn, sessionInfo } from './session.js';
 import { Vswitch } from './service.js';
 
 export { DEFAULT_SOCKET };
@@ -55,6 +55,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   applyNice(cfg.nice, log);
   const sessionWas = sessionInfo().sid;
   applyOwnSession(cfg.ownSession, log, setsid);
+  const autogroupWas = sessionInfo().autogroup;
+  applyAutogroupNice(os.getPriority(0), log);
   const socketPath = opts.socket ?? process.env.VSWITCH_SOCKET ?? cfg.control.socket ?? DEFAULT_SOCKET;
   // Refused before anything is built: a second daemon must not touch the first one's TAPs.
   await prepareControlPath(socketPath);
@@ -80,6 +82,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       const changes = sw.reload(next);
       changes.push(...applyNice(next.nice, log));
       changes.push(...applyOwnSession(next.ownSession, log, setsid));
+      changes.push(...applyAutogroupNice(os.getPriority(0), log));
       changes.push(...metrics?.configure(metricsLimits(next)) ?? [], ...control?.configure(controlLimits(next)) ?? []);
       if (!opts.logLevel && log.level !== next.log.level) {
         log.level = next.log.level;
@@ -131,7 +134,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const limit = fdLimit();
   log.info({
     event: 'daemon_started', config: opts.config ?? '(built-in default)', socket: socketPath, bridges: [...sw.bridges.keys()],
-    fdLimit: limit, control: controlLimits(cfg), nice: os.getPriority(0), niceWas, session: sessionInfo(), sessionWas, memoryReducer: memoryReducerOn(),
+    fdLimit: limit, control: controlLimits(cfg), nice: os.getPriority(0), niceWas, session: sessionInfo(), sessionWas, autogroupWas, memoryReducer: memoryReducerOn(),
   }, 'daemon_started');
   const needed = fdsNeeded(cfg, metrics !== undefined);
   if (typeof limit === 'number' && limit < needed) {

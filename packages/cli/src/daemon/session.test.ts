@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyOwnSession, autogroupText, memoryReducerOn, type SessionInfo, statSession } from './session.js';
+import { applyAutogroupNice, applyOwnSession, autogroupNice, autogroupText, memoryReducerOn, type SessionInfo, statSession } from './session.js';
 
 describe('statSession', () => {
   it('reads field 6 after the name, whatever the name holds', () => {
@@ -56,5 +56,41 @@ describe('memoryReducerOn', () => {
     expect(memoryReducerOn(['--no-memory-reducer', '--memory-reducer'])).toBe(true);
     expect(memoryReducerOn(['--perf-basic-prof', '--no-memory-reducer'])).toBe(false);
     expect(memoryReducerOn(['--no-memory-reducer-for-small-heaps'])).toBe(true);
+  });
+});
+
+describe('autogroupNice', () => {
+  it('reads the group\'s nice, negative too; none without one', () => {
+    expect(autogroupNice('/autogroup-12 nice 0')).toBe(0);
+    expect(autogroupNice('/autogroup-12 nice -10')).toBe(-10);
+    expect(autogroupNice('/autogroup-12')).toBeUndefined();
+    expect(autogroupNice(null)).toBeUndefined();
+  });
+});
+
+describe('applyAutogroupNice', () => {
+  const logs: Record<string, unknown>[] = [];
+  const log = { warn: (o: Record<string, unknown>) => { logs.push(o); } };
+  const state = (sid: number, group: string | null) => (): SessionInfo => ({ pid: 50, sid, own: sid === 50, autogroup: group });
+
+  it('gives its own session\'s group the loop\'s nice, once', () => {
+    const wrote: string[] = [];
+    expect(applyAutogroupNice(-10, log, state(50, '/autogroup-7 nice 0'), (t) => { wrote.push(t); })).toEqual(['autogroup nice 0 -> -10']);
+    expect(wrote).toEqual(['-10']);
+    expect(applyAutogroupNice(-10, log, state(50, '/autogroup-7 nice -10'), (t) => { wrote.push(t); })).toEqual([]);
+    expect(wrote).toEqual(['-10']);
+  });
+
+  it('leaves a group it shares (its starter\'s session) and a kernel without autogroups alone', () => {
+    const write = (): void => { throw new Error('must not write'); };
+    expect(applyAutogroupNice(-10, log, state(7, '/autogroup-3 nice 0'), write)).toEqual([]);
+    expect(applyAutogroupNice(-10, log, state(50, null), write)).toEqual([]);
+    expect(logs).toEqual([]);
+  });
+
+  it('a refusal (no CAP_SYS_NICE, or the kernel\'s 100 ms limit) is a warning and no change', () => {
+    const write = (): void => { throw Object.assign(new Error('EPERM: operation not permitted'), { code: 'EPERM' }); };
+    expect(applyAutogroupNice(-5, log, state(50, '/autogroup-7 nice 0'), write)).toEqual([]);
+    expect(logs).toMatchObject([{ event: 'autogroup_nice_failed', nice: -5, current: 0, autogroup: '/autogroup-7 nice 0' }]);
   });
 });

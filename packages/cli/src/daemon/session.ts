@@ -17,8 +17,16 @@
  * start it with setsid(1). A session cannot be left again: removing the key at a
  * reload changes nothing. `show` prints the session and autogroup under the bridges,
  * `ping --json` returns them, daemon_started logs them.
+ *
+ * A nice value acts only between the tasks of one autogroup (sched(7)): between
+ * groups, each group's own nice (/proc/PID/autogroup) decides. So a daemon in a
+ * session of its own, started at Nice=-10 by the systemd unit or given `nice: -10`,
+ * would still weigh the same as a VM's session. When the daemon leads its session
+ * (only then is the group its alone) the group gets the forwarding loop's nice too
+ * (`applyAutogroupNice`); a daemon in its starter's session leaves that session's
+ * group alone, since it would lift everything started there with it.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 /**
  * Whether V8's memory reducer runs in this process: off when node was started with
@@ -51,6 +59,12 @@ export function statSession(stat: string): number {
   const sid = Number(rest[3]);
   if (!Number.isInteger(sid)) throw new Error(`no session in /proc stat line '${stat.slice(0, 80)}'`);
   return sid;
+}
+
+/** The nice of an autogroup line (`/autogroup-12 nice -10` -> -10); undefined if it has none. */
+export function autogroupNice(text: string | null): number | undefined {
+  const m = text === null ? null : /\bnice (-?\d+)\b/.exec(text);
+  return m ? Number(m[1]) : undefined;
 }
 
 /** `/autogroup-12 nice 0` -> `/autogroup-12 nice 0` trimmed; empty or missing -> null. */
@@ -86,4 +100,26 @@ export function applyOwnSession(want: boolean | undefined, log: Pick<Logger, 'wa
   }
   const now = info();
   return [`session ${was.sid} -> ${now.sid}${now.autogroup ? ` (${now.autogroup.split(' ')[0]})` : ''}`];
+}
+
+/**
+ * Gives the daemon's autogroup the nice value `want` (the forwarding loop's, after
+ * `nice` was applied) when the daemon leads its own session and the kernel has
+ * autogroups; returns the change for the reload's list ([] if none). A lower value
+ * needs CAP_SYS_NICE (`autogroup_nice_failed` otherwise, as `nice_failed`); the
+ * kernel also refuses a second change within 100 ms without CAP_SYS_ADMIN (EAGAIN).
+ */
+export function applyAutogroupNice(want: number, log: Pick<Logger, 'warn'>, info: () => SessionInfo = sessionInfo,
+  write: (text: string) => void = (t) => writeFileSync('/proc/self/autogroup', t)): string[] {
+  const s = info();
+  if (!s.own || s.autogroup === null) return [];
+  const was = autogroupNice(s.autogroup);
+  if (was === undefined || was === want) return [];
+  try {
+    write(String(want));
+  } catch (e) {
+    log.warn({ event: 'autogroup_nice_failed', nice: want, current: was, autogroup: s.autogroup, err: (e as Error).message }, 'autogroup_nice_failed');
+    return [];
+  }
+  return [`autogroup nice ${was} -> ${want}`];
 }
