@@ -31,7 +31,7 @@ h.enable();
 // The main thread's schedstat, read into one Buffer through one fd and parsed in place:
 // the probe must allocate nothing per tick. readFileSync here (500 times a second) made
 // two 8 KB ArrayBuffers a call, 8 MB/s of external memory, and V8 answered with a major
-// collection every ~2 s: the GCs the probe then reported were its own.
+// collection every 2-3 s: the GCs the probe then reported were its own.
 const schedFd = fs.openSync('/proc/thread-self/schedstat', 'r');
 const schedBuf = Buffer.alloc(128);
 let run = 0, wait = 0;
