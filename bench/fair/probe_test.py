@@ -9,7 +9,13 @@ fourth (t = 1030) overlaps a 12 ms lag in which the loop ran 4 ms and waited 10
 overlaps); the sixth (t = 1050) a 6 ms lag in which the loop ran 7 ms (running);
 the seventh (t = 1060) takes 5 ms but its reply entered the stack after 0.3 ms
 (pinger.py's kernel RTT: the pinger's own wait).
+
+Then probe.cjs itself (node required): a process under `node -r probe.cjs` gains no
+ArrayBuffer memory per 2 ms tick, over windows of 100 ticks with no GC in them. The
+probe once read its schedstat with readFileSync, two 8 KB ArrayBuffers a tick, and
+the daemon's major collections it reported under the flood were its own.
 """
+import json
 import os
 import subprocess
 import sys
@@ -34,5 +40,34 @@ with tempfile.TemporaryDirectory() as d:
     if missing:
         print(out)
         print('missing:', missing)
+        sys.exit(1)
+
+# ArrayBuffer bytes gained per tick of our own 2 ms interval (the probe's ticks as often),
+# windows with a GC in them skipped: a GC frees what the window would show.
+ALLOC = r"""
+const { PerformanceObserver, performance } = require('node:perf_hooks');
+const gcStarts = [];
+new PerformanceObserver((l) => { for (const e of l.getEntries()) gcStarts.push(e.startTime); }).observe({ entryTypes: ['gc'] });
+const ticks = (n) => new Promise((r) => { let k = 0; const i = setInterval(() => { if (++k === n) { clearInterval(i); r(); } }, 2); });
+(async () => {
+  await ticks(50);
+  const per = [];
+  for (let w = 0; w < 20 && per.length < 3; w++) {
+    const t0 = performance.now(), a0 = process.memoryUsage().arrayBuffers;
+    await ticks(100);
+    const a1 = process.memoryUsage().arrayBuffers, t1 = performance.now();
+    await new Promise((r) => setTimeout(r, 20));
+    if (!gcStarts.some((s) => s >= t0 && s <= t1)) per.push((a1 - a0) / 100);
+  }
+  console.log(JSON.stringify(per));
+})();
+"""
+with tempfile.TemporaryDirectory() as d:
+    env = dict(os.environ, FAIR_PROBE_OUT=os.path.join(d, 'p.log'))
+    out = subprocess.run(['node', '-r', os.path.join(here, 'probe.cjs'), '-e', ALLOC], capture_output=True, text=True,
+                         check=True, env=env).stdout
+    per = json.loads(out)
+    if len(per) < 3 or max(per) > 64:
+        print(f'probe.cjs: ArrayBuffer bytes per tick {per} (want 3 GC-free windows, each <= 64)')
         sys.exit(1)
 print('ok')

@@ -34,6 +34,10 @@
 #   ours-uring  ours with `tapWriteBatch: true` (the cache's replays of one read batch written
 #               through io_uring; the default since s29; bench/README.md "Batched TAP I/O")
 #   ours-nouring ours with `tapWriteBatch: false` (one writev per replayed frame)
+#   base        ours with another build's daemon (BASE_JS=<tree>/packages/cli/dist/main.js, as
+#               bench/run.sh's base), for a same-run A/B of two builds; a T@N, T~US suffix as ours.
+#               With FAIR_PROBE=1 it runs that tree's bench/fair/probe.cjs if it has one (the
+#               instrument is part of what is compared: s30's probe made the GCs it reported)
 #   kbridge     the Linux bridge, veth pairs
 #   ovs-tso     Open vSwitch's userspace (netdev) datapath, TAP ports, userspace TSO on
 #   ovs         the same without TSO
@@ -61,13 +65,13 @@
 #   the installed `vswitch` runs (main.ts's interpreter line); empty for V8's memory reducer.
 #   FAIR_NICE: niceness for every thread of the switch processes (e.g. -10, what ovs-ctl gives
 #   ovs-vswitchd), default 0.
-#   FAIR_PROBE=1: where the daemon's time goes (ours* only): the daemon runs with
+#   FAIR_PROBE=1: where the daemon's time goes (ours* and base only): the daemon runs with
 #   `node -r probe.cjs` (GC entries, event-loop lags > 3 ms, the loop-delay histogram)
 #   and C's pings come from pinger.py (a send time per ping); both logs are kept in
 #   FAIR_PROBE_DIR (default a new /tmp/bAfair-probe.* directory) as
 #   ROUND-TOPO-PHASE.{probe,ping}, and probe.py matches each slow ping to what the
 #   daemon did meanwhile.
-#   FAIR_PERF=1: where the noisy phase's CPU goes (ours* only): the daemon runs with
+#   FAIR_PERF=1: where the noisy phase's CPU goes (ours* and base only): the daemon runs with
 #   `node --perf-basic-prof` and its metrics on, `perf record -g` samples it during the
 #   noisy phase's C -> D TCP and during 2 s of A's flood alone before it, and the ports' counters (frames, bytes, full read rounds)
 #   are scraped around it; kept in FAIR_PERF_DIR (default a new /tmp/bAfair-perf.*) as
@@ -93,6 +97,9 @@ shared=${VSWITCH_SHARED:-$repo/../shared}
 anchors=$shared/bench/anchors.sh
 [ -f "$anchors" ] || { echo "no anchors.sh (set VSWITCH_SHARED to the shared/ folder)" >&2; exit 1; }
 main_js=$repo/packages/cli/dist/main.js
+if [[ " ${*:-} " == *" base"* ]]; then
+  [ -f "${BASE_JS:-}" ] || { echo "run.sh: topology base needs BASE_JS=<tree>/packages/cli/dist/main.js (got '${BASE_JS:-}')" >&2; exit 1; }
+fi
 setslice=""
 if [[ " ${*:-} " == *"~"* ]]; then
   setslice=$(mktemp /tmp/bAfair-setslice.XXXXXX)
@@ -129,6 +136,7 @@ taps_move() {
 }
 
 SPARSE=""   # readSparse for up_ours: "" (the default), true or false
+OURS_JS=""  # the daemon's main.js for up_ours: "" (this tree's) or BASE_JS (topology base)
 up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the read share) FLOWCACHE(true|false|"" = the default) [NODE_FLAG ...]
   local q=$1 fc=$2
   shift 2
@@ -154,13 +162,15 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
   } >"$RUN/c.yaml"
   rm -f "$RUN/s"
   local pre=() metrics=off
-  [ -n "$probe_dir" ] && pre=(-r "$here/probe.cjs")
+  local probe_js=$here/probe.cjs
+  [ -n "$OURS_JS" ] && [ -f "$(dirname "$OURS_JS")/../../../bench/fair/probe.cjs" ] && probe_js=$(dirname "$OURS_JS")/../../../bench/fair/probe.cjs
+  [ -n "$probe_dir" ] && pre=(-r "$probe_js")
   # --perf-basic-prof turns V8's logger on: its log goes to the perf directory, not the working one.
   [ -n "$perf_dir" ] && pre+=(--perf-basic-prof --no-logfile-per-isolate "--logfile=$perf_dir/$ROUND-$CUR_NAME.v8.log") metrics=127.0.0.1:9464
   local session=setsid
   [ "${FAIR_OURS_SESSION:-}" = inherit ] && session=""
   # shellcheck disable=SC2086 # FAIR_OURS_NODE_ARGS: words
-  ip netns exec $NSW $session env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node ${FAIR_OURS_NODE_ARGS---no-memory-reducer} "${pre[@]}" "$@" "$main_js" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics $metrics \
+  ip netns exec $NSW $session env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node ${FAIR_OURS_NODE_ARGS---no-memory-reducer} "${pre[@]}" "$@" "${OURS_JS:-$main_js}" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics $metrics \
     --state-dir "$RUN/state" --log-level warn </dev/null >>"$RUN/switch.log" 2>&1 &
   SW_PIDS+=("$!")
   taps_move && vms_conf
@@ -191,8 +201,9 @@ up_ovs() {  # up_ovs TSO(true|false)
 down_ovs() { local i ns; for i in 3 4; do for ns in $NSW bAvm$i; do ip -n $ns link del bAt$i 2>/dev/null; done; done; }
 
 topo_up() {
-  SPARSE="" TWB=""
+  SPARSE="" TWB="" OURS_JS=""
   case $(topo_base "$1") in
+    base) OURS_JS=$BASE_JS up_ours "" "" ;;
     ours-uring) TWB=true up_ours "" "" ;;
     ours-nouring) TWB=false up_ours "" "" ;;
     ours-sparse) SPARSE=true up_ours "" "" ;;
@@ -299,7 +310,7 @@ phase() {
       tg=$!
       AUX_PIDS+=("$tg")
     }
-    if [ -n "$perf_dir" ] && [[ $topo == ours* ]]; then
+    if [ -n "$perf_dir" ] && [[ $topo == ours* || $topo == base* ]]; then
       # The flood alone first (FAIR_PERF): its cost per frame without the TCP streams.
       flood_start $((fsecs + 3))
       sleep 1
@@ -321,7 +332,7 @@ phase() {
   AUX_PIDS+=("$!")
   wait_for 5 bash -c "ip netns exec bAvm4 ss -Hlnt 'sport = :5301' | grep -q ."
   local perf="" vw=""
-  if [ -n "$perf_dir" ] && [ "$ph" = noisy ] && [[ $topo == ours* ]]; then
+  if [ -n "$perf_dir" ] && [ "$ph" = noisy ] && [[ $topo == ours* || $topo == base* ]]; then
     (sleep 0.5; perf_window "$topo" $((secs - 1))) &
     perf=$!
   fi
@@ -333,7 +344,7 @@ phase() {
   [ -n "$perf" ] && wait "$perf"
   [ -n "$vw" ] && wait "$vw"
   if [ -n "$probe_dir" ]; then  # every topology pings with pinger.py then, for the same ping process
-    [[ $topo == ours* ]] && echo "phase $ph $(date +%s%3N)" >>"$probe_dir/$ROUND-$topo.probe"
+    [[ $topo == ours* || $topo == base* ]] && echo "phase $ph $(date +%s%3N)" >>"$probe_dir/$ROUND-$topo.probe"
     ip netns exec bAvm3 python3 "$here/pinger.py" "${IPS[4]}" $((secs * 100)) 0.01 >"$probe_dir/$ROUND-$topo-$ph.ping"
     times=$(awk '$2 != "-" {print $2}' "$probe_dir/$ROUND-$topo-$ph.ping" | tr '\n' ' ')
   else

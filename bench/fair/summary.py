@@ -39,8 +39,9 @@ for t in topos:
           f"{med(t, 'quiet', 'load'):.2f}, {med(t, 'noisy', 'load'):.2f} |")
 print(f'\n(ratios: median over rounds of each round\'s noisy÷quiet; {len(by.get((topos[0], "quiet"), []))} rounds; '
       f'ping: {int(secs * 100)} × 10 ms after {secs:.0f} s of TCP)')
-peers = [t for t in res if not t.startswith('ours')]
-for t in [t for t in res if t.startswith('ours')]:
+ours = lambda t: t.startswith('ours') or t.startswith('base')  # base: another build of ours (BASE_JS)
+peers = [t for t in res if not ours(t)]
+for t in [t for t in res if ours(t)]:
     g, p = res[t]
     ok = g >= 0.4 and p <= 3
     better = all(g > res[q][0] and p < res[q][1] for q in peers)

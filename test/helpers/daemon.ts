@@ -182,6 +182,8 @@ export interface StartOptions {
    * and its one argument (Linux passes the rest of the line as one) before the script.
    */
   direct?: boolean;
+  /** node's own arguments before main.js (e.g. ['--trace-gc']); not with `direct`. */
+  nodeArgs?: string[];
 }
 
 /** The command the kernel runs for a script: its `#!` interpreter, the line's argument if any, the script. */
@@ -219,7 +221,7 @@ export async function startDaemon(config: unknown, opts: StartOptions = {}): Pro
   // SIGTERM if the test process dies: the daemon then removes its TAPs and socket itself.
   const argv = ['daemon', '--config', configFile, '--socket', socket, ...stateArgs, ...(opts.args ?? [])];
   // `ip netns exec` execs the command, so the tracked pid is the daemon's own (env -S execs node too).
-  const full = [...(opts.wrap ?? []), ...(opts.direct ? interpreterLine(MAIN_JS) : [process.execPath, MAIN_JS]), ...argv];
+  const full = [...(opts.wrap ?? []), ...(opts.direct ? interpreterLine(MAIN_JS) : [process.execPath, ...(opts.nodeArgs ?? []), MAIN_JS]), ...argv];
   const [cmd, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, ...full]] : [full[0], full.slice(1)];
   const proc = spawnTracked(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
