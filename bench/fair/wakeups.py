@@ -11,7 +11,8 @@ wake-to-run wait is over WAIT ms (env, default 1) is listed with -v, with what r
 pinger's CPU meanwhile (task and ms) and whether it migrated. Summary per log: the wait's
 p50/p99/max, the slow waits' count by waker (the switch's thread, a kworker, ...) and by
 where they landed (the waker's CPU or the other), and the tasks that ran during the slow
-waits, by total ms.
+waits, by total ms; and how many pings over 2 ms (request out to the pinger on a CPU) owe
+more to the wait to run than to the network part.
 """
 import collections
 import glob
@@ -68,7 +69,7 @@ def analyse(base, verbose, wait_ms):
     names[pinger] = 'pinger'
     cur = {}          # cpu -> (pid, comm, since)
     pings = []        # dicts per request
-    pend = None       # the ping whose reply is awaited
+    pend = collections.deque()  # requests in flight, oldest first (replies come back in order)
     waking = None     # (t, waker pid, waker comm, waker cpu, target cpu, ping)
     ran_on = collections.defaultdict(list)  # cpu -> [(t0, t1, pid, comm)]
     migr = []
@@ -84,22 +85,30 @@ def analyse(base, verbose, wait_ms):
                        'tcpu': tcpu, 'cpu': cpu, 'ping': pg}
                 if pg is not None:
                     pg['wake'] = rec
+                    while pend and 'wake' in pend[0]:
+                        pend.popleft()
                 else:
                     pings.append({'other': rec})
                 waking = None
         elif name == 'sched_waking' and int(f.get('pid', -1)) == pinger:
-            pg = pend if pend is not None and 'rx' in pend and 'wake' not in pend else None
+            pg = next((p for p in pend if 'rx' in p and 'wake' not in p), None)
             waking = (t, pid, comm, cpu, int(f.get('target_cpu', -1)), pg)
         elif name == 'sched_migrate_task' and int(f.get('pid', -1)) == pinger:
             migr.append((t, f.get('orig_cpu'), f.get('dest_cpu')))
         elif name == 'net_dev_queue' and f.get('len') == '98' and pid == pinger:
-            pend = {'tx': t}
-            pings.append(pend)
-        elif name == 'netif_receive_skb' and f.get('len') == '84' and pend is not None and 'rx' not in pend:
-            pend['rx'] = t
-            pend['rx_by'] = who(pid, names, comm)
-            pend['rx_cpu'] = cpu
+            pend.append({'tx': t})
+            pings.append(pend[-1])
+            while len(pend) > 64:
+                pend.popleft()
+        elif name == 'netif_receive_skb' and f.get('len') == '84':
+            p = next((p for p in pend if 'rx' not in p), None)
+            if p is not None:
+                p['rx'] = t
+                p['rx_by'] = who(pid, names, comm)
+                p['rx_cpu'] = cpu
     reqs = [p for p in pings if 'tx' in p and 'rx' in p and 'wake' in p]
+    # A reply that found the pinger awake (running, or runnable after its timer's wake-up): no wake-up to time.
+    awake = sum(1 for p in pings if 'tx' in p and 'rx' in p and 'wake' not in p)
     waits = [p['wake']['wait'] for p in reqs]
     if not reqs:
         print(f'{os.path.basename(base)}: no complete pings in the trace ({len(ev)} events)')
@@ -125,9 +134,13 @@ def analyse(base, verbose, wait_ms):
                       f'wait {w["wait"]:.3f} ms: woken by {w["waker"]} on cpu{w["wcpu"]}, target cpu{w["tcpu"]}, ran on cpu{w["cpu"]}'
                       f'{" migrated " + str(mg) if mg else ""}; meanwhile on cpu{w["cpu"]}: '
                       + ', '.join(f'{k} {v:.2f}' for k, v in ran.most_common()))
+    rtt = [p['rx'] - p['tx'] + p['wake']['wait'] for p in reqs]
+    tail = [p for p in reqs if p['rx'] - p['tx'] + p['wake']['wait'] > 2]
+    tail_wait = sum(1 for p in tail if p['wake']['wait'] > p['rx'] - p['tx'])
     ovr = open(base + '.overrun').read().strip() if os.path.exists(base + '.overrun') else '?'
-    print(f'{os.path.basename(base)}: {len(reqs)} pings; net (request out to reply in C) p50 {pct(net, 50):.3f} '
-          f'p99 {pct(net, 99):.3f}; wake-to-run p50 {pct(waits, 50):.3f} p99 {pct(waits, 99):.3f} max {max(waits):.2f} ms; '
+    print(f'{os.path.basename(base)}: {len(reqs)} pings woken by their reply (+{awake} found the pinger awake); net (request out to reply in C) p50 {pct(net, 50):.3f} '
+          f'p99 {pct(net, 99):.3f}; RTT (to the pinger on a CPU) p99 {pct(rtt, 99):.3f}, {len(tail)} > 2 ms, '
+          f'{tail_wait} of them mostly the wait to run; wake-to-run p50 {pct(waits, 50):.3f} p99 {pct(waits, 99):.3f} max {max(waits):.2f} ms; '
           f'landed ' + ', '.join(f'{k} {v}' for k, v in land_all.items()) + f'; waits > {wait_ms:g} ms: {len(slow)} ('
           + ', '.join(f'{k} {v}' for k, v in land.items()) + '), woken by ' + ', '.join(f'{k} {v}' for k, v in by_waker.most_common())
           + '; ran meanwhile: ' + ', '.join(f'{k} {v:.1f} ms' for k, v in culprits.most_common(6)) + f' [{ovr}]')
