@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,7 +140,7 @@ struct nd_state {
   uint64_t js_calls;  /* calls into JS (call_js): a served batch that reached JS */
   /* Giving up the CPU after busy turns (turn_yield; VSWITCH_TURN_YIELD_US, off by default). */
   uint64_t yield_ns;      /* at most one per this interval; 0: off */
-  bool yield_sleep;       /* VSWITCH_TURN_YIELD=sleep: a 1 us nanosleep (the thread leaves the runqueue); else sched_yield */
+  bool yield_sleep;       /* VSWITCH_TURN_YIELD=sleep|nap: a 1 us nanosleep (the thread leaves the runqueue); else sched_yield */
   uint64_t yield_last;    /* when the last one ended */
   uint64_t yield_tx;      /* stats.tx_frames at the last turn */
   /* Handles by fd (fd_ids[fd] = id + 1), for the poll's events, which carry the fd (libuv's epoll data). */
@@ -2662,7 +2663,11 @@ NAPI_MODULE_INIT() {
     if (us > 0 && us <= 1000000) {
       const char *m = getenv("VSWITCH_TURN_YIELD");
       st->yield_ns = (uint64_t)us * 1000;
-      st->yield_sleep = m && strcmp(m, "sleep") == 0;
+      st->yield_sleep = m && (strcmp(m, "sleep") == 0 || strcmp(m, "nap") == 0);
+      /* nap: the sleep with this (the loop's) thread's timer slack at 1 us instead of
+       * 50 us, so a turn that finds nobody else to run idles ~1 us, not ~55 (every
+       * other timer of the thread, the loop's poll timeouts, gets the same slack). */
+      if (m && strcmp(m, "nap") == 0) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
       ensure_prep(st);
     }
   }

@@ -4,7 +4,7 @@
  * in a namespace of the test's own, loading the built addon, with a UDP port holding a
  * backlog of 200 datagrams served 4 a turn (so more is readable after every turn) whose
  * batch callbacks write one frame to a TAP (up, in the namespace) per batch. With the
- * knob set the loop yields (sched_yield, or a nanosleep with VSWITCH_TURN_YIELD=sleep)
+ * knob set the loop yields (sched_yield, or a nanosleep with VSWITCH_TURN_YIELD=sleep or nap)
  * at least once and never more often than it had turns that wrote; unset, never.
  * Structure only: the first yield is due at once, so no assertion depends on the clock.
  */
@@ -85,7 +85,7 @@ describe('turn yield (VSWITCH_TURN_YIELD_US)', () => {
     expect(r.yields).toBe(0);
   });
 
-  for (const mode of ['yield', 'sleep']) {
+  for (const mode of ['yield', 'sleep', 'nap']) {
     it(`on (${mode}): yields after busy turns that wrote, at most once per such turn`, async () => {
       const r = await run({ VSWITCH_TURN_YIELD_US: '1', VSWITCH_TURN_YIELD: mode });
       expect(r.txFrames).toBe(r.batches);
