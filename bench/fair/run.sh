@@ -41,6 +41,8 @@
 #               thread leaves the runqueue, so the reader its write woke on this CPU runs)
 #   ours-napUS  the same with VSWITCH_TURN_YIELD=nap: the loop thread's timer slack at 1 us, so
 #               the sleep idles ~1 us where nothing else is runnable (~55 us with the default slack)
+#   ours-cUS    ours-sUS only while more tasks are runnable machine-wide than there are CPUs
+#               (VSWITCH_TURN_YIELD=contended, /proc/loadavg's count)
 #   kbridge     the Linux bridge, veth pairs
 #   ovs-tso     Open vSwitch's userspace (netdev) datapath, TAP ports, userspace TSO on
 #   ovs         the same without TSO
@@ -208,6 +210,7 @@ topo_up() {
     ours-y[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-y}" up_ours "" "" ;;
     ours-s[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-s} VSWITCH_TURN_YIELD=sleep" up_ours "" "" ;;
     ours-nap[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-nap} VSWITCH_TURN_YIELD=nap" up_ours "" "" ;;
+    ours-c[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-c} VSWITCH_TURN_YIELD=contended" up_ours "" "" ;;
     ours-off) up_ours off "" ;;
     ours-gc1) up_ours "" "" --single-threaded-gc ;;
     ours-fc) up_ours "" true ;;

@@ -140,9 +140,11 @@ struct nd_state {
   uint64_t js_calls;  /* calls into JS (call_js): a served batch that reached JS */
   /* Giving up the CPU after busy turns (turn_yield; VSWITCH_TURN_YIELD_US, off by default). */
   uint64_t yield_ns;      /* at most one per this interval; 0: off */
-  bool yield_sleep;       /* VSWITCH_TURN_YIELD=sleep|nap: a 1 us nanosleep (the thread leaves the runqueue); else sched_yield */
+  bool yield_sleep;       /* VSWITCH_TURN_YIELD=sleep|nap|contended: a 1 us nanosleep (the thread leaves the runqueue); else sched_yield */
   uint64_t yield_last;    /* when the last one ended */
   uint64_t yield_tx;      /* stats.tx_frames at the last turn */
+  int yield_loadavg_fd;   /* VSWITCH_TURN_YIELD=contended: /proc/loadavg, read for the runnable count; -1: not used */
+  long yield_cpus;        /* ... the online CPUs it is compared with */
   /* Handles by fd (fd_ids[fd] = id + 1), for the poll's events, which carry the fd (libuv's epoll data). */
   int32_t *fd_ids;
   int nfd_ids;
@@ -1073,6 +1075,20 @@ static void hp_on_check(uv_check_t *c) {
  * yield_ns, give the CPU up: sched_yield, or a 1 us nanosleep that takes this thread off
  * the runqueue so whatever waits on this CPU runs. Off by default (bench/README.md).
  */
+/* More tasks runnable machine-wide than CPUs (/proc/loadavg's fourth field, this thread
+ * included): someone waits for a CPU, here or on another CPU that an idle balance on
+ * ours can take it from. A read that fails counts as contended. */
+static bool host_contended(nd_state *st) {
+  char b[128];
+  ssize_t n = pread(st->yield_loadavg_fd, b, sizeof b - 1, 0);
+  if (n <= 0) return true;
+  b[n] = 0;
+  const char *p = b;
+  for (int i = 0; i < 3 && p; i++) { p = strchr(p, ' '); if (p) p++; }
+  if (!p) return true;
+  return strtol(p, NULL, 10) > st->yield_cpus;
+}
+
 static void turn_yield(nd_state *st) {
   uint64_t tx = st->stats.tx_frames;
   if (tx == st->yield_tx) return;
@@ -1081,6 +1097,7 @@ static void turn_yield(nd_state *st) {
   if (t - st->yield_last < st->yield_ns) return;
   struct epoll_event ev;
   if (epoll_wait(uv_backend_fd(st->loop), &ev, 1, 0) <= 0) return; /* the loop sleeps anyway */
+  if (st->yield_loadavg_fd >= 0 && !host_contended(st)) return;
   if (st->yield_sleep) {
     struct timespec ts = { 0, 1000 };
     nanosleep(&ts, NULL);
@@ -2630,6 +2647,8 @@ static void on_env_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
     uv_close((uv_handle_t *)&st->hp_check, on_timer_closed);
     uv_close((uv_handle_t *)&st->hp_idle, on_timer_closed);
   }
+  if (st->yield_loadavg_fd >= 0) close(st->yield_loadavg_fd);
+  st->yield_loadavg_fd = -1;
   if (st->psi_fd >= 0) close(st->psi_fd);
   st->psi_fd = -1;
   if (st->sparse_ep >= 0) close(st->sparse_ep);
@@ -2647,6 +2666,7 @@ NAPI_MODULE_INIT() {
   st->env = env;
   st->sparse_ep = -1;
   st->psi_fd = -2; /* not opened yet */
+  st->yield_loadavg_fd = -1;
   nd_hp_configure(&st->hp, 0, 200 * 1000, 0); /* off; the daemon's default budget (config.ts) */
   if (napi_get_uv_event_loop(env, &st->loop) != napi_ok ||
       napi_set_instance_data(env, st, NULL, NULL) != napi_ok ||
@@ -2663,7 +2683,14 @@ NAPI_MODULE_INIT() {
     if (us > 0 && us <= 1000000) {
       const char *m = getenv("VSWITCH_TURN_YIELD");
       st->yield_ns = (uint64_t)us * 1000;
-      st->yield_sleep = m && (strcmp(m, "sleep") == 0 || strcmp(m, "nap") == 0);
+      st->yield_sleep = m && (strcmp(m, "sleep") == 0 || strcmp(m, "nap") == 0 || strcmp(m, "contended") == 0);
+      /* contended: the sleep only while more tasks are runnable than there are CPUs
+       * (host_contended), so a switch alone with its traffic never idles for it. */
+      if (m && strcmp(m, "contended") == 0) {
+        st->yield_loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+        st->yield_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        if (st->yield_cpus < 1) st->yield_cpus = 1;
+      }
       /* nap: the sleep with this (the loop's) thread's timer slack at 1 us instead of
        * 50 us, so a turn that finds nobody else to run idles ~1 us, not ~55 (every
        * other timer of the thread, the loop's poll timeouts, gets the same slack). */

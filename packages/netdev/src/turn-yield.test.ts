@@ -4,7 +4,8 @@
  * in a namespace of the test's own, loading the built addon, with a UDP port holding a
  * backlog of 200 datagrams served 4 a turn (so more is readable after every turn) whose
  * batch callbacks write one frame to a TAP (up, in the namespace) per batch. With the
- * knob set the loop yields (sched_yield, or a nanosleep with VSWITCH_TURN_YIELD=sleep or nap)
+ * knob set the loop yields (sched_yield, or a nanosleep with VSWITCH_TURN_YIELD=sleep or nap;
+ * with =contended only while the host has more runnable tasks than CPUs)
  * at least once and never more often than it had turns that wrote; unset, never.
  * Structure only: the first yield is due at once, so no assertion depends on the clock.
  */
@@ -93,4 +94,10 @@ describe('turn yield (VSWITCH_TURN_YIELD_US)', () => {
       expect(r.yields).toBeLessThanOrEqual(r.writeTurns);
     });
   }
+
+  it('contended: the sleep only while more tasks are runnable than CPUs (how many is up to the host), never more than once per turn that wrote', async () => {
+    const r = await run({ VSWITCH_TURN_YIELD_US: '1', VSWITCH_TURN_YIELD: 'contended' });
+    expect(r.txFrames).toBe(r.batches);
+    expect(r.yields).toBeLessThanOrEqual(r.writeTurns);
+  });
 });
