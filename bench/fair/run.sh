@@ -300,12 +300,12 @@ perf_window() {
   cut -d' ' -f1-3 /proc/loadavg >"$f.load"
 }
 
-# FAIR_TRACE=1 (with FAIR_PROBE=1): the noisy phase's pings run under a tracefs instance of
+# FAIR_TRACE=1 (with FAIR_PROBE=1; FAIR_TRACE_QUIET=1: the quiet phase's too): the noisy phase's pings run under a tracefs instance of
 # our own (bAfair) recording every CPU's scheduler switches, wake-ups and migrations, the
 # NET_RX softirqs and C's interface's frames entering the stack (netif_rx: queued on a CPU's
 # backlog, netif_receive_skb: delivered); kept as ROUND-TOPO-noisy.trace with the pinger's
 # PID (.pid), the switch's PIDs and the VMs' processes (.procs); wakeups.py DIR says, per
-# slow ping, where and behind whom the pinger waited.
+# slow ping, where and behind whom the pinger waited (ROUND-TOPO-quiet.* likewise).
 trace_dir=/sys/kernel/tracing/instances/bAfair
 trace_start() {
   rmdir "$trace_dir" 2>/dev/null
@@ -382,13 +382,15 @@ phase() {
   [ -n "$vw" ] && wait "$vw"
   if [ -n "$probe_dir" ]; then  # every topology pings with pinger.py then, for the same ping process
     [[ $topo == ours* ]] && echo "phase $ph $(date +%s%3N)" >>"$probe_dir/$ROUND-$topo.probe"
-    if [ "${FAIR_TRACE:-0}" = 1 ] && [ "$ph" = noisy ]; then trace_start; fi
+    local tr=0
+    [ "${FAIR_TRACE:-0}" = 1 ] && { [ "$ph" = noisy ] || [ "${FAIR_TRACE_QUIET:-0}" = 1 ]; } && tr=1
+    [ $tr = 1 ] && trace_start
     local pses=""
     [[ $topo == *,ps ]] && pses=setsid
     ip netns exec bAvm3 $pses python3 "$here/pinger.py" "${IPS[4]}" $((secs * 100)) 0.01 >"$probe_dir/$ROUND-$topo-$ph.ping" &
     local pinger=$!
     wait "$pinger"
-    if [ "${FAIR_TRACE:-0}" = 1 ] && [ "$ph" = noisy ]; then trace_stop "$probe_dir/$ROUND-$topo-$ph" "$pinger"; fi
+    [ $tr = 1 ] && trace_stop "$probe_dir/$ROUND-$topo-$ph" "$pinger"
     times=$(awk '$2 != "-" {print $2}' "$probe_dir/$ROUND-$topo-$ph.ping" | tr '\n' ' ')
   else
   times=$(ip netns exec bAvm3 busybox ping -c $((secs * 100)) -i 0.01 -W 2 "${IPS[4]}" 2>/dev/null | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | tr '\n' ' ')
