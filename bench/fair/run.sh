@@ -77,6 +77,9 @@
 #   FAIR_PROBE_DIR (default a new /tmp/bAfair-probe.* directory) as
 #   ROUND-TOPO-PHASE.{probe,ping}, and probe.py matches each slow ping to what the
 #   daemon did meanwhile.
+#   FAIR_TRACE=1 (with FAIR_PROBE=1): the noisy phase's pings under a tracefs instance
+#   (scheduler and C's frames; FAIR_TRACE_QUIET=1: the quiet phase's too), as
+#   ROUND-TOPO-PHASE.trace in FAIR_PROBE_DIR; wakeups.py DIR: where and behind whom the pinger waited.
 #   FAIR_PERF=1: where the noisy phase's CPU goes (ours* only): the daemon runs with
 #   `node --perf-basic-prof` and its metrics on, `perf record -g` samples it during the
 #   noisy phase's C -> D TCP and during 2 s of A's flood alone before it, and the ports' counters (frames, bytes, full read rounds)
