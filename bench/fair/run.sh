@@ -38,6 +38,15 @@
 #               bench/run.sh's base), for a same-run A/B of two builds; a T@N, T~US suffix as ours.
 #               With FAIR_PROBE=1 it runs that tree's bench/fair/probe.cjs if it has one (the
 #               instrument is part of what is compared: s30's probe made the GCs it reported)
+#   ours-yUS    ours with VSWITCH_TURN_YIELD_US=US: after a loop turn that wrote frames with
+#               more already readable, at most once per US microseconds, sched_yield()
+#               (addon.c turn_yield; issue 17's ping tail, bench/README.md "Where a slow ping waits")
+#   ours-sUS    the same with VSWITCH_TURN_YIELD=sleep: a 1 us nanosleep instead (the daemon's
+#               thread leaves the runqueue, so the reader its write woke on this CPU runs)
+#   ours-napUS  the same with VSWITCH_TURN_YIELD=nap: the loop thread's timer slack at 1 us, so
+#               the sleep idles ~1 us where nothing else is runnable (~55 us with the default slack)
+#   ours-cUS    ours-sUS only while more tasks are runnable machine-wide than there are CPUs
+#               (VSWITCH_TURN_YIELD=contended, /proc/loadavg's count)
 #   kbridge     the Linux bridge, veth pairs
 #   ovs-tso     Open vSwitch's userspace (netdev) datapath, TAP ports, userspace TSO on
 #   ovs         the same without TSO
@@ -49,6 +58,10 @@
 #   T~US        topology T with its switch's threads on an EEVDF slice of US microseconds
 #               (sched_setattr's sched_runtime; the kernel's default is 0.75 ms x (1 + log2 CPUs));
 #               combines with @N as T~US@N
+#   T,ps        topology T with C's pinger (FAIR_PROBE's pinger.py) in a session of its own
+#               (setsid): with the kernel's autogroups, a scheduling group of its own instead
+#               of the bench's, which it otherwise shares with A's flooder and the iperf3s
+#               (bench/README.md "Where a slow ping waits": the pinger woken on the switch's CPU)
 # The peers are set up with the helpers of ../shared/bench/anchors.sh (sourced with
 # zero rounds: its ovs_start, vsctl, vm_ns_add, tap_attached, its lock, its bA* names
 # and its teardown), the same way its two-VM topologies are.
@@ -71,6 +84,9 @@
 #   FAIR_PROBE_DIR (default a new /tmp/bAfair-probe.* directory) as
 #   ROUND-TOPO-PHASE.{probe,ping}, and probe.py matches each slow ping to what the
 #   daemon did meanwhile.
+#   FAIR_TRACE=1 (with FAIR_PROBE=1): the noisy phase's pings under a tracefs instance
+#   (scheduler and C's frames; FAIR_TRACE_QUIET=1: the quiet phase's too), as
+#   ROUND-TOPO-PHASE.trace in FAIR_PROBE_DIR; wakeups.py DIR: where and behind whom the pinger waited.
 #   FAIR_PERF=1: where the noisy phase's CPU goes (ours* and base only): the daemon runs with
 #   `node --perf-basic-prof` and its metrics on, `perf record -g` samples it during the
 #   noisy phase's C -> D TCP and during 2 s of A's flood alone before it, and the ports' counters (frames, bytes, full read rounds)
@@ -145,7 +161,7 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
   mkdir -p "$RUN/state"
   {
     [ -n "$TWB" ] && echo "tapWriteBatch: $TWB"
-    [[ $CUR_NAME == *@* ]] && echo "nice: ${CUR_NAME##*@}"  # the daemon sets its thread's and its own session's group's
+    if [[ $CUR_NAME == *@* ]]; then local n=${CUR_NAME##*@}; echo "nice: ${n%,ps}"; fi  # the daemon sets its thread's and its own session's group's
     echo "bridges:"
     echo "  br0:"
     case $q in
@@ -170,7 +186,7 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
   local session=setsid
   [ "${FAIR_OURS_SESSION:-}" = inherit ] && session=""
   # shellcheck disable=SC2086 # FAIR_OURS_NODE_ARGS: words
-  ip netns exec $NSW $session env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" node ${FAIR_OURS_NODE_ARGS---no-memory-reducer} "${pre[@]}" "$@" "${OURS_JS:-$main_js}" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics $metrics \
+  ip netns exec $NSW $session env FAIR_PROBE_OUT="$probe_dir/$ROUND-$CUR_NAME.probe" $TY node ${FAIR_OURS_NODE_ARGS---no-memory-reducer} "${pre[@]}" "$@" "${OURS_JS:-$main_js}" daemon --config "$RUN/c.yaml" --socket "$RUN/s" --metrics $metrics \
     --state-dir "$RUN/state" --log-level warn </dev/null >>"$RUN/switch.log" 2>&1 &
   SW_PIDS+=("$!")
   taps_move && vms_conf
@@ -201,7 +217,7 @@ up_ovs() {  # up_ovs TSO(true|false)
 down_ovs() { local i ns; for i in 3 4; do for ns in $NSW bAvm$i; do ip -n $ns link del bAt$i 2>/dev/null; done; done; }
 
 topo_up() {
-  SPARSE="" TWB="" OURS_JS=""
+  SPARSE="" TWB="" OURS_JS="" TY=""
   case $(topo_base "$1") in
     base) OURS_JS=$BASE_JS up_ours "" "" ;;
     ours-uring) TWB=true up_ours "" "" ;;
@@ -209,6 +225,10 @@ topo_up() {
     ours-sparse) SPARSE=true up_ours "" "" ;;
     ours-nosparse) SPARSE=false up_ours "" "" ;;
     ours) up_ours "" "" ;;
+    ours-y[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-y}" up_ours "" "" ;;
+    ours-s[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-s} VSWITCH_TURN_YIELD=sleep" up_ours "" "" ;;
+    ours-nap[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-nap} VSWITCH_TURN_YIELD=nap" up_ours "" "" ;;
+    ours-c[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-c} VSWITCH_TURN_YIELD=contended" up_ours "" "" ;;
     ours-off) up_ours off "" ;;
     ours-gc1) up_ours "" "" --single-threaded-gc ;;
     ours-fc) up_ours "" true ;;
@@ -223,7 +243,7 @@ topo_up() {
     *) log "unknown topology $1"; return 1 ;;
   esac
 }
-topo_base() { local t=${1%@*}; echo "${t%~*}"; }  # T without its ~US and @N suffixes
+topo_base() { local t=${1%,ps}; t=${t%@*}; echo "${t%~*}"; }  # T without its ~US, @N and ,ps suffixes
 topo_down() {
   case $(topo_base "$1") in kbridge) down_kbridge ;; ovs|ovs-tso) down_ovs ;; esac
   teardown
@@ -298,6 +318,41 @@ perf_window() {
   cut -d' ' -f1-3 /proc/loadavg >"$f.load"
 }
 
+# FAIR_TRACE=1 (with FAIR_PROBE=1; FAIR_TRACE_QUIET=1: the quiet phase's too): the noisy phase's pings run under a tracefs instance of
+# our own (bAfair) recording every CPU's scheduler switches, wake-ups and migrations, the
+# NET_RX softirqs and C's interface's frames entering the stack (netif_rx: queued on a CPU's
+# backlog, netif_receive_skb: delivered); kept as ROUND-TOPO-noisy.trace with the pinger's
+# PID (.pid), the switch's PIDs and the VMs' processes (.procs); wakeups.py DIR says, per
+# slow ping, where and behind whom the pinger waited (ROUND-TOPO-quiet.* likewise).
+trace_dir=/sys/kernel/tracing/instances/bAfair
+trace_start() {
+  rmdir "$trace_dir" 2>/dev/null
+  mkdir "$trace_dir" || { log "no tracefs instance"; return 1; }
+  echo 65536 >"$trace_dir/buffer_size_kb"
+  echo mono >"$trace_dir/trace_clock"
+  local e dev=${IFS4[3]}
+  for e in sched/sched_switch sched/sched_waking sched/sched_wakeup sched/sched_migrate_task; do
+    echo 1 >"$trace_dir/events/$e/enable"
+  done
+  echo 'vec == 3' >"$trace_dir/events/irq/softirq_entry/filter"
+  echo 'vec == 3' >"$trace_dir/events/irq/softirq_exit/filter"
+  echo 1 >"$trace_dir/events/irq/softirq_entry/enable"
+  echo 1 >"$trace_dir/events/irq/softirq_exit/enable"
+  for e in netif_rx netif_receive_skb net_dev_queue; do
+    echo "name == \"$dev\"" >"$trace_dir/events/net/$e/filter"
+    echo 1 >"$trace_dir/events/net/$e/enable"
+  done
+  echo 1 >"$trace_dir/tracing_on"
+}
+trace_stop() {  # trace_stop OUT_BASE PINGER_PID
+  echo 0 >"$trace_dir/tracing_on"
+  cat "$trace_dir/trace" >"$1.trace"
+  cat "$trace_dir/per_cpu"/cpu*/stats | grep -i overrun | tr '\n' ' ' >"$1.overrun"
+  echo "$2" >"$1.pid"
+  { echo "switch ${SW_PIDS[*]}"; local p; for p in "${SW_PIDS[@]}"; do ls /proc/"$p"/task | tr '\n' ' '; echo; done; vm_procs; } >"$1.procs"
+  rmdir "$trace_dir"
+}
+
 # One phase: C -> D TCP then ping; with "noisy", A floods B and runs TCP to it meanwhile.
 phase() {
   local topo=$1 ph=$2 tg="" ab="" tcp times r0 r1 sent="" abg=0 t0 t1 load
@@ -345,7 +400,15 @@ phase() {
   [ -n "$vw" ] && wait "$vw"
   if [ -n "$probe_dir" ]; then  # every topology pings with pinger.py then, for the same ping process
     [[ $topo == ours* || $topo == base* ]] && echo "phase $ph $(date +%s%3N)" >>"$probe_dir/$ROUND-$topo.probe"
-    ip netns exec bAvm3 python3 "$here/pinger.py" "${IPS[4]}" $((secs * 100)) 0.01 >"$probe_dir/$ROUND-$topo-$ph.ping"
+    local tr=0
+    [ "${FAIR_TRACE:-0}" = 1 ] && { [ "$ph" = noisy ] || [ "${FAIR_TRACE_QUIET:-0}" = 1 ]; } && tr=1
+    [ $tr = 1 ] && trace_start
+    local pses=""
+    [[ $topo == *,ps ]] && pses=setsid
+    ip netns exec bAvm3 $pses python3 "$here/pinger.py" "${IPS[4]}" $((secs * 100)) 0.01 >"$probe_dir/$ROUND-$topo-$ph.ping" &
+    local pinger=$!
+    wait "$pinger"
+    [ $tr = 1 ] && trace_stop "$probe_dir/$ROUND-$topo-$ph" "$pinger"
     times=$(awk '$2 != "-" {print $2}' "$probe_dir/$ROUND-$topo-$ph.ping" | tr '\n' ' ')
   else
   times=$(ip netns exec bAvm3 busybox ping -c $((secs * 100)) -i 0.01 -W 2 "${IPS[4]}" 2>/dev/null | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | tr '\n' ' ')
@@ -377,7 +440,7 @@ for ROUND in $(seq "$rounds"); do
       log "$topo: no connectivity"; topo_down "$topo"; continue
     fi
     nice=${FAIR_NICE:-0}
-    [[ $topo == *@* ]] && nice=${topo##*@}
+    [[ $topo == *@* ]] && { nice=${topo##*@}; nice=${nice%,ps}; }
     if [ "$nice" != 0 ] && { [[ $topo != ours* ]] || [[ $topo != *@* ]]; }; then
       for p in "${SW_PIDS[@]}"; do
         for t in /proc/"$p"/task/*; do renice -n "$nice" -p "${t##*/}" >/dev/null; done
@@ -386,7 +449,7 @@ for ROUND in $(seq "$rounds"); do
       done
     fi
     if [[ $topo == *~* ]]; then
-      slice=${topo##*~}; slice=${slice%@*}
+      slice=${topo##*~}; slice=${slice%,ps}; slice=${slice%@*}
       for p in "${SW_PIDS[@]}"; do "$setslice" $((slice * 1000)) $(ls /proc/"$p"/task) || log "$topo: setting the slice failed"; done
     fi
     phase "$topo" quiet

@@ -36,6 +36,8 @@
 #include "flowcache.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <sys/prctl.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +138,13 @@ struct nd_state {
   bool hp_serve;      /* serve a port the poll found from inside the poll (hp_before_sleep) */
   int psi_fd;         /* /proc/pressure/cpu, opened with the first setting that polls; -1: none (no PSI) */
   uint64_t js_calls;  /* calls into JS (call_js): a served batch that reached JS */
+  /* Giving up the CPU after busy turns (turn_yield; VSWITCH_TURN_YIELD_US, off by default). */
+  uint64_t yield_ns;      /* at most one per this interval; 0: off */
+  bool yield_sleep;       /* VSWITCH_TURN_YIELD=sleep|nap|contended: a 1 us nanosleep (the thread leaves the runqueue); else sched_yield */
+  uint64_t yield_last;    /* when the last one ended */
+  uint64_t yield_tx;      /* stats.tx_frames at the last turn */
+  int yield_loadavg_fd;   /* VSWITCH_TURN_YIELD=contended: /proc/loadavg, read for the runnable count; -1: not used */
+  long yield_cpus;        /* ... the online CPUs it is compared with */
   /* Handles by fd (fd_ids[fd] = id + 1), for the poll's events, which carry the fd (libuv's epoll data). */
   int32_t *fd_ids;
   int nfd_ids;
@@ -1056,10 +1065,54 @@ static void hp_on_check(uv_check_t *c) {
   if (st->hp_waiting) hp_wake(st, false);
 }
 
+/*
+ * Issue 17's ping tail (bench/fair/wakeups.py): a frame we write to a TAP delivers
+ * inside our write and wakes its reader with a sync wake-up, which places the reader on
+ * our CPU when we are its only task; the wake-up does not preempt us (EEVDF: our
+ * session's group entity keeps the CPU), so under a flood, when our loop never sleeps,
+ * the reader waits for the next tick (3.4-3.9 ms at HZ=250). After a turn that wrote
+ * frames, with more already readable (the loop would not sleep), at most once per
+ * yield_ns, give the CPU up: sched_yield, or a 1 us nanosleep that takes this thread off
+ * the runqueue so whatever waits on this CPU runs. Off by default (bench/README.md).
+ */
+/* More tasks runnable machine-wide than CPUs (/proc/loadavg's fourth field, this thread
+ * included): someone waits for a CPU, here or on another CPU that an idle balance on
+ * ours can take it from. A read that fails counts as contended. */
+static bool host_contended(nd_state *st) {
+  char b[128];
+  ssize_t n = pread(st->yield_loadavg_fd, b, sizeof b - 1, 0);
+  if (n <= 0) return true;
+  b[n] = 0;
+  const char *p = b;
+  for (int i = 0; i < 3 && p; i++) { p = strchr(p, ' '); if (p) p++; }
+  if (!p) return true;
+  return strtol(p, NULL, 10) > st->yield_cpus;
+}
+
+static void turn_yield(nd_state *st) {
+  uint64_t tx = st->stats.tx_frames;
+  if (tx == st->yield_tx) return;
+  st->yield_tx = tx;
+  uint64_t t = now_ns();
+  if (t - st->yield_last < st->yield_ns) return;
+  struct epoll_event ev;
+  if (epoll_wait(uv_backend_fd(st->loop), &ev, 1, 0) <= 0) return; /* the loop sleeps anyway */
+  if (st->yield_loadavg_fd >= 0 && !host_contended(st)) return;
+  if (st->yield_sleep) {
+    struct timespec ts = { 0, 1000 };
+    nanosleep(&ts, NULL);
+  } else {
+    sched_yield();
+  }
+  st->stats.turn_yields++;
+  st->yield_last = now_ns();
+}
+
 /* Each loop turn is one round: sparse_first serves a handle at most once per turn. */
 static void on_turn(uv_prepare_t *p) {
   nd_state *st = p->data;
   if (++st->turn == 0) st->turn = 1; /* 0 is early_turn's "never" */
+  if (st->yield_ns) turn_yield(st);
   if (st->hp.max_ns) hp_before_sleep(st);
 }
 
@@ -2040,7 +2093,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     { "udpGroBursts", s->udp_gro_bursts }, { "udpGroSegments", s->udp_gro_segments },
     { "udpGroDropped", s->udp_gro_dropped },
     { "uringFlushes", s->uring_flushes }, { "uringWrites", s->uring_writes },
-    { "uringEnters", s->uring_enters }, { "uringUnsent", s->uring_unsent },
+    { "uringEnters", s->uring_enters }, { "uringUnsent", s->uring_unsent }, { "turnYields", s->turn_yields },
   };
   CHECK(napi_create_object(env, &o));
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
@@ -2594,6 +2647,8 @@ static void on_env_cleanup(napi_async_cleanup_hook_handle hh, void *arg) {
     uv_close((uv_handle_t *)&st->hp_check, on_timer_closed);
     uv_close((uv_handle_t *)&st->hp_idle, on_timer_closed);
   }
+  if (st->yield_loadavg_fd >= 0) close(st->yield_loadavg_fd);
+  st->yield_loadavg_fd = -1;
   if (st->psi_fd >= 0) close(st->psi_fd);
   st->psi_fd = -1;
   if (st->sparse_ep >= 0) close(st->sparse_ep);
@@ -2611,6 +2666,7 @@ NAPI_MODULE_INIT() {
   st->env = env;
   st->sparse_ep = -1;
   st->psi_fd = -2; /* not opened yet */
+  st->yield_loadavg_fd = -1;
   nd_hp_configure(&st->hp, 0, 200 * 1000, 0); /* off; the daemon's default budget (config.ts) */
   if (napi_get_uv_event_loop(env, &st->loop) != napi_ok ||
       napi_set_instance_data(env, st, NULL, NULL) != napi_ok ||
@@ -2619,6 +2675,28 @@ NAPI_MODULE_INIT() {
     free(st);
     napi_throw_error(env, NULL, "netdev: environment setup failed");
     return NULL;
+  }
+  /* A bench knob (bench/fair: issue 17's ping tail), off by default: turn_yield. */
+  const char *ye = getenv("VSWITCH_TURN_YIELD_US");
+  if (ye && *ye) {
+    unsigned long us = strtoul(ye, NULL, 10);
+    if (us > 0 && us <= 1000000) {
+      const char *m = getenv("VSWITCH_TURN_YIELD");
+      st->yield_ns = (uint64_t)us * 1000;
+      st->yield_sleep = m && (strcmp(m, "sleep") == 0 || strcmp(m, "nap") == 0 || strcmp(m, "contended") == 0);
+      /* contended: the sleep only while more tasks are runnable than there are CPUs
+       * (host_contended), so a switch alone with its traffic never idles for it. */
+      if (m && strcmp(m, "contended") == 0) {
+        st->yield_loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+        st->yield_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        if (st->yield_cpus < 1) st->yield_cpus = 1;
+      }
+      /* nap: the sleep with this (the loop's) thread's timer slack at 1 us instead of
+       * 50 us, so a turn that finds nobody else to run idles ~1 us, not ~55 (every
+       * other timer of the thread, the loop's poll timeouts, gets the same slack). */
+      if (m && strcmp(m, "nap") == 0) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+      ensure_prep(st);
+    }
   }
 
   napi_property_descriptor props[] = {

@@ -221,6 +221,8 @@ export interface Stats {
   uringWrites: number;
   uringEnters: number;
   uringUnsent: number;
+  /** Busy loop turns that gave up the CPU (VSWITCH_TURN_YIELD_US, a bench knob; 0 when off). */
+  turnYields: number;
 }
 
 /** Where `segment` leaves its frames: `arena[offs[i], offs[i] + lens[i])` for i < count. */
