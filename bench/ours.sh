@@ -71,6 +71,10 @@ case ${VSWITCH_BENCH_TAP_WRITE_BATCH:-} in
 tapWriteBatch: $VSWITCH_BENCH_TAP_WRITE_BATCH" ;;
   *) echo "ours.sh: VSWITCH_BENCH_TAP_WRITE_BATCH must be true or false, got $VSWITCH_BENCH_TAP_WRITE_BATCH" >&2; exit 2 ;;
 esac
+# VSWITCH_BENCH_TURN_YIELD_US=N: the daemon's turnYieldUs (README "The turn yield"; 0 off);
+# unset: the default.
+[ -n "${VSWITCH_BENCH_TURN_YIELD_US:-}" ] && pline="$pline
+turnYieldUs: $VSWITCH_BENCH_TURN_YIELD_US"
 # The VMs' addresses: anchors.sh's IP1/IP2.
 gline1="" gline2=""
 case ${VSWITCH_BENCH_GUARD:-} in

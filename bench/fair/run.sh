@@ -38,15 +38,16 @@
 #               bench/run.sh's base), for a same-run A/B of two builds; a T@N, T~US suffix as ours.
 #               With FAIR_PROBE=1 it runs that tree's bench/fair/probe.cjs if it has one (the
 #               instrument is part of what is compared: s30's probe made the GCs it reported)
-#   ours-yUS    ours with VSWITCH_TURN_YIELD_US=US: after a loop turn that wrote frames with
-#               more already readable, at most once per US microseconds, sched_yield()
-#               (addon.c turn_yield; issue 17's ping tail, bench/README.md "Where a slow ping waits")
-#   ours-sUS    the same with VSWITCH_TURN_YIELD=sleep: a 1 us nanosleep instead (the daemon's
-#               thread leaves the runqueue, so the reader its write woke on this CPU runs)
-#   ours-napUS  the same with VSWITCH_TURN_YIELD=nap: the loop thread's timer slack at 1 us, so
-#               the sleep idles ~1 us where nothing else is runnable (~55 us with the default slack)
-#   ours-cUS    ours-sUS only while more tasks are runnable machine-wide than there are CPUs
-#               (VSWITCH_TURN_YIELD=contended, /proc/loadavg's count)
+#   ours-cUS    ours with `turnYieldUs: US` (the turn yield, README "The turn yield"; 500, the
+#               default since s30): while more tasks are runnable machine-wide than there are
+#               CPUs (/proc/loadavg's count), after a loop turn that wrote frames with more
+#               already readable, at most once per US microseconds, a 1 us nanosleep (~55 us
+#               with the default timer slack: the reader its write woke on this CPU runs)
+#   ours-noty   ours with `turnYieldUs: 0` (the turn yield off)
+#   ours-yUS    ours-cUS with VSWITCH_TURN_YIELD=yield (an experiment's mode): sched_yield()
+#   ours-sUS    ours-cUS with VSWITCH_TURN_YIELD=sleep: the sleep whether or not the host is contended
+#   ours-napUS  ours-sUS with VSWITCH_TURN_YIELD=nap: the loop thread's timer slack at 1 us, so
+#               the sleep idles ~1 us where nothing else is runnable
 #   kbridge     the Linux bridge, veth pairs
 #   ovs-tso     Open vSwitch's userspace (netdev) datapath, TAP ports, userspace TSO on
 #   ovs         the same without TSO
@@ -161,6 +162,7 @@ up_ours() {  # up_ours QUANTUM ("" = the default; frames, frames:N, bytes: the r
   mkdir -p "$RUN/state"
   {
     [ -n "$TWB" ] && echo "tapWriteBatch: $TWB"
+    [ -n "$TYU" ] && echo "turnYieldUs: $TYU"
     if [[ $CUR_NAME == *@* ]]; then local n=${CUR_NAME##*@}; echo "nice: ${n%,ps}"; fi  # the daemon sets its thread's and its own session's group's
     echo "bridges:"
     echo "  br0:"
@@ -217,7 +219,7 @@ up_ovs() {  # up_ovs TSO(true|false)
 down_ovs() { local i ns; for i in 3 4; do for ns in $NSW bAvm$i; do ip -n $ns link del bAt$i 2>/dev/null; done; done; }
 
 topo_up() {
-  SPARSE="" TWB="" OURS_JS="" TY=""
+  SPARSE="" TWB="" OURS_JS="" TY="" TYU=""
   case $(topo_base "$1") in
     base) OURS_JS=$BASE_JS up_ours "" "" ;;
     ours-uring) TWB=true up_ours "" "" ;;
@@ -225,10 +227,11 @@ topo_up() {
     ours-sparse) SPARSE=true up_ours "" "" ;;
     ours-nosparse) SPARSE=false up_ours "" "" ;;
     ours) up_ours "" "" ;;
-    ours-y[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-y}" up_ours "" "" ;;
-    ours-s[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-s} VSWITCH_TURN_YIELD=sleep" up_ours "" "" ;;
-    ours-nap[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-nap} VSWITCH_TURN_YIELD=nap" up_ours "" "" ;;
-    ours-c[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_US=${t#ours-c} VSWITCH_TURN_YIELD=contended" up_ours "" "" ;;
+    ours-y[0-9]*) local t; t=$(topo_base "$1"); TYU=${t#ours-y} TY="VSWITCH_TURN_YIELD=yield" up_ours "" "" ;;
+    ours-s[0-9]*) local t; t=$(topo_base "$1"); TYU=${t#ours-s} TY="VSWITCH_TURN_YIELD=sleep" up_ours "" "" ;;
+    ours-nap[0-9]*) local t; t=$(topo_base "$1"); TYU=${t#ours-nap} TY="VSWITCH_TURN_YIELD=nap" up_ours "" "" ;;
+    ours-c[0-9]*) local t; t=$(topo_base "$1"); TYU=${t#ours-c} up_ours "" "" ;;
+    ours-noty) TYU=0 up_ours "" "" ;;
     ours-off) up_ours off "" ;;
     ours-gc1) up_ours "" "" --single-threaded-gc ;;
     ours-fc) up_ours "" true ;;

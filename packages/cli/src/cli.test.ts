@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { buildProgram, daemonLine, dupText, parseOnOff, parsePollBudget, parsePollUs, settingsLine, evpnGr, evpnLimit, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
+import { buildProgram, daemonLine, dupText, parseOnOff, parsePollBudget, parsePollUs, parseTurnYieldUs, settingsLine, evpnGr, evpnLimit, loopText, monitorLine, portOptions, portSetArgs, UsageError, words } from './cli.js';
 import { commandTree, leafCommands } from './docs.js';
 import { VERSION } from './version.js';
 
@@ -260,5 +260,17 @@ describe('vswitch set / settings: poll before sleep', () => {
       .toBe('poll before sleep: off\ntap write batch: io_uring, 300 replayed frames in 20 flushes (set at runtime)');
     expect(settingsLine({ ...base, overrides: [], tapWriteBatch: twb(true, false, 'EPERM') }))
       .toBe('poll before sleep: off\ntap write batch: unavailable (EPERM), writev');
+  });
+
+  it('turn-yield-us N|off, and its line', () => {
+    expect(parseTurnYieldUs('500')).toBe(500);
+    expect(parseTurnYieldUs('off')).toBe(0);
+    expect(parseTurnYieldUs('0')).toBe(0);
+    for (const bad of ['-1', '100001', '2.5', '', 'on']) expect(() => parseTurnYieldUs(bad)).toThrow(UsageError);
+    const base = { pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200 };
+    expect(settingsLine({ ...base, overrides: [], turnYield: { us: 500, yields: 7 } }))
+      .toBe('poll before sleep: off\nturn yield: at most every 500 µs while the host is contended, 7 yields');
+    expect(settingsLine({ ...base, overrides: ['turnYieldUs'], turnYield: { us: 0, yields: 7 } }))
+      .toBe('poll before sleep: off\nturn yield: off (set at runtime)');
   });
 });

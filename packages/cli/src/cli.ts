@@ -103,9 +103,17 @@ export function daemonLine(ping: unknown): string {
 export function settingsLine(v: unknown): string {
   const d = v as { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: number; overrides?: string[];
     pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number; hostBusy?: number; served?: number; pressurePermille?: number };
-    tapWriteBatch?: TapWriteBatchView } | null;
+    tapWriteBatch?: TapWriteBatchView; turnYield?: { us: number; yields: number } } | null;
   if (!d || typeof d !== 'object' || d.pollBeforeSleepUs === undefined) return '';
-  return pollLine(d) + tapWriteBatchLine(d.tapWriteBatch, d.overrides?.includes('tapWriteBatch') ? ' (set at runtime)' : '');
+  return pollLine(d) + tapWriteBatchLine(d.tapWriteBatch, d.overrides?.includes('tapWriteBatch') ? ' (set at runtime)' : '')
+    + turnYieldLine(d.turnYield, d.overrides?.includes('turnYieldUs') ? ' (set at runtime)' : '');
+}
+
+/** The turn yield (turnYieldUs, `set turn-yield-us`): its interval and how often the loop gave its CPU up. */
+function turnYieldLine(t: { us: number; yields: number } | undefined, from: string): string {
+  if (!t) return '';
+  if (t.us === 0) return `\nturn yield: off${from}`;
+  return `\nturn yield: at most every ${t.us} µs while the host is contended, ${t.yields} yields${from}`;
 }
 
 function pollLine(d: { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: number; overrides?: string[];
@@ -133,6 +141,13 @@ function tapWriteBatchLine(t: TapWriteBatchView | undefined, from: string): stri
 export function parseOnOff(key: string, s: string): boolean {
   if (s !== 'on' && s !== 'off') throw new UsageError(`bad ${key} '${s}' (on or off)`);
   return s === 'on';
+}
+
+/** `set turn-yield-us N|off`: an interval in µs, 0-100000 (off = 0). */
+export function parseTurnYieldUs(s: string): number {
+  const n = s === 'off' ? 0 : /^\d+$/.test(s) ? Number(s) : NaN;
+  if (!Number.isInteger(n) || n < 0 || n > 100000) throw new UsageError(`bad turn-yield-us '${s}' (0-100000 microseconds, or off)`);
+  return n;
 }
 
 /** `set poll-us N|off`: a window in µs, 0-1000 (off = 0). */
@@ -673,22 +688,26 @@ export function buildProgram(hooks: ProgramHooks = {}): Command {
       await call('bridge.loop', args);
     });
 
-  const setKw: KeywordSpec = { values: { 'poll-us': { name: 'N|off' }, 'poll-budget-ms': { name: 'MS' }, 'tap-write-batch': { name: 'on|off' } }, flags: [] };
-  keywords(program.command('set').argument('<words...>').usage('[poll-us N|off] [poll-budget-ms MS] [tap-write-batch on|off]')
+  const setKw: KeywordSpec = { values: { 'poll-us': { name: 'N|off' }, 'poll-budget-ms': { name: 'MS' }, 'tap-write-batch': { name: 'on|off' },
+    'turn-yield-us': { name: 'N|off' } }, flags: [] };
+  keywords(program.command('set').argument('<words...>').usage('[poll-us N|off] [poll-budget-ms MS] [tap-write-batch on|off] [turn-yield-us N|off]')
     .description('daemon-wide settings at runtime (kept across restarts, as every change): poll before sleep, the largest window '
       + 'in microseconds (0-1000; off, the default: 0) the event loop polls its ports before it sleeps, adaptive as KVM\'s halt polling, '
       + 'and at most how many milliseconds per second it may poll (1-1000, 200 by default); tap-write-batch: the flow cache\'s '
-      + 'replays of one read batch written through io_uring in one call'), setKw)
+      + 'replays of one read batch written through io_uring in one call; turn-yield-us: while the host has more runnable tasks '
+      + 'than CPUs, at most once per N microseconds (0-100000, 500 by default; off: 0) a busy loop gives its CPU up for ~55 µs '
+      + 'so the VMs its writes woke can run'), setKw)
     .action(async (list: string[]) => {
       const w = words(list, setKw);
       const args: Record<string, unknown> = {};
       if (w['poll-us'] !== undefined) args.pollBeforeSleepUs = parsePollUs(w['poll-us'] as string);
       if (w['poll-budget-ms'] !== undefined) args.pollBeforeSleepBudgetMs = parsePollBudget(w['poll-budget-ms'] as string);
       if (w['tap-write-batch'] !== undefined) args.tapWriteBatch = parseOnOff('tap-write-batch', w['tap-write-batch'] as string);
-      if (Object.keys(args).length === 0) throw new UsageError('nothing to set: poll-us, poll-budget-ms or tap-write-batch');
+      if (w['turn-yield-us'] !== undefined) args.turnYieldUs = parseTurnYieldUs(w['turn-yield-us'] as string);
+      if (Object.keys(args).length === 0) throw new UsageError('nothing to set: poll-us, poll-budget-ms, tap-write-batch or turn-yield-us');
       await call('daemon.set', args);
     });
-  program.command('settings').addOption(json()).description('daemon-wide settings (vswitch set), where they come from, poll before sleep\'s window and counters, batched TAP writes')
+  program.command('settings').addOption(json()).description('daemon-wide settings (vswitch set), where they come from, poll before sleep\'s window and counters, batched TAP writes, the turn yield')
     .action(async () => {
       print(await call('daemon.show'), asJson(), (d) => settingsLine(d) + '\n');
     });

@@ -16,6 +16,8 @@ import { checkDhcp6 } from './daemon/dhcp6.js';
 
 /** Batched TAP writes through io_uring (README "Batched TAP writes"), unless the file or `vswitch set` says otherwise. */
 export const TAP_WRITE_BATCH_DEFAULT = true;
+/** The turn yield's interval, µs (README "The turn yield"; bench/README "Who the pinger waits behind"): 0 turns it off. */
+export const TURN_YIELD_US_DEFAULT = 500;
 import { forward6Problem } from './daemon/forward6.js';
 
 const RCVBUF_MSG = 'must be auto or bytes (65536 to 1073741824)';
@@ -434,6 +436,13 @@ export const ConfigSchema = z.strictObject({
    * batch written through io_uring, one call for the batch instead of one writev each.
    */
   tapWriteBatch: z.boolean().default(TAP_WRITE_BATCH_DEFAULT),
+  /**
+   * The turn yield (README "The turn yield"): while the host has more runnable tasks than
+   * CPUs, after a busy loop turn that wrote frames, at most once per this many µs, the loop
+   * gives its CPU up for ~55 µs so the VMs its writes woke can run (0: off).
+   */
+  turnYieldUs: z.number().int('must be a whole number of microseconds').min(0, 'must be 0 (off) to 100000')
+    .max(100000, 'must be 0 (off) to 100000').default(TURN_YIELD_US_DEFAULT),
   /** true: the daemon starts a session of its own (setsid), its own scheduling group under autogroups (daemon/session.ts); unset: as started. */
   ownSession: z.boolean().optional(),
   bridges: z.record(BridgeName, BridgeSchema).default({}),

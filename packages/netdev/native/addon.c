@@ -140,7 +140,7 @@ struct nd_state {
   uint64_t js_calls;  /* calls into JS (call_js): a served batch that reached JS */
   /* Giving up the CPU after busy turns (turn_yield; VSWITCH_TURN_YIELD_US, off by default). */
   uint64_t yield_ns;      /* at most one per this interval; 0: off */
-  bool yield_sleep;       /* VSWITCH_TURN_YIELD=sleep|nap|contended: a 1 us nanosleep (the thread leaves the runqueue); else sched_yield */
+  int yield_mode;         /* ND_YIELD_*: VSWITCH_TURN_YIELD, read at load; contended by default */
   uint64_t yield_last;    /* when the last one ended */
   uint64_t yield_tx;      /* stats.tx_frames at the last turn */
   int yield_loadavg_fd;   /* VSWITCH_TURN_YIELD=contended: /proc/loadavg, read for the runnable count; -1: not used */
@@ -1097,8 +1097,8 @@ static void turn_yield(nd_state *st) {
   if (t - st->yield_last < st->yield_ns) return;
   struct epoll_event ev;
   if (epoll_wait(uv_backend_fd(st->loop), &ev, 1, 0) <= 0) return; /* the loop sleeps anyway */
-  if (st->yield_loadavg_fd >= 0 && !host_contended(st)) return;
-  if (st->yield_sleep) {
+  if (st->yield_mode == ND_YIELD_CONTENDED && st->yield_loadavg_fd >= 0 && !host_contended(st)) return;
+  if (st->yield_mode != ND_YIELD_YIELD) {
     struct timespec ts = { 0, 1000 };
     nanosleep(&ts, NULL);
   } else {
@@ -1106,6 +1106,42 @@ static void turn_yield(nd_state *st) {
   }
   st->stats.turn_yields++;
   st->yield_last = now_ns();
+}
+
+/*
+ * The turn yield's interval and mode: us 0 = off. The mode (VSWITCH_TURN_YIELD, read at
+ * load; the daemon's setting uses the default) is one of: contended (the default: the
+ * sleep only while more tasks are runnable than there are CPUs), sleep (always), nap (the
+ * sleep with this thread's timer slack at 1 us), yield (sched_yield).
+ */
+static void ensure_prep(nd_state *st);
+
+static void turn_yield_configure(nd_state *st, uint64_t us) {
+  st->yield_ns = us * 1000;
+  st->yield_last = 0;
+  if (!us) return;
+  if (st->yield_mode == ND_YIELD_CONTENDED && st->yield_loadavg_fd < 0) {
+    st->yield_loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    st->yield_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (st->yield_cpus < 1) st->yield_cpus = 1;
+  }
+  ensure_prep(st);
+}
+
+/* setTurnYield(us): 0 off, else at most one yield per `us` microseconds (1 to 1,000,000). */
+static napi_value js_set_turn_yield(napi_env env, napi_callback_info info) {
+  nd_state *st = get_state(env);
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t us;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "netdev: setTurnYield(us)");
+    return NULL;
+  }
+  if (!arg_int(env, argv[0], "us", 0, 1000000, &us)) return NULL;
+  turn_yield_configure(st, (uint64_t)us);
+  return NULL;
 }
 
 /* Each loop turn is one round: sparse_first serves a handle at most once per turn. */
@@ -2676,27 +2712,20 @@ NAPI_MODULE_INIT() {
     napi_throw_error(env, NULL, "netdev: environment setup failed");
     return NULL;
   }
-  /* A bench knob (bench/fair: issue 17's ping tail), off by default: turn_yield. */
+  /* The turn yield (issue 17's ping tail): the daemon sets it (setTurnYield, config
+   * turnYieldUs); VSWITCH_TURN_YIELD picks another mode for bench experiments and
+   * VSWITCH_TURN_YIELD_US turns it on at load for the addon's own tests. */
+  const char *m = getenv("VSWITCH_TURN_YIELD");
+  st->yield_mode = !m || !*m || strcmp(m, "contended") == 0 ? ND_YIELD_CONTENDED
+    : strcmp(m, "sleep") == 0 ? ND_YIELD_SLEEP : strcmp(m, "nap") == 0 ? ND_YIELD_NAP : ND_YIELD_YIELD;
+  /* nap: the sleep with this (the loop's) thread's timer slack at 1 us instead of 50 us,
+   * so a turn that finds nobody else to run idles ~1 us, not ~55 (every other timer of
+   * the thread, the loop's poll timeouts, gets the same slack). */
+  if (st->yield_mode == ND_YIELD_NAP) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
   const char *ye = getenv("VSWITCH_TURN_YIELD_US");
   if (ye && *ye) {
     unsigned long us = strtoul(ye, NULL, 10);
-    if (us > 0 && us <= 1000000) {
-      const char *m = getenv("VSWITCH_TURN_YIELD");
-      st->yield_ns = (uint64_t)us * 1000;
-      st->yield_sleep = m && (strcmp(m, "sleep") == 0 || strcmp(m, "nap") == 0 || strcmp(m, "contended") == 0);
-      /* contended: the sleep only while more tasks are runnable than there are CPUs
-       * (host_contended), so a switch alone with its traffic never idles for it. */
-      if (m && strcmp(m, "contended") == 0) {
-        st->yield_loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-        st->yield_cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        if (st->yield_cpus < 1) st->yield_cpus = 1;
-      }
-      /* nap: the sleep with this (the loop's) thread's timer slack at 1 us instead of
-       * 50 us, so a turn that finds nobody else to run idles ~1 us, not ~55 (every
-       * other timer of the thread, the loop's poll timeouts, gets the same slack). */
-      if (m && strcmp(m, "nap") == 0) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
-      ensure_prep(st);
-    }
+    if (us > 0 && us <= 1000000) turn_yield_configure(st, us);
   }
 
   napi_property_descriptor props[] = {
@@ -2755,6 +2784,7 @@ NAPI_MODULE_INIT() {
     FN("pollBeforeSleepStats", js_poll_before_sleep_stats),
     FN("pollBeforeSleepForTest", js_poll_before_sleep_for_test),
     FN("setTapWriteBatch", js_set_tap_write_batch),
+    FN("setTurnYield", js_set_turn_yield),
 #undef FN
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

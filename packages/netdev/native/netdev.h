@@ -119,8 +119,11 @@ typedef struct nd_stats {
   uint64_t uring_writes;        /* ... frames in them */
   uint64_t uring_enters;        /* ... io_uring_enter calls they took */
   uint64_t uring_unsent;        /* ... frames io_uring did not take, written with writev instead */
-  uint64_t turn_yields;         /* addon.c, turn_yield (VSWITCH_TURN_YIELD_US): busy turns that gave up the CPU */
+  uint64_t turn_yields;         /* addon.c, turn_yield (setTurnYield): busy turns that gave up the CPU */
 } nd_stats;
+
+/* addon.c turn_yield's modes (VSWITCH_TURN_YIELD). */
+enum { ND_YIELD_CONTENDED, ND_YIELD_SLEEP, ND_YIELD_NAP, ND_YIELD_YIELD };
 
 /* uring.c: batched writes (a TAP has no batched write of its own). */
 typedef struct nd_ur nd_ur;

@@ -221,7 +221,7 @@ export interface Stats {
   uringWrites: number;
   uringEnters: number;
   uringUnsent: number;
-  /** Busy loop turns that gave up the CPU (VSWITCH_TURN_YIELD_US, a bench knob; 0 when off). */
+  /** Busy loop turns that gave up the CPU (setTurnYield; 0 when off). */
   turnYields: number;
 }
 
@@ -294,6 +294,7 @@ interface Native {
   setPollBeforeSleep(maxUs: number, budgetMs: number, holdOnPreemptForTest?: boolean): void;
   pollBeforeSleepStats(): PollBeforeSleepStats;
   setTapWriteBatch(on: boolean): { on: boolean; error: string | null };
+  setTurnYield(us: number): void;
   pollBeforeSleepForTest(maxUs: number, budgetMs: number, steps: Float64Array, busyPermille?: number): { out: number[]; stats: PollBeforeSleepStats };
   setTapGro(on: boolean): void;
   setUdpGro(handle: number, on: boolean): boolean;
@@ -587,6 +588,16 @@ export const pollBeforeSleepForTest: Native['pollBeforeSleepForTest'] = native.p
  * uring*.
  */
 export const setTapWriteBatch: Native['setTapWriteBatch'] = native.setTapWriteBatch;
+/**
+ * The turn yield (issue 17): after a loop turn that wrote frames while more is already
+ * readable, at most once per `us` microseconds (0: off), while more tasks are runnable
+ * machine-wide than there are CPUs, the loop's thread sleeps 1 µs (~55 µs with the
+ * default timer slack). A frame written to a TAP wakes its reader with a sync wake-up
+ * that places it on this CPU without preempting a busy loop: it waited for the next
+ * tick (bench/README.md "Who the pinger waits behind"). VSWITCH_TURN_YIELD (read at
+ * load) picks another mode for bench experiments: sleep, nap, yield.
+ */
+export const setTurnYield: Native['setTurnYield'] = native.setTurnYield;
 
 /**
  * Receive-side GRO toward TAPs (native/tap_gro.c), off until turned on: during a

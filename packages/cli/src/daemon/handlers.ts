@@ -214,9 +214,10 @@ export const handlers: Record<string, Handler> = {
   }),
   /** Daemon-wide settings, where each comes from, and poll before sleep's window and counters. */
   'daemon.show': (sw) => sw.daemonView(),
-  /** args: any of pollBeforeSleepUs (0 = off, up to 1000), pollBeforeSleepBudgetMs (1-1000), tapWriteBatch (boolean). Kept across restarts; returns daemon.show. */
+  /** args: any of pollBeforeSleepUs (0 = off, up to 1000), pollBeforeSleepBudgetMs (1-1000), tapWriteBatch (boolean), turnYieldUs (0 = off, up to 100000). Kept across restarts; returns daemon.show. */
   'daemon.set': (sw, a) => sw.daemonSet({
     pollBeforeSleepUs: optNum(a, 'pollBeforeSleepUs'), pollBeforeSleepBudgetMs: optNum(a, 'pollBeforeSleepBudgetMs'), tapWriteBatch: optBool(a, 'tapWriteBatch'),
+    turnYieldUs: optNum(a, 'turnYieldUs'),
   }),
 
   addbr: (sw, a) => {

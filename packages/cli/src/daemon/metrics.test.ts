@@ -251,6 +251,27 @@ describe('metrics registry', () => {
     expect(parse(await reg.metrics()).get('vswitch_tap_write_batch_enabled')).toBe(0);
   });
 
+  it('the turn yield: its interval in force (the default once configured), its count; vswitch set changes it; bad values refused', async () => {
+    const { sw } = makeSwitch();
+    const reg = createMetricsRegistry(sw, { defaultMetrics: false });
+    try {
+      let s = parse(await reg.metrics());
+      expect(s.get('vswitch_turn_yield_interval_seconds')).toBe(sw.turnYieldUs / 1e6);
+      expect(s.get('vswitch_turn_yields_total')).toBeGreaterThanOrEqual(0);
+      expect(() => sw.daemonSet({ turnYieldUs: 100001 })).toThrow(/turnYieldUs must be a whole number 0-100000/);
+      expect(sw.daemonSet({ turnYieldUs: 250 }).turnYield).toMatchObject({ us: 250 });
+      expect(parse(await reg.metrics()).get('vswitch_turn_yield_interval_seconds')).toBe(0.00025);
+      expect(sw.daemonSet({ turnYieldUs: 0 }).turnYield).toMatchObject({ us: 0 });
+      s = parse(await reg.metrics());
+      expect(s.get('vswitch_turn_yield_interval_seconds')).toBe(0);
+      sw.daemonSet({ turnYieldUs: 500 });
+    } finally {
+      sw.close();
+    }
+    // Closing turns it off: the addon's loop is the process's.
+    expect(parse(await reg.metrics()).get('vswitch_turn_yield_interval_seconds')).toBe(0);
+  });
+
   it('includes the standard process metrics', async () => {
     const sw = new Vswitch(log);
     const text = await createMetricsRegistry(sw).metrics();

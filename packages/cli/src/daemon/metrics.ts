@@ -441,6 +441,13 @@ export function createMetricsRegistry(
   counter('vswitch_tap_write_batch_unsent_total',
     'Replayed frames io_uring did not take, written by writev after the batch.',
     [], (emit) => emit({}, netdevStats().uringUnsent));
+  // The turn yield (README "The turn yield"): daemon wide, shown off (0) too.
+  gauge('vswitch_turn_yield_interval_seconds',
+    'At most one turn yield per this interval while the host is contended (0: off; turnYieldUs, vswitch set turn-yield-us).',
+    [], (emit) => emit({}, sw.turnYieldUs / 1e6));
+  counter('vswitch_turn_yields_total',
+    'Busy loop turns after which the forwarding loop gave its CPU up (~55 us) so the tasks its writes woke could run.',
+    [], (emit) => emit({}, netdevStats().turnYields));
   registerBondMetrics(counter, gauge, bridges);
   registerFlowCacheMetrics(counter, gauge, bridges);
   gauge('vswitch_port_egress_queue_frames',

@@ -52,7 +52,7 @@ import {
 } from './state.js';
 import { VswitchError } from '../errors.js';
 import type { Logger } from './log.js';
-import { pollBeforeSleepStats, setPollBeforeSleep, setTapWriteBatch, stats as netdevStats } from '@vswitch/netdev';
+import { pollBeforeSleepStats, setPollBeforeSleep, setTapWriteBatch, setTurnYield, stats as netdevStats } from '@vswitch/netdev';
 
 export interface AddPortSpec {
   type: 'tap' | 'attach' | 'socket' | 'bond';
@@ -198,6 +198,8 @@ export class Vswitch {
     this.#desired = { ...this.#desired, daemon: off };
     if (this.#tapWriteBatch.on) this.#tapWriteBatch = setTapWriteBatch(false);
     this.#tapWriteBatchSet = undefined;
+    if (this.#turnYieldSet) setTurnYield(0);
+    this.#turnYieldSet = undefined;
     this.evpn.close();
     this.vxlan.close();
     clearInterval(this.#ticker);
@@ -407,12 +409,20 @@ export class Vswitch {
       pollBeforeSleepUs: d.pollBeforeSleepUs, pollBeforeSleepBudgetMs: d.pollBeforeSleepBudgetMs,
       overrides: [...d.overrides], pollBeforeSleep: pollBeforeSleepStats(),
       tapWriteBatch: { want: d.tapWriteBatch, ...this.#tapWriteBatch, flushes: n.uringFlushes, writes: n.uringWrites, enters: n.uringEnters, unsent: n.uringUnsent },
+      turnYield: { us: d.turnYieldUs, yields: n.turnYields },
     };
   }
 
   /** What the addon has in force (`want` is the desired state's), and what it was last told (undefined: nothing yet). */
   #tapWriteBatch: { on: boolean; error: string | null } = { on: false, error: null };
   #tapWriteBatchSet: boolean | undefined;
+  /** The turn yield's interval the addon was last told (undefined: nothing yet; at start it is off). */
+  #turnYieldSet: number | undefined;
+
+  /** The turn yield's interval in force, µs, 0 off (metrics). */
+  get turnYieldUs(): number {
+    return this.#turnYieldSet ?? 0;
+  }
 
   /** Batched TAP writes in force (metrics). */
   get tapWriteBatchOn(): boolean {
@@ -929,7 +939,7 @@ export class Vswitch {
 
   /** Daemon-wide settings that changed: applied to the addon (nothing there can fail: the values were checked), logged. */
   #applyDaemon(prev: DaemonSettings, next: DaemonSettings & { overrides: DaemonSetting[] }, mode: Mode): string[] {
-    const done = this.#applyTapWriteBatch(next, mode);
+    const done = [...this.#applyTapWriteBatch(next, mode), ...this.#applyTurnYield(next, mode)];
     if (prev.pollBeforeSleepUs === next.pollBeforeSleepUs && prev.pollBeforeSleepBudgetMs === next.pollBeforeSleepBudgetMs) return done;
     setPollBeforeSleep(next.pollBeforeSleepUs, next.pollBeforeSleepBudgetMs);
     this.log.info({
@@ -956,6 +966,19 @@ export class Vswitch {
       event: 'tap_write_batch', want: on, ...this.#tapWriteBatch, mode, source: next.overrides.includes('tapWriteBatch') ? 'runtime' : 'config',
     }, 'tap_write_batch');
     return [`tap-write-batch ${on ? (this.#tapWriteBatch.on ? 'on' : `unavailable (${this.#tapWriteBatch.error})`) : 'off'}`];
+  }
+
+  /**
+   * The turn yield (packages/netdev setTurnYield, README "The turn yield"): compared with
+   * what the addon was last told, as the batched writes, since the addon starts off.
+   */
+  #applyTurnYield(next: DaemonSettings & { overrides: DaemonSetting[] }, mode: Mode): string[] {
+    const us = next.turnYieldUs;
+    if (this.#turnYieldSet === us) return [];
+    this.#turnYieldSet = us;
+    setTurnYield(us);
+    this.log.info({ event: 'turn_yield', us, mode, source: next.overrides.includes('turnYieldUs') ? 'runtime' : 'config' }, 'turn_yield');
+    return [`turn-yield ${us === 0 ? 'off' : `${us}us`}`];
   }
 
   #newBridge(name: string, b: { ageing: number; maxMacs: number; loop?: LoopConf; flowCache?: boolean }): Bridge {

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigSchema, type Config, TAP_WRITE_BATCH_DEFAULT } from '../config.js';
+import { ConfigSchema, type Config, TAP_WRITE_BATCH_DEFAULT, TURN_YIELD_US_DEFAULT } from '../config.js';
 import {
   canonSpec, effective, emptyDesired, emptyOverlay, fdbKey, loadOverlay, parseOverlay, planChanges, rebase, resKey, routerDiff,
   loopKey, saveOverlay, serializeOverlay, settingKey, withEntry, type Overlay,
@@ -584,9 +584,9 @@ describe('daemon-wide settings (vswitch set: poll before sleep, README "Poll bef
   const withPoll = (extra: Record<string, unknown> = {}): Config => ConfigSchema.parse({ ...extra, bridges: {} });
 
   it('off by default (0 µs, budget 200 ms/s); the file\'s keys apply; out-of-range values are refused by the schema', () => {
-    expect(effective(withPoll(), emptyOverlay()).desired.daemon).toEqual({ pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200, tapWriteBatch: TAP_WRITE_BATCH_DEFAULT, overrides: [] });
+    expect(effective(withPoll(), emptyOverlay()).desired.daemon).toEqual({ pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200, tapWriteBatch: TAP_WRITE_BATCH_DEFAULT, turnYieldUs: TURN_YIELD_US_DEFAULT, overrides: [] });
     expect(effective(withPoll({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 100 }), emptyOverlay()).desired.daemon)
-      .toEqual({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 100, tapWriteBatch: TAP_WRITE_BATCH_DEFAULT, overrides: [] });
+      .toEqual({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 100, tapWriteBatch: TAP_WRITE_BATCH_DEFAULT, turnYieldUs: TURN_YIELD_US_DEFAULT, overrides: [] });
     expect(() => withPoll({ pollBeforeSleepUs: 1001 })).toThrow(/0 \(off\) to 1000/);
     expect(() => withPoll({ pollBeforeSleepUs: -1 })).toThrow(/0 \(off\) to 1000/);
     expect(() => withPoll({ pollBeforeSleepUs: 2.5 })).toThrow(/whole number/);
@@ -598,7 +598,7 @@ describe('daemon-wide settings (vswitch set: poll before sleep, README "Poll bef
     const ov = withEntry(emptyOverlay(), f, 'daemon', 'pollBeforeSleepUs', 50);
     expect(ov.daemon.pollBeforeSleepUs).toEqual({ value: 50, base: 0 });
     const d = effective(f, ov);
-    expect(d.desired.daemon).toEqual({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 200, tapWriteBatch: TAP_WRITE_BATCH_DEFAULT, overrides: ['pollBeforeSleepUs'] });
+    expect(d.desired.daemon).toEqual({ pollBeforeSleepUs: 50, pollBeforeSleepBudgetMs: 200, tapWriteBatch: TAP_WRITE_BATCH_DEFAULT, turnYieldUs: TURN_YIELD_US_DEFAULT, overrides: ['pollBeforeSleepUs'] });
     // The file now says 20: it changed the key since, and wins.
     const later = effective(withPoll({ pollBeforeSleepUs: 20 }), ov);
     expect(later.desired.daemon.pollBeforeSleepUs).toBe(20);
@@ -640,5 +640,20 @@ describe('daemon-wide settings (vswitch set: poll before sleep, README "Poll bef
     const later = effective(withPoll({ tapWriteBatch: !f.tapWriteBatch }), ov);
     expect(later.overlay.daemon).toEqual({});
     expect(withEntry(ov, f, 'daemon', 'tapWriteBatch', f.tapWriteBatch).daemon).toEqual({});
+  });
+
+  it('turnYieldUs (README "The turn yield"): 500 µs by default, 0 off, out of range refused in the file and in runtime.json', () => {
+    expect(TURN_YIELD_US_DEFAULT).toBe(500);
+    expect(effective(withPoll({ turnYieldUs: 0 }), emptyOverlay()).desired.daemon.turnYieldUs).toBe(0);
+    expect(() => withPoll({ turnYieldUs: 100001 })).toThrow(/0 \(off\) to 100000/);
+    expect(() => withPoll({ turnYieldUs: 2.5 })).toThrow(/whole number/);
+    const f = withPoll();
+    const ov = withEntry(emptyOverlay(), f, 'daemon', 'turnYieldUs', 0);
+    expect(ov.daemon.turnYieldUs).toEqual({ value: 0, base: 500 });
+    expect(parseOverlay(serializeOverlay(ov))).toEqual(ov);
+    expect(effective(f, ov).desired.daemon).toMatchObject({ turnYieldUs: 0, overrides: ['turnYieldUs'] });
+    expect(() => parseOverlay(JSON.stringify({ version: 1, daemon: { turnYieldUs: { value: -1, base: 500 } } })))
+      .toThrow(/turnYieldUs must be a whole number 0-100000/);
+    expect(effective(withPoll({ turnYieldUs: 250 }), ov).overlay.daemon).toEqual({});
   });
 });

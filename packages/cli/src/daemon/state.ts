@@ -25,7 +25,7 @@
  *   reservations  a DHCP reservation made by `dhcp reservation add`, or a file one removed (null), keyed network/MAC
  *   daemon        a daemon-wide setting after `vswitch set`, keyed by its config key:
  *                 pollBeforeSleepUs, pollBeforeSleepBudgetMs (README "Poll before sleep"),
- *                 tapWriteBatch (README "Batched TAP writes")
+ *                 tapWriteBatch (README "Batched TAP writes"), turnYieldUs (README "The turn yield")
  * (Runtime port forwards keep their own file, forwards-<router>.json, see routers.ts.)
  *
  * Every entry also records `base`: the file's value of the same thing when the
@@ -50,7 +50,7 @@ import { VlanPolicy, type VlanSpec, formatMac, parseIp4, parseMac } from '@vswit
 import { ensureStateDir, readStateFile, writeStateFile } from '@vswitch/nat';
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Config, type RouterConfig, maskOf, parseCidr, TAP_WRITE_BATCH_DEFAULT } from '../config.js';
+import { type Config, type RouterConfig, maskOf, parseCidr, TAP_WRITE_BATCH_DEFAULT, TURN_YIELD_US_DEFAULT } from '../config.js';
 import { type AddPortSpec, portSpec } from './service.js';
 import {
   bpduGuardOf, checkLoop, fileLoopConf, LOOP_KEYS, type LoopConf, type LoopKey, loopConf, type RateValue, rateValue, rateValueProblem,
@@ -90,13 +90,14 @@ export type Kind = keyof Overlay;
 export const KINDS: readonly Kind[] = ['bridges', 'ageing', 'loop', 'ports', 'vlans', 'settings', 'fdb', 'reservations', 'daemon'];
 
 /** Daemon-wide settings `vswitch set` changes (the event loop is one), by config key. */
-export const DAEMON_SETTINGS = ['pollBeforeSleepUs', 'pollBeforeSleepBudgetMs', 'tapWriteBatch'] as const;
+export const DAEMON_SETTINGS = ['pollBeforeSleepUs', 'pollBeforeSleepBudgetMs', 'tapWriteBatch', 'turnYieldUs'] as const;
 export type DaemonSetting = typeof DAEMON_SETTINGS[number];
-export interface DaemonSettings { pollBeforeSleepUs: number; pollBeforeSleepBudgetMs: number; tapWriteBatch: boolean }
+export interface DaemonSettings { pollBeforeSleepUs: number; pollBeforeSleepBudgetMs: number; tapWriteBatch: boolean; turnYieldUs: number }
 /** The numeric ones' ranges (config.ts's schema says the same); a value outside is refused with this message. */
 export const DAEMON_LIMITS: Record<Exclude<DaemonSetting, 'tapWriteBatch'>, { min: number; max: number; unit: string }> = {
   pollBeforeSleepUs: { min: 0, max: 1000, unit: 'µs (0: off)' },
   pollBeforeSleepBudgetMs: { min: 1, max: 1000, unit: 'ms per second' },
+  turnYieldUs: { min: 0, max: 100000, unit: 'µs (0: off)' },
 };
 export function daemonSettingProblem(setting: DaemonSetting, v: unknown): string | undefined {
   if (setting === 'tapWriteBatch') return typeof v === 'boolean' ? undefined : `tapWriteBatch must be true or false, got ${String(v)}`;
@@ -353,7 +354,7 @@ export interface Desired {
 
 export function emptyDesired(): Desired {
   return { bridges: new Map(), ports: new Map(), fdb: new Map(), routers: new Map(), reservations: new Map(),
-    daemon: { pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200, tapWriteBatch: TAP_WRITE_BATCH_DEFAULT, overrides: [] } };
+    daemon: { pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200, tapWriteBatch: TAP_WRITE_BATCH_DEFAULT, turnYieldUs: TURN_YIELD_US_DEFAULT, overrides: [] } };
 }
 
 /**
@@ -375,6 +376,7 @@ export function effective(file: Config, ovIn: Overlay): { desired: Desired; over
   d.daemon.pollBeforeSleepUs = file.pollBeforeSleepUs;
   d.daemon.pollBeforeSleepBudgetMs = file.pollBeforeSleepBudgetMs;
   d.daemon.tapWriteBatch = file.tapWriteBatch;
+  d.daemon.turnYieldUs = file.turnYieldUs;
   for (const [k, e] of Object.entries(ov.daemon)) {
     (d.daemon as Record<DaemonSetting, number | boolean>)[k as DaemonSetting] = e.value;
     d.daemon.overrides.push(k as DaemonSetting);
