@@ -138,7 +138,7 @@ struct nd_state {
   bool hp_serve;      /* serve a port the poll found from inside the poll (hp_before_sleep) */
   int psi_fd;         /* /proc/pressure/cpu, opened with the first setting that polls; -1: none (no PSI) */
   uint64_t js_calls;  /* calls into JS (call_js): a served batch that reached JS */
-  /* Giving up the CPU after busy turns (turn_yield; VSWITCH_TURN_YIELD_US, off by default). */
+  /* Giving up the CPU after busy turns (turn_yield; setTurnYield: off until set, the daemon's default 500 us). */
   uint64_t yield_ns;      /* at most one per this interval; 0: off */
   int yield_mode;         /* ND_YIELD_*: VSWITCH_TURN_YIELD, read at load; contended by default */
   uint64_t yield_last;    /* when the last one ended */
@@ -1073,7 +1073,8 @@ static void hp_on_check(uv_check_t *c) {
  * the reader waits for the next tick (3.4-3.9 ms at HZ=250). After a turn that wrote
  * frames, with more already readable (the loop would not sleep), at most once per
  * yield_ns, give the CPU up: sched_yield, or a 1 us nanosleep that takes this thread off
- * the runqueue so whatever waits on this CPU runs. Off by default (bench/README.md).
+ * the runqueue so whatever waits on this CPU runs. Off until setTurnYield (the daemon:
+ * config turnYieldUs, README "The turn yield"; bench/README.md "Who the pinger waits behind").
  */
 /* More tasks runnable machine-wide than CPUs (/proc/loadavg's fourth field, this thread
  * included): someone waits for a CPU, here or on another CPU that an idle balance on
