@@ -7,7 +7,8 @@
  * - On by default (500 µs): `settings` says so, the daemon logged it, and under the flood on
  *   the contended host the loop gave its CPU up (`settings --json` turnYield.yields grows),
  *   never more often than once per interval allows; vm2 still gets the flood and a ping
- *   from vm2 to vm1 is answered.
+ *   from vm2 to vm1 is answered; a neighbour (vm3) pinging vm2 throughout the flood loses
+ *   at most a few of its pings and the daemon's RSS does not grow by more than 32 MB.
  * - Off at runtime: the count stands still under the same flood; `settings` says it was set
  *   at runtime; a bad value exits 2 and changes nothing; the change is kept across a restart.
  * Structure only: counts, not times.
@@ -24,11 +25,11 @@ import { Background, makeVm, pingCount, pingUntil, type Vm } from './helpers/vm.
 import { PYTHON } from './helpers/scapy.js';
 
 const X = 20 + (parseInt(PREFIX.slice(1), 16) % 200);
-const P = [ifname('ty1'), ifname('ty2')];
+const P = [ifname('ty1'), ifname('ty2'), ifname('ty3')];
 
 describe('the turn yield (turnYieldUs)', () => {
   let d: Daemon;
-  let v1: Vm, v2: Vm;
+  let v1: Vm, v2: Vm, v3: Vm;
   let stateDir: string;
   let spinners: ChildProcess[] = [];
 
@@ -37,7 +38,9 @@ describe('the turn yield (turnYieldUs)', () => {
     d = await startDaemon({ stateDir, bridges: { br0: { ports: Object.fromEntries(P.map((p) => [p, { type: 'tap', vlan: { mode: 'access', vid: 10 } }])) } } });
     v1 = await makeVm('ty1', P[0], `10.${X}.41.1/24`);
     v2 = await makeVm('ty2', P[1], `10.${X}.41.2/24`);
+    v3 = await makeVm('ty3', P[2], `10.${X}.41.3/24`);
     expect(await pingUntil(v1.ns, v2.ip)).toBe(true);
+    expect(await pingUntil(v3.ns, v2.ip)).toBe(true);
   }, 60_000);
   afterAll(async () => {
     for (const s of spinners) s.kill('SIGKILL');
@@ -48,19 +51,23 @@ describe('the turn yield (turnYieldUs)', () => {
   const settings = async () => JSON.parse((await d.ok(['settings', '--json'])).stdout);
   const rxPackets = async (vm: Vm) => Number(await nsExec(vm.ns, `cat /sys/class/net/${vm.ifname}/statistics/rx_packets`));
 
-  /** Yields and frames vm2 received over a 2 s flood on a contended host. */
-  async function floodContended(): Promise<{ yields: number; rx: number; ms: number }> {
+  const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.proc.pid}/status`, 'utf8'))![1]);
+
+  /** Yields and frames vm2 received over a 2 s flood on a contended host; the pings vm3 (the neighbour) got answered meanwhile; the daemon's RSS growth (kB). */
+  async function floodContended(): Promise<{ yields: number; rx: number; ms: number; pings: number; rssKb: number }> {
     spinners = Array.from({ length: availableParallelism() + 1 }, () => spawnTracked(PYTHON, ['-c', 'while True: pass']));
     try {
       await sleep(300); // the spinners runnable before the flood starts
       const y0 = (await settings()).turnYield.yields;
       const rx0 = await rxPackets(v2);
+      const rss0 = rss();
       const t0 = Date.now();
       const f = new Background(v1.ns, `${PYTHON} ${REPO}/bench/fair/flood.py ${v1.ifname} ${v1.mac} ${v2.mac} ${v1.ip} ${v2.ip} 2`);
-      await sleep(2300);
+      const pings = await pingCount(v3.ns, v2.ip, 20, 0.1);
+      await sleep(Math.max(0, 2300 - (Date.now() - t0)));
       await f.stop();
       const ms = Date.now() - t0;
-      return { yields: (await settings()).turnYield.yields - y0, rx: await rxPackets(v2) - rx0, ms };
+      return { yields: (await settings()).turnYield.yields - y0, rx: await rxPackets(v2) - rx0, ms, pings, rssKb: rss() - rss0 };
     } finally {
       for (const s of spinners) s.kill('SIGKILL');
       spinners = [];
@@ -77,6 +84,8 @@ describe('the turn yield (turnYieldUs)', () => {
     // One per 500 µs at most, over the flood and the settings calls around it.
     expect(r.yields).toBeLessThanOrEqual(Math.ceil((r.ms + 1000) * 1000 / 500));
     expect(r.rx, 'the flood still reaches vm2').toBeGreaterThan(1000);
+    expect(r.pings, 'the neighbour\'s pings during the flood').toBeGreaterThanOrEqual(18);
+    expect(r.rssKb, 'the daemon\'s RSS (kB)').toBeLessThan(32 * 1024);
     expect(await pingCount(v2.ns, v1.ip, 5, 0.05)).toBe(5);
   }, 30_000);
 
