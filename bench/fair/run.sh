@@ -44,6 +44,8 @@
 #               already readable, at most once per US microseconds, a 1 us nanosleep (~55 us
 #               with the default timer slack: the reader its write woke on this CPU runs)
 #   ours-noty   ours with `turnYieldUs: 0` (the turn yield off)
+#   ours-aK     ours with VSWITCH_TURN_YIELD_AWAY=K: the next yield waits at least K times the
+#               last one's time away (0: the interval only, the yield before s31; default 9)
 #   ours-yUS    ours-cUS with VSWITCH_TURN_YIELD=yield (an experiment's mode): sched_yield()
 #   ours-sUS    ours-cUS with VSWITCH_TURN_YIELD=sleep: the sleep whether or not the host is contended
 #   ours-napUS  ours-sUS with VSWITCH_TURN_YIELD=nap: the loop thread's timer slack at 1 us, so
@@ -231,6 +233,7 @@ topo_up() {
     ours-s[0-9]*) local t; t=$(topo_base "$1"); TYU=${t#ours-s} TY="VSWITCH_TURN_YIELD=sleep" up_ours "" "" ;;
     ours-nap[0-9]*) local t; t=$(topo_base "$1"); TYU=${t#ours-nap} TY="VSWITCH_TURN_YIELD=nap" up_ours "" "" ;;
     ours-c[0-9]*) local t; t=$(topo_base "$1"); TYU=${t#ours-c} up_ours "" "" ;;
+    ours-a[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_AWAY=${t#ours-a}" up_ours "" "" ;;
     ours-noty) TYU=0 up_ours "" "" ;;
     ours-off) up_ours off "" ;;
     ours-gc1) up_ours "" "" --single-threaded-gc ;;
@@ -457,6 +460,10 @@ for ROUND in $(seq "$rounds"); do
     fi
     phase "$topo" quiet
     phase "$topo" noisy
+    # vswitch's turn yields over both phases (README "The turn yield"): count, time away.
+    [[ $topo == ours* || $topo == base* ]] && yields=$(ip netns exec $NSW node "$main_js" --socket "$RUN/s" settings --json 2>/dev/null |
+      python3 -c 'import json,sys; t=json.load(sys.stdin).get("turnYield") or {}; n=t.get("yields",0); a=t.get("awayMs",0); print(f"turn yields {n}, {a:.1f} ms away" + (f" ({a*1e3/n:.0f} us each)" if n else ""))' 2>/dev/null) &&
+      log "$topo round $ROUND: $yields"
     topo_down "$topo"
     log "$topo round $ROUND done (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   done

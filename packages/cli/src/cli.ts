@@ -103,17 +103,19 @@ export function daemonLine(ping: unknown): string {
 export function settingsLine(v: unknown): string {
   const d = v as { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: number; overrides?: string[];
     pollBeforeSleep?: { windowUs: number; hits: number; misses: number; spinMs: number; overBudget: number; hostBusy?: number; served?: number; pressurePermille?: number };
-    tapWriteBatch?: TapWriteBatchView; turnYield?: { us: number; yields: number } } | null;
+    tapWriteBatch?: TapWriteBatchView; turnYield?: TurnYieldView } | null;
   if (!d || typeof d !== 'object' || d.pollBeforeSleepUs === undefined) return '';
   return pollLine(d) + tapWriteBatchLine(d.tapWriteBatch, d.overrides?.includes('tapWriteBatch') ? ' (set at runtime)' : '')
     + turnYieldLine(d.turnYield, d.overrides?.includes('turnYieldUs') ? ' (set at runtime)' : '');
 }
 
 /** The turn yield (turnYieldUs, `set turn-yield-us`): its interval and how often the loop gave its CPU up. */
-function turnYieldLine(t: { us: number; yields: number } | undefined, from: string): string {
+type TurnYieldView = { us: number; yields: number; awayMs?: number };
+function turnYieldLine(t: TurnYieldView | undefined, from: string): string {
   if (!t) return '';
   if (t.us === 0) return `\nturn yield: off${from}`;
-  return `\nturn yield: at most every ${t.us} µs while the host is contended, ${t.yields} yields${from}`;
+  const away = t.yields && t.awayMs !== undefined ? ` (${t.awayMs.toFixed(1)} ms away)` : '';
+  return `\nturn yield: at most every ${t.us} µs while the host is contended, ${t.yields} yields${away}${from}`;
 }
 
 function pollLine(d: { pollBeforeSleepUs?: number; pollBeforeSleepBudgetMs?: number; overrides?: string[];

@@ -141,7 +141,8 @@ struct nd_state {
   /* Giving up the CPU after busy turns (turn_yield; setTurnYield: off until set, the daemon's default 500 us). */
   uint64_t yield_ns;      /* at most one per this interval; 0: off */
   int yield_mode;         /* ND_YIELD_*: VSWITCH_TURN_YIELD, read at load; contended by default */
-  uint64_t yield_last;    /* when the last one ended */
+  uint64_t yield_next;    /* the earliest the next one may start (the interval, or yield_away times the last one's time away) */
+  unsigned yield_away;    /* VSWITCH_TURN_YIELD_AWAY, read at load: the next yield waits at least this many times the last one's time away (0: only the interval) */
   uint64_t yield_tx;      /* stats.tx_frames at the last turn */
   int yield_loadavg_fd;   /* VSWITCH_TURN_YIELD=contended: /proc/loadavg, read for the runnable count; -1: not used */
   long yield_cpus;        /* ... the online CPUs it is compared with */
@@ -1095,18 +1096,26 @@ static void turn_yield(nd_state *st) {
   if (tx == st->yield_tx) return;
   st->yield_tx = tx;
   uint64_t t = now_ns();
-  if (t - st->yield_last < st->yield_ns) return;
+  if (t < st->yield_next) return;
   struct epoll_event ev;
   if (epoll_wait(uv_backend_fd(st->loop), &ev, 1, 0) <= 0) return; /* the loop sleeps anyway */
   if (st->yield_mode == ND_YIELD_CONTENDED && st->yield_loadavg_fd >= 0 && !host_contended(st)) return;
+  t = now_ns();
   if (st->yield_mode != ND_YIELD_YIELD) {
     struct timespec ts = { 0, 1000 };
     nanosleep(&ts, NULL);
   } else {
     sched_yield();
   }
+  uint64_t end = now_ns(), away = end - t;
   st->stats.turn_yields++;
-  st->yield_last = now_ns();
+  st->stats.turn_yield_ns += away;
+  /* A reader that its wake-up put behind us runs for microseconds and sleeps again: we
+   * are back after the timer slack (~55 us). Back much later, the CPU went to a task that
+   * runs long (a CPU hog, a vCPU): giving it more of our time serves no reader, so the
+   * next yield waits in proportion (README "The turn yield": its share of the loop's time). */
+  uint64_t gap = away * st->yield_away;
+  st->yield_next = end + (gap > st->yield_ns ? gap : st->yield_ns);
 }
 
 /*
@@ -1119,7 +1128,7 @@ static void ensure_prep(nd_state *st);
 
 static void turn_yield_configure(nd_state *st, uint64_t us) {
   st->yield_ns = us * 1000;
-  st->yield_last = 0;
+  st->yield_next = 0;
   if (!us) return;
   if (st->yield_mode == ND_YIELD_CONTENDED && st->yield_loadavg_fd < 0) {
     st->yield_loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
@@ -2130,7 +2139,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     { "udpGroBursts", s->udp_gro_bursts }, { "udpGroSegments", s->udp_gro_segments },
     { "udpGroDropped", s->udp_gro_dropped },
     { "uringFlushes", s->uring_flushes }, { "uringWrites", s->uring_writes },
-    { "uringEnters", s->uring_enters }, { "uringUnsent", s->uring_unsent }, { "turnYields", s->turn_yields },
+    { "uringEnters", s->uring_enters }, { "uringUnsent", s->uring_unsent }, { "turnYields", s->turn_yields }, { "turnYieldNs", s->turn_yield_ns },
   };
   CHECK(napi_create_object(env, &o));
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
@@ -2723,6 +2732,8 @@ NAPI_MODULE_INIT() {
    * so a turn that finds nobody else to run idles ~1 us, not ~55 (every other timer of
    * the thread, the loop's poll timeouts, gets the same slack). */
   if (st->yield_mode == ND_YIELD_NAP) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+  const char *ya = getenv("VSWITCH_TURN_YIELD_AWAY");
+  st->yield_away = ya && *ya ? (unsigned)strtoul(ya, NULL, 10) : ND_YIELD_AWAY_DEFAULT;
   const char *ye = getenv("VSWITCH_TURN_YIELD_US");
   if (ye && *ye) {
     unsigned long us = strtoul(ye, NULL, 10);

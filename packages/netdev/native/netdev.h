@@ -120,10 +120,15 @@ typedef struct nd_stats {
   uint64_t uring_enters;        /* ... io_uring_enter calls they took */
   uint64_t uring_unsent;        /* ... frames io_uring did not take, written with writev instead */
   uint64_t turn_yields;         /* addon.c, turn_yield (setTurnYield): busy turns that gave up the CPU */
+  uint64_t turn_yield_ns;       /* ... the loop's time away in them (from the sleep's start to its return) */
 } nd_stats;
 
 /* addon.c turn_yield's modes (VSWITCH_TURN_YIELD). */
 enum { ND_YIELD_CONTENDED, ND_YIELD_SLEEP, ND_YIELD_NAP, ND_YIELD_YIELD };
+/* The next turn yield waits at least this many times the last one's time away
+ * (VSWITCH_TURN_YIELD_AWAY overrides it at load): the yields' share of the loop's time
+ * stays under 1/(1 + this) whoever takes the CPU. */
+#define ND_YIELD_AWAY_DEFAULT 9
 
 /* uring.c: batched writes (a TAP has no batched write of its own). */
 typedef struct nd_ur nd_ur;

@@ -223,6 +223,8 @@ export interface Stats {
   uringUnsent: number;
   /** Busy loop turns that gave up the CPU (setTurnYield; 0 when off). */
   turnYields: number;
+  /** Nanoseconds the loop was away in them (each from its sleep's start to its return). */
+  turnYieldNs: number;
 }
 
 /** Where `segment` leaves its frames: `arena[offs[i], offs[i] + lens[i])` for i < count. */

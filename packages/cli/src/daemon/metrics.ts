@@ -448,6 +448,9 @@ export function createMetricsRegistry(
   counter('vswitch_turn_yields_total',
     'Busy loop turns after which the forwarding loop gave its CPU up (~55 us) so the tasks its writes woke could run.',
     [], (emit) => emit({}, netdevStats().turnYields));
+  counter('vswitch_turn_yield_seconds_total',
+    'Time the forwarding loop was away in its turn yields (each from its sleep to its return: long when a CPU-bound task took the CPU).',
+    [], (emit) => emit({}, netdevStats().turnYieldNs / 1e9));
   registerBondMetrics(counter, gauge, bridges);
   registerFlowCacheMetrics(counter, gauge, bridges);
   gauge('vswitch_port_egress_queue_frames',

@@ -409,7 +409,7 @@ export class Vswitch {
       pollBeforeSleepUs: d.pollBeforeSleepUs, pollBeforeSleepBudgetMs: d.pollBeforeSleepBudgetMs,
       overrides: [...d.overrides], pollBeforeSleep: pollBeforeSleepStats(),
       tapWriteBatch: { want: d.tapWriteBatch, ...this.#tapWriteBatch, flushes: n.uringFlushes, writes: n.uringWrites, enters: n.uringEnters, unsent: n.uringUnsent },
-      turnYield: { us: d.turnYieldUs, yields: n.turnYields },
+      turnYield: { us: d.turnYieldUs, yields: n.turnYields, awayMs: n.turnYieldNs / 1e6 },
     };
   }
 
