@@ -44,8 +44,8 @@
 #               already readable, at most once per US microseconds, a 1 us nanosleep (~55 us
 #               with the default timer slack: the reader its write woke on this CPU runs)
 #   ours-noty   ours with `turnYieldUs: 0` (the turn yield off)
-#   ours-aK     ours with VSWITCH_TURN_YIELD_AWAY=K: the next yield waits at least K times the
-#               last one's time away (0: the interval only, the yield before s31; default 9)
+#   ours-any    ours with VSWITCH_TURN_YIELD_AFTER=any: the yield after any busy turn that wrote
+#               (the rule before s31), not only after a light flow's write (a drained port's)
 #   ours-yUS    ours-cUS with VSWITCH_TURN_YIELD=yield (an experiment's mode): sched_yield()
 #   ours-sUS    ours-cUS with VSWITCH_TURN_YIELD=sleep: the sleep whether or not the host is contended
 #   ours-napUS  ours-sUS with VSWITCH_TURN_YIELD=nap: the loop thread's timer slack at 1 us, so
@@ -233,7 +233,7 @@ topo_up() {
     ours-s[0-9]*) local t; t=$(topo_base "$1"); TYU=${t#ours-s} TY="VSWITCH_TURN_YIELD=sleep" up_ours "" "" ;;
     ours-nap[0-9]*) local t; t=$(topo_base "$1"); TYU=${t#ours-nap} TY="VSWITCH_TURN_YIELD=nap" up_ours "" "" ;;
     ours-c[0-9]*) local t; t=$(topo_base "$1"); TYU=${t#ours-c} up_ours "" "" ;;
-    ours-a[0-9]*) local t; t=$(topo_base "$1"); TY="VSWITCH_TURN_YIELD_AWAY=${t#ours-a}" up_ours "" "" ;;
+    ours-any) TY="VSWITCH_TURN_YIELD_AFTER=any" up_ours "" "" ;;
     ours-noty) TYU=0 up_ours "" "" ;;
     ours-off) up_ours off "" ;;
     ours-gc1) up_ours "" "" --single-threaded-gc ;;

@@ -141,9 +141,11 @@ struct nd_state {
   /* Giving up the CPU after busy turns (turn_yield; setTurnYield: off until set, the daemon's default 500 us). */
   uint64_t yield_ns;      /* at most one per this interval; 0: off */
   int yield_mode;         /* ND_YIELD_*: VSWITCH_TURN_YIELD, read at load; contended by default */
-  uint64_t yield_next;    /* the earliest the next one may start (the interval, or yield_away times the last one's time away) */
-  unsigned yield_away;    /* VSWITCH_TURN_YIELD_AWAY, read at load: the next yield waits at least this many times the last one's time away (0: only the interval) */
-  uint64_t yield_tx;      /* stats.tx_frames at the last turn */
+  uint64_t yield_last;    /* when the last one ended */
+  uint64_t yield_tx;      /* stats.tx_frames at the last turn (VSWITCH_TURN_YIELD_AFTER=any) */
+  bool yield_any;         /* VSWITCH_TURN_YIELD_AFTER=any, read at load: after any turn that wrote, not only a light write */
+  uint64_t light_writes;  /* services that wrote frames and drained their handle (service) */
+  uint64_t yield_light;   /* light_writes at the last turn */
   int yield_loadavg_fd;   /* VSWITCH_TURN_YIELD=contended: /proc/loadavg, read for the runnable count; -1: not used */
   long yield_cpus;        /* ... the online CPUs it is compared with */
   /* Handles by fd (fd_ids[fd] = id + 1), for the poll's events, which carry the fd (libuv's epoll data). */
@@ -505,6 +507,7 @@ static void service(nd_handle *h, int status, bool primary, bool defer) {
   int fatal = 0;
   bool first = true;
   bool more = false;
+  uint64_t tx0 = st->stats.tx_frames;
   int64_t budget = nd_fair_begin(&h->fair, primary);
 
   /* POLLERR: libuv has already stopped the watcher. The reads below surface
@@ -562,6 +565,7 @@ static void service(nd_handle *h, int status, bool primary, bool defer) {
   }
   nd_fair_end(&h->fair, budget, more && !fatal);
   if (more && !fatal) h->fair_full++;
+  else if (st->stats.tx_frames != tx0) st->light_writes++;
   if (st->gso.active) {
     /* Handle stopped mid-super-frame: the rest cannot be delivered in order. */
     st->gso.active = false;
@@ -1071,11 +1075,17 @@ static void hp_on_check(uv_check_t *c) {
  * inside our write and wakes its reader with a sync wake-up, which places the reader on
  * our CPU when we are its only task; the wake-up does not preempt us (EEVDF: our
  * session's group entity keeps the CPU), so under a flood, when our loop never sleeps,
- * the reader waits for the next tick (3.4-3.9 ms at HZ=250). After a turn that wrote
- * frames, with more already readable (the loop would not sleep), at most once per
- * yield_ns, give the CPU up: sched_yield, or a 1 us nanosleep that takes this thread off
- * the runqueue so whatever waits on this CPU runs. Off until setTurnYield (the daemon:
- * config turnYieldUs, README "The turn yield"; bench/README.md "Who the pinger waits behind").
+ * the reader waits for the next tick (3.4-3.9 ms at HZ=250). After a turn in which a
+ * light flow was written (a service that drained its handle wrote frames: a ping's
+ * reply, an ACK-clocked sender; not a flood, whose handle stays backlogged and whose
+ * reader is after throughput, not a round trip), with more already readable (the loop
+ * would not sleep), at most once per yield_ns, give the CPU up: a 1 us nanosleep that
+ * takes this thread off the runqueue so whatever waits on this CPU runs (or
+ * sched_yield). A flood alone makes no yields (s31: the sleep after any turn that
+ * wrote handed a CPU hog its slices, 64-byte rate 0.77x with one core busy; bench/README).
+ * VSWITCH_TURN_YIELD_AFTER=any restores that for experiments. Off until setTurnYield
+ * (the daemon: config turnYieldUs, README "The turn yield"; bench/README.md "Who the
+ * pinger waits behind").
  */
 /* More tasks runnable machine-wide than CPUs (/proc/loadavg's fourth field, this thread
  * included): someone waits for a CPU, here or on another CPU that an idle balance on
@@ -1092,11 +1102,17 @@ static bool host_contended(nd_state *st) {
 }
 
 static void turn_yield(nd_state *st) {
-  uint64_t tx = st->stats.tx_frames;
-  if (tx == st->yield_tx) return;
-  st->yield_tx = tx;
+  if (st->yield_any) {
+    uint64_t tx = st->stats.tx_frames;
+    if (tx == st->yield_tx) return;
+    st->yield_tx = tx;
+  } else {
+    uint64_t l = st->light_writes;
+    if (l == st->yield_light) return;
+    st->yield_light = l;
+  }
   uint64_t t = now_ns();
-  if (t < st->yield_next) return;
+  if (t - st->yield_last < st->yield_ns) return;
   struct epoll_event ev;
   if (epoll_wait(uv_backend_fd(st->loop), &ev, 1, 0) <= 0) return; /* the loop sleeps anyway */
   if (st->yield_mode == ND_YIELD_CONTENDED && st->yield_loadavg_fd >= 0 && !host_contended(st)) return;
@@ -1107,15 +1123,10 @@ static void turn_yield(nd_state *st) {
   } else {
     sched_yield();
   }
-  uint64_t end = now_ns(), away = end - t;
+  uint64_t end = now_ns();
   st->stats.turn_yields++;
-  st->stats.turn_yield_ns += away;
-  /* A reader that its wake-up put behind us runs for microseconds and sleeps again: we
-   * are back after the timer slack (~55 us). Back much later, the CPU went to a task that
-   * runs long (a CPU hog, a vCPU): giving it more of our time serves no reader, so the
-   * next yield waits in proportion (README "The turn yield": its share of the loop's time). */
-  uint64_t gap = away * st->yield_away;
-  st->yield_next = end + (gap > st->yield_ns ? gap : st->yield_ns);
+  st->stats.turn_yield_ns += end - t;
+  st->yield_last = end;
 }
 
 /*
@@ -1128,7 +1139,7 @@ static void ensure_prep(nd_state *st);
 
 static void turn_yield_configure(nd_state *st, uint64_t us) {
   st->yield_ns = us * 1000;
-  st->yield_next = 0;
+  st->yield_last = 0;
   if (!us) return;
   if (st->yield_mode == ND_YIELD_CONTENDED && st->yield_loadavg_fd < 0) {
     st->yield_loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
@@ -2732,8 +2743,8 @@ NAPI_MODULE_INIT() {
    * so a turn that finds nobody else to run idles ~1 us, not ~55 (every other timer of
    * the thread, the loop's poll timeouts, gets the same slack). */
   if (st->yield_mode == ND_YIELD_NAP) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
-  const char *ya = getenv("VSWITCH_TURN_YIELD_AWAY");
-  st->yield_away = ya && *ya ? (unsigned)strtoul(ya, NULL, 10) : ND_YIELD_AWAY_DEFAULT;
+  const char *ya = getenv("VSWITCH_TURN_YIELD_AFTER");
+  st->yield_any = ya && strcmp(ya, "any") == 0;
   const char *ye = getenv("VSWITCH_TURN_YIELD_US");
   if (ye && *ye) {
     unsigned long us = strtoul(ye, NULL, 10);

@@ -125,10 +125,6 @@ typedef struct nd_stats {
 
 /* addon.c turn_yield's modes (VSWITCH_TURN_YIELD). */
 enum { ND_YIELD_CONTENDED, ND_YIELD_SLEEP, ND_YIELD_NAP, ND_YIELD_YIELD };
-/* The next turn yield waits at least this many times the last one's time away
- * (VSWITCH_TURN_YIELD_AWAY overrides it at load): the yields' share of the loop's time
- * stays under 1/(1 + this) whoever takes the CPU. */
-#define ND_YIELD_AWAY_DEFAULT 9
 
 /* uring.c: batched writes (a TAP has no batched write of its own). */
 typedef struct nd_ur nd_ur;
