@@ -145,7 +145,7 @@ struct nd_state {
   uint64_t yield_tx;      /* stats.tx_frames at the last turn (VSWITCH_TURN_YIELD_AFTER=any) */
   bool yield_any;         /* VSWITCH_TURN_YIELD_AFTER=any, read at load: after any turn that wrote, not only a light write */
   uint64_t light_writes;  /* services that wrote frames and drained their handle (service) */
-  uint64_t yield_light;   /* light_writes at the last turn */
+  uint64_t yield_light;   /* light_writes at the last yield */
   int yield_loadavg_fd;   /* VSWITCH_TURN_YIELD=contended: /proc/loadavg, read for the runnable count; -1: not used */
   long yield_cpus;        /* ... the online CPUs it is compared with */
   /* Handles by fd (fd_ids[fd] = id + 1), for the poll's events, which carry the fd (libuv's epoll data). */
@@ -1075,14 +1075,14 @@ static void hp_on_check(uv_check_t *c) {
  * inside our write and wakes its reader with a sync wake-up, which places the reader on
  * our CPU when we are its only task; the wake-up does not preempt us (EEVDF: our
  * session's group entity keeps the CPU), so under a flood, when our loop never sleeps,
- * the reader waits for the next tick (3.4-3.9 ms at HZ=250). After a turn in which a
- * light flow was written (a service that drained its handle wrote frames: a ping's
- * reply, an ACK-clocked sender; not a flood, whose handle stays backlogged and whose
- * reader is after throughput, not a round trip), with more already readable (the loop
- * would not sleep), at most once per yield_ns, give the CPU up: a 1 us nanosleep that
- * takes this thread off the runqueue so whatever waits on this CPU runs (or
- * sched_yield). A flood alone makes no yields (s31: the sleep after any turn that
- * wrote handed a CPU hog its slices, 64-byte rate 0.77x with one core busy; bench/README).
+ * the reader waits for the next tick (3.4-3.9 ms at HZ=250). Once a light flow has
+ * been written since the last yield (a service that drained its handle wrote frames: a
+ * ping's reply, an ACK-clocked sender; not a flood, whose handle stays backlogged and
+ * whose reader is after throughput, not a round trip), after a turn with more already
+ * readable (the loop would not sleep), at most once per yield_ns, give the CPU up: a
+ * 1 us nanosleep that takes this thread off the runqueue so whatever waits on this CPU
+ * runs (or sched_yield). A flood alone makes no yields (s31: the sleep after any turn
+ * that wrote handed a CPU hog its slices, 64-byte rate 0.77x with one core busy).
  * VSWITCH_TURN_YIELD_AFTER=any restores that for experiments. Off until setTurnYield
  * (the daemon: config turnYieldUs, README "The turn yield"; bench/README.md "Who the
  * pinger waits behind").
@@ -1106,10 +1106,8 @@ static void turn_yield(nd_state *st) {
     uint64_t tx = st->stats.tx_frames;
     if (tx == st->yield_tx) return;
     st->yield_tx = tx;
-  } else {
-    uint64_t l = st->light_writes;
-    if (l == st->yield_light) return;
-    st->yield_light = l;
+  } else if (st->light_writes == st->yield_light) {
+    return; /* no light flow written since the last yield */
   }
   uint64_t t = now_ns();
   if (t - st->yield_last < st->yield_ns) return;
@@ -1124,6 +1122,9 @@ static void turn_yield(nd_state *st) {
     sched_yield();
   }
   uint64_t end = now_ns();
+  /* Since the yield, not the turn: the light flows' next frames often come from readers
+   * that wait on this CPU themselves (fair2, s31: counted per turn, the p99 as without). */
+  st->yield_light = st->light_writes;
   st->stats.turn_yields++;
   st->stats.turn_yield_ns += end - t;
   st->yield_last = end;
