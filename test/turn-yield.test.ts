@@ -5,8 +5,9 @@
  * loop always has more to read) while the host is made contended (one CPU-bound process per
  * CPU, plus one, beside the flooder: more runnable tasks than CPUs).
  * - On by default (500 µs): `settings` says so, the daemon logged it, and under the flood on
- *   the contended host the loop gave its CPU up (`settings --json` turnYield.yields grows),
- *   never more often than once per interval allows; vm2 still gets the flood and a ping
+ *   the contended host, with vm3's pings as the light flow that arms it, the loop gave its
+ *   CPU up (`settings --json` turnYield.yields grows, its awayMs with it), never more often
+ *   than once per interval allows; vm2 still gets the flood and a ping
  *   from vm2 to vm1 is answered; a neighbour (vm3) pinging vm2 throughout the flood loses
  *   at most a few of its pings and the daemon's RSS does not grow by more than 32 MB.
  * - Off at runtime: the count stands still under the same flood; `settings` says it was set
@@ -54,11 +55,11 @@ describe('the turn yield (turnYieldUs)', () => {
   const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.proc.pid}/status`, 'utf8'))![1]);
 
   /** Yields and frames vm2 received over a 2 s flood on a contended host; the pings vm3 (the neighbour) got answered meanwhile; the daemon's RSS growth (kB). */
-  async function floodContended(): Promise<{ yields: number; rx: number; ms: number; pings: number; rssKb: number }> {
+  async function floodContended(): Promise<{ yields: number; awayMs: number; rx: number; ms: number; pings: number; rssKb: number }> {
     spinners = Array.from({ length: availableParallelism() + 1 }, () => spawnTracked(PYTHON, ['-c', 'while True: pass']));
     try {
       await sleep(300); // the spinners runnable before the flood starts
-      const y0 = (await settings()).turnYield.yields;
+      const { yields: y0, awayMs: a0 } = (await settings()).turnYield;
       const rx0 = await rxPackets(v2);
       const rss0 = rss();
       const t0 = Date.now();
@@ -67,7 +68,8 @@ describe('the turn yield (turnYieldUs)', () => {
       await sleep(Math.max(0, 2300 - (Date.now() - t0)));
       await f.stop();
       const ms = Date.now() - t0;
-      return { yields: (await settings()).turnYield.yields - y0, rx: await rxPackets(v2) - rx0, ms, pings, rssKb: rss() - rss0 };
+      const t = (await settings()).turnYield;
+      return { yields: t.yields - y0, awayMs: t.awayMs - a0, rx: await rxPackets(v2) - rx0, ms, pings, rssKb: rss() - rss0 };
     } finally {
       for (const s of spinners) s.kill('SIGKILL');
       spinners = [];
@@ -83,6 +85,9 @@ describe('the turn yield (turnYieldUs)', () => {
     expect(r.yields, 'busy turns that gave the CPU up').toBeGreaterThan(0);
     // One per 500 µs at most, over the flood and the settings calls around it.
     expect(r.yields).toBeLessThanOrEqual(Math.ceil((r.ms + 1000) * 1000 / 500));
+    // Each yield's time away counted: at least its 1 µs sleep, and less than the flood lasted.
+    expect(r.awayMs).toBeGreaterThanOrEqual(r.yields * 0.001);
+    expect(r.awayMs).toBeLessThan(r.ms);
     expect(r.rx, 'the flood still reaches vm2').toBeGreaterThan(1000);
     expect(r.pings, 'the neighbour\'s pings during the flood').toBeGreaterThanOrEqual(18);
     expect(r.rssKb, 'the daemon\'s RSS (kB)').toBeLessThan(32 * 1024);

@@ -270,6 +270,10 @@ describe('vswitch set / settings: poll before sleep', () => {
     const base = { pollBeforeSleepUs: 0, pollBeforeSleepBudgetMs: 200 };
     expect(settingsLine({ ...base, overrides: [], turnYield: { us: 500, yields: 7 } }))
       .toBe('poll before sleep: off\nturn yield: at most every 500 µs while the host is contended, 7 yields');
+    expect(settingsLine({ ...base, overrides: [], turnYield: { us: 500, yields: 7, awayMs: 0.8123 } }))
+      .toBe('poll before sleep: off\nturn yield: at most every 500 µs while the host is contended, 7 yields (0.8 ms away)');
+    expect(settingsLine({ ...base, overrides: [], turnYield: { us: 500, yields: 0, awayMs: 0 } }))
+      .toBe('poll before sleep: off\nturn yield: at most every 500 µs while the host is contended, 0 yields');
     expect(settingsLine({ ...base, overrides: ['turnYieldUs'], turnYield: { us: 0, yields: 7 } }))
       .toBe('poll before sleep: off\nturn yield: off (set at runtime)');
   });

@@ -258,6 +258,7 @@ describe('metrics registry', () => {
       let s = parse(await reg.metrics());
       expect(s.get('vswitch_turn_yield_interval_seconds')).toBe(sw.turnYieldUs / 1e6);
       expect(s.get('vswitch_turn_yields_total')).toBeGreaterThanOrEqual(0);
+      expect(s.get('vswitch_turn_yield_seconds_total')).toBeGreaterThanOrEqual(0);
       expect(() => sw.daemonSet({ turnYieldUs: 100001 })).toThrow(/turnYieldUs must be a whole number 0-100000/);
       expect(sw.daemonSet({ turnYieldUs: 250 }).turnYield).toMatchObject({ us: 250 });
       expect(parse(await reg.metrics()).get('vswitch_turn_yield_interval_seconds')).toBe(0.00025);
