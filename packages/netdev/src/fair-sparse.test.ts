@@ -8,15 +8,10 @@
  * reports every batch as [port, frames, turn]. Structure only, no clock: the order in
  * which the batches reached JS, and how many frames each port got per turn.
  */
-import { execFile, execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { childNs } from './test-env.js';
 
-const execFileP = promisify(execFile);
-const ADDON = fileURLToPath(new URL('../build/Release/netdev.node', import.meta.url));
-const NS = `nds${randomBytes(3).toString('hex')}`;
+const NS = childNs('nds');
 const Q = 4;
 const FLOOD = 200;
 
@@ -25,9 +20,6 @@ type Batch = [port: 'A' | 'B', frames: number, turn: number];
 /** `burst` datagrams to B from A's batches number 1, 4, 7, ... (1-based), up to 10 times. */
 async function run(sparse: boolean, burst: number): Promise<{ log: Batch[]; sparseFirst: number }> {
   const script = `
-    const m = { exports: {} };
-    process.dlopen(m, process.argv[1]);
-    const nd = m.exports;
     const dgram = require('node:dgram');
     const [sparse, burst, q, flood] = process.argv.slice(2).map(Number);
     const [a] = nd.openUdp(0x7f000001, 4789, '');
@@ -75,11 +67,7 @@ async function run(sparse: boolean, burst: number): Promise<{ log: Batch[]; spar
     });
     setTimeout(() => { console.log(JSON.stringify({ error: 'timeout', log })); process.exit(1); }, 8000);
   `;
-  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '-e', script, ADDON,
-    sparse ? '1' : '0', String(burst), String(Q), String(FLOOD)], { timeout: 20_000 });
-  const r = JSON.parse(stdout);
-  if (r.error !== undefined) throw new Error(`child: ${JSON.stringify(r)}`);
-  return r;
+  return NS.run(script, [sparse ? '1' : '0', String(burst), String(Q), String(FLOOD)]);
 }
 
 /** For each of B's first batches after a send, how many of A's batches reached JS between the sending batch and it. */
@@ -105,15 +93,6 @@ function perTurn(log: Batch[], port: 'A' | 'B'): Map<number, number> {
   for (const [p, n, t] of log) if (p === port) m.set(t, (m.get(t) ?? 0) + n);
   return m;
 }
-
-beforeAll(() => {
-  execFileSync('ip', ['netns', 'add', NS]);
-  execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
-});
-
-afterAll(() => {
-  try { execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' }); } catch { /* not made */ }
-});
 
 describe('sparse-first service (setSparse)', () => {
   it('a port that turns readable beside a backlogged flooder reaches JS before the flooder\'s next batch', async () => {

@@ -5,12 +5,9 @@
  * the test's own (a node child under `ip netns exec`) that frames arriving while the
  * loop polls are found by the poll (hits), and that with it off nothing polls.
  */
-import { execFile, execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { POLL_BEFORE_SLEEP_MAX_US, pollBeforeSleepForTest, setPollBeforeSleep } from './index.js';
+import { childNs } from './test-env.js';
 
 const US = 1000; // ns
 const MS = 1000 * US;
@@ -161,9 +158,7 @@ describe('poll before sleep: the adaptive window (KVM halt-polling rules)', () =
   });
 });
 
-const execFileP = promisify(execFile);
-const ADDON = fileURLToPath(new URL('../build/Release/netdev.node', import.meta.url));
-const NS = `ndh${randomBytes(3).toString('hex')}`;
+const NS = childNs('ndh');
 const SENDS = 2000;
 
 /**
@@ -176,9 +171,6 @@ const SENDS = 2000;
 async function stream(maxUs: number): Promise<{ got: number; hp: Record<string, number>; stats: Record<string, number> }> {
   const script = `
     const { Worker } = require('node:worker_threads');
-    const m = { exports: {} };
-    process.dlopen(m, process.argv[1]);
-    const nd = m.exports;
     const [maxUs, sends] = process.argv.slice(2).map(Number);
     const [h] = nd.openUdp(0x7f000001, 4789, '');
     let got = 0;
@@ -206,10 +198,7 @@ async function stream(maxUs: number): Promise<{ got: number; hp: Record<string, 
     });
     setTimeout(() => { console.log(JSON.stringify({ error: 'timeout', got })); process.exit(1); }, 20000);
   `;
-  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '-e', script, ADDON, String(maxUs), String(SENDS)], { timeout: 40_000 });
-  const r = JSON.parse(stdout);
-  if (r.error !== undefined) throw new Error(`child: ${JSON.stringify(r)}`);
-  return r;
+  return NS.run(script, [String(maxUs), String(SENDS)], { timeout: 40_000 });
 }
 
 /**
@@ -221,9 +210,6 @@ async function stream(maxUs: number): Promise<{ got: number; hp: Record<string, 
 async function pingPong(sends: number): Promise<{ got: number; served: number; stalls: number }> {
   const script = `
     const { Worker } = require('node:worker_threads');
-    const m = { exports: {} };
-    process.dlopen(m, process.argv[1]);
-    const nd = m.exports;
     const sends = Number(process.argv[2]);
     const acks = new Int32Array(new SharedArrayBuffer(8));
     const [h] = nd.openUdp(0x7f000001, 4790, '');
@@ -255,20 +241,8 @@ async function pingPong(sends: number): Promise<{ got: number; served: number; s
     });
     setTimeout(() => { console.log(JSON.stringify({ error: 'timeout', got })); process.exit(1); }, 30000);
   `;
-  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '-e', script, ADDON, String(sends)], { timeout: 40_000 });
-  const r = JSON.parse(stdout);
-  if (r.error !== undefined) throw new Error(`child: ${JSON.stringify(r)}`);
-  return r;
+  return NS.run(script, [String(sends)], { timeout: 40_000 });
 }
-
-beforeAll(() => {
-  execFileSync('ip', ['netns', 'add', NS]);
-  execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
-});
-
-afterAll(() => {
-  try { execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' }); } catch { /* not made */ }
-});
 
 describe('poll before sleep on real sockets', () => {
   it('on: datagrams arriving while the loop polls are found by the poll (hits), and every one is delivered', async () => {

@@ -14,25 +14,16 @@
  * away is counted (turnYieldNs: at least the 1 us sleep). Structure only: the first yield
  * is due at once, so no assertion depends on the clock.
  */
-import { execFile, execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { childNs } from './test-env.js';
 
-const execFileP = promisify(execFile);
-const ADDON = fileURLToPath(new URL('../build/Release/netdev.node', import.meta.url));
-const ID = randomBytes(3).toString('hex');
-const NS = `ndy${ID}`;
+const NS = childNs('ndy');
 const FLOOD = 200;
 
 interface Result { yields: number; awayNs: number; writeTurns: number; txFrames: number; batches: number; light: number }
 
 async function run(env: Record<string, string>, light = false): Promise<Result> {
   const script = `
-    const m = { exports: {} };
-    process.dlopen(m, process.argv[1]);
-    const nd = m.exports;
     const dgram = require('node:dgram');
     const { execFileSync } = require('node:child_process');
     const [tapName, flood, light] = [process.argv[2], Number(process.argv[3]), process.argv[4] === '1'];
@@ -75,21 +66,9 @@ async function run(env: Record<string, string>, light = false): Promise<Result> 
     for (let i = 0; i < flood; i++) tx.send(Buffer.alloc(100, 0xab), 4789, '127.0.0.1', () => { if (++queued === flood) go(); });
     setTimeout(() => { console.log(JSON.stringify({ error: 'timeout', got })); process.exit(1); }, 8000);
   `;
-  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '-e', script, ADDON, `ndy${ID}t`, String(FLOOD), light ? '1' : '0'],
-    { timeout: 20_000, env: { ...process.env, VSWITCH_TURN_YIELD_US: '', VSWITCH_TURN_YIELD: '', VSWITCH_TURN_YIELD_AFTER: '', ...env } });
-  const r = JSON.parse(stdout);
-  if (r.error !== undefined) throw new Error(`child: ${JSON.stringify(r)}`);
-  return r;
+  return NS.run<Result>(script, [`${NS.name}t`, String(FLOOD), light ? '1' : '0'],
+    { env: { ...process.env, VSWITCH_TURN_YIELD_US: '', VSWITCH_TURN_YIELD: '', VSWITCH_TURN_YIELD_AFTER: '', ...env } });
 }
-
-beforeAll(() => {
-  execFileSync('ip', ['netns', 'add', NS]);
-  execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
-});
-
-afterAll(() => {
-  try { execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' }); } catch { /* not made */ }
-});
 
 describe('turn yield (VSWITCH_TURN_YIELD_US)', () => {
   it('off by default: a busy loop that writes a light flow never yields', async () => {

@@ -7,27 +7,17 @@
  * reading, then reports the size of every batch the loop handed it; with the frame
  * share too (a quantum of datagrams; a UDP GRO burst counts as its segments).
  */
-import { execFile, execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FAIR_FRAME_COST, FAIR_QUANTUM_DEFAULT } from './index.js';
+import { childNs } from './test-env.js';
 
-const execFileP = promisify(execFile);
-const ADDON = fileURLToPath(new URL('../build/Release/netdev.node', import.meta.url));
-const NS = `ndu${randomBytes(3).toString('hex')}`;
-
-afterAll(() => {
-  try { execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' }); } catch { /* not made */ }
-});
+const NS = childNs('ndu');
+/** The sender's own (queueIp3, flushIp). */
+const NSQ = childNs('nduq');
 
 /** In NS: `count` datagrams of `size` bytes queued to an underlay socket, then read with quantum `q`. */
 async function drain(count: number, size: number, q: number, frames = false): Promise<{ batches: number[]; full: number; got: number }> {
   const script = `
-    const m = { exports: {} };
-    process.dlopen(m, process.argv[1]);
-    const nd = m.exports;
     const dgram = require('node:dgram');
     const [count, size, q, frames] = process.argv.slice(2).map(Number);
     const [h] = nd.openUdp(0x7f000001, 4789, '');
@@ -50,8 +40,7 @@ async function drain(count: number, size: number, q: number, frames = false): Pr
     for (let i = 0; i < count; i++) tx.send(payload, 4789, '127.0.0.1', () => { if (++queued === count) go(); });
     setTimeout(done, 8000);
   `;
-  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '-e', script, ADDON, String(count), String(size), String(q), frames ? '1' : '0'], { timeout: 20_000 });
-  return JSON.parse(stdout);
+  return NS.run(script, [String(count), String(size), String(q), frames ? '1' : '0']);
 }
 
 /**
@@ -60,9 +49,6 @@ async function drain(count: number, size: number, q: number, frames = false): Pr
  */
 async function groDrain(bursts: number, segs: number, q: number): Promise<{ batches: number[]; full: number; got: number; bursts: number }> {
   const script = `
-    const m = { exports: {} };
-    process.dlopen(m, process.argv[1]);
-    const nd = m.exports;
     const { execFileSync } = require('node:child_process');
     const [bursts, segs, q] = process.argv.slice(2).map(Number);
     const [h] = nd.openUdp(0x7f000001, 4789, '');
@@ -89,14 +75,11 @@ async function groDrain(bursts: number, segs: number, q: number): Promise<{ batc
     });
     setTimeout(done, 8000);
   `;
-  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '-e', script, ADDON, String(bursts), String(segs), String(q)], { timeout: 20_000 });
-  return JSON.parse(stdout);
+  return NS.run(script, [String(bursts), String(segs), String(q)]);
 }
 
 describe('the underlay socket takes its fair share of the read loop', () => {
   it('reads a backlog one quantum per round, not until the socket is empty', async () => {
-    execFileSync('ip', ['netns', 'add', NS]);
-    execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
     const size = 1400;
     const r = await drain(2000, size, FAIR_QUANTUM_DEFAULT);
     expect(r.got).toBe(2000);
@@ -140,55 +123,45 @@ describe('the underlay socket under the frame share (readShare: frames)', () => 
 
 describe('the underlay sender queues complete packets and sends them in batches', () => {
   it('queueIp3 holds packets until flushIp (or 64 are queued), then sends them all, in order', async () => {
-    execFileSync('ip', ['netns', 'add', `${NS}q`]);
-    try {
-      execFileSync('ip', ['-n', `${NS}q`, 'link', 'set', 'lo', 'up']);
-      const script = `
-        const m = { exports: {} };
-        process.dlopen(m, process.argv[1]);
-        const nd = m.exports;
-        const [rx] = nd.openUdp(0x7f000001, 4789, '');
-        const [tx] = nd.openRawIp('');
-        const ring = nd.ring();
-        const got = [];
-        nd.start(rx, (n) => { for (let i = 0; i < n; i++) got.push(ring.arena.readUInt32BE(ring.offs[i])); });
-        // Outer IPv4 + UDP to 127.0.0.1:4789 (DF, UDP checksum 0), then a 4-byte sequence number in two pieces.
-        const hdr = Buffer.alloc(28);
-        hdr[0] = 0x45; hdr.writeUInt16BE(32, 2); hdr.writeUInt16BE(0x4000, 6); hdr[8] = 64; hdr[9] = 17;
-        hdr.writeUInt32BE(0x7f000001, 12); hdr.writeUInt32BE(0x7f000001, 16);
-        hdr.writeUInt16BE(50000, 20); hdr.writeUInt16BE(4789, 22); hdr.writeUInt16BE(12, 24);
-        const body = Buffer.alloc(4);
-        const before = nd.stats();
-        const queued = [];
-        const send = (i) => { body.writeUInt32BE(i); queued.push(nd.queueIp3(tx, 0x7f000001, hdr, 0, 28, body, 0, 2, body, 2, 2)); };
-        for (let i = 0; i < 10; i++) send(i);
+    const script = `
+      const [rx] = nd.openUdp(0x7f000001, 4789, '');
+      const [tx] = nd.openRawIp('');
+      const ring = nd.ring();
+      const got = [];
+      nd.start(rx, (n) => { for (let i = 0; i < n; i++) got.push(ring.arena.readUInt32BE(ring.offs[i])); });
+      // Outer IPv4 + UDP to 127.0.0.1:4789 (DF, UDP checksum 0), then a 4-byte sequence number in two pieces.
+      const hdr = Buffer.alloc(28);
+      hdr[0] = 0x45; hdr.writeUInt16BE(32, 2); hdr.writeUInt16BE(0x4000, 6); hdr[8] = 64; hdr[9] = 17;
+      hdr.writeUInt32BE(0x7f000001, 12); hdr.writeUInt32BE(0x7f000001, 16);
+      hdr.writeUInt16BE(50000, 20); hdr.writeUInt16BE(4789, 22); hdr.writeUInt16BE(12, 24);
+      const body = Buffer.alloc(4);
+      const before = nd.stats();
+      const queued = [];
+      const send = (i) => { body.writeUInt32BE(i); queued.push(nd.queueIp3(tx, 0x7f000001, hdr, 0, 28, body, 0, 2, body, 2, 2)); };
+      for (let i = 0; i < 10; i++) send(i);
+      setTimeout(() => {
+        const early = got.length;
+        const flushed = nd.flushIp();
+        for (let i = 10; i < 80; i++) send(i); // the 64th fills the queue: sent at once
         setTimeout(() => {
-          const early = got.length;
-          const flushed = nd.flushIp();
-          for (let i = 10; i < 80; i++) send(i); // the 64th fills the queue: sent at once
+          const mid = got.length;
+          nd.flushIp();
           setTimeout(() => {
-            const mid = got.length;
-            nd.flushIp();
-            setTimeout(() => {
-              const after = nd.stats();
-              console.log(JSON.stringify({ early, flushed, mid, got, queued: queued.every((q) => q === 32),
-                nQueued: after.vxlanTxQueued - before.vxlanTxQueued, batches: after.vxlanTxBatches - before.vxlanTxBatches,
-                errors: after.vxlanTxQueueErrors - before.vxlanTxQueueErrors }));
-              process.exit(0);
-            }, 200);
+            const after = nd.stats();
+            console.log(JSON.stringify({ early, flushed, mid, got, queued: queued.every((q) => q === 32),
+              nQueued: after.vxlanTxQueued - before.vxlanTxQueued, batches: after.vxlanTxBatches - before.vxlanTxBatches,
+              errors: after.vxlanTxQueueErrors - before.vxlanTxQueueErrors }));
+            process.exit(0);
           }, 200);
         }, 200);
-      `;
-      const { stdout } = await execFileP('ip', ['netns', 'exec', `${NS}q`, process.execPath, '-e', script, ADDON], { timeout: 20_000 });
-      const r = JSON.parse(stdout);
-      expect(r.queued).toBe(true);
-      expect(r.early, 'nothing leaves before the flush').toBe(0);
-      expect(r.flushed).toBe(10);
-      expect(r.mid, 'a full queue (64) goes out at once').toBe(10 + 64);
-      expect(r.got).toEqual([...Array(80).keys()]);
-      expect([r.nQueued, r.batches, r.errors]).toEqual([80, 3, 0]);
-    } finally {
-      execFileSync('ip', ['netns', 'del', `${NS}q`]);
-    }
+      }, 200);
+    `;
+    const r = await NSQ.run<Record<string, unknown>>(script, []);
+    expect(r.queued).toBe(true);
+    expect(r.early, 'nothing leaves before the flush').toBe(0);
+    expect(r.flushed).toBe(10);
+    expect(r.mid, 'a full queue (64) goes out at once').toBe(10 + 64);
+    expect(r.got).toEqual([...Array(80).keys()]);
+    expect([r.nQueued, r.batches, r.errors]).toEqual([80, 3, 0]);
   }, 30_000);
 });

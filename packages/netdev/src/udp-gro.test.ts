@@ -8,24 +8,10 @@
  * (a node child under `ip netns exec`, loading the built addon); python sends the
  * datagram with UDP_SEGMENT on the loopback, which carries it whole.
  */
-import { execFile, execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { childNs } from './test-env.js';
 
-const execFileP = promisify(execFile);
-const ADDON = fileURLToPath(new URL('../build/Release/netdev.node', import.meta.url));
-const NS = `ndg${randomBytes(3).toString('hex')}`;
-
-beforeAll(() => {
-  execFileSync('ip', ['netns', 'add', NS]);
-  execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
-});
-
-afterAll(() => {
-  try { execFileSync('ip', ['netns', 'del', NS]); } catch { /* not made */ }
-});
+const NS = childNs('ndg');
 
 interface Got {
   frames: { len: number; first: number; last: number; ip: string; port: number }[];
@@ -38,9 +24,6 @@ interface Got {
 /** In NS: one datagram of `n` segments of `seg` bytes (segment i filled with byte i) and a `tail`-byte last one, read with GRO `on`. */
 async function burst(on: boolean, n: number, seg: number, tail: number, expectFrames: number): Promise<Got> {
   const script = `
-    const m = { exports: {} };
-    process.dlopen(m, process.argv[1]);
-    const nd = m.exports;
     const { execFileSync } = require('node:child_process');
     const [on, n, seg, tail, want] = process.argv.slice(2).map(Number);
     const [h] = nd.openUdp(0x7f000001, 4789, '');
@@ -73,9 +56,7 @@ async function burst(on: boolean, n: number, seg: number, tail: number, expectFr
     const sport = Number(execFileSync('python3', ['-c', py, String(n), String(seg), String(tail)]).toString());
     setTimeout(done, 5000);
   `;
-  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '-e', script, ADDON,
-    on ? '1' : '0', String(n), String(seg), String(tail), String(expectFrames)], { timeout: 20_000 });
-  return JSON.parse(stdout);
+  return NS.run(script, [on ? '1' : '0', String(n), String(seg), String(tail), String(expectFrames)]);
 }
 
 describe('UDP GRO on the underlay socket', () => {

@@ -7,31 +7,14 @@
  * namespace of the test's own (a node child under `ip netns exec`, loading the built
  * addon); python sends datagrams with IP_TOS / IPV6_TCLASS set on the loopback.
  */
-import { execFile, execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { childNs } from './test-env.js';
 
-const execFileP = promisify(execFile);
-const ADDON = fileURLToPath(new URL('../build/Release/netdev.node', import.meta.url));
-const NS = `ndt${randomBytes(3).toString('hex')}`;
-
-beforeAll(() => {
-  execFileSync('ip', ['netns', 'add', NS]);
-  execFileSync('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
-});
-
-afterAll(() => {
-  try { execFileSync('ip', ['netns', 'del', NS]); } catch { /* not made */ }
-});
+const NS = childNs('ndt');
 
 /** In NS: per step (recvTos on/off), one datagram sent with DS field `ds`; the DS bytes read in front of them. */
 async function dsBytes(v6: boolean, gro: boolean, steps: boolean[], ds: number): Promise<{ ds: number[]; set: boolean[] }> {
   const script = `
-    const m = { exports: {} };
-    process.dlopen(m, process.argv[1]);
-    const nd = m.exports;
     const { execFileSync } = require('node:child_process');
     const v6 = process.argv[2] === '1', gro = process.argv[3] === '1';
     const steps = process.argv[4].split(',').map((s) => s === '1');
@@ -60,9 +43,7 @@ async function dsBytes(v6: boolean, gro: boolean, steps: boolean[], ds: number):
     next();
     setTimeout(() => { console.log(JSON.stringify({ ds: got, set, timeout: true })); process.exit(0); }, 5000);
   `;
-  const { stdout } = await execFileP('ip', ['netns', 'exec', NS, process.execPath, '-e', script, ADDON,
-    v6 ? '1' : '0', gro ? '1' : '0', steps.map((s) => (s ? '1' : '0')).join(','), String(ds)], { timeout: 20_000 });
-  return JSON.parse(stdout);
+  return NS.run(script, [v6 ? '1' : '0', gro ? '1' : '0', steps.map((s) => (s ? '1' : '0')).join(','), String(ds)]);
 }
 
 describe('the outer DS field of underlay datagrams (setUdpRecvTos)', () => {
