@@ -60,7 +60,7 @@ function queueFrames(ns: string, dev: string, dst: string, src: string, n: numbe
 const gens = nd.flowCacheGenerations();
 
 /** Fills A's queue with N frames of an installed key, drains it with `quantum`; what the read loop did. */
-async function drain(tag: string, quantum: number, frames = false): Promise<{ full: number; hits: number; toJs: number; rx: number }> {
+async function drain(tag: string, quantum: number, frames = false): Promise<{ full: number; hits: number; toJs: number; behindMiss: number; rx: number }> {
   const { a, b, na, nb } = pair(tag);
   const BR = 13;
   gens[BR]++;
@@ -73,14 +73,21 @@ async function drain(tag: string, quantum: number, frames = false): Promise<{ fu
   const rx0 = rxPackets(nb, b.name);
   const hits0 = nd.flowCacheStats().hits;
   const full0 = nd.fairFull(a.handle);
-  // Frames of the key that reached JS (the link may send a stray frame of its own).
-  let toJs = 0;
+  // Frames of the key that reached JS (the link may send a stray frame of its own), and of
+  // those the ones behind another frame in their batch: the replay stops at a batch's first
+  // miss to keep order, so a stray frame ahead of ours sends the rest of its batch to JS.
+  let toJs = 0, behindMiss = 0;
   const ring = nd.ring(), key = f.subarray(nd.VNET_HDR_LEN, nd.VNET_HDR_LEN + 12);
   nd.start(a.handle, (n) => {
-    for (let i = 0; i < n; i++) if (ring.arena.subarray(ring.offs[i], ring.offs[i] + 12).equals(key)) toJs++;
+    let miss = false;
+    for (let i = 0; i < n; i++) {
+      if (!ring.arena.subarray(ring.offs[i], ring.offs[i] + 12).equals(key)) { miss = true; continue; }
+      toJs++;
+      if (miss) behindMiss++;
+    }
   });
   const ok = await until(() => nd.flowCacheStats().hits - hits0 + toJs >= N, 20_000);
-  const out = { full: nd.fairFull(a.handle) - full0, hits: nd.flowCacheStats().hits - hits0, toJs, rx: rxPackets(nb, b.name) - rx0 };
+  const out = { full: nd.fairFull(a.handle) - full0, hits: nd.flowCacheStats().hits - hits0, toJs, behindMiss, rx: rxPackets(nb, b.name) - rx0 };
   expect(ok, JSON.stringify(out)).toBe(true);
   for (const h of [a.handle, b.handle]) { handles.delete(h); nd.close(h); }
   return out;
@@ -107,9 +114,12 @@ describe('fair share of replayed frames', () => {
 
   it('with the frame share, replayed frames count one each: N frames at 8 a round take N/8 rounds', async () => {
     const f = await drain('f', 8, true);
-    expect(f.hits).toBe(N);
-    expect(f.toJs).toBe(0);
-    expect(f.rx).toBe(N);
+    // Every frame replayed in C, except those behind a stray frame of the link's own in an
+    // 8-frame batch (the order kept; seen once in s31's CI: 53 replayed, 7 behind it).
+    expect(f.toJs, JSON.stringify(f)).toBe(f.behindMiss);
+    expect(f.behindMiss).toBeLessThanOrEqual(7);
+    expect(f.hits + f.toJs).toBe(N);
+    expect(f.rx, 'B got every replayed frame (the test sends none of JS\'s on)').toBe(f.hits);
     // Each round reads 8 and leaves the rest while more than 8 wait: ceil(60/8) - 1 = 7
     // services leave frames (one more if the link's own frame shared a round).
     expect(f.full).toBeGreaterThanOrEqual(Math.ceil(N / 8) - 1);

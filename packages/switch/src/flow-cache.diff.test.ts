@@ -46,6 +46,13 @@ import { Drop } from './drop.js';
 import { ArpSuppress } from './arp-suppress.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
+// The differential property's runs come from one seed (FUZZ_SEED to explore others; FUZZ_SHOW=1
+// prints the counts). The coverage floors after it (how many replays were ARP, IPv6, ...)
+// count what the generator happened to produce: over seeds 1-12 the ARP replays ranged 2-20
+// and the IPv6 ones 4-44, so a random seed left ARP under its floor about one CI run in five
+// (s31). Seed 1 clears every floor (ARP 20, IPv6 24); another seed may not, which says
+// nothing about the cache: the property (cache on = cache off) is what must hold for all.
+const SEED = Number(process.env.FUZZ_SEED ?? 1);
 const HDR = 10;
 
 interface Entry {
@@ -595,7 +602,8 @@ describe('flow cache: cache on and off give the same outputs, counters and MAC t
       installs += on.br.flowCacheCounters.installs;
       invalidations += on.br.flowCacheCounters.invalidations;
       expect(on.br.flowCacheCounters.hits).toBe(on.model!.hits);
-    }), { numRuns: RUNS });
+    }), { numRuns: RUNS, seed: SEED });
+    if (process.env.FUZZ_SHOW) console.log(JSON.stringify({ seed: SEED, hits, hdrHits, tagHits, l3Hits, arpHits, ip6Hits, installs, invalidations }));
     // The runs replayed frames, not only missed.
     expect(hits).toBeGreaterThan(RUNS / 10);
     expect(hdrHits).toBeGreaterThan(RUNS / 100); // TSO, partial-checksum and DATA_VALID frames among them
